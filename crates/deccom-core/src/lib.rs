@@ -1,0 +1,23 @@
+//! deccom-core: the sans-IO heart of deccom.
+//!
+//! Nothing in this crate opens a socket, reads the clock or spawns a thread. Every state machine
+//! takes its inputs (bytes, `now`, randomness) from the caller and returns what to do as values.
+//!
+//! # Modules
+//!
+//! - [`identity`]: Ed25519 / name identities, node ids (SHA-256 of the encoded public identity),
+//!   signatures, and the key file format.
+//! - [`wire`]: checked binary codecs that never panic on untrusted input, starting with
+//!   [`wire::peer_record`].
+//! - [`error`]: the crate's one error type, each variant with a stable `ERR_DECCOM_*` code.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod identity;
+pub mod wire;
+
+pub use error::Error;
+pub use identity::{node_id, verify, Identity, NodeId, PublicIdentity};
+pub use wire::peer_record::PeerRecord;

@@ -1,0 +1,9 @@
+//! deccom-napi: the Node-API binding of deccom.
+//!
+//! A thin layer: it owns sockets, threads and file I/O, converts between JavaScript and Rust, and
+//! holds no protocol logic of its own (that lives in `deccom-core`). One file per exposed object.
+#![deny(clippy::all)]
+
+mod error;
+mod identity;
+mod socket;
