@@ -1,0 +1,96 @@
+/**
+ * UDP addresses. An {@link Address} is immutable and interned: the same host and port give the same
+ * object (within a bounded cache), so layers can compare addresses with `===` or by `key`, and the
+ * 18-byte wire form the native socket takes is computed once per address, not once per datagram.
+ */
+import net from 'node:net'
+import { DeccomError, ErrorCode, fromNative } from './errors'
+import { native } from './native'
+
+/** An IP address and UDP port. */
+export class Address {
+  /** `host:port` for IPv4, `[host]:port` for IPv6: unique per address, usable as a Map key. */
+  readonly key: string
+  /** @internal 16 bytes of IPv6 (IPv4 mapped) + port, big-endian: what the native socket sends to. */
+  readonly raw: Buffer
+
+  /** Use {@link toAddress}: it validates and interns. */
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly family: 4 | 6,
+  ) {
+    this.key = family === 4 ? `${host}:${port}` : `[${host}]:${port}`
+    this.raw = family === 4 ? encodeV4(host, port) : encodeV6(host, port)
+    Object.freeze(this)
+  }
+
+  toString(): string {
+    return this.key
+  }
+
+  toJSON(): { host: string; port: number; family: 4 | 6 } {
+    return { host: this.host, port: this.port, family: this.family }
+  }
+}
+
+/** Anything {@link toAddress} accepts. */
+export type AddressLike = Address | string | { host: string; port: number }
+
+const MAX_CACHE = 65_536
+const cache = new Map<string, Address>()
+
+function encodeV4(host: string, port: number): Buffer {
+  const raw = Buffer.alloc(18)
+  raw[10] = 0xff
+  raw[11] = 0xff
+  const parts = host.split('.')
+  for (let i = 0; i < 4; i++) raw[12 + i] = Number(parts[i])
+  raw.writeUInt16BE(port, 16)
+  return raw
+}
+
+function encodeV6(host: string, port: number): Buffer {
+  try {
+    return native.encodeAddress(host, port)
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+function invalid(what: unknown, why: string): DeccomError {
+  return new DeccomError(ErrorCode.INVALID_ADDRESS, `Invalid address ${JSON.stringify(what)}: ${why}`)
+}
+
+/** Parses `"1.2.3.4:5"`, `"[::1]:5"` or `{ host, port }` into an interned {@link Address}. */
+export function toAddress(a: AddressLike): Address
+export function toAddress(host: string, port: number): Address
+export function toAddress(a: AddressLike, p?: number): Address {
+  if (a instanceof Address) return a
+  let host: string
+  let port: number
+  if (typeof a === 'string' && p !== undefined) {
+    host = a
+    port = p
+  } else if (typeof a === 'string') {
+    const i = a.lastIndexOf(':')
+    if (i < 0) throw invalid(a, 'expected "host:port" (IPv6 as "[host]:port")')
+    host = a.slice(0, i)
+    port = Number(a.slice(i + 1))
+  } else if (a !== null && typeof a === 'object' && typeof a.host === 'string') {
+    host = a.host
+    port = a.port
+  } else {
+    throw invalid(a, 'expected an Address, "host:port" or { host, port }')
+  }
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
+  const hit = cache.get(host + '|' + port)
+  if (hit !== undefined) return hit
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalid(a, 'the port must be an integer 0..65535')
+  const family = net.isIP(host)
+  if (family === 0) throw invalid(a, 'the host must be an IP address (names are not resolved)')
+  const addr = new Address(host, port, family as 4 | 6)
+  if (cache.size >= MAX_CACHE) cache.clear()
+  cache.set(host + '|' + port, addr)
+  return addr
+}

@@ -1,0 +1,132 @@
+/**
+ * Typed errors for deccom.
+ *
+ * Every error deccom throws on purpose is a {@link DeccomError} with a stable `code` string
+ * (`ERR_DECCOM_...`, see {@link ErrorCode}) and a message a person can act on (DESIGN.md principle 8).
+ * Code should branch on `err.code`, never on the message text.
+ */
+
+/**
+ * The table of stable error codes. Values never change once released; new codes may be added.
+ * Each value is `'ERR_DECCOM_' + key`.
+ */
+export const ErrorCode = Object.freeze({
+  // --- stack building and lifecycle (ts/stack.ts) ---
+  /** A `bindTo`/`bindFrom` name is not provided/emitted by any layer below. */
+  BINDING_MISSING: 'ERR_DECCOM_BINDING_MISSING',
+  /** A `bindFrom` slot already has a consumer (a slot has exactly one). */
+  BINDING_TAKEN: 'ERR_DECCOM_BINDING_TAKEN',
+  /** A `requires` name does not exist below the layer. */
+  REQUIREMENT_MISSING: 'ERR_DECCOM_REQUIREMENT_MISSING',
+  /** Two layers of one stack use the same tag. */
+  TAG_CONFLICT: 'ERR_DECCOM_TAG_CONFLICT',
+  /** The stack is malformed (empty, a layer used twice, a bad tag, a declared method missing...). */
+  STACK_INVALID: 'ERR_DECCOM_STACK_INVALID',
+  /** An operation in the wrong lifecycle state (build/start twice, use before build or after stop). */
+  STACK_STATE: 'ERR_DECCOM_STACK_STATE',
+  // --- native core, transports, identity, records ---
+  NATIVE_MISSING: 'ERR_DECCOM_NATIVE_MISSING',
+  ADDRESS_IN_USE: 'ERR_DECCOM_ADDRESS_IN_USE',
+  DATAGRAM_TOO_LARGE: 'ERR_DECCOM_DATAGRAM_TOO_LARGE',
+  INVALID_ADDRESS: 'ERR_DECCOM_INVALID_ADDRESS',
+  PING_TIMEOUT: 'ERR_DECCOM_PING_TIMEOUT',
+  CLOSED: 'ERR_DECCOM_CLOSED',
+  ABORTED: 'ERR_DECCOM_ABORTED',
+  BAD_KEY: 'ERR_DECCOM_BAD_KEY',
+  BAD_SIGNATURE: 'ERR_DECCOM_BAD_SIGNATURE',
+  NO_SECRET_KEY: 'ERR_DECCOM_NO_SECRET_KEY',
+  KEY_FILE: 'ERR_DECCOM_KEY_FILE',
+  RECORD_TRUNCATED: 'ERR_DECCOM_RECORD_TRUNCATED',
+  RECORD_VERSION: 'ERR_DECCOM_RECORD_VERSION',
+  RECORD_MALFORMED: 'ERR_DECCOM_RECORD_MALFORMED',
+  RECORD_ID_MISMATCH: 'ERR_DECCOM_RECORD_ID_MISMATCH',
+  RECORD_TOO_LARGE: 'ERR_DECCOM_RECORD_TOO_LARGE',
+  SOCKET: 'ERR_DECCOM_SOCKET',
+  INVALID_ARGUMENT: 'ERR_DECCOM_INVALID_ARGUMENT',
+} as const)
+
+/** Any value of {@link ErrorCode}. */
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** Options of {@link DeccomError}. */
+export interface DeccomErrorOptions {
+  /** The underlying error (e.g. the original native error), exposed as `err.cause`. */
+  cause?: unknown
+  /** Machine-readable context (addresses, sizes, layer names...). */
+  details?: Record<string, unknown>
+}
+
+/** Base class of every error deccom throws on purpose. */
+export class DeccomError extends Error {
+  /** Stable code, `ERR_DECCOM_...` (see {@link ErrorCode}). Branch on this, not on the message. */
+  readonly code: string
+  /** Optional machine-readable context; absent (not even an own property) when not given. */
+  declare readonly details?: Record<string, unknown>
+
+  /**
+   * @param code a stable code, normally a value of {@link ErrorCode}
+   * @param message what went wrong and, where possible, what to do about it
+   */
+  constructor(code: string, message: string, options?: DeccomErrorOptions) {
+    super(message, options && 'cause' in options ? { cause: options.cause } : undefined)
+    this.code = code
+    if (options?.details !== undefined) (this as { details?: Record<string, unknown> }).details = options.details
+  }
+}
+// On the prototype (not a field) so that `err.stack`, captured inside super(), already shows the name.
+DeccomError.prototype.name = 'DeccomError'
+
+/** Options of {@link StackError}. */
+export interface StackErrorOptions extends DeccomErrorOptions {
+  /** Name of the layer at fault ('' when the error is about the stack as a whole). */
+  layer: string
+  /** The binding/requirement name involved ('' when none). */
+  binding?: string
+  /** Names of the layers searched, nearest first. */
+  searched?: string[]
+}
+
+/**
+ * An invalid stack, found by {@link Stack.build}. `code` is one of BINDING_MISSING, BINDING_TAKEN,
+ * REQUIREMENT_MISSING, TAG_CONFLICT, STACK_INVALID.
+ */
+export class StackError extends DeccomError {
+  /** Name of the layer at fault, e.g. `'kademlia'` ('' when about the stack as a whole). */
+  readonly layer: string
+  /** The binding or requirement name involved, e.g. `'sendDatagram'` ('' when none). */
+  readonly binding: string
+  /** Names of the layers that were searched for the binding, nearest first (empty when none). */
+  readonly searched: string[]
+
+  constructor(code: string, message: string, options: StackErrorOptions) {
+    super(code, message, options)
+    this.layer = options.layer
+    this.binding = options.binding ?? ''
+    this.searched = options.searched ?? []
+  }
+}
+StackError.prototype.name = 'StackError'
+
+const NATIVE_MESSAGE = /^(ERR_DECCOM_[A-Z0-9_]+):\s*([\s\S]*)$/
+
+/**
+ * Convert an error thrown by the native (Rust) side into a {@link DeccomError}.
+ *
+ * Recognised: an object whose `code` is already `ERR_DECCOM_...`, or whose `message` starts with
+ * `ERR_DECCOM_SOMETHING: human message`. The result has that code, the human message (without
+ * the code prefix) and `cause` = the original error. A `DeccomError` and every other value are
+ * returned unchanged, so `throw fromNative(err)` is always safe in a catch block.
+ */
+export function fromNative(err: unknown): unknown {
+  if (err instanceof DeccomError || typeof err !== 'object' || err === null) return err
+  const { code, message } = err as { code?: unknown; message?: unknown }
+  const text = typeof message === 'string' ? message : ''
+  const parsed = NATIVE_MESSAGE.exec(text)
+  if (typeof code === 'string' && code.startsWith('ERR_DECCOM_')) {
+    // Strip a redundant "CODE: " prefix if the message repeats the code.
+    const human = parsed && parsed[1] === code ? parsed[2] : text
+    return new DeccomError(code, human, { cause: err })
+  }
+  if (parsed) return new DeccomError(parsed[1], parsed[2], { cause: err })
+  return err
+}

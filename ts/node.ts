@@ -1,0 +1,184 @@
+/**
+ * Node — a stack of layers with an application on top and (by default) a UdpTransport at the bottom.
+ *
+ * ```ts
+ * const node = await Node.create({ identity: Identity.generate(), host: '127.0.0.1', port: 0 })
+ * node.on('message', (from, data) => console.log(from.address.key, data))
+ * await node.send('127.0.0.1:4000', Buffer.from('hi'))
+ * await node.close()
+ * ```
+ *
+ * Events: `'message' (from: Peer, data: Buffer)`. The `data` Buffer is a view into a batch buffer
+ * shared with the other datagrams of its batch: copy it if you keep it beyond the callback and
+ * care about memory (it stays valid; it only keeps the batch alive).
+ */
+import { EventEmitter } from 'node:events'
+import createDebug from 'debug'
+import type { Address, AddressLike } from './address'
+import { toAddress } from './address'
+import { DeccomError, ErrorCode } from './errors'
+import { Identity } from './identity'
+import { Peer } from './peer'
+import type { LayerContext } from './protocol'
+import { Protocol } from './protocol'
+import type { PingOptions, UdpOptions } from './protocols/udp'
+import { TAG_APP, UdpTransport } from './protocols/udp'
+import { Stack } from './stack'
+
+export interface NodeOptions extends UdpOptions {
+  /** The node's identity (default: a fresh Ed25519 key pair). */
+  identity?: Identity
+  /**
+   * Layers between the application and the transport, TOP first (as you read a protocol diagram):
+   * `[new KeepAlive(), new Kademlia(...), new Noise(...), new ReliableUdp()]`. When the last layer
+   * is not a transport, a UdpTransport built from `host`/`port`/... is added below it.
+   */
+  stack?: Protocol[]
+}
+
+/** Everything `node.stats()` returns: counters per layer, by layer name. */
+export type NodeStats = Record<string, Record<string, number>>
+
+const RESOLVED = Promise.resolve()
+const MAX_PEERS_CACHED = 65_536
+
+/** The application layer a Node puts on top of its stack: binds `send` and takes `onMessage`. */
+class Application extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  readonly name = 'app'
+  readonly #peers = new Map<Address, Peer>()
+
+  constructor(private readonly node: Node) {
+    super()
+  }
+
+  send(to: Address, data: Uint8Array): unknown {
+    return this.lower.send(to, data, TAG_APP)
+  }
+
+  onMessage(from: Address | Peer, data: Buffer, tag: number): void {
+    if (tag !== TAG_APP) return this.count('dropped_unknown_tag')
+    this.count('received')
+    this.node.emit('message', from instanceof Peer ? from : this.#peer(from), data)
+  }
+
+  #peer(addr: Address): Peer {
+    let p = this.#peers.get(addr)
+    if (p === undefined) {
+      if (this.#peers.size >= MAX_PEERS_CACHED) this.#peers.clear()
+      p = new Peer(addr)
+      this.#peers.set(addr, p)
+    }
+    return p
+  }
+}
+
+export interface Node {
+  on(event: 'message', listener: (from: Peer, data: Buffer) => void): this
+  once(event: 'message', listener: (from: Peer, data: Buffer) => void): this
+  off(event: 'message', listener: (from: Peer, data: Buffer) => void): this
+  emit(event: 'message', from: Peer, data: Buffer): boolean
+}
+
+export class Node extends EventEmitter {
+  readonly identity: Identity
+  readonly stack: Stack
+  readonly #app: Application
+  readonly #udp: UdpTransport | undefined
+  #state: 'new' | 'running' | 'closing' | 'closed' = 'new'
+  #closing: Promise<void> | null = null
+
+  private constructor(opts: NodeOptions) {
+    super()
+    this.identity = opts.identity ?? Identity.generate()
+    const layers = [...(opts.stack ?? [])]
+    const bottom = layers[layers.length - 1]
+    if (!bottom || !isTransport(bottom)) {
+      layers.push(
+        new UdpTransport({
+          host: opts.host,
+          port: opts.port,
+          recvBufferSize: opts.recvBufferSize,
+          sendBufferSize: opts.sendBufferSize,
+          ipv6Only: opts.ipv6Only,
+          maxBatch: opts.maxBatch,
+          maxQueuedBytes: opts.maxQueuedBytes,
+        }),
+      )
+    }
+    this.#app = new Application(this)
+    this.stack = new Stack([this.#app, ...layers])
+    this.stack.build()
+    this.#udp = this.stack.find(UdpTransport)
+  }
+
+  /** Builds the stack (validating every binding), then starts it bottom-up. */
+  static async create(opts: NodeOptions = {}): Promise<Node> {
+    const node = new Node(opts)
+    const ctx: LayerContext = {
+      identity: node.identity,
+      log: createDebug(`deccom:node:${node.identity.idHex.slice(0, 8)}`),
+    }
+    await node.stack.start(ctx)
+    node.#state = 'running'
+    return node
+  }
+
+  /** The node id (SHA-256 of the public identity). */
+  get id(): Buffer {
+    return this.identity.id
+  }
+
+  /** The transport's bound address. */
+  get address(): Address {
+    if (!this.#udp) throw new DeccomError(ErrorCode.STACK_INVALID, 'This node has no UdpTransport')
+    return this.#udp.localAddress()
+  }
+
+  /**
+   * Sends `data` to a peer or address through the top of the stack. Resolves when the stack has
+   * taken it: for plain UDP when the datagram is handed to the socket, for a reliable layer when it
+   * is acknowledged. Rejects with a DeccomError (ERR_DECCOM_DATAGRAM_TOO_LARGE, ..._INVALID_ADDRESS, ..._CLOSED).
+   */
+  send(to: Peer | AddressLike, data: Uint8Array): Promise<void> {
+    try {
+      if (this.#state !== 'running') throw notRunning()
+      const r = this.#app.send(to instanceof Peer ? to.address : toAddress(to), data)
+      return r instanceof Promise ? (r as Promise<void>) : RESOLVED
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /** Round-trip time in ms to the node at `to` (transport-level ping). */
+  ping(to: Peer | AddressLike, opts?: PingOptions): Promise<number> {
+    if (!this.#udp || this.#state !== 'running') return Promise.reject(notRunning())
+    return this.#udp.ping(to instanceof Peer ? to.address : to, opts)
+  }
+
+  /** Counters of every layer, by layer name. */
+  stats(): NodeStats {
+    return this.stack.stats()
+  }
+
+  /** Stops every layer top-down, releasing every socket and timer. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing
+    this.#state = 'closing'
+    this.#closing = this.stack.stop().finally(() => {
+      this.#state = 'closed'
+    })
+    return this.#closing
+  }
+}
+
+/** A transport sits at the bottom: it provides `send` without binding to anything below. */
+function isTransport(layer: Protocol): boolean {
+  const cls = layer.constructor as typeof Protocol
+  return cls.bindTo.length === 0 && cls.provides.includes('send')
+}
+
+function notRunning(): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, 'The node is not running (closed, or not created with Node.create)')
+}

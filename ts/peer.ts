@@ -1,0 +1,61 @@
+/** Peers and peer records. */
+import type { Address } from './address'
+import { toAddress } from './address'
+import { fromNative } from './errors'
+import { native } from './native'
+
+/**
+ * A remote node as the stack knows it. `id` and `publicIdentity` are null until a layer that
+ * authenticates or discovers peers (Noise, Kademlia, ...) has learned them; `address` is always set.
+ */
+export class Peer {
+  constructor(
+    readonly address: Address,
+    readonly id: Buffer | null = null,
+    readonly publicIdentity: Buffer | null = null,
+  ) {}
+
+  toString(): string {
+    return this.id ? `Peer(${this.id.toString('hex').slice(0, 16)}… @ ${this.address.key})` : `Peer(${this.address.key})`
+  }
+}
+
+/** A decoded peer record (see deccom-core `wire::peer_record` for the byte layout). */
+export interface PeerRecord {
+  id: Buffer
+  publicIdentity: Buffer
+  address: Address
+  tcpPort?: number
+  external?: Address
+}
+
+/** Encodes a peer record; the id is recomputed from the identity. @throws ERR_DECCOM_INVALID_ADDRESS, ERR_DECCOM_BAD_IDENTITY */
+export function encodePeerRecord(r: Omit<PeerRecord, 'id'> & { id?: Buffer }): Buffer {
+  try {
+    return native.encodePeerRecord({
+      id: r.id ?? Buffer.alloc(32),
+      identity: Buffer.from(r.publicIdentity),
+      host: r.address.host,
+      port: r.address.port,
+      tcpPort: r.tcpPort,
+      externalHost: r.external?.host,
+      externalPort: r.external?.port,
+    })
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/** Decodes a peer record; any malformed input throws a DeccomError with an ERR_DECCOM_RECORD_* code. */
+export function decodePeerRecord(bytes: Uint8Array): PeerRecord {
+  let o
+  try {
+    o = native.decodePeerRecord(bytes)
+  } catch (e) {
+    throw fromNative(e)
+  }
+  const rec: PeerRecord = { id: o.id, publicIdentity: o.identity, address: toAddress(o.host, o.port) }
+  if (o.tcpPort != null) rec.tcpPort = o.tcpPort
+  if (o.externalHost != null && o.externalPort != null) rec.external = toAddress(o.externalHost, o.externalPort)
+  return rec
+}

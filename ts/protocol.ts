@@ -1,0 +1,175 @@
+/**
+ * The layer contract (DESIGN.md principle 4).
+ *
+ * A layer is a class extending {@link Protocol} that declares, as static arrays on its class:
+ * - `bindTo`:   methods it calls on lower layers (calls going down), resolved against ANY layer
+ *               below, the nearest first;
+ * - `bindFrom`: callbacks it offers that a lower layer calls (events going up);
+ * - `provides`: its methods that upper layers may `bindTo`;
+ * - `emits`:    callback slots it calls upward, each filled by exactly one upper layer's `bindFrom`;
+ * - `requires`: names that must exist below it (provided or emitted).
+ *
+ * {@link Stack.build} resolves the declarations once; afterwards `this.lower.x(...)` and
+ * `this.upper.y(...)` are plain function calls with no per-call lookup.
+ *
+ * ```ts
+ * class Ping extends Protocol {
+ *   static override bindTo = ['sendMessage']
+ *   static override bindFrom = ['onMessage']
+ *   readonly name = 'ping'
+ *   onMessage(from: Peer, data: Uint8Array) { this.count('received'); this.lower.sendMessage(from, data) }
+ * }
+ * // or, without static fields:  @bindTo('sendMessage') @bindFrom('onMessage') class Ping extends Protocol {...}
+ * ```
+ */
+import { DeccomError, ErrorCode } from './errors'
+
+/** Any function; the type of a resolved binding. */
+export type Fn = (...args: any[]) => any
+
+/** What a layer receives in {@link Protocol.start}. Filled in by the Node. */
+export interface LayerContext {
+  /** The node's identity. */
+  readonly identity: unknown
+  /** Debug logger for this layer (namespaced `deccom:<layer>`), printf-style. */
+  readonly log: (fmt: string, ...a: unknown[]) => void
+}
+
+/** A concrete or abstract class of layers. */
+export type ProtocolClass = abstract new (...args: any[]) => Protocol
+
+/** The five declaration lists a layer class may have. */
+export type DeclarationKind = 'bindTo' | 'bindFrom' | 'provides' | 'emits' | 'requires'
+
+const NONE: readonly string[] = Object.freeze([])
+
+/** Base class of every layer. Subclasses set `name`, maybe `tag`, and declare bindings as statics. */
+export abstract class Protocol {
+  /** Methods this layer calls on lower layers (calls going down). */
+  static bindTo: readonly string[] = NONE
+  /** Callbacks this layer offers; a lower layer calls them (events going up). */
+  static bindFrom: readonly string[] = NONE
+  /** Methods of this layer that upper layers may `bindTo`. */
+  static provides: readonly string[] = NONE
+  /** Callback slots this layer calls upward; an upper layer fills each via `bindFrom`. */
+  static emits: readonly string[] = NONE
+  /** Names that must exist below this layer (as a provided method or an emitted slot). */
+  static requires: readonly string[] = NONE
+
+  /**
+   * Short name used in errors and stats, e.g. `'udp'`, `'kademlia'`. Unique within a stack:
+   * when a name repeats, the Stack renames the later instances `name#2`, `name#3`, ...
+   */
+  abstract readonly name: string
+  /**
+   * 1-byte tag (1..255) carried by this layer's own control datagrams, or undefined for a layer
+   * without its own datagrams. 0 is reserved for application data. Unique within a stack.
+   */
+  declare readonly tag?: number
+
+  /**
+   * Resolved `bindTo` bindings: `this.lower.sendDatagram(...)` calls the bound method of the
+   * nearest layer below that provides it. Before the stack is built each declared name holds a
+   * function that throws STACK_STATE.
+   */
+  protected readonly lower: Record<string, Fn> = {}
+  /**
+   * Resolved `emits` slots: `this.upper.onDatagram(...)` calls the bound callback of the upper
+   * layer that took the slot. Until (or unless) some layer takes it, the slot holds a default that
+   * drops the call, counts `dropped_no_consumer` and returns undefined.
+   */
+  protected readonly upper: Record<string, Fn> = {}
+  /** Per-layer counters (`sent`, `received`, `dropped_<reason>`...), plain numbers. */
+  readonly counters: Record<string, number> = {}
+
+  constructor() {
+    const cls = new.target as unknown as typeof Protocol
+    for (const n of cls.bindTo) this.lower[n] = notBuilt(this, n)
+    for (const n of cls.emits) this.upper[n] = this.#dropNoConsumer
+  }
+
+  /** Add `n` (default 1) to counter `name`, creating it at 0. */
+  protected count(name: string, n = 1): void {
+    this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n
+  }
+
+  /** Called bottom-up when the stack starts; layers below are already started. Override. */
+  async start(ctx: LayerContext): Promise<void> {}
+
+  /**
+   * Called top-down when the stack stops; layers above are already stopped. Release every timer,
+   * socket and handle. Not called if this layer's own `start` threw (clean up before throwing).
+   * Override.
+   */
+  async stop(): Promise<void> {}
+
+  /** This layer's statistics. Default: a copy of {@link counters}; override to add more. */
+  stats(): Record<string, number> {
+    return { ...this.counters }
+  }
+
+  /** The default for an `upper` slot nobody took (shared by all slots of this layer). */
+  readonly #dropNoConsumer: Fn = () => {
+    this.count('dropped_no_consumer')
+    return undefined
+  }
+}
+
+/** Placeholder for a `lower` binding before the stack is built. */
+function notBuilt(layer: Protocol, binding: string): Fn {
+  return () => {
+    throw new DeccomError(
+      ErrorCode.STACK_STATE,
+      `Layer "${layer.name}" called "${binding}" before its stack was built. ` +
+        'Put the layer in a Stack (or Node) and build/start it before use.',
+      { details: { layer: layer.name, binding } },
+    )
+  }
+}
+
+/** A decorator that is also callable directly: `bindTo('a')(MyClass)`. */
+export type DeclarationDecorator = (value: ProtocolClass, context?: ClassDecoratorContext) => void
+
+/** Append names (deduplicated) to `cls[kind]`, always as a new own array: a parent's array is never mutated. */
+function declare(cls: ProtocolClass, kind: DeclarationKind, names: readonly string[]): void {
+  const current = (cls as unknown as typeof Protocol)[kind] ?? NONE
+  const next = Object.freeze([...new Set([...current, ...names])])
+  Object.defineProperty(cls, kind, { value: next, writable: true, configurable: true, enumerable: true })
+}
+
+function declarer(kind: DeclarationKind, names: string[]): DeclarationDecorator {
+  for (const n of names) {
+    if (typeof n !== 'string' || n === '') {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${kind}(...) takes non-empty method names, got ${String(n)}`)
+    }
+  }
+  return (value, context) => {
+    if (context === undefined) return declare(value, kind, names)
+    if (context.kind !== 'class') throw new TypeError(`@${kind}(...) decorates a class, not a ${context.kind}`)
+    // Run after the class's own static fields are defined (they would otherwise overwrite us).
+    context.addInitializer(function (this: unknown) {
+      declare(this as ProtocolClass, kind, names)
+    })
+  }
+}
+
+/** Declare methods the class calls on lower layers. Class decorator or plain call `bindTo('a')(Cls)`. */
+export function bindTo(...names: string[]): DeclarationDecorator {
+  return declarer('bindTo', names)
+}
+/** Declare callbacks the class offers to lower layers. Class decorator or plain call. */
+export function bindFrom(...names: string[]): DeclarationDecorator {
+  return declarer('bindFrom', names)
+}
+/** Declare methods of the class that upper layers may bind to. Class decorator or plain call. */
+export function provides(...names: string[]): DeclarationDecorator {
+  return declarer('provides', names)
+}
+/** Declare callback slots the class calls upward. Class decorator or plain call. */
+export function emits(...names: string[]): DeclarationDecorator {
+  return declarer('emits', names)
+}
+/** Declare names that must exist below the class in any stack. Class decorator or plain call. */
+export function requires(...names: string[]): DeclarationDecorator {
+  return declarer('requires', names)
+}

@@ -1,0 +1,339 @@
+/**
+ * UdpTransport — the bottom layer: a native UDP socket (see crates/deccom-napi/src/socket.rs).
+ *
+ * Provides `send(to, data, tag = 0)`, `ping(to, { timeout, signal })` and `localAddress()`; emits
+ * `onMessage(from, data, tag)` for every datagram that is not its own.
+ *
+ * ## Wire format
+ * Every datagram starts with a one-byte layer tag (DESIGN.md principle 5): 0 is application data,
+ * other values belong to the layer that declared them. The transport's own tag is {@link TAG_UDP}:
+ *
+ * | bytes | ping                 | pong                      |
+ * |-------|----------------------|---------------------------|
+ * | 0     | 0x01 (TAG_UDP)       | 0x01                      |
+ * | 1     | 0x01 (PING)          | 0x02 (PONG)               |
+ * | 2..6  | request id, u32 BE   | the ping's id, echoed     |
+ *
+ * A pong is exactly as large as its ping (no amplification). Anything else with this tag, and empty
+ * datagrams, are dropped and counted.
+ *
+ * ## Batching
+ * Sends made in the same JavaScript turn are staged and handed to Rust in one call at the end of
+ * the turn (a microtask), where runs to one destination leave in one GSO syscall. Received
+ * datagrams arrive in batches; each is dispatched synchronously.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import { DeccomError, ErrorCode, fromNative } from '../errors'
+import { native } from '../native'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+
+/** Tag of the transport's own control datagrams. */
+export const TAG_UDP = 1
+/** Tag of application data. */
+export const TAG_APP = 0
+
+const PING = 1
+const PONG = 2
+const PING_LEN = 6
+/** Largest UDP payload over IPv4 (65535 − 20 − 8); IPv6 allows 65527 without jumbograms. */
+const MAX_DATAGRAM_V4 = 65_507
+const MAX_DATAGRAM_V6 = 65_527
+const STAGE_BYTES = 512 * 1024
+const STAGE_COUNT = 2048
+const MAX_PINGS = 4096
+
+export interface UdpOptions {
+  /** IP literal to bind (default `127.0.0.1`; `0.0.0.0` or `::` for all interfaces). */
+  host?: string
+  /** Port (default 0: any free port). */
+  port?: number
+  /** SO_RCVBUF in bytes (default: the OS default). High rates want 4 MiB or more. */
+  recvBufferSize?: number
+  /** SO_SNDBUF in bytes. */
+  sendBufferSize?: number
+  /** For `::`: accept only IPv6 (default true). */
+  ipv6Only?: boolean
+  /** Most datagrams per batch handed to JavaScript (default 1024). */
+  maxBatch?: number
+  /** Received bytes waiting for JavaScript before new datagrams are dropped and counted (default 32 MiB). */
+  maxQueuedBytes?: number
+}
+
+export interface PingOptions {
+  /** Milliseconds before the ping rejects with ERR_DECCOM_PING_TIMEOUT (default 2000). */
+  timeout?: number
+  signal?: AbortSignal
+}
+
+interface PendingPing {
+  to: Address
+  t0: number
+  timer: NodeJS.Timeout
+  resolve: (rtt: number) => void
+  reject: (e: Error) => void
+  onAbort?: () => void
+  signal?: AbortSignal
+}
+
+type NativeSocket = InstanceType<typeof native.UdpSocket>
+
+export class UdpTransport extends Protocol {
+  static override provides = ['send', 'ping', 'localAddress']
+  static override emits = ['onMessage']
+
+  readonly name = 'udp'
+  override readonly tag = TAG_UDP
+
+  readonly #opts: UdpOptions
+  #sock: NativeSocket | null = null
+  #local: Address | null = null
+  #maxDatagram = MAX_DATAGRAM_V4
+  /** Source address slots, as interned by the native socket. */
+  #slots: Address[] = []
+  // Send staging: payloads back to back, their lengths, 18 address bytes each.
+  readonly #stage = Buffer.allocUnsafe(STAGE_BYTES)
+  readonly #lens = new Uint32Array(STAGE_COUNT)
+  readonly #addrs = Buffer.allocUnsafe(STAGE_COUNT * 18)
+  #staged = 0
+  #stagedBytes = 0
+  #flushScheduled = false
+  readonly #flush = (): void => this.flush()
+  readonly #pings = new Map<number, PendingPing>()
+  #nextPingId = (Math.random() * 0x1_0000_0000) >>> 0
+  readonly #pingBuf = Buffer.alloc(PING_LEN - 1)
+
+  constructor(opts: UdpOptions = {}) {
+    super()
+    this.#opts = opts
+  }
+
+  override async start(_ctx?: LayerContext): Promise<void> {
+    if (this.#sock) throw new DeccomError(ErrorCode.STACK_STATE, 'UdpTransport is already started')
+    const { host = '127.0.0.1', port = 0 } = this.#opts
+    try {
+      this.#sock = native.UdpSocket.bind(
+        host,
+        port,
+        {
+          recvBufferSize: this.#opts.recvBufferSize,
+          sendBufferSize: this.#opts.sendBufferSize,
+          ipv6Only: this.#opts.ipv6Only,
+          maxBatch: this.#opts.maxBatch,
+          maxQueuedBytes: this.#opts.maxQueuedBytes,
+        },
+        () => this.#onReadable(),
+      )
+    } catch (e) {
+      throw fromNative(e)
+    }
+    const la = this.#sock.localAddress()
+    this.#local = toAddress(la.address, la.port)
+    this.#maxDatagram = this.#local.family === 4 ? MAX_DATAGRAM_V4 : MAX_DATAGRAM_V6
+  }
+
+  /** The bound address. @throws ERR_DECCOM_CLOSED before start / after stop */
+  localAddress(): Address {
+    if (!this.#local) throw closed()
+    return this.#local
+  }
+
+  /**
+   * Sends one datagram `[tag][data]` to `to`. Synchronous: the datagram is staged and leaves at the
+   * end of this JavaScript turn with the others staged in it.
+   * @throws ERR_DECCOM_DATAGRAM_TOO_LARGE, ERR_DECCOM_INVALID_ADDRESS, ERR_DECCOM_CLOSED
+   */
+  send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP): void {
+    const addr = toAddress(to)
+    const len = data.length + 1
+    if (len > this.#maxDatagram) {
+      throw new DeccomError(
+        ErrorCode.DATAGRAM_TOO_LARGE,
+        `A datagram of ${data.length} bytes (+1 tag byte) exceeds the UDP limit of ${this.#maxDatagram - 1} bytes; ` +
+          'send large messages through ReliableUdp, which splits them into segments',
+        { details: { size: data.length, max: this.#maxDatagram - 1 } },
+      )
+    }
+    this.#stageOne(addr, data, tag, len)
+  }
+
+  #stageOne(addr: Address, data: Uint8Array, tag: number, len: number): void {
+    if (this.#sock === null) throw closed()
+    if (addr === this.#local) {
+      this.count('dropped_self')
+      throw new DeccomError(ErrorCode.INVALID_ADDRESS, `Refusing to send to this node's own address ${addr.key}`)
+    }
+    if (this.#staged === STAGE_COUNT || this.#stagedBytes + len > STAGE_BYTES) this.flush()
+    const off = this.#stagedBytes
+    this.#stage[off] = tag
+    this.#stage.set(data, off + 1)
+    this.#lens[this.#staged] = len
+    this.#addrs.set(addr.raw, this.#staged * 18)
+    this.#staged++
+    this.#stagedBytes = off + len
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      queueMicrotask(this.#flush)
+    }
+  }
+
+  /** Hands every staged datagram to the socket now (normally automatic at the end of the turn). */
+  flush(): void {
+    this.#flushScheduled = false
+    const n = this.#staged
+    if (n === 0 || this.#sock === null) return
+    this.#staged = 0
+    const bytes = this.#stagedBytes
+    this.#stagedBytes = 0
+    const accepted = this.#sock.sendBatch(this.#stage.subarray(0, bytes), this.#lens.subarray(0, n), this.#addrs.subarray(0, n * 18))
+    this.count('sent', accepted)
+    if (accepted < n) this.count('dropped_send', n - accepted)
+  }
+
+  /**
+   * Round-trip time in milliseconds to the UDP transport at `to`.
+   * @throws ERR_DECCOM_PING_TIMEOUT when no pong arrives in time; ERR_DECCOM_ABORTED; ERR_DECCOM_CLOSED
+   */
+  ping(to: AddressLike, opts: PingOptions = {}): Promise<number> {
+    const { timeout = 2000, signal } = opts
+    return new Promise<number>((resolve, reject) => {
+      const addr = toAddress(to)
+      if (signal?.aborted) return reject(aborted(signal))
+      if (this.#pings.size >= MAX_PINGS) {
+        return reject(new DeccomError(ErrorCode.INVALID_ARGUMENT, `More than ${MAX_PINGS} pings outstanding; wait for some to finish`))
+      }
+      let id = this.#nextPingId
+      while (this.#pings.has(id)) id = (id + 1) >>> 0
+      this.#nextPingId = (id + 1) >>> 0
+      this.#pingBuf[0] = PING
+      this.#pingBuf.writeUInt32BE(id, 1)
+      try {
+        this.#stageOne(addr, this.#pingBuf, TAG_UDP, PING_LEN)
+      } catch (e) {
+        return reject(e)
+      }
+      const p: PendingPing = {
+        to: addr,
+        t0: performance.now(),
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#settlePing(id)
+          this.count('ping_timeouts')
+          reject(new DeccomError(ErrorCode.PING_TIMEOUT, `No pong from ${addr.key} within ${timeout} ms`, { details: { to: addr.key, timeout } }))
+        }, timeout),
+      }
+      if (signal) {
+        p.signal = signal
+        p.onAbort = () => {
+          this.#settlePing(id)
+          reject(aborted(signal))
+        }
+        signal.addEventListener('abort', p.onAbort, { once: true })
+      }
+      this.#pings.set(id, p)
+      this.count('pings_sent')
+    })
+  }
+
+  #settlePing(id: number): PendingPing | undefined {
+    const p = this.#pings.get(id)
+    if (!p) return undefined
+    this.#pings.delete(id)
+    clearTimeout(p.timer)
+    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort)
+    return p
+  }
+
+  #onReadable(): void {
+    const sock = this.#sock
+    if (sock === null) return
+    let firstError: unknown
+    let failed = false
+    for (let b = sock.take(); b !== null; b = this.#sock === null ? null : sock.take()) {
+      const { data, meta, newAddrs } = b
+      if (meta[1] & 1) this.#slots = []
+      if (newAddrs) {
+        const parts = newAddrs.split(' ')
+        for (let i = 0, s = meta[2]; i + 1 < parts.length; i += 2, s++) this.#slots[s] = toAddress(parts[i], Number(parts[i + 1]))
+      }
+      const n = meta[0]
+      for (let i = 0, j = 3; i < n; i++, j += 3) {
+        try {
+          this.#dispatch(data, meta[j], meta[j + 1], this.#slots[meta[j + 2]])
+        } catch (e) {
+          // A throwing handler must not cost the rest of the batch; the first error is rethrown below.
+          this.count('handler_errors')
+          if (!failed) {
+            failed = true
+            firstError = e
+          }
+        }
+      }
+    }
+    this.flush()
+    if (failed) {
+      queueMicrotask(() => {
+        throw firstError
+      })
+    }
+  }
+
+  #dispatch(data: Buffer, off: number, len: number, from: Address): void {
+    if (len === 0) return this.count('dropped_empty')
+    const tag = data[off]
+    if (tag !== TAG_UDP) {
+      this.count('received')
+      this.upper.onMessage(from, data.subarray(off + 1, off + len), tag)
+      return
+    }
+    if (len !== PING_LEN) return this.count('dropped_malformed')
+    const type = data[off + 1]
+    if (type === PING) {
+      this.count('pings_answered')
+      this.#pingBuf[0] = PONG
+      this.#pingBuf.set(data.subarray(off + 2, off + 6), 1)
+      if (from !== this.#local) this.#stageOne(from, this.#pingBuf, TAG_UDP, PING_LEN)
+    } else if (type === PONG) {
+      const id = data.readUInt32BE(off + 2)
+      const p = this.#pings.get(id)
+      if (!p || p.to !== from) return this.count('dropped_unexpected_pong')
+      this.#settlePing(id)
+      p.resolve(performance.now() - p.t0)
+    } else {
+      this.count('dropped_malformed')
+    }
+  }
+
+  override stats(): Record<string, number> {
+    const s: Record<string, number> = { ...this.counters }
+    if (this.#sock) Object.assign(s, this.#sock.stats())
+    return s
+  }
+
+  override async stop(): Promise<void> {
+    const sock = this.#sock
+    if (sock === null) return
+    try {
+      this.flush()
+    } catch {
+      // Best effort: closing anyway.
+    }
+    this.#sock = null
+    sock.close()
+    for (const id of [...this.#pings.keys()]) {
+      const p = this.#settlePing(id)!
+      p.reject(closed())
+    }
+    this.#slots = []
+  }
+}
+
+function closed(): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, 'The UDP transport is not running (not started yet, or closed)')
+}
+
+function aborted(signal: AbortSignal): DeccomError {
+  return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
+}
