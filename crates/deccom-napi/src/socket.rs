@@ -504,6 +504,11 @@ struct Slots {
 }
 
 impl Slots {
+  /// True when interning `addr` would clear the table (its slots must not share a batch with older ones).
+  fn needs_reset(&self, addr: &SocketAddr) -> bool {
+    self.map.len() >= MAX_SLOTS && !self.map.contains_key(addr)
+  }
+
   fn slot(&mut self, addr: SocketAddr) -> u32 {
     if let Some(&s) = self.map.get(&addr) {
       return s;
@@ -607,7 +612,12 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
             sh.counters.rx_syscalls.fetch_add(1, Relaxed);
             drop(iovs);
             for (m, buf) in metas.iter().take(n).zip(scratch.chunks(SLOT)) {
-              let slot = slots.slot(normalize(m.addr));
+              let from = normalize(m.addr);
+              if slots.needs_reset(&from) {
+                // JavaScript clears its table before reading a batch: older slots go out first.
+                deliver(sh, &tsfn, &mut slots, &mut batch);
+              }
+              let slot = slots.slot(from);
               let stride = m.stride.max(1);
               let mut start = 0;
               while start < m.len {
@@ -643,4 +653,52 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
     }
   }
   drop(tsfn);
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn address_encoding_round_trips_both_families() {
+    for s in ["127.0.0.1:9", "0.0.0.0:65535", "[::1]:4000", "[fe80::1]:1", "[::]:0"] {
+      let a: SocketAddr = s.parse().unwrap();
+      assert_eq!(decode_addr(&encode_addr(a)), Some(a), "{s}");
+    }
+  }
+
+  #[test]
+  fn short_address_bytes_are_refused() {
+    assert_eq!(decode_addr(&[0u8; 17]), None);
+    assert_eq!(decode_addr(&[]), None);
+  }
+
+  #[test]
+  fn mapped_v4_sources_are_normalized() {
+    let mapped: SocketAddr = "[::ffff:10.0.0.1]:5".parse().unwrap();
+    assert_eq!(normalize(mapped), "10.0.0.1:5".parse().unwrap());
+    let v6: SocketAddr = "[::1]:5".parse().unwrap();
+    assert_eq!(normalize(v6), v6);
+  }
+
+  #[test]
+  fn slots_intern_and_reset_when_full() {
+    let mut s = Slots { map: HashMap::new(), reset: false, first_new: 0, new_text: String::new() };
+    let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let b: SocketAddr = "[::1]:2".parse().unwrap();
+    assert_eq!(s.slot(a), 0);
+    assert_eq!(s.slot(b), 1);
+    assert_eq!(s.slot(a), 0);
+    assert_eq!(s.new_text, "127.0.0.1 1 ::1 2");
+    s.new_text.clear();
+    for p in 3..(MAX_SLOTS as u16 + 1) {
+      s.slot(SocketAddr::new("127.0.0.1".parse().unwrap(), p));
+    }
+    assert!(!s.reset);
+    assert_eq!(s.map.len(), MAX_SLOTS);
+    let c: SocketAddr = "127.0.0.2:9".parse().unwrap();
+    assert_eq!(s.slot(c), 0, "a full table is cleared and numbering restarts");
+    assert!(s.reset);
+    assert_eq!((s.first_new, s.new_text.as_str()), (0, "127.0.0.2 9"));
+  }
 }
