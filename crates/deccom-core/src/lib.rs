@@ -16,6 +16,8 @@
 
 pub mod error;
 pub mod identity;
+pub mod noise;
+pub mod rudp;
 pub mod wire;
 
 pub use error::Error;

@@ -1,0 +1,1 @@
+//! Noise secure channel over datagrams (sans-IO). See mod docs once written.

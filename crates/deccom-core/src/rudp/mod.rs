@@ -1,0 +1,1 @@
+//! Reliable UDP (sans-IO). See mod docs once written.
