@@ -2,9 +2,20 @@ import test from 'ava'
 import { types } from 'node:util'
 import ts from 'typescript'
 
-import { DeccomError, ErrorCode, StackError, fromNative } from '../ts/errors.ts'
-import { type Fn, Protocol, bindFrom, bindTo, emits, provides, requires } from '../ts/protocol.ts'
-import { Stack } from '../ts/stack.ts'
+import {
+  DeccomError,
+  ErrorCode,
+  type Fn,
+  Protocol,
+  Stack,
+  StackError,
+  bindFrom,
+  bindTo,
+  emits,
+  fromNative,
+  provides,
+  requires,
+} from '../dist/index.js'
 
 // ---------------------------------------------------------------------------------------------
 // Test layers modelling the real ones. Data is a string so the path it took is visible:

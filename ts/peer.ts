@@ -1,7 +1,7 @@
 /** Peers and peer records. */
 import type { Address } from './address'
 import { toAddress } from './address'
-import { fromNative } from './errors'
+import { DeccomError, ErrorCode, fromNative } from './errors'
 import { native } from './native'
 
 /**
@@ -48,6 +48,9 @@ export function encodePeerRecord(r: Omit<PeerRecord, 'id'> & { id?: Buffer }): B
 
 /** Decodes a peer record; any malformed input throws a DeccomError with an ERR_DECCOM_RECORD_* code. */
 export function decodePeerRecord(bytes: Uint8Array): PeerRecord {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `decodePeerRecord takes a Uint8Array or Buffer, got ${bytes === null ? 'null' : typeof bytes}`)
+  }
   let o
   try {
     o = native.decodePeerRecord(bytes)

@@ -37,7 +37,7 @@ impl NativeIdentity {
   /// A name identity (cannot sign): the public identity is the name itself.
   ///
   /// # Errors
-  /// `ERR_DECCOM_BAD_KEY` for an empty name or one longer than 255 bytes.
+  /// `ERR_DECCOM_BAD_IDENTITY` for an empty name or one longer than 255 bytes.
   #[napi(factory)]
   pub fn from_name(name: String) -> Result<NativeIdentity> {
     Identity::from_name(&name).map(|inner| NativeIdentity { inner }).map_err(core)

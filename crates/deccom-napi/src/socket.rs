@@ -620,7 +620,10 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
               let slot = slots.slot(from);
               let stride = m.stride.max(1);
               let mut start = 0;
-              while start < m.len {
+              // `first` lets a 0-byte datagram through as one entry of length 0 (JavaScript counts it).
+              let mut first = true;
+              while start < m.len || std::mem::take(&mut first) {
+                first = false;
                 let end = (start + stride).min(m.len);
                 let off = batch.data.len() as u32;
                 batch.data.extend_from_slice(&buf[start..end]);
