@@ -24,7 +24,7 @@ export declare class NativeIdentity {
    * A name identity (cannot sign): the public identity is the name itself.
    *
    * # Errors
-   * `ERR_DECCOM_BAD_KEY` for an empty name or one longer than 255 bytes.
+   * `ERR_DECCOM_BAD_IDENTITY` for an empty name or one longer than 255 bytes.
    */
   static fromName(name: string): NativeIdentity
   /**
