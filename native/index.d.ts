@@ -74,6 +74,30 @@ export declare class NativeIdentity {
   sign(message: Uint8Array): Buffer
 }
 
+export declare class RudpEndpoint {
+  /** A new endpoint; `now` is the caller's clock in milliseconds. */
+  constructor(options: RudpOptions | undefined | null, now: number)
+  /**
+   * Queues a message `[tag][data]` to `peer`; returns its id.
+   *
+   * # Errors
+   * `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`.
+   */
+  send(now: number, peer: number, tag: number, data: Uint8Array): number
+  /** A reliable-UDP datagram (without its layer tag) from `peer`. */
+  handleDatagram(now: number, peer: number, datagram: Uint8Array): void
+  /** Runs the timers due at `now`. */
+  handleTimeout(now: number): void
+  /** What may be sent now (up to 1024 datagrams), or null. */
+  pollTransmit(now: number): RudpTransmits | null
+  /** When `handleTimeout`/`pollTransmit` next have work, on the caller's clock, or null. */
+  pollTimeout(): number | null
+  /** Delivered messages and completions since the last call, or null. */
+  pollEvents(): RudpEvents | null
+  /** The endpoint's counters. */
+  stats(): Record<string, number>
+}
+
 /** A UDP socket owned by Rust. See the module documentation. */
 export declare class UdpSocket {
   /**
@@ -98,6 +122,33 @@ export declare class UdpSocket {
   sendBatch(data: Uint8Array, lens: Uint32Array, addrs: Uint8Array): number
   /** The next received batch, or null when none is waiting. */
   take(): ReceivedBatch | null
+  /**
+   * Attaches the native reliable-UDP endpoint: datagrams whose first byte is `tag` go to it, and
+   * `rudpSend` queues whole messages on it. Idempotent per socket (a second call replaces nothing
+   * and fails).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a bad tag or when already attached.
+   */
+  attachRudp(tag: number, options?: RudpOptions | undefined | null): void
+  /**
+   * Queues a reliable message `[tag][data]` to the 18-byte address `to`; returns its id. The
+   * I/O thread segments, paces, retransmits, and reports completion in a later batch.
+   *
+   * # Errors
+   * `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`, `ERR_DECCOM_INVALID_ADDRESS`,
+   * `ERR_DECCOM_CLOSED`, or `ERR_DECCOM_INVALID_ARGUMENT` when no endpoint is attached.
+   */
+  rudpSend(to: Uint8Array, tag: number, data: Uint8Array): number
+  /**
+   * Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it (null).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
+   */
+  setFaults(direction: string, options?: FaultOptions | undefined | null): void
+  /** Counters of the native stages: reliable UDP (`rudp_*`) and fault injection (`faults_rx_*`, `faults_tx_*`). */
+  pipelineStats(): Record<string, number>
   /** Counters and socket facts. */
   stats(): UdpSocketStats
   /** Stops the I/O thread, releases the callback and closes the socket. Idempotent. */
@@ -130,6 +181,15 @@ export declare function encodeAddress(host: string, port: number): Buffer
  */
 export declare function encodePeerRecord(record: PeerRecordObject): Buffer
 
+/** Fault probabilities (0..1) and the seed of their generator. */
+export interface FaultOptions {
+  drop?: number
+  duplicate?: number
+  reorder?: number
+  corrupt?: number
+  seed?: number
+}
+
 /** The bound address. */
 export interface LocalAddress {
   address: string
@@ -161,6 +221,43 @@ export interface ReceivedBatch {
   meta: Uint32Array
   /** `ip port` pairs, space separated, for the slots this batch introduces (from firstNewSlot on). */
   newAddrs?: string
+  /** Whole reliable messages (first byte: the upper layer's tag), or null. */
+  messages?: Array<Buffer>
+  /** The sender slot of each message. */
+  messageSlots?: Uint32Array
+  /** `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable, 2 forgotten). */
+  completions?: Float64Array
+}
+
+/** Messages delivered and sends finished since the last call. */
+export interface RudpEvents {
+  /** Whole messages (first byte: the upper layer's tag), or null. */
+  messages?: Array<Buffer>
+  messagePeers?: Uint32Array
+  /** `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten). */
+  completions?: Float64Array
+}
+
+/** Reliable-UDP settings (see deccom-core `rudp::Config`; unset fields keep its defaults). */
+export interface RudpOptions {
+  /** Bytes of message data per datagram (default 1200). */
+  segmentSize?: number
+  /** Largest message in bytes (default 256 MiB). */
+  maxMessageSize?: number
+  /** Milliseconds without progress before sends to a peer fail with ERR_DECCOM_PEER_UNREACHABLE. */
+  peerTimeout?: number
+  /** Bytes of partially received messages per peer / in total. */
+  maxReassemblyPerPeer?: number
+  maxReassemblyTotal?: number
+  /** Seed of the endpoint's randomness (default: from the OS). */
+  seed?: number
+}
+
+/** Datagrams to send: payloads back to back, their lengths, and each one's peer. */
+export interface RudpTransmits {
+  data: Buffer
+  lens: Uint32Array
+  peers: Uint32Array
 }
 
 /** Socket options for `UdpSocket.bind`. */

@@ -16,6 +16,8 @@ import { EventEmitter } from 'node:events'
 import createDebug from 'debug'
 import type { Address, AddressLike } from './address'
 import { toAddress } from './address'
+import type { Clock } from './clock'
+import { realClock } from './clock'
 import { DeccomError, ErrorCode } from './errors'
 import { Identity } from './identity'
 import { Peer } from './peer'
@@ -34,6 +36,17 @@ export interface NodeOptions extends UdpOptions {
    * is not a transport, a UdpTransport built from `host`/`port`/... is added below it.
    */
   stack?: Protocol[]
+  /**
+   * The clock every layer gets as `ctx.clock` (default {@link realClock}). A SimulatedNetwork
+   * passes its virtual clock here.
+   */
+  clock?: Clock
+}
+
+/** What Node needs from the bottom layer (UdpTransport, SimTransport, ...) for `address`/`ping`. */
+interface TransportLike {
+  localAddress?(): Address
+  ping?(to: AddressLike, opts?: PingOptions): Promise<number>
 }
 
 /** Everything `node.stats()` returns: counters per layer, by layer name. */
@@ -85,7 +98,9 @@ export class Node extends EventEmitter {
   readonly identity: Identity
   readonly stack: Stack
   readonly #app: Application
-  readonly #udp: UdpTransport | undefined
+  /** The bottom layer of the stack: the transport. */
+  readonly #transport: Protocol & TransportLike
+  readonly #clock: Clock
   #state: 'new' | 'running' | 'closing' | 'closed' = 'new'
   #closing: Promise<void> | null = null
 
@@ -110,7 +125,8 @@ export class Node extends EventEmitter {
     this.#app = new Application(this)
     this.stack = new Stack([this.#app, ...layers])
     this.stack.build()
-    this.#udp = this.stack.find(UdpTransport)
+    this.#transport = layers[layers.length - 1] as Protocol & TransportLike
+    this.#clock = opts.clock ?? realClock
   }
 
   /** Builds the stack (validating every binding), then starts it bottom-up. */
@@ -119,6 +135,7 @@ export class Node extends EventEmitter {
     const ctx: LayerContext = {
       identity: node.identity,
       log: createDebug(`deccom:node:${node.identity.idHex.slice(0, 8)}`),
+      clock: node.#clock,
     }
     await node.stack.start(ctx)
     node.#state = 'running'
@@ -130,10 +147,13 @@ export class Node extends EventEmitter {
     return this.identity.id
   }
 
-  /** The transport's bound address. */
+  /** The transport's bound address (the bottom layer's `localAddress()`). */
   get address(): Address {
-    if (!this.#udp) throw new DeccomError(ErrorCode.STACK_INVALID, 'This node has no UdpTransport')
-    return this.#udp.localAddress()
+    const t = this.#transport
+    if (typeof t.localAddress !== 'function') {
+      throw new DeccomError(ErrorCode.STACK_INVALID, `The bottom layer "${t.name}" has no localAddress()`)
+    }
+    return t.localAddress()
   }
 
   /**
@@ -151,10 +171,14 @@ export class Node extends EventEmitter {
     }
   }
 
-  /** Round-trip time in ms to the node at `to` (transport-level ping). */
+  /** Round-trip time in ms to the node at `to` (the bottom layer's transport-level `ping()`). */
   ping(to: Peer | AddressLike, opts?: PingOptions): Promise<number> {
-    if (!this.#udp || this.#state !== 'running') return Promise.reject(notRunning())
-    return this.#udp.ping(to instanceof Peer ? to.address : to, opts)
+    const t = this.#transport
+    if (this.#state !== 'running') return Promise.reject(notRunning())
+    if (typeof t.ping !== 'function') {
+      return Promise.reject(new DeccomError(ErrorCode.STACK_INVALID, `The bottom layer "${t.name}" has no ping()`))
+    }
+    return t.ping(to instanceof Peer ? to.address : to, opts)
   }
 
   /** Counters of every layer, by layer name. */

@@ -22,7 +22,9 @@
  * // or, without static fields:  @bindTo('sendMessage') @bindFrom('onMessage') class Ping extends Protocol {...}
  * ```
  */
+import type { Clock } from './clock'
 import { DeccomError, ErrorCode } from './errors'
+import type { Stack } from './stack'
 
 /** Any function; the type of a resolved binding. */
 export type Fn = (...args: any[]) => any
@@ -33,6 +35,13 @@ export interface LayerContext {
   readonly identity: unknown
   /** Debug logger for this layer (namespaced `deccom:<layer>`), printf-style. */
   readonly log: (fmt: string, ...a: unknown[]) => void
+  /**
+   * The node's clock: use it for every timer and time measurement, so that the layer also runs in
+   * virtual time (a SimulatedNetwork passes its own). `realClock` unless `NodeOptions.clock` is set.
+   */
+  readonly clock: Clock
+  /** The stack this layer runs in (set by {@link Stack.start}); lets a layer inspect what lies below it. */
+  readonly stack?: Stack
 }
 
 /** A concrete or abstract class of layers. */

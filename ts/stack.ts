@@ -86,7 +86,7 @@ export class Stack {
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const layer = this.layers[i]
       try {
-        await layer.start(ctx)
+        await layer.start({ ...ctx, stack: this })
       } catch (err) {
         this.#state = 'stopped'
         await this.#stopLayers().catch(() => {})
@@ -128,6 +128,13 @@ export class Stack {
   /** The nearest layer from the top that is an instance of `cls`, or undefined. */
   find<T extends Protocol>(cls: abstract new (...a: any[]) => T): T | undefined {
     return this.layers.find((l): l is T => l instanceof cls)
+  }
+
+  /** The layer a `bindTo` binding of `layer` resolved to (after build), or undefined. */
+  providerOf(layer: Protocol, binding: string): Protocol | undefined {
+    const row = this.#described?.find((r) => r.layer === layer.name)
+    const name = row?.bindTo[binding]
+    return name === undefined ? undefined : this.layers.find((l) => l.name === name)
   }
 
   /** Who bound to whom, top layer first (for tests and debugging). Empty mappings before build. */

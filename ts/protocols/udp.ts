@@ -79,6 +79,33 @@ interface PendingPing {
 
 type NativeSocket = InstanceType<typeof native.UdpSocket>
 
+/** What a layer running on the socket's native reliable path receives (see ReliableUdp). */
+export interface NativeReliableHandler {
+  /** A whole message; its first byte is the upper layer's tag. */
+  onNativeMessage(from: Address, message: Buffer): void
+  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed. */
+  onNativeCompletion(id: number, status: number): void
+}
+
+/** Reliable-UDP settings for the native endpoint (see ReliableUdpOptions). */
+export interface NativeReliableOptions {
+  segmentSize?: number
+  maxMessageSize?: number
+  peerTimeout?: number
+  maxReassemblyPerPeer?: number
+  maxReassemblyTotal?: number
+  seed?: number
+}
+
+/** Fault probabilities for the socket's native fault injector (see FaultyTransport). */
+export interface NativeFaultOptions {
+  drop?: number
+  duplicate?: number
+  reorder?: number
+  corrupt?: number
+  seed?: number
+}
+
 export class UdpTransport extends Protocol {
   static override provides = ['send', 'ping', 'localAddress']
   static override emits = ['onMessage']
@@ -103,6 +130,7 @@ export class UdpTransport extends Protocol {
   readonly #pings = new Map<number, PendingPing>()
   #nextPingId = (Math.random() * 0x1_0000_0000) >>> 0
   readonly #pingBuf = Buffer.alloc(PING_LEN - 1)
+  #reliable: NativeReliableHandler | null = null
 
   constructor(opts: UdpOptions = {}) {
     super()
@@ -192,6 +220,37 @@ export class UdpTransport extends Protocol {
   }
 
   /**
+   * @internal Runs reliable UDP inside the socket's I/O thread: datagrams tagged `tag` never reach
+   * JavaScript; whole messages and completions go to `handler`. Used by ReliableUdp when every
+   * layer between it and this transport is native.
+   */
+  attachReliable(handler: NativeReliableHandler, tag: number, opts: NativeReliableOptions): void {
+    if (this.#sock === null) throw closed()
+    try {
+      this.#sock.attachRudp(tag, opts)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    this.#reliable = handler
+  }
+
+  /** @internal Queues a reliable message on the native endpoint; returns its id. */
+  sendReliable(to: Address, tag: number, data: Uint8Array): number {
+    if (this.#sock === null) throw closed()
+    try {
+      return this.#sock.rudpSend(to.raw, tag, data)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** @internal Native fault injection on one direction (FaultyTransport in native mode); null removes it. */
+  setNativeFaults(direction: 'send' | 'receive', opts: NativeFaultOptions | null): void {
+    if (this.#sock === null) throw closed()
+    this.#sock.setFaults(direction, opts)
+  }
+
+  /**
    * Round-trip time in milliseconds to the UDP transport at `to`.
    * @throws ERR_DECCOM_PING_TIMEOUT when no pong arrives in time; ERR_DECCOM_ABORTED; ERR_DECCOM_CLOSED
    */
@@ -258,6 +317,23 @@ export class UdpTransport extends Protocol {
         const parts = newAddrs.split(' ')
         for (let i = 0, s = meta[2]; i + 1 < parts.length; i += 2, s++) this.#slots[s] = toAddress(parts[i], Number(parts[i + 1]))
       }
+      const { messages, messageSlots, completions } = b
+      if (messages && messageSlots && this.#reliable) {
+        for (let i = 0; i < messages.length; i++) {
+          try {
+            this.#reliable.onNativeMessage(this.#slots[messageSlots[i]], messages[i])
+          } catch (e) {
+            this.count('handler_errors')
+            if (!failed) {
+              failed = true
+              firstError = e
+            }
+          }
+        }
+      }
+      if (completions && this.#reliable) {
+        for (let i = 0; i + 1 < completions.length; i += 2) this.#reliable.onNativeCompletion(completions[i], completions[i + 1])
+      }
       const n = meta[0]
       for (let i = 0, j = 3; i < n; i++, j += 3) {
         try {
@@ -308,7 +384,7 @@ export class UdpTransport extends Protocol {
 
   override stats(): Record<string, number> {
     const s: Record<string, number> = { ...this.counters }
-    if (this.#sock) Object.assign(s, this.#sock.stats())
+    if (this.#sock) Object.assign(s, this.#sock.stats(), this.#sock.pipelineStats())
     return s
   }
 
@@ -321,6 +397,7 @@ export class UdpTransport extends Protocol {
       // Best effort: closing anyway.
     }
     this.#sock = null
+    this.#reliable = null
     sock.close()
     for (const id of [...this.#pings.keys()]) {
       const p = this.#settlePing(id)!

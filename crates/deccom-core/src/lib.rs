@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod faults;
 pub mod identity;
 pub mod noise;
 pub mod rudp;

@@ -37,3 +37,8 @@ pub fn coded(code: Code, message: impl std::fmt::Display) -> napi::Error {
 pub fn core(e: deccom_core::Error) -> napi::Error {
   napi::Error::from_reason(format!("{}: {e}", e.code()))
 }
+
+/// Converts a reliable-UDP error.
+pub fn rudp(e: deccom_core::rudp::RudpError) -> napi::Error {
+  napi::Error::from_reason(format!("{}: {e}", e.code()))
+}

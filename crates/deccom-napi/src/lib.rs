@@ -6,4 +6,6 @@
 
 mod error;
 mod identity;
+mod pipeline;
+mod rudp;
 mod socket;

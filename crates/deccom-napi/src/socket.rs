@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -34,6 +34,9 @@ use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{coded, Code};
+use crate::pipeline::{FaultStage, Pipeline, RudpStage, Sink};
+use deccom_core::faults::FaultConfig;
+use deccom_core::rudp::Config as RudpConfig;
 
 /// Bytes per encoded address in `sendBatch`: 16 bytes of IPv6 (IPv4 as `::ffff:a.b.c.d`) + port BE.
 pub const ADDR_LEN: usize = 18;
@@ -51,6 +54,11 @@ pub struct RecvBatch {
   meta: Vec<u32>,
   /// `ip port` pairs, space separated, for the slots this batch introduces (in slot order).
   new_addrs: Option<String>,
+  /// Whole reliable messages and the slot of each sender.
+  messages: Vec<Vec<u8>>,
+  message_slots: Vec<u32>,
+  /// `[id, status]` pairs of finished reliable sends.
+  completions: Vec<f64>,
 }
 
 /// Wakes JavaScript; it then pulls batches with `take()` until there are none.
@@ -72,6 +80,12 @@ pub struct ReceivedBatch {
   pub meta: Uint32Array,
   /// `ip port` pairs, space separated, for the slots this batch introduces (from firstNewSlot on).
   pub new_addrs: Option<String>,
+  /// Whole reliable messages (first byte: the upper layer's tag), or null.
+  pub messages: Option<Vec<Buffer>>,
+  /// The sender slot of each message.
+  pub message_slots: Option<Uint32Array>,
+  /// `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable, 2 forgotten).
+  pub completions: Option<Float64Array>,
 }
 
 #[derive(Default)]
@@ -107,6 +121,10 @@ struct Shared {
   rxq: Mutex<RxQueue>,
   max_rx_queue_bytes: usize,
   is_v6: bool,
+  /// Send-side fault injection (FaultyTransport in native mode), if configured.
+  tx_faults: Mutex<Option<FaultStage>>,
+  /// Native stages on the receive path and the reliable-UDP endpoint, driven by the I/O thread.
+  pipeline: Mutex<Pipeline>,
 }
 
 const KEY: usize = 7;
@@ -150,6 +168,62 @@ impl Shared {
         Ok(())
       }
       Err(e) => Err(e),
+    }
+  }
+
+  /// Sends datagrams laid out back to back in `data` (`lens[i]` bytes each, to `dest(i)`): runs of
+  /// equal-size datagrams to one destination leave in one GSO send; with send-side faults
+  /// configured, one by one through the fault injector. What the kernel cannot take now is queued
+  /// (bounded) for the I/O thread. Returns how many were sent or queued.
+  pub(crate) fn send_runs(&self, data: &[u8], lens: &[u32], dest: impl Fn(usize) -> Option<SocketAddr>, same: impl Fn(usize, usize) -> bool) -> u32 {
+    let mut faults = self.tx_faults.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let mut accepted = 0u32;
+    let (mut i, mut off, n) = (0usize, 0usize, lens.len());
+    let max_segs = if faults.is_some() { 1 } else { self.state.max_gso_segments().max(1) };
+    while i < n {
+      let len = lens[i] as usize;
+      let mut k = 1;
+      while i + k < n && k < max_segs && (k + 1) * len <= GSO_MAX_BYTES && lens[i + k] as usize == len && same(i, i + k) {
+        k += 1;
+      }
+      let run = &data[off..off + k * len];
+      i += k;
+      off += k * len;
+      let Some(to) = dest(i - k) else {
+        self.counters.tx_errors.fetch_add(k as u64, Relaxed);
+        continue;
+      };
+      accepted += k as u32;
+      if let Some(f) = faults.as_mut() {
+        // A test layer: apply the fault, then send each resulting datagram on its own.
+        f.apply(to, run, |to, d| self.send_or_queue(&mut pending, to, d, d.len()));
+        continue;
+      }
+      self.send_or_queue(&mut pending, to, run, len);
+    }
+    if let Some(f) = faults.as_mut() {
+      f.release(|to, d| self.send_or_queue(&mut pending, to, d, d.len()));
+    }
+    accepted
+  }
+
+  fn send_or_queue(&self, pending: &mut Pending, to: SocketAddr, run: &[u8], seg: usize) {
+    let queue = |pending: &mut Pending| {
+      for p in run.chunks(seg.max(1)) {
+        self.enqueue(pending, to, p);
+      }
+    };
+    if !pending.queue.is_empty() {
+      return queue(pending);
+    }
+    match self.transmit(to, run, seg) {
+      Ok(()) => {}
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        queue(pending);
+        let _ = self.arm(pending);
+      }
+      Err(e) => self.count_send_error(&e, run.len().div_ceil(seg.max(1)) as u64),
     }
   }
 
@@ -216,6 +290,66 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
       None => addr,
     },
     v4 => v4,
+  }
+}
+
+/// Reliable-UDP settings (see deccom-core `rudp::Config`; unset fields keep its defaults).
+#[napi(object)]
+#[derive(Default)]
+pub struct RudpOptions {
+  /// Bytes of message data per datagram (default 1200).
+  pub segment_size: Option<u32>,
+  /// Largest message in bytes (default 256 MiB).
+  pub max_message_size: Option<f64>,
+  /// Milliseconds without progress before sends to a peer fail with ERR_DECCOM_PEER_UNREACHABLE.
+  pub peer_timeout: Option<u32>,
+  /// Bytes of partially received messages per peer / in total.
+  pub max_reassembly_per_peer: Option<f64>,
+  pub max_reassembly_total: Option<f64>,
+  /// Seed of the endpoint's randomness (default: from the OS).
+  pub seed: Option<f64>,
+}
+
+pub(crate) fn rudp_config(o: RudpOptions) -> (RudpConfig, u64) {
+  let mut c = RudpConfig::default();
+  if let Some(v) = o.segment_size {
+    c.max_segment_payload = v as usize;
+  }
+  if let Some(v) = o.max_message_size {
+    c.max_message_size = v as u64;
+  }
+  // Every message carries the upper layer's tag byte in front of the user's bytes.
+  c.max_message_size += 1;
+  if let Some(v) = o.peer_timeout {
+    c.peer_timeout = Duration::from_millis(u64::from(v));
+  }
+  if let Some(v) = o.max_reassembly_per_peer {
+    c.max_reassembly_per_peer = v as usize;
+  }
+  if let Some(v) = o.max_reassembly_total {
+    c.max_reassembly_total = v as usize;
+  }
+  let seed = o.seed.map(|s| s as u64).unwrap_or_else(|| {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+  });
+  (c, seed)
+}
+
+/// Fault probabilities (0..1) and the seed of their generator.
+#[napi(object)]
+pub struct FaultOptions {
+  pub drop: Option<f64>,
+  pub duplicate: Option<f64>,
+  pub reorder: Option<f64>,
+  pub corrupt: Option<f64>,
+  pub seed: Option<f64>,
+}
+
+fn fault_fields(out: &mut HashMap<String, f64>, prefix: &str, s: deccom_core::faults::FaultStats) {
+  for (k, v) in [("passed", s.passed), ("dropped", s.dropped), ("duplicated", s.duplicated), ("reordered", s.reordered), ("corrupted", s.corrupted)] {
+    out.insert(format!("{prefix}_{k}"), v as f64);
   }
 }
 
@@ -328,6 +462,8 @@ impl UdpSocket {
       pending: Mutex::new(Pending { queue: VecDeque::new(), bytes: 0 }),
       max_pending_bytes: opts.max_pending_bytes.unwrap_or(4 << 20) as usize,
       rxq: Mutex::new(RxQueue { batches: VecDeque::new(), bytes: 0, notified: false }),
+      tx_faults: Mutex::new(None),
+      pipeline: Mutex::new(Pipeline::default()),
       max_rx_queue_bytes: opts.max_queued_bytes.unwrap_or(32 << 20) as usize,
     });
     let max_batch = opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize;
@@ -363,44 +499,8 @@ impl UdpSocket {
     if total > data.len() || addrs.len() < lens.len() * ADDR_LEN {
       return Err(coded(Code::InvalidArgument, "sendBatch: lengths exceed the data, or fewer addresses than datagrams"));
     }
-    let mut pending = sh.pending.lock().unwrap_or_else(|p| p.into_inner());
-    let mut accepted = 0u32;
-    let (mut i, mut off, n) = (0usize, 0usize, lens.len());
-    let max_segs = sh.state.max_gso_segments().max(1);
-    while i < n {
-      let a = &addrs[i * ADDR_LEN..(i + 1) * ADDR_LEN];
-      let len = lens[i] as usize;
-      // A run of equal-size datagrams to the same destination leaves in one GSO send.
-      let mut k = 1;
-      while i + k < n && k < max_segs && (k + 1) * len <= GSO_MAX_BYTES && lens[i + k] as usize == len && &addrs[(i + k) * ADDR_LEN..(i + k + 1) * ADDR_LEN] == a {
-        k += 1;
-      }
-      let run = &data[off..off + k * len];
-      match decode_addr(a) {
-        None => {
-          sh.counters.tx_errors.fetch_add(k as u64, Relaxed);
-        }
-        Some(dest) if !pending.queue.is_empty() => {
-          for p in run.chunks(len.max(1)) {
-            sh.enqueue(&mut pending, dest, p);
-          }
-          accepted += k as u32;
-        }
-        Some(dest) => match sh.transmit(dest, run, len) {
-          Ok(()) => accepted += k as u32,
-          Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            for p in run.chunks(len.max(1)) {
-              sh.enqueue(&mut pending, dest, p);
-            }
-            accepted += k as u32;
-            let _ = sh.arm(&pending);
-          }
-          Err(e) => sh.count_send_error(&e, k as u64),
-        },
-      }
-      i += k;
-      off += k * len;
-    }
+    let addr_at = |i: usize| &addrs[i * ADDR_LEN..(i + 1) * ADDR_LEN];
+    let accepted = sh.send_runs(data, lens, |i| decode_addr(addr_at(i)), |i, j| addr_at(i) == addr_at(j));
     Ok(accepted)
   }
 
@@ -412,13 +512,106 @@ impl UdpSocket {
     match q.batches.pop_front() {
       Some(b) => {
         q.bytes -= b.data.len();
-        Some(ReceivedBatch { data: Buffer::from(b.data), meta: Uint32Array::new(b.meta), new_addrs: b.new_addrs })
+        q.bytes -= b.messages.iter().map(Vec::len).sum::<usize>();
+        let has_messages = !b.messages.is_empty();
+        Some(ReceivedBatch {
+          data: Buffer::from(b.data),
+          meta: Uint32Array::new(b.meta),
+          new_addrs: b.new_addrs,
+          messages: has_messages.then(|| b.messages.into_iter().map(Buffer::from).collect()),
+          message_slots: has_messages.then(|| Uint32Array::new(b.message_slots)),
+          completions: (!b.completions.is_empty()).then(|| Float64Array::new(b.completions)),
+        })
       }
       None => {
         q.notified = false;
         None
       }
     }
+  }
+
+  /// Attaches the native reliable-UDP endpoint: datagrams whose first byte is `tag` go to it, and
+  /// `rudpSend` queues whole messages on it. Idempotent per socket (a second call replaces nothing
+  /// and fails).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for a bad tag or when already attached.
+  #[napi]
+  pub fn attach_rudp(&self, tag: u32, options: Option<RudpOptions>) -> Result<()> {
+    let sh = self.shared()?;
+    let tag = u8::try_from(tag).ok().filter(|t| *t != 0).ok_or_else(|| coded(Code::InvalidArgument, "the reliable-UDP tag must be 1..255"))?;
+    let mut p = lock(&sh.pipeline);
+    if p.rudp.is_some() {
+      return Err(coded(Code::InvalidArgument, "a reliable-UDP endpoint is already attached to this socket"));
+    }
+    let (config, seed) = rudp_config(options.unwrap_or_default());
+    p.rudp = Some(RudpStage::new(tag, config, Instant::now(), seed));
+    Ok(())
+  }
+
+  /// Queues a reliable message `[tag][data]` to the 18-byte address `to`; returns its id. The
+  /// I/O thread segments, paces, retransmits, and reports completion in a later batch.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`, `ERR_DECCOM_INVALID_ADDRESS`,
+  /// `ERR_DECCOM_CLOSED`, or `ERR_DECCOM_INVALID_ARGUMENT` when no endpoint is attached.
+  #[napi]
+  pub fn rudp_send(&self, to: &[u8], tag: u32, data: &[u8]) -> Result<f64> {
+    let sh = self.shared()?;
+    let dest = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "rudpSend: the address must be 18 bytes (encodeAddress)"))?;
+    let mut message = Vec::with_capacity(data.len() + 1);
+    message.push(tag as u8);
+    message.extend_from_slice(data);
+    let id = {
+      let mut p = lock(&sh.pipeline);
+      let r = p.rudp.as_mut().ok_or_else(|| coded(Code::InvalidArgument, "no reliable-UDP endpoint is attached to this socket"))?;
+      r.endpoint.send(Instant::now(), dest, message).map_err(crate::error::rudp)?
+    };
+    let _ = sh.poller.notify();
+    Ok(id.0 as f64)
+  }
+
+  /// Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it (null).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
+  #[napi]
+  pub fn set_faults(&self, direction: String, options: Option<FaultOptions>) -> Result<()> {
+    let sh = self.shared()?;
+    let stage = options.map(|o| {
+      let cfg = FaultConfig { drop: o.drop.unwrap_or(0.0), duplicate: o.duplicate.unwrap_or(0.0), reorder: o.reorder.unwrap_or(0.0), corrupt: o.corrupt.unwrap_or(0.0) };
+      FaultStage::new(cfg, o.seed.map(|s| s as u64).unwrap_or(1))
+    });
+    match direction.as_str() {
+      "receive" => lock(&sh.pipeline).rx_faults = stage,
+      "send" => *lock(&sh.tx_faults) = stage,
+      other => return Err(coded(Code::InvalidArgument, format!("fault direction must be \"send\" or \"receive\", not \"{other}\""))),
+    }
+    Ok(())
+  }
+
+  /// Counters of the native stages: reliable UDP (`rudp_*`) and fault injection (`faults_rx_*`, `faults_tx_*`).
+  #[napi]
+  pub fn pipeline_stats(&self) -> Result<HashMap<String, f64>> {
+    let sh = self.shared()?;
+    let mut out = HashMap::new();
+    {
+      let p = lock(&sh.pipeline);
+      if let Some(r) = &p.rudp {
+        for (k, v) in crate::pipeline::rudp_fields(&r.endpoint.stats()) {
+          out.insert(format!("rudp_{k}"), v as f64);
+        }
+        out.insert("rudp_dropped_backpressure".into(), r.dropped_backpressure as f64);
+        out.insert("rudp_reassembly_bytes".into(), r.endpoint.reassembly_bytes() as f64);
+      }
+      if let Some(f) = &p.rx_faults {
+        fault_fields(&mut out, "faults_rx", f.stats());
+      }
+    }
+    if let Some(f) = lock(&sh.tx_faults).as_ref() {
+      fault_fields(&mut out, "faults_tx", f.stats());
+    }
+    Ok(out)
   }
 
   /// Counters and socket facts.
@@ -536,13 +729,80 @@ struct Batcher {
   data: Vec<u8>,
   meta: Vec<u32>,
   count: usize,
+  messages: Vec<Vec<u8>>,
+  message_slots: Vec<u32>,
+  message_bytes: usize,
+  completions: Vec<f64>,
 }
 
 impl Batcher {
   fn new() -> Self {
     let mut meta = Vec::with_capacity(3 + 3 * 64);
     meta.extend_from_slice(&[0, 0, 0]);
-    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0 }
+    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new() }
+  }
+
+  fn is_empty(&self) -> bool {
+    self.count == 0 && self.messages.is_empty() && self.completions.is_empty()
+  }
+
+  /// Reliable messages and completions were accepted by the sender's peer: never drop them.
+  fn must_deliver(&self) -> bool {
+    !self.messages.is_empty() || !self.completions.is_empty()
+  }
+}
+
+/// The receive sink of the I/O thread: datagrams, messages and completions go into the batch
+/// being built; a full batch goes to the queue for JavaScript.
+struct Rx<'a> {
+  sh: &'a Shared,
+  tsfn: &'a WakeFn,
+  slots: &'a mut Slots,
+  batch: &'a mut Batcher,
+  max_batch: usize,
+}
+
+impl Rx<'_> {
+  fn slot(&mut self, from: SocketAddr) -> u32 {
+    if self.slots.needs_reset(&from) {
+      // JavaScript clears its table before reading a batch: older slots go out first.
+      deliver(self.sh, self.tsfn, self.slots, self.batch);
+    }
+    self.slots.slot(from)
+  }
+
+  fn full(&mut self) {
+    if self.batch.count >= self.max_batch || self.batch.data.len() + self.batch.message_bytes >= (1 << 20) {
+      deliver(self.sh, self.tsfn, self.slots, self.batch);
+    }
+  }
+}
+
+impl Sink for Rx<'_> {
+  fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+    let slot = self.slot(from);
+    let off = self.batch.data.len() as u32;
+    self.batch.data.extend_from_slice(bytes);
+    self.batch.meta.extend_from_slice(&[off, bytes.len() as u32, slot]);
+    self.batch.count += 1;
+    self.full();
+  }
+
+  fn message(&mut self, from: SocketAddr, message: Vec<u8>) {
+    let slot = self.slot(from);
+    self.batch.message_bytes += message.len();
+    self.batch.messages.push(message);
+    self.batch.message_slots.push(slot);
+    self.full();
+  }
+
+  fn completion(&mut self, id: f64, status: f64) {
+    self.batch.completions.extend_from_slice(&[id, status]);
+  }
+
+  fn congested(&self) -> bool {
+    let q = self.sh.rxq.lock().unwrap_or_else(|p| p.into_inner());
+    q.bytes > self.sh.max_rx_queue_bytes
   }
 }
 
@@ -550,11 +810,11 @@ impl Batcher {
 /// When the queue is over its byte bound the batch is dropped and counted; the address slots it
 /// would have introduced stay pending, so later batches still carry them.
 fn deliver(sh: &Shared, tsfn: &WakeFn, slots: &mut Slots, b: &mut Batcher) {
-  if b.count == 0 {
+  if b.is_empty() {
     return;
   }
   let mut q = sh.rxq.lock().unwrap_or_else(|p| p.into_inner());
-  if q.bytes + b.data.len() > sh.max_rx_queue_bytes {
+  if q.bytes + b.data.len() > sh.max_rx_queue_bytes && !b.must_deliver() {
     sh.counters.rx_dropped_queue_full.fetch_add(b.count as u64, Relaxed);
     *b = Batcher::new();
     return;
@@ -565,8 +825,15 @@ fn deliver(sh: &Shared, tsfn: &WakeFn, slots: &mut Slots, b: &mut Batcher) {
   batch.meta[2] = slots.first_new;
   let new_addrs = (!slots.new_text.is_empty()).then(|| std::mem::take(&mut slots.new_text));
   slots.reset = false;
-  q.bytes += batch.data.len();
-  q.batches.push_back(RecvBatch { data: batch.data, meta: batch.meta, new_addrs });
+  q.bytes += batch.data.len() + batch.message_bytes;
+  q.batches.push_back(RecvBatch {
+    data: batch.data,
+    meta: batch.meta,
+    new_addrs,
+    messages: batch.messages,
+    message_slots: batch.message_slots,
+    completions: batch.completions,
+  });
   sh.counters.rx_batches.fetch_add(1, Relaxed);
   if !q.notified {
     q.notified = true;
@@ -582,9 +849,13 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
   let mut metas = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
   let mut slots = Slots { map: HashMap::new(), reset: false, first_new: 0, new_text: String::new() };
   let mut batch = Batcher::new();
+  let send = |data: &[u8], lens: &[u32], dests: &[SocketAddr]| {
+    sh.send_runs(data, lens, |i| Some(dests[i]), |i, j| dests[i] == dests[j]);
+  };
   while !sh.closing.load(Relaxed) {
     events.clear();
-    if let Err(e) = sh.poller.wait(&mut events, None) {
+    let timeout = lock(&sh.pipeline).next_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+    if let Err(e) = sh.poller.wait(&mut events, timeout) {
       if e.kind() == io::ErrorKind::Interrupted {
         continue;
       }
@@ -601,9 +872,11 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
       writable |= ev.writable;
     }
     if writable {
-      let mut pending = sh.pending.lock().unwrap_or_else(|p| p.into_inner());
+      let mut pending = lock(&sh.pending);
       sh.flush_pending(&mut pending);
     }
+    let mut pipeline = lock(&sh.pipeline);
+    let mut rx = Rx { sh, tsfn: &tsfn, slots: &mut slots, batch: &mut batch, max_batch };
     if readable {
       loop {
         let mut iovs: Vec<IoSliceMut<'_>> = scratch.chunks_mut(SLOT).map(IoSliceMut::new).collect();
@@ -611,13 +884,9 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
           Ok(n) => {
             sh.counters.rx_syscalls.fetch_add(1, Relaxed);
             drop(iovs);
+            let now = Instant::now();
             for (m, buf) in metas.iter().take(n).zip(scratch.chunks(SLOT)) {
               let from = normalize(m.addr);
-              if slots.needs_reset(&from) {
-                // JavaScript clears its table before reading a batch: older slots go out first.
-                deliver(sh, &tsfn, &mut slots, &mut batch);
-              }
-              let slot = slots.slot(from);
               let stride = m.stride.max(1);
               let mut start = 0;
               // `first` lets a 0-byte datagram through as one entry of length 0 (JavaScript counts it).
@@ -625,18 +894,14 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
               while start < m.len || std::mem::take(&mut first) {
                 first = false;
                 let end = (start + stride).min(m.len);
-                let off = batch.data.len() as u32;
-                batch.data.extend_from_slice(&buf[start..end]);
-                batch.meta.extend_from_slice(&[off, (end - start) as u32, slot]);
-                batch.count += 1;
                 sh.counters.rx_datagrams.fetch_add(1, Relaxed);
                 sh.counters.rx_bytes.fetch_add((end - start) as u64, Relaxed);
+                pipeline.receive(now, from, &buf[start..end], &mut rx);
                 start = end;
               }
             }
-            if batch.count >= max_batch || batch.data.len() >= (1 << 20) {
-              deliver(sh, &tsfn, &mut slots, &mut batch);
-            }
+            // Acknowledge and send while the burst goes on, not only after it.
+            pipeline.drive(now, send, &mut rx);
           }
           Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
           Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -648,14 +913,23 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
           }
         }
       }
-      deliver(sh, &tsfn, &mut slots, &mut batch);
     }
-    let pending = sh.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    pipeline.end_of_burst(now, &mut rx);
+    pipeline.drive(now, send, &mut rx);
+    drop(pipeline);
+    deliver(sh, &tsfn, &mut slots, &mut batch);
+    let pending = lock(&sh.pending);
     if sh.arm(&pending).is_err() {
       sh.counters.rx_errors.fetch_add(1, Relaxed);
     }
   }
   drop(tsfn);
+}
+
+/// Locks a mutex, recovering from poisoning (a panic elsewhere must not wedge the socket).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+  m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -1,0 +1,360 @@
+//! RTT estimation (RFC 9002 §5), probe-timeout computation (§6.2.1), NewReno congestion control
+//! counted in datagrams (§7, Appendix B) and a token-bucket pacer (§7.7).
+
+use std::time::{Duration, Instant};
+
+/// Timer granularity (RFC 9002 kGranularity), the floor of the loss-delay and PTO variance terms.
+pub const GRANULARITY: Duration = Duration::from_millis(1);
+/// Smallest congestion window, in datagrams (RFC 9002 kMinimumWindow).
+pub const MIN_WINDOW: u32 = 2;
+/// Datagrams the pacer lets out back to back.
+pub const PACING_BURST: u64 = 10;
+
+/// Smoothed RTT state (RFC 9002 §5.3).
+#[derive(Debug, Clone, Copy)]
+pub struct RttEstimator {
+    latest: Duration,
+    smoothed: Duration,
+    var: Duration,
+    min: Duration,
+    has_sample: bool,
+}
+
+impl RttEstimator {
+    /// Before any sample: `smoothed = initial`, `rttvar = initial / 2` (§5.3 / §6.2.2).
+    #[must_use]
+    pub fn new(initial: Duration) -> Self {
+        RttEstimator {
+            latest: initial,
+            smoothed: initial,
+            var: initial / 2,
+            min: initial,
+            has_sample: false,
+        }
+    }
+
+    /// Feeds one sample: `latest` is now − send time of the largest newly acknowledged packet,
+    /// `ack_delay` the peer-reported delay, already capped at its max ack delay.
+    pub fn update(&mut self, latest: Duration, ack_delay: Duration) {
+        self.latest = latest;
+        if !self.has_sample {
+            self.has_sample = true;
+            self.min = latest;
+            self.smoothed = latest;
+            self.var = latest / 2;
+            return;
+        }
+        self.min = self.min.min(latest);
+        let adjusted = if latest >= self.min + ack_delay {
+            latest - ack_delay
+        } else {
+            latest
+        };
+        let diff = if self.smoothed > adjusted {
+            self.smoothed - adjusted
+        } else {
+            adjusted - self.smoothed
+        };
+        self.var = (self.var * 3 + diff) / 4;
+        self.smoothed = (self.smoothed * 7 + adjusted) / 8;
+    }
+
+    /// Smoothed RTT.
+    #[must_use]
+    pub fn smoothed(&self) -> Duration {
+        self.smoothed
+    }
+
+    /// RTT variation.
+    #[must_use]
+    pub fn var(&self) -> Duration {
+        self.var
+    }
+
+    /// Latest sample.
+    #[must_use]
+    pub fn latest(&self) -> Duration {
+        self.latest
+    }
+
+    /// Whether a sample was taken.
+    #[must_use]
+    pub fn has_sample(&self) -> bool {
+        self.has_sample
+    }
+
+    /// Time threshold of loss detection (§6.1.2): 9/8 × max(srtt, latest), at least the granularity.
+    #[must_use]
+    pub fn loss_delay(&self) -> Duration {
+        (self.smoothed.max(self.latest) * 9 / 8).max(GRANULARITY)
+    }
+
+    /// Probe timeout (§6.2.1): `srtt + max(4·rttvar, granularity) + max_ack_delay`, doubled per
+    /// consecutive expiry, clamped to `[min, max]`.
+    #[must_use]
+    pub fn pto(&self, max_ack_delay: Duration, backoff: u32, min: Duration, max: Duration) -> Duration {
+        let base = self.smoothed + (self.var * 4).max(GRANULARITY) + max_ack_delay;
+        let base = base.clamp(min, max);
+        base.checked_mul(1u32 << backoff.min(16))
+            .unwrap_or(max)
+            .min(max)
+    }
+}
+
+/// NewReno congestion controller with the window counted in datagrams (RFC 9002 §7, App. B).
+#[derive(Debug, Clone, Copy)]
+pub struct NewReno {
+    cwnd: u32,
+    ssthresh: u32,
+    acked_in_ca: u32,
+    recovery_start: Option<Instant>,
+    initial: u32,
+    max: u32,
+}
+
+impl NewReno {
+    /// A controller in slow start with `initial` datagrams of window.
+    #[must_use]
+    pub fn new(initial: u32, max: u32) -> Self {
+        let max = max.max(MIN_WINDOW);
+        let initial = initial.clamp(MIN_WINDOW, max);
+        NewReno {
+            cwnd: initial,
+            ssthresh: u32::MAX,
+            acked_in_ca: 0,
+            recovery_start: None,
+            initial,
+            max,
+        }
+    }
+
+    /// Congestion window in datagrams.
+    #[must_use]
+    pub fn window(&self) -> u32 {
+        self.cwnd
+    }
+
+    /// Slow-start threshold.
+    #[must_use]
+    pub fn ssthresh(&self) -> u32 {
+        self.ssthresh
+    }
+
+    /// Whether a packet sent at `sent` falls inside the current recovery period (§7.3.2).
+    #[must_use]
+    pub fn in_recovery(&self, sent: Instant) -> bool {
+        self.recovery_start.is_some_and(|r| sent <= r)
+    }
+
+    /// One datagram sent at `sent` was acknowledged. `cwnd_limited` is false when the sender
+    /// did not use the window (§7.8: the window does not grow then).
+    pub fn on_ack(&mut self, sent: Instant, cwnd_limited: bool) {
+        if self.in_recovery(sent) || !cwnd_limited {
+            return;
+        }
+        if self.cwnd < self.ssthresh {
+            self.cwnd = self.cwnd.saturating_add(1).min(self.max);
+        } else {
+            self.acked_in_ca += 1;
+            if self.acked_in_ca >= self.cwnd {
+                self.acked_in_ca -= self.cwnd;
+                self.cwnd = self.cwnd.saturating_add(1).min(self.max);
+            }
+        }
+    }
+
+    /// Packets were declared lost; `largest_lost_sent` is the send time of the newest of them.
+    /// Reduces the window at most once per recovery period (§7.3.2). Returns whether it did.
+    pub fn on_loss(&mut self, now: Instant, largest_lost_sent: Instant) -> bool {
+        if self.in_recovery(largest_lost_sent) {
+            return false;
+        }
+        self.recovery_start = Some(now);
+        self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW);
+        self.cwnd = self.ssthresh;
+        self.acked_in_ca = 0;
+        true
+    }
+
+    /// Persistent congestion (§7.6): collapse to the minimum window.
+    pub fn on_persistent_congestion(&mut self, now: Instant) {
+        self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW);
+        self.cwnd = MIN_WINDOW;
+        self.acked_in_ca = 0;
+        self.recovery_start = Some(now);
+    }
+
+    /// Back to the initial state (the peer restarted).
+    pub fn reset(&mut self) {
+        *self = NewReno::new(self.initial, self.max);
+    }
+}
+
+/// Token-bucket pacer (RFC 9002 §7.7): releases `N = 5/4 × cwnd` datagrams per smoothed RTT
+/// with bursts of up to [`PACING_BURST`] datagrams.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    credit_ns: u64,
+    last: Instant,
+}
+
+impl Pacer {
+    /// A full bucket at `now`.
+    #[must_use]
+    pub fn new(now: Instant) -> Self {
+        Pacer {
+            credit_ns: u64::MAX,
+            last: now,
+        }
+    }
+
+    /// Nanoseconds between datagrams for this window and RTT (0 = unpaced).
+    #[must_use]
+    pub fn interval_ns(cwnd: u32, srtt: Duration) -> u64 {
+        let srtt_ns = u64::try_from(srtt.as_nanos()).unwrap_or(u64::MAX);
+        srtt_ns.saturating_mul(4) / (5 * u64::from(cwnd.max(1)))
+    }
+
+    /// `None` if a datagram may leave now, else the instant it may.
+    pub fn delay(&mut self, now: Instant, cwnd: u32, srtt: Duration) -> Option<Instant> {
+        let interval = Self::interval_ns(cwnd, srtt);
+        if interval == 0 {
+            return None;
+        }
+        let elapsed = u64::try_from(now.saturating_duration_since(self.last).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.last = self.last.max(now);
+        self.credit_ns = self
+            .credit_ns
+            .saturating_add(elapsed)
+            .min(interval.saturating_mul(PACING_BURST));
+        if self.credit_ns >= interval {
+            None
+        } else {
+            Some(now + Duration::from_nanos(interval - self.credit_ns))
+        }
+    }
+
+    /// A paced datagram left.
+    pub fn on_sent(&mut self, cwnd: u32, srtt: Duration) {
+        let interval = Self::interval_ns(cwnd, srtt);
+        self.credit_ns = self.credit_ns.saturating_sub(interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn rtt_estimator_follows_rfc9002() {
+        let mut rtt = RttEstimator::new(100 * MS);
+        assert!(!rtt.has_sample());
+        assert_eq!(rtt.smoothed(), 100 * MS);
+        assert_eq!(rtt.var(), 50 * MS);
+        rtt.update(40 * MS, 10 * MS);
+        // First sample ignores the ack delay.
+        assert_eq!(rtt.smoothed(), 40 * MS);
+        assert_eq!(rtt.var(), 20 * MS);
+        // 60 ms with 10 ms ack delay -> adjusted 50 ms.
+        rtt.update(60 * MS, 10 * MS);
+        assert_eq!(rtt.var(), (20 * MS * 3 + 10 * MS) / 4);
+        assert_eq!(rtt.smoothed(), (40 * MS * 7 + 50 * MS) / 8);
+        // The ack delay is not subtracted when that would go below min_rtt.
+        let before = rtt.smoothed();
+        rtt.update(45 * MS, 10 * MS);
+        assert_eq!(rtt.smoothed(), (before * 7 + 45 * MS) / 8);
+        assert_eq!(rtt.latest(), 45 * MS);
+        assert_eq!(rtt.loss_delay(), rtt.smoothed().max(45 * MS) * 9 / 8);
+    }
+
+    #[test]
+    fn pto_backs_off_and_is_clamped() {
+        let rtt = RttEstimator::new(100 * MS);
+        let base = rtt.pto(5 * MS, 0, 20 * MS, 10_000 * MS);
+        assert_eq!(base, 100 * MS + 200 * MS + 5 * MS);
+        assert_eq!(rtt.pto(5 * MS, 1, 20 * MS, 10_000 * MS), base * 2);
+        assert_eq!(rtt.pto(5 * MS, 3, 20 * MS, 10_000 * MS), base * 8);
+        assert_eq!(rtt.pto(5 * MS, 10, 20 * MS, 10_000 * MS), 10_000 * MS);
+        assert_eq!(rtt.pto(5 * MS, 40, 20 * MS, 10_000 * MS), 10_000 * MS);
+        let mut fast = RttEstimator::new(100 * MS);
+        fast.update(Duration::from_micros(30), Duration::ZERO);
+        assert_eq!(fast.pto(Duration::ZERO, 0, 20 * MS, 10_000 * MS), 20 * MS);
+        assert_eq!(fast.pto(Duration::ZERO, 1, 20 * MS, 10_000 * MS), 40 * MS);
+    }
+
+    #[test]
+    fn newreno_slow_start_avoidance_and_one_reduction_per_recovery() {
+        let t0 = Instant::now();
+        let mut cc = NewReno::new(10, 1000);
+        for _ in 0..10 {
+            cc.on_ack(t0, true);
+        }
+        assert_eq!(cc.window(), 20);
+        // Not window-limited: no growth.
+        cc.on_ack(t0, false);
+        assert_eq!(cc.window(), 20);
+        let t1 = t0 + 10 * MS;
+        assert!(cc.on_loss(t1, t0));
+        assert_eq!(cc.window(), 10);
+        assert_eq!(cc.ssthresh(), 10);
+        // Another loss of a packet sent before recovery started: no second reduction.
+        assert!(!cc.on_loss(t1 + MS, t0 + 5 * MS));
+        assert_eq!(cc.window(), 10);
+        // Acks of packets sent before recovery do not grow the window.
+        cc.on_ack(t0, true);
+        assert_eq!(cc.window(), 10);
+        // Congestion avoidance: one datagram per window of acks.
+        let t2 = t1 + MS;
+        for _ in 0..9 {
+            cc.on_ack(t2, true);
+        }
+        assert_eq!(cc.window(), 10);
+        cc.on_ack(t2, true);
+        assert_eq!(cc.window(), 11);
+        // A loss of a packet sent after recovery started reduces again.
+        assert!(cc.on_loss(t2 + MS, t2));
+        assert_eq!(cc.window(), 5);
+        cc.on_persistent_congestion(t2 + 2 * MS);
+        assert_eq!(cc.window(), MIN_WINDOW);
+        for _ in 0..100 {
+            cc.on_loss(t2 + 100 * MS, t2 + 99 * MS);
+        }
+        assert_eq!(cc.window(), MIN_WINDOW);
+        cc.reset();
+        assert_eq!(cc.window(), 10);
+    }
+
+    #[test]
+    fn pacer_releases_bursts_then_spaces_datagrams() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        let srtt = 100 * MS;
+        let cwnd = 100;
+        // 100 ms / (1.25 * 100) = 800 us.
+        assert_eq!(Pacer::interval_ns(cwnd, srtt), 800_000);
+        for _ in 0..PACING_BURST {
+            assert_eq!(p.delay(t0, cwnd, srtt), None);
+            p.on_sent(cwnd, srtt);
+        }
+        let next = p.delay(t0, cwnd, srtt).expect("burst used up");
+        assert_eq!(next, t0 + Duration::from_micros(800));
+        assert_eq!(p.delay(next, cwnd, srtt), None);
+        p.on_sent(cwnd, srtt);
+        assert_eq!(
+            p.delay(next, cwnd, srtt),
+            Some(next + Duration::from_micros(800))
+        );
+        // An idle second refills at most one burst.
+        let later = next + Duration::from_secs(1);
+        for _ in 0..PACING_BURST {
+            assert_eq!(p.delay(later, cwnd, srtt), None);
+            p.on_sent(cwnd, srtt);
+        }
+        assert!(p.delay(later, cwnd, srtt).is_some());
+        // A zero RTT (in-memory) is unpaced.
+        assert_eq!(p.delay(later, cwnd, Duration::ZERO), None);
+    }
+}

@@ -1,0 +1,157 @@
+//! `RudpEndpoint`: the reliable-UDP endpoint driven from JavaScript.
+//!
+//! The fast path runs the endpoint inside the socket's I/O thread (see `pipeline.rs`). This object
+//! is the other driver of the same `deccom_core::rudp::Endpoint`, for stacks where datagrams must
+//! visit JavaScript anyway: a JavaScript layer below ReliableUdp, or a SimulatedNetwork in virtual
+//! time. Peers are small integers chosen by the caller; time is the caller's clock in milliseconds.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use deccom_core::rudp::{Endpoint, Event, FailReason};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::pipeline::{DONE_FORGOTTEN, DONE_SENT, DONE_UNREACHABLE};
+use crate::socket::{rudp_config, RudpOptions};
+
+/// Datagrams to send: payloads back to back, their lengths, and each one's peer.
+#[napi(object)]
+pub struct RudpTransmits {
+  pub data: Buffer,
+  pub lens: Uint32Array,
+  pub peers: Uint32Array,
+}
+
+/// Messages delivered and sends finished since the last call.
+#[napi(object)]
+pub struct RudpEvents {
+  /// Whole messages (first byte: the upper layer's tag), or null.
+  pub messages: Option<Vec<Buffer>>,
+  pub message_peers: Option<Uint32Array>,
+  /// `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten).
+  pub completions: Option<Float64Array>,
+}
+
+#[napi]
+pub struct RudpEndpoint {
+  endpoint: Endpoint<u32>,
+  /// The instant that corresponds to `origin_ms` on the caller's clock.
+  base: Instant,
+  origin_ms: f64,
+  out: Vec<u8>,
+}
+
+/// Most datagrams returned by one `pollTransmit` call.
+const MAX_TRANSMITS: usize = 1024;
+
+#[napi]
+impl RudpEndpoint {
+  /// A new endpoint; `now` is the caller's clock in milliseconds.
+  #[napi(constructor)]
+  pub fn new(options: Option<RudpOptions>, now: f64) -> RudpEndpoint {
+    let (config, seed) = rudp_config(options.unwrap_or_default());
+    let base = Instant::now();
+    RudpEndpoint { endpoint: Endpoint::new(config, base, seed), base, origin_ms: now, out: Vec::with_capacity(2048) }
+  }
+
+  fn at(&self, ms: f64) -> Instant {
+    let d = ms - self.origin_ms;
+    if d.is_finite() && d > 0.0 {
+      self.base + Duration::from_secs_f64(d / 1000.0)
+    } else {
+      self.base
+    }
+  }
+
+  fn ms(&self, t: Instant) -> f64 {
+    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
+  }
+
+  /// Queues a message `[tag][data]` to `peer`; returns its id.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`.
+  #[napi]
+  pub fn send(&mut self, now: f64, peer: u32, tag: u32, data: &[u8]) -> Result<f64> {
+    let mut message = Vec::with_capacity(data.len() + 1);
+    message.push(tag as u8);
+    message.extend_from_slice(data);
+    let t = self.at(now);
+    let id = self.endpoint.send(t, peer, message).map_err(crate::error::rudp)?;
+    Ok(id.0 as f64)
+  }
+
+  /// A reliable-UDP datagram (without its layer tag) from `peer`.
+  #[napi]
+  pub fn handle_datagram(&mut self, now: f64, peer: u32, datagram: &[u8]) {
+    let t = self.at(now);
+    self.endpoint.handle_datagram(t, peer, datagram);
+  }
+
+  /// Runs the timers due at `now`.
+  #[napi]
+  pub fn handle_timeout(&mut self, now: f64) {
+    let t = self.at(now);
+    self.endpoint.handle_timeout(t);
+  }
+
+  /// What may be sent now (up to 1024 datagrams), or null.
+  #[napi]
+  pub fn poll_transmit(&mut self, now: f64) -> Option<RudpTransmits> {
+    let t = self.at(now);
+    let (mut data, mut lens, mut peers) = (Vec::new(), Vec::new(), Vec::new());
+    while lens.len() < MAX_TRANSMITS {
+      let Some(peer) = self.endpoint.poll_transmit(t, &mut self.out) else { break };
+      data.extend_from_slice(&self.out);
+      lens.push(self.out.len() as u32);
+      peers.push(peer);
+    }
+    (!lens.is_empty()).then(|| RudpTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
+  }
+
+  /// When `handleTimeout`/`pollTransmit` next have work, on the caller's clock, or null.
+  #[napi]
+  pub fn poll_timeout(&self) -> Option<f64> {
+    self.endpoint.poll_timeout().map(|t| self.ms(t))
+  }
+
+  /// Delivered messages and completions since the last call, or null.
+  #[napi]
+  pub fn poll_events(&mut self) -> Option<RudpEvents> {
+    let (mut messages, mut peers, mut completions) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(ev) = self.endpoint.poll_event() {
+      match ev {
+        Event::Delivered { peer, message } => {
+          messages.push(Buffer::from(message));
+          peers.push(peer);
+        }
+        Event::Sent { id, .. } => completions.extend_from_slice(&[id.0 as f64, DONE_SENT]),
+        Event::Failed { id, reason, .. } => completions.extend_from_slice(&[
+          id.0 as f64,
+          match reason {
+            FailReason::PeerUnreachable => DONE_UNREACHABLE,
+            _ => DONE_FORGOTTEN,
+          },
+        ]),
+      }
+    }
+    if messages.is_empty() && completions.is_empty() {
+      return None;
+    }
+    let has_messages = !messages.is_empty();
+    Some(RudpEvents {
+      messages: has_messages.then_some(messages),
+      message_peers: has_messages.then(|| Uint32Array::new(peers)),
+      completions: (!completions.is_empty()).then(|| Float64Array::new(completions)),
+    })
+  }
+
+  /// The endpoint's counters.
+  #[napi]
+  pub fn stats(&self) -> HashMap<String, f64> {
+    let mut out: HashMap<String, f64> = crate::pipeline::rudp_fields(&self.endpoint.stats()).into_iter().map(|(k, v)| (format!("rudp_{k}"), v as f64)).collect();
+    out.insert("rudp_reassembly_bytes".into(), self.endpoint.reassembly_bytes() as f64);
+    out
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * Delay — a transparent test layer that adds latency, and optionally bandwidth-limited transfer
+ * time, per peer pair from user functions, on send or on receive (PROTOCOLS.md, "Test layers").
+ *
+ * ```ts
+ * const delay = new Delay({
+ *   latency: (from, to) => 50,              // ms, one way
+ *   bandwidth: (from, to) => 125,           // bytes per ms (125 = 1 Mbit/s); omit for none
+ *   on: 'send',
+ * })
+ * const node = await Node.create({ stack: [delay] })
+ * ```
+ *
+ * Binds `send`, `localAddress` and `onMessage` of the layers below; provides `send` and emits
+ * `onMessage`. With `on: 'send'` outgoing datagrams wait, with `on: 'receive'` incoming ones do;
+ * `from`/`to` of the functions are this node's address and the peer's, in the direction of the
+ * datagram. The functions are called for every datagram (so they may change over time).
+ *
+ * Per peer there is a FIFO queue: a datagram of `n` bytes (payload + 1 tag byte) first waits until
+ * the earlier ones to that peer are serialized, then takes `n / bandwidth` ms, then `latency` ms;
+ * it never overtakes an earlier datagram of the same pair (Delay does not reorder: use
+ * FaultyTransport for that). A datagram with no delay to a peer with an empty queue goes on at
+ * once. All queues together hold at most `maxQueueBytes` (default 16 MiB); beyond it datagrams are
+ * dropped (`dropped_queue`). Time comes from `ctx.clock`, so in a SimulatedNetwork the delays are
+ * exact virtual milliseconds; with the real clock a datagram is never released before its time
+ * (timers only fire late). One timer per peer with queued datagrams; `stop()` clears them all and
+ * drops what is still queued (`dropped_closed`).
+ *
+ * Counters: delayed, passed (no delay), dropped_queue, dropped_closed, dropped_send_error (the
+ * layer below refused a datagram released later), handler_errors; `stats()` adds queued_bytes.
+ * The transport's own pings never reach a layer above it: `node.ping` RTTs do not include this
+ * delay (measure with application messages). Being a JS layer on the datagram path, it puts the
+ * layers above it on the JavaScript path (DESIGN.md principle 5).
+ */
+import type { Address } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { realClock } from '../clock'
+import { DeccomError, ErrorCode } from '../errors'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+
+export interface DelayOptions {
+  /** One-way latency in ms for a datagram from → to (negative or NaN counts as 0). */
+  latency: (from: Address, to: Address) => number
+  /** Bytes per ms for from → to; omitted, Infinity, ≤ 0 or NaN: no bandwidth limit. */
+  bandwidth?: (from: Address, to: Address) => number
+  /** Delay outgoing datagrams ('send', default) or incoming ones ('receive'). */
+  on?: 'send' | 'receive'
+  /** Bound on the bytes queued in all pairs together (default 16 MiB). */
+  maxQueueBytes?: number
+}
+
+interface Item {
+  at: number
+  data: Uint8Array
+  tag: number
+  size: number
+}
+
+interface Pair {
+  peer: Address
+  items: Item[]
+  head: number
+  /** When the serializer of this pair is free again. */
+  busyUntil: number
+  /** Release time of the last queued item (FIFO: no later item is released earlier). */
+  lastAt: number
+  timer: TimerHandle | undefined
+}
+
+export class Delay extends Protocol {
+  static override bindTo = ['send', 'localAddress']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send']
+  static override emits = ['onMessage']
+
+  readonly name = 'delay'
+
+  readonly #latency: DelayOptions['latency']
+  readonly #bandwidth: DelayOptions['bandwidth']
+  readonly #onSend: boolean
+  readonly #maxQueueBytes: number
+  #clock: Clock = realClock
+  #log: (fmt: string, ...a: unknown[]) => void = () => {}
+  #local: Address | undefined
+  #running = false
+  readonly #pairs = new Map<Address, Pair>()
+  #queuedBytes = 0
+
+  constructor(opts: DelayOptions) {
+    super()
+    if (typeof opts?.latency !== 'function') {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'Delay: latency must be a function (from, to) => ms')
+    }
+    if (opts.bandwidth !== undefined && typeof opts.bandwidth !== 'function') {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'Delay: bandwidth must be a function (from, to) => bytes per ms')
+    }
+    const on = opts.on ?? 'send'
+    if (on !== 'send' && on !== 'receive') {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Delay: on must be 'send' or 'receive', got ${String(on)}`)
+    }
+    const max = opts.maxQueueBytes ?? 16 * 1024 * 1024
+    if (!(max >= 0)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Delay: maxQueueBytes must be >= 0, got ${max}`)
+    this.#latency = opts.latency
+    this.#bandwidth = opts.bandwidth
+    this.#onSend = on === 'send'
+    this.#maxQueueBytes = max
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx?.clock ?? realClock
+    if (ctx?.log) this.#log = ctx.log
+    this.#local = this.lower.localAddress() as Address
+    this.#running = true
+  }
+
+  send(to: Address, data: Uint8Array, tag = 0): unknown {
+    if (!this.#onSend || !this.#running) return this.lower.send(to, data, tag)
+    return this.#enqueue(to, this.#local!, to, data, tag, true)
+  }
+
+  onMessage(from: Address, data: Uint8Array, tag: number): void {
+    if (this.#onSend || !this.#running) return this.upper.onMessage(from, data, tag)
+    this.#enqueue(from, from, this.#local!, data, tag, false)
+  }
+
+  /** Queues a datagram for `peer`, or forwards it at once when it has no delay and nothing queued. */
+  #enqueue(peer: Address, from: Address, to: Address, data: Uint8Array, tag: number, copyData: boolean): unknown {
+    const now = this.#clock.now()
+    const size = data.length + 1
+    const l = this.#latency(from, to)
+    const latency = l > 0 ? l : 0
+    const b = this.#bandwidth?.(from, to)
+    const bandwidth = b !== undefined && b > 0 && b !== Infinity ? b : 0
+    let pair = this.#pairs.get(peer)
+    if (latency === 0 && bandwidth === 0 && pair === undefined) {
+      this.count('passed')
+      return this.#forward(peer, data, tag)
+    }
+    if (this.#queuedBytes + size > this.#maxQueueBytes) {
+      this.count('dropped_queue')
+      return undefined
+    }
+    if (pair === undefined) {
+      pair = { peer, items: [], head: 0, busyUntil: now, lastAt: now, timer: undefined }
+      this.#pairs.set(peer, pair)
+    }
+    let departs = now
+    if (bandwidth > 0) {
+      departs = Math.max(now, pair.busyUntil) + size / bandwidth
+      pair.busyUntil = departs
+    }
+    const at = Math.max(departs + latency, pair.lastAt)
+    pair.lastAt = at
+    pair.items.push({ at, data: copyData ? Buffer.from(data) : data, tag, size })
+    this.#queuedBytes += size
+    this.count('delayed')
+    if (pair.timer === undefined) this.#arm(pair, now)
+    return undefined
+  }
+
+  #arm(pair: Pair, now: number): void {
+    pair.timer = this.#clock.setTimeout(() => this.#due(pair), pair.items[pair.head].at - now)
+  }
+
+  /** The pair's timer fired: release every item whose time has come, re-arm for the next. */
+  #due(pair: Pair): void {
+    pair.timer = undefined
+    const now = this.#clock.now()
+    while (pair.head < pair.items.length && pair.items[pair.head].at <= now) {
+      const it = pair.items[pair.head]
+      pair.items[pair.head++] = undefined as unknown as Item
+      this.#queuedBytes -= it.size
+      try {
+        this.#forward(pair.peer, it.data, it.tag)
+      } catch (e) {
+        this.count(this.#onSend ? 'dropped_send_error' : 'handler_errors')
+        this.#log('delay: forwarding a queued datagram failed: %O', e)
+      }
+      if (!this.#running) return
+    }
+    if (pair.head === pair.items.length) {
+      // Empty: forget the pair (its serializer is idle: busyUntil <= lastAt <= now).
+      this.#pairs.delete(pair.peer)
+      return
+    }
+    if (pair.head > 1024 && pair.head * 2 > pair.items.length) {
+      pair.items = pair.items.slice(pair.head)
+      pair.head = 0
+    }
+    this.#arm(pair, now)
+  }
+
+  #forward(peer: Address, data: Uint8Array, tag: number): unknown {
+    if (this.#onSend) return this.lower.send(peer, data, tag)
+    return this.upper.onMessage(peer, data, tag)
+  }
+
+  override stats(): Record<string, number> {
+    return { ...this.counters, queued_bytes: this.#queuedBytes }
+  }
+
+  override async stop(): Promise<void> {
+    this.#running = false
+    for (const pair of this.#pairs.values()) {
+      this.#clock.clearTimeout(pair.timer)
+      pair.timer = undefined
+      const left = pair.items.length - pair.head
+      if (left > 0) this.count('dropped_closed', left)
+    }
+    this.#pairs.clear()
+    this.#queuedBytes = 0
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * ReliableUdp — messages of any size (up to `maxMessageSize`, default 256 MiB) over datagrams of at
+ * most `segmentSize` bytes of payload, each delivered exactly once, complete and byte-exact.
+ *
+ * Provides `send(to, data, tag = 0): Promise<void>` (resolves when the whole message is
+ * acknowledged; rejects with ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for
+ * `peerTimeout` ms, ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
+ * emits `onMessage(from, data, tag)` for each whole message, and passes every datagram that is
+ * not its own up unchanged (a transparent layer).
+ *
+ * The protocol (segments, selective acks, RTT/RTO, loss recovery, NewReno with pacing, receive
+ * window, bounded reassembly) is `deccom-core::rudp`, in Rust. It runs in one of two places:
+ * - **native** (the fast path): when every layer between this one and the UdpTransport is native
+ *   (e.g. FaultyTransport in native mode), the endpoint runs inside the socket's I/O thread; no
+ *   segment, ack or retransmission ever crosses into JavaScript.
+ * - **JavaScript-driven**: otherwise (a JS layer below, or a SimulatedNetwork), the same endpoint is
+ *   driven from JavaScript through `RudpEndpoint`, with the node's clock (so it runs in virtual time
+ *   too). Correct, but every datagram visits JavaScript.
+ * `mode` (after start) tells which one is in use.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode, fromNative } from '../errors'
+import { native } from '../native'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import type { Stack } from '../stack'
+import type { NativeReliableHandler, NativeReliableOptions } from './udp'
+import { TAG_APP, UdpTransport } from './udp'
+
+const DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
+
+/** Tag of reliable-UDP datagrams on the wire. */
+export const TAG_RUDP = 2
+
+export interface ReliableUdpOptions {
+  /** Bytes of message data per datagram (default 1200). */
+  segmentSize?: number
+  /** Largest message in bytes (default 256 MiB). */
+  maxMessageSize?: number
+  /** Milliseconds without acknowledgement progress before sends to that peer fail (default 10,000). */
+  peerTimeout?: number
+  /** Bytes of partially received messages kept per peer (default 320 MiB) and in total (default 1 GiB). */
+  maxReassemblyPerPeer?: number
+  maxReassemblyTotal?: number
+  /** Seed of the endpoint's randomness (default: from the OS). Set it for reproducible simulations. */
+  seed?: number
+  /** Force the JavaScript-driven endpoint even where the native path is possible (tests, comparisons). */
+  forceJs?: boolean
+}
+
+interface Pending {
+  resolve: () => void
+  reject: (e: Error) => void
+}
+
+type JsEndpoint = InstanceType<typeof native.RudpEndpoint>
+
+/** Layers that can run inside the socket's native pipeline declare `static nativeCapable = true`. */
+interface NativeCapable {
+  nativeCapable?: boolean
+}
+
+export class ReliableUdp extends Protocol implements NativeReliableHandler {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send']
+  static override emits = ['onMessage']
+
+  readonly name = 'reliable-udp'
+  override readonly tag = TAG_RUDP
+
+  readonly #opts: ReliableUdpOptions
+  #mode: 'native' | 'js' | null = null
+  #udp: UdpTransport | null = null
+  readonly #pending = new Map<number, Pending>()
+  // JavaScript-driven endpoint state.
+  #ep: JsEndpoint | null = null
+  #clock: Clock | null = null
+  #timer: TimerHandle | null = null
+  #timerAt = Infinity
+  readonly #peerIds = new Map<Address, number>()
+  readonly #peers: Address[] = []
+  #driving = false
+
+  constructor(opts: ReliableUdpOptions = {}) {
+    super()
+    this.#opts = opts
+  }
+
+  /** `'native'` or `'js'` once started (see the module documentation); null before. */
+  get mode(): 'native' | 'js' | null {
+    return this.#mode
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    const nativeOpts: NativeReliableOptions = {
+      segmentSize: this.#opts.segmentSize,
+      maxMessageSize: this.#opts.maxMessageSize,
+      peerTimeout: this.#opts.peerTimeout,
+      maxReassemblyPerPeer: this.#opts.maxReassemblyPerPeer,
+      maxReassemblyTotal: this.#opts.maxReassemblyTotal,
+      seed: this.#opts.seed,
+    }
+    const udp = this.#opts.forceJs ? null : nativeTransportBelow(this, ctx.stack)
+    if (udp) {
+      udp.attachReliable(this, TAG_RUDP, nativeOpts)
+      this.#udp = udp
+      this.#mode = 'native'
+      return
+    }
+    this.#clock = ctx.clock
+    try {
+      this.#ep = new native.RudpEndpoint(nativeOpts, ctx.clock.now())
+    } catch (e) {
+      throw fromNative(e)
+    }
+    this.#mode = 'js'
+  }
+
+  /** Sends a whole message; resolves when every byte is acknowledged. */
+  send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP): Promise<void> {
+    try {
+      const addr = toAddress(to)
+      const max = this.#opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE
+      if (data.length > max) {
+        throw new DeccomError(ErrorCode.MESSAGE_TOO_LARGE, `A message of ${data.length} bytes exceeds maxMessageSize (${max} bytes); raise the option or split the message`, {
+          details: { size: data.length, max },
+        })
+      }
+      let id: number
+      if (this.#udp) {
+        id = this.#udp.sendReliable(addr, tag, data)
+      } else if (this.#ep) {
+        try {
+          id = this.#ep.send(this.#clock!.now(), this.#peerId(addr), tag, data)
+        } catch (e) {
+          throw fromNative(e)
+        }
+        this.#drive()
+      } else {
+        throw closed()
+      }
+      this.count('messages_sent')
+      this.count('bytes_sent', data.length)
+      return new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject }))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /** Datagrams from the layer below: ours feed the JavaScript-driven endpoint; others pass up. */
+  onMessage(from: Address, data: Buffer, tag: number): void {
+    if (tag !== TAG_RUDP) return this.upper.onMessage(from, data, tag)
+    if (!this.#ep) return this.count('dropped_not_running')
+    this.#ep.handleDatagram(this.#clock!.now(), this.#peerId(from), data)
+    this.#drive()
+  }
+
+  /** @internal From the native path: a whole message whose first byte is the upper layer's tag. */
+  onNativeMessage(from: Address, message: Buffer): void {
+    if (message.length === 0) return this.count('dropped_malformed')
+    this.count('messages_received')
+    this.count('bytes_received', message.length - 1)
+    this.upper.onMessage(from, message.subarray(1), message[0])
+  }
+
+  /** @internal From either path: a send finished. */
+  onNativeCompletion(id: number, status: number): void {
+    const p = this.#pending.get(id)
+    if (!p) return
+    this.#pending.delete(id)
+    if (status === 0) {
+      this.count('messages_acked')
+      p.resolve()
+    } else if (status === 1) {
+      this.count('messages_failed')
+      p.reject(new DeccomError(ErrorCode.PEER_UNREACHABLE, 'The peer stopped acknowledging; the message was not (fully) delivered', { details: { id } }))
+    } else {
+      p.reject(closed())
+    }
+  }
+
+  #peerId(addr: Address): number {
+    let id = this.#peerIds.get(addr)
+    if (id === undefined) {
+      id = this.#peers.length
+      this.#peers.push(addr)
+      this.#peerIds.set(addr, id)
+    }
+    return id
+  }
+
+  /** JavaScript-driven mode: timers due, transmits, events, then re-arm the one timer. */
+  #drive(): void {
+    const ep = this.#ep
+    if (!ep || this.#driving) return
+    this.#driving = true
+    try {
+      const now = this.#clock!.now()
+      const due = ep.pollTimeout()
+      if (due !== null && due <= now) ep.handleTimeout(now)
+      for (let t = ep.pollTransmit(now); t !== null; t = ep.pollTransmit(now)) {
+        const { data, lens, peers } = t
+        for (let i = 0, off = 0; i < lens.length; off += lens[i], i++) {
+          this.lower.send(this.#peers[peers[i]], data.subarray(off, off + lens[i]), TAG_RUDP)
+        }
+      }
+      for (let e = ep.pollEvents(); e !== null; e = ep.pollEvents()) {
+        const { messages, messagePeers, completions } = e
+        if (messages && messagePeers) {
+          for (let i = 0; i < messages.length; i++) this.onNativeMessage(this.#peers[messagePeers[i]], messages[i])
+        }
+        if (completions) for (let i = 0; i + 1 < completions.length; i += 2) this.onNativeCompletion(completions[i], completions[i + 1])
+      }
+      this.#arm(ep.pollTimeout())
+    } finally {
+      this.#driving = false
+    }
+  }
+
+  #arm(at: number | null): void {
+    const clock = this.#clock!
+    if (at === null) {
+      if (this.#timer !== null) clock.clearTimeout(this.#timer)
+      this.#timer = null
+      this.#timerAt = Infinity
+      return
+    }
+    if (this.#timer !== null && this.#timerAt <= at) return
+    if (this.#timer !== null) clock.clearTimeout(this.#timer)
+    this.#timerAt = at
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = null
+      this.#timerAt = Infinity
+      this.#drive()
+    }, Math.max(0, at - clock.now()))
+  }
+
+  override stats(): Record<string, number> {
+    const s: Record<string, number> = { ...this.counters }
+    if (this.#ep) Object.assign(s, this.#ep.stats())
+    return s
+  }
+
+  override async stop(): Promise<void> {
+    if (this.#timer !== null) this.#clock!.clearTimeout(this.#timer)
+    this.#timer = null
+    this.#ep = null
+    this.#udp = null
+    const pending = [...this.#pending.values()]
+    this.#pending.clear()
+    for (const p of pending) p.reject(closed())
+  }
+}
+
+/**
+ * The UdpTransport under `layer` when every layer between them can run natively (so the fused
+ * path keeps the layering: nothing in between is skipped), or null.
+ */
+function nativeTransportBelow(layer: Protocol, stack: Stack | undefined): UdpTransport | null {
+  if (!stack) return null
+  for (let p = stack.providerOf(layer, 'send'); p; p = stack.providerOf(p, 'send')) {
+    if (p instanceof UdpTransport) return p
+    if (!(p.constructor as NativeCapable).nativeCapable || !(p as unknown as { nativeActive?: boolean }).nativeActive) return null
+  }
+  return null
+}
+
+function closed(): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, 'ReliableUdp is not running (not started, or closed)')
+}

@@ -1,0 +1,692 @@
+/**
+ * SimulatedNetwork — an in-process datagram network in virtual time (DESIGN.md principle 11).
+ *
+ * ```ts
+ * const sim = new SimulatedNetwork({ seed: 42, defaultLink: { latency: 5, loss: 0.1 } })
+ * const nodes = await sim.createNodes(100, { stack: (i) => [new MyLayer()] })
+ * nodes[0].send(nodes[1].address, Buffer.from('hi'))
+ * await sim.runFor(10_000)                                  // 10 s of virtual time
+ * await sim.runUntil(() => done, { timeout: 60_000 })        // or until a condition holds
+ * sim.trace.hash; sim.stats(); await sim.close()
+ * ```
+ *
+ * Every node is a real deccom {@link Node} with a {@link SimTransport} at the bottom of its stack and
+ * the network's virtual {@link SimulatedNetwork.clock} as `ctx.clock`, so the same layers that run
+ * over UDP run here. No datagram leaves the process; addresses are 10.x.y.z:4000 by default.
+ *
+ * ## Links
+ * A datagram from A to B takes the link A→B, whose {@link LinkSpec} is `defaultLink` overridden by
+ * `link(A, B)` (asked for every datagram, so it can change over time, e.g. for partitions):
+ * 1. serialization: with a finite `bandwidth` (bytes per ms), the datagram (tag + payload bytes)
+ *    waits behind the earlier ones on the same link (a FIFO per ordered pair) and takes
+ *    `size / bandwidth` ms to send. Beyond `maxQueueBytes` of backlog it is dropped (`dropped_queue`);
+ * 2. loss with probability `loss` (`lost`);
+ * 3. propagation: `latency` + a uniform random extra in [0, `jitter`) ms;
+ * 4. reordering: with probability `reorder` an extra uniform random delay in [0, `reorderDelay`) ms,
+ *    so later datagrams may overtake it (`reordered`);
+ * 5. duplication: with probability `duplicate` a second copy follows with its own jitter (`duplicated`).
+ * A datagram to an address with no started transport is dropped on arrival (`dropped_no_route`).
+ *
+ * ## Event loop and microtasks (the rule)
+ * Virtual time only moves inside {@link runFor}/{@link runUntil}. They pop events (timers of
+ * {@link clock}, datagram deliveries) from a binary heap ordered by (time, sequence number), set
+ * {@link now} to the event's time and run it. **Each event runs in its own `setImmediate`
+ * callback, and Node empties the `process.nextTick` queue and the microtask queue before every
+ * immediate callback: so after an event, all the promise continuations it caused run — however
+ * many `await`s deep — at that event's virtual time, before the next event is taken and time
+ * advances.** This is the rule Node applies between two real timer callbacks. Events due at the same
+ * virtual time run in the order they were scheduled. The immediates are queued 256 at a time, so the
+ * real event loop (I/O, real timers) gets a turn every 256 events. `runUntil`'s condition is checked
+ * at the start of every step, i.e. with microtasks settled. Both calls are bounded: by their virtual
+ * deadline and by a maximum number of events.
+ *
+ * ## Determinism
+ * All randomness (loss, jitter, duplication, reordering, default identities, {@link random}) comes
+ * from xoshiro128** streams derived from `seed`. A program that takes its time from the virtual clock
+ * and its randomness from the simulator, run with the same seed, processes the same events in the
+ * same order: {@link trace} (a rolling hash of every event, and a bounded log of datagram events)
+ * is identical. Real I/O or `Math.random` in the program breaks this, of course.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode } from '../errors'
+import { Identity } from '../identity'
+import { Node } from '../node'
+import type { NodeOptions } from '../node'
+import type { Protocol } from '../protocol'
+import type { Seed } from './random'
+import { Random } from './random'
+import { SimTransport } from './transport'
+
+/** Error codes of the simulator (not in ErrorCode yet). */
+export const SimErrorCode = Object.freeze({
+  /** runUntil's virtual timeout passed (or no event was left) before the condition held. */
+  SIM_TIMEOUT: 'ERR_DECCOM_SIM_TIMEOUT',
+  /** runFor/runUntil processed its maximum number of events. */
+  SIM_EVENT_LIMIT: 'ERR_DECCOM_SIM_EVENT_LIMIT',
+} as const)
+
+/** Properties of a one-way link. Times in virtual milliseconds. */
+export interface LinkSpec {
+  /** One-way propagation delay, ms (default 5). */
+  latency: number
+  /** Uniform random extra delay in [0, jitter) ms per datagram (default 0). Jitter can reorder. */
+  jitter: number
+  /** Bytes per ms (1000 = 1 MB/s); Infinity (default): no serialization delay, no queue. */
+  bandwidth: number
+  /** Probability 0..1 that a datagram is lost (default 0). */
+  loss: number
+  /** Probability 0..1 that a datagram is delivered twice (default 0). */
+  duplicate: number
+  /** Probability 0..1 that a datagram is held back by an extra random delay (default 0). */
+  reorder: number
+  /** Upper bound of that extra delay, ms (default: max(latency, 1)). */
+  reorderDelay?: number
+  /** Bytes waiting for serialization on this link beyond which datagrams are dropped (default 16 MiB). */
+  maxQueueBytes: number
+}
+
+export interface SimulatedNetworkOptions {
+  /** Seed of every random choice of the simulation (default 0). */
+  seed?: Seed
+  /** Link properties for every pair (defaults: see {@link LinkSpec}). */
+  defaultLink?: Partial<LinkSpec>
+  /** Per-pair overrides, asked for every datagram; return undefined for the default link. */
+  link?: (from: Address, to: Address) => Partial<LinkSpec> | undefined
+  /** Datagram records kept in `trace.log` (a rolling window; default 10 000, 0 = none). */
+  traceLimit?: number
+  /** Default bound on the events one runFor/runUntil call processes (default 10 000 000). */
+  maxEvents?: number
+}
+
+export interface RunOptions {
+  /** Virtual ms after which runUntil rejects with ERR_DECCOM_SIM_TIMEOUT (default 60 000). */
+  timeout?: number
+  /** Most events to process in this call before rejecting with ERR_DECCOM_SIM_EVENT_LIMIT. */
+  maxEvents?: number
+}
+
+/** Options of {@link SimulatedNetwork.createNode}. */
+export interface SimNodeOptions extends Omit<NodeOptions, 'stack' | 'clock'> {
+  /** Layers between the application and the SimTransport, top first (fresh instances). */
+  stack?: Protocol[]
+  /** The node's address (default: the next free 10.x.y.z:4000). */
+  address?: AddressLike
+}
+
+/** Options of {@link SimulatedNetwork.createNodes}. */
+export interface SimNodesOptions {
+  /** Fresh layers for node `i` (0-based within this call), top first; the SimTransport goes below. */
+  stack?: (i: number) => Protocol[]
+  /** The identity of node `i` (default: an Ed25519 key from the simulation's seed). */
+  identity?: (i: number) => Identity
+  /** The address of node `i` (default: the next free 10.x.y.z:4000). */
+  address?: (i: number) => AddressLike
+}
+
+/** What {@link SimulatedNetwork.trace} returns. */
+export interface SimTrace {
+  /** 64-bit rolling hash (16 hex digits) over every event processed and every datagram record. */
+  readonly hash: string
+  /** The last `traceLimit` datagram records, oldest first: `"<ms> <kind> <from>><to> <bytes>"`. */
+  readonly log: readonly string[]
+  /** Number of records and events hashed so far. */
+  readonly count: number
+}
+
+/** Kinds of datagram records in the trace (index = code hashed). */
+const KINDS = ['send', 'deliver', 'lost', 'queue_drop', 'no_route'] as const
+const enum Kind {
+  Send = 0,
+  Deliver = 1,
+  Lost = 2,
+  QueueDrop = 3,
+  NoRoute = 4,
+}
+
+interface TraceRecord {
+  time: number
+  kind: Kind
+  from: Address
+  to: Address
+  size: number
+}
+
+/** One scheduled event. Also the handle of a virtual timer. */
+interface SimEvent {
+  time: number
+  seq: number
+  fn: (() => void) | null
+  /** 0 pending, 1 fired or cancelled. */
+  state: 0 | 1
+}
+
+const DEFAULT_LINK: LinkSpec = Object.freeze({
+  latency: 5,
+  jitter: 0,
+  bandwidth: Infinity,
+  loss: 0,
+  duplicate: 0,
+  reorder: 0,
+  maxQueueBytes: 16 * 1024 * 1024,
+})
+const MAX_LINK_STATES = 65_536
+const DEFAULT_PORT = 4000
+
+/** Events processed per turn of the real event loop (each in its own immediate). */
+const STEPS_PER_TURN = 256
+
+export class SimulatedNetwork {
+  /** A Clock whose time is {@link now} and whose timers are events of this simulation. */
+  readonly clock: Clock
+  /** A seeded random stream for the program under test (separate from the network's own). */
+  readonly random: Random
+  readonly #seed: number
+  readonly #rng: Random
+  readonly #idRng: Random
+  readonly #miscRng: Random
+  readonly #defaultLink: LinkSpec
+  readonly #link: SimulatedNetworkOptions['link']
+  readonly #maxEvents: number
+  readonly #traceLimit: number
+
+  #now = 0
+  #seq = 0
+  readonly #heap: SimEvent[] = []
+  #cancelled = 0
+  #running = false
+  #closed = false
+  #closing: Promise<void> | null = null
+  #nextHost = 1
+
+  readonly #transports = new Map<Address, SimTransport>()
+  readonly #nodes: Node[] = []
+  /** Ordered pair key → time the link finishes serializing its backlog. */
+  readonly #busyUntil = new Map<string, number>()
+
+  // Trace: two 32-bit lanes of a rolling hash, and a ring of datagram records.
+  #h1 = 0x811c9dc5
+  #h2 = 0x9747b28c
+  #traceCount = 0
+  readonly #ring: TraceRecord[] = []
+  /** Address → 32-bit hash of its key, for the trace. */
+  readonly #addrHash = new Map<Address, number>()
+  #ringStart = 0
+
+  readonly #stats = {
+    events: 0,
+    timers_fired: 0,
+    sent: 0,
+    delivered: 0,
+    lost: 0,
+    duplicated: 0,
+    reordered: 0,
+    dropped_queue: 0,
+    dropped_no_route: 0,
+    bytes_sent: 0,
+    bytes_delivered: 0,
+  }
+
+  constructor(opts: SimulatedNetworkOptions = {}) {
+    const root = new Random(opts.seed ?? 0)
+    this.#seed = root.seed
+    this.#rng = root.fork()
+    this.#idRng = root.fork()
+    this.random = root.fork()
+    this.#miscRng = root.fork()
+    this.#defaultLink = checkLink({ ...DEFAULT_LINK, ...(opts.defaultLink ?? {}) }, 'defaultLink')
+    this.#link = opts.link
+    this.#maxEvents = opts.maxEvents ?? 10_000_000
+    this.#traceLimit = Math.max(0, Math.floor(opts.traceLimit ?? 10_000))
+    const sim = this
+    this.clock = Object.freeze({
+      now: (): number => sim.#now,
+      setTimeout: (fn: () => void, ms: number): TimerHandle => sim.#schedule(ms, () => {
+        sim.#stats.timers_fired++
+        fn()
+      }),
+      clearTimeout: (h: TimerHandle | undefined): void => sim.#cancel(h as SimEvent | undefined),
+    })
+  }
+
+  /** The seed, as an unsigned 32-bit integer. */
+  get seed(): number {
+    return this.#seed
+  }
+
+  /** Current virtual time in ms (starts at 0). */
+  get now(): number {
+    return this.#now
+  }
+
+  /** The nodes created with {@link createNode}/{@link createNodes}, in creation order. */
+  get nodes(): readonly Node[] {
+    return this.#nodes
+  }
+
+  /** A snapshot of the determinism trace. */
+  get trace(): SimTrace {
+    const r = this.#ring
+    const ordered = r.length < this.#traceLimit ? r : [...r.slice(this.#ringStart), ...r.slice(0, this.#ringStart)]
+    const log = ordered.map((x) => `${x.time.toFixed(3)} ${KINDS[x.kind]} ${x.from.key}>${x.to.key} ${x.size}`)
+    const hex = (x: number) => (x >>> 0).toString(16).padStart(8, '0')
+    return { hash: hex(this.#h1) + hex(this.#h2), log, count: this.#traceCount }
+  }
+
+  /** Network counters: events, datagrams sent/delivered/lost/duplicated/reordered/dropped, bytes... */
+  stats(): Record<string, number> {
+    return {
+      ...this.#stats,
+      now: this.#now,
+      pending_events: this.#heap.length - this.#cancelled,
+      transports: this.#transports.size,
+      nodes: this.#nodes.length,
+    }
+  }
+
+  /**
+   * A transport on this network (not yet started: put it at the bottom of a stack). The address
+   * defaults to the next free 10.x.y.z:4000.
+   */
+  createTransport(opts: { address?: AddressLike } = {}): SimTransport {
+    return new SimTransport(this, { address: opts.address !== undefined ? toAddress(opts.address) : this.#allocate() })
+  }
+
+  /** One Node on this network: `Node.create` with a SimTransport at the bottom and the virtual clock. */
+  async createNode(opts: SimNodeOptions = {}): Promise<Node> {
+    this.#checkOpen('createNode')
+    const { stack = [], address, identity, ...rest } = opts
+    const transport = this.createTransport({ address })
+    const node = await Node.create({
+      ...rest,
+      identity: identity ?? this.#identity(),
+      stack: [...stack, transport],
+      clock: this.clock,
+    })
+    if (this.#closed) {
+      await node.close()
+      throw closedError('createNode')
+    }
+    this.#nodes.push(node)
+    return node
+  }
+
+  /**
+   * `n` Nodes on this network, created one after the other (deterministically). Layer `start`s must
+   * not wait for virtual time: it does not advance until runFor/runUntil.
+   */
+  async createNodes(n: number, opts: SimNodesOptions = {}): Promise<Node[]> {
+    if (!Number.isInteger(n) || n < 0) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `createNodes(n) takes a count >= 0, got ${n}`)
+    const out: Node[] = []
+    for (let i = 0; i < n; i++) {
+      out.push(
+        await this.createNode({
+          stack: opts.stack?.(i) ?? [],
+          identity: opts.identity?.(i),
+          address: opts.address?.(i),
+        }),
+      )
+    }
+    return out
+  }
+
+  /** Advances virtual time by `ms`, running every event due until then. */
+  async runFor(ms: number, opts: Pick<RunOptions, 'maxEvents'> = {}): Promise<void> {
+    if (!(ms >= 0)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `runFor(ms) takes ms >= 0, got ${ms}`)
+    await this.#run(this.#now + ms, undefined, opts.maxEvents ?? this.#maxEvents)
+  }
+
+  /**
+   * Runs events until `cond()` is true (checked before the first event and after each one, once
+   * microtasks have settled). Rejects with a DeccomError ERR_DECCOM_SIM_TIMEOUT when `timeout`
+   * virtual ms pass first — virtual time is then at the deadline — or when no event is left and the
+   * deadline is infinite; ERR_DECCOM_SIM_EVENT_LIMIT after `maxEvents` events.
+   */
+  async runUntil(cond: () => boolean, opts: RunOptions = {}): Promise<void> {
+    const timeout = opts.timeout ?? 60_000
+    if (!(timeout >= 0)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `runUntil: timeout must be >= 0, got ${timeout}`)
+    const deadline = this.#now + timeout
+    const ok = await this.#run(deadline, cond, opts.maxEvents ?? this.#maxEvents)
+    if (!ok) {
+      throw new DeccomError(
+        SimErrorCode.SIM_TIMEOUT,
+        Number.isFinite(deadline)
+          ? `The condition did not hold within ${timeout} virtual ms (now ${this.#now} ms)`
+          : `The condition does not hold and no event is left to run (now ${this.#now} ms)`,
+        { details: { timeout, now: this.#now } },
+      )
+    }
+  }
+
+  /** Closes every node (and so every transport and layer timer), then drops all pending events. Idempotent. */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close())
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true
+    const results = await Promise.allSettled(this.#nodes.map((n) => n.close()))
+    for (const e of this.#heap) {
+      e.state = 1 // a later clearTimeout of its handle is a no-op
+      e.fn = null
+    }
+    this.#heap.length = 0
+    this.#cancelled = 0
+    this.#busyUntil.clear()
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
+  }
+
+  #run(deadline: number, cond: (() => boolean) | undefined, maxEvents: number): Promise<boolean> {
+    this.#checkOpen('run')
+    if (this.#running) {
+      throw new DeccomError(ErrorCode.STACK_STATE, 'The simulation is already running (await the current runFor/runUntil first)')
+    }
+    this.#running = true
+    return new Promise<boolean>((resolve, reject) => {
+      let count = 0
+      let done = false
+      let batch: NodeJS.Immediate[] = []
+      const finish = (err: unknown, ok: boolean): void => {
+        done = true
+        this.#running = false
+        for (const h of batch) clearImmediate(h)
+        batch = []
+        if (err !== undefined) reject(err)
+        else resolve(ok)
+      }
+      // One event per immediate. Node drains process.nextTick and the microtask queue before each
+      // immediate callback, so every step starts with both queues empty.
+      const step = (): void => {
+        if (done) return
+        try {
+          if (cond?.()) return finish(undefined, true)
+          if (this.#closed) {
+            if (cond !== undefined) throw closedError('run until a condition')
+            return finish(undefined, true)
+          }
+          const e = this.#peek()
+          if (e === undefined || e.time > deadline) {
+            if (Number.isFinite(deadline)) this.#now = Math.max(this.#now, deadline)
+            return finish(undefined, cond === undefined ? true : cond())
+          }
+          if (count++ >= maxEvents) {
+            throw new DeccomError(SimErrorCode.SIM_EVENT_LIMIT, `Stopped after ${maxEvents} events at virtual time ${this.#now} ms`, {
+              details: { maxEvents, now: this.#now },
+            })
+          }
+          this.#pop()
+          this.#now = e.time
+          const fn = e.fn!
+          e.fn = null
+          e.state = 1
+          this.#stats.events++
+          this.#mix(e.seq)
+          fn() // a throw rejects this run; the simulation can be resumed by another run
+        } catch (err) {
+          finish(err ?? new Error(String(err)), false)
+        }
+      }
+      // Immediates queued together run in one check phase of the event loop, so the loop's other
+      // phases (I/O polling, real timers) get a turn once per batch rather than once per event.
+      const queueBatch = (): void => {
+        if (done) return
+        batch = []
+        for (let i = 1; i < STEPS_PER_TURN; i++) batch.push(setImmediate(step))
+        batch.push(
+          setImmediate(() => {
+            step()
+            queueBatch()
+          }),
+        )
+      }
+      queueBatch()
+    })
+  }
+
+  // ---- events -------------------------------------------------------------------------------
+
+  #schedule(ms: number, fn: () => void): SimEvent {
+    const e: SimEvent = { time: this.#now + (ms > 0 ? ms : 0), seq: this.#seq++, fn, state: 0 }
+    if (this.#closed) {
+      e.state = 1 // never runs; nothing is kept
+      e.fn = null
+      return e
+    }
+    this.#push(e)
+    return e
+  }
+
+  #cancel(e: SimEvent | undefined): void {
+    if (e === undefined || e.state !== 0) return
+    e.state = 1
+    e.fn = null
+    this.#cancelled++
+    // Lazy deletion; compact when cancelled timers dominate the heap.
+    if (this.#cancelled > 1024 && this.#cancelled * 2 > this.#heap.length) {
+      const live = this.#heap.filter((x) => x.state === 0)
+      this.#heap.length = 0
+      this.#cancelled = 0
+      for (const x of live) this.#push(x)
+    }
+  }
+
+  /** The next live event, discarding cancelled ones at the top. */
+  #peek(): SimEvent | undefined {
+    const h = this.#heap
+    while (h.length > 0 && h[0].state !== 0) {
+      this.#pop()
+      this.#cancelled--
+    }
+    return h[0]
+  }
+
+  #push(e: SimEvent): void {
+    const h = this.#heap
+    let i = h.length
+    h.push(e)
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      if (!before(e, h[p])) break
+      h[i] = h[p]
+      i = p
+    }
+    h[i] = e
+  }
+
+  #pop(): SimEvent | undefined {
+    const h = this.#heap
+    const top = h[0]
+    const last = h.pop()
+    if (h.length > 0 && last !== undefined) {
+      let i = 0
+      const n = h.length
+      for (;;) {
+        const l = 2 * i + 1
+        if (l >= n) break
+        const r = l + 1
+        const c = r < n && before(h[r], h[l]) ? r : l
+        if (!before(h[c], last)) break
+        h[i] = h[c]
+        i = c
+      }
+      h[i] = last
+    }
+    return top
+  }
+
+  // ---- datagrams (used by SimTransport) -----------------------------------------------------
+
+  /** @internal Random 32 bits for transports (e.g. the first ping id), from the seed. */
+  _randomU32(): number {
+    return this.#miscRng.u32()
+  }
+
+  /** @internal A transport starts: claim its address. */
+  _attach(t: SimTransport, addr: Address): void {
+    this.#checkOpen('start a transport')
+    if (this.#transports.has(addr)) {
+      throw new DeccomError(ErrorCode.ADDRESS_IN_USE, `The simulated address ${addr.key} is already in use`, { details: { address: addr.key } })
+    }
+    this.#transports.set(addr, t)
+  }
+
+  /** @internal A transport stops: release its address. */
+  _detach(t: SimTransport, addr: Address): void {
+    if (this.#transports.get(addr) === t) this.#transports.delete(addr)
+  }
+
+  /** @internal Puts one datagram (`bytes`: tag + payload, owned by the network) on the link from → to. */
+  _transmit(from: Address, to: Address, bytes: Buffer): void {
+    const s = this.#stats
+    s.sent++
+    s.bytes_sent += bytes.length
+    const spec = this.#specFor(from, to)
+    const rng = this.#rng
+    // Fixed number of draws per datagram, whatever the outcome, so that one change of probability
+    // does not shift every later random choice.
+    const lostRoll = rng.next()
+    const jitterRoll = rng.next()
+    const reorderRoll = rng.next()
+    const reorderAmount = rng.next()
+    const dupRoll = rng.next()
+    const dupJitter = rng.next()
+
+    let departs = this.#now
+    if (spec.bandwidth !== Infinity) {
+      const key = from.key + '>' + to.key
+      const busy = Math.max(this.#busyUntil.get(key) ?? 0, this.#now)
+      if ((busy - this.#now) * spec.bandwidth + bytes.length > spec.maxQueueBytes) {
+        s.dropped_queue++
+        this.#record(Kind.QueueDrop, from, to, bytes)
+        return
+      }
+      departs = busy + bytes.length / spec.bandwidth
+      if (this.#busyUntil.size >= MAX_LINK_STATES && !this.#busyUntil.has(key)) this.#pruneLinks()
+      this.#busyUntil.set(key, departs)
+    }
+    if (lostRoll < spec.loss) {
+      s.lost++
+      this.#record(Kind.Lost, from, to, bytes)
+      return
+    }
+    let arrives = departs + spec.latency + jitterRoll * spec.jitter
+    if (reorderRoll < spec.reorder) {
+      s.reordered++
+      arrives += reorderAmount * (spec.reorderDelay ?? Math.max(spec.latency, 1))
+    }
+    this.#record(Kind.Send, from, to, bytes)
+    this.#schedule(arrives - this.#now, () => this.#deliver(from, to, bytes))
+    if (dupRoll < spec.duplicate) {
+      s.duplicated++
+      const copy = Buffer.from(bytes)
+      this.#schedule(departs + spec.latency + dupJitter * spec.jitter - this.#now, () => this.#deliver(from, to, copy))
+    }
+  }
+
+  #deliver(from: Address, to: Address, bytes: Buffer): void {
+    const t = this.#transports.get(to)
+    if (t === undefined) {
+      this.#stats.dropped_no_route++
+      this.#record(Kind.NoRoute, from, to, bytes)
+      return
+    }
+    this.#stats.delivered++
+    this.#stats.bytes_delivered += bytes.length
+    this.#record(Kind.Deliver, from, to, bytes)
+    t._deliver(from, bytes)
+  }
+
+  #specFor(from: Address, to: Address): LinkSpec {
+    const over = this.#link?.(from, to)
+    return over ? checkLink({ ...this.#defaultLink, ...over }, `link(${from.key}, ${to.key})`) : this.#defaultLink
+  }
+
+  /** Forget links whose backlog is empty (they behave exactly as fresh ones). */
+  #pruneLinks(): void {
+    for (const [k, t] of this.#busyUntil) if (t <= this.#now) this.#busyUntil.delete(k)
+  }
+
+  // ---- trace --------------------------------------------------------------------------------
+
+  #mix(x: number): void {
+    this.#h1 = Math.imul(this.#h1 ^ (x & 0xffff), 0x01000193)
+    this.#h1 = Math.imul(this.#h1 ^ (x >>> 16), 0x01000193)
+    this.#h2 = Math.imul(this.#h2 ^ x, 0x5bd1e995)
+    this.#h2 = (this.#h2 ^ (this.#h2 >>> 15)) >>> 0
+    this.#traceCount++
+  }
+
+  #record(kind: Kind, from: Address, to: Address, bytes: Buffer): void {
+    const t = Math.round(this.#now * 1000)
+    this.#mix(t % 0x1_0000_0000)
+    this.#mix(Math.floor(t / 0x1_0000_0000))
+    this.#mix(kind)
+    this.#mix(this.#hashOf(from))
+    this.#mix(this.#hashOf(to))
+    this.#mix(bytes.length)
+    const n = Math.min(bytes.length, 64)
+    for (let i = 0; i < n; i++) this.#mix(bytes[i])
+    if (this.#traceLimit === 0) return
+    const rec: TraceRecord = { time: this.#now, kind, from, to, size: bytes.length }
+    if (this.#ring.length < this.#traceLimit) {
+      this.#ring.push(rec)
+    } else {
+      this.#ring[this.#ringStart] = rec
+      this.#ringStart = (this.#ringStart + 1) % this.#traceLimit
+    }
+  }
+
+  #hashOf(a: Address): number {
+    let h = this.#addrHash.get(a)
+    if (h === undefined) {
+      h = 0x811c9dc5
+      for (let i = 0; i < a.key.length; i++) h = Math.imul(h ^ a.key.charCodeAt(i), 0x01000193)
+      h >>>= 0
+      if (this.#addrHash.size >= MAX_LINK_STATES) this.#addrHash.clear()
+      this.#addrHash.set(a, h)
+    }
+    return h
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  #allocate(): Address {
+    for (;;) {
+      const k = this.#nextHost++
+      if (k >= 1 << 24) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'The simulated 10.0.0.0/8 network is full')
+      const a = toAddress(`10.${(k >>> 16) & 255}.${(k >>> 8) & 255}.${k & 255}`, DEFAULT_PORT)
+      if (!this.#transports.has(a)) return a
+    }
+  }
+
+  #identity(): Identity {
+    const seed = new Uint8Array(32)
+    this.#idRng.bytes(seed)
+    return Identity.fromSeed(seed)
+  }
+
+  #checkOpen(op: string): void {
+    if (this.#closed) throw closedError(op)
+  }
+}
+
+function before(a: SimEvent, b: SimEvent): boolean {
+  return a.time < b.time || (a.time === b.time && a.seq < b.seq)
+}
+
+function closedError(op: string): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, `Cannot ${op}: the simulated network is closed`)
+}
+
+function checkLink(l: LinkSpec, where: string): LinkSpec {
+  const bad = (field: string, why: string): never => {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${where}.${field} ${why}, got ${String((l as unknown as Record<string, unknown>)[field])}`)
+  }
+  for (const f of ['latency', 'jitter', 'maxQueueBytes'] as const) if (!(l[f] >= 0) || !Number.isFinite(l[f])) bad(f, 'must be a finite number >= 0')
+  if (!(l.bandwidth > 0)) bad('bandwidth', 'must be > 0 bytes per ms (Infinity for no limit)')
+  for (const f of ['loss', 'duplicate', 'reorder'] as const) if (!(l[f] >= 0 && l[f] <= 1)) bad(f, 'must be a probability 0..1')
+  if (l.reorderDelay !== undefined && !(l.reorderDelay >= 0 && Number.isFinite(l.reorderDelay))) bad('reorderDelay', 'must be a finite number >= 0')
+  return l
+}
