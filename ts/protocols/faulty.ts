@@ -25,6 +25,16 @@
  * transport, so this layer does not affect them. Being a JS layer that sees every datagram, it puts
  * the layers above it on the JavaScript path (DESIGN.md principle 5). `stop()` clears every timer and
  * drops the datagrams still held (`dropped_closed`).
+ *
+ * **Native mode.** When a native layer above asks for it (ReliableUdp does, so that it keeps its
+ * fast path), this layer sits directly on a UdpTransport, `tags` is not set and `native` is not
+ * `false`, the faults are applied inside the socket's I/O thread instead
+ * (deccom-core `faults`, same probabilities and seed), and this layer only passes calls through.
+ * Layers above it (ReliableUdp) then keep the native fast path. Differences: native faults see
+ * every datagram on the socket, the transport's pings included, and may corrupt any bit (the tag
+ * byte too); a reordered datagram is held until the next one or the end of the current receive
+ * burst. Decisions are counted in the transport's stats (`faults_rx_*`, `faults_tx_*`); the
+ * layer's `native` getter says which mode is in use.
  */
 import type { Address } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -34,6 +44,7 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import type { Seed } from '../sim/random'
 import { Random } from '../sim/random'
+import { UdpTransport } from './udp'
 
 export interface FaultyTransportOptions {
   /** Seed of the decisions (default: a random one, readable as `layer.seed` to replay a failure). */
@@ -54,6 +65,8 @@ export interface FaultyTransportOptions {
   reorderDelay?: number
   /** Most datagrams held for reordering at once (default 1024). */
   maxHeld?: number
+  /** Run inside the socket's I/O thread when possible (default true; see "Native mode"). */
+  native?: boolean
 }
 
 type Dir = 'send' | 'receive'
@@ -72,6 +85,8 @@ export class FaultyTransport extends Protocol {
   static override bindFrom = ['onMessage']
   static override provides = ['send']
   static override emits = ['onMessage']
+  /** Can run inside the native pipeline (see ReliableUdp's fast path). */
+  static readonly nativeCapable = true
 
   readonly name = 'faulty'
   /** The seed in use (as an unsigned 32-bit integer): pass it back to reproduce a run. */
@@ -93,6 +108,8 @@ export class FaultyTransport extends Protocol {
   readonly #held = new Set<Held>()
   #heldSend: Held[] = []
   #heldReceive: Held[] = []
+  readonly #allowNative: boolean
+  #native = false
 
   constructor(opts: FaultyTransportOptions = {}) {
     super()
@@ -121,6 +138,27 @@ export class FaultyTransport extends Protocol {
     }
     this.#rng = new Random(opts.seed ?? (Math.random() * 0x1_0000_0000) >>> 0)
     this.seed = this.#rng.seed
+    this.#allowNative = opts.native !== false && opts.tags === undefined
+  }
+
+  /** True when the faults run in the socket's I/O thread (see "Native mode"). */
+  get native(): boolean {
+    return this.#native
+  }
+
+  /** @internal True when {@link enableNative} can move the faults into the socket below. */
+  canRunNative(below: Protocol | undefined): boolean {
+    return this.#allowNative && below instanceof UdpTransport
+  }
+
+  /** @internal Moves the faults into the socket's I/O thread (asked by a native layer above). */
+  enableNative(udp: UdpTransport): void {
+    if (this.#native) return
+    const opts = { drop: this.#drop, duplicate: this.#duplicate, reorder: this.#reorder, corrupt: this.#corrupt }
+    if (this.#receive) udp.setNativeFaults('receive', { ...opts, seed: this.seed })
+    if (this.#send) udp.setNativeFaults('send', { ...opts, seed: (this.seed ^ 0x9e3779b9) >>> 0 })
+    this.#native = true
+    this.#log('faulty: running natively in the socket thread')
   }
 
   override async start(ctx: LayerContext): Promise<void> {
@@ -131,7 +169,7 @@ export class FaultyTransport extends Protocol {
   }
 
   send(to: Address, data: Uint8Array, tag = 0): unknown {
-    if (!this.#send || (this.#tags !== undefined && !this.#tags.has(tag))) return this.lower.send(to, data, tag)
+    if (this.#native || !this.#send || (this.#tags !== undefined && !this.#tags.has(tag))) return this.lower.send(to, data, tag)
     const d = this.#decide(data)
     if (d === undefined) return undefined
     if (d.hold) return this.#hold('send', to, d.data, tag, d.copies, d.holdMs)
@@ -146,7 +184,7 @@ export class FaultyTransport extends Protocol {
   }
 
   onMessage(from: Address, data: Uint8Array, tag: number): void {
-    if (!this.#receive || (this.#tags !== undefined && !this.#tags.has(tag))) return this.upper.onMessage(from, data, tag)
+    if (this.#native || !this.#receive || (this.#tags !== undefined && !this.#tags.has(tag))) return this.upper.onMessage(from, data, tag)
     const d = this.#decide(data)
     if (d === undefined) return
     if (d.hold) return this.#hold('receive', from, d.data, tag, d.copies, d.holdMs)

@@ -57,9 +57,14 @@ interface Pending {
 
 type JsEndpoint = InstanceType<typeof native.RudpEndpoint>
 
-/** Layers that can run inside the socket's native pipeline declare `static nativeCapable = true`. */
+/** A layer that can move its work into the socket's native pipeline (FaultyTransport). */
 interface NativeCapable {
-  nativeCapable?: boolean
+  canRunNative(below: Protocol | undefined): boolean
+  enableNative(udp: UdpTransport): void
+}
+
+function isNativeCapable(p: Protocol): p is Protocol & NativeCapable {
+  return typeof (p as Partial<NativeCapable>).canRunNative === 'function' && typeof (p as Partial<NativeCapable>).enableNative === 'function'
 }
 
 export class ReliableUdp extends Protocol implements NativeReliableHandler {
@@ -261,9 +266,14 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
  */
 function nativeTransportBelow(layer: Protocol, stack: Stack | undefined): UdpTransport | null {
   if (!stack) return null
+  const between: Array<Protocol & NativeCapable> = []
   for (let p = stack.providerOf(layer, 'send'); p; p = stack.providerOf(p, 'send')) {
-    if (p instanceof UdpTransport) return p
-    if (!(p.constructor as NativeCapable).nativeCapable || !(p as unknown as { nativeActive?: boolean }).nativeActive) return null
+    if (p instanceof UdpTransport) {
+      for (const b of between) b.enableNative(p)
+      return p
+    }
+    if (!isNativeCapable(p) || !p.canRunNative(stack.providerOf(p, 'send'))) return null
+    between.push(p)
   }
   return null
 }
