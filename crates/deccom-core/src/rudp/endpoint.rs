@@ -2,7 +2,7 @@
 //!
 //! See the [module docs](super) for the protocol, the wire format and the call order.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::{Duration, Instant};
@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use super::recovery::{NewReno, Pacer, RttEstimator};
 use super::recv::{DeliveredSet, Partial, PnInsert, PnRanges, SegmentResult};
 use super::wire::{
-    self, segment_count, segment_len, AckFrame, DataHeader, Datagram, ACK_FIXED_LEN,
-    ACK_RANGE_LEN, HEADER_MAX, MAX_ACK_RANGES, MAX_REFUSALS, MESSAGE_SPAN, REFUSAL_LEN,
-    REFUSE_BUSY, REFUSE_TOO_LARGE,
+    self, segment_count, segment_len, AckFrame, DataHeader, Datagram, ACK_FIXED_LEN, ACK_RANGE_LEN,
+    HEADER_MAX, MAX_ACK_RANGES, MAX_REFUSALS, MESSAGE_SPAN, REFUSAL_LEN, REFUSE_BUSY, REFUSE_FINAL,
 };
 
 /// Packet-reordering threshold of loss detection (RFC 9002 kPacketThreshold).
@@ -28,6 +27,10 @@ pub const PROBES_PER_PTO: u8 = 2;
 const RETIRED_EPOCHS: usize = 4;
 /// Refusals a receiver queues for its next ACKs (more are dropped silently: they look lost).
 const MAX_PENDING_REFUSALS: usize = 64;
+/// Partial messages given up (timed out) that a receiver remembers, to refuse their segments.
+const MAX_ABANDONED: usize = 64;
+/// Longest wait between admission retries of a message the receiver had no room for.
+const MAX_ADMISSION_RETRY: Duration = Duration::from_secs(1);
 
 /// Configuration of an [`Endpoint`]. Every limit has a default; see each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +113,9 @@ pub enum FailReason {
     PeerUnreachable,
     /// [`Endpoint::forget_peer`] was called.
     Forgotten,
-    /// The peer refused the message for good: it is longer than the peer accepts
-    /// (its `max_message_size` or reassembly limits).
+    /// The peer refused the message for good: it is longer than the peer accepts (its
+    /// `max_message_size` or reassembly limits), or the peer gave up reassembling it after its
+    /// `partial_timeout`.
     Refused,
 }
 
@@ -146,7 +150,9 @@ pub enum RudpError {
         limit: usize,
     },
     /// The peer table is full of peers with outgoing or partial messages.
-    #[error("peer table full ({limit} peers with pending messages); retry later or raise max_peers")]
+    #[error(
+        "peer table full ({limit} peers with pending messages); retry later or raise max_peers"
+    )]
     PeerTableFull {
         /// The limit.
         limit: usize,
@@ -313,8 +319,13 @@ struct OutMsg {
     next_new: u32,
     acked: u32,
     acked_bits: Vec<u64>,
-    /// The receiver had no room for it: send no new segment before this.
-    gate_until: Option<Instant>,
+    /// The receiver had no room for it: no new segments until one is acknowledged.
+    waiting: bool,
+    /// Refused segments held back while waiting (one is retried per admission retry).
+    parked: Vec<u32>,
+    retry_scheduled: bool,
+    /// Admission retries so far (exponential backoff).
+    retries: u32,
 }
 
 impl OutMsg {
@@ -329,7 +340,10 @@ impl OutMsg {
             next_new: 0,
             acked: 0,
             acked_bits: vec![0; segments.div_ceil(64) as usize],
-            gate_until: None,
+            waiting: false,
+            parked: Vec::new(),
+            retry_scheduled: false,
+            retries: 0,
         }
     }
 
@@ -356,7 +370,10 @@ impl OutMsg {
         self.next_new = 0;
         self.acked = 0;
         self.acked_bits.iter_mut().for_each(|w| *w = 0);
-        self.gate_until = None;
+        self.waiting = false;
+        self.parked.clear();
+        self.retry_scheduled = false;
+        self.retries = 0;
     }
 }
 
@@ -407,8 +424,8 @@ struct Peer {
     rotation: VecDeque<u64>,
     quantum: u32,
     retx: VecDeque<(u64, u32)>,
-    /// Segments the receiver refused for lack of memory: `(retry at, msg, seg)`, in time order.
-    deferred: VecDeque<(Instant, u64, u32)>,
+    /// Admission retries of messages the receiver had no room for: `(retry at, msg)`.
+    deferred: BTreeSet<(Instant, u64)>,
     last_progress: Instant,
 
     // --- receiving ---
@@ -419,6 +436,7 @@ struct Peer {
     ack_now: bool,
     announce: bool,
     refusals: VecDeque<(u64, u8)>,
+    abandoned: VecDeque<u64>,
     delivered: DeliveredSet,
     partials: HashMap<u64, Partial, FxBuild>,
     reassembly: usize,
@@ -472,7 +490,7 @@ impl Peer {
             rotation: VecDeque::new(),
             quantum: 0,
             retx: VecDeque::new(),
-            deferred: VecDeque::new(),
+            deferred: BTreeSet::new(),
             last_progress: now,
             recv_pns: PnRanges::default(),
             largest_recv_time: now,
@@ -481,6 +499,7 @@ impl Peer {
             ack_now: false,
             announce: false,
             refusals: VecDeque::new(),
+            abandoned: VecDeque::new(),
             delivered: DeliveredSet::default(),
             partials: HashMap::default(),
             reassembly: 0,
@@ -501,12 +520,7 @@ impl Peer {
     }
 
     fn refresh_floor(&mut self) {
-        self.floor = self
-            .out
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.next_wire_id);
+        self.floor = self.out.keys().next().copied().unwrap_or(self.next_wire_id);
     }
 
     fn clear_send_state(&mut self) {
@@ -534,7 +548,13 @@ impl Peer {
 
     /// The peer restarted (new epoch): its receive state is gone, and every unfinished message
     /// to it starts over from its first segment (same `MessageId`, new packet numbers).
-    fn on_peer_restart(&mut self, now: Instant, new_epoch: u64, config: &Config, total: &mut usize) {
+    fn on_peer_restart(
+        &mut self,
+        now: Instant,
+        new_epoch: u64,
+        config: &Config,
+        total: &mut usize,
+    ) {
         if let Some(old) = self.peer_epoch {
             self.retired[self.retired_pos] = old;
             self.retired_pos = (self.retired_pos + 1) % RETIRED_EPOCHS;
@@ -544,6 +564,7 @@ impl Peer {
         self.delivered = DeliveredSet::default();
         self.recv_pns = PnRanges::default();
         self.refusals.clear();
+        self.abandoned.clear();
         self.unacked = 0;
         self.ack_deadline = None;
         self.ack_now = false;
@@ -602,12 +623,19 @@ impl Peer {
     }
 
     fn release_deferred(&mut self, now: Instant) {
-        while let Some(&(at, msg, seg)) = self.deferred.front() {
+        while let Some(&(at, msg)) = self.deferred.first() {
             if at > now {
                 break;
             }
-            self.deferred.pop_front();
-            self.retx.push_back((msg, seg));
+            self.deferred.pop_first();
+            if let Some(m) = self.out.get_mut(&msg) {
+                m.retry_scheduled = false;
+                if m.waiting {
+                    if let Some(seg) = m.parked.pop() {
+                        self.retx.push_back((msg, seg));
+                    }
+                }
+            }
         }
     }
 
@@ -641,15 +669,12 @@ impl Peer {
                 self.quantum = 0;
                 continue;
             }
-            if let Some(until) = m.gate_until {
-                if until > now {
-                    self.rotation.pop_front();
-                    self.rotation.push_back(msg);
-                    self.quantum = 0;
-                    gated += 1;
-                    continue;
-                }
-                m.gate_until = None;
+            if m.waiting {
+                self.rotation.pop_front();
+                self.rotation.push_back(msg);
+                self.quantum = 0;
+                gated += 1;
+                continue;
             }
             let seg = m.next_new;
             m.next_new += 1;
@@ -807,16 +832,23 @@ impl Peer {
 
     fn on_ack<P: Copy>(&mut self, now: Instant, peer: P, frame: &AckFrame, cx: &mut Cx<'_, P>) {
         self.peer_window = frame.window.max(1);
-        self.on_refusals(now, peer, frame.refused(), cx);
         let ranges = frame.ranges();
-        let Some(&(_, largest)) = ranges.first() else {
-            return;
-        };
-        if self.next_pn == 0 || largest >= self.next_pn {
+        let largest = ranges.first().map(|r| r.1);
+        let largest_refused = frame.refused().iter().map(|r| r.0).max();
+        if [largest, largest_refused]
+            .into_iter()
+            .flatten()
+            .any(|pn| pn >= self.next_pn)
+        {
             // Acknowledges packets never sent: not ours.
             cx.stats.dropped_malformed += 1;
             return;
         }
+        self.on_refusals(now, peer, frame.refused(), cx);
+        // A refused packet arrived too: it counts for packet-threshold loss detection.
+        let Some(largest) = [largest, largest_refused].into_iter().flatten().max() else {
+            return;
+        };
         let cwnd_limited = self.max_in_flight.saturating_mul(2) >= self.cc.window();
         let mut newly_acked = false;
         let mut largest_sent: Option<Instant> = None;
@@ -840,6 +872,12 @@ impl Peer {
                 }
                 self.cc.on_ack(sent, cwnd_limited);
                 if let Some(m) = self.out.get_mut(&msg) {
+                    if m.waiting {
+                        // Admitted: release the parked segments.
+                        m.waiting = false;
+                        m.retries = 0;
+                        self.retx.extend(m.parked.drain(..).map(|s| (msg, s)));
+                    }
                     if m.ack(seg) {
                         let id = m.id;
                         self.out.remove(&msg);
@@ -870,19 +908,28 @@ impl Peer {
             if let Some(sent) = largest_sent {
                 let ack_delay = Duration::from_micros(u64::from(frame.ack_delay_us))
                     .min(cx.config.max_ack_delay);
-                self.rtt.update(now.saturating_duration_since(sent), ack_delay);
-                cx.stats.srtt_us = u64::try_from(self.rtt.smoothed().as_micros()).unwrap_or(u64::MAX);
+                self.rtt
+                    .update(now.saturating_duration_since(sent), ack_delay);
+                cx.stats.srtt_us =
+                    u64::try_from(self.rtt.smoothed().as_micros()).unwrap_or(u64::MAX);
             }
             self.max_in_flight = self.in_flight;
         }
         self.detect_lost(now, cx);
     }
 
-    /// The peer received these packets but did not store their segments. Busy: the segment
-    /// is sent again after `min_rto` and its message pauses as long (no loss, no congestion
-    /// reaction). Too large: the message fails with [`FailReason::Refused`].
-    fn on_refusals<P: Copy>(&mut self, now: Instant, peer: P, refused: &[(u64, u8)], cx: &mut Cx<'_, P>) {
-        let retry_at = now + cx.config.min_rto;
+    /// The peer received these packets but did not store their segments (no loss, no
+    /// congestion reaction). Busy: the message waits for admission — its refused segments are
+    /// parked and one of them is retried after `min_rto`, doubling per retry up to 1 s; the
+    /// first acknowledged segment releases the rest. Final: the message fails with
+    /// [`FailReason::Refused`].
+    fn on_refusals<P: Copy>(
+        &mut self,
+        now: Instant,
+        peer: P,
+        refused: &[(u64, u8)],
+        cx: &mut Cx<'_, P>,
+    ) {
         let mut changed = false;
         for &(pn, reason) in refused {
             if pn < self.sent_base || pn >= self.next_pn {
@@ -896,10 +943,11 @@ impl Peer {
             let (msg, seg) = (entry.msg, entry.seg);
             self.in_flight -= 1;
             self.last_progress = now;
+            self.pto_count = 0;
             let Some(m) = self.out.get_mut(&msg) else {
                 continue;
             };
-            if reason == REFUSE_TOO_LARGE {
+            if reason == REFUSE_FINAL {
                 let id = m.id;
                 self.out.remove(&msg);
                 changed = true;
@@ -910,8 +958,20 @@ impl Peer {
                     reason: FailReason::Refused,
                 });
             } else if !m.is_acked(seg) {
-                m.gate_until = Some(retry_at);
-                self.deferred.push_back((retry_at, msg, seg));
+                m.waiting = true;
+                if !m.parked.contains(&seg) {
+                    m.parked.push(seg);
+                }
+                if !m.retry_scheduled {
+                    let delay = cx
+                        .config
+                        .min_rto
+                        .saturating_mul(1 << m.retries.min(10))
+                        .min(MAX_ADMISSION_RETRY);
+                    m.retries += 1;
+                    m.retry_scheduled = true;
+                    self.deferred.insert((now + delay, msg));
+                }
             }
         }
         if changed {
@@ -946,7 +1006,11 @@ impl Peer {
             self.sent_base += 1;
             self.in_flight -= 1;
             cx.stats.packets_lost += 1;
-            if self.out.get(&front.msg).is_some_and(|m| !m.is_acked(front.seg)) {
+            if self
+                .out
+                .get(&front.msg)
+                .is_some_and(|m| !m.is_acked(front.seg))
+            {
                 self.retx.push_back((front.msg, front.seg));
             }
             largest_lost = Some(front.sent);
@@ -962,9 +1026,12 @@ impl Peer {
         if self.in_flight == 0 {
             return None;
         }
-        let pto = self
-            .rtt
-            .pto(config.max_ack_delay, self.pto_count, config.min_rto, config.max_rto);
+        let pto = self.rtt.pto(
+            config.max_ack_delay,
+            self.pto_count,
+            config.min_rto,
+            config.max_rto,
+        );
         self.last_ack_eliciting.map(|t| t + pto)
     }
 
@@ -981,7 +1048,7 @@ impl Peer {
         }
         consider(self.pacing_until);
         consider(self.partial_check);
-        consider(self.deferred.front().map(|d| d.0));
+        consider(self.deferred.first().map(|d| d.0));
         if !self.out.is_empty() {
             consider(Some(self.last_progress + config.peer_timeout));
         }
@@ -1001,6 +1068,7 @@ impl Peer {
         if self.pacing_until.is_some_and(|t| t <= now) {
             self.pacing_until = None;
         }
+        self.release_deferred(now);
         if let Some(t) = self.partial_check {
             if t <= now {
                 self.expire_partials(now, cx);
@@ -1044,10 +1112,15 @@ impl Peer {
         let timeout = cx.config.partial_timeout;
         let mut freed = 0;
         let mut expired = 0;
-        self.partials.retain(|_, p| {
+        let abandoned = &mut self.abandoned;
+        self.partials.retain(|&id, p| {
             if p.last_activity + timeout <= now {
                 freed += p.charged;
                 expired += 1;
+                if abandoned.len() >= MAX_ABANDONED {
+                    abandoned.pop_front();
+                }
+                abandoned.push_back(id);
                 false
             } else {
                 true
@@ -1094,12 +1167,17 @@ impl Peer {
             self.reassembly -= freed;
             *cx.reassembly_total -= freed;
             cx.stats.partials_abandoned += abandoned;
+            self.abandoned.retain(|&id| id >= watermark);
         }
         let accepted = if self.delivered.contains(h.msg_id) {
             cx.stats.duplicates += 1;
             true
         } else if !self.delivered.in_window(h.msg_id) {
             cx.stats.dropped_malformed += 1;
+            false
+        } else if self.abandoned.contains(&h.msg_id) {
+            // We gave up on it (partial timeout): the sender must not believe it delivered.
+            self.refuse(h.pn, REFUSE_FINAL);
             false
         } else if let Some(part) = self.partials.get_mut(&h.msg_id) {
             match part.store(h.msg_len, h.seg_size, h.seg_index, payload, now) {
@@ -1158,7 +1236,7 @@ impl Peer {
         let config = cx.config;
         if u64::from(h.msg_len) > config.max_message_size.min(u64::from(u32::MAX)) {
             cx.stats.dropped_oversized_announcement += 1;
-            self.refuse(h.pn, REFUSE_TOO_LARGE);
+            self.refuse(h.pn, REFUSE_FINAL);
             return false;
         }
         if segment_count(h.msg_len, h.seg_size) == 1 {
@@ -1168,7 +1246,7 @@ impl Peer {
         let cost = Partial::cost(h.msg_len, h.seg_size);
         if cost > config.max_reassembly_per_peer || cost > config.max_reassembly_total {
             cx.stats.dropped_oversized_announcement += 1;
-            self.refuse(h.pn, REFUSE_TOO_LARGE);
+            self.refuse(h.pn, REFUSE_FINAL);
             return false;
         }
         if self.reassembly + cost > config.max_reassembly_per_peer
@@ -1252,7 +1330,9 @@ where
     #[must_use]
     pub fn new(mut config: Config, now: Instant, seed: u64) -> Self {
         let _ = now;
-        config.max_segment_payload = config.max_segment_payload.clamp(1, u32::MAX as usize - HEADER_MAX);
+        config.max_segment_payload = config
+            .max_segment_payload
+            .clamp(1, u32::MAX as usize - HEADER_MAX);
         config.max_message_size = config.max_message_size.min(u64::from(u32::MAX));
         config.receive_window = config.receive_window.max(1);
         config.ack_every = config.ack_every.clamp(1, 16);
@@ -1334,7 +1414,12 @@ where
     /// - [`RudpError::SendQueueFull`] (`ERR_DECCOM_SEND_QUEUE_FULL`): the peer has
     ///   `max_outgoing_per_peer` messages outstanding;
     /// - [`RudpError::PeerTableFull`] (`ERR_DECCOM_PEER_TABLE_FULL`): a new peer and no room.
-    pub fn send(&mut self, now: Instant, peer: P, message: Vec<u8>) -> Result<MessageId, RudpError> {
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: P,
+        message: Vec<u8>,
+    ) -> Result<MessageId, RudpError> {
         let len = message.len() as u64;
         if len > self.config.max_message_size {
             return Err(RudpError::MessageTooLarge {
@@ -1601,9 +1686,18 @@ mod tests {
             RudpError::MessageTooLarge { len: 2, max: 1 }.code(),
             "ERR_DECCOM_MESSAGE_TOO_LARGE"
         );
-        assert_eq!(RudpError::SendQueueFull { limit: 1 }.code(), "ERR_DECCOM_SEND_QUEUE_FULL");
-        assert_eq!(RudpError::PeerTableFull { limit: 1 }.code(), "ERR_DECCOM_PEER_TABLE_FULL");
-        assert_eq!(FailReason::PeerUnreachable.code(), "ERR_DECCOM_PEER_UNREACHABLE");
+        assert_eq!(
+            RudpError::SendQueueFull { limit: 1 }.code(),
+            "ERR_DECCOM_SEND_QUEUE_FULL"
+        );
+        assert_eq!(
+            RudpError::PeerTableFull { limit: 1 }.code(),
+            "ERR_DECCOM_PEER_TABLE_FULL"
+        );
+        assert_eq!(
+            FailReason::PeerUnreachable.code(),
+            "ERR_DECCOM_PEER_UNREACHABLE"
+        );
         assert_eq!(FailReason::Forgotten.code(), "ERR_DECCOM_PEER_FORGOTTEN");
         assert_eq!(FailReason::Refused.code(), "ERR_DECCOM_MESSAGE_REFUSED");
     }
@@ -1623,7 +1717,10 @@ mod tests {
         );
         a.send(now, 1, vec![0; 10]).unwrap();
         a.send(now, 1, vec![]).unwrap();
-        assert_eq!(a.send(now, 1, vec![1]), Err(RudpError::SendQueueFull { limit: 2 }));
+        assert_eq!(
+            a.send(now, 1, vec![1]),
+            Err(RudpError::SendQueueFull { limit: 2 })
+        );
         // Another peer has its own queue.
         a.send(now, 2, vec![1]).unwrap();
     }

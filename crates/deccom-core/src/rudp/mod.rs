@@ -100,11 +100,19 @@
 //!
 //! - Reassembly: a new multi-segment message is admitted only if `length + bitmap` fits under
 //!   `max_reassembly_per_peer` and `max_reassembly_total`; its buffer is allocated at full
-//!   length then (zeroed lazily by the OS) and payloads are written in place. Announcements
-//!   larger than `max_message_size` or than a limit are refused
-//!   (`dropped_oversized_announcement`); ones that do not fit *now* are dropped without an
-//!   ACK (`dropped_reassembly_full`) and the sender retries them later. Partial messages expire
-//!   after `partial_timeout`.
+//!   length then (zeroed lazily by the OS) and payloads are written in place. A segment that
+//!   is not stored is never acknowledged; instead the next ACK carries a *refusal* for its
+//!   packet number (the packet arrived, so the sender neither counts a loss nor shrinks its
+//!   window):
+//!   - *final* (`dropped_oversized_announcement`): longer than `max_message_size` or than a
+//!     limit → the send fails with [`FailReason::Refused`];
+//!   - *busy* (`dropped_reassembly_full`): does not fit now → the sender parks the message
+//!     (no new segments), retries one segment after `min_rto`, doubling up to 1 s, and
+//!     releases the rest once one is acknowledged (admitted).
+//!
+//!   Partial messages expire after `partial_timeout`; the last 64 expired ids are remembered
+//!   and their segments refused (final), so the sender fails the send instead of completing
+//!   it against a receiver that threw the first half away.
 //! - Outgoing: at most `max_outgoing_per_peer` messages per peer; in-flight tracking is at most
 //!   `min(cwnd, peer window) + probes` packets in a ring keyed by packet number.
 //! - ACK state: at most 32 ranges per peer. Peers: at most `max_peers`, idle ones are evicted.
@@ -132,7 +140,7 @@
 //! | 44     | 4     | segment index `i < max(1, ⌈L / S⌉)`                            |
 //! | 48     | n     | payload: exactly `min(S, L − i·S)` bytes (the rest of the datagram) |
 //!
-//! ACK (27 + 16·k bytes):
+//! ACK (28 + 16·k + 9·r bytes):
 //!
 //! | offset | bytes | field                                                          |
 //! |--------|-------|----------------------------------------------------------------|
@@ -140,6 +148,8 @@
 //! | 22     | 4     | receive window in datagrams                                    |
 //! | 26     | 1     | range count `k`, 0..=32 (0 = epoch announcement only)          |
 //! | 27     | 16·k  | ranges, most recent first: end pn (8), start pn (8); `start <= end`, each range below the previous with a gap of at least one pn |
+//! | 27+16k | 1     | refusal count `r`, 0..=32                                      |
+//! | 28+16k | 9·r   | refusals: pn (8), reason (1): `1` busy (retry later), `2` final (fail the message); a refused pn is never inside a range |
 //!
 //! An ACK never exceeds `max_segment_payload + HEADER_MAX` bytes (fewer ranges are sent when
 //! the segment size is tiny). Decoding checks every length and invariant and rejects trailing
@@ -150,7 +160,11 @@
 //! - ACKs are not piggybacked on DATA (one ACK per 8 DATA datagrams at full speed).
 //! - Spurious-retransmission detection / undo of congestion reductions.
 //! - The receive window is a constant; it is not shrunk when reassembly memory runs low
-//!   (segments that do not fit are dropped and retried instead).
+//!   (segments that do not fit are refused and retried instead).
+//! - Exponential PTO backoff can, under long streaks of lost probes and ACKs, leave a partial
+//!   message without a new segment for `partial_timeout`; the send then fails with
+//!   [`FailReason::Refused`] (safe, never a false `Sent`). Keep `partial_timeout` above
+//!   `peer_timeout` (the defaults are 30 s and 10 s).
 
 mod endpoint;
 mod recovery;

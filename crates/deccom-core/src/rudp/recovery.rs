@@ -50,11 +50,7 @@ impl RttEstimator {
         } else {
             latest
         };
-        let diff = if self.smoothed > adjusted {
-            self.smoothed - adjusted
-        } else {
-            adjusted - self.smoothed
-        };
+        let diff = self.smoothed.abs_diff(adjusted);
         self.var = (self.var * 3 + diff) / 4;
         self.smoothed = (self.smoothed * 7 + adjusted) / 8;
     }
@@ -92,7 +88,13 @@ impl RttEstimator {
     /// Probe timeout (§6.2.1): `srtt + max(4·rttvar, granularity) + max_ack_delay`, doubled per
     /// consecutive expiry, clamped to `[min, max]`.
     #[must_use]
-    pub fn pto(&self, max_ack_delay: Duration, backoff: u32, min: Duration, max: Duration) -> Duration {
+    pub fn pto(
+        &self,
+        max_ack_delay: Duration,
+        backoff: u32,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
         let base = self.smoothed + (self.var * 4).max(GRANULARITY) + max_ack_delay;
         let base = base.clamp(min, max);
         base.checked_mul(1u32 << backoff.min(16))
@@ -221,8 +223,8 @@ impl Pacer {
         if interval == 0 {
             return None;
         }
-        let elapsed = u64::try_from(now.saturating_duration_since(self.last).as_nanos())
-            .unwrap_or(u64::MAX);
+        let elapsed =
+            u64::try_from(now.saturating_duration_since(self.last).as_nanos()).unwrap_or(u64::MAX);
         self.last = self.last.max(now);
         self.credit_ns = self
             .credit_ns

@@ -248,7 +248,14 @@ impl Partial {
     }
 
     /// Stores segment `index` (already validated against `len`/`seg_size` by the decoder).
-    pub fn store(&mut self, len: u32, seg_size: u32, index: u32, payload: &[u8], now: Instant) -> SegmentResult {
+    pub fn store(
+        &mut self,
+        len: u32,
+        seg_size: u32,
+        index: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> SegmentResult {
         if seg_size != self.seg_size || len as usize != self.data.len() || index >= self.segments {
             return SegmentResult::Inconsistent;
         }
@@ -289,7 +296,10 @@ mod tests {
         assert_eq!(r.insert(5), PnInsert::OutOfOrder);
         assert_eq!(r.insert(6), PnInsert::InOrder);
         assert_eq!(r.insert(3), PnInsert::OutOfOrder);
-        assert_eq!(r.recent(10).collect::<Vec<_>>(), vec![(5, 6), (3, 3), (0, 1)]);
+        assert_eq!(
+            r.recent(10).collect::<Vec<_>>(),
+            vec![(5, 6), (3, 3), (0, 1)]
+        );
         assert_eq!(r.insert(2), PnInsert::OutOfOrder);
         assert_eq!(r.insert(4), PnInsert::OutOfOrder);
         assert_eq!(r.recent(10).collect::<Vec<_>>(), vec![(0, 6)]);
@@ -343,8 +353,14 @@ mod tests {
         let mut p = Partial::new(10, 4, t);
         assert_eq!(p.store(10, 4, 2, &[9, 10], t), SegmentResult::Stored);
         assert_eq!(p.store(10, 4, 2, &[9, 10], t), SegmentResult::Duplicate);
-        assert_eq!(p.store(10, 3, 0, &[1, 2, 3], t), SegmentResult::Inconsistent);
-        assert_eq!(p.store(11, 4, 0, &[1, 2, 3, 4], t), SegmentResult::Inconsistent);
+        assert_eq!(
+            p.store(10, 3, 0, &[1, 2, 3], t),
+            SegmentResult::Inconsistent
+        );
+        assert_eq!(
+            p.store(11, 4, 0, &[1, 2, 3, 4], t),
+            SegmentResult::Inconsistent
+        );
         assert_eq!(p.store(10, 4, 0, &[1, 2, 3, 4], t), SegmentResult::Stored);
         assert_eq!(p.store(10, 4, 1, &[5, 6, 7, 8], t), SegmentResult::Complete);
         assert_eq!(p.data, (1..=10).collect::<Vec<u8>>());

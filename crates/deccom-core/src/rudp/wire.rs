@@ -34,8 +34,9 @@ pub const REFUSAL_LEN: usize = 9;
 pub const MAX_REFUSALS: usize = 32;
 /// Refusal reason: reassembly memory is full now; send the segment again later.
 pub const REFUSE_BUSY: u8 = 1;
-/// Refusal reason: the message can never be accepted (longer than the receiver's limits).
-pub const REFUSE_TOO_LARGE: u8 = 2;
+/// Refusal reason: the message will never be accepted (longer than the receiver's limits, or
+/// the receiver gave up reassembling it after `partial_timeout`); the sender fails it.
+pub const REFUSE_FINAL: u8 = 2;
 /// A sender never has a message id `>= floor + MESSAGE_SPAN` on the wire, where `floor` is its
 /// smallest unfinished message id to that peer; the receiver's duplicate filter is a ring of
 /// this many ids above its watermark.
@@ -122,7 +123,7 @@ pub struct AckFrame {
     /// Number of valid entries in `refused`.
     pub refused_count: usize,
     /// Packets that arrived but whose segment was not stored: `(pn, reason)`, reason
-    /// [`REFUSE_BUSY`] or [`REFUSE_TOO_LARGE`]. They are never inside `ranges`.
+    /// [`REFUSE_BUSY`] or [`REFUSE_FINAL`]. They are never inside `ranges`.
     pub refused: [(u64, u8); MAX_REFUSALS],
 }
 
@@ -141,6 +142,8 @@ impl AckFrame {
 }
 
 /// A decoded datagram.
+// The ACK variant is ~1 KiB of fixed arrays on purpose: decoding allocates nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Datagram<'a> {
     /// A segment and its payload (a slice of the input).
@@ -284,7 +287,7 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
             for slot in refused.iter_mut().take(refused_count) {
                 let pn = u64_be(&mut r)?;
                 let reason = r.u8()?;
-                if reason != REFUSE_BUSY && reason != REFUSE_TOO_LARGE {
+                if reason != REFUSE_BUSY && reason != REFUSE_FINAL {
                     return Err(DecodeError::Malformed("unknown refusal reason"));
                 }
                 *slot = (pn, reason);
@@ -332,7 +335,14 @@ mod tests {
     fn ack_frame_refused(count: usize, refused_count: usize) -> AckFrame {
         let mut refused = [(0, 0); MAX_REFUSALS];
         for (i, slot) in refused.iter_mut().take(refused_count).enumerate() {
-            *slot = (i as u64 * 3, if i % 2 == 0 { REFUSE_BUSY } else { REFUSE_TOO_LARGE });
+            *slot = (
+                i as u64 * 3,
+                if i % 2 == 0 {
+                    REFUSE_BUSY
+                } else {
+                    REFUSE_FINAL
+                },
+            );
         }
         let mut ranges = [(0, 0); MAX_ACK_RANGES];
         let mut end = 10_000u64;
@@ -370,11 +380,20 @@ mod tests {
 
     #[test]
     fn ack_round_trip_and_truncations() {
-        for (count, refused) in [(0, 0), (1, 0), (2, 1), (0, 3), (MAX_ACK_RANGES, MAX_REFUSALS)] {
+        for (count, refused) in [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (0, 3),
+            (MAX_ACK_RANGES, MAX_REFUSALS),
+        ] {
             let a = ack_frame_refused(count, refused);
             let mut buf = Vec::new();
             encode_ack(&a, &mut buf);
-            assert_eq!(buf.len(), ACK_FIXED_LEN + count * ACK_RANGE_LEN + refused * REFUSAL_LEN);
+            assert_eq!(
+                buf.len(),
+                ACK_FIXED_LEN + count * ACK_RANGE_LEN + refused * REFUSAL_LEN
+            );
             assert_eq!(decode(&buf), Ok(Datagram::Ack(a)));
             for cut in 0..buf.len() {
                 assert!(decode(&buf[..cut]).is_err(), "count {count} cut {cut}");
