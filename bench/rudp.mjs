@@ -86,7 +86,7 @@ async function receiver () {
 }
 
 function pick (s) {
-  const keys = ['rxDatagrams', 'txDatagrams', 'rudp_retransmits', 'rudp_packets_lost', 'rudp_acks_sent', 'rudp_duplicates', 'rudp_dropped_backpressure', 'faults_rx_dropped', 'rudp_srtt_us', 'rudp_cwnd']
+  const keys = ['rxDatagrams', 'rxSyscalls', 'txDatagrams', 'txSyscalls', 'rudp_retransmits', 'rudp_packets_lost', 'rudp_pto_expirations', 'rudp_congestion_events', 'rudp_acks_sent', 'rudp_duplicates', 'rudp_dropped_backpressure', 'faults_rx_dropped', 'rudp_srtt_us', 'rudp_cwnd']
   return Object.fromEntries(keys.filter((k) => k in s).map((k) => [k, s[k]]))
 }
 

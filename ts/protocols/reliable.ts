@@ -4,7 +4,7 @@
  *
  * Provides `send(to, data, tag = 0): Promise<void>` (resolves when the whole message is
  * acknowledged; rejects with ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for
- * `peerTimeout` ms, ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
+ * `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it, ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
  * emits `onMessage(from, data, tag)` for each whole message, and passes every datagram that is
  * not its own up unchanged (a transparent layer).
  *
@@ -124,7 +124,10 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     this.#mode = 'js'
   }
 
-  /** Sends a whole message; resolves when every byte is acknowledged. */
+  /**
+   * Sends a whole message; resolves when every byte is acknowledged. The bytes are not copied:
+   * do not modify `data` until the promise settles.
+   */
   send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP): Promise<void> {
     try {
       const addr = toAddress(to)
@@ -134,12 +137,14 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
           details: { size: data.length, max },
         })
       }
+      // The native side holds this buffer (no copy) until the message is acknowledged.
+      const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
       let id: number
       if (this.#udp) {
-        id = this.#udp.sendReliable(addr, tag, data)
+        id = this.#udp.sendReliable(addr, tag, buf)
       } else if (this.#ep) {
         try {
-          id = this.#ep.send(this.#clock!.now(), this.#peerId(addr), tag, data)
+          id = this.#ep.send(this.#clock!.now(), this.#peerId(addr), tag, buf)
         } catch (e) {
           throw fromNative(e)
         }
@@ -182,6 +187,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     } else if (status === 1) {
       this.count('messages_failed')
       p.reject(new DeccomError(ErrorCode.PEER_UNREACHABLE, 'The peer stopped acknowledging; the message was not (fully) delivered', { details: { id } }))
+    } else if (status === 3) {
+      this.count('messages_refused')
+      p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver refused the message (too large for its limits, or it gave up reassembling it)', { details: { id } }))
     } else {
       p.reject(closed())
     }

@@ -83,7 +83,7 @@ type NativeSocket = InstanceType<typeof native.UdpSocket>
 export interface NativeReliableHandler {
   /** A whole message; its first byte is the upper layer's tag. */
   onNativeMessage(from: Address, message: Buffer): void
-  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed. */
+  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed, 3 refused by the receiver. */
   onNativeCompletion(id: number, status: number): void
 }
 
@@ -235,7 +235,7 @@ export class UdpTransport extends Protocol {
   }
 
   /** @internal Queues a reliable message on the native endpoint; returns its id. */
-  sendReliable(to: Address, tag: number, data: Uint8Array): number {
+  sendReliable(to: Address, tag: number, data: Buffer): number {
     if (this.#sock === null) throw closed()
     try {
       return this.#sock.rudpSend(to.raw, tag, data)

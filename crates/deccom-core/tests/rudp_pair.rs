@@ -392,8 +392,10 @@ fn lossy_link_recovers_with_fast_retransmit() {
         == 1));
     assert_eq!(net.delivered(1), vec![m]);
     let s = net.nodes[0].stats();
+    // Random single losses are repaired without shrinking the window (loss differentiation):
+    // every loss detection is counted either as a congestion event or as isolated.
     assert!(
-        s.packets_lost > 0 && s.retransmits > 0 && s.congestion_events > 0,
+        s.packets_lost > 0 && s.retransmits > 0 && s.congestion_events + s.isolated_losses > 0,
         "{s:?}"
     );
     // Most losses are repaired by ack-based detection, not by the probe timeout.
@@ -951,4 +953,25 @@ fn abandoned_partial_fails_the_send_instead_of_faking_success() {
     );
     assert!(net.delivered(1).is_empty());
     assert_eq!(net.nodes[1].stats().partial_timeouts, 1);
+}
+
+/// Loss differentiation: isolated random losses are repaired without congestion events, so a
+/// transfer over a link with 2 % random loss keeps its window; a drop-tail queue still causes them.
+#[test]
+fn isolated_losses_do_not_shrink_the_window() {
+    let link = Link {
+        loss: 0.02,
+        ..Link::default()
+    };
+    let mut net = Net::pair(Config::default(), 11, link);
+    let m = message(3, 3_000_000);
+    net.send(0, 1, m.clone());
+    assert!(net.run_until(Duration::from_secs(60), |n| n
+        .count(0, |e| matches!(e, Ev::Sent { .. }))
+        == 1));
+    assert_eq!(net.delivered(1), vec![m]);
+    let s = net.nodes[0].stats();
+    assert!(s.packets_lost > 20 && s.isolated_losses > 0, "{s:?}");
+    // With 2 % independent loss a run of 3 consecutive losses is rare (≈ 1 in 2,500 losses).
+    assert!(s.congestion_events * 10 < s.isolated_losses, "{s:?}");
 }

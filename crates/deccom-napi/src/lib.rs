@@ -7,5 +7,9 @@
 mod error;
 mod identity;
 mod pipeline;
+mod prefault;
 mod rudp;
 mod socket;
+
+#[global_allocator]
+static ALLOCATOR: prefault::Prefaulting = prefault::Prefaulting;

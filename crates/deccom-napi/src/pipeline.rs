@@ -21,6 +21,7 @@ use deccom_core::rudp::{Config as RudpConfig, Endpoint, Event as RudpEvent, Fail
 pub const DONE_SENT: f64 = 0.0;
 pub const DONE_UNREACHABLE: f64 = 1.0;
 pub const DONE_FORGOTTEN: f64 = 2.0;
+pub const DONE_REFUSED: f64 = 3.0;
 
 /// Where the pipeline puts what JavaScript must see (implemented by the socket's receive batcher).
 pub(crate) trait Sink {
@@ -176,6 +177,7 @@ impl Pipeline {
           id.0 as f64,
           match reason {
             FailReason::PeerUnreachable => DONE_UNREACHABLE,
+            FailReason::Refused => DONE_REFUSED,
             _ => DONE_FORGOTTEN,
           },
         ),
@@ -204,7 +206,7 @@ fn dispatch(rudp: Option<&mut RudpStage>, now: Instant, from: SocketAddr, bytes:
 }
 
 /// The reliable-UDP counters as (name, value) pairs, for JavaScript.
-pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 30] {
+pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 31] {
   [
     ("datagrams_sent", s.datagrams_sent),
     ("datagrams_received", s.datagrams_received),
@@ -229,6 +231,7 @@ pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64);
     ("packets_lost", s.packets_lost),
     ("pto_expirations", s.pto_expirations),
     ("congestion_events", s.congestion_events),
+    ("isolated_losses", s.isolated_losses),
     ("peer_resets", s.peer_resets),
     ("peers_evicted", s.peers_evicted),
     ("peers", s.peers),

@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use deccom_core::rudp::{Endpoint, Event, FailReason};
+use deccom_core::rudp::{Endpoint, Event, FailReason, Payload};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::pipeline::{DONE_FORGOTTEN, DONE_SENT, DONE_UNREACHABLE};
+use crate::pipeline::{DONE_FORGOTTEN, DONE_REFUSED, DONE_SENT, DONE_UNREACHABLE};
 use crate::socket::{rudp_config, RudpOptions};
 
 /// Datagrams to send: payloads back to back, their lengths, and each one's peer.
@@ -68,15 +68,14 @@ impl RudpEndpoint {
     self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
   }
 
-  /// Queues a message `[tag][data]` to `peer`; returns its id.
+  /// Queues a message `[tag][data]` to `peer`; returns its id. `data` is held, not copied: it
+  /// must not change until the completion arrives.
   ///
   /// # Errors
   /// `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`.
   #[napi]
-  pub fn send(&mut self, now: f64, peer: u32, tag: u32, data: &[u8]) -> Result<f64> {
-    let mut message = Vec::with_capacity(data.len() + 1);
-    message.push(tag as u8);
-    message.extend_from_slice(data);
+  pub fn send(&mut self, now: f64, peer: u32, tag: u32, data: Buffer) -> Result<f64> {
+    let message = Payload::with_prefix(tag as u8, data);
     let t = self.at(now);
     let id = self.endpoint.send(t, peer, message).map_err(crate::error::rudp)?;
     Ok(id.0 as f64)
@@ -131,6 +130,7 @@ impl RudpEndpoint {
           id.0 as f64,
           match reason {
             FailReason::PeerUnreachable => DONE_UNREACHABLE,
+            FailReason::Refused => DONE_REFUSED,
             _ => DONE_FORGOTTEN,
           },
         ]),

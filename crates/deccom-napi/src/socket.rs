@@ -36,7 +36,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::{coded, Code};
 use crate::pipeline::{FaultStage, Pipeline, RudpStage, Sink};
 use deccom_core::faults::FaultConfig;
-use deccom_core::rudp::Config as RudpConfig;
+use deccom_core::rudp::{Config as RudpConfig, Payload};
 
 /// Bytes per encoded address in `sendBatch`: 16 bytes of IPv6 (IPv4 as `::ffff:a.b.c.d`) + port BE.
 pub const ADDR_LEN: usize = 18;
@@ -550,18 +550,18 @@ impl UdpSocket {
   }
 
   /// Queues a reliable message `[tag][data]` to the 18-byte address `to`; returns its id. The
-  /// I/O thread segments, paces, retransmits, and reports completion in a later batch.
+  /// I/O thread segments, paces, retransmits, and reports completion in a later batch. `data` is
+  /// not copied: it must not change until the completion arrives.
   ///
   /// # Errors
   /// `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`, `ERR_DECCOM_INVALID_ADDRESS`,
   /// `ERR_DECCOM_CLOSED`, or `ERR_DECCOM_INVALID_ARGUMENT` when no endpoint is attached.
   #[napi]
-  pub fn rudp_send(&self, to: &[u8], tag: u32, data: &[u8]) -> Result<f64> {
+  pub fn rudp_send(&self, to: &[u8], tag: u32, data: Buffer) -> Result<f64> {
     let sh = self.shared()?;
     let dest = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "rudpSend: the address must be 18 bytes (encodeAddress)"))?;
-    let mut message = Vec::with_capacity(data.len() + 1);
-    message.push(tag as u8);
-    message.extend_from_slice(data);
+    // The JavaScript buffer is held, not copied: the I/O thread reads segments straight from it.
+    let message = Payload::with_prefix(tag as u8, data);
     let id = {
       let mut p = lock(&sh.pipeline);
       let r = p.rudp.as_mut().ok_or_else(|| coded(Code::InvalidArgument, "no reliable-UDP endpoint is attached to this socket"))?;

@@ -58,7 +58,7 @@
 //! - **RFC 9000 §13.2 (sending ACKs)**: acknowledge immediately when a datagram arrives out
 //!   of order or is a duplicate, when the sender asked (`ACK_NOW` flag: set on the last
 //!   datagram before its queue drains or its window fills, and on probes), otherwise after
-//!   `ack_every` (8) datagrams or `max_ack_delay` (5 ms), whichever first. At full speed this
+//!   `ack_every` (8) datagrams or `max_ack_delay` (2 ms), whichever first. At full speed this
 //!   is one ACK per 8 DATA datagrams.
 //!
 //! Flow control: every ACK carries the receiver's window in datagrams; the sender keeps at most
@@ -172,8 +172,9 @@ mod recv;
 pub mod wire;
 
 pub use self::endpoint::{
+    Payload,
     Config, Endpoint, Event, FailReason, MessageId, RudpError, Stats, PACKET_THRESHOLD,
-    PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, SEND_QUANTUM,
+    LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, SEND_QUANTUM,
 };
-pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, MIN_WINDOW, PACING_BURST};
+pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
 pub use self::wire::{HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};

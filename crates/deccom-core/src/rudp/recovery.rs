@@ -10,6 +10,9 @@ pub const MIN_WINDOW: u32 = 2;
 /// Datagrams the pacer lets out back to back.
 pub const PACING_BURST: u64 = 10;
 
+/// Shortest span of sending time a pacing burst may cover (see [`Pacer::burst_ns`]).
+pub const PACING_MIN_BURST_TIME: Duration = Duration::from_micros(500);
+
 /// Smoothed RTT state (RFC 9002 §5.3).
 #[derive(Debug, Clone, Copy)]
 pub struct RttEstimator {
@@ -217,6 +220,17 @@ impl Pacer {
         srtt_ns.saturating_mul(4) / (5 * u64::from(cwnd.max(1)))
     }
 
+    /// The credit a sender may bank: [`PACING_BURST`] datagrams, or [`PACING_MIN_BURST_TIME`]
+    /// worth of them when that is more. At high rates a timer per 10 datagrams would cost more
+    /// than the datagrams (a driver wakes in tens of microseconds at best), so bursts grow with
+    /// the rate while the average rate stays paced.
+    #[must_use]
+    pub fn burst_ns(interval_ns: u64) -> u64 {
+        interval_ns
+            .saturating_mul(PACING_BURST)
+            .max(u64::try_from(PACING_MIN_BURST_TIME.as_nanos()).unwrap_or(u64::MAX))
+    }
+
     /// `None` if a datagram may leave now, else the instant it may.
     pub fn delay(&mut self, now: Instant, cwnd: u32, srtt: Duration) -> Option<Instant> {
         let interval = Self::interval_ns(cwnd, srtt);
@@ -229,7 +243,7 @@ impl Pacer {
         self.credit_ns = self
             .credit_ns
             .saturating_add(elapsed)
-            .min(interval.saturating_mul(PACING_BURST));
+            .min(Self::burst_ns(interval));
         if self.credit_ns >= interval {
             None
         } else {
