@@ -74,16 +74,76 @@ export declare class NativeIdentity {
   sign(message: Uint8Array): Buffer
 }
 
+export declare class NoiseEndpoint {
+  /**
+   * A new endpoint for `identity` (an Ed25519 key pair); `now` is the caller's clock in ms.
+   *
+   * # Errors
+   * `ERR_DECCOM_NOISE_NAME_IDENTITY` for a name identity, `ERR_DECCOM_NOISE_CONFIG` /
+   * `ERR_DECCOM_INVALID_ARGUMENT` for bad options, `ERR_DECCOM_RNG` if the OS has no randomness.
+   */
+  constructor(identity: NativeIdentity, options: NoiseEndpointOptions | undefined | null, now: number)
+  /** This endpoint's X25519 static public key (publish it so that peers can connect with IK). */
+  get localStaticPublicKey(): Buffer
+  /**
+   * Starts a handshake with `peer` unless one runs or a session exists: IK when the peer's
+   * X25519 static key is given (or remembered), XX otherwise.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` unless `knownStatic` is 32 bytes.
+   */
+  connect(now: number, peer: number, knownStatic?: Uint8Array | undefined | null): void
+  /**
+   * Sends one message (at most `maxMessageLen` bytes) to `peer` in the configured mode; in
+   * encrypt mode without a session it is queued in the core and a handshake starts.
+   *
+   * # Errors
+   * `ERR_DECCOM_NOISE_MESSAGE_TOO_LARGE`, `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
+   */
+  send(now: number, peer: number, data: Uint8Array): void
+  /**
+   * A Noise datagram (without its layer tag) from `peer`. Never throws: anything invalid is
+   * dropped and counted.
+   */
+  handleDatagram(now: number, peer: number, datagram: Uint8Array): void
+  /** Runs the timers due at `now`. */
+  handleTimeout(now: number): void
+  /** Datagrams to send (up to 1024 per call), or null. */
+  pollTransmit(): NoiseTransmits | null
+  /** When `handleTimeout` next has work, on the caller's clock, or null. */
+  pollTimeout(): number | null
+  /** Every event since the last call, or null. */
+  pollEvents(): NoiseEvents | null
+  /** The authenticated node id of `peer` (a completed handshake, session current), or null. */
+  isAuthenticated(peer: number): Buffer | null
+  /** The authenticated encoded public identity of `peer`, or null. */
+  remoteIdentity(peer: number): Buffer | null
+  /** The Noise handshake hash of the current session with `peer` (equal on both sides), or null. */
+  handshakeHash(peer: number): Buffer | null
+  /**
+   * Records `peer`'s encoded public identity (e.g. from a peer record) for sign mode.
+   *
+   * # Errors
+   * `ERR_DECCOM_BAD_IDENTITY` for malformed identity bytes.
+   */
+  setPeerIdentity(now: number, peer: number, identity: Uint8Array): void
+  /** Forgets everything about `peer`. */
+  close(peer: number): void
+  /** The core's counters and gauges. */
+  stats(): Record<string, number>
+}
+
 export declare class RudpEndpoint {
   /** A new endpoint; `now` is the caller's clock in milliseconds. */
   constructor(options: RudpOptions | undefined | null, now: number)
   /**
-   * Queues a message `[tag][data]` to `peer`; returns its id.
+   * Queues a message `[tag][data]` to `peer`; returns its id. `data` is held, not copied: it
+   * must not change until the completion arrives.
    *
    * # Errors
    * `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`.
    */
-  send(now: number, peer: number, tag: number, data: Uint8Array): number
+  send(now: number, peer: number, tag: number, data: Buffer): number
   /** A reliable-UDP datagram (without its layer tag) from `peer`. */
   handleDatagram(now: number, peer: number, datagram: Uint8Array): void
   /** Runs the timers due at `now`. */
@@ -133,13 +193,14 @@ export declare class UdpSocket {
   attachRudp(tag: number, options?: RudpOptions | undefined | null): void
   /**
    * Queues a reliable message `[tag][data]` to the 18-byte address `to`; returns its id. The
-   * I/O thread segments, paces, retransmits, and reports completion in a later batch.
+   * I/O thread segments, paces, retransmits, and reports completion in a later batch. `data` is
+   * not copied: it must not change until the completion arrives.
    *
    * # Errors
    * `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`, `ERR_DECCOM_INVALID_ADDRESS`,
    * `ERR_DECCOM_CLOSED`, or `ERR_DECCOM_INVALID_ARGUMENT` when no endpoint is attached.
    */
-  rudpSend(to: Uint8Array, tag: number, data: Uint8Array): number
+  rudpSend(to: Uint8Array, tag: number, data: Buffer): number
   /**
    * Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it (null).
    *
@@ -199,6 +260,94 @@ export interface LocalAddress {
 
 /** SHA-256 of an encoded public identity: the node id. */
 export declare function nodeId(publicIdentity: Uint8Array): Buffer
+
+/** A handshake completed: the peer is authenticated. */
+export interface NoiseConnected {
+  peer: number
+  /** SHA-256 of `remoteIdentity` (checked by the core). */
+  remoteId: Buffer
+  /** The encoded public identity (0x01 + Ed25519 key). */
+  remoteIdentity: Buffer
+}
+
+/** Options of a `NoiseEndpoint`. Times are milliseconds; every field is optional (core defaults). */
+export interface NoiseEndpointOptions {
+  /** `'plaintext'`, `'sign'` or `'encrypt'` (default). */
+  mode?: string
+  /** Drop data datagrams of any other mode (default false). */
+  strict?: boolean
+  /** First handshake retransmission timeout, doubled on each retry (default 200). */
+  handshakeTimeout?: number
+  /** Handshake retransmissions before failure (default 5, at most 16). */
+  handshakeRetries?: number
+  /** Rekey after this many messages sent on a session (default 2^32). */
+  rekeyAfterMessages?: number
+  /** Rekey when a session is this old (default 120 000). */
+  rekeyAfterTime?: number
+  /** Discard sessions older than this (default 360 000). */
+  rejectAfterTime?: number
+  /** How long a replaced session still accepts datagrams (default 10 000). */
+  rekeyGrace?: number
+  /** Replay window in bits (default 2048). */
+  replayWindowBits?: number
+  /** Most peers with state (default 1024). */
+  maxSessions?: number
+  /** Most half-open responder handshakes (default 256). */
+  maxHalfOpen?: number
+  /** Half-open count from which initiations need a cookie (default 128). */
+  cookieThreshold?: number
+  /** Most sources tracked by the rate limiter (default 4096). */
+  maxTrackedSources?: number
+  /** Initiations per second per source (default 10) and its burst (default 10). */
+  rateLimitPerPeer?: number
+  rateLimitBurst?: number
+  /** Initiations per second from all sources before cookies are required (default 500). */
+  rateLimitGlobal?: number
+  /** Messages queued in the core per peer while a handshake runs (default 64). */
+  maxPendingPerPeer?: number
+  /** Datagrams waiting in the transmit queue (default 4096). */
+  maxTransmitQueue?: number
+  /** Events waiting in the event queue (default 4096). */
+  maxEvents?: number
+  /** Largest message of one `send` (default and maximum 65 519). */
+  maxMessageLen?: number
+  /** Sign-mode epoch; must grow across restarts (default: Unix time in ms now). */
+  signEpoch?: number
+  /** Handshake towards peers that send data for an unknown session (default true). */
+  connectOnUnknownSession?: boolean
+  /** 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only. */
+  seed?: Buffer
+}
+
+/** Events since the last call. Each field is null when empty. */
+export interface NoiseEvents {
+  /** Application messages, in arrival order. */
+  messages?: Array<Buffer>
+  messagePeers?: Uint32Array
+  /** How each message was protected: 0 plaintext, 1 sign, 2 encrypt. */
+  messageModes?: Uint8Array
+  connected?: Array<NoiseConnected>
+  failed?: Array<NoisePeerEvent>
+  disconnected?: Array<NoisePeerEvent>
+}
+
+/** A handshake we started failed, or a peer is no longer authenticated. */
+export interface NoisePeerEvent {
+  peer: number
+  /**
+   * `ERR_DECCOM_NOISE_HANDSHAKE_*` for failures; a reason (`expired`, `unconfirmed`, `evicted`,
+   * `closed`, `identity_changed`) for disconnections.
+   */
+  code: string
+  message: string
+}
+
+/** Datagrams to send: bytes back to back, their lengths, and each one's peer. */
+export interface NoiseTransmits {
+  data: Buffer
+  lens: Uint32Array
+  peers: Uint32Array
+}
 
 /** A peer record as JavaScript sees it. */
 export interface PeerRecordObject {

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeIdentity = nativeBinding.NativeIdentity
+module.exports.NoiseEndpoint = nativeBinding.NoiseEndpoint
 module.exports.RudpEndpoint = nativeBinding.RudpEndpoint
 module.exports.UdpSocket = nativeBinding.UdpSocket
 module.exports.decodePeerRecord = nativeBinding.decodePeerRecord

@@ -181,6 +181,22 @@ export class Node extends EventEmitter {
     return t.ping(to instanceof Peer ? to.address : to, opts)
   }
 
+  /**
+   * The peer with node id `id` (32 bytes or 64 hex digits), through the discovery layer of the
+   * stack: the first layer from the top that has a `findPeer` method (Kademlia, Gossip, ...).
+   * @throws ERR_DECCOM_STACK_INVALID when no layer can find peers; otherwise the layer's errors
+   */
+  findPeer(id: Buffer | string, opts?: { timeout?: number; signal?: AbortSignal }): Promise<Peer> {
+    if (this.#state !== 'running') return Promise.reject(notRunning())
+    const layer = this.stack.layers.find((l) => typeof (l as unknown as { findPeer?: unknown }).findPeer === 'function') as
+      | (Protocol & { findPeer(id: Buffer | string, opts?: { timeout?: number; signal?: AbortSignal }): Promise<Peer> })
+      | undefined
+    if (!layer) {
+      return Promise.reject(new DeccomError(ErrorCode.STACK_INVALID, 'No layer in the stack can find peers (add a discovery layer such as Kademlia or Gossip)'))
+    }
+    return layer.findPeer(id, opts)
+  }
+
   /** Counters of every layer, by layer name. */
   stats(): NodeStats {
     return this.stack.stats()

@@ -641,6 +641,32 @@ mod noise {
     }
 
     #[test]
+    fn strict_sign_handshake_stays_confirmed() {
+        // The responder confirms an XX session with a keepalive (an empty transport datagram);
+        // a strict Sign endpoint must accept it or its sessions die as "unconfirmed".
+        let cfg = Config {
+            mode: Mode::Sign,
+            strict: true,
+            ..Config::default()
+        };
+        let mut p = Pair::new(cfg.clone(), cfg);
+        p.handshake();
+        p.run(Duration::from_secs(30));
+        assert!(p.authenticated(), "{:?}", p.a.stats());
+        assert_eq!(p.a.stats().sessions_expired, 0);
+        assert!(!p
+            .events_a
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { .. })));
+        p.send(A, b"signed after 30 s");
+        p.run(Duration::from_millis(50));
+        assert_eq!(
+            Pair::messages(&p.events_b),
+            vec![b"signed after 30 s".to_vec()]
+        );
+    }
+
+    #[test]
     fn sign_epoch_survives_restart() {
         let cfg = |epoch| Config {
             mode: Mode::Sign,

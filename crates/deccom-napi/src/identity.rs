@@ -17,6 +17,13 @@ pub struct NativeIdentity {
   inner: Identity,
 }
 
+impl NativeIdentity {
+  /// The core identity (with its secret), for other native objects of this crate (Noise).
+  pub(crate) fn core(&self) -> &Identity {
+    &self.inner
+  }
+}
+
 #[napi]
 impl NativeIdentity {
   /// A fresh key pair from the operating system's randomness.

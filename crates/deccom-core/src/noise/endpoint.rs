@@ -794,7 +794,13 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             let allowed = match packet {
                 Packet::Plaintext { .. } => self.config.mode == Mode::Plaintext,
                 Packet::Signed { .. } => self.config.mode == Mode::Sign,
-                Packet::Transport { .. } => self.config.mode == Mode::Encrypt,
+                // In Sign mode handshakes run (to learn identities), and the responder confirms
+                // an XX session with a keepalive (an empty transport message, tag only): accept
+                // that, or the initiator's session would expire as unconfirmed.
+                Packet::Transport { ciphertext, .. } => {
+                    self.config.mode == Mode::Encrypt
+                        || (self.config.mode == Mode::Sign && ciphertext.len() == TAG_LEN)
+                }
                 _ => self.config.mode != Mode::Plaintext,
             };
             if !allowed {

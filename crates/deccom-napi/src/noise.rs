@@ -1,0 +1,456 @@
+//! `NoiseEndpoint`: the identity-bound Noise endpoint (`deccom_core::noise`) driven from JavaScript.
+//!
+//! Like `RudpEndpoint`: peers are small integers chosen by the caller, time is the caller's clock
+//! in milliseconds, and every output is drained in batches (`pollTransmit`, `pollEvents`) so that
+//! one napi crossing carries many datagrams or events. The protocol (handshakes, sessions, replay
+//! windows, rekeys, modes, DoS limits) lives in the core; this file converts types only.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use deccom_core::noise::{Config, DisconnectReason, Endpoint, Event, Mode, Stats};
+use deccom_core::PublicIdentity;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::error::{coded, Code};
+use crate::identity::NativeIdentity;
+
+/// Options of a `NoiseEndpoint`. Times are milliseconds; every field is optional (core defaults).
+#[napi(object)]
+#[derive(Default)]
+pub struct NoiseEndpointOptions {
+  /// `'plaintext'`, `'sign'` or `'encrypt'` (default).
+  pub mode: Option<String>,
+  /// Drop data datagrams of any other mode (default false).
+  pub strict: Option<bool>,
+  /// First handshake retransmission timeout, doubled on each retry (default 200).
+  pub handshake_timeout: Option<f64>,
+  /// Handshake retransmissions before failure (default 5, at most 16).
+  pub handshake_retries: Option<u32>,
+  /// Rekey after this many messages sent on a session (default 2^32).
+  pub rekey_after_messages: Option<f64>,
+  /// Rekey when a session is this old (default 120 000).
+  pub rekey_after_time: Option<f64>,
+  /// Discard sessions older than this (default 360 000).
+  pub reject_after_time: Option<f64>,
+  /// How long a replaced session still accepts datagrams (default 10 000).
+  pub rekey_grace: Option<f64>,
+  /// Replay window in bits (default 2048).
+  pub replay_window_bits: Option<u32>,
+  /// Most peers with state (default 1024).
+  pub max_sessions: Option<u32>,
+  /// Most half-open responder handshakes (default 256).
+  pub max_half_open: Option<u32>,
+  /// Half-open count from which initiations need a cookie (default 128).
+  pub cookie_threshold: Option<u32>,
+  /// Most sources tracked by the rate limiter (default 4096).
+  pub max_tracked_sources: Option<u32>,
+  /// Initiations per second per source (default 10) and its burst (default 10).
+  pub rate_limit_per_peer: Option<u32>,
+  pub rate_limit_burst: Option<u32>,
+  /// Initiations per second from all sources before cookies are required (default 500).
+  pub rate_limit_global: Option<u32>,
+  /// Messages queued in the core per peer while a handshake runs (default 64).
+  pub max_pending_per_peer: Option<u32>,
+  /// Datagrams waiting in the transmit queue (default 4096).
+  pub max_transmit_queue: Option<u32>,
+  /// Events waiting in the event queue (default 4096).
+  pub max_events: Option<u32>,
+  /// Largest message of one `send` (default and maximum 65 519).
+  pub max_message_len: Option<u32>,
+  /// Sign-mode epoch; must grow across restarts (default: Unix time in ms now).
+  pub sign_epoch: Option<f64>,
+  /// Handshake towards peers that send data for an unknown session (default true).
+  pub connect_on_unknown_session: Option<bool>,
+  /// 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only.
+  pub seed: Option<Buffer>,
+}
+
+/// Datagrams to send: bytes back to back, their lengths, and each one's peer.
+#[napi(object)]
+pub struct NoiseTransmits {
+  pub data: Buffer,
+  pub lens: Uint32Array,
+  pub peers: Uint32Array,
+}
+
+/// A handshake completed: the peer is authenticated.
+#[napi(object)]
+pub struct NoiseConnected {
+  pub peer: u32,
+  /// SHA-256 of `remoteIdentity` (checked by the core).
+  pub remote_id: Buffer,
+  /// The encoded public identity (0x01 + Ed25519 key).
+  pub remote_identity: Buffer,
+}
+
+/// A handshake we started failed, or a peer is no longer authenticated.
+#[napi(object)]
+pub struct NoisePeerEvent {
+  pub peer: u32,
+  /// `ERR_DECCOM_NOISE_HANDSHAKE_*` for failures; a reason (`expired`, `unconfirmed`, `evicted`,
+  /// `closed`, `identity_changed`) for disconnections.
+  pub code: String,
+  pub message: String,
+}
+
+/// Events since the last call. Each field is null when empty.
+#[napi(object)]
+pub struct NoiseEvents {
+  /// Application messages, in arrival order.
+  pub messages: Option<Vec<Buffer>>,
+  pub message_peers: Option<Uint32Array>,
+  /// How each message was protected: 0 plaintext, 1 sign, 2 encrypt.
+  pub message_modes: Option<Uint8Array>,
+  pub connected: Option<Vec<NoiseConnected>>,
+  pub failed: Option<Vec<NoisePeerEvent>>,
+  pub disconnected: Option<Vec<NoisePeerEvent>>,
+}
+
+#[napi]
+pub struct NoiseEndpoint {
+  endpoint: Endpoint<u32>,
+  base: Instant,
+  origin_ms: f64,
+  out: Vec<u8>,
+}
+
+/// Most datagrams returned by one `pollTransmit` call.
+const MAX_TRANSMITS: usize = 1024;
+
+fn ms(v: f64, what: &str) -> Result<Duration> {
+  if v.is_finite() && v > 0.0 {
+    Ok(Duration::from_secs_f64(v / 1000.0))
+  } else {
+    Err(coded(Code::InvalidArgument, format!("Noise option {what} must be a positive number of milliseconds, got {v}")))
+  }
+}
+
+fn noise_err(e: deccom_core::noise::NoiseError) -> napi::Error {
+  napi::Error::from_reason(format!("{}: {e}", e.code()))
+}
+
+fn config(o: &NoiseEndpointOptions) -> Result<Config> {
+  let mut c = Config::default();
+  if let Some(m) = o.mode.as_deref() {
+    c.mode = match m {
+      "plaintext" => Mode::Plaintext,
+      "sign" => Mode::Sign,
+      "encrypt" => Mode::Encrypt,
+      _ => return Err(coded(Code::InvalidArgument, format!("Noise mode must be 'plaintext', 'sign' or 'encrypt', got '{m}'"))),
+    };
+  }
+  if let Some(v) = o.strict {
+    c.strict = v;
+  }
+  if let Some(v) = o.handshake_timeout {
+    c.handshake_timeout = ms(v, "handshakeTimeout")?;
+  }
+  if let Some(v) = o.handshake_retries {
+    c.handshake_retries = v;
+  }
+  if let Some(v) = o.rekey_after_messages {
+    c.rekey_after_messages = v.max(0.0) as u64;
+  }
+  if let Some(v) = o.rekey_after_time {
+    c.rekey_after_time = ms(v, "rekeyAfterTime")?;
+  }
+  if let Some(v) = o.reject_after_time {
+    c.reject_after_time = ms(v, "rejectAfterTime")?;
+  }
+  if let Some(v) = o.rekey_grace {
+    c.rekey_grace = ms(v, "rekeyGrace")?;
+  }
+  let usize_opts: [(Option<u32>, &mut usize); 8] = [
+    (o.replay_window_bits, &mut c.replay_window_bits),
+    (o.max_sessions, &mut c.max_sessions),
+    (o.max_half_open, &mut c.max_half_open),
+    (o.cookie_threshold, &mut c.cookie_threshold),
+    (o.max_tracked_sources, &mut c.max_tracked_sources),
+    (o.max_pending_per_peer, &mut c.max_pending_per_peer),
+    (o.max_transmit_queue, &mut c.max_transmit_queue),
+    (o.max_events, &mut c.max_events),
+  ];
+  for (v, field) in usize_opts {
+    if let Some(v) = v {
+      *field = v as usize;
+    }
+  }
+  if let Some(v) = o.max_message_len {
+    c.max_message_len = v as usize;
+  }
+  if let Some(v) = o.rate_limit_per_peer {
+    c.rate_limit_per_peer = v;
+  }
+  if let Some(v) = o.rate_limit_burst {
+    c.rate_limit_burst = v;
+  }
+  if let Some(v) = o.rate_limit_global {
+    c.rate_limit_global = v;
+  }
+  c.sign_epoch = match o.sign_epoch {
+    Some(v) => v.max(0.0) as u64,
+    None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+  };
+  if let Some(v) = o.connect_on_unknown_session {
+    c.connect_on_unknown_session = v;
+  }
+  Ok(c)
+}
+
+fn mode_code(m: Mode) -> u8 {
+  match m {
+    Mode::Plaintext => 0,
+    Mode::Sign => 1,
+    Mode::Encrypt => 2,
+  }
+}
+
+fn reason_str(r: DisconnectReason) -> &'static str {
+  match r {
+    DisconnectReason::Expired => "expired",
+    DisconnectReason::Unconfirmed => "unconfirmed",
+    DisconnectReason::Evicted => "evicted",
+    DisconnectReason::Closed => "closed",
+    DisconnectReason::IdentityChanged => "identity_changed",
+    _ => "other",
+  }
+}
+
+#[napi]
+impl NoiseEndpoint {
+  /// A new endpoint for `identity` (an Ed25519 key pair); `now` is the caller's clock in ms.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_NOISE_NAME_IDENTITY` for a name identity, `ERR_DECCOM_NOISE_CONFIG` /
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for bad options, `ERR_DECCOM_RNG` if the OS has no randomness.
+  #[napi(constructor)]
+  pub fn new(identity: &NativeIdentity, options: Option<NoiseEndpointOptions>, now: f64) -> Result<NoiseEndpoint> {
+    let o = options.unwrap_or_default();
+    let cfg = config(&o)?;
+    let mut seed = [0u8; 32];
+    match &o.seed {
+      Some(s) if s.len() == 32 => seed.copy_from_slice(s),
+      Some(s) => return Err(coded(Code::InvalidArgument, format!("Noise seed must be 32 bytes, got {}", s.len()))),
+      None => getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?,
+    }
+    let base = Instant::now();
+    let endpoint = Endpoint::new(identity.core(), cfg, base, seed).map_err(noise_err)?;
+    Ok(NoiseEndpoint { endpoint, base, origin_ms: now, out: Vec::with_capacity(2048) })
+  }
+
+  fn at(&self, ms: f64) -> Instant {
+    let d = ms - self.origin_ms;
+    if d.is_finite() && d > 0.0 {
+      self.base + Duration::from_secs_f64(d / 1000.0)
+    } else {
+      self.base
+    }
+  }
+
+  fn ms(&self, t: Instant) -> f64 {
+    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
+  }
+
+  /// This endpoint's X25519 static public key (publish it so that peers can connect with IK).
+  #[napi(getter)]
+  pub fn local_static_public_key(&self) -> Buffer {
+    self.endpoint.local_static_public_key().to_vec().into()
+  }
+
+  /// Starts a handshake with `peer` unless one runs or a session exists: IK when the peer's
+  /// X25519 static key is given (or remembered), XX otherwise.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` unless `knownStatic` is 32 bytes.
+  #[napi]
+  pub fn connect(&mut self, now: f64, peer: u32, known_static: Option<&[u8]>) -> Result<()> {
+    let rs = match known_static {
+      None => None,
+      Some(k) => Some(<[u8; 32]>::try_from(k).map_err(|_| coded(Code::InvalidArgument, format!("a Noise static key is 32 bytes, got {}", k.len())))?),
+    };
+    let t = self.at(now);
+    self.endpoint.connect(t, peer, rs);
+    Ok(())
+  }
+
+  /// Sends one message (at most `maxMessageLen` bytes) to `peer` in the configured mode; in
+  /// encrypt mode without a session it is queued in the core and a handshake starts.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_NOISE_MESSAGE_TOO_LARGE`, `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
+  #[napi]
+  pub fn send(&mut self, now: f64, peer: u32, data: &[u8]) -> Result<()> {
+    let t = self.at(now);
+    self.endpoint.send(t, peer, data).map_err(noise_err)
+  }
+
+  /// A Noise datagram (without its layer tag) from `peer`. Never throws: anything invalid is
+  /// dropped and counted.
+  #[napi]
+  pub fn handle_datagram(&mut self, now: f64, peer: u32, datagram: &[u8]) {
+    let t = self.at(now);
+    self.endpoint.handle_datagram(t, peer, datagram);
+  }
+
+  /// Runs the timers due at `now`.
+  #[napi]
+  pub fn handle_timeout(&mut self, now: f64) {
+    let t = self.at(now);
+    self.endpoint.handle_timeout(t);
+  }
+
+  /// Datagrams to send (up to 1024 per call), or null.
+  #[napi]
+  pub fn poll_transmit(&mut self) -> Option<NoiseTransmits> {
+    let (mut data, mut lens, mut peers) = (Vec::new(), Vec::new(), Vec::new());
+    while lens.len() < MAX_TRANSMITS {
+      let Some(peer) = self.endpoint.poll_transmit(&mut self.out) else { break };
+      data.extend_from_slice(&self.out);
+      lens.push(self.out.len() as u32);
+      peers.push(peer);
+    }
+    (!lens.is_empty()).then(|| NoiseTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
+  }
+
+  /// When `handleTimeout` next has work, on the caller's clock, or null.
+  #[napi]
+  pub fn poll_timeout(&self) -> Option<f64> {
+    self.endpoint.poll_timeout().map(|t| self.ms(t))
+  }
+
+  /// Every event since the last call, or null.
+  #[napi]
+  pub fn poll_events(&mut self) -> Option<NoiseEvents> {
+    let (mut messages, mut peers, mut modes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut connected, mut failed, mut disconnected) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(ev) = self.endpoint.poll_event() {
+      match ev {
+        Event::Message { peer, data, mode } => {
+          messages.push(Buffer::from(data));
+          peers.push(peer);
+          modes.push(mode_code(mode));
+        }
+        Event::Connected { peer, remote_id, remote_identity } => connected.push(NoiseConnected {
+          peer,
+          remote_id: remote_id.to_vec().into(),
+          remote_identity: remote_identity.encode().into(),
+        }),
+        Event::HandshakeFailed { peer, reason } => failed.push(NoisePeerEvent { peer, code: reason.code().to_string(), message: reason.to_string() }),
+        Event::Disconnected { peer, reason } => disconnected.push(NoisePeerEvent { peer, code: reason_str(reason).to_string(), message: format!("{reason:?}") }),
+        _ => {}
+      }
+    }
+    if messages.is_empty() && connected.is_empty() && failed.is_empty() && disconnected.is_empty() {
+      return None;
+    }
+    let has = !messages.is_empty();
+    Some(NoiseEvents {
+      messages: has.then_some(messages),
+      message_peers: has.then(|| Uint32Array::new(peers)),
+      message_modes: has.then(|| Uint8Array::new(modes)),
+      connected: (!connected.is_empty()).then_some(connected),
+      failed: (!failed.is_empty()).then_some(failed),
+      disconnected: (!disconnected.is_empty()).then_some(disconnected),
+    })
+  }
+
+  /// The authenticated node id of `peer` (a completed handshake, session current), or null.
+  #[napi]
+  pub fn is_authenticated(&self, peer: u32) -> Option<Buffer> {
+    self.endpoint.is_authenticated(peer).map(|id| id.to_vec().into())
+  }
+
+  /// The authenticated encoded public identity of `peer`, or null.
+  #[napi]
+  pub fn remote_identity(&self, peer: u32) -> Option<Buffer> {
+    self.endpoint.remote_identity(peer).map(|i| i.encode().into())
+  }
+
+  /// The Noise handshake hash of the current session with `peer` (equal on both sides), or null.
+  #[napi]
+  pub fn handshake_hash(&self, peer: u32) -> Option<Buffer> {
+    self.endpoint.handshake_hash(peer).map(|h| h.to_vec().into())
+  }
+
+  /// Records `peer`'s encoded public identity (e.g. from a peer record) for sign mode.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_BAD_IDENTITY` for malformed identity bytes.
+  #[napi]
+  pub fn set_peer_identity(&mut self, now: f64, peer: u32, identity: &[u8]) -> Result<()> {
+    let id = PublicIdentity::decode(identity).map_err(crate::error::core)?;
+    let t = self.at(now);
+    self.endpoint.set_peer_identity(t, peer, id);
+    Ok(())
+  }
+
+  /// Forgets everything about `peer`.
+  #[napi]
+  pub fn close(&mut self, peer: u32) {
+    self.endpoint.close(peer);
+  }
+
+  /// The core's counters and gauges.
+  #[napi]
+  pub fn stats(&self) -> HashMap<String, f64> {
+    stats_fields(&self.endpoint.stats()).into_iter().map(|(k, v)| (k.to_string(), v as f64)).collect()
+  }
+}
+
+fn stats_fields(s: &Stats) -> [(&'static str, u64); 37] {
+  [
+    ("handshakes_initiated", s.handshakes_initiated),
+    ("handshakes_completed", s.handshakes_completed),
+    ("handshakes_failed_timeout", s.handshakes_failed_timeout),
+    ("handshakes_failed_decrypt", s.handshakes_failed_decrypt),
+    ("handshakes_failed_binding", s.handshakes_failed_binding),
+    ("simultaneous_open_ignored", s.simultaneous_open_ignored),
+    ("simultaneous_open_yielded", s.simultaneous_open_yielded),
+    ("half_open_evicted", s.half_open_evicted),
+    ("half_open_expired", s.half_open_expired),
+    ("cookie_replies_sent", s.cookie_replies_sent),
+    ("cookies_received", s.cookies_received),
+    ("rekeys", s.rekeys),
+    ("sessions_expired", s.sessions_expired),
+    ("peers_evicted", s.peers_evicted),
+    ("noise_messages_sent", s.messages_sent),
+    ("noise_messages_received", s.messages_received),
+    ("keepalives_received", s.keepalives_received),
+    ("dropped_malformed", s.dropped_malformed),
+    ("dropped_mode", s.dropped_mode),
+    ("dropped_rate_limited", s.dropped_rate_limited),
+    ("dropped_unknown_index", s.dropped_unknown_index),
+    ("dropped_misattributed", s.dropped_misattributed),
+    ("dropped_replay", s.dropped_replay),
+    ("dropped_too_old", s.dropped_too_old),
+    ("dropped_tampered", s.dropped_tampered),
+    ("dropped_bad_signature", s.dropped_bad_signature),
+    ("dropped_unknown_identity", s.dropped_unknown_identity),
+    ("dropped_reflected", s.dropped_reflected),
+    ("dropped_no_session", s.dropped_no_session),
+    ("dropped_transmit_overflow", s.dropped_transmit_overflow),
+    ("dropped_event_overflow", s.dropped_event_overflow),
+    ("peers", s.peers),
+    ("sessions", s.sessions),
+    ("half_open", s.half_open),
+    ("tracked_sources", s.tracked_sources),
+    // Totals a dashboard wants without summing: every datagram the core refused.
+    (
+      "dropped_total",
+      s.dropped_malformed
+        + s.dropped_mode
+        + s.dropped_rate_limited
+        + s.dropped_unknown_index
+        + s.dropped_misattributed
+        + s.dropped_replay
+        + s.dropped_too_old
+        + s.dropped_tampered
+        + s.dropped_bad_signature
+        + s.dropped_unknown_identity
+        + s.dropped_reflected,
+    ),
+    ("handshakes_failed", s.handshakes_failed_timeout + s.handshakes_failed_decrypt + s.handshakes_failed_binding),
+  ]
+}

@@ -1,0 +1,708 @@
+/**
+ * Noise — an identity-bound secure channel over whatever carries datagrams below it (DESIGN.md
+ * principle 6; docs/security.md).
+ *
+ * ```ts
+ * const node = await Node.create({ identity, stack: [new Noise({ mode: 'encrypt' }), new ReliableUdp()] })
+ * node.on('message', (from, data) => from.id)   // the authenticated node id of the sender
+ * ```
+ *
+ * Provides `send(to, data, tag = 0)`, `approveConnection(peer): Promise<boolean>`,
+ * `remoteId(addr)`; emits `onMessage(from: Peer, data, tag)` where `from.id`/`from.publicIdentity`
+ * come from the handshake (null for unprotected plaintext data). Binds `send` and takes
+ * `onMessage` from below. Its own datagrams carry tag {@link TAG_NOISE} (4).
+ *
+ * The protocol — Noise XX/IK handshakes bound to the Ed25519 identity, retransmissions,
+ * simultaneous open, per-datagram nonces with a sliding replay window, rekeys, modes, cookies
+ * and rate limits — is `deccom-core::noise`, driven here through the native `NoiseEndpoint` with
+ * the node's clock (so it also runs in a SimulatedNetwork).
+ *
+ * ## Framing inside each Noise message (version 1)
+ * Each Noise message (encrypted, signed or plaintext by the core) carries one frame:
+ *
+ * | bytes | whole message (kind 0) | chunk (kind 1)                                   |
+ * |-------|------------------------|--------------------------------------------------|
+ * | 0     | upper-layer tag        | upper-layer tag                                  |
+ * | 1     | 0x00                   | 0x01                                             |
+ * | 2..   | data                   | message id u32, total length u32, offset u32 (BE), data |
+ *
+ * A message that does not fit one frame of `maxFrameSize` bytes (default 60,000: one Noise
+ * message must stay below 65,519 bytes, and over plain UDP the whole datagram below 65,507) is
+ * split into chunks, each sealed separately; the receiver reassembles by (peer, message id) and
+ * delivers when every byte arrived. Reassembly is bounded: `maxMessageSize` per message,
+ * `maxReassemblyPerPeer` / `maxReassemblyTotal` bytes, `reassemblyTimeout` ms without progress;
+ * beyond them chunks are dropped and counted (`dropped_reassembly_*`).
+ *
+ * ## Sending
+ * In `encrypt` and `sign` modes a message to a peer without a completed handshake waits in a
+ * bounded queue (`maxQueuedPerPeer` messages) while a handshake runs; it is sent when the
+ * handshake completes and rejected with the handshake's error code (e.g.
+ * `ERR_DECCOM_NOISE_HANDSHAKE_TIMEOUT`) when it fails or `handshakeDeadline` ms pass. The promise
+ * settles like the layer below: when the datagrams are handed to UDP, or when ReliableUdp has
+ * them acknowledged. Above a reliable layer the first data waits until our last handshake
+ * message is acknowledged, so the peer has the session before the data arrives.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode, fromNative } from '../errors'
+import type { Identity } from '../identity'
+import { native } from '../native'
+import { Peer } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import { TAG_APP } from './udp'
+
+/** Tag of Noise datagrams on the wire. */
+export const TAG_NOISE = 4
+
+/** Error codes specific to the Noise layer (values are stable). */
+export const NoiseErrorCode = Object.freeze({
+  /** No answer to the handshake in time. */
+  HANDSHAKE_TIMEOUT: 'ERR_DECCOM_NOISE_HANDSHAKE_TIMEOUT',
+  /** The peer's handshake failed a check (decrypt, identity binding, id mismatch, signature). */
+  HANDSHAKE_DECRYPT: 'ERR_DECCOM_NOISE_HANDSHAKE_DECRYPT',
+  HANDSHAKE_MALFORMED: 'ERR_DECCOM_NOISE_HANDSHAKE_MALFORMED',
+  HANDSHAKE_NAME_IDENTITY: 'ERR_DECCOM_NOISE_HANDSHAKE_NAME_IDENTITY',
+  HANDSHAKE_ID_MISMATCH: 'ERR_DECCOM_NOISE_HANDSHAKE_ID_MISMATCH',
+  HANDSHAKE_BAD_SIGNATURE: 'ERR_DECCOM_NOISE_HANDSHAKE_BAD_SIGNATURE',
+  /** Too many messages wait for a handshake with this peer. */
+  QUEUE_FULL: 'ERR_DECCOM_NOISE_QUEUE_FULL',
+  /** The node identity is a name identity, which cannot bind a Noise static key. */
+  NAME_IDENTITY: 'ERR_DECCOM_NOISE_NAME_IDENTITY',
+  /** A Noise option is out of range. */
+  CONFIG: 'ERR_DECCOM_NOISE_CONFIG',
+} as const)
+
+export type NoiseMode = 'plaintext' | 'sign' | 'encrypt'
+
+export interface NoiseOptions {
+  /** `'encrypt'` (default): AEAD; `'sign'`: Ed25519 signature per message; `'plaintext'`. */
+  mode?: NoiseMode
+  /** Drop data of any other mode (and, in plaintext mode, handshakes) instead of accepting it. Default false. */
+  strict?: boolean
+  /** First handshake retransmission timeout in ms, doubled on each retry (default 200). */
+  handshakeTimeout?: number
+  /** Handshake retransmissions before the handshake fails (default 5: 12.6 s with 200 ms). */
+  handshakeRetries?: number
+  /** Longest wait of a queued message or an approval for a handshake, ms (default 15,000). */
+  handshakeDeadline?: number
+  /** Rekey after this many messages (default 2^32) or this many ms (default 120,000). */
+  rekeyAfterMessages?: number
+  rekeyAfterTime?: number
+  /** Discard sessions older than this, ms (default 360,000). */
+  rejectAfterTime?: number
+  /** Replay window in bits (default 2048). */
+  replayWindowBits?: number
+  /** Most peers with Noise state (default 1024). */
+  maxSessions?: number
+  /** Half-open handshakes kept (default 256); from `cookieThreshold` (128) on, initiators must echo a cookie. */
+  maxHalfOpen?: number
+  cookieThreshold?: number
+  /** Initiations per second per source (default 10, burst 10) and in total before cookies (500). */
+  rateLimitPerPeer?: number
+  rateLimitBurst?: number
+  rateLimitGlobal?: number
+  /** Largest message in bytes (default 256 MiB). Larger messages are split into frames. */
+  maxMessageSize?: number
+  /** Largest frame (one Noise message's plaintext), bytes (default 60,000; at most 65,519). */
+  maxFrameSize?: number
+  /** Messages waiting for a handshake per peer (default 256). */
+  maxQueuedPerPeer?: number
+  /** Bytes of partial messages kept per peer (default 320 MiB) and in total (default 1 GiB). */
+  maxReassemblyPerPeer?: number
+  maxReassemblyTotal?: number
+  /** A partial message without progress for this long is dropped, ms (default 30,000). */
+  reassemblyTimeout?: number
+  /** Sign-mode epoch; must grow across restarts (default: Unix time in ms at start). */
+  signEpoch?: number
+  /** 32 bytes seeding the endpoint's randomness (default: from the OS). Tests only. */
+  seed?: Uint8Array
+}
+
+type NativeEndpoint = InstanceType<typeof native.NoiseEndpoint>
+
+interface Queued {
+  data: Buffer
+  tag: number
+  resolve: () => void
+  reject: (e: Error) => void
+}
+
+/** A peer we wait for: messages to send and approvals to answer once its handshake completes. */
+interface Waiting {
+  queue: Queued[]
+  approvals: Array<(ok: boolean) => void>
+  timer: TimerHandle | null
+}
+
+interface Partial {
+  buf: Buffer
+  tag: number
+  received: number
+  offsets: Set<number>
+  last: number
+}
+
+const MAX_NOISE_PLAINTEXT = 65_519
+const WHOLE = 0
+const CHUNK = 1
+const CHUNK_HEADER = 14
+const EMPTY = Buffer.alloc(0)
+const RESOLVED = Promise.resolve()
+const noop = (): void => {}
+const MODES: readonly NoiseMode[] = ['plaintext', 'sign', 'encrypt']
+
+export class Noise extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send', 'approveConnection', 'remoteId']
+  static override emits = ['onMessage']
+
+  readonly name = 'noise'
+  override readonly tag = TAG_NOISE
+
+  readonly #opts: NoiseOptions
+  readonly #mode: NoiseMode
+  readonly #maxMessage: number
+  readonly #maxFrame: number
+  #ep: NativeEndpoint | null = null
+  #clock: Clock | null = null
+  #timer: TimerHandle | null = null
+  #timerAt = Infinity
+  #sweep: TimerHandle | null = null
+  #driving = false
+  readonly #peerIds = new Map<Address, number>()
+  readonly #peers: Address[] = []
+  /** Authenticated peers (Peer objects with id), by peer number. */
+  readonly #auth = new Map<number, Peer>()
+  /** Peers whose queue has been flushed after their handshake: sends go straight out. */
+  readonly #ready = new Set<number>()
+  readonly #waiting = new Map<number, Waiting>()
+  /** The promise of the last handshake datagram sent to each peer (reliable layers below). */
+  readonly #lastHandshake = new Map<number, Promise<unknown>>()
+  readonly #partials = new Map<number, Map<number, Partial>>()
+  readonly #partialBytes = new Map<number, number>()
+  #partialTotal = 0
+  #nextMessageId = 1
+
+  constructor(opts: NoiseOptions = {}) {
+    super()
+    const mode = opts.mode ?? 'encrypt'
+    if (!MODES.includes(mode)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Noise mode must be 'plaintext', 'sign' or 'encrypt', got ${String(mode)}`)
+    const frame = opts.maxFrameSize ?? 60_000
+    if (!Number.isInteger(frame) || frame < CHUNK_HEADER + 1 || frame > MAX_NOISE_PLAINTEXT) {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Noise maxFrameSize must be an integer in ${CHUNK_HEADER + 1}..${MAX_NOISE_PLAINTEXT}, got ${frame}`)
+    }
+    this.#opts = opts
+    this.#mode = mode
+    this.#maxFrame = frame
+    this.#maxMessage = opts.maxMessageSize ?? 256 * 1024 * 1024
+  }
+
+  /** The configured mode. */
+  get mode(): NoiseMode {
+    return this.#mode
+  }
+
+  /** This node's X25519 static key (peers that know it can handshake with IK), after start. */
+  get localStaticKey(): Buffer | null {
+    return this.#ep?.localStaticPublicKey ?? null
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    const identity = ctx.identity as Identity
+    if (!identity || !identity.native) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'Noise needs the node identity in its LayerContext')
+    if (!identity.canSign) {
+      throw new DeccomError(NoiseErrorCode.NAME_IDENTITY, 'Noise needs an Ed25519 identity (a name identity cannot sign its Noise static key); use Identity.generate() or Identity.fromSeed()')
+    }
+    this.#clock = ctx.clock
+    const o = this.#opts
+    try {
+      this.#ep = new native.NoiseEndpoint(
+        identity.native,
+        {
+          mode: this.#mode,
+          strict: o.strict,
+          handshakeTimeout: o.handshakeTimeout,
+          handshakeRetries: o.handshakeRetries,
+          rekeyAfterMessages: o.rekeyAfterMessages,
+          rekeyAfterTime: o.rekeyAfterTime,
+          rejectAfterTime: o.rejectAfterTime,
+          replayWindowBits: o.replayWindowBits,
+          maxSessions: o.maxSessions,
+          maxHalfOpen: o.maxHalfOpen,
+          cookieThreshold: o.cookieThreshold,
+          rateLimitPerPeer: o.rateLimitPerPeer,
+          rateLimitBurst: o.rateLimitBurst,
+          rateLimitGlobal: o.rateLimitGlobal,
+          signEpoch: o.signEpoch,
+          seed: o.seed ? Buffer.from(o.seed) : undefined,
+        },
+        ctx.clock.now(),
+      )
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Provided methods
+
+  /**
+   * Sends a message to `to`, protected in the configured mode. Resolves when the layer below has
+   * taken (UDP) or delivered (ReliableUdp) every datagram of it.
+   * @throws (rejects) ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_NOISE_QUEUE_FULL,
+   *   ERR_DECCOM_NOISE_HANDSHAKE_*, ERR_DECCOM_CLOSED, and the lower layer's errors
+   */
+  send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP): Promise<void> {
+    try {
+      const ep = this.#ep
+      if (!ep) throw closed()
+      if (data.length > this.#maxMessage) {
+        throw new DeccomError(ErrorCode.MESSAGE_TOO_LARGE, `A message of ${data.length} bytes exceeds the Noise maxMessageSize (${this.#maxMessage} bytes)`, {
+          details: { size: data.length, max: this.#maxMessage },
+        })
+      }
+      const addr = toAddress(to)
+      const pid = this.#peerId(addr)
+      this.count('messages_sent')
+      this.count('bytes_sent', data.length)
+      if (this.#mode === 'plaintext' || this.#isReady(pid)) return this.#transmit(pid, data, tag)
+      return new Promise<void>((resolve, reject) => {
+        const w = this.#wait(pid)
+        if (w.queue.length >= (this.#opts.maxQueuedPerPeer ?? 256)) {
+          this.count('dropped_queue_full')
+          return reject(new DeccomError(NoiseErrorCode.QUEUE_FULL, `More than ${this.#opts.maxQueuedPerPeer ?? 256} messages wait for the handshake with ${addr.key}; wait and retry`))
+        }
+        w.queue.push({ data: Buffer.from(data), tag, resolve, reject })
+      })
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /**
+   * Approval for discovery layers: resolves true once a handshake with `peer` has completed
+   * (starting one if needed), false when it fails or `handshakeDeadline` passes. In plaintext mode
+   * nothing is authenticated and every peer is approved.
+   */
+  approveConnection(peer: Peer | AddressLike): Promise<boolean> {
+    const ep = this.#ep
+    if (!ep) return Promise.resolve(false)
+    if (this.#mode === 'plaintext') return Promise.resolve(true)
+    const pid = this.#peerId(peer instanceof Peer ? peer.address : toAddress(peer))
+    if (this.#isReady(pid)) return Promise.resolve(true)
+    return new Promise<boolean>((resolve) => this.#wait(pid).approvals.push(resolve))
+  }
+
+  /** The authenticated node id of the peer at `addr` (a completed handshake), or null. */
+  remoteId(addr: AddressLike): Buffer | null {
+    const pid = this.#peerIds.get(toAddress(addr))
+    if (pid === undefined || !this.#ep) return null
+    return this.#ep.isAuthenticated(pid)
+  }
+
+  /** The authenticated peer at `addr` (id and public identity filled), or null. */
+  remotePeer(addr: AddressLike): Peer | null {
+    const pid = this.#peerIds.get(toAddress(addr))
+    return pid === undefined ? null : (this.#auth.get(pid) ?? null)
+  }
+
+  /** The Noise handshake hash of the current session with `addr` (equal on both sides), or null. */
+  handshakeHash(addr: AddressLike): Buffer | null {
+    const pid = this.#peerIds.get(toAddress(addr))
+    if (pid === undefined || !this.#ep) return null
+    return this.#ep.handshakeHash(pid)
+  }
+
+  /**
+   * Starts a handshake with `addr` now (IK when the peer's X25519 static key is given, XX
+   * otherwise). Usually not needed: `send` and `approveConnection` start handshakes themselves.
+   */
+  connect(addr: AddressLike, remoteStaticKey?: Uint8Array): void {
+    const ep = this.#ep
+    if (!ep) throw closed()
+    const pid = this.#peerId(toAddress(addr))
+    try {
+      ep.connect(this.#clock!.now(), pid, remoteStaticKey ? Buffer.from(remoteStaticKey) : undefined)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    this.#drive()
+  }
+
+  /** Records a peer's public identity (e.g. from a peer record) so its signed messages verify without a handshake. */
+  setPeerIdentity(addr: AddressLike, publicIdentity: Uint8Array): void {
+    const ep = this.#ep
+    if (!ep) throw closed()
+    try {
+      ep.setPeerIdentity(this.#clock!.now(), this.#peerId(toAddress(addr)), publicIdentity)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // From below
+
+  /** Datagrams from the layer below: ours go to the endpoint; others pass up (dropped when strict). */
+  onMessage(from: Address, data: Buffer, tag: number): void {
+    if (tag !== TAG_NOISE) {
+      if (this.#opts.strict) return this.count('dropped_unprotected')
+      return this.upper.onMessage(from, data, tag)
+    }
+    const ep = this.#ep
+    if (!ep) return this.count('dropped_not_running')
+    ep.handleDatagram(this.#clock!.now(), this.#peerId(from), data)
+    this.#drive()
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Internals
+
+  #peerId(addr: Address): number {
+    let id = this.#peerIds.get(addr)
+    if (id === undefined) {
+      id = this.#peers.length
+      this.#peers.push(addr)
+      this.#peerIds.set(addr, id)
+    }
+    return id
+  }
+
+  #isReady(pid: number): boolean {
+    if (!this.#ready.has(pid)) return false
+    if (this.#ep!.isAuthenticated(pid) !== null) return true
+    this.#ready.delete(pid) // the session went away without an event (expiry runs on the timer)
+    return false
+  }
+
+  /** The wait record of `pid`, created (and a handshake started) on first use. */
+  #wait(pid: number): Waiting {
+    let w = this.#waiting.get(pid)
+    if (w) return w
+    const clock = this.#clock!
+    w = { queue: [], approvals: [], timer: null }
+    this.#waiting.set(pid, w)
+    const deadline = this.#opts.handshakeDeadline ?? 15_000
+    w.timer = clock.setTimeout(() => {
+      w!.timer = null
+      this.#fail(pid, NoiseErrorCode.HANDSHAKE_TIMEOUT, `No completed handshake with ${this.#peers[pid].key} within ${deadline} ms`)
+    }, deadline)
+    const ep = this.#ep!
+    const now = clock.now()
+    if (ep.isAuthenticated(pid) !== null) {
+      // Authenticated, but our queue is not flushed yet (waiting for the handshake's ack).
+    } else if (this.#mode === 'encrypt') {
+      // A keepalive queued in the core starts the handshake and makes the core retry it if a
+      // simultaneous open made us yield and the peer's handshake then died.
+      try {
+        ep.send(now, pid, EMPTY)
+      } catch {
+        ep.connect(now, pid)
+      }
+    } else {
+      ep.connect(now, pid)
+    }
+    this.#drive()
+    return w
+  }
+
+  /** Rejects the queue and the approvals of `pid`. */
+  #fail(pid: number, code: string, message: string): void {
+    const w = this.#waiting.get(pid)
+    if (!w) return
+    this.#waiting.delete(pid)
+    if (w.timer !== null) this.#clock!.clearTimeout(w.timer)
+    this.count('handshake_waits_failed')
+    for (const q of w.queue) q.reject(new DeccomError(code, message, { details: { peer: this.#peers[pid].key } }))
+    for (const a of w.approvals) a(false)
+  }
+
+  /** Sends the queue of `pid` once its handshake completed (and, above a reliable layer, was acknowledged). */
+  #onConnected(pid: number): void {
+    const hs = this.#lastHandshake.get(pid)
+    this.#lastHandshake.delete(pid)
+    const flush = (): void => {
+      if (!this.#ep || this.#ep.isAuthenticated(pid) === null) return
+      this.#ready.add(pid)
+      const w = this.#waiting.get(pid)
+      if (!w) return
+      this.#waiting.delete(pid)
+      if (w.timer !== null) this.#clock!.clearTimeout(w.timer)
+      for (const q of w.queue) this.#transmit(pid, q.data, q.tag).then(q.resolve, q.reject)
+      for (const a of w.approvals) a(true)
+    }
+    if (hs) hs.then(flush, flush)
+    else flush()
+  }
+
+  /** Frames `data`, hands the frames to the endpoint and the datagrams to the layer below. */
+  #transmit(pid: number, data: Uint8Array, tag: number): Promise<void> {
+    const ep = this.#ep
+    if (!ep) return Promise.reject(closed())
+    const results: Array<Promise<unknown>> = []
+    const now = this.#clock!.now()
+    const due = ep.pollTimeout()
+    if (due !== null && due <= now) ep.handleTimeout(now)
+    try {
+      if (data.length + 2 <= this.#maxFrame) {
+        const frame = Buffer.allocUnsafe(data.length + 2)
+        frame[0] = tag
+        frame[1] = WHOLE
+        frame.set(data, 2)
+        ep.send(now, pid, frame)
+        this.#flushTransmits(results)
+      } else {
+        const id = this.#nextMessageId
+        this.#nextMessageId = (id + 1) >>> 0 || 1
+        const step = this.#maxFrame - CHUNK_HEADER
+        const frame = Buffer.allocUnsafe(this.#maxFrame)
+        for (let off = 0; off < data.length; off += step) {
+          const n = Math.min(step, data.length - off)
+          frame[0] = tag
+          frame[1] = CHUNK
+          frame.writeUInt32BE(id, 2)
+          frame.writeUInt32BE(data.length, 6)
+          frame.writeUInt32BE(off, 10)
+          frame.set(data.subarray(off, off + n), CHUNK_HEADER)
+          ep.send(now, pid, frame.subarray(0, CHUNK_HEADER + n))
+          this.#flushTransmits(results)
+        }
+      }
+    } catch (e) {
+      this.#drive()
+      return Promise.reject(fromNative(e))
+    }
+    this.#drive()
+    if (results.length === 0) return RESOLVED
+    return Promise.all(results).then(noop)
+  }
+
+  /**
+   * Hands every datagram the endpoint produced to the layer below. Results of data datagrams
+   * (type 0x00-0x02) go to `results` when given; failures of the others are counted.
+   */
+  #flushTransmits(results?: Array<Promise<unknown>>): void {
+    const ep = this.#ep
+    if (!ep) return
+    for (let t = ep.pollTransmit(); t !== null; t = ep.pollTransmit()) {
+      const { data, lens, peers } = t
+      for (let i = 0, off = 0; i < lens.length; off += lens[i], i++) {
+        const pid = peers[i]
+        const dgram = data.subarray(off, off + lens[i])
+        const isData = dgram[0] <= 2
+        let r: unknown
+        try {
+          r = this.lower.send(this.#peers[pid], dgram, TAG_NOISE)
+        } catch (e) {
+          this.count('lower_send_errors')
+          if (isData && results) results.push(Promise.reject(e))
+          continue
+        }
+        if (r instanceof Promise) {
+          if (isData && results) {
+            results.push(r)
+          } else {
+            const p = r.catch(() => this.count('lower_send_errors'))
+            if (!isData) this.#lastHandshake.set(pid, p)
+          }
+        }
+      }
+    }
+  }
+
+  /** Timers due, transmits, events; then re-arm the one timer. */
+  #drive(): void {
+    const ep = this.#ep
+    if (!ep || this.#driving) return
+    this.#driving = true
+    try {
+      const now = this.#clock!.now()
+      const due = ep.pollTimeout()
+      if (due !== null && due <= now) ep.handleTimeout(now)
+      for (;;) {
+        this.#flushTransmits()
+        const e = ep.pollEvents()
+        if (e === null) break
+        this.#onEvents(e)
+      }
+      this.#arm(ep.pollTimeout())
+    } finally {
+      this.#driving = false
+    }
+  }
+
+  #onEvents(e: NonNullable<ReturnType<NativeEndpoint['pollEvents']>>): void {
+    if (e.disconnected) {
+      for (const d of e.disconnected) {
+        this.count('disconnected')
+        this.#auth.delete(d.peer)
+        this.#ready.delete(d.peer)
+        this.#dropPartials(d.peer)
+      }
+    }
+    if (e.connected) {
+      for (const c of e.connected) {
+        this.count('connected')
+        this.#auth.set(c.peer, new Peer(this.#peers[c.peer], c.remoteId, c.remoteIdentity))
+        this.#onConnected(c.peer)
+      }
+    }
+    if (e.messages && e.messagePeers && e.messageModes) {
+      const { messages, messagePeers, messageModes } = e
+      for (let i = 0; i < messages.length; i++) this.#onFrame(messagePeers[i], messages[i], messageModes[i])
+    }
+    if (e.failed) {
+      for (const f of e.failed) {
+        this.count('handshakes_failed_events')
+        // Failures of rekeys (we are still authenticated) leave waiting messages alone.
+        if (this.#ep!.isAuthenticated(f.peer) === null) this.#fail(f.peer, f.code, f.message)
+      }
+    }
+  }
+
+  #onFrame(pid: number, frame: Buffer, mode: number): void {
+    if (frame.length < 2 || frame[1] > CHUNK || (frame[1] === CHUNK && frame.length < CHUNK_HEADER)) return this.count('dropped_malformed_frame')
+    const addr = this.#peers[pid]
+    // Plaintext data proves nothing about its sender: deliver it with the address only.
+    const from = mode === 0 ? new Peer(addr) : (this.#auth.get(pid) ?? this.#signedPeer(pid))
+    const tag = frame[0]
+    if (frame[1] === WHOLE) {
+      this.count('messages_received')
+      this.count('bytes_received', frame.length - 2)
+      return this.upper.onMessage(from, frame.subarray(2), tag)
+    }
+    const id = frame.readUInt32BE(2)
+    const total = frame.readUInt32BE(6)
+    const off = frame.readUInt32BE(10)
+    const chunk = frame.subarray(CHUNK_HEADER)
+    if (total > this.#maxMessage || off + chunk.length > total || chunk.length === 0) return this.count('dropped_reassembly_invalid')
+    let perPeer = this.#partials.get(pid)
+    let p = perPeer?.get(id)
+    const now = this.#clock!.now()
+    if (!p) {
+      const used = this.#partialBytes.get(pid) ?? 0
+      if (used + total > (this.#opts.maxReassemblyPerPeer ?? 320 * 1024 * 1024) || this.#partialTotal + total > (this.#opts.maxReassemblyTotal ?? 1024 * 1024 * 1024)) {
+        return this.count('dropped_reassembly_full')
+      }
+      p = { buf: Buffer.allocUnsafe(total), tag, received: 0, offsets: new Set(), last: now }
+      if (!perPeer) this.#partials.set(pid, (perPeer = new Map()))
+      perPeer.set(id, p)
+      this.#partialBytes.set(pid, used + total)
+      this.#partialTotal += total
+      this.#armSweep()
+    } else if (p.buf.length !== total || p.tag !== tag) {
+      return this.count('dropped_reassembly_invalid')
+    }
+    if (p.offsets.has(off)) return this.count('dropped_reassembly_duplicate')
+    p.offsets.add(off)
+    chunk.copy(p.buf, off)
+    p.received += chunk.length
+    p.last = now
+    if (p.received < total) return
+    this.#forget(pid, id, p)
+    this.count('messages_received')
+    this.count('bytes_received', total)
+    this.upper.onMessage(from, p.buf, tag)
+  }
+
+  /** The sender of a signed message whose identity the core verified but that has no session. */
+  #signedPeer(pid: number): Peer {
+    const id = this.#ep!.isAuthenticated(pid)
+    const ident = this.#ep!.remoteIdentity(pid)
+    return new Peer(this.#peers[pid], id, ident)
+  }
+
+  #forget(pid: number, id: number, p: Partial): void {
+    const perPeer = this.#partials.get(pid)
+    perPeer?.delete(id)
+    if (perPeer && perPeer.size === 0) this.#partials.delete(pid)
+    const used = (this.#partialBytes.get(pid) ?? 0) - p.buf.length
+    if (used > 0) this.#partialBytes.set(pid, used)
+    else this.#partialBytes.delete(pid)
+    this.#partialTotal -= p.buf.length
+  }
+
+  #dropPartials(pid: number): void {
+    const perPeer = this.#partials.get(pid)
+    if (!perPeer) return
+    for (const [id, p] of [...perPeer]) {
+      this.#forget(pid, id, p)
+      this.count('dropped_reassembly_disconnected')
+    }
+  }
+
+  /** While partial messages exist, drop those without progress for `reassemblyTimeout`. */
+  #armSweep(): void {
+    if (this.#sweep !== null || !this.#clock) return
+    const timeout = this.#opts.reassemblyTimeout ?? 30_000
+    this.#sweep = this.#clock.setTimeout(() => {
+      this.#sweep = null
+      const now = this.#clock!.now()
+      for (const [pid, perPeer] of [...this.#partials]) {
+        for (const [id, p] of [...perPeer]) {
+          if (now - p.last >= timeout) {
+            this.#forget(pid, id, p)
+            this.count('dropped_reassembly_timeout')
+          }
+        }
+      }
+      if (this.#partials.size > 0) this.#armSweep()
+    }, Math.max(1, timeout / 4))
+  }
+
+  #arm(at: number | null): void {
+    const clock = this.#clock!
+    if (at === null) {
+      if (this.#timer !== null) clock.clearTimeout(this.#timer)
+      this.#timer = null
+      this.#timerAt = Infinity
+      return
+    }
+    if (this.#timer !== null && this.#timerAt <= at) return
+    if (this.#timer !== null) clock.clearTimeout(this.#timer)
+    this.#timerAt = at
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = null
+      this.#timerAt = Infinity
+      this.#drive()
+    }, Math.max(0, at - clock.now()))
+  }
+
+  override stats(): Record<string, number> {
+    const s: Record<string, number> = { ...this.counters }
+    if (this.#ep) Object.assign(s, this.#ep.stats())
+    s.reassembly_bytes = this.#partialTotal
+    return s
+  }
+
+  override async stop(): Promise<void> {
+    const clock = this.#clock
+    if (clock) {
+      if (this.#timer !== null) clock.clearTimeout(this.#timer)
+      if (this.#sweep !== null) clock.clearTimeout(this.#sweep)
+    }
+    this.#timer = null
+    this.#sweep = null
+    this.#ep = null
+    const waiting = [...this.#waiting.values()]
+    this.#waiting.clear()
+    for (const w of waiting) {
+      if (w.timer !== null) clock?.clearTimeout(w.timer)
+      for (const q of w.queue) q.reject(closed())
+      for (const a of w.approvals) a(false)
+    }
+    this.#partials.clear()
+    this.#partialBytes.clear()
+    this.#partialTotal = 0
+    this.#ready.clear()
+    this.#auth.clear()
+    this.#lastHandshake.clear()
+  }
+}
+
+function closed(): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, 'The Noise layer is not running (not started, or closed)')
+}
