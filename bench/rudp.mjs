@@ -1,8 +1,10 @@
 // Reliable bulk transfer over 127.0.0.1, two processes: deccom ReliableUdp vs an udx-native
 // stream vs node:net TCP, in one run, printing ratios. Also the same transfer with 5 % random
-// loss on both deccom nodes (native FaultyTransport on receive), and 10,000 small messages.
+// loss on both deccom nodes (native FaultyTransport on receive), 10,000 small messages, and the
+// encrypted transfer: deccom [Noise (encrypt), ReliableUdp] vs @hyperswarm/secret-stream over an
+// udx-native stream and over TCP.
 //
-//   node bench/rudp.mjs [--mib=256] [--small=10000] [--loss=5] [--parts=bulk,lossy,small] [--impls=deccom,udx,tcp]
+//   node bench/rudp.mjs [--mib=256] [--small=10000] [--loss=5] [--parts=bulk,lossy,small,secure] [--impls=deccom,udx,tcp]
 //
 // Peers come from bench/package.json (`npm install --prefix bench`); missing peers are skipped.
 // The sender's clock starts at the first send and stops when the receiver reports (over IPC) that
@@ -32,6 +34,11 @@ function hardLimit (ms, label) {
   setTimeout(() => { process.stderr.write(`${label}: hard limit ${ms} ms\n`); process.exit(3) }, ms).unref()
 }
 const deccom = () => import(path.join(ROOT, 'dist', 'index.mjs'))
+let SecretStream
+function secretStream () {
+  if (!SecretStream) SecretStream = require('@hyperswarm/secret-stream')
+  return SecretStream
+}
 let udxInstance
 function udx () {
   if (!udxInstance) { const UDX = require('udx-native'); udxInstance = new UDX() }
@@ -58,11 +65,12 @@ async function receiver () {
       process.send({ done: true, bytes, messages, ...extra() })
     }
   }
+  const secure = flags.secure === 'true'
   if (impl === 'deccom') {
-    const { Node, Identity, ReliableUdp, FaultyTransport } = await deccom()
-    const stack = [new ReliableUdp()]
+    const { Node, Identity, ReliableUdp, FaultyTransport, Noise } = await deccom()
+    const stack = secure ? [new Noise({ mode: 'encrypt' }), new ReliableUdp()] : [new ReliableUdp()]
     if (Number(loss) > 0) stack.push(new FaultyTransport({ seed: 2, drop: Number(loss), direction: 'receive' }))
-    const node = await Node.create({ identity: Identity.fromString('receiver'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
+    const node = await Node.create({ identity: secure ? Identity.generate() : Identity.fromString('receiver'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
     node.on('message', (_from, data) => progress(data.length, true))
     close = () => node.close()
     extra = () => ({ mode: node.stack.find(ReliableUdp).mode, udp: pick(node.stats().udp) })
@@ -70,14 +78,21 @@ async function receiver () {
   } else if (impl === 'udx') {
     const sock = udx().createSocket()
     sock.bind(0, HOST)
-    const stream = udx().createStream(2)
+    const raw = udx().createStream(2)
+    raw.on('error', () => {})
+    const stream = secure ? new (secretStream())(false, raw) : raw
     stream.on('data', (d) => progress(d.byteLength, false))
     stream.on('error', () => {})
     close = async () => { stream.destroy(); await sock.close() }
     process.send({ port: sock.address().port, id: 2 })
-    process.once('message', (m) => { if (m.peer) stream.connect(sock, m.peer.id, m.peer.port, HOST) })
+    process.once('message', (m) => { if (m.peer) raw.connect(sock, m.peer.id, m.peer.port, HOST) })
   } else {
-    const server = net.createServer((s) => { s.on('data', (d) => progress(d.byteLength, false)); s.on('error', () => {}) })
+    const server = net.createServer((s) => {
+      s.on('error', () => {})
+      const stream = secure ? new (secretStream())(false, s) : s
+      stream.on('data', (d) => progress(d.byteLength, false))
+      stream.on('error', () => {})
+    })
     await new Promise((resolve) => server.listen(0, HOST, resolve))
     close = async () => server.close()
     process.send({ port: server.address().port })
@@ -94,8 +109,9 @@ function pick (s) {
 async function run (impl, part) {
   const lossy = part === 'lossy'
   const small = part === 'small'
+  const secure = part === 'secure'
   const total = small ? SMALL * 1024 : MIB * 1024 * 1024
-  const args = ['--role=recv', `--impl=${impl}`, `--bytes=${total}`, `--messages=${small && impl === 'deccom' ? SMALL : 0}`, `--loss=${lossy ? LOSS : 0}`]
+  const args = ['--role=recv', `--impl=${impl}`, `--bytes=${total}`, `--messages=${small && impl === 'deccom' ? SMALL : 0}`, `--loss=${lossy ? LOSS : 0}`, `--secure=${secure}`]
   const child = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const killer = setTimeout(() => child.kill('SIGKILL'), 300_000)
   const messages = []
@@ -112,10 +128,10 @@ async function run (impl, part) {
     let senderStats = {}
     let closeSender
     if (impl === 'deccom') {
-      const { Node, Identity, ReliableUdp, FaultyTransport } = await deccom()
-      const stack = [new ReliableUdp()]
+      const { Node, Identity, ReliableUdp, FaultyTransport, Noise } = await deccom()
+      const stack = secure ? [new Noise({ mode: 'encrypt' }), new ReliableUdp()] : [new ReliableUdp()]
       if (lossy) stack.push(new FaultyTransport({ seed: 1, drop: LOSS, direction: 'receive' }))
-      const node = await Node.create({ identity: Identity.fromString('sender'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
+      const node = await Node.create({ identity: secure ? Identity.generate() : Identity.fromString('sender'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
       closeSender = () => node.close()
       const to = `${HOST}:${ready.port}`
       if (small) {
@@ -142,20 +158,26 @@ async function run (impl, part) {
     } else if (impl === 'udx') {
       const sock = udx().createSocket()
       sock.bind(0, HOST)
-      const stream = udx().createStream(1)
-      stream.on('error', () => {})
+      const raw = udx().createStream(1)
+      raw.on('error', () => {})
       child.send({ peer: { port: sock.address().port, id: 1 } })
-      stream.connect(sock, ready.id, ready.port, HOST)
-      closeSender = async () => { stream.destroy(); await sock.close() }
+      raw.connect(sock, ready.id, ready.port, HOST)
+      const stream = secure ? new (secretStream())(true, raw) : raw
+      stream.on('error', () => {})
+      if (secure) await new Promise((resolve) => stream.once('connect', resolve))
+      closeSender = async () => { stream.destroy(); raw.destroy(); await sock.close() }
       t0 = now()
       await pump(stream, data, total)
     } else {
       const s = net.connect(ready.port, HOST)
       s.setNoDelay(true)
       await new Promise((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
-      closeSender = async () => s.destroy()
+      const stream = secure ? new (secretStream())(true, s) : s
+      stream.on('error', () => {})
+      if (secure) await new Promise((resolve) => stream.once('connect', resolve))
+      closeSender = async () => { stream.destroy(); s.destroy() }
       t0 = now()
-      await pump(s, data, total)
+      await pump(stream, data, total)
     }
     const done = await next((m) => m.done, 240_000, 'transfer')
     const ms = now() - t0
@@ -180,9 +202,13 @@ function available (impl) {
   try { require.resolve('udx-native'); return true } catch { return false }
 }
 
+function secureAvailable () {
+  try { require.resolve('@hyperswarm/secret-stream'); return true } catch { return false }
+}
+
 async function main () {
   hardLimit(1_800_000, 'rudp bench')
-  const parts = (flags.parts ?? 'bulk,lossy,small').split(',')
+  const parts = (flags.parts ?? 'bulk,lossy,small,secure').split(',')
   const impls = (flags.impls ?? 'deccom,udx,tcp').split(',').filter((i) => {
     if (available(i)) return true
     console.error(`(skipping ${i}: run "npm install --prefix bench" to install it)`)
@@ -193,6 +219,7 @@ async function main () {
     for (const impl of impls) {
       if (part === 'lossy' && impl !== 'deccom') continue // peers have no built-in drop hook
       if (part === 'small' && impl === 'tcp') continue
+      if (part === 'secure' && impl !== 'deccom' && !secureAvailable()) continue
       try {
         const r = await run(impl, part)
         results.push(r)
@@ -213,6 +240,15 @@ async function main () {
   console.log('| ---: | ---: | ---: | ---: | ---: |')
   console.log(`| ${d?.mbps.toFixed(1) ?? '–'} | ${u?.mbps.toFixed(1) ?? '–'} | ${t?.mbps.toFixed(1) ?? '–'} | ${ratio(d, u)} | ${ratio(d, t)} |`)
   if (l) console.log(`\nWith ${LOSS * 100}% random loss on receive at both deccom nodes: ${l.mbps.toFixed(1)} MB/s = ${ratio(l, d)} of the loss-free figure`)
+  const de = get('deccom', 'secure')
+  const ue = get('udx', 'secure')
+  const te = get('tcp', 'secure')
+  if (de || ue || te) {
+    console.log(`\nEncrypted: one ${MIB} MiB message, deccom [Noise encrypt, ReliableUdp] vs @hyperswarm/secret-stream (MB/s)\n`)
+    console.log('| deccom Noise+ReliableUdp | secret-stream over udx | secret-stream over TCP | deccom / ss-udx | deccom / ss-TCP |')
+    console.log('| ---: | ---: | ---: | ---: | ---: |')
+    console.log(`| ${de?.mbps.toFixed(1) ?? '–'} | ${ue?.mbps.toFixed(1) ?? '–'} | ${te?.mbps.toFixed(1) ?? '–'} | ${ratio(de, ue)} | ${ratio(de, te)} |`)
+  }
   const ds = get('deccom', 'small')
   const us = get('udx', 'small')
   if (ds) console.log(`\n${SMALL} messages of 1 KiB: deccom ${Math.round(ds.msgps)} messages/s (each acknowledged); udx-native stream ${us ? Math.round(us.msgps) + ' writes/s' : '–'}; ratio ${us ? (ds.msgps / us.msgps).toFixed(2) + '×' : '–'}`)

@@ -148,6 +148,8 @@ const MAX_NOISE_PLAINTEXT = 65_519
 const WHOLE = 0
 const CHUNK = 1
 const CHUNK_HEADER = 14
+/** Chunks of one large message outstanding below at once (see #transmitChunks). */
+const MAX_CHUNKS_IN_FLIGHT = 128
 const EMPTY = Buffer.alloc(0)
 const RESOLVED = Promise.resolve()
 const noop = (): void => {}
@@ -455,21 +457,7 @@ export class Noise extends Protocol {
         ep.send(now, pid, frame)
         this.#flushTransmits(results)
       } else {
-        const id = this.#nextMessageId
-        this.#nextMessageId = (id + 1) >>> 0 || 1
-        const step = this.#maxFrame - CHUNK_HEADER
-        const frame = Buffer.allocUnsafe(this.#maxFrame)
-        for (let off = 0; off < data.length; off += step) {
-          const n = Math.min(step, data.length - off)
-          frame[0] = tag
-          frame[1] = CHUNK
-          frame.writeUInt32BE(id, 2)
-          frame.writeUInt32BE(data.length, 6)
-          frame.writeUInt32BE(off, 10)
-          frame.set(data.subarray(off, off + n), CHUNK_HEADER)
-          ep.send(now, pid, frame.subarray(0, CHUNK_HEADER + n))
-          this.#flushTransmits(results)
-        }
+        return this.#transmitChunks(pid, data, tag)
       }
     } catch (e) {
       this.#drive()
@@ -478,6 +466,44 @@ export class Noise extends Protocol {
     this.#drive()
     if (results.length === 0) return RESOLVED
     return Promise.all(results).then(noop)
+  }
+
+  /**
+   * Sends a large message as sealed chunks with at most {@link MAX_CHUNKS_IN_FLIGHT} of them
+   * outstanding below, so that a reliable layer's per-peer queue is never overrun (a 256 MiB
+   * message is ~4,400 chunks).
+   */
+  async #transmitChunks(pid: number, data: Uint8Array, tag: number): Promise<void> {
+    const id = this.#nextMessageId
+    this.#nextMessageId = (id + 1) >>> 0 || 1
+    const step = this.#maxFrame - CHUNK_HEADER
+    const frame = Buffer.allocUnsafe(this.#maxFrame)
+    const window: Array<Promise<unknown>> = []
+    for (let off = 0; off < data.length; off += step) {
+      const ep = this.#ep
+      if (!ep) throw closed()
+      const n = Math.min(step, data.length - off)
+      frame[0] = tag
+      frame[1] = CHUNK
+      frame.writeUInt32BE(id, 2)
+      frame.writeUInt32BE(data.length, 6)
+      frame.writeUInt32BE(off, 10)
+      frame.set(data.subarray(off, off + n), CHUNK_HEADER)
+      const results: Array<Promise<unknown>> = []
+      try {
+        ep.send(this.#clock!.now(), pid, frame.subarray(0, CHUNK_HEADER + n))
+        this.#flushTransmits(results)
+      } catch (e) {
+        this.#drive()
+        throw fromNative(e)
+      }
+      const sent = Promise.all(results)
+      sent.catch(noop) // observed below; keeps an early failure from being reported as unhandled
+      window.push(sent)
+      if (window.length >= MAX_CHUNKS_IN_FLIGHT) await window.shift()
+    }
+    this.#drive()
+    await Promise.all(window)
   }
 
   /**
