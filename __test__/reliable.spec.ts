@@ -6,7 +6,7 @@
 import test from 'ava'
 import crypto from 'node:crypto'
 
-import { ErrorCode, FaultyTransport, Identity, Node, ReliableUdp, SimulatedNetwork } from '../dist/index.js'
+import { Delay, ErrorCode, FaultyTransport, Identity, Node, ReliableUdp, SimulatedNetwork } from '../dist/index.js'
 
 const digest = (b: Uint8Array): string => crypto.createHash('sha256').update(b).digest('hex')
 
@@ -172,4 +172,45 @@ test('simulated network: 100 nodes, all-to-all messages under 10% loss, all deli
   t.is(r1.acked, r1.total)
   const r2 = await run(5)
   t.is(r2.hash, r1.hash, 'same seed, same trace')
+})
+
+test('Delay under ReliableUdp runs natively: latency and bandwidth apply, the fast path stays', async (t) => {
+  const latencies: string[] = []
+  const mk = (name: string) =>
+    Node.create({
+      identity: Identity.fromString(name),
+      stack: [
+        new ReliableUdp(),
+        new Delay({
+          latency: (from, to) => {
+            latencies.push(`${from.port}->${to.port}`)
+            return 25
+          },
+          bandwidth: () => 10_000, // bytes per ms = 10 MB/s
+          on: 'send',
+        }),
+      ],
+    })
+  const a = await mk('delay-a')
+  const b = await mk('delay-b')
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  t.is((a.stack.find(ReliableUdp) as ReliableUdp).mode, 'native')
+  t.true((a.stack.find(Delay) as Delay).native)
+  const got = new Promise<Buffer>((resolve) => b.once('message', (_f, d) => resolve(d)))
+  const t0 = performance.now()
+  await a.send(b.address, Buffer.from('hi'))
+  const rtt = performance.now() - t0
+  t.is((await got).toString(), 'hi')
+  t.true(rtt >= 49, `acknowledged after ${rtt.toFixed(1)} ms: data 25 ms + ack 25 ms`)
+  t.true(rtt < 1000, `acknowledged after ${rtt.toFixed(1)} ms`)
+  // 1 MB at 10 MB/s takes >= 100 ms of serialization on a's link.
+  const big = crypto.randomBytes(1_000_000)
+  const t1 = performance.now()
+  await a.send(b.address, big)
+  const ms = performance.now() - t1
+  t.true(ms >= 100, `1 MB over a 10 MB/s link took ${ms.toFixed(0)} ms`)
+  t.true(ms < 10_000)
+  // The user function is asked once per peer and direction, not per datagram.
+  t.deepEqual([...new Set(latencies)].length, latencies.length)
+  t.true(a.stats().udp.delay_tx_released > 800)
 })

@@ -208,6 +208,23 @@ export declare class UdpSocket {
    * `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
    */
   setFaults(direction: string, options?: FaultOptions | undefined | null): void
+  /**
+   * Configures a native delay line on `direction` (`"receive"` or `"send"`), or removes it (null).
+   * The link of each peer is asked for lazily: a batch's `delayPeers` lists the peers whose link
+   * must be set with `setDelayLink`; their datagrams wait (bounded) until it is.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
+   */
+  setDelay(direction: string, maxQueueBytes?: number | undefined | null): void
+  /**
+   * Sets the link of one peer on a native delay line: one-way latency in ms and bandwidth in
+   * bytes per second (0: unlimited).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for another direction or no delay line there.
+   */
+  setDelayLink(direction: string, to: Uint8Array, latencyMs: number, bytesPerSec: number): void
   /** Counters of the native stages: reliable UDP (`rudp_*`) and fault injection (`faults_rx_*`, `faults_tx_*`). */
   pipelineStats(): Record<string, number>
   /** Counters and socket facts. */
@@ -376,6 +393,11 @@ export interface ReceivedBatch {
   messageSlots?: Uint32Array
   /** `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable, 2 forgotten). */
   completions?: Float64Array
+  /**
+   * `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set
+   * with `setDelayLink`, or null.
+   */
+  delayPeers?: Uint32Array
 }
 
 /** Messages delivered and sends finished since the last call. */

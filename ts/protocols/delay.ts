@@ -31,6 +31,13 @@
  * The transport's own pings never reach a layer above it: `node.ping` RTTs do not include this
  * delay (measure with application messages). Being a JS layer on the datagram path, it puts the
  * layers above it on the JavaScript path (DESIGN.md principle 5).
+ *
+ * **Native mode.** When a native layer above asks for it (ReliableUdp does, to keep its fast
+ * path) and this layer sits directly on a UdpTransport, the delay line runs inside the socket's
+ * I/O thread instead (deccom-core `delay`), and this layer only passes calls through. The user
+ * functions are then called once per peer (the first time a datagram to or from it passes), not
+ * per datagram; the transport's own pings are delayed too. Counters are in the transport's stats
+ * (`delay_rx_*`, `delay_tx_*`); the `native` getter says which mode is in use.
  */
 import type { Address } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -38,6 +45,7 @@ import { realClock } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
+import { UdpTransport } from './udp'
 
 export interface DelayOptions {
   /** One-way latency in ms for a datagram from → to (negative or NaN counts as 0). */
@@ -86,6 +94,7 @@ export class Delay extends Protocol {
   #running = false
   readonly #pairs = new Map<Address, Pair>()
   #queuedBytes = 0
+  #native = false
 
   constructor(opts: DelayOptions) {
     super()
@@ -114,13 +123,38 @@ export class Delay extends Protocol {
     this.#running = true
   }
 
+  /** True when the delay runs in the socket's I/O thread (see "Native mode"). */
+  get native(): boolean {
+    return this.#native
+  }
+
+  /** @internal True when {@link enableNative} can move the delay into the socket below. */
+  canRunNative(below: Protocol | undefined): boolean {
+    return below instanceof UdpTransport
+  }
+
+  /** @internal Moves the delay line into the socket's I/O thread (asked by a native layer above). */
+  enableNative(udp: UdpTransport): void {
+    if (this.#native) return
+    const direction = this.#onSend ? 'send' : 'receive'
+    udp.setNativeDelay(direction, this.#maxQueueBytes, (dir, peer) => {
+      const local = this.#local!
+      const [from, to] = dir === 'send' ? [local, peer] : [peer, local]
+      const latency = Number(this.#latency(from, to))
+      const bw = this.#bandwidth ? Number(this.#bandwidth(from, to)) : Infinity
+      udp.setNativeDelayLink(dir, peer, latency > 0 ? latency : 0, bw > 0 && Number.isFinite(bw) ? bw * 1000 : 0)
+    })
+    this.#native = true
+    this.#log('delay: running natively in the socket thread')
+  }
+
   send(to: Address, data: Uint8Array, tag = 0): unknown {
-    if (!this.#onSend || !this.#running) return this.lower.send(to, data, tag)
+    if (!this.#onSend || !this.#running || this.#native) return this.lower.send(to, data, tag)
     return this.#enqueue(to, this.#local!, to, data, tag, true)
   }
 
   onMessage(from: Address, data: Uint8Array, tag: number): void {
-    if (this.#onSend || !this.#running) return this.upper.onMessage(from, data, tag)
+    if (this.#onSend || !this.#running || this.#native) return this.upper.onMessage(from, data, tag)
     this.#enqueue(from, from, this.#local!, data, tag, false)
   }
 

@@ -131,6 +131,7 @@ export class UdpTransport extends Protocol {
   #nextPingId = (Math.random() * 0x1_0000_0000) >>> 0
   readonly #pingBuf = Buffer.alloc(PING_LEN - 1)
   #reliable: NativeReliableHandler | null = null
+  #delayLinks: ((direction: 'send' | 'receive', peer: Address) => void) | null = null
 
   constructor(opts: UdpOptions = {}) {
     super()
@@ -251,6 +252,23 @@ export class UdpTransport extends Protocol {
   }
 
   /**
+   * @internal A native delay line on one direction (Delay in native mode); null removes it.
+   * `linkOf(direction, peer)` is called once per new peer and must answer with
+   * {@link setNativeDelayLink}; the peer's datagrams wait (bounded) until it does.
+   */
+  setNativeDelay(direction: 'send' | 'receive', maxQueueBytes: number | null, linkOf: (direction: 'send' | 'receive', peer: Address) => void): void {
+    if (this.#sock === null) throw closed()
+    this.#sock.setDelay(direction, maxQueueBytes)
+    this.#delayLinks = linkOf
+  }
+
+  /** @internal The link of one peer on a native delay line (latency ms, bytes per second, 0 = unlimited). */
+  setNativeDelayLink(direction: 'send' | 'receive', peer: Address, latencyMs: number, bytesPerSec: number): void {
+    if (this.#sock === null) return
+    this.#sock.setDelayLink(direction, peer.raw, latencyMs, bytesPerSec)
+  }
+
+  /**
    * Round-trip time in milliseconds to the UDP transport at `to`.
    * @throws ERR_DECCOM_PING_TIMEOUT when no pong arrives in time; ERR_DECCOM_ABORTED; ERR_DECCOM_CLOSED
    */
@@ -334,6 +352,20 @@ export class UdpTransport extends Protocol {
       if (completions && this.#reliable) {
         for (let i = 0; i + 1 < completions.length; i += 2) this.#reliable.onNativeCompletion(completions[i], completions[i + 1])
       }
+      const { delayPeers } = b
+      if (delayPeers && this.#delayLinks) {
+        for (let i = 0; i + 1 < delayPeers.length; i += 2) {
+          try {
+            this.#delayLinks(delayPeers[i] === 0 ? 'receive' : 'send', this.#slots[delayPeers[i + 1]])
+          } catch (e) {
+            this.count('handler_errors')
+            if (!failed) {
+              failed = true
+              firstError = e
+            }
+          }
+        }
+      }
       const n = meta[0]
       for (let i = 0, j = 3; i < n; i++, j += 3) {
         try {
@@ -398,6 +430,7 @@ export class UdpTransport extends Protocol {
     }
     this.#sock = null
     this.#reliable = null
+    this.#delayLinks = null
     sock.close()
     for (const id of [...this.#pings.keys()]) {
       const p = this.#settlePing(id)!

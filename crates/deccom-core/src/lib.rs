@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod delay;
 pub mod error;
 pub mod faults;
 pub mod identity;

@@ -14,6 +14,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use deccom_core::delay::DelayLine;
 use deccom_core::faults::{Fault, FaultConfig, FaultStats, Faults};
 use deccom_core::rudp::{Config as RudpConfig, Endpoint, Event as RudpEvent, FailReason};
 
@@ -33,6 +34,8 @@ pub(crate) trait Sink {
   fn completion(&mut self, id: f64, status: f64);
   /// True when JavaScript is so far behind that new reliable data must wait (backpressure).
   fn congested(&self) -> bool;
+  /// The delay line (direction 0 receive, 1 send) needs the link parameters of `peer`.
+  fn delay_peer(&mut self, direction: u32, peer: SocketAddr);
 }
 
 /// Seeded fault injection on one direction (FaultyTransport in native mode).
@@ -121,31 +124,54 @@ impl RudpStage {
 #[derive(Default)]
 pub(crate) struct Pipeline {
   pub rx_faults: Option<FaultStage>,
+  /// Receive-side delay line (Delay in native mode): datagrams wait here before dispatch.
+  pub rx_delay: Option<DelayLine<SocketAddr>>,
   pub rudp: Option<RudpStage>,
 }
 
 impl Pipeline {
-  /// One datagram from the kernel.
+  /// One datagram from the kernel: receive faults, then the delay line, then dispatch.
   pub fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], sink: &mut impl Sink) {
-    match self.rx_faults.as_mut() {
-      None => dispatch(self.rudp.as_mut(), now, from, bytes, sink),
-      Some(f) => {
-        let rudp = &mut self.rudp;
-        f.apply(from, bytes, |a, d| dispatch(rudp.as_mut(), now, a, d, sink));
+    let Pipeline { rx_faults, rx_delay, rudp } = self;
+    let mut next = |a: SocketAddr, d: &[u8]| match rx_delay.as_mut() {
+      Some(line) => {
+        line.push(now, a, d.to_vec());
       }
+      None => dispatch(rudp.as_mut(), now, a, d, sink),
+    };
+    match rx_faults.as_mut() {
+      None => next(from, bytes),
+      Some(f) => f.apply(from, bytes, next),
     }
   }
 
   /// End of a receive burst: release a datagram held back by reordering.
   pub fn end_of_burst(&mut self, now: Instant, sink: &mut impl Sink) {
-    if let Some(f) = self.rx_faults.as_mut() {
-      let rudp = &mut self.rudp;
-      f.release(|a, d| dispatch(rudp.as_mut(), now, a, d, sink));
+    if let Some(f) = self.rx_faults.take() {
+      let mut f = f;
+      f.release(|a, d| {
+        let Pipeline { rx_delay, rudp, .. } = &mut *self;
+        match rx_delay.as_mut() {
+          Some(line) => {
+            line.push(now, a, d.to_vec());
+          }
+          None => dispatch(rudp.as_mut(), now, a, d, sink),
+        }
+      });
+      self.rx_faults = Some(f);
     }
   }
 
   /// Runs due timers, transmits what may leave now, and hands events to the sink.
   pub fn drive(&mut self, now: Instant, send: impl Fn(&[u8], &[u32], &[SocketAddr]), sink: &mut impl Sink) {
+    if let Some(line) = self.rx_delay.as_mut() {
+      while let Some((a, d)) = line.pop_due(now) {
+        dispatch(self.rudp.as_mut(), now, a, &d, sink);
+      }
+      for p in line.take_unknown() {
+        sink.delay_peer(0, p);
+      }
+    }
     let Some(r) = self.rudp.as_mut() else { return };
     if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
       r.endpoint.handle_timeout(now);
@@ -187,7 +213,12 @@ impl Pipeline {
 
   /// When the I/O thread must wake next (None: only for I/O).
   pub fn next_timeout(&self) -> Option<Instant> {
-    self.rudp.as_ref().and_then(|r| r.endpoint.poll_timeout())
+    let a = self.rudp.as_ref().and_then(|r| r.endpoint.poll_timeout());
+    let b = self.rx_delay.as_ref().and_then(DelayLine::next_due);
+    match (a, b) {
+      (Some(a), Some(b)) => Some(a.min(b)),
+      (a, b) => a.or(b),
+    }
   }
 }
 

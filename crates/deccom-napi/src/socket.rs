@@ -35,6 +35,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{coded, Code};
 use crate::pipeline::{FaultStage, Pipeline, RudpStage, Sink};
+use deccom_core::delay::{DelayLine, Link};
 use deccom_core::faults::FaultConfig;
 use deccom_core::rudp::{Config as RudpConfig, Payload};
 
@@ -59,6 +60,8 @@ pub struct RecvBatch {
   message_slots: Vec<u32>,
   /// `[id, status]` pairs of finished reliable sends.
   completions: Vec<f64>,
+  /// `[direction, slot]` pairs: peers whose delay-line link JavaScript must set.
+  delay_peers: Vec<u32>,
 }
 
 /// Wakes JavaScript; it then pulls batches with `take()` until there are none.
@@ -86,6 +89,9 @@ pub struct ReceivedBatch {
   pub message_slots: Option<Uint32Array>,
   /// `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable, 2 forgotten).
   pub completions: Option<Float64Array>,
+  /// `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set
+  /// with `setDelayLink`, or null.
+  pub delay_peers: Option<Uint32Array>,
 }
 
 #[derive(Default)]
@@ -123,6 +129,8 @@ struct Shared {
   is_v6: bool,
   /// Send-side fault injection (FaultyTransport in native mode), if configured.
   tx_faults: Mutex<Option<FaultStage>>,
+  /// Send-side delay line (Delay in native mode), if configured.
+  tx_delay: Mutex<Option<DelayLine<SocketAddr>>>,
   /// Native stages on the receive path and the reliable-UDP endpoint, driven by the I/O thread.
   pipeline: Mutex<Pipeline>,
 }
@@ -172,15 +180,18 @@ impl Shared {
   }
 
   /// Sends datagrams laid out back to back in `data` (`lens[i]` bytes each, to `dest(i)`): runs of
-  /// equal-size datagrams to one destination leave in one GSO send; with send-side faults
-  /// configured, one by one through the fault injector. What the kernel cannot take now is queued
-  /// (bounded) for the I/O thread. Returns how many were sent or queued.
+  /// equal-size datagrams to one destination leave in one GSO send. Send-side test stages apply
+  /// first, one datagram at a time: faults, then the delay line (whose datagrams the I/O thread
+  /// sends when due). What the kernel cannot take now is queued (bounded) for the I/O thread.
+  /// Returns how many were sent or queued.
   pub(crate) fn send_runs(&self, data: &[u8], lens: &[u32], dest: impl Fn(usize) -> Option<SocketAddr>, same: impl Fn(usize, usize) -> bool) -> u32 {
-    let mut faults = self.tx_faults.lock().unwrap_or_else(|p| p.into_inner());
-    let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let mut faults = lock(&self.tx_faults);
+    let mut delay = lock(&self.tx_delay);
+    let mut pending = lock(&self.pending);
+    let now = Instant::now();
     let mut accepted = 0u32;
     let (mut i, mut off, n) = (0usize, 0usize, lens.len());
-    let max_segs = if faults.is_some() { 1 } else { self.state.max_gso_segments().max(1) };
+    let max_segs = if faults.is_some() || delay.is_some() { 1 } else { self.state.max_gso_segments().max(1) };
     while i < n {
       let len = lens[i] as usize;
       let mut k = 1;
@@ -197,15 +208,52 @@ impl Shared {
       accepted += k as u32;
       if let Some(f) = faults.as_mut() {
         // A test layer: apply the fault, then send each resulting datagram on its own.
-        f.apply(to, run, |to, d| self.send_or_queue(&mut pending, to, d, d.len()));
+        f.apply(to, run, |to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
         continue;
       }
-      self.send_or_queue(&mut pending, to, run, len);
+      self.send_or_delay(&mut pending, &mut delay, now, to, run, len);
     }
     if let Some(f) = faults.as_mut() {
-      f.release(|to, d| self.send_or_queue(&mut pending, to, d, d.len()));
+      f.release(|to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
+    }
+    if delay.is_some() {
+      // The I/O thread may have to wake earlier for what was just queued.
+      let _ = self.poller.notify();
     }
     accepted
+  }
+
+  fn send_or_delay(&self, pending: &mut Pending, delay: &mut Option<DelayLine<SocketAddr>>, now: Instant, to: SocketAddr, run: &[u8], seg: usize) {
+    match delay {
+      Some(d) => {
+        for p in run.chunks(seg.max(1)) {
+          d.push(now, to, p.to_vec());
+        }
+      }
+      None => self.send_or_queue(pending, to, run, seg),
+    }
+  }
+
+  /// Sends the delayed datagrams that are due (I/O thread); returns peers whose link is unknown.
+  fn release_delayed(&self, now: Instant) -> Vec<SocketAddr> {
+    let mut due = Vec::new();
+    let unknown = {
+      let mut delay = lock(&self.tx_delay);
+      let Some(d) = delay.as_mut() else { return Vec::new() };
+      while let Some(x) = d.pop_due(now) {
+        due.push(x);
+      }
+      d.take_unknown()
+    };
+    let mut pending = lock(&self.pending);
+    for (to, data) in due {
+      self.send_or_queue(&mut pending, to, &data, data.len());
+    }
+    unknown
+  }
+
+  fn next_delayed(&self) -> Option<Instant> {
+    lock(&self.tx_delay).as_ref().and_then(DelayLine::next_due)
   }
 
   fn send_or_queue(&self, pending: &mut Pending, to: SocketAddr, run: &[u8], seg: usize) {
@@ -347,6 +395,13 @@ pub struct FaultOptions {
   pub seed: Option<f64>,
 }
 
+fn delay_fields(out: &mut HashMap<String, f64>, prefix: &str, d: &DelayLine<SocketAddr>) {
+  let s = d.stats();
+  for (k, v) in [("queued", s.queued), ("released", s.released), ("dropped_full", s.dropped_full), ("bytes", d.bytes() as u64)] {
+    out.insert(format!("{prefix}_{k}"), v as f64);
+  }
+}
+
 fn fault_fields(out: &mut HashMap<String, f64>, prefix: &str, s: deccom_core::faults::FaultStats) {
   for (k, v) in [("passed", s.passed), ("dropped", s.dropped), ("duplicated", s.duplicated), ("reordered", s.reordered), ("corrupted", s.corrupted)] {
     out.insert(format!("{prefix}_{k}"), v as f64);
@@ -463,6 +518,7 @@ impl UdpSocket {
       max_pending_bytes: opts.max_pending_bytes.unwrap_or(4 << 20) as usize,
       rxq: Mutex::new(RxQueue { batches: VecDeque::new(), bytes: 0, notified: false }),
       tx_faults: Mutex::new(None),
+      tx_delay: Mutex::new(None),
       pipeline: Mutex::new(Pipeline::default()),
       max_rx_queue_bytes: opts.max_queued_bytes.unwrap_or(32 << 20) as usize,
     });
@@ -521,6 +577,7 @@ impl UdpSocket {
           messages: has_messages.then(|| b.messages.into_iter().map(Buffer::from).collect()),
           message_slots: has_messages.then(|| Uint32Array::new(b.message_slots)),
           completions: (!b.completions.is_empty()).then(|| Float64Array::new(b.completions)),
+          delay_peers: (!b.delay_peers.is_empty()).then(|| Uint32Array::new(b.delay_peers)),
         })
       }
       None => {
@@ -590,6 +647,47 @@ impl UdpSocket {
     Ok(())
   }
 
+  /// Configures a native delay line on `direction` (`"receive"` or `"send"`), or removes it (null).
+  /// The link of each peer is asked for lazily: a batch's `delayPeers` lists the peers whose link
+  /// must be set with `setDelayLink`; their datagrams wait (bounded) until it is.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
+  #[napi]
+  pub fn set_delay(&self, direction: String, max_queue_bytes: Option<f64>) -> Result<()> {
+    let sh = self.shared()?;
+    let line = max_queue_bytes.map(|b| DelayLine::new(b.max(0.0) as usize));
+    match direction.as_str() {
+      "receive" => lock(&sh.pipeline).rx_delay = line,
+      "send" => *lock(&sh.tx_delay) = line,
+      other => return Err(coded(Code::InvalidArgument, format!("delay direction must be \"send\" or \"receive\", not \"{other}\""))),
+    }
+    let _ = sh.poller.notify();
+    Ok(())
+  }
+
+  /// Sets the link of one peer on a native delay line: one-way latency in ms and bandwidth in
+  /// bytes per second (0: unlimited).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for another direction or no delay line there.
+  #[napi]
+  pub fn set_delay_link(&self, direction: String, to: &[u8], latency_ms: f64, bytes_per_sec: f64) -> Result<()> {
+    let sh = self.shared()?;
+    let peer = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "setDelayLink: the address must be 18 bytes (encodeAddress)"))?;
+    let ms = if latency_ms.is_finite() && latency_ms > 0.0 { latency_ms } else { 0.0 };
+    let link = Link { latency: Duration::from_secs_f64(ms / 1000.0), bytes_per_sec: (bytes_per_sec.is_finite() && bytes_per_sec >= 1.0).then_some(bytes_per_sec as u64) };
+    let now = Instant::now();
+    let missing = || coded(Code::InvalidArgument, format!("no native delay line on \"{direction}\""));
+    match direction.as_str() {
+      "receive" => lock(&sh.pipeline).rx_delay.as_mut().ok_or_else(missing)?.set_link(peer, link, now),
+      "send" => lock(&sh.tx_delay).as_mut().ok_or_else(missing)?.set_link(peer, link, now),
+      _ => return Err(missing()),
+    }
+    let _ = sh.poller.notify();
+    Ok(())
+  }
+
   /// Counters of the native stages: reliable UDP (`rudp_*`) and fault injection (`faults_rx_*`, `faults_tx_*`).
   #[napi]
   pub fn pipeline_stats(&self) -> Result<HashMap<String, f64>> {
@@ -607,9 +705,15 @@ impl UdpSocket {
       if let Some(f) = &p.rx_faults {
         fault_fields(&mut out, "faults_rx", f.stats());
       }
+      if let Some(d) = &p.rx_delay {
+        delay_fields(&mut out, "delay_rx", d);
+      }
     }
     if let Some(f) = lock(&sh.tx_faults).as_ref() {
       fault_fields(&mut out, "faults_tx", f.stats());
+    }
+    if let Some(d) = lock(&sh.tx_delay).as_ref() {
+      delay_fields(&mut out, "delay_tx", d);
     }
     Ok(out)
   }
@@ -733,22 +837,23 @@ struct Batcher {
   message_slots: Vec<u32>,
   message_bytes: usize,
   completions: Vec<f64>,
+  delay_peers: Vec<u32>,
 }
 
 impl Batcher {
   fn new() -> Self {
     let mut meta = Vec::with_capacity(3 + 3 * 64);
     meta.extend_from_slice(&[0, 0, 0]);
-    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new() }
+    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), delay_peers: Vec::new() }
   }
 
   fn is_empty(&self) -> bool {
-    self.count == 0 && self.messages.is_empty() && self.completions.is_empty()
+    self.count == 0 && self.messages.is_empty() && self.completions.is_empty() && self.delay_peers.is_empty()
   }
 
   /// Reliable messages and completions were accepted by the sender's peer: never drop them.
   fn must_deliver(&self) -> bool {
-    !self.messages.is_empty() || !self.completions.is_empty()
+    !self.messages.is_empty() || !self.completions.is_empty() || !self.delay_peers.is_empty()
   }
 }
 
@@ -800,6 +905,11 @@ impl Sink for Rx<'_> {
     self.batch.completions.extend_from_slice(&[id, status]);
   }
 
+  fn delay_peer(&mut self, direction: u32, peer: SocketAddr) {
+    let slot = self.slot(peer);
+    self.batch.delay_peers.extend_from_slice(&[direction, slot]);
+  }
+
   fn congested(&self) -> bool {
     let q = self.sh.rxq.lock().unwrap_or_else(|p| p.into_inner());
     q.bytes > self.sh.max_rx_queue_bytes
@@ -833,6 +943,7 @@ fn deliver(sh: &Shared, tsfn: &WakeFn, slots: &mut Slots, b: &mut Batcher) {
     messages: batch.messages,
     message_slots: batch.message_slots,
     completions: batch.completions,
+    delay_peers: batch.delay_peers,
   });
   sh.counters.rx_batches.fetch_add(1, Relaxed);
   if !q.notified {
@@ -854,7 +965,11 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
   };
   while !sh.closing.load(Relaxed) {
     events.clear();
-    let timeout = lock(&sh.pipeline).next_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+    let next = match (lock(&sh.pipeline).next_timeout(), sh.next_delayed()) {
+      (Some(a), Some(b)) => Some(a.min(b)),
+      (a, b) => a.or(b),
+    };
+    let timeout = next.map(|t| t.saturating_duration_since(Instant::now()));
     if let Err(e) = sh.poller.wait(&mut events, timeout) {
       if e.kind() == io::ErrorKind::Interrupted {
         continue;
@@ -917,6 +1032,9 @@ fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) {
     let now = Instant::now();
     pipeline.end_of_burst(now, &mut rx);
     pipeline.drive(now, send, &mut rx);
+    for peer in sh.release_delayed(now) {
+      rx.delay_peer(1, peer);
+    }
     drop(pipeline);
     deliver(sh, &tsfn, &mut slots, &mut batch);
     let pending = lock(&sh.pending);
