@@ -174,7 +174,7 @@ test('simulated network: 100 nodes, all-to-all messages under 10% loss, all deli
   t.is(r2.hash, r1.hash, 'same seed, same trace')
 })
 
-test('Delay under ReliableUdp runs natively: latency and bandwidth apply, the fast path stays', async (t) => {
+test.serial('Delay under ReliableUdp runs natively: latency and bandwidth apply, the fast path stays', async (t) => {
   const latencies: string[] = []
   const mk = (name: string) =>
     Node.create({
@@ -202,7 +202,7 @@ test('Delay under ReliableUdp runs natively: latency and bandwidth apply, the fa
   const rtt = performance.now() - t0
   t.is((await got).toString(), 'hi')
   t.true(rtt >= 49, `acknowledged after ${rtt.toFixed(1)} ms: data 25 ms + ack 25 ms`)
-  t.true(rtt < 1000, `acknowledged after ${rtt.toFixed(1)} ms`)
+  t.true(rtt < 5000, `acknowledged after ${rtt.toFixed(1)} ms (a sanity bound; the property is the lower one)`)
   // 1 MB at 10 MB/s takes >= 100 ms of serialization on a's link.
   const big = crypto.randomBytes(1_000_000)
   const t1 = performance.now()
@@ -213,4 +213,43 @@ test('Delay under ReliableUdp runs natively: latency and bandwidth apply, the fa
   // The user function is asked once per peer and direction, not per datagram.
   t.deepEqual([...new Set(latencies)].length, latencies.length)
   t.true(a.stats().udp.delay_tx_released > 800)
+})
+
+test('ReliableUdp over Noise runs natively: every segment sealed in the socket thread, senders authenticated', async (t) => {
+  const { Noise } = await import('../dist/index.js')
+  const mk = () => Node.create({ identity: Identity.generate(), recvBufferSize: 4 << 20, stack: [new ReliableUdp(), new Noise()] })
+  const a = await mk()
+  const b = await mk()
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  t.is((a.stack.find(ReliableUdp) as ReliableUdp).mode, 'native')
+  t.true((a.stack.find(Noise) as any).native)
+  const got: Array<[any, Buffer]> = []
+  b.on('message', (from, data) => got.push([from, data]))
+  const big = crypto.randomBytes(16 * 1024 * 1024)
+  await a.send(b.address, Buffer.from([7]))
+  await a.send(b.address, big)
+  await new Promise((r) => setTimeout(r, 50))
+  t.is(got.length, 2)
+  t.deepEqual(got[0][1], Buffer.from([7]), '1 byte, byte-exact')
+  t.true(Buffer.compare(got[1][1], big) === 0, '16 MiB, byte-exact')
+  t.true(got[0][0].id?.equals(a.id), 'the sender is named by its authenticated node id')
+  const s = b.stats().udp
+  t.true(s.noise_handshakes_completed >= 1)
+  t.true(s.noise_messages_received > 13_000, 'the segments travelled inside Noise transport messages')
+  t.is(s.noise_dropped_unprotected, 0)
+  t.true(await (a.stack.find(Noise) as any).approveConnection(b.address), 'approval = a completed handshake')
+  t.true((a.stack.find(Noise) as any).remoteId(b.address)?.equals(b.id))
+})
+
+test('under a native Noise stage, unencrypted reliable-UDP datagrams are dropped and counted', async (t) => {
+  const { Noise } = await import('../dist/index.js')
+  const secure = await Node.create({ identity: Identity.generate(), stack: [new ReliableUdp({ peerTimeout: 1500 }), new Noise()] })
+  const plain = await Node.create({ identity: Identity.fromString('plain'), stack: [new ReliableUdp({ peerTimeout: 1500 })] })
+  t.teardown(() => Promise.all([secure.close(), plain.close()]))
+  let delivered = 0
+  secure.on('message', () => delivered++)
+  const err = await t.throwsAsync(plain.send(secure.address, Buffer.from('let me in')))
+  t.is((err as any).code, ErrorCode.PEER_UNREACHABLE)
+  t.is(delivered, 0)
+  t.true(secure.stats().udp.noise_dropped_unprotected > 0)
 })

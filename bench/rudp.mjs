@@ -1,7 +1,7 @@
 // Reliable bulk transfer over 127.0.0.1, two processes: deccom ReliableUdp vs an udx-native
 // stream vs node:net TCP, in one run, printing ratios. Also the same transfer with 5 % random
 // loss on both deccom nodes (native FaultyTransport on receive), 10,000 small messages, and the
-// encrypted transfer: deccom [Noise (encrypt), ReliableUdp] vs @hyperswarm/secret-stream over an
+// encrypted transfer: deccom [ReliableUdp, Noise (encrypt)] — Noise sealing every segment in the socket thread — vs @hyperswarm/secret-stream over an
 // udx-native stream and over TCP.
 //
 //   node bench/rudp.mjs [--mib=256] [--small=10000] [--loss=5] [--parts=bulk,lossy,small,secure] [--impls=deccom,udx,tcp]
@@ -68,7 +68,7 @@ async function receiver () {
   const secure = flags.secure === 'true'
   if (impl === 'deccom') {
     const { Node, Identity, ReliableUdp, FaultyTransport, Noise } = await deccom()
-    const stack = secure ? [new Noise({ mode: 'encrypt' }), new ReliableUdp()] : [new ReliableUdp()]
+    const stack = secure ? [new ReliableUdp(), new Noise({ mode: 'encrypt' })] : [new ReliableUdp()]
     if (Number(loss) > 0) stack.push(new FaultyTransport({ seed: 2, drop: Number(loss), direction: 'receive' }))
     const node = await Node.create({ identity: secure ? Identity.generate() : Identity.fromString('receiver'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
     node.on('message', (_from, data) => progress(data.length, true))
@@ -129,7 +129,7 @@ async function run (impl, part) {
     let closeSender
     if (impl === 'deccom') {
       const { Node, Identity, ReliableUdp, FaultyTransport, Noise } = await deccom()
-      const stack = secure ? [new Noise({ mode: 'encrypt' }), new ReliableUdp()] : [new ReliableUdp()]
+      const stack = secure ? [new ReliableUdp(), new Noise({ mode: 'encrypt' })] : [new ReliableUdp()]
       if (lossy) stack.push(new FaultyTransport({ seed: 1, drop: LOSS, direction: 'receive' }))
       const node = await Node.create({ identity: secure ? Identity.generate() : Identity.fromString('sender'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
       closeSender = () => node.close()
@@ -244,8 +244,8 @@ async function main () {
   const ue = get('udx', 'secure')
   const te = get('tcp', 'secure')
   if (de || ue || te) {
-    console.log(`\nEncrypted: one ${MIB} MiB message, deccom [Noise encrypt, ReliableUdp] vs @hyperswarm/secret-stream (MB/s)\n`)
-    console.log('| deccom Noise+ReliableUdp | secret-stream over udx | secret-stream over TCP | deccom / ss-udx | deccom / ss-TCP |')
+    console.log(`\nEncrypted: one ${MIB} MiB message, deccom [ReliableUdp, Noise encrypt] (native) vs @hyperswarm/secret-stream (MB/s)\n`)
+    console.log('| deccom ReliableUdp over Noise | secret-stream over udx | secret-stream over TCP | deccom / ss-udx | deccom / ss-TCP |')
     console.log('| ---: | ---: | ---: | ---: | ---: |')
     console.log(`| ${de?.mbps.toFixed(1) ?? '–'} | ${ue?.mbps.toFixed(1) ?? '–'} | ${te?.mbps.toFixed(1) ?? '–'} | ${ratio(de, ue)} | ${ratio(de, te)} |`)
   }

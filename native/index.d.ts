@@ -209,6 +209,23 @@ export declare class UdpSocket {
    */
   setFaults(direction: string, options?: FaultOptions | undefined | null): void
   /**
+   * Attaches the native Noise stage (encrypt mode) for `identity`: reliable-UDP datagrams are
+   * sealed and opened in the I/O thread; datagrams tagged `tag` carry Noise. Requires the
+   * reliable-UDP endpoint to be attached as well (the stage carries only its traffic).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a bad tag or when already attached; Noise errors for a
+   * name identity or a bad option.
+   */
+  attachNoise(identity: NativeIdentity, tag: number, options?: NoiseEndpointOptions | undefined | null): void
+  /**
+   * Starts a Noise handshake with `to` on the native stage (no-op when a session exists).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` when no Noise stage is attached.
+   */
+  noiseConnect(to: Uint8Array): void
+  /**
    * Configures a native delay line on `direction` (`"receive"` or `"send"`), or removes it (null).
    * The link of each peer is asked for lazily: a batch's `delayPeers` lists the peers whose link
    * must be set with `setDelayLink`; their datagrams wait (bounded) until it is.
@@ -398,6 +415,10 @@ export interface ReceivedBatch {
    * with `setDelayLink`, or null.
    */
   delayPeers?: Uint32Array
+  /** Sessions the native Noise stage completed: `[slot u32 BE][node id (32)][encoded identity]`. */
+  noiseConnected?: Array<Buffer>
+  /** `[slot, kind]` pairs of Noise failures: 1 a handshake we started failed, 2 a session ended. */
+  noiseFailed?: Uint32Array
 }
 
 /** Messages delivered and sends finished since the last call. */

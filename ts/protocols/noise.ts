@@ -51,7 +51,7 @@ import { native } from '../native'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { TAG_APP } from './udp'
+import { TAG_APP, UdpTransport } from './udp'
 
 /** Tag of Noise datagrams on the wire. */
 export const TAG_NOISE = 4
@@ -87,6 +87,11 @@ export interface NoiseOptions {
   handshakeRetries?: number
   /** Longest wait of a queued message or an approval for a handshake, ms (default 15,000). */
   handshakeDeadline?: number
+  /**
+   * Run inside the socket's I/O thread when ReliableUdp sits directly above and a UdpTransport
+   * directly below (encrypt mode only; default true). See "Native mode" in the module docs.
+   */
+  native?: boolean
   /** Rekey after this many messages (default 2^32) or this many ms (default 120,000). */
   rekeyAfterMessages?: number
   rekeyAfterTime?: number
@@ -187,6 +192,11 @@ export class Noise extends Protocol {
   readonly #partialBytes = new Map<number, number>()
   #partialTotal = 0
   #nextMessageId = 1
+  // Native mode (see the module documentation): the socket's Noise stage does the work.
+  #native: UdpTransport | null = null
+  #identity: Identity | null = null
+  readonly #nativeAuth = new Map<Address, Peer>()
+  readonly #nativeWaiters = new Map<Address, Array<(ok: boolean) => void>>()
 
   constructor(opts: NoiseOptions = {}) {
     super()
@@ -219,6 +229,7 @@ export class Noise extends Protocol {
       throw new DeccomError(NoiseErrorCode.NAME_IDENTITY, 'Noise needs an Ed25519 identity (a name identity cannot sign its Noise static key); use Identity.generate() or Identity.fromSeed()')
     }
     this.#clock = ctx.clock
+    this.#identity = identity
     const o = this.#opts
     try {
       this.#ep = new native.NoiseEndpoint(
@@ -259,6 +270,9 @@ export class Noise extends Protocol {
    */
   send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP): Promise<void> {
     try {
+      if (this.#native) {
+        throw new DeccomError(ErrorCode.STACK_INVALID, 'Noise runs natively under ReliableUdp and carries only its traffic; send through the ReliableUdp layer (or set native: false)')
+      }
       const ep = this.#ep
       if (!ep) throw closed()
       if (data.length > this.#maxMessage) {
@@ -290,6 +304,7 @@ export class Noise extends Protocol {
    * nothing is authenticated and every peer is approved.
    */
   approveConnection(peer: Peer | AddressLike): Promise<boolean> {
+    if (this.#native) return this.#nativeApprove(peer instanceof Peer ? peer.address : toAddress(peer))
     const ep = this.#ep
     if (!ep) return Promise.resolve(false)
     if (this.#mode === 'plaintext') return Promise.resolve(true)
@@ -300,6 +315,7 @@ export class Noise extends Protocol {
 
   /** The authenticated node id of the peer at `addr` (a completed handshake), or null. */
   remoteId(addr: AddressLike): Buffer | null {
+    if (this.#native) return this.#nativeAuth.get(toAddress(addr))?.id ?? null
     const pid = this.#peerIds.get(toAddress(addr))
     if (pid === undefined || !this.#ep) return null
     return this.#ep.isAuthenticated(pid)
@@ -307,6 +323,7 @@ export class Noise extends Protocol {
 
   /** The authenticated peer at `addr` (id and public identity filled), or null. */
   remotePeer(addr: AddressLike): Peer | null {
+    if (this.#native) return this.#nativeAuth.get(toAddress(addr)) ?? null
     const pid = this.#peerIds.get(toAddress(addr))
     return pid === undefined ? null : (this.#auth.get(pid) ?? null)
   }
@@ -323,6 +340,7 @@ export class Noise extends Protocol {
    * otherwise). Usually not needed: `send` and `approveConnection` start handshakes themselves.
    */
   connect(addr: AddressLike, remoteStaticKey?: Uint8Array): void {
+    if (this.#native) return this.#native.noiseConnect(toAddress(addr))
     const ep = this.#ep
     if (!ep) throw closed()
     const pid = this.#peerId(toAddress(addr))
@@ -343,6 +361,82 @@ export class Noise extends Protocol {
     } catch (e) {
       throw fromNative(e)
     }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Native mode
+
+  /** True when Noise runs in the socket's I/O thread (see the module documentation). */
+  get native(): boolean {
+    return this.#native !== null
+  }
+
+  /** @internal True when {@link enableNative} can move the channel into the socket below. */
+  canRunNative(below: Protocol | undefined): boolean {
+    return this.#opts.native !== false && this.#mode === 'encrypt' && below instanceof UdpTransport && this.#identity !== null
+  }
+
+  /** @internal Moves the channel into the socket's I/O thread (asked by ReliableUdp above). */
+  enableNative(udp: UdpTransport): void {
+    if (this.#native) return
+    const o = this.#opts
+    udp.attachNoise(this.#identity!.native, TAG_NOISE, {
+      mode: 'encrypt',
+      strict: o.strict,
+      handshakeTimeout: o.handshakeTimeout,
+      handshakeRetries: o.handshakeRetries,
+      rekeyAfterMessages: o.rekeyAfterMessages,
+      rekeyAfterTime: o.rekeyAfterTime,
+      rejectAfterTime: o.rejectAfterTime,
+      replayWindowBits: o.replayWindowBits,
+      maxSessions: o.maxSessions,
+      maxHalfOpen: o.maxHalfOpen,
+      cookieThreshold: o.cookieThreshold,
+      rateLimitPerPeer: o.rateLimitPerPeer,
+      rateLimitBurst: o.rateLimitBurst,
+      rateLimitGlobal: o.rateLimitGlobal,
+      // The stage carries reliable-UDP datagrams: let many queue behind a handshake.
+      maxPendingPerPeer: 4096,
+    }, {
+      onNativeConnected: (peer, id, publicIdentity) => {
+        this.count('handshakes_completed')
+        this.#nativeAuth.set(peer, new Peer(peer, id, publicIdentity))
+        this.#settleNative(peer, true)
+      },
+      onNativeFailed: (peer, kind) => {
+        this.count(kind === 1 ? 'handshakes_failed' : 'sessions_ended')
+        this.#nativeAuth.delete(peer)
+        this.#settleNative(peer, false)
+      },
+    })
+    this.#native = udp
+  }
+
+  #nativeApprove(addr: Address): Promise<boolean> {
+    if (this.#nativeAuth.has(addr)) return Promise.resolve(true)
+    return new Promise<boolean>((resolve) => {
+      const list = this.#nativeWaiters.get(addr) ?? []
+      const timer = this.#clock!.setTimeout(() => {
+        const l = this.#nativeWaiters.get(addr)
+        const i = l ? l.indexOf(done) : -1
+        if (i >= 0) l!.splice(i, 1)
+        resolve(false)
+      }, this.#opts.handshakeDeadline ?? 15_000)
+      const done = (ok: boolean): void => {
+        this.#clock!.clearTimeout(timer)
+        resolve(ok)
+      }
+      list.push(done)
+      this.#nativeWaiters.set(addr, list)
+      this.#native!.noiseConnect(addr)
+    })
+  }
+
+  #settleNative(peer: Address, ok: boolean): void {
+    const list = this.#nativeWaiters.get(peer)
+    if (!list) return
+    this.#nativeWaiters.delete(peer)
+    for (const done of list) done(ok)
   }
 
   // ------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode, fromNative } from '../errors'
 import { native } from '../native'
+import type { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import type { Stack } from '../stack'
@@ -88,6 +89,8 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   readonly #peerIds = new Map<Address, number>()
   readonly #peers: Address[] = []
   #driving = false
+  /** Who a message came from: the address, or the authenticated Peer when Noise runs natively below. */
+  #peerOf: (a: Address) => Address | Peer = (a) => a
 
   constructor(opts: ReliableUdpOptions = {}) {
     super()
@@ -110,6 +113,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     }
     const udp = this.#opts.forceJs ? null : nativeTransportBelow(this, ctx.stack)
     if (udp) {
+      // A native Noise stage below authenticates senders: name them with their node id.
+      const below = ctx.stack?.providerOf(this, 'send') as unknown as { remotePeer?: (a: Address) => Peer | null; native?: boolean } | undefined
+      if (below && below.native === true && typeof below.remotePeer === 'function') this.#peerOf = (a) => below.remotePeer!(a) ?? a
       udp.attachReliable(this, TAG_RUDP, nativeOpts)
       this.#udp = udp
       this.#mode = 'native'
@@ -173,7 +179,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     if (message.length === 0) return this.count('dropped_malformed')
     this.count('messages_received')
     this.count('bytes_received', message.length - 1)
-    this.upper.onMessage(from, message.subarray(1), message[0])
+    this.upper.onMessage(this.#peerOf(from), message.subarray(1), message[0])
   }
 
   /** @internal From either path: a send finished. */

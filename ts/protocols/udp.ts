@@ -97,6 +97,14 @@ export interface NativeReliableOptions {
   seed?: number
 }
 
+/** What the Noise layer in native mode hears from the socket's Noise stage. */
+export interface NativeNoiseHandler {
+  /** A session with `peer` completed: its node id and encoded public identity. */
+  onNativeConnected(peer: Address, id: Buffer, publicIdentity: Buffer): void
+  /** 1: a handshake we started with `peer` failed; 2: the session with `peer` ended. */
+  onNativeFailed(peer: Address, kind: number): void
+}
+
 /** Fault probabilities for the socket's native fault injector (see FaultyTransport). */
 export interface NativeFaultOptions {
   drop?: number
@@ -132,6 +140,7 @@ export class UdpTransport extends Protocol {
   readonly #pingBuf = Buffer.alloc(PING_LEN - 1)
   #reliable: NativeReliableHandler | null = null
   #delayLinks: ((direction: 'send' | 'receive', peer: Address) => void) | null = null
+  #noise: NativeNoiseHandler | null = null
 
   constructor(opts: UdpOptions = {}) {
     super()
@@ -252,6 +261,26 @@ export class UdpTransport extends Protocol {
   }
 
   /**
+   * @internal Runs Noise (encrypt mode) inside the socket's I/O thread, sealing and opening every
+   * reliable-UDP datagram there (Noise in native mode, under ReliableUdp).
+   */
+  attachNoise(identity: unknown, tag: number, opts: Record<string, unknown>, handler: NativeNoiseHandler): void {
+    if (this.#sock === null) throw closed()
+    try {
+      this.#sock.attachNoise(identity as never, tag, opts)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    this.#noise = handler
+  }
+
+  /** @internal Starts a handshake on the native Noise stage. */
+  noiseConnect(to: Address): void {
+    if (this.#sock === null) throw closed()
+    this.#sock.noiseConnect(to.raw)
+  }
+
+  /**
    * @internal A native delay line on one direction (Delay in native mode); null removes it.
    * `linkOf(direction, peer)` is called once per new peer and must answer with
    * {@link setNativeDelayLink}; the peer's datagrams wait (bounded) until it does.
@@ -334,6 +363,13 @@ export class UdpTransport extends Protocol {
       if (newAddrs) {
         const parts = newAddrs.split(' ')
         for (let i = 0, s = meta[2]; i + 1 < parts.length; i += 2, s++) this.#slots[s] = toAddress(parts[i], Number(parts[i + 1]))
+      }
+      const { noiseConnected, noiseFailed } = b
+      if (this.#noise && (noiseConnected || noiseFailed)) {
+        for (const rec of noiseConnected ?? []) {
+          this.#noise.onNativeConnected(this.#slots[rec.readUInt32BE(0)], Buffer.from(rec.subarray(4, 36)), Buffer.from(rec.subarray(36)))
+        }
+        if (noiseFailed) for (let i = 0; i + 1 < noiseFailed.length; i += 2) this.#noise.onNativeFailed(this.#slots[noiseFailed[i]], noiseFailed[i + 1])
       }
       const { messages, messageSlots, completions } = b
       if (messages && messageSlots && this.#reliable) {
@@ -431,6 +467,7 @@ export class UdpTransport extends Protocol {
     this.#sock = null
     this.#reliable = null
     this.#delayLinks = null
+    this.#noise = null
     sock.close()
     for (const id of [...this.#pings.keys()]) {
       const p = this.#settlePing(id)!

@@ -127,11 +127,11 @@ fn ms(v: f64, what: &str) -> Result<Duration> {
   }
 }
 
-fn noise_err(e: deccom_core::noise::NoiseError) -> napi::Error {
+pub(crate) fn noise_err(e: deccom_core::noise::NoiseError) -> napi::Error {
   napi::Error::from_reason(format!("{}: {e}", e.code()))
 }
 
-fn config(o: &NoiseEndpointOptions) -> Result<Config> {
+pub(crate) fn config(o: &NoiseEndpointOptions) -> Result<Config> {
   let mut c = Config::default();
   if let Some(m) = o.mode.as_deref() {
     c.mode = match m {
@@ -399,7 +399,7 @@ impl NoiseEndpoint {
   }
 }
 
-fn stats_fields(s: &Stats) -> [(&'static str, u64); 37] {
+pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 37] {
   [
     ("handshakes_initiated", s.handshakes_initiated),
     ("handshakes_completed", s.handshakes_completed),

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use deccom_core::delay::DelayLine;
 use deccom_core::faults::{Fault, FaultConfig, FaultStats, Faults};
+use deccom_core::noise::{Endpoint as NoiseEndpoint, Event as NoiseEvent, Mode};
 use deccom_core::rudp::{Config as RudpConfig, Endpoint, Event as RudpEvent, FailReason};
 
 /// Completion status codes handed to JavaScript with each message id.
@@ -36,6 +37,10 @@ pub(crate) trait Sink {
   fn congested(&self) -> bool;
   /// The delay line (direction 0 receive, 1 send) needs the link parameters of `peer`.
   fn delay_peer(&mut self, direction: u32, peer: SocketAddr);
+  /// The native Noise stage authenticated `peer` (node id, encoded public identity).
+  fn noise_connected(&mut self, peer: SocketAddr, id: &[u8; 32], identity: &[u8]);
+  /// The native Noise stage lost `peer`: 1 a handshake we started failed, 2 the session ended.
+  fn noise_failed(&mut self, peer: SocketAddr, kind: u32);
 }
 
 /// Seeded fault injection on one direction (FaultyTransport in native mode).
@@ -96,11 +101,58 @@ pub(crate) struct RudpStage {
   pub tag: u8,
   pub endpoint: Endpoint<SocketAddr>,
   out: Vec<u8>,
-  tx_data: Vec<u8>,
-  tx_lens: Vec<u32>,
-  tx_dests: Vec<SocketAddr>,
   /// Reliable datagrams refused because JavaScript was behind (the sender retransmits them).
   pub dropped_backpressure: u64,
+}
+
+/// Datagrams staged for one send call (handed to the socket in GSO runs).
+#[derive(Default)]
+pub(crate) struct TxBatch {
+  data: Vec<u8>,
+  lens: Vec<u32>,
+  dests: Vec<SocketAddr>,
+}
+
+impl TxBatch {
+  fn push(&mut self, tag: u8, body: &[u8], to: SocketAddr, send: &impl Fn(&[u8], &[u32], &[SocketAddr])) {
+    self.data.push(tag);
+    self.data.extend_from_slice(body);
+    self.lens.push(body.len() as u32 + 1);
+    self.dests.push(to);
+    if self.lens.len() == TX_BATCH {
+      self.flush(send);
+    }
+  }
+
+  fn flush(&mut self, send: &impl Fn(&[u8], &[u32], &[SocketAddr])) {
+    if !self.lens.is_empty() {
+      send(&self.data, &self.lens, &self.dests);
+      self.data.clear();
+      self.lens.clear();
+      self.dests.clear();
+    }
+  }
+}
+
+/// The Noise secure channel in the socket thread: every reliable-UDP datagram is sealed into a
+/// Noise transport message on the way out and opened (AEAD, replay window) on the way in.
+/// Handshakes run here too; JavaScript learns about sessions through `noiseConnected` /
+/// `noiseFailed` in the batches. Only reliable-UDP traffic travels inside; under this stage,
+/// unencrypted reliable-UDP datagrams are dropped.
+pub(crate) struct NoiseStage {
+  pub tag: u8,
+  pub endpoint: NoiseEndpoint<SocketAddr>,
+  out: Vec<u8>,
+  plain: Vec<u8>,
+  pub dropped_unprotected: u64,
+  pub dropped_not_reliable: u64,
+  pub dropped_queue_full: u64,
+}
+
+impl NoiseStage {
+  pub fn new(tag: u8, endpoint: NoiseEndpoint<SocketAddr>) -> NoiseStage {
+    NoiseStage { tag, endpoint, out: Vec::with_capacity(2048), plain: Vec::with_capacity(2048), dropped_unprotected: 0, dropped_not_reliable: 0, dropped_queue_full: 0 }
+  }
 }
 
 /// Datagrams staged per transmit flush (then handed to the socket in GSO runs).
@@ -112,9 +164,6 @@ impl RudpStage {
       tag,
       endpoint: Endpoint::new(config, now, seed),
       out: Vec::with_capacity(2048),
-      tx_data: Vec::with_capacity(TX_BATCH * 1300),
-      tx_lens: Vec::with_capacity(TX_BATCH),
-      tx_dests: Vec::with_capacity(TX_BATCH),
       dropped_backpressure: 0,
     }
   }
@@ -127,17 +176,20 @@ pub(crate) struct Pipeline {
   /// Receive-side delay line (Delay in native mode): datagrams wait here before dispatch.
   pub rx_delay: Option<DelayLine<SocketAddr>>,
   pub rudp: Option<RudpStage>,
+  /// The native Noise stage (Noise under ReliableUdp), if attached.
+  pub noise: Option<NoiseStage>,
+  tx: TxBatch,
 }
 
 impl Pipeline {
   /// One datagram from the kernel: receive faults, then the delay line, then dispatch.
   pub fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], sink: &mut impl Sink) {
-    let Pipeline { rx_faults, rx_delay, rudp } = self;
+    let Pipeline { rx_faults, rx_delay, rudp, noise, .. } = self;
     let mut next = |a: SocketAddr, d: &[u8]| match rx_delay.as_mut() {
       Some(line) => {
         line.push(now, a, d.to_vec());
       }
-      None => dispatch(rudp.as_mut(), now, a, d, sink),
+      None => dispatch(rudp.as_mut(), noise.as_mut(), now, a, d, sink),
     };
     match rx_faults.as_mut() {
       None => next(from, bytes),
@@ -150,12 +202,12 @@ impl Pipeline {
     if let Some(f) = self.rx_faults.take() {
       let mut f = f;
       f.release(|a, d| {
-        let Pipeline { rx_delay, rudp, .. } = &mut *self;
+        let Pipeline { rx_delay, rudp, noise, .. } = &mut *self;
         match rx_delay.as_mut() {
           Some(line) => {
             line.push(now, a, d.to_vec());
           }
-          None => dispatch(rudp.as_mut(), now, a, d, sink),
+          None => dispatch(rudp.as_mut(), noise.as_mut(), now, a, d, sink),
         }
       });
       self.rx_faults = Some(f);
@@ -164,76 +216,123 @@ impl Pipeline {
 
   /// Runs due timers, transmits what may leave now, and hands events to the sink.
   pub fn drive(&mut self, now: Instant, send: impl Fn(&[u8], &[u32], &[SocketAddr]), sink: &mut impl Sink) {
-    if let Some(line) = self.rx_delay.as_mut() {
+    let Pipeline { rx_delay, rudp, noise, tx, .. } = self;
+    if let Some(line) = rx_delay.as_mut() {
       while let Some((a, d)) = line.pop_due(now) {
-        dispatch(self.rudp.as_mut(), now, a, &d, sink);
+        dispatch(rudp.as_mut(), noise.as_mut(), now, a, &d, sink);
       }
       for p in line.take_unknown() {
         sink.delay_peer(0, p);
       }
     }
-    let Some(r) = self.rudp.as_mut() else { return };
-    if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-      r.endpoint.handle_timeout(now);
+    if let Some(n) = noise.as_mut() {
+      if n.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+        n.endpoint.handle_timeout(now);
+      }
+      noise_events(n, rudp.as_mut(), now, sink);
     }
-    loop {
-      let Some(to) = r.endpoint.poll_transmit(now, &mut r.out) else { break };
-      r.tx_data.push(r.tag);
-      r.tx_data.extend_from_slice(&r.out);
-      r.tx_lens.push(r.out.len() as u32 + 1);
-      r.tx_dests.push(to);
-      if r.tx_lens.len() == TX_BATCH {
-        send(&r.tx_data, &r.tx_lens, &r.tx_dests);
-        r.tx_data.clear();
-        r.tx_lens.clear();
-        r.tx_dests.clear();
+    if let Some(r) = rudp.as_mut() {
+      if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+        r.endpoint.handle_timeout(now);
+      }
+      while let Some(to) = r.endpoint.poll_transmit(now, &mut r.out) {
+        match noise.as_mut() {
+          // Under Noise: seal [rudp tag][datagram] into a transport message for `to`.
+          Some(n) => {
+            n.plain.clear();
+            n.plain.push(r.tag);
+            n.plain.extend_from_slice(&r.out);
+            if n.endpoint.send(now, to, &n.plain).is_err() {
+              n.dropped_queue_full += 1;
+            }
+          }
+          None => tx.push(r.tag, &r.out, to, &send),
+        }
       }
     }
-    if !r.tx_lens.is_empty() {
-      send(&r.tx_data, &r.tx_lens, &r.tx_dests);
-      r.tx_data.clear();
-      r.tx_lens.clear();
-      r.tx_dests.clear();
+    if let Some(n) = noise.as_mut() {
+      while let Some(to) = n.endpoint.poll_transmit(&mut n.out) {
+        tx.push(n.tag, &n.out, to, &send);
+      }
+      noise_events(n, rudp.as_mut(), now, sink);
     }
-    while let Some(ev) = r.endpoint.poll_event() {
-      match ev {
-        RudpEvent::Delivered { peer, message } => sink.message(peer, message),
-        RudpEvent::Sent { id, .. } => sink.completion(id.0 as f64, DONE_SENT),
-        RudpEvent::Failed { id, reason, .. } => sink.completion(
-          id.0 as f64,
-          match reason {
-            FailReason::PeerUnreachable => DONE_UNREACHABLE,
-            FailReason::Refused => DONE_REFUSED,
-            _ => DONE_FORGOTTEN,
-          },
-        ),
+    tx.flush(&send);
+    if let Some(r) = rudp.as_mut() {
+      while let Some(ev) = r.endpoint.poll_event() {
+        match ev {
+          RudpEvent::Delivered { peer, message } => sink.message(peer, message),
+          RudpEvent::Sent { id, .. } => sink.completion(id.0 as f64, DONE_SENT),
+          RudpEvent::Failed { id, reason, .. } => sink.completion(
+            id.0 as f64,
+            match reason {
+              FailReason::PeerUnreachable => DONE_UNREACHABLE,
+              FailReason::Refused => DONE_REFUSED,
+              _ => DONE_FORGOTTEN,
+            },
+          ),
+        }
       }
     }
   }
 
   /// When the I/O thread must wake next (None: only for I/O).
   pub fn next_timeout(&self) -> Option<Instant> {
-    let a = self.rudp.as_ref().and_then(|r| r.endpoint.poll_timeout());
-    let b = self.rx_delay.as_ref().and_then(DelayLine::next_due);
-    match (a, b) {
-      (Some(a), Some(b)) => Some(a.min(b)),
-      (a, b) => a.or(b),
-    }
+    [
+      self.rudp.as_ref().and_then(|r| r.endpoint.poll_timeout()),
+      self.rx_delay.as_ref().and_then(DelayLine::next_due),
+      self.noise.as_ref().and_then(|n| n.endpoint.poll_timeout()),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
   }
 }
 
-fn dispatch(rudp: Option<&mut RudpStage>, now: Instant, from: SocketAddr, bytes: &[u8], sink: &mut impl Sink) {
-  if let Some(r) = rudp {
+fn dispatch(rudp: Option<&mut RudpStage>, noise: Option<&mut NoiseStage>, now: Instant, from: SocketAddr, bytes: &[u8], sink: &mut impl Sink) {
+  if let Some(n) = noise {
+    if bytes.first() == Some(&n.tag) {
+      n.endpoint.handle_datagram(now, from, &bytes[1..]);
+      noise_events(n, rudp, now, sink);
+      return;
+    }
+    if rudp.as_ref().is_some_and(|r| bytes.first() == Some(&r.tag)) {
+      // Under Noise, reliable data must arrive sealed.
+      n.dropped_unprotected += 1;
+      return;
+    }
+  } else if let Some(r) = rudp {
     if bytes.first() == Some(&r.tag) {
-      if sink.congested() {
-        r.dropped_backpressure += 1;
-      } else {
-        r.endpoint.handle_datagram(now, from, &bytes[1..]);
-      }
+      reliable_in(r, now, from, &bytes[1..], sink);
       return;
     }
   }
   sink.datagram(from, bytes);
+}
+
+fn reliable_in(r: &mut RudpStage, now: Instant, from: SocketAddr, datagram: &[u8], sink: &mut impl Sink) {
+  if sink.congested() {
+    r.dropped_backpressure += 1;
+  } else {
+    r.endpoint.handle_datagram(now, from, datagram);
+  }
+}
+
+/// Drains the Noise stage's events: opened reliable-UDP datagrams go to the endpoint, session
+/// changes to JavaScript.
+fn noise_events(n: &mut NoiseStage, mut rudp: Option<&mut RudpStage>, now: Instant, sink: &mut impl Sink) {
+  while let Some(ev) = n.endpoint.poll_event() {
+    match ev {
+      NoiseEvent::Message { peer, data, mode } => match rudp.as_deref_mut() {
+        Some(r) if mode == Mode::Encrypt && data.first() == Some(&r.tag) => reliable_in(r, now, peer, &data[1..], sink),
+        _ if data.is_empty() => {}
+        _ => n.dropped_not_reliable += 1,
+      },
+      NoiseEvent::Connected { peer, remote_id, remote_identity } => sink.noise_connected(peer, &remote_id, &remote_identity.encode()),
+      NoiseEvent::HandshakeFailed { peer, .. } => sink.noise_failed(peer, 1),
+      NoiseEvent::Disconnected { peer, .. } => sink.noise_failed(peer, 2),
+      _ => {}
+    }
+  }
 }
 
 /// The reliable-UDP counters as (name, value) pairs, for JavaScript.

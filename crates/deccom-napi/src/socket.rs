@@ -34,7 +34,7 @@ use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{coded, Code};
-use crate::pipeline::{FaultStage, Pipeline, RudpStage, Sink};
+use crate::pipeline::{FaultStage, NoiseStage, Pipeline, RudpStage, Sink};
 use deccom_core::delay::{DelayLine, Link};
 use deccom_core::faults::FaultConfig;
 use deccom_core::rudp::{Config as RudpConfig, Payload};
@@ -62,6 +62,10 @@ pub struct RecvBatch {
   completions: Vec<f64>,
   /// `[direction, slot]` pairs: peers whose delay-line link JavaScript must set.
   delay_peers: Vec<u32>,
+  /// Native Noise sessions: `[slot u32 BE][node id 32][encoded identity]` each.
+  noise_connected: Vec<Vec<u8>>,
+  /// `[slot, kind]` pairs: 1 handshake failed, 2 session ended.
+  noise_failed: Vec<u32>,
 }
 
 /// Wakes JavaScript; it then pulls batches with `take()` until there are none.
@@ -92,6 +96,10 @@ pub struct ReceivedBatch {
   /// `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set
   /// with `setDelayLink`, or null.
   pub delay_peers: Option<Uint32Array>,
+  /// Sessions the native Noise stage completed: `[slot u32 BE][node id (32)][encoded identity]`.
+  pub noise_connected: Option<Vec<Buffer>>,
+  /// `[slot, kind]` pairs of Noise failures: 1 a handshake we started failed, 2 a session ended.
+  pub noise_failed: Option<Uint32Array>,
 }
 
 #[derive(Default)]
@@ -578,6 +586,8 @@ impl UdpSocket {
           message_slots: has_messages.then(|| Uint32Array::new(b.message_slots)),
           completions: (!b.completions.is_empty()).then(|| Float64Array::new(b.completions)),
           delay_peers: (!b.delay_peers.is_empty()).then(|| Uint32Array::new(b.delay_peers)),
+          noise_connected: (!b.noise_connected.is_empty()).then(|| b.noise_connected.into_iter().map(Buffer::from).collect()),
+          noise_failed: (!b.noise_failed.is_empty()).then(|| Uint32Array::new(b.noise_failed)),
         })
       }
       None => {
@@ -647,6 +657,54 @@ impl UdpSocket {
     Ok(())
   }
 
+  /// Attaches the native Noise stage (encrypt mode) for `identity`: reliable-UDP datagrams are
+  /// sealed and opened in the I/O thread; datagrams tagged `tag` carry Noise. Requires the
+  /// reliable-UDP endpoint to be attached as well (the stage carries only its traffic).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for a bad tag or when already attached; Noise errors for a
+  /// name identity or a bad option.
+  #[napi]
+  pub fn attach_noise(&self, identity: &crate::identity::NativeIdentity, tag: u32, options: Option<crate::noise::NoiseEndpointOptions>) -> Result<()> {
+    let sh = self.shared()?;
+    let tag = u8::try_from(tag).ok().filter(|t| *t != 0).ok_or_else(|| coded(Code::InvalidArgument, "the Noise tag must be 1..255"))?;
+    let o = options.unwrap_or_default();
+    let cfg = crate::noise::config(&o)?;
+    if cfg.mode != deccom_core::noise::Mode::Encrypt {
+      return Err(coded(Code::InvalidArgument, "the native Noise stage runs in encrypt mode only"));
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?;
+    let endpoint = deccom_core::noise::Endpoint::new(identity.core(), cfg, Instant::now(), seed).map_err(crate::noise::noise_err)?;
+    let mut p = lock(&sh.pipeline);
+    if p.noise.is_some() {
+      return Err(coded(Code::InvalidArgument, "a Noise stage is already attached to this socket"));
+    }
+    p.noise = Some(NoiseStage::new(tag, endpoint));
+    drop(p);
+    let _ = sh.poller.notify();
+    Ok(())
+  }
+
+  /// Starts a Noise handshake with `to` on the native stage (no-op when a session exists).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` when no Noise stage is attached.
+  #[napi]
+  pub fn noise_connect(&self, to: &[u8]) -> Result<()> {
+    let sh = self.shared()?;
+    let peer = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "noiseConnect: the address must be 18 bytes (encodeAddress)"))?;
+    {
+      let mut p = lock(&sh.pipeline);
+      let n = p.noise.as_mut().ok_or_else(|| coded(Code::InvalidArgument, "no Noise stage is attached to this socket"))?;
+      if n.endpoint.is_authenticated(peer).is_none() {
+        n.endpoint.connect(Instant::now(), peer, None);
+      }
+    }
+    let _ = sh.poller.notify();
+    Ok(())
+  }
+
   /// Configures a native delay line on `direction` (`"receive"` or `"send"`), or removes it (null).
   /// The link of each peer is asked for lazily: a batch's `delayPeers` lists the peers whose link
   /// must be set with `setDelayLink`; their datagrams wait (bounded) until it is.
@@ -707,6 +765,14 @@ impl UdpSocket {
       }
       if let Some(d) = &p.rx_delay {
         delay_fields(&mut out, "delay_rx", d);
+      }
+      if let Some(n) = &p.noise {
+        for (k, v) in crate::noise::stats_fields(&n.endpoint.stats()) {
+          out.insert(if k.starts_with("noise") { k.to_string() } else { format!("noise_{k}") }, v as f64);
+        }
+        out.insert("noise_dropped_unprotected".into(), n.dropped_unprotected as f64);
+        out.insert("noise_dropped_not_reliable".into(), n.dropped_not_reliable as f64);
+        out.insert("noise_dropped_queue_full".into(), n.dropped_queue_full as f64);
       }
     }
     if let Some(f) = lock(&sh.tx_faults).as_ref() {
@@ -838,22 +904,24 @@ struct Batcher {
   message_bytes: usize,
   completions: Vec<f64>,
   delay_peers: Vec<u32>,
+  noise_connected: Vec<Vec<u8>>,
+  noise_failed: Vec<u32>,
 }
 
 impl Batcher {
   fn new() -> Self {
     let mut meta = Vec::with_capacity(3 + 3 * 64);
     meta.extend_from_slice(&[0, 0, 0]);
-    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), delay_peers: Vec::new() }
+    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), delay_peers: Vec::new(), noise_connected: Vec::new(), noise_failed: Vec::new() }
   }
 
   fn is_empty(&self) -> bool {
-    self.count == 0 && self.messages.is_empty() && self.completions.is_empty() && self.delay_peers.is_empty()
+    self.count == 0 && self.messages.is_empty() && self.completions.is_empty() && self.delay_peers.is_empty() && !self.must_deliver()
   }
 
   /// Reliable messages and completions were accepted by the sender's peer: never drop them.
   fn must_deliver(&self) -> bool {
-    !self.messages.is_empty() || !self.completions.is_empty() || !self.delay_peers.is_empty()
+    !self.messages.is_empty() || !self.completions.is_empty() || !self.delay_peers.is_empty() || !self.noise_connected.is_empty() || !self.noise_failed.is_empty()
   }
 }
 
@@ -910,6 +978,20 @@ impl Sink for Rx<'_> {
     self.batch.delay_peers.extend_from_slice(&[direction, slot]);
   }
 
+  fn noise_connected(&mut self, peer: SocketAddr, id: &[u8; 32], identity: &[u8]) {
+    let slot = self.slot(peer);
+    let mut rec = Vec::with_capacity(4 + 32 + identity.len());
+    rec.extend_from_slice(&slot.to_be_bytes());
+    rec.extend_from_slice(id);
+    rec.extend_from_slice(identity);
+    self.batch.noise_connected.push(rec);
+  }
+
+  fn noise_failed(&mut self, peer: SocketAddr, kind: u32) {
+    let slot = self.slot(peer);
+    self.batch.noise_failed.extend_from_slice(&[slot, kind]);
+  }
+
   fn congested(&self) -> bool {
     let q = self.sh.rxq.lock().unwrap_or_else(|p| p.into_inner());
     q.bytes > self.sh.max_rx_queue_bytes
@@ -944,6 +1026,8 @@ fn deliver(sh: &Shared, tsfn: &WakeFn, slots: &mut Slots, b: &mut Batcher) {
     message_slots: batch.message_slots,
     completions: batch.completions,
     delay_peers: batch.delay_peers,
+    noise_connected: batch.noise_connected,
+    noise_failed: batch.noise_failed,
   });
   sh.counters.rx_batches.fetch_add(1, Relaxed);
   if !q.notified {
