@@ -9,6 +9,83 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** One iterative lookup (see `deccom_core::kad::lookup`); peers are identified by id. */
+export declare class KadLookup {
+  /** A lookup for `target` from `seeds` (ids, 32 bytes each, back to back). */
+  constructor(target: Uint8Array, seeds: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number)
+  /** 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished. */
+  next(now: number, out: Buffer): number
+  /** When the earliest query in flight times out (caller's clock), or null. */
+  pollTimeout(): number | null
+  /** `peer` answered with `closer` ids (32 bytes each, back to back). */
+  onSuccess(peer: Uint8Array, closer: Uint8Array): boolean
+  /** The query to `peer` failed. */
+  onFailure(peer: Uint8Array): boolean
+  /** Depth of a candidate (0 = seed), or -1. */
+  depth(peer: Uint8Array): number
+  /** The k closest peers that answered, ids back to back. */
+  closest(): Buffer
+  /** Counters, and the hop count (rounds). */
+  stats(): KadLookupStats
+}
+
+/** The routing table (k-buckets around the local id) with each peer's record. */
+export declare class KadTable {
+  /**
+   * `ownRecord`: this node's encoded peer record (sent in every FIND_NODE and NODES).
+   *
+   * # Errors
+   * `ERR_DECCOM_RECORD_*` for a malformed record; `ERR_DECCOM_INVALID_ARGUMENT` for k = 0.
+   */
+  constructor(ownRecord: Uint8Array, k: number, maxReplacements: number, now: number)
+  /** Entries in the table. */
+  get size(): number
+  /**
+   * Records that a verified peer was seen: `identity` (encoded public identity) reachable at
+   * `addr` (18-byte address form), under the caller's `handle`.
+   *
+   * # Errors
+   * `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
+   */
+  insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number): KadInsert
+  /** Marks a present peer as seen now (moves it to the tail of its bucket). False if absent. */
+  touch(id: Uint8Array, now: number): boolean
+  /** The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts. */
+  onPingResult(id: Uint8Array, alive: boolean, now: number): KadEviction | null
+  /** Removes a peer (a replacement may take its place). */
+  remove(id: Uint8Array): KadEviction | null
+  /** The handle of a peer in the table, or null. */
+  get(id: Uint8Array): number | null
+  /**
+   * Writes the up to `n` entries closest to `target` (closest first): ids into `outIds`
+   * (32 bytes each), handles into `outHandles`. `n` is capped by both outputs' sizes. Returns
+   * the number written.
+   */
+  closest(target: Uint8Array, n: number, outIds: Buffer, outHandles: Uint32Array): number
+  /** Every handle the table holds (entries and replacement caches). */
+  handles(): Uint32Array
+  /** Handles of the entries only, bucket by bucket. */
+  entries(): Uint32Array
+  /** Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`). */
+  staleBuckets(now: number, intervalMs: number): Array<number>
+  /** Entries in bucket `index`. */
+  bucketLen(index: number): number
+  /** Records that a lookup refreshed bucket `index`. */
+  markRefreshed(index: number, now: number): void
+  /** An id in bucket `index` made from 32 random bytes. */
+  randomIdInBucket(index: number, random: Uint8Array): Buffer
+  /** The bucket of `id`, or -1 for the local id. */
+  bucketOf(id: Uint8Array): number
+  /** A FIND_NODE for `target` carrying our record, padded to `padTo` bytes. */
+  encodeFindNode(requestHi: number, requestLo: number, target: Uint8Array, padTo: number): Buffer
+  /**
+   * The NODES answer to a FIND_NODE: our record and up to k records closest to `target`, cut to
+   * `maxLen` bytes (the amplification bound for unverified requesters; Infinity for none). Null
+   * when even an empty answer would exceed `maxLen`.
+   */
+  encodeNodes(requestHi: number, requestLo: number, target: Uint8Array, maxLen: number): Buffer | null
+}
+
 /** An Ed25519 key pair, or a plain name (tests). The secret never leaves Rust except via `save`. */
 export declare class NativeIdentity {
   /** A fresh key pair from the operating system's randomness. */
@@ -283,6 +360,72 @@ export interface FaultOptions {
   reorder?: number
   corrupt?: number
   seed?: number
+}
+
+/**
+ * Decodes a Kademlia message (without the layer tag); never throws: malformed input gives
+ * `kind` 0 and an `error` reason.
+ */
+export declare function kadDecode(bytes: Uint8Array): KadMessage
+
+/**
+ * A NODES message from encoded records (for tests and tools; the layer uses `KadTable.encodeNodes`).
+ *
+ * # Errors
+ * `ERR_DECCOM_RECORD_*` for a malformed record.
+ */
+export declare function kadEncodeNodes(requestHi: number, requestLo: number, senderRecord: Uint8Array, records: Array<Buffer>, truncated: boolean): Buffer
+
+/** A PING (or, with `pong`, a PONG) with the given request id. */
+export declare function kadEncodePing(pong: boolean, requestHi: number, requestLo: number): Buffer
+
+/** An entry left the table (`removed`) and maybe a replacement took its place (`promoted`). */
+export interface KadEviction {
+  removed: number
+  promoted?: number
+}
+
+/**
+ * What `KadTable.insert` did: result 0 inserted, 1 updated, 2 pending (ping `toPing` first),
+ * 3 cached (a ping is already outstanding), 4 the local id.
+ */
+export interface KadInsert {
+  result: number
+  /** Handle of the entry to ping (result 2). */
+  toPing?: number
+}
+
+/** Counters of a lookup. */
+export interface KadLookupStats {
+  queries: number
+  successes: number
+  failures: number
+  timeouts: number
+  rounds: number
+}
+
+/**
+ * A decoded Kademlia message. `kind`: 1 PING, 2 PONG, 3 FIND_NODE, 4 NODES, 0 malformed (`error`
+ * says why).
+ *
+ * Records (FIND_NODE: the sender; NODES: the sender, then `count` nodes) come in a compact form so
+ * that one message costs a handful of JavaScript values, not several per record: record `i`'s id
+ * is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
+ * identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`.
+ */
+export interface KadMessage {
+  kind: number
+  requestHi: number
+  requestLo: number
+  target?: Buffer
+  truncated: boolean
+  /** Number of NODES records (not counting the sender). */
+  count: number
+  ids?: Buffer
+  identities?: Buffer
+  identityEnds?: Uint32Array
+  hosts?: string
+  error?: string
 }
 
 /** The bound address. */

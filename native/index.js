@@ -835,6 +835,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.KadLookup = nativeBinding.KadLookup
+module.exports.KadTable = nativeBinding.KadTable
 module.exports.NativeIdentity = nativeBinding.NativeIdentity
 module.exports.NoiseEndpoint = nativeBinding.NoiseEndpoint
 module.exports.RudpEndpoint = nativeBinding.RudpEndpoint
@@ -842,5 +844,8 @@ module.exports.UdpSocket = nativeBinding.UdpSocket
 module.exports.decodePeerRecord = nativeBinding.decodePeerRecord
 module.exports.encodeAddress = nativeBinding.encodeAddress
 module.exports.encodePeerRecord = nativeBinding.encodePeerRecord
+module.exports.kadDecode = nativeBinding.kadDecode
+module.exports.kadEncodeNodes = nativeBinding.kadEncodeNodes
+module.exports.kadEncodePing = nativeBinding.kadEncodePing
 module.exports.nodeId = nativeBinding.nodeId
 module.exports.verify = nativeBinding.verify

@@ -18,6 +18,7 @@ pub mod delay;
 pub mod error;
 pub mod faults;
 pub mod identity;
+pub mod kad;
 pub mod noise;
 pub mod rudp;
 pub mod wire;

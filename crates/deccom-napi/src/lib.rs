@@ -6,6 +6,7 @@
 
 mod error;
 mod identity;
+mod kad;
 mod noise;
 mod pipeline;
 mod prefault;

@@ -1,0 +1,286 @@
+/**
+ * Kademlia on the SimulatedNetwork (virtual time): 500 nodes join through one bootstrap node, find
+ * each other without loss, with 5 % loss, and after 30 % of them are closed; unsolicited and
+ * malformed datagrams are dropped and counted without touching the routing table.
+ * Imports the BUILT package (dist/), as a user would.
+ */
+import test from 'ava'
+import { createRequire } from 'node:module'
+
+import {
+  type Address,
+  Identity,
+  Kademlia,
+  type LookupResult,
+  type Node,
+  Noise,
+  type Peer,
+  Protocol,
+  SimulatedNetwork,
+  TAG_KAD,
+  encodePeerRecord,
+  toAddress,
+} from '../dist/index.js'
+
+const require = createRequire(import.meta.url)
+const native = require('../native/index.js')
+
+const N = 500
+const PER_NODE = 20
+const REFRESH = 60_000
+
+let loss = 0
+const sim = new SimulatedNetwork({ seed: 7, defaultLink: { latency: 10, jitter: 10 }, link: () => (loss > 0 ? { loss } : undefined) })
+let nodes: Node[] = []
+const kad = (n: Node): Kademlia => n.stack.find(Kademlia)!
+
+/** A deterministic stream for picking targets. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return (x >>> 0) / 0x1_0000_0000
+  }
+}
+
+interface Round {
+  total: number
+  ok: number
+  hops: number[]
+  latency: number[]
+}
+
+/** Every node in `from` looks up PER_NODE random others of `to` (stopping at the target). */
+async function findAll(from: Node[], to: Node[], seed: number): Promise<Round> {
+  const r = rng(seed)
+  const round: Round = { total: 0, ok: 0, hops: [], latency: [] }
+  const done: Promise<void>[] = []
+  for (const n of from) {
+    for (let j = 0; j < PER_NODE; j++) {
+      let target = to[Math.floor(r() * to.length)]
+      while (target === n) target = to[Math.floor(r() * to.length)]
+      round.total++
+      done.push(
+        kad(n)
+          .lookup(target.id, { stopAtTarget: true, timeout: 30_000 })
+          .then(
+            (res: LookupResult) => {
+              if (res.peer && res.peer.address === target.address) {
+                round.ok++
+                round.hops.push(res.hops)
+                round.latency.push(res.elapsed)
+              }
+            },
+            () => {},
+          ),
+      )
+    }
+  }
+  let settled = 0
+  for (const d of done) void d.finally(() => settled++)
+  await sim.runUntil(() => settled === done.length, { timeout: 120_000 })
+  return round
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+const p99 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)]
+
+test.after.always(() => sim.close())
+
+test.serial(`${N} nodes join through one bootstrap node`, async (t) => {
+  const t0 = performance.now()
+  for (let b = 0; b < N; b += 50) {
+    const batch = await sim.createNodes(Math.min(50, N - b), {
+      stack: (i) => [new Kademlia({ bootstrap: b + i === 0 ? [] : ['10.0.0.1:4000'], refreshInterval: REFRESH, seed: b + i + 1 })],
+      identity: (i) => Identity.fromString(`kad-${b + i}`),
+    })
+    nodes.push(...batch)
+    await sim.runFor(2000)
+  }
+  await sim.runFor(REFRESH) // one periodic refresh (self-lookup + stale buckets) everywhere
+  const sizes = nodes.map((n) => kad(n).size).sort((a, b) => a - b)
+  t.log(`join: ${(performance.now() - t0).toFixed(0)} ms real, ${sim.now.toFixed(0)} ms virtual; table sizes min ${sizes[0]} median ${median(sizes)} max ${sizes.at(-1)}`)
+  t.true(nodes.every((n) => kad(n).joined))
+  t.true(sizes[0] >= 20, 'every table holds at least k peers')
+})
+
+test.serial('every node finds 20 random others: 100 % without loss, median hops <= log2(N)', async (t) => {
+  const t0 = performance.now()
+  const r = await findAll(nodes, nodes, 1)
+  t.log(`${r.ok}/${r.total} found in ${(performance.now() - t0).toFixed(0)} ms real; hops median ${median(r.hops)} p99 ${p99(r.hops)}; virtual latency median ${median(r.latency).toFixed(0)} ms p99 ${p99(r.latency).toFixed(0)} ms`)
+  t.is(r.ok, r.total)
+  t.true(median(r.hops) <= Math.log2(N))
+  // Node.findPeer delegates to the Kademlia layer.
+  const p = nodes[3].findPeer(nodes[400].id.toString('hex'))
+  let peer: Awaited<typeof p> | undefined
+  void p.then((x) => (peer = x))
+  await sim.runUntil(() => peer !== undefined)
+  t.is(peer!.address, nodes[400].address)
+  t.deepEqual(peer!.publicIdentity, nodes[400].identity.publicIdentity)
+})
+
+test.serial('>= 99 % with 5 % loss', async (t) => {
+  loss = 0.05
+  const t0 = performance.now()
+  const r = await findAll(nodes, nodes, 2)
+  loss = 0
+  t.log(`${r.ok}/${r.total} found with 5 % loss in ${(performance.now() - t0).toFixed(0)} ms real; hops median ${median(r.hops)}; latency median ${median(r.latency).toFixed(0)} ms p99 ${p99(r.latency).toFixed(0)} ms`)
+  t.true(r.ok >= 0.99 * r.total)
+})
+
+test.serial('after 30 % of the nodes are closed, lookups of live nodes succeed >= 99 % once refresh has run', async (t) => {
+  const r0 = rng(3)
+  const victims = new Set<Node>()
+  while (victims.size < Math.floor(0.3 * N)) {
+    const v = nodes[1 + Math.floor(r0() * (N - 1))]
+    victims.add(v)
+  }
+  const disconnected = { n: 0 }
+  for (const n of nodes) if (!victims.has(n)) kad(n).on('disconnected', () => disconnected.n++)
+  await Promise.all([...victims].map((v) => v.close()))
+  const live = nodes.filter((n) => !victims.has(n))
+  const t0 = performance.now()
+  await sim.runFor(2 * REFRESH + 5000)
+  const t1 = performance.now()
+  const r = await findAll(live, live, 4)
+  t.log(`refresh: ${(t1 - t0).toFixed(0)} ms real, ${disconnected.n} dead entries removed; ${r.ok}/${r.total} found in ${(performance.now() - t1).toFixed(0)} ms real; hops median ${median(r.hops)}`)
+  t.true(r.ok >= 0.99 * r.total)
+  t.true(disconnected.n > 0)
+})
+
+/** A layer that records every datagram it sees and can send raw ones. */
+class Capture extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override emits = ['onMessage']
+  readonly name = 'capture'
+  readonly got: { from: Address; data: Buffer; tag: number }[] = []
+  onMessage(from: Address, data: Buffer, tag: number): void {
+    this.got.push({ from, data: Buffer.from(data), tag })
+    this.upper.onMessage(from, data, tag)
+  }
+  raw(to: Address, data: Uint8Array, tag: number): void {
+    this.lower.send(to, data, tag)
+  }
+}
+
+test('unsolicited NODES, malformed datagrams and unverified queries: dropped, counted, no table change, no amplification', async (t) => {
+  const s = new SimulatedNetwork({ seed: 11 })
+  t.teardown(() => s.close())
+  const ns = await s.createNodes(20, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], seed: i + 1 })],
+    identity: (i) => Identity.fromString(`small-${i}`),
+  })
+  await s.runFor(10_000)
+  const victim = kad(ns[5])
+  const snapshot = (): string[] => victim.peers().map((p) => p.id!.toString('hex')).sort()
+  const before = snapshot()
+  t.true(before.length > 0)
+  const cap = new Capture()
+  const evil = await s.createNode({ stack: [cap], identity: Identity.fromString('evil') })
+  const evilRecord = encodePeerRecord({ publicIdentity: evil.identity.publicIdentity, address: evil.address })
+  const fakes = Array.from({ length: 10 }, (_, i) =>
+    encodePeerRecord({ publicIdentity: Identity.fromString(`fake-${i}`).publicIdentity, address: toAddress(`10.9.0.${i + 1}`, 4000) }),
+  )
+  const stats0 = victim.stats()
+  // Unsolicited NODES (a random request id), and a PONG nobody asked for.
+  cap.raw(ns[5].address, native.kadEncodeNodes(0x1234, 0x5678, evilRecord, fakes, false), TAG_KAD)
+  cap.raw(ns[5].address, native.kadEncodePing(true, 1, 2), TAG_KAD)
+  // Malformed: garbage, a truncated NODES, a bad version, an empty payload.
+  const nodesMsg = native.kadEncodeNodes(1, 1, evilRecord, fakes, false)
+  for (const bad of [Buffer.from('garbage!'), nodesMsg.subarray(0, nodesMsg.length - 3), Buffer.from([9, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Buffer.alloc(0)]) {
+    cap.raw(ns[5].address, bad, TAG_KAD)
+  }
+  // An unpadded FIND_NODE from an unverified address: the answer is no larger than the query.
+  const table = new native.KadTable(evilRecord, 20, 20, 0)
+  const query = table.encodeFindNode(7, 7, Buffer.alloc(32, 1), 0)
+  cap.raw(ns[5].address, query, TAG_KAD)
+  await s.runFor(5000)
+  const stats1 = victim.stats()
+  const d = (k: string): number => (stats1[k] ?? 0) - (stats0[k] ?? 0)
+  t.is(d('dropped_unsolicited'), 2)
+  t.is(d('dropped_malformed'), 4)
+  t.deepEqual(snapshot(), before, 'the routing table did not change')
+  for (const f of fakes) t.is(victim.getPeer(native.decodePeerRecord(f).id), undefined)
+  const answers = cap.got.filter((g) => g.tag === TAG_KAD && native.kadDecode(g.data).kind === 4)
+  t.is(answers.length, 1)
+  t.true(answers[0].data.length <= query.length, `answer ${answers[0].data.length} B <= query ${query.length} B`)
+  t.true(native.kadDecode(answers[0].data).truncated)
+  // The victim pinged the unverified requester to verify it (the capture layer does not answer).
+  t.true(cap.got.some((g) => g.tag === TAG_KAD && native.kadDecode(g.data).kind === 1))
+})
+
+test('findPeer rejects on abort, timeout and bad ids; stop clears everything', async (t) => {
+  const s = new SimulatedNetwork({ seed: 12 })
+  const ns = await s.createNodes(5, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })],
+    identity: (i) => Identity.fromString(`api-${i}`),
+  })
+  await s.runFor(5000)
+  const k = kad(ns[1])
+  await t.throwsAsync(k.findPeer('nope'), { code: 'ERR_DECCOM_INVALID_ARGUMENT' })
+  const ac = new AbortController()
+  ac.abort()
+  await t.throwsAsync(k.findPeer(Buffer.alloc(32, 3), { signal: ac.signal }), { code: 'ERR_DECCOM_ABORTED' })
+  t.is(k.getPeer(ns[2].id)?.address, ns[2].address)
+  t.is(k.closest(ns[2].id, 1)[0].address, ns[2].address)
+  t.true(k.peers().length >= 3)
+  const pending = k.findPeer(Buffer.alloc(32, 9))
+  await s.close()
+  await t.throwsAsync(pending, { code: 'ERR_DECCOM_CLOSED' })
+  t.is(s.stats().pending_events, 0)
+})
+
+/** A transparent layer that approves every peer except those whose name identity ends in "-banned". */
+class Gate extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send']
+  static override emits = ['onMessage']
+  readonly name = 'gate'
+  asked = 0
+  send(to: Address, data: Uint8Array, tag: number): unknown {
+    return this.lower.send(to, data, tag)
+  }
+  onMessage(from: Address, data: Buffer, tag: number): void {
+    this.upper.onMessage(from, data, tag)
+  }
+  approveConnection(peer: Peer): Promise<boolean> {
+    this.asked++
+    return Promise.resolve(!peer.publicIdentity!.toString().endsWith('-banned'))
+  }
+}
+
+test('connection approval: the nearest layer below with approveConnection decides; Kademlia also runs over Noise', async (t) => {
+  const s = new SimulatedNetwork({ seed: 13 })
+  t.teardown(() => s.close())
+  const ns = await s.createNodes(12, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], seed: i + 1 }), new Gate()],
+    identity: (i) => Identity.fromString(i === 7 ? `gate-${i}-banned` : `gate-${i}`),
+  })
+  await s.runFor(15_000)
+  const banned = ns[7].id
+  for (const [i, n] of ns.entries()) {
+    if (i === 7) continue
+    t.is(kad(n).getPeer(banned), undefined, `node ${i} did not admit the banned peer`)
+    t.true(kad(n).size >= 9)
+    t.true(n.stack.find(Gate)!.asked > 0)
+    t.true((kad(n).stats().rejected_by_approval ?? 0) >= 0)
+  }
+  t.true(ns.some((n) => (kad(n).stats().rejected_by_approval ?? 0) > 0))
+
+  const s2 = new SimulatedNetwork({ seed: 14 })
+  t.teardown(() => s2.close())
+  const secure = await s2.createNodes(10, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], seed: i + 1 }), new Noise({ mode: 'encrypt' })],
+    identity: (i) => Identity.fromSeed(Buffer.alloc(32, i + 1)),
+  })
+  await s2.runFor(15_000)
+  let found: Peer | undefined
+  void secure[3].findPeer(secure[8].id).then((p) => (found = p))
+  await s2.runUntil(() => found !== undefined)
+  t.is(found!.address, secure[8].address)
+  t.true(secure.every((n) => kad(n).size >= 8))
+})

@@ -1,0 +1,382 @@
+//! The iterative Kademlia lookup as a state machine (rust-libp2p's `ClosestPeersIter` style).
+//!
+//! ```text
+//! let mut l = Lookup::new(target, seeds, LookupConfig::default(), now);
+//! loop {
+//!     match l.next(now) {
+//!         LookupAction::Query(id, v) => send FIND_NODE(target) to v, remember id,
+//!         LookupAction::Wait => wait for a response or until l.poll_timeout(),
+//!         LookupAction::Finished => break,
+//!     }
+//! }
+//! // on a response:  l.on_success(&id, closer_peers)
+//! // on an error:    l.on_failure(&id)
+//! ```
+//!
+//! # Rules
+//!
+//! - Candidates are kept sorted by XOR distance to the target (bounded by `max_candidates`; the
+//!   farthest are dropped first).
+//! - `next(now)` first marks queries older than `query_timeout` *unresponsive*: they no longer count
+//!   against the parallelism `alpha`, but a late answer is still accepted. It then walks the
+//!   candidates, closest first: once `k` of them have answered, the lookup is finished; the first
+//!   candidate not yet contacted is queried if fewer than `alpha` queries are in flight, otherwise
+//!   the caller must wait. A query in flight to a peer closer than the k-th answer also means
+//!   waiting. When nobody is left to query and nothing is in flight, it is finished.
+//! - Hence a finished lookup has heard from the `k` closest peers it learned of (or from every peer
+//!   it could reach): it converges on the k closest.
+//! - Hops: seeds have depth 0; a peer first learned from the answer of a peer of depth `d` has depth
+//!   `d + 1`. [`Lookup::rounds`] is one more than the largest depth among the peers that answered.
+
+use std::time::{Duration, Instant};
+
+use super::{distance, Distance};
+use crate::identity::NodeId;
+
+/// Default parallelism α.
+pub const ALPHA_VALUE: usize = 3;
+
+/// Settings of a [`Lookup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupConfig {
+    /// Queries in flight at once (default 3).
+    pub alpha: usize,
+    /// Number of closest peers that must answer (default 20).
+    pub k: usize,
+    /// After this, a query no longer counts against `alpha` (default 1 s).
+    pub query_timeout: Duration,
+    /// Bound on the candidates remembered (default `8 * k`).
+    pub max_candidates: usize,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        LookupConfig {
+            alpha: ALPHA_VALUE,
+            k: super::kbucket::K_VALUE,
+            query_timeout: Duration::from_secs(1),
+            max_candidates: 8 * super::kbucket::K_VALUE,
+        }
+    }
+}
+
+/// What the caller should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum LookupAction<V> {
+    /// Send a query to this peer.
+    Query(NodeId, V),
+    /// Wait for responses (or until [`Lookup::poll_timeout`]).
+    Wait,
+    /// The lookup is over; see [`Lookup::closest`].
+    Finished,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotContacted,
+    Waiting { deadline: Instant },
+    Unresponsive,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Candidate<V> {
+    id: NodeId,
+    distance: Distance,
+    value: V,
+    state: State,
+    depth: u32,
+}
+
+/// Counters of one lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    /// Queries issued.
+    pub queries: u32,
+    /// Queries answered.
+    pub successes: u32,
+    /// Queries reported failed.
+    pub failures: u32,
+    /// Queries that passed `query_timeout` unanswered (they may still answer later).
+    pub timeouts: u32,
+}
+
+/// One iterative lookup for `target`.
+#[derive(Debug, Clone)]
+pub struct Lookup<V> {
+    target: NodeId,
+    config: LookupConfig,
+    candidates: Vec<Candidate<V>>,
+    stats: LookupStats,
+    finished: bool,
+}
+
+impl<V: Clone> Lookup<V> {
+    /// A lookup for `target` starting from `seeds` (typically the table's `closest(target, k)`).
+    #[must_use]
+    pub fn new(target: NodeId, seeds: impl IntoIterator<Item = (NodeId, V)>, config: LookupConfig) -> Self {
+        let config = LookupConfig {
+            alpha: config.alpha.max(1),
+            k: config.k.max(1),
+            max_candidates: config.max_candidates.max(config.k.max(1)),
+            ..config
+        };
+        let mut l = Lookup {
+            target,
+            config,
+            candidates: Vec::new(),
+            stats: LookupStats::default(),
+            finished: false,
+        };
+        for (id, v) in seeds {
+            l.add(id, v, 0);
+        }
+        l
+    }
+
+    /// The target.
+    #[must_use]
+    pub fn target(&self) -> &NodeId {
+        &self.target
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> LookupStats {
+        self.stats
+    }
+
+    /// True once [`next`](Self::next) returned `Finished`.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn add(&mut self, id: NodeId, value: V, depth: u32) -> bool {
+        let d = distance(&id, &self.target);
+        match self.candidates.binary_search_by(|c| c.distance.cmp(&d)) {
+            Ok(_) => false,
+            Err(pos) => {
+                if pos >= self.config.max_candidates {
+                    return false;
+                }
+                self.candidates.insert(
+                    pos,
+                    Candidate {
+                        id,
+                        distance: d,
+                        value,
+                        state: State::NotContacted,
+                        depth,
+                    },
+                );
+                self.candidates.truncate(self.config.max_candidates);
+                true
+            }
+        }
+    }
+
+    fn find(&self, id: &NodeId) -> Option<usize> {
+        let d = distance(id, &self.target);
+        self.candidates.binary_search_by(|c| c.distance.cmp(&d)).ok()
+    }
+
+    /// What to do now (see the module docs).
+    pub fn next(&mut self, now: Instant) -> LookupAction<V> {
+        if self.finished {
+            return LookupAction::Finished;
+        }
+        let mut in_flight = 0;
+        for c in &mut self.candidates {
+            if let State::Waiting { deadline } = c.state {
+                if now >= deadline {
+                    c.state = State::Unresponsive;
+                    self.stats.timeouts += 1;
+                } else {
+                    in_flight += 1;
+                }
+            }
+        }
+        let mut answered = 0;
+        let mut waiting_closer = false;
+        for c in &mut self.candidates {
+            match c.state {
+                State::Succeeded => {
+                    answered += 1;
+                    if answered >= self.config.k {
+                        if waiting_closer {
+                            // A closer peer may still answer: the k closest have not all answered.
+                            return LookupAction::Wait;
+                        }
+                        self.finished = true;
+                        return LookupAction::Finished;
+                    }
+                }
+                State::NotContacted => {
+                    if in_flight < self.config.alpha {
+                        c.state = State::Waiting {
+                            deadline: now + self.config.query_timeout,
+                        };
+                        self.stats.queries += 1;
+                        return LookupAction::Query(c.id, c.value.clone());
+                    }
+                    return LookupAction::Wait;
+                }
+                State::Waiting { .. } => waiting_closer = true,
+                State::Unresponsive | State::Failed => {}
+            }
+        }
+        if in_flight > 0 {
+            LookupAction::Wait
+        } else {
+            self.finished = true;
+            LookupAction::Finished
+        }
+    }
+
+    /// The earliest instant at which an in-flight query times out, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.candidates
+            .iter()
+            .filter_map(|c| match c.state {
+                State::Waiting { deadline } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// `peer` answered with `closer` peers. Returns false (and changes nothing) if `peer` was not
+    /// queried by this lookup or already answered/failed — a late answer after the timeout counts.
+    pub fn on_success(&mut self, peer: &NodeId, closer: impl IntoIterator<Item = (NodeId, V)>) -> bool {
+        if self.finished {
+            return false;
+        }
+        let Some(i) = self.find(peer) else { return false };
+        let c = &mut self.candidates[i];
+        if !matches!(c.state, State::Waiting { .. } | State::Unresponsive) {
+            return false;
+        }
+        c.state = State::Succeeded;
+        let depth = c.depth + 1;
+        self.stats.successes += 1;
+        for (id, v) in closer {
+            self.add(id, v, depth);
+        }
+        true
+    }
+
+    /// The query to `peer` failed (or will never be answered). Returns false if it was not in flight.
+    pub fn on_failure(&mut self, peer: &NodeId) -> bool {
+        let Some(i) = self.find(peer) else { return false };
+        let c = &mut self.candidates[i];
+        if !matches!(c.state, State::Waiting { .. } | State::Unresponsive) {
+            return false;
+        }
+        c.state = State::Failed;
+        self.stats.failures += 1;
+        true
+    }
+
+    /// The depth of `peer` (0 for seeds), if it is a candidate.
+    #[must_use]
+    pub fn depth(&self, peer: &NodeId) -> Option<u32> {
+        self.find(peer).map(|i| self.candidates[i].depth)
+    }
+
+    /// Hops: 1 + the largest depth among peers that answered (0 if none answered).
+    #[must_use]
+    pub fn rounds(&self) -> u32 {
+        self.candidates
+            .iter()
+            .filter(|c| c.state == State::Succeeded)
+            .map(|c| c.depth + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The up to `k` closest peers that answered, closest first.
+    #[must_use]
+    pub fn closest(&self) -> Vec<(NodeId, V)> {
+        self.candidates
+            .iter()
+            .filter(|c| c.state == State::Succeeded)
+            .take(self.config.k)
+            .map(|c| (c.id, c.value.clone()))
+            .collect()
+    }
+
+    /// Number of candidates currently known.
+    #[must_use]
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(x: u8) -> NodeId {
+        let mut a = [0u8; 32];
+        a[0] = x;
+        a
+    }
+
+    #[test]
+    fn queries_alpha_then_waits_then_finishes() {
+        let t0 = Instant::now();
+        let cfg = LookupConfig {
+            alpha: 2,
+            k: 2,
+            ..LookupConfig::default()
+        };
+        let mut l = Lookup::new(id(0), [(id(1), ()), (id(2), ()), (id(3), ())], cfg);
+        assert_eq!(l.next(t0), LookupAction::Query(id(1), ()));
+        assert_eq!(l.next(t0), LookupAction::Query(id(2), ()));
+        assert_eq!(l.next(t0), LookupAction::Wait);
+        assert!(l.on_success(&id(1), [(id(4), ())]));
+        // id(1) answered; the closest not contacted is 3 (4 is farther)
+        assert_eq!(l.next(t0), LookupAction::Query(id(3), ()));
+        assert!(l.on_success(&id(2), []));
+        assert_eq!(l.next(t0), LookupAction::Finished);
+        assert_eq!(l.closest(), vec![(id(1), ()), (id(2), ())]);
+        assert_eq!(l.stats().queries, 3);
+        assert_eq!(l.rounds(), 1);
+    }
+
+    #[test]
+    fn timeout_frees_parallelism_and_late_answer_counts() {
+        let t0 = Instant::now();
+        let cfg = LookupConfig {
+            alpha: 1,
+            k: 2,
+            query_timeout: Duration::from_millis(100),
+            ..LookupConfig::default()
+        };
+        let mut l = Lookup::new(id(0), [(id(1), ()), (id(2), ())], cfg);
+        assert_eq!(l.next(t0), LookupAction::Query(id(1), ()));
+        assert_eq!(l.next(t0), LookupAction::Wait);
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(l.next(t1), LookupAction::Query(id(2), ()));
+        assert_eq!(l.stats().timeouts, 1);
+        assert!(l.on_success(&id(1), []));
+        assert!(l.on_success(&id(2), []));
+        assert_eq!(l.next(t1), LookupAction::Finished);
+        assert!(!l.on_success(&id(9), []));
+    }
+
+    #[test]
+    fn failures_finish_when_nobody_is_left() {
+        let t0 = Instant::now();
+        let mut l = Lookup::new(id(0), [(id(1), ())], LookupConfig::default());
+        assert_eq!(l.next(t0), LookupAction::Query(id(1), ()));
+        assert!(l.on_failure(&id(1)));
+        assert!(!l.on_failure(&id(1)));
+        assert_eq!(l.next(t0), LookupAction::Finished);
+        assert!(l.closest().is_empty());
+    }
+}

@@ -1,0 +1,459 @@
+//! `KadTable`, `KadLookup` and the Kademlia wire codec, driven from JavaScript.
+//!
+//! The protocol state lives in `deccom_core::kad` (sans-IO); the TypeScript `Kademlia` layer owns
+//! the datagrams, the timers (the node's clock, so it runs in virtual time) and the promises.
+//! Peers are small integer handles chosen by the caller; time is the caller's clock in ms.
+//!
+//! `closest` is the hot call: it writes ids into a caller-owned `Buffer` and handles into a
+//! caller-owned `Uint32Array` and returns the count, so a call allocates nothing on either side.
+
+use std::time::{Duration, Instant};
+
+use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
+use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
+use deccom_core::kad::wire::{self, Message};
+use deccom_core::kad::Distance;
+use deccom_core::wire::peer_record::PeerRecord;
+use deccom_core::{NodeId, PublicIdentity};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::error::{coded, core, Code};
+
+/// The caller's millisecond clock mapped onto `Instant`s.
+struct Clock {
+  base: Instant,
+  origin_ms: f64,
+}
+
+impl Clock {
+  fn new(now: f64) -> Clock {
+    Clock { base: Instant::now(), origin_ms: now }
+  }
+  fn at(&self, ms: f64) -> Instant {
+    let d = ms - self.origin_ms;
+    if d.is_finite() && d > 0.0 {
+      self.base + Duration::from_secs_f64(d / 1000.0)
+    } else {
+      self.base
+    }
+  }
+  fn ms(&self, t: Instant) -> f64 {
+    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
+  }
+}
+
+fn node_id(b: &[u8]) -> Result<NodeId> {
+  b.try_into().map_err(|_| coded(Code::InvalidArgument, format!("a node id is 32 bytes, got {}", b.len())))
+}
+
+fn ms_duration(ms: f64) -> Duration {
+  if ms.is_finite() && ms > 0.0 {
+    Duration::from_secs_f64(ms / 1000.0)
+  } else {
+    Duration::ZERO
+  }
+}
+
+#[derive(Clone)]
+struct Slot {
+  handle: u32,
+  record: PeerRecord,
+}
+
+/// What `KadTable.insert` did: result 0 inserted, 1 updated, 2 pending (ping `toPing` first),
+/// 3 cached (a ping is already outstanding), 4 the local id.
+#[napi(object)]
+pub struct KadInsert {
+  pub result: u32,
+  /// Handle of the entry to ping (result 2).
+  pub to_ping: Option<u32>,
+}
+
+/// An entry left the table (`removed`) and maybe a replacement took its place (`promoted`).
+#[napi(object)]
+pub struct KadEviction {
+  pub removed: u32,
+  pub promoted: Option<u32>,
+}
+
+fn eviction(e: Eviction<Slot>) -> KadEviction {
+  KadEviction { removed: e.removed.value.handle, promoted: e.promoted.map(|p| p.value.handle) }
+}
+
+/// The routing table (k-buckets around the local id) with each peer's record.
+#[napi]
+pub struct KadTable {
+  table: RoutingTable<Slot>,
+  own: PeerRecord,
+  clock: Clock,
+  scratch: Vec<(Distance, u32)>,
+}
+
+#[napi]
+impl KadTable {
+  /// `ownRecord`: this node's encoded peer record (sent in every FIND_NODE and NODES).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_RECORD_*` for a malformed record; `ERR_DECCOM_INVALID_ARGUMENT` for k = 0.
+  #[napi(constructor)]
+  pub fn new(own_record: &[u8], k: u32, max_replacements: u32, now: f64) -> Result<KadTable> {
+    let (own, _) = PeerRecord::decode(own_record).map_err(core)?;
+    if k == 0 || k as usize > wire::MAX_NODES {
+      return Err(coded(Code::InvalidArgument, format!("k must be 1..={}, got {k}", wire::MAX_NODES)));
+    }
+    let config = TableConfig { k: k as usize, max_replacements: max_replacements as usize };
+    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: Clock::new(now), scratch: Vec::with_capacity(k as usize) })
+  }
+
+  /// Entries in the table.
+  #[napi(getter)]
+  pub fn size(&self) -> u32 {
+    self.table.len() as u32
+  }
+
+  /// Records that a verified peer was seen: `identity` (encoded public identity) reachable at
+  /// `addr` (18-byte address form), under the caller's `handle`.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
+  #[napi]
+  pub fn insert(&mut self, handle: u32, identity: &[u8], addr: &[u8], now: f64) -> Result<KadInsert> {
+    let identity = PublicIdentity::decode(identity).map_err(core)?;
+    let udp = crate::socket::decode_addr(addr).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))?;
+    let record = PeerRecord::new(identity, udp);
+    let id = record.id;
+    let t = self.clock.at(now);
+    Ok(match self.table.insert(id, Slot { handle, record }, t) {
+      InsertResult::Inserted => KadInsert { result: 0, to_ping: None },
+      InsertResult::Updated => KadInsert { result: 1, to_ping: None },
+      InsertResult::Pending { to_ping } => KadInsert { result: 2, to_ping: self.table.get(&to_ping).map(|s| s.handle) },
+      InsertResult::Cached => KadInsert { result: 3, to_ping: None },
+      InsertResult::SelfId => KadInsert { result: 4, to_ping: None },
+    })
+  }
+
+  /// Marks a present peer as seen now (moves it to the tail of its bucket). False if absent.
+  #[napi]
+  pub fn touch(&mut self, id: &[u8], now: f64) -> Result<bool> {
+    let id = node_id(id)?;
+    let Some(slot) = self.table.get(&id).cloned() else { return Ok(false) };
+    let _ = self.table.insert(id, slot, self.clock.at(now));
+    Ok(true)
+  }
+
+  /// The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts.
+  #[napi]
+  pub fn on_ping_result(&mut self, id: &[u8], alive: bool, now: f64) -> Result<Option<KadEviction>> {
+    let id = node_id(id)?;
+    Ok(self.table.on_ping_result(&id, alive, self.clock.at(now)).map(eviction))
+  }
+
+  /// Removes a peer (a replacement may take its place).
+  #[napi]
+  pub fn remove(&mut self, id: &[u8]) -> Result<Option<KadEviction>> {
+    let id = node_id(id)?;
+    Ok(self.table.remove(&id).map(eviction))
+  }
+
+  /// The handle of a peer in the table, or null.
+  #[napi]
+  pub fn get(&self, id: &[u8]) -> Option<u32> {
+    let id: NodeId = id.try_into().ok()?;
+    self.table.get(&id).map(|s| s.handle)
+  }
+
+  /// Writes the up to `n` entries closest to `target` (closest first): ids into `outIds`
+  /// (32 bytes each), handles into `outHandles`. `n` is capped by both outputs' sizes. Returns
+  /// the number written.
+  #[napi]
+  pub fn closest(&mut self, target: &[u8], n: u32, mut out_ids: BufferSlice, mut out_handles: Uint32ArraySlice) -> Result<u32> {
+    let target = node_id(target)?;
+    let out_ids: &mut [u8] = &mut out_ids;
+    // SAFETY: the JavaScript thread is inside this synchronous call, so nothing else can touch
+    // the typed array's memory while we write to it.
+    let out_handles: &mut [u32] = unsafe { out_handles.as_mut() };
+    let n = (n as usize).min(out_ids.len() / 32).min(out_handles.len());
+    let mut i = 0;
+    self.table.for_each_closest(&target, n, &mut self.scratch, |e| {
+      out_ids[i * 32..i * 32 + 32].copy_from_slice(&e.id);
+      out_handles[i] = e.value.handle;
+      i += 1;
+    });
+    Ok(i as u32)
+  }
+
+  /// Every handle the table holds (entries and replacement caches).
+  #[napi]
+  pub fn handles(&self) -> Uint32Array {
+    let v: Vec<u32> = self.table.iter().chain(self.table.replacements()).map(|e| e.value.handle).collect();
+    v.into()
+  }
+
+  /// Handles of the entries only, bucket by bucket.
+  #[napi]
+  pub fn entries(&self) -> Uint32Array {
+    let v: Vec<u32> = self.table.iter().map(|e| e.value.handle).collect();
+    v.into()
+  }
+
+  /// Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`).
+  #[napi]
+  pub fn stale_buckets(&self, now: f64, interval_ms: f64) -> Vec<u32> {
+    self.table.stale_buckets(self.clock.at(now), ms_duration(interval_ms)).into_iter().map(|b| b as u32).collect()
+  }
+
+  /// Entries in bucket `index`.
+  #[napi]
+  pub fn bucket_len(&self, index: u32) -> u32 {
+    self.table.bucket(index as usize).len() as u32
+  }
+
+  /// Records that a lookup refreshed bucket `index`.
+  #[napi]
+  pub fn mark_refreshed(&mut self, index: u32, now: f64) {
+    self.table.mark_refreshed(index as usize, self.clock.at(now));
+  }
+
+  /// An id in bucket `index` made from 32 random bytes.
+  #[napi]
+  pub fn random_id_in_bucket(&self, index: u32, random: &[u8]) -> Result<Buffer> {
+    let r = node_id(random)?;
+    Ok(self.table.random_id_in_bucket(index as usize, &r).to_vec().into())
+  }
+
+  /// The bucket of `id`, or -1 for the local id.
+  #[napi]
+  pub fn bucket_of(&self, id: &[u8]) -> Result<i32> {
+    let id = node_id(id)?;
+    Ok(self.table.bucket_index(&id).map_or(-1, |b| b as i32))
+  }
+
+  /// A FIND_NODE for `target` carrying our record, padded to `padTo` bytes.
+  #[napi]
+  pub fn encode_find_node(&self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32) -> Result<Buffer> {
+    let target = node_id(target)?;
+    let mut out = Vec::with_capacity(pad_to as usize);
+    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, pad_to as usize, &mut out);
+    Ok(out.into())
+  }
+
+  /// The NODES answer to a FIND_NODE: our record and up to k records closest to `target`, cut to
+  /// `maxLen` bytes (the amplification bound for unverified requesters; Infinity for none). Null
+  /// when even an empty answer would exceed `maxLen`.
+  #[napi]
+  pub fn encode_nodes(&mut self, request_hi: u32, request_lo: u32, target: &[u8], max_len: f64) -> Result<Option<Buffer>> {
+    let target = node_id(target)?;
+    let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
+    let k = self.table.config().k;
+    let mut recs: Vec<&PeerRecord> = Vec::with_capacity(k);
+    let table = &self.table;
+    table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
+    let mut out = Vec::with_capacity(512);
+    Ok(wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
+  }
+}
+
+fn request_id(hi: u32, lo: u32) -> u64 {
+  (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Counters of a lookup.
+#[napi(object)]
+pub struct KadLookupStats {
+  pub queries: u32,
+  pub successes: u32,
+  pub failures: u32,
+  pub timeouts: u32,
+  pub rounds: u32,
+}
+
+/// One iterative lookup (see `deccom_core::kad::lookup`); peers are identified by id.
+#[napi]
+pub struct KadLookup {
+  lookup: Lookup<()>,
+  clock: Clock,
+}
+
+/// `KadLookup.next` results.
+const QUERY: u32 = 0;
+const WAIT: u32 = 1;
+const FINISHED: u32 = 2;
+
+fn ids(b: &[u8]) -> impl Iterator<Item = (NodeId, ())> + '_ {
+  b.chunks_exact(32).map(|c| (c.try_into().expect("32 bytes"), ()))
+}
+
+#[napi]
+impl KadLookup {
+  /// A lookup for `target` from `seeds` (ids, 32 bytes each, back to back).
+  #[napi(constructor)]
+  pub fn new(target: &[u8], seeds: &[u8], alpha: u32, k: u32, query_timeout_ms: f64, now: f64) -> Result<KadLookup> {
+    let target = node_id(target)?;
+    let config = LookupConfig { alpha: alpha as usize, k: k as usize, query_timeout: ms_duration(query_timeout_ms), max_candidates: 8 * k.max(1) as usize };
+    Ok(KadLookup { lookup: Lookup::new(target, ids(seeds), config), clock: Clock::new(now) })
+  }
+
+  /// 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished.
+  #[napi]
+  pub fn next(&mut self, now: f64, mut out: BufferSlice) -> u32 {
+    match self.lookup.next(self.clock.at(now)) {
+      LookupAction::Query(id, ()) => {
+        if let Some(o) = out.get_mut(..32) {
+          o.copy_from_slice(&id);
+        }
+        QUERY
+      }
+      LookupAction::Wait => WAIT,
+      LookupAction::Finished => FINISHED,
+    }
+  }
+
+  /// When the earliest query in flight times out (caller's clock), or null.
+  #[napi]
+  pub fn poll_timeout(&self) -> Option<f64> {
+    self.lookup.poll_timeout().map(|t| self.clock.ms(t))
+  }
+
+  /// `peer` answered with `closer` ids (32 bytes each, back to back).
+  #[napi]
+  pub fn on_success(&mut self, peer: &[u8], closer: &[u8]) -> Result<bool> {
+    let peer = node_id(peer)?;
+    Ok(self.lookup.on_success(&peer, ids(closer)))
+  }
+
+  /// The query to `peer` failed.
+  #[napi]
+  pub fn on_failure(&mut self, peer: &[u8]) -> Result<bool> {
+    let peer = node_id(peer)?;
+    Ok(self.lookup.on_failure(&peer))
+  }
+
+  /// Depth of a candidate (0 = seed), or -1.
+  #[napi]
+  pub fn depth(&self, peer: &[u8]) -> i32 {
+    let Ok(peer) = NodeId::try_from(peer) else { return -1 };
+    self.lookup.depth(&peer).map_or(-1, |d| d as i32)
+  }
+
+  /// The k closest peers that answered, ids back to back.
+  #[napi]
+  pub fn closest(&self) -> Buffer {
+    let mut out = Vec::with_capacity(32 * 20);
+    for (id, ()) in self.lookup.closest() {
+      out.extend_from_slice(&id);
+    }
+    out.into()
+  }
+
+  /// Counters, and the hop count (rounds).
+  #[napi]
+  pub fn stats(&self) -> KadLookupStats {
+    let s = self.lookup.stats();
+    KadLookupStats { queries: s.queries, successes: s.successes, failures: s.failures, timeouts: s.timeouts, rounds: self.lookup.rounds() }
+  }
+}
+
+/// A decoded Kademlia message. `kind`: 1 PING, 2 PONG, 3 FIND_NODE, 4 NODES, 0 malformed (`error`
+/// says why).
+///
+/// Records (FIND_NODE: the sender; NODES: the sender, then `count` nodes) come in a compact form so
+/// that one message costs a handful of JavaScript values, not several per record: record `i`'s id
+/// is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
+/// identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`.
+#[napi(object)]
+pub struct KadMessage {
+  pub kind: u32,
+  pub request_hi: u32,
+  pub request_lo: u32,
+  pub target: Option<Buffer>,
+  pub truncated: bool,
+  /// Number of NODES records (not counting the sender).
+  pub count: u32,
+  pub ids: Option<Buffer>,
+  pub identities: Option<Buffer>,
+  pub identity_ends: Option<Uint32Array>,
+  pub hosts: Option<String>,
+  pub error: Option<String>,
+}
+
+fn message(kind: u32, id: u64) -> KadMessage {
+  KadMessage {
+    kind,
+    request_hi: (id >> 32) as u32,
+    request_lo: id as u32,
+    target: None,
+    truncated: false,
+    count: 0,
+    ids: None,
+    identities: None,
+    identity_ends: None,
+    hosts: None,
+    error: None,
+  }
+}
+
+fn records<'a>(m: &mut KadMessage, recs: impl Iterator<Item = &'a PeerRecord>) {
+  use std::fmt::Write;
+  let (mut ids, mut identities, mut ends, mut hosts) = (Vec::new(), Vec::new(), Vec::new(), String::new());
+  for r in recs {
+    ids.extend_from_slice(&r.id);
+    r.identity.encode_into(&mut identities);
+    ends.push(identities.len() as u32);
+    if !hosts.is_empty() {
+      hosts.push(' ');
+    }
+    let _ = write!(hosts, "{} {}", r.udp.ip(), r.udp.port());
+  }
+  m.ids = Some(ids.into());
+  m.identities = Some(identities.into());
+  m.identity_ends = Some(ends.into());
+  m.hosts = Some(hosts);
+}
+
+/// Decodes a Kademlia message (without the layer tag); never throws: malformed input gives
+/// `kind` 0 and an `error` reason.
+#[napi]
+pub fn kad_decode(bytes: &[u8]) -> KadMessage {
+  match Message::decode(bytes) {
+    Ok(Message::Ping { request_id }) => message(wire::kind::PING.into(), request_id),
+    Ok(Message::Pong { request_id }) => message(wire::kind::PONG.into(), request_id),
+    Ok(Message::FindNode { request_id, target, sender }) => {
+      let mut m = message(wire::kind::FIND_NODE.into(), request_id);
+      m.target = Some(target.to_vec().into());
+      records(&mut m, std::iter::once(&sender));
+      m
+    }
+    Ok(Message::Nodes { request_id, truncated, sender, nodes }) => {
+      let mut m = message(wire::kind::NODES.into(), request_id);
+      m.truncated = truncated;
+      m.count = nodes.len() as u32;
+      records(&mut m, std::iter::once(&sender).chain(nodes.iter()));
+      m
+    }
+    Err(e) => {
+      let mut m = message(0, 0);
+      m.error = Some(e.reason().to_owned());
+      m
+    }
+  }
+}
+
+/// A PING (or, with `pong`, a PONG) with the given request id.
+#[napi]
+pub fn kad_encode_ping(pong: bool, request_hi: u32, request_lo: u32) -> Buffer {
+  let request_id = request_id(request_hi, request_lo);
+  let m = if pong { Message::Pong { request_id } } else { Message::Ping { request_id } };
+  m.encode().into()
+}
+
+/// A NODES message from encoded records (for tests and tools; the layer uses `KadTable.encodeNodes`).
+///
+/// # Errors
+/// `ERR_DECCOM_RECORD_*` for a malformed record.
+#[napi]
+pub fn kad_encode_nodes(request_hi: u32, request_lo: u32, sender_record: &[u8], records: Vec<Buffer>, truncated: bool) -> Result<Buffer> {
+  let (sender, _) = PeerRecord::decode(sender_record).map_err(core)?;
+  let nodes = records.iter().map(|b| PeerRecord::decode(b).map(|(r, _)| r)).collect::<std::result::Result<Vec<_>, _>>().map_err(core)?;
+  Ok(Message::Nodes { request_id: request_id(request_hi, request_lo), truncated, sender, nodes }.encode().into())
+}

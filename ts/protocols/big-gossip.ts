@@ -1,0 +1,217 @@
+/**
+ * BigGossip — peer sampling (PROTOCOLS.md, BigGossip).
+ *
+ * Every `interval` ms the layer sends PULL to `pullFrom` random known peers (the bootstrap
+ * addresses until it knows someone); each answers SAMPLE with up to `k` random records it knows.
+ * For every record it did not know, the puller sends INTRO (its own record) so that the new peer
+ * learns it too. A peer that names itself in a message from its own address is connected
+ * (`onConnected`, also `bigGossip.on('connected', fn)`).
+ *
+ * ## Wire format (tag {@link TAG_BIG_GOSSIP}; record lists as in Gossip)
+ * | type | body |
+ * |------|------|
+ * | 1 PULL | record list holding the sender's record, then zero padding up to `padTo` bytes |
+ * | 2 SAMPLE | record list: the sender's record, then up to k random records |
+ * | 3 INTRO | record list holding the sender's record |
+ * No amplification: SAMPLE is never larger than its PULL (the PULL's padding pays for it), and
+ * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. Malformed datagrams,
+ * unsolicited SAMPLEs and records whose address is not the sender's are dropped and counted.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import type { Identity } from '../identity'
+import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import { decodeList, encodeList, makeRng, sample } from './gossip'
+import { DiscoveryErrorCode, toId } from './kademlia'
+import { DeccomError } from '../errors'
+
+/** Tag of BigGossip datagrams. */
+export const TAG_BIG_GOSSIP = 5
+
+const PULL = 1
+const SAMPLE = 2
+const INTRO = 3
+
+export interface BigGossipOptions {
+  bootstrap?: AddressLike[]
+  /** ms between pulls (default 1000). */
+  interval?: number
+  /** Peers pulled from per round (default 3). */
+  pullFrom?: number
+  /** Records per SAMPLE (default 20). */
+  k?: number
+  /** Most peers remembered (default 10 000). */
+  maxPeers?: number
+  /** PULL padding (default 1200). */
+  padTo?: number
+  seed?: number
+}
+
+interface Known {
+  peer: Peer
+  record: Buffer
+  connected: boolean
+}
+
+type Listener = (peer: Peer) => void
+
+export class BigGossip extends Protocol {
+  static override bindTo = ['send', 'localAddress']
+  static override bindFrom = ['onMessage']
+  static override provides = ['findPeer', 'getPeer', 'peers']
+  static override emits = ['onMessage', 'onConnected', 'onDisconnected']
+
+  readonly name = 'big-gossip'
+  override readonly tag = TAG_BIG_GOSSIP
+
+  readonly #bootstrap: Address[]
+  readonly #interval: number
+  readonly #pullFrom: number
+  readonly #k: number
+  readonly #maxPeers: number
+  readonly #padTo: number
+  readonly #rand: () => number
+  readonly #known = new Map<string, Known>()
+  readonly #byAddr = new Map<Address, Known>()
+  readonly #pulls = new Set<Address>()
+  readonly #listeners = new Set<Listener>()
+  #clock: Clock | null = null
+  #timer: TimerHandle | null = null
+  #self!: Address
+  #selfHex = ''
+  #record!: Buffer
+
+  constructor(opts: BigGossipOptions = {}) {
+    super()
+    this.#bootstrap = (opts.bootstrap ?? []).map((a) => toAddress(a))
+    this.#interval = opts.interval ?? 1000
+    this.#pullFrom = opts.pullFrom ?? 3
+    this.#k = Math.min(opts.k ?? 20, 63)
+    this.#maxPeers = opts.maxPeers ?? 10_000
+    this.#padTo = opts.padTo ?? 1200
+    this.#rand = makeRng(opts.seed)
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx.clock
+    this.#self = this.lower.localAddress() as Address
+    const id = ctx.identity as Identity
+    this.#selfHex = id.idHex
+    this.#record = encodePeerRecord({ publicIdentity: id.publicIdentity, address: this.#self })
+    this.#timer = ctx.clock.setTimeout(this.#round, 0)
+  }
+
+  override async stop(): Promise<void> {
+    this.#clock?.clearTimeout(this.#timer ?? undefined)
+    this.#clock = null
+  }
+
+  on(event: 'connected', fn: Listener): this {
+    if (event === 'connected') this.#listeners.add(fn)
+    return this
+  }
+
+  off(event: 'connected', fn: Listener): this {
+    this.#listeners.delete(fn)
+    return this
+  }
+
+  peers(): Peer[] {
+    return [...this.#known.values()].map((k) => k.peer)
+  }
+
+  getPeer(id: Buffer | string): Peer | undefined {
+    return this.#known.get(toId(id).toString('hex'))?.peer
+  }
+
+  /** A known peer with this id (peer sampling does not search). @throws ERR_DECCOM_PEER_NOT_FOUND */
+  async findPeer(id: Buffer | string): Promise<Peer> {
+    const p = this.getPeer(id)
+    if (!p) throw new DeccomError(DiscoveryErrorCode.PEER_NOT_FOUND, 'This peer is not in the sample yet')
+    return p
+  }
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
+    const from = source instanceof Peer ? source.address : source
+    if (tag !== TAG_BIG_GOSSIP) return this.upper.onMessage(source instanceof Peer ? source : this.#byAddr.get(from)?.peer ?? from, data, tag)
+    if (!this.#clock) return
+    this.count('received')
+    try {
+      const type = data[0]
+      if (type !== PULL && type !== SAMPLE && type !== INTRO) return this.count('dropped_malformed')
+      if (type === SAMPLE && !this.#pulls.delete(from)) return this.count('dropped_unsolicited')
+      const { records } = decodeList(data, 1)
+      if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
+      this.#learn(records[0], true)
+      if (type === PULL) {
+        const others = sample([...this.#known.values()].filter((k) => k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
+        this.count('samples_sent')
+        this.#send(from, Buffer.concat([Buffer.from([SAMPLE]), encodeList([this.#record, ...others], data.length - 1)]))
+      } else if (type === SAMPLE) {
+        for (const r of records.slice(1)) {
+          if (this.#learn(r, false)) {
+            this.count('intros_sent')
+            this.#send(r.address, Buffer.concat([Buffer.from([INTRO]), encodeList([this.#record])]))
+          }
+        }
+      }
+    } catch {
+      this.count('dropped_malformed')
+    }
+  }
+
+  /** True if the record was new. */
+  #learn(r: PeerRecord, direct: boolean): boolean {
+    const hex = r.id.toString('hex')
+    if (hex === this.#selfHex) return false
+    let k = this.#known.get(hex)
+    const fresh = !k
+    if (!k) {
+      if (this.#known.size >= this.#maxPeers) {
+        this.count('dropped_peers_full')
+        return false
+      }
+      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), connected: false }
+      this.#known.set(hex, k)
+      this.#byAddr.set(r.address, k)
+      this.count('peers_learned')
+    }
+    if (direct && !k.connected) {
+      k.connected = true
+      this.upper.onConnected(k.peer)
+      for (const fn of this.#listeners) fn(k.peer)
+    }
+    return fresh
+  }
+
+  readonly #round = (): void => {
+    const clock = this.#clock
+    if (!clock) return
+    this.#pulls.clear()
+    const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#pullFrom, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
+    const body = encodeList([this.#record])
+    const msg = Buffer.alloc(Math.max(1 + body.length, this.#padTo))
+    msg[0] = PULL
+    body.copy(msg, 1)
+    for (const to of targets) {
+      this.#pulls.add(to)
+      this.#send(to, msg)
+    }
+    this.count('rounds')
+    this.#timer = clock.setTimeout(this.#round, this.#interval)
+  }
+
+  #send(to: Address, data: Buffer): void {
+    try {
+      const r: unknown = this.lower.send(to, data, TAG_BIG_GOSSIP)
+      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
+      this.count('sent')
+    } catch {
+      this.count('send_errors')
+    }
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * FixedPeers — a static list of peers (PROTOCOLS.md, FixedPeers).
+ *
+ * On start the layer says HELLO (with its peer record) to every listed address, repeating every
+ * `helloInterval` ms up to `helloRetries` times until that address answered; a HELLO from a listed
+ * address is answered with HELLO_ACK. Either way the peer's id and identity become known:
+ * `onConnected(peer)` is emitted upward (also `fixedPeers.on('connected', fn)`). On stop it sends
+ * EXIT to every known peer; receivers emit `onDisconnected(peer)` and forget its id (a later
+ * HELLO brings it back).
+ *
+ * Provides `sendToId(id, data)` (application data to the peer with that id; rejects with
+ * ERR_DECCOM_PEER_NOT_FOUND if the id is not known), `broadcast(data)` (to every known peer),
+ * `peers()` and `findPeer(id)`. Application data travels as ordinary tag-0 datagrams through the
+ * layer below, so the receiver's application gets it as a normal message.
+ *
+ * ## Wire format (tag {@link TAG_FIXED})
+ * | byte 0 | rest                              |
+ * |--------|-----------------------------------|
+ * | 1 HELLO | the sender's peer record         |
+ * | 2 HELLO_ACK | the sender's peer record     |
+ * | 3 EXIT | nothing                           |
+ * Records are decoded with the checked peer-record codec. Datagrams from addresses not in the list,
+ * malformed ones, and records whose address is not the sender's are dropped and counted.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError } from '../errors'
+import type { Identity } from '../identity'
+import { Peer, decodePeerRecord, encodePeerRecord } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import { TAG_APP } from './udp'
+import { DiscoveryErrorCode, toId } from './kademlia'
+
+/** Tag of FixedPeers datagrams. */
+export const TAG_FIXED = 6
+
+const HELLO = 1
+const HELLO_ACK = 2
+const EXIT = 3
+
+export interface FixedPeersOptions {
+  /** The peers' addresses. */
+  peers: AddressLike[]
+  /** ms between HELLOs to a peer that has not answered (default 1000). */
+  helloInterval?: number
+  /** HELLOs after the first (default 10). */
+  helloRetries?: number
+}
+
+type Listener = (peer: Peer) => void
+
+export class FixedPeers extends Protocol {
+  static override bindTo = ['send', 'localAddress']
+  static override bindFrom = ['onMessage']
+  static override provides = ['sendToId', 'broadcast', 'peers', 'findPeer']
+  static override emits = ['onMessage', 'onConnected', 'onDisconnected']
+
+  readonly name = 'fixed-peers'
+  override readonly tag = TAG_FIXED
+
+  readonly #list: Set<Address>
+  readonly #helloInterval: number
+  readonly #helloRetries: number
+  readonly #known = new Map<Address, Peer>()
+  readonly #byId = new Map<string, Peer>()
+  readonly #listeners = new Map<string, Set<Listener>>()
+  #clock: Clock | null = null
+  #timer: TimerHandle | null = null
+  #record: Buffer | null = null
+  #self: Address | null = null
+  #tries = 0
+
+  constructor(opts: FixedPeersOptions) {
+    super()
+    this.#list = new Set((opts?.peers ?? []).map((a) => toAddress(a)))
+    this.#helloInterval = opts?.helloInterval ?? 1000
+    this.#helloRetries = opts?.helloRetries ?? 10
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx.clock
+    this.#self = this.lower.localAddress() as Address
+    this.#list.delete(this.#self)
+    this.#record = encodePeerRecord({ publicIdentity: (ctx.identity as Identity).publicIdentity, address: this.#self })
+    this.#hello()
+  }
+
+  override async stop(): Promise<void> {
+    this.#clock?.clearTimeout(this.#timer ?? undefined)
+    this.#timer = null
+    this.#clock = null
+    for (const addr of this.#known.keys()) this.#send(addr, Buffer.from([EXIT]), 'exits_sent')
+    this.#known.clear()
+    this.#byId.clear()
+  }
+
+  on(event: 'connected' | 'disconnected', fn: Listener): this {
+    let s = this.#listeners.get(event)
+    if (!s) this.#listeners.set(event, (s = new Set()))
+    s.add(fn)
+    return this
+  }
+
+  off(event: 'connected' | 'disconnected', fn: Listener): this {
+    this.#listeners.get(event)?.delete(fn)
+    return this
+  }
+
+  /** Peers whose id is known (they answered or said HELLO). */
+  peers(): Peer[] {
+    return [...this.#known.values()]
+  }
+
+  /** The listed peer with this id. @throws ERR_DECCOM_PEER_NOT_FOUND */
+  async findPeer(id: Buffer | string): Promise<Peer> {
+    const p = this.#byId.get(toId(id).toString('hex'))
+    if (!p) throw notFound(id)
+    return p
+  }
+
+  /** Application data to the peer with node id `id`. */
+  async sendToId(id: Buffer | string, data: Uint8Array): Promise<void> {
+    const p = this.#byId.get(toId(id).toString('hex'))
+    if (!p) throw notFound(id)
+    this.count('data_sent')
+    await this.lower.send(p.address, data, TAG_APP)
+  }
+
+  /** Application data to every known peer; resolves when the layer below has taken every copy. */
+  async broadcast(data: Uint8Array): Promise<void> {
+    this.count('broadcasts')
+    await Promise.all([...this.#known.keys()].map((a) => this.lower.send(a, data, TAG_APP)))
+  }
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
+    const from = source instanceof Peer ? source.address : source
+    if (tag !== TAG_FIXED) return this.upper.onMessage(source instanceof Peer ? source : this.#known.get(from) ?? from, data, tag)
+    if (!this.#list.has(from)) return this.count('dropped_unknown_peer')
+    if (data.length === 0) return this.count('dropped_malformed')
+    const type = data[0]
+    if (type === EXIT) {
+      const p = this.#known.get(from)
+      if (!p) return this.count('dropped_unsolicited')
+      this.#known.delete(from)
+      this.#byId.delete(p.id!.toString('hex'))
+      this.count('exits_received')
+      return this.#emit('disconnected', p)
+    }
+    if (type !== HELLO && type !== HELLO_ACK) return this.count('dropped_malformed')
+    let rec
+    try {
+      rec = decodePeerRecord(data.subarray(1))
+    } catch {
+      return this.count('dropped_malformed')
+    }
+    if (rec.address !== from) return this.count('dropped_address_mismatch')
+    if (type === HELLO) this.#send(from, Buffer.concat([Buffer.from([HELLO_ACK]), this.#record!]), 'acks_sent')
+    if (this.#known.has(from)) return
+    const p = new Peer(from, rec.id, rec.publicIdentity)
+    this.#known.set(from, p)
+    this.#byId.set(rec.id.toString('hex'), p)
+    this.count('connected')
+    this.#emit('connected', p)
+  }
+
+  #hello(): void {
+    this.#timer = null
+    if (!this.#clock) return
+    let missing = 0
+    for (const a of this.#list) {
+      if (this.#known.has(a)) continue
+      missing++
+      this.#send(a, Buffer.concat([Buffer.from([HELLO]), this.#record!]), 'hellos_sent')
+    }
+    if (missing > 0 && this.#tries++ < this.#helloRetries) this.#timer = this.#clock.setTimeout(() => this.#hello(), this.#helloInterval)
+  }
+
+  #emit(event: 'connected' | 'disconnected', p: Peer): void {
+    if (event === 'connected') this.upper.onConnected(p)
+    else this.upper.onDisconnected(p)
+    for (const fn of this.#listeners.get(event) ?? []) {
+      try {
+        fn(p)
+      } catch {
+        this.count('listener_errors')
+      }
+    }
+  }
+
+  #send(to: Address, data: Buffer, counter: string): void {
+    try {
+      const r: unknown = this.lower.send(to, data, TAG_FIXED)
+      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
+      this.count(counter)
+    } catch {
+      this.count('send_errors')
+    }
+  }
+}
+
+function notFound(id: Buffer | string): DeccomError {
+  return new DeccomError(DiscoveryErrorCode.PEER_NOT_FOUND, `No listed peer has id ${typeof id === 'string' ? id.slice(0, 16) : Buffer.from(id).toString('hex').slice(0, 16)}…`)
+}
+

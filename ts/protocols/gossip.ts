@@ -1,0 +1,461 @@
+/**
+ * Gossip — push/pull exchange of peer records, liveness pings, and `findPeer` by flooding
+ * (PROTOCOLS.md, Gossip).
+ *
+ * Every `interval` ms the layer sends EXCHANGE (its record and up to `k` random records it knows) to
+ * `fanout` random known peers (the bootstrap addresses until it knows someone); the receiver merges
+ * them and answers EXCHANGE_REPLY with up to `k` random records of its own. Known peers are pinged
+ * every `pingInterval` ms; after `misses` unanswered pings in a row (no datagram of any kind from
+ * them meanwhile) they are forgotten and `onDisconnected` is emitted. A peer that names itself in
+ * a message from its own address (or answers a ping) is connected: `onConnected`.
+ * `findPeer(id)` floods FIND to `fanout` random peers with a hop limit; each node forwards a query
+ * id once (bounded seen-set); a node that knows the target answers FOUND straight to the origin.
+ *
+ * ## Wire format (tag {@link TAG_GOSSIP}; records use the checked peer-record codec)
+ * | type | body |
+ * |------|------|
+ * | 1 EXCHANGE | record list (below), then zero padding up to `padTo` bytes |
+ * | 2 EXCHANGE_REPLY | record list |
+ * | 3 PING, 4 PONG | u32 id |
+ * | 5 FIND | u32 query id hi, u32 lo, u8 hops left, 32-byte target, origin record (u16 len + bytes) |
+ * | 6 FOUND | u32 query id hi, u32 lo, record (u16 len + bytes) |
+ * A record list is: u8 count (<= 64), then `count` × (u16 length, record); the first record is the
+ * sender's. **No amplification**: a reply is never larger than its request (EXCHANGE is padded so
+ * that the reply can carry about k records; PONG = PING; FOUND goes to the origin only once per
+ * query and is about as large as the FIND that carried the origin's record). Malformed datagrams,
+ * unsolicited replies and records whose address is not the sender's are dropped and counted.
+ */
+import { randomBytes } from 'node:crypto'
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode } from '../errors'
+import type { Identity } from '../identity'
+import { Peer, decodePeerRecord, encodePeerRecord } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import { DiscoveryErrorCode, toId } from './kademlia'
+
+/** Tag of Gossip datagrams. */
+export const TAG_GOSSIP = 8
+
+const EXCHANGE = 1
+const REPLY = 2
+const PING = 3
+const PONG = 4
+const FIND = 5
+const FOUND = 6
+const MAX_LIST = 64
+
+export interface GossipOptions {
+  bootstrap?: AddressLike[]
+  /** ms between exchanges (default 1000). */
+  interval?: number
+  /** Peers per exchange round / per flooded FIND (default 3). */
+  fanout?: number
+  /** Records per message (default 20). */
+  k?: number
+  /** Most peers remembered (default 1000). */
+  maxPeers?: number
+  /** ms between liveness pings of each peer (default 5000). */
+  pingInterval?: number
+  /** Unanswered pings before a peer is forgotten (default 3). */
+  misses?: number
+  /** Hop limit of flooded FINDs (default 6). */
+  hopLimit?: number
+  /** Query ids remembered for duplicate suppression (default 4096). */
+  seenSize?: number
+  /** EXCHANGE padding (default 1200). */
+  padTo?: number
+  /** Default findPeer timeout, ms (default 5000). */
+  findTimeout?: number
+  seed?: number
+}
+
+/** Record-list helpers shared with BigGossip. @internal */
+export function encodeList(records: Buffer[], maxLen = Infinity): Buffer {
+  const parts: Buffer[] = [Buffer.alloc(1)]
+  let len = 1
+  let n = 0
+  for (const r of records) {
+    if (n === MAX_LIST || len + 2 + r.length > maxLen) break
+    const l = Buffer.alloc(2)
+    l.writeUInt16BE(r.length)
+    parts.push(l, r)
+    len += 2 + r.length
+    n++
+  }
+  parts[0][0] = n
+  return Buffer.concat(parts)
+}
+
+/** @internal Decodes a record list at `off`; throws on malformed input. */
+export function decodeList(data: Buffer, off: number): { records: ReturnType<typeof decodePeerRecord>[]; end: number } {
+  const n = data[off]
+  if (n === undefined || n > MAX_LIST) throw new Error('bad count')
+  let p = off + 1
+  const records = []
+  for (let i = 0; i < n; i++) {
+    if (p + 2 > data.length) throw new Error('truncated')
+    const l = data.readUInt16BE(p)
+    if (p + 2 + l > data.length) throw new Error('truncated')
+    records.push(decodePeerRecord(data.subarray(p + 2, p + 2 + l)))
+    p += 2 + l
+  }
+  return { records, end: p }
+}
+
+/** @internal xorshift32 */
+export function makeRng(seed?: number): () => number {
+  let x = (seed ?? randomBytes(4).readUInt32LE(0)) >>> 0 || 0x9e3779b9
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    return x
+  }
+}
+
+/** @internal `n` distinct random items of `xs`. */
+export function sample<T>(xs: T[], n: number, rand: () => number): T[] {
+  const a = [...xs]
+  const out: T[] = []
+  while (out.length < n && a.length > 0) out.push(a.splice(rand() % a.length, 1)[0])
+  return out
+}
+
+interface Known {
+  peer: Peer
+  record: Buffer
+  missed: number
+  awaiting: boolean
+  connected: boolean
+}
+
+interface Find {
+  target: string
+  resolve: (p: Peer) => void
+  reject: (e: Error) => void
+  timer: TimerHandle
+}
+
+type Listener = (peer: Peer) => void
+
+export class Gossip extends Protocol {
+  static override bindTo = ['send', 'localAddress']
+  static override bindFrom = ['onMessage']
+  static override provides = ['findPeer', 'getPeer', 'peers']
+  static override emits = ['onMessage', 'onConnected', 'onDisconnected']
+
+  readonly name = 'gossip'
+  override readonly tag = TAG_GOSSIP
+
+  readonly #o: Required<Omit<GossipOptions, 'bootstrap' | 'seed'>>
+  readonly #bootstrap: Address[]
+  readonly #rand: () => number
+  readonly #known = new Map<string, Known>()
+  readonly #byAddr = new Map<Address, Known>()
+  readonly #seen = new Set<string>()
+  readonly #finds = new Map<string, Find>()
+  readonly #listeners = new Map<string, Set<Listener>>()
+  readonly #exchanges = new Set<Address>()
+  #clock: Clock | null = null
+  #timer: TimerHandle | null = null
+  #pingTimer: TimerHandle | null = null
+  #self!: Address
+  #selfHex = ''
+  #record!: Buffer
+
+  constructor(opts: GossipOptions = {}) {
+    super()
+    this.#bootstrap = (opts.bootstrap ?? []).map((a) => toAddress(a))
+    this.#o = {
+      interval: opts.interval ?? 1000,
+      fanout: opts.fanout ?? 3,
+      k: Math.min(opts.k ?? 20, MAX_LIST - 1),
+      maxPeers: opts.maxPeers ?? 1000,
+      pingInterval: opts.pingInterval ?? 5000,
+      misses: opts.misses ?? 3,
+      hopLimit: opts.hopLimit ?? 6,
+      seenSize: opts.seenSize ?? 4096,
+      padTo: opts.padTo ?? 1200,
+      findTimeout: opts.findTimeout ?? 5000,
+    }
+    this.#rand = makeRng(opts.seed)
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx.clock
+    this.#self = this.lower.localAddress() as Address
+    const id = ctx.identity as Identity
+    this.#selfHex = id.idHex
+    this.#record = encodePeerRecord({ publicIdentity: id.publicIdentity, address: this.#self })
+    this.#timer = ctx.clock.setTimeout(this.#round, 0)
+    this.#pingTimer = ctx.clock.setTimeout(this.#pingRound, this.#o.pingInterval)
+  }
+
+  override async stop(): Promise<void> {
+    const c = this.#clock
+    if (!c) return
+    c.clearTimeout(this.#timer ?? undefined)
+    c.clearTimeout(this.#pingTimer ?? undefined)
+    this.#clock = null
+    for (const f of this.#finds.values()) {
+      c.clearTimeout(f.timer)
+      f.reject(new DeccomError(ErrorCode.CLOSED, 'The Gossip layer stopped'))
+    }
+    this.#finds.clear()
+  }
+
+  on(event: 'connected' | 'disconnected', fn: Listener): this {
+    let s = this.#listeners.get(event)
+    if (!s) this.#listeners.set(event, (s = new Set()))
+    s.add(fn)
+    return this
+  }
+
+  off(event: 'connected' | 'disconnected', fn: Listener): this {
+    this.#listeners.get(event)?.delete(fn)
+    return this
+  }
+
+  /** Known peers (learned directly or from other peers' records). */
+  peers(): Peer[] {
+    return [...this.#known.values()].map((k) => k.peer)
+  }
+
+  getPeer(id: Buffer | string): Peer | undefined {
+    return this.#known.get(toId(id).toString('hex'))?.peer
+  }
+
+  /** The peer with this id: known already, or found by flooding. */
+  findPeer(id: Buffer | string, opts: { timeout?: number; signal?: AbortSignal } = {}): Promise<Peer> {
+    return new Promise((resolve, reject) => {
+      const target = toId(id)
+      const hex = target.toString('hex')
+      const k = this.#known.get(hex)
+      if (k) return resolve(k.peer)
+      const clock = this.#clock
+      if (!clock) return reject(new DeccomError(ErrorCode.CLOSED, 'The Gossip layer is not running'))
+      const hi = this.#rand()
+      const lo = this.#rand()
+      const qid = `${hi}:${lo}`
+      const done = (): void => {
+        this.#finds.delete(qid)
+        clock.clearTimeout(f.timer)
+        opts.signal?.removeEventListener('abort', onAbort)
+      }
+      const onAbort = (): void => {
+        done()
+        reject(new DeccomError(ErrorCode.ABORTED, 'The operation was aborted'))
+      }
+      const f: Find = {
+        target: hex,
+        resolve: (p) => {
+          done()
+          resolve(p)
+        },
+        reject: (e) => {
+          done()
+          reject(e)
+        },
+        timer: clock.setTimeout(() => f.reject(new DeccomError(DiscoveryErrorCode.PEER_NOT_FOUND, 'No answer to the flooded FIND in time')), opts.timeout ?? this.#o.findTimeout),
+      }
+      opts.signal?.addEventListener('abort', onAbort, { once: true })
+      this.#finds.set(qid, f)
+      this.#remember(qid)
+      this.count('finds')
+      const msg = this.#findMsg(hi, lo, this.#o.hopLimit, target, this.#record)
+      for (const k2 of sample([...this.#known.values()], this.#o.fanout, this.#rand)) this.#send(k2.peer.address, msg)
+    })
+  }
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
+    const from = source instanceof Peer ? source.address : source
+    const k = this.#byAddr.get(from)
+    if (k) {
+      k.missed = 0
+      k.awaiting = false
+    }
+    if (tag !== TAG_GOSSIP) return this.upper.onMessage(source instanceof Peer ? source : k?.peer ?? from, data, tag)
+    if (!this.#clock) return
+    this.count('received')
+    try {
+      switch (data[0]) {
+        case EXCHANGE:
+        case REPLY: {
+          if (data[0] === REPLY && !this.#exchanges.delete(from)) return this.count('dropped_unsolicited')
+          const { records } = decodeList(data, 1)
+          if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
+          records.forEach((r, i) => this.#learn(r, data, i === 0))
+          if (data[0] === EXCHANGE) {
+            const reply = Buffer.concat([Buffer.from([REPLY]), encodeList([this.#record, ...this.#randomRecords(from)], data.length - 1)])
+            this.#send(from, reply)
+          }
+          return
+        }
+        case PING:
+        case PONG: {
+          if (data.length !== 5) return this.count('dropped_malformed')
+          if (data[0] === PING) {
+            const pong = Buffer.from(data)
+            pong[0] = PONG
+            this.#send(from, pong)
+          } else if (k) {
+            this.#connected(k)
+          } else {
+            this.count('dropped_unsolicited')
+          }
+          return
+        }
+        case FIND:
+          return this.#onFind(from, data)
+        case FOUND: {
+          const qid = `${data.readUInt32BE(1)}:${data.readUInt32BE(5)}`
+          const f = this.#finds.get(qid)
+          if (!f) return this.count('dropped_unsolicited')
+          const l = data.readUInt16BE(9)
+          const r = decodePeerRecord(data.subarray(11, 11 + l))
+          if (r.id.toString('hex') !== f.target) return this.count('dropped_wrong_record')
+          this.count('finds_answered')
+          this.#learn(r, data, false)
+          return f.resolve(this.#known.get(f.target)?.peer ?? new Peer(r.address, r.id, r.publicIdentity))
+        }
+        default:
+          this.count('dropped_malformed')
+      }
+    } catch {
+      this.count('dropped_malformed')
+    }
+  }
+
+  #onFind(from: Address, data: Buffer): void {
+    const hi = data.readUInt32BE(1)
+    const lo = data.readUInt32BE(5)
+    const hops = data[9]
+    const target = data.subarray(10, 42)
+    if (target.length !== 32) return this.count('dropped_malformed')
+    const l = data.readUInt16BE(42)
+    const origin = decodePeerRecord(data.subarray(44, 44 + l))
+    const qid = `${hi}:${lo}`
+    if (this.#seen.has(qid)) return this.count('dropped_duplicate')
+    this.#remember(qid)
+    const hex = target.toString('hex')
+    const k = hex === this.#selfHex ? null : this.#known.get(hex)
+    if (hex === this.#selfHex || k) {
+      const rec = k ? k.record : this.#record
+      const reply = Buffer.alloc(11 + rec.length)
+      reply[0] = FOUND
+      reply.writeUInt32BE(hi, 1)
+      reply.writeUInt32BE(lo, 5)
+      reply.writeUInt16BE(rec.length, 9)
+      rec.copy(reply, 11)
+      this.count('found_sent')
+      return this.#send(origin.address, reply)
+    }
+    if (hops === 0) return this.count('find_hop_limit')
+    const fwd = Buffer.from(data)
+    fwd[9] = hops - 1
+    for (const p of sample([...this.#known.values()].filter((x) => x.peer.address !== from && x.peer.address !== origin.address), this.#o.fanout, this.#rand)) {
+      this.#send(p.peer.address, fwd)
+    }
+    this.count('finds_forwarded')
+  }
+
+  #findMsg(hi: number, lo: number, hops: number, target: Buffer, origin: Buffer): Buffer {
+    const b = Buffer.alloc(44 + origin.length)
+    b[0] = FIND
+    b.writeUInt32BE(hi, 1)
+    b.writeUInt32BE(lo, 5)
+    b[9] = hops
+    target.copy(b, 10)
+    b.writeUInt16BE(origin.length, 42)
+    origin.copy(b, 44)
+    return b
+  }
+
+  #learn(r: ReturnType<typeof decodePeerRecord>, _data: Buffer, direct: boolean): void {
+    const hex = r.id.toString('hex')
+    if (hex === this.#selfHex) return
+    let k = this.#known.get(hex)
+    if (!k) {
+      if (this.#known.size >= this.#o.maxPeers) return this.count('dropped_peers_full')
+      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), missed: 0, awaiting: false, connected: false }
+      this.#known.set(hex, k)
+      this.#byAddr.set(r.address, k)
+      this.count('peers_learned')
+    }
+    if (direct) this.#connected(k)
+  }
+
+  #connected(k: Known): void {
+    k.missed = 0
+    k.awaiting = false
+    if (k.connected) return
+    k.connected = true
+    this.upper.onConnected(k.peer)
+    for (const fn of this.#listeners.get('connected') ?? []) fn(k.peer)
+  }
+
+  #randomRecords(except: Address): Buffer[] {
+    return sample([...this.#known.values()].filter((k) => k.peer.address !== except), this.#o.k, this.#rand).map((k) => k.record)
+  }
+
+  readonly #round = (): void => {
+    const clock = this.#clock
+    if (!clock) return
+    this.#exchanges.clear() // replies to the previous round that have not arrived yet are late
+    const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#o.fanout, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
+    for (const to of targets) {
+      const body = encodeList([this.#record, ...this.#randomRecords(to)])
+      const msg = Buffer.alloc(Math.max(1 + body.length, this.#o.padTo))
+      msg[0] = EXCHANGE
+      body.copy(msg, 1)
+      // Padding must not be read as records: the list says how many there are.
+      this.#exchanges.add(to)
+      this.#send(to, msg)
+    }
+    this.count('rounds')
+    this.#timer = clock.setTimeout(this.#round, this.#o.interval)
+  }
+
+  readonly #pingRound = (): void => {
+    const clock = this.#clock
+    if (!clock) return
+    for (const [hex, k] of [...this.#known]) {
+      if (k.awaiting && ++k.missed >= this.#o.misses) {
+        this.#known.delete(hex)
+        if (this.#byAddr.get(k.peer.address) === k) this.#byAddr.delete(k.peer.address)
+        this.count('peers_lost')
+        if (k.connected) {
+          this.upper.onDisconnected(k.peer)
+          for (const fn of this.#listeners.get('disconnected') ?? []) fn(k.peer)
+        }
+        continue
+      }
+      k.awaiting = true
+      const b = Buffer.alloc(5)
+      b[0] = PING
+      b.writeUInt32BE(this.#rand(), 1)
+      this.#send(k.peer.address, b)
+    }
+    this.#pingTimer = clock.setTimeout(this.#pingRound, this.#o.pingInterval)
+  }
+
+  #remember(qid: string): void {
+    if (this.#seen.size >= this.#o.seenSize) this.#seen.delete(this.#seen.values().next().value as string)
+    this.#seen.add(qid)
+  }
+
+  #send(to: Address, data: Buffer): void {
+    try {
+      const r: unknown = this.lower.send(to, data, TAG_GOSSIP)
+      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
+      this.count('sent')
+    } catch {
+      this.count('send_errors')
+    }
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * KeepAlive — liveness of registered peers (PROTOCOLS.md, Keep-alive).
+ *
+ * Every `interval` ms each registered peer that has sent nothing since the last ping counts one
+ * miss and is pinged again; any datagram from the peer (of any layer: this layer binds from
+ * `onMessage` and passes everything that is not its own up) resets its misses. After `misses`
+ * consecutive misses — and not before — the peer is unregistered and `onDisconnected(peer)` is
+ * emitted upward (also as `keepAlive.on('disconnected', fn)`).
+ *
+ * Peers are registered with `register(peerOrAddress)`; with `autoRegister` (default true) the
+ * peers a discovery layer below reports as connected (`on('connected')`, e.g. Kademlia) are
+ * registered too.
+ *
+ * ## Wire format (tag {@link TAG_KEEPALIVE})
+ * | bytes | ping                | pong                  |
+ * |-------|---------------------|-----------------------|
+ * | 0     | 0x01                | 0x02                  |
+ * | 1..5  | ping id, u32 BE     | the ping's id, echoed |
+ * A pong is as large as its ping (no amplification). Anything else with this tag is dropped and
+ * counted (`dropped_malformed`).
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode } from '../errors'
+import { Peer } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+
+/** Tag of keep-alive datagrams. */
+export const TAG_KEEPALIVE = 7
+
+const PING = 1
+const PONG = 2
+const LEN = 5
+const MAX_PEERS = 65_536
+
+export interface KeepAliveOptions {
+  /** Ping period in ms (default 5000). */
+  interval?: number
+  /** Consecutive missed pings before `onDisconnected` (default 3). */
+  misses?: number
+  /** Register the peers a discovery layer below reports as connected (default true). */
+  autoRegister?: boolean
+}
+
+interface Watched {
+  peer: Peer
+  missed: number
+  awaiting: boolean
+}
+
+type Listener = (peer: Peer) => void
+interface EventSource {
+  on(event: 'connected' | 'disconnected', fn: Listener): unknown
+  off(event: 'connected' | 'disconnected', fn: Listener): unknown
+}
+
+export class KeepAlive extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['register', 'unregister']
+  static override emits = ['onMessage', 'onDisconnected']
+
+  readonly name = 'keep-alive'
+  override readonly tag = TAG_KEEPALIVE
+
+  readonly #interval: number
+  readonly #misses: number
+  readonly #autoRegister: boolean
+  readonly #peers = new Map<Address, Watched>()
+  readonly #listeners = new Set<Listener>()
+  #clock: Clock | null = null
+  #timer: TimerHandle | null = null
+  #nextId = 1
+  readonly #buf = Buffer.alloc(LEN)
+  #source: EventSource | null = null
+  readonly #onConnected = (peer: Peer): void => this.register(peer)
+
+  constructor(opts: KeepAliveOptions = {}) {
+    super()
+    this.#interval = opts.interval ?? 5000
+    this.#misses = opts.misses ?? 3
+    this.#autoRegister = opts.autoRegister ?? true
+    if (!(this.#interval > 0) || !Number.isFinite(this.#interval)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `interval must be > 0 ms, got ${this.#interval}`)
+    if (!Number.isInteger(this.#misses) || this.#misses < 1) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `misses must be an integer >= 1, got ${this.#misses}`)
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx.clock
+    this.#timer = ctx.clock.setTimeout(this.#tick, this.#interval)
+    if (this.#autoRegister) {
+      const layers = ctx.stack?.layers ?? []
+      for (let j = layers.indexOf(this) + 1; j > 0 && j < layers.length; j++) {
+        const l = layers[j] as unknown as Partial<EventSource>
+        if (typeof l.on === 'function' && typeof l.off === 'function') {
+          this.#source = l as EventSource
+          this.#source.on('connected', this.#onConnected)
+          break
+        }
+      }
+    }
+  }
+
+  override async stop(): Promise<void> {
+    this.#clock?.clearTimeout(this.#timer ?? undefined)
+    this.#timer = null
+    this.#clock = null
+    this.#source?.off('connected', this.#onConnected)
+    this.#source = null
+    this.#peers.clear()
+  }
+
+  /** Watch a peer (idempotent). */
+  register(peer: Peer | AddressLike): void {
+    const p = peer instanceof Peer ? peer : new Peer(toAddress(peer))
+    const w = this.#peers.get(p.address)
+    if (w) {
+      if (p.id && !w.peer.id) w.peer = p
+      return
+    }
+    if (this.#peers.size >= MAX_PEERS) return this.count('dropped_register_full')
+    this.#peers.set(p.address, { peer: p, missed: 0, awaiting: false })
+    this.count('registered')
+  }
+
+  /** Stop watching a peer. */
+  unregister(peer: Peer | AddressLike): void {
+    if (this.#peers.delete(peer instanceof Peer ? peer.address : toAddress(peer))) this.count('unregistered')
+  }
+
+  /** The watched peers. */
+  peers(): Peer[] {
+    return [...this.#peers.values()].map((w) => w.peer)
+  }
+
+  /** Missed pings in a row of a watched peer, or undefined. */
+  missedOf(peer: Peer | AddressLike): number | undefined {
+    return this.#peers.get(peer instanceof Peer ? peer.address : toAddress(peer))?.missed
+  }
+
+  on(event: 'disconnected', fn: Listener): this {
+    if (event === 'disconnected') this.#listeners.add(fn)
+    return this
+  }
+
+  off(event: 'disconnected', fn: Listener): this {
+    this.#listeners.delete(fn)
+    return this
+  }
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
+    const from = source instanceof Peer ? source.address : source
+    const w = this.#peers.get(from)
+    if (w) {
+      w.missed = 0
+      w.awaiting = false
+    }
+    if (tag !== TAG_KEEPALIVE) return this.upper.onMessage(source, data, tag)
+    if (data.length !== LEN || (data[0] !== PING && data[0] !== PONG)) return this.count('dropped_malformed')
+    if (data[0] === PING) {
+      this.count('pings_answered')
+      const pong = Buffer.from(data)
+      pong[0] = PONG
+      this.#send(from, pong)
+    } else {
+      this.count(w ? 'pongs_received' : 'dropped_unsolicited')
+    }
+  }
+
+  readonly #tick = (): void => {
+    const clock = this.#clock
+    if (!clock) return
+    for (const [addr, w] of [...this.#peers]) {
+      if (w.awaiting) {
+        w.missed++
+        this.count('missed')
+        if (w.missed >= this.#misses) {
+          this.#peers.delete(addr)
+          this.count('disconnected')
+          this.upper.onDisconnected(w.peer)
+          for (const fn of this.#listeners) {
+            try {
+              fn(w.peer)
+            } catch {
+              this.count('listener_errors')
+            }
+          }
+          continue
+        }
+      }
+      this.#buf[0] = PING
+      this.#buf.writeUInt32BE(this.#nextId, 1)
+      this.#nextId = (this.#nextId + 1) >>> 0
+      w.awaiting = true
+      this.#send(addr, this.#buf)
+    }
+    if (this.#clock) this.#timer = clock.setTimeout(this.#tick, this.#interval)
+  }
+
+  #send(to: Address, data: Buffer): void {
+    try {
+      const r: unknown = this.lower.send(to, data, TAG_KEEPALIVE)
+      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
+      this.count('sent')
+    } catch {
+      this.count('send_errors')
+    }
+  }
+}
