@@ -50,6 +50,19 @@ export const ErrorCode = Object.freeze({
   SEND_QUEUE_FULL: 'ERR_DECCOM_SEND_QUEUE_FULL',
   MESSAGE_REFUSED: 'ERR_DECCOM_MESSAGE_REFUSED',
   PEER_TABLE_FULL: 'ERR_DECCOM_PEER_TABLE_FULL',
+  // --- TcpTransport (ts/protocols/tcp.ts) ---
+  /** Too many frames or bytes wait for a blocked TCP connection (a slow reader); wait and retry. */
+  TCP_QUEUE_FULL: 'ERR_DECCOM_TCP_QUEUE_FULL',
+  /** A frame is larger than the TcpTransport's maxFrameSize. */
+  TCP_FRAME_TOO_LARGE: 'ERR_DECCOM_TCP_FRAME_TOO_LARGE',
+  /** The TCP connection could not be established (refused, unreachable, handshake timeout). */
+  TCP_CONNECT_FAILED: 'ERR_DECCOM_TCP_CONNECT_FAILED',
+  /** The peer's introduction failed authentication (signature, Noise id mismatch, own id). */
+  TCP_AUTH_FAILED: 'ERR_DECCOM_TCP_AUTH_FAILED',
+  /** No connection to this node id and no known TCP address for it. */
+  TCP_UNKNOWN_PEER: 'ERR_DECCOM_TCP_UNKNOWN_PEER',
+  /** The TCP connection closed before queued frames could be written. */
+  TCP_CONNECTION_CLOSED: 'ERR_DECCOM_TCP_CONNECTION_CLOSED',
 } as const)
 
 /** Any value of {@link ErrorCode}. */
