@@ -140,7 +140,7 @@ async function run (impl, part) {
         let sent = 0
         await new Promise((resolve, reject) => {
           const pump = () => {
-            while (inflight < 512 && sent < SMALL) {
+            while (inflight < 1000 && sent < SMALL) {
               inflight++
               sent++
               node.send(to, data).then(() => { inflight--; if (sent === SMALL && inflight === 0) resolve(); else pump() }, reject)

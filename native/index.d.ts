@@ -279,6 +279,14 @@ export declare class UdpSocket {
    */
   rudpSend(to: Uint8Array, tag: number, data: Buffer): number
   /**
+   * As `rudpSend`, but copies `data` (cheaper than holding a reference for small messages: a
+   * held JavaScript buffer must be released on the JavaScript thread).
+   *
+   * # Errors
+   * As `rudpSend`.
+   */
+  rudpSendCopy(to: Uint8Array, tag: number, data: Uint8Array): number
+  /**
    * Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it (null).
    *
    * # Errors

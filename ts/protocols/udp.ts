@@ -43,6 +43,8 @@ const MAX_DATAGRAM_V6 = 65_527
 const STAGE_BYTES = 512 * 1024
 const STAGE_COUNT = 2048
 const MAX_PINGS = 4096
+/** Reliable messages at least this large are sent from the caller's buffer without a copy. */
+const SHARE_THRESHOLD = 64 * 1024
 
 export interface UdpOptions {
   /** IP literal to bind (default `127.0.0.1`; `0.0.0.0` or `::` for all interfaces). */
@@ -248,7 +250,8 @@ export class UdpTransport extends Protocol {
   sendReliable(to: Address, tag: number, data: Buffer): number {
     if (this.#sock === null) throw closed()
     try {
-      return this.#sock.rudpSend(to.raw, tag, data)
+      // Small messages are copied; large ones are read in place (no copy, one held reference).
+      return data.length < SHARE_THRESHOLD ? this.#sock.rudpSendCopy(to.raw, tag, data) : this.#sock.rudpSend(to.raw, tag, data)
     } catch (e) {
       throw fromNative(e)
     }

@@ -638,6 +638,27 @@ impl UdpSocket {
     Ok(id.0 as f64)
   }
 
+  /// As `rudpSend`, but copies `data` (cheaper than holding a reference for small messages: a
+  /// held JavaScript buffer must be released on the JavaScript thread).
+  ///
+  /// # Errors
+  /// As `rudpSend`.
+  #[napi]
+  pub fn rudp_send_copy(&self, to: &[u8], tag: u32, data: &[u8]) -> Result<f64> {
+    let sh = self.shared()?;
+    let dest = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "rudpSendCopy: the address must be 18 bytes (encodeAddress)"))?;
+    let mut message = Vec::with_capacity(data.len() + 1);
+    message.push(tag as u8);
+    message.extend_from_slice(data);
+    let id = {
+      let mut p = lock(&sh.pipeline);
+      let r = p.rudp.as_mut().ok_or_else(|| coded(Code::InvalidArgument, "no reliable-UDP endpoint is attached to this socket"))?;
+      r.endpoint.send(Instant::now(), dest, message).map_err(crate::error::rudp)?
+    };
+    let _ = sh.poller.notify();
+    Ok(id.0 as f64)
+  }
+
   /// Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it (null).
   ///
   /// # Errors
