@@ -26,23 +26,23 @@ import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import { DeccomError, ErrorCode, fromNative } from '../errors'
 import { native } from '../native'
+import { realClock } from '../clock'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
+import type { PingOptions } from './ping'
+import { Pinger } from './ping'
 
 /** Tag of the transport's own control datagrams. */
 export const TAG_UDP = 1
 /** Tag of application data. */
 export const TAG_APP = 0
 
-const PING = 1
-const PONG = 2
 const PING_LEN = 6
 /** Largest UDP payload over IPv4 (65535 − 20 − 8); IPv6 allows 65527 without jumbograms. */
 const MAX_DATAGRAM_V4 = 65_507
 const MAX_DATAGRAM_V6 = 65_527
 const STAGE_BYTES = 512 * 1024
 const STAGE_COUNT = 2048
-const MAX_PINGS = 4096
 /** Reliable messages at least this large are sent from the caller's buffer without a copy. */
 const SHARE_THRESHOLD = 64 * 1024
 
@@ -63,21 +63,7 @@ export interface UdpOptions {
   maxQueuedBytes?: number
 }
 
-export interface PingOptions {
-  /** Milliseconds before the ping rejects with ERR_DECCOM_PING_TIMEOUT (default 2000). */
-  timeout?: number
-  signal?: AbortSignal
-}
-
-interface PendingPing {
-  to: Address
-  t0: number
-  timer: NodeJS.Timeout
-  resolve: (rtt: number) => void
-  reject: (e: Error) => void
-  onAbort?: () => void
-  signal?: AbortSignal
-}
+export type { PingOptions } from './ping'
 
 type NativeSocket = InstanceType<typeof native.UdpSocket>
 
@@ -137,9 +123,12 @@ export class UdpTransport extends Protocol {
   #stagedBytes = 0
   #flushScheduled = false
   readonly #flush = (): void => this.flush()
-  readonly #pings = new Map<number, PendingPing>()
-  #nextPingId = (Math.random() * 0x1_0000_0000) >>> 0
-  readonly #pingBuf = Buffer.alloc(PING_LEN - 1)
+  readonly #pinger = new Pinger(
+    () => realClock,
+    (name) => this.count(name),
+    (to, body) => this.#stageOne(to, body, TAG_UDP, PING_LEN),
+    (Math.random() * 0x1_0000_0000) >>> 0,
+  )
   #reliable: NativeReliableHandler | null = null
   #delayLinks: ((direction: 'send' | 'receive', peer: Address) => void) | null = null
   #noise: NativeNoiseHandler | null = null
@@ -305,54 +294,11 @@ export class UdpTransport extends Protocol {
    * @throws ERR_DECCOM_PING_TIMEOUT when no pong arrives in time; ERR_DECCOM_ABORTED; ERR_DECCOM_CLOSED
    */
   ping(to: AddressLike, opts: PingOptions = {}): Promise<number> {
-    const { timeout = 2000, signal } = opts
-    return new Promise<number>((resolve, reject) => {
-      const addr = toAddress(to)
-      if (signal?.aborted) return reject(aborted(signal))
-      if (this.#pings.size >= MAX_PINGS) {
-        return reject(new DeccomError(ErrorCode.INVALID_ARGUMENT, `More than ${MAX_PINGS} pings outstanding; wait for some to finish`))
-      }
-      let id = this.#nextPingId
-      while (this.#pings.has(id)) id = (id + 1) >>> 0
-      this.#nextPingId = (id + 1) >>> 0
-      this.#pingBuf[0] = PING
-      this.#pingBuf.writeUInt32BE(id, 1)
-      try {
-        this.#stageOne(addr, this.#pingBuf, TAG_UDP, PING_LEN)
-      } catch (e) {
-        return reject(e)
-      }
-      const p: PendingPing = {
-        to: addr,
-        t0: performance.now(),
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.#settlePing(id)
-          this.count('ping_timeouts')
-          reject(new DeccomError(ErrorCode.PING_TIMEOUT, `No pong from ${addr.key} within ${timeout} ms`, { details: { to: addr.key, timeout } }))
-        }, timeout),
-      }
-      if (signal) {
-        p.signal = signal
-        p.onAbort = () => {
-          this.#settlePing(id)
-          reject(aborted(signal))
-        }
-        signal.addEventListener('abort', p.onAbort, { once: true })
-      }
-      this.#pings.set(id, p)
-      this.count('pings_sent')
-    })
-  }
-
-  #settlePing(id: number): PendingPing | undefined {
-    const p = this.#pings.get(id)
-    if (!p) return undefined
-    this.#pings.delete(id)
-    clearTimeout(p.timer)
-    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort)
-    return p
+    try {
+      return this.#pinger.ping(toAddress(to), opts)
+    } catch (e) {
+      return Promise.reject(e)
+    }
   }
 
   #onReadable(): void {
@@ -435,22 +381,7 @@ export class UdpTransport extends Protocol {
       this.upper.onMessage(from, data.subarray(off + 1, off + len), tag)
       return
     }
-    if (len !== PING_LEN) return this.count('dropped_malformed')
-    const type = data[off + 1]
-    if (type === PING) {
-      this.count('pings_answered')
-      this.#pingBuf[0] = PONG
-      this.#pingBuf.set(data.subarray(off + 2, off + 6), 1)
-      if (from !== this.#local) this.#stageOne(from, this.#pingBuf, TAG_UDP, PING_LEN)
-    } else if (type === PONG) {
-      const id = data.readUInt32BE(off + 2)
-      const p = this.#pings.get(id)
-      if (!p || p.to !== from) return this.count('dropped_unexpected_pong')
-      this.#settlePing(id)
-      p.resolve(performance.now() - p.t0)
-    } else {
-      this.count('dropped_malformed')
-    }
+    this.#pinger.onControl(from, data.subarray(off + 1, off + len))
   }
 
   override stats(): Record<string, number> {
@@ -472,10 +403,7 @@ export class UdpTransport extends Protocol {
     this.#delayLinks = null
     this.#noise = null
     sock.close()
-    for (const id of [...this.#pings.keys()]) {
-      const p = this.#settlePing(id)!
-      p.reject(closed())
-    }
+    this.#pinger.rejectAll(closed)
     this.#slots = []
   }
 }
@@ -484,6 +412,3 @@ function closed(): DeccomError {
   return new DeccomError(ErrorCode.CLOSED, 'The UDP transport is not running (not started yet, or closed)')
 }
 
-function aborted(signal: AbortSignal): DeccomError {
-  return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
-}

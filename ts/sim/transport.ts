@@ -21,30 +21,16 @@
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
-import type { TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import type { PingOptions } from '../protocols/udp'
+import type { PingOptions } from '../protocols/ping'
+import { Pinger } from '../protocols/ping'
 import type { SimulatedNetwork } from './network'
 
 const TAG_SIM = 1 // = TAG_UDP: the same wire format as the UDP transport
 const TAG_APP = 0
-const PING = 1
-const PONG = 2
-const PING_LEN = 6
 const MAX_DATAGRAM = 65_507
-const MAX_PINGS = 4096
-
-interface PendingPing {
-  to: Address
-  t0: number
-  timer: TimerHandle
-  resolve: (rtt: number) => void
-  reject: (e: Error) => void
-  onAbort?: () => void
-  signal?: AbortSignal
-}
 
 export interface SimTransportOptions {
   /** The transport's address on the simulated network. */
@@ -61,15 +47,19 @@ export class SimTransport extends Protocol {
   readonly #net: SimulatedNetwork
   readonly #address: Address
   #running = false
-  readonly #pings = new Map<number, PendingPing>()
-  #nextPingId: number
+  readonly #pinger: Pinger
 
   /** Normally made by `sim.createTransport()` or `sim.createNode()`. */
   constructor(network: SimulatedNetwork, opts: SimTransportOptions) {
     super()
     this.#net = network
     this.#address = toAddress(opts.address)
-    this.#nextPingId = network._randomU32()
+    this.#pinger = new Pinger(
+      () => network.clock,
+      (name) => this.count(name),
+      (to, body) => this.#sendRaw(to, TAG_SIM, body),
+      network._randomU32(),
+    )
   }
 
   /** The network this transport belongs to. */
@@ -125,56 +115,11 @@ export class SimTransport extends Protocol {
    *   ERR_DECCOM_ABORTED; ERR_DECCOM_CLOSED
    */
   ping(to: AddressLike, opts: PingOptions = {}): Promise<number> {
-    const { timeout = 2000, signal } = opts
-    const clock = this.#net.clock
-    return new Promise<number>((resolve, reject) => {
-      const addr = toAddress(to)
-      if (signal?.aborted) return reject(aborted(signal))
-      if (this.#pings.size >= MAX_PINGS) {
-        return reject(new DeccomError(ErrorCode.INVALID_ARGUMENT, `More than ${MAX_PINGS} pings outstanding; wait for some to finish`))
-      }
-      let id = this.#nextPingId
-      while (this.#pings.has(id)) id = (id + 1) >>> 0
-      this.#nextPingId = (id + 1) >>> 0
-      const body = Buffer.allocUnsafe(PING_LEN - 1)
-      body[0] = PING
-      body.writeUInt32BE(id, 1)
-      try {
-        this.#sendRaw(addr, TAG_SIM, body)
-      } catch (e) {
-        return reject(e)
-      }
-      const p: PendingPing = {
-        to: addr,
-        t0: clock.now(),
-        resolve,
-        reject,
-        timer: clock.setTimeout(() => {
-          this.#settlePing(id)
-          this.count('ping_timeouts')
-          reject(new DeccomError(ErrorCode.PING_TIMEOUT, `No pong from ${addr.key} within ${timeout} ms`, { details: { to: addr.key, timeout } }))
-        }, timeout),
-      }
-      if (signal) {
-        p.signal = signal
-        p.onAbort = () => {
-          this.#settlePing(id)
-          reject(aborted(signal))
-        }
-        signal.addEventListener('abort', p.onAbort, { once: true })
-      }
-      this.#pings.set(id, p)
-      this.count('pings_sent')
-    })
-  }
-
-  #settlePing(id: number): PendingPing | undefined {
-    const p = this.#pings.get(id)
-    if (!p) return undefined
-    this.#pings.delete(id)
-    this.#net.clock.clearTimeout(p.timer)
-    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort)
-    return p
+    try {
+      return this.#pinger.ping(toAddress(to), opts)
+    } catch (e) {
+      return Promise.reject(e)
+    }
   }
 
   /**
@@ -195,32 +140,14 @@ export class SimTransport extends Protocol {
       }
       return
     }
-    if (bytes.length !== PING_LEN) return this.count('dropped_malformed')
-    const type = bytes[1]
-    if (type === PING) {
-      this.count('pings_answered')
-      const body = Buffer.from(bytes.subarray(1))
-      body[0] = PONG
-      this.#sendRaw(from, TAG_SIM, body)
-    } else if (type === PONG) {
-      const id = bytes.readUInt32BE(2)
-      const p = this.#pings.get(id)
-      if (!p || p.to !== from) return this.count('dropped_unexpected_pong')
-      this.#settlePing(id)
-      p.resolve(this.#net.clock.now() - p.t0)
-    } else {
-      this.count('dropped_malformed')
-    }
+    this.#pinger.onControl(from, bytes.subarray(1))
   }
 
   override async stop(): Promise<void> {
     if (!this.#running) return
     this.#running = false
     this.#net._detach(this, this.#address)
-    for (const id of [...this.#pings.keys()]) {
-      const p = this.#settlePing(id)!
-      p.reject(closed())
-    }
+    this.#pinger.rejectAll(closed)
   }
 }
 
@@ -228,6 +155,3 @@ function closed(): DeccomError {
   return new DeccomError(ErrorCode.CLOSED, 'The simulated transport is not running (not started yet, or closed)')
 }
 
-function aborted(signal: AbortSignal): DeccomError {
-  return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
-}

@@ -7,7 +7,7 @@
 //! `closest` is the hot call: it writes ids into a caller-owned `Buffer` and handles into a
 //! caller-owned `Uint32Array` and returns the count, so a call allocates nothing on either side.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
 use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
@@ -18,30 +18,9 @@ use deccom_core::{NodeId, PublicIdentity};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::clock::JsClock;
 use crate::error::{coded, core, Code};
 
-/// The caller's millisecond clock mapped onto `Instant`s.
-struct Clock {
-  base: Instant,
-  origin_ms: f64,
-}
-
-impl Clock {
-  fn new(now: f64) -> Clock {
-    Clock { base: Instant::now(), origin_ms: now }
-  }
-  fn at(&self, ms: f64) -> Instant {
-    let d = ms - self.origin_ms;
-    if d.is_finite() && d > 0.0 {
-      self.base + Duration::from_secs_f64(d / 1000.0)
-    } else {
-      self.base
-    }
-  }
-  fn ms(&self, t: Instant) -> f64 {
-    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
-  }
-}
 
 fn node_id(b: &[u8]) -> Result<NodeId> {
   b.try_into().map_err(|_| coded(Code::InvalidArgument, format!("a node id is 32 bytes, got {}", b.len())))
@@ -86,7 +65,7 @@ fn eviction(e: Eviction<Slot>) -> KadEviction {
 pub struct KadTable {
   table: RoutingTable<Slot>,
   own: PeerRecord,
-  clock: Clock,
+  clock: JsClock,
   scratch: Vec<(Distance, u32)>,
 }
 
@@ -103,7 +82,7 @@ impl KadTable {
       return Err(coded(Code::InvalidArgument, format!("k must be 1..={}, got {k}", wire::MAX_NODES)));
     }
     let config = TableConfig { k: k as usize, max_replacements: max_replacements as usize };
-    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: Clock::new(now), scratch: Vec::with_capacity(k as usize) })
+    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize) })
   }
 
   /// Entries in the table.
@@ -272,7 +251,7 @@ pub struct KadLookupStats {
 #[napi]
 pub struct KadLookup {
   lookup: Lookup<()>,
-  clock: Clock,
+  clock: JsClock,
 }
 
 /// `KadLookup.next` results.
@@ -291,7 +270,7 @@ impl KadLookup {
   pub fn new(target: &[u8], seeds: &[u8], alpha: u32, k: u32, query_timeout_ms: f64, now: f64) -> Result<KadLookup> {
     let target = node_id(target)?;
     let config = LookupConfig { alpha: alpha as usize, k: k as usize, query_timeout: ms_duration(query_timeout_ms), max_candidates: 8 * k.max(1) as usize };
-    Ok(KadLookup { lookup: Lookup::new(target, ids(seeds), config), clock: Clock::new(now) })
+    Ok(KadLookup { lookup: Lookup::new(target, ids(seeds), config), clock: JsClock::new(now) })
   }
 
   /// 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished.

@@ -4,6 +4,7 @@
 //! holds no protocol logic of its own (that lives in `deccom-core`). One file per exposed object.
 #![deny(clippy::all)]
 
+mod clock;
 mod error;
 mod identity;
 mod kad;

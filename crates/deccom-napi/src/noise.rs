@@ -6,13 +6,14 @@
 //! windows, rekeys, modes, DoS limits) lives in the core; this file converts types only.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deccom_core::noise::{Config, DisconnectReason, Endpoint, Event, Mode, Stats};
 use deccom_core::PublicIdentity;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::clock::{collect_transmits, JsClock};
 use crate::error::{coded, Code};
 use crate::identity::NativeIdentity;
 
@@ -111,8 +112,7 @@ pub struct NoiseEvents {
 #[napi]
 pub struct NoiseEndpoint {
   endpoint: Endpoint<u32>,
-  base: Instant,
-  origin_ms: f64,
+  clock: JsClock,
   out: Vec<u8>,
 }
 
@@ -235,23 +235,12 @@ impl NoiseEndpoint {
       Some(s) => return Err(coded(Code::InvalidArgument, format!("Noise seed must be 32 bytes, got {}", s.len()))),
       None => getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?,
     }
-    let base = Instant::now();
-    let endpoint = Endpoint::new(identity.core(), cfg, base, seed).map_err(noise_err)?;
-    Ok(NoiseEndpoint { endpoint, base, origin_ms: now, out: Vec::with_capacity(2048) })
+    let clock = JsClock::new(now);
+    let endpoint = Endpoint::new(identity.core(), cfg, clock.base(), seed).map_err(noise_err)?;
+    Ok(NoiseEndpoint { endpoint, clock, out: Vec::with_capacity(2048) })
   }
 
-  fn at(&self, ms: f64) -> Instant {
-    let d = ms - self.origin_ms;
-    if d.is_finite() && d > 0.0 {
-      self.base + Duration::from_secs_f64(d / 1000.0)
-    } else {
-      self.base
-    }
-  }
 
-  fn ms(&self, t: Instant) -> f64 {
-    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
-  }
 
   /// This endpoint's X25519 static public key (publish it so that peers can connect with IK).
   #[napi(getter)]
@@ -270,7 +259,7 @@ impl NoiseEndpoint {
       None => None,
       Some(k) => Some(<[u8; 32]>::try_from(k).map_err(|_| coded(Code::InvalidArgument, format!("a Noise static key is 32 bytes, got {}", k.len())))?),
     };
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.connect(t, peer, rs);
     Ok(())
   }
@@ -282,7 +271,7 @@ impl NoiseEndpoint {
   /// `ERR_DECCOM_NOISE_MESSAGE_TOO_LARGE`, `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
   #[napi]
   pub fn send(&mut self, now: f64, peer: u32, data: &[u8]) -> Result<()> {
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.send(t, peer, data).map_err(noise_err)
   }
 
@@ -290,34 +279,29 @@ impl NoiseEndpoint {
   /// dropped and counted.
   #[napi]
   pub fn handle_datagram(&mut self, now: f64, peer: u32, datagram: &[u8]) {
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.handle_datagram(t, peer, datagram);
   }
 
   /// Runs the timers due at `now`.
   #[napi]
   pub fn handle_timeout(&mut self, now: f64) {
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.handle_timeout(t);
   }
 
   /// Datagrams to send (up to 1024 per call), or null.
   #[napi]
   pub fn poll_transmit(&mut self) -> Option<NoiseTransmits> {
-    let (mut data, mut lens, mut peers) = (Vec::new(), Vec::new(), Vec::new());
-    while lens.len() < MAX_TRANSMITS {
-      let Some(peer) = self.endpoint.poll_transmit(&mut self.out) else { break };
-      data.extend_from_slice(&self.out);
-      lens.push(self.out.len() as u32);
-      peers.push(peer);
-    }
-    (!lens.is_empty()).then(|| NoiseTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
+    let endpoint = &mut self.endpoint;
+    let (data, lens, peers) = collect_transmits(MAX_TRANSMITS, &mut self.out, |out| endpoint.poll_transmit(out))?;
+    Some(NoiseTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
   }
 
   /// When `handleTimeout` next has work, on the caller's clock, or null.
   #[napi]
   pub fn poll_timeout(&self) -> Option<f64> {
-    self.endpoint.poll_timeout().map(|t| self.ms(t))
+    self.endpoint.poll_timeout().map(|t| self.clock.ms(t))
   }
 
   /// Every event since the last call, or null.
@@ -381,7 +365,7 @@ impl NoiseEndpoint {
   #[napi]
   pub fn set_peer_identity(&mut self, now: f64, peer: u32, identity: &[u8]) -> Result<()> {
     let id = PublicIdentity::decode(identity).map_err(crate::error::core)?;
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.set_peer_identity(t, peer, id);
     Ok(())
   }

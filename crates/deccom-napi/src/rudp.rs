@@ -6,12 +6,12 @@
 //! time. Peers are small integers chosen by the caller; time is the caller's clock in milliseconds.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use deccom_core::rudp::{Endpoint, Event, FailReason, Payload};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::clock::{collect_transmits, JsClock};
 use crate::pipeline::{DONE_FORGOTTEN, DONE_REFUSED, DONE_SENT, DONE_UNREACHABLE};
 use crate::socket::{rudp_config, RudpOptions};
 
@@ -36,9 +36,7 @@ pub struct RudpEvents {
 #[napi]
 pub struct RudpEndpoint {
   endpoint: Endpoint<u32>,
-  /// The instant that corresponds to `origin_ms` on the caller's clock.
-  base: Instant,
-  origin_ms: f64,
+  clock: JsClock,
   out: Vec<u8>,
 }
 
@@ -51,21 +49,8 @@ impl RudpEndpoint {
   #[napi(constructor)]
   pub fn new(options: Option<RudpOptions>, now: f64) -> RudpEndpoint {
     let (config, seed) = rudp_config(options.unwrap_or_default());
-    let base = Instant::now();
-    RudpEndpoint { endpoint: Endpoint::new(config, base, seed), base, origin_ms: now, out: Vec::with_capacity(2048) }
-  }
-
-  fn at(&self, ms: f64) -> Instant {
-    let d = ms - self.origin_ms;
-    if d.is_finite() && d > 0.0 {
-      self.base + Duration::from_secs_f64(d / 1000.0)
-    } else {
-      self.base
-    }
-  }
-
-  fn ms(&self, t: Instant) -> f64 {
-    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
+    let clock = JsClock::new(now);
+    RudpEndpoint { endpoint: Endpoint::new(config, clock.base(), seed), clock, out: Vec::with_capacity(2048) }
   }
 
   /// Queues a message `[tag][data]` to `peer`; returns its id. `data` is held, not copied: it
@@ -76,7 +61,7 @@ impl RudpEndpoint {
   #[napi]
   pub fn send(&mut self, now: f64, peer: u32, tag: u32, data: Buffer) -> Result<f64> {
     let message = Payload::with_prefix(tag as u8, data);
-    let t = self.at(now);
+    let t = self.clock.at(now);
     let id = self.endpoint.send(t, peer, message).map_err(crate::error::rudp)?;
     Ok(id.0 as f64)
   }
@@ -84,35 +69,30 @@ impl RudpEndpoint {
   /// A reliable-UDP datagram (without its layer tag) from `peer`.
   #[napi]
   pub fn handle_datagram(&mut self, now: f64, peer: u32, datagram: &[u8]) {
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.handle_datagram(t, peer, datagram);
   }
 
   /// Runs the timers due at `now`.
   #[napi]
   pub fn handle_timeout(&mut self, now: f64) {
-    let t = self.at(now);
+    let t = self.clock.at(now);
     self.endpoint.handle_timeout(t);
   }
 
   /// What may be sent now (up to 1024 datagrams), or null.
   #[napi]
   pub fn poll_transmit(&mut self, now: f64) -> Option<RudpTransmits> {
-    let t = self.at(now);
-    let (mut data, mut lens, mut peers) = (Vec::new(), Vec::new(), Vec::new());
-    while lens.len() < MAX_TRANSMITS {
-      let Some(peer) = self.endpoint.poll_transmit(t, &mut self.out) else { break };
-      data.extend_from_slice(&self.out);
-      lens.push(self.out.len() as u32);
-      peers.push(peer);
-    }
-    (!lens.is_empty()).then(|| RudpTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
+    let t = self.clock.at(now);
+    let endpoint = &mut self.endpoint;
+    let (data, lens, peers) = collect_transmits(MAX_TRANSMITS, &mut self.out, |out| endpoint.poll_transmit(t, out))?;
+    Some(RudpTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
   }
 
   /// When `handleTimeout`/`pollTransmit` next have work, on the caller's clock, or null.
   #[napi]
   pub fn poll_timeout(&self) -> Option<f64> {
-    self.endpoint.poll_timeout().map(|t| self.ms(t))
+    self.endpoint.poll_timeout().map(|t| self.clock.ms(t))
   }
 
   /// Delivered messages and completions since the last call, or null.

@@ -1,0 +1,85 @@
+//! The caller's clock for objects JavaScript drives (RudpEndpoint, NoiseEndpoint, KadTable, ...).
+//!
+//! JavaScript passes time as milliseconds on its own clock: the real `performance.now()` or a
+//! SimulatedNetwork's virtual time. The sans-IO cores take `Instant`s. A `JsClock` pins one
+//! `Instant` to the caller's time at construction and maps both ways from there, so virtual time
+//! runs through the cores unchanged (and as fast as the simulation wants).
+
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JsClock {
+  /// The instant that corresponds to `origin_ms`.
+  base: Instant,
+  origin_ms: f64,
+}
+
+impl JsClock {
+  /// `now` is the caller's current time in milliseconds.
+  pub fn new(now: f64) -> JsClock {
+    JsClock { base: Instant::now(), origin_ms: now }
+  }
+
+  /// The instant for the caller's time `ms` (times before the origin, or not finite, map to it).
+  pub fn at(&self, ms: f64) -> Instant {
+    let d = ms - self.origin_ms;
+    if d.is_finite() && d > 0.0 {
+      self.base + Duration::from_secs_f64(d / 1000.0)
+    } else {
+      self.base
+    }
+  }
+
+  /// The caller's time for instant `t`.
+  pub fn ms(&self, t: Instant) -> f64 {
+    self.origin_ms + t.saturating_duration_since(self.base).as_secs_f64() * 1000.0
+  }
+
+  /// The instant the clock was pinned at (what the core was created with).
+  pub fn base(&self) -> Instant {
+    self.base
+  }
+}
+
+/// Drains up to `max` datagrams from `poll` (which writes one into the buffer and returns its
+/// peer) into one batch: payloads back to back, their lengths, their peers.
+pub(crate) fn collect_transmits(max: usize, out: &mut Vec<u8>, mut poll: impl FnMut(&mut Vec<u8>) -> Option<u32>) -> Option<(Vec<u8>, Vec<u32>, Vec<u32>)> {
+  let (mut data, mut lens, mut peers) = (Vec::new(), Vec::new(), Vec::new());
+  while lens.len() < max {
+    let Some(peer) = poll(out) else { break };
+    data.extend_from_slice(out);
+    lens.push(out.len() as u32);
+    peers.push(peer);
+  }
+  (!lens.is_empty()).then_some((data, lens, peers))
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn maps_both_ways_and_clamps_the_past() {
+    let c = JsClock::new(1000.0);
+    assert_eq!(c.at(1000.0), c.base());
+    assert_eq!(c.at(500.0), c.base());
+    assert_eq!(c.at(f64::NAN), c.base());
+    let t = c.at(1250.5);
+    assert!((c.ms(t) - 1250.5).abs() < 1e-6);
+  }
+
+  #[test]
+  fn collects_in_order_up_to_max() {
+    let mut n = 0u32;
+    let mut out = Vec::new();
+    let (data, lens, peers) = collect_transmits(3, &mut out, |o| {
+      n += 1;
+      o.clear();
+      o.extend_from_slice(&[n as u8; 2]);
+      Some(n)
+    })
+    .unwrap();
+    assert_eq!((data, lens, peers), (vec![1, 1, 2, 2, 3, 3], vec![2, 2, 2], vec![1, 2, 3]));
+    assert!(collect_transmits(3, &mut out, |_| None).is_none());
+  }
+}
