@@ -219,19 +219,11 @@ fn write_private(path: &str, bytes: &[u8]) -> std::io::Result<()> {
   let mut opts = std::fs::OpenOptions::new();
   opts.write(true).create(true).truncate(true);
   #[cfg(unix)]
-  {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    // An existing file keeps its mode on open: force 0600.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)?;
-    return f.sync_all();
-  }
-  #[cfg(not(unix))]
-  {
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-  }
+  std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+  let mut f = opts.open(path)?;
+  // An existing file keeps its mode on open: force 0600.
+  #[cfg(unix)]
+  f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+  f.write_all(bytes)?;
+  f.sync_all()
 }

@@ -314,7 +314,7 @@ impl<V: Clone> RoutingTable<V> {
                 scratch.push((distance(&e.id, target), i as u32));
             }
             if scratch.len() > 1 {
-                scratch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                scratch.sort_unstable_by_key(|a| a.0);
             }
             for &(_, i) in scratch.iter().take(*left) {
                 f(&entries[i as usize]);
