@@ -101,7 +101,7 @@ async function receiver () {
 }
 
 function pick (s) {
-  const keys = ['rxDatagrams', 'rxSyscalls', 'txDatagrams', 'txSyscalls', 'rudp_retransmits', 'rudp_packets_lost', 'rudp_pto_expirations', 'rudp_congestion_events', 'rudp_acks_sent', 'rudp_duplicates', 'rudp_dropped_backpressure', 'faults_rx_dropped', 'rudp_srtt_us', 'rudp_cwnd']
+  const keys = ['rxDatagrams', 'rxSyscalls', 'txDatagrams', 'txSyscalls', 'rudp_retransmits', 'rudp_packets_lost', 'rudp_pto_expirations', 'rudp_congestion_events', 'rudp_acks_sent', 'rudp_duplicates', 'rudp_dropped_backpressure', 'faults_rx_dropped', 'rudp_srtt_us', 'rudp_cwnd', 'rudp_slow_start_exits', 'rudp_isolated_losses']
   return Object.fromEntries(keys.filter((k) => k in s).map((k) => [k, s[k]]))
 }
 

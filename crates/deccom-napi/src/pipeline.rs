@@ -336,7 +336,7 @@ fn noise_events(n: &mut NoiseStage, mut rudp: Option<&mut RudpStage>, now: Insta
 }
 
 /// The reliable-UDP counters as (name, value) pairs, for JavaScript.
-pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 31] {
+pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 32] {
   [
     ("datagrams_sent", s.datagrams_sent),
     ("datagrams_received", s.datagrams_received),
@@ -361,6 +361,7 @@ pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64);
     ("packets_lost", s.packets_lost),
     ("pto_expirations", s.pto_expirations),
     ("congestion_events", s.congestion_events),
+    ("slow_start_exits", s.slow_start_exits),
     ("isolated_losses", s.isolated_losses),
     ("peer_resets", s.peer_resets),
     ("peers_evicted", s.peers_evicted),

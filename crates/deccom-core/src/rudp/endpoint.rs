@@ -258,6 +258,8 @@ pub struct Stats {
     pub pto_expirations: u64,
     /// Congestion window reductions.
     pub congestion_events: u64,
+    /// Slow starts ended by a growing RTT (HyStart) rather than by a loss.
+    pub slow_start_exits: u64,
     /// Loss detections with no run of [`LOSS_RUN_CONGESTION`] consecutive losses (no reduction).
     pub isolated_losses: u64,
     /// Peers seen restarting (new epoch): their connection state was reset.
@@ -980,8 +982,11 @@ impl Peer {
             if let Some(sent) = largest_sent {
                 let ack_delay = Duration::from_micros(u64::from(frame.ack_delay_us))
                     .min(cx.config.max_ack_delay);
-                self.rtt
-                    .update(now.saturating_duration_since(sent), ack_delay);
+                let sample = now.saturating_duration_since(sent);
+                self.rtt.update(sample, ack_delay);
+                if self.cc.on_rtt_sample(sample, largest, self.next_pn) {
+                    cx.stats.slow_start_exits += 1;
+                }
                 cx.stats.srtt_us =
                     u64::try_from(self.rtt.smoothed().as_micros()).unwrap_or(u64::MAX);
             }

@@ -176,5 +176,5 @@ pub use self::endpoint::{
     Config, Endpoint, Event, FailReason, MessageId, RudpError, Stats, PACKET_THRESHOLD,
     LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, SEND_QUANTUM,
 };
-pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
+pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
 pub use self::wire::{HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};

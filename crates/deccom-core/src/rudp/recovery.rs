@@ -115,7 +115,24 @@ pub struct NewReno {
     recovery_start: Option<Instant>,
     initial: u32,
     max: u32,
+    hystart: HyStart,
 }
+
+/// Delay-based slow-start exit (HyStart, as in RFC 9406 §4.2 without the conservative phase):
+/// per round trip, the minimum RTT of at least [`HYSTART_MIN_SAMPLES`] samples is compared with
+/// the previous round's; when it grew by more than `clamp(last / 8, 4 ms, 16 ms)`, a queue is
+/// building and slow start ends before it overflows (on loopback that queue is the receiver's
+/// socket buffer, and overflowing it drops whole GSO bursts).
+#[derive(Debug, Clone, Copy, Default)]
+struct HyStart {
+    round_end: u64,
+    current_min: Option<Duration>,
+    last_min: Option<Duration>,
+    samples: u32,
+}
+
+/// RTT samples a round needs before HyStart compares it.
+pub const HYSTART_MIN_SAMPLES: u32 = 3;
 
 impl NewReno {
     /// A controller in slow start with `initial` datagrams of window.
@@ -130,6 +147,7 @@ impl NewReno {
             recovery_start: None,
             initial,
             max,
+            hystart: HyStart::default(),
         }
     }
 
@@ -166,6 +184,32 @@ impl NewReno {
                 self.cwnd = self.cwnd.saturating_add(1).min(self.max);
             }
         }
+    }
+
+    /// An RTT sample from an acknowledgement whose largest packet number is `largest_acked`;
+    /// `next_pn` is the next packet number to be sent (it ends the round that starts now).
+    /// Ends slow start when HyStart sees the RTT grow (see [`HyStart`]). Returns whether it did.
+    pub fn on_rtt_sample(&mut self, rtt: Duration, largest_acked: u64, next_pn: u64) -> bool {
+        if self.cwnd >= self.ssthresh {
+            return false;
+        }
+        let h = &mut self.hystart;
+        if largest_acked >= h.round_end {
+            h.last_min = h.current_min.or(h.last_min);
+            h.current_min = None;
+            h.samples = 0;
+            h.round_end = next_pn;
+        }
+        h.current_min = Some(h.current_min.map_or(rtt, |m| m.min(rtt)));
+        h.samples += 1;
+        if let (Some(cur), Some(last)) = (h.current_min, h.last_min) {
+            let eta = (last / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
+            if h.samples >= HYSTART_MIN_SAMPLES && cur >= last + eta {
+                self.ssthresh = self.cwnd;
+                return true;
+            }
+        }
+        false
     }
 
     /// Packets were declared lost; `largest_lost_sent` is the send time of the newest of them.
@@ -372,5 +416,38 @@ mod tests {
         assert!(p.delay(later, cwnd, srtt).is_some());
         // A zero RTT (in-memory) is unpaced.
         assert_eq!(p.delay(later, cwnd, Duration::ZERO), None);
+    }
+}
+
+#[cfg(test)]
+mod hystart_tests {
+    use super::*;
+
+    #[test]
+    fn a_growing_rtt_ends_slow_start_before_any_loss() {
+        let mut cc = NewReno::new(32, 100_000);
+        let ms = Duration::from_millis;
+        // Round 1 (packets 0..100): RTT 1 ms.
+        for pn in 0..10 {
+            assert!(!cc.on_rtt_sample(ms(1), pn, 100));
+        }
+        // Round 2: the queue grows, RTT 4.5 ms >= 1 ms + max(1/8 ms, 4 ms).
+        let mut exited = false;
+        for pn in 100..110 {
+            exited |= cc.on_rtt_sample(ms(5) + Duration::from_micros(500), pn, 200);
+        }
+        assert!(exited);
+        assert_eq!(cc.ssthresh(), cc.window(), "slow start ended at the current window");
+        // Out of slow start, samples change nothing.
+        assert!(!cc.on_rtt_sample(ms(50), 300, 400));
+    }
+
+    #[test]
+    fn a_steady_rtt_keeps_slow_start() {
+        let mut cc = NewReno::new(32, 100_000);
+        for pn in 0..1000u64 {
+            assert!(!cc.on_rtt_sample(Duration::from_millis(2), pn, pn + 100));
+        }
+        assert_eq!(cc.ssthresh(), u32::MAX);
     }
 }
