@@ -63,6 +63,15 @@ export const ErrorCode = Object.freeze({
   TCP_UNKNOWN_PEER: 'ERR_DECCOM_TCP_UNKNOWN_PEER',
   /** The TCP connection closed before queued frames could be written. */
   TCP_CONNECTION_CLOSED: 'ERR_DECCOM_TCP_CONNECTION_CLOSED',
+  // --- NAT traversal (ts/protocols/hole-puncher.ts, relay.ts) ---
+  /** No punched (or relayed) path to the peer opened within the HolePuncher's punchTimeout. */
+  PUNCH_TIMEOUT: 'ERR_DECCOM_PUNCH_TIMEOUT',
+  /** The introducer has not heard from the target recently (or it is ourselves). */
+  INTRODUCTION_FAILED: 'ERR_DECCOM_INTRODUCTION_FAILED',
+  /** The relay refused a session (not a relay, or it serves its maximum of sessions). */
+  RELAY_REFUSED: 'ERR_DECCOM_RELAY_REFUSED',
+  /** The relay did not answer, or the peer never got a session on it, in time. */
+  RELAY_TIMEOUT: 'ERR_DECCOM_RELAY_TIMEOUT',
 } as const)
 
 /** Any value of {@link ErrorCode}. */

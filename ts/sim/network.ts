@@ -27,6 +27,12 @@
  * 5. duplication: with probability `duplicate` a second copy follows with its own jitter (`duplicated`).
  * A datagram to an address with no started transport is dropped on arrival (`dropped_no_route`).
  *
+ * ## NATs
+ * {@link createNat} makes an RFC 4787 NAT (`./nat.ts`); a node created with `behind: nat` has a
+ * private address: its datagrams to the outside leave from the NAT's public address and a mapped
+ * port, and datagrams arriving at the NAT's public side are delivered only if the mapping and the
+ * filtering allow (else `dropped_nat`, and counted in the NAT's stats).
+ *
  * ## Event loop and microtasks (the rule)
  * Virtual time only moves inside {@link runFor}/{@link runUntil}. They pop events (timers of
  * {@link clock}, datagram deliveries) from a binary heap ordered by (time, sequence number), set
@@ -55,6 +61,8 @@ import { Identity } from '../identity'
 import { Node } from '../node'
 import type { NodeOptions } from '../node'
 import type { Protocol } from '../protocol'
+import { SimNat } from './nat'
+import type { SimNatOptions } from './nat'
 import type { Seed } from './random'
 import { Random } from './random'
 import { SimTransport } from './transport'
@@ -113,6 +121,8 @@ export interface SimNodeOptions extends Omit<NodeOptions, 'stack' | 'clock'> {
   stack?: Protocol[]
   /** The node's address (default: the next free 10.x.y.z:4000). */
   address?: AddressLike
+  /** Put the node's (private) address behind this NAT (see {@link SimulatedNetwork.createNat}). */
+  behind?: SimNat
 }
 
 /** Options of {@link SimulatedNetwork.createNodes}. */
@@ -123,6 +133,8 @@ export interface SimNodesOptions {
   identity?: (i: number) => Identity
   /** The address of node `i` (default: the next free 10.x.y.z:4000). */
   address?: (i: number) => AddressLike
+  /** The NAT node `i` is behind, or undefined for a public node. */
+  behind?: (i: number) => SimNat | undefined
 }
 
 /** What {@link SimulatedNetwork.trace} returns. */
@@ -136,13 +148,14 @@ export interface SimTrace {
 }
 
 /** Kinds of datagram records in the trace (index = code hashed). */
-const KINDS = ['send', 'deliver', 'lost', 'queue_drop', 'no_route'] as const
+const KINDS = ['send', 'deliver', 'lost', 'queue_drop', 'no_route', 'nat_drop'] as const
 const enum Kind {
   Send = 0,
   Deliver = 1,
   Lost = 2,
   QueueDrop = 3,
   NoRoute = 4,
+  NatDrop = 5,
 }
 
 interface TraceRecord {
@@ -201,6 +214,12 @@ export class SimulatedNetwork {
   #nextHost = 1
 
   readonly #transports = new Map<Address, SimTransport>()
+  /** Private address → the NAT it is behind. */
+  readonly #behind = new Map<Address, SimNat>()
+  /** Public host → NAT. */
+  readonly #nats = new Map<string, SimNat>()
+  readonly #natRng: Random
+  #nextNatHost = 1
   readonly #nodes: Node[] = []
   /** Ordered pair key → time the link finishes serializing its backlog. */
   readonly #busyUntil = new Map<string, number>()
@@ -224,6 +243,7 @@ export class SimulatedNetwork {
     reordered: 0,
     dropped_queue: 0,
     dropped_no_route: 0,
+    dropped_nat: 0,
     bytes_sent: 0,
     bytes_delivered: 0,
   }
@@ -235,6 +255,7 @@ export class SimulatedNetwork {
     this.#idRng = root.fork()
     this.random = root.fork()
     this.#miscRng = root.fork()
+    this.#natRng = root.fork()
     this.#defaultLink = checkLink({ ...DEFAULT_LINK, ...(opts.defaultLink ?? {}) }, 'defaultLink')
     this.#link = opts.link
     this.#maxEvents = opts.maxEvents ?? 10_000_000
@@ -289,15 +310,56 @@ export class SimulatedNetwork {
    * A transport on this network (not yet started: put it at the bottom of a stack). The address
    * defaults to the next free 10.x.y.z:4000.
    */
-  createTransport(opts: { address?: AddressLike } = {}): SimTransport {
-    return new SimTransport(this, { address: opts.address !== undefined ? toAddress(opts.address) : this.#allocate() })
+  createTransport(opts: { address?: AddressLike; behind?: SimNat } = {}): SimTransport {
+    const address = opts.address !== undefined ? toAddress(opts.address) : this.#allocate()
+    if (opts.behind !== undefined) {
+      if (this.#nats.get(opts.behind.publicAddress) !== opts.behind) {
+        throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'behind: this NAT was not created by this simulated network')
+      }
+      if (this.#nats.has(address.host)) {
+        throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `behind: ${address.key} is a NAT's public address`)
+      }
+      const prev = this.#behind.get(address)
+      if (prev !== undefined && prev !== opts.behind) {
+        throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `behind: ${address.key} is already behind the NAT ${prev.publicAddress}`)
+      }
+      this.#behind.set(address, opts.behind)
+    }
+    return new SimTransport(this, { address })
+  }
+
+  /**
+   * A NAT (RFC 4787 model, see `ts/sim/nat.ts`): pass it as `behind` to createNode/createNodes.
+   * Its public IP defaults to the next free 198.18.x.y; its ports come from a seeded stream.
+   */
+  createNat(opts: SimNatOptions): SimNat {
+    this.#checkOpen('createNat')
+    let host = opts.publicAddress
+    if (host === undefined) {
+      do {
+        const k = this.#nextNatHost++
+        if (k >= 1 << 17) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'The simulated 198.18.0.0/15 NAT range is full')
+        host = `198.${18 + (k >>> 16)}.${(k >>> 8) & 255}.${k & 255}`
+      } while (this.#nats.has(host))
+    } else {
+      host = toAddress(host, 1).host
+      if (this.#nats.has(host)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `createNat: ${host} is already a NAT's public address`)
+    }
+    const nat = new SimNat({ ...opts, publicAddress: host }, () => this.#now, this.#natRng.fork())
+    this.#nats.set(host, nat)
+    return nat
+  }
+
+  /** The NATs created with {@link createNat}, in creation order. */
+  get nats(): readonly SimNat[] {
+    return [...this.#nats.values()]
   }
 
   /** One Node on this network: `Node.create` with a SimTransport at the bottom and the virtual clock. */
   async createNode(opts: SimNodeOptions = {}): Promise<Node> {
     this.#checkOpen('createNode')
-    const { stack = [], address, identity, ...rest } = opts
-    const transport = this.createTransport({ address })
+    const { stack = [], address, identity, behind, ...rest } = opts
+    const transport = this.createTransport({ address, behind })
     const node = await Node.create({
       ...rest,
       identity: identity ?? this.#identity(),
@@ -325,6 +387,7 @@ export class SimulatedNetwork {
           stack: opts.stack?.(i) ?? [],
           identity: opts.identity?.(i),
           address: opts.address?.(i),
+          behind: opts.behind?.(i),
         }),
       )
     }
@@ -542,6 +605,19 @@ export class SimulatedNetwork {
     const s = this.#stats
     s.sent++
     s.bytes_sent += bytes.length
+    if (this.#behind.size !== 0) {
+      // Leaving a private address for anywhere but its own LAN: through its NAT.
+      const nat = this.#behind.get(from)
+      if (nat !== undefined && this.#behind.get(to) !== nat) {
+        const ext = nat._outbound(from, to)
+        if (ext === undefined) {
+          s.dropped_nat++
+          this.#record(Kind.NatDrop, from, to, bytes)
+          return
+        }
+        from = ext
+      }
+    }
     const spec = this.#specFor(from, to)
     const rng = this.#rng
     // Fixed number of draws per datagram, whatever the outcome, so that one change of probability
@@ -586,6 +662,27 @@ export class SimulatedNetwork {
   }
 
   #deliver(from: Address, to: Address, bytes: Buffer): void {
+    if (this.#nats.size !== 0) {
+      const nat = this.#nats.get(to.host)
+      if (nat !== undefined) {
+        // Arriving at a NAT's public side: its mapping and filtering decide.
+        const internal = nat._inbound(from, to.port)
+        if (internal === undefined) {
+          this.#stats.dropped_nat++
+          this.#record(Kind.NatDrop, from, to, bytes)
+          return
+        }
+        to = internal
+      } else {
+        // A private address is reachable only from its own LAN.
+        const dst = this.#behind.get(to)
+        if (dst !== undefined && this.#behind.get(from) !== dst) {
+          this.#stats.dropped_no_route++
+          this.#record(Kind.NoRoute, from, to, bytes)
+          return
+        }
+      }
+    }
     const t = this.#transports.get(to)
     if (t === undefined) {
       this.#stats.dropped_no_route++

@@ -1,0 +1,155 @@
+/**
+ * Real NATs: Linux network namespaces with iptables NAT routers (scripts/netns-nat.sh), deccom nodes
+ * in them as child processes (scripts/nat-node.mjs) that import the BUILT package and report JSON
+ * lines. Needs root, `ip netns` and iptables; skips (saying why) otherwise. Only addresses inside
+ * the namespaces (10.77.0.0/24, 192.168.1.0/24, 192.168.2.0/24) are used. See docs/nat.md.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import test, { type ExecutionContext } from 'ava'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const script = path.join(root, 'scripts', 'netns-nat.sh')
+const nodeScript = path.join(root, 'scripts', 'nat-node.mjs')
+const dist = path.join(root, 'dist', 'index.js')
+
+/** Why the test cannot run here, or null. */
+function unavailable(): string | null {
+  if (process.platform !== 'linux') return 'not Linux'
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'not running as root (network namespaces need root)'
+  for (const [cmd, args] of [
+    ['ip', ['netns', 'list']],
+    ['iptables', ['--version']],
+  ] as const) {
+    try {
+      execFileSync(cmd, args, { stdio: 'ignore' })
+    } catch {
+      return `\`${cmd} ${args.join(' ')}\` is unavailable (apt-get install -y --no-install-recommends iproute2 iptables)`
+    }
+  }
+  return null
+}
+
+const why = unavailable()
+const children = new Set<ChildProcess>()
+const prefixes = new Set<string>()
+function cleanupAll(): void {
+  for (const c of children) c.kill('SIGKILL')
+  for (const p of prefixes) {
+    try {
+      execFileSync('bash', [script, 'down', p], { stdio: 'ignore' })
+    } catch {
+      // best effort
+    }
+  }
+}
+process.on('exit', cleanupAll)
+
+interface Proc {
+  events: Record<string, unknown>[]
+  wait(pred: (e: Record<string, unknown>) => boolean, ms: number, what: string): Promise<Record<string, unknown>>
+  send(cmd: Record<string, unknown>): void
+}
+
+function run(t: ExecutionContext, ns: string, cfg: Record<string, unknown>): Proc {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, nodeScript, dist, JSON.stringify({ lifetime: 25_000, ...cfg })], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  children.add(child)
+  child.on('exit', () => children.delete(child))
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
+  const events: Record<string, unknown>[] = []
+  const waiters = new Set<() => void>()
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    try {
+      events.push(JSON.parse(line) as Record<string, unknown>)
+    } catch {
+      t.log(`${ns}: ${line}`)
+    }
+    for (const w of waiters) w()
+  })
+  child.stderr!.on('data', (d: Buffer) => t.log(`${ns} stderr: ${d.toString().trim()}`))
+  return {
+    events,
+    send: (cmd) => child.stdin!.write(JSON.stringify(cmd) + '\n'),
+    wait: (pred, ms, what) =>
+      new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const e = events.find(pred)
+          if (!e) return false
+          waiters.delete(check as () => void)
+          clearTimeout(timer)
+          resolve(e)
+          return true
+        }
+        const timer = setTimeout(() => {
+          waiters.delete(check as () => void)
+          reject(new Error(`${ns}: no ${what} within ${ms} ms; events: ${JSON.stringify(events)}`))
+        }, ms)
+        if (!check()) waiters.add(check as () => void)
+      }),
+  }
+}
+
+async function scenario(t: ExecutionContext, tag: string, modeA: string, modeB: string): Promise<{ a: Proc; b: Proc; connected: Record<string, unknown>; aMapped: string; external: unknown }> {
+  const P = `dn${process.pid % 100000}${tag}`
+  prefixes.add(P)
+  t.teardown(() => {
+    execFileSync('bash', [script, 'down', P], { stdio: 'ignore' })
+    prefixes.delete(P)
+  })
+  execFileSync('bash', [script, 'up', P, modeA, modeB], { stdio: 'pipe' })
+  const rv = run(t, `${P}-rv`, { role: 'rendezvous', host: '10.77.0.10', port: 4000 })
+  await rv.wait((e) => e.event === 'ready', 10_000, 'ready')
+  const R = '10.77.0.10:4000'
+  const a = run(t, `${P}-ha`, { role: 'host', host: '0.0.0.0', rendezvous: R })
+  const b = run(t, `${P}-hb`, { role: 'host', host: '0.0.0.0', rendezvous: R, echo: true })
+  await Promise.all([a.wait((e) => e.event === 'ready', 10_000, 'ready'), b.wait((e) => e.event === 'ready', 10_000, 'ready')])
+  // The rendezvous hears both through their NATs: the routers' public addresses, mapped ports.
+  const heard = await rv.wait((e) => e.event === 'heard' && (e.addrs as string[]).length === 2, 5000, 'both hosts heard')
+  const addrs = heard.addrs as string[]
+  t.true(addrs.some((x) => x.startsWith('10.77.0.2:')) && addrs.some((x) => x.startsWith('10.77.0.3:')), `rendezvous sees the NATs: ${addrs}`)
+  const bMapped = addrs.find((x) => x.startsWith('10.77.0.3:'))!
+  const aMapped = addrs.find((x) => x.startsWith('10.77.0.2:'))!
+  a.send({ cmd: 'connect', target: bMapped, via: R, message: `hello from A (${tag})` })
+  const connected = await a.wait((e) => e.event === 'connected' || e.event === 'error', 10_000, 'connect result')
+  t.is(connected.event, 'connected', JSON.stringify(connected))
+  const atB = await b.wait((e) => e.event === 'message', 5000, 'message at B')
+  t.is(atB.data, `hello from A (${tag})`)
+  t.is(atB.from, aMapped, 'B sees A at its mapped address')
+  const atA = await a.wait((e) => e.event === 'message', 5000, 'echo at A')
+  t.is(atA.data, `echo:hello from A (${tag})`)
+  t.is(atA.from, bMapped)
+  t.is(atA.relayed, connected.path === 'relayed')
+  t.is(atB.relayed, connected.path === 'relayed')
+  a.send({ cmd: 'stats' })
+  const st = await a.wait((e) => e.event === 'stats', 5000, 'stats')
+  t.log(`${modeA}/${modeB}: path ${connected.path}; A observed as ${JSON.stringify(st.observations)}, external ${st.external}`)
+  for (const p of [a, b, rv]) p.send({ cmd: 'exit' })
+  return { a, b, connected, aMapped, external: st.external }
+}
+
+if (why) {
+  test('real NATs (network namespaces)', (t) => {
+    t.log(`SKIPPED: ${why}`)
+    t.pass()
+  })
+} else {
+  test.serial('real NATs: UDP hole punching succeeds between two port-restricted cone NATs (MASQUERADE)', async (t) => {
+    t.timeout(40_000)
+    const { connected, aMapped, external } = await scenario(t, 'c', 'cone', 'cone')
+    t.is(connected.path, 'punched')
+    t.is(external, aMapped, 'the rendezvous and B agree on A\'s mapped address')
+  })
+
+  test.serial('real NATs: two symmetric NATs (MASQUERADE --random-fully) fall back to the relay', async (t) => {
+    t.timeout(40_000)
+    const { connected } = await scenario(t, 's', 'symmetric', 'symmetric')
+    t.is(connected.path, 'relayed')
+    t.is(connected.address, '10.77.0.10:4000')
+  })
+}

@@ -1,0 +1,687 @@
+/**
+ * HolePuncher — external address discovery and UDP hole punching (PROTOCOLS.md, NAT traversal;
+ * docs/nat.md has the full protocol, a sequence diagram and the rules).
+ *
+ * Binds `send`, takes `onMessage`; provides `send` and emits `onMessage`. Transparent: datagrams of
+ * other tags pass through untouched (from a peer reached at another mapped port, see "aliases", the
+ * sender's address is rewritten to the address the application asked for).
+ *
+ * - **Observations**: any node answers a PROBE (and a PUNCH, and an introduction request) with the
+ *   address it saw the sender at. `externalAddress()` is the address that at least 2 distinct
+ *   observers agree on (the most agreed one), else null.
+ * - **Introducer**: every node remembers the addresses it has heard from (bounded, expiring) and, on
+ *   request, introduces two of them to each other: each gets the other's observed (mapped) address
+ *   and a shared nonce.
+ * - **Punching**: `connect(target, via)` asks `via` to introduce us to `target`; both sides then send
+ *   PUNCH datagrams every `punchInterval` ms to the other's mapped address until a PUNCH or PUNCH_ACK
+ *   arrives, or `punchTimeout` ms pass. Sends to a peer being punched are queued (bounded) and go out
+ *   when the path opens, or reject with ERR_DECCOM_PUNCH_TIMEOUT — or, with `relay: true`, go through
+ *   the Relay layer below (the relay is `relayAddress` if set, else the introducer `via`).
+ *
+ * ## Wire format (tag {@link TAG_HOLEPUNCH}); `addr` is the encoding of nat-wire.ts (7 or 19 bytes)
+ * | type | name       | body                               | answered by        |
+ * |------|------------|------------------------------------|--------------------|
+ * | 1    | PROBE      | nonce u32, zero padding to 23 B    | OBSERVED           |
+ * | 2    | OBSERVED   | nonce u32, addr (what I saw)       | —                  |
+ * | 3    | INTRO_REQ  | nonce u32, addr (target)           | INTRO ×2 or FAIL   |
+ * | 4    | INTRO      | nonce u32, addr (peer), addr (you) | —                  |
+ * | 5    | INTRO_FAIL | nonce u32, addr (target)           | —                  |
+ * | 6    | PUNCH      | nonce u32, zero padding to 23 B    | PUNCH_ACK          |
+ * | 7    | PUNCH_ACK  | nonce u32, addr (what I saw)       | —                  |
+ * Answers are never larger than the datagram they answer, except INTRO (two datagrams of at most
+ * 43 B to an INTRO_REQ of at least 12 B), which is rate limited (`maxIntroductionsPerSecond`).
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode } from '../errors'
+import { Peer } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import { MAX_ADDR_LEN, addrLen, readAddr, writeAddr } from './nat-wire'
+
+/** Tag of hole-punching datagrams. */
+export const TAG_HOLEPUNCH = 9
+
+const PROBE = 1
+const OBSERVED = 2
+const INTRO_REQ = 3
+const INTRO = 4
+const INTRO_FAIL = 5
+const PUNCH = 6
+const PUNCH_ACK = 7
+/** PROBE and PUNCH are padded to the size of the largest answer (type + nonce + addr): no amplification. */
+const PADDED = 1 + 4 + MAX_ADDR_LEN
+
+export interface HolePuncherOptions {
+  /** Milliseconds between PUNCH datagrams (default 50). */
+  punchInterval?: number
+  /** Milliseconds from `connect` (or from receiving an introduction) until punching gives up (default 3000). */
+  punchTimeout?: number
+  /** Milliseconds between INTRO_REQ retries while no introduction arrived (default 250). */
+  introRetry?: number
+  /** Messages queued per peer while its path is being opened (default 64). */
+  maxQueuedPerPeer?: number
+  /** Bytes queued over all peers (default 1 MiB). */
+  maxQueuedBytes?: number
+  /** Punch sessions at once (default 256). */
+  maxSessions?: number
+  /** Addresses remembered for introductions (default 4096). */
+  maxHeard?: number
+  /** Milliseconds after which a silent address is forgotten as introducible (default 60000). */
+  heardTtl?: number
+  /** Observations kept, one per observer (default 32). */
+  maxObservations?: number
+  /** Introductions (INTRO pairs) this node makes per second at most (default 200). */
+  maxIntroductionsPerSecond?: number
+  /** Peers to PROBE at start and every `probeInterval` ms (keeps NAT mappings and observations fresh). */
+  rendezvous?: AddressLike[]
+  /** Milliseconds between rendezvous probes (default 15000). */
+  probeInterval?: number
+  /** After a punch timeout, go through the Relay layer below instead of failing (default false). */
+  relay?: boolean
+  /** The relay to use on fallback (default: the introducer of the session). */
+  relayAddress?: AddressLike
+}
+
+/** How a path to a peer was opened. */
+export type PathKind = 'punched' | 'relayed'
+
+/** The result of {@link HolePuncher.connect}. */
+export interface PunchResult {
+  path: PathKind
+  /** The address datagrams to the peer go to (the punched mapped address, or the relay). */
+  address: Address
+}
+
+/** One observation: `observer` saw us at `address`. */
+export interface Observation {
+  observer: Address
+  address: Address
+  at: number
+}
+
+type SessionState = 'introducing' | 'punching' | 'relaying' | 'open' | 'relayed'
+
+interface Queued {
+  data: Uint8Array
+  tag: number
+  resolve: (v: unknown) => void
+  reject: (e: unknown) => void
+}
+
+interface Session {
+  peer: Address
+  via: Address
+  state: SessionState
+  nonces: number[]
+  queue: Queued[]
+  waiters: { resolve: (r: PunchResult) => void; reject: (e: unknown) => void }[]
+  punchTimer: TimerHandle | undefined
+  timeout: TimerHandle | undefined
+  introTimer: TimerHandle | undefined
+  reqNonce: number
+  started: number
+  /** The address the peer answered from (may differ from `peer` behind some NATs). */
+  remote: Address | null
+}
+
+interface RelayLike {
+  relayVia(relay: AddressLike, peers?: AddressLike[], opts?: { timeout?: number }): Promise<void>
+}
+
+export class HolePuncher extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send', 'connect', 'externalAddress', 'observations']
+  static override emits = ['onMessage']
+
+  readonly name = 'hole-puncher'
+  override readonly tag = TAG_HOLEPUNCH
+
+  readonly #o: Required<Omit<HolePuncherOptions, 'rendezvous' | 'relayAddress'>>
+  readonly #rendezvous: Address[]
+  readonly #relayAddress: Address | null
+  #clock: Clock | null = null
+  #relay: RelayLike | null = null
+  /** Punch sessions by peer address key. */
+  readonly #sessions = new Map<string, Session>()
+  readonly #byNonce = new Map<number, Session>()
+  /** Introducible addresses: key → [address, last heard]. Insertion order ≈ age. */
+  readonly #heard = new Map<string, [Address, number]>()
+  /** Observations by observer key. */
+  readonly #obs = new Map<string, Observation>()
+  /** Peer key → the address it actually answers from; and the reverse. */
+  readonly #aliasOut = new Map<string, Address>()
+  readonly #aliasIn = new Map<string, Address>()
+  #queuedBytes = 0
+  #introTokens = 0
+  #introRefill = 0
+  #probeTimer: TimerHandle | undefined
+  #sweepTimer: TimerHandle | undefined
+  readonly #nonceBuf = new Uint32Array(1)
+
+  constructor(opts: HolePuncherOptions = {}) {
+    super()
+    this.#o = {
+      punchInterval: opts.punchInterval ?? 50,
+      punchTimeout: opts.punchTimeout ?? 3000,
+      introRetry: opts.introRetry ?? 250,
+      maxQueuedPerPeer: opts.maxQueuedPerPeer ?? 64,
+      maxQueuedBytes: opts.maxQueuedBytes ?? 1 << 20,
+      maxSessions: opts.maxSessions ?? 256,
+      maxHeard: opts.maxHeard ?? 4096,
+      heardTtl: opts.heardTtl ?? 60_000,
+      maxObservations: opts.maxObservations ?? 32,
+      maxIntroductionsPerSecond: opts.maxIntroductionsPerSecond ?? 200,
+      probeInterval: opts.probeInterval ?? 15_000,
+      relay: opts.relay ?? false,
+    }
+    for (const [k, v] of Object.entries(this.#o)) {
+      if (typeof v === 'number' && !(v > 0)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `HolePuncher option ${k} must be > 0, got ${v}`)
+    }
+    this.#rendezvous = (opts.rendezvous ?? []).map((a) => toAddress(a))
+    this.#relayAddress = opts.relayAddress === undefined ? null : toAddress(opts.relayAddress)
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx.clock
+    this.#introTokens = this.#o.maxIntroductionsPerSecond
+    this.#introRefill = ctx.clock.now()
+    if (this.#o.relay) {
+      const layers = ctx.stack?.layers ?? []
+      for (let j = layers.indexOf(this) + 1; j > 0 && j < layers.length; j++) {
+        const l = layers[j] as unknown as Partial<RelayLike>
+        if (typeof l.relayVia === 'function') {
+          this.#relay = l as RelayLike
+          break
+        }
+      }
+      if (!this.#relay) {
+        throw new DeccomError(ErrorCode.STACK_INVALID, 'HolePuncher({ relay: true }) needs a Relay layer below it in the stack')
+      }
+    }
+    if (this.#rendezvous.length > 0) this.#probeAll()
+    this.#sweepTimer = ctx.clock.setTimeout(this.#sweep, Math.min(this.#o.heardTtl, 10_000))
+  }
+
+  override async stop(): Promise<void> {
+    const clock = this.#clock
+    this.#clock = null
+    clock?.clearTimeout(this.#probeTimer)
+    clock?.clearTimeout(this.#sweepTimer)
+    const err = new DeccomError(ErrorCode.CLOSED, 'The HolePuncher layer stopped')
+    for (const s of [...this.#sessions.values()]) {
+      this.#clearTimers(s, clock)
+      this.#fail(s, err)
+    }
+    this.#sessions.clear()
+    this.#byNonce.clear()
+    this.#heard.clear()
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /**
+   * The address at least 2 distinct peers saw us at (the one most of them agree on), else null.
+   * Behind a symmetric NAT observers disagree, so this stays null.
+   */
+  externalAddress(): Address | null {
+    const votes = new Map<string, [Address, number]>()
+    for (const o of this.#obs.values()) {
+      const v = votes.get(o.address.key)
+      if (v) v[1]++
+      else votes.set(o.address.key, [o.address, 1])
+    }
+    let best: [Address, number] | null = null
+    for (const v of votes.values()) if (v[1] >= 2 && (!best || v[1] > best[1])) best = v
+    return best ? best[0] : null
+  }
+
+  /** Every observation kept (one per observer). */
+  observations(): Observation[] {
+    return [...this.#obs.values()].map((o) => ({ ...o }))
+  }
+
+  /** Asks `peer` which address it sees us at (answered with OBSERVED; see {@link observations}). */
+  probe(peer: AddressLike): void {
+    const buf = Buffer.alloc(PADDED)
+    buf[0] = PROBE
+    buf.writeUInt32BE(this.#nextNonce(), 1)
+    this.#send(toAddress(peer), buf)
+    this.count('probes_sent')
+  }
+
+  /** Addresses this node can introduce others to (heard from within `heardTtl`). */
+  introducible(): Address[] {
+    const now = this.#now()
+    return [...this.#heard.values()].filter(([, t]) => now - t <= this.#o.heardTtl).map(([a]) => a)
+  }
+
+  /** State of the path to each peer with a session: 'introducing' | 'punching' | 'relaying' | 'open' | 'relayed'. */
+  paths(): Record<string, SessionState> {
+    const out: Record<string, SessionState> = {}
+    for (const [k, s] of this.#sessions) out[k] = s.state
+    return out
+  }
+
+  /**
+   * Opens a path to `target` (its address as the introducer `via` knows it, i.e. its mapped
+   * address) by asking `via` to introduce us, then punching. Resolves when the path is open
+   * (punched, or relayed with `relay: true`).
+   * @throws ERR_DECCOM_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_RELAY_*, ERR_DECCOM_CLOSED
+   */
+  connect(target: AddressLike, via: AddressLike): Promise<PunchResult> {
+    let peer: Address
+    let viaAddr: Address
+    try {
+      peer = toAddress(target)
+      viaAddr = toAddress(via)
+      if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The HolePuncher layer is not running')
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return new Promise<PunchResult>((resolve, reject) => {
+      let s = this.#sessions.get(peer.key)
+      if (s && (s.state === 'open' || s.state === 'relayed')) return resolve(this.#result(s))
+      if (!s) {
+        s = this.#newSession(peer, viaAddr, 'introducing') ?? undefined
+        if (!s) return reject(new DeccomError(ErrorCode.SEND_QUEUE_FULL, `More than ${this.#o.maxSessions} punch sessions at once`))
+        s.reqNonce = this.#nextNonce()
+        this.#sendIntroReq(s)
+      }
+      s.waiters.push({ resolve, reject })
+    })
+  }
+
+  /**
+   * Sends through the layer below. To a peer whose path is being opened the message is queued
+   * (bounded) and the returned promise settles when it leaves or the path fails.
+   * @throws ERR_DECCOM_SEND_QUEUE_FULL when the queue for the peer (or in total) is full
+   */
+  send(to: AddressLike, data: Uint8Array, tag = 0): unknown {
+    const addr = toAddress(to)
+    const s = this.#sessions.get(addr.key)
+    if (s && (s.state === 'introducing' || s.state === 'punching' || s.state === 'relaying')) {
+      if (s.queue.length >= this.#o.maxQueuedPerPeer || this.#queuedBytes + data.length > this.#o.maxQueuedBytes) {
+        this.count('dropped_queue_full')
+        throw new DeccomError(ErrorCode.SEND_QUEUE_FULL, `The send queue for ${addr.key} is full while its path is being opened; wait for connect()`, {
+          details: { to: addr.key, queued: s.queue.length, maxQueuedPerPeer: this.#o.maxQueuedPerPeer },
+        })
+      }
+      const copy = Buffer.from(data)
+      this.#queuedBytes += copy.length
+      this.count('queued')
+      return new Promise((resolve, reject) => s.queue.push({ data: copy, tag, resolve, reject }))
+    }
+    const out = this.#aliasOut.get(addr.key) ?? addr
+    return this.lower.send(out, data, tag)
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    const from = source instanceof Peer ? source.address : source
+    // Relayed datagrams did not come straight from `from`: they neither make it introducible nor punch.
+    const direct = !(source instanceof Peer && (source as { relayed?: boolean }).relayed === true)
+    if (direct) this.#hear(from)
+    if (tag !== TAG_HOLEPUNCH) {
+      const alias = this.#aliasIn.get(from.key)
+      if (alias) {
+        this.count('aliased_received')
+        return this.upper.onMessage(source instanceof Peer ? new Peer(alias, source.id, source.publicIdentity) : alias, data, tag)
+      }
+      return this.upper.onMessage(source, data, tag)
+    }
+    if (!direct) return this.count('dropped_relayed_control')
+    if (data.length < 5) return this.count('dropped_malformed')
+    const nonce = data.readUInt32BE(1)
+    switch (data[0]) {
+      case PROBE:
+        if (data.length < PADDED) return this.count('dropped_malformed')
+        this.count('probes_answered')
+        return this.#sendObserved(from, OBSERVED, nonce)
+      case OBSERVED:
+      case PUNCH_ACK: {
+        const a = readAddr(data, 5)
+        if (!a) return this.count('dropped_malformed')
+        if (data[0] === OBSERVED) {
+          this.count('observed_received')
+          this.#observe(from, a[0])
+          return
+        }
+        const s = this.#byNonce.get(nonce)
+        if (!s) return this.count('dropped_unsolicited')
+        this.count('punch_acks_received')
+        this.#observe(from, a[0])
+        return this.#open(s, from)
+      }
+      case INTRO_REQ: {
+        const a = readAddr(data, 5)
+        if (!a) return this.count('dropped_malformed')
+        return this.#introduce(from, a[0], nonce)
+      }
+      case INTRO: {
+        const p = readAddr(data, 5)
+        const y = p && readAddr(data, p[1])
+        if (!p || !y) return this.count('dropped_malformed')
+        return this.#onIntro(from, p[0], y[0], nonce)
+      }
+      case INTRO_FAIL: {
+        const a = readAddr(data, 5)
+        if (!a) return this.count('dropped_malformed')
+        const s = this.#sessions.get(a[0].key)
+        if (!s || s.state !== 'introducing' || s.via.key !== from.key || s.reqNonce !== nonce) return this.count('dropped_unsolicited')
+        this.count('introductions_failed')
+        this.#clearTimers(s, this.#clock)
+        this.#remove(s)
+        return this.#fail(
+          s,
+          new DeccomError(ErrorCode.INTRODUCTION_FAILED, `${from.key} cannot introduce us to ${s.peer.key}: it has not heard from it recently`, {
+            details: { target: s.peer.key, via: from.key },
+          }),
+        )
+      }
+      case PUNCH: {
+        if (data.length < PADDED) return this.count('dropped_malformed')
+        const s = this.#byNonce.get(nonce)
+        if (!s) return this.count('dropped_unsolicited')
+        this.count('punches_received')
+        this.#sendObserved(from, PUNCH_ACK, nonce)
+        // Opened by their PUNCH, we get no PUNCH_ACK: ask for the observation explicitly.
+        if (s.state !== 'open') this.probe(from)
+        return this.#open(s, from)
+      }
+      default:
+        return this.count('dropped_malformed')
+    }
+  }
+
+  // ---------------------------------------------------------------- introducer
+
+  #hear(from: Address): void {
+    const now = this.#now()
+    const e = this.#heard.get(from.key)
+    if (e) {
+      if (now - e[1] > 1000) {
+        // Move to the end (youngest) now and then, not on every datagram.
+        this.#heard.delete(from.key)
+        e[1] = now
+        this.#heard.set(from.key, e)
+      }
+      return
+    }
+    if (this.#heard.size >= this.#o.maxHeard) {
+      const oldest = this.#heard.keys().next().value as string
+      this.#heard.delete(oldest)
+      this.count('heard_evicted')
+    }
+    this.#heard.set(from.key, [from, now])
+  }
+
+  #introduce(requester: Address, target: Address, reqNonce: number): void {
+    const e = this.#heard.get(target.key)
+    const now = this.#now()
+    if (!e || now - e[1] > this.#o.heardTtl || target.key === requester.key) {
+      this.count('introductions_refused')
+      const buf = Buffer.alloc(5 + addrLen(target))
+      buf[0] = INTRO_FAIL
+      buf.writeUInt32BE(reqNonce, 1)
+      writeAddr(buf, 5, target)
+      return this.#send(requester, buf)
+    }
+    // Token bucket: at most maxIntroductionsPerSecond introductions.
+    const rate = this.#o.maxIntroductionsPerSecond
+    this.#introTokens = Math.min(rate, this.#introTokens + ((now - this.#introRefill) * rate) / 1000)
+    this.#introRefill = now
+    if (this.#introTokens < 1) return this.count('dropped_intro_rate')
+    this.#introTokens -= 1
+    const nonce = this.#nextNonce()
+    this.#send(requester, this.#introMsg(nonce, target, requester))
+    this.#send(target, this.#introMsg(nonce, requester, target))
+    this.count('introductions_made')
+  }
+
+  #introMsg(nonce: number, peer: Address, you: Address): Buffer {
+    const buf = Buffer.alloc(5 + addrLen(peer) + addrLen(you))
+    buf[0] = INTRO
+    buf.writeUInt32BE(nonce, 1)
+    writeAddr(buf, writeAddr(buf, 5, peer), you)
+    return buf
+  }
+
+  // ---------------------------------------------------------------- punching
+
+  #onIntro(from: Address, peer: Address, you: Address, nonce: number): void {
+    let s = this.#sessions.get(peer.key)
+    if (s) {
+      if (s.via.key !== from.key) return this.count('dropped_unsolicited')
+    } else {
+      // We are the target of someone else's connect(): punch back.
+      s = this.#newSession(peer, from, 'punching') ?? undefined
+      if (!s) return this.count('dropped_session_full')
+      this.count('introductions_received_as_target')
+    }
+    this.count('introductions_received')
+    this.#observe(from, you)
+    if (s.nonces.includes(nonce)) return
+    if (s.nonces.length >= 4) this.#byNonce.delete(s.nonces.shift()!)
+    s.nonces.push(nonce)
+    this.#byNonce.set(nonce, s)
+    if (s.state === 'open' || s.state === 'relayed' || s.state === 'relaying') return
+    if (s.state === 'introducing') {
+      this.#clock?.clearTimeout(s.introTimer)
+      s.introTimer = undefined
+      s.state = 'punching'
+    }
+    if (s.punchTimer === undefined) this.#punch(s)
+  }
+
+  #newSession(peer: Address, via: Address, state: SessionState): Session | null {
+    const clock = this.#clock
+    if (!clock) return null
+    if (this.#sessions.size >= this.#o.maxSessions) {
+      // Forget the oldest finished session to make room; refuse if all are in progress.
+      for (const old of this.#sessions.values()) {
+        if (old.state === 'open' || old.state === 'relayed') {
+          this.#remove(old)
+          break
+        }
+      }
+      if (this.#sessions.size >= this.#o.maxSessions) return null
+    }
+    const s: Session = {
+      peer,
+      via,
+      state,
+      nonces: [],
+      queue: [],
+      waiters: [],
+      punchTimer: undefined,
+      timeout: undefined,
+      introTimer: undefined,
+      reqNonce: 0,
+      started: clock.now(),
+      remote: null,
+    }
+    s.timeout = clock.setTimeout(() => this.#onTimeout(s), this.#o.punchTimeout)
+    this.#sessions.set(peer.key, s)
+    this.count('sessions')
+    return s
+  }
+
+  #sendIntroReq(s: Session): void {
+    const buf = Buffer.alloc(5 + addrLen(s.peer))
+    buf[0] = INTRO_REQ
+    buf.writeUInt32BE(s.reqNonce, 1)
+    writeAddr(buf, 5, s.peer)
+    this.#send(s.via, buf)
+    this.count('intro_requests_sent')
+    const clock = this.#clock
+    if (clock) s.introTimer = clock.setTimeout(() => s.state === 'introducing' && this.#sendIntroReq(s), this.#o.introRetry)
+  }
+
+  #punch(s: Session): void {
+    s.punchTimer = undefined
+    if (s.state !== 'punching' || !this.#clock) return
+    const buf = Buffer.alloc(PADDED)
+    buf[0] = PUNCH
+    buf.writeUInt32BE(s.nonces[s.nonces.length - 1], 1)
+    this.#send(s.peer, buf)
+    this.count('punches_sent')
+    s.punchTimer = this.#clock.setTimeout(() => this.#punch(s), this.#o.punchInterval)
+  }
+
+  #open(s: Session, from: Address): void {
+    if (s.state === 'open') return
+    if (s.state === 'relayed' || s.state === 'relaying') return this.count('punch_after_relay')
+    this.#clearTimers(s, this.#clock)
+    s.state = 'open'
+    s.remote = from
+    if (from.key !== s.peer.key) {
+      // The peer answers from another mapped port than the introducer saw: talk to that one.
+      this.#aliasOut.set(s.peer.key, from)
+      this.#aliasIn.set(from.key, s.peer)
+      if (this.#aliasOut.size > this.#o.maxSessions * 4) {
+        this.#aliasOut.clear()
+        this.#aliasIn.clear()
+      }
+      this.count('aliases')
+    }
+    this.count('punched')
+    this.#flush(s, from)
+    for (const w of s.waiters.splice(0)) w.resolve({ path: 'punched', address: from })
+  }
+
+  #onTimeout(s: Session): void {
+    s.timeout = undefined
+    if (s.state === 'open' || s.state === 'relayed' || s.state === 'relaying') return
+    this.#clearTimers(s, this.#clock)
+    this.count('punch_timeouts')
+    if (this.#relay) {
+      s.state = 'relaying'
+      const relay = this.#relayAddress ?? s.via
+      this.count('relay_fallbacks')
+      this.#relay.relayVia(relay, [s.peer], { timeout: this.#o.punchTimeout }).then(
+        () => {
+          if (this.#sessions.get(s.peer.key) !== s) return
+          s.state = 'relayed'
+          s.remote = relay
+          this.count('relayed')
+          this.#flush(s, s.peer) // the Relay layer below routes s.peer through the relay
+          for (const w of s.waiters.splice(0)) w.resolve({ path: 'relayed', address: relay })
+        },
+        (e: unknown) => {
+          this.count('relay_fallback_failed')
+          this.#remove(s)
+          this.#fail(s, e)
+        },
+      )
+      return
+    }
+    this.#remove(s)
+    this.#fail(
+      s,
+      new DeccomError(ErrorCode.PUNCH_TIMEOUT, `No path to ${s.peer.key} through NATs within ${this.#o.punchTimeout} ms (introducer ${s.via.key})`, {
+        details: { target: s.peer.key, via: s.via.key, state: s.state, timeout: this.#o.punchTimeout },
+      }),
+    )
+  }
+
+  #flush(s: Session, to: Address): void {
+    for (const q of s.queue.splice(0)) {
+      this.#queuedBytes -= q.data.length
+      try {
+        const r: unknown = this.lower.send(to, q.data, q.tag)
+        this.count('flushed')
+        if (r instanceof Promise) r.then(q.resolve, q.reject)
+        else q.resolve(r)
+      } catch (e) {
+        q.reject(e)
+      }
+    }
+  }
+
+  #fail(s: Session, err: unknown): void {
+    for (const q of s.queue.splice(0)) {
+      this.#queuedBytes -= q.data.length
+      this.count('dropped_queued_failed')
+      q.reject(err)
+    }
+    for (const w of s.waiters.splice(0)) w.reject(err)
+  }
+
+  #clearTimers(s: Session, clock: Clock | null): void {
+    clock?.clearTimeout(s.punchTimer)
+    clock?.clearTimeout(s.timeout)
+    clock?.clearTimeout(s.introTimer)
+    s.punchTimer = s.timeout = s.introTimer = undefined
+  }
+
+  #remove(s: Session): void {
+    this.#clearTimers(s, this.#clock)
+    if (this.#sessions.get(s.peer.key) === s) this.#sessions.delete(s.peer.key)
+    for (const n of s.nonces) if (this.#byNonce.get(n) === s) this.#byNonce.delete(n)
+  }
+
+  #result(s: Session): PunchResult {
+    return { path: s.state === 'relayed' ? 'relayed' : 'punched', address: s.remote ?? s.peer }
+  }
+
+  // ---------------------------------------------------------------- observations, timers
+
+  #observe(observer: Address, address: Address): void {
+    if (!this.#obs.has(observer.key) && this.#obs.size >= this.#o.maxObservations) {
+      let oldest: Observation | null = null
+      for (const o of this.#obs.values()) if (!oldest || o.at < oldest.at) oldest = o
+      if (oldest) this.#obs.delete(oldest.observer.key)
+    }
+    this.#obs.set(observer.key, { observer, address, at: this.#now() })
+    this.count('observations')
+  }
+
+  #sendObserved(to: Address, type: number, nonce: number): void {
+    const buf = Buffer.alloc(5 + addrLen(to))
+    buf[0] = type
+    buf.writeUInt32BE(nonce, 1)
+    writeAddr(buf, 5, to)
+    this.#send(to, buf)
+  }
+
+  readonly #probeAll = (): void => {
+    for (const r of this.#rendezvous) this.probe(r)
+    if (this.#clock) this.#probeTimer = this.#clock.setTimeout(this.#probeAll, this.#o.probeInterval)
+  }
+
+  readonly #sweep = (): void => {
+    const clock = this.#clock
+    if (!clock) return
+    const now = clock.now()
+    for (const [k, [, t]] of this.#heard) {
+      if (now - t <= this.#o.heardTtl) break // insertion order ≈ age
+      this.#heard.delete(k)
+      this.count('heard_expired')
+    }
+    this.#sweepTimer = clock.setTimeout(this.#sweep, Math.min(this.#o.heardTtl, 10_000))
+  }
+
+  #now(): number {
+    return this.#clock ? this.#clock.now() : 0
+  }
+
+  /** Unpredictable nonces: a PUNCH is only accepted with the nonce of a live introduction. */
+  #nextNonce(): number {
+    crypto.getRandomValues(this.#nonceBuf)
+    return this.#nonceBuf[0]
+  }
+
+  #send(to: Address, data: Buffer): void {
+    try {
+      const r: unknown = this.lower.send(to, data, TAG_HOLEPUNCH)
+      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
+      this.count('sent')
+    } catch {
+      this.count('send_errors')
+    }
+  }
+}
