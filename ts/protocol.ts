@@ -102,6 +102,24 @@ export abstract class Protocol {
     this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n
   }
 
+  /**
+   * Sends one of this layer's own datagrams through `lower.send` (the layer must bind `send`)
+   * without waiting for it. A success counts `counter` (default `sent`); a synchronous throw or a
+   * rejected promise counts `send_errors`. Returns false when the send threw. For control traffic
+   * whose loss the protocol tolerates anyway (probes, gossip, pings, introductions).
+   */
+  protected sendControl(to: unknown, data: Uint8Array, counter = 'sent', tag: number = this.tag ?? 0): boolean {
+    try {
+      const r: unknown = this.lower.send(to, data, tag)
+      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
+      this.count(counter)
+      return true
+    } catch {
+      this.count('send_errors')
+      return false
+    }
+  }
+
   /** Called bottom-up when the stack starts; layers below are already started. Override. */
   async start(ctx: LayerContext): Promise<void> {}
 

@@ -150,12 +150,12 @@ export class BigGossip extends Protocol {
       if (type === PULL) {
         const others = sample([...this.#known.values()].filter((k) => k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
         this.count('samples_sent')
-        this.#send(from, Buffer.concat([Buffer.from([SAMPLE]), encodeList([this.#record, ...others], data.length - 1)]))
+        this.sendControl(from, Buffer.concat([Buffer.from([SAMPLE]), encodeList([this.#record, ...others], data.length - 1)]))
       } else if (type === SAMPLE) {
         for (const r of records.slice(1)) {
           if (this.#learn(r, false)) {
             this.count('intros_sent')
-            this.#send(r.address, Buffer.concat([Buffer.from([INTRO]), encodeList([this.#record])]))
+            this.sendControl(r.address, Buffer.concat([Buffer.from([INTRO]), encodeList([this.#record])]))
           }
         }
       }
@@ -199,19 +199,10 @@ export class BigGossip extends Protocol {
     body.copy(msg, 1)
     for (const to of targets) {
       this.#pulls.add(to)
-      this.#send(to, msg)
+      this.sendControl(to, msg)
     }
     this.count('rounds')
     this.#timer = clock.setTimeout(this.#round, this.#interval)
   }
 
-  #send(to: Address, data: Buffer): void {
-    try {
-      const r: unknown = this.lower.send(to, data, TAG_BIG_GOSSIP)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count('sent')
-    } catch {
-      this.count('send_errors')
-    }
-  }
 }

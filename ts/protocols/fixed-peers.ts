@@ -91,7 +91,7 @@ export class FixedPeers extends Protocol {
     this.#clock?.clearTimeout(this.#timer ?? undefined)
     this.#timer = null
     this.#clock = null
-    for (const addr of this.#known.keys()) this.#send(addr, Buffer.from([EXIT]), 'exits_sent')
+    for (const addr of this.#known.keys()) this.sendControl(addr, Buffer.from([EXIT]), 'exits_sent')
     this.#known.clear()
     this.#byId.clear()
   }
@@ -157,7 +157,7 @@ export class FixedPeers extends Protocol {
       return this.count('dropped_malformed')
     }
     if (rec.address !== from) return this.count('dropped_address_mismatch')
-    if (type === HELLO) this.#send(from, Buffer.concat([Buffer.from([HELLO_ACK]), this.#record!]), 'acks_sent')
+    if (type === HELLO) this.sendControl(from, Buffer.concat([Buffer.from([HELLO_ACK]), this.#record!]), 'acks_sent')
     if (this.#known.has(from)) return
     const p = new Peer(from, rec.id, rec.publicIdentity)
     this.#known.set(from, p)
@@ -173,7 +173,7 @@ export class FixedPeers extends Protocol {
     for (const a of this.#list) {
       if (this.#known.has(a)) continue
       missing++
-      this.#send(a, Buffer.concat([Buffer.from([HELLO]), this.#record!]), 'hellos_sent')
+      this.sendControl(a, Buffer.concat([Buffer.from([HELLO]), this.#record!]), 'hellos_sent')
     }
     if (missing > 0 && this.#tries++ < this.#helloRetries) this.#timer = this.#clock.setTimeout(() => this.#hello(), this.#helloInterval)
   }
@@ -190,15 +190,6 @@ export class FixedPeers extends Protocol {
     }
   }
 
-  #send(to: Address, data: Buffer, counter: string): void {
-    try {
-      const r: unknown = this.lower.send(to, data, TAG_FIXED)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count(counter)
-    } catch {
-      this.count('send_errors')
-    }
-  }
 }
 
 function notFound(id: Buffer | string): DeccomError {

@@ -267,7 +267,7 @@ export class Gossip extends Protocol {
       this.#remember(qid)
       this.count('finds')
       const msg = this.#findMsg(hi, lo, this.#o.hopLimit, target, this.#record)
-      for (const k2 of sample([...this.#known.values()], this.#o.fanout, this.#rand)) this.#send(k2.peer.address, msg)
+      for (const k2 of sample([...this.#known.values()], this.#o.fanout, this.#rand)) this.sendControl(k2.peer.address, msg)
     })
   }
 
@@ -292,7 +292,7 @@ export class Gossip extends Protocol {
           records.forEach((r, i) => this.#learn(r, data, i === 0))
           if (data[0] === EXCHANGE) {
             const reply = Buffer.concat([Buffer.from([REPLY]), encodeList([this.#record, ...this.#randomRecords(from)], data.length - 1)])
-            this.#send(from, reply)
+            this.sendControl(from, reply)
           }
           return
         }
@@ -302,7 +302,7 @@ export class Gossip extends Protocol {
           if (data[0] === PING) {
             const pong = Buffer.from(data)
             pong[0] = PONG
-            this.#send(from, pong)
+            this.sendControl(from, pong)
           } else if (k) {
             this.#connected(k)
           } else {
@@ -353,13 +353,13 @@ export class Gossip extends Protocol {
       reply.writeUInt16BE(rec.length, 9)
       rec.copy(reply, 11)
       this.count('found_sent')
-      return this.#send(origin.address, reply)
+      return void this.sendControl(origin.address, reply)
     }
     if (hops === 0) return this.count('find_hop_limit')
     const fwd = Buffer.from(data)
     fwd[9] = hops - 1
     for (const p of sample([...this.#known.values()].filter((x) => x.peer.address !== from && x.peer.address !== origin.address), this.#o.fanout, this.#rand)) {
-      this.#send(p.peer.address, fwd)
+      this.sendControl(p.peer.address, fwd)
     }
     this.count('finds_forwarded')
   }
@@ -415,7 +415,7 @@ export class Gossip extends Protocol {
       body.copy(msg, 1)
       // Padding must not be read as records: the list says how many there are.
       this.#exchanges.add(to)
-      this.#send(to, msg)
+      this.sendControl(to, msg)
     }
     this.count('rounds')
     this.#timer = clock.setTimeout(this.#round, this.#o.interval)
@@ -439,7 +439,7 @@ export class Gossip extends Protocol {
       const b = Buffer.alloc(5)
       b[0] = PING
       b.writeUInt32BE(this.#rand(), 1)
-      this.#send(k.peer.address, b)
+      this.sendControl(k.peer.address, b)
     }
     this.#pingTimer = clock.setTimeout(this.#pingRound, this.#o.pingInterval)
   }
@@ -449,13 +449,4 @@ export class Gossip extends Protocol {
     this.#seen.add(qid)
   }
 
-  #send(to: Address, data: Buffer): void {
-    try {
-      const r: unknown = this.lower.send(to, data, TAG_GOSSIP)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count('sent')
-    } catch {
-      this.count('send_errors')
-    }
-  }
 }

@@ -248,7 +248,7 @@ export class HolePuncher extends Protocol {
     const buf = Buffer.alloc(PADDED)
     buf[0] = PROBE
     buf.writeUInt32BE(this.#nextNonce(), 1)
-    this.#send(toAddress(peer), buf)
+    this.sendControl(toAddress(peer), buf)
     this.count('probes_sent')
   }
 
@@ -428,7 +428,7 @@ export class HolePuncher extends Protocol {
       buf[0] = INTRO_FAIL
       buf.writeUInt32BE(reqNonce, 1)
       writeAddr(buf, 5, target)
-      return this.#send(requester, buf)
+      return void this.sendControl(requester, buf)
     }
     // Token bucket: at most maxIntroductionsPerSecond introductions.
     const rate = this.#o.maxIntroductionsPerSecond
@@ -437,8 +437,8 @@ export class HolePuncher extends Protocol {
     if (this.#introTokens < 1) return this.count('dropped_intro_rate')
     this.#introTokens -= 1
     const nonce = this.#nextNonce()
-    this.#send(requester, this.#introMsg(nonce, target, requester))
-    this.#send(target, this.#introMsg(nonce, requester, target))
+    this.sendControl(requester, this.#introMsg(nonce, target, requester))
+    this.sendControl(target, this.#introMsg(nonce, requester, target))
     this.count('introductions_made')
   }
 
@@ -515,7 +515,7 @@ export class HolePuncher extends Protocol {
     buf[0] = INTRO_REQ
     buf.writeUInt32BE(s.reqNonce, 1)
     writeAddr(buf, 5, s.peer)
-    this.#send(s.via, buf)
+    this.sendControl(s.via, buf)
     this.count('intro_requests_sent')
     const clock = this.#clock
     if (clock) s.introTimer = clock.setTimeout(() => s.state === 'introducing' && this.#sendIntroReq(s), this.#o.introRetry)
@@ -527,7 +527,7 @@ export class HolePuncher extends Protocol {
     const buf = Buffer.alloc(PADDED)
     buf[0] = PUNCH
     buf.writeUInt32BE(s.nonces[s.nonces.length - 1], 1)
-    this.#send(s.peer, buf)
+    this.sendControl(s.peer, buf)
     this.count('punches_sent')
     s.punchTimer = this.#clock.setTimeout(() => this.#punch(s), this.#o.punchInterval)
   }
@@ -645,7 +645,7 @@ export class HolePuncher extends Protocol {
     buf[0] = type
     buf.writeUInt32BE(nonce, 1)
     writeAddr(buf, 5, to)
-    this.#send(to, buf)
+    this.sendControl(to, buf)
   }
 
   readonly #probeAll = (): void => {
@@ -675,13 +675,4 @@ export class HolePuncher extends Protocol {
     return this.#nonceBuf[0]
   }
 
-  #send(to: Address, data: Buffer): void {
-    try {
-      const r: unknown = this.lower.send(to, data, TAG_HOLEPUNCH)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count('sent')
-    } catch {
-      this.count('send_errors')
-    }
-  }
 }

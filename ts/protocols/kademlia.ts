@@ -403,7 +403,7 @@ export class Kademlia extends Protocol {
         this.count('pings_answered')
         this.#remember(this.#verifiedBy, from.key)
         this.#alive(from)
-        this.#send(from, native.kadEncodePing(true, m.requestHi, m.requestLo))
+        this.sendControl(from, native.kadEncodePing(true, m.requestHi, m.requestLo))
         return
       case PONG: {
         const req = this.#match(m, from, PING)
@@ -435,7 +435,7 @@ export class Kademlia extends Protocol {
     } else {
       this.count('nodes_sent')
       if (!verified) this.count('nodes_sent_unverified')
-      this.#send(from, resp)
+      this.sendControl(from, resp)
     }
     this.#remember(this.#verifiedBy, from.key)
     const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0))
@@ -445,17 +445,6 @@ export class Kademlia extends Protocol {
 
   // ---- requests ---------------------------------------------------------------------------
 
-  #send(to: Address, bytes: Buffer): boolean {
-    try {
-      const r: unknown = this.lower.send(to, bytes, TAG_KAD)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count('sent')
-      return true
-    } catch {
-      this.count('send_errors')
-      return false
-    }
-  }
 
   /** Sends a request; `cb` gets the matching response, or null after `timeout`. */
   #request(to: Address, kind: number, build: (hi: number, lo: number) => Buffer, cb: (m: NativeMessage | null) => void, timeout: number): void {
@@ -469,7 +458,7 @@ export class Kademlia extends Protocol {
     while (this.#pending.has(lo)) lo = (lo + 1) >>> 0
     this.#nextLo = lo
     const hi = this.#rand()
-    const sent = this.#send(to, build(hi, lo))
+    const sent = this.sendControl(to, build(hi, lo))
     const timer = clock.setTimeout(
       () => {
         this.#pending.delete(lo)

@@ -163,7 +163,7 @@ export class KeepAlive extends Protocol {
       this.count('pings_answered')
       const pong = Buffer.from(data)
       pong[0] = PONG
-      this.#send(from, pong)
+      this.sendControl(from, pong)
     } else {
       this.count(w ? 'pongs_received' : 'dropped_unsolicited')
     }
@@ -194,18 +194,9 @@ export class KeepAlive extends Protocol {
       this.#buf.writeUInt32BE(this.#nextId, 1)
       this.#nextId = (this.#nextId + 1) >>> 0
       w.awaiting = true
-      this.#send(addr, this.#buf)
+      this.sendControl(addr, this.#buf)
     }
     if (this.#clock) this.#timer = clock.setTimeout(this.#tick, this.#interval)
   }
 
-  #send(to: Address, data: Buffer): void {
-    try {
-      const r: unknown = this.lower.send(to, data, TAG_KEEPALIVE)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count('sent')
-    } catch {
-      this.count('send_errors')
-    }
-  }
 }

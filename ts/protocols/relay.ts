@@ -162,7 +162,7 @@ export class Relay extends Protocol {
     const clock = this.#clock
     // Tell our relays we are gone (best effort), then drop everything.
     for (const c of this.#clients.values()) {
-      if (c.state === 'ok') this.#send(c.relay, this.#nonceMsg(RELEASE, this.#nextNonce()))
+      if (c.state === 'ok') this.sendControl(c.relay, this.#nonceMsg(RELEASE, this.#nextNonce()))
       clock?.clearTimeout(c.refresh)
       const err = new DeccomError(ErrorCode.CLOSED, 'The Relay layer stopped')
       for (const w of c.waiters.splice(0)) w.reject(err)
@@ -290,7 +290,7 @@ export class Relay extends Protocol {
         buf[0] = QUERY_REPLY
         data.copy(buf, 1, 1, 5)
         buf[5] = this.#live(a[0]) ? 1 : 0
-        return this.#send(from, buf)
+        return void this.sendControl(from, buf)
       }
       case QUERY_REPLY: {
         if (data.length !== 6) return this.count('dropped_malformed')
@@ -319,7 +319,7 @@ export class Relay extends Protocol {
       this.count('alloc_refused_not_relay')
       buf[0] = ALLOC_REFUSED
       buf[5] = REFUSED_NOT_RELAY
-      return this.#send(from, buf)
+      return void this.sendControl(from, buf)
     }
     const now = this.#now()
     let s = this.#live(from)
@@ -330,7 +330,7 @@ export class Relay extends Protocol {
         this.count('alloc_refused_full')
         buf[0] = ALLOC_REFUSED
         buf[5] = REFUSED_FULL
-        return this.#send(from, buf)
+        return void this.sendControl(from, buf)
       }
       s = { addr: from, expires: 0, tokens: this.#serve.maxBytesPerSecond, refill: now }
       this.#served.set(from.key, s)
@@ -338,7 +338,7 @@ export class Relay extends Protocol {
     }
     s.expires = now + this.#serve.sessionTtl
     buf[0] = ALLOC_OK
-    this.#send(from, buf.subarray(0, 5))
+    this.sendControl(from, buf.subarray(0, 5))
   }
 
   #onRelease(from: Address): void {
@@ -378,7 +378,7 @@ export class Relay extends Protocol {
     data.copy(out, o2, off)
     this.count('forwarded')
     this.count('forwarded_bytes', bytes)
-    this.#send(dest, out)
+    this.sendControl(dest, out)
   }
 
   #expire(now: number): void {
@@ -433,7 +433,7 @@ export class Relay extends Protocol {
 
   #sendAlloc(c: ClientSession): void {
     if (!this.#clock || this.#clients.get(c.relay.key) !== c) return
-    this.#send(c.relay, this.#nonceMsg(ALLOC, c.nonce))
+    this.sendControl(c.relay, this.#nonceMsg(ALLOC, c.nonce))
     this.count('allocs_sent')
     c.refresh = this.#clock.setTimeout(() => this.#sendAlloc(c), c.state === 'ok' ? this.#refreshInterval : this.#retry)
   }
@@ -460,7 +460,7 @@ export class Relay extends Protocol {
     buf[0] = QUERY
     buf.writeUInt32BE(nonce, 1)
     writeAddr(buf, 5, p)
-    this.#send(r, buf)
+    this.sendControl(r, buf)
     this.count('queries_sent')
     return new Promise<boolean>((resolve) => {
       const timer = this.#after(ms, () => {
@@ -516,13 +516,4 @@ export class Relay extends Protocol {
     return this.#nonceBuf[0]
   }
 
-  #send(to: Address, data: Buffer): void {
-    try {
-      const r: unknown = this.lower.send(to, data, TAG_RELAY)
-      if (r instanceof Promise) r.catch(() => this.count('send_errors'))
-      this.count('sent')
-    } catch {
-      this.count('send_errors')
-    }
-  }
 }
