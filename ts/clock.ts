@@ -55,3 +55,37 @@ export function sleep(clock: Clock, ms: number): Promise<void> {
     clock.setTimeout(resolve, ms)
   })
 }
+
+/**
+ * One timer for a state machine's `pollTimeout()`: `arm(at)` keeps the earliest deadline (a later
+ * one does not move it), `arm(null)` and `clear()` cancel it. When it fires, `onFire` runs once.
+ */
+export class Deadline {
+  #timer: TimerHandle | null = null
+  #at = Infinity
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly onFire: () => void,
+  ) {}
+
+  /** Fire at clock time `at` (ms), unless an earlier firing is already armed; null cancels. */
+  arm(at: number | null): void {
+    if (at === null) return this.clear()
+    if (this.#timer !== null && this.#at <= at) return
+    this.clear()
+    this.#at = at
+    this.#timer = this.clock.setTimeout(() => {
+      this.#timer = null
+      this.#at = Infinity
+      this.onFire()
+    }, Math.max(0, at - this.clock.now()))
+  }
+
+  /** Cancels the armed firing, if any. */
+  clear(): void {
+    if (this.#timer !== null) this.clock.clearTimeout(this.#timer)
+    this.#timer = null
+    this.#at = Infinity
+  }
+}

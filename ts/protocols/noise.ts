@@ -45,6 +45,7 @@
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
+import { Deadline } from '../clock'
 import { DeccomError, ErrorCode, fromNative } from '../errors'
 import type { Identity } from '../identity'
 import { native } from '../native'
@@ -175,8 +176,7 @@ export class Noise extends Protocol {
   readonly #maxFrame: number
   #ep: NativeEndpoint | null = null
   #clock: Clock | null = null
-  #timer: TimerHandle | null = null
-  #timerAt = Infinity
+  #deadline: Deadline | null = null
   #sweep: TimerHandle | null = null
   #driving = false
   readonly #peerIds = new Map<Address, number>()
@@ -229,6 +229,7 @@ export class Noise extends Protocol {
       throw new DeccomError(NoiseErrorCode.NAME_IDENTITY, 'Noise needs an Ed25519 identity (a name identity cannot sign its Noise static key); use Identity.generate() or Identity.fromSeed()')
     }
     this.#clock = ctx.clock
+    this.#deadline = new Deadline(ctx.clock, () => this.#drive())
     this.#identity = identity
     const o = this.#opts
     try {
@@ -648,7 +649,7 @@ export class Noise extends Protocol {
         if (e === null) break
         this.#onEvents(e)
       }
-      this.#arm(ep.pollTimeout())
+      this.#deadline!.arm(ep.pollTimeout())
     } finally {
       this.#driving = false
     }
@@ -773,24 +774,6 @@ export class Noise extends Protocol {
     }, Math.max(1, timeout / 4))
   }
 
-  #arm(at: number | null): void {
-    const clock = this.#clock!
-    if (at === null) {
-      if (this.#timer !== null) clock.clearTimeout(this.#timer)
-      this.#timer = null
-      this.#timerAt = Infinity
-      return
-    }
-    if (this.#timer !== null && this.#timerAt <= at) return
-    if (this.#timer !== null) clock.clearTimeout(this.#timer)
-    this.#timerAt = at
-    this.#timer = clock.setTimeout(() => {
-      this.#timer = null
-      this.#timerAt = Infinity
-      this.#drive()
-    }, Math.max(0, at - clock.now()))
-  }
-
   override stats(): Record<string, number> {
     const s: Record<string, number> = { ...this.counters }
     if (this.#ep) Object.assign(s, this.#ep.stats())
@@ -800,11 +783,8 @@ export class Noise extends Protocol {
 
   override async stop(): Promise<void> {
     const clock = this.#clock
-    if (clock) {
-      if (this.#timer !== null) clock.clearTimeout(this.#timer)
-      if (this.#sweep !== null) clock.clearTimeout(this.#sweep)
-    }
-    this.#timer = null
+    this.#deadline?.clear()
+    if (clock && this.#sweep !== null) clock.clearTimeout(this.#sweep)
     this.#sweep = null
     this.#ep = null
     const waiting = [...this.#waiting.values()]

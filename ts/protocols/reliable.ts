@@ -20,7 +20,8 @@
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
-import type { Clock, TimerHandle } from '../clock'
+import type { Clock } from '../clock'
+import { Deadline } from '../clock'
 import { DeccomError, ErrorCode, fromNative } from '../errors'
 import { native } from '../native'
 import type { Peer } from '../peer'
@@ -84,8 +85,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   // JavaScript-driven endpoint state.
   #ep: JsEndpoint | null = null
   #clock: Clock | null = null
-  #timer: TimerHandle | null = null
-  #timerAt = Infinity
+  #deadline: Deadline | null = null
   readonly #peerIds = new Map<Address, number>()
   readonly #peers: Address[] = []
   #driving = false
@@ -122,6 +122,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       return
     }
     this.#clock = ctx.clock
+    this.#deadline = new Deadline(ctx.clock, () => this.#drive())
     try {
       this.#ep = new native.RudpEndpoint(nativeOpts, ctx.clock.now())
     } catch (e) {
@@ -233,28 +234,10 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
         }
         if (completions) for (let i = 0; i + 1 < completions.length; i += 2) this.onNativeCompletion(completions[i], completions[i + 1])
       }
-      this.#arm(ep.pollTimeout())
+      this.#deadline!.arm(ep.pollTimeout())
     } finally {
       this.#driving = false
     }
-  }
-
-  #arm(at: number | null): void {
-    const clock = this.#clock!
-    if (at === null) {
-      if (this.#timer !== null) clock.clearTimeout(this.#timer)
-      this.#timer = null
-      this.#timerAt = Infinity
-      return
-    }
-    if (this.#timer !== null && this.#timerAt <= at) return
-    if (this.#timer !== null) clock.clearTimeout(this.#timer)
-    this.#timerAt = at
-    this.#timer = clock.setTimeout(() => {
-      this.#timer = null
-      this.#timerAt = Infinity
-      this.#drive()
-    }, Math.max(0, at - clock.now()))
   }
 
   override stats(): Record<string, number> {
@@ -264,8 +247,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   }
 
   override async stop(): Promise<void> {
-    if (this.#timer !== null) this.#clock!.clearTimeout(this.#timer)
-    this.#timer = null
+    this.#deadline?.clear()
     this.#ep = null
     this.#udp = null
     const pending = [...this.#pending.values()]
