@@ -264,3 +264,19 @@ test('under a native Noise stage, unencrypted reliable-UDP datagrams are dropped
   t.is(delivered, 0)
   t.true(secure.stats().udp.noise_dropped_unprotected > 0)
 })
+
+test('JavaScript-driven ReliableUdp over JavaScript-driven Noise: acks go back to the authenticated Peer, senders are named', async (t) => {
+  const { Noise } = await import('../dist/index.js')
+  const mk = () => Node.create({ identity: Identity.generate(), stack: [new ReliableUdp({ forceJs: true }), new Noise({ native: false })] })
+  const a = await mk()
+  const b = await mk()
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  t.is((a.stack.find(ReliableUdp) as ReliableUdp).mode, 'js')
+  t.false((a.stack.find(Noise) as any).native)
+  const got = new Promise<[any, Buffer]>((resolve) => b.once('message', (from, data) => resolve([from, data])))
+  const m = crypto.randomBytes(200_000)
+  await a.send(b.address, m)
+  const [from, data] = await got
+  t.true(Buffer.compare(data, m) === 0)
+  t.true(from.id?.equals(a.id), 'the sender is the authenticated Peer')
+})

@@ -35,7 +35,7 @@ export class Address {
 }
 
 /** Anything {@link toAddress} accepts. */
-export type AddressLike = Address | string | { host: string; port: number }
+export type AddressLike = Address | string | { host: string; port: number } | { readonly address: Address }
 
 const MAX_CACHE = 65_536
 const cache = new Map<string, Address>()
@@ -62,11 +62,14 @@ function invalid(what: unknown, why: string): DeccomError {
   return new DeccomError(ErrorCode.INVALID_ADDRESS, `Invalid address ${JSON.stringify(what)}: ${why}`)
 }
 
-/** Parses `"1.2.3.4:5"`, `"[::1]:5"` or `{ host, port }` into an interned {@link Address}. */
+/** Parses `"1.2.3.4:5"`, `"[::1]:5"`, `{ host, port }` or a Peer into an interned {@link Address}. */
 export function toAddress(a: AddressLike): Address
 export function toAddress(host: string, port: number): Address
 export function toAddress(a: AddressLike, p?: number): Address {
   if (a instanceof Address) return a
+  // A Peer (or anything that carries an Address): layers may be handed the authenticated Peer an
+  // upper layer received, and pass it down as the destination.
+  if (a !== null && typeof a === 'object' && 'address' in a && a.address instanceof Address) return a.address
   let host: string
   let port: number
   if (typeof a === 'string' && p !== undefined) {
@@ -77,11 +80,11 @@ export function toAddress(a: AddressLike, p?: number): Address {
     if (i < 0) throw invalid(a, 'expected "host:port" (IPv6 as "[host]:port")')
     host = a.slice(0, i)
     port = Number(a.slice(i + 1))
-  } else if (a !== null && typeof a === 'object' && typeof a.host === 'string') {
+  } else if (a !== null && typeof a === 'object' && 'host' in a && typeof a.host === 'string') {
     host = a.host
     port = a.port
   } else {
-    throw invalid(a, 'expected an Address, "host:port" or { host, port }')
+    throw invalid(a, 'expected an Address, a Peer, "host:port" or { host, port }')
   }
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
   const hit = cache.get(host + '|' + port)

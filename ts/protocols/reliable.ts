@@ -90,7 +90,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   readonly #peers: Address[] = []
   #driving = false
   /** Who a message came from: the address, or the authenticated Peer when Noise runs natively below. */
-  #peerOf: (a: Address) => Address | Peer = (a) => a
+  #peerOf: (a: Address) => Address | Peer = (a) => this.#authenticated.get(a) ?? a
+  /** Senders a layer below authenticated (JavaScript-driven mode), by address. */
+  readonly #authenticated = new Map<Address, Peer>()
 
   constructor(opts: ReliableUdpOptions = {}) {
     super()
@@ -168,10 +170,14 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   }
 
   /** Datagrams from the layer below: ours feed the JavaScript-driven endpoint; others pass up. */
-  onMessage(from: Address, data: Buffer, tag: number): void {
+  onMessage(from: Address | Peer, data: Buffer, tag: number): void {
     if (tag !== TAG_RUDP) return this.upper.onMessage(from, data, tag)
     if (!this.#ep) return this.count('dropped_not_running')
-    this.#ep.handleDatagram(this.#clock!.now(), this.#peerId(from), data)
+    // A layer below that authenticates senders (Noise) hands us a Peer: key the connection by its
+    // address, and name the sender of whole messages with the Peer.
+    const addr = toAddress(from)
+    if (addr !== from) this.#authenticated.set(addr, from as Peer)
+    this.#ep.handleDatagram(this.#clock!.now(), this.#peerId(addr), data)
     this.#drive()
   }
 
