@@ -72,6 +72,9 @@ export const ErrorCode = Object.freeze({
   RELAY_REFUSED: 'ERR_DECCOM_RELAY_REFUSED',
   /** The relay did not answer, or the peer never got a session on it, in time. */
   RELAY_TIMEOUT: 'ERR_DECCOM_RELAY_TIMEOUT',
+  // --- TCP hole punching (ts/protocols/tcp-hole-puncher.ts) ---
+  /** No TCP connection (punched or direct) to the peer opened within the TcpHolePuncher's punchTimeout. */
+  TCP_PUNCH_TIMEOUT: 'ERR_DECCOM_TCP_PUNCH_TIMEOUT',
 } as const)
 
 /** Any value of {@link ErrorCode}. */

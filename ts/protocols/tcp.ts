@@ -469,6 +469,38 @@ export class TcpTransport extends Protocol {
     return true
   }
 
+  /**
+   * Adopts an already connected socket (e.g. one opened by TCP hole punching, TcpHolePuncher) as a
+   * connection: the introduction runs on it as on any other. `initiator` stands in for "who dialled"
+   * in duplicate resolution: exactly one end must pass true (both ends of a simultaneous open think
+   * they dialled). Resolves with the peer once the introduction completed; the connection starts
+   * without references (idle close applies). Additive API (see docs/nat.md, TCP hole punching).
+   * @throws (rejects) ERR_DECCOM_CLOSED, ERR_DECCOM_TCP_CONNECT_FAILED, ERR_DECCOM_TCP_AUTH_FAILED
+   */
+  adoptSocket(socket: net.Socket, initiator: boolean): Promise<TcpPeer> {
+    if (this.#stopped || !this.#server) {
+      socket.destroy()
+      return Promise.reject(closed())
+    }
+    if (this.#conns.size >= this.#opts.maxConnections || !socket.remoteAddress || socket.destroyed) {
+      socket.destroy()
+      return Promise.reject(new DeccomError(ErrorCode.TCP_CONNECT_FAILED, 'Cannot adopt the socket (closed, or maxConnections reached)'))
+    }
+    let remote: Address
+    try {
+      remote = toAddress(stripMapped(socket.remoteAddress), socket.remotePort!)
+    } catch (e) {
+      socket.destroy()
+      return Promise.reject(e)
+    }
+    socket.setNoDelay(true)
+    const c = new Conn(socket, initiator, remote, null)
+    this.count('connections_adopted')
+    this.#attach(c)
+    this.#sendHello(c)
+    return new Promise<TcpPeer>((resolve, reject) => c.waiters.push({ resolve, reject }))
+  }
+
   /** The open peers (one per peer id). */
   peers(): TcpPeer[] {
     return [...this.#byId.values()].filter((c) => c.peer).map((c) => c.peer!)

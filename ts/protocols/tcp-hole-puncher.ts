@@ -1,0 +1,601 @@
+/**
+ * TcpHolePuncher — TCP hole punching by simultaneous open, coordinated over UDP by an introducer
+ * (PROTOCOLS.md, NAT traversal; docs/nat.md "TCP hole punching (tag 11)").
+ *
+ * Stacked above a {@link TcpTransport} and a UDP path that reaches the introducer (usually a
+ * HolePuncher, whose rendezvous probes keep the UDP mappings alive):
+ *
+ * ```ts
+ * const tcp = new TcpTransport()
+ * const thp = new TcpHolePuncher()
+ * const node = await Node.create({ stack: [thp, tcp, new HolePuncher({ rendezvous: [R] })] })
+ * const { path, peer } = await thp.connect(targetUdpMappedAddress, R)   // path: 'punched' | 'direct'
+ * await tcp.sendStream(peer.id, data)
+ * ```
+ *
+ * Binds `send`, takes `onMessage` (datagrams of other tags pass up untouched) and emits it.
+ *
+ * ## Why a dedicated punch port
+ * Linux refuses to bind a connecting socket to a port that has a LISTENING socket (EADDRINUSE even
+ * with SO_REUSEADDR, and node:net in Node 20 has no SO_REUSEPORT), so `connect({ localPort:
+ * <TcpTransport port> })` does not work while the transport listens. Each punch session therefore
+ * uses a fresh ephemeral "punch port"; its external mapping is taken to be the NAT's public IP as
+ * the introducer observed it over UDP + the same port (true for port-preserving NATs such as
+ * Linux MASQUERADE without --random-fully). Symmetric NATs are not punchable this way.
+ *
+ * ## Protocol (tag {@link TAG_TCP_HOLEPUNCH}); `addr` is the nat-wire encoding (7 or 19 bytes)
+ * | type | name   | body                                                                  | from → to |
+ * |------|--------|-----------------------------------------------------------------------|-----------|
+ * | 1    | REQ    | nonce u32, target addr (UDP), punch port u16, listen port u16, id[32] | A → I     |
+ * | 2    | OFFER  | nonce u32, A's addr (UDP, as I saw it), A's id[32]                     | I → B     |
+ * | 3    | ACCEPT | nonce u32, A's addr (UDP), punch port u16, listen port u16, id[32]    | B → I     |
+ * | 4    | GO     | nonce u32, role u8 (1 = initiator), delay u16 ms, peer punch addr, peer listen addr, peer id[32] | I → A, B |
+ * | 5    | FAIL   | nonce u32                                                              | I → A     |
+ * A repeats REQ every `introRetry` ms until GO, B repeats ACCEPT until GO (UDP may lose them). On
+ * GO both sides `connect()` from their punch port to the peer's punch endpoint, again every
+ * `punchInterval` ms after a failure (and after `attemptTimeout` ms in SYN_SENT), until one
+ * connection is established; it is handed to the TcpTransport with `adoptSocket` (the REQ sender is
+ * the "initiator" for duplicate resolution). In parallel each side dials the other's TCP listening
+ * endpoint directly (fallback where one side is reachable; `direct: false` disables it), and
+ * `connect(..., { tcpAddress })` dials a known address at once. Whatever opens first wins;
+ * TcpTransport's duplicate resolution keeps one connection. After `punchTimeout` ms the session
+ * fails with ERR_DECCOM_TCP_PUNCH_TIMEOUT. The introducer's OFFER/GO are rate limited
+ * (`maxIntroductionsPerSecond`) and its pending table is bounded (`maxPending`).
+ */
+import net from 'node:net'
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { DeccomError, ErrorCode } from '../errors'
+import { Peer } from '../peer'
+import type { LayerContext } from '../protocol'
+import { Protocol } from '../protocol'
+import { addrLen, readAddr, writeAddr } from './nat-wire'
+import type { TcpPeer } from './tcp'
+import { TcpTransport } from './tcp'
+
+/** Tag of TCP hole-punching datagrams. */
+export const TAG_TCP_HOLEPUNCH = 11
+
+const REQ = 1
+const OFFER = 2
+const ACCEPT = 3
+const GO = 4
+const FAIL = 5
+const ID_LEN = 32
+
+export interface TcpHolePuncherOptions {
+  /** The TcpTransport to use (default: the one below in the stack). */
+  tcp?: TcpTransport
+  /** Milliseconds between connect attempts after a failed one (default 50). */
+  punchInterval?: number
+  /** Milliseconds an attempt may stay unanswered (SYN_SENT) before it is restarted (default 1000). */
+  attemptTimeout?: number
+  /** Milliseconds from `connect` (or from an OFFER) until the session gives up (default 5000). */
+  punchTimeout?: number
+  /** Milliseconds between REQ / ACCEPT retries while no GO arrived (default 250). */
+  introRetry?: number
+  /** Also dial the peer's TCP listening endpoint (fallback where it is reachable; default true). */
+  direct?: boolean
+  /** Sessions at once (default 64). */
+  maxSessions?: number
+  /** Introducer: pending introductions kept (default 256). */
+  maxPending?: number
+  /** Introducer: introductions (OFFERs and GO pairs) per second at most (default 100). */
+  maxIntroductionsPerSecond?: number
+  /** Introducer: the start delay (ms) put in GO (default 0: start at once). */
+  startDelay?: number
+}
+
+/** The result of {@link TcpHolePuncher.connect}. */
+export interface TcpPunchResult {
+  path: 'punched' | 'direct'
+  peer: TcpPeer
+}
+
+interface Session {
+  key: string
+  nonce: number
+  via: Address
+  /** The peer's UDP address (A: the target; B: A as the introducer saw it). */
+  peerUdp: Address
+  initiator: boolean
+  state: 'introducing' | 'punching' | 'done'
+  punchPort: number
+  peerId: Buffer | null
+  peerPunch: Address | null
+  peerListen: Address | null
+  socket: net.Socket | null
+  attempts: number
+  waiters: { resolve: (r: TcpPunchResult) => void; reject: (e: unknown) => void }[]
+  deadline: TimerHandle | undefined
+  retry: TimerHandle | undefined
+  attemptTimer: TimerHandle | undefined
+  directTried: Set<string>
+}
+
+interface Pending {
+  a: Address
+  aPunch: number
+  aListen: number
+  aId: Buffer
+  b: Address
+  at: number
+}
+
+export class TcpHolePuncher extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['tcpPunch']
+  static override emits = ['onMessage']
+
+  readonly name = 'tcp-hole-puncher'
+  override readonly tag = TAG_TCP_HOLEPUNCH
+
+  readonly #o: Required<Omit<TcpHolePuncherOptions, 'tcp'>>
+  #tcp: TcpTransport | null
+  #clock: Clock | null = null
+  #id: Buffer = Buffer.alloc(ID_LEN)
+  #listeners: ((r: TcpPunchResult) => void)[] = []
+  readonly #sessions = new Map<string, Session>()
+  readonly #pending = new Map<string, Pending>()
+  #tokens = 0
+  #refill = 0
+  readonly #nonceBuf = new Uint32Array(1)
+
+  constructor(opts: TcpHolePuncherOptions = {}) {
+    super()
+    this.#tcp = opts.tcp ?? null
+    this.#o = {
+      punchInterval: opts.punchInterval ?? 50,
+      attemptTimeout: opts.attemptTimeout ?? 1000,
+      punchTimeout: opts.punchTimeout ?? 5000,
+      introRetry: opts.introRetry ?? 250,
+      direct: opts.direct ?? true,
+      maxSessions: opts.maxSessions ?? 64,
+      maxPending: opts.maxPending ?? 256,
+      maxIntroductionsPerSecond: opts.maxIntroductionsPerSecond ?? 100,
+      startDelay: opts.startDelay ?? 0,
+    }
+    for (const [k, v] of Object.entries(this.#o)) {
+      if (typeof v === 'number' && !(v >= 0 && Number.isFinite(v)) || (typeof v === 'number' && k !== 'startDelay' && v === 0)) {
+        throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `TcpHolePuncher option ${k} must be > 0, got ${v}`)
+      }
+    }
+    if (this.#o.startDelay > 0xffff) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'TcpHolePuncher startDelay must be <= 65535')
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#clock = ctx.clock
+    this.#tokens = this.#o.maxIntroductionsPerSecond
+    this.#refill = ctx.clock.now()
+    const id = (ctx as { identity?: { id?: Buffer } }).identity?.id
+    if (id && id.length === ID_LEN) this.#id = Buffer.from(id)
+    if (!this.#tcp) {
+      const layers = ctx.stack?.layers ?? []
+      this.#tcp = (layers.slice(layers.indexOf(this) + 1).find((l) => l instanceof TcpTransport) as TcpTransport | undefined) ?? null
+    }
+    if (!this.#tcp) throw new DeccomError(ErrorCode.STACK_INVALID, 'TcpHolePuncher needs a TcpTransport below it in the stack (or the `tcp` option)')
+  }
+
+  override async stop(): Promise<void> {
+    const clock = this.#clock
+    this.#clock = null
+    const err = new DeccomError(ErrorCode.CLOSED, 'The TcpHolePuncher layer stopped')
+    for (const s of [...this.#sessions.values()]) this.#finish(s, err, clock)
+    this.#sessions.clear()
+    this.#pending.clear()
+  }
+
+  /** Called for every connection this layer opened (also those the peer asked for: B's side). */
+  onConnection(listener: (r: TcpPunchResult) => void): this {
+    this.#listeners.push(listener)
+    return this
+  }
+
+  /** Alias of {@link connect} for layers above (`bindTo: ['tcpPunch']`). */
+  tcpPunch(target: AddressLike, via: AddressLike, opts?: { tcpAddress?: AddressLike }): Promise<TcpPunchResult> {
+    return this.connect(target, via, opts)
+  }
+
+  /**
+   * Opens a TCP connection to the node at UDP address `target` (its mapped address as the
+   * introducer `via` knows it): asks `via` to coordinate a simultaneous open, and dials
+   * `opts.tcpAddress` (and the TCP listening endpoint the introducer reports) directly in parallel.
+   * Resolves with the first connection that opens. It starts without references (see
+   * TcpTransport `openConnection` to keep it).
+   * @throws ERR_DECCOM_TCP_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED
+   */
+  connect(target: AddressLike, via: AddressLike, opts: { tcpAddress?: AddressLike } = {}): Promise<TcpPunchResult> {
+    let peerUdp: Address
+    let viaAddr: Address
+    let direct: Address | null
+    try {
+      peerUdp = toAddress(target)
+      viaAddr = toAddress(via)
+      direct = opts.tcpAddress === undefined ? null : toAddress(opts.tcpAddress)
+      if (!this.#clock || !this.#tcp) throw new DeccomError(ErrorCode.CLOSED, 'The TcpHolePuncher layer is not running')
+      if (this.#sessions.size >= this.#o.maxSessions) throw new DeccomError(ErrorCode.SEND_QUEUE_FULL, `More than ${this.#o.maxSessions} TCP punch sessions at once`)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return allocPort(this.#localHost()).then((port) => {
+      if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The TcpHolePuncher layer stopped')
+      const nonce = this.#nextNonce()
+      const s = this.#newSession(`${viaAddr.key}/${nonce}`, nonce, viaAddr, peerUdp, true, port)
+      const p = new Promise<TcpPunchResult>((resolve, reject) => s.waiters.push({ resolve, reject }))
+      this.count('connects')
+      const sendReq = (): void => {
+        if (s.state !== 'introducing' || !this.#clock) return
+        const buf = Buffer.alloc(1 + 4 + addrLen(peerUdp) + 4 + ID_LEN)
+        buf[0] = REQ
+        buf.writeUInt32BE(nonce, 1)
+        let o = writeAddr(buf, 5, peerUdp)
+        o = buf.writeUInt16BE(port, o)
+        o = buf.writeUInt16BE(this.#listenPort(), o)
+        this.#id.copy(buf, o)
+        this.sendControl(viaAddr, buf, 'requests_sent')
+        s.retry = this.#clock.setTimeout(sendReq, this.#o.introRetry)
+      }
+      sendReq()
+      if (direct) this.#tryDirect(s, direct)
+      return p
+    })
+  }
+
+  override stats(): Record<string, number> {
+    return { ...this.counters, sessions: this.#sessions.size, pending_introductions: this.#pending.size }
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    if (tag !== TAG_TCP_HOLEPUNCH) return this.upper.onMessage(source, data, tag)
+    const from = source instanceof Peer ? source.address : source
+    if (source instanceof Peer && (source as { relayed?: boolean }).relayed === true) return this.count('dropped_relayed_control')
+    if (!this.#clock) return
+    if (data.length < 5) return this.count('dropped_malformed')
+    const nonce = data.readUInt32BE(1)
+    switch (data[0]) {
+      case REQ: {
+        const t = readAddr(data, 5)
+        if (!t || t[1] + 4 + ID_LEN !== data.length) return this.count('dropped_malformed')
+        const aPunch = data.readUInt16BE(t[1])
+        const aListen = data.readUInt16BE(t[1] + 2)
+        if (aPunch === 0) return this.count('dropped_malformed')
+        return this.#onReq(from, nonce, t[0], aPunch, aListen, Buffer.from(data.subarray(t[1] + 4)))
+      }
+      case OFFER: {
+        const a = readAddr(data, 5)
+        if (!a || a[1] + ID_LEN !== data.length) return this.count('dropped_malformed')
+        return this.#onOffer(from, nonce, a[0], Buffer.from(data.subarray(a[1])))
+      }
+      case ACCEPT: {
+        const a = readAddr(data, 5)
+        if (!a || a[1] + 4 + ID_LEN !== data.length) return this.count('dropped_malformed')
+        const bPunch = data.readUInt16BE(a[1])
+        if (bPunch === 0) return this.count('dropped_malformed')
+        return this.#onAccept(from, nonce, a[0], bPunch, data.readUInt16BE(a[1] + 2), Buffer.from(data.subarray(a[1] + 4)))
+      }
+      case GO: {
+        if (data.length < 8) return this.count('dropped_malformed')
+        const role = data[5]
+        const delay = data.readUInt16BE(6)
+        const pp = readAddr(data, 8)
+        if (!pp || role > 1) return this.count('dropped_malformed')
+        let listen: Address | null = null
+        let o = pp[1]
+        if (data[o] === 0) o += 1
+        else {
+          const l = readAddr(data, o)
+          if (!l) return this.count('dropped_malformed')
+          listen = l[0]
+          o = l[1]
+        }
+        if (o + ID_LEN !== data.length) return this.count('dropped_malformed')
+        return this.#onGo(from, nonce, role === 1, delay, pp[0], listen, Buffer.from(data.subarray(o)))
+      }
+      case FAIL: {
+        if (data.length !== 5) return this.count('dropped_malformed')
+        const s = this.#sessions.get(`${from.key}/${nonce}`)
+        if (!s || !s.initiator || s.state !== 'introducing') return this.count('dropped_unsolicited')
+        this.count('introductions_refused')
+        return this.#finish(s, new DeccomError(ErrorCode.INTRODUCTION_FAILED, `${from.key} refused to coordinate a TCP hole punch to ${s.peerUdp.key}`, { details: { via: from.key, target: s.peerUdp.key } }))
+      }
+      default:
+        return this.count('dropped_malformed')
+    }
+  }
+
+  // ---------------------------------------------------------------- introducer
+
+  #onReq(a: Address, nonce: number, b: Address, aPunch: number, aListen: number, aId: Buffer): void {
+    const key = `${nonce}|${b.key}`
+    this.#sweepPending()
+    let p = this.#pending.get(key)
+    if (p && p.a.key !== a.key) return this.count('dropped_unsolicited')
+    if (!p) {
+      if (b.key === a.key || this.#pending.size >= this.#o.maxPending || !this.#token()) {
+        this.count('introductions_refused')
+        const buf = Buffer.alloc(5)
+        buf[0] = FAIL
+        buf.writeUInt32BE(nonce, 1)
+        this.sendControl(a, buf, 'fail_sent')
+        return
+      }
+      p = { a, aPunch, aListen, aId, b, at: this.#clock!.now() }
+      this.#pending.set(key, p)
+    } else if (!this.#token()) return this.count('dropped_rate_limited')
+    const buf = Buffer.alloc(5 + addrLen(a) + ID_LEN)
+    buf[0] = OFFER
+    buf.writeUInt32BE(nonce, 1)
+    aId.copy(buf, writeAddr(buf, 5, a))
+    this.sendControl(b, buf, 'offers_sent')
+  }
+
+  #onAccept(b: Address, nonce: number, a: Address, bPunch: number, bListen: number, bId: Buffer): void {
+    const p = this.#pending.get(`${nonce}|${b.key}`)
+    if (!p || p.a.key !== a.key) return this.count('dropped_unsolicited')
+    if (!this.#token()) return this.count('dropped_rate_limited')
+    this.count('introductions')
+    this.#sendGo(p.a, nonce, true, toAddress(b.host, bPunch), bListen ? toAddress(b.host, bListen) : null, bId)
+    this.#sendGo(b, nonce, false, toAddress(a.host, p.aPunch), p.aListen ? toAddress(a.host, p.aListen) : null, p.aId)
+  }
+
+  #sendGo(to: Address, nonce: number, initiator: boolean, punch: Address, listen: Address | null, id: Buffer): void {
+    const buf = Buffer.alloc(8 + addrLen(punch) + (listen ? addrLen(listen) : 1) + ID_LEN)
+    buf[0] = GO
+    buf.writeUInt32BE(nonce, 1)
+    buf[5] = initiator ? 1 : 0
+    buf.writeUInt16BE(this.#o.startDelay, 6)
+    let o = writeAddr(buf, 8, punch)
+    if (listen) o = writeAddr(buf, o, listen)
+    else buf[o++] = 0
+    id.copy(buf, o)
+    this.sendControl(to, buf, 'go_sent')
+  }
+
+  #sweepPending(): void {
+    const now = this.#clock!.now()
+    for (const [k, p] of this.#pending) {
+      if (now - p.at <= this.#o.punchTimeout) break
+      this.#pending.delete(k)
+    }
+  }
+
+  #token(): boolean {
+    const now = this.#clock!.now()
+    const rate = this.#o.maxIntroductionsPerSecond
+    this.#tokens = Math.min(rate, this.#tokens + ((now - this.#refill) * rate) / 1000)
+    this.#refill = now
+    if (this.#tokens < 1) return false
+    this.#tokens -= 1
+    return true
+  }
+
+  // ---------------------------------------------------------------- B's side: OFFER
+
+  #onOffer(via: Address, nonce: number, a: Address, aId: Buffer): void {
+    const key = `${via.key}/${nonce}`
+    const existing = this.#sessions.get(key)
+    if (existing) {
+      if (existing.state === 'introducing') this.#sendAccept(existing)
+      return
+    }
+    if (this.#sessions.size >= this.#o.maxSessions) return this.count('dropped_session_limit')
+    this.count('offers_received')
+    allocPort(this.#localHost()).then(
+      (port) => {
+        if (!this.#clock || this.#sessions.has(key)) return
+        const s = this.#newSession(key, nonce, via, a, false, port)
+        s.peerId = aId
+        const again = (): void => {
+          if (s.state !== 'introducing' || !this.#clock) return
+          this.#sendAccept(s)
+          s.retry = this.#clock.setTimeout(again, this.#o.introRetry)
+        }
+        again()
+      },
+      () => this.count('port_errors'),
+    )
+  }
+
+  #sendAccept(s: Session): void {
+    const buf = Buffer.alloc(5 + addrLen(s.peerUdp) + 4 + ID_LEN)
+    buf[0] = ACCEPT
+    buf.writeUInt32BE(s.nonce, 1)
+    let o = writeAddr(buf, 5, s.peerUdp)
+    o = buf.writeUInt16BE(s.punchPort, o)
+    o = buf.writeUInt16BE(this.#listenPort(), o)
+    this.#id.copy(buf, o)
+    this.sendControl(s.via, buf, 'accepts_sent')
+  }
+
+  // ---------------------------------------------------------------- both sides: GO, punching
+
+  #onGo(via: Address, nonce: number, initiator: boolean, delay: number, punch: Address, listen: Address | null, id: Buffer): void {
+    const s = this.#sessions.get(`${via.key}/${nonce}`)
+    if (!s || s.initiator !== initiator) return this.count('dropped_unsolicited')
+    if (s.state !== 'introducing') return // a repeated GO
+    this.count('go_received')
+    this.#clock!.clearTimeout(s.retry)
+    s.retry = undefined
+    s.state = 'punching'
+    s.peerPunch = punch
+    s.peerListen = listen
+    s.peerId = id
+    if (listen && this.#o.direct) this.#tryDirect(s, listen)
+    s.retry = this.#clock!.setTimeout(() => this.#attempt(s), delay)
+  }
+
+  #attempt(s: Session): void {
+    s.retry = undefined
+    if (s.state !== 'punching' || !this.#clock || !s.peerPunch) return
+    // Another path (e.g. the peer dialled our listening port) may have opened already.
+    if (s.peerId) {
+      const open = this.#tcp!.peers().find((p) => p.id.equals(s.peerId!))
+      if (open) return this.#succeed(s, 'direct', open)
+    }
+    s.attempts++
+    this.count('punch_attempts')
+    const host = this.#localHost()
+    const sock = net.connect({
+      host: s.peerPunch.host,
+      port: s.peerPunch.port,
+      localPort: s.punchPort,
+      ...(host === '0.0.0.0' || host === '::' ? {} : { localAddress: host }),
+      allowHalfOpen: true,
+    } as net.NetConnectOpts)
+    s.socket = sock
+    const retry = (): void => {
+      if (s.socket !== sock) return
+      s.socket = null
+      this.#clock?.clearTimeout(s.attemptTimer)
+      s.attemptTimer = undefined
+      sock.destroy()
+      if (s.state === 'punching' && this.#clock) s.retry = this.#clock.setTimeout(() => this.#attempt(s), this.#o.punchInterval)
+    }
+    sock.once('error', () => {
+      this.count('punch_attempts_failed')
+      retry()
+    })
+    sock.once('connect', () => {
+      if (s.socket !== sock || s.state !== 'punching') return sock.destroy()
+      this.#clock?.clearTimeout(s.attemptTimer)
+      s.attemptTimer = undefined
+      s.socket = null
+      sock.removeAllListeners('error')
+      this.count('punched')
+      this.#tcp!.adoptSocket(sock, s.initiator).then(
+        (peer) => this.#succeed(s, 'punched', peer),
+        (e) => {
+          this.count('adopt_failed')
+          if (s.state === 'punching' && this.#clock) s.retry = this.#clock.setTimeout(() => this.#attempt(s), this.#o.punchInterval)
+          else if (s.state !== 'done') this.#finish(s, e)
+        },
+      )
+    })
+    s.attemptTimer = this.#clock.setTimeout(() => {
+      s.attemptTimer = undefined
+      this.count('punch_attempts_timed_out')
+      retry()
+    }, this.#o.attemptTimeout)
+  }
+
+  #tryDirect(s: Session, addr: Address): void {
+    if (s.directTried.has(addr.key)) return
+    s.directTried.add(addr.key)
+    this.count('direct_attempts')
+    const tcp = this.#tcp!
+    tcp.openConnection(addr).then(
+      (peer) => {
+        tcp.closeStream(peer.id)
+        if (s.state !== 'done') this.#succeed(s, 'direct', peer)
+      },
+      () => this.count('direct_failed'),
+    )
+  }
+
+  #succeed(s: Session, path: 'punched' | 'direct', peer: TcpPeer): void {
+    if (s.state === 'done') return
+    this.count(path === 'punched' ? 'connected_punched' : 'connected_direct')
+    const r: TcpPunchResult = { path, peer }
+    const waiters = s.waiters
+    s.waiters = []
+    this.#finish(s, null)
+    for (const w of waiters) w.resolve(r)
+    for (const l of this.#listeners) {
+      try {
+        l(r)
+      } catch (e) {
+        this.count('handler_errors')
+        queueMicrotask(() => {
+          throw e
+        })
+      }
+    }
+  }
+
+  #finish(s: Session, err: unknown, clock: Clock | null = this.#clock): void {
+    if (s.state === 'done' && s.waiters.length === 0) return
+    s.state = 'done'
+    clock?.clearTimeout(s.deadline)
+    clock?.clearTimeout(s.retry)
+    clock?.clearTimeout(s.attemptTimer)
+    s.deadline = s.retry = s.attemptTimer = undefined
+    if (s.socket) {
+      s.socket.destroy()
+      s.socket = null
+    }
+    this.#sessions.delete(s.key)
+    const waiters = s.waiters
+    s.waiters = []
+    if (err) for (const w of waiters) w.reject(err)
+  }
+
+  #newSession(key: string, nonce: number, via: Address, peerUdp: Address, initiator: boolean, port: number): Session {
+    const s: Session = {
+      key,
+      nonce,
+      via,
+      peerUdp,
+      initiator,
+      state: 'introducing',
+      punchPort: port,
+      peerId: null,
+      peerPunch: null,
+      peerListen: null,
+      socket: null,
+      attempts: 0,
+      waiters: [],
+      deadline: undefined,
+      retry: undefined,
+      attemptTimer: undefined,
+      directTried: new Set(),
+    }
+    this.#sessions.set(key, s)
+    s.deadline = this.#clock!.setTimeout(() => {
+      s.deadline = undefined
+      if (s.state === 'done') return
+      this.count('timeouts')
+      this.#finish(
+        s,
+        new DeccomError(
+          ErrorCode.TCP_PUNCH_TIMEOUT,
+          `No TCP connection to ${s.peerUdp.key} opened within ${this.#o.punchTimeout} ms (${s.state === 'introducing' ? `no introduction from ${via.key}` : `${s.attempts} simultaneous-open attempts to ${s.peerPunch?.key}`})`,
+          { details: { target: s.peerUdp.key, via: via.key, state: s.state, attempts: s.attempts } },
+        ),
+      )
+    }, this.#o.punchTimeout)
+    return s
+  }
+
+  #localHost(): string {
+    return this.#tcp!.tcpAddress().host
+  }
+
+  #listenPort(): number {
+    try {
+      return this.#tcp!.tcpAddress().port
+    } catch {
+      return 0
+    }
+  }
+
+  #nextNonce(): number {
+    crypto.getRandomValues(this.#nonceBuf)
+    return this.#nonceBuf[0]
+  }
+}
+
+/** A free TCP port on `host` (bound, then released for the punch socket to bind with SO_REUSEADDR). */
+function allocPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen({ host, port: 0 }, () => {
+      const port = (srv.address() as net.AddressInfo).port
+      srv.close(() => resolve(port))
+    })
+  })
+}
