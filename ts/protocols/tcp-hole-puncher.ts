@@ -31,6 +31,10 @@
  * | 3    | ACCEPT | nonce u32, A's addr (UDP), punch port u16, listen port u16, id[32]    | B → I     |
  * | 4    | GO     | nonce u32, role u8 (1 = initiator), delay u16 ms, peer punch addr, peer listen addr, peer id[32] | I → A, B |
  * | 5    | FAIL   | nonce u32                                                              | I → A     |
+ *
+ * REQ and ACCEPT are zero-padded to at least 96 bytes (shorter ones are dropped), so every OFFER,
+ * GO or FAIL the introducer sends is smaller than the request that caused it (no amplification).
+ *
  * A repeats REQ every `introRetry` ms until GO, B repeats ACCEPT until GO (UDP may lose them). On
  * GO both sides `connect()` from their punch port to the peer's punch endpoint, again every
  * `punchInterval` ms after a failure (and after `attemptTimeout` ms in SYN_SENT), until one
@@ -60,6 +64,12 @@ export const TAG_TCP_HOLEPUNCH = 11
 const REQ = 1
 const OFFER = 2
 const ACCEPT = 3
+/**
+ * REQ and ACCEPT are zero-padded to at least this many bytes, and the introducer ignores shorter
+ * ones: each GO it sends in answer (at most 8 + 2 × 19 + 32 = 78 bytes) is then smaller than the
+ * request that caused it, so the introducer cannot be used to amplify traffic toward a spoofed A.
+ */
+const MIN_REQUEST = 96
 const GO = 4
 const FAIL = 5
 const ID_LEN = 32
@@ -227,7 +237,7 @@ export class TcpHolePuncher extends Protocol {
       this.count('connects')
       const sendReq = (): void => {
         if (s.state !== 'introducing' || !this.#clock) return
-        const buf = Buffer.alloc(1 + 4 + addrLen(peerUdp) + 4 + ID_LEN)
+        const buf = Buffer.alloc(Math.max(MIN_REQUEST, 1 + 4 + addrLen(peerUdp) + 4 + ID_LEN))
         buf[0] = REQ
         buf.writeUInt32BE(nonce, 1)
         let o = writeAddr(buf, 5, peerUdp)
@@ -259,11 +269,11 @@ export class TcpHolePuncher extends Protocol {
     switch (data[0]) {
       case REQ: {
         const t = readAddr(data, 5)
-        if (!t || t[1] + 4 + ID_LEN !== data.length) return this.count('dropped_malformed')
+        if (!t || t[1] + 4 + ID_LEN > data.length || data.length < MIN_REQUEST) return this.count('dropped_malformed')
         const aPunch = data.readUInt16BE(t[1])
         const aListen = data.readUInt16BE(t[1] + 2)
         if (aPunch === 0) return this.count('dropped_malformed')
-        return this.#onReq(from, nonce, t[0], aPunch, aListen, Buffer.from(data.subarray(t[1] + 4)))
+        return this.#onReq(from, nonce, t[0], aPunch, aListen, Buffer.from(data.subarray(t[1] + 4, t[1] + 4 + ID_LEN)))
       }
       case OFFER: {
         const a = readAddr(data, 5)
@@ -272,10 +282,10 @@ export class TcpHolePuncher extends Protocol {
       }
       case ACCEPT: {
         const a = readAddr(data, 5)
-        if (!a || a[1] + 4 + ID_LEN !== data.length) return this.count('dropped_malformed')
+        if (!a || a[1] + 4 + ID_LEN > data.length || data.length < MIN_REQUEST) return this.count('dropped_malformed')
         const bPunch = data.readUInt16BE(a[1])
         if (bPunch === 0) return this.count('dropped_malformed')
-        return this.#onAccept(from, nonce, a[0], bPunch, data.readUInt16BE(a[1] + 2), Buffer.from(data.subarray(a[1] + 4)))
+        return this.#onAccept(from, nonce, a[0], bPunch, data.readUInt16BE(a[1] + 2), Buffer.from(data.subarray(a[1] + 4, a[1] + 4 + ID_LEN)))
       }
       case GO: {
         if (data.length < 8) return this.count('dropped_malformed')
@@ -401,7 +411,7 @@ export class TcpHolePuncher extends Protocol {
   }
 
   #sendAccept(s: Session): void {
-    const buf = Buffer.alloc(5 + addrLen(s.peerUdp) + 4 + ID_LEN)
+    const buf = Buffer.alloc(Math.max(MIN_REQUEST, 5 + addrLen(s.peerUdp) + 4 + ID_LEN))
     buf[0] = ACCEPT
     buf.writeUInt32BE(s.nonce, 1)
     let o = writeAddr(buf, 5, s.peerUdp)
