@@ -109,7 +109,12 @@ test('malformed and unsolicited datagrams are counted, not fatal; stop rejects o
   const x = await open(t, {}, false)
   const udp = x.node.stack.layers[x.node.stack.layers.length - 1] as unknown as { send(to: unknown, d: Uint8Array, tag: number): void }
   const send = (buf: Buffer): void => udp.send(r.node.address, buf, 11)
-  for (const b of [Buffer.from([1]), Buffer.from([1, 0, 0, 0, 1, 4, 127]), Buffer.from([9, 0, 0, 0, 1]), Buffer.from([4, 0, 0, 0, 1, 7, 0, 0]), Buffer.alloc(5 + 7 + 4 + 31, 1)]) send(b)
+  // A REQ with every field well-formed but not padded to 96 bytes: refused (no amplification).
+  const shortReq = Buffer.alloc(1 + 4 + 7 + 4 + 32)
+  shortReq[0] = 1
+  shortReq.set([4, 127, 0, 0, 1, 0, 9], 5)
+  shortReq.writeUInt16BE(4000, 12)
+  for (const b of [Buffer.from([1]), Buffer.from([1, 0, 0, 0, 1, 4, 127]), Buffer.from([9, 0, 0, 0, 1]), Buffer.from([4, 0, 0, 0, 1, 7, 0, 0]), Buffer.alloc(5 + 7 + 4 + 31, 1), shortReq]) send(b)
   // A well-formed GO nobody asked for.
   const go = Buffer.alloc(8 + 7 + 1 + 32)
   go[0] = 4
@@ -117,9 +122,10 @@ test('malformed and unsolicited datagrams are counted, not fatal; stop rejects o
   go.set([127, 0, 0, 1, 0, 9], 9)
   send(go)
   const deadline = Date.now() + 2000
-  while (Date.now() < deadline && (r.thp.stats().dropped_malformed ?? 0) + (r.thp.stats().dropped_unsolicited ?? 0) < 6) await new Promise((res) => setTimeout(res, 20))
-  t.is(r.thp.stats().dropped_malformed, 5)
+  while (Date.now() < deadline && (r.thp.stats().dropped_malformed ?? 0) + (r.thp.stats().dropped_unsolicited ?? 0) < 7) await new Promise((res) => setTimeout(res, 20))
+  t.is(r.thp.stats().dropped_malformed, 6)
   t.is(r.thp.stats().dropped_unsolicited, 1)
+  t.is(r.thp.stats().offers_sent ?? 0, 0, 'the short REQ caused no OFFER')
   // Application datagrams still pass through the layer.
   const got = new Promise<string>((resolve) => r.node.once('message', (_f, d) => resolve(Buffer.from(d).toString())))
   await x.node.send(r.node.address, Buffer.from('app'))
