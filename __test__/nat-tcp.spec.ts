@@ -5,11 +5,11 @@
  * root, `ip netns` and iptables; skips (saying why) otherwise. Only addresses inside the namespaces
  * are used. See docs/nat.md ("TCP hole punching").
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { createInterface } from 'node:readline'
+import { type ChildProcess, execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
+import { type Proc, runInNetns } from './helpers/netns-proc.ts'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const script = path.join(root, 'scripts', 'netns-nat.sh')
@@ -48,50 +48,8 @@ process.on('exit', () => {
   }
 })
 
-interface Proc {
-  events: Record<string, unknown>[]
-  wait(pred: (e: Record<string, unknown>) => boolean, ms: number, what: string): Promise<Record<string, unknown>>
-  send(cmd: Record<string, unknown>): void
-}
-
 function run(t: ExecutionContext, ns: string, cfg: Record<string, unknown>): Proc {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, nodeScript, dist, JSON.stringify({ lifetime: 25_000, ...cfg })], { stdio: ['pipe', 'pipe', 'pipe'] })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
-  t.teardown(() => {
-    child.kill('SIGKILL')
-  })
-  const events: Record<string, unknown>[] = []
-  const waiters = new Set<() => void>()
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    try {
-      events.push(JSON.parse(line) as Record<string, unknown>)
-    } catch {
-      t.log(`${ns}: ${line}`)
-    }
-    for (const w of waiters) w()
-  })
-  child.stderr!.on('data', (d: Buffer) => t.log(`${ns} stderr: ${d.toString().trim()}`))
-  return {
-    events,
-    send: (cmd) => child.stdin!.write(JSON.stringify(cmd) + '\n'),
-    wait: (pred, ms, what) =>
-      new Promise((resolve, reject) => {
-        const check = (): boolean => {
-          const e = events.find(pred)
-          if (!e) return false
-          waiters.delete(check as () => void)
-          clearTimeout(timer)
-          resolve(e)
-          return true
-        }
-        const timer = setTimeout(() => {
-          waiters.delete(check as () => void)
-          reject(new Error(`${ns}: no ${what} within ${ms} ms; events: ${JSON.stringify(events)}`))
-        }, ms)
-        if (!check()) waiters.add(check as () => void)
-      }),
-  }
+  return runInNetns(t, children, ns, nodeScript, dist, cfg)
 }
 
 if (why) {

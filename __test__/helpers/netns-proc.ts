@@ -1,0 +1,66 @@
+/**
+ * Test helper for the real-NAT tests: runs a node script inside a network namespace as a child
+ * process that speaks JSON lines (events on stdout, commands on stdin).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import type { ExecutionContext } from 'ava'
+
+export interface Proc {
+  events: Record<string, unknown>[]
+  wait(pred: (e: Record<string, unknown>) => boolean, ms: number, what: string): Promise<Record<string, unknown>>
+  send(cmd: Record<string, unknown>): void
+}
+
+/**
+ * Spawns `node script dist cfg` in namespace `ns`; the child is tracked in `children` (for a
+ * last-resort kill) and killed in the test's teardown.
+ */
+export function runInNetns(
+  t: ExecutionContext,
+  children: Set<ChildProcess>,
+  ns: string,
+  script: string,
+  dist: string,
+  cfg: Record<string, unknown>,
+): Proc {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, script, dist, JSON.stringify({ lifetime: 25_000, ...cfg })], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  children.add(child)
+  child.on('exit', () => children.delete(child))
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
+  const events: Record<string, unknown>[] = []
+  const waiters = new Set<() => void>()
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    try {
+      events.push(JSON.parse(line) as Record<string, unknown>)
+    } catch {
+      t.log(`${ns}: ${line}`)
+    }
+    for (const w of waiters) w()
+  })
+  child.stderr!.on('data', (d: Buffer) => t.log(`${ns} stderr: ${d.toString().trim()}`))
+  return {
+    events,
+    send: (cmd) => child.stdin!.write(JSON.stringify(cmd) + '\n'),
+    wait: (pred, ms, what) =>
+      new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const e = events.find(pred)
+          if (!e) return false
+          waiters.delete(check as () => void)
+          clearTimeout(timer)
+          resolve(e)
+          return true
+        }
+        const timer = setTimeout(() => {
+          waiters.delete(check as () => void)
+          reject(new Error(`${ns}: no ${what} within ${ms} ms; events: ${JSON.stringify(events)}`))
+        }, ms)
+        if (!check()) waiters.add(check as () => void)
+      }),
+  }
+}
