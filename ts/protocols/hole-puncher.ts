@@ -143,6 +143,8 @@ export class HolePuncher extends Protocol {
   readonly #rendezvous: Address[]
   readonly #relayAddress: Address | null
   #clock: Clock | null = null
+  /** The stack's layers (a discovery layer among them may know introducers). */
+  #layers: readonly Protocol[] = []
   #relay: RelayLike | null = null
   /** Punch sessions by peer address key. */
   readonly #sessions = new Map<string, Session>()
@@ -186,6 +188,7 @@ export class HolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#layers = ctx.stack?.layers ?? []
     this.#introTokens = this.#o.maxIntroductionsPerSecond
     this.#introRefill = ctx.clock.now()
     if (this.#o.relay) {
@@ -267,17 +270,22 @@ export class HolePuncher extends Protocol {
 
   /**
    * Opens a path to `target` (its address as the introducer `via` knows it, i.e. its mapped
-   * address) by asking `via` to introduce us, then punching. Resolves when the path is open
+   * address) by asking `via` to introduce us, then punching. Without `via`, the introducer is the
+   * peer a discovery layer in the stack (Kademlia's `introducerOf`) heard the target from. Resolves when the path is open
    * (punched, or relayed with `relay: true`).
    * @throws ERR_DECCOM_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_RELAY_*, ERR_DECCOM_CLOSED
    */
-  connect(target: AddressLike, via: AddressLike): Promise<PunchResult> {
+  connect(target: AddressLike, via?: AddressLike): Promise<PunchResult> {
     let peer: Address
     let viaAddr: Address
     try {
       peer = toAddress(target)
-      viaAddr = toAddress(via)
       if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The HolePuncher layer is not running')
+      const introducer = via !== undefined ? toAddress(via) : this.#discoveryIntroducer(peer)
+      if (introducer === null) {
+        throw new DeccomError(ErrorCode.INTRODUCTION_FAILED, `No introducer for ${peer.key}: pass one, or find the peer through a discovery layer (Kademlia) first`)
+      }
+      viaAddr = introducer
     } catch (e) {
       return Promise.reject(e)
     }
@@ -663,6 +671,18 @@ export class HolePuncher extends Protocol {
       this.count('heard_expired')
     }
     this.#sweepTimer = clock.setTimeout(this.#sweep, Math.min(this.#o.heardTtl, 10_000))
+  }
+
+  /** The introducer a discovery layer of the stack knows for `peer` (Kademlia: who named it), or null. */
+  #discoveryIntroducer(peer: Address): Address | null {
+    for (const l of this.#layers) {
+      const f = (l as unknown as { introducerOf?: (a: Address) => Address | null }).introducerOf
+      if (typeof f === 'function') {
+        const a = f.call(l, peer)
+        if (a) return a
+      }
+    }
+    return null
   }
 
   #now(): number {

@@ -81,6 +81,8 @@ const MAX_PENDING = 8192
 const MAX_VERIFYING = 256
 const MAX_APPROVING = 1024
 const MAX_ADDR_SET = 8192
+/** Remembered "who told us about whom" entries (oldest dropped first). */
+const MAX_TOLD_BY = 8192
 
 export interface KademliaOptions {
   /** Addresses of nodes to join through (their ids need not be known). */
@@ -207,6 +209,8 @@ export class Kademlia extends Protocol {
   readonly #entries: (Entry | undefined)[] = []
   readonly #free: number[] = []
   readonly #byHex = new Map<string, Entry>()
+  /** Address key of a peer → the address of the peer whose NODES answer named it last. */
+  readonly #toldBy = new Map<string, Address>()
   readonly #byAddr = new Map<Address, Entry>()
   readonly #pending = new Map<number, Request>()
   #nextLo = 0
@@ -349,6 +353,14 @@ export class Kademlia extends Protocol {
   }
 
   /** The peer with this id if it is in the routing table. */
+  /**
+   * The peer that most recently named `addr` in an answer to one of our lookups (it has heard from
+   * `addr`, so it can introduce us: HolePuncher.connect(target) asks this), or null.
+   */
+  introducerOf(addr: AddressLike): Address | null {
+    return this.#toldBy.get(toAddress(addr).key) ?? null
+  }
+
   getPeer(id: Buffer | string): Peer | undefined {
     const e = this.#byHex.get(toHex(id))
     return e?.inTable ? e.peer : undefined
@@ -780,6 +792,10 @@ export class Kademlia extends Protocol {
         }
         p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i))
         run.cands.set(h, p)
+        // Who told us about whom: a peer behind a NAT is reached through the one that named it.
+        this.#toldBy.delete(addr.key)
+        if (this.#toldBy.size >= MAX_TOLD_BY) this.#toldBy.delete(this.#toldBy.keys().next().value as string)
+        this.#toldBy.set(addr.key, peer.address)
       }
       if (h === run.stopAt && run.found === null) {
         run.found = p
