@@ -5,48 +5,22 @@
  * root, `ip netns` and iptables; skips (saying why) otherwise. Only addresses inside the namespaces
  * are used. See docs/nat.md ("TCP hole punching").
  */
-import { type ChildProcess, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
-import { type Proc, runInNetns } from './helpers/netns-proc.ts'
+import { netnsTracker, netnsUnavailable, type Proc, runInNetns } from './helpers/netns-proc.ts'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const script = path.join(root, 'scripts', 'netns-nat.sh')
 const nodeScript = path.join(root, 'scripts', 'nat-tcp-node.mjs')
 const dist = path.join(root, 'dist', 'index.js')
 
-function unavailable(): string | null {
-  if (process.platform !== 'linux') return 'not Linux'
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'not running as root (network namespaces need root)'
-  for (const [cmd, args] of [
-    ['ip', ['netns', 'list']],
-    ['iptables', ['--version']],
-  ] as const) {
-    try {
-      execFileSync(cmd, args, { stdio: 'ignore' })
-    } catch {
-      return `\`${cmd} ${args.join(' ')}\` is unavailable (apt-get install -y --no-install-recommends iproute2 iptables)`
-    }
-  }
-  return null
-}
 
-const why = unavailable()
+const why = netnsUnavailable()
 /** Milliseconds between simultaneous-open attempts in the NAT test (env override for experiments). */
 const PI = Number(process.env.DECCOM_NAT_TCP_PUNCH_INTERVAL ?? 5)
-const children = new Set<ChildProcess>()
-const prefixes = new Set<string>()
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL')
-  for (const p of prefixes) {
-    try {
-      execFileSync('bash', [script, 'down', p], { stdio: 'ignore' })
-    } catch {
-      // best effort
-    }
-  }
-})
+const { children, prefixes } = netnsTracker()
 
 function run(t: ExecutionContext, ns: string, cfg: Record<string, unknown>): Proc {
   return runInNetns(t, children, ns, nodeScript, dist, cfg)

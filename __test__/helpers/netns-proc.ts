@@ -2,9 +2,51 @@
  * Test helper for the real-NAT tests: runs a node script inside a network namespace as a child
  * process that speaks JSON lines (events on stdout, commands on stdin).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import path from 'node:path'
 import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
+
+/** The namespace builder: `bash NETNS_SCRIPT up PREFIX modeA modeB` / `down PREFIX`. */
+export const NETNS_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'netns-nat.sh')
+
+/** Why the real-NAT tests cannot run here, or null. */
+export function netnsUnavailable(): string | null {
+  if (process.platform !== 'linux') return 'not Linux'
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'not running as root (network namespaces need root)'
+  for (const [cmd, args] of [
+    ['ip', ['netns', 'list']],
+    ['iptables', ['--version']],
+  ] as const) {
+    try {
+      execFileSync(cmd, args, { stdio: 'ignore' })
+    } catch {
+      return `\`${cmd} ${args.join(' ')}\` is unavailable (apt-get install -y --no-install-recommends iproute2 iptables)`
+    }
+  }
+  return null
+}
+
+/**
+ * The child processes and namespace prefixes of one test file; whatever is left is killed and
+ * torn down when the process exits, even after a failure.
+ */
+export function netnsTracker(): { children: Set<ChildProcess>; prefixes: Set<string> } {
+  const children = new Set<ChildProcess>()
+  const prefixes = new Set<string>()
+  process.on('exit', () => {
+    for (const c of children) c.kill('SIGKILL')
+    for (const p of prefixes) {
+      try {
+        execFileSync('bash', [NETNS_SCRIPT, 'down', p], { stdio: 'ignore' })
+      } catch {
+        // best effort
+      }
+    }
+  })
+  return { children, prefixes }
+}
 
 export interface Proc {
   events: Record<string, unknown>[]

@@ -1563,40 +1563,24 @@ where
                 return;
             }
         }
-        let Endpoint {
-            config,
-            peers,
-            active,
-            events,
-            stats,
-            reassembly_total,
-            max_ack_ranges,
-            ..
-        } = self;
+        let (peers, active, mut cx) = self.split();
         let Some(p) = peers.get_mut(&peer) else {
             // An ACK from a peer we hold no state for: we forgot it, nothing to acknowledge.
-            stats.dropped_stale_epoch += 1;
+            cx.stats.dropped_stale_epoch += 1;
             return;
         };
         match p.check_epoch(src_epoch) {
             EpochCheck::Same => {}
             EpochCheck::Retired => {
-                stats.dropped_stale_epoch += 1;
+                cx.stats.dropped_stale_epoch += 1;
                 return;
             }
             EpochCheck::Restarted => {
-                p.on_peer_restart(now, src_epoch, config, reassembly_total);
-                stats.peer_resets += 1;
+                p.on_peer_restart(now, src_epoch, cx.config, cx.reassembly_total);
+                cx.stats.peer_resets += 1;
             }
         }
         p.last_seen = now;
-        let mut cx = Cx {
-            config,
-            stats,
-            events,
-            reassembly_total,
-            max_ack_ranges: *max_ack_ranges,
-        };
         match decoded {
             Datagram::Data(h, payload) => p.on_data(now, peer, &h, payload, &mut cx),
             Datagram::Ack(a) => {
@@ -1614,23 +1598,7 @@ where
     /// Runs the timers that are due at `now` (loss detection, probe timeout, delayed ACK,
     /// pacing release, partial-message and peer timeouts).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Endpoint {
-            config,
-            peers,
-            active,
-            events,
-            stats,
-            reassembly_total,
-            max_ack_ranges,
-            ..
-        } = self;
-        let mut cx = Cx {
-            config,
-            stats,
-            events,
-            reassembly_total,
-            max_ack_ranges: *max_ack_ranges,
-        };
+        let (peers, active, mut cx) = self.split();
         for (&peer, p) in peers.iter_mut() {
             if p.next_timeout(cx.config).is_some_and(|t| t <= now) {
                 p.on_timeout(now, peer, &mut cx);
@@ -1645,23 +1613,7 @@ where
     /// `None` when nothing may be sent now; [`Endpoint::poll_timeout`] then says when to look
     /// again. Peers take turns datagram by datagram.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<P> {
-        let Endpoint {
-            config,
-            peers,
-            active,
-            events,
-            stats,
-            reassembly_total,
-            max_ack_ranges,
-            ..
-        } = self;
-        let mut cx = Cx {
-            config,
-            stats,
-            events,
-            reassembly_total,
-            max_ack_ranges: *max_ack_ranges,
-        };
+        let (peers, active, mut cx) = self.split();
         while let Some(peer) = active.pop_front() {
             let Some(p) = peers.get_mut(&peer) else {
                 continue;
@@ -1711,16 +1663,33 @@ where
         let Some(mut p) = self.peers.remove(&peer) else {
             return;
         };
-        let mut cx = Cx {
-            config: &self.config,
-            stats: &mut self.stats,
-            events: &mut self.events,
-            reassembly_total: &mut self.reassembly_total,
-            max_ack_ranges: self.max_ack_ranges,
-        };
+        let (_, active, mut cx) = self.split();
         p.fail_all(peer, FailReason::Forgotten, &mut cx);
         p.drop_partials(cx.reassembly_total);
-        self.active.retain(|a| *a != peer);
+        active.retain(|a| *a != peer);
+    }
+
+    /// The peer table, the round-robin queue of peers with something to send, and the shared
+    /// context every peer updates (configuration, counters, events, reassembly budget).
+    fn split(&mut self) -> (&mut HashMap<P, Peer, FxBuild>, &mut VecDeque<P>, Cx<'_, P>) {
+        let Endpoint {
+            config,
+            peers,
+            active,
+            events,
+            stats,
+            reassembly_total,
+            max_ack_ranges,
+            ..
+        } = self;
+        let cx = Cx {
+            config,
+            stats,
+            events,
+            reassembly_total,
+            max_ack_ranges: *max_ack_ranges,
+        };
+        (peers, active, cx)
     }
 
     /// Bytes charged for partially received messages over all peers.
