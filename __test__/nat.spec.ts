@@ -80,4 +80,20 @@ if (why) {
     t.is(connected.path, 'relayed')
     t.is(connected.address, '10.77.0.10:4000')
   })
+
+  // The mixed pair. The symmetric side punches from a new random mapping, for which the cone
+  // side's router has no conntrack entry. The cone side punches the symmetric side's rendezvous
+  // mapping, which accepts packets only from the rendezvous. Both routers drop what they cannot
+  // match, so no punch passes in either direction, whoever initiates: the NATs imply the relay.
+  for (const [tag, modeA, modeB] of [
+    ['m', 'cone', 'symmetric'],
+    ['n', 'symmetric', 'cone'],
+  ] as const) {
+    test.serial(`real NATs: a port-restricted cone NAT and a symmetric NAT (${modeA} initiates) fall back to the relay; messages arrive both ways`, async (t) => {
+      t.timeout(40_000)
+      const { connected } = await scenario(t, tag, modeA, modeB)
+      t.is(connected.path, 'relayed')
+      t.is(connected.address, '10.77.0.10:4000')
+    })
+  }
 }
