@@ -77,4 +77,44 @@ if (why) {
     t.log(`punched after ${(st.thp as Record<string, number>).punch_attempts} attempts at A`)
     for (const p of [a, b, rv]) p.send({ cmd: 'exit' })
   })
+
+  test.serial('real NATs: a host learns its mapped TCP address from 2 observers (MASQUERADE keeps ports, --random-fully rewrites them); behind the rewriting NAT no simultaneous open is tried', async (t) => {
+    t.timeout(45_000)
+    const P = `du${process.pid % 100000}`
+    prefixes.add(P)
+    t.teardown(() => {
+      execFileSync('bash', [script, 'down', P], { stdio: 'ignore' })
+      prefixes.delete(P)
+    })
+    execFileSync('bash', [script, 'up', P, 'cone', 'symmetric'], { stdio: 'pipe' })
+    // Two observers (distinct node ids) on the public segment.
+    const rv = run(t, `${P}-rv`, { role: 'rendezvous', host: '10.77.0.10', port: 4000 })
+    const rv2 = run(t, `${P}-rv`, { role: 'rendezvous', host: '10.77.0.10', port: 4001 })
+    const [r1, r2] = await Promise.all([rv.wait((e) => e.event === 'ready', 10_000, 'ready'), rv2.wait((e) => e.event === 'ready', 10_000, 'ready')])
+    const R = '10.77.0.10:4000'
+    const a = run(t, `${P}-ha`, { role: 'host', host: '0.0.0.0', rendezvous: R, direct: false, punchTimeout: 3000 })
+    const b = run(t, `${P}-hb`, { role: 'host', host: '0.0.0.0', rendezvous: R, direct: false, punchTimeout: 3000 })
+    await Promise.all([a.wait((e) => e.event === 'ready', 10_000, 'ready'), b.wait((e) => e.event === 'ready', 10_000, 'ready')])
+    for (const p of [a, b]) p.send({ cmd: 'observe', targets: [r1.tcp, r2.tcp] })
+    const [ma, mb] = await Promise.all([a, b].map((p) => p.wait((e) => e.event === 'mapping' || e.event === 'error', 10_000, 'mapping')))
+    t.log(`A (MASQUERADE): ${JSON.stringify(ma)}`)
+    t.log(`B (MASQUERADE --random-fully): ${JSON.stringify(mb)}`)
+    t.deepEqual(ma.mapping, { host: '10.77.0.2', portPreserving: true, observers: 2 })
+    t.is(ma.external, `10.77.0.2:${String(ma.listen).split(':').pop()}`)
+    t.deepEqual(mb.mapping, { host: '10.77.0.3', portPreserving: false, observers: 2 })
+    t.is(mb.external, null)
+    // A asks B for a punch: B knows no punch can be aimed at it, so it tries none; the session fails.
+    const heard = await rv.wait((e) => e.event === 'heard' && (e.addrs as string[]).length === 2, 5000, 'both hosts heard')
+    const bMapped = (heard.addrs as string[]).find((x) => x.startsWith('10.77.0.3:'))
+    a.send({ cmd: 'connect', target: bMapped, via: R, message: 'never' })
+    const res = await a.wait((e) => e.event === 'connected' || e.event === 'error', 15_000, 'connect result')
+    t.is(res.code, 'ERR_DECCOM_TCP_PUNCH_TIMEOUT', JSON.stringify(res))
+    b.send({ cmd: 'stats' })
+    const st = await b.wait((e) => e.event === 'stats', 5000, 'stats')
+    const thp = st.thp as Record<string, number>
+    t.is(thp.go_received, 1)
+    t.is(thp.punch_skipped_ports_rewritten, 1)
+    t.is(thp.punch_attempts ?? 0, 0)
+    for (const p of [a, b, rv, rv2]) p.send({ cmd: 'exit' })
+  })
 }

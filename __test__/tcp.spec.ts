@@ -54,12 +54,12 @@ function frame(type: number, body: Buffer): Buffer {
   return Buffer.concat([h, body])
 }
 
-function hello(identity: Identity, opts: { wantsAuth?: boolean; udpRaw?: Buffer; nonce?: Buffer } = {}): { frame: Buffer; nonce: Buffer } {
+function hello(identity: Identity, opts: { wantsAuth?: boolean; wantsObserved?: boolean; udpRaw?: Buffer; nonce?: Buffer } = {}): { frame: Buffer; nonce: Buffer } {
   const pub = identity.publicIdentity
   const nonce = opts.nonce ?? randomBytes(32)
   const b = Buffer.alloc(88 + pub.length)
   b[0] = 1
-  b[1] = opts.wantsAuth ? 1 : 0
+  b[1] = (opts.wantsAuth ? 1 : 0) | (opts.wantsObserved ? 2 : 0)
   identity.id.copy(b, 2)
   nonce.copy(b, 34)
   ;(opts.udpRaw ?? Buffer.alloc(18)).copy(b, 66)
@@ -203,6 +203,83 @@ test.serial('an oversized frame header is refused without allocating: connection
   const small = await open(t, { maxFrameSize: 1024 })
   const e = await t.throwsAsync(small.tcp.sendStream(a.tcp.tcpAddress(), Buffer.alloc(1025)), { instanceOf: DeccomError })
   t.is(e?.code, ErrorCode.TCP_FRAME_TOO_LARGE)
+})
+
+/** An OBSERVED frame body: `host:port` as 16 bytes IPv4-mapped + port u16. */
+function observedBody(host: string, port: number): Buffer {
+  const b = Buffer.alloc(18)
+  b[10] = b[11] = 0xff
+  host.split('.').forEach((x, i) => (b[12 + i] = Number(x)))
+  b.writeUInt16BE(port, 16)
+  return b
+}
+
+test('external TCP address: each peer reports where it sees our connection come from; 2 agreeing peers give the mapping', async (t) => {
+  const [a, b, c] = [await open(t), await open(t), await open(t)]
+  const ab = await a.tcp.openConnection(b.tcp.tcpAddress())
+  t.true(await until(() => a.tcp.tcpObservations().length === 1))
+  t.is(a.tcp.tcpMapping(), null, 'one observer is not an agreement')
+  t.is(a.tcp.externalTcpAddress(), null)
+  await a.tcp.openConnection(c.tcp.tcpAddress())
+  t.true(await until(() => a.tcp.tcpObservations().length === 2))
+  for (const o of a.tcp.tcpObservations()) {
+    // On loopback nothing rewrites ports: the peer saw our ephemeral source port.
+    t.is(o.address.host, '127.0.0.1')
+    t.is(o.address.port, o.localPort)
+    t.not(o.localPort, a.tcp.tcpAddress().port)
+  }
+  t.deepEqual(new Set(a.tcp.tcpObservations().map((o) => o.observerHex)), new Set([ab.idHex, c.node.identity.idHex]))
+  t.deepEqual(a.tcp.tcpMapping(), { host: '127.0.0.1', portPreserving: true, observers: 2 })
+  t.is(a.tcp.externalTcpAddress()?.key, a.tcp.tcpAddress().key)
+  // The dialled side is observed too: A saw B at B's listening address.
+  t.true(await until(() => b.tcp.tcpObservations().length === 1))
+  t.is(b.tcp.tcpObservations()[0].address.key, b.tcp.tcpAddress().key)
+  t.is(b.tcp.tcpObservations()[0].observerHex, a.node.identity.idHex)
+  t.is(a.tcp.stats().observations, 2)
+})
+
+test('external TCP address: peers that saw our ports rewritten agree on portPreserving false (no external address); hostile OBSERVED frames are dropped', async (t) => {
+  const a = await open(t)
+  const port = a.tcp.tcpAddress().port
+  // Two peers (distinct ids) report our connections from 10.9.8.7 with ports other than ours.
+  const raws = []
+  for (const name of ['obs-1', 'obs-2']) {
+    const raw = await rawConnect(port)
+    raw.sock.write(hello(Identity.fromString(name), { wantsObserved: true }).frame)
+    // A answers our HELLO's flag with an OBSERVED naming this raw socket's own address.
+    t.true(await until(() => raw.frames.some((f) => f.type === 0xf3)))
+    t.deepEqual(raw.frames.find((f) => f.type === 0xf3)!.body, observedBody('127.0.0.1', raw.sock.localPort!))
+    raw.sock.write(frame(0xf3, observedBody('10.9.8.7', 40000 + raws.length)))
+    raws.push(raw)
+  }
+  t.true(await until(() => a.tcp.tcpObservations().length === 2))
+  t.deepEqual(a.tcp.tcpMapping(), { host: '10.9.8.7', portPreserving: false, observers: 2 })
+  t.is(a.tcp.externalTcpAddress(), null)
+  // A peer that does not set the flag gets no OBSERVED.
+  const quiet = await rawConnect(port)
+  quiet.sock.write(hello(Identity.fromString('quiet')).frame)
+  t.true(await until(() => quiet.frames.some((f) => f.type === 0xf0)))
+  await sleep(50)
+  t.false(quiet.frames.some((f) => f.type === 0xf3))
+  // Port 0 is ignored and counted; the connection stays.
+  quiet.sock.write(frame(0xf3, observedBody('10.9.8.7', 0)))
+  t.true(await until(() => a.tcp.stats().dropped_bad_observation === 1))
+  t.is(a.tcp.tcpObservations().length, 2)
+  t.false(quiet.sock.destroyed)
+  // A second OBSERVED on one connection, one before HELLO, and a wrong length close the connection as malformed.
+  const before = a.tcp.stats().dropped_malformed ?? 0
+  quiet.sock.write(frame(0xf3, observedBody('10.9.8.7', 1)))
+  await quiet.closed
+  const early = await rawConnect(port)
+  early.sock.write(frame(0xf3, observedBody('10.9.8.7', 1)))
+  await early.closed
+  const long = await rawConnect(port)
+  long.sock.write(hello(Identity.fromString('long')).frame)
+  long.sock.write(frame(0xf3, Buffer.alloc(19)))
+  await long.closed
+  t.is(a.tcp.stats().dropped_malformed, before + 3)
+  t.deepEqual(a.tcp.tcpMapping(), { host: '10.9.8.7', portPreserving: false, observers: 2 })
+  for (const r of raws) r.sock.destroy()
 })
 
 test('simultaneous connect from both sides ends with exactly one connection (initiated by the smaller id)', async (t) => {

@@ -38,6 +38,23 @@ runChild({
         say({ event: 'error', op: 'connect', code: e.code, message: e.message, stats: thp.stats() })
       }
     }
+    if (c.cmd === 'observe') {
+      // Connect to TCP observers; each reports where it sees our connection come from.
+      try {
+        for (const to of c.targets) await tcp.openConnection(to)
+        const end = Date.now() + 3000
+        while (tcp.tcpObservations().length < c.targets.length && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 20))
+        say({
+          event: 'mapping',
+          mapping: tcp.tcpMapping(),
+          external: tcp.externalTcpAddress()?.key ?? null,
+          listen: tcp.tcpAddress().key,
+          observations: tcp.tcpObservations().map((o) => ({ address: o.address.key, localPort: o.localPort })),
+        })
+      } catch (e) {
+        say({ event: 'error', op: 'observe', code: e.code, message: e.message })
+      }
+    }
     if (c.cmd === 'stats') say({ event: 'stats', thp: thp.stats(), tcp: tcp.stats() })
   },
 })

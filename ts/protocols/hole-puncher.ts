@@ -39,6 +39,7 @@ import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { MAX_ADDR_LEN, addrLen, readAddr, writeAddr } from './nat-wire'
+import { ObservationTable } from './observations'
 
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
@@ -152,7 +153,7 @@ export class HolePuncher extends Protocol {
   /** Introducible addresses: key → [address, last heard]. Insertion order ≈ age. */
   readonly #heard = new Map<string, [Address, number]>()
   /** Observations by observer key. */
-  readonly #obs = new Map<string, Observation>()
+  readonly #obs: ObservationTable<Observation>
   /** Peer key → the address it actually answers from; and the reverse. */
   readonly #aliasOut = new Map<string, Address>()
   readonly #aliasIn = new Map<string, Address>()
@@ -182,6 +183,7 @@ export class HolePuncher extends Protocol {
     for (const [k, v] of Object.entries(this.#o)) {
       if (typeof v === 'number' && !(v > 0)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `HolePuncher option ${k} must be > 0, got ${v}`)
     }
+    this.#obs = new ObservationTable(this.#o.maxObservations)
     this.#rendezvous = (opts.rendezvous ?? []).map((a) => toAddress(a))
     this.#relayAddress = opts.relayAddress === undefined ? null : toAddress(opts.relayAddress)
   }
@@ -230,20 +232,12 @@ export class HolePuncher extends Protocol {
    * Behind a symmetric NAT observers disagree, so this stays null.
    */
   externalAddress(): Address | null {
-    const votes = new Map<string, [Address, number]>()
-    for (const o of this.#obs.values()) {
-      const v = votes.get(o.address.key)
-      if (v) v[1]++
-      else votes.set(o.address.key, [o.address, 1])
-    }
-    let best: [Address, number] | null = null
-    for (const v of votes.values()) if (v[1] >= 2 && (!best || v[1] > best[1])) best = v
-    return best ? best[0] : null
+    return this.#obs.agreed((o) => o.address.key)?.value.address ?? null
   }
 
   /** Every observation kept (one per observer). */
   observations(): Observation[] {
-    return [...this.#obs.values()].map((o) => ({ ...o }))
+    return this.#obs.values().map((o) => ({ ...o }))
   }
 
   /** Asks `peer` which address it sees us at (answered with OBSERVED; see {@link observations}). */
@@ -639,11 +633,6 @@ export class HolePuncher extends Protocol {
   // ---------------------------------------------------------------- observations, timers
 
   #observe(observer: Address, address: Address): void {
-    if (!this.#obs.has(observer.key) && this.#obs.size >= this.#o.maxObservations) {
-      let oldest: Observation | null = null
-      for (const o of this.#obs.values()) if (!oldest || o.at < oldest.at) oldest = o
-      if (oldest) this.#obs.delete(oldest.observer.key)
-    }
     this.#obs.set(observer.key, { observer, address, at: this.#now() })
     this.count('observations')
   }

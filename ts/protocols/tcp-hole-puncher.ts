@@ -43,7 +43,9 @@
  * endpoint directly (fallback where one side is reachable; `direct: false` disables it), and
  * `connect(..., { tcpAddress })` dials a known address at once. Whatever opens first wins;
  * TcpTransport's duplicate resolution keeps one connection. After `punchTimeout` ms the session
- * fails with ERR_DECCOM_TCP_PUNCH_TIMEOUT. The introducer's OFFER/GO are rate limited
+ * fails with ERR_DECCOM_TCP_PUNCH_TIMEOUT. When the TcpTransport's `tcpMapping()` (observations of
+ * at least 2 peers) says our NAT rewrites TCP source ports, no simultaneous open is attempted (it
+ * cannot be aimed at us; `punch_skipped_ports_rewritten`), only the direct dials. The introducer's OFFER/GO are rate limited
  * (`maxIntroductionsPerSecond`) and its pending table is bounded (`maxPending`).
  */
 import net from 'node:net'
@@ -95,6 +97,12 @@ export interface TcpHolePuncherOptions {
   maxIntroductionsPerSecond?: number
   /** Introducer: the start delay (ms) put in GO (default 0: start at once). */
   startDelay?: number
+  /**
+   * Make simultaneous-open attempts even when the TcpTransport's `tcpMapping()` says our NAT
+   * rewrites TCP source ports (default false: the endpoint the peer aims at cannot be ours, so only
+   * the direct dials run and the session fails at `punchTimeout` unless one of them opens).
+   */
+  punchWhenPortsRewritten?: boolean
 }
 
 /** The result of {@link TcpHolePuncher.connect}. */
@@ -117,6 +125,8 @@ interface Session {
   peerListen: Address | null
   socket: net.Socket | null
   attempts: number
+  /** No simultaneous open tried: our NAT rewrites TCP source ports (see punchWhenPortsRewritten). */
+  skipped: boolean
   waiters: { resolve: (r: TcpPunchResult) => void; reject: (e: unknown) => void }[]
   deadline: TimerHandle | undefined
   retry: TimerHandle | undefined
@@ -166,6 +176,7 @@ export class TcpHolePuncher extends Protocol {
       maxPending: opts.maxPending ?? 256,
       maxIntroductionsPerSecond: opts.maxIntroductionsPerSecond ?? 100,
       startDelay: opts.startDelay ?? 0,
+      punchWhenPortsRewritten: opts.punchWhenPortsRewritten ?? false,
     }
     for (const [k, v] of Object.entries(this.#o)) {
       if (typeof v === 'number' && !(v >= 0 && Number.isFinite(v)) || (typeof v === 'number' && k !== 'startDelay' && v === 0)) {
@@ -435,6 +446,13 @@ export class TcpHolePuncher extends Protocol {
     s.peerListen = listen
     s.peerId = id
     if (listen && this.#o.direct) this.#tryDirect(s, listen)
+    // The peer aims at our UDP-observed IP + our punch port: useless when peers agree that our NAT
+    // rewrites TCP source ports (our SYNs leave from another port, and its SYNs hit no mapping).
+    if (!this.#o.punchWhenPortsRewritten && this.#tcp!.tcpMapping()?.portPreserving === false) {
+      s.skipped = true
+      this.count('punch_skipped_ports_rewritten')
+      return
+    }
     s.retry = this.#clock!.setTimeout(() => this.#attempt(s), delay)
   }
 
@@ -557,6 +575,7 @@ export class TcpHolePuncher extends Protocol {
       peerListen: null,
       socket: null,
       attempts: 0,
+      skipped: false,
       waiters: [],
       deadline: undefined,
       retry: undefined,
@@ -572,8 +591,14 @@ export class TcpHolePuncher extends Protocol {
         s,
         new DeccomError(
           ErrorCode.TCP_PUNCH_TIMEOUT,
-          `No TCP connection to ${s.peerUdp.key} opened within ${this.#o.punchTimeout} ms (${s.state === 'introducing' ? `no introduction from ${via.key}` : `${s.attempts} simultaneous-open attempts to ${s.peerPunch?.key}`})`,
-          { details: { target: s.peerUdp.key, via: via.key, state: s.state, attempts: s.attempts } },
+          `No TCP connection to ${s.peerUdp.key} opened within ${this.#o.punchTimeout} ms (${
+            s.state === 'introducing'
+              ? `no introduction from ${via.key}`
+              : s.skipped
+                ? 'no simultaneous open tried: peers agree that our NAT rewrites TCP source ports, so no punch can be aimed at us; use the relay'
+                : `${s.attempts} simultaneous-open attempts to ${s.peerPunch?.key}`
+          })`,
+          { details: { target: s.peerUdp.key, via: via.key, state: s.state, attempts: s.attempts, portsRewritten: s.skipped } },
         ),
       )
     }, this.#o.punchTimeout)

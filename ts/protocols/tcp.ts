@@ -23,7 +23,7 @@
  * | bytes | field                                                                 |
  * |-------|-----------------------------------------------------------------------|
  * | 0..4  | body length, u32 big-endian (data frames: at most `maxFrameSize`)     |
- * | 4     | type: 0x00..0xEF a data frame on that stream tag; 0xF0 HELLO; 0xF1 AUTH; 0xF2 GOAWAY |
+ * | 4     | type: 0x00..0xEF a data frame on that stream tag; 0xF0 HELLO; 0xF1 AUTH; 0xF2 GOAWAY; 0xF3 OBSERVED |
  * | 5..   | body                                                                  |
  *
  * The length is checked against the limit of its type BEFORE anything is allocated: a larger
@@ -36,7 +36,7 @@
  * | bytes  | field                                                                   |
  * |--------|-------------------------------------------------------------------------|
  * | 0      | version = 1                                                             |
- * | 1      | flags: bit 0 = an AUTH frame follows (the sender can sign)              |
+ * | 1      | flags: bit 0 = an AUTH frame follows (the sender can sign); bit 1 = the sender reads OBSERVED |
  * | 2..34  | node id (SHA-256 of the public identity)                                |
  * | 34..66 | nonce: 32 random bytes, fresh per connection                            |
  * | 66..84 | the sender's UDP address: 16 bytes IPv6 (IPv4-mapped) + port u16; zeros = unknown |
@@ -48,7 +48,16 @@
  * `"deccom-tcp-auth-v1" || receiver's nonce || sender's nonce || sender's id || receiver's id`,
  * sent after the peer's HELLO arrived. It proves the sender holds the key of the id it claims, on
  * this connection (fresh nonces: no replay). GOAWAY (empty): "this connection lost a duplicate
- * resolution; I send no more data on it" (see below).
+ * resolution; I send no more data on it" (see below). OBSERVED (18 bytes: 16 bytes IPv6 or
+ * IPv4-mapped + port u16) is sent, once, in answer to a HELLO with flag bit 1: the address the
+ * sender sees the connection come from. A second one, or one before HELLO, closes the connection
+ * (`dropped_malformed`); port 0 or an unspecified IP is ignored (`dropped_bad_observation`).
+ *
+ * ## External address
+ * Each OBSERVED becomes an observation once the connection is open (one per peer id, at most
+ * `maxObservations`). `tcpMapping()` is the IP and the port behaviour (source port kept or
+ * rewritten) that at least 2 distinct peers agree on; `externalTcpAddress()` is that IP with our
+ * listening port when ports are kept. See docs/tcp.md.
  *
  * ## Introduction and authentication
  * A connection is open once the peer's HELLO (and, if announced, its AUTH) arrived and checked out.
@@ -94,6 +103,7 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Identity } from '../identity'
 import type { Fn, LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
+import { ObservationTable } from './observations'
 
 /** Frame header: u32 length + u8 type. */
 export const TCP_HEADER_SIZE = 5
@@ -102,6 +112,11 @@ export const TCP_MAX_TAG = 0xef
 const T_HELLO = 0xf0
 const T_AUTH = 0xf1
 const T_GOAWAY = 0xf2
+const T_OBSERVED = 0xf3
+/** HELLO flags: an AUTH frame follows; the sender reads OBSERVED frames (so send it one). */
+const FLAG_AUTH = 1
+const FLAG_OBSERVED = 2
+const RAW_ADDR_LEN = 18
 const VERSION = 1
 const HELLO_FIXED = 88
 const MAX_HELLO = 512
@@ -135,6 +150,32 @@ export interface TcpTransportOptions {
   requireAuthentication?: boolean
   /** Socket buffer high-water mark in bytes (default 1 MiB). */
   highWaterMark?: number
+  /** TCP observations kept, one per observing peer (default 32; see {@link TcpTransport.tcpMapping}). */
+  maxObservations?: number
+}
+
+/** A peer (`observer`) saw one of our connections come from `address`; our end was `localPort`. */
+export interface TcpObservation {
+  observer: Buffer
+  observerHex: string
+  address: Address
+  localPort: number
+  /** ms on the layer's clock. */
+  at: number
+}
+
+/** How this node's TCP connections appear from outside, as at least 2 distinct peers agree. */
+export interface TcpMapping {
+  /** The IP address they see our connections come from. */
+  host: string
+  /**
+   * True when they saw the source port unchanged (no NAT, or a port-preserving one such as Linux
+   * MASQUERADE): a connection from local port p then appears at `host:p`. False when the NAT
+   * rewrote it (e.g. `--random-fully`): the mapped port of a new connection cannot be predicted.
+   */
+  portPreserving: boolean
+  /** How many distinct peers (node ids) agree on both. */
+  observers: number
 }
 
 /** The peer at the other end of a TCP connection. */
@@ -190,6 +231,10 @@ class Conn {
   peerNonce: Buffer | null = null
   peerPublicIdentity: Buffer | null = null
   peerWantsAuth = false
+  peerWantsObserved = false
+  /** The address the peer says it sees this connection come from (its OBSERVED frame). */
+  observed: Address | null = null
+  gotObserved = false
   peerAuthed = false
   peerUdp: Address | null = null
   peerTcp: Address | null = null
@@ -232,7 +277,7 @@ class Conn {
 
 export class TcpTransport extends Protocol {
   static override bindTo = ['localAddress']
-  static override provides = ['openConnection', 'sendStream', 'closeStream', 'disconnect', 'tcpAddress', 'pauseStream', 'resumeStream']
+  static override provides = ['openConnection', 'sendStream', 'closeStream', 'disconnect', 'tcpAddress', 'pauseStream', 'resumeStream', 'tcpMapping', 'externalTcpAddress']
   static override emits = ['onStream', 'onStreamClosed']
 
   readonly name = 'tcp'
@@ -257,6 +302,7 @@ export class TcpTransport extends Protocol {
   /** Known TCP listening address → peer id (hex), and back. */
   readonly #idOfAddr = new Map<string, string>()
   readonly #addrOfId = new Map<string, Address>()
+  readonly #observations: ObservationTable<TcpObservation>
 
   constructor(opts: TcpTransportOptions = {}) {
     super()
@@ -277,9 +323,11 @@ export class TcpTransport extends Protocol {
       handshakeTimeout: int(opts.handshakeTimeout, 10_000, 1, 'handshakeTimeout'),
       maxConnections: int(opts.maxConnections, 1024, 1, 'maxConnections'),
       highWaterMark: int(opts.highWaterMark, 1024 * 1024, 1024, 'highWaterMark'),
+      maxObservations: int(opts.maxObservations, 32, 1, 'maxObservations'),
       requireAuthentication: opts.requireAuthentication,
     }
     this.#defaultSlot = this.upper.onStream
+    this.#observations = new ObservationTable(this.#opts.maxObservations)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -359,6 +407,7 @@ export class TcpTransport extends Protocol {
     await Promise.all(closing)
     this.#idOfAddr.clear()
     this.#addrOfId.clear()
+    this.#observations.clear()
   }
 
   // ------------------------------------------------------------------------------------------
@@ -368,6 +417,34 @@ export class TcpTransport extends Protocol {
   tcpAddress(): Address {
     if (!this.#local || this.#stopped) throw closed()
     return this.#local
+  }
+
+  /**
+   * How our TCP connections appear from outside: the IP address, and whether the source port was
+   * kept, on which at least 2 distinct peers agree (each peer reports, in an OBSERVED frame, the
+   * address it sees the connection come from). Null while fewer than 2 agree — behind a NAT that
+   * rewrites ports randomly they still agree on `portPreserving: false`.
+   */
+  tcpMapping(): TcpMapping | null {
+    const a = this.#observations.agreed(mappingKey)
+    return a ? { host: a.value.address.host, portPreserving: a.value.address.port === a.value.localPort, observers: a.observers } : null
+  }
+
+  /**
+   * Our listening address as it appears from outside: the agreed {@link tcpMapping} host with our
+   * listening port, when the mapping preserves ports; else null. Without a NAT this is the address
+   * peers reach us at. Behind a port-preserving NAT it is where a connection *from* the listening
+   * port would appear; inbound connections reach it only if the NAT forwards the port.
+   */
+  externalTcpAddress(): Address | null {
+    const m = this.tcpMapping()
+    if (!m || !m.portPreserving || !this.#local) return null
+    return toAddress(m.host, this.#local.port)
+  }
+
+  /** Every TCP observation kept (one per observing peer). */
+  tcpObservations(): TcpObservation[] {
+    return this.#observations.values().map((o) => ({ ...o }))
   }
 
   /**
@@ -619,7 +696,7 @@ export class TcpTransport extends Protocol {
     const pub = id.publicIdentity.length <= MAX_PUBLIC_IDENTITY ? id.publicIdentity : Buffer.alloc(0)
     const body = Buffer.alloc(HELLO_FIXED + pub.length)
     body[0] = VERSION
-    body[1] = id.canSign && pub.length > 0 ? 1 : 0
+    body[1] = (id.canSign && pub.length > 0 ? FLAG_AUTH : 0) | FLAG_OBSERVED
     id.id.copy(body, 2)
     c.nonce.copy(body, 34)
     ;(this.#udp ? this.#udp.raw : ZERO_ADDR).copy(body, 66)
@@ -661,7 +738,7 @@ export class TcpTransport extends Protocol {
             this.#log('%s announced a frame of %d bytes (max %d): closing', c.remote.key, len, this.#opts.maxFrameSize)
             return this.#destroy(c, 'oversized')
           }
-        } else if (type > T_GOAWAY || len > controlLimit(type)) {
+        } else if (type > T_OBSERVED || len > controlLimit(type)) {
           this.count('dropped_malformed')
           return this.#destroy(c, 'malformed')
         }
@@ -705,6 +782,7 @@ export class TcpTransport extends Protocol {
     }
     if (type === T_HELLO) return this.#onHello(c, body)
     if (type === T_AUTH) return this.#onAuth(c, body)
+    if (type === T_OBSERVED) return this.#onObserved(c, body)
     return this.#onGoaway(c)
   }
 
@@ -734,7 +812,8 @@ export class TcpTransport extends Protocol {
     c.peerId = id
     c.peerNonce = Buffer.from(b.subarray(34, 66))
     c.peerPublicIdentity = pub
-    c.peerWantsAuth = (b[1] & 1) === 1
+    c.peerWantsAuth = (b[1] & FLAG_AUTH) !== 0
+    c.peerWantsObserved = (b[1] & FLAG_OBSERVED) !== 0
     if (c.peerWantsAuth && (pub === null || pub[0] !== 0x01 || pub.length !== 33)) return this.#malformed(c)
     if (pub !== null && !safeIdOf(pub)?.equals(id)) return this.#authFail(c, 'the node id is not the SHA-256 of the announced public identity')
     if (id.equals(this.#identity!.id)) return this.#authFail(c, 'the peer claims our own node id (a connection to ourselves?)')
@@ -749,6 +828,8 @@ export class TcpTransport extends Protocol {
         c.peerTcp = null
       }
     }
+    // Tell the peer where we see its connection come from (its mapped address, behind a NAT).
+    if (c.peerWantsObserved) this.#writeRaw(c, c.remote.raw, T_OBSERVED)
     const me = this.#identity!
     if (me.canSign && me.publicIdentity.length <= MAX_PUBLIC_IDENTITY) {
       const sig = me.sign(Buffer.concat([AUTH_DOMAIN, c.peerNonce, c.nonce, me.id, id]))
@@ -769,6 +850,23 @@ export class TcpTransport extends Protocol {
     if (!ok) return this.#authFail(c, 'the introduction signature does not verify')
     c.peerAuthed = true
     this.#maybeOpen(c)
+  }
+
+  #onObserved(c: Conn, body: Buffer): void {
+    if (!c.gotHello || c.gotObserved || body.length !== RAW_ADDR_LEN) return this.#malformed(c)
+    c.gotObserved = true
+    const a = body.readUInt16BE(16) === 0 ? null : decodeRaw(body, '')
+    if (!a) return this.count('dropped_bad_observation')
+    c.observed = a
+    if (c.peer) this.#observe(c)
+  }
+
+  /** Records what the peer of an open connection reported in its OBSERVED frame. */
+  #observe(c: Conn): void {
+    const localPort = c.socket.localPort
+    if (!c.observed || !c.peer || localPort === undefined) return
+    this.#observations.set(c.peer.idHex, { observer: c.peer.id, observerHex: c.peer.idHex, address: c.observed, localPort, at: this.#clock.now() })
+    this.count('observations')
   }
 
   #onGoaway(c: Conn): void {
@@ -820,6 +918,7 @@ export class TcpTransport extends Protocol {
   #open(c: Conn, authenticated: boolean): void {
     const idHex = c.peerId!.toString('hex')
     c.peer = Object.freeze({ id: c.peerId!, idHex, authenticated, udpAddress: c.peerUdp, tcpAddress: c.peerTcp, remoteAddress: c.remote })
+    this.#observe(c)
     if (c.dialled && this.#dialing.get(c.dialled.key) === c) this.#dialing.delete(c.dialled.key)
     for (const a of [c.dialled, c.peerTcp]) {
       if (!a) continue
@@ -1096,7 +1195,12 @@ function safeIdOf(publicIdentity: Buffer): Buffer | null {
 }
 
 function controlLimit(type: number): number {
-  return type === T_HELLO ? MAX_HELLO : type === T_AUTH ? SIG_LEN : 0
+  return type === T_HELLO ? MAX_HELLO : type === T_AUTH ? SIG_LEN : type === T_OBSERVED ? RAW_ADDR_LEN : 0
+}
+
+/** Observations agree when they name the same IP and the same port behaviour (kept or rewritten). */
+function mappingKey(o: TcpObservation): string {
+  return `${o.address.host}|${o.address.port === o.localPort ? 'kept' : 'rewritten'}`
 }
 
 /** A node id in hex when `to` names one (32-byte buffer, 64 hex digits, a TcpPeer), else null. */
