@@ -282,6 +282,28 @@ test('external TCP address: peers that saw our ports rewritten agree on portPres
   for (const r of raws) r.sock.destroy()
 })
 
+test('adoptSocket: bytes the socket read before it was adopted are parsed first; frames of every size then arrive both ways', async (t) => {
+  const [a, b] = [await open(t), await open(t)]
+  const sock = net.connect({ host: '127.0.0.1', port: b.tcp.tcpAddress().port })
+  await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject))
+  // B (the acceptor) sends its HELLO at once; let it land in the socket's own read buffer.
+  t.true(await until(() => sock.readableLength > 0))
+  const peer = await a.tcp.adoptSocket(sock, true)
+  t.is(peer.idHex, b.node.identity.idHex)
+  const sizes = [0, 1, 4096, 65531, 65536, 65541, 200_000, 1 << 20]
+  const atB: Buffer[] = []
+  const atA: Buffer[] = []
+  b.tcp.on('frame', (_p, d) => atB.push(d))
+  a.tcp.on('frame', (_p, d) => atA.push(d))
+  const frames = sizes.map((n) => randomBytes(n))
+  for (const f of frames) void a.tcp.sendStream(peer, f)
+  t.true(await until(() => atB.length === frames.length))
+  for (const f of frames) void b.tcp.sendStream(a.node.identity.id, f)
+  t.true(await until(() => atA.length === frames.length))
+  t.deepEqual(atB.map((d) => d.toString('hex')), frames.map((f) => f.toString('hex')))
+  t.deepEqual(atA.map((d) => d.toString('hex')), frames.map((f) => f.toString('hex')))
+})
+
 test('simultaneous connect from both sides ends with exactly one connection (initiated by the smaller id)', async (t) => {
   for (let round = 0; round < 5; round++) {
     const a = await open(t)

@@ -28,8 +28,10 @@
  *
  * The length is checked against the limit of its type BEFORE anything is allocated: a larger
  * header closes the connection (`dropped_oversized` for data frames, `dropped_malformed` for
- * control frames and unknown types). A body is gathered from the received chunks as they arrive
- * (memory grows with the bytes actually received, never with the claimed length) and joined once.
+ * control frames and unknown types). Reads go through `onread` into buffers the transport picks: a
+ * body of at most 64 KiB that spans reads is read straight into its own buffer, larger ones are
+ * gathered in pieces and joined once. Per connection, at most 64 KiB + 5 bytes are allocated before
+ * their bytes arrive (docs/tcp.md, "Receiving").
  *
  * HELLO (the first frame both sides send, at most 512 bytes):
  *
@@ -126,6 +128,14 @@ const NONCE_LEN = 32
 const AUTH_DOMAIN = Buffer.from('deccom-tcp-auth-v1')
 /** Frames up to this size are copied behind their header (one write); larger ones are written by reference. */
 const COPY_LIMIT = 16 * 1024
+/** Size of the shared buffer that reads at frame boundaries go into (consumed within the read callback). */
+const SCRATCH_SIZE = 64 * 1024
+/**
+ * A frame body up to this size that spans reads gets its own buffer when its header arrives, and the
+ * rest of it is read straight into that buffer (no copy). Per connection, memory may then run ahead
+ * of the bytes received by at most this much. Larger bodies are gathered in pieces and joined once.
+ */
+const DIRECT_LIMIT = 64 * 1024
 const RESOLVED = Promise.resolve()
 const ZERO_ADDR = Buffer.alloc(18)
 
@@ -261,6 +271,13 @@ class Conn {
   frameLen = 0
   /** A large frame's received pieces (memory grows with the bytes that actually arrive). */
   parts: Buffer[] = []
+  /** A frame (≤ DIRECT_LIMIT) being read straight into its own buffer: body + room for the next header. */
+  frame: Buffer | null = null
+  filled = 0
+  /** The socket reads through `onread` (into buffers from #readBuffer), not through 'data' events. */
+  reader = false
+  /** The last read filled its buffer (more is probably waiting): read into a fresh buffer, not the scratch. */
+  busy = false
 
   constructor(
     readonly socket: net.Socket,
@@ -303,6 +320,8 @@ export class TcpTransport extends Protocol {
   readonly #idOfAddr = new Map<string, string>()
   readonly #addrOfId = new Map<string, Address>()
   readonly #observations: ObservationTable<TcpObservation>
+  /** Reads at frame boundaries go here; every connection shares it (see #onBytes). */
+  readonly #scratch = Buffer.allocUnsafe(SCRATCH_SIZE)
 
   constructor(opts: TcpTransportOptions = {}) {
     super()
@@ -375,7 +394,7 @@ export class TcpTransport extends Protocol {
     this.#noise = (noise as unknown as NoiseLike | undefined) ?? null
     this.#requireAuth = this.#opts.requireAuthentication ?? this.#noise !== null
     const host = this.#opts.host ?? this.#udp?.host ?? '127.0.0.1'
-    const server = net.createServer({ allowHalfOpen: true, highWaterMark: this.#opts.highWaterMark, noDelay: true } as net.ServerOpts, (s) => this.#accept(s))
+    const server = net.createServer({ allowHalfOpen: true, highWaterMark: this.#opts.highWaterMark, noDelay: true, pauseOnConnect: true } as net.ServerOpts, (s) => this.#accept(s))
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException): void => {
         const code = e.code === 'EADDRINUSE' ? ErrorCode.ADDRESS_IN_USE : ErrorCode.SOCKET
@@ -570,11 +589,8 @@ export class TcpTransport extends Protocol {
       socket.destroy()
       return Promise.reject(e)
     }
-    socket.setNoDelay(true)
-    const c = new Conn(socket, initiator, remote, null)
     this.count('connections_adopted')
-    this.#attach(c)
-    this.#sendHello(c)
+    const c = this.#wrap(socket, initiator, remote)
     return new Promise<TcpPeer>((resolve, reject) => c.waiters.push({ resolve, reject }))
   }
 
@@ -640,11 +656,12 @@ export class TcpTransport extends Protocol {
     if (this.#conns.size >= this.#opts.maxConnections) {
       throw new DeccomError(ErrorCode.TCP_CONNECT_FAILED, `TcpTransport already has ${this.#conns.size} connections (maxConnections)`, { details: { max: this.#opts.maxConnections } })
     }
-    const socket = net.connect({ host: addr.host, port: addr.port, allowHalfOpen: true, noDelay: true, highWaterMark: this.#opts.highWaterMark } as net.NetConnectOpts)
-    const c = new Conn(socket, true, addr, addr)
+    const ref: ConnRef = { c: null }
+    const socket = net.connect({ host: addr.host, port: addr.port, allowHalfOpen: true, noDelay: true, highWaterMark: this.#opts.highWaterMark, onread: this.#onread(ref) } as net.NetConnectOpts)
+    const c = (ref.c = new Conn(socket, true, addr, addr))
     this.#dialing.set(addr.key, c)
     this.count('connections_opened')
-    this.#attach(c)
+    this.#attach(c, true)
     socket.once('connect', () => this.#sendHello(c))
     return c
   }
@@ -662,18 +679,68 @@ export class TcpTransport extends Protocol {
       socket.destroy()
       return
     }
-    const c = new Conn(socket, false, remote, null)
     this.count('connections_accepted')
-    this.#attach(c)
-    this.#sendHello(c)
+    this.#wrap(socket, false, remote)
   }
 
-  #attach(c: Conn): void {
+  /**
+   * A connection on an accepted or adopted socket. Its handle is moved into a new socket that reads
+   * through `onread` (which `net.createServer` does not offer in Node 20), so that frame bodies are
+   * read straight into their own buffers; bytes the old socket already read are parsed first. If
+   * the handle cannot be moved (a socket without one), the socket is read through 'data' events.
+   * Sends our HELLO (before anything we parse can make us answer).
+   */
+  #wrap(raw: net.Socket, outbound: boolean, remote: Address): Conn {
+    const ref: ConnRef = { c: null }
+    const r = raw as unknown as { _handle?: object | null }
+    const handle = r._handle
+    let socket: net.Socket | null = null
+    if (handle) {
+      try {
+        socket = new net.Socket({ handle, allowHalfOpen: true, readable: true, writable: true, highWaterMark: this.#opts.highWaterMark, onread: this.#onread(ref) } as net.SocketConstructorOpts)
+      } catch (e) {
+        this.#log('cannot read %s through onread (%s): using data events', remote.key, (e as Error).message)
+      }
+    }
+    let pending: Buffer | null | undefined
+    if (socket) {
+      // The handle now belongs to `socket`: take what `raw` already read, then let it go.
+      r._handle = null
+      pending = raw.readableLength > 0 ? (raw.read() as Buffer | null) : null
+      raw.destroy()
+    } else {
+      socket = raw
+      raw.resume()
+    }
+    socket.setNoDelay(true)
+    const c = (ref.c = new Conn(socket, outbound, remote, null))
+    this.#attach(c, pending !== undefined)
+    this.#sendHello(c)
+    if (pending) this.#onBytes(c, pending, true)
+    return c
+  }
+
+  /** `onread` options for a connection's socket (the Conn is filled in once it exists). */
+  #onread(ref: ConnRef): { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } {
+    return {
+      buffer: () => (ref.c === null ? this.#scratch : this.#readBuffer(ref.c)),
+      callback: (n, buf) => {
+        if (ref.c !== null) this.#onRead(ref.c, n, buf as Buffer)
+        return true
+      },
+    }
+  }
+
+  /** Wires a connection's socket; `reader`: it reads through `onread`, else through 'data' events. */
+  #attach(c: Conn, reader: boolean): void {
     this.#conns.add(c)
     c.lastActive = this.#clock.now()
     c.timer = this.#clock.setTimeout(() => this.#handshakeTimeout(c), this.#opts.handshakeTimeout)
     const s = c.socket
-    s.on('data', (chunk: Buffer) => this.#onData(c, chunk))
+    c.reader = reader
+    // Without a 'data' listener, flow explicitly, so that 'end' is emitted.
+    if (reader) s.resume()
+    else s.on('data', (chunk: Buffer) => this.#onBytes(c, chunk, true))
     s.on('drain', () => this.#onDrain(c))
     s.on('end', () => this.#onEnd(c))
     s.on('error', (e) => {
@@ -709,11 +776,63 @@ export class TcpTransport extends Protocol {
   // ------------------------------------------------------------------------------------------
   // Receiving
 
-  #onData(c: Conn, chunk: Buffer): void {
+  /** The buffer the next read of `c` goes into (the `onread` buffer function). */
+  #readBuffer(c: Conn): Uint8Array {
+    if (c.frame) return c.frame.subarray(c.filled)
+    if (c.need > 0) return Buffer.allocUnsafe(Math.min(c.need + TCP_HEADER_SIZE, SCRATCH_SIZE))
+    return c.busy ? Buffer.allocUnsafe(SCRATCH_SIZE) : this.#scratch
+  }
+
+  /** `n` bytes were read into `buf` (the buffer {@link #readBuffer} gave for this read). */
+  #onRead(c: Conn, n: number, buf: Buffer): void {
+    const f = c.frame
+    c.busy = n === buf.length
+    // Frames may stay views of a buffer of ours that the read filled at least half (as Node shrinks
+    // a partly filled read buffer, a small frame must not pin a large one); otherwise they are copied.
+    if (f === null || buf.buffer !== f.buffer || buf.byteOffset !== f.byteOffset + c.filled) return this.#onBytes(c, buf.subarray(0, n), buf !== this.#scratch && 2 * n >= buf.length)
+    if (c.state === 'closed') return
+    c.filled += n
+    this.#frameFilled(c)
+  }
+
+  /** After bytes went into `c.frame`: delivers it once complete, then parses what follows it. */
+  #frameFilled(c: Conn): void {
+    const f = c.frame!
+    if (c.filled < c.frameLen) {
+      c.need = c.frameLen - c.filled
+      return
+    }
+    // The body is complete; up to TCP_HEADER_SIZE bytes after it belong to the next header.
+    const end = c.filled
+    c.frame = null
+    c.need = -1
+    this.#frame(c, c.type, f.subarray(0, c.frameLen))
+    if (end > c.frameLen) this.#onBytes(c, f.subarray(c.frameLen, end), true)
+  }
+
+  /**
+   * Parses received bytes. `owned`: `chunk` is ours to keep (frames may be views of it); otherwise it
+   * is the shared scratch buffer, and whatever is kept is copied out.
+   */
+  #onBytes(c: Conn, chunk: Buffer, owned: boolean): void {
     const n = chunk.length
     let off = 0
     while (off < n) {
       if (c.state === 'closed') return
+      if (c.frame !== null) {
+        // Bytes of a direct frame that were read elsewhere (only before the first read into it).
+        const take = Math.min(c.frame.length - c.filled, n - off)
+        chunk.copy(c.frame, c.filled, off, off + take)
+        off += take
+        c.filled += take
+        if (c.filled < c.frameLen) {
+          c.need = c.frameLen - c.filled
+          continue
+        }
+        // #frameFilled parses the bytes after the body itself; ours continue after them.
+        this.#frameFilled(c)
+        continue
+      }
       if (c.need < 0) {
         let len: number
         let type: number
@@ -743,7 +862,7 @@ export class TcpTransport extends Protocol {
           return this.#destroy(c, 'malformed')
         }
         if (n - off >= len) {
-          const body = chunk.subarray(off, off + len)
+          const body = owned ? chunk.subarray(off, off + len) : Buffer.from(chunk.subarray(off, off + len))
           off += len
           this.#frame(c, type, body)
           continue
@@ -751,11 +870,18 @@ export class TcpTransport extends Protocol {
         c.type = type
         c.frameLen = len
         c.need = len - (n - off)
-        c.parts.push(chunk.subarray(off))
+        if (len <= DIRECT_LIMIT && c.reader) {
+          // Read the rest straight into the frame's own buffer (with room for the next header).
+          c.frame = Buffer.allocUnsafe(len + TCP_HEADER_SIZE)
+          c.filled = chunk.copy(c.frame, 0, off, n)
+          return
+        }
+        c.parts.push(owned ? chunk.subarray(off) : Buffer.from(chunk.subarray(off)))
         return
       }
       const take = Math.min(c.need, n - off)
-      c.parts.push(take === n && off === 0 ? chunk : chunk.subarray(off, off + take))
+      const piece = take === n && off === 0 ? chunk : chunk.subarray(off, off + take)
+      c.parts.push(owned ? piece : Buffer.from(piece))
       off += take
       c.need -= take
       if (c.need === 0) {
@@ -1130,6 +1256,7 @@ export class TcpTransport extends Protocol {
     this.#clock.clearTimeout(c.timer)
     c.timer = undefined
     c.parts = []
+    c.frame = null
     c.held = []
     this.#conns.delete(c)
     if (c.dialled && this.#dialing.get(c.dialled.key) === c) this.#dialing.delete(c.dialled.key)
@@ -1179,6 +1306,10 @@ export class TcpTransport extends Protocol {
       })
     }
   }
+}
+
+interface ConnRef {
+  c: Conn | null
 }
 
 interface NoiseLike {
