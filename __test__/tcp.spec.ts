@@ -304,6 +304,33 @@ test('adoptSocket: bytes the socket read before it was adopted are parsed first;
   t.deepEqual(atA.map((d) => d.toString('hex')), frames.map((f) => f.toString('hex')))
 })
 
+test('a stream cut into random pieces (reads ending anywhere: in headers, in bodies read in place, in gathered bodies) is parsed byte-exact', async (t) => {
+  const a = await open(t)
+  const got: Buffer[] = []
+  a.tcp.on('frame', (_p, d) => got.push(d))
+  const raw = await rawConnect(a.tcp.tcpAddress().port)
+  raw.sock.setNoDelay(true)
+  raw.sock.write(hello(Identity.fromString('slicer')).frame)
+  const sizes = [0, 1, 5, 100, 4096, 65531, 65536, 65541, 70_000, 200_000, 3, 65536, 0, 1 << 20, 7]
+  const frames = sizes.map((n) => randomBytes(n))
+  const stream = Buffer.concat(frames.map((f) => frame(1, f)))
+  let seed = 12345
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0
+    return seed % n
+  }
+  for (let off = 0; off < stream.length; ) {
+    // Mostly small pieces (reads end in headers and early in bodies), sometimes large ones.
+    const len = Math.min(stream.length - off, 1 + (rand(4) === 0 ? rand(150_000) : rand(40)))
+    raw.sock.write(stream.subarray(off, off + len))
+    off += len
+    if (rand(3) === 0) await new Promise((r) => setImmediate(r))
+  }
+  t.true(await until(() => got.length === frames.length, 10_000), `${got.length} of ${frames.length} frames`)
+  t.deepEqual(got.map((d) => d.toString('hex')), frames.map((f) => f.toString('hex')))
+  raw.sock.destroy()
+})
+
 test('simultaneous connect from both sides ends with exactly one connection (initiated by the smaller id)', async (t) => {
   for (let round = 0; round < 5; round++) {
     const a = await open(t)
