@@ -196,6 +196,44 @@ test('many upper layers may bind to the same provided method', (t) => {
   )
 })
 
+test('an optional binding ("name?") binds to the nearest provider below, or returns undefined when none', (t) => {
+  class Reader extends Protocol {
+    static override bindTo = ['sendDatagram', 'externalAddress?']
+    readonly name = 'reader'
+    external(): unknown {
+      return this.lower.externalAddress()
+    }
+  }
+  class Observer extends Protocol {
+    static override provides = ['externalAddress']
+    readonly name = 'observer'
+    constructor(readonly value: string) {
+      super()
+    }
+    externalAddress(): string {
+      return this.value
+    }
+  }
+  // Absent: the stack builds and the call returns undefined.
+  const alone = new Reader()
+  new Stack([alone, new Udp()]).build()
+  t.is(alone.external(), undefined)
+  // Present: nearest first, past layers that do not provide it.
+  const reader = new Reader()
+  const stack = new Stack([reader, new Observer('near'), new ReliableUdp(), new Observer('far'), new Udp()])
+  stack.build()
+  t.is(reader.external(), 'near')
+  t.is(stack.describe()[0].bindTo.externalAddress, 'observer')
+  // "?" is for bindTo only.
+  class Bad extends Protocol {
+    static override provides = ['x?']
+    readonly name = 'bad'
+    'x?'(): void {}
+  }
+  const err = t.throws(() => new Stack([new Bad(), new Udp()]).build(), { instanceOf: StackError })
+  t.is(err?.code, ErrorCode.STACK_INVALID)
+})
+
 // ---------------------------------------------------------------------------------------------
 // Validation errors
 // ---------------------------------------------------------------------------------------------

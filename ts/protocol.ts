@@ -3,7 +3,9 @@
  *
  * A layer is a class extending {@link Protocol} that declares, as static arrays on its class:
  * - `bindTo`:   methods it calls on lower layers (calls going down), resolved against ANY layer
- *               below, the nearest first;
+ *               below, the nearest first. A name ending in `?` is optional: the layer calls it
+ *               without the `?` (`this.lower.externalAddress()` for `'externalAddress?'`), and
+ *               when no layer below provides it, the call returns undefined;
  * - `bindFrom`: callbacks it offers that a lower layer calls (events going up);
  * - `provides`: its methods that upper layers may `bindTo`;
  * - `emits`:    callback slots it calls upward, each filled by exactly one upper layer's `bindFrom`;
@@ -93,7 +95,7 @@ export abstract class Protocol {
 
   constructor() {
     const cls = new.target as unknown as typeof Protocol
-    for (const n of cls.bindTo) this.lower[n] = notBuilt(this, n)
+    for (const n of cls.bindTo) this.lower[bindingName(n)] = notBuilt(this, bindingName(n))
     for (const n of cls.emits) this.upper[n] = this.#dropNoConsumer
   }
 
@@ -140,6 +142,11 @@ export abstract class Protocol {
     this.count('dropped_no_consumer')
     return undefined
   }
+}
+
+/** The method name of a `bindTo` declaration (without the `?` of an optional one). */
+export function bindingName(declared: string): string {
+  return declared.endsWith('?') ? declared.slice(0, -1) : declared
 }
 
 /** Placeholder for a `lower` binding before the stack is built. */

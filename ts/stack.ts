@@ -9,7 +9,7 @@
  * applied only when the whole stack is valid, so a failed build leaves the layers untouched.
  */
 import { DeccomError, ErrorCode, StackError } from './errors'
-import { type DeclarationKind, type Fn, type LayerContext, Protocol } from './protocol'
+import { type DeclarationKind, type Fn, type LayerContext, Protocol, bindingName } from './protocol'
 
 /** One row of {@link Stack.describe}: which layer each binding of `layer` resolved to. */
 export interface BindingDescription {
@@ -169,8 +169,8 @@ function declarationsOf(layer: Protocol, name: string): Declarations {
   const d = {} as Declarations
   for (const kind of KINDS) {
     const list = cls[kind] ?? []
-    if (!Array.isArray(list) || list.some((n) => typeof n !== 'string' || n === '')) {
-      throw invalid(name, `Layer "${name}": static ${kind} must be an array of non-empty method names.`)
+    if (!Array.isArray(list) || list.some((n) => typeof n !== 'string' || n === '' || n === '?' || (kind !== 'bindTo' && n.endsWith('?')))) {
+      throw invalid(name, `Layer "${name}": static ${kind} must be an array of non-empty method names (a trailing "?" marks an optional bindTo only).`)
     }
     d[kind] = list
   }
@@ -183,6 +183,9 @@ function declarationsOf(layer: Protocol, name: string): Declarations {
   }
   return d
 }
+
+/** An optional binding that no layer below provides. */
+const absent: Fn = () => undefined
 
 function invalid(layer: string, message: string, binding = ''): StackError {
   return new StackError(ErrorCode.STACK_INVALID, message, { layer, binding })
@@ -273,8 +276,14 @@ function plan(layers: readonly Protocol[]): { names: string[]; wires: Wire[]; de
     const layer = layers[i]
     const name = names[i]
 
-    for (const n of decl[i].bindTo) {
+    for (const declared of decl[i].bindTo) {
+      const n = bindingName(declared)
       const { found, searched } = searchBelow(i, (j) => has(j, 'provides', n))
+      if (found < 0 && declared !== n) {
+        // Optional and absent: calls return undefined.
+        wires.push([tables(layer).lower, n, absent])
+        continue
+      }
       if (found < 0) {
         throw new StackError(
           ErrorCode.BINDING_MISSING,
