@@ -109,6 +109,8 @@ export interface NoiseOptions {
   rateLimitPerPeer?: number
   rateLimitBurst?: number
   rateLimitGlobal?: number
+  /** Verified identity bindings remembered, so a peer met again (rekey, reconnection) costs no Ed25519 verification (default 1024; 0: off). */
+  verifiedBindings?: number
   /** Largest message in bytes (default 256 MiB). Larger messages are split into frames. */
   maxMessageSize?: number
   /** Largest frame (one Noise message's plaintext), bytes (default 60,000; at most 65,519). */
@@ -250,6 +252,7 @@ export class Noise extends Protocol {
           rateLimitPerPeer: o.rateLimitPerPeer,
           rateLimitBurst: o.rateLimitBurst,
           rateLimitGlobal: o.rateLimitGlobal,
+          verifiedBindings: o.verifiedBindings,
           signEpoch: o.signEpoch,
           seed: o.seed ? Buffer.from(o.seed) : undefined,
         },
@@ -396,6 +399,7 @@ export class Noise extends Protocol {
       rateLimitPerPeer: o.rateLimitPerPeer,
       rateLimitBurst: o.rateLimitBurst,
       rateLimitGlobal: o.rateLimitGlobal,
+      verifiedBindings: o.verifiedBindings,
       // The stage carries reliable-UDP datagrams: let many queue behind a handshake.
       maxPendingPerPeer: 4096,
     }, {

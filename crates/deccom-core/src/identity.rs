@@ -31,11 +31,15 @@
 //!
 //! # Secrets
 //!
-//! Secret keys live in [`ed25519_dalek::SigningKey`], which is zeroized on drop; temporary seed
-//! buffers are zeroized too. `Debug` of an [`Identity`] prints only its kind and a short id.
+//! Secret keys live in [`ed25519_dalek::SigningKey`], which is zeroized on drop, and in AWS-LC's
+//! Ed25519 key used for signing (freed through `OPENSSL_free`, which clears the memory);
+//! temporary seed buffers are zeroized too. `Debug` of an [`Identity`] prints only its kind and a short id.
 
 use core::fmt;
 
+use std::sync::Arc;
+
+use aws_lc_rs::signature::Ed25519KeyPair;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -229,7 +233,11 @@ fn check_name(name: &[u8]) -> Result<(), &'static str> {
 
 #[derive(Clone)]
 enum Secret {
-    Ed25519(SigningKey),
+    /// The dalek key gives the public key and the seed; AWS-LC signs (about twice as fast as
+    /// ed25519-dalek's signing on x86-64, and byte-identical: Ed25519 signatures are
+    /// deterministic, RFC 8032). `None` only if AWS-LC refused the seed, which it does not for
+    /// 32 bytes; dalek signs then.
+    Ed25519(SigningKey, Option<Arc<Ed25519KeyPair>>),
     Name(String),
 }
 
@@ -245,7 +253,7 @@ pub struct Identity {
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.secret {
-            Secret::Ed25519(_) => "ed25519",
+            Secret::Ed25519(..) => "ed25519",
             Secret::Name(_) => "name",
         };
         f.debug_struct("Identity")
@@ -317,8 +325,12 @@ impl Identity {
 
     fn from_signing_key(key: SigningKey) -> Identity {
         let id = PublicIdentity::Ed25519(key.verifying_key().to_bytes()).id();
+        let seed = Zeroizing::new(key.to_bytes());
+        let signer = Ed25519KeyPair::from_seed_unchecked(seed.as_ref())
+            .ok()
+            .map(Arc::new);
         Identity {
-            secret: Secret::Ed25519(key),
+            secret: Secret::Ed25519(key, signer),
             id,
         }
     }
@@ -327,7 +339,7 @@ impl Identity {
     #[must_use]
     pub fn public_identity(&self) -> PublicIdentity {
         match &self.secret {
-            Secret::Ed25519(key) => PublicIdentity::Ed25519(key.verifying_key().to_bytes()),
+            Secret::Ed25519(key, _) => PublicIdentity::Ed25519(key.verifying_key().to_bytes()),
             Secret::Name(name) => PublicIdentity::Name(name.as_bytes().to_vec()),
         }
     }
@@ -347,7 +359,7 @@ impl Identity {
     /// Whether this identity is an Ed25519 key pair (and so can sign).
     #[must_use]
     pub fn is_keypair(&self) -> bool {
-        matches!(self.secret, Secret::Ed25519(_))
+        matches!(self.secret, Secret::Ed25519(..))
     }
 
     /// The 32-byte secret seed, for saving; `None` for a name identity.
@@ -356,7 +368,7 @@ impl Identity {
     #[must_use]
     pub fn secret_seed(&self) -> Option<[u8; 32]> {
         match &self.secret {
-            Secret::Ed25519(key) => Some(key.to_bytes()),
+            Secret::Ed25519(key, _) => Some(key.to_bytes()),
             Secret::Name(_) => None,
         }
     }
@@ -368,7 +380,12 @@ impl Identity {
     /// [`Error::NoSecretKey`] for a name identity.
     pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
         match &self.secret {
-            Secret::Ed25519(key) => Ok(key.sign(msg).to_bytes()),
+            Secret::Ed25519(_, Some(signer)) => {
+                let mut out = [0u8; 64];
+                out.copy_from_slice(signer.sign(msg).as_ref());
+                Ok(out)
+            }
+            Secret::Ed25519(key, None) => Ok(key.sign(msg).to_bytes()),
             Secret::Name(_) => Err(Error::NoSecretKey),
         }
     }
@@ -381,7 +398,7 @@ impl Identity {
     ///
     /// [`Error::NoSecretKey`] for a name identity.
     pub fn to_key_file(&self) -> Result<String, Error> {
-        let Secret::Ed25519(key) = &self.secret else {
+        let Secret::Ed25519(key, _) = &self.secret else {
             return Err(Error::NoSecretKey);
         };
         let seed = Zeroizing::new(key.to_bytes());
@@ -557,6 +574,19 @@ mod tests {
         let b = Identity::generate();
         assert!(a.is_keypair());
         assert_ne!(a.id(), b.id());
+    }
+
+    #[test]
+    fn signatures_are_byte_identical_to_ed25519_dalek() {
+        for n in 0u8..8 {
+            let seed = [n.wrapping_mul(37); 32];
+            let identity = Identity::from_seed(&seed);
+            let dalek = SigningKey::from_bytes(&seed);
+            for len in [0usize, 1, 32, 200] {
+                let msg: Vec<u8> = (0..len).map(|i| (i as u8) ^ n).collect();
+                assert_eq!(identity.sign(&msg).unwrap(), dalek.sign(&msg).to_bytes());
+            }
+        }
     }
 
     #[test]

@@ -778,6 +778,35 @@ mod noise {
     }
 
     #[test]
+    fn rekeys_reuse_verified_bindings_unless_the_cache_is_off() {
+        for (verified_bindings, cached) in [(1024usize, true), (0, false)] {
+            let cfg = Config {
+                rekey_after_messages: 20,
+                verified_bindings,
+                ..Config::default()
+            };
+            let mut p = Pair::new(cfg.clone(), cfg);
+            p.handshake();
+            for i in 0..100u32 {
+                p.send(A, &i.to_be_bytes());
+                p.run(Duration::from_millis(3));
+            }
+            p.run(Duration::from_millis(200));
+            assert_eq!(Pair::messages(&p.events_b).len(), 100);
+            let (sa, sb) = (p.a.stats(), p.b.stats());
+            assert!(sa.rekeys >= 3, "{sa:?}");
+            if cached {
+                // Every handshake after the first found both bindings verified already.
+                assert_eq!(sa.bindings_cached, sa.rekeys, "{sa:?}");
+                assert_eq!(sb.bindings_cached, sb.rekeys, "{sb:?}");
+            } else {
+                assert_eq!(sa.bindings_cached + sb.bindings_cached, 0);
+            }
+            assert!(p.authenticated());
+        }
+    }
+
+    #[test]
     fn rekey_after_time_and_expiry() {
         let cfg = Config {
             rekey_after_time: Duration::from_secs(2),

@@ -62,6 +62,9 @@ pub struct NoiseEndpointOptions {
   pub max_message_len: Option<u32>,
   /// Sign-mode epoch; must grow across restarts (default: Unix time in ms now).
   pub sign_epoch: Option<f64>,
+  /// Verified identity bindings remembered so a peer met again costs no Ed25519 verification
+  /// (default 1024; 0 turns the cache off).
+  pub verified_bindings: Option<u32>,
   /// Handshake towards peers that send data for an unknown session (default true).
   pub connect_on_unknown_session: Option<bool>,
   /// 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only.
@@ -162,7 +165,7 @@ pub(crate) fn config(o: &NoiseEndpointOptions) -> Result<Config> {
   if let Some(v) = o.rekey_grace {
     c.rekey_grace = ms(v, "rekeyGrace")?;
   }
-  let usize_opts: [(Option<u32>, &mut usize); 8] = [
+  let usize_opts: [(Option<u32>, &mut usize); 9] = [
     (o.replay_window_bits, &mut c.replay_window_bits),
     (o.max_sessions, &mut c.max_sessions),
     (o.max_half_open, &mut c.max_half_open),
@@ -171,6 +174,7 @@ pub(crate) fn config(o: &NoiseEndpointOptions) -> Result<Config> {
     (o.max_pending_per_peer, &mut c.max_pending_per_peer),
     (o.max_transmit_queue, &mut c.max_transmit_queue),
     (o.max_events, &mut c.max_events),
+    (o.verified_bindings, &mut c.verified_bindings),
   ];
   for (v, field) in usize_opts {
     if let Some(v) = v {
@@ -383,13 +387,14 @@ impl NoiseEndpoint {
   }
 }
 
-pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 37] {
+pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 38] {
   [
     ("handshakes_initiated", s.handshakes_initiated),
     ("handshakes_completed", s.handshakes_completed),
     ("handshakes_failed_timeout", s.handshakes_failed_timeout),
     ("handshakes_failed_decrypt", s.handshakes_failed_decrypt),
     ("handshakes_failed_binding", s.handshakes_failed_binding),
+    ("bindings_cached", s.bindings_cached),
     ("simultaneous_open_ignored", s.simultaneous_open_ignored),
     ("simultaneous_open_yielded", s.simultaneous_open_yielded),
     ("half_open_evicted", s.half_open_evicted),

@@ -2,17 +2,19 @@
 //! identity binding payload, and the cookie MACs.
 
 use core::hash::{Hash, Hasher};
+use std::collections::{HashMap, VecDeque};
 
 use blake2::digest::{consts::U16, KeyInit, Mac};
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::resolvers::CryptoResolver;
 use snow::types::{Cipher, Dh, Hash as NoiseHash, Random};
 use zeroize::Zeroizing;
 
 use super::error::{HandshakeError, NoiseError};
+use super::primitives::{x25519_public, Blake2b, ChaChaPoly, X25519Dh};
 use super::wire::{KEY_LEN, MAC_LEN, SIG_LEN};
 use crate::identity::{verify, Identity, NodeId, PublicIdentity, KIND_ED25519};
 
@@ -40,8 +42,8 @@ impl Random for SeededRandom {
 }
 
 /// A `snow` resolver whose RNG is a ChaCha20 stream from a 32-byte seed we draw from the
-/// endpoint's own seeded generator (one fresh seed per handshake). Primitives come from snow's
-/// pure-Rust default resolver; the OS RNG is never touched.
+/// endpoint's own seeded generator (one fresh seed per handshake). X25519 and ChaCha20-Poly1305
+/// (AWS-LC) and BLAKE2b come from [`super::primitives`]; the OS RNG is never touched.
 pub(crate) struct SeededResolver {
     seed: Zeroizing<[u8; 32]>,
 }
@@ -60,15 +62,24 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
+        match choice {
+            DHChoice::Curve25519 => Some(Box::<X25519Dh>::default()),
+            _ => None,
+        }
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn NoiseHash>> {
-        DefaultResolver.resolve_hash(choice)
+        match choice {
+            HashChoice::Blake2b => Some(Box::<Blake2b>::default()),
+            _ => None,
+        }
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        match choice {
+            CipherChoice::ChaChaPoly => Some(Box::<ChaChaPoly>::default()),
+            _ => None,
+        }
     }
 }
 
@@ -102,14 +113,8 @@ pub(crate) fn static_keypair(
     h.update(STATIC_KEY_DOMAIN);
     h.update(seed.as_ref());
     let private = Zeroizing::new(<[u8; 32]>::from(h.finalize()));
-    let mut dh = DefaultResolver
-        .resolve_dh(&DHChoice::Curve25519)
-        .ok_or(NoiseError::Crypto {
-            reason: "X25519 unavailable",
-        })?;
-    dh.set(private.as_ref());
-    let public: [u8; 32] = dh.pubkey().try_into().map_err(|_| NoiseError::Crypto {
-        reason: "X25519 public key has the wrong length",
+    let public = x25519_public(&private).ok_or(NoiseError::Crypto {
+        reason: "X25519 unavailable",
     })?;
     Ok((private, public))
 }
@@ -181,6 +186,62 @@ pub(crate) fn verify_binding(
     match verify(key, &static_sig_message(remote_static), &sig) {
         Ok(true) => Ok((identity, id)),
         _ => Err(HandshakeError::BadSignature),
+    }
+}
+
+/// How many verified identity bindings an endpoint remembers by default (see [`BindingCache`]).
+pub(crate) const VERIFIED_BINDINGS: usize = 1024;
+
+/// The identity bindings an endpoint has verified, so that a peer it meets again (a rekey every
+/// two minutes, a reconnection, IK after XX) costs no second Ed25519 verification.
+///
+/// The key is SHA-256 of the remote static key and the whole binding payload; an entry exists
+/// only for a payload whose checks all passed. Verification is a pure function of those bytes,
+/// so a hit gives exactly the answer a fresh verification would. Bounded: the oldest entry goes
+/// first (FIFO) once `Config::verified_bindings` are held.
+pub(crate) struct BindingCache {
+    map: HashMap<[u8; 32], (PublicIdentity, NodeId)>,
+    order: VecDeque<[u8; 32]>,
+    capacity: usize,
+    /// Verifications the cache spared.
+    pub(crate) hits: u64,
+}
+
+impl BindingCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        BindingCache {
+            map: HashMap::with_capacity(capacity.min(64)),
+            order: VecDeque::with_capacity(capacity.min(64)),
+            capacity,
+            hits: 0,
+        }
+    }
+
+    /// [`verify_binding`], answered from the cache when these exact bytes passed before.
+    pub(crate) fn verify(
+        &mut self,
+        payload: &[u8],
+        remote_static: &[u8],
+    ) -> Result<(PublicIdentity, NodeId), HandshakeError> {
+        let mut h = Sha256::new();
+        h.update(remote_static);
+        h.update(payload);
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(hit) = self.map.get(&key) {
+            self.hits += 1;
+            return Ok(hit.clone());
+        }
+        let verified = verify_binding(payload, remote_static)?;
+        if self.capacity > 0 {
+            if self.order.len() >= self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+            self.order.push_back(key);
+            self.map.insert(key, verified.clone());
+        }
+        Ok(verified)
     }
 }
 
@@ -306,6 +367,39 @@ mod tests {
         let mut bad_ver = p;
         bad_ver[0] = 9;
         assert_eq!(verify_binding(&bad_ver, &s), Err(HandshakeError::Malformed));
+    }
+
+    #[test]
+    fn binding_cache_answers_repeats_and_never_caches_failures() {
+        let id = ident(8);
+        let (_, s) = static_keypair(&id).unwrap();
+        let p = binding_payload(&id, &s).unwrap();
+        let mut cache = BindingCache::new(2);
+        assert_eq!(cache.verify(&p, &s).unwrap().1, id.id());
+        assert_eq!(cache.hits, 0);
+        assert_eq!(cache.verify(&p, &s).unwrap().1, id.id());
+        assert_eq!(cache.hits, 1);
+        // A failure is recomputed (and fails) every time; a cached payload does not verify
+        // for another static key.
+        let (_, other) = static_keypair(&ident(9)).unwrap();
+        for _ in 0..2 {
+            assert_eq!(cache.verify(&p, &other), Err(HandshakeError::BadSignature));
+        }
+        let mut bad = p.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert_eq!(cache.verify(&bad, &s), Err(HandshakeError::BadSignature));
+        assert_eq!(cache.hits, 1);
+        // Bounded: two more identities push the first one out.
+        for n in [10u8, 11] {
+            let i = ident(n);
+            let (_, si) = static_keypair(&i).unwrap();
+            cache.verify(&binding_payload(&i, &si).unwrap(), &si).unwrap();
+        }
+        assert_eq!(cache.map.len(), 2);
+        assert_eq!(cache.order.len(), 2);
+        cache.verify(&p, &s).unwrap();
+        assert_eq!(cache.hits, 1, "evicted, so verified again");
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Config {
     /// Start a handshake towards a peer that sends transport data for a session we do not have
     /// (we restarted or evicted it), at most once per handshake lifetime. Default `true`.
     pub connect_on_unknown_session: bool,
+    /// Verified identity bindings remembered, so that meeting a peer again (rekey, reconnection)
+    /// skips the Ed25519 verification; 0 turns the cache off. Default 1024.
+    pub verified_bindings: usize,
 }
 
 impl Default for Config {
@@ -124,6 +127,7 @@ impl Default for Config {
             max_message_len: MAX_MESSAGE_LEN,
             sign_epoch: 0,
             connect_on_unknown_session: true,
+            verified_bindings: crypto::VERIFIED_BINDINGS,
         }
     }
 }
@@ -236,6 +240,9 @@ pub struct Stats {
     /// Handshakes rejected for their identity binding (bad signature, id mismatch, name
     /// identity, malformed payload). The session is never created.
     pub handshakes_failed_binding: u64,
+    /// Identity bindings accepted without a second Ed25519 verification, because these exact
+    /// bytes (remote static key and binding) had been verified before (see the module docs).
+    pub bindings_cached: u64,
     /// Simultaneous opens where we kept our initiation and ignored the peer's.
     pub simultaneous_open_ignored: u64,
     /// Simultaneous opens where we gave up our initiation and answered the peer's.
@@ -430,6 +437,7 @@ pub struct Endpoint<P: Copy + Eq + Hash + fmt::Debug> {
     static_private: Zeroizing<[u8; 32]>,
     static_public: [u8; 32],
     binding: Vec<u8>,
+    bindings: crypto::BindingCache,
     xx: NoiseParams,
     ik: NoiseParams,
     rng: EndpointRng,
@@ -520,6 +528,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
                 config.rate_limit_burst,
             ),
             global: TokenBucket::new(now, config.rate_limit_global),
+            bindings: crypto::BindingCache::new(config.verified_bindings),
             config,
             identity: identity.clone(),
             static_private,
@@ -722,6 +731,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         s.sessions = self.peers.values().filter(|p| p.current.is_some()).count() as u64;
         s.half_open = self.half_open.len() as u64;
         s.tracked_sources = self.sources.len() as u64;
+        s.bindings_cached = self.bindings.hits;
         s
     }
 
@@ -1314,7 +1324,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             self.stats.handshakes_failed_decrypt += 1;
             return;
         };
-        let (remote_identity, remote_id) = match crypto::verify_binding(&payload[..len], &rs) {
+        let (remote_identity, remote_id) = match self.bindings.verify(&payload[..len], &rs) {
             Ok(v) => v,
             Err(e) => {
                 self.count_binding_failure(e);
@@ -1410,7 +1420,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             .get_remote_static()
             .and_then(first32)
             .ok_or(HandshakeError::Decrypt)
-            .and_then(|rs| crypto::verify_binding(&payload[..len], &rs).map(|v| (v, rs)));
+            .and_then(|rs| self.bindings.verify(&payload[..len], &rs).map(|v| (v, rs)));
         let ((remote_identity, remote_id), rs) = match verified {
             Ok(v) => v,
             Err(e) => {
@@ -1550,7 +1560,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             .get_remote_static()
             .and_then(first32)
             .ok_or(HandshakeError::Decrypt)
-            .and_then(|rs| crypto::verify_binding(&payload[..len], &rs).map(|v| (v, rs)));
+            .and_then(|rs| self.bindings.verify(&payload[..len], &rs).map(|v| (v, rs)));
         let ((remote_identity, remote_id), rs) = match verified {
             Ok(v) => v,
             Err(e) => {

@@ -179,6 +179,7 @@
 mod crypto;
 mod endpoint;
 pub mod error;
+mod primitives;
 mod ratelimit;
 pub mod replay;
 pub mod wire;
