@@ -498,6 +498,11 @@ export interface NoiseEndpointOptions {
   maxMessageLen?: number
   /** Sign-mode epoch; must grow across restarts (default: Unix time in ms now). */
   signEpoch?: number
+  /**
+   * Verified identity bindings remembered so a peer met again costs no Ed25519 verification
+   * (default 1024; 0 turns the cache off).
+   */
+  verifiedBindings?: number
   /** Handshake towards peers that send data for an unknown session (default true). */
   connectOnUnknownSession?: boolean
   /** 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only. */

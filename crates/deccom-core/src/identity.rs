@@ -237,7 +237,7 @@ enum Secret {
     /// ed25519-dalek's signing on x86-64, and byte-identical: Ed25519 signatures are
     /// deterministic, RFC 8032). `None` only if AWS-LC refused the seed, which it does not for
     /// 32 bytes; dalek signs then.
-    Ed25519(SigningKey, Option<Arc<Ed25519KeyPair>>),
+    Ed25519(Box<SigningKey>, Option<Arc<Ed25519KeyPair>>),
     Name(String),
 }
 
@@ -330,7 +330,7 @@ impl Identity {
             .ok()
             .map(Arc::new);
         Identity {
-            secret: Secret::Ed25519(key, signer),
+            secret: Secret::Ed25519(Box::new(key), signer),
             id,
         }
     }
