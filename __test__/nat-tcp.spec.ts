@@ -9,10 +9,9 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
-import { netnsTracker, netnsUnavailable, type Proc, runInNetns } from './helpers/netns-proc.ts'
+import { netnsTracker, netnsUnavailable, netnsUp, type Proc, runInNetns } from './helpers/netns-proc.ts'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const script = path.join(root, 'scripts', 'netns-nat.sh')
 const nodeScript = path.join(root, 'scripts', 'nat-tcp-node.mjs')
 const dist = path.join(root, 'dist', 'index.js')
 
@@ -34,13 +33,7 @@ if (why) {
 } else {
   test.serial('real NATs: TCP hole punching succeeds between two MASQUERADE (port-preserving) NATs that drop unsolicited SYNs; a frame arrives both ways', async (t) => {
     t.timeout(45_000)
-    const P = `dt${process.pid % 100000}`
-    prefixes.add(P)
-    t.teardown(() => {
-      execFileSync('bash', [script, 'down', P], { stdio: 'ignore' })
-      prefixes.delete(P)
-    })
-    execFileSync('bash', [script, 'up', P, 'cone', 'cone'], { stdio: 'pipe' })
+    const P = netnsUp(t, prefixes, `dt${process.pid % 100000}`, 'cone', 'cone')
     // Routers drop unsolicited inbound TCP SYNs to themselves (as home routers do; the script
     // already does this for UDP). Without this rule the router answers the peer's first SYN with a
     // RST, the two connects must then overlap within one RTT by chance, and in measurements here
@@ -80,13 +73,7 @@ if (why) {
 
   test.serial('real NATs: a host learns its mapped TCP address from 2 observers (MASQUERADE keeps ports, --random-fully rewrites them); behind the rewriting NAT no simultaneous open is tried', async (t) => {
     t.timeout(45_000)
-    const P = `du${process.pid % 100000}`
-    prefixes.add(P)
-    t.teardown(() => {
-      execFileSync('bash', [script, 'down', P], { stdio: 'ignore' })
-      prefixes.delete(P)
-    })
-    execFileSync('bash', [script, 'up', P, 'cone', 'symmetric'], { stdio: 'pipe' })
+    const P = netnsUp(t, prefixes, `du${process.pid % 100000}`, 'cone', 'symmetric')
     // Two observers (distinct node ids) on the public segment.
     const rv = run(t, `${P}-rv`, { role: 'rendezvous', host: '10.77.0.10', port: 4000 })
     const rv2 = run(t, `${P}-rv`, { role: 'rendezvous', host: '10.77.0.10', port: 4001 })

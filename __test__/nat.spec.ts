@@ -4,14 +4,12 @@
  * lines. Needs root, `ip netns` and iptables; skips (saying why) otherwise. Only addresses inside
  * the namespaces (10.77.0.0/24, 192.168.1.0/24, 192.168.2.0/24) are used. See docs/nat.md.
  */
-import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
-import { netnsTracker, netnsUnavailable, type Proc, runInNetns } from './helpers/netns-proc.ts'
+import { netnsTracker, netnsUnavailable, netnsUp, type Proc, runInNetns } from './helpers/netns-proc.ts'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const script = path.join(root, 'scripts', 'netns-nat.sh')
 const nodeScript = path.join(root, 'scripts', 'nat-node.mjs')
 const dist = path.join(root, 'dist', 'index.js')
 
@@ -24,13 +22,7 @@ function run(t: ExecutionContext, ns: string, cfg: Record<string, unknown>): Pro
 }
 
 async function scenario(t: ExecutionContext, tag: string, modeA: string, modeB: string): Promise<{ a: Proc; b: Proc; connected: Record<string, unknown>; aMapped: string; external: unknown }> {
-  const P = `dn${process.pid % 100000}${tag}`
-  prefixes.add(P)
-  t.teardown(() => {
-    execFileSync('bash', [script, 'down', P], { stdio: 'ignore' })
-    prefixes.delete(P)
-  })
-  execFileSync('bash', [script, 'up', P, modeA, modeB], { stdio: 'pipe' })
+  const P = netnsUp(t, prefixes, `dn${process.pid % 100000}${tag}`, modeA, modeB)
   const rv = run(t, `${P}-rv`, { role: 'rendezvous', host: '10.77.0.10', port: 4000 })
   await rv.wait((e) => e.event === 'ready', 10_000, 'ready')
   const R = '10.77.0.10:4000'

@@ -48,6 +48,21 @@ export function netnsTracker(): { children: Set<ChildProcess>; prefixes: Set<str
   return { children, prefixes }
 }
 
+/**
+ * Builds the namespaces `prefix-*` (NETNS_SCRIPT up, NAT A in `modeA`, NAT B in `modeB`) for one
+ * test and tears them down in its teardown, even when it fails (and, failing that, at exit:
+ * `prefixes` comes from {@link netnsTracker}).
+ */
+export function netnsUp(t: ExecutionContext, prefixes: Set<string>, prefix: string, modeA: string, modeB: string): string {
+  prefixes.add(prefix)
+  t.teardown(() => {
+    execFileSync('bash', [NETNS_SCRIPT, 'down', prefix], { stdio: 'ignore' })
+    prefixes.delete(prefix)
+  })
+  execFileSync('bash', [NETNS_SCRIPT, 'up', prefix, modeA, modeB], { stdio: 'pipe' })
+  return prefix
+}
+
 export interface Proc {
   events: Record<string, unknown>[]
   wait(pred: (e: Record<string, unknown>) => boolean, ms: number, what: string): Promise<Record<string, unknown>>
