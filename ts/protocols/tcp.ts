@@ -29,9 +29,10 @@
  * The length is checked against the limit of its type BEFORE anything is allocated: a larger
  * header closes the connection (`dropped_oversized` for data frames, `dropped_malformed` for
  * control frames and unknown types). Reads go through `onread` into buffers the transport picks: a
- * body of at most 64 KiB that spans reads is read straight into its own buffer, larger ones are
- * gathered in pieces and joined once. Per connection, at most 64 KiB + 5 bytes are allocated before
- * their bytes arrive (docs/tcp.md, "Receiving").
+ * body of at most 64 KiB that spans reads is read straight into its own buffer; a larger one is
+ * gathered in pieces until half of it is here, then read into its own buffer. Memory never runs
+ * ahead of the bytes received by more than 64 KiB + 5 per connection, or, for a larger body, by
+ * more than what arrived of it (docs/tcp.md, "Receiving").
  *
  * HELLO (the first frame both sides send, at most 512 bytes):
  *
@@ -133,7 +134,8 @@ const SCRATCH_SIZE = 64 * 1024
 /**
  * A frame body up to this size that spans reads gets its own buffer when its header arrives, and the
  * rest of it is read straight into that buffer (no copy). Per connection, memory may then run ahead
- * of the bytes received by at most this much. Larger bodies are gathered in pieces and joined once.
+ * of the bytes received by at most this much. A larger body is gathered in pieces until half of it
+ * is here, then copied into its own buffer, and the other half is read straight into it.
  */
 const DIRECT_LIMIT = 64 * 1024
 const RESOLVED = Promise.resolve()
@@ -870,7 +872,7 @@ export class TcpTransport extends Protocol {
         c.type = type
         c.frameLen = len
         c.need = len - (n - off)
-        if (len <= DIRECT_LIMIT && c.reader) {
+        if (c.reader && (len <= DIRECT_LIMIT || 2 * (n - off) >= len)) {
           // Read the rest straight into the frame's own buffer (with room for the next header).
           c.frame = Buffer.allocUnsafe(len + TCP_HEADER_SIZE)
           c.filled = chunk.copy(c.frame, 0, off, n)
@@ -884,6 +886,17 @@ export class TcpTransport extends Protocol {
       c.parts.push(owned ? piece : Buffer.from(piece))
       off += take
       c.need -= take
+      if (c.need > 0 && c.reader && 2 * c.need <= c.frameLen) {
+        // Half the body is here: give it its own buffer (never more than twice what arrived, as
+        // the join would hold at the end) and read the other half straight into it.
+        const f = Buffer.allocUnsafe(c.frameLen + TCP_HEADER_SIZE)
+        let o = 0
+        for (const p of c.parts) o += p.copy(f, o)
+        c.parts = []
+        c.frame = f
+        c.filled = o
+        continue
+      }
       if (c.need === 0) {
         const body = c.parts.length === 1 ? c.parts[0] : Buffer.concat(c.parts, c.frameLen)
         c.parts = []
