@@ -777,6 +777,64 @@ mod noise {
             .any(|e| matches!(e, Event::Disconnected { .. })));
     }
 
+    /// The native data path's calls: `send_into` seals straight into the caller's buffer once a
+    /// session is up (queues before), `handle_datagram_with` hands opened messages to a callback
+    /// instead of events; tampering and replays are still dropped and counted.
+    #[test]
+    fn direct_send_and_receive() {
+        let mut p = Pair::default();
+        let now = p.now;
+        let mut out = Vec::new();
+        // No session yet: queued behind the handshake, nothing appended.
+        assert_eq!(p.a.send_into(now, B, b"early", &mut out), Ok(false));
+        assert!(out.is_empty());
+        p.handshake();
+        assert_eq!(Pair::messages(&p.events_b), vec![b"early".to_vec()]);
+        let now = p.now;
+        let mut lens = Vec::new();
+        for i in 0..50u32 {
+            let start = out.len();
+            assert_eq!(p.a.send_into(now, B, &i.to_be_bytes(), &mut out), Ok(true));
+            lens.push(out.len() - start);
+        }
+        assert!(
+            p.a.poll_transmit(&mut Vec::new()).is_none(),
+            "nothing went through the queue"
+        );
+        let mut got = Vec::new();
+        let mut off = 0;
+        for len in &lens {
+            let d = out[off..off + len].to_vec();
+            off += len;
+            p.b.handle_datagram_with(now, A, &d, |peer, m| got.push((peer, m.to_vec())));
+            // The same datagram again is a replay: dropped, no callback.
+            p.b.handle_datagram_with(now, A, &d, |_, _| panic!("replay delivered"));
+        }
+        assert_eq!(got.len(), 50);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (peer, m))| *peer == A && m[..] == (i as u32).to_be_bytes()));
+        assert_eq!(p.b.stats().dropped_replay, 50);
+        assert!(
+            p.b.poll_event().is_none(),
+            "delivered through the callback, not as events"
+        );
+        let mut bad = Vec::new();
+        assert_eq!(p.a.send_into(now, B, b"fresh", &mut bad), Ok(true));
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        p.b.handle_datagram_with(now, A, &bad, |_, _| panic!("tampered delivered"));
+        assert_eq!(p.b.stats().dropped_tampered, 1);
+        // A message larger than the limit is refused with the same error as `send`.
+        let big = vec![0u8; noise_max() + 1];
+        assert!(p.a.send_into(now, B, &big, &mut out).is_err());
+    }
+
+    fn noise_max() -> usize {
+        deccom_core::noise::MAX_MESSAGE_LEN
+    }
+
     #[test]
     fn rekeys_reuse_verified_bindings_unless_the_cache_is_off() {
         for (verified_bindings, cached) in [(1024usize, true), (0, false)] {

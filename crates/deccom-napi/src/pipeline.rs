@@ -124,6 +124,22 @@ impl TxBatch {
     }
   }
 
+  /// Stages `[tag][body]` where `write` appends the body to the batch buffer itself; nothing is
+  /// staged when it returns false.
+  fn push_with(&mut self, tag: u8, to: SocketAddr, send: &impl Fn(&[u8], &[u32], &[SocketAddr]), write: impl FnOnce(&mut Vec<u8>) -> bool) {
+    let start = self.data.len();
+    self.data.push(tag);
+    if !write(&mut self.data) {
+      self.data.truncate(start);
+      return;
+    }
+    self.lens.push((self.data.len() - start) as u32);
+    self.dests.push(to);
+    if self.lens.len() == TX_BATCH {
+      self.flush(send);
+    }
+  }
+
   fn flush(&mut self, send: &impl Fn(&[u8], &[u32], &[SocketAddr])) {
     if !self.lens.is_empty() {
       send(&self.data, &self.lens, &self.dests);
@@ -237,14 +253,20 @@ impl Pipeline {
       }
       while let Some(to) = r.endpoint.poll_transmit(now, &mut r.out) {
         match noise.as_mut() {
-          // Under Noise: seal [rudp tag][datagram] into a transport message for `to`.
+          // Under Noise: seal [rudp tag][datagram] into a transport message for `to`, straight
+          // into the transmit batch when the session is up (else the endpoint queues it).
           Some(n) => {
             n.plain.clear();
             n.plain.push(r.tag);
             n.plain.extend_from_slice(&r.out);
-            if n.endpoint.send(now, to, &n.plain).is_err() {
-              n.dropped_queue_full += 1;
-            }
+            let NoiseStage { tag, endpoint, plain, dropped_queue_full, .. } = n;
+            tx.push_with(*tag, to, &send, |buf| match endpoint.send_into(now, to, plain, buf) {
+              Ok(appended) => appended,
+              Err(_) => {
+                *dropped_queue_full += 1;
+                false
+              }
+            });
           }
           None => tx.push(r.tag, &r.out, to, &send),
         }
@@ -291,7 +313,15 @@ impl Pipeline {
 fn dispatch(rudp: Option<&mut RudpStage>, noise: Option<&mut NoiseStage>, now: Instant, from: SocketAddr, bytes: &[u8], sink: &mut impl Sink) {
   if let Some(n) = noise {
     if bytes.first() == Some(&n.tag) {
-      n.endpoint.handle_datagram(now, from, &bytes[1..]);
+      // An opened message goes straight to the reliable endpoint, borrowed from the Noise
+      // endpoint's scratch buffer (no allocation per datagram).
+      let mut not_reliable = 0;
+      let mut rudp = rudp;
+      n.endpoint.handle_datagram_with(now, from, &bytes[1..], |peer, data| match rudp.as_deref_mut() {
+        Some(r) if data.first() == Some(&r.tag) => reliable_in(r, now, peer, &data[1..], sink),
+        _ => not_reliable += 1,
+      });
+      n.dropped_not_reliable += not_reliable;
       noise_events(n, rudp, now, sink);
       return;
     }

@@ -394,7 +394,9 @@ mod tests {
         for n in [10u8, 11] {
             let i = ident(n);
             let (_, si) = static_keypair(&i).unwrap();
-            cache.verify(&binding_payload(&i, &si).unwrap(), &si).unwrap();
+            cache
+                .verify(&binding_payload(&i, &si).unwrap(), &si)
+                .unwrap();
         }
         assert_eq!(cache.map.len(), 2);
         assert_eq!(cache.order.len(), 2);

@@ -128,7 +128,13 @@ impl Cipher for ChaChaPoly {
     }
 
     /// `out` must hold `plaintext.len() + 16` bytes (snow checks it before calling).
-    fn encrypt(&self, nonce_value: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
+    fn encrypt(
+        &self,
+        nonce_value: u64,
+        authtext: &[u8],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> usize {
         let len = plaintext.len();
         let (Some(key), Some(dest)) = (self.key.as_ref(), out.get_mut(..len + TAG_LEN)) else {
             // Unreachable with snow's checks; an empty result then fails the peer's decryption.
@@ -159,14 +165,8 @@ impl Cipher for ChaChaPoly {
             .ok_or(snow::Error::Decrypt)?;
         let dest = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
         let (body, tag) = ciphertext.split_at(len);
-        key.open_separate_gather(
-            nonce(nonce_value),
-            Aad::from(authtext),
-            body,
-            tag,
-            dest,
-        )
-        .map_err(|_| snow::Error::Decrypt)?;
+        key.open_separate_gather(nonce(nonce_value), Aad::from(authtext), body, tag, dest)
+            .map_err(|_| snow::Error::Decrypt)?;
         Ok(len)
     }
 }
@@ -266,7 +266,10 @@ mod tests {
         let mut sealed = [0u8; 24 + TAG_LEN];
         assert_eq!(c.encrypt(5, b"ad", msg, &mut sealed), msg.len() + TAG_LEN);
         let mut opened = [0u8; 24];
-        assert_eq!(c.decrypt(5, b"ad", &sealed, &mut opened).unwrap(), msg.len());
+        assert_eq!(
+            c.decrypt(5, b"ad", &sealed, &mut opened).unwrap(),
+            msg.len()
+        );
         assert_eq!(&opened, msg);
         assert!(c.decrypt(6, b"ad", &sealed, &mut opened).is_err());
         assert!(c.decrypt(5, b"xx", &sealed, &mut opened).is_err());
