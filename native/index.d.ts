@@ -42,12 +42,24 @@ export declare class KadTable {
   get size(): number
   /**
    * Records that a verified peer was seen: `identity` (encoded public identity) reachable at
-   * `addr` (18-byte address form), under the caller's `handle`.
+   * `addr` (18-byte address form), under the caller's `handle`. `external` (18-byte form) is the
+   * NAT-mapped address the peer itself reports (its record's external address), kept in the
+   * record this table serves in NODES answers.
    *
    * # Errors
    * `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
    */
-  insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number): KadInsert
+  insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number, external?: Uint8Array | undefined | null): KadInsert
+  /**
+   * Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
+   * which every FIND_NODE and NODES carries from now on.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for an address not in the 18-byte form.
+   */
+  setOwnExternal(external?: Uint8Array | undefined | null): void
+  /** This node's external address as its record carries it, in the 18-byte form (null: none). */
+  get ownExternal(): Buffer | null
   /** Marks a present peer as seen now (moves it to the tail of its bucket). False if absent. */
   touch(id: Uint8Array, now: number): boolean
   /** The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts. */
@@ -419,7 +431,9 @@ export interface KadLookupStats {
  * Records (FIND_NODE: the sender; NODES: the sender, then `count` nodes) come in a compact form so
  * that one message costs a handful of JavaScript values, not several per record: record `i`'s id
  * is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
- * identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`.
+ * identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`, and its
+ * external address (the NAT-mapped address the node reports, if any) words `2i` and `2i+1` of
+ * `externals.split(' ')`, which are `- 0` when the record has none.
  */
 export interface KadMessage {
   kind: number
@@ -433,6 +447,7 @@ export interface KadMessage {
   identities?: Buffer
   identityEnds?: Uint32Array
   hosts?: string
+  externals?: string
   error?: string
 }
 

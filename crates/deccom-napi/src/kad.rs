@@ -26,6 +26,10 @@ fn node_id(b: &[u8]) -> Result<NodeId> {
   b.try_into().map_err(|_| coded(Code::InvalidArgument, format!("a node id is 32 bytes, got {}", b.len())))
 }
 
+fn address(b: &[u8]) -> Result<std::net::SocketAddr> {
+  crate::socket::decode_addr(b).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))
+}
+
 fn ms_duration(ms: f64) -> Duration {
   if ms.is_finite() && ms > 0.0 {
     Duration::from_secs_f64(ms / 1000.0)
@@ -92,15 +96,18 @@ impl KadTable {
   }
 
   /// Records that a verified peer was seen: `identity` (encoded public identity) reachable at
-  /// `addr` (18-byte address form), under the caller's `handle`.
+  /// `addr` (18-byte address form), under the caller's `handle`. `external` (18-byte form) is the
+  /// NAT-mapped address the peer itself reports (its record's external address), kept in the
+  /// record this table serves in NODES answers.
   ///
   /// # Errors
   /// `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
   #[napi]
-  pub fn insert(&mut self, handle: u32, identity: &[u8], addr: &[u8], now: f64) -> Result<KadInsert> {
+  pub fn insert(&mut self, handle: u32, identity: &[u8], addr: &[u8], now: f64, external: Option<&[u8]>) -> Result<KadInsert> {
     let identity = PublicIdentity::decode(identity).map_err(core)?;
-    let udp = crate::socket::decode_addr(addr).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))?;
-    let record = PeerRecord::new(identity, udp);
+    let udp = address(addr)?;
+    let mut record = PeerRecord::new(identity, udp);
+    record.external = external.map(address).transpose()?;
     let id = record.id;
     let t = self.clock.at(now);
     Ok(match self.table.insert(id, Slot { handle, record }, t) {
@@ -110,6 +117,23 @@ impl KadTable {
       InsertResult::Cached => KadInsert { result: 3, to_ping: None },
       InsertResult::SelfId => KadInsert { result: 4, to_ping: None },
     })
+  }
+
+  /// Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
+  /// which every FIND_NODE and NODES carries from now on.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ADDRESS` for an address not in the 18-byte form.
+  #[napi]
+  pub fn set_own_external(&mut self, external: Option<&[u8]>) -> Result<()> {
+    self.own.external = external.map(address).transpose()?;
+    Ok(())
+  }
+
+  /// This node's external address as its record carries it, in the 18-byte form (null: none).
+  #[napi(getter)]
+  pub fn own_external(&self) -> Option<Buffer> {
+    self.own.external.map(|a| crate::socket::encode_addr(a).to_vec().into())
   }
 
   /// Marks a present peer as seen now (moves it to the tail of its bucket). False if absent.
@@ -339,7 +363,9 @@ impl KadLookup {
 /// Records (FIND_NODE: the sender; NODES: the sender, then `count` nodes) come in a compact form so
 /// that one message costs a handful of JavaScript values, not several per record: record `i`'s id
 /// is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
-/// identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`.
+/// identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`, and its
+/// external address (the NAT-mapped address the node reports, if any) words `2i` and `2i+1` of
+/// `externals.split(' ')`, which are `- 0` when the record has none.
 #[napi(object)]
 pub struct KadMessage {
   pub kind: u32,
@@ -353,6 +379,7 @@ pub struct KadMessage {
   pub identities: Option<Buffer>,
   pub identity_ends: Option<Uint32Array>,
   pub hosts: Option<String>,
+  pub externals: Option<String>,
   pub error: Option<String>,
 }
 
@@ -368,26 +395,33 @@ fn message(kind: u32, id: u64) -> KadMessage {
     identities: None,
     identity_ends: None,
     hosts: None,
+    externals: None,
     error: None,
   }
 }
 
 fn records<'a>(m: &mut KadMessage, recs: impl Iterator<Item = &'a PeerRecord>) {
   use std::fmt::Write;
-  let (mut ids, mut identities, mut ends, mut hosts) = (Vec::new(), Vec::new(), Vec::new(), String::new());
+  let (mut ids, mut identities, mut ends, mut hosts, mut externals) = (Vec::new(), Vec::new(), Vec::new(), String::new(), String::new());
   for r in recs {
     ids.extend_from_slice(&r.id);
     r.identity.encode_into(&mut identities);
     ends.push(identities.len() as u32);
     if !hosts.is_empty() {
       hosts.push(' ');
+      externals.push(' ');
     }
     let _ = write!(hosts, "{} {}", r.udp.ip(), r.udp.port());
+    let _ = match r.external {
+      Some(e) => write!(externals, "{} {}", e.ip(), e.port()),
+      None => write!(externals, "- 0"),
+    };
   }
   m.ids = Some(ids.into());
   m.identities = Some(identities.into());
   m.identity_ends = Some(ends.into());
   m.hosts = Some(hosts);
+  m.externals = Some(externals);
 }
 
 /// Decodes a Kademlia message (without the layer tag); never throws: malformed input gives
