@@ -7,12 +7,15 @@ import { native } from './native'
 /**
  * A remote node as the stack knows it. `id` and `publicIdentity` are null until a layer that
  * authenticates or discovers peers (Noise, Kademlia, ...) has learned them; `address` is always set.
+ * `external` is the external (NAT-mapped) address the peer announced in its record, if any: where
+ * others can reach or punch it when `address` (as the node that told us saw it) is a private one.
  */
 export class Peer {
   constructor(
     readonly address: Address,
     readonly id: Buffer | null = null,
     readonly publicIdentity: Buffer | null = null,
+    readonly external: Address | null = null,
   ) {}
 
   toString(): string {

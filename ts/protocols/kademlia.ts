@@ -12,7 +12,12 @@
  * owns the datagrams, the timers (always `ctx.clock`, so it runs in virtual time) and the API.
  *
  * ## Bindings
- * - bindTo `send`, `localAddress`; bindFrom `onMessage`: datagrams with tag {@link TAG_KAD} are
+ * - bindTo `send`, `localAddress`, and optionally `externalAddress` (a HolePuncher below provides it):
+ *   our own record, sent in every FIND_NODE and NODES, carries the external (NAT-mapped) address
+ *   that layer learned (agreed by 2 observers), so that a node behind a NAT is advertised where
+ *   others can reach or punch it. Records of other peers keep the external address they announced,
+ *   and found peers carry it as `Peer.external`. Without such a layer, records carry none.
+ * - bindFrom `onMessage`: datagrams with tag {@link TAG_KAD} are
  *   Kademlia's; every other datagram is passed up unchanged (emits `onMessage`) — and counts as a
  *   sign of life of the table entry at that address.
  * - provides `findPeer`, `getPeer`, `peers`, `closest`, `lookup`.
@@ -177,7 +182,7 @@ interface Approver {
 }
 
 export class Kademlia extends Protocol {
-  static override bindTo = ['send', 'localAddress']
+  static override bindTo = ['send', 'localAddress', 'externalAddress?']
   static override bindFrom = ['onMessage']
   static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'lookup']
   static override emits = ['onMessage', 'onConnected', 'onDisconnected']
@@ -203,6 +208,8 @@ export class Kademlia extends Protocol {
   #self!: Address
   #selfId!: Buffer
   #selfHex = ''
+  /** The external address our own record carries, or null. */
+  #ownExternal: Address | null = null
   #table: NativeTable | null = null
   #approver: Approver | null = null
 
@@ -254,6 +261,7 @@ export class Kademlia extends Protocol {
     this.#self = this.lower.localAddress() as Address
     this.#selfId = identity.id
     this.#selfHex = identity.idHex
+    this.#ownExternal = null
     const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#self })
     this.#table = new native.KadTable(own, this.#k, this.#maxReplacements, this.#clock.now())
     this.#approver = findApprover(this, ctx)
@@ -441,6 +449,7 @@ export class Kademlia extends Protocol {
     if (hex === this.#selfHex) return this.count('dropped_self')
     this.count('find_node_received')
     const verified = this.#isVerified(from)
+    this.#refreshOwnRecord()
     const resp = this.#table!.encodeNodes(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen)
     if (resp === null) {
       this.count('dropped_amplification')
@@ -450,7 +459,7 @@ export class Kademlia extends Protocol {
       this.sendControl(from, resp)
     }
     this.#remember(this.#verifiedBy, from.key)
-    const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0))
+    const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0))
     if (this.#byHex.get(hex)?.inTable || verified) this.#consider(peer)
     else this.#verify(peer)
   }
@@ -498,7 +507,10 @@ export class Kademlia extends Protocol {
     this.#request(
       to,
       FIND_NODE,
-      (hi, lo) => this.#table!.encodeFindNode(hi, lo, target, pad),
+      (hi, lo) => {
+        this.#refreshOwnRecord()
+        return this.#table!.encodeFindNode(hi, lo, target, pad)
+      },
       (m) => {
         if (m && expect !== null && m.ids!.toString('hex', 0, 32) !== expect) {
           this.count('dropped_wrong_sender')
@@ -553,6 +565,14 @@ export class Kademlia extends Protocol {
     const known = this.#byHex.get(hex)
     if (known) {
       known.failures = 0
+      if (peer.address.key === known.peer.address.key && peer.external?.key !== known.peer.external?.key) {
+        // It announced another external address: serve the new one (insert replaces the record).
+        known.peer = peer
+        if (known.inTable) {
+          this.#table.insert(known.handle, peer.publicIdentity!, peer.address.raw, this.#clock.now(), peer.external?.raw ?? null)
+          return
+        }
+      }
       if (known.inTable) this.#table.touch(peer.id!, this.#clock.now())
       else this.#insert(known)
       return
@@ -599,7 +619,7 @@ export class Kademlia extends Protocol {
   #insert(e: Entry): void {
     let r
     try {
-      r = this.#table!.insert(e.handle, e.peer.publicIdentity!, e.peer.address.raw, this.#clock.now())
+      r = this.#table!.insert(e.handle, e.peer.publicIdentity!, e.peer.address.raw, this.#clock.now(), e.peer.external?.raw ?? null)
     } catch {
       this.count('dropped_bad_record')
       return this.#release(e)
@@ -770,7 +790,8 @@ export class Kademlia extends Protocol {
       run.lk.onFailure(id)
       return this.#drive(run)
     }
-    this.#consider(peer)
+    const ext = externalAt(m, 0)
+    this.#consider(ext?.key === peer.external?.key ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext))
     if (run.done) return
     const ids = m.ids!
     let words: string[] | null = null
@@ -790,12 +811,12 @@ export class Kademlia extends Protocol {
         } catch {
           continue
         }
-        p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i))
+        p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i))
         run.cands.set(h, p)
-        // Who told us about whom: a peer behind a NAT is reached through the one that named it.
-        this.#toldBy.delete(addr.key)
-        if (this.#toldBy.size >= MAX_TOLD_BY) this.#toldBy.delete(this.#toldBy.keys().next().value as string)
-        this.#toldBy.set(addr.key, peer.address)
+        // Who told us about whom: a peer behind a NAT is reached through the one that named it,
+        // at the address that node saw it at or at the external address it announced.
+        this.#told(addr, peer.address)
+        if (p.external && p.external !== addr) this.#told(p.external, peer.address)
       }
       if (h === run.stopAt && run.found === null) {
         run.found = p
@@ -863,7 +884,7 @@ export class Kademlia extends Protocol {
     for (const a of addrs) {
       this.#findNode(a, this.#selfId, null, (m) => {
         if (m && this.#running) {
-          const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0))
+          const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0))
           this.#consider(peer)
           seeds.push(peer)
           const words = m.hosts!.split(' ')
@@ -872,7 +893,7 @@ export class Kademlia extends Protocol {
             if (seen.has(h) || h === this.#selfHex) continue
             seen.add(h)
             try {
-              seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i)))
+              seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i)))
             } catch {
               // not an address we can use
             }
@@ -944,6 +965,28 @@ export class Kademlia extends Protocol {
 
   // ---- helpers ----------------------------------------------------------------------------
 
+  /** Puts the external address the layers below agree on (if any, and not our own) into our record. */
+  #refreshOwnRecord(): void {
+    const found = this.lower.externalAddress() as Address | null | undefined
+    const ext = found && found.key !== this.#self.key ? found : null
+    if (ext?.key === this.#ownExternal?.key || !this.#table) return
+    this.#ownExternal = ext
+    this.#table.setOwnExternal(ext ? ext.raw : null)
+    this.count('own_external_updates')
+  }
+
+  /** The external address our own record carries (what the layers below agreed on), or null. */
+  ownExternalAddress(): Address | null {
+    return this.#ownExternal
+  }
+
+  /** Remembers that the node at `teller` named a peer at `addr` (bounded; oldest forgotten). */
+  #told(addr: Address, teller: Address): void {
+    this.#toldBy.delete(addr.key)
+    if (this.#toldBy.size >= MAX_TOLD_BY) this.#toldBy.delete(this.#toldBy.keys().next().value as string)
+    this.#toldBy.set(addr.key, teller)
+  }
+
   #remember(set: Set<string>, key: string): void {
     if (set.has(key)) return
     if (set.size >= MAX_ADDR_SET) set.delete(set.values().next().value as string)
@@ -966,6 +1009,22 @@ function identityAt(m: NativeMessage, i: number): Buffer {
   const ends = m.identityEnds!
   return m.identities!.subarray(i === 0 ? 0 : ends[i - 1], ends[i])
 }
+
+/** The external address record `i` of a decoded message announced (0 = the sender), or null. */
+function externalAt(m: NativeMessage, i: number): Address | null {
+  // One split per message (records are read in order), not one per record.
+  let words = splitCache.get(m)
+  if (!words) splitCache.set(m, (words = m.externals?.split(' ') ?? []))
+  const host = words[2 * i]
+  if (!host || host === '-') return null
+  try {
+    return toAddress(host, Number(words[2 * i + 1]))
+  } catch {
+    return null
+  }
+}
+
+const splitCache = new WeakMap<NativeMessage, string[]>()
 
 /** `ids` (32 bytes each) without entry `i`. */
 function withoutRecord(ids: Buffer, i: number): Buffer {
