@@ -14,7 +14,8 @@ use snow::types::{Cipher, Dh, Hash as NoiseHash, Random};
 use zeroize::Zeroizing;
 
 use super::error::{HandshakeError, NoiseError};
-use super::primitives::{x25519_public, Blake2b, ChaChaPoly, X25519Dh};
+pub(crate) use super::primitives::StaticPair;
+use super::primitives::{Blake2b, ChaChaPoly, X25519Dh};
 use super::wire::{KEY_LEN, MAC_LEN, SIG_LEN};
 use crate::identity::{verify, Identity, NodeId, PublicIdentity, KIND_ED25519};
 
@@ -46,12 +47,15 @@ impl Random for SeededRandom {
 /// (AWS-LC) and BLAKE2b come from [`super::primitives`]; the OS RNG is never touched.
 pub(crate) struct SeededResolver {
     seed: Zeroizing<[u8; 32]>,
+    /// The endpoint's static key pair, so its public key is not recomputed per handshake.
+    static_pair: Option<StaticPair>,
 }
 
 impl SeededResolver {
-    pub(crate) fn new(seed: [u8; 32]) -> Self {
+    pub(crate) fn new(seed: [u8; 32], static_pair: Option<StaticPair>) -> Self {
         SeededResolver {
             seed: Zeroizing::new(seed),
+            static_pair,
         }
     }
 }
@@ -63,7 +67,7 @@ impl CryptoResolver for SeededResolver {
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         match choice {
-            DHChoice::Curve25519 => Some(Box::<X25519Dh>::default()),
+            DHChoice::Curve25519 => Some(Box::new(X25519Dh::with_known(self.static_pair.clone()))),
             _ => None,
         }
     }
@@ -105,18 +109,15 @@ impl EndpointRng {
 /// The X25519 static key pair of an identity: the private key is
 /// `SHA-256("deccom-noise-x25519-static-v1" || ed25519_seed)` (clamped by X25519), so it is
 /// stable across restarts and IK keeps working with a remembered static key.
-pub(crate) fn static_keypair(
-    identity: &Identity,
-) -> Result<(Zeroizing<[u8; 32]>, [u8; 32]), NoiseError> {
+pub(crate) fn static_keypair(identity: &Identity) -> Result<StaticPair, NoiseError> {
     let seed = Zeroizing::new(identity.secret_seed().ok_or(NoiseError::NameIdentity)?);
     let mut h = Sha256::new();
     h.update(STATIC_KEY_DOMAIN);
     h.update(seed.as_ref());
     let private = Zeroizing::new(<[u8; 32]>::from(h.finalize()));
-    let public = x25519_public(&private).ok_or(NoiseError::Crypto {
+    StaticPair::new(&private).ok_or(NoiseError::Crypto {
         reason: "X25519 unavailable",
-    })?;
-    Ok((private, public))
+    })
 }
 
 /// Builds the identity binding payload (see the module docs):
@@ -294,9 +295,9 @@ mod tests {
 
     #[test]
     fn static_key_is_deterministic_and_name_identities_are_refused() {
-        let (_, a1) = static_keypair(&ident(1)).unwrap();
-        let (_, a2) = static_keypair(&ident(1)).unwrap();
-        let (_, b) = static_keypair(&ident(2)).unwrap();
+        let a1 = static_keypair(&ident(1)).unwrap().public();
+        let a2 = static_keypair(&ident(1)).unwrap().public();
+        let b = static_keypair(&ident(2)).unwrap().public();
         assert_eq!(a1, a2);
         assert_ne!(a1, b);
         let name = Identity::from_name("bob").unwrap();
@@ -310,7 +311,7 @@ mod tests {
     #[test]
     fn binding_round_trip() {
         let id = ident(3);
-        let (_, s) = static_keypair(&id).unwrap();
+        let s = static_keypair(&id).unwrap().public();
         let p = binding_payload(&id, &s).unwrap();
         let (pi, nid) = verify_binding(&p, &s).unwrap();
         assert_eq!(pi, id.public_identity());
@@ -320,8 +321,8 @@ mod tests {
     #[test]
     fn binding_rejects_wrong_static_key() {
         let id = ident(3);
-        let (_, s) = static_keypair(&id).unwrap();
-        let (_, other) = static_keypair(&ident(4)).unwrap();
+        let s = static_keypair(&id).unwrap().public();
+        let other = static_keypair(&ident(4)).unwrap().public();
         let p = binding_payload(&id, &s).unwrap();
         // The handshake authenticated `other`, but the signature covers `s`.
         assert_eq!(
@@ -336,7 +337,7 @@ mod tests {
     #[test]
     fn binding_rejects_claimed_id_that_is_not_the_hash() {
         let id = ident(5);
-        let (_, s) = static_keypair(&id).unwrap();
+        let s = static_keypair(&id).unwrap().public();
         let mut p = binding_payload(&id, &s).unwrap();
         p[1] ^= 1; // the claimed node id
         assert_eq!(verify_binding(&p, &s), Err(HandshakeError::IdMismatch));
@@ -349,7 +350,7 @@ mod tests {
     #[test]
     fn binding_rejects_tampering_and_truncation() {
         let id = ident(7);
-        let (_, s) = static_keypair(&id).unwrap();
+        let s = static_keypair(&id).unwrap().public();
         let p = binding_payload(&id, &s).unwrap();
         for cut in 0..p.len() {
             assert!(verify_binding(&p[..cut], &s).is_err(), "cut {cut}");
@@ -372,7 +373,7 @@ mod tests {
     #[test]
     fn binding_cache_answers_repeats_and_never_caches_failures() {
         let id = ident(8);
-        let (_, s) = static_keypair(&id).unwrap();
+        let s = static_keypair(&id).unwrap().public();
         let p = binding_payload(&id, &s).unwrap();
         let mut cache = BindingCache::new(2);
         assert_eq!(cache.verify(&p, &s).unwrap().1, id.id());
@@ -381,7 +382,7 @@ mod tests {
         assert_eq!(cache.hits, 1);
         // A failure is recomputed (and fails) every time; a cached payload does not verify
         // for another static key.
-        let (_, other) = static_keypair(&ident(9)).unwrap();
+        let other = static_keypair(&ident(9)).unwrap().public();
         for _ in 0..2 {
             assert_eq!(cache.verify(&p, &other), Err(HandshakeError::BadSignature));
         }
@@ -393,7 +394,7 @@ mod tests {
         // Bounded: two more identities push the first one out.
         for n in [10u8, 11] {
             let i = ident(n);
-            let (_, si) = static_keypair(&i).unwrap();
+            let si = static_keypair(&i).unwrap().public();
             cache
                 .verify(&binding_payload(&i, &si).unwrap(), &si)
                 .unwrap();
@@ -420,7 +421,7 @@ mod tests {
 
     #[test]
     fn seeded_resolver_is_deterministic() {
-        let r = SeededResolver::new([9; 32]);
+        let r = SeededResolver::new([9; 32], None);
         let mut a = [0u8; 16];
         let mut b = [0u8; 16];
         r.resolve_rng().unwrap().try_fill_bytes(&mut a).unwrap();

@@ -434,7 +434,7 @@ enum Slot {
 pub struct Endpoint<P: Copy + Eq + Hash + fmt::Debug> {
     config: Config,
     identity: Identity,
-    static_private: Zeroizing<[u8; 32]>,
+    static_pair: crypto::StaticPair,
     static_public: [u8; 32],
     binding: Vec<u8>,
     bindings: crypto::BindingCache,
@@ -531,7 +531,8 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         if !identity.is_keypair() {
             return Err(NoiseError::NameIdentity);
         }
-        let (static_private, static_public) = crypto::static_keypair(identity)?;
+        let static_pair = crypto::static_keypair(identity)?;
+        let static_public = static_pair.public();
         let binding = crypto::binding_payload(identity, &static_public)?;
         let parse = |s: &str| {
             s.parse::<NoiseParams>().map_err(|_| NoiseError::Crypto {
@@ -551,7 +552,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             bindings: crypto::BindingCache::new(config.verified_bindings),
             config,
             identity: identity.clone(),
-            static_private,
+            static_pair,
             static_public,
             binding,
             xx: parse(XX_PARAMS)?,
@@ -1036,8 +1037,9 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             Pattern::Xx => self.xx.clone(),
             Pattern::Ik => self.ik.clone(),
         };
-        let mut b = Builder::with_resolver(params, Box::new(SeededResolver::new(*seed)))
-            .local_private_key(self.static_private.as_ref())
+        let resolver = SeededResolver::new(*seed, Some(self.static_pair.clone()));
+        let mut b = Builder::with_resolver(params, Box::new(resolver))
+            .local_private_key(self.static_pair.private())
             .ok()?
             .prologue(PROLOGUE)
             .ok()?;
@@ -2147,7 +2149,9 @@ mod tests {
     #[test]
     fn signature_not_covering_the_static_key_is_rejected() {
         let (mut a, mut b, now) = pair();
-        let (_, other_static) = crypto::static_keypair(&Identity::from_seed(&[9; 32])).unwrap();
+        let other_static = crypto::static_keypair(&Identity::from_seed(&[9; 32]))
+            .unwrap()
+            .public();
         a.binding = crypto::binding_payload(&Identity::from_seed(&[1; 32]), &other_static).unwrap();
         a.connect(now, B, None);
         pump(&mut a, &mut b, now);
@@ -2203,7 +2207,7 @@ mod tests {
         let (a, _, _) = pair();
         let dbg = format!("{a:?}");
         let mut hex = String::new();
-        crate::identity::push_hex(&mut hex, &a.static_private[..]);
+        crate::identity::push_hex(&mut hex, a.static_pair.private());
         assert!(!dbg.contains(&hex[..12]), "{dbg}");
         let mut hex = String::new();
         crate::identity::push_hex(&mut hex, &a.static_public);

@@ -196,5 +196,5 @@ pub use replay::{Replay, ReplayWindow};
 ///
 /// [`NoiseError::NameIdentity`] for a name identity.
 pub fn static_public_key(identity: &crate::Identity) -> Result<[u8; 32], NoiseError> {
-    crypto::static_keypair(identity).map(|(_, public)| public)
+    crypto::static_keypair(identity).map(|pair| pair.public())
 }
