@@ -826,6 +826,27 @@ mod noise {
         bad[n - 1] ^= 1;
         p.b.handle_datagram_with(now, A, &bad, |_, _| panic!("tampered delivered"));
         assert_eq!(p.b.stats().dropped_tampered, 1);
+        // In place: the caller leaves room for the header before the message, in a buffer that
+        // already holds other bytes; the datagram replaces the room and the message.
+        let at = 7;
+        let mut batch = vec![0xAAu8; at];
+        batch.resize(at + deccom_core::noise::wire::TRANSPORT_HEADER_LEN, 0);
+        batch.extend_from_slice(b"sealed where it lies");
+        assert_eq!(p.a.send_in_place(now, B, &mut batch, at), Ok(true));
+        assert_eq!(batch[..at], [0xAA; 7]);
+        let mut opened = Vec::new();
+        p.b.handle_datagram_with(now, A, &batch[at..], |_, m| opened = m.to_vec());
+        assert_eq!(opened, b"sealed where it lies");
+        // No room for the header: a typed error, the buffer untouched.
+        let mut short = vec![1u8; 5];
+        assert!(p.a.send_in_place(now, B, &mut short, 0).is_err());
+        assert_eq!(short, [1; 5]);
+        // No session with a new peer: queued behind a handshake, the buffer as it was.
+        let mut queued = vec![0u8; deccom_core::noise::wire::TRANSPORT_HEADER_LEN];
+        queued.extend_from_slice(b"later");
+        let before = queued.clone();
+        assert_eq!(p.a.send_in_place(now, 99, &mut queued, 0), Ok(false));
+        assert_eq!(queued, before);
         // A message larger than the limit is refused with the same error as `send`.
         let big = vec![0u8; noise_max() + 1];
         assert!(p.a.send_into(now, B, &big, &mut out).is_err());

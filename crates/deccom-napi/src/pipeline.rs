@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use deccom_core::delay::DelayLine;
 use deccom_core::faults::{Fault, FaultConfig, FaultStats, Faults};
+use deccom_core::noise::wire::TRANSPORT_HEADER_LEN;
 use deccom_core::noise::{Endpoint as NoiseEndpoint, Event as NoiseEvent, Mode};
 use deccom_core::rudp::{Config as RudpConfig, Endpoint, Event as RudpEvent, FailReason};
 
@@ -95,12 +96,11 @@ impl FaultStage {
   }
 }
 
-/// The reliable-UDP endpoint and its transmit staging.
+/// The reliable-UDP endpoint (its datagrams are written straight into the transmit batch).
 pub(crate) struct RudpStage {
   /// The layer tag that marks reliable-UDP datagrams on the wire.
   pub tag: u8,
   pub endpoint: Endpoint<SocketAddr>,
-  out: Vec<u8>,
   /// Reliable datagrams refused because JavaScript was behind (the sender retransmits them).
   pub dropped_backpressure: u64,
 }
@@ -124,15 +124,8 @@ impl TxBatch {
     }
   }
 
-  /// Stages `[tag][body]` where `write` appends the body to the batch buffer itself; nothing is
-  /// staged when it returns false.
-  fn push_with(&mut self, tag: u8, to: SocketAddr, send: &impl Fn(&[u8], &[u32], &[SocketAddr]), write: impl FnOnce(&mut Vec<u8>) -> bool) {
-    let start = self.data.len();
-    self.data.push(tag);
-    if !write(&mut self.data) {
-      self.data.truncate(start);
-      return;
-    }
+  /// Stages the datagram the caller wrote at `data[start..]`.
+  fn commit(&mut self, start: usize, to: SocketAddr, send: &impl Fn(&[u8], &[u32], &[SocketAddr])) {
     self.lens.push((self.data.len() - start) as u32);
     self.dests.push(to);
     if self.lens.len() == TX_BATCH {
@@ -159,7 +152,6 @@ pub(crate) struct NoiseStage {
   pub tag: u8,
   pub endpoint: NoiseEndpoint<SocketAddr>,
   out: Vec<u8>,
-  plain: Vec<u8>,
   pub dropped_unprotected: u64,
   pub dropped_not_reliable: u64,
   pub dropped_queue_full: u64,
@@ -167,7 +159,7 @@ pub(crate) struct NoiseStage {
 
 impl NoiseStage {
   pub fn new(tag: u8, endpoint: NoiseEndpoint<SocketAddr>) -> NoiseStage {
-    NoiseStage { tag, endpoint, out: Vec::with_capacity(2048), plain: Vec::with_capacity(2048), dropped_unprotected: 0, dropped_not_reliable: 0, dropped_queue_full: 0 }
+    NoiseStage { tag, endpoint, out: Vec::with_capacity(2048), dropped_unprotected: 0, dropped_not_reliable: 0, dropped_queue_full: 0 }
   }
 }
 
@@ -179,7 +171,6 @@ impl RudpStage {
     RudpStage {
       tag,
       endpoint: Endpoint::new(config, now, seed),
-      out: Vec::with_capacity(2048),
       dropped_backpressure: 0,
     }
   }
@@ -251,24 +242,37 @@ impl Pipeline {
       if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
         r.endpoint.handle_timeout(now);
       }
-      while let Some(to) = r.endpoint.poll_transmit(now, &mut r.out) {
+      // Each reliable datagram is written where it leaves from: in the transmit batch, after its
+      // layer tag. Under Noise it is [Noise tag][transport header][rudp tag][rudp datagram],
+      // sealed in place when the session is up (else the endpoint queues a copy).
+      loop {
+        let start = tx.data.len();
         match noise.as_mut() {
-          // Under Noise: seal [rudp tag][datagram] into a transport message for `to`, straight
-          // into the transmit batch when the session is up (else the endpoint queues it).
           Some(n) => {
-            n.plain.clear();
-            n.plain.push(r.tag);
-            n.plain.extend_from_slice(&r.out);
-            let NoiseStage { tag, endpoint, plain, dropped_queue_full, .. } = n;
-            tx.push_with(*tag, to, &send, |buf| match endpoint.send_into(now, to, plain, buf) {
-              Ok(appended) => appended,
+            tx.data.push(n.tag);
+            tx.data.resize(start + 1 + TRANSPORT_HEADER_LEN, 0);
+            tx.data.push(r.tag);
+            let Some(to) = r.endpoint.poll_transmit_append(now, &mut tx.data) else {
+              tx.data.truncate(start);
+              break;
+            };
+            match n.endpoint.send_in_place(now, to, &mut tx.data, start + 1) {
+              Ok(true) => tx.commit(start, to, &send),
+              Ok(false) => tx.data.truncate(start),
               Err(_) => {
-                *dropped_queue_full += 1;
-                false
+                n.dropped_queue_full += 1;
+                tx.data.truncate(start);
               }
-            });
+            }
           }
-          None => tx.push(r.tag, &r.out, to, &send),
+          None => {
+            tx.data.push(r.tag);
+            let Some(to) = r.endpoint.poll_transmit_append(now, &mut tx.data) else {
+              tx.data.truncate(start);
+              break;
+            };
+            tx.commit(start, to, &send);
+          }
         }
       }
     }

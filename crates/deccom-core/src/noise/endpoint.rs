@@ -6,11 +6,12 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use snow::params::NoiseParams;
-use snow::{Builder, HandshakeState, StatelessTransportState};
+use snow::{Builder, HandshakeState};
 use zeroize::Zeroizing;
 
 use super::crypto::{self, EndpointRng, SeededResolver, IK_PARAMS, PROLOGUE, XX_PARAMS};
 use super::error::{HandshakeError, NoiseError};
+use super::primitives::Transport;
 use super::ratelimit::{SourceLimiter, TokenBucket};
 use super::replay::{Replay, ReplayWindow};
 use super::wire::{self, Packet, Pattern, MAC_LEN, MAX_NOISE_LEN, TAG_LEN, TRANSPORT_HEADER_LEN};
@@ -317,7 +318,7 @@ struct Retransmit {
 struct Session {
     local: u32,
     remote: u32,
-    transport: StatelessTransportState,
+    transport: Transport,
     send_counter: u64,
     replay: ReplayWindow,
     created: Instant,
@@ -482,28 +483,34 @@ fn seal(session: &mut Session, plaintext: &[u8]) -> Option<Vec<u8>> {
 /// Appends the transport datagram carrying `plaintext` to `out`; false (and `out` unchanged) when
 /// the session may not send any more.
 fn seal_append(session: &mut Session, plaintext: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    out.resize(start + TRANSPORT_HEADER_LEN, 0);
+    out.extend_from_slice(plaintext);
+    if seal_in_place(session, out, start) {
+        true
+    } else {
+        out.truncate(start);
+        false
+    }
+}
+
+/// Seals the transport datagram whose header goes at `out[at..at + TRANSPORT_HEADER_LEN]` (room
+/// the caller left) and whose plaintext is the rest of `out`: writes the header, encrypts in
+/// place, appends the tag. False (and the bytes as they were) when the session may not send any
+/// more.
+fn seal_in_place(session: &mut Session, out: &mut Vec<u8>, at: usize) -> bool {
     let counter = session.send_counter;
-    if counter >= REJECT_AFTER_MESSAGES {
+    let body = at + TRANSPORT_HEADER_LEN;
+    if counter >= REJECT_AFTER_MESSAGES || out.len() < body {
         return false;
     }
-    let start = out.len();
-    wire::encode_transport_header(session.remote, counter, out);
-    let body = out.len();
-    out.resize(body + plaintext.len() + TAG_LEN, 0);
-    match session
-        .transport
-        .write_message(counter, plaintext, &mut out[body..])
-    {
-        Ok(n) => {
-            out.truncate(body + n);
-            session.send_counter += 1;
-            true
-        }
-        Err(_) => {
-            out.truncate(start);
-            false
-        }
-    }
+    let Some(tag) = session.transport.seal_in_place(counter, &mut out[body..]) else {
+        return false;
+    };
+    out[at..body].copy_from_slice(&wire::transport_header(session.remote, counter));
+    out.extend_from_slice(&tag);
+    session.send_counter += 1;
+    true
 }
 
 fn first32(bytes: &[u8]) -> Option<[u8; 32]> {
@@ -685,6 +692,73 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         self.send_encrypted(now, peer, plaintext, Some(out))
     }
 
+    /// [`Endpoint::send_into`] for a message the caller has already placed in `out`: the message
+    /// is `out[at + TRANSPORT_HEADER_LEN..]`, and `out[at..at + TRANSPORT_HEADER_LEN]` is room
+    /// for the header. When the datagram can leave at once it is sealed where it lies (header
+    /// written, message encrypted in place, tag appended: no copy at all) and `true` is returned.
+    /// Otherwise the message is taken as [`Endpoint::send`] takes it (queued, or held for a
+    /// handshake), `out` is left as it was, and `false` is returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`Endpoint::send`]; [`NoiseError::BadConfig`] if `out` is shorter than the header room.
+    pub fn send_in_place(
+        &mut self,
+        now: Instant,
+        peer: P,
+        out: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<bool, NoiseError> {
+        let body = at + wire::TRANSPORT_HEADER_LEN;
+        let Some(len) = out.len().checked_sub(body) else {
+            return Err(NoiseError::BadConfig {
+                reason: "send_in_place: no room for the transport header",
+            });
+        };
+        if self.config.mode == Mode::Encrypt
+            && self.transmit.is_empty()
+            && len <= self.config.max_message_len
+        {
+            if let Some(session) = self.usable_session(now, peer) {
+                if seal_in_place(session, out, at) {
+                    self.after_seal(now, peer);
+                    return Ok(true);
+                }
+            }
+        }
+        let plaintext = out[body..].to_vec();
+        self.send(now, peer, &plaintext).map(|()| false)
+    }
+
+    /// `peer`'s current session, if it may still send (creates the peer state).
+    fn usable_session(&mut self, now: Instant, peer: P) -> Option<&mut Session> {
+        self.ensure_peer(now, peer);
+        let reject_after = self.config.reject_after_time;
+        let ps = self.peers.get_mut(&peer)?;
+        ps.last_active = now;
+        ps.current
+            .as_mut()
+            .filter(|s| now.saturating_duration_since(s.created) < reject_after)
+    }
+
+    /// After a message went out on `peer`'s current session: counts it, and starts a rekey when
+    /// one is due and none runs.
+    fn after_seal(&mut self, now: Instant, peer: P) {
+        self.stats.messages_sent += 1;
+        let Some(ps) = self.peers.get(&peer) else {
+            return;
+        };
+        let Some(session) = ps.current.as_ref() else {
+            return;
+        };
+        let rekey = session.send_counter >= self.config.rekey_after_messages
+            || now.saturating_duration_since(session.created) >= self.config.rekey_after_time;
+        if rekey && ps.initiation.is_none() {
+            let rs = session.remote_static;
+            self.start_initiation(now, peer, Some(rs), true, false);
+        }
+    }
+
     /// Seals `plaintext` for `peer` into `direct` (returns true) or the transmit queue, or queues
     /// it behind a handshake.
     fn send_encrypted(
@@ -694,42 +768,25 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         plaintext: &[u8],
         direct: Option<&mut Vec<u8>>,
     ) -> Result<bool, NoiseError> {
-        self.ensure_peer(now, peer);
-        let reject_after = self.config.reject_after_time;
+        let appended = direct.is_some();
+        let sealed = match (self.usable_session(now, peer), direct) {
+            (Some(session), Some(out)) => seal_append(session, plaintext, out),
+            (Some(session), None) => match seal(session, plaintext) {
+                Some(datagram) => {
+                    self.transmit.push_back((peer, datagram));
+                    true
+                }
+                None => false,
+            },
+            (None, _) => false,
+        };
+        if sealed {
+            self.after_seal(now, peer);
+            return Ok(appended);
+        }
         let Some(ps) = self.peers.get_mut(&peer) else {
             return Err(NoiseError::QueueFull { queue: "pending" });
         };
-        ps.last_active = now;
-        let usable = ps
-            .current
-            .as_ref()
-            .is_some_and(|s| now.saturating_duration_since(s.created) < reject_after);
-        if usable {
-            if let Some(session) = ps.current.as_mut() {
-                let (sealed, appended) = match direct {
-                    Some(out) => (seal_append(session, plaintext, out), true),
-                    None => match seal(session, plaintext) {
-                        Some(datagram) => {
-                            self.transmit.push_back((peer, datagram));
-                            (true, false)
-                        }
-                        None => (false, false),
-                    },
-                };
-                if sealed {
-                    let rekey = session.send_counter >= self.config.rekey_after_messages
-                        || now.saturating_duration_since(session.created)
-                            >= self.config.rekey_after_time;
-                    let rs = session.remote_static;
-                    let idle = ps.initiation.is_none();
-                    self.stats.messages_sent += 1;
-                    if rekey && idle {
-                        self.start_initiation(now, peer, Some(rs), true, false);
-                    }
-                    return Ok(appended);
-                }
-            }
-        }
         if ps.pending.len() >= self.config.max_pending_per_peer {
             return Err(NoiseError::QueueFull { queue: "pending" });
         }
@@ -1418,7 +1475,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             return;
         };
         let handshake_hash = hs.get_handshake_hash().to_vec();
-        let Ok(transport) = hs.into_stateless_transport_mode() else {
+        let Some(transport) = Transport::from_handshake(&mut hs) else {
             return;
         };
         self.ensure_peer(now, peer);
@@ -1529,7 +1586,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             });
         }
         let handshake_hash = hs.get_handshake_hash().to_vec();
-        let Ok(transport) = hs.into_stateless_transport_mode() else {
+        let Some(transport) = Transport::from_handshake(&mut hs) else {
             self.index.remove(&local);
             return;
         };
@@ -1636,7 +1693,10 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         };
         self.half_open_by_remote.remove(&(peer, ho.remote));
         let HalfOpen {
-            remote, hs, init_e, ..
+            remote,
+            mut hs,
+            init_e,
+            ..
         } = ho;
         let verified = hs
             .get_remote_static()
@@ -1651,7 +1711,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             }
         };
         let handshake_hash = hs.get_handshake_hash().to_vec();
-        let Ok(transport) = hs.into_stateless_transport_mode() else {
+        let Some(transport) = Transport::from_handshake(&mut hs) else {
             return;
         };
         self.ensure_peer(now, peer);
@@ -1749,7 +1809,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         // Opened into the reused scratch buffer: no allocation (and no zeroing) per datagram.
         let plain = &mut self.scratch;
         plain.resize(ct.len().saturating_sub(TAG_LEN), 0);
-        let Ok(n) = session.transport.read_message(counter, ct, plain) else {
+        let Some(n) = session.transport.open_into(counter, ct, plain) else {
             self.stats.dropped_tampered += 1;
             return;
         };

@@ -166,6 +166,42 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(bytes)
 }
 
+impl ChaChaPoly {
+    /// Encrypts `buf` in place with nonce `n` and associated data `ad`; returns the tag.
+    pub(crate) fn seal_in_place(&self, n: u64, ad: &[u8], buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
+        let tag = self
+            .key
+            .as_ref()?
+            .seal_in_place_separate_tag(nonce(n), Aad::from(ad), buf)
+            .ok()?;
+        tag.as_ref().try_into().ok()
+    }
+
+    /// Opens `ciphertext` (body, then the 16-byte tag) into `out[..body length]`; returns the
+    /// body length, or `None` if authentication fails or `out` is too short.
+    pub(crate) fn open_into(
+        &self,
+        n: u64,
+        ad: &[u8],
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let key = self.key.as_ref()?;
+        let len = ciphertext.len().checked_sub(TAG_LEN)?;
+        let dest = out.get_mut(..len)?;
+        let (body, tag) = ciphertext.split_at(len);
+        key.open_separate_gather(nonce(n), Aad::from(ad), body, tag, dest)
+            .ok()?;
+        Some(len)
+    }
+
+    fn with_key(key: &[u8; KEY_LEN]) -> Self {
+        let mut c = ChaChaPoly::default();
+        c.set(key);
+        c
+    }
+}
+
 impl Cipher for ChaChaPoly {
     fn name(&self) -> &'static str {
         "ChaChaPoly"
@@ -186,18 +222,18 @@ impl Cipher for ChaChaPoly {
         out: &mut [u8],
     ) -> usize {
         let len = plaintext.len();
-        let (Some(key), Some(dest)) = (self.key.as_ref(), out.get_mut(..len + TAG_LEN)) else {
+        let Some(dest) = out.get_mut(..len + TAG_LEN) else {
             // Unreachable with snow's checks; an empty result then fails the peer's decryption.
             return 0;
         };
         let (body, tag_out) = dest.split_at_mut(len);
         body.copy_from_slice(plaintext);
-        match key.seal_in_place_separate_tag(nonce(nonce_value), Aad::from(authtext), body) {
-            Ok(tag) => {
-                tag_out.copy_from_slice(tag.as_ref());
+        match self.seal_in_place(nonce_value, authtext, body) {
+            Some(tag) => {
+                tag_out.copy_from_slice(&tag);
                 len + TAG_LEN
             }
-            Err(_) => 0,
+            None => 0,
         }
     }
 
@@ -208,16 +244,51 @@ impl Cipher for ChaChaPoly {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, snow::Error> {
-        let key = self.key.as_ref().ok_or(snow::Error::Decrypt)?;
-        let len = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(snow::Error::Decrypt)?;
-        let dest = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
-        let (body, tag) = ciphertext.split_at(len);
-        key.open_separate_gather(nonce(nonce_value), Aad::from(authtext), body, tag, dest)
-            .map_err(|_| snow::Error::Decrypt)?;
-        Ok(len)
+        self.open_into(nonce_value, authtext, ciphertext, out)
+            .ok_or(snow::Error::Decrypt)
+    }
+}
+
+/// A session's transport keys: Noise's `Split()` of a finished handshake, one ChaCha20-Poly1305
+/// key per direction, used with the explicit counter of each datagram as the nonce and empty
+/// associated data (Noise transport messages, as snow's stateless transport state makes them).
+/// Holding the keys, rather than snow's transport state, lets a datagram be sealed where it lies
+/// (the native data path builds it in the socket's transmit batch).
+pub(crate) struct Transport {
+    send: ChaChaPoly,
+    recv: ChaChaPoly,
+}
+
+impl Transport {
+    /// The keys of a finished handshake (`None` before it is finished).
+    pub(crate) fn from_handshake(hs: &mut snow::HandshakeState) -> Option<Self> {
+        if !hs.is_handshake_finished() {
+            return None;
+        }
+        // Split() gives (initiator -> responder, responder -> initiator).
+        let (mut i2r, mut r2i) = hs.dangerously_get_raw_split();
+        let (send, recv) = if hs.is_initiator() {
+            (&i2r, &r2i)
+        } else {
+            (&r2i, &i2r)
+        };
+        let t = Transport {
+            send: ChaChaPoly::with_key(send),
+            recv: ChaChaPoly::with_key(recv),
+        };
+        i2r.zeroize();
+        r2i.zeroize();
+        Some(t)
+    }
+
+    /// Encrypts `buf` in place as the transport message with counter `n`; returns the tag.
+    pub(crate) fn seal_in_place(&self, n: u64, buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
+        self.send.seal_in_place(n, &[], buf)
+    }
+
+    /// Opens the transport message `ciphertext` with counter `n` into `out`.
+    pub(crate) fn open_into(&self, n: u64, ciphertext: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.recv.open_into(n, &[], ciphertext, out)
     }
 }
 

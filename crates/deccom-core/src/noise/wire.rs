@@ -299,9 +299,17 @@ pub fn encode_cookie(receiver: u32, cookie: &[u8; MAC_LEN], out: &mut Vec<u8>) {
 
 /// Appends a transport header; the caller appends the ciphertext.
 pub fn encode_transport_header(receiver: u32, counter: u64, out: &mut Vec<u8>) {
-    out.push(T_TRANSPORT);
-    out.extend_from_slice(&receiver.to_be_bytes());
-    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(&transport_header(receiver, counter));
+}
+
+/// The transport datagram header: type, receiver index, counter.
+#[must_use]
+pub fn transport_header(receiver: u32, counter: u64) -> [u8; TRANSPORT_HEADER_LEN] {
+    let mut h = [0u8; TRANSPORT_HEADER_LEN];
+    h[0] = T_TRANSPORT;
+    h[1..5].copy_from_slice(&receiver.to_be_bytes());
+    h[5..].copy_from_slice(&counter.to_be_bytes());
+    h
 }
 
 /// Appends a plaintext datagram.

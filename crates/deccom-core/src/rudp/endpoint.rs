@@ -333,7 +333,10 @@ pub struct Payload {
 impl Payload {
     /// `prefix` followed by `body`, without copying `body`.
     pub fn with_prefix(prefix: u8, body: impl AsRef<[u8]> + Send + 'static) -> Payload {
-        Payload { prefix: Some(prefix), body: Box::new(body) }
+        Payload {
+            prefix: Some(prefix),
+            body: Box::new(body),
+        }
     }
 
     /// Length in bytes, prefix included.
@@ -366,7 +369,10 @@ impl Payload {
 
 impl From<Vec<u8>> for Payload {
     fn from(v: Vec<u8>) -> Payload {
-        Payload { prefix: None, body: Box::new(v) }
+        Payload {
+            prefix: None,
+            body: Box::new(v),
+        }
     }
 }
 
@@ -770,7 +776,7 @@ impl Peer {
         self.cc.window().min(self.peer_window)
     }
 
-    /// Writes the next datagram for this peer, if any may leave now.
+    /// Appends the next datagram for this peer to `out`, if any may leave now.
     fn poll_transmit<P>(&mut self, now: Instant, out: &mut Vec<u8>, cx: &mut Cx<'_, P>) -> bool {
         if self.ack_due(now, cx.config.ack_every) {
             self.write_ack(now, out, cx);
@@ -813,7 +819,6 @@ impl Peer {
             seg_index: seg,
             ack_now,
         };
-        out.clear();
         wire::encode_data_header(&header, out);
         let start = seg as usize * m.seg_size as usize;
         let len = segment_len(m.len(), m.seg_size, seg) as usize;
@@ -871,7 +876,6 @@ impl Peer {
             *slot = refusal;
             frame.refused_count += 1;
         }
-        out.clear();
         wire::encode_ack(&frame, out);
         if self.refusals.is_empty() {
             self.unacked = 0;
@@ -1084,7 +1088,11 @@ impl Peer {
             self.sent_base += 1;
             self.in_flight -= 1;
             cx.stats.packets_lost += 1;
-            self.lost_run = if self.last_lost_pn.wrapping_add(1) == pn { self.lost_run + 1 } else { 1 };
+            self.lost_run = if self.last_lost_pn.wrapping_add(1) == pn {
+                self.lost_run + 1
+            } else {
+                1
+            };
             self.last_lost_pn = pn;
             congested |= self.lost_run >= LOSS_RUN_CONGESTION;
             if self
@@ -1613,6 +1621,15 @@ where
     /// `None` when nothing may be sent now; [`Endpoint::poll_timeout`] then says when to look
     /// again. Peers take turns datagram by datagram.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<P> {
+        out.clear();
+        self.poll_transmit_append(now, out)
+    }
+
+    /// [`Endpoint::poll_transmit`], except that the datagram is appended to `out` after what it
+    /// holds (which is left as is): a driver can put its own header in front and seal or send
+    /// the datagram where it lies. `out` is unchanged when `None` is returned.
+    pub fn poll_transmit_append(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<P> {
+        let start = out.len();
         let (peers, active, mut cx) = self.split();
         while let Some(peer) = active.pop_front() {
             let Some(p) = peers.get_mut(&peer) else {
@@ -1621,7 +1638,7 @@ where
             if p.poll_transmit(now, out, &mut cx) {
                 active.push_back(peer);
                 cx.stats.datagrams_sent += 1;
-                cx.stats.bytes_sent += out.len() as u64;
+                cx.stats.bytes_sent += (out.len() - start) as u64;
                 return Some(peer);
             }
             p.in_active = false;
