@@ -719,42 +719,49 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             && self.transmit.is_empty()
             && len <= self.config.max_message_len
         {
-            if let Some(session) = self.usable_session(now, peer) {
-                if seal_in_place(session, out, at) {
-                    self.after_seal(now, peer);
-                    return Ok(true);
-                }
+            if let Some(rekey) = self.seal_current(now, peer, |s| seal_in_place(s, out, at)) {
+                self.start_rekey(now, peer, rekey);
+                return Ok(true);
             }
         }
         let plaintext = out[body..].to_vec();
         self.send(now, peer, &plaintext).map(|()| false)
     }
 
-    /// `peer`'s current session, if it may still send (creates the peer state).
-    fn usable_session(&mut self, now: Instant, peer: P) -> Option<&mut Session> {
-        self.ensure_peer(now, peer);
+    /// Seals with `peer`'s current session, if the peer is known and that session may still
+    /// send (`seal` says whether it sealed), with one peer lookup: this runs per datagram. On
+    /// success counts the message and returns `Some(rekey)`, where `rekey` holds the remote
+    /// static key when a rekey is due and none runs (see [`Endpoint::start_rekey`]).
+    fn seal_current(
+        &mut self,
+        now: Instant,
+        peer: P,
+        seal: impl FnOnce(&mut Session) -> bool,
+    ) -> Option<Option<[u8; 32]>> {
         let reject_after = self.config.reject_after_time;
+        let (rekey_messages, rekey_time) = (
+            self.config.rekey_after_messages,
+            self.config.rekey_after_time,
+        );
         let ps = self.peers.get_mut(&peer)?;
         ps.last_active = now;
-        ps.current
+        let session = ps
+            .current
             .as_mut()
-            .filter(|s| now.saturating_duration_since(s.created) < reject_after)
+            .filter(|s| now.saturating_duration_since(s.created) < reject_after)?;
+        if !seal(session) {
+            return None;
+        }
+        let due = session.send_counter >= rekey_messages
+            || now.saturating_duration_since(session.created) >= rekey_time;
+        let rekey = (due && ps.initiation.is_none()).then_some(session.remote_static);
+        self.stats.messages_sent += 1;
+        Some(rekey)
     }
 
-    /// After a message went out on `peer`'s current session: counts it, and starts a rekey when
-    /// one is due and none runs.
-    fn after_seal(&mut self, now: Instant, peer: P) {
-        self.stats.messages_sent += 1;
-        let Some(ps) = self.peers.get(&peer) else {
-            return;
-        };
-        let Some(session) = ps.current.as_ref() else {
-            return;
-        };
-        let rekey = session.send_counter >= self.config.rekey_after_messages
-            || now.saturating_duration_since(session.created) >= self.config.rekey_after_time;
-        if rekey && ps.initiation.is_none() {
-            let rs = session.remote_static;
+    /// Starts the rekey [`Endpoint::seal_current`] found due, if any.
+    fn start_rekey(&mut self, now: Instant, peer: P, rekey: Option<[u8; 32]>) {
+        if let Some(rs) = rekey {
             self.start_initiation(now, peer, Some(rs), true, false);
         }
     }
@@ -768,20 +775,21 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         plaintext: &[u8],
         direct: Option<&mut Vec<u8>>,
     ) -> Result<bool, NoiseError> {
+        self.ensure_peer(now, peer);
         let appended = direct.is_some();
-        let sealed = match (self.usable_session(now, peer), direct) {
-            (Some(session), Some(out)) => seal_append(session, plaintext, out),
-            (Some(session), None) => match seal(session, plaintext) {
-                Some(datagram) => {
-                    self.transmit.push_back((peer, datagram));
-                    true
-                }
-                None => false,
-            },
-            (None, _) => false,
+        let mut datagram = None;
+        let sealed = match direct {
+            Some(out) => self.seal_current(now, peer, |s| seal_append(s, plaintext, out)),
+            None => self.seal_current(now, peer, |s| {
+                datagram = seal(s, plaintext);
+                datagram.is_some()
+            }),
         };
-        if sealed {
-            self.after_seal(now, peer);
+        if let Some(rekey) = sealed {
+            if let Some(d) = datagram {
+                self.transmit.push_back((peer, d));
+            }
+            self.start_rekey(now, peer, rekey);
             return Ok(appended);
         }
         let Some(ps) = self.peers.get_mut(&peer) else {
