@@ -777,35 +777,45 @@ mod noise {
             .any(|e| matches!(e, Event::Disconnected { .. })));
     }
 
-    /// The native data path's calls: `send_into` seals straight into the caller's buffer once a
-    /// session is up (queues before), `handle_datagram_with` hands opened messages to a callback
-    /// instead of events; tampering and replays are still dropped and counted.
+    /// `out` with room for the transport header at its end, then `msg`.
+    fn staged(out: &mut Vec<u8>, msg: &[u8]) -> usize {
+        let at = out.len();
+        out.resize(at + deccom_core::noise::wire::TRANSPORT_HEADER_LEN, 0);
+        out.extend_from_slice(msg);
+        at
+    }
+
+    /// The native data path's calls: `send_in_place` seals a message where the caller staged it
+    /// once a session is up (queues a copy before), `handle_datagram_with` hands opened messages
+    /// to a callback instead of events; tampering and replays are still dropped and counted.
     #[test]
     fn direct_send_and_receive() {
         let mut p = Pair::default();
         let now = p.now;
+        // No session yet: queued behind the handshake, the buffer as it was.
         let mut out = Vec::new();
-        // No session yet: queued behind the handshake, nothing appended.
-        assert_eq!(p.a.send_into(now, B, b"early", &mut out), Ok(false));
-        assert!(out.is_empty());
+        let at = staged(&mut out, b"early");
+        let before = out.clone();
+        assert_eq!(p.a.send_in_place(now, B, &mut out, at), Ok(false));
+        assert_eq!(out, before);
+        out.clear();
         p.handshake();
         assert_eq!(Pair::messages(&p.events_b), vec![b"early".to_vec()]);
         let now = p.now;
-        let mut lens = Vec::new();
+        // 50 datagrams staged back to back in one buffer, as in a transmit batch.
+        let mut spans = Vec::new();
         for i in 0..50u32 {
-            let start = out.len();
-            assert_eq!(p.a.send_into(now, B, &i.to_be_bytes(), &mut out), Ok(true));
-            lens.push(out.len() - start);
+            let at = staged(&mut out, &i.to_be_bytes());
+            assert_eq!(p.a.send_in_place(now, B, &mut out, at), Ok(true));
+            spans.push(at..out.len());
         }
         assert!(
             p.a.poll_transmit(&mut Vec::new()).is_none(),
             "nothing went through the queue"
         );
         let mut got = Vec::new();
-        let mut off = 0;
-        for len in &lens {
-            let d = out[off..off + len].to_vec();
-            off += len;
+        for span in &spans {
+            let d = out[span.clone()].to_vec();
             p.b.handle_datagram_with(now, A, &d, |peer, m| got.push((peer, m.to_vec())));
             // The same datagram again is a replay: dropped, no callback.
             p.b.handle_datagram_with(now, A, &d, |_, _| panic!("replay delivered"));
@@ -820,36 +830,32 @@ mod noise {
             p.b.poll_event().is_none(),
             "delivered through the callback, not as events"
         );
+        // Sealed behind bytes the buffer already held, which stay as they were; then tampered.
+        let mut batch = vec![0xAAu8; 7];
+        let at = staged(&mut batch, b"sealed where it lies");
+        assert_eq!(p.a.send_in_place(now, B, &mut batch, at), Ok(true));
+        assert_eq!(batch[..7], [0xAA; 7]);
+        let mut opened = Vec::new();
+        p.b.handle_datagram_with(now, A, &batch[at..], |_, m| opened = m.to_vec());
+        assert_eq!(opened, b"sealed where it lies");
         let mut bad = Vec::new();
-        assert_eq!(p.a.send_into(now, B, b"fresh", &mut bad), Ok(true));
+        let at = staged(&mut bad, b"fresh");
+        assert_eq!(p.a.send_in_place(now, B, &mut bad, at), Ok(true));
         let n = bad.len();
         bad[n - 1] ^= 1;
         p.b.handle_datagram_with(now, A, &bad, |_, _| panic!("tampered delivered"));
         assert_eq!(p.b.stats().dropped_tampered, 1);
-        // In place: the caller leaves room for the header before the message, in a buffer that
-        // already holds other bytes; the datagram replaces the room and the message.
-        let at = 7;
-        let mut batch = vec![0xAAu8; at];
-        batch.resize(at + deccom_core::noise::wire::TRANSPORT_HEADER_LEN, 0);
-        batch.extend_from_slice(b"sealed where it lies");
-        assert_eq!(p.a.send_in_place(now, B, &mut batch, at), Ok(true));
-        assert_eq!(batch[..at], [0xAA; 7]);
-        let mut opened = Vec::new();
-        p.b.handle_datagram_with(now, A, &batch[at..], |_, m| opened = m.to_vec());
-        assert_eq!(opened, b"sealed where it lies");
         // No room for the header: a typed error, the buffer untouched.
         let mut short = vec![1u8; 5];
         assert!(p.a.send_in_place(now, B, &mut short, 0).is_err());
         assert_eq!(short, [1; 5]);
-        // No session with a new peer: queued behind a handshake, the buffer as it was.
-        let mut queued = vec![0u8; deccom_core::noise::wire::TRANSPORT_HEADER_LEN];
-        queued.extend_from_slice(b"later");
-        let before = queued.clone();
-        assert_eq!(p.a.send_in_place(now, 99, &mut queued, 0), Ok(false));
-        assert_eq!(queued, before);
         // A message larger than the limit is refused with the same error as `send`.
-        let big = vec![0u8; noise_max() + 1];
-        assert!(p.a.send_into(now, B, &big, &mut out).is_err());
+        let mut big = Vec::new();
+        let at = staged(&mut big, &vec![0u8; noise_max() + 1]);
+        assert_eq!(
+            p.a.send_in_place(now, B, &mut big, at),
+            Err(p.a.send(now, B, &vec![0u8; noise_max() + 1]).unwrap_err())
+        );
     }
 
     fn noise_max() -> usize {

@@ -475,23 +475,12 @@ impl<P: Copy + Eq + Hash + fmt::Debug> fmt::Debug for Endpoint<P> {
     }
 }
 
+/// The transport datagram carrying `plaintext`; `None` when the session may not send any more.
 fn seal(session: &mut Session, plaintext: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
-    seal_append(session, plaintext, &mut out).then_some(out)
-}
-
-/// Appends the transport datagram carrying `plaintext` to `out`; false (and `out` unchanged) when
-/// the session may not send any more.
-fn seal_append(session: &mut Session, plaintext: &[u8], out: &mut Vec<u8>) -> bool {
-    let start = out.len();
-    out.resize(start + TRANSPORT_HEADER_LEN, 0);
+    out.resize(TRANSPORT_HEADER_LEN, 0);
     out.extend_from_slice(plaintext);
-    if seal_in_place(session, out, start) {
-        true
-    } else {
-        out.truncate(start);
-        false
-    }
+    seal_in_place(session, &mut out, 0).then_some(out)
 }
 
 /// Seals the transport datagram whose header goes at `out[at..at + TRANSPORT_HEADER_LEN]` (room
@@ -658,43 +647,16 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
                 wire::encode_signed(epoch, counter, &sig, plaintext, &mut out);
                 self.queue_transmit(peer, out);
             }
-            Mode::Encrypt => return self.send_encrypted(now, peer, plaintext, None).map(drop),
+            Mode::Encrypt => return self.send_encrypted(now, peer, plaintext),
         }
         self.stats.messages_sent += 1;
         Ok(())
     }
 
-    /// [`Endpoint::send`], except that when the datagram can leave at once (encrypt mode, a
-    /// current session, nothing queued ahead of it in the transmit queue) it is appended to `out`
-    /// instead of going through the transmit queue: no allocation and two copies fewer, for a
-    /// driver that stages datagrams in one buffer (the native data path). Returns `true` when it
-    /// was appended; `false` when it was queued (or waits for a handshake) as `send` does.
-    ///
-    /// # Errors
-    ///
-    /// As [`Endpoint::send`].
-    pub fn send_into(
-        &mut self,
-        now: Instant,
-        peer: P,
-        plaintext: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<bool, NoiseError> {
-        if self.config.mode != Mode::Encrypt || !self.transmit.is_empty() {
-            return self.send(now, peer, plaintext).map(|()| false);
-        }
-        if plaintext.len() > self.config.max_message_len {
-            return Err(NoiseError::MessageTooLarge {
-                len: plaintext.len(),
-                max: self.config.max_message_len,
-            });
-        }
-        self.send_encrypted(now, peer, plaintext, Some(out))
-    }
-
-    /// [`Endpoint::send_into`] for a message the caller has already placed in `out`: the message
-    /// is `out[at + TRANSPORT_HEADER_LEN..]`, and `out[at..at + TRANSPORT_HEADER_LEN]` is room
-    /// for the header. When the datagram can leave at once it is sealed where it lies (header
+    /// [`Endpoint::send`] for a message the caller has already placed in a buffer that collects
+    /// datagrams (the native data path's transmit batch): the message is
+    /// `out[at + TRANSPORT_HEADER_LEN..]`, and `out[at..at + TRANSPORT_HEADER_LEN]` is room for
+    /// the header. When the datagram can leave at once it is sealed where it lies (header
     /// written, message encrypted in place, tag appended: no copy at all) and `true` is returned.
     /// Otherwise the message is taken as [`Endpoint::send`] takes it (queued, or held for a
     /// handshake), `out` is left as it was, and `false` is returned.
@@ -766,31 +728,25 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         }
     }
 
-    /// Seals `plaintext` for `peer` into `direct` (returns true) or the transmit queue, or queues
-    /// it behind a handshake.
+    /// Seals `plaintext` for `peer` into the transmit queue, or queues it behind a handshake.
     fn send_encrypted(
         &mut self,
         now: Instant,
         peer: P,
         plaintext: &[u8],
-        direct: Option<&mut Vec<u8>>,
-    ) -> Result<bool, NoiseError> {
+    ) -> Result<(), NoiseError> {
         self.ensure_peer(now, peer);
-        let appended = direct.is_some();
         let mut datagram = None;
-        let sealed = match direct {
-            Some(out) => self.seal_current(now, peer, |s| seal_append(s, plaintext, out)),
-            None => self.seal_current(now, peer, |s| {
-                datagram = seal(s, plaintext);
-                datagram.is_some()
-            }),
-        };
+        let sealed = self.seal_current(now, peer, |s| {
+            datagram = seal(s, plaintext);
+            datagram.is_some()
+        });
         if let Some(rekey) = sealed {
             if let Some(d) = datagram {
                 self.transmit.push_back((peer, d));
             }
             self.start_rekey(now, peer, rekey);
-            return Ok(appended);
+            return Ok(());
         }
         let Some(ps) = self.peers.get_mut(&peer) else {
             return Err(NoiseError::QueueFull { queue: "pending" });
@@ -803,7 +759,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             let rs = ps.remote_static;
             self.start_initiation(now, peer, rs, false, false);
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Records the identity of `peer` for Sign mode (e.g. from a peer record). A completed
