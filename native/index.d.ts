@@ -198,7 +198,7 @@ export declare class NoiseEndpoint {
   /** Runs the timers due at `now`. */
   handleTimeout(now: number): void
   /** Datagrams to send (up to 1024 per call), or null. */
-  pollTransmit(): NoiseTransmits | null
+  pollTransmit(): Transmits | null
   /** When `handleTimeout` next has work, on the caller's clock, or null. */
   pollTimeout(): number | null
   /** Every event since the last call, or null. */
@@ -238,7 +238,7 @@ export declare class RudpEndpoint {
   /** Runs the timers due at `now`. */
   handleTimeout(now: number): void
   /** What may be sent now (up to 1024 datagrams), or null. */
-  pollTransmit(now: number): RudpTransmits | null
+  pollTransmit(now: number): Transmits | null
   /** When `handleTimeout`/`pollTransmit` next have work, on the caller's clock, or null. */
   pollTimeout(): number | null
   /** Delivered messages and completions since the last call, or null. */
@@ -547,13 +547,6 @@ export interface NoisePeerEvent {
   message: string
 }
 
-/** Datagrams to send: bytes back to back, their lengths, and each one's peer. */
-export interface NoiseTransmits {
-  data: Buffer
-  lens: Uint32Array
-  peers: Uint32Array
-}
-
 /** A peer record as JavaScript sees it. */
 export interface PeerRecordObject {
   /** 32-byte node id. */
@@ -616,8 +609,11 @@ export interface RudpOptions {
   seed?: number
 }
 
-/** Datagrams to send: payloads back to back, their lengths, and each one's peer. */
-export interface RudpTransmits {
+/**
+ * Datagrams to send, as the JavaScript-driven endpoints return them: bytes back to back, their
+ * lengths, and each one's peer.
+ */
+export interface Transmits {
   data: Buffer
   lens: Uint32Array
   peers: Uint32Array

@@ -13,7 +13,7 @@ use deccom_core::PublicIdentity;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::clock::{collect_transmits, JsClock};
+use crate::clock::{transmits, JsClock, Transmits};
 use crate::error::{coded, Code};
 use crate::identity::NativeIdentity;
 
@@ -69,14 +69,6 @@ pub struct NoiseEndpointOptions {
   pub connect_on_unknown_session: Option<bool>,
   /// 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only.
   pub seed: Option<Buffer>,
-}
-
-/// Datagrams to send: bytes back to back, their lengths, and each one's peer.
-#[napi(object)]
-pub struct NoiseTransmits {
-  pub data: Buffer,
-  pub lens: Uint32Array,
-  pub peers: Uint32Array,
 }
 
 /// A handshake completed: the peer is authenticated.
@@ -296,10 +288,9 @@ impl NoiseEndpoint {
 
   /// Datagrams to send (up to 1024 per call), or null.
   #[napi]
-  pub fn poll_transmit(&mut self) -> Option<NoiseTransmits> {
+  pub fn poll_transmit<'env>(&mut self, env: &'env Env) -> Result<Option<Transmits<'env>>> {
     let endpoint = &mut self.endpoint;
-    let (data, lens, peers) = collect_transmits(MAX_TRANSMITS, &mut self.out, |out| endpoint.poll_transmit(out))?;
-    Some(NoiseTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
+    transmits(env, MAX_TRANSMITS, &mut self.out, |out| endpoint.poll_transmit(out))
   }
 
   /// When `handleTimeout` next has work, on the caller's clock, or null.

@@ -11,17 +11,9 @@ use deccom_core::rudp::{Endpoint, Event, FailReason, Payload};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::clock::{collect_transmits, JsClock};
+use crate::clock::{transmits, JsClock, Transmits};
 use crate::pipeline::{DONE_FORGOTTEN, DONE_REFUSED, DONE_SENT, DONE_UNREACHABLE};
 use crate::socket::{rudp_config, RudpOptions};
-
-/// Datagrams to send: payloads back to back, their lengths, and each one's peer.
-#[napi(object)]
-pub struct RudpTransmits {
-  pub data: Buffer,
-  pub lens: Uint32Array,
-  pub peers: Uint32Array,
-}
 
 /// Messages delivered and sends finished since the last call.
 #[napi(object)]
@@ -82,11 +74,10 @@ impl RudpEndpoint {
 
   /// What may be sent now (up to 1024 datagrams), or null.
   #[napi]
-  pub fn poll_transmit(&mut self, now: f64) -> Option<RudpTransmits> {
+  pub fn poll_transmit<'env>(&mut self, env: &'env Env, now: f64) -> Result<Option<Transmits<'env>>> {
     let t = self.clock.at(now);
     let endpoint = &mut self.endpoint;
-    let (data, lens, peers) = collect_transmits(MAX_TRANSMITS, &mut self.out, |out| endpoint.poll_transmit(t, out))?;
-    Some(RudpTransmits { data: data.into(), lens: lens.into(), peers: peers.into() })
+    transmits(env, MAX_TRANSMITS, &mut self.out, |out| endpoint.poll_transmit(t, out))
   }
 
   /// When `handleTimeout`/`pollTransmit` next have work, on the caller's clock, or null.
