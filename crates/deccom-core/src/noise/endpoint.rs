@@ -436,7 +436,6 @@ pub struct Endpoint<P: Copy + Eq + Hash + fmt::Debug> {
     config: Config,
     identity: Identity,
     static_pair: crypto::StaticPair,
-    static_public: [u8; 32],
     binding: Vec<u8>,
     bindings: crypto::BindingCache,
     xx: NoiseParams,
@@ -528,8 +527,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             return Err(NoiseError::NameIdentity);
         }
         let static_pair = crypto::static_keypair(identity)?;
-        let static_public = static_pair.public();
-        let binding = crypto::binding_payload(identity, &static_public)?;
+        let binding = crypto::binding_payload(identity, &static_pair.public())?;
         let parse = |s: &str| {
             s.parse::<NoiseParams>().map_err(|_| NoiseError::Crypto {
                 reason: "Noise protocol name rejected",
@@ -549,7 +547,6 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             config,
             identity: identity.clone(),
             static_pair,
-            static_public,
             binding,
             xx: parse(XX_PARAMS)?,
             ik: parse(IK_PARAMS)?,
@@ -574,7 +571,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
     /// [`super::static_public_key`]). Peers pass it to [`Endpoint::connect`] to use IK.
     #[must_use]
     pub fn local_static_public_key(&self) -> [u8; 32] {
-        self.static_public
+        self.static_pair.public()
     }
 
     /// This endpoint's node id.
@@ -2234,7 +2231,7 @@ mod tests {
         crate::identity::push_hex(&mut hex, a.static_pair.private());
         assert!(!dbg.contains(&hex[..12]), "{dbg}");
         let mut hex = String::new();
-        crate::identity::push_hex(&mut hex, &a.static_public);
+        crate::identity::push_hex(&mut hex, &a.static_pair.public());
         assert!(!dbg.contains(&hex[..12]), "{dbg}");
         assert!(!dbg.contains("static"), "{dbg}");
     }
