@@ -178,6 +178,7 @@
 
 mod crypto;
 mod endpoint;
+pub mod frame;
 pub mod error;
 mod primitives;
 mod ratelimit;
