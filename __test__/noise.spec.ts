@@ -112,19 +112,20 @@ interop('interop XX: deccom initiator, noise-handshake responder; transport both
   t.true(r.complete)
   checkBinding(t, payload3, us, Buffer.from(r.rs))
   t.deepEqual(Buffer.from(r.rs), ep.localStaticPublicKey)
-  const ev = ep.pollEvents()
+  const ev = ep.pollEvents(1)
   t.is(ev.connected.length, 1)
   t.deepEqual(ev.connected[0].remoteId, them.id)
   t.deepEqual(ev.connected[0].remoteIdentity, them.publicIdentity)
   t.deepEqual(ep.handshakeHash(7), Buffer.from(r.hash), 'same handshake hash')
-  // noise-handshake → deccom
+  // noise-handshake → deccom: the plaintext is a whole-message frame [tag 0][kind 0][data]
   const tx = new HSCipher(r.tx)
-  const ct = tx.encrypt(Buffer.from('hello from noise-handshake'))
+  const ct = tx.encrypt(Buffer.concat([Buffer.from([0, 0]), Buffer.from('hello from noise-handshake')]))
   ep.handleDatagram(2, 7, Buffer.concat([Buffer.from([0x02]), u32(ourIndex), u64(0), ct]))
-  const ev2 = ep.pollEvents()
+  const ev2 = ep.pollEvents(2)
   t.deepEqual(ev2.messages[0], Buffer.from('hello from noise-handshake'))
   t.is(ev2.messageModes[0], 2)
-  // deccom → noise-handshake
+  t.is(ev2.messageTags[0], 0)
+  // deccom → noise-handshake (an unframed Noise message through send)
   ep.send(3, 7, Buffer.from('hello from deccom'))
   const d = one(ep)
   t.is(d[0], 0x02)
@@ -162,8 +163,10 @@ interop('interop XX: noise-handshake initiator, deccom responder; keepalive and 
   t.is(rx.decrypt(ka.subarray(13)).length, 0)
   const tx = new HSCipher(i.tx)
   tx.setNonce(5) // any counter: each datagram carries its nonce
-  ep.handleDatagram(2, 9, Buffer.concat([Buffer.from([0x02]), u32(ourIndex), u64(5), tx.encrypt(Buffer.from('ping'))]))
-  t.deepEqual(ep.pollEvents().messages[0], Buffer.from('ping'))
+  ep.handleDatagram(2, 9, Buffer.concat([Buffer.from([0x02]), u32(ourIndex), u64(5), tx.encrypt(Buffer.from([7, 0, ...Buffer.from('ping')]))]))
+  const ev = ep.pollEvents(2)
+  t.deepEqual(ev.messages[0], Buffer.from('ping'))
+  t.is(ev.messageTags[0], 7)
   ep.send(3, 9, Buffer.from('pong'))
   const d = one(ep)
   rx.setNonce(Number(d.readBigUInt64BE(5)))
@@ -209,7 +212,7 @@ interop('a peer claiming an id that is not SHA-256 of its identity, or signing a
     t.is(ep.pollTransmit(), null, `${what}: no message 3`)
     t.is(ep.isAuthenticated(7), null, what)
     t.is(ep.stats().handshakes_failed_binding, 1, what)
-    t.is(ep.pollEvents().failed[0].code, code, what)
+    t.is(ep.pollEvents(1).failed[0].code, code, what)
   }
 })
 

@@ -163,6 +163,11 @@ export declare class NativeIdentity {
   sign(message: Uint8Array): Buffer
 }
 
+/**
+ * The endpoint driven from JavaScript. Noise messages carry frames (`deccom_core::noise::frame`):
+ * `sendFrame` encodes them, `pollEvents` decodes them and reassembles chunked messages, so the
+ * framing has one implementation, shared with the socket thread's Noise stage.
+ */
 export declare class NoiseEndpoint {
   /**
    * A new endpoint for `identity` (an Ed25519 key pair); `now` is the caller's clock in ms.
@@ -172,6 +177,19 @@ export declare class NoiseEndpoint {
    * `ERR_DECCOM_INVALID_ARGUMENT` for bad options, `ERR_DECCOM_RNG` if the OS has no randomness.
    */
   constructor(identity: NativeIdentity, options: NoiseEndpointOptions | undefined | null, now: number)
+  /** How many frames (`sendFrame` calls) a message of `len` bytes takes. */
+  frameCount(len: number): number
+  /**
+   * Sends frame `index` (of `frameCount(data.length)`) of the message `data` for the upper layer
+   * `tag` to `peer`: the whole message when it fits one frame, else its `index`-th chunk of the
+   * message numbered `messageId`. In encrypt mode without a session the frame is queued in the
+   * core and a handshake starts.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for an index past the last frame or a message over 4 GiB;
+   * `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
+   */
+  sendFrame(now: number, peer: number, tag: number, data: Uint8Array, messageId: number, index: number): void
   /** This endpoint's X25519 static public key (publish it so that peers can connect with IK). */
   get localStaticPublicKey(): Buffer
   /**
@@ -183,8 +201,8 @@ export declare class NoiseEndpoint {
    */
   connect(now: number, peer: number, knownStatic?: Uint8Array | undefined | null): void
   /**
-   * Sends one message (at most `maxMessageLen` bytes) to `peer` in the configured mode; in
-   * encrypt mode without a session it is queued in the core and a handshake starts.
+   * Sends one Noise message whose plaintext is `data` as given (no frame). The empty message is
+   * a keepalive that starts a handshake; data for the layers above goes through `sendFrame`.
    *
    * # Errors
    * `ERR_DECCOM_NOISE_MESSAGE_TOO_LARGE`, `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
@@ -202,7 +220,7 @@ export declare class NoiseEndpoint {
   /** When `handleTimeout` next has work, on the caller's clock, or null. */
   pollTimeout(): number | null
   /** Every event since the last call, or null. */
-  pollEvents(): NoiseEvents | null
+  pollEvents(now: number): NoiseEvents | null
   /** The authenticated node id of `peer` (a completed handshake, session current), or null. */
   isAuthenticated(peer: number): Buffer | null
   /** The authenticated encoded public identity of `peer`, or null. */
@@ -522,13 +540,24 @@ export interface NoiseEndpointOptions {
   connectOnUnknownSession?: boolean
   /** 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only. */
   seed?: Buffer
+  /** Largest frame (one Noise message's plaintext) `sendFrame` makes (default 60 000, at most 65 519). */
+  maxFrameSize?: number
+  /** Largest message reassembled from chunks (default 256 MiB). */
+  maxMessageSize?: number
+  /** Bytes of partial messages kept per peer (default 320 MiB) and in total (default 1 GiB). */
+  maxReassemblyPerPeer?: number
+  maxReassemblyTotal?: number
+  /** A partial message without a new chunk for this long is dropped (default 30 000). */
+  reassemblyTimeout?: number
 }
 
 /** Events since the last call. Each field is null when empty. */
 export interface NoiseEvents {
-  /** Application messages, in arrival order. */
+  /** Whole messages (frames decoded, chunks reassembled), in the order they completed. */
   messages?: Array<Buffer>
   messagePeers?: Uint32Array
+  /** The upper-layer tag of each message. */
+  messageTags?: Uint8Array
   /** How each message was protected: 0 plaintext, 1 sign, 2 encrypt. */
   messageModes?: Uint8Array
   connected?: Array<NoiseConnected>

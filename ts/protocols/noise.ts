@@ -17,21 +17,15 @@
  * and rate limits — is `deccom-core::noise`, driven here through the native `NoiseEndpoint` with
  * the node's clock (so it also runs in a SimulatedNetwork).
  *
- * ## Framing inside each Noise message (version 1)
- * Each Noise message (encrypted, signed or plaintext by the core) carries one frame:
- *
- * | bytes | whole message (kind 0) | chunk (kind 1)                                   |
- * |-------|------------------------|--------------------------------------------------|
- * | 0     | upper-layer tag        | upper-layer tag                                  |
- * | 1     | 0x00                   | 0x01                                             |
- * | 2..   | data                   | message id u32, total length u32, offset u32 (BE), data |
- *
- * A message that does not fit one frame of `maxFrameSize` bytes (default 60,000: one Noise
- * message must stay below 65,519 bytes, and over plain UDP the whole datagram below 65,507) is
- * split into chunks, each sealed separately; the receiver reassembles by (peer, message id) and
- * delivers when every byte arrived. Reassembly is bounded: `maxMessageSize` per message,
+ * ## Framing inside each Noise message
+ * Each Noise message carries one frame: `[upper tag][0x00][data]` for a whole message, or a chunk
+ * `[upper tag][0x01][message id u32][total u32][offset u32][data]` of a message larger than
+ * `maxFrameSize` bytes (default 60,000). The codec and the bounded reassembly are
+ * `deccom-core::noise::frame`, shared with the socket thread's Noise stage; the layout is in
+ * docs/wire.md ("Noise frames"). Reassembly is bounded: `maxMessageSize` per message,
  * `maxReassemblyPerPeer` / `maxReassemblyTotal` bytes, `reassemblyTimeout` ms without progress;
- * beyond them chunks are dropped and counted (`dropped_reassembly_*`).
+ * beyond them chunks are dropped and counted (`dropped_reassembly_*`). A chunk never joins a message
+ * protected in another mode, and overlapping chunks are refused.
  *
  * ## Sending
  * In `encrypt` and `sign` modes a message to a peer without a completed handshake waits in a
@@ -144,18 +138,6 @@ interface Waiting {
   timer: TimerHandle | null
 }
 
-interface Partial {
-  buf: Buffer
-  tag: number
-  received: number
-  offsets: Set<number>
-  last: number
-}
-
-const MAX_NOISE_PLAINTEXT = 65_519
-const WHOLE = 0
-const CHUNK = 1
-const CHUNK_HEADER = 14
 /** Chunks of one large message outstanding below at once (see #transmitChunks). */
 const MAX_CHUNKS_IN_FLIGHT = 128
 const EMPTY = Buffer.alloc(0)
@@ -175,11 +157,9 @@ export class Noise extends Protocol {
   readonly #opts: NoiseOptions
   readonly #mode: NoiseMode
   readonly #maxMessage: number
-  readonly #maxFrame: number
   #ep: NativeEndpoint | null = null
   #clock: Clock | null = null
   #deadline: Deadline | null = null
-  #sweep: TimerHandle | null = null
   #driving = false
   readonly #peerIds = new Map<Address, number>()
   readonly #peers: Address[] = []
@@ -190,9 +170,6 @@ export class Noise extends Protocol {
   readonly #waiting = new Map<number, Waiting>()
   /** The promise of the last handshake datagram sent to each peer (reliable layers below). */
   readonly #lastHandshake = new Map<number, Promise<unknown>>()
-  readonly #partials = new Map<number, Map<number, Partial>>()
-  readonly #partialBytes = new Map<number, number>()
-  #partialTotal = 0
   #nextMessageId = 1
   // Native mode (see the module documentation): the socket's Noise stage does the work.
   #native: UdpTransport | null = null
@@ -204,13 +181,8 @@ export class Noise extends Protocol {
     super()
     const mode = opts.mode ?? 'encrypt'
     if (!MODES.includes(mode)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Noise mode must be 'plaintext', 'sign' or 'encrypt', got ${String(mode)}`)
-    const frame = opts.maxFrameSize ?? 60_000
-    if (!Number.isInteger(frame) || frame < CHUNK_HEADER + 1 || frame > MAX_NOISE_PLAINTEXT) {
-      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Noise maxFrameSize must be an integer in ${CHUNK_HEADER + 1}..${MAX_NOISE_PLAINTEXT}, got ${frame}`)
-    }
     this.#opts = opts
     this.#mode = mode
-    this.#maxFrame = frame
     this.#maxMessage = opts.maxMessageSize ?? 256 * 1024 * 1024
   }
 
@@ -255,6 +227,11 @@ export class Noise extends Protocol {
           verifiedBindings: o.verifiedBindings,
           signEpoch: o.signEpoch,
           seed: o.seed ? Buffer.from(o.seed) : undefined,
+          maxFrameSize: o.maxFrameSize,
+          maxMessageSize: o.maxMessageSize,
+          maxReassemblyPerPeer: o.maxReassemblyPerPeer,
+          maxReassemblyTotal: o.maxReassemblyTotal,
+          reassemblyTimeout: o.reassemblyTimeout,
         },
         ctx.clock.now(),
       )
@@ -377,7 +354,10 @@ export class Noise extends Protocol {
 
   /** @internal True when {@link enableNative} can move the channel into the socket below. */
   canRunNative(below: Protocol | undefined): boolean {
-    return this.#opts.native !== false && this.#mode === 'encrypt' && below instanceof UdpTransport && this.#identity !== null
+    // The socket thread applies its impairment stages (faults, delay) before the Noise stage, so
+    // Noise can run there over the transport or over those test layers (which check the rest).
+    const overStages = below instanceof UdpTransport || below?.name === 'faulty' || below?.name === 'delay'
+    return this.#opts.native !== false && this.#mode === 'encrypt' && overStages && this.#identity !== null
   }
 
   /** @internal Moves the channel into the socket's I/O thread (asked by ReliableUdp above). */
@@ -543,21 +523,15 @@ export class Noise extends Protocol {
   #transmit(pid: number, data: Uint8Array, tag: number): Promise<void> {
     const ep = this.#ep
     if (!ep) return Promise.reject(closed())
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
     const results: Array<Promise<unknown>> = []
     const now = this.#clock!.now()
     const due = ep.pollTimeout()
     if (due !== null && due <= now) ep.handleTimeout(now)
     try {
-      if (data.length + 2 <= this.#maxFrame) {
-        const frame = Buffer.allocUnsafe(data.length + 2)
-        frame[0] = tag
-        frame[1] = WHOLE
-        frame.set(data, 2)
-        ep.send(now, pid, frame)
-        this.#flushTransmits(results)
-      } else {
-        return this.#transmitChunks(pid, data, tag)
-      }
+      if (ep.frameCount(buf.length) > 1) return this.#transmitChunks(pid, buf, tag)
+      ep.sendFrame(now, pid, tag, buf, 0, 0)
+      this.#flushTransmits(results)
     } catch (e) {
       this.#drive()
       return Promise.reject(fromNative(e))
@@ -572,25 +546,17 @@ export class Noise extends Protocol {
    * outstanding below, so that a reliable layer's per-peer queue is never overrun (a 256 MiB
    * message is ~4,400 chunks).
    */
-  async #transmitChunks(pid: number, data: Uint8Array, tag: number): Promise<void> {
+  async #transmitChunks(pid: number, data: Buffer, tag: number): Promise<void> {
     const id = this.#nextMessageId
     this.#nextMessageId = (id + 1) >>> 0 || 1
-    const step = this.#maxFrame - CHUNK_HEADER
-    const frame = Buffer.allocUnsafe(this.#maxFrame)
     const window: Array<Promise<unknown>> = []
-    for (let off = 0; off < data.length; off += step) {
+    const count = this.#ep!.frameCount(data.length)
+    for (let index = 0; index < count; index++) {
       const ep = this.#ep
       if (!ep) throw closed()
-      const n = Math.min(step, data.length - off)
-      frame[0] = tag
-      frame[1] = CHUNK
-      frame.writeUInt32BE(id, 2)
-      frame.writeUInt32BE(data.length, 6)
-      frame.writeUInt32BE(off, 10)
-      frame.set(data.subarray(off, off + n), CHUNK_HEADER)
       const results: Array<Promise<unknown>> = []
       try {
-        ep.send(this.#clock!.now(), pid, frame.subarray(0, CHUNK_HEADER + n))
+        ep.sendFrame(this.#clock!.now(), pid, tag, data, id, index)
         this.#flushTransmits(results)
       } catch (e) {
         this.#drive()
@@ -649,7 +615,7 @@ export class Noise extends Protocol {
       if (due !== null && due <= now) ep.handleTimeout(now)
       for (;;) {
         this.#flushTransmits()
-        const e = ep.pollEvents()
+        const e = ep.pollEvents(now)
         if (e === null) break
         this.#onEvents(e)
       }
@@ -665,7 +631,6 @@ export class Noise extends Protocol {
         this.count('disconnected')
         this.#auth.delete(d.peer)
         this.#ready.delete(d.peer)
-        this.#dropPartials(d.peer)
       }
     }
     if (e.connected) {
@@ -675,9 +640,9 @@ export class Noise extends Protocol {
         this.#onConnected(c.peer)
       }
     }
-    if (e.messages && e.messagePeers && e.messageModes) {
-      const { messages, messagePeers, messageModes } = e
-      for (let i = 0; i < messages.length; i++) this.#onFrame(messagePeers[i], messages[i], messageModes[i])
+    if (e.messages && e.messagePeers && e.messageModes && e.messageTags) {
+      const { messages, messagePeers, messageModes, messageTags } = e
+      for (let i = 0; i < messages.length; i++) this.#onMessage(messagePeers[i], messages[i], messageModes[i], messageTags[i])
     }
     if (e.failed) {
       for (const f of e.failed) {
@@ -688,49 +653,13 @@ export class Noise extends Protocol {
     }
   }
 
-  #onFrame(pid: number, frame: Buffer, mode: number): void {
-    if (frame.length < 2 || frame[1] > CHUNK || (frame[1] === CHUNK && frame.length < CHUNK_HEADER)) return this.count('dropped_malformed_frame')
-    const addr = this.#peers[pid]
+  /** A whole message (frames decoded and reassembled by the endpoint) for the layer `tag` above. */
+  #onMessage(pid: number, data: Buffer, mode: number, tag: number): void {
     // Plaintext data proves nothing about its sender: deliver it with the address only.
-    const from = mode === 0 ? new Peer(addr) : (this.#auth.get(pid) ?? this.#signedPeer(pid))
-    const tag = frame[0]
-    if (frame[1] === WHOLE) {
-      this.count('messages_received')
-      this.count('bytes_received', frame.length - 2)
-      return this.upper.onMessage(from, frame.subarray(2), tag)
-    }
-    const id = frame.readUInt32BE(2)
-    const total = frame.readUInt32BE(6)
-    const off = frame.readUInt32BE(10)
-    const chunk = frame.subarray(CHUNK_HEADER)
-    if (total > this.#maxMessage || off + chunk.length > total || chunk.length === 0) return this.count('dropped_reassembly_invalid')
-    let perPeer = this.#partials.get(pid)
-    let p = perPeer?.get(id)
-    const now = this.#clock!.now()
-    if (!p) {
-      const used = this.#partialBytes.get(pid) ?? 0
-      if (used + total > (this.#opts.maxReassemblyPerPeer ?? 320 * 1024 * 1024) || this.#partialTotal + total > (this.#opts.maxReassemblyTotal ?? 1024 * 1024 * 1024)) {
-        return this.count('dropped_reassembly_full')
-      }
-      p = { buf: Buffer.allocUnsafe(total), tag, received: 0, offsets: new Set(), last: now }
-      if (!perPeer) this.#partials.set(pid, (perPeer = new Map()))
-      perPeer.set(id, p)
-      this.#partialBytes.set(pid, used + total)
-      this.#partialTotal += total
-      this.#armSweep()
-    } else if (p.buf.length !== total || p.tag !== tag) {
-      return this.count('dropped_reassembly_invalid')
-    }
-    if (p.offsets.has(off)) return this.count('dropped_reassembly_duplicate')
-    p.offsets.add(off)
-    chunk.copy(p.buf, off)
-    p.received += chunk.length
-    p.last = now
-    if (p.received < total) return
-    this.#forget(pid, id, p)
+    const from = mode === 0 ? new Peer(this.#peers[pid]) : (this.#auth.get(pid) ?? this.#signedPeer(pid))
     this.count('messages_received')
-    this.count('bytes_received', total)
-    this.upper.onMessage(from, p.buf, tag)
+    this.count('bytes_received', data.length)
+    this.upper.onMessage(from, data, tag)
   }
 
   /** The sender of a signed message whose identity the core verified but that has no session. */
@@ -740,56 +669,15 @@ export class Noise extends Protocol {
     return new Peer(this.#peers[pid], id, ident)
   }
 
-  #forget(pid: number, id: number, p: Partial): void {
-    const perPeer = this.#partials.get(pid)
-    perPeer?.delete(id)
-    if (perPeer && perPeer.size === 0) this.#partials.delete(pid)
-    const used = (this.#partialBytes.get(pid) ?? 0) - p.buf.length
-    if (used > 0) this.#partialBytes.set(pid, used)
-    else this.#partialBytes.delete(pid)
-    this.#partialTotal -= p.buf.length
-  }
-
-  #dropPartials(pid: number): void {
-    const perPeer = this.#partials.get(pid)
-    if (!perPeer) return
-    for (const [id, p] of [...perPeer]) {
-      this.#forget(pid, id, p)
-      this.count('dropped_reassembly_disconnected')
-    }
-  }
-
-  /** While partial messages exist, drop those without progress for `reassemblyTimeout`. */
-  #armSweep(): void {
-    if (this.#sweep !== null || !this.#clock) return
-    const timeout = this.#opts.reassemblyTimeout ?? 30_000
-    this.#sweep = this.#clock.setTimeout(() => {
-      this.#sweep = null
-      const now = this.#clock!.now()
-      for (const [pid, perPeer] of [...this.#partials]) {
-        for (const [id, p] of [...perPeer]) {
-          if (now - p.last >= timeout) {
-            this.#forget(pid, id, p)
-            this.count('dropped_reassembly_timeout')
-          }
-        }
-      }
-      if (this.#partials.size > 0) this.#armSweep()
-    }, Math.max(1, timeout / 4))
-  }
-
   override stats(): Record<string, number> {
     const s: Record<string, number> = { ...this.counters }
     if (this.#ep) Object.assign(s, this.#ep.stats())
-    s.reassembly_bytes = this.#partialTotal
     return s
   }
 
   override async stop(): Promise<void> {
     const clock = this.#clock
     this.#deadline?.clear()
-    if (clock && this.#sweep !== null) clock.clearTimeout(this.#sweep)
-    this.#sweep = null
     this.#ep = null
     const waiting = [...this.#waiting.values()]
     this.#waiting.clear()
@@ -798,9 +686,6 @@ export class Noise extends Protocol {
       for (const q of w.queue) q.reject(closed())
       for (const a of w.approvals) a(false)
     }
-    this.#partials.clear()
-    this.#partialBytes.clear()
-    this.#partialTotal = 0
     this.#ready.clear()
     this.#auth.clear()
     this.#lastHandshake.clear()

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use deccom_core::noise::frame::{self, Pushed, Reassembly, ReassemblyLimits};
 use deccom_core::noise::{Config, DisconnectReason, Endpoint, Event, Mode, Stats};
 use deccom_core::PublicIdentity;
 use napi::bindgen_prelude::*;
@@ -69,6 +70,15 @@ pub struct NoiseEndpointOptions {
   pub connect_on_unknown_session: Option<bool>,
   /// 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only.
   pub seed: Option<Buffer>,
+  /// Largest frame (one Noise message's plaintext) `sendFrame` makes (default 60 000, at most 65 519).
+  pub max_frame_size: Option<u32>,
+  /// Largest message reassembled from chunks (default 256 MiB).
+  pub max_message_size: Option<f64>,
+  /// Bytes of partial messages kept per peer (default 320 MiB) and in total (default 1 GiB).
+  pub max_reassembly_per_peer: Option<f64>,
+  pub max_reassembly_total: Option<f64>,
+  /// A partial message without a new chunk for this long is dropped (default 30 000).
+  pub reassembly_timeout: Option<f64>,
 }
 
 /// A handshake completed: the peer is authenticated.
@@ -94,9 +104,11 @@ pub struct NoisePeerEvent {
 /// Events since the last call. Each field is null when empty.
 #[napi(object)]
 pub struct NoiseEvents {
-  /// Application messages, in arrival order.
+  /// Whole messages (frames decoded, chunks reassembled), in the order they completed.
   pub messages: Option<Vec<Buffer>>,
   pub message_peers: Option<Uint32Array>,
+  /// The upper-layer tag of each message.
+  pub message_tags: Option<Uint8Array>,
   /// How each message was protected: 0 plaintext, 1 sign, 2 encrypt.
   pub message_modes: Option<Uint8Array>,
   pub connected: Option<Vec<NoiseConnected>>,
@@ -104,11 +116,47 @@ pub struct NoiseEvents {
   pub disconnected: Option<Vec<NoisePeerEvent>>,
 }
 
+/// The endpoint driven from JavaScript. Noise messages carry frames (`deccom_core::noise::frame`):
+/// `sendFrame` encodes them, `pollEvents` decodes them and reassembles chunked messages, so the
+/// framing has one implementation, shared with the socket thread's Noise stage.
 #[napi]
 pub struct NoiseEndpoint {
   endpoint: Endpoint<u32>,
   clock: JsClock,
   out: Vec<u8>,
+  max_frame: usize,
+  /// Partial messages by (peer, mode): a chunk never joins a message protected another way.
+  reassembly: Reassembly<(u32, u8)>,
+  /// Frame counters (`dropped_malformed_frame`, `dropped_reassembly_*`).
+  frame_counts: HashMap<&'static str, u64>,
+  scratch: Vec<u8>,
+}
+
+/// Largest plaintext of one Noise transport message (65 535 minus the AEAD tag).
+const MAX_NOISE_PLAINTEXT: u32 = 65_519;
+
+fn reassembly_limits(o: &NoiseEndpointOptions) -> Result<ReassemblyLimits> {
+  let mut l = ReassemblyLimits::default();
+  let bytes = |v: f64, what: &str| -> Result<u64> {
+    if v.is_finite() && v >= 1.0 {
+      Ok(v as u64)
+    } else {
+      Err(coded(Code::InvalidArgument, format!("Noise option {what} must be a positive number of bytes, got {v}")))
+    }
+  };
+  if let Some(v) = o.max_message_size {
+    l.max_message = bytes(v, "maxMessageSize")?.min(u32::MAX as u64) as u32;
+  }
+  if let Some(v) = o.max_reassembly_per_peer {
+    l.max_per_peer = bytes(v, "maxReassemblyPerPeer")?;
+  }
+  if let Some(v) = o.max_reassembly_total {
+    l.max_total = bytes(v, "maxReassemblyTotal")?;
+  }
+  if let Some(v) = o.reassembly_timeout {
+    l.timeout = ms(v, "reassemblyTimeout")?;
+  }
+  Ok(l)
 }
 
 /// Most datagrams returned by one `pollTransmit` call.
@@ -231,11 +279,49 @@ impl NoiseEndpoint {
       Some(s) => return Err(coded(Code::InvalidArgument, format!("Noise seed must be 32 bytes, got {}", s.len()))),
       None => getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?,
     }
+    let max_frame = o.max_frame_size.unwrap_or(60_000);
+    if !(frame::CHUNK_HEADER_LEN as u32 + 1..=MAX_NOISE_PLAINTEXT).contains(&max_frame) {
+      return Err(coded(Code::InvalidArgument, format!("Noise maxFrameSize must be in {}..{MAX_NOISE_PLAINTEXT}, got {max_frame}", frame::CHUNK_HEADER_LEN + 1)));
+    }
+    let limits = reassembly_limits(&o)?;
     let clock = JsClock::new(now);
     let endpoint = Endpoint::new(identity.core(), cfg, clock.base(), seed).map_err(noise_err)?;
-    Ok(NoiseEndpoint { endpoint, clock, out: Vec::with_capacity(2048) })
+    Ok(NoiseEndpoint {
+      endpoint,
+      clock,
+      out: Vec::with_capacity(2048),
+      max_frame: max_frame as usize,
+      reassembly: Reassembly::new(limits),
+      frame_counts: HashMap::new(),
+      scratch: Vec::with_capacity(2048),
+    })
   }
 
+  /// How many frames (`sendFrame` calls) a message of `len` bytes takes.
+  #[napi]
+  pub fn frame_count(&self, len: f64) -> f64 {
+    frame::frame_count(len.max(0.0) as usize, self.max_frame) as f64
+  }
+
+  /// Sends frame `index` (of `frameCount(data.length)`) of the message `data` for the upper layer
+  /// `tag` to `peer`: the whole message when it fits one frame, else its `index`-th chunk of the
+  /// message numbered `messageId`. In encrypt mode without a session the frame is queued in the
+  /// core and a handshake starts.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for an index past the last frame or a message over 4 GiB;
+  /// `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
+  #[napi]
+  pub fn send_frame(&mut self, now: f64, peer: u32, tag: u32, data: &[u8], message_id: u32, index: u32) -> Result<()> {
+    let count = frame::frame_count(data.len(), self.max_frame);
+    if index as usize >= count || u32::try_from(data.len()).is_err() || tag > 255 {
+      return Err(coded(Code::InvalidArgument, format!("frame {index} of a {}-byte message with tag {tag} does not exist ({count} frames)", data.len())));
+    }
+    self.scratch.clear();
+    frame::encode_part(tag as u8, message_id, data, index as usize, self.max_frame, &mut self.scratch);
+    let t = self.clock.at(now);
+    self.endpoint.send(t, peer, &self.scratch).map_err(noise_err)
+  }
 
 
   /// This endpoint's X25519 static public key (publish it so that peers can connect with IK).
@@ -260,8 +346,8 @@ impl NoiseEndpoint {
     Ok(())
   }
 
-  /// Sends one message (at most `maxMessageLen` bytes) to `peer` in the configured mode; in
-  /// encrypt mode without a session it is queued in the core and a handshake starts.
+  /// Sends one Noise message whose plaintext is `data` as given (no frame). The empty message is
+  /// a keepalive that starts a handshake; data for the layers above goes through `sendFrame`.
   ///
   /// # Errors
   /// `ERR_DECCOM_NOISE_MESSAGE_TOO_LARGE`, `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
@@ -284,6 +370,14 @@ impl NoiseEndpoint {
   pub fn handle_timeout(&mut self, now: f64) {
     let t = self.clock.at(now);
     self.endpoint.handle_timeout(t);
+    let expired = self.reassembly.handle_timeout(t);
+    self.count("dropped_reassembly_timeout", expired);
+  }
+
+  fn count(&mut self, counter: &'static str, n: usize) {
+    if n > 0 {
+      *self.frame_counts.entry(counter).or_default() += n as u64;
+    }
   }
 
   /// Datagrams to send (up to 1024 per call), or null.
@@ -296,20 +390,43 @@ impl NoiseEndpoint {
   /// When `handleTimeout` next has work, on the caller's clock, or null.
   #[napi]
   pub fn poll_timeout(&self) -> Option<f64> {
-    self.endpoint.poll_timeout().map(|t| self.clock.ms(t))
+    [self.endpoint.poll_timeout(), self.reassembly.poll_timeout()].into_iter().flatten().min().map(|t| self.clock.ms(t))
   }
 
   /// Every event since the last call, or null.
   #[napi]
-  pub fn poll_events(&mut self) -> Option<NoiseEvents> {
-    let (mut messages, mut peers, mut modes) = (Vec::new(), Vec::new(), Vec::new());
+  pub fn poll_events(&mut self, now: f64) -> Option<NoiseEvents> {
+    let t = self.clock.at(now);
+    let (mut messages, mut peers, mut modes, mut tags) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut connected, mut failed, mut disconnected) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(ev) = self.endpoint.poll_event() {
       match ev {
-        Event::Message { peer, data, mode } => {
-          messages.push(Buffer::from(data));
+        Event::Message { data, .. } if data.is_empty() => {} // a keepalive
+        Event::Message { peer, mut data, mode } => {
+          let mode = mode_code(mode);
+          let (tag, message) = match frame::decode(&data) {
+            Err(e) => {
+              self.count(e.counter(), 1);
+              continue;
+            }
+            // A whole message: drop the two header bytes in place, no new allocation.
+            Ok(frame::Frame::Whole { tag, .. }) => {
+              data.drain(..frame::WHOLE_HEADER_LEN);
+              (tag, data)
+            }
+            Ok(chunk) => match self.reassembly.push(t, (peer, mode), chunk) {
+              Pushed::Stored => continue,
+              Pushed::Dropped(counter) => {
+                self.count(counter, 1);
+                continue;
+              }
+              Pushed::Complete { tag, message } => (tag, message),
+            },
+          };
+          messages.push(Buffer::from(message));
           peers.push(peer);
-          modes.push(mode_code(mode));
+          modes.push(mode);
+          tags.push(tag);
         }
         Event::Connected { peer, remote_id, remote_identity } => connected.push(NoiseConnected {
           peer,
@@ -317,7 +434,11 @@ impl NoiseEndpoint {
           remote_identity: remote_identity.encode().into(),
         }),
         Event::HandshakeFailed { peer, reason } => failed.push(NoisePeerEvent { peer, code: reason.code().to_string(), message: reason.to_string() }),
-        Event::Disconnected { peer, reason } => disconnected.push(NoisePeerEvent { peer, code: reason_str(reason).to_string(), message: format!("{reason:?}") }),
+        Event::Disconnected { peer, reason } => {
+          let dropped: usize = (0..3).map(|mode| self.reassembly.drop_peer((peer, mode))).sum();
+          self.count("dropped_reassembly_disconnected", dropped);
+          disconnected.push(NoisePeerEvent { peer, code: reason_str(reason).to_string(), message: format!("{reason:?}") });
+        }
         _ => {}
       }
     }
@@ -329,6 +450,7 @@ impl NoiseEndpoint {
       messages: has.then_some(messages),
       message_peers: has.then(|| Uint32Array::new(peers)),
       message_modes: has.then(|| Uint8Array::new(modes)),
+      message_tags: has.then(|| Uint8Array::new(tags)),
       connected: (!connected.is_empty()).then_some(connected),
       failed: (!failed.is_empty()).then_some(failed),
       disconnected: (!disconnected.is_empty()).then_some(disconnected),
@@ -369,12 +491,20 @@ impl NoiseEndpoint {
   #[napi]
   pub fn close(&mut self, peer: u32) {
     self.endpoint.close(peer);
+    for mode in 0..3 {
+      self.reassembly.drop_peer((peer, mode));
+    }
   }
 
   /// The core's counters and gauges.
   #[napi]
   pub fn stats(&self) -> HashMap<String, f64> {
-    stats_fields(&self.endpoint.stats()).into_iter().map(|(k, v)| (k.to_string(), v as f64)).collect()
+    let mut s: HashMap<String, f64> = stats_fields(&self.endpoint.stats()).into_iter().map(|(k, v)| (k.to_string(), v as f64)).collect();
+    for (k, v) in &self.frame_counts {
+      s.insert(k.to_string(), *v as f64);
+    }
+    s.insert("reassembly_bytes".into(), self.reassembly.bytes() as f64);
+    s
   }
 }
 

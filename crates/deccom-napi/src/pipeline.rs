@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use deccom_core::delay::DelayLine;
 use deccom_core::faults::{Fault, FaultConfig, FaultStats, Faults};
+use deccom_core::noise::frame::{self, Frame};
 use deccom_core::noise::wire::TRANSPORT_HEADER_LEN;
 use deccom_core::noise::{Endpoint as NoiseEndpoint, Event as NoiseEvent, Mode};
 use deccom_core::rudp::{Config as RudpConfig, Endpoint, Event as RudpEvent, FailReason};
@@ -144,22 +145,25 @@ impl TxBatch {
 }
 
 /// The Noise secure channel in the socket thread: every reliable-UDP datagram is sealed into a
-/// Noise transport message on the way out and opened (AEAD, replay window) on the way in.
-/// Handshakes run here too; JavaScript learns about sessions through `noiseConnected` /
-/// `noiseFailed` in the batches. Only reliable-UDP traffic travels inside; under this stage,
-/// unencrypted reliable-UDP datagrams are dropped.
+/// Noise transport message on the way out, as one whole-message frame (`[rudp tag][0x00][datagram]`,
+/// `deccom_core::noise::frame`, the same framing the JavaScript-driven Noise layer uses), and
+/// opened (AEAD, replay window, frame decode) on the way in. Handshakes run here too; JavaScript
+/// learns about sessions through `noiseConnected` / `noiseFailed` in the batches. Only
+/// reliable-UDP traffic travels inside; under this stage, unencrypted reliable-UDP datagrams are
+/// dropped.
 pub(crate) struct NoiseStage {
   pub tag: u8,
   pub endpoint: NoiseEndpoint<SocketAddr>,
   out: Vec<u8>,
   pub dropped_unprotected: u64,
   pub dropped_not_reliable: u64,
+  pub dropped_malformed_frame: u64,
   pub dropped_queue_full: u64,
 }
 
 impl NoiseStage {
   pub fn new(tag: u8, endpoint: NoiseEndpoint<SocketAddr>) -> NoiseStage {
-    NoiseStage { tag, endpoint, out: Vec::with_capacity(2048), dropped_unprotected: 0, dropped_not_reliable: 0, dropped_queue_full: 0 }
+    NoiseStage { tag, endpoint, out: Vec::with_capacity(2048), dropped_unprotected: 0, dropped_not_reliable: 0, dropped_malformed_frame: 0, dropped_queue_full: 0 }
   }
 }
 
@@ -243,15 +247,16 @@ impl Pipeline {
         r.endpoint.handle_timeout(now);
       }
       // Each reliable datagram is written where it leaves from: in the transmit batch, after its
-      // layer tag. Under Noise it is [Noise tag][transport header][rudp tag][rudp datagram],
-      // sealed in place when the session is up (else the endpoint queues a copy).
+      // layer tag. Under Noise it is [Noise tag][transport header][rudp tag][0x00][rudp datagram]
+      // (a whole-message frame), sealed in place when the session is up (else the endpoint
+      // queues a copy).
       loop {
         let start = tx.data.len();
         match noise.as_mut() {
           Some(n) => {
             tx.data.push(n.tag);
             tx.data.resize(start + 1 + TRANSPORT_HEADER_LEN, 0);
-            tx.data.push(r.tag);
+            tx.data.extend_from_slice(&frame::whole_header(r.tag));
             let Some(to) = r.endpoint.poll_transmit_append(now, &mut tx.data) else {
               tx.data.truncate(start);
               break;
@@ -319,13 +324,15 @@ fn dispatch(rudp: Option<&mut RudpStage>, noise: Option<&mut NoiseStage>, now: I
     if bytes.first() == Some(&n.tag) {
       // An opened message goes straight to the reliable endpoint, borrowed from the Noise
       // endpoint's scratch buffer (no allocation per datagram).
-      let mut not_reliable = 0;
+      let (mut not_reliable, mut malformed) = (0, 0);
       let mut rudp = rudp;
-      n.endpoint.handle_datagram_with(now, from, &bytes[1..], |peer, data| match rudp.as_deref_mut() {
-        Some(r) if data.first() == Some(&r.tag) => reliable_in(r, now, peer, &data[1..], sink),
+      n.endpoint.handle_datagram_with(now, from, &bytes[1..], |peer, data| match (frame::decode(data), rudp.as_deref_mut()) {
+        (Ok(Frame::Whole { tag, data }), Some(r)) if tag == r.tag => reliable_in(r, now, peer, data, sink),
+        (Err(_), _) => malformed += 1,
         _ => not_reliable += 1,
       });
       n.dropped_not_reliable += not_reliable;
+      n.dropped_malformed_frame += malformed;
       noise_events(n, rudp, now, sink);
       return;
     }
@@ -356,9 +363,10 @@ fn reliable_in(r: &mut RudpStage, now: Instant, from: SocketAddr, datagram: &[u8
 fn noise_events(n: &mut NoiseStage, mut rudp: Option<&mut RudpStage>, now: Instant, sink: &mut impl Sink) {
   while let Some(ev) = n.endpoint.poll_event() {
     match ev {
-      NoiseEvent::Message { peer, data, mode } => match rudp.as_deref_mut() {
-        Some(r) if mode == Mode::Encrypt && data.first() == Some(&r.tag) => reliable_in(r, now, peer, &data[1..], sink),
+      NoiseEvent::Message { peer, data, mode } => match (frame::decode(&data), rudp.as_deref_mut()) {
+        (Ok(Frame::Whole { tag, data }), Some(r)) if mode == Mode::Encrypt && tag == r.tag => reliable_in(r, now, peer, data, sink),
         _ if data.is_empty() => {}
+        (Err(_), _) => n.dropped_malformed_frame += 1,
         _ => n.dropped_not_reliable += 1,
       },
       NoiseEvent::Connected { peer, remote_id, remote_identity } => sink.noise_connected(peer, &remote_id, &remote_identity.encode()),

@@ -793,6 +793,7 @@ impl UdpSocket {
         }
         out.insert("noise_dropped_unprotected".into(), n.dropped_unprotected as f64);
         out.insert("noise_dropped_not_reliable".into(), n.dropped_not_reliable as f64);
+        out.insert("noise_dropped_malformed_frame".into(), n.dropped_malformed_frame as f64);
         out.insert("noise_dropped_queue_full".into(), n.dropped_queue_full as f64);
       }
     }

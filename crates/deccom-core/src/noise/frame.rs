@@ -27,10 +27,26 @@ pub const CHUNK_HEADER_LEN: usize = 14;
 /// A decoded frame, borrowing its data from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// A whole message for the layer `tag`.
-    Whole { tag: u8, data: &'a [u8] },
-    /// Bytes `offset..offset + data.len()` of message `id` (`total` bytes) for the layer `tag`.
-    Chunk { tag: u8, id: u32, total: u32, offset: u32, data: &'a [u8] },
+    /// A whole message.
+    Whole {
+        /// The layer above Noise the message belongs to.
+        tag: u8,
+        /// The message.
+        data: &'a [u8],
+    },
+    /// Bytes `offset..offset + data.len()` of a larger message.
+    Chunk {
+        /// The layer above Noise the message belongs to.
+        tag: u8,
+        /// The sender's number for the message (unique among its partial messages).
+        id: u32,
+        /// The message's length.
+        total: u32,
+        /// Where `data` starts in the message.
+        offset: u32,
+        /// The chunk's bytes.
+        data: &'a [u8],
+    },
 }
 
 /// Why a frame was refused. Each maps to one counter of the Noise layer.
@@ -78,6 +94,11 @@ impl<'a> Frame<'a> {
             }
         }
     }
+}
+
+/// The header of a whole-message frame for the layer `tag` (the data follows it).
+pub fn whole_header(tag: u8) -> [u8; WHOLE_HEADER_LEN] {
+    [tag, KIND_WHOLE]
 }
 
 /// Decodes one frame. Safe for any input: it never panics and never reads past `bytes`.
@@ -163,8 +184,13 @@ impl Default for ReassemblyLimits {
 pub enum Pushed {
     /// Stored; the message is not complete yet.
     Stored,
-    /// The last missing bytes: the whole message for the layer `tag`.
-    Complete { tag: u8, message: Vec<u8> },
+    /// The last missing bytes arrived.
+    Complete {
+        /// The layer the message belongs to.
+        tag: u8,
+        /// The whole message.
+        message: Vec<u8>,
+    },
     /// Refused and counted in the named counter (nothing stored).
     Dropped(&'static str),
 }
@@ -191,6 +217,7 @@ pub struct Reassembly<P> {
 }
 
 impl<P: Copy + Eq + Hash> Reassembly<P> {
+    /// An empty reassembly with these bounds.
     pub fn new(limits: ReassemblyLimits) -> Self {
         Reassembly { limits, partials: HashMap::new(), per_peer: HashMap::new(), total: 0 }
     }
@@ -200,8 +227,12 @@ impl<P: Copy + Eq + Hash> Reassembly<P> {
         self.total
     }
 
-    /// Adds one chunk from `peer`.
-    pub fn push(&mut self, now: Instant, peer: P, tag: u8, id: u32, total: u32, offset: u32, data: &[u8]) -> Pushed {
+    /// Adds one frame from `peer`. A whole-message frame completes at once (its data copied).
+    pub fn push(&mut self, now: Instant, peer: P, frame: Frame<'_>) -> Pushed {
+        let (tag, id, total, offset, data) = match frame {
+            Frame::Whole { tag, data } => return Pushed::Complete { tag, message: data.to_vec() },
+            Frame::Chunk { tag, id, total, offset, data } => (tag, id, total, offset, data),
+        };
         let end = offset as u64 + data.len() as u64;
         if total > self.limits.max_message || data.is_empty() || end > total as u64 {
             return Pushed::Dropped("dropped_reassembly_invalid");
@@ -310,8 +341,9 @@ mod tests {
         let mut r = Reassembly::new(ReassemblyLimits::default());
         let mut done = None;
         for f in &frames {
-            let Frame::Chunk { tag, id, total, offset, data } = decode(f).unwrap() else { panic!("chunk expected") };
-            match r.push(t0, 1u8, tag, id, total, offset, data) {
+            let frame = decode(f).unwrap();
+            assert!(matches!(frame, Frame::Chunk { .. }));
+            match r.push(t0, 1u8, frame) {
                 Pushed::Stored => {}
                 Pushed::Complete { tag, message } => done = Some((tag, message)),
                 Pushed::Dropped(c) => panic!("dropped: {c}"),
@@ -336,19 +368,19 @@ mod tests {
         assert_eq!(decode(&[0, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0]), Err(FrameError::ChunkOutOfRange));
         let limits = ReassemblyLimits { max_message: 100, max_per_peer: 150, max_total: 200, timeout: Duration::from_secs(1) };
         let mut r = Reassembly::new(limits);
-        assert_eq!(r.push(t0, 1u8, 0, 1, 101, 0, &[1]), Pushed::Dropped("dropped_reassembly_invalid"));
-        assert_eq!(r.push(t0, 1u8, 0, 1, 100, 0, &[1; 10]), Pushed::Stored);
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 1, total: 101, offset: 0, data: &[1] }), Pushed::Dropped("dropped_reassembly_invalid"));
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 1, total: 100, offset: 0, data: &[1; 10] }), Pushed::Stored);
         // Overlapping bytes (a rewrite, or a range straddling a received one) never count twice.
-        assert_eq!(r.push(t0, 1u8, 0, 1, 100, 5, &[2; 10]), Pushed::Dropped("dropped_reassembly_duplicate"));
-        assert_eq!(r.push(t0, 1u8, 0, 1, 100, 20, &[2; 10]), Pushed::Stored);
-        assert_eq!(r.push(t0, 1u8, 0, 1, 100, 15, &[2; 10]), Pushed::Dropped("dropped_reassembly_duplicate"));
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 1, total: 100, offset: 5, data: &[2; 10] }), Pushed::Dropped("dropped_reassembly_duplicate"));
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 1, total: 100, offset: 20, data: &[2; 10] }), Pushed::Stored);
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 1, total: 100, offset: 15, data: &[2; 10] }), Pushed::Dropped("dropped_reassembly_duplicate"));
         // Another total or tag for the same message.
-        assert_eq!(r.push(t0, 1u8, 0, 1, 99, 40, &[2; 10]), Pushed::Dropped("dropped_reassembly_invalid"));
-        assert_eq!(r.push(t0, 1u8, 5, 1, 100, 40, &[2; 10]), Pushed::Dropped("dropped_reassembly_invalid"));
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 1, total: 99, offset: 40, data: &[2; 10] }), Pushed::Dropped("dropped_reassembly_invalid"));
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 5, id: 1, total: 100, offset: 40, data: &[2; 10] }), Pushed::Dropped("dropped_reassembly_invalid"));
         // Budgets: per peer, then in total.
-        assert_eq!(r.push(t0, 1u8, 0, 2, 60, 0, &[1]), Pushed::Dropped("dropped_reassembly_full"));
-        assert_eq!(r.push(t0, 2u8, 0, 2, 100, 0, &[1]), Pushed::Stored);
-        assert_eq!(r.push(t0, 3u8, 0, 2, 10, 0, &[1]), Pushed::Dropped("dropped_reassembly_full"));
+        assert_eq!(r.push(t0, 1u8, Frame::Chunk { tag: 0, id: 2, total: 60, offset: 0, data: &[1] }), Pushed::Dropped("dropped_reassembly_full"));
+        assert_eq!(r.push(t0, 2u8, Frame::Chunk { tag: 0, id: 2, total: 100, offset: 0, data: &[1] }), Pushed::Stored);
+        assert_eq!(r.push(t0, 3u8, Frame::Chunk { tag: 0, id: 2, total: 10, offset: 0, data: &[1] }), Pushed::Dropped("dropped_reassembly_full"));
         assert_eq!(r.bytes(), 200);
         // Timeout and session end free everything.
         assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1)));
