@@ -19,7 +19,6 @@ use crate::noise::wire::{self, Pattern, MAC_LEN};
 
 /// Buffer for one handshake message.
 pub(super) const HS_BUF: usize = wire::MAX_HANDSHAKE_NOISE_LEN;
-
 /// Handshake messages that fail to authenticate before the handshake is abandoned (each failure
 /// costs a deterministic rebuild of the handshake state, see `rebuild_initiator`).
 pub(super) const MAX_HANDSHAKE_READ_FAILURES: u32 = 8;
