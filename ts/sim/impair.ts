@@ -101,3 +101,46 @@ export function corruptWire(bytes: Uint8Array, bit: number): Buffer {
   if (bit >= 0 && bit >>> 3 < out.length) out[bit >>> 3] ^= 1 << (bit & 7)
   return out
 }
+
+/** The fields of a SimulatedNetwork link spec the model reads (see `LinkSpec` in `./network.ts`). */
+export interface LinkParams {
+  latency: number
+  jitter: number
+  bandwidth: number
+  loss: number
+  duplicate: number
+  reorder: number
+  reorderDelay?: number
+  corrupt: number
+  maxQueueBytes: number
+}
+
+/** A link spec as model parameters: `loss` is the drop probability; `reorderDelay` defaults to max(latency, 1). */
+export function linkParams(l: LinkParams): ImpairParams {
+  return {
+    drop: l.loss,
+    duplicate: l.duplicate,
+    reorder: l.reorder,
+    corrupt: l.corrupt,
+    latency: l.latency,
+    jitter: l.jitter,
+    reorderDelay: l.reorderDelay ?? Math.max(l.latency, 1),
+    bandwidth: l.bandwidth,
+    maxQueueBytes: l.maxQueueBytes,
+  }
+}
+
+/** True when two link specs configure the model the same way (no need to tell it again). */
+export function sameLinkParams(a: LinkParams, b: LinkParams): boolean {
+  return (
+    a.loss === b.loss &&
+    a.duplicate === b.duplicate &&
+    a.reorder === b.reorder &&
+    a.corrupt === b.corrupt &&
+    a.latency === b.latency &&
+    a.jitter === b.jitter &&
+    a.reorderDelay === b.reorderDelay &&
+    a.bandwidth === b.bandwidth &&
+    a.maxQueueBytes === b.maxQueueBytes
+  )
+}

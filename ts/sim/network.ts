@@ -17,19 +17,14 @@
  * ## Links
  * A datagram from A to B takes the link A→B, whose {@link LinkSpec} is `defaultLink` overridden by
  * `link(A, B)` (asked for every datagram, so it can change over time, e.g. for partitions). Each
- * ordered pair is one instance of deccom's impairment model (deccom-core `impair`, the same model
- * FaultyTransport and Delay run), seeded with `spec.seed` if given, else with the FNV-1a hash of
- * `"<network seed> <A>><B>"`. Per datagram (tag + payload bytes), after eight random draws:
- * 1. serialization: with a finite `bandwidth` (bytes per ms), the datagram waits behind the earlier
- *    ones on the same link and takes `size / bandwidth` ms to send. Beyond `maxQueueBytes` of
- *    backlog it is dropped (`dropped_queue`);
- * 2. loss with probability `loss` (`lost`); nothing else applies to a lost datagram;
- * 3. corruption with probability `corrupt`: one bit flipped, never in the tag byte (`corrupted`);
- * 4. propagation: `latency` + a uniform random extra in [0, `jitter`) ms;
- * 5. reordering: with probability `reorder` an extra random delay in (0, `reorderDelay`] ms,
- *    so later datagrams may overtake it (`reordered`);
- * 6. duplication: with probability `duplicate` a second copy follows with its own jitter (`duplicated`).
- * A datagram to an address with no started transport is dropped on arrival (`dropped_no_route`).
+ * ordered pair is one instance of deccom's impairment model (`./impair.ts`; deccom-core `impair`
+ * documents the procedure), seeded with `spec.seed` if given, else with the FNV-1a hash of
+ * `"<network seed> <A>><B>"`: serialization at `bandwidth` behind a backlog bounded by
+ * `maxQueueBytes` (`dropped_queue`), then loss (`lost`), corruption of one non-tag bit
+ * (`corrupted`), `latency` + [0, `jitter`) ms, an extra (0, `reorderDelay`] ms with probability
+ * `reorder` (`reordered`) and a second copy with its own jitter with probability `duplicate`
+ * (`duplicated`). A datagram to an address with no started transport is dropped on arrival
+ * (`dropped_no_route`).
  *
  * ## NATs
  * {@link createNat} makes an RFC 4787 NAT (`./nat.ts`); a node created with `behind: nat` has a
@@ -68,7 +63,7 @@ import type { NodeOptions } from '../node'
 import type { Protocol } from '../protocol'
 import { SimNat } from './nat'
 import type { SimNatOptions } from './nat'
-import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, ImpairModel, type ImpairParams, verdict } from './impair'
+import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, ImpairModel, linkParams, sameLinkParams, verdict } from './impair'
 import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
@@ -669,10 +664,10 @@ export class SimulatedNetwork {
     if (link === undefined) {
       if (this.#links.size >= MAX_LINK_STATES) this.#pruneLinks()
       const seed = spec.seed !== undefined ? seedToU32(spec.seed) : seedToU32(`${this.#seed} ${key}`)
-      link = { model: new ImpairModel(seed, modelParams(spec)), spec }
+      link = { model: new ImpairModel(seed, linkParams(spec)), spec }
       this.#links.set(key, link)
-    } else if (link.spec !== spec && !sameModel(link.spec, spec)) {
-      link.model.configure(modelParams(spec))
+    } else if (link.spec !== spec && !sameLinkParams(link.spec, spec)) {
+      link.model.configure(linkParams(spec))
       link.spec = spec
     }
     return link.model
@@ -717,10 +712,7 @@ export class SimulatedNetwork {
     return over ? checkLink({ ...this.#defaultLink, ...over }, `link(${from.key}, ${to.key})`) : this.#defaultLink
   }
 
-  /**
-   * Forget links whose backlog is empty (too many links in use). A forgotten link that is used
-   * again starts afresh, its random stream from its seed: still deterministic for a seed.
-   */
+  /** Forget links with an empty backlog (too many in use); one used again starts afresh from its seed. */
   #pruneLinks(): void {
     for (const [k, l] of this.#links) if (l.model.idle(this.#now)) this.#links.delete(k)
   }
@@ -807,33 +799,4 @@ function checkLink(l: LinkSpec, where: string): LinkSpec {
   if (l.seed !== undefined && typeof l.seed !== 'string' && !Number.isFinite(l.seed)) bad('seed', 'must be a finite number or a string')
   if (l.reorderDelay !== undefined && !(l.reorderDelay >= 0 && Number.isFinite(l.reorderDelay))) bad('reorderDelay', 'must be a finite number >= 0')
   return l
-}
-
-function modelParams(l: LinkSpec): ImpairParams {
-  return {
-    drop: l.loss,
-    duplicate: l.duplicate,
-    reorder: l.reorder,
-    corrupt: l.corrupt,
-    latency: l.latency,
-    jitter: l.jitter,
-    reorderDelay: l.reorderDelay ?? Math.max(l.latency, 1),
-    bandwidth: l.bandwidth,
-    maxQueueBytes: l.maxQueueBytes,
-  }
-}
-
-/** True when two specs configure the model the same way (so the model need not be told again). */
-function sameModel(a: LinkSpec, b: LinkSpec): boolean {
-  return (
-    a.loss === b.loss &&
-    a.duplicate === b.duplicate &&
-    a.reorder === b.reorder &&
-    a.corrupt === b.corrupt &&
-    a.latency === b.latency &&
-    a.jitter === b.jitter &&
-    a.reorderDelay === b.reorderDelay &&
-    a.bandwidth === b.bandwidth &&
-    a.maxQueueBytes === b.maxQueueBytes
-  )
 }
