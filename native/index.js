@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Impairment = nativeBinding.Impairment
 module.exports.KadLookup = nativeBinding.KadLookup
 module.exports.KadTable = nativeBinding.KadTable
 module.exports.NativeIdentity = nativeBinding.NativeIdentity

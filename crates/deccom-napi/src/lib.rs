@@ -7,6 +7,7 @@
 mod clock;
 mod error;
 mod identity;
+mod impair;
 mod kad;
 mod noise;
 mod pipeline;

@@ -8,14 +8,14 @@
 //!
 //! Segments, acknowledgements and retransmissions never cross into JavaScript: JavaScript hands a
 //! whole message down and receives whole messages and completions (sent / failed) up, batched with
-//! the plain datagrams. The protocol logic is `deccom_core::rudp` and `deccom_core::faults`; this
+//! the plain datagrams. The protocol logic is `deccom_core::rudp` and `deccom_core::impair`; this
 //! file only feeds them bytes and the time and carries out what they return.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use deccom_core::delay::DelayLine;
-use deccom_core::faults::{Fault, FaultConfig, FaultStats, Faults};
+use deccom_core::delay::{instant_at, ms_since, DelayLine, TimedQueue};
+use deccom_core::impair::{ImpairConfig, ImpairStats, Impairment};
 use deccom_core::noise::frame::{self, Frame};
 use deccom_core::noise::wire::TRANSPORT_HEADER_LEN;
 use deccom_core::noise::{Endpoint as NoiseEndpoint, Event as NoiseEvent, Mode};
@@ -45,55 +45,58 @@ pub(crate) trait Sink {
   fn noise_failed(&mut self, peer: SocketAddr, kind: u32);
 }
 
-/// Seeded fault injection on one direction (FaultyTransport in native mode).
+/// Seeded fault injection on one direction (FaultyTransport in native mode): the impairment
+/// model of `deccom_core::impair`, with the datagrams it delays (reorder) held until due.
 pub(crate) struct FaultStage {
-  faults: Faults,
-  held: Option<(SocketAddr, Vec<u8>)>,
+  model: Impairment,
+  base: Instant,
+  held: TimedQueue<SocketAddr>,
 }
 
+/// Bytes a fault stage holds back at most; beyond, delayed copies go at once.
+const FAULT_HELD_BYTES: usize = 16 << 20;
+
 impl FaultStage {
-  pub fn new(config: FaultConfig, seed: u64) -> FaultStage {
-    FaultStage { faults: Faults::new(config, seed), held: None }
+  pub fn new(config: ImpairConfig, seed: u64) -> FaultStage {
+    FaultStage { model: Impairment::new(config, seed), base: Instant::now(), held: TimedQueue::new(FAULT_HELD_BYTES) }
   }
 
-  pub fn stats(&self) -> FaultStats {
-    self.faults.stats()
+  pub fn stats(&self) -> ImpairStats {
+    self.model.stats()
   }
 
-  /// Decides the fate of one datagram and emits what passes, in order. A reordered datagram is
-  /// held and emitted after the next one (or by [`FaultStage::release`]).
-  pub fn apply(&mut self, to: SocketAddr, d: &[u8], mut emit: impl FnMut(SocketAddr, &[u8])) {
-    let held = self.held.take();
-    match self.faults.decide(d.len()) {
-      Fault::Pass => emit(to, d),
-      Fault::Drop => {}
-      Fault::Duplicate => {
-        emit(to, d);
-        emit(to, d);
-      }
-      Fault::Reorder => {
-        if let Some((a, h)) = held {
-          emit(a, &h);
-        }
-        self.held = Some((to, d.to_vec()));
-        return;
-      }
-      Fault::Corrupt(bit) => {
-        let mut c = d.to_vec();
-        Faults::corrupt(&mut c, bit);
-        emit(to, &c);
+  /// Decides the fate of one datagram: emits what is due now (held datagrams that came due
+  /// first), holds the copies the model delays.
+  pub fn apply(&mut self, now: Instant, to: SocketAddr, d: &[u8], mut emit: impl FnMut(SocketAddr, &[u8])) {
+    self.release(now, &mut emit);
+    let t = ms_since(self.base, now);
+    let v = self.model.offer(t, d.len());
+    let mut corrupted = None;
+    if v.corrupt_bit.is_some() {
+      let mut c = d.to_vec();
+      v.apply_corruption(&mut c);
+      corrupted = Some(c);
+    }
+    let bytes = corrupted.as_deref().unwrap_or(d);
+    for at in &v.at[..v.copies] {
+      if *at <= t {
+        emit(to, bytes);
+      } else if let Err((a, late)) = self.held.push(instant_at(self.base, *at), to, bytes.to_vec()) {
+        emit(a, &late);
       }
     }
-    if let Some((a, h)) = held {
+  }
+
+  /// Emits the held datagrams that are due at `now`.
+  pub fn release(&mut self, now: Instant, mut emit: impl FnMut(SocketAddr, &[u8])) {
+    while let Some((a, h)) = self.held.pop_due(now) {
       emit(a, &h);
     }
   }
 
-  /// Emits a held datagram, if any (at the end of a burst, so nothing waits indefinitely).
-  pub fn release(&mut self, mut emit: impl FnMut(SocketAddr, &[u8])) {
-    if let Some((a, h)) = self.held.take() {
-      emit(a, &h);
-    }
+  /// When the next held datagram is due.
+  pub fn next_due(&self) -> Option<Instant> {
+    self.held.next_due()
   }
 }
 
@@ -204,15 +207,15 @@ impl Pipeline {
     };
     match rx_faults.as_mut() {
       None => next(from, bytes),
-      Some(f) => f.apply(from, bytes, next),
+      Some(f) => f.apply(now, from, bytes, next),
     }
   }
 
-  /// End of a receive burst: release a datagram held back by reordering.
+  /// End of a receive burst (and each wake-up): release the datagrams the faults held that are due.
   pub fn end_of_burst(&mut self, now: Instant, sink: &mut impl Sink) {
     if let Some(f) = self.rx_faults.take() {
       let mut f = f;
-      f.release(|a, d| {
+      f.release(now, |a, d| {
         let Pipeline { rx_delay, rudp, noise, .. } = &mut *self;
         match rx_delay.as_mut() {
           Some(line) => {
@@ -311,6 +314,7 @@ impl Pipeline {
     [
       self.rudp.as_ref().and_then(|r| r.endpoint.poll_timeout()),
       self.rx_delay.as_ref().and_then(DelayLine::next_due),
+      self.rx_faults.as_ref().and_then(FaultStage::next_due),
       self.noise.as_ref().and_then(|n| n.endpoint.poll_timeout()),
     ]
     .into_iter()

@@ -36,7 +36,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::{coded, Code};
 use crate::pipeline::{FaultStage, NoiseStage, Pipeline, RudpStage, Sink};
 use deccom_core::delay::{DelayLine, Link};
-use deccom_core::faults::FaultConfig;
+use deccom_core::impair::ImpairConfig;
 use deccom_core::rudp::{Config as RudpConfig, Payload};
 
 /// Bytes per encoded address in `sendBatch`: 16 bytes of IPv6 (IPv4 as `::ffff:a.b.c.d`) + port BE.
@@ -216,15 +216,15 @@ impl Shared {
       accepted += k as u32;
       if let Some(f) = faults.as_mut() {
         // A test layer: apply the fault, then send each resulting datagram on its own.
-        f.apply(to, run, |to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
+        f.apply(now, to, run, |to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
         continue;
       }
       self.send_or_delay(&mut pending, &mut delay, now, to, run, len);
     }
     if let Some(f) = faults.as_mut() {
-      f.release(|to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
+      f.release(now, |to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
     }
-    if delay.is_some() {
+    if delay.is_some() || faults.as_ref().is_some_and(|f| f.next_due().is_some()) {
       // The I/O thread may have to wake earlier for what was just queued.
       let _ = self.poller.notify();
     }
@@ -242,11 +242,17 @@ impl Shared {
     }
   }
 
-  /// Sends the delayed datagrams that are due (I/O thread); returns peers whose link is unknown.
+  /// Sends the delayed datagrams that are due (I/O thread): those the send faults held first
+  /// (through the delay line, if any), then the delay line's; returns peers whose link is unknown.
   fn release_delayed(&self, now: Instant) -> Vec<SocketAddr> {
     let mut due = Vec::new();
     let unknown = {
+      let mut faults = lock(&self.tx_faults);
       let mut delay = lock(&self.tx_delay);
+      if let Some(f) = faults.as_mut() {
+        let mut pending = lock(&self.pending);
+        f.release(now, |to, d| self.send_or_delay(&mut pending, &mut delay, now, to, d, d.len()));
+      }
       let Some(d) = delay.as_mut() else { return Vec::new() };
       while let Some(x) = d.pop_due(now) {
         due.push(x);
@@ -261,7 +267,9 @@ impl Shared {
   }
 
   fn next_delayed(&self) -> Option<Instant> {
-    lock(&self.tx_delay).as_ref().and_then(DelayLine::next_due)
+    let faults = lock(&self.tx_faults).as_ref().and_then(FaultStage::next_due);
+    let delay = lock(&self.tx_delay).as_ref().and_then(DelayLine::next_due);
+    faults.into_iter().chain(delay).min()
   }
 
   fn send_or_queue(&self, pending: &mut Pending, to: SocketAddr, run: &[u8], seg: usize) {
@@ -393,7 +401,8 @@ pub(crate) fn rudp_config(o: RudpOptions) -> (RudpConfig, u64) {
   (c, seed)
 }
 
-/// Fault probabilities (0..1) and the seed of their generator.
+/// Fault probabilities (0..1), the seed of their generator, and the longest extra delay in ms of
+/// a reordered datagram (default 20).
 #[napi(object)]
 pub struct FaultOptions {
   pub drop: Option<f64>,
@@ -401,6 +410,7 @@ pub struct FaultOptions {
   pub reorder: Option<f64>,
   pub corrupt: Option<f64>,
   pub seed: Option<f64>,
+  pub reorder_delay: Option<f64>,
 }
 
 fn delay_fields(out: &mut HashMap<String, f64>, prefix: &str, d: &DelayLine<SocketAddr>) {
@@ -410,8 +420,8 @@ fn delay_fields(out: &mut HashMap<String, f64>, prefix: &str, d: &DelayLine<Sock
   }
 }
 
-fn fault_fields(out: &mut HashMap<String, f64>, prefix: &str, s: deccom_core::faults::FaultStats) {
-  for (k, v) in [("passed", s.passed), ("dropped", s.dropped), ("duplicated", s.duplicated), ("reordered", s.reordered), ("corrupted", s.corrupted)] {
+fn fault_fields(out: &mut HashMap<String, f64>, prefix: &str, s: deccom_core::impair::ImpairStats) {
+  for (k, v) in [("passed", s.passed), ("dropped", s.lost), ("duplicated", s.duplicated), ("reordered", s.reordered), ("corrupted", s.corrupted)] {
     out.insert(format!("{prefix}_{k}"), v as f64);
   }
 }
@@ -667,7 +677,8 @@ impl UdpSocket {
   pub fn set_faults(&self, direction: String, options: Option<FaultOptions>) -> Result<()> {
     let sh = self.shared()?;
     let stage = options.map(|o| {
-      let cfg = FaultConfig { drop: o.drop.unwrap_or(0.0), duplicate: o.duplicate.unwrap_or(0.0), reorder: o.reorder.unwrap_or(0.0), corrupt: o.corrupt.unwrap_or(0.0) };
+      let (drop, duplicate, reorder, corrupt) = (o.drop.unwrap_or(0.0), o.duplicate.unwrap_or(0.0), o.reorder.unwrap_or(0.0), o.corrupt.unwrap_or(0.0));
+      let cfg = ImpairConfig { drop, duplicate, reorder, corrupt, reorder_delay: o.reorder_delay.unwrap_or(20.0), ..ImpairConfig::default() };
       FaultStage::new(cfg, o.seed.map(|s| s as u64).unwrap_or(1))
     });
     match direction.as_str() {
