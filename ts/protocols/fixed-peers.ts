@@ -19,6 +19,7 @@
  * | 1 HELLO | the sender's peer record         |
  * | 2 HELLO_ACK | the sender's peer record     |
  * | 3 EXIT | nothing                           |
+ * Byte layout and test vectors: docs/wire.md#fixedpeers-tag-6 (codec: ts/wire/fixed-peers.ts).
  * Records are decoded with the checked peer-record codec. Datagrams from addresses not in the list,
  * malformed ones, and records whose address is not the sender's are dropped and counted.
  */
@@ -36,9 +37,7 @@ import { DiscoveryErrorCode, toId } from './kademlia'
 /** Tag of FixedPeers datagrams. */
 export const TAG_FIXED = 6
 
-const HELLO = 1
-const HELLO_ACK = 2
-const EXIT = 3
+import { EXIT, HELLO, HELLO_ACK } from '../wire/fixed-peers'
 
 export interface FixedPeersOptions {
   /** The peers' addresses. */

@@ -17,7 +17,7 @@
  * and rate limits — is `deccom-core::noise`, driven here through the native `NoiseEndpoint` with
  * the node's clock (so it also runs in a SimulatedNetwork).
  *
- * ## Framing inside each Noise message (version 1)
+ * ## Framing inside each Noise message (version 1; docs/wire.md#noise-frames)
  * Each Noise message (encrypted, signed or plaintext by the core) carries one frame:
  *
  * | bytes | whole message (kind 0) | chunk (kind 1)                                   |
