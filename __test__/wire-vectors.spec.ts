@@ -8,10 +8,11 @@
 import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import net from 'node:net'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { Identity, decodePeerRecord, encodePeerRecord, toAddress } from '../dist/index.js'
+import { Identity, Node, TcpTransport, decodePeerRecord, encodePeerRecord, toAddress } from '../dist/index.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const requireRoot = createRequire(join(root, 'package.json'))
@@ -315,3 +316,120 @@ for (const pattern of ['xx', 'ik'] as const) {
 function staticKeyOf(file: { identities: Array<Party & { x25519_static_public_key?: string }> }, role: string): Buffer {
   return bytes(file.identities.find((p) => p.role === role)!.x25519_static_public_key!)
 }
+
+// ------------------------------------------------------------------------------------------------
+// TCP streams: the codec is inline in TcpTransport, so the vectors are checked against a running one
+
+/** One TCP frame → fields, read as docs/wire.md#tcp-streams specifies. */
+function tcpFields(f: Buffer): Record<string, unknown> {
+  const len = f.readUInt32BE(0)
+  const type = f[4]
+  const body = f.subarray(5)
+  if (body.length !== len) throw new Error('length mismatch')
+  if (type <= 0xef) return { length: len, type: 'DATA', tag: type, data: body.toString('hex') }
+  if (type === 0xf0) {
+    const n = body.readUInt16BE(86)
+    if (body.length !== 88 + n) throw new Error('identity length mismatch')
+    return {
+      length: len,
+      type: 'HELLO',
+      version: body[0],
+      flags: body[1],
+      id: body.subarray(2, 34).toString('hex'),
+      nonce: body.subarray(34, 66).toString('hex'),
+      udp: body.subarray(66, 84).toString('hex'),
+      tcp_port: body.readUInt16BE(84),
+      identity: body.subarray(88, 88 + n).toString('hex'),
+    }
+  }
+  const names: Record<number, string> = { 0xf1: 'AUTH', 0xf2: 'GOAWAY', 0xf3: 'OBSERVED' }
+  return { length: len, type: names[type], body: body.toString('hex') }
+}
+
+function tcpFrames(buf: Buffer): Buffer[] {
+  const out: Buffer[] = []
+  for (let o = 0; o + 5 <= buf.length; ) {
+    const l = buf.readUInt32BE(o)
+    if (o + 5 + l > buf.length) break
+    out.push(buf.subarray(o, o + 5 + l))
+    o += 5 + l
+  }
+  return out
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `cond` every 10 ms until true or 5 s pass. */
+async function until(cond: () => boolean): Promise<boolean> {
+  const end = Date.now() + 5000
+  while (!cond()) {
+    if (Date.now() > end) return false
+    await sleep(10)
+  }
+  return true
+}
+
+test('tcp: valid frames match the spec, and a running TcpTransport writes and reads them; invalid streams close the connection and are counted', async (t) => {
+  const f = load('tcp')
+  const byName = (prefix: string, exact = false): Buffer => bytes(f.valid.find((v) => (exact ? v.name === prefix : v.name.startsWith(prefix)))!.hex)
+  for (const v of f.valid) t.deepEqual(tcpFields(bytes(v.hex)), v.fields, v.name)
+
+  // The Ed25519 node of the capture (seed 0x05), again.
+  const tcp = new TcpTransport()
+  const node = await Node.create({ host: '127.0.0.1', identity: Identity.fromSeed(Buffer.alloc(32, 5)), stack: [tcp] })
+  t.teardown(() => node.close())
+  const port = tcp.tcpAddress()!.port
+  const received: Array<[string, number]> = []
+  tcp.on('frame', (_peer, data, tag) => received.push([data.toString('hex'), tag]))
+
+  const helloName = byName('HELLO from a name identity')
+  const nameId = tcpFields(helloName).id as string
+  const chunks: Buffer[] = []
+  const sock = net.connect(port, '127.0.0.1', () => sock.write(helloName))
+  t.teardown(() => sock.destroy())
+  sock.on('data', (d) => chunks.push(d))
+  t.true(await until(() => tcpFrames(Buffer.concat(chunks)).length >= 3), 'HELLO, OBSERVED and AUTH arrive')
+  await sleep(50) // nothing more may follow
+  const [hello, ...rest] = tcpFrames(Buffer.concat(chunks))
+  // Same HELLO as captured but for the per-connection nonce and this run's addresses and port.
+  const mask = (b: Buffer): Buffer => Buffer.concat([b.subarray(0, 5 + 34), b.subarray(5 + 86)])
+  t.deepEqual(mask(hello), mask(byName('HELLO from an Ed25519 node')))
+  t.deepEqual(rest.map((r) => [r[4], r.length]), [
+    [0xf3, 5 + 18],
+    [0xf1, 5 + 64],
+  ])
+  t.deepEqual(rest[0].subarray(5 + 10, 5 + 16), Buffer.from('ffff7f000001', 'hex'), 'OBSERVED names 127.0.0.1')
+  t.is(rest[0].readUInt16BE(5 + 16), sock.localPort!, 'OBSERVED names our port')
+  // It writes the data frame vectors byte-exact, and reads them.
+  chunks.length = 0
+  await tcp.sendStream(Buffer.from(nameId, 'hex'), Buffer.from('hello'), 0)
+  await tcp.sendStream(Buffer.from(nameId, 'hex'), Buffer.from('0102', 'hex'), 0xef)
+  await until(() => tcpFrames(Buffer.concat(chunks)).length >= 2)
+  t.deepEqual(Buffer.concat(chunks), Buffer.concat([byName('data frame, stream tag 0', true), byName('data frame, stream tag 0xEF')]))
+  sock.write(Buffer.concat([byName('data frame, stream tag 0', true), byName('data frame, stream tag 0xEF')]))
+  await until(() => received.length >= 2)
+  t.deepEqual(received, [
+    ['68656c6c6f', 0],
+    ['0102', 0xef],
+  ])
+  sock.destroy()
+
+  for (const v of f.invalid) {
+    const before = tcp.stats()[v.error] ?? 0
+    const closed = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write(bytes(v.hex)))
+      const timer = setTimeout(() => {
+        s.destroy()
+        resolve(false)
+      }, 2000)
+      s.on('error', () => {})
+      s.on('close', () => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+      s.resume()
+    })
+    t.true(closed, `${v.name}: the connection is closed`)
+    t.is(tcp.stats()[v.error], before + 1, v.name)
+  }
+})

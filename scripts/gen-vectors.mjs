@@ -228,3 +228,133 @@ for (const f of formats) {
   writeFileSync(join(root, 'test-vectors', `${f.file}.json`), JSON.stringify(file, null, 2) + '\n')
   console.log(`${f.file}: ${valid.length} valid, ${invalid.length} invalid`)
 }
+
+// ------------------------------------------------------------------------------------------------
+// TCP streams: frames captured from a running TcpTransport (the codec is inline in tcp.ts), plus
+// invalid byte streams (each sent from the start of a fresh connection).
+import net from 'node:net'
+
+const { Node, TcpTransport } = require('./dist/index.js')
+
+/** One TCP frame → fields (docs/wire.md#tcp-streams). */
+export function tcpFields(f) {
+  const len = f.readUInt32BE(0)
+  const type = f[4]
+  const body = f.subarray(5)
+  if (body.length !== len) throw new Error('length mismatch')
+  if (type <= 0xef) return { length: len, type: 'DATA', tag: type, data: body.toString('hex') }
+  if (type === 0xf0) {
+    const n = body.readUInt16BE(86)
+    return {
+      length: len,
+      type: 'HELLO',
+      version: body[0],
+      flags: body[1],
+      id: body.subarray(2, 34).toString('hex'),
+      nonce: body.subarray(34, 66).toString('hex'),
+      udp: body.subarray(66, 84).toString('hex'),
+      tcp_port: body.readUInt16BE(84),
+      identity: body.subarray(88, 88 + n).toString('hex'),
+    }
+  }
+  const names = { 0xf1: 'AUTH', 0xf2: 'GOAWAY', 0xf3: 'OBSERVED' }
+  return { length: len, type: names[type], body: body.toString('hex') }
+}
+
+/** Splits a byte stream into frames. */
+function frames(buf) {
+  const out = []
+  for (let o = 0; o + 5 <= buf.length; ) {
+    const l = buf.readUInt32BE(o)
+    if (o + 5 + l > buf.length) break
+    out.push(buf.subarray(o, o + 5 + l))
+    o += 5 + l
+  }
+  return out
+}
+
+async function capture() {
+  const tcpS = new TcpTransport()
+  const s = await Node.create({ host: '127.0.0.1', identity: Identity.fromSeed(Buffer.alloc(32, 5)), stack: [tcpS] })
+  const tcpN = new TcpTransport()
+  const n = await Node.create({ host: '127.0.0.1', identity: Identity.fromString('tcp-vectors'), stack: [tcpN] })
+  const read = (addr, send) =>
+    new Promise((resolve) => {
+      const chunks = []
+      const sock = net.connect(addr.port, addr.host, () => send && sock.write(send))
+      sock.on('data', (d) => chunks.push(d))
+      setTimeout(() => {
+        sock.destroy()
+        resolve(Buffer.concat(chunks))
+      }, 300)
+    })
+  // The name node's HELLO (no AUTH flag), then the Ed25519 node's HELLO, OBSERVED and AUTH in
+  // answer to it, and a data frame it sends on that connection.
+  const helloN = frames(await read(tcpN.tcpAddress()))[0]
+  const got = []
+  const chunks = []
+  await new Promise((resolve) => {
+    const sock = net.connect(tcpS.tcpAddress().port, '127.0.0.1', () => sock.write(helloN))
+    sock.on('data', (d) => {
+      chunks.push(d)
+    })
+    setTimeout(async () => {
+      await tcpS.sendStream(n.identity.id, Buffer.from('hello'), 0)
+      await tcpS.sendStream(n.identity.id, Buffer.from('0102', 'hex'), 0xef)
+      setTimeout(() => {
+        sock.destroy()
+        resolve()
+      }, 200)
+    }, 200)
+  })
+  got.push(...frames(Buffer.concat(chunks)))
+  await s.close()
+  await n.close()
+  const [helloS, ...rest] = got
+  const kind = (t) => rest.find((f) => f[4] === t)
+  const data = rest.filter((f) => f[4] <= 0xef)
+  return { helloN, helloS, observed: kind(0xf3), auth: kind(0xf1), data }
+}
+
+const c = await capture()
+const frame = (type, body) => {
+  const h = Buffer.alloc(5)
+  h.writeUInt32BE(body.length, 0)
+  h[4] = type
+  return Buffer.concat([h, body])
+}
+const helloBody = c.helloN.subarray(5)
+const v2 = Buffer.from(helloBody)
+v2[0] = 2
+const longer = Buffer.concat([helloBody, Buffer.from([0])])
+const tcpValid = [
+  ['HELLO from an Ed25519 node (flags 0x03: AUTH follows, reads OBSERVED)', c.helloS],
+  ['HELLO from a name identity (flags 0x02: no AUTH)', c.helloN],
+  ['OBSERVED (the raw address the connection came from)', c.observed],
+  ['AUTH (64-byte signature)', c.auth],
+  ['data frame, stream tag 0', c.data[0]],
+  ['data frame, stream tag 0xEF', c.data[1]],
+  ['GOAWAY (written from the spec)', frame(0xf2, Buffer.alloc(0))],
+]
+const tcpInvalid = [
+  ['data frame before HELLO', frame(0, Buffer.from('hi')), 'dropped_malformed'],
+  ['HELLO version 2', frame(0xf0, v2), 'dropped_malformed'],
+  ['HELLO longer than its identity length says', frame(0xf0, longer), 'dropped_malformed'],
+  ['HELLO announced longer than 512 bytes', Buffer.from('00000201f0', 'hex'), 'dropped_malformed'],
+  ['unknown control type 0xF4', Buffer.concat([c.helloN, frame(0xf4, Buffer.alloc(0))]), 'dropped_malformed'],
+  ['a second HELLO', Buffer.concat([c.helloN, c.helloN]), 'dropped_malformed'],
+  ['OBSERVED of 17 bytes', Buffer.concat([c.helloN, frame(0xf3, Buffer.alloc(17, 1))]), 'dropped_malformed'],
+  ['GOAWAY with a body', Buffer.concat([c.helloN, frame(0xf2, Buffer.alloc(1))]), 'dropped_malformed'],
+  ['AUTH not announced by the HELLO', Buffer.concat([c.helloN, frame(0xf1, Buffer.alloc(64))]), 'dropped_malformed'],
+  ['data frame announced above maxFrameSize (default)', Buffer.concat([c.helloN, Buffer.from('ffffffff00', 'hex')]), 'dropped_oversized'],
+]
+const tcpFile = {
+  format: 'tcp',
+  spec: 'docs/wire.md#tcp-streams',
+  notes:
+    'Whole frames ([length u32][type u8][body]). Valid frames were captured from a running TcpTransport (nonces, addresses and ports are those of that run). An invalid vector is a byte stream sent from the start of a fresh connection to a TcpTransport without Noise below: it closes the connection and counts the named counter.',
+  valid: tcpValid.map(([name, b]) => ({ name, hex: b.toString('hex'), fields: tcpFields(b) })),
+  invalid: tcpInvalid.map(([name, b, counter]) => ({ name, hex: b.toString('hex'), error: counter, outcome: `connection closed, ${counter} counted` })),
+}
+writeFileSync(join(root, 'test-vectors', 'tcp.json'), JSON.stringify(tcpFile, null, 2) + '\n')
+console.log(`tcp: ${tcpFile.valid.length} valid, ${tcpFile.invalid.length} invalid`)
