@@ -67,11 +67,21 @@ const fixed = wire('fixed-peers')
 const hp = wire('hole-punch')
 const relay = wire('relay')
 const thp = wire('tcp-hole-punch')
+/** FixedPeers' decoder also returns the decoded record (`peer`); the vectors hold its bytes only. */
+function withoutPeer(decode: (b: Buffer) => object | null): (b: Buffer) => object | null {
+  return (b) => {
+    const m = decode(b)
+    if (m === null || !('peer' in m)) return m
+    const { peer, ...rest } = m as { peer: { id: Buffer }; record: Buffer }
+    if (!peer.id.equals(decodePeerRecord(rest.record).id)) throw new Error('decoded record differs from its bytes')
+    return rest
+  }
+}
 const tsFormats: Array<[string, Codec]> = [
   ['udp-ping', { encode: ping.encodePing, decode: ping.decodePing } as Codec],
   ['gossip', { encode: gossip.encodeGossip, decode: gossip.decodeGossip } as Codec],
   ['big-gossip', { encode: big.encodeBigGossip, decode: big.decodeBigGossip } as Codec],
-  ['fixed-peers', { encode: fixed.encodeFixedPeers, decode: fixed.decodeFixedPeers } as Codec],
+  ['fixed-peers', { encode: fixed.encodeFixedPeers, decode: withoutPeer(fixed.decodeFixedPeers as (b: Buffer) => object | null) } as Codec],
   ['hole-punch', { encode: hp.encodeHolePunch, decode: hp.decodeHolePunch } as Codec],
   ['relay', { encode: relay.encodeRelay, decode: relay.decodeRelay } as Codec],
   ['tcp-hole-punch', { encode: thp.encodeTcpHolePunch, decode: thp.decodeTcpHolePunch } as Codec],

@@ -113,7 +113,11 @@ const formats = [
     anchor: 'fixedpeers-tag-6',
     notes: 'The bytes after the layer tag 6. Invalid ones are dropped and counted in dropped_malformed.',
     encode: fixed.encodeFixedPeers,
-    decode: fixed.decodeFixedPeers,
+    decode: (b) => {
+      const m = fixed.decodeFixedPeers(b)
+      if (m === null || m.type === 'EXIT') return m
+      return { type: m.type, record: m.record }
+    },
     valid: [
       ['HELLO', { type: 'HELLO', record: A }],
       ['HELLO_ACK', { type: 'HELLO_ACK', record: B }],
