@@ -752,3 +752,20 @@ export interface UdpSocketStats {
  * `ERR_DECCOM_BAD_KEY` / `ERR_DECCOM_BAD_SIGNATURE` for malformed key or signature bytes.
  */
 export declare function verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean
+
+/**
+ * Decodes `bytes` as `format` (`"rudp"`, `"noise"` or `"noise-frame"`: the bytes after the layer
+ * tag, or a Noise plaintext) and re-encodes what was decoded. Never throws for bad input: it
+ * answers with `error` (the same text as the `error` of the invalid vectors).
+ *
+ * # Errors
+ * `ERR_DECCOM_INVALID_ARGUMENT` for an unknown format name.
+ */
+export declare function wireDecode(format: string, bytes: Uint8Array): WireDecoded
+
+/** What `wireDecode` found: `fields` (JSON text) and `reencoded` for valid input, else `error`. */
+export interface WireDecoded {
+  fields?: string
+  reencoded?: Buffer
+  error?: string
+}

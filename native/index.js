@@ -850,3 +850,4 @@ module.exports.kadEncodeNodes = nativeBinding.kadEncodeNodes
 module.exports.kadEncodePing = nativeBinding.kadEncodePing
 module.exports.nodeId = nativeBinding.nodeId
 module.exports.verify = nativeBinding.verify
+module.exports.wireDecode = nativeBinding.wireDecode

@@ -14,6 +14,7 @@ mod pipeline;
 mod prefault;
 mod rudp;
 mod socket;
+mod wire;
 
 #[global_allocator]
 static ALLOCATOR: prefault::Prefaulting = prefault::Prefaulting;
