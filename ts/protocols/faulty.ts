@@ -44,7 +44,7 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import type { Seed } from '../sim/random'
 import { Random } from '../sim/random'
-import { UdpTransport } from './udp'
+import type { UdpTransport } from './udp'
 
 export interface FaultyTransportOptions {
   /** Seed of the decisions (default: a random one, readable as `layer.seed` to replay a failure). */
@@ -146,9 +146,10 @@ export class FaultyTransport extends Protocol {
     return this.#native
   }
 
+  static override nativeRole = 'stage' as const
   /** @internal True when {@link enableNative} can move the faults into the socket below. */
-  canRunNative(below: Protocol | undefined): boolean {
-    return this.#allowNative && below instanceof UdpTransport
+  canRunNative(below: readonly object[]): boolean {
+    return this.#allowNative && below.length === 0
   }
 
   /** @internal Moves the faults into the socket's I/O thread (asked by a native layer above). */

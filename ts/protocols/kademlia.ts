@@ -28,10 +28,9 @@
  *
  * ## Connection approval
  * Before a new peer enters the table (or its replacement cache), the layer asks the nearest layer
- * *below* it that has a method `approveConnection(peer): boolean | Promise<boolean>` (e.g. Noise,
- * which authenticates the peer). Bindings are mandatory in the stack API, so this optional
- * dependency is resolved by walking `ctx.stack.layers` below this layer at start; without such a
- * layer every verified peer is approved. Rejections are counted (`rejected_by_approval`).
+ * *below* it that provides `approveConnection(peer): boolean | Promise<boolean>` (e.g. Noise,
+ * which authenticates the peer), through the optional binding `approveConnection?`; without such
+ * a layer every verified peer is approved. Rejections are counted (`rejected_by_approval`).
  *
  * ## Verification and amplification (see `deccom-core/src/kad/wire.rs` for the wire format)
  * - Responses (PONG, NODES) are accepted only when they answer a request we sent: same 64-bit
@@ -182,9 +181,9 @@ interface Approver {
 }
 
 export class Kademlia extends Protocol {
-  static override bindTo = ['send', 'localAddress', 'externalAddress?']
-  static override bindFrom = ['onMessage']
-  static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'lookup']
+  static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?']
+  static override bindFrom = ['onMessage', 'introducerOf?']
+  static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'lookup', 'introducerOf']
   static override emits = ['onMessage', 'onConnected', 'onDisconnected']
 
   readonly name = 'kademlia'
@@ -264,7 +263,7 @@ export class Kademlia extends Protocol {
     this.#ownExternal = null
     const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#self })
     this.#table = new native.KadTable(own, this.#k, this.#maxReplacements, this.#clock.now())
-    this.#approver = findApprover(this, ctx)
+    this.#approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
     this.#running = true
     this.#refreshTimer = this.#clock.setTimeout(this.#onRefreshTimer, this.#refreshInterval)
     this.#join(0)
@@ -1029,18 +1028,6 @@ const splitCache = new WeakMap<NativeMessage, string[]>()
 /** `ids` (32 bytes each) without entry `i`. */
 function withoutRecord(ids: Buffer, i: number): Buffer {
   return Buffer.concat([ids.subarray(0, 32 * i), ids.subarray(32 * i + 32)])
-}
-
-/** The nearest layer below `layer` with an `approveConnection` method, or null. */
-function findApprover(layer: Protocol, ctx: LayerContext): Approver | null {
-  const layers = ctx.stack?.layers ?? []
-  const i = layers.indexOf(layer)
-  if (i < 0) return null
-  for (let j = i + 1; j < layers.length; j++) {
-    const l = layers[j] as unknown as Partial<Approver>
-    if (typeof l.approveConnection === 'function') return l as Approver
-  }
-  return null
 }
 
 /** A 32-byte node id from a Buffer or 64 hex digits. */

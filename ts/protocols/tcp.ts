@@ -295,8 +295,11 @@ class Conn {
 }
 
 export class TcpTransport extends Protocol {
-  static override bindTo = ['localAddress']
-  static override provides = ['openConnection', 'sendStream', 'closeStream', 'disconnect', 'tcpAddress', 'pauseStream', 'resumeStream', 'tcpMapping', 'externalTcpAddress']
+  /** `remoteId?` / `approveConnection?`: a Noise layer below, if any, that checks claimed ids. */
+  static override bindTo = ['localAddress', 'remoteId?', 'approveConnection?']
+  static override provides = [
+    'openConnection', 'sendStream', 'closeStream', 'disconnect', 'tcpAddress', 'pauseStream', 'resumeStream', 'tcpMapping', 'externalTcpAddress', 'adoptSocket', 'tcpPeers',
+  ] // prettier-ignore
   static override emits = ['onStream', 'onStreamClosed']
 
   readonly name = 'tcp'
@@ -387,13 +390,10 @@ export class TcpTransport extends Protocol {
     } catch {
       this.#udp = null
     }
-    const layers = ctx.stack?.layers ?? []
-    const below = layers.slice(layers.indexOf(this) + 1)
-    const noise = below.find((l) => {
-      const x = l as unknown as Record<string, unknown>
-      return typeof x.remoteId === 'function' && typeof x.approveConnection === 'function'
-    })
-    this.#noise = (noise as unknown as NoiseLike | undefined) ?? null
+    this.#noise =
+      this.hasLower('remoteId') && this.hasLower('approveConnection')
+        ? { remoteId: (a) => this.lower.remoteId(a), approveConnection: (a) => this.lower.approveConnection(a) }
+        : null
     this.#requireAuth = this.#opts.requireAuthentication ?? this.#noise !== null
     const host = this.#opts.host ?? this.#udp?.host ?? '127.0.0.1'
     const server = net.createServer({ allowHalfOpen: true, highWaterMark: this.#opts.highWaterMark, noDelay: true, pauseOnConnect: true } as net.ServerOpts, (s) => this.#accept(s))
@@ -594,6 +594,11 @@ export class TcpTransport extends Protocol {
     this.count('connections_adopted')
     const c = this.#wrap(socket, initiator, remote)
     return new Promise<TcpPeer>((resolve, reject) => c.waiters.push({ resolve, reject }))
+  }
+
+  /** {@link peers} under a name layers above can bind to (`peers` is a discovery layer's). */
+  tcpPeers(): TcpPeer[] {
+    return this.peers()
   }
 
   /** The open peers (one per peer id). */
