@@ -15,6 +15,13 @@ import {
   fromNative,
   provides,
   requires,
+  FaultyTransport,
+  Identity,
+  Node,
+  Noise as RealNoise,
+  ReliableUdp as RealReliableUdp,
+  UdpTransport,
+  toAddress,
 } from '../dist/index.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -125,15 +132,17 @@ test('a good stack binds nearest-first, and past intermediate layers when needed
   const { stack } = goodLayers()
   stack.build()
   t.deepEqual(stack.describe(), [
-    { layer: 'app', bindTo: {}, bindFrom: { connected: 'kademlia' } },
+    { layer: 'app', tag: undefined, bindTo: {}, bindFrom: { connected: 'kademlia' }, native: false },
     {
       layer: 'kademlia',
+      tag: 3,
       bindTo: { sendMessage: 'noise', approveConnection: 'noise', sendDatagram: 'udp' },
       bindFrom: { onMessage: 'noise' },
+      native: false,
     },
-    { layer: 'noise', bindTo: { sendMessage: 'reliable-udp' }, bindFrom: { onMessage: 'reliable-udp' } },
-    { layer: 'reliable-udp', bindTo: { sendDatagram: 'udp' }, bindFrom: { onDatagram: 'udp' } },
-    { layer: 'udp', bindTo: {}, bindFrom: {} },
+    { layer: 'noise', tag: 2, bindTo: { sendMessage: 'reliable-udp' }, bindFrom: { onMessage: 'reliable-udp' }, native: false },
+    { layer: 'reliable-udp', tag: 1, bindTo: { sendDatagram: 'udp' }, bindFrom: { onDatagram: 'udp' }, native: false },
+    { layer: 'udp', tag: undefined, bindTo: {}, bindFrom: {}, native: false },
   ])
 })
 
@@ -224,7 +233,7 @@ test('an optional binding ("name?") binds to the nearest provider below, or retu
   stack.build()
   t.is(reader.external(), 'near')
   t.is(stack.describe()[0].bindTo.externalAddress, 'observer')
-  // "?" is for bindTo only.
+  // "?" is for bindTo and bindFrom only.
   class Bad extends Protocol {
     static override provides = ['x?']
     readonly name = 'bad'
@@ -673,4 +682,179 @@ test('fromNative converts ERR_DECCOM_ errors and leaves the rest alone', (t) => 
   const notPrefix = new Error('see ERR_DECCOM_CLOSED: not at the start')
   t.is(fromNative(notPrefix), notPrefix)
   for (const v of ['ERR_DECCOM_CLOSED: a string', null, undefined, 42]) t.is(fromNative(v), v)
+})
+
+// ---------------------------------------------------------------------------------------------
+// describe(), optional bindings, native fusion, peer keys
+// ---------------------------------------------------------------------------------------------
+
+test('describe() names each binding\'s provider, "absent" optional ones, tags; String(stack) prints it', (t) => {
+  class Probe extends Protocol {
+    static override bindTo = ['sendMessage', 'externalAddress?']
+    static override bindFrom = ['connected?', 'nothing?']
+    readonly name = 'probe'
+    connected(): void {}
+    nothing(): void {}
+  }
+  const { app, kad, noise, rudp, udp } = goodLayers()
+  void app
+  const stack = new Stack([new Probe(), kad, noise, rudp, udp])
+  stack.build()
+  const rows = stack.describe()
+  t.deepEqual(rows.map((r) => r.layer), ['probe', 'kademlia', 'noise', 'reliable-udp', 'udp'])
+  t.deepEqual(rows[0], {
+    layer: 'probe',
+    tag: undefined,
+    bindTo: { sendMessage: 'noise', externalAddress: 'absent' },
+    bindFrom: { connected: 'kademlia', nothing: 'absent' },
+    native: false,
+  })
+  t.deepEqual(rows[1].bindTo, { sendMessage: 'noise', approveConnection: 'noise', sendDatagram: 'udp' })
+  const text = String(stack).split('\n')
+  t.is(text.length, 5)
+  t.is(text[0], 'probe  bindTo: sendMessage→noise, externalAddress (absent)  bindFrom: connected←kademlia, nothing (absent)')
+  t.is(text[1], 'kademlia [tag 3]  bindTo: sendMessage→noise, approveConnection→noise, sendDatagram→udp  bindFrom: onMessage←noise')
+  t.is(text[4], 'udp')
+})
+
+test('a layer with optional bindings works with and without a provider (bindTo) or emitter (bindFrom)', (t) => {
+  class Watcher extends Protocol {
+    static override bindTo = ['sendDatagram', 'approveConnection?']
+    static override bindFrom = ['onMessage?']
+    readonly name = 'watcher'
+    seen: string[] = []
+    onMessage(from: string, data: string): void {
+      this.seen.push(`${from}:${data}`)
+    }
+    /** Approval through the optional binding; everyone is welcome without an approver below. */
+    admit(peer: string): boolean {
+      return this.hasLower('approveConnection') ? (this.lower.approveConnection(peer) as boolean) : true
+    }
+    bound(): boolean {
+      return this.hasLower('approveConnection')
+    }
+  }
+  // Without: nothing below approves or emits onMessage.
+  const alone = new Watcher()
+  t.false(alone.bound(), 'not built yet: not bound')
+  const udp1 = new Udp()
+  new Stack([alone, udp1]).build()
+  t.false(alone.bound())
+  t.true(alone.admit('mallory'))
+  t.is(tables(alone).lower.approveConnection('mallory'), undefined)
+  // Udp emits onDatagram, not onMessage: the optional slot stays empty and Udp's default drops.
+  udp1.receive('x', 'hello')
+  t.deepEqual(alone.seen, [])
+  // With: Noise below approves, ReliableUdp emits onMessage (taken by the watcher).
+  const w = new Watcher()
+  const noise = new Noise()
+  const rudp = new ReliableUdp()
+  const udp2 = new Udp()
+  const stack = new Stack([w, noise, rudp, udp2])
+  // Noise takes reliable-udp's onMessage; its own onMessage slot goes to the watcher.
+  stack.build()
+  t.true(w.bound())
+  t.false(w.admit('mallory'))
+  t.true(w.admit('alice'))
+  udp2.receive('alice', 'hi')
+  t.deepEqual(w.seen, ['alice:noise(rudp(hi))'])
+  t.is(stack.describe()[0].bindFrom.onMessage, 'noise')
+})
+
+/** A user-defined transparent layer: JavaScript only (it declares no native role). */
+class PassThrough extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send']
+  static override emits = ['onMessage']
+  readonly name = 'pass'
+  send(to: unknown, data: Uint8Array, tag: number): unknown {
+    this.count('down')
+    return this.lower.send(to, data, tag)
+  }
+  onMessage(from: unknown, data: Uint8Array, tag: number): void {
+    this.count('up')
+    this.upper.onMessage(from, data, tag)
+  }
+}
+
+test('native fusion is decided by the Stack from declared capabilities', async (t) => {
+  const nodes: Array<InstanceType<typeof Node>> = []
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())))
+  const make = async (stack: Protocol[], identity = false) => {
+    const n = await Node.create({ host: '127.0.0.1', port: 0, stack, ...(identity ? { identity: Identity.generate() } : {}) } as never)
+    nodes.push(n)
+    const native = Object.fromEntries(n.stack.describe().map((r) => [r.layer, r.native]))
+    return { n, native, rudp: n.stack.find(RealReliableUdp)! }
+  }
+  t.is(RealReliableUdp.nativeRole, 'endpoint')
+  t.is(UdpTransport.nativeRole, 'socket')
+  t.is(FaultyTransport.nativeRole, 'stage')
+
+  // Directly on the socket, and with one stage in between that can: native.
+  const plain = await make([new RealReliableUdp()])
+  t.is(plain.rudp.mode, 'native')
+  t.deepEqual(plain.native, { app: false, 'reliable-udp': true, udp: true })
+  const faulty = await make([new RealReliableUdp(), new FaultyTransport({ seed: 1 })])
+  t.is(faulty.rudp.mode, 'native')
+  t.true(faulty.n.stack.find(FaultyTransport)!.native)
+  t.deepEqual(faulty.native, { app: false, 'reliable-udp': true, faulty: true, udp: true })
+  const noise = await make([new RealReliableUdp(), new RealNoise()], true)
+  t.is(noise.rudp.mode, 'native')
+  t.true(noise.native.noise)
+
+  // forceJs on the endpoint, native: false on a stage: JavaScript-driven, stages stay in JS.
+  const forced = await make([new RealReliableUdp({ forceJs: true }), new FaultyTransport({ seed: 1 })])
+  t.is(forced.rudp.mode, 'js')
+  t.false(forced.n.stack.find(FaultyTransport)!.native)
+  t.deepEqual(forced.native, { app: false, 'reliable-udp': false, faulty: false, udp: false })
+  const declined = await make([new RealReliableUdp(), new FaultyTransport({ seed: 1, native: false })])
+  t.is(declined.rudp.mode, 'js')
+  t.false(declined.n.stack.find(FaultyTransport)!.native)
+  const noiseJs = await make([new RealReliableUdp(), new RealNoise({ native: false })], true)
+  t.is(noiseJs.rudp.mode, 'js')
+  t.false(noiseJs.n.stack.find(RealNoise)!.native)
+
+  // A user-defined layer between ReliableUdp and the socket: JavaScript-driven, and the messages
+  // really pass through it.
+  const user = await make([new RealReliableUdp(), new PassThrough()])
+  t.is(user.rudp.mode, 'js')
+  t.deepEqual(user.native, { app: false, 'reliable-udp': false, pass: false, udp: false })
+  const peer = await make([new RealReliableUdp(), new PassThrough()])
+  const got = new Promise<string>((resolve) => peer.n.on('message', (_from: unknown, data: Buffer) => resolve(data.toString())))
+  await user.n.send(peer.n.address, Buffer.from('through the user layer'))
+  t.is(await got, 'through the user layer')
+  t.true(user.n.stack.stats().pass.down > 0)
+  t.true(peer.n.stack.stats().pass.up > 0)
+
+  // Each stage runs natively only directly on the socket: two stages keep the run in JavaScript.
+  const two = await make([new RealReliableUdp(), new RealNoise(), new FaultyTransport({ seed: 1 })], true)
+  t.is(two.rudp.mode, 'js')
+  t.false(two.native.noise)
+  t.false(two.native.faulty)
+})
+
+test('ReliableUdp keys peers by host:port: one peer, not two, after the Address intern cache starts over', async (t) => {
+  const a = await Node.create({ host: '127.0.0.1', port: 0, stack: [new RealReliableUdp({ forceJs: true })] } as never)
+  const b = await Node.create({ host: '127.0.0.1', port: 0, stack: [new RealReliableUdp({ forceJs: true })] } as never)
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  const received: string[] = []
+  b.on('message', (_from: unknown, data: Buffer) => received.push(data.toString()))
+  const ra = a.stack.find(RealReliableUdp)!
+  const rb = b.stack.find(RealReliableUdp)!
+  t.is(ra.mode, 'js')
+  const key = b.address.key
+  const before = toAddress(key)
+  await a.send(before, Buffer.from('one'))
+  t.is(ra.peerCount, 1)
+  // Fill the intern cache (65,536 entries) so it starts over: the same host:port is a new object.
+  for (let i = 0; i < 70_000; i++) toAddress(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, 1000)
+  const after = toAddress(key)
+  t.not(after, before, 'the intern cache started over')
+  t.is(after.key, before.key)
+  await a.send(after, Buffer.from('two'))
+  t.is(ra.peerCount, 1, 'the sender keeps one peer for one host:port')
+  t.is(rb.peerCount, 1, 'the receiver keeps one peer for one host:port')
+  t.deepEqual(received.sort(), ['one', 'two'])
+  t.is(a.stack.stats()['reliable-udp'].peers, 1)
 })

@@ -170,7 +170,7 @@ const MODES: readonly NoiseMode[] = ['plaintext', 'sign', 'encrypt']
 export class Noise extends Protocol {
   static override bindTo = ['send']
   static override bindFrom = ['onMessage']
-  static override provides = ['send', 'approveConnection', 'remoteId']
+  static override provides = ['send', 'approveConnection', 'remoteId', 'remotePeer']
   static override emits = ['onMessage']
 
   readonly name = 'noise'
