@@ -95,38 +95,24 @@
  * resolved: do not modify it. On the receiving side, `pauseStream(peer)`/`resumeStream(peer)`
  * stop and restart reading (TCP flow control then slows the sender).
  */
-import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
-import type { Address, AddressLike } from '../address'
-import { toAddress } from '../address'
-import type { Clock, TimerHandle } from '../clock'
-import { realClock } from '../clock'
-import { DeccomError, ErrorCode } from '../errors'
-import { Identity } from '../identity'
-import type { Fn, LayerContext } from '../protocol'
-import { Protocol } from '../protocol'
-import { ObservationTable } from './observations'
+import type { Address, AddressLike } from '../../address'
+import { toAddress } from '../../address'
+import type { Clock } from '../../clock'
+import { realClock } from '../../clock'
+import { DeccomError, ErrorCode } from '../../errors'
+import { Identity } from '../../identity'
+import type { Fn, LayerContext } from '../../protocol'
+import { Protocol } from '../../protocol'
+import { ObservationTable } from '../observations'
+import {
+  MAX_PUBLIC_IDENTITY, SIG_LEN, TCP_HEADER_SIZE, TCP_MAX_TAG, T_AUTH, T_GOAWAY, T_HELLO, T_OBSERVED, ZERO_ADDR,
+  authMessage, controlLimit, decodeHello, decodeObserved, decodeRaw, encodeFrameHeader, encodeHello, stripMapped,
+} from './codec' // prettier-ignore
+import type { ConnRef, ConnState, NoiseLike, Pending, TcpCloseReason, TcpMapping, TcpObservation, TcpPeer, TcpTarget, TcpTransportOptions } from './connection'
+import { Conn, idOf, mappingKey, safeIdOf } from './connection'
 
-/** Frame header: u32 length + u8 type. */
-export const TCP_HEADER_SIZE = 5
-/** Highest type byte of a data frame (its stream tag); 0xF0.. are control frames. */
-export const TCP_MAX_TAG = 0xef
-const T_HELLO = 0xf0
-const T_AUTH = 0xf1
-const T_GOAWAY = 0xf2
-const T_OBSERVED = 0xf3
-/** HELLO flags: an AUTH frame follows; the sender reads OBSERVED frames (so send it one). */
-const FLAG_AUTH = 1
-const FLAG_OBSERVED = 2
-const RAW_ADDR_LEN = 18
-const VERSION = 1
-const HELLO_FIXED = 88
-const MAX_HELLO = 512
-const MAX_PUBLIC_IDENTITY = 256
-const SIG_LEN = 64
-const NONCE_LEN = 32
-const AUTH_DOMAIN = Buffer.from('deccom-tcp-auth-v1')
 /** Frames up to this size are copied behind their header (one write); larger ones are written by reference. */
 const COPY_LIMIT = 16 * 1024
 /** Size of the shared buffer that reads at frame boundaries go into (consumed within the read callback). */
@@ -139,160 +125,6 @@ const SCRATCH_SIZE = 64 * 1024
  */
 const DIRECT_LIMIT = 64 * 1024
 const RESOLVED = Promise.resolve()
-const ZERO_ADDR = Buffer.alloc(18)
-
-export interface TcpTransportOptions {
-  /** IP literal to listen on (default: the UDP transport's host, else 127.0.0.1). */
-  host?: string
-  /** TCP port (default 0: any free port). */
-  port?: number
-  /** Largest data frame body in bytes (default 16 MiB). */
-  maxFrameSize?: number
-  /** Frames waiting for a blocked connection before sends are rejected (default 4096). */
-  maxQueuedFrames?: number
-  /** Bytes waiting for a blocked connection before sends are rejected (default 16 MiB; one frame is always accepted). */
-  maxQueuedBytes?: number
-  /** A connection without references closes after this many ms without frames (default 30,000). */
-  idleTimeout?: number
-  /** Connect + introduction must complete within this many ms (default 10,000). */
-  handshakeTimeout?: number
-  /** Most connections (open or opening) at once; more incoming ones are refused (default 1024). */
-  maxConnections?: number
-  /** Refuse peers whose introduction is not signed (default: true when a Noise layer is below). */
-  requireAuthentication?: boolean
-  /** Socket buffer high-water mark in bytes (default 1 MiB). */
-  highWaterMark?: number
-  /** TCP observations kept, one per observing peer (default 32; see {@link TcpTransport.tcpMapping}). */
-  maxObservations?: number
-}
-
-/** A peer (`observer`) saw one of our connections come from `address`; our end was `localPort`. */
-export interface TcpObservation {
-  observer: Buffer
-  observerHex: string
-  address: Address
-  localPort: number
-  /** ms on the layer's clock. */
-  at: number
-}
-
-/** How this node's TCP connections appear from outside, as at least 2 distinct peers agree. */
-export interface TcpMapping {
-  /** The IP address they see our connections come from. */
-  host: string
-  /**
-   * True when they saw the source port unchanged (no NAT, or a port-preserving one such as Linux
-   * MASQUERADE): a connection from local port p then appears at `host:p`. False when the NAT
-   * rewrote it (e.g. `--random-fully`): the mapped port of a new connection cannot be predicted.
-   */
-  portPreserving: boolean
-  /** How many distinct peers (node ids) agree on both. */
-  observers: number
-}
-
-/** The peer at the other end of a TCP connection. */
-export interface TcpPeer {
-  /** Its node id (32 bytes) and the same in hex. */
-  readonly id: Buffer
-  readonly idHex: string
-  /** True when the peer proved (by signature, and with Noise by the Noise session) that it owns `id`. */
-  readonly authenticated: boolean
-  /** The UDP address it announced (unspecified host replaced by the connection's IP), or null. */
-  readonly udpAddress: Address | null
-  /** Its TCP listening address (connection IP + announced port), or null when it announced none. */
-  readonly tcpAddress: Address | null
-  /** The socket's remote address. */
-  readonly remoteAddress: Address
-}
-
-/** A peer as `sendStream`/`openConnection`/`closeStream` take it. */
-export type TcpTarget = TcpPeer | Buffer | Uint8Array | AddressLike
-
-/** Why a stream closed (the `reason` of onStreamClosed / 'close'). */
-export type TcpCloseReason =
-  | 'local' // disconnect()
-  | 'idle' // no references and no frames for idleTimeout
-  | 'remote' // the peer closed cleanly
-  | 'truncated' // the peer closed in the middle of a frame
-  | 'oversized' // the peer announced a frame larger than maxFrameSize
-  | 'malformed' // a protocol violation
-  | 'error' // a socket error (reset, ...)
-  | 'stopped' // the layer stopped
-
-interface Pending {
-  data: Uint8Array
-  tag: number
-  resolve: () => void
-  reject: (e: Error) => void
-}
-
-interface Waiter {
-  resolve: (p: TcpPeer) => void
-  reject: (e: Error) => void
-}
-
-type ConnState = 'hello' | 'checking' | 'open' | 'draining' | 'superseded' | 'closed'
-
-class Conn {
-  state: ConnState = 'hello'
-  readonly nonce = randomBytes(NONCE_LEN)
-  peer: TcpPeer | null = null
-  // from the peer's HELLO
-  gotHello = false
-  peerId: Buffer | null = null
-  peerNonce: Buffer | null = null
-  peerPublicIdentity: Buffer | null = null
-  peerWantsAuth = false
-  peerWantsObserved = false
-  /** The address the peer says it sees this connection come from (its OBSERVED frame). */
-  observed: Address | null = null
-  gotObserved = false
-  peerAuthed = false
-  peerUdp: Address | null = null
-  peerTcp: Address | null = null
-  gotGoaway = false
-  // use
-  refs = 0
-  readonly queue: Pending[] = []
-  qhead = 0
-  queuedBytes = 0
-  blocked = false
-  paused = false
-  waiters: Waiter[] = []
-  lastActive = 0
-  timer: TimerHandle | undefined
-  reason: TcpCloseReason | null = null
-  error: unknown = null
-  ended = false
-  held: Array<[Buffer, number]> = []
-  // parser
-  readonly hdr = Buffer.alloc(TCP_HEADER_SIZE)
-  hdrLen = 0
-  need = -1
-  type = 0
-  frameLen = 0
-  /** A large frame's received pieces (memory grows with the bytes that actually arrive). */
-  parts: Buffer[] = []
-  /** A frame (≤ DIRECT_LIMIT) being read straight into its own buffer: body + room for the next header. */
-  frame: Buffer | null = null
-  filled = 0
-  /** The socket reads through `onread` (into buffers from #readBuffer), not through 'data' events. */
-  reader = false
-  /** The last read filled its buffer (more is probably waiting): read into a fresh buffer, not the scratch. */
-  busy = false
-
-  constructor(
-    readonly socket: net.Socket,
-    readonly outbound: boolean,
-    readonly remote: Address,
-    /** For outbound connections: the address dialled. */
-    readonly dialled: Address | null,
-  ) {}
-
-  get queued(): number {
-    return this.queue.length - this.qhead
-  }
-}
 
 export class TcpTransport extends Protocol {
   /** `remoteId?` / `approveConnection?`: a Noise layer below, if any, that checks claimed ids. */
@@ -767,16 +599,7 @@ export class TcpTransport extends Protocol {
 
   #sendHello(c: Conn): void {
     const id = this.#identity!
-    const pub = id.publicIdentity.length <= MAX_PUBLIC_IDENTITY ? id.publicIdentity : Buffer.alloc(0)
-    const body = Buffer.alloc(HELLO_FIXED + pub.length)
-    body[0] = VERSION
-    body[1] = (id.canSign && pub.length > 0 ? FLAG_AUTH : 0) | FLAG_OBSERVED
-    id.id.copy(body, 2)
-    c.nonce.copy(body, 34)
-    ;(this.#udp ? this.#udp.raw : ZERO_ADDR).copy(body, 66)
-    body.writeUInt16BE(this.#local?.port ?? 0, 84)
-    body.writeUInt16BE(pub.length, 86)
-    pub.copy(body, HELLO_FIXED)
+    const body = encodeHello({ id: id.id, nonce: c.nonce, publicIdentity: id.publicIdentity, canSign: id.canSign, udpRaw: this.#udp ? this.#udp.raw : null, tcpPort: this.#local?.port ?? 0 })
     this.#writeRaw(c, body, T_HELLO)
   }
 
@@ -947,24 +770,20 @@ export class TcpTransport extends Protocol {
   }
 
   #onHello(c: Conn, b: Buffer): void {
-    if (c.gotHello || b.length < HELLO_FIXED || b[0] !== VERSION) return this.#malformed(c)
-    const pubLen = b.readUInt16BE(86)
-    if (b.length !== HELLO_FIXED + pubLen || pubLen > MAX_PUBLIC_IDENTITY) return this.#malformed(c)
-    const id = Buffer.from(b.subarray(2, 34))
-    const pub = pubLen > 0 ? Buffer.from(b.subarray(HELLO_FIXED)) : null
+    const h = c.gotHello ? null : decodeHello(b)
+    if (h === null) return this.#malformed(c)
+    const { id, publicIdentity: pub } = h
     c.gotHello = true
     c.peerId = id
-    c.peerNonce = Buffer.from(b.subarray(34, 66))
+    c.peerNonce = h.nonce
     c.peerPublicIdentity = pub
-    c.peerWantsAuth = (b[1] & FLAG_AUTH) !== 0
-    c.peerWantsObserved = (b[1] & FLAG_OBSERVED) !== 0
-    if (c.peerWantsAuth && (pub === null || pub[0] !== 0x01 || pub.length !== 33)) return this.#malformed(c)
+    c.peerWantsAuth = h.wantsAuth
+    c.peerWantsObserved = h.wantsObserved
     if (pub !== null && !safeIdOf(pub)?.equals(id)) return this.#authFail(c, 'the node id is not the SHA-256 of the announced public identity')
     if (id.equals(this.#identity!.id)) return this.#authFail(c, 'the peer claims our own node id (a connection to ourselves?)')
     const host = c.remote.host
-    const udpRaw = b.subarray(66, 84)
-    if (!udpRaw.equals(ZERO_ADDR)) c.peerUdp = decodeRaw(udpRaw, host)
-    const tcpPort = b.readUInt16BE(84)
+    if (!h.udpRaw.equals(ZERO_ADDR)) c.peerUdp = decodeRaw(h.udpRaw, host)
+    const tcpPort = h.tcpPort
     if (tcpPort !== 0) {
       try {
         c.peerTcp = toAddress(host, tcpPort)
@@ -976,7 +795,7 @@ export class TcpTransport extends Protocol {
     if (c.peerWantsObserved) this.#writeRaw(c, c.remote.raw, T_OBSERVED)
     const me = this.#identity!
     if (me.canSign && me.publicIdentity.length <= MAX_PUBLIC_IDENTITY) {
-      const sig = me.sign(Buffer.concat([AUTH_DOMAIN, c.peerNonce, c.nonce, me.id, id]))
+      const sig = me.sign(authMessage(c.peerNonce, c.nonce, me.id, id))
       this.#writeRaw(c, sig, T_AUTH)
     }
     this.#maybeOpen(c)
@@ -984,7 +803,7 @@ export class TcpTransport extends Protocol {
 
   #onAuth(c: Conn, sig: Buffer): void {
     if (!c.gotHello || !c.peerWantsAuth || c.peerAuthed || sig.length !== SIG_LEN) return this.#malformed(c)
-    const msg = Buffer.concat([AUTH_DOMAIN, c.nonce, c.peerNonce!, c.peerId!, this.#identity!.id])
+    const msg = authMessage(c.nonce, c.peerNonce!, c.peerId!, this.#identity!.id)
     let ok = false
     try {
       ok = Identity.verify(c.peerPublicIdentity!.subarray(1), msg, sig)
@@ -997,9 +816,9 @@ export class TcpTransport extends Protocol {
   }
 
   #onObserved(c: Conn, body: Buffer): void {
-    if (!c.gotHello || c.gotObserved || body.length !== RAW_ADDR_LEN) return this.#malformed(c)
+    const a = !c.gotHello || c.gotObserved ? 'malformed' : decodeObserved(body)
+    if (a === 'malformed') return this.#malformed(c)
     c.gotObserved = true
-    const a = body.readUInt16BE(16) === 0 ? null : decodeRaw(body, '')
     if (!a) return this.count('dropped_bad_observation')
     c.observed = a
     if (c.peer) this.#observe(c)
@@ -1185,9 +1004,7 @@ export class TcpTransport extends Protocol {
   }
 
   #writeRaw(c: Conn, body: Buffer, type: number): void {
-    const hdr = Buffer.allocUnsafe(TCP_HEADER_SIZE)
-    hdr.writeUInt32BE(body.length, 0)
-    hdr[4] = type
+    const hdr = encodeFrameHeader(body.length, type)
     c.socket.write(body.length ? Buffer.concat([hdr, body]) : hdr)
   }
 
@@ -1324,71 +1141,6 @@ export class TcpTransport extends Protocol {
       })
     }
   }
-}
-
-interface ConnRef {
-  c: Conn | null
-}
-
-interface NoiseLike {
-  remoteId(a: AddressLike): Buffer | null
-  approveConnection(a: AddressLike): Promise<boolean>
-}
-
-function safeIdOf(publicIdentity: Buffer): Buffer | null {
-  try {
-    return Identity.idOf(publicIdentity)
-  } catch {
-    return null
-  }
-}
-
-function controlLimit(type: number): number {
-  return type === T_HELLO ? MAX_HELLO : type === T_AUTH ? SIG_LEN : type === T_OBSERVED ? RAW_ADDR_LEN : 0
-}
-
-/** Observations agree when they name the same IP and the same port behaviour (kept or rewritten). */
-function mappingKey(o: TcpObservation): string {
-  return `${o.address.host}|${o.address.port === o.localPort ? 'kept' : 'rewritten'}`
-}
-
-/** A node id in hex when `to` names one (32-byte buffer, 64 hex digits, a TcpPeer), else null. */
-function idOf(to: TcpTarget): string | null {
-  if (to instanceof Uint8Array) {
-    if (to.length !== 32) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `A node id is 32 bytes, got ${to.length}`)
-    return Buffer.from(to.buffer, to.byteOffset, 32).toString('hex')
-  }
-  if (typeof to === 'string') return /^[0-9a-fA-F]{64}$/.test(to) ? to.toLowerCase() : null
-  if (to !== null && typeof to === 'object' && 'idHex' in to && typeof to.idHex === 'string') return to.idHex
-  return null
-}
-
-function stripMapped(host: string): string {
-  return host.startsWith('::ffff:') && net.isIPv4(host.slice(7)) ? host.slice(7) : host
-}
-
-/** Decodes an 18-byte raw address; an unspecified host becomes `fallbackHost`. */
-function decodeRaw(raw: Buffer, fallbackHost: string): Address | null {
-  const port = raw.readUInt16BE(16)
-  let host: string
-  const v4 = raw.subarray(0, 10).every((x) => x === 0) && raw[10] === 0xff && raw[11] === 0xff
-  if (v4) host = `${raw[12]}.${raw[13]}.${raw[14]}.${raw[15]}`
-  else {
-    const parts: string[] = []
-    for (let i = 0; i < 16; i += 2) parts.push(raw.readUInt16BE(i).toString(16))
-    host = parts.join(':')
-  }
-  if (host === '0.0.0.0' || /^0(:0){7}$/.test(host)) host = fallbackHost
-  try {
-    return toAddress(net.isIPv6(host) ? compressV6(host) : host, port)
-  } catch {
-    return null
-  }
-}
-
-/** The canonical (compressed) text of an IPv6 address, as Node prints it. */
-function compressV6(host: string): string {
-  return new URL(`http://[${host}]/`).hostname.slice(1, -1)
 }
 
 function closed(): DeccomError {
