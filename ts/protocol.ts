@@ -1,5 +1,5 @@
 /**
- * The layer contract (DESIGN.md principle 4).
+ * The layer contract.
  *
  * A layer is a class extending {@link Protocol} that declares, as static arrays on its class:
  * - `bindTo`:   methods it calls on lower layers (calls going down), resolved against ANY layer

@@ -1,5 +1,5 @@
 /**
- * Building, validating and running a stack of layers (DESIGN.md principles 4, 7, 8).
+ * Building, validating and running a stack of layers.
  *
  * Layers are listed TOP first, bottom last, as users write them:
  * `new Stack([new KeepAlive(), new Kademlia(), new Noise(), new ReliableUdp(), udp])`.
@@ -48,7 +48,7 @@ export class Stack {
   }
 
   /**
-   * Resolve and validate all bindings (see the rules in DESIGN.md principle 4), then wire them:
+   * Resolve and validate all bindings (see the rules in `protocol.ts`), then wire them:
    * afterwards every `lower.x` / `upper.y` is a plain bound function. Repeated layer names are
    * renamed `name#2`, `name#3`...
    * @throws StackError BINDING_MISSING, BINDING_TAKEN, REQUIREMENT_MISSING, TAG_CONFLICT, STACK_INVALID

@@ -1,14 +1,28 @@
 /**
- * TcpTransport: the public types and one connection's state (the introduction, the send queue and
- * the frame parser's position). The logic that drives a connection lives in `transport.ts`.
+ * TcpTransport: the public types, one connection's state, and what happens on one connection's
+ * bytes: the frame parser (receiving) and the send queue (sending). Connections are created and
+ * closed by the layer (`transport.ts`); the introduction is `introduction.ts`.
  */
 import { randomBytes } from 'node:crypto'
 import type net from 'node:net'
 import type { Address, AddressLike } from '../../address'
-import type { TimerHandle } from '../../clock'
+import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import { Identity } from '../../identity'
-import { NONCE_LEN, TCP_HEADER_SIZE } from './codec'
+import type { ObservationTable } from '../observations'
+import { NONCE_LEN, TCP_HEADER_SIZE, TCP_MAX_TAG, T_OBSERVED, controlLimit, encodeFrameHeader } from './codec'
+
+/** Frames up to this size are copied behind their header (one write); larger ones are written by reference. */
+const COPY_LIMIT = 16 * 1024
+/** Size of the shared buffer that reads at frame boundaries go into (consumed within the read callback). */
+export const SCRATCH_SIZE = 64 * 1024
+/**
+ * A frame body up to this size that spans reads gets its own buffer when its header arrives, and the
+ * rest of it is read straight into that buffer (no copy). Per connection, memory may then run ahead
+ * of the bytes received by at most this much. A larger body is gathered in pieces until half of it
+ * is here, then copied into its own buffer, and the other half is read straight into it.
+ */
+const DIRECT_LIMIT = 64 * 1024
 
 export interface TcpTransportOptions {
   /** IP literal to listen on (default: the UDP transport's host, else 127.0.0.1). */
@@ -195,4 +209,225 @@ export function idOf(to: TcpTarget): string | null {
   if (typeof to === 'string') return /^[0-9a-fA-F]{64}$/.test(to) ? to.toLowerCase() : null
   if (to !== null && typeof to === 'object' && 'idHex' in to && typeof to.idHex === 'string') return to.idHex
   return null
+}
+
+/** The TcpTransport options with their defaults applied. */
+export type ResolvedTcpOptions = Required<Omit<TcpTransportOptions, 'host' | 'requireAuthentication'>> & { host?: string; requireAuthentication?: boolean }
+
+/**
+ * What the connection and introduction functions use of the TcpTransport layer: its state (read
+ * through getters, as the layer sets some of it at start) and the operations that stay in the layer.
+ */
+export interface TcpHost {
+  readonly opts: ResolvedTcpOptions
+  readonly clock: Clock
+  readonly identity: Identity
+  /** Our UDP address (announced in HELLO), if the layer below has one. */
+  readonly udp: Address | null
+  /** Our TCP listening address. */
+  readonly local: Address | null
+  readonly noise: NoiseLike | null
+  readonly requireAuth: boolean
+  /** The shared buffer reads at frame boundaries go into. */
+  readonly scratch: Buffer
+  /** Current connection per peer id (hex). */
+  readonly byId: Map<string, Conn>
+  /** Outbound connections not yet open, by the dialled address key. */
+  readonly dialing: Map<string, Conn>
+  /** Known TCP listening address → peer id (hex), and back. */
+  readonly idOfAddr: Map<string, string>
+  readonly addrOfId: Map<string, Address>
+  readonly observations: ObservationTable<TcpObservation>
+  count(name: string, n?: number): void
+  log(fmt: string, ...a: unknown[]): void
+  /** A whole frame arrived on `c`. */
+  frame(c: Conn, type: number, body: Buffer): void
+  /** A data frame for the application. */
+  deliver(c: Conn, data: Buffer, tag: number): void
+  destroy(c: Conn, reason: TcpCloseReason): void
+  close(c: Conn, reason: TcpCloseReason): void
+  armIdle(c: Conn): void
+}
+
+// ------------------------------------------------------------------------------------------------
+// Receiving and sending on one connection
+
+/** The buffer the next read of `c` goes into (the `onread` buffer function). */
+export function readBuffer(t: TcpHost, c: Conn): Uint8Array {
+  if (c.frame) return c.frame.subarray(c.filled)
+  if (c.need > 0) return Buffer.allocUnsafe(Math.min(c.need + TCP_HEADER_SIZE, SCRATCH_SIZE))
+  return c.busy ? Buffer.allocUnsafe(SCRATCH_SIZE) : t.scratch
+}
+
+/** `n` bytes were read into `buf` (the buffer {@link #readBuffer} gave for this read). */
+export function onRead(t: TcpHost, c: Conn, n: number, buf: Buffer): void {
+  const f = c.frame
+  c.busy = n === buf.length
+  // Frames may stay views of a buffer of ours that the read filled at least half (as Node shrinks
+  // a partly filled read buffer, a small frame must not pin a large one); otherwise they are copied.
+  if (f === null || buf.buffer !== f.buffer || buf.byteOffset !== f.byteOffset + c.filled) return onBytes(t, c, buf.subarray(0, n), buf !== t.scratch && 2 * n >= buf.length)
+  if (c.state === 'closed') return
+  c.filled += n
+  frameFilled(t, c)
+}
+
+/** After bytes went into `c.frame`: delivers it once complete, then parses what follows it. */
+export function frameFilled(t: TcpHost, c: Conn): void {
+  const f = c.frame!
+  if (c.filled < c.frameLen) {
+    c.need = c.frameLen - c.filled
+    return
+  }
+  // The body is complete; up to TCP_HEADER_SIZE bytes after it belong to the next header.
+  const end = c.filled
+  c.frame = null
+  c.need = -1
+  t.frame(c, c.type, f.subarray(0, c.frameLen))
+  if (end > c.frameLen) onBytes(t, c, f.subarray(c.frameLen, end), true)
+}
+
+/**
+ * Parses received bytes. `owned`: `chunk` is ours to keep (frames may be views of it); otherwise it
+ * is the shared scratch buffer, and whatever is kept is copied out.
+ */
+export function onBytes(t: TcpHost, c: Conn, chunk: Buffer, owned: boolean): void {
+  const n = chunk.length
+  let off = 0
+  while (off < n) {
+    if (c.state === 'closed') return
+    if (c.frame !== null) {
+      // Bytes of a direct frame that were read elsewhere (only before the first read into it).
+      const take = Math.min(c.frame.length - c.filled, n - off)
+      chunk.copy(c.frame, c.filled, off, off + take)
+      off += take
+      c.filled += take
+      if (c.filled < c.frameLen) {
+        c.need = c.frameLen - c.filled
+        continue
+      }
+      // #frameFilled parses the bytes after the body itself; ours continue after them.
+      frameFilled(t, c)
+      continue
+    }
+    if (c.need < 0) {
+      let len: number
+      let type: number
+      if (c.hdrLen === 0 && n - off >= TCP_HEADER_SIZE) {
+        len = chunk.readUInt32BE(off)
+        type = chunk[off + 4]
+        off += TCP_HEADER_SIZE
+      } else {
+        const take = Math.min(TCP_HEADER_SIZE - c.hdrLen, n - off)
+        chunk.copy(c.hdr, c.hdrLen, off, off + take)
+        c.hdrLen += take
+        off += take
+        if (c.hdrLen < TCP_HEADER_SIZE) return
+        c.hdrLen = 0
+        len = c.hdr.readUInt32BE(0)
+        type = c.hdr[4]
+      }
+      // Check the announced length before anything is allocated for it.
+      if (type <= TCP_MAX_TAG) {
+        if (len > t.opts.maxFrameSize) {
+          t.count('dropped_oversized')
+          t.log('%s announced a frame of %d bytes (max %d): closing', c.remote.key, len, t.opts.maxFrameSize)
+          return t.destroy(c, 'oversized')
+        }
+      } else if (type > T_OBSERVED || len > controlLimit(type)) {
+        t.count('dropped_malformed')
+        return t.destroy(c, 'malformed')
+      }
+      if (n - off >= len) {
+        const body = owned ? chunk.subarray(off, off + len) : Buffer.from(chunk.subarray(off, off + len))
+        off += len
+        t.frame(c, type, body)
+        continue
+      }
+      c.type = type
+      c.frameLen = len
+      c.need = len - (n - off)
+      if (c.reader && (len <= DIRECT_LIMIT || 2 * (n - off) >= len)) {
+        // Read the rest straight into the frame's own buffer (with room for the next header).
+        c.frame = Buffer.allocUnsafe(len + TCP_HEADER_SIZE)
+        c.filled = chunk.copy(c.frame, 0, off, n)
+        return
+      }
+      c.parts.push(owned ? chunk.subarray(off) : Buffer.from(chunk.subarray(off)))
+      return
+    }
+    const take = Math.min(c.need, n - off)
+    const piece = take === n && off === 0 ? chunk : chunk.subarray(off, off + take)
+    c.parts.push(owned ? piece : Buffer.from(piece))
+    off += take
+    c.need -= take
+    if (c.need > 0 && c.reader && 2 * c.need <= c.frameLen) {
+      // Half the body is here: give it its own buffer (never more than twice what arrived, as
+      // the join would hold at the end) and read the other half straight into it.
+      const f = Buffer.allocUnsafe(c.frameLen + TCP_HEADER_SIZE)
+      let o = 0
+      for (const p of c.parts) o += p.copy(f, o)
+      c.parts = []
+      c.frame = f
+      c.filled = o
+      continue
+    }
+    if (c.need === 0) {
+      const body = c.parts.length === 1 ? c.parts[0] : Buffer.concat(c.parts, c.frameLen)
+      c.parts = []
+      c.need = -1
+      t.frame(c, c.type, body)
+    }
+  }
+}
+
+export function write(t: TcpHost, c: Conn, data: Uint8Array, tag: number): void {
+  const len = data.length
+  let ok: boolean
+  if (len <= COPY_LIMIT) {
+    const buf = Buffer.allocUnsafe(TCP_HEADER_SIZE + len)
+    buf.writeUInt32BE(len, 0)
+    buf[4] = tag
+    buf.set(data, TCP_HEADER_SIZE)
+    ok = c.socket.write(buf)
+  } else {
+    const hdr = Buffer.allocUnsafe(TCP_HEADER_SIZE)
+    hdr.writeUInt32BE(len, 0)
+    hdr[4] = tag
+    c.socket.cork()
+    c.socket.write(hdr)
+    ok = c.socket.write(data)
+    c.socket.uncork()
+  }
+  t.count('frames_sent')
+  t.count('bytes_sent', len)
+  c.lastActive = t.clock.now()
+  if (!ok) {
+    c.blocked = true
+    t.count('backpressure_waits')
+  }
+}
+
+export function writeRaw(t: TcpHost, c: Conn, body: Buffer, type: number): void {
+  const hdr = encodeFrameHeader(body.length, type)
+  c.socket.write(body.length ? Buffer.concat([hdr, body]) : hdr)
+}
+
+export function onDrain(t: TcpHost, c: Conn): void {
+  c.blocked = false
+  flush(t, c)
+}
+
+export function flush(t: TcpHost, c: Conn): void {
+  if (c.state !== 'open') return
+  while (!c.blocked && c.qhead < c.queue.length) {
+    const p = c.queue[c.qhead]
+    c.queue[c.qhead++] = undefined as unknown as Pending
+    c.queuedBytes -= p.data.length
+    write(t, c, p.data, p.tag)
+    p.resolve()
+  }
+  if (c.qhead === c.queue.length) {
+    c.queue.length = 0
+    c.qhead = 0
+  }
 }

@@ -1,99 +1,8 @@
 /**
- * TcpTransport — framed TCP streams between peers, as a layer above the UDP transport
- * (PROTOCOLS.md "Transports"; docs/tcp.md).
- *
- * ```ts
- * const tcp = new TcpTransport({ port: 0 })
- * const node = await Node.create({ stack: [tcp] })          // UdpTransport added below it
- * tcp.on('frame', (peer, data, tag) => { ... })              // or take the onStream slot in a layer above
- * await tcp.sendStream(otherTcpAddress, data)                // an Address / "host:port", or a node id
- * ```
- *
- * The layer opens its own `node:net` server. It provides `openConnection(to)`, `sendStream(to,
- * data, tag = 0)`, `closeStream(to)`, `disconnect(to)`, `tcpAddress()` and emits
- * `onStream(from: TcpPeer, data, tag)` (each frame) and `onStreamClosed(peer: TcpPeer, reason)`.
- * A Node's application layer does not take those slots, so the layer is also an event source:
- * `tcp.on('frame', (peer, data, tag) => ...)`, `tcp.on('close', (peer, reason) => ...)`.
- * `to` is a node id (32-byte Buffer or 64 hex digits; needs a connection or a TCP address learned
- * from an earlier introduction) or the peer's TCP listening Address (`"host:port"`).
- *
- * ## Wire format (version 1)
- * A connection is a sequence of frames, each a 5-byte header and a body:
- *
- * | bytes | field                                                                 |
- * |-------|-----------------------------------------------------------------------|
- * | 0..4  | body length, u32 big-endian (data frames: at most `maxFrameSize`)     |
- * | 4     | type: 0x00..0xEF a data frame on that stream tag; 0xF0 HELLO; 0xF1 AUTH; 0xF2 GOAWAY; 0xF3 OBSERVED |
- * | 5..   | body                                                                  |
- *
- * The length is checked against the limit of its type BEFORE anything is allocated: a larger
- * header closes the connection (`dropped_oversized` for data frames, `dropped_malformed` for
- * control frames and unknown types). Reads go through `onread` into buffers the transport picks: a
- * body of at most 64 KiB that spans reads is read straight into its own buffer; a larger one is
- * gathered in pieces until half of it is here, then read into its own buffer. Memory never runs
- * ahead of the bytes received by more than 64 KiB + 5 per connection, or, for a larger body, by
- * more than what arrived of it (docs/tcp.md, "Receiving").
- *
- * HELLO (the first frame both sides send, at most 512 bytes):
- *
- * | bytes  | field                                                                   |
- * |--------|-------------------------------------------------------------------------|
- * | 0      | version = 1                                                             |
- * | 1      | flags: bit 0 = an AUTH frame follows (the sender can sign); bit 1 = the sender reads OBSERVED |
- * | 2..34  | node id (SHA-256 of the public identity)                                |
- * | 34..66 | nonce: 32 random bytes, fresh per connection                            |
- * | 66..84 | the sender's UDP address: 16 bytes IPv6 (IPv4-mapped) + port u16; zeros = unknown |
- * | 84..86 | the sender's TCP listening port u16 (0 = none)                          |
- * | 86..88 | public identity length n, u16 (0..256)                                   |
- * | 88..   | public identity (n bytes; its SHA-256 must equal the node id)           |
- *
- * AUTH (64 bytes): the sender's Ed25519 signature over
- * `"deccom-tcp-auth-v1" || receiver's nonce || sender's nonce || sender's id || receiver's id`,
- * sent after the peer's HELLO arrived. It proves the sender holds the key of the id it claims, on
- * this connection (fresh nonces: no replay). GOAWAY (empty): "this connection lost a duplicate
- * resolution; I send no more data on it" (see below). OBSERVED (18 bytes: 16 bytes IPv6 or
- * IPv4-mapped + port u16) is sent, once, in answer to a HELLO with flag bit 1: the address the
- * sender sees the connection come from. A second one, or one before HELLO, closes the connection
- * (`dropped_malformed`); port 0 or an unspecified IP is ignored (`dropped_bad_observation`).
- *
- * ## External address
- * Each OBSERVED becomes an observation once the connection is open (one per peer id, at most
- * `maxObservations`). `tcpMapping()` is the IP and the port behaviour (source port kept or
- * rewritten) that at least 2 distinct peers agree on; `externalTcpAddress()` is that IP with our
- * listening port when ports are kept. See docs/tcp.md.
- *
- * ## Introduction and authentication
- * A connection is open once the peer's HELLO (and, if announced, its AUTH) arrived and checked out.
- * `TcpPeer.authenticated` is true when the signature verified. When a Noise layer is below in the
- * stack (a layer with `remoteId` and `approveConnection`), the introduction must also agree with
- * Noise: the layer runs `approveConnection(peer's UDP address)` (a handshake if there is none) and
- * requires `remoteId(that address)` to equal the claimed id; otherwise the connection is refused
- * (`auth_failed`). `requireAuthentication` (default: true when Noise is below) refuses peers that
- * do not sign; without it, a name identity's id is accepted unauthenticated (`authenticated: false`).
- * The stream itself is neither encrypted nor integrity-protected: an active on-path attacker can
- * still tamper with it after the introduction. Protect the payloads (or use Noise over UDP) when
- * that matters.
- *
- * ## One connection per peer pair; duplicates
- * Connections are keyed by the peer's node id once open. If two connections to the same peer open
- * (both sides dialled at once), both sides keep the one initiated by the smaller node id (if the
- * same node initiated both: the one with the smaller initiator nonce) — a rule both sides evaluate
- * identically. The loser gets GOAWAY and a half-close: each side still reads it to the end, so no
- * frame already written is lost; frames queued for it move to the winner (their order across the
- * switch is not guaranteed), as do its references and waiters.
- *
- * ## References, idle close
- * `openConnection(to)` adds a reference (resolving with the {@link TcpPeer} once open);
- * `closeStream(to)` removes one. A connection without references (accepted ones start at 0, as do
- * connections opened implicitly by `sendStream`) closes after `idleTimeout` ms without frames.
- *
- * ## Backpressure
- * `sendStream` resolves when the frame has been handed to the socket (`socket.write`). When
- * `write()` reports a full socket buffer, later frames wait in a per-connection queue until
- * 'drain'; beyond `maxQueuedFrames` / `maxQueuedBytes` they are rejected with
- * ERR_DECCOM_TCP_QUEUE_FULL. Like `socket.write`, the socket may read `data` after the promise
- * resolved: do not modify it. On the receiving side, `pauseStream(peer)`/`resumeStream(peer)`
- * stop and restart reading (TCP flow control then slows the sender).
+ * TcpTransport — the layer: its server, the public API, creating and closing connections. The
+ * module documentation (format, introduction, duplicates, references, backpressure) is in
+ * `index.ts`; the wire codec in `codec.ts`; per-connection parsing and sending in `connection.ts`;
+ * the introduction in `introduction.ts`.
  */
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
@@ -106,24 +15,11 @@ import { Identity } from '../../identity'
 import type { Fn, LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { ObservationTable } from '../observations'
-import {
-  MAX_PUBLIC_IDENTITY, SIG_LEN, TCP_HEADER_SIZE, TCP_MAX_TAG, T_AUTH, T_GOAWAY, T_HELLO, T_OBSERVED, ZERO_ADDR,
-  authMessage, controlLimit, decodeHello, decodeObserved, decodeRaw, encodeFrameHeader, encodeHello, stripMapped,
-} from './codec' // prettier-ignore
-import type { ConnRef, ConnState, NoiseLike, Pending, TcpCloseReason, TcpMapping, TcpObservation, TcpPeer, TcpTarget, TcpTransportOptions } from './connection'
-import { Conn, idOf, mappingKey, safeIdOf } from './connection'
+import { TCP_MAX_TAG, T_AUTH, T_HELLO, T_OBSERVED, stripMapped } from './codec'
+import type { ConnRef, NoiseLike, ResolvedTcpOptions, TcpCloseReason, TcpHost, TcpMapping, TcpObservation, TcpPeer, TcpTarget, TcpTransportOptions } from './connection'
+import { Conn, SCRATCH_SIZE, idOf, mappingKey, onBytes, onDrain, onRead, readBuffer, write } from './connection'
+import { onAuth, onGoaway, onHello, onObserved, sendHello } from './introduction'
 
-/** Frames up to this size are copied behind their header (one write); larger ones are written by reference. */
-const COPY_LIMIT = 16 * 1024
-/** Size of the shared buffer that reads at frame boundaries go into (consumed within the read callback). */
-const SCRATCH_SIZE = 64 * 1024
-/**
- * A frame body up to this size that spans reads gets its own buffer when its header arrives, and the
- * rest of it is read straight into that buffer (no copy). Per connection, memory may then run ahead
- * of the bytes received by at most this much. A larger body is gathered in pieces until half of it
- * is here, then copied into its own buffer, and the other half is read straight into it.
- */
-const DIRECT_LIMIT = 64 * 1024
 const RESOLVED = Promise.resolve()
 
 export class TcpTransport extends Protocol {
@@ -136,7 +32,7 @@ export class TcpTransport extends Protocol {
 
   readonly name = 'tcp'
 
-  readonly #opts: Required<Omit<TcpTransportOptions, 'host' | 'requireAuthentication'>> & { host?: string; requireAuthentication?: boolean }
+  readonly #opts: ResolvedTcpOptions
   readonly #events = new EventEmitter()
   readonly #defaultSlot: Fn
   #server: net.Server | null = null
@@ -159,6 +55,8 @@ export class TcpTransport extends Protocol {
   readonly #observations: ObservationTable<TcpObservation>
   /** Reads at frame boundaries go here; every connection shares it (see #onBytes). */
   readonly #scratch = Buffer.allocUnsafe(SCRATCH_SIZE)
+  /** What connection.ts and introduction.ts use of this layer. */
+  readonly #host: TcpHost
 
   constructor(opts: TcpTransportOptions = {}) {
     super()
@@ -184,6 +82,29 @@ export class TcpTransport extends Protocol {
     }
     this.#defaultSlot = this.upper.onStream
     this.#observations = new ObservationTable(this.#opts.maxObservations)
+    const self = this
+    this.#host = {
+      get opts() { return self.#opts },
+      get clock() { return self.#clock },
+      get identity() { return self.#identity! },
+      get udp() { return self.#udp },
+      get local() { return self.#local },
+      get noise() { return self.#noise },
+      get requireAuth() { return self.#requireAuth },
+      scratch: this.#scratch,
+      byId: this.#byId,
+      dialing: this.#dialing,
+      idOfAddr: this.#idOfAddr,
+      addrOfId: this.#addrOfId,
+      observations: this.#observations,
+      count: (name, n) => this.count(name, n),
+      log: (fmt, ...a) => this.#log(fmt, ...a),
+      frame: (c, type, body) => this.#frame(c, type, body),
+      deliver: (c, data, tag) => this.#deliver(c, data, tag),
+      destroy: (c, reason) => this.#destroy(c, reason),
+      close: (c, reason) => this.#close(c, reason),
+      armIdle: (c) => this.#armIdle(c),
+    } // prettier-ignore
   }
 
   // ------------------------------------------------------------------------------------------
@@ -360,7 +281,7 @@ export class TcpTransport extends Protocol {
       if (!Number.isInteger(tag) || tag < 0 || tag > TCP_MAX_TAG) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `A stream tag is an integer 0..${TCP_MAX_TAG}, got ${String(tag)}`)
       const c = this.#connFor(to)
       if (c.state === 'open' && !c.blocked && c.qhead === c.queue.length) {
-        this.#write(c, data, tag)
+        write(this.#host, c, data, tag)
         return RESOLVED
       }
       const q = c.queued
@@ -501,7 +422,7 @@ export class TcpTransport extends Protocol {
     this.#dialing.set(addr.key, c)
     this.count('connections_opened')
     this.#attach(c, true)
-    socket.once('connect', () => this.#sendHello(c))
+    socket.once('connect', () => sendHello(this.#host, c))
     return c
   }
 
@@ -554,17 +475,17 @@ export class TcpTransport extends Protocol {
     socket.setNoDelay(true)
     const c = (ref.c = new Conn(socket, outbound, remote, null))
     this.#attach(c, pending !== undefined)
-    this.#sendHello(c)
-    if (pending) this.#onBytes(c, pending, true)
+    sendHello(this.#host, c)
+    if (pending) onBytes(this.#host, c, pending, true)
     return c
   }
 
   /** `onread` options for a connection's socket (the Conn is filled in once it exists). */
   #onread(ref: ConnRef): { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } {
     return {
-      buffer: () => (ref.c === null ? this.#scratch : this.#readBuffer(ref.c)),
+      buffer: () => (ref.c === null ? this.#scratch : readBuffer(this.#host, ref.c)),
       callback: (n, buf) => {
-        if (ref.c !== null) this.#onRead(ref.c, n, buf as Buffer)
+        if (ref.c !== null) onRead(this.#host, ref.c, n, buf as Buffer)
         return true
       },
     }
@@ -579,8 +500,8 @@ export class TcpTransport extends Protocol {
     c.reader = reader
     // Without a 'data' listener, flow explicitly, so that 'end' is emitted.
     if (reader) s.resume()
-    else s.on('data', (chunk: Buffer) => this.#onBytes(c, chunk, true))
-    s.on('drain', () => this.#onDrain(c))
+    else s.on('data', (chunk: Buffer) => onBytes(this.#host, c, chunk, true))
+    s.on('drain', () => onDrain(this.#host, c))
     s.on('end', () => this.#onEnd(c))
     s.on('error', (e) => {
       c.error ??= e
@@ -597,142 +518,8 @@ export class TcpTransport extends Protocol {
     this.#destroy(c, 'error')
   }
 
-  #sendHello(c: Conn): void {
-    const id = this.#identity!
-    const body = encodeHello({ id: id.id, nonce: c.nonce, publicIdentity: id.publicIdentity, canSign: id.canSign, udpRaw: this.#udp ? this.#udp.raw : null, tcpPort: this.#local?.port ?? 0 })
-    this.#writeRaw(c, body, T_HELLO)
-  }
-
   // ------------------------------------------------------------------------------------------
   // Receiving
-
-  /** The buffer the next read of `c` goes into (the `onread` buffer function). */
-  #readBuffer(c: Conn): Uint8Array {
-    if (c.frame) return c.frame.subarray(c.filled)
-    if (c.need > 0) return Buffer.allocUnsafe(Math.min(c.need + TCP_HEADER_SIZE, SCRATCH_SIZE))
-    return c.busy ? Buffer.allocUnsafe(SCRATCH_SIZE) : this.#scratch
-  }
-
-  /** `n` bytes were read into `buf` (the buffer {@link #readBuffer} gave for this read). */
-  #onRead(c: Conn, n: number, buf: Buffer): void {
-    const f = c.frame
-    c.busy = n === buf.length
-    // Frames may stay views of a buffer of ours that the read filled at least half (as Node shrinks
-    // a partly filled read buffer, a small frame must not pin a large one); otherwise they are copied.
-    if (f === null || buf.buffer !== f.buffer || buf.byteOffset !== f.byteOffset + c.filled) return this.#onBytes(c, buf.subarray(0, n), buf !== this.#scratch && 2 * n >= buf.length)
-    if (c.state === 'closed') return
-    c.filled += n
-    this.#frameFilled(c)
-  }
-
-  /** After bytes went into `c.frame`: delivers it once complete, then parses what follows it. */
-  #frameFilled(c: Conn): void {
-    const f = c.frame!
-    if (c.filled < c.frameLen) {
-      c.need = c.frameLen - c.filled
-      return
-    }
-    // The body is complete; up to TCP_HEADER_SIZE bytes after it belong to the next header.
-    const end = c.filled
-    c.frame = null
-    c.need = -1
-    this.#frame(c, c.type, f.subarray(0, c.frameLen))
-    if (end > c.frameLen) this.#onBytes(c, f.subarray(c.frameLen, end), true)
-  }
-
-  /**
-   * Parses received bytes. `owned`: `chunk` is ours to keep (frames may be views of it); otherwise it
-   * is the shared scratch buffer, and whatever is kept is copied out.
-   */
-  #onBytes(c: Conn, chunk: Buffer, owned: boolean): void {
-    const n = chunk.length
-    let off = 0
-    while (off < n) {
-      if (c.state === 'closed') return
-      if (c.frame !== null) {
-        // Bytes of a direct frame that were read elsewhere (only before the first read into it).
-        const take = Math.min(c.frame.length - c.filled, n - off)
-        chunk.copy(c.frame, c.filled, off, off + take)
-        off += take
-        c.filled += take
-        if (c.filled < c.frameLen) {
-          c.need = c.frameLen - c.filled
-          continue
-        }
-        // #frameFilled parses the bytes after the body itself; ours continue after them.
-        this.#frameFilled(c)
-        continue
-      }
-      if (c.need < 0) {
-        let len: number
-        let type: number
-        if (c.hdrLen === 0 && n - off >= TCP_HEADER_SIZE) {
-          len = chunk.readUInt32BE(off)
-          type = chunk[off + 4]
-          off += TCP_HEADER_SIZE
-        } else {
-          const take = Math.min(TCP_HEADER_SIZE - c.hdrLen, n - off)
-          chunk.copy(c.hdr, c.hdrLen, off, off + take)
-          c.hdrLen += take
-          off += take
-          if (c.hdrLen < TCP_HEADER_SIZE) return
-          c.hdrLen = 0
-          len = c.hdr.readUInt32BE(0)
-          type = c.hdr[4]
-        }
-        // Check the announced length before anything is allocated for it.
-        if (type <= TCP_MAX_TAG) {
-          if (len > this.#opts.maxFrameSize) {
-            this.count('dropped_oversized')
-            this.#log('%s announced a frame of %d bytes (max %d): closing', c.remote.key, len, this.#opts.maxFrameSize)
-            return this.#destroy(c, 'oversized')
-          }
-        } else if (type > T_OBSERVED || len > controlLimit(type)) {
-          this.count('dropped_malformed')
-          return this.#destroy(c, 'malformed')
-        }
-        if (n - off >= len) {
-          const body = owned ? chunk.subarray(off, off + len) : Buffer.from(chunk.subarray(off, off + len))
-          off += len
-          this.#frame(c, type, body)
-          continue
-        }
-        c.type = type
-        c.frameLen = len
-        c.need = len - (n - off)
-        if (c.reader && (len <= DIRECT_LIMIT || 2 * (n - off) >= len)) {
-          // Read the rest straight into the frame's own buffer (with room for the next header).
-          c.frame = Buffer.allocUnsafe(len + TCP_HEADER_SIZE)
-          c.filled = chunk.copy(c.frame, 0, off, n)
-          return
-        }
-        c.parts.push(owned ? chunk.subarray(off) : Buffer.from(chunk.subarray(off)))
-        return
-      }
-      const take = Math.min(c.need, n - off)
-      const piece = take === n && off === 0 ? chunk : chunk.subarray(off, off + take)
-      c.parts.push(owned ? piece : Buffer.from(piece))
-      off += take
-      c.need -= take
-      if (c.need > 0 && c.reader && 2 * c.need <= c.frameLen) {
-        // Half the body is here: give it its own buffer (never more than twice what arrived, as
-        // the join would hold at the end) and read the other half straight into it.
-        const f = Buffer.allocUnsafe(c.frameLen + TCP_HEADER_SIZE)
-        let o = 0
-        for (const p of c.parts) o += p.copy(f, o)
-        c.parts = []
-        c.frame = f
-        c.filled = o
-        continue
-      }
-      if (c.need === 0) {
-        const body = c.parts.length === 1 ? c.parts[0] : Buffer.concat(c.parts, c.frameLen)
-        c.parts = []
-        c.need = -1
-        this.#frame(c, c.type, body)
-      }
-    }
-  }
 
   #frame(c: Conn, type: number, body: Buffer): void {
     if (type <= TCP_MAX_TAG) {
@@ -747,10 +534,10 @@ export class TcpTransport extends Protocol {
       c.socket.pause()
       return
     }
-    if (type === T_HELLO) return this.#onHello(c, body)
-    if (type === T_AUTH) return this.#onAuth(c, body)
-    if (type === T_OBSERVED) return this.#onObserved(c, body)
-    return this.#onGoaway(c)
+    if (type === T_HELLO) return onHello(this.#host, c, body)
+    if (type === T_AUTH) return onAuth(this.#host, c, body)
+    if (type === T_OBSERVED) return onObserved(this.#host, c, body)
+    return onGoaway(this.#host, c)
   }
 
   #deliver(c: Conn, data: Buffer, tag: number): void {
@@ -769,264 +556,8 @@ export class TcpTransport extends Protocol {
     }
   }
 
-  #onHello(c: Conn, b: Buffer): void {
-    const h = c.gotHello ? null : decodeHello(b)
-    if (h === null) return this.#malformed(c)
-    const { id, publicIdentity: pub } = h
-    c.gotHello = true
-    c.peerId = id
-    c.peerNonce = h.nonce
-    c.peerPublicIdentity = pub
-    c.peerWantsAuth = h.wantsAuth
-    c.peerWantsObserved = h.wantsObserved
-    if (pub !== null && !safeIdOf(pub)?.equals(id)) return this.#authFail(c, 'the node id is not the SHA-256 of the announced public identity')
-    if (id.equals(this.#identity!.id)) return this.#authFail(c, 'the peer claims our own node id (a connection to ourselves?)')
-    const host = c.remote.host
-    if (!h.udpRaw.equals(ZERO_ADDR)) c.peerUdp = decodeRaw(h.udpRaw, host)
-    const tcpPort = h.tcpPort
-    if (tcpPort !== 0) {
-      try {
-        c.peerTcp = toAddress(host, tcpPort)
-      } catch {
-        c.peerTcp = null
-      }
-    }
-    // Tell the peer where we see its connection come from (its mapped address, behind a NAT).
-    if (c.peerWantsObserved) this.#writeRaw(c, c.remote.raw, T_OBSERVED)
-    const me = this.#identity!
-    if (me.canSign && me.publicIdentity.length <= MAX_PUBLIC_IDENTITY) {
-      const sig = me.sign(authMessage(c.peerNonce, c.nonce, me.id, id))
-      this.#writeRaw(c, sig, T_AUTH)
-    }
-    this.#maybeOpen(c)
-  }
-
-  #onAuth(c: Conn, sig: Buffer): void {
-    if (!c.gotHello || !c.peerWantsAuth || c.peerAuthed || sig.length !== SIG_LEN) return this.#malformed(c)
-    const msg = authMessage(c.nonce, c.peerNonce!, c.peerId!, this.#identity!.id)
-    let ok = false
-    try {
-      ok = Identity.verify(c.peerPublicIdentity!.subarray(1), msg, sig)
-    } catch {
-      ok = false
-    }
-    if (!ok) return this.#authFail(c, 'the introduction signature does not verify')
-    c.peerAuthed = true
-    this.#maybeOpen(c)
-  }
-
-  #onObserved(c: Conn, body: Buffer): void {
-    const a = !c.gotHello || c.gotObserved ? 'malformed' : decodeObserved(body)
-    if (a === 'malformed') return this.#malformed(c)
-    c.gotObserved = true
-    if (!a) return this.count('dropped_bad_observation')
-    c.observed = a
-    if (c.peer) this.#observe(c)
-  }
-
-  /** Records what the peer of an open connection reported in its OBSERVED frame. */
-  #observe(c: Conn): void {
-    const localPort = c.socket.localPort
-    if (!c.observed || !c.peer || localPort === undefined) return
-    this.#observations.set(c.peer.idHex, { observer: c.peer.id, observerHex: c.peer.idHex, address: c.observed, localPort, at: this.#clock.now() })
-    this.count('observations')
-  }
-
-  #onGoaway(c: Conn): void {
-    if (c.gotGoaway) return this.#malformed(c)
-    c.gotGoaway = true
-    if (c.state === 'open') {
-      // The peer chose another connection to us; it is being introduced. Send nothing more here.
-      c.state = 'draining'
-      this.#clock.clearTimeout(c.timer)
-      c.timer = this.#clock.setTimeout(() => {
-        c.timer = undefined
-        if (c.state === 'draining') this.#close(c, 'remote')
-      }, this.#opts.handshakeTimeout)
-    }
-  }
-
-  #malformed(c: Conn): void {
-    this.count('dropped_malformed')
-    this.#destroy(c, 'malformed')
-  }
-
-  #authFail(c: Conn, why: string): void {
-    this.count('auth_failed')
-    this.#log('introduction from %s refused: %s', c.remote.key, why)
-    c.error = new DeccomError(ErrorCode.TCP_AUTH_FAILED, `The TCP peer at ${c.remote.key} failed authentication: ${why}`)
-    this.#destroy(c, 'error')
-  }
-
-  /** Opens the connection when the introduction is complete and checks out. */
-  #maybeOpen(c: Conn): void {
-    if (c.state !== 'hello' || !c.gotHello || (c.peerWantsAuth && !c.peerAuthed)) return
-    if (this.#requireAuth && !c.peerAuthed) return this.#authFail(c, 'the introduction is not signed and requireAuthentication is set')
-    const noise = this.#noise
-    if (!noise) return this.#open(c, c.peerAuthed)
-    const udp = c.peerUdp
-    if (!udp) return this.#authFail(c, 'no UDP address to check against the Noise session')
-    c.state = 'checking'
-    const check = (): void => {
-      if (c.state !== 'checking') return
-      const nid = noise.remoteId(udp)
-      if (!nid || !nid.equals(c.peerId!)) return this.#authFail(c, `the Noise-authenticated id of ${udp.key} is ${nid ? nid.toString('hex').slice(0, 16) + '…' : 'unknown'}, not the claimed id`)
-      c.state = 'hello'
-      this.#open(c, c.peerAuthed)
-    }
-    if (noise.remoteId(udp)) return check()
-    noise.approveConnection(udp).then(check, check)
-  }
-
-  #open(c: Conn, authenticated: boolean): void {
-    const idHex = c.peerId!.toString('hex')
-    c.peer = Object.freeze({ id: c.peerId!, idHex, authenticated, udpAddress: c.peerUdp, tcpAddress: c.peerTcp, remoteAddress: c.remote })
-    this.#observe(c)
-    if (c.dialled && this.#dialing.get(c.dialled.key) === c) this.#dialing.delete(c.dialled.key)
-    for (const a of [c.dialled, c.peerTcp]) {
-      if (!a) continue
-      const old = this.#idOfAddr.get(a.key)
-      if (old !== undefined && old !== idHex && this.#addrOfId.get(old) === a) this.#addrOfId.delete(old)
-      this.#idOfAddr.set(a.key, idHex)
-      this.#addrOfId.set(idHex, a)
-    }
-    this.#clock.clearTimeout(c.timer)
-    c.timer = undefined
-    const existing = this.#byId.get(idHex)
-    if (existing && existing !== c) {
-      this.count('duplicates_resolved')
-      if (this.#precedes(c, existing)) {
-        this.#byId.set(idHex, c)
-        this.#activate(c)
-        this.#supersede(existing, c)
-      } else {
-        c.state = 'open'
-        this.#supersede(c, existing)
-      }
-      return
-    }
-    this.#byId.set(idHex, c)
-    this.#activate(c)
-  }
-
-  /** True when connection `a` must be kept over `b` (same peer): smaller initiator id, then nonce. */
-  #precedes(a: Conn, b: Conn): boolean {
-    const me = this.#identity!.id
-    const ia = a.outbound ? me : a.peerId!
-    const ib = b.outbound ? me : b.peerId!
-    const cmp = Buffer.compare(ia, ib)
-    if (cmp !== 0) return cmp < 0
-    const na = a.outbound ? a.nonce : a.peerNonce!
-    const nb = b.outbound ? b.nonce : b.peerNonce!
-    return Buffer.compare(na, nb) < 0
-  }
-
-  /** `c` becomes the current connection of its peer. */
-  #activate(c: Conn): void {
-    c.state = c.gotGoaway ? 'draining' : 'open'
-    this.#log('connection to %s (%s) open', c.peer!.idHex.slice(0, 8), c.remote.key)
-    const held = c.held
-    c.held = []
-    for (const [body, tag] of held) this.#deliver(c, body, tag)
-    if (!c.paused && (c.state as ConnState) !== 'closed') c.socket.resume()
-    const waiters = c.waiters
-    c.waiters = []
-    for (const w of waiters) w.resolve(c.peer!)
-    this.#flush(c)
-    if (c.refs === 0 && c.state === 'open') this.#armIdle(c)
-  }
-
-  /** `loser` hands its queue, references and waiters to `winner`, says GOAWAY and half-closes. */
-  #supersede(loser: Conn, winner: Conn): void {
-    loser.state = 'superseded'
-    this.#clock.clearTimeout(loser.timer)
-    winner.refs += loser.refs
-    loser.refs = 0
-    for (let i = loser.qhead; i < loser.queue.length; i++) {
-      winner.queue.push(loser.queue[i])
-      winner.queuedBytes += loser.queue[i].data.length
-    }
-    loser.queue.length = 0
-    loser.qhead = 0
-    loser.queuedBytes = 0
-    const held = loser.held
-    loser.held = []
-    for (const [body, tag] of held) this.#deliver(loser, body, tag)
-    if (loser.waiters.length) {
-      if (winner.state === 'open' || winner.state === 'draining') for (const w of loser.waiters) w.resolve(winner.peer!)
-      else winner.waiters.push(...loser.waiters)
-      loser.waiters = []
-    }
-    if (!loser.paused) loser.socket.resume()
-    if (loser.ended) loser.socket.once('finish', () => this.#destroy(loser, 'remote'))
-    this.#writeRaw(loser, Buffer.alloc(0), T_GOAWAY)
-    loser.socket.end()
-    // Read it to the end (the peer half-closes too); bounded by the handshake timeout.
-    loser.timer = this.#clock.setTimeout(() => {
-      loser.timer = undefined
-      this.#destroy(loser, 'remote')
-    }, this.#opts.handshakeTimeout)
-    if (winner.refs > 0) {
-      this.#clock.clearTimeout(winner.timer)
-      winner.timer = undefined
-    }
-    this.#flush(winner)
-  }
-
   // ------------------------------------------------------------------------------------------
   // Sending
-
-  #write(c: Conn, data: Uint8Array, tag: number): void {
-    const len = data.length
-    let ok: boolean
-    if (len <= COPY_LIMIT) {
-      const buf = Buffer.allocUnsafe(TCP_HEADER_SIZE + len)
-      buf.writeUInt32BE(len, 0)
-      buf[4] = tag
-      buf.set(data, TCP_HEADER_SIZE)
-      ok = c.socket.write(buf)
-    } else {
-      const hdr = Buffer.allocUnsafe(TCP_HEADER_SIZE)
-      hdr.writeUInt32BE(len, 0)
-      hdr[4] = tag
-      c.socket.cork()
-      c.socket.write(hdr)
-      ok = c.socket.write(data)
-      c.socket.uncork()
-    }
-    this.count('frames_sent')
-    this.count('bytes_sent', len)
-    c.lastActive = this.#clock.now()
-    if (!ok) {
-      c.blocked = true
-      this.count('backpressure_waits')
-    }
-  }
-
-  #writeRaw(c: Conn, body: Buffer, type: number): void {
-    const hdr = encodeFrameHeader(body.length, type)
-    c.socket.write(body.length ? Buffer.concat([hdr, body]) : hdr)
-  }
-
-  #onDrain(c: Conn): void {
-    c.blocked = false
-    this.#flush(c)
-  }
-
-  #flush(c: Conn): void {
-    if (c.state !== 'open') return
-    while (!c.blocked && c.qhead < c.queue.length) {
-      const p = c.queue[c.qhead]
-      c.queue[c.qhead++] = undefined as unknown as Pending
-      c.queuedBytes -= p.data.length
-      this.#write(c, p.data, p.tag)
-      p.resolve()
-    }
-    if (c.qhead === c.queue.length) {
-      c.queue.length = 0
-      c.qhead = 0
-    }
-  }
 
   // ------------------------------------------------------------------------------------------
   // Closing
