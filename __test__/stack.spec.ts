@@ -858,3 +858,50 @@ test('ReliableUdp keys peers by host:port: one peer, not two, after the Address 
   t.deepEqual(received.sort(), ['one', 'two'])
   t.is(a.stack.stats()['reliable-udp'].peers, 1)
 })
+
+test('Noise (JavaScript-driven) keys peers by host:port: its session is found after the Address intern cache starts over', async (t) => {
+  const mk = () => Node.create({ host: '127.0.0.1', port: 0, identity: Identity.generate(), stack: [new RealReliableUdp({ forceJs: true }), new RealNoise({ native: false })] } as never)
+  const a = await mk()
+  const b = await mk()
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  const got: string[] = []
+  b.on('message', (_from: unknown, data: Buffer) => got.push(data.toString()))
+  const noise = a.stack.find(RealNoise)!
+  const key = b.address.key
+  const before = toAddress(key)
+  await a.send(before, Buffer.from('one'))
+  const id = noise.remoteId(before)
+  t.truthy(id, 'a session with b')
+  for (let i = 0; i < 70_000; i++) toAddress(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, 2000)
+  const after = toAddress(key)
+  t.not(after, before, 'the intern cache started over')
+  t.deepEqual(noise.remoteId(after), id, 'the same session, found by host:port')
+  const handshakes = a.stack.stats().noise.connected
+  await a.send(after, Buffer.from('two'))
+  t.is(a.stack.stats().noise.connected, handshakes, 'no new handshake for the same host:port')
+  t.deepEqual(got.sort(), ['one', 'two'])
+  t.is(a.stack.find(RealReliableUdp)!.peerCount, 1)
+})
+
+test('PeerTable: bounded, least recently used evicted first, numbers never reused while held', async (t) => {
+  // Internal (not exported by the package): loaded from the built module.
+  const mod = (await import('../dist/protocols/peer-table.js')) as any
+  const PeerTable: typeof import('../ts/protocols/peer-table').PeerTable = mod.PeerTable ?? mod.default.PeerTable
+  const evicted: number[] = []
+  const table = new PeerTable(3, { onEvict: (id) => evicted.push(id), canEvict: (id) => id !== 1 })
+  const addr = (i: number) => toAddress('127.0.0.1', 5000 + i)
+  const ids = [0, 1, 2].map((i) => table.id(addr(i)))
+  t.deepEqual(ids, [0, 1, 2])
+  t.is(table.id(toAddress(`127.0.0.1:${5000}`)), 0, 'the same host:port, the same number')
+  // Order of use now: 1, 2, 0. Peer 1 may not be evicted, so 2 goes.
+  t.is(table.id(addr(3)), 3)
+  t.deepEqual(evicted, [2])
+  t.is(table.size, 3)
+  t.is(table.address(2), undefined)
+  t.is(table.address(1)!.key, addr(1).key)
+  // Order: 0, 3, 1 → 0 goes next.
+  t.is(table.id(addr(4)), 4)
+  t.deepEqual(evicted, [2, 0])
+  t.is(table.peek(addr(0)), undefined)
+  t.is(table.evicted, 2)
+})

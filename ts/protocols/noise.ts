@@ -502,7 +502,7 @@ export class Noise extends Protocol {
       if (this.#ep && (this.#ep.isAuthenticated(pid) !== null || this.#ep.remoteIdentity(pid) !== null)) continue
       this.#peerIds.delete(key)
       delete this.#peers[pid]
-      this.count('peers_evicted')
+      this.count('peer_table_evicted')
       return
     }
   }
