@@ -1,7 +1,7 @@
 /**
- * TcpTransport: the public types, one connection's state, and what happens on one connection's
- * bytes: the frame parser (receiving) and the send queue (sending). Connections are created and
- * closed by the layer (`transport.ts`); the introduction is `introduction.ts`.
+ * TcpTransport: the public types, one connection's state, and what happens on one connection: the
+ * frame parser (receiving), the send queue (sending), idle close and cleanup (closing). Connections
+ * are created by the layer (`transport.ts`); the introduction is `introduction.ts`.
  */
 import { randomBytes } from 'node:crypto'
 import type net from 'node:net'
@@ -238,6 +238,8 @@ export interface TcpHost {
   readonly idOfAddr: Map<string, string>
   readonly addrOfId: Map<string, Address>
   readonly observations: ObservationTable<TcpObservation>
+  /** Every connection, open or not. */
+  readonly conns: Set<Conn>
   count(name: string, n?: number): void
   log(fmt: string, ...a: unknown[]): void
   /** A whole frame arrived on `c`. */
@@ -247,6 +249,8 @@ export interface TcpHost {
   destroy(c: Conn, reason: TcpCloseReason): void
   close(c: Conn, reason: TcpCloseReason): void
   armIdle(c: Conn): void
+  /** An open stream closed: tell the layer above and the 'close' listeners. */
+  streamClosed(peer: TcpPeer, reason: TcpCloseReason, error: unknown): void
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -430,4 +434,106 @@ export function flush(t: TcpHost, c: Conn): void {
     c.queue.length = 0
     c.qhead = 0
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Closing
+
+export function armIdle(t: TcpHost, c: Conn): void {
+  t.clock.clearTimeout(c.timer)
+  const fire = (): void => {
+    c.timer = undefined
+    if (c.state !== 'open' || c.refs > 0) return
+    const idle = t.clock.now() - c.lastActive
+    if (idle < t.opts.idleTimeout || c.queued > 0 || c.socket.writableLength > 0) {
+      c.timer = t.clock.setTimeout(fire, Math.max(1, t.opts.idleTimeout - idle))
+      return
+    }
+    t.count('idle_closed')
+    close(t, c, 'idle')
+  }
+  c.timer = t.clock.setTimeout(fire, t.opts.idleTimeout)
+}
+
+/** Graceful close: half-close and read to the end (bounded), then destroy. */
+export function close(t: TcpHost, c: Conn, reason: TcpCloseReason): void {
+  if (c.state === 'closed') return
+  c.reason ??= reason
+  if (c.state === 'hello' || c.state === 'checking') return destroy(t, c, reason)
+  t.clock.clearTimeout(c.timer)
+  c.socket.end()
+  c.socket.resume()
+  c.timer = t.clock.setTimeout(() => {
+    c.timer = undefined
+    destroy(t, c, reason)
+  }, 2000)
+}
+
+export function destroy(t: TcpHost, c: Conn, reason: TcpCloseReason): void {
+  if (c.state === 'closed') return
+  c.reason ??= reason
+  c.socket.destroy()
+  // 'close' follows asynchronously and runs #cleanup; mark now so nothing else is parsed.
+  cleanup(t, c, c.reason, c.error)
+}
+
+export function onEnd(t: TcpHost, c: Conn): void {
+  if (c.state === 'closed') return
+  const truncated = c.need >= 0 || c.hdrLen > 0
+  if (truncated) {
+    t.count('dropped_truncated')
+    return destroy(t, c, 'truncated')
+  }
+  c.ended = true
+  // A draining connection waits for its successor (which supersedes it) or its timer.
+  if (c.state === 'draining') return
+  destroy(t, c, c.reason ?? 'remote')
+}
+
+/** Forgets a connection (idempotent): rejects its queue and waiters, fires the close callbacks. */
+export function cleanup(t: TcpHost, c: Conn, reason: TcpCloseReason, error: unknown): void {
+  if (c.state === 'closed') return
+  const prev = c.state
+  c.state = 'closed'
+  if (!c.socket.destroyed) c.socket.destroy()
+  t.clock.clearTimeout(c.timer)
+  c.timer = undefined
+  c.parts = []
+  c.frame = null
+  c.held = []
+  t.conns.delete(c)
+  if (c.dialled && t.dialing.get(c.dialled.key) === c) t.dialing.delete(c.dialled.key)
+  if (prev === 'superseded') return
+  const current = c.peer !== null && t.byId.get(c.peer.idHex) === c
+  if (current) t.byId.delete(c.peer!.idHex)
+  const what = c.peer ? `node ${c.peer.idHex.slice(0, 16)}… (${c.remote.key})` : c.remote.key
+  const err =
+    prev === 'open' || prev === 'draining'
+      ? new DeccomError(ErrorCode.TCP_CONNECTION_CLOSED, `The TCP connection to ${what} closed (${reason}) before the frame was written`, { cause: error ?? undefined, details: { reason } })
+      : reason === 'stopped'
+        ? closed()
+        : error instanceof DeccomError
+          ? error
+          : new DeccomError(ErrorCode.TCP_CONNECT_FAILED, `Could not open a TCP connection to ${what} (${reason}${error ? ': ' + String((error as Error).message ?? error) : ''})`, {
+              cause: error ?? undefined,
+              details: { reason },
+            })
+  for (let i = c.qhead; i < c.queue.length; i++) c.queue[i].reject(err)
+  c.queue.length = 0
+  c.qhead = 0
+  c.queuedBytes = 0
+  for (const w of c.waiters) w.reject(err)
+  c.waiters = []
+  if (prev !== 'open' && prev !== 'draining') {
+    if (prev === 'hello' || prev === 'checking') t.count('handshakes_failed')
+    return
+  }
+  t.count('connections_closed')
+  if (reason === 'truncated' || reason === 'error' || reason === 'oversized' || reason === 'malformed') t.count(`closed_${reason}`)
+  t.log('connection to %s closed: %s', what, reason)
+  t.streamClosed(c.peer!, reason, error ?? undefined)
+}
+
+export function closed(): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, 'The TCP transport is not running (not started yet, or closed)')
 }

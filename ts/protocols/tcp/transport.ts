@@ -17,7 +17,7 @@ import { Protocol } from '../../protocol'
 import { ObservationTable } from '../observations'
 import { TCP_MAX_TAG, T_AUTH, T_HELLO, T_OBSERVED, stripMapped } from './codec'
 import type { ConnRef, NoiseLike, ResolvedTcpOptions, TcpCloseReason, TcpHost, TcpMapping, TcpObservation, TcpPeer, TcpTarget, TcpTransportOptions } from './connection'
-import { Conn, SCRATCH_SIZE, idOf, mappingKey, onBytes, onDrain, onRead, readBuffer, write } from './connection'
+import { Conn, SCRATCH_SIZE, armIdle, cleanup, close, closed, destroy, idOf, mappingKey, onBytes, onDrain, onEnd, onRead, readBuffer, write } from './connection'
 import { onAuth, onGoaway, onHello, onObserved, sendHello } from './introduction'
 
 const RESOLVED = Promise.resolve()
@@ -97,13 +97,15 @@ export class TcpTransport extends Protocol {
       idOfAddr: this.#idOfAddr,
       addrOfId: this.#addrOfId,
       observations: this.#observations,
+      conns: this.#conns,
       count: (name, n) => this.count(name, n),
       log: (fmt, ...a) => this.#log(fmt, ...a),
       frame: (c, type, body) => this.#frame(c, type, body),
       deliver: (c, data, tag) => this.#deliver(c, data, tag),
-      destroy: (c, reason) => this.#destroy(c, reason),
-      close: (c, reason) => this.#close(c, reason),
-      armIdle: (c) => this.#armIdle(c),
+      destroy: (c, reason) => destroy(this.#host, c, reason),
+      close: (c, reason) => close(this.#host, c, reason),
+      armIdle: (c) => armIdle(this.#host, c),
+      streamClosed: (peer, reason, error) => this.#streamClosed(peer, reason, error),
     } // prettier-ignore
   }
 
@@ -175,7 +177,7 @@ export class TcpTransport extends Protocol {
     const closing: Promise<void>[] = []
     for (const c of [...this.#conns]) {
       if (!c.socket.closed) closing.push(new Promise((resolve) => c.socket.once('close', () => resolve())))
-      this.#cleanup(c, 'stopped', null)
+      cleanup(this.#host, c, 'stopped', null)
     }
     if (server) closing.push(new Promise<void>((resolve) => server.close(() => resolve())))
     await Promise.all(closing)
@@ -253,7 +255,7 @@ export class TcpTransport extends Protocol {
     const c = this.#existing(to)
     if (!c || c.refs === 0) return false
     c.refs--
-    if (c.refs === 0 && c.state === 'open') this.#armIdle(c)
+    if (c.refs === 0 && c.state === 'open') armIdle(this.#host, c)
     return true
   }
 
@@ -261,7 +263,7 @@ export class TcpTransport extends Protocol {
   disconnect(to: TcpTarget): boolean {
     const c = this.#existing(to)
     if (!c) return false
-    this.#close(c, 'local')
+    close(this.#host, c, 'local')
     return true
   }
 
@@ -502,12 +504,12 @@ export class TcpTransport extends Protocol {
     if (reader) s.resume()
     else s.on('data', (chunk: Buffer) => onBytes(this.#host, c, chunk, true))
     s.on('drain', () => onDrain(this.#host, c))
-    s.on('end', () => this.#onEnd(c))
+    s.on('end', () => onEnd(this.#host, c))
     s.on('error', (e) => {
       c.error ??= e
       c.reason ??= 'error'
     })
-    s.on('close', () => this.#cleanup(c, c.reason ?? 'remote', c.error))
+    s.on('close', () => cleanup(this.#host, c, c.reason ?? 'remote', c.error))
   }
 
   #handshakeTimeout(c: Conn): void {
@@ -515,7 +517,27 @@ export class TcpTransport extends Protocol {
     if (c.state !== 'hello' && c.state !== 'checking') return
     this.count('handshake_timeouts')
     c.error = new DeccomError(ErrorCode.TCP_CONNECT_FAILED, `The TCP introduction with ${c.remote.key} did not complete within ${this.#opts.handshakeTimeout} ms`)
-    this.#destroy(c, 'error')
+    destroy(this.#host, c, 'error')
+  }
+
+  /** An open stream closed: the onStreamClosed slot and the 'close' listeners. */
+  #streamClosed(peer: TcpPeer, reason: TcpCloseReason, error: unknown): void {
+    try {
+      this.upper.onStreamClosed(peer, reason, error)
+    } catch (e) {
+      this.count('handler_errors')
+      queueMicrotask(() => {
+        throw e
+      })
+    }
+    try {
+      this.#events.emit('close', peer, reason, error)
+    } catch (e) {
+      this.count('handler_errors')
+      queueMicrotask(() => {
+        throw e
+      })
+    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -526,7 +548,7 @@ export class TcpTransport extends Protocol {
       if (c.state === 'open' || c.state === 'draining' || c.state === 'superseded') return this.#deliver(c, body, type)
       if (!c.gotHello) {
         this.count('dropped_malformed')
-        return this.#destroy(c, 'malformed')
+        return destroy(this.#host, c, 'malformed')
       }
       // The peer considers the connection open before we do (our checks are still running):
       // keep what was already read and stop reading until the connection opens.
@@ -555,125 +577,4 @@ export class TcpTransport extends Protocol {
       })
     }
   }
-
-  // ------------------------------------------------------------------------------------------
-  // Sending
-
-  // ------------------------------------------------------------------------------------------
-  // Closing
-
-  #armIdle(c: Conn): void {
-    this.#clock.clearTimeout(c.timer)
-    const fire = (): void => {
-      c.timer = undefined
-      if (c.state !== 'open' || c.refs > 0) return
-      const idle = this.#clock.now() - c.lastActive
-      if (idle < this.#opts.idleTimeout || c.queued > 0 || c.socket.writableLength > 0) {
-        c.timer = this.#clock.setTimeout(fire, Math.max(1, this.#opts.idleTimeout - idle))
-        return
-      }
-      this.count('idle_closed')
-      this.#close(c, 'idle')
-    }
-    c.timer = this.#clock.setTimeout(fire, this.#opts.idleTimeout)
-  }
-
-  /** Graceful close: half-close and read to the end (bounded), then destroy. */
-  #close(c: Conn, reason: TcpCloseReason): void {
-    if (c.state === 'closed') return
-    c.reason ??= reason
-    if (c.state === 'hello' || c.state === 'checking') return this.#destroy(c, reason)
-    this.#clock.clearTimeout(c.timer)
-    c.socket.end()
-    c.socket.resume()
-    c.timer = this.#clock.setTimeout(() => {
-      c.timer = undefined
-      this.#destroy(c, reason)
-    }, 2000)
-  }
-
-  #destroy(c: Conn, reason: TcpCloseReason): void {
-    if (c.state === 'closed') return
-    c.reason ??= reason
-    c.socket.destroy()
-    // 'close' follows asynchronously and runs #cleanup; mark now so nothing else is parsed.
-    this.#cleanup(c, c.reason, c.error)
-  }
-
-  #onEnd(c: Conn): void {
-    if (c.state === 'closed') return
-    const truncated = c.need >= 0 || c.hdrLen > 0
-    if (truncated) {
-      this.count('dropped_truncated')
-      return this.#destroy(c, 'truncated')
-    }
-    c.ended = true
-    // A draining connection waits for its successor (which supersedes it) or its timer.
-    if (c.state === 'draining') return
-    this.#destroy(c, c.reason ?? 'remote')
-  }
-
-  /** Forgets a connection (idempotent): rejects its queue and waiters, fires the close callbacks. */
-  #cleanup(c: Conn, reason: TcpCloseReason, error: unknown): void {
-    if (c.state === 'closed') return
-    const prev = c.state
-    c.state = 'closed'
-    if (!c.socket.destroyed) c.socket.destroy()
-    this.#clock.clearTimeout(c.timer)
-    c.timer = undefined
-    c.parts = []
-    c.frame = null
-    c.held = []
-    this.#conns.delete(c)
-    if (c.dialled && this.#dialing.get(c.dialled.key) === c) this.#dialing.delete(c.dialled.key)
-    if (prev === 'superseded') return
-    const current = c.peer !== null && this.#byId.get(c.peer.idHex) === c
-    if (current) this.#byId.delete(c.peer!.idHex)
-    const what = c.peer ? `node ${c.peer.idHex.slice(0, 16)}… (${c.remote.key})` : c.remote.key
-    const err =
-      prev === 'open' || prev === 'draining'
-        ? new DeccomError(ErrorCode.TCP_CONNECTION_CLOSED, `The TCP connection to ${what} closed (${reason}) before the frame was written`, { cause: error ?? undefined, details: { reason } })
-        : reason === 'stopped'
-          ? closed()
-          : error instanceof DeccomError
-            ? error
-            : new DeccomError(ErrorCode.TCP_CONNECT_FAILED, `Could not open a TCP connection to ${what} (${reason}${error ? ': ' + String((error as Error).message ?? error) : ''})`, {
-                cause: error ?? undefined,
-                details: { reason },
-              })
-    for (let i = c.qhead; i < c.queue.length; i++) c.queue[i].reject(err)
-    c.queue.length = 0
-    c.qhead = 0
-    c.queuedBytes = 0
-    for (const w of c.waiters) w.reject(err)
-    c.waiters = []
-    if (prev !== 'open' && prev !== 'draining') {
-      if (prev === 'hello' || prev === 'checking') this.count('handshakes_failed')
-      return
-    }
-    this.count('connections_closed')
-    if (reason === 'truncated' || reason === 'error' || reason === 'oversized' || reason === 'malformed') this.count(`closed_${reason}`)
-    this.#log('connection to %s closed: %s', what, reason)
-    const peer = c.peer!
-    try {
-      this.upper.onStreamClosed(peer, reason, error ?? undefined)
-    } catch (e) {
-      this.count('handler_errors')
-      queueMicrotask(() => {
-        throw e
-      })
-    }
-    try {
-      this.#events.emit('close', peer, reason, error ?? undefined)
-    } catch (e) {
-      this.count('handler_errors')
-      queueMicrotask(() => {
-        throw e
-      })
-    }
-  }
-}
-
-function closed(): DeccomError {
-  return new DeccomError(ErrorCode.CLOSED, 'The TCP transport is not running (not started yet, or closed)')
 }
