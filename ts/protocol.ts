@@ -94,6 +94,12 @@ export abstract class Protocol {
     return f !== undefined && f !== absentBinding && !isNotBuilt(f)
   }
 
+  /** True when a layer above took this layer's emitted slot `name` (with `bindFrom`). */
+  protected hasUpper(name: string): boolean {
+    const f = this.upper[name]
+    return f !== undefined && f !== this.#dropNoConsumer
+  }
+
   /** Add `n` (default 1) to counter `name`, creating it at 0. */
   protected count(name: string, n = 1): void {
     this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n

@@ -659,7 +659,8 @@ export class HolePuncher extends Protocol {
    * above that takes the `introducerOf` slot, else the nearest layer below providing `introducerOf`.
    */
   #discoveryIntroducer(peer: Address): Address | null {
-    return (this.upper.introducerOf(peer) as Address | null | undefined) ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? null
+    const above = this.hasUpper('introducerOf') ? (this.upper.introducerOf(peer) as Address | null | undefined) : null
+    return above ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? null
   }
 
   #now(): number {
