@@ -237,7 +237,7 @@ test('findPeer rejects on abort, timeout and bad ids; stop clears everything', a
 class Gate extends Protocol {
   static override bindTo = ['send']
   static override bindFrom = ['onMessage']
-  static override provides = ['send']
+  static override provides = ['send', 'approveConnection']
   static override emits = ['onMessage']
   readonly name = 'gate'
   asked = 0

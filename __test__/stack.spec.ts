@@ -125,15 +125,17 @@ test('a good stack binds nearest-first, and past intermediate layers when needed
   const { stack } = goodLayers()
   stack.build()
   t.deepEqual(stack.describe(), [
-    { layer: 'app', bindTo: {}, bindFrom: { connected: 'kademlia' } },
+    { layer: 'app', tag: undefined, bindTo: {}, bindFrom: { connected: 'kademlia' }, native: false },
     {
       layer: 'kademlia',
+      tag: 3,
       bindTo: { sendMessage: 'noise', approveConnection: 'noise', sendDatagram: 'udp' },
       bindFrom: { onMessage: 'noise' },
+      native: false,
     },
-    { layer: 'noise', bindTo: { sendMessage: 'reliable-udp' }, bindFrom: { onMessage: 'reliable-udp' } },
-    { layer: 'reliable-udp', bindTo: { sendDatagram: 'udp' }, bindFrom: { onDatagram: 'udp' } },
-    { layer: 'udp', bindTo: {}, bindFrom: {} },
+    { layer: 'noise', tag: 2, bindTo: { sendMessage: 'reliable-udp' }, bindFrom: { onMessage: 'reliable-udp' }, native: false },
+    { layer: 'reliable-udp', tag: 1, bindTo: { sendDatagram: 'udp' }, bindFrom: { onDatagram: 'udp' }, native: false },
+    { layer: 'udp', tag: undefined, bindTo: {}, bindFrom: {}, native: false },
   ])
 })
 
@@ -224,7 +226,7 @@ test('an optional binding ("name?") binds to the nearest provider below, or retu
   stack.build()
   t.is(reader.external(), 'near')
   t.is(stack.describe()[0].bindTo.externalAddress, 'observer')
-  // "?" is for bindTo only.
+  // "?" is for bindTo and bindFrom only.
   class Bad extends Protocol {
     static override provides = ['x?']
     readonly name = 'bad'
@@ -673,4 +675,81 @@ test('fromNative converts ERR_DECCOM_ errors and leaves the rest alone', (t) => 
   const notPrefix = new Error('see ERR_DECCOM_CLOSED: not at the start')
   t.is(fromNative(notPrefix), notPrefix)
   for (const v of ['ERR_DECCOM_CLOSED: a string', null, undefined, 42]) t.is(fromNative(v), v)
+})
+
+// ---------------------------------------------------------------------------------------------
+// describe() and optional bindings (native fusion and peer keys: stack-native.spec.ts)
+// ---------------------------------------------------------------------------------------------
+
+test('describe() names each binding\'s provider, "absent" optional ones, tags; String(stack) prints it', (t) => {
+  class Probe extends Protocol {
+    static override bindTo = ['sendMessage', 'externalAddress?']
+    static override bindFrom = ['connected?', 'nothing?']
+    readonly name = 'probe'
+    connected(): void {}
+    nothing(): void {}
+  }
+  const { app, kad, noise, rudp, udp } = goodLayers()
+  void app
+  const stack = new Stack([new Probe(), kad, noise, rudp, udp])
+  stack.build()
+  const rows = stack.describe()
+  t.deepEqual(rows.map((r) => r.layer), ['probe', 'kademlia', 'noise', 'reliable-udp', 'udp'])
+  t.deepEqual(rows[0], {
+    layer: 'probe',
+    tag: undefined,
+    bindTo: { sendMessage: 'noise', externalAddress: 'absent' },
+    bindFrom: { connected: 'kademlia', nothing: 'absent' },
+    native: false,
+  })
+  t.deepEqual(rows[1].bindTo, { sendMessage: 'noise', approveConnection: 'noise', sendDatagram: 'udp' })
+  const text = String(stack).split('\n')
+  t.is(text.length, 5)
+  t.is(text[0], 'probe  bindTo: sendMessage→noise, externalAddress (absent)  bindFrom: connected←kademlia, nothing (absent)')
+  t.is(text[1], 'kademlia [tag 3]  bindTo: sendMessage→noise, approveConnection→noise, sendDatagram→udp  bindFrom: onMessage←noise')
+  t.is(text[4], 'udp')
+})
+
+test('a layer with optional bindings works with and without a provider (bindTo) or emitter (bindFrom)', (t) => {
+  class Watcher extends Protocol {
+    static override bindTo = ['sendDatagram', 'approveConnection?']
+    static override bindFrom = ['onMessage?']
+    readonly name = 'watcher'
+    seen: string[] = []
+    onMessage(from: string, data: string): void {
+      this.seen.push(`${from}:${data}`)
+    }
+    /** Approval through the optional binding; everyone is welcome without an approver below. */
+    admit(peer: string): boolean {
+      return this.hasLower('approveConnection') ? (this.lower.approveConnection(peer) as boolean) : true
+    }
+    bound(): boolean {
+      return this.hasLower('approveConnection')
+    }
+  }
+  // Without: nothing below approves or emits onMessage.
+  const alone = new Watcher()
+  t.false(alone.bound(), 'not built yet: not bound')
+  const udp1 = new Udp()
+  new Stack([alone, udp1]).build()
+  t.false(alone.bound())
+  t.true(alone.admit('mallory'))
+  t.is(tables(alone).lower.approveConnection('mallory'), undefined)
+  // Udp emits onDatagram, not onMessage: the optional slot stays empty and Udp's default drops.
+  udp1.receive('x', 'hello')
+  t.deepEqual(alone.seen, [])
+  // With: Noise below approves, ReliableUdp emits onMessage (taken by the watcher).
+  const w = new Watcher()
+  const noise = new Noise()
+  const rudp = new ReliableUdp()
+  const udp2 = new Udp()
+  const stack = new Stack([w, noise, rudp, udp2])
+  // Noise takes reliable-udp's onMessage; its own onMessage slot goes to the watcher.
+  stack.build()
+  t.true(w.bound())
+  t.false(w.admit('mallory'))
+  t.true(w.admit('alice'))
+  udp2.receive('alice', 'hi')
+  t.deepEqual(w.seen, ['alice:noise(rudp(hi))'])
+  t.is(stack.describe()[0].bindFrom.onMessage, 'noise')
 })

@@ -183,12 +183,12 @@ export class Node extends EventEmitter {
 
   /**
    * The peer with node id `id` (32 bytes or 64 hex digits), through the discovery layer of the
-   * stack: the first layer from the top that has a `findPeer` method (Kademlia, Gossip, ...).
+   * stack: the first layer from the top that provides `findPeer` (Kademlia, Gossip, ...).
    * @throws ERR_DECCOM_STACK_INVALID when no layer can find peers; otherwise the layer's errors
    */
   findPeer(id: Buffer | string, opts?: { timeout?: number; signal?: AbortSignal }): Promise<Peer> {
     if (this.#state !== 'running') return Promise.reject(notRunning())
-    const layer = this.stack.layers.find((l) => typeof (l as unknown as { findPeer?: unknown }).findPeer === 'function') as
+    const layer = this.stack.provider('findPeer') as
       | (Protocol & { findPeer(id: Buffer | string, opts?: { timeout?: number; signal?: AbortSignal }): Promise<Peer> })
       | undefined
     if (!layer) {

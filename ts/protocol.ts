@@ -1,12 +1,13 @@
 /**
- * The layer contract (DESIGN.md principle 4).
+ * The layer contract.
  *
  * A layer is a class extending {@link Protocol} that declares, as static arrays on its class:
  * - `bindTo`:   methods it calls on lower layers (calls going down), resolved against ANY layer
  *               below, the nearest first. A name ending in `?` is optional: the layer calls it
  *               without the `?` (`this.lower.externalAddress()` for `'externalAddress?'`), and
  *               when no layer below provides it, the call returns undefined;
- * - `bindFrom`: callbacks it offers that a lower layer calls (events going up);
+ * - `bindFrom`: callbacks it offers that a lower layer calls (events going up); a name ending in `?`
+ *               is optional: without an emitter below, the callback is simply never called;
  * - `provides`: its methods that upper layers may `bindTo`;
  * - `emits`:    callback slots it calls upward, each filled by exactly one upper layer's `bindFrom`;
  * - `requires`: names that must exist below it (provided or emitted).
@@ -24,33 +25,13 @@
  * // or, without static fields:  @bindTo('sendMessage') @bindFrom('onMessage') class Ping extends Protocol {...}
  * ```
  */
-import type { Clock } from './clock'
 import { DeccomError, ErrorCode } from './errors'
-import type { Stack } from './stack'
+import { type DeclarationKind, type Fn, type LayerContext, type NativeRole, absentBinding } from './layer-types'
 
-/** Any function; the type of a resolved binding. */
-export type Fn = (...args: any[]) => any
-
-/** What a layer receives in {@link Protocol.start}. Filled in by the Node. */
-export interface LayerContext {
-  /** The node's identity. */
-  readonly identity: unknown
-  /** Debug logger for this layer (namespaced `deccom:<layer>`), printf-style. */
-  readonly log: (fmt: string, ...a: unknown[]) => void
-  /**
-   * The node's clock: use it for every timer and time measurement, so that the layer also runs in
-   * virtual time (a SimulatedNetwork passes its own). `realClock` unless `NodeOptions.clock` is set.
-   */
-  readonly clock: Clock
-  /** The stack this layer runs in (set by {@link Stack.start}); lets a layer inspect what lies below it. */
-  readonly stack?: Stack
-}
+export type { DeclarationKind, Fn, LayerContext, LayerDescription, NativeCapable, NativeRole } from './layer-types'
 
 /** A concrete or abstract class of layers. */
 export type ProtocolClass = abstract new (...args: any[]) => Protocol
-
-/** The five declaration lists a layer class may have. */
-export type DeclarationKind = 'bindTo' | 'bindFrom' | 'provides' | 'emits' | 'requires'
 
 const NONE: readonly string[] = Object.freeze([])
 
@@ -66,6 +47,11 @@ export abstract class Protocol {
   static emits: readonly string[] = NONE
   /** Names that must exist below this layer (as a provided method or an emitted slot). */
   static requires: readonly string[] = NONE
+  /**
+   * How this layer takes part in native fusion (see {@link NativeRole}); undefined: JavaScript
+   * only. A `'stage'` or `'endpoint'` also implements `canRunNative(below)` and `enableNative(socket)`.
+   */
+  static nativeRole: NativeRole | undefined = undefined
 
   /**
    * Short name used in errors and stats, e.g. `'udp'`, `'kademlia'`. Unique within a stack:
@@ -97,6 +83,21 @@ export abstract class Protocol {
     const cls = new.target as unknown as typeof Protocol
     for (const n of cls.bindTo) this.lower[bindingName(n)] = notBuilt(this, bindingName(n))
     for (const n of cls.emits) this.upper[n] = this.#dropNoConsumer
+  }
+
+  /**
+   * True when the (optional) `bindTo` binding `name` resolved to a layer below; false when it is
+   * absent (its calls return undefined) or the stack is not built yet.
+   */
+  protected hasLower(name: string): boolean {
+    const f = this.lower[name]
+    return f !== undefined && f !== absentBinding && !isNotBuilt(f)
+  }
+
+  /** True when a layer above took this layer's emitted slot `name` (with `bindFrom`). */
+  protected hasUpper(name: string): boolean {
+    const f = this.upper[name]
+    return f !== undefined && f !== this.#dropNoConsumer
   }
 
   /** Add `n` (default 1) to counter `name`, creating it at 0. */
@@ -144,14 +145,17 @@ export abstract class Protocol {
   }
 }
 
-/** The method name of a `bindTo` declaration (without the `?` of an optional one). */
+/** The method name of a `bindTo` or `bindFrom` declaration (without the `?` of an optional one). */
 export function bindingName(declared: string): string {
   return declared.endsWith('?') ? declared.slice(0, -1) : declared
 }
 
+const placeholders = new WeakSet<Fn>()
+const isNotBuilt = (f: Fn): boolean => placeholders.has(f)
+
 /** Placeholder for a `lower` binding before the stack is built. */
 function notBuilt(layer: Protocol, binding: string): Fn {
-  return () => {
+  const f: Fn = () => {
     throw new DeccomError(
       ErrorCode.STACK_STATE,
       `Layer "${layer.name}" called "${binding}" before its stack was built. ` +
@@ -159,6 +163,8 @@ function notBuilt(layer: Protocol, binding: string): Fn {
       { details: { layer: layer.name, binding } },
     )
   }
+  placeholders.add(f)
+  return f
 }
 
 /** A decorator that is also callable directly: `bindTo('a')(MyClass)`. */

@@ -1,5 +1,5 @@
 /**
- * Building, validating and running a stack of layers (DESIGN.md principles 4, 7, 8).
+ * Building, validating and running a stack of layers.
  *
  * Layers are listed TOP first, bottom last, as users write them:
  * `new Stack([new KeepAlive(), new Kademlia(), new Noise(), new ReliableUdp(), udp])`.
@@ -9,17 +9,13 @@
  * applied only when the whole stack is valid, so a failed build leaves the layers untouched.
  */
 import { DeccomError, ErrorCode, StackError } from './errors'
-import { type DeclarationKind, type Fn, type LayerContext, Protocol, bindingName } from './protocol'
+import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeRole, absentBinding } from './layer-types'
+import { Protocol, bindingName } from './protocol'
 
-/** One row of {@link Stack.describe}: which layer each binding of `layer` resolved to. */
-export interface BindingDescription {
-  /** The layer's (unique) name. */
-  layer: string
-  /** bindTo name → name of the layer providing it. */
-  bindTo: Record<string, string>
-  /** bindFrom name → name of the layer whose emitted slot it fills. */
-  bindFrom: Record<string, string>
-}
+/** What {@link Stack.describe} prints for an optional binding nobody below offers. */
+const ABSENT = 'absent'
+
+type BindingDescription = Omit<LayerDescription, 'native' | 'tag'>
 
 type State = 'new' | 'built' | 'starting' | 'started' | 'stopped'
 type Declarations = Record<DeclarationKind, readonly string[]>
@@ -36,6 +32,8 @@ export class Stack {
   #state: State = 'new'
   #described: BindingDescription[] | undefined
   #started: Protocol[] = [] // in start order (bottom first)
+  /** Layers running in a native socket's I/O thread, the socket included (see {@link #fuse}). */
+  readonly #native = new Set<Protocol>()
   #starting: Promise<void> | undefined
   #stopping: Promise<void> | undefined
 
@@ -50,7 +48,7 @@ export class Stack {
   }
 
   /**
-   * Resolve and validate all bindings (see the rules in DESIGN.md principle 4), then wire them:
+   * Resolve and validate all bindings (see the rules in `protocol.ts`), then wire them:
    * afterwards every `lower.x` / `upper.y` is a plain bound function. Repeated layer names are
    * renamed `name#2`, `name#3`...
    * @throws StackError BINDING_MISSING, BINDING_TAKEN, REQUIREMENT_MISSING, TAG_CONFLICT, STACK_INVALID
@@ -86,7 +84,8 @@ export class Stack {
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const layer = this.layers[i]
       try {
-        await layer.start({ ...ctx, stack: this })
+        if (roleOf(layer) === 'endpoint') this.#fuse(i)
+        await layer.start({ ...ctx })
       } catch (err) {
         this.#state = 'stopped'
         await this.#stopLayers().catch(() => {})
@@ -95,6 +94,49 @@ export class Stack {
       this.#started.push(layer)
     }
     this.#state = 'started'
+  }
+
+  /**
+   * Native fusion (see {@link NativeRole}): decides whether the `'endpoint'` layer at index `i` and
+   * the `'stage'` layers between it and a `'socket'` below run inside the socket's I/O thread, and
+   * if so tells each of them, bottom-up. Every layer of the run must pass datagrams (`send`) to the
+   * very next one, and each must agree (`canRunNative`); otherwise nothing changes and the run
+   * stays JavaScript-driven.
+   */
+  #fuse(i: number): void {
+    const layers = this.layers
+    const run: number[] = [i] // endpoint first, then the stages top-down
+    let socket = -1
+    for (let j = i + 1; j < layers.length; j++) {
+      const role = roleOf(layers[j])
+      if (role === 'socket') {
+        socket = j
+        break
+      }
+      if (role !== 'stage' || this.#native.has(layers[j])) return
+      run.push(j)
+    }
+    if (socket < 0) return
+    for (const k of run) {
+      if (this.#described?.[k].bindTo.send !== layers[k + 1].name) return
+    }
+    const accepted: Protocol[] = []
+    for (let r = run.length - 1; r >= 0; r--) {
+      const layer = layers[run[r]] as Protocol & Partial<NativeCapable>
+      if (typeof layer.canRunNative !== 'function' || typeof layer.enableNative !== 'function') return
+      if (!layer.canRunNative(accepted.slice())) return
+      accepted.push(layer)
+    }
+    for (const layer of accepted) {
+      ;(layer as Protocol & NativeCapable).enableNative(layers[socket])
+      this.#native.add(layer)
+    }
+    this.#native.add(layers[socket])
+  }
+
+  /** True when `layer` runs inside a native socket's I/O thread (decided at {@link start}). */
+  isNative(layer: Protocol): boolean {
+    return this.#native.has(layer)
   }
 
   /**
@@ -137,10 +179,49 @@ export class Stack {
     return name === undefined ? undefined : this.layers.find((l) => l.name === name)
   }
 
-  /** Who bound to whom, top layer first (for tests and debugging). Empty mappings before build. */
-  describe(): BindingDescription[] {
+  /**
+   * The topmost layer that declares `name` in its `provides` (e.g. `findPeer`: the discovery
+   * layer a Node asks), or undefined.
+   */
+  provider(name: string): Protocol | undefined {
+    return this.layers.find((l) => ((l.constructor as typeof Protocol).provides ?? []).includes(name))
+  }
+
+  /**
+   * Every layer, top first: its tag, where each `bindTo` resolved (the providing layer's name, or
+   * `"absent"` for an optional binding nobody below provides), which layer's slot each `bindFrom`
+   * fills, and whether it runs natively (known after {@link start}). Empty mappings before build.
+   * `String(stack)` prints the same as text.
+   */
+  describe(): LayerDescription[] {
     const rows = this.#described ?? this.layers.map((l) => ({ layer: l.name, bindTo: {}, bindFrom: {} }))
-    return rows.map((r) => ({ layer: r.layer, bindTo: { ...r.bindTo }, bindFrom: { ...r.bindFrom } }))
+    return rows.map((r, i) => ({
+      layer: r.layer,
+      tag: this.layers[i].tag,
+      bindTo: { ...r.bindTo },
+      bindFrom: { ...r.bindFrom },
+      native: this.#native.has(this.layers[i]),
+    }))
+  }
+
+  /**
+   * {@link describe} as text, one line per layer, top first:
+   * `reliable-udp [tag 2, native]  bindTo: send→noise, remotePeer→noise  bindFrom: onMessage←noise`
+   */
+  toString(): string {
+    const list = (m: Record<string, string>, arrow: string) =>
+      Object.entries(m)
+        .map(([k, v]) => (v === ABSENT ? `${k} (absent)` : `${k}${arrow}${v}`))
+        .join(', ')
+    return this.describe()
+      .map((d) => {
+        const flags = [d.tag === undefined ? '' : `tag ${d.tag}`, d.native ? 'native' : ''].filter(Boolean).join(', ')
+        let line = flags ? `${d.layer} [${flags}]` : d.layer
+        if (Object.keys(d.bindTo).length) line += `  bindTo: ${list(d.bindTo, '→')}`
+        if (Object.keys(d.bindFrom).length) line += `  bindFrom: ${list(d.bindFrom, '←')}`
+        return line
+      })
+      .join('\n')
   }
 
   /** Each layer's {@link Protocol.stats}, keyed by layer name. */
@@ -169,13 +250,14 @@ function declarationsOf(layer: Protocol, name: string): Declarations {
   const d = {} as Declarations
   for (const kind of KINDS) {
     const list = cls[kind] ?? []
-    if (!Array.isArray(list) || list.some((n) => typeof n !== 'string' || n === '' || n === '?' || (kind !== 'bindTo' && n.endsWith('?')))) {
-      throw invalid(name, `Layer "${name}": static ${kind} must be an array of non-empty method names (a trailing "?" marks an optional bindTo only).`)
+    const optionalAllowed = kind === 'bindTo' || kind === 'bindFrom'
+    if (!Array.isArray(list) || list.some((n) => typeof n !== 'string' || n === '' || n === '?' || (!optionalAllowed && n.endsWith('?')))) {
+      throw invalid(name, `Layer "${name}": static ${kind} must be an array of non-empty method names (a trailing "?" marks an optional bindTo or bindFrom only).`)
     }
     d[kind] = list
   }
   for (const kind of ['provides', 'bindFrom'] as const) {
-    for (const n of d[kind]) {
+    for (const n of d[kind].map(bindingName)) {
       if (typeof (layer as unknown as Record<string, unknown>)[n] !== 'function') {
         throw invalid(name, `Layer "${name}" declares "${n}" in ${kind} but has no method "${n}". Implement it or remove it from ${kind}.`, n)
       }
@@ -184,8 +266,10 @@ function declarationsOf(layer: Protocol, name: string): Declarations {
   return d
 }
 
-/** An optional binding that no layer below provides. */
-const absent: Fn = () => undefined
+/** The native-fusion role a layer's class declares (see {@link NativeRole}). */
+function roleOf(layer: Protocol): NativeRole | undefined {
+  return (layer.constructor as typeof Protocol).nativeRole
+}
 
 function invalid(layer: string, message: string, binding = ''): StackError {
   return new StackError(ErrorCode.STACK_INVALID, message, { layer, binding })
@@ -281,7 +365,8 @@ function plan(layers: readonly Protocol[]): { names: string[]; wires: Wire[]; de
       const { found, searched } = searchBelow(i, (j) => has(j, 'provides', n))
       if (found < 0 && declared !== n) {
         // Optional and absent: calls return undefined.
-        wires.push([tables(layer).lower, n, absent])
+        wires.push([tables(layer).lower, n, absentBinding])
+        described[i].bindTo[n] = ABSENT
         continue
       }
       if (found < 0) {
@@ -297,8 +382,14 @@ function plan(layers: readonly Protocol[]): { names: string[]; wires: Wire[]; de
       described[i].bindTo[n] = names[found]
     }
 
-    for (const n of decl[i].bindFrom) {
+    for (const declared of decl[i].bindFrom) {
+      const n = bindingName(declared)
       const { found, searched } = searchBelow(i, (j) => has(j, 'emits', n))
+      if (found < 0 && declared !== n) {
+        // Optional and absent: nobody will call it.
+        described[i].bindFrom[n] = ABSENT
+        continue
+      }
       if (found < 0) {
         throw new StackError(
           ErrorCode.BINDING_MISSING,

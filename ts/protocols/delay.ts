@@ -51,7 +51,7 @@ import { DeccomError, ErrorCode } from '../errors'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { ImpairModel, verdict } from '../sim/impair'
-import { UdpTransport } from './udp'
+import type { UdpTransport } from './udp'
 
 export interface DelayOptions {
   /** One-way latency in ms for a datagram from → to (negative or NaN counts as 0). */
@@ -137,9 +137,10 @@ export class Delay extends Protocol {
     return this.#native
   }
 
+  static override nativeRole = 'stage' as const
   /** @internal True when {@link enableNative} can move the delay into the socket below. */
-  canRunNative(below: Protocol | undefined): boolean {
-    return below instanceof UdpTransport
+  canRunNative(below: readonly object[]): boolean {
+    return below.length === 0
   }
 
   /** @internal Moves the delay line into the socket's I/O thread (asked by a native layer above). */

@@ -49,7 +49,7 @@ import { Protocol } from '../protocol'
 import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_DUPLICATED, IMPAIR_REORDERED, ImpairModel, corruptPayload, verdict } from '../sim/impair'
 import type { Seed } from '../sim/random'
 import { seedToU32 } from '../sim/random'
-import { UdpTransport } from './udp'
+import type { UdpTransport } from './udp'
 
 export interface FaultyTransportOptions {
   /** Seed of the decisions (default: a random one, readable as `layer.seed` to replay a failure). */
@@ -152,9 +152,10 @@ export class FaultyTransport extends Protocol {
     return this.#native
   }
 
+  static override nativeRole = 'stage' as const
   /** @internal True when {@link enableNative} can move the faults into the socket below. */
-  canRunNative(below: Protocol | undefined): boolean {
-    return this.#allowNative && below instanceof UdpTransport
+  canRunNative(below: readonly object[]): boolean {
+    return this.#allowNative && below.length === 0
   }
 
   /** @internal Moves the faults into the socket's I/O thread (asked by a native layer above). */

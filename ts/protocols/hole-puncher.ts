@@ -133,10 +133,11 @@ interface RelayLike {
 }
 
 export class HolePuncher extends Protocol {
-  static override bindTo = ['send']
+  static override bindTo = ['send', 'relayVia?', 'introducerOf?']
   static override bindFrom = ['onMessage']
   static override provides = ['send', 'connect', 'externalAddress', 'observations']
-  static override emits = ['onMessage']
+  /** `introducerOf(peer)`: asks the discovery layer above (Kademlia) who named `peer`. */
+  static override emits = ['onMessage', 'introducerOf']
 
   readonly name = 'hole-puncher'
   override readonly tag = TAG_HOLEPUNCH
@@ -146,7 +147,6 @@ export class HolePuncher extends Protocol {
   readonly #relayAddress: Address | null
   #clock: Clock | null = null
   /** The stack's layers (a discovery layer among them may know introducers). */
-  #layers: readonly Protocol[] = []
   #relay: RelayLike | null = null
   /** Punch sessions by peer address key. */
   readonly #sessions = new Map<string, Session>()
@@ -191,18 +191,10 @@ export class HolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
-    this.#layers = ctx.stack?.layers ?? []
     this.#introTokens = this.#o.maxIntroductionsPerSecond
     this.#introRefill = ctx.clock.now()
     if (this.#o.relay) {
-      const layers = ctx.stack?.layers ?? []
-      for (let j = layers.indexOf(this) + 1; j > 0 && j < layers.length; j++) {
-        const l = layers[j] as unknown as Partial<RelayLike>
-        if (typeof l.relayVia === 'function') {
-          this.#relay = l as RelayLike
-          break
-        }
-      }
+      if (this.hasLower('relayVia')) this.#relay = { relayVia: (relay, peers, opts) => this.lower.relayVia(relay, peers, opts) }
       if (!this.#relay) {
         throw new DeccomError(ErrorCode.STACK_INVALID, 'HolePuncher({ relay: true }) needs a Relay layer below it in the stack')
       }
@@ -663,16 +655,13 @@ export class HolePuncher extends Protocol {
     this.#sweepTimer = clock.setTimeout(this.#sweep, Math.min(this.#o.heardTtl, 10_000))
   }
 
-  /** The introducer a discovery layer of the stack knows for `peer` (Kademlia: who named it), or null. */
+  /**
+   * The introducer a discovery layer knows for `peer` (Kademlia: who named it), or null: the layer
+   * above that takes the `introducerOf` slot, else the nearest layer below providing `introducerOf`.
+   */
   #discoveryIntroducer(peer: Address): Address | null {
-    for (const l of this.#layers) {
-      const f = (l as unknown as { introducerOf?: (a: Address) => Address | null }).introducerOf
-      if (typeof f === 'function') {
-        const a = f.call(l, peer)
-        if (a) return a
-      }
-    }
-    return null
+    const above = this.hasUpper('introducerOf') ? (this.upper.introducerOf(peer) as Address | null | undefined) : null
+    return above ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? null
   }
 
   #now(): number {

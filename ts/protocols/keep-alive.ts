@@ -8,8 +8,9 @@
  * emitted upward (also as `keepAlive.on('disconnected', fn)`).
  *
  * Peers are registered with `register(peerOrAddress)`; with `autoRegister` (default true) the
- * peers a discovery layer below reports as connected (`on('connected')`, e.g. Kademlia) are
- * registered too.
+ * peers a discovery layer below reports as connected (its `onConnected` slot, e.g. Kademlia or
+ * Gossip: this layer binds from `onConnected?`, optionally) are registered too. The event is passed
+ * on upward (this layer emits `onConnected`), so a layer above can still take it.
  *
  * ## Wire format (tag {@link TAG_KEEPALIVE})
  * | bytes | ping                | pong                  |
@@ -52,16 +53,12 @@ interface Watched {
 }
 
 type Listener = (peer: Peer) => void
-interface EventSource {
-  on(event: 'connected' | 'disconnected', fn: Listener): unknown
-  off(event: 'connected' | 'disconnected', fn: Listener): unknown
-}
 
 export class KeepAlive extends Protocol {
   static override bindTo = ['send']
-  static override bindFrom = ['onMessage']
+  static override bindFrom = ['onMessage', 'onConnected?']
   static override provides = ['register', 'unregister']
-  static override emits = ['onMessage', 'onDisconnected']
+  static override emits = ['onMessage', 'onDisconnected', 'onConnected']
 
   readonly name = 'keep-alive'
   override readonly tag = TAG_KEEPALIVE
@@ -75,8 +72,6 @@ export class KeepAlive extends Protocol {
   #timer: TimerHandle | null = null
   #nextId = 1
   readonly #buf = Buffer.alloc(LEN)
-  #source: EventSource | null = null
-  readonly #onConnected = (peer: Peer): void => this.register(peer)
 
   constructor(opts: KeepAliveOptions = {}) {
     super()
@@ -90,25 +85,18 @@ export class KeepAlive extends Protocol {
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
     this.#timer = ctx.clock.setTimeout(this.#tick, this.#interval)
-    if (this.#autoRegister) {
-      const layers = ctx.stack?.layers ?? []
-      for (let j = layers.indexOf(this) + 1; j > 0 && j < layers.length; j++) {
-        const l = layers[j] as unknown as Partial<EventSource>
-        if (typeof l.on === 'function' && typeof l.off === 'function') {
-          this.#source = l as EventSource
-          this.#source.on('connected', this.#onConnected)
-          break
-        }
-      }
-    }
+  }
+
+  /** A discovery layer below reports a connected peer: watch it (with `autoRegister`), and pass it up. */
+  onConnected(peer: Peer): void {
+    if (this.#autoRegister && this.#clock) this.register(peer)
+    this.upper.onConnected(peer)
   }
 
   override async stop(): Promise<void> {
     this.#clock?.clearTimeout(this.#timer ?? undefined)
     this.#timer = null
     this.#clock = null
-    this.#source?.off('connected', this.#onConnected)
-    this.#source = null
     this.#peers.clear()
   }
 

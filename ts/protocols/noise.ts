@@ -46,7 +46,11 @@ import { native } from '../native'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { TAG_APP, UdpTransport } from './udp'
+import type { UdpTransport } from './udp'
+import { TAG_APP } from './udp'
+
+/** Peers the JavaScript-driven peer table keeps before evicting idle ones (see #peerId). */
+const NOISE_MAX_PEERS = 4096
 
 /** Tag of Noise datagrams on the wire. */
 export const TAG_NOISE = 4
@@ -148,7 +152,7 @@ const MODES: readonly NoiseMode[] = ['plaintext', 'sign', 'encrypt']
 export class Noise extends Protocol {
   static override bindTo = ['send']
   static override bindFrom = ['onMessage']
-  static override provides = ['send', 'approveConnection', 'remoteId']
+  static override provides = ['send', 'approveConnection', 'remoteId', 'remotePeer']
   static override emits = ['onMessage']
 
   readonly name = 'noise'
@@ -161,8 +165,11 @@ export class Noise extends Protocol {
   #clock: Clock | null = null
   #deadline: Deadline | null = null
   #driving = false
-  readonly #peerIds = new Map<Address, number>()
-  readonly #peers: Address[] = []
+  /** Peer numbers by `Address.key`, least recently used first (bounded, see #peerId). */
+  readonly #peerIds = new Map<string, number>()
+  /** The address of each peer number in #peerIds. */
+  readonly #peers: Record<number, Address> = Object.create(null)
+  #nextPeer = 0
   /** Authenticated peers (Peer objects with id), by peer number. */
   readonly #auth = new Map<number, Peer>()
   /** Peers whose queue has been flushed after their handshake: sends go straight out. */
@@ -297,7 +304,7 @@ export class Noise extends Protocol {
   /** The authenticated node id of the peer at `addr` (a completed handshake), or null. */
   remoteId(addr: AddressLike): Buffer | null {
     if (this.#native) return this.#nativeAuth.get(toAddress(addr))?.id ?? null
-    const pid = this.#peerIds.get(toAddress(addr))
+    const pid = this.#peerIds.get(toAddress(addr).key)
     if (pid === undefined || !this.#ep) return null
     return this.#ep.isAuthenticated(pid)
   }
@@ -305,13 +312,13 @@ export class Noise extends Protocol {
   /** The authenticated peer at `addr` (id and public identity filled), or null. */
   remotePeer(addr: AddressLike): Peer | null {
     if (this.#native) return this.#nativeAuth.get(toAddress(addr)) ?? null
-    const pid = this.#peerIds.get(toAddress(addr))
+    const pid = this.#peerIds.get(toAddress(addr).key)
     return pid === undefined ? null : (this.#auth.get(pid) ?? null)
   }
 
   /** The Noise handshake hash of the current session with `addr` (equal on both sides), or null. */
   handshakeHash(addr: AddressLike): Buffer | null {
-    const pid = this.#peerIds.get(toAddress(addr))
+    const pid = this.#peerIds.get(toAddress(addr).key)
     if (pid === undefined || !this.#ep) return null
     return this.#ep.handshakeHash(pid)
   }
@@ -352,12 +359,13 @@ export class Noise extends Protocol {
     return this.#native !== null
   }
 
+  static override nativeRole = 'stage' as const
   /** @internal True when {@link enableNative} can move the channel into the socket below. */
-  canRunNative(below: Protocol | undefined): boolean {
+  canRunNative(below: readonly object[]): boolean {
     // The socket thread applies its impairment stages (faults, delay) before the Noise stage, so
-    // Noise can run there over the transport or over those test layers (which check the rest).
-    const overStages = below instanceof UdpTransport || below?.name === 'faulty' || below?.name === 'delay'
-    return this.#opts.native !== false && this.#mode === 'encrypt' && overStages && this.#identity !== null
+    // Noise can run there directly over the socket or over those test layers.
+    const impairmentsOnly = below.every((l) => (l as { name?: string }).name === 'faulty' || (l as { name?: string }).name === 'delay')
+    return this.#opts.native !== false && this.#mode === 'encrypt' && impairmentsOnly && this.#identity !== null
   }
 
   /** @internal Moves the channel into the socket's I/O thread (asked by ReliableUdp above). */
@@ -442,14 +450,42 @@ export class Noise extends Protocol {
   // ------------------------------------------------------------------------------------------
   // Internals
 
+  /**
+   * The peer number of `addr`, marked as just used. Keyed by `addr.key` (the address intern cache
+   * starts over when full). The table keeps NOISE_MAX_PEERS peers: a new one evicts the least
+   * recently used peer that has no state here and none the endpoint reports (a session or a known
+   * identity); numbers are never reused while held.
+   */
   #peerId(addr: Address): number {
-    let id = this.#peerIds.get(addr)
-    if (id === undefined) {
-      id = this.#peers.length
-      this.#peers.push(addr)
-      this.#peerIds.set(addr, id)
+    const key = addr.key
+    let id = this.#peerIds.get(key)
+    if (id !== undefined) {
+      this.#peerIds.delete(key)
+      this.#peerIds.set(key, id)
+      return id
     }
+    if (this.#peerIds.size >= NOISE_MAX_PEERS) this.#evictPeer()
+    do {
+      id = this.#nextPeer
+      this.#nextPeer = (id + 1) >>> 0
+    } while (id in this.#peers)
+    this.#peerIds.set(key, id)
+    this.#peers[id] = addr
     return id
+  }
+
+  #evictPeer(): void {
+    let scanned = 0
+    for (const [key, pid] of this.#peerIds) {
+      if (scanned++ >= 64) return
+      if (this.#auth.has(pid) || this.#ready.has(pid) || this.#waiting.has(pid) || this.#lastHandshake.has(pid)) continue
+      if (this.#ep && (this.#ep.isAuthenticated(pid) !== null || this.#ep.remoteIdentity(pid) !== null)) continue
+      this.#peerIds.delete(key)
+      delete this.#peers[pid]
+      this.#ep?.close(pid) // releases what the endpoint still holds for it (half-open state, partial messages)
+      this.count('peer_table_evicted')
+      return
+    }
   }
 
   #isReady(pid: number): boolean {
@@ -582,6 +618,7 @@ export class Noise extends Protocol {
       const { data, lens, peers } = t
       for (let i = 0, off = 0; i < lens.length; off += lens[i], i++) {
         const pid = peers[i]
+        if (!(pid in this.#peers)) { this.count('dropped_evicted_peer'); continue } // prettier-ignore
         const dgram = data.subarray(off, off + lens[i])
         const isData = dgram[0] <= 2
         let r: unknown

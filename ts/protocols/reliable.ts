@@ -10,13 +10,18 @@
  *
  * The protocol (segments, selective acks, RTT/RTO, loss recovery, NewReno with pacing, receive
  * window, bounded reassembly) is `deccom-core::rudp`, in Rust (wire format: docs/wire.md#reliable-udp-tag-2). It runs in one of two places:
- * - **native** (the fast path): when every layer between this one and the UdpTransport is native
- *   (e.g. FaultyTransport in native mode), the endpoint runs inside the socket's I/O thread; no
- *   segment, ack or retransmission ever crosses into JavaScript.
+ * - **native** (the fast path): when every layer between this one and the UdpTransport can run
+ *   natively (e.g. FaultyTransport or Noise), the endpoint runs inside the socket's I/O thread; no
+ *   segment, ack or retransmission ever crosses into JavaScript. The Stack decides this at start
+ *   from the layers' declared `nativeRole` (this layer is an `'endpoint'`) and calls
+ *   {@link ReliableUdp.enableNative}; `forceJs` declines.
  * - **JavaScript-driven**: otherwise (a JS layer below, or a SimulatedNetwork), the same endpoint is
  *   driven from JavaScript through `RudpEndpoint`, with the node's clock (so it runs in virtual time
  *   too). Correct, but every datagram visits JavaScript.
  * `mode` (after start) tells which one is in use.
+ *
+ * JavaScript-driven, the endpoint names peers by number: the table is keyed by `Address.key` and
+ * holds at most as many peers as the endpoint (4096, least recently used evicted first).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -27,11 +32,13 @@ import { native } from '../native'
 import type { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import type { Stack } from '../stack'
-import type { NativeReliableHandler, NativeReliableOptions } from './udp'
-import { TAG_APP, UdpTransport } from './udp'
+import { PeerTable } from './peer-table'
+import type { NativeReliableHandler, NativeReliableOptions, UdpTransport } from './udp'
+import { TAG_APP } from './udp'
 
 const DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
+/** Peers the JavaScript-driven peer table keeps: the endpoint's own limit (`rudp::Config::max_peers`). */
+export const RELIABLE_MAX_PEERS = 4096
 
 /** Tag of reliable-UDP datagrams on the wire. */
 export const TAG_RUDP = 2
@@ -59,21 +66,12 @@ interface Pending {
 
 type JsEndpoint = InstanceType<typeof native.RudpEndpoint>
 
-/** A layer that can move its work into the socket's native pipeline (FaultyTransport). */
-interface NativeCapable {
-  canRunNative(below: Protocol | undefined): boolean
-  enableNative(udp: UdpTransport): void
-}
-
-function isNativeCapable(p: Protocol): p is Protocol & NativeCapable {
-  return typeof (p as Partial<NativeCapable>).canRunNative === 'function' && typeof (p as Partial<NativeCapable>).enableNative === 'function'
-}
-
 export class ReliableUdp extends Protocol implements NativeReliableHandler {
-  static override bindTo = ['send']
+  static override bindTo = ['send', 'remotePeer?']
   static override bindFrom = ['onMessage']
   static override provides = ['send']
   static override emits = ['onMessage']
+  static override nativeRole = 'endpoint' as const
 
   readonly name = 'reliable-udp'
   override readonly tag = TAG_RUDP
@@ -86,17 +84,31 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   #ep: JsEndpoint | null = null
   #clock: Clock | null = null
   #deadline: Deadline | null = null
-  readonly #peerIds = new Map<Address, number>()
-  readonly #peers: Address[] = []
+  /** Senders a layer below authenticated (JavaScript-driven mode), by peer number. */
+  readonly #authenticated = new Map<number, Peer>()
+  readonly #peers = new PeerTable(RELIABLE_MAX_PEERS, { onEvict: (id) => this.#authenticated.delete(id) })
   #driving = false
-  /** Who a message came from: the address, or the authenticated Peer when Noise runs natively below. */
-  #peerOf: (a: Address) => Address | Peer = (a) => this.#authenticated.get(a) ?? a
-  /** Senders a layer below authenticated (JavaScript-driven mode), by address. */
-  readonly #authenticated = new Map<Address, Peer>()
+  /** Native mode: who a message came from, the authenticated Peer when Noise runs natively below. */
+  #peerOf: (a: Address) => Address | Peer = (a) => a
 
   constructor(opts: ReliableUdpOptions = {}) {
     super()
     this.#opts = opts
+  }
+
+  /** @internal Native fusion (asked by the Stack): true unless `forceJs`. */
+  canRunNative(_below: readonly object[]): boolean {
+    return this.#opts.forceJs !== true
+  }
+
+  /** @internal Native fusion (told by the Stack before start): run the endpoint in `udp`'s I/O thread. */
+  enableNative(udp: UdpTransport): void {
+    this.#udp = udp
+  }
+
+  /** Peers in the JavaScript-driven peer table (0 in native mode, where the socket keeps them). */
+  get peerCount(): number {
+    return this.#peers.size
   }
 
   /** `'native'` or `'js'` once started (see the module documentation); null before. */
@@ -113,13 +125,11 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       maxReassemblyTotal: this.#opts.maxReassemblyTotal,
       seed: this.#opts.seed,
     }
-    const udp = this.#opts.forceJs ? null : nativeTransportBelow(this, ctx.stack)
+    const udp = this.#udp
     if (udp) {
-      // A native Noise stage below authenticates senders: name them with their node id.
-      const below = ctx.stack?.providerOf(this, 'send') as unknown as { remotePeer?: (a: Address) => Peer | null; native?: boolean } | undefined
-      if (below && below.native === true && typeof below.remotePeer === 'function') this.#peerOf = (a) => below.remotePeer!(a) ?? a
+      // A native stage below that authenticates senders (Noise) names them with their node id.
+      if (this.hasLower('remotePeer')) this.#peerOf = (a) => (this.lower.remotePeer(a) as Peer | null | undefined) ?? a
       udp.attachReliable(this, TAG_RUDP, nativeOpts)
-      this.#udp = udp
       this.#mode = 'native'
       return
     }
@@ -153,7 +163,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
         id = this.#udp.sendReliable(addr, tag, buf)
       } else if (this.#ep) {
         try {
-          id = this.#ep.send(this.#clock!.now(), this.#peerId(addr), tag, buf)
+          id = this.#ep.send(this.#clock!.now(), this.#peers.id(addr), tag, buf)
         } catch (e) {
           throw fromNative(e)
         }
@@ -176,17 +186,22 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     // A layer below that authenticates senders (Noise) hands us a Peer: key the connection by its
     // address, and name the sender of whole messages with the Peer.
     const addr = toAddress(from)
-    if (addr !== from) this.#authenticated.set(addr, from as Peer)
-    this.#ep.handleDatagram(this.#clock!.now(), this.#peerId(addr), data)
+    const id = this.#peers.id(addr)
+    if (addr !== from) this.#authenticated.set(id, from as Peer)
+    this.#ep.handleDatagram(this.#clock!.now(), id, data)
     this.#drive()
   }
 
   /** @internal From the native path: a whole message whose first byte is the upper layer's tag. */
   onNativeMessage(from: Address, message: Buffer): void {
+    this.#deliver(this.#peerOf(from), message)
+  }
+
+  #deliver(from: Address | Peer, message: Buffer): void {
     if (message.length === 0) return this.count('dropped_malformed')
     this.count('messages_received')
     this.count('bytes_received', message.length - 1)
-    this.upper.onMessage(this.#peerOf(from), message.subarray(1), message[0])
+    this.upper.onMessage(from, message.subarray(1), message[0])
   }
 
   /** @internal From either path: a send finished. */
@@ -208,16 +223,6 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     }
   }
 
-  #peerId(addr: Address): number {
-    let id = this.#peerIds.get(addr)
-    if (id === undefined) {
-      id = this.#peers.length
-      this.#peers.push(addr)
-      this.#peerIds.set(addr, id)
-    }
-    return id
-  }
-
   /** JavaScript-driven mode: timers due, transmits, events, then re-arm the one timer. */
   #drive(): void {
     const ep = this.#ep
@@ -230,13 +235,20 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       for (let t = ep.pollTransmit(now); t !== null; t = ep.pollTransmit(now)) {
         const { data, lens, peers } = t
         for (let i = 0, off = 0; i < lens.length; off += lens[i], i++) {
-          this.lower.send(this.#peers[peers[i]], data.subarray(off, off + lens[i]), TAG_RUDP)
+          const to = this.#peers.address(peers[i])
+          if (to === undefined) this.count('dropped_evicted_peer')
+          else this.lower.send(to, data.subarray(off, off + lens[i]), TAG_RUDP)
         }
       }
       for (let e = ep.pollEvents(); e !== null; e = ep.pollEvents()) {
         const { messages, messagePeers, completions } = e
         if (messages && messagePeers) {
-          for (let i = 0; i < messages.length; i++) this.onNativeMessage(this.#peers[messagePeers[i]], messages[i])
+          for (let i = 0; i < messages.length; i++) {
+            const id = messagePeers[i]
+            const addr = this.#peers.address(id)
+            if (addr === undefined) this.count('dropped_evicted_peer')
+            else this.#deliver(this.#authenticated.get(id) ?? addr, messages[i])
+          }
         }
         if (completions) for (let i = 0; i + 1 < completions.length; i += 2) this.onNativeCompletion(completions[i], completions[i + 1])
       }
@@ -248,7 +260,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
 
   override stats(): Record<string, number> {
     const s: Record<string, number> = { ...this.counters }
-    if (this.#ep) Object.assign(s, this.#ep.stats())
+    if (this.#ep) Object.assign(s, this.#ep.stats(), { peers: this.#peers.size, peers_evicted: this.#peers.evicted })
     return s
   }
 
@@ -260,24 +272,6 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     this.#pending.clear()
     for (const p of pending) p.reject(closed())
   }
-}
-
-/**
- * The UdpTransport under `layer` when every layer between them can run natively (so the fused
- * path keeps the layering: nothing in between is skipped), or null.
- */
-function nativeTransportBelow(layer: Protocol, stack: Stack | undefined): UdpTransport | null {
-  if (!stack) return null
-  const between: Array<Protocol & NativeCapable> = []
-  for (let p = stack.providerOf(layer, 'send'); p; p = stack.providerOf(p, 'send')) {
-    if (p instanceof UdpTransport) {
-      for (const b of between) b.enableNative(p)
-      return p
-    }
-    if (!isNativeCapable(p) || !p.canRunNative(stack.providerOf(p, 'send'))) return null
-    between.push(p)
-  }
-  return null
 }
 
 function closed(): DeccomError {

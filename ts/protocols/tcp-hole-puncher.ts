@@ -58,8 +58,10 @@ import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { addrLen, readAddr, writeAddr } from './nat-wire'
-import type { TcpPeer } from './tcp'
-import { TcpTransport } from './tcp'
+import type { TcpPeer, TcpTransport } from './tcp'
+
+/** What this layer uses of the TcpTransport (bound below it, or the `tcp` option). */
+type TcpLike = Pick<TcpTransport, 'tcpMapping' | 'adoptSocket' | 'openConnection' | 'closeStream' | 'tcpAddress'> & { peers(): TcpPeer[] }
 
 /** Tag of TCP hole-punching datagrams. */
 export const TAG_TCP_HOLEPUNCH = 11
@@ -145,7 +147,8 @@ interface Pending {
 }
 
 export class TcpHolePuncher extends Protocol {
-  static override bindTo = ['send']
+  /** The TcpTransport's methods are optional bindings: the `tcp` option may name one instead. */
+  static override bindTo = ['send', 'openConnection?', 'closeStream?', 'tcpAddress?', 'tcpMapping?', 'adoptSocket?', 'tcpPeers?']
   static override bindFrom = ['onMessage']
   static override provides = ['tcpPunch']
   static override emits = ['onMessage']
@@ -154,7 +157,7 @@ export class TcpHolePuncher extends Protocol {
   override readonly tag = TAG_TCP_HOLEPUNCH
 
   readonly #o: Required<Omit<TcpHolePuncherOptions, 'tcp'>>
-  #tcp: TcpTransport | null
+  #tcp: TcpLike | null
   #clock: Clock | null = null
   #id: Buffer = Buffer.alloc(ID_LEN)
   #listeners: ((r: TcpPunchResult) => void)[] = []
@@ -193,9 +196,16 @@ export class TcpHolePuncher extends Protocol {
     this.#refill = ctx.clock.now()
     const id = (ctx as { identity?: { id?: Buffer } }).identity?.id
     if (id && id.length === ID_LEN) this.#id = Buffer.from(id)
-    if (!this.#tcp) {
-      const layers = ctx.stack?.layers ?? []
-      this.#tcp = (layers.slice(layers.indexOf(this) + 1).find((l) => l instanceof TcpTransport) as TcpTransport | undefined) ?? null
+    if (!this.#tcp && ['openConnection', 'closeStream', 'tcpAddress', 'tcpMapping', 'adoptSocket', 'tcpPeers'].every((n) => this.hasLower(n))) {
+      const lower = this.lower
+      this.#tcp = {
+        tcpMapping: () => lower.tcpMapping(),
+        adoptSocket: (socket, initiator) => lower.adoptSocket(socket, initiator),
+        openConnection: (...a) => lower.openConnection(...a),
+        closeStream: (...a) => lower.closeStream(...a),
+        tcpAddress: () => lower.tcpAddress(),
+        peers: () => lower.tcpPeers(),
+      }
     }
     if (!this.#tcp) throw new DeccomError(ErrorCode.STACK_INVALID, 'TcpHolePuncher needs a TcpTransport below it in the stack (or the `tcp` option)')
   }

@@ -105,6 +105,8 @@ export interface NativeFaultOptions {
 export class UdpTransport extends Protocol {
   static override provides = ['send', 'ping', 'localAddress']
   static override emits = ['onMessage']
+  /** Runs native stages (ReliableUdp, Noise, FaultyTransport, Delay) in its I/O thread; see NativeRole. */
+  static override nativeRole = 'socket' as const
 
   readonly name = 'udp'
   override readonly tag = TAG_UDP

@@ -1,0 +1,263 @@
+/** Kademlia — the layer (see `index.ts` for the protocol, `state.ts` for its parts). */
+import { randomBytes } from 'node:crypto'
+import type { Address, AddressLike } from '../../address'
+import { toAddress } from '../../address'
+import type { TimerHandle } from '../../clock'
+import { DeccomError } from '../../errors'
+import type { Identity } from '../../identity'
+import { native } from '../../native'
+import { Peer, encodePeerRecord } from '../../peer'
+import type { LayerContext } from '../../protocol'
+import { Protocol } from '../../protocol'
+import { abort, startLookup } from './lookups'
+import { join, onRefreshTimer } from './refresh'
+import { match, remember } from './rpc'
+import {
+  type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
+  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, positive, toHex, toId,
+} from './state' // prettier-ignore
+import { alive, onFindNode } from './verification'
+
+export class Kademlia extends Protocol {
+  static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?']
+  static override bindFrom = ['onMessage', 'introducerOf?']
+  static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'lookup', 'introducerOf']
+  static override emits = ['onMessage', 'onConnected', 'onDisconnected']
+
+  readonly name = 'kademlia'
+  override readonly tag = TAG_KAD
+
+  #log: (fmt: string, ...a: unknown[]) => void = () => {}
+  readonly #s: KadState = new KadState({
+    count: (name, n) => this.count(name, n),
+    sendControl: (to, data) => this.sendControl(to, data),
+    upper: this.upper,
+    lower: this.lower,
+  })
+
+  constructor(opts: KademliaOptions = {}) {
+    super()
+    this.#s.bootstrap = (opts.bootstrap ?? []).map((a) => toAddress(a))
+    this.#s.k = int(opts.k ?? 20, 1, 64, 'k')
+    this.#s.alpha = int(opts.alpha ?? 3, 1, 64, 'alpha')
+    this.#s.refreshInterval = positive(opts.refreshInterval ?? 300_000, 'refreshInterval')
+    this.#s.queryTimeout = positive(opts.queryTimeout ?? 1000, 'queryTimeout')
+    this.#s.bootstrapRetries = int(opts.bootstrapRetries ?? 5, 0, 1000, 'bootstrapRetries')
+    this.#s.maxFailures = int(opts.maxFailures ?? 2, 1, 1000, 'maxFailures')
+    this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
+    this.#s.maxReplacements = int(opts.maxReplacements ?? 20, 0, 1000, 'maxReplacements')
+    this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
+    this.#s.rng = (opts.seed ?? randomBytes(4).readUInt32LE(0)) >>> 0 || 0x9e3779b9
+    this.#s.ids = Buffer.alloc(32 * this.#s.k)
+    this.#s.handles = new Uint32Array(this.#s.k)
+    this.#s.refreshTick = () => onRefreshTimer(this.#s)
+  }
+
+  override async start(ctx: LayerContext): Promise<void> {
+    this.#s.clock = ctx.clock
+    this.#log = ctx.log
+    const identity = ctx.identity as Identity
+    this.#s.self = this.lower.localAddress() as Address
+    this.#s.selfId = identity.id
+    this.#s.selfHex = identity.idHex
+    this.#s.ownExternal = null
+    const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#s.self })
+    this.#s.table = new native.KadTable(own, this.#s.k, this.#s.maxReplacements, this.#s.clock.now())
+    this.#s.approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
+    this.#s.running = true
+    this.#s.refreshTimer = this.#s.clock.setTimeout(this.#s.refreshTick, this.#s.refreshInterval)
+    join(this.#s, 0)
+  }
+
+  override async stop(): Promise<void> {
+    if (!this.#s.running) return
+    this.#s.running = false
+    const clock = this.#s.clock
+    clock.clearTimeout(this.#s.refreshTimer ?? undefined)
+    clock.clearTimeout(this.#s.joinTimer ?? undefined)
+    this.#s.refreshTimer = this.#s.joinTimer = null
+    for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
+    this.#s.pending.clear()
+    for (const run of [...this.#s.runs]) abort(this.#s, run, closed())
+    this.#s.table = null
+  }
+
+  // ---- public API -------------------------------------------------------------------------
+
+  /** Listen to peers entering (`connected`) or leaving (`disconnected`) the routing table. */
+  on(event: KadEvent, fn: Listener): this {
+    let set = this.#s.listeners.get(event)
+    if (!set) this.#s.listeners.set(event, (set = new Set()))
+    set.add(fn)
+    return this
+  }
+
+  off(event: KadEvent, fn: Listener): this {
+    this.#s.listeners.get(event)?.delete(fn)
+    return this
+  }
+
+  /**
+   * The peer with node id `id` (32 bytes or 64 hex digits): from the table, else by an iterative
+   * lookup that stops as soon as some node names it.
+   * @throws ERR_DECCOM_PEER_NOT_FOUND, ERR_DECCOM_LOOKUP_TIMEOUT, ERR_DECCOM_ABORTED, ERR_DECCOM_CLOSED,
+   *   ERR_DECCOM_INVALID_ARGUMENT
+   */
+  async findPeer(id: Buffer | string, opts: FindPeerOptions = {}): Promise<Peer> {
+    const r = await this.lookup(id, { ...opts, stopAtTarget: true })
+    if (r.peer) return r.peer
+    throw new DeccomError(DiscoveryErrorCode.PEER_NOT_FOUND, `No node knows a peer with id ${toHex(id).slice(0, 16)}…`, {
+      details: { queries: r.queries, hops: r.hops },
+    })
+  }
+
+  /** An iterative lookup of `target` (see {@link LookupResult}); `stopAtTarget` for findPeer. */
+  lookup(target: Buffer | string, opts: LookupOptions = {}): Promise<LookupResult> {
+    return new Promise<LookupResult>((resolve, reject) => {
+      const id = toId(target)
+      if (!this.#s.running) return reject(closed())
+      const { signal, timeout = this.#s.findTimeout, stopAtTarget = false } = opts
+      if (signal?.aborted) return reject(aborted(signal))
+      const hex = id.toString('hex')
+      const t0 = this.#s.clock.now()
+      if (stopAtTarget) {
+        const e = this.#s.byHex.get(hex)
+        if (e?.inTable) {
+          this.count('lookups_from_table')
+          return resolve({ peer: e.peer, closest: [e.peer], hops: 0, queries: 0, failures: 0, timeouts: 0, elapsed: 0 })
+        }
+      }
+      let timer: TimerHandle | undefined
+      let onAbort: (() => void) | undefined
+      const cleanup = (): void => {
+        this.#s.clock.clearTimeout(timer)
+        if (onAbort) signal!.removeEventListener('abort', onAbort)
+      }
+      const run = startLookup(
+        this.#s,
+        id,
+        stopAtTarget ? hex : null,
+        [],
+        (r) => {
+          cleanup()
+          resolve(r)
+        },
+        (e) => {
+          cleanup()
+          reject(e)
+        },
+      )
+      if (run.done) return
+      timer = this.#s.clock.setTimeout(() => {
+        this.count('lookup_timeouts')
+        abort(this.#s, run, new DeccomError(DiscoveryErrorCode.LOOKUP_TIMEOUT, `The lookup did not finish within ${timeout} ms`, { details: { timeout } }))
+      }, timeout)
+      if (signal) {
+        onAbort = () => abort(this.#s, run, aborted(signal))
+        signal.addEventListener('abort', onAbort, { once: true })
+      }
+      void t0
+    })
+  }
+
+  /** The peer with this id if it is in the routing table. */
+  /**
+   * The peer that most recently named `addr` in an answer to one of our lookups (it has heard from
+   * `addr`, so it can introduce us: HolePuncher.connect(target) asks this), or null.
+   */
+  introducerOf(addr: AddressLike): Address | null {
+    return this.#s.toldBy.get(toAddress(addr).key) ?? null
+  }
+
+  getPeer(id: Buffer | string): Peer | undefined {
+    const e = this.#s.byHex.get(toHex(id))
+    return e?.inTable ? e.peer : undefined
+  }
+
+  /** Every peer in the routing table. */
+  peers(): Peer[] {
+    if (!this.#s.table) return []
+    return Array.from(this.#s.table.entries(), (h) => this.#s.entries[h]!.peer)
+  }
+
+  /** The up to `n` peers of the table closest to `id`, closest first. */
+  closest(id: Buffer | string, n: number = this.#s.k): Peer[] {
+    if (!this.#s.table) return []
+    const target = toId(id)
+    const ids = n <= this.#s.k ? this.#s.ids : Buffer.alloc(32 * n)
+    const handles = n <= this.#s.k ? this.#s.handles : new Uint32Array(n)
+    const got = this.#s.table.closest(target, n, ids, handles)
+    const out: Peer[] = []
+    for (let i = 0; i < got; i++) out.push(this.#s.entries[handles[i]]!.peer)
+    return out
+  }
+
+  /** Entries in the routing table. */
+  get size(): number {
+    return this.#s.table?.size ?? 0
+  }
+
+  /** True once a bootstrap node answered (or there was none to ask) and the self-lookup ended. */
+  get joined(): boolean {
+    return this.#s.joined
+  }
+
+  override stats(): Record<string, number> {
+    return { ...this.counters, table_size: this.size, pending_requests: this.#s.pending.size, lookups_running: this.#s.runs.size }
+  }
+
+  // ---- datagrams --------------------------------------------------------------------------
+
+  onMessage(source: Address | Peer, data: Buffer, tag: number): void {
+    // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
+    const from = source instanceof Peer ? source.address : source
+    if (tag !== TAG_KAD) {
+      alive(this.#s, from)
+      return this.upper.onMessage(source, data, tag)
+    }
+    if (!this.#s.running) return this.count('dropped_not_running')
+    this.count('received')
+    const m = native.kadDecode(data)
+    switch (m.kind) {
+      case PING:
+        this.count('pings_answered')
+        remember(this.#s, this.#s.verifiedBy, from.key)
+        alive(this.#s, from)
+        this.sendControl(from, native.kadEncodePing(true, m.requestHi, m.requestLo))
+        return
+      case PONG: {
+        const req = match(this.#s, m, from, PING)
+        if (!req) return this.count('dropped_unsolicited')
+        alive(this.#s, from)
+        return req.cb(m)
+      }
+      case FIND_NODE:
+        return onFindNode(this.#s, from, data.length, m)
+      case NODES: {
+        const req = match(this.#s, m, from, FIND_NODE)
+        if (!req) return this.count('dropped_unsolicited')
+        return req.cb(m)
+      }
+      default:
+        this.count('dropped_malformed')
+        if (m.error) this.count(`dropped_malformed_${m.error}`)
+    }
+  }
+
+  // ---- requests ---------------------------------------------------------------------------
+
+
+  // ---- the routing table ------------------------------------------------------------------
+
+  // ---- lookups ----------------------------------------------------------------------------
+
+  // ---- join and refresh -------------------------------------------------------------------
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  /** The external address our own record carries (what the layers below agreed on), or null. */
+  ownExternalAddress(): Address | null {
+    return this.#s.ownExternal
+  }
+
+}

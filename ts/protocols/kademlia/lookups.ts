@@ -1,0 +1,165 @@
+/** Kademlia: iterative lookups (alpha queries in flight, the native KadLookup decides whom to ask next). */
+import type { Address } from '../../address'
+import { toAddress } from '../../address'
+import { native } from '../../native'
+import { Peer } from '../../peer'
+import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, withoutRecord } from './state'
+import { findNode, told } from './rpc'
+import { consider, failed } from './verification'
+
+export function startLookup(s: KadState, target: Buffer, stopAt: string | null, extra: Peer[], onDone: (r: LookupResult) => void, onError: (e: Error) => void): Run {
+  const table = s.table!
+  s.count('lookups')
+  const cands = new Map<string, Peer>()
+  const n = table.closest(target, s.k, s.ids, s.handles)
+  let seeds: Buffer = s.ids.subarray(0, 32 * n)
+  for (let i = 0; i < n; i++) {
+    const e = s.entries[s.handles[i]]!
+    cands.set(e.hex, e.peer)
+  }
+  if (extra.length > 0) {
+    const parts: Buffer[] = [Buffer.from(seeds)]
+    for (const p of extra) {
+      const h = p.id!.toString('hex')
+      if (h === s.selfHex || cands.has(h)) continue
+      cands.set(h, p)
+      parts.push(p.id!)
+    }
+    seeds = Buffer.concat(parts)
+  }
+  const run: Run = {
+    target,
+    stopAt,
+    lk: new native.KadLookup(target, seeds, s.alpha, s.k, s.queryTimeout, s.clock.now()),
+    cands,
+    done: false,
+    timer: null,
+    timerAt: Infinity,
+    found: stopAt !== null ? cands.get(stopAt) ?? null : null,
+    foundHops: 0,
+    t0: s.clock.now(),
+    onDone,
+    onError,
+  }
+  s.runs.add(run)
+  if (run.found) finish(s, run)
+  else drive(s, run)
+  return run
+}
+
+export function drive(s: KadState, run: Run): void {
+  const clock = s.clock
+  while (!run.done) {
+    const action = run.lk.next(clock.now(), s.qid)
+    if (action === QUERY) {
+      const hex = s.qid.toString('hex')
+      const peer = run.cands.get(hex)
+      const id = Buffer.from(s.qid)
+      if (!peer) {
+        run.lk.onFailure(id)
+        continue
+      }
+      findNode(s, peer.address, run.target, hex, (m) => onReply(s, run, id, hex, peer, m))
+      continue
+    }
+    if (action === WAIT) {
+      const at = run.lk.pollTimeout()
+      if (at !== null && at < run.timerAt) {
+        clock.clearTimeout(run.timer ?? undefined)
+        run.timerAt = at
+        run.timer = clock.setTimeout(() => {
+          run.timer = null
+          run.timerAt = Infinity
+          drive(s, run)
+        }, at - clock.now())
+      }
+      return
+    }
+    return finish(s, run)
+  }
+}
+
+export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Peer, m: NativeMessage | null): void {
+  if (m === null) {
+    failed(s, hex)
+    if (run.done) return
+    run.lk.onFailure(id)
+    return drive(s, run)
+  }
+  const ext = externalAt(m, 0)
+  consider(s, ext?.key === peer.external?.key ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext))
+  if (run.done) return
+  const ids = m.ids!
+  let words: string[] | null = null
+  let closer = ids.subarray(32, 32 * (m.count + 1))
+  for (let i = 1; i <= m.count; i++) {
+    const h = ids.toString('hex', 32 * i, 32 * i + 32)
+    if (h === s.selfHex) {
+      closer = withoutRecord(closer, i - 1)
+      continue
+    }
+    let p = run.cands.get(h)
+    if (!p) {
+      words ??= m.hosts!.split(' ')
+      let addr: Address
+      try {
+        addr = toAddress(words[2 * i], Number(words[2 * i + 1]))
+      } catch {
+        continue
+      }
+      p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i))
+      run.cands.set(h, p)
+      // Who told us about whom: a peer behind a NAT is reached through the one that named it,
+      // at the address that node saw it at or at the external address it announced.
+      told(s, addr, peer.address)
+      if (p.external && p.external !== addr) told(s, p.external, peer.address)
+    }
+    if (h === run.stopAt && run.found === null) {
+      run.found = p
+      run.foundHops = run.lk.depth(id) + 1
+    }
+  }
+  run.lk.onSuccess(id, closer)
+  if (run.found) return finish(s, run)
+  drive(s, run)
+}
+
+export function finish(s: KadState, run: Run): void {
+  if (run.done) return
+  run.done = true
+  s.clock.clearTimeout(run.timer ?? undefined)
+  s.runs.delete(run)
+  const st = run.lk.stats()
+  const ids = run.lk.closest()
+  const closest: Peer[] = []
+  for (let i = 0; i + 32 <= ids.length; i += 32) {
+    const p = run.cands.get(ids.subarray(i, i + 32).toString('hex'))
+    if (p) closest.push(p)
+  }
+  if (run.stopAt !== null) s.count(run.found ? 'lookups_found' : 'lookups_not_found')
+  run.onDone({
+    peer: run.found,
+    closest,
+    hops: run.found ? run.foundHops : st.rounds,
+    queries: st.queries,
+    failures: st.failures,
+    timeouts: st.timeouts,
+    elapsed: s.clock.now() - run.t0,
+  })
+}
+
+export function abort(s: KadState, run: Run, err: Error): void {
+  if (run.done) return
+  run.done = true
+  s.clock.clearTimeout(run.timer ?? undefined)
+  s.runs.delete(run)
+  run.onError(err)
+}
+
+/** A lookup run to convergence, as a promise that never rejects (internal maintenance). */
+export function maintenanceLookup(s: KadState, target: Buffer, extra: Peer[] = []): Promise<LookupResult | null> {
+  return new Promise((resolve) => {
+    if (!s.running) return resolve(null)
+    startLookup(s, target, null, extra, resolve, () => resolve(null))
+  })
+}

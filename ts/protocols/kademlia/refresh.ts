@@ -1,0 +1,100 @@
+/** Kademlia: joining through the bootstrap addresses, and the periodic self-lookup and bucket refresh. */
+import { toAddress } from '../../address'
+import { Peer } from '../../peer'
+import { type KadState, externalAt, identityAt } from './state'
+import { findNode, rand } from './rpc'
+import { consider, sweep } from './verification'
+import { maintenanceLookup } from './lookups'
+
+export function join(s: KadState, attempt: number): void {
+  s.joinTimer = null
+  const addrs = s.bootstrap.filter((a) => a !== s.self)
+  if (addrs.length === 0) {
+    s.joined = true
+    return
+  }
+  s.count('bootstrap_attempts')
+  let left = addrs.length
+  const seeds: Peer[] = []
+  const seen = new Set<string>()
+  for (const a of addrs) {
+    findNode(s, a, s.selfId, null, (m) => {
+      if (m && s.running) {
+        const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0))
+        consider(s, peer)
+        seeds.push(peer)
+        const words = m.hosts!.split(' ')
+        for (let i = 1; i <= m.count; i++) {
+          const h = m.ids!.toString('hex', 32 * i, 32 * i + 32)
+          if (seen.has(h) || h === s.selfHex) continue
+          seen.add(h)
+          try {
+            seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i)))
+          } catch {
+            // not an address we can use
+          }
+        }
+      }
+      if (--left === 0 && s.running) afterBootstrap(s, attempt, seeds)
+    })
+  }
+}
+
+export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): void {
+  if (seeds.length === 0) {
+    if (attempt < s.bootstrapRetries) {
+      s.count('bootstrap_retries')
+      s.joinTimer = s.clock.setTimeout(() => join(s, attempt + 1), s.queryTimeout * 2 ** attempt)
+    } else {
+      s.count('bootstrap_failed')
+    }
+    return
+  }
+  void maintenanceLookup(s, s.selfId, seeds).then(async () => {
+    s.joined = true
+    s.count('joined')
+    await refresh(s, true)
+  })
+}
+
+export function onRefreshTimer(s: KadState): void {
+  s.refreshTimer = null
+  if (!s.running) return
+  sweep(s)
+  if (s.table!.size === 0 && s.bootstrap.length > 0) join(s, 0)
+  void refresh(s, false).finally(() => {
+    if (s.running && s.refreshTimer === null) s.refreshTimer = s.clock.setTimeout(s.refreshTick, s.refreshInterval)
+  })
+}
+
+/** One lookup per stale bucket, one after the other. */
+export async function refresh(s: KadState, all: boolean): Promise<void> {
+  if (s.refreshing || !s.table) return
+  s.refreshing = true
+  try {
+    if (!all) {
+      // A periodic self-lookup keeps the closest neighbourhood current as the network grows.
+      s.count('self_lookups')
+      await maintenanceLookup(s, s.selfId)
+      if (!s.table) return
+    }
+    const stale = s.table.staleBuckets(s.clock.now(), all ? 0 : s.refreshInterval)
+    for (const b of stale) {
+      if (!s.running || !s.table) return
+      // On join, a bucket that is already full needs no lookup to fill it.
+      if (all && s.table.bucketLen(b) >= s.k) {
+        s.table.markRefreshed(b, s.clock.now())
+        continue
+      }
+      const random = Buffer.allocUnsafe(32)
+      for (let i = 0; i < 32; i += 4) random.writeUInt32LE(rand(s), i)
+      const target = s.table.randomIdInBucket(b, random)
+      s.count('refresh_lookups')
+      await maintenanceLookup(s, target)
+      if (!s.table) return
+      s.table.markRefreshed(b, s.clock.now())
+    }
+  } finally {
+    s.refreshing = false
+  }
+}

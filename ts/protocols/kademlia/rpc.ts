@@ -1,0 +1,102 @@
+/** Kademlia: requests (PING, FIND_NODE) with random 64-bit ids, matched against their responses; small shared helpers. */
+import type { Address } from '../../address'
+import { native } from '../../native'
+import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING } from './state'
+
+/** Sends a request; `cb` gets the matching response, or null after `timeout`. */
+export function request(s: KadState, to: Address, kind: number, build: (hi: number, lo: number) => Buffer, cb: (m: NativeMessage | null) => void, timeout: number): void {
+  const clock = s.clock
+  if (s.pending.size >= MAX_PENDING) {
+    s.count('dropped_too_many_requests')
+    clock.setTimeout(() => cb(null), 0)
+    return
+  }
+  let lo = (s.nextLo + 1) >>> 0
+  while (s.pending.has(lo)) lo = (lo + 1) >>> 0
+  s.nextLo = lo
+  const hi = rand(s)
+  const sent = s.sendControl(to, build(hi, lo))
+  const timer = clock.setTimeout(
+    () => {
+      s.pending.delete(lo)
+      if (sent) s.count('request_timeouts')
+      cb(null)
+    },
+    sent ? timeout : 0,
+  )
+  s.pending.set(lo, { hi, to, kind, timer, cb })
+}
+
+export function match(s: KadState, m: NativeMessage, from: Address, kind: number): Request | undefined {
+  const req = s.pending.get(m.requestLo)
+  if (!req || req.hi !== m.requestHi || req.to !== from || req.kind !== kind) return undefined
+  s.pending.delete(m.requestLo)
+  s.clock.clearTimeout(req.timer)
+  remember(s, s.verified, from.key)
+  return req
+}
+
+/** FIND_NODE to `to`; `expect` is the id we believe lives there (null for bootstrap addresses). */
+export function findNode(s: KadState, to: Address, target: Buffer, expect: string | null, cb: (m: NativeMessage | null) => void): void {
+  const pad = s.verifiedBy.has(to.key) ? 0 : s.padTo
+  s.count('queries_sent')
+  request(
+    s,
+    to,
+    FIND_NODE,
+    (hi, lo) => {
+      refreshOwnRecord(s)
+      return s.table!.encodeFindNode(hi, lo, target, pad)
+    },
+    (m) => {
+      if (m && expect !== null && m.ids!.toString('hex', 0, 32) !== expect) {
+        s.count('dropped_wrong_sender')
+        return cb(null)
+      }
+      if (m?.truncated) {
+        s.count('nodes_truncated')
+        s.verifiedBy.delete(to.key)
+      }
+      cb(m)
+    },
+    2 * s.queryTimeout,
+  )
+}
+
+export function ping(s: KadState, to: Address, cb: (alive: boolean) => void): void {
+  s.count('pings_sent')
+  request(s, to, PING, (hi, lo) => native.kadEncodePing(false, hi, lo), (m) => cb(m !== null), s.queryTimeout)
+}
+
+/** Puts the external address the layers below agree on (if any, and not our own) into our record. */
+export function refreshOwnRecord(s: KadState): void {
+  const found = s.lower.externalAddress() as Address | null | undefined
+  const ext = found && found.key !== s.self.key ? found : null
+  if (ext?.key === s.ownExternal?.key || !s.table) return
+  s.ownExternal = ext
+  s.table.setOwnExternal(ext ? ext.raw : null)
+  s.count('own_external_updates')
+}
+
+/** Remembers that the node at `teller` named a peer at `addr` (bounded; oldest forgotten). */
+export function told(s: KadState, addr: Address, teller: Address): void {
+  s.toldBy.delete(addr.key)
+  if (s.toldBy.size >= MAX_TOLD_BY) s.toldBy.delete(s.toldBy.keys().next().value as string)
+  s.toldBy.set(addr.key, teller)
+}
+
+export function remember(s: KadState, set: Set<string>, key: string): void {
+  if (set.has(key)) return
+  if (set.size >= MAX_ADDR_SET) set.delete(set.values().next().value as string)
+  set.add(key)
+}
+
+/** xorshift32: request ids and random targets (unpredictable unless `seed` is given). */
+export function rand(s: KadState): number {
+  let x = s.rng
+  x ^= x << 13
+  x ^= x >>> 17
+  x ^= x << 5
+  s.rng = x >>> 0
+  return s.rng
+}

@@ -1,0 +1,268 @@
+/**
+ * Kademlia: the shared parts — wire constants, options and result types, the state every part of
+ * the layer works on ({@link KadState}), and the message helpers. The parts: `rpc.ts` (requests and
+ * their matching), `verification.ts` (answering FIND_NODE, verifying and admitting peers into the
+ * routing table), `lookups.ts` (iterative lookups), `refresh.ts` (join and bucket refresh), and the
+ * layer itself in `layer.ts`.
+ */
+import type { Address, AddressLike } from '../../address'
+import { toAddress } from '../../address'
+import type { Clock, TimerHandle } from '../../clock'
+import { DeccomError, ErrorCode } from '../../errors'
+import type { native } from '../../native'
+import type { Peer } from '../../peer'
+import type { Fn } from '../../protocol'
+
+/** Tag of Kademlia datagrams. */
+export const TAG_KAD = 3
+
+/** Error codes of discovery layers (not in ErrorCode yet). */
+export const DiscoveryErrorCode = Object.freeze({
+  /** The lookup ended without finding the peer. */
+  PEER_NOT_FOUND: 'ERR_DECCOM_PEER_NOT_FOUND',
+  /** findPeer's timeout passed. */
+  LOOKUP_TIMEOUT: 'ERR_DECCOM_LOOKUP_TIMEOUT',
+} as const)
+
+export const PING = 1
+export const PONG = 2
+export const FIND_NODE = 3
+export const NODES = 4
+export const QUERY = 0
+export const WAIT = 1
+export const MAX_PENDING = 8192
+export const MAX_VERIFYING = 256
+export const MAX_APPROVING = 1024
+export const MAX_ADDR_SET = 8192
+/** Remembered "who told us about whom" entries (oldest dropped first). */
+export const MAX_TOLD_BY = 8192
+
+export interface KademliaOptions {
+  /** Addresses of nodes to join through (their ids need not be known). */
+  bootstrap?: AddressLike[]
+  /** Bucket size and lookup width (default 20). */
+  k?: number
+  /** Parallel queries per lookup (default 3). */
+  alpha?: number
+  /** Bucket refresh period in ms (default 300 000). */
+  refreshInterval?: number
+  /** Per-query timeout in ms (default 1000); an answer up to twice as late still counts. */
+  queryTimeout?: number
+  /** Bootstrap attempts after the first while no bootstrap node answers (default 5). */
+  bootstrapRetries?: number
+  /** Consecutive query failures after which a table entry is removed (default 2). */
+  maxFailures?: number
+  /** Size FIND_NODE is padded to on first contact (default 1200; 0 disables). */
+  padTo?: number
+  /** Replacement cache size per bucket (default 20). */
+  maxReplacements?: number
+  /** Default `findPeer` timeout in ms (default 30 000). */
+  findTimeout?: number
+  /** Seed of request ids and random lookup targets (default: from the OS). */
+  seed?: number
+}
+
+export interface FindPeerOptions {
+  /** ms before rejecting with ERR_DECCOM_LOOKUP_TIMEOUT (default: the layer's `findTimeout`). */
+  timeout?: number
+  signal?: AbortSignal
+}
+
+export interface LookupOptions extends FindPeerOptions {
+  /** Stop as soon as a peer with the target id is learned (default false: run to convergence). */
+  stopAtTarget?: boolean
+}
+
+/** The outcome of {@link Kademlia.lookup}. */
+export interface LookupResult {
+  /** The peer with the target id, if found. */
+  peer: Peer | null
+  /** The k closest peers that answered, closest first. */
+  closest: Peer[]
+  /** Hops: 0 if the target was in the table, else 1 + depth of the peer that named it (or rounds). */
+  hops: number
+  queries: number
+  failures: number
+  timeouts: number
+  /** ms on the layer's clock. */
+  elapsed: number
+}
+
+export type Listener = (peer: Peer) => void
+export type KadEvent = 'connected' | 'disconnected'
+export type NativeMessage = ReturnType<typeof native.kadDecode>
+export type NativeTable = InstanceType<typeof native.KadTable>
+export type NativeLookup = InstanceType<typeof native.KadLookup>
+
+export interface Entry {
+  handle: number
+  hex: string
+  peer: Peer
+  failures: number
+  inTable: boolean
+}
+
+export interface Request {
+  hi: number
+  to: Address
+  kind: number
+  timer: TimerHandle
+  cb: (m: NativeMessage | null) => void
+}
+
+export interface Run {
+  target: Buffer
+  stopAt: string | null
+  lk: NativeLookup
+  cands: Map<string, Peer>
+  done: boolean
+  timer: TimerHandle | null
+  timerAt: number
+  found: Peer | null
+  foundHops: number
+  t0: number
+  onDone: (r: LookupResult) => void
+  onError: (e: Error) => void
+}
+
+export interface Approver {
+  approveConnection(peer: Peer): boolean | Promise<boolean>
+}
+
+/** The operations of the Kademlia layer its parts may use. */
+export interface KadLayerOps {
+  count(name: string, n?: number): void
+  sendControl(to: Address, data: Uint8Array): boolean
+  /** The layer's resolved `emits` slots (onConnected, onDisconnected). */
+  readonly upper: Record<string, Fn>
+  /** The layer's resolved `bindTo` bindings (externalAddress?). */
+  readonly lower: Record<string, Fn>
+}
+
+/** The state of one Kademlia layer, shared by its parts (the layer owns it; nothing else sees it). */
+export class KadState {
+  bootstrap!: Address[]
+  k!: number
+  alpha!: number
+  refreshInterval!: number
+  queryTimeout!: number
+  bootstrapRetries!: number
+  maxFailures!: number
+  padTo!: number
+  maxReplacements!: number
+  findTimeout!: number
+  rng!: number
+  running = false
+  clock!: Clock
+  self!: Address
+  selfId!: Buffer
+  selfHex = ''
+  /** The external address our own record carries, or null. */
+  ownExternal: Address | null = null
+  table: NativeTable | null = null
+  approver: Approver | null = null
+  readonly entries: (Entry | undefined)[] = []
+  readonly free: number[] = []
+  readonly byHex = new Map<string, Entry>()
+  /** Address key of a peer → the address of the peer whose NODES answer named it last. */
+  readonly toldBy = new Map<string, Address>()
+  readonly byAddr = new Map<Address, Entry>()
+  readonly pending = new Map<number, Request>()
+  nextLo = 0
+  /** Addresses that echoed one of our request ids (verified by us). */
+  readonly verified = new Set<string>()
+  /** Addresses whose requests we answered (so they have verified us): no padding needed. */
+  readonly verifiedBy = new Set<string>()
+  readonly verifying = new Set<Address>()
+  readonly approving = new Set<string>()
+  readonly runs = new Set<Run>()
+  readonly listeners = new Map<KadEvent, Set<Listener>>()
+  refreshTimer: TimerHandle | null = null
+  joinTimer: TimerHandle | null = null
+  refreshing = false
+  joined = false
+  ids!: Buffer
+  handles!: Uint32Array
+  readonly qid = Buffer.alloc(32)
+  /** The periodic refresh timer's callback (set by the layer). */
+  refreshTick: () => void = () => {}
+
+  constructor(private readonly layer: KadLayerOps) {}
+
+  count(name: string, n?: number): void {
+    this.layer.count(name, n)
+  }
+
+  sendControl(to: Address, data: Uint8Array): boolean {
+    return this.layer.sendControl(to, data)
+  }
+
+  get upper(): Record<string, Fn> {
+    return this.layer.upper
+  }
+
+  get lower(): Record<string, Fn> {
+    return this.layer.lower
+  }
+}
+
+/** The encoded identity of record `i` of a decoded message (0 = the sender). */
+export function identityAt(m: NativeMessage, i: number): Buffer {
+  const ends = m.identityEnds!
+  return m.identities!.subarray(i === 0 ? 0 : ends[i - 1], ends[i])
+}
+
+/** The external address record `i` of a decoded message announced (0 = the sender), or null. */
+export function externalAt(m: NativeMessage, i: number): Address | null {
+  // One split per message (records are read in order), not one per record.
+  let words = splitCache.get(m)
+  if (!words) splitCache.set(m, (words = m.externals?.split(' ') ?? []))
+  const host = words[2 * i]
+  if (!host || host === '-') return null
+  try {
+    return toAddress(host, Number(words[2 * i + 1]))
+  } catch {
+    return null
+  }
+}
+
+const splitCache = new WeakMap<NativeMessage, string[]>()
+
+/** `ids` (32 bytes each) without entry `i`. */
+export function withoutRecord(ids: Buffer, i: number): Buffer {
+  return Buffer.concat([ids.subarray(0, 32 * i), ids.subarray(32 * i + 32)])
+}
+
+/** A 32-byte node id from a Buffer or 64 hex digits. */
+export function toId(id: Buffer | Uint8Array | string): Buffer {
+  if (typeof id === 'string') {
+    if (/^[0-9a-fA-F]{64}$/.test(id)) return Buffer.from(id, 'hex')
+  } else if (id instanceof Uint8Array && id.length === 32) {
+    return Buffer.isBuffer(id) ? id : Buffer.from(id)
+  }
+  throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'A node id is 32 bytes (a Buffer) or 64 hex digits')
+}
+
+export function toHex(id: Buffer | string): string {
+  return typeof id === 'string' ? id.toLowerCase() : Buffer.from(id).toString('hex')
+}
+
+export function int(v: number, min: number, max: number, what: string): number {
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${what} must be an integer ${min}..${max}, got ${v}`)
+  }
+  return v
+}
+
+export function positive(v: number, what: string): number {
+  if (!(v > 0) || !Number.isFinite(v)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${what} must be a finite number > 0, got ${v}`)
+  return v
+}
+
+export function closed(): DeccomError {
+  return new DeccomError(ErrorCode.CLOSED, 'The Kademlia layer is not running (not started, or stopped)')
+}
+
+export function aborted(signal: AbortSignal): DeccomError {
+  return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
+}

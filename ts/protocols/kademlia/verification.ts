@@ -1,0 +1,204 @@
+/**
+ * Kademlia: the routing table. FIND_NODE is answered (never larger than the request to an
+ * unverified address); a peer enters the table only with a verified address and after approval.
+ */
+import type { Address } from '../../address'
+import { Peer } from '../../peer'
+import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt } from './state'
+import { ping, refreshOwnRecord, remember } from './rpc'
+
+export function onFindNode(s: KadState, from: Address, queryLen: number, m: NativeMessage): void {
+  const hex = m.ids!.toString('hex', 0, 32)
+  if (hex === s.selfHex) return s.count('dropped_self')
+  s.count('find_node_received')
+  const verified = isVerified(s, from)
+  refreshOwnRecord(s)
+  const resp = s.table!.encodeNodes(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen)
+  if (resp === null) {
+    s.count('dropped_amplification')
+  } else {
+    s.count('nodes_sent')
+    if (!verified) s.count('nodes_sent_unverified')
+    s.sendControl(from, resp)
+  }
+  remember(s, s.verifiedBy, from.key)
+  const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0))
+  if (s.byHex.get(hex)?.inTable || verified) consider(s, peer)
+  else verify(s, peer)
+}
+
+export function isVerified(s: KadState, addr: Address): boolean {
+  return s.byAddr.has(addr) || s.verified.has(addr.key)
+}
+
+/** Any datagram from a table entry's address counts as a sign of life. */
+export function alive(s: KadState, from: Address): void {
+  const e = s.byAddr.get(from)
+  if (e && s.table) {
+    e.failures = 0
+    s.table.touch(e.peer.id!, s.clock.now())
+  }
+}
+
+/** Ping an unknown requester; consider it once it answers (its address is then verified). */
+export function verify(s: KadState, peer: Peer): void {
+  const addr = peer.address
+  if (s.verifying.has(addr)) return
+  if (s.verifying.size >= MAX_VERIFYING) return s.count('dropped_verify_busy')
+  s.verifying.add(addr)
+  ping(s, addr, (alive) => {
+    s.verifying.delete(addr)
+    if (alive && s.running) consider(s, peer)
+  })
+}
+
+/** A verified peer: touch it, or ask for approval and insert it. */
+export function consider(s: KadState, peer: Peer): void {
+  const hex = peer.id!.toString('hex')
+  if (hex === s.selfHex || !s.table) return
+  const known = s.byHex.get(hex)
+  if (known) {
+    known.failures = 0
+    if (peer.address.key === known.peer.address.key && peer.external?.key !== known.peer.external?.key) {
+      // It announced another external address: serve the new one (insert replaces the record).
+      known.peer = peer
+      if (known.inTable) {
+        s.table.insert(known.handle, peer.publicIdentity!, peer.address.raw, s.clock.now(), peer.external?.raw ?? null)
+        return
+      }
+    }
+    if (known.inTable) s.table.touch(peer.id!, s.clock.now())
+    else insert(s, known)
+    return
+  }
+  const approver = s.approver
+  if (approver === null) return admit(s, peer, hex)
+  if (s.approving.has(hex)) return
+  let r: boolean | Promise<boolean>
+  try {
+    r = approver.approveConnection(peer)
+  } catch {
+    return s.count('approval_errors')
+  }
+  if (typeof r === 'boolean') {
+    if (r) admit(s, peer, hex)
+    else s.count('rejected_by_approval')
+    return
+  }
+  if (s.approving.size >= MAX_APPROVING) return s.count('dropped_approval_busy')
+  s.approving.add(hex)
+  Promise.resolve(r).then(
+    (ok) => {
+      s.approving.delete(hex)
+      if (!s.running) return
+      if (ok) admit(s, peer, hex)
+      else s.count('rejected_by_approval')
+    },
+    () => {
+      s.approving.delete(hex)
+      s.count('approval_errors')
+    },
+  )
+}
+
+export function admit(s: KadState, peer: Peer, hex: string): void {
+  if (s.byHex.has(hex)) return consider(s, peer)
+  const handle = s.free.pop() ?? s.entries.length
+  const e: Entry = { handle, hex, peer, failures: 0, inTable: false }
+  s.entries[handle] = e
+  s.byHex.set(hex, e)
+  insert(s, e)
+}
+
+export function insert(s: KadState, e: Entry): void {
+  let r
+  try {
+    r = s.table!.insert(e.handle, e.peer.publicIdentity!, e.peer.address.raw, s.clock.now(), e.peer.external?.raw ?? null)
+  } catch {
+    s.count('dropped_bad_record')
+    return release(s, e)
+  }
+  switch (r.result) {
+    case 0:
+      entered(s, e)
+      break
+    case 2: {
+      s.count('bucket_full')
+      const old = r.toPing == null ? undefined : s.entries[r.toPing]
+      if (old) {
+        s.count('eviction_pings')
+        ping(s, old.peer.address, (alive) => {
+          if (!s.table || s.entries[old.handle] !== old) return
+          const ev = s.table.onPingResult(old.peer.id!, alive, s.clock.now())
+          if (ev) evicted(s, ev)
+        })
+      }
+      break
+    }
+    case 3:
+      s.count('bucket_full')
+      break
+    case 4:
+      release(s, e)
+      break
+  }
+}
+
+export function entered(s: KadState, e: Entry): void {
+  e.inTable = true
+  e.failures = 0
+  s.byAddr.set(e.peer.address, e)
+  s.count('peers_added')
+  emit(s, 'connected', e.peer)
+}
+
+export function evicted(s: KadState, ev: { removed: number; promoted?: number | null }): void {
+  const r = s.entries[ev.removed]
+  if (r) {
+    if (s.byAddr.get(r.peer.address) === r) s.byAddr.delete(r.peer.address)
+    r.inTable = false
+    release(s, r)
+    s.count('peers_removed')
+    emit(s, 'disconnected', r.peer)
+  }
+  const p = ev.promoted == null ? undefined : s.entries[ev.promoted]
+  if (p) entered(s, p)
+}
+
+export function release(s: KadState, e: Entry): void {
+  if (s.entries[e.handle] !== e) return
+  s.entries[e.handle] = undefined
+  s.free.push(e.handle)
+  if (s.byHex.get(e.hex) === e) s.byHex.delete(e.hex)
+}
+
+/** A table entry did not answer a query: remove it after `maxFailures` in a row. */
+export function failed(s: KadState, hex: string): void {
+  const e = s.byHex.get(hex)
+  if (!e?.inTable || !s.table) return
+  if (++e.failures < s.maxFailures) return
+  const ev = s.table.remove(e.peer.id!)
+  if (ev) evicted(s, ev)
+}
+
+export function emit(s: KadState, event: KadEvent, peer: Peer): void {
+  if (event === 'connected') s.upper.onConnected(peer)
+  else s.upper.onDisconnected(peer)
+  const set = s.listeners.get(event)
+  if (set) {
+    for (const fn of set) {
+      try {
+        fn(peer)
+      } catch {
+        s.count('listener_errors')
+      }
+    }
+  }
+}
+
+/** Forget handles the table no longer holds (replacement-cache entries that fell out). */
+export function sweep(s: KadState): void {
+  if (!s.table || s.byHex.size < 2 * s.table.size + 1024) return
+  const live = new Set(s.table.handles())
+  for (const e of [...s.byHex.values()]) if (!live.has(e.handle) && !e.inTable) release(s, e)
+}
