@@ -67,6 +67,7 @@ import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, I
 import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
+import type { SimMedium } from './transport'
 
 /** Error codes of the simulator (not in ErrorCode yet). */
 export const SimErrorCode = Object.freeze({
@@ -199,7 +200,7 @@ const DEFAULT_PORT = 4000
 /** Events processed per turn of the real event loop (each in its own immediate). */
 const STEPS_PER_TURN = 256
 
-export class SimulatedNetwork {
+export class SimulatedNetwork implements SimMedium {
   /** A Clock whose time is {@link now} and whose timers are events of this simulation. */
   readonly clock: Clock
   /** A seeded random stream for the program under test (separate from the network's own). */

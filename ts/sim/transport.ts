@@ -26,7 +26,23 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import type { PingOptions } from '../protocols/ping'
 import { Pinger } from '../protocols/ping'
-import type { SimulatedNetwork } from './network'
+import type { Clock } from '../clock'
+
+/**
+ * What a SimTransport needs of the network it is attached to. `SimulatedNetwork` implements it;
+ * the transport depends on this interface only, so the network can import the transport.
+ */
+export interface SimMedium {
+  readonly clock: Clock
+  /** @internal A draw from the network's seeded generator. */
+  _randomU32(): number
+  /** @internal */
+  _attach(t: SimTransport, addr: Address): void
+  /** @internal */
+  _detach(t: SimTransport, addr: Address): void
+  /** @internal Hands a datagram to the network's link model. */
+  _transmit(from: Address, to: Address, bytes: Buffer): void
+}
 
 const TAG_SIM = 1 // = TAG_UDP: the same wire format as the UDP transport
 const TAG_APP = 0
@@ -44,13 +60,13 @@ export class SimTransport extends Protocol {
   readonly name = 'sim'
   override readonly tag = TAG_SIM
 
-  readonly #net: SimulatedNetwork
+  readonly #net: SimMedium
   readonly #address: Address
   #running = false
   readonly #pinger: Pinger
 
   /** Normally made by `sim.createTransport()` or `sim.createNode()`. */
-  constructor(network: SimulatedNetwork, opts: SimTransportOptions) {
+  constructor(network: SimMedium, opts: SimTransportOptions) {
     super()
     this.#net = network
     this.#address = toAddress(opts.address)
@@ -63,7 +79,7 @@ export class SimTransport extends Protocol {
   }
 
   /** The network this transport belongs to. */
-  get network(): SimulatedNetwork {
+  get network(): SimMedium {
     return this.#net
   }
 
