@@ -1,5 +1,5 @@
 /**
- * Time for layers (DESIGN.md principle 11).
+ * Time for layers: real time, or the virtual time of a SimulatedNetwork.
  *
  * A layer that needs time — timeouts, intervals, RTT measurement — takes it from `ctx.clock`
  * (see {@link LayerContext}), never from `setTimeout`/`performance.now` directly. A Node passes

@@ -2,7 +2,7 @@
  * Typed errors for deccom.
  *
  * Every error deccom throws on purpose is a {@link DeccomError} with a stable `code` string
- * (`ERR_DECCOM_...`, see {@link ErrorCode}) and a message a person can act on (DESIGN.md principle 8).
+ * (`ERR_DECCOM_...`, see {@link ErrorCode}) and a message a person can act on.
  * Code should branch on `err.code`, never on the message text.
  */
 

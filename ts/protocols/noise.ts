@@ -1,6 +1,6 @@
 /**
- * Noise — an identity-bound secure channel over whatever carries datagrams below it (DESIGN.md
- * principle 6; docs/security.md).
+ * Noise — an identity-bound secure channel over whatever carries datagrams below it
+ * (docs/security.md; wire format: docs/wire.md#noise-datagrams-tag-4).
  *
  * ```ts
  * const node = await Node.create({ identity, stack: [new Noise({ mode: 'encrypt' }), new ReliableUdp()] })

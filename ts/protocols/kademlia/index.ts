@@ -1,5 +1,5 @@
 /**
- * Kademlia — peer discovery over the XOR metric (PROTOCOLS.md, Discovery).
+ * Kademlia — peer discovery over the XOR metric (docs/discovery.md; wire format: docs/wire.md#kademlia-tag-3).
  *
  * ```ts
  * const node = await Node.create({ stack: [new Kademlia({ bootstrap: ['10.0.0.1:4000'] })] })
