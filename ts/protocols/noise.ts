@@ -181,8 +181,9 @@ export class Noise extends Protocol {
   // Native mode (see the module documentation): the socket's Noise stage does the work.
   #native: UdpTransport | null = null
   #identity: Identity | null = null
-  readonly #nativeAuth = new Map<Address, Peer>()
-  readonly #nativeWaiters = new Map<Address, Array<(ok: boolean) => void>>()
+  /** Native mode: authenticated peers and approval waiters, by `Address.key` (stable across intern-cache resets). */
+  readonly #nativeAuth = new Map<string, Peer>()
+  readonly #nativeWaiters = new Map<string, Array<(ok: boolean) => void>>()
 
   constructor(opts: NoiseOptions = {}) {
     super()
@@ -303,7 +304,7 @@ export class Noise extends Protocol {
 
   /** The authenticated node id of the peer at `addr` (a completed handshake), or null. */
   remoteId(addr: AddressLike): Buffer | null {
-    if (this.#native) return this.#nativeAuth.get(toAddress(addr))?.id ?? null
+    if (this.#native) return this.#nativeAuth.get(toAddress(addr).key)?.id ?? null
     const pid = this.#peerIds.get(toAddress(addr).key)
     if (pid === undefined || !this.#ep) return null
     return this.#ep.isAuthenticated(pid)
@@ -311,7 +312,7 @@ export class Noise extends Protocol {
 
   /** The authenticated peer at `addr` (id and public identity filled), or null. */
   remotePeer(addr: AddressLike): Peer | null {
-    if (this.#native) return this.#nativeAuth.get(toAddress(addr)) ?? null
+    if (this.#native) return this.#nativeAuth.get(toAddress(addr).key) ?? null
     const pid = this.#peerIds.get(toAddress(addr).key)
     return pid === undefined ? null : (this.#auth.get(pid) ?? null)
   }
@@ -393,12 +394,12 @@ export class Noise extends Protocol {
     }, {
       onNativeConnected: (peer, id, publicIdentity) => {
         this.count('handshakes_completed')
-        this.#nativeAuth.set(peer, new Peer(peer, id, publicIdentity))
+        this.#nativeAuth.set(peer.key, new Peer(peer, id, publicIdentity))
         this.#settleNative(peer, true)
       },
       onNativeFailed: (peer, kind) => {
         this.count(kind === 1 ? 'handshakes_failed' : 'sessions_ended')
-        this.#nativeAuth.delete(peer)
+        this.#nativeAuth.delete(peer.key)
         this.#settleNative(peer, false)
       },
     })
@@ -406,11 +407,11 @@ export class Noise extends Protocol {
   }
 
   #nativeApprove(addr: Address): Promise<boolean> {
-    if (this.#nativeAuth.has(addr)) return Promise.resolve(true)
+    if (this.#nativeAuth.has(addr.key)) return Promise.resolve(true)
     return new Promise<boolean>((resolve) => {
-      const list = this.#nativeWaiters.get(addr) ?? []
+      const list = this.#nativeWaiters.get(addr.key) ?? []
       const timer = this.#clock!.setTimeout(() => {
-        const l = this.#nativeWaiters.get(addr)
+        const l = this.#nativeWaiters.get(addr.key)
         const i = l ? l.indexOf(done) : -1
         if (i >= 0) l!.splice(i, 1)
         resolve(false)
@@ -420,15 +421,15 @@ export class Noise extends Protocol {
         resolve(ok)
       }
       list.push(done)
-      this.#nativeWaiters.set(addr, list)
+      this.#nativeWaiters.set(addr.key, list)
       this.#native!.noiseConnect(addr)
     })
   }
 
   #settleNative(peer: Address, ok: boolean): void {
-    const list = this.#nativeWaiters.get(peer)
+    const list = this.#nativeWaiters.get(peer.key)
     if (!list) return
-    this.#nativeWaiters.delete(peer)
+    this.#nativeWaiters.delete(peer.key)
     for (const done of list) done(ok)
   }
 
