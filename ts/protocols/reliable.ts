@@ -203,6 +203,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     } else if (status === 3) {
       this.count('messages_refused')
       p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver refused the message (too large for its limits, or it gave up reassembling it)', { details: { id } }))
+    } else if (status === 4) {
+      this.count('messages_failed')
+      p.reject(new DeccomError(ErrorCode.PEER_TABLE_FULL, 'No room for another peer: every peer slot has messages in progress; retry later', { details: { id } }))
     } else {
       p.reject(closed())
     }
@@ -271,7 +274,8 @@ function nativeTransportBelow(layer: Protocol, stack: Stack | undefined): UdpTra
   const between: Array<Protocol & NativeCapable> = []
   for (let p = stack.providerOf(layer, 'send'); p; p = stack.providerOf(p, 'send')) {
     if (p instanceof UdpTransport) {
-      for (const b of between) b.enableNative(p)
+      // The socket composes its stages in the order they are attached: bottom first.
+      for (const b of between.reverse()) b.enableNative(p)
       return p
     }
     if (!isNativeCapable(p) || !p.canRunNative(stack.providerOf(p, 'send'))) return null

@@ -1,5 +1,5 @@
 /**
- * UdpTransport — the bottom layer: a native UDP socket (see crates/deccom-napi/src/socket.rs).
+ * UdpTransport — the bottom layer: a native UDP socket (see crates/deccom-napi/src/socket/).
  *
  * Provides `send(to, data, tag = 0)`, `ping(to, { timeout, signal })` and `localAddress()`; emits
  * `onMessage(from, data, tag)` for every datagram that is not its own.
@@ -71,7 +71,7 @@ type NativeSocket = InstanceType<typeof native.UdpSocket>
 export interface NativeReliableHandler {
   /** A whole message; its first byte is the upper layer's tag. */
   onNativeMessage(from: Address, message: Buffer): void
-  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed, 3 refused by the receiver. */
+  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed, 3 refused by the receiver, 4 no room for another peer. */
   onNativeCompletion(id: number, status: number): void
 }
 
@@ -224,6 +224,10 @@ export class UdpTransport extends Protocol {
    * @internal Runs reliable UDP inside the socket's I/O thread: datagrams tagged `tag` never reach
    * JavaScript; whole messages and completions go to `handler`. Used by ReliableUdp when every
    * layer between it and this transport is native.
+   *
+   * The socket composes its native stages in the order they are attached, bottom first: the
+   * layers below (`setNativeFaults`, `setNativeDelay`, `attachNoise`) attach before the layers
+   * above them.
    */
   attachReliable(handler: NativeReliableHandler, tag: number, opts: NativeReliableOptions): void {
     if (this.#sock === null) throw closed()

@@ -13,6 +13,7 @@ mod pipeline;
 mod prefault;
 mod rudp;
 mod socket;
+mod stages;
 
 #[global_allocator]
 static ALLOCATOR: prefault::Prefaulting = prefault::Prefaulting;
