@@ -38,10 +38,6 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-  pub fn is_empty(&self) -> bool {
-    self.stages.is_empty()
-  }
-
   /// Composes `stage` on top. The stages below learn its tag (a Noise stage then carries it).
   pub fn push(&mut self, stage: Box<dyn Stage>) {
     if let Some(tag) = stage.tag() {

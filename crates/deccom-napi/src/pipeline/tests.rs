@@ -181,12 +181,15 @@ fn noise_stage_drops_unsealed_reliable_datagrams_and_passes_others_up() {
 #[test]
 fn composed_faults_and_delay_below_noise_still_deliver() {
   let mut t = Instant::now();
-  // Receive faults (10 % loss, duplicates, reordering) and a send-side delay line
+  // Receive faults (10 % loss, duplicates, reordering), a send-side delay line and send-side
+  // reordering
   // under Noise and reliable UDP, on both ends.
   let (mut a, mut b) = ends(t, |p, i| {
     let cfg = FaultConfig { drop: 0.1, duplicate: 0.05, reorder: 0.05, corrupt: 0.0 };
     p.push(Box::new(FaultStage::new(Direction::Receive, cfg, 100 + i)));
     p.push(Box::new(DelayStage::new(Direction::Send, 1 << 24)));
+    let reorder = FaultConfig { drop: 0.0, duplicate: 0.0, reorder: 0.05, corrupt: 0.0 };
+    p.push(Box::new(FaultStage::new(Direction::Send, reorder, 200 + i)));
   });
   let m = message(30_000);
   send_message(&mut a, b.addr, t, 7.0, m.clone());
@@ -216,4 +219,23 @@ fn composed_faults_and_delay_below_noise_still_deliver() {
   assert!(stat(&a.p, "delay_tx_released") > 0.0, "the delay line ran");
   assert!(stat(&a.p, "rudp_retransmits") > 0.0, "losses were repaired by the reliable stage");
   assert!(wire.iter().all(|d| d[0] == NOISE));
+}
+
+#[test]
+fn a_datagram_held_by_send_side_reordering_leaves_with_the_next_drive() {
+  let t = Instant::now();
+  let mut p = Pipeline::default();
+  let cfg = FaultConfig { drop: 0.0, duplicate: 0.0, reorder: 1.0, corrupt: 0.0 };
+  p.push(Box::new(FaultStage::new(Direction::Send, cfg, 3)));
+  let to: SocketAddr = "10.0.0.2:2".parse().unwrap();
+  let out = RefCell::new(Vec::new());
+  let send = |data: &[u8], _: &[u32], _: &[SocketAddr]| out.borrow_mut().push(data.to_vec());
+  p.send(t, to, &[0, 1, 2], &send);
+  assert!(out.borrow().is_empty(), "held back by reordering");
+  let due = p.next_timeout().expect("the held datagram asks for a wake-up");
+  assert!(due <= t, "at once: it leaves with the next drive, at the end of the batch");
+  let mut sink = TestSink::default();
+  p.drive(t, &send, &mut sink);
+  assert_eq!(out.into_inner(), vec![vec![0, 1, 2]]);
+  assert_eq!(p.next_timeout(), None, "nothing left to wake for");
 }

@@ -165,6 +165,14 @@ impl JsState {
     self.delay[1] || self.faults[1]
   }
 
+  /// Impairment stages go below the protocol stages: refuses `what` once one is attached.
+  pub fn below_protocols(&self, what: &str) -> napi::Result<()> {
+    if self.rudp.is_some() || self.noise {
+      return Err(coded(Code::InvalidArgument, format!("attach {what} before the Noise and reliable-UDP stages (stages are composed bottom first)")));
+    }
+    Ok(())
+  }
+
   /// Validates a reliable send of `len` bytes (tag included) to `to` and assigns its id.
   pub fn rudp_send(&mut self, to: SocketAddr, len: usize) -> napi::Result<f64> {
     let r = self.rudp.as_ref().ok_or_else(|| coded(Code::InvalidArgument, "no reliable-UDP endpoint is attached to this socket"))?;

@@ -116,11 +116,9 @@ pub(crate) fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) -> Pipeline {
     let now = Instant::now();
     pipeline.end_of_burst(now, &mut rx);
     pipeline.drive(now, send, &mut rx);
-    if !pipeline.is_empty() {
-      // Published before the batch, so JavaScript reading the counters on wake-up sees them
-      // at least as new as the batch.
-      pipeline.stats(&mut lock(&sh.stats));
-    }
+    // Published before the batch, so JavaScript reading the counters on wake-up sees them at
+    // least as new as the batch.
+    pipeline.stats(&mut lock(&sh.stats));
     rx.deliver();
     let pending = lock(&sh.pending);
     if sh.arm(&pending).is_err() {

@@ -329,6 +329,9 @@ impl UdpSocket {
       Box::new(FaultStage::new(dir, cfg, o.seed.map(|s| s as u64).unwrap_or(1)))
     });
     let mut js = self.js();
+    if stage.is_some() && !js.faults[slot(dir)] {
+      js.below_protocols("a fault stage")?;
+    }
     js.faults[slot(dir)] = stage.is_some();
     let _ = sh.command(Command::Faults(dir, stage), false);
     Ok(())
@@ -353,6 +356,9 @@ impl UdpSocket {
     let mut js = self.js();
     if js.noise {
       return Err(coded(Code::InvalidArgument, "a Noise stage is already attached to this socket"));
+    }
+    if js.rudp.is_some() {
+      return Err(coded(Code::InvalidArgument, "attach the Noise stage before the reliable-UDP endpoint it carries (stages are composed bottom first)"));
     }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?;
@@ -391,6 +397,9 @@ impl UdpSocket {
     let dir = self::direction("delay", &direction)?;
     let line = max_queue_bytes.map(|b| Box::new(DelayStage::new(dir, b.max(0.0) as usize)));
     let mut js = self.js();
+    if line.is_some() && !js.delay[slot(dir)] {
+      js.below_protocols("a delay line")?;
+    }
     js.delay[slot(dir)] = line.is_some();
     let _ = sh.command(Command::Delay(dir, line), false);
     Ok(())

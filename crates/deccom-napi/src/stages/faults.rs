@@ -18,6 +18,8 @@ pub(crate) struct FaultStage {
   faults: Faults,
   /// A datagram held back by reordering: destination/source and `[tag][body]`.
   held: Option<(SocketAddr, Vec<u8>)>,
+  /// When the send side began holding a datagram (it leaves with the next drive).
+  held_at: Option<std::time::Instant>,
 }
 
 /// Whether a datagram passes as it is, or is emitted from a copy.
@@ -31,7 +33,7 @@ enum Fate {
 
 impl FaultStage {
   pub fn new(direction: Direction, config: FaultConfig, seed: u64) -> FaultStage {
-    FaultStage { direction, faults: Faults::new(config, seed), held: None }
+    FaultStage { direction, faults: Faults::new(config, seed), held: None, held_at: None }
   }
 
   /// Decides the fate of `[tag][body]`; the bytes are copied only when held or corrupted.
@@ -99,6 +101,7 @@ impl Stage for FaultStage {
       return down.down(to, tag, body);
     }
     self.apply(to, tag, body, |a, t, b| down.down(a, t, b));
+    self.held_at = self.held.as_ref().map(|_| down.now);
   }
 
   fn role(&self, _tag: u8) -> Role {
@@ -117,12 +120,17 @@ impl Stage for FaultStage {
   fn handle_timeout(&mut self, _up: &mut Up<'_>, down: &mut Down<'_>) {
     if self.direction == Direction::Send {
       self.release(|a, t, b| down.down(a, t, b));
+      self.held_at = None;
     }
   }
 
   fn poll_timeout(&self) -> Option<std::time::Instant> {
     // A datagram held on the send side leaves with the next drive.
-    (self.direction == Direction::Send && self.held.is_some()).then(std::time::Instant::now)
+    if self.direction == Direction::Send {
+      self.held_at
+    } else {
+      None
+    }
   }
 
   fn stats(&self, out: &mut Stats) {
