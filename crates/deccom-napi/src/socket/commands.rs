@@ -27,15 +27,14 @@ use crate::stages::delay::DelayStage;
 use crate::stages::faults::FaultStage;
 use crate::stages::noise::NoiseStage;
 use crate::stages::rudp::RudpStage;
-use crate::stages::{Direction, Sink};
+use crate::stages::{Direction, Sink, Stage};
 
 /// Commands waiting at most (rudpSend beyond this fails with ERR_DECCOM_SEND_QUEUE_FULL).
 pub(crate) const MAX_COMMANDS: usize = 1 << 16;
 
 pub(crate) enum Command {
   /// Composes a stage on top of the pipeline.
-  AttachRudp(Box<RudpStage>),
-  AttachNoise(Box<NoiseStage>),
+  Attach(Box<dyn Stage>),
   /// Replaces (or adds, or with None removes) the fault stage of one direction.
   Faults(Direction, Option<Box<FaultStage>>),
   /// Replaces (or adds, or with None removes) the delay line of one direction.
@@ -101,8 +100,7 @@ impl Shared {
 /// Applies one command (I/O thread). `send` hands datagrams to the socket.
 pub(crate) fn apply(sh: &Shared, p: &mut Pipeline, cmd: Command, now: Instant, send: crate::stages::SendFn<'_>, sink: &mut dyn Sink) {
   match cmd {
-    Command::AttachRudp(s) => p.push(s),
-    Command::AttachNoise(s) => p.push(s),
+    Command::Attach(s) => p.push(s),
     Command::Faults(dir, s) => p.set::<FaultStage>(|f| f.direction == dir, s.map(|b| *b)),
     Command::Delay(dir, s) => p.set::<DelayStage>(|d| d.direction == dir, s.map(|b| *b)),
     Command::DelayLink(dir, peer, link) => {

@@ -268,7 +268,7 @@ impl UdpSocket {
     }
     let (config, seed) = rudp_config(options.unwrap_or_default());
     js.rudp = Some(RudpLimits { max_message_size: config.max_message_size, max_outgoing_per_peer: config.max_outgoing_per_peer });
-    let _ = sh.command(Command::AttachRudp(Box::new(RudpStage::new(tag, config, Instant::now(), seed))), false);
+    let _ = sh.command(Command::Attach(Box::new(RudpStage::new(tag, config, Instant::now(), seed))), false);
     Ok(())
   }
 
@@ -364,7 +364,7 @@ impl UdpSocket {
     getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?;
     let endpoint = deccom_core::noise::Endpoint::new(identity.core(), cfg, Instant::now(), seed).map_err(crate::noise::noise_err)?;
     js.noise = true;
-    let _ = sh.command(Command::AttachNoise(Box::new(NoiseStage::new(tag, endpoint))), false);
+    let _ = sh.command(Command::Attach(Box::new(NoiseStage::new(tag, endpoint))), false);
     Ok(())
   }
 

@@ -24,8 +24,11 @@
 //! the stages wrap. Counters: [`Stage::stats`] writes name/value pairs. Commands from JavaScript
 //! reach a stage by its concrete type ([`Stage::as_any_mut`]).
 //!
-//! Adding a stage: one file here implementing [`Stage`], its registration in the socket's
-//! commands (how JavaScript attaches it), and the TypeScript layer that asks for it.
+//! Adding a stage: one file here implementing [`Stage`]; its registration, an attach method on
+//! the socket (`socket/mod.rs`) that validates the options on the JavaScript thread and queues
+//! `Command::Attach`; and the TypeScript layer that asks for it (through a one-line pass-through
+//! on `UdpTransport`). Stage-specific calls from JavaScript (like `rudpSend`) are one more
+//! command each.
 
 use std::any::Any;
 use std::net::SocketAddr;
