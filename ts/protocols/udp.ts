@@ -253,7 +253,11 @@ export class UdpTransport extends Protocol {
   /** @internal Native fault injection on one direction (FaultyTransport in native mode); null removes it. */
   setNativeFaults(direction: 'send' | 'receive', opts: NativeFaultOptions | null): void {
     if (this.#sock === null) throw closed()
-    this.#sock.setFaults(direction, opts)
+    try {
+      this.#sock.setFaults(direction, opts)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /**
@@ -273,7 +277,11 @@ export class UdpTransport extends Protocol {
   /** @internal Starts a handshake on the native Noise stage. */
   noiseConnect(to: Address): void {
     if (this.#sock === null) throw closed()
-    this.#sock.noiseConnect(to.raw)
+    try {
+      this.#sock.noiseConnect(to.raw)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /**
@@ -283,14 +291,22 @@ export class UdpTransport extends Protocol {
    */
   setNativeDelay(direction: 'send' | 'receive', maxQueueBytes: number | null, linkOf: (direction: 'send' | 'receive', peer: Address) => void): void {
     if (this.#sock === null) throw closed()
-    this.#sock.setDelay(direction, maxQueueBytes)
+    try {
+      this.#sock.setDelay(direction, maxQueueBytes)
+    } catch (e) {
+      throw fromNative(e)
+    }
     this.#delayLinks = linkOf
   }
 
   /** @internal The link of one peer on a native delay line (latency ms, bytes per second, 0 = unlimited). */
   setNativeDelayLink(direction: 'send' | 'receive', peer: Address, latencyMs: number, bytesPerSec: number): void {
     if (this.#sock === null) return
-    this.#sock.setDelayLink(direction, peer.raw, latencyMs, bytesPerSec)
+    try {
+      this.#sock.setDelayLink(direction, peer.raw, latencyMs, bytesPerSec)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /**
