@@ -9,6 +9,34 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** One seeded impairment instance: a link, or one direction of a test layer. */
+export declare class Impairment {
+  /**
+   * An instance whose random stream starts at `seed` (an integer 0..2^53; fractions truncated).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a negative or non-finite seed.
+   */
+  constructor(seed: number, options?: ImpairOptions | undefined | null)
+  /** Replaces the parameters; the random stream and the serialization backlog carry on. */
+  configure(options: ImpairOptions): void
+  /**
+   * Decides the fate of a datagram of `len` bytes (the layer tag included) offered at `now`
+   * (ms). Returns the verdict's bit set: copies in bits 0-1, then lost (4), queue full (8),
+   * duplicated (16), reordered (32), corrupted (64). Writes into `out` (3 entries or more): the
+   * due time of the first copy, of the second copy, and the index of the bit to flip (counted
+   * from byte 0's lowest bit, always >= 8; -1 for none).
+   */
+  offer(now: number, len: number, out: Float64Array): number
+  /**
+   * True when nothing waits for serialization at `now` (the instance can be dropped and
+   * recreated without changing any timing).
+   */
+  idle(now: number): boolean
+  /** Counters of the decisions taken. */
+  stats(): ImpairCounters
+}
+
 /** One iterative lookup (see `deccom_core::kad::lookup`); peers are identified by id. */
 export declare class KadLookup {
   /** A lookup for `target` from `seeds` (ids, 32 bytes each, back to back). */
@@ -401,13 +429,45 @@ export declare function encodeAddress(host: string, port: number): Buffer
  */
 export declare function encodePeerRecord(record: PeerRecordObject): Buffer
 
-/** Fault probabilities (0..1) and the seed of their generator. */
+/**
+ * Fault probabilities (0..1), the seed of their generator, and the longest extra delay in ms of
+ * a reordered datagram (default 20).
+ */
 export interface FaultOptions {
   drop?: number
   duplicate?: number
   reorder?: number
   corrupt?: number
   seed?: number
+  reorderDelay?: number
+}
+
+/** Counters of an impairment's decisions. */
+export interface ImpairCounters {
+  offered: number
+  passed: number
+  lost: number
+  queueFull: number
+  duplicated: number
+  reordered: number
+  corrupted: number
+}
+
+/**
+ * Parameters of an impairment (see `deccom_core::impair::ImpairConfig`). Probabilities 0..1,
+ * times in ms, `bandwidth` in bytes per ms (omitted, 0 or Infinity: unlimited), `maxQueueBytes`
+ * the largest serialization backlog (default unbounded).
+ */
+export interface ImpairOptions {
+  drop?: number
+  duplicate?: number
+  reorder?: number
+  corrupt?: number
+  latency?: number
+  jitter?: number
+  reorderDelay?: number
+  bandwidth?: number
+  maxQueueBytes?: number
 }
 
 /**
@@ -705,3 +765,20 @@ export interface UdpSocketStats {
  * `ERR_DECCOM_BAD_KEY` / `ERR_DECCOM_BAD_SIGNATURE` for malformed key or signature bytes.
  */
 export declare function verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean
+
+/**
+ * Decodes `bytes` as `format` (`"rudp"`, `"noise"` or `"noise-frame"`: the bytes after the layer
+ * tag, or a Noise plaintext) and re-encodes what was decoded. Never throws for bad input: it
+ * answers with `error` (the same text as the `error` of the invalid vectors).
+ *
+ * # Errors
+ * `ERR_DECCOM_INVALID_ARGUMENT` for an unknown format name.
+ */
+export declare function wireDecode(format: string, bytes: Uint8Array): WireDecoded
+
+/** What `wireDecode` found: `fields` (JSON text) and `reencoded` for valid input, else `error`. */
+export interface WireDecoded {
+  fields?: string
+  reencoded?: Buffer
+  error?: string
+}

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Impairment = nativeBinding.Impairment
 module.exports.KadLookup = nativeBinding.KadLookup
 module.exports.KadTable = nativeBinding.KadTable
 module.exports.NativeIdentity = nativeBinding.NativeIdentity
@@ -849,3 +850,4 @@ module.exports.kadEncodeNodes = nativeBinding.kadEncodeNodes
 module.exports.kadEncodePing = nativeBinding.kadEncodePing
 module.exports.nodeId = nativeBinding.nodeId
 module.exports.verify = nativeBinding.verify
+module.exports.wireDecode = nativeBinding.wireDecode

@@ -16,6 +16,7 @@
  * No amplification: SAMPLE is never larger than its PULL (the PULL's padding pays for it), and
  * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. Malformed datagrams,
  * unsolicited SAMPLEs and records whose address is not the sender's are dropped and counted.
+ * Byte layout and test vectors: docs/wire.md#biggossip-tag-5 (codec: ts/wire/big-gossip.ts).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -31,9 +32,7 @@ import { DeccomError } from '../errors'
 /** Tag of BigGossip datagrams. */
 export const TAG_BIG_GOSSIP = 5
 
-const PULL = 1
-const SAMPLE = 2
-const INTRO = 3
+import { INTRO, PULL, SAMPLE } from '../wire/big-gossip'
 
 export interface BigGossipOptions {
   bootstrap?: AddressLike[]

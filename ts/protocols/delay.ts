@@ -1,6 +1,6 @@
 /**
  * Delay — a transparent test layer that adds latency, and optionally bandwidth-limited transfer
- * time, per peer pair from user functions, on send or on receive (PROTOCOLS.md, "Test layers").
+ * time, per peer pair from user functions, on send or on receive.
  *
  * ```ts
  * const delay = new Delay({
@@ -14,13 +14,18 @@
  * Binds `send`, `localAddress` and `onMessage` of the layers below; provides `send` and emits
  * `onMessage`. With `on: 'send'` outgoing datagrams wait, with `on: 'receive'` incoming ones do;
  * `from`/`to` of the functions are this node's address and the peer's, in the direction of the
- * datagram. The functions are called for every datagram (so they may change over time).
+ * datagram. **The functions are called once per peer** — when the first datagram to (or from)
+ * it passes — and their answer is kept for that peer, in JavaScript and in native mode alike
+ * (the socket thread cannot call JavaScript per datagram). A link that changes over time is a
+ * SimulatedNetwork `link` function's job, which is asked per datagram.
  *
- * Per peer there is a FIFO queue: a datagram of `n` bytes (payload + 1 tag byte) first waits until
- * the earlier ones to that peer are serialized, then takes `n / bandwidth` ms, then `latency` ms;
- * it never overtakes an earlier datagram of the same pair (Delay does not reorder: use
- * FaultyTransport for that). A datagram with no delay to a peer with an empty queue goes on at
- * once. All queues together hold at most `maxQueueBytes` (default 16 MiB); beyond it datagrams are
+ * Each peer's link is an instance of deccom's one impairment model (deccom-core `impair`, as
+ * behind FaultyTransport and the SimulatedNetwork's links) with that latency and bandwidth and no
+ * faults: a datagram of `n` bytes (payload + 1 tag byte) first waits until the earlier ones to
+ * that peer are serialized, then takes `n / bandwidth` ms, then `latency` ms; it never overtakes
+ * an earlier datagram of the same pair (Delay does not reorder: use FaultyTransport for that). A
+ * datagram to a peer with neither latency nor bandwidth goes on at once. All queues together
+ * hold at most `maxQueueBytes` (default 16 MiB); beyond it datagrams are
  * dropped (`dropped_queue`). Time comes from `ctx.clock`, so in a SimulatedNetwork the delays are
  * exact virtual milliseconds; with the real clock a datagram is never released before its time
  * (timers only fire late). One timer per peer with queued datagrams; `stop()` clears them all and
@@ -30,13 +35,13 @@
  * layer below refused a datagram released later), handler_errors; `stats()` adds queued_bytes.
  * The transport's own pings never reach a layer above it: `node.ping` RTTs do not include this
  * delay (measure with application messages). Being a JS layer on the datagram path, it puts the
- * layers above it on the JavaScript path (DESIGN.md principle 5).
+ * layers above it on the JavaScript path.
  *
  * **Native mode.** When a native layer above asks for it (ReliableUdp does, to keep its fast
  * path) and this layer sits directly on a UdpTransport, the delay line runs inside the socket's
- * I/O thread instead (deccom-core `delay`), and this layer only passes calls through. The user
- * functions are then called once per peer (the first time a datagram to or from it passes), not
- * per datagram; the transport's own pings are delayed too. Counters are in the transport's stats
+ * I/O thread instead (deccom-core `delay`, on the same model), and this layer only passes calls
+ * through. The user functions are called once per peer there too; the transport's own pings are
+ * delayed as well. Counters are in the transport's stats
  * (`delay_rx_*`, `delay_tx_*`); the `native` getter says which mode is in use.
  */
 import type { Address } from '../address'
@@ -45,6 +50,7 @@ import { realClock } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
+import { ImpairModel, verdict } from '../sim/impair'
 import { UdpTransport } from './udp'
 
 export interface DelayOptions {
@@ -67,14 +73,17 @@ interface Item {
 
 interface Pair {
   peer: Address
+  /** The pair's link (null: no latency and no bandwidth limit, datagrams go on at once). */
+  model: ImpairModel | null
   items: Item[]
   head: number
-  /** When the serializer of this pair is free again. */
-  busyUntil: number
   /** Release time of the last queued item (FIFO: no later item is released earlier). */
   lastAt: number
   timer: TimerHandle | undefined
 }
+
+/** Peers whose link is kept; beyond, the links of peers with nothing queued are forgotten. */
+const MAX_PAIRS = 65_536
 
 export class Delay extends Protocol {
   static override bindTo = ['send', 'localAddress']
@@ -158,33 +167,38 @@ export class Delay extends Protocol {
     this.#enqueue(from, from, this.#local!, data, tag, false)
   }
 
-  /** Queues a datagram for `peer`, or forwards it at once when it has no delay and nothing queued. */
-  #enqueue(peer: Address, from: Address, to: Address, data: Uint8Array, tag: number, copyData: boolean): unknown {
-    const now = this.#clock.now()
-    const size = data.length + 1
-    const l = this.#latency(from, to)
-    const latency = l > 0 ? l : 0
-    const b = this.#bandwidth?.(from, to)
-    const bandwidth = b !== undefined && b > 0 && b !== Infinity ? b : 0
+  /** The pair of `peer`, its link asked from the user functions the first time. */
+  #pair(peer: Address, from: Address, to: Address): Pair {
     let pair = this.#pairs.get(peer)
-    if (latency === 0 && bandwidth === 0 && pair === undefined) {
+    if (pair !== undefined) return pair
+    if (this.#pairs.size >= MAX_PAIRS) {
+      for (const [k, p] of this.#pairs) if (p.head === p.items.length) this.#pairs.delete(k)
+    }
+    const l = Number(this.#latency(from, to))
+    const latency = l > 0 && Number.isFinite(l) ? l : 0
+    const b = this.#bandwidth === undefined ? Infinity : Number(this.#bandwidth(from, to))
+    const bandwidth = b > 0 && Number.isFinite(b) ? b : 0
+    const model = latency === 0 && bandwidth === 0 ? null : new ImpairModel(0, { latency, bandwidth })
+    pair = { peer, model, items: [], head: 0, lastAt: -Infinity, timer: undefined }
+    this.#pairs.set(peer, pair)
+    return pair
+  }
+
+  /** Queues a datagram for `peer`, or forwards it at once when its link has no delay. */
+  #enqueue(peer: Address, from: Address, to: Address, data: Uint8Array, tag: number, copyData: boolean): unknown {
+    const pair = this.#pair(peer, from, to)
+    if (pair.model === null) {
       this.count('passed')
       return this.#forward(peer, data, tag)
     }
+    const size = data.length + 1
     if (this.#queuedBytes + size > this.#maxQueueBytes) {
       this.count('dropped_queue')
       return undefined
     }
-    if (pair === undefined) {
-      pair = { peer, items: [], head: 0, busyUntil: now, lastAt: now, timer: undefined }
-      this.#pairs.set(peer, pair)
-    }
-    let departs = now
-    if (bandwidth > 0) {
-      departs = Math.max(now, pair.busyUntil) + size / bandwidth
-      pair.busyUntil = departs
-    }
-    const at = Math.max(departs + latency, pair.lastAt)
+    const now = this.#clock.now()
+    pair.model.offer(now, size)
+    const at = Math.max(verdict[0], pair.lastAt)
     pair.lastAt = at
     pair.items.push({ at, data: copyData ? Buffer.from(data) : data, tag, size })
     this.#queuedBytes += size
@@ -214,8 +228,9 @@ export class Delay extends Protocol {
       if (!this.#running) return
     }
     if (pair.head === pair.items.length) {
-      // Empty: forget the pair (its serializer is idle: busyUntil <= lastAt <= now).
-      this.#pairs.delete(pair.peer)
+      // Empty: keep the pair's link (the user functions are asked once per peer), drop the items.
+      pair.items = []
+      pair.head = 0
       return
     }
     if (pair.head > 1024 && pair.head * 2 > pair.items.length) {

@@ -1,40 +1,44 @@
 /**
  * FaultyTransport — a transparent test layer that drops, duplicates, reorders and corrupts
- * datagrams with given probabilities, from a seeded random generator so that failures reproduce
- * (PROTOCOLS.md, "Test layers").
+ * datagrams with given probabilities, from a seeded random generator so that failures reproduce.
  *
  * ```ts
  * const node = await Node.create({ stack: [new ReliableUdp(), new FaultyTransport({ seed: 7, drop: 0.1, reorder: 0.05 })] })
  * ```
  *
  * It binds `send` and `onMessage` of the layer below and provides/emits the same names, so it fits
- * anywhere in a stack (normally right above the transport). Every datagram that goes through it in
- * a faulty `direction` (and, with `tags`, only datagrams with one of those tags) is, in this order:
- * - dropped with probability `drop` (`faulty_dropped`); otherwise it counts as `passed`;
- * - corrupted with probability `corrupt`: one uniformly chosen bit of the payload is flipped, in a
- *   copy (`faulty_corrupted`). The tag byte is never corrupted; an empty payload stays as it is;
- * - duplicated with probability `duplicate`: it goes on twice (`faulty_duplicated`);
- * - reordered with probability `reorder`: it is held back (`faulty_reordered`) and released right
- *   after the next datagram in the same direction goes through, or after a random delay in
- *   (0, `reorderDelay`] ms on `ctx.clock` if no datagram comes first. At most `maxHeld`
- *   datagrams are held at a time; beyond that, datagrams are not held.
- * Each datagram consumes the same number of random draws whatever happens to it, so the sequence
- * of decisions depends only on the seed and the sequence of datagrams.
+ * anywhere in a stack (normally right above the transport). The faults are decided by deccom's one
+ * impairment model (deccom-core `impair`, also behind Delay and the SimulatedNetwork's links),
+ * one seeded instance per direction: receive seeded with `seed`, send with `seed ^ 0x9e3779b9`.
+ * Every datagram that goes through it in a faulty `direction` (and, with `tags`, only datagrams
+ * with one of those tags) takes exactly eight random draws, whatever happens to it, and is:
+ * - dropped with probability `drop` (`faulty_dropped`), and then nothing else applies;
+ *   otherwise it counts as `passed` and, independently of each other,
+ * - corrupted with probability `corrupt`: one uniformly chosen payload bit is flipped, in a
+ *   copy (`faulty_corrupted`). The tag byte is never corrupted; a datagram with an empty payload
+ *   is left as it is;
+ * - duplicated with probability `duplicate`: a second copy goes on right after it
+ *   (`faulty_duplicated`);
+ * - reordered with probability `reorder`: it is held back (`faulty_reordered`) for a random
+ *   (0, `reorderDelay`] ms on `ctx.clock`, so the datagrams that follow overtake it. At most
+ *   `maxHeld` datagrams are held at a time; beyond that, they go on at once.
+ * So which datagrams are dropped, duplicated, reordered or corrupted (and which bit) depends only
+ * on the seed and the sequence of datagram sizes — the same in native mode, in JavaScript and on
+ * a SimulatedNetwork link with the same seed and probabilities (`__test__/impair.spec.ts`).
  *
  * The transport's own datagrams (pings and pongs of `node.ping`) never reach a layer above the
  * transport, so this layer does not affect them. Being a JS layer that sees every datagram, it puts
- * the layers above it on the JavaScript path (DESIGN.md principle 5). `stop()` clears every timer and
+ * the layers above it on the JavaScript path. `stop()` clears every timer and
  * drops the datagrams still held (`dropped_closed`).
  *
  * **Native mode.** When a native layer above asks for it (ReliableUdp does, so that it keeps its
  * fast path), this layer sits directly on a UdpTransport, `tags` is not set and `native` is not
- * `false`, the faults are applied inside the socket's I/O thread instead
- * (deccom-core `faults`, same probabilities and seed), and this layer only passes calls through.
- * Layers above it (ReliableUdp) then keep the native fast path. Differences: native faults see
- * every datagram on the socket, the transport's pings included, and may corrupt any bit (the tag
- * byte too); a reordered datagram is held until the next one or the end of the current receive
- * burst. Decisions are counted in the transport's stats (`faults_rx_*`, `faults_tx_*`); the
- * layer's `native` getter says which mode is in use.
+ * `false`, the same model runs inside the socket's I/O thread instead (same probabilities, same
+ * seeds), and this layer only passes calls through. Layers above it (ReliableUdp) then keep the
+ * native fast path. Differences: native faults see every datagram on the socket, the
+ * transport's pings included; the socket stage holds reordered datagrams for up to its own
+ * `reorderDelay` (20 ms, the layer's default). Decisions are counted in the transport's stats
+ * (`faults_rx_*`, `faults_tx_*`); the layer's `native` getter says which mode is in use.
  */
 import type { Address } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -42,8 +46,9 @@ import { realClock } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
+import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_DUPLICATED, IMPAIR_REORDERED, ImpairModel, corruptPayload, verdict } from '../sim/impair'
 import type { Seed } from '../sim/random'
-import { Random } from '../sim/random'
+import { seedToU32 } from '../sim/random'
 import { UdpTransport } from './udp'
 
 export interface FaultyTransportOptions {
@@ -53,7 +58,7 @@ export interface FaultyTransportOptions {
   drop?: number
   /** Probability 0..1 that a datagram goes on twice (default 0). */
   duplicate?: number
-  /** Probability 0..1 that a datagram is held back and overtaken (default 0). */
+  /** Probability 0..1 that a datagram is held back (0, reorderDelay] ms and overtaken (default 0). */
   reorder?: number
   /** Probability 0..1 that one bit of the payload is flipped (default 0). */
   corrupt?: number
@@ -61,7 +66,7 @@ export interface FaultyTransportOptions {
   direction?: 'send' | 'receive' | 'both'
   /** Only datagrams with these tags are subject to faults (default: every tag). */
   tags?: readonly number[]
-  /** Longest time in ms a reordered datagram is held when nothing overtakes it (default 20). */
+  /** Longest time in ms a reordered datagram is held (default 20). */
   reorderDelay?: number
   /** Most datagrams held for reordering at once (default 1024). */
   maxHeld?: number
@@ -76,7 +81,6 @@ interface Held {
   peer: Address
   data: Uint8Array
   tag: number
-  copies: number
   timer: TimerHandle | undefined
 }
 
@@ -92,7 +96,9 @@ export class FaultyTransport extends Protocol {
   /** The seed in use (as an unsigned 32-bit integer): pass it back to reproduce a run. */
   readonly seed: number
 
-  readonly #rng: Random
+  /** The models of each direction (JavaScript mode). */
+  readonly #rx: ImpairModel
+  readonly #tx: ImpairModel
   readonly #drop: number
   readonly #duplicate: number
   readonly #reorder: number
@@ -106,8 +112,6 @@ export class FaultyTransport extends Protocol {
   #log: (fmt: string, ...a: unknown[]) => void = () => {}
   #running = false
   readonly #held = new Set<Held>()
-  #heldSend: Held[] = []
-  #heldReceive: Held[] = []
   readonly #allowNative: boolean
   #native = false
 
@@ -136,8 +140,10 @@ export class FaultyTransport extends Protocol {
     if (!(this.#reorderDelay >= 0 && Number.isFinite(this.#reorderDelay))) {
       throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `FaultyTransport: reorderDelay must be a finite number >= 0, got ${opts.reorderDelay}`)
     }
-    this.#rng = new Random(opts.seed ?? (Math.random() * 0x1_0000_0000) >>> 0)
-    this.seed = this.#rng.seed
+    this.seed = seedToU32(opts.seed ?? (Math.random() * 0x1_0000_0000) >>> 0)
+    const model = { drop: this.#drop, duplicate: this.#duplicate, reorder: this.#reorder, corrupt: this.#corrupt, reorderDelay: this.#reorderDelay }
+    this.#rx = new ImpairModel(this.seed, model)
+    this.#tx = new ImpairModel((this.seed ^ 0x9e3779b9) >>> 0, model)
     this.#allowNative = opts.native !== false && opts.tags === undefined
   }
 
@@ -170,102 +176,64 @@ export class FaultyTransport extends Protocol {
 
   send(to: Address, data: Uint8Array, tag = 0): unknown {
     if (this.#native || !this.#send || (this.#tags !== undefined && !this.#tags.has(tag))) return this.lower.send(to, data, tag)
-    const d = this.#decide(data)
-    if (d === undefined) return undefined
-    if (d.hold) return this.#hold('send', to, d.data, tag, d.copies, d.holdMs)
-    let r: unknown
-    try {
-      r = this.lower.send(to, d.data, tag)
-      if (d.copies === 2) this.lower.send(to, d.data, tag)
-    } finally {
-      this.#releaseAll('send')
-    }
-    return r
+    return this.#impair('send', to, data, tag)
   }
 
   onMessage(from: Address, data: Uint8Array, tag: number): void {
     if (this.#native || !this.#receive || (this.#tags !== undefined && !this.#tags.has(tag))) return this.upper.onMessage(from, data, tag)
-    const d = this.#decide(data)
-    if (d === undefined) return
-    if (d.hold) return this.#hold('receive', from, d.data, tag, d.copies, d.holdMs)
-    try {
-      this.upper.onMessage(from, d.data, tag)
-      if (d.copies === 2) this.upper.onMessage(from, copy(d.data), tag)
-    } finally {
-      this.#releaseAll('receive')
-    }
+    this.#impair('receive', from, data, tag)
   }
 
-  /** The fate of one datagram, from a fixed number of random draws. undefined: dropped. */
-  #decide(data: Uint8Array): { data: Uint8Array; copies: number; hold: boolean; holdMs: number } | undefined {
-    const rng = this.#rng
-    const dropRoll = rng.next()
-    const corruptRoll = rng.next()
-    const bitRoll = rng.next()
-    const dupRoll = rng.next()
-    const reorderRoll = rng.next()
-    const delayRoll = rng.next()
-    if (dropRoll < this.#drop) {
+  /** Asks the model about one datagram and carries out its verdict. */
+  #impair(dir: Dir, peer: Address, data: Uint8Array, tag: number): unknown {
+    const now = this.#clock.now()
+    const code = (dir === 'send' ? this.#tx : this.#rx).offer(now, data.length + 1)
+    const copies = code & IMPAIR_COPIES
+    if (copies === 0) {
       this.count('faulty_dropped')
       return undefined
     }
+    const at0 = verdict[0]
+    const at1 = verdict[1]
     this.count('passed')
     let out = data
-    if (corruptRoll < this.#corrupt && data.length > 0) {
-      out = copy(data)
-      const bit = Math.floor(bitRoll * data.length * 8)
-      out[bit >>> 3] ^= 1 << (bit & 7)
+    if (code & IMPAIR_CORRUPTED) {
+      out = corruptPayload(data, verdict[2])
       this.count('faulty_corrupted')
     }
-    const copies = dupRoll < this.#duplicate ? 2 : 1
-    if (copies === 2) this.count('faulty_duplicated')
-    const hold = reorderRoll < this.#reorder && this.#held.size < this.#maxHeld && this.#running
-    if (hold) {
-      this.count('faulty_reordered')
-      // Held bytes must not change under us: a sender may reuse its buffer after send returns.
-      if (out === data) out = copy(data)
-    }
-    return { data: out, copies, hold, holdMs: this.#reorderDelay * (1 - delayRoll) }
+    if (code & IMPAIR_DUPLICATED) this.count('faulty_duplicated')
+    if (code & IMPAIR_REORDERED) this.count('faulty_reordered')
+    const r = this.#emitAt(dir, peer, out, tag, at0, now, false)
+    if (copies === 2) this.#emitAt(dir, peer, out, tag, at1, now, true)
+    return r
   }
 
-  #hold(dir: Dir, peer: Address, data: Uint8Array, tag: number, copies: number, ms: number): undefined {
-    const h: Held = { dir, peer, data, tag, copies, timer: undefined }
+  /** Forwards a copy now if it is due (or cannot be held), else holds it until `at`. */
+  #emitAt(dir: Dir, peer: Address, data: Uint8Array, tag: number, at: number, now: number, again: boolean): unknown {
+    if (at <= now || !this.#running || this.#held.size >= this.#maxHeld) {
+      if (dir === 'send') return this.lower.send(peer, data, tag)
+      // A second delivery gets its own bytes: a handler may modify what it is given.
+      return this.upper.onMessage(peer, again ? copy(data) : data, tag)
+    }
+    // Held bytes must not change under us: a sender may reuse its buffer after send returns.
+    const h: Held = { dir, peer, data: copy(data), tag, timer: undefined }
     h.timer = this.#clock.setTimeout(() => {
       h.timer = undefined
-      const list = dir === 'send' ? this.#heldSend : this.#heldReceive
-      const i = list.indexOf(h)
-      if (i >= 0) list.splice(i, 1)
       this.#release(h)
-    }, ms)
+    }, at - now)
     this.#held.add(h)
-    ;(dir === 'send' ? this.#heldSend : this.#heldReceive).push(h)
     return undefined
-  }
-
-  /** Releases every datagram held in `dir` (after a datagram overtook them), oldest first. */
-  #releaseAll(dir: Dir): void {
-    const list = dir === 'send' ? this.#heldSend : this.#heldReceive
-    if (list.length === 0) return
-    if (dir === 'send') this.#heldSend = []
-    else this.#heldReceive = []
-    for (const h of list) {
-      this.#clock.clearTimeout(h.timer)
-      h.timer = undefined
-      this.#release(h)
-    }
   }
 
   #release(h: Held): void {
     if (!this.#held.delete(h)) return
-    for (let i = 0; i < h.copies; i++) {
-      try {
-        if (h.dir === 'send') this.lower.send(h.peer, h.data, h.tag)
-        else this.upper.onMessage(h.peer, i === 0 ? h.data : copy(h.data), h.tag)
-      } catch (e) {
-        // Released late, there is no caller to throw to: count it and carry on.
-        this.count(h.dir === 'send' ? 'dropped_send_error' : 'handler_errors')
-        this.#log('faulty: releasing a held datagram failed: %O', e)
-      }
+    try {
+      if (h.dir === 'send') this.lower.send(h.peer, h.data, h.tag)
+      else this.upper.onMessage(h.peer, h.data, h.tag)
+    } catch (e) {
+      // Released late, there is no caller to throw to: count it and carry on.
+      this.count(h.dir === 'send' ? 'dropped_send_error' : 'handler_errors')
+      this.#log('faulty: releasing a held datagram failed: %O', e)
     }
   }
 
@@ -276,8 +244,6 @@ export class FaultyTransport extends Protocol {
       this.count('dropped_closed')
     }
     this.#held.clear()
-    this.#heldSend = []
-    this.#heldReceive = []
   }
 }
 

@@ -19,6 +19,7 @@
  * | 1 HELLO | the sender's peer record         |
  * | 2 HELLO_ACK | the sender's peer record     |
  * | 3 EXIT | nothing                           |
+ * Byte layout and test vectors: docs/wire.md#fixedpeers-tag-6 (codec: ts/wire/fixed-peers.ts).
  * Records are decoded with the checked peer-record codec. Datagrams from addresses not in the list,
  * malformed ones, and records whose address is not the sender's are dropped and counted.
  */
@@ -27,7 +28,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError } from '../errors'
 import type { Identity } from '../identity'
-import { Peer, decodePeerRecord, encodePeerRecord } from '../peer'
+import { Peer, encodePeerRecord } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { TAG_APP } from './udp'
@@ -36,9 +37,7 @@ import { DiscoveryErrorCode, toId } from './kademlia'
 /** Tag of FixedPeers datagrams. */
 export const TAG_FIXED = 6
 
-const HELLO = 1
-const HELLO_ACK = 2
-const EXIT = 3
+import { EXIT, HELLO, HELLO_ACK, decodeFixedPeers } from '../wire/fixed-peers'
 
 export interface FixedPeersOptions {
   /** The peers' addresses. */
@@ -139,9 +138,9 @@ export class FixedPeers extends Protocol {
     const from = source instanceof Peer ? source.address : source
     if (tag !== TAG_FIXED) return this.upper.onMessage(source instanceof Peer ? source : this.#known.get(from) ?? from, data, tag)
     if (!this.#list.has(from)) return this.count('dropped_unknown_peer')
-    if (data.length === 0) return this.count('dropped_malformed')
-    const type = data[0]
-    if (type === EXIT) {
+    const m = decodeFixedPeers(data)
+    if (m === null) return this.count('dropped_malformed')
+    if (m.type === 'EXIT') {
       const p = this.#known.get(from)
       if (!p) return this.count('dropped_unsolicited')
       this.#known.delete(from)
@@ -149,15 +148,9 @@ export class FixedPeers extends Protocol {
       this.count('exits_received')
       return this.#emit('disconnected', p)
     }
-    if (type !== HELLO && type !== HELLO_ACK) return this.count('dropped_malformed')
-    let rec
-    try {
-      rec = decodePeerRecord(data.subarray(1))
-    } catch {
-      return this.count('dropped_malformed')
-    }
+    const rec = m.peer
     if (rec.address !== from) return this.count('dropped_address_mismatch')
-    if (type === HELLO) this.sendControl(from, Buffer.concat([Buffer.from([HELLO_ACK]), this.#record!]), 'acks_sent')
+    if (m.type === 'HELLO') this.sendControl(from, Buffer.concat([Buffer.from([HELLO_ACK]), this.#record!]), 'acks_sent')
     if (this.#known.has(from)) return
     const p = new Peer(from, rec.id, rec.publicIdentity)
     this.#known.set(from, p)

@@ -24,6 +24,7 @@
  * that the reply can carry about k records; PONG = PING; FOUND goes to the origin only once per
  * query and is about as large as the FIND that carried the origin's record). Malformed datagrams,
  * unsolicited replies and records whose address is not the sender's are dropped and counted.
+ * Byte layout and test vectors: docs/wire.md#gossip-tag-8 (codec: ts/wire/gossip.ts).
  */
 import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
@@ -35,17 +36,13 @@ import { Peer, decodePeerRecord, encodePeerRecord } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { DiscoveryErrorCode, toId } from './kademlia'
+import { EXCHANGE, FIND, FOUND, MAX_LIST, PING, PONG, REPLY, decodeList, encodeFind, encodeFound, encodeList } from '../wire/gossip'
+
+export { decodeList, encodeList }
 
 /** Tag of Gossip datagrams. */
 export const TAG_GOSSIP = 8
 
-const EXCHANGE = 1
-const REPLY = 2
-const PING = 3
-const PONG = 4
-const FIND = 5
-const FOUND = 6
-const MAX_LIST = 64
 
 export interface GossipOptions {
   bootstrap?: AddressLike[]
@@ -70,39 +67,6 @@ export interface GossipOptions {
   /** Default findPeer timeout, ms (default 5000). */
   findTimeout?: number
   seed?: number
-}
-
-/** Record-list helpers shared with BigGossip. @internal */
-export function encodeList(records: Buffer[], maxLen = Infinity): Buffer {
-  const parts: Buffer[] = [Buffer.alloc(1)]
-  let len = 1
-  let n = 0
-  for (const r of records) {
-    if (n === MAX_LIST || len + 2 + r.length > maxLen) break
-    const l = Buffer.alloc(2)
-    l.writeUInt16BE(r.length)
-    parts.push(l, r)
-    len += 2 + r.length
-    n++
-  }
-  parts[0][0] = n
-  return Buffer.concat(parts)
-}
-
-/** @internal Decodes a record list at `off`; throws on malformed input. */
-export function decodeList(data: Buffer, off: number): { records: ReturnType<typeof decodePeerRecord>[]; end: number } {
-  const n = data[off]
-  if (n === undefined || n > MAX_LIST) throw new Error('bad count')
-  let p = off + 1
-  const records = []
-  for (let i = 0; i < n; i++) {
-    if (p + 2 > data.length) throw new Error('truncated')
-    const l = data.readUInt16BE(p)
-    if (p + 2 + l > data.length) throw new Error('truncated')
-    records.push(decodePeerRecord(data.subarray(p + 2, p + 2 + l)))
-    p += 2 + l
-  }
-  return { records, end: p }
 }
 
 /** @internal xorshift32 */
@@ -346,12 +310,7 @@ export class Gossip extends Protocol {
     const k = hex === this.#selfHex ? null : this.#known.get(hex)
     if (hex === this.#selfHex || k) {
       const rec = k ? k.record : this.#record
-      const reply = Buffer.alloc(11 + rec.length)
-      reply[0] = FOUND
-      reply.writeUInt32BE(hi, 1)
-      reply.writeUInt32BE(lo, 5)
-      reply.writeUInt16BE(rec.length, 9)
-      rec.copy(reply, 11)
+      const reply = encodeFound(hi, lo, rec)
       this.count('found_sent')
       return void this.sendControl(origin.address, reply)
     }
@@ -365,15 +324,7 @@ export class Gossip extends Protocol {
   }
 
   #findMsg(hi: number, lo: number, hops: number, target: Buffer, origin: Buffer): Buffer {
-    const b = Buffer.alloc(44 + origin.length)
-    b[0] = FIND
-    b.writeUInt32BE(hi, 1)
-    b.writeUInt32BE(lo, 5)
-    b[9] = hops
-    target.copy(b, 10)
-    b.writeUInt16BE(origin.length, 42)
-    origin.copy(b, 44)
-    return b
+    return encodeFind(hi, lo, hops, target, origin)
   }
 
   #learn(r: ReturnType<typeof decodePeerRecord>, _data: Buffer, direct: boolean): void {

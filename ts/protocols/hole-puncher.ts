@@ -30,6 +30,7 @@
  * | 7    | PUNCH_ACK  | nonce u32, addr (what I saw)       | —                  |
  * Answers are never larger than the datagram they answer, except INTRO (two datagrams of at most
  * 43 B to an INTRO_REQ of at least 12 B), which is rate limited (`maxIntroductionsPerSecond`).
+ * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9 (mirrored by ts/wire/hole-punch.ts).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'

@@ -33,7 +33,7 @@
  * dependency is resolved by walking `ctx.stack.layers` below this layer at start; without such a
  * layer every verified peer is approved. Rejections are counted (`rejected_by_approval`).
  *
- * ## Verification and amplification (see `deccom-core/src/kad/wire.rs` for the wire format)
+ * ## Verification and amplification (wire format: docs/wire.md#kademlia-tag-3)
  * - Responses (PONG, NODES) are accepted only when they answer a request we sent: same 64-bit
  *   random request id, same type, from the address we sent to (`dropped_unsolicited` otherwise);
  *   a NODES from another node than the one queried is dropped (`dropped_wrong_sender`).

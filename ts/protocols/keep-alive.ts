@@ -18,6 +18,7 @@
  * | 1..5  | ping id, u32 BE     | the ping's id, echoed |
  * A pong is as large as its ping (no amplification). Anything else with this tag is dropped and
  * counted (`dropped_malformed`).
+ * Byte layout and test vectors: docs/wire.md#keepalive-tag-7 (mirrored by ts/wire/ping.ts).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'

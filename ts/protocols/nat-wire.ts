@@ -7,7 +7,7 @@
  * | 1..       | 4 address bytes | 16 address bytes |
  * | then 2    | port, u16 BE    | port, u16 BE     |
  *
- * 7 bytes for IPv4, 19 for IPv6. Decoding checks every length and returns null on anything malformed.
+ * docs/wire.md#address-encodings. 7 bytes for IPv4, 19 for IPv6. Decoding checks every length and returns null on anything malformed.
  */
 import type { Address } from '../address'
 import { toAddress } from '../address'

@@ -22,7 +22,7 @@
  * `[upper tag][0x01][message id u32][total u32][offset u32][data]` of a message larger than
  * `maxFrameSize` bytes (default 60,000). The codec and the bounded reassembly are
  * `deccom-core::noise::frame`, shared with the socket thread's Noise stage; the layout is in
- * docs/wire.md ("Noise frames"). Reassembly is bounded: `maxMessageSize` per message,
+ * docs/wire.md#noise-frames. Reassembly is bounded: `maxMessageSize` per message,
  * `maxReassemblyPerPeer` / `maxReassemblyTotal` bytes, `reassemblyTimeout` ms without progress;
  * beyond them chunks are dropped and counted (`dropped_reassembly_*`). A chunk never joins a message
  * protected in another mode, and overlapping chunks are refused.

@@ -9,15 +9,15 @@
  *
  * A pong is exactly as large as its ping (no amplification); a pong is accepted only from the
  * address the ping went to. Other control datagrams are dropped and counted.
+ * Byte layout and test vectors: docs/wire.md#udp-transport-ping-tag-1 (codec: ts/wire/ping.ts).
  */
 import type { Address } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
+import { PING, PONG, PING_LEN, decodePing } from '../wire/ping'
 
-const PING = 1
-const PONG = 2
 /** Length of a control datagram after the transport tag. */
-export const PING_BODY_LEN = 5
+export const PING_BODY_LEN = PING_LEN
 const MAX_PINGS = 4096
 
 export interface PingOptions {
@@ -101,20 +101,19 @@ export class Pinger {
 
   /** A control datagram (the bytes after the transport tag) from `from`: answers pings, settles pongs. */
   onControl(from: Address, body: Uint8Array): void {
-    if (body.length !== PING_BODY_LEN) return this.count('dropped_malformed')
-    if (body[0] === PING) {
+    const m = decodePing(body)
+    if (m === null) return this.count('dropped_malformed')
+    if (m.type === 'PING') {
       this.count('pings_answered')
       this.#body.set(body)
       this.#body[0] = PONG
       this.sendControl(from, this.#body)
-    } else if (body[0] === PONG) {
-      const id = ((body[1] << 24) | (body[2] << 16) | (body[3] << 8) | body[4]) >>> 0
+    } else {
+      const id = m.id
       const p = this.#pending.get(id)
       if (!p || p.to !== from) return this.count('dropped_unexpected_pong')
       this.#settle(id)
       p.resolve(this.clock().now() - p.t0)
-    } else {
-      this.count('dropped_malformed')
     }
   }
 

@@ -26,6 +26,7 @@
  * | 6    | QUERY         | c → r     | nonce u32, addr (peer)                |
  * | 7    | QUERY_REPLY   | r → c     | nonce u32, present u8                 |
  * | 8    | RELEASE       | c → r     | nonce u32                             |
+ * Byte layout and test vectors: docs/wire.md#relay-tag-10 (codec: ts/wire/relay.ts).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -39,16 +40,7 @@ import { addrLen, readAddr, writeAddr } from './nat-wire'
 /** Tag of relay datagrams. */
 export const TAG_RELAY = 10
 
-const ALLOC = 1
-const ALLOC_OK = 2
-const ALLOC_REFUSED = 3
-const DATA = 4
-const FWD = 5
-const QUERY = 6
-const QUERY_REPLY = 7
-const RELEASE = 8
-const REFUSED_NOT_RELAY = 1
-const REFUSED_FULL = 2
+import { ALLOC, ALLOC_OK, ALLOC_REFUSED, DATA, FWD, QUERY, QUERY_REPLY, RELEASE, REFUSED_FULL, REFUSED_NOT_RELAY } from '../wire/relay'
 
 /** A peer whose message came through a relay. */
 export class RelayedPeer extends Peer {

@@ -9,7 +9,7 @@
  * not its own up unchanged (a transparent layer).
  *
  * The protocol (segments, selective acks, RTT/RTO, loss recovery, NewReno with pacing, receive
- * window, bounded reassembly) is `deccom-core::rudp`, in Rust. It runs in one of two places:
+ * window, bounded reassembly) is `deccom-core::rudp`, in Rust (wire format: docs/wire.md#reliable-udp-tag-2). It runs in one of two places:
  * - **native** (the fast path): when every layer between this one and the UdpTransport is native
  *   (e.g. FaultyTransport in native mode), the endpoint runs inside the socket's I/O thread; no
  *   segment, ack or retransmission ever crosses into JavaScript.

@@ -34,6 +34,7 @@
  *
  * REQ and ACCEPT are zero-padded to at least 96 bytes (shorter ones are dropped), so every OFFER,
  * GO or FAIL the introducer sends is smaller than the request that caused it (no amplification).
+ * Byte layout and test vectors: docs/wire.md#tcp-hole-punching-tag-11 (mirrored by ts/wire/tcp-hole-punch.ts).
  *
  * A repeats REQ every `introRetry` ms until GO, B repeats ACCEPT until GO (UDP may lose them). On
  * GO both sides `connect()` from their punch port to the peer's punch endpoint, again every

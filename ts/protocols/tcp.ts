@@ -17,7 +17,7 @@
  * `to` is a node id (32-byte Buffer or 64 hex digits; needs a connection or a TCP address learned
  * from an earlier introduction) or the peer's TCP listening Address (`"host:port"`).
  *
- * ## Wire format (version 1)
+ * ## Wire format (version 1; docs/wire.md#tcp-streams)
  * A connection is a sequence of frames, each a 5-byte header and a body:
  *
  * | bytes | field                                                                 |

@@ -15,7 +15,7 @@
  * | 2..6  | request id, u32 BE   | the ping's id, echoed     |
  *
  * A pong is exactly as large as its ping (no amplification). Anything else with this tag, and empty
- * datagrams, are dropped and counted.
+ * datagrams, are dropped and counted. Every format on the wire: docs/wire.md#layer-tag.
  *
  * ## Batching
  * Sends made in the same JavaScript turn are staged and handed to Rust in one call at the end of

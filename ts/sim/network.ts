@@ -1,5 +1,5 @@
 /**
- * SimulatedNetwork — an in-process datagram network in virtual time (DESIGN.md principle 11).
+ * SimulatedNetwork — an in-process datagram network in virtual time.
  *
  * ```ts
  * const sim = new SimulatedNetwork({ seed: 42, defaultLink: { latency: 5, loss: 0.1 } })
@@ -16,16 +16,15 @@
  *
  * ## Links
  * A datagram from A to B takes the link A→B, whose {@link LinkSpec} is `defaultLink` overridden by
- * `link(A, B)` (asked for every datagram, so it can change over time, e.g. for partitions):
- * 1. serialization: with a finite `bandwidth` (bytes per ms), the datagram (tag + payload bytes)
- *    waits behind the earlier ones on the same link (a FIFO per ordered pair) and takes
- *    `size / bandwidth` ms to send. Beyond `maxQueueBytes` of backlog it is dropped (`dropped_queue`);
- * 2. loss with probability `loss` (`lost`);
- * 3. propagation: `latency` + a uniform random extra in [0, `jitter`) ms;
- * 4. reordering: with probability `reorder` an extra uniform random delay in [0, `reorderDelay`) ms,
- *    so later datagrams may overtake it (`reordered`);
- * 5. duplication: with probability `duplicate` a second copy follows with its own jitter (`duplicated`).
- * A datagram to an address with no started transport is dropped on arrival (`dropped_no_route`).
+ * `link(A, B)` (asked for every datagram, so it can change over time, e.g. for partitions). Each
+ * ordered pair is one instance of deccom's impairment model (`./impair.ts`; deccom-core `impair`
+ * documents the procedure), seeded with `spec.seed` if given, else with the FNV-1a hash of
+ * `"<network seed> <A>><B>"`: serialization at `bandwidth` behind a backlog bounded by
+ * `maxQueueBytes` (`dropped_queue`), then loss (`lost`), corruption of one non-tag bit
+ * (`corrupted`), `latency` + [0, `jitter`) ms, an extra (0, `reorderDelay`] ms with probability
+ * `reorder` (`reordered`) and a second copy with its own jitter with probability `duplicate`
+ * (`duplicated`). A datagram to an address with no started transport is dropped on arrival
+ * (`dropped_no_route`).
  *
  * ## NATs
  * {@link createNat} makes an RFC 4787 NAT (`./nat.ts`); a node created with `behind: nat` has a
@@ -47,8 +46,9 @@
  * deadline and by a maximum number of events.
  *
  * ## Determinism
- * All randomness (loss, jitter, duplication, reordering, default identities, {@link random}) comes
- * from xoshiro128** streams derived from `seed`. A program that takes its time from the virtual clock
+ * The links' randomness comes from their impairment instances (seeded from `seed` and the link);
+ * the rest (default identities, ping ids, NAT ports, {@link random}) from xoshiro128** streams
+ * derived from `seed`. A program that takes its time from the virtual clock
  * and its randomness from the simulator, run with the same seed, processes the same events in the
  * same order: {@link trace} (a rolling hash of every event, and a bounded log of datagram events)
  * is identical. Real I/O or `Math.random` in the program breaks this, of course.
@@ -63,8 +63,9 @@ import type { NodeOptions } from '../node'
 import type { Protocol } from '../protocol'
 import { SimNat } from './nat'
 import type { SimNatOptions } from './nat'
+import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, ImpairModel, linkParams, sameLinkParams, verdict } from './impair'
 import type { Seed } from './random'
-import { Random } from './random'
+import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
 
 /** Error codes of the simulator (not in ErrorCode yet). */
@@ -91,8 +92,15 @@ export interface LinkSpec {
   reorder: number
   /** Upper bound of that extra delay, ms (default: max(latency, 1)). */
   reorderDelay?: number
+  /** Probability 0..1 that one bit of a datagram (never of its tag byte) is flipped (default 0). */
+  corrupt: number
   /** Bytes waiting for serialization on this link beyond which datagrams are dropped (default 16 MiB). */
   maxQueueBytes: number
+  /**
+   * Seed of this link's impairment instance (default: derived from the network's seed and the
+   * link). Read when the link is first used; e.g. the seed of a FaultyTransport to replay its run.
+   */
+  seed?: Seed
 }
 
 export interface SimulatedNetworkOptions {
@@ -182,6 +190,7 @@ const DEFAULT_LINK: LinkSpec = Object.freeze({
   loss: 0,
   duplicate: 0,
   reorder: 0,
+  corrupt: 0,
   maxQueueBytes: 16 * 1024 * 1024,
 })
 const MAX_LINK_STATES = 65_536
@@ -196,7 +205,6 @@ export class SimulatedNetwork {
   /** A seeded random stream for the program under test (separate from the network's own). */
   readonly random: Random
   readonly #seed: number
-  readonly #rng: Random
   readonly #idRng: Random
   readonly #miscRng: Random
   readonly #defaultLink: LinkSpec
@@ -221,8 +229,8 @@ export class SimulatedNetwork {
   readonly #natRng: Random
   #nextNatHost = 1
   readonly #nodes: Node[] = []
-  /** Ordered pair key → time the link finishes serializing its backlog. */
-  readonly #busyUntil = new Map<string, number>()
+  /** Ordered pair key → the link's impairment instance and the spec it was last given. */
+  readonly #links = new Map<string, { model: ImpairModel; spec: LinkSpec }>()
 
   // Trace: two 32-bit lanes of a rolling hash, and a ring of datagram records.
   #h1 = 0x811c9dc5
@@ -241,6 +249,7 @@ export class SimulatedNetwork {
     lost: 0,
     duplicated: 0,
     reordered: 0,
+    corrupted: 0,
     dropped_queue: 0,
     dropped_no_route: 0,
     dropped_nat: 0,
@@ -251,7 +260,6 @@ export class SimulatedNetwork {
   constructor(opts: SimulatedNetworkOptions = {}) {
     const root = new Random(opts.seed ?? 0)
     this.#seed = root.seed
-    this.#rng = root.fork()
     this.#idRng = root.fork()
     this.random = root.fork()
     this.#miscRng = root.fork()
@@ -436,7 +444,7 @@ export class SimulatedNetwork {
     }
     this.#heap.length = 0
     this.#cancelled = 0
-    this.#busyUntil.clear()
+    this.#links.clear()
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason
   }
@@ -619,46 +627,50 @@ export class SimulatedNetwork {
       }
     }
     const spec = this.#specFor(from, to)
-    const rng = this.#rng
-    // Fixed number of draws per datagram, whatever the outcome, so that one change of probability
-    // does not shift every later random choice.
-    const lostRoll = rng.next()
-    const jitterRoll = rng.next()
-    const reorderRoll = rng.next()
-    const reorderAmount = rng.next()
-    const dupRoll = rng.next()
-    const dupJitter = rng.next()
-
-    let departs = this.#now
-    if (spec.bandwidth !== Infinity) {
-      const key = from.key + '>' + to.key
-      const busy = Math.max(this.#busyUntil.get(key) ?? 0, this.#now)
-      if ((busy - this.#now) * spec.bandwidth + bytes.length > spec.maxQueueBytes) {
-        s.dropped_queue++
-        this.#record(Kind.QueueDrop, from, to, bytes)
-        return
-      }
-      departs = busy + bytes.length / spec.bandwidth
-      if (this.#busyUntil.size >= MAX_LINK_STATES && !this.#busyUntil.has(key)) this.#pruneLinks()
-      this.#busyUntil.set(key, departs)
+    const code = this.#linkModel(from, to, spec).offer(this.#now, bytes.length)
+    if (code & IMPAIR_QUEUE_FULL) {
+      s.dropped_queue++
+      this.#record(Kind.QueueDrop, from, to, bytes)
+      return
     }
-    if (lostRoll < spec.loss) {
+    const copies = code & IMPAIR_COPIES
+    if (copies === 0) {
       s.lost++
       this.#record(Kind.Lost, from, to, bytes)
       return
     }
-    let arrives = departs + spec.latency + jitterRoll * spec.jitter
-    if (reorderRoll < spec.reorder) {
-      s.reordered++
-      arrives += reorderAmount * (spec.reorderDelay ?? Math.max(spec.latency, 1))
+    const at0 = verdict[0]
+    const at1 = verdict[1]
+    if (code & IMPAIR_CORRUPTED) {
+      // The network owns `bytes`: flip the bit in place (the model never picks the tag byte).
+      const bit = verdict[2]
+      bytes[bit >>> 3] ^= 1 << (bit & 7)
+      s.corrupted++
     }
+    if (code & IMPAIR_REORDERED) s.reordered++
     this.#record(Kind.Send, from, to, bytes)
-    this.#schedule(arrives - this.#now, () => this.#deliver(from, to, bytes))
-    if (dupRoll < spec.duplicate) {
+    this.#schedule(at0 - this.#now, () => this.#deliver(from, to, bytes))
+    if (copies === 2) {
       s.duplicated++
       const copy = Buffer.from(bytes)
-      this.#schedule(departs + spec.latency + dupJitter * spec.jitter - this.#now, () => this.#deliver(from, to, copy))
+      this.#schedule(at1 - this.#now, () => this.#deliver(from, to, copy))
     }
+  }
+
+  /** The impairment instance of the link from → to, configured with `spec`. */
+  #linkModel(from: Address, to: Address, spec: LinkSpec): ImpairModel {
+    const key = from.key + '>' + to.key
+    let link = this.#links.get(key)
+    if (link === undefined) {
+      if (this.#links.size >= MAX_LINK_STATES) this.#pruneLinks()
+      const seed = spec.seed !== undefined ? seedToU32(spec.seed) : seedToU32(`${this.#seed} ${key}`)
+      link = { model: new ImpairModel(seed, linkParams(spec)), spec }
+      this.#links.set(key, link)
+    } else if (link.spec !== spec && !sameLinkParams(link.spec, spec)) {
+      link.model.configure(linkParams(spec))
+      link.spec = spec
+    }
+    return link.model
   }
 
   #deliver(from: Address, to: Address, bytes: Buffer): void {
@@ -700,9 +712,9 @@ export class SimulatedNetwork {
     return over ? checkLink({ ...this.#defaultLink, ...over }, `link(${from.key}, ${to.key})`) : this.#defaultLink
   }
 
-  /** Forget links whose backlog is empty (they behave exactly as fresh ones). */
+  /** Forget links with an empty backlog (too many in use); one used again starts afresh from its seed. */
   #pruneLinks(): void {
-    for (const [k, t] of this.#busyUntil) if (t <= this.#now) this.#busyUntil.delete(k)
+    for (const [k, l] of this.#links) if (l.model.idle(this.#now)) this.#links.delete(k)
   }
 
   // ---- trace --------------------------------------------------------------------------------
@@ -783,7 +795,8 @@ function checkLink(l: LinkSpec, where: string): LinkSpec {
   }
   for (const f of ['latency', 'jitter', 'maxQueueBytes'] as const) if (!(l[f] >= 0) || !Number.isFinite(l[f])) bad(f, 'must be a finite number >= 0')
   if (!(l.bandwidth > 0)) bad('bandwidth', 'must be > 0 bytes per ms (Infinity for no limit)')
-  for (const f of ['loss', 'duplicate', 'reorder'] as const) if (!(l[f] >= 0 && l[f] <= 1)) bad(f, 'must be a probability 0..1')
+  for (const f of ['loss', 'duplicate', 'reorder', 'corrupt'] as const) if (!(l[f] >= 0 && l[f] <= 1)) bad(f, 'must be a probability 0..1')
+  if (l.seed !== undefined && typeof l.seed !== 'string' && !Number.isFinite(l.seed)) bad('seed', 'must be a finite number or a string')
   if (l.reorderDelay !== undefined && !(l.reorderDelay >= 0 && Number.isFinite(l.reorderDelay))) bad('reorderDelay', 'must be a finite number >= 0')
   return l
 }

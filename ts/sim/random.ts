@@ -1,5 +1,7 @@
 /**
- * A small seeded pseudo-random generator for simulations and fault injection.
+ * A small seeded pseudo-random generator for simulations and test programs. (The datagram
+ * impairments — loss, jitter, duplication, reordering, corruption — come from the impairment model
+ * instead: `./impair.ts`.)
  *
  * Algorithm: xoshiro128** 1.1 (Blackman & Vigna, https://prng.di.unimi.it/), 128 bits of state,
  * period 2^128 − 1, seeded by expanding a 32-bit seed (or a string, hashed with FNV-1a) through

@@ -1,20 +1,24 @@
-//! A delay line for datagrams: per-peer latency and bandwidth (the core of the `Delay` test layer).
+//! A delay line for datagrams: per-peer latency and bandwidth (the core of the `Delay` test layer),
+//! and the timed queue the native impairment stages hold their datagrams in.
 //!
-//! [`DelayLine::push`] takes a datagram for (or from) a peer at `now`; the datagram becomes due
-//! after the peer's latency, plus its serialization time at the peer's bandwidth when one is set
-//! (datagrams to one peer queue behind each other, as on a real link). [`DelayLine::pop_due`]
-//! hands out due datagrams in time order; [`DelayLine::next_due`] tells the driver when to wake.
+//! [`DelayLine::push`] takes a datagram for (or from) a peer at `now`; each peer's link is an
+//! [`Impairment`] (the one impairment model, see [`crate::impair`]) with the peer's latency and
+//! bandwidth, so the datagram becomes due after its serialization time behind the earlier ones
+//! to that peer (when a bandwidth is set) and the latency. [`DelayLine::pop_due`] hands out due
+//! datagrams in time order; [`DelayLine::next_due`] tells the driver when to wake.
 //!
-//! The link parameters come from the caller, and lazily: the first datagram of a peer whose link
-//! is unknown waits in a pending list, and [`DelayLine::take_unknown`] reports the peer once so
-//! the driver can ask its owner (a JavaScript function). [`DelayLine::set_link`] then schedules the
-//! waiting datagrams as if the link had been known when they arrived. Memory is bounded: beyond
-//! `max_bytes` queued (or 256 unknown peers), datagrams are dropped and counted.
+//! The link parameters come from the caller, and lazily, once per peer: the first datagram of a
+//! peer whose link is unknown waits in a pending list, and [`DelayLine::take_unknown`] reports the
+//! peer once so the driver can ask its owner (a JavaScript function). [`DelayLine::set_link`] then
+//! schedules the waiting datagrams as if the link had been known when they arrived. Memory is
+//! bounded: beyond `max_bytes` queued (or 256 unknown peers), datagrams are dropped and counted.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
+
+use crate::impair::{ImpairConfig, Impairment};
 
 /// One peer's link: one-way latency and, optionally, bandwidth in bytes per second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +27,17 @@ pub struct Link {
     pub latency: Duration,
     /// Serialization rate; `None` is infinitely fast.
     pub bytes_per_sec: Option<u64>,
+}
+
+impl Link {
+    /// The link as an impairment configuration (no faults, no jitter).
+    pub fn config(&self) -> ImpairConfig {
+        ImpairConfig {
+            latency: self.latency.as_nanos() as f64 / 1e6,
+            bytes_per_ms: self.bytes_per_sec.map_or(0.0, |r| r as f64 / 1000.0),
+            ..ImpairConfig::default()
+        }
+    }
 }
 
 /// Counters.
@@ -38,102 +53,45 @@ pub struct DelayStats {
 
 const MAX_UNKNOWN_PEERS: usize = 256;
 
-/// The delay line; `P` is the driver's peer handle.
+/// Datagrams waiting for their due time, released in (due, arrival) order; bounded in bytes.
 #[derive(Debug)]
-pub struct DelayLine<P: Copy + Eq + Hash> {
-    links: HashMap<P, (Link, Instant)>,
-    pending: HashMap<P, Vec<(Instant, Vec<u8>)>>,
-    unknown: Vec<P>,
+pub struct TimedQueue<P> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     items: HashMap<u64, (P, Vec<u8>)>,
     seq: u64,
     bytes: usize,
     max_bytes: usize,
-    stats: DelayStats,
 }
 
-impl<P: Copy + Eq + Hash> DelayLine<P> {
-    /// An empty line holding at most `max_bytes` of datagrams.
+impl<P> TimedQueue<P> {
+    /// An empty queue holding at most `max_bytes` of datagrams.
     pub fn new(max_bytes: usize) -> Self {
-        DelayLine {
-            links: HashMap::new(),
-            pending: HashMap::new(),
-            unknown: Vec::new(),
-            heap: BinaryHeap::new(),
-            items: HashMap::new(),
-            seq: 0,
-            bytes: 0,
-            max_bytes,
-            stats: DelayStats::default(),
-        }
+        TimedQueue { heap: BinaryHeap::new(), items: HashMap::new(), seq: 0, bytes: 0, max_bytes }
     }
 
-    /// Counters.
-    pub fn stats(&self) -> DelayStats {
-        self.stats
-    }
-
-    /// Bytes held (queued and pending).
+    /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    fn schedule(&mut self, peer: P, arrived: Instant, data: Vec<u8>) {
-        let Some((link, free)) = self.links.get_mut(&peer) else { return };
-        let mut due = arrived;
-        if let Some(rate) = link.bytes_per_sec.filter(|r| *r > 0) {
-            // The link sends one datagram at a time: this one starts when the previous left.
-            let start = (*free).max(arrived);
-            let ns = (data.len() as u128 * 1_000_000_000 / u128::from(rate)).min(u128::from(u64::MAX)) as u64;
-            due = start + Duration::from_nanos(ns);
-            *free = due;
+    /// True when `len` more bytes fit.
+    pub fn fits(&self, len: usize) -> bool {
+        self.bytes + len <= self.max_bytes
+    }
+
+    /// Holds `data` until `due`; returns it back when it does not fit.
+    pub fn push(&mut self, due: Instant, peer: P, data: Vec<u8>) -> Result<(), (P, Vec<u8>)> {
+        if !self.fits(data.len()) {
+            return Err((peer, data));
         }
-        due += link.latency;
+        self.bytes += data.len();
         self.seq += 1;
         self.heap.push(Reverse((due, self.seq)));
         self.items.insert(self.seq, (peer, data));
+        Ok(())
     }
 
-    /// Accepts a datagram at `now`. Returns false (and counts) when the line is full.
-    pub fn push(&mut self, now: Instant, peer: P, data: Vec<u8>) -> bool {
-        if self.bytes + data.len() > self.max_bytes {
-            self.stats.dropped_full += 1;
-            return false;
-        }
-        if !self.links.contains_key(&peer) {
-            if !self.pending.contains_key(&peer) {
-                if self.pending.len() >= MAX_UNKNOWN_PEERS {
-                    self.stats.dropped_full += 1;
-                    return false;
-                }
-                self.unknown.push(peer);
-            }
-            self.bytes += data.len();
-            self.stats.queued += 1;
-            self.pending.entry(peer).or_default().push((now, data));
-            return true;
-        }
-        self.bytes += data.len();
-        self.stats.queued += 1;
-        self.schedule(peer, now, data);
-        true
-    }
-
-    /// Peers whose link the driver must provide (each reported once).
-    pub fn take_unknown(&mut self) -> Vec<P> {
-        std::mem::take(&mut self.unknown)
-    }
-
-    /// Sets (or replaces) a peer's link and schedules what waited for it.
-    pub fn set_link(&mut self, peer: P, link: Link, now: Instant) {
-        let free = self.links.get(&peer).map_or(now, |(_, f)| *f);
-        self.links.insert(peer, (link, free));
-        for (arrived, data) in self.pending.remove(&peer).unwrap_or_default() {
-            self.schedule(peer, arrived, data);
-        }
-    }
-
-    /// When the next datagram is due, if any is queued.
+    /// When the next datagram is due, if any is held.
     pub fn next_due(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((t, _))| *t)
     }
@@ -147,8 +105,139 @@ impl<P: Copy + Eq + Hash> DelayLine<P> {
         self.heap.pop();
         let (peer, data) = self.items.remove(&seq)?;
         self.bytes -= data.len();
-        self.stats.released += 1;
         Some((peer, data))
+    }
+
+    /// Removes and returns everything held.
+    pub fn clear(&mut self) -> usize {
+        let n = self.items.len();
+        self.heap.clear();
+        self.items.clear();
+        self.bytes = 0;
+        n
+    }
+}
+
+/// Milliseconds from `base` to `t` (negative before it), the impairment model's time.
+pub fn ms_since(base: Instant, t: Instant) -> f64 {
+    match t.checked_duration_since(base) {
+        Some(d) => d.as_nanos() as f64 / 1e6,
+        None => -((base - t).as_nanos() as f64 / 1e6),
+    }
+}
+
+/// The instant `ms` milliseconds after `base` (rounded to the nanosecond; not before `base`
+/// for a negative `ms`, which the model never returns for times after `base`).
+pub fn instant_at(base: Instant, ms: f64) -> Instant {
+    if ms > 0.0 {
+        base + Duration::from_nanos((ms * 1e6).round().min(u64::MAX as f64) as u64)
+    } else {
+        base - Duration::from_nanos((-ms * 1e6).round().min(u64::MAX as f64) as u64)
+    }
+}
+
+/// The delay line; `P` is the driver's peer handle.
+#[derive(Debug)]
+pub struct DelayLine<P: Copy + Eq + Hash> {
+    links: HashMap<P, Impairment>,
+    pending: HashMap<P, Vec<(Instant, Vec<u8>)>>,
+    unknown: Vec<P>,
+    queue: TimedQueue<P>,
+    base: Option<Instant>,
+    stats: DelayStats,
+}
+
+impl<P: Copy + Eq + Hash> DelayLine<P> {
+    /// An empty line holding at most `max_bytes` of datagrams.
+    pub fn new(max_bytes: usize) -> Self {
+        DelayLine {
+            links: HashMap::new(),
+            pending: HashMap::new(),
+            unknown: Vec::new(),
+            queue: TimedQueue::new(max_bytes),
+            base: None,
+            stats: DelayStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DelayStats {
+        self.stats
+    }
+
+    /// Bytes held (queued and pending).
+    pub fn bytes(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    fn base(&mut self, now: Instant) -> Instant {
+        *self.base.get_or_insert(now)
+    }
+
+    fn schedule(&mut self, peer: P, arrived: Instant, data: Vec<u8>) {
+        let base = self.base(arrived);
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        let v = link.offer(ms_since(base, arrived), data.len());
+        // A link without faults delivers one copy; the bytes were reserved by `push`.
+        self.queue.bytes -= data.len();
+        let _ = self.queue.push(instant_at(base, v.at[0]), peer, data);
+    }
+
+    /// Accepts a datagram at `now`. Returns false (and counts) when the line is full.
+    pub fn push(&mut self, now: Instant, peer: P, data: Vec<u8>) -> bool {
+        if !self.queue.fits(data.len()) {
+            self.stats.dropped_full += 1;
+            return false;
+        }
+        if !self.links.contains_key(&peer) {
+            if !self.pending.contains_key(&peer) {
+                if self.pending.len() >= MAX_UNKNOWN_PEERS {
+                    self.stats.dropped_full += 1;
+                    return false;
+                }
+                self.unknown.push(peer);
+            }
+            self.queue.bytes += data.len();
+            self.stats.queued += 1;
+            self.pending.entry(peer).or_default().push((now, data));
+            return true;
+        }
+        self.queue.bytes += data.len();
+        self.stats.queued += 1;
+        self.schedule(peer, now, data);
+        true
+    }
+
+    /// Peers whose link the driver must provide (each reported once).
+    pub fn take_unknown(&mut self) -> Vec<P> {
+        std::mem::take(&mut self.unknown)
+    }
+
+    /// Sets (or replaces) a peer's link and schedules what waited for it. A replaced link keeps
+    /// its backlog (what is being serialized stays in front of new datagrams).
+    pub fn set_link(&mut self, peer: P, link: Link, now: Instant) {
+        self.base(now);
+        match self.links.get_mut(&peer) {
+            Some(m) => m.set_config(link.config()),
+            None => {
+                self.links.insert(peer, Impairment::new(link.config(), 0));
+            }
+        }
+        for (arrived, data) in self.pending.remove(&peer).unwrap_or_default() {
+            self.schedule(peer, arrived, data);
+        }
+    }
+
+    /// When the next datagram is due, if any is queued.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.next_due()
+    }
+
+    /// The next datagram due at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(P, Vec<u8>)> {
+        let x = self.queue.pop_due(now)?;
+        self.stats.released += 1;
+        Some(x)
     }
 }
 

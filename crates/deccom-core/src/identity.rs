@@ -1,4 +1,5 @@
 //! Node identities, node ids, signatures and the key file format.
+//! Encodings specified in `docs/wire.md#public-identity`.
 //!
 //! A node is identified either by an **Ed25519 key pair** or, for tests and small known groups, by a
 //! plain **name** (which cannot sign). Its [`NodeId`] is the SHA-256 of its *encoded public

@@ -10,14 +10,17 @@
 //! - [`wire`]: checked binary codecs that never panic on untrusted input, starting with
 //!   [`wire::peer_record`].
 //! - [`error`]: the crate's one error type, each variant with a stable `ERR_DECCOM_*` code.
+//! - [`impair`]: the one seeded impairment model (drop, duplicate, reorder, corrupt, latency,
+//!   jitter, bandwidth) behind the test layers and the simulator's links; [`delay`] holds
+//!   datagrams until they are due.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod delay;
 pub mod error;
-pub mod faults;
 pub mod identity;
+pub mod impair;
 pub mod kad;
 pub mod noise;
 pub mod rudp;

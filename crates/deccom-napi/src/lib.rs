@@ -7,6 +7,7 @@
 mod clock;
 mod error;
 mod identity;
+mod impair;
 mod kad;
 mod noise;
 mod pipeline;
@@ -14,6 +15,7 @@ mod prefault;
 mod rudp;
 mod socket;
 mod stages;
+mod wire;
 
 #[global_allocator]
 static ALLOCATOR: prefault::Prefaulting = prefault::Prefaulting;

@@ -1,4 +1,5 @@
 //! Kademlia messages: versioned, length-checked, never panicking on input.
+//! Specified in `docs/wire.md#kademlia-tag-3`.
 //!
 //! # Encoding (version 1)
 //!

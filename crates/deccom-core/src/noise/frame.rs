@@ -1,4 +1,4 @@
-//! Frames: what the plaintext of every Noise data message carries (`docs/wire.md`, "Noise frames").
+//! Frames: what the plaintext of every Noise data message carries (`docs/wire.md#noise-frames`).
 //!
 //! ```text
 //! whole message:  [upper tag u8][0x00][data ...]

@@ -1,4 +1,5 @@
 //! The datagram codec of the Noise layer (layout in the [module docs](super)).
+//! Specified in `docs/wire.md#noise-datagrams-tag-4`.
 //!
 //! [`decode`] is safe for untrusted input: every read goes through the checked
 //! [`crate::wire::Reader`] and every variable-length part is bounded. Encoders append to a

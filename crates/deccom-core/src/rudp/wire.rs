@@ -1,4 +1,5 @@
 //! Datagram codec of the reliable-UDP protocol (the byte tables are in the [module docs](super)).
+//! Specified in `docs/wire.md#reliable-udp-tag-2`.
 //!
 //! [`decode`] is safe on arbitrary bytes: it reads through [`crate::wire::Reader`], never panics,
 //! never reads past the input, and checks every structural invariant (segment index inside the

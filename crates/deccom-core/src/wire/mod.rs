@@ -1,4 +1,5 @@
 //! Wire formats: checked binary codecs that never panic on input.
+//! Specified in `docs/wire.md` (socket addresses: `docs/wire.md#address-encodings`).
 //!
 //! Every decoder reads through a [`Reader`], whose accessors return an error instead of reading
 //! past the end of the input, so untrusted bytes can be fed to any `decode` function. Encoders

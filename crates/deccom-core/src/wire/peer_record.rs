@@ -1,4 +1,5 @@
 //! Peer records: how one node tells another who a peer is and where to reach it.
+//! Specified in `docs/wire.md#peer-record`.
 //!
 //! A [`PeerRecord`] carries a node id, the public identity it is derived from, a UDP address, an
 //! optional TCP port and an optional external (NAT-mapped) address.

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use deccom_core::faults::FaultConfig;
+use deccom_core::impair::ImpairConfig;
 use deccom_core::identity::Identity;
 use deccom_core::noise::{Config as NoiseConfig, Endpoint as NoiseEndpoint};
 use deccom_core::rudp::Config as RudpConfig;
@@ -185,11 +185,11 @@ fn composed_faults_and_delay_below_noise_still_deliver() {
   // reordering
   // under Noise and reliable UDP, on both ends.
   let (mut a, mut b) = ends(t, |p, i| {
-    let cfg = FaultConfig { drop: 0.1, duplicate: 0.05, reorder: 0.05, corrupt: 0.0 };
-    p.push(Box::new(FaultStage::new(Direction::Receive, cfg, 100 + i)));
+    let cfg = ImpairConfig { drop: 0.1, duplicate: 0.05, reorder: 0.05, reorder_delay: 20.0, ..ImpairConfig::default() };
+    p.push(Box::new(FaultStage::new(Direction::Receive, cfg, 100 + i, t)));
     p.push(Box::new(DelayStage::new(Direction::Send, 1 << 24)));
-    let reorder = FaultConfig { drop: 0.0, duplicate: 0.0, reorder: 0.05, corrupt: 0.0 };
-    p.push(Box::new(FaultStage::new(Direction::Send, reorder, 200 + i)));
+    let reorder = ImpairConfig { reorder: 0.05, reorder_delay: 20.0, ..ImpairConfig::default() };
+    p.push(Box::new(FaultStage::new(Direction::Send, reorder, 200 + i, t)));
   });
   let m = message(30_000);
   send_message(&mut a, b.addr, t, 7.0, m.clone());
@@ -222,20 +222,22 @@ fn composed_faults_and_delay_below_noise_still_deliver() {
 }
 
 #[test]
-fn a_datagram_held_by_send_side_reordering_leaves_with_the_next_drive() {
+fn a_datagram_held_by_send_side_reordering_leaves_when_due() {
   let t = Instant::now();
   let mut p = Pipeline::default();
-  let cfg = FaultConfig { drop: 0.0, duplicate: 0.0, reorder: 1.0, corrupt: 0.0 };
-  p.push(Box::new(FaultStage::new(Direction::Send, cfg, 3)));
+  let cfg = ImpairConfig { reorder: 1.0, reorder_delay: 20.0, ..ImpairConfig::default() };
+  p.push(Box::new(FaultStage::new(Direction::Send, cfg, 3, t)));
   let to: SocketAddr = "10.0.0.2:2".parse().unwrap();
   let out = RefCell::new(Vec::new());
   let send = |data: &[u8], _: &[u32], _: &[SocketAddr]| out.borrow_mut().push(data.to_vec());
   p.send(t, to, &[0, 1, 2], &send);
-  assert!(out.borrow().is_empty(), "held back by reordering");
-  let due = p.next_timeout().expect("the held datagram asks for a wake-up");
-  assert!(due <= t, "at once: it leaves with the next drive, at the end of the batch");
   let mut sink = TestSink::default();
   p.drive(t, &send, &mut sink);
+  assert!(out.borrow().is_empty(), "held back by reordering");
+  let due = p.next_timeout().expect("the held datagram asks for a wake-up");
+  assert!(due > t && due <= t + Duration::from_millis(20), "within the reorder delay");
+  p.drive(due, &send, &mut sink);
   assert_eq!(out.into_inner(), vec![vec![0, 1, 2]]);
   assert_eq!(p.next_timeout(), None, "nothing left to wake for");
+  assert_eq!(stat(&p, "faults_tx_reordered"), 1.0);
 }

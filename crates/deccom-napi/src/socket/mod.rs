@@ -45,7 +45,7 @@ use crate::stages::{Direction, Stats};
 use batch::{RxQueue, WakeFn};
 use commands::{Command, Commands, JsState, RudpLimits};
 use deccom_core::delay::Link;
-use deccom_core::faults::FaultConfig;
+use deccom_core::impair::ImpairConfig;
 use deccom_core::rudp::Payload;
 use send::Pending;
 
@@ -325,8 +325,9 @@ impl UdpSocket {
     let sh = self.shared()?;
     let dir = self::direction("fault", &direction)?;
     let stage = options.map(|o| {
-      let cfg = FaultConfig { drop: o.drop.unwrap_or(0.0), duplicate: o.duplicate.unwrap_or(0.0), reorder: o.reorder.unwrap_or(0.0), corrupt: o.corrupt.unwrap_or(0.0) };
-      Box::new(FaultStage::new(dir, cfg, o.seed.map(|s| s as u64).unwrap_or(1)))
+      let (drop, duplicate, reorder, corrupt) = (o.drop.unwrap_or(0.0), o.duplicate.unwrap_or(0.0), o.reorder.unwrap_or(0.0), o.corrupt.unwrap_or(0.0));
+      let cfg = ImpairConfig { drop, duplicate, reorder, corrupt, reorder_delay: o.reorder_delay.unwrap_or(20.0), ..ImpairConfig::default() };
+      Box::new(FaultStage::new(dir, cfg, o.seed.map(|s| s as u64).unwrap_or(1), Instant::now()))
     });
     let mut js = self.js();
     if stage.is_some() && !js.faults[slot(dir)] {

@@ -49,7 +49,8 @@ pub(crate) fn rudp_config(o: RudpOptions) -> (RudpConfig, u64) {
   (c, seed)
 }
 
-/// Fault probabilities (0..1) and the seed of their generator.
+/// Fault probabilities (0..1), the seed of their generator, and the longest extra delay in ms of
+/// a reordered datagram (default 20).
 #[napi(object)]
 pub struct FaultOptions {
   pub drop: Option<f64>,
@@ -57,6 +58,7 @@ pub struct FaultOptions {
   pub reorder: Option<f64>,
   pub corrupt: Option<f64>,
   pub seed: Option<f64>,
+  pub reorder_delay: Option<f64>,
 }
 
 /// Socket options for `UdpSocket.bind`.

@@ -1,0 +1,360 @@
+//! Handshake machinery and our side as initiator: fresh and rebuilt Noise handshake states,
+//! session indices, retransmission delays, sending an initiation, and the response that turns
+//! it into a session.
+
+use std::fmt;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use snow::{Builder, HandshakeState};
+use zeroize::Zeroizing;
+
+use super::session::{Retransmit, Session};
+use super::{Endpoint, Event};
+use crate::noise::crypto::{self, SeededResolver, PROLOGUE};
+use crate::noise::error::HandshakeError;
+use crate::noise::primitives::Transport;
+use crate::noise::replay::ReplayWindow;
+use crate::noise::wire::{self, Pattern, MAC_LEN};
+
+/// Buffer for one handshake message.
+pub(super) const HS_BUF: usize = wire::MAX_HANDSHAKE_NOISE_LEN;
+/// Handshake messages that fail to authenticate before the handshake is abandoned (each failure
+/// costs a deterministic rebuild of the handshake state, see `rebuild_initiator`).
+pub(super) const MAX_HANDSHAKE_READ_FAILURES: u32 = 8;
+
+/// A handshake we initiated.
+pub(super) struct Initiation {
+    pub(super) local: u32,
+    pub(super) hs: HandshakeState,
+    /// Seed of this handshake's RNG: rebuilding from it reproduces the same ephemeral key.
+    pub(super) seed: Zeroizing<[u8; 32]>,
+    pub(super) remote_static: Option<[u8; 32]>,
+    pub(super) failures: u32,
+    pub(super) pattern: Pattern,
+    pub(super) e: [u8; 32],
+    pub(super) noise: Vec<u8>,
+    pub(super) cookie: Option<([u8; MAC_LEN], Instant)>,
+    pub(super) attempts: u32,
+    pub(super) next_at: Instant,
+    pub(super) is_rekey: bool,
+    pub(super) fell_back: bool,
+}
+
+/// A responder XX handshake waiting for message 3.
+pub(super) struct HalfOpen<P> {
+    pub(super) peer: P,
+    pub(super) remote: u32,
+    pub(super) hs: HandshakeState,
+    pub(super) seed: Zeroizing<[u8; 32]>,
+    /// The initiator's Noise message 1, to rebuild `hs` after a failed read.
+    pub(super) msg1: Vec<u8>,
+    pub(super) failures: u32,
+    pub(super) msg2: Vec<u8>,
+    pub(super) init_e: [u8; 32],
+    pub(super) created: Instant,
+    pub(super) expires: Instant,
+}
+
+pub(super) fn first32(bytes: &[u8]) -> Option<[u8; 32]> {
+    bytes.get(..32)?.try_into().ok()
+}
+
+impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
+    pub(super) fn delay(&self, attempt: u32) -> Duration {
+        self.config
+            .handshake_timeout
+            .saturating_mul(1u32 << attempt.min(16))
+    }
+
+    /// Time from the first transmission of a handshake message until it is given up.
+    pub(super) fn handshake_span(&self) -> Duration {
+        (0..=self.config.handshake_retries)
+            .map(|a| self.delay(a))
+            .fold(Duration::ZERO, Duration::saturating_add)
+    }
+
+    pub(super) fn alloc_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.u32();
+            if i != 0 && !self.index.contains_key(&i) && !self.half_open.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// A fresh handshake state with a fresh RNG seed (returned so the state can be rebuilt).
+    pub(super) fn new_handshake(
+        &mut self,
+        pattern: Pattern,
+        initiator: bool,
+        remote_static: Option<&[u8; 32]>,
+    ) -> Option<(HandshakeState, Zeroizing<[u8; 32]>)> {
+        let seed = Zeroizing::new(self.rng.seed32());
+        let hs = self.build_hs(pattern, initiator, remote_static, &seed)?;
+        Some((hs, seed))
+    }
+
+    pub(super) fn build_hs(
+        &self,
+        pattern: Pattern,
+        initiator: bool,
+        remote_static: Option<&[u8; 32]>,
+        seed: &[u8; 32],
+    ) -> Option<HandshakeState> {
+        let params = match pattern {
+            Pattern::Xx => self.xx.clone(),
+            Pattern::Ik => self.ik.clone(),
+        };
+        let resolver = SeededResolver::new(*seed, Some(self.static_pair.clone()));
+        let mut b = Builder::with_resolver(params, Box::new(resolver))
+            .local_private_key(self.static_pair.private())
+            .ok()?
+            .prologue(PROLOGUE)
+            .ok()?;
+        if let Some(rs) = remote_static {
+            b = b.remote_public_key(rs).ok()?;
+        }
+        if initiator {
+            b.build_initiator().ok()
+        } else {
+            b.build_responder().ok()
+        }
+    }
+
+    /// snow restores only the chaining key and hash after a failed `read_message`, not the inner
+    /// cipher key and nonce, so a handshake state cannot be reused after a forged or corrupted
+    /// message. Our handshakes are deterministic given their RNG seed, so we rebuild the state by
+    /// replaying our own message 1 (checked to be byte-identical).
+    pub(super) fn rebuild_initiator(&self, init: &Initiation) -> Option<HandshakeState> {
+        let mut hs = self.build_hs(init.pattern, true, init.remote_static.as_ref(), &init.seed)?;
+        let payload: &[u8] = match init.pattern {
+            Pattern::Ik => &self.binding,
+            Pattern::Xx => &[],
+        };
+        let mut buf = [0u8; HS_BUF];
+        let n = hs.write_message(payload, &mut buf).ok()?;
+        (buf[..n] == init.noise[..]).then_some(hs)
+    }
+
+    pub(super) fn start_initiation(
+        &mut self,
+        now: Instant,
+        peer: P,
+        remote_static: Option<[u8; 32]>,
+        is_rekey: bool,
+        fell_back: bool,
+    ) {
+        let pattern = if remote_static.is_some() {
+            Pattern::Ik
+        } else {
+            Pattern::Xx
+        };
+        let Some((mut hs, seed)) = self.new_handshake(pattern, true, remote_static.as_ref()) else {
+            return;
+        };
+        let payload: &[u8] = match pattern {
+            Pattern::Ik => &self.binding,
+            Pattern::Xx => &[],
+        };
+        let mut buf = [0u8; HS_BUF];
+        let Ok(n) = hs.write_message(payload, &mut buf) else {
+            return;
+        };
+        let Some(e) = first32(&buf[..n]) else {
+            return;
+        };
+        let local = self.alloc_index();
+        let first_delay = self.delay(0);
+        let Some(ps) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(old) = ps.initiation.take() {
+            self.index.remove(&old.local);
+        }
+        ps.initiation = Some(Initiation {
+            local,
+            hs,
+            seed,
+            remote_static,
+            failures: 0,
+            pattern,
+            e,
+            noise: buf[..n].to_vec(),
+            cookie: None,
+            attempts: 0,
+            next_at: now + first_delay,
+            is_rekey,
+            fell_back,
+        });
+        self.index.insert(local, peer);
+        self.stats.handshakes_initiated += 1;
+        self.send_init(now, peer);
+    }
+
+    /// (Re)sends the initiation held for `peer`, with a cookie MAC if we hold a fresh cookie.
+    pub(super) fn send_init(&mut self, now: Instant, peer: P) {
+        let Some(init) = self.peers.get(&peer).and_then(|p| p.initiation.as_ref()) else {
+            return;
+        };
+        let mac = init.cookie.and_then(|(cookie, until)| {
+            (now < until).then(|| {
+                let mut input = Vec::new();
+                wire::init_mac_input(init.local, init.pattern, &init.noise, &mut input);
+                crypto::mac16(&cookie, &[&input])
+            })
+        });
+        let mut out = Vec::with_capacity(8 + MAC_LEN + init.noise.len());
+        wire::encode_init(
+            init.local,
+            init.pattern,
+            mac.as_ref(),
+            &init.noise,
+            &mut out,
+        );
+        self.queue_transmit(peer, out);
+    }
+
+    pub(super) fn count_binding_failure(&mut self, e: HandshakeError) {
+        match e {
+            HandshakeError::Timeout => self.stats.handshakes_failed_timeout += 1,
+            HandshakeError::Decrypt => self.stats.handshakes_failed_decrypt += 1,
+            _ => self.stats.handshakes_failed_binding += 1,
+        }
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        now: Instant,
+        peer: P,
+        sender: u32,
+        receiver: u32,
+        noise: &[u8],
+    ) {
+        let Some(ps) = self.peers.get_mut(&peer) else {
+            self.stats.dropped_unknown_index += 1;
+            return;
+        };
+        let matches = ps.initiation.as_ref().is_some_and(|i| i.local == receiver);
+        if !matches {
+            // A response re-sent because our initiation was re-sent: re-send message 3.
+            let resend = ps.current.as_ref().and_then(|s| {
+                (s.local == receiver && s.remote == sender)
+                    .then(|| s.confirm.as_ref().map(|c| c.datagram.clone()))
+                    .flatten()
+            });
+            match resend {
+                Some(d) => self.queue_transmit(peer, d),
+                None => self.stats.dropped_unknown_index += 1,
+            }
+            return;
+        }
+        let Some(init) = ps.initiation.as_mut() else {
+            return;
+        };
+        let mut payload = [0u8; HS_BUF];
+        let Ok(len) = init.hs.read_message(noise, &mut payload) else {
+            self.stats.handshakes_failed_decrypt += 1;
+            self.recover_initiation(peer);
+            return;
+        };
+        let Some(init) = ps.initiation.take() else {
+            return;
+        };
+        let Initiation {
+            local,
+            mut hs,
+            pattern,
+            e,
+            ..
+        } = init;
+        let verified = hs
+            .get_remote_static()
+            .and_then(first32)
+            .ok_or(HandshakeError::Decrypt)
+            .and_then(|rs| self.bindings.verify(&payload[..len], &rs).map(|v| (v, rs)));
+        let ((remote_identity, remote_id), rs) = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                self.index.remove(&local);
+                self.count_binding_failure(e);
+                self.push_event(Event::HandshakeFailed { peer, reason: e });
+                self.drop_pending_without_session(peer);
+                return;
+            }
+        };
+        let mut confirm = None;
+        if pattern == Pattern::Xx {
+            let mut buf = [0u8; HS_BUF];
+            let Ok(n) = hs.write_message(&self.binding, &mut buf) else {
+                self.index.remove(&local);
+                return;
+            };
+            let mut msg3 = Vec::with_capacity(5 + n);
+            wire::encode_final(sender, &buf[..n], &mut msg3);
+            confirm = Some(Retransmit {
+                datagram: msg3,
+                attempts: 0,
+                next_at: now + self.delay(0),
+            });
+        }
+        let handshake_hash = hs.get_handshake_hash().to_vec();
+        let Some(transport) = Transport::from_handshake(&mut hs) else {
+            self.index.remove(&local);
+            return;
+        };
+        if let Some(c) = &confirm {
+            let d = c.datagram.clone();
+            self.queue_transmit(peer, d);
+        }
+        let session = Session {
+            local,
+            remote: sender,
+            transport,
+            send_counter: 0,
+            replay: ReplayWindow::new(self.config.replay_window_bits),
+            created: now,
+            initiator: true,
+            confirm,
+            init_e: e,
+            remote_identity,
+            remote_id,
+            remote_static: rs,
+            handshake_hash,
+            retire_at: None,
+        };
+        // IK: the responder waits for our first transport datagram before it switches over.
+        let keepalive = pattern == Pattern::Ik;
+        self.promote(now, peer, session, keepalive);
+    }
+
+    /// After a response failed to authenticate: rebuild our handshake state, or give up after
+    /// too many failures.
+    fn recover_initiation(&mut self, peer: P) {
+        let Some(mut init) = self.peers.get_mut(&peer).and_then(|p| p.initiation.take()) else {
+            return;
+        };
+        init.failures += 1;
+        let rebuilt = if init.failures < MAX_HANDSHAKE_READ_FAILURES {
+            self.rebuild_initiator(&init)
+        } else {
+            None
+        };
+        match rebuilt {
+            Some(hs) => {
+                init.hs = hs;
+                if let Some(ps) = self.peers.get_mut(&peer) {
+                    ps.initiation = Some(init);
+                }
+            }
+            None => {
+                self.index.remove(&init.local);
+                self.push_event(Event::HandshakeFailed {
+                    peer,
+                    reason: HandshakeError::Decrypt,
+                });
+                self.drop_pending_without_session(peer);
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! An ACK arrives: newly acknowledged packets and completed messages, refusals (admission
+//! retries or final failure), RTT samples, and loss detection (RFC 9002 §6.1).
+
+use std::time::{Duration, Instant};
+
+use super::peer::{Cx, Peer};
+use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD};
+use crate::rudp::wire::{AckFrame, REFUSE_FINAL};
+
+/// Longest wait between admission retries of a message the receiver had no room for.
+const MAX_ADMISSION_RETRY: Duration = Duration::from_secs(1);
+
+impl Peer {
+    /// First packet number `>= start` that is not acknowledged (or `next_pn`), compressing
+    /// the pointer chain on the way.
+    fn find_unacked(&mut self, start: u64) -> u64 {
+        let base = self.sent_base;
+        let mut j = start;
+        while j < self.next_pn {
+            let next = self.sent[(j - base) as usize].acked_next;
+            if next == 0 {
+                break;
+            }
+            j = next;
+        }
+        let mut k = start;
+        while k < j {
+            let entry = &mut self.sent[(k - base) as usize];
+            let next = entry.acked_next;
+            entry.acked_next = j;
+            k = next;
+        }
+        j
+    }
+
+    pub(super) fn on_ack<P: Copy>(
+        &mut self,
+        now: Instant,
+        peer: P,
+        frame: &AckFrame,
+        cx: &mut Cx<'_, P>,
+    ) {
+        self.peer_window = frame.window.max(1);
+        let ranges = frame.ranges();
+        let largest = ranges.first().map(|r| r.1);
+        let largest_refused = frame.refused().iter().map(|r| r.0).max();
+        if [largest, largest_refused]
+            .into_iter()
+            .flatten()
+            .any(|pn| pn >= self.next_pn)
+        {
+            // Acknowledges packets never sent: not ours.
+            cx.stats.dropped_malformed += 1;
+            return;
+        }
+        self.on_refusals(now, peer, frame.refused(), cx);
+        // A refused packet arrived too: it counts for packet-threshold loss detection.
+        let Some(largest) = [largest, largest_refused].into_iter().flatten().max() else {
+            return;
+        };
+        let cwnd_limited = self.max_in_flight.saturating_mul(2) >= self.cc.window();
+        let mut newly_acked = false;
+        let mut largest_sent: Option<Instant> = None;
+        let mut completed = false;
+        for &(start, end) in ranges {
+            let lo = start.max(self.sent_base);
+            let hi = end;
+            if lo > hi {
+                continue;
+            }
+            let mut pn = self.find_unacked(lo);
+            while pn <= hi {
+                let idx = (pn - self.sent_base) as usize;
+                let entry = &mut self.sent[idx];
+                entry.acked_next = pn + 1;
+                let (msg, seg, sent) = (entry.msg, entry.seg, entry.sent);
+                self.in_flight -= 1;
+                newly_acked = true;
+                if pn == largest {
+                    largest_sent = Some(sent);
+                }
+                self.cc.on_ack(sent, cwnd_limited);
+                if let Some(m) = self.out.get_mut(&msg) {
+                    if m.waiting {
+                        // Admitted: release the parked segments.
+                        m.waiting = false;
+                        m.retries = 0;
+                        self.retx.extend(m.parked.drain(..).map(|s| (msg, s)));
+                    }
+                    if m.ack(seg) {
+                        let id = m.id;
+                        self.out.remove(&msg);
+                        completed = true;
+                        cx.stats.messages_sent += 1;
+                        cx.events.push_back(Event::Sent { peer, id });
+                    }
+                }
+                pn = self.find_unacked(pn + 1);
+            }
+        }
+        if completed {
+            self.refresh_floor();
+            if self.out.is_empty() {
+                // Whatever is still in flight carries acknowledged data only: stop tracking it
+                // so that no timer stays armed for it.
+                self.retx.clear();
+                self.sent.clear();
+                self.sent_base = self.next_pn;
+                self.in_flight = 0;
+                self.probes = 0;
+            }
+        }
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        if newly_acked {
+            self.pto_count = 0;
+            self.last_progress = now;
+            if let Some(sent) = largest_sent {
+                let ack_delay = Duration::from_micros(u64::from(frame.ack_delay_us))
+                    .min(cx.config.max_ack_delay);
+                let sample = now.saturating_duration_since(sent);
+                self.rtt.update(sample, ack_delay);
+                if self.cc.on_rtt_sample(sample, largest, self.next_pn) {
+                    cx.stats.slow_start_exits += 1;
+                }
+                cx.stats.srtt_us =
+                    u64::try_from(self.rtt.smoothed().as_micros()).unwrap_or(u64::MAX);
+            }
+            self.max_in_flight = self.in_flight;
+        }
+        self.detect_lost(now, cx);
+    }
+
+    /// The peer received these packets but did not store their segments (no loss, no
+    /// congestion reaction). Busy: the message waits for admission — its refused segments are
+    /// parked and one of them is retried after `min_rto`, doubling per retry up to 1 s; the
+    /// first acknowledged segment releases the rest. Final: the message fails with
+    /// [`FailReason::Refused`].
+    fn on_refusals<P: Copy>(
+        &mut self,
+        now: Instant,
+        peer: P,
+        refused: &[(u64, u8)],
+        cx: &mut Cx<'_, P>,
+    ) {
+        let mut changed = false;
+        for &(pn, reason) in refused {
+            if pn < self.sent_base || pn >= self.next_pn {
+                continue;
+            }
+            let entry = &mut self.sent[(pn - self.sent_base) as usize];
+            if entry.acked_next != 0 {
+                continue;
+            }
+            entry.acked_next = pn + 1;
+            let (msg, seg) = (entry.msg, entry.seg);
+            self.in_flight -= 1;
+            self.last_progress = now;
+            self.pto_count = 0;
+            let Some(m) = self.out.get_mut(&msg) else {
+                continue;
+            };
+            if reason == REFUSE_FINAL {
+                let id = m.id;
+                self.out.remove(&msg);
+                changed = true;
+                cx.stats.messages_failed += 1;
+                cx.events.push_back(Event::Failed {
+                    peer,
+                    id,
+                    reason: FailReason::Refused,
+                });
+            } else if !m.is_acked(seg) {
+                m.waiting = true;
+                if !m.parked.contains(&seg) {
+                    m.parked.push(seg);
+                }
+                if !m.retry_scheduled {
+                    let delay = cx
+                        .config
+                        .min_rto
+                        .saturating_mul(1 << m.retries.min(10))
+                        .min(MAX_ADMISSION_RETRY);
+                    m.retries += 1;
+                    m.retry_scheduled = true;
+                    self.deferred.insert((now + delay, msg));
+                }
+            }
+        }
+        if changed {
+            self.refresh_floor();
+        }
+    }
+
+    /// RFC 9002 §6.1: declares lost every in-flight packet older than the largest acknowledged
+    /// by `PACKET_THRESHOLD` packets or by the loss delay; arms `loss_time` for the next one.
+    pub(super) fn detect_lost<P>(&mut self, now: Instant, cx: &mut Cx<'_, P>) {
+        self.loss_time = None;
+        let largest_acked = self.largest_acked;
+        let delay = self.rtt.loss_delay();
+        let mut largest_lost: Option<Instant> = None;
+        let mut congested = false;
+        while let Some(front) = self.sent.front().copied() {
+            if front.acked_next != 0 {
+                self.sent.pop_front();
+                self.sent_base += 1;
+                continue;
+            }
+            let Some(la) = largest_acked else { break };
+            let pn = self.sent_base;
+            if pn >= la {
+                break;
+            }
+            let lost = la - pn >= PACKET_THRESHOLD || front.sent + delay <= now;
+            if !lost {
+                self.loss_time = Some(front.sent + delay);
+                break;
+            }
+            self.sent.pop_front();
+            self.sent_base += 1;
+            self.in_flight -= 1;
+            cx.stats.packets_lost += 1;
+            self.lost_run = if self.last_lost_pn.wrapping_add(1) == pn {
+                self.lost_run + 1
+            } else {
+                1
+            };
+            self.last_lost_pn = pn;
+            congested |= self.lost_run >= LOSS_RUN_CONGESTION;
+            if self
+                .out
+                .get(&front.msg)
+                .is_some_and(|m| !m.is_acked(front.seg))
+            {
+                self.retx.push_back((front.msg, front.seg));
+            }
+            largest_lost = Some(front.sent);
+        }
+        if let Some(sent) = largest_lost {
+            if !congested {
+                // Isolated losses: noise on the path (or a faulty link), not a full queue.
+                cx.stats.isolated_losses += 1;
+            } else if self.cc.on_loss(now, sent) {
+                cx.stats.congestion_events += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Per-peer connection state: the [`Peer`] record, epochs (ours, the peer's, the retired ones),
+//! what a restart of the peer resets, and failing every outgoing message at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use super::hasher::FxBuild;
+use super::send::{OutMsg, SentPacket};
+use super::{Config, Event, FailReason, Stats};
+use crate::rudp::recovery::{NewReno, Pacer, RttEstimator};
+use crate::rudp::recv::{DeliveredSet, Partial, PnRanges};
+
+/// Previous epochs of a peer remembered to drop their late datagrams.
+const RETIRED_EPOCHS: usize = 4;
+
+/// Per-peer connection state.
+#[derive(Debug)]
+pub(super) struct Peer {
+    /// Our epoch for this connection (random, never 0).
+    pub(super) epoch: u64,
+    pub(super) peer_epoch: Option<u64>,
+    pub(super) retired: [u64; RETIRED_EPOCHS],
+    pub(super) retired_pos: usize,
+    pub(super) last_seen: Instant,
+    pub(super) in_active: bool,
+
+    // --- sending ---
+    pub(super) next_pn: u64,
+    pub(super) sent: VecDeque<SentPacket>,
+    /// Packet number of `sent[0]`; `sent_base + sent.len() == next_pn`.
+    pub(super) sent_base: u64,
+    pub(super) in_flight: u32,
+    pub(super) max_in_flight: u32,
+    pub(super) largest_acked: Option<u64>,
+    /// Packet number of the last packet declared lost, and the length of the run of consecutive
+    /// lost packet numbers it ends (loss differentiation, see
+    /// [`LOSS_RUN_CONGESTION`](super::LOSS_RUN_CONGESTION)).
+    pub(super) last_lost_pn: u64,
+    pub(super) lost_run: u64,
+    pub(super) loss_time: Option<Instant>,
+    pub(super) last_ack_eliciting: Option<Instant>,
+    pub(super) pto_count: u32,
+    pub(super) probes: u8,
+    pub(super) rtt: RttEstimator,
+    pub(super) cc: NewReno,
+    pub(super) pacer: Pacer,
+    pub(super) pacing_until: Option<Instant>,
+    pub(super) peer_window: u32,
+    pub(super) out: BTreeMap<u64, OutMsg>,
+    pub(super) next_wire_id: u64,
+    pub(super) floor: u64,
+    pub(super) pending: VecDeque<u64>,
+    pub(super) rotation: VecDeque<u64>,
+    pub(super) quantum: u32,
+    pub(super) retx: VecDeque<(u64, u32)>,
+    /// Admission retries of messages the receiver had no room for: `(retry at, msg)`.
+    pub(super) deferred: BTreeSet<(Instant, u64)>,
+    pub(super) last_progress: Instant,
+
+    // --- receiving ---
+    pub(super) recv_pns: PnRanges,
+    pub(super) largest_recv_time: Instant,
+    pub(super) unacked: u32,
+    pub(super) ack_deadline: Option<Instant>,
+    pub(super) ack_now: bool,
+    pub(super) announce: bool,
+    pub(super) refusals: VecDeque<(u64, u8)>,
+    pub(super) abandoned: VecDeque<u64>,
+    pub(super) delivered: DeliveredSet,
+    pub(super) partials: HashMap<u64, Partial, FxBuild>,
+    pub(super) reassembly: usize,
+    pub(super) partial_check: Option<Instant>,
+}
+
+/// Result of checking a datagram's source epoch.
+pub(super) enum EpochCheck {
+    Same,
+    Retired,
+    Restarted,
+}
+
+/// Endpoint-wide state that per-peer code needs next to the peer itself.
+pub(super) struct Cx<'a, P> {
+    pub(super) config: &'a Config,
+    pub(super) stats: &'a mut Stats,
+    pub(super) events: &'a mut VecDeque<Event<P>>,
+    pub(super) reassembly_total: &'a mut usize,
+    pub(super) max_ack_ranges: usize,
+}
+
+impl Peer {
+    pub(super) fn new(config: &Config, now: Instant, epoch: u64) -> Self {
+        Peer {
+            epoch,
+            peer_epoch: None,
+            retired: [0; RETIRED_EPOCHS],
+            retired_pos: 0,
+            last_seen: now,
+            in_active: false,
+            next_pn: 0,
+            sent: VecDeque::new(),
+            sent_base: 0,
+            in_flight: 0,
+            max_in_flight: 0,
+            largest_acked: None,
+            last_lost_pn: u64::MAX,
+            lost_run: 0,
+            loss_time: None,
+            last_ack_eliciting: None,
+            pto_count: 0,
+            probes: 0,
+            rtt: RttEstimator::new(config.initial_rtt),
+            cc: NewReno::new(config.initial_window, config.max_window),
+            pacer: Pacer::new(now),
+            pacing_until: None,
+            peer_window: config.initial_window.max(1),
+            out: BTreeMap::new(),
+            next_wire_id: 0,
+            floor: 0,
+            pending: VecDeque::new(),
+            rotation: VecDeque::new(),
+            quantum: 0,
+            retx: VecDeque::new(),
+            deferred: BTreeSet::new(),
+            last_progress: now,
+            recv_pns: PnRanges::default(),
+            largest_recv_time: now,
+            unacked: 0,
+            ack_deadline: None,
+            ack_now: false,
+            announce: false,
+            refusals: VecDeque::new(),
+            abandoned: VecDeque::new(),
+            delivered: DeliveredSet::default(),
+            partials: HashMap::default(),
+            reassembly: 0,
+            partial_check: None,
+        }
+    }
+
+    pub(super) fn check_epoch(&mut self, src: u64) -> EpochCheck {
+        match self.peer_epoch {
+            Some(e) if e == src => EpochCheck::Same,
+            _ if self.retired.contains(&src) => EpochCheck::Retired,
+            None => {
+                self.peer_epoch = Some(src);
+                EpochCheck::Same
+            }
+            Some(_) => EpochCheck::Restarted,
+        }
+    }
+
+    pub(super) fn refresh_floor(&mut self) {
+        self.floor = self.out.keys().next().copied().unwrap_or(self.next_wire_id);
+    }
+
+    fn clear_send_state(&mut self) {
+        self.sent.clear();
+        self.sent_base = self.next_pn;
+        self.in_flight = 0;
+        self.max_in_flight = 0;
+        self.loss_time = None;
+        self.pto_count = 0;
+        self.probes = 0;
+        self.retx.clear();
+        self.deferred.clear();
+        self.pacing_until = None;
+        self.quantum = 0;
+        self.rotation.clear();
+        self.pending.clear();
+    }
+
+    pub(super) fn drop_partials(&mut self, total: &mut usize) {
+        *total -= self.reassembly;
+        self.reassembly = 0;
+        self.partials.clear();
+        self.partial_check = None;
+    }
+
+    /// The peer restarted (new epoch): its receive state is gone, and every unfinished message
+    /// to it starts over from its first segment (same `MessageId`, new packet numbers).
+    pub(super) fn on_peer_restart(
+        &mut self,
+        now: Instant,
+        new_epoch: u64,
+        config: &Config,
+        total: &mut usize,
+    ) {
+        if let Some(old) = self.peer_epoch {
+            self.retired[self.retired_pos] = old;
+            self.retired_pos = (self.retired_pos + 1) % RETIRED_EPOCHS;
+        }
+        self.peer_epoch = Some(new_epoch);
+        self.drop_partials(total);
+        self.delivered = DeliveredSet::default();
+        self.recv_pns = PnRanges::default();
+        self.refusals.clear();
+        self.abandoned.clear();
+        self.unacked = 0;
+        self.ack_deadline = None;
+        self.ack_now = false;
+        self.clear_send_state();
+        self.largest_acked = None;
+        self.cc.reset();
+        self.peer_window = config.initial_window.max(1);
+        for m in self.out.values_mut() {
+            m.restart();
+        }
+        self.pending.extend(self.out.keys().copied());
+        self.last_progress = now;
+    }
+
+    pub(super) fn fail_all<P: Copy>(&mut self, peer: P, reason: FailReason, cx: &mut Cx<'_, P>) {
+        for m in std::mem::take(&mut self.out).into_values() {
+            cx.stats.messages_failed += 1;
+            cx.events.push_back(Event::Failed {
+                peer,
+                id: m.id,
+                reason,
+            });
+        }
+        self.clear_send_state();
+        self.refresh_floor();
+    }
+}

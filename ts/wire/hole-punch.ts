@@ -1,0 +1,60 @@
+/**
+ * HolePuncher messages (docs/wire.md#hole-punching-tag-9): `[type][nonce u32 BE]` then addresses
+ * in the nat-wire encoding, or zero padding for PROBE and PUNCH. Decoders return null for anything
+ * the layer drops as malformed.
+ */
+import type { Address } from '../address'
+import { MAX_ADDR_LEN, addrLen, readAddr, writeAddr } from '../protocols/nat-wire'
+
+export const PROBE = 1
+export const OBSERVED = 2
+export const INTRO_REQ = 3
+export const INTRO = 4
+export const INTRO_FAIL = 5
+export const PUNCH = 6
+export const PUNCH_ACK = 7
+/** PROBE and PUNCH are padded to the size of the largest answer (type + nonce + addr). */
+export const PADDED = 1 + 4 + MAX_ADDR_LEN
+
+export type HolePunchMessage =
+  | { type: 'PROBE' | 'PUNCH'; nonce: number; padding: number }
+  | { type: 'OBSERVED' | 'INTRO_REQ' | 'INTRO_FAIL' | 'PUNCH_ACK'; nonce: number; addr: Address }
+  | { type: 'INTRO'; nonce: number; peer: Address; you: Address }
+
+const CODES = { PROBE, OBSERVED, INTRO_REQ, INTRO, INTRO_FAIL, PUNCH, PUNCH_ACK } as const
+const NAMES = ['', 'PROBE', 'OBSERVED', 'INTRO_REQ', 'INTRO', 'INTRO_FAIL', 'PUNCH', 'PUNCH_ACK'] as const
+
+export function encodeHolePunch(m: HolePunchMessage): Buffer {
+  const len = 'padding' in m ? 5 + m.padding : 'addr' in m ? 5 + addrLen(m.addr) : 5 + addrLen(m.peer) + addrLen(m.you)
+  const b = Buffer.alloc(len)
+  b[0] = CODES[m.type]
+  b.writeUInt32BE(m.nonce >>> 0, 1)
+  if ('addr' in m) writeAddr(b, 5, m.addr)
+  else if ('peer' in m) writeAddr(b, writeAddr(b, 5, m.peer), m.you)
+  return b
+}
+
+export function decodeHolePunch(data: Uint8Array): HolePunchMessage | null {
+  if (data.length < 5) return null
+  const nonce = ((data[1] << 24) | (data[2] << 16) | (data[3] << 8) | data[4]) >>> 0
+  const type = NAMES[data[0]]
+  switch (type) {
+    case 'PROBE':
+    case 'PUNCH':
+      return data.length < PADDED ? null : { type, nonce, padding: data.length - 5 }
+    case 'OBSERVED':
+    case 'INTRO_REQ':
+    case 'INTRO_FAIL':
+    case 'PUNCH_ACK': {
+      const a = readAddr(data, 5)
+      return a ? { type, nonce, addr: a[0] } : null
+    }
+    case 'INTRO': {
+      const p = readAddr(data, 5)
+      const y = p && readAddr(data, p[1])
+      return p && y ? { type, nonce, peer: p[0], you: y[0] } : null
+    }
+    default:
+      return null
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Relay messages (docs/wire.md#relay-tag-10): `[type]` then a nonce u32 BE and/or a nat-wire
+ * address; DATA and FWD carry the inner layer tag and payload. Decoders return null for anything the
+ * layer drops as malformed.
+ */
+import type { Address } from '../address'
+import { addrLen, readAddr, writeAddr } from '../protocols/nat-wire'
+
+export const ALLOC = 1
+export const ALLOC_OK = 2
+export const ALLOC_REFUSED = 3
+export const DATA = 4
+export const FWD = 5
+export const QUERY = 6
+export const QUERY_REPLY = 7
+export const RELEASE = 8
+export const REFUSED_NOT_RELAY = 1
+export const REFUSED_FULL = 2
+
+export type RelayMessage =
+  | { type: 'ALLOC' | 'RELEASE' | 'ALLOC_OK'; nonce: number }
+  | { type: 'ALLOC_REFUSED'; nonce: number; reason: number }
+  | { type: 'DATA' | 'FWD'; addr: Address; tag: number; payload: Buffer }
+  | { type: 'QUERY'; nonce: number; addr: Address }
+  | { type: 'QUERY_REPLY'; nonce: number; present: boolean }
+
+const CODES = { ALLOC, ALLOC_OK, ALLOC_REFUSED, DATA, FWD, QUERY, QUERY_REPLY, RELEASE } as const
+const NAMES = ['', 'ALLOC', 'ALLOC_OK', 'ALLOC_REFUSED', 'DATA', 'FWD', 'QUERY', 'QUERY_REPLY', 'RELEASE'] as const
+
+export function encodeRelay(m: RelayMessage): Buffer {
+  if (m.type === 'DATA' || m.type === 'FWD') {
+    const b = Buffer.alloc(1 + addrLen(m.addr) + 1 + m.payload.length)
+    b[0] = CODES[m.type]
+    const off = writeAddr(b, 1, m.addr)
+    b[off] = m.tag
+    m.payload.copy(b, off + 1)
+    return b
+  }
+  return encodeNonced(m as Exclude<RelayMessage, { type: 'DATA' | 'FWD' }>)
+}
+
+function encodeNonced(m: Exclude<RelayMessage, { type: 'DATA' | 'FWD' }>): Buffer {
+  // ALLOC_OK is sent as 6 bytes (a zero after the nonce), like ALLOC_REFUSED and QUERY_REPLY.
+  const len = m.type === 'QUERY' ? 5 + addrLen(m.addr) : m.type === 'ALLOC' || m.type === 'RELEASE' ? 5 : 6
+  const b = Buffer.alloc(len)
+  b[0] = CODES[m.type]
+  b.writeUInt32BE(m.nonce >>> 0, 1)
+  if (m.type === 'QUERY') writeAddr(b, 5, m.addr)
+  else if (m.type === 'ALLOC_REFUSED') b[5] = m.reason
+  else if (m.type === 'QUERY_REPLY') b[5] = m.present ? 1 : 0
+  return b
+}
+
+export function decodeRelay(data: Buffer): RelayMessage | null {
+  if (data.length < 1) return null
+  const type = NAMES[data[0]]
+  switch (type) {
+    case 'ALLOC':
+    case 'RELEASE':
+      return data.length === 5 ? { type, nonce: data.readUInt32BE(1) } : null
+    case 'ALLOC_OK':
+      return data.length >= 5 ? { type, nonce: data.readUInt32BE(1) } : null
+    case 'ALLOC_REFUSED':
+      return data.length >= 5 ? { type, nonce: data.readUInt32BE(1), reason: data[5] ?? 0 } : null
+    case 'DATA':
+    case 'FWD': {
+      const a = readAddr(data, 1)
+      if (!a || a[1] >= data.length) return null
+      return { type, addr: a[0], tag: data[a[1]], payload: data.subarray(a[1] + 1) }
+    }
+    case 'QUERY': {
+      const a = data.length >= 5 ? readAddr(data, 5) : null
+      return a ? { type, nonce: data.readUInt32BE(1), addr: a[0] } : null
+    }
+    case 'QUERY_REPLY':
+      return data.length === 6 ? { type, nonce: data.readUInt32BE(1), present: data[5] === 1 } : null
+    default:
+      return null
+  }
+}
