@@ -318,9 +318,8 @@ export declare class UdpSocket {
   /** The next received batch, or null when none is waiting. */
   take(): ReceivedBatch | null
   /**
-   * Attaches the native reliable-UDP endpoint: datagrams whose first byte is `tag` go to it, and
-   * `rudpSend` queues whole messages on it. Idempotent per socket (a second call replaces nothing
-   * and fails).
+   * Attaches the native reliable-UDP endpoint on top of the stages attached so far: datagrams
+   * whose first byte is `tag` go to it, and `rudpSend` queues whole messages on it.
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` for a bad tag or when already attached.
@@ -345,16 +344,18 @@ export declare class UdpSocket {
    */
   rudpSendCopy(to: Uint8Array, tag: number, data: Uint8Array): number
   /**
-   * Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it (null).
+   * Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it
+   * (null). A new fault stage is composed on top of the stages attached so far; a second call
+   * for the same direction replaces the stage in its place.
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
    */
   setFaults(direction: string, options?: FaultOptions | undefined | null): void
   /**
-   * Attaches the native Noise stage (encrypt mode) for `identity`: reliable-UDP datagrams are
-   * sealed and opened in the I/O thread; datagrams tagged `tag` carry Noise. Requires the
-   * reliable-UDP endpoint to be attached as well (the stage carries only its traffic).
+   * Attaches the native Noise stage (encrypt mode) for `identity` on top of the stages attached
+   * so far: it seals and opens the datagrams of the stages attached above it (reliable UDP) in
+   * the I/O thread; datagrams tagged `tag` carry Noise.
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` for a bad tag or when already attached; Noise errors for a
@@ -370,8 +371,10 @@ export declare class UdpSocket {
   noiseConnect(to: Uint8Array): void
   /**
    * Configures a native delay line on `direction` (`"receive"` or `"send"`), or removes it (null).
-   * The link of each peer is asked for lazily: a batch's `delayPeers` lists the peers whose link
-   * must be set with `setDelayLink`; their datagrams wait (bounded) until it is.
+   * A new line is composed on top of the stages attached so far; a second call for the same
+   * direction replaces the line in its place. The link of each peer is asked for lazily: a
+   * batch's `delayPeers` lists the peers whose link must be set with `setDelayLink`; their
+   * datagrams wait (bounded) until it is.
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` for another direction.
@@ -385,11 +388,18 @@ export declare class UdpSocket {
    * `ERR_DECCOM_INVALID_ARGUMENT` for another direction or no delay line there.
    */
   setDelayLink(direction: string, to: Uint8Array, latencyMs: number, bytesPerSec: number): void
-  /** Counters of the native stages: reliable UDP (`rudp_*`) and fault injection (`faults_rx_*`, `faults_tx_*`). */
+  /**
+   * Counters of the native stages, as the I/O thread last published them (after its latest
+   * round): reliable UDP (`rudp_*`), Noise (`noise_*`), fault injection (`faults_rx_*`,
+   * `faults_tx_*`) and delay lines (`delay_rx_*`, `delay_tx_*`).
+   */
   pipelineStats(): Record<string, number>
   /** Counters and socket facts. */
   stats(): UdpSocketStats
-  /** Stops the I/O thread, releases the callback and closes the socket. Idempotent. */
+  /**
+   * Stops the I/O thread, releases the callback and the stages (and whatever JavaScript buffers
+   * they still hold), and closes the socket. Idempotent.
+   */
   close(): void
   /** True once `close()` has run. */
   get closed(): boolean
@@ -661,7 +671,10 @@ export interface ReceivedBatch {
   messages?: Array<Buffer>
   /** The sender slot of each message. */
   messageSlots?: Uint32Array
-  /** `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable, 2 forgotten). */
+  /**
+   * `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable,
+   * 2 forgotten, 3 refused by the receiver, 4 no room for another peer).
+   */
   completions?: Float64Array
   /**
    * `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set

@@ -218,6 +218,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     } else if (status === 3) {
       this.count('messages_refused')
       p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver refused the message (too large for its limits, or it gave up reassembling it)', { details: { id } }))
+    } else if (status === 4) {
+      this.count('messages_failed')
+      p.reject(new DeccomError(ErrorCode.PEER_TABLE_FULL, 'No room for another peer: every peer slot has messages in progress; retry later', { details: { id } }))
     } else {
       p.reject(closed())
     }

@@ -1,5 +1,5 @@
 /**
- * UdpTransport — the bottom layer: a native UDP socket (see crates/deccom-napi/src/socket.rs).
+ * UdpTransport — the bottom layer: a native UDP socket (see crates/deccom-napi/src/socket/).
  *
  * Provides `send(to, data, tag = 0)`, `ping(to, { timeout, signal })` and `localAddress()`; emits
  * `onMessage(from, data, tag)` for every datagram that is not its own.
@@ -71,7 +71,7 @@ type NativeSocket = InstanceType<typeof native.UdpSocket>
 export interface NativeReliableHandler {
   /** A whole message; its first byte is the upper layer's tag. */
   onNativeMessage(from: Address, message: Buffer): void
-  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed, 3 refused by the receiver. */
+  /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed, 3 refused by the receiver, 4 no room for another peer. */
   onNativeCompletion(id: number, status: number): void
 }
 
@@ -226,6 +226,10 @@ export class UdpTransport extends Protocol {
    * @internal Runs reliable UDP inside the socket's I/O thread: datagrams tagged `tag` never reach
    * JavaScript; whole messages and completions go to `handler`. Used by ReliableUdp when every
    * layer between it and this transport is native.
+   *
+   * The socket composes its native stages in the order they are attached, bottom first: the
+   * layers below (`setNativeFaults`, `setNativeDelay`, `attachNoise`) attach before the layers
+   * above them.
    */
   attachReliable(handler: NativeReliableHandler, tag: number, opts: NativeReliableOptions): void {
     if (this.#sock === null) throw closed()
@@ -251,7 +255,11 @@ export class UdpTransport extends Protocol {
   /** @internal Native fault injection on one direction (FaultyTransport in native mode); null removes it. */
   setNativeFaults(direction: 'send' | 'receive', opts: NativeFaultOptions | null): void {
     if (this.#sock === null) throw closed()
-    this.#sock.setFaults(direction, opts)
+    try {
+      this.#sock.setFaults(direction, opts)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /**
@@ -271,7 +279,11 @@ export class UdpTransport extends Protocol {
   /** @internal Starts a handshake on the native Noise stage. */
   noiseConnect(to: Address): void {
     if (this.#sock === null) throw closed()
-    this.#sock.noiseConnect(to.raw)
+    try {
+      this.#sock.noiseConnect(to.raw)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /**
@@ -281,14 +293,22 @@ export class UdpTransport extends Protocol {
    */
   setNativeDelay(direction: 'send' | 'receive', maxQueueBytes: number | null, linkOf: (direction: 'send' | 'receive', peer: Address) => void): void {
     if (this.#sock === null) throw closed()
-    this.#sock.setDelay(direction, maxQueueBytes)
+    try {
+      this.#sock.setDelay(direction, maxQueueBytes)
+    } catch (e) {
+      throw fromNative(e)
+    }
     this.#delayLinks = linkOf
   }
 
   /** @internal The link of one peer on a native delay line (latency ms, bytes per second, 0 = unlimited). */
   setNativeDelayLink(direction: 'send' | 'receive', peer: Address, latencyMs: number, bytesPerSec: number): void {
     if (this.#sock === null) return
-    this.#sock.setDelayLink(direction, peer.raw, latencyMs, bytesPerSec)
+    try {
+      this.#sock.setDelayLink(direction, peer.raw, latencyMs, bytesPerSec)
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /**

@@ -14,6 +14,7 @@ mod pipeline;
 mod prefault;
 mod rudp;
 mod socket;
+mod stages;
 mod wire;
 
 #[global_allocator]

@@ -1,0 +1,335 @@
+//! Receive batching: what the I/O thread hands to JavaScript, and how.
+//!
+//! Datagrams are copied, compacted, into one buffer per batch, with `[offset, length, sourceSlot]`
+//! triples. Source addresses are interned into small integer slots so that JavaScript never
+//! parses an address per datagram: a batch carries the text of the addresses it introduces, and
+//! a reset flag when the bounded slot table was cleared. Whole reliable messages, completions,
+//! delay-link requests and Noise session changes ride in the same batch.
+//!
+//! Delivery is pulled: finished batches wait in a queue bounded in bytes, and JavaScript is woken
+//! through a threadsafe function with a queue of one (at most one wake-up outstanding); it then
+//! calls `take()` until there is nothing left. When JavaScript falls behind, plain datagrams are
+//! dropped and counted, but reliable messages and completions never are (reliable data is refused
+//! before it enters the endpoint instead, see [`Sink::congested`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use super::{lock, Shared};
+use crate::stages::Sink;
+
+/// Interned source addresses per socket before the table is reset.
+const MAX_SLOTS: usize = 4096;
+
+/// Wakes JavaScript; it then pulls batches with `take()` until there are none.
+pub(crate) type WakeFn = ThreadsafeFunction<(), (), (), Status, false, false, 1>;
+
+/// One batch of received datagrams on its way to JavaScript.
+pub(crate) struct RecvBatch {
+  data: Vec<u8>,
+  /// Header `[count, flags, firstNewSlot]`, then `[offset, length, slot]` per datagram.
+  meta: Vec<u32>,
+  /// `ip port` pairs, space separated, for the slots this batch introduces (in slot order).
+  new_addrs: Option<String>,
+  /// Whole reliable messages and the slot of each sender.
+  messages: Vec<Vec<u8>>,
+  message_slots: Vec<u32>,
+  /// `[id, status]` pairs of finished reliable sends.
+  pub completions: Vec<f64>,
+  /// `[direction, slot]` pairs: peers whose delay-line link JavaScript must set.
+  delay_peers: Vec<u32>,
+  /// Native Noise sessions: `[slot u32 BE][node id 32][encoded identity]` each.
+  noise_connected: Vec<Vec<u8>>,
+  /// `[slot, kind]` pairs: 1 handshake failed, 2 session ended.
+  noise_failed: Vec<u32>,
+}
+
+pub(crate) struct RxQueue {
+  batches: VecDeque<RecvBatch>,
+  bytes: usize,
+  /// A wake-up is outstanding (set by the I/O thread, cleared by `take()` on an empty queue).
+  notified: bool,
+}
+
+impl RxQueue {
+  pub fn new() -> RxQueue {
+    RxQueue { batches: VecDeque::new(), bytes: 0, notified: false }
+  }
+
+  /// The next batch, or None (and JavaScript is asleep again: the next batch wakes it).
+  pub fn pop(&mut self) -> Option<RecvBatch> {
+    let b = self.batches.pop_front();
+    match &b {
+      Some(b) => self.bytes -= b.data.len() + b.messages.iter().map(Vec::len).sum::<usize>(),
+      None => self.notified = false,
+    }
+    b
+  }
+}
+
+/// A batch as JavaScript sees it.
+#[napi(object)]
+pub struct ReceivedBatch {
+  /// The datagrams back to back.
+  pub data: Buffer,
+  /// `[count, flags (bit 0: slot table reset), firstNewSlot]`, then `[offset, length, slot]` each.
+  pub meta: Uint32Array,
+  /// `ip port` pairs, space separated, for the slots this batch introduces (from firstNewSlot on).
+  pub new_addrs: Option<String>,
+  /// Whole reliable messages (first byte: the upper layer's tag), or null.
+  pub messages: Option<Vec<Buffer>>,
+  /// The sender slot of each message.
+  pub message_slots: Option<Uint32Array>,
+  /// `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable,
+  /// 2 forgotten, 3 refused by the receiver, 4 no room for another peer).
+  pub completions: Option<Float64Array>,
+  /// `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set
+  /// with `setDelayLink`, or null.
+  pub delay_peers: Option<Uint32Array>,
+  /// Sessions the native Noise stage completed: `[slot u32 BE][node id (32)][encoded identity]`.
+  pub noise_connected: Option<Vec<Buffer>>,
+  /// `[slot, kind]` pairs of Noise failures: 1 a handshake we started failed, 2 a session ended.
+  pub noise_failed: Option<Uint32Array>,
+}
+
+impl From<RecvBatch> for ReceivedBatch {
+  fn from(b: RecvBatch) -> ReceivedBatch {
+    let has_messages = !b.messages.is_empty();
+    ReceivedBatch {
+      data: Buffer::from(b.data),
+      meta: Uint32Array::new(b.meta),
+      new_addrs: b.new_addrs,
+      messages: has_messages.then(|| b.messages.into_iter().map(Buffer::from).collect()),
+      message_slots: has_messages.then(|| Uint32Array::new(b.message_slots)),
+      completions: (!b.completions.is_empty()).then(|| Float64Array::new(b.completions)),
+      delay_peers: (!b.delay_peers.is_empty()).then(|| Uint32Array::new(b.delay_peers)),
+      noise_connected: (!b.noise_connected.is_empty()).then(|| b.noise_connected.into_iter().map(Buffer::from).collect()),
+      noise_failed: (!b.noise_failed.is_empty()).then(|| Uint32Array::new(b.noise_failed)),
+    }
+  }
+}
+
+/// Interns source addresses into slots (bounded; cleared when full).
+pub(crate) struct Slots {
+  map: HashMap<SocketAddr, u32>,
+  reset: bool,
+  first_new: u32,
+  new_text: String,
+}
+
+impl Slots {
+  pub fn new() -> Slots {
+    Slots { map: HashMap::new(), reset: false, first_new: 0, new_text: String::new() }
+  }
+
+  /// True when interning `addr` would clear the table (its slots must not share a batch with older ones).
+  fn needs_reset(&self, addr: &SocketAddr) -> bool {
+    self.map.len() >= MAX_SLOTS && !self.map.contains_key(addr)
+  }
+
+  fn slot(&mut self, addr: SocketAddr) -> u32 {
+    if let Some(&s) = self.map.get(&addr) {
+      return s;
+    }
+    if self.map.len() >= MAX_SLOTS {
+      self.map.clear();
+      self.reset = true;
+      self.new_text.clear();
+      self.first_new = 0;
+    }
+    let s = self.map.len() as u32;
+    if self.new_text.is_empty() {
+      self.first_new = s;
+    } else {
+      self.new_text.push(' ');
+    }
+    use std::fmt::Write;
+    let _ = write!(self.new_text, "{} {}", addr.ip(), addr.port());
+    self.map.insert(addr, s);
+    s
+  }
+}
+
+/// The batch being built by the I/O thread.
+pub(crate) struct Batcher {
+  data: Vec<u8>,
+  meta: Vec<u32>,
+  count: usize,
+  messages: Vec<Vec<u8>>,
+  message_slots: Vec<u32>,
+  message_bytes: usize,
+  completions: Vec<f64>,
+  delay_peers: Vec<u32>,
+  noise_connected: Vec<Vec<u8>>,
+  noise_failed: Vec<u32>,
+}
+
+impl Batcher {
+  pub fn new() -> Self {
+    let mut meta = Vec::with_capacity(3 + 3 * 64);
+    meta.extend_from_slice(&[0, 0, 0]);
+    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), delay_peers: Vec::new(), noise_connected: Vec::new(), noise_failed: Vec::new() }
+  }
+
+  fn is_empty(&self) -> bool {
+    self.count == 0 && !self.must_deliver()
+  }
+
+  /// Reliable messages and completions were accepted by the sender's peer: never drop them.
+  fn must_deliver(&self) -> bool {
+    !self.messages.is_empty() || !self.completions.is_empty() || !self.delay_peers.is_empty() || !self.noise_connected.is_empty() || !self.noise_failed.is_empty()
+  }
+}
+
+/// The receive sink of the I/O thread: datagrams, messages and completions go into the batch
+/// being built; a full batch goes to the queue for JavaScript.
+pub(crate) struct Rx<'a> {
+  pub sh: &'a Shared,
+  pub tsfn: &'a WakeFn,
+  pub slots: &'a mut Slots,
+  pub batch: &'a mut Batcher,
+  pub max_batch: usize,
+}
+
+impl Rx<'_> {
+  fn slot(&mut self, from: SocketAddr) -> u32 {
+    if self.slots.needs_reset(&from) {
+      // JavaScript clears its table before reading a batch: older slots go out first.
+      self.deliver();
+    }
+    self.slots.slot(from)
+  }
+
+  fn full(&mut self) {
+    if self.batch.count >= self.max_batch || self.batch.data.len() + self.batch.message_bytes >= (1 << 20) {
+      self.deliver();
+    }
+  }
+
+  fn push_datagram(&mut self, from: SocketAddr, tag: Option<u8>, body: &[u8]) {
+    let slot = self.slot(from);
+    let off = self.batch.data.len() as u32;
+    self.batch.data.extend(tag);
+    self.batch.data.extend_from_slice(body);
+    self.batch.meta.extend_from_slice(&[off, self.batch.data.len() as u32 - off, slot]);
+    self.batch.count += 1;
+    self.full();
+  }
+
+  /// Hands the finished batch to the receive queue and wakes JavaScript if it is not already
+  /// awake. When the queue is over its byte bound the batch is dropped and counted; the address
+  /// slots it would have introduced stay pending, so later batches still carry them.
+  pub fn deliver(&mut self) {
+    let (sh, slots, b) = (self.sh, &mut *self.slots, &mut *self.batch);
+    if b.is_empty() {
+      return;
+    }
+    let mut q = lock(&sh.rxq);
+    if q.bytes + b.data.len() > sh.max_rx_queue_bytes && !b.must_deliver() {
+      sh.counters.rx_dropped_queue_full.fetch_add(b.count as u64, Relaxed);
+      *b = Batcher::new();
+      return;
+    }
+    let mut batch = std::mem::replace(b, Batcher::new());
+    batch.meta[0] = batch.count as u32;
+    batch.meta[1] = u32::from(slots.reset);
+    batch.meta[2] = slots.first_new;
+    let new_addrs = (!slots.new_text.is_empty()).then(|| std::mem::take(&mut slots.new_text));
+    slots.reset = false;
+    q.bytes += batch.data.len() + batch.message_bytes;
+    q.batches.push_back(RecvBatch {
+      data: batch.data,
+      meta: batch.meta,
+      new_addrs,
+      messages: batch.messages,
+      message_slots: batch.message_slots,
+      completions: batch.completions,
+      delay_peers: batch.delay_peers,
+      noise_connected: batch.noise_connected,
+      noise_failed: batch.noise_failed,
+    });
+    sh.counters.rx_batches.fetch_add(1, Relaxed);
+    if !q.notified {
+      q.notified = true;
+      drop(q);
+      // At most one wake-up is outstanding, so the (size 1) queue of the function cannot be full.
+      self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+  }
+}
+
+impl Sink for Rx<'_> {
+  fn datagram(&mut self, from: SocketAddr, tag: u8, body: &[u8]) {
+    self.push_datagram(from, Some(tag), body);
+  }
+
+  fn empty(&mut self, from: SocketAddr) {
+    self.push_datagram(from, None, &[]);
+  }
+
+  fn message(&mut self, from: SocketAddr, message: Vec<u8>) {
+    let slot = self.slot(from);
+    self.batch.message_bytes += message.len();
+    self.batch.messages.push(message);
+    self.batch.message_slots.push(slot);
+    self.full();
+  }
+
+  fn completion(&mut self, id: f64, status: f64) {
+    self.batch.completions.extend_from_slice(&[id, status]);
+  }
+
+  fn delay_peer(&mut self, direction: u32, peer: SocketAddr) {
+    let slot = self.slot(peer);
+    self.batch.delay_peers.extend_from_slice(&[direction, slot]);
+  }
+
+  fn noise_connected(&mut self, peer: SocketAddr, id: &[u8; 32], identity: &[u8]) {
+    let slot = self.slot(peer);
+    let mut rec = Vec::with_capacity(4 + 32 + identity.len());
+    rec.extend_from_slice(&slot.to_be_bytes());
+    rec.extend_from_slice(id);
+    rec.extend_from_slice(identity);
+    self.batch.noise_connected.push(rec);
+  }
+
+  fn noise_failed(&mut self, peer: SocketAddr, kind: u32) {
+    let slot = self.slot(peer);
+    self.batch.noise_failed.extend_from_slice(&[slot, kind]);
+  }
+
+  fn congested(&self) -> bool {
+    lock(&self.sh.rxq).bytes > self.sh.max_rx_queue_bytes
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn slots_intern_and_reset_when_full() {
+    let mut s = Slots::new();
+    let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let b: SocketAddr = "[::1]:2".parse().unwrap();
+    assert_eq!(s.slot(a), 0);
+    assert_eq!(s.slot(b), 1);
+    assert_eq!(s.slot(a), 0);
+    assert_eq!(s.new_text, "127.0.0.1 1 ::1 2");
+    s.new_text.clear();
+    for p in 3..(MAX_SLOTS as u16 + 1) {
+      s.slot(SocketAddr::new("127.0.0.1".parse().unwrap(), p));
+    }
+    assert!(!s.reset);
+    assert_eq!(s.map.len(), MAX_SLOTS);
+    let c: SocketAddr = "127.0.0.2:9".parse().unwrap();
+    assert_eq!(s.slot(c), 0, "a full table is cleared and numbering restarts");
+    assert!(s.reset);
+    assert_eq!((s.first_new, s.new_text.as_str()), (0, "127.0.0.2 9"));
+  }
+}
