@@ -211,7 +211,7 @@ pub fn decode_peer_record(bytes: &[u8]) -> Result<PeerRecordObject> {
 /// `ERR_DECCOM_INVALID_ADDRESS` when `host` is not an IP literal or the port is out of range.
 #[napi]
 pub fn encode_address(host: String, port: u32) -> Result<Buffer> {
-  Ok(crate::socket::encode_addr(sockaddr(&host, port, "address")?).to_vec().into())
+  Ok(deccom_core::wire::encode_raw_addr(sockaddr(&host, port, "address")?).to_vec().into())
 }
 
 fn write_private(path: &str, bytes: &[u8]) -> std::io::Result<()> {

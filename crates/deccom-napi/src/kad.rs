@@ -27,7 +27,7 @@ fn node_id(b: &[u8]) -> Result<NodeId> {
 }
 
 fn address(b: &[u8]) -> Result<std::net::SocketAddr> {
-  crate::socket::decode_addr(b).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))
+  deccom_core::wire::decode_raw_addr(b).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))
 }
 
 fn ms_duration(ms: f64) -> Duration {
@@ -133,7 +133,7 @@ impl KadTable {
   /// This node's external address as its record carries it, in the 18-byte form (null: none).
   #[napi(getter)]
   pub fn own_external(&self) -> Option<Buffer> {
-    self.own.external.map(|a| crate::socket::encode_addr(a).to_vec().into())
+    self.own.external.map(|a| deccom_core::wire::encode_raw_addr(a).to_vec().into())
   }
 
   /// Marks a present peer as seen now (moves it to the tail of its bucket). False if absent.

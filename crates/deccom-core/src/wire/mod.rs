@@ -130,6 +130,37 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Length of the raw address encoding ([`encode_raw_addr`]).
+pub const RAW_ADDR_LEN: usize = 18;
+
+/// The raw address (`docs/wire.md#address-encodings`): 16 bytes of IPv6 address, an IPv4 address
+/// as IPv4-mapped `::ffff:a.b.c.d`, then the port (big-endian). Used by TCP HELLO/OBSERVED and by
+/// the native socket's API.
+#[must_use]
+pub fn encode_raw_addr(addr: SocketAddr) -> [u8; RAW_ADDR_LEN] {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    let mut out = [0u8; RAW_ADDR_LEN];
+    out[..16].copy_from_slice(&ip.octets());
+    out[16..].copy_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
+/// Decodes a raw address ([`encode_raw_addr`]); an IPv4-mapped address comes back as IPv4.
+/// `None` when fewer than 18 bytes are given (extra bytes are not looked at).
+#[must_use]
+pub fn decode_raw_addr(b: &[u8]) -> Option<SocketAddr> {
+    let ip: [u8; 16] = b.get(..16)?.try_into().ok()?;
+    let port = u16::from_be_bytes(b.get(16..18)?.try_into().ok()?);
+    let v6 = Ipv6Addr::from(ip);
+    Some(match v6.to_ipv4_mapped() {
+        Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+        None => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, 0)),
+    })
+}
+
 /// Appends the encoding of `addr` (see the module docs) to `out`.
 pub fn encode_socket_addr(addr: &SocketAddr, out: &mut Vec<u8>) {
     match addr {

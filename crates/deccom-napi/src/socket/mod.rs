@@ -52,7 +52,7 @@ use send::Pending;
 pub use batch::ReceivedBatch;
 pub(crate) use options::rudp_config;
 pub use options::{FaultOptions, LocalAddress, RudpOptions, UdpBindOptions, UdpSocketStats};
-pub use send::{decode_addr, encode_addr, ADDR_LEN};
+pub use send::{decode_addr, ADDR_LEN};
 
 #[derive(Default)]
 struct Counters {

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 
 use polling::Event;
@@ -17,8 +17,6 @@ use quinn_udp::Transmit;
 
 use super::{lock, Shared, KEY};
 
-/// Bytes per encoded address in `sendBatch`: 16 bytes of IPv6 (IPv4 as `::ffff:a.b.c.d`) + port BE.
-pub const ADDR_LEN: usize = 18;
 /// Total payload bytes a GSO send may carry (kernel limit is 64 KiB including headers).
 const GSO_MAX_BYTES: usize = 65_000;
 
@@ -146,28 +144,9 @@ impl Shared {
   }
 }
 
-/// Decodes the 18-byte address encoding used by `sendBatch` (and by `encodeAddress`).
-pub fn decode_addr(b: &[u8]) -> Option<SocketAddr> {
-  let ip: [u8; 16] = b.get(..16)?.try_into().ok()?;
-  let port = u16::from_be_bytes(b.get(16..18)?.try_into().ok()?);
-  let v6 = Ipv6Addr::from(ip);
-  Some(match v6.to_ipv4_mapped() {
-    Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-    None => SocketAddr::new(IpAddr::V6(v6), port),
-  })
-}
-
-/// Encodes an address into the 18-byte form.
-pub fn encode_addr(addr: SocketAddr) -> [u8; ADDR_LEN] {
-  let ip = match addr.ip() {
-    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-    IpAddr::V6(v6) => v6,
-  };
-  let mut out = [0u8; ADDR_LEN];
-  out[..16].copy_from_slice(&ip.octets());
-  out[16..].copy_from_slice(&addr.port().to_be_bytes());
-  out
-}
+/// The 18-byte address encoding used by `sendBatch` (and by `encodeAddress`) is the wire's raw
+/// address (`docs/wire.md#address-encodings`), implemented once in `deccom_core::wire`.
+pub use deccom_core::wire::{decode_raw_addr as decode_addr, RAW_ADDR_LEN as ADDR_LEN};
 
 /// IPv4-mapped IPv6 sources as plain IPv4.
 pub(crate) fn normalize(addr: SocketAddr) -> SocketAddr {
@@ -183,6 +162,7 @@ pub(crate) fn normalize(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use deccom_core::wire::encode_raw_addr as encode_addr;
 
   #[test]
   fn address_encoding_round_trips_both_families() {
