@@ -144,7 +144,7 @@ export class BigGossip extends Protocol {
     if (data[0] === SAMPLE && !this.#pulls.delete(from)) return this.count('dropped_unsolicited')
     const m = decodeBigGossip(data)
     if (m === null) return this.count('dropped_malformed')
-    const records = m.peers
+    const records = m.decoded
     if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
     this.#learn(records[0], true)
     if (m.type === 'PULL') {

@@ -149,7 +149,7 @@ export class FixedPeers extends Protocol {
       this.count('exits_received')
       return this.#emit('disconnected', p)
     }
-    const rec = m.peer
+    const rec = m.decoded
     if (rec.address !== from) return this.count('dropped_address_mismatch')
     if (m.type === 'HELLO') this.sendControl(from, encodeFixedPeers({ type: 'HELLO_ACK', record: this.#record! }), 'acks_sent')
     if (this.#known.has(from)) return

@@ -254,7 +254,7 @@ export class Gossip extends Protocol {
     switch (m.type) {
       case 'EXCHANGE':
       case 'EXCHANGE_REPLY': {
-        const records = m.peers
+        const records = m.decoded
         if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
         records.forEach((r, i) => this.#learn(r, i === 0))
         if (m.type === 'EXCHANGE') this.sendControl(from, encodeReply([this.#record, ...this.#randomRecords(from)], data.length))
@@ -267,11 +267,11 @@ export class Gossip extends Protocol {
         else this.count('dropped_unsolicited')
         return
       case 'FIND':
-        return this.#onFind(from, m.queryHi, m.queryLo, m.hops, m.target, m.origin, m.peer)
+        return this.#onFind(from, m.queryHi, m.queryLo, m.hops, m.target, m.origin, m.decoded)
       case 'FOUND': {
         const f = this.#finds.get(`${m.queryHi}:${m.queryLo}`)
         if (!f) return this.count('dropped_unsolicited')
-        const r = m.peer
+        const r = m.decoded
         if (r.id.toString('hex') !== f.target) return this.count('dropped_wrong_record')
         this.count('finds_answered')
         this.#learn(r, false)

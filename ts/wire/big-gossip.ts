@@ -13,7 +13,7 @@ export const INTRO = 3
 
 export type BigGossipMessage = { type: 'PULL'; records: Buffer[]; padding: number } | { type: 'SAMPLE' | 'INTRO'; records: Buffer[] }
 /** A decoded message: the fields of {@link BigGossipMessage} plus the decoded records. */
-export type DecodedBigGossip = BigGossipMessage & { peers: PeerRecord[] }
+export type DecodedBigGossip = BigGossipMessage & { decoded: PeerRecord[] }
 
 const TYPES = { PULL, SAMPLE, INTRO } as const
 
@@ -42,10 +42,10 @@ export function decodeBigGossip(data: Buffer): DecodedBigGossip | null {
   try {
     if (t === PULL) {
       const { raw, records, end } = decodeList(data, 1)
-      return { type: 'PULL', records: raw, padding: data.length - end, peers: records }
+      return { type: 'PULL', records: raw, padding: data.length - end, decoded: records }
     }
     const { raw, records } = decodeWholeList(data, 1)
-    return { type: t === SAMPLE ? 'SAMPLE' : 'INTRO', records: raw, peers: records }
+    return { type: t === SAMPLE ? 'SAMPLE' : 'INTRO', records: raw, decoded: records }
   } catch {
     return null
   }

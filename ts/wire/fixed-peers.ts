@@ -13,7 +13,7 @@ export const EXIT = 3
 
 export type FixedPeersMessage = { type: 'HELLO' | 'HELLO_ACK'; record: Buffer } | { type: 'EXIT' }
 /** A decoded message; HELLO and HELLO_ACK also carry the decoded record. */
-export type DecodedFixedPeers = { type: 'HELLO' | 'HELLO_ACK'; record: Buffer; peer: PeerRecord } | { type: 'EXIT' }
+export type DecodedFixedPeers = { type: 'HELLO' | 'HELLO_ACK'; record: Buffer; decoded: PeerRecord } | { type: 'EXIT' }
 
 export function encodeFixedPeers(m: FixedPeersMessage): Buffer {
   if (m.type === 'EXIT') return Buffer.from([EXIT])
@@ -31,5 +31,5 @@ export function decodeFixedPeers(data: Buffer): DecodedFixedPeers | null {
   } catch {
     return null
   }
-  return { type: data[0] === HELLO ? 'HELLO' : 'HELLO_ACK', record: data.subarray(1), peer }
+  return { type: data[0] === HELLO ? 'HELLO' : 'HELLO_ACK', record: data.subarray(1), decoded: peer }
 }

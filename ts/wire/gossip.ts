@@ -83,15 +83,15 @@ export type GossipMessage =
   | { type: 'FOUND'; queryHi: number; queryLo: number; record: Buffer }
 
 /**
- * A decoded message: the fields of {@link GossipMessage} plus the decoded records (`peers` for the
- * lists, `peer` for FIND's origin and FOUND's record), so the layer decodes each record once.
+ * A decoded message: the fields of {@link GossipMessage} plus the decoded records in `decoded` (the
+ * list's records; FIND's origin; FOUND's record), so the layer decodes each record once.
  */
 export type DecodedGossip =
-  | { type: 'EXCHANGE'; records: Buffer[]; padding: number; peers: PeerRecord[] }
-  | { type: 'EXCHANGE_REPLY'; records: Buffer[]; peers: PeerRecord[] }
+  | { type: 'EXCHANGE'; records: Buffer[]; padding: number; decoded: PeerRecord[] }
+  | { type: 'EXCHANGE_REPLY'; records: Buffer[]; decoded: PeerRecord[] }
   | { type: 'PING' | 'PONG'; id: number }
-  | { type: 'FIND'; queryHi: number; queryLo: number; hops: number; target: Buffer; origin: Buffer; peer: PeerRecord }
-  | { type: 'FOUND'; queryHi: number; queryLo: number; record: Buffer; peer: PeerRecord }
+  | { type: 'FIND'; queryHi: number; queryLo: number; hops: number; target: Buffer; origin: Buffer; decoded: PeerRecord }
+  | { type: 'FOUND'; queryHi: number; queryLo: number; record: Buffer; decoded: PeerRecord }
 
 /** A FIND: query id (hi, lo), hops left, 32-byte target, origin record. */
 export function encodeFind(hi: number, lo: number, hops: number, target: Buffer, origin: Buffer): Buffer {
@@ -161,11 +161,11 @@ export function decodeGossip(data: Buffer): DecodedGossip | null {
     switch (data[0]) {
       case EXCHANGE: {
         const { raw, records, end } = decodeList(data, 1)
-        return { type: 'EXCHANGE', records: raw, padding: data.length - end, peers: records }
+        return { type: 'EXCHANGE', records: raw, padding: data.length - end, decoded: records }
       }
       case REPLY: {
         const { raw, records } = decodeWholeList(data, 1)
-        return { type: 'EXCHANGE_REPLY', records: raw, peers: records }
+        return { type: 'EXCHANGE_REPLY', records: raw, decoded: records }
       }
       case PING:
       case PONG:
@@ -177,7 +177,7 @@ export function decodeGossip(data: Buffer): DecodedGossip | null {
         if (FIND_FIXED + l !== data.length) return null
         const origin = data.subarray(FIND_FIXED)
         const peer = decodeRecordExact(origin)
-        return { type: 'FIND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), hops: data[9], target: data.subarray(10, 42), origin, peer }
+        return { type: 'FIND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), hops: data[9], target: data.subarray(10, 42), origin, decoded: peer }
       }
       case FOUND: {
         if (data.length < FOUND_FIXED) return null
@@ -185,7 +185,7 @@ export function decodeGossip(data: Buffer): DecodedGossip | null {
         if (FOUND_FIXED + l !== data.length) return null
         const record = data.subarray(FOUND_FIXED)
         const peer = decodeRecordExact(record)
-        return { type: 'FOUND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), record, peer }
+        return { type: 'FOUND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), record, decoded: peer }
       }
       default:
         return null
