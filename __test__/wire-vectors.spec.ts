@@ -2,8 +2,9 @@
  * The wire test vectors (test-vectors/*.json, specified in docs/wire.md), checked through the BUILT
  * package: Rust formats through the native binding (decoders, encoders, a seeded NoiseEndpoint
  * replaying the handshake transcripts, the endpoints' malformed-datagram counters), TypeScript
- * formats through their codecs in dist/wire/. Every valid vector must decode to its fields and
- * re-encode byte-exact; every invalid one must be rejected the recorded way.
+ * formats through their codecs in dist/wire/ and dist/protocols/tcp/codec.js — the functions the
+ * layers themselves call to encode and decode — and a running TcpTransport. Every valid vector must
+ * decode to its fields and re-encode byte-exact; every invalid one must be rejected the recorded way.
  */
 import test from 'ava'
 import { readFileSync } from 'node:fs'
@@ -46,10 +47,11 @@ const bytes = (hex: string): Buffer => Buffer.from(hex, 'hex')
 // ------------------------------------------------------------------------------------------------
 // TypeScript-implemented formats
 
-/** Decoded message → the vectors' field form: bytes as hex, addresses as their key. */
+/** Decoded message → the vectors' field form: bytes as hex, addresses as their key; the decoded records (`decoded`) are left out. */
 function fields(m: object): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(m)) {
+    if (k === 'decoded') continue
     if (Buffer.isBuffer(v)) out[k] = v.toString('hex')
     else if (Array.isArray(v)) out[k] = v.map((x: unknown) => (Buffer.isBuffer(x) ? x.toString('hex') : x))
     else if (v !== null && typeof v === 'object' && 'key' in v) out[k] = (v as { key: string }).key
@@ -67,28 +69,35 @@ const fixed = wire('fixed-peers')
 const hp = wire('hole-punch')
 const relay = wire('relay')
 const thp = wire('tcp-hole-punch')
-/** FixedPeers' decoder also returns the decoded record (`peer`); the vectors hold its bytes only. */
-function withoutPeer(decode: (b: Buffer) => object | null): (b: Buffer) => object | null {
+const keepAlive = wire('keep-alive')
+/**
+ * Some decoders also return the decoded peer records (`decoded`) of the record bytes they return
+ * (`records`, `record`, `origin`); they must be those bytes' records.
+ */
+function checked(decode: (b: Buffer) => object | null): (b: Buffer) => object | null {
   return (b) => {
-    const m = decode(b)
-    if (m === null || !('peer' in m)) return m
-    const { peer, ...rest } = m as { peer: { id: Buffer }; record: Buffer }
-    if (!peer.id.equals(decodePeerRecord(rest.record).id)) throw new Error('decoded record differs from its bytes')
-    return rest
+    const m = decode(b) as null | { decoded?: { id: Buffer } | Array<{ id: Buffer }>; records?: Buffer[]; record?: Buffer; origin?: Buffer }
+    if (m === null || m.decoded === undefined) return m
+    const raw = m.records ?? [m.record ?? m.origin!]
+    const decoded = Array.isArray(m.decoded) ? m.decoded : [m.decoded]
+    if (decoded.length !== raw.length || decoded.some((r, i) => !r.id.equals(decodePeerRecord(raw[i]).id))) throw new Error('decoded records differ from their bytes')
+    return m
   }
 }
 const tsFormats: Array<[string, Codec]> = [
   ['udp-ping', { encode: ping.encodePing, decode: ping.decodePing } as Codec],
-  ['gossip', { encode: gossip.encodeGossip, decode: gossip.decodeGossip } as Codec],
-  ['big-gossip', { encode: big.encodeBigGossip, decode: big.decodeBigGossip } as Codec],
-  ['fixed-peers', { encode: fixed.encodeFixedPeers, decode: withoutPeer(fixed.decodeFixedPeers as (b: Buffer) => object | null) } as Codec],
+  ['udp-ping', { encode: keepAlive.encodeKeepAlive, decode: keepAlive.decodeKeepAlive } as Codec],
+  ['gossip', { encode: gossip.encodeGossip, decode: checked(gossip.decodeGossip as (b: Buffer) => object | null) } as Codec],
+  ['big-gossip', { encode: big.encodeBigGossip, decode: checked(big.decodeBigGossip as (b: Buffer) => object | null) } as Codec],
+  ['fixed-peers', { encode: fixed.encodeFixedPeers, decode: checked(fixed.decodeFixedPeers as (b: Buffer) => object | null) } as Codec],
   ['hole-punch', { encode: hp.encodeHolePunch, decode: hp.decodeHolePunch } as Codec],
   ['relay', { encode: relay.encodeRelay, decode: relay.decodeRelay } as Codec],
   ['tcp-hole-punch', { encode: thp.encodeTcpHolePunch, decode: thp.decodeTcpHolePunch } as Codec],
 ]
 
-for (const [name, codec] of tsFormats) {
-  test(`${name}: valid vectors decode to their fields and re-encode byte-exact; invalid ones are dropped`, (t) => {
+for (const [i, [name, codec]] of tsFormats.entries()) {
+  const which = i === 1 ? ' (KeepAlive codec)' : ''
+  test(`${name}${which}: valid vectors decode to their fields and re-encode byte-exact; invalid ones are dropped`, (t) => {
     const f = load(name)
     for (const v of f.valid) {
       const m = codec.decode(bytes(v.hex))
@@ -103,13 +112,13 @@ for (const [name, codec] of tsFormats) {
   })
 }
 
-test('the ping vectors are what the KeepAlive layer and the transport Pinger send', (t) => {
-  // KeepAlive answers a PING by copying it and setting byte 0 to PONG; the vectors agree.
+test('the ping vectors: a PONG answering a PING vector echoes its id, as the KeepAlive layer and the transport Pinger send it', (t) => {
   const f = load('udp-ping')
   const p = bytes(f.valid.find((v) => v.fields.type === 'PING')!.hex)
-  const pong = Buffer.from(p)
-  pong[0] = 2
-  t.deepEqual(fields((ping.decodePing as (b: Buffer) => object)(pong)), { type: 'PONG', id: p.readUInt32BE(1) })
+  const id = p.readUInt32BE(1)
+  const pong = (keepAlive.encodeKeepAlive as (m: object) => Buffer)({ type: 'PONG', id })
+  t.deepEqual(pong, Buffer.concat([Buffer.from([2]), p.subarray(1)]))
+  t.deepEqual(fields((ping.decodePing as (b: Buffer) => object)(pong)), { type: 'PONG', id })
 })
 
 // ------------------------------------------------------------------------------------------------
@@ -336,7 +345,7 @@ function staticKeyOf(file: { identities: Array<Party & { x25519_static_public_ke
 }
 
 // ------------------------------------------------------------------------------------------------
-// TCP streams: the codec is inline in TcpTransport, so the vectors are checked against a running one
+// TCP streams: checked against a running TcpTransport, and through its codec (ts/protocols/tcp/codec.ts)
 
 /** One TCP frame → fields, read as docs/wire.md#tcp-streams specifies. */
 function tcpFields(f: Buffer): Record<string, unknown> {
@@ -450,4 +459,96 @@ test('tcp: valid frames match the spec, and a running TcpTransport writes and re
     t.true(closed, `${v.name}: the connection is closed`)
     t.is(tcp.stats()[v.error], before + 1, v.name)
   }
+})
+
+test('tcp: the codec the transport calls decodes every valid frame to its fields and re-encodes it byte-exact; it refuses every invalid stream it can judge without connection state', (t) => {
+  const codec = requireRoot('./dist/protocols/tcp/codec.js') as {
+    VERSION: number
+    FLAG_AUTH: number
+    FLAG_OBSERVED: number
+    T_HELLO: number
+    T_AUTH: number
+    T_GOAWAY: number
+    T_OBSERVED: number
+    SIG_LEN: number
+    TCP_MAX_TAG: number
+    checkFrameHeader(type: number, length: number, maxFrameSize: number): 'ok' | 'oversized' | 'malformed'
+    encodeFrame(type: number, body: Uint8Array): Buffer
+    encodeHello(h: { id: Buffer; nonce: Buffer; publicIdentity: Buffer; canSign: boolean; udpRaw: Buffer | null; tcpPort: number }): Buffer
+    decodeHello(b: Buffer): null | { id: Buffer; nonce: Buffer; publicIdentity: Buffer | null; wantsAuth: boolean; wantsObserved: boolean; udpRaw: Buffer; tcpPort: number }
+    encodeObserved(a: unknown): Buffer
+    decodeObserved(b: Buffer): unknown
+    authMessage(peerNonce: Buffer, ownNonce: Buffer, ownId: Buffer, peerId: Buffer): Buffer
+  }
+  const maxFrameSize = 16 * 1024 * 1024 // the TcpTransport default
+  const f = load('tcp')
+  const hellos: Record<string, NonNullable<ReturnType<typeof codec.decodeHello>>> = {}
+  let auth: Buffer | null = null
+  for (const v of f.valid) {
+    const b = bytes(v.hex)
+    const len = b.readUInt32BE(0)
+    const type = b[4]
+    const body = b.subarray(5)
+    t.is(codec.checkFrameHeader(type, len, maxFrameSize), 'ok', v.name)
+    if (type <= codec.TCP_MAX_TAG) {
+      t.deepEqual(codec.encodeFrame(type, body), b, v.name)
+    } else if (type === codec.T_HELLO) {
+      const h = codec.decodeHello(body)
+      if (h === null) return t.fail(`${v.name}: refused`)
+      t.deepEqual(
+        {
+          length: len,
+          type: 'HELLO',
+          version: codec.VERSION,
+          flags: (h.wantsAuth ? codec.FLAG_AUTH : 0) | (h.wantsObserved ? codec.FLAG_OBSERVED : 0),
+          id: h.id.toString('hex'),
+          nonce: h.nonce.toString('hex'),
+          udp: h.udpRaw.toString('hex'),
+          tcp_port: h.tcpPort,
+          identity: (h.publicIdentity ?? Buffer.alloc(0)).toString('hex'),
+        },
+        v.fields,
+        v.name,
+      )
+      const again = codec.encodeHello({ id: h.id, nonce: h.nonce, publicIdentity: h.publicIdentity ?? Buffer.alloc(0), canSign: h.wantsAuth, udpRaw: h.udpRaw, tcpPort: h.tcpPort })
+      t.deepEqual(codec.encodeFrame(codec.T_HELLO, again), b, v.name)
+      hellos[v.name] = h
+    } else if (type === codec.T_OBSERVED) {
+      const a = codec.decodeObserved(body)
+      t.true(a !== null && a !== 'malformed', v.name)
+      t.deepEqual(codec.encodeFrame(codec.T_OBSERVED, codec.encodeObserved(a)), b, v.name)
+    } else if (type === codec.T_AUTH) {
+      auth = body
+    } else {
+      t.is(type, codec.T_GOAWAY, v.name)
+      t.deepEqual(codec.encodeFrame(codec.T_GOAWAY, Buffer.alloc(0)), b, v.name)
+    }
+  }
+  // The AUTH was the Ed25519 node's (seed 0x05) answer to the name node's HELLO: signing the same
+  // authMessage again gives the same bytes (Ed25519 signatures are deterministic).
+  const s = Object.entries(hellos).find(([n]) => n.startsWith('HELLO from an Ed25519 node'))![1]
+  const n = Object.entries(hellos).find(([n]) => n.startsWith('HELLO from a name identity'))![1]
+  const signer = Identity.fromSeed(Buffer.alloc(32, 5))
+  t.deepEqual(s.id, signer.id)
+  t.deepEqual(codec.encodeFrame(codec.T_AUTH, signer.sign(codec.authMessage(n.nonce, s.nonce, s.id, n.id))), codec.encodeFrame(codec.T_AUTH, auth!))
+
+  /** The counter the codec alone names for a byte stream, or null when every frame passes it. */
+  const refusal = (stream: Buffer): string | null => {
+    for (let o = 0; o + 5 <= stream.length; ) {
+      const len = stream.readUInt32BE(o)
+      const type = stream[o + 4]
+      const verdict = codec.checkFrameHeader(type, len, maxFrameSize)
+      if (verdict !== 'ok') return `dropped_${verdict}`
+      const body = stream.subarray(o + 5, o + 5 + len)
+      if (type === codec.T_HELLO && codec.decodeHello(body) === null) return 'dropped_malformed'
+      if (type === codec.T_OBSERVED && codec.decodeObserved(body) === 'malformed') return 'dropped_malformed'
+      if (type === codec.T_AUTH && body.length !== codec.SIG_LEN) return 'dropped_malformed'
+      o += 5 + len
+    }
+    return null
+  }
+  // These depend on the connection's state (what came before), which the transport checks.
+  const stateful = new Set(['data frame before HELLO', 'a second HELLO', 'AUTH not announced by the HELLO'])
+  for (const v of f.invalid) t.is(refusal(bytes(v.hex)), stateful.has(v.name) ? null : v.error, v.name)
+  t.true(f.invalid.some((v) => v.name.includes('unknown flag')), 'the unknown-flag vector is there')
 })

@@ -3,9 +3,11 @@
 // in dist/wire/ (run `npm run build:ts` first). Run once per deliberate format change, then check a
 // few fields by hand against docs/wire.md. The Rust formats are written by
 // `cargo test -p deccom-core --test vectors -- --ignored generate_test_vectors`.
-// Checked by __test__/wire-vectors.spec.ts. tcp.json is captured from a running TcpTransport, so its
-// nonces, addresses and ports differ on every run: commit it only with a deliberate format change.
-import { writeFileSync } from 'node:fs'
+// Checked by __test__/wire-vectors.spec.ts. tcp.json's valid frames are captured from a running
+// TcpTransport with `--capture` (its nonces, addresses and ports then differ on every run: capture
+// only with a deliberate format change); without it, they are read back from tcp.json and only the
+// invalid streams are rebuilt from them.
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -21,10 +23,14 @@ const hp = require('./dist/wire/hole-punch.js')
 const relay = require('./dist/wire/relay.js')
 const thp = require('./dist/wire/tcp-hole-punch.js')
 
-/** Decoded message → JSON fields: bytes as hex, addresses as `host:port` / `[host]:port`. */
+/**
+ * Decoded message → JSON fields: bytes as hex, addresses as `host:port` / `[host]:port`. The decoded
+ * peer records some decoders add (`decoded`) are left out: the vectors hold their bytes.
+ */
 export function fields(m) {
   const out = {}
   for (const [k, v] of Object.entries(m)) {
+    if (k === 'decoded') continue
     if (Buffer.isBuffer(v)) out[k] = v.toString('hex')
     else if (Array.isArray(v)) out[k] = v.map((x) => (Buffer.isBuffer(x) ? x.toString('hex') : x))
     else if (v !== null && typeof v === 'object' && 'key' in v) out[k] = v.key
@@ -42,6 +48,7 @@ const id = (b) => seed(b).id
 const v4 = toAddress('203.0.113.7:40001')
 const v6 = toAddress('[2001:db8::7]:40002')
 const hex = (s) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
+const u16 = (n) => n.toString(16).padStart(4, '0')
 
 const formats = [
   {
@@ -88,6 +95,12 @@ const formats = [
       ['PONG of 6 bytes', '040102030405'],
       ['FIND cut inside the target', '05 00000001 00000002 06' + '00'.repeat(10)],
       ['FOUND with a truncated record', '06 00000001 00000002 ' + C.length.toString(16).padStart(4, '0') + C.toString('hex').slice(0, 60)],
+      ['EXCHANGE_REPLY with a trailing byte', '02 01' + u16(C.length) + C.toString('hex') + '00'],
+      ['EXCHANGE_REPLY, a record slot one byte longer than its record', '02 01' + u16(C.length + 1) + C.toString('hex') + '00'],
+      ['FIND with a trailing byte', '05 00000001 00000002 06' + id(0x03).toString('hex') + u16(A.length) + A.toString('hex') + '00'],
+      ['FIND, origin record length running past the end', '05 00000001 00000002 06' + id(0x03).toString('hex') + u16(A.length + 1) + A.toString('hex')],
+      ['FOUND with a trailing byte', '06 00000001 00000002' + u16(C.length) + C.toString('hex') + '00'],
+      ['FOUND, record length running past the end', '06 00000001 00000002' + u16(C.length + 1) + C.toString('hex')],
     ],
   },
   {
@@ -106,6 +119,9 @@ const formats = [
       ['unknown type 4', '0400'],
       ['SAMPLE without a count', '02'],
       ['INTRO record slot past the end', '03 01 0200' + B.toString('hex')],
+      ['SAMPLE with a trailing byte', '02 01' + u16(A.length) + A.toString('hex') + '00'],
+      ['INTRO with a trailing byte', '03 01' + u16(B.length) + B.toString('hex') + '00'],
+      ['INTRO, a record slot one byte longer than its record', '03 01' + u16(B.length + 1) + B.toString('hex') + '00'],
     ],
   },
   {
@@ -113,11 +129,7 @@ const formats = [
     anchor: 'fixedpeers-tag-6',
     notes: 'The bytes after the layer tag 6. Invalid ones are dropped and counted in dropped_malformed.',
     encode: fixed.encodeFixedPeers,
-    decode: (b) => {
-      const m = fixed.decodeFixedPeers(b)
-      if (m === null || m.type === 'EXIT') return m
-      return { type: m.type, record: m.record }
-    },
+    decode: fixed.decodeFixedPeers,
     valid: [
       ['HELLO', { type: 'HELLO', record: A }],
       ['HELLO_ACK', { type: 'HELLO_ACK', record: B }],
@@ -128,6 +140,9 @@ const formats = [
       ['unknown type 4', '04' + A.toString('hex')],
       ['HELLO without a record', '01'],
       ['HELLO with a truncated record', '01' + A.toString('hex').slice(0, 80)],
+      ['HELLO with a trailing byte', '01' + A.toString('hex') + '00'],
+      ['HELLO_ACK with a trailing byte', '02' + B.toString('hex') + '00'],
+      ['EXIT with a trailing byte', '03 00'],
     ],
   },
   {
@@ -156,6 +171,11 @@ const formats = [
       ['OBSERVED, port 0', '02 11223344 04 cb007107 0000'],
       ['OBSERVED, IPv4 address cut short', '02 11223344 04 cb0071'],
       ['INTRO with one address', '04 00000008 04 cb007107 9c41'],
+      ['OBSERVED with a trailing byte', '02 11223344 04 cb007107 9c41 00'],
+      ['INTRO_REQ with a trailing byte', '03 00000007 04 cb007107 9c41 00'],
+      ['INTRO with a trailing byte', '04 00000008 04 cb007107 9c41 06 20010db8000000000000000000000007 9c42 00'],
+      ['INTRO_FAIL with a trailing byte', '05 00000007 04 cb007107 9c41 00'],
+      ['PUNCH_ACK with a trailing byte', '07 00000008 06 20010db8000000000000000000000007 9c42 00'],
     ],
   },
   {
@@ -166,7 +186,8 @@ const formats = [
     decode: relay.decodeRelay,
     valid: [
       ['ALLOC', { type: 'ALLOC', nonce: 0x01020304 }],
-      ['ALLOC_OK (6 bytes, as the relay sends it)', { type: 'ALLOC_OK', nonce: 0x01020304 }],
+      ['ALLOC_OK', { type: 'ALLOC_OK', nonce: 0x01020304 }],
+      ['ALLOC_REFUSED, not a relay', { type: 'ALLOC_REFUSED', nonce: 0x01020304, reason: 1 }],
       ['ALLOC_REFUSED, full', { type: 'ALLOC_REFUSED', nonce: 0x01020304, reason: 2 }],
       ['DATA to an IPv4 peer, application tag 0', { type: 'DATA', addr: v4, tag: 0, payload: Buffer.from('hello') }],
       ['FWD from an IPv6 peer, tag 3', { type: 'FWD', addr: v6, tag: 3, payload: Buffer.from('0102', 'hex') }],
@@ -185,6 +206,12 @@ const formats = [
       ['DATA, port 0', '04 04 cb007107 0000 00 68'],
       ['QUERY without an address', '06 00000009'],
       ['QUERY_REPLY of 5 bytes', '07 00000009'],
+      ['ALLOC_OK with a trailing byte', '02 01020304 00'],
+      ['ALLOC_REFUSED with a trailing byte', '03 01020304 02 00'],
+      ['ALLOC_REFUSED without a reason', '03 01020304'],
+      ['ALLOC_REFUSED, unknown reason 3', '03 01020304 03'],
+      ['QUERY with a trailing byte', '06 00000009 04 cb007107 9c41 00'],
+      ['QUERY_REPLY, unknown present value 2', '07 00000009 02'],
     ],
   },
   {
@@ -211,6 +238,7 @@ const formats = [
       ['GO with role 2', '04 01020304 02 0000 04 cb007109 c352 00' + id(2).toString('hex')],
       ['GO without the id', '04 01020304 01 0000 04 cb007109 c352 00'],
       ['FAIL of 6 bytes', '05 01020304 00'],
+      ['GO with a trailing byte', '04 01020304 01 0000 04 cb007109 c352 00' + id(2).toString('hex') + '00'],
     ],
   },
 ]
@@ -234,8 +262,8 @@ for (const f of formats) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// TCP streams: frames captured from a running TcpTransport (the codec is inline in tcp.ts), plus
-// invalid byte streams (each sent from the start of a fresh connection).
+// TCP streams: frames captured from a running TcpTransport (with --capture; else the ones in
+// tcp.json), plus invalid byte streams (each sent from the start of a fresh connection).
 import net from 'node:net'
 
 const { Node, TcpTransport } = require('./dist/index.js')
@@ -320,7 +348,21 @@ async function capture() {
   return { helloN, helloS, observed: kind(0xf3), auth: kind(0xf1), data }
 }
 
-const c = await capture()
+/** The frames of the last capture, read back from tcp.json. */
+function recorded() {
+  const old = JSON.parse(readFileSync(join(root, 'test-vectors', 'tcp.json'), 'utf8'))
+  const by = (prefix) => Buffer.from(old.valid.find((v) => v.name.startsWith(prefix)).hex, 'hex')
+  const exact = (name) => Buffer.from(old.valid.find((v) => v.name === name).hex, 'hex')
+  return {
+    helloN: by('HELLO from a name identity'),
+    helloS: by('HELLO from an Ed25519 node'),
+    observed: by('OBSERVED'),
+    auth: by('AUTH'),
+    data: [exact('data frame, stream tag 0'), exact('data frame, stream tag 0xEF')],
+  }
+}
+
+const c = process.argv.includes('--capture') ? await capture() : recorded()
 const frame = (type, body) => {
   const h = Buffer.alloc(5)
   h.writeUInt32BE(body.length, 0)
@@ -331,6 +373,8 @@ const helloBody = c.helloN.subarray(5)
 const v2 = Buffer.from(helloBody)
 v2[0] = 2
 const longer = Buffer.concat([helloBody, Buffer.from([0])])
+const unknownFlag = Buffer.from(helloBody)
+unknownFlag[1] |= 0x04
 const tcpValid = [
   ['HELLO from an Ed25519 node (flags 0x03: AUTH follows, reads OBSERVED)', c.helloS],
   ['HELLO from a name identity (flags 0x02: no AUTH)', c.helloN],
@@ -344,6 +388,7 @@ const tcpInvalid = [
   ['data frame before HELLO', frame(0, Buffer.from('hi')), 'dropped_malformed'],
   ['HELLO version 2', frame(0xf0, v2), 'dropped_malformed'],
   ['HELLO longer than its identity length says', frame(0xf0, longer), 'dropped_malformed'],
+  ['HELLO with an unknown flag bit (0x04)', frame(0xf0, unknownFlag), 'dropped_malformed'],
   ['HELLO announced longer than 512 bytes', Buffer.from('00000201f0', 'hex'), 'dropped_malformed'],
   ['unknown control type 0xF4', Buffer.concat([c.helloN, frame(0xf4, Buffer.alloc(0))]), 'dropped_malformed'],
   ['a second HELLO', Buffer.concat([c.helloN, c.helloN]), 'dropped_malformed'],

@@ -16,7 +16,8 @@
  * No amplification: SAMPLE is never larger than its PULL (the PULL's padding pays for it), and
  * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. Malformed datagrams,
  * unsolicited SAMPLEs and records whose address is not the sender's are dropped and counted.
- * Byte layout and test vectors: docs/wire.md#biggossip-tag-5 (codec: ts/wire/big-gossip.ts).
+ * Byte layout and test vectors: docs/wire.md#biggossip-tag-5; every datagram is encoded and decoded by
+ * ts/wire/big-gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -25,14 +26,14 @@ import type { Identity } from '../identity'
 import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { decodeList, encodeList, makeRng, sample } from './gossip'
+import { makeRng, sample } from './gossip'
 import { DiscoveryErrorCode, toId } from './kademlia'
 import { DeccomError } from '../errors'
 
 /** Tag of BigGossip datagrams. */
 export const TAG_BIG_GOSSIP = 5
 
-import { INTRO, PULL, SAMPLE } from '../wire/big-gossip'
+import { SAMPLE, decodeBigGossip, encodePull, encodeSampleOrIntro } from '../wire/big-gossip'
 
 export interface BigGossipOptions {
   bootstrap?: AddressLike[]
@@ -139,27 +140,24 @@ export class BigGossip extends Protocol {
     if (tag !== TAG_BIG_GOSSIP) return this.upper.onMessage(source instanceof Peer ? source : this.#byAddr.get(from)?.peer ?? from, data, tag)
     if (!this.#clock) return
     this.count('received')
-    try {
-      const type = data[0]
-      if (type !== PULL && type !== SAMPLE && type !== INTRO) return this.count('dropped_malformed')
-      if (type === SAMPLE && !this.#pulls.delete(from)) return this.count('dropped_unsolicited')
-      const { records } = decodeList(data, 1)
-      if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
-      this.#learn(records[0], true)
-      if (type === PULL) {
-        const others = sample([...this.#known.values()].filter((k) => k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
-        this.count('samples_sent')
-        this.sendControl(from, Buffer.concat([Buffer.from([SAMPLE]), encodeList([this.#record, ...others], data.length - 1)]))
-      } else if (type === SAMPLE) {
-        for (const r of records.slice(1)) {
-          if (this.#learn(r, false)) {
-            this.count('intros_sent')
-            this.sendControl(r.address, Buffer.concat([Buffer.from([INTRO]), encodeList([this.#record])]))
-          }
+    // A SAMPLE nobody asked for is dropped on its type byte alone, before it is decoded.
+    if (data[0] === SAMPLE && !this.#pulls.delete(from)) return this.count('dropped_unsolicited')
+    const m = decodeBigGossip(data)
+    if (m === null) return this.count('dropped_malformed')
+    const records = m.decoded
+    if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
+    this.#learn(records[0], true)
+    if (m.type === 'PULL') {
+      const others = sample([...this.#known.values()].filter((k) => k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
+      this.count('samples_sent')
+      this.sendControl(from, encodeSampleOrIntro('SAMPLE', [this.#record, ...others], data.length))
+    } else if (m.type === 'SAMPLE') {
+      for (const r of records.slice(1)) {
+        if (this.#learn(r, false)) {
+          this.count('intros_sent')
+          this.sendControl(r.address, encodeSampleOrIntro('INTRO', [this.#record]))
         }
       }
-    } catch {
-      this.count('dropped_malformed')
     }
   }
 
@@ -192,10 +190,7 @@ export class BigGossip extends Protocol {
     if (!clock) return
     this.#pulls.clear()
     const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#pullFrom, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
-    const body = encodeList([this.#record])
-    const msg = Buffer.alloc(Math.max(1 + body.length, this.#padTo))
-    msg[0] = PULL
-    body.copy(msg, 1)
+    const msg = encodePull([this.#record], this.#padTo)
     for (const to of targets) {
       this.#pulls.add(to)
       this.sendControl(to, msg)

@@ -19,7 +19,8 @@
  * | 1 HELLO | the sender's peer record         |
  * | 2 HELLO_ACK | the sender's peer record     |
  * | 3 EXIT | nothing                           |
- * Byte layout and test vectors: docs/wire.md#fixedpeers-tag-6 (codec: ts/wire/fixed-peers.ts).
+ * Byte layout and test vectors: docs/wire.md#fixedpeers-tag-6; every datagram is encoded and decoded by
+ * ts/wire/fixed-peers.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  * Records are decoded with the checked peer-record codec. Datagrams from addresses not in the list,
  * malformed ones, and records whose address is not the sender's are dropped and counted.
  */
@@ -37,7 +38,7 @@ import { DiscoveryErrorCode, toId } from './kademlia'
 /** Tag of FixedPeers datagrams. */
 export const TAG_FIXED = 6
 
-import { EXIT, HELLO, HELLO_ACK, decodeFixedPeers } from '../wire/fixed-peers'
+import { decodeFixedPeers, encodeFixedPeers } from '../wire/fixed-peers'
 
 export interface FixedPeersOptions {
   /** The peers' addresses. */
@@ -90,7 +91,7 @@ export class FixedPeers extends Protocol {
     this.#clock?.clearTimeout(this.#timer ?? undefined)
     this.#timer = null
     this.#clock = null
-    for (const addr of this.#known.keys()) this.sendControl(addr, Buffer.from([EXIT]), 'exits_sent')
+    for (const addr of this.#known.keys()) this.sendControl(addr, encodeFixedPeers({ type: 'EXIT' }), 'exits_sent')
     this.#known.clear()
     this.#byId.clear()
   }
@@ -148,9 +149,9 @@ export class FixedPeers extends Protocol {
       this.count('exits_received')
       return this.#emit('disconnected', p)
     }
-    const rec = m.peer
+    const rec = m.decoded
     if (rec.address !== from) return this.count('dropped_address_mismatch')
-    if (m.type === 'HELLO') this.sendControl(from, Buffer.concat([Buffer.from([HELLO_ACK]), this.#record!]), 'acks_sent')
+    if (m.type === 'HELLO') this.sendControl(from, encodeFixedPeers({ type: 'HELLO_ACK', record: this.#record! }), 'acks_sent')
     if (this.#known.has(from)) return
     const p = new Peer(from, rec.id, rec.publicIdentity)
     this.#known.set(from, p)
@@ -166,7 +167,7 @@ export class FixedPeers extends Protocol {
     for (const a of this.#list) {
       if (this.#known.has(a)) continue
       missing++
-      this.sendControl(a, Buffer.concat([Buffer.from([HELLO]), this.#record!]), 'hellos_sent')
+      this.sendControl(a, encodeFixedPeers({ type: 'HELLO', record: this.#record! }), 'hellos_sent')
     }
     if (missing > 0 && this.#tries++ < this.#helloRetries) this.#timer = this.#clock.setTimeout(() => this.#hello(), this.#helloInterval)
   }

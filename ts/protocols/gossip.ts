@@ -24,7 +24,8 @@
  * that the reply can carry about k records; PONG = PING; FOUND goes to the origin only once per
  * query and is about as large as the FIND that carried the origin's record). Malformed datagrams,
  * unsolicited replies and records whose address is not the sender's are dropped and counted.
- * Byte layout and test vectors: docs/wire.md#gossip-tag-8 (codec: ts/wire/gossip.ts).
+ * Byte layout and test vectors: docs/wire.md#gossip-tag-8; every datagram is encoded and decoded by
+ * ts/wire/gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
 import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
@@ -32,11 +33,11 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import type { Identity } from '../identity'
-import { Peer, decodePeerRecord, encodePeerRecord } from '../peer'
+import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { DiscoveryErrorCode, toId } from './kademlia'
-import { EXCHANGE, FIND, FOUND, MAX_LIST, PING, PONG, REPLY, decodeList, encodeFind, encodeFound, encodeList } from '../wire/gossip'
+import { MAX_LIST, REPLY, decodeGossip, decodeList, encodeExchange, encodeFind, encodeFound, encodeGossipPing, encodeList, encodeReply } from '../wire/gossip'
 
 export { decodeList, encodeList }
 
@@ -246,63 +247,40 @@ export class Gossip extends Protocol {
     if (tag !== TAG_GOSSIP) return this.upper.onMessage(source instanceof Peer ? source : k?.peer ?? from, data, tag)
     if (!this.#clock) return
     this.count('received')
-    try {
-      switch (data[0]) {
-        case EXCHANGE:
-        case REPLY: {
-          if (data[0] === REPLY && !this.#exchanges.delete(from)) return this.count('dropped_unsolicited')
-          const { records } = decodeList(data, 1)
-          if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
-          records.forEach((r, i) => this.#learn(r, data, i === 0))
-          if (data[0] === EXCHANGE) {
-            const reply = Buffer.concat([Buffer.from([REPLY]), encodeList([this.#record, ...this.#randomRecords(from)], data.length - 1)])
-            this.sendControl(from, reply)
-          }
-          return
-        }
-        case PING:
-        case PONG: {
-          if (data.length !== 5) return this.count('dropped_malformed')
-          if (data[0] === PING) {
-            const pong = Buffer.from(data)
-            pong[0] = PONG
-            this.sendControl(from, pong)
-          } else if (k) {
-            this.#connected(k)
-          } else {
-            this.count('dropped_unsolicited')
-          }
-          return
-        }
-        case FIND:
-          return this.#onFind(from, data)
-        case FOUND: {
-          const qid = `${data.readUInt32BE(1)}:${data.readUInt32BE(5)}`
-          const f = this.#finds.get(qid)
-          if (!f) return this.count('dropped_unsolicited')
-          const l = data.readUInt16BE(9)
-          const r = decodePeerRecord(data.subarray(11, 11 + l))
-          if (r.id.toString('hex') !== f.target) return this.count('dropped_wrong_record')
-          this.count('finds_answered')
-          this.#learn(r, data, false)
-          return f.resolve(this.#known.get(f.target)?.peer ?? new Peer(r.address, r.id, r.publicIdentity))
-        }
-        default:
-          this.count('dropped_malformed')
+    // A reply nobody asked for is dropped on its type byte alone, before it is decoded.
+    if (data[0] === REPLY && !this.#exchanges.delete(from)) return this.count('dropped_unsolicited')
+    const m = decodeGossip(data)
+    if (m === null) return this.count('dropped_malformed')
+    switch (m.type) {
+      case 'EXCHANGE':
+      case 'EXCHANGE_REPLY': {
+        const records = m.decoded
+        if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
+        records.forEach((r, i) => this.#learn(r, i === 0))
+        if (m.type === 'EXCHANGE') this.sendControl(from, encodeReply([this.#record, ...this.#randomRecords(from)], data.length))
+        return
       }
-    } catch {
-      this.count('dropped_malformed')
+      case 'PING':
+        return void this.sendControl(from, encodeGossipPing('PONG', m.id))
+      case 'PONG':
+        if (k) this.#connected(k)
+        else this.count('dropped_unsolicited')
+        return
+      case 'FIND':
+        return this.#onFind(from, m.queryHi, m.queryLo, m.hops, m.target, m.origin, m.decoded)
+      case 'FOUND': {
+        const f = this.#finds.get(`${m.queryHi}:${m.queryLo}`)
+        if (!f) return this.count('dropped_unsolicited')
+        const r = m.decoded
+        if (r.id.toString('hex') !== f.target) return this.count('dropped_wrong_record')
+        this.count('finds_answered')
+        this.#learn(r, false)
+        return f.resolve(this.#known.get(f.target)?.peer ?? new Peer(r.address, r.id, r.publicIdentity))
+      }
     }
   }
 
-  #onFind(from: Address, data: Buffer): void {
-    const hi = data.readUInt32BE(1)
-    const lo = data.readUInt32BE(5)
-    const hops = data[9]
-    const target = data.subarray(10, 42)
-    if (target.length !== 32) return this.count('dropped_malformed')
-    const l = data.readUInt16BE(42)
-    const origin = decodePeerRecord(data.subarray(44, 44 + l))
+  #onFind(from: Address, hi: number, lo: number, hops: number, target: Buffer, originRecord: Buffer, origin: PeerRecord): void {
     const qid = `${hi}:${lo}`
     if (this.#seen.has(qid)) return this.count('dropped_duplicate')
     this.#remember(qid)
@@ -315,8 +293,7 @@ export class Gossip extends Protocol {
       return void this.sendControl(origin.address, reply)
     }
     if (hops === 0) return this.count('find_hop_limit')
-    const fwd = Buffer.from(data)
-    fwd[9] = hops - 1
+    const fwd = encodeFind(hi, lo, hops - 1, target, originRecord)
     for (const p of sample([...this.#known.values()].filter((x) => x.peer.address !== from && x.peer.address !== origin.address), this.#o.fanout, this.#rand)) {
       this.sendControl(p.peer.address, fwd)
     }
@@ -327,7 +304,7 @@ export class Gossip extends Protocol {
     return encodeFind(hi, lo, hops, target, origin)
   }
 
-  #learn(r: ReturnType<typeof decodePeerRecord>, _data: Buffer, direct: boolean): void {
+  #learn(r: PeerRecord, direct: boolean): void {
     const hex = r.id.toString('hex')
     if (hex === this.#selfHex) return
     let k = this.#known.get(hex)
@@ -360,11 +337,8 @@ export class Gossip extends Protocol {
     this.#exchanges.clear() // replies to the previous round that have not arrived yet are late
     const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#o.fanout, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
     for (const to of targets) {
-      const body = encodeList([this.#record, ...this.#randomRecords(to)])
-      const msg = Buffer.alloc(Math.max(1 + body.length, this.#o.padTo))
-      msg[0] = EXCHANGE
-      body.copy(msg, 1)
       // Padding must not be read as records: the list says how many there are.
+      const msg = encodeExchange([this.#record, ...this.#randomRecords(to)], this.#o.padTo)
       this.#exchanges.add(to)
       this.sendControl(to, msg)
     }
@@ -387,10 +361,7 @@ export class Gossip extends Protocol {
         continue
       }
       k.awaiting = true
-      const b = Buffer.alloc(5)
-      b[0] = PING
-      b.writeUInt32BE(this.#rand(), 1)
-      this.sendControl(k.peer.address, b)
+      this.sendControl(k.peer.address, encodeGossipPing('PING', this.#rand()))
     }
     this.#pingTimer = clock.setTimeout(this.#pingRound, this.#o.pingInterval)
   }

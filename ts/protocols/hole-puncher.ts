@@ -30,7 +30,8 @@
  * | 7    | PUNCH_ACK  | nonce u32, addr (what I saw)       | —                  |
  * Answers are never larger than the datagram they answer, except INTRO (two datagrams of at most
  * 43 B to an INTRO_REQ of at least 12 B), which is rate limited (`maxIntroductionsPerSecond`).
- * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9 (mirrored by ts/wire/hole-punch.ts).
+ * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9. Every datagram is encoded and decoded
+ * by ts/wire/hole-punch.ts; malformed ones (trailing bytes included) are dropped: `dropped_malformed`.
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -39,21 +40,11 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { MAX_ADDR_LEN, addrLen, readAddr, writeAddr } from './nat-wire'
+import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
 import { ObservationTable } from './observations'
 
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
-
-const PROBE = 1
-const OBSERVED = 2
-const INTRO_REQ = 3
-const INTRO = 4
-const INTRO_FAIL = 5
-const PUNCH = 6
-const PUNCH_ACK = 7
-/** PROBE and PUNCH are padded to the size of the largest answer (type + nonce + addr): no amplification. */
-const PADDED = 1 + 4 + MAX_ADDR_LEN
 
 export interface HolePuncherOptions {
   /** Milliseconds between PUNCH datagrams (default 50). */
@@ -235,10 +226,7 @@ export class HolePuncher extends Protocol {
 
   /** Asks `peer` which address it sees us at (answered with OBSERVED; see {@link observations}). */
   probe(peer: AddressLike): void {
-    const buf = Buffer.alloc(PADDED)
-    buf[0] = PROBE
-    buf.writeUInt32BE(this.#nextNonce(), 1)
-    this.sendControl(toAddress(peer), buf)
+    this.sendControl(toAddress(peer), encodeHolePunch({ type: 'PROBE', nonce: this.#nextNonce(), padding: PADDED - 5 }))
     this.count('probes_sent')
   }
 
@@ -329,44 +317,29 @@ export class HolePuncher extends Protocol {
       return this.upper.onMessage(source, data, tag)
     }
     if (!direct) return this.count('dropped_relayed_control')
-    if (data.length < 5) return this.count('dropped_malformed')
-    const nonce = data.readUInt32BE(1)
-    switch (data[0]) {
-      case PROBE:
-        if (data.length < PADDED) return this.count('dropped_malformed')
+    const m = decodeHolePunch(data)
+    if (m === null) return this.count('dropped_malformed')
+    switch (m.type) {
+      case 'PROBE':
         this.count('probes_answered')
-        return this.#sendObserved(from, OBSERVED, nonce)
-      case OBSERVED:
-      case PUNCH_ACK: {
-        const a = readAddr(data, 5)
-        if (!a) return this.count('dropped_malformed')
-        if (data[0] === OBSERVED) {
-          this.count('observed_received')
-          this.#observe(from, a[0])
-          return
-        }
-        const s = this.#byNonce.get(nonce)
+        return this.#sendObserved(from, 'OBSERVED', m.nonce)
+      case 'OBSERVED':
+        this.count('observed_received')
+        return this.#observe(from, m.addr)
+      case 'PUNCH_ACK': {
+        const s = this.#byNonce.get(m.nonce)
         if (!s) return this.count('dropped_unsolicited')
         this.count('punch_acks_received')
-        this.#observe(from, a[0])
+        this.#observe(from, m.addr)
         return this.#open(s, from)
       }
-      case INTRO_REQ: {
-        const a = readAddr(data, 5)
-        if (!a) return this.count('dropped_malformed')
-        return this.#introduce(from, a[0], nonce)
-      }
-      case INTRO: {
-        const p = readAddr(data, 5)
-        const y = p && readAddr(data, p[1])
-        if (!p || !y) return this.count('dropped_malformed')
-        return this.#onIntro(from, p[0], y[0], nonce)
-      }
-      case INTRO_FAIL: {
-        const a = readAddr(data, 5)
-        if (!a) return this.count('dropped_malformed')
-        const s = this.#sessions.get(a[0].key)
-        if (!s || s.state !== 'introducing' || s.via.key !== from.key || s.reqNonce !== nonce) return this.count('dropped_unsolicited')
+      case 'INTRO_REQ':
+        return this.#introduce(from, m.addr, m.nonce)
+      case 'INTRO':
+        return this.#onIntro(from, m.peer, m.you, m.nonce)
+      case 'INTRO_FAIL': {
+        const s = this.#sessions.get(m.addr.key)
+        if (!s || s.state !== 'introducing' || s.via.key !== from.key || s.reqNonce !== m.nonce) return this.count('dropped_unsolicited')
         this.count('introductions_failed')
         this.#clearTimers(s, this.#clock)
         this.#remove(s)
@@ -377,18 +350,15 @@ export class HolePuncher extends Protocol {
           }),
         )
       }
-      case PUNCH: {
-        if (data.length < PADDED) return this.count('dropped_malformed')
-        const s = this.#byNonce.get(nonce)
+      case 'PUNCH': {
+        const s = this.#byNonce.get(m.nonce)
         if (!s) return this.count('dropped_unsolicited')
         this.count('punches_received')
-        this.#sendObserved(from, PUNCH_ACK, nonce)
+        this.#sendObserved(from, 'PUNCH_ACK', m.nonce)
         // Opened by their PUNCH, we get no PUNCH_ACK: ask for the observation explicitly.
         if (s.state !== 'open') this.probe(from)
         return this.#open(s, from)
       }
-      default:
-        return this.count('dropped_malformed')
     }
   }
 
@@ -419,11 +389,7 @@ export class HolePuncher extends Protocol {
     const now = this.#now()
     if (!e || now - e[1] > this.#o.heardTtl || target.key === requester.key) {
       this.count('introductions_refused')
-      const buf = Buffer.alloc(5 + addrLen(target))
-      buf[0] = INTRO_FAIL
-      buf.writeUInt32BE(reqNonce, 1)
-      writeAddr(buf, 5, target)
-      return void this.sendControl(requester, buf)
+      return void this.sendControl(requester, encodeHolePunch({ type: 'INTRO_FAIL', nonce: reqNonce, addr: target }))
     }
     // Token bucket: at most maxIntroductionsPerSecond introductions.
     const rate = this.#o.maxIntroductionsPerSecond
@@ -432,17 +398,9 @@ export class HolePuncher extends Protocol {
     if (this.#introTokens < 1) return this.count('dropped_intro_rate')
     this.#introTokens -= 1
     const nonce = this.#nextNonce()
-    this.sendControl(requester, this.#introMsg(nonce, target, requester))
-    this.sendControl(target, this.#introMsg(nonce, requester, target))
+    this.sendControl(requester, encodeHolePunch({ type: 'INTRO', nonce, peer: target, you: requester }))
+    this.sendControl(target, encodeHolePunch({ type: 'INTRO', nonce, peer: requester, you: target }))
     this.count('introductions_made')
-  }
-
-  #introMsg(nonce: number, peer: Address, you: Address): Buffer {
-    const buf = Buffer.alloc(5 + addrLen(peer) + addrLen(you))
-    buf[0] = INTRO
-    buf.writeUInt32BE(nonce, 1)
-    writeAddr(buf, writeAddr(buf, 5, peer), you)
-    return buf
   }
 
   // ---------------------------------------------------------------- punching
@@ -506,11 +464,7 @@ export class HolePuncher extends Protocol {
   }
 
   #sendIntroReq(s: Session): void {
-    const buf = Buffer.alloc(5 + addrLen(s.peer))
-    buf[0] = INTRO_REQ
-    buf.writeUInt32BE(s.reqNonce, 1)
-    writeAddr(buf, 5, s.peer)
-    this.sendControl(s.via, buf)
+    this.sendControl(s.via, encodeHolePunch({ type: 'INTRO_REQ', nonce: s.reqNonce, addr: s.peer }))
     this.count('intro_requests_sent')
     const clock = this.#clock
     if (clock) s.introTimer = clock.setTimeout(() => s.state === 'introducing' && this.#sendIntroReq(s), this.#o.introRetry)
@@ -519,10 +473,7 @@ export class HolePuncher extends Protocol {
   #punch(s: Session): void {
     s.punchTimer = undefined
     if (s.state !== 'punching' || !this.#clock) return
-    const buf = Buffer.alloc(PADDED)
-    buf[0] = PUNCH
-    buf.writeUInt32BE(s.nonces[s.nonces.length - 1], 1)
-    this.sendControl(s.peer, buf)
+    this.sendControl(s.peer, encodeHolePunch({ type: 'PUNCH', nonce: s.nonces[s.nonces.length - 1], padding: PADDED - 5 }))
     this.count('punches_sent')
     s.punchTimer = this.#clock.setTimeout(() => this.#punch(s), this.#o.punchInterval)
   }
@@ -630,12 +581,8 @@ export class HolePuncher extends Protocol {
     this.count('observations')
   }
 
-  #sendObserved(to: Address, type: number, nonce: number): void {
-    const buf = Buffer.alloc(5 + addrLen(to))
-    buf[0] = type
-    buf.writeUInt32BE(nonce, 1)
-    writeAddr(buf, 5, to)
-    this.sendControl(to, buf)
+  #sendObserved(to: Address, type: 'OBSERVED' | 'PUNCH_ACK', nonce: number): void {
+    this.sendControl(to, encodeHolePunch({ type, nonce, addr: to }))
   }
 
   readonly #probeAll = (): void => {

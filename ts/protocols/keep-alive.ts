@@ -19,7 +19,8 @@
  * | 1..5  | ping id, u32 BE     | the ping's id, echoed |
  * A pong is as large as its ping (no amplification). Anything else with this tag is dropped and
  * counted (`dropped_malformed`).
- * Byte layout and test vectors: docs/wire.md#keepalive-tag-7 (mirrored by ts/wire/ping.ts).
+ * Byte layout and test vectors: docs/wire.md#keepalive-tag-7; every datagram is encoded and decoded by
+ * ts/wire/keep-alive.ts.
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -28,13 +29,11 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
+import { decodeKeepAlive, encodeKeepAlive } from '../wire/keep-alive'
 
 /** Tag of keep-alive datagrams. */
 export const TAG_KEEPALIVE = 7
 
-const PING = 1
-const PONG = 2
-const LEN = 5
 const MAX_PEERS = 65_536
 
 export interface KeepAliveOptions {
@@ -71,7 +70,6 @@ export class KeepAlive extends Protocol {
   #clock: Clock | null = null
   #timer: TimerHandle | null = null
   #nextId = 1
-  readonly #buf = Buffer.alloc(LEN)
 
   constructor(opts: KeepAliveOptions = {}) {
     super()
@@ -147,12 +145,11 @@ export class KeepAlive extends Protocol {
       w.awaiting = false
     }
     if (tag !== TAG_KEEPALIVE) return this.upper.onMessage(source, data, tag)
-    if (data.length !== LEN || (data[0] !== PING && data[0] !== PONG)) return this.count('dropped_malformed')
-    if (data[0] === PING) {
+    const m = decodeKeepAlive(data)
+    if (m === null) return this.count('dropped_malformed')
+    if (m.type === 'PING') {
       this.count('pings_answered')
-      const pong = Buffer.from(data)
-      pong[0] = PONG
-      this.sendControl(from, pong)
+      this.sendControl(from, encodeKeepAlive({ type: 'PONG', id: m.id }))
     } else {
       this.count(w ? 'pongs_received' : 'dropped_unsolicited')
     }
@@ -179,11 +176,10 @@ export class KeepAlive extends Protocol {
           continue
         }
       }
-      this.#buf[0] = PING
-      this.#buf.writeUInt32BE(this.#nextId, 1)
+      const ping = encodeKeepAlive({ type: 'PING', id: this.#nextId })
       this.#nextId = (this.#nextId + 1) >>> 0
       w.awaiting = true
-      this.sendControl(addr, this.#buf)
+      this.sendControl(addr, ping)
     }
     if (this.#clock) this.#timer = clock.setTimeout(this.#tick, this.#interval)
   }

@@ -14,7 +14,7 @@
 import type { Address } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
-import { PING, PONG, PING_LEN, decodePing } from '../wire/ping'
+import { PING_LEN, decodePing, encodePing } from '../wire/ping'
 
 /** Length of a control datagram after the transport tag. */
 export const PING_BODY_LEN = PING_LEN
@@ -40,7 +40,6 @@ interface Pending {
 export class Pinger {
   readonly #pending = new Map<number, Pending>()
   #nextId: number
-  readonly #body = Buffer.alloc(PING_BODY_LEN)
 
   /**
    * @param clock   time and timers (real or virtual)
@@ -67,10 +66,8 @@ export class Pinger {
       let id = this.#nextId
       while (this.#pending.has(id)) id = (id + 1) >>> 0
       this.#nextId = (id + 1) >>> 0
-      this.#body[0] = PING
-      this.#body.writeUInt32BE(id, 1)
       try {
-        this.sendControl(to, this.#body)
+        this.sendControl(to, encodePing({ type: 'PING', id }))
       } catch (e) {
         return reject(e)
       }
@@ -105,9 +102,7 @@ export class Pinger {
     if (m === null) return this.count('dropped_malformed')
     if (m.type === 'PING') {
       this.count('pings_answered')
-      this.#body.set(body)
-      this.#body[0] = PONG
-      this.sendControl(from, this.#body)
+      this.sendControl(from, encodePing({ type: 'PONG', id: m.id }))
     } else {
       const id = m.id
       const p = this.#pending.get(id)

@@ -26,7 +26,8 @@
  * | 6    | QUERY         | c → r     | nonce u32, addr (peer)                |
  * | 7    | QUERY_REPLY   | r → c     | nonce u32, present u8                 |
  * | 8    | RELEASE       | c → r     | nonce u32                             |
- * Byte layout and test vectors: docs/wire.md#relay-tag-10 (codec: ts/wire/relay.ts).
+ * Byte layout and test vectors: docs/wire.md#relay-tag-10; every datagram is encoded and decoded by
+ * ts/wire/relay.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -35,12 +36,10 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { addrLen, readAddr, writeAddr } from './nat-wire'
+import { DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, decodeRelay, encodeRelay } from '../wire/relay'
 
 /** Tag of relay datagrams. */
 export const TAG_RELAY = 10
-
-import { ALLOC, ALLOC_OK, ALLOC_REFUSED, DATA, FWD, QUERY, QUERY_REPLY, RELEASE, REFUSED_FULL, REFUSED_NOT_RELAY } from '../wire/relay'
 
 /** A peer whose message came through a relay. */
 export class RelayedPeer extends Peer {
@@ -154,7 +153,7 @@ export class Relay extends Protocol {
     const clock = this.#clock
     // Tell our relays we are gone (best effort), then drop everything.
     for (const c of this.#clients.values()) {
-      if (c.state === 'ok') this.sendControl(c.relay, this.#nonceMsg(RELEASE, this.#nextNonce()))
+      if (c.state === 'ok') this.sendControl(c.relay, encodeRelay({ type: 'RELEASE', nonce: this.#nextNonce() }))
       clock?.clearTimeout(c.refresh)
       const err = new DeccomError(ErrorCode.CLOSED, 'The Relay layer stopped')
       for (const w of c.waiters.splice(0)) w.reject(err)
@@ -222,12 +221,8 @@ export class Relay extends Protocol {
     const addr = toAddress(to)
     const relay = this.#routes.get(addr.key)
     if (!relay) return this.lower.send(addr, data, tag)
-    const off = 1 + addrLen(addr)
-    const buf = Buffer.allocUnsafe(off + 1 + data.length)
-    buf[0] = DATA
-    writeAddr(buf, 1, addr)
-    buf[off] = tag
-    buf.set(data, off + 1)
+    const payload = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    const buf = encodeRelay({ type: 'DATA', addr, tag, payload })
     this.count('relayed_sent')
     this.count('relayed_sent_bytes', data.length)
     return this.lower.send(relay, buf, TAG_RELAY)
@@ -236,64 +231,53 @@ export class Relay extends Protocol {
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     if (tag !== TAG_RELAY) return this.upper.onMessage(source, data, tag)
     const from = source instanceof Peer ? source.address : source
-    if (data.length < 1) return this.count('dropped_malformed')
-    switch (data[0]) {
-      case ALLOC:
-      case RELEASE:
-        if (data.length !== 5) return this.count('dropped_malformed')
-        return data[0] === ALLOC ? this.#onAlloc(from, data.readUInt32BE(1)) : this.#onRelease(from)
-      case ALLOC_OK:
-      case ALLOC_REFUSED: {
-        if (data.length < 5) return this.count('dropped_malformed')
+    // Checks on the type byte alone come first (as they cost nothing), then the whole datagram.
+    const type = data[0]
+    if ((type === DATA || type === QUERY) && !this.#serve) return this.count('dropped_not_relay')
+    if (type === FWD && this.#clients.get(from.key)?.state !== 'ok') return this.count('dropped_unsolicited')
+    const m = decodeRelay(data)
+    if (m === null) return this.count('dropped_malformed')
+    switch (m.type) {
+      case 'ALLOC':
+        return this.#onAlloc(from, m.nonce)
+      case 'RELEASE':
+        return this.#onRelease(from)
+      case 'ALLOC_OK':
+      case 'ALLOC_REFUSED': {
         const c = this.#clients.get(from.key)
-        if (!c || c.nonce !== data.readUInt32BE(1)) return this.count('dropped_unsolicited')
-        if (data[0] === ALLOC_OK) return this.#onAllocOk(c)
+        if (!c || c.nonce !== m.nonce) return this.count('dropped_unsolicited')
+        if (m.type === 'ALLOC_OK') return this.#onAllocOk(c)
         this.count('alloc_refused')
         this.#dropClient(c)
-        const full = data[5] === REFUSED_FULL
+        const full = m.type === 'ALLOC_REFUSED' && m.reason === REFUSED_FULL
         const err = new DeccomError(ErrorCode.RELAY_REFUSED, `${from.key} refused to relay for us: ${full ? 'it serves its maximum of sessions' : 'it is not a relay'}`, {
           details: { relay: from.key, reason: full ? 'full' : 'not-a-relay' },
         })
         for (const w of c.waiters.splice(0)) w.reject(err)
         return
       }
-      case DATA:
-        return this.#onData(from, data)
-      case FWD: {
-        const c = this.#clients.get(from.key)
-        if (!c || c.state !== 'ok') return this.count('dropped_unsolicited')
-        const a = readAddr(data, 1)
-        if (!a || a[1] >= data.length) return this.count('dropped_malformed')
-        const [src, off] = a
+      case 'DATA':
+        return this.#onData(from, m.addr, m.tag, m.payload)
+      case 'FWD': {
+        const src = m.addr
         if (!this.#routes.has(src.key)) {
           if (this.#routes.size >= this.#maxRoutes) this.count('dropped_route_full')
           else this.#routes.set(src.key, from) // replies go back the same way
         }
         this.count('relayed_received')
-        return this.upper.onMessage(new RelayedPeer(src, from), data.subarray(off + 1), data[off])
+        return this.upper.onMessage(new RelayedPeer(src, from), m.payload, m.tag)
       }
-      case QUERY: {
-        if (!this.#serve) return this.count('dropped_not_relay')
-        const a = readAddr(data, 5)
-        if (data.length < 5 || !a) return this.count('dropped_malformed')
+      case 'QUERY': {
         const s = this.#served.get(from.key)
         if (!s) return this.count('dropped_no_session')
-        const buf = Buffer.alloc(6)
-        buf[0] = QUERY_REPLY
-        data.copy(buf, 1, 1, 5)
-        buf[5] = this.#live(a[0]) ? 1 : 0
-        return void this.sendControl(from, buf)
+        return void this.sendControl(from, encodeRelay({ type: 'QUERY_REPLY', nonce: m.nonce, present: this.#live(m.addr) !== null }))
       }
-      case QUERY_REPLY: {
-        if (data.length !== 6) return this.count('dropped_malformed')
-        const n = data.readUInt32BE(1)
-        const q = this.#queries.get(n)
+      case 'QUERY_REPLY': {
+        const q = this.#queries.get(m.nonce)
         if (!q) return this.count('dropped_unsolicited')
-        this.#queries.delete(n)
-        return q.resolve(data[5] === 1)
+        this.#queries.delete(m.nonce)
+        return q.resolve(m.present)
       }
-      default:
-        return this.count('dropped_malformed')
     }
   }
 
@@ -305,13 +289,9 @@ export class Relay extends Protocol {
   }
 
   #onAlloc(from: Address, nonce: number): void {
-    const buf = Buffer.alloc(6)
-    buf.writeUInt32BE(nonce, 1)
     if (!this.#serve) {
       this.count('alloc_refused_not_relay')
-      buf[0] = ALLOC_REFUSED
-      buf[5] = REFUSED_NOT_RELAY
-      return void this.sendControl(from, buf)
+      return void this.sendControl(from, encodeRelay({ type: 'ALLOC_REFUSED', nonce, reason: REFUSED_NOT_RELAY }))
     }
     const now = this.#now()
     let s = this.#live(from)
@@ -320,33 +300,27 @@ export class Relay extends Protocol {
       if (this.#served.size >= this.#serve.maxSessions) this.#expire(now)
       if (this.#served.size >= this.#serve.maxSessions) {
         this.count('alloc_refused_full')
-        buf[0] = ALLOC_REFUSED
-        buf[5] = REFUSED_FULL
-        return void this.sendControl(from, buf)
+        return void this.sendControl(from, encodeRelay({ type: 'ALLOC_REFUSED', nonce, reason: REFUSED_FULL }))
       }
       s = { addr: from, expires: 0, tokens: this.#serve.maxBytesPerSecond, refill: now }
       this.#served.set(from.key, s)
       this.count('sessions_opened')
     }
     s.expires = now + this.#serve.sessionTtl
-    buf[0] = ALLOC_OK
-    this.sendControl(from, buf.subarray(0, 5))
+    this.sendControl(from, encodeRelay({ type: 'ALLOC_OK', nonce }))
   }
 
   #onRelease(from: Address): void {
     if (this.#served.delete(from.key)) this.count('sessions_released')
   }
 
-  #onData(from: Address, data: Buffer): void {
+  #onData(from: Address, dest: Address, tag: number, payload: Buffer): void {
     if (!this.#serve) return this.count('dropped_not_relay')
-    const a = readAddr(data, 1)
-    if (!a || a[1] >= data.length) return this.count('dropped_malformed')
     const s = this.#live(from)
     if (!s) return this.count('dropped_no_session')
-    const [dest, off] = a
     if (!this.#live(dest)) return this.count('dropped_no_dest_session')
     const now = this.#now()
-    const bytes = data.length - off - 1
+    const bytes = payload.length
     const rate = this.#serve.maxBytesPerSecond
     s.tokens = Math.min(rate, s.tokens + ((now - s.refill) * rate) / 1000)
     s.refill = now
@@ -363,11 +337,8 @@ export class Relay extends Protocol {
     s.tokens -= bytes
     if (total !== Infinity) this.#totalTokens -= bytes
     s.expires = now + this.#serve.sessionTtl
-    // FWD has the same length as DATA: rewrite the header in a copy.
-    const out = Buffer.allocUnsafe(1 + addrLen(from) + data.length - off)
-    out[0] = FWD
-    const o2 = writeAddr(out, 1, from)
-    data.copy(out, o2, off)
+    // FWD has the same length as DATA when both addresses are of one family.
+    const out = encodeRelay({ type: 'FWD', addr: from, tag, payload })
     this.count('forwarded')
     this.count('forwarded_bytes', bytes)
     this.sendControl(dest, out)
@@ -425,7 +396,7 @@ export class Relay extends Protocol {
 
   #sendAlloc(c: ClientSession): void {
     if (!this.#clock || this.#clients.get(c.relay.key) !== c) return
-    this.sendControl(c.relay, this.#nonceMsg(ALLOC, c.nonce))
+    this.sendControl(c.relay, encodeRelay({ type: 'ALLOC', nonce: c.nonce }))
     this.count('allocs_sent')
     c.refresh = this.#clock.setTimeout(() => this.#sendAlloc(c), c.state === 'ok' ? this.#refreshInterval : this.#retry)
   }
@@ -448,11 +419,7 @@ export class Relay extends Protocol {
   #query(r: Address, p: Address, ms: number): Promise<boolean> {
     if (!this.#clock) return Promise.resolve(false)
     const nonce = this.#nextNonce()
-    const buf = Buffer.alloc(5 + addrLen(p))
-    buf[0] = QUERY
-    buf.writeUInt32BE(nonce, 1)
-    writeAddr(buf, 5, p)
-    this.sendControl(r, buf)
+    this.sendControl(r, encodeRelay({ type: 'QUERY', nonce, addr: p }))
     this.count('queries_sent')
     return new Promise<boolean>((resolve) => {
       const timer = this.#after(ms, () => {
@@ -490,13 +457,6 @@ export class Relay extends Protocol {
     return new Promise((resolve) => {
       if (!this.#after(ms, resolve)) resolve()
     })
-  }
-
-  #nonceMsg(type: number, nonce: number): Buffer {
-    const buf = Buffer.alloc(5)
-    buf[0] = type
-    buf.writeUInt32BE(nonce, 1)
-    return buf
   }
 
   #now(): number {

@@ -34,7 +34,8 @@
  *
  * REQ and ACCEPT are zero-padded to at least 96 bytes (shorter ones are dropped), so every OFFER,
  * GO or FAIL the introducer sends is smaller than the request that caused it (no amplification).
- * Byte layout and test vectors: docs/wire.md#tcp-hole-punching-tag-11 (mirrored by ts/wire/tcp-hole-punch.ts).
+ * Byte layout and test vectors: docs/wire.md#tcp-hole-punching-tag-11; every datagram is encoded and
+ * decoded by ts/wire/tcp-hole-punch.ts (malformed ones are dropped: `dropped_malformed`).
  *
  * A repeats REQ every `introRetry` ms until GO, B repeats ACCEPT until GO (UDP may lose them). On
  * GO both sides `connect()` from their punch port to the peer's punch endpoint, again every
@@ -57,7 +58,8 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { addrLen, readAddr, writeAddr } from './nat-wire'
+import { ID_LEN, MIN_REQUEST, decodeTcpHolePunch, encodeTcpHolePunch } from '../wire/tcp-hole-punch'
+import { addrLen } from './nat-wire'
 import type { TcpPeer, TcpTransport } from './tcp'
 
 /** What this layer uses of the TcpTransport (bound below it, or the `tcp` option). */
@@ -66,18 +68,15 @@ type TcpLike = Pick<TcpTransport, 'tcpMapping' | 'adoptSocket' | 'openConnection
 /** Tag of TCP hole-punching datagrams. */
 export const TAG_TCP_HOLEPUNCH = 11
 
-const REQ = 1
-const OFFER = 2
-const ACCEPT = 3
 /**
- * REQ and ACCEPT are zero-padded to at least this many bytes, and the introducer ignores shorter
- * ones: each GO it sends in answer (at most 8 + 2 × 19 + 32 = 78 bytes) is then smaller than the
- * request that caused it, so the introducer cannot be used to amplify traffic toward a spoofed A.
+ * REQ and ACCEPT are zero-padded to at least {@link MIN_REQUEST} bytes, and the introducer ignores
+ * shorter ones: each GO it sends in answer (at most 8 + 2 × 19 + 32 = 78 bytes) is then smaller
+ * than the request that caused it, so the introducer cannot be used to amplify traffic toward a
+ * spoofed A.
  */
-const MIN_REQUEST = 96
-const GO = 4
-const FAIL = 5
-const ID_LEN = 32
+function requestPadding(addr: Address): number {
+  return Math.max(0, MIN_REQUEST - (5 + addrLen(addr) + 4 + ID_LEN))
+}
 
 export interface TcpHolePuncherOptions {
   /** The TcpTransport to use (default: the one below in the stack). */
@@ -259,14 +258,8 @@ export class TcpHolePuncher extends Protocol {
       this.count('connects')
       const sendReq = (): void => {
         if (s.state !== 'introducing' || !this.#clock) return
-        const buf = Buffer.alloc(Math.max(MIN_REQUEST, 1 + 4 + addrLen(peerUdp) + 4 + ID_LEN))
-        buf[0] = REQ
-        buf.writeUInt32BE(nonce, 1)
-        let o = writeAddr(buf, 5, peerUdp)
-        o = buf.writeUInt16BE(port, o)
-        o = buf.writeUInt16BE(this.#listenPort(), o)
-        this.#id.copy(buf, o)
-        this.sendControl(viaAddr, buf, 'requests_sent')
+        const req = encodeTcpHolePunch({ type: 'REQ', nonce, addr: peerUdp, punchPort: port, listenPort: this.#listenPort(), id: this.#id, padding: requestPadding(peerUdp) })
+        this.sendControl(viaAddr, req, 'requests_sent')
         s.retry = this.#clock.setTimeout(sendReq, this.#o.introRetry)
       }
       sendReq()
@@ -286,56 +279,23 @@ export class TcpHolePuncher extends Protocol {
     const from = source instanceof Peer ? source.address : source
     if (source instanceof Peer && (source as { relayed?: boolean }).relayed === true) return this.count('dropped_relayed_control')
     if (!this.#clock) return
-    if (data.length < 5) return this.count('dropped_malformed')
-    const nonce = data.readUInt32BE(1)
-    switch (data[0]) {
-      case REQ: {
-        const t = readAddr(data, 5)
-        if (!t || t[1] + 4 + ID_LEN > data.length || data.length < MIN_REQUEST) return this.count('dropped_malformed')
-        const aPunch = data.readUInt16BE(t[1])
-        const aListen = data.readUInt16BE(t[1] + 2)
-        if (aPunch === 0) return this.count('dropped_malformed')
-        return this.#onReq(from, nonce, t[0], aPunch, aListen, Buffer.from(data.subarray(t[1] + 4, t[1] + 4 + ID_LEN)))
-      }
-      case OFFER: {
-        const a = readAddr(data, 5)
-        if (!a || a[1] + ID_LEN !== data.length) return this.count('dropped_malformed')
-        return this.#onOffer(from, nonce, a[0], Buffer.from(data.subarray(a[1])))
-      }
-      case ACCEPT: {
-        const a = readAddr(data, 5)
-        if (!a || a[1] + 4 + ID_LEN > data.length || data.length < MIN_REQUEST) return this.count('dropped_malformed')
-        const bPunch = data.readUInt16BE(a[1])
-        if (bPunch === 0) return this.count('dropped_malformed')
-        return this.#onAccept(from, nonce, a[0], bPunch, data.readUInt16BE(a[1] + 2), Buffer.from(data.subarray(a[1] + 4, a[1] + 4 + ID_LEN)))
-      }
-      case GO: {
-        if (data.length < 8) return this.count('dropped_malformed')
-        const role = data[5]
-        const delay = data.readUInt16BE(6)
-        const pp = readAddr(data, 8)
-        if (!pp || role > 1) return this.count('dropped_malformed')
-        let listen: Address | null = null
-        let o = pp[1]
-        if (data[o] === 0) o += 1
-        else {
-          const l = readAddr(data, o)
-          if (!l) return this.count('dropped_malformed')
-          listen = l[0]
-          o = l[1]
-        }
-        if (o + ID_LEN !== data.length) return this.count('dropped_malformed')
-        return this.#onGo(from, nonce, role === 1, delay, pp[0], listen, Buffer.from(data.subarray(o)))
-      }
-      case FAIL: {
-        if (data.length !== 5) return this.count('dropped_malformed')
-        const s = this.#sessions.get(`${from.key}/${nonce}`)
+    const m = decodeTcpHolePunch(data)
+    if (m === null) return this.count('dropped_malformed')
+    switch (m.type) {
+      case 'REQ':
+        return this.#onReq(from, m.nonce, m.addr, m.punchPort, m.listenPort, Buffer.from(m.id))
+      case 'OFFER':
+        return this.#onOffer(from, m.nonce, m.addr, Buffer.from(m.id))
+      case 'ACCEPT':
+        return this.#onAccept(from, m.nonce, m.addr, m.punchPort, m.listenPort, Buffer.from(m.id))
+      case 'GO':
+        return this.#onGo(from, m.nonce, m.initiator, m.delay, m.punch, m.listen, Buffer.from(m.id))
+      case 'FAIL': {
+        const s = this.#sessions.get(`${from.key}/${m.nonce}`)
         if (!s || !s.initiator || s.state !== 'introducing') return this.count('dropped_unsolicited')
         this.count('introductions_refused')
         return this.#finish(s, new DeccomError(ErrorCode.INTRODUCTION_FAILED, `${from.key} refused to coordinate a TCP hole punch to ${s.peerUdp.key}`, { details: { via: from.key, target: s.peerUdp.key } }))
       }
-      default:
-        return this.count('dropped_malformed')
     }
   }
 
@@ -349,20 +309,13 @@ export class TcpHolePuncher extends Protocol {
     if (!p) {
       if (b.key === a.key || this.#pending.size >= this.#o.maxPending || !this.#token()) {
         this.count('introductions_refused')
-        const buf = Buffer.alloc(5)
-        buf[0] = FAIL
-        buf.writeUInt32BE(nonce, 1)
-        this.sendControl(a, buf, 'fail_sent')
+        this.sendControl(a, encodeTcpHolePunch({ type: 'FAIL', nonce }), 'fail_sent')
         return
       }
       p = { a, aPunch, aListen, aId, b, at: this.#clock!.now() }
       this.#pending.set(key, p)
     } else if (!this.#token()) return this.count('dropped_rate_limited')
-    const buf = Buffer.alloc(5 + addrLen(a) + ID_LEN)
-    buf[0] = OFFER
-    buf.writeUInt32BE(nonce, 1)
-    aId.copy(buf, writeAddr(buf, 5, a))
-    this.sendControl(b, buf, 'offers_sent')
+    this.sendControl(b, encodeTcpHolePunch({ type: 'OFFER', nonce, addr: a, id: aId }), 'offers_sent')
   }
 
   #onAccept(b: Address, nonce: number, a: Address, bPunch: number, bListen: number, bId: Buffer): void {
@@ -375,16 +328,7 @@ export class TcpHolePuncher extends Protocol {
   }
 
   #sendGo(to: Address, nonce: number, initiator: boolean, punch: Address, listen: Address | null, id: Buffer): void {
-    const buf = Buffer.alloc(8 + addrLen(punch) + (listen ? addrLen(listen) : 1) + ID_LEN)
-    buf[0] = GO
-    buf.writeUInt32BE(nonce, 1)
-    buf[5] = initiator ? 1 : 0
-    buf.writeUInt16BE(this.#o.startDelay, 6)
-    let o = writeAddr(buf, 8, punch)
-    if (listen) o = writeAddr(buf, o, listen)
-    else buf[o++] = 0
-    id.copy(buf, o)
-    this.sendControl(to, buf, 'go_sent')
+    this.sendControl(to, encodeTcpHolePunch({ type: 'GO', nonce, initiator, delay: this.#o.startDelay, punch, listen, id }), 'go_sent')
   }
 
   #sweepPending(): void {
@@ -433,14 +377,8 @@ export class TcpHolePuncher extends Protocol {
   }
 
   #sendAccept(s: Session): void {
-    const buf = Buffer.alloc(Math.max(MIN_REQUEST, 5 + addrLen(s.peerUdp) + 4 + ID_LEN))
-    buf[0] = ACCEPT
-    buf.writeUInt32BE(s.nonce, 1)
-    let o = writeAddr(buf, 5, s.peerUdp)
-    o = buf.writeUInt16BE(s.punchPort, o)
-    o = buf.writeUInt16BE(this.#listenPort(), o)
-    this.#id.copy(buf, o)
-    this.sendControl(s.via, buf, 'accepts_sent')
+    const accept = encodeTcpHolePunch({ type: 'ACCEPT', nonce: s.nonce, addr: s.peerUdp, punchPort: s.punchPort, listenPort: this.#listenPort(), id: this.#id, padding: requestPadding(s.peerUdp) })
+    this.sendControl(s.via, accept, 'accepts_sent')
   }
 
   // ---------------------------------------------------------------- both sides: GO, punching

@@ -1,10 +1,14 @@
 /**
- * Gossip messages and the record list shared with BigGossip (docs/wire.md#gossip-tag-8).
+ * Gossip messages and the record list shared with BigGossip (docs/wire.md#gossip-tag-8). The Gossip
+ * layer (ts/protocols/gossip.ts) encodes and decodes every datagram here.
  *
- * A record list is `[count u8 <= 64]` then `count` × `[length u16 BE][peer record]`. Decoders return
- * null for anything malformed (the layer drops it and counts `dropped_malformed`).
+ * A record list is `[count u8 <= 64]` then `count` × `[length u16 BE][peer record]`, each slot
+ * holding exactly one record. Decoders return null for anything malformed — an unknown type, a
+ * length field running past the end, a bad record, bytes after the message (EXCHANGE's padding
+ * aside) — and the layer drops it and counts `dropped_malformed`.
  */
-import { decodePeerRecord } from '../peer'
+import type { PeerRecord } from '../peer'
+import { decodeRecordExact } from './record'
 
 export const EXCHANGE = 1
 export const REPLY = 2
@@ -18,6 +22,8 @@ export const MAX_LIST = 64
 export const FIND_FIXED = 44
 /** Bytes of a FOUND before the record. */
 export const FOUND_FIXED = 11
+/** Length of a PING or PONG. */
+export const PING_LEN = 5
 
 /** Encodes a record list of as many of `records` as fit in `maxLen` bytes (and at most 64). */
 export function encodeList(records: Buffer[], maxLen = Infinity): Buffer {
@@ -36,23 +42,37 @@ export function encodeList(records: Buffer[], maxLen = Infinity): Buffer {
   return Buffer.concat(parts)
 }
 
-/** Decodes a record list at `off`; throws on malformed input. */
-export function decodeList(data: Buffer, off: number): { records: ReturnType<typeof decodePeerRecord>[]; raw: Buffer[]; end: number } {
+/** A decoded record list: the records, their bytes, and the offset after the list. */
+export interface DecodedList {
+  records: PeerRecord[]
+  raw: Buffer[]
+  end: number
+}
+
+/** Decodes a record list at `off`; throws on malformed input (count > 64, a slot past the end, a slot not holding exactly one valid record). */
+export function decodeList(data: Buffer, off: number): DecodedList {
   const n = data[off]
   if (n === undefined || n > MAX_LIST) throw new Error('bad count')
   let p = off + 1
-  const records = []
+  const records: PeerRecord[] = []
   const raw: Buffer[] = []
   for (let i = 0; i < n; i++) {
     if (p + 2 > data.length) throw new Error('truncated')
     const l = data.readUInt16BE(p)
     if (p + 2 + l > data.length) throw new Error('truncated')
     const slot = data.subarray(p + 2, p + 2 + l)
-    records.push(decodePeerRecord(slot))
+    records.push(decodeRecordExact(slot))
     raw.push(slot)
     p += 2 + l
   }
   return { records, raw, end: p }
+}
+
+/** Decodes a record list that must end exactly at the end of `data`; throws otherwise. */
+export function decodeWholeList(data: Buffer, off: number): DecodedList {
+  const l = decodeList(data, off)
+  if (l.end !== data.length) throw new Error('bytes after the record list')
+  return l
 }
 
 export type GossipMessage =
@@ -62,12 +82,23 @@ export type GossipMessage =
   | { type: 'FIND'; queryHi: number; queryLo: number; hops: number; target: Buffer; origin: Buffer }
   | { type: 'FOUND'; queryHi: number; queryLo: number; record: Buffer }
 
+/**
+ * A decoded message: the fields of {@link GossipMessage} plus the decoded records in `decoded` (the
+ * list's records; FIND's origin; FOUND's record), so the layer decodes each record once.
+ */
+export type DecodedGossip =
+  | { type: 'EXCHANGE'; records: Buffer[]; padding: number; decoded: PeerRecord[] }
+  | { type: 'EXCHANGE_REPLY'; records: Buffer[]; decoded: PeerRecord[] }
+  | { type: 'PING' | 'PONG'; id: number }
+  | { type: 'FIND'; queryHi: number; queryLo: number; hops: number; target: Buffer; origin: Buffer; decoded: PeerRecord }
+  | { type: 'FOUND'; queryHi: number; queryLo: number; record: Buffer; decoded: PeerRecord }
+
 /** A FIND: query id (hi, lo), hops left, 32-byte target, origin record. */
 export function encodeFind(hi: number, lo: number, hops: number, target: Buffer, origin: Buffer): Buffer {
   const b = Buffer.alloc(FIND_FIXED + origin.length)
   b[0] = FIND
-  b.writeUInt32BE(hi, 1)
-  b.writeUInt32BE(lo, 5)
+  b.writeUInt32BE(hi >>> 0, 1)
+  b.writeUInt32BE(lo >>> 0, 5)
   b[9] = hops
   target.copy(b, 10)
   b.writeUInt16BE(origin.length, 42)
@@ -79,31 +110,44 @@ export function encodeFind(hi: number, lo: number, hops: number, target: Buffer,
 export function encodeFound(hi: number, lo: number, record: Buffer): Buffer {
   const b = Buffer.alloc(FOUND_FIXED + record.length)
   b[0] = FOUND
-  b.writeUInt32BE(hi, 1)
-  b.writeUInt32BE(lo, 5)
+  b.writeUInt32BE(hi >>> 0, 1)
+  b.writeUInt32BE(lo >>> 0, 5)
   b.writeUInt16BE(record.length, 9)
   record.copy(b, 11)
   return b
 }
 
+/** An EXCHANGE carrying `records` (at most 64), zero-padded to `padTo` bytes in all. */
+export function encodeExchange(records: Buffer[], padTo: number): Buffer {
+  const body = encodeList(records)
+  const b = Buffer.alloc(Math.max(1 + body.length, padTo))
+  b[0] = EXCHANGE
+  body.copy(b, 1)
+  return b
+}
+
+/** An EXCHANGE_REPLY of as many of `records` as fit in `maxLen` bytes in all (no larger than the EXCHANGE it answers). */
+export function encodeReply(records: Buffer[], maxLen = Infinity): Buffer {
+  return Buffer.concat([Buffer.from([REPLY]), encodeList(records, maxLen - 1)])
+}
+
+/** A PING or a PONG. */
+export function encodeGossipPing(type: 'PING' | 'PONG', id: number): Buffer {
+  const b = Buffer.alloc(PING_LEN)
+  b[0] = type === 'PING' ? PING : PONG
+  b.writeUInt32BE(id >>> 0, 1)
+  return b
+}
+
 export function encodeGossip(m: GossipMessage): Buffer {
   switch (m.type) {
-    case 'EXCHANGE': {
-      const body = encodeList(m.records)
-      const b = Buffer.alloc(1 + body.length + m.padding)
-      b[0] = EXCHANGE
-      body.copy(b, 1)
-      return b
-    }
+    case 'EXCHANGE':
+      return encodeExchange(m.records, 1 + encodeList(m.records).length + m.padding)
     case 'EXCHANGE_REPLY':
-      return Buffer.concat([Buffer.from([REPLY]), encodeList(m.records)])
+      return encodeReply(m.records)
     case 'PING':
-    case 'PONG': {
-      const b = Buffer.alloc(5)
-      b[0] = m.type === 'PING' ? PING : PONG
-      b.writeUInt32BE(m.id >>> 0, 1)
-      return b
-    }
+    case 'PONG':
+      return encodeGossipPing(m.type, m.id)
     case 'FIND':
       return encodeFind(m.queryHi, m.queryLo, m.hops, m.target, m.origin)
     case 'FOUND':
@@ -112,32 +156,36 @@ export function encodeGossip(m: GossipMessage): Buffer {
 }
 
 /** Decodes a Gossip message (the bytes after the tag), checking every record; null when malformed. */
-export function decodeGossip(data: Buffer): GossipMessage | null {
+export function decodeGossip(data: Buffer): DecodedGossip | null {
   try {
     switch (data[0]) {
       case EXCHANGE: {
-        const { raw, end } = decodeList(data, 1)
-        return { type: 'EXCHANGE', records: raw, padding: data.length - end }
+        const { raw, records, end } = decodeList(data, 1)
+        return { type: 'EXCHANGE', records: raw, padding: data.length - end, decoded: records }
       }
-      case REPLY:
-        return { type: 'EXCHANGE_REPLY', records: decodeList(data, 1).raw }
+      case REPLY: {
+        const { raw, records } = decodeWholeList(data, 1)
+        return { type: 'EXCHANGE_REPLY', records: raw, decoded: records }
+      }
       case PING:
       case PONG:
-        if (data.length !== 5) return null
+        if (data.length !== PING_LEN) return null
         return { type: data[0] === PING ? 'PING' : 'PONG', id: data.readUInt32BE(1) }
       case FIND: {
         if (data.length < FIND_FIXED) return null
         const l = data.readUInt16BE(42)
-        const origin = data.subarray(44, 44 + l)
-        decodePeerRecord(origin)
-        return { type: 'FIND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), hops: data[9], target: data.subarray(10, 42), origin }
+        if (FIND_FIXED + l !== data.length) return null
+        const origin = data.subarray(FIND_FIXED)
+        const peer = decodeRecordExact(origin)
+        return { type: 'FIND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), hops: data[9], target: data.subarray(10, 42), origin, decoded: peer }
       }
       case FOUND: {
         if (data.length < FOUND_FIXED) return null
         const l = data.readUInt16BE(9)
-        const record = data.subarray(11, 11 + l)
-        decodePeerRecord(record)
-        return { type: 'FOUND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), record }
+        if (FOUND_FIXED + l !== data.length) return null
+        const record = data.subarray(FOUND_FIXED)
+        const peer = decodeRecordExact(record)
+        return { type: 'FOUND', queryHi: data.readUInt32BE(1), queryLo: data.readUInt32BE(5), record, decoded: peer }
       }
       default:
         return null

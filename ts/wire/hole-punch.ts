@@ -1,7 +1,9 @@
 /**
  * HolePuncher messages (docs/wire.md#hole-punching-tag-9): `[type][nonce u32 BE]` then addresses
- * in the nat-wire encoding, or zero padding for PROBE and PUNCH. Decoders return null for anything
- * the layer drops as malformed.
+ * in the nat-wire encoding, or zero padding for PROBE and PUNCH. The HolePuncher layer
+ * (ts/protocols/hole-puncher.ts) encodes and decodes every datagram here. Decoders return null for
+ * anything the layer drops as malformed: an unknown type, a bad address, bytes after the last
+ * address, a PROBE or PUNCH shorter than {@link PADDED}.
  */
 import type { Address } from '../address'
 import { MAX_ADDR_LEN, addrLen, readAddr, writeAddr } from '../protocols/nat-wire'
@@ -47,12 +49,12 @@ export function decodeHolePunch(data: Uint8Array): HolePunchMessage | null {
     case 'INTRO_FAIL':
     case 'PUNCH_ACK': {
       const a = readAddr(data, 5)
-      return a ? { type, nonce, addr: a[0] } : null
+      return a && a[1] === data.length ? { type, nonce, addr: a[0] } : null
     }
     case 'INTRO': {
       const p = readAddr(data, 5)
       const y = p && readAddr(data, p[1])
-      return p && y ? { type, nonce, peer: p[0], you: y[0] } : null
+      return p && y && y[1] === data.length ? { type, nonce, peer: p[0], you: y[0] } : null
     }
     default:
       return null

@@ -1,7 +1,9 @@
 /**
  * Relay messages (docs/wire.md#relay-tag-10): `[type]` then a nonce u32 BE and/or a nat-wire
- * address; DATA and FWD carry the inner layer tag and payload. Decoders return null for anything the
- * layer drops as malformed.
+ * address; DATA and FWD carry the inner layer tag and payload. The Relay layer (ts/protocols/relay.ts)
+ * encodes and decodes every datagram here. Decoders return null for anything the layer drops as
+ * malformed: an unknown type, reason or flag, a bad address, a wrong length (every message but
+ * DATA and FWD has exactly one length).
  */
 import type { Address } from '../address'
 import { addrLen, readAddr, writeAddr } from '../protocols/nat-wire'
@@ -29,19 +31,19 @@ const NAMES = ['', 'ALLOC', 'ALLOC_OK', 'ALLOC_REFUSED', 'DATA', 'FWD', 'QUERY',
 
 export function encodeRelay(m: RelayMessage): Buffer {
   if (m.type === 'DATA' || m.type === 'FWD') {
-    const b = Buffer.alloc(1 + addrLen(m.addr) + 1 + m.payload.length)
+    // Every byte is written below (the payload may be large: relayed traffic).
+    const b = Buffer.allocUnsafe(1 + addrLen(m.addr) + 1 + m.payload.length)
     b[0] = CODES[m.type]
     const off = writeAddr(b, 1, m.addr)
     b[off] = m.tag
-    m.payload.copy(b, off + 1)
+    b.set(m.payload, off + 1)
     return b
   }
   return encodeNonced(m as Exclude<RelayMessage, { type: 'DATA' | 'FWD' }>)
 }
 
 function encodeNonced(m: Exclude<RelayMessage, { type: 'DATA' | 'FWD' }>): Buffer {
-  // ALLOC_OK is sent as 6 bytes (a zero after the nonce), like ALLOC_REFUSED and QUERY_REPLY.
-  const len = m.type === 'QUERY' ? 5 + addrLen(m.addr) : m.type === 'ALLOC' || m.type === 'RELEASE' ? 5 : 6
+  const len = m.type === 'QUERY' ? 5 + addrLen(m.addr) : m.type === 'ALLOC' || m.type === 'RELEASE' || m.type === 'ALLOC_OK' ? 5 : 6
   const b = Buffer.alloc(len)
   b[0] = CODES[m.type]
   b.writeUInt32BE(m.nonce >>> 0, 1)
@@ -57,11 +59,12 @@ export function decodeRelay(data: Buffer): RelayMessage | null {
   switch (type) {
     case 'ALLOC':
     case 'RELEASE':
-      return data.length === 5 ? { type, nonce: data.readUInt32BE(1) } : null
     case 'ALLOC_OK':
-      return data.length >= 5 ? { type, nonce: data.readUInt32BE(1) } : null
-    case 'ALLOC_REFUSED':
-      return data.length >= 5 ? { type, nonce: data.readUInt32BE(1), reason: data[5] ?? 0 } : null
+      return data.length === 5 ? { type, nonce: data.readUInt32BE(1) } : null
+    case 'ALLOC_REFUSED': {
+      const reason = data[5]
+      return data.length === 6 && (reason === REFUSED_NOT_RELAY || reason === REFUSED_FULL) ? { type, nonce: data.readUInt32BE(1), reason } : null
+    }
     case 'DATA':
     case 'FWD': {
       const a = readAddr(data, 1)
@@ -70,10 +73,10 @@ export function decodeRelay(data: Buffer): RelayMessage | null {
     }
     case 'QUERY': {
       const a = data.length >= 5 ? readAddr(data, 5) : null
-      return a ? { type, nonce: data.readUInt32BE(1), addr: a[0] } : null
+      return a && a[1] === data.length ? { type, nonce: data.readUInt32BE(1), addr: a[0] } : null
     }
     case 'QUERY_REPLY':
-      return data.length === 6 ? { type, nonce: data.readUInt32BE(1), present: data[5] === 1 } : null
+      return data.length === 6 && data[5] <= 1 ? { type, nonce: data.readUInt32BE(1), present: data[5] === 1 } : null
     default:
       return null
   }

@@ -1,6 +1,7 @@
 /**
- * The TcpTransport wire format as pure functions (no sockets, no state), so that it can be checked
- * against test vectors.
+ * The TcpTransport wire format as pure functions (no sockets, no state): the transport encodes and
+ * decodes every frame through these functions, and __test__/wire-vectors.spec.ts checks them against
+ * the test vectors (docs/wire.md#tcp-streams).
  *
  * Every frame is `u32 BE body length | u8 type | body`. Types 0..{@link TCP_MAX_TAG} are data frames
  * (the type is the stream tag); 0xF0.. are control frames: HELLO, AUTH, GOAWAY, OBSERVED.
@@ -9,7 +10,7 @@
  * | bytes  | field                                                       |
  * |--------|-------------------------------------------------------------|
  * | 0      | version (1)                                                 |
- * | 1      | flags: 1 = an AUTH frame follows, 2 = send me an OBSERVED   |
+ * | 1      | flags: 1 = an AUTH frame follows, 2 = send me an OBSERVED; other bits must be 0 |
  * | 2..34  | node id                                                     |
  * | 34..66 | the sender's connection nonce                               |
  * | 66..84 | the sender's UDP address, 18-byte raw (zero: none)          |
@@ -35,6 +36,8 @@ export const T_OBSERVED = 0xf3
 /** HELLO flags: an AUTH frame follows; the sender reads OBSERVED frames (so send it one). */
 export const FLAG_AUTH = 1
 export const FLAG_OBSERVED = 2
+/** Every HELLO flag bit this version knows; a HELLO with another bit set is refused. */
+export const KNOWN_FLAGS = FLAG_AUTH | FLAG_OBSERVED
 export const RAW_ADDR_LEN = 18
 export const VERSION = 1
 export const HELLO_FIXED = 88
@@ -67,6 +70,16 @@ export function controlLimit(type: number): number {
   return type === T_HELLO ? MAX_HELLO : type === T_AUTH ? SIG_LEN : type === T_OBSERVED ? RAW_ADDR_LEN : 0
 }
 
+/**
+ * What a receiver does with a frame header, checked before anything is allocated for the body:
+ * `'ok'`; `'oversized'` for a data frame longer than `maxFrameSize`; `'malformed'` for an unknown
+ * control type (0xF4..0xFF) or a control frame longer than its limit. Both close the connection.
+ */
+export function checkFrameHeader(type: number, length: number, maxFrameSize: number): 'ok' | 'oversized' | 'malformed' {
+  if (type <= TCP_MAX_TAG) return length > maxFrameSize ? 'oversized' : 'ok'
+  return type > T_OBSERVED || length > controlLimit(type) ? 'malformed' : 'ok'
+}
+
 /** The fields of a HELLO. */
 export interface Hello {
   id: Buffer
@@ -96,11 +109,12 @@ export function encodeHello(h: { id: Buffer; nonce: Buffer; publicIdentity: Buff
 }
 
 /**
- * A HELLO body's fields (copies), or null when it is malformed: wrong version or length, a public
- * identity longer than allowed, or AUTH announced without a 33-byte Ed25519 public identity.
+ * A HELLO body's fields (copies), or null when it is malformed: wrong version or length, an unknown
+ * flag bit, a public identity longer than allowed, or AUTH announced without a 33-byte Ed25519
+ * public identity.
  */
 export function decodeHello(b: Buffer): Hello | null {
-  if (b.length < HELLO_FIXED || b[0] !== VERSION) return null
+  if (b.length < HELLO_FIXED || b[0] !== VERSION || (b[1] & ~KNOWN_FLAGS) !== 0) return null
   const pubLen = b.readUInt16BE(86)
   if (b.length !== HELLO_FIXED + pubLen || pubLen > MAX_PUBLIC_IDENTITY) return null
   const publicIdentity = pubLen > 0 ? Buffer.from(b.subarray(HELLO_FIXED)) : null
@@ -120,6 +134,11 @@ export function decodeHello(b: Buffer): Hello | null {
 /** What an AUTH signs: the domain, the peer's nonce, the signer's nonce, the signer's id, the peer's id. */
 export function authMessage(peerNonce: Buffer, ownNonce: Buffer, ownId: Buffer, peerId: Buffer): Buffer {
   return Buffer.concat([AUTH_DOMAIN, peerNonce, ownNonce, ownId, peerId])
+}
+
+/** An OBSERVED body: the 18-byte raw form of the address the connection comes from. */
+export function encodeObserved(remote: Address): Buffer {
+  return Buffer.from(remote.raw)
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import { Identity } from '../../identity'
 import type { ObservationTable } from '../observations'
-import { NONCE_LEN, TCP_HEADER_SIZE, TCP_MAX_TAG, T_OBSERVED, controlLimit, encodeFrameHeader } from './codec'
+import { NONCE_LEN, TCP_HEADER_SIZE, checkFrameHeader, encodeFrame, encodeFrameHeader } from './codec'
 
 /** Frames up to this size are copied behind their header (one write); larger ones are written by reference. */
 const COPY_LIMIT = 16 * 1024
@@ -331,13 +331,13 @@ export function onBytes(t: TcpHost, c: Conn, chunk: Buffer, owned: boolean): voi
         type = c.hdr[4]
       }
       // Check the announced length before anything is allocated for it.
-      if (type <= TCP_MAX_TAG) {
-        if (len > t.opts.maxFrameSize) {
-          t.count('dropped_oversized')
-          t.log('%s announced a frame of %d bytes (max %d): closing', c.remote.key, len, t.opts.maxFrameSize)
-          return t.destroy(c, 'oversized')
-        }
-      } else if (type > T_OBSERVED || len > controlLimit(type)) {
+      const verdict = checkFrameHeader(type, len, t.opts.maxFrameSize)
+      if (verdict === 'oversized') {
+        t.count('dropped_oversized')
+        t.log('%s announced a frame of %d bytes (max %d): closing', c.remote.key, len, t.opts.maxFrameSize)
+        return t.destroy(c, 'oversized')
+      }
+      if (verdict === 'malformed') {
         t.count('dropped_malformed')
         return t.destroy(c, 'malformed')
       }
@@ -388,17 +388,10 @@ export function write(t: TcpHost, c: Conn, data: Uint8Array, tag: number): void 
   const len = data.length
   let ok: boolean
   if (len <= COPY_LIMIT) {
-    const buf = Buffer.allocUnsafe(TCP_HEADER_SIZE + len)
-    buf.writeUInt32BE(len, 0)
-    buf[4] = tag
-    buf.set(data, TCP_HEADER_SIZE)
-    ok = c.socket.write(buf)
+    ok = c.socket.write(encodeFrame(tag, data))
   } else {
-    const hdr = Buffer.allocUnsafe(TCP_HEADER_SIZE)
-    hdr.writeUInt32BE(len, 0)
-    hdr[4] = tag
     c.socket.cork()
-    c.socket.write(hdr)
+    c.socket.write(encodeFrameHeader(len, tag))
     ok = c.socket.write(data)
     c.socket.uncork()
   }
@@ -412,8 +405,7 @@ export function write(t: TcpHost, c: Conn, data: Uint8Array, tag: number): void 
 }
 
 export function writeRaw(t: TcpHost, c: Conn, body: Buffer, type: number): void {
-  const hdr = encodeFrameHeader(body.length, type)
-  c.socket.write(body.length ? Buffer.concat([hdr, body]) : hdr)
+  c.socket.write(encodeFrame(type, body))
 }
 
 export function onDrain(t: TcpHost, c: Conn): void {

@@ -12,7 +12,7 @@ import { DeccomError, ErrorCode } from '../../errors'
 import { Identity } from '../../identity'
 import {
   MAX_PUBLIC_IDENTITY, SIG_LEN, T_AUTH, T_GOAWAY, T_HELLO, T_OBSERVED, ZERO_ADDR,
-  authMessage, decodeHello, decodeObserved, decodeRaw, encodeHello,
+  authMessage, decodeHello, decodeObserved, decodeRaw, encodeHello, encodeObserved,
 } from './codec' // prettier-ignore
 import type { Conn, ConnState, TcpHost } from './connection'
 import { flush, safeIdOf, writeRaw } from './connection'
@@ -46,7 +46,7 @@ export function onHello(t: TcpHost, c: Conn, b: Buffer): void {
     }
   }
   // Tell the peer where we see its connection come from (its mapped address, behind a NAT).
-  if (c.peerWantsObserved) writeRaw(t, c, c.remote.raw, T_OBSERVED)
+  if (c.peerWantsObserved) writeRaw(t, c, encodeObserved(c.remote), T_OBSERVED)
   const me = t.identity
   if (me.canSign && me.publicIdentity.length <= MAX_PUBLIC_IDENTITY) {
     const sig = me.sign(authMessage(c.peerNonce, c.nonce, me.id, id))
