@@ -335,9 +335,16 @@ test('tampered handshake messages are dropped and counted; the handshake still c
     return d
   }
   t.true(await a.noise.approveConnection(b.node.address))
-  // Over plain UDP, data sent before the responder has message 3 would be lost like any datagram:
-  // wait until the re-sent message 3 got through.
-  for (let i = 0; i < 500 && b.noise.remoteId(a.node.address) === null; i++) await tick()
+  // Over plain UDP, data sent on a session the peer does not hold is lost like any datagram: wait
+  // until both ends hold the same session (the re-sent message 3 got through, or, on a slow
+  // machine, B's own handshake toward A completed on both sides first).
+  const same = (): boolean => {
+    const ha = a.noise.handshakeHash(b.node.address)
+    const hb = b.noise.handshakeHash(a.node.address)
+    return ha !== null && hb !== null && ha.equals(hb)
+  }
+  for (let i = 0; i < 500 && !same(); i++) await tick()
+  t.true(same(), 'both ends hold one session')
   t.deepEqual(b.noise.remoteId(a.node.address), a.node.id)
   const got = nextMessage(b.node)
   await a.node.send(b.node.address, Buffer.from('after tampering'))
