@@ -1,5 +1,5 @@
 /**
- * BigGossip — peer sampling (PROTOCOLS.md, BigGossip).
+ * BigGossip — peer sampling (docs/discovery.md; wire format: docs/wire.md#biggossip-tag-5).
  *
  * Every `interval` ms the layer sends PULL to `pullFrom` random known peers (the bootstrap
  * addresses until it knows someone); each answers SAMPLE with up to `k` random records it knows.

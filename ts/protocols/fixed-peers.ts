@@ -1,5 +1,5 @@
 /**
- * FixedPeers — a static list of peers (PROTOCOLS.md, FixedPeers).
+ * FixedPeers — a static list of peers (wire format: docs/wire.md#fixedpeers-tag-6).
  *
  * On start the layer says HELLO (with its peer record) to every listed address, repeating every
  * `helloInterval` ms up to `helloRetries` times until that address answered; a HELLO from a listed

@@ -1,6 +1,6 @@
 /**
  * Gossip — push/pull exchange of peer records, liveness pings, and `findPeer` by flooding
- * (PROTOCOLS.md, Gossip).
+ * (wire format: docs/wire.md#gossip-tag-8).
  *
  * Every `interval` ms the layer sends EXCHANGE (its record and up to `k` random records it knows) to
  * `fanout` random known peers (the bootstrap addresses until it knows someone); the receiver merges

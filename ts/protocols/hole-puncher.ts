@@ -1,6 +1,6 @@
 /**
- * HolePuncher — external address discovery and UDP hole punching (PROTOCOLS.md, NAT traversal;
- * docs/nat.md has the full protocol, a sequence diagram and the rules).
+ * HolePuncher — external address discovery and UDP hole punching (docs/nat.md has the full
+ * protocol, a sequence diagram and the rules; wire format: docs/wire.md#hole-punching-tag-9).
  *
  * Binds `send`, takes `onMessage`; provides `send` and emits `onMessage`. Transparent: datagrams of
  * other tags pass through untouched (from a peer reached at another mapped port, see "aliases", the

@@ -1,5 +1,5 @@
 /**
- * KeepAlive — liveness of registered peers (PROTOCOLS.md, Keep-alive).
+ * KeepAlive — liveness of registered peers (wire format: docs/wire.md#keepalive-tag-7).
  *
  * Every `interval` ms each registered peer that has sent nothing since the last ping counts one
  * miss and is pinged again; any datagram from the peer (of any layer: this layer binds from

@@ -1,6 +1,6 @@
 /**
  * TcpHolePuncher — TCP hole punching by simultaneous open, coordinated over UDP by an introducer
- * (PROTOCOLS.md, NAT traversal; docs/nat.md "TCP hole punching (tag 11)").
+ * (docs/nat.md "TCP hole punching (tag 11)").
  *
  * Stacked above a {@link TcpTransport} and a UDP path that reaches the introducer (usually a
  * HolePuncher, whose rendezvous probes keep the UDP mappings alive):

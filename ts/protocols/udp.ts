@@ -5,7 +5,7 @@
  * `onMessage(from, data, tag)` for every datagram that is not its own.
  *
  * ## Wire format
- * Every datagram starts with a one-byte layer tag (DESIGN.md principle 5): 0 is application data,
+ * Every datagram starts with a one-byte layer tag (docs/wire.md#layer-tag): 0 is application data,
  * other values belong to the layer that declared them. The transport's own tag is {@link TAG_UDP}:
  *
  * | bytes | ping                 | pong                      |
