@@ -77,11 +77,11 @@ function row (group, name, value, unit, baseline) {
       t += 1
       a.connect(t, p)
       while (pump(a, b, p) | pump(b, a, p)) { /* until quiet */ }
-      const ea = a.pollEvents()
-      const eb = b.pollEvents()
+      const ea = a.pollEvents(t)
+      const eb = b.pollEvents(t)
       if (!ea?.connected || !eb?.connected) throw new Error('deccom handshake did not complete')
       a.close(p); b.close(p)
-      a.pollEvents(); b.pollEvents()
+      a.pollEvents(t); b.pollEvents(t)
     }
   }
   row('handshake', 'deccom XX + identity binding, first contact (NoiseEndpoint)', opsPerSec(xxLoop({ verifiedBindings: 0 })), 'handshakes/s')

@@ -62,6 +62,8 @@ export interface DelayOptions {
   on?: 'send' | 'receive'
   /** Bound on the bytes queued in all pairs together (default 16 MiB). */
   maxQueueBytes?: number
+  /** Run in the socket's I/O thread when a native layer above can (default true); false keeps it in JavaScript. */
+  native?: boolean
 }
 
 interface Item {
@@ -97,11 +99,12 @@ export class Delay extends Protocol {
   readonly #bandwidth: DelayOptions['bandwidth']
   readonly #onSend: boolean
   readonly #maxQueueBytes: number
+  readonly #allowNative: boolean
   #clock: Clock = realClock
   #log: (fmt: string, ...a: unknown[]) => void = () => {}
   #local: Address | undefined
   #running = false
-  readonly #pairs = new Map<Address, Pair>()
+  readonly #pairs = new Map<string, Pair>() // by Address.key: stable across intern-cache resets
   #queuedBytes = 0
   #native = false
 
@@ -113,6 +116,7 @@ export class Delay extends Protocol {
     if (opts.bandwidth !== undefined && typeof opts.bandwidth !== 'function') {
       throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'Delay: bandwidth must be a function (from, to) => bytes per ms')
     }
+    this.#allowNative = opts.native !== false
     const on = opts.on ?? 'send'
     if (on !== 'send' && on !== 'receive') {
       throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `Delay: on must be 'send' or 'receive', got ${String(on)}`)
@@ -140,7 +144,7 @@ export class Delay extends Protocol {
   static override nativeRole = 'stage' as const
   /** @internal True when {@link enableNative} can move the delay into the socket below. */
   canRunNative(below: readonly object[]): boolean {
-    return below.length === 0
+    return this.#allowNative && below.length === 0
   }
 
   /** @internal Moves the delay line into the socket's I/O thread (asked by a native layer above). */
@@ -170,7 +174,7 @@ export class Delay extends Protocol {
 
   /** The pair of `peer`, its link asked from the user functions the first time. */
   #pair(peer: Address, from: Address, to: Address): Pair {
-    let pair = this.#pairs.get(peer)
+    let pair = this.#pairs.get(peer.key)
     if (pair !== undefined) return pair
     if (this.#pairs.size >= MAX_PAIRS) {
       for (const [k, p] of this.#pairs) if (p.head === p.items.length) this.#pairs.delete(k)
@@ -181,7 +185,7 @@ export class Delay extends Protocol {
     const bandwidth = b > 0 && Number.isFinite(b) ? b : 0
     const model = latency === 0 && bandwidth === 0 ? null : new ImpairModel(0, { latency, bandwidth })
     pair = { peer, model, items: [], head: 0, lastAt: -Infinity, timer: undefined }
-    this.#pairs.set(peer, pair)
+    this.#pairs.set(peer.key, pair)
     return pair
   }
 

@@ -36,8 +36,7 @@
  * `false`, the same model runs inside the socket's I/O thread instead (same probabilities, same
  * seeds), and this layer only passes calls through. Layers above it (ReliableUdp) then keep the
  * native fast path. Differences: native faults see every datagram on the socket, the
- * transport's pings included; the socket stage holds reordered datagrams for up to its own
- * `reorderDelay` (20 ms, the layer's default). Decisions are counted in the transport's stats
+ * transport's pings included. Decisions are counted in the transport's stats
  * (`faults_rx_*`, `faults_tx_*`); the layer's `native` getter says which mode is in use.
  */
 import type { Address } from '../address'
@@ -161,7 +160,7 @@ export class FaultyTransport extends Protocol {
   /** @internal Moves the faults into the socket's I/O thread (asked by a native layer above). */
   enableNative(udp: UdpTransport): void {
     if (this.#native) return
-    const opts = { drop: this.#drop, duplicate: this.#duplicate, reorder: this.#reorder, corrupt: this.#corrupt }
+    const opts = { drop: this.#drop, duplicate: this.#duplicate, reorder: this.#reorder, corrupt: this.#corrupt, reorderDelay: this.#reorderDelay }
     if (this.#receive) udp.setNativeFaults('receive', { ...opts, seed: this.seed })
     if (this.#send) udp.setNativeFaults('send', { ...opts, seed: (this.seed ^ 0x9e3779b9) >>> 0 })
     this.#native = true

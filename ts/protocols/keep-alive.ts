@@ -65,7 +65,8 @@ export class KeepAlive extends Protocol {
   readonly #interval: number
   readonly #misses: number
   readonly #autoRegister: boolean
-  readonly #peers = new Map<Address, Watched>()
+  /** Registered peers by `Address.key` (stable across intern-cache resets). */
+  readonly #peers = new Map<string, Watched>()
   readonly #listeners = new Set<Listener>()
   #clock: Clock | null = null
   #timer: TimerHandle | null = null
@@ -101,19 +102,19 @@ export class KeepAlive extends Protocol {
   /** Watch a peer (idempotent). */
   register(peer: Peer | AddressLike): void {
     const p = peer instanceof Peer ? peer : new Peer(toAddress(peer))
-    const w = this.#peers.get(p.address)
+    const w = this.#peers.get(p.address.key)
     if (w) {
       if (p.id && !w.peer.id) w.peer = p
       return
     }
     if (this.#peers.size >= MAX_PEERS) return this.count('dropped_register_full')
-    this.#peers.set(p.address, { peer: p, missed: 0, awaiting: false })
+    this.#peers.set(p.address.key, { peer: p, missed: 0, awaiting: false })
     this.count('registered')
   }
 
   /** Stop watching a peer. */
   unregister(peer: Peer | AddressLike): void {
-    if (this.#peers.delete(peer instanceof Peer ? peer.address : toAddress(peer))) this.count('unregistered')
+    if (this.#peers.delete((peer instanceof Peer ? peer.address : toAddress(peer)).key)) this.count('unregistered')
   }
 
   /** The watched peers. */
@@ -123,7 +124,7 @@ export class KeepAlive extends Protocol {
 
   /** Missed pings in a row of a watched peer, or undefined. */
   missedOf(peer: Peer | AddressLike): number | undefined {
-    return this.#peers.get(peer instanceof Peer ? peer.address : toAddress(peer))?.missed
+    return this.#peers.get((peer instanceof Peer ? peer.address : toAddress(peer)).key)?.missed
   }
 
   on(event: 'disconnected', fn: Listener): this {
@@ -139,7 +140,7 @@ export class KeepAlive extends Protocol {
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
     const from = source instanceof Peer ? source.address : source
-    const w = this.#peers.get(from)
+    const w = this.#peers.get(from.key)
     if (w) {
       w.missed = 0
       w.awaiting = false

@@ -99,6 +99,8 @@ export interface NativeFaultOptions {
   duplicate?: number
   reorder?: number
   corrupt?: number
+  /** Upper bound in ms of the extra delay of a reordered datagram (default 20). */
+  reorderDelay?: number
   seed?: number
 }
 

@@ -166,14 +166,14 @@ export class KadState {
   readonly byHex = new Map<string, Entry>()
   /** Address key of a peer → the address of the peer whose NODES answer named it last. */
   readonly toldBy = new Map<string, Address>()
-  readonly byAddr = new Map<Address, Entry>()
+  readonly byAddr = new Map<string, Entry>() // by Address.key: stable across intern-cache resets
   readonly pending = new Map<number, Request>()
   nextLo = 0
   /** Addresses that echoed one of our request ids (verified by us). */
   readonly verified = new Set<string>()
   /** Addresses whose requests we answered (so they have verified us): no padding needed. */
   readonly verifiedBy = new Set<string>()
-  readonly verifying = new Set<Address>()
+  readonly verifying = new Set<string>() // Address.key
   readonly approving = new Set<string>()
   readonly runs = new Set<Run>()
   readonly listeners = new Map<KadEvent, Set<Listener>>()

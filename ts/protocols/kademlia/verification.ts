@@ -28,12 +28,12 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
 }
 
 export function isVerified(s: KadState, addr: Address): boolean {
-  return s.byAddr.has(addr) || s.verified.has(addr.key)
+  return s.byAddr.has(addr.key) || s.verified.has(addr.key)
 }
 
 /** Any datagram from a table entry's address counts as a sign of life. */
 export function alive(s: KadState, from: Address): void {
-  const e = s.byAddr.get(from)
+  const e = s.byAddr.get(from.key)
   if (e && s.table) {
     e.failures = 0
     s.table.touch(e.peer.id!, s.clock.now())
@@ -43,11 +43,11 @@ export function alive(s: KadState, from: Address): void {
 /** Ping an unknown requester; consider it once it answers (its address is then verified). */
 export function verify(s: KadState, peer: Peer): void {
   const addr = peer.address
-  if (s.verifying.has(addr)) return
+  if (s.verifying.has(addr.key)) return
   if (s.verifying.size >= MAX_VERIFYING) return s.count('dropped_verify_busy')
-  s.verifying.add(addr)
+  s.verifying.add(addr.key)
   ping(s, addr, (alive) => {
-    s.verifying.delete(addr)
+    s.verifying.delete(addr.key)
     if (alive && s.running) consider(s, peer)
   })
 }
@@ -147,7 +147,7 @@ export function insert(s: KadState, e: Entry): void {
 export function entered(s: KadState, e: Entry): void {
   e.inTable = true
   e.failures = 0
-  s.byAddr.set(e.peer.address, e)
+  s.byAddr.set(e.peer.address.key, e)
   s.count('peers_added')
   emit(s, 'connected', e.peer)
 }
@@ -155,7 +155,7 @@ export function entered(s: KadState, e: Entry): void {
 export function evicted(s: KadState, ev: { removed: number; promoted?: number | null }): void {
   const r = s.entries[ev.removed]
   if (r) {
-    if (s.byAddr.get(r.peer.address) === r) s.byAddr.delete(r.peer.address)
+    if (s.byAddr.get(r.peer.address.key) === r) s.byAddr.delete(r.peer.address.key)
     r.inTable = false
     release(s, r)
     s.count('peers_removed')
