@@ -657,6 +657,8 @@ export interface PeerRecordObject {
   tcpPort?: number
   externalHost?: string
   externalPort?: number
+  /** Decoding: how many bytes of the input the record took (ignored when encoding). */
+  length?: number
 }
 
 /** A batch as JavaScript sees it. */

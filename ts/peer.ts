@@ -51,6 +51,11 @@ export function encodePeerRecord(r: Omit<PeerRecord, 'id'> & { id?: Buffer }): B
 
 /** Decodes a peer record; any malformed input throws a DeccomError with an ERR_DECCOM_RECORD_* code. */
 export function decodePeerRecord(bytes: Uint8Array): PeerRecord {
+  return decodePeerRecordPrefix(bytes).record
+}
+
+/** @internal Decodes the peer record at the start of `bytes`, and how many bytes it took. */
+export function decodePeerRecordPrefix(bytes: Uint8Array): { record: PeerRecord; length: number } {
   if (!(bytes instanceof Uint8Array)) {
     throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `decodePeerRecord takes a Uint8Array or Buffer, got ${bytes === null ? 'null' : typeof bytes}`)
   }
@@ -63,5 +68,5 @@ export function decodePeerRecord(bytes: Uint8Array): PeerRecord {
   const rec: PeerRecord = { id: o.id, publicIdentity: o.identity, address: toAddress(o.host, o.port) }
   if (o.tcpPort != null) rec.tcpPort = o.tcpPort
   if (o.externalHost != null && o.externalPort != null) rec.external = toAddress(o.externalHost, o.externalPort)
-  return rec
+  return { record: rec, length: o.length ?? bytes.length }
 }

@@ -161,6 +161,8 @@ pub struct PeerRecordObject {
   pub tcp_port: Option<u32>,
   pub external_host: Option<String>,
   pub external_port: Option<u32>,
+  /// Decoding: how many bytes of the input the record took (ignored when encoding).
+  pub length: Option<u32>,
 }
 
 fn sockaddr(host: &str, port: u32, what: &str) -> Result<SocketAddr> {
@@ -193,7 +195,7 @@ pub fn encode_peer_record(record: PeerRecordObject) -> Result<Buffer> {
 /// `ERR_DECCOM_RECORD_*` codes naming what is wrong.
 #[napi]
 pub fn decode_peer_record(bytes: &[u8]) -> Result<PeerRecordObject> {
-  let (r, _) = PeerRecord::decode(bytes).map_err(core)?;
+  let (r, length) = PeerRecord::decode(bytes).map_err(core)?;
   Ok(PeerRecordObject {
     id: r.id.to_vec().into(),
     identity: r.identity.encode().into(),
@@ -202,6 +204,7 @@ pub fn decode_peer_record(bytes: &[u8]) -> Result<PeerRecordObject> {
     tcp_port: r.tcp_port.map(u32::from),
     external_host: r.external.map(|a| a.ip().to_string()),
     external_port: r.external.map(|a| u32::from(a.port())),
+    length: Some(length as u32),
   })
 }
 
