@@ -102,16 +102,25 @@ export function corruptWire(bytes: Uint8Array, bit: number): Buffer {
   return out
 }
 
-/** The fields of a SimulatedNetwork link spec the model reads (see `LinkSpec` in `./network.ts`). */
+/** Properties of a one-way link, as a SimulatedNetwork's `LinkSpec` gives them. Times in virtual milliseconds. */
 export interface LinkParams {
+  /** One-way propagation delay, ms (default 5). */
   latency: number
+  /** Uniform random extra delay in [0, jitter) ms per datagram (default 0). Jitter can reorder. */
   jitter: number
+  /** Bytes per ms (1000 = 1 MB/s); Infinity (default): no serialization delay, no queue. */
   bandwidth: number
+  /** Probability 0..1 that a datagram is lost (default 0). */
   loss: number
+  /** Probability 0..1 that a datagram is delivered twice (default 0). */
   duplicate: number
+  /** Probability 0..1 that a datagram is held back by an extra random delay (default 0). */
   reorder: number
+  /** Upper bound of that extra delay, ms (default: max(latency, 1)). */
   reorderDelay?: number
+  /** Probability 0..1 that one bit of a datagram (never of its tag byte) is flipped (default 0). */
   corrupt: number
+  /** Bytes waiting for serialization on this link beyond which datagrams are dropped (default 16 MiB). */
   maxQueueBytes: number
 }
 

@@ -64,6 +64,7 @@ import type { Protocol } from '../protocol'
 import { SimNat } from './nat'
 import type { SimNatOptions } from './nat'
 import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, ImpairModel, linkParams, sameLinkParams, verdict } from './impair'
+import type { LinkParams } from './impair'
 import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
@@ -77,26 +78,8 @@ export const SimErrorCode = Object.freeze({
   SIM_EVENT_LIMIT: 'ERR_DECCOM_SIM_EVENT_LIMIT',
 } as const)
 
-/** Properties of a one-way link. Times in virtual milliseconds. */
-export interface LinkSpec {
-  /** One-way propagation delay, ms (default 5). */
-  latency: number
-  /** Uniform random extra delay in [0, jitter) ms per datagram (default 0). Jitter can reorder. */
-  jitter: number
-  /** Bytes per ms (1000 = 1 MB/s); Infinity (default): no serialization delay, no queue. */
-  bandwidth: number
-  /** Probability 0..1 that a datagram is lost (default 0). */
-  loss: number
-  /** Probability 0..1 that a datagram is delivered twice (default 0). */
-  duplicate: number
-  /** Probability 0..1 that a datagram is held back by an extra random delay (default 0). */
-  reorder: number
-  /** Upper bound of that extra delay, ms (default: max(latency, 1)). */
-  reorderDelay?: number
-  /** Probability 0..1 that one bit of a datagram (never of its tag byte) is flipped (default 0). */
-  corrupt: number
-  /** Bytes waiting for serialization on this link beyond which datagrams are dropped (default 16 MiB). */
-  maxQueueBytes: number
+/** Properties of a one-way link (the model's parameters, see {@link LinkParams}) and its seed. */
+export interface LinkSpec extends LinkParams {
   /**
    * Seed of this link's impairment instance (default: derived from the network's seed and the
    * link). Read when the link is first used; e.g. the seed of a FaultyTransport to replay its run.
