@@ -205,19 +205,18 @@ export declare class NoiseEndpoint {
    * `ERR_DECCOM_INVALID_ARGUMENT` for bad options, `ERR_DECCOM_RNG` if the OS has no randomness.
    */
   constructor(identity: NativeIdentity, options: NoiseEndpointOptions | undefined | null, now: number)
-  /** How many frames (`sendFrame` calls) a message of `len` bytes takes. */
-  frameCount(len: number): number
   /**
-   * Sends frame `index` (of `frameCount(data.length)`) of the message `data` for the upper layer
-   * `tag` to `peer`: the whole message when it fits one frame, else its `index`-th chunk of the
-   * message numbered `messageId`. In encrypt mode without a session the frame is queued in the
-   * core and a handshake starts.
+   * Sends frame `index` of the message `data` for the upper layer `tag` to `peer`: the whole
+   * message when it fits one frame, else its `index`-th chunk of the message numbered
+   * `messageId`. Returns how many frames the message takes, so a
+   * caller sends frame 0 and learns in the same call whether more follow. In encrypt mode
+   * without a session the frame is queued in the core and a handshake starts.
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` for an index past the last frame or a message over 4 GiB;
    * `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
    */
-  sendFrame(now: number, peer: number, tag: number, data: Uint8Array, messageId: number, index: number): void
+  sendFrame(now: number, peer: number, tag: number, data: Uint8Array, messageId: number, index: number): number
   /** This endpoint's X25519 static public key (publish it so that peers can connect with IK). */
   get localStaticPublicKey(): Buffer
   /**

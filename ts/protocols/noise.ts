@@ -565,13 +565,19 @@ export class Noise extends Protocol {
     const now = this.#clock!.now()
     const due = ep.pollTimeout()
     if (due !== null && due <= now) ep.handleTimeout(now)
+    // Frame 0 goes out at once; the call says whether the message needs more frames (chunks).
+    const id = this.#nextMessageId
+    let count: number
     try {
-      if (ep.frameCount(buf.length) > 1) return this.#transmitChunks(pid, buf, tag)
-      ep.sendFrame(now, pid, tag, buf, 0, 0)
+      count = ep.sendFrame(now, pid, tag, buf, id, 0)
       this.#flushTransmits(results)
     } catch (e) {
       this.#drive()
       return Promise.reject(fromNative(e))
+    }
+    if (count > 1) {
+      this.#nextMessageId = (id + 1) >>> 0 || 1
+      return this.#transmitChunks(pid, buf, tag, id, count, Promise.all(results))
     }
     this.#drive()
     if (results.length === 0) return RESOLVED
@@ -579,16 +585,14 @@ export class Noise extends Protocol {
   }
 
   /**
-   * Sends a large message as sealed chunks with at most {@link MAX_CHUNKS_IN_FLIGHT} of them
-   * outstanding below, so that a reliable layer's per-peer queue is never overrun (a 256 MiB
-   * message is ~4,400 chunks).
+   * Sends chunks 1.. of a large message (chunk 0 is `first`) with at most
+   * {@link MAX_CHUNKS_IN_FLIGHT} of them outstanding below, so that a reliable layer's per-peer
+   * queue is never overrun (a 256 MiB message is ~4,400 chunks).
    */
-  async #transmitChunks(pid: number, data: Buffer, tag: number): Promise<void> {
-    const id = this.#nextMessageId
-    this.#nextMessageId = (id + 1) >>> 0 || 1
-    const window: Array<Promise<unknown>> = []
-    const count = this.#ep!.frameCount(data.length)
-    for (let index = 0; index < count; index++) {
+  async #transmitChunks(pid: number, data: Buffer, tag: number, id: number, count: number, first: Promise<unknown>): Promise<void> {
+    first.catch(noop) // observed below; keeps an early failure from being reported as unhandled
+    const window: Array<Promise<unknown>> = [first]
+    for (let index = 1; index < count; index++) {
       const ep = this.#ep
       if (!ep) throw closed()
       const results: Array<Promise<unknown>> = []
@@ -600,7 +604,7 @@ export class Noise extends Protocol {
         throw fromNative(e)
       }
       const sent = Promise.all(results)
-      sent.catch(noop) // observed below; keeps an early failure from being reported as unhandled
+      sent.catch(noop)
       window.push(sent)
       if (window.length >= MAX_CHUNKS_IN_FLIGHT) await window.shift()
     }

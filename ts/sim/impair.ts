@@ -13,6 +13,7 @@
  * verdict[2]                                        // bit to flip (>= 8: never the tag byte), or -1
  * ```
  */
+import type * as Binding from '../../native/index'
 import { native } from '../native'
 
 /** Bits of the code {@link ImpairModel.offer} returns. */
@@ -29,18 +30,11 @@ export const IMPAIR_CORRUPTED = 1 << 6
  */
 export const verdict = new Float64Array(3)
 
-/** Parameters: probabilities 0..1, times in ms, bandwidth in bytes per ms (0/Infinity: none). */
-export interface ImpairParams {
-  drop?: number
-  duplicate?: number
-  reorder?: number
-  corrupt?: number
-  latency?: number
-  jitter?: number
-  reorderDelay?: number
-  bandwidth?: number
-  maxQueueBytes?: number
-}
+/**
+ * Parameters: probabilities 0..1, times in ms, bandwidth in bytes per ms (omitted, 0 or Infinity:
+ * none). The native options type: the core sanitizes every value (NaN, negative, infinite).
+ */
+export type ImpairParams = Binding.ImpairOptions
 
 /** One seeded instance of the model (a link, or one direction of a test layer). */
 export class ImpairModel {
@@ -48,12 +42,12 @@ export class ImpairModel {
 
   /** `seed`: an unsigned 32-bit integer (see `seedToU32`). */
   constructor(seed: number, params: ImpairParams) {
-    this.#m = new native.Impairment(seed >>> 0, toNative(params))
+    this.#m = new native.Impairment(seed >>> 0, params)
   }
 
   /** Replaces the parameters; the random stream and the link's backlog carry on. */
   configure(params: ImpairParams): void {
-    this.#m.configure(toNative(params))
+    this.#m.configure(params)
   }
 
   /** The verdict for a datagram of `len` wire bytes offered at `now` ms (details in {@link verdict}). */
@@ -72,33 +66,11 @@ export class ImpairModel {
   }
 }
 
-function toNative(p: ImpairParams): Record<string, number | undefined> {
-  const bw = p.bandwidth
-  return {
-    drop: p.drop,
-    duplicate: p.duplicate,
-    reorder: p.reorder,
-    corrupt: p.corrupt,
-    latency: p.latency,
-    jitter: p.jitter,
-    reorderDelay: p.reorderDelay,
-    bandwidth: bw === undefined || bw === Infinity ? 0 : bw,
-    maxQueueBytes: p.maxQueueBytes,
-  }
-}
-
 /** A copy of the payload `data` with wire bit `bit` flipped (bit 8 is the payload's first bit). */
 export function corruptPayload(data: Uint8Array, bit: number): Buffer {
   const out = Buffer.from(data)
   const b = bit - 8
   if (b >= 0 && b >>> 3 < out.length) out[b >>> 3] ^= 1 << (b & 7)
-  return out
-}
-
-/** A copy of the wire datagram `bytes` (tag included) with bit `bit` flipped. */
-export function corruptWire(bytes: Uint8Array, bit: number): Buffer {
-  const out = Buffer.from(bytes)
-  if (bit >= 0 && bit >>> 3 < out.length) out[bit >>> 3] ^= 1 << (bit & 7)
   return out
 }
 

@@ -297,22 +297,17 @@ impl NoiseEndpoint {
     })
   }
 
-  /// How many frames (`sendFrame` calls) a message of `len` bytes takes.
-  #[napi]
-  pub fn frame_count(&self, len: f64) -> f64 {
-    frame::frame_count(len.max(0.0) as usize, self.max_frame) as f64
-  }
-
-  /// Sends frame `index` (of `frameCount(data.length)`) of the message `data` for the upper layer
-  /// `tag` to `peer`: the whole message when it fits one frame, else its `index`-th chunk of the
-  /// message numbered `messageId`. In encrypt mode without a session the frame is queued in the
-  /// core and a handshake starts.
+  /// Sends frame `index` of the message `data` for the upper layer `tag` to `peer`: the whole
+  /// message when it fits one frame, else its `index`-th chunk of the message numbered
+  /// `messageId`. Returns how many frames the message takes, so a
+  /// caller sends frame 0 and learns in the same call whether more follow. In encrypt mode
+  /// without a session the frame is queued in the core and a handshake starts.
   ///
   /// # Errors
   /// `ERR_DECCOM_INVALID_ARGUMENT` for an index past the last frame or a message over 4 GiB;
   /// `ERR_DECCOM_NOISE_QUEUE_FULL`, `ERR_DECCOM_NOISE_CRYPTO`.
   #[napi]
-  pub fn send_frame(&mut self, now: f64, peer: u32, tag: u32, data: &[u8], message_id: u32, index: u32) -> Result<()> {
+  pub fn send_frame(&mut self, now: f64, peer: u32, tag: u32, data: &[u8], message_id: u32, index: u32) -> Result<u32> {
     let count = frame::frame_count(data.len(), self.max_frame);
     if index as usize >= count || u32::try_from(data.len()).is_err() || tag > 255 {
       return Err(coded(Code::InvalidArgument, format!("frame {index} of a {}-byte message with tag {tag} does not exist ({count} frames)", data.len())));
@@ -320,7 +315,8 @@ impl NoiseEndpoint {
     self.scratch.clear();
     frame::encode_part(tag as u8, message_id, data, index as usize, self.max_frame, &mut self.scratch);
     let t = self.clock.at(now);
-    self.endpoint.send(t, peer, &self.scratch).map_err(noise_err)
+    self.endpoint.send(t, peer, &self.scratch).map_err(noise_err)?;
+    Ok(count as u32)
   }
 
 
