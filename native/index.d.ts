@@ -228,6 +228,16 @@ export declare class NoiseEndpoint {
    */
   connect(now: number, peer: number, knownStatic?: Uint8Array | undefined | null): void
   /**
+   * Binds `peer` to node id `id` (32 bytes; null unbinds): a handshake there completes only if
+   * it authenticates that id, else it fails with `ERR_DECCOM_PEER_IDENTITY_MISMATCH` and the
+   * messages queued for `peer` are dropped. Returns false (and binds nothing) when a current
+   * session with `peer` authenticated another identity.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` unless `id` is 32 bytes.
+   */
+  expectIdentity(now: number, peer: number, id?: Uint8Array | undefined | null): boolean
+  /**
    * Sends one Noise message whose plaintext is `data` as given (no frame). The empty message is
    * a keepalive that starts a handshake; data for the layers above goes through `sendFrame`.
    *
@@ -367,7 +377,7 @@ export declare class UdpSocket {
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` when no Noise stage is attached.
    */
-  noiseConnect(to: Uint8Array): void
+  noiseConnect(to: Uint8Array, expectedId?: Uint8Array | undefined | null): void
   /**
    * Configures a native delay line on `direction` (`"receive"` or `"send"`), or removes it (null).
    * A new line is composed on top of the stages attached so far; a second call for the same

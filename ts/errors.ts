@@ -46,6 +46,11 @@ export const ErrorCode = Object.freeze({
   SOCKET: 'ERR_DECCOM_SOCKET',
   INVALID_ARGUMENT: 'ERR_DECCOM_INVALID_ARGUMENT',
   PEER_UNREACHABLE: 'ERR_DECCOM_PEER_UNREACHABLE',
+  /**
+   * A dial to a node id reached someone else: the session at the peer's address authenticated
+   * another identity (or none could be verified). Nothing was sent to that node.
+   */
+  PEER_IDENTITY_MISMATCH: 'ERR_DECCOM_PEER_IDENTITY_MISMATCH',
   MESSAGE_TOO_LARGE: 'ERR_DECCOM_MESSAGE_TOO_LARGE',
   SEND_QUEUE_FULL: 'ERR_DECCOM_SEND_QUEUE_FULL',
   MESSAGE_REFUSED: 'ERR_DECCOM_MESSAGE_REFUSED',
@@ -161,4 +166,9 @@ export function fromNative(err: unknown): unknown {
   }
   if (parsed) return new DeccomError(parsed[1], parsed[2], { cause: err })
   return err
+}
+
+/** The error an operation rejects with when its AbortSignal fires (`cause`: the signal's reason). */
+export function abortError(signal: AbortSignal): DeccomError {
+  return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
 }

@@ -18,7 +18,7 @@ import type { Address, AddressLike } from './address'
 import { toAddress } from './address'
 import type { Clock } from './clock'
 import { realClock } from './clock'
-import { DeccomError, ErrorCode } from './errors'
+import { abortError, DeccomError, ErrorCode } from './errors'
 import { Identity } from './identity'
 import { Peer } from './peer'
 import type { LayerContext } from './protocol'
@@ -47,6 +47,13 @@ export interface NodeOptions extends UdpOptions {
 interface TransportLike {
   localAddress?(): Address
   ping?(to: AddressLike, opts?: PingOptions): Promise<number>
+}
+
+/** A layer that binds dials to identities (Noise): see `Noise.authenticate`. */
+interface Authenticator {
+  readonly authenticates: boolean
+  authenticate(peer: Peer, opts?: { signal?: AbortSignal }): Promise<Peer>
+  remotePeer(addr: AddressLike): Peer | null
 }
 
 /** Everything `node.stats()` returns: counters per layer, by layer name. */
@@ -157,18 +164,48 @@ export class Node extends EventEmitter {
   }
 
   /**
-   * Sends `data` to a peer or address through the top of the stack. Resolves when the stack has
-   * taken it: for plain UDP when the datagram is handed to the socket, for a reliable layer when it
-   * is acknowledged. Rejects with a DeccomError (ERR_DECCOM_DATAGRAM_TOO_LARGE, ..._INVALID_ADDRESS, ..._CLOSED).
+   * Sends `data` to a peer, a node id or an address through the top of the stack. Resolves when the
+   * stack has taken it: for plain UDP when the datagram is handed to the socket, for a reliable
+   * layer when it is acknowledged.
+   *
+   * A dial to an identity is bound to it: when `to` is a `Peer` with an id (or a 32-byte node id,
+   * found first through the stack's discovery layer) and the stack has an authenticating layer
+   * (Noise in encrypt or sign mode), the data goes out only over a session that authenticated
+   * exactly that id; if someone else answers at the peer's address the send rejects with
+   * ERR_DECCOM_PEER_IDENTITY_MISMATCH and nothing reaches that node. Without an authenticating
+   * layer an id is a claim nobody checks: the data goes to the peer's address (docs/security.md).
+   * @throws (rejects) ERR_DECCOM_PEER_IDENTITY_MISMATCH, ERR_DECCOM_DATAGRAM_TOO_LARGE,
+   *   ERR_DECCOM_INVALID_ADDRESS, ERR_DECCOM_ABORTED, ERR_DECCOM_CLOSED, the discovery and
+   *   handshake errors of the layers
    */
-  send(to: Peer | AddressLike, data: Uint8Array): Promise<void> {
+  send(to: Peer | Buffer | AddressLike, data: Uint8Array, opts: { signal?: AbortSignal } = {}): Promise<void> {
     try {
       if (this.#state !== 'running') throw notRunning()
-      const r = this.#app.send(to instanceof Peer ? to.address : toAddress(to), data)
-      return r instanceof Promise ? (r as Promise<void>) : RESOLVED
+      if (opts.signal?.aborted) throw abortError(opts.signal)
+      if (Buffer.isBuffer(to) && to.length === 32) {
+        return this.findPeer(to, { signal: opts.signal }).then((peer) => this.send(peer, data, opts))
+      }
+      if (to instanceof Peer && to.id !== null) {
+        const auth = this.#authenticator()
+        if (auth && !auth.remotePeer(to.address)?.id?.equals(to.id)) {
+          return auth.authenticate(to, { signal: opts.signal }).then(() => this.#sendNow(to.address, data))
+        }
+      }
+      return this.#sendNow(to instanceof Peer ? to.address : toAddress(to as AddressLike), data)
     } catch (e) {
       return Promise.reject(e)
     }
+  }
+
+  #sendNow(to: Address, data: Uint8Array): Promise<void> {
+    const r = this.#app.send(to, data)
+    return r instanceof Promise ? (r as Promise<void>) : RESOLVED
+  }
+
+  /** The stack's layer that binds dials to identities (Noise in encrypt or sign mode), if any. */
+  #authenticator(): Authenticator | undefined {
+    const layer = this.stack.provider('authenticate') as (Protocol & Authenticator) | undefined
+    return layer?.authenticates ? layer : undefined
   }
 
   /** Round-trip time in ms to the node at `to` (the bottom layer's transport-level `ping()`). */

@@ -9,6 +9,8 @@ import { native } from './native'
  * authenticates or discovers peers (Noise, Kademlia, ...) has learned them; `address` is always set.
  * `external` is the external (NAT-mapped) address the peer announced in its record, if any: where
  * others can reach or punch it when `address` (as the node that told us saw it) is a private one.
+ * Sending to a Peer with an id through a stack with an authenticating layer (Noise in encrypt or
+ * sign mode) succeeds only with a session that authenticated that id (see `Node.send`).
  */
 export class Peer {
   constructor(
@@ -16,6 +18,12 @@ export class Peer {
     readonly id: Buffer | null = null,
     readonly publicIdentity: Buffer | null = null,
     readonly external: Address | null = null,
+    /**
+     * True when `id` is known to be the node at `address`: a Noise handshake there authenticated
+     * it, or (in a stack without an authenticating layer) the node answered there under that id.
+     * A peer named only by third parties (an unverified discovery record) has `verified` false.
+     */
+    readonly verified: boolean = false,
   ) {}
 
   toString(): string {

@@ -40,7 +40,7 @@ import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { Deadline } from '../clock'
-import { DeccomError, ErrorCode, fromNative } from '../errors'
+import { abortError, DeccomError, ErrorCode, fromNative } from '../errors'
 import type { Identity } from '../identity'
 import { native } from '../native'
 import { Peer } from '../peer'
@@ -135,10 +135,13 @@ interface Queued {
   reject: (e: Error) => void
 }
 
+/** Told when a peer's handshake completes (null) or fails (the error). */
+type Settle = (err: DeccomError | null) => void
+
 /** A peer we wait for: messages to send and approvals to answer once its handshake completes. */
 interface Waiting {
   queue: Queued[]
-  approvals: Array<(ok: boolean) => void>
+  approvals: Settle[]
   timer: TimerHandle | null
 }
 
@@ -152,7 +155,7 @@ const MODES: readonly NoiseMode[] = ['plaintext', 'sign', 'encrypt']
 export class Noise extends Protocol {
   static override bindTo = ['send']
   static override bindFrom = ['onMessage']
-  static override provides = ['send', 'approveConnection', 'remoteId', 'remotePeer']
+  static override provides = ['send', 'approveConnection', 'authenticate', 'remoteId', 'remotePeer']
   static override emits = ['onMessage']
 
   readonly name = 'noise'
@@ -183,7 +186,7 @@ export class Noise extends Protocol {
   #identity: Identity | null = null
   /** Native mode: authenticated peers and approval waiters, by `Address.key` (stable across intern-cache resets). */
   readonly #nativeAuth = new Map<string, Peer>()
-  readonly #nativeWaiters = new Map<string, Array<(ok: boolean) => void>>()
+  readonly #nativeWaiters = new Map<string, Settle[]>()
 
   constructor(opts: NoiseOptions = {}) {
     super()
@@ -289,17 +292,99 @@ export class Noise extends Protocol {
 
   /**
    * Approval for discovery layers: resolves true once a handshake with `peer` has completed
-   * (starting one if needed), false when it fails or `handshakeDeadline` passes. In plaintext mode
-   * nothing is authenticated and every peer is approved.
+   * (starting one if needed), false when it fails or `handshakeDeadline` passes. A `Peer` with an
+   * id is approved only if the handshake authenticates that id (see {@link authenticate}). In
+   * plaintext mode nothing is authenticated and every peer is approved.
    */
   approveConnection(peer: Peer | AddressLike): Promise<boolean> {
-    if (this.#native) return this.#nativeApprove(peer instanceof Peer ? peer.address : toAddress(peer))
-    const ep = this.#ep
-    if (!ep) return Promise.resolve(false)
-    if (this.#mode === 'plaintext') return Promise.resolve(true)
-    const pid = this.#peerId(peer instanceof Peer ? peer.address : toAddress(peer))
-    if (this.#isReady(pid)) return Promise.resolve(true)
-    return new Promise<boolean>((resolve) => this.#wait(pid).approvals.push(resolve))
+    if (this.#mode === 'plaintext' && this.#ep) return Promise.resolve(true)
+    const target = peer instanceof Peer ? peer : new Peer(toAddress(peer))
+    return this.authenticate(target).then(
+      () => true,
+      () => false,
+    )
+  }
+
+  /** True when this layer proves identities: handshakes run (encrypt and sign modes). */
+  get authenticates(): boolean {
+    return this.#mode !== 'plaintext'
+  }
+
+  /**
+   * Binds a dial to an identity: resolves with the authenticated peer at `peer.address` once a
+   * handshake there has completed (starting one if needed) and, when `peer.id` is set, only if it
+   * authenticated exactly that node id. From then on, until the session ends, a handshake at that
+   * address that authenticates anyone else is refused, so data queued for the peer never goes to
+   * someone else.
+   * @throws (rejects) ERR_DECCOM_PEER_IDENTITY_MISMATCH (someone else holds or answered at the
+   *   address; nothing was sent to it), ERR_DECCOM_NOISE_HANDSHAKE_* (no handshake completed),
+   *   ERR_DECCOM_ABORTED, ERR_DECCOM_CLOSED, ERR_DECCOM_INVALID_ARGUMENT (plaintext mode)
+   */
+  authenticate(peer: Peer, opts: { signal?: AbortSignal } = {}): Promise<Peer> {
+    const { signal } = opts
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    if (!this.#ep) return Promise.reject(closed())
+    if (this.#mode === 'plaintext') {
+      return Promise.reject(new DeccomError(ErrorCode.INVALID_ARGUMENT, 'A plaintext Noise layer authenticates nobody; use mode encrypt or sign'))
+    }
+    const addr = peer.address
+    const want = peer.id
+    const done = (): Peer | DeccomError | null => {
+      const have = this.remotePeer(addr)
+      if (!have) return null
+      if (want && !have.id!.equals(want)) return mismatch(addr, want, have.id)
+      return have
+    }
+    const now = done()
+    if (now instanceof DeccomError) return Promise.reject(now)
+    if (now && (this.#native || this.#isReady(this.#peerIds.get(addr.key)!))) {
+      if (want && !this.#native) this.#ep.expectIdentity(this.#clock!.now(), this.#peerIds.get(addr.key)!, want)
+      return Promise.resolve(now)
+    }
+    return new Promise<Peer>((resolve, reject) => {
+      let onAbort: (() => void) | undefined
+      const settle: Settle = (err) => {
+        if (onAbort) signal!.removeEventListener('abort', onAbort)
+        if (err) return reject(err)
+        const r = done()
+        if (r instanceof DeccomError) return reject(r)
+        if (r === null) return reject(new DeccomError(NoiseErrorCode.HANDSHAKE_TIMEOUT, `No completed handshake with ${addr.key}`))
+        resolve(r)
+      }
+      const list = this.#native ? this.#nativeWait(addr, want, settle) : this.#authWait(addr, want, settle)
+      if (list && signal) {
+        onAbort = () => {
+          const i = list.indexOf(settle)
+          if (i >= 0) list.splice(i, 1)
+          reject(abortError(signal))
+        }
+        signal.addEventListener('abort', onAbort, { once: true })
+      }
+    })
+  }
+
+  /** JavaScript-driven: binds `addr` to `want` in the endpoint and waits for its handshake. */
+  #authWait(addr: Address, want: Buffer | null, settle: Settle): Settle[] | null {
+    const ep = this.#ep!
+    const pid = this.#peerId(addr)
+    if (want) {
+      try {
+        if (!ep.expectIdentity(this.#clock!.now(), pid, want)) {
+          settle(mismatch(addr, want, ep.isAuthenticated(pid)))
+          return null
+        }
+      } catch (e) {
+        settle(fromNative(e) as DeccomError)
+        return null
+      }
+    }
+    if (this.#isReady(pid)) {
+      settle(null)
+      return null
+    }
+    const w = this.#wait(pid)
+    w.approvals.push(settle)
+    return w.approvals
   }
 
   /** The authenticated node id of the peer at `addr` (a completed handshake), or null. */
@@ -329,7 +414,7 @@ export class Noise extends Protocol {
    * otherwise). Usually not needed: `send` and `approveConnection` start handshakes themselves.
    */
   connect(addr: AddressLike, remoteStaticKey?: Uint8Array): void {
-    if (this.#native) return this.#native.noiseConnect(toAddress(addr))
+    if (this.#native) return this.#native.noiseConnect(toAddress(addr), null)
     const ep = this.#ep
     if (!ep) throw closed()
     const pid = this.#peerId(toAddress(addr))
@@ -394,43 +479,47 @@ export class Noise extends Protocol {
     }, {
       onNativeConnected: (peer, id, publicIdentity) => {
         this.count('handshakes_completed')
-        this.#nativeAuth.set(peer.key, new Peer(peer, id, publicIdentity))
-        this.#settleNative(peer, true)
+        this.#nativeAuth.set(peer.key, new Peer(peer, id, publicIdentity, null, true))
+        this.#settleNative(peer, null)
       },
       onNativeFailed: (peer, kind) => {
+        if (kind === NATIVE_FAILED_IDENTITY) {
+          // Someone else answered at an address bound to an id: any session there stays as it was.
+          this.count('identity_mismatches')
+          return this.#settleNative(peer, mismatch(peer, null, this.#nativeAuth.get(peer.key)?.id ?? null))
+        }
         this.count(kind === 1 ? 'handshakes_failed' : 'sessions_ended')
         this.#nativeAuth.delete(peer.key)
-        this.#settleNative(peer, false)
+        this.#settleNative(peer, new DeccomError(kind === 1 ? NoiseErrorCode.HANDSHAKE_TIMEOUT : ErrorCode.PEER_UNREACHABLE, kind === 1 ? `The handshake with ${peer.key} failed` : `The session with ${peer.key} ended`))
       },
     })
     this.#native = udp
   }
 
-  #nativeApprove(addr: Address): Promise<boolean> {
-    if (this.#nativeAuth.has(addr.key)) return Promise.resolve(true)
-    return new Promise<boolean>((resolve) => {
-      const list = this.#nativeWaiters.get(addr.key) ?? []
-      const timer = this.#clock!.setTimeout(() => {
-        const l = this.#nativeWaiters.get(addr.key)
-        const i = l ? l.indexOf(done) : -1
-        if (i >= 0) l!.splice(i, 1)
-        resolve(false)
-      }, this.#opts.handshakeDeadline ?? 15_000)
-      const done = (ok: boolean): void => {
-        this.#clock!.clearTimeout(timer)
-        resolve(ok)
-      }
-      list.push(done)
-      this.#nativeWaiters.set(addr.key, list)
-      this.#native!.noiseConnect(addr)
-    })
+  /** Native mode: asks the socket's Noise stage for a handshake (bound to `want`) and waits for it. */
+  #nativeWait(addr: Address, want: Buffer | null, settle: Settle): Settle[] {
+    const list = this.#nativeWaiters.get(addr.key) ?? []
+    const deadline = this.#opts.handshakeDeadline ?? 15_000
+    const timer = this.#clock!.setTimeout(() => {
+      const i = list.indexOf(done)
+      if (i >= 0) list.splice(i, 1)
+      settle(new DeccomError(NoiseErrorCode.HANDSHAKE_TIMEOUT, `No completed handshake with ${addr.key} within ${deadline} ms`))
+    }, deadline)
+    const done: Settle = (err) => {
+      this.#clock!.clearTimeout(timer)
+      settle(err)
+    }
+    list.push(done)
+    this.#nativeWaiters.set(addr.key, list)
+    this.#native!.noiseConnect(addr, want)
+    return list
   }
 
-  #settleNative(peer: Address, ok: boolean): void {
+  #settleNative(peer: Address, err: DeccomError | null): void {
     const list = this.#nativeWaiters.get(peer.key)
     if (!list) return
     this.#nativeWaiters.delete(peer.key)
-    for (const done of list) done(ok)
+    for (const done of list) done(err)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -534,8 +623,9 @@ export class Noise extends Protocol {
     this.#waiting.delete(pid)
     if (w.timer !== null) this.#clock!.clearTimeout(w.timer)
     this.count('handshake_waits_failed')
-    for (const q of w.queue) q.reject(new DeccomError(code, message, { details: { peer: this.#peers[pid].key } }))
-    for (const a of w.approvals) a(false)
+    const err = (): DeccomError => new DeccomError(code, message, { details: { peer: this.#peers[pid].key } })
+    for (const q of w.queue) q.reject(err())
+    for (const a of w.approvals) a(err())
   }
 
   /** Sends the queue of `pid` once its handshake completed (and, above a reliable layer, was acknowledged). */
@@ -550,7 +640,7 @@ export class Noise extends Protocol {
       this.#waiting.delete(pid)
       if (w.timer !== null) this.#clock!.clearTimeout(w.timer)
       for (const q of w.queue) this.#transmit(pid, q.data, q.tag).then(q.resolve, q.reject)
-      for (const a of w.approvals) a(true)
+      for (const a of w.approvals) a(null)
     }
     if (hs) hs.then(flush, flush)
     else flush()
@@ -678,7 +768,7 @@ export class Noise extends Protocol {
     if (e.connected) {
       for (const c of e.connected) {
         this.count('connected')
-        this.#auth.set(c.peer, new Peer(this.#peers[c.peer], c.remoteId, c.remoteIdentity))
+        this.#auth.set(c.peer, new Peer(this.#peers[c.peer], c.remoteId, c.remoteIdentity, null, true))
         this.#onConnected(c.peer)
       }
     }
@@ -690,7 +780,9 @@ export class Noise extends Protocol {
       for (const f of e.failed) {
         this.count('handshakes_failed_events')
         // Failures of rekeys (we are still authenticated) leave waiting messages alone.
-        if (this.#ep!.isAuthenticated(f.peer) === null) this.#fail(f.peer, f.code, f.message)
+        if (this.#ep!.isAuthenticated(f.peer) !== null) continue
+        if (f.code === ErrorCode.PEER_IDENTITY_MISMATCH) this.#fail(f.peer, f.code, mismatch(this.#peers[f.peer], null, null).message)
+        else this.#fail(f.peer, f.code, f.message)
       }
     }
   }
@@ -726,12 +818,23 @@ export class Noise extends Protocol {
     for (const w of waiting) {
       if (w.timer !== null) clock?.clearTimeout(w.timer)
       for (const q of w.queue) q.reject(closed())
-      for (const a of w.approvals) a(false)
+      for (const a of w.approvals) a(closed())
     }
     this.#ready.clear()
     this.#auth.clear()
     this.#lastHandshake.clear()
   }
+}
+
+/** Native stage failure kind: a handshake authenticated another identity than the one expected. */
+const NATIVE_FAILED_IDENTITY = 3
+
+function mismatch(addr: Address, want: Buffer | null, have: Buffer | null): DeccomError {
+  const w = want ? `${want.toString('hex').slice(0, 16)}…` : 'the expected node'
+  const h = have ? ` (it holds a session with ${have.toString('hex').slice(0, 16)}…)` : ''
+  return new DeccomError(ErrorCode.PEER_IDENTITY_MISMATCH, `The node at ${addr.key} is not ${w}${h}; nothing was sent to it`, {
+    details: { address: addr.key, expected: want?.toString('hex') ?? null, actual: have?.toString('hex') ?? null },
+  })
 }
 
 function closed(): DeccomError {

@@ -279,10 +279,10 @@ export class UdpTransport extends Protocol {
   }
 
   /** @internal Starts a handshake on the native Noise stage. */
-  noiseConnect(to: Address): void {
+  noiseConnect(to: Address, expectedId: Buffer | null = null): void {
     if (this.#sock === null) throw closed()
     try {
-      this.#sock.noiseConnect(to.raw)
+      this.#sock.noiseConnect(to.raw, expectedId ?? undefined)
     } catch (e) {
       throw fromNative(e)
     }

@@ -342,6 +342,23 @@ impl NoiseEndpoint {
     Ok(())
   }
 
+  /// Binds `peer` to node id `id` (32 bytes; null unbinds): a handshake there completes only if
+  /// it authenticates that id, else it fails with `ERR_DECCOM_PEER_IDENTITY_MISMATCH` and the
+  /// messages queued for `peer` are dropped. Returns false (and binds nothing) when a current
+  /// session with `peer` authenticated another identity.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` unless `id` is 32 bytes.
+  #[napi]
+  pub fn expect_identity(&mut self, now: f64, peer: u32, id: Option<&[u8]>) -> Result<bool> {
+    let id = match id {
+      None => None,
+      Some(k) => Some(<[u8; 32]>::try_from(k).map_err(|_| coded(Code::InvalidArgument, format!("a node id is 32 bytes, got {}", k.len())))?),
+    };
+    let t = self.clock.at(now);
+    Ok(self.endpoint.expect_identity(t, peer, id))
+  }
+
   /// Sends one Noise message whose plaintext is `data` as given (no frame). The empty message is
   /// a keepalive that starts a handshake; data for the layers above goes through `sendFrame`.
   ///
@@ -504,13 +521,14 @@ impl NoiseEndpoint {
   }
 }
 
-pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 38] {
+pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 39] {
   [
     ("handshakes_initiated", s.handshakes_initiated),
     ("handshakes_completed", s.handshakes_completed),
     ("handshakes_failed_timeout", s.handshakes_failed_timeout),
     ("handshakes_failed_decrypt", s.handshakes_failed_decrypt),
     ("handshakes_failed_binding", s.handshakes_failed_binding),
+    ("handshakes_identity_mismatch", s.handshakes_identity_mismatch),
     ("bindings_cached", s.bindings_cached),
     ("simultaneous_open_ignored", s.simultaneous_open_ignored),
     ("simultaneous_open_yielded", s.simultaneous_open_yielded),

@@ -123,8 +123,10 @@ export class Kademlia extends Protocol {
       if (stopAtTarget) {
         const e = this.#s.byHex.get(hex)
         if (e?.inTable) {
+          // Table entries answered us at their address (and were approved by the layer below).
           this.count('lookups_from_table')
-          return resolve({ peer: e.peer, closest: [e.peer], hops: 0, queries: 0, failures: 0, timeouts: 0, elapsed: 0 })
+          const p = e.peer.verified ? e.peer : new Peer(e.peer.address, e.peer.id, e.peer.publicIdentity, e.peer.external, true)
+          return resolve({ peer: p, closest: [p], hops: 0, queries: 0, failures: 0, timeouts: 0, elapsed: 0 })
         }
       }
       let timer: TimerHandle | undefined
@@ -236,6 +238,11 @@ export class Kademlia extends Protocol {
       case NODES: {
         const req = match(this.#s, m, from, FIND_NODE)
         if (!req) return this.count('dropped_unsolicited')
+        // Through an authenticating layer the sender's record must be the identity it proved.
+        if (source instanceof Peer && source.id !== null && !source.id.equals(m.ids!.subarray(0, 32))) {
+          this.count('dropped_identity_mismatch')
+          return req.cb(null)
+        }
         return req.cb(m)
       }
       default:

@@ -5,6 +5,9 @@ import { native } from '../../native'
 import { Peer } from '../../peer'
 import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, withoutRecord } from './state'
 import { findNode, told } from './rpc'
+
+/** Addresses claimed for one findPeer target that are asked, at most. */
+const MAX_CLAIMS = 8
 import { consider, failed } from './verification'
 
 export function startLookup(s: KadState, target: Buffer, stopAt: string | null, extra: Peer[], onDone: (r: LookupResult) => void, onError: (e: Error) => void): Run {
@@ -35,15 +38,24 @@ export function startLookup(s: KadState, target: Buffer, stopAt: string | null, 
     done: false,
     timer: null,
     timerAt: Infinity,
-    found: stopAt !== null ? cands.get(stopAt) ?? null : null,
+    found: null,
     foundHops: 0,
+    claims: [],
+    claimed: new Set(),
+    unverified: null,
+    verifying: false,
+    converged: false,
     t0: s.clock.now(),
     onDone,
     onError,
   }
   s.runs.add(run)
-  if (run.found) finish(s, run)
-  else drive(s, run)
+  const seeded = stopAt !== null ? cands.get(stopAt) : undefined
+  if (seeded) {
+    cands.delete(stopAt!)
+    claim(s, run, seeded, 0)
+  }
+  drive(s, run)
   return run
 }
 
@@ -75,8 +87,48 @@ export function drive(s: KadState, run: Run): void {
       }
       return
     }
-    return finish(s, run)
+    // Converged; a claim of the target still being asked decides the result.
+    run.converged = true
+    if (!run.verifying) finish(s, run)
+    return
   }
+}
+
+/**
+ * findPeer: a third party named the target at `peer.address`. Nobody's word is taken for it: the
+ * target itself must answer there (under Noise, over a session that authenticated its id), so an
+ * impostor's record costs one query and never becomes the result while the real one answers.
+ */
+function claim(s: KadState, run: Run, peer: Peer, hops: number): void {
+  if (run.claimed.has(peer.address.key) || run.claimed.size >= MAX_CLAIMS) return
+  run.claimed.add(peer.address.key)
+  run.claims.push({ peer, hops })
+  askClaim(s, run)
+}
+
+function askClaim(s: KadState, run: Run): void {
+  if (run.verifying || run.done) return
+  const c = run.claims.shift()
+  if (!c) {
+    if (run.converged) finish(s, run)
+    return
+  }
+  run.verifying = true
+  findNode(s, c.peer.address, run.target, run.stopAt, (m) => {
+    run.verifying = false
+    if (run.done) return
+    if (m !== null) {
+      const p = c.peer
+      run.found = new Peer(p.address, p.id, p.publicIdentity, externalAt(m, 0) ?? p.external, true)
+      run.foundHops = c.hops
+      s.count('claims_verified')
+      consider(s, run.found)
+      return finish(s, run)
+    }
+    s.count('claims_unverified')
+    run.unverified ??= c
+    askClaim(s, run)
+  })
 }
 
 export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Peer, m: NativeMessage | null): void {
@@ -92,11 +144,13 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
   const ids = m.ids!
   let words: string[] | null = null
   let closer = ids.subarray(32, 32 * (m.count + 1))
+  let removed = 0
   for (let i = 1; i <= m.count; i++) {
     const h = ids.toString('hex', 32 * i, 32 * i + 32)
-    if (h === s.selfHex) {
-      closer = withoutRecord(closer, i - 1)
-      continue
+    if (h === s.selfHex || h === run.stopAt) {
+      // Neither we nor the target are lookup candidates (the target is asked as a claim, below).
+      closer = withoutRecord(closer, i - 1 - removed++)
+      if (h === s.selfHex) continue
     }
     let p = run.cands.get(h)
     if (!p) {
@@ -114,13 +168,13 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
       told(s, addr, peer.address)
       if (p.external && p.external !== addr) told(s, p.external, peer.address)
     }
-    if (h === run.stopAt && run.found === null) {
-      run.found = p
-      run.foundHops = run.lk.depth(id) + 1
+    if (h === run.stopAt) {
+      run.cands.delete(h)
+      claim(s, run, p, run.lk.depth(id) + 1)
+      if (run.done) return
     }
   }
   run.lk.onSuccess(id, closer)
-  if (run.found) return finish(s, run)
   drive(s, run)
 }
 
@@ -136,11 +190,13 @@ export function finish(s: KadState, run: Run): void {
     const p = run.cands.get(ids.subarray(i, i + 32).toString('hex'))
     if (p) closest.push(p)
   }
-  if (run.stopAt !== null) s.count(run.found ? 'lookups_found' : 'lookups_not_found')
+  const result = run.found ?? run.unverified?.peer ?? run.claims[0]?.peer ?? null
+  const hops = run.found ? run.foundHops : (run.unverified ?? run.claims[0])?.hops
+  if (run.stopAt !== null) s.count(run.found ? 'lookups_found' : result ? 'lookups_found_unverified' : 'lookups_not_found')
   run.onDone({
-    peer: run.found,
+    peer: result,
     closest,
-    hops: run.found ? run.foundHops : st.rounds,
+    hops: hops ?? st.rounds,
     queries: st.queries,
     failures: st.failures,
     timeouts: st.timeouts,

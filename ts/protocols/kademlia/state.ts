@@ -75,7 +75,12 @@ export interface LookupOptions extends FindPeerOptions {
 
 /** The outcome of {@link Kademlia.lookup}. */
 export interface LookupResult {
-  /** The peer with the target id, if found. */
+  /**
+   * The peer with the target id, if found. `peer.verified` is true when it answered a query of ours
+   * at that address under that id (through Noise: an authenticated session with that id); false
+   * when only other nodes named it there and it did not answer (e.g. behind a NAT). A verified
+   * address is preferred to any number of unverified ones.
+   */
   peer: Peer | null
   /** The k closest peers that answered, closest first. */
   closest: Peer[]
@@ -118,8 +123,19 @@ export interface Run {
   done: boolean
   timer: TimerHandle | null
   timerAt: number
+  /** The target, verified: it answered a query of ours at that address under its id. */
   found: Peer | null
   foundHops: number
+  /** findPeer: addresses third parties named for the target, not yet asked (bounded). */
+  claims: Array<{ peer: Peer; hops: number }>
+  /** findPeer: every address claimed so far (by Address.key), so each is asked once. */
+  claimed: Set<string>
+  /** The first claim that could not be verified (the target may be behind a NAT), if any. */
+  unverified: { peer: Peer; hops: number } | null
+  /** A claim is being asked now. */
+  verifying: boolean
+  /** The native lookup has converged; finish when no claim is being asked. */
+  converged: boolean
   t0: number
   onDone: (r: LookupResult) => void
   onError: (e: Error) => void

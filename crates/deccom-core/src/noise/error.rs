@@ -85,6 +85,11 @@ pub enum HandshakeError {
     /// The Ed25519 signature does not cover the Noise static key used in the handshake.
     #[error("identity signature does not cover the peer's Noise static key")]
     BadSignature,
+    /// The peer authenticated an identity other than the one the dial expected
+    /// ([`super::Endpoint::expect_identity`]). The session is never created and nothing queued
+    /// for the peer is sent.
+    #[error("the peer authenticated a different identity than the one expected at this address")]
+    IdentityMismatch,
 }
 
 impl HandshakeError {
@@ -98,6 +103,7 @@ impl HandshakeError {
             HandshakeError::NameIdentity => "ERR_DECCOM_NOISE_HANDSHAKE_NAME_IDENTITY",
             HandshakeError::IdMismatch => "ERR_DECCOM_NOISE_HANDSHAKE_ID_MISMATCH",
             HandshakeError::BadSignature => "ERR_DECCOM_NOISE_HANDSHAKE_BAD_SIGNATURE",
+            HandshakeError::IdentityMismatch => "ERR_DECCOM_PEER_IDENTITY_MISMATCH",
         }
     }
 }

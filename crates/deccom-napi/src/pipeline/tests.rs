@@ -129,7 +129,7 @@ fn ends(t: Instant, below: impl Fn(&mut Pipeline, u64)) -> (End, End) {
 }
 
 fn send_message(a: &mut End, to: SocketAddr, t: Instant, id: f64, message: Vec<u8>) {
-  assert!(a.p.with_stage::<NoiseStage>(t, &mut a.sink, |n, _| n.connect(t, to)));
+  assert!(a.p.with_stage::<NoiseStage>(t, &mut a.sink, |n, up| n.connect(t, to, None, up)));
   assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, up| r.send(t, id, to, message.into(), up)));
 }
 

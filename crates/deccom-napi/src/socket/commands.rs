@@ -41,7 +41,9 @@ pub(crate) enum Command {
   Delay(Direction, Option<Box<DelayStage>>),
   DelayLink(Direction, SocketAddr, Link),
   RudpSend { id: f64, to: SocketAddr, message: Payload },
-  NoiseConnect(SocketAddr),
+  /// Start a handshake; with a node id, bind the address to it (a handshake there that
+  /// authenticates anyone else fails, reported as kind 3).
+  NoiseConnect(SocketAddr, Option<[u8; 32]>),
   /// Datagrams from `sendBatch` that must pass send-side stages: `[tag][body]` back to back.
   Send { data: Vec<u8>, lens: Vec<u32>, dests: Vec<SocketAddr> },
 }
@@ -119,10 +121,8 @@ pub(crate) fn apply(sh: &Shared, p: &mut Pipeline, cmd: Command, now: Instant, s
         sink.completion(id, crate::pipeline::DONE_FORGOTTEN);
       }
     }
-    Command::NoiseConnect(peer) => {
-      if let Some(n) = p.find::<NoiseStage>(|_| true) {
-        n.connect(now, peer);
-      }
+    Command::NoiseConnect(peer, expected) => {
+      p.with_stage::<NoiseStage>(now, sink, |n, up| n.connect(now, peer, expected, up));
     }
     Command::Send { data, lens, dests } => {
       sh.commands.send_bytes.fetch_sub(data.len(), Relaxed);

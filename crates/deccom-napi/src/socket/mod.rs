@@ -374,13 +374,17 @@ impl UdpSocket {
   /// # Errors
   /// `ERR_DECCOM_INVALID_ARGUMENT` when no Noise stage is attached.
   #[napi]
-  pub fn noise_connect(&self, to: &[u8]) -> Result<()> {
+  pub fn noise_connect(&self, to: &[u8], expected_id: Option<&[u8]>) -> Result<()> {
     let sh = self.shared()?;
     let peer = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "noiseConnect: the address must be 18 bytes (encodeAddress)"))?;
     if !self.js().noise {
       return Err(coded(Code::InvalidArgument, "no Noise stage is attached to this socket"));
     }
-    let _ = sh.command(Command::NoiseConnect(peer), false);
+    let expected = match expected_id {
+      None => None,
+      Some(b) => Some(<[u8; 32]>::try_from(b).map_err(|_| coded(Code::InvalidArgument, format!("noiseConnect: a node id is 32 bytes, got {}", b.len())))?),
+    };
+    let _ = sh.command(Command::NoiseConnect(peer, expected), false);
     Ok(())
   }
 

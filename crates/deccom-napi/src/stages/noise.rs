@@ -18,9 +18,13 @@ use std::time::Instant;
 
 use deccom_core::noise::frame::{self, Frame};
 use deccom_core::noise::wire::TRANSPORT_HEADER_LEN;
-use deccom_core::noise::{Endpoint, Event, Mode};
+use deccom_core::noise::{Endpoint, Event, HandshakeError, Mode};
 
 use super::{Down, Role, Stage, Stats, Up};
+
+/// Failure kind reported to JavaScript when a handshake authenticated another identity than the
+/// one the dial expected (1: handshake failed, 2: session ended).
+pub(crate) const FAILED_IDENTITY: u32 = 3;
 
 pub(crate) struct NoiseStage {
   tag: u8,
@@ -50,8 +54,14 @@ impl NoiseStage {
     }
   }
 
-  /// Starts a handshake with `peer` unless a session is up.
-  pub fn connect(&mut self, now: Instant, peer: SocketAddr) {
+  /// Starts a handshake with `peer` unless a session is up. With `expected`, the address is
+  /// bound to that node id first: a session with another identity there is reported as failure
+  /// kind 3 ([`FAILED_IDENTITY`]) and so is a handshake that authenticates anyone else.
+  pub fn connect(&mut self, now: Instant, peer: SocketAddr, expected: Option<[u8; 32]>, up: &mut Up<'_>) {
+    if expected.is_some() && !self.endpoint.expect_identity(now, peer, expected) {
+      up.sink.noise_failed(peer, FAILED_IDENTITY);
+      return;
+    }
     if self.endpoint.is_authenticated(peer).is_none() {
       self.endpoint.connect(now, peer, None);
     }
@@ -88,6 +98,7 @@ impl NoiseStage {
           self.dropped_malformed_frame += counts.1;
         }
         Event::Connected { peer, remote_id, remote_identity } => up.sink.noise_connected(peer, &remote_id, &remote_identity.encode()),
+        Event::HandshakeFailed { peer, reason: HandshakeError::IdentityMismatch } => up.sink.noise_failed(peer, FAILED_IDENTITY),
         Event::HandshakeFailed { peer, .. } => up.sink.noise_failed(peer, 1),
         Event::Disconnected { peer, .. } => up.sink.noise_failed(peer, 2),
         _ => {}

@@ -153,6 +153,9 @@ pub struct Stats {
     /// Handshakes rejected for their identity binding (bad signature, id mismatch, name
     /// identity, malformed payload). The session is never created.
     pub handshakes_failed_binding: u64,
+    /// Handshakes that authenticated another identity than the one expected at that address
+    /// ([`super::Endpoint::expect_identity`]): refused, the session never created.
+    pub handshakes_identity_mismatch: u64,
     /// Identity bindings accepted without a second Ed25519 verification, because these exact
     /// bytes (remote static key and binding) had been verified before (see the module docs).
     pub bindings_cached: u64,

@@ -283,6 +283,17 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
                 return;
             }
         };
+        if self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.expected)
+            .is_some_and(|id| id != remote_id)
+        {
+            // Checked before message 3: the impostor does not even learn that we finished.
+            self.index.remove(&local);
+            self.refuse_identity(peer);
+            return;
+        }
         let mut confirm = None;
         if pattern == Pattern::Xx {
             let mut buf = [0u8; HS_BUF];

@@ -353,6 +353,34 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         }
     }
 
+    /// Binds `peer` to the node id `id`: from now on a handshake at this address completes only
+    /// if it authenticates `id` (otherwise [`Event::HandshakeFailed`] with
+    /// [`HandshakeError::IdentityMismatch`], the session is never created and the messages
+    /// queued for the peer are dropped). `None` removes the binding. Returns `false`, and binds
+    /// nothing, when a current session with `peer` already authenticated another identity.
+    /// Creates peer state (counts towards `max_sessions`); [`Endpoint::close`] forgets it.
+    pub fn expect_identity(&mut self, now: Instant, peer: P, id: Option<NodeId>) -> bool {
+        if let (Some(want), Some(have)) = (id, self.is_authenticated(peer)) {
+            if want != have {
+                return false;
+            }
+        }
+        if id.is_none() && !self.peers.contains_key(&peer) {
+            return true;
+        }
+        self.ensure_peer(now, peer);
+        if let Some(ps) = self.peers.get_mut(&peer) {
+            ps.expected = id;
+        }
+        true
+    }
+
+    /// The node id bound to `peer` by [`Endpoint::expect_identity`], if any.
+    #[must_use]
+    pub fn expected_identity(&self, peer: P) -> Option<NodeId> {
+        self.peers.get(&peer)?.expected
+    }
+
     /// Forgets everything about `peer` (emits `Disconnected { Closed }` if it was connected).
     pub fn close(&mut self, peer: P) {
         self.remove_peer(peer, DisconnectReason::Closed);

@@ -12,7 +12,7 @@ use super::handshake::Initiation;
 use super::sign::SignRx;
 use super::{DisconnectReason, Endpoint, Event, Mode};
 use crate::identity::{NodeId, PublicIdentity};
-use crate::noise::error::NoiseError;
+use crate::noise::error::{HandshakeError, NoiseError};
 use crate::noise::primitives::Transport;
 use crate::noise::replay::{Replay, ReplayWindow};
 use crate::noise::wire::{self, TAG_LEN, TRANSPORT_HEADER_LEN};
@@ -63,6 +63,9 @@ pub(super) struct PeerState {
     pub(super) initiation: Option<Initiation>,
     pub(super) pending: VecDeque<Vec<u8>>,
     pub(super) identity: Option<(PublicIdentity, NodeId)>,
+    /// The only identity a handshake at this address may authenticate (set by a dial to a node
+    /// id, [`super::Endpoint::expect_identity`]).
+    pub(super) expected: Option<NodeId>,
     pub(super) remote_static: Option<[u8; 32]>,
     pub(super) sign_rx: Option<SignRx>,
     pub(super) last_active: Instant,
@@ -79,6 +82,7 @@ impl PeerState {
             initiation: None,
             pending: VecDeque::new(),
             identity: None,
+            expected: None,
             remote_static: None,
             sign_rx: None,
             last_active: now,
@@ -365,6 +369,13 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             self.index.remove(&session.local);
             return;
         };
+        if ps.expected.is_some_and(|id| id != session.remote_id) {
+            // Someone else answered at the address a dial expected another identity at: the
+            // session is never used, and nothing queued for the expected peer goes to it.
+            self.index.remove(&session.local);
+            self.refuse_identity(peer);
+            return;
+        }
         let mut replaced_identity = false;
         if let Some(mut old) = ps.current.take() {
             old.retire_at = Some(now + grace);
@@ -420,6 +431,23 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         for d in out {
             self.queue_transmit(peer, d);
         }
+    }
+
+    /// A handshake at `peer` authenticated an identity other than the expected one.
+    pub(super) fn refuse_identity(&mut self, peer: P) {
+        self.stats.handshakes_identity_mismatch += 1;
+        // The dial failed: without a session the binding goes with it (the address is not the
+        // expected node's). A current session keeps it, so nobody else can take its place.
+        if let Some(ps) = self.peers.get_mut(&peer) {
+            if ps.current.is_none() {
+                ps.expected = None;
+            }
+        }
+        self.push_event(Event::HandshakeFailed {
+            peer,
+            reason: HandshakeError::IdentityMismatch,
+        });
+        self.drop_pending_without_session(peer);
     }
 
     pub(super) fn drop_pending_without_session(&mut self, peer: P) {
