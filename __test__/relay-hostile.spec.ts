@@ -276,3 +276,20 @@ test('the bytes forwarded to one destination are limited, however many senders',
   t.is(victim.bytes - before, got * (2 + 7 + 1 + 1000), "FWDs only: tag, type, address, inner tag, payload")
   t.is(n(rs().dropped_rate_limited_to), 20 - got)
 })
+
+test('tokens expire with their time slot: refreshes are challenged again and the session lives on', async (t) => {
+  const r = await open(t, { serve: { tokenSlot: 150, sessionTtl: 1000 } })
+  const a = await open(t, { refreshInterval: 200 })
+  const b = await open(t, { refreshInterval: 200 })
+  await Promise.all([a.relay.relayVia(r.node.address, [b.node.address]), b.relay.relayVia(r.node.address, [a.node.address])])
+  await sleep(1500) // several slots: a token is accepted in its own slot and the next only
+  const s = r.node.stats().relay
+  t.true(n(s.challenges_sent) >= 4, `${n(s.challenges_sent)} challenges`)
+  t.is(n(s.sessions_opened), 2)
+  t.is(n(s.sessions_expired), 0)
+  t.is(r.relay.sessions().length, 2)
+  t.true(n(a.node.stats().relay.alloc_refreshed) >= 3)
+  const atB = nextMessage(b.node)
+  await a.node.send(b.node.address, Buffer.from('still relayed'))
+  t.is((await atB).data, 'still relayed')
+})
