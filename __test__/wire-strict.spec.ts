@@ -136,10 +136,10 @@ test('HolePuncher (tag 9): OBSERVED, INTRO_REQ, INTRO_FAIL, PUNCH_ACK', async (t
   await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'PUNCH_ACK', nonce: 4, addr: at }), 'dropped_unsolicited')
 })
 
-test('Relay (tag 10): ALLOC, QUERY', async (t) => {
+test('Relay (tag 10): ALLOCATE, QUERY', async (t) => {
   const s = await setup(t, () => [new Relay({ serve: {} })])
-  await trailing(t, s, 'relay', 10, relay.encodeRelay({ type: 'ALLOC', nonce: 1 }), 'sessions_opened')
-  await trailing(t, s, 'relay', 10, relay.encodeRelay({ type: 'QUERY', nonce: 2, addr: s.raw.address }), 'sent')
+  await trailing(t, s, 'relay', 10, relay.encodeRelay({ type: 'ALLOCATE', nonce: 1, token: Buffer.alloc(16) }), 'challenges_sent')
+  await trailing(t, s, 'relay', 10, relay.encodeRelay({ type: 'QUERY', nonce: 2, addr: s.raw.address }), 'dropped_no_session') // decoded; the raw node holds no session
 })
 
 test('TcpHolePuncher (tag 11): GO, FAIL', async (t) => {

@@ -4,31 +4,42 @@
  * application keeps the same send/message API.
  *
  * - **Relay node**: `new Relay({ serve: { maxSessions, maxBytesPerSecond } })` forwards between its
- *   clients. A client gets a session with ALLOC; the relay forwards a DATA datagram only when both
- *   its sender and its destination hold a session (nobody is sent relayed traffic they did not ask
- *   for), and at most `maxBytesPerSecond` payload bytes per sending session (token bucket, one
- *   second of burst) and `maxTotalBytesPerSecond` over all sessions. Sessions expire after
- *   `sessionTtl` ms without ALLOC or DATA; at most `maxSessions` at once (more: ALLOC_REFUSED).
+ *   clients. A client gets a session with ALLOCATE, but only for an address it can receive at: an
+ *   ALLOCATE without a valid token is answered by a CHALLENGE of the same size carrying one (a
+ *   stateless HMAC of the client's address and the time slot under the relay's secret), and only an
+ *   ALLOCATE echoing it opens (or refreshes) a session. The relay forwards a DATA datagram only when
+ *   both its sender and its destination hold a session (nobody is sent relayed traffic they did not
+ *   ask for), within `maxBytesPerSecond` payload bytes per sending session, `maxBytesPerSecondTo`
+ *   per destination (token buckets, one second of burst) and `maxTotalBytesPerSecond` over all.
+ *   Sessions expire after `sessionTtl` ms without ALLOCATE or DATA. At most `maxSessionsPerHost`
+ *   per host (an IPv4 address, an IPv6 /64: more evict that host's idlest) and `maxSessions` in all;
+ *   when full, a newcomer evicts the idlest session of the host holding the most sessions if that
+ *   host holds at least 2 more than the newcomer's, else it gets ALLOC_REFUSED.
  * - **Client**: `relayVia(relay, peers)` allocates a session (kept alive by refreshing), routes
  *   `peers` through it and resolves once the relay confirms each of them holds a session too.
  *   `send(peer, ...)` to a routed peer goes through the relay; messages a relay forwards arrive with
  *   `from` = a {@link RelayedPeer} (the original sender's address as the relay reports it,
  *   `relayed: true`, `relay`), and replies to that peer are routed back through the same relay.
+ *   FWD is accepted only from the relay the client chose for that sender (`relayVia`), while it
+ *   routes the sender there: a relay can neither inject other senders nor reroute a direct path.
  *
  * ## Wire format (tag {@link TAG_RELAY}); `addr` as in nat-wire.ts (7 or 19 bytes)
  * | type | name          | direction | body                                  |
  * |------|---------------|-----------|---------------------------------------|
- * | 1    | ALLOC         | c → r     | nonce u32                             |
+ * | 1    | (retired)     |           | the token-less ALLOC of version 1: unknown type |
  * | 2    | ALLOC_OK      | r → c     | nonce u32                             |
  * | 3    | ALLOC_REFUSED | r → c     | nonce u32, reason u8 (1 not a relay, 2 full) |
  * | 4    | DATA          | c → r     | addr (destination), tag u8, payload   |
  * | 5    | FWD           | r → c     | addr (original sender), tag u8, payload |
  * | 6    | QUERY         | c → r     | nonce u32, addr (peer)                |
  * | 7    | QUERY_REPLY   | r → c     | nonce u32, present u8                 |
- * | 8    | RELEASE       | c → r     | nonce u32                             |
+ * | 8    | RELEASE       | c → r     | nonce u32 (of the session's ALLOCATE) |
+ * | 9    | ALLOCATE      | c → r     | nonce u32, token 16 B (zeros: none yet) |
+ * | 10   | CHALLENGE     | r → c     | nonce u32 (of the ALLOCATE), token 16 B |
  * Byte layout and test vectors: docs/wire.md#relay-tag-10; every datagram is encoded and decoded by
  * ts/wire/relay.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -36,10 +47,12 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, decodeRelay, encodeRelay } from '../wire/relay'
+import { CHALLENGE, DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, TOKEN_LEN, decodeRelay, encodeRelay } from '../wire/relay'
 
 /** Tag of relay datagrams. */
 export const TAG_RELAY = 10
+
+const NO_TOKEN = Buffer.alloc(TOKEN_LEN)
 
 /** A peer whose message came through a relay. */
 export class RelayedPeer extends Peer {
@@ -60,20 +73,26 @@ export class RelayedPeer extends Peer {
 export interface RelayServeOptions {
   /** Client sessions at once (default 64). */
   maxSessions?: number
+  /** Sessions per host: one IPv4 address or one IPv6 /64 (default 8; more evict that host's idlest session). */
+  maxSessionsPerHost?: number
   /** Payload bytes per second each session may send through the relay (default 1 MiB). */
   maxBytesPerSecond?: number
+  /** Payload bytes per second the relay forwards to each session (default: `maxBytesPerSecond`). */
+  maxBytesPerSecondTo?: number
   /** Payload bytes per second over all sessions (default unlimited). */
   maxTotalBytesPerSecond?: number
-  /** Milliseconds a session lives without ALLOC or DATA (default 60000). */
+  /** Milliseconds a session lives without ALLOCATE or DATA (default 60000). */
   sessionTtl?: number
+  /** Milliseconds per token time slot; a token is accepted in its slot and the next (default 30000). */
+  tokenSlot?: number
 }
 
 export interface RelayOptions {
   /** Act as a relay for others with these limits (default: do not relay). */
   serve?: RelayServeOptions
-  /** Milliseconds between ALLOC refreshes of a client session (default 20000; keep < the relay's sessionTtl). */
+  /** Milliseconds between ALLOCATE refreshes of a client session (default 20000; keep < the relay's sessionTtl). */
   refreshInterval?: number
-  /** Milliseconds between ALLOC / QUERY retries (default 100). */
+  /** Milliseconds between ALLOCATE / QUERY retries (default 100). */
   retryInterval?: number
   /** Peers routed through relays at most (default 4096). */
   maxRoutes?: number
@@ -81,20 +100,32 @@ export interface RelayOptions {
 
 interface ServedSession {
   addr: Address
+  /** The host group it counts against (IPv4 address, IPv6 /64). */
+  host: string
+  /** Nonce of its last ALLOCATE (a RELEASE must carry it). */
+  nonce: number
   expires: number
+  /** Last ALLOCATE or DATA from the client (eviction takes the idlest). */
+  active: number
   tokens: number
   refill: number
+  /** Bucket of bytes forwarded to it. */
+  inTokens: number
+  inRefill: number
 }
 
 interface ClientSession {
   relay: Address
   state: 'allocating' | 'ok'
   nonce: number
+  /** The relay's last CHALLENGE token (zeros before the first). */
+  token: Buffer
   refresh: TimerHandle | undefined
   waiters: { resolve: () => void; reject: (e: unknown) => void }[]
 }
 
 interface Query {
+  relay: Address
   resolve: (present: boolean) => void
 }
 
@@ -113,10 +144,15 @@ export class Relay extends Protocol {
   readonly #maxRoutes: number
   #clock: Clock | null = null
   readonly #served = new Map<string, ServedSession>()
+  /** Sessions per host group. */
+  readonly #hosts = new Map<string, number>()
+  /** Key of the token HMAC (fresh per start; a restart invalidates every token). */
+  #secret: Buffer = randomBytes(32)
   #totalTokens = 0
   #totalRefill = 0
   #sweepTimer: TimerHandle | undefined
   readonly #clients = new Map<string, ClientSession>()
+  /** Peer key → the relay this node chose for it (used for sending once that session is granted). */
   readonly #routes = new Map<string, Address>()
   readonly #queries = new Map<number, Query>()
   readonly #timers = new Set<TimerHandle>()
@@ -124,12 +160,16 @@ export class Relay extends Protocol {
 
   constructor(opts: RelayOptions = {}) {
     super()
-    this.#serve = opts.serve
+    const o = opts.serve
+    this.#serve = o
       ? {
-          maxSessions: opts.serve.maxSessions ?? 64,
-          maxBytesPerSecond: opts.serve.maxBytesPerSecond ?? 1 << 20,
-          maxTotalBytesPerSecond: opts.serve.maxTotalBytesPerSecond ?? Infinity,
-          sessionTtl: opts.serve.sessionTtl ?? 60_000,
+          maxSessions: o.maxSessions ?? 64,
+          maxSessionsPerHost: o.maxSessionsPerHost ?? 8,
+          maxBytesPerSecond: o.maxBytesPerSecond ?? 1 << 20,
+          maxBytesPerSecondTo: o.maxBytesPerSecondTo ?? o.maxBytesPerSecond ?? 1 << 20,
+          maxTotalBytesPerSecond: o.maxTotalBytesPerSecond ?? Infinity,
+          sessionTtl: o.sessionTtl ?? 60_000,
+          tokenSlot: o.tokenSlot ?? 30_000,
         }
       : null
     this.#refreshInterval = opts.refreshInterval ?? 20_000
@@ -143,6 +183,7 @@ export class Relay extends Protocol {
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
     if (this.#serve) {
+      this.#secret = randomBytes(32)
       this.#totalTokens = this.#serve.maxTotalBytesPerSecond
       this.#totalRefill = ctx.clock.now()
       this.#sweepTimer = ctx.clock.setTimeout(this.#sweep, this.#serve.sessionTtl / 2)
@@ -153,7 +194,7 @@ export class Relay extends Protocol {
     const clock = this.#clock
     // Tell our relays we are gone (best effort), then drop everything.
     for (const c of this.#clients.values()) {
-      if (c.state === 'ok') this.sendControl(c.relay, encodeRelay({ type: 'RELEASE', nonce: this.#nextNonce() }))
+      if (c.state === 'ok') this.sendControl(c.relay, encodeRelay({ type: 'RELEASE', nonce: c.nonce }))
       clock?.clearTimeout(c.refresh)
       const err = new DeccomError(ErrorCode.CLOSED, 'The Relay layer stopped')
       for (const w of c.waiters.splice(0)) w.reject(err)
@@ -166,6 +207,7 @@ export class Relay extends Protocol {
     this.#queries.clear()
     this.#clients.clear()
     this.#served.clear()
+    this.#hosts.clear()
     this.#routes.clear()
   }
 
@@ -174,32 +216,45 @@ export class Relay extends Protocol {
     return [...this.#served.values()].map((s) => s.addr)
   }
 
-  /** Peers currently routed through a relay: peer key → relay address. */
+  /** Peers routed through a relay (chosen with `relayVia`): peer key → relay address. */
   routes(): Record<string, Address> {
     return Object.fromEntries(this.#routes)
   }
 
-  /** Stop routing `peer` through a relay (it is sent to directly again). */
+  /** Stop routing `peer` through a relay (it is sent to directly again; its relay's FWDs are dropped). */
   unroute(peer: AddressLike): void {
     this.#routes.delete(toAddress(peer).key)
   }
 
   /**
    * Gets a session on `relay` (kept alive until stop), routes `peers` through it and resolves once
-   * the relay reports that each of them holds a session too.
-   * @throws ERR_DECCOM_RELAY_REFUSED (not a relay, or full), ERR_DECCOM_RELAY_TIMEOUT, ERR_DECCOM_CLOSED
+   * the relay reports that each of them holds a session too. Only these peers' messages are
+   * accepted from that relay.
+   * @throws ERR_DECCOM_RELAY_REFUSED (not a relay, or full), ERR_DECCOM_RELAY_TIMEOUT, ERR_DECCOM_CLOSED,
+   *   ERR_DECCOM_PEER_TABLE_FULL (more than `maxRoutes` routed peers)
    */
   async relayVia(relay: AddressLike, peers: AddressLike[] = [], opts: { timeout?: number } = {}): Promise<void> {
     const r = toAddress(relay)
     const timeout = opts.timeout ?? 3000
     const ps = peers.map((p) => toAddress(p))
     const deadline = this.#now() + timeout
-    await this.#allocate(r, timeout)
+    const added: Address[] = []
     for (const p of ps) {
+      if (this.#routes.get(p.key)?.key === r.key) continue
       if (this.#routes.size >= this.#maxRoutes && !this.#routes.has(p.key)) {
+        for (const a of added) this.#routes.delete(a.key)
         throw new DeccomError(ErrorCode.PEER_TABLE_FULL, `More than ${this.#maxRoutes} peers routed through relays`)
       }
+      // Chosen before the session exists, so that a FWD arriving with the grant is accepted;
+      // `send` uses the route only once the session is granted.
       this.#routes.set(p.key, r)
+      added.push(p)
+    }
+    try {
+      await this.#allocate(r, timeout)
+    } catch (e) {
+      for (const a of added) if (this.#routes.get(a.key) === r) this.#routes.delete(a.key)
+      throw e
     }
     for (const p of ps) {
       for (;;) {
@@ -220,7 +275,7 @@ export class Relay extends Protocol {
   send(to: AddressLike, data: Uint8Array, tag = 0): unknown {
     const addr = toAddress(to)
     const relay = this.#routes.get(addr.key)
-    if (!relay) return this.lower.send(addr, data, tag)
+    if (!relay || this.#clients.get(relay.key)?.state !== 'ok') return this.lower.send(addr, data, tag)
     const payload = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
     const buf = encodeRelay({ type: 'DATA', addr, tag, payload })
     this.count('relayed_sent')
@@ -235,13 +290,19 @@ export class Relay extends Protocol {
     const type = data[0]
     if ((type === DATA || type === QUERY) && !this.#serve) return this.count('dropped_not_relay')
     if (type === FWD && this.#clients.get(from.key)?.state !== 'ok') return this.count('dropped_unsolicited')
+    if (type === CHALLENGE && !this.#clients.has(from.key)) return this.count('dropped_unsolicited')
     const m = decodeRelay(data)
     if (m === null) return this.count('dropped_malformed')
     switch (m.type) {
-      case 'ALLOC':
-        return this.#onAlloc(from, m.nonce)
+      case 'ALLOCATE':
+        return this.#onAllocate(from, m.nonce, m.token)
+      case 'CHALLENGE': {
+        const c = this.#clients.get(from.key)
+        if (!c || c.nonce !== m.nonce) return this.count('dropped_unsolicited')
+        return this.#onChallenge(c, m.token)
+      }
       case 'RELEASE':
-        return this.#onRelease(from)
+        return this.#onRelease(from, m.nonce)
       case 'ALLOC_OK':
       case 'ALLOC_REFUSED': {
         const c = this.#clients.get(from.key)
@@ -259,11 +320,10 @@ export class Relay extends Protocol {
       case 'DATA':
         return this.#onData(from, m.addr, m.tag, m.payload)
       case 'FWD': {
+        // Only from the relay we chose for this sender: anything else would let a relay inject
+        // messages from, or reroute our path to, a peer we talk to directly or through another relay.
         const src = m.addr
-        if (!this.#routes.has(src.key)) {
-          if (this.#routes.size >= this.#maxRoutes) this.count('dropped_route_full')
-          else this.#routes.set(src.key, from) // replies go back the same way
-        }
+        if (this.#routes.get(src.key)?.key !== from.key) return this.count('dropped_unrouted')
         this.count('relayed_received')
         return this.upper.onMessage(new RelayedPeer(src, from), m.payload, m.tag)
       }
@@ -274,7 +334,7 @@ export class Relay extends Protocol {
       }
       case 'QUERY_REPLY': {
         const q = this.#queries.get(m.nonce)
-        if (!q) return this.count('dropped_unsolicited')
+        if (!q || q.relay.key !== from.key) return this.count('dropped_unsolicited')
         this.#queries.delete(m.nonce)
         return q.resolve(m.present)
       }
@@ -288,6 +348,18 @@ export class Relay extends Protocol {
     return s && s.expires > this.#now() ? s : null
   }
 
+  /** The token for `a` in time slot `slot`: HMAC-SHA256(secret, slot u64 || raw address), 16 bytes. */
+  #token(a: Address, slot: number): Buffer {
+    const s = Buffer.alloc(8)
+    s.writeBigUInt64BE(BigInt(Math.max(0, slot)))
+    return createHmac('sha256', this.#secret).update(s).update(a.raw).digest().subarray(0, TOKEN_LEN)
+  }
+
+  #validToken(a: Address, token: Buffer, slot: number): boolean {
+    if (token.equals(NO_TOKEN)) return false
+    return timingSafeEqual(token, this.#token(a, slot)) || timingSafeEqual(token, this.#token(a, slot - 1))
+  }
+
   #onAlloc(from: Address, nonce: number): void {
     if (!this.#serve) {
       this.count('alloc_refused_not_relay')
@@ -296,47 +368,124 @@ export class Relay extends Protocol {
     const now = this.#now()
     let s = this.#live(from)
     if (!s) {
-      this.#served.delete(from.key)
-      if (this.#served.size >= this.#serve.maxSessions) this.#expire(now)
-      if (this.#served.size >= this.#serve.maxSessions) {
+      this.#remove(from.key)
+      if (!this.#admit(from, now)) {
         this.count('alloc_refused_full')
         return void this.sendControl(from, encodeRelay({ type: 'ALLOC_REFUSED', nonce, reason: REFUSED_FULL }))
       }
-      s = { addr: from, expires: 0, tokens: this.#serve.maxBytesPerSecond, refill: now }
+      const rate = this.#serve.maxBytesPerSecond
+      s = { addr: from, host: hostGroup(from), nonce, expires: 0, active: now, tokens: rate, refill: now, inTokens: this.#serve.maxBytesPerSecondTo, inRefill: now }
       this.#served.set(from.key, s)
+      this.#hosts.set(s.host, (this.#hosts.get(s.host) ?? 0) + 1)
       this.count('sessions_opened')
     }
     s.expires = now + this.#serve.sessionTtl
+    s.active = now
+    s.nonce = nonce
     this.sendControl(from, encodeRelay({ type: 'ALLOC_OK', nonce }))
   }
 
-  #onRelease(from: Address): void {
-    if (this.#served.delete(from.key)) this.count('sessions_released')
+  /**
+   * An ALLOCATE. Without a valid token (the address is not proven to receive what we send) it only
+   * gets a CHALLENGE, exactly as long as the ALLOCATE: no session, no state, no amplification.
+   */
+  #onAllocate(from: Address, nonce: number, token: Buffer): void {
+    if (!this.#serve) return this.#onAlloc(from, nonce) // ALLOC_REFUSED(1): 6 bytes for 21
+    const slot = Math.floor(this.#now() / this.#serve.tokenSlot)
+    if (!this.#validToken(from, token, slot)) {
+      if (!token.equals(NO_TOKEN)) this.count('dropped_bad_token')
+      this.count('challenges_sent')
+      return void this.sendControl(from, encodeRelay({ type: 'CHALLENGE', nonce, token: this.#token(from, slot) }))
+    }
+    this.#onAlloc(from, nonce)
+  }
+
+  /**
+   * Makes room for a session of `from` (a validated address); false when the table is full and
+   * fairness allows no eviction.
+   */
+  #admit(from: Address, now: number): boolean {
+    const serve = this.#serve!
+    const host = hostGroup(from)
+    const mine = this.#hosts.get(host) ?? 0
+    if (mine >= serve.maxSessionsPerHost) {
+      // The host competes only with itself (a restarted client, more clients behind one NAT).
+      this.#evictIdlest(host)
+      this.count('sessions_evicted_host')
+      return true
+    }
+    if (this.#served.size >= serve.maxSessions) this.#expire(now)
+    if (this.#served.size < serve.maxSessions) return true
+    let top = ''
+    let topN = 0
+    for (const [h, n] of this.#hosts) {
+      if (n > topN) {
+        top = h
+        topN = n
+      }
+    }
+    // Evict only towards an even share: the biggest host must hold 2 more than ours (so that a
+    // newcomer cannot take a slot from a host that holds no more than it will).
+    if (topN < mine + 2) return false
+    this.#evictIdlest(top)
+    this.count('sessions_evicted_fair')
+    return true
+  }
+
+  #evictIdlest(host: string): void {
+    let idlest: ServedSession | null = null
+    for (const s of this.#served.values()) if (s.host === host && (idlest === null || s.active < idlest.active)) idlest = s
+    if (idlest) this.#remove(idlest.addr.key)
+  }
+
+  #remove(key: string): boolean {
+    const s = this.#served.get(key)
+    if (!s) return false
+    this.#served.delete(key)
+    const n = (this.#hosts.get(s.host) ?? 1) - 1
+    if (n > 0) this.#hosts.set(s.host, n)
+    else this.#hosts.delete(s.host)
+    return true
+  }
+
+  #onRelease(from: Address, nonce: number): void {
+    // The nonce of the session's ALLOCATE: a spoofed RELEASE (without it) cannot end a session.
+    const s = this.#served.get(from.key)
+    if (!s || s.nonce !== nonce) return this.count('dropped_unsolicited')
+    this.#remove(from.key)
+    this.count('sessions_released')
   }
 
   #onData(from: Address, dest: Address, tag: number, payload: Buffer): void {
     if (!this.#serve) return this.count('dropped_not_relay')
     const s = this.#live(from)
     if (!s) return this.count('dropped_no_session')
-    if (!this.#live(dest)) return this.count('dropped_no_dest_session')
+    const d = this.#live(dest)
+    if (!d) return this.count('dropped_no_dest_session')
     const now = this.#now()
     const bytes = payload.length
     const rate = this.#serve.maxBytesPerSecond
     s.tokens = Math.min(rate, s.tokens + ((now - s.refill) * rate) / 1000)
     s.refill = now
+    const rateTo = this.#serve.maxBytesPerSecondTo
+    d.inTokens = Math.min(rateTo, d.inTokens + ((now - d.inRefill) * rateTo) / 1000)
+    d.inRefill = now
     const total = this.#serve.maxTotalBytesPerSecond
     if (total !== Infinity) {
       this.#totalTokens = Math.min(total, this.#totalTokens + ((now - this.#totalRefill) * total) / 1000)
       this.#totalRefill = now
     }
-    if (s.tokens < bytes || this.#totalTokens < bytes) {
+    if (s.tokens < bytes || d.inTokens < bytes || this.#totalTokens < bytes) {
+      if (d.inTokens < bytes) this.count('dropped_rate_limited_to')
       this.count('dropped_rate_limited')
       this.count('dropped_rate_limited_bytes', bytes)
       return
     }
     s.tokens -= bytes
+    d.inTokens -= bytes
     if (total !== Infinity) this.#totalTokens -= bytes
     s.expires = now + this.#serve.sessionTtl
+    s.active = now
     // FWD has the same length as DATA when both addresses are of one family.
     const out = encodeRelay({ type: 'FWD', addr: from, tag, payload })
     this.count('forwarded')
@@ -347,7 +496,7 @@ export class Relay extends Protocol {
   #expire(now: number): void {
     for (const [k, s] of this.#served) {
       if (s.expires <= now) {
-        this.#served.delete(k)
+        this.#remove(k)
         this.count('sessions_expired')
       }
     }
@@ -367,7 +516,7 @@ export class Relay extends Protocol {
     let c = this.#clients.get(r.key)
     if (c && c.state === 'ok') return Promise.resolve()
     if (!c) {
-      c = { relay: r, state: 'allocating', nonce: this.#nextNonce(), refresh: undefined, waiters: [] }
+      c = { relay: r, state: 'allocating', nonce: this.#nextNonce(), token: NO_TOKEN, refresh: undefined, waiters: [] }
       this.#clients.set(r.key, c)
       this.#sendAlloc(c)
     }
@@ -396,9 +545,18 @@ export class Relay extends Protocol {
 
   #sendAlloc(c: ClientSession): void {
     if (!this.#clock || this.#clients.get(c.relay.key) !== c) return
-    this.sendControl(c.relay, encodeRelay({ type: 'ALLOC', nonce: c.nonce }))
+    this.sendControl(c.relay, encodeRelay({ type: 'ALLOCATE', nonce: c.nonce, token: c.token }))
     this.count('allocs_sent')
     c.refresh = this.#clock.setTimeout(() => this.#sendAlloc(c), c.state === 'ok' ? this.#refreshInterval : this.#retry)
+  }
+
+  /** The relay asks us to prove our address: answer at once with its token (once per new token). */
+  #onChallenge(c: ClientSession, token: Buffer): void {
+    if (token.equals(c.token)) return this.count('dropped_stale_challenge')
+    c.token = token
+    this.count('challenges_answered')
+    this.sendControl(c.relay, encodeRelay({ type: 'ALLOCATE', nonce: c.nonce, token }))
+    this.count('allocs_sent')
   }
 
   #onAllocOk(c: ClientSession): void {
@@ -427,6 +585,7 @@ export class Relay extends Protocol {
         resolve(false)
       })
       this.#queries.set(nonce, {
+        relay: r,
         resolve: (v) => {
           this.#cancel(timer)
           resolve(v)
@@ -467,5 +626,11 @@ export class Relay extends Protocol {
     crypto.getRandomValues(this.#nonceBuf)
     return this.#nonceBuf[0]
   }
+}
 
+/** The host group a session counts against: an IPv4 address (also IPv4-mapped IPv6), else the IPv6 /64. */
+function hostGroup(a: Address): string {
+  const r = a.raw
+  const v4 = a.family === 4 || (r.readUInt32BE(0) === 0 && r.readUInt32BE(4) === 0 && r.readUInt32BE(8) === 0xffff)
+  return v4 ? r.toString('hex', 12, 16) : `6${r.toString('hex', 0, 8)}`
 }

@@ -1,14 +1,15 @@
 /**
  * Relay messages (docs/wire.md#relay-tag-10): `[type]` then a nonce u32 BE and/or a nat-wire
- * address; DATA and FWD carry the inner layer tag and payload. The Relay layer (ts/protocols/relay.ts)
- * encodes and decodes every datagram here. Decoders return null for anything the layer drops as
- * malformed: an unknown type, reason or flag, a bad address, a wrong length (every message but
- * DATA and FWD has exactly one length).
+ * address; DATA and FWD carry the inner layer tag and payload; ALLOCATE and CHALLENGE carry a
+ * 16-byte return-routability token. The Relay layer (ts/protocols/relay.ts) encodes and decodes
+ * every datagram here. Decoders return null for anything the layer drops as malformed: an unknown
+ * type (type 1, the token-less ALLOC of the first version, is retired and unknown), reason or flag,
+ * a bad address, a wrong length (every message but DATA and FWD has exactly one length).
  */
 import type { Address } from '../address'
 import { addrLen, readAddr, writeAddr } from '../protocols/nat-wire'
 
-export const ALLOC = 1
+/** Type 1 (ALLOC without a token) is retired: decoded as unknown. */
 export const ALLOC_OK = 2
 export const ALLOC_REFUSED = 3
 export const DATA = 4
@@ -16,18 +17,25 @@ export const FWD = 5
 export const QUERY = 6
 export const QUERY_REPLY = 7
 export const RELEASE = 8
+export const ALLOCATE = 9
+export const CHALLENGE = 10
+/** Length of a return-routability token. */
+export const TOKEN_LEN = 16
+/** ALLOCATE and CHALLENGE: type, nonce u32, token. The answers to an ALLOCATE are never longer. */
+export const ALLOCATE_LEN = 5 + TOKEN_LEN
 export const REFUSED_NOT_RELAY = 1
 export const REFUSED_FULL = 2
 
 export type RelayMessage =
-  | { type: 'ALLOC' | 'RELEASE' | 'ALLOC_OK'; nonce: number }
+  | { type: 'RELEASE' | 'ALLOC_OK'; nonce: number }
+  | { type: 'ALLOCATE' | 'CHALLENGE'; nonce: number; token: Buffer }
   | { type: 'ALLOC_REFUSED'; nonce: number; reason: number }
   | { type: 'DATA' | 'FWD'; addr: Address; tag: number; payload: Buffer }
   | { type: 'QUERY'; nonce: number; addr: Address }
   | { type: 'QUERY_REPLY'; nonce: number; present: boolean }
 
-const CODES = { ALLOC, ALLOC_OK, ALLOC_REFUSED, DATA, FWD, QUERY, QUERY_REPLY, RELEASE } as const
-const NAMES = ['', 'ALLOC', 'ALLOC_OK', 'ALLOC_REFUSED', 'DATA', 'FWD', 'QUERY', 'QUERY_REPLY', 'RELEASE'] as const
+const CODES = { ALLOC_OK, ALLOC_REFUSED, DATA, FWD, QUERY, QUERY_REPLY, RELEASE, ALLOCATE, CHALLENGE } as const
+const NAMES = ['', '', 'ALLOC_OK', 'ALLOC_REFUSED', 'DATA', 'FWD', 'QUERY', 'QUERY_REPLY', 'RELEASE', 'ALLOCATE', 'CHALLENGE'] as const
 
 export function encodeRelay(m: RelayMessage): Buffer {
   if (m.type === 'DATA' || m.type === 'FWD') {
@@ -43,11 +51,16 @@ export function encodeRelay(m: RelayMessage): Buffer {
 }
 
 function encodeNonced(m: Exclude<RelayMessage, { type: 'DATA' | 'FWD' }>): Buffer {
-  const len = m.type === 'QUERY' ? 5 + addrLen(m.addr) : m.type === 'ALLOC' || m.type === 'RELEASE' || m.type === 'ALLOC_OK' ? 5 : 6
+  const len =
+    m.type === 'QUERY' ? 5 + addrLen(m.addr) : m.type === 'ALLOCATE' || m.type === 'CHALLENGE' ? ALLOCATE_LEN : m.type === 'RELEASE' || m.type === 'ALLOC_OK' ? 5 : 6
   const b = Buffer.alloc(len)
   b[0] = CODES[m.type]
   b.writeUInt32BE(m.nonce >>> 0, 1)
   if (m.type === 'QUERY') writeAddr(b, 5, m.addr)
+  else if (m.type === 'ALLOCATE' || m.type === 'CHALLENGE') {
+    if (m.token.length !== TOKEN_LEN) throw new RangeError(`A relay token is ${TOKEN_LEN} bytes, got ${m.token.length}`)
+    m.token.copy(b, 5)
+  }
   else if (m.type === 'ALLOC_REFUSED') b[5] = m.reason
   else if (m.type === 'QUERY_REPLY') b[5] = m.present ? 1 : 0
   return b
@@ -57,7 +70,9 @@ export function decodeRelay(data: Buffer): RelayMessage | null {
   if (data.length < 1) return null
   const type = NAMES[data[0]]
   switch (type) {
-    case 'ALLOC':
+    case 'ALLOCATE':
+    case 'CHALLENGE':
+      return data.length === ALLOCATE_LEN ? { type, nonce: data.readUInt32BE(1), token: Buffer.from(data.subarray(5)) } : null
     case 'RELEASE':
     case 'ALLOC_OK':
       return data.length === 5 ? { type, nonce: data.readUInt32BE(1) } : null

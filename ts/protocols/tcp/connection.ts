@@ -10,7 +10,7 @@ import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import { Identity } from '../../identity'
 import type { ObservationTable } from '../observations'
-import { NONCE_LEN, TCP_HEADER_SIZE, checkFrameHeader, encodeFrame, encodeFrameHeader } from './codec'
+import { NONCE_LEN, TCP_HEADER_SIZE, TCP_MAX_TAG, checkFrameHeader, encodeFrame, encodeFrameHeader } from './codec'
 
 /** Frames up to this size are copied behind their header (one write); larger ones are written by reference. */
 const COPY_LIMIT = 16 * 1024
@@ -41,6 +41,11 @@ export interface TcpTransportOptions {
   handshakeTimeout?: number
   /** Most connections (open or opening) at once; more incoming ones are refused (default 1024). */
   maxConnections?: number
+  /**
+   * Most accepted connections whose introduction has not completed (default 128). A new one beyond
+   * it evicts the oldest (`pending_evicted`), so idle or slow connections cannot lock peers out.
+   */
+  maxPendingConnections?: number
   /** Refuse peers whose introduction is not signed (default: true when a Noise layer is below). */
   requireAuthentication?: boolean
   /** Socket buffer high-water mark in bytes (default 1 MiB). */
@@ -175,6 +180,14 @@ export class Conn {
   get queued(): number {
     return this.queue.length - this.qhead
   }
+
+  /** Bytes held by the parser for this connection (partial header and body, frames held until open). */
+  get buffered(): number {
+    let b = this.hdrLen + (this.frame?.length ?? 0)
+    for (const p of this.parts) b += p.length
+    for (const [body] of this.held) b += body.length
+    return b
+  }
 }
 
 export interface ConnRef {
@@ -240,6 +253,8 @@ export interface TcpHost {
   readonly observations: ObservationTable<TcpObservation>
   /** Every connection, open or not. */
   readonly conns: Set<Conn>
+  /** Accepted connections not yet introduced, oldest first. */
+  readonly pending: Set<Conn>
   count(name: string, n?: number): void
   log(fmt: string, ...a: unknown[]): void
   /** A whole frame arrived on `c`. */
@@ -339,6 +354,14 @@ export function onBytes(t: TcpHost, c: Conn, chunk: Buffer, owned: boolean): voi
       }
       if (verdict === 'malformed') {
         t.count('dropped_malformed')
+        return t.destroy(c, 'malformed')
+      }
+      if (type <= TCP_MAX_TAG && c.state === 'hello') {
+        // A data frame before the peer's HELLO (and its announced AUTH) checked out: a peer that
+        // has proved nothing reserves no buffer. Closed at the header, before its body is read.
+        t.count('dropped_malformed')
+        t.count('dropped_before_hello')
+        t.log('%s sent a data frame before its introduction: closing', c.remote.key)
         return t.destroy(c, 'malformed')
       }
       if (n - off >= len) {
@@ -494,6 +517,7 @@ export function cleanup(t: TcpHost, c: Conn, reason: TcpCloseReason, error: unkn
   c.frame = null
   c.held = []
   t.conns.delete(c)
+  t.pending.delete(c)
   if (c.dialled && t.dialing.get(c.dialled.key) === c) t.dialing.delete(c.dialled.key)
   if (prev === 'superseded') return
   const current = c.peer !== null && t.byId.get(c.peer.idHex) === c

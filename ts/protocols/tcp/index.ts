@@ -63,6 +63,11 @@
  * listening port when ports are kept. See docs/tcp.md.
  *
  * ## Introduction and authentication
+ * A data frame before the peer's HELLO (and its announced AUTH) checked out closes the connection at
+ * its header (`dropped_before_hello`); at most `maxPendingConnections` accepted connections wait for
+ * their introduction, a newer one evicts the oldest (`pending_evicted`). See docs/tcp.md, "Before
+ * the introduction".
+ *
  * A connection is open once the peer's HELLO (and, if announced, its AUTH) arrived and checked out.
  * `TcpPeer.authenticated` is true when the signature verified. When a Noise layer is below in the
  * stack (the optional bindings `remoteId?` and `approveConnection?` resolve), the introduction must also agree with

@@ -121,6 +121,8 @@ export function maybeOpen(t: TcpHost, c: Conn): void {
   const udp = c.peerUdp
   if (!udp) return authFail(t, c, 'no UDP address to check against the Noise session')
   c.state = 'checking'
+  // Read nothing more until the check is done (the peer may already send data: it waits in the socket).
+  c.socket.pause()
   const check = (): void => {
     if (c.state !== 'checking') return
     const nid = noise.remoteId(udp)
@@ -134,6 +136,7 @@ export function maybeOpen(t: TcpHost, c: Conn): void {
 
 export function open(t: TcpHost, c: Conn, authenticated: boolean): void {
   const idHex = c.peerId!.toString('hex')
+  t.pending.delete(c)
   c.peer = Object.freeze({ id: c.peerId!, idHex, authenticated, udpAddress: c.peerUdp, tcpAddress: c.peerTcp, remoteAddress: c.remote })
   observe(t, c)
   if (c.dialled && t.dialing.get(c.dialled.key) === c) t.dialing.delete(c.dialled.key)

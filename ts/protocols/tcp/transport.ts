@@ -45,6 +45,8 @@ export class TcpTransport extends Protocol {
   #requireAuth = false
   #stopped = false
   readonly #conns = new Set<Conn>()
+  /** Accepted connections not yet introduced, oldest first (at most maxPendingConnections). */
+  readonly #pending = new Set<Conn>()
   /** Current connection per peer id (hex). */
   readonly #byId = new Map<string, Conn>()
   /** Outbound connections not yet open, by the dialled address key. */
@@ -76,6 +78,7 @@ export class TcpTransport extends Protocol {
       idleTimeout: int(opts.idleTimeout, 30_000, 1, 'idleTimeout'),
       handshakeTimeout: int(opts.handshakeTimeout, 10_000, 1, 'handshakeTimeout'),
       maxConnections: int(opts.maxConnections, 1024, 1, 'maxConnections'),
+      maxPendingConnections: int(opts.maxPendingConnections, 128, 1, 'maxPendingConnections'),
       highWaterMark: int(opts.highWaterMark, 1024 * 1024, 1024, 'highWaterMark'),
       maxObservations: int(opts.maxObservations, 32, 1, 'maxObservations'),
       requireAuthentication: opts.requireAuthentication,
@@ -98,6 +101,7 @@ export class TcpTransport extends Protocol {
       addrOfId: this.#addrOfId,
       observations: this.#observations,
       conns: this.#conns,
+      pending: this.#pending,
       count: (name, n) => this.count(name, n),
       log: (fmt, ...a) => this.#log(fmt, ...a),
       frame: (c, type, body) => this.#frame(c, type, body),
@@ -364,11 +368,21 @@ export class TcpTransport extends Protocol {
   override stats(): Record<string, number> {
     let queued = 0
     let queuedBytes = 0
+    let buffered = 0
     for (const c of this.#conns) {
       queued += c.queued
       queuedBytes += c.queuedBytes
+      buffered += c.buffered
     }
-    return { ...this.counters, connections: this.#conns.size, peers: this.#byId.size, queued_frames: queued, queued_bytes: queuedBytes }
+    return {
+      ...this.counters,
+      connections: this.#conns.size,
+      pending_connections: this.#pending.size,
+      peers: this.#byId.size,
+      queued_frames: queued,
+      queued_bytes: queuedBytes,
+      buffered_bytes: buffered,
+    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -429,6 +443,14 @@ export class TcpTransport extends Protocol {
   }
 
   #accept(socket: net.Socket): void {
+    // Unintroduced connections make room for a new one: the oldest goes first.
+    if (!this.#stopped && (this.#pending.size >= this.#opts.maxPendingConnections || (this.#conns.size >= this.#opts.maxConnections && this.#pending.size > 0))) {
+      const oldest = this.#pending.values().next().value as Conn
+      this.#pending.delete(oldest)
+      this.count('pending_evicted')
+      oldest.error = new DeccomError(ErrorCode.TCP_CONNECT_FAILED, `The TCP introduction with ${oldest.remote.key} did not complete before ${this.#opts.maxPendingConnections} newer connections arrived`)
+      destroy(this.#host, oldest, 'error')
+    }
     if (this.#stopped || this.#conns.size >= this.#opts.maxConnections || !socket.remoteAddress) {
       this.count('dropped_connection_limit')
       socket.destroy()
@@ -442,7 +464,8 @@ export class TcpTransport extends Protocol {
       return
     }
     this.count('connections_accepted')
-    this.#wrap(socket, false, remote)
+    const c = this.#wrap(socket, false, remote)
+    if (c.state === 'hello' || c.state === 'checking') this.#pending.add(c)
   }
 
   /**
