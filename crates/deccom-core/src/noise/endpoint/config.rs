@@ -168,6 +168,11 @@ pub struct Stats {
     pub cookie_replies_sent: u64,
     /// Cookie replies received.
     pub cookies_received: u64,
+    /// Unpadded XX initiations without a valid cookie MAC, answered with a cookie reply only
+    /// (also counted in `cookie_replies_sent`).
+    pub unpadded_initiations: u64,
+    /// Transport datagrams for an unknown session too short to answer with an initiation.
+    pub reconnect_too_small: u64,
     /// Completed handshakes that replaced an existing session.
     pub rekeys: u64,
     /// Sessions discarded by age or lack of confirmation.
