@@ -14,7 +14,10 @@
  * | 2 SAMPLE | record list: the sender's record, then up to k random records |
  * | 3 INTRO | record list holding the sender's record |
  * No amplification: SAMPLE is never larger than its PULL (the PULL's padding pays for it), and
- * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. Malformed datagrams,
+ * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. A peer that never
+ * answered a PULL of ours (its record may name any address) is pulled once, within a budget per IP
+ * and prefix, and forgotten if it does not answer; SAMPLEs pass on only records of peers that
+ * answered. Sources that never answered get SAMPLEs within a rate per prefix. Malformed datagrams,
  * unsolicited SAMPLEs and records whose address is not the sender's are dropped and counted.
  * Byte layout and test vectors: docs/wire.md#biggossip-tag-5; every datagram is encoded and decoded by
  * ts/wire/big-gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
@@ -34,6 +37,7 @@ import { DeccomError } from '../errors'
 export const TAG_BIG_GOSSIP = 5
 
 import { SAMPLE, decodeBigGossip, encodePull, encodeSampleOrIntro } from '../wire/big-gossip'
+import { KeyedBuckets, ReplyLimiter, prefixOf } from './reply-limit'
 
 export interface BigGossipOptions {
   bootstrap?: AddressLike[]
@@ -54,7 +58,21 @@ interface Known {
   peer: Peer
   record: Buffer
   connected: boolean
+  /** It answered a PULL of ours (its address is validated). */
+  answered: boolean
+  /** A PULL of ours to it is unanswered (it is forgotten if still so at its next turn). */
+  tried: boolean
 }
+
+/**
+ * PULLs to peers that never answered us (learned from records anyone can make: they may name a
+ * victim) spend a token of the peer's IP and of its prefix (IPv4 /24, IPv6 /48), given back when
+ * it answers; each such peer is pulled once and forgotten if it does not answer. Only records of
+ * peers that answered us are passed on in SAMPLEs.
+ */
+const UNVALIDATED_BURST_IP = 16
+const UNVALIDATED_BURST_PREFIX = 64
+const UNVALIDATED_RATE = 1
 
 type Listener = (peer: Peer) => void
 
@@ -79,6 +97,10 @@ export class BigGossip extends Protocol {
   readonly #pulls = new Set<Address>()
   readonly #listeners = new Set<Listener>()
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
+  readonly #ipBudget = new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_IP)
+  readonly #prefixBudget = new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX)
   #timer: TimerHandle | null = null
   #self!: Address
   #selfHex = ''
@@ -148,10 +170,18 @@ export class BigGossip extends Protocol {
     if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
     this.#learn(records[0], true)
     if (m.type === 'PULL') {
-      const others = sample([...this.#known.values()].filter((k) => k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
+      if (!this.#byAddr.get(from)?.answered && !this.#replies.allow(from, this.#clock.now())) return this.count('dropped_reply_rate')
+      const others = sample([...this.#known.values()].filter((k) => k.answered && k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
       this.count('samples_sent')
       this.sendControl(from, encodeSampleOrIntro('SAMPLE', [this.#record, ...others], data.length))
     } else if (m.type === 'SAMPLE') {
+      const k = this.#byAddr.get(from)
+      if (k && !k.answered) {
+        k.answered = true
+        k.tried = false
+        this.#ipBudget.refund(from.host)
+        this.#prefixBudget.refund(prefixOf(from))
+      }
       for (const r of records.slice(1)) {
         if (this.#learn(r, false)) {
           this.count('intros_sent')
@@ -172,7 +202,7 @@ export class BigGossip extends Protocol {
         this.count('dropped_peers_full')
         return false
       }
-      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), connected: false }
+      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), connected: false, answered: false, tried: false }
       this.#known.set(hex, k)
       this.#byAddr.set(r.address, k)
       this.count('peers_learned')
@@ -189,7 +219,7 @@ export class BigGossip extends Protocol {
     const clock = this.#clock
     if (!clock) return
     this.#pulls.clear()
-    const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#pullFrom, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
+    const targets = this.#known.size > 0 ? this.#pullTargets(clock.now()) : this.#bootstrap.filter((a) => a !== this.#self)
     const msg = encodePull([this.#record], this.#padTo)
     for (const to of targets) {
       this.#pulls.add(to)
@@ -197,6 +227,39 @@ export class BigGossip extends Protocol {
     }
     this.count('rounds')
     this.#timer = clock.setTimeout(this.#round, this.#interval)
+  }
+
+  /** Up to `pullFrom` random known peers; one that never answered is pulled once, within the budget. */
+  #pullTargets(now: number): Address[] {
+    const out: Address[] = []
+    for (const k of sample([...this.#known.values()], this.#pullFrom, this.#rand)) {
+      const to = k.peer.address
+      if (k.answered) {
+        out.push(to)
+        continue
+      }
+      if (k.tried) {
+        this.#forget(k)
+        continue
+      }
+      const prefix = prefixOf(to)
+      if (!this.#ipBudget.has(to.host, now) || !this.#prefixBudget.has(prefix, now)) {
+        this.count('dropped_unvalidated_budget')
+        continue
+      }
+      this.#ipBudget.take(to.host, now)
+      this.#prefixBudget.take(prefix, now)
+      k.tried = true
+      out.push(to)
+    }
+    return out
+  }
+
+  #forget(k: Known): void {
+    this.#known.delete(k.peer.id!.toString('hex'))
+    if (this.#byAddr.get(k.peer.address) === k) this.#byAddr.delete(k.peer.address)
+    this.count('peers_forgotten')
+    if (k.connected) this.upper.onDisconnected(k.peer)
   }
 
 }

@@ -38,6 +38,7 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { DiscoveryErrorCode, toId } from './kademlia'
 import { MAX_LIST, REPLY, decodeGossip, decodeList, encodeExchange, encodeFind, encodeFound, encodeGossipPing, encodeList, encodeReply } from '../wire/gossip'
+import { ReplyLimiter } from './reply-limit'
 
 export { decodeList, encodeList }
 
@@ -126,6 +127,8 @@ export class Gossip extends Protocol {
   readonly #listeners = new Map<string, Set<Listener>>()
   readonly #exchanges = new Set<Address>()
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
   #timer: TimerHandle | null = null
   #pingTimer: TimerHandle | null = null
   #self!: Address
@@ -257,10 +260,14 @@ export class Gossip extends Protocol {
         const records = m.decoded
         if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
         records.forEach((r, i) => this.#learn(r, i === 0))
-        if (m.type === 'EXCHANGE') this.sendControl(from, encodeReply([this.#record, ...this.#randomRecords(from)], data.length))
+        if (m.type === 'EXCHANGE') {
+          if (!k && !this.#replies.allow(from, this.#clock.now())) return this.count('dropped_reply_rate')
+          this.sendControl(from, encodeReply([this.#record, ...this.#randomRecords(from)], data.length))
+        }
         return
       }
       case 'PING':
+        if (!k && !this.#replies.allow(from, this.#clock.now())) return this.count('dropped_reply_rate')
         return void this.sendControl(from, encodeGossipPing('PONG', m.id))
       case 'PONG':
         if (k) this.#connected(k)
@@ -289,6 +296,8 @@ export class Gossip extends Protocol {
     if (hex === this.#selfHex || k) {
       const rec = k ? k.record : this.#record
       const reply = encodeFound(hi, lo, rec)
+      // The origin's address comes from its record, which anyone can make: limit it like a reply.
+      if (!this.#replies.allow(origin.address, this.#clock?.now() ?? 0)) return this.count('dropped_reply_rate')
       this.count('found_sent')
       return void this.sendControl(origin.address, reply)
     }
