@@ -3,8 +3,9 @@
  *
  * Every `interval` ms the layer sends PULL to `pullFrom` random known peers (the bootstrap
  * addresses until it knows someone); each answers SAMPLE with up to `k` random records it knows.
- * For every record it did not know, the puller sends INTRO (its own record) so that the new peer
- * learns it too. A peer that names itself in a message from its own address is connected
+ * For every record it did not know, the puller introduces itself with an unpadded PULL (its own
+ * record, as large as an INTRO) so that the new peer learns it too, and answers with a SAMPLE that
+ * proves its address. A peer that names itself in a message from its own address is connected
  * (`onConnected`, also `bigGossip.on('connected', fn)`).
  *
  * ## Wire format (tag {@link TAG_BIG_GOSSIP}; record lists as in Gossip)
@@ -14,7 +15,8 @@
  * | 2 SAMPLE | record list: the sender's record, then up to k random records |
  * | 3 INTRO | record list holding the sender's record |
  * No amplification: SAMPLE is never larger than its PULL (the PULL's padding pays for it), and
- * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. A peer that never
+ * an introduction (an unpadded PULL: our record, nothing more; INTRO is still understood) is sent
+ * only to peers learned from a SAMPLE we asked for, once each. A peer that never
  * answered a PULL of ours (its record may name any address) is pulled once, within a budget per IP
  * and prefix, and forgotten if it does not answer; SAMPLEs pass on only records of peers that
  * answered. Sources that never answered get SAMPLEs within a rate per prefix. Malformed datagrams,
@@ -73,6 +75,10 @@ interface Known {
 const UNVALIDATED_BURST_IP = 16
 const UNVALIDATED_BURST_PREFIX = 64
 const UNVALIDATED_RATE = 1
+/** A validation PULL (with its tag byte): room for the answerer's record (at most 332 bytes) in its SAMPLE. */
+const VALIDATION_PULL_LEN = 341
+/** A SAMPLE cut for a validation PULL keeps at least this much room (its sender's record and a few more). */
+const MIN_SAMPLE_ROOM = 400
 
 type Listener = (peer: Peer) => void
 
@@ -170,10 +176,22 @@ export class BigGossip extends Protocol {
     if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
     this.#learn(records[0], true)
     if (m.type === 'PULL') {
-      if (!this.#byAddr.get(from)?.answered && !this.#replies.allow(from, this.#clock.now())) return this.count('dropped_reply_rate')
-      const others = sample([...this.#known.values()].filter((k) => k.answered && k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
+      const now = this.#clock.now()
+      const k = this.#byAddr.get(from)
+      if (!k?.answered && !this.#replies.allow(from, now)) return this.count('dropped_reply_rate')
+      // A padded PULL from a peer that never answered us pays for a validation PULL back as well:
+      // the SAMPLE and that PULL together are no larger than the PULL (1x).
+      let room = data.length
+      if (k && !k.answered && !k.tried && data.length >= VALIDATION_PULL_LEN + MIN_SAMPLE_ROOM && this.#spend(from, now)) {
+        k.tried = true
+        room -= VALIDATION_PULL_LEN
+        this.#pulls.add(from)
+        this.count('validation_pulls')
+        this.sendControl(from, encodePull([this.#record], VALIDATION_PULL_LEN - 1))
+      }
+      const others = sample([...this.#known.values()].filter((x) => x.answered && x.peer.address !== from), this.#k, this.#rand).map((x) => x.record)
       this.count('samples_sent')
-      this.sendControl(from, encodeSampleOrIntro('SAMPLE', [this.#record, ...others], data.length))
+      this.sendControl(from, encodeSampleOrIntro('SAMPLE', [this.#record, ...others], room))
     } else if (m.type === 'SAMPLE') {
       const k = this.#byAddr.get(from)
       if (k && !k.answered) {
@@ -184,8 +202,13 @@ export class BigGossip extends Protocol {
       }
       for (const r of records.slice(1)) {
         if (this.#learn(r, false)) {
+          // Introduce ourselves with an unpadded PULL (as large as an INTRO): the new peer learns
+          // us, and its SAMPLE, which can hold no more than its own record, proves its address.
+          const nk = this.#known.get(r.id.toString('hex'))
+          if (nk) nk.tried = true
+          this.#pulls.add(r.address)
           this.count('intros_sent')
-          this.sendControl(r.address, encodeSampleOrIntro('INTRO', [this.#record]))
+          this.sendControl(r.address, encodePull([this.#record], 0))
         }
       }
     }
@@ -242,17 +265,23 @@ export class BigGossip extends Protocol {
         this.#forget(k)
         continue
       }
-      const prefix = prefixOf(to)
-      if (!this.#ipBudget.has(to.host, now) || !this.#prefixBudget.has(prefix, now)) {
-        this.count('dropped_unvalidated_budget')
-        continue
-      }
-      this.#ipBudget.take(to.host, now)
-      this.#prefixBudget.take(prefix, now)
+      if (!this.#spend(to, now)) continue
       k.tried = true
       out.push(to)
     }
     return out
+  }
+
+  /** Takes a token of `to`'s IP and prefix for a PULL to a peer that never answered us. */
+  #spend(to: Address, now: number): boolean {
+    const prefix = prefixOf(to)
+    if (!this.#ipBudget.has(to.host, now) || !this.#prefixBudget.has(prefix, now)) {
+      this.count('dropped_unvalidated_budget')
+      return false
+    }
+    this.#ipBudget.take(to.host, now)
+    this.#prefixBudget.take(prefix, now)
+    return true
   }
 
   #forget(k: Known): void {

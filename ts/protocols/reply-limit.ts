@@ -84,8 +84,8 @@ export class KeyedBuckets {
 }
 
 /** Replies per second (and burst) one source prefix gets from one reply path by default. */
-export const REPLY_RATE = 50
-export const REPLY_BURST = 100
+export const REPLY_RATE = 200
+export const REPLY_BURST = 400
 
 /** A reply limiter per source prefix: `allow(addr, now)` is false when the prefix is over its rate. */
 export class ReplyLimiter {
