@@ -295,3 +295,31 @@ test('fake NODES records naming one victim yield a bounded number of FIND_NODEs 
   t.true(attacker.got.length > 0, 'the node did query the attacker')
   t.true((node.stats().kademlia?.dropped_unvalidated_budget ?? 0) > 0)
 })
+
+// ---- the prefix limiter -----------------------------------------------------------------------
+
+test('reply limiter: prefixes are IPv4 /24 and IPv6 /48; buckets refill at their rate; the table is bounded', (t) => {
+  const { prefixOf, KeyedBuckets, ReplyLimiter } = require('../dist/protocols/reply-limit.js')
+  t.is(prefixOf(toAddress('192.0.2.77', 1)), '192.0.2.0/24')
+  t.is(prefixOf(toAddress('::ffff:192.0.2.77', 1)), '192.0.2.0/24', 'IPv4-mapped IPv6 counts as IPv4')
+  t.is(prefixOf(toAddress('2001:db8:1:2::5', 1)), '2001:db8:1::/48')
+  t.is(prefixOf(toAddress('2001:db8::1', 1)), '2001:db8:0::/48')
+  t.is(prefixOf(toAddress('2001:0db8:0000:ffff::1', 1)), prefixOf(toAddress('2001:db8:0:1234::9', 1)))
+  const b = new KeyedBuckets(10, 5, 3)
+  let ok = 0
+  for (let i = 0; i < 20; i++) ok += b.take('x', 0) ? 1 : 0
+  t.is(ok, 5, 'the burst')
+  t.true(b.take('x', 100), 'one token after 100 ms at 10/s')
+  t.false(b.take('x', 100))
+  b.refund('x')
+  t.true(b.take('x', 100), 'a refunded token')
+  for (const k of ['a', 'b', 'c', 'd']) b.take(k, 0)
+  t.is(b.size, 3, 'least recently used keys are forgotten')
+  const r = new ReplyLimiter(1, 2)
+  const a = toAddress('198.51.100.1', 1)
+  const same = toAddress('198.51.100.200', 9)
+  t.true(r.allow(a, 0))
+  t.true(r.allow(same, 0))
+  t.false(r.allow(a, 0), 'the same /24 shares the budget')
+  t.true(r.allow(toAddress('198.51.101.1', 1), 0), 'another /24 has its own')
+})
