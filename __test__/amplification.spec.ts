@@ -206,6 +206,10 @@ test('Noise: transport data for an unknown session starts a handshake only when 
   t.is(a.got.length, 0)
   await measure(t, 'noise unknown session (300 B)', a, node, [transport(300)], 1500)
   t.is(a.got.length, 1, 'one initiation, no retransmissions')
+  const other = await open(t, [new Noise({ native: false, handshakeTimeout: 20 })])
+  await measure(t, 'noise unknown session (60 B)', a, other, [transport(60)], 1500)
+  t.is(a.got.length, 1, 'one unpadded initiation, no retransmissions')
+  t.is(a.got[0]!.length, 41)
 })
 
 test('Gossip, BigGossip, FixedPeers: answers never exceed the request', async (t) => {

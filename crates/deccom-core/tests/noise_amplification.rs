@@ -118,18 +118,18 @@ mod noise {
     #[test]
     fn unknown_session_reconnect_never_sends_more_than_it_received() {
         let (mut now, _, mut b, _) = pair();
-        // Short datagrams (a 29-byte keepalive, 200 bytes) start nothing.
-        for len in [29, 200, wire::MAX_INIT_LEN - 1] {
+        // Datagrams shorter than an unpadded initiation (a 29-byte keepalive) start nothing.
+        for len in [29, 39] {
             b.handle_datagram(now, 9, &fake_transport(len));
             assert!(drain(&mut b).is_empty(), "{len}");
         }
-        assert_eq!(b.stats().reconnect_too_small, 3);
-        // A datagram at least as long as an initiation gets one initiation, no longer.
-        let big = fake_transport(wire::MAX_INIT_LEN);
-        b.handle_datagram(now, 9, &big);
+        assert_eq!(b.stats().reconnect_too_small, 2);
+        // A short data datagram gets an unpadded initiation (40 bytes), no longer than it.
+        let short = fake_transport(60);
+        b.handle_datagram(now, 9, &short);
         let init = one(&mut b);
         assert_eq!(init[0], wire::T_INIT);
-        assert!(init.len() <= big.len());
+        assert_eq!(init.len(), wire::INIT_HEADER_LEN + 32);
         // The retransmission timer sends nothing more toward the unvalidated address.
         let mut sent = 0;
         for _ in 0..200 {
@@ -138,14 +138,21 @@ mod noise {
             sent += drain(&mut b).len();
         }
         assert_eq!(sent, 0, "no retransmission toward an unvalidated address");
-        // Over time the address got at most one initiation per datagram of its own.
-        for _ in 0..5 {
-            b.handle_datagram(now, 9, &big);
-            for (_, d) in drain(&mut b) {
-                assert!(d.len() <= big.len());
-                sent += 1;
+        // A datagram at least as long as an initiation, on a fresh endpoint, gets a padded one.
+        let (now, _, mut b2, _) = pair();
+        let big = fake_transport(wire::MAX_INIT_LEN);
+        b2.handle_datagram(now, 9, &big);
+        let init = one(&mut b2);
+        assert_eq!(init.len(), wire::INIT_HEADER_LEN + XX_INIT_NOISE_LEN);
+        // Further datagrams get at most one initiation each, never longer than themselves.
+        let mut answers = 0;
+        for len in [29, 100, 300, 300] {
+            b2.handle_datagram(now, 9, &fake_transport(len));
+            for (_, d) in drain(&mut b2) {
+                assert!(d.len() <= len, "{} > {len}", d.len());
+                answers += 1;
             }
         }
-        assert!(sent <= 5, "{sent}");
+        assert_eq!(answers, 2, "the two 300-byte datagrams");
     }
 }

@@ -161,10 +161,11 @@
 //! initiation shorter than our response gets only a cookie reply (21 bytes) unless its cookie MAC
 //! is valid (the cookie reached the initiator's address, which validates it), counted in
 //! `unpadded_initiations`. An IK response is shorter than its initiation. Transport data for an
-//! unknown session starts a handshake (`connect_on_unknown_session`) only if the datagram is at
-//! least [`wire::MAX_INIT_LEN`] bytes; that initiation is re-sent only in answer to more such
-//! datagrams, never by the timer, until the application sends to or connects to the peer
-//! (`reconnect_too_small` counts shorter ones).
+//! unknown session starts a handshake (`connect_on_unknown_session`) with an initiation no longer
+//! than the datagram: padded from [`wire::MAX_INIT_LEN`] bytes on, else an unpadded XX message 1
+//! (the peer asks for a cookie first); it is re-sent only in answer to more such datagrams, never
+//! by the timer, until the application sends to or connects to the peer (`reconnect_too_small`
+//! counts datagrams too short for any initiation).
 //! Responder state is bounded: at most `max_half_open` half-open handshakes (oldest evicted),
 //! `max_sessions` peers (least recently active without a session evicted first) and
 //! `max_tracked_sources` rate-limit entries. All buckets run on the `now` the driver passes.

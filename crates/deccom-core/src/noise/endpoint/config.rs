@@ -62,8 +62,8 @@ pub struct Config {
     /// Default 0.
     pub sign_epoch: u64,
     /// Start a handshake towards a peer that sends transport data for a session we do not have
-    /// (we restarted or evicted it), at most once per handshake lifetime, and only in answer to a
-    /// datagram at least as long as the initiation (its address is not validated). Default `true`.
+    /// (we restarted or evicted it), at most once per handshake lifetime, with an initiation no
+    /// longer than the datagram (its address is not validated). Default `true`.
     pub connect_on_unknown_session: bool,
     /// Verified identity bindings remembered, so that meeting a peer again (rekey, reconnection)
     /// skips the Ed25519 verification; 0 turns the cache off. Default 1024.

@@ -327,15 +327,18 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
     /// A peer talks to us on a session we do not know: we restarted or forgot it. Start a
     /// handshake (once per handshake lifetime per peer) so that the peer is not stuck.
     ///
-    /// The peer's address is not validated (the datagram may be spoofed), so the initiation is
-    /// sent only in answer to a datagram of `datagram_len` ≥ the initiation's length, and re-sent
-    /// only in answer to further such datagrams, never by the retransmission timer: never more
-    /// bytes toward the address than it sent (smaller datagrams count `reconnect_too_small`).
+    /// The peer's address is not validated (the datagram may be spoofed), so the initiation
+    /// answers only a datagram at least as long: a padded one for a datagram of at least
+    /// [`wire::MAX_INIT_LEN`] bytes, else an unpadded XX message 1 (40 bytes; the responder answers
+    /// it with a cookie reply, whose echo of our index validates its address, then we re-send with
+    /// the MAC). It is re-sent only in answer to further datagrams at least as long, never by the
+    /// retransmission timer: never more bytes toward the address than it sent. Shorter datagrams
+    /// count `reconnect_too_small`.
     fn maybe_reconnect(&mut self, now: Instant, peer: P, datagram_len: usize) {
         if !self.config.connect_on_unknown_session || self.config.mode != Mode::Encrypt {
             return;
         }
-        if datagram_len < wire::MAX_INIT_LEN {
+        if datagram_len < wire::INIT_HEADER_LEN + wire::KEY_LEN {
             self.stats.reconnect_too_small += 1;
             return;
         }
@@ -343,7 +346,11 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         if let Some(ps) = self.peers.get(&peer) {
             if let Some(init) = &ps.initiation {
                 if init.triggered {
-                    self.send_init(now, peer);
+                    if self.init_len(now, peer).is_some_and(|n| n <= datagram_len) {
+                        self.send_init(now, peer);
+                    } else {
+                        self.stats.reconnect_too_small += 1;
+                    }
                 }
                 return;
             }
@@ -372,7 +379,11 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             }
             None => return,
         };
-        self.start_initiation(now, peer, rs, false, false);
+        if datagram_len >= wire::MAX_INIT_LEN {
+            self.start_initiation(now, peer, rs, false, false);
+        } else {
+            self.start_initiation_padded(now, peer, None, false, false, false);
+        }
         if let Some(init) = self.peers.get_mut(&peer).and_then(|p| p.initiation.as_mut()) {
             init.triggered = true;
         }
