@@ -422,7 +422,8 @@ test('encrypt and sign mode are strict by default: unprotected data never reache
     await plain.node.send(n.node.address, Buffer.from('in the clear'))
     await raw.send(n.node.address, Buffer.from('raw app data'))
   }
-  await tick(50)
+  const seen = (n: Opened): boolean => (n.node.stats().noise.dropped_mode ?? 0) >= 1 && (n.node.stats().noise.dropped_unprotected ?? 0) >= 1
+  await until(() => [enc, sign].every(seen))
   for (const n of [enc, sign]) {
     t.true(n.node.stats().noise.dropped_mode >= 1)
     t.is(n.node.stats().noise.dropped_unprotected, 1)
@@ -438,7 +439,7 @@ test('strict mode drops other modes and unprotected datagrams; non-strict accept
   t.teardown(() => raw.close())
   await plain.node.send(strict.node.address, Buffer.from('in the clear'))
   await raw.send(strict.node.address, Buffer.from('raw app data'))
-  await tick(50)
+  await until(() => (strict.node.stats().noise.dropped_mode ?? 0) >= 1 && (strict.node.stats().noise.dropped_unprotected ?? 0) >= 1)
   t.true(strict.node.stats().noise.dropped_mode >= 1)
   t.is(strict.node.stats().noise.dropped_unprotected, 1)
   t.is(strict.node.stats().app.received ?? 0, 0)
