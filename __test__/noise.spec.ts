@@ -38,6 +38,8 @@ const HSCipher = benchModule('noise-handshake/cipher')
 const hsDh = benchModule('noise-handshake/dh')
 
 const PROLOGUE = Buffer.from('deccom-noise-v1')
+/** Zero payload of an XX message 1 (docs/wire.md): 8-byte header + 32 + 196 = the 236-byte response. */
+const XX_INIT_PADDING = 196
 const STATIC_SIG_DOMAIN = Buffer.from('deccom-noise-static-v1')
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
 const u32 = (n: number): Buffer => {
@@ -101,7 +103,10 @@ interop('interop XX: deccom initiator, noise-handshake responder; transport both
   const kp = hsDh.generateKeyPair()
   const r = new NoiseHS('XX', false, kp)
   r.initialise(PROLOGUE)
-  t.is(r.recv(d1.subarray(8)).length, 0)
+  // Message 1's payload is zero padding: the initiation is as long as the response it asks for.
+  const pad = Buffer.from(r.recv(d1.subarray(8)))
+  t.is(pad.length, XX_INIT_PADDING)
+  t.true(pad.every((b) => b === 0))
   const msg2 = r.send(binding(them, kp.publicKey))
   const theirIndex = 0x01020304
   ep.handleDatagram(1, 7, Buffer.concat([Buffer.from([0x11]), u32(theirIndex), u32(ourIndex), msg2]))
@@ -143,7 +148,15 @@ interop('interop XX: noise-handshake initiator, deccom responder; keepalive and 
   const i = new NoiseHS('XX', true, kp)
   i.initialise(PROLOGUE)
   const theirIndex = 0x0a0b0c0d
-  ep.handleDatagram(0, 9, Buffer.concat([Buffer.from([0x10, 1]), u32(theirIndex), Buffer.from([0, 0]), i.send()]))
+  // An unpadded message 1 (empty payload) gets only a cookie reply, shorter than it.
+  const bare = new NoiseHS('XX', true, hsDh.generateKeyPair())
+  bare.initialise(PROLOGUE)
+  const unpadded = Buffer.concat([Buffer.from([0x10, 1]), u32(theirIndex), Buffer.from([0, 0]), bare.send()])
+  ep.handleDatagram(0, 9, unpadded)
+  const cookie = one(ep)
+  t.is(cookie[0], 0x13, 'cookie reply')
+  t.true(cookie.length <= unpadded.length)
+  ep.handleDatagram(0, 9, Buffer.concat([Buffer.from([0x10, 1]), u32(theirIndex), Buffer.from([0, 0]), i.send(Buffer.alloc(XX_INIT_PADDING))]))
   const d2 = one(ep)
   t.is(d2[0], 0x11)
   const ourIndex = d2.readUInt32BE(1)
@@ -399,15 +412,34 @@ test('tampered transport bytes are dropped and counted; replays and nonces older
   t.is(received.length, 202)
 })
 
+test('encrypt and sign mode are strict by default: unprotected data never reaches the layers above', async (t) => {
+  const plain = await open(t, { mode: 'plaintext' })
+  const enc = await open(t, { mode: 'encrypt' })
+  const sign = await open(t, { mode: 'sign' })
+  const raw = await Node.create({ host: '127.0.0.1' })
+  t.teardown(() => raw.close())
+  for (const n of [enc, sign]) {
+    await plain.node.send(n.node.address, Buffer.from('in the clear'))
+    await raw.send(n.node.address, Buffer.from('raw app data'))
+  }
+  const seen = (n: Opened): boolean => (n.node.stats().noise.dropped_mode ?? 0) >= 1 && (n.node.stats().noise.dropped_unprotected ?? 0) >= 1
+  await until(() => [enc, sign].every(seen))
+  for (const n of [enc, sign]) {
+    t.true(n.node.stats().noise.dropped_mode >= 1)
+    t.is(n.node.stats().noise.dropped_unprotected, 1)
+    t.is(n.node.stats().app.received ?? 0, 0)
+  }
+})
+
 test('strict mode drops other modes and unprotected datagrams; non-strict accepts plaintext as unauthenticated', async (t) => {
   const plain = await open(t, { mode: 'plaintext' })
   const strict = await open(t, { mode: 'encrypt', strict: true })
-  const lax = await open(t, { mode: 'encrypt' })
+  const lax = await open(t, { mode: 'encrypt', strict: false })
   const raw = await Node.create({ host: '127.0.0.1' })
   t.teardown(() => raw.close())
   await plain.node.send(strict.node.address, Buffer.from('in the clear'))
   await raw.send(strict.node.address, Buffer.from('raw app data'))
-  await tick(50)
+  await until(() => (strict.node.stats().noise.dropped_mode ?? 0) >= 1 && (strict.node.stats().noise.dropped_unprotected ?? 0) >= 1)
   t.true(strict.node.stats().noise.dropped_mode >= 1)
   t.is(strict.node.stats().noise.dropped_unprotected, 1)
   t.is(strict.node.stats().app.received ?? 0, 0)

@@ -571,7 +571,7 @@ export interface NoiseConnected {
 export interface NoiseEndpointOptions {
   /** `'plaintext'`, `'sign'` or `'encrypt'` (default). */
   mode?: string
-  /** Drop data datagrams of any other mode (default false). */
+  /** Drop data datagrams of any other mode (default: true in 'sign' and 'encrypt' mode, false in 'plaintext'). */
   strict?: boolean
   /** First handshake retransmission timeout, doubled on each retry (default 200). */
   handshakeTimeout?: number

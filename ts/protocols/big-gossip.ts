@@ -3,8 +3,9 @@
  *
  * Every `interval` ms the layer sends PULL to `pullFrom` random known peers (the bootstrap
  * addresses until it knows someone); each answers SAMPLE with up to `k` random records it knows.
- * For every record it did not know, the puller sends INTRO (its own record) so that the new peer
- * learns it too. A peer that names itself in a message from its own address is connected
+ * For every record it did not know, the puller introduces itself with an unpadded PULL (its own
+ * record, as large as an INTRO) so that the new peer learns it too, and answers with a SAMPLE that
+ * proves its address. A peer that names itself in a message from its own address is connected
  * (`onConnected`, also `bigGossip.on('connected', fn)`).
  *
  * ## Wire format (tag {@link TAG_BIG_GOSSIP}; record lists as in Gossip)
@@ -14,7 +15,11 @@
  * | 2 SAMPLE | record list: the sender's record, then up to k random records |
  * | 3 INTRO | record list holding the sender's record |
  * No amplification: SAMPLE is never larger than its PULL (the PULL's padding pays for it), and
- * INTRO is sent only to peers learned from a SAMPLE we asked for, once each. Malformed datagrams,
+ * an introduction (an unpadded PULL: our record, nothing more; INTRO is still understood) is sent
+ * only to peers learned from a SAMPLE we asked for, once each. A peer that never
+ * answered a PULL of ours (its record may name any address) is pulled once, within a budget per IP
+ * and prefix, and forgotten if it does not answer; SAMPLEs pass on only records of peers that
+ * answered. Sources that never answered get SAMPLEs within a rate per prefix. Malformed datagrams,
  * unsolicited SAMPLEs and records whose address is not the sender's are dropped and counted.
  * Byte layout and test vectors: docs/wire.md#biggossip-tag-5; every datagram is encoded and decoded by
  * ts/wire/big-gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
@@ -34,6 +39,7 @@ import { DeccomError } from '../errors'
 export const TAG_BIG_GOSSIP = 5
 
 import { SAMPLE, decodeBigGossip, encodePull, encodeSampleOrIntro } from '../wire/big-gossip'
+import { KeyedBuckets, ReplyLimiter, prefixOf } from './reply-limit'
 
 export interface BigGossipOptions {
   bootstrap?: AddressLike[]
@@ -54,7 +60,25 @@ interface Known {
   peer: Peer
   record: Buffer
   connected: boolean
+  /** It answered a PULL of ours (its address is validated). */
+  answered: boolean
+  /** A PULL of ours to it is unanswered (it is forgotten if still so at its next turn). */
+  tried: boolean
 }
+
+/**
+ * PULLs to peers that never answered us (learned from records anyone can make: they may name a
+ * victim) spend a token of the peer's IP and of its prefix (IPv4 /24, IPv6 /48), given back when
+ * it answers; each such peer is pulled once and forgotten if it does not answer. Only records of
+ * peers that answered us are passed on in SAMPLEs.
+ */
+const UNVALIDATED_BURST_IP = 16
+const UNVALIDATED_BURST_PREFIX = 64
+const UNVALIDATED_RATE = 1
+/** A validation PULL (with its tag byte): room for the answerer's record (at most 332 bytes) in its SAMPLE. */
+const VALIDATION_PULL_LEN = 341
+/** A SAMPLE cut for a validation PULL keeps at least this much room (its sender's record and a few more). */
+const MIN_SAMPLE_ROOM = 400
 
 type Listener = (peer: Peer) => void
 
@@ -79,6 +103,10 @@ export class BigGossip extends Protocol {
   readonly #pulls = new Set<Address>()
   readonly #listeners = new Set<Listener>()
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
+  readonly #ipBudget = new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_IP)
+  readonly #prefixBudget = new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX)
   #timer: TimerHandle | null = null
   #self!: Address
   #selfHex = ''
@@ -148,14 +176,39 @@ export class BigGossip extends Protocol {
     if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
     this.#learn(records[0], true)
     if (m.type === 'PULL') {
-      const others = sample([...this.#known.values()].filter((k) => k.peer.address !== from), this.#k, this.#rand).map((k) => k.record)
+      const now = this.#clock.now()
+      const k = this.#byAddr.get(from)
+      if (!k?.answered && !this.#replies.allow(from, now)) return this.count('dropped_reply_rate')
+      // A padded PULL from a peer that never answered us pays for a validation PULL back as well:
+      // the SAMPLE and that PULL together are no larger than the PULL (1x).
+      let room = data.length
+      if (k && !k.answered && !k.tried && data.length >= VALIDATION_PULL_LEN + MIN_SAMPLE_ROOM && this.#spend(from, now)) {
+        k.tried = true
+        room -= VALIDATION_PULL_LEN
+        this.#pulls.add(from)
+        this.count('validation_pulls')
+        this.sendControl(from, encodePull([this.#record], VALIDATION_PULL_LEN - 1))
+      }
+      const others = sample([...this.#known.values()].filter((x) => x.answered && x.peer.address !== from), this.#k, this.#rand).map((x) => x.record)
       this.count('samples_sent')
-      this.sendControl(from, encodeSampleOrIntro('SAMPLE', [this.#record, ...others], data.length))
+      this.sendControl(from, encodeSampleOrIntro('SAMPLE', [this.#record, ...others], room))
     } else if (m.type === 'SAMPLE') {
+      const k = this.#byAddr.get(from)
+      if (k && !k.answered) {
+        k.answered = true
+        k.tried = false
+        this.#ipBudget.refund(from.host)
+        this.#prefixBudget.refund(prefixOf(from))
+      }
       for (const r of records.slice(1)) {
         if (this.#learn(r, false)) {
+          // Introduce ourselves with an unpadded PULL (as large as an INTRO): the new peer learns
+          // us, and its SAMPLE, which can hold no more than its own record, proves its address.
+          const nk = this.#known.get(r.id.toString('hex'))
+          if (nk) nk.tried = true
+          this.#pulls.add(r.address)
           this.count('intros_sent')
-          this.sendControl(r.address, encodeSampleOrIntro('INTRO', [this.#record]))
+          this.sendControl(r.address, encodePull([this.#record], 0))
         }
       }
     }
@@ -172,7 +225,7 @@ export class BigGossip extends Protocol {
         this.count('dropped_peers_full')
         return false
       }
-      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), connected: false }
+      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), connected: false, answered: false, tried: false }
       this.#known.set(hex, k)
       this.#byAddr.set(r.address, k)
       this.count('peers_learned')
@@ -189,7 +242,7 @@ export class BigGossip extends Protocol {
     const clock = this.#clock
     if (!clock) return
     this.#pulls.clear()
-    const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#pullFrom, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
+    const targets = this.#known.size > 0 ? this.#pullTargets(clock.now()) : this.#bootstrap.filter((a) => a !== this.#self)
     const msg = encodePull([this.#record], this.#padTo)
     for (const to of targets) {
       this.#pulls.add(to)
@@ -197,6 +250,45 @@ export class BigGossip extends Protocol {
     }
     this.count('rounds')
     this.#timer = clock.setTimeout(this.#round, this.#interval)
+  }
+
+  /** Up to `pullFrom` random known peers; one that never answered is pulled once, within the budget. */
+  #pullTargets(now: number): Address[] {
+    const out: Address[] = []
+    for (const k of sample([...this.#known.values()], this.#pullFrom, this.#rand)) {
+      const to = k.peer.address
+      if (k.answered) {
+        out.push(to)
+        continue
+      }
+      if (k.tried) {
+        this.#forget(k)
+        continue
+      }
+      if (!this.#spend(to, now)) continue
+      k.tried = true
+      out.push(to)
+    }
+    return out
+  }
+
+  /** Takes a token of `to`'s IP and prefix for a PULL to a peer that never answered us. */
+  #spend(to: Address, now: number): boolean {
+    const prefix = prefixOf(to)
+    if (!this.#ipBudget.has(to.host, now) || !this.#prefixBudget.has(prefix, now)) {
+      this.count('dropped_unvalidated_budget')
+      return false
+    }
+    this.#ipBudget.take(to.host, now)
+    this.#prefixBudget.take(prefix, now)
+    return true
+  }
+
+  #forget(k: Known): void {
+    this.#known.delete(k.peer.id!.toString('hex'))
+    if (this.#byAddr.get(k.peer.address) === k) this.#byAddr.delete(k.peer.address)
+    this.count('peers_forgotten')
+    if (k.connected) this.upper.onDisconnected(k.peer)
   }
 
 }

@@ -39,6 +39,7 @@ import { DiscoveryErrorCode, toId } from './kademlia'
 export const TAG_FIXED = 6
 
 import { decodeFixedPeers, encodeFixedPeers } from '../wire/fixed-peers'
+import { ReplyLimiter } from './reply-limit'
 
 export interface FixedPeersOptions {
   /** The peers' addresses. */
@@ -67,6 +68,8 @@ export class FixedPeers extends Protocol {
   readonly #byId = new Map<string, Peer>()
   readonly #listeners = new Map<string, Set<Listener>>()
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
   #timer: TimerHandle | null = null
   #record: Buffer | null = null
   #self: Address | null = null
@@ -151,7 +154,10 @@ export class FixedPeers extends Protocol {
     }
     const rec = m.decoded
     if (rec.address !== from) return this.count('dropped_address_mismatch')
-    if (m.type === 'HELLO') this.sendControl(from, encodeFixedPeers({ type: 'HELLO_ACK', record: this.#record! }), 'acks_sent')
+    if (m.type === 'HELLO') {
+      if (this.#replies.allow(from, this.#clock?.now() ?? 0)) this.sendControl(from, encodeFixedPeers({ type: 'HELLO_ACK', record: this.#record! }), 'acks_sent')
+      else this.count('dropped_reply_rate')
+    }
     if (this.#known.has(from)) return
     const p = new Peer(from, rec.id, rec.publicIdentity)
     this.#known.set(from, p)

@@ -22,7 +22,10 @@
  * A record list is: u8 count (<= 64), then `count` × (u16 length, record); the first record is the
  * sender's. **No amplification**: a reply is never larger than its request (EXCHANGE is padded so
  * that the reply can carry about k records; PONG = PING; FOUND goes to the origin only once per
- * query and is about as large as the FIND that carried the origin's record). Malformed datagrams,
+ * query and is about as large as the FIND that carried the origin's record), and sources that are
+ * not known peers get replies within a rate per prefix. A learned record is pinged at once; only a
+ * peer that answered (a PONG with our ping id, or an EXCHANGE_REPLY) gets EXCHANGEs and FINDs and
+ * has its record passed on, so a record naming a victim costs the victim only pings. Malformed datagrams,
  * unsolicited replies and records whose address is not the sender's are dropped and counted.
  * Byte layout and test vectors: docs/wire.md#gossip-tag-8; every datagram is encoded and decoded by
  * ts/wire/gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
@@ -38,11 +41,14 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { DiscoveryErrorCode, toId } from './kademlia'
 import { MAX_LIST, REPLY, decodeGossip, decodeList, encodeExchange, encodeFind, encodeFound, encodeGossipPing, encodeList, encodeReply } from '../wire/gossip'
+import { ReplyLimiter } from './reply-limit'
 
 export { decodeList, encodeList }
 
 /** Tag of Gossip datagrams. */
 export const TAG_GOSSIP = 8
+/** A Gossip PING with its tag byte. */
+const PING_DATAGRAM_LEN = 6
 
 
 export interface GossipOptions {
@@ -96,6 +102,14 @@ interface Known {
   missed: number
   awaiting: boolean
   connected: boolean
+  /**
+   * It answered us from its address (a PONG echoing our last ping id, or an EXCHANGE_REPLY): only
+   * then does it get padded EXCHANGEs and FINDs, and is its record passed on. A record anyone can
+   * make (it may name a victim) costs its address only pings until then.
+   */
+  answered: boolean
+  /** Id of the last ping we sent it. */
+  pingId: number
 }
 
 interface Find {
@@ -126,6 +140,8 @@ export class Gossip extends Protocol {
   readonly #listeners = new Map<string, Set<Listener>>()
   readonly #exchanges = new Set<Address>()
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
   #timer: TimerHandle | null = null
   #pingTimer: TimerHandle | null = null
   #self!: Address
@@ -256,15 +272,23 @@ export class Gossip extends Protocol {
       case 'EXCHANGE_REPLY': {
         const records = m.decoded
         if (records.length === 0 || records[0].address !== from) return this.count('dropped_address_mismatch')
+        const senderKnown = this.#known.has(records[0].id.toString('hex'))
         records.forEach((r, i) => this.#learn(r, i === 0))
-        if (m.type === 'EXCHANGE') this.sendControl(from, encodeReply([this.#record, ...this.#randomRecords(from)], data.length))
+        if (m.type === 'EXCHANGE_REPLY') this.#answered(this.#byAddr.get(from))
+        if (m.type === 'EXCHANGE') {
+          if (!k && !this.#replies.allow(from, this.#clock.now())) return this.count('dropped_reply_rate')
+          // A new sender was just pinged (6 bytes with the tag): the reply and that ping fit the EXCHANGE.
+          this.sendControl(from, encodeReply([this.#record, ...this.#randomRecords(from)], data.length - (senderKnown ? 0 : PING_DATAGRAM_LEN)))
+        }
         return
       }
       case 'PING':
+        if (!k && !this.#replies.allow(from, this.#clock.now())) return this.count('dropped_reply_rate')
         return void this.sendControl(from, encodeGossipPing('PONG', m.id))
       case 'PONG':
-        if (k) this.#connected(k)
-        else this.count('dropped_unsolicited')
+        if (!k) return this.count('dropped_unsolicited')
+        if (m.id === k.pingId) this.#answered(k)
+        this.#connected(k)
         return
       case 'FIND':
         return this.#onFind(from, m.queryHi, m.queryLo, m.hops, m.target, m.origin, m.decoded)
@@ -289,12 +313,14 @@ export class Gossip extends Protocol {
     if (hex === this.#selfHex || k) {
       const rec = k ? k.record : this.#record
       const reply = encodeFound(hi, lo, rec)
+      // The origin's address comes from its record, which anyone can make: limit it like a reply.
+      if (!this.#replies.allow(origin.address, this.#clock?.now() ?? 0)) return this.count('dropped_reply_rate')
       this.count('found_sent')
       return void this.sendControl(origin.address, reply)
     }
     if (hops === 0) return this.count('find_hop_limit')
     const fwd = encodeFind(hi, lo, hops - 1, target, originRecord)
-    for (const p of sample([...this.#known.values()].filter((x) => x.peer.address !== from && x.peer.address !== origin.address), this.#o.fanout, this.#rand)) {
+    for (const p of sample([...this.#known.values()].filter((x) => x.answered && x.peer.address !== from && x.peer.address !== origin.address), this.#o.fanout, this.#rand)) {
       this.sendControl(p.peer.address, fwd)
     }
     this.count('finds_forwarded')
@@ -310,12 +336,27 @@ export class Gossip extends Protocol {
     let k = this.#known.get(hex)
     if (!k) {
       if (this.#known.size >= this.#o.maxPeers) return this.count('dropped_peers_full')
-      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), missed: 0, awaiting: false, connected: false }
+      k = { peer: new Peer(r.address, r.id, r.publicIdentity), record: encodePeerRecord({ publicIdentity: r.publicIdentity, address: r.address }), missed: 0, awaiting: false, connected: false, answered: false, pingId: 0 }
       this.#known.set(hex, k)
       this.#byAddr.set(r.address, k)
       this.count('peers_learned')
+      // Validate the address at once: a 5-byte PING, less than the record that named it.
+      this.#ping(k)
     }
     if (direct) this.#connected(k)
+  }
+
+  #answered(k: Known | undefined): void {
+    if (k && !k.answered) {
+      k.answered = true
+      this.count('peers_validated')
+    }
+  }
+
+  #ping(k: Known): void {
+    k.pingId = this.#rand()
+    k.awaiting = true
+    this.sendControl(k.peer.address, encodeGossipPing('PING', k.pingId))
   }
 
   #connected(k: Known): void {
@@ -328,14 +369,15 @@ export class Gossip extends Protocol {
   }
 
   #randomRecords(except: Address): Buffer[] {
-    return sample([...this.#known.values()].filter((k) => k.peer.address !== except), this.#o.k, this.#rand).map((k) => k.record)
+    return sample([...this.#known.values()].filter((k) => k.answered && k.peer.address !== except), this.#o.k, this.#rand).map((k) => k.record)
   }
 
   readonly #round = (): void => {
     const clock = this.#clock
     if (!clock) return
     this.#exchanges.clear() // replies to the previous round that have not arrived yet are late
-    const targets = this.#known.size > 0 ? sample([...this.#known.values()], this.#o.fanout, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
+    const answered = [...this.#known.values()].filter((k) => k.answered)
+    const targets = answered.length > 0 ? sample(answered, this.#o.fanout, this.#rand).map((k) => k.peer.address) : this.#bootstrap.filter((a) => a !== this.#self)
     for (const to of targets) {
       // Padding must not be read as records: the list says how many there are.
       const msg = encodeExchange([this.#record, ...this.#randomRecords(to)], this.#o.padTo)
@@ -360,8 +402,7 @@ export class Gossip extends Protocol {
         }
         continue
       }
-      k.awaiting = true
-      this.sendControl(k.peer.address, encodeGossipPing('PING', this.#rand()))
+      this.#ping(k)
     }
     this.#pingTimer = clock.setTimeout(this.#pingRound, this.#o.pingInterval)
   }

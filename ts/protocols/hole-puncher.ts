@@ -42,6 +42,7 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
 import { ObservationTable } from './observations'
+import { ReplyLimiter } from './reply-limit'
 
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
@@ -137,6 +138,8 @@ export class HolePuncher extends Protocol {
   readonly #rendezvous: Address[]
   readonly #relayAddress: Address | null
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
   /** The stack's layers (a discovery layer among them may know introducers). */
   #relay: RelayLike | null = null
   /** Punch sessions by peer address key. */
@@ -321,6 +324,7 @@ export class HolePuncher extends Protocol {
     if (m === null) return this.count('dropped_malformed')
     switch (m.type) {
       case 'PROBE':
+        if (!this.#replies.allow(from, this.#now())) return this.count('dropped_reply_rate')
         this.count('probes_answered')
         return this.#sendObserved(from, 'OBSERVED', m.nonce)
       case 'OBSERVED':
@@ -389,6 +393,7 @@ export class HolePuncher extends Protocol {
     const now = this.#now()
     if (!e || now - e[1] > this.#o.heardTtl || target.key === requester.key) {
       this.count('introductions_refused')
+      if (!this.#replies.allow(requester, now)) return this.count('dropped_reply_rate')
       return void this.sendControl(requester, encodeHolePunch({ type: 'INTRO_FAIL', nonce: reqNonce, addr: target }))
     }
     // Token bucket: at most maxIntroductionsPerSecond introductions.

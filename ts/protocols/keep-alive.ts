@@ -17,7 +17,8 @@
  * |-------|---------------------|-----------------------|
  * | 0     | 0x01                | 0x02                  |
  * | 1..5  | ping id, u32 BE     | the ping's id, echoed |
- * A pong is as large as its ping (no amplification). Anything else with this tag is dropped and
+ * A pong is as large as its ping (no amplification); a source that is not a registered peer gets
+ * pongs only within a rate per source prefix (`dropped_reply_rate`). Anything else with this tag is dropped and
  * counted (`dropped_malformed`).
  * Byte layout and test vectors: docs/wire.md#keepalive-tag-7; every datagram is encoded and decoded by
  * ts/wire/keep-alive.ts.
@@ -30,6 +31,7 @@ import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { decodeKeepAlive, encodeKeepAlive } from '../wire/keep-alive'
+import { ReplyLimiter } from './reply-limit'
 
 /** Tag of keep-alive datagrams. */
 export const TAG_KEEPALIVE = 7
@@ -71,6 +73,7 @@ export class KeepAlive extends Protocol {
   #clock: Clock | null = null
   #timer: TimerHandle | null = null
   #nextId = 1
+  readonly #replies = new ReplyLimiter()
 
   constructor(opts: KeepAliveOptions = {}) {
     super()
@@ -149,6 +152,8 @@ export class KeepAlive extends Protocol {
     const m = decodeKeepAlive(data)
     if (m === null) return this.count('dropped_malformed')
     if (m.type === 'PING') {
+      // A registered peer always gets its PONG; others (any claimed source) within the prefix rate.
+      if (!w && !this.#replies.allow(from, this.#clock?.now() ?? 0)) return this.count('dropped_reply_rate')
       this.count('pings_answered')
       this.sendControl(from, encodeKeepAlive({ type: 'PONG', id: m.id }))
     } else {

@@ -78,7 +78,12 @@ export type NoiseMode = 'plaintext' | 'sign' | 'encrypt'
 export interface NoiseOptions {
   /** `'encrypt'` (default): AEAD; `'sign'`: Ed25519 signature per message; `'plaintext'`. */
   mode?: NoiseMode
-  /** Drop data of any other mode (and, in plaintext mode, handshakes) instead of accepting it. Default false. */
+  /**
+   * Drop data of any other mode and datagrams that bypass Noise (and, in plaintext mode, handshakes)
+   * instead of accepting them. Default true in `'encrypt'` and `'sign'` mode (unauthenticated data
+   * would reach the layers above, whose replies start handshakes toward an unvalidated address),
+   * false in `'plaintext'` mode.
+   */
   strict?: boolean
   /** First handshake retransmission timeout in ms, doubled on each retry (default 200). */
   handshakeTimeout?: number
@@ -528,7 +533,7 @@ export class Noise extends Protocol {
   /** Datagrams from the layer below: ours go to the endpoint; others pass up (dropped when strict). */
   onMessage(from: Address, data: Buffer, tag: number): void {
     if (tag !== TAG_NOISE) {
-      if (this.#opts.strict) return this.count('dropped_unprotected')
+      if (this.#opts.strict ?? this.#mode !== 'plaintext') return this.count('dropped_unprotected')
       return this.upper.onMessage(from, data, tag)
     }
     const ep = this.#ep

@@ -7,7 +7,8 @@
  * | 0                             | 0x01 (PING)        | 0x02 (PONG)           |
  * | 1..5                          | request id, u32 BE | the ping's id, echoed |
  *
- * A pong is exactly as large as its ping (no amplification); a pong is accepted only from the
+ * A pong is exactly as large as its ping (no amplification), and one source prefix (IPv4 /24, IPv6
+ * /48) gets at most REPLY_RATE pongs per second (burst REPLY_BURST; `dropped_reply_rate`); a pong is accepted only from the
  * address the ping went to. Other control datagrams are dropped and counted.
  * Byte layout and test vectors: docs/wire.md#udp-transport-ping-tag-1 (codec: ts/wire/ping.ts).
  */
@@ -15,6 +16,7 @@ import type { Address } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { PING_LEN, decodePing, encodePing } from '../wire/ping'
+import { ReplyLimiter } from './reply-limit'
 
 /** Length of a control datagram after the transport tag. */
 export const PING_BODY_LEN = PING_LEN
@@ -39,6 +41,7 @@ interface Pending {
 /** The outstanding pings of one transport. */
 export class Pinger {
   readonly #pending = new Map<number, Pending>()
+  readonly #replies = new ReplyLimiter()
   #nextId: number
 
   /**
@@ -101,6 +104,7 @@ export class Pinger {
     const m = decodePing(body)
     if (m === null) return this.count('dropped_malformed')
     if (m.type === 'PING') {
+      if (!this.#replies.allow(from, this.clock().now())) return this.count('dropped_reply_rate')
       this.count('pings_answered')
       this.sendControl(from, encodePing({ type: 'PONG', id: m.id }))
     } else {

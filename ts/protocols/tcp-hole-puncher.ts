@@ -60,6 +60,7 @@ import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { ID_LEN, MIN_REQUEST, decodeTcpHolePunch, encodeTcpHolePunch } from '../wire/tcp-hole-punch'
 import { addrLen } from './nat-wire'
+import { ReplyLimiter } from './reply-limit'
 import type { TcpPeer, TcpTransport } from './tcp'
 
 /** What this layer uses of the TcpTransport (bound below it, or the `tcp` option). */
@@ -158,6 +159,8 @@ export class TcpHolePuncher extends Protocol {
   readonly #o: Required<Omit<TcpHolePuncherOptions, 'tcp'>>
   #tcp: TcpLike | null
   #clock: Clock | null = null
+  /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
+  readonly #replies = new ReplyLimiter()
   #id: Buffer = Buffer.alloc(ID_LEN)
   #listeners: ((r: TcpPunchResult) => void)[] = []
   readonly #sessions = new Map<string, Session>()
@@ -309,6 +312,7 @@ export class TcpHolePuncher extends Protocol {
     if (!p) {
       if (b.key === a.key || this.#pending.size >= this.#o.maxPending || !this.#token()) {
         this.count('introductions_refused')
+        if (!this.#replies.allow(a, this.#clock!.now())) return this.count('dropped_reply_rate')
         this.sendControl(a, encodeTcpHolePunch({ type: 'FAIL', nonce }), 'fail_sent')
         return
       }

@@ -710,6 +710,8 @@ mod noise {
                 if restarted_speaks_first {
                     p.send(B, b"i am back");
                 } else {
+                    // The restarted B answers the unknown session with an initiation no longer
+                    // than this short datagram (unpadded: A asks for a cookie first).
                     p.send(A, b"are you there");
                 }
                 p.run(Duration::from_millis(100));
@@ -1043,6 +1045,8 @@ mod noise {
                 init.extend_from_slice(&(round * 1000 + fake).to_be_bytes());
                 init.extend_from_slice(&[0, 0]);
                 init.extend_from_slice(&noise);
+                // Padded like a real XX message 1 (an unpadded one only gets a cookie reply).
+                init.resize(init.len() + deccom_core::noise::wire::XX_INIT_PADDING, 0);
                 let now = p.now;
                 p.b.handle_datagram(now, 10_000 + fake, &init);
                 while p.b.poll_transmit(&mut buf).is_some() {}

@@ -24,7 +24,7 @@ use crate::identity::NativeIdentity;
 pub struct NoiseEndpointOptions {
   /// `'plaintext'`, `'sign'` or `'encrypt'` (default).
   pub mode: Option<String>,
-  /// Drop data datagrams of any other mode (default false).
+  /// Drop data datagrams of any other mode (default: true in 'sign' and 'encrypt' mode, false in 'plaintext').
   pub strict: Option<bool>,
   /// First handshake retransmission timeout, doubled on each retry (default 200).
   pub handshake_timeout: Option<f64>,
@@ -184,9 +184,9 @@ pub(crate) fn config(o: &NoiseEndpointOptions) -> Result<Config> {
       _ => return Err(coded(Code::InvalidArgument, format!("Noise mode must be 'plaintext', 'sign' or 'encrypt', got '{m}'"))),
     };
   }
-  if let Some(v) = o.strict {
-    c.strict = v;
-  }
+  // Strict unless plaintext: unauthenticated data must not reach the layers above (their replies
+  // would start handshakes, or signed datagrams, toward an address nobody validated).
+  c.strict = o.strict.unwrap_or(c.mode != Mode::Plaintext);
   if let Some(v) = o.handshake_timeout {
     c.handshake_timeout = ms(v, "handshakeTimeout")?;
   }
@@ -521,7 +521,7 @@ impl NoiseEndpoint {
   }
 }
 
-pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 39] {
+pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 41] {
   [
     ("handshakes_initiated", s.handshakes_initiated),
     ("handshakes_completed", s.handshakes_completed),
@@ -536,6 +536,8 @@ pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 39] {
     ("half_open_expired", s.half_open_expired),
     ("cookie_replies_sent", s.cookie_replies_sent),
     ("cookies_received", s.cookies_received),
+    ("unpadded_initiations", s.unpadded_initiations),
+    ("reconnect_too_small", s.reconnect_too_small),
     ("rekeys", s.rekeys),
     ("sessions_expired", s.sessions_expired),
     ("peers_evicted", s.peers_evicted),

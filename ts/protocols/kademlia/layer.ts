@@ -11,7 +11,7 @@ import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { abort, startLookup } from './lookups'
 import { join, onRefreshTimer } from './refresh'
-import { match, remember } from './rpc'
+import { match, remember, replyAllowed } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
   DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, positive, toHex, toId,
@@ -222,6 +222,7 @@ export class Kademlia extends Protocol {
     const m = native.kadDecode(data)
     switch (m.kind) {
       case PING:
+        if (!replyAllowed(this.#s, from)) return
         this.count('pings_answered')
         remember(this.#s, this.#s.verifiedBy, from.key)
         alive(this.#s, from)

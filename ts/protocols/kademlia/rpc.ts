@@ -1,13 +1,81 @@
 /** Kademlia: requests (PING, FIND_NODE) with random 64-bit ids, matched against their responses; small shared helpers. */
 import type { Address } from '../../address'
 import { native } from '../../native'
+import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
 import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING } from './state'
+
+/**
+ * Requests to addresses that never answered us (so nobody validated them: a NODES record may name
+ * any victim) spend a token of the address's IP and of its prefix (IPv4 /24, IPv6 /48); the token
+ * comes back when the address answers. So a flood of fake records naming one victim yields at most
+ * UNVALIDATED_BURST_IP queries to its IP (UNVALIDATED_BURST_PREFIX to its prefix), then
+ * UNVALIDATED_RATE per second; requests over the budget are not sent (`dropped_unvalidated_budget`).
+ */
+export const UNVALIDATED_BURST_IP = 16
+export const UNVALIDATED_BURST_PREFIX = 64
+export const UNVALIDATED_RATE = 1
+
+interface Budgets {
+  ip: KeyedBuckets
+  prefix: KeyedBuckets
+  replies: ReplyLimiter
+}
+const budgets = new WeakMap<KadState, Budgets>()
+
+function budgetsOf(s: KadState): Budgets {
+  let b = budgets.get(s)
+  if (!b) {
+    b = {
+      ip: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_IP),
+      prefix: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX),
+      replies: new ReplyLimiter(),
+    }
+    budgets.set(s, b)
+  }
+  return b
+}
+
+/** True when a request to `to` may be sent now (spending the unvalidated budget if needed). */
+function withinBudget(s: KadState, to: Address): boolean {
+  if (s.verified.has(to.key) || s.byAddr.has(to.key)) return true
+  const b = budgetsOf(s)
+  const now = s.clock.now()
+  const prefix = prefixOf(to)
+  if (!b.ip.has(to.host, now) || !b.prefix.has(prefix, now)) return false
+  b.ip.take(to.host, now)
+  b.prefix.take(prefix, now)
+  return true
+}
+
+/** The address answered: give back the budget its request took. */
+function answered(s: KadState, from: Address): void {
+  if (s.verified.has(from.key)) return
+  const b = budgetsOf(s)
+  b.ip.refund(from.host)
+  b.prefix.refund(prefixOf(from))
+}
+
+/**
+ * Whether to answer a request from `from`: always for an address that answered us (validated),
+ * else within the per-prefix reply rate (`dropped_reply_rate`).
+ */
+export function replyAllowed(s: KadState, from: Address): boolean {
+  if (s.verified.has(from.key) || s.byAddr.has(from.key)) return true
+  if (budgetsOf(s).replies.allow(from, s.clock.now())) return true
+  s.count('dropped_reply_rate')
+  return false
+}
 
 /** Sends a request; `cb` gets the matching response, or null after `timeout`. */
 export function request(s: KadState, to: Address, kind: number, build: (hi: number, lo: number) => Buffer, cb: (m: NativeMessage | null) => void, timeout: number): void {
   const clock = s.clock
   if (s.pending.size >= MAX_PENDING) {
     s.count('dropped_too_many_requests')
+    clock.setTimeout(() => cb(null), 0)
+    return
+  }
+  if (!withinBudget(s, to)) {
+    s.count('dropped_unvalidated_budget')
     clock.setTimeout(() => cb(null), 0)
     return
   }
@@ -32,6 +100,7 @@ export function match(s: KadState, m: NativeMessage, from: Address, kind: number
   if (!req || req.hi !== m.requestHi || req.to !== from || req.kind !== kind) return undefined
   s.pending.delete(m.requestLo)
   s.clock.clearTimeout(req.timer)
+  answered(s, from)
   remember(s, s.verified, from.key)
   return req
 }

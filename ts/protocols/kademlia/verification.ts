@@ -5,15 +5,20 @@
 import type { Address } from '../../address'
 import { Peer } from '../../peer'
 import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt } from './state'
-import { ping, refreshOwnRecord, remember } from './rpc'
+import { ping, refreshOwnRecord, remember, replyAllowed } from './rpc'
+
+/** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
+const KAD_PING_LEN = 11
 
 export function onFindNode(s: KadState, from: Address, queryLen: number, m: NativeMessage): void {
   const hex = m.ids!.toString('hex', 0, 32)
   if (hex === s.selfHex) return s.count('dropped_self')
   s.count('find_node_received')
   const verified = isVerified(s, from)
+  if (!verified && !replyAllowed(s, from)) return
   refreshOwnRecord(s)
-  const resp = s.table!.encodeNodes(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen)
+  // To an unverified address, NODES and the verification PING below together stay within the query's size.
+  const resp = s.table!.encodeNodes(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen - KAD_PING_LEN)
   if (resp === null) {
     s.count('dropped_amplification')
   } else {

@@ -81,7 +81,7 @@
 //!
 //! ```text
 //!  XX  initiator                       responder
-//!      init  [e]                 ───►  (half-open, bounded)
+//!      init  [e, zero padding]   ───►  (half-open, bounded)
 //!            ◄───  response [e, ee, s, es, binding_R]
 //!      final [s, se, binding_I]  ───►  session (confirmed) ── keepalive ──►
 //!      session (unconfirmed: final re-sent until any transport datagram arrives)
@@ -108,7 +108,8 @@
 //! and the new session replaces the old one when it completes (XX: on message 3; IK: on the first
 //! transport datagram, so a replayed old IK initiation can never displace a working session). A
 //! node that receives transport data for an index it does not know (it restarted) starts a
-//! handshake itself (`connect_on_unknown_session`), so neither side stays stuck.
+//! handshake itself (`connect_on_unknown_session`; only in answer to a datagram at least as long
+//! as its initiation, see *Amplification* below), so neither side stays stuck.
 //!
 //! # Transport, replay window, rekey
 //!
@@ -153,6 +154,18 @@
 //! sees its cookie, so it cannot create responder state under load; a real peer pays one extra
 //! round trip. (Unlike WireGuard, the cookie reply is not encrypted: an attacker that sees our
 //! initiations can already disrupt the path; a forged cookie only costs the initiator a retry.)
+//!
+//! **Amplification.** No handshake message answers an unvalidated address with more bytes than
+//! the datagram that caused it. Our XX message 1 carries zero padding as its payload
+//! ([`wire::XX_INIT_PADDING`] bytes), so the initiation is as long as the response; an XX
+//! initiation shorter than our response gets only a cookie reply (21 bytes) unless its cookie MAC
+//! is valid (the cookie reached the initiator's address, which validates it), counted in
+//! `unpadded_initiations`. An IK response is shorter than its initiation. Transport data for an
+//! unknown session starts a handshake (`connect_on_unknown_session`) with an initiation no longer
+//! than the datagram: padded from [`wire::MAX_INIT_LEN`] bytes on, else an unpadded XX message 1
+//! (the peer asks for a cookie first); it is re-sent only in answer to more such datagrams, never
+//! by the timer, until the application sends to or connects to the peer (`reconnect_too_small`
+//! counts datagrams too short for any initiation).
 //! Responder state is bounded: at most `max_half_open` half-open handshakes (oldest evicted),
 //! `max_sessions` peers (least recently active without a session evicted first) and
 //! `max_tracked_sources` rate-limit entries. All buckets run on the `now` the driver passes.

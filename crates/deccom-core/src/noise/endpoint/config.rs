@@ -62,7 +62,8 @@ pub struct Config {
     /// Default 0.
     pub sign_epoch: u64,
     /// Start a handshake towards a peer that sends transport data for a session we do not have
-    /// (we restarted or evicted it), at most once per handshake lifetime. Default `true`.
+    /// (we restarted or evicted it), at most once per handshake lifetime, with an initiation no
+    /// longer than the datagram (its address is not validated). Default `true`.
     pub connect_on_unknown_session: bool,
     /// Verified identity bindings remembered, so that meeting a peer again (rekey, reconnection)
     /// skips the Ed25519 verification; 0 turns the cache off. Default 1024.
@@ -171,6 +172,11 @@ pub struct Stats {
     pub cookie_replies_sent: u64,
     /// Cookie replies received.
     pub cookies_received: u64,
+    /// Unpadded XX initiations without a valid cookie MAC, answered with a cookie reply only
+    /// (also counted in `cookie_replies_sent`).
+    pub unpadded_initiations: u64,
+    /// Transport datagrams for an unknown session too short to answer with an initiation.
+    pub reconnect_too_small: u64,
     /// Completed handshakes that replaced an existing session.
     pub rekeys: u64,
     /// Sessions discarded by age or lack of confirmation.

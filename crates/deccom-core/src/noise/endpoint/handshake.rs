@@ -22,6 +22,8 @@ pub(super) const HS_BUF: usize = wire::MAX_HANDSHAKE_NOISE_LEN;
 /// Handshake messages that fail to authenticate before the handshake is abandoned (each failure
 /// costs a deterministic rebuild of the handshake state, see `rebuild_initiator`).
 pub(super) const MAX_HANDSHAKE_READ_FAILURES: u32 = 8;
+/// The payload of our XX message 1: zero padding up to the size of the response it asks for.
+const XX_INIT_PAYLOAD: [u8; wire::XX_INIT_PADDING] = [0; wire::XX_INIT_PADDING];
 
 /// A handshake we initiated.
 pub(super) struct Initiation {
@@ -39,6 +41,13 @@ pub(super) struct Initiation {
     pub(super) next_at: Instant,
     pub(super) is_rekey: bool,
     pub(super) fell_back: bool,
+    /// XX message 1 carries the padding (false only for a triggered initiation answering a short
+    /// datagram: the responder then asks for a cookie first).
+    pub(super) padded: bool,
+    /// Started because the peer sent transport data for a session we do not know: the peer's
+    /// address is unvalidated, so the initiation is sent only in answer to a datagram at least
+    /// as large (never by the retransmission timer) and has no IK→XX fallback.
+    pub(super) triggered: bool,
 }
 
 /// A responder XX handshake waiting for message 3.
@@ -128,13 +137,21 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
     /// replaying our own message 1 (checked to be byte-identical).
     pub(super) fn rebuild_initiator(&self, init: &Initiation) -> Option<HandshakeState> {
         let mut hs = self.build_hs(init.pattern, true, init.remote_static.as_ref(), &init.seed)?;
-        let payload: &[u8] = match init.pattern {
-            Pattern::Ik => &self.binding,
-            Pattern::Xx => &[],
-        };
         let mut buf = [0u8; HS_BUF];
-        let n = hs.write_message(payload, &mut buf).ok()?;
+        let n = hs
+            .write_message(self.init_payload(init.pattern, init.padded), &mut buf)
+            .ok()?;
         (buf[..n] == init.noise[..]).then_some(hs)
+    }
+
+    /// The payload of our message 1: IK carries the binding; XX only zero padding, which makes
+    /// the initiation as long as the response (see [`wire::XX_INIT_NOISE_LEN`]).
+    fn init_payload(&self, pattern: Pattern, padded: bool) -> &[u8] {
+        match pattern {
+            Pattern::Ik => &self.binding,
+            Pattern::Xx if padded => &XX_INIT_PAYLOAD,
+            Pattern::Xx => &[],
+        }
     }
 
     pub(super) fn start_initiation(
@@ -145,6 +162,20 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         is_rekey: bool,
         fell_back: bool,
     ) {
+        self.start_initiation_padded(now, peer, remote_static, is_rekey, fell_back, true);
+    }
+
+    /// [`Self::start_initiation`]; `padded: false` sends an XX message 1 without its padding
+    /// (`remote_static` must then be `None`).
+    pub(super) fn start_initiation_padded(
+        &mut self,
+        now: Instant,
+        peer: P,
+        remote_static: Option<[u8; 32]>,
+        is_rekey: bool,
+        fell_back: bool,
+        padded: bool,
+    ) {
         let pattern = if remote_static.is_some() {
             Pattern::Ik
         } else {
@@ -153,12 +184,8 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         let Some((mut hs, seed)) = self.new_handshake(pattern, true, remote_static.as_ref()) else {
             return;
         };
-        let payload: &[u8] = match pattern {
-            Pattern::Ik => &self.binding,
-            Pattern::Xx => &[],
-        };
         let mut buf = [0u8; HS_BUF];
-        let Ok(n) = hs.write_message(payload, &mut buf) else {
+        let Ok(n) = hs.write_message(self.init_payload(pattern, padded), &mut buf) else {
             return;
         };
         let Some(e) = first32(&buf[..n]) else {
@@ -186,10 +213,19 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             next_at: now + first_delay,
             is_rekey,
             fell_back,
+            padded,
+            triggered: false,
         });
         self.index.insert(local, peer);
         self.stats.handshakes_initiated += 1;
         self.send_init(now, peer);
+    }
+
+    /// The length of the initiation datagram [`Self::send_init`] would send to `peer` now.
+    pub(super) fn init_len(&self, now: Instant, peer: P) -> Option<usize> {
+        let init = self.peers.get(&peer)?.initiation.as_ref()?;
+        let mac = init.cookie.is_some_and(|(_, until)| now < until);
+        Some(wire::INIT_HEADER_LEN + if mac { MAC_LEN } else { 0 } + init.noise.len())
     }
 
     /// (Re)sends the initiation held for `peer`, with a cookie MAC if we hold a fresh cookie.

@@ -250,9 +250,13 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
     /// XX otherwise.
     pub fn connect(&mut self, now: Instant, peer: P, known_remote_static: Option<[u8; 32]>) {
         self.ensure_peer(now, peer);
-        let Some(ps) = self.peers.get(&peer) else {
+        let Some(ps) = self.peers.get_mut(&peer) else {
             return;
         };
+        if let Some(init) = ps.initiation.as_mut() {
+            // We want this peer ourselves now: a normal dial, retransmitted by the timer.
+            init.triggered = false;
+        }
         if ps.current.is_some() || ps.initiation.is_some() {
             return;
         }

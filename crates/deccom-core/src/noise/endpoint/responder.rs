@@ -14,7 +14,7 @@ use super::Endpoint;
 use crate::noise::error::HandshakeError;
 use crate::noise::primitives::Transport;
 use crate::noise::replay::ReplayWindow;
-use crate::noise::wire::{self, Pattern, MAC_LEN};
+use crate::noise::wire::{self, Pattern, KEY_LEN, MAC_LEN, TAG_LEN};
 
 impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
     /// As [`Self::rebuild_initiator`], for a responder XX handshake: replay message 1, re-write
@@ -36,6 +36,14 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         }
     }
 
+    fn send_cookie(&mut self, peer: P, sender: u32) {
+        let cookie = Self::cookie_for(&self.cookie_secret, &peer);
+        let mut out = Vec::with_capacity(5 + MAC_LEN);
+        wire::encode_cookie(sender, &cookie, &mut out);
+        self.queue_transmit(peer, out);
+        self.stats.cookie_replies_sent += 1;
+    }
+
     pub(super) fn on_init(
         &mut self,
         now: Instant,
@@ -49,6 +57,25 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             self.stats.dropped_malformed += 1;
             return;
         };
+        // Address validation: our XX message 2 is only sent to an initiation at least as long
+        // (padded), or to one whose cookie MAC proves the initiator receives at its address. An
+        // unpadded one without a valid MAC gets a cookie reply (21 bytes, shorter than it).
+        self.rotate_cookie_secret(now);
+        let cookie_ok =
+            mac.is_some_and(|m| self.cookie_mac_valid(&peer, sender, pattern, noise, &m));
+        let padded = pattern == Pattern::Ik
+            || wire::INIT_HEADER_LEN + noise.len()
+                >= wire::RESPONSE_HEADER_LEN + KEY_LEN + KEY_LEN + TAG_LEN + self.binding.len()
+                    + TAG_LEN;
+        if !padded && !cookie_ok {
+            if !self.sources.allow(now, peer) {
+                self.stats.dropped_rate_limited += 1;
+                return;
+            }
+            self.stats.unpadded_initiations += 1;
+            self.send_cookie(peer, sender);
+            return;
+        }
         let mut lose_tie = false;
         if let Some(ps) = self.peers.get(&peer) {
             // Re-sent initiation of a session we already have (or an old one replayed).
@@ -84,7 +111,9 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         if pattern == Pattern::Xx {
             if let Some(&local) = self.half_open_by_remote.get(&(peer, sender)) {
                 if let Some(ho) = self.half_open.get(&local) {
-                    if ho.init_e == e_remote {
+                    // The same message 1 re-sent (not only the same key: the padding is part
+                    // of the transcript) gets the same message 2.
+                    if ho.msg1 == noise {
                         let msg2 = ho.msg2.clone();
                         self.queue_transmit(peer, msg2);
                         return;
@@ -98,9 +127,6 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             self.stats.dropped_rate_limited += 1;
             return;
         }
-        self.rotate_cookie_secret(now);
-        let cookie_ok =
-            mac.is_some_and(|m| self.cookie_mac_valid(&peer, sender, pattern, noise, &m));
         if !cookie_ok {
             let under_load = self.half_open.len() >= self.config.cookie_threshold;
             let global_ok = !under_load
@@ -110,11 +136,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
                     self.config.rate_limit_global,
                 );
             if !global_ok {
-                let cookie = Self::cookie_for(&self.cookie_secret, &peer);
-                let mut out = Vec::with_capacity(5 + MAC_LEN);
-                wire::encode_cookie(sender, &cookie, &mut out);
-                self.queue_transmit(peer, out);
-                self.stats.cookie_replies_sent += 1;
+                self.send_cookie(peer, sender);
                 return;
             }
         }

@@ -194,7 +194,10 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             return Err(NoiseError::QueueFull { queue: "pending" });
         }
         ps.pending.push_back(plaintext.to_vec());
-        if ps.initiation.is_none() {
+        if let Some(init) = ps.initiation.as_mut() {
+            // We want this peer ourselves now: a normal dial, retransmitted by the timer.
+            init.triggered = false;
+        } else {
             let rs = ps.remote_static;
             self.start_initiation(now, peer, rs, false, false);
         }
@@ -243,7 +246,8 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
     ) {
         let Some(&owner) = self.index.get(&receiver) else {
             self.stats.dropped_unknown_index += 1;
-            self.maybe_reconnect(now, peer);
+            let datagram_len = wire::TRANSPORT_HEADER_LEN + ct.len();
+            self.maybe_reconnect(now, peer, datagram_len);
             return;
         };
         if owner != peer {
@@ -326,13 +330,35 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
 
     /// A peer talks to us on a session we do not know: we restarted or forgot it. Start a
     /// handshake (once per handshake lifetime per peer) so that the peer is not stuck.
-    fn maybe_reconnect(&mut self, now: Instant, peer: P) {
+    ///
+    /// The peer's address is not validated (the datagram may be spoofed), so the initiation
+    /// answers only a datagram at least as long: a padded one for a datagram of at least
+    /// [`wire::MAX_INIT_LEN`] bytes, else an unpadded XX message 1 (40 bytes; the responder answers
+    /// it with a cookie reply, whose echo of our index validates its address, then we re-send with
+    /// the MAC). It is re-sent only in answer to further datagrams at least as long, never by the
+    /// retransmission timer: never more bytes toward the address than it sent. Shorter datagrams
+    /// count `reconnect_too_small`.
+    fn maybe_reconnect(&mut self, now: Instant, peer: P, datagram_len: usize) {
         if !self.config.connect_on_unknown_session || self.config.mode != Mode::Encrypt {
+            return;
+        }
+        if datagram_len < wire::INIT_HEADER_LEN + wire::KEY_LEN {
+            self.stats.reconnect_too_small += 1;
             return;
         }
         let span = self.handshake_span();
         if let Some(ps) = self.peers.get(&peer) {
-            if ps.initiation.is_some() || ps.next.is_some() {
+            if let Some(init) = &ps.initiation {
+                if init.triggered {
+                    if self.init_len(now, peer).is_some_and(|n| n <= datagram_len) {
+                        self.send_init(now, peer);
+                    } else {
+                        self.stats.reconnect_too_small += 1;
+                    }
+                }
+                return;
+            }
+            if ps.next.is_some() {
                 return;
             }
             if ps
@@ -357,7 +383,14 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             }
             None => return,
         };
-        self.start_initiation(now, peer, rs, false, false);
+        if datagram_len >= wire::MAX_INIT_LEN {
+            self.start_initiation(now, peer, rs, false, false);
+        } else {
+            self.start_initiation_padded(now, peer, None, false, false, false);
+        }
+        if let Some(init) = self.peers.get_mut(&peer).and_then(|p| p.initiation.as_mut()) {
+            init.triggered = true;
+        }
     }
 
     /// Makes `session` the current one for `peer`; the old current one keeps receiving for

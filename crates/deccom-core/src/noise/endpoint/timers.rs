@@ -36,13 +36,13 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             .get(&peer)
             .and_then(|p| p.initiation.as_ref())
             .filter(|i| i.next_at <= now)
-            .map(|i| (i.attempts, i.pattern, i.is_rekey, i.fell_back));
-        if let Some((attempts, pattern, is_rekey, fell_back)) = due {
+            .map(|i| (i.attempts, i.pattern, i.is_rekey, i.fell_back, i.triggered));
+        if let Some((attempts, pattern, is_rekey, fell_back, triggered)) = due {
             if attempts >= self.config.handshake_retries {
                 if let Some(init) = self.peers.get_mut(&peer).and_then(|p| p.initiation.take()) {
                     self.index.remove(&init.local);
                 }
-                if pattern == Pattern::Ik && !is_rekey && !fell_back {
+                if pattern == Pattern::Ik && !is_rekey && !fell_back && !triggered {
                     // The remembered static key may be stale: try first contact once.
                     self.start_initiation(now, peer, None, false, true);
                 } else {
@@ -63,7 +63,10 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
                     init.attempts += 1;
                     init.next_at = next_at;
                 }
-                self.send_init(now, peer);
+                // A triggered initiation is re-sent only in answer to the peer's datagrams.
+                if !triggered {
+                    self.send_init(now, peer);
+                }
             }
         }
 

@@ -1,0 +1,101 @@
+/**
+ * Rate limits by source prefix for reply paths, and the prefix of an address.
+ *
+ * A reply goes to the address a datagram claims to come from, which nobody validated (UDP source
+ * addresses are spoofable). Replies are never larger than their request (1x); on top of that each
+ * reply path answers one source prefix (IPv4 /24, IPv6 /48) at most `rate` times per second with a
+ * burst of `burst`, so a flood of spoofed requests naming one victim network reflects a bounded
+ * number of datagrams. The table of prefixes is bounded (the least recently used one is forgotten).
+ */
+import type { Address } from '../address'
+
+/** IPv4 /24 or IPv6 /48 of an address (an IPv4-mapped IPv6 address counts as IPv4). */
+export function prefixOf(addr: Address): string {
+  let host = addr.host
+  if (addr.family === 6) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)
+    if (!mapped) return `${expand6(host).slice(0, 3).join(':')}::/48`
+    host = mapped[1]!
+  }
+  const dot = host.lastIndexOf('.')
+  return `${host.slice(0, dot)}.0/24`
+}
+
+function expand6(host: string): string[] {
+  const h = host.split('%')[0]!.toLowerCase()
+  const [head, tail] = h.includes('::') ? h.split('::') as [string, string] : [h, null]
+  const a = head ? head.split(':') : []
+  const b = tail ? tail.split(':') : []
+  const fill = tail === null ? [] : new Array<string>(Math.max(0, 8 - a.length - b.length)).fill('0')
+  return [...a, ...fill, ...b].map((x) => x.replace(/^0+(?=.)/, ''))
+}
+
+interface Bucket {
+  tokens: number
+  at: number
+}
+
+/** Token buckets keyed by string (a prefix, an IP), at most `maxKeys` of them. */
+export class KeyedBuckets {
+  readonly #buckets = new Map<string, Bucket>()
+
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    readonly maxKeys = 4096,
+  ) {}
+
+  /** Takes one token of `key` at time `now` (ms); false when none is left. */
+  take(key: string, now: number): boolean {
+    const b = this.#refill(key, now)
+    if (b.tokens < 1) return false
+    b.tokens -= 1
+    return true
+  }
+
+  /** True when `key` has a token left at `now`, without taking it. */
+  has(key: string, now: number): boolean {
+    return this.#refill(key, now).tokens >= 1
+  }
+
+  /** Gives one token back to `key` (up to the burst). */
+  refund(key: string): void {
+    const b = this.#buckets.get(key)
+    if (b) b.tokens = Math.min(this.burst, b.tokens + 1)
+  }
+
+  get size(): number {
+    return this.#buckets.size
+  }
+
+  #refill(key: string, now: number): Bucket {
+    let b = this.#buckets.get(key)
+    if (b) {
+      this.#buckets.delete(key)
+      b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, now - b.at) * this.rate) / 1000)
+      b.at = now
+    } else {
+      if (this.#buckets.size >= this.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value as string)
+      b = { tokens: this.burst, at: now }
+    }
+    this.#buckets.set(key, b)
+    return b
+  }
+}
+
+/** Replies per second (and burst) one source prefix gets from one reply path by default. */
+export const REPLY_RATE = 200
+export const REPLY_BURST = 400
+
+/** A reply limiter per source prefix: `allow(addr, now)` is false when the prefix is over its rate. */
+export class ReplyLimiter {
+  readonly #buckets: KeyedBuckets
+
+  constructor(rate = REPLY_RATE, burst = REPLY_BURST, maxPrefixes = 4096) {
+    this.#buckets = new KeyedBuckets(rate, burst, maxPrefixes)
+  }
+
+  allow(addr: Address, now: number): boolean {
+    return this.#buckets.take(prefixOf(addr), now)
+  }
+}
