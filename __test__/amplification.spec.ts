@@ -7,8 +7,11 @@
  * padded FIND_NODEs to it. Imports the BUILT package (dist/), as a user would.
  */
 import test, { type ExecutionContext } from 'ava'
+import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 import { createRequire } from 'node:module'
+
+import { until } from './helpers/wait.ts'
 
 import {
   BigGossip,
@@ -260,10 +263,35 @@ test('HolePuncher and TcpHolePuncher: answers never exceed the request', async (
   const a = await Attacker.open(t)
   const hp = await open(t, [new HolePuncher()])
   await measure(t, 'hole-puncher probe', a, hp, [withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'PROBE', nonce: 1, padding: 19 }))])
-  await measure(t, 'hole-puncher intro_req', a, hp, [withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_REQ', nonce: 2, addr: toAddress('127.0.0.1', 9) }))])
+  await measure(t, 'hole-puncher intro_req', a, hp, [withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_REQ', nonce: 2, token: Buffer.alloc(16), addr: toAddress('127.0.0.1', 9) }))])
   const thp = await open(t, [new TcpHolePuncher(), new HolePuncher()], true)
   const req = thpWire.encodeTcpHolePunch({ type: 'REQ', nonce: 3, addr: toAddress('127.0.0.1', 9), punchPort: 9, listenPort: 9, id: Buffer.alloc(32, 1), padding: 40 })
   await measure(t, 'tcp-hole-puncher req', a, thp, [withTag(TAG.thp, req)])
+})
+
+test('HolePuncher: a spoofed INTRO_REQ gets a challenge no larger than itself and makes nobody punch', async (t) => {
+  const intro = await open(t, [new HolePuncher()])
+  const target = await open(t, [new HolePuncher({ rendezvous: [intro.address] })])
+  const victim = await Attacker.open(t) // the address the attacker claims; it runs no deccom
+  const hs = (n: Node): Record<string, number> => n.stats()['hole-puncher'] ?? {}
+  await until(() => (hs(target).observed_received ?? 0) > 0) // the introducer has heard from the target
+  // The attacker sends INTRO_REQs in the victim's name (emulated: through the victim's socket),
+  // without a token and with guessed ones.
+  const reqs = [Buffer.alloc(16), ...Array.from({ length: 8 }, () => randomBytes(16))].map((token, i) =>
+    withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_REQ', nonce: 100 + i, token, addr: target.address })),
+  )
+  const factor = await measure(t, 'hole-puncher spoofed intro_req', victim, intro, reqs, 300, reqs.length)
+  t.true(factor <= 1, `factor ${factor}`)
+  t.true(victim.got.every((m) => m.length === 22 && m[1] === 9), 'INTRO_CHALLENGEs only (tag + 21 bytes)')
+  t.is(hs(intro).introductions_made ?? 0, 0)
+  t.is(hs(intro).dropped_bad_token ?? 0, 8)
+  await sleep(200)
+  t.is(hs(target).sessions ?? 0, 0, 'the target was introduced to nobody and punches nothing')
+  // Echoing the token proves the address: now the introduction is made.
+  const challenge = hpWire.decodeHolePunch(victim.got[0]!.subarray(1))
+  victim.reset()
+  victim.send(intro, withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_REQ', nonce: 100, token: challenge.token, addr: target.address })))
+  t.true(await until(() => (hs(intro).introductions_made ?? 0) === 1), 'a proven requester is introduced')
 })
 
 // ---- the stack --------------------------------------------------------------------------------

@@ -127,11 +127,12 @@ test('FixedPeers (tag 6): HELLO, EXIT', async (t) => {
   await trailing(t, s, 'fixed-peers', 6, fixed.encodeFixedPeers({ type: 'EXIT' }), 'exits_received')
 })
 
-test('HolePuncher (tag 9): OBSERVED, INTRO_REQ, INTRO_FAIL, PUNCH_ACK', async (t) => {
+test('HolePuncher (tag 9): OBSERVED, INTRO_REQ, INTRO_CHALLENGE, INTRO_FAIL, PUNCH_ACK', async (t) => {
   const s = await setup(t, () => [new HolePuncher()])
   const at = s.raw.address
   await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'OBSERVED', nonce: 1, addr: at }), 'observed_received')
-  await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'INTRO_REQ', nonce: 2, addr: s.node.address }), 'introductions_refused')
+  await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'INTRO_REQ', nonce: 2, token: Buffer.alloc(16), addr: s.node.address }), 'intro_challenges_sent')
+  await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'INTRO_CHALLENGE', nonce: 2, token: Buffer.alloc(16, 1) }), 'dropped_unsolicited')
   await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'INTRO_FAIL', nonce: 3, addr: at }), 'dropped_unsolicited')
   await trailing(t, s, 'hole-puncher', 9, hp.encodeHolePunch({ type: 'PUNCH_ACK', nonce: 4, addr: at }), 'dropped_unsolicited')
 })

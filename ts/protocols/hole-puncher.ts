@@ -23,13 +23,17 @@
  * |------|------------|------------------------------------|--------------------|
  * | 1    | PROBE      | nonce u32, zero padding to 23 B    | OBSERVED           |
  * | 2    | OBSERVED   | nonce u32, addr (what I saw)       | —                  |
- * | 3    | INTRO_REQ  | nonce u32, addr (target)           | INTRO ×2 or FAIL   |
  * | 4    | INTRO      | nonce u32, addr (peer), addr (you) | —                  |
  * | 5    | INTRO_FAIL | nonce u32, addr (target)           | —                  |
  * | 6    | PUNCH      | nonce u32, zero padding to 23 B    | PUNCH_ACK          |
  * | 7    | PUNCH_ACK  | nonce u32, addr (what I saw)       | —                  |
- * Answers are never larger than the datagram they answer, except INTRO (two datagrams of at most
- * 43 B to an INTRO_REQ of at least 12 B), which is rate limited (`maxIntroductionsPerSecond`).
+ * | 8    | INTRO_REQ  | nonce u32, token 16 B, addr (target) | INTRO ×2, FAIL or CHALLENGE |
+ * | 9    | INTRO_CHALLENGE | nonce u32 (of the request), token 16 B | INTRO_REQ again |
+ * (Type 3, the first INTRO_REQ without a token, is retired.) Answers are never larger than the
+ * datagram they answer, except INTRO (two datagrams of at most 43 B to an INTRO_REQ of at least
+ * 28 B), which is rate limited (`maxIntroductionsPerSecond`) and made only for a requester that
+ * echoed a return-routability token (ts/protocols/address-token.ts): a spoofed INTRO_REQ gets a
+ * 21-byte challenge and makes nobody punch anything.
  * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9. Every datagram is encoded and decoded
  * by ts/wire/hole-punch.ts; malformed ones (trailing bytes included) are dropped: `dropped_malformed`.
  */
@@ -41,8 +45,12 @@ import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
+import { AddressTokens, NO_TOKEN } from './address-token'
 import { ObservationTable } from './observations'
 import { ReplyLimiter } from './reply-limit'
+
+/** Milliseconds per introduction-token slot (a token lives 30 to 60 s). */
+const INTRO_TOKEN_SLOT = 30_000
 
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
@@ -115,6 +123,8 @@ interface Session {
   timeout: TimerHandle | undefined
   introTimer: TimerHandle | undefined
   reqNonce: number
+  /** The introducer's return-routability token for our address (zeros until it challenged us). */
+  introToken: Buffer
   started: number
   /** The address the peer answered from (may differ from `peer` behind some NATs). */
   remote: Address | null
@@ -140,6 +150,8 @@ export class HolePuncher extends Protocol {
   #clock: Clock | null = null
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
+  /** Return-routability tokens an INTRO_REQ must echo (fresh secret per start). */
+  #tokens = new AddressTokens(INTRO_TOKEN_SLOT)
   /** The stack's layers (a discovery layer among them may know introducers). */
   #relay: RelayLike | null = null
   /** Punch sessions by peer address key. */
@@ -185,6 +197,7 @@ export class HolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#tokens = new AddressTokens(INTRO_TOKEN_SLOT)
     this.#introTokens = this.#o.maxIntroductionsPerSecond
     this.#introRefill = ctx.clock.now()
     if (this.#o.relay) {
@@ -338,7 +351,17 @@ export class HolePuncher extends Protocol {
         return this.#open(s, from)
       }
       case 'INTRO_REQ':
-        return this.#introduce(from, m.addr, m.nonce)
+        return this.#introduce(from, m.addr, m.nonce, m.token)
+      case 'INTRO_CHALLENGE': {
+        // The introducer asks us to prove our address: echo its token at once (once per token).
+        let s: Session | undefined
+        for (const x of this.#sessions.values()) if (x.state === 'introducing' && x.via.key === from.key && x.reqNonce === m.nonce) s = x
+        if (!s || s.introToken.equals(m.token)) return this.count('dropped_unsolicited')
+        this.count('intro_challenges_received')
+        s.introToken = m.token
+        this.#clock?.clearTimeout(s.introTimer)
+        return this.#sendIntroReq(s)
+      }
       case 'INTRO':
         return this.#onIntro(from, m.peer, m.you, m.nonce)
       case 'INTRO_FAIL': {
@@ -388,9 +411,17 @@ export class HolePuncher extends Protocol {
     this.#heard.set(from.key, [from, now])
   }
 
-  #introduce(requester: Address, target: Address, reqNonce: number): void {
-    const e = this.#heard.get(target.key)
+  #introduce(requester: Address, target: Address, reqNonce: number, token: Buffer): void {
     const now = this.#now()
+    if (!this.#tokens.valid(requester, token, now)) {
+      // Not proven to receive at its address: a challenge no larger than the request, nothing else
+      // (no introduction makes the target punch an address someone merely claimed).
+      if (!token.equals(NO_TOKEN)) this.count('dropped_bad_token')
+      if (!this.#replies.allow(requester, now)) return this.count('dropped_reply_rate')
+      this.count('intro_challenges_sent')
+      return void this.sendControl(requester, encodeHolePunch({ type: 'INTRO_CHALLENGE', nonce: reqNonce, token: this.#tokens.token(requester, now) }))
+    }
+    const e = this.#heard.get(target.key)
     if (!e || now - e[1] > this.#o.heardTtl || target.key === requester.key) {
       this.count('introductions_refused')
       if (!this.#replies.allow(requester, now)) return this.count('dropped_reply_rate')
@@ -459,6 +490,7 @@ export class HolePuncher extends Protocol {
       timeout: undefined,
       introTimer: undefined,
       reqNonce: 0,
+      introToken: NO_TOKEN,
       started: clock.now(),
       remote: null,
     }
@@ -469,7 +501,7 @@ export class HolePuncher extends Protocol {
   }
 
   #sendIntroReq(s: Session): void {
-    this.sendControl(s.via, encodeHolePunch({ type: 'INTRO_REQ', nonce: s.reqNonce, addr: s.peer }))
+    this.sendControl(s.via, encodeHolePunch({ type: 'INTRO_REQ', nonce: s.reqNonce, token: s.introToken, addr: s.peer }))
     this.count('intro_requests_sent')
     const clock = this.#clock
     if (clock) s.introTimer = clock.setTimeout(() => s.state === 'introducing' && this.#sendIntroReq(s), this.#o.introRetry)

@@ -39,7 +39,6 @@
  * Byte layout and test vectors: docs/wire.md#relay-tag-10; every datagram is encoded and decoded by
  * ts/wire/relay.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -47,12 +46,12 @@ import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
-import { CHALLENGE, DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, TOKEN_LEN, decodeRelay, encodeRelay } from '../wire/relay'
+import { CHALLENGE, DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, decodeRelay, encodeRelay } from '../wire/relay'
+import { AddressTokens, NO_TOKEN } from './address-token'
 
 /** Tag of relay datagrams. */
 export const TAG_RELAY = 10
 
-const NO_TOKEN = Buffer.alloc(TOKEN_LEN)
 
 /** A peer whose message came through a relay. */
 export class RelayedPeer extends Peer {
@@ -146,8 +145,8 @@ export class Relay extends Protocol {
   readonly #served = new Map<string, ServedSession>()
   /** Sessions per host group. */
   readonly #hosts = new Map<string, number>()
-  /** Key of the token HMAC (fresh per start; a restart invalidates every token). */
-  #secret: Buffer = randomBytes(32)
+  /** Return-routability tokens for ALLOCATE (fresh secret per start: a restart invalidates every token). */
+  #tokens: AddressTokens | null = null
   #totalTokens = 0
   #totalRefill = 0
   #sweepTimer: TimerHandle | undefined
@@ -183,7 +182,7 @@ export class Relay extends Protocol {
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
     if (this.#serve) {
-      this.#secret = randomBytes(32)
+      this.#tokens = new AddressTokens(this.#serve.tokenSlot)
       this.#totalTokens = this.#serve.maxTotalBytesPerSecond
       this.#totalRefill = ctx.clock.now()
       this.#sweepTimer = ctx.clock.setTimeout(this.#sweep, this.#serve.sessionTtl / 2)
@@ -348,18 +347,6 @@ export class Relay extends Protocol {
     return s && s.expires > this.#now() ? s : null
   }
 
-  /** The token for `a` in time slot `slot`: HMAC-SHA256(secret, slot u64 || raw address), 16 bytes. */
-  #token(a: Address, slot: number): Buffer {
-    const s = Buffer.alloc(8)
-    s.writeBigUInt64BE(BigInt(Math.max(0, slot)))
-    return createHmac('sha256', this.#secret).update(s).update(a.raw).digest().subarray(0, TOKEN_LEN)
-  }
-
-  #validToken(a: Address, token: Buffer, slot: number): boolean {
-    if (token.equals(NO_TOKEN)) return false
-    return timingSafeEqual(token, this.#token(a, slot)) || timingSafeEqual(token, this.#token(a, slot - 1))
-  }
-
   #onAlloc(from: Address, nonce: number): void {
     if (!this.#serve) {
       this.count('alloc_refused_not_relay')
@@ -391,11 +378,12 @@ export class Relay extends Protocol {
    */
   #onAllocate(from: Address, nonce: number, token: Buffer): void {
     if (!this.#serve) return this.#onAlloc(from, nonce) // ALLOC_REFUSED(1): 6 bytes for 21
-    const slot = Math.floor(this.#now() / this.#serve.tokenSlot)
-    if (!this.#validToken(from, token, slot)) {
+    const tokens = this.#tokens!
+    const now = this.#now()
+    if (!tokens.valid(from, token, now)) {
       if (!token.equals(NO_TOKEN)) this.count('dropped_bad_token')
       this.count('challenges_sent')
-      return void this.sendControl(from, encodeRelay({ type: 'CHALLENGE', nonce, token: this.#token(from, slot) }))
+      return void this.sendControl(from, encodeRelay({ type: 'CHALLENGE', nonce, token: tokens.token(from, now) }))
     }
     this.#onAlloc(from, nonce)
   }

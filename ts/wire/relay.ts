@@ -19,8 +19,9 @@ export const QUERY_REPLY = 7
 export const RELEASE = 8
 export const ALLOCATE = 9
 export const CHALLENGE = 10
-/** Length of a return-routability token. */
-export const TOKEN_LEN = 16
+/** Length of a return-routability token (ts/protocols/address-token.ts makes and checks them). */
+export { TOKEN_LEN } from '../protocols/address-token'
+import { TOKEN_LEN } from '../protocols/address-token'
 /** ALLOCATE and CHALLENGE: type, nonce u32, token. The answers to an ALLOCATE are never longer. */
 export const ALLOCATE_LEN = 5 + TOKEN_LEN
 export const REFUSED_NOT_RELAY = 1

@@ -1,0 +1,9 @@
+/** Waiting helpers for tests on real sockets: bounded polling, never an open-ended wait. */
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `cond` every 10 ms until it holds (true) or `ms` pass (false). */
+export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(10)) if (cond()) return true
+  return cond()
+}
