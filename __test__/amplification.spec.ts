@@ -265,7 +265,7 @@ test('HolePuncher and TcpHolePuncher: answers never exceed the request', async (
   await measure(t, 'hole-puncher probe', a, hp, [withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'PROBE', nonce: 1, padding: 19 }))])
   await measure(t, 'hole-puncher intro_req', a, hp, [withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_REQ', nonce: 2, token: Buffer.alloc(16), addr: toAddress('127.0.0.1', 9) }))])
   const thp = await open(t, [new TcpHolePuncher(), new HolePuncher()], true)
-  const req = thpWire.encodeTcpHolePunch({ type: 'REQ', nonce: 3, addr: toAddress('127.0.0.1', 9), punchPort: 9, listenPort: 9, id: Buffer.alloc(32, 1), padding: 40 })
+  const req = thpWire.encodeTcpHolePunch({ type: 'REQ', nonce: 3, token: Buffer.alloc(16), addr: toAddress('127.0.0.1', 9), punchPort: 9, listenPort: 9, id: Buffer.alloc(32, 1), padding: 40 })
   await measure(t, 'tcp-hole-puncher req', a, thp, [withTag(TAG.thp, req)])
 })
 
@@ -292,6 +292,25 @@ test('HolePuncher: a spoofed INTRO_REQ gets a challenge no larger than itself an
   victim.reset()
   victim.send(intro, withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_REQ', nonce: 100, token: challenge.token, addr: target.address })))
   t.true(await until(() => (hs(intro).introductions_made ?? 0) === 1), 'a proven requester is introduced')
+})
+
+test('TcpHolePuncher: a spoofed REQ gets a challenge no larger than itself; no OFFER, GO or connection toward the claimed address', async (t) => {
+  const intro = await open(t, [new TcpHolePuncher(), new HolePuncher()], true)
+  const target = await open(t, [new TcpHolePuncher(), new HolePuncher()], true)
+  const victim = await Attacker.open(t)
+  const ts = (n: Node): Record<string, number> => n.stats()['tcp-hole-puncher'] ?? {}
+  const req = (i: number, token: Buffer): Buffer =>
+    withTag(TAG.thp, thpWire.encodeTcpHolePunch({ type: 'REQ', nonce: 200 + i, token, addr: target.address, punchPort: 9, listenPort: 9, id: Buffer.alloc(32, 1), padding: 40 }))
+  const reqs = [Buffer.alloc(16), ...Array.from({ length: 8 }, () => randomBytes(16))].map((tok, i) => req(i, tok))
+  const factor = await measure(t, 'tcp-hole-puncher spoofed req', victim, intro, reqs, 300, reqs.length)
+  t.true(factor <= 1, `factor ${factor}`)
+  t.true(victim.got.every((m) => m.length === 22 && m[1] === 7), 'CHALLENGEs only (tag + 21 bytes)')
+  t.is(ts(intro).offers_sent ?? 0, 0, 'the target was offered nothing')
+  t.is(ts(intro).dropped_bad_token ?? 0, 8)
+  t.is(ts(target).sessions ?? 0, 0)
+  const challenge = thpWire.decodeTcpHolePunch(victim.got[0]!.subarray(1))
+  victim.send(intro, req(0, challenge.token))
+  t.true(await until(() => (ts(intro).offers_sent ?? 0) === 1), 'a proven requester is served')
 })
 
 // ---- the stack --------------------------------------------------------------------------------

@@ -26,7 +26,8 @@
  * ## Protocol (tag {@link TAG_TCP_HOLEPUNCH}); `addr` is the nat-wire encoding (7 or 19 bytes)
  * | type | name   | body                                                                  | from → to |
  * |------|--------|-----------------------------------------------------------------------|-----------|
- * | 1    | REQ    | nonce u32, target addr (UDP), punch port u16, listen port u16, id[32] | A → I     |
+ * | 6    | REQ    | nonce u32, token 16 B, target addr (UDP), punch port u16, listen port u16, id[32] | A → I |
+ * | 7    | CHALLENGE | nonce u32 (of the REQ), token 16 B                                 | I → A     |
  * | 2    | OFFER  | nonce u32, A's addr (UDP, as I saw it), A's id[32]                     | I → B     |
  * | 3    | ACCEPT | nonce u32, A's addr (UDP), punch port u16, listen port u16, id[32]    | B → I     |
  * | 4    | GO     | nonce u32, role u8 (1 = initiator), delay u16 ms, peer punch addr, peer listen addr, peer id[32] | I → A, B |
@@ -34,6 +35,10 @@
  *
  * REQ and ACCEPT are zero-padded to at least 96 bytes (shorter ones are dropped), so every OFFER,
  * GO or FAIL the introducer sends is smaller than the request that caused it (no amplification).
+ * A REQ must echo the introducer's return-routability token (ts/protocols/address-token.ts) for the
+ * requester's address: without a valid one it gets only a 21-byte CHALLENGE, and no OFFER, GO or
+ * connection attempt is made toward an address someone merely claimed. (Type 1, the first REQ
+ * without a token, is retired.)
  * Byte layout and test vectors: docs/wire.md#tcp-hole-punching-tag-11; every datagram is encoded and
  * decoded by ts/wire/tcp-hole-punch.ts (malformed ones are dropped: `dropped_malformed`).
  *
@@ -59,12 +64,16 @@ import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { ID_LEN, MIN_REQUEST, decodeTcpHolePunch, encodeTcpHolePunch } from '../wire/tcp-hole-punch'
+import { AddressTokens, NO_TOKEN } from './address-token'
 import { addrLen } from './nat-wire'
 import { ReplyLimiter } from './reply-limit'
 import type { TcpPeer, TcpTransport } from './tcp'
 
 /** What this layer uses of the TcpTransport (bound below it, or the `tcp` option). */
 type TcpLike = Pick<TcpTransport, 'tcpMapping' | 'adoptSocket' | 'openConnection' | 'closeStream' | 'tcpAddress'> & { peers(): TcpPeer[] }
+
+/** Milliseconds per REQ-token slot (a token lives 30 to 60 s). */
+const REQ_TOKEN_SLOT = 30_000
 
 /** Tag of TCP hole-punching datagrams. */
 export const TAG_TCP_HOLEPUNCH = 11
@@ -135,6 +144,10 @@ interface Session {
   retry: TimerHandle | undefined
   attemptTimer: TimerHandle | undefined
   directTried: Set<string>
+  /** A: the introducer's return-routability token for our address (zeros until it challenged us). */
+  token: Buffer
+  /** A: sends the REQ again now (after a CHALLENGE). */
+  resend: (() => void) | null
 }
 
 interface Pending {
@@ -161,6 +174,8 @@ export class TcpHolePuncher extends Protocol {
   #clock: Clock | null = null
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
+  /** Return-routability tokens a REQ must echo (fresh secret per start). */
+  #addrTokens = new AddressTokens(REQ_TOKEN_SLOT)
   #id: Buffer = Buffer.alloc(ID_LEN)
   #listeners: ((r: TcpPunchResult) => void)[] = []
   readonly #sessions = new Map<string, Session>()
@@ -194,6 +209,7 @@ export class TcpHolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#addrTokens = new AddressTokens(REQ_TOKEN_SLOT)
     this.#tokens = this.#o.maxIntroductionsPerSecond
     this.#refill = ctx.clock.now()
     const id = (ctx as { identity?: { id?: Buffer } }).identity?.id
@@ -261,10 +277,12 @@ export class TcpHolePuncher extends Protocol {
       this.count('connects')
       const sendReq = (): void => {
         if (s.state !== 'introducing' || !this.#clock) return
-        const req = encodeTcpHolePunch({ type: 'REQ', nonce, addr: peerUdp, punchPort: port, listenPort: this.#listenPort(), id: this.#id, padding: requestPadding(peerUdp) })
+        this.#clock.clearTimeout(s.retry)
+        const req = encodeTcpHolePunch({ type: 'REQ', nonce, token: s.token, addr: peerUdp, punchPort: port, listenPort: this.#listenPort(), id: this.#id, padding: requestPadding(peerUdp) })
         this.sendControl(viaAddr, req, 'requests_sent')
         s.retry = this.#clock.setTimeout(sendReq, this.#o.introRetry)
       }
+      s.resend = sendReq
       sendReq()
       if (direct) this.#tryDirect(s, direct)
       return p
@@ -286,7 +304,15 @@ export class TcpHolePuncher extends Protocol {
     if (m === null) return this.count('dropped_malformed')
     switch (m.type) {
       case 'REQ':
-        return this.#onReq(from, m.nonce, m.addr, m.punchPort, m.listenPort, Buffer.from(m.id))
+        return this.#onReq(from, m.nonce, m.token, m.addr, m.punchPort, m.listenPort, Buffer.from(m.id))
+      case 'CHALLENGE': {
+        // The introducer asks us to prove our address: echo its token at once (once per token).
+        const s = this.#sessions.get(`${from.key}/${m.nonce}`)
+        if (!s || !s.initiator || s.state !== 'introducing' || s.token.equals(m.token)) return this.count('dropped_unsolicited')
+        this.count('challenges_received')
+        s.token = m.token
+        return s.resend?.()
+      }
       case 'OFFER':
         return this.#onOffer(from, m.nonce, m.addr, Buffer.from(m.id))
       case 'ACCEPT':
@@ -304,7 +330,13 @@ export class TcpHolePuncher extends Protocol {
 
   // ---------------------------------------------------------------- introducer
 
-  #onReq(a: Address, nonce: number, b: Address, aPunch: number, aListen: number, aId: Buffer): void {
+  #onReq(a: Address, nonce: number, token: Buffer, b: Address, aPunch: number, aListen: number, aId: Buffer): void {
+    const now = this.#clock!.now()
+    if (!this.#addrTokens.valid(a, token, now)) {
+      if (!token.equals(NO_TOKEN)) this.count('dropped_bad_token')
+      if (!this.#replies.allow(a, now)) return this.count('dropped_reply_rate')
+      return void this.sendControl(a, encodeTcpHolePunch({ type: 'CHALLENGE', nonce, token: this.#addrTokens.token(a, now) }), 'challenges_sent')
+    }
     const key = `${nonce}|${b.key}`
     this.#sweepPending()
     let p = this.#pending.get(key)
@@ -532,6 +564,8 @@ export class TcpHolePuncher extends Protocol {
       waiters: [],
       deadline: undefined,
       retry: undefined,
+      token: NO_TOKEN,
+      resend: null,
       attemptTimer: undefined,
       directTried: new Set(),
     }
