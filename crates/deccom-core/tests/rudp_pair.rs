@@ -551,7 +551,7 @@ fn oversized_announcement_is_refused_without_allocation() {
     // A forged DATA announcing a 4 GiB - 1 message: refused, nothing allocated.
     let base = Instant::now();
     let mut ep: Endpoint<u8> = Endpoint::new(Config::default(), base, 1);
-    let mut d = vec![1u8, 1];
+    let mut d = vec![deccom_core::rudp::wire::VERSION, 1];
     d.extend_from_slice(&7u64.to_be_bytes()); // src epoch
     d.extend_from_slice(&0u64.to_be_bytes()); // dst epoch
     d.extend_from_slice(&0u64.to_be_bytes()); // pn
@@ -561,6 +561,7 @@ fn oversized_announcement_is_refused_without_allocation() {
     d.extend_from_slice(&1000u32.to_be_bytes()); // segment size
     d.extend_from_slice(&0u32.to_be_bytes()); // index
     d.extend_from_slice(&[0u8; 1000]);
+    deccom_core::rudp::wire::append_checksum(&mut d, 0);
     ep.handle_datagram(base, 3, &d);
     assert_eq!(ep.stats().dropped_oversized_announcement, 1);
     assert_eq!(ep.reassembly_bytes(), 0);
