@@ -12,7 +12,8 @@ pub struct Config {
     /// Largest message accepted by `send` and by the receiver (default 256 MiB; at most
     /// 4 GiB − 1, larger values are clamped).
     pub max_message_size: u64,
-    /// Bytes of partially received messages per peer (default 320 MiB).
+    /// Bytes of partially received messages per peer (default 320 MiB), charged as data
+    /// arrives; a peer that has not echoed our epoch gets at most 2 MiB (see the module docs).
     pub max_reassembly_per_peer: usize,
     /// Bytes of partially received messages across all peers (default 1 GiB).
     pub max_reassembly_total: usize,
