@@ -205,7 +205,11 @@ pub const PAGE: usize = 4096;
 /// may come from a heap whose pages are already written); longer ones region by region.
 pub const SMALL_MESSAGE: usize = 256 << 10;
 /// Most bytes reserved ahead of the highest byte written (see [`Partial::reserve_ahead`]).
-pub const AHEAD_MAX: usize = 8 << 20;
+pub const AHEAD_MAX: usize = 16 << 20;
+/// Reservations ahead end on a multiple of this many bytes of *address* (a 2 MiB huge page), so
+/// that consecutive reservations cover whole huge pages and a driver can back them with huge
+/// pages (the first and the last reservation of a message excepted).
+pub const AHEAD_ALIGN: usize = 2 << 20;
 
 /// A partially received message: its buffer (written in place) and which segments arrived.
 ///
@@ -394,9 +398,10 @@ impl Partial {
     /// A range to reserve ahead of the writer, so that its pages can be made resident before the
     /// data arrives: `(start, end, cost)` in message offsets, or `None`. Only a large message
     /// that already stored at least [`REGION`] bytes gets one, never further than the bytes it
-    /// stored (nor [`AHEAD_MAX`]) past the highest byte written, so what is reserved ahead is
-    /// bounded by what arrived. The range is returned when the reservation runs low (half of
-    /// it left); the caller charges it with [`Partial::commit_ahead`] if the limits allow.
+    /// stored (nor [`AHEAD_MAX`]) past the highest byte written, plus up to [`AHEAD_ALIGN`] to
+    /// end on an aligned address: what is reserved ahead is bounded by what arrived. The range
+    /// is returned when the reservation runs low (half of it left); the caller charges it with
+    /// [`Partial::commit_ahead`] if the limits allow.
     #[must_use]
     pub fn reserve_ahead(&self) -> Option<(usize, usize, usize)> {
         let len = self.data.len();
@@ -404,11 +409,12 @@ impl Partial {
             return None;
         }
         let ahead = self.stored.min(AHEAD_MAX);
-        let from = self.reserved_end.max(self.high.next_multiple_of(REGION)).min(len);
+        let from = self.reserved_end.max(self.high).min(len);
         if from >= len || from >= self.high + ahead / 2 {
             return None;
         }
-        let to = (self.high + ahead).next_multiple_of(REGION).min(len);
+        let base = self.data.as_ptr() as usize;
+        let to = ((base + self.high + ahead).next_multiple_of(AHEAD_ALIGN) - base).min(len);
         (to > from).then(|| (from, to, self.cost_of_range(from, to)))
     }
 
@@ -504,9 +510,11 @@ mod tests {
             p.store(len, seg, i, &[2; 1200], t);
         }
         let (from, to, cost) = p.reserve_ahead().unwrap();
-        assert!(from >= 120_000 && to - from <= 2 * 120_000 + REGION, "{from} {to}");
+        assert!(from >= 120_000 && to - from <= 121_200 + AHEAD_ALIGN, "{from} {to}");
+        assert!((p.data.as_ptr() as usize + to) % AHEAD_ALIGN == 0 || to == len as usize);
         p.commit_ahead(from, to);
         assert!(p.charged <= base + 2 * (REGION + PAGE) + cost + 2 * (REGION + PAGE));
+        assert!(cost <= 121_200 + AHEAD_ALIGN + 2 * (REGION + PAGE) + AHEAD_ALIGN / REGION * PAGE);
         assert!(p.charged < Partial::full_cost(len, seg) / 100);
         assert!(p.reserve_ahead().is_none());
     }

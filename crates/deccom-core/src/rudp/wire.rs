@@ -172,8 +172,15 @@ fn u64_be(r: &mut Reader<'_>) -> Result<u64, Truncated> {
 /// Appends the CRC32C of `out[start..]` to `out`: the last step of encoding a datagram that
 /// starts at `start` (DATA: after the header and the payload).
 pub fn append_checksum(out: &mut Vec<u8>, start: usize) {
-    let crc = crc32c::crc32c(&out[start..]);
+    let crc = checksum(&out[start..]);
     out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// CRC-32C (Castagnoli; the iSCSI and SCTP checksum) of `bytes`.
+#[must_use]
+pub fn checksum(bytes: &[u8]) -> u32 {
+    // A 32-bit CRC: the upper half of the u64 is always zero.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
 /// Appends a whole DATA datagram (header, payload, checksum) to `out`.
@@ -237,7 +244,7 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         return Err(DecodeError::Truncated);
     };
     let (body, trailer) = buf.split_at(body_len);
-    if crc32c::crc32c(body).to_be_bytes() != trailer {
+    if checksum(body).to_be_bytes() != trailer {
         return Err(DecodeError::Checksum);
     }
     let mut r = Reader::new(body);
@@ -401,6 +408,13 @@ mod tests {
             refused_count,
             refused,
         }
+    }
+
+    #[test]
+    fn checksum_is_crc32c() {
+        // The CRC-32C check value (RFC 3720 appendix B.4 lists the same polynomial).
+        assert_eq!(checksum(b"123456789"), 0xe306_9283);
+        assert_eq!(checksum(&[0u8; 32]), 0x8a91_36aa);
     }
 
     #[test]
