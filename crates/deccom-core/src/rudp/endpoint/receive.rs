@@ -75,8 +75,8 @@ impl Peer {
             // We gave up on it (partial timeout): the sender must not believe it delivered.
             self.refuse(h.pn, REFUSE_FINAL);
             false
-        } else if self.partials.contains_key(&h.msg_id) {
-            self.continue_message(now, peer, h, payload, cx)
+        } else if let Some(accepted) = self.continue_message(now, peer, h, payload, cx) {
+            accepted
         } else {
             self.start_message(now, peer, h, payload, cx)
         };
@@ -102,23 +102,39 @@ impl Peer {
     /// Whether `extra` more bytes may be charged to this peer, `payload` more bytes of data
     /// arriving with them (see the module docs).
     fn fits<P>(&self, extra: usize, payload: usize, cx: &Cx<'_, P>) -> bool {
+        Self::fits_with(self.reassembly, self.stored, self.proven, extra, payload, cx)
+    }
+
+    /// [`Peer::fits`] for a peer that holds `reassembly` charged (counted in the endpoint's
+    /// totals) and `stored` payload bytes; `extra` may include bytes charged to the peer's
+    /// partial but not yet to the totals.
+    fn fits_with<P>(
+        reassembly: usize,
+        stored: usize,
+        proven: bool,
+        extra: usize,
+        payload: usize,
+        cx: &Cx<'_, P>,
+    ) -> bool {
         let config = cx.config;
-        let after = self.reassembly + extra;
-        let share = if self.proven {
+        let after = reassembly + extra;
+        let share = if proven {
             config.max_reassembly_per_peer
         } else {
             config.max_reassembly_per_peer.min(UNPROVEN_SHARE)
         };
-        let density = DENSITY_SLACK.saturating_add(DENSITY.saturating_mul(self.stored + payload));
+        let density = DENSITY_SLACK.saturating_add(DENSITY.saturating_mul(stored + payload));
         after <= share
             && after <= density
             && *cx.reassembly_total + extra <= config.max_reassembly_total
-            && (self.proven
+            && (proven
                 || *cx.unproven_total + extra
                     <= config.max_reassembly_total / UNPROVEN_POOL_DIVISOR)
     }
 
-    /// A segment of a message being reassembled. Returns whether it was accepted.
+    /// A segment of a message being reassembled: whether it was accepted, or `None` if no
+    /// such message is being reassembled. One table lookup per segment (this is the bulk path):
+    /// the charge, storing, and a reservation ahead of the writer all go through it.
     fn continue_message<P: Copy>(
         &mut self,
         now: Instant,
@@ -126,36 +142,46 @@ impl Peer {
         h: &DataHeader,
         payload: &[u8],
         cx: &mut Cx<'_, P>,
-    ) -> bool {
-        let Some(part) = self.partials.get(&h.msg_id) else {
-            return false;
-        };
+    ) -> Option<bool> {
+        let (reassembly, stored, proven) = (self.reassembly, self.stored, self.proven);
+        let part = self.partials.get_mut(&h.msg_id)?;
         let cost = part.cost_of(h.seg_index);
-        if cost > 0 && !self.fits(cost, payload.len(), cx) {
+        if cost > 0 && !Self::fits_with(reassembly, stored, proven, cost, payload.len(), cx) {
             cx.stats.dropped_reassembly_full += 1;
             self.refuse(h.pn, REFUSE_BUSY);
-            return false;
+            return Some(false);
         }
-        let Some(part) = self.partials.get_mut(&h.msg_id) else {
-            return false;
-        };
         let before = part.charged;
         let result = part.store(h.msg_len, h.seg_size, h.seg_index, payload, now);
-        let added = part.charged - before;
         match result {
-            SegmentResult::Stored | SegmentResult::Complete => {
-                self.stored += payload.len();
-                self.charge(added, cx);
-            }
             SegmentResult::Duplicate => {
                 cx.stats.duplicates += 1;
-                return true;
+                return Some(true);
             }
             SegmentResult::Inconsistent => {
                 cx.stats.dropped_malformed += 1;
-                return false;
+                return Some(false);
+            }
+            SegmentResult::Stored | SegmentResult::Complete => {}
+        }
+        let stored = stored + payload.len();
+        let mut added = part.charged - before;
+        if result == SegmentResult::Stored {
+            // Reserve ahead of the writer when the budget allows, and offer it for pre-faulting.
+            if let Some((from, to, ahead)) = part.reserve_ahead() {
+                if Self::fits_with(reassembly, stored, proven, added + ahead, 0, cx) {
+                    let b = part.charged;
+                    part.commit_ahead(from, to);
+                    added += part.charged - b;
+                    if cx.prefault.len() >= MAX_PREFAULT_HINTS {
+                        cx.prefault.pop_front();
+                    }
+                    cx.prefault.push_back((part.data.as_ptr() as usize + from, to - from));
+                }
             }
         }
+        self.stored = stored;
+        self.charge(added, cx);
         if result == SegmentResult::Complete {
             if let Some(part) = self.partials.remove(&h.msg_id) {
                 if self.partials.is_empty() {
@@ -164,33 +190,8 @@ impl Peer {
                 self.release(&part, cx);
                 self.deliver(peer, h.msg_id, part.data, cx);
             }
-        } else {
-            self.reserve_ahead(h.msg_id, cx);
         }
-        true
-    }
-
-    /// Charges memory ahead of the writer of a large message when the budget allows, and
-    /// queues a pre-fault hint for it (see [`crate::rudp::Endpoint::poll_prefault`]).
-    fn reserve_ahead<P>(&mut self, id: u64, cx: &mut Cx<'_, P>) {
-        let Some((from, to, cost)) = self.partials.get(&id).and_then(Partial::reserve_ahead) else {
-            return;
-        };
-        if !self.fits(cost, 0, cx) {
-            return;
-        }
-        let Some(part) = self.partials.get_mut(&id) else {
-            return;
-        };
-        let before = part.charged;
-        part.commit_ahead(from, to);
-        let added = part.charged - before;
-        let addr = part.data.as_ptr() as usize + from;
-        self.charge(added, cx);
-        if cx.prefault.len() >= MAX_PREFAULT_HINTS {
-            cx.prefault.pop_front();
-        }
-        cx.prefault.push_back((addr, to - from));
+        Some(true)
     }
 
     /// First segment of a message not seen before. Returns whether it was accepted.
