@@ -297,7 +297,7 @@ fn crafted_first_segments_cannot_hold_the_reassembly_budget() {
         }
     }
     let held = p.b.stats().reassembly_bytes - before;
-    assert!(held <= 8 * (4 << 20) + 3 * payload_bytes, "proven attackers hold {held} bytes after sending {payload_bytes}");
+    assert!(held <= 8 * (4 << 20) + 4 * payload_bytes, "proven attackers hold {held} bytes after sending {payload_bytes}");
     assert!(held < 64 << 20, "{held}");
     // Meanwhile a legitimate 1 MiB message from A completes.
     let msg: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
@@ -380,7 +380,7 @@ fn prefault_hints_follow_the_data() {
     assert!(done);
     assert_eq!(Pair::delivered(&p.b_events, &msg), 1);
     assert!(hinted > 0 && hinted <= len, "{hinted}");
-    assert!(max_ratio < 3.0, "charged {max_ratio}x the bytes received");
+    assert!(max_ratio <= 4.0, "charged {max_ratio}x the bytes received");
     assert_eq!(p.b.stats().reassembly_bytes, 0);
     let _ = received;
 }

@@ -21,11 +21,11 @@
 //! longer than receiving the data, and the socket's I/O thread would pay that inline. The
 //! reliable endpoint therefore reserves memory a little ahead of a large message's writer
 //! (bounded by the data that already arrived) and reports it (`Endpoint::poll_prefault`); the
-//! drivers hand each range to [`populate`]. That marks the whole 2 MiB pages inside the range
-//! for transparent huge pages (`MADV_HUGEPAGE`, at once, so that what the writer faults itself
-//! comes in 2 MiB pages) and queues it for one background thread, which asks the kernel to
-//! populate it (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+) 2 MiB at a time, so the faults are
-//! taken on another core. Nothing is pre-faulted for memory no data was sent for.
+//! drivers hand each range to [`populate`], which queues it for one background thread. That
+//! thread marks the whole 2 MiB pages inside the range for transparent huge pages
+//! (`MADV_HUGEPAGE`) and asks the kernel to populate the range (`madvise(MADV_POPULATE_WRITE)`,
+//! Linux 5.14+) 2 MiB at a time, so the faults are taken on another core. Nothing is pre-faulted
+//! for memory no data was sent for.
 //!
 //! The thread never writes to the memory, so it cannot race with the owner. Populating a page that
 //! is already present does nothing. If a range was freed in the meantime, `madvise` fails and the
@@ -154,13 +154,6 @@ mod imp {
   static DISABLED: AtomicBool = AtomicBool::new(false);
 
   pub fn populate(addr: usize, len: usize) {
-    // Transparent huge pages for the whole 2 MiB pages of the range only (the range is charged;
-    // a huge page reaching outside it would make uncharged memory resident).
-    let (start, end) = aligned(addr, len, HUGE);
-    if end > start {
-      // SAFETY: madvise only changes how the kernel backs this range; it never touches the bytes.
-      unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
     if DISABLED.load(Ordering::Relaxed) {
       return;
     }
@@ -197,6 +190,15 @@ mod imp {
         jobs.len -= 1;
         job
       };
+      // Transparent huge pages for the whole 2 MiB pages of the range only (the range is charged;
+      // a huge page reaching outside it would make uncharged memory resident). Given here, not in
+      // the I/O thread: the hint takes the process's memory-map lock for writing, and the I/O
+      // thread must not wait for it behind this thread's population of a range.
+      let (huge_start, huge_end) = aligned(addr, len, HUGE);
+      if huge_end > huge_start {
+        // SAFETY: madvise only changes how the kernel backs this range; it never touches the bytes.
+        unsafe { libc::madvise(huge_start as *mut libc::c_void, huge_end - huge_start, libc::MADV_HUGEPAGE) };
+      }
       let (start, end) = aligned(addr, len, PAGE);
       let mut at = start;
       while at < end {

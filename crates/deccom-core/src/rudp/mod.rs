@@ -118,12 +118,12 @@
 //!   but zero-filled lazily (fresh pages from the allocator, resident only once written), and
 //!   charged per 64 KiB region its data lands in; a shorter one is charged its length. A segment
 //!   is stored only if its charge fits: the peer's share (`max_reassembly_per_peer` once proven,
-//!   2 MiB before), a density bound (a peer holds at most 4 MiB plus 3 × the payload bytes it has
+//!   2 MiB before), a density bound (a peer holds at most 4 MiB plus 4 × the payload bytes it has
 //!   stored, so memory is held only by sending about as much data), and `max_reassembly_total`
 //!   (of which unproven peers together hold at most 1/16). The buffers a peer has open (their
 //!   announced lengths, address space rather than memory) are bounded by its share too, or by
 //!   `max_message_size` before it is proven. For a large message that keeps arriving, memory
-//!   is reserved a little ahead of the writer (no more than it already stored, at most 8 MiB) and
+//!   is reserved ahead of the writer (no more than twice what it already stored, at most 64 MiB) and
 //!   offered to the driver as a pre-fault hint ([`Endpoint::poll_prefault`]).
 //!
 //!   A segment that is not stored is never acknowledged; instead the next ACK carries a
@@ -198,7 +198,7 @@
 //!   `peer_timeout` (the defaults are 30 s and 10 s).
 //! - Memory between proven peers is first come, first served: attackers with many addresses
 //!   that receive our datagrams can together hold reassembly memory, but only as much as
-//!   (about a third of) the data they sent and keep sending (a segment per message every
+//!   (at most four times) the data they sent and keep sending (a segment per message every
 //!   `partial_timeout`).
 
 mod endpoint;

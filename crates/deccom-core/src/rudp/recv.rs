@@ -205,7 +205,7 @@ pub const PAGE: usize = 4096;
 /// may come from a heap whose pages are already written); longer ones region by region.
 pub const SMALL_MESSAGE: usize = 256 << 10;
 /// Most bytes reserved ahead of the highest byte written (see [`Partial::reserve_ahead`]).
-pub const AHEAD_MAX: usize = 16 << 20;
+pub const AHEAD_MAX: usize = 64 << 20;
 /// Reservations ahead end on a multiple of this many bytes of *address* (a 2 MiB huge page), so
 /// that consecutive reservations cover whole huge pages and a driver can back them with huge
 /// pages (the first and the last reservation of a message excepted).
@@ -397,8 +397,8 @@ impl Partial {
 
     /// A range to reserve ahead of the writer, so that its pages can be made resident before the
     /// data arrives: `(start, end, cost)` in message offsets, or `None`. Only a large message
-    /// that already stored at least [`REGION`] bytes gets one, never further than the bytes it
-    /// stored (nor [`AHEAD_MAX`]) past the highest byte written, plus up to [`AHEAD_ALIGN`] to
+    /// that already stored at least [`REGION`] bytes gets one, never further than twice the bytes
+    /// it stored (nor [`AHEAD_MAX`]) past the highest byte written, plus up to [`AHEAD_ALIGN`] to
     /// end on an aligned address: what is reserved ahead is bounded by what arrived. The range
     /// is returned when the reservation runs low (half of it left); the caller charges it with
     /// [`Partial::commit_ahead`] if the limits allow.
@@ -408,7 +408,7 @@ impl Partial {
         if self.regions.is_empty() || self.stored < REGION {
             return None;
         }
-        let ahead = self.stored.min(AHEAD_MAX);
+        let ahead = self.stored.saturating_mul(2).min(AHEAD_MAX);
         let from = self.reserved_end.max(self.high).min(len);
         if from >= len || from >= self.high + ahead / 2 {
             return None;
@@ -510,12 +510,12 @@ mod tests {
             p.store(len, seg, i, &[2; 1200], t);
         }
         let (from, to, cost) = p.reserve_ahead().unwrap();
-        assert!(from >= 120_000 && to - from <= 121_200 + AHEAD_ALIGN, "{from} {to}");
+        assert!(from >= 120_000 && to - from <= 2 * 121_200 + AHEAD_ALIGN, "{from} {to}");
         assert!((p.data.as_ptr() as usize + to) % AHEAD_ALIGN == 0 || to == len as usize);
         p.commit_ahead(from, to);
         assert!(p.charged <= base + 2 * (REGION + PAGE) + cost + 2 * (REGION + PAGE));
-        assert!(cost <= 121_200 + AHEAD_ALIGN + 2 * (REGION + PAGE) + AHEAD_ALIGN / REGION * PAGE);
-        assert!(p.charged < Partial::full_cost(len, seg) / 100);
+        assert!(cost <= 2 * 121_200 + AHEAD_ALIGN + 2 * (REGION + PAGE) + AHEAD_ALIGN / REGION * PAGE);
+        assert!(p.charged < Partial::full_cost(len, seg) / 20);
         assert!(p.reserve_ahead().is_none());
     }
 

@@ -32,9 +32,9 @@ pub const UNPROVEN_SHARE: usize = 2 << 20;
 pub const UNPROVEN_POOL_DIVISOR: usize = 16;
 /// Charge a peer may hold beyond [`DENSITY`] × its stored payload bytes.
 pub const DENSITY_SLACK: usize = 4 << 20;
-/// Charged bytes allowed per stored payload byte (the rest of the slack is data in flight and
-/// memory reserved ahead of the writer).
-pub const DENSITY: usize = 3;
+/// Charged bytes allowed per stored payload byte: the data itself, memory reserved ahead of the
+/// writer (at most twice the data), and regions opened by data that arrived out of order.
+pub const DENSITY: usize = 4;
 /// Most pre-fault hints queued (older ones are dropped: they are only hints).
 const MAX_PREFAULT_HINTS: usize = 64;
 
