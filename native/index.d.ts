@@ -703,7 +703,7 @@ export interface RudpEvents {
   /** Whole messages (first byte: the upper layer's tag), or null. */
   messages?: Array<Buffer>
   messagePeers?: Uint32Array
-  /** `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten). */
+  /** `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten, 3 refused, 5 busy). */
   completions?: Float64Array
 }
 

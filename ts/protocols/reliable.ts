@@ -4,7 +4,8 @@
  *
  * Provides `send(to, data, tag = 0): Promise<void>` (resolves when the whole message is
  * acknowledged; rejects with ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for
- * `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it, ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
+ * `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
+ * "busy", no reassembly memory, for `peerTimeout` ms: `details.reason === 'busy'`), ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
  * emits `onMessage(from, data, tag)` for each whole message, and passes every datagram that is
  * not its own up unchanged (a transparent layer).
  *
@@ -218,6 +219,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     } else if (status === 3) {
       this.count('messages_refused')
       p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver refused the message (too large for its limits, or it gave up reassembling it)', { details: { id } }))
+    } else if (status === 5) {
+      this.count('messages_refused')
+      p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver had no reassembly memory for the message for peerTimeout (it answered only "busy")', { details: { id, reason: 'busy' } }))
     } else if (status === 4) {
       this.count('messages_failed')
       p.reject(new DeccomError(ErrorCode.PEER_TABLE_FULL, 'No room for another peer: every peer slot has messages in progress; retry later', { details: { id } }))

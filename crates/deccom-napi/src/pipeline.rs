@@ -22,7 +22,7 @@ use std::time::Instant;
 use crate::stages::{Down, Role, SendFn, Sink, Stage, Stats, TxBatch, Up};
 
 pub(crate) use crate::stages::rudp::rudp_fields;
-pub use crate::stages::rudp::{DONE_FORGOTTEN, DONE_REFUSED, DONE_SENT, DONE_UNREACHABLE};
+pub use crate::stages::rudp::{DONE_FORGOTTEN, DONE_SENT};
 
 /// The stages of one socket, bottom first.
 #[derive(Default)]

@@ -1,72 +1,147 @@
-//! The addon's global allocator: the system allocator, plus background pre-faulting of very large
-//! allocations on Linux.
+//! The addon's global allocator (large allocations are lazily zero-filled memory from the OS on
+//! Linux), and background pre-faulting of reassembly memory that the reliable endpoint reserved
+//! for data that is arriving.
 //!
-//! A large reliable message is reassembled into one fresh buffer. The first write to each page of
-//! it page-faults, and the kernel zeroes the page. Measured on the development machine (a VM),
-//! touching 256 MiB of fresh memory costs 170–800 ms, which is longer than receiving the data. The
-//! socket's I/O thread would pay that inline while datagrams pile up in the kernel.
+//! # Lazily zero-filled large allocations
 //!
-//! So every allocation of [`THRESHOLD`] bytes or more is also handed to one background thread. That
-//! thread asks the kernel to populate the pages ahead of the writer, 2 MiB at a time
-//! (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+), so the faults are taken on another core. The
-//! `MADV_HUGEPAGE` hint is given at once, in the allocating thread, so that what the owner faults
-//! itself (when it overtakes the worker, as it does when both cores are busy) comes in 2 MiB pages.
+//! A large reliable message is reassembled into one buffer allocated at full length
+//! (`vec![0; len]`), and the endpoint charges its memory region by region as data arrives, not
+//! for the length a peer announces (see `deccom_core::rudp`). That is sound only if the pages the
+//! data has not reached stay untouched: fresh anonymous memory from the OS reads as zero and
+//! becomes resident page by page when written. The C library's allocator gives that for large
+//! requests only while they are above its (moving) mmap threshold; below it, `calloc` may clear a
+//! reused heap block and make all of it resident at once. So on Linux every allocation of
+//! [`LAZY_THRESHOLD`] bytes or more (alignment up to a page) is mapped directly with `mmap` and
+//! returned with `munmap`; smaller ones go to the system allocator.
+//!
+//! # Pre-faulting
+//!
+//! The first write to each page of fresh memory page-faults, and the kernel zeroes the page.
+//! Measured on the development machine (a VM), touching 256 MiB of fresh memory costs 170–800 ms,
+//! longer than receiving the data, and the socket's I/O thread would pay that inline. The
+//! reliable endpoint therefore reserves memory a little ahead of a large message's writer
+//! (bounded by the data that already arrived) and reports it (`Endpoint::poll_prefault`); the
+//! drivers hand each range to [`populate`], which queues it for one background thread. That
+//! thread marks the whole 2 MiB pages inside the range for transparent huge pages
+//! (`MADV_HUGEPAGE`) and asks the kernel to populate the range (`madvise(MADV_POPULATE_WRITE)`,
+//! Linux 5.14+) 2 MiB at a time, so the faults are taken on another core. Nothing is pre-faulted
+//! for memory no data was sent for.
 //!
 //! The thread never writes to the memory, so it cannot race with the owner. Populating a page that
 //! is already present does nothing. If a range was freed in the meantime, `madvise` fails and the
 //! failure is ignored; if the range was reused, populating it is harmless. When the job queue is
-//! full, the job is dropped and the owner faults the pages itself. On other platforms this is
-//! exactly the system allocator.
+//! full, the job is dropped and the owner faults the pages itself. On other platforms the
+//! allocator is exactly the system allocator and [`populate`] does nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-/// Allocations at least this large are pre-faulted in the background.
-pub const THRESHOLD: usize = 16 << 20;
+/// Allocations at least this large are mapped directly from the OS (Linux). At most the core's
+/// `SMALL_MESSAGE`, the length from which reassembly buffers are charged as data arrives.
+pub const LAZY_THRESHOLD: usize = 256 << 10;
 
 /// The allocator type (installed with `#[global_allocator]` in lib.rs).
 pub struct Prefaulting;
 
-// SAFETY: every call is forwarded unchanged to `System`; the only addition is a hint to the kernel
-// about memory `System` just returned, which never reads or writes that memory.
+// SAFETY: small requests are forwarded unchanged to `System`; large ones (decided by size and
+// alignment alone, so `dealloc`/`realloc` route a block back to where it came from) are whole
+// anonymous mappings, page-aligned, which satisfies any alignment up to a page.
 unsafe impl GlobalAlloc for Prefaulting {
   unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-    // SAFETY: forwarded with the caller's layout.
-    let p = unsafe { System.alloc(layout) };
-    if layout.size() >= THRESHOLD && !p.is_null() {
-      imp::prefault(p as usize, layout.size());
+    if imp::is_lazy(layout) {
+      return imp::map(layout.size());
     }
-    p
+    // SAFETY: forwarded with the caller's layout.
+    unsafe { System.alloc(layout) }
   }
 
   unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    if imp::is_lazy(layout) {
+      // SAFETY: a lazy layout was mapped by `imp::map` with this size.
+      return unsafe { imp::unmap(ptr, layout.size()) };
+    }
     // SAFETY: forwarded; `ptr` came from `System` with this layout.
     unsafe { System.dealloc(ptr, layout) }
   }
 
-  /// `vec![0; n]` comes here (the reliable endpoint's reassembly buffers do): fresh mmap'd memory
-  /// is already zero, and pre-faulting it matters just as much.
+  /// `vec![0; n]` comes here (the reliable endpoint's reassembly buffers do): a fresh mapping is
+  /// already zero, and stays untouched until written.
   unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-    // SAFETY: forwarded with the caller's layout.
-    let p = unsafe { System.alloc_zeroed(layout) };
-    if layout.size() >= THRESHOLD && !p.is_null() {
-      imp::prefault(p as usize, layout.size());
+    if imp::is_lazy(layout) {
+      return imp::map(layout.size());
     }
-    p
+    // SAFETY: forwarded with the caller's layout.
+    unsafe { System.alloc_zeroed(layout) }
   }
 
   unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-    // SAFETY: forwarded; the caller upholds realloc's contract.
-    unsafe { System.realloc(ptr, layout, new_size) }
+    // SAFETY: the caller upholds realloc's contract (`new_size` > 0, valid for the alignment).
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    match (imp::is_lazy(layout), imp::is_lazy(new_layout)) {
+      // SAFETY: forwarded; both sides belong to `System`.
+      (false, false) => unsafe { System.realloc(ptr, layout, new_size) },
+      // SAFETY: `ptr` is a mapping of `layout.size()` bytes.
+      (true, true) => unsafe { imp::remap(ptr, layout.size(), new_size) },
+      _ => {
+        // Crossing the threshold: allocate on the other side, copy, free.
+        // SAFETY: `new_layout` is valid (checked by the caller's contract).
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+          // SAFETY: both blocks are valid for the smaller size and do not overlap.
+          unsafe {
+            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
+          }
+        }
+        new
+      }
+    }
   }
+}
+
+/// Pre-faults `[addr, addr + len)`, reassembly memory the reliable endpoint charged ahead of its
+/// writer, off the calling thread (see the module docs). Never blocks; never writes the memory.
+pub fn populate(addr: usize, len: usize) {
+  imp::populate(addr, len);
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
+  use std::alloc::Layout;
   use std::sync::atomic::{AtomicBool, Ordering};
   use std::sync::{Condvar, Mutex};
 
-  const CHUNK: usize = 2 << 20;
+  use super::LAZY_THRESHOLD;
+
+  const PAGE: usize = 4096;
+  const HUGE: usize = 2 << 20;
   const MAX_JOBS: usize = 16;
+
+  pub fn is_lazy(layout: Layout) -> bool {
+    layout.size() >= LAZY_THRESHOLD && layout.align() <= PAGE
+  }
+
+  pub fn map(size: usize) -> *mut u8 {
+    // SAFETY: a new private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+      libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if p == libc::MAP_FAILED { std::ptr::null_mut() } else { p.cast() }
+  }
+
+  /// # Safety
+  /// `ptr` must be a mapping of `size` bytes made by [`map`] or [`remap`].
+  pub unsafe fn unmap(ptr: *mut u8, size: usize) {
+    // SAFETY: per the contract; the owner gives the mapping up.
+    unsafe { libc::munmap(ptr.cast(), size) };
+  }
+
+  /// # Safety
+  /// As [`unmap`]; on success the old pointer is invalid.
+  pub unsafe fn remap(ptr: *mut u8, size: usize, new_size: usize) -> *mut u8 {
+    // SAFETY: per the contract; the kernel moves or resizes the whole mapping.
+    let p = unsafe { libc::mremap(ptr.cast(), size, new_size, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED { std::ptr::null_mut() } else { p.cast() }
+  }
 
   struct Jobs {
     list: [(usize, usize); MAX_JOBS],
@@ -78,15 +153,7 @@ mod imp {
   static STARTED: AtomicBool = AtomicBool::new(false);
   static DISABLED: AtomicBool = AtomicBool::new(false);
 
-  pub fn prefault(addr: usize, len: usize) {
-    // Ask for transparent huge pages at once (one syscall, no allocation), so that the pages the
-    // owner touches before the worker gets there are 2 MiB ones too: 128 faults for 256 MiB
-    // instead of 65,536.
-    let (start, end) = page_aligned(addr, len);
-    if end > start {
-      // SAFETY: madvise only changes how the kernel backs this range; it never touches the bytes.
-      unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
+  pub fn populate(addr: usize, len: usize) {
     if DISABLED.load(Ordering::Relaxed) {
       return;
     }
@@ -100,20 +167,15 @@ mod imp {
       jobs.list[n] = (addr, len);
       jobs.len += 1;
     }
-    if !STARTED.swap(true, Ordering::AcqRel) {
-      // Spawning allocates only small amounts, which do not come back here.
-      if std::thread::Builder::new().name("deccom-prefault".into()).spawn(worker).is_err() {
-        DISABLED.store(true, Ordering::Relaxed);
-      }
+    if !STARTED.swap(true, Ordering::AcqRel) && std::thread::Builder::new().name("deccom-prefault".into()).spawn(worker).is_err() {
+      DISABLED.store(true, Ordering::Relaxed);
     }
     READY.notify_one();
   }
 
-  /// The whole pages inside `[addr, addr + len)`: madvise wants an aligned start; partial pages
-  /// are left to the owner.
-  fn page_aligned(addr: usize, len: usize) -> (usize, usize) {
-    let page = 4096;
-    (addr.next_multiple_of(page), (addr + len) & !(page - 1))
+  /// The whole `unit`-aligned units inside `[addr, addr + len)`.
+  fn aligned(addr: usize, len: usize, unit: usize) -> (usize, usize) {
+    (addr.next_multiple_of(unit), (addr + len) & !(unit - 1))
   }
 
   fn worker() {
@@ -128,13 +190,19 @@ mod imp {
         jobs.len -= 1;
         job
       };
-      let (start, end) = page_aligned(addr, len);
-      if end <= start {
-        continue;
+      // Transparent huge pages for the whole 2 MiB pages of the range only (the range is charged;
+      // a huge page reaching outside it would make uncharged memory resident). Given here, not in
+      // the I/O thread: the hint takes the process's memory-map lock for writing, and the I/O
+      // thread must not wait for it behind this thread's population of a range.
+      let (huge_start, huge_end) = aligned(addr, len, HUGE);
+      if huge_end > huge_start {
+        // SAFETY: madvise only changes how the kernel backs this range; it never touches the bytes.
+        unsafe { libc::madvise(huge_start as *mut libc::c_void, huge_end - huge_start, libc::MADV_HUGEPAGE) };
       }
+      let (start, end) = aligned(addr, len, PAGE);
       let mut at = start;
       while at < end {
-        let n = CHUNK.min(end - at);
+        let n = HUGE.min(end - at);
         // SAFETY: as above.
         let r = unsafe { libc::madvise(at as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
         if r != 0 {
@@ -152,5 +220,17 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-  pub fn prefault(_addr: usize, _len: usize) {}
+  use std::alloc::Layout;
+
+  pub fn is_lazy(_layout: Layout) -> bool {
+    false
+  }
+  pub fn map(_size: usize) -> *mut u8 {
+    std::ptr::null_mut()
+  }
+  pub unsafe fn unmap(_ptr: *mut u8, _size: usize) {}
+  pub unsafe fn remap(_ptr: *mut u8, _size: usize, _new_size: usize) -> *mut u8 {
+    std::ptr::null_mut()
+  }
+  pub fn populate(_addr: usize, _len: usize) {}
 }

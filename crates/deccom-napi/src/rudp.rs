@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 
-use deccom_core::rudp::{Endpoint, Event, FailReason, Payload};
+use deccom_core::rudp::{Endpoint, Event, Payload};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::clock::{transmits, JsClock, Transmits};
-use crate::pipeline::{DONE_FORGOTTEN, DONE_REFUSED, DONE_SENT, DONE_UNREACHABLE};
+use crate::pipeline::DONE_SENT;
+use crate::stages::rudp::{failure_status, prefault_hints};
 use crate::socket::{rudp_config, RudpOptions};
 
 /// Messages delivered and sends finished since the last call.
@@ -21,7 +22,7 @@ pub struct RudpEvents {
   /// Whole messages (first byte: the upper layer's tag), or null.
   pub messages: Option<Vec<Buffer>>,
   pub message_peers: Option<Uint32Array>,
-  /// `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten).
+  /// `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten, 3 refused, 5 busy).
   pub completions: Option<Float64Array>,
 }
 
@@ -63,6 +64,7 @@ impl RudpEndpoint {
   pub fn handle_datagram(&mut self, now: f64, peer: u32, datagram: &[u8]) {
     let t = self.clock.at(now);
     self.endpoint.handle_datagram(t, peer, datagram);
+    prefault_hints(&mut self.endpoint);
   }
 
   /// Runs the timers due at `now`.
@@ -97,14 +99,7 @@ impl RudpEndpoint {
           peers.push(peer);
         }
         Event::Sent { id, .. } => completions.extend_from_slice(&[id.0 as f64, DONE_SENT]),
-        Event::Failed { id, reason, .. } => completions.extend_from_slice(&[
-          id.0 as f64,
-          match reason {
-            FailReason::PeerUnreachable => DONE_UNREACHABLE,
-            FailReason::Refused => DONE_REFUSED,
-            _ => DONE_FORGOTTEN,
-          },
-        ]),
+        Event::Failed { id, reason, .. } => completions.extend_from_slice(&[id.0 as f64, failure_status(reason)]),
       }
     }
     if messages.is_empty() && completions.is_empty() {

@@ -78,8 +78,7 @@ fn rudp(b: &[u8]) -> std::result::Result<(String, Vec<u8>), String> {
   let mut out = Vec::new();
   let fields = match d {
     Datagram::Data(h, payload) => {
-      rwire::encode_data_header(&h, &mut out);
-      out.extend_from_slice(payload);
+      rwire::encode_data(&h, payload, &mut out);
       Obj::new()
         .str("type", "DATA")
         .boolean("ack_now", h.ack_now)

@@ -78,14 +78,29 @@
 //!
 //! - DATA addressed to another epoch of ours is dropped unacknowledged and answered with an
 //!   ACK without ranges that announces our epoch.
-//! - When a peer's epoch changes, it restarted: its partial messages, duplicate filter and
+//! - A peer's first epoch is taken from a DATA (or from an ACK addressed to our epoch). After
+//!   that, a datagram under another source epoch changes anything only if its destination epoch
+//!   is ours — a value only a peer that receives our datagrams knows. Anything else is dropped
+//!   (`dropped_unproven_epoch`) and, if it is a DATA, answered with a bare ACK from our epoch to
+//!   that source epoch (smaller than the DATA), so that a peer that really restarted learns our
+//!   epoch and proves itself with its next datagram. A peer that echoed our epoch is *proven*;
+//!   it gets a full share of reassembly memory.
+//! - When a proven new epoch arrives, the peer restarted: its partial messages, duplicate filter and
 //!   received-packet ranges are dropped, and **our unfinished messages to it restart** from
 //!   their first segment (same `MessageId`, packet numbers keep increasing, congestion state
 //!   reset) — they are not failed. A message that the old incarnation received completely but
 //!   whose acknowledgement was lost is therefore delivered once more, to the new incarnation.
 //! - The last 4 epochs of a peer are remembered and their late datagrams dropped.
 //!
-//! Epochs are not authentication: run this protocol under Noise when peers are untrusted.
+//! Epochs are not authentication: an attacker that sees our datagrams (on the path) learns them
+//! and can forge anything. Run this protocol under Noise when peers are untrusted.
+//!
+//! ## Integrity
+//!
+//! Every datagram ends with a CRC32C of all its other bytes. A datagram whose checksum does not
+//! match is dropped before anything in it is read (`dropped_checksum`, also counted in
+//! `dropped_malformed`): a corrupted packet number, message id, floor or epoch can neither
+//! acknowledge, complete, deliver nor reset anything. The checksum is not a MAC.
 //!
 //! ## Duplicate suppression
 //!
@@ -98,17 +113,29 @@
 //!
 //! # Memory bounds
 //!
-//! - Reassembly: a new multi-segment message is admitted only if `length + bitmap` fits under
-//!   `max_reassembly_per_peer` and `max_reassembly_total`; its buffer is allocated at full
-//!   length then (zeroed lazily by the OS) and payloads are written in place. A segment that
-//!   is not stored is never acknowledged; instead the next ACK carries a *refusal* for its
-//!   packet number (the packet arrived, so the sender neither counts a loss nor shrinks its
-//!   window):
-//!   - *final* (`dropped_oversized_announcement`): longer than `max_message_size` or than a
-//!     limit → the send fails with [`FailReason::Refused`];
+//! - Reassembly memory is charged as data arrives, never for the length a first segment
+//!   announces. A message of 256 KiB or more is reassembled into a buffer allocated at full length
+//!   but zero-filled lazily (fresh pages from the allocator, resident only once written), and
+//!   charged per 64 KiB region its data lands in; a shorter one is charged its length. A segment
+//!   is stored only if its charge fits: the peer's share (`max_reassembly_per_peer` once proven,
+//!   2 MiB before), a density bound (a peer holds at most 4 MiB plus 4 × the payload bytes it has
+//!   stored, so memory is held only by sending about as much data), and `max_reassembly_total`
+//!   (of which unproven peers together hold at most 1/16). The buffers a peer has open (their
+//!   announced lengths, address space rather than memory) are bounded by its share too, or by
+//!   `max_message_size` before it is proven. For a large message that keeps arriving, memory
+//!   is reserved ahead of the writer (no more than twice what it already stored, at most 64 MiB) and
+//!   offered to the driver as a pre-fault hint ([`Endpoint::poll_prefault`]).
+//!
+//!   A segment that is not stored is never acknowledged; instead the next ACK carries a
+//!   *refusal* for its packet number (the packet arrived, so the sender neither counts a loss
+//!   nor shrinks its window):
+//!   - *final* (`dropped_oversized_announcement`): longer than `max_message_size`, or than a
+//!     limit even once complete → the send fails with [`FailReason::Refused`];
 //!   - *busy* (`dropped_reassembly_full`): does not fit now → the sender parks the message
 //!     (no new segments), retries one segment after `min_rto`, doubling up to 1 s, and
-//!     releases the rest once one is acknowledged (admitted).
+//!     releases the rest once one is acknowledged (admitted). A busy refusal is not progress:
+//!     a sender that gets nothing but refusals for `peer_timeout` fails its messages with
+//!     [`FailReason::Busy`].
 //!
 //!   Partial messages expire after `partial_timeout`; the last 64 expired ids are remembered
 //!   and their segments refused (final), so the sender fails the send instead of completing
@@ -117,18 +144,20 @@
 //!   `min(cwnd, peer window) + probes` packets in a ring keyed by packet number.
 //! - ACK state: at most 32 ranges per peer. Peers: at most `max_peers`, idle ones are evicted.
 //!
-//! # Wire format (version 1)
+//! # Wire format (version 2)
 //!
 //! Integers are big-endian. Every datagram starts with:
 //!
 //! | offset | bytes | field                                                          |
 //! |--------|-------|----------------------------------------------------------------|
-//! | 0      | 1     | version, `1`                                                   |
+//! | 0      | 1     | version, `2`                                                   |
 //! | 1      | 1     | type (low nibble): `1` DATA, `2` ACK; flags (high nibble): `0x10` ACK_NOW (DATA only), others 0 |
 //! | 2      | 8     | source epoch (non-zero)                                        |
 //! | 10     | 8     | destination epoch (0 = not known yet)                          |
 //!
-//! DATA (header [`HEADER_MAX`] = 48 bytes, then the payload):
+//! and ends with a 4-byte trailer: the CRC32C (Castagnoli) of every byte before it, big-endian.
+//!
+//! DATA (48-byte header, the payload, the trailer: [`HEADER_MAX`] = 52 bytes of overhead):
 //!
 //! | offset | bytes | field                                                          |
 //! |--------|-------|----------------------------------------------------------------|
@@ -138,9 +167,10 @@
 //! | 36     | 4     | message length `L` in bytes                                    |
 //! | 40     | 4     | segment size `S` (>= 1): payload bytes of every segment but the last |
 //! | 44     | 4     | segment index `i < max(1, ⌈L / S⌉)`                            |
-//! | 48     | n     | payload: exactly `min(S, L − i·S)` bytes (the rest of the datagram) |
+//! | 48     | n     | payload: exactly `min(S, L − i·S)` bytes (up to the trailer)   |
+//! | 48+n   | 4     | CRC32C                                                         |
 //!
-//! ACK (28 + 16·k + 9·r bytes):
+//! ACK (32 + 16·k + 9·r bytes):
 //!
 //! | offset | bytes | field                                                          |
 //! |--------|-------|----------------------------------------------------------------|
@@ -150,10 +180,11 @@
 //! | 27     | 16·k  | ranges, most recent first: end pn (8), start pn (8); `start <= end`, each range below the previous with a gap of at least one pn |
 //! | 27+16k | 1     | refusal count `r`, 0..=32                                      |
 //! | 28+16k | 9·r   | refusals: pn (8), reason (1): `1` busy (retry later), `2` final (fail the message); a refused pn is never inside a range |
+//! | end−4  | 4     | CRC32C                                                         |
 //!
 //! An ACK never exceeds `max_segment_payload + HEADER_MAX` bytes (fewer ranges are sent when
-//! the segment size is tiny). Decoding checks every length and invariant and rejects trailing
-//! bytes after an ACK; it never panics.
+//! the segment size is tiny). Decoding checks the checksum, then every length and invariant, and
+//! rejects trailing bytes after an ACK; it never panics.
 //!
 //! # Not (yet) done
 //!
@@ -165,6 +196,10 @@
 //!   message without a new segment for `partial_timeout`; the send then fails with
 //!   [`FailReason::Refused`] (safe, never a false `Sent`). Keep `partial_timeout` above
 //!   `peer_timeout` (the defaults are 30 s and 10 s).
+//! - Memory between proven peers is first come, first served: attackers with many addresses
+//!   that receive our datagrams can together hold reassembly memory, but only as much as
+//!   (at most four times) the data they sent and keep sending (a segment per message every
+//!   `partial_timeout`).
 
 mod endpoint;
 mod recovery;
@@ -177,4 +212,4 @@ pub use self::endpoint::{
     LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, SEND_QUANTUM,
 };
 pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
-pub use self::wire::{HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};
+pub use self::wire::{CHECKSUM_LEN, HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};

@@ -196,7 +196,27 @@ impl DeliveredSet {
     }
 }
 
+/// Reassembly memory is charged in pieces of this many bytes of a message (plus [`PAGE`] each,
+/// for the page a piece may share with its neighbour), as data arrives in them.
+pub const REGION: usize = 64 << 10;
+/// Page size assumed by the charge: memory becomes resident a page at a time.
+pub const PAGE: usize = 4096;
+/// Messages shorter than this are charged their whole length at the first segment (their buffer
+/// may come from a heap whose pages are already written); longer ones region by region.
+pub const SMALL_MESSAGE: usize = 256 << 10;
+/// Most bytes reserved ahead of the highest byte written (see [`Partial::reserve_ahead`]).
+pub const AHEAD_MAX: usize = 64 << 20;
+/// Reservations ahead end on a multiple of this many bytes of *address* (a 2 MiB huge page), so
+/// that consecutive reservations cover whole huge pages and a driver can back them with huge
+/// pages (the first and the last reservation of a message excepted).
+pub const AHEAD_ALIGN: usize = 2 << 20;
+
 /// A partially received message: its buffer (written in place) and which segments arrived.
+///
+/// The buffer is allocated at full length but zero-filled lazily by the allocator (a large
+/// `vec![0; n]` is fresh zero pages from the OS), so only the pages written (or pre-faulted on
+/// purpose) become resident. The charge follows: a message of [`SMALL_MESSAGE`] bytes or more is
+/// charged per [`REGION`] that data arrived in, never for its announced length.
 #[derive(Debug)]
 pub struct Partial {
     /// The message buffer, full length from the start.
@@ -205,10 +225,18 @@ pub struct Partial {
     segments: u32,
     received: u32,
     bits: Vec<u64>,
+    /// Regions charged (large messages only).
+    regions: Vec<u64>,
+    /// End of the highest segment stored.
+    high: usize,
+    /// Regions below this offset were charged ahead by [`Partial::reserve_ahead`].
+    reserved_end: usize,
     /// When the last new segment arrived.
     pub last_activity: Instant,
     /// Bytes charged against the reassembly limits.
     pub charged: usize,
+    /// Payload bytes stored.
+    pub stored: usize,
 }
 
 /// What a segment did to a [`Partial`].
@@ -225,29 +253,112 @@ pub enum SegmentResult {
 }
 
 impl Partial {
-    /// Bytes a partial message of `len` bytes and `seg_size`-byte segments is charged.
-    #[must_use]
-    pub fn cost(len: u32, seg_size: u32) -> usize {
-        let words = segment_count(len, seg_size).div_ceil(64) as usize;
-        len as usize + words * 8 + 64
+    fn is_small(len: u32) -> bool {
+        (len as usize) < SMALL_MESSAGE
     }
 
-    /// An empty partial message (the caller checked the limits against [`Partial::cost`]).
+    fn region_cost(len: usize, region: usize) -> usize {
+        let start = region * REGION;
+        (start + REGION).min(len).saturating_sub(start) + PAGE
+    }
+
+    /// Bytes the regions covering `[start, end)` of a new message of `len` bytes cost.
+    #[must_use]
+    pub fn region_span_cost(len: u32, start: usize, end: usize) -> usize {
+        if Self::is_small(len) || end <= start {
+            return 0;
+        }
+        (start / REGION..end.div_ceil(REGION))
+            .map(|r| Self::region_cost(len as usize, r))
+            .sum()
+    }
+
+    /// Bytes charged when the first segment is stored, before any region: the bookkeeping, and
+    /// the whole buffer of a small message.
+    #[must_use]
+    pub fn base_cost(len: u32, seg_size: u32) -> usize {
+        let words = segment_count(len, seg_size).div_ceil(64) as usize;
+        let regions = (len as usize).div_ceil(REGION).div_ceil(64);
+        let buffer = if Self::is_small(len) { len as usize } else { 0 };
+        buffer + (words + regions) * 8 + 64
+    }
+
+    /// Bytes a message of `len` bytes is charged once every byte arrived.
+    #[must_use]
+    pub fn full_cost(len: u32, seg_size: u32) -> usize {
+        let regions = (len as usize).div_ceil(REGION);
+        let buffer = if Self::is_small(len) { 0 } else { len as usize + regions * PAGE };
+        Self::base_cost(len, seg_size) + buffer
+    }
+
+    /// An empty partial message charged [`Partial::base_cost`] (the caller checked the limits).
     #[must_use]
     pub fn new(len: u32, seg_size: u32, now: Instant) -> Self {
         let segments = segment_count(len, seg_size);
+        let regions = if Self::is_small(len) { 0 } else { (len as usize).div_ceil(REGION) };
         Partial {
             data: vec![0; len as usize],
             seg_size,
             segments,
             received: 0,
             bits: vec![0; segments.div_ceil(64) as usize],
+            regions: vec![0; regions.div_ceil(64)],
+            high: 0,
+            reserved_end: 0,
             last_activity: now,
-            charged: Self::cost(len, seg_size),
+            charged: Self::base_cost(len, seg_size),
+            stored: 0,
         }
     }
 
-    /// Stores segment `index` (already validated against `len`/`seg_size` by the decoder).
+    fn region_marked(&self, r: usize) -> bool {
+        self.regions[r / 64] & (1 << (r % 64)) != 0
+    }
+
+    /// Bytes to charge before bytes `[start, end)` can be written (regions not charged yet).
+    fn cost_of_range(&self, start: usize, end: usize) -> usize {
+        if self.regions.is_empty() || end <= start {
+            return 0;
+        }
+        let len = self.data.len();
+        (start / REGION..end.div_ceil(REGION))
+            .filter(|&r| !self.region_marked(r))
+            .map(|r| Self::region_cost(len, r))
+            .sum()
+    }
+
+    fn mark_range(&mut self, start: usize, end: usize) {
+        if self.regions.is_empty() || end <= start {
+            return;
+        }
+        let len = self.data.len();
+        for r in start / REGION..end.div_ceil(REGION) {
+            if !self.region_marked(r) {
+                self.regions[r / 64] |= 1 << (r % 64);
+                self.charged += Self::region_cost(len, r);
+            }
+        }
+    }
+
+    /// Bytes to charge before segment `index` can be stored (0 if it is a duplicate or lands
+    /// in charged regions). Call with a segment validated against this message.
+    #[must_use]
+    pub fn cost_of(&self, index: u32) -> usize {
+        if index >= self.segments || self.has(index) {
+            return 0;
+        }
+        let start = index as usize * self.seg_size as usize;
+        let len = segment_len(self.data.len() as u32, self.seg_size, index) as usize;
+        self.cost_of_range(start, start + len)
+    }
+
+    fn has(&self, index: u32) -> bool {
+        self.bits[(index / 64) as usize] & (1u64 << (index % 64)) != 0
+    }
+
+    /// Stores segment `index` (already validated against `len`/`seg_size` by the decoder),
+    /// charging the regions it lands in (the caller checked [`Partial::cost_of`] against the
+    /// limits).
     pub fn store(
         &mut self,
         len: u32,
@@ -259,27 +370,58 @@ impl Partial {
         if seg_size != self.seg_size || len as usize != self.data.len() || index >= self.segments {
             return SegmentResult::Inconsistent;
         }
-        let word = (index / 64) as usize;
-        let mask = 1u64 << (index % 64);
-        if self.bits[word] & mask != 0 {
+        if self.has(index) {
             return SegmentResult::Duplicate;
         }
-        let start = index as usize * seg_size as usize;
-        let Some(dst) = self.data.get_mut(start..start + payload.len()) else {
-            return SegmentResult::Inconsistent;
-        };
         if payload.len() != segment_len(len, seg_size, index) as usize {
             return SegmentResult::Inconsistent;
         }
+        let start = index as usize * seg_size as usize;
+        let end = start + payload.len();
+        let Some(dst) = self.data.get_mut(start..end) else {
+            return SegmentResult::Inconsistent;
+        };
         dst.copy_from_slice(payload);
-        self.bits[word] |= mask;
+        self.mark_range(start, end);
+        self.bits[(index / 64) as usize] |= 1u64 << (index % 64);
         self.received += 1;
+        self.stored += payload.len();
+        self.high = self.high.max(end);
         self.last_activity = now;
         if self.received == self.segments {
             SegmentResult::Complete
         } else {
             SegmentResult::Stored
         }
+    }
+
+    /// A range to reserve ahead of the writer, so that its pages can be made resident before the
+    /// data arrives: `(start, end, cost)` in message offsets, or `None`. Only a large message
+    /// that already stored at least [`REGION`] bytes gets one, never further than twice the bytes
+    /// it stored (nor [`AHEAD_MAX`]) past the highest byte written, plus up to [`AHEAD_ALIGN`] to
+    /// end on an aligned address: what is reserved ahead is bounded by what arrived. The range
+    /// is returned when the reservation runs low (half of it left); the caller charges it with
+    /// [`Partial::commit_ahead`] if the limits allow.
+    #[must_use]
+    pub fn reserve_ahead(&self) -> Option<(usize, usize, usize)> {
+        let len = self.data.len();
+        if self.regions.is_empty() || self.stored < REGION {
+            return None;
+        }
+        let ahead = self.stored.saturating_mul(2).min(AHEAD_MAX);
+        let from = self.reserved_end.max(self.high).min(len);
+        if from >= len || from >= self.high + ahead / 2 {
+            return None;
+        }
+        let base = self.data.as_ptr() as usize;
+        let to = ((base + self.high + ahead).next_multiple_of(AHEAD_ALIGN) - base).min(len);
+        (to > from).then(|| (from, to, self.cost_of_range(from, to)))
+    }
+
+    /// Charges the regions of `[start, end)` reserved ahead.
+    pub fn commit_ahead(&mut self, start: usize, end: usize) {
+        self.mark_range(start, end);
+        self.reserved_end = self.reserved_end.max(end);
     }
 }
 
@@ -345,6 +487,36 @@ mod tests {
         assert!(!d.contains(10 * MESSAGE_SPAN + 100));
         assert!(d.contains(10));
         assert_eq!(d.bits.len(), SPAN_WORDS);
+    }
+
+    #[test]
+    fn large_partial_is_charged_as_data_arrives() {
+        let t = Instant::now();
+        let len = 64u32 << 20;
+        let seg = 1200u32;
+        let mut p = Partial::new(len, seg, t);
+        let base = p.charged;
+        assert!(base < 16 << 10, "{base}");
+        // A segment far into the message costs one region, not the announced length.
+        let idx = 40_000;
+        let cost = p.cost_of(idx);
+        assert!(cost <= REGION + PAGE, "{cost}");
+        assert_eq!(p.store(len, seg, idx, &[1; 1200], t), SegmentResult::Stored);
+        assert_eq!(p.charged, base + cost);
+        assert_eq!(p.cost_of(idx), 0);
+        assert!(p.reserve_ahead().is_none(), "one segment earns no reservation ahead");
+        // In-order data earns a reservation ahead bounded by what arrived.
+        for i in 0..100 {
+            p.store(len, seg, i, &[2; 1200], t);
+        }
+        let (from, to, cost) = p.reserve_ahead().unwrap();
+        assert!(from >= 120_000 && to - from <= 2 * 121_200 + AHEAD_ALIGN, "{from} {to}");
+        assert!((p.data.as_ptr() as usize + to) % AHEAD_ALIGN == 0 || to == len as usize);
+        p.commit_ahead(from, to);
+        assert!(p.charged <= base + 2 * (REGION + PAGE) + cost + 2 * (REGION + PAGE));
+        assert!(cost <= 2 * 121_200 + AHEAD_ALIGN + 2 * (REGION + PAGE) + AHEAD_ALIGN / REGION * PAGE);
+        assert!(p.charged < Partial::full_cost(len, seg) / 20);
+        assert!(p.reserve_ahead().is_none());
     }
 
     #[test]

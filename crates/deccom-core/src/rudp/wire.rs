@@ -2,14 +2,15 @@
 //! Specified in `docs/wire.md#reliable-udp-tag-2`.
 //!
 //! [`decode`] is safe on arbitrary bytes: it reads through [`crate::wire::Reader`], never panics,
-//! never reads past the input, and checks every structural invariant (segment index inside the
+//! never reads past the input, checks the CRC32C trailer first (a corrupted datagram is
+//! [`DecodeError::Checksum`]) and then every structural invariant (segment index inside the
 //! message, exact payload length, ack ranges descending and disjoint) so that the endpoint can
-//! trust a decoded value.
+//! trust a decoded value. The checksum detects corruption, not forgery: anyone can compute it.
 
 use crate::wire::{Reader, Truncated};
 
-/// Protocol version carried in the first byte of every datagram.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in the first byte of every datagram (2: with the CRC32C trailer).
+pub const VERSION: u8 = 2;
 /// Datagram type: a message segment.
 pub const TYPE_DATA: u8 = 0x01;
 /// Datagram type: an acknowledgement.
@@ -20,11 +21,16 @@ pub const FLAG_ACK_NOW: u8 = 0x10;
 pub const COMMON_HEADER_LEN: usize = 1 + 1 + 8 + 8;
 /// Bytes of a DATA header before the payload.
 pub const DATA_HEADER_LEN: usize = COMMON_HEADER_LEN + 8 + 8 + 2 + 4 + 4 + 4;
-/// Largest header of any datagram: a datagram is at most `max_segment_payload + HEADER_MAX`
-/// bytes long (ACK datagrams are sized to respect the same bound).
-pub const HEADER_MAX: usize = DATA_HEADER_LEN;
-/// Bytes of an ACK datagram without ranges and refusals (two count bytes included).
-pub const ACK_FIXED_LEN: usize = COMMON_HEADER_LEN + 4 + 4 + 1 + 1;
+/// Bytes of the trailer every datagram ends with: CRC32C (Castagnoli) of all the bytes before
+/// it, big-endian.
+pub const CHECKSUM_LEN: usize = 4;
+/// Largest overhead of any datagram (DATA header and checksum): a datagram is at most
+/// `max_segment_payload + HEADER_MAX` bytes long (ACK datagrams are sized to respect the same
+/// bound).
+pub const HEADER_MAX: usize = DATA_HEADER_LEN + CHECKSUM_LEN;
+/// Bytes of an ACK datagram without ranges and refusals (two count bytes and the checksum
+/// included).
+pub const ACK_FIXED_LEN: usize = COMMON_HEADER_LEN + 4 + 4 + 1 + 1 + CHECKSUM_LEN;
 /// Bytes per encoded ack range.
 pub const ACK_RANGE_LEN: usize = 16;
 /// Most ranges one ACK carries (and the receiver remembers).
@@ -54,6 +60,8 @@ pub enum DecodeError {
     Type(u8),
     /// Structurally invalid.
     Malformed(&'static str),
+    /// The CRC32C trailer does not match the bytes (corrupted on the way).
+    Checksum,
 }
 
 impl From<Truncated> for DecodeError {
@@ -161,7 +169,30 @@ fn u64_be(r: &mut Reader<'_>) -> Result<u64, Truncated> {
     Ok(u64::from_be_bytes(r.array()?))
 }
 
-/// Appends a DATA header (see the module docs) to `out`; the caller appends the payload.
+/// Appends the CRC32C of `out[start..]` to `out`: the last step of encoding a datagram that
+/// starts at `start` (DATA: after the header and the payload).
+pub fn append_checksum(out: &mut Vec<u8>, start: usize) {
+    let crc = checksum(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// CRC-32C (Castagnoli; the iSCSI and SCTP checksum) of `bytes`.
+#[must_use]
+pub fn checksum(bytes: &[u8]) -> u32 {
+    // A 32-bit CRC: the upper half of the u64 is always zero.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+}
+
+/// Appends a whole DATA datagram (header, payload, checksum) to `out`.
+pub fn encode_data(h: &DataHeader, payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    encode_data_header(h, out);
+    out.extend_from_slice(payload);
+    append_checksum(out, start);
+}
+
+/// Appends a DATA header (see the module docs) to `out`; the caller appends the payload and
+/// then calls [`append_checksum`] from the header's first byte.
 pub fn encode_data_header(h: &DataHeader, out: &mut Vec<u8>) {
     out.push(VERSION);
     out.push(TYPE_DATA | if h.ack_now { FLAG_ACK_NOW } else { 0 });
@@ -175,8 +206,9 @@ pub fn encode_data_header(h: &DataHeader, out: &mut Vec<u8>) {
     out.extend_from_slice(&h.seg_index.to_be_bytes());
 }
 
-/// Appends an ACK datagram to `out`.
+/// Appends an ACK datagram (checksum included) to `out`.
 pub fn encode_ack(a: &AckFrame, out: &mut Vec<u8>) {
+    let start = out.len();
     out.push(VERSION);
     out.push(TYPE_ACK);
     out.extend_from_slice(&a.src_epoch.to_be_bytes());
@@ -195,6 +227,7 @@ pub fn encode_ack(a: &AckFrame, out: &mut Vec<u8>) {
         out.extend_from_slice(&pn.to_be_bytes());
         out.push(reason);
     }
+    append_checksum(out, start);
 }
 
 /// Decodes one datagram.
@@ -203,11 +236,19 @@ pub fn encode_ack(a: &AckFrame, out: &mut Vec<u8>) {
 ///
 /// [`DecodeError`] for anything that is not a well-formed version-1 datagram.
 pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
-    let mut r = Reader::new(buf);
-    let version = r.u8()?;
+    let version = *buf.first().ok_or(DecodeError::Truncated)?;
     if version != VERSION {
         return Err(DecodeError::Version(version));
     }
+    let Some(body_len) = buf.len().checked_sub(CHECKSUM_LEN) else {
+        return Err(DecodeError::Truncated);
+    };
+    let (body, trailer) = buf.split_at(body_len);
+    if checksum(body).to_be_bytes() != trailer {
+        return Err(DecodeError::Checksum);
+    }
+    let mut r = Reader::new(body);
+    r.u8()?;
     let ty = r.u8()?;
     let src_epoch = u64_be(&mut r)?;
     let dst_epoch = u64_be(&mut r)?;
@@ -315,6 +356,12 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
 mod tests {
     use super::*;
 
+    /// Recomputes the checksum of a datagram changed after encoding.
+    fn reseal(buf: &mut Vec<u8>) {
+        buf.truncate(buf.len() - CHECKSUM_LEN);
+        append_checksum(buf, 0);
+    }
+
     fn data_header() -> DataHeader {
         DataHeader {
             src_epoch: 0x0102_0304_0506_0708,
@@ -364,19 +411,50 @@ mod tests {
     }
 
     #[test]
+    fn checksum_is_crc32c() {
+        // The CRC-32C check value (RFC 3720 appendix B.4 lists the same polynomial).
+        assert_eq!(checksum(b"123456789"), 0xe306_9283);
+        assert_eq!(checksum(&[0u8; 32]), 0x8a91_36aa);
+    }
+
+    #[test]
     fn data_round_trip_and_truncations() {
         let h = data_header();
         let mut buf = Vec::new();
         encode_data_header(&h, &mut buf);
         assert_eq!(buf.len(), DATA_HEADER_LEN);
-        buf.extend_from_slice(&[7u8; 500]);
+        buf.clear();
+        encode_data(&h, &[7u8; 500], &mut buf);
+        assert_eq!(buf.len(), HEADER_MAX + 500);
         assert_eq!(decode(&buf), Ok(Datagram::Data(h, &[7u8; 500][..])));
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut {cut}");
+            if cut >= buf.len() - CHECKSUM_LEN {
+                continue;
+            }
+            // Cut short and sealed again: structurally wrong.
+            let mut short = buf[..cut.max(1)].to_vec();
+            append_checksum(&mut short, 0);
+            assert!(
+                matches!(decode(&short), Err(DecodeError::Truncated | DecodeError::Malformed(_))),
+                "cut {cut}"
+            );
         }
         // One byte too many is a length mismatch.
-        buf.push(0);
-        assert!(decode(&buf).is_err());
+        let mut long = buf.clone();
+        long.insert(long.len() - CHECKSUM_LEN, 0);
+        reseal(&mut long);
+        assert!(matches!(decode(&long), Err(DecodeError::Malformed(_))));
+        // Every single flipped bit is caught by the checksum.
+        for bit in 0..buf.len() * 8 {
+            let mut bad = buf.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let e = decode(&bad).unwrap_err();
+            assert!(
+                e == DecodeError::Checksum || (bit < 8 && matches!(e, DecodeError::Version(_))),
+                "bit {bit}: {e:?}"
+            );
+        }
     }
 
     #[test]
@@ -399,47 +477,55 @@ mod tests {
             for cut in 0..buf.len() {
                 assert!(decode(&buf[..cut]).is_err(), "count {count} cut {cut}");
             }
-            buf.push(0);
-            assert!(decode(&buf).is_err());
+            for bit in 8..buf.len() * 8 {
+                let mut bad = buf.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(decode(&bad), Err(DecodeError::Checksum), "bit {bit}");
+            }
+            buf.insert(buf.len() - CHECKSUM_LEN, 0);
+            reseal(&mut buf);
+            assert!(matches!(decode(&buf), Err(DecodeError::Malformed(_))));
         }
     }
 
     #[test]
     fn rejects_invalid_fields() {
         let mut buf = Vec::new();
-        encode_data_header(&data_header(), &mut buf);
-        buf.extend_from_slice(&[0u8; 500]);
+        encode_data(&data_header(), &[0u8; 500], &mut buf);
         let mut bad = buf.clone();
-        bad[0] = 2;
-        assert_eq!(decode(&bad), Err(DecodeError::Version(2)));
+        bad[0] = 1;
+        reseal(&mut bad);
+        assert_eq!(decode(&bad), Err(DecodeError::Version(1)));
         let mut bad = buf.clone();
         bad[1] = 0x21;
+        reseal(&mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Type(_))));
         let mut bad = buf.clone();
         bad[1] = 0x05;
+        reseal(&mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Type(_))));
         let mut bad = buf.clone();
         bad[2..10].fill(0);
+        reseal(&mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
         // Segment index 3 of a 3-segment message.
         let mut h = data_header();
         h.seg_index = 3;
         let mut bad = Vec::new();
-        encode_data_header(&h, &mut bad);
+        encode_data(&h, &[], &mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
         // Segment size 0.
         h = data_header();
         h.seg_size = 0;
         bad.clear();
-        encode_data_header(&h, &mut bad);
+        encode_data(&h, &[], &mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
         // Floor above the id.
         h = data_header();
         h.msg_id = 1;
         h.floor_delta = 2;
         bad.clear();
-        encode_data_header(&h, &mut bad);
-        bad.extend_from_slice(&[0u8; 500]);
+        encode_data(&h, &[0u8; 500], &mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
         // Overlapping ack ranges.
         let mut a = ack_frame(2);
@@ -462,10 +548,13 @@ mod tests {
         // Too many ranges.
         bad.clear();
         encode_ack(&ack_frame(0), &mut bad);
-        bad[ACK_FIXED_LEN - 2] = 33;
+        let count_at = ACK_FIXED_LEN - CHECKSUM_LEN - 2;
+        bad[count_at] = 33;
+        reseal(&mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
-        bad[ACK_FIXED_LEN - 2] = 0;
-        bad[ACK_FIXED_LEN - 1] = 33;
+        bad[count_at] = 0;
+        bad[count_at + 1] = 33;
+        reseal(&mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
         // Unknown refusal reason.
         let mut a = ack_frame_refused(1, 1);
@@ -474,7 +563,8 @@ mod tests {
         encode_ack(&a, &mut bad);
         assert!(matches!(decode(&bad), Err(DecodeError::Malformed(_))));
         assert!(decode(&[]).is_err());
-        assert!(decode(&[1, 9]).is_err());
+        assert!(decode(&[2, 9]).is_err());
+        assert_eq!(decode(&[2, 9, 0, 0, 0]), Err(DecodeError::Checksum));
     }
 
     #[test]
@@ -490,7 +580,7 @@ mod tests {
             ..data_header()
         };
         let mut buf = Vec::new();
-        encode_data_header(&h, &mut buf);
+        encode_data(&h, &[], &mut buf);
         assert_eq!(decode(&buf), Ok(Datagram::Data(h, &[][..])));
     }
 
@@ -504,13 +594,16 @@ mod tests {
             x ^= x << 17;
             let len = (x % 90) as usize;
             buf.clear();
-            buf.push(1);
+            buf.push(VERSION);
             buf.push((x >> 8) as u8 & 0x13);
             let mut y = x;
             while buf.len() < len {
                 y = y.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 buf.push((y >> 56) as u8);
             }
+            let _ = decode(&buf);
+            // With a valid checksum, so that the structural checks see it.
+            append_checksum(&mut buf, 0);
             let _ = decode(&buf);
         }
     }

@@ -33,7 +33,7 @@ pub fn all() -> Vec<Format> {
         Format { file: "identity", anchor: "public-identity", notes: "One encoded public identity filling the input. Ed25519 keys come from Identity::from_seed([seed; 32]). error = ERR code + Rust error.", decode: identity, valid: identity_valid, invalid: identity_invalid },
         Format { file: "peer-record", anchor: "peer-record", notes: "One peer record filling the input (a record inside a message is followed by more bytes; the decoder reports how many it used). u64 values are decimal strings. error = ERR code + Rust error.", decode: record, valid: record_valid, invalid: record_invalid },
         Format { file: "kad", anchor: "kademlia-tag-3", notes: "The bytes after the layer tag 3. request_id is a decimal string (u64). Records are given as id + UDP address (their bytes are checked by peer-record.json). error = reason (the TS layer counts dropped_malformed and dropped_malformed_<reason>) + Rust error.", decode: kad, valid: kad_valid, invalid: kad_invalid },
-        Format { file: "rudp", anchor: "reliable-udp-tag-2", notes: "The bytes after the layer tag 2. u64 values are decimal strings; ack ranges are [start, end] inclusive, most recent first. Every invalid datagram is dropped and counted in rudp_dropped_malformed (the reliable layer's stats).", decode: rudp, valid: rudp_valid, invalid: rudp_invalid },
+        Format { file: "rudp", anchor: "reliable-udp-tag-2", notes: "The bytes after the layer tag 2 (version 2: every datagram ends with the CRC32C of the bytes before it). u64 values are decimal strings; ack ranges are [start, end] inclusive, most recent first. Every invalid datagram is dropped and counted in rudp_dropped_malformed (the reliable layer's stats); a checksum mismatch is also counted in rudp_dropped_checksum.", decode: rudp, valid: rudp_valid, invalid: rudp_invalid },
         Format { file: "noise", anchor: "noise-datagrams-tag-4", notes: "The bytes after the layer tag 4. u64 values are decimal strings. Every invalid datagram is dropped and counted in dropped_malformed. error = ERR code + Rust error.", decode: noise, valid: noise_valid, invalid: noise_invalid },
         Format { file: "noise-frame", anchor: "noise-frames", notes: "The plaintext of one Noise data message. error = the counter the Noise layer counts it in + Rust error.", decode: noise_frame, valid: frame_valid, invalid: frame_invalid },
     ]
@@ -262,8 +262,7 @@ fn rudp(b: &[u8]) -> Decoded {
     let mut out = Vec::new();
     let fields = match d {
         Datagram::Data(h, payload) => {
-            rwire::encode_data_header(&h, &mut out);
-            out.extend_from_slice(payload);
+            rwire::encode_data(&h, payload, &mut out);
             obj![
                 "type" => Json::str("DATA"),
                 "ack_now" => Json::Bool(h.ack_now),
@@ -296,9 +295,17 @@ fn rudp(b: &[u8]) -> Decoded {
 
 fn data(h: &DataHeader, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    rwire::encode_data_header(h, &mut out);
-    out.extend_from_slice(payload);
+    rwire::encode_data(h, payload, &mut out);
     out
+}
+
+/// A reliable-UDP datagram changed after encoding, with its CRC32C trailer recomputed (so that
+/// the change, not the checksum, is what the decoder refuses).
+fn resealed(mut b: Vec<u8>, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    b.truncate(b.len() - rwire::CHECKSUM_LEN);
+    change(&mut b);
+    rwire::append_checksum(&mut b, 0);
+    b
 }
 
 fn data_h() -> DataHeader {
@@ -329,43 +336,52 @@ fn rudp_valid() -> Valid {
 
 fn rudp_invalid() -> Invalid {
     let good = data(&data_h(), &[0x5a; 500]);
-    let mut version = good.clone();
-    version[0] = 2;
-    let mut ty = good.clone();
-    ty[1] = 0x03;
-    let mut flag = good.clone();
-    flag[1] = 0x21;
-    let mut ack_flag = ack(&[], &[]);
-    ack_flag[1] = 0x12;
-    let mut epoch0 = good.clone();
-    epoch0[2..10].fill(0);
-    let seg0 = data(&DataHeader { seg_size: 0, ..data_h() }, &[]);
-    let beyond = {
-        let mut b = good.clone();
-        b[44..48].copy_from_slice(&3u32.to_be_bytes());
+    let version = resealed(good.clone(), |b| b[0] = 1);
+    let unsealed_v1 = {
+        // The version-1 layout: no checksum trailer.
+        let mut b = good[..good.len() - rwire::CHECKSUM_LEN].to_vec();
+        b[0] = 1;
         b
     };
+    let ty = resealed(good.clone(), |b| b[1] = 0x03);
+    let flag = resealed(good.clone(), |b| b[1] = 0x21);
+    let ack_flag = resealed(ack(&[], &[]), |b| b[1] = 0x12);
+    let epoch0 = resealed(good.clone(), |b| b[2..10].fill(0));
+    let seg0 = data(&DataHeader { seg_size: 0, ..data_h() }, &[]);
+    let beyond = resealed(good.clone(), |b| b[44..48].copy_from_slice(&3u32.to_be_bytes()));
     let floor = data(&DataHeader { floor_delta: 1001, ..data_h() }, &[0x5a; 500]);
     let span = data(&DataHeader { msg_id: 40_000, floor_delta: 32_768, ..data_h() }, &[0x5a; 500]);
     let ranges = ack(&[(3, 8), (10, 12)], &[]);
     let adjacent = ack(&[(9, 12), (3, 8)], &[]);
     let backwards = ack(&[(12, 10)], &[]);
-    let mut many = ack(&[], &[]);
-    many[26] = 33;
-    let mut reason = ack(&[], &[(9, 1)]);
-    let l = reason.len();
-    reason[l - 1] = 3;
-    let mut trailing = ack(&[], &[]);
-    trailing.push(0);
+    let many = resealed(ack(&[], &[]), |b| b[26] = 33);
+    let reason = resealed(ack(&[], &[(9, 1)]), |b| {
+        let l = b.len();
+        b[l - 1] = 3;
+    });
+    let trailing = resealed(ack(&[], &[]), |b| b.push(0));
+    let short = resealed(good.clone(), |b| {
+        b.pop();
+    });
+    let mut msg_bit = good.clone();
+    msg_bit[33] ^= 0x01; // lowest bit of the message id
+    let mut payload_bit = good.clone();
+    payload_bit[300] ^= 0x80;
+    let mut ack_bit = ack(&[(10, 12), (3, 8)], &[]);
+    ack_bit[5] ^= 0x10; // inside the source epoch
+    let mut crc_bit = good.clone();
+    let l = crc_bit.len();
+    crc_bit[l - 1] ^= 0x01;
     vec![
         ("empty", vec![], "rudp_dropped_malformed"),
-        ("version 2", version, "rudp_dropped_malformed"),
+        ("version 1", version, "rudp_dropped_malformed"),
+        ("version 1 layout (no checksum)", unsealed_v1, "rudp_dropped_malformed"),
         ("unknown type 3", ty, "rudp_dropped_malformed"),
         ("DATA with unknown flag 0x20", flag, "rudp_dropped_malformed"),
         ("ACK with a flag", ack_flag, "rudp_dropped_malformed"),
         ("source epoch 0", epoch0, "rudp_dropped_malformed"),
         ("DATA header cut short", good[..40].to_vec(), "rudp_dropped_malformed"),
-        ("DATA payload one byte short", good[..good.len() - 1].to_vec(), "rudp_dropped_malformed"),
+        ("DATA payload one byte short", short, "rudp_dropped_malformed"),
         ("DATA segment size 0", seg0, "rudp_dropped_malformed"),
         ("DATA segment index beyond the message", beyond, "rudp_dropped_malformed"),
         ("DATA floor delta above the message id", floor, "rudp_dropped_malformed"),
@@ -376,6 +392,10 @@ fn rudp_invalid() -> Invalid {
         ("ACK with 33 ranges", many, "rudp_dropped_malformed"),
         ("ACK refusal reason 3", reason, "rudp_dropped_malformed"),
         ("ACK with a trailing byte", trailing, "rudp_dropped_malformed"),
+        ("DATA with one bit of the message id flipped", msg_bit, "rudp_dropped_malformed, rudp_dropped_checksum"),
+        ("DATA with one payload bit flipped", payload_bit, "rudp_dropped_malformed, rudp_dropped_checksum"),
+        ("ACK with one bit of the source epoch flipped", ack_bit, "rudp_dropped_malformed, rudp_dropped_checksum"),
+        ("DATA with one checksum bit flipped", crc_bit, "rudp_dropped_malformed, rudp_dropped_checksum"),
     ]
 }
 

@@ -25,6 +25,26 @@ pub const DONE_FORGOTTEN: f64 = 2.0;
 pub const DONE_REFUSED: f64 = 3.0;
 /// The endpoint had no room for another peer (every slot has messages in progress).
 pub const DONE_PEER_TABLE_FULL: f64 = 4.0;
+/// The receiver answered only "busy" (no reassembly memory) for the peer timeout.
+pub const DONE_BUSY: f64 = 5.0;
+
+/// The completion status of a failed message.
+pub(crate) fn failure_status(reason: FailReason) -> f64 {
+  match reason {
+    FailReason::PeerUnreachable => DONE_UNREACHABLE,
+    FailReason::Refused => DONE_REFUSED,
+    FailReason::Busy => DONE_BUSY,
+    _ => DONE_FORGOTTEN,
+  }
+}
+
+/// Hands the endpoint's pre-fault hints (memory reserved ahead of a large message's writer) to
+/// the background pre-fault thread.
+pub(crate) fn prefault_hints<P: Copy + Eq + std::hash::Hash + std::fmt::Debug>(endpoint: &mut Endpoint<P>) {
+  while let Some((addr, len)) = endpoint.poll_prefault() {
+    crate::prefault::populate(addr, len);
+  }
+}
 
 pub(crate) struct RudpStage {
   /// The layer tag that marks reliable-UDP datagrams on the wire.
@@ -67,6 +87,7 @@ impl Stage for RudpStage {
       self.dropped_backpressure += 1;
     } else {
       self.endpoint.handle_datagram(up.now, from, body);
+      prefault_hints(&mut self.endpoint);
     }
   }
 
@@ -92,13 +113,8 @@ impl Stage for RudpStage {
           }
         }
         Event::Failed { id, reason, .. } => {
-          let status = match reason {
-            FailReason::PeerUnreachable => DONE_UNREACHABLE,
-            FailReason::Refused => DONE_REFUSED,
-            _ => DONE_FORGOTTEN,
-          };
           if let Some(js) = self.ids.remove(&id.0) {
-            up.sink.completion(js, status);
+            up.sink.completion(js, failure_status(reason));
           }
         }
       }
@@ -119,7 +135,7 @@ impl Stage for RudpStage {
 }
 
 /// The reliable-UDP counters as (name, value) pairs, for JavaScript.
-pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 32] {
+pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 35] {
   [
     ("datagrams_sent", s.datagrams_sent),
     ("datagrams_received", s.datagrams_received),
@@ -135,6 +151,8 @@ pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64);
     ("messages_failed", s.messages_failed),
     ("duplicates", s.duplicates),
     ("dropped_malformed", s.dropped_malformed),
+    ("dropped_checksum", s.dropped_checksum),
+    ("dropped_unproven_epoch", s.dropped_unproven_epoch),
     ("dropped_oversized_announcement", s.dropped_oversized_announcement),
     ("dropped_reassembly_full", s.dropped_reassembly_full),
     ("dropped_stale_epoch", s.dropped_stale_epoch),
@@ -151,6 +169,7 @@ pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64);
     ("peers", s.peers),
     ("in_flight", s.in_flight),
     ("reassembly_bytes", s.reassembly_bytes),
+    ("reassembly_unproven_bytes", s.reassembly_unproven_bytes),
     ("srtt_us", s.srtt_us),
     ("cwnd", s.cwnd),
   ]

@@ -114,6 +114,7 @@ impl Peer {
         if newly_acked {
             self.pto_count = 0;
             self.last_progress = now;
+            self.busy_since_progress = false;
             if let Some(sent) = largest_sent {
                 let ack_delay = Duration::from_micros(u64::from(frame.ack_delay_us))
                     .min(cx.config.max_ack_delay);
@@ -133,8 +134,8 @@ impl Peer {
     /// The peer received these packets but did not store their segments (no loss, no
     /// congestion reaction). Busy: the message waits for admission — its refused segments are
     /// parked and one of them is retried after `min_rto`, doubling per retry up to 1 s; the
-    /// first acknowledged segment releases the rest. Final: the message fails with
-    /// [`FailReason::Refused`].
+    /// first acknowledged segment releases the rest. A busy refusal does not count as progress
+    /// for the peer timeout. Final: the message fails with [`FailReason::Refused`].
     fn on_refusals<P: Copy>(
         &mut self,
         now: Instant,
@@ -154,12 +155,12 @@ impl Peer {
             entry.acked_next = pn + 1;
             let (msg, seg) = (entry.msg, entry.seg);
             self.in_flight -= 1;
-            self.last_progress = now;
-            self.pto_count = 0;
             let Some(m) = self.out.get_mut(&msg) else {
                 continue;
             };
             if reason == REFUSE_FINAL {
+                // A final answer: the message resolves (fails) now.
+                self.last_progress = now;
                 let id = m.id;
                 self.out.remove(&msg);
                 changed = true;
@@ -170,6 +171,9 @@ impl Peer {
                     reason: FailReason::Refused,
                 });
             } else if !m.is_acked(seg) {
+                // Busy is no progress: a receiver that only refuses does not keep the message
+                // alive past the peer timeout (it then fails with FailReason::Busy).
+                self.busy_since_progress = true;
                 m.waiting = true;
                 if !m.parked.contains(&seg) {
                     m.parked.push(seg);

@@ -12,7 +12,8 @@ pub struct Config {
     /// Largest message accepted by `send` and by the receiver (default 256 MiB; at most
     /// 4 GiB − 1, larger values are clamped).
     pub max_message_size: u64,
-    /// Bytes of partially received messages per peer (default 320 MiB).
+    /// Bytes of partially received messages per peer (default 320 MiB), charged as data
+    /// arrives; a peer that has not echoed our epoch gets at most 2 MiB (see the module docs).
     pub max_reassembly_per_peer: usize,
     /// Bytes of partially received messages across all peers (default 1 GiB).
     pub max_reassembly_total: usize,
@@ -105,8 +106,14 @@ pub struct Stats {
     pub messages_failed: u64,
     /// Segments received again (already stored or delivered).
     pub duplicates: u64,
-    /// Datagrams that did not decode or were inconsistent.
+    /// Datagrams that did not decode or were inconsistent (checksum failures included).
     pub dropped_malformed: u64,
+    /// Of `dropped_malformed`: datagrams whose CRC32C trailer did not match (corrupted).
+    pub dropped_checksum: u64,
+    /// Datagrams from a peer that carried a new source epoch without echoing ours (a forgery,
+    /// or a restarted peer that has not learned our epoch yet: it is told it): dropped, the
+    /// session unchanged.
+    pub dropped_unproven_epoch: u64,
     /// Messages refused because they can never fit (`max_message_size`, reassembly limits).
     pub dropped_oversized_announcement: u64,
     /// Segments of new messages refused because reassembly memory was full at the time.
@@ -140,6 +147,8 @@ pub struct Stats {
     pub in_flight: u64,
     /// Bytes charged for partial messages (gauge).
     pub reassembly_bytes: u64,
+    /// Of `reassembly_bytes`: charged to peers that have not echoed our epoch (gauge).
+    pub reassembly_unproven_bytes: u64,
     /// Latest smoothed RTT in microseconds (of the peer that last produced a sample).
     pub srtt_us: u64,
     /// Sum of the congestion windows of all peers, in datagrams (gauge).

@@ -76,6 +76,9 @@ pub enum FailReason {
     /// `max_message_size` or reassembly limits), or the peer gave up reassembling it after its
     /// `partial_timeout`.
     Refused,
+    /// For `peer_timeout` the peer answered only that it had no reassembly memory for the
+    /// message (busy refusals) and acknowledged nothing new.
+    Busy,
 }
 
 impl FailReason {
@@ -85,7 +88,7 @@ impl FailReason {
         match self {
             FailReason::PeerUnreachable => "ERR_DECCOM_PEER_UNREACHABLE",
             FailReason::Forgotten => "ERR_DECCOM_PEER_FORGOTTEN",
-            FailReason::Refused => "ERR_DECCOM_MESSAGE_REFUSED",
+            FailReason::Refused | FailReason::Busy => "ERR_DECCOM_MESSAGE_REFUSED",
         }
     }
 }
@@ -169,6 +172,8 @@ where
     events: VecDeque<Event<P>>,
     stats: Stats,
     reassembly_total: usize,
+    unproven_total: usize,
+    prefault: VecDeque<(usize, usize)>,
     rng: u64,
     next_message_id: u64,
     max_ack_ranges: usize,
@@ -215,6 +220,8 @@ where
             events: VecDeque::new(),
             stats: Stats::default(),
             reassembly_total: 0,
+            unproven_total: 0,
+            prefault: VecDeque::new(),
             rng: seed,
             next_message_id: 0,
             max_ack_ranges,
@@ -331,14 +338,17 @@ where
         self.stats.bytes_received += datagram.len() as u64;
         let decoded = match wire::decode(datagram) {
             Ok(d) => d,
-            Err(_) => {
+            Err(e) => {
                 self.stats.dropped_malformed += 1;
+                if e == wire::DecodeError::Checksum {
+                    self.stats.dropped_checksum += 1;
+                }
                 return;
             }
         };
-        let src_epoch = match &decoded {
-            Datagram::Data(h, _) => h.src_epoch,
-            Datagram::Ack(a) => a.src_epoch,
+        let (src_epoch, dst_epoch, is_data) = match &decoded {
+            Datagram::Data(h, _) => (h.src_epoch, h.dst_epoch, true),
+            Datagram::Ack(a) => (a.src_epoch, a.dst_epoch, false),
         };
         if let Datagram::Data(..) = decoded {
             if !self.ensure_peer(now, peer) {
@@ -352,16 +362,30 @@ where
             cx.stats.dropped_stale_epoch += 1;
             return;
         };
-        match p.check_epoch(src_epoch) {
+        match p.check_epoch(src_epoch, dst_epoch, is_data) {
             EpochCheck::Same => {}
             EpochCheck::Retired => {
                 cx.stats.dropped_stale_epoch += 1;
                 return;
             }
+            EpochCheck::Unproven => {
+                // Another epoch that does not echo ours: a forgery, or a restarted peer that
+                // does not know our epoch yet. Tell the sender of DATA our epoch (a bare ACK,
+                // smaller than what it sent); change nothing.
+                cx.stats.dropped_unproven_epoch += 1;
+                if is_data {
+                    p.announce_to = Some(src_epoch);
+                    Self::activate(active, peer, p);
+                }
+                return;
+            }
             EpochCheck::Restarted => {
-                p.on_peer_restart(now, src_epoch, cx.config, cx.reassembly_total);
+                p.on_peer_restart(now, src_epoch, &mut cx);
                 cx.stats.peer_resets += 1;
             }
+        }
+        if dst_epoch == p.epoch {
+            p.mark_proven(&mut cx);
         }
         p.last_seen = now;
         match decoded {
@@ -435,6 +459,16 @@ where
         self.events.pop_front()
     }
 
+    /// The next pre-fault hint: `(address, length)` of reassembly memory that is charged and
+    /// about to be written (reserved ahead of the data of a large message, never more than the
+    /// data that arrived). A driver may ask the OS to make these pages resident off its own
+    /// thread, so that the writer does not take the page faults; it must never write to them,
+    /// and the memory may have been freed by then (the endpoint owns it). At most 64 are
+    /// queued; ignoring them is harmless.
+    pub fn poll_prefault(&mut self) -> Option<(usize, usize)> {
+        self.prefault.pop_front()
+    }
+
     /// Counters and gauges.
     #[must_use]
     pub fn stats(&self) -> Stats {
@@ -443,6 +477,7 @@ where
         s.in_flight = self.peers.values().map(|p| u64::from(p.in_flight)).sum();
         s.cwnd = self.peers.values().map(|p| u64::from(p.cc.window())).sum();
         s.reassembly_bytes = self.reassembly_total as u64;
+        s.reassembly_unproven_bytes = self.unproven_total as u64;
         s
     }
 
@@ -457,7 +492,7 @@ where
         };
         let (_, active, mut cx) = self.split();
         p.fail_all(peer, FailReason::Forgotten, &mut cx);
-        p.drop_partials(cx.reassembly_total);
+        p.drop_partials(&mut cx);
         active.retain(|a| *a != peer);
     }
 
@@ -471,6 +506,8 @@ where
             events,
             stats,
             reassembly_total,
+            unproven_total,
+            prefault,
             max_ack_ranges,
             ..
         } = self;
@@ -479,6 +516,8 @@ where
             stats,
             events,
             reassembly_total,
+            unproven_total,
+            prefault,
             max_ack_ranges: *max_ack_ranges,
         };
         (peers, active, cx)

@@ -21,6 +21,11 @@ pub(super) struct Peer {
     pub(super) peer_epoch: Option<u64>,
     pub(super) retired: [u64; RETIRED_EPOCHS],
     pub(super) retired_pos: usize,
+    /// The peer echoed our epoch under its current epoch (it receives what we send): it gets a
+    /// full share of reassembly memory and can announce a restart.
+    pub(super) proven: bool,
+    /// Tell this other epoch ours (a DATA under an unproven epoch arrived).
+    pub(super) announce_to: Option<u64>,
     pub(super) last_seen: Instant,
     pub(super) in_active: bool,
 
@@ -56,6 +61,9 @@ pub(super) struct Peer {
     /// Admission retries of messages the receiver had no room for: `(retry at, msg)`.
     pub(super) deferred: BTreeSet<(Instant, u64)>,
     pub(super) last_progress: Instant,
+    /// A busy refusal arrived since the last progress (the peer timeout then fails the
+    /// messages with [`FailReason::Busy`]).
+    pub(super) busy_since_progress: bool,
 
     // --- receiving ---
     pub(super) recv_pns: PnRanges,
@@ -68,7 +76,12 @@ pub(super) struct Peer {
     pub(super) abandoned: VecDeque<u64>,
     pub(super) delivered: DeliveredSet,
     pub(super) partials: HashMap<u64, Partial, FxBuild>,
+    /// Bytes charged for this peer's partial messages.
     pub(super) reassembly: usize,
+    /// Payload bytes stored in them.
+    pub(super) stored: usize,
+    /// Sum of their lengths (address space, not memory).
+    pub(super) announced: u64,
     pub(super) partial_check: Option<Instant>,
 }
 
@@ -76,7 +89,10 @@ pub(super) struct Peer {
 pub(super) enum EpochCheck {
     Same,
     Retired,
+    /// A new epoch that echoes ours: the peer restarted.
     Restarted,
+    /// A new epoch that does not echo ours: nothing changes.
+    Unproven,
 }
 
 /// Endpoint-wide state that per-peer code needs next to the peer itself.
@@ -85,6 +101,10 @@ pub(super) struct Cx<'a, P> {
     pub(super) stats: &'a mut Stats,
     pub(super) events: &'a mut VecDeque<Event<P>>,
     pub(super) reassembly_total: &'a mut usize,
+    /// Of `reassembly_total`: bytes charged to peers that are not proven.
+    pub(super) unproven_total: &'a mut usize,
+    /// Pre-fault hints: `(address, length)` of reassembly memory charged ahead of the writer.
+    pub(super) prefault: &'a mut VecDeque<(usize, usize)>,
     pub(super) max_ack_ranges: usize,
 }
 
@@ -95,6 +115,8 @@ impl Peer {
             peer_epoch: None,
             retired: [0; RETIRED_EPOCHS],
             retired_pos: 0,
+            proven: false,
+            announce_to: None,
             last_seen: now,
             in_active: false,
             next_pn: 0,
@@ -123,6 +145,7 @@ impl Peer {
             retx: VecDeque::new(),
             deferred: BTreeSet::new(),
             last_progress: now,
+            busy_since_progress: false,
             recv_pns: PnRanges::default(),
             largest_recv_time: now,
             unacked: 0,
@@ -134,19 +157,54 @@ impl Peer {
             delivered: DeliveredSet::default(),
             partials: HashMap::default(),
             reassembly: 0,
+            stored: 0,
+            announced: 0,
             partial_check: None,
         }
     }
 
-    pub(super) fn check_epoch(&mut self, src: u64) -> EpochCheck {
+    /// Checks a datagram's source epoch `src` (it was addressed to `dst`). The first epoch of
+    /// a peer is taken from a DATA, or from an ACK that echoes ours; after that the epoch only
+    /// changes for a datagram that echoes ours (`dst == self.epoch`), which a sender that never
+    /// received anything from us cannot produce.
+    pub(super) fn check_epoch(&mut self, src: u64, dst: u64, is_data: bool) -> EpochCheck {
         match self.peer_epoch {
             Some(e) if e == src => EpochCheck::Same,
             _ if self.retired.contains(&src) => EpochCheck::Retired,
-            None => {
+            None if is_data || dst == self.epoch => {
                 self.peer_epoch = Some(src);
                 EpochCheck::Same
             }
-            Some(_) => EpochCheck::Restarted,
+            Some(_) if dst == self.epoch => EpochCheck::Restarted,
+            _ => EpochCheck::Unproven,
+        }
+    }
+
+    /// The peer echoed our epoch: its charges leave the pool of unproven peers.
+    pub(super) fn mark_proven<P>(&mut self, cx: &mut Cx<'_, P>) {
+        if !self.proven {
+            self.proven = true;
+            *cx.unproven_total -= self.reassembly;
+        }
+    }
+
+    /// Adds `bytes` to this peer's charge (and the endpoint's totals).
+    pub(super) fn charge<P>(&mut self, bytes: usize, cx: &mut Cx<'_, P>) {
+        self.reassembly += bytes;
+        *cx.reassembly_total += bytes;
+        if !self.proven {
+            *cx.unproven_total += bytes;
+        }
+    }
+
+    /// Frees a partial message's charge.
+    pub(super) fn release<P>(&mut self, part: &Partial, cx: &mut Cx<'_, P>) {
+        self.reassembly -= part.charged;
+        self.stored -= part.stored;
+        self.announced -= part.data.len() as u64;
+        *cx.reassembly_total -= part.charged;
+        if !self.proven {
+            *cx.unproven_total -= part.charged;
         }
     }
 
@@ -170,28 +228,31 @@ impl Peer {
         self.pending.clear();
     }
 
-    pub(super) fn drop_partials(&mut self, total: &mut usize) {
-        *total -= self.reassembly;
+    pub(super) fn drop_partials<P>(&mut self, cx: &mut Cx<'_, P>) {
+        *cx.reassembly_total -= self.reassembly;
+        if !self.proven {
+            *cx.unproven_total -= self.reassembly;
+        }
         self.reassembly = 0;
+        self.stored = 0;
+        self.announced = 0;
         self.partials.clear();
         self.partial_check = None;
     }
 
     /// The peer restarted (new epoch): its receive state is gone, and every unfinished message
     /// to it starts over from its first segment (same `MessageId`, new packet numbers).
-    pub(super) fn on_peer_restart(
-        &mut self,
-        now: Instant,
-        new_epoch: u64,
-        config: &Config,
-        total: &mut usize,
-    ) {
+    pub(super) fn on_peer_restart<P>(&mut self, now: Instant, new_epoch: u64, cx: &mut Cx<'_, P>) {
+        let config = cx.config;
         if let Some(old) = self.peer_epoch {
             self.retired[self.retired_pos] = old;
             self.retired_pos = (self.retired_pos + 1) % RETIRED_EPOCHS;
         }
         self.peer_epoch = Some(new_epoch);
-        self.drop_partials(total);
+        self.drop_partials(cx);
+        // The new epoch proves itself with the datagram that announced it; charges start at 0.
+        self.proven = false;
+        self.announce_to = None;
         self.delivered = DeliveredSet::default();
         self.recv_pns = PnRanges::default();
         self.refusals.clear();
@@ -208,6 +269,7 @@ impl Peer {
         }
         self.pending.extend(self.out.keys().copied());
         self.last_progress = now;
+        self.busy_since_progress = false;
     }
 
     pub(super) fn fail_all<P: Copy>(&mut self, peer: P, reason: FailReason, cx: &mut Cx<'_, P>) {

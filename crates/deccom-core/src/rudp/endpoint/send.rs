@@ -96,6 +96,7 @@ pub(super) struct SentPacket {
 impl Peer {
     fn ack_due(&self, now: Instant, ack_every: u32) -> bool {
         self.announce
+            || self.announce_to.is_some()
             || !self.refusals.is_empty()
             || (self.unacked > 0
                 && (self.ack_now
@@ -246,10 +247,12 @@ impl Peer {
             seg_index: seg,
             ack_now,
         };
+        let datagram_start = out.len();
         wire::encode_data_header(&header, out);
         let start = seg as usize * m.seg_size as usize;
         let len = segment_len(m.len(), m.seg_size, seg) as usize;
         m.data.copy_range(start, len, out);
+        wire::append_checksum(out, datagram_start);
         self.sent.push_back(SentPacket {
             msg,
             seg,
@@ -273,6 +276,22 @@ impl Peer {
     }
 
     fn write_ack<P>(&mut self, now: Instant, out: &mut Vec<u8>, cx: &mut Cx<'_, P>) {
+        if let Some(dst) = self.announce_to.take() {
+            // To an epoch that did not prove itself: our epoch only, nothing about our session.
+            let frame = AckFrame {
+                src_epoch: self.epoch,
+                dst_epoch: dst,
+                ack_delay_us: 0,
+                window: cx.config.receive_window,
+                count: 0,
+                ranges: [(0, 0); MAX_ACK_RANGES],
+                refused_count: 0,
+                refused: [(0, 0); MAX_REFUSALS],
+            };
+            wire::encode_ack(&frame, out);
+            cx.stats.acks_sent += 1;
+            return;
+        }
         let mut frame = AckFrame {
             src_epoch: self.epoch,
             dst_epoch: self.peer_epoch.unwrap_or(0),

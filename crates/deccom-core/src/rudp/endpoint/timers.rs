@@ -63,7 +63,12 @@ impl Peer {
             }
         }
         if !self.out.is_empty() && self.last_progress + cx.config.peer_timeout <= now {
-            self.fail_all(peer, FailReason::PeerUnreachable, cx);
+            let reason = if self.busy_since_progress {
+                FailReason::Busy
+            } else {
+                FailReason::PeerUnreachable
+            };
+            self.fail_all(peer, reason, cx);
         }
     }
 
@@ -98,25 +103,22 @@ impl Peer {
 
     fn expire_partials<P>(&mut self, now: Instant, cx: &mut Cx<'_, P>) {
         let timeout = cx.config.partial_timeout;
-        let mut freed = 0;
-        let mut expired = 0;
-        let abandoned = &mut self.abandoned;
-        self.partials.retain(|&id, p| {
-            if p.last_activity + timeout <= now {
-                freed += p.charged;
-                expired += 1;
-                if abandoned.len() >= MAX_ABANDONED {
-                    abandoned.pop_front();
+        let expired: Vec<u64> = self
+            .partials
+            .iter()
+            .filter(|(_, p)| p.last_activity + timeout <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some(part) = self.partials.remove(&id) {
+                self.release(&part, cx);
+                cx.stats.partial_timeouts += 1;
+                if self.abandoned.len() >= MAX_ABANDONED {
+                    self.abandoned.pop_front();
                 }
-                abandoned.push_back(id);
-                false
-            } else {
-                true
+                self.abandoned.push_back(id);
             }
-        });
-        self.reassembly -= freed;
-        *cx.reassembly_total -= freed;
-        cx.stats.partial_timeouts += expired;
+        }
         self.partial_check = self
             .partials
             .values()
