@@ -313,6 +313,17 @@ test('TcpHolePuncher: a spoofed REQ gets a challenge no larger than itself; no O
   t.true(await until(() => (ts(intro).offers_sent ?? 0) === 1), 'a proven requester is served')
 })
 
+test('[KeepAlive, Kademlia, ReliableUdp] without Noise: a spoofed KeepAlive or Kademlia PING draws nothing reliable (at most 1x)', async (t) => {
+  for (const native of [true, false]) {
+    const node = await open(t, [new KeepAlive(), new Kademlia(), new ReliableUdp({ forceJs: !native })])
+    const a = await Attacker.open(t)
+    const mode = native ? 'native' : 'js'
+    await measure(t, `reliable stack (${mode}) keep-alive ping`, a, node, [withTag(TAG.keepAlive, Buffer.concat([Buffer.from([1]), u32(1)]))], 1500)
+    await measure(t, `reliable stack (${mode}) kademlia ping`, a, node, [kadPing(1)], 1500)
+    t.true((node.stats()['reliable-udp']?.dropped_unreliable ?? 0) >= 2)
+  }
+})
+
 // ---- the stack --------------------------------------------------------------------------------
 
 test('[KeepAlive, Kademlia, ReliableUdp, Noise]: KeepAlive PING, Kademlia PING and XX initiation draw at most 1x', async (t) => {

@@ -6,8 +6,9 @@
  * acknowledged; rejects with ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for
  * `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
  * "busy", no reassembly memory, for `peerTimeout` ms: `details.reason === 'busy'`), ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
- * emits `onMessage(from, data, tag)` for each whole message, and passes every datagram that is
- * not its own up unchanged (a transparent layer).
+ * emits `onMessage(from, data, tag)` for each whole message. Datagrams of other tags that arrive
+ * outside a reliable message are dropped and counted (`dropped_unreliable`; option `strict`): every
+ * layer above sends through this one, so they did not come from a peer running this stack.
  *
  * The protocol (segments, selective acks, RTT/RTO, loss recovery, NewReno with pacing, receive
  * window, bounded reassembly) is `deccom-core::rudp`, in Rust (wire format: docs/wire.md#reliable-udp-tag-2). It runs in one of two places:
@@ -58,6 +59,14 @@ export interface ReliableUdpOptions {
   seed?: number
   /** Force the JavaScript-driven endpoint even where the native path is possible (tests, comparisons). */
   forceJs?: boolean
+  /**
+   * Drop datagrams of other tags that arrive outside a reliable message (default true). Every
+   * layer above sends through this one, so such a datagram was not sent by a peer running this
+   * stack: it may carry a spoofed source, and a layer above answering it through this one would
+   * retransmit the answer to that address until `peerTimeout` (amplification). Counted in
+   * `dropped_unreliable`. `false` passes them up unchanged.
+   */
+  strict?: boolean
 }
 
 interface Pending {
@@ -182,7 +191,10 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
 
   /** Datagrams from the layer below: ours feed the JavaScript-driven endpoint; others pass up. */
   onMessage(from: Address | Peer, data: Buffer, tag: number): void {
-    if (tag !== TAG_RUDP) return this.upper.onMessage(from, data, tag)
+    if (tag !== TAG_RUDP) {
+      if (this.#opts.strict !== false) return this.count('dropped_unreliable')
+      return this.upper.onMessage(from, data, tag)
+    }
     if (!this.#ep) return this.count('dropped_not_running')
     // A layer below that authenticates senders (Noise) hands us a Peer: key the connection by its
     // address, and name the sender of whole messages with the Peer.
