@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 import { createRequire } from 'node:module'
 
-import { until } from './helpers/wait.ts'
 
 import {
   BigGossip,
@@ -30,6 +29,7 @@ import {
   encodePeerRecord,
   toAddress,
 } from '../dist/index.js'
+import { sleep, until } from './helpers/wait.ts'
 
 const require = createRequire(import.meta.url)
 const native = require('../native/index.js')
@@ -47,7 +47,6 @@ const REPLY_RATE = 200
 const UNVALIDATED_BURST_IP = 16
 const UNVALIDATED_RATE = 1
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const withTag = (tag: number, body: Uint8Array): Buffer => Buffer.concat([Buffer.from([tag]), body])
 const u32 = (n: number): Buffer => {
   const b = Buffer.alloc(4)

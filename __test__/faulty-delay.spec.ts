@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { Delay, FaultyTransport, Node, type NodeOptions, type Peer, SimulatedNetwork } from '../dist/index.js'
+import { n, sleep } from './helpers/wait.ts'
 
 /** Creates a loopback node that is closed when the test ends, whatever happens. */
 async function open(t: ExecutionContext, opts: NodeOptions = {}): Promise<Node> {
@@ -29,8 +30,6 @@ async function waitFor(cond: () => boolean, ms = 3000, what = 'condition'): Prom
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const n = (v: number | undefined): number => v ?? 0
 
 function timeouts(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length

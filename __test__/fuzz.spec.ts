@@ -11,6 +11,7 @@ import dgram from 'node:dgram'
 import { readFileSync } from 'node:fs'
 
 import { Node, type NodeOptions } from '../dist/index.js'
+import { n, sleep } from './helpers/wait.ts'
 
 const TOTAL = 10_000
 const CHUNK = 200
@@ -124,9 +125,7 @@ async function rawSocket(t: ExecutionContext): Promise<dgram.Socket> {
 }
 
 const hash = (b: Uint8Array): string => createHash('sha1').update(b).digest('hex')
-const n = (v: number | undefined): number => v ?? 0
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 test('10,000 random and malformed datagrams: no crash, every drop counted by reason, node still works', async (t) => {
   t.timeout(60_000)

@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { ErrorCode, HolePuncher, Node, Protocol, Relay, RelayedPeer, type HolePuncherOptions, type Peer, type RelayOptions } from '../dist/index.js'
+import { n, sleep } from './helpers/wait.ts'
 
 /** Drops PUNCH / PUNCH_ACK both ways: makes punching fail as between two symmetric NATs. */
 class DropPunches extends Protocol {
@@ -55,8 +56,6 @@ function nextMessage(node: Node, ms = 3000): Promise<{ from: Peer; data: string 
   })
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const n = (v: number | undefined): number => v ?? 0
 
 test('observations: a node learns its address from the peers it probes; 2 must agree', async (t) => {
   const a = await open(t)

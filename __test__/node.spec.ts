@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { DeccomError, ErrorCode, Node, type NodeOptions, type Peer } from '../dist/index.js'
+import { n } from './helpers/wait.ts'
 
 /** Creates a node that is closed when the test ends, whatever happens. */
 async function open(t: ExecutionContext, opts: NodeOptions = {}): Promise<Node> {
@@ -29,7 +30,6 @@ function nextMessage(node: Node, ms = 2000): Promise<{ from: Peer; data: Buffer 
   })
 }
 
-const n = (v: number | undefined): number => v ?? 0
 
 for (const host of ['127.0.0.1', '::1']) {
   test(`two nodes on ${host} exchange messages both ways`, async (t) => {

@@ -12,19 +12,10 @@ import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 
 import { ErrorCode, Node, Relay, RelayedPeer, type Peer, type RelayOptions } from '../dist/index.js'
+import { n, sleep, until } from './helpers/wait.ts'
 
 const TAG = 10
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const n = (v: number | undefined): number => v ?? 0
 
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await sleep(5)
-  }
-  return true
-}
 
 async function open(t: ExecutionContext, relay: RelayOptions = {}): Promise<{ node: Node; relay: Relay }> {
   const r = new Relay(relay)

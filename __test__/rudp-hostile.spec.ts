@@ -12,6 +12,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 
 import { ErrorCode, Identity, Node, ReliableUdp } from '../dist/index.js'
+import { sleep } from './helpers/wait.ts'
 
 const TAG = 2
 const LOCAL = '127.0.0.1'
@@ -87,7 +88,6 @@ async function socket(t: any): Promise<dgram.Socket> {
   return s
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 async function node(t: any, name: string, opts: ConstructorParameters<typeof ReliableUdp>[0] = {}): Promise<Node> {
   const n = await Node.create({ identity: Identity.fromString(name), host: LOCAL, stack: [new ReliableUdp(opts)] })

@@ -22,10 +22,10 @@ import {
   type TimerHandle,
   toAddress,
 } from '../dist/index.js'
+import { n } from './helpers/wait.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const distUrl = pathToFileURL(join(here, '..', 'dist', 'index.mjs')).href
-const n = (v: number | undefined): number => v ?? 0
 
 /** Timers and immediates: what would keep the process alive (besides sockets). */
 function timerHandles(): number {

@@ -9,18 +9,9 @@ import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 
 import { Identity, Node, TcpTransport, type TcpTransportOptions } from '../dist/index.js'
+import { n, sleep, until } from './helpers/wait.ts'
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const n = (v: number | undefined): number => v ?? 0
 
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await sleep(10)
-  }
-  return true
-}
 
 async function open(t: ExecutionContext, opts: TcpTransportOptions = {}): Promise<{ node: Node; tcp: TcpTransport }> {
   const tcp = new TcpTransport(opts)

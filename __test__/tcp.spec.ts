@@ -8,8 +8,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import net from 'node:net'
 
 import { DeccomError, ErrorCode, Identity, Node, Noise, TcpTransport, type TcpPeer, type TcpTransportOptions } from '../dist/index.js'
+import { sleep, until } from './helpers/wait.ts'
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 interface TcpNode {
   node: Node
@@ -25,15 +25,6 @@ async function open(t: ExecutionContext, opts: TcpTransportOptions = {}, withNoi
   return { node, tcp }
 }
 
-/** Polls `cond` every 10 ms until true or `ms` pass. */
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await sleep(10)
-  }
-  return true
-}
 
 function nextClose(tcp: TcpTransport, ms = 3000): Promise<{ peer: TcpPeer; reason: string }> {
   return new Promise((resolve, reject) => {

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import {
   BigGossip, FixedPeers, Gossip, HolePuncher, KeepAlive, Node, Relay, TcpHolePuncher, TcpTransport, encodePeerRecord, type Protocol,
 } from '../dist/index.js' // prettier-ignore
+import { n, sleep, until } from './helpers/wait.ts'
 
 const requireRoot = createRequire(join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json'))
 type Encode = (m: object) => Buffer
@@ -26,17 +27,7 @@ const hp = wire('hole-punch')
 const relay = wire('relay')
 const thp = wire('tcp-hole-punch')
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const n = (v: number | undefined): number => v ?? 0
 
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await sleep(5)
-  }
-  return true
-}
 
 interface Setup {
   node: Node

@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { Identity, Node, TcpTransport, decodePeerRecord, encodePeerRecord, toAddress } from '../dist/index.js'
+import { sleep, until } from './helpers/wait.ts'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const requireRoot = createRequire(join(root, 'package.json'))
@@ -384,17 +385,7 @@ function tcpFrames(buf: Buffer): Buffer[] {
   return out
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-/** Polls `cond` every 10 ms until true or 5 s pass. */
-async function until(cond: () => boolean): Promise<boolean> {
-  const end = Date.now() + 5000
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await sleep(10)
-  }
-  return true
-}
 
 test('tcp: valid frames match the spec, and a running TcpTransport writes and reads them; invalid streams close the connection and are counted', async (t) => {
   const f = load('tcp')
@@ -415,7 +406,7 @@ test('tcp: valid frames match the spec, and a running TcpTransport writes and re
   const sock = net.connect(port, '127.0.0.1', () => sock.write(helloName))
   t.teardown(() => sock.destroy())
   sock.on('data', (d) => chunks.push(d))
-  t.true(await until(() => tcpFrames(Buffer.concat(chunks)).length >= 3), 'HELLO, OBSERVED and AUTH arrive')
+  t.true(await until(() => tcpFrames(Buffer.concat(chunks)).length >= 3, 5000), 'HELLO, OBSERVED and AUTH arrive')
   await sleep(50) // nothing more may follow
   const [hello, ...rest] = tcpFrames(Buffer.concat(chunks))
   // Same HELLO as captured but for the per-connection nonce and this run's addresses and port.
@@ -431,10 +422,10 @@ test('tcp: valid frames match the spec, and a running TcpTransport writes and re
   chunks.length = 0
   await tcp.sendStream(Buffer.from(nameId, 'hex'), Buffer.from('hello'), 0)
   await tcp.sendStream(Buffer.from(nameId, 'hex'), Buffer.from('0102', 'hex'), 0xef)
-  await until(() => tcpFrames(Buffer.concat(chunks)).length >= 2)
+  await until(() => tcpFrames(Buffer.concat(chunks)).length >= 2, 5000)
   t.deepEqual(Buffer.concat(chunks), Buffer.concat([byName('data frame, stream tag 0', true), byName('data frame, stream tag 0xEF')]))
   sock.write(Buffer.concat([byName('data frame, stream tag 0', true), byName('data frame, stream tag 0xEF')]))
-  await until(() => received.length >= 2)
+  await until(() => received.length >= 2, 5000)
   t.deepEqual(received, [
     ['68656c6c6f', 0],
     ['0102', 0xef],

@@ -7,3 +7,6 @@ export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
   for (const end = Date.now() + ms; Date.now() < end; await sleep(10)) if (cond()) return true
   return cond()
 }
+
+/** A counter from `stats()`, 0 when absent. */
+export const n = (v: number | undefined): number => v ?? 0
