@@ -37,7 +37,8 @@ async function waitFor(cond: () => boolean, ms: number, what: string, state?: ()
 async function loopback(native: boolean): Promise<Run & { native: boolean }> {
   const faulty = new FaultyTransport({ seed: SEED, direction: 'receive', ...FAULTS, native })
   // ReliableUdp above asks the layer to run in the socket thread; without it, it stays in JavaScript.
-  const b = await Node.create({ host: '127.0.0.1', stack: native ? [new ReliableUdp(), faulty] : [faulty] })
+  // a sends plain datagrams: ReliableUdp must pass them up (strict: false).
+  const b = await Node.create({ host: '127.0.0.1', stack: native ? [new ReliableUdp({ strict: false }), faulty] : [faulty] })
   const a = await Node.create({ host: '127.0.0.1' })
   try {
     const got: string[] = []
