@@ -36,100 +36,25 @@
  * them acknowledged. Above a reliable layer the first data waits until our last handshake
  * message is acknowledged, so the peer has the session before the data arrives.
  */
-import type { Address, AddressLike } from '../address'
-import { toAddress } from '../address'
-import type { Clock, TimerHandle } from '../clock'
-import { Deadline } from '../clock'
-import { abortError, DeccomError, ErrorCode, fromNative } from '../errors'
-import type { Identity } from '../identity'
-import { native } from '../native'
-import { Peer } from '../peer'
-import type { LayerContext } from '../protocol'
-import { Protocol } from '../protocol'
-import type { UdpTransport } from './udp'
-import { TAG_APP } from './udp'
+import type { Address, AddressLike } from '../../address'
+import { toAddress } from '../../address'
+import type { Clock, TimerHandle } from '../../clock'
+import { Deadline } from '../../clock'
+import { abortError, DeccomError, ErrorCode, fromNative } from '../../errors'
+import type { Identity } from '../../identity'
+import { native } from '../../native'
+import { Peer } from '../../peer'
+import type { LayerContext } from '../../protocol'
+import { Protocol } from '../../protocol'
+import type { UdpTransport } from '../udp'
+import { TAG_APP } from '../udp'
+import { type NoiseMode, type NoiseOptions, NoiseErrorCode, TAG_NOISE, endpointConfig, stageConfig } from './options'
+
+export { NoiseErrorCode, TAG_NOISE } from './options'
+export type { NoiseMode, NoiseOptions } from './options'
 
 /** Peers the JavaScript-driven peer table keeps before evicting idle ones (see #peerId). */
 const NOISE_MAX_PEERS = 4096
-
-/** Tag of Noise datagrams on the wire. */
-export const TAG_NOISE = 4
-
-/** Error codes specific to the Noise layer (values are stable). */
-export const NoiseErrorCode = Object.freeze({
-  /** No answer to the handshake in time. */
-  HANDSHAKE_TIMEOUT: 'ERR_DECCOM_NOISE_HANDSHAKE_TIMEOUT',
-  /** The peer's handshake failed a check (decrypt, identity binding, id mismatch, signature). */
-  HANDSHAKE_DECRYPT: 'ERR_DECCOM_NOISE_HANDSHAKE_DECRYPT',
-  HANDSHAKE_MALFORMED: 'ERR_DECCOM_NOISE_HANDSHAKE_MALFORMED',
-  HANDSHAKE_NAME_IDENTITY: 'ERR_DECCOM_NOISE_HANDSHAKE_NAME_IDENTITY',
-  HANDSHAKE_ID_MISMATCH: 'ERR_DECCOM_NOISE_HANDSHAKE_ID_MISMATCH',
-  HANDSHAKE_BAD_SIGNATURE: 'ERR_DECCOM_NOISE_HANDSHAKE_BAD_SIGNATURE',
-  /** Too many messages wait for a handshake with this peer. */
-  QUEUE_FULL: 'ERR_DECCOM_NOISE_QUEUE_FULL',
-  /** The node identity is a name identity, which cannot bind a Noise static key. */
-  NAME_IDENTITY: 'ERR_DECCOM_NOISE_NAME_IDENTITY',
-  /** A Noise option is out of range. */
-  CONFIG: 'ERR_DECCOM_NOISE_CONFIG',
-} as const)
-
-export type NoiseMode = 'plaintext' | 'sign' | 'encrypt'
-
-export interface NoiseOptions {
-  /** `'encrypt'` (default): AEAD; `'sign'`: Ed25519 signature per message; `'plaintext'`. */
-  mode?: NoiseMode
-  /**
-   * Drop data of any other mode and datagrams that bypass Noise (and, in plaintext mode, handshakes)
-   * instead of accepting them. Default true in `'encrypt'` and `'sign'` mode (unauthenticated data
-   * would reach the layers above, whose replies start handshakes toward an unvalidated address),
-   * false in `'plaintext'` mode.
-   */
-  strict?: boolean
-  /** First handshake retransmission timeout in ms, doubled on each retry (default 200). */
-  handshakeTimeout?: number
-  /** Handshake retransmissions before the handshake fails (default 5: 12.6 s with 200 ms). */
-  handshakeRetries?: number
-  /** Longest wait of a queued message or an approval for a handshake, ms (default 15,000). */
-  handshakeDeadline?: number
-  /**
-   * Run inside the socket's I/O thread when ReliableUdp sits directly above and a UdpTransport
-   * directly below (encrypt mode only; default true). See "Native mode" in the module docs.
-   */
-  native?: boolean
-  /** Rekey after this many messages (default 2^32) or this many ms (default 120,000). */
-  rekeyAfterMessages?: number
-  rekeyAfterTime?: number
-  /** Discard sessions older than this, ms (default 360,000). */
-  rejectAfterTime?: number
-  /** Replay window in bits (default 2048). */
-  replayWindowBits?: number
-  /** Most peers with Noise state (default 1024). */
-  maxSessions?: number
-  /** Half-open handshakes kept (default 256); from `cookieThreshold` (128) on, initiators must echo a cookie. */
-  maxHalfOpen?: number
-  cookieThreshold?: number
-  /** Initiations per second per source (default 10, burst 10) and in total before cookies (500). */
-  rateLimitPerPeer?: number
-  rateLimitBurst?: number
-  rateLimitGlobal?: number
-  /** Verified identity bindings remembered, so a peer met again (rekey, reconnection) costs no Ed25519 verification (default 1024; 0: off). */
-  verifiedBindings?: number
-  /** Largest message in bytes (default 256 MiB). Larger messages are split into frames. */
-  maxMessageSize?: number
-  /** Largest frame (one Noise message's plaintext), bytes (default 60,000; at most 65,519). */
-  maxFrameSize?: number
-  /** Messages waiting for a handshake per peer (default 256). */
-  maxQueuedPerPeer?: number
-  /** Bytes of partial messages kept per peer (default 320 MiB) and in total (default 1 GiB). */
-  maxReassemblyPerPeer?: number
-  maxReassemblyTotal?: number
-  /** A partial message without progress for this long is dropped, ms (default 30,000). */
-  reassemblyTimeout?: number
-  /** Sign-mode epoch; must grow across restarts (default: Unix time in ms at start). */
-  signEpoch?: number
-  /** 32 bytes seeding the endpoint's randomness (default: from the OS). Tests only. */
-  seed?: Uint8Array
-}
 
 type NativeEndpoint = InstanceType<typeof native.NoiseEndpoint>
 
@@ -225,30 +150,7 @@ export class Noise extends Protocol {
     try {
       this.#ep = new native.NoiseEndpoint(
         identity.native,
-        {
-          mode: this.#mode,
-          strict: o.strict,
-          handshakeTimeout: o.handshakeTimeout,
-          handshakeRetries: o.handshakeRetries,
-          rekeyAfterMessages: o.rekeyAfterMessages,
-          rekeyAfterTime: o.rekeyAfterTime,
-          rejectAfterTime: o.rejectAfterTime,
-          replayWindowBits: o.replayWindowBits,
-          maxSessions: o.maxSessions,
-          maxHalfOpen: o.maxHalfOpen,
-          cookieThreshold: o.cookieThreshold,
-          rateLimitPerPeer: o.rateLimitPerPeer,
-          rateLimitBurst: o.rateLimitBurst,
-          rateLimitGlobal: o.rateLimitGlobal,
-          verifiedBindings: o.verifiedBindings,
-          signEpoch: o.signEpoch,
-          seed: o.seed ? Buffer.from(o.seed) : undefined,
-          maxFrameSize: o.maxFrameSize,
-          maxMessageSize: o.maxMessageSize,
-          maxReassemblyPerPeer: o.maxReassemblyPerPeer,
-          maxReassemblyTotal: o.maxReassemblyTotal,
-          reassemblyTimeout: o.reassemblyTimeout,
-        },
+        endpointConfig(this.#opts, this.#mode),
         ctx.clock.now(),
       )
     } catch (e) {
@@ -463,25 +365,8 @@ export class Noise extends Protocol {
   enableNative(udp: UdpTransport): void {
     if (this.#native) return
     const o = this.#opts
-    udp.attachNoise(this.#identity!.native, TAG_NOISE, {
-      mode: 'encrypt',
-      strict: o.strict,
-      handshakeTimeout: o.handshakeTimeout,
-      handshakeRetries: o.handshakeRetries,
-      rekeyAfterMessages: o.rekeyAfterMessages,
-      rekeyAfterTime: o.rekeyAfterTime,
-      rejectAfterTime: o.rejectAfterTime,
-      replayWindowBits: o.replayWindowBits,
-      maxSessions: o.maxSessions,
-      maxHalfOpen: o.maxHalfOpen,
-      cookieThreshold: o.cookieThreshold,
-      rateLimitPerPeer: o.rateLimitPerPeer,
-      rateLimitBurst: o.rateLimitBurst,
-      rateLimitGlobal: o.rateLimitGlobal,
-      verifiedBindings: o.verifiedBindings,
-      // The stage carries reliable-UDP datagrams: let many queue behind a handshake.
-      maxPendingPerPeer: 4096,
-    }, {
+    // The stage carries reliable-UDP datagrams: let many queue behind a handshake.
+    udp.attachNoise(this.#identity!.native, TAG_NOISE, { ...stageConfig(this.#opts), maxPendingPerPeer: 4096 }, {
       onNativeConnected: (peer, id, publicIdentity) => {
         this.count('handshakes_completed')
         this.#nativeAuth.set(peer.key, new Peer(peer, id, publicIdentity, null, true))
