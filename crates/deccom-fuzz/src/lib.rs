@@ -30,8 +30,11 @@ pub use reassembly::reassembly;
 pub use roundtrip::roundtrip;
 pub use rudp_endpoint::rudp_endpoint;
 
-/// Every target by name, for the replay test and the seed tool.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: takes any bytes, panics only on a finding.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, for the replay test.
+pub const TARGETS: &[(&str, Target)] = &[
     ("rudp_wire", rudp_wire),
     ("noise_wire", noise_wire),
     ("noise_frame", noise_frame),

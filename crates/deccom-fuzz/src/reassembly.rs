@@ -31,7 +31,7 @@ pub fn reassembly(data: &[u8]) {
     let mut r: Reassembly<u8> = Reassembly::new(LIMITS);
     let mut model: HashMap<(u8, u32), Model> = HashMap::new();
     let mut steps = 0;
-    while !input.is_empty() && steps < 256 {
+    while !input.is_empty() && steps < 96 {
         steps += 1;
         match input.u8() % 8 {
             // A raw frame (as a peer would send it).
