@@ -25,8 +25,10 @@ fn hex_values(path: &Path) -> Vec<Vec<u8>> {
         if hex.len() % 2 != 0 {
             continue;
         }
-        let bytes: Option<Vec<u8>> =
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
         if let Some(b) = bytes {
             out.push(b);
         }
@@ -78,11 +80,25 @@ fn main() {
     let id = Identity::from_seed(&[7; 32]);
     let v4: SocketAddr = "192.0.2.1:4000".parse().expect("address");
     let v6: SocketAddr = "[2001:db8::1]:65535".parse().expect("address");
-    let rec = PeerRecord::new(id.public_identity(), v4).with_tcp_port(4001).with_external(v6);
+    let rec = PeerRecord::new(id.public_identity(), v4)
+        .with_tcp_port(4001)
+        .with_external(v6);
     out.put("records", &[&[0u8][..], &rec.encode()].concat());
     out.put("records", &[&[2u8][..], &encode_raw_addr(v4)].concat());
-    out.put("records", &[&[3u8, 6][..], &[0x20, 1, 0xd, 0xb8], &[0; 12], &[0xff, 0xff]].concat());
-    out.put("records", &[&[4u8][..], id.to_key_file().expect("key file").as_bytes()].concat());
+    out.put(
+        "records",
+        &[
+            &[3u8, 6][..],
+            &[0x20, 1, 0xd, 0xb8],
+            &[0; 12],
+            &[0xff, 0xff],
+        ]
+        .concat(),
+    );
+    out.put(
+        "records",
+        &[&[4u8][..], id.to_key_file().expect("key file").as_bytes()].concat(),
+    );
     let h = DataHeader {
         src_epoch: 9,
         dst_epoch: 8,
@@ -128,7 +144,12 @@ fn main() {
     let mut d = Vec::new();
     encode_find_node(1, &[4; 32], &rec, 400, &mut d);
     out.put("kad_wire", &d);
-    let nodes = Message::Nodes { request_id: 2, truncated: true, sender: rec.clone(), nodes: vec![rec.clone()] };
+    let nodes = Message::Nodes {
+        request_id: 2,
+        truncated: true,
+        sender: rec.clone(),
+        nodes: vec![rec.clone()],
+    };
     out.put("kad_wire", &nodes.encode());
 
     // Round trips: one of each kind (selector byte, then zeros/ones for the fields).
@@ -146,10 +167,34 @@ fn main() {
         ],
     );
     // Endpoints: configs, then send, pump, time, pump, ... (op bytes as in the targets).
-    out.put("rudp_endpoint", &[0x11, 0x40, 7, 0x22, 0x40, 7, 0, 0x10, 0, 3, 63, 8, 0, 10, 3, 63, 0, 0, 5, 3, 63]);
-    out.put("rudp_endpoint", &[0x11, 0x04, 2, 0x11, 0x04, 2, 0, 0x00, 20, 3, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 1, 2, 0, 8, 9, 9]);
-    out.put("noise_endpoint", &[2, 3, 0, 2, 3, 0, 0, 0, 1, 0, 40, 5, 20, 5, 20, 1, 0, 10, 5, 20, 10, 2, 0x1f, 0x40]);
-    out.put("noise_endpoint", &[2, 3, 0, 2, 3, 0, 0, 1, 5, 20, 3, 0, 30, 5, 20, 9, 0, 0, 2, 10, 3]);
-    out.put("noise_endpoint", &[0, 0, 0, 1, 0, 0, 1, 0, 8, 4, 0, 8, 5, 8, 13, 1, 5, 8]);
+    out.put(
+        "rudp_endpoint",
+        &[
+            0x11, 0x40, 7, 0x22, 0x40, 7, 0, 0x10, 0, 3, 63, 8, 0, 10, 3, 63, 0, 0, 5, 3, 63,
+        ],
+    );
+    out.put(
+        "rudp_endpoint",
+        &[
+            0x11, 0x04, 2, 0x11, 0x04, 2, 0, 0x00, 20, 3, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 1,
+            2, 0, 8, 9, 9,
+        ],
+    );
+    out.put(
+        "noise_endpoint",
+        &[
+            2, 3, 0, 2, 3, 0, 0, 0, 1, 0, 40, 5, 20, 5, 20, 1, 0, 10, 5, 20, 10, 2, 0x1f, 0x40,
+        ],
+    );
+    out.put(
+        "noise_endpoint",
+        &[
+            2, 3, 0, 2, 3, 0, 0, 1, 5, 20, 3, 0, 30, 5, 20, 9, 0, 0, 2, 10, 3,
+        ],
+    );
+    out.put(
+        "noise_endpoint",
+        &[0, 0, 0, 1, 0, 0, 1, 0, 8, 4, 0, 8, 5, 8, 13, 1, 5, 8],
+    );
     eprintln!("wrote {} seeds", out.n);
 }

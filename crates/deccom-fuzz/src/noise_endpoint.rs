@@ -136,22 +136,39 @@ impl Net {
     fn drain(&mut self) {
         while let Some(ev) = self.b.poll_event() {
             match ev {
-                Event::Message { peer, data, mode: Mode::Encrypt } => {
+                Event::Message {
+                    peer,
+                    data,
+                    mode: Mode::Encrypt,
+                } => {
                     assert_eq!(peer, PEER_A, "only A holds a session key with B");
                     let entry = self.ledger.entry(data).or_insert((0, 0));
                     entry.1 += 1;
                     assert!(entry.0 > 0, "B delivered an encrypted message A never sent");
                     assert!(entry.1 <= entry.0, "B delivered an encrypted message twice");
                 }
-                Event::Connected { peer, remote_id, .. } => {
-                    assert_eq!((peer, remote_id), (PEER_A, self.a_id), "only A can authenticate to B");
+                Event::Connected {
+                    peer, remote_id, ..
+                } => {
+                    assert_eq!(
+                        (peer, remote_id),
+                        (PEER_A, self.a_id),
+                        "only A can authenticate to B"
+                    );
                 }
                 _ => {}
             }
         }
         while let Some(ev) = self.a.poll_event() {
-            if let Event::Connected { peer, remote_id, .. } = ev {
-                assert_eq!((peer, remote_id), (PEER_B, self.b_id), "only B can authenticate to A");
+            if let Event::Connected {
+                peer, remote_id, ..
+            } = ev
+            {
+                assert_eq!(
+                    (peer, remote_id),
+                    (PEER_B, self.b_id),
+                    "only B can authenticate to A"
+                );
             }
         }
         for ep in [&self.a, &self.b] {
@@ -273,8 +290,20 @@ pub fn noise_endpoint(data: &[u8]) {
                 }
                 let from = match input.u8() % 3 {
                     0 => STRANGER,
-                    1 => if to_b { PEER_B } else { PEER_A },
-                    _ => if to_b { PEER_A } else { PEER_B },
+                    1 => {
+                        if to_b {
+                            PEER_B
+                        } else {
+                            PEER_A
+                        }
+                    }
+                    _ => {
+                        if to_b {
+                            PEER_A
+                        } else {
+                            PEER_B
+                        }
+                    }
                 };
                 net.deliver(to_b, from, &bytes);
             }
@@ -283,9 +312,13 @@ pub fn noise_endpoint(data: &[u8]) {
                     0 => u64::from(input.u8() % 16),
                     1 => u64::from(input.u8()) * 4,
                     2 => u64::from(input.u16() % 8000),
-                    _ => net.a.poll_timeout().or(net.b.poll_timeout()).map_or(1, |t| {
-                        t.saturating_duration_since(net.now).as_millis() as u64
-                    }),
+                    _ => net
+                        .a
+                        .poll_timeout()
+                        .or(net.b.poll_timeout())
+                        .map_or(1, |t| {
+                            t.saturating_duration_since(net.now).as_millis() as u64
+                        }),
                 };
                 net.now += Duration::from_millis(ms);
                 net.a.handle_timeout(net.now);
@@ -301,13 +334,22 @@ pub fn noise_endpoint(data: &[u8]) {
             }
             _ => {
                 let who = input.u8();
-                let identity = if who & 1 == 0 { k.a.public_identity() } else { k.b.public_identity() };
+                let identity = if who & 1 == 0 {
+                    k.a.public_identity()
+                } else {
+                    k.b.public_identity()
+                };
                 if who & 2 == 0 {
-                    net.b.set_peer_identity(net.now, PEER_A + (who >> 7), identity);
+                    net.b
+                        .set_peer_identity(net.now, PEER_A + (who >> 7), identity);
                 } else {
                     net.a.set_peer_identity(net.now, PEER_B, identity);
                 }
-                let _ = (net.a.is_authenticated(PEER_B), net.b.remote_identity(PEER_A), net.a.handshake_hash(PEER_B));
+                let _ = (
+                    net.a.is_authenticated(PEER_B),
+                    net.b.remote_identity(PEER_A),
+                    net.a.handshake_hash(PEER_B),
+                );
             }
         }
         net.drain();

@@ -51,7 +51,13 @@ pub fn reassembly(data: &[u8]) {
                 let offset = u32::from(input.u16() % 4200);
                 let len = usize::from(input.u16() % 600);
                 let body: Vec<u8> = (0..len).map(|i| (i as u8) ^ input.u8()).collect();
-                let f = Frame::Chunk { tag, id, total, offset, data: &body };
+                let f = Frame::Chunk {
+                    tag,
+                    id,
+                    total,
+                    offset,
+                    data: &body,
+                };
                 push(&mut r, &mut model, now, peer, f);
             }
             5 => {
@@ -73,25 +79,59 @@ pub fn reassembly(data: &[u8]) {
                 let tag = input.u8();
                 let body = input.chunk8();
                 let got = r.push(now, input.u8() % 4, Frame::Whole { tag, data: body });
-                assert_eq!(got, Pushed::Complete { tag, message: body.to_vec() });
+                assert_eq!(
+                    got,
+                    Pushed::Complete {
+                        tag,
+                        message: body.to_vec()
+                    }
+                );
             }
         }
         let held: u64 = model.values().map(|m| u64::from(m.total)).sum();
         assert_eq!(r.bytes(), held, "bytes held match the partial messages");
         assert!(r.bytes() <= LIMITS.max_total);
         for peer in 0..4u8 {
-            let per: u64 = model.iter().filter(|((p, _), _)| *p == peer).map(|(_, m)| u64::from(m.total)).sum();
+            let per: u64 = model
+                .iter()
+                .filter(|((p, _), _)| *p == peer)
+                .map(|(_, m)| u64::from(m.total))
+                .sum();
             assert!(per <= LIMITS.max_per_peer);
         }
-        assert_eq!(r.poll_timeout(), model.values().map(|m| m.last + LIMITS.timeout).min());
+        assert_eq!(
+            r.poll_timeout(),
+            model.values().map(|m| m.last + LIMITS.timeout).min()
+        );
     }
 }
 
-fn push(r: &mut Reassembly<u8>, model: &mut HashMap<(u8, u32), Model>, now: Instant, peer: u8, f: Frame<'_>) {
+fn push(
+    r: &mut Reassembly<u8>,
+    model: &mut HashMap<(u8, u32), Model>,
+    now: Instant,
+    peer: u8,
+    f: Frame<'_>,
+) {
     let got = r.push(now, peer, f);
-    let Frame::Chunk { tag, id, total, offset, data } = f else {
-        let Frame::Whole { tag, data } = f else { unreachable!() };
-        assert_eq!(got, Pushed::Complete { tag, message: data.to_vec() });
+    let Frame::Chunk {
+        tag,
+        id,
+        total,
+        offset,
+        data,
+    } = f
+    else {
+        let Frame::Whole { tag, data } = f else {
+            unreachable!()
+        };
+        assert_eq!(
+            got,
+            Pushed::Complete {
+                tag,
+                message: data.to_vec()
+            }
+        );
         return;
     };
     let key = (peer, id);
@@ -101,11 +141,23 @@ fn push(r: &mut Reassembly<u8>, model: &mut HashMap<(u8, u32), Model>, now: Inst
             // message leaves no partial behind.
         }
         Pushed::Stored | Pushed::Complete { .. } => {
-            let m = model.entry(key).or_insert_with(|| Model { tag, total, chunks: Vec::new(), last: now });
-            assert_eq!((m.tag, m.total), (tag, total), "a chunk joins only its own message");
+            let m = model.entry(key).or_insert_with(|| Model {
+                tag,
+                total,
+                chunks: Vec::new(),
+                last: now,
+            });
+            assert_eq!(
+                (m.tag, m.total),
+                (tag, total),
+                "a chunk joins only its own message"
+            );
             let end = offset + data.len() as u32;
             for (o, d) in &m.chunks {
-                assert!(end <= *o || o + d.len() as u32 <= offset, "stored chunks never overlap");
+                assert!(
+                    end <= *o || o + d.len() as u32 <= offset,
+                    "stored chunks never overlap"
+                );
             }
             m.chunks.push((offset, data.to_vec()));
             m.last = now;

@@ -40,7 +40,10 @@ pub fn roundtrip(data: &[u8]) {
                 let back = decode_raw_addr(&raw).expect("18 bytes decode");
                 match addr {
                     SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
-                        assert_eq!(back, SocketAddr::new(v6.ip().to_ipv4_mapped().unwrap().into(), v6.port()));
+                        assert_eq!(
+                            back,
+                            SocketAddr::new(v6.ip().to_ipv4_mapped().unwrap().into(), v6.port())
+                        );
                     }
                     _ => assert_eq!(back, addr),
                 }
@@ -100,7 +103,14 @@ fn rudp_ack(input: &mut Input<'_>) {
         next_end = start.checked_sub(2 + u64::from(input.u16()));
     }
     for slot in a.refused.iter_mut().take(a.refused_count) {
-        *slot = (input.u64(), if input.bool() { rwire::REFUSE_BUSY } else { rwire::REFUSE_FINAL });
+        *slot = (
+            input.u64(),
+            if input.bool() {
+                rwire::REFUSE_BUSY
+            } else {
+                rwire::REFUSE_FINAL
+            },
+        );
     }
     let mut out = Vec::new();
     rwire::encode_ack(&a, &mut out);
@@ -127,35 +137,77 @@ fn noise_packet(input: &mut Input<'_>) {
             let payload = body(0, 2000);
             let signature = [fill ^ 0x5a; nwire::SIG_LEN];
             nwire::encode_signed(c, u64::from(a), &signature, &payload, &mut out);
-            nwire::decode(&out).map(|p| p == Packet::Signed { epoch: c, counter: u64::from(a), signature, payload: &payload })
+            nwire::decode(&out).map(|p| {
+                p == Packet::Signed {
+                    epoch: c,
+                    counter: u64::from(a),
+                    signature,
+                    payload: &payload,
+                }
+            })
         }
         2 => {
             let ciphertext = body(nwire::TAG_LEN, nwire::MAX_NOISE_LEN);
             nwire::encode_transport_header(a, c, &mut out);
             out.extend_from_slice(&ciphertext);
-            nwire::decode(&out).map(|p| p == Packet::Transport { receiver: a, counter: c, ciphertext: &ciphertext })
+            nwire::decode(&out).map(|p| {
+                p == Packet::Transport {
+                    receiver: a,
+                    counter: c,
+                    ciphertext: &ciphertext,
+                }
+            })
         }
         3 => {
             let noise = body(nwire::KEY_LEN, nwire::MAX_HANDSHAKE_NOISE_LEN);
             let pattern = if b & 1 == 0 { Pattern::Xx } else { Pattern::Ik };
             let mac = (b & 2 != 0).then_some([fill; nwire::MAC_LEN]);
             nwire::encode_init(a, pattern, mac.as_ref(), &noise, &mut out);
-            nwire::decode(&out).map(|p| p == Packet::Init { sender: a, pattern, mac, noise: &noise })
+            nwire::decode(&out).map(|p| {
+                p == Packet::Init {
+                    sender: a,
+                    pattern,
+                    mac,
+                    noise: &noise,
+                }
+            })
         }
         4 => {
-            let noise = body(nwire::KEY_LEN + nwire::TAG_LEN, nwire::MAX_HANDSHAKE_NOISE_LEN);
+            let noise = body(
+                nwire::KEY_LEN + nwire::TAG_LEN,
+                nwire::MAX_HANDSHAKE_NOISE_LEN,
+            );
             nwire::encode_response(a, b, &noise, &mut out);
-            nwire::decode(&out).map(|p| p == Packet::Response { sender: a, receiver: b, noise: &noise })
+            nwire::decode(&out).map(|p| {
+                p == Packet::Response {
+                    sender: a,
+                    receiver: b,
+                    noise: &noise,
+                }
+            })
         }
         5 => {
-            let noise = body(nwire::KEY_LEN + 2 * nwire::TAG_LEN, nwire::MAX_HANDSHAKE_NOISE_LEN);
+            let noise = body(
+                nwire::KEY_LEN + 2 * nwire::TAG_LEN,
+                nwire::MAX_HANDSHAKE_NOISE_LEN,
+            );
             nwire::encode_final(a, &noise, &mut out);
-            nwire::decode(&out).map(|p| p == Packet::Final { receiver: a, noise: &noise })
+            nwire::decode(&out).map(|p| {
+                p == Packet::Final {
+                    receiver: a,
+                    noise: &noise,
+                }
+            })
         }
         _ => {
             let cookie = [fill; nwire::MAC_LEN];
             nwire::encode_cookie(a, &cookie, &mut out);
-            nwire::decode(&out).map(|p| p == Packet::Cookie { receiver: a, cookie })
+            nwire::decode(&out).map(|p| {
+                p == Packet::Cookie {
+                    receiver: a,
+                    cookie,
+                }
+            })
         }
     };
     assert_eq!(expect, Ok(true), "Noise datagram type {kind} round-trips");
@@ -169,7 +221,9 @@ fn frames(input: &mut Input<'_>) {
     let len = usize::from(input.u16() % 5000);
     let max_frame = usize::from(input.u16() % 1500) + 1;
     let seed = input.u8();
-    let message: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+    let message: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
     let count = frame::frame_count(len, max_frame);
     if count == 0 {
         // Only an empty message under a limit too small for any header has no frame.
@@ -189,7 +243,10 @@ fn frames(input: &mut Input<'_>) {
     }
     let rotate = usize::from(input.u8()) % count;
     parts.rotate_left(rotate);
-    let limits = ReassemblyLimits { max_message: 8192, ..ReassemblyLimits::default() };
+    let limits = ReassemblyLimits {
+        max_message: 8192,
+        ..ReassemblyLimits::default()
+    };
     let mut r = Reassembly::new(limits);
     let now = Instant::now();
     let mut done = None;
@@ -216,7 +273,11 @@ fn kad(input: &mut Input<'_>) {
     let msg = match input.u8() % 4 {
         0 => Message::Ping { request_id },
         1 => Message::Pong { request_id },
-        2 => Message::FindNode { request_id, target: input.array(), sender: record(input) },
+        2 => Message::FindNode {
+            request_id,
+            target: input.array(),
+            sender: record(input),
+        },
         _ => {
             let n = usize::from(input.u8()) % (MAX_NODES + 1);
             let sender = record(input);
@@ -227,7 +288,13 @@ fn kad(input: &mut Input<'_>) {
             match encode_nodes(request_id, &sender, &nodes, max_len, &mut cut) {
                 Some(k) => {
                     assert!(cut.len() <= max_len && k <= n);
-                    let Ok(Message::Nodes { truncated, nodes: got, sender: s, .. }) = Message::decode(&cut) else {
+                    let Ok(Message::Nodes {
+                        truncated,
+                        nodes: got,
+                        sender: s,
+                        ..
+                    }) = Message::decode(&cut)
+                    else {
                         panic!("encode_nodes output does not decode")
                     };
                     assert_eq!(s, sender);
@@ -237,7 +304,12 @@ fn kad(input: &mut Input<'_>) {
                 }
                 None => assert!(HEADER_LEN + 2 + sender.encoded_len() > max_len),
             }
-            Message::Nodes { request_id, truncated: input.bool(), sender, nodes }
+            Message::Nodes {
+                request_id,
+                truncated: input.bool(),
+                sender,
+                nodes,
+            }
         }
     };
     assert_eq!(Message::decode(&msg.encode()), Ok(msg));
@@ -246,7 +318,11 @@ fn kad(input: &mut Input<'_>) {
 /// Ed25519 identities cost a key derivation: a small fixed pool, built once.
 fn ed25519_pool() -> &'static [PublicIdentity] {
     static POOL: OnceLock<Vec<PublicIdentity>> = OnceLock::new();
-    POOL.get_or_init(|| (1..=4u8).map(|s| Identity::from_seed(&[s; 32]).public_identity()).collect())
+    POOL.get_or_init(|| {
+        (1..=4u8)
+            .map(|s| Identity::from_seed(&[s; 32]).public_identity())
+            .collect()
+    })
 }
 
 fn public_identity(input: &mut Input<'_>) -> PublicIdentity {
@@ -270,7 +346,12 @@ fn addr(input: &mut Input<'_>) -> SocketAddr {
     if input.bool() {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(input.u32()), input.u16()))
     } else {
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(input.array::<16>()), input.u16(), 0, 0))
+        SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(input.array::<16>()),
+            input.u16(),
+            0,
+            0,
+        ))
     }
 }
 

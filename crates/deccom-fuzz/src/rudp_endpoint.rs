@@ -134,12 +134,19 @@ impl Net {
 
     fn drain(&mut self) {
         while let Some(ev) = self.b.poll_event() {
-            if let Event::Delivered { peer: PEER_A, message } = ev {
+            if let Event::Delivered {
+                peer: PEER_A,
+                message,
+            } = ev
+            {
                 let entry = self.ledger.entry(message).or_insert((0, 0));
                 entry.1 += 1;
                 if !self.forged {
                     assert!(entry.0 > 0, "B delivered a message A never sent");
-                    assert!(entry.1 <= entry.0, "B delivered a message more often than A sent it");
+                    assert!(
+                        entry.1 <= entry.0,
+                        "B delivered a message more often than A sent it"
+                    );
                 }
             }
         }
@@ -148,7 +155,10 @@ impl Net {
                 let message = self.ids.get(&id).expect("Sent names a message of ours");
                 if !self.forged {
                     let (_, delivered) = self.ledger.get(message).copied().unwrap_or((0, 0));
-                    assert!(delivered > 0, "A saw {id:?} acknowledged but B never delivered it");
+                    assert!(
+                        delivered > 0,
+                        "A saw {id:?} acknowledged but B never delivered it"
+                    );
                 }
             }
         }
@@ -221,7 +231,13 @@ pub fn rudp_endpoint(data: &[u8]) {
                         *b = *w;
                     }
                 }
-                let from = if input.bool() { 3 } else if to_b { PEER_A } else { PEER_B };
+                let from = if input.bool() {
+                    3
+                } else if to_b {
+                    PEER_A
+                } else {
+                    PEER_B
+                };
                 net.forged = true;
                 net.deliver(to_b, from, &bytes);
             }
@@ -230,9 +246,13 @@ pub fn rudp_endpoint(data: &[u8]) {
                     0 => u64::from(input.u8() % 8),
                     1 => u64::from(input.u8()),
                     2 => u64::from(input.u16() % 8000),
-                    _ => net.a.poll_timeout().or(net.b.poll_timeout()).map_or(1, |t| {
-                        t.saturating_duration_since(net.now).as_millis() as u64
-                    }),
+                    _ => net
+                        .a
+                        .poll_timeout()
+                        .or(net.b.poll_timeout())
+                        .map_or(1, |t| {
+                            t.saturating_duration_since(net.now).as_millis() as u64
+                        }),
                 };
                 net.now += Duration::from_millis(ms);
                 net.a.handle_timeout(net.now);
@@ -248,7 +268,12 @@ pub fn rudp_endpoint(data: &[u8]) {
                 }
             }
             _ => {
-                let _ = (net.a.stats(), net.b.stats(), net.a.in_flight(PEER_B), net.a.rtt(PEER_B));
+                let _ = (
+                    net.a.stats(),
+                    net.b.stats(),
+                    net.a.in_flight(PEER_B),
+                    net.a.rtt(PEER_B),
+                );
                 let _ = net.a.congestion_window(PEER_B);
             }
         }
