@@ -1,0 +1,6 @@
+//! AFL++ entry point of the `noise_endpoint` target (see the crate docs).
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        deccom_fuzz::noise_endpoint(data);
+    });
+}

@@ -1,0 +1,6 @@
+//! AFL++ entry point of the `reassembly` target (see the crate docs).
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        deccom_fuzz::reassembly(data);
+    });
+}
