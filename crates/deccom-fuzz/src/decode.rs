@@ -15,8 +15,17 @@ use deccom_core::wire::{
     socket_addr_encoded_len, Reader, RAW_ADDR_LEN,
 };
 
-/// Reliable-UDP datagrams (`rudp/wire.rs`).
+/// Reliable-UDP datagrams (`rudp/wire.rs`): the bytes as they are (almost always refused by the
+/// checksum), then the bytes with their CRC32C appended, so that mutations reach every field
+/// behind the checksum (a forger can compute it: it detects corruption, not forgery).
 pub fn rudp_wire(data: &[u8]) {
+    rudp_datagram(data);
+    let mut fixed = data.to_vec();
+    rwire::append_checksum(&mut fixed, 0);
+    rudp_datagram(&fixed);
+}
+
+fn rudp_datagram(data: &[u8]) {
     let mut out = Vec::new();
     match rwire::decode(data) {
         Ok(Datagram::Data(h, payload)) => {
@@ -26,9 +35,11 @@ pub fn rudp_wire(data: &[u8]) {
                 payload.len() as u64,
                 u64::from(rwire::segment_len(h.msg_len, h.seg_size, h.seg_index))
             );
-            rwire::encode_data_header(&h, &mut out);
-            assert_eq!(out.len(), rwire::DATA_HEADER_LEN);
-            out.extend_from_slice(payload);
+            rwire::encode_data(&h, payload, &mut out);
+            assert_eq!(
+                out.len(),
+                rwire::DATA_HEADER_LEN + payload.len() + rwire::CHECKSUM_LEN
+            );
         }
         Ok(Datagram::Ack(a)) => {
             assert!(a.count <= rwire::MAX_ACK_RANGES && a.refused_count <= rwire::MAX_REFUSALS);

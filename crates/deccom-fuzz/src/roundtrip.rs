@@ -76,8 +76,7 @@ fn rudp_data(input: &mut Input<'_>) {
     let fill = input.u8();
     let payload = vec![fill; len];
     let mut out = Vec::new();
-    rwire::encode_data_header(&h, &mut out);
-    out.extend_from_slice(&payload);
+    rwire::encode_data(&h, &payload, &mut out);
     assert_eq!(rwire::decode(&out), Ok(Datagram::Data(h, &payload)));
 }
 

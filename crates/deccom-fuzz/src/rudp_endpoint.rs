@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use deccom_core::rudp::wire as rwire;
 use deccom_core::rudp::{Config, Endpoint, Event, MessageId};
 
 use crate::input::Input;
@@ -213,7 +214,11 @@ pub fn rudp_endpoint(data: &[u8]) {
                     _ if to_b => PEER_A,
                     _ => PEER_B,
                 };
-                let bytes = input.chunk16(1400).to_vec();
+                let mut bytes = input.chunk16(1400).to_vec();
+                if input.bool() {
+                    // A forger computes the checksum (it detects corruption, not forgery).
+                    rwire::append_checksum(&mut bytes, 0);
+                }
                 net.forged = true;
                 net.deliver(to_b, from, &bytes);
             }
@@ -230,6 +235,11 @@ pub fn rudp_endpoint(data: &[u8]) {
                     if let Some(b) = bytes.get_mut(at + k) {
                         *b = *w;
                     }
+                }
+                if bytes.len() > rwire::CHECKSUM_LEN && input.bool() {
+                    // The edit with a valid checksum again: it reaches the fields behind it.
+                    bytes.truncate(bytes.len() - rwire::CHECKSUM_LEN);
+                    rwire::append_checksum(&mut bytes, 0);
                 }
                 let from = if input.bool() {
                     3

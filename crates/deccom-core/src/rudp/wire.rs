@@ -234,7 +234,7 @@ pub fn encode_ack(a: &AckFrame, out: &mut Vec<u8>) {
 ///
 /// # Errors
 ///
-/// [`DecodeError`] for anything that is not a well-formed version-1 datagram.
+/// [`DecodeError`] for anything that is not a well-formed datagram of this version.
 pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     let version = *buf.first().ok_or(DecodeError::Truncated)?;
     if version != VERSION {
