@@ -88,7 +88,7 @@ function row (group, name, value, unit, baseline) {
   row('handshake-known', 'deccom XX + identity binding, known peer (NoiseEndpoint)', opsPerSec(xxLoop({})), 'handshakes/s')
 
   // Where the time goes: the same handshake driven in Rust only (cargo bench test) is reported by
-  // `cargo test --release -p deccom-core --test noise_pair -- --ignored --nocapture`.
+  // `cargo test --release -p deccom-core --test noise_modes -- --ignored --nocapture`.
   const Noise = tryRequire('noise-handshake')
   const curveEd = tryRequire('noise-curve-ed')
   const prologue = Buffer.alloc(0)

@@ -592,7 +592,7 @@ mod noise {
         );
     }
 
-    /// Release-mode micro benchmark: `cargo test --release -p deccom-core --test noise_pair -- --ignored --nocapture`.
+    /// Release-mode micro benchmark: `cargo test --release -p deccom-core --test noise_modes -- --ignored --nocapture`.
     #[test]
     #[ignore = "benchmark; run in release mode"]
     fn bench_handshakes_and_aead() {

@@ -1,5 +1,5 @@
 //! Unit tests that reach into the endpoint's private state (the public behaviour is tested in
-//! `tests/noise_pair.rs`).
+//! `tests/noise_pair.rs` and `tests/noise_modes.rs`).
 
 use super::*;
 
