@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::session::{Retransmit, Session};
 use super::{Endpoint, Event};
+use crate::identity::{NodeId, PublicIdentity};
 use crate::noise::crypto::{self, SeededResolver, PROLOGUE};
 use crate::noise::error::HandshakeError;
 use crate::noise::primitives::Transport;
@@ -70,6 +71,21 @@ pub(super) fn first32(bytes: &[u8]) -> Option<[u8; 32]> {
 }
 
 impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
+    /// The remote static key a finished handshake authenticated, and the identity its binding
+    /// payload proves for that key (checked, or remembered from an earlier check).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn verify_remote(
+        &mut self,
+        hs: &HandshakeState,
+        binding: &[u8],
+    ) -> Result<((PublicIdentity, NodeId), [u8; 32]), HandshakeError> {
+        let rs = hs
+            .get_remote_static()
+            .and_then(first32)
+            .ok_or(HandshakeError::Decrypt)?;
+        self.bindings.verify(binding, &rs).map(|v| (v, rs))
+    }
+
     pub(super) fn delay(&self, attempt: u32) -> Duration {
         self.config
             .handshake_timeout
@@ -304,11 +320,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             e,
             ..
         } = init;
-        let verified = hs
-            .get_remote_static()
-            .and_then(first32)
-            .ok_or(HandshakeError::Decrypt)
-            .and_then(|rs| self.bindings.verify(&payload[..len], &rs).map(|v| (v, rs)));
+        let verified = self.verify_remote(&hs, &payload[..len]);
         let ((remote_identity, remote_id), rs) = match verified {
             Ok(v) => v,
             Err(e) => {

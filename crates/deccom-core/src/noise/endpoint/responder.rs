@@ -11,7 +11,6 @@ use snow::HandshakeState;
 use super::handshake::{first32, HalfOpen, HS_BUF, MAX_HANDSHAKE_READ_FAILURES};
 use super::session::{seal, NextSession, Session};
 use super::Endpoint;
-use crate::noise::error::HandshakeError;
 use crate::noise::primitives::Transport;
 use crate::noise::replay::ReplayWindow;
 use crate::noise::wire::{self, Pattern, KEY_LEN, MAC_LEN, TAG_LEN};
@@ -336,11 +335,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             init_e,
             ..
         } = ho;
-        let verified = hs
-            .get_remote_static()
-            .and_then(first32)
-            .ok_or(HandshakeError::Decrypt)
-            .and_then(|rs| self.bindings.verify(&payload[..len], &rs).map(|v| (v, rs)));
+        let verified = self.verify_remote(&hs, &payload[..len]);
         let ((remote_identity, remote_id), rs) = match verified {
             Ok(v) => v,
             Err(e) => {
