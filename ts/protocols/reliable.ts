@@ -69,6 +69,14 @@ export interface ReliableUdpOptions {
   strict?: boolean
 }
 
+/** Options of {@link ReliableUdp.send}. */
+export interface ReliableSendOptions {
+  /** Cancels the message. */
+  signal?: AbortSignal
+  /** Acknowledged bytes of this message, as they grow: `(acked, total)`. */
+  onProgress?: (acked: number, total: number) => void
+}
+
 interface Pending {
   resolve: () => void
   reject: (e: Error) => void

@@ -197,6 +197,9 @@ export class KadState {
   joinTimer: TimerHandle | null = null
   refreshing = false
   joined = false
+  /** `ready()` calls waiting for the join; failed with the last bootstrap failure. */
+  readonly joinWaiters: { resolve: () => void; reject: (e: Error) => void }[] = []
+  joinFailed = false
   ids!: Buffer
   handles!: Uint32Array
   readonly qid = Buffer.alloc(32)
@@ -223,6 +226,12 @@ export class KadState {
 }
 
 /** The encoded identity of record `i` of a decoded message (0 = the sender). */
+/** The TCP port record `i` of `m` announced, or null. */
+export function tcpPortAt(m: NativeMessage, i: number): number | null {
+  const p = m.tcpPorts?.[i]
+  return p ? p : null
+}
+
 export function identityAt(m: NativeMessage, i: number): Buffer {
   const ends = m.identityEnds!
   return m.identities!.subarray(i === 0 ? 0 : ends[i - 1], ends[i])
