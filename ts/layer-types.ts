@@ -91,8 +91,11 @@ export const absentBinding: Fn = () => undefined
  */
 export interface Bindings {
   // ---- datagram transports (UdpTransport, SimTransport) and the layers that pass `send` on
-  /** Send a datagram with a layer tag (0: application data). Some layers return a promise. */
-  send(to: AddressLike, data: Uint8Array, tag?: number): void | Promise<void>
+  /**
+   * Send a datagram with a layer tag (0: application data). Layers that queue (ReliableUdp, Noise)
+   * return a promise that settles when the layer accepted or delivered it; others return nothing.
+   */
+  send(to: AddressLike, data: Uint8Array, tag?: number): unknown
   /** A datagram from below: the sender (a Peer once a secure layer knows it), its bytes, its tag. */
   onMessage(from: Address | Peer, data: Buffer, tag: number): void
   /** The transport's own bound address. */

@@ -3,7 +3,31 @@
  * --strict --noUncheckedIndexedAccess against the built package. Every `@ts-expect-error` line
  * must be an error: if one compiled, the directive itself would fail the compilation.
  */
-import { type Address, type AddressLike, type BindingsOf, type LowerBindings, Node, Peer, Protocol, Stack } from 'deccom'
+import {
+  type Address,
+  type AddressLike,
+  type BindingsOf,
+  type LowerBindings,
+  BigGossip,
+  Delay,
+  FaultyTransport,
+  FixedPeers,
+  Gossip,
+  HolePuncher,
+  Kademlia,
+  KeepAlive,
+  Node,
+  Noise,
+  Peer,
+  Protocol,
+  Relay,
+  ReliableUdp,
+  SimTransport,
+  Stack,
+  TcpHolePuncher,
+  TcpTransport,
+  UdpTransport,
+} from 'deccom'
 
 // An application binding, added to the registry by declaration merging.
 declare module 'deccom' {
@@ -111,3 +135,46 @@ async function build(): Promise<void> {
 void build
 void Unknown
 void BadHandler
+
+// The registry matches the built-in layers: each one's methods are assignable to the signatures of
+// the bindings it provides (`provides`) and takes (`bindFrom`).
+function registryMatchesBuiltInLayers(l: {
+  udp: UdpTransport
+  sim: SimTransport
+  delay: Delay
+  faulty: FaultyTransport
+  reliable: ReliableUdp
+  noise: Noise
+  kad: Kademlia
+  gossip: Gossip
+  big: BigGossip
+  fixed: FixedPeers
+  keepAlive: KeepAlive
+  puncher: HolePuncher
+  relay: Relay
+  tcp: TcpTransport
+  tcpPuncher: TcpHolePuncher
+}): void {
+  const checks: unknown[] = [
+    l.udp satisfies BindingsOf<'send' | 'ping' | 'localAddress'>,
+    l.sim satisfies BindingsOf<'send' | 'ping' | 'localAddress'>,
+    l.delay satisfies BindingsOf<'send' | 'onMessage'>,
+    l.faulty satisfies BindingsOf<'send' | 'onMessage'>,
+    l.reliable satisfies BindingsOf<'send' | 'onMessage'>,
+    l.noise satisfies BindingsOf<'send' | 'onMessage' | 'approveConnection' | 'authenticate' | 'remoteId' | 'remotePeer'>,
+    l.kad satisfies BindingsOf<'onMessage' | 'findPeer' | 'getPeer' | 'peers' | 'closest' | 'lookup' | 'introducerOf'>,
+    l.gossip satisfies BindingsOf<'onMessage' | 'findPeer' | 'getPeer' | 'peers'>,
+    l.big satisfies BindingsOf<'onMessage' | 'findPeer' | 'getPeer' | 'peers'>,
+    l.fixed satisfies BindingsOf<'onMessage' | 'sendToId' | 'broadcast' | 'peers' | 'findPeer'>,
+    l.keepAlive satisfies BindingsOf<'onMessage' | 'onConnected' | 'register' | 'unregister'>,
+    l.puncher satisfies BindingsOf<'onMessage' | 'send' | 'connect' | 'externalAddress' | 'observations'>,
+    l.relay satisfies BindingsOf<'onMessage' | 'send' | 'relayVia'>,
+    l.tcp satisfies BindingsOf<
+      | 'openConnection' | 'sendStream' | 'closeStream' | 'disconnect' | 'tcpAddress' | 'pauseStream' | 'resumeStream'
+      | 'tcpMapping' | 'externalTcpAddress' | 'adoptSocket' | 'tcpPeers'
+    >,
+    l.tcpPuncher satisfies BindingsOf<'onMessage' | 'tcpPunch'>,
+  ]
+  void checks
+}
+void registryMatchesBuiltInLayers
