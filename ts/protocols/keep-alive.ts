@@ -28,7 +28,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
-import type { LayerContext } from '../protocol'
+import type { BindingsOf, LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { decodeKeepAlive, encodeKeepAlive } from '../wire/keep-alive'
 import { ReplyLimiter } from './reply-limit'
@@ -55,7 +55,11 @@ interface Watched {
 
 type Listener = (peer: Peer) => void
 
-export class KeepAlive extends Protocol {
+/** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
+export class KeepAlive
+  extends Protocol<{ lower: 'send'; upper: 'onMessage' | 'onDisconnected' | 'onConnected' }>
+  implements BindingsOf<'onMessage' | 'onConnected' | 'register' | 'unregister'>
+{
   static override bindTo = ['send']
   static override bindFrom = ['onMessage', 'onConnected?']
   static override provides = ['register', 'unregister']
