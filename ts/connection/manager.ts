@@ -343,14 +343,14 @@ export class Connections implements Budget {
     const { path, carrier } = inbound()
     const remote = from
     if (this.#closing || this.#conns.size >= this.#maxConnections) {
-      this.#host.count('refused_connections')
+      this.#host.count('refused')
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
     }
     const granted = this.take(this.#limits.connectionWindow)
     if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
       this.give(granted)
-      this.#host.count('refused_connections')
+      this.#host.count('refused')
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
     }
@@ -382,7 +382,7 @@ export class Connections implements Budget {
       },
     })
     this.#conns.set(key, c)
-    this.#host.count('connections_opened')
+    this.#host.count('opened')
     return c
   }
 
