@@ -245,6 +245,29 @@ test.serial('HolePuncher.connect: an abort while punching stops the punches and 
   t.is(swallow.stats().swallowed, seen, 'no PUNCH after the abort')
 })
 
+test('HolePuncher.connect: an abort during the relay fallback stops it and removes the route', async (t) => {
+  const r = await node(t, [new HolePuncher(), new Relay({ serve: {} })])
+  const swallow = new SwallowPunches()
+  await node(t, [new HolePuncher({ rendezvous: [r.address] }), swallow]) // never punches back, never allocates
+  const hp = new HolePuncher({ ...fast, punchTimeout: 150, relay: true })
+  const rl = new Relay({ retryInterval: 20 })
+  await node(t, [hp, rl])
+  t.true(await until(() => r.stack.find(HolePuncher)!.introducible().length === 1))
+  const targetAddr = r.stack.find(HolePuncher)!.introducible()[0]
+  const ac = new AbortController()
+  const p = hp.connect(targetAddr, r.address, { signal: ac.signal })
+  t.true(await until(() => hp.paths()[targetAddr.key] === 'relaying' && n(rl.stats().queries_sent) >= 2), 'punching timed out; the relay is asked for the peer')
+  t.deepEqual(Object.keys(rl.routes()), [targetAddr.key])
+  const [reason, at] = abortNow(ac)
+  await aborted(t, p, reason, at)
+  t.deepEqual(hp.paths(), {})
+  t.deepEqual(rl.routes(), {}, 'the fallback route is removed')
+  const q = rl.stats().queries_sent
+  await sleep(150)
+  t.is(rl.stats().queries_sent, q, 'no QUERY after the abort')
+  t.is(n(hp.stats().relay_fallback_failed), 0)
+})
+
 test('HolePuncher.connect: an already-aborted signal sends nothing; messages queued for the path are rejected', async (t) => {
   const via = await silentUdp(t)
   const hp = new HolePuncher(fast)
