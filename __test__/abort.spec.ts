@@ -183,6 +183,39 @@ test('TcpTransport: an abort drops only its own reference; other users of the co
   t.is(frames[1], 'sent')
 })
 
+test('TcpTransport.sendStream: a frame held back by backpressure is removed on abort; the others arrive whole', async (t) => {
+  const a = new TcpTransport()
+  const b = new TcpTransport()
+  const na = await node(t, [a])
+  await node(t, [b])
+  const peer = await a.openConnection(b.tcpAddress())
+  t.true(await until(() => b.peers().length === 1))
+  b.pauseStream(na.id)
+  const big = (mark: number): Buffer => Buffer.alloc(1 << 20, mark)
+  const sends: Promise<void>[] = []
+  for (let i = 0; i < 64 && a.stats().queued_frames < 2; i++) sends.push(a.sendStream(peer.id, big(1)))
+  t.true(a.stats().queued_frames >= 2, 'the connection is blocked: frames queue')
+  const queued = a.stats().queued_frames
+  const ac = new AbortController()
+  const dropped = a.sendStream(peer.id, big(2), 0, { signal: ac.signal })
+  sends.push(a.sendStream(peer.id, big(3)))
+  t.is(a.stats().queued_frames, queued + 2)
+  const [reason, at] = abortNow(ac)
+  await aborted(t, dropped, reason, at)
+  t.is(a.stats().queued_frames, queued + 1, 'only the aborted frame left the queue')
+  t.is(a.stats().connections, 1, 'an open connection stays open')
+  const marks: number[] = []
+  b.on('frame', (_p, data) => {
+    t.is(data.length, 1 << 20, 'every frame arrives whole')
+    marks.push(data[0])
+  })
+  b.resumeStream(na.id)
+  await Promise.all(sends)
+  t.true(await until(() => marks.length === sends.length, 5000))
+  t.false(marks.includes(2), 'the aborted frame was never written')
+  t.is(marks[marks.length - 1], 3)
+})
+
 test('TcpTransport: an already-aborted signal opens nothing', async (t) => {
   const server = await silentTcp(t)
   const tcp = new TcpTransport()
