@@ -522,7 +522,9 @@ export class TcpHolePuncher extends Protocol {
         tcp.closeStream(peer.id)
         if (s.state !== 'done') this.#succeed(s, 'direct', peer)
       },
-      () => s.dials.signal.aborted || this.count('direct_failed'),
+      () => {
+        if (!s.dials.signal.aborted) this.count('direct_failed')
+      },
     )
   }
 
