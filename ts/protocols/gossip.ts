@@ -34,7 +34,7 @@ import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
-import { DeccomError, ErrorCode } from '../errors'
+import { DeccomError, ErrorCode, abortError } from '../errors'
 import type { Identity } from '../identity'
 import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
 import type { LayerContext } from '../protocol'
@@ -210,8 +210,12 @@ export class Gossip extends Protocol {
     return this.#known.get(toId(id).toString('hex'))?.peer
   }
 
-  /** The peer with this id: known already, or found by flooding. */
+  /**
+   * The peer with this id: known already, or found by flooding. Aborting `opts.signal` rejects with
+   * ERR_DECCOM_ABORTED (when aborted already, before anything is sent).
+   */
   findPeer(id: Buffer | string, opts: { timeout?: number; signal?: AbortSignal } = {}): Promise<Peer> {
+    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal))
     return new Promise((resolve, reject) => {
       const target = toId(id)
       const hex = target.toString('hex')
@@ -229,7 +233,7 @@ export class Gossip extends Protocol {
       }
       const onAbort = (): void => {
         done()
-        reject(new DeccomError(ErrorCode.ABORTED, 'The operation was aborted'))
+        reject(abortError(opts.signal!))
       }
       const f: Find = {
         target: hex,

@@ -37,10 +37,12 @@
  * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9. Every datagram is encoded and decoded
  * by ts/wire/hole-punch.ts; malformed ones (trailing bytes included) are dropped: `dropped_malformed`.
  */
+import type { AbortOptions } from '../abort'
+import { abortable, throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
-import { DeccomError, ErrorCode } from '../errors'
+import { DeccomError, ErrorCode, abortError } from '../errors'
 import { Peer } from '../peer'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
@@ -119,6 +121,10 @@ interface Session {
   nonces: number[]
   queue: Queued[]
   waiters: { resolve: (r: PunchResult) => void; reject: (e: unknown) => void }[]
+  /** Started by our connect() (not by someone else's introduction): it ends when every connect() gave up. */
+  local: boolean
+  /** Stops the relay fallback in progress ('relaying'). */
+  relayAbort: AbortController | null
   punchTimer: TimerHandle | undefined
   timeout: TimerHandle | undefined
   introTimer: TimerHandle | undefined
@@ -131,7 +137,7 @@ interface Session {
 }
 
 interface RelayLike {
-  relayVia(relay: AddressLike, peers?: AddressLike[], opts?: { timeout?: number }): Promise<void>
+  relayVia(relay: AddressLike, peers?: AddressLike[], opts?: { timeout?: number; signal?: AbortSignal }): Promise<void>
 }
 
 export class HolePuncher extends Protocol {
@@ -263,13 +269,22 @@ export class HolePuncher extends Protocol {
    * Opens a path to `target` (its address as the introducer `via` knows it, i.e. its mapped
    * address) by asking `via` to introduce us, then punching. Without `via`, the introducer is the
    * peer a discovery layer in the stack (Kademlia's `introducerOf`) heard the target from. Resolves when the path is open
-   * (punched, or relayed with `relay: true`).
-   * @throws ERR_DECCOM_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_RELAY_*, ERR_DECCOM_CLOSED
+   * (punched, or relayed with `relay: true`). Aborting `opts.signal` rejects with ERR_DECCOM_ABORTED;
+   * when no other connect() waits for that path, its introduction, probes, timers and relay
+   * fallback stop, and messages queued for the peer are rejected. `connect(target, { signal })`
+   * is the same as without `via`.
+   * @throws ERR_DECCOM_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_RELAY_*, ERR_DECCOM_CLOSED, ERR_DECCOM_ABORTED
    */
-  connect(target: AddressLike, via?: AddressLike): Promise<PunchResult> {
+  connect(target: AddressLike, via?: AddressLike | AbortOptions, opts: AbortOptions = {}): Promise<PunchResult> {
+    if (isAbortOptions(via)) {
+      opts = via
+      via = undefined
+    }
+    const { signal } = opts
     let peer: Address
     let viaAddr: Address
     try {
+      throwIfAborted(signal)
       peer = toAddress(target)
       if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The HolePuncher layer is not running')
       const introducer = via !== undefined ? toAddress(via) : this.#discoveryIntroducer(peer)
@@ -280,17 +295,24 @@ export class HolePuncher extends Protocol {
     } catch (e) {
       return Promise.reject(e)
     }
-    return new Promise<PunchResult>((resolve, reject) => {
-      let s = this.#sessions.get(peer.key)
-      if (s && (s.state === 'open' || s.state === 'relayed')) return resolve(this.#result(s))
-      if (!s) {
-        s = this.#newSession(peer, viaAddr, 'introducing') ?? undefined
-        if (!s) return reject(new DeccomError(ErrorCode.SEND_QUEUE_FULL, `More than ${this.#o.maxSessions} punch sessions at once`))
-        s.reqNonce = this.#nextNonce()
-        this.#sendIntroReq(s)
-      }
-      s.waiters.push({ resolve, reject })
-    })
+    let s: Session | undefined
+    let w: Session['waiters'][number]
+    return abortable<PunchResult>(
+      signal,
+      (resolve, reject) => {
+        s = this.#sessions.get(peer.key)
+        if (s && (s.state === 'open' || s.state === 'relayed')) return resolve(this.#result(s))
+        if (!s) {
+          s = this.#newSession(peer, viaAddr, 'introducing') ?? undefined
+          if (!s) return reject(new DeccomError(ErrorCode.SEND_QUEUE_FULL, `More than ${this.#o.maxSessions} punch sessions at once`))
+          s.local = true
+          s.reqNonce = this.#nextNonce()
+          this.#sendIntroReq(s)
+        }
+        s.waiters.push((w = { resolve, reject }))
+      },
+      () => this.#abortConnect(s!, w, abortError(signal!)),
+    )
   }
 
   /**
@@ -489,6 +511,8 @@ export class HolePuncher extends Protocol {
       punchTimer: undefined,
       timeout: undefined,
       introTimer: undefined,
+      local: false,
+      relayAbort: null,
       reqNonce: 0,
       introToken: NO_TOKEN,
       started: clock.now(),
@@ -545,8 +569,10 @@ export class HolePuncher extends Protocol {
       s.state = 'relaying'
       const relay = this.#relayAddress ?? s.via
       this.count('relay_fallbacks')
-      this.#relay.relayVia(relay, [s.peer], { timeout: this.#o.punchTimeout }).then(
+      s.relayAbort = new AbortController()
+      this.#relay.relayVia(relay, [s.peer], { timeout: this.#o.punchTimeout, signal: s.relayAbort.signal }).then(
         () => {
+          s.relayAbort = null
           if (this.#sessions.get(s.peer.key) !== s) return
           s.state = 'relayed'
           s.remote = relay
@@ -555,6 +581,8 @@ export class HolePuncher extends Protocol {
           for (const w of s.waiters.splice(0)) w.resolve({ path: 'relayed', address: relay })
         },
         (e: unknown) => {
+          s.relayAbort = null
+          if (this.#sessions.get(s.peer.key) !== s) return
           this.count('relay_fallback_failed')
           this.#remove(s)
           this.#fail(s, e)
@@ -569,6 +597,18 @@ export class HolePuncher extends Protocol {
         details: { target: s.peer.key, via: s.via.key, state: s.state, timeout: this.#o.punchTimeout },
       }),
     )
+  }
+
+  /** A connect() gave up: forget its waiter; a path only we wanted stops being opened. */
+  #abortConnect(s: Session, w: Session['waiters'][number], err: DeccomError): void {
+    this.count('connects_aborted')
+    const i = s.waiters.indexOf(w)
+    if (i >= 0) s.waiters.splice(i, 1)
+    if (s.waiters.length > 0 || !s.local || s.state === 'open' || s.state === 'relayed' || this.#sessions.get(s.peer.key) !== s) return
+    this.count('sessions_aborted')
+    s.relayAbort?.abort(err)
+    this.#remove(s)
+    this.#fail(s, err)
   }
 
   #flush(s: Session, to: Address): void {
@@ -658,4 +698,9 @@ export class HolePuncher extends Protocol {
     return this.#nonceBuf[0]
   }
 
+}
+
+/** True when `x` is an options object (`{ signal }`) rather than an address. */
+function isAbortOptions(x: unknown): x is AbortOptions {
+  return typeof x === 'object' && x !== null && !('host' in x) && !('address' in x)
 }
