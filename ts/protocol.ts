@@ -27,6 +27,7 @@
  */
 import { DeccomError, ErrorCode } from './errors'
 import { type DeclarationKind, type Fn, type LayerContext, type NativeRole, absentBinding } from './layer-types'
+import { type LayerLog, silentLog } from './log'
 
 export type { DeclarationKind, Fn, LayerContext, LayerDescription, NativeCapable, NativeRole } from './layer-types'
 
@@ -34,6 +35,9 @@ export type { DeclarationKind, Fn, LayerContext, LayerDescription, NativeCapable
 export type ProtocolClass = abstract new (...args: any[]) => Protocol
 
 const NONE: readonly string[] = Object.freeze([])
+
+/** Gives `layer` its debug logger (the Stack does, before starting it). Set by Protocol's static block. */
+export let setLayerLog: (layer: Protocol, log: LayerLog) => void
 
 /** Base class of every layer. Subclasses set `name`, maybe `tag`, and declare bindings as statics. */
 export abstract class Protocol {
@@ -100,9 +104,36 @@ export abstract class Protocol {
     return f !== undefined && f !== this.#dropNoConsumer
   }
 
-  /** Add `n` (default 1) to counter `name`, creating it at 0. */
+  /**
+   * Add `n` (default 1) to counter `name`, creating it at 0. A `dropped_<reason>` counter is also
+   * logged (rate-limited) on the layer's debug namespace.
+   */
   protected count(name: string, n = 1): void {
     this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n
+    if (name.charCodeAt(0) === 100 && name.startsWith('dropped_') && this.#log.enabled) {
+      if (n === 1) this.#log(name)
+      else this.#log(`${name} (%d)`, n)
+    }
+  }
+
+  /**
+   * Drop something: count `dropped_<reason>` and log it rate-limited on the layer's debug
+   * namespace, with the printf-style details `fmt, ...a` when given (formatted only when enabled).
+   */
+  protected drop(reason: string, fmt?: string, ...a: unknown[]): void {
+    const name = `dropped_${reason}`
+    this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + 1
+    if (!this.#log.enabled) return
+    if (fmt === undefined) this.#log(name)
+    else this.#log(`${name}: ${fmt}`, ...a)
+  }
+
+  /** The layer's debug logger, set by its Stack at start (the same as its `ctx.log`). */
+  #log: LayerLog = silentLog
+  static {
+    setLayerLog = (layer, log) => {
+      layer.#log = log
+    }
   }
 
   /**

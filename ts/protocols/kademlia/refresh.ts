@@ -11,6 +11,7 @@ export function join(s: KadState, attempt: number): void {
   const addrs = s.bootstrap.filter((a) => a !== s.self)
   if (addrs.length === 0) {
     s.joined = true
+    s.log('no bootstrap address: this node starts a network')
     return
   }
   s.count('bootstrap_attempts')
@@ -45,16 +46,26 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     if (attempt < s.bootstrapRetries) {
       s.count('bootstrap_retries')
       s.joinTimer = s.clock.setTimeout(() => join(s, attempt + 1), s.queryTimeout * 2 ** attempt)
+      s.log('bootstrap attempt %d: no answer from %d bootstrap nodes, retrying', attempt + 1, s.bootstrap.length)
     } else {
       s.count('bootstrap_failed')
+      s.log('join failed: no bootstrap node answered (%d attempts)', attempt + 1)
     }
     return
   }
   void maintenanceLookup(s, s.selfId, seeds).then(async () => {
     s.joined = true
     s.count('joined')
+    if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
     await refresh(s, true)
   })
+}
+
+/** How many buckets of the table hold entries (for the log). */
+function bucketsInUse(s: KadState): number {
+  const buckets = new Set<number>()
+  if (s.table) for (const h of s.table.entries()) buckets.add(s.table.bucketOf(s.entries[h]!.peer.id!))
+  return buckets.size
 }
 
 export function onRefreshTimer(s: KadState): void {
