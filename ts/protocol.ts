@@ -171,7 +171,8 @@ export abstract class Protocol {
 
   /** The default for an `upper` slot nobody took (shared by all slots of this layer). */
   readonly #dropNoConsumer: Fn = () => {
-    this.count('dropped_no_consumer')
+    // Counted but not logged: most such slots are optional events (onConnected...) nobody wants.
+    this.counters.dropped_no_consumer = (this.counters.dropped_no_consumer ?? 0) + 1
     return undefined
   }
 }

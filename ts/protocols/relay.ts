@@ -44,6 +44,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { CHALLENGE, DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, decodeRelay, encodeRelay } from '../wire/relay'
@@ -142,6 +143,7 @@ export class Relay extends Protocol {
   readonly #retry: number
   readonly #maxRoutes: number
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   readonly #served = new Map<string, ServedSession>()
   /** Sessions per host group. */
   readonly #hosts = new Map<string, number>()
@@ -181,6 +183,8 @@ export class Relay extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
+    this.#log(this.#serve ? 'serving as a relay' : 'client only (not serving as a relay)')
     if (this.#serve) {
       this.#tokens = new AddressTokens(this.#serve.tokenSlot)
       this.#totalTokens = this.#serve.maxTotalBytesPerSecond
@@ -310,6 +314,7 @@ export class Relay extends Protocol {
         this.count('alloc_refused')
         this.#dropClient(c)
         const full = m.type === 'ALLOC_REFUSED' && m.reason === REFUSED_FULL
+        this.#log('relay %s refused our allocation: %s', from.key, full ? 'full' : 'not a relay')
         const err = new DeccomError(ErrorCode.RELAY_REFUSED, `${from.key} refused to relay for us: ${full ? 'it serves its maximum of sessions' : 'it is not a relay'}`, {
           details: { relay: from.key, reason: full ? 'full' : 'not-a-relay' },
         })
@@ -358,6 +363,7 @@ export class Relay extends Protocol {
       this.#remove(from.key)
       if (!this.#admit(from, now)) {
         this.count('alloc_refused_full')
+        this.#log('allocation for %s refused: full', from.key)
         return void this.sendControl(from, encodeRelay({ type: 'ALLOC_REFUSED', nonce, reason: REFUSED_FULL }))
       }
       const rate = this.#serve.maxBytesPerSecond
@@ -365,6 +371,7 @@ export class Relay extends Protocol {
       this.#served.set(from.key, s)
       this.#hosts.set(s.host, (this.#hosts.get(s.host) ?? 0) + 1)
       this.count('sessions_opened')
+      this.#log('allocation for %s opened (%d sessions)', from.key, this.#served.size)
     }
     s.expires = now + this.#serve.sessionTtl
     s.active = now
@@ -515,6 +522,7 @@ export class Relay extends Protocol {
         if (i >= 0) session.waiters.splice(i, 1)
         if (session.state === 'allocating' && session.waiters.length === 0) this.#dropClient(session)
         this.count('alloc_timeouts')
+        this.#log('allocation at relay %s timed out after %d ms', r.key, timeout)
         reject(new DeccomError(ErrorCode.RELAY_TIMEOUT, `No answer from relay ${r.key} within ${timeout} ms`, { details: { relay: r.key, timeout } }))
       })
       const w = {
@@ -551,6 +559,7 @@ export class Relay extends Protocol {
     if (c.state === 'ok') return this.count('alloc_refreshed')
     c.state = 'ok'
     this.count('allocated')
+    this.#log('allocated at relay %s', c.relay.key)
     this.#clock?.clearTimeout(c.refresh)
     c.refresh = this.#clock?.setTimeout(() => this.#sendAlloc(c), this.#refreshInterval)
     for (const w of c.waiters.splice(0)) w.resolve()

@@ -496,10 +496,10 @@ export class Noise extends Protocol {
     }, deadline)
     const ep = this.#ep!
     const now = clock.now()
-    this.#log('handshake with %s started', this.#peers[pid].key)
     if (ep.isAuthenticated(pid) !== null) {
       // Authenticated, but our queue is not flushed yet (waiting for the handshake's ack).
     } else if (this.#mode === 'encrypt') {
+      this.#log('handshake with %s started', this.#peers[pid].key)
       // A keepalive queued in the core starts the handshake and makes the core retry it if a
       // simultaneous open made us yield and the peer's handshake then died.
       try {
@@ -508,6 +508,7 @@ export class Noise extends Protocol {
         ep.connect(now, pid)
       }
     } else {
+      this.#log('handshake with %s started', this.#peers[pid].key)
       ep.connect(now, pid)
     }
     this.#drive()
