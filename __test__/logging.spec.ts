@@ -7,8 +7,11 @@
  * 127.0.0.1 in a child process importing the BUILT package (dist/).
  */
 import test from 'ava'
+import createDebug from 'debug'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { format } from 'node:util'
+import { type Clock, type TimerHandle, LogGroup } from '../dist/index.js'
 
 const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..')
 const dist = JSON.stringify(join(root, 'dist', 'index.js'))
@@ -51,6 +54,8 @@ const mk = (bootstrap) => Node.create({ host: '127.0.0.1', stack: [new Kademlia(
     poll()
   })
   await Promise.all([joined(b), joined(c)])
+  const r = await b.stack.find(Kademlia).lookup(c.id)
+  if (!r.closest.some((p) => p.id.equals(c.id))) throw new Error('lookup did not find c')
   const peer = await b.stack.find(Kademlia).findPeer(c.id)
   const got = new Promise((resolve) => c.once('message', (from, data) => resolve(String(data))))
   await b.send(peer, Buffer.from('hello'))
@@ -76,7 +81,8 @@ test('DEBUG=deccom:kademlia,deccom:noise prints the joins, lookups and handshake
   has(new RegExp(`deccom:kademlia \\[${a}\\] no bootstrap address`))
   has(new RegExp(`deccom:kademlia \\[${b}\\] joined: [1-9]\\d* peers in [1-9]\\d* buckets`))
   has(new RegExp(`deccom:kademlia \\[${c}\\] joined: [1-9]\\d* peers in [1-9]\\d* buckets`))
-  has(new RegExp(`deccom:kademlia \\[${b}\\] lookup ${c} (started|found)`))
+  has(new RegExp(`deccom:kademlia \\[${b}\\] lookup ${c} started`))
+  has(new RegExp(`deccom:kademlia \\[${b}\\] lookup ${c} (found|done): \\d+ hops, [1-9]\\d* queries \\(\\d+ failed, \\d+ timed out\\) in \\d+ ms`))
   has(new RegExp(`deccom:noise \\[${b}\\] mode encrypt`))
   // Both ends report the handshake, with the authenticated id of the other.
   has(new RegExp(`deccom:noise \\[${b}\\] handshake with 127\\.0\\.0\\.1:\\d+ started`))
@@ -141,4 +147,137 @@ test('10,000 malformed datagrams with DEBUG=deccom:* print a bounded number of l
   const suppressed = summaries.reduce((sum, l) => sum + Number(/suppressed (\d+) similar/.exec(l)![1]), 0)
   t.is(printed + suppressed, stats.dropped_malformed)
   t.true(printed <= 50 + Math.ceil((20 * elapsed) / 1000) + 1, `${printed} lines in ${elapsed} ms`)
+})
+
+const NATIVE = `
+const { Node, Noise, ReliableUdp } = require(${dist})
+;(async () => {
+  const mk = () => Node.create({ host: '127.0.0.1', stack: [new ReliableUdp(), new Noise()] })
+  const a = await mk()
+  const b = await mk()
+  const got = new Promise((resolve) => b.once('message', (from, data) => resolve(String(data))))
+  await a.send(b.address, Buffer.from('hello'))
+  if ((await got) !== 'hello') throw new Error('no message')
+  await Promise.all([a.close(), b.close()])
+  console.log(JSON.stringify({ ids: [a, b].map((n) => n.identity.idHex.slice(0, 8)) }))
+})().catch((e) => { console.error('FAILED', e); process.exit(1) })
+`
+
+test('Noise and ReliableUdp running in the socket thread log their mode and the handshakes JavaScript sees', async (t) => {
+  t.timeout(60_000)
+  const r = await run(NATIVE, 'deccom:noise,deccom:reliable-udp', 50_000)
+  t.is(r.code, 0, r.stderr.slice(-2000))
+  const [a, b] = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { ids: string[] }).ids
+  const out = lines(r.stderr)
+  const has = (re: RegExp) => t.true(out.some((l) => re.test(l)), `no line matching ${re}:\n${out.join('\n')}`)
+  has(new RegExp(`deccom:noise \\[${a}\\] runs natively in the I/O thread of udp`))
+  has(new RegExp(`deccom:reliable-udp \\[${a}\\] runs natively in the I/O thread of udp`))
+  has(new RegExp(`deccom:reliable-udp \\[${a}\\] mode native`))
+  has(new RegExp(`deccom:noise \\[${a}\\] handshake with 127\\.0\\.0\\.1:\\d+ completed \\(native\\): ${b}`))
+  has(new RegExp(`deccom:noise \\[${b}\\] handshake with 127\\.0\\.0\\.1:\\d+ completed \\(native\\): ${a}`))
+  t.false(out.some((l) => / deccom:(udp|app) /.test(` ${l}`)), out.join('\n'))
+})
+
+// ---------------------------------------------------------------------------------------------
+// The rate limiter itself, in this process, on a manual clock (virtual time).
+// ---------------------------------------------------------------------------------------------
+
+/** A clock whose time moves only by `advance`; its timers fire in order. */
+class ManualClock implements Clock {
+  t = 0
+  readonly timers = new Map<object, { at: number; fn: () => void }>()
+  now(): number {
+    return this.t
+  }
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const h = {}
+    this.timers.set(h, { at: this.t + Math.max(0, ms), fn })
+    return h
+  }
+  clearTimeout(h: TimerHandle | undefined): void {
+    if (h) this.timers.delete(h)
+  }
+  advance(ms: number): void {
+    const end = this.t + ms
+    for (;;) {
+      const due = [...this.timers].filter(([, x]) => x.at <= end).sort((p, q) => p[1].at - q[1].at)[0]
+      if (!due) break
+      this.timers.delete(due[0])
+      this.t = due[1].at
+      due[1].fn()
+    }
+    this.t = end
+  }
+}
+
+/** Lines `debug` printed for the namespaces `deccom:unit-*`, captured (this worker only). */
+const captured: string[] = []
+createDebug.enable('deccom:unit-*')
+createDebug.log = (...a: unknown[]) => void captured.push(format(...a))
+const take = (ns: string): string[] => captured.filter((l) => l.includes(` deccom:${ns} `) || l.includes(`deccom:${ns} `)).map((l) => l.slice(l.indexOf(`deccom:${ns} `) + `deccom:${ns} `.length))
+
+test('rate limit: a burst of 50, then 20 lines a second, the rest summarized once per second', (t) => {
+  const clock = new ManualClock()
+  const logs = new LogGroup('n1', clock)
+  const log = logs.layer('unit-rate')
+  t.true(log.enabled)
+  t.is(log.namespace, 'deccom:unit-rate')
+  for (let i = 0; i < 100; i++) log('datagram %d from %s', i, 'x')
+  let out = take('unit-rate')
+  t.is(out.length, 50)
+  t.is(out[0], '[n1] datagram 0 from x')
+  t.is(out[49], '[n1] datagram 49 from x')
+  t.is(clock.timers.size, 1) // the summary timer
+  clock.advance(999)
+  t.is(take('unit-rate').length, 50)
+  clock.advance(1)
+  out = take('unit-rate')
+  t.is(out[50], '[n1] suppressed 50 similar lines: datagram %d from %s')
+  t.is(clock.timers.size, 0)
+  // One second later 20 more fit (the bucket refilled 20 tokens); the 21st is suppressed.
+  for (let i = 0; i < 30; i++) log('datagram %d from %s', 100 + i, 'x')
+  out = take('unit-rate')
+  t.is(out.length, 51 + 20)
+  t.is(out[70], '[n1] datagram 119 from x')
+  // close() prints the pending summary at once and arms no timer.
+  logs.close()
+  t.is(take('unit-rate')[71], '[n1] suppressed 10 similar lines: datagram %d from %s')
+  t.is(clock.timers.size, 0)
+})
+
+test('rate limit: each message kind has its own budget; kinds are bounded and the rest share one', (t) => {
+  const clock = new ManualClock()
+  const logs = new LogGroup('', clock, { rate: 1, burst: 2 })
+  const log = logs.layer('unit-kinds')
+  for (let i = 0; i < 3; i++) {
+    log('joined')
+    log('dropped_x')
+  }
+  t.deepEqual(take('unit-kinds'), ['joined', 'dropped_x', 'joined', 'dropped_x'])
+  // A later line of a kind first prints the summary of what it missed.
+  clock.advance(500)
+  log('joined') // still no token (0.5 refilled)
+  clock.advance(500)
+  t.deepEqual(take('unit-kinds').slice(4).sort(), ['suppressed 1 similar lines: dropped_x', 'suppressed 2 similar lines: joined'])
+  // 1000 distinct format strings: 256 kinds are tracked, the others share one bucket (burst 2).
+  const wide = logs.layer('unit-wide')
+  for (let i = 0; i < 1000; i++) wide(`kind ${i}`)
+  logs.close()
+  const out = take('unit-wide')
+  t.is(out.filter((l) => l.startsWith('kind ')).length, 256 + 2)
+  t.deepEqual(out.filter((l) => l.startsWith('suppressed')), ['suppressed 742 similar lines: (other messages)'])
+})
+
+test('a disabled namespace formats nothing, stores nothing and arms no timer', (t) => {
+  const clock = new ManualClock()
+  const logs = new LogGroup('n2', clock)
+  const log = logs.layer('other-layer') // not enabled here: only deccom:unit-* is
+  t.false(log.enabled)
+  let formatted = 0
+  const costly = { toString: () => String(++formatted) }
+  for (let i = 0; i < 1000; i++) log('value %s', costly)
+  t.is(formatted, 0)
+  t.is(clock.timers.size, 0)
+  t.false(captured.some((l) => l.includes('other-layer')))
+  logs.close()
 })
