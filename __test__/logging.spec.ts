@@ -218,7 +218,7 @@ const take = (ns: string): string[] => captured.filter((l) => l.includes(` decco
 
 test('rate limit: a burst of 50, then 20 lines a second, the rest summarized once per second', (t) => {
   const clock = new ManualClock()
-  const logs = new LogGroup('n1', clock)
+  const logs = new LogGroup('n1', clock, { timers: clock })
   const log = logs.layer('unit-rate')
   t.true(log.enabled)
   t.is(log.namespace, 'deccom:unit-rate')
@@ -247,14 +247,14 @@ test('rate limit: a burst of 50, then 20 lines a second, the rest summarized onc
 
 test('rate limit: each message kind has its own budget; kinds are bounded and the rest share one', (t) => {
   const clock = new ManualClock()
-  const logs = new LogGroup('', clock, { rate: 1, burst: 2 })
+  const logs = new LogGroup('', clock, { rate: 1, burst: 2, timers: clock })
   const log = logs.layer('unit-kinds')
   for (let i = 0; i < 3; i++) {
     log('joined')
     log('dropped_x')
   }
   t.deepEqual(take('unit-kinds'), ['joined', 'dropped_x', 'joined', 'dropped_x'])
-  // A later line of a kind first prints the summary of what it missed.
+  // The summaries come from one timer, a second after the first suppressed line.
   clock.advance(500)
   log('joined') // still no token (0.5 refilled)
   clock.advance(500)
@@ -270,7 +270,7 @@ test('rate limit: each message kind has its own budget; kinds are bounded and th
 
 test('a disabled namespace formats nothing, stores nothing and arms no timer', (t) => {
   const clock = new ManualClock()
-  const logs = new LogGroup('n2', clock)
+  const logs = new LogGroup('n2', clock, { timers: clock })
   const log = logs.layer('other-layer') // not enabled here: only deccom:unit-* is
   t.false(log.enabled)
   let formatted = 0
@@ -280,4 +280,45 @@ test('a disabled namespace formats nothing, stores nothing and arms no timer', (
   t.is(clock.timers.size, 0)
   t.false(captured.some((l) => l.includes('other-layer')))
   logs.close()
+})
+
+const SIM = `
+const { SimulatedNetwork } = require(${dist})
+;(async () => {
+  const sim = new SimulatedNetwork({ seed: 7, defaultLink: { latency: 5, jitter: 2 } })
+  const nodes = await sim.createNodes(3)
+  const bottom = nodes[0].stack.layers[nodes[0].stack.layers.length - 1]
+  // 1,000 datagrams of an unknown tag per virtual second at node 1, for 5 virtual seconds.
+  const flood = (k) => {
+    if (k === 5000) return
+    bottom.send(nodes[1].address, Buffer.from([k & 0xff]), 77)
+    sim.clock.setTimeout(() => flood(k + 1), 1)
+  }
+  flood(0)
+  await sim.runFor(6000)
+  const stats = nodes[1].stats().app
+  const hash = sim.trace.hash
+  await sim.close()
+  console.log(JSON.stringify({ hash, dropped: stats.dropped_unknown_tag, id: nodes[1].identity.idHex.slice(0, 8) }))
+})().catch((e) => { console.error('FAILED', e); process.exit(1) })
+`
+
+test('in a SimulatedNetwork the rate limit runs in virtual time and logging leaves the trace unchanged', async (t) => {
+  t.timeout(60_000)
+  const [quiet, loud] = await Promise.all([run(SIM, '', 50_000), run(SIM, 'deccom:*', 50_000)])
+  t.is(quiet.code, 0, quiet.stderr.slice(-2000))
+  t.is(loud.code, 0, loud.stderr.slice(-2000))
+  const q = JSON.parse(quiet.stdout.trim().split('\n').pop()!) as { hash: string; dropped: number; id: string }
+  const l = JSON.parse(loud.stdout.trim().split('\n').pop()!) as { hash: string; dropped: number; id: string }
+  t.is(q.dropped, 5000)
+  t.is(l.dropped, 5000)
+  t.is(l.hash, q.hash) // same seed, same events, whatever DEBUG says
+  t.deepEqual(lines(quiet.stderr), [])
+  const out = lines(loud.stderr).filter((x) => x.includes(`deccom:app [${l.id}] `))
+  // 5 virtual seconds: a burst of 50, then 20 a second, and the rest in summaries.
+  const printed = out.filter((x) => x.endsWith(`[${l.id}] dropped_unknown_tag`)).length
+  const suppressed = out.filter((x) => x.includes('similar lines: dropped_unknown_tag')).reduce((s, x) => s + Number(/suppressed (\d+)/.exec(x)![1]), 0)
+  t.true(printed >= 50 && printed <= 50 + 20 * 5 + 1, `${printed} lines`)
+  t.is(printed + suppressed, 5000)
+  t.true(out.length - printed <= 5 + 1, `${out.length - printed} summaries: at most about one per second`)
 })

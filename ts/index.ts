@@ -16,7 +16,7 @@ export type { LayerContext, Fn, LayerDescription, NativeCapable, NativeRole } fr
 export { Stack } from './stack'
 export type { StackContext } from './stack'
 export { LogGroup } from './log'
-export type { LayerLog, LogLimits } from './log'
+export type { LayerLog, LogOptions } from './log'
 export { UdpTransport, TAG_APP, TAG_UDP } from './protocols/udp'
 export type { UdpOptions, PingOptions } from './protocols/udp'
 export { realClock, sleep } from './clock'

@@ -14,8 +14,8 @@
  * Network input must never be able to flood the log, so every logger is rate-limited per message
  * kind (its format string): at most `rate` lines per second with bursts of up to `burst` lines (a
  * token bucket on the node's clock, so virtual time in a simulator). What goes over the limit is
- * counted, and one line `suppressed K similar lines: <format>` reports it once the kind's window
- * has passed (at most once a second per kind) or when the stack stops.
+ * counted, and one line `suppressed K similar lines: <format>` reports it about a second later
+ * (a real-time timer; so at most one summary a second per kind), or when the stack stops.
  *
  * A call on a disabled namespace returns after one property read: nothing is formatted, counted or
  * stored. Callers with costly arguments check {@link LayerLog.enabled} first.
@@ -32,12 +32,26 @@ export interface LayerLog {
   readonly namespace: string
 }
 
-/** Rate-limit settings of a {@link LogGroup}. */
-export interface LogLimits {
+/** Settings of a {@link LogGroup}. */
+export interface LogOptions {
   /** Lines per second per message kind, sustained (default 20). */
   rate?: number
   /** Lines a message kind may print at once before the rate applies (default 50). */
   burst?: number
+  /**
+   * Where the timer that prints summaries runs (default: an `unref`'d real-time timer, so that
+   * logging neither adds events to a simulated network's virtual clock, whose trace would then
+   * depend on DEBUG, nor keeps the process alive). The rate itself is measured on the clock.
+   */
+  timers?: Pick<Clock, 'setTimeout' | 'clearTimeout'>
+}
+
+/** Real-time timers that do not keep the process alive. */
+const unrefTimers: Pick<Clock, 'setTimeout' | 'clearTimeout'> = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (h) => {
+    if (h !== undefined) clearTimeout(h as NodeJS.Timeout)
+  },
 }
 
 /** Distinct message kinds tracked per layer; kinds beyond this share one bucket (memory stays bounded). */
@@ -68,6 +82,7 @@ interface Entry {
 export class LogGroup {
   readonly #prefix: string
   readonly #clock: Clock
+  readonly #timers: Pick<Clock, 'setTimeout' | 'clearTimeout'>
   readonly #rate: number
   readonly #burst: number
   readonly #entries = new Map<string, Entry>()
@@ -78,11 +93,12 @@ export class LogGroup {
 
   /**
    * @param tag   printed in brackets at the start of every line (the node's short id); '' for none
-   * @param clock the node's clock (rate limit and summary timer)
+   * @param clock the node's clock (the rate limit's time)
    */
-  constructor(tag: string, clock: Clock = realClock, limits: LogLimits = {}) {
+  constructor(tag: string, clock: Clock = realClock, limits: LogOptions = {}) {
     this.#prefix = tag ? `[${tag.replace(/%/g, '%%')}] ` : ''
     this.#clock = clock
+    this.#timers = limits.timers ?? unrefTimers
     this.#rate = limits.rate ?? 20
     this.#burst = limits.burst ?? 50
     if (!(this.#rate > 0) || !(this.#burst >= 1)) throw new RangeError('LogGroup: rate must be > 0 and burst >= 1')
@@ -107,7 +123,7 @@ export class LogGroup {
 
   /** Print every pending summary now and stop the summary timer. Later lines still print (rate-limited). */
   flush(): void {
-    this.#clock.clearTimeout(this.#timer)
+    this.#timers.clearTimeout(this.#timer)
     this.#timer = undefined
     for (const [b, { entry, kind }] of this.#pending) this.#summary(entry, kind, b)
     this.#pending.clear()
@@ -140,15 +156,11 @@ export class LogGroup {
     if (b.tokens < 1) {
       if (b.suppressed++ === 0) {
         this.#pending.set(b, { entry, kind })
-        if (this.#timer === undefined && !this.#closed) this.#timer = this.#clock.setTimeout(() => this.flush(), SUMMARY_DELAY)
+        if (this.#timer === undefined && !this.#closed) this.#timer = this.#timers.setTimeout(() => this.flush(), SUMMARY_DELAY)
       }
       return
     }
     b.tokens -= 1
-    if (b.suppressed > 0) {
-      this.#pending.delete(b)
-      this.#summary(entry, kind, b)
-    }
     entry.debug(this.#prefix + fmt, ...a)
   }
 
