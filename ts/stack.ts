@@ -28,9 +28,10 @@ type Wire = [record: Record<string, Fn>, key: string, fn: Fn]
 const owned = new WeakSet<Protocol>()
 
 /**
- * What {@link Stack.start} takes: the {@link LayerContext} less the per-layer `log`, which the
- * Stack makes for each layer (namespace `deccom:<layer>`, the node's short id taken from
- * `identity.idHex`, rate-limited on `clock`, by default the real clock).
+ * What {@link Stack.start} takes: a {@link LayerContext} whose `clock` may be left out (default
+ * {@link realClock}) and whose `log`, if any, is not used: the Stack gives each layer its own
+ * `ctx.log` (namespace `deccom:<layer>`, lines tagged with the first 8 hex digits of
+ * `identity.idHex` when there is one, rate-limited on `clock`; see `log.ts`).
  */
 export type StackContext = Omit<LayerContext, 'log' | 'clock'> & { readonly clock?: LayerContext['clock']; readonly log?: unknown }
 
