@@ -322,3 +322,41 @@ test('in a SimulatedNetwork the rate limit runs in virtual time and logging leav
   t.is(printed + suppressed, 5000)
   t.true(out.length - printed <= 5 + 1, `${out.length - printed} summaries: at most about one per second`)
 })
+
+const TCP = `
+const { Node, TcpTransport } = require(${dist})
+;(async () => {
+  const mk = async () => { const tcp = new TcpTransport(); return { tcp, node: await Node.create({ host: '127.0.0.1', stack: [tcp] }) } }
+  const a = await mk()
+  const b = await mk()
+  const peer = await a.tcp.openConnection(b.tcp.tcpAddress())
+  const closed = new Promise((resolve) => b.tcp.once('close', resolve))
+  a.tcp.disconnect(peer.id)
+  await closed
+  // A dial to a port nobody listens on fails; the failure is logged with its reason.
+  const dead = require('node:net').createServer()
+  await new Promise((r) => dead.listen(0, '127.0.0.1', r))
+  const port = dead.address().port
+  await new Promise((r) => dead.close(r))
+  await a.tcp.openConnection('127.0.0.1:' + port).then(() => { throw new Error('connected?!') }, () => {})
+  await Promise.all([a.node.close(), b.node.close()])
+  console.log(JSON.stringify({ ids: [a, b].map((n) => n.node.identity.idHex.slice(0, 8)), port }))
+})().catch((e) => { console.error('FAILED', e); process.exit(1) })
+`
+
+test('DEBUG=deccom:tcp logs dials, opened connections and closes with their reason', async (t) => {
+  t.timeout(60_000)
+  const r = await run(TCP, 'deccom:tcp', 50_000)
+  t.is(r.code, 0, r.stderr.slice(-2000))
+  const { ids, port } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { ids: string[]; port: number }
+  const [a, b] = ids
+  const out = lines(r.stderr)
+  const has = (re: RegExp) => t.true(out.some((l) => re.test(l)), `no line matching ${re}:\n${out.join('\n')}`)
+  has(new RegExp(`deccom:tcp \\[${a}\\] dialing 127\\.0\\.0\\.1:\\d+`))
+  has(new RegExp(`deccom:tcp \\[${a}\\] connection to ${b} \\(127\\.0\\.0\\.1:\\d+\\) open`))
+  has(new RegExp(`deccom:tcp \\[${b}\\] connection to ${a} \\(127\\.0\\.0\\.1:\\d+\\) open`))
+  has(new RegExp(`deccom:tcp \\[${a}\\] connection to node ${b}[0-9a-f]{8}… \\(127\\.0\\.0\\.1:\\d+\\) closed: local`))
+  has(new RegExp(`deccom:tcp \\[${b}\\] connection to node ${a}[0-9a-f]{8}… \\(127\\.0\\.0\\.1:\\d+\\) closed: \\S+`))
+  has(new RegExp(`deccom:tcp \\[${a}\\] connection to 127\\.0\\.0\\.1:${port} failed before opening \\(\\w+\\): .+`))
+  t.true(out.every((l) => l.includes(' deccom:tcp ')), out.join('\n'))
+})

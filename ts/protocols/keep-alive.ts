@@ -28,6 +28,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { decodeKeepAlive, encodeKeepAlive } from '../wire/keep-alive'
@@ -71,6 +72,7 @@ export class KeepAlive extends Protocol {
   readonly #peers = new Map<string, Watched>()
   readonly #listeners = new Set<Listener>()
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   #timer: TimerHandle | null = null
   #nextId = 1
   readonly #replies = new ReplyLimiter()
@@ -86,6 +88,7 @@ export class KeepAlive extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#timer = ctx.clock.setTimeout(this.#tick, this.#interval)
   }
 
@@ -171,6 +174,7 @@ export class KeepAlive extends Protocol {
         if (w.missed >= this.#misses) {
           this.#peers.delete(addr)
           this.count('disconnected')
+          this.#log('peer at %s disconnected: %d pings unanswered', w.peer.address.key, w.missed)
           this.upper.onDisconnected(w.peer)
           for (const fn of this.#listeners) {
             try {
