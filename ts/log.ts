@@ -95,12 +95,12 @@ export class LogGroup {
    * @param tag   printed in brackets at the start of every line (the node's short id); '' for none
    * @param clock the node's clock (the rate limit's time)
    */
-  constructor(tag: string, clock: Clock = realClock, limits: LogOptions = {}) {
+  constructor(tag: string, clock: Clock = realClock, opts: LogOptions = {}) {
     this.#prefix = tag ? `[${tag.replace(/%/g, '%%')}] ` : ''
     this.#clock = clock
-    this.#timers = limits.timers ?? unrefTimers
-    this.#rate = limits.rate ?? 20
-    this.#burst = limits.burst ?? 50
+    this.#timers = opts.timers ?? unrefTimers
+    this.#rate = opts.rate ?? 20
+    this.#burst = opts.burst ?? 50
     if (!(this.#rate > 0) || !(this.#burst >= 1)) throw new RangeError('LogGroup: rate must be > 0 and burst >= 1')
   }
 
