@@ -11,7 +11,7 @@ import createDebug from 'debug'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { format } from 'node:util'
-import { type Clock, type TimerHandle, LogGroup } from '../dist/index.js'
+import { type Clock, type TimerHandle, LogGroup, Protocol, Stack } from '../dist/index.js'
 
 const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..')
 const dist = JSON.stringify(join(root, 'dist', 'index.js'))
@@ -359,4 +359,23 @@ test('DEBUG=deccom:tcp logs dials, opened connections and closes with their reas
   has(new RegExp(`deccom:tcp \\[${b}\\] connection to node ${a}[0-9a-f]{8}… \\(127\\.0\\.0\\.1:\\d+\\) closed: \\S+`))
   has(new RegExp(`deccom:tcp \\[${a}\\] connection to 127\\.0\\.0\\.1:${port} failed before opening \\(\\w+\\): .+`))
   t.true(out.every((l) => l.includes(' deccom:tcp ')), out.join('\n'))
+})
+
+test('Protocol: drop() and dropped_* counters are logged on the layer namespace, other counters are not', async (t) => {
+  class Dropper extends Protocol {
+    readonly name = 'unit-drops'
+    run(): void {
+      this.count('received')
+      this.count('dropped_short')
+      this.count('dropped_short', 3)
+      this.drop('bad_tag', 'tag %d from %s', 77, '127.0.0.1:9')
+    }
+  }
+  const layer = new Dropper()
+  const stack = new Stack([layer])
+  await stack.start({ identity: { idHex: 'feedc0de'.repeat(8) } })
+  layer.run()
+  t.deepEqual(layer.counters, { received: 1, dropped_short: 4, dropped_bad_tag: 1 })
+  t.deepEqual(take('unit-drops'), ['[feedc0de] started', '[feedc0de] dropped_short', '[feedc0de] dropped_short (3)', '[feedc0de] dropped_bad_tag: tag 77 from 127.0.0.1:9'])
+  await stack.stop()
 })
