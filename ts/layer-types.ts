@@ -12,6 +12,7 @@ import type { FindPeerOptions, LookupOptions, LookupResult } from './protocols/k
 import type { PingOptions } from './protocols/ping'
 import type { TcpCloseReason, TcpMapping, TcpPeer, TcpTarget } from './protocols/tcp'
 import type { TcpPunchResult } from './protocols/tcp-hole-puncher'
+import type { LayerLog } from './log'
 
 /** Any function; the type of a resolved binding. */
 export type Fn = (...args: any[]) => any
@@ -20,8 +21,16 @@ export type Fn = (...args: any[]) => any
 export interface LayerContext {
   /** The node's identity. */
   readonly identity: unknown
-  /** Debug logger for this layer (namespaced `deccom:<layer>`), printf-style. */
-  readonly log: (fmt: string, ...a: unknown[]) => void
+  /**
+   * This layer's debug logger, printf-style (`log('joined: %d peers', n)`), from its Stack: the
+   * namespace is `deccom:<layer name>` (enable with `DEBUG=deccom:kademlia`, or `deccom:*` for
+   * every layer), every line starts with the node's short id (`[a1b2c3d4]`), and each message kind
+   * (format string) prints at most 20 lines a second (bursts of 50), the rest summarized as
+   * `suppressed K similar lines` (see `log.ts`). When the namespace is disabled a call costs one
+   * check and formats nothing; test `log.enabled` before computing costly arguments. Log what the
+   * layer does (joins, lookups, handshakes, connections, drops), not every datagram.
+   */
+  readonly log: LayerLog
   /**
    * The node's clock: use it for every timer and time measurement, so that the layer also runs in
    * virtual time (a SimulatedNetwork passes its own). `realClock` unless `NodeOptions.clock` is set.

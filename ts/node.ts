@@ -15,7 +15,6 @@
  * batch alive).
  */
 import { EventEmitter } from 'node:events'
-import createDebug from 'debug'
 import type { Address, AddressLike } from './address'
 import { toAddress } from './address'
 import type { Clock } from './clock'
@@ -23,6 +22,7 @@ import { realClock } from './clock'
 import { abortError, DeccomError, ErrorCode } from './errors'
 import { Identity } from './identity'
 import { Peer } from './peer'
+import { LogGroup } from './log'
 import type { LayerContext } from './protocol'
 import { Protocol } from './protocol'
 import type { PingOptions, UdpOptions } from './protocols/udp'
@@ -173,7 +173,8 @@ export class Node extends EventEmitter<NodeEvents> {
     const node = new Node(opts)
     const ctx: LayerContext = {
       identity: node.identity,
-      log: createDebug(`deccom:node:${node.identity.idHex.slice(0, 8)}`),
+      // The Stack gives each layer its own logger (`deccom:<layer>`, see log.ts); this one is the node's.
+      log: new LogGroup(node.identity.idHex.slice(0, 8), node.#clock).layer('node'),
       clock: node.#clock,
     }
     await node.stack.start(ctx)

@@ -61,6 +61,7 @@ import {
   type UpperBindings,
   absentBinding,
 } from './layer-types'
+import { type LayerLog, silentLog } from './log'
 
 export type {
   BindingRef,
@@ -83,6 +84,9 @@ export type {
 export type ProtocolClass = abstract new (...args: any[]) => Protocol<any>
 
 const NONE: readonly string[] = Object.freeze([])
+
+/** Gives `layer` its debug logger (the Stack does, before starting it). Set by Protocol's static block. */
+export let setLayerLog: (layer: Protocol<any>, log: LayerLog) => void
 
 /**
  * Base class of every layer. Subclasses set `name`, maybe `tag`, and declare bindings as statics.
@@ -154,9 +158,36 @@ export abstract class Protocol<S extends LayerSpec | Untyped = Untyped> {
     return f !== undefined && f !== this.#dropNoConsumer
   }
 
-  /** Add `n` (default 1) to counter `name`, creating it at 0. */
+  /**
+   * Add `n` (default 1) to counter `name`, creating it at 0. A `dropped_<reason>` counter is also
+   * logged (rate-limited) on the layer's debug namespace.
+   */
   protected count(name: string, n = 1): void {
     this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n
+    if (name.charCodeAt(0) === 100 && name.startsWith('dropped_') && this.#log.enabled) {
+      if (n === 1) this.#log(name)
+      else this.#log(`${name} (%d)`, n)
+    }
+  }
+
+  /**
+   * Drop something: count `dropped_<reason>` and log it rate-limited on the layer's debug
+   * namespace, with the printf-style details `fmt, ...a` when given (formatted only when enabled).
+   */
+  protected drop(reason: string, fmt?: string, ...a: unknown[]): void {
+    const name = `dropped_${reason}`
+    this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + 1
+    if (!this.#log.enabled) return
+    if (fmt === undefined) this.#log(name)
+    else this.#log(`${name}: ${fmt}`, ...a)
+  }
+
+  /** The layer's debug logger, set by its Stack at start (the same as its `ctx.log`). */
+  #log: LayerLog = silentLog
+  static {
+    setLayerLog = (layer, log) => {
+      layer.#log = log
+    }
   }
 
   /**
@@ -194,7 +225,8 @@ export abstract class Protocol<S extends LayerSpec | Untyped = Untyped> {
 
   /** The default for an `upper` slot nobody took (shared by all slots of this layer). */
   readonly #dropNoConsumer: Fn = () => {
-    this.count('dropped_no_consumer')
+    // Counted but not logged: most such slots are optional events (onConnected...) nobody wants.
+    this.counters.dropped_no_consumer = (this.counters.dropped_no_consumer ?? 0) + 1
     return undefined
   }
 }

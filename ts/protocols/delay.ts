@@ -160,7 +160,6 @@ export class Delay extends Protocol<{ lower: 'send' | 'localAddress'; upper: 'on
       udp.setNativeDelayLink(dir, peer, latency > 0 ? latency : 0, bw > 0 && Number.isFinite(bw) ? bw * 1000 : 0)
     })
     this.#native = true
-    this.#log('delay: running natively in the socket thread')
   }
 
   send(to: Address, data: Uint8Array, tag = 0): unknown {
@@ -229,7 +228,7 @@ export class Delay extends Protocol<{ lower: 'send' | 'localAddress'; upper: 'on
         this.#forward(pair.peer, it.data, it.tag)
       } catch (e) {
         this.count(this.#onSend ? 'dropped_send_error' : 'handler_errors')
-        this.#log('delay: forwarding a queued datagram failed: %O', e)
+        this.#log('forwarding a queued datagram failed: %O', e)
       }
       if (!this.#running) return
     }

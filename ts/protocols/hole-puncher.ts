@@ -44,6 +44,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode, abortError } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
@@ -154,6 +155,7 @@ export class HolePuncher extends Protocol {
   readonly #rendezvous: Address[]
   readonly #relayAddress: Address | null
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
   /** Return-routability tokens an INTRO_REQ must echo (fresh secret per start). */
@@ -203,6 +205,7 @@ export class HolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#tokens = new AddressTokens(INTRO_TOKEN_SLOT)
     this.#introTokens = this.#o.maxIntroductionsPerSecond
     this.#introRefill = ctx.clock.now()
@@ -390,6 +393,7 @@ export class HolePuncher extends Protocol {
         const s = this.#sessions.get(m.addr.key)
         if (!s || s.state !== 'introducing' || s.via.key !== from.key || s.reqNonce !== m.nonce) return this.count('dropped_unsolicited')
         this.count('introductions_failed')
+        this.#log('punch to %s failed: %s cannot introduce us (it has not heard from it)', s.peer.key, from.key)
         this.#clearTimers(s, this.#clock)
         this.#remove(s)
         return this.#fail(
@@ -521,6 +525,7 @@ export class HolePuncher extends Protocol {
     s.timeout = clock.setTimeout(() => this.#onTimeout(s), this.#o.punchTimeout)
     this.#sessions.set(peer.key, s)
     this.count('sessions')
+    this.#log('punch to %s started (%s, introducer %s)', peer.key, state, via.key)
     return s
   }
 
@@ -556,6 +561,7 @@ export class HolePuncher extends Protocol {
       this.count('aliases')
     }
     this.count('punched')
+    this.#log('punch to %s succeeded in %d ms: direct path to %s', s.peer.key, Math.round((this.#clock?.now() ?? s.started) - s.started), from.key)
     this.#flush(s, from)
     for (const w of s.waiters.splice(0)) w.resolve({ path: 'punched', address: from })
   }
@@ -565,6 +571,7 @@ export class HolePuncher extends Protocol {
     if (s.state === 'open' || s.state === 'relayed' || s.state === 'relaying') return
     this.#clearTimers(s, this.#clock)
     this.count('punch_timeouts')
+    this.#log('punch to %s timed out after %d ms (%s)%s', s.peer.key, this.#o.punchTimeout, s.state, this.#relay ? ': falling back to a relay' : '')
     if (this.#relay) {
       s.state = 'relaying'
       const relay = this.#relayAddress ?? s.via
@@ -577,6 +584,7 @@ export class HolePuncher extends Protocol {
           s.state = 'relayed'
           s.remote = relay
           this.count('relayed')
+          this.#log('path to %s: relayed through %s', s.peer.key, relay.key)
           this.#flush(s, s.peer) // the Relay layer below routes s.peer through the relay
           for (const w of s.waiters.splice(0)) w.resolve({ path: 'relayed', address: relay })
         },
@@ -584,6 +592,7 @@ export class HolePuncher extends Protocol {
           s.relayAbort = null
           if (this.#sessions.get(s.peer.key) !== s) return
           this.count('relay_fallback_failed')
+          this.#log('relay fallback to %s through %s failed: %s', s.peer.key, relay.key, (e as Error)?.message)
           this.#remove(s)
           this.#fail(s, e)
         },

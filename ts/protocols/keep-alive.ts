@@ -28,6 +28,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { BindingsOf, LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { decodeKeepAlive, encodeKeepAlive } from '../wire/keep-alive'
@@ -75,6 +76,7 @@ export class KeepAlive
   readonly #peers = new Map<string, Watched>()
   readonly #listeners = new Set<Listener>()
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   #timer: TimerHandle | null = null
   #nextId = 1
   readonly #replies = new ReplyLimiter()
@@ -90,6 +92,7 @@ export class KeepAlive
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#timer = ctx.clock.setTimeout(this.#tick, this.#interval)
   }
 
@@ -175,6 +178,7 @@ export class KeepAlive
         if (w.missed >= this.#misses) {
           this.#peers.delete(addr)
           this.count('disconnected')
+          this.#log('peer at %s disconnected: %d pings unanswered', w.peer.address.key, w.missed)
           this.upper.onDisconnected(w.peer)
           for (const fn of this.#listeners) {
             try {

@@ -45,6 +45,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { CHALLENGE, DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, decodeRelay, encodeRelay } from '../wire/relay'
@@ -143,6 +144,7 @@ export class Relay extends Protocol {
   readonly #retry: number
   readonly #maxRoutes: number
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   readonly #served = new Map<string, ServedSession>()
   /** Sessions per host group. */
   readonly #hosts = new Map<string, number>()
@@ -182,6 +184,8 @@ export class Relay extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
+    this.#log(this.#serve ? 'serving as a relay' : 'client only (not serving as a relay)')
     if (this.#serve) {
       this.#tokens = new AddressTokens(this.#serve.tokenSlot)
       this.#totalTokens = this.#serve.maxTotalBytesPerSecond
@@ -321,6 +325,7 @@ export class Relay extends Protocol {
         this.count('alloc_refused')
         this.#dropClient(c)
         const full = m.type === 'ALLOC_REFUSED' && m.reason === REFUSED_FULL
+        this.#log('relay %s refused our allocation: %s', from.key, full ? 'full' : 'not a relay')
         const err = new DeccomError(ErrorCode.RELAY_REFUSED, `${from.key} refused to relay for us: ${full ? 'it serves its maximum of sessions' : 'it is not a relay'}`, {
           details: { relay: from.key, reason: full ? 'full' : 'not-a-relay' },
         })
@@ -369,6 +374,7 @@ export class Relay extends Protocol {
       this.#remove(from.key)
       if (!this.#admit(from, now)) {
         this.count('alloc_refused_full')
+        this.#log('allocation for %s refused: full', from.key)
         return void this.sendControl(from, encodeRelay({ type: 'ALLOC_REFUSED', nonce, reason: REFUSED_FULL }))
       }
       const rate = this.#serve.maxBytesPerSecond
@@ -376,6 +382,7 @@ export class Relay extends Protocol {
       this.#served.set(from.key, s)
       this.#hosts.set(s.host, (this.#hosts.get(s.host) ?? 0) + 1)
       this.count('sessions_opened')
+      this.#log('allocation for %s opened (%d sessions)', from.key, this.#served.size)
     }
     s.expires = now + this.#serve.sessionTtl
     s.active = now
@@ -533,6 +540,7 @@ export class Relay extends Protocol {
       timer = this.#after(timeout, () => {
         leave()
         this.count('alloc_timeouts')
+        this.#log('allocation at relay %s timed out after %d ms', r.key, timeout)
         reject(new DeccomError(ErrorCode.RELAY_TIMEOUT, `No answer from relay ${r.key} within ${timeout} ms`, { details: { relay: r.key, timeout } }))
       })
       w = {
@@ -572,6 +580,7 @@ export class Relay extends Protocol {
     if (c.state === 'ok') return this.count('alloc_refreshed')
     c.state = 'ok'
     this.count('allocated')
+    this.#log('allocated at relay %s', c.relay.key)
     this.#clock?.clearTimeout(c.refresh)
     c.refresh = this.#clock?.setTimeout(() => this.#sendAlloc(c), this.#refreshInterval)
     for (const w of c.waiters.splice(0)) w.resolve()

@@ -62,6 +62,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode, abortError } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { ID_LEN, MIN_REQUEST, decodeTcpHolePunch, encodeTcpHolePunch } from '../wire/tcp-hole-punch'
@@ -175,6 +176,7 @@ export class TcpHolePuncher extends Protocol {
   readonly #o: Required<Omit<TcpHolePuncherOptions, 'tcp'>>
   #tcp: TcpLike | null
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
   /** Return-routability tokens a REQ must echo (fresh secret per start). */
@@ -212,6 +214,7 @@ export class TcpHolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#addrTokens = new AddressTokens(REQ_TOKEN_SLOT)
     this.#tokens = this.#o.maxIntroductionsPerSecond
     this.#refill = ctx.clock.now()
@@ -532,6 +535,7 @@ export class TcpHolePuncher extends Protocol {
     if (s.state === 'done') return
     this.count(path === 'punched' ? 'connected_punched' : 'connected_direct')
     const r: TcpPunchResult = { path, peer }
+    this.#log('TCP punch to %s succeeded after %d attempts: %s connection to %s', s.peerUdp.key, s.attempts, path, peer.id.toString('hex', 0, 4))
     const waiters = s.waiters
     s.waiters = []
     this.#finish(s, null)
@@ -563,6 +567,7 @@ export class TcpHolePuncher extends Protocol {
     const waiters = s.waiters
     s.waiters = []
     if (err) {
+      this.#log('TCP punch to %s failed after %d attempts: %s', s.peerUdp.key, s.attempts, (err as Error)?.message ?? err)
       s.dials.abort(err)
       for (const w of waiters) w.reject(err)
     }
@@ -593,6 +598,7 @@ export class TcpHolePuncher extends Protocol {
       directTried: new Set(),
     }
     this.#sessions.set(key, s)
+    this.#log('TCP punch to %s started (%s, introducer %s)', peerUdp.key, initiator ? 'initiator' : 'target', via.key)
     s.deadline = this.#clock!.setTimeout(() => {
       s.deadline = undefined
       if (s.state === 'done') return

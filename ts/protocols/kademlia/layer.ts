@@ -55,7 +55,7 @@ export class Kademlia extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#s.clock = ctx.clock
-    this.#log = ctx.log
+    this.#log = this.#s.log = ctx.log
     const identity = ctx.identity as Identity
     this.#s.self = this.lower.localAddress() as Address
     this.#s.selfId = identity.id
@@ -132,6 +132,7 @@ export class Kademlia extends Protocol {
           return resolve({ peer: p, closest: [p], hops: 0, queries: 0, failures: 0, timeouts: 0, elapsed: 0 })
         }
       }
+      this.#log('lookup %s started', hex.slice(0, 8))
       let timer: TimerHandle | undefined
       let onAbort: (() => void) | undefined
       const cleanup = (): void => {
@@ -145,10 +146,12 @@ export class Kademlia extends Protocol {
         [],
         (r) => {
           cleanup()
+          this.#log('lookup %s %s: %d hops, %d queries (%d failed, %d timed out) in %d ms', hex.slice(0, 8), r.peer ? 'found' : stopAtTarget ? 'not found' : 'done', r.hops, r.queries, r.failures, r.timeouts, Math.round(r.elapsed))
           resolve(r)
         },
         (e) => {
           cleanup()
+          this.#log('lookup %s failed after %d ms: %s', hex.slice(0, 8), Math.round(this.#s.clock.now() - t0), (e as Error).message)
           reject(e)
         },
       )

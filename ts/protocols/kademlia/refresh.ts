@@ -10,7 +10,10 @@ import { maintenanceLookup } from './lookups'
 export function join(s: KadState, attempt: number): void {
   s.joinTimer = null
   const addrs = s.bootstrap.filter((a) => a !== s.self)
-  if (addrs.length === 0) return markJoined(s)
+  if (addrs.length === 0) {
+    s.log('no bootstrap address: this node starts a network')
+    return markJoined(s)
+  }
   s.count('bootstrap_attempts')
   let left = addrs.length
   const seeds: Peer[] = []
@@ -43,6 +46,7 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     if (attempt < s.bootstrapRetries) {
       s.count('bootstrap_retries')
       s.joinTimer = s.clock.setTimeout(() => join(s, attempt + 1), s.queryTimeout * 2 ** attempt)
+      s.log('bootstrap attempt %d: no answer from %d bootstrap nodes, retrying', attempt + 1, s.bootstrap.length)
     } else {
       s.count('bootstrap_failed')
       s.joinFailed = true
@@ -50,11 +54,13 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
         details: { layer: 'kademlia', attempts: attempt + 1 },
       })
       for (const w of s.joinWaiters.splice(0)) w.reject(e)
+      s.log('join failed: no bootstrap node answered (%d attempts)', attempt + 1)
     }
     return
   }
   void maintenanceLookup(s, s.selfId, seeds).then(async () => {
     s.count('joined')
+    if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
     markJoined(s)
     await refresh(s, true)
   })
@@ -65,6 +71,13 @@ function markJoined(s: KadState): void {
   s.joined = true
   s.joinFailed = false
   for (const w of s.joinWaiters.splice(0)) w.resolve()
+}
+
+/** How many buckets of the table hold entries (for the log). */
+function bucketsInUse(s: KadState): number {
+  const buckets = new Set<number>()
+  if (s.table) for (const h of s.table.entries()) buckets.add(s.table.bucketOf(s.entries[h]!.peer.id!))
+  return buckets.size
 }
 
 export function onRefreshTimer(s: KadState): void {

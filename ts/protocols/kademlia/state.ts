@@ -11,6 +11,7 @@ import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
 import type { Peer } from '../../peer'
+import { type LayerLog, silentLog } from '../../log'
 import type { Fn } from '../../protocol'
 
 /** Tag of Kademlia datagrams. */
@@ -170,6 +171,7 @@ export class KadState {
   rng!: number
   running = false
   clock!: Clock
+  log: LayerLog = silentLog
   self!: Address
   selfId!: Buffer
   selfHex = ''

@@ -496,6 +496,7 @@ export class TcpTransport extends Protocol {
     const c = (ref.c = new Conn(socket, true, addr, addr))
     this.#dialing.set(addr.key, c)
     this.count('connections_opened')
+    this.#log('dialing %s', addr.key)
     this.#attach(c, true)
     socket.once('connect', () => sendHello(this.#host, c))
     return c
