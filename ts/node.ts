@@ -190,7 +190,7 @@ export class Node extends EventEmitter<NodeEvents> {
   #makeConnections(opts: ConnectionOptions | undefined): Connections {
     const reliable = this.stack.find(ReliableUdp) !== undefined
     const tcp = this.stack.provider('openConnection') as (Protocol & TcpLike) | undefined
-    const punch = this.stack.provider('connect') as (Protocol & { connect(t: Address): Promise<{ path: string; address: Address }> }) | undefined
+    const punch = this.stack.provider('connect') as (Protocol & { connect(t: Address, via?: AddressLike | { signal?: AbortSignal }, o?: { signal?: AbortSignal }): Promise<{ path: string; address: Address }> }) | undefined
     return new Connections(
       {
         clock: this.#clock,
@@ -198,7 +198,7 @@ export class Node extends EventEmitter<NodeEvents> {
         findPeer: (id, signal) => this.findPeer(id, { signal }),
         authenticate: this.#authenticator() ? (peer, signal) => this.#authenticator()!.authenticate(peer, { signal }) : undefined,
         tcp,
-        punch: punch ? (target, signal) => raceSignal(punch.connect(target), signal, () => {}) : undefined,
+        punch: punch ? (target, via, signal) => (via === undefined ? punch.connect(target, { signal }) : punch.connect(target, via, { signal })) : undefined,
         accept: (conn) => this.emit('connection', conn),
         count: (name, n = 1) => (this.#app.counters[`connections_${name}`] = (this.#app.counters[`connections_${name}`] ?? 0) + n),
       },

@@ -223,14 +223,15 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const code = opts.code ?? CLOSE_NORMAL
     this.#shutdown(closedError('local', code))
     const clock = this.#clock
-    const until = clock.now() + (opts.timeout ?? 2000)
+    const timeout = opts.timeout ?? 2000
+    const until = clock.now() + timeout
     const sleep = (ms: number): Promise<void> => new Promise((r) => clock.setTimeout(r, ms))
-    while (this.#inFlight > 0 && clock.now() < until) await sleep(5)
+    // Frames already handed to the carrier go first: CLOSE could overtake them (reliable messages reorder).
+    while (timeout > 0 && this.#inFlight > 0 && clock.now() < until) await sleep(5)
+    const closing = this.#carrier.send(encodeMux({ type: 'CLOSE', code })).catch(() => {})
+    if (timeout === 0) return
     let timer: TimerHandle | undefined
-    await Promise.race([
-      this.#carrier.send(encodeMux({ type: 'CLOSE', code })).catch(() => {}),
-      new Promise<void>((r) => (timer = clock.setTimeout(r, Math.max(0, until - clock.now())))),
-    ])
+    await Promise.race([closing, new Promise<void>((r) => (timer = clock.setTimeout(r, Math.max(0, until - clock.now()))))])
     clock.clearTimeout(timer)
   }
 

@@ -11,7 +11,7 @@
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
-import type { Clock, TimerHandle } from '../clock'
+import { type Clock, type TimerHandle, realClock } from '../clock'
 import { abortError, DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
 import { decodeMux, encodeMux, type Hello, TAG_CONN } from '../wire/mux'
@@ -38,6 +38,8 @@ export interface ConnectOptions {
   signal?: AbortSignal
   /** `'udp'`: reliable messages through the stack; `'tcp'`: the stack's TcpTransport; default: udp when the stack has ReliableUdp. */
   transport?: 'udp' | 'tcp'
+  /** The introducer a hole punch goes through (default: the node that told discovery about the peer, else the HolePuncher's first rendezvous server). */
+  via?: AddressLike
 }
 
 /** Where `connect` may go: a node id (32 bytes or 64 hex digits), a Peer, or an address. */
@@ -54,7 +56,7 @@ export interface ConnectionHost {
   /** The TCP layer, when the stack has one. */
   tcp: TcpLike | undefined
   /** The HolePuncher, when the stack has one. */
-  punch: ((target: Address, signal?: AbortSignal) => Promise<{ path: string; address: Address }>) | undefined
+  punch: ((target: Address, via: AddressLike | undefined, signal?: AbortSignal) => Promise<{ path: string; address: Address }>) | undefined
   accept(conn: Connection): void
   count(name: string, n?: number): void
 }
@@ -104,6 +106,8 @@ export class Connections implements Budget {
   readonly #directTimeout: number
   readonly #conns = new Map<string, Connection>()
   readonly #dials = new Map<string, Dial>()
+  /** The HELLO each accepted connection answered with, to answer a repeated HELLO again. */
+  readonly #answers = new WeakMap<Connection, { carrier: Carrier; frame: Buffer }>()
   #used = 0
   #starved = false
   #closing = false
@@ -163,15 +167,18 @@ export class Connections implements Budget {
     }
     const existing = this.#conns.get(udpKey(peer.address))
     if (existing && (peer.id === null || existing.remote.id?.equals(peer.id))) return existing
+    // One nonce for every path tried: a HELLO that got through late is the same connection.
+    const ours = nonce()
     try {
-      const direct = await this.#direct(peer, 'direct', signal, host.punch ? this.#directTimeout : this.#helloTimeout)
-      return direct
+      return await this.#direct(peer, 'direct', signal, host.punch ? this.#directTimeout : this.#helloTimeout, ours)
     } catch (e) {
       if (!host.punch || isAbort(e) || (e as DeccomError).code === ErrorCode.PEER_IDENTITY_MISMATCH) throw e
       host.count('punch_attempts')
-      const r = await host.punch(peer.external ?? peer.address, signal)
-      peer = new Peer(r.address, peer.id, peer.publicIdentity, peer.external, false)
-      return this.#direct(peer, r.path === 'relayed' ? 'relayed' : 'punched', signal, this.#helloTimeout)
+      // The HolePuncher routes datagrams to the address it punched (or relays them): keep sending there.
+      const target = peer.external ?? peer.address
+      const r = await host.punch(target, opts.via, signal)
+      peer = new Peer(target, peer.id, peer.publicIdentity, peer.external, false, peer.tcpPort)
+      return this.#direct(peer, r.path === 'relayed' ? 'relayed' : 'punched', signal, this.#helloTimeout, ours)
     }
   }
 
@@ -184,7 +191,7 @@ export class Connections implements Budget {
   }
 
   /** Authenticate (when the stack can), then HELLO over reliable messages to `peer.address`. */
-  async #direct(peer: Peer, path: ConnectionPath, signal: AbortSignal | undefined, timeout: number): Promise<Connection> {
+  async #direct(peer: Peer, path: ConnectionPath, signal: AbortSignal | undefined, timeout: number, ours = nonce()): Promise<Connection> {
     const host = this.#host
     let remote = peer
     if (host.authenticate && peer.id !== null) {
@@ -206,7 +213,7 @@ export class Connections implements Budget {
     const addr = peer.address
     const send = host.sendMessage!
     const carrier: Carrier = { send: (f) => send(addr, f), maxInFlight: Infinity }
-    return this.#hello(udpKey(addr), remote, path, carrier, signal, timeout)
+    return this.#hello(udpKey(addr), remote, path, carrier, signal, timeout, ours)
   }
 
   async #connectTcp(peer: Peer, signal: AbortSignal | undefined): Promise<Connection> {
@@ -241,7 +248,7 @@ export class Connections implements Budget {
   }
 
   /** Sends our HELLO and waits for the peer's. Concurrent dials to one key share it. */
-  #hello(key: string, remote: Peer, path: ConnectionPath, carrier: Carrier, signal: AbortSignal | undefined, timeout: number): Promise<Connection> {
+  #hello(key: string, remote: Peer, path: ConnectionPath, carrier: Carrier, signal: AbortSignal | undefined, timeout: number, ours = nonce()): Promise<Connection> {
     const existing = this.#conns.get(key)
     if (existing) return Promise.resolve(existing)
     let dial = this.#dials.get(key)
@@ -258,7 +265,7 @@ export class Connections implements Budget {
         resolve = res
         reject = rej
       })
-      const d: Dial = { key, nonce: nonce(), remote, path, carrier, started: this.#host.clock.now(), granted, resolve, reject, promise, timer: undefined, waiters: 0 }
+      const d: Dial = { key, nonce: ours, remote, path, carrier, started: this.#host.clock.now(), granted, resolve, reject, promise, timer: undefined, waiters: 0 }
       dial = d
       this.#dials.set(key, d)
       d.timer = this.#host.clock.setTimeout(() => this.#dialFailed(d, new DeccomError(ErrorCode.CONNECT_FAILED, `${remote} did not answer HELLO within ${timeout} ms`, { details: { path } })), timeout)
@@ -323,7 +330,15 @@ export class Connections implements Budget {
       return
     }
     if (conn) {
-      if (f.nonce.equals(conn.remoteNonce)) return this.#host.count('dropped_duplicate_hello')
+      if (f.nonce.equals(conn.remoteNonce)) {
+        // The peer is still dialling (our answer did not reach it, e.g. before a punch): answer again, same size.
+        const answer = this.#answers.get(conn)
+        if (answer && f.echo.equals(ZERO8)) {
+          this.#host.count('hello_answered_again')
+          answer.carrier.send(answer.frame).catch(() => {})
+        } else this.#host.count('dropped_duplicate_hello')
+        return
+      }
       // A new instance of the peer (it restarted): the old connection is gone.
       conn.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The peer restarted', { details: { by: 'remote', reason: 'restart' } }))
     }
@@ -355,8 +370,10 @@ export class Connections implements Budget {
       return
     }
     const ours = nonce()
-    carrier.send(this.#helloFrame(ours, f.nonce, granted)).catch(() => {})
+    const answer = this.#helloFrame(ours, f.nonce, granted)
+    carrier.send(answer).catch(() => {})
     const c = this.#open(key, remote, path, 0, carrier, ours, f, granted)
+    this.#answers.set(c, { carrier, frame: answer })
     this.#host.count('accepted')
     this.#host.accept(c)
   }
@@ -386,8 +403,12 @@ export class Connections implements Budget {
     return c
   }
 
-  /** Closes every connection (CLOSE with code 3, shutdown) and fails every dial; waits at most `ms`. */
-  async close(ms = 500): Promise<void> {
+  /**
+   * Closes every connection (CLOSE with code 3, shutdown) and fails every dial; waits at most `ms`
+   * for frames in flight (default: 500 on the real clock; 0 on a virtual one, which only moves
+   * while its simulation runs).
+   */
+  async close(ms = this.#host.clock === realClock ? 500 : 0): Promise<void> {
     this.#closing = true
     const err = new DeccomError(ErrorCode.CLOSED, 'The node is closing')
     for (const d of [...this.#dials.values()]) this.#dialFailed(d, err)

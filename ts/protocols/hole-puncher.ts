@@ -694,7 +694,8 @@ export class HolePuncher extends Protocol {
    */
   #discoveryIntroducer(peer: Address): Address | null {
     const above = this.hasUpper('introducerOf') ? (this.upper.introducerOf(peer) as Address | null | undefined) : null
-    return above ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? null
+    // Without a discovery layer that knows one, the first rendezvous server introduces.
+    return above ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? this.#rendezvous[0] ?? null
   }
 
   #now(): number {
