@@ -4,8 +4,8 @@
  *
  * Provides `send(to, data, tag = 0, { signal, onProgress }?): Promise<void>` (resolves when the whole
  * message is acknowledged; `onProgress(acked, total)` reports acknowledged bytes on the way;
- * aborting `signal` gives the message up and rejects with ERR_DECCOM_ABORTED; rejects with ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for
- * `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
+ * aborting `signal` gives the message up and rejects with ERR_DECCOM_ABORTED; rejects with
+ * ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
  * "busy", no reassembly memory, for `peerTimeout` ms: `details.reason === 'busy'`), ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
  * emits `onMessage(from, data, tag)` for each whole message. Datagrams of other tags that arrive
  * outside a reliable message are dropped and counted (`dropped_unreliable`; option `strict`): every
@@ -80,10 +80,10 @@ export interface ReliableSendOptions {
    */
   signal?: AbortSignal
   /**
-   * Called with the bytes of `data` acknowledged so far and `data.length`: increasing, at most
-   * about 64 times per message plus once per 256 KiB beyond that and no more often than every
-   * 4 ms, ending with `(total, total)` just before the promise resolves (not after a failure or an
-   * abort). Errors it throws are counted (`handler_errors`) and ignored.
+   * Called with the bytes of `data` acknowledged so far and `data.length`: increasing, once
+   * `min(total / 64, 256 KiB)` more bytes are acknowledged but no more often than every 4 ms,
+   * ending with `(total, total)` just before the promise resolves (no final call after a failure
+   * or an abort). Errors it throws are counted (`handler_errors`) and ignored.
    */
   onProgress?: (acked: number, total: number) => void
 }
@@ -225,7 +225,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
         this.#pending.set(id, p)
       })
       // JavaScript-driven: drive once the message is pending (a completion may come at once).
-      if (this.#ep && !this.#udp) this.#drive()
+      if (this.#ep) this.#drive()
       return promise
     } catch (e) {
       return Promise.reject(e)

@@ -63,7 +63,9 @@ fn progress_is_monotone_rate_limited_and_ends_at_total() {
         let len = 4 << 20;
         let msg = message(seed, len);
         let now = net.now;
-        let id = net.nodes[0].send_with_progress(now, 1, msg.clone()).unwrap();
+        let id = net.nodes[0]
+            .send_with_progress(now, 1, msg.clone())
+            .unwrap();
         let quiet = net.send(0, 1, message(100 + seed, 300_000));
         assert!(
             net.run_until(Duration::from_secs(60), |n| sent(n, id) && sent(n, quiet)),
@@ -74,23 +76,39 @@ fn progress_is_monotone_rate_limited_and_ends_at_total() {
 
         let reports = progress(&net, id);
         let total = len as u64;
-        assert_eq!(reports.last().map(|r| r.1), Some(total), "seed {seed}: ends at total");
+        assert_eq!(
+            reports.last().map(|r| r.1),
+            Some(total),
+            "seed {seed}: ends at total"
+        );
         let acked: Vec<u64> = reports.iter().map(|r| r.1).collect();
         assert!(
             acked.windows(2).all(|w| w[0] < w[1]),
             "seed {seed}: not strictly increasing: {acked:?}"
         );
         let step = total.div_ceil(PROGRESS_FRACTION).min(PROGRESS_MAX_STEP);
-        assert!(acked.windows(2).all(|w| w[1] - w[0] >= step || w[1] == total));
+        assert!(acked
+            .windows(2)
+            .all(|w| w[1] - w[0] >= step || w[1] == total));
         assert!(acked[0] >= step);
         // Bounded: at most one report per step, and intermediate reports PROGRESS_INTERVAL apart.
-        assert!(reports.len() as u64 <= total / step + 1, "{} reports", reports.len());
+        assert!(
+            reports.len() as u64 <= total / step + 1,
+            "{} reports",
+            reports.len()
+        );
         let intermediate = &reports[..reports.len() - 1];
         assert!(
-            intermediate.windows(2).all(|w| w[1].0 - w[0].0 >= PROGRESS_INTERVAL),
+            intermediate
+                .windows(2)
+                .all(|w| w[1].0 - w[0].0 >= PROGRESS_INTERVAL),
             "seed {seed}: reports closer than the interval"
         );
-        assert!(reports.len() >= 8, "seed {seed}: only {} reports", reports.len());
+        assert!(
+            reports.len() >= 8,
+            "seed {seed}: only {} reports",
+            reports.len()
+        );
         // The final report comes before (in the same drain as) the Sent event.
         let pos_last = net.events[0]
             .iter()
@@ -112,10 +130,23 @@ fn progress_of_small_and_empty_messages() {
     let now = net.now;
     let empty = net.nodes[0].send_with_progress(now, 1, Vec::new()).unwrap();
     let one = net.nodes[0].send_with_progress(now, 1, vec![9]).unwrap();
-    let three = net.nodes[0].send_with_progress(now, 1, message(5, 3000)).unwrap();
-    assert!(net.run_until(Duration::from_secs(5), |n| sent(n, empty) && sent(n, one) && sent(n, three)));
-    assert_eq!(progress(&net, empty).iter().map(|r| r.1).collect::<Vec<_>>(), vec![0]);
-    assert_eq!(progress(&net, one).iter().map(|r| r.1).collect::<Vec<_>>(), vec![1]);
+    let three = net.nodes[0]
+        .send_with_progress(now, 1, message(5, 3000))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(5), |n| sent(n, empty)
+        && sent(n, one)
+        && sent(n, three)));
+    assert_eq!(
+        progress(&net, empty)
+            .iter()
+            .map(|r| r.1)
+            .collect::<Vec<_>>(),
+        vec![0]
+    );
+    assert_eq!(
+        progress(&net, one).iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![1]
+    );
     assert_eq!(progress(&net, three).last().map(|r| r.1), Some(3000));
 }
 
@@ -133,12 +164,19 @@ fn cancel_mid_message_frees_sender_memory_and_others_complete() {
             .last()
             .is_some_and(|r| r.1 >= 2 << 20)));
         assert!(!finished(&net, big));
-        assert!(net.nodes[1].reassembly_bytes() > 0, "the receiver holds a partial copy");
+        assert!(
+            net.nodes[1].reassembly_bytes() > 0,
+            "the receiver holds a partial copy"
+        );
         assert_eq!(Arc::strong_count(&body), 2);
 
         let now = net.now;
         assert!(net.nodes[0].cancel(now, 1, big));
-        assert_eq!(Arc::strong_count(&body), 1, "seed {seed}: the sender let go of the bytes");
+        assert_eq!(
+            Arc::strong_count(&body),
+            1,
+            "seed {seed}: the sender let go of the bytes"
+        );
         assert_eq!(net.nodes[0].stats().messages_cancelled, 1);
         let reports = progress(&net, big).len();
 
@@ -147,19 +185,37 @@ fn cancel_mid_message_frees_sender_memory_and_others_complete() {
         let later = net.send(0, 1, message(300 + seed, 10_000));
         assert!(net.run_until(Duration::from_secs(30), |n| sent(n, later)
             && n.nodes[1].reassembly_bytes() == 0));
-        assert!(!net.run_until(Duration::from_secs(60), |n| finished(n, big)), "no Sent/Failed for a cancelled message");
-        assert_eq!(progress(&net, big).len(), reports, "no progress after cancel");
+        assert!(
+            !net.run_until(Duration::from_secs(60), |n| finished(n, big)),
+            "no Sent/Failed for a cancelled message"
+        );
+        assert_eq!(
+            progress(&net, big).len(),
+            reports,
+            "no progress after cancel"
+        );
 
         let delivered = net.delivered(1);
-        assert_eq!(delivered.len(), 2, "seed {seed}: the cancelled message is not delivered");
+        assert_eq!(
+            delivered.len(),
+            2,
+            "seed {seed}: the cancelled message is not delivered"
+        );
         assert!(delivered.contains(&message(200 + seed, 500_000)));
         assert!(delivered.contains(&message(300 + seed, 10_000)));
         let s = net.nodes[1].stats();
-        assert_eq!(s.partials_abandoned, 1, "seed {seed}: freed because the sender gave it up");
+        assert_eq!(
+            s.partials_abandoned, 1,
+            "seed {seed}: freed because the sender gave it up"
+        );
         assert_eq!(s.partial_timeouts, 0);
         assert_eq!(s.reassembly_bytes, 0);
         assert_eq!(net.nodes[0].stats().in_flight, 0);
-        assert_eq!(net.nodes[0].poll_timeout(), None, "seed {seed}: the sender is idle");
+        assert_eq!(
+            net.nodes[0].poll_timeout(),
+            None,
+            "seed {seed}: the sender is idle"
+        );
     }
 }
 
@@ -181,12 +237,24 @@ fn cancel_stops_transmissions_and_the_receiver_frees_the_partial_on_its_timer() 
     assert!(net.nodes[0].cancel(now, 1, big));
     let data_at_cancel = net.nodes[0].stats().data_sent;
     // Nothing else to send: the packets already in flight drain, nothing new leaves.
-    assert!(net.run_until(Duration::from_secs(2), |n| n.nodes[0].poll_timeout().is_none()
+    assert!(net.run_until(Duration::from_secs(2), |n| n.nodes[0]
+        .poll_timeout()
+        .is_none()
         && n.queue.is_empty()));
-    assert_eq!(net.nodes[0].stats().data_sent, data_at_cancel, "no DATA after cancel");
-    assert!(net.nodes[1].reassembly_bytes() > 0, "no DATA told the receiver yet");
+    assert_eq!(
+        net.nodes[0].stats().data_sent,
+        data_at_cancel,
+        "no DATA after cancel"
+    );
+    assert!(
+        net.nodes[1].reassembly_bytes() > 0,
+        "no DATA told the receiver yet"
+    );
     // The receiver's own bounded timer frees it.
-    assert!(net.run_until(Duration::from_secs(10), |n| n.nodes[1].reassembly_bytes() == 0));
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.nodes[1].reassembly_bytes()
+            == 0)
+    );
     assert_eq!(net.nodes[1].stats().partial_timeouts, 1);
     assert_eq!(net.nodes[0].stats().data_sent, data_at_cancel);
     assert_eq!(net.nodes[1].stats().messages_delivered, 0);
@@ -202,9 +270,11 @@ fn cancel_of_a_younger_message_waits_for_the_floor() {
     let younger = net.nodes[0]
         .send_with_progress(now, 1, message(32, 3 << 20))
         .unwrap();
-    assert!(net.run_until(Duration::from_secs(30), |n| progress(n, younger)
-        .last()
-        .is_some_and(|r| r.1 >= 512 << 10)));
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| progress(n, younger)
+            .last()
+            .is_some_and(|r| r.1 >= 512 << 10))
+    );
     let now = net.now;
     assert!(net.nodes[0].cancel(now, 1, younger));
     assert!(net.run_until(Duration::from_secs(30), |n| sent(n, older)));
@@ -234,10 +304,15 @@ fn cancel_of_a_message_waiting_for_admission() {
     let waiting = ids[ids.len() - 1];
     assert!(net.nodes[0].cancel(now, 1, waiting));
     assert!(net.nodes[0].cancel(now, 1, first));
-    assert!(net.run_until(Duration::from_secs(60), |n| n.nodes[0].stats().messages_sent
+    assert!(net.run_until(Duration::from_secs(60), |n| n.nodes[0]
+        .stats()
+        .messages_sent
         == ids.len() as u64 - 1));
     assert_eq!(net.nodes[0].stats().messages_cancelled, 2);
-    assert_eq!(net.nodes[1].stats().messages_delivered, ids.len() as u64 - 1);
+    assert_eq!(
+        net.nodes[1].stats().messages_delivered,
+        ids.len() as u64 - 1
+    );
     assert!(!finished(&net, waiting) && !finished(&net, first));
 }
 

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use super::payload::Payload;
 use super::peer::{Cx, Peer};
-use super::{Event, MessageId, PROGRESS_FRACTION, PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM};
+use super::{
+    Event, MessageId, PROGRESS_FRACTION, PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM,
+};
 use crate::rudp::wire::{
     self, segment_count, segment_len, AckFrame, DataHeader, ACK_FIXED_LEN, ACK_RANGE_LEN,
     HEADER_MAX, MAX_ACK_RANGES, MAX_REFUSALS, MESSAGE_SPAN, REFUSAL_LEN,
@@ -109,7 +111,8 @@ impl OutMsg {
         };
         let due = !p.queued
             && acked >= p.reported + p.step
-            && p.at.is_none_or(|t| now.saturating_duration_since(t) >= PROGRESS_INTERVAL);
+            && p.at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROGRESS_INTERVAL);
         p.queued |= due;
         due
     }
@@ -117,7 +120,12 @@ impl OutMsg {
     /// Reports the bytes acknowledged so far (every one of them once the message is complete:
     /// the last report before [`Event::Sent`] is always the whole length). Never reports less
     /// than before.
-    pub(super) fn report_progress<P>(&mut self, now: Instant, peer: P, events: &mut VecDeque<Event<P>>) {
+    pub(super) fn report_progress<P>(
+        &mut self,
+        now: Instant,
+        peer: P,
+        events: &mut VecDeque<Event<P>>,
+    ) {
         let acked = self.acked_bytes;
         let Some(p) = self.progress.as_mut() else {
             return;
