@@ -300,3 +300,22 @@ test.serial('a Node honours an aborted signal in create and ready, and implement
   }
   await t.throwsAsync(node!.ready(), { code: 'ERR_DECCOM_CLOSED' })
 })
+
+test.serial('node.send(to, data, { onProgress, signal }) reports acknowledged bytes and cancels through ReliableUdp', async (t) => {
+  const a = await Node.create({ host, port: 0, ...big, stack: [new ReliableUdp(), new Noise()] })
+  const b = await Node.create({ host, port: 0, ...big, stack: [new ReliableUdp(), new Noise()] })
+  try {
+    const data = randomBytes(8 << 20)
+    const seen: number[] = []
+    const arrived = once(b, 'message')
+    await a.send(b.address, data, { onProgress: (acked, total) => (t.is(total, data.length), seen.push(acked)) })
+    t.true(seen.length >= 2, `${seen.length} progress reports`)
+    t.deepEqual(seen, [...seen].sort((x, y) => x - y), 'increasing')
+    t.is(seen.at(-1), data.length)
+    t.is(sha(((await arrived) as [unknown, Buffer])[1]), sha(data))
+    await t.throwsAsync(a.send(b.address, data, { signal: AbortSignal.abort() }), { code: 'ERR_DECCOM_ABORTED' })
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

@@ -283,12 +283,18 @@ export declare class RudpEndpoint {
   constructor(options: RudpOptions | undefined | null, now: number)
   /**
    * Queues a message `[tag][data]` to `peer`; returns its id. `data` is held, not copied: it
-   * must not change until the completion arrives.
+   * must not change until the completion arrives. With `progress`, `pollEvents` reports the
+   * bytes acknowledged as they are.
    *
    * # Errors
    * `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`.
    */
-  send(now: number, peer: number, tag: number, data: Buffer): number
+  send(now: number, peer: number, tag: number, data: Buffer, progress?: boolean | undefined | null): number
+  /**
+   * Gives up message `id` to `peer`: it is not sent any further, its bytes are released and
+   * no completion follows. False (nothing done) when it is not outstanding.
+   */
+  cancel(now: number, peer: number, id: number): boolean
   /** A reliable-UDP datagram (without its layer tag) from `peer`. */
   handleDatagram(now: number, peer: number, datagram: Uint8Array): void
   /** Runs the timers due at `now`. */
@@ -344,7 +350,7 @@ export declare class UdpSocket {
    * `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`, `ERR_DECCOM_INVALID_ADDRESS`,
    * `ERR_DECCOM_CLOSED`, or `ERR_DECCOM_INVALID_ARGUMENT` when no endpoint is attached.
    */
-  rudpSend(to: Uint8Array, tag: number, data: Buffer): number
+  rudpSend(to: Uint8Array, tag: number, data: Buffer, progress?: boolean | undefined | null): number
   /**
    * As `rudpSend`, but copies `data` (cheaper than holding a reference for small messages: a
    * held JavaScript buffer must be released on the JavaScript thread).
@@ -352,7 +358,17 @@ export declare class UdpSocket {
    * # Errors
    * As `rudpSend`.
    */
-  rudpSendCopy(to: Uint8Array, tag: number, data: Uint8Array): number
+  rudpSendCopy(to: Uint8Array, tag: number, data: Uint8Array, progress?: boolean | undefined | null): number
+  /**
+   * Gives up the reliable message `id` (from `rudpSend`): the I/O thread stops sending it and
+   * releases its bytes; no completion follows. Returns false (and does nothing) when `id` is
+   * unknown or its completion was taken already. A completion already on its way may still
+   * arrive (the message finished first): ignore it.
+   *
+   * # Errors
+   * `ERR_DECCOM_CLOSED`.
+   */
+  rudpCancel(id: number): boolean
   /**
    * Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it
    * (null). A new fault stage is composed on top of the stages attached so far; a second call
@@ -691,6 +707,11 @@ export interface ReceivedBatch {
    */
   completions?: Float64Array
   /**
+   * `[id, acknowledged bytes]` pairs: progress of reliable sends that asked for it (before
+   * their completion, in order), or null.
+   */
+  progress?: Float64Array
+  /**
    * `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set
    * with `setDelayLink`, or null.
    */
@@ -708,6 +729,11 @@ export interface RudpEvents {
   messagePeers?: Uint32Array
   /** `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten, 3 refused, 5 busy). */
   completions?: Float64Array
+  /**
+   * `[id, acknowledged bytes]` pairs of sends that asked for progress (before their
+   * completion, in order), or null.
+   */
+  progress?: Float64Array
 }
 
 /** Reliable-UDP settings (see deccom-core `rudp::Config`; unset fields keep its defaults). */

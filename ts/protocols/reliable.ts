@@ -2,9 +2,10 @@
  * ReliableUdp — messages of any size (up to `maxMessageSize`, default 256 MiB) over datagrams of at
  * most `segmentSize` bytes of payload, each delivered exactly once, complete and byte-exact.
  *
- * Provides `send(to, data, tag = 0): Promise<void>` (resolves when the whole message is
- * acknowledged; rejects with ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for
- * `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
+ * Provides `send(to, data, tag = 0, { signal, onProgress }?): Promise<void>` (resolves when the whole
+ * message is acknowledged; `onProgress(acked, total)` reports acknowledged bytes on the way;
+ * aborting `signal` gives the message up and rejects with ERR_DECCOM_ABORTED; rejects with
+ * ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
  * "busy", no reassembly memory, for `peerTimeout` ms: `details.reason === 'busy'`), ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
  * emits `onMessage(from, data, tag)` for each whole message. Datagrams of other tags that arrive
  * outside a reliable message are dropped and counted (`dropped_unreliable`; option `strict`): every
@@ -29,7 +30,7 @@ import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock } from '../clock'
 import { Deadline } from '../clock'
-import { DeccomError, ErrorCode, fromNative } from '../errors'
+import { DeccomError, ErrorCode, abortError, fromNative } from '../errors'
 import { native } from '../native'
 import type { Peer } from '../peer'
 import { type LayerLog, silentLog } from '../log'
@@ -72,15 +73,34 @@ export interface ReliableUdpOptions {
 
 /** Options of {@link ReliableUdp.send}. */
 export interface ReliableSendOptions {
-  /** Cancels the message. */
+  /**
+   * Aborting gives the message up: none of its segments is sent again, the endpoint releases it,
+   * and the promise rejects with ERR_DECCOM_ABORTED. The receiver frees what it reassembled of it
+   * when the next message to it passes it (or after its partial-message timeout). An
+   * already-aborted signal rejects before anything is queued. No effect once the promise settled.
+   */
   signal?: AbortSignal
-  /** Acknowledged bytes of this message, as they grow: `(acked, total)`. */
+  /**
+   * Called with the bytes of `data` acknowledged so far and `data.length`: increasing, once
+   * `min(total / 64, 256 KiB)` more bytes are acknowledged but no more often than every 4 ms,
+   * ending with `(total, total)` just before the promise resolves (no final call after a failure
+   * or an abort). Errors it throws are counted (`handler_errors`) and ignored.
+   */
   onProgress?: (acked: number, total: number) => void
 }
 
 interface Pending {
   resolve: () => void
   reject: (e: Error) => void
+  /** Bytes of `data`. */
+  total: number
+  /** JavaScript-driven mode: the peer number (to cancel). */
+  peer: number
+  onProgress?: (acked: number, total: number) => void
+  /** Last value given to `onProgress` (-1: none yet). */
+  reported: number
+  signal?: AbortSignal
+  onAbort?: () => void
 }
 
 type JsEndpoint = InstanceType<typeof native.RudpEndpoint>
@@ -168,10 +188,13 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
 
   /**
    * Sends a whole message; resolves when every byte is acknowledged. The bytes are not copied:
-   * do not modify `data` until the promise settles.
+   * do not modify `data` until the promise settles. See {@link ReliableSendOptions} for progress
+   * reports and cancellation.
    */
-  send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP): Promise<void> {
+  send(to: AddressLike, data: Uint8Array, tag: number = TAG_APP, opts: ReliableSendOptions = {}): Promise<void> {
     try {
+      const { signal, onProgress } = opts
+      if (signal?.aborted) throw abortError(signal)
       const addr = toAddress(to)
       const max = this.#opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE
       if (data.length > max) {
@@ -181,24 +204,65 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       }
       // The native side holds this buffer (no copy) until the message is acknowledged.
       const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+      const progress = onProgress !== undefined
       let id: number
+      let peer = -1
       if (this.#udp) {
-        id = this.#udp.sendReliable(addr, tag, buf)
+        id = this.#udp.sendReliable(addr, tag, buf, progress)
       } else if (this.#ep) {
+        peer = this.#peers.id(addr)
         try {
-          id = this.#ep.send(this.#clock!.now(), this.#peers.id(addr), tag, buf)
+          id = this.#ep.send(this.#clock!.now(), peer, tag, buf, progress)
         } catch (e) {
           throw fromNative(e)
         }
-        this.#drive()
       } else {
         throw closed()
       }
       this.count('messages_sent')
-      this.count('bytes_sent', data.length)
-      return new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject }))
+      this.count('bytes_queued', data.length)
+      const promise = new Promise<void>((resolve, reject) => {
+        const p: Pending = { resolve, reject, total: data.length, peer, onProgress, reported: -1, signal }
+        if (signal) {
+          p.onAbort = () => this.#abort(id, p)
+          signal.addEventListener('abort', p.onAbort, { once: true })
+        }
+        this.#pending.set(id, p)
+      })
+      // JavaScript-driven: drive once the message is pending (a completion may come at once).
+      if (this.#ep) this.#drive()
+      return promise
     } catch (e) {
       return Promise.reject(e)
+    }
+  }
+
+  /** The signal of a pending send fired: give the message up, reject at once. */
+  #abort(id: number, p: Pending): void {
+    if (this.#pending.get(id) !== p) return
+    this.#settle(id, p)
+    if (this.#udp) this.#udp.cancelReliable(id)
+    else if (this.#ep) {
+      this.#ep.cancel(this.#clock!.now(), p.peer, id)
+      this.#drive()
+    }
+    this.count('messages_aborted')
+    p.reject(abortError(p.signal!))
+  }
+
+  /** Forgets a pending send (before resolving or rejecting it). */
+  #settle(id: number, p: Pending): void {
+    this.#pending.delete(id)
+    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort)
+  }
+
+  #report(p: Pending, acked: number): void {
+    if (!p.onProgress || acked <= p.reported) return
+    p.reported = acked
+    try {
+      p.onProgress(acked, p.total)
+    } catch {
+      this.count('handler_errors')
     }
   }
 
@@ -230,13 +294,22 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     this.upper.onMessage(from, message.subarray(1), message[0])
   }
 
+  /** @internal From either path: progress of a send that asked for it (bytes acknowledged, tag byte included). */
+  onNativeProgress(id: number, acked: number): void {
+    const p = this.#pending.get(id)
+    // The tag byte travels in front of the data: report at most the data's length.
+    if (p) this.#report(p, Math.min(acked, p.total))
+  }
+
   /** @internal From either path: a send finished. */
   onNativeCompletion(id: number, status: number): void {
     const p = this.#pending.get(id)
     if (!p) return
-    this.#pending.delete(id)
+    this.#settle(id, p)
     if (status === 0) {
       this.count('messages_acked')
+      this.count('bytes_sent', p.total)
+      this.#report(p, p.total)
       p.resolve()
     } else if (status === 1) {
       this.count('messages_failed')
@@ -276,7 +349,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
         }
       }
       for (let e = ep.pollEvents(); e !== null; e = ep.pollEvents()) {
-        const { messages, messagePeers, completions } = e
+        const { messages, messagePeers, completions, progress } = e
         if (messages && messagePeers) {
           for (let i = 0; i < messages.length; i++) {
             const id = messagePeers[i]
@@ -285,6 +358,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
             else this.#deliver(this.#authenticated.get(id) ?? addr, messages[i])
           }
         }
+        if (progress) for (let i = 0; i + 1 < progress.length; i += 2) this.onNativeProgress(progress[i], progress[i + 1])
         if (completions) for (let i = 0; i + 1 < completions.length; i += 2) this.onNativeCompletion(completions[i], completions[i + 1])
       }
       this.#deadline!.arm(ep.pollTimeout())
@@ -303,9 +377,9 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     this.#deadline?.clear()
     this.#ep = null
     this.#udp = null
-    const pending = [...this.#pending.values()]
-    this.#pending.clear()
-    for (const p of pending) p.reject(closed())
+    const pending = [...this.#pending]
+    for (const [id, p] of pending) this.#settle(id, p)
+    for (const [, p] of pending) p.reject(closed())
   }
 }
 

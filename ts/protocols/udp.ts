@@ -73,6 +73,8 @@ export interface NativeReliableHandler {
   onNativeMessage(from: Address, message: Buffer): void
   /** A send finished: status 0 sent, 1 peer unreachable, 2 forgotten/closed, 3 refused by the receiver, 4 no room for another peer. */
   onNativeCompletion(id: number, status: number): void
+  /** A send that asked for progress: `acked` bytes (tag byte included) acknowledged so far; before its completion. */
+  onNativeProgress(id: number, acked: number): void
 }
 
 /** Reliable-UDP settings for the native endpoint (see ReliableUdpOptions). */
@@ -244,12 +246,22 @@ export class UdpTransport extends Protocol {
     this.#reliable = handler
   }
 
-  /** @internal Queues a reliable message on the native endpoint; returns its id. */
-  sendReliable(to: Address, tag: number, data: Buffer): number {
+  /** @internal Queues a reliable message on the native endpoint (with progress reports if `progress`); returns its id. */
+  sendReliable(to: Address, tag: number, data: Buffer, progress = false): number {
     if (this.#sock === null) throw closed()
     try {
       // Small messages are copied; large ones are read in place (no copy, one held reference).
-      return data.length < SHARE_THRESHOLD ? this.#sock.rudpSendCopy(to.raw, tag, data) : this.#sock.rudpSend(to.raw, tag, data)
+      return data.length < SHARE_THRESHOLD ? this.#sock.rudpSendCopy(to.raw, tag, data, progress) : this.#sock.rudpSend(to.raw, tag, data, progress)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** @internal Gives up a reliable message on the native endpoint (no completion follows); false when it already completed. */
+  cancelReliable(id: number): boolean {
+    if (this.#sock === null) return false
+    try {
+      return this.#sock.rudpCancel(id)
     } catch (e) {
       throw fromNative(e)
     }
@@ -345,7 +357,7 @@ export class UdpTransport extends Protocol {
         }
         if (noiseFailed) for (let i = 0; i + 1 < noiseFailed.length; i += 2) this.#noise.onNativeFailed(this.#slots[noiseFailed[i]], noiseFailed[i + 1])
       }
-      const { messages, messageSlots, completions } = b
+      const { messages, messageSlots, completions, progress } = b
       if (messages && messageSlots && this.#reliable) {
         for (let i = 0; i < messages.length; i++) {
           try {
@@ -358,6 +370,9 @@ export class UdpTransport extends Protocol {
             }
           }
         }
+      }
+      if (progress && this.#reliable) {
+        for (let i = 0; i + 1 < progress.length; i += 2) this.#reliable.onNativeProgress(progress[i], progress[i + 1])
       }
       if (completions && this.#reliable) {
         for (let i = 0; i + 1 < completions.length; i += 2) this.#reliable.onNativeCompletion(completions[i], completions[i + 1])

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use deccom_core::rudp::{Endpoint, Event, Payload};
+use deccom_core::rudp::{Endpoint, Event, MessageId, Payload};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -24,6 +24,9 @@ pub struct RudpEvents {
   pub message_peers: Option<Uint32Array>,
   /// `[id, status]` pairs (status 0 sent, 1 peer unreachable, 2 forgotten, 3 refused, 5 busy).
   pub completions: Option<Float64Array>,
+  /// `[id, acknowledged bytes]` pairs of sends that asked for progress (before their
+  /// completion, in order), or null.
+  pub progress: Option<Float64Array>,
 }
 
 #[napi]
@@ -47,16 +50,25 @@ impl RudpEndpoint {
   }
 
   /// Queues a message `[tag][data]` to `peer`; returns its id. `data` is held, not copied: it
-  /// must not change until the completion arrives.
+  /// must not change until the completion arrives. With `progress`, `pollEvents` reports the
+  /// bytes acknowledged as they are.
   ///
   /// # Errors
   /// `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`.
   #[napi]
-  pub fn send(&mut self, now: f64, peer: u32, tag: u32, data: Buffer) -> Result<f64> {
+  pub fn send(&mut self, now: f64, peer: u32, tag: u32, data: Buffer, progress: Option<bool>) -> Result<f64> {
     let message = Payload::with_prefix(tag as u8, data);
     let t = self.clock.at(now);
-    let id = self.endpoint.send(t, peer, message).map_err(crate::error::rudp)?;
-    Ok(id.0 as f64)
+    let id = if progress.unwrap_or(false) { self.endpoint.send_with_progress(t, peer, message) } else { self.endpoint.send(t, peer, message) };
+    Ok(id.map_err(crate::error::rudp)?.0 as f64)
+  }
+
+  /// Gives up message `id` to `peer`: it is not sent any further, its bytes are released and
+  /// no completion follows. False (nothing done) when it is not outstanding.
+  #[napi]
+  pub fn cancel(&mut self, now: f64, peer: u32, id: f64) -> bool {
+    let t = self.clock.at(now);
+    self.endpoint.cancel(t, peer, MessageId(id as u64))
   }
 
   /// A reliable-UDP datagram (without its layer tag) from `peer`.
@@ -91,7 +103,7 @@ impl RudpEndpoint {
   /// Delivered messages and completions since the last call, or null.
   #[napi]
   pub fn poll_events(&mut self) -> Option<RudpEvents> {
-    let (mut messages, mut peers, mut completions) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut messages, mut peers, mut completions, mut progress) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     while let Some(ev) = self.endpoint.poll_event() {
       match ev {
         Event::Delivered { peer, message } => {
@@ -100,9 +112,10 @@ impl RudpEndpoint {
         }
         Event::Sent { id, .. } => completions.extend_from_slice(&[id.0 as f64, DONE_SENT]),
         Event::Failed { id, reason, .. } => completions.extend_from_slice(&[id.0 as f64, failure_status(reason)]),
+        Event::Progress { id, acked_bytes, .. } => progress.extend_from_slice(&[id.0 as f64, acked_bytes as f64]),
       }
     }
-    if messages.is_empty() && completions.is_empty() {
+    if messages.is_empty() && completions.is_empty() && progress.is_empty() {
       return None;
     }
     let has_messages = !messages.is_empty();
@@ -110,6 +123,7 @@ impl RudpEndpoint {
       messages: has_messages.then_some(messages),
       message_peers: has_messages.then(|| Uint32Array::new(peers)),
       completions: (!completions.is_empty()).then(|| Float64Array::new(completions)),
+      progress: (!progress.is_empty()).then(|| Float64Array::new(progress)),
     })
   }
 

@@ -16,7 +16,8 @@
 //! 2. After any batch of inputs, call [`Endpoint::poll_transmit`] until it returns `None`,
 //!    sending each datagram to the returned peer. It returns `None` when the congestion or
 //!    receive window is full or pacing says later: do not spin, go to step 4.
-//! 3. Drain [`Endpoint::poll_event`] until `None` (delivered messages, `Sent`, `Failed`).
+//! 3. Drain [`Endpoint::poll_event`] until `None` (delivered messages, `Sent`, `Failed`,
+//!    `Progress`).
 //!    Events are queued without bound until drained, so drain after every batch.
 //! 4. Arm one timer for [`Endpoint::poll_timeout`] (`None` = nothing to wait for). On expiry
 //!    call `handle_timeout(now)` and go back to step 2.
@@ -68,6 +69,16 @@
 //! A peer that stops acknowledging: when nothing new was acknowledged for `peer_timeout` while
 //! messages to it were outstanding, all of them fail with [`FailReason::PeerUnreachable`] (a
 //! deterministic timer, independent of the PTO backoff).
+//!
+//! ## Progress and cancellation
+//!
+//! A message queued with [`Endpoint::send_with_progress`] produces [`Event::Progress`] events
+//! with the bytes acknowledged so far: increasing, at most one per `min(len / 64, 256 KiB)` newly
+//! acknowledged bytes and per 4 ms, the last one (the whole length) right before its `Sent`.
+//! [`Endpoint::cancel`] gives a message up: it is removed from the connection (its bytes are
+//! released, its queued retransmissions are skipped, no `Sent`/`Failed` follows), and it counts
+//! as finished for the floor. The receiver frees its partial copy when a DATA carries a floor above
+//! it (see *Duplicate suppression*), or after its `partial_timeout`; no wire change is needed.
 //!
 //! ## Epochs (restarts)
 //!
@@ -209,7 +220,8 @@ pub mod wire;
 pub use self::endpoint::{
     Payload,
     Config, Endpoint, Event, FailReason, MessageId, RudpError, Stats, PACKET_THRESHOLD,
-    LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, SEND_QUANTUM,
+    LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, PROGRESS_FRACTION,
+    PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM,
 };
 pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
 pub use self::wire::{CHECKSUM_LEN, HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};

@@ -53,6 +53,11 @@ pub enum Ev {
         id: MessageId,
         reason: FailReason,
     },
+    Progress {
+        to: u8,
+        id: MessageId,
+        acked_bytes: u64,
+    },
 }
 
 /// A datagram in flight: (arrival, sequence, from, to, bytes).
@@ -209,6 +214,15 @@ impl Net {
                         to: peer,
                         id,
                         reason,
+                    },
+                    Event::Progress {
+                        peer,
+                        id,
+                        acked_bytes,
+                    } => Ev::Progress {
+                        to: peer,
+                        id,
+                        acked_bytes,
                     },
                 };
                 self.events[i].push((now, ev));

@@ -24,6 +24,7 @@ struct TestSink {
   datagrams: Vec<(SocketAddr, Vec<u8>)>,
   messages: Vec<(SocketAddr, Vec<u8>)>,
   completions: Vec<(f64, f64)>,
+  progress: Vec<(f64, f64)>,
   delay_peers: Vec<(u32, SocketAddr)>,
   connected: Vec<SocketAddr>,
   failed: Vec<(SocketAddr, u32)>,
@@ -43,6 +44,9 @@ impl Sink for TestSink {
   }
   fn completion(&mut self, id: f64, status: f64) {
     self.completions.push((id, status));
+  }
+  fn progress(&mut self, id: f64, acked: f64) {
+    self.progress.push((id, acked));
   }
   fn congested(&self) -> bool {
     false
@@ -130,7 +134,7 @@ fn ends(t: Instant, below: impl Fn(&mut Pipeline, u64)) -> (End, End) {
 
 fn send_message(a: &mut End, to: SocketAddr, t: Instant, id: f64, message: Vec<u8>) {
   assert!(a.p.with_stage::<NoiseStage>(t, &mut a.sink, |n, up| n.connect(t, to, None, up)));
-  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, up| r.send(t, id, to, message.into(), up)));
+  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, up| r.send(t, id, to, message.into(), false, up)));
 }
 
 fn message(n: usize) -> Vec<u8> {
@@ -240,4 +244,31 @@ fn a_datagram_held_by_send_side_reordering_leaves_when_due() {
   assert_eq!(out.into_inner(), vec![vec![0, 1, 2]]);
   assert_eq!(p.next_timeout(), None, "nothing left to wake for");
   assert_eq!(stat(&p, "faults_tx_reordered"), 1.0);
+}
+
+#[test]
+fn rudp_stage_reports_progress_and_cancels_by_the_callers_id() {
+  let mut t = Instant::now();
+  let (mut a, mut b) = ends(t, |_, _| {});
+  let big = message(4 << 20);
+  let small = message(50_000);
+  assert!(a.p.with_stage::<NoiseStage>(t, &mut a.sink, |n, up| n.connect(t, b.addr, None, up)));
+  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, up| r.send(t, 5.0, b.addr, big.into(), true, up)));
+  let mut wire = Vec::new();
+  assert!(run(&mut a, &mut b, &mut t, 5_000, &mut wire, |a, _| a.sink.progress.len() >= 2), "no progress reported");
+  assert!(a.sink.progress.iter().all(|(id, _)| *id == 5.0), "reported under the caller's id");
+  assert!(a.sink.progress.windows(2).all(|w| w[0].1 < w[1].1));
+  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, _| r.cancel(t, 5.0)));
+  let reports = a.sink.progress.len();
+  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, up| r.send(t, 6.0, b.addr, small.clone().into(), false, up)));
+  assert!(run(&mut a, &mut b, &mut t, 5_000, &mut wire, |a, b| !a.sink.completions.is_empty() && stat(&b.p, "rudp_reassembly_bytes") == 0.0));
+  assert_eq!(a.sink.completions, vec![(6.0, DONE_SENT)], "no completion for the cancelled message");
+  assert_eq!(a.sink.progress.len(), reports, "no progress after cancel, none for a send that did not ask");
+  assert_eq!(b.sink.messages, vec![(a.addr, small)]);
+  assert_eq!(stat(&a.p, "rudp_messages_cancelled"), 1.0);
+  assert_eq!(stat(&b.p, "rudp_partials_abandoned"), 1.0);
+  // Cancelling again, or an id never sent, does nothing.
+  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, _| r.cancel(t, 5.0)));
+  assert!(a.p.with_stage::<RudpStage>(t, &mut a.sink, |r, _| r.cancel(t, 77.0)));
+  assert_eq!(stat(&a.p, "rudp_messages_cancelled"), 1.0);
 }

@@ -41,6 +41,8 @@ pub(crate) struct RecvBatch {
   message_slots: Vec<u32>,
   /// `[id, status]` pairs of finished reliable sends.
   pub completions: Vec<f64>,
+  /// `[id, acknowledged bytes]` pairs: progress of reliable sends that asked for it.
+  progress: Vec<f64>,
   /// `[direction, slot]` pairs: peers whose delay-line link JavaScript must set.
   delay_peers: Vec<u32>,
   /// Native Noise sessions: `[slot u32 BE][node id 32][encoded identity]` each.
@@ -88,6 +90,9 @@ pub struct ReceivedBatch {
   /// `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable,
   /// 2 forgotten, 3 refused by the receiver, 4 no room for another peer).
   pub completions: Option<Float64Array>,
+  /// `[id, acknowledged bytes]` pairs: progress of reliable sends that asked for it (before
+  /// their completion, in order), or null.
+  pub progress: Option<Float64Array>,
   /// `[direction (0 receive, 1 send), slot]` pairs: peers whose native delay link must be set
   /// with `setDelayLink`, or null.
   pub delay_peers: Option<Uint32Array>,
@@ -107,6 +112,7 @@ impl From<RecvBatch> for ReceivedBatch {
       messages: has_messages.then(|| b.messages.into_iter().map(Buffer::from).collect()),
       message_slots: has_messages.then(|| Uint32Array::new(b.message_slots)),
       completions: (!b.completions.is_empty()).then(|| Float64Array::new(b.completions)),
+      progress: (!b.progress.is_empty()).then(|| Float64Array::new(b.progress)),
       delay_peers: (!b.delay_peers.is_empty()).then(|| Uint32Array::new(b.delay_peers)),
       noise_connected: (!b.noise_connected.is_empty()).then(|| b.noise_connected.into_iter().map(Buffer::from).collect()),
       noise_failed: (!b.noise_failed.is_empty()).then(|| Uint32Array::new(b.noise_failed)),
@@ -164,6 +170,7 @@ pub(crate) struct Batcher {
   message_slots: Vec<u32>,
   message_bytes: usize,
   completions: Vec<f64>,
+  progress: Vec<f64>,
   delay_peers: Vec<u32>,
   noise_connected: Vec<Vec<u8>>,
   noise_failed: Vec<u32>,
@@ -173,7 +180,7 @@ impl Batcher {
   pub fn new() -> Self {
     let mut meta = Vec::with_capacity(3 + 3 * 64);
     meta.extend_from_slice(&[0, 0, 0]);
-    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), delay_peers: Vec::new(), noise_connected: Vec::new(), noise_failed: Vec::new() }
+    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), progress: Vec::new(), delay_peers: Vec::new(), noise_connected: Vec::new(), noise_failed: Vec::new() }
   }
 
   fn is_empty(&self) -> bool {
@@ -182,7 +189,7 @@ impl Batcher {
 
   /// Reliable messages and completions were accepted by the sender's peer: never drop them.
   fn must_deliver(&self) -> bool {
-    !self.messages.is_empty() || !self.completions.is_empty() || !self.delay_peers.is_empty() || !self.noise_connected.is_empty() || !self.noise_failed.is_empty()
+    !self.messages.is_empty() || !self.completions.is_empty() || !self.progress.is_empty() || !self.delay_peers.is_empty() || !self.noise_connected.is_empty() || !self.noise_failed.is_empty()
   }
 }
 
@@ -249,6 +256,7 @@ impl Rx<'_> {
       messages: batch.messages,
       message_slots: batch.message_slots,
       completions: batch.completions,
+      progress: batch.progress,
       delay_peers: batch.delay_peers,
       noise_connected: batch.noise_connected,
       noise_failed: batch.noise_failed,
@@ -282,6 +290,10 @@ impl Sink for Rx<'_> {
 
   fn completion(&mut self, id: f64, status: f64) {
     self.batch.completions.extend_from_slice(&[id, status]);
+  }
+
+  fn progress(&mut self, id: f64, acked: f64) {
+    self.batch.progress.extend_from_slice(&[id, acked]);
   }
 
   fn delay_peer(&mut self, direction: u32, peer: SocketAddr) {

@@ -40,7 +40,9 @@ pub(crate) enum Command {
   /// Replaces (or adds, or with None removes) the delay line of one direction.
   Delay(Direction, Option<Box<DelayStage>>),
   DelayLink(Direction, SocketAddr, Link),
-  RudpSend { id: f64, to: SocketAddr, message: Payload },
+  RudpSend { id: f64, to: SocketAddr, message: Payload, progress: bool },
+  /// Give up the reliable message JavaScript knows as `id` (no completion follows).
+  RudpCancel { id: f64 },
   /// Start a handshake; with a node id, bind the address to it (a handshake there that
   /// authenticates anyone else fails, reported as kind 3).
   NoiseConnect(SocketAddr, Option<[u8; 32]>),
@@ -110,16 +112,19 @@ pub(crate) fn apply(sh: &Shared, p: &mut Pipeline, cmd: Command, now: Instant, s
         d.set_link(peer, link, now);
       }
     }
-    Command::RudpSend { id, to, message } => {
+    Command::RudpSend { id, to, message, progress } => {
       let mut message = Some(message);
       let found = p.with_stage::<RudpStage>(now, sink, |r, up| {
         if let Some(m) = message.take() {
-          r.send(now, id, to, m, up);
+          r.send(now, id, to, m, progress, up);
         }
       });
       if !found {
         sink.completion(id, crate::pipeline::DONE_FORGOTTEN);
       }
+    }
+    Command::RudpCancel { id } => {
+      p.with_stage::<RudpStage>(now, sink, |r, _| r.cancel(now, id));
     }
     Command::NoiseConnect(peer, expected) => {
       p.with_stage::<NoiseStage>(now, sink, |n, up| n.connect(now, peer, expected, up));
@@ -185,6 +190,11 @@ impl JsState {
     self.outstanding.insert(self.next_id, to);
     *self.per_peer.entry(to).or_insert(0) += 1;
     Ok(self.next_id as f64)
+  }
+
+  /// Whether the reliable send `id` has not completed yet (as far as JavaScript has seen).
+  pub fn rudp_outstanding(&self, id: f64) -> bool {
+    self.outstanding.contains_key(&(id as u64))
   }
 
   /// A reliable send was not queued after all.

@@ -280,11 +280,11 @@ impl UdpSocket {
   /// `ERR_DECCOM_MESSAGE_TOO_LARGE`, `ERR_DECCOM_SEND_QUEUE_FULL`, `ERR_DECCOM_INVALID_ADDRESS`,
   /// `ERR_DECCOM_CLOSED`, or `ERR_DECCOM_INVALID_ARGUMENT` when no endpoint is attached.
   #[napi]
-  pub fn rudp_send(&self, to: &[u8], tag: u32, data: Buffer) -> Result<f64> {
+  pub fn rudp_send(&self, to: &[u8], tag: u32, data: Buffer, progress: Option<bool>) -> Result<f64> {
     let dest = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "rudpSend: the address must be 18 bytes (encodeAddress)"))?;
     let len = data.len() + 1;
     // The JavaScript buffer is held, not copied: the I/O thread reads segments straight from it.
-    self.queue_rudp(dest, len, || Payload::with_prefix(tag as u8, data))
+    self.queue_rudp(dest, len, progress.unwrap_or(false), || Payload::with_prefix(tag as u8, data))
   }
 
   /// As `rudpSend`, but copies `data` (cheaper than holding a reference for small messages: a
@@ -293,9 +293,9 @@ impl UdpSocket {
   /// # Errors
   /// As `rudpSend`.
   #[napi]
-  pub fn rudp_send_copy(&self, to: &[u8], tag: u32, data: &[u8]) -> Result<f64> {
+  pub fn rudp_send_copy(&self, to: &[u8], tag: u32, data: &[u8], progress: Option<bool>) -> Result<f64> {
     let dest = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "rudpSendCopy: the address must be 18 bytes (encodeAddress)"))?;
-    self.queue_rudp(dest, data.len() + 1, || {
+    self.queue_rudp(dest, data.len() + 1, progress.unwrap_or(false), || {
       let mut message = Vec::with_capacity(data.len() + 1);
       message.push(tag as u8);
       message.extend_from_slice(data);
@@ -303,15 +303,35 @@ impl UdpSocket {
     })
   }
 
-  fn queue_rudp(&self, to: SocketAddr, len: usize, message: impl FnOnce() -> Payload) -> Result<f64> {
+  fn queue_rudp(&self, to: SocketAddr, len: usize, progress: bool, message: impl FnOnce() -> Payload) -> Result<f64> {
     let sh = self.shared()?;
     let mut js = self.js();
     let id = js.rudp_send(to, len)?;
-    if sh.command(Command::RudpSend { id, to, message: message() }, true).is_err() {
+    if sh.command(Command::RudpSend { id, to, message: message(), progress }, true).is_err() {
       js.rudp_unsend(id);
       return Err(crate::error::rudp(deccom_core::rudp::RudpError::SendQueueFull { limit: commands::MAX_COMMANDS }));
     }
     Ok(id)
+  }
+
+  /// Gives up the reliable message `id` (from `rudpSend`): the I/O thread stops sending it and
+  /// releases its bytes; no completion follows. Returns false (and does nothing) when `id` is
+  /// unknown or its completion was taken already. A completion already on its way may still
+  /// arrive (the message finished first): ignore it.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_CLOSED`.
+  #[napi]
+  pub fn rudp_cancel(&self, id: f64) -> Result<bool> {
+    let sh = self.shared()?;
+    let mut js = self.js();
+    if !js.rudp_outstanding(id) {
+      return Ok(false);
+    }
+    // Unbounded: a cancel frees room, it must not be refused for lack of it.
+    let _ = sh.command(Command::RudpCancel { id }, false);
+    js.completed(id);
+    Ok(true)
   }
 
   /// Configures native fault injection on `direction` (`"receive"` or `"send"`), or removes it

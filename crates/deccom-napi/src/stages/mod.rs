@@ -49,6 +49,8 @@ pub(crate) trait Sink {
   fn message(&mut self, from: SocketAddr, message: Vec<u8>);
   /// A send finished: `status` is one of the `DONE_*` codes of [`rudp`].
   fn completion(&mut self, id: f64, status: f64);
+  /// A send asked for progress: `acked` bytes of message `id` are acknowledged so far.
+  fn progress(&mut self, id: f64, acked: f64);
   /// True when JavaScript is so far behind that new reliable data must wait (backpressure).
   fn congested(&self) -> bool;
   /// The delay line (direction 0 receive, 1 send) needs the link parameters of `peer`.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use deccom_core::rudp::{Config, Endpoint, Event, FailReason, Payload, RudpError};
+use deccom_core::rudp::{Config, Endpoint, Event, FailReason, MessageId, Payload, RudpError};
 
 use super::{Stage, Stats, Up};
 
@@ -52,25 +52,48 @@ pub(crate) struct RudpStage {
   endpoint: Endpoint<SocketAddr>,
   /// Endpoint message id → the id JavaScript knows.
   ids: HashMap<u64, f64>,
+  /// The id JavaScript knows → destination and endpoint message id (to cancel).
+  by_js: HashMap<u64, (SocketAddr, MessageId)>,
   /// Reliable datagrams refused because JavaScript was behind (the sender retransmits them).
   dropped_backpressure: u64,
 }
 
 impl RudpStage {
   pub fn new(tag: u8, config: Config, now: Instant, seed: u64) -> RudpStage {
-    RudpStage { tag, endpoint: Endpoint::new(config, now, seed), ids: HashMap::new(), dropped_backpressure: 0 }
+    RudpStage { tag, endpoint: Endpoint::new(config, now, seed), ids: HashMap::new(), by_js: HashMap::new(), dropped_backpressure: 0 }
   }
 
-  /// Queues a message `[tag][data]` for `to`, known to JavaScript as `id`. A refusal becomes a
-  /// completion with a failure status.
-  pub fn send(&mut self, now: Instant, id: f64, to: SocketAddr, message: Payload, up: &mut Up<'_>) {
-    match self.endpoint.send(now, to, message) {
+  /// Queues a message `[tag][data]` for `to`, known to JavaScript as `id` (with progress
+  /// reports when `progress`). A refusal becomes a completion with a failure status.
+  pub fn send(&mut self, now: Instant, id: f64, to: SocketAddr, message: Payload, progress: bool, up: &mut Up<'_>) {
+    let queued = if progress { self.endpoint.send_with_progress(now, to, message) } else { self.endpoint.send(now, to, message) };
+    match queued {
       Ok(mid) => {
         self.ids.insert(mid.0, id);
+        self.by_js.insert(id as u64, (to, mid));
       }
       Err(RudpError::PeerTableFull { .. }) => up.sink.completion(id, DONE_PEER_TABLE_FULL),
       Err(_) => up.sink.completion(id, DONE_REFUSED),
     }
+  }
+
+  /// Gives up the message JavaScript knows as `id` (no completion follows); nothing if it
+  /// already finished.
+  pub fn cancel(&mut self, now: Instant, id: f64) {
+    if let Some((to, mid)) = self.by_js.remove(&(id as u64)) {
+      self.ids.remove(&mid.0);
+      self.endpoint.cancel(now, to, mid);
+    }
+  }
+
+  /// The id JavaScript knows for endpoint message `id`, forgotten when `done`.
+  fn js_id(&mut self, id: MessageId, done: bool) -> Option<f64> {
+    if !done {
+      return self.ids.get(&id.0).copied();
+    }
+    let js = self.ids.remove(&id.0)?;
+    self.by_js.remove(&(js as u64));
+    Some(js)
   }
 }
 
@@ -108,13 +131,18 @@ impl Stage for RudpStage {
       match ev {
         Event::Delivered { peer, message } => up.sink.message(peer, message),
         Event::Sent { id, .. } => {
-          if let Some(js) = self.ids.remove(&id.0) {
+          if let Some(js) = self.js_id(id, true) {
             up.sink.completion(js, DONE_SENT);
           }
         }
         Event::Failed { id, reason, .. } => {
-          if let Some(js) = self.ids.remove(&id.0) {
+          if let Some(js) = self.js_id(id, true) {
             up.sink.completion(js, failure_status(reason));
+          }
+        }
+        Event::Progress { id, acked_bytes, .. } => {
+          if let Some(js) = self.js_id(id, false) {
+            up.sink.progress(js, acked_bytes as f64);
           }
         }
       }
@@ -135,7 +163,7 @@ impl Stage for RudpStage {
 }
 
 /// The reliable-UDP counters as (name, value) pairs, for JavaScript.
-pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 35] {
+pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64); 36] {
   [
     ("datagrams_sent", s.datagrams_sent),
     ("datagrams_received", s.datagrams_received),
@@ -149,6 +177,7 @@ pub(crate) fn rudp_fields(s: &deccom_core::rudp::Stats) -> [(&'static str, u64);
     ("messages_sent", s.messages_sent),
     ("messages_delivered", s.messages_delivered),
     ("messages_failed", s.messages_failed),
+    ("messages_cancelled", s.messages_cancelled),
     ("duplicates", s.duplicates),
     ("dropped_malformed", s.dropped_malformed),
     ("dropped_checksum", s.dropped_checksum),

@@ -62,6 +62,8 @@ impl Peer {
         let mut newly_acked = false;
         let mut largest_sent: Option<Instant> = None;
         let mut completed = false;
+        // Messages sent with progress reporting whose report is due after this ACK.
+        let mut progressed: Vec<u64> = Vec::new();
         for &(start, end) in ranges {
             let lo = start.max(self.sent_base);
             let hi = end;
@@ -89,26 +91,26 @@ impl Peer {
                     }
                     if m.ack(seg) {
                         let id = m.id;
+                        m.report_progress(now, peer, cx.events);
                         self.out.remove(&msg);
                         completed = true;
                         cx.stats.messages_sent += 1;
                         cx.events.push_back(Event::Sent { peer, id });
+                    } else if m.progress_due(now) {
+                        progressed.push(msg);
                     }
                 }
                 pn = self.find_unacked(pn + 1);
             }
         }
+        for msg in progressed {
+            if let Some(m) = self.out.get_mut(&msg) {
+                m.report_progress(now, peer, cx.events);
+            }
+        }
         if completed {
             self.refresh_floor();
-            if self.out.is_empty() {
-                // Whatever is still in flight carries acknowledged data only: stop tracking it
-                // so that no timer stays armed for it.
-                self.retx.clear();
-                self.sent.clear();
-                self.sent_base = self.next_pn;
-                self.in_flight = 0;
-                self.probes = 0;
-            }
+            self.stop_tracking_if_idle();
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         if newly_acked {

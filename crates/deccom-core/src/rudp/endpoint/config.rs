@@ -104,6 +104,8 @@ pub struct Stats {
     pub messages_delivered: u64,
     /// Messages failed (`Event::Failed`).
     pub messages_failed: u64,
+    /// Messages given up by [`Endpoint::cancel`](super::Endpoint::cancel).
+    pub messages_cancelled: u64,
     /// Segments received again (already stored or delivered).
     pub duplicates: u64,
     /// Datagrams that did not decode or were inconsistent (checksum failures included).

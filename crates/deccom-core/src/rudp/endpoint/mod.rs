@@ -61,6 +61,15 @@ pub const PROBES_PER_PTO: u8 = 2;
 /// and as runs once the queue overflows. Counted in `Stats::isolated_losses`.
 pub const LOSS_RUN_CONGESTION: u64 = 4;
 
+/// A message sent with progress reporting ([`Endpoint::send_with_progress`]) is reported at most
+/// once per this fraction of its length acknowledged (or per [`PROGRESS_MAX_STEP`] bytes,
+/// whichever is less)...
+pub const PROGRESS_FRACTION: u64 = 64;
+/// ... at most once per this many bytes acknowledged for large messages...
+pub const PROGRESS_MAX_STEP: u64 = 256 << 10;
+/// ... and at most once per this interval (the final report, of the whole length, excepted).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(4);
+
 /// Identifies one `send` across the whole endpoint (unique, increasing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u64);
@@ -149,6 +158,19 @@ pub enum Event<P> {
         peer: P,
         /// What `send` returned.
         id: MessageId,
+    },
+    /// Bytes of a message sent with [`Endpoint::send_with_progress`] acknowledged so far:
+    /// increasing from report to report, rate-limited (see [`PROGRESS_FRACTION`],
+    /// [`PROGRESS_MAX_STEP`], [`PROGRESS_INTERVAL`]); the last one, just before
+    /// [`Event::Sent`], reports the whole length. A message that fails or is cancelled gets
+    /// no final report.
+    Progress {
+        /// Destination.
+        peer: P,
+        /// What `send_with_progress` returned.
+        id: MessageId,
+        /// Bytes of the message acknowledged by the peer.
+        acked_bytes: u64,
     },
     /// A message will not be delivered.
     Failed {
@@ -294,7 +316,53 @@ where
         peer: P,
         message: impl Into<Payload>,
     ) -> Result<MessageId, RudpError> {
-        let message = message.into();
+        self.queue(now, peer, message.into(), false)
+    }
+
+    /// [`Endpoint::send`], and [`Event::Progress`] events report the bytes acknowledged as they
+    /// are (only messages sent this way pay for progress reporting).
+    ///
+    /// # Errors
+    ///
+    /// As [`Endpoint::send`].
+    pub fn send_with_progress(
+        &mut self,
+        now: Instant,
+        peer: P,
+        message: impl Into<Payload>,
+    ) -> Result<MessageId, RudpError> {
+        self.queue(now, peer, message.into(), true)
+    }
+
+    /// Gives up the outgoing message `id` to `peer`: its bytes are released now, none of its
+    /// segments is sent (or retransmitted) again, and no [`Event::Sent`] or [`Event::Failed`]
+    /// follows for it. Other messages to the peer are not affected. Returns false (and does
+    /// nothing) when `id` is not outstanding to `peer` (unknown, finished or cancelled before).
+    ///
+    /// The receiver frees what it reassembled of the message when it learns that the sender
+    /// gave it up: the floor carried by every DATA moves past the message once every older
+    /// message to that peer is finished, so the next DATA sent to it tells it (counted there as
+    /// `partials_abandoned`). If nothing more is sent to it, its `partial_timeout` frees it.
+    pub fn cancel(&mut self, now: Instant, peer: P, id: MessageId) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        if !p.cancel(id) {
+            return false;
+        }
+        p.last_seen = now;
+        self.stats.messages_cancelled += 1;
+        Self::activate(&mut self.active, peer, p);
+        true
+    }
+
+    fn queue(
+        &mut self,
+        now: Instant,
+        peer: P,
+        message: Payload,
+        progress: bool,
+    ) -> Result<MessageId, RudpError> {
         let len = message.len() as u64;
         if len > self.config.max_message_size {
             return Err(RudpError::MessageTooLarge {
@@ -322,7 +390,7 @@ where
         if p.out.is_empty() {
             p.last_progress = now;
         }
-        p.out.insert(wire_id, OutMsg::new(id, message, seg_size));
+        p.out.insert(wire_id, OutMsg::new(id, message, seg_size, progress));
         p.refresh_floor();
         p.pending.push_back(wire_id);
         p.last_seen = now;

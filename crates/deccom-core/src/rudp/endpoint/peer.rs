@@ -272,6 +272,41 @@ impl Peer {
         self.busy_since_progress = false;
     }
 
+    /// With no message outstanding, whatever is still in flight carries acknowledged (or given
+    /// up) data only: stop tracking it so that no timer stays armed for it.
+    pub(super) fn stop_tracking_if_idle(&mut self) {
+        if self.out.is_empty() {
+            self.retx.clear();
+            self.sent.clear();
+            self.sent_base = self.next_pn;
+            self.in_flight = 0;
+            self.probes = 0;
+        }
+    }
+
+    /// Gives up the outgoing message `id` (see [`Endpoint::cancel`](super::Endpoint::cancel)):
+    /// its bytes are released and none of its segments is sent again. Its packets in flight
+    /// stay counted until acknowledged or lost (they occupy the path). The floor advances past
+    /// it once every older message is finished, which tells the receiver (with our next DATA)
+    /// to free its partial copy. Returns false when no such message is outstanding.
+    pub(super) fn cancel(&mut self, id: super::MessageId) -> bool {
+        let Some(wire_id) = self
+            .out
+            .iter()
+            .find_map(|(&w, m)| (m.id == id).then_some(w))
+        else {
+            return false;
+        };
+        self.out.remove(&wire_id);
+        // Still waiting for admission: ids below the floor must not stay there.
+        self.pending.retain(|&w| w != wire_id);
+        // Queued retransmissions, rotation and admission retries of the
+        // message are skipped lazily when they come up (the message is gone).
+        self.refresh_floor();
+        self.stop_tracking_if_idle();
+        true
+    }
+
     pub(super) fn fail_all<P: Copy>(&mut self, peer: P, reason: FailReason, cx: &mut Cx<'_, P>) {
         for m in std::mem::take(&mut self.out).into_values() {
             cx.stats.messages_failed += 1;

@@ -2,11 +2,14 @@
 //! segment goes next (retransmissions first, then new segments, [`SEND_QUANTUM`] per message in
 //! turn), the congestion and receive windows, pacing, and writing DATA and ACK datagrams.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::payload::Payload;
 use super::peer::{Cx, Peer};
-use super::{MessageId, SEND_QUANTUM};
+use super::{
+    Event, MessageId, PROGRESS_FRACTION, PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM,
+};
 use crate::rudp::wire::{
     self, segment_count, segment_len, AckFrame, DataHeader, ACK_FIXED_LEN, ACK_RANGE_LEN,
     HEADER_MAX, MAX_ACK_RANGES, MAX_REFUSALS, MESSAGE_SPAN, REFUSAL_LEN,
@@ -30,12 +33,37 @@ pub(super) struct OutMsg {
     pub(super) retry_scheduled: bool,
     /// Admission retries so far (exponential backoff).
     pub(super) retries: u32,
+    /// Payload bytes of the acknowledged segments.
+    pub(super) acked_bytes: u64,
+    /// Progress reporting, for a message sent with [`Endpoint::send_with_progress`](super::Endpoint::send_with_progress).
+    pub(super) progress: Option<Progress>,
+}
+
+/// Progress reporting state of one message (see [`Event::Progress`]).
+#[derive(Debug)]
+pub(super) struct Progress {
+    /// Bytes that must be acknowledged beyond the last report before the next one.
+    step: u64,
+    /// Acknowledged bytes last reported (reports only ever grow, even across a peer restart).
+    reported: u64,
+    /// When the last report was made.
+    at: Option<Instant>,
+    /// Reported in the ACK being processed already (one report per message per ACK).
+    queued: bool,
 }
 
 impl OutMsg {
-    pub(super) fn new(id: MessageId, data: Payload, seg_size: u32) -> Self {
+    pub(super) fn new(id: MessageId, data: Payload, seg_size: u32, progress: bool) -> Self {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let segments = segment_count(len, seg_size);
+        let progress = progress.then(|| Progress {
+            step: u64::from(len)
+                .div_ceil(PROGRESS_FRACTION)
+                .clamp(1, PROGRESS_MAX_STEP),
+            reported: 0,
+            at: None,
+            queued: false,
+        });
         OutMsg {
             id,
             data,
@@ -48,6 +76,8 @@ impl OutMsg {
             parked: Vec::new(),
             retry_scheduled: false,
             retries: 0,
+            acked_bytes: 0,
+            progress,
         }
     }
 
@@ -66,13 +96,57 @@ impl OutMsg {
         if *word & mask == 0 {
             *word |= mask;
             self.acked += 1;
+            self.acked_bytes += u64::from(segment_len(self.len(), self.seg_size, seg));
         }
         self.acked == self.segments
+    }
+
+    /// After an acknowledgement at `now`: whether a progress report is due (enough new bytes,
+    /// not reported within [`PROGRESS_INTERVAL`], not already queued for this ACK). Marks it
+    /// queued; [`OutMsg::report_progress`] makes the report.
+    pub(super) fn progress_due(&mut self, now: Instant) -> bool {
+        let acked = self.acked_bytes;
+        let Some(p) = self.progress.as_mut() else {
+            return false;
+        };
+        let due = !p.queued
+            && acked >= p.reported + p.step
+            && p.at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROGRESS_INTERVAL);
+        p.queued |= due;
+        due
+    }
+
+    /// Reports the bytes acknowledged so far (every one of them once the message is complete:
+    /// the last report before [`Event::Sent`] is always the whole length). Never reports less
+    /// than before.
+    pub(super) fn report_progress<P>(
+        &mut self,
+        now: Instant,
+        peer: P,
+        events: &mut VecDeque<Event<P>>,
+    ) {
+        let acked = self.acked_bytes;
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        p.queued = false;
+        // An empty message is reported once, complete (0 of 0 bytes).
+        if acked > p.reported || (p.at.is_none() && self.acked == self.segments) {
+            p.reported = acked;
+            p.at = Some(now);
+            events.push_back(Event::Progress {
+                peer,
+                id: self.id,
+                acked_bytes: acked,
+            });
+        }
     }
 
     pub(super) fn restart(&mut self) {
         self.next_new = 0;
         self.acked = 0;
+        self.acked_bytes = 0;
         self.acked_bits.iter_mut().for_each(|w| *w = 0);
         self.waiting = false;
         self.parked.clear();
