@@ -8,7 +8,7 @@ import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 
-import { type Connection, FaultyTransport, Identity, Kademlia, Node, Noise, ReliableUdp, type Stream, TcpTransport } from '../dist/index.js'
+import { type Connection, FaultyTransport, Gossip, Identity, Kademlia, Node, Noise, ReliableUdp, type Stream, TcpTransport } from '../dist/index.js'
 import { n, sleep, until } from './helpers/wait.js'
 
 const host = '127.0.0.1'
@@ -317,5 +317,22 @@ test.serial('node.send(to, data, { onProgress, signal }) reports acknowledged by
   } finally {
     await a.close()
     await b.close()
+  }
+})
+
+test.serial('ready() waits for Gossip to hold a peer; with nobody answering it rejects ERR_DECCOM_NOT_READY at its timeout', async (t) => {
+  const first = await Node.create({ host, port: 0, stack: [new Gossip({ interval: 50 })] })
+  const second = await Node.create({ host, port: 0, stack: [new Gossip({ bootstrap: [first.address], interval: 50 })] })
+  const lonely = await Node.create({ host, port: 0, stack: [new Gossip({ bootstrap: ['127.0.0.1:9'], interval: 50 })] })
+  try {
+    await first.ready()
+    const discovered = once(second, 'peer:discovered')
+    await second.ready({ timeout: 5000 })
+    t.deepEqual(((await discovered) as [{ id: Buffer }])[0].id, first.id)
+    const t0 = Date.now()
+    await t.throwsAsync(lonely.ready({ timeout: 300 }), { code: 'ERR_DECCOM_NOT_READY' })
+    t.true(Date.now() - t0 < 1000)
+  } finally {
+    await Promise.all([first, second, lonely].map((node) => node.close()))
   }
 })

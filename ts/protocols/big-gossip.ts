@@ -24,6 +24,7 @@
  * Byte layout and test vectors: docs/wire.md#biggossip-tag-5; every datagram is encoded and decoded by
  * ts/wire/big-gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
+import { JoinGate } from './join-gate'
 import type { AbortOptions } from '../abort'
 import { throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
@@ -114,9 +115,12 @@ export class BigGossip extends Protocol {
   #selfHex = ''
   #record!: Buffer
 
+  readonly #gate = new JoinGate()
+
   constructor(opts: BigGossipOptions = {}) {
     super()
     this.#bootstrap = (opts.bootstrap ?? []).map((a) => toAddress(a))
+    if (this.#bootstrap.length === 0) this.#gate.open()
     this.#interval = opts.interval ?? 1000
     this.#pullFrom = opts.pullFrom ?? 3
     this.#k = Math.min(opts.k ?? 20, 63)
@@ -134,7 +138,16 @@ export class BigGossip extends Protocol {
     this.#timer = ctx.clock.setTimeout(this.#round, 0)
   }
 
+  /**
+   * Resolves once this layer holds its first peer (at once when it was given nobody to contact):
+   * `node.ready()` waits for it. Rejects with ERR_DECCOM_ABORTED, or ERR_DECCOM_CLOSED on stop.
+   */
+  ready(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.#gate.wait(opts.signal)
+  }
+
   override async stop(): Promise<void> {
+    this.#gate.close(this.name)
     this.#clock?.clearTimeout(this.#timer ?? undefined)
     this.#clock = null
   }
@@ -238,6 +251,7 @@ export class BigGossip extends Protocol {
     }
     if (direct && !k.connected) {
       k.connected = true
+      this.#gate.open()
       this.upper.onConnected(k.peer)
       for (const fn of this.#listeners) fn(k.peer)
     }

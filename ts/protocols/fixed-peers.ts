@@ -24,6 +24,7 @@
  * Records are decoded with the checked peer-record codec. Datagrams from addresses not in the list,
  * malformed ones, and records whose address is not the sender's are dropped and counted.
  */
+import { JoinGate } from './join-gate'
 import type { AbortOptions } from '../abort'
 import { raceSignal, throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
@@ -77,9 +78,12 @@ export class FixedPeers extends Protocol {
   #self: Address | null = null
   #tries = 0
 
+  readonly #gate = new JoinGate()
+
   constructor(opts: FixedPeersOptions) {
     super()
     this.#list = new Set((opts?.peers ?? []).map((a) => toAddress(a)))
+    if (this.#list.size === 0) this.#gate.open()
     this.#helloInterval = opts?.helloInterval ?? 1000
     this.#helloRetries = opts?.helloRetries ?? 10
   }
@@ -92,7 +96,16 @@ export class FixedPeers extends Protocol {
     this.#hello()
   }
 
+  /**
+   * Resolves once this layer holds its first peer (at once when it was given nobody to contact):
+   * `node.ready()` waits for it. Rejects with ERR_DECCOM_ABORTED, or ERR_DECCOM_CLOSED on stop.
+   */
+  ready(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.#gate.wait(opts.signal)
+  }
+
   override async stop(): Promise<void> {
+    this.#gate.close(this.name)
     this.#clock?.clearTimeout(this.#timer ?? undefined)
     this.#timer = null
     this.#clock = null
@@ -191,6 +204,7 @@ export class FixedPeers extends Protocol {
   }
 
   #emit(event: 'connected' | 'disconnected', p: Peer): void {
+    if (event === 'connected') this.#gate.open()
     if (event === 'connected') this.upper.onConnected(p)
     else this.upper.onDisconnected(p)
     for (const fn of this.#listeners.get(event) ?? []) {

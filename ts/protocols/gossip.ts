@@ -30,6 +30,7 @@
  * Byte layout and test vectors: docs/wire.md#gossip-tag-8; every datagram is encoded and decoded by
  * ts/wire/gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
+import { JoinGate } from './join-gate'
 import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
@@ -152,9 +153,12 @@ export class Gossip extends Protocol {
   #selfHex = ''
   #record!: Buffer
 
+  readonly #gate = new JoinGate()
+
   constructor(opts: GossipOptions = {}) {
     super()
     this.#bootstrap = (opts.bootstrap ?? []).map((a) => toAddress(a))
+    if (this.#bootstrap.length === 0) this.#gate.open()
     this.#o = {
       interval: opts.interval ?? 1000,
       fanout: opts.fanout ?? 3,
@@ -181,7 +185,16 @@ export class Gossip extends Protocol {
     this.#pingTimer = ctx.clock.setTimeout(this.#pingRound, this.#o.pingInterval)
   }
 
+  /**
+   * Resolves once this layer holds its first peer (at once when it was given nobody to contact):
+   * `node.ready()` waits for it. Rejects with ERR_DECCOM_ABORTED, or ERR_DECCOM_CLOSED on stop.
+   */
+  ready(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.#gate.wait(opts.signal)
+  }
+
   override async stop(): Promise<void> {
+    this.#gate.close(this.name)
     const c = this.#clock
     if (!c) return
     c.clearTimeout(this.#timer ?? undefined)
@@ -375,6 +388,7 @@ export class Gossip extends Protocol {
     k.connected = true
     this.#log(this.#joined ? 'peer %s connected at %s' : 'joined: first peer %s at %s', k.peer.id!.toString('hex', 0, 4), k.peer.address.key)
     this.#joined = true
+    this.#gate.open()
     this.upper.onConnected(k.peer)
     for (const fn of this.#listeners.get('connected') ?? []) fn(k.peer)
   }
