@@ -336,3 +336,31 @@ test.serial('ready() waits for Gossip to hold a peer; with nobody answering it r
     await Promise.all([first, second, lonely].map((node) => node.close()))
   }
 })
+
+test.serial("a listener that throws on network input reaches 'error', and the node keeps working", async (t) => {
+  const a = await Node.create({ host, port: 0, stack: [new ReliableUdp()] })
+  const b = await Node.create({ host, port: 0, stack: [new ReliableUdp()] })
+  try {
+    const errors: Error[] = []
+    b.on('error', (e) => errors.push(e))
+    b.once('message', () => {
+      throw new Error('listener bug')
+    })
+    b.once('connection', () => {
+      throw new Error('another listener bug')
+    })
+    await a.send(b.address, Buffer.from('one'))
+    const conn = await a.connect(b.address)
+    const second = once(b, 'message')
+    await a.send(b.address, Buffer.from('two'))
+    t.is(((await second) as [unknown, Buffer])[1].toString(), 'two')
+    t.deepEqual(errors.map((e) => e.message), ['listener bug', 'another listener bug'])
+    t.is(b.stats().app?.handler_errors, 2)
+    const s = await conn.openStream()
+    s.end('still works')
+    t.pass()
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

@@ -110,7 +110,7 @@ class Application extends Protocol {
     if (tag === TAG_CONN) return this.node.connectionFrame(from, data)
     if (tag !== TAG_APP) return this.count('dropped_unknown_tag')
     this.count('received')
-    this.node.emit('message', from instanceof Peer ? from : this.#peer(from), data)
+    this.node.emitFromNetwork('message', from instanceof Peer ? from : this.#peer(from), data)
   }
 
   #peer(addr: Address): Peer {
@@ -199,11 +199,30 @@ export class Node extends EventEmitter<NodeEvents> {
         authenticate: this.#authenticator() ? (peer, signal) => this.#authenticator()!.authenticate(peer, { signal }) : undefined,
         tcp,
         punch: punch ? (target, via, signal) => (via === undefined ? punch.connect(target, { signal }) : punch.connect(target, via, { signal })) : undefined,
-        accept: (conn) => this.emit('connection', conn),
+        accept: (conn) => this.emitFromNetwork('connection', conn),
         count: (name, n = 1) => (this.#app.counters[`connections_${name}`] = (this.#app.counters[`connections_${name}`] ?? 0) + n),
       },
       opts,
     )
+  }
+
+  /**
+   * Emits an event whose cause is network input: an exception from a listener must not unwind
+   * into the layer that delivered the datagram. It goes to `'error'` listeners, or, without any,
+   * is thrown on its own (an uncaught exception, as from any event listener).
+   */
+  /** @internal */
+  emitFromNetwork<K extends 'message' | 'connection' | 'peer:discovered' | 'peer:lost'>(event: K, ...args: NodeEvents[K]): void {
+    try {
+      ;(this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args)
+    } catch (e) {
+      this.#app.counters.handler_errors = (this.#app.counters.handler_errors ?? 0) + 1
+      if (this.listenerCount('error') > 0) this.emit('error', e as Error)
+      else
+        queueMicrotask(() => {
+          throw e
+        })
+    }
   }
 
   /** Listens to the discovery layers (peer:discovered / peer:lost) and the TcpTransport (connection frames). */
@@ -212,8 +231,8 @@ export class Node extends EventEmitter<NodeEvents> {
       const l = layer as Protocol & Partial<EventSource>
       if (typeof l.on !== 'function' || typeof l.off !== 'function') continue
       if (this.stack.provider('findPeer') === layer || (layer.constructor as typeof Protocol).provides.includes('findPeer')) {
-        const found = (p: Peer): void => void this.emit('peer:discovered', p)
-        const lost = (p: Peer): void => void this.emit('peer:lost', p)
+        const found = (p: Peer): void => this.emitFromNetwork('peer:discovered', p)
+        const lost = (p: Peer): void => this.emitFromNetwork('peer:lost', p)
         l.on('connected', found)
         l.on('disconnected', lost)
         this.#unsubscribe.push(() => {
