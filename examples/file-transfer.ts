@@ -9,7 +9,7 @@
 // Run: npx ava __test__/examples.spec.ts  (compiles it to .tmp/examples/file-transfer.mjs and runs it
 // with the default size, small enough for CI)
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createReadStream, createWriteStream, rmSync } from 'node:fs'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -103,6 +103,11 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
 const dir = await mkdtemp(join(tmpdir(), 'deccom-file-transfer-'))
 const source = join(dir, 'source.bin')
 const received = join(dir, 'received.bin')
+// Interrupted (Ctrl-C) during a big transfer: the temporary files go too.
+process.once('SIGINT', () => {
+  rmSync(dir, { recursive: true, force: true })
+  process.exit(130)
+})
 const net = { host: '127.0.0.1', port: 0, recvBufferSize: 4 * MiB, sendBufferSize: 4 * MiB }
 const sender = await Node.create({ ...net, stack: [new ReliableUdp(), new Noise()] })
 const receiver = await Node.create({ ...net, stack: [new ReliableUdp(), new Noise()] })
