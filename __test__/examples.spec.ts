@@ -6,7 +6,7 @@
  * .tmp/examples/<name>.mjs, and that output runs. Adding an example is adding a file.
  */
 import test from 'ava'
-import { readdirSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import ts from 'typescript'
 import { type CompileError, compile, format, outputOf, root, run } from './types/tsc'
@@ -63,3 +63,30 @@ for (const file of typed) {
     t.is(code, 0)
   })
 }
+
+test('examples/file-transfer.ts --size 1000003: an odd-sized file arrives byte-exact, progress reaches 100 %, the temporary files are removed', async (t) => {
+  const file = 'file-transfer.ts'
+  t.true(typed.includes(file))
+  const errors = compiledOnce().get(join(dir, file)) ?? []
+  t.is(errors.length, 0, format(errors))
+  if (errors.length > 0) return
+  const { code, out, timedOut } = await run(outputOf(join(dir, file), outDir, dir), 60_000, ['--size', '1000003'])
+  if (code !== 0) t.log(out)
+  t.false(timedOut)
+  t.is(code, 0)
+  t.regex(out, /writing 1\.0 MiB/)
+  t.regex(out, /the digests match/)
+  // Not a terminal: one progress line per quarter passed, the last one at 100 %.
+  t.regex(out, /^100% {2}1\.0\/1\.0 MiB acknowledged/m)
+  const removed = /^removed (.+)$/m.exec(out)?.[1]
+  t.truthy(removed)
+  t.false(existsSync(removed!), 'the temporary directory is gone')
+})
+
+test('examples/file-transfer.ts rejects a malformed --size with exit code 2', async (t) => {
+  const file = 'file-transfer.ts'
+  t.is((compiledOnce().get(join(dir, file)) ?? []).length, 0)
+  const { code, out } = await run(outputOf(join(dir, file), outDir, dir), 60_000, ['--size', '12 parsecs'])
+  t.is(code, 2)
+  t.regex(out, /usage: file-transfer/)
+})

@@ -77,10 +77,10 @@ export function outputOf(file: string, outDir: string, rootDir = root): string {
   return join(outDir, rel.replace(/\.ts$/, '.mjs'))
 }
 
-/** Runs `node file` from the package root, killed after `ms`; resolves with its exit code and output. */
-export function run(file: string, ms: number): Promise<{ code: number | null; out: string; timedOut: boolean }> {
+/** Runs `node file ...args` from the package root, killed after `ms`; resolves with its exit code and output. */
+export function run(file: string, ms: number, args: string[] = []): Promise<{ code: number | null; out: string; timedOut: boolean }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [file, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let timedOut = false
     child.stdout.on('data', (d) => (out += d))
