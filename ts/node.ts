@@ -107,7 +107,8 @@ class Application extends Protocol {
   }
 
   onMessage(from: Address | Peer, data: Buffer, tag: number): void {
-    if (tag === TAG_CONN) return this.node.connectionFrame(from, data)
+    // Connection frames travel in reliable messages only: without a reliable layer, tag 12 is unknown.
+    if (tag === TAG_CONN && this.node.connectionFrame(from, data)) return
     if (tag !== TAG_APP) return this.count('dropped_unknown_tag')
     this.count('received')
     this.node.emitFromNetwork('message', from instanceof Peer ? from : this.#peer(from), data)
@@ -134,6 +135,8 @@ export class Node extends EventEmitter<NodeEvents> {
   #state: 'new' | 'running' | 'closing' | 'closed' = 'new'
   #closing: Promise<void> | null = null
   readonly #connections: Connections
+  /** The stack has a ReliableUdp layer (connection frames arrive as reliable messages). */
+  readonly #reliable: boolean
   #ready: Promise<void> | null = null
   readonly #unsubscribe: (() => void)[] = []
 
@@ -160,6 +163,7 @@ export class Node extends EventEmitter<NodeEvents> {
     this.stack.build()
     this.#transport = layers[layers.length - 1] as Protocol & TransportLike
     this.#clock = opts.clock ?? realClock
+    this.#reliable = this.stack.find(ReliableUdp) !== undefined
     this.#connections = this.#makeConnections(opts.connections)
   }
 
@@ -304,10 +308,14 @@ export class Node extends EventEmitter<NodeEvents> {
     return this.#connections.list()
   }
 
-  /** @internal A connection frame (reliable message of tag 12) from the application layer. */
-  connectionFrame(from: Address | Peer, data: Buffer): void {
-    if (this.#state !== 'running') return
-    this.#connections.onMessage(from, data)
+  /**
+   * @internal A connection frame (reliable message of tag 12) from the application layer; false
+   * when the stack has no reliable layer (then no frame of tag 12 is one).
+   */
+  connectionFrame(from: Address | Peer, data: Buffer): boolean {
+    if (!this.#reliable) return false
+    if (this.#state === 'running') this.#connections.onMessage(from, data)
+    return true
   }
 
   /** The node id (SHA-256 of the public identity). */

@@ -299,8 +299,7 @@ export class Connections implements Budget {
   /** A reliable message of tag 12 from `from` (a Peer when Noise authenticated it). */
   onMessage(from: Address | Peer, data: Buffer): void {
     const addr = from instanceof Peer ? from.address : from
-    const send = this.#host.sendMessage
-    if (!send) return this.#host.count('dropped_no_reliable_layer')
+    const send = this.#host.sendMessage!
     const key = udpKey(addr)
     this.#onFrame(key, data, from instanceof Peer ? from : new Peer(addr), () => ({ path: 'direct', carrier: { send: (f) => send(addr, f), maxInFlight: Infinity } }))
   }

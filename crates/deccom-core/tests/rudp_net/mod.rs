@@ -22,6 +22,9 @@ pub struct Link {
     pub reorder_delay: Duration,
     /// The receiving end is dead: everything is dropped.
     pub down: bool,
+    /// Bytes the bottleneck (`bandwidth`) queue holds; a datagram that does not fit is dropped
+    /// (tail drop) and counted in [`Net::buffer_drops`]. `None` = unbounded.
+    pub buffer: Option<usize>,
 }
 
 impl Default for Link {
@@ -34,6 +37,7 @@ impl Default for Link {
             reorder: 0.0,
             reorder_delay: 5 * MS,
             down: false,
+            buffer: None,
         }
     }
 }
@@ -83,6 +87,10 @@ pub struct Net {
     /// Checked after every step.
     pub max_reassembly_seen: Vec<usize>,
     pub stuck: u32,
+    /// Datagrams dropped because a link's bottleneck buffer was full, with the time of each.
+    pub buffer_drops: Vec<Duration>,
+    /// The most bytes queued at any bottleneck.
+    pub max_queued: usize,
 }
 
 pub fn hash(bytes: &[u8]) -> u64 {
@@ -115,6 +123,8 @@ impl Net {
             buf: Vec::new(),
             max_reassembly_seen: vec![0; n],
             stuck: 0,
+            buffer_drops: Vec::new(),
+            max_queued: 0,
         }
     }
 
@@ -162,8 +172,17 @@ impl Net {
         }
         let mut depart = self.now;
         if let Some(bw) = link.bandwidth {
-            let busy = self.busy_until.entry((from, to)).or_insert(self.now);
-            let start = (*busy).max(self.now);
+            let now = self.now;
+            let busy = self.busy_until.entry((from, to)).or_insert(now);
+            let start = (*busy).max(now);
+            let queued = ((start - now).as_nanos() * u128::from(bw) / 1_000_000_000) as usize;
+            if link.buffer.is_some_and(|b| queued + datagram.len() > b) {
+                let at = now - self.base;
+                self.buffer_drops.push(at);
+                return;
+            }
+            self.max_queued = self.max_queued.max(queued + datagram.len());
+            let busy = self.busy_until.get_mut(&(from, to)).expect("just inserted");
             let tx = Duration::from_nanos(datagram.len() as u64 * 1_000_000_000 / bw);
             *busy = start + tx;
             depart = start + tx;

@@ -41,7 +41,10 @@ pub struct Config {
     pub initial_window: u32,
     /// Largest congestion window in datagrams (default 65536).
     pub max_window: u32,
-    /// Datagrams a peer may have in flight to us, advertised in every ACK (default 65536).
+    /// Datagrams a peer may have in flight to us, advertised in every ACK (default 65536). A
+    /// driver with a socket sets it from the socket's receive buffer
+    /// ([`receive_window_for_socket_buffer`]): a peer then never has more in flight than the
+    /// buffer holds, so it cannot overflow it however far its congestion window grows.
     pub receive_window: u32,
     /// Longest an acknowledgement is delayed (default 2 ms). Peers are assumed to use the same
     /// value (it enters the probe timeout).
@@ -52,6 +55,25 @@ pub struct Config {
     /// outgoing messages or partial messages is evicted; if there is none, new peers are
     /// refused.
     pub max_peers: usize,
+}
+
+/// Kernel memory one received datagram of `segment_payload` bytes costs in a socket's receive
+/// buffer (Linux charges `skb->truesize`: the power-of-two data allocation, which also holds the
+/// headers and the shared info, plus the `sk_buff` itself): 2304 bytes for 1200-byte segments.
+#[must_use]
+pub fn datagram_truesize(segment_payload: usize) -> usize {
+    const HEADERS_AND_SHARED_INFO: usize = 64 + 320;
+    const SK_BUFF: usize = 256;
+    (segment_payload + HEADERS_AND_SHARED_INFO).next_power_of_two() + SK_BUFF
+}
+
+/// The receive window (in datagrams) a socket whose receive buffer is `rcvbuf` bytes (as
+/// `getsockopt(SO_RCVBUF)` reports it, which on Linux already includes the kernel's doubling)
+/// absorbs without dropping: `rcvbuf / truesize`, at least 16 and at most 65536.
+#[must_use]
+pub fn receive_window_for_socket_buffer(rcvbuf: usize, segment_payload: usize) -> u32 {
+    let n = rcvbuf / datagram_truesize(segment_payload).max(1);
+    u32::try_from(n).unwrap_or(u32::MAX).clamp(16, 65_536)
 }
 
 impl Default for Config {

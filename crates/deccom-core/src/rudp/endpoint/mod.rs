@@ -38,7 +38,7 @@ mod send;
 mod tests;
 mod timers;
 
-pub use self::config::{Config, Stats};
+pub use self::config::{datagram_truesize, receive_window_for_socket_buffer, Config, Stats};
 use self::hasher::FxBuild;
 pub use self::payload::Payload;
 use self::peer::{Cx, EpochCheck, Peer};
