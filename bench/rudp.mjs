@@ -4,7 +4,12 @@
 // encrypted transfer: deccom [ReliableUdp, Noise (encrypt)] — Noise sealing every segment in the socket thread — vs @hyperswarm/secret-stream over an
 // udx-native stream and over TCP.
 //
-//   node bench/rudp.mjs [--mib=256] [--small=10000] [--loss=5] [--parts=bulk,lossy,small,secure] [--impls=deccom,udx,tcp]
+//   node bench/rudp.mjs [--mib=256] [--small=10000] [--loss=5] [--parts=bulk,lossy,lossy1,small,secure] [--impls=deccom,udx,tcp]
+//                       [--runs=N] [--busy]
+//
+// --runs alternates the implementations N times (each run in the other order) and prints
+// min/median/max of each figure and of the per-run ratios; --busy adds a CPU hog (a spinning child
+// process) for the whole measurement. `lossy1` is the same transfer with 1 % loss.
 //
 // Peers come from bench/package.json (`npm install --prefix bench`); missing peers are skipped.
 // The sender's clock starts at the first send and stops when the receiver reports (over IPC) that
@@ -106,12 +111,13 @@ function pick (s) {
 }
 
 // ---------------- sender (parent) ----------------
-async function run (impl, part) {
-  const lossy = part === 'lossy'
+async function runOne (impl, part) {
+  const lossy = part === 'lossy' || part === 'lossy1'
+  const lossRate = part === 'lossy1' ? 0.01 : LOSS
   const small = part === 'small'
   const secure = part === 'secure'
   const total = small ? SMALL * 1024 : MIB * 1024 * 1024
-  const args = ['--role=recv', `--impl=${impl}`, `--bytes=${total}`, `--messages=${small && impl === 'deccom' ? SMALL : 0}`, `--loss=${lossy ? LOSS : 0}`, `--secure=${secure}`]
+  const args = ['--role=recv', `--impl=${impl}`, `--bytes=${total}`, `--messages=${small && impl === 'deccom' ? SMALL : 0}`, `--loss=${lossy ? lossRate : 0}`, `--secure=${secure}`]
   const child = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const killer = setTimeout(() => child.kill('SIGKILL'), 300_000)
   const messages = []
@@ -130,7 +136,7 @@ async function run (impl, part) {
     if (impl === 'deccom') {
       const { Node, Identity, ReliableUdp, FaultyTransport, Noise } = await deccom()
       const stack = secure ? [new ReliableUdp(), new Noise({ mode: 'encrypt' })] : [new ReliableUdp()]
-      if (lossy) stack.push(new FaultyTransport({ seed: 1, drop: LOSS, direction: 'receive' }))
+      if (lossy) stack.push(new FaultyTransport({ seed: 1, drop: lossRate, direction: 'receive' }))
       const node = await Node.create({ identity: secure ? Identity.generate() : Identity.fromString('sender'), host: HOST, recvBufferSize: 8 << 20, sendBufferSize: 8 << 20, stack })
       closeSender = () => node.close()
       const to = `${HOST}:${ready.port}`
@@ -206,54 +212,94 @@ function secureAvailable () {
   try { require.resolve('@hyperswarm/secret-stream'); return true } catch { return false }
 }
 
+/** A CPU hog (`--busy`): a child process spinning on one core until told to stop (bounded). */
+function startHog () {
+  const child = fork(fileURLToPath(import.meta.url), ['--role=hog'], { stdio: 'ignore' })
+  return () => child.kill('SIGKILL')
+}
+
+function hog () {
+  hardLimit(1_800_000, 'rudp bench hog')
+  process.on('disconnect', () => process.exit(0))
+  const spin = () => { const end = Date.now() + 50; while (Date.now() < end) { /* spin */ } setImmediate(spin) }
+  spin()
+}
+
+const stat = (xs) => {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (v.length === 0) return null
+  return { min: v[0], median: v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2, max: v[v.length - 1], n: v.length }
+}
+const fmt = (x, d = 1) => (x === null || x === undefined ? '–' : x.toFixed(d))
+const range = (st, d = 1, unit = '') => (st ? `${fmt(st.min, d)}${unit} / ${fmt(st.median, d)}${unit} / ${fmt(st.max, d)}${unit}` : '–')
+
 async function main () {
-  hardLimit(1_800_000, 'rudp bench')
+  hardLimit(3_600_000, 'rudp bench')
+  const runs = Number(flags.runs ?? 1)
   const parts = (flags.parts ?? 'bulk,lossy,small,secure').split(',')
   const impls = (flags.impls ?? 'deccom,udx,tcp').split(',').filter((i) => {
     if (available(i)) return true
     console.error(`(skipping ${i}: run "npm install --prefix bench" to install it)`)
     return false
   })
+  const stopHog = flags.busy === 'true' ? startHog() : () => {}
   const results = []
-  for (const part of parts) {
-    for (const impl of impls) {
-      if (part === 'lossy' && impl !== 'deccom') continue // peers have no built-in drop hook
-      if (part === 'small' && impl === 'tcp') continue
-      if (part === 'secure' && impl !== 'deccom' && !secureAvailable()) continue
-      try {
-        const r = await run(impl, part)
-        results.push(r)
-        console.error(`${impl} ${part}: ${r.mbps.toFixed(1)} MB/s${r.msgps ? `, ${Math.round(r.msgps)} messages/s` : ''} ${JSON.stringify({ receiver: r.receiver, sender: r.sender })}`)
-      } catch (e) {
-        console.error(`${impl} ${part} failed: ${e.message}`)
+  try {
+    for (let run = 0; run < runs; run++) {
+      // Alternate: each run visits the implementations in the other order.
+      const order = run % 2 === 0 ? impls : [...impls].reverse()
+      for (const part of parts) {
+        for (const impl of order) {
+          if ((part === 'lossy' || part === 'lossy1') && impl !== 'deccom') continue // peers have no built-in drop hook
+          if (part === 'small' && impl === 'tcp') continue
+          if (part === 'secure' && impl !== 'deccom' && !secureAvailable()) continue
+          try {
+            const r = await runOne(impl, part)
+            r.run = run
+            results.push(r)
+            console.error(`run ${run + 1}/${runs} ${impl} ${part}: ${r.mbps.toFixed(1)} MB/s${r.msgps ? `, ${Math.round(r.msgps)} messages/s` : ''} ${JSON.stringify({ receiver: r.receiver, sender: r.sender })}`)
+          } catch (e) {
+            console.error(`run ${run + 1}/${runs} ${impl} ${part} failed: ${e.message}`)
+          }
+        }
       }
     }
+  } finally {
+    stopHog()
   }
-  const get = (impl, part) => results.find((r) => r.impl === impl && r.part === part)
-  const d = get('deccom', 'bulk')
-  const u = get('udx', 'bulk')
-  const t = get('tcp', 'bulk')
-  const l = get('deccom', 'lossy')
-  const ratio = (a, b) => (a && b ? (a.mbps / b.mbps).toFixed(2) + '×' : '–')
-  console.log(`\nOne ${MIB} MiB message over 127.0.0.1, sender and receiver in separate processes (MB/s)\n`)
+  const of = (impl, part) => results.filter((r) => r.impl === impl && r.part === part)
+  const mbps = (impl, part) => stat(of(impl, part).map((r) => r.mbps))
+  /** Per-run ratios a/b (same run index), then their min/median/max. */
+  const ratios = (ia, pa, ib, pb, key = 'mbps') => stat(of(ia, pa).map((a) => { const b = of(ib, pb).find((x) => x.run === a.run); return b ? a[key] / b[key] : NaN }))
+  console.log(`
+${runs} run(s)${flags.busy === 'true' ? ', with a CPU hog on one core' : ''}; figures are min / median / max; ratios are taken per run, then min / median / max.`)
+  console.log(`
+One ${MIB} MiB message over 127.0.0.1, sender and receiver in separate processes (MB/s)
+`)
   console.log('| deccom ReliableUdp | udx-native stream | node:net TCP | deccom / udx | deccom / TCP |')
   console.log('| ---: | ---: | ---: | ---: | ---: |')
-  console.log(`| ${d?.mbps.toFixed(1) ?? '–'} | ${u?.mbps.toFixed(1) ?? '–'} | ${t?.mbps.toFixed(1) ?? '–'} | ${ratio(d, u)} | ${ratio(d, t)} |`)
-  if (l) console.log(`\nWith ${LOSS * 100}% random loss on receive at both deccom nodes: ${l.mbps.toFixed(1)} MB/s = ${ratio(l, d)} of the loss-free figure`)
-  const de = get('deccom', 'secure')
-  const ue = get('udx', 'secure')
-  const te = get('tcp', 'secure')
-  if (de || ue || te) {
+  console.log(`| ${range(mbps('deccom', 'bulk'))} | ${range(mbps('udx', 'bulk'))} | ${range(mbps('tcp', 'bulk'))} | ${range(ratios('deccom', 'bulk', 'udx', 'bulk'), 2, '×')} | ${range(ratios('deccom', 'bulk', 'tcp', 'bulk'), 2, '×')} |`)
+  const dt = mbps('deccom', 'bulk')
+  const tt = mbps('tcp', 'bulk')
+  if (dt && tt) console.log(`
+Slowest deccom run / slowest TCP run: ${(dt.min / tt.min).toFixed(2)}×`)
+  const retx = stat(of('deccom', 'bulk').map((r) => (100 * (r.sender.rudp_retransmits ?? 0)) / (r.sender.txDatagrams || 1)))
+  if (retx) console.log(`Retransmitted datagrams, loss-free deccom bulk: ${range(retx, 2, ' %')} of the datagrams sent`)
+  for (const [part, pct] of [['lossy', LOSS * 100], ['lossy1', 1]]) {
+    const l = mbps('deccom', part)
+    if (l) console.log(`With ${pct}% random loss on receive at both deccom nodes: ${range(l)} MB/s; per run, of the loss-free figure: ${range(ratios('deccom', part, 'deccom', 'bulk'), 2, '×')}`)
+  }
+  if (of('deccom', 'secure').length + of('udx', 'secure').length + of('tcp', 'secure').length > 0) {
     console.log(`\nEncrypted: one ${MIB} MiB message, deccom [ReliableUdp, Noise encrypt] (native) vs @hyperswarm/secret-stream (MB/s)\n`)
     console.log('| deccom ReliableUdp over Noise | secret-stream over udx | secret-stream over TCP | deccom / ss-udx | deccom / ss-TCP |')
     console.log('| ---: | ---: | ---: | ---: | ---: |')
-    console.log(`| ${de?.mbps.toFixed(1) ?? '–'} | ${ue?.mbps.toFixed(1) ?? '–'} | ${te?.mbps.toFixed(1) ?? '–'} | ${ratio(de, ue)} | ${ratio(de, te)} |`)
+    console.log(`| ${range(mbps('deccom', 'secure'))} | ${range(mbps('udx', 'secure'))} | ${range(mbps('tcp', 'secure'))} | ${range(ratios('deccom', 'secure', 'udx', 'secure'), 2, '×')} | ${range(ratios('deccom', 'secure', 'tcp', 'secure'), 2, '×')} |`)
   }
-  const ds = get('deccom', 'small')
-  const us = get('udx', 'small')
-  if (ds) console.log(`\n${SMALL} messages of 1 KiB: deccom ${Math.round(ds.msgps)} messages/s (each acknowledged); udx-native stream ${us ? Math.round(us.msgps) + ' writes/s' : '–'}; ratio ${us ? (ds.msgps / us.msgps).toFixed(2) + '×' : '–'}`)
+  const ds = stat(of('deccom', 'small').map((r) => r.msgps))
+  if (ds) console.log(`\n${SMALL} messages of 1 KiB: deccom ${range(ds, 0)} messages/s (each acknowledged); udx-native stream ${range(stat(of('udx', 'small').map((r) => r.msgps)), 0)} writes/s; ratio ${range(ratios('deccom', 'small', 'udx', 'small', 'msgps'), 2, '×')}`)
   if (flags.json) fs.writeFileSync(flags.json, JSON.stringify(results, null, 2))
 }
 
 if (flags.role === 'recv') await receiver()
+else if (flags.role === 'hog') hog()
 else { await main(); process.exit(0) }
