@@ -1,12 +1,14 @@
-//! Test vectors of every Rust-implemented wire format (`test-vectors/*.json`, specified in
+//! Test vectors of every wire format deccom-core implements (`test-vectors/*.json`, specified in
 //! `docs/wire.md`).
 //!
 //! `vectors_decode_and_reencode` checks that every valid vector decodes to its recorded fields and
-//! re-encodes byte-exact, and that every invalid one is rejected with the recorded error;
+//! re-encodes byte-exact, and that every invalid one is rejected with the recorded error (for the
+//! formats in `formats::checked()`, connection frames, the files come from `scripts/gen-vectors.mjs`
+//! and the TypeScript codecs: both implementations check the same bytes);
 //! `noise_transcripts_regenerate` replays the XX and IK handshakes from the recorded seeds and
 //! compares every datagram byte for byte.
 //!
-//! The JSON files were generated once from this implementation with
+//! The other JSON files were generated once from this implementation with
 //! `cargo test -p deccom-core --test vectors -- --ignored generate_test_vectors` and then checked
 //! by hand against `docs/wire.md`. Regenerate only on a deliberate format change.
 
@@ -31,32 +33,38 @@ fn load(name: &str) -> Json {
 
 #[test]
 fn vectors_decode_and_reencode() {
-    let mut checked = 0;
-    for f in formats::all() {
-        let file = load(f.file);
-        assert_eq!(file.at("format").as_str(), f.file);
-        let valid = file.at("valid").as_arr();
-        let invalid = file.at("invalid").as_arr();
-        assert!(!valid.is_empty() && !invalid.is_empty(), "{}: no vectors", f.file);
-        for v in valid {
-            let name = v.at("name").as_str();
-            let bytes = v.at("hex").bytes();
-            let (fields, again) = (f.decode)(&bytes).unwrap_or_else(|e| panic!("{}/{name}: rejected: {e}", f.file));
-            assert!(fields.same(v.at("fields")), "{}/{name}: decoded fields differ:\n{}\nvs\n{}", f.file, fields.pretty(), v.at("fields").pretty());
-            assert_eq!(json::hex(&again), json::hex(&bytes), "{}/{name}: re-encoding differs", f.file);
-            checked += 1;
-        }
-        for v in invalid {
-            let name = v.at("name").as_str();
-            let bytes = v.at("hex").bytes();
-            match (f.decode)(&bytes) {
-                Ok((fields, _)) => panic!("{}/{name}: accepted as {}", f.file, fields.pretty()),
-                Err(e) => assert_eq!(e, v.at("error").as_str(), "{}/{name}: wrong error", f.file),
-            }
-            checked += 1;
+    let generated = formats::all().into_iter().map(|f| (f.file, f.decode));
+    let checked = formats::checked().into_iter().map(|f| (f.file, f.decode));
+    let mut count = 0;
+    for (file, decode) in generated.chain(checked) {
+        count += check_file(file, decode);
+    }
+    assert!(count > 120, "only {count} vectors");
+}
+
+/// Checks every vector of `test-vectors/<file>.json` with `decode`; returns how many there were.
+fn check_file(file: &str, decode: fn(&[u8]) -> formats::Decoded) -> usize {
+    let json = load(file);
+    assert_eq!(json.at("format").as_str(), file);
+    let valid = json.at("valid").as_arr();
+    let invalid = json.at("invalid").as_arr();
+    assert!(!valid.is_empty() && !invalid.is_empty(), "{file}: no vectors");
+    for v in valid {
+        let name = v.at("name").as_str();
+        let bytes = v.at("hex").bytes();
+        let (fields, again) = decode(&bytes).unwrap_or_else(|e| panic!("{file}/{name}: rejected: {e}"));
+        assert!(fields.same(v.at("fields")), "{file}/{name}: decoded fields differ:\n{}\nvs\n{}", fields.pretty(), v.at("fields").pretty());
+        assert_eq!(json::hex(&again), json::hex(&bytes), "{file}/{name}: re-encoding differs");
+    }
+    for v in invalid {
+        let name = v.at("name").as_str();
+        let bytes = v.at("hex").bytes();
+        match decode(&bytes) {
+            Ok((fields, _)) => panic!("{file}/{name}: accepted as {}", fields.pretty()),
+            Err(e) => assert_eq!(e, v.at("error").as_str(), "{file}/{name}: wrong error"),
         }
     }
-    assert!(checked > 50, "only {checked} vectors");
+    valid.len() + invalid.len()
 }
 
 #[test]

@@ -14,6 +14,7 @@ use deccom_core::noise::frame;
 use deccom_core::noise::wire as nwire;
 use deccom_core::rudp::wire::{self as rwire, AckFrame, DataHeader};
 use deccom_core::wire::encode_raw_addr;
+use deccom_core::wire::mux::{Hello, MuxFrame};
 use deccom_core::PeerRecord;
 
 /// The `"hex": "..."` values of one vector file.
@@ -62,6 +63,7 @@ fn main() {
         ("noise-handshake.json", &["noise_wire"]),
         ("noise-frame.json", &["noise_frame"]),
         ("kad.json", &["kad_wire"]),
+        ("connection.json", &["mux_decode"]),
     ] {
         for v in hex_values(&vectors.join(file)) {
             for t in targets {
@@ -151,6 +153,31 @@ fn main() {
         nodes: vec![rec.clone()],
     };
     out.put("kad_wire", &nodes.encode());
+
+    for f in [
+        MuxFrame::Hello(Hello {
+            nonce: [9; 8],
+            echo: [1, 2, 3, 4, 5, 6, 7, 8],
+            max_streams: 100,
+            max_data: 1 << 20,
+            stream_window: 1 << 16,
+        }),
+        MuxFrame::Data {
+            stream: 5,
+            offset: (1 << 53) - 4,
+            fin: true,
+            data: b"end",
+        },
+        MuxFrame::Reset {
+            stream: 4,
+            code: 7,
+            finished: true,
+            final_size: 300,
+        },
+        MuxFrame::Message { data: &[0; 64] },
+    ] {
+        out.put("mux_decode", &f.to_vec());
+    }
 
     // Round trips: one of each kind (selector byte, then zeros/ones for the fields).
     for kind in 0..8u8 {

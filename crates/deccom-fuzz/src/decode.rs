@@ -9,6 +9,7 @@ use deccom_core::kad::wire::{encode_find_node, Message};
 use deccom_core::noise::frame;
 use deccom_core::noise::wire::{self as nwire, Packet};
 use deccom_core::rudp::wire::{self as rwire, Datagram};
+use deccom_core::wire::mux::{self, MuxFrame};
 use deccom_core::wire::peer_record::PeerRecord;
 use deccom_core::wire::{
     decode_raw_addr, decode_socket_addr, encode_raw_addr, encode_socket_addr,
@@ -244,4 +245,31 @@ pub fn records(data: &[u8]) {
             }
         }
     }
+}
+
+/// Connection frames (`wire/mux.rs`): decode, check the invariants a decoded frame promises the
+/// connection layer, re-encode and compare (the format is canonical).
+pub fn mux_decode(data: &[u8]) {
+    let Ok(f) = mux::decode(data) else {
+        return;
+    };
+    match f {
+        MuxFrame::Hello(h) => assert_ne!(h.nonce, [0; 8]),
+        MuxFrame::Data { stream, offset, data: payload, .. } => {
+            assert!(stream != 0 && offset + payload.len() as u64 <= mux::MAX_SAFE);
+            assert_eq!(payload.len() + mux::DATA_HEADER_LEN, data.len());
+        }
+        MuxFrame::MaxData { max, .. } => assert!(max <= mux::MAX_SAFE),
+        MuxFrame::Reset { stream, final_size, .. } => {
+            assert!(stream != 0 && final_size <= mux::MAX_SAFE)
+        }
+        MuxFrame::MaxStreams { .. } | MuxFrame::Close { .. } | MuxFrame::Message { .. } => {}
+    }
+    assert_eq!(f.kind(), data[0]);
+    assert_eq!(f.encoded_len(), data.len());
+    assert_eq!(
+        f.to_vec(),
+        data,
+        "a decoded connection frame re-encodes to its bytes"
+    );
 }

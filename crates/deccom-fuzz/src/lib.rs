@@ -11,6 +11,7 @@
 //! | `noise_wire`     | one Noise datagram: decode, re-encode, compare                           |
 //! | `noise_frame`    | one Noise frame: decode, re-encode, compare                              |
 //! | `kad_wire`       | one Kademlia message: decode, re-encode, compare                         |
+//! | `mux_decode`     | one connection frame (tag 12): decode, check, re-encode, compare         |
 //! | `records`        | selector byte, then a peer record / identity / address / key file        |
 //! | `roundtrip`      | a description of values: encode, decode, compare (`decode(encode(x)) == x`) |
 //! | `reassembly`     | operations on a frame `Reassembly`, checked against a model              |
@@ -24,7 +25,7 @@ pub mod reassembly;
 pub mod roundtrip;
 pub mod rudp_endpoint;
 
-pub use decode::{kad_wire, noise_frame, noise_wire, records, rudp_wire};
+pub use decode::{kad_wire, mux_decode, noise_frame, noise_wire, records, rudp_wire};
 pub use noise_endpoint::noise_endpoint;
 pub use reassembly::reassembly;
 pub use roundtrip::roundtrip;
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("noise_wire", noise_wire),
     ("noise_frame", noise_frame),
     ("kad_wire", kad_wire),
+    ("mux_decode", mux_decode),
     ("records", records),
     ("roundtrip", roundtrip),
     ("reassembly", reassembly),

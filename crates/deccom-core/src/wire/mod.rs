@@ -20,6 +20,7 @@
 //! IPv6 flow info and scope id are not carried (decoded as 0). An IPv4-mapped IPv6 address stays
 //! an IPv6 address.
 
+pub mod mux;
 pub mod peer_record;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

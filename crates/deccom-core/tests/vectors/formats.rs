@@ -10,15 +10,17 @@ use deccom_core::noise::frame::{self, Frame};
 use deccom_core::noise::wire::{self as nwire, Packet, Pattern};
 use deccom_core::noise::{Config, Endpoint, Event};
 use deccom_core::rudp::wire::{self as rwire, AckFrame, DataHeader, Datagram, MAX_ACK_RANGES, MAX_REFUSALS};
+use deccom_core::wire::mux::{self, MuxFrame};
 use deccom_core::PeerRecord;
 
 use crate::json::{hex, Json};
 use crate::obj;
 
-type Decoded = Result<(Json, Vec<u8>), String>;
+pub type Decoded = Result<(Json, Vec<u8>), String>;
 type Valid = Vec<(&'static str, Vec<u8>)>;
 type Invalid = Vec<(&'static str, Vec<u8>, &'static str)>;
 
+/// A format generated from deccom-core (`generate_test_vectors` writes its file).
 pub struct Format {
     pub file: &'static str,
     pub anchor: &'static str,
@@ -37,6 +39,17 @@ pub fn all() -> Vec<Format> {
         Format { file: "noise", anchor: "noise-datagrams-tag-4", notes: "The bytes after the layer tag 4. u64 values are decimal strings. Every invalid datagram is dropped and counted in dropped_malformed. error = ERR code + Rust error.", decode: noise, valid: noise_valid, invalid: noise_invalid },
         Format { file: "noise-frame", anchor: "noise-frames", notes: "The plaintext of one Noise data message. error = the counter the Noise layer counts it in + Rust error.", decode: noise_frame, valid: frame_valid, invalid: frame_invalid },
     ]
+}
+
+/// A format whose vectors another implementation generates (`scripts/gen-vectors.mjs` from
+/// `ts/wire/`): checked here, never written.
+pub struct Checked {
+    pub file: &'static str,
+    pub decode: fn(&[u8]) -> Decoded,
+}
+
+pub fn checked() -> Vec<Checked> {
+    vec![Checked { file: "connection", decode: connection }]
 }
 
 fn u64s(n: u64) -> Json {
@@ -546,6 +559,30 @@ fn frame_invalid() -> Invalid {
         ("chunk without data", vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 0], "dropped_reassembly_invalid"),
         ("chunk past its total", vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 8, 1, 2], "dropped_reassembly_invalid"),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection frames (tag 12; vectors from ts/wire/mux.ts)
+
+fn connection(b: &[u8]) -> Decoded {
+    let f = mux::decode(b).map_err(|e| e.counter().to_string())?;
+    let fields = match f {
+        MuxFrame::Hello(h) => obj![
+            "type" => Json::str("HELLO"), "nonce" => Json::hex(&h.nonce), "echo" => Json::hex(&h.echo),
+            "maxStreams" => Json::num(h.max_streams), "maxData" => Json::num(h.max_data), "streamWindow" => Json::num(h.stream_window),
+        ],
+        MuxFrame::Data { stream, offset, fin, data } => obj![
+            "type" => Json::str("DATA"), "stream" => Json::num(stream), "offset" => Json::num(offset), "fin" => Json::Bool(fin), "data" => Json::hex(data),
+        ],
+        MuxFrame::MaxData { stream, max } => obj!["type" => Json::str("MAX_DATA"), "stream" => Json::num(stream), "max" => Json::num(max)],
+        MuxFrame::MaxStreams { max } => obj!["type" => Json::str("MAX_STREAMS"), "max" => Json::num(max)],
+        MuxFrame::Reset { stream, code, finished, final_size } => obj![
+            "type" => Json::str("RESET"), "stream" => Json::num(stream), "code" => Json::num(code), "finished" => Json::Bool(finished), "finalSize" => Json::num(final_size),
+        ],
+        MuxFrame::Close { code } => obj!["type" => Json::str("CLOSE"), "code" => Json::num(code)],
+        MuxFrame::Message { data } => obj!["type" => Json::str("MESSAGE"), "data" => Json::hex(data)],
+    };
+    Ok((fields, f.to_vec()))
 }
 
 // ---------------------------------------------------------------------------------------------
