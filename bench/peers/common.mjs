@@ -280,3 +280,53 @@ export async function runStreamChild (adapter, f) {
   await withTimeout(Promise.resolve(conn.close()), 5000, 'close').catch(() => {})
   process.exit(0)
 }
+
+// ------------------------------------------------------------------------------------------------
+// The connect benchmark (bench/connect.mjs). Two children per measurement:
+//   net    → {ready, info}     the network (and the server) is up; `info` tells the client how to reach it
+//   client ← {info, reps, warmup}; → {result: {ms: [...], tx: [...], rx: [...], failures, errors, extra}}
+// Net adapter: start(f) → { info, close() }. Client adapter: once(info, f) → { ms, tx?, rx?, path? }
+// (one timed connect on a fresh client: from the connect call to the first byte echoed on a new
+// stream); optional setup(info, f) / teardown().
+export async function runConnectNet (adapter, f) {
+  hardLimit(Number(f.limit ?? 900_000), `${f.impl} net`)
+  process.on('disconnect', () => process.exit(0))
+  const fail = (err) => { process.send({ error: String(err?.stack ?? err).slice(0, 600) }); setTimeout(() => process.exit(1), 100) }
+  process.on('uncaughtException', fail)
+  process.on('unhandledRejection', fail)
+  const net = await adapter.start(f)
+  process.on('message', async (m) => {
+    if (m.exit) { await withTimeout(Promise.resolve(net.close()), 5000, 'close').catch(() => {}); process.exit(0) }
+  })
+  process.send({ ready: true, info: net.info })
+}
+
+export async function runConnectClient (adapter, f) {
+  hardLimit(Number(f.limit ?? 900_000), `${f.impl} client`)
+  process.on('disconnect', () => process.exit(0))
+  const fail = (err) => { process.send({ error: String(err?.stack ?? err).slice(0, 600) }); setTimeout(() => process.exit(1), 100) }
+  process.on('uncaughtException', fail)
+  process.on('unhandledRejection', fail)
+  const box = inbox(process)
+  const { info, reps, warmup } = await box.next((m) => m.info, 120_000, 'network info')
+  if (adapter.setup) await adapter.setup(info, f)
+  const out = { ms: [], tx: [], rx: [], paths: {}, failures: 0, errors: [] }
+  for (let i = -warmup; i < reps; i++) {
+    try {
+      const r = await adapter.once(info, f)
+      if (i < 0) continue
+      out.ms.push(r.ms)
+      if (r.tx !== undefined) out.tx.push(r.tx)
+      if (r.rx !== undefined) out.rx.push(r.rx)
+      if (r.path) out.paths[r.path] = (out.paths[r.path] ?? 0) + 1
+    } catch (err) {
+      if (i < 0) continue
+      out.failures++
+      if (out.errors.length < 3) out.errors.push(String(err?.message ?? err).slice(0, 300))
+    }
+  }
+  if (adapter.teardown) await withTimeout(Promise.resolve(adapter.teardown()), 5000, 'teardown').catch(() => {})
+  process.send({ result: out })
+  await box.next((m) => m.exit, 60_000, 'exit').catch(() => {})
+  process.exit(0)
+}
