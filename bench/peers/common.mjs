@@ -182,6 +182,12 @@ export function nodeWriter (s) {
   }
 }
 
+// A thrown value as text (Error, or an Event carrying one as some stream APIs reject with).
+export function describe (e) {
+  const err = e?.error ?? e
+  return String(err?.stack ?? err?.message ?? (e?.type ? `${e.constructor?.name ?? 'Event'} ${e.type}` : err)).slice(0, 400)
+}
+
 // Writes everything `source` yields to `w` ({ write(buf) → false when full, drain() → Promise }).
 export async function pump (w, source) {
   for await (const b of source) if (!w.write(b)) await w.drain()
@@ -266,7 +272,7 @@ export async function runStreamChild (adapter, f) {
     }
     const r = await Promise.allSettled(Array.from({ length: N }, (_, i) => one(i)))
     const bad = r.filter((x) => x.status === 'rejected')
-    process.send({ sent: true, ms: now() - t0, failed: bad.length, firstError: bad[0] ? String(bad[0].reason?.stack ?? bad[0].reason).slice(0, 400) : undefined })
+    process.send({ sent: true, ms: now() - t0, failed: bad.length, firstError: bad[0] ? describe(bad[0].reason) : undefined })
   } else {
     const source = part === 'rss' ? generate(total, CHUNK) : (function * () {
       const b = crypto.randomBytes(CHUNK)

@@ -19,8 +19,13 @@ export const PROTO_ECHO = '/deccom-bench/echo/1'
 // are lifted; the benchmarks measure the transports, not that policy.
 const connectionManager = { inboundConnectionThreshold: 1e6, maxIncomingPendingConnections: 1e4, maxConnections: 1e4 }
 
+// The connection monitor pings every peer every 10 s and aborts the connection (every stream on it)
+// when a ping times out. With 1 GiB queued on one connection (1,000 streams of 1 MiB) on a busy
+// machine the ping waits behind the data and the monitor kills the transfer, so it is turned off.
+const connectionMonitor = { enabled: false }
+
 export async function makeNode (transport, { listen = false, yamux: yamuxOpts = {}, quic: quicOpts = {} } = {}) {
-  const common = { connectionManager, services: {} }
+  const common = { connectionManager, connectionMonitor, services: {} }
   if (transport === 'tcp') {
     return createLibp2p({
       ...common,
