@@ -47,7 +47,8 @@ const deccomNet = {
     const boot = `${HOST}:${first.address.port}`
     const nodes = [first]
     for (let i = 1; i < n; i++) nodes.push(await makeNode(d, [boot]))
-    await Promise.all(nodes.map((x) => x.ready({ signal: AbortSignal.timeout(30_000) })))
+    // The first node has nobody to join through; the others are ready once they joined through it.
+    await Promise.all(nodes.slice(1).map((x) => x.ready({ signal: AbortSignal.timeout(30_000) })))
     const server = await makeNode(d, [boot])
     server.on('connection', (conn) => {
       conn.on('stream', (s) => {
@@ -188,8 +189,8 @@ async function main () {
     }
   }
   console.log(`\n### connect → first echoed stream byte, 127.0.0.1, client in its own process; ${o.reps} connects per run after ${o.warmup} warm-up, ${o.runs} runs, min / median / max over the runs\n`)
-  console.log('| implementation | median (ms) | p95 (ms) | datagrams per connect (tx + rx, median) | deccom ÷ this, median (per run) | deccom ÷ this, p95 (per run) | failed connects | failed runs |')
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
+  console.log('| implementation | median (ms) | p95 (ms) | client datagrams per connect: sent + received | sent | received | deccom ÷ this, median (per run) | deccom ÷ this, p95 (per run) | failed connects | failed runs |')
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   const ok = (impl) => rows.filter((r) => r.impl === impl && !r.error)
   const ratio = (impl, k) => {
     const out = []
@@ -202,12 +203,20 @@ async function main () {
   }
   for (const impl of impls) {
     const rs = ok(impl)
-    const cells = [impl, mm(rs.map((r) => r.median)), mm(rs.map((r) => r.p95)), mm(rs.map((r) => r.datagrams), 0),
+    const cells = [impl, mm(rs.map((r) => r.median)), mm(rs.map((r) => r.p95)), mm(rs.map((r) => r.datagrams), 0), mm(rs.map((r) => r.tx), 0), mm(rs.map((r) => r.rx), 0),
       impl === 'deccom' ? '—' : ratio(impl, 'median'), impl === 'deccom' ? '—' : ratio(impl, 'p95'),
       String(rs.reduce((a, r) => a + r.failures, 0)), String(rows.filter((r) => r.impl === impl && r.error).length)]
     console.log(`| ${cells.join(' | ')} |`)
   }
   for (const r of rows.filter((x) => x.error)) console.log(`- run ${r.run + 1}, ${r.impl}: ${r.error.split('\n')[0].slice(0, 300)}`)
+  // Goals: deccom ≤ 0.5× the peer's median (median of the per-run ratios).
+  const lines = []
+  for (const peer of ['hyperdht', 'libp2p-quic']) {
+    const r = []
+    for (const a of ok('deccom')) { const b = ok(peer).find((x) => x.run === a.run); if (b) r.push(a.median / b.median) }
+    if (r.length) lines.push(`- connect median ≤ 0.5× ${peer}: ${median(r).toFixed(2)}× (median of ${r.length} runs) ${median(r) <= 0.5 ? 'met' : 'MISSED'}`)
+  }
+  if (lines.length) console.log('\nGoals (deccom):\n' + lines.join('\n'))
   if (f.json) fs.writeFileSync(f.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, options: o, rows }, null, 2))
 }
 

@@ -159,6 +159,7 @@ async function measure (impl, part, o) {
       ms,
       mbps: counted / 1e6 / (ms / 1000),
       intact: part === 'many' ? done.intact : undefined,
+      expected: part === 'many' ? o.streams : undefined,
       stats: part === 'many' ? { ...done, sendFailed: sent.failed, firstSendError: sent.firstError } : undefined,
       rss: part === 'rss' ? { recvMax: sampler.recv, sendMax: sampler.send, recvBase: base.recv, sendBase: base.send, samples: sampler.samples } : undefined,
     }
@@ -250,7 +251,48 @@ async function main () {
     report(part, o, rows, impls)
     all.push({ part, options: o, rows })
   }
+  goals(all)
   if (f.json) fs.writeFileSync(f.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, results: all }, null, 2))
+}
+
+// The performance goals, checked on the medians (ratios: median of the per-run ratios).
+function goals (all) {
+  const rowsOf = (part) => all.find((x) => x.part === part)?.rows ?? []
+  const ok = (part, impl) => rowsOf(part).filter((r) => r.impl === impl && !r.error)
+  const perRun = (part, impl) => {
+    const out = []
+    for (const a of ok(part, 'deccom')) {
+      const b = ok(part, impl).find((r) => r.run === a.run)
+      if (b) out.push(a.mbps / b.mbps)
+    }
+    return out
+  }
+  const lines = []
+  const ratioGoal = (part, impl, want, what) => {
+    const r = perRun(part, impl)
+    if (r.length) lines.push(`- ${what}: ${median(r).toFixed(2)}× (median of ${r.length} runs) ${median(r) >= want ? 'met' : 'MISSED'}`)
+  }
+  ratioGoal('single', 'ss-udx', 2, 'single stream ≥ 2× secret-stream over udx')
+  ratioGoal('single', 'ss-tcp', 1, 'single stream ≥ 1.0× secret-stream over TCP')
+  ratioGoal('single', 'libp2p-tcp', 3, 'single stream ≥ 3× js-libp2p TCP + Noise + Yamux')
+  const many = ok('many', 'deccom')
+  if (many.length) {
+    const exact = many.every((r) => r.intact === r.expected)
+    lines.push(`- many streams all byte-exact: ${exact ? 'met' : 'MISSED'} (intact per run: ${many.map((r) => `${r.intact} of ${r.expected}`).join(', ')})`)
+    const single = ok('single', 'deccom')
+    if (single.length) {
+      const r = median(many.map((x) => x.mbps)) / median(single.map((x) => x.mbps))
+      lines.push(`- many streams aggregate ≥ 0.8× single stream: ${r.toFixed(2)}× (medians of this invocation) ${r >= 0.8 ? 'met' : 'MISSED'}`)
+    }
+    ratioGoal('many', 'libp2p-tcp', 2, 'many streams ≥ 2× js-libp2p TCP + Noise + Yamux')
+  }
+  const rss = ok('rss', 'deccom')
+  if (rss.length) {
+    const recv = Math.max(...rss.map((r) => r.rss.recvMax)) / MiB
+    const send = Math.max(...rss.map((r) => r.rss.sendMax)) / MiB
+    lines.push(`- rss < 128 MiB: receiver max ${recv.toFixed(1)} MiB, sender max ${send.toFixed(1)} MiB ${recv < 128 && send < 128 ? 'met' : 'MISSED'}`)
+  }
+  if (lines.length) console.log('\nGoals (deccom):\n' + lines.join('\n'))
 }
 
 if (f.role) await runStreamChild(deccomAdapter, f)
