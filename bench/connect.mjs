@@ -109,6 +109,7 @@ function spawn (impl, role, args) {
   const child = fork(script, [`--role=${role}`, `--impl=${impl}`, ...args], { execPath: node, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   children.add(child)
   child.on('exit', () => children.delete(child))
+  child.on('error', () => {}) // a send on a closed channel: the exit is what counts
   const box = inbox(child)
   const failed = new Promise((resolve, reject) => {
     child.on('message', (m) => { if (m.error) reject(new Error(`${impl} ${role}: ${m.error}`)) })
@@ -145,7 +146,7 @@ async function measure (impl, o) {
     }
   } finally {
     const kids = [net.child, client?.child].filter(Boolean)
-    for (const c of kids) { try { c.send({ exit: true }) } catch {} }
+    for (const c of kids) { if (c.connected) c.send({ exit: true }) }
     await Promise.race([Promise.all(kids.map((c) => c.exitCode === null ? new Promise((resolve) => c.once('exit', resolve)) : null)), sleep(6000)])
     for (const c of kids) if (c.exitCode === null) c.kill('SIGKILL')
   }
