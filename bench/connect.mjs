@@ -16,7 +16,7 @@
 // runs, and the ratios deccom ÷ peer within each run (latency: lower is better, goal ≤ 0.5).
 //
 //   node bench/connect.mjs [--impls=deccom,hyperdht,libp2p-quic] [--runs=3] [--reps=50]
-//                          [--warmup=5] [--nodes=30] [--json=FILE]
+//                          [--warmup=5] [--nodes=30] [--timeout=300 s per measurement] [--hard-limit=3600 s] [--json=FILE]
 import fs from 'node:fs'
 import path from 'node:path'
 import { fork } from 'node:child_process'

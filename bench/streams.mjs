@@ -26,7 +26,7 @@
 //
 //   node bench/streams.mjs [--parts=single,many,rss] [--impls=...] [--runs=5] [--mib=256]
 //                          [--streams=1000] [--kib=1024] [--gib=10] [--stack=rudp-noise|noise-rudp|rudp]
-//                          [--timeout=300] [--json=FILE]
+//                          [--timeout=SECONDS per measurement] [--hard-limit=7200 s in all] [--json=FILE]
 // Peers: `npm run bench:peers`; a peer that is not installed is skipped with a note.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -215,7 +215,6 @@ function report (part, o, rows, impls) {
 async function main () {
   const runs = Number(f.runs ?? 5)
   const parts = (f.parts ?? 'single,many,rss').split(',')
-  const timeoutMs = Number(f.timeout ?? 300) * 1000
   hardLimit(Number(f['hard-limit'] ?? 7200) * 1000, 'streams bench')
   const kill = () => { for (const c of children) c.kill('SIGKILL') }
   process.on('exit', kill)
@@ -224,13 +223,15 @@ async function main () {
   for (const part of parts) {
     const o = {
       runs,
-      timeoutMs,
+      timeoutMs: 0,
       stack: f.stack ?? 'rudp-noise',
       chunk: 64 * 1024,
       streams: part === 'many' ? Number(f.streams ?? 1000) : 1,
       len: part === 'many' ? Number(f.kib ?? 1024) * 1024 : 0,
       bytes: part === 'single' ? Number(f.mib ?? 256) * MiB : part === 'rss' ? Math.round(Number(f.gib ?? 10) * 1024) * MiB : 0,
     }
+    // Per measurement: --timeout seconds, by default 300 s or enough for 20 MB/s, whichever is longer.
+    o.timeoutMs = f.timeout ? Number(f.timeout) * 1000 : Math.max(300_000, o.bytes / 20e3)
     const impls = (f.impls ? f.impls.split(',') : DEFAULT_IMPLS[part]).filter((impl) => {
       if (!IMPLS[impl]) { console.error(`unknown implementation ${impl}`); return false }
       if (part === 'many' && impl.startsWith('ss-')) return false
