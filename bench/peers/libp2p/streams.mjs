@@ -26,7 +26,8 @@ const adapter = {
       stream.addEventListener('message', (evt) => h.data(asBuffer(evt.data)))
       stream.addEventListener('remoteCloseWrite', () => { finish(); stream.close().catch(() => {}) })
       stream.addEventListener('close', (evt) => {
-        if (evt.error && !firstError) { firstError = true; process.stderr.write(`${f.impl} receiver: first stream error: ${describe(evt.error)}\n`) }
+        // the first stream that fails before its end (closing at exit is not a failure)
+        if (evt.error && !over && !firstError) { firstError = true; process.stderr.write(`${f.impl} receiver: first stream error: ${describe(evt.error)}\n`) }
         finish(evt.error)
       })
     }, { maxInboundStreams: limit })
