@@ -69,6 +69,7 @@ const big = wire('big-gossip')
 const fixed = wire('fixed-peers')
 const hp = wire('hole-punch')
 const relay = wire('relay')
+const mux = wire('mux')
 const thp = wire('tcp-hole-punch')
 const keepAlive = wire('keep-alive')
 /**
@@ -94,6 +95,7 @@ const tsFormats: Array<[string, Codec]> = [
   ['hole-punch', { encode: hp.encodeHolePunch, decode: hp.decodeHolePunch } as Codec],
   ['relay', { encode: relay.encodeRelay, decode: relay.decodeRelay } as Codec],
   ['tcp-hole-punch', { encode: thp.encodeTcpHolePunch, decode: thp.decodeTcpHolePunch } as Codec],
+  ['connection', { encode: mux.encodeMux, decode: mux.decodeMux } as Codec],
 ]
 
 for (const [i, [name, codec]] of tsFormats.entries()) {

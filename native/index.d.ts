@@ -72,12 +72,13 @@ export declare class KadTable {
    * Records that a verified peer was seen: `identity` (encoded public identity) reachable at
    * `addr` (18-byte address form), under the caller's `handle`. `external` (18-byte form) is the
    * NAT-mapped address the peer itself reports (its record's external address), kept in the
-   * record this table serves in NODES answers.
+   * record this table serves in NODES answers, as is `tcp_port` (the TCP port its record
+   * announced, 1..=65535; absent or 0: none).
    *
    * # Errors
    * `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
    */
-  insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number, external?: Uint8Array | undefined | null): KadInsert
+  insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number, external?: Uint8Array | undefined | null, tcpPort?: number | undefined | null): KadInsert
   /**
    * Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
    * which every FIND_NODE and NODES carries from now on.
@@ -530,7 +531,8 @@ export interface KadLookupStats {
  * is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
  * identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`, and its
  * external address (the NAT-mapped address the node reports, if any) words `2i` and `2i+1` of
- * `externals.split(' ')`, which are `- 0` when the record has none.
+ * `externals.split(' ')`, which are `- 0` when the record has none; its TCP port `tcpPorts[i]`
+ * (0: none).
  */
 export interface KadMessage {
   kind: number
@@ -545,6 +547,7 @@ export interface KadMessage {
   identityEnds?: Uint32Array
   hosts?: string
   externals?: string
+  tcpPorts?: Uint32Array
   error?: string
 }
 

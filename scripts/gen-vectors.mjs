@@ -22,6 +22,7 @@ const fixed = require('./dist/wire/fixed-peers.js')
 const hp = require('./dist/wire/hole-punch.js')
 const relay = require('./dist/wire/relay.js')
 const thp = require('./dist/wire/tcp-hole-punch.js')
+const mux = require('./dist/wire/mux.js')
 
 /**
  * Decoded message → JSON fields: bytes as hex, addresses as `host:port` / `[host]:port`. The decoded
@@ -255,6 +256,48 @@ const formats = [
       ['GO without the id', '04 01020304 01 0000 04 cb007109 c352 00'],
       ['FAIL of 6 bytes', '05 01020304 00'],
       ['GO with a trailing byte', '04 01020304 01 0000 04 cb007109 c352 00' + id(2).toString('hex') + '00'],
+    ],
+  },
+  {
+    file: 'connection',
+    anchor: 'connections-tag-12',
+    notes: 'Connection frames: the bytes after the tag 12 of a reliable message or TCP data frame. Offsets above 2^53 - 1 are refused. Invalid ones are dropped and counted in the application layer\'s connections_dropped_malformed.',
+    encode: mux.encodeMux,
+    decode: mux.decodeMux,
+    valid: [
+      ['HELLO opening a connection', { type: 'HELLO', nonce: Buffer.from('0102030405060708', 'hex'), echo: Buffer.alloc(8), maxStreams: 1024, maxData: 16 << 20, streamWindow: 4 << 20 }],
+      ['HELLO answering one', { type: 'HELLO', nonce: Buffer.from('a1a2a3a4a5a6a7a8', 'hex'), echo: Buffer.from('0102030405060708', 'hex'), maxStreams: 8, maxData: 65536, streamWindow: 1024 }],
+      ['DATA opening stream 1 (empty)', { type: 'DATA', stream: 1, offset: 0, fin: false, data: Buffer.alloc(0) }],
+      ['DATA on stream 2 at offset 2^40', { type: 'DATA', stream: 2, offset: 2 ** 40, fin: false, data: Buffer.from('hello') }],
+      ['DATA with FIN', { type: 'DATA', stream: 3, offset: 5, fin: true, data: Buffer.from('!') }],
+      ['MAX_DATA for the connection', { type: 'MAX_DATA', stream: 0, max: 2 ** 53 - 1 }],
+      ['MAX_DATA for stream 7', { type: 'MAX_DATA', stream: 7, max: 4 << 20 }],
+      ['MAX_STREAMS', { type: 'MAX_STREAMS', max: 1025 }],
+      ['RESET, sender had not finished', { type: 'RESET', stream: 9, code: 42, finished: false, finalSize: 1000 }],
+      ['RESET after the sender finished', { type: 'RESET', stream: 10, code: 0, finished: true, finalSize: 6 }],
+      ['CLOSE, refused', { type: 'CLOSE', code: 2 }],
+      ['MESSAGE', { type: 'MESSAGE', data: Buffer.from('ping') }],
+      ['MESSAGE, empty', { type: 'MESSAGE', data: Buffer.alloc(0) }],
+    ],
+    invalid: [
+      ['empty', ''],
+      ['unknown type 8', '08 00000001'],
+      ['unknown type 0', '00'],
+      ['HELLO version 2', '01 02 0102030405060708 0000000000000000 00000400 01000000 00400000'],
+      ['HELLO with an all-zero nonce', '01 01 0000000000000000 0000000000000000 00000400 01000000 00400000'],
+      ['HELLO with a trailing byte', '01 01 0102030405060708 0000000000000000 00000400 01000000 00400000 00'],
+      ['HELLO cut short', '01 01 0102030405060708 0000000000000000 00000400 01000000 004000'],
+      ['DATA on stream 0', '02 00000000 0000000000000000 00 68'],
+      ['DATA with an unknown flag', '02 00000001 0000000000000000 02 68'],
+      ['DATA with an offset past 2^53 - 1', '02 00000001 0020000000000000 00'],
+      ['DATA header cut short', '02 00000001 00000000000000'],
+      ['MAX_DATA with a trailing byte', '03 00000000 0000000000010000 00'],
+      ['MAX_DATA past 2^53 - 1', '03 00000000 ffffffffffffffff'],
+      ['MAX_STREAMS cut short', '04 000004'],
+      ['RESET on stream 0', '05 00000000 0000002a 00 0000000000000000'],
+      ['RESET with an unknown flag', '05 00000001 0000002a 02 0000000000000000'],
+      ['RESET without its final size (an older layout)', '05 00000001 0000002a'],
+      ['CLOSE with a trailing byte', '06 00000000 00'],
     ],
   },
 ]

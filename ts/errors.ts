@@ -80,6 +80,19 @@ export const ErrorCode = Object.freeze({
   // --- TCP hole punching (ts/protocols/tcp-hole-puncher.ts) ---
   /** No TCP connection (punched or direct) to the peer opened within the TcpHolePuncher's punchTimeout. */
   TCP_PUNCH_TIMEOUT: 'ERR_DECCOM_TCP_PUNCH_TIMEOUT',
+  // --- connections and streams (ts/connection/) ---
+  /** `node.ready()` gave up: a layer could not join (no bootstrap node answered), or the timeout passed. */
+  NOT_READY: 'ERR_DECCOM_NOT_READY',
+  /** The connection closed (locally, by the peer, or because its transport failed); `details.code` is the CLOSE code. */
+  CONNECTION_CLOSED: 'ERR_DECCOM_CONNECTION_CLOSED',
+  /** No connection could be made: the peer did not answer HELLO in time on any path tried. */
+  CONNECT_FAILED: 'ERR_DECCOM_CONNECT_FAILED',
+  /** The peer refused the connection (it holds its maximum of connections or of buffer memory). */
+  CONNECTION_REFUSED: 'ERR_DECCOM_CONNECTION_REFUSED',
+  /** A stream was reset by either side; `details.code` is the reset code, `details.by` 'local' or 'remote'. */
+  STREAM_RESET: 'ERR_DECCOM_STREAM_RESET',
+  /** The peer broke the connection protocol (sent past its flow-control credit, opened too many streams). */
+  PROTOCOL_VIOLATION: 'ERR_DECCOM_PROTOCOL_VIOLATION',
 } as const)
 
 /** Any value of {@link ErrorCode}. */

@@ -8,12 +8,13 @@
  * await node.close()
  * ```
  *
- * Events: `'message' (from: Peer, data: Buffer)`. The `data` Buffer is a view into a batch buffer
- * shared with the other datagrams of its batch: copy it if you keep it beyond the callback and
- * care about memory (it stays valid; it only keeps the batch alive).
+ * Events (see {@link NodeEvents}): `'message' (from: Peer, data: Buffer)`, `'connection' (conn)`,
+ * `'ready'`, `'peer:discovered' (peer)`, `'peer:lost' (peer)`, `'error' (err)`. A `'message'`'s
+ * `data` Buffer is a view into a batch buffer shared with the other datagrams of its batch: copy
+ * it if you keep it beyond the callback and care about memory (it stays valid; it only keeps the
+ * batch alive).
  */
 import { EventEmitter } from 'node:events'
-import createDebug from 'debug'
 import type { Address, AddressLike } from './address'
 import { toAddress } from './address'
 import type { Clock } from './clock'
@@ -21,11 +22,16 @@ import { realClock } from './clock'
 import { abortError, DeccomError, ErrorCode } from './errors'
 import { Identity } from './identity'
 import { Peer } from './peer'
+import { LogGroup } from './log'
 import type { LayerContext } from './protocol'
 import { Protocol } from './protocol'
 import type { PingOptions, UdpOptions } from './protocols/udp'
 import { TAG_APP, UdpTransport } from './protocols/udp'
 import { Stack } from './stack'
+import type { Connection } from './connection/connection'
+import { type ConnectOptions, type ConnectTarget, type ConnectionOptions, Connections, raceSignal, type TcpLike, type TcpPeerLike } from './connection/manager'
+import { ReliableUdp, type ReliableSendOptions } from './protocols/reliable'
+import { TAG_CONN } from './wire/mux'
 
 export interface NodeOptions extends UdpOptions {
   /** The node's identity (default: a fresh Ed25519 key pair). */
@@ -41,7 +47,30 @@ export interface NodeOptions extends UdpOptions {
    * passes its virtual clock here.
    */
   clock?: Clock
+  /** Limits and windows of connections and streams (see docs/connections.md). */
+  connections?: ConnectionOptions
+  /** Aborts the creation: the stack is stopped again and `create` rejects with ERR_DECCOM_ABORTED. */
+  signal?: AbortSignal
 }
+
+/** The events of a {@link Node}, with their arguments. */
+export interface NodeEvents {
+  /** An application message (`node.send`) arrived. */
+  message: [from: Peer, data: Buffer]
+  /** A peer opened a connection to this node (`node.connect` on its side). */
+  connection: [conn: Connection]
+  /** Every layer with a joining phase joined (see {@link Node.ready}). */
+  ready: []
+  /** A discovery layer (Kademlia, Gossip, BigGossip, FixedPeers) learned a peer. */
+  'peer:discovered': [peer: Peer]
+  /** A discovery layer forgot a peer (it stopped answering, or left). */
+  'peer:lost': [peer: Peer]
+  /** An error that belongs to no call in progress (only emitted when someone listens). */
+  error: [err: Error]
+}
+
+/** Options of {@link Node.send}. */
+export type SendOptions = ReliableSendOptions
 
 /** What Node needs from the bottom layer (UdpTransport, SimTransport, ...) for `address`/`ping`. */
 interface TransportLike {
@@ -62,7 +91,7 @@ export type NodeStats = Record<string, Record<string, number>>
 const RESOLVED = Promise.resolve()
 const MAX_PEERS_CACHED = 65_536
 
-/** The application layer a Node puts on top of its stack: binds `send` and takes `onMessage`. */
+/** The application layer a Node puts on top of its stack: binds `send` and takes `onMessage` (application data, and connection frames of tag 12). */
 class Application extends Protocol {
   static override bindTo = ['send']
   static override bindFrom = ['onMessage']
@@ -73,11 +102,12 @@ class Application extends Protocol {
     super()
   }
 
-  send(to: Address, data: Uint8Array): unknown {
-    return this.lower.send(to, data, TAG_APP)
+  send(to: Address, data: Uint8Array, tag = TAG_APP, opts?: SendOptions): unknown {
+    return opts === undefined ? this.lower.send(to, data, tag) : this.lower.send(to, data, tag, opts)
   }
 
   onMessage(from: Address | Peer, data: Buffer, tag: number): void {
+    if (tag === TAG_CONN) return this.node.connectionFrame(from, data)
     if (tag !== TAG_APP) return this.count('dropped_unknown_tag')
     this.count('received')
     this.node.emit('message', from instanceof Peer ? from : this.#peer(from), data)
@@ -94,14 +124,7 @@ class Application extends Protocol {
   }
 }
 
-export interface Node {
-  on(event: 'message', listener: (from: Peer, data: Buffer) => void): this
-  once(event: 'message', listener: (from: Peer, data: Buffer) => void): this
-  off(event: 'message', listener: (from: Peer, data: Buffer) => void): this
-  emit(event: 'message', from: Peer, data: Buffer): boolean
-}
-
-export class Node extends EventEmitter {
+export class Node extends EventEmitter<NodeEvents> {
   readonly identity: Identity
   readonly stack: Stack
   readonly #app: Application
@@ -110,6 +133,9 @@ export class Node extends EventEmitter {
   readonly #clock: Clock
   #state: 'new' | 'running' | 'closing' | 'closed' = 'new'
   #closing: Promise<void> | null = null
+  readonly #connections: Connections
+  #ready: Promise<void> | null = null
+  readonly #unsubscribe: (() => void)[] = []
 
   private constructor(opts: NodeOptions) {
     super()
@@ -134,19 +160,135 @@ export class Node extends EventEmitter {
     this.stack.build()
     this.#transport = layers[layers.length - 1] as Protocol & TransportLike
     this.#clock = opts.clock ?? realClock
+    this.#connections = this.#makeConnections(opts.connections)
   }
 
-  /** Builds the stack (validating every binding), then starts it bottom-up. */
+  /**
+   * Builds the stack (validating every binding), then starts it bottom-up. Resolves when every
+   * layer started (sockets bound); joining a network takes longer: see {@link ready}.
+   * @throws (rejects) ERR_DECCOM_ABORTED (`opts.signal`; the stack is stopped again), the layers' start errors
+   */
   static async create(opts: NodeOptions = {}): Promise<Node> {
+    if (opts.signal?.aborted) throw abortError(opts.signal)
     const node = new Node(opts)
     const ctx: LayerContext = {
       identity: node.identity,
-      log: createDebug(`deccom:node:${node.identity.idHex.slice(0, 8)}`),
+      // The Stack gives each layer its own logger (`deccom:<layer>`, see log.ts); this one is the node's.
+      log: new LogGroup(node.identity.idHex.slice(0, 8), node.#clock).layer('node'),
       clock: node.#clock,
     }
     await node.stack.start(ctx)
     node.#state = 'running'
+    if (opts.signal?.aborted) {
+      await node.close()
+      throw abortError(opts.signal)
+    }
+    node.#subscribe()
     return node
+  }
+
+  #makeConnections(opts: ConnectionOptions | undefined): Connections {
+    const reliable = this.stack.find(ReliableUdp) !== undefined
+    const tcp = this.stack.provider('openConnection') as (Protocol & TcpLike) | undefined
+    const punch = this.stack.provider('connect') as (Protocol & { connect(t: Address, via?: AddressLike | { signal?: AbortSignal }, o?: { signal?: AbortSignal }): Promise<{ path: string; address: Address }> }) | undefined
+    return new Connections(
+      {
+        clock: this.#clock,
+        sendMessage: reliable ? (to, frame) => this.#app.send(to, frame, TAG_CONN) as Promise<void> : undefined,
+        findPeer: (id, signal) => this.findPeer(id, { signal }),
+        authenticate: this.#authenticator() ? (peer, signal) => this.#authenticator()!.authenticate(peer, { signal }) : undefined,
+        tcp,
+        punch: punch ? (target, via, signal) => (via === undefined ? punch.connect(target, { signal }) : punch.connect(target, via, { signal })) : undefined,
+        accept: (conn) => this.emit('connection', conn),
+        count: (name, n = 1) => (this.#app.counters[`connections_${name}`] = (this.#app.counters[`connections_${name}`] ?? 0) + n),
+      },
+      opts,
+    )
+  }
+
+  /** Listens to the discovery layers (peer:discovered / peer:lost) and the TcpTransport (connection frames). */
+  #subscribe(): void {
+    for (const layer of this.stack.layers) {
+      const l = layer as Protocol & Partial<EventSource>
+      if (typeof l.on !== 'function' || typeof l.off !== 'function') continue
+      if (this.stack.provider('findPeer') === layer || (layer.constructor as typeof Protocol).provides.includes('findPeer')) {
+        const found = (p: Peer): void => void this.emit('peer:discovered', p)
+        const lost = (p: Peer): void => void this.emit('peer:lost', p)
+        l.on('connected', found)
+        l.on('disconnected', lost)
+        this.#unsubscribe.push(() => {
+          l.off!('connected', found)
+          l.off!('disconnected', lost)
+        })
+      }
+    }
+    const tcp = this.stack.provider('openConnection') as (Protocol & TcpLike & EventSource) | undefined
+    if (tcp && typeof tcp.on === 'function') {
+      const frame = (p: TcpPeerLike, data: Buffer, tag: number): void => {
+        if (tag === TAG_CONN) this.#connections.onTcpFrame(p, data)
+      }
+      const closed = (p: TcpPeerLike): void => this.#connections.onTcpClosed(p)
+      tcp.on('frame', frame)
+      tcp.on('close', closed)
+      this.#unsubscribe.push(() => {
+        tcp.off('frame', frame)
+        tcp.off('close', closed)
+      })
+    }
+  }
+
+  /**
+   * Resolves once every layer with a joining phase has joined: Kademlia bootstrapped (its
+   * self-lookup done), Gossip / BigGossip / FixedPeers holding a peer, ... — every layer with a
+   * `ready({ signal })` method. Emits `'ready'` once. A stack without such layers is ready at once.
+   * @throws (rejects) ERR_DECCOM_NOT_READY (a layer gave up joining, or `timeout` ms passed),
+   *   ERR_DECCOM_ABORTED, ERR_DECCOM_CLOSED
+   */
+  ready(opts: { signal?: AbortSignal; timeout?: number } = {}): Promise<void> {
+    if (this.#state !== 'running') return Promise.reject(notRunning())
+    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal))
+    if (!this.#ready) {
+      const joining = this.stack.layers.filter((l): l is Protocol & Joining => typeof (l as Partial<Joining>).ready === 'function')
+      this.#ready = Promise.all(joining.map((l) => l.ready())).then(() => {
+        this.emit('ready')
+      })
+      this.#ready.catch(() => {
+        this.#ready = null
+      })
+    }
+    let p = raceSignal(this.#ready, opts.signal, () => {})
+    if (opts.timeout !== undefined) {
+      const ms = opts.timeout
+      p = raceTimeout(p, this.#clock, ms, () => new DeccomError(ErrorCode.NOT_READY, `The node did not join within ${ms} ms`, { details: { timeout: ms } }))
+    }
+    return p
+  }
+
+  /**
+   * A connection to `target`: a node id (32 bytes or 64 hex digits; found through the stack's
+   * discovery layer), a `Peer`, or an address. Reuses an open connection to the same peer.
+   * Chooses the path: reliable messages through the stack (over Noise when it is there, so the
+   * peer's id is authenticated), a hole punch or relay through the stack's HolePuncher when the
+   * direct path does not answer, or the TcpTransport (`transport: 'tcp'`, or when the stack has no
+   * ReliableUdp). `conn.path` tells which.
+   * @throws (rejects) ERR_DECCOM_CONNECT_FAILED, ERR_DECCOM_CONNECTION_REFUSED,
+   *   ERR_DECCOM_PEER_IDENTITY_MISMATCH, ERR_DECCOM_ABORTED, ERR_DECCOM_STACK_INVALID, ERR_DECCOM_CLOSED,
+   *   the discovery, handshake, punching and TCP errors of the layers
+   */
+  connect(target: ConnectTarget, opts: ConnectOptions = {}): Promise<Connection> {
+    if (this.#state !== 'running') return Promise.reject(notRunning())
+    return this.#connections.connect(target, opts)
+  }
+
+  /** The open connections. */
+  connections(): Connection[] {
+    return this.#connections.list()
+  }
+
+  /** @internal A connection frame (reliable message of tag 12) from the application layer. */
+  connectionFrame(from: Address | Peer, data: Buffer): void {
+    if (this.#state !== 'running') return
+    this.#connections.onMessage(from, data)
   }
 
   /** The node id (SHA-256 of the public identity). */
@@ -174,11 +316,14 @@ export class Node extends EventEmitter {
    * exactly that id; if someone else answers at the peer's address the send rejects with
    * ERR_DECCOM_PEER_IDENTITY_MISMATCH and nothing reaches that node. Without an authenticating
    * layer an id is a claim nobody checks: the data goes to the peer's address (docs/security.md).
+   *
+   * `opts.onProgress(acked, total)` reports the acknowledged bytes of this message and
+   * `opts.signal` cancels it, when the layer below is ReliableUdp (see its `send`).
    * @throws (rejects) ERR_DECCOM_PEER_IDENTITY_MISMATCH, ERR_DECCOM_DATAGRAM_TOO_LARGE,
    *   ERR_DECCOM_INVALID_ADDRESS, ERR_DECCOM_ABORTED, ERR_DECCOM_CLOSED, the discovery and
    *   handshake errors of the layers
    */
-  send(to: Peer | Buffer | AddressLike, data: Uint8Array, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  send(to: Peer | Buffer | AddressLike, data: Uint8Array, opts: SendOptions = {}): Promise<void> {
     try {
       if (this.#state !== 'running') throw notRunning()
       if (opts.signal?.aborted) throw abortError(opts.signal)
@@ -188,17 +333,18 @@ export class Node extends EventEmitter {
       if (to instanceof Peer && to.id !== null) {
         const auth = this.#authenticator()
         if (auth && !auth.remotePeer(to.address)?.id?.equals(to.id)) {
-          return auth.authenticate(to, { signal: opts.signal }).then(() => this.#sendNow(to.address, data))
+          return auth.authenticate(to, { signal: opts.signal }).then(() => this.#sendNow(to.address, data, opts))
         }
       }
-      return this.#sendNow(to instanceof Peer ? to.address : toAddress(to as AddressLike), data)
+      return this.#sendNow(to instanceof Peer ? to.address : toAddress(to as AddressLike), data, opts)
     } catch (e) {
       return Promise.reject(e)
     }
   }
 
-  #sendNow(to: Address, data: Uint8Array): Promise<void> {
-    const r = this.#app.send(to, data)
+  #sendNow(to: Address, data: Uint8Array, opts: SendOptions): Promise<void> {
+    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal))
+    const r = this.#app.send(to, data, TAG_APP, opts.signal || opts.onProgress ? opts : undefined)
     return r instanceof Promise ? (r as Promise<void>) : RESOLVED
   }
 
@@ -239,15 +385,56 @@ export class Node extends EventEmitter {
     return this.stack.stats()
   }
 
-  /** Stops every layer top-down, releasing every socket and timer. Idempotent. */
+  /**
+   * Closes every connection (CLOSE to each peer, at most 500 ms), then stops every layer
+   * top-down, releasing every socket and timer. Idempotent.
+   */
   close(): Promise<void> {
     if (this.#closing) return this.#closing
+    const wasRunning = this.#state === 'running'
     this.#state = 'closing'
-    this.#closing = this.stack.stop().finally(() => {
-      this.#state = 'closed'
-    })
+    for (const u of this.#unsubscribe.splice(0)) u()
+    const connections = wasRunning ? this.#connections.close() : Promise.resolve()
+    this.#closing = connections
+      .catch(() => {})
+      .then(() => this.stack.stop())
+      .finally(() => {
+        this.#state = 'closed'
+      })
     return this.#closing
   }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/** A layer with a joining phase: `node.ready()` waits for its `ready()`. */
+export interface Joining {
+  ready(opts?: { signal?: AbortSignal }): Promise<void>
+}
+
+interface EventSource {
+  on(event: string, fn: (...a: any[]) => void): unknown
+  off(event: string, fn: (...a: any[]) => void): unknown
+}
+
+
+/** `p`, or the error `make()` after `ms` on `clock`. */
+function raceTimeout<T>(p: Promise<T>, clock: Clock, ms: number, make: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = clock.setTimeout(() => reject(make()), ms)
+    p.then(
+      (v) => {
+        clock.clearTimeout(t)
+        resolve(v)
+      },
+      (e) => {
+        clock.clearTimeout(t)
+        reject(e)
+      },
+    )
+  })
 }
 
 /** A transport sits at the bottom: it provides `send` without binding to anything below. */

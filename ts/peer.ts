@@ -24,6 +24,11 @@ export class Peer {
      * A peer named only by third parties (an unverified discovery record) has `verified` false.
      */
     readonly verified: boolean = false,
+    /**
+     * The TCP port the peer listens on (same IP as `address`), when its record announced one: a
+     * stack with a TcpTransport can `connect(peer, { transport: 'tcp' })` to it.
+     */
+    readonly tcpPort: number | null = null,
   ) {}
 
   toString(): string {

@@ -24,19 +24,75 @@
  * }
  * // or, without static fields:  @bindTo('sendMessage') @bindFrom('onMessage') class Ping extends Protocol {...}
  * ```
+ *
+ * ## Typed layers
+ * Without a type argument (as above) `this.lower` and `this.upper` are records of any function.
+ * With one, a {@link LayerSpec} naming the bindings the layer uses, they hold exactly those
+ * names, with the signatures of the {@link Bindings} registry (which applications extend by
+ * declaration merging); any other name is a compile error:
+ *
+ * ```ts
+ * class Echo extends Protocol<{ lower: 'send' | 'externalAddress?'; upper: 'onMessage' }> implements BindingsOf<'onMessage'> {
+ *   static override bindTo = ['send', 'externalAddress?']
+ *   static override bindFrom = ['onMessage']
+ *   static override emits = ['onMessage']
+ *   readonly name = 'echo'
+ *   onMessage(from: Address | Peer, data: Buffer, tag: number): void {
+ *     if (tag !== 9) return this.upper.onMessage(from, data, tag)
+ *     void this.lower.send(from instanceof Peer ? from.address : from, data, 9)
+ *   }
+ * }
+ * ```
+ * `lower` lists what the layer calls going down (its `bindTo`; `'name?'` for an optional one,
+ * whose call may return undefined), `upper` the slots it calls going up (its `emits`); the
+ * methods it offers (`bindFrom`, `provides`) are checked with `implements BindingsOf<...>`. The
+ * type argument only types these objects: the static arrays remain the declaration the Stack
+ * resolves, so list the same names in both.
  */
 import { DeccomError, ErrorCode } from './errors'
-import { type DeclarationKind, type Fn, type LayerContext, type NativeRole, absentBinding } from './layer-types'
+import {
+  type DeclarationKind,
+  type Fn,
+  type LayerContext,
+  type LayerSpec,
+  type LowerBindings,
+  type NativeRole,
+  type Untyped,
+  type UpperBindings,
+  absentBinding,
+} from './layer-types'
+import { type LayerLog, silentLog } from './log'
 
-export type { DeclarationKind, Fn, LayerContext, LayerDescription, NativeCapable, NativeRole } from './layer-types'
+export type {
+  BindingRef,
+  Bindings,
+  BindingsOf,
+  DeclarationKind,
+  Fn,
+  LayerContext,
+  LayerDescription,
+  LayerSpec,
+  LowerBindings,
+  LowerOf,
+  NativeCapable,
+  NativeRole,
+  Untyped,
+  UpperBindings,
+} from './layer-types'
 
-/** A concrete or abstract class of layers. */
-export type ProtocolClass = abstract new (...args: any[]) => Protocol
+/** A concrete or abstract class of layers, typed or not. */
+export type ProtocolClass = abstract new (...args: any[]) => Protocol<any>
 
 const NONE: readonly string[] = Object.freeze([])
 
-/** Base class of every layer. Subclasses set `name`, maybe `tag`, and declare bindings as statics. */
-export abstract class Protocol {
+/** Gives `layer` its debug logger (the Stack does, before starting it). Set by Protocol's static block. */
+export let setLayerLog: (layer: Protocol<any>, log: LayerLog) => void
+
+/**
+ * Base class of every layer. Subclasses set `name`, maybe `tag`, and declare bindings as statics.
+ * `S` (optional) types `lower` and `upper`: see "Typed layers" above.
+ */
+export abstract class Protocol<S extends LayerSpec | Untyped = Untyped> {
   /** Methods this layer calls on lower layers (calls going down). */
   static bindTo: readonly string[] = NONE
   /** Callbacks this layer offers; a lower layer calls them (events going up). */
@@ -69,20 +125,22 @@ export abstract class Protocol {
    * nearest layer below that provides it. Before the stack is built each declared name holds a
    * function that throws STACK_STATE.
    */
-  protected readonly lower: Record<string, Fn> = {}
+  protected readonly lower: LowerBindings<S> = {} as LowerBindings<S>
   /**
    * Resolved `emits` slots: `this.upper.onDatagram(...)` calls the bound callback of the upper
    * layer that took the slot. Until (or unless) some layer takes it, the slot holds a default that
    * drops the call, counts `dropped_no_consumer` and returns undefined.
    */
-  protected readonly upper: Record<string, Fn> = {}
+  protected readonly upper: UpperBindings<S> = {} as UpperBindings<S>
   /** Per-layer counters (`sent`, `received`, `dropped_<reason>`...), plain numbers. */
   readonly counters: Record<string, number> = {}
 
   constructor() {
     const cls = new.target as unknown as typeof Protocol
-    for (const n of cls.bindTo) this.lower[bindingName(n)] = notBuilt(this, bindingName(n))
-    for (const n of cls.emits) this.upper[n] = this.#dropNoConsumer
+    const lower = this.lower as Record<string, Fn>
+    const upper = this.upper as Record<string, Fn>
+    for (const n of cls.bindTo) lower[bindingName(n)] = notBuilt(this, bindingName(n))
+    for (const n of cls.emits) upper[n] = this.#dropNoConsumer
   }
 
   /**
@@ -90,19 +148,46 @@ export abstract class Protocol {
    * absent (its calls return undefined) or the stack is not built yet.
    */
   protected hasLower(name: string): boolean {
-    const f = this.lower[name]
+    const f = (this.lower as Record<string, Fn>)[name]
     return f !== undefined && f !== absentBinding && !isNotBuilt(f)
   }
 
   /** True when a layer above took this layer's emitted slot `name` (with `bindFrom`). */
   protected hasUpper(name: string): boolean {
-    const f = this.upper[name]
+    const f = (this.upper as Record<string, Fn>)[name]
     return f !== undefined && f !== this.#dropNoConsumer
   }
 
-  /** Add `n` (default 1) to counter `name`, creating it at 0. */
+  /**
+   * Add `n` (default 1) to counter `name`, creating it at 0. A `dropped_<reason>` counter is also
+   * logged (rate-limited) on the layer's debug namespace.
+   */
   protected count(name: string, n = 1): void {
     this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n
+    if (name.charCodeAt(0) === 100 && name.startsWith('dropped_') && this.#log.enabled) {
+      if (n === 1) this.#log(name)
+      else this.#log(`${name} (%d)`, n)
+    }
+  }
+
+  /**
+   * Drop something: count `dropped_<reason>` and log it rate-limited on the layer's debug
+   * namespace, with the printf-style details `fmt, ...a` when given (formatted only when enabled).
+   */
+  protected drop(reason: string, fmt?: string, ...a: unknown[]): void {
+    const name = `dropped_${reason}`
+    this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + 1
+    if (!this.#log.enabled) return
+    if (fmt === undefined) this.#log(name)
+    else this.#log(`${name}: ${fmt}`, ...a)
+  }
+
+  /** The layer's debug logger, set by its Stack at start (the same as its `ctx.log`). */
+  #log: LayerLog = silentLog
+  static {
+    setLayerLog = (layer, log) => {
+      layer.#log = log
+    }
   }
 
   /**
@@ -113,7 +198,7 @@ export abstract class Protocol {
    */
   protected sendControl(to: unknown, data: Uint8Array, counter = 'sent', tag: number = this.tag ?? 0): boolean {
     try {
-      const r: unknown = this.lower.send(to, data, tag)
+      const r: unknown = (this.lower as Record<string, Fn>).send!(to, data, tag)
       if (r instanceof Promise) r.catch(() => this.count('send_errors'))
       this.count(counter)
       return true
@@ -140,7 +225,8 @@ export abstract class Protocol {
 
   /** The default for an `upper` slot nobody took (shared by all slots of this layer). */
   readonly #dropNoConsumer: Fn = () => {
-    this.count('dropped_no_consumer')
+    // Counted but not logged: most such slots are optional events (onConnected...) nobody wants.
+    this.counters.dropped_no_consumer = (this.counters.dropped_no_consumer ?? 0) + 1
     return undefined
   }
 }
@@ -154,7 +240,7 @@ const placeholders = new WeakSet<Fn>()
 const isNotBuilt = (f: Fn): boolean => placeholders.has(f)
 
 /** Placeholder for a `lower` binding before the stack is built. */
-function notBuilt(layer: Protocol, binding: string): Fn {
+function notBuilt(layer: Protocol<any>, binding: string): Fn {
   const f: Fn = () => {
     throw new DeccomError(
       ErrorCode.STACK_STATE,

@@ -10,7 +10,9 @@
  */
 import { DeccomError, ErrorCode, StackError } from './errors'
 import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeRole, absentBinding } from './layer-types'
-import { Protocol, bindingName } from './protocol'
+import { realClock } from './clock'
+import { LogGroup } from './log'
+import { Protocol, bindingName, setLayerLog } from './protocol'
 
 /** What {@link Stack.describe} prints for an optional binding nobody below offers. */
 const ABSENT = 'absent'
@@ -25,6 +27,14 @@ type Wire = [record: Record<string, Fn>, key: string, fn: Fn]
 /** Layers that belong to a built stack: their bindings are wired, so they cannot join another. */
 const owned = new WeakSet<Protocol>()
 
+/**
+ * What {@link Stack.start} takes: a {@link LayerContext} whose `clock` may be left out (default
+ * {@link realClock}) and whose `log`, if any, is not used: the Stack gives each layer its own
+ * `ctx.log` (namespace `deccom:<layer>`, lines tagged with the first 8 hex digits of
+ * `identity.idHex` when there is one, rate-limited on `clock`; see `log.ts`).
+ */
+export type StackContext = Omit<LayerContext, 'log' | 'clock'> & { readonly clock?: LayerContext['clock']; readonly log?: unknown }
+
 /** A stack of layers: build once, start bottom-up, stop top-down. */
 export class Stack {
   /** The layers, top (application side) first, bottom (transport) last. */
@@ -35,6 +45,8 @@ export class Stack {
   /** Layers running in a native socket's I/O thread, the socket included (see {@link #fuse}). */
   readonly #native = new Set<Protocol>()
   #starting: Promise<void> | undefined
+  /** The layers' debug loggers (created at start, closed at stop). */
+  #logs: LogGroup | undefined
   #stopping: Promise<void> | undefined
 
   /** @param layers top first, bottom last. Validation happens in {@link build}. */
@@ -72,7 +84,7 @@ export class Stack {
    * are ignored), the stack becomes stopped, and the original error is rethrown.
    * @throws DeccomError STACK_STATE if already started or stopped
    */
-  async start(ctx: LayerContext): Promise<void> {
+  async start(ctx: StackContext): Promise<void> {
     if (this.#state === 'new') this.build()
     if (this.#state !== 'built') throw stateError('start', this.#state)
     this.#state = 'starting'
@@ -80,15 +92,22 @@ export class Stack {
     return this.#starting
   }
 
-  async #startLayers(ctx: LayerContext): Promise<void> {
+  async #startLayers(ctx: StackContext): Promise<void> {
+    const clock = ctx.clock ?? realClock
+    const logs = (this.#logs = new LogGroup(shortId(ctx.identity), clock))
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const layer = this.layers[i]
       try {
         if (roleOf(layer) === 'endpoint') this.#fuse(i)
-        await layer.start({ ...ctx })
+        const log = logs.layer(layer.name)
+        setLayerLog(layer, log)
+        await layer.start({ ...ctx, clock, log })
+        log('started')
       } catch (err) {
         this.#state = 'stopped'
         await this.#stopLayers().catch(() => {})
+        logs.layer(layer.name)('start failed: %s', (err as Error)?.message ?? err)
+        logs.close()
         throw err
       }
       this.#started.push(layer)
@@ -130,6 +149,7 @@ export class Stack {
     for (const layer of accepted) {
       ;(layer as Protocol & NativeCapable).enableNative(layers[socket])
       this.#native.add(layer)
+      this.#logs?.layer(layer.name)('runs natively in the I/O thread of %s', layers[socket].name)
     }
     this.#native.add(layers[socket])
   }
@@ -151,7 +171,11 @@ export class Stack {
   async #stop(): Promise<void> {
     if (this.#starting) await this.#starting.catch(() => {})
     this.#state = 'stopped'
-    await this.#stopLayers()
+    try {
+      await this.#stopLayers()
+    } finally {
+      this.#logs?.close()
+    }
   }
 
   /** Stop every started layer, last started first; throw the first error after trying them all. */
@@ -230,6 +254,12 @@ export class Stack {
     for (const layer of this.layers) out[layer.name] = layer.stats()
     return out
   }
+}
+
+/** The first 8 hex digits of the node id in a context's identity (`idHex`), or ''. */
+function shortId(identity: unknown): string {
+  const hex = (identity as { idHex?: unknown } | null | undefined)?.idHex
+  return typeof hex === 'string' ? hex.slice(0, 8) : ''
 }
 
 function stateError(op: string, state: State): DeccomError {

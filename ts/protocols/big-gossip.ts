@@ -24,6 +24,8 @@
  * Byte layout and test vectors: docs/wire.md#biggossip-tag-5; every datagram is encoded and decoded by
  * ts/wire/big-gossip.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
+import type { AbortOptions } from '../abort'
+import { throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -155,8 +157,12 @@ export class BigGossip extends Protocol {
     return this.#known.get(toId(id).toString('hex'))?.peer
   }
 
-  /** A known peer with this id (peer sampling does not search). @throws ERR_DECCOM_PEER_NOT_FOUND */
-  async findPeer(id: Buffer | string): Promise<Peer> {
+  /**
+   * A known peer with this id (peer sampling does not search).
+   * @throws ERR_DECCOM_PEER_NOT_FOUND, ERR_DECCOM_ABORTED (`opts.signal` aborted already)
+   */
+  async findPeer(id: Buffer | string, opts: AbortOptions = {}): Promise<Peer> {
+    throwIfAborted(opts.signal)
     const p = this.getPeer(id)
     if (!p) throw new DeccomError(DiscoveryErrorCode.PEER_NOT_FOUND, 'This peer is not in the sample yet')
     return p

@@ -87,7 +87,8 @@ interface Pair {
 /** Peers whose link is kept; beyond, the links of peers with nothing queued are forgotten. */
 const MAX_PAIRS = 65_536
 
-export class Delay extends Protocol {
+/** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
+export class Delay extends Protocol<{ lower: 'send' | 'localAddress'; upper: 'onMessage' }> {
   static override bindTo = ['send', 'localAddress']
   static override bindFrom = ['onMessage']
   static override provides = ['send']
@@ -132,7 +133,7 @@ export class Delay extends Protocol {
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx?.clock ?? realClock
     if (ctx?.log) this.#log = ctx.log
-    this.#local = this.lower.localAddress() as Address
+    this.#local = this.lower.localAddress()
     this.#running = true
   }
 
@@ -159,7 +160,6 @@ export class Delay extends Protocol {
       udp.setNativeDelayLink(dir, peer, latency > 0 ? latency : 0, bw > 0 && Number.isFinite(bw) ? bw * 1000 : 0)
     })
     this.#native = true
-    this.#log('delay: running natively in the socket thread')
   }
 
   send(to: Address, data: Uint8Array, tag = 0): unknown {
@@ -167,7 +167,7 @@ export class Delay extends Protocol {
     return this.#enqueue(to, this.#local!, to, data, tag, true)
   }
 
-  onMessage(from: Address, data: Uint8Array, tag: number): void {
+  onMessage(from: Address, data: Buffer, tag: number): void {
     if (this.#onSend || !this.#running || this.#native) return this.upper.onMessage(from, data, tag)
     this.#enqueue(from, from, this.#local!, data, tag, false)
   }
@@ -228,7 +228,7 @@ export class Delay extends Protocol {
         this.#forward(pair.peer, it.data, it.tag)
       } catch (e) {
         this.count(this.#onSend ? 'dropped_send_error' : 'handler_errors')
-        this.#log('delay: forwarding a queued datagram failed: %O', e)
+        this.#log('forwarding a queued datagram failed: %O', e)
       }
       if (!this.#running) return
     }
@@ -247,7 +247,8 @@ export class Delay extends Protocol {
 
   #forward(peer: Address, data: Uint8Array, tag: number): unknown {
     if (this.#onSend) return this.lower.send(peer, data, tag)
-    return this.upper.onMessage(peer, data, tag)
+    // A delayed received datagram is the Buffer the layer below delivered to onMessage.
+    return this.upper.onMessage(peer, data as Buffer, tag)
   }
 
   override stats(): Record<string, number> {

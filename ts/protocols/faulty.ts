@@ -164,13 +164,12 @@ export class FaultyTransport extends Protocol {
     if (this.#receive) udp.setNativeFaults('receive', { ...opts, seed: this.seed })
     if (this.#send) udp.setNativeFaults('send', { ...opts, seed: (this.seed ^ 0x9e3779b9) >>> 0 })
     this.#native = true
-    this.#log('faulty: running natively in the socket thread')
   }
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx?.clock ?? realClock
     if (ctx?.log) this.#log = ctx.log
-    this.#log('faulty: seed %d', this.seed)
+    this.#log('seed %d', this.seed)
     this.#running = true
   }
 
@@ -233,7 +232,7 @@ export class FaultyTransport extends Protocol {
     } catch (e) {
       // Released late, there is no caller to throw to: count it and carry on.
       this.count(h.dir === 'send' ? 'dropped_send_error' : 'handler_errors')
-      this.#log('faulty: releasing a held datagram failed: %O', e)
+      this.#log('releasing a held datagram failed: %O', e)
     }
   }
 

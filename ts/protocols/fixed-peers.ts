@@ -24,6 +24,8 @@
  * Records are decoded with the checked peer-record codec. Datagrams from addresses not in the list,
  * malformed ones, and records whose address is not the sender's are dropped and counted.
  */
+import type { AbortOptions } from '../abort'
+import { raceSignal, throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
@@ -116,25 +118,35 @@ export class FixedPeers extends Protocol {
     return [...this.#known.values()]
   }
 
-  /** The listed peer with this id. @throws ERR_DECCOM_PEER_NOT_FOUND */
-  async findPeer(id: Buffer | string): Promise<Peer> {
+  /** The listed peer with this id. @throws ERR_DECCOM_PEER_NOT_FOUND, ERR_DECCOM_ABORTED (`opts.signal` aborted already) */
+  async findPeer(id: Buffer | string, opts: AbortOptions = {}): Promise<Peer> {
+    throwIfAborted(opts.signal)
     const p = this.#byId.get(toId(id).toString('hex'))
     if (!p) throw notFound(id)
     return p
   }
 
-  /** Application data to the peer with node id `id`. */
-  async sendToId(id: Buffer | string, data: Uint8Array): Promise<void> {
+  /**
+   * Application data to the peer with node id `id`. Aborting `opts.signal` rejects with
+   * ERR_DECCOM_ABORTED at once (nothing is sent when it was aborted already; what the layer below
+   * took already may still leave).
+   */
+  async sendToId(id: Buffer | string, data: Uint8Array, opts: AbortOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal)
     const p = this.#byId.get(toId(id).toString('hex'))
     if (!p) throw notFound(id)
     this.count('data_sent')
-    await this.lower.send(p.address, data, TAG_APP)
+    await raceSignal(Promise.resolve(this.lower.send(p.address, data, TAG_APP)), opts.signal)
   }
 
-  /** Application data to every known peer; resolves when the layer below has taken every copy. */
-  async broadcast(data: Uint8Array): Promise<void> {
+  /**
+   * Application data to every known peer; resolves when the layer below has taken every copy.
+   * `opts.signal` as for {@link sendToId}.
+   */
+  async broadcast(data: Uint8Array, opts: AbortOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal)
     this.count('broadcasts')
-    await Promise.all([...this.#known.keys()].map((a) => this.lower.send(a, data, TAG_APP)))
+    await raceSignal(Promise.all([...this.#known.keys()].map((a) => this.lower.send(a, data, TAG_APP))), opts.signal)
   }
 
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {

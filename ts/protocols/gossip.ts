@@ -34,9 +34,10 @@ import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
-import { DeccomError, ErrorCode } from '../errors'
+import { DeccomError, ErrorCode, abortError } from '../errors'
 import type { Identity } from '../identity'
 import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { DiscoveryErrorCode, toId } from './kademlia'
@@ -140,6 +141,9 @@ export class Gossip extends Protocol {
   readonly #listeners = new Map<string, Set<Listener>>()
   readonly #exchanges = new Set<Address>()
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
+  /** Whether a peer has connected yet (the log reports the first as the join). */
+  #joined = false
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
   #timer: TimerHandle | null = null
@@ -168,6 +172,7 @@ export class Gossip extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#self = this.lower.localAddress() as Address
     const id = ctx.identity as Identity
     this.#selfHex = id.idHex
@@ -210,8 +215,12 @@ export class Gossip extends Protocol {
     return this.#known.get(toId(id).toString('hex'))?.peer
   }
 
-  /** The peer with this id: known already, or found by flooding. */
+  /**
+   * The peer with this id: known already, or found by flooding. Aborting `opts.signal` rejects with
+   * ERR_DECCOM_ABORTED (when aborted already, before anything is sent).
+   */
   findPeer(id: Buffer | string, opts: { timeout?: number; signal?: AbortSignal } = {}): Promise<Peer> {
+    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal))
     return new Promise((resolve, reject) => {
       const target = toId(id)
       const hex = target.toString('hex')
@@ -229,7 +238,7 @@ export class Gossip extends Protocol {
       }
       const onAbort = (): void => {
         done()
-        reject(new DeccomError(ErrorCode.ABORTED, 'The operation was aborted'))
+        reject(abortError(opts.signal!))
       }
       const f: Find = {
         target: hex,
@@ -364,6 +373,8 @@ export class Gossip extends Protocol {
     k.awaiting = false
     if (k.connected) return
     k.connected = true
+    this.#log(this.#joined ? 'peer %s connected at %s' : 'joined: first peer %s at %s', k.peer.id!.toString('hex', 0, 4), k.peer.address.key)
+    this.#joined = true
     this.upper.onConnected(k.peer)
     for (const fn of this.#listeners.get('connected') ?? []) fn(k.peer)
   }
@@ -396,6 +407,7 @@ export class Gossip extends Protocol {
         this.#known.delete(hex)
         if (this.#byAddr.get(k.peer.address) === k) this.#byAddr.delete(k.peer.address)
         this.count('peers_lost')
+        this.#log('peer %s at %s lost: %d pings unanswered', k.peer.id!.toString('hex', 0, 4), k.peer.address.key, k.missed)
         if (k.connected) {
           this.upper.onDisconnected(k.peer)
           for (const fn of this.#listeners.get('disconnected') ?? []) fn(k.peer)

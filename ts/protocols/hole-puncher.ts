@@ -37,11 +37,14 @@
  * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9. Every datagram is encoded and decoded
  * by ts/wire/hole-punch.ts; malformed ones (trailing bytes included) are dropped: `dropped_malformed`.
  */
+import type { AbortOptions } from '../abort'
+import { abortable, throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
-import { DeccomError, ErrorCode } from '../errors'
+import { DeccomError, ErrorCode, abortError } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
@@ -119,6 +122,10 @@ interface Session {
   nonces: number[]
   queue: Queued[]
   waiters: { resolve: (r: PunchResult) => void; reject: (e: unknown) => void }[]
+  /** Started by our connect() (not by someone else's introduction): it ends when every connect() gave up. */
+  local: boolean
+  /** Stops the relay fallback in progress ('relaying'). */
+  relayAbort: AbortController | null
   punchTimer: TimerHandle | undefined
   timeout: TimerHandle | undefined
   introTimer: TimerHandle | undefined
@@ -131,7 +138,7 @@ interface Session {
 }
 
 interface RelayLike {
-  relayVia(relay: AddressLike, peers?: AddressLike[], opts?: { timeout?: number }): Promise<void>
+  relayVia(relay: AddressLike, peers?: AddressLike[], opts?: { timeout?: number; signal?: AbortSignal }): Promise<void>
 }
 
 export class HolePuncher extends Protocol {
@@ -148,6 +155,7 @@ export class HolePuncher extends Protocol {
   readonly #rendezvous: Address[]
   readonly #relayAddress: Address | null
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
   /** Return-routability tokens an INTRO_REQ must echo (fresh secret per start). */
@@ -197,6 +205,7 @@ export class HolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#tokens = new AddressTokens(INTRO_TOKEN_SLOT)
     this.#introTokens = this.#o.maxIntroductionsPerSecond
     this.#introRefill = ctx.clock.now()
@@ -263,13 +272,22 @@ export class HolePuncher extends Protocol {
    * Opens a path to `target` (its address as the introducer `via` knows it, i.e. its mapped
    * address) by asking `via` to introduce us, then punching. Without `via`, the introducer is the
    * peer a discovery layer in the stack (Kademlia's `introducerOf`) heard the target from. Resolves when the path is open
-   * (punched, or relayed with `relay: true`).
-   * @throws ERR_DECCOM_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_RELAY_*, ERR_DECCOM_CLOSED
+   * (punched, or relayed with `relay: true`). Aborting `opts.signal` rejects with ERR_DECCOM_ABORTED;
+   * when no other connect() waits for that path, its introduction, probes, timers and relay
+   * fallback stop, and messages queued for the peer are rejected. `connect(target, { signal })`
+   * is the same as without `via`.
+   * @throws ERR_DECCOM_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_RELAY_*, ERR_DECCOM_CLOSED, ERR_DECCOM_ABORTED
    */
-  connect(target: AddressLike, via?: AddressLike): Promise<PunchResult> {
+  connect(target: AddressLike, via?: AddressLike | AbortOptions, opts: AbortOptions = {}): Promise<PunchResult> {
+    if (isAbortOptions(via)) {
+      opts = via
+      via = undefined
+    }
+    const { signal } = opts
     let peer: Address
     let viaAddr: Address
     try {
+      throwIfAborted(signal)
       peer = toAddress(target)
       if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The HolePuncher layer is not running')
       const introducer = via !== undefined ? toAddress(via) : this.#discoveryIntroducer(peer)
@@ -280,17 +298,24 @@ export class HolePuncher extends Protocol {
     } catch (e) {
       return Promise.reject(e)
     }
-    return new Promise<PunchResult>((resolve, reject) => {
-      let s = this.#sessions.get(peer.key)
-      if (s && (s.state === 'open' || s.state === 'relayed')) return resolve(this.#result(s))
-      if (!s) {
-        s = this.#newSession(peer, viaAddr, 'introducing') ?? undefined
-        if (!s) return reject(new DeccomError(ErrorCode.SEND_QUEUE_FULL, `More than ${this.#o.maxSessions} punch sessions at once`))
-        s.reqNonce = this.#nextNonce()
-        this.#sendIntroReq(s)
-      }
-      s.waiters.push({ resolve, reject })
-    })
+    let s: Session | undefined
+    let w: Session['waiters'][number]
+    return abortable<PunchResult>(
+      signal,
+      (resolve, reject) => {
+        s = this.#sessions.get(peer.key)
+        if (s && (s.state === 'open' || s.state === 'relayed')) return resolve(this.#result(s))
+        if (!s) {
+          s = this.#newSession(peer, viaAddr, 'introducing') ?? undefined
+          if (!s) return reject(new DeccomError(ErrorCode.SEND_QUEUE_FULL, `More than ${this.#o.maxSessions} punch sessions at once`))
+          s.local = true
+          s.reqNonce = this.#nextNonce()
+          this.#sendIntroReq(s)
+        }
+        s.waiters.push((w = { resolve, reject }))
+      },
+      () => this.#abortConnect(s!, w, abortError(signal!)),
+    )
   }
 
   /**
@@ -368,6 +393,7 @@ export class HolePuncher extends Protocol {
         const s = this.#sessions.get(m.addr.key)
         if (!s || s.state !== 'introducing' || s.via.key !== from.key || s.reqNonce !== m.nonce) return this.count('dropped_unsolicited')
         this.count('introductions_failed')
+        this.#log('punch to %s failed: %s cannot introduce us (it has not heard from it)', s.peer.key, from.key)
         this.#clearTimers(s, this.#clock)
         this.#remove(s)
         return this.#fail(
@@ -489,6 +515,8 @@ export class HolePuncher extends Protocol {
       punchTimer: undefined,
       timeout: undefined,
       introTimer: undefined,
+      local: false,
+      relayAbort: null,
       reqNonce: 0,
       introToken: NO_TOKEN,
       started: clock.now(),
@@ -497,6 +525,7 @@ export class HolePuncher extends Protocol {
     s.timeout = clock.setTimeout(() => this.#onTimeout(s), this.#o.punchTimeout)
     this.#sessions.set(peer.key, s)
     this.count('sessions')
+    this.#log('punch to %s started (%s, introducer %s)', peer.key, state, via.key)
     return s
   }
 
@@ -532,6 +561,7 @@ export class HolePuncher extends Protocol {
       this.count('aliases')
     }
     this.count('punched')
+    this.#log('punch to %s succeeded in %d ms: direct path to %s', s.peer.key, Math.round((this.#clock?.now() ?? s.started) - s.started), from.key)
     this.#flush(s, from)
     for (const w of s.waiters.splice(0)) w.resolve({ path: 'punched', address: from })
   }
@@ -541,21 +571,28 @@ export class HolePuncher extends Protocol {
     if (s.state === 'open' || s.state === 'relayed' || s.state === 'relaying') return
     this.#clearTimers(s, this.#clock)
     this.count('punch_timeouts')
+    this.#log('punch to %s timed out after %d ms (%s)%s', s.peer.key, this.#o.punchTimeout, s.state, this.#relay ? ': falling back to a relay' : '')
     if (this.#relay) {
       s.state = 'relaying'
       const relay = this.#relayAddress ?? s.via
       this.count('relay_fallbacks')
-      this.#relay.relayVia(relay, [s.peer], { timeout: this.#o.punchTimeout }).then(
+      s.relayAbort = new AbortController()
+      this.#relay.relayVia(relay, [s.peer], { timeout: this.#o.punchTimeout, signal: s.relayAbort.signal }).then(
         () => {
+          s.relayAbort = null
           if (this.#sessions.get(s.peer.key) !== s) return
           s.state = 'relayed'
           s.remote = relay
           this.count('relayed')
+          this.#log('path to %s: relayed through %s', s.peer.key, relay.key)
           this.#flush(s, s.peer) // the Relay layer below routes s.peer through the relay
           for (const w of s.waiters.splice(0)) w.resolve({ path: 'relayed', address: relay })
         },
         (e: unknown) => {
+          s.relayAbort = null
+          if (this.#sessions.get(s.peer.key) !== s) return
           this.count('relay_fallback_failed')
+          this.#log('relay fallback to %s through %s failed: %s', s.peer.key, relay.key, (e as Error)?.message)
           this.#remove(s)
           this.#fail(s, e)
         },
@@ -569,6 +606,18 @@ export class HolePuncher extends Protocol {
         details: { target: s.peer.key, via: s.via.key, state: s.state, timeout: this.#o.punchTimeout },
       }),
     )
+  }
+
+  /** A connect() gave up: forget its waiter; a path only we wanted stops being opened. */
+  #abortConnect(s: Session, w: Session['waiters'][number], err: DeccomError): void {
+    this.count('connects_aborted')
+    const i = s.waiters.indexOf(w)
+    if (i >= 0) s.waiters.splice(i, 1)
+    if (s.waiters.length > 0 || !s.local || s.state === 'open' || s.state === 'relayed' || this.#sessions.get(s.peer.key) !== s) return
+    this.count('sessions_aborted')
+    s.relayAbort?.abort(err)
+    this.#remove(s)
+    this.#fail(s, err)
   }
 
   #flush(s: Session, to: Address): void {
@@ -645,7 +694,8 @@ export class HolePuncher extends Protocol {
    */
   #discoveryIntroducer(peer: Address): Address | null {
     const above = this.hasUpper('introducerOf') ? (this.upper.introducerOf(peer) as Address | null | undefined) : null
-    return above ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? null
+    // Without a discovery layer that knows one, the first rendezvous server introduces.
+    return above ?? (this.lower.introducerOf(peer) as Address | null | undefined) ?? this.#rendezvous[0] ?? null
   }
 
   #now(): number {
@@ -658,4 +708,9 @@ export class HolePuncher extends Protocol {
     return this.#nonceBuf[0]
   }
 
+}
+
+/** True when `x` is an options object (`{ signal }`) rather than an address. */
+function isAbortOptions(x: unknown): x is AbortOptions {
+  return typeof x === 'object' && x !== null && !('host' in x) && !('address' in x)
 }

@@ -28,7 +28,8 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
-import type { LayerContext } from '../protocol'
+import { type LayerLog, silentLog } from '../log'
+import type { BindingsOf, LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { decodeKeepAlive, encodeKeepAlive } from '../wire/keep-alive'
 import { ReplyLimiter } from './reply-limit'
@@ -55,7 +56,11 @@ interface Watched {
 
 type Listener = (peer: Peer) => void
 
-export class KeepAlive extends Protocol {
+/** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
+export class KeepAlive
+  extends Protocol<{ lower: 'send'; upper: 'onMessage' | 'onDisconnected' | 'onConnected' }>
+  implements BindingsOf<'onMessage' | 'onConnected' | 'register' | 'unregister'>
+{
   static override bindTo = ['send']
   static override bindFrom = ['onMessage', 'onConnected?']
   static override provides = ['register', 'unregister']
@@ -71,6 +76,7 @@ export class KeepAlive extends Protocol {
   readonly #peers = new Map<string, Watched>()
   readonly #listeners = new Set<Listener>()
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   #timer: TimerHandle | null = null
   #nextId = 1
   readonly #replies = new ReplyLimiter()
@@ -86,6 +92,7 @@ export class KeepAlive extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#timer = ctx.clock.setTimeout(this.#tick, this.#interval)
   }
 
@@ -171,6 +178,7 @@ export class KeepAlive extends Protocol {
         if (w.missed >= this.#misses) {
           this.#peers.delete(addr)
           this.count('disconnected')
+          this.#log('peer at %s disconnected: %d pings unanswered', w.peer.address.key, w.missed)
           this.upper.onDisconnected(w.peer)
           for (const fn of this.#listeners) {
             try {

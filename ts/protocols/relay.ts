@@ -39,11 +39,13 @@
  * Byte layout and test vectors: docs/wire.md#relay-tag-10; every datagram is encoded and decoded by
  * ts/wire/relay.ts (malformed ones, trailing bytes included, are dropped: `dropped_malformed`).
  */
+import { abortable, throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { CHALLENGE, DATA, FWD, QUERY, REFUSED_FULL, REFUSED_NOT_RELAY, decodeRelay, encodeRelay } from '../wire/relay'
@@ -142,6 +144,7 @@ export class Relay extends Protocol {
   readonly #retry: number
   readonly #maxRoutes: number
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   readonly #served = new Map<string, ServedSession>()
   /** Sessions per host group. */
   readonly #hosts = new Map<string, number>()
@@ -181,6 +184,8 @@ export class Relay extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
+    this.#log(this.#serve ? 'serving as a relay' : 'client only (not serving as a relay)')
     if (this.#serve) {
       this.#tokens = new AddressTokens(this.#serve.tokenSlot)
       this.#totalTokens = this.#serve.maxTotalBytesPerSecond
@@ -228,11 +233,15 @@ export class Relay extends Protocol {
   /**
    * Gets a session on `relay` (kept alive until stop), routes `peers` through it and resolves once
    * the relay reports that each of them holds a session too. Only these peers' messages are
-   * accepted from that relay.
+   * accepted from that relay. Aborting `opts.signal` rejects with ERR_DECCOM_ABORTED at once: the
+   * routes this call added are removed, and a session still being allocated that nobody else waits
+   * for stops (no more ALLOCATE or QUERY is sent for it). A signal aborted already changes nothing.
    * @throws ERR_DECCOM_RELAY_REFUSED (not a relay, or full), ERR_DECCOM_RELAY_TIMEOUT, ERR_DECCOM_CLOSED,
-   *   ERR_DECCOM_PEER_TABLE_FULL (more than `maxRoutes` routed peers)
+   *   ERR_DECCOM_PEER_TABLE_FULL (more than `maxRoutes` routed peers), ERR_DECCOM_ABORTED
    */
-  async relayVia(relay: AddressLike, peers: AddressLike[] = [], opts: { timeout?: number } = {}): Promise<void> {
+  async relayVia(relay: AddressLike, peers: AddressLike[] = [], opts: { timeout?: number; signal?: AbortSignal } = {}): Promise<void> {
+    const { signal } = opts
+    throwIfAborted(signal)
     const r = toAddress(relay)
     const timeout = opts.timeout ?? 3000
     const ps = peers.map((p) => toAddress(p))
@@ -250,23 +259,29 @@ export class Relay extends Protocol {
       added.push(p)
     }
     try {
-      await this.#allocate(r, timeout)
+      await this.#allocate(r, timeout, signal)
     } catch (e) {
       for (const a of added) if (this.#routes.get(a.key) === r) this.#routes.delete(a.key)
       throw e
     }
-    for (const p of ps) {
-      for (;;) {
-        if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The Relay layer stopped')
-        const left = deadline - this.#now()
-        if (left <= 0) {
-          throw new DeccomError(ErrorCode.RELAY_TIMEOUT, `Relay ${r.key} does not see ${p.key} holding a session within ${timeout} ms`, {
-            details: { relay: r.key, peer: p.key, timeout },
-          })
+    try {
+      for (const p of ps) {
+        for (;;) {
+          if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The Relay layer stopped')
+          const left = deadline - this.#now()
+          if (left <= 0) {
+            throw new DeccomError(ErrorCode.RELAY_TIMEOUT, `Relay ${r.key} does not see ${p.key} holding a session within ${timeout} ms`, {
+              details: { relay: r.key, peer: p.key, timeout },
+            })
+          }
+          if (await this.#query(r, p, Math.min(left, this.#retry * 2), signal)) break
+          await this.#sleep(Math.min(this.#retry, Math.max(0, deadline - this.#now())), signal)
         }
-        if (await this.#query(r, p, Math.min(left, this.#retry * 2))) break
-        await this.#sleep(Math.min(this.#retry, Math.max(0, deadline - this.#now())))
       }
+    } catch (e) {
+      // Aborted: undo this call's routes (the session itself stays, it may serve other peers).
+      if (signal?.aborted) for (const a of added) if (this.#routes.get(a.key) === r) this.#routes.delete(a.key)
+      throw e
     }
     this.count('relay_paths')
   }
@@ -310,6 +325,7 @@ export class Relay extends Protocol {
         this.count('alloc_refused')
         this.#dropClient(c)
         const full = m.type === 'ALLOC_REFUSED' && m.reason === REFUSED_FULL
+        this.#log('relay %s refused our allocation: %s', from.key, full ? 'full' : 'not a relay')
         const err = new DeccomError(ErrorCode.RELAY_REFUSED, `${from.key} refused to relay for us: ${full ? 'it serves its maximum of sessions' : 'it is not a relay'}`, {
           details: { relay: from.key, reason: full ? 'full' : 'not-a-relay' },
         })
@@ -358,6 +374,7 @@ export class Relay extends Protocol {
       this.#remove(from.key)
       if (!this.#admit(from, now)) {
         this.count('alloc_refused_full')
+        this.#log('allocation for %s refused: full', from.key)
         return void this.sendControl(from, encodeRelay({ type: 'ALLOC_REFUSED', nonce, reason: REFUSED_FULL }))
       }
       const rate = this.#serve.maxBytesPerSecond
@@ -365,6 +382,7 @@ export class Relay extends Protocol {
       this.#served.set(from.key, s)
       this.#hosts.set(s.host, (this.#hosts.get(s.host) ?? 0) + 1)
       this.count('sessions_opened')
+      this.#log('allocation for %s opened (%d sessions)', from.key, this.#served.size)
     }
     s.expires = now + this.#serve.sessionTtl
     s.active = now
@@ -499,7 +517,7 @@ export class Relay extends Protocol {
 
   // ---------------------------------------------------------------- client side
 
-  #allocate(r: Address, timeout: number): Promise<void> {
+  #allocate(r: Address, timeout: number, signal?: AbortSignal): Promise<void> {
     if (!this.#clock) return Promise.reject(new DeccomError(ErrorCode.CLOSED, 'The Relay layer is not running'))
     let c = this.#clients.get(r.key)
     if (c && c.state === 'ok') return Promise.resolve()
@@ -509,15 +527,23 @@ export class Relay extends Protocol {
       this.#sendAlloc(c)
     }
     const session = c
-    return new Promise<void>((resolve, reject) => {
-      const timer = this.#after(timeout, () => {
-        const i = session.waiters.indexOf(w)
-        if (i >= 0) session.waiters.splice(i, 1)
-        if (session.state === 'allocating' && session.waiters.length === 0) this.#dropClient(session)
+    let w: ClientSession['waiters'][number]
+    let timer: TimerHandle | undefined
+    /** Takes this call's waiter off the session; stops a session still allocating that nobody waits for. */
+    const leave = (): void => {
+      this.#cancel(timer)
+      const i = session.waiters.indexOf(w)
+      if (i >= 0) session.waiters.splice(i, 1)
+      if (session.state === 'allocating' && session.waiters.length === 0) this.#dropClient(session)
+    }
+    return abortable<void>(signal, (resolve, reject) => {
+      timer = this.#after(timeout, () => {
+        leave()
         this.count('alloc_timeouts')
+        this.#log('allocation at relay %s timed out after %d ms', r.key, timeout)
         reject(new DeccomError(ErrorCode.RELAY_TIMEOUT, `No answer from relay ${r.key} within ${timeout} ms`, { details: { relay: r.key, timeout } }))
       })
-      const w = {
+      w = {
         resolve: () => {
           this.#cancel(timer)
           resolve()
@@ -528,6 +554,9 @@ export class Relay extends Protocol {
         },
       }
       session.waiters.push(w)
+    }, () => {
+      this.count('relay_via_aborted')
+      leave()
     })
   }
 
@@ -551,6 +580,7 @@ export class Relay extends Protocol {
     if (c.state === 'ok') return this.count('alloc_refreshed')
     c.state = 'ok'
     this.count('allocated')
+    this.#log('allocated at relay %s', c.relay.key)
     this.#clock?.clearTimeout(c.refresh)
     c.refresh = this.#clock?.setTimeout(() => this.#sendAlloc(c), this.#refreshInterval)
     for (const w of c.waiters.splice(0)) w.resolve()
@@ -562,24 +592,34 @@ export class Relay extends Protocol {
     for (const [k, r] of this.#routes) if (r.key === c.relay.key) this.#routes.delete(k)
   }
 
-  #query(r: Address, p: Address, ms: number): Promise<boolean> {
+  #query(r: Address, p: Address, ms: number, signal?: AbortSignal): Promise<boolean> {
     if (!this.#clock) return Promise.resolve(false)
+    throwIfAborted(signal)
     const nonce = this.#nextNonce()
     this.sendControl(r, encodeRelay({ type: 'QUERY', nonce, addr: p }))
     this.count('queries_sent')
-    return new Promise<boolean>((resolve) => {
-      const timer = this.#after(ms, () => {
+    let timer: TimerHandle | undefined
+    return abortable<boolean>(
+      signal,
+      (resolve) => {
+        timer = this.#after(ms, () => {
+          this.#queries.delete(nonce)
+          resolve(false)
+        })
+        this.#queries.set(nonce, {
+          relay: r,
+          resolve: (v) => {
+            this.#cancel(timer)
+            resolve(v)
+          },
+        })
+      },
+      () => {
+        this.count('relay_via_aborted')
+        this.#cancel(timer)
         this.#queries.delete(nonce)
-        resolve(false)
-      })
-      this.#queries.set(nonce, {
-        relay: r,
-        resolve: (v) => {
-          this.#cancel(timer)
-          resolve(v)
-        },
-      })
-    })
+      },
+    )
   }
 
   // ---------------------------------------------------------------- helpers
@@ -600,10 +640,19 @@ export class Relay extends Protocol {
     this.#clock?.clearTimeout(t)
   }
 
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.#after(ms, resolve)) resolve()
-    })
+  #sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    let timer: TimerHandle | undefined
+    return abortable<void>(
+      signal,
+      (resolve) => {
+        timer = this.#after(ms, resolve)
+        if (!timer) resolve()
+      },
+      () => {
+        this.count('relay_via_aborted')
+        this.#cancel(timer)
+      },
+    )
   }
 
   #now(): number {

@@ -32,6 +32,7 @@ import { Deadline } from '../clock'
 import { DeccomError, ErrorCode, fromNative } from '../errors'
 import { native } from '../native'
 import type { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { PeerTable } from './peer-table'
@@ -69,6 +70,14 @@ export interface ReliableUdpOptions {
   strict?: boolean
 }
 
+/** Options of {@link ReliableUdp.send}. */
+export interface ReliableSendOptions {
+  /** Cancels the message. */
+  signal?: AbortSignal
+  /** Acknowledged bytes of this message, as they grow: `(acked, total)`. */
+  onProgress?: (acked: number, total: number) => void
+}
+
 interface Pending {
   resolve: () => void
   reject: (e: Error) => void
@@ -88,6 +97,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
 
   readonly #opts: ReliableUdpOptions
   #mode: 'native' | 'js' | null = null
+  #log: LayerLog = silentLog
   #udp: UdpTransport | null = null
   readonly #pending = new Map<number, Pending>()
   // JavaScript-driven endpoint state.
@@ -127,6 +137,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
   }
 
   override async start(ctx: LayerContext): Promise<void> {
+    this.#log = ctx.log
     const nativeOpts: NativeReliableOptions = {
       segmentSize: this.#opts.segmentSize,
       maxMessageSize: this.#opts.maxMessageSize,
@@ -141,6 +152,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       if (this.hasLower('remotePeer')) this.#peerOf = (a) => (this.lower.remotePeer(a) as Peer | null | undefined) ?? a
       udp.attachReliable(this, TAG_RUDP, nativeOpts)
       this.#mode = 'native'
+      this.#log('mode native: segments, acks and retransmissions stay in the socket thread')
       return
     }
     this.#clock = ctx.clock
@@ -151,6 +163,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       throw fromNative(e)
     }
     this.#mode = 'js'
+    this.#log('mode js: the endpoint is driven from JavaScript')
   }
 
   /**
@@ -227,12 +240,15 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
       p.resolve()
     } else if (status === 1) {
       this.count('messages_failed')
+      this.#log('message %d failed: the peer stopped acknowledging', id)
       p.reject(new DeccomError(ErrorCode.PEER_UNREACHABLE, 'The peer stopped acknowledging; the message was not (fully) delivered', { details: { id } }))
     } else if (status === 3) {
       this.count('messages_refused')
+      this.#log('message %d refused by the receiver', id)
       p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver refused the message (too large for its limits, or it gave up reassembling it)', { details: { id } }))
     } else if (status === 5) {
       this.count('messages_refused')
+      this.#log('message %d refused: the receiver stayed busy (no reassembly memory)', id)
       p.reject(new DeccomError(ErrorCode.MESSAGE_REFUSED, 'The receiver had no reassembly memory for the message for peerTimeout (it answered only "busy")', { details: { id, reason: 'busy' } }))
     } else if (status === 4) {
       this.count('messages_failed')

@@ -56,11 +56,13 @@
  * (`maxIntroductionsPerSecond`) and its pending table is bounded (`maxPending`).
  */
 import net from 'node:net'
+import { abortable, raceSignal, throwIfAborted } from '../abort'
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
-import { DeccomError, ErrorCode } from '../errors'
+import { DeccomError, ErrorCode, abortError } from '../errors'
 import { Peer } from '../peer'
+import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { ID_LEN, MIN_REQUEST, decodeTcpHolePunch, encodeTcpHolePunch } from '../wire/tcp-hole-punch'
@@ -140,6 +142,8 @@ interface Session {
   /** No simultaneous open tried: our NAT rewrites TCP source ports (see punchWhenPortsRewritten). */
   skipped: boolean
   waiters: { resolve: (r: TcpPunchResult) => void; reject: (e: unknown) => void }[]
+  /** Aborted when the session fails: stops its direct dials still opening. */
+  dials: AbortController
   deadline: TimerHandle | undefined
   retry: TimerHandle | undefined
   attemptTimer: TimerHandle | undefined
@@ -172,6 +176,7 @@ export class TcpHolePuncher extends Protocol {
   readonly #o: Required<Omit<TcpHolePuncherOptions, 'tcp'>>
   #tcp: TcpLike | null
   #clock: Clock | null = null
+  #log: LayerLog = silentLog
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
   /** Return-routability tokens a REQ must echo (fresh secret per start). */
@@ -209,6 +214,7 @@ export class TcpHolePuncher extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
+    this.#log = ctx.log
     this.#addrTokens = new AddressTokens(REQ_TOKEN_SLOT)
     this.#tokens = this.#o.maxIntroductionsPerSecond
     this.#refill = ctx.clock.now()
@@ -244,7 +250,7 @@ export class TcpHolePuncher extends Protocol {
   }
 
   /** Alias of {@link connect} for layers above (`bindTo: ['tcpPunch']`). */
-  tcpPunch(target: AddressLike, via: AddressLike, opts?: { tcpAddress?: AddressLike }): Promise<TcpPunchResult> {
+  tcpPunch(target: AddressLike, via: AddressLike, opts?: { tcpAddress?: AddressLike; signal?: AbortSignal }): Promise<TcpPunchResult> {
     return this.connect(target, via, opts)
   }
 
@@ -253,14 +259,18 @@ export class TcpHolePuncher extends Protocol {
    * introducer `via` knows it): asks `via` to coordinate a simultaneous open, and dials
    * `opts.tcpAddress` (and the TCP listening endpoint the introducer reports) directly in parallel.
    * Resolves with the first connection that opens. It starts without references (see
-   * TcpTransport `openConnection` to keep it).
-   * @throws ERR_DECCOM_TCP_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED
+   * TcpTransport `openConnection` to keep it). Aborting `opts.signal` rejects with
+   * ERR_DECCOM_ABORTED and ends the session: its REQ retries and timers stop, its punch socket and
+   * the direct dials still opening are closed.
+   * @throws ERR_DECCOM_TCP_PUNCH_TIMEOUT, ERR_DECCOM_INTRODUCTION_FAILED, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED, ERR_DECCOM_ABORTED
    */
-  connect(target: AddressLike, via: AddressLike, opts: { tcpAddress?: AddressLike } = {}): Promise<TcpPunchResult> {
+  connect(target: AddressLike, via: AddressLike, opts: { tcpAddress?: AddressLike; signal?: AbortSignal } = {}): Promise<TcpPunchResult> {
+    const { signal } = opts
     let peerUdp: Address
     let viaAddr: Address
     let direct: Address | null
     try {
+      throwIfAborted(signal)
       peerUdp = toAddress(target)
       viaAddr = toAddress(via)
       direct = opts.tcpAddress === undefined ? null : toAddress(opts.tcpAddress)
@@ -269,11 +279,21 @@ export class TcpHolePuncher extends Protocol {
     } catch (e) {
       return Promise.reject(e)
     }
-    return allocPort(this.#localHost()).then((port) => {
+    return raceSignal(allocPort(this.#localHost()), signal, () => this.count('connects_aborted')).then((port) => {
       if (!this.#clock) throw new DeccomError(ErrorCode.CLOSED, 'The TcpHolePuncher layer stopped')
       const nonce = this.#nextNonce()
       const s = this.#newSession(`${viaAddr.key}/${nonce}`, nonce, viaAddr, peerUdp, true, port)
-      const p = new Promise<TcpPunchResult>((resolve, reject) => s.waiters.push({ resolve, reject }))
+      let w: Session['waiters'][number]
+      const p = abortable<TcpPunchResult>(
+        signal,
+        (resolve, reject) => s.waiters.push((w = { resolve, reject })),
+        () => {
+          this.count('connects_aborted')
+          const i = s.waiters.indexOf(w)
+          if (i >= 0) s.waiters.splice(i, 1)
+          if (s.waiters.length === 0) this.#finish(s, abortError(signal!))
+        },
+      )
       this.count('connects')
       const sendReq = (): void => {
         if (s.state !== 'introducing' || !this.#clock) return
@@ -500,12 +520,14 @@ export class TcpHolePuncher extends Protocol {
     s.directTried.add(addr.key)
     this.count('direct_attempts')
     const tcp = this.#tcp!
-    tcp.openConnection(addr).then(
+    tcp.openConnection(addr, { signal: s.dials.signal }).then(
       (peer) => {
         tcp.closeStream(peer.id)
         if (s.state !== 'done') this.#succeed(s, 'direct', peer)
       },
-      () => this.count('direct_failed'),
+      () => {
+        if (!s.dials.signal.aborted) this.count('direct_failed')
+      },
     )
   }
 
@@ -513,6 +535,7 @@ export class TcpHolePuncher extends Protocol {
     if (s.state === 'done') return
     this.count(path === 'punched' ? 'connected_punched' : 'connected_direct')
     const r: TcpPunchResult = { path, peer }
+    this.#log('TCP punch to %s succeeded after %d attempts: %s connection to %s', s.peerUdp.key, s.attempts, path, peer.id.toString('hex', 0, 4))
     const waiters = s.waiters
     s.waiters = []
     this.#finish(s, null)
@@ -543,7 +566,11 @@ export class TcpHolePuncher extends Protocol {
     this.#sessions.delete(s.key)
     const waiters = s.waiters
     s.waiters = []
-    if (err) for (const w of waiters) w.reject(err)
+    if (err) {
+      this.#log('TCP punch to %s failed after %d attempts: %s', s.peerUdp.key, s.attempts, (err as Error)?.message ?? err)
+      s.dials.abort(err)
+      for (const w of waiters) w.reject(err)
+    }
   }
 
   #newSession(key: string, nonce: number, via: Address, peerUdp: Address, initiator: boolean, port: number): Session {
@@ -562,6 +589,7 @@ export class TcpHolePuncher extends Protocol {
       attempts: 0,
       skipped: false,
       waiters: [],
+      dials: new AbortController(),
       deadline: undefined,
       retry: undefined,
       token: NO_TOKEN,
@@ -570,6 +598,7 @@ export class TcpHolePuncher extends Protocol {
       directTried: new Set(),
     }
     this.#sessions.set(key, s)
+    this.#log('TCP punch to %s started (%s, introducer %s)', peerUdp.key, initiator ? 'initiator' : 'target', via.key)
     s.deadline = this.#clock!.setTimeout(() => {
       s.deadline = undefined
       if (s.state === 'done') return

@@ -164,6 +164,7 @@ export class UdpTransport extends Protocol {
     const la = this.#sock.localAddress()
     this.#local = toAddress(la.address, la.port)
     this.#maxDatagram = this.#local.family === 4 ? MAX_DATAGRAM_V4 : MAX_DATAGRAM_V6
+    _ctx?.log?.('bound %s', this.#local.key)
   }
 
   /** The bound address. @throws ERR_DECCOM_CLOSED before start / after stop */

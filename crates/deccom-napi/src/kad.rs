@@ -98,16 +98,18 @@ impl KadTable {
   /// Records that a verified peer was seen: `identity` (encoded public identity) reachable at
   /// `addr` (18-byte address form), under the caller's `handle`. `external` (18-byte form) is the
   /// NAT-mapped address the peer itself reports (its record's external address), kept in the
-  /// record this table serves in NODES answers.
+  /// record this table serves in NODES answers, as is `tcp_port` (the TCP port its record
+  /// announced, 1..=65535; absent or 0: none).
   ///
   /// # Errors
   /// `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
   #[napi]
-  pub fn insert(&mut self, handle: u32, identity: &[u8], addr: &[u8], now: f64, external: Option<&[u8]>) -> Result<KadInsert> {
+  pub fn insert(&mut self, handle: u32, identity: &[u8], addr: &[u8], now: f64, external: Option<&[u8]>, tcp_port: Option<u32>) -> Result<KadInsert> {
     let identity = PublicIdentity::decode(identity).map_err(core)?;
     let udp = address(addr)?;
     let mut record = PeerRecord::new(identity, udp);
     record.external = external.map(address).transpose()?;
+    record.tcp_port = tcp_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0);
     let id = record.id;
     let t = self.clock.at(now);
     Ok(match self.table.insert(id, Slot { handle, record }, t) {
@@ -365,7 +367,8 @@ impl KadLookup {
 /// is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
 /// identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`, and its
 /// external address (the NAT-mapped address the node reports, if any) words `2i` and `2i+1` of
-/// `externals.split(' ')`, which are `- 0` when the record has none.
+/// `externals.split(' ')`, which are `- 0` when the record has none; its TCP port `tcpPorts[i]`
+/// (0: none).
 #[napi(object)]
 pub struct KadMessage {
   pub kind: u32,
@@ -380,6 +383,7 @@ pub struct KadMessage {
   pub identity_ends: Option<Uint32Array>,
   pub hosts: Option<String>,
   pub externals: Option<String>,
+  pub tcp_ports: Option<Uint32Array>,
   pub error: Option<String>,
 }
 
@@ -396,6 +400,7 @@ fn message(kind: u32, id: u64) -> KadMessage {
     identity_ends: None,
     hosts: None,
     externals: None,
+    tcp_ports: None,
     error: None,
   }
 }
@@ -403,7 +408,9 @@ fn message(kind: u32, id: u64) -> KadMessage {
 fn records<'a>(m: &mut KadMessage, recs: impl Iterator<Item = &'a PeerRecord>) {
   use std::fmt::Write;
   let (mut ids, mut identities, mut ends, mut hosts, mut externals) = (Vec::new(), Vec::new(), Vec::new(), String::new(), String::new());
+  let mut tcp_ports = Vec::new();
   for r in recs {
+    tcp_ports.push(u32::from(r.tcp_port.unwrap_or(0)));
     ids.extend_from_slice(&r.id);
     r.identity.encode_into(&mut identities);
     ends.push(identities.len() as u32);
@@ -422,6 +429,7 @@ fn records<'a>(m: &mut KadMessage, recs: impl Iterator<Item = &'a PeerRecord>) {
   m.identity_ends = Some(ends.into());
   m.hosts = Some(hosts);
   m.externals = Some(externals);
+  m.tcp_ports = Some(tcp_ports.into());
 }
 
 /// Decodes a Kademlia message (without the layer tag); never throws: malformed input gives

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../../address'
 import { toAddress } from '../../address'
 import type { TimerHandle } from '../../clock'
-import { DeccomError } from '../../errors'
+import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
 import { native } from '../../native'
 import { Peer, encodePeerRecord } from '../../peer'
@@ -19,7 +19,7 @@ import {
 import { alive, onFindNode } from './verification'
 
 export class Kademlia extends Protocol {
-  static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?']
+  static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?', 'tcpAddress?']
   static override bindFrom = ['onMessage', 'introducerOf?']
   static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'lookup', 'introducerOf']
   static override emits = ['onMessage', 'onConnected', 'onDisconnected']
@@ -55,13 +55,15 @@ export class Kademlia extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#s.clock = ctx.clock
-    this.#log = ctx.log
+    this.#log = this.#s.log = ctx.log
     const identity = ctx.identity as Identity
     this.#s.self = this.lower.localAddress() as Address
     this.#s.selfId = identity.id
     this.#s.selfHex = identity.idHex
     this.#s.ownExternal = null
-    const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#s.self })
+    // A TcpTransport below announces its port in our record (connect(peer, { transport: 'tcp' })).
+    const tcp = this.hasLower('tcpAddress') ? (this.lower.tcpAddress() as Address | null | undefined) : null
+    const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#s.self, tcpPort: tcp?.port })
     this.#s.table = new native.KadTable(own, this.#s.k, this.#s.maxReplacements, this.#s.clock.now())
     this.#s.approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
     this.#s.running = true
@@ -79,6 +81,7 @@ export class Kademlia extends Protocol {
     for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
     this.#s.pending.clear()
     for (const run of [...this.#s.runs]) abort(this.#s, run, closed())
+    for (const w of this.#s.joinWaiters.splice(0)) w.reject(closed())
     this.#s.table = null
   }
 
@@ -125,10 +128,11 @@ export class Kademlia extends Protocol {
         if (e?.inTable) {
           // Table entries answered us at their address (and were approved by the layer below).
           this.count('lookups_from_table')
-          const p = e.peer.verified ? e.peer : new Peer(e.peer.address, e.peer.id, e.peer.publicIdentity, e.peer.external, true)
+          const p = e.peer.verified ? e.peer : new Peer(e.peer.address, e.peer.id, e.peer.publicIdentity, e.peer.external, true, e.peer.tcpPort)
           return resolve({ peer: p, closest: [p], hops: 0, queries: 0, failures: 0, timeouts: 0, elapsed: 0 })
         }
       }
+      this.#log('lookup %s started', hex.slice(0, 8))
       let timer: TimerHandle | undefined
       let onAbort: (() => void) | undefined
       const cleanup = (): void => {
@@ -142,10 +146,12 @@ export class Kademlia extends Protocol {
         [],
         (r) => {
           cleanup()
+          this.#log('lookup %s %s: %d hops, %d queries (%d failed, %d timed out) in %d ms', hex.slice(0, 8), r.peer ? 'found' : stopAtTarget ? 'not found' : 'done', r.hops, r.queries, r.failures, r.timeouts, Math.round(r.elapsed))
           resolve(r)
         },
         (e) => {
           cleanup()
+          this.#log('lookup %s failed after %d ms: %s', hex.slice(0, 8), Math.round(this.#s.clock.now() - t0), (e as Error).message)
           reject(e)
         },
       )
@@ -202,6 +208,40 @@ export class Kademlia extends Protocol {
   /** True once a bootstrap node answered (or there was none to ask) and the self-lookup ended. */
   get joined(): boolean {
     return this.#s.joined
+  }
+
+  /**
+   * Resolves once joined (see {@link joined}); `node.ready()` waits for it. Rejects with
+   * ERR_DECCOM_NOT_READY when every bootstrap attempt failed, ERR_DECCOM_ABORTED, ERR_DECCOM_CLOSED.
+   */
+  ready(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const s = this.#s
+    if (s.joined) return Promise.resolve()
+    if (!s.running) return Promise.reject(closed())
+    if (s.joinFailed && s.joinTimer === null) {
+      return Promise.reject(new DeccomError(ErrorCode.NOT_READY, 'Kademlia could not join: no bootstrap node answered', { details: { layer: 'kademlia' } }))
+    }
+    const signal = opts.signal
+    if (signal?.aborted) return Promise.reject(aborted(signal))
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        const i = s.joinWaiters.indexOf(w)
+        if (i >= 0) s.joinWaiters.splice(i, 1)
+        reject(aborted(signal!))
+      }
+      const w = {
+        resolve: (): void => {
+          signal?.removeEventListener('abort', onAbort)
+          resolve()
+        },
+        reject: (e: Error): void => {
+          signal?.removeEventListener('abort', onAbort)
+          reject(e)
+        },
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      s.joinWaiters.push(w)
+    })
   }
 
   override stats(): Record<string, number> {

@@ -3,7 +3,7 @@ import type { Address } from '../../address'
 import { toAddress } from '../../address'
 import { native } from '../../native'
 import { Peer } from '../../peer'
-import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, withoutRecord } from './state'
+import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, tcpPortAt, withoutRecord } from './state'
 import { findNode, told } from './rpc'
 
 /** Addresses claimed for one findPeer target that are asked, at most. */
@@ -119,7 +119,7 @@ function askClaim(s: KadState, run: Run): void {
     if (run.done) return
     if (m !== null) {
       const p = c.peer
-      run.found = new Peer(p.address, p.id, p.publicIdentity, externalAt(m, 0) ?? p.external, true)
+      run.found = new Peer(p.address, p.id, p.publicIdentity, externalAt(m, 0) ?? p.external, true, tcpPortAt(m, 0) ?? p.tcpPort)
       run.foundHops = c.hops
       s.count('claims_verified')
       consider(s, run.found)
@@ -139,7 +139,8 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
     return drive(s, run)
   }
   const ext = externalAt(m, 0)
-  consider(s, ext?.key === peer.external?.key ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext))
+  const tcp = tcpPortAt(m, 0)
+  consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
   if (run.done) return
   const ids = m.ids!
   let words: string[] | null = null
@@ -161,7 +162,7 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
       } catch {
         continue
       }
-      p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i))
+      p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i))
       run.cands.set(h, p)
       // Who told us about whom: a peer behind a NAT is reached through the one that named it,
       // at the address that node saw it at or at the external address it announced.

@@ -1,7 +1,8 @@
 /** Kademlia: joining through the bootstrap addresses, and the periodic self-lookup and bucket refresh. */
 import { toAddress } from '../../address'
+import { DeccomError, ErrorCode } from '../../errors'
 import { Peer } from '../../peer'
-import { type KadState, externalAt, identityAt } from './state'
+import { type KadState, externalAt, identityAt, tcpPortAt } from './state'
 import { findNode, rand } from './rpc'
 import { consider, sweep } from './verification'
 import { maintenanceLookup } from './lookups'
@@ -10,8 +11,8 @@ export function join(s: KadState, attempt: number): void {
   s.joinTimer = null
   const addrs = s.bootstrap.filter((a) => a !== s.self)
   if (addrs.length === 0) {
-    s.joined = true
-    return
+    s.log('no bootstrap address: this node starts a network')
+    return markJoined(s)
   }
   s.count('bootstrap_attempts')
   let left = addrs.length
@@ -20,7 +21,7 @@ export function join(s: KadState, attempt: number): void {
   for (const a of addrs) {
     findNode(s, a, s.selfId, null, (m) => {
       if (m && s.running) {
-        const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0))
+        const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
         consider(s, peer)
         seeds.push(peer)
         const words = m.hosts!.split(' ')
@@ -29,7 +30,7 @@ export function join(s: KadState, attempt: number): void {
           if (seen.has(h) || h === s.selfHex) continue
           seen.add(h)
           try {
-            seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i)))
+            seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)))
           } catch {
             // not an address we can use
           }
@@ -45,16 +46,38 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     if (attempt < s.bootstrapRetries) {
       s.count('bootstrap_retries')
       s.joinTimer = s.clock.setTimeout(() => join(s, attempt + 1), s.queryTimeout * 2 ** attempt)
+      s.log('bootstrap attempt %d: no answer from %d bootstrap nodes, retrying', attempt + 1, s.bootstrap.length)
     } else {
       s.count('bootstrap_failed')
+      s.joinFailed = true
+      const e = new DeccomError(ErrorCode.NOT_READY, `Kademlia could not join: no bootstrap node answered (${s.bootstrap.map((a) => a.key).join(', ')}) after ${attempt + 1} attempts`, {
+        details: { layer: 'kademlia', attempts: attempt + 1 },
+      })
+      for (const w of s.joinWaiters.splice(0)) w.reject(e)
+      s.log('join failed: no bootstrap node answered (%d attempts)', attempt + 1)
     }
     return
   }
   void maintenanceLookup(s, s.selfId, seeds).then(async () => {
-    s.joined = true
     s.count('joined')
+    if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
+    markJoined(s)
     await refresh(s, true)
   })
+}
+
+/** The node joined: `ready()` resolves from now on. */
+function markJoined(s: KadState): void {
+  s.joined = true
+  s.joinFailed = false
+  for (const w of s.joinWaiters.splice(0)) w.resolve()
+}
+
+/** How many buckets of the table hold entries (for the log). */
+function bucketsInUse(s: KadState): number {
+  const buckets = new Set<number>()
+  if (s.table) for (const h of s.table.entries()) buckets.add(s.table.bucketOf(s.entries[h]!.peer.id!))
+  return buckets.size
 }
 
 export function onRefreshTimer(s: KadState): void {

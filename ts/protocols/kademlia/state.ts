@@ -11,6 +11,7 @@ import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
 import type { Peer } from '../../peer'
+import { type LayerLog, silentLog } from '../../log'
 import type { Fn } from '../../protocol'
 
 /** Tag of Kademlia datagrams. */
@@ -170,6 +171,7 @@ export class KadState {
   rng!: number
   running = false
   clock!: Clock
+  log: LayerLog = silentLog
   self!: Address
   selfId!: Buffer
   selfHex = ''
@@ -197,6 +199,9 @@ export class KadState {
   joinTimer: TimerHandle | null = null
   refreshing = false
   joined = false
+  /** `ready()` calls waiting for the join; failed with the last bootstrap failure. */
+  readonly joinWaiters: { resolve: () => void; reject: (e: Error) => void }[] = []
+  joinFailed = false
   ids!: Buffer
   handles!: Uint32Array
   readonly qid = Buffer.alloc(32)
@@ -223,6 +228,12 @@ export class KadState {
 }
 
 /** The encoded identity of record `i` of a decoded message (0 = the sender). */
+/** The TCP port record `i` of `m` announced, or null. */
+export function tcpPortAt(m: NativeMessage, i: number): number | null {
+  const p = m.tcpPorts?.[i]
+  return p ? p : null
+}
+
 export function identityAt(m: NativeMessage, i: number): Buffer {
   const ends = m.identityEnds!
   return m.identities!.subarray(i === 0 ? 0 : ends[i - 1], ends[i])

@@ -4,7 +4,7 @@
  */
 import type { Address } from '../../address'
 import { Peer } from '../../peer'
-import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt } from './state'
+import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt, tcpPortAt } from './state'
 import { ping, refreshOwnRecord, remember, replyAllowed } from './rpc'
 
 /** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
@@ -27,7 +27,7 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
     s.sendControl(from, resp)
   }
   remember(s, s.verifiedBy, from.key)
-  const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0))
+  const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
   if (s.byHex.get(hex)?.inTable || verified) consider(s, peer)
   else verify(s, peer)
 }
@@ -68,7 +68,7 @@ export function consider(s: KadState, peer: Peer): void {
       // It announced another external address: serve the new one (insert replaces the record).
       known.peer = peer
       if (known.inTable) {
-        s.table.insert(known.handle, peer.publicIdentity!, peer.address.raw, s.clock.now(), peer.external?.raw ?? null)
+        s.table.insert(known.handle, peer.publicIdentity!, peer.address.raw, s.clock.now(), peer.external?.raw ?? null, peer.tcpPort)
         return
       }
     }
@@ -118,7 +118,7 @@ export function admit(s: KadState, peer: Peer, hex: string): void {
 export function insert(s: KadState, e: Entry): void {
   let r
   try {
-    r = s.table!.insert(e.handle, e.peer.publicIdentity!, e.peer.address.raw, s.clock.now(), e.peer.external?.raw ?? null)
+    r = s.table!.insert(e.handle, e.peer.publicIdentity!, e.peer.address.raw, s.clock.now(), e.peer.external?.raw ?? null, e.peer.tcpPort)
   } catch {
     s.count('dropped_bad_record')
     return release(s, e)

@@ -46,6 +46,7 @@ import { native } from '../../native'
 import { Peer } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
+import { type LayerLog, silentLog } from '../../log'
 import type { UdpTransport } from '../udp'
 import { TAG_APP } from '../udp'
 import { type NoiseMode, type NoiseOptions, NoiseErrorCode, TAG_NOISE, endpointConfig, stageConfig } from './options'
@@ -117,6 +118,7 @@ export class Noise extends Protocol {
   /** Native mode: authenticated peers and approval waiters, by `Address.key` (stable across intern-cache resets). */
   readonly #nativeAuth = new Map<string, Peer>()
   readonly #nativeWaiters = new Map<string, Settle[]>()
+  #log: LayerLog = silentLog
 
   constructor(opts: NoiseOptions = {}) {
     super()
@@ -146,6 +148,8 @@ export class Noise extends Protocol {
     this.#clock = ctx.clock
     this.#deadline = new Deadline(ctx.clock, () => this.#drive())
     this.#identity = identity
+    this.#log = ctx.log
+    this.#log('mode %s%s', this.#mode, this.#opts.native === false ? ' (native off)' : '')
     const o = this.#opts
     try {
       this.#ep = new native.NoiseEndpoint(
@@ -369,6 +373,7 @@ export class Noise extends Protocol {
     udp.attachNoise(this.#identity!.native, TAG_NOISE, { ...stageConfig(this.#opts), maxPendingPerPeer: 4096 }, {
       onNativeConnected: (peer, id, publicIdentity) => {
         this.count('handshakes_completed')
+        this.#log('handshake with %s completed (native): %s', peer.key, hex8(id))
         this.#nativeAuth.set(peer.key, new Peer(peer, id, publicIdentity, null, true))
         this.#settleNative(peer, null)
       },
@@ -376,9 +381,11 @@ export class Noise extends Protocol {
         if (kind === NATIVE_FAILED_IDENTITY) {
           // Someone else answered at an address bound to an id: any session there stays as it was.
           this.count('identity_mismatches')
+          this.#log('identity mismatch at %s: another node answered (native)', peer.key)
           return this.#settleNative(peer, mismatch(peer, null, this.#nativeAuth.get(peer.key)?.id ?? null))
         }
         this.count(kind === 1 ? 'handshakes_failed' : 'sessions_ended')
+        this.#log(kind === 1 ? 'handshake with %s failed (native)' : 'session with %s ended (native)', peer.key)
         this.#nativeAuth.delete(peer.key)
         this.#settleNative(peer, new DeccomError(kind === 1 ? NoiseErrorCode.HANDSHAKE_TIMEOUT : ErrorCode.PEER_UNREACHABLE, kind === 1 ? `The handshake with ${peer.key} failed` : `The session with ${peer.key} ended`))
       },
@@ -492,6 +499,7 @@ export class Noise extends Protocol {
     if (ep.isAuthenticated(pid) !== null) {
       // Authenticated, but our queue is not flushed yet (waiting for the handshake's ack).
     } else if (this.#mode === 'encrypt') {
+      this.#log('handshake with %s started', this.#peers[pid].key)
       // A keepalive queued in the core starts the handshake and makes the core retry it if a
       // simultaneous open made us yield and the peer's handshake then died.
       try {
@@ -500,6 +508,7 @@ export class Noise extends Protocol {
         ep.connect(now, pid)
       }
     } else {
+      this.#log('handshake with %s started', this.#peers[pid].key)
       ep.connect(now, pid)
     }
     this.#drive()
@@ -513,6 +522,7 @@ export class Noise extends Protocol {
     this.#waiting.delete(pid)
     if (w.timer !== null) this.#clock!.clearTimeout(w.timer)
     this.count('handshake_waits_failed')
+    this.#log('gave up waiting for %s: %s', this.#peers[pid].key, message)
     const err = (): DeccomError => new DeccomError(code, message, { details: { peer: this.#peers[pid].key } })
     for (const q of w.queue) q.reject(err())
     for (const a of w.approvals) a(err())
@@ -651,6 +661,7 @@ export class Noise extends Protocol {
     if (e.disconnected) {
       for (const d of e.disconnected) {
         this.count('disconnected')
+        this.#log('session with %s ended', this.#peers[d.peer]?.key)
         this.#auth.delete(d.peer)
         this.#ready.delete(d.peer)
       }
@@ -658,6 +669,7 @@ export class Noise extends Protocol {
     if (e.connected) {
       for (const c of e.connected) {
         this.count('connected')
+        this.#log('handshake with %s completed: %s', this.#peers[c.peer]?.key, hex8(c.remoteId))
         this.#auth.set(c.peer, new Peer(this.#peers[c.peer], c.remoteId, c.remoteIdentity, null, true))
         this.#onConnected(c.peer)
       }
@@ -669,6 +681,7 @@ export class Noise extends Protocol {
     if (e.failed) {
       for (const f of e.failed) {
         this.count('handshakes_failed_events')
+        this.#log('handshake with %s failed: %s', this.#peers[f.peer]?.key, f.message)
         // Failures of rekeys (we are still authenticated) leave waiting messages alone.
         if (this.#ep!.isAuthenticated(f.peer) !== null) continue
         if (f.code === ErrorCode.PEER_IDENTITY_MISMATCH) this.#fail(f.peer, f.code, mismatch(this.#peers[f.peer], null, null).message)
@@ -725,6 +738,11 @@ function mismatch(addr: Address, want: Buffer | null, have: Buffer | null): Decc
   return new DeccomError(ErrorCode.PEER_IDENTITY_MISMATCH, `The node at ${addr.key} is not ${w}${h}; nothing was sent to it`, {
     details: { address: addr.key, expected: want?.toString('hex') ?? null, actual: have?.toString('hex') ?? null },
   })
+}
+
+/** The first 8 hex digits of a node id, for the log. */
+function hex8(id: Uint8Array | null | undefined): string {
+  return id ? Buffer.from(id.buffer, id.byteOffset, Math.min(4, id.byteLength)).toString('hex') : '?'
 }
 
 function closed(): DeccomError {

@@ -542,6 +542,7 @@ export function cleanup(t: TcpHost, c: Conn, reason: TcpCloseReason, error: unkn
   c.waiters = []
   if (prev !== 'open' && prev !== 'draining') {
     if (prev === 'hello' || prev === 'checking') t.count('handshakes_failed')
+    t.log('connection %s %s failed before opening (%s): %s', c.outbound ? 'to' : 'from', what, prev, err.message)
     return
   }
   t.count('connections_closed')

@@ -6,6 +6,8 @@
  */
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
+import type { AbortOptions } from '../../abort'
+import { abortable, throwIfAborted } from '../../abort'
 import type { Address, AddressLike } from '../../address'
 import { toAddress } from '../../address'
 import type { Clock } from '../../clock'
@@ -16,7 +18,7 @@ import type { Fn, LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { ObservationTable } from '../observations'
 import { TCP_MAX_TAG, T_AUTH, T_HELLO, T_OBSERVED, stripMapped } from './codec'
-import type { ConnRef, NoiseLike, ResolvedTcpOptions, TcpCloseReason, TcpHost, TcpMapping, TcpObservation, TcpPeer, TcpTarget, TcpTransportOptions } from './connection'
+import type { ConnRef, NoiseLike, Pending, ResolvedTcpOptions, TcpCloseReason, TcpHost, TcpMapping, TcpObservation, TcpPeer, TcpTarget, TcpTransportOptions, Waiter } from './connection'
 import { Conn, SCRATCH_SIZE, armIdle, cleanup, close, closed, destroy, idOf, mappingKey, onBytes, onDrain, onEnd, onRead, readBuffer, write } from './connection'
 import { onAuth, onGoaway, onHello, onObserved, sendHello } from './introduction'
 
@@ -229,11 +231,14 @@ export class TcpTransport extends Protocol {
 
   /**
    * Opens (or reuses) the connection to `to` and takes a reference on it; resolves with the peer
-   * once the introduction completed. Release it with {@link closeStream}.
-   * @throws (rejects) ERR_DECCOM_TCP_CONNECT_FAILED, ..._TCP_AUTH_FAILED, ..._TCP_UNKNOWN_PEER, ..._INVALID_ADDRESS, ..._CLOSED
+   * once the introduction completed. Release it with {@link closeStream}. Aborting `opts.signal`
+   * before then drops the reference, and closes the connection when nothing else waits on it.
+   * @throws (rejects) ERR_DECCOM_TCP_CONNECT_FAILED, ..._TCP_AUTH_FAILED, ..._TCP_UNKNOWN_PEER, ..._INVALID_ADDRESS, ..._CLOSED, ..._ABORTED
    */
-  openConnection(to: TcpTarget): Promise<TcpPeer> {
+  openConnection(to: TcpTarget, opts: AbortOptions = {}): Promise<TcpPeer> {
+    const { signal } = opts
     try {
+      throwIfAborted(signal)
       const c = this.#connFor(to)
       c.refs++
       if (c.state === 'open' || c.state === 'draining') {
@@ -244,7 +249,12 @@ export class TcpTransport extends Protocol {
         }
         return Promise.resolve(c.peer!)
       }
-      return new Promise<TcpPeer>((resolve, reject) => c.waiters.push({ resolve, reject }))
+      let w: Waiter
+      return abortable<TcpPeer>(
+        signal,
+        (resolve, reject) => c.waiters.push((w = { resolve, reject })),
+        () => this.#abortWaiter(w),
+      )
     } catch (e) {
       return Promise.reject(e)
     }
@@ -274,11 +284,20 @@ export class TcpTransport extends Protocol {
   /**
    * Sends one frame of `data` on stream `tag` (0..0xEF) to `to`, opening a connection if needed
    * (without a reference: it closes when idle). Resolves when the frame is handed to the socket.
+   * Aborting `opts.signal` while the frame waits in the queue removes it (a frame handed to the
+   * socket is never cut), and closes a connection still opening that nothing else waits on.
+   * `sendStream(to, data, { signal })` is the same as with tag 0.
    * @throws (rejects) ERR_DECCOM_TCP_FRAME_TOO_LARGE, ..._TCP_QUEUE_FULL, ..._TCP_CONNECT_FAILED,
-   *   ..._TCP_AUTH_FAILED, ..._TCP_UNKNOWN_PEER, ..._TCP_CONNECTION_CLOSED, ..._CLOSED
+   *   ..._TCP_AUTH_FAILED, ..._TCP_UNKNOWN_PEER, ..._TCP_CONNECTION_CLOSED, ..._CLOSED, ..._ABORTED
    */
-  sendStream(to: TcpTarget, data: Uint8Array, tag = 0): Promise<void> {
+  sendStream(to: TcpTarget, data: Uint8Array, tag: number | AbortOptions = 0, opts: AbortOptions = {}): Promise<void> {
+    if (typeof tag === 'object' && tag !== null) {
+      opts = tag
+      tag = 0
+    }
+    const { signal } = opts
     try {
+      throwIfAborted(signal)
       if (data.length > this.#opts.maxFrameSize) {
         throw new DeccomError(ErrorCode.TCP_FRAME_TOO_LARGE, `A frame of ${data.length} bytes exceeds the TcpTransport maxFrameSize (${this.#opts.maxFrameSize}); split it or raise maxFrameSize`, {
           details: { size: data.length, max: this.#opts.maxFrameSize },
@@ -299,10 +318,16 @@ export class TcpTransport extends Protocol {
           { details: { frames: q, bytes: c.queuedBytes } },
         )
       }
-      return new Promise<void>((resolve, reject) => {
-        c.queue.push({ data, tag, resolve, reject })
-        c.queuedBytes += data.length
-      })
+      const frameTag = tag
+      let p: Pending
+      return abortable<void>(
+        signal,
+        (resolve, reject) => {
+          c.queue.push((p = { data, tag: frameTag, resolve, reject }))
+          c.queuedBytes += data.length
+        },
+        () => this.#abortPending(p),
+      )
     } catch (e) {
       return Promise.reject(e)
     }
@@ -386,6 +411,40 @@ export class TcpTransport extends Protocol {
   }
 
   // ------------------------------------------------------------------------------------------
+  // Aborts (waiters and queued frames move between connections in duplicate resolution: look them up)
+
+  /** An openConnection was aborted before the connection opened: drop its waiter and its reference. */
+  #abortWaiter(w: Waiter): void {
+    this.count('connects_aborted')
+    for (const c of this.#conns) {
+      const i = c.waiters.indexOf(w)
+      if (i < 0) continue
+      c.waiters.splice(i, 1)
+      if (c.refs > 0) c.refs--
+      return this.#dropUnused(c)
+    }
+  }
+
+  /** A sendStream was aborted while its frame waited: remove the frame from its queue. */
+  #abortPending(p: Pending): void {
+    this.count('sends_aborted')
+    for (const c of this.#conns) {
+      const i = c.queue.indexOf(p, c.qhead)
+      if (i < 0) continue
+      c.queue.splice(i, 1)
+      c.queuedBytes -= p.data.length
+      return this.#dropUnused(c)
+    }
+  }
+
+  /** Closes a connection still opening once no reference, waiter or queued frame is left on it. */
+  #dropUnused(c: Conn): void {
+    if ((c.state !== 'hello' && c.state !== 'checking') || c.refs > 0 || c.waiters.length > 0 || c.queued > 0) return
+    this.count('connections_aborted')
+    destroy(this.#host, c, 'local')
+  }
+
+  // ------------------------------------------------------------------------------------------
   // Connections
 
   /** The connection to use for `to`: the current one, one being dialled, or a new dial. */
@@ -437,6 +496,7 @@ export class TcpTransport extends Protocol {
     const c = (ref.c = new Conn(socket, true, addr, addr))
     this.#dialing.set(addr.key, c)
     this.count('connections_opened')
+    this.#log('dialing %s', addr.key)
     this.#attach(c, true)
     socket.once('connect', () => sendHello(this.#host, c))
     return c

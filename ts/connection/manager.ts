@@ -1,0 +1,464 @@
+/**
+ * The connections of a Node: dials (`node.connect`), accepts (`'connection'`), the HELLO exchange,
+ * the limits and the shared receive-memory budget. Frames arrive here from the Node's application
+ * layer (reliable messages of tag 12) and from a TcpTransport's `'frame'` events.
+ *
+ * Dialling, in order: find the peer (a node id goes through the stack's discovery layer); choose
+ * the carrier (TCP when asked, or when the stack has a TcpTransport but no ReliableUdp; otherwise
+ * reliable messages through the stack); on the UDP path authenticate the peer's id (Noise) and,
+ * when that or the HELLO gets no answer within `directTimeout` and the stack has a HolePuncher,
+ * punch (or relay) through an introducer; then exchange HELLOs.
+ */
+import type { Address, AddressLike } from '../address'
+import { toAddress } from '../address'
+import { type Clock, type TimerHandle, realClock } from '../clock'
+import { abortError, DeccomError, ErrorCode } from '../errors'
+import { Peer } from '../peer'
+import { decodeMux, encodeMux, type Hello, TAG_CONN } from '../wire/mux'
+import { type Budget, type Carrier, CLOSE_REFUSED, CLOSE_SHUTDOWN, Connection, type ConnectionLimits, type ConnectionPath } from './connection'
+
+export interface ConnectionOptions {
+  /** Connections open at once; a HELLO beyond is refused (default 1024). */
+  maxConnections?: number
+  /** Streams the peer may have open at once on one connection (default 1024). */
+  maxStreams?: number
+  /** Unread bytes a peer may send on one stream (default 4 MiB). */
+  streamWindow?: number
+  /** Unread bytes a peer may send on one connection, all streams together (default 16 MiB). */
+  connectionWindow?: number
+  /** Unread bytes all peers together may send this node (default 256 MiB): connections share it. */
+  maxBufferedBytes?: number
+  /** ms a HELLO may wait for its answer on one path (default 5000). */
+  helloTimeout?: number
+  /** ms the direct path gets before a HolePuncher in the stack punches (default 1500). */
+  directTimeout?: number
+}
+
+export interface ConnectOptions {
+  signal?: AbortSignal
+  /** `'udp'`: reliable messages through the stack; `'tcp'`: the stack's TcpTransport; default: udp when the stack has ReliableUdp. */
+  transport?: 'udp' | 'tcp'
+  /** The introducer a hole punch goes through (default: the node that told discovery about the peer, else the HolePuncher's first rendezvous server). */
+  via?: AddressLike
+}
+
+/** Where `connect` may go: a node id (32 bytes or 64 hex digits), a Peer, or an address. */
+export type ConnectTarget = Peer | Buffer | AddressLike
+
+/** What the manager needs from the Node and its stack. */
+export interface ConnectionHost {
+  clock: Clock
+  /** Sends a reliable message of tag 12 through the stack; undefined when the stack has no reliable layer. */
+  sendMessage: ((to: Address, frame: Buffer) => Promise<void>) | undefined
+  findPeer(id: Buffer, signal?: AbortSignal): Promise<Peer>
+  /** Noise (encrypt or sign) in the stack: binds `peer.address` to `peer.id`. */
+  authenticate: ((peer: Peer, signal?: AbortSignal) => Promise<Peer>) | undefined
+  /** The TCP layer, when the stack has one. */
+  tcp: TcpLike | undefined
+  /** The HolePuncher, when the stack has one. */
+  punch: ((target: Address, via: AddressLike | undefined, signal?: AbortSignal) => Promise<{ path: string; address: Address }>) | undefined
+  accept(conn: Connection): void
+  count(name: string, n?: number): void
+}
+
+/** The parts of TcpTransport the connections use. */
+export interface TcpLike {
+  openConnection(to: unknown): Promise<TcpPeerLike>
+  sendStream(to: unknown, data: Uint8Array, tag?: number): Promise<void>
+  closeStream(to: unknown): boolean
+}
+export interface TcpPeerLike {
+  readonly id: Buffer
+  readonly idHex: string
+  readonly authenticated: boolean
+  readonly udpAddress: Address | null
+  readonly tcpAddress: Address | null
+  readonly remoteAddress: Address
+}
+
+interface Dial {
+  key: string
+  nonce: Buffer
+  remote: Peer
+  path: ConnectionPath
+  carrier: Carrier
+  started: number
+  granted: number
+  resolve: (c: Connection) => void
+  reject: (e: Error) => void
+  promise: Promise<Connection>
+  timer: TimerHandle | undefined
+  /** connect() calls waiting on this dial; when the last one aborts, the dial stops. */
+  waiters: number
+}
+
+const ZERO8 = Buffer.alloc(8)
+const MIN_GRANT = 64 * 1024
+/** Frame bytes a TCP connection may have queued for its socket at once. */
+const TCP_IN_FLIGHT = 4 * 1024 * 1024
+
+export class Connections implements Budget {
+  readonly #host: ConnectionHost
+  readonly #limits: ConnectionLimits
+  readonly #maxConnections: number
+  readonly #maxBuffered: number
+  readonly #helloTimeout: number
+  readonly #directTimeout: number
+  readonly #conns = new Map<string, Connection>()
+  readonly #dials = new Map<string, Dial>()
+  /** The HELLO each accepted connection answered with, to answer a repeated HELLO again. */
+  readonly #answers = new WeakMap<Connection, { carrier: Carrier; frame: Buffer }>()
+  #used = 0
+  #starved = false
+  #closing = false
+
+  constructor(host: ConnectionHost, opts: ConnectionOptions = {}) {
+    this.#host = host
+    this.#limits = {
+      maxStreams: int(opts.maxStreams, 1024, 1, 'maxStreams'),
+      streamWindow: int(opts.streamWindow, 4 << 20, 1024, 'streamWindow'),
+      connectionWindow: int(opts.connectionWindow, 16 << 20, MIN_GRANT, 'connectionWindow'),
+    }
+    this.#maxConnections = int(opts.maxConnections, 1024, 1, 'maxConnections')
+    this.#maxBuffered = int(opts.maxBufferedBytes, 256 << 20, MIN_GRANT, 'maxBufferedBytes')
+    this.#helloTimeout = int(opts.helloTimeout, 5000, 1, 'helloTimeout')
+    this.#directTimeout = int(opts.directTimeout, 1500, 1, 'directTimeout')
+  }
+
+  /** Open connections. */
+  list(): Connection[] {
+    return [...this.#conns.values()]
+  }
+
+  /** Bytes of receive credit granted to peers and not yet read. */
+  get buffered(): number {
+    return this.#used
+  }
+
+  // ---- Budget -----------------------------------------------------------------------------
+
+  take(n: number): number {
+    const g = Math.max(0, Math.min(n, this.#maxBuffered - this.#used))
+    this.#used += g
+    if (g < n) this.#starved = true
+    return g
+  }
+
+  give(n: number): void {
+    this.#used -= n
+    if (this.#starved && n > 0) {
+      this.#starved = false
+      for (const c of this.#conns.values()) c.budgetFreed()
+    }
+  }
+
+  // ---- dialling ---------------------------------------------------------------------------
+
+  async connect(target: ConnectTarget, opts: ConnectOptions = {}): Promise<Connection> {
+    const signal = opts.signal
+    if (signal?.aborted) throw abortError(signal)
+    let peer = await this.#resolve(target, signal)
+    const host = this.#host
+    const useTcp = opts.transport === 'tcp' || (opts.transport === undefined && host.sendMessage === undefined && host.tcp !== undefined)
+    if (useTcp) return this.#connectTcp(peer, signal)
+    const send = host.sendMessage
+    if (send === undefined) {
+      throw new DeccomError(ErrorCode.STACK_INVALID, 'Connections need a reliable layer: add ReliableUdp to the stack (or a TcpTransport and connect with { transport: "tcp" })')
+    }
+    const existing = this.#conns.get(udpKey(peer.address))
+    if (existing && (peer.id === null || existing.remote.id?.equals(peer.id))) return existing
+    // One nonce for every path tried: a HELLO that got through late is the same connection.
+    const ours = nonce()
+    try {
+      return await this.#direct(peer, 'direct', signal, host.punch ? this.#directTimeout : this.#helloTimeout, ours)
+    } catch (e) {
+      if (!host.punch || isAbort(e) || (e as DeccomError).code === ErrorCode.PEER_IDENTITY_MISMATCH) throw e
+      host.count('punch_attempts')
+      // The HolePuncher routes datagrams to the address it punched (or relays them): keep sending there.
+      const target = peer.external ?? peer.address
+      const r = await host.punch(target, opts.via, signal)
+      peer = new Peer(target, peer.id, peer.publicIdentity, peer.external, false, peer.tcpPort)
+      return this.#direct(peer, r.path === 'relayed' ? 'relayed' : 'punched', signal, this.#helloTimeout, ours)
+    }
+  }
+
+  /** A node id goes through discovery; an address becomes a Peer without an id. */
+  async #resolve(target: ConnectTarget, signal: AbortSignal | undefined): Promise<Peer> {
+    if (target instanceof Peer) return target
+    if (Buffer.isBuffer(target) && target.length === 32) return this.#host.findPeer(target, signal)
+    if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return this.#host.findPeer(Buffer.from(target, 'hex'), signal)
+    return new Peer(toAddress(target as AddressLike))
+  }
+
+  /** Authenticate (when the stack can), then HELLO over reliable messages to `peer.address`. */
+  async #direct(peer: Peer, path: ConnectionPath, signal: AbortSignal | undefined, timeout: number, ours = nonce()): Promise<Connection> {
+    const host = this.#host
+    let remote = peer
+    if (host.authenticate && peer.id !== null) {
+      const ctl = new AbortController()
+      const timer = host.clock.setTimeout(() => ctl.abort(new DeccomError(ErrorCode.CONNECT_FAILED, `No handshake with ${peer} within ${timeout} ms`)), timeout)
+      const onAbort = (): void => ctl.abort(signal!.reason)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        remote = await host.authenticate(peer, ctl.signal)
+      } catch (e) {
+        if (signal?.aborted) throw abortError(signal)
+        if (ctl.signal.aborted) throw ctl.signal.reason
+        throw e
+      } finally {
+        host.clock.clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+    }
+    const addr = peer.address
+    const send = host.sendMessage!
+    const carrier: Carrier = { send: (f) => send(addr, f), maxInFlight: Infinity }
+    return this.#hello(udpKey(addr), remote, path, carrier, signal, timeout, ours)
+  }
+
+  async #connectTcp(peer: Peer, signal: AbortSignal | undefined): Promise<Connection> {
+    const tcp = this.#host.tcp
+    if (!tcp) throw new DeccomError(ErrorCode.STACK_INVALID, 'connect({ transport: "tcp" }) needs a TcpTransport in the stack')
+    let to: unknown = peer.id
+    if (peer.tcpPort !== null) to = toAddress(peer.address.host, peer.tcpPort)
+    else if (peer.id === null) to = peer.address
+    const tp = await raceSignal(tcp.openConnection(to), signal, () => {})
+    if (peer.id !== null && !tp.id.equals(peer.id)) {
+      tcp.closeStream(tp)
+      throw new DeccomError(ErrorCode.PEER_IDENTITY_MISMATCH, `The node at ${tp.remoteAddress.key} is not ${peer}`, { details: { expected: peer.id.toString('hex'), got: tp.idHex } })
+    }
+    const key = `tcp:${tp.idHex}`
+    const existing = this.#conns.get(key)
+    if (existing) {
+      tcp.closeStream(tp)
+      return existing
+    }
+    const remote = new Peer(tp.udpAddress ?? tp.remoteAddress, tp.id, null, null, tp.authenticated, tp.tcpAddress?.port ?? null)
+    try {
+      return await this.#hello(key, remote, 'tcp', this.#tcpCarrier(tp), signal, this.#helloTimeout)
+    } catch (e) {
+      tcp.closeStream(tp)
+      throw e
+    }
+  }
+
+  #tcpCarrier(tp: TcpPeerLike): Carrier {
+    const tcp = this.#host.tcp!
+    return { send: (f) => tcp.sendStream(tp, f, TAG_CONN), maxInFlight: TCP_IN_FLIGHT }
+  }
+
+  /** Sends our HELLO and waits for the peer's. Concurrent dials to one key share it. */
+  #hello(key: string, remote: Peer, path: ConnectionPath, carrier: Carrier, signal: AbortSignal | undefined, timeout: number, ours = nonce()): Promise<Connection> {
+    const existing = this.#conns.get(key)
+    if (existing) return Promise.resolve(existing)
+    let dial = this.#dials.get(key)
+    if (!dial) {
+      if (this.#closing) return Promise.reject(new DeccomError(ErrorCode.CLOSED, 'The node is closing'))
+      const granted = this.take(this.#limits.connectionWindow)
+      if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
+        this.give(granted)
+        return Promise.reject(new DeccomError(ErrorCode.CONNECTION_REFUSED, 'No receive memory left for another connection (maxBufferedBytes)', { details: { reason: 'busy' } }))
+      }
+      let resolve!: (c: Connection) => void
+      let reject!: (e: Error) => void
+      const promise = new Promise<Connection>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      const d: Dial = { key, nonce: ours, remote, path, carrier, started: this.#host.clock.now(), granted, resolve, reject, promise, timer: undefined, waiters: 0 }
+      dial = d
+      this.#dials.set(key, d)
+      d.timer = this.#host.clock.setTimeout(() => this.#dialFailed(d, new DeccomError(ErrorCode.CONNECT_FAILED, `${remote} did not answer HELLO within ${timeout} ms`, { details: { path } })), timeout)
+      this.#host.count('dials')
+      carrier.send(this.#helloFrame(d.nonce, ZERO8, granted)).catch((e: Error) => this.#dialFailed(d, e))
+    }
+    const d = dial
+    d.waiters++
+    return raceSignal(d.promise, signal, () => {
+      if (--d.waiters === 0) this.#dialFailed(d, abortError(signal!))
+    }).finally(() => {
+      if (!signal?.aborted) d.waiters--
+    })
+  }
+
+  #dialFailed(d: Dial, e: Error): void {
+    if (this.#dials.get(d.key) !== d) return
+    this.#dials.delete(d.key)
+    this.#host.clock.clearTimeout(d.timer)
+    this.give(d.granted)
+    this.#host.count('dials_failed')
+    d.reject(e)
+  }
+
+  #helloFrame(ours: Buffer, echo: Buffer, granted: number): Buffer {
+    return encodeMux({ type: 'HELLO', nonce: ours, echo, maxStreams: this.#limits.maxStreams, maxData: granted, streamWindow: this.#limits.streamWindow })
+  }
+
+  // ---- receiving --------------------------------------------------------------------------
+
+  /** A reliable message of tag 12 from `from` (a Peer when Noise authenticated it). */
+  onMessage(from: Address | Peer, data: Buffer): void {
+    const addr = from instanceof Peer ? from.address : from
+    const send = this.#host.sendMessage
+    if (!send) return this.#host.count('dropped_no_reliable_layer')
+    const key = udpKey(addr)
+    this.#onFrame(key, data, from instanceof Peer ? from : new Peer(addr), () => ({ path: 'direct', carrier: { send: (f) => send(addr, f), maxInFlight: Infinity } }))
+  }
+
+  /** A TCP frame of tag 12. */
+  onTcpFrame(tp: TcpPeerLike, data: Buffer): void {
+    const remote = new Peer(tp.udpAddress ?? tp.remoteAddress, tp.id, null, null, tp.authenticated, tp.tcpAddress?.port ?? null)
+    this.#onFrame(`tcp:${tp.idHex}`, data, remote, () => {
+      // The peer's connection: keep it open while the Connection lives.
+      void this.#host.tcp?.openConnection(tp).catch(() => {})
+      return { path: 'tcp', carrier: this.#tcpCarrier(tp) }
+    })
+  }
+
+  /** The TCP connection to `tp` closed: its Connection fails. */
+  onTcpClosed(tp: TcpPeerLike): void {
+    this.#conns.get(`tcp:${tp.idHex}`)?.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The TCP connection closed', { details: { by: 'transport' } }))
+  }
+
+  #onFrame(key: string, data: Buffer, from: Peer, inbound: () => { path: ConnectionPath; carrier: Carrier }): void {
+    const f = decodeMux(data)
+    if (f === null) return this.#host.count('dropped_malformed')
+    const conn = this.#conns.get(key)
+    if (f.type !== 'HELLO') {
+      if (!conn) return this.#host.count('dropped_no_connection')
+      if (!conn.onFrame(f)) this.#host.count('protocol_violations')
+      return
+    }
+    if (conn) {
+      if (f.nonce.equals(conn.remoteNonce)) {
+        // The peer is still dialling (our answer did not reach it, e.g. before a punch): answer again, same size.
+        const answer = this.#answers.get(conn)
+        if (answer && f.echo.equals(ZERO8)) {
+          this.#host.count('hello_answered_again')
+          answer.carrier.send(answer.frame).catch(() => {})
+        } else this.#host.count('dropped_duplicate_hello')
+        return
+      }
+      // A new instance of the peer (it restarted): the old connection is gone.
+      conn.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The peer restarted', { details: { by: 'remote', reason: 'restart' } }))
+    }
+    const dial = this.#dials.get(key)
+    if (dial) {
+      if (!f.echo.equals(ZERO8) && !f.echo.equals(dial.nonce)) return this.#host.count('dropped_stale_hello')
+      this.#dials.delete(key)
+      this.#host.clock.clearTimeout(dial.timer)
+      // Dialled by address: the HELLO's sender names the peer (authenticated when Noise runs below).
+      const remote = dial.remote.id === null && from.id !== null ? from : dial.remote
+      const c = this.#open(key, remote, dial.path, this.#host.clock.now() - dial.started, dial.carrier, dial.nonce, f, dial.granted)
+      dial.resolve(c)
+      return
+    }
+    // Not dialling: the peer dials us. An echo of a nonce we do not know is a stale answer.
+    if (!f.echo.equals(ZERO8)) return this.#host.count('dropped_stale_hello')
+    const { path, carrier } = inbound()
+    const remote = from
+    if (this.#closing || this.#conns.size >= this.#maxConnections) {
+      this.#host.count('refused')
+      carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
+      return
+    }
+    const granted = this.take(this.#limits.connectionWindow)
+    if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
+      this.give(granted)
+      this.#host.count('refused')
+      carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
+      return
+    }
+    const ours = nonce()
+    const answer = this.#helloFrame(ours, f.nonce, granted)
+    carrier.send(answer).catch(() => {})
+    const c = this.#open(key, remote, path, 0, carrier, ours, f, granted)
+    this.#answers.set(c, { carrier, frame: answer })
+    this.#host.count('accepted')
+    this.#host.accept(c)
+  }
+
+  #open(key: string, remote: Peer, path: ConnectionPath, rtt: number, carrier: Carrier, ours: Buffer, h: Hello, granted: number): Connection {
+    const c = new Connection({
+      remote,
+      path,
+      rtt,
+      carrier,
+      localNonce: ours,
+      remoteNonce: h.nonce,
+      limits: this.#limits,
+      budget: this,
+      peerMaxStreams: h.maxStreams,
+      peerMaxData: h.maxData,
+      peerStreamWindow: h.streamWindow,
+      grantedData: granted,
+      clock: this.#host.clock,
+      onClosed: (conn) => {
+        if (this.#conns.get(key) === conn) this.#conns.delete(key)
+        if (path === 'tcp') this.#host.tcp?.closeStream(remote.id!)
+      },
+    })
+    this.#conns.set(key, c)
+    this.#host.count('opened')
+    return c
+  }
+
+  /**
+   * Closes every connection (CLOSE with code 3, shutdown) and fails every dial; waits at most `ms`
+   * for frames in flight (default: 500 on the real clock; 0 on a virtual one, which only moves
+   * while its simulation runs).
+   */
+  async close(ms = this.#host.clock === realClock ? 500 : 0): Promise<void> {
+    this.#closing = true
+    const err = new DeccomError(ErrorCode.CLOSED, 'The node is closing')
+    for (const d of [...this.#dials.values()]) this.#dialFailed(d, err)
+    await Promise.all([...this.#conns.values()].map((c) => c.close({ code: CLOSE_SHUTDOWN, timeout: ms })))
+  }
+}
+
+function udpKey(a: Address): string {
+  return `udp:${a.key}`
+}
+
+function nonce(): Buffer {
+  for (;;) {
+    const n = Buffer.from(crypto.getRandomValues(new Uint8Array(8)))
+    if (!n.equals(ZERO8)) return n
+  }
+}
+
+function isAbort(e: unknown): boolean {
+  return (e as DeccomError)?.code === ErrorCode.ABORTED
+}
+
+/** `p`, or ERR_DECCOM_ABORTED as soon as `signal` aborts (then `onAbort` runs). */
+export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
+  if (!signal) return p
+  if (signal.aborted) {
+    onAbort()
+    return Promise.reject(abortError(signal))
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => {
+      onAbort()
+      reject(abortError(signal))
+    }
+    signal.addEventListener('abort', abort, { once: true })
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', abort)
+        resolve(v)
+      },
+      (e) => {
+        signal.removeEventListener('abort', abort)
+        reject(e)
+      },
+    )
+  })
+}
+
+function int(v: number | undefined, dflt: number, min: number, name: string): number {
+  if (v === undefined) return dflt
+  if (!Number.isSafeInteger(v) || v < min || v > 0xffff_ffff) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `connections.${name} must be an integer in ${min}..2^32-1, got ${String(v)}`)
+  return v
+}

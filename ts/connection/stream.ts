@@ -1,0 +1,310 @@
+/**
+ * One stream of a {@link Connection}: a Node.js `Duplex`, ordered and reliable, with its own
+ * flow-control window (docs/wire.md#connections-tag-12).
+ *
+ * Receiving: DATA frames may arrive out of order (reliable messages are delivered whole but not in
+ * order); bytes are put in order here and handed to the readable side as the application reads.
+ * The peer may send at most `window` bytes past what the application has read (MAX_DATA credits,
+ * sent as it reads), so an unread stream holds at most `window` bytes.
+ * Sending: `write()` hands bytes to the connection as far as the peer's credit allows; beyond that
+ * the write waits (and `write()` returns false once the writable buffer is full, `'drain'` follows).
+ */
+import { Duplex } from 'node:stream'
+import { DeccomError, ErrorCode } from '../errors'
+
+/** What a stream needs from its connection. */
+export interface StreamHost {
+  /** Bytes the connection may send now (connection-level credit and carrier room). */
+  sendCredit(): number
+  /** Sends a DATA frame of `n` payload bytes; resolves when the carrier acknowledged it. */
+  sendData(stream: Stream, offset: number, fin: boolean, data: Uint8Array): Promise<void>
+  /** Sends MAX_DATA for the stream. */
+  sendMaxData(stream: number, max: number): void
+  /** Sends RESET for the stream: `finished` when all its bytes were sent (`finalSize` of them). */
+  sendReset(stream: number, code: number, finished: boolean, finalSize: number): void
+  /** The application read `n` bytes of some stream (connection-level credit). */
+  consumed(n: number): void
+  /** Waits for connection-level credit: `fn` runs once credit is back. */
+  waitCredit(stream: Stream): void
+  /** The stream is finished (both directions, or reset): forget it. */
+  closed(stream: Stream): void
+}
+
+/** Largest payload of one DATA frame. */
+export const MAX_FRAME = 128 * 1024
+
+/** Code a RESET carries when a stream is destroyed without an error (cancelled). */
+export const RESET_CANCEL = 0
+/** Code a RESET carries when a stream is destroyed with an error that names no numeric code. */
+export const RESET_ERROR = 1
+
+export interface StreamOptions {
+  /** Writable buffer in bytes before `write()` returns false (default 256 KiB). */
+  highWaterMark?: number
+}
+
+export class Stream extends Duplex {
+  /** The stream id on its connection (odd or even by the side that opened it). */
+  readonly id: number
+  readonly #host: StreamHost
+  readonly #window: number
+  // sending
+  #sendOffset = 0
+  #peerMax: number
+  #acked = 0
+  #pending: { data: Buffer; at: number; cb: (e?: Error | null) => void } | null = null
+  #finWanted: ((e?: Error | null) => void) | null = null
+  #finSent = false
+  // receiving
+  #recvOffset = 0
+  #recvMax: number
+  #consumed = 0
+  #finalSize = -1
+  readonly #queue: Buffer[] = []
+  readonly #ooo = new Map<number, Buffer>()
+  #wanting = false
+  #ended = false
+  #resetBy: 'local' | 'remote' | null = null
+
+  /** @internal Made by Connection: `peerWindow` is what the peer lets us send, `window` what we let it. */
+  constructor(host: StreamHost, id: number, peerWindow: number, window: number, opts: StreamOptions = {}) {
+    super({ allowHalfOpen: true, writableHighWaterMark: opts.highWaterMark ?? 256 * 1024, readableHighWaterMark: 64 * 1024 })
+    this.#host = host
+    this.id = id
+    this.#peerMax = peerWindow
+    this.#window = window
+    this.#recvMax = window
+    this.once('close', () => this.#host.closed(this))
+  }
+
+  /** Bytes handed to the connection so far (sent, maybe not yet acknowledged). */
+  get bytesSent(): number {
+    return this.#sendOffset
+  }
+
+  /** Bytes of this stream the peer's transport acknowledged. */
+  get bytesAcknowledged(): number {
+    return this.#acked
+  }
+
+  /** Bytes received in order so far. */
+  get bytesReceived(): number {
+    return this.#recvOffset
+  }
+
+  /** Abandons the stream in both directions; the peer's stream errors with `code` (ERR_DECCOM_STREAM_RESET). */
+  reset(code = RESET_CANCEL): void {
+    this.destroy(Object.assign(new DeccomError(ErrorCode.STREAM_RESET, `Stream ${this.id} reset locally with code ${code}`, { details: { code, by: 'local' } }), { resetCode: code }))
+  }
+
+  // ---- writable side ----------------------------------------------------------------------
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.#pending = { data: chunk, at: 0, cb }
+    this.#pump()
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (e?: Error | null) => void): void {
+    this.#pending = { data: chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), at: 0, cb }
+    this.#pump()
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.#finWanted = cb
+    this.#pump()
+  }
+
+  /** @internal Sends what credit allows; called on write, and when credit comes back. */
+  pump(): void {
+    this.#pump()
+  }
+
+  #pump(): void {
+    if (this.destroyed || this.#resetBy) return
+    const p = this.#pending
+    if (p) {
+      while (p.at < p.data.length) {
+        const credit = Math.min(this.#peerMax - this.#sendOffset, this.#host.sendCredit())
+        if (credit <= 0) {
+          if (this.#peerMax - this.#sendOffset > 0) this.#host.waitCredit(this)
+          return
+        }
+        const n = Math.min(credit, p.data.length - p.at, MAX_FRAME)
+        const piece = p.data.subarray(p.at, p.at + n)
+        const offset = this.#sendOffset
+        p.at += n
+        this.#sendOffset += n
+        this.#host.sendData(this, offset, false, piece).then(
+          () => {
+            this.#acked += n
+          },
+          () => {},
+        )
+      }
+      this.#pending = null
+      p.cb()
+    }
+    const fin = this.#finWanted
+    if (fin && !this.#finSent) {
+      this.#finSent = true
+      this.#finWanted = null
+      this.#host.sendData(this, this.#sendOffset, true, EMPTY).catch(() => {})
+      fin()
+    }
+  }
+
+  /** @internal MAX_DATA from the peer. */
+  onMaxData(max: number): void {
+    if (max <= this.#peerMax) return
+    this.#peerMax = max
+    this.#pump()
+  }
+
+  // ---- readable side ----------------------------------------------------------------------
+
+  /**
+   * @internal DATA from the peer. Returns false when it violates flow control (the connection
+   * closes then). Bytes the stream no longer wants are counted as consumed at once.
+   */
+  onData(offset: number, data: Buffer, fin: boolean): boolean {
+    const end = offset + data.length
+    if (end > this.#recvMax) return false
+    if (fin) {
+      if (this.#finalSize >= 0 && this.#finalSize !== end) return false
+      this.#finalSize = end
+    } else if (this.#finalSize >= 0 && end > this.#finalSize) return false
+    if (this.#resetBy || this.#ended) {
+      this.#host.consumed(data.length)
+      return true
+    }
+    if (end <= this.#recvOffset) {
+      // Nothing new (an empty FIN at the end, or bytes already had): the end may be due now.
+      if (data.length > 0) this.#host.consumed(data.length)
+      this.#flush()
+      return true
+    }
+    if (offset > this.#recvOffset) {
+      if (this.#ooo.has(offset)) this.#host.consumed(data.length)
+      else this.#ooo.set(offset, data)
+    } else {
+      // In order (a duplicate prefix, if any, is cut).
+      const skip = this.#recvOffset - offset
+      if (skip > 0) this.#host.consumed(skip)
+      this.#queue.push(skip > 0 ? data.subarray(skip) : data)
+      this.#recvOffset = end
+      for (let next = this.#ooo.get(this.#recvOffset); next !== undefined; next = this.#ooo.get(this.#recvOffset)) {
+        this.#ooo.delete(this.#recvOffset)
+        this.#queue.push(next)
+        this.#recvOffset += next.length
+      }
+    }
+    this.#flush()
+    return true
+  }
+
+  override _read(): void {
+    this.#wanting = true
+    this.#flush()
+  }
+
+  #flush(): void {
+    while (this.#wanting && this.#queue.length > 0) {
+      const b = this.#queue.shift()!
+      this.#consumed += b.length
+      this.#host.consumed(b.length)
+      this.#wanting = this.push(b)
+    }
+    if (!this.#ended && this.#finalSize >= 0 && this.#consumed === this.#finalSize && this.#queue.length === 0) {
+      this.#ended = true
+      this.push(null)
+      return
+    }
+    // Credit: once half the window is read, let the peer send a whole window past what was read.
+    if (this.#finalSize < 0 && this.#recvMax - this.#consumed <= this.#window / 2) {
+      this.#recvMax = this.#consumed + this.#window
+      this.#host.sendMaxData(this.id, this.#recvMax)
+    }
+  }
+
+  /**
+   * @internal RESET from the peer: the stream errors with ERR_DECCOM_STREAM_RESET and `code` —
+   * unless the peer had sent all its bytes (`finished`) and we had too: then what it sent is still
+   * read to the end (it only stopped reading). Returns false when it contradicts the final size.
+   */
+  onReset(code: number, finished: boolean, finalSize: number): boolean {
+    if (this.#resetBy || this.destroyed) return true
+    if (finished) {
+      if (this.#finalSize >= 0 && this.#finalSize !== finalSize) return false
+      if (finalSize < this.#recvOffset || finalSize > this.#recvMax) return false
+      this.#finalSize = finalSize
+      if (this.#finSent) return true
+    }
+    this.#resetBy = 'remote'
+    this.#release()
+    this.#fatal(new DeccomError(ErrorCode.STREAM_RESET, `The peer reset stream ${this.id} with code ${code}`, { details: { code, by: 'remote' } }))
+    return true
+  }
+
+  /**
+   * The error that ended the stream from outside (a reset by the peer, the connection closing),
+   * also when nobody listened for `'error'`; null otherwise.
+   */
+  get closeError(): Error | null {
+    return this.#closeError
+  }
+
+  #closeError: Error | null = null
+
+  /**
+   * Ends the stream with `err`: as an `'error'` event when someone listens (for await, pipeline
+   * and `on('error')` all do), otherwise quietly (`'close'`, with `closeError` set) — what a peer
+   * does never throws an unhandled error in the application.
+   */
+  #fatal(err: Error): void {
+    this.#closeError = err
+    if (this.listenerCount('error') > 0) this.destroy(err)
+    else this.destroy()
+  }
+
+  /**
+   * @internal The connection is gone: fail the stream with `err` — unless both directions were
+   * complete (our FIN sent, every byte of the peer's arrived): then it still reads to its end.
+   */
+  fail(err: Error): void {
+    if (this.destroyed) return
+    if (this.#finSent && this.#finalSize >= 0 && this.#recvOffset === this.#finalSize) return
+    this.#resetBy = 'remote'
+    this.#release()
+    this.#fatal(err)
+  }
+
+  /** Buffered bytes go back to the connection's credit. */
+  #release(): void {
+    let n = 0
+    for (const b of this.#queue) n += b.length
+    for (const b of this.#ooo.values()) n += b.length
+    this.#queue.length = 0
+    this.#ooo.clear()
+    if (n > 0) this.#host.consumed(n)
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    const clean = this.#ended && this.#finSent && err === null
+    if (!this.#resetBy && !clean) {
+      this.#resetBy = 'local'
+      const code = (err as { resetCode?: unknown } | null)?.resetCode
+      this.#host.sendReset(this.id, typeof code === 'number' ? code >>> 0 : err ? RESET_ERROR : RESET_CANCEL, this.#finSent, this.#sendOffset)
+      this.#release()
+    }
+    const p = this.#pending
+    this.#pending = null
+    const fin = this.#finWanted
+    this.#finWanted = null
+    const e = err ?? new DeccomError(ErrorCode.STREAM_RESET, `Stream ${this.id} was destroyed`, { details: { code: RESET_CANCEL, by: 'local' } })
+    p?.cb(e)
+    fin?.(e)
+    cb(err)
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
