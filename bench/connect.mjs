@@ -103,6 +103,7 @@ const IMPLS = {
   'libp2p-tcp': { script: path.join(HERE, 'peers', 'libp2p', 'connect.mjs'), node: NODE24, dep: path.join(HERE, 'peers', 'libp2p', 'node_modules', 'libp2p') },
 }
 const children = new Set()
+const running = (c) => c.exitCode === null && c.signalCode === null
 
 function spawn (impl, role, args) {
   const { script, node } = IMPLS[impl]
@@ -147,8 +148,8 @@ async function measure (impl, o) {
   } finally {
     const kids = [net.child, client?.child].filter(Boolean)
     for (const c of kids) { if (c.connected) c.send({ exit: true }) }
-    await Promise.race([Promise.all(kids.map((c) => c.exitCode === null ? new Promise((resolve) => c.once('exit', resolve)) : null)), sleep(6000)])
-    for (const c of kids) if (c.exitCode === null) c.kill('SIGKILL')
+    await Promise.race([Promise.all(kids.map((c) => running(c) ? new Promise((resolve) => c.once('exit', resolve)) : null)), sleep(6000)])
+    for (const c of kids) if (running(c)) c.kill('SIGKILL')
   }
 }
 

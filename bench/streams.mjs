@@ -99,6 +99,7 @@ const DEFAULT_IMPLS = {
   rss: ['deccom', 'ss-udx', 'ss-tcp'],
 }
 const children = new Set()
+const running = (c) => c.exitCode === null && c.signalCode === null
 
 function rssOf (pid) {
   try {
@@ -128,7 +129,7 @@ async function measure (impl, part, o) {
   const args = [`--part=${part}`, `--bytes=${o.bytes}`, `--streams=${o.streams}`, `--len=${o.len}`, `--chunk=${o.chunk}`, `--stack=${o.stack}`, `--limit=${o.timeoutMs + 120_000}`]
   const recv = spawn(impl, 'recv', args)
   const send = spawn(impl, 'send', args)
-  const sampler = { on: false, timer: null, recv: 0, send: 0, samples: 0 }
+  const sampler = { timer: null, recv: 0, send: 0, samples: 0 }
   try {
     const { addr } = await recv.next((m) => m.ready, 60_000, 'listen')
     send.child.on('message', (m) => { if (m.tell && recv.child.connected) recv.child.send({ peer: m.tell }) })
@@ -170,8 +171,8 @@ async function measure (impl, part, o) {
   } finally {
     clearInterval(sampler.timer)
     for (const c of [recv.child, send.child]) { if (c.connected) c.send({ exit: true }) }
-    await Promise.race([Promise.all([recv.child, send.child].map((c) => c.exitCode === null ? new Promise((resolve) => c.once('exit', resolve)) : null)), sleep(5000)])
-    for (const c of [recv.child, send.child]) if (c.exitCode === null) c.kill('SIGKILL')
+    await Promise.race([Promise.all([recv.child, send.child].map((c) => running(c) ? new Promise((resolve) => c.once('exit', resolve)) : null)), sleep(5000)])
+    for (const c of [recv.child, send.child]) if (running(c)) c.kill('SIGKILL')
   }
 }
 
