@@ -232,6 +232,8 @@ export async function runStreamChild (adapter, f) {
         end (err) {
           if (over) return
           over = true
+          // the first stream that fails before the receiver is done (closing at exit is no failure)
+          if (err && !reported && !stats.errored) process.stderr.write(`${f.impl} receiver: a stream failed: ${describe(err)}\n`)
           if (!check) return
           if (err) stats.errored++
           else {

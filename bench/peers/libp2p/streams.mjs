@@ -4,7 +4,7 @@
 // Forked by bench/streams.mjs with --role=recv|send; the IPC protocol is in ../common.mjs.
 // Nodes run no services (no identify, no ping). Limits raised for the `many` part: yamux and the
 // protocol handler allow streams + 100 inbound/outbound streams, QUIC streams + 24 concurrent ones.
-import { describe, parseFlags, runStreamChild } from '../common.mjs'
+import { parseFlags, runStreamChild } from '../common.mjs'
 import { makeNode, ownAddr, PROTO_BULK } from './nodes.mjs'
 
 const f = parseFlags()
@@ -15,7 +15,6 @@ const asBuffer = (d) => (d instanceof Uint8Array ? Buffer.from(d.buffer, d.byteO
 
 const opts = { yamux: { maxInboundStreams: limit, maxOutboundStreams: limit }, quic: { maxConcurrentStreamLimit: limit - 76 } }
 
-let firstError = false
 const adapter = {
   async listen ({ onStream }) {
     const node = await makeNode(transport, { listen: true, ...opts })
@@ -25,11 +24,7 @@ const adapter = {
       const finish = (err) => { if (!over) { over = true; h.end(err) } }
       stream.addEventListener('message', (evt) => h.data(asBuffer(evt.data)))
       stream.addEventListener('remoteCloseWrite', () => { finish(); stream.close().catch(() => {}) })
-      stream.addEventListener('close', (evt) => {
-        // the first stream that fails before its end (closing at exit is not a failure)
-        if (evt.error && !over && !firstError) { firstError = true; process.stderr.write(`${f.impl} receiver: first stream error: ${describe(evt.error)}\n`) }
-        finish(evt.error)
-      })
+      stream.addEventListener('close', (evt) => finish(evt.error))
     }, { maxInboundStreams: limit })
     return { addr: ownAddr(node, transport), close: () => node.stop() }
   },
