@@ -107,6 +107,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #sent = 0
   #peerMaxData: number
   #inFlight = 0
+  /** DATA frames handed to the carrier and not yet delivered (see MAX_DATA_FRAMES_IN_FLIGHT). */
+  #framesInFlight = 0
   readonly #blocked = new Set<Stream>()
   #received = 0
   #consumed = 0
@@ -137,7 +139,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#grantedStreams = init.limits.maxStreams
     this.#recvMax = init.grantedData
     this.#host = {
-      sendCredit: () => (this.#closed ? 0 : Math.min(this.#peerMaxData - this.#sent, this.#carrier.maxInFlight - this.#inFlight)),
+      sendCredit: () =>
+        this.#closed || this.#framesInFlight >= MAX_DATA_FRAMES_IN_FLIGHT ? 0 : Math.min(this.#peerMaxData - this.#sent, this.#carrier.maxInFlight - this.#inFlight),
       sendData: (s, offset, fin, data) => this.#sendData(s, offset, fin, data),
       sendMaxData: (stream, max) => this.#control({ type: 'MAX_DATA', stream, max }),
       sendReset: (stream, code, finished, finalSize) => this.#control({ type: 'RESET', stream, code, finished, finalSize }),
@@ -319,14 +322,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const frame = encodeData(s.id, offset, fin, data)
     this.#sent += data.length
     this.#inFlight += frame.length
+    this.#framesInFlight++
     const p = this.#carrier.send(frame)
     p.then(
       () => {
         this.#inFlight -= frame.length
+        this.#framesInFlight--
         this.#wake()
       },
       (e: Error) => {
         this.#inFlight -= frame.length
+        this.#framesInFlight--
         this.#shutdown(e)
       },
     )
@@ -414,3 +420,11 @@ function closedError(by: 'local' | 'remote', code = CLOSE_NORMAL): DeccomError {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/**
+ * DATA frames a connection has handed to its carrier and not yet seen delivered, at most: the
+ * reliable layer queues a bounded number of messages per peer (1024 by default) and refuses more,
+ * so small writes under a large credit must wait here instead (control frames and messages keep
+ * the rest of that queue).
+ */
+export const MAX_DATA_FRAMES_IN_FLIGHT = 256

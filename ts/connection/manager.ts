@@ -96,6 +96,8 @@ const ZERO8 = Buffer.alloc(8)
 const MIN_GRANT = 64 * 1024
 /** Frame bytes a TCP connection may have queued for its socket at once. */
 const TCP_IN_FLIGHT = 4 * 1024 * 1024
+/** Frame bytes a connection over reliable messages may have undelivered at once (the sender's memory, whatever credit the peer grants). */
+const UDP_IN_FLIGHT = 16 * 1024 * 1024
 
 export class Connections implements Budget {
   readonly #host: ConnectionHost
@@ -212,7 +214,7 @@ export class Connections implements Budget {
     }
     const addr = peer.address
     const send = host.sendMessage!
-    const carrier: Carrier = { send: (f) => send(addr, f), maxInFlight: Infinity }
+    const carrier: Carrier = { send: (f) => send(addr, f), maxInFlight: UDP_IN_FLIGHT }
     return this.#hello(udpKey(addr), remote, path, carrier, signal, timeout, ours)
   }
 
@@ -302,7 +304,7 @@ export class Connections implements Budget {
     const send = this.#host.sendMessage
     if (!send) return this.#host.count('dropped_no_reliable_layer')
     const key = udpKey(addr)
-    this.#onFrame(key, data, from instanceof Peer ? from : new Peer(addr), () => ({ path: 'direct', carrier: { send: (f) => send(addr, f), maxInFlight: Infinity } }))
+    this.#onFrame(key, data, from instanceof Peer ? from : new Peer(addr), () => ({ path: 'direct', carrier: { send: (f) => send(addr, f), maxInFlight: UDP_IN_FLIGHT } }))
   }
 
   /** A TCP frame of tag 12. */
@@ -339,6 +341,9 @@ export class Connections implements Budget {
         } else this.#host.count('dropped_duplicate_hello')
         return
       }
+      // A HELLO answering a dial (non-zero echo) with another nonce is stale (an old dial's
+      // answer): it must not end the connection. Only a fresh dial (zero echo) is a restart.
+      if (!f.echo.equals(ZERO8)) return this.#host.count('dropped_stale_hello')
       // A new instance of the peer (it restarted): the old connection is gone.
       conn.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The peer restarted', { details: { by: 'remote', reason: 'restart' } }))
     }

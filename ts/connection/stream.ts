@@ -60,6 +60,8 @@ export class Stream extends Duplex {
   #recvMax: number
   #consumed = 0
   #finalSize = -1
+  /** The end of the furthest bytes received (in order or not): a final size may not be below it. */
+  #recvHighest = 0
   readonly #queue: Buffer[] = []
   readonly #ooo = new Map<number, Buffer>()
   #wanting = false
@@ -171,8 +173,12 @@ export class Stream extends Duplex {
     if (end > this.#recvMax) return false
     if (fin) {
       if (this.#finalSize >= 0 && this.#finalSize !== end) return false
+      // Bytes already received past this final size (frames reorder): it contradicts them.
+      if (end < this.#recvHighest) return false
       this.#finalSize = end
     } else if (this.#finalSize >= 0 && end > this.#finalSize) return false
+    // (An empty frame carries no bytes: it opens the stream at 0 or carries the FIN at the end.)
+    if (data.length > 0 && end > this.#recvHighest) this.#recvHighest = end
     if (this.#resetBy || this.#ended) {
       this.#host.consumed(data.length)
       return true
@@ -184,6 +190,9 @@ export class Stream extends Duplex {
       return true
     }
     if (offset > this.#recvOffset) {
+      // Out of order: kept until the gap fills. Empty frames carry nothing to keep (their FIN, if
+      // any, is recorded above), so they cost no memory however many arrive.
+      if (data.length === 0) return true
       if (this.#ooo.has(offset)) this.#host.consumed(data.length)
       else this.#ooo.set(offset, data)
     } else {
@@ -235,7 +244,7 @@ export class Stream extends Duplex {
     if (this.#resetBy || this.destroyed) return true
     if (finished) {
       if (this.#finalSize >= 0 && this.#finalSize !== finalSize) return false
-      if (finalSize < this.#recvOffset || finalSize > this.#recvMax) return false
+      if (finalSize < this.#recvHighest || finalSize > this.#recvMax) return false
       this.#finalSize = finalSize
       if (this.#finSent) return true
     }
