@@ -10,6 +10,8 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { once } from 'node:events'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 
 import { type Address, type Connection, type ConnectionOptions, decodeMux, DeccomError, encodeMux, ErrorCode, type MuxFrame, Node, ReliableUdp, type Stream } from '../dist/index.js'
 import { n, sleep, until } from './helpers/wait.js'
@@ -248,7 +250,8 @@ test.serial('absurd MAX_DATA / MAX_STREAMS: the victim sends only what it writes
     await evil.send({ type: 'MAX_DATA', stream: s.id, max: 2 ** 53 - 1 })
     // 4 MiB in 1 KiB writes: far more frames than the reliable layer queues per peer at once.
     const chunk = Buffer.alloc(1024, 0x62)
-    for (let i = 0; i < 4096; i++) if (!s.write(chunk)) await once(s, 'drain')
+    s.on('error', () => {})
+    for (let i = 0; i < 4096 && !s.destroyed; i++) if (!s.write(chunk)) await within(once(s, 'drain'), 10_000, 'the stream did not drain')
     s.end()
     const got = (): number => evil.of('DATA').filter((f) => f.stream === s.id).reduce((a, f) => a + f.data.length, 0)
     t.true(await until(() => got() === 4 << 20, 20_000), `all bytes arrived (${got()})`)
@@ -382,7 +385,58 @@ test.serial('a silent peer holding credit and a slow-loris reader stall neither 
   }
 })
 
-test.serial('tiny or empty DATA frames at scattered offsets do not grow the victim\'s memory without bound', async (t) => {
+v8.setFlagsFromString('--expose-gc')
+const gc = vm.runInNewContext('gc') as () => void
+
+test.serial('20 000 one-byte DATA frames on a stream nobody reads cost the victim about their bytes, not a Buffer each', async (t) => {
+  const { victim, evil, conn } = await pair({ streamWindow: 1 << 20 })
+  try {
+    let stream: Stream | undefined
+    conn.on('stream', (s) => {
+      stream = s
+      s.read(0) // the readable side asked once (then nobody reads)
+    })
+    await evil.send(data(1, 0, 1))
+    t.true(await until(() => stream !== undefined, 2000))
+    gc()
+    const before = process.memoryUsage().heapUsed
+    const N = 20_000
+    for (let b = 0; b < N / 500; b++) {
+      const sends: Promise<void>[] = []
+      for (let i = 0; i < 500; i++) sends.push(evil.send(data(1, 1 + b * 500 + i, 1)))
+      await Promise.all(sends)
+    }
+    t.is(stream!.bytesReceived, N + 1)
+    gc()
+    const perFrame = (process.memoryUsage().heapUsed - before) / N
+    t.log(`victim heap: ${perFrame.toFixed(1)} bytes per one-byte frame`)
+    t.true(perFrame < 64, `held bytes are coalesced (${perFrame.toFixed(1)} B per 1-byte frame)`)
+    t.false(conn.closed)
+  } finally {
+    await evil.close()
+    await victim.close()
+  }
+})
+
+test.serial('more out-of-order ranges than any honest sender leaves is a violation (bounded memory per connection)', async (t) => {
+  const { victim, evil, conn } = await pair({ streamWindow: 1 << 20 })
+  try {
+    conn.on('stream', (s) => s.on('error', () => {}))
+    const closed = once(conn, 'close')
+    // One-byte pieces with a gap before each: every one a separate range, never joined.
+    for (let b = 0; b < 3 && !conn.closed; b++) {
+      const sends: Promise<void>[] = []
+      for (let i = 0; i < 500; i++) sends.push(evil.send(data(1, 2 * (b * 500 + i) + 2, 1)).catch(() => {}))
+      await Promise.all(sends)
+    }
+    await assertViolation(t, victim, evil, conn, closed)
+  } finally {
+    await evil.close()
+    await victim.close()
+  }
+})
+
+test.serial('empty DATA frames at scattered offsets are not stored and do not disturb the stream', async (t) => {
   const { victim, evil, conn } = await pair({ streamWindow: 1 << 20 })
   try {
     let stream: Stream | undefined

@@ -114,6 +114,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #consumed = 0
   #recvMax: number
   #budgetStarved = false
+  /** Out-of-order ranges all streams hold (see MAX_REORDERED_RANGES). */
+  #reordered = 0
 
   /** @internal Made by the manager. */
   constructor(init: ConnectionInit) {
@@ -145,6 +147,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       sendMaxData: (stream, max) => this.#control({ type: 'MAX_DATA', stream, max }),
       sendReset: (stream, code, finished, finalSize) => this.#control({ type: 'RESET', stream, code, finished, finalSize }),
       consumed: (n) => this.#consume(n),
+      reordered: (delta) => {
+        this.#reordered += delta
+        return this.#reordered <= MAX_REORDERED_RANGES
+      },
       waitCredit: (s) => this.#blocked.add(s),
       closed: (s) => this.#streamClosed(s),
     }
@@ -428,3 +434,10 @@ const EMPTY = Buffer.alloc(0)
  * the rest of that queue).
  */
 export const MAX_DATA_FRAMES_IN_FLIGHT = 256
+
+/**
+ * Separate out-of-order ranges the streams of one connection may hold at once. Each gap before a
+ * range is a DATA frame the sender has not seen delivered, so an honest sender (at most
+ * MAX_DATA_FRAMES_IN_FLIGHT of those) never causes more than that many; more is a violation.
+ */
+export const MAX_REORDERED_RANGES = 1024
