@@ -304,6 +304,25 @@ test.serial('HELLO flood: maxBufferedBytes holds (a connection that cannot get i
   }
 })
 
+test.serial('HELLO flood: the first connections cannot take the memory every later one needs (up to maxConnections fit)', async (t) => {
+  const K = 1024
+  const victim = await victimNode({ maxConnections: 8, connectionWindow: 1 << 20, maxBufferedBytes: 4 << 20 })
+  const evils = await Promise.all(Array.from({ length: 9 }, () => Attacker.create(victim)))
+  try {
+    const answers: MuxFrame[] = []
+    for (const e of evils) answers.push(await e.hello())
+    const grants = answers.slice(0, 8).map((a) => (a.type === 'HELLO' ? a.maxData : -1))
+    // Whole windows while the budget has them beyond 64 KiB for each connection still to come, then 64 KiB each.
+    t.deepEqual(grants, [1024 * K, 1024 * K, 1024 * K, 768 * K, 64 * K, 64 * K, 64 * K, 64 * K])
+    t.is(grants.reduce((a, b) => a + b, 0), 4 << 20, 'maxBufferedBytes holds')
+    t.deepEqual(answers[8], { type: 'CLOSE', code: 2 }, 'maxConnections holds')
+    t.is(victim.connections().length, 8)
+  } finally {
+    await Promise.all(evils.map((e) => e.close()))
+    await victim.close()
+  }
+})
+
 test.serial('repeated identical HELLOs get at most one equal-size answer each; frames for no connection are never answered', async (t) => {
   const victim = await victimNode({})
   const evil = await Attacker.create(victim)

@@ -93,6 +93,7 @@ interface Dial {
 }
 
 const ZERO8 = Buffer.alloc(8)
+/** The smallest initial connection credit; a connection that cannot get it is refused. */
 const MIN_GRANT = 64 * 1024
 /** Frame bytes a TCP connection may have queued for its socket at once. */
 const TCP_IN_FLIGHT = 4 * 1024 * 1024
@@ -139,10 +140,34 @@ export class Connections implements Budget {
 
   // ---- Budget -----------------------------------------------------------------------------
 
+  /**
+   * More credit for an open connection, as far as the budget allows after keeping
+   * {@link MIN_GRANT} for every connection that may still open (up to `maxConnections`): open
+   * connections never use up the room a new one needs.
+   */
   take(n: number): number {
-    const g = Math.max(0, Math.min(n, this.#maxBuffered - this.#used))
+    const g = Math.max(0, Math.min(n, this.#maxBuffered - this.#used - this.#reserve(0)))
     this.#used += g
     if (g < n) this.#starved = true
+    return g
+  }
+
+  /** What a connection not yet open may still need: MIN_GRANT for each beyond the open ones, the dials and `extra`. */
+  #reserve(extra: number): number {
+    return MIN_GRANT * Math.max(0, this.#maxConnections - this.#conns.size - this.#dials.size - extra)
+  }
+
+  /**
+   * The initial credit of a new connection (dialled or accepted): a whole connection window when
+   * the budget has it beyond the reserve of the others, else at least MIN_GRANT from the reserve;
+   * 0 (refuse) when not even that is left. A flood of HELLOs therefore cannot take the memory
+   * every later connection needs: up to `maxConnections` always fit.
+   */
+  #takeInitial(): number {
+    const avail = this.#maxBuffered - this.#used
+    const g = Math.min(this.#limits.connectionWindow, avail, Math.max(MIN_GRANT, avail - this.#reserve(1)))
+    if (g < MIN_GRANT) return 0
+    this.#used += g
     return g
   }
 
@@ -256,9 +281,8 @@ export class Connections implements Budget {
     let dial = this.#dials.get(key)
     if (!dial) {
       if (this.#closing) return Promise.reject(new DeccomError(ErrorCode.CLOSED, 'The node is closing'))
-      const granted = this.take(this.#limits.connectionWindow)
-      if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
-        this.give(granted)
+      const granted = this.#takeInitial()
+      if (granted === 0) {
         return Promise.reject(new DeccomError(ErrorCode.CONNECTION_REFUSED, 'No receive memory left for another connection (maxBufferedBytes)', { details: { reason: 'busy' } }))
       }
       let resolve!: (c: Connection) => void
@@ -367,9 +391,8 @@ export class Connections implements Budget {
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
     }
-    const granted = this.take(this.#limits.connectionWindow)
-    if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
-      this.give(granted)
+    const granted = this.#takeInitial()
+    if (granted === 0) {
       this.#host.count('refused')
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
