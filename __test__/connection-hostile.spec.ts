@@ -13,7 +13,7 @@ import { once } from 'node:events'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 
-import { type Address, type Connection, type ConnectionOptions, decodeMux, DeccomError, encodeMux, ErrorCode, type MuxFrame, Node, ReliableUdp, type Stream } from '../dist/index.js'
+import { type Address, type Connection, type ConnectionOptions, decodeMux, DeccomError, encodeMux, ErrorCode, type MuxFrame, Node, ReliableUdp, type Stream, TcpTransport } from '../dist/index.js'
 import { n, sleep, until } from './helpers/wait.js'
 
 const host = '127.0.0.1'
@@ -320,6 +320,27 @@ test.serial('HELLO flood: the first connections cannot take the memory every lat
   } finally {
     await Promise.all(evils.map((e) => e.close()))
     await victim.close()
+  }
+})
+
+test.serial('over TCP: a refused HELLO does not pin the TCP connection (it closes when idle)', async (t) => {
+  const victim = await Node.create({ host, port: 0, stack: [new TcpTransport({ port: 0, idleTimeout: 300 })], connections: { maxConnections: 1 } })
+  const mk = (): Promise<Node> => Node.create({ host, port: 0, stack: [new TcpTransport({ port: 0, idleTimeout: 60_000 })] })
+  const [first, second] = await Promise.all([mk(), mk()])
+  try {
+    const to = victim.stack.find(TcpTransport)!.tcpAddress()
+    const hello = (nonce: string): Buffer => encodeMux({ type: 'HELLO', nonce: Buffer.from(nonce, 'hex'), echo: ZERO, maxStreams: 4, maxData: 1 << 20, streamWindow: 1 << 16 })
+    const accepted = once(victim, 'connection')
+    await first.stack.find(TcpTransport)!.sendStream(to, hello('0000000000000001'), 12)
+    await within(accepted, 3000, 'the first HELLO was not accepted')
+    const closed = new Promise<void>((resolve) => second.stack.find(TcpTransport)!.on('close', () => resolve()))
+    await second.stack.find(TcpTransport)!.sendStream(to, hello('0000000000000002'), 12)
+    t.true(await until(() => n(stats(victim).connections_refused) === 1, 3000), 'the second is refused')
+    await within(closed, 5000, 'the refused peer\'s TCP connection stayed open')
+    t.is(victim.connections().length, 1)
+    t.pass()
+  } finally {
+    await Promise.all([first.close(), second.close(), victim.close()])
   }
 })
 

@@ -334,11 +334,13 @@ export class Connections implements Budget {
   /** A TCP frame of tag 12. */
   onTcpFrame(tp: TcpPeerLike, data: Buffer): void {
     const remote = new Peer(tp.udpAddress ?? tp.remoteAddress, tp.id, null, null, tp.authenticated, tp.tcpAddress?.port ?? null)
-    this.#onFrame(`tcp:${tp.idHex}`, data, remote, () => {
-      // The peer's connection: keep it open while the Connection lives.
-      void this.#host.tcp?.openConnection(tp).catch(() => {})
-      return { path: 'tcp', carrier: this.#tcpCarrier(tp) }
-    })
+    this.#onFrame(`tcp:${tp.idHex}`, data, remote, () => ({
+      path: 'tcp',
+      carrier: this.#tcpCarrier(tp),
+      // The peer's connection: keep it open while the Connection lives (only once accepted: a
+      // refused HELLO must not pin a TCP connection).
+      keep: () => void this.#host.tcp?.openConnection(tp).catch(() => {}),
+    }))
   }
 
   /** The TCP connection to `tp` closed: its Connection fails. */
@@ -346,7 +348,7 @@ export class Connections implements Budget {
     this.#conns.get(`tcp:${tp.idHex}`)?.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The TCP connection closed', { details: { by: 'transport' } }))
   }
 
-  #onFrame(key: string, data: Buffer, from: Peer, inbound: () => { path: ConnectionPath; carrier: Carrier }): void {
+  #onFrame(key: string, data: Buffer, from: Peer, inbound: () => { path: ConnectionPath; carrier: Carrier; keep?: () => void }): void {
     const f = decodeMux(data)
     if (f === null) return this.#host.count('dropped_malformed')
     const conn = this.#conns.get(key)
@@ -384,7 +386,7 @@ export class Connections implements Budget {
     }
     // Not dialling: the peer dials us. An echo of a nonce we do not know is a stale answer.
     if (!f.echo.equals(ZERO8)) return this.#host.count('dropped_stale_hello')
-    const { path, carrier } = inbound()
+    const { path, carrier, keep } = inbound()
     const remote = from
     if (this.#closing || this.#conns.size >= this.#maxConnections) {
       this.#host.count('refused')
@@ -397,6 +399,7 @@ export class Connections implements Budget {
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
     }
+    keep?.()
     const ours = nonce()
     const answer = this.#helloFrame(ours, f.nonce, granted)
     carrier.send(answer).catch(() => {})
