@@ -458,6 +458,54 @@ test.serial('20 000 one-byte DATA frames on a stream nobody reads cost the victi
   }
 })
 
+for (const [how, consume] of Object.entries({
+  "read(n) across a held piece ('readable')": (s: Stream, want: number): Promise<Buffer> =>
+    new Promise((resolve) => {
+      const tryRead = (): void => {
+        const b = s.read(want) as Buffer | null
+        if (b) resolve(b)
+      }
+      s.on('readable', tryRead)
+    }),
+  'for await': async (s: Stream, want: number): Promise<Buffer> => {
+    const parts: Buffer[] = []
+    let got = 0
+    for await (const c of s.iterator({ destroyOnReturn: false })) {
+      parts.push(c as Buffer)
+      if ((got += (c as Buffer).length) >= want) break
+    }
+    return Buffer.concat(parts)
+  },
+  "'data' after a pause": async (s: Stream, want: number): Promise<Buffer> => {
+    s.pause()
+    await sleep(150)
+    const parts: Buffer[] = []
+    let got = 0
+    return new Promise((resolve) => {
+      s.on('data', (c: Buffer) => {
+        parts.push(c)
+        if ((got += c.length) >= want) resolve(Buffer.concat(parts))
+      })
+      s.resume()
+    })
+  },
+})) {
+  test.serial(`small pieces held back for merging never stall a reader: ${how}`, async (t) => {
+    const { victim, evil, conn } = await pair({})
+    try {
+      const got = new Promise<Buffer>((resolve) => conn.on('stream', (s) => void consume(s, 2010).then(resolve)))
+      await evil.send(data(1, 0, 2000))
+      await sleep(100)
+      await evil.send(data(1, 2000, 10)) // small, arriving while the reader still holds bytes; nothing follows
+      const b = await within(got, 3000, 'the reader stalled')
+      t.is(b.length, 2010)
+    } finally {
+      await evil.close()
+      await victim.close()
+    }
+  })
+}
+
 test.serial('more out-of-order ranges than any honest sender leaves is a violation (bounded memory per connection)', async (t) => {
   const { victim, evil, conn } = await pair({ streamWindow: 1 << 20 })
   try {

@@ -264,14 +264,37 @@ export class Stream extends Duplex {
     this.#flush()
   }
 
-  #flush(): void {
+  /**
+   * A small piece may wait in the queue (see #flush) only while the reader has bytes to chew on:
+   * as soon as a read comes back empty-handed (`null` for a read that asked for bytes) or leaves
+   * the readable buffer empty, everything queued goes out. `read(0)` (Node refilling up to the
+   * high-water mark on its own) does not count as asking.
+   */
+  override read(size?: number): any {
+    const r = super.read(size)
+    if (size !== 0) {
+      // Asked and got nothing: the next bytes go out at once, however small.
+      if (r === null) this.#starving = true
+      if (this.#queue.length > 0 && (r === null || this.readableLength === 0)) {
+        this.#wanting = true
+        this.#flush(true)
+      }
+    }
+    return r
+  }
+
+  /** A read asked for bytes and got none since the last push. */
+  #starving = false
+
+  #flush(force = false): void {
     while (this.#wanting && this.#queue.length > 0) {
       // A small piece waits (coalescing with the next ones) while the readable side still holds
-      // bytes: the readable buffer never fills up with tiny chunks.
-      if (this.readableLength > 0 && this.#queue[0]!.length < COALESCE && this.#queue.length === 1) break
+      // bytes and nobody asked for more: the readable buffer never fills up with tiny chunks.
+      if (!force && !this.#starving && this.readableLength > 0 && this.#queue.length === 1 && this.#queue[0]!.length < COALESCE) break
       const b = this.#queue.shift()!
       this.#consumed += b.length
       this.#host.consumed(b.length)
+      this.#starving = false
       this.#wanting = this.push(b)
     }
     if (!this.#ended && this.#finalSize >= 0 && this.#consumed === this.#finalSize && this.#queue.length === 0) {
