@@ -344,6 +344,34 @@ test.serial('over TCP: a refused HELLO does not pin the TCP connection (it close
   }
 })
 
+for (const maxConnections of [2, 1024]) {
+  test.serial(`a small budget (maxConnections ${maxConnections}), half of it held by a silent peer: a connection still re-grants what it read (no stall)`, async (t) => {
+    const victim = await victimNode({ connectionWindow: 65536, maxBufferedBytes: 131072, streamWindow: 16384, maxConnections })
+    const honest = await Node.create({ host, port: 0, stack: [new ReliableUdp()] })
+    const evil = await Attacker.create(victim)
+    try {
+      t.is((await evil.hello()).type, 'HELLO', 'the silent peer holds its grant')
+      const got = new Promise<number>((resolve) => {
+        victim.on('connection', (c) =>
+          c.on('stream', (st) => {
+            let total = 0
+            st.on('data', (d: Buffer) => (total += d.length))
+            st.on('end', () => resolve(total))
+          }),
+        )
+      })
+      const conn = await honest.connect(victim.address)
+      const s = await conn.openStream()
+      s.end(Buffer.alloc(1 << 20, 0x65))
+      t.is(await within(got, 10_000, 'the transfer stalled'), 1 << 20)
+    } finally {
+      await evil.close()
+      await honest.close()
+      await victim.close()
+    }
+  })
+}
+
 test.serial('repeated identical HELLOs get at most one equal-size answer each; frames for no connection are never answered', async (t) => {
   const victim = await victimNode({})
   const evil = await Attacker.create(victim)

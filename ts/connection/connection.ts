@@ -113,6 +113,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #received = 0
   #consumed = 0
   #recvMax: number
+  /** The credit our HELLO granted: the connection keeps that much of the node's budget until it closes. */
+  readonly #own: number
+  /** Bytes of the node's budget this connection holds: max(#own, credit granted and not yet read). */
+  #charged: number
   #budgetStarved = false
   /** Out-of-order ranges all streams hold (see MAX_REORDERED_RANGES). */
   #reordered = 0
@@ -140,6 +144,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#peerStreamWindow = init.peerStreamWindow
     this.#grantedStreams = init.limits.maxStreams
     this.#recvMax = init.grantedData
+    this.#own = init.grantedData
+    this.#charged = init.grantedData
     this.#host = {
       sendCredit: () =>
         this.#closed || this.#framesInFlight >= MAX_DATA_FRAMES_IN_FLIGHT ? 0 : Math.min(this.#peerMaxData - this.#sent, this.#carrier.maxInFlight - this.#inFlight),
@@ -361,18 +367,26 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #consume(n: number): void {
     if (this.#closed) return
     this.#consumed += n
-    this.#budget.give(n)
+    // Read bytes go back to the node's budget, except the initial grant: that stays this
+    // connection's, so it can always let its peer send that much again (other connections, and
+    // the reserve kept for new ones, cannot starve it).
+    const keep = Math.max(this.#own, this.#recvMax - this.#consumed)
+    if (this.#charged > keep) {
+      this.#budget.give(this.#charged - keep)
+      this.#charged = keep
+    }
     this.#grantData()
   }
 
-  /** Lets the peer send a whole window past what was read, as far as the node's budget allows. */
+  /** Lets the peer send a whole window past what was read: from what the connection holds, then as far as the node's budget allows. */
   #grantData(): void {
+    const window = this.#limits.connectionWindow
     const outstanding = this.#recvMax - this.#consumed
-    if (outstanding > this.#limits.connectionWindow / 2) return
-    const got = this.#budget.take(this.#limits.connectionWindow - outstanding)
-    this.#budgetStarved = got === 0
-    if (got === 0) return
-    this.#recvMax += got
+    if (outstanding > window / 2) return
+    if (this.#charged < window) this.#charged += this.#budget.take(window - this.#charged)
+    this.#budgetStarved = this.#charged < window
+    if (this.#charged <= outstanding) return
+    this.#recvMax = this.#consumed + this.#charged
     this.#control({ type: 'MAX_DATA', stream: 0, max: this.#recvMax })
   }
 
@@ -412,7 +426,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #shutdown(err: Error): void {
     if (this.#closed) return
     this.#closed = true
-    this.#budget.give(Math.max(0, this.#recvMax - this.#consumed))
+    this.#budget.give(this.#charged)
     for (const w of this.#streamWaiters.splice(0)) w.reject(err)
     for (const s of [...this.#streams.values()]) s.fail(err)
     this.#blocked.clear()

@@ -152,9 +152,14 @@ export class Connections implements Budget {
     return g
   }
 
-  /** What a connection not yet open may still need: MIN_GRANT for each beyond the open ones, the dials and `extra`. */
+  /**
+   * What connections not yet open may still need: MIN_GRANT for each beyond the open ones, the
+   * dials and `extra` — at most half the budget, so that open connections can always grow their
+   * credit again as their data is read (a budget below 2 × maxConnections × MIN_GRANT keeps room
+   * for fewer new connections).
+   */
   #reserve(extra: number): number {
-    return MIN_GRANT * Math.max(0, this.#maxConnections - this.#conns.size - this.#dials.size - extra)
+    return Math.min(Math.floor(this.#maxBuffered / 2), MIN_GRANT * Math.max(0, this.#maxConnections - this.#conns.size - this.#dials.size - extra))
   }
 
   /**
