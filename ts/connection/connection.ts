@@ -107,11 +107,19 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #sent = 0
   #peerMaxData: number
   #inFlight = 0
+  /** DATA frames handed to the carrier and not yet delivered (see MAX_DATA_FRAMES_IN_FLIGHT). */
+  #framesInFlight = 0
   readonly #blocked = new Set<Stream>()
   #received = 0
   #consumed = 0
   #recvMax: number
+  /** The credit our HELLO granted: the connection keeps that much of the node's budget until it closes. */
+  readonly #own: number
+  /** Bytes of the node's budget this connection holds: max(#own, credit granted and not yet read). */
+  #charged: number
   #budgetStarved = false
+  /** Out-of-order ranges all streams hold (see MAX_REORDERED_RANGES). */
+  #reordered = 0
 
   /** @internal Made by the manager. */
   constructor(init: ConnectionInit) {
@@ -136,12 +144,19 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#peerStreamWindow = init.peerStreamWindow
     this.#grantedStreams = init.limits.maxStreams
     this.#recvMax = init.grantedData
+    this.#own = init.grantedData
+    this.#charged = init.grantedData
     this.#host = {
-      sendCredit: () => (this.#closed ? 0 : Math.min(this.#peerMaxData - this.#sent, this.#carrier.maxInFlight - this.#inFlight)),
+      sendCredit: () =>
+        this.#closed || this.#framesInFlight >= MAX_DATA_FRAMES_IN_FLIGHT ? 0 : Math.min(this.#peerMaxData - this.#sent, this.#carrier.maxInFlight - this.#inFlight),
       sendData: (s, offset, fin, data) => this.#sendData(s, offset, fin, data),
       sendMaxData: (stream, max) => this.#control({ type: 'MAX_DATA', stream, max }),
       sendReset: (stream, code, finished, finalSize) => this.#control({ type: 'RESET', stream, code, finished, finalSize }),
       consumed: (n) => this.#consume(n),
+      reordered: (delta) => {
+        this.#reordered += delta
+        return this.#reordered <= MAX_REORDERED_RANGES
+      },
       waitCredit: (s) => this.#blocked.add(s),
       closed: (s) => this.#streamClosed(s),
     }
@@ -319,14 +334,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const frame = encodeData(s.id, offset, fin, data)
     this.#sent += data.length
     this.#inFlight += frame.length
+    this.#framesInFlight++
     const p = this.#carrier.send(frame)
     p.then(
       () => {
         this.#inFlight -= frame.length
+        this.#framesInFlight--
         this.#wake()
       },
       (e: Error) => {
         this.#inFlight -= frame.length
+        this.#framesInFlight--
         this.#shutdown(e)
       },
     )
@@ -349,18 +367,26 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #consume(n: number): void {
     if (this.#closed) return
     this.#consumed += n
-    this.#budget.give(n)
+    // Read bytes go back to the node's budget, except the initial grant: that stays this
+    // connection's, so it can always let its peer send that much again (other connections, and
+    // the reserve kept for new ones, cannot starve it).
+    const keep = Math.max(this.#own, this.#recvMax - this.#consumed)
+    if (this.#charged > keep) {
+      this.#budget.give(this.#charged - keep)
+      this.#charged = keep
+    }
     this.#grantData()
   }
 
-  /** Lets the peer send a whole window past what was read, as far as the node's budget allows. */
+  /** Lets the peer send a whole window past what was read: from what the connection holds, then as far as the node's budget allows. */
   #grantData(): void {
+    const window = this.#limits.connectionWindow
     const outstanding = this.#recvMax - this.#consumed
-    if (outstanding > this.#limits.connectionWindow / 2) return
-    const got = this.#budget.take(this.#limits.connectionWindow - outstanding)
-    this.#budgetStarved = got === 0
-    if (got === 0) return
-    this.#recvMax += got
+    if (outstanding > window / 2) return
+    if (this.#charged < window) this.#charged += this.#budget.take(window - this.#charged)
+    this.#budgetStarved = this.#charged < window
+    if (this.#charged <= outstanding) return
+    this.#recvMax = this.#consumed + this.#charged
     this.#control({ type: 'MAX_DATA', stream: 0, max: this.#recvMax })
   }
 
@@ -400,7 +426,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #shutdown(err: Error): void {
     if (this.#closed) return
     this.#closed = true
-    this.#budget.give(Math.max(0, this.#recvMax - this.#consumed))
+    this.#budget.give(this.#charged)
     for (const w of this.#streamWaiters.splice(0)) w.reject(err)
     for (const s of [...this.#streams.values()]) s.fail(err)
     this.#blocked.clear()
@@ -414,3 +440,18 @@ function closedError(by: 'local' | 'remote', code = CLOSE_NORMAL): DeccomError {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/**
+ * DATA frames a connection has handed to its carrier and not yet seen delivered, at most: the
+ * reliable layer queues a bounded number of messages per peer (1024 by default) and refuses more,
+ * so small writes under a large credit must wait here instead (control frames and messages keep
+ * the rest of that queue).
+ */
+export const MAX_DATA_FRAMES_IN_FLIGHT = 256
+
+/**
+ * Separate out-of-order ranges the streams of one connection may hold at once. Each gap before a
+ * range is a DATA frame the sender has not seen delivered, so an honest sender (at most
+ * MAX_DATA_FRAMES_IN_FLIGHT of those) never causes more than that many; more is a violation.
+ */
+export const MAX_REORDERED_RANGES = 1024

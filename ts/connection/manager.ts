@@ -93,9 +93,12 @@ interface Dial {
 }
 
 const ZERO8 = Buffer.alloc(8)
+/** The smallest initial connection credit; a connection that cannot get it is refused. */
 const MIN_GRANT = 64 * 1024
 /** Frame bytes a TCP connection may have queued for its socket at once. */
 const TCP_IN_FLIGHT = 4 * 1024 * 1024
+/** Frame bytes a connection over reliable messages may have undelivered at once (the sender's memory, whatever credit the peer grants). */
+const UDP_IN_FLIGHT = 16 * 1024 * 1024
 
 export class Connections implements Budget {
   readonly #host: ConnectionHost
@@ -137,10 +140,39 @@ export class Connections implements Budget {
 
   // ---- Budget -----------------------------------------------------------------------------
 
+  /**
+   * More credit for an open connection, as far as the budget allows after keeping
+   * {@link MIN_GRANT} for every connection that may still open (up to `maxConnections`): open
+   * connections never use up the room a new one needs.
+   */
   take(n: number): number {
-    const g = Math.max(0, Math.min(n, this.#maxBuffered - this.#used))
+    const g = Math.max(0, Math.min(n, this.#maxBuffered - this.#used - this.#reserve(0)))
     this.#used += g
     if (g < n) this.#starved = true
+    return g
+  }
+
+  /**
+   * What connections not yet open may still need: MIN_GRANT for each beyond the open ones, the
+   * dials and `extra` — at most half the budget, so that open connections can always grow their
+   * credit again as their data is read (a budget below 2 × maxConnections × MIN_GRANT keeps room
+   * for fewer new connections).
+   */
+  #reserve(extra: number): number {
+    return Math.min(Math.floor(this.#maxBuffered / 2), MIN_GRANT * Math.max(0, this.#maxConnections - this.#conns.size - this.#dials.size - extra))
+  }
+
+  /**
+   * The initial credit of a new connection (dialled or accepted): a whole connection window when
+   * the budget has it beyond the reserve of the others, else at least MIN_GRANT from the reserve;
+   * 0 (refuse) when not even that is left. A flood of HELLOs therefore cannot take the memory
+   * every later connection needs: up to `maxConnections` always fit.
+   */
+  #takeInitial(): number {
+    const avail = this.#maxBuffered - this.#used
+    const g = Math.min(this.#limits.connectionWindow, avail, Math.max(MIN_GRANT, avail - this.#reserve(1)))
+    if (g < MIN_GRANT) return 0
+    this.#used += g
     return g
   }
 
@@ -212,7 +244,7 @@ export class Connections implements Budget {
     }
     const addr = peer.address
     const send = host.sendMessage!
-    const carrier: Carrier = { send: (f) => send(addr, f), maxInFlight: Infinity }
+    const carrier: Carrier = { send: (f) => send(addr, f), maxInFlight: UDP_IN_FLIGHT }
     return this.#hello(udpKey(addr), remote, path, carrier, signal, timeout, ours)
   }
 
@@ -254,9 +286,8 @@ export class Connections implements Budget {
     let dial = this.#dials.get(key)
     if (!dial) {
       if (this.#closing) return Promise.reject(new DeccomError(ErrorCode.CLOSED, 'The node is closing'))
-      const granted = this.take(this.#limits.connectionWindow)
-      if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
-        this.give(granted)
+      const granted = this.#takeInitial()
+      if (granted === 0) {
         return Promise.reject(new DeccomError(ErrorCode.CONNECTION_REFUSED, 'No receive memory left for another connection (maxBufferedBytes)', { details: { reason: 'busy' } }))
       }
       let resolve!: (c: Connection) => void
@@ -301,17 +332,19 @@ export class Connections implements Budget {
     const addr = from instanceof Peer ? from.address : from
     const send = this.#host.sendMessage!
     const key = udpKey(addr)
-    this.#onFrame(key, data, from instanceof Peer ? from : new Peer(addr), () => ({ path: 'direct', carrier: { send: (f) => send(addr, f), maxInFlight: Infinity } }))
+    this.#onFrame(key, data, from instanceof Peer ? from : new Peer(addr), () => ({ path: 'direct', carrier: { send: (f) => send(addr, f), maxInFlight: UDP_IN_FLIGHT } }))
   }
 
   /** A TCP frame of tag 12. */
   onTcpFrame(tp: TcpPeerLike, data: Buffer): void {
     const remote = new Peer(tp.udpAddress ?? tp.remoteAddress, tp.id, null, null, tp.authenticated, tp.tcpAddress?.port ?? null)
-    this.#onFrame(`tcp:${tp.idHex}`, data, remote, () => {
-      // The peer's connection: keep it open while the Connection lives.
-      void this.#host.tcp?.openConnection(tp).catch(() => {})
-      return { path: 'tcp', carrier: this.#tcpCarrier(tp) }
-    })
+    this.#onFrame(`tcp:${tp.idHex}`, data, remote, () => ({
+      path: 'tcp',
+      carrier: this.#tcpCarrier(tp),
+      // The peer's connection: keep it open while the Connection lives (only once accepted: a
+      // refused HELLO must not pin a TCP connection).
+      keep: () => void this.#host.tcp?.openConnection(tp).catch(() => {}),
+    }))
   }
 
   /** The TCP connection to `tp` closed: its Connection fails. */
@@ -319,7 +352,7 @@ export class Connections implements Budget {
     this.#conns.get(`tcp:${tp.idHex}`)?.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The TCP connection closed', { details: { by: 'transport' } }))
   }
 
-  #onFrame(key: string, data: Buffer, from: Peer, inbound: () => { path: ConnectionPath; carrier: Carrier }): void {
+  #onFrame(key: string, data: Buffer, from: Peer, inbound: () => { path: ConnectionPath; carrier: Carrier; keep?: () => void }): void {
     const f = decodeMux(data)
     if (f === null) return this.#host.count('dropped_malformed')
     const conn = this.#conns.get(key)
@@ -338,6 +371,9 @@ export class Connections implements Budget {
         } else this.#host.count('dropped_duplicate_hello')
         return
       }
+      // A HELLO answering a dial (non-zero echo) with another nonce is stale (an old dial's
+      // answer): it must not end the connection. Only a fresh dial (zero echo) is a restart.
+      if (!f.echo.equals(ZERO8)) return this.#host.count('dropped_stale_hello')
       // A new instance of the peer (it restarted): the old connection is gone.
       conn.fail(new DeccomError(ErrorCode.CONNECTION_CLOSED, 'The peer restarted', { details: { by: 'remote', reason: 'restart' } }))
     }
@@ -354,20 +390,20 @@ export class Connections implements Budget {
     }
     // Not dialling: the peer dials us. An echo of a nonce we do not know is a stale answer.
     if (!f.echo.equals(ZERO8)) return this.#host.count('dropped_stale_hello')
-    const { path, carrier } = inbound()
+    const { path, carrier, keep } = inbound()
     const remote = from
     if (this.#closing || this.#conns.size >= this.#maxConnections) {
       this.#host.count('refused')
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
     }
-    const granted = this.take(this.#limits.connectionWindow)
-    if (granted < Math.min(MIN_GRANT, this.#limits.connectionWindow)) {
-      this.give(granted)
+    const granted = this.#takeInitial()
+    if (granted === 0) {
       this.#host.count('refused')
       carrier.send(encodeMux({ type: 'CLOSE', code: CLOSE_REFUSED })).catch(() => {})
       return
     }
+    keep?.()
     const ours = nonce()
     const answer = this.#helloFrame(ours, f.nonce, granted)
     carrier.send(answer).catch(() => {})

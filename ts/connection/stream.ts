@@ -24,6 +24,11 @@ export interface StreamHost {
   sendReset(stream: number, code: number, finished: boolean, finalSize: number): void
   /** The application read `n` bytes of some stream (connection-level credit). */
   consumed(n: number): void
+  /**
+   * The stream holds `delta` more (or fewer) separate out-of-order ranges; false when that would
+   * exceed the connection's limit (a protocol violation: no honest sender causes it).
+   */
+  reordered(delta: number): boolean
   /** Waits for connection-level credit: `fn` runs once credit is back. */
   waitCredit(stream: Stream): void
   /** The stream is finished (both directions, or reset): forget it. */
@@ -60,8 +65,13 @@ export class Stream extends Duplex {
   #recvMax: number
   #consumed = 0
   #finalSize = -1
+  /** The end of the furthest bytes received (in order or not): a final size may not be below it. */
+  #recvHighest = 0
+  /** Bytes in order, not yet handed to the readable side (small pieces coalesced, see {@link append}). */
   readonly #queue: Buffer[] = []
-  readonly #ooo = new Map<number, Buffer>()
+  /** Out-of-order ranges waiting for the gap before them, by start and by end (adjacent pieces merge). */
+  readonly #runs = new Map<number, Run>()
+  readonly #runEnds = new Map<number, Run>()
   #wanting = false
   #ended = false
   #resetBy: 'local' | 'remote' | null = null
@@ -171,8 +181,12 @@ export class Stream extends Duplex {
     if (end > this.#recvMax) return false
     if (fin) {
       if (this.#finalSize >= 0 && this.#finalSize !== end) return false
+      // Bytes already received past this final size (frames reorder): it contradicts them.
+      if (end < this.#recvHighest) return false
       this.#finalSize = end
     } else if (this.#finalSize >= 0 && end > this.#finalSize) return false
+    // (An empty frame carries no bytes: it opens the stream at 0 or carries the FIN at the end.)
+    if (data.length > 0 && end > this.#recvHighest) this.#recvHighest = end
     if (this.#resetBy || this.#ended) {
       this.#host.consumed(data.length)
       return true
@@ -184,21 +198,64 @@ export class Stream extends Duplex {
       return true
     }
     if (offset > this.#recvOffset) {
-      if (this.#ooo.has(offset)) this.#host.consumed(data.length)
-      else this.#ooo.set(offset, data)
+      // Out of order: kept until the gap fills. Empty frames carry nothing to keep (their FIN, if
+      // any, is recorded above), so they cost no memory however many arrive.
+      if (data.length === 0) return true
+      if (!this.#store(offset, end, data)) return false
     } else {
       // In order (a duplicate prefix, if any, is cut).
       const skip = this.#recvOffset - offset
       if (skip > 0) this.#host.consumed(skip)
-      this.#queue.push(skip > 0 ? data.subarray(skip) : data)
+      append(this.#queue, skip > 0 ? data.subarray(skip) : data)
       this.#recvOffset = end
-      for (let next = this.#ooo.get(this.#recvOffset); next !== undefined; next = this.#ooo.get(this.#recvOffset)) {
-        this.#ooo.delete(this.#recvOffset)
-        this.#queue.push(next)
-        this.#recvOffset += next.length
+      for (let r = this.#runs.get(this.#recvOffset); r !== undefined; r = this.#runs.get(this.#recvOffset)) {
+        this.#runs.delete(r.start)
+        this.#runEnds.delete(r.end)
+        this.#host.reordered(-1)
+        for (const b of r.parts) append(this.#queue, b)
+        this.#recvOffset = r.end
       }
     }
     this.#flush()
+    return true
+  }
+
+  /**
+   * Keeps the out-of-order bytes `[offset, end)`: they extend the range ending at `offset` and/or
+   * the one starting at `end`, else open a new range (false: too many ranges on the connection).
+   * Bytes at a start already held are a duplicate (a hostile peer's: dropped, counted as read).
+   */
+  #store(offset: number, end: number, data: Buffer): boolean {
+    if (this.#runs.has(offset)) {
+      this.#host.consumed(data.length)
+      return true
+    }
+    const before = this.#runEnds.get(offset)
+    const after = this.#runs.get(end)
+    if (before !== undefined) {
+      this.#runEnds.delete(before.end)
+      append(before.parts, data)
+      before.end = end
+      if (after !== undefined) {
+        this.#runs.delete(after.start)
+        this.#runEnds.delete(after.end)
+        this.#host.reordered(-1)
+        for (const b of after.parts) append(before.parts, b)
+        before.end = after.end
+      }
+      this.#runEnds.set(before.end, before)
+    } else if (after !== undefined) {
+      this.#runs.delete(after.start)
+      after.start = offset
+      prepend(after.parts, data)
+      this.#runs.set(offset, after)
+    } else {
+      if (!this.#host.reordered(1)) return false
+      const r: Run = { start: offset, end, parts: [] }
+      append(r.parts, data)
+      this.#runs.set(offset, r)
+      this.#runEnds.set(end, r)
+    }
     return true
   }
 
@@ -207,11 +264,37 @@ export class Stream extends Duplex {
     this.#flush()
   }
 
-  #flush(): void {
+  /**
+   * A small piece may wait in the queue (see #flush) only while the reader has bytes to chew on:
+   * as soon as a read comes back empty-handed (`null` for a read that asked for bytes) or leaves
+   * the readable buffer empty, everything queued goes out. `read(0)` (Node refilling up to the
+   * high-water mark on its own) does not count as asking.
+   */
+  override read(size?: number): any {
+    const r = super.read(size)
+    if (size !== 0) {
+      // Asked and got nothing: the next bytes go out at once, however small.
+      if (r === null) this.#starving = true
+      if (this.#queue.length > 0 && (r === null || this.readableLength === 0)) {
+        this.#wanting = true
+        this.#flush(true)
+      }
+    }
+    return r
+  }
+
+  /** A read asked for bytes and got none since the last push. */
+  #starving = false
+
+  #flush(force = false): void {
     while (this.#wanting && this.#queue.length > 0) {
+      // A small piece waits (coalescing with the next ones) while the readable side still holds
+      // bytes and nobody asked for more: the readable buffer never fills up with tiny chunks.
+      if (!force && !this.#starving && this.readableLength > 0 && this.#queue.length === 1 && this.#queue[0]!.length < COALESCE) break
       const b = this.#queue.shift()!
       this.#consumed += b.length
       this.#host.consumed(b.length)
+      this.#starving = false
       this.#wanting = this.push(b)
     }
     if (!this.#ended && this.#finalSize >= 0 && this.#consumed === this.#finalSize && this.#queue.length === 0) {
@@ -235,7 +318,7 @@ export class Stream extends Duplex {
     if (this.#resetBy || this.destroyed) return true
     if (finished) {
       if (this.#finalSize >= 0 && this.#finalSize !== finalSize) return false
-      if (finalSize < this.#recvOffset || finalSize > this.#recvMax) return false
+      if (finalSize < this.#recvHighest || finalSize > this.#recvMax) return false
       this.#finalSize = finalSize
       if (this.#finSent) return true
     }
@@ -282,9 +365,11 @@ export class Stream extends Duplex {
   #release(): void {
     let n = 0
     for (const b of this.#queue) n += b.length
-    for (const b of this.#ooo.values()) n += b.length
+    for (const r of this.#runs.values()) n += r.end - r.start
+    if (this.#runs.size > 0) this.#host.reordered(-this.#runs.size)
     this.#queue.length = 0
-    this.#ooo.clear()
+    this.#runs.clear()
+    this.#runEnds.clear()
     if (n > 0) this.#host.consumed(n)
   }
 
@@ -303,8 +388,52 @@ export class Stream extends Duplex {
     const e = err ?? new DeccomError(ErrorCode.STREAM_RESET, `Stream ${this.id} was destroyed`, { details: { code: RESET_CANCEL, by: 'local' } })
     p?.cb(e)
     fin?.(e)
+    // Ranges a peer left stranded (overlapping pieces that never joined) are let go too.
+    this.#release()
     cb(err)
   }
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/** Pieces below this size are copied and merged: held bytes cost about their size, not a Buffer each. */
+const COALESCE = 1024
+
+/** An out-of-order range of a stream: bytes `[start, end)` in `parts`. */
+interface Run {
+  start: number
+  end: number
+  parts: Buffer[]
+}
+
+/**
+ * Appends `b` to `parts`, merging it into the last part when both fit in {@link COALESCE} bytes,
+ * and copying a small piece (so it pins no larger received buffer). Parts average at least half
+ * of COALESCE, whatever the peer's frame sizes.
+ */
+function append(parts: Buffer[], b: Buffer): void {
+  if (b.length === 0) return
+  const last = parts[parts.length - 1]
+  if (last !== undefined && last.length + b.length <= COALESCE) parts[parts.length - 1] = join(last, b)
+  else parts.push(b.length < COALESCE ? join(b) : b)
+}
+
+/** {@link append} at the front. */
+function prepend(parts: Buffer[], b: Buffer): void {
+  const first = parts[0]
+  if (first !== undefined && first.length + b.length <= COALESCE) parts[0] = join(b, first)
+  else parts.unshift(b.length < COALESCE ? join(b) : b)
+}
+
+/** A copy of the pieces in a buffer of its own (not a slice of the shared pool). */
+function join(...bs: Buffer[]): Buffer {
+  let n = 0
+  for (const b of bs) n += b.length
+  const out = Buffer.allocUnsafeSlow(n)
+  let at = 0
+  for (const b of bs) {
+    out.set(b, at)
+    at += b.length
+  }
+  return out
+}
