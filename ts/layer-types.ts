@@ -1,17 +1,18 @@
 /**
  * Types shared by the layer contract ({@link Protocol} in `protocol.ts`) and the {@link Stack} that
  * resolves it (`stack.ts`). Both import this module; neither imports the other's module for types,
- * so there is no import cycle.
+ * so there is no import cycle. The binding registry names the option and result types of the
+ * built-in layers from modules that do not import the layers (`protocols/punch-types.ts`,
+ * `protocols/kademlia/state.ts`, `protocols/tcp/connection.ts`, `protocols/ping.ts`).
  */
 import type * as net from 'node:net'
 import type { Address, AddressLike } from './address'
 import type { Clock } from './clock'
 import type { Peer } from './peer'
-import type { Observation, PunchResult } from './protocols/hole-puncher'
-import type { FindPeerOptions, LookupOptions, LookupResult } from './protocols/kademlia'
+import type { FindPeerOptions, LookupOptions, LookupResult } from './protocols/kademlia/state'
 import type { PingOptions } from './protocols/ping'
-import type { TcpCloseReason, TcpMapping, TcpPeer, TcpTarget } from './protocols/tcp'
-import type { TcpPunchResult } from './protocols/tcp-hole-puncher'
+import type { Observation, PunchResult, TcpPunchResult } from './protocols/punch-types'
+import type { TcpCloseReason, TcpMapping, TcpPeer, TcpTarget } from './protocols/tcp/connection'
 import type { LayerLog } from './log'
 
 /** Any function; the type of a resolved binding. */

@@ -51,6 +51,8 @@ import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
 import { AddressTokens, NO_TOKEN } from './address-token'
 import { ObservationTable } from './observations'
 import { ReplyLimiter } from './reply-limit'
+import type { Observation, PunchResult } from './punch-types'
+export type { Observation, PathKind, PunchResult } from './punch-types'
 
 /** Milliseconds per introduction-token slot (a token lives 30 to 60 s). */
 const INTRO_TOKEN_SLOT = 30_000
@@ -90,21 +92,6 @@ export interface HolePuncherOptions {
 }
 
 /** How a path to a peer was opened. */
-export type PathKind = 'punched' | 'relayed'
-
-/** The result of {@link HolePuncher.connect}. */
-export interface PunchResult {
-  path: PathKind
-  /** The address datagrams to the peer go to (the punched mapped address, or the relay). */
-  address: Address
-}
-
-/** One observation: `observer` saw us at `address`. */
-export interface Observation {
-  observer: Address
-  address: Address
-  at: number
-}
 
 type SessionState = 'introducing' | 'punching' | 'relaying' | 'open' | 'relayed'
 

@@ -69,6 +69,8 @@ import { ID_LEN, MIN_REQUEST, decodeTcpHolePunch, encodeTcpHolePunch } from '../
 import { AddressTokens, NO_TOKEN } from './address-token'
 import { addrLen } from './nat-wire'
 import { ReplyLimiter } from './reply-limit'
+import type { TcpPunchResult } from './punch-types'
+export type { TcpPunchResult } from './punch-types'
 import type { TcpPeer, TcpTransport } from './tcp'
 
 /** What this layer uses of the TcpTransport (bound below it, or the `tcp` option). */
@@ -117,12 +119,6 @@ export interface TcpHolePuncherOptions {
    * the direct dials run and the session fails at `punchTimeout` unless one of them opens).
    */
   punchWhenPortsRewritten?: boolean
-}
-
-/** The result of {@link TcpHolePuncher.connect}. */
-export interface TcpPunchResult {
-  path: 'punched' | 'direct'
-  peer: TcpPeer
 }
 
 interface Session {

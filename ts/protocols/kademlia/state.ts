@@ -12,7 +12,9 @@ import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
 import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
-import type { Fn } from '../../protocol'
+
+/** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
+type Fn = (...args: any[]) => any
 
 /** Tag of Kademlia datagrams. */
 export const TAG_KAD = 3
