@@ -77,3 +77,40 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefin
   if (signal.aborted) drop()
   return abortable<T>(signal, (resolve, reject) => promise.then(resolve, reject), drop)
 }
+
+/**
+ * Callers waiting for one event (a layer joined, a stream credit came back): `wait(signal)`
+ * resolves when `resolveAll` runs, rejects with `rejectAll`'s error, or with ERR_DECCOM_ABORTED
+ * when its signal aborts first (then it leaves the list; no listener stays behind).
+ */
+export class Waiters {
+  readonly #list: { resolve: (v: undefined) => void; reject: (e: unknown) => void }[] = []
+
+  /** Waiting callers. */
+  get size(): number {
+    return this.#list.length
+  }
+
+  wait(signal?: AbortSignal): Promise<void> {
+    let w: { resolve: (v: undefined) => void; reject: (e: unknown) => void } | undefined
+    return abortable<undefined>(
+      signal,
+      (resolve, reject) => {
+        w = { resolve, reject }
+        this.#list.push(w)
+      },
+      () => {
+        const i = w ? this.#list.indexOf(w) : -1
+        if (i >= 0) this.#list.splice(i, 1)
+      },
+    )
+  }
+
+  resolveAll(): void {
+    for (const w of this.#list.splice(0)) w.resolve(undefined)
+  }
+
+  rejectAll(err: Error): void {
+    for (const w of this.#list.splice(0)) w.reject(err)
+  }
+}

@@ -7,6 +7,7 @@
  * application gets it from `node.connect()` or `node.on('connection')`.
  */
 import { EventEmitter } from 'node:events'
+import { Waiters } from '../abort'
 import type { Clock, TimerHandle } from '../clock'
 import { abortError, DeccomError, ErrorCode } from '../errors'
 import type { Peer } from '../peer'
@@ -95,7 +96,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #opened = 0
   #peerMaxStreams: number
   readonly #peerStreamWindow: number
-  readonly #streamWaiters: { resolve: () => void; reject: (e: Error) => void }[] = []
+  /** openStream() calls waiting for the peer's stream limit to rise (MAX_STREAMS). */
+  readonly #streamWaiters = new Waiters()
   // streams the peer opens
   readonly #peerParity: number
   #peerHighest: number
@@ -192,7 +194,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (signal?.aborted) throw abortError(signal)
     while (this.#opened >= this.#peerMaxStreams) {
       if (this.#closed) throw closedError('local')
-      await this.#streamCredit(signal)
+      await this.#streamWaiters.wait(signal)
     }
     if (this.#closed) throw closedError('local')
     const id = this.#nextId
@@ -203,29 +205,6 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // An empty DATA frame opens the stream on the other side (its 'stream' event).
     void this.#sendData(s, 0, false, EMPTY).catch(() => {})
     return s
-  }
-
-  /** Waits until the peer lets us open another stream (MAX_STREAMS), the connection closes, or `signal` aborts. */
-  #streamCredit(signal: AbortSignal | undefined): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = this.#streamWaiters.indexOf(w)
-        if (i >= 0) this.#streamWaiters.splice(i, 1)
-        reject(abortError(signal!))
-      }
-      const w = {
-        resolve: (): void => {
-          signal?.removeEventListener('abort', onAbort)
-          resolve()
-        },
-        reject: (e: Error): void => {
-          signal?.removeEventListener('abort', onAbort)
-          reject(e)
-        },
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.#streamWaiters.push(w)
-    })
   }
 
   /**
@@ -283,7 +262,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       case 'MAX_STREAMS':
         if (f.max > this.#peerMaxStreams) {
           this.#peerMaxStreams = f.max
-          for (const w of this.#streamWaiters.splice(0)) w.resolve()
+          this.#streamWaiters.resolveAll()
         }
         return true
       case 'RESET': {
@@ -427,7 +406,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.#closed) return
     this.#closed = true
     this.#budget.give(this.#charged)
-    for (const w of this.#streamWaiters.splice(0)) w.reject(err)
+    this.#streamWaiters.rejectAll(err)
     for (const s of [...this.#streams.values()]) s.fail(err)
     this.#blocked.clear()
     this.#onClosed(this)

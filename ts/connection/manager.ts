@@ -11,6 +11,7 @@
  */
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
+import { raceSignal } from '../abort'
 import { type Clock, type TimerHandle, realClock } from '../clock'
 import { abortError, DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
@@ -464,32 +465,6 @@ function nonce(): Buffer {
 
 function isAbort(e: unknown): boolean {
   return (e as DeccomError)?.code === ErrorCode.ABORTED
-}
-
-/** `p`, or ERR_DECCOM_ABORTED as soon as `signal` aborts (then `onAbort` runs). */
-export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
-  if (!signal) return p
-  if (signal.aborted) {
-    onAbort()
-    return Promise.reject(abortError(signal))
-  }
-  return new Promise<T>((resolve, reject) => {
-    const abort = (): void => {
-      onAbort()
-      reject(abortError(signal))
-    }
-    signal.addEventListener('abort', abort, { once: true })
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', abort)
-        resolve(v)
-      },
-      (e) => {
-        signal.removeEventListener('abort', abort)
-        reject(e)
-      },
-    )
-  })
 }
 
 function int(v: number | undefined, dflt: number, min: number, name: string): number {

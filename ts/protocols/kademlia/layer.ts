@@ -81,7 +81,7 @@ export class Kademlia extends Protocol {
     for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
     this.#s.pending.clear()
     for (const run of [...this.#s.runs]) abort(this.#s, run, closed())
-    for (const w of this.#s.joinWaiters.splice(0)) w.reject(closed())
+    this.#s.joinWaiters.rejectAll(closed())
     this.#s.table = null
   }
 
@@ -221,27 +221,7 @@ export class Kademlia extends Protocol {
     if (s.joinFailed && s.joinTimer === null) {
       return Promise.reject(new DeccomError(ErrorCode.NOT_READY, 'Kademlia could not join: no bootstrap node answered', { details: { layer: 'kademlia' } }))
     }
-    const signal = opts.signal
-    if (signal?.aborted) return Promise.reject(aborted(signal))
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = s.joinWaiters.indexOf(w)
-        if (i >= 0) s.joinWaiters.splice(i, 1)
-        reject(aborted(signal!))
-      }
-      const w = {
-        resolve: (): void => {
-          signal?.removeEventListener('abort', onAbort)
-          resolve()
-        },
-        reject: (e: Error): void => {
-          signal?.removeEventListener('abort', onAbort)
-          reject(e)
-        },
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      s.joinWaiters.push(w)
-    })
+    return s.joinWaiters.wait(opts.signal)
   }
 
   override stats(): Record<string, number> {

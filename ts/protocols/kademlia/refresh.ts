@@ -53,7 +53,7 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
       const e = new DeccomError(ErrorCode.NOT_READY, `Kademlia could not join: no bootstrap node answered (${s.bootstrap.map((a) => a.key).join(', ')}) after ${attempt + 1} attempts`, {
         details: { layer: 'kademlia', attempts: attempt + 1 },
       })
-      for (const w of s.joinWaiters.splice(0)) w.reject(e)
+      s.joinWaiters.rejectAll(e)
       s.log('join failed: no bootstrap node answered (%d attempts)', attempt + 1)
     }
     return
@@ -70,7 +70,7 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
 function markJoined(s: KadState): void {
   s.joined = true
   s.joinFailed = false
-  for (const w of s.joinWaiters.splice(0)) w.resolve()
+  s.joinWaiters.resolveAll()
 }
 
 /** How many buckets of the table hold entries (for the log). */

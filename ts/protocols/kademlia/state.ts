@@ -7,6 +7,7 @@
  */
 import type { Address, AddressLike } from '../../address'
 import { toAddress } from '../../address'
+import { Waiters } from '../../abort'
 import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
@@ -202,7 +203,7 @@ export class KadState {
   refreshing = false
   joined = false
   /** `ready()` calls waiting for the join; failed with the last bootstrap failure. */
-  readonly joinWaiters: { resolve: () => void; reject: (e: Error) => void }[] = []
+  readonly joinWaiters = new Waiters()
   joinFailed = false
   ids!: Buffer
   handles!: Uint32Array
