@@ -19,9 +19,8 @@
 //                          [--warmup=5] [--nodes=30] [--timeout=300 s per measurement] [--hard-limit=3600 s] [--json=FILE]
 import fs from 'node:fs'
 import path from 'node:path'
-import { fork } from 'node:child_process'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { HOST, hardLimit, inbox, median, now, parseFlags, quantile, runConnectClient, runConnectNet, sleep, withTimeout } from './peers/common.mjs'
+import { HOST, hardLimit, spawnRole, median, now, parseFlags, quantile, runConnectClient, runConnectNet, sleep, withTimeout } from './peers/common.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const THIS = fileURLToPath(import.meta.url)
@@ -106,18 +105,7 @@ const children = new Set()
 const running = (c) => c.exitCode === null && c.signalCode === null
 
 function spawn (impl, role, args) {
-  const { script, node } = IMPLS[impl]
-  const child = fork(script, [`--role=${role}`, `--impl=${impl}`, ...args], { execPath: node, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
-  child.on('error', () => {}) // a send on a closed channel: the exit is what counts
-  const box = inbox(child)
-  const failed = new Promise((resolve, reject) => {
-    child.on('message', (m) => { if (m.error) reject(new Error(`${impl} ${role}: ${m.error}`)) })
-    child.on('exit', (code) => reject(new Error(`${impl} ${role} exited (${code})`)))
-  })
-  failed.catch(() => {})
-  return { child, next: (pred, ms, what) => Promise.race([box.next(pred, ms, `${impl} ${role}: ${what}`), failed]) }
+  return spawnRole(children, IMPLS[impl], impl, role, args)
 }
 
 async function measure (impl, o) {

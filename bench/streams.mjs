@@ -30,9 +30,8 @@
 // Peers: `npm run bench:peers`; a peer that is not installed is skipped with a note.
 import fs from 'node:fs'
 import path from 'node:path'
-import { fork } from 'node:child_process'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { HOST, MiB, hardLimit, inbox, median, nodeWriter, now, parseFlags, runStreamChild, sleep, withTimeout } from './peers/common.mjs'
+import { HOST, MiB, hardLimit, spawnRole, median, nodeWriter, now, parseFlags, runStreamChild, sleep, withTimeout } from './peers/common.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const THIS = fileURLToPath(import.meta.url)
@@ -109,20 +108,7 @@ function rssOf (pid) {
 }
 
 function spawn (impl, role, args) {
-  const { script, node } = IMPLS[impl]
-  const child = fork(script, [`--role=${role}`, `--impl=${impl}`, ...args], { execPath: node, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
-  child.on('error', () => {}) // a send on a closed channel: the exit is what counts
-  const box = inbox(child)
-  const failed = new Promise((resolve, reject) => {
-    child.on('message', (m) => { if (m.error) reject(new Error(`${impl} ${role}: ${m.error}`)) })
-    child.on('exit', (code) => reject(new Error(`${impl} ${role} exited (${code})`)))
-  })
-  failed.catch(() => {})
-  // Waits for a message, or fails as soon as the child reports an error or exits.
-  const next = (pred, ms, what) => Promise.race([box.next(pred, ms, `${impl} ${role}: ${what}`), failed])
-  return { child, next }
+  return spawnRole(children, IMPLS[impl], impl, role, args)
 }
 
 async function measure (impl, part, o) {

@@ -12,6 +12,7 @@
 //   sender   → {sent}                        the sender finished writing
 //   orchestrator → both {exit}               close and exit
 // Each implementation supplies an adapter (see runStreamChild) and nothing else.
+import { fork } from 'node:child_process'
 import crypto from 'node:crypto'
 
 export const HOST = '127.0.0.1'
@@ -337,4 +338,24 @@ export async function runConnectClient (adapter, f) {
   process.send({ result: out })
   await box.next((m) => m.exit, 60_000, 'exit').catch(() => {})
   process.exit(0)
+}
+
+/**
+ * Forks `script` (with the Node binary `node`) in `role` for `impl`, keeping it in `children`
+ * until it exits. `next(pred, ms, what)` waits for a matching IPC message, or fails as soon as the
+ * child reports an error or exits.
+ */
+export function spawnRole (children, { script, node }, impl, role, args) {
+  const child = fork(script, [`--role=${role}`, `--impl=${impl}`, ...args], { execPath: node, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  children.add(child)
+  child.on('exit', () => children.delete(child))
+  child.on('error', () => {}) // a send on a closed channel: the exit is what counts
+  const box = inbox(child)
+  const failed = new Promise((resolve, reject) => {
+    child.on('message', (m) => { if (m.error) reject(new Error(`${impl} ${role}: ${m.error}`)) })
+    child.on('exit', (code) => reject(new Error(`${impl} ${role} exited (${code})`)))
+  })
+  failed.catch(() => {})
+  const next = (pred, ms, what) => Promise.race([box.next(pred, ms, `${impl} ${role}: ${what}`), failed])
+  return { child, next }
 }

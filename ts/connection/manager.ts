@@ -12,6 +12,7 @@
 import type { Address, AddressLike } from '../address'
 import { toAddress } from '../address'
 import { raceSignal } from '../abort'
+import type { TcpPeer } from '../protocols/tcp/connection'
 import { type Clock, type TimerHandle, realClock } from '../clock'
 import { abortError, DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
@@ -68,14 +69,8 @@ export interface TcpLike {
   sendStream(to: unknown, data: Uint8Array, tag?: number): Promise<void>
   closeStream(to: unknown): boolean
 }
-export interface TcpPeerLike {
-  readonly id: Buffer
-  readonly idHex: string
-  readonly authenticated: boolean
-  readonly udpAddress: Address | null
-  readonly tcpAddress: Address | null
-  readonly remoteAddress: Address
-}
+/** A TCP peer as the TcpTransport names it. */
+export type TcpPeerLike = TcpPeer
 
 interface Dial {
   key: string
