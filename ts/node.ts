@@ -29,6 +29,7 @@ import type { PingOptions, UdpOptions } from './protocols/udp'
 import { TAG_APP, UdpTransport } from './protocols/udp'
 import { Stack } from './stack'
 import { raceSignal } from './abort'
+import { renderMetrics } from './metrics'
 import type { Connection } from './connection/connection'
 import { type ConnectOptions, type ConnectTarget, type ConnectionOptions, Connections, type TcpLike, type TcpPeerLike } from './connection/manager'
 import { ReliableUdp, type ReliableSendOptions } from './protocols/reliable'
@@ -410,7 +411,20 @@ export class Node extends EventEmitter<NodeEvents> {
 
   /** Counters of every layer, by layer name. */
   stats(): NodeStats {
-    return this.stack.stats()
+    const s = this.stack.stats()
+    const app = s[this.#app.name]
+    if (app) Object.assign(app, { connections_open: this.#connections.list().length, connections_buffered_bytes: this.#connections.buffered })
+    return s
+  }
+
+  /**
+   * The counters of {@link stats} in the Prometheus text format: `deccom_<layer>_<counter>_total`
+   * for counters, `deccom_<layer>_<name>` for gauges (RTT, congestion window, table sizes, queues,
+   * open connections), each with the label `node="<first 16 hex digits of the id>"`. Serve it from
+   * an HTTP endpoint for a Prometheus-compatible scraper.
+   */
+  metrics(): string {
+    return renderMetrics(this.stats(), this.identity.idHex)
   }
 
   /**
