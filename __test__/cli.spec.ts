@@ -1,0 +1,119 @@
+/**
+ * The `deccom` command line (the BUILT dist/cli/index.js) in child processes on 127.0.0.1: a
+ * bootstrap node, a receiver and a sender move a 16 MiB random file by node id and agree on its
+ * SHA-256; `id` creates a 0600 key file and prints the same id twice; `--help` exits 0.
+ */
+import test from 'ava'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'index.js')
+
+interface Run {
+  child: ChildProcess
+  out: () => string
+  err: () => string
+  exit: Promise<number | null>
+}
+
+function start(args: string[]): Run {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s))
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s))
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  return { child, out: () => out, err: () => err, exit }
+}
+
+/** Resolves with the first match of `re` in the run's stdout (checked every 20 ms), or rejects after `ms`. */
+async function waitFor(run: Run, re: RegExp, ms = 15_000): Promise<RegExpExecArray> {
+  const end = Date.now() + ms
+  for (;;) {
+    const m = re.exec(run.out())
+    if (m) return m
+    if (Date.now() > end || run.child.exitCode !== null) throw new Error(`no ${re} in stdout: ${run.out()} / stderr: ${run.err()}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+test('send and receive a 16 MiB file by node id through a bootstrap node', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'deccom-cli-'))
+  const runs: Run[] = []
+  try {
+    const data = randomBytes(16 * 1024 * 1024)
+    const file = join(dir, 'payload.bin')
+    writeFileSync(file, data)
+    const outDir = join(dir, 'out')
+    mkdirSync(outDir)
+
+    const boot = start(['bootstrap', '--listen', '127.0.0.1:0'])
+    runs.push(boot)
+    const bootAddr = (await waitFor(boot, /^address (\S+)$/m))[1]!
+    const bootId = (await waitFor(boot, /^id ([0-9a-f]{64})$/m))[1]!
+
+    const recv = start(['receive', '--bootstrap', bootAddr, '--listen', '127.0.0.1:0', '--out', outDir])
+    runs.push(recv)
+    const recvId = (await waitFor(recv, /^id ([0-9a-f]{64})$/m))[1]!
+    t.not(recvId, bootId)
+
+    const send = start(['send', file, recvId, '--bootstrap', bootAddr, '--listen', '127.0.0.1:0'])
+    runs.push(send)
+    const [sendCode, recvCode] = await Promise.all([send.exit, recv.exit])
+    t.is(sendCode, 0, send.err())
+    t.is(recvCode, 0, recv.err())
+    t.regex(send.out(), new RegExp(`sha256 ${sha256(data)} confirmed`))
+    t.regex(recv.out(), new RegExp(`received .*payload\\.bin .*sha256 ${sha256(data)}`))
+    t.regex(send.err(), /100%/, 'the progress lines reach 100 %')
+    t.deepEqual(readdirSync(outDir), ['payload.bin'])
+    t.is(sha256(readFileSync(join(outDir, 'payload.bin'))), sha256(data))
+
+    boot.child.kill('SIGTERM')
+    t.is(await boot.exit, 0, boot.err())
+  } finally {
+    for (const r of runs) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('send to an id that is not a node id fails with exit code 1', async (t) => {
+  const r = start(['send', cli, 'nothex', '--bootstrap', '127.0.0.1:9'])
+  t.is(await r.exit, 1)
+  t.regex(r.err(), /not a node id/)
+})
+
+test('id creates a key file with mode 0600 and prints the same id twice', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'deccom-cli-id-'))
+  try {
+    const key = join(dir, 'sub', 'node.key')
+    const first = start(['id', '--key', key])
+    t.is(await first.exit, 0, first.err())
+    const second = start(['id', '--key', key])
+    t.is(await second.exit, 0, second.err())
+    t.regex(first.out(), /^[0-9a-f]{64}\n$/)
+    t.is(second.out(), first.out())
+    t.regex(first.err(), /created/)
+    t.notRegex(second.err(), /created/)
+    if (process.platform !== 'win32') t.is(statSync(key).mode & 0o777, 0o600)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+for (const args of [['--help'], ['id', '--help'], ['bootstrap', '--help'], ['send', '--help'], ['receive', '--help'], ['ping', '--help']]) {
+  test(`deccom ${args.join(' ')} exits 0 and prints usage`, async (t) => {
+    const r = start(args)
+    t.is(await r.exit, 0, r.err())
+    t.regex(r.out(), /^Usage: deccom/)
+  })
+}
+
+test('an unknown subcommand exits non-zero', async (t) => {
+  const r = start(['frobnicate'])
+  t.not(await r.exit, 0)
+})
