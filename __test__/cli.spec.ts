@@ -1,7 +1,7 @@
 /**
  * The `deccom` command line (the BUILT dist/cli/index.js) in child processes on 127.0.0.1: a
  * bootstrap node, a receiver and a sender move a 16 MiB random file by node id and agree on its
- * SHA-256; `id` creates a 0600 key file and prints the same id twice; `--help` exits 0.
+ * SHA-256; `nat`, `ping` and `stats` answer against bootstrap nodes; `id` creates a 0600 key file and prints the same id twice; `--help` exits 0.
  */
 import test from 'ava'
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -87,6 +87,39 @@ test('send to an id that is not a node id fails with exit code 1', async (t) => 
   t.regex(r.err(), /not a node id/)
 })
 
+test('nat, ping and stats against two bootstrap nodes', async (t) => {
+  const boots = [start(['bootstrap', '--listen', '127.0.0.1:0']), start(['bootstrap', '--listen', '127.0.0.1:0'])]
+  try {
+    const addrs = await Promise.all(boots.map(async (b) => (await waitFor(b, /^address (\S+)$/m))[1]!))
+    const nat = start(['nat', '--rendezvous', ...addrs, '--listen', '127.0.0.1:0'])
+    t.is(await nat.exit, 0, nat.err())
+    const local = /^local (\S+)$/m.exec(nat.out())?.[1]
+    t.truthy(local, nat.out())
+    for (const a of addrs) t.regex(nat.out(), new RegExp(`^seen by ${a} as ${local}$`, 'm'))
+    t.regex(nat.out(), new RegExp(`^external ${local}$`, 'm'), 'two agreeing rendezvous nodes give the external address')
+
+    const ping = start(['ping', addrs[0]!, '--count', '2'])
+    t.is(await ping.exit, 0, ping.err())
+    t.is(ping.out().match(/rtt \d+\.\d+ ms/g)?.length, 2, ping.out())
+
+    const stats = start(['stats', '--bootstrap', addrs[0]!, '--listen', '127.0.0.1:0'])
+    t.is(await stats.exit, 0, stats.err())
+    const parsed = JSON.parse(stats.out()) as { kademlia?: { joined?: number } }
+    t.is(parsed.kademlia?.joined, 1)
+
+    for (const b of boots) b.child.kill('SIGINT')
+    t.deepEqual(await Promise.all(boots.map((b) => b.exit)), [0, 0])
+  } finally {
+    for (const b of boots) if (b.child.exitCode === null && b.child.signalCode === null) b.child.kill('SIGKILL')
+  }
+})
+
+test('ping of an address where nothing answers exits 1', async (t) => {
+  const r = start(['ping', '127.0.0.1:9', '--count', '1'])
+  t.is(await r.exit, 1)
+  t.regex(r.out(), /no answer/)
+})
+
 test('id creates a key file with mode 0600 and prints the same id twice', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'deccom-cli-id-'))
   try {
@@ -105,7 +138,7 @@ test('id creates a key file with mode 0600 and prints the same id twice', async 
   }
 })
 
-for (const args of [['--help'], ['id', '--help'], ['bootstrap', '--help'], ['send', '--help'], ['receive', '--help'], ['ping', '--help']]) {
+for (const args of [['--help'], ['id', '--help'], ['bootstrap', '--help'], ['send', '--help'], ['receive', '--help'], ['ping', '--help'], ['nat', '--help'], ['stats', '--help']]) {
   test(`deccom ${args.join(' ')} exits 0 and prints usage`, async (t) => {
     const r = start(args)
     t.is(await r.exit, 0, r.err())
