@@ -1,7 +1,8 @@
 /**
  * The `deccom` command line (the BUILT dist/cli/index.js) in child processes on 127.0.0.1: a
  * bootstrap node, a receiver and a sender move a 16 MiB random file by node id and agree on its
- * SHA-256; `nat`, `ping` and `stats` answer against bootstrap nodes; `id` creates a 0600 key file and prints the same id twice; `--help` exits 0.
+ * SHA-256; a receiver keeps hostile headers' files inside --out and answers bad ones with an error
+ * line; `nat`, `ping` and `stats` answer against bootstrap nodes; `id` creates a 0600 key file and prints the same id twice; `--help` exits 0.
  */
 import test from 'ava'
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -9,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Kademlia, Node, Noise, ReliableUdp, type Stream } from '../dist/index.js'
 
 const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'index.js')
 
@@ -118,6 +120,62 @@ test('ping of an address where nothing answers exits 1', async (t) => {
   const r = start(['ping', '127.0.0.1:9', '--count', '1'])
   t.is(await r.exit, 1)
   t.regex(r.out(), /no answer/)
+})
+
+/** Sends `header` then `body` on one stream to node `id`, found through `boot`; returns the answer line. */
+async function rawSend(boot: string, id: string, header: string, body: Buffer): Promise<string> {
+  const node = await Node.create({ host: '127.0.0.1', port: 0, stack: [new Kademlia({ bootstrap: [boot] }), new ReliableUdp(), new Noise()] })
+  try {
+    await node.ready({ signal: AbortSignal.timeout(10_000) })
+    const conn = await node.connect(Buffer.from(id, 'hex'), { signal: AbortSignal.timeout(10_000) })
+    const stream: Stream = await conn.openStream()
+    let answer = ''
+    stream.setEncoding('utf8')
+    stream.on('data', (d: string) => (answer += d))
+    const ended = new Promise<void>((resolve, reject) => {
+      stream.once('end', resolve)
+      stream.once('error', reject)
+    })
+    stream.write(header)
+    stream.end(body)
+    await ended
+    return answer
+  } finally {
+    await node.close()
+  }
+}
+
+test('receive keeps files inside --out and answers a size mismatch with an error line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'deccom-cli-hostile-'))
+  const runs: Run[] = []
+  try {
+    const outDir = join(dir, 'out')
+    mkdirSync(outDir)
+    const boot = start(['bootstrap', '--listen', '127.0.0.1:0'])
+    runs.push(boot)
+    const bootAddr = (await waitFor(boot, /^address (\S+)$/m))[1]!
+    const recv = start(['receive', '--keep', '--bootstrap', bootAddr, '--listen', '127.0.0.1:0', '--out', outDir])
+    runs.push(recv)
+    const recvId = (await waitFor(recv, /^id ([0-9a-f]{64})$/m))[1]!
+
+    const body = Buffer.from('not where you think')
+    const ok = await rawSend(bootAddr, recvId, `${JSON.stringify({ name: '../../escape.txt', size: body.length })}\n`, body)
+    t.is(ok.trim(), `sha256 ${sha256(body)}`)
+    const short = await rawSend(bootAddr, recvId, `${JSON.stringify({ name: 'short.bin', size: 1000 })}\n`, Buffer.from('tiny'))
+    t.regex(short, /^error got 4 bytes, the header announced 1000/)
+    const junk = await rawSend(bootAddr, recvId, 'this is not json\n', Buffer.alloc(0))
+    t.regex(junk, /^error /)
+    t.deepEqual(readdirSync(outDir), ['escape.txt'], 'only the good file, inside --out, no .part left')
+    t.deepEqual(readFileSync(join(outDir, 'escape.txt')), body)
+
+    recv.child.kill('SIGTERM')
+    t.is(await recv.exit, 1, 'failed transfers make a non-zero exit code')
+    boot.child.kill('SIGTERM')
+    t.is(await boot.exit, 0)
+  } finally {
+    for (const r of runs) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 test('id creates a key file with mode 0600 and prints the same id twice', async (t) => {

@@ -4,7 +4,7 @@
  * side. The receiver writes the bytes to DIR, computes their SHA-256 and answers on the same
  * stream with one line, `sha256 <hex>` or `error <reason>`, then ends its side too.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { Transform } from 'node:stream'
@@ -100,7 +100,6 @@ function hasher(): Transform & { digest(): string; bytes: number } {
 function safeName(name: unknown): string {
   if (typeof name !== 'string') throw new Error('header: no file name')
   const base = basename(name.replace(/\\/g, '/'))
-  // eslint-disable-next-line no-control-regex
   if (base === '' || base === '.' || base === '..' || /[\x00-\x1f]/.test(base)) throw new Error(`header: unusable file name ${JSON.stringify(name)}`)
   return base
 }
@@ -120,12 +119,13 @@ async function receiveFile(stream: Stream, dir: string): Promise<{ path: string;
     const name = safeName(header.name)
     const size = header.size
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new Error('header: no valid size')
-    const path = freePath(dir, name)
-    part = `${path}.part`
+    part = join(dir, `.${name}.${randomBytes(6).toString('hex')}.part`)
     const h = hasher()
     await pipeline(stream, h, createWriteStream(part, { flags: 'wx' }))
     if (h.bytes !== size) throw new Error(`got ${h.bytes} bytes, the header announced ${size}`)
     const sha256 = h.digest()
+    // Chosen and taken in one synchronous step: two files of the same name do not overwrite each other.
+    const path = freePath(dir, name)
     renameSync(part, path)
     part = undefined
     stream.end(`sha256 ${sha256}\n`)
