@@ -27,7 +27,7 @@ function start(args: string[]): Run {
   let err = ''
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s))
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s))
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const exit = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)))
   return { child, out: () => out, err: () => err, exit }
 }
 

@@ -41,41 +41,43 @@ async function joinedNode(o: NetOptions): Promise<Node> {
   return node
 }
 
-/** Reads one "\n"-terminated line (at most `max` bytes) from `stream`, puts back what follows it. */
+/**
+ * Reads one "\n"-terminated line (at most `max` bytes) from `stream`, puts back what follows it
+ * and leaves the stream paused (the next consumer resumes it). It reads with 'data' events, like
+ * pipeline() after it: a Stream read with 'readable' + read() was seen to hand out a later piece
+ * before an earlier one when the two arrived close together.
+ */
 function readLine(stream: Stream, max: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = []
     let length = 0
     const cleanup = (): void => {
-      stream.off('readable', onReadable)
+      stream.off('data', onData)
       stream.off('end', onEnd)
       stream.off('error', reject)
+      stream.pause()
     }
     const onEnd = (): void => {
       cleanup()
       reject(new Error('the stream ended before its header line'))
     }
-    const onReadable = (): void => {
-      let chunk: Buffer | null
-      while ((chunk = stream.read() as Buffer | null) !== null) {
-        const nl = chunk.indexOf(10)
-        if (nl >= 0) {
-          cleanup()
-          if (nl + 1 < chunk.length) stream.unshift(chunk.subarray(nl + 1))
-          parts.push(chunk.subarray(0, nl))
-          resolve(Buffer.concat(parts).toString('utf8'))
-          return
-        }
-        parts.push(chunk)
-        length += chunk.length
-        if (length > max) {
-          cleanup()
-          reject(new Error(`header line longer than ${max} bytes`))
-          return
-        }
+    const onData = (chunk: Buffer): void => {
+      const nl = chunk.indexOf(10)
+      if (nl >= 0) {
+        cleanup()
+        if (nl + 1 < chunk.length) stream.unshift(chunk.subarray(nl + 1))
+        parts.push(chunk.subarray(0, nl))
+        resolve(Buffer.concat(parts).toString('utf8'))
+        return
+      }
+      parts.push(chunk)
+      length += chunk.length
+      if (length > max) {
+        cleanup()
+        reject(new Error(`header line longer than ${max} bytes`))
       }
     }
-    stream.on('readable', onReadable)
+    stream.on('data', onData)
     stream.once('end', onEnd)
     stream.once('error', reject)
   })
