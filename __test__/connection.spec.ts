@@ -364,3 +364,37 @@ test.serial("a listener that throws on network input reaches 'error', and the no
     await b.close()
   }
 })
+
+test.serial("a reader with 'readable' and read() gets the bytes in order (small pieces held for merging are released after read returns)", async (t) => {
+  const a = await Node.create({ host, port: 0, stack: [new ReliableUdp(), new Noise()] })
+  const b = await Node.create({ host, port: 0, stack: [new ReliableUdp(), new Noise()] })
+  try {
+    const got: string[] = []
+    b.on('connection', (c) =>
+      c.on('stream', (s) => {
+        let d = ''
+        s.on('readable', () => {
+          for (let ch = s.read() as Buffer | null; ch !== null; ch = s.read() as Buffer | null) d += ch.toString()
+        })
+        s.on('end', () => {
+          got.push(d)
+          s.end()
+        })
+      }),
+    )
+    const conn = await a.connect(b.address)
+    for (let i = 0; i < 40; i++) {
+      const s = await conn.openStream()
+      s.resume()
+      const done = once(s, 'end')
+      s.write(`{"name":"x","n":${i}}\n`)
+      s.end(Buffer.from('the body comes second'))
+      await done
+    }
+    t.is(got.length, 40)
+    t.deepEqual(got.filter((d, i) => d !== `{"name":"x","n":${i}}\nthe body comes second`), [])
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

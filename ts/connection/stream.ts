@@ -275,13 +275,24 @@ export class Stream extends Duplex {
     if (size !== 0) {
       // Asked and got nothing: the next bytes go out at once, however small.
       if (r === null) this.#starving = true
-      if (this.#queue.length > 0 && (r === null || this.readableLength === 0)) {
-        this.#wanting = true
-        this.#flush(true)
+      if (this.#queue.length > 0 && (r === null || this.readableLength === 0) && !this.#releasing) {
+        // Not from inside read(): a push there (and the end that may follow it) can emit
+        // 'readable' synchronously, and a reader's handler would then take these bytes before the
+        // ones this read is returning.
+        this.#releasing = true
+        process.nextTick(() => {
+          this.#releasing = false
+          if (this.destroyed) return
+          this.#wanting = true
+          this.#flush(true)
+        })
       }
     }
     return r
   }
+
+  /** A release of held pieces is scheduled (see {@link read}). */
+  #releasing = false
 
   /** A read asked for bytes and got none since the last push. */
   #starving = false
