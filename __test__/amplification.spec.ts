@@ -60,10 +60,21 @@ class Attacker {
   readonly got: Buffer[] = []
   sent = 0
   onMessage: ((m: Buffer, from: dgram.RemoteInfo) => void) | null = null
+  /**
+   * When set, only datagrams from this port count (`measure` sets it to the node under test):
+   * tests of this file run concurrently, and a node of another test may still send to a port this
+   * socket reuses.
+   */
+  only: number | null = null
+  strays = 0
 
   static async open(t: ExecutionContext): Promise<Attacker> {
     const a = new Attacker()
     a.sock.on('message', (m, r) => {
+      if (a.only !== null && r.port !== a.only) {
+        a.strays++
+        return
+      }
       a.got.push(m)
       a.onMessage?.(m, r)
     })
@@ -106,6 +117,7 @@ async function open(t: ExecutionContext, stack: Protocol[], tcp = false): Promis
  */
 async function measure(t: ExecutionContext, name: string, a: Attacker, node: Node, requests: Buffer[], wait = 300, expect = 0): Promise<number> {
   a.reset()
+  a.only = node.address.port
   for (let i = 0; i < requests.length; i++) {
     a.send(node, requests[i]!)
     if (i % 50 === 49) await sleep(2)
@@ -248,6 +260,7 @@ test('Gossip, BigGossip, FixedPeers: answers never exceed the request', async (t
   const f2 = await open(t, [new FixedPeers({ peers: [`127.0.0.1:${a.port}`] })])
   await sleep(100)
   a.reset()
+  a.only = f2.address.port
   a.send(f2, hello)
   const ackCount = (): number => a.got.filter((d) => d[0] === TAG.fixed && d[1] === 2).length
   for (const end = Date.now() + 5000; ackCount() < 1 && Date.now() < end; ) await sleep(10)

@@ -54,6 +54,8 @@ const mk = (bootstrap) => Node.create({ host: '127.0.0.1', stack: [new Kademlia(
     poll()
   })
   await Promise.all([joined(b), joined(c)])
+  // c is findable once the bootstrap node has verified it (a round trip after c joined).
+  await new Promise((resolve) => { const poll = () => (a.stats().kademlia.table_size >= 2 ? resolve() : setTimeout(poll, 10)); poll() })
   const r = await b.stack.find(Kademlia).lookup(c.id)
   if (!r.closest.some((p) => p.id.equals(c.id))) throw new Error('lookup did not find c')
   const peer = await b.stack.find(Kademlia).findPeer(c.id)
