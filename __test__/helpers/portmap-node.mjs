@@ -26,7 +26,7 @@ if (pm) {
     event: 'mapped',
     mapping: m && { protocol: m.protocol, external: m.external.key, internalPort: m.internalPort, lifetime: m.lifetime },
     error: err && { code: err.code, message: err.message },
-    nat: JSON.parse(JSON.stringify(node.nat(), (_k, v) => (v && typeof v === 'object' && typeof v.key === 'string' && 'port' in v ? v.key : v))),
+    nat: JSON.parse(JSON.stringify(node.nat())),
     stats: node.stats()['port-mapper'],
   })
 }
