@@ -129,9 +129,14 @@ async function router(t: ExecutionContext, tag: string): Promise<string> {
   return P
 }
 
-async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp', tag: string): Promise<void> {
+/**
+ * `lifetime`: seconds of mapping to ask for; when short, the test also waits for a renewal (at
+ * half the lifetime) and checks the mapping still works after it.
+ */
+async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp', tag: string, lifetime?: number): Promise<void> {
   const P = await router(t, tag)
-  const inside = runInNetns(t, children, `${P}-ha`, nodeScript, dist, { host: '0.0.0.0', portMapping: { protocols: [protocol] }, lifetime: 60_000 })
+  const portMapping = { protocols: [protocol], ...(lifetime ? { lifetime } : {}) }
+  const inside = runInNetns(t, children, `${P}-ha`, nodeScript, dist, { host: '0.0.0.0', portMapping, lifetime: 60_000 })
   const ready = await inside.wait((e) => e.event === 'ready', 10_000, 'ready')
   const localPort = Number(String(ready.address).split(':')[1])
   const mapped = await inside.wait((e) => e.event === 'mapped', 15_000, 'mapping outcome')
@@ -157,6 +162,24 @@ async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp
   t.is(got.data, `hello over ${protocol}`)
   t.is(got.from, outReady.address, 'the sender seen unchanged: no relay in between')
 
+  if (lifetime) {
+    // Renewed at half the lifetime, still forwarded afterwards.
+    t.is(m!.lifetime, lifetime)
+    let renewals = 0
+    for (let i = 0; i < 40 && renewals < 1; i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      inside.events.length = 0
+      inside.send({ cmd: 'stats' })
+      const st = await inside.wait((e) => e.event === 'stats', 5000, 'stats')
+      renewals = (st.stats as Record<string, number>).renewals ?? 0
+    }
+    t.true(renewals >= 1, 'the mapping was renewed before it expired')
+    await new Promise((r) => setTimeout(r, (lifetime * 1000) / 2 + 500)) // past the first lease's end
+    outside.send({ cmd: 'send', to: m!.external, data: 'after renewal' })
+    const again = await inside.wait((e) => e.event === 'message' && e.data === 'after renewal', 5000, 'message after renewal')
+    t.is(again.from, outReady.address)
+  }
+
   // close() deletes the mapping: the forwarding rule is gone.
   inside.send({ cmd: 'close' })
   const closed = await inside.wait((e) => e.event === 'closed', 10_000, 'closed')
@@ -170,7 +193,7 @@ if (why) {
     t.pass()
   })
 } else {
-  test('UPnP-IGD: mapping obtained, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'upnp', 'u'))
-  test('NAT-PMP: mapping obtained, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'nat-pmp', 'n'))
+  test('UPnP-IGD: mapping obtained and renewed, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'upnp', 'u', 4))
+  test('NAT-PMP: mapping obtained and renewed, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'nat-pmp', 'n', 4))
   test('PCP: mapping obtained, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'pcp', 'p'))
 }

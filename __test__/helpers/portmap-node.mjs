@@ -3,7 +3,7 @@
  * namespace: `node portmap-node.mjs DIST CONFIG_JSON`. It imports the BUILT package and reports
  * JSON lines on stdout: `ready` (local address), `mapped` (the PortMapper's outcome and
  * `node.nat()`), `message` (from, data), `sent`, `closed`, `error`. Commands on stdin:
- * `{"cmd":"send","to":"host:port","data":"..."}`, `{"cmd":"close"}`.
+ * `{"cmd":"send","to":"host:port","data":"..."}`, `{"cmd":"stats"}`, `{"cmd":"close"}`.
  * CONFIG: { host, port, portMapping (options or false), lifetime (ms before exiting on its own) }.
  */
 import { createInterface } from 'node:readline'
@@ -41,6 +41,8 @@ createInterface({ input: process.stdin }).on('line', async (line) => {
     if (cmd.cmd === 'send') {
       await node.send(cmd.to, Buffer.from(cmd.data))
       out({ event: 'sent' })
+    } else if (cmd.cmd === 'stats') {
+      out({ event: 'stats', stats: node.stats()['port-mapper'], nat: JSON.parse(JSON.stringify(node.nat())) })
     } else if (cmd.cmd === 'close') {
       const stats = node.stats()['port-mapper']
       await node.close()

@@ -209,10 +209,10 @@ export class PortMapper extends Protocol {
     return m.protocol === 'pcp' ? pcpUnmap(m, o) : natpmpUnmap(m, o)
   }
 
-  #granted(m: PortMapping): PortMappingInfo {
+  #granted(m: PortMapping, renewed = false): PortMappingInfo {
     this.#mapping = m
     this.#external = toAddress(m.externalHost, m.externalPort)
-    this.count(`mapped_${m.protocol}`)
+    if (!renewed) this.count(`mapped_${m.protocol}`)
     this.#log('%s mapping granted: %s -> %s:%d for %d s', m.protocol, this.#external.key, m.internalHost, m.internalPort, m.lifetime)
     // Renew at half the lifetime (a permanent lease needs none).
     if (m.lifetime > 0) this.#schedule(() => void this.#renew(m, Date.now() + m.lifetime * 1000), (m.lifetime * 1000) / 2)
@@ -233,7 +233,7 @@ export class PortMapper extends Protocol {
             : await natpmpMap(m.state.gateway, m.internalHost, m.internalPort, m.externalPort, life, o)
       if (!this.#running) return
       this.count('renewals')
-      this.#granted(next)
+      this.#granted(next, true)
     } catch (e) {
       if (!this.#running) return
       this.count('renew_failed')
