@@ -35,6 +35,8 @@ export interface RequestOptions {
   signal?: AbortSignal
   /** Called once per datagram or reply dropped as malformed or unexpected. */
   onMalformed?: (why: string) => void
+  /** The router's NAT-PMP/PCP port (default 5351). */
+  port?: number
 }
 
 export function mappingError(protocol: MappingProtocol, reason: string, message: string, details: Record<string, unknown> = {}): DeccomError {

@@ -38,7 +38,7 @@ function check(msg: Buffer, opcode: number, len: number, opts: RequestOptions): 
 /** The router's external IPv4 address. */
 export function natpmpExternalAddress(gateway: string, bindHost: string, opts: RequestOptions = {}): Promise<string> {
   const req = Buffer.from([0, 0])
-  return udpRequest('nat-pmp', gateway, NATPMP_PORT, bindHost, req, (m) => (check(m, 0, 12, opts) ? `${m[8]}.${m[9]}.${m[10]}.${m[11]}` : undefined), DELAYS, opts)
+  return udpRequest('nat-pmp', gateway, opts.port ?? NATPMP_PORT, bindHost, req, (m) => (check(m, 0, 12, opts) ? `${m[8]}.${m[9]}.${m[10]}.${m[11]}` : undefined), DELAYS, opts)
 }
 
 /**
@@ -80,7 +80,7 @@ function natpmpRequest(
   return udpRequest(
     'nat-pmp',
     gateway,
-    NATPMP_PORT,
+    opts.port ?? NATPMP_PORT,
     bindHost,
     req,
     (m) => {

@@ -58,12 +58,10 @@ export interface PcpMapAnswer {
 
 /** Decodes a MAP answer for `nonce`/`internalPort`, or null when it is not one (malformed or someone else's). */
 export function decodePcpMap(m: Buffer, nonce: Buffer, internalPort: number): PcpMapAnswer | null {
-  if (m.length < 24 || m.length > MAX_ANSWER || m.length % 4 !== 0) return null
-  if (m[0] !== 2 || m[1] !== 0x81) {
-    // A NAT-PMP-only router answers version 0 with UNSUPP_VERSION: still an answer (refused).
-    if (m.length >= 4 && m[0] === 0 && m[1] >= 128) return { result: 1, lifetime: 0, externalPort: 0, externalHost: '' }
-    return null
-  }
+  if (m.length > MAX_ANSWER || m.length % 4 !== 0) return null
+  // A NAT-PMP-only router answers (version 0, 8 bytes or more) "unsupported version": a refusal.
+  if (m.length >= 8 && m[0] === 0 && m[1] >= 128) return { result: 1, lifetime: 0, externalPort: 0, externalHost: '' }
+  if (m.length < 24 || m[0] !== 2 || m[1] !== 0x81) return null
   const result = m[3]
   if (result !== 0) return { result, lifetime: 0, externalPort: 0, externalHost: '' }
   if (m.length < MAP_LEN) return null
@@ -80,7 +78,7 @@ function request(gateway: string, client: string, nonce: Buffer, internalPort: n
   return udpRequest(
     'pcp',
     gateway,
-    PCP_PORT,
+    opts.port ?? PCP_PORT,
     client,
     req,
     (m) => {
