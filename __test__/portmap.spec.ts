@@ -183,7 +183,7 @@ async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp
   // close() deletes the mapping: the forwarding rule is gone.
   inside.send({ cmd: 'close' })
   const closed = await inside.wait((e) => e.event === 'closed', 10_000, 'closed')
-  t.is((closed.stats as Record<string, number>)[`mapped_${protocol}`], 1)
+  t.is((closed.stats as Record<string, number>)[`mapped_${protocol.replace('-', '_')}`], 1)
   t.notRegex(ipt(`${P}-ra`, '-t', 'nat', '-S', 'MINIUPNPD'), new RegExp(`--dport ${extPort}\\b`), 'the mapping is removed on close()')
 }
 

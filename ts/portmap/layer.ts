@@ -98,6 +98,17 @@ export class PortMapper extends Protocol {
     this.#first = this.#attempt()
   }
 
+  /** {@link #round}, whose unexpected errors (the transport closed under it) are kept, not thrown. */
+  async #attempt(): Promise<PortMappingInfo | null> {
+    try {
+      return await this.#round()
+    } catch (e) {
+      this.count('attempt_errors')
+      this.#lastError = e as Error
+      return null
+    }
+  }
+
   override async stop(): Promise<void> {
     this.#running = false
     clearTimeout(this.#timer)
@@ -147,7 +158,7 @@ export class PortMapper extends Protocol {
   }
 
   /** One round over the protocols; on failure, a new round after `retryInterval`. */
-  async #attempt(): Promise<PortMappingInfo | null> {
+  async #round(): Promise<PortMappingInfo | null> {
     const local = this.lower.localAddress() as Address
     if (local.family !== 4) {
       this.count('skipped_not_ipv4')
@@ -170,7 +181,7 @@ export class PortMapper extends Protocol {
     const errors: string[] = []
     for (const protocol of this.#o.protocols) {
       if (!this.#running) return null
-      this.count(`attempts_${protocol}`)
+      this.count(`attempts_${counterName(protocol)}`)
       try {
         const m = await this.#map(protocol, gateway, host, local.port, local.port, ac.signal)
         if (!this.#running) {
@@ -179,7 +190,7 @@ export class PortMapper extends Protocol {
         }
         return this.#granted(m)
       } catch (e) {
-        this.count(`failed_${protocol}`)
+        this.count(`failed_${counterName(protocol)}`)
         this.#lastError = e as Error
         errors.push(`${protocol}: ${(e as Error).message}`)
         if (ac.signal.aborted) return null
@@ -212,10 +223,13 @@ export class PortMapper extends Protocol {
   #granted(m: PortMapping, renewed = false): PortMappingInfo {
     this.#mapping = m
     this.#external = toAddress(m.externalHost, m.externalPort)
-    if (!renewed) this.count(`mapped_${m.protocol}`)
+    if (!renewed) this.count(`mapped_${counterName(m.protocol)}`)
     this.#log('%s mapping granted: %s -> %s:%d for %d s', m.protocol, this.#external.key, m.internalHost, m.internalPort, m.lifetime)
     // Renew at half the lifetime (a permanent lease needs none).
-    if (m.lifetime > 0) this.#schedule(() => void this.#renew(m, Date.now() + m.lifetime * 1000), (m.lifetime * 1000) / 2)
+    if (m.lifetime > 0) {
+      const expiresAt = Date.now() + m.lifetime * 1000
+      this.#schedule(() => void this.#renew(m, expiresAt), (m.lifetime * 1000) / 2)
+    }
     return this.portMapping()!
   }
 
@@ -258,4 +272,9 @@ export class PortMapper extends Protocol {
     this.#timer = setTimeout(fn, Math.min(ms, 2 ** 31 - 1))
     this.#timer.unref?.()
   }
+}
+
+/** 'nat-pmp' → 'nat_pmp' in counter names. */
+function counterName(p: MappingProtocol): string {
+  return p.replace('-', '_')
 }

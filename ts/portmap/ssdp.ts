@@ -11,7 +11,7 @@
  */
 import dgram from 'node:dgram'
 import { abortError } from '../errors'
-import { type RequestOptions, timeoutError } from './common'
+import { type RequestOptions, mappingError, timeoutError } from './common'
 
 export const SSDP_ADDRESS = '239.255.255.250'
 export const SSDP_PORT = 1900
@@ -77,7 +77,7 @@ export function ssdpDiscover(bindHost: string, timeout = 2000, opts: RequestOpti
     }
     const onAbort = (): void => finish(abortError(signal!))
     signal?.addEventListener('abort', onAbort, { once: true })
-    sock.on('error', () => finish(timeoutError('upnp', 'SSDP', timeout)))
+    sock.on('error', (e) => finish(mappingError('upnp', 'socket', `SSDP socket error: ${e.message}`)))
     sock.on('message', (msg, rinfo) => {
       const url = parseSsdpAnswer(msg, rinfo.address)
       if (url === null) return opts.onMalformed?.('ssdp: unusable answer')
