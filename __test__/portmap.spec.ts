@@ -140,6 +140,7 @@ async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp
   const ready = await inside.wait((e) => e.event === 'ready', 10_000, 'ready')
   const localPort = Number(String(ready.address).split(':')[1])
   const mapped = await inside.wait((e) => e.event === 'mapped', 15_000, 'mapping outcome')
+  const mappedAt = Date.now()
   const m = mapped.mapping as { protocol: string; external: string; internalPort: number; lifetime: number } | null
   t.truthy(m, `a mapping: ${JSON.stringify(mapped)}`)
   t.is(m!.protocol, protocol)
@@ -162,9 +163,19 @@ async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp
   t.is(got.data, `hello over ${protocol}`)
   t.is(got.from, outReady.address, 'the sender seen unchanged: no relay in between')
 
+  if (protocol === 'pcp') {
+    // Control: the same send to a node behind the same router without a mapping never arrives.
+    const unmapped = runInNetns(t, children, `${P}-ha`, nodeScript, dist, { host: '0.0.0.0', portMapping: false, lifetime: 60_000 })
+    const port = String((await unmapped.wait((e) => e.event === 'ready', 10_000, 'ready')).address).split(':')[1]
+    outside.send({ cmd: 'send', to: `10.77.0.2:${port}`, data: 'not mapped' })
+    await new Promise((r) => setTimeout(r, 1000))
+    t.false(unmapped.events.some((e) => e.event === 'message'), 'no mapping, no way in')
+  }
+
   if (lifetime) {
-    // Renewed at half the lifetime, still forwarded afterwards.
-    t.is(m!.lifetime, lifetime)
+    // Renewed at half the lifetime: past the end of the first lease the router still forwards the
+    // port (miniupnpd removes an expired lease's rule), and a new sender — a new socket, so no
+    // conntrack entry of the first exchange carries it — reaches the node.
     let renewals = 0
     for (let i = 0; i < 40 && renewals < 1; i++) {
       await new Promise((r) => setTimeout(r, 250))
@@ -174,13 +185,17 @@ async function scenario(t: ExecutionContext, protocol: 'upnp' | 'nat-pmp' | 'pcp
       renewals = (st.stats as Record<string, number>).renewals ?? 0
     }
     t.true(renewals >= 1, 'the mapping was renewed before it expired')
-    await new Promise((r) => setTimeout(r, (lifetime * 1000) / 2 + 500)) // past the first lease's end
-    outside.send({ cmd: 'send', to: m!.external, data: 'after renewal' })
+    await new Promise((r) => setTimeout(r, Math.max(0, mappedAt + lifetime * 1000 + 1500 - Date.now())))
+    t.regex(ipt(`${P}-ra`, '-t', 'nat', '-S', 'MINIUPNPD'), new RegExp(`--dport ${extPort}\\b`), 'still forwarded after the first lease ended')
+    const outside2 = runInNetns(t, children, `${P}-rv`, nodeScript, dist, { host: '10.77.0.10', portMapping: false, lifetime: 60_000 })
+    const out2 = await outside2.wait((e) => e.event === 'ready', 10_000, 'ready')
+    outside2.send({ cmd: 'send', to: m!.external, data: 'after renewal' })
     const again = await inside.wait((e) => e.event === 'message' && e.data === 'after renewal', 5000, 'message after renewal')
-    t.is(again.from, outReady.address)
+    t.is(again.from, out2.address)
   }
 
-  // close() deletes the mapping: the forwarding rule is gone.
+  // close() deletes the mapping: the forwarding rule is gone (with short leases, well before the
+  // renewed lease would end by itself).
   inside.send({ cmd: 'close' })
   const closed = await inside.wait((e) => e.event === 'closed', 10_000, 'closed')
   t.is((closed.stats as Record<string, number>)[`mapped_${protocol.replace('-', '_')}`], 1)
@@ -193,7 +208,7 @@ if (why) {
     t.pass()
   })
 } else {
-  test('UPnP-IGD: mapping obtained and renewed, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'upnp', 'u', 4))
-  test('NAT-PMP: mapping obtained and renewed, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'nat-pmp', 'n', 4))
+  test('UPnP-IGD: mapping obtained and renewed, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'upnp', 'u', 6))
+  test('NAT-PMP: mapping obtained and renewed, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'nat-pmp', 'n', 6))
   test('PCP: mapping obtained, an outside node reaches the node directly, close() removes it', (t) => scenario(t, 'pcp', 'p'))
 }
