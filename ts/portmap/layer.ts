@@ -15,6 +15,8 @@
  * (waiting at most `timeout` ms). `mapped()` waits for the first attempt's outcome.
  */
 import type { Address } from '../address'
+import type { Clock, TimerHandle } from '../clock'
+import { realClock } from '../clock'
 import { toAddress } from '../address'
 import { DeccomError, ErrorCode } from '../errors'
 import { type LayerLog, silentLog } from '../log'
@@ -65,7 +67,8 @@ export class PortMapper extends Protocol {
   #mapping: PortMapping | null = null
   #external: Address | null = null
   #abort: AbortController | null = null
-  #timer: NodeJS.Timeout | undefined
+  #timer: TimerHandle | undefined
+  #clock: Clock = realClock
   #first: Promise<PortMappingInfo | null> = Promise.resolve(null)
   #running = false
   #log: LayerLog = silentLog
@@ -94,6 +97,7 @@ export class PortMapper extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#log = ctx.log
+    this.#clock = ctx.clock
     this.#running = true
     this.#first = this.#attempt()
   }
@@ -111,7 +115,7 @@ export class PortMapper extends Protocol {
 
   override async stop(): Promise<void> {
     this.#running = false
-    clearTimeout(this.#timer)
+    this.#clock.clearTimeout(this.#timer)
     this.#abort?.abort(new DeccomError(ErrorCode.CLOSED, 'The PortMapper layer stopped'))
     await this.#first.catch(() => null)
     const m = this.#mapping
@@ -227,7 +231,7 @@ export class PortMapper extends Protocol {
     this.#log('%s mapping granted: %s -> %s:%d for %d s', m.protocol, this.#external.key, m.internalHost, m.internalPort, m.lifetime)
     // Renew at half the lifetime (a permanent lease needs none).
     if (m.lifetime > 0) {
-      const expiresAt = Date.now() + m.lifetime * 1000
+      const expiresAt = this.#clock.now() + m.lifetime * 1000
       this.#schedule(() => void this.#renew(m, expiresAt), (m.lifetime * 1000) / 2)
     }
     return this.portMapping()!
@@ -253,7 +257,7 @@ export class PortMapper extends Protocol {
       this.count('renew_failed')
       this.#lastError = e as Error
       this.#log('renewing the %s mapping failed: %s', m.protocol, (e as Error).message)
-      const left = expiresAt - Date.now()
+      const left = expiresAt - this.#clock.now()
       if (left <= 0) {
         // Expired: forget it and start over.
         this.count('mappings_expired')
@@ -268,9 +272,8 @@ export class PortMapper extends Protocol {
 
   #schedule(fn: () => void, ms: number): void {
     if (!this.#running || !(ms > 0)) return
-    clearTimeout(this.#timer)
-    this.#timer = setTimeout(fn, Math.min(ms, 2 ** 31 - 1))
-    this.#timer.unref?.()
+    this.#clock.clearTimeout(this.#timer)
+    this.#timer = this.#clock.setTimeout(fn, Math.min(ms, 2 ** 31 - 1))
   }
 }
 
