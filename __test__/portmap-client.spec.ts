@@ -218,7 +218,7 @@ test('Node: a PortMapper is added above the HolePuncher (Kademlia advertises its
   t.is(kad.bindTo.externalAddress, 'port-mapper')
   const pm = a.stack.find(PortMapper)!
   t.is(await pm.mapped(), null)
-  t.is(a.stats()['port-mapper'].skipped_public, 1, 'a loopback node asks no router')
+  t.is(a.stats()['port-mapper'].skipped_not_private, 1, 'a loopback node asks no router')
   t.is(pm.portMapping(), null)
 
   const b = await Node.create({ host: '127.0.0.1', port: 0, stack: [new HolePuncher()], portMapping: false })

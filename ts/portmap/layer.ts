@@ -172,13 +172,14 @@ export class PortMapper extends Protocol {
     let host = local.host
     if (host === '0.0.0.0') host = (gateway ? await localAddressToward(gateway) : null) ?? host
     if (!this.#running) return null
-    if (!this.#o.always && !isPrivateV4(host)) {
-      this.count('skipped_public')
-      this.#log('not mapping: %s is not a private address', host)
-      return null
-    }
     if (host === '0.0.0.0') {
       this.count('skipped_no_route')
+      this.#log('not mapping: no default gateway to find the local address by')
+      return null
+    }
+    if (!this.#o.always && !isPrivateV4(host)) {
+      this.count('skipped_not_private')
+      this.#log('not mapping: %s is not a private address', host)
       return null
     }
     const ac = (this.#abort = new AbortController())
