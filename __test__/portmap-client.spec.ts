@@ -168,7 +168,7 @@ test('PCP: an answer with another nonce is ignored; the right one maps; abort re
   t.is((err as DeccomError).code, ErrorCode.ABORTED)
 })
 
-test('UPnP: a port taken (718) is retried on another one; oversized and silent answers are typed errors', async (t) => {
+test('UPnP: a port taken (718) is retried on another one; oversized, silent and dripping answers are typed errors', async (t) => {
   const ports: number[] = []
   const r = await httpRouter((req, res) => {
     let body = ''
@@ -187,6 +187,11 @@ test('UPnP: a port taken (718) is retried on another one; oversized and silent a
         res.end('x'.repeat(100_000))
       } else if (action === 'Silent') {
         // never answers
+      } else if (action === 'Drip') {
+        // a byte every 100 ms: each within a socket timeout, the whole far beyond the deadline
+        res.writeHead(200)
+        const drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write('x')), 100)
+        res.on('close', () => clearInterval(drip))
       } else {
         res.statusCode = 500
         res.end()
@@ -207,6 +212,10 @@ test('UPnP: a port taken (718) is retried on another one; oversized and silent a
   t.is((huge as DeccomError).details?.reason, 'malformed')
   const silent = await t.throwsAsync(soapCall(svc, 'Silent', [], 300))
   t.is((silent as DeccomError).code, ErrorCode.PORT_MAPPING_TIMEOUT)
+  const started = Date.now()
+  const drip = await t.throwsAsync(soapCall(svc, 'Drip', [], 500))
+  t.is((drip as DeccomError).code, ErrorCode.PORT_MAPPING_TIMEOUT)
+  t.true(Date.now() - started < 1500, 'the deadline covers the whole exchange')
 })
 
 test('Node: a PortMapper is added above the HolePuncher (Kademlia advertises its address), not without NAT traversal, not with portMapping: false', async (t) => {

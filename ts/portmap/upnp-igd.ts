@@ -21,33 +21,34 @@ export interface IgdService {
   controlUrl: URL
 }
 
-/** GET or POST with a body size limit and a timeout. */
+/** GET or POST with a body size limit; the whole exchange ends after `timeout` ms. */
 function httpExchange(url: URL, method: 'GET' | 'POST', headers: Record<string, string>, body: string | null, maxBytes: number, timeout: number, signal?: AbortSignal): Promise<{ status: number; text: string }> {
   if (signal?.aborted) return Promise.reject(abortError(signal))
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers: { ...headers, Connection: 'close' }, timeout, signal, agent: false }, (res) => {
+    let done = false
+    const finish = (err: unknown, v?: { status: number; text: string }): void => {
+      if (done) return
+      done = true
+      clearTimeout(deadline)
+      if (err) {
+        req.destroy()
+        reject(err)
+      } else resolve(v!)
+    }
+    // A total deadline (the socket timeout alone lets a slow drip of bytes go on for ever).
+    const deadline = setTimeout(() => finish(timeoutError('upnp', url.href, timeout)), timeout)
+    const req = http.request(url, { method, headers: { ...headers, Connection: 'close' }, signal, agent: false }, (res) => {
       const chunks: Buffer[] = []
       let size = 0
       res.on('data', (c: Buffer) => {
         size += c.length
-        if (size > maxBytes) {
-          req.destroy()
-          reject(mappingError('upnp', 'malformed', `answer from ${url.host} is larger than ${maxBytes} bytes`))
-          return
-        }
+        if (size > maxBytes) return finish(mappingError('upnp', 'malformed', `answer from ${url.host} is larger than ${maxBytes} bytes`))
         chunks.push(c)
       })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
-      res.on('error', (e) => reject(mappingError('upnp', 'http', `reading ${url.href}: ${e.message}`)))
+      res.on('end', () => finish(null, { status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
+      res.on('error', (e) => finish(mappingError('upnp', 'http', `reading ${url.href}: ${e.message}`)))
     })
-    req.on('timeout', () => {
-      req.destroy()
-      reject(timeoutError('upnp', url.href, timeout))
-    })
-    req.on('error', (e: Error & { name?: string }) => {
-      if (signal?.aborted) reject(abortError(signal))
-      else reject(mappingError('upnp', 'http', `${method} ${url.href}: ${e.message}`))
-    })
+    req.on('error', (e: Error) => finish(signal?.aborted ? abortError(signal) : mappingError('upnp', 'http', `${method} ${url.href}: ${e.message}`)))
     if (body !== null) req.write(body)
     req.end()
   })
