@@ -93,6 +93,10 @@ export const ErrorCode = Object.freeze({
   STREAM_RESET: 'ERR_DECCOM_STREAM_RESET',
   /** The peer broke the connection protocol (sent past its flow-control credit, opened too many streams). */
   PROTOCOL_VIOLATION: 'ERR_DECCOM_PROTOCOL_VIOLATION',
+  /** A router refused a port mapping (UPnP-IGD, NAT-PMP, PCP) or answered nonsense; `details.protocol`, `details.reason`. */
+  PORT_MAPPING_FAILED: 'ERR_DECCOM_PORT_MAPPING_FAILED',
+  /** No router answered a port-mapping request in time; `details.protocol`. */
+  PORT_MAPPING_TIMEOUT: 'ERR_DECCOM_PORT_MAPPING_TIMEOUT',
 } as const)
 
 /** Any value of {@link ErrorCode}. */

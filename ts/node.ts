@@ -34,6 +34,8 @@ import type { Connection } from './connection/connection'
 import { type ConnectOptions, type ConnectTarget, type ConnectionOptions, Connections, type TcpLike, type TcpPeerLike } from './connection/manager'
 import { ReliableUdp, type ReliableSendOptions } from './protocols/reliable'
 import { TAG_CONN } from './wire/mux'
+import { PortMapper, type PortMapperOptions } from './portmap/layer'
+import { type NatReport, natReport } from './nat-report'
 
 export interface NodeOptions extends UdpOptions {
   /** The node's identity (default: a fresh Ed25519 key pair). */
@@ -53,6 +55,15 @@ export interface NodeOptions extends UdpOptions {
   connections?: ConnectionOptions
   /** Aborts the creation: the stack is stopped again and `create` rejects with ERR_DECCOM_ABORTED. */
   signal?: AbortSignal
+  /**
+   * Router port mapping (PCP, NAT-PMP, UPnP-IGD; docs/nat.md): `false` never, `true` or options
+   * (e.g. `{ protocols: ['upnp'] }`) always add a {@link PortMapper}. By default one is added when
+   * the stack does NAT traversal (a layer provides `externalAddress`, e.g. HolePuncher) over a
+   * UdpTransport. It is placed just above that layer (so Kademlia advertises the mapped address),
+   * else at the top, and maps only when the node's address is private (unless `always`). Ignored
+   * when the stack already has a PortMapper.
+   */
+  portMapping?: boolean | PortMapperOptions
 }
 
 /** The events of a {@link Node}, with their arguments. */
@@ -160,6 +171,7 @@ export class Node extends EventEmitter<NodeEvents> {
         }),
       )
     }
+    addPortMapper(layers, opts.portMapping)
     this.#app = new Application(this)
     this.stack = new Stack([this.#app, ...layers])
     this.stack.build()
@@ -409,6 +421,16 @@ export class Node extends EventEmitter<NodeEvents> {
     return layer.findPeer(id, opts)
   }
 
+  /**
+   * What the layers measured about the NAT in front of this node: `{ type, udp, tcp, mapping,
+   * external }` (see {@link NatReport} and docs/nat.md, "NAT report"). Built from the HolePuncher's
+   * observations, the TcpTransport's `tcpMapping()` and the PortMapper's mapping, whichever the
+   * stack has; `'unknown'` when none measured anything yet.
+   */
+  nat(): NatReport {
+    return natReport(this.stack, this.address)
+  }
+
   /** Counters of every layer, by layer name. */
   stats(): NodeStats {
     const s = this.stack.stats()
@@ -477,6 +499,18 @@ function raceTimeout<T>(p: Promise<T>, clock: Clock, ms: number, make: () => Err
       },
     )
   })
+}
+
+/**
+ * Adds a PortMapper to `layers` (top first, transport last) as `opt` says (see NodeOptions.portMapping):
+ * just above the topmost layer providing `externalAddress`, else at the top.
+ */
+function addPortMapper(layers: Protocol[], opt: boolean | PortMapperOptions | undefined): void {
+  if (opt === false || layers.some((l) => l instanceof PortMapper)) return
+  const provides = (l: Protocol): boolean => (l.constructor as typeof Protocol).provides.includes('externalAddress')
+  const at = layers.findIndex(provides)
+  if (opt === undefined && (at < 0 || !(layers[layers.length - 1] instanceof UdpTransport))) return
+  layers.splice(Math.max(at, 0), 0, new PortMapper(opt === true || opt === undefined ? {} : opt))
 }
 
 /** A transport sits at the bottom: it provides `send` without binding to anything below. */
