@@ -196,7 +196,7 @@ test('id creates a key file with mode 0600 and prints the same id twice', async 
   }
 })
 
-for (const args of [['--help'], ['id', '--help'], ['bootstrap', '--help'], ['send', '--help'], ['receive', '--help'], ['ping', '--help'], ['nat', '--help'], ['stats', '--help']]) {
+for (const args of [['--help'], ['id', '--help'], ['bootstrap', '--help'], ['send', '--help'], ['receive', '--help'], ['ping', '--help'], ['nat', '--help'], ['stats', '--help'], ['chat', '--help']]) {
   test(`deccom ${args.join(' ')} exits 0 and prints usage`, async (t) => {
     const r = start(args)
     t.is(await r.exit, 0, r.err())

@@ -4,6 +4,9 @@
 //
 //   node scripts/check-package.mjs manifests
 //   node scripts/check-package.mjs contents <npm pack --json output file>
+//   node scripts/check-package.mjs bundle-contents <npm pack --json output file> <prebuilds/DIR/FILE>...
+//     (a release tarball with the prebuilds/ bundle of scripts/prebuilds.mjs: binaries only
+//     there, the named ones present)
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -63,10 +66,12 @@ function manifests() {
   return `${targets.length + 1} manifests`
 }
 
-function contents(file) {
+function contents(file, bundle = null) {
   const [packed] = readJson(file)
-  const files = packed.files.map((f) => f.path)
+  const bundled = bundle ? packed.files.map((f) => f.path).filter((f) => /^prebuilds\/[a-z0-9]+-[a-z0-9]+\/deccom(-gnu|-musl)?\.node$/.test(f)) : []
+  const files = packed.files.map((f) => f.path).filter((f) => !bundled.includes(f))
   const has = (f) => files.includes(f)
+  for (const f of bundle ?? []) check(bundled.includes(f), `tarball lacks the prebuilt binary ${f} (it holds ${bundled.join(', ') || 'none'})`)
   for (const f of ['LICENSE', 'README.md', 'package.json', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'native/index.js', 'native/index.d.ts', 'scripts/install.cjs', 'Cargo.toml', 'Cargo.lock', 'crates/deccom-core/Cargo.toml', 'crates/deccom-napi/Cargo.toml', 'crates/deccom-napi/build.rs', 'crates/deccom-core/src/lib.rs', 'crates/deccom-napi/src/lib.rs']) {
     check(has(f), `tarball lacks ${f}`)
   }
@@ -90,9 +95,9 @@ function contents(file) {
 }
 
 const [mode, arg] = process.argv.slice(2)
-const summary = mode === 'manifests' ? manifests() : mode === 'contents' ? contents(arg) : null
+const summary = mode === 'manifests' ? manifests() : mode === 'contents' ? contents(arg) : mode === 'bundle-contents' ? contents(arg, process.argv.slice(4)) : null
 if (summary === null) {
-  console.error('usage: check-package.mjs manifests | contents <pack.json>')
+  console.error('usage: check-package.mjs manifests | contents <pack.json> | bundle-contents <pack.json> <prebuilds/DIR/FILE>...')
   process.exit(2)
 }
 if (problems.length) {

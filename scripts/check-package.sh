@@ -8,7 +8,10 @@
 #   - runs an ES module and a CommonJS smoke script (import and require; two nodes exchange a
 #     message over Noise + ReliableUdp) on this machine's Node and on Node $SMOKE_NODE,
 #   - type-checks TypeScript files using the API under --strict with node16, nodenext and
-#     bundler resolution.
+#     bundler resolution;
+# then makes the release's prebuilds bundle (scripts/prebuilds.mjs, with this machine's binary),
+# installs that tarball with --omit=optional (no platform package, no cargo) and checks that the
+# install script and the loader take prebuilds/<platform>-<arch>/ and two nodes exchange a message.
 # Needs the native addon built (native/deccom.<platform>.node) and dist/ compiled: `npm install`.
 # Environment: SMOKE_NODE (default 24.22.3): the extra Node line; KEEP=1 keeps the temp project.
 set -euo pipefail
@@ -98,4 +101,41 @@ node "$tsc" "${common[@]}" --module node16 --moduleResolution node16 types.mts t
 node "$tsc" "${common[@]}" --module nodenext --moduleResolution nodenext types.mts types.cts
 cp types.mts types.ts
 node "$tsc" "${common[@]}" --module esnext --moduleResolution bundler types.ts
+
+echo "-- prebuilds bundle: the release tarball with prebuilds/ (scripts/prebuilds.mjs), installed with --omit=optional"
+# As the release job makes it: the tarball's files plus prebuilds/<platform>-<arch>/ (here only this
+# machine's binary) and the optionalDependencies napi prepublish writes, packed again.
+mkdir -p "$tmp/bundle" && tar -xzf "$main_tgz" -C "$tmp/bundle"
+bundle_dir="$tmp/bundle/package"
+prebuilt="$(node "$root/scripts/prebuilds.mjs" --from "$root/native" --only "$suffix" --out "$bundle_dir/prebuilds" | tee /dev/stderr | sed -n 's#^  .*/\(prebuilds/[^ ]*\.node\) .*#\1#p')"
+[ -n "$prebuilt" ] && [ -f "$bundle_dir/$prebuilt" ] || { echo "check-package: prebuilds.mjs wrote no binary" >&2; exit 1; }
+node -e '
+  const fs = require("fs"); const file = process.argv[1]; const p = JSON.parse(fs.readFileSync(file, "utf8"))
+  const targets = require(process.argv[2]).napi.targets
+  p.optionalDependencies = Object.fromEntries(targets.map((t) => {
+    const [cpu, , sys, abi] = t.split("-")
+    const os = { linux: "linux", darwin: "darwin", windows: "win32" }[sys]; const arch = { x86_64: "x64", aarch64: "arm64" }[cpu]
+    return [`${p.napi.packageName}-${os}-${arch}${abi ? `-${abi}` : ""}`, p.version]
+  }))
+  fs.writeFileSync(file, JSON.stringify(p, null, 2) + "\n")' "$bundle_dir/package.json" "$root/package.json"
+(cd "$bundle_dir" && npm pack --ignore-scripts --json --pack-destination "$tmp/packs" >"$tmp/pack-bundle.json")
+node "$root/scripts/check-package.mjs" bundle-contents "$tmp/pack-bundle.json" "$prebuilt"
+bundle_tgz="$tmp/packs/$(node -p 'require(process.argv[1])[0].filename' "$tmp/pack-bundle.json")"
+mkdir -p "$tmp/omit"
+cp "$root"/scripts/check-package/smoke.* "$tmp/omit/"
+cd "$tmp/omit"
+printf '{ "name": "deccom-omit-optional", "version": "1.0.0", "private": true }\n' >package.json
+(
+  export PATH="$nocargo"
+  unset CARGO CARGO_HOME RUSTUP_HOME
+  npm install --omit=optional --prefer-offline --no-audit --no-fund --foreground-scripts "$bundle_tgz" 2>&1 | tee "$tmp/omit-install.log"
+)
+grep -q "native binary found ($prebuilt)" "$tmp/omit-install.log" || { echo "check-package: the install script did not find $prebuilt" >&2; exit 1; }
+[ ! -e "node_modules/@deccom" ] || { echo "check-package: --omit=optional installed $(ls node_modules/@deccom)" >&2; exit 1; }
+[ ! -e "node_modules/deccom/target" ] || { echo "check-package: node_modules/deccom/target exists" >&2; exit 1; }
+loaded="$(PATH="$nocargo" node -e 'require("deccom"); console.log(Object.keys(require.cache).filter((k) => k.endsWith(".node")).join(" "))')"
+[ "$loaded" = "$tmp/omit/node_modules/deccom/$prebuilt" ] || [ "$loaded" = "$(cd "$tmp/omit" && pwd -P)/node_modules/deccom/$prebuilt" ] || { echo "check-package: loaded \"$loaded\", expected node_modules/deccom/$prebuilt" >&2; exit 1; }
+PATH="$nocargo" node smoke.cjs
+PATH="$nocargo" node smoke.mjs
+cd "$root"
 echo "check-package: ok"

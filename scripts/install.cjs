@@ -2,7 +2,8 @@
 // `npm install` hook: make sure a native binary for this platform exists.
 //
 // 1. If the addon already loads (a local build in native/, the platform package
-//    @deccom/native-<platform> installed as an optionalDependency, or prebuilds/), nothing to do.
+//    @deccom/native-<platform> installed as an optionalDependency, or the prebuilds/ bundle of a
+//    release tarball), nothing to do.
 // 2. Otherwise build it from source with cargo (Rust from https://rustup.rs) and place it where
 //    the loader looks first: native/deccom.<platform>.node. Installed as a dependency, the build
 //    goes to a temporary target directory that is removed afterwards, so no target/ is left inside
@@ -42,7 +43,12 @@ function publishedSuffixes() {
 }
 
 function loads() {
-  for (const candidate of [path.join(root, 'native', 'index.js'), path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'deccom.node')]) {
+  // The loader's order (ts/native.ts): native/ (local build, then the platform package), then the
+  // prebuildify bundle of the release tarball: prebuilds/<platform>-<arch>/deccom.node, on Linux
+  // deccom-gnu.node or deccom-musl.node (scripts/prebuilds.mjs writes it).
+  const prebuilds = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`)
+  const libc = process.platform === 'linux' ? [`deccom-${platformSuffix().endsWith('-musl') ? 'musl' : 'gnu'}.node`] : []
+  for (const candidate of [path.join(root, 'native', 'index.js'), path.join(prebuilds, 'deccom.node'), ...libc.map((f) => path.join(prebuilds, f))]) {
     try {
       require(candidate)
       return candidate

@@ -16,8 +16,11 @@ export class Address {
 
   /** Use {@link toAddress}: it validates and interns. */
   constructor(
+    /** The IP address, in canonical text form (IPv6 without brackets). */
     readonly host: string,
+    /** The UDP port, 0–65535. */
     readonly port: number,
+    /** The IP version. */
     readonly family: 4 | 6,
   ) {
     this.key = family === 4 ? `${host}:${port}` : `[${host}]:${port}`
@@ -25,17 +28,38 @@ export class Address {
     Object.freeze(this)
   }
 
+  /** The {@link key}, `host:port` or `[host]:port`. */
   toString(): string {
     return this.key
   }
 
-  toJSON(): { host: string; port: number; family: 4 | 6 } {
+  /** The address as plain JSON data: `{ host, port, family }`. */
+  toJSON(): {
+    /** See {@link Address.host}. */
+    host: string
+    /** See {@link Address.port}. */
+    port: number
+    /** See {@link Address.family}. */
+    family: 4 | 6
+  } {
     return { host: this.host, port: this.port, family: this.family }
   }
 }
 
 /** Anything {@link toAddress} accepts. */
-export type AddressLike = Address | string | { host: string; port: number } | { readonly address: Address }
+export type AddressLike =
+  | Address
+  | string
+  | {
+      /** An IP address or a name that {@link toAddress} resolves. */
+      host: string
+      /** The UDP port. */
+      port: number
+    }
+  | {
+      /** The address of a peer (a {@link Peer}, say). */
+      readonly address: Address
+    }
 
 const MAX_CACHE = 65_536
 const cache = new Map<string, Address>()

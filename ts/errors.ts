@@ -25,35 +25,60 @@ export const ErrorCode = Object.freeze({
   /** An operation in the wrong lifecycle state (build/start twice, use before build or after stop). */
   STACK_STATE: 'ERR_DECCOM_STACK_STATE',
   // --- native core, transports, identity, records ---
+  /** No native binary loads for this platform (no local build, platform package or prebuilds/ entry). */
   NATIVE_MISSING: 'ERR_DECCOM_NATIVE_MISSING',
+  /** The UDP or TCP port to bind is taken. */
   ADDRESS_IN_USE: 'ERR_DECCOM_ADDRESS_IN_USE',
+  /** A datagram is larger than the transport sends in one piece. */
   DATAGRAM_TOO_LARGE: 'ERR_DECCOM_DATAGRAM_TOO_LARGE',
+  /** An address does not parse (host, port or family), or cannot be sent to. */
   INVALID_ADDRESS: 'ERR_DECCOM_INVALID_ADDRESS',
+  /** A transport ping got no answer in time. */
   PING_TIMEOUT: 'ERR_DECCOM_PING_TIMEOUT',
+  /** The node, layer or socket is closed (or closed while the call was in progress). */
   CLOSED: 'ERR_DECCOM_CLOSED',
+  /** The call's AbortSignal fired; `cause` is the signal's reason. */
   ABORTED: 'ERR_DECCOM_ABORTED',
+  /** A key or seed has the wrong length or form. */
   BAD_KEY: 'ERR_DECCOM_BAD_KEY',
+  /** An identity is malformed (e.g. an empty name, or one longer than 255 bytes). */
   BAD_IDENTITY: 'ERR_DECCOM_BAD_IDENTITY',
+  /** The operating system's random generator failed. */
   RNG: 'ERR_DECCOM_RNG',
+  /** A signature has the wrong length or form. */
   BAD_SIGNATURE: 'ERR_DECCOM_BAD_SIGNATURE',
+  /** The identity has no secret key (a public or name identity) for signing or saving. */
   NO_SECRET_KEY: 'ERR_DECCOM_NO_SECRET_KEY',
+  /** A key file cannot be read, written or parsed. */
   KEY_FILE: 'ERR_DECCOM_KEY_FILE',
+  /** A peer record ends early. */
   RECORD_TRUNCATED: 'ERR_DECCOM_RECORD_TRUNCATED',
+  /** A peer record has an unknown version. */
   RECORD_VERSION: 'ERR_DECCOM_RECORD_VERSION',
+  /** A peer record has bad flag bits, identity kind or address family. */
   RECORD_MALFORMED: 'ERR_DECCOM_RECORD_MALFORMED',
+  /** A peer record's id is not the hash of its identity. */
   RECORD_ID_MISMATCH: 'ERR_DECCOM_RECORD_ID_MISMATCH',
+  /** A peer record's identity is longer than 256 bytes. */
   RECORD_TOO_LARGE: 'ERR_DECCOM_RECORD_TOO_LARGE',
+  /** An operating system socket error other than a taken port. */
   SOCKET: 'ERR_DECCOM_SOCKET',
+  /** An argument or option is out of range or of the wrong type. */
   INVALID_ARGUMENT: 'ERR_DECCOM_INVALID_ARGUMENT',
+  /** The peer stopped answering (acknowledgements or session) while a message was in progress. */
   PEER_UNREACHABLE: 'ERR_DECCOM_PEER_UNREACHABLE',
   /**
    * A dial to a node id reached someone else: the session at the peer's address authenticated
    * another identity (or none could be verified). Nothing was sent to that node.
    */
   PEER_IDENTITY_MISMATCH: 'ERR_DECCOM_PEER_IDENTITY_MISMATCH',
+  /** A message is larger than the layer's maximum message size. */
   MESSAGE_TOO_LARGE: 'ERR_DECCOM_MESSAGE_TOO_LARGE',
+  /** Too much waits to be sent (or too many sessions are open); retry later. */
   SEND_QUEUE_FULL: 'ERR_DECCOM_SEND_QUEUE_FULL',
+  /** The receiver refused the message (over its limits, or it had no reassembly memory for it in time). */
   MESSAGE_REFUSED: 'ERR_DECCOM_MESSAGE_REFUSED',
+  /** No room for another peer (every peer slot is in use); retry later. */
   PEER_TABLE_FULL: 'ERR_DECCOM_PEER_TABLE_FULL',
   // --- TcpTransport (ts/protocols/tcp.ts) ---
   /** Too many frames or bytes wait for a blocked TCP connection (a slow reader); wait and retry. */

@@ -16,6 +16,11 @@ function call<T>(f: () => T): T {
   }
 }
 
+/**
+ * A node's identity: an Ed25519 key pair ({@link Identity.generate}, {@link Identity.fromSeed},
+ * {@link Identity.load}) or a name identity for tests ({@link Identity.fromString}). Its `id` is the
+ * node id others find and authenticate it by.
+ */
 export class Identity {
   /** 32-byte node id. */
   readonly id: Buffer
@@ -94,6 +99,7 @@ export class Identity {
     return call(() => this.native.sign(message))
   }
 
+  /** `Identity(ed25519 <first 16 hex digits of the id>…)` or `Identity("name" …)`; never the secret. */
   toString(): string {
     return `Identity(${this.name !== null ? JSON.stringify(this.name) : 'ed25519'} ${this.idHex.slice(0, 16)}…)`
   }

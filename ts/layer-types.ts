@@ -113,44 +113,77 @@ export interface Bindings {
   /** Round-trip time in ms to an address (transport ping). */
   ping(to: AddressLike, opts?: PingOptions): Promise<number>
   // ---- discovery (Kademlia, Gossip, BigGossip, FixedPeers)
+  /** The peer with node id `id` (32 bytes or 64 hex digits), from the table or by a lookup. */
   findPeer(id: Buffer | string, opts?: FindPeerOptions): Promise<Peer>
+  /** The peer with node id `id` if the layer knows it now (no network traffic). */
   getPeer(id: Buffer | string): Peer | undefined
+  /** Every peer the discovery layer knows now. */
   peers(): Peer[]
+  /** The up to `n` known peers closest to `id` (XOR distance), closest first. */
   closest(id: Buffer | string, n?: number): Peer[]
+  /** An iterative lookup of `target` through the network (Kademlia). */
   lookup(target: Buffer | string, opts?: LookupOptions): Promise<LookupResult>
   /** The introducer that named a peer (Kademlia), or null. */
   introducerOf(addr: AddressLike): Address | null
+  /** Called upward when a discovery layer learned a peer. */
   onConnected(peer: Peer): void
+  /** Called upward when a discovery layer forgot a peer. */
   onDisconnected(peer: Peer): void
+  /** Application data to the peer with node id `id` (FixedPeers, Gossip). */
   sendToId(id: Buffer | string, data: Uint8Array): Promise<void>
+  /** Application data to every known peer (FixedPeers, Gossip, BigGossip). */
   broadcast(data: Uint8Array): Promise<void>
   // ---- KeepAlive
+  /** Starts watching a peer with keep-alive pings (idempotent). */
   register(peer: Peer | AddressLike): void
+  /** Stops watching a peer. */
   unregister(peer: Peer | AddressLike): void
   // ---- Noise
+  /** A session with `peer` whose handshake authenticated its id (starting a handshake if needed). */
   authenticate(peer: Peer, opts?: { signal?: AbortSignal }): Promise<Peer>
+  /** Whether a connection from or to `peer` may proceed (true once a handshake authenticated it). */
   approveConnection(peer: Peer | AddressLike): boolean | Promise<boolean>
+  /** The authenticated node id of the peer at `addr`, or null. */
   remoteId(addr: AddressLike): Buffer | null
+  /** The authenticated peer at `addr`, or null. */
   remotePeer(addr: AddressLike): Peer | null
   // ---- NAT traversal (HolePuncher, Relay, TcpHolePuncher)
+  /** A path to `target` behind a NAT: hole punching through the introducer `via`, else a relay. */
   connect(target: AddressLike, via?: AddressLike): Promise<PunchResult>
+  /** This node's external (NAT-mapped) UDP address, once two observers agree on it; else null. */
   externalAddress(): Address | null
+  /** The addresses rendezvous nodes reported seeing this node at. */
   observations(): Observation[]
+  /** Takes a session on `relay` (and routes to `peers` through it). */
   relayVia(relay: AddressLike, peers?: AddressLike[], opts?: { timeout?: number }): Promise<void>
+  /** A TCP connection to `target` by simultaneous open, introduced through `via`. */
   tcpPunch(target: AddressLike, via: AddressLike, opts?: { tcpAddress?: AddressLike }): Promise<TcpPunchResult>
   // ---- TcpTransport
+  /** A TCP connection to `to` (reused when open), holding one reference to it. */
   openConnection(to: TcpTarget): Promise<TcpPeer>
+  /** A frame with a layer tag on the TCP connection to `to`. */
   sendStream(to: TcpTarget, data: Uint8Array, tag?: number): Promise<void>
+  /** Releases one reference taken by `openConnection`; false when there was none. */
   closeStream(to: TcpTarget): boolean
+  /** Closes the TCP connection to `to` now; false when there was none. */
   disconnect(to: TcpTarget): boolean
+  /** Stops reading from the TCP connection to `to` (backpressure to the sender). */
   pauseStream(to: TcpTarget): boolean
+  /** Reads from the TCP connection to `to` again. */
   resumeStream(to: TcpTarget): boolean
+  /** The TCP listening address. */
   tcpAddress(): Address
+  /** The NAT mapping of outgoing TCP connections, once 2 peers agree on it; else null. */
   tcpMapping(): TcpMapping | null
+  /** The external address of the TCP listening port when the mapping preserves ports; else null. */
   externalTcpAddress(): Address | null
+  /** Takes over a connected socket (a punched TCP connection) and runs the introduction on it. */
   adoptSocket(socket: net.Socket, initiator: boolean): Promise<TcpPeer>
+  /** The peers of the open TCP connections. */
   tcpPeers(): TcpPeer[]
+  /** Called upward with each frame a TCP connection received. */
   onStream(peer: TcpPeer, data: Buffer, tag: number): void
+  /** Called upward when a TCP connection closed, with why. */
   onStreamClosed(peer: TcpPeer, reason: TcpCloseReason, error: unknown): void
 }
 
@@ -165,13 +198,16 @@ export type BindingRef = (keyof Bindings & string) | `${keyof Bindings & string}
  * The static arrays stay the runtime declaration: list the same names there.
  */
 export interface LayerSpec {
+  /** The binding names the layer calls below (`'name?'`: optional), as a union. */
   lower?: BindingRef
+  /** The callback slots the layer calls upward, as a union. */
   upper?: keyof Bindings & string
 }
 
 declare const untyped: unique symbol
 /** The spec of an untyped layer (the default): `lower` and `upper` are records of any function. */
 export interface Untyped {
+  /** A brand no other type has. */
   readonly [untyped]: true
 }
 
@@ -184,11 +220,23 @@ export type LowerOf<R extends BindingRef> = {
 }
 
 /** The type of `this.lower` in a `Protocol<S>`. */
-export type LowerBindings<S> = S extends Untyped ? Record<string, Fn> : S extends { lower: infer R extends BindingRef } ? LowerOf<R> : {}
+export type LowerBindings<S> = S extends Untyped
+  ? Record<string, Fn>
+  : S extends {
+        /** The spec's lower bindings. */
+        lower: infer R extends BindingRef
+      }
+    ? LowerOf<R>
+    : {}
 /** The type of `this.upper` in a `Protocol<S>`. */
 export type UpperBindings<S> = S extends Untyped
   ? Record<string, Fn>
-  : S extends { upper: infer R extends keyof Bindings } ? { readonly [K in R]: Bindings[K] } : {}
+  : S extends {
+        /** The spec's upper slots. */
+        upper: infer R extends keyof Bindings
+      }
+    ? Readonly<Pick<Bindings, R>>
+    : {}
 
 /**
  * The methods a layer implements under binding names (its `bindFrom` callbacks and `provides`),

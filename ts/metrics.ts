@@ -20,7 +20,7 @@ function part(s: string): string {
     .replace(/^_|_$/g, '')
 }
 
-/** Whether counter `name` (as `stats()` names it) is a gauge (see {@link GAUGE}). */
+/** Whether counter `name` (as `stats()` names it) is a gauge (a current value such as a size, window, RTT or queue, not a running total). */
 export function isGauge(name: string): boolean {
   return GAUGE.test(part(name))
 }

@@ -37,6 +37,7 @@ import { TAG_CONN } from './wire/mux'
 import { PortMapper, type PortMapperOptions } from './portmap/layer'
 import { type NatReport, natReport } from './nat-report'
 
+/** Options of {@link Node.create}: the stack, the identity, and the UDP socket's options. */
 export interface NodeOptions extends UdpOptions {
   /** The node's identity (default: a fresh Ed25519 key pair). */
   identity?: Identity
@@ -138,8 +139,15 @@ class Application extends Protocol {
   }
 }
 
+/**
+ * A peer-to-peer node: a stack of layers (`opts.stack`, top first) over a transport (a UdpTransport
+ * unless the stack ends in one), with the application on top. Made by {@link Node.create}; emits
+ * the {@link NodeEvents}.
+ */
 export class Node extends EventEmitter<NodeEvents> {
+  /** The node's identity; its `id` is the node id. */
   readonly identity: Identity
+  /** The node's layers, built and started. */
   readonly stack: Stack
   readonly #app: Application
   /** The bottom layer of the stack: the transport. */
@@ -468,6 +476,7 @@ export class Node extends EventEmitter<NodeEvents> {
     return this.#closing
   }
 
+  /** `await using node = ...` closes the node (see {@link close}). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
@@ -475,6 +484,7 @@ export class Node extends EventEmitter<NodeEvents> {
 
 /** A layer with a joining phase: `node.ready()` waits for its `ready()`. */
 export interface Joining {
+  /** Resolves once the layer has joined; rejects when it gives up or `signal` aborts. */
   ready(opts?: { signal?: AbortSignal }): Promise<void>
 }
 

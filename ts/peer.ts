@@ -14,9 +14,13 @@ import { native } from './native'
  */
 export class Peer {
   constructor(
+    /** Where the peer's datagrams come from (where it is sent to). */
     readonly address: Address,
+    /** The 32-byte node id (the hash of the public identity), when a layer learned it. */
     readonly id: Buffer | null = null,
+    /** The public identity (an Ed25519 public key, or a name identity's bytes), when known. */
     readonly publicIdentity: Buffer | null = null,
+    /** The external (NAT-mapped) address the peer announced in its record, if any. */
     readonly external: Address | null = null,
     /**
      * True when `id` is known to be the node at `address`: a Noise handshake there authenticated
@@ -31,6 +35,7 @@ export class Peer {
     readonly tcpPort: number | null = null,
   ) {}
 
+  /** `Peer(<first 16 hex digits of the id>… @ host:port)`, or `Peer(host:port)` without an id. */
   toString(): string {
     return this.id ? `Peer(${this.id.toString('hex').slice(0, 16)}… @ ${this.address.key})` : `Peer(${this.address.key})`
   }
@@ -38,10 +43,15 @@ export class Peer {
 
 /** A decoded peer record (see deccom-core `wire::peer_record` for the byte layout). */
 export interface PeerRecord {
+  /** The node id: the hash of `publicIdentity`. */
   id: Buffer
+  /** The public identity (Ed25519 public key or name identity). */
   publicIdentity: Buffer
+  /** The UDP address the record announces. */
   address: Address
+  /** The TCP port the node listens on, same IP as `address`, if it has one. */
   tcpPort?: number
+  /** The node's external (NAT-mapped) address, if it knows it. */
   external?: Address
 }
 

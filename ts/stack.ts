@@ -33,7 +33,12 @@ const owned = new WeakSet<Protocol>()
  * `ctx.log` (namespace `deccom:<layer>`, lines tagged with the first 8 hex digits of
  * `identity.idHex` when there is one, rate-limited on `clock`; see `log.ts`).
  */
-export type StackContext = Omit<LayerContext, 'log' | 'clock'> & { readonly clock?: LayerContext['clock']; readonly log?: unknown }
+export type StackContext = Omit<LayerContext, 'log' | 'clock'> & {
+  /** The clock every layer runs on (default {@link realClock}). */
+  readonly clock?: LayerContext['clock']
+  /** Ignored: each layer gets its own `ctx.log`. */
+  readonly log?: unknown
+}
 
 /** A stack of layers: build once, start bottom-up, stop top-down. */
 export class Stack {

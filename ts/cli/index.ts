@@ -8,10 +8,12 @@ import { ReliableUdp } from '../protocols/reliable'
 import { Relay } from '../protocols/relay'
 import { Node } from '../node'
 import { defaultKeyFile, hostPort, identityFor, loadOrCreateIdentity, onStopSignal } from './common'
+import { chat } from './chat'
+import { serveMetrics, type MetricsServer } from './metrics-http'
 import { receive, send } from './transfer'
 
 const program = new Command()
-program.name('deccom').description('deccom peer-to-peer tools: node ids, a bootstrap node, file transfer by node id').showHelpAfterError()
+program.name('deccom').description('deccom peer-to-peer tools: node ids, a bootstrap node, chat and file transfer by node id, ping, NAT type, metrics').showHelpAfterError()
 
 program
   .command('id')
@@ -28,14 +30,23 @@ program
   .description('run a bootstrap node ([Kademlia, ReliableUdp, Noise], also a HolePuncher rendezvous and a Relay) until SIGINT or SIGTERM')
   .requiredOption('--listen <host:port>', 'UDP address to listen on, e.g. 0.0.0.0:4000')
   .option('--key <file>', 'key file (created if missing); default: a new identity for this run')
-  .action(async (o: { listen: string; key?: string }) => {
+  .option('--metrics <host:port>', 'serve the node\'s counters at http://HOST:PORT/metrics (Prometheus text format); ":PORT" alone listens on 127.0.0.1 only')
+  .action(async (o: { listen: string; key?: string; metrics?: string }) => {
     const { host, port } = hostPort(o.listen, '--listen')
     const node = await Node.create({ host, port, identity: identityFor(o.key), stack: [new Kademlia(), new ReliableUdp(), new Noise(), new HolePuncher({ relay: true }), new Relay({ serve: { maxSessions: 64, maxBytesPerSecond: 1 << 20 } })] })
+    let metrics: MetricsServer | undefined
+    try {
+      if (o.metrics !== undefined) metrics = await serveMetrics(node, o.metrics)
+    } catch (e) {
+      await node.close()
+      throw e
+    }
     console.log(`id ${node.id.toString('hex')}`)
     console.log(`address ${node.address.key}`)
+    if (metrics) console.log(`metrics ${metrics.url}`)
     onStopSignal((signal) => {
       console.error(`${signal}: closing`)
-      node.close().then(
+      Promise.all([metrics?.close(), node.close()]).then(
         () => process.exit(0),
         (e: Error) => {
           console.error(`close failed: ${e.message}`)
@@ -67,6 +78,18 @@ program
   .option('--key <file>', 'key file (created if missing); default: a new identity for this run')
   .action(async (o: { bootstrap: string; out: string; keep: boolean; listen: string; key?: string }) => {
     process.exitCode = await receive(o)
+  })
+
+program
+  .command('chat')
+  .description('a terminal chat: join through a bootstrap node and talk to every chat peer you meet, or to one node (--to, /to); /help inside lists the commands')
+  .requiredOption('--bootstrap <host:port>', 'a bootstrap node')
+  .option('--name <name>', 'the name others see (default: user-<first 4 hex digits of the id>)')
+  .option('--to <node-id>', 'talk to this node only (64 hex digits); default: everyone in the room')
+  .option('--listen <host:port>', 'local UDP address', '0.0.0.0:0')
+  .option('--key <file>', 'key file (created if missing); default: a new identity for this run')
+  .action(async (o: { bootstrap: string; listen: string; key?: string; name?: string; to?: string }) => {
+    process.exitCode = await chat(o)
   })
 
 program

@@ -40,15 +40,22 @@ export interface ConnectionLimits {
   connectionWindow: number
 }
 
-/** Close codes carried by CLOSE. */
+/** Close code carried by CLOSE: a normal close (`conn.close()`). */
 export const CLOSE_NORMAL = 0
+/** Close code: the peer broke the connection protocol (ERR_DECCOM_PROTOCOL_VIOLATION). */
 export const CLOSE_PROTOCOL = 1
+/** Close code: the connection was refused (the node holds its maximum of connections or buffer memory). */
 export const CLOSE_REFUSED = 2
+/** Close code: the node is shutting down (`node.close()`). */
 export const CLOSE_SHUTDOWN = 3
 
+/** The events of a {@link Connection}, with their arguments. */
 export interface ConnectionEvents {
+  /** The peer opened a stream. */
   stream: [stream: Stream]
+  /** The peer sent a message on the connection (`conn.send`), outside any stream. */
   message: [data: Buffer]
+  /** The connection closed; `err` (ERR_DECCOM_CONNECTION_CLOSED, ...) unless it was a normal close. */
   close: [err?: Error]
 }
 
@@ -72,6 +79,11 @@ export interface ConnectionInit {
   clock: Clock
 }
 
+/**
+ * A connection to one peer: messages (`send`, the `'message'` event) and ordered, reliable,
+ * flow-controlled streams (`openStream`, the `'stream'` event). Get one from `node.connect()` or
+ * `node.on('connection')`.
+ */
 export class Connection extends EventEmitter<ConnectionEvents> {
   /** The peer: authenticated (`remote.id` set, `remote.verified`) when the stack has Noise in encrypt or sign mode. */
   readonly remote: Peer
@@ -124,6 +136,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #reordered = 0
 
   /** @internal Made by the manager. */
+  /** @internal Made by the node's connection manager. */
   constructor(init: ConnectionInit) {
     super()
     this.remote = init.remote
@@ -229,6 +242,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     clock.clearTimeout(timer)
   }
 
+  /** `await using conn = ...` closes the connection (see {@link close}). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }

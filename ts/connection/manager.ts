@@ -19,6 +19,7 @@ import { Peer } from '../peer'
 import { decodeMux, encodeMux, type Hello, TAG_CONN } from '../wire/mux'
 import { type Budget, type Carrier, CLOSE_REFUSED, CLOSE_SHUTDOWN, Connection, type ConnectionLimits, type ConnectionPath } from './connection'
 
+/** Limits and timeouts of a node's connections (`NodeOptions.connections`). */
 export interface ConnectionOptions {
   /** Connections open at once; a HELLO beyond is refused (default 1024). */
   maxConnections?: number
@@ -36,7 +37,9 @@ export interface ConnectionOptions {
   directTimeout?: number
 }
 
+/** Options of `node.connect()`. */
 export interface ConnectOptions {
+  /** Aborting it rejects the connect with ERR_DECCOM_ABORTED and stops its attempts. */
   signal?: AbortSignal
   /** `'udp'`: reliable messages through the stack; `'tcp'`: the stack's TcpTransport; default: udp when the stack has ReliableUdp. */
   transport?: 'udp' | 'tcp'

@@ -43,11 +43,17 @@ export const RESET_CANCEL = 0
 /** Code a RESET carries when a stream is destroyed with an error that names no numeric code. */
 export const RESET_ERROR = 1
 
+/** Options of a {@link Stream} (`conn.openStream(opts)`). */
 export interface StreamOptions {
   /** Writable buffer in bytes before `write()` returns false (default 256 KiB). */
   highWaterMark?: number
 }
 
+/**
+ * One stream of a {@link Connection}: a Node.js `Duplex`, ordered and reliable, with its own
+ * flow-control window (the peer may send at most that many bytes beyond what the application has
+ * read). `end()` finishes the sending side; `reset(code)` abandons both.
+ */
 export class Stream extends Duplex {
   /** The stream id on its connection (odd or even by the side that opened it). */
   readonly id: number
@@ -109,16 +115,19 @@ export class Stream extends Duplex {
 
   // ---- writable side ----------------------------------------------------------------------
 
+  /** @internal The Writable implementation. */
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     this.#pending = { data: chunk, at: 0, cb }
     this.#pump()
   }
 
+  /** @internal The Writable implementation. */
   override _writev(chunks: { chunk: Buffer }[], cb: (e?: Error | null) => void): void {
     this.#pending = { data: chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), at: 0, cb }
     this.#pump()
   }
 
+  /** @internal The Writable implementation. */
   override _final(cb: (e?: Error | null) => void): void {
     this.#finWanted = cb
     this.#pump()
@@ -259,6 +268,7 @@ export class Stream extends Duplex {
     return true
   }
 
+  /** @internal The Readable implementation. */
   override _read(): void {
     this.#wanting = true
     this.#flush()
@@ -384,6 +394,7 @@ export class Stream extends Duplex {
     if (n > 0) this.#host.consumed(n)
   }
 
+  /** @internal The Duplex implementation. */
   override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
     const clean = this.#ended && this.#finSent && err === null
     if (!this.#resetBy && !clean) {

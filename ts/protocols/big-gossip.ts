@@ -44,7 +44,9 @@ export const TAG_BIG_GOSSIP = 5
 import { SAMPLE, decodeBigGossip, encodePull, encodeSampleOrIntro } from '../wire/big-gossip'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from './reply-limit'
 
+/** Options of {@link BigGossip}. */
 export interface BigGossipOptions {
+  /** Addresses of nodes to join through (their ids need not be known). */
   bootstrap?: AddressLike[]
   /** ms between pulls (default 1000). */
   interval?: number
@@ -56,6 +58,7 @@ export interface BigGossipOptions {
   maxPeers?: number
   /** PULL padding (default 1200). */
   padTo?: number
+  /** Seed of the layer's random choices (default: from the OS). */
   seed?: number
 }
 
@@ -152,20 +155,24 @@ export class BigGossip extends Protocol {
     this.#clock = null
   }
 
+  /** Listen to peers being learned (`connected`). */
   on(event: 'connected', fn: Listener): this {
     if (event === 'connected') this.#listeners.add(fn)
     return this
   }
 
+  /** Stop listening (see {@link on}). */
   off(event: 'connected', fn: Listener): this {
     this.#listeners.delete(fn)
     return this
   }
 
+  /** Known peers (learned directly or from other peers' samples). */
   peers(): Peer[] {
     return [...this.#known.values()].map((k) => k.peer)
   }
 
+  /** The known peer with node id `id` (32 bytes or 64 hex digits), or undefined. */
   getPeer(id: Buffer | string): Peer | undefined {
     return this.#known.get(toId(id).toString('hex'))?.peer
   }
@@ -181,6 +188,7 @@ export class BigGossip extends Protocol {
     return p
   }
 
+  /** A datagram from the layer below: handles this layer's tag, passes the rest up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
     const from = source instanceof Peer ? source.address : source

@@ -53,6 +53,7 @@ import { Protocol } from '../protocol'
 import { ImpairModel, verdict } from '../sim/impair'
 import type { UdpTransport } from './udp'
 
+/** Options of {@link Delay}. */
 export interface DelayOptions {
   /** One-way latency in ms for a datagram from → to (negative or NaN counts as 0). */
   latency: (from: Address, to: Address) => number
@@ -88,7 +89,12 @@ interface Pair {
 const MAX_PAIRS = 65_536
 
 /** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
-export class Delay extends Protocol<{ lower: 'send' | 'localAddress'; upper: 'onMessage' }> {
+export class Delay extends Protocol<{
+  /** The bindings it calls below. */
+  lower: 'send' | 'localAddress'
+  /** The slot it calls above. */
+  upper: 'onMessage'
+}> {
   static override bindTo = ['send', 'localAddress']
   static override bindFrom = ['onMessage']
   static override provides = ['send']
@@ -162,11 +168,13 @@ export class Delay extends Protocol<{ lower: 'send' | 'localAddress'; upper: 'on
     this.#native = true
   }
 
+  /** Sends a datagram down, after its link's latency when the delay applies on sending. */
   send(to: Address, data: Uint8Array, tag = 0): unknown {
     if (!this.#onSend || !this.#running || this.#native) return this.lower.send(to, data, tag)
     return this.#enqueue(to, this.#local!, to, data, tag, true)
   }
 
+  /** A datagram from the layer below, passed up (after its link's latency when the delay applies on receiving). */
   onMessage(from: Address, data: Buffer, tag: number): void {
     if (this.#onSend || !this.#running || this.#native) return this.upper.onMessage(from, data, tag)
     this.#enqueue(from, from, this.#local!, data, tag, false)

@@ -50,6 +50,7 @@ import type { Seed } from '../sim/random'
 import { seedToU32 } from '../sim/random'
 import type { UdpTransport } from './udp'
 
+/** Options of {@link FaultyTransport}. */
 export interface FaultyTransportOptions {
   /** Seed of the decisions (default: a random one, readable as `layer.seed` to replay a failure). */
   seed?: Seed
@@ -173,11 +174,13 @@ export class FaultyTransport extends Protocol {
     this.#running = true
   }
 
+  /** Sends a datagram down, through the configured faults when they apply on sending. */
   send(to: Address, data: Uint8Array, tag = 0): unknown {
     if (this.#native || !this.#send || (this.#tags !== undefined && !this.#tags.has(tag))) return this.lower.send(to, data, tag)
     return this.#impair('send', to, data, tag)
   }
 
+  /** A datagram from the layer below, passed up through the configured faults when they apply on receiving. */
   onMessage(from: Address, data: Uint8Array, tag: number): void {
     if (this.#native || !this.#receive || (this.#tags !== undefined && !this.#tags.has(tag))) return this.upper.onMessage(from, data, tag)
     this.#impair('receive', from, data, tag)

@@ -44,6 +44,7 @@ export const TAG_FIXED = 6
 import { decodeFixedPeers, encodeFixedPeers } from '../wire/fixed-peers'
 import { ReplyLimiter } from './reply-limit'
 
+/** Options of {@link FixedPeers}. */
 export interface FixedPeersOptions {
   /** The peers' addresses. */
   peers: AddressLike[]
@@ -114,6 +115,7 @@ export class FixedPeers extends Protocol {
     this.#byId.clear()
   }
 
+  /** Listen to peers answering (`connected`) or going silent (`disconnected`). */
   on(event: 'connected' | 'disconnected', fn: Listener): this {
     let s = this.#listeners.get(event)
     if (!s) this.#listeners.set(event, (s = new Set()))
@@ -121,6 +123,7 @@ export class FixedPeers extends Protocol {
     return this
   }
 
+  /** Stop listening (see {@link on}). */
   off(event: 'connected' | 'disconnected', fn: Listener): this {
     this.#listeners.get(event)?.delete(fn)
     return this
@@ -162,6 +165,7 @@ export class FixedPeers extends Protocol {
     await raceSignal(Promise.all([...this.#known.keys()].map((a) => this.lower.send(a, data, TAG_APP))), opts.signal)
   }
 
+  /** A datagram from the layer below: handles this layer's tag, passes the rest up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
     const from = source instanceof Peer ? source.address : source

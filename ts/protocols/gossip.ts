@@ -53,7 +53,9 @@ export const TAG_GOSSIP = 8
 const PING_DATAGRAM_LEN = 6
 
 
+/** Options of {@link Gossip}. */
 export interface GossipOptions {
+  /** Addresses of nodes to join through (their ids need not be known). */
   bootstrap?: AddressLike[]
   /** ms between exchanges (default 1000). */
   interval?: number
@@ -75,6 +77,7 @@ export interface GossipOptions {
   padTo?: number
   /** Default findPeer timeout, ms (default 5000). */
   findTimeout?: number
+  /** Seed of the layer's random choices (default: from the OS). */
   seed?: number
 }
 
@@ -207,6 +210,7 @@ export class Gossip extends Protocol {
     this.#finds.clear()
   }
 
+  /** Listen to peers being learned (`connected`) or forgotten (`disconnected`). */
   on(event: 'connected' | 'disconnected', fn: Listener): this {
     let s = this.#listeners.get(event)
     if (!s) this.#listeners.set(event, (s = new Set()))
@@ -214,6 +218,7 @@ export class Gossip extends Protocol {
     return this
   }
 
+  /** Stop listening (see {@link on}). */
   off(event: 'connected' | 'disconnected', fn: Listener): this {
     this.#listeners.get(event)?.delete(fn)
     return this
@@ -224,6 +229,7 @@ export class Gossip extends Protocol {
     return [...this.#known.values()].map((k) => k.peer)
   }
 
+  /** The known peer with node id `id` (32 bytes or 64 hex digits), or undefined. */
   getPeer(id: Buffer | string): Peer | undefined {
     return this.#known.get(toId(id).toString('hex'))?.peer
   }
@@ -274,6 +280,7 @@ export class Gossip extends Protocol {
     })
   }
 
+  /** A datagram from the layer below: handles this layer's tag, passes the rest up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
     const from = source instanceof Peer ? source.address : source

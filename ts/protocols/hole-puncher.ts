@@ -60,6 +60,7 @@ const INTRO_TOKEN_SLOT = 30_000
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
 
+/** Options of {@link HolePuncher}. */
 export interface HolePuncherOptions {
   /** Milliseconds between PUNCH datagrams (default 50). */
   punchInterval?: number
@@ -331,6 +332,7 @@ export class HolePuncher extends Protocol {
 
   // ---------------------------------------------------------------- receiving
 
+  /** A datagram from the layer below: handles this layer's tag, passes the rest up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     const from = source instanceof Peer ? source.address : source
     // Relayed datagrams did not come straight from `from`: they neither make it introducible nor punch.

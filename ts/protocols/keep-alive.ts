@@ -39,6 +39,7 @@ export const TAG_KEEPALIVE = 7
 
 const MAX_PEERS = 65_536
 
+/** Options of {@link KeepAlive}. */
 export interface KeepAliveOptions {
   /** Ping period in ms (default 5000). */
   interval?: number
@@ -58,7 +59,12 @@ type Listener = (peer: Peer) => void
 
 /** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
 export class KeepAlive
-  extends Protocol<{ lower: 'send'; upper: 'onMessage' | 'onDisconnected' | 'onConnected' }>
+  extends Protocol<{
+    /** The binding it calls below. */
+    lower: 'send'
+    /** The slots it calls above. */
+    upper: 'onMessage' | 'onDisconnected' | 'onConnected'
+  }>
   implements BindingsOf<'onMessage' | 'onConnected' | 'register' | 'unregister'>
 {
   static override bindTo = ['send']
@@ -137,11 +143,13 @@ export class KeepAlive
     return this.#peers.get((peer instanceof Peer ? peer.address : toAddress(peer)).key)?.missed
   }
 
+  /** Listen to watched peers that stopped answering (`disconnected`). */
   on(event: 'disconnected', fn: Listener): this {
     if (event === 'disconnected') this.#listeners.add(fn)
     return this
   }
 
+  /** Stop listening (see {@link on}). */
   off(event: 'disconnected', fn: Listener): this {
     this.#listeners.delete(fn)
     return this

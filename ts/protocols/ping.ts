@@ -22,9 +22,11 @@ import { ReplyLimiter } from './reply-limit'
 export const PING_BODY_LEN = PING_LEN
 const MAX_PINGS = 4096
 
+/** Options of a transport ping (`node.ping`, `UdpTransport.ping`). */
 export interface PingOptions {
   /** Milliseconds before the ping rejects with ERR_DECCOM_PING_TIMEOUT (default 2000). */
   timeout?: number
+  /** Aborting it rejects the ping with ERR_DECCOM_ABORTED. */
   signal?: AbortSignal
 }
 

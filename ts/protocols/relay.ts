@@ -57,6 +57,7 @@ export const TAG_RELAY = 10
 
 /** A peer whose message came through a relay. */
 export class RelayedPeer extends Peer {
+  /** Always true: tells a RelayedPeer from a directly reached {@link Peer}. */
   readonly relayed = true as const
   constructor(
     address: Address,
@@ -66,11 +67,13 @@ export class RelayedPeer extends Peer {
     super(address)
   }
 
+  /** `Peer(host:port via relay host:port)`. */
   override toString(): string {
     return `Peer(${this.address.key} via relay ${this.relay.key})`
   }
 }
 
+/** What a {@link Relay} serving others allows (`RelayOptions.serve`). */
 export interface RelayServeOptions {
   /** Client sessions at once (default 64). */
   maxSessions?: number
@@ -88,6 +91,7 @@ export interface RelayServeOptions {
   tokenSlot?: number
 }
 
+/** Options of {@link Relay}. */
 export interface RelayOptions {
   /** Act as a relay for others with these limits (default: do not relay). */
   serve?: RelayServeOptions
@@ -286,6 +290,7 @@ export class Relay extends Protocol {
     this.count('relay_paths')
   }
 
+  /** Sends a datagram down: through the relay when `to` is reached through one, else directly. */
   send(to: AddressLike, data: Uint8Array, tag = 0): unknown {
     const addr = toAddress(to)
     const relay = this.#routes.get(addr.key)
@@ -297,6 +302,7 @@ export class Relay extends Protocol {
     return this.lower.send(relay, buf, TAG_RELAY)
   }
 
+  /** A datagram from the layer below: relay traffic is handled or unwrapped, the rest passed up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     if (tag !== TAG_RELAY) return this.upper.onMessage(source, data, tag)
     const from = source instanceof Peer ? source.address : source

@@ -47,6 +47,7 @@ export const RELIABLE_MAX_PEERS = 4096
 /** Tag of reliable-UDP datagrams on the wire. */
 export const TAG_RUDP = 2
 
+/** Options of {@link ReliableUdp}. */
 export interface ReliableUdpOptions {
   /** Bytes of message data per datagram (default 1200). */
   segmentSize?: number
@@ -56,6 +57,7 @@ export interface ReliableUdpOptions {
   peerTimeout?: number
   /** Bytes of partially received messages kept per peer (default 320 MiB) and in total (default 1 GiB). */
   maxReassemblyPerPeer?: number
+  /** Bytes of partially received messages kept in total (default 1 GiB). */
   maxReassemblyTotal?: number
   /** Seed of the endpoint's randomness (default: from the OS). Set it for reproducible simulations. */
   seed?: number

@@ -92,6 +92,7 @@ function requestPadding(addr: Address): number {
   return Math.max(0, MIN_REQUEST - (5 + addrLen(addr) + 4 + ID_LEN))
 }
 
+/** Options of {@link TcpHolePuncher}. */
 export interface TcpHolePuncherOptions {
   /** The TcpTransport to use (default: the one below in the stack). */
   tcp?: TcpTransport
@@ -311,6 +312,7 @@ export class TcpHolePuncher extends Protocol {
 
   // ---------------------------------------------------------------- receiving
 
+  /** A datagram from the layer below: handles this layer's tag, passes the rest up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     if (tag !== TAG_TCP_HOLEPUNCH) return this.upper.onMessage(source, data, tag)
     const from = source instanceof Peer ? source.address : source

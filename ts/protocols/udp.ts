@@ -46,6 +46,7 @@ const STAGE_COUNT = 2048
 /** Reliable messages at least this large are sent from the caller's buffer without a copy. */
 const SHARE_THRESHOLD = 64 * 1024
 
+/** Options of {@link UdpTransport} (and of {@link Node.create}, which makes one). */
 export interface UdpOptions {
   /** IP literal to bind (default `127.0.0.1`; `0.0.0.0` or `::` for all interfaces). */
   host?: string

@@ -25,12 +25,15 @@ import { toAddress } from '../address'
 import { DeccomError, ErrorCode } from '../errors'
 import type { Random } from './random'
 
+/** The NAT behaviours the simulator models (which inbound datagrams a mapping lets through, and whether the mapping depends on the destination). */
 export type NatType = 'full-cone' | 'address-restricted' | 'port-restricted' | 'symmetric'
 
+/** Every {@link NatType}. */
 export const NAT_TYPES: readonly NatType[] = Object.freeze(['full-cone', 'address-restricted', 'port-restricted', 'symmetric'])
 
 /** Options of {@link SimulatedNetwork.createNat}. */
 export interface SimNatOptions {
+  /** The NAT's behaviour. */
   type: NatType
   /** The NAT's public IP (host only; default: the next free 198.18.x.y). */
   publicAddress?: string
@@ -40,7 +43,9 @@ export interface SimNatOptions {
 
 /** A snapshot of one live mapping. */
 export interface SimNatMapping {
+  /** The address behind the NAT. */
   internal: Address
+  /** The public address it is mapped to. */
   external: Address
   /** The remote endpoint of an address-and-port-dependent (symmetric) mapping; undefined otherwise. */
   remote?: Address
@@ -64,9 +69,11 @@ const PORT_RANGE = 65536 - MIN_PORT
 
 /** A NAT of a {@link SimulatedNetwork}, made by `sim.createNat()`. Pass it as `behind` to createNode(s). */
 export class SimNat {
+  /** The NAT's behaviour. */
   readonly type: NatType
   /** The public IP of the NAT (every mapping is `publicAddress:port`). */
   readonly publicAddress: string
+  /** ms an idle mapping lives. */
   readonly mappingTimeout: number
   readonly #now: () => number
   readonly #rng: Random

@@ -87,6 +87,7 @@ export interface LinkSpec extends LinkParams {
   seed?: Seed
 }
 
+/** Options of {@link SimulatedNetwork}. */
 export interface SimulatedNetworkOptions {
   /** Seed of every random choice of the simulation (default 0). */
   seed?: Seed
@@ -100,6 +101,7 @@ export interface SimulatedNetworkOptions {
   maxEvents?: number
 }
 
+/** Options of {@link SimulatedNetwork.runUntil} (and `maxEvents` of {@link SimulatedNetwork.runFor}). */
 export interface RunOptions {
   /** Virtual ms after which runUntil rejects with ERR_DECCOM_SIM_TIMEOUT (default 60 000). */
   timeout?: number
@@ -183,6 +185,7 @@ const DEFAULT_PORT = 4000
 /** Events processed per turn of the real event loop (each in its own immediate). */
 const STEPS_PER_TURN = 256
 
+/** A simulated network in virtual time: nodes on simulated links (latency, loss, bandwidth) and NATs, deterministic from its seed. */
 export class SimulatedNetwork implements SimMedium {
   /** A Clock whose time is {@link now} and whose timers are events of this simulation. */
   readonly clock: Clock

@@ -48,6 +48,7 @@ const TAG_SIM = 1 // = TAG_UDP: the same wire format as the UDP transport
 const TAG_APP = 0
 const MAX_DATAGRAM = 65_507
 
+/** Options of {@link SimTransport}. */
 export interface SimTransportOptions {
   /** The transport's address on the simulated network. */
   address: Address

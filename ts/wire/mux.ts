@@ -26,7 +26,9 @@ export const DATA_HEADER = 14
 export const HELLO_LEN = 1 + 1 + 8 + 8 + 4 + 4 + 4
 export const RESET_LEN = 1 + 4 + 4 + 1 + 8
 
+/** A HELLO frame: opens a connection and gives the peer its initial credit. */
 export interface Hello {
+  /** The frame type. */
   type: 'HELLO'
   /** Random per connection instance, never all zeros. */
   nonce: Buffer
@@ -39,14 +41,59 @@ export interface Hello {
   /** Bytes the receiver may send on each stream, initially. */
   streamWindow: number
 }
+/** A decoded connection frame, by its `type`. */
 export type MuxFrame =
   | Hello
-  | { type: 'DATA'; stream: number; offset: number; fin: boolean; data: Buffer }
-  | { type: 'MAX_DATA'; stream: number; max: number }
-  | { type: 'MAX_STREAMS'; max: number }
-  | { type: 'RESET'; stream: number; code: number; finished: boolean; finalSize: number }
-  | { type: 'CLOSE'; code: number }
-  | { type: 'MESSAGE'; data: Buffer }
+  | {
+      /** Stream bytes. */
+      type: 'DATA'
+      /** The stream id (never 0). */
+      stream: number
+      /** Where `data` starts in the stream. */
+      offset: number
+      /** The stream's last bytes: its final size is `offset + data.length`. */
+      fin: boolean
+      /** The payload. */
+      data: Buffer
+    }
+  | {
+      /** More credit: the sender may send up to `max` bytes (stream 0: on the whole connection). */
+      type: 'MAX_DATA'
+      /** The stream id, or 0 for the connection. */
+      stream: number
+      /** The new cumulative limit in bytes. */
+      max: number
+    }
+  | {
+      /** More streams: the receiver may open up to `max` streams in all. */
+      type: 'MAX_STREAMS'
+      /** The new cumulative stream count. */
+      max: number
+    }
+  | {
+      /** Abandons a stream. */
+      type: 'RESET'
+      /** The stream id (never 0). */
+      stream: number
+      /** Why (an application code; see RESET_CANCEL, RESET_ERROR). */
+      code: number
+      /** The resetter had sent all its bytes (`finalSize` of them). */
+      finished: boolean
+      /** The bytes the resetter sent on the stream. */
+      finalSize: number
+    }
+  | {
+      /** Closes the connection. */
+      type: 'CLOSE'
+      /** Why (CLOSE_NORMAL, CLOSE_PROTOCOL, ...). */
+      code: number
+    }
+  | {
+      /** A message on the connection, outside any stream. */
+      type: 'MESSAGE'
+      /** The message. */
+      data: Buffer
+    }
 
 /** Offsets are below 2^53 (9 PB): a u64 above that is malformed. */
 const MAX_SAFE = Number.MAX_SAFE_INTEGER
@@ -79,6 +126,7 @@ export function encodeData(stream: number, offset: number, fin: boolean, data: U
   return b
 }
 
+/** The bytes of a connection frame (the inverse of {@link decodeMux}). */
 export function encodeMux(f: MuxFrame): Buffer {
   switch (f.type) {
     case 'HELLO': {

@@ -95,6 +95,7 @@ export class Kademlia extends Protocol {
     return this
   }
 
+  /** Stop listening (see {@link on}). */
   off(event: KadEvent, fn: Listener): this {
     this.#s.listeners.get(event)?.delete(fn)
     return this
@@ -177,6 +178,7 @@ export class Kademlia extends Protocol {
     return this.#s.toldBy.get(toAddress(addr).key) ?? null
   }
 
+  /** The peer with node id `id` if it is in the routing table (no network traffic), else undefined. */
   getPeer(id: Buffer | string): Peer | undefined {
     const e = this.#s.byHex.get(toHex(id))
     return e?.inTable ? e.peer : undefined
@@ -230,6 +232,7 @@ export class Kademlia extends Protocol {
 
   // ---- datagrams --------------------------------------------------------------------------
 
+  /** A datagram from the layer below: handles this layer's tag, passes the rest up. */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
     const from = source instanceof Peer ? source.address : source

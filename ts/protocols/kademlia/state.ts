@@ -41,6 +41,7 @@ export const MAX_ADDR_SET = 8192
 /** Remembered "who told us about whom" entries (oldest dropped first). */
 export const MAX_TOLD_BY = 8192
 
+/** Options of {@link Kademlia}. */
 export interface KademliaOptions {
   /** Addresses of nodes to join through (their ids need not be known). */
   bootstrap?: AddressLike[]
@@ -66,12 +67,15 @@ export interface KademliaOptions {
   seed?: number
 }
 
+/** Options of {@link Kademlia.findPeer}. */
 export interface FindPeerOptions {
   /** ms before rejecting with ERR_DECCOM_LOOKUP_TIMEOUT (default: the layer's `findTimeout`). */
   timeout?: number
+  /** Aborting it rejects with ERR_DECCOM_ABORTED. */
   signal?: AbortSignal
 }
 
+/** Options of {@link Kademlia.lookup}. */
 export interface LookupOptions extends FindPeerOptions {
   /** Stop as soon as a peer with the target id is learned (default false: run to convergence). */
   stopAtTarget?: boolean
@@ -90,8 +94,11 @@ export interface LookupResult {
   closest: Peer[]
   /** Hops: 0 if the target was in the table, else 1 + depth of the peer that named it (or rounds). */
   hops: number
+  /** Queries sent. */
   queries: number
+  /** Queries that failed (their peer could not be reached). */
   failures: number
+  /** Queries unanswered within the query timeout (an answer may still come later). */
   timeouts: number
   /** ms on the layer's clock. */
   elapsed: number

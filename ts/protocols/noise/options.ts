@@ -10,9 +10,13 @@ export const NoiseErrorCode = Object.freeze({
   HANDSHAKE_TIMEOUT: 'ERR_DECCOM_NOISE_HANDSHAKE_TIMEOUT',
   /** The peer's handshake failed a check (decrypt, identity binding, id mismatch, signature). */
   HANDSHAKE_DECRYPT: 'ERR_DECCOM_NOISE_HANDSHAKE_DECRYPT',
+  /** A handshake message does not parse. */
   HANDSHAKE_MALFORMED: 'ERR_DECCOM_NOISE_HANDSHAKE_MALFORMED',
+  /** The peer presented a name identity, which cannot be authenticated. */
   HANDSHAKE_NAME_IDENTITY: 'ERR_DECCOM_NOISE_HANDSHAKE_NAME_IDENTITY',
+  /** The peer authenticated another node id than the one dialled. */
   HANDSHAKE_ID_MISMATCH: 'ERR_DECCOM_NOISE_HANDSHAKE_ID_MISMATCH',
+  /** The signature binding the peer's static key to its identity does not verify. */
   HANDSHAKE_BAD_SIGNATURE: 'ERR_DECCOM_NOISE_HANDSHAKE_BAD_SIGNATURE',
   /** Too many messages wait for a handshake with this peer. */
   QUEUE_FULL: 'ERR_DECCOM_NOISE_QUEUE_FULL',
@@ -22,8 +26,10 @@ export const NoiseErrorCode = Object.freeze({
   CONFIG: 'ERR_DECCOM_NOISE_CONFIG',
 } as const)
 
+/** How {@link Noise} protects messages: encrypted (AEAD), signed per message, or not at all. */
 export type NoiseMode = 'plaintext' | 'sign' | 'encrypt'
 
+/** Options of {@link Noise}. */
 export interface NoiseOptions {
   /** `'encrypt'` (default): AEAD; `'sign'`: Ed25519 signature per message; `'plaintext'`. */
   mode?: NoiseMode
@@ -47,6 +53,7 @@ export interface NoiseOptions {
   native?: boolean
   /** Rekey after this many messages (default 2^32) or this many ms (default 120,000). */
   rekeyAfterMessages?: number
+  /** See `rekeyAfterMessages`: rekey after this many ms (default 120,000). */
   rekeyAfterTime?: number
   /** Discard sessions older than this, ms (default 360,000). */
   rejectAfterTime?: number
@@ -56,10 +63,13 @@ export interface NoiseOptions {
   maxSessions?: number
   /** Half-open handshakes kept (default 256); from `cookieThreshold` (128) on, initiators must echo a cookie. */
   maxHalfOpen?: number
+  /** Half-open handshakes from which initiators must echo a cookie (default 128). */
   cookieThreshold?: number
   /** Initiations per second per source (default 10, burst 10) and in total before cookies (500). */
   rateLimitPerPeer?: number
+  /** Burst of the per-source initiation limit (default 10). */
   rateLimitBurst?: number
+  /** Initiations per second in total before cookies are required (default 500). */
   rateLimitGlobal?: number
   /** Verified identity bindings remembered, so a peer met again (rekey, reconnection) costs no Ed25519 verification (default 1024; 0: off). */
   verifiedBindings?: number
@@ -71,6 +81,7 @@ export interface NoiseOptions {
   maxQueuedPerPeer?: number
   /** Bytes of partial messages kept per peer (default 320 MiB) and in total (default 1 GiB). */
   maxReassemblyPerPeer?: number
+  /** Bytes of partial messages kept in total (default 1 GiB). */
   maxReassemblyTotal?: number
   /** A partial message without progress for this long is dropped, ms (default 30,000). */
   reassemblyTimeout?: number

@@ -24,6 +24,7 @@ export const SCRATCH_SIZE = 64 * 1024
  */
 const DIRECT_LIMIT = 64 * 1024
 
+/** Options of {@link TcpTransport}. */
 export interface TcpTransportOptions {
   /** IP literal to listen on (default: the UDP transport's host, else 127.0.0.1). */
   host?: string
@@ -56,9 +57,13 @@ export interface TcpTransportOptions {
 
 /** A peer (`observer`) saw one of our connections come from `address`; our end was `localPort`. */
 export interface TcpObservation {
+  /** The node id of the peer that reported it. */
   observer: Buffer
+  /** That node id in hex. */
   observerHex: string
+  /** The address it saw the connection come from. */
   address: Address
+  /** Our local port of that connection. */
   localPort: number
   /** ms on the layer's clock. */
   at: number
@@ -82,6 +87,7 @@ export interface TcpMapping {
 export interface TcpPeer {
   /** Its node id (32 bytes) and the same in hex. */
   readonly id: Buffer
+  /** The node id in hex. */
   readonly idHex: string
   /** True when the peer proved (by signature, and with Noise by the Noise session) that it owns `id`. */
   readonly authenticated: boolean

@@ -125,12 +125,15 @@ export class TcpTransport extends Protocol {
     this.#events.on(event, listener)
     return this
   }
+  /** Like {@link on}, for one event. */
   once(event: 'frame', listener: (peer: TcpPeer, data: Buffer, tag: number) => void): this
+  /** Like {@link on}, for one event. */
   once(event: 'close', listener: (peer: TcpPeer, reason: TcpCloseReason, error?: unknown) => void): this
   once(event: 'frame' | 'close', listener: (...a: any[]) => void): this {
     this.#events.once(event, listener)
     return this
   }
+  /** Stop listening (see {@link on}). */
   off(event: 'frame' | 'close', listener: (...a: any[]) => void): this {
     this.#events.off(event, listener)
     return this
