@@ -13,6 +13,7 @@ import type { Stack } from './stack'
 /** The kind of NAT, as far as the measurements tell. */
 export type NatReportType = 'open' | 'cone' | 'port-restricted' | 'symmetric' | 'unknown'
 
+/** What `node.nat()` reports: the NAT type as measured, per transport, and the router port mapping. */
 export interface NatReport {
   /**
    * `'open'`: reachable unsolicited — no address translation seen, or a router port mapping is in
@@ -23,13 +24,15 @@ export interface NatReport {
    * reported today; `'unknown'`: too few observations.
    */
   type: NatReportType
+  /** The UDP transport: local address, agreed external address and what observers saw. */
   udp: {
     /** The local address of the transport. */
     local: Address
     /** The address ≥ 2 observers agree on (HolePuncher), or null. */
     external: Address | null
-    /** Distinct observers and distinct addresses they reported. */
+    /** Distinct observers that reported our address. */
     observers: number
+    /** Distinct addresses they reported. */
     addresses: number
   }
   /** The TcpTransport's agreed mapping (`tcpMapping()`), or null (no TcpTransport, or < 2 observers). */

@@ -17,12 +17,15 @@ export type MappingProtocol = 'upnp' | 'nat-pmp' | 'pcp'
 
 /** A UDP port mapping a router granted. */
 export interface PortMapping {
+  /** The protocol the router granted the mapping over. */
   protocol: MappingProtocol
-  /** The router's external IPv4 address and the external port it forwards to us. */
+  /** The router's external IPv4 address. */
   externalHost: string
+  /** The external port the router forwards to us. */
   externalPort: number
-  /** Our address and port it forwards to. */
+  /** Our address the router forwards to. */
   internalHost: string
+  /** Our port the router forwards to. */
   internalPort: number
   /** Seconds the router keeps it (0: until removed, UPnP permanent leases). */
   lifetime: number
@@ -32,6 +35,7 @@ export interface PortMapping {
 
 /** Options every client call takes. */
 export interface RequestOptions {
+  /** Aborts the request (ERR_DECCOM_ABORTED). */
   signal?: AbortSignal
   /** Called once per datagram or reply dropped as malformed or unexpected. */
   onMalformed?: (why: string) => void

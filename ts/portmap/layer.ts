@@ -30,6 +30,7 @@ import { fetchIgdService, upnpMap, upnpRenew, upnpUnmap } from './upnp-igd'
 
 export type { MappingProtocol, PortMapping } from './common'
 
+/** Options of the {@link PortMapper} layer (also `NodeOptions.portMapping`). */
 export interface PortMapperOptions {
   /** The protocols to try, in order (default `['pcp', 'nat-pmp', 'upnp']`). */
   protocols?: MappingProtocol[]
@@ -47,6 +48,7 @@ export interface PortMapperOptions {
 
 /** What {@link PortMapper.portMapping} reports. */
 export interface PortMappingInfo {
+  /** The protocol the router granted the mapping over. */
   protocol: MappingProtocol
   /** The address peers reach us at through the router. */
   external: Address

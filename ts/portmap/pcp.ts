@@ -49,10 +49,15 @@ export function encodePcpMap(client: string, nonce: Buffer, internalPort: number
   return b
 }
 
+/** A PCP MAP response, as decoded. */
 export interface PcpMapAnswer {
+  /** The result code (0: success). */
   result: number
+  /** Seconds the mapping is granted. */
   lifetime: number
+  /** The assigned external port. */
   externalPort: number
+  /** The assigned external IPv4 address. */
   externalHost: string
 }
 

@@ -17,7 +17,9 @@ const SERVICES = ['urn:schemas-upnp-org:service:WANIPConnection:2', 'urn:schemas
 
 /** The WAN connection service of a gateway. */
 export interface IgdService {
+  /** The service type URN (WANIPConnection or WANPPPConnection, version 1 or 2). */
   serviceType: string
+  /** Where its SOAP actions are posted. */
   controlUrl: URL
 }
 
