@@ -37,8 +37,9 @@ function load(): NativeBinding {
     ErrorCode.NATIVE_MISSING,
     `deccom has no native binary for ${platform} (Node ${process.version}). Tried: a local build in native/, ` +
       `the package @deccom/native-${platform}, and prebuilds/${process.platform}-${process.arch}/. ` +
-      'To build it from source, install Rust (https://rustup.rs) and run "npm rebuild deccom" ' +
-      '(in a clone of the repository: "npm run build:native").',
+      `Likely cause: optional dependencies were omitted at install (--omit=optional, some mirrors and lockfile tools). ` +
+      `Fix: "npm install @deccom/native-${platform}" next to deccom; or install Rust (https://rustup.rs) and ` +
+      'install deccom again, which builds the addon from source (in a clone of the repository: "npm run build:native").',
     { cause: new AggregateError(failures, 'every native loading attempt failed'), details: { platform } },
   )
 }
