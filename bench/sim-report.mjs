@@ -126,6 +126,7 @@ console.log(out.join('\n'))
 const W = 400
 const H = 280
 const M = { l: 52, r: 16, t: 34, b: 40 }
+const size = (b) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : `${(b / 1024).toFixed(1)} KiB`)
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 const text = (x, y, s, extra = '') => `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${extra}>${esc(s)}</text>`
 
@@ -147,7 +148,7 @@ function axes(x0, label, xLabel, xt, yt, xs, ys) {
   for (const t of yt) {
     const y = ys(t)
     g.push(`<line x1="${x0 + M.l}" x2="${x0 + W - M.r}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="#ddd"/>`)
-    g.push(text(x0 + M.l - 6, y + 4, fmt(t), 'text-anchor="end" font-size="11"'))
+    g.push(text(x0 + M.l - 6, y + 4, String(t), 'text-anchor="end" font-size="11"'))
   }
   for (const t of xt) {
     const x = xs(t)
@@ -183,7 +184,7 @@ function cdfPanel(x0, label, xLabel, values, discrete) {
     pts.push(`${xs(s[i]).toFixed(1)},${ys(f).toFixed(1)}`)
   }
   g.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="${pts.join(' ')}"/>`)
-  g.push(text(x0 + W - M.r, M.t + 12, `n = ${s.length}, median ${fmt(q(s, 0.5))}`, 'text-anchor="end" font-size="11" fill="#555"'))
+  g.push(text(x0 + W - M.r - 4, H - M.b - 8, `n = ${s.length}, median ${fmt(q(s, 0.5))}`, 'text-anchor="end" font-size="11" fill="#555"'))
   return g
 }
 
@@ -197,10 +198,10 @@ function barPanel(x0) {
   const rowH = (H - M.t - 16) / rows.length
   rows.forEach(([name, x], i) => {
     const y = M.t + i * rowH
-    const w = (x.n / max) * (W - labelW - 70)
+    const w = (x.n / max) * (W - labelW - 120)
     g.push(text(x0 + labelW - 6, y + rowH * 0.65, name, 'text-anchor="end" font-size="11"'))
     g.push(`<rect x="${x0 + labelW}" y="${(y + rowH * 0.15).toFixed(1)}" width="${Math.max(1, w).toFixed(1)}" height="${(rowH * 0.7).toFixed(1)}" fill="#ff7f0e"/>`)
-    g.push(text(x0 + labelW + w + 4, y + rowH * 0.65, `${x.n} (${(x.bytes / 1024).toFixed(1)} KiB)`, 'font-size="10"'))
+    g.push(text(x0 + labelW + w + 4, y + rowH * 0.65, `${x.n} (${size(x.bytes)})`, 'font-size="10"'))
   })
   g.push(text(x0 + W / 2, H - 4, 'datagrams sent (bytes)', 'text-anchor="middle" font-size="12"'))
   return g
