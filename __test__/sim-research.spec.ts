@@ -7,6 +7,7 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { PassThrough } from 'node:stream'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -19,6 +20,7 @@ import {
   type Node,
   type RegionLatency,
   type SessionDistribution,
+  SimErrorCode,
   SimulatedNetwork,
   meanSession,
 } from '../dist/index.js'
@@ -352,7 +354,7 @@ test('trace export: every line parses, the datagram lines match the network coun
     .split('\n')
     .filter((l) => l.length > 0)
     .map((l) => JSON.parse(l) as Line)
-  t.is(lines.length, on.lines)
+  t.is(lines.length, on.lines ?? -1)
   const count = (ev: string): number => lines.filter((l) => l.ev === ev).length
   const s = on.stats
   t.true(s.sent > 1000)
@@ -410,4 +412,29 @@ test('trace export: a write sink gets the lines in chunks; closing stops it; a s
   await sim.runFor(100)
   t.is(chunks.join('').split('\n').filter(Boolean).length, 41, 'nothing after close')
   sim.exportTrace({ write: () => {} }).close() // a new one may start
+})
+
+test('trace export: a stream sink that is not drained stops the run with ERR_DECCOM_SIM_TRACE_BACKLOG instead of growing', async (t) => {
+  const sim = new SimulatedNetwork({ seed: 6 })
+  t.teardown(() => sim.close())
+  const stream = new PassThrough({ highWaterMark: 1024 }) // nobody reads it
+  const exp = sim.exportTrace({ stream, maxBuffered: 8 * 1024, chunkBytes: 1024 })
+  const [a, b] = await sim.createNodes(2)
+  let sent = 0
+  const pump = (): void => {
+    void a!.send(b!.address, Buffer.alloc(10))
+    sent++
+    sim.clock.setTimeout(pump, 1)
+  }
+  sim.clock.setTimeout(pump, 1)
+  const err = await t.throwsAsync(sim.runFor(60_000))
+  t.is((err as DeccomError).code, SimErrorCode.SIM_TRACE_BACKLOG)
+  t.true(stream.writableLength <= 8 * 1024 + 1024, `${stream.writableLength} bytes buffered`)
+  t.true(sent < 1000, `${sent} datagrams before the stop`)
+  t.true(exp.closed)
+  t.is(exp.error, err)
+  // The export is over; the simulation goes on without it.
+  const held = stream.writableLength
+  await sim.runFor(100)
+  t.is(stream.writableLength, held)
 })

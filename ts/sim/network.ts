@@ -70,11 +70,11 @@ import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
 import type { SimMedium } from './transport'
 import type { ChurnHost } from './churn'
-import { planNodes } from './plan'
-import type { NodePlan, ResearchNodesOptions } from './plan'
+import { createPlanned, planNodes } from './plan'
+import type { ResearchNodesOptions } from './plan'
 import { NodeProfiles } from './profiles'
-import { TraceExport } from './trace-export'
-import type { TraceSink } from './trace-export'
+import { TraceExporter } from './trace-export'
+import type { TraceExport, TraceSink } from './trace-export'
 
 /** Error codes of the simulator (not in ErrorCode yet). */
 export const SimErrorCode = Object.freeze({
@@ -229,8 +229,14 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   readonly #nodes: Node[] = []
   /** Per-node region, latency model and access links (createNodes' research options). */
   readonly #profiles = new NodeProfiles<LinkSpec>((a) => this.#nats.get(a.host)?.internalFor(a.port))
-  /** The JSONL export, when on. */
-  #export: TraceExport | undefined
+  /** The JSONL export (`./trace-export.ts`). */
+  readonly #tracer = new TraceExporter(
+    () => this.#now,
+    SimErrorCode.SIM_TRACE_BACKLOG,
+    (e) => this.#schedule(0, () => {
+      throw e // a failed sink stops the run in progress
+    }),
+  )
   /** Ordered pair key → the link's impairment instance and the spec it was last given. */
   readonly #links = new Map<string, { model: ImpairModel; spec: LinkSpec }>()
 
@@ -394,21 +400,8 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
     if (!Number.isInteger(n) || n < 0) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `createNodes(n) takes a count >= 0, got ${n}`)
     const plan = planNodes(n, opts, this)
     const out: Node[] = []
-    for (let i = 0; i < n; i++) {
-      const node = await this.#createPlanned(opts, plan, i, opts.identity?.(i), opts.address?.(i))
-      // A comeback is made like this node: same index, and the same identity and address if asked.
-      const addr = node.address
-      plan.churn?._attach(this, node, (same) => this.#createPlanned(opts, plan, i, same ? node.identity : undefined, same ? addr : undefined))
-      out.push(node)
-    }
+    for (let i = 0; i < n; i++) out.push(await createPlanned(this, opts, plan, i, (p) => this.#profiles.set(p)))
     return out
-  }
-
-  async #createPlanned(opts: SimNodesOptions, plan: NodePlan, i: number, identity: Identity | undefined, address: AddressLike | undefined): Promise<Node> {
-    const node = await this.createNode({ stack: opts.stack?.(i) ?? [], identity, address, behind: plan.behind(i) })
-    const profile = plan.profile(i, node.address)
-    if (profile !== undefined) this.#profiles.set(profile)
-    return node
   }
 
   /** The region of the node at `address` (createNodes' `region` or `latency` weights), or undefined. */
@@ -430,17 +423,12 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
    */
   exportTrace(sink: TraceSink): TraceExport {
     this.#checkOpen('export the trace')
-    if (this.#export !== undefined && !this.#export.closed) {
-      throw new DeccomError(ErrorCode.STACK_STATE, 'A trace export is already active: close it first')
-    }
-    this.#export = new TraceExport(sink, SimErrorCode.SIM_TRACE_BACKLOG)
-    return this.#export
+    return this.#tracer.start(sink)
   }
 
   /** Writes a user-level event (e.g. `lookup_end` with `hops`) to the trace export; nothing when off. */
   traceEvent(type: string, fields?: Record<string, unknown>): void {
-    const x = this.#export
-    if (x !== undefined && !x.closed) x.event(this.#now, type, fields)
+    this.#tracer.event(type, fields)
   }
 
   /** Advances virtual time by `ms`, running every event due until then. */
@@ -479,7 +467,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   async #close(): Promise<void> {
     this.#closed = true
     const results = await Promise.allSettled(this.#nodes.map((n) => n.close()))
-    this.#export?.close()
+    this.#tracer.active?.close()
     for (const e of this.#heap) {
       e.state = 1 // a later clearTimeout of its handle is a no-op
       e.fn = null
@@ -800,7 +788,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   }
 
   #record(kind: Kind, from: Address, to: Address, bytes: Buffer): void {
-    if (this.#export !== undefined) this.#export.datagram(this.#now, KINDS[kind], from, to, bytes)
+    if (this.#tracer.active !== undefined) this.#tracer.active.datagram(this.#now, KINDS[kind], from, to, bytes)
     const t = Math.round(this.#now * 1000)
     this.#mix(t % 0x1_0000_0000)
     this.#mix(Math.floor(t / 0x1_0000_0000))

@@ -18,14 +18,15 @@
  *
  * Lines are gathered in a buffer of `chunkBytes` (default 64 KiB) and then written: synchronously to
  * a `path` or `fd` (so memory stays bounded whatever the disk's speed), to `write`, or to a Node
- * `stream`, whose own buffer may hold at most `maxBuffered` bytes (default 64 MiB): beyond that the
- * event in progress throws ERR_DECCOM_SIM_TRACE_BACKLOG, which stops the run (the simulation does
- * not wait for a slow stream; use a file). When no export is active the simulator does one
- * `undefined` check per datagram.
+ * `stream`, whose own buffer may hold at most `maxBuffered` bytes (default 64 MiB). A sink that
+ * fails — beyond that bound (ERR_DECCOM_SIM_TRACE_BACKLOG: the simulation does not wait for a slow
+ * stream; use a file), or a write error — ends the export (`error` is set, nothing more is kept)
+ * and the run in progress rejects with that error (the datagram's sender is not affected). When no
+ * export is active the simulator does one `undefined` check per datagram.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
 import type { Address } from '../address'
-import { DeccomError } from '../errors'
+import { DeccomError, ErrorCode } from '../errors'
 
 export type TraceSink =
   | { path: string; chunkBytes?: number }
@@ -40,6 +41,10 @@ export class TraceExport {
   readonly #write: (chunk: string) => void
   readonly #close: () => void
   readonly #chunk: number
+  readonly #onClose: (() => void) | undefined
+  readonly #onFail: ((e: unknown) => void) | undefined
+  /** Why the sink failed, if it did (the export is then closed). */
+  error: unknown
   #buf = ''
   #closed = false
   /** Lines written (or buffered) so far. */
@@ -48,7 +53,9 @@ export class TraceExport {
   bytes = 0
 
   /** @internal */
-  constructor(sink: TraceSink, backlogCode: string) {
+  constructor(sink: TraceSink, backlogCode: string, onClose?: () => void, onFail?: (e: unknown) => void) {
+    this.#onClose = onClose
+    this.#onFail = onFail
     this.#chunk = Math.max(1, sink.chunkBytes ?? 64 * 1024)
     if ('path' in sink) {
       const fd = openSync(sink.path, 'w')
@@ -107,8 +114,26 @@ export class TraceExport {
     if (this.#buf.length === 0) return
     const c = this.#buf
     this.#buf = ''
-    this.bytes += Buffer.byteLength(c)
-    this.#write(c)
+    const n = Buffer.byteLength(c)
+    if (this.#onFail === undefined) {
+      this.#write(c)
+      this.bytes += n
+      return
+    }
+    try {
+      this.#write(c)
+      this.bytes += n
+    } catch (e) {
+      this.error = e
+      this.#closed = true
+      try {
+        this.#close()
+      } catch {
+        // the first error is the one reported
+      }
+      this.#onClose?.()
+      this.#onFail(e)
+    }
   }
 
   /** Flushes and stops the export (closes the file of a `path`). Idempotent. */
@@ -119,7 +144,42 @@ export class TraceExport {
     } finally {
       this.#closed = true
       this.#close()
+      this.#onClose?.()
     }
+  }
+}
+
+/** @internal The network's export slot: `active` is the open export, if any (one at a time). */
+export class TraceExporter {
+  active: TraceExport | undefined
+  readonly #now: () => number
+  readonly #backlogCode: string
+
+  readonly #fail: (e: unknown) => void
+
+  /** `fail` reports a sink's failure (the network: by an event that throws it into the run). */
+  constructor(now: () => number, backlogCode: string, fail: (e: unknown) => void) {
+    this.#now = now
+    this.#backlogCode = backlogCode
+    this.#fail = fail
+  }
+
+  start(sink: TraceSink): TraceExport {
+    if (this.active !== undefined) throw new DeccomError(ErrorCode.STACK_STATE, 'A trace export is already active: close it first')
+    const x = new TraceExport(
+      sink,
+      this.#backlogCode,
+      () => {
+        if (this.active === x) this.active = undefined
+      },
+      this.#fail,
+    )
+    this.active = x
+    return x
+  }
+
+  event(type: string, fields?: Record<string, unknown>): void {
+    this.active?.event(this.#now(), type, fields)
   }
 }
 
