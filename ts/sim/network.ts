@@ -299,7 +299,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
     return this.#now
   }
 
-  /** The nodes created with {@link createNode}/{@link createNodes}, in creation order. */
+  /** The nodes created with {@link createNode}/{@link createNodes}, in creation order (minus those a churn made leave). */
   get nodes(): readonly Node[] {
     return this.#nodes
   }
