@@ -26,7 +26,7 @@ import type { Random } from './random'
 export interface SimNodeInfo {
   /** The node's (private) address. */
   readonly address: Address
-  /** Its index within the createNodes call that made it (0-based). */
+  /** Its index within the createNodes call that made it (0-based); -1 for an address that is not such a node. */
   readonly index: number
   /** Its region, if it has one. */
   readonly region: string | undefined
@@ -56,10 +56,18 @@ export interface RegionLatency {
 
 export type LatencyOption = RegionLatency | LatencyFunction
 
+/** Pair answers kept per model at most (the cache is cleared when full: answers are recomputed). */
+const MAX_CACHED = 65_536
+
 /** @internal A checked latency option, ready to answer pairs. */
 export class LatencyModel {
   readonly option: LatencyOption
   readonly #regions: string[] | undefined
+  /**
+   * Derived link specs: per region pair (a matrix) or per address pair (a function), with the spec
+   * they were derived from; stable objects, so the network does not reconfigure links per datagram.
+   */
+  readonly #cache = new Map<string, { base: object; spec: object | undefined }>()
 
   constructor(option: LatencyOption) {
     this.option = option
@@ -99,6 +107,27 @@ export class LatencyModel {
     const o = this.option as RegionLatency
     const weights = this.#regions.map((r) => (o.weights ? (o.weights[r] ?? 0) : 1))
     return rng.shuffle(apportion(this.#regions, weights, n, 'latency.weights'))
+  }
+
+  /**
+   * `base` with the latency and jitter of the pair `a` → `b` (cached), or undefined when this model
+   * has no answer for it.
+   */
+  spec<S extends { latency: number; jitter: number }>(a: SimNodeInfo, b: SimNodeInfo, base: S): S | undefined {
+    let key: string
+    if (this.#regions !== undefined) {
+      if (a.region === undefined || b.region === undefined) return undefined
+      key = a.region + '>' + b.region
+    } else {
+      key = a.address.key + '>' + b.address.key
+    }
+    const hit = this.#cache.get(key)
+    if (hit !== undefined && hit.base === base) return hit.spec as S | undefined
+    const p = this.pair(a, b)
+    const spec = p === undefined ? undefined : { ...base, latency: p.latency, jitter: p.jitter ?? 0 }
+    if (this.#cache.size >= MAX_CACHED) this.#cache.clear()
+    this.#cache.set(key, { base, spec })
+    return spec
   }
 
   /** The delay from `a` to `b`, or undefined when this model has no answer (a region missing). */

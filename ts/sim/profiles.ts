@@ -15,13 +15,8 @@ export interface NodeProfile {
   readonly down: AccessLink | undefined
 }
 
-/** Cached pair specs kept at most (the cache is cleared when full: specs are recomputed). */
-const MAX_PAIRS = 65_536
-
 export class NodeProfiles<S extends LinkParams> {
   readonly #byAddress = new Map<Address, NodeProfile>()
-  /** "from>to" → the spec it was derived from and the spec with the pair's latency. */
-  readonly #pairs = new Map<string, { base: S; spec: S }>()
   /** A NAT's public address → the private address it maps to now (no side effects). */
   readonly #resolve: (a: Address) => Address | undefined
 
@@ -38,7 +33,7 @@ export class NodeProfiles<S extends LinkParams> {
   }
 
   delete(a: Address): void {
-    if (this.#byAddress.delete(a)) this.#pairs.clear()
+    this.#byAddress.delete(a)
   }
 
   get(a: Address): NodeProfile | undefined {
@@ -59,16 +54,9 @@ export class NodeProfiles<S extends LinkParams> {
     const a = this.#byAddress.get(from)
     const b = this.get(to)
     if (a?.latency === undefined && b?.latency === undefined) return base
-    const key = from.key + '>' + (b?.info.address.key ?? to.key)
-    const hit = this.#pairs.get(key)
-    if (hit !== undefined && hit.base === base) return hit.spec
     const infoA = a?.info ?? { address: from, index: -1, region: undefined }
     const infoB = b?.info ?? { address: to, index: -1, region: undefined }
-    const p = a?.latency?.pair(infoA, infoB) ?? b?.latency?.pair(infoA, infoB)
-    const spec = p === undefined ? base : { ...base, latency: p.latency, jitter: p.jitter ?? 0 }
-    if (this.#pairs.size >= MAX_PAIRS) this.#pairs.clear()
-    this.#pairs.set(key, { base, spec })
-    return spec
+    return a?.latency?.spec(infoA, infoB, base) ?? b?.latency?.spec(infoA, infoB, base) ?? base
   }
 
   /** When a datagram sent by `from` at `now` has left its uplink; `now` without one; -1: dropped. */
