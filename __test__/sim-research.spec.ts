@@ -438,3 +438,31 @@ test('trace export: a stream sink that is not drained stops the run with ERR_DEC
   await sim.runFor(100)
   t.is(stream.writableLength, held)
 })
+
+test('regions behind NATs: the latency of a pair is found through the NAT mapping, in both directions', async (t) => {
+  const sim = new SimulatedNetwork({ seed: 12, defaultLink: { latency: 1000 } })
+  t.teardown(() => sim.close())
+  const matrix = { eu: { eu: 5, us: 30 }, us: { eu: 40, us: 7 } }
+  const [server] = await sim.createNodes(1, { latency: { matrix }, region: () => 'eu' })
+  const homes = await sim.createNodes(4, { latency: { matrix }, region: () => 'us', natMix: { 'port-restricted': 1 }, bandwidth: { down: 100 } })
+  t.is(sim.nats.length, 4)
+  const times: Array<[string, number]> = []
+  server!.on('message', (from, data) => {
+    times.push(['at server', sim.now])
+    void server!.send(from.address, data) // back to the NAT's mapped address
+  })
+  for (const h of homes) h.on('message', () => times.push(['at home', sim.now]))
+  for (const h of homes) await h.send(server!.address, Buffer.alloc(99))
+  await sim.runFor(5000)
+  // us → eu: 40 ms; eu → us through the mapping: 30 ms, then the home's downlink (100 bytes / 100 per ms).
+  t.deepEqual(times, [
+    ['at server', 40],
+    ['at server', 40],
+    ['at server', 40],
+    ['at server', 40],
+    ['at home', 71],
+    ['at home', 71],
+    ['at home', 71],
+    ['at home', 71],
+  ])
+})
