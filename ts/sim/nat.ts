@@ -138,6 +138,15 @@ export class SimNat {
   }
 
   /**
+   * The private address that the live mapping of `publicPort` leads to, whatever the filtering
+   * (no side effects), or undefined.
+   */
+  internalFor(publicPort: number): Address | undefined {
+    const m = this.#byPort.get(publicPort)
+    return m !== undefined && this.#now() - m.last < this.mappingTimeout ? m.internal : undefined
+  }
+
+  /**
    * @internal An outbound datagram from `internal` to `remote`: returns the public source address,
    * creating or refreshing the mapping and the filter permission; undefined if dropped (hairpin).
    */

@@ -69,6 +69,12 @@ import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
 import type { SimMedium } from './transport'
+import type { ChurnHost } from './churn'
+import { createPlanned, planNodes } from './plan'
+import type { ResearchNodesOptions } from './plan'
+import { NodeProfiles } from './profiles'
+import { TraceExporter } from './trace-export'
+import type { TraceExport, TraceSink } from './trace-export'
 
 /** Error codes of the simulator (not in ErrorCode yet). */
 export const SimErrorCode = Object.freeze({
@@ -76,6 +82,8 @@ export const SimErrorCode = Object.freeze({
   SIM_TIMEOUT: 'ERR_DECCOM_SIM_TIMEOUT',
   /** runFor/runUntil processed its maximum number of events. */
   SIM_EVENT_LIMIT: 'ERR_DECCOM_SIM_EVENT_LIMIT',
+  /** The trace export's stream could not keep up (see `exportTrace`). */
+  SIM_TRACE_BACKLOG: 'ERR_DECCOM_SIM_TRACE_BACKLOG',
 } as const)
 
 /** Properties of a one-way link (the model's parameters, see {@link LinkParams}) and its seed. */
@@ -119,8 +127,12 @@ export interface SimNodeOptions extends Omit<NodeOptions, 'stack' | 'clock'> {
   behind?: SimNat
 }
 
-/** Options of {@link SimulatedNetwork.createNodes}. */
-export interface SimNodesOptions {
+/**
+ * Options of {@link SimulatedNetwork.createNodes}. The research options — `region`, `latency`
+ * (`./latency.ts`), `bandwidth` (`./bandwidth.ts`), `natMix` (`./nat-mix.ts`), `churn`
+ * (`./churn.ts`) — are described in their files and in docs/simulation.md.
+ */
+export interface SimNodesOptions extends ResearchNodesOptions {
   /** Fresh layers for node `i` (0-based within this call), top first; the SimTransport goes below. */
   stack?: (i: number) => Protocol[]
   /** The identity of node `i` (default: an Ed25519 key from the simulation's seed). */
@@ -142,7 +154,7 @@ export interface SimTrace {
 }
 
 /** Kinds of datagram records in the trace (index = code hashed). */
-const KINDS = ['send', 'deliver', 'lost', 'queue_drop', 'no_route', 'nat_drop'] as const
+const KINDS = ['send', 'deliver', 'lost', 'queue_drop', 'no_route', 'nat_drop', 'uplink_drop', 'downlink_drop'] as const
 const enum Kind {
   Send = 0,
   Deliver = 1,
@@ -150,6 +162,8 @@ const enum Kind {
   QueueDrop = 3,
   NoRoute = 4,
   NatDrop = 5,
+  UplinkDrop = 6,
+  DownlinkDrop = 7,
 }
 
 interface TraceRecord {
@@ -186,7 +200,7 @@ const DEFAULT_PORT = 4000
 const STEPS_PER_TURN = 256
 
 /** A simulated network in virtual time: nodes on simulated links (latency, loss, bandwidth) and NATs, deterministic from its seed. */
-export class SimulatedNetwork implements SimMedium {
+export class SimulatedNetwork implements SimMedium, ChurnHost {
   /** A Clock whose time is {@link now} and whose timers are events of this simulation. */
   readonly clock: Clock
   /** A seeded random stream for the program under test (separate from the network's own). */
@@ -216,6 +230,16 @@ export class SimulatedNetwork implements SimMedium {
   readonly #natRng: Random
   #nextNatHost = 1
   readonly #nodes: Node[] = []
+  /** Per-node region, latency model and access links (createNodes' research options). */
+  readonly #profiles = new NodeProfiles<LinkSpec>((a) => this.#nats.get(a.host)?.internalFor(a.port))
+  /** The JSONL export (`./trace-export.ts`). */
+  readonly #tracer = new TraceExporter(
+    () => this.#now,
+    SimErrorCode.SIM_TRACE_BACKLOG,
+    (e) => this.#schedule(0, () => {
+      throw e // a failed sink stops the run in progress
+    }),
+  )
   /** Ordered pair key → the link's impairment instance and the spec it was last given. */
   readonly #links = new Map<string, { model: ImpairModel; spec: LinkSpec }>()
 
@@ -240,6 +264,8 @@ export class SimulatedNetwork implements SimMedium {
     dropped_queue: 0,
     dropped_no_route: 0,
     dropped_nat: 0,
+    dropped_uplink: 0,
+    dropped_downlink: 0,
     bytes_sent: 0,
     bytes_delivered: 0,
   }
@@ -276,7 +302,7 @@ export class SimulatedNetwork implements SimMedium {
     return this.#now
   }
 
-  /** The nodes created with {@link createNode}/{@link createNodes}, in creation order. */
+  /** The nodes created with {@link createNode}/{@link createNodes}, in creation order (minus those a churn made leave). */
   get nodes(): readonly Node[] {
     return this.#nodes
   }
@@ -375,18 +401,37 @@ export class SimulatedNetwork implements SimMedium {
    */
   async createNodes(n: number, opts: SimNodesOptions = {}): Promise<Node[]> {
     if (!Number.isInteger(n) || n < 0) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `createNodes(n) takes a count >= 0, got ${n}`)
+    const plan = planNodes(n, opts, this)
     const out: Node[] = []
-    for (let i = 0; i < n; i++) {
-      out.push(
-        await this.createNode({
-          stack: opts.stack?.(i) ?? [],
-          identity: opts.identity?.(i),
-          address: opts.address?.(i),
-          behind: opts.behind?.(i),
-        }),
-      )
-    }
+    for (let i = 0; i < n; i++) out.push(await createPlanned(this, opts, plan, i, (p) => this.#profiles.set(p)))
     return out
+  }
+
+  /** The region of the node at `address` (createNodes' `region` or `latency` weights), or undefined. */
+  regionOf(address: AddressLike): string | undefined {
+    return this.#profiles.get(toAddress(address))?.info.region
+  }
+
+  /** @internal A node leaves (churn): no longer in {@link nodes}, its profile dropped. */
+  _forget(node: Node, address: Address): void {
+    const k = this.#nodes.indexOf(node)
+    if (k >= 0) this.#nodes.splice(k, 1)
+    this.#profiles.delete(address)
+  }
+
+  /**
+   * Streams every datagram event, and the events of {@link traceEvent}, as JSON lines to `sink`
+   * (`./trace-export.ts`): `{ path }`, `{ fd }`, `{ write(chunk) }` or `{ stream }`. One export at
+   * a time; `close()` it (or the network) to flush.
+   */
+  exportTrace(sink: TraceSink): TraceExport {
+    this.#checkOpen('export the trace')
+    return this.#tracer.start(sink)
+  }
+
+  /** Writes a user-level event (e.g. `lookup_end` with `hops`) to the trace export; nothing when off. */
+  traceEvent(type: string, fields?: Record<string, unknown>): void {
+    this.#tracer.event(type, fields)
   }
 
   /** Advances virtual time by `ms`, running every event due until then. */
@@ -425,6 +470,7 @@ export class SimulatedNetwork implements SimMedium {
   async #close(): Promise<void> {
     this.#closed = true
     const results = await Promise.allSettled(this.#nodes.map((n) => n.close()))
+    this.#tracer.active?.close()
     for (const e of this.#heap) {
       e.state = 1 // a later clearTimeout of its handle is a no-op
       e.fn = null
@@ -598,6 +644,7 @@ export class SimulatedNetwork implements SimMedium {
   /** @internal Puts one datagram (`bytes`: tag + payload, owned by the network) on the link from → to. */
   _transmit(from: Address, to: Address, bytes: Buffer): void {
     const s = this.#stats
+    const src = from
     s.sent++
     s.bytes_sent += bytes.length
     if (this.#behind.size !== 0) {
@@ -613,8 +660,19 @@ export class SimulatedNetwork implements SimMedium {
         from = ext
       }
     }
-    const spec = this.#specFor(from, to)
-    const code = this.#linkModel(from, to, spec).offer(this.#now, bytes.length)
+    let spec = this.#specFor(from, to)
+    let at = this.#now
+    if (this.#profiles.size !== 0) {
+      // Per-node latency and uplink (createNodes' research options).
+      spec = this.#profiles.spec(src, to, spec)
+      at = this.#profiles.uplink(src, at, bytes.length)
+      if (at < 0) {
+        s.dropped_uplink++
+        this.#record(Kind.UplinkDrop, from, to, bytes)
+        return
+      }
+    }
+    const code = this.#linkModel(from, to, spec).offer(at, bytes.length)
     if (code & IMPAIR_QUEUE_FULL) {
       s.dropped_queue++
       this.#record(Kind.QueueDrop, from, to, bytes)
@@ -682,6 +740,24 @@ export class SimulatedNetwork implements SimMedium {
         }
       }
     }
+    if (this.#profiles.size !== 0 && this.#transports.has(to)) {
+      // The receiver's downlink (createNodes' bandwidth option).
+      const at = this.#profiles.downlink(to, this.#now, bytes.length)
+      if (at < 0) {
+        this.#stats.dropped_downlink++
+        this.#record(Kind.DownlinkDrop, from, to, bytes)
+        return
+      }
+      if (at > this.#now) {
+        const dst = to
+        this.#schedule(at - this.#now, () => this.#handOver(from, dst, bytes))
+        return
+      }
+    }
+    this.#handOver(from, to, bytes)
+  }
+
+  #handOver(from: Address, to: Address, bytes: Buffer): void {
     const t = this.#transports.get(to)
     if (t === undefined) {
       this.#stats.dropped_no_route++
@@ -715,6 +791,7 @@ export class SimulatedNetwork implements SimMedium {
   }
 
   #record(kind: Kind, from: Address, to: Address, bytes: Buffer): void {
+    if (this.#tracer.active !== undefined) this.#tracer.active.datagram(this.#now, KINDS[kind], from, to, bytes)
     const t = Math.round(this.#now * 1000)
     this.#mix(t % 0x1_0000_0000)
     this.#mix(Math.floor(t / 0x1_0000_0000))
