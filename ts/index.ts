@@ -60,7 +60,7 @@ export type { TcpTransportOptions, TcpPeer, TcpTarget, TcpCloseReason, TcpMappin
 export { SimNat, NAT_TYPES } from './sim/nat'
 export type { NatType, SimNatOptions, SimNatMapping } from './sim/nat'
 export { HolePuncher, TAG_HOLEPUNCH } from './protocols/hole-puncher'
-export type { HolePuncherOptions, PunchResult, PathKind, Observation } from './protocols/hole-puncher'
+export type { HolePuncherOptions, PunchResult, PathKind, PunchMethod, NatMapping, Observation } from './protocols/hole-puncher'
 export { Relay, RelayedPeer, TAG_RELAY } from './protocols/relay'
 export type { RelayOptions, RelayServeOptions } from './protocols/relay'
 export { TcpHolePuncher, TAG_TCP_HOLEPUNCH } from './protocols/tcp-hole-puncher'

@@ -8,11 +8,19 @@ import type { TcpPeer } from './tcp/connection'
 /** How a HolePuncher path reaches the peer. */
 export type PathKind = 'punched' | 'relayed'
 
+/**
+ * How a punched path was opened: 'simultaneous' (both sides punched each other's mapped address)
+ * or 'birthday' (auxiliary sockets on the endpoint-dependent side met random-port probes).
+ */
+export type PunchMethod = 'simultaneous' | 'birthday'
+
 /** The result of `HolePuncher.connect`. */
 export interface PunchResult {
   path: PathKind
   /** The address datagrams to the peer go to (the punched mapped address, or the relay). */
   address: Address
+  /** For a punched path: how it was punched. */
+  punch?: PunchMethod
 }
 
 /** One observation: `observer` saw us at `address`. */
