@@ -34,8 +34,8 @@ const baseFds = socketFds()
 const nodes = []
 const hps = []
 for (let i = 0; i < (cfg.count ?? 1); i++) {
-  const hp = new HolePuncher({ relay: true, punchTimeout: cfg.punchTimeout ?? 3000, rendezvous: R, birthdaySockets: cfg.birthdaySockets, birthdayProbeRate: cfg.birthdayProbeRate, birthdayMaxProbes: cfg.birthdayMaxProbes })
-  const node = await Node.create({ host: '0.0.0.0', port: 0, connections: { directTimeout: 300 }, stack: [new ReliableUdp(), new Noise(), hp, new Relay()] })
+  const hp = new HolePuncher({ birthday: cfg.birthday, relay: true, punchTimeout: cfg.punchTimeout ?? 3000, rendezvous: R, birthdaySockets: cfg.birthdaySockets, birthdayProbeRate: cfg.birthdayProbeRate, birthdayMaxProbes: cfg.birthdayMaxProbes })
+  const node = await Node.create({ host: '0.0.0.0', port: 0, connections: { directTimeout: 300 }, stack: cfg.noise === false ? [new ReliableUdp(), hp, new Relay()] : [new ReliableUdp(), new Noise(), hp, new Relay()] })
   node.on('connection', (conn) => conn.on('stream', (s) => {
     const h = createHash('sha256')
     s.on('data', (d) => h.update(d))

@@ -538,6 +538,12 @@ export class HolePuncher extends Protocol {
     if (!this.#birthday || !this.#clock) return
     const mine = this.natMapping()
     if (mine === 'dependent') {
+      if (!s.local && !s.reverse) {
+        // The requester does not know our mapping: ask the introducer to tell it (INTRO_REQ_NAT).
+        s.reverse = true
+        s.reqNonce = this.#nextNonce()
+        this.#sendIntroReq(s)
+      }
       if (s.peerMapping === 'dependent') {
         // Both sides map per destination: no port to meet at (the relay is the way).
         if (s.aux > 0) this.#endBirthday(s, false)
@@ -552,12 +558,6 @@ export class HolePuncher extends Protocol {
           this.#clock.clearTimeout(s.punchTimer)
           s.punchTimer = undefined // re-sent at once, from every auxiliary socket
         }
-      }
-      if (!s.local && !s.reverse) {
-        // The requester does not know our mapping: ask the introducer to tell it (INTRO_REQ_NAT).
-        s.reverse = true
-        s.reqNonce = this.#nextNonce()
-        this.#sendIntroReq(s)
       }
     } else if (s.peerMapping === 'dependent' && s.prober === null) {
       const nonce = s.nonces[s.nonces.length - 1]
