@@ -50,8 +50,8 @@ import { ObservationTable } from './observations'
 import { ReplyLimiter } from './reply-limit'
 import type { NatMapping } from '../wire/hole-punch'
 import { BirthdayProber, mappingOf } from './birthday'
-import type { Observation, PunchMethod, PunchResult } from './punch-types'
-export type { Observation, PathKind, PunchMethod, PunchResult } from './punch-types'
+import type { HolePuncherOptions, Observation, PunchMethod, PunchResult } from './punch-types'
+export type { HolePuncherOptions, Observation, PathKind, PunchMethod, PunchResult } from './punch-types'
 export type { NatMapping } from '../wire/hole-punch'
 
 /** Milliseconds per introduction-token slot (a token lives 30 to 60 s). */
@@ -59,49 +59,6 @@ const INTRO_TOKEN_SLOT = 30_000
 
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
-
-export interface HolePuncherOptions {
-  /** Milliseconds between PUNCH datagrams (default 50). */
-  punchInterval?: number
-  /** Milliseconds from `connect` (or from receiving an introduction) until punching gives up (default 3000). */
-  punchTimeout?: number
-  /** Milliseconds between INTRO_REQ retries while no introduction arrived (default 250). */
-  introRetry?: number
-  /** Messages queued per peer while its path is being opened (default 64). */
-  maxQueuedPerPeer?: number
-  /** Bytes queued over all peers (default 1 MiB). */
-  maxQueuedBytes?: number
-  /** Punch sessions at once (default 256). */
-  maxSessions?: number
-  /** Addresses remembered for introductions (default 4096). */
-  maxHeard?: number
-  /** Milliseconds after which a silent address is forgotten as introducible (default 60000). */
-  heardTtl?: number
-  /** Observations kept, one per observer (default 32). */
-  maxObservations?: number
-  /** Introductions (INTRO pairs) this node makes per second at most (default 200). */
-  maxIntroductionsPerSecond?: number
-  /** Peers to PROBE at start and every `probeInterval` ms (keeps NAT mappings and observations fresh). */
-  rendezvous?: AddressLike[]
-  /** Milliseconds between rendezvous probes (default 15000). */
-  probeInterval?: number
-  /** After a punch timeout, go through the Relay layer below instead of failing (default false). */
-  relay?: boolean
-  /** The relay to use on fallback (default: the introducer of the session). */
-  relayAddress?: AddressLike
-  /** Birthday-paradox punching between endpoint-dependent and -independent NATs (default true). */
-  birthday?: boolean
-  /** Auxiliary sockets the endpoint-dependent side opens toward the peer (default 256; the transport's `maxAuxSockets` bounds them too). */
-  birthdaySockets?: number
-  /** Probes per second the endpoint-independent side sends to random ports (default 1000). */
-  birthdayProbeRate?: number
-  /** Probes per punch at most (default 4000). */
-  birthdayMaxProbes?: number
-  /** Milliseconds between PUNCHes from the auxiliary sockets, each one a datagram per socket (default 1000). */
-  birthdaySprayInterval?: number
-}
-
-/** How a path to a peer was opened. */
 
 type SessionState = 'introducing' | 'punching' | 'relaying' | 'open' | 'relayed'
 
