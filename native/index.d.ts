@@ -420,6 +420,18 @@ export declare class UdpSocket {
    * `faults_tx_*`) and delay lines (`delay_rx_*`, `delay_tx_*`).
    */
   pipelineStats(): Record<string, number>
+  /**
+   * Opens up to `count` auxiliary sockets connected to `remote` (18-byte address encoding), as
+   * many as fit under `maxAuxSockets`; returns how many were opened. See [`aux`].
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for a bad address, `ERR_DECCOM_SOCKET` when the OS refuses a socket.
+   */
+  auxOpen(remote: Uint8Array, count: number): number
+  /** Closes the auxiliary sockets of `remote`; returns how many were closed. */
+  auxClose(remote: Uint8Array): number
+  /** Counters of the auxiliary sockets (`aux_open` is how many are open now). */
+  auxStats(): Record<string, number>
   /** Counters and socket facts. */
   stats(): UdpSocketStats
   /**
@@ -775,6 +787,8 @@ export interface UdpBindOptions {
   maxPendingBytes?: number
   /** Bytes of received datagrams waiting for JavaScript before new ones are dropped (default 32 MiB). */
   maxQueuedBytes?: number
+  /** Auxiliary sockets open at once at most (default 256; see `auxOpen`). */
+  maxAuxSockets?: number
 }
 
 /** Counters of one socket (plain numbers; all monotonic). */

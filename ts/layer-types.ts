@@ -112,6 +112,10 @@ export interface Bindings {
   localAddress(): Address
   /** Round-trip time in ms to an address (transport ping). */
   ping(to: AddressLike, opts?: PingOptions): Promise<number>
+  /** UdpTransport: opens up to `count` sockets that carry `remote`'s traffic (the first to hear from it wins); how many opened. */
+  openAuxiliary(remote: AddressLike, count: number): number
+  /** UdpTransport: closes `remote`'s auxiliary sockets; how many. */
+  closeAuxiliary(remote: AddressLike): number
   // ---- discovery (Kademlia, Gossip, BigGossip, FixedPeers)
   /** The peer with node id `id` (32 bytes or 64 hex digits), from the table or by a lookup. */
   findPeer(id: Buffer | string, opts?: FindPeerOptions): Promise<Peer>

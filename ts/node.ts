@@ -216,7 +216,7 @@ export class Node extends EventEmitter<NodeEvents> {
   #makeConnections(opts: ConnectionOptions | undefined): Connections {
     const reliable = this.stack.find(ReliableUdp) !== undefined
     const tcp = this.stack.provider('openConnection') as (Protocol & TcpLike) | undefined
-    const punch = this.stack.provider('connect') as (Protocol & { connect(t: Address, via?: AddressLike | { signal?: AbortSignal }, o?: { signal?: AbortSignal }): Promise<{ path: string; address: Address }> }) | undefined
+    const punch = this.stack.provider('connect') as (Protocol & { connect(t: Address, via?: AddressLike | { signal?: AbortSignal }, o?: { signal?: AbortSignal }): Promise<{ path: string; address: Address; punch?: 'simultaneous' | 'birthday' }> }) | undefined
     return new Connections(
       {
         clock: this.#clock,

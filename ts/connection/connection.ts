@@ -89,6 +89,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   readonly remote: Peer
   /** How frames reach the peer. */
   readonly path: ConnectionPath
+  /**
+   * For a path this side punched (`path` 'punched'): how — 'simultaneous' (both sides punched each
+   * other's mapped address) or 'birthday' (birthday-paradox punch; docs/nat.md); else null.
+   */
+  punch: 'simultaneous' | 'birthday' | null = null
   /** Round-trip time of the HELLO exchange, in ms (0 for the accepting side). */
   readonly rtt: number
   /** @internal */

@@ -61,7 +61,7 @@ export interface ConnectionHost {
   /** The TCP layer, when the stack has one. */
   tcp: TcpLike | undefined
   /** The HolePuncher, when the stack has one. */
-  punch: ((target: Address, via: AddressLike | undefined, signal?: AbortSignal) => Promise<{ path: string; address: Address }>) | undefined
+  punch: ((target: Address, via: AddressLike | undefined, signal?: AbortSignal) => Promise<{ path: string; address: Address; punch?: 'simultaneous' | 'birthday' }>) | undefined
   accept(conn: Connection): void
   count(name: string, n?: number): void
 }
@@ -209,7 +209,9 @@ export class Connections implements Budget {
       const target = peer.external ?? peer.address
       const r = await host.punch(target, opts.via, signal)
       peer = new Peer(target, peer.id, peer.publicIdentity, peer.external, false, peer.tcpPort)
-      return this.#direct(peer, r.path === 'relayed' ? 'relayed' : 'punched', signal, this.#helloTimeout, ours)
+      const c = await this.#direct(peer, r.path === 'relayed' ? 'relayed' : 'punched', signal, this.#helloTimeout, ours)
+      if (c.path === 'punched' && c.punch === null) c.punch = r.punch ?? 'simultaneous'
+      return c
     }
   }
 

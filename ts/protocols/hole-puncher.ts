@@ -18,23 +18,20 @@
  *   when the path opens, or reject with ERR_DECCOM_PUNCH_TIMEOUT — or, with `relay: true`, go through
  *   the Relay layer below (the relay is `relayAddress` if set, else the introducer `via`).
  *
- * ## Wire format (tag {@link TAG_HOLEPUNCH}); `addr` is the encoding of nat-wire.ts (7 or 19 bytes)
- * | type | name       | body                               | answered by        |
- * |------|------------|------------------------------------|--------------------|
- * | 1    | PROBE      | nonce u32, zero padding to 23 B    | OBSERVED           |
- * | 2    | OBSERVED   | nonce u32, addr (what I saw)       | —                  |
- * | 4    | INTRO      | nonce u32, addr (peer), addr (you) | —                  |
- * | 5    | INTRO_FAIL | nonce u32, addr (target)           | —                  |
- * | 6    | PUNCH      | nonce u32, zero padding to 23 B    | PUNCH_ACK          |
- * | 7    | PUNCH_ACK  | nonce u32, addr (what I saw)       | —                  |
- * | 8    | INTRO_REQ  | nonce u32, token 16 B, addr (target) | INTRO ×2, FAIL or CHALLENGE |
- * | 9    | INTRO_CHALLENGE | nonce u32 (of the request), token 16 B | INTRO_REQ again |
- * (Type 3, the first INTRO_REQ without a token, is retired.) Answers are never larger than the
- * datagram they answer, except INTRO (two datagrams of at most 43 B to an INTRO_REQ of at least
- * 28 B), which is rate limited (`maxIntroductionsPerSecond`) and made only for a requester that
- * echoed a return-routability token (ts/protocols/address-token.ts): a spoofed INTRO_REQ gets a
- * 21-byte challenge and makes nobody punch anything.
- * Byte layout and test vectors: docs/wire.md#hole-punching-tag-9. Every datagram is encoded and decoded
+ * ## Wire format (tag {@link TAG_HOLEPUNCH}): docs/wire.md#hole-punching-tag-9 (byte layout, vectors)
+ * PROBE → OBSERVED (where I saw you); INTRO_REQ (or INTRO_REQ_NAT, with the requester's NAT
+ * mapping) → INTRO_CHALLENGE (prove your address: echo the token), INTRO_FAIL, or INTRO (INTRO_NAT)
+ * to both sides; PUNCH → PUNCH_ACK. Answers are never larger than the datagram they answer, except
+ * the introduction (two datagrams of at most 44 B to a request of at least 28 B), which is rate
+ * limited (`maxIntroductionsPerSecond`) and made only for a requester that echoed a
+ * return-routability token (ts/protocols/address-token.ts): a spoofed request gets a 21-byte
+ * challenge and makes nobody punch anything.
+ * Birthday-paradox punching (ts/protocols/birthday.ts, docs/nat.md): a node whose NAT maps
+ * endpoint-dependently asks with INTRO_REQ_NAT (as the target: sends one back naming the
+ * requester), so the peer learns it; the dependent side then opens `birthdaySockets` auxiliary
+ * sockets toward the peer (the transport's `openAuxiliary`), the endpoint-independent side probes
+ * random ports of the dependent side's IP (`birthdayProbeRate`, at most `birthdayMaxProbes`).
+ * Every datagram is encoded and decoded
  * by ts/wire/hole-punch.ts; malformed ones (trailing bytes included) are dropped: `dropped_malformed`.
  */
 import type { AbortOptions } from '../abort'
@@ -51,48 +48,17 @@ import { PADDED, decodeHolePunch, encodeHolePunch } from '../wire/hole-punch'
 import { AddressTokens, NO_TOKEN } from './address-token'
 import { ObservationTable } from './observations'
 import { ReplyLimiter } from './reply-limit'
-import type { Observation, PunchResult } from './punch-types'
-export type { Observation, PathKind, PunchResult } from './punch-types'
+import type { NatMapping } from '../wire/hole-punch'
+import { BirthdayProber, mappingOf } from './birthday'
+import type { HolePuncherOptions, Observation, PunchMethod, PunchResult } from './punch-types'
+export type { HolePuncherOptions, Observation, PathKind, PunchMethod, PunchResult } from './punch-types'
+export type { NatMapping } from '../wire/hole-punch'
 
 /** Milliseconds per introduction-token slot (a token lives 30 to 60 s). */
 const INTRO_TOKEN_SLOT = 30_000
 
 /** Tag of hole-punching datagrams. */
 export const TAG_HOLEPUNCH = 9
-
-/** Options of {@link HolePuncher}. */
-export interface HolePuncherOptions {
-  /** Milliseconds between PUNCH datagrams (default 50). */
-  punchInterval?: number
-  /** Milliseconds from `connect` (or from receiving an introduction) until punching gives up (default 3000). */
-  punchTimeout?: number
-  /** Milliseconds between INTRO_REQ retries while no introduction arrived (default 250). */
-  introRetry?: number
-  /** Messages queued per peer while its path is being opened (default 64). */
-  maxQueuedPerPeer?: number
-  /** Bytes queued over all peers (default 1 MiB). */
-  maxQueuedBytes?: number
-  /** Punch sessions at once (default 256). */
-  maxSessions?: number
-  /** Addresses remembered for introductions (default 4096). */
-  maxHeard?: number
-  /** Milliseconds after which a silent address is forgotten as introducible (default 60000). */
-  heardTtl?: number
-  /** Observations kept, one per observer (default 32). */
-  maxObservations?: number
-  /** Introductions (INTRO pairs) this node makes per second at most (default 200). */
-  maxIntroductionsPerSecond?: number
-  /** Peers to PROBE at start and every `probeInterval` ms (keeps NAT mappings and observations fresh). */
-  rendezvous?: AddressLike[]
-  /** Milliseconds between rendezvous probes (default 15000). */
-  probeInterval?: number
-  /** After a punch timeout, go through the Relay layer below instead of failing (default false). */
-  relay?: boolean
-  /** The relay to use on fallback (default: the introducer of the session). */
-  relayAddress?: AddressLike
-}
-
-/** How a path to a peer was opened. */
 
 type SessionState = 'introducing' | 'punching' | 'relaying' | 'open' | 'relayed'
 
@@ -123,6 +89,16 @@ interface Session {
   started: number
   /** The address the peer answered from (may differ from `peer` behind some NATs). */
   remote: Address | null
+  /** The peer's NAT mapping, as its (or our) INTRO_NAT said. */
+  peerMapping: NatMapping
+  /** Auxiliary sockets opened toward the peer (birthday punch, endpoint-dependent side). */
+  aux: number
+  /** Random-port probes (birthday punch, endpoint-independent side). */
+  prober: BirthdayProber | null
+  /** As the target, we sent the introducer an INTRO_REQ_NAT naming the requester. */
+  reverse: boolean
+  /** How the path was punched. */
+  method: PunchMethod
 }
 
 interface RelayLike {
@@ -130,16 +106,17 @@ interface RelayLike {
 }
 
 export class HolePuncher extends Protocol {
-  static override bindTo = ['send', 'relayVia?', 'introducerOf?']
+  static override bindTo = ['send', 'relayVia?', 'introducerOf?', 'openAuxiliary?', 'closeAuxiliary?']
   static override bindFrom = ['onMessage']
-  static override provides = ['send', 'connect', 'externalAddress', 'observations']
+  static override provides = ['send', 'connect', 'externalAddress', 'observations', 'natMapping']
   /** `introducerOf(peer)`: asks the discovery layer above (Kademlia) who named `peer`. */
   static override emits = ['onMessage', 'introducerOf']
 
   readonly name = 'hole-puncher'
   override readonly tag = TAG_HOLEPUNCH
 
-  readonly #o: Required<Omit<HolePuncherOptions, 'rendezvous' | 'relayAddress'>>
+  readonly #o: Required<Omit<HolePuncherOptions, 'rendezvous' | 'relayAddress' | 'birthday'>>
+  readonly #birthday: boolean
   readonly #rendezvous: Address[]
   readonly #relayAddress: Address | null
   #clock: Clock | null = null
@@ -182,7 +159,12 @@ export class HolePuncher extends Protocol {
       maxIntroductionsPerSecond: opts.maxIntroductionsPerSecond ?? 200,
       probeInterval: opts.probeInterval ?? 15_000,
       relay: opts.relay ?? false,
+      birthdaySockets: opts.birthdaySockets ?? 256,
+      birthdayProbeRate: opts.birthdayProbeRate ?? 1000,
+      birthdayMaxProbes: opts.birthdayMaxProbes ?? 4000,
+      birthdaySprayInterval: opts.birthdaySprayInterval ?? 1000,
     }
+    this.#birthday = opts.birthday ?? true
     for (const [k, v] of Object.entries(this.#o)) {
       if (typeof v === 'number' && !(v > 0)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `HolePuncher option ${k} must be > 0, got ${v}`)
     }
@@ -215,6 +197,7 @@ export class HolePuncher extends Protocol {
     const err = new DeccomError(ErrorCode.CLOSED, 'The HolePuncher layer stopped')
     for (const s of [...this.#sessions.values()]) {
       this.#clearTimers(s, clock)
+      this.#endBirthday(s, false)
       this.#fail(s, err)
     }
     this.#sessions.clear()
@@ -230,6 +213,14 @@ export class HolePuncher extends Protocol {
    */
   externalAddress(): Address | null {
     return this.#obs.agreed((o) => o.address.key)?.value.address ?? null
+  }
+
+  /**
+   * Our NAT's mapping as the observations show it: 'dependent' (observers saw different ports:
+   * a new mapping per destination), 'independent' (≥ 2 observers agree), else 'unknown'.
+   */
+  natMapping(): NatMapping {
+    return mappingOf(this.#obs.values())
   }
 
   /** Every observation kept (one per observer). */
@@ -365,11 +356,15 @@ export class HolePuncher extends Protocol {
         return this.#open(s, from)
       }
       case 'INTRO_REQ':
-        return this.#introduce(from, m.addr, m.nonce, m.token)
+        return this.#introduce(from, m.addr, m.nonce, m.token, null)
+      case 'INTRO_REQ_NAT':
+        return this.#introduce(from, m.addr, m.nonce, m.token, m.mapping)
       case 'INTRO_CHALLENGE': {
         // The introducer asks us to prove our address: echo its token at once (once per token).
         let s: Session | undefined
-        for (const x of this.#sessions.values()) if (x.state === 'introducing' && x.via.key === from.key && x.reqNonce === m.nonce) s = x
+        for (const x of this.#sessions.values()) {
+          if ((x.state === 'introducing' || (x.reverse && x.state === 'punching')) && x.via.key === from.key && x.reqNonce === m.nonce) s = x
+        }
         if (!s || s.introToken.equals(m.token)) return this.count('dropped_unsolicited')
         this.count('intro_challenges_received')
         s.introToken = m.token
@@ -377,7 +372,9 @@ export class HolePuncher extends Protocol {
         return this.#sendIntroReq(s)
       }
       case 'INTRO':
-        return this.#onIntro(from, m.peer, m.you, m.nonce)
+        return this.#onIntro(from, m.peer, m.you, m.nonce, 'unknown')
+      case 'INTRO_NAT':
+        return this.#onIntro(from, m.peer, m.you, m.nonce, m.mapping)
       case 'INTRO_FAIL': {
         const s = this.#sessions.get(m.addr.key)
         if (!s || s.state !== 'introducing' || s.via.key !== from.key || s.reqNonce !== m.nonce) return this.count('dropped_unsolicited')
@@ -426,7 +423,8 @@ export class HolePuncher extends Protocol {
     this.#heard.set(from.key, [from, now])
   }
 
-  #introduce(requester: Address, target: Address, reqNonce: number, token: Buffer): void {
+  /** `mapping`: the requester's NAT mapping from an INTRO_REQ_NAT (answered with INTRO_NAT), or null (INTRO_REQ, INTRO). */
+  #introduce(requester: Address, target: Address, reqNonce: number, token: Buffer, mapping: NatMapping | null): void {
     const now = this.#now()
     if (!this.#tokens.valid(requester, token, now)) {
       // Not proven to receive at its address: a challenge no larger than the request, nothing else
@@ -449,14 +447,20 @@ export class HolePuncher extends Protocol {
     if (this.#introTokens < 1) return this.count('dropped_intro_rate')
     this.#introTokens -= 1
     const nonce = this.#nextNonce()
-    this.sendControl(requester, encodeHolePunch({ type: 'INTRO', nonce, peer: target, you: requester }))
-    this.sendControl(target, encodeHolePunch({ type: 'INTRO', nonce, peer: requester, you: target }))
+    if (mapping === null) {
+      this.sendControl(requester, encodeHolePunch({ type: 'INTRO', nonce, peer: target, you: requester }))
+      this.sendControl(target, encodeHolePunch({ type: 'INTRO', nonce, peer: requester, you: target }))
+    } else {
+      // The introducer knows only the requester's mapping: the target is told it.
+      this.sendControl(requester, encodeHolePunch({ type: 'INTRO_NAT', nonce, mapping: 'unknown', peer: target, you: requester }))
+      this.sendControl(target, encodeHolePunch({ type: 'INTRO_NAT', nonce, mapping, peer: requester, you: target }))
+    }
     this.count('introductions_made')
   }
 
   // ---------------------------------------------------------------- punching
 
-  #onIntro(from: Address, peer: Address, you: Address, nonce: number): void {
+  #onIntro(from: Address, peer: Address, you: Address, nonce: number, peerMapping: NatMapping): void {
     let s = this.#sessions.get(peer.key)
     if (s) {
       if (s.via.key !== from.key) return this.count('dropped_unsolicited')
@@ -472,13 +476,65 @@ export class HolePuncher extends Protocol {
     if (s.nonces.length >= 4) this.#byNonce.delete(s.nonces.shift()!)
     s.nonces.push(nonce)
     this.#byNonce.set(nonce, s)
+    if (peerMapping !== 'unknown') s.peerMapping = peerMapping
     if (s.state === 'open' || s.state === 'relayed' || s.state === 'relaying') return
     if (s.state === 'introducing') {
       this.#clock?.clearTimeout(s.introTimer)
       s.introTimer = undefined
       s.state = 'punching'
     }
+    this.#birthdayStep(s)
     if (s.punchTimer === undefined) this.#punch(s)
+  }
+
+  /**
+   * Birthday-paradox punching, decided from our mapping and the peer's: the endpoint-dependent
+   * side opens auxiliary sockets toward the peer (and, as the target, tells the peer its mapping
+   * through the introducer); the other side probes random ports of the dependent side's IP.
+   */
+  #birthdayStep(s: Session): void {
+    if (!this.#birthday || !this.#clock) return
+    const mine = this.natMapping()
+    if (mine === 'dependent') {
+      if (!s.local && !s.reverse) {
+        // The requester does not know our mapping: ask the introducer to tell it (INTRO_REQ_NAT).
+        s.reverse = true
+        s.reqNonce = this.#nextNonce()
+        this.#sendIntroReq(s)
+      }
+      if (s.peerMapping === 'dependent') {
+        // Both sides map per destination: no port to meet at (the relay is the way).
+        if (s.aux > 0) this.#endBirthday(s, false)
+        return
+      }
+      if (s.aux === 0 && !this.hasLower('openAuxiliary')) return this.count('birthday_unsupported')
+      if (s.aux === 0) {
+        s.aux = this.lower.openAuxiliary(s.peer, this.#o.birthdaySockets) as number
+        this.count('birthday_sockets_opened', s.aux)
+        this.#log('birthday punch to %s: %d auxiliary sockets', s.peer.key, s.aux)
+        if (s.aux > 0) {
+          this.#clock.clearTimeout(s.punchTimer)
+          s.punchTimer = undefined // re-sent at once, from every auxiliary socket
+        }
+      }
+    } else if (s.peerMapping === 'dependent' && s.prober === null) {
+      const nonce = s.nonces[s.nonces.length - 1]
+      s.prober = new BirthdayProber(this.#clock, s.peer, this.#o.birthdayProbeRate, this.#o.birthdayMaxProbes, (to) => {
+        this.sendControl(to, encodeHolePunch({ type: 'PUNCH', nonce: s.nonces[s.nonces.length - 1] ?? nonce, padding: PADDED - 5 }))
+        this.count('birthday_probes_sent')
+      })
+      this.#log('birthday punch to %s: probing random ports of %s', s.peer.key, s.peer.host)
+      s.prober.start()
+    }
+  }
+
+  /** Stops a birthday punch: the prober, and the auxiliary sockets unless `keep` (the path uses the winner). */
+  #endBirthday(s: Session, keep: boolean): void {
+    s.prober?.stop()
+    if (s.aux > 0 && !keep) {
+      s.aux = 0
+      if (this.hasLower('closeAuxiliary')) this.count('birthday_sockets_closed', this.lower.closeAuxiliary(s.peer) as number)
+    }
   }
 
   #newSession(peer: Address, via: Address, state: SessionState): Session | null {
@@ -510,6 +566,11 @@ export class HolePuncher extends Protocol {
       introToken: NO_TOKEN,
       started: clock.now(),
       remote: null,
+      peerMapping: 'unknown',
+      aux: 0,
+      prober: null,
+      reverse: false,
+      method: 'simultaneous',
     }
     s.timeout = clock.setTimeout(() => this.#onTimeout(s), this.#o.punchTimeout)
     this.#sessions.set(peer.key, s)
@@ -519,18 +580,23 @@ export class HolePuncher extends Protocol {
   }
 
   #sendIntroReq(s: Session): void {
-    this.sendControl(s.via, encodeHolePunch({ type: 'INTRO_REQ', nonce: s.reqNonce, token: s.introToken, addr: s.peer }))
+    // Behind an endpoint-dependent NAT the introducer passes our mapping on (INTRO_NAT): the peer probes for us.
+    const mapping = this.#birthday ? this.natMapping() : 'unknown'
+    const req = { nonce: s.reqNonce, token: s.introToken, addr: s.peer }
+    this.sendControl(s.via, encodeHolePunch(mapping === 'dependent' ? { type: 'INTRO_REQ_NAT', mapping, ...req } : { type: 'INTRO_REQ', ...req }))
     this.count('intro_requests_sent')
     const clock = this.#clock
-    if (clock) s.introTimer = clock.setTimeout(() => s.state === 'introducing' && this.#sendIntroReq(s), this.#o.introRetry)
+    // A reverse request (the target's, while punching) is sent once, and again only for a challenge.
+    if (clock && !s.reverse) s.introTimer = clock.setTimeout(() => s.state === 'introducing' && this.#sendIntroReq(s), this.#o.introRetry)
   }
 
   #punch(s: Session): void {
     s.punchTimer = undefined
     if (s.state !== 'punching' || !this.#clock) return
+    // With auxiliary sockets open toward the peer, the transport sends this from each of them.
     this.sendControl(s.peer, encodeHolePunch({ type: 'PUNCH', nonce: s.nonces[s.nonces.length - 1], padding: PADDED - 5 }))
     this.count('punches_sent')
-    s.punchTimer = this.#clock.setTimeout(() => this.#punch(s), this.#o.punchInterval)
+    s.punchTimer = this.#clock.setTimeout(() => this.#punch(s), s.aux > 0 ? this.#o.birthdaySprayInterval : this.#o.punchInterval)
   }
 
   #open(s: Session, from: Address): void {
@@ -539,6 +605,9 @@ export class HolePuncher extends Protocol {
     this.#clearTimers(s, this.#clock)
     s.state = 'open'
     s.remote = from
+    s.method = s.aux > 0 || s.prober !== null ? 'birthday' : 'simultaneous'
+    this.#endBirthday(s, true)
+    if (s.method === 'birthday') this.count('birthday_punched')
     if (from.key !== s.peer.key) {
       // The peer answers from another mapped port than the introducer saw: talk to that one.
       this.#aliasOut.set(s.peer.key, from)
@@ -550,15 +619,16 @@ export class HolePuncher extends Protocol {
       this.count('aliases')
     }
     this.count('punched')
-    this.#log('punch to %s succeeded in %d ms: direct path to %s', s.peer.key, Math.round((this.#clock?.now() ?? s.started) - s.started), from.key)
+    this.#log('punch to %s succeeded in %d ms (%s): direct path to %s', s.peer.key, Math.round((this.#clock?.now() ?? s.started) - s.started), s.method, from.key)
     this.#flush(s, from)
-    for (const w of s.waiters.splice(0)) w.resolve({ path: 'punched', address: from })
+    for (const w of s.waiters.splice(0)) w.resolve({ path: 'punched', address: from, punch: s.method })
   }
 
   #onTimeout(s: Session): void {
     s.timeout = undefined
     if (s.state === 'open' || s.state === 'relayed' || s.state === 'relaying') return
     this.#clearTimers(s, this.#clock)
+    this.#endBirthday(s, false)
     this.count('punch_timeouts')
     this.#log('punch to %s timed out after %d ms (%s)%s', s.peer.key, this.#o.punchTimeout, s.state, this.#relay ? ': falling back to a relay' : '')
     if (this.#relay) {
@@ -641,12 +711,13 @@ export class HolePuncher extends Protocol {
 
   #remove(s: Session): void {
     this.#clearTimers(s, this.#clock)
+    this.#endBirthday(s, false)
     if (this.#sessions.get(s.peer.key) === s) this.#sessions.delete(s.peer.key)
     for (const n of s.nonces) if (this.#byNonce.get(n) === s) this.#byNonce.delete(n)
   }
 
   #result(s: Session): PunchResult {
-    return { path: s.state === 'relayed' ? 'relayed' : 'punched', address: s.remote ?? s.peer }
+    return s.state === 'relayed' ? { path: 'relayed', address: s.remote ?? s.peer } : { path: 'punched', address: s.remote ?? s.peer, punch: s.method }
   }
 
   // ---------------------------------------------------------------- observations, timers

@@ -1,7 +1,9 @@
 /**
  * UdpTransport — the bottom layer: a native UDP socket (see crates/deccom-napi/src/socket/).
  *
- * Provides `send(to, data, tag = 0)`, `ping(to, { timeout, signal })` and `localAddress()`; emits
+ * Provides `send(to, data, tag = 0)`, `ping(to, { timeout, signal })`, `localAddress()` and the
+ * auxiliary sockets (`openAuxiliary(remote, count)`, `closeAuxiliary(remote)`: extra sockets that
+ * carry one remote's traffic, for birthday-paradox hole punching; docs/nat.md); emits
  * `onMessage(from, data, tag)` for every datagram that is not its own.
  *
  * ## Wire format
@@ -62,6 +64,8 @@ export interface UdpOptions {
   maxBatch?: number
   /** Received bytes waiting for JavaScript before new datagrams are dropped and counted (default 32 MiB). */
   maxQueuedBytes?: number
+  /** Auxiliary sockets open at once at most (default 256; see {@link UdpTransport.openAuxiliary}). */
+  maxAuxSockets?: number
 }
 
 export type { PingOptions } from './ping'
@@ -108,7 +112,7 @@ export interface NativeFaultOptions {
 }
 
 export class UdpTransport extends Protocol {
-  static override provides = ['send', 'ping', 'localAddress']
+  static override provides = ['send', 'ping', 'localAddress', 'openAuxiliary', 'closeAuxiliary']
   static override emits = ['onMessage']
   /** Runs native stages (ReliableUdp, Noise, FaultyTransport, Delay) in its I/O thread; see NativeRole. */
   static override nativeRole = 'socket' as const
@@ -158,6 +162,7 @@ export class UdpTransport extends Protocol {
           ipv6Only: this.#opts.ipv6Only,
           maxBatch: this.#opts.maxBatch,
           maxQueuedBytes: this.#opts.maxQueuedBytes,
+          maxAuxSockets: this.#opts.maxAuxSockets,
         },
         () => this.#onReadable(),
       )
@@ -212,6 +217,37 @@ export class UdpTransport extends Protocol {
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
       queueMicrotask(this.#flush)
+    }
+  }
+
+  /**
+   * Opens up to `count` auxiliary sockets toward `remote` (as many as fit under `maxAuxSockets`)
+   * and returns how many were opened. Until one of them receives a datagram, everything sent to
+   * `remote` leaves from each of them (each opens its own NAT mapping); the first to receive one
+   * wins, the others are closed, and from then on the winner carries all traffic to and from
+   * `remote` — native stages (ReliableUdp, Noise) included. Datagrams arriving on them come up as
+   * from `remote`. Counters: `aux_open` (now), `aux_opened`, `aux_closed`, `aux_won`,
+   * `aux_rx_datagrams`, `aux_tx_datagrams`, `aux_errors`.
+   * @throws ERR_DECCOM_CLOSED, ERR_DECCOM_INVALID_ADDRESS, ERR_DECCOM_SOCKET
+   */
+  openAuxiliary(remote: AddressLike, count: number): number {
+    if (this.#sock === null) throw closed()
+    this.flush() // what was sent to `remote` before leaves from the main socket, in order
+    try {
+      return this.#sock.auxOpen(toAddress(remote).raw, Math.max(0, Math.floor(count)))
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** Closes the auxiliary sockets of `remote` (traffic to it goes through the main socket again); returns how many. */
+  closeAuxiliary(remote: AddressLike): number {
+    if (this.#sock === null) return 0
+    this.flush()
+    try {
+      return this.#sock.auxClose(toAddress(remote).raw)
+    } catch (e) {
+      throw fromNative(e)
     }
   }
 
@@ -427,7 +463,7 @@ export class UdpTransport extends Protocol {
 
   override stats(): Record<string, number> {
     const s: Record<string, number> = { ...this.counters }
-    if (this.#sock) Object.assign(s, this.#sock.stats(), this.#sock.pipelineStats())
+    if (this.#sock) Object.assign(s, this.#sock.stats(), this.#sock.pipelineStats(), this.#sock.auxStats())
     return s
   }
 

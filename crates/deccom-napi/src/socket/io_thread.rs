@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use polling::Events;
 use quinn_udp::RecvMeta;
 
+use super::aux::AUX_KEY_BASE;
 use super::batch::{Batcher, Rx, Slots, WakeFn};
 use super::commands::apply;
 use super::send::normalize;
@@ -37,6 +38,8 @@ pub(crate) fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) -> Pipeline {
   let mut batch = Batcher::new();
   let mut pipeline = Pipeline::default();
   let mut commands = VecDeque::new();
+  let mut aux_keys: Vec<usize> = Vec::new();
+  let mut aux_rx: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
   let send = |data: &[u8], lens: &[u32], dests: &[SocketAddr]| {
     sh.send_runs(data, lens, |i| Some(dests[i]), |i, j| dests[i] == dests[j]);
   };
@@ -64,7 +67,12 @@ pub(crate) fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) -> Pipeline {
       break;
     }
     let (mut readable, mut writable) = (false, false);
+    aux_keys.clear();
     for ev in events.iter() {
+      if ev.key >= AUX_KEY_BASE {
+        aux_keys.push(ev.key);
+        continue;
+      }
       readable |= ev.readable;
       writable |= ev.writable;
     }
@@ -111,6 +119,17 @@ pub(crate) fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) -> Pipeline {
             break;
           }
         }
+      }
+    }
+    // Auxiliary sockets: what they received goes up as from their remote (the table's lock is
+    // released first: the pipeline may send, and sending looks the table up).
+    for &key in &aux_keys {
+      sh.aux.receive(&sh.poller, key, &mut scratch[..SLOT], &mut aux_rx, 64);
+      let now = Instant::now();
+      for (from, data) in aux_rx.drain(..) {
+        sh.counters.rx_datagrams.fetch_add(1, Relaxed);
+        sh.counters.rx_bytes.fetch_add(data.len() as u64, Relaxed);
+        pipeline.receive(now, from, &data, &mut rx);
       }
     }
     let now = Instant::now();

@@ -7,6 +7,7 @@
 //! - [`io_thread`]: the thread that owns the pipeline, receives, drives the stages and delivers.
 //! - [`batch`]: receive batches, address slots, and the pull-based delivery to JavaScript.
 //! - [`send`]: GSO sends and the bounded queue used while the kernel's send buffer is full.
+//! - [`aux`]: auxiliary sockets, each connected to one remote, that carry that remote's traffic.
 //!
 //! `sendBatch` sends on the calling (JavaScript) thread unless send-side stages (faults, delay)
 //! are attached, in which case its datagrams go through the I/O thread's pipeline first.
@@ -14,6 +15,7 @@
 //! over deccom-core) and in TypeScript. `close()` stops the thread, releases the JavaScript
 //! callback and closes the socket, so a process whose sockets are closed exits on its own.
 
+mod aux;
 mod batch;
 mod commands;
 mod io_thread;
@@ -88,6 +90,8 @@ pub(crate) struct Shared {
   commands: Commands,
   /// The stages' counters as last published by the I/O thread.
   stats: Mutex<Stats>,
+  /// Auxiliary sockets (one group per remote).
+  aux: aux::Aux,
 }
 
 const KEY: usize = 7;
@@ -133,7 +137,7 @@ impl UdpSocket {
   /// when the port is taken, `ERR_DECCOM_SOCKET` for other OS errors.
   #[napi(factory)]
   pub fn bind(host: String, port: u32, options: Option<UdpBindOptions>, on_readable: Function<(), ()>) -> Result<UdpSocket> {
-    let opts = options.unwrap_or(UdpBindOptions { recv_buffer_size: None, send_buffer_size: None, ipv6_only: None, max_batch: None, max_pending_bytes: None, max_queued_bytes: None });
+    let opts = options.unwrap_or(UdpBindOptions { recv_buffer_size: None, send_buffer_size: None, ipv6_only: None, max_batch: None, max_pending_bytes: None, max_queued_bytes: None, max_aux_sockets: None });
     let ip = parse_ip(&host)?;
     let port = u16::try_from(port).map_err(|_| coded(Code::InvalidAddress, format!("port {port} is out of range 0..65535")))?;
     let addr = SocketAddr::new(ip, port);
@@ -176,6 +180,7 @@ impl UdpSocket {
       commands: Commands::new(),
       stats: Mutex::new(Stats::default()),
       max_rx_queue_bytes: opts.max_queued_bytes.unwrap_or(32 << 20) as usize,
+      aux: aux::Aux::new(opts.max_aux_sockets.unwrap_or(256) as usize),
     });
     let max_batch = opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize;
     let thread_shared = shared.clone();
@@ -465,6 +470,34 @@ impl UdpSocket {
     Ok(stats.iter().map(|(k, v)| (k.to_string(), v)).collect())
   }
 
+  /// Opens up to `count` auxiliary sockets connected to `remote` (18-byte address encoding), as
+  /// many as fit under `maxAuxSockets`; returns how many were opened. See [`aux`].
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ADDRESS` for a bad address, `ERR_DECCOM_SOCKET` when the OS refuses a socket.
+  #[napi]
+  pub fn aux_open(&self, remote: &[u8], count: u32) -> Result<u32> {
+    let sh = self.shared()?;
+    let to = decode_addr(remote).ok_or_else(|| coded(Code::InvalidAddress, "the remote address is not a valid 18-byte address"))?;
+    let n = sh.aux.open(&sh.poller, to, count as usize).map_err(|e| coded(Code::Socket, format!("cannot open an auxiliary socket to {to}: {e}")))?;
+    Ok(n as u32)
+  }
+
+  /// Closes the auxiliary sockets of `remote`; returns how many were closed.
+  #[napi]
+  pub fn aux_close(&self, remote: &[u8]) -> Result<u32> {
+    let sh = self.shared()?;
+    let to = decode_addr(remote).ok_or_else(|| coded(Code::InvalidAddress, "the remote address is not a valid 18-byte address"))?;
+    Ok(sh.aux.close(&sh.poller, to) as u32)
+  }
+
+  /// Counters of the auxiliary sockets (`aux_open` is how many are open now).
+  #[napi]
+  pub fn aux_stats(&self) -> Result<HashMap<String, f64>> {
+    let sh = self.shared()?;
+    Ok(sh.aux.stats().into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+  }
+
   /// Counters and socket facts.
   #[napi]
   pub fn stats(&self) -> Result<UdpSocketStats> {
@@ -504,6 +537,7 @@ impl UdpSocket {
         drop(t.join());
       }
       let _ = sh.poller.delete(&sh.socket);
+      sh.aux.close_all(&sh.poller);
       let mut rest = VecDeque::new();
       sh.take_commands(&mut rest);
       drop(rest);

@@ -76,6 +76,8 @@ pub struct UdpBindOptions {
   pub max_pending_bytes: Option<u32>,
   /// Bytes of received datagrams waiting for JavaScript before new ones are dropped (default 32 MiB).
   pub max_queued_bytes: Option<u32>,
+  /// Auxiliary sockets open at once at most (default 256; see `auxOpen`).
+  pub max_aux_sockets: Option<u32>,
 }
 
 /// The bound address.

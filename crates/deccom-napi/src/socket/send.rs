@@ -43,6 +43,9 @@ impl Shared {
 
   /// Sends one transmit; GSO failures fall back to one datagram per call.
   fn transmit(&self, dest: SocketAddr, contents: &[u8], seg: usize) -> io::Result<()> {
+    if self.aux.send(dest, contents, seg) {
+      return Ok(());
+    }
     let dest = self.to_socket_family(dest);
     let segments = contents.len().div_ceil(seg.max(1));
     let t = Transmit { destination: dest, ecn: None, contents, segment_size: (segments > 1).then_some(seg), src_ip: None };
