@@ -1,11 +1,11 @@
 /** Kademlia — the layer (see `index.ts` for the protocol, `state.ts` for its parts). */
-import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../../address'
 import { toAddress } from '../../address'
 import type { TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
 import { native } from '../../native'
+import { cryptoRandom } from '../../layer-random'
 import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
@@ -28,6 +28,7 @@ export class Kademlia extends Protocol {
   override readonly tag = TAG_KAD
 
   #log: (fmt: string, ...a: unknown[]) => void = () => {}
+  readonly #seed: number | undefined
   readonly #s: KadState = new KadState({
     count: (name, n) => this.count(name, n),
     sendControl: (to, data) => this.sendControl(to, data),
@@ -47,7 +48,7 @@ export class Kademlia extends Protocol {
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
     this.#s.maxReplacements = int(opts.maxReplacements ?? 20, 0, 1000, 'maxReplacements')
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
-    this.#s.rng = (opts.seed ?? randomBytes(4).readUInt32LE(0)) >>> 0 || 0x9e3779b9
+    this.#seed = opts.seed
     this.#s.ids = Buffer.alloc(32 * this.#s.k)
     this.#s.handles = new Uint32Array(this.#s.k)
     this.#s.refreshTick = () => onRefreshTimer(this.#s)
@@ -55,6 +56,8 @@ export class Kademlia extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#s.clock = ctx.clock
+    // Request ids and refresh targets: the option's seed, else the node's stream (seeded in a simulation).
+    this.#s.rng = (this.#seed ?? (ctx.random ?? cryptoRandom).u32()) >>> 0 || 0x9e3779b9
     this.#log = this.#s.log = ctx.log
     const identity = ctx.identity as Identity
     this.#s.self = this.lower.localAddress() as Address

@@ -62,7 +62,10 @@ export interface KademliaOptions {
   maxReplacements?: number
   /** Default `findPeer` timeout in ms (default 30 000). */
   findTimeout?: number
-  /** Seed of request ids and random lookup targets (default: from the OS). */
+  /**
+   * Seed of request ids and random lookup targets (default: drawn from `ctx.random` at start: the OS
+   * generator, or in a SimulatedNetwork the network's seed).
+   */
   seed?: number
 }
 
