@@ -11,7 +11,8 @@
 // time, then 30 virtual s to settle. Then N findPeer (lookup with stopAtTarget) from node i % N to a
 // random other node, all started at once.
 //
-// Columns: join and lookup wall time (real), simulated datagrams per real second over the whole
+// Columns: join and lookup wall time (real; the JSON lines also give the process's CPU time, a
+// steadier figure on a shared machine), simulated datagrams per real second over the whole
 // run, datagrams per joining node (all, and by Kademlia message type from the layers' counters),
 // peak RSS and RSS per node, found, hops (median / p99).
 import path from 'node:path'
@@ -73,6 +74,11 @@ async function runOne(N, trace) {
   const kad = (node) => node.stack.find(Kademlia)
   const boot = '10.0.0.1:4000'
   const BATCH = 100
+  const cpu = () => {
+    const u = process.cpuUsage()
+    return (u.user + u.system) / 1e6
+  }
+  const c0 = cpu()
   const t0 = performance.now()
   const nodes = []
   for (let b = 0; b < N; b += BATCH) {
@@ -86,6 +92,7 @@ async function runOne(N, trace) {
   await sim.runFor(30_000)
   sample()
   const joinS = (performance.now() - t0) / 1000
+  const joinCpu = cpu() - c0
   const joinSent = sim.stats().sent
   const byType = { PING: 0, PONG: 0, FIND_NODE: 0, NODES: 0 }
   for (const node of nodes) {
@@ -124,6 +131,7 @@ async function runOne(N, trace) {
   await sim.runUntil(() => settled === N, { timeout: 600_000 })
   sample()
   const lookupsS = (performance.now() - t1) / 1000
+  const lookupsCpu = cpu() - c0 - joinCpu
   const totalSent = sim.stats().sent
   const q = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] : null)
   const per = (x) => Math.round(x / Math.max(1, N - 1))
@@ -132,6 +140,8 @@ async function runOne(N, trace) {
     joined,
     join_s: +joinS.toFixed(2),
     lookups_s: +lookupsS.toFixed(2),
+    join_cpu_s: +joinCpu.toFixed(2),
+    lookups_cpu_s: +lookupsCpu.toFixed(2),
     datagrams: totalSent,
     datagrams_per_s: Math.round(totalSent / (joinS + lookupsS)),
     join_per_node: per(joinSent),

@@ -10,11 +10,12 @@ import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { abort, startLookup } from './lookups'
+import { decodeKad, encodePing } from './message'
 import { join, onRefreshTimer } from './refresh'
 import { match, remember, replyAllowed } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
-  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, positive, toHex, toId,
+  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
 } from './state' // prettier-ignore
 import { alive, onFindNode } from './verification'
 
@@ -48,6 +49,7 @@ export class Kademlia extends Protocol {
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
     this.#s.maxReplacements = int(opts.maxReplacements ?? 20, 0, 1000, 'maxReplacements')
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
+    this.#s.pingInterval = nonNegative(opts.pingInterval ?? 60_000, 'pingInterval')
     this.#seed = opts.seed
     this.#s.ids = Buffer.alloc(32 * this.#s.k)
     this.#s.handles = new Uint32Array(this.#s.k)
@@ -68,6 +70,7 @@ export class Kademlia extends Protocol {
     const tcp = this.hasLower('tcpAddress') ? (this.lower.tcpAddress() as Address | null | undefined) : null
     const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#s.self, tcpPort: tcp?.port })
     this.#s.table = new native.KadTable(own, this.#s.k, this.#s.maxReplacements, this.#s.clock.now())
+    this.#s.table.setFreshInterval(this.#s.pingInterval)
     this.#s.approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
     this.#s.running = true
     this.#s.refreshTimer = this.#s.clock.setTimeout(this.#s.refreshTick, this.#s.refreshInterval)
@@ -242,14 +245,14 @@ export class Kademlia extends Protocol {
     }
     if (!this.#s.running) return this.count('dropped_not_running')
     this.count('received')
-    const m = native.kadDecode(data)
+    const m = decodeKad(data)
     switch (m.kind) {
       case PING:
         if (!replyAllowed(this.#s, from)) return
         this.count('pings_answered')
         remember(this.#s, this.#s.verifiedBy, from.key)
         alive(this.#s, from)
-        this.sendControl(from, native.kadEncodePing(true, m.requestHi, m.requestLo))
+        this.sendControl(from, encodePing(true, m.requestHi, m.requestLo))
         return
       case PONG: {
         const req = match(this.#s, m, from, PING)

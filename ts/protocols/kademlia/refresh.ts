@@ -1,5 +1,4 @@
 /** Kademlia: joining through the bootstrap addresses, and the periodic self-lookup and bucket refresh. */
-import { toAddress } from '../../address'
 import { DeccomError, ErrorCode } from '../../errors'
 import { Peer } from '../../peer'
 import { type KadState, externalAt, identityAt, tcpPortAt } from './state'
@@ -21,19 +20,16 @@ export function join(s: KadState, attempt: number): void {
   for (const a of addrs) {
     findNode(s, a, s.selfId, null, (m) => {
       if (m && s.running) {
-        const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
+        const peer = new Peer(a, m.peerId(0), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
         consider(s, peer)
         seeds.push(peer)
-        const words = m.hosts!.split(' ')
         for (let i = 1; i <= m.count; i++) {
           const h = m.ids!.toString('hex', 32 * i, 32 * i + 32)
           if (seen.has(h) || h === s.selfHex) continue
           seen.add(h)
-          try {
-            seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)))
-          } catch {
-            // not an address we can use
-          }
+          const addr = m.address(i)
+          if (addr === null) continue // not an address we can use
+          seeds.push(new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)))
         }
       }
       if (--left === 0 && s.running) afterBootstrap(s, attempt, seeds)
