@@ -85,6 +85,11 @@ export declare class KadTable {
    */
   setFreshInterval(ms: number): void
   /**
+   * Whether inserting `id` now would do more than wait in a replacement cache (see
+   * `RoutingTable::would_admit`).
+   */
+  wouldAdmit(id: Uint8Array, now: number): boolean
+  /**
    * Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
    * which every FIND_NODE and NODES carries from now on.
    *

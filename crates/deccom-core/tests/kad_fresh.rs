@@ -104,3 +104,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn would_admit_says_whether_an_insert_would_do_more_than_cache() {
+    let t0 = Instant::now();
+    let mut t = RoutingTable::new([0u8; 32], TableConfig { k: 1, max_replacements: 2 });
+    t.set_fresh_interval(Duration::from_secs(60));
+    assert!(!t.would_admit(&[0u8; 32], t0), "the local id");
+    assert!(t.would_admit(&far(1), t0), "room");
+    assert_eq!(t.insert(far(1), 1, t0), InsertResult::Inserted);
+    assert!(t.would_admit(&far(1), t0), "present");
+    assert!(!t.would_admit(&far(2), t0 + Duration::from_secs(59)), "full, entry fresh");
+    assert_eq!(t.insert(far(2), 2, t0 + Duration::from_secs(59)), InsertResult::Cached);
+    assert!(t.would_admit(&far(3), t0 + Duration::from_secs(60)), "full, entry stale: a ping");
+    assert!(matches!(t.insert(far(3), 3, t0 + Duration::from_secs(60)), InsertResult::Pending { .. }));
+    assert!(!t.would_admit(&far(4), t0 + Duration::from_secs(61)), "full, a ping in flight");
+}

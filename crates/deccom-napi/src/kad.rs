@@ -130,6 +130,14 @@ impl KadTable {
     self.table.set_fresh_interval(ms_duration(ms));
   }
 
+  /// Whether inserting `id` now would do more than wait in a replacement cache (see
+  /// `RoutingTable::would_admit`).
+  #[napi]
+  pub fn would_admit(&self, id: &[u8], now: f64) -> Result<bool> {
+    let id = node_id(id)?;
+    Ok(self.table.would_admit(&id, self.clock.at(now)))
+  }
+
   /// Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
   /// which every FIND_NODE and NODES carries from now on.
   ///

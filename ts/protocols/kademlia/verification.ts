@@ -31,7 +31,9 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
   remember(s, s.verifiedBy, from.key)
   const peer = new Peer(from, m.peerId(0), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
   if (s.byHex.get(hex)?.inTable || verified) consider(s, peer)
-  else verify(s, peer)
+  // Verifying its address serves only the table: not when its bucket is full of fresh entries.
+  else if (s.table!.wouldAdmit(peer.id!, s.clock.now())) verify(s, peer)
+  else s.count('verify_skipped_full')
 }
 
 export function isVerified(s: KadState, addr: Address): boolean {

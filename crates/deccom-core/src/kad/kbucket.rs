@@ -256,6 +256,20 @@ impl<V: Clone> RoutingTable<V> {
         InsertResult::Pending { to_ping }
     }
 
+    /// Whether [`insert`](Self::insert) of `id` at `now` would do more than wait in a replacement
+    /// cache: true when it is present, its bucket has room, or a ping would be asked for. A
+    /// caller can skip work (e.g. verifying a newcomer's address) that only this insert needs.
+    #[must_use]
+    pub fn would_admit(&self, id: &NodeId, now: Instant) -> bool {
+        let Some(b) = self.bucket_index(id) else {
+            return false;
+        };
+        let bucket = &self.buckets[b];
+        bucket.entries.len() < self.config.k
+            || bucket.entries.iter().any(|e| &e.id == id)
+            || (bucket.pending.is_none() && now.saturating_duration_since(bucket.seen[0]) >= self.fresh)
+    }
+
     /// Reports the outcome of a ping asked for by [`InsertResult::Pending`] (or any liveness check).
     ///
     /// `alive`: the entry moves to the tail and stays. Not alive: the entry is evicted and the most
