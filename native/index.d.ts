@@ -80,6 +80,16 @@ export declare class KadTable {
    */
   insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number, external?: Uint8Array | undefined | null, tcpPort?: number | undefined | null): KadInsert
   /**
+   * A newcomer to a full bucket asks for a ping of its least recently seen entry only if that
+   * entry was not seen for `ms` (see `RoutingTable::set_fresh_interval`; default 0: always).
+   */
+  setFreshInterval(ms: number): void
+  /**
+   * Whether inserting `id` now would do more than wait in a replacement cache (see
+   * `RoutingTable::would_admit`).
+   */
+  wouldAdmit(id: Uint8Array, now: number): boolean
+  /**
    * Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
    * which every FIND_NODE and NODES carries from now on.
    *
@@ -119,6 +129,16 @@ export declare class KadTable {
   bucketOf(id: Uint8Array): number
   /** A FIND_NODE for `target` carrying our record, padded to `padTo` bytes. */
   encodeFindNode(requestHi: number, requestLo: number, target: Uint8Array, padTo: number): Buffer
+  /**
+   * `encodeFindNode` written into `out` (caller-owned): returns the length, or -1 if `out` is too
+   * small.
+   */
+  encodeFindNodeInto(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, out: Buffer): number
+  /**
+   * `encodeNodes` written into `out` (caller-owned): returns the length, 0 when even an empty
+   * answer would exceed `maxLen` (nothing to send), or -1 if `out` is too small.
+   */
+  encodeNodesInto(requestHi: number, requestLo: number, target: Uint8Array, maxLen: number, out: Buffer): number
   /**
    * The NODES answer to a FIND_NODE: our record and up to k records closest to `target`, cut to
    * `maxLen` bytes (the amplification bound for unverified requesters; Infinity for none). Null
@@ -578,6 +598,19 @@ export interface KadMessage {
   tcpPorts?: Uint32Array
   error?: string
 }
+
+/**
+ * Decodes and validates a Kademlia message (without the layer tag) like `kadDecode`, but
+ * allocates nothing: it writes where the fields are into `out` (caller-owned, at least 333 words)
+ * and returns the kind (1 PING, 2 PONG, 3 FIND_NODE, 4 NODES), or 0 for a malformed message with
+ * the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
+ * too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
+ * of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
+ * holds an IPv6 address; from word 8, five per record (sender first): record offset (id at +2,
+ * identity at +36), identity length, UDP address offset, TCP port (0 none), external address
+ * offset (0 none).
+ */
+export declare function kadParse(bytes: Uint8Array, out: Uint32Array): number
 
 /** The bound address. */
 export interface LocalAddress {

@@ -848,6 +848,7 @@ module.exports.encodePeerRecord = nativeBinding.encodePeerRecord
 module.exports.kadDecode = nativeBinding.kadDecode
 module.exports.kadEncodeNodes = nativeBinding.kadEncodeNodes
 module.exports.kadEncodePing = nativeBinding.kadEncodePing
+module.exports.kadParse = nativeBinding.kadParse
 module.exports.nodeId = nativeBinding.nodeId
 module.exports.verify = nativeBinding.verify
 module.exports.wireDecode = nativeBinding.wireDecode

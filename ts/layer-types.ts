@@ -14,6 +14,7 @@ import type { PingOptions } from './protocols/ping'
 import type { Observation, PunchResult, TcpPunchResult } from './protocols/punch-types'
 import type { TcpCloseReason, TcpMapping, TcpPeer, TcpTarget } from './protocols/tcp/connection'
 import type { LayerLog } from './log'
+import type { LayerRandom } from './layer-random'
 
 /** Any function; the type of a resolved binding. */
 export type Fn = (...args: any[]) => any
@@ -37,6 +38,12 @@ export interface LayerContext {
    * virtual time (a SimulatedNetwork passes its own). `realClock` unless `NodeOptions.clock` is set.
    */
   readonly clock: Clock
+  /**
+   * This layer's random stream (see `layer-random.ts`): the OS generator over real sockets; in a
+   * SimulatedNetwork a stream derived from the network's seed, so a run replays exactly. Use it for
+   * request ids, random targets and the like (not for secrets).
+   */
+  readonly random: LayerRandom
 }
 
 /** The five declaration lists a layer class may have. */

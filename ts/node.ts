@@ -19,15 +19,16 @@ import type { Address, AddressLike } from './address'
 import { toAddress } from './address'
 import type { Clock } from './clock'
 import { realClock } from './clock'
+import type { LayerRandom } from './layer-random'
 import { abortError, DeccomError, ErrorCode } from './errors'
 import { Identity } from './identity'
 import { Peer } from './peer'
 import { LogGroup } from './log'
-import type { LayerContext } from './protocol'
 import { Protocol } from './protocol'
 import type { PingOptions, UdpOptions } from './protocols/udp'
 import { TAG_APP, UdpTransport } from './protocols/udp'
 import { Stack } from './stack'
+import type { StackContext } from './stack'
 import { raceSignal } from './abort'
 import { renderMetrics } from './metrics'
 import type { Connection } from './connection/connection'
@@ -52,6 +53,11 @@ export interface NodeOptions extends UdpOptions {
    * passes its virtual clock here.
    */
   clock?: Clock
+  /**
+   * The random stream the layers' `ctx.random` streams are forked from (default: the OS
+   * generator). A SimulatedNetwork passes a stream derived from its seed.
+   */
+  random?: LayerRandom
   /** Limits and windows of connections and streams (see docs/connections.md). */
   connections?: ConnectionOptions
   /** Aborts the creation: the stack is stopped again and `create` rejects with ERR_DECCOM_ABORTED. */
@@ -197,11 +203,12 @@ export class Node extends EventEmitter<NodeEvents> {
   static async create(opts: NodeOptions = {}): Promise<Node> {
     if (opts.signal?.aborted) throw abortError(opts.signal)
     const node = new Node(opts)
-    const ctx: LayerContext = {
+    const ctx: StackContext = {
       identity: node.identity,
       // The Stack gives each layer its own logger (`deccom:<layer>`, see log.ts); this one is the node's.
       log: new LogGroup(node.identity.idHex.slice(0, 8), node.#clock).layer('node'),
       clock: node.#clock,
+      random: opts.random,
     }
     await node.stack.start(ctx)
     node.#state = 'running'

@@ -12,6 +12,7 @@ import { DeccomError, ErrorCode, StackError } from './errors'
 import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeRole, absentBinding } from './layer-types'
 import { realClock } from './clock'
 import { LogGroup } from './log'
+import { type LayerRandom, cryptoRandom } from './layer-random'
 import { Protocol, bindingName, setLayerLog } from './protocol'
 
 /** What {@link Stack.describe} prints for an optional binding nobody below offers. */
@@ -33,11 +34,13 @@ const owned = new WeakSet<Protocol>()
  * `ctx.log` (namespace `deccom:<layer>`, lines tagged with the first 8 hex digits of
  * `identity.idHex` when there is one, rate-limited on `clock`; see `log.ts`).
  */
-export type StackContext = Omit<LayerContext, 'log' | 'clock'> & {
+export type StackContext = Omit<LayerContext, 'log' | 'clock' | 'random'> & {
   /** The clock every layer runs on (default {@link realClock}). */
   readonly clock?: LayerContext['clock']
   /** Ignored: each layer gets its own `ctx.log`. */
   readonly log?: unknown
+  /** Each layer gets a fork of it as `ctx.random` (default: the OS generator). */
+  readonly random?: LayerRandom
 }
 
 /** A stack of layers: build once, start bottom-up, stop top-down. */
@@ -100,13 +103,14 @@ export class Stack {
   async #startLayers(ctx: StackContext): Promise<void> {
     const clock = ctx.clock ?? realClock
     const logs = (this.#logs = new LogGroup(shortId(ctx.identity), clock))
+    const random = ctx.random ?? cryptoRandom
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const layer = this.layers[i]
       try {
         if (roleOf(layer) === 'endpoint') this.#fuse(i)
         const log = logs.layer(layer.name)
         setLayerLog(layer, log)
-        await layer.start({ ...ctx, clock, log })
+        await layer.start({ ...ctx, clock, log, random: random.fork() })
         log('started')
       } catch (err) {
         this.#state = 'stopped'

@@ -44,6 +44,7 @@ import { Protocol } from '../protocol'
 import { DiscoveryErrorCode, toId } from './kademlia'
 import { MAX_LIST, REPLY, decodeGossip, decodeList, encodeExchange, encodeFind, encodeFound, encodeGossipPing, encodeList, encodeReply } from '../wire/gossip'
 import { ReplyLimiter } from './reply-limit'
+import { cryptoRandom } from '../layer-random'
 
 export { decodeList, encodeList }
 
@@ -137,7 +138,8 @@ export class Gossip extends Protocol {
 
   readonly #o: Required<Omit<GossipOptions, 'bootstrap' | 'seed'>>
   readonly #bootstrap: Address[]
-  readonly #rand: () => number
+  #rand: () => number
+  readonly #seed: number | undefined
   readonly #known = new Map<string, Known>()
   readonly #byAddr = new Map<Address, Known>()
   readonly #seen = new Set<string>()
@@ -174,12 +176,15 @@ export class Gossip extends Protocol {
       padTo: opts.padTo ?? 1200,
       findTimeout: opts.findTimeout ?? 5000,
     }
-    this.#rand = makeRng(opts.seed)
+    this.#seed = opts.seed
+    this.#rand = makeRng(opts.seed ?? 0)
   }
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#clock = ctx.clock
     this.#log = ctx.log
+    // Without a seed option: the node's stream (the OS generator, or the simulation's seed).
+    if (this.#seed === undefined) this.#rand = makeRng((ctx.random ?? cryptoRandom).u32())
     this.#self = this.lower.localAddress() as Address
     const id = ctx.identity as Identity
     this.#selfHex = id.idHex

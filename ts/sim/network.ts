@@ -47,8 +47,9 @@
  *
  * ## Determinism
  * The links' randomness comes from their impairment instances (seeded from `seed` and the link);
- * the rest (default identities, ping ids, NAT ports, {@link random}) from xoshiro128** streams
- * derived from `seed`. A program that takes its time from the virtual clock
+ * the rest (default identities, ping ids, NAT ports, {@link random}, and every layer's
+ * `ctx.random`: each node gets a stream forked from the seed, each of its layers a fork of that)
+ * from xoshiro128** streams derived from `seed`. A program that takes its time from the virtual clock
  * and its randomness from the simulator, run with the same seed, processes the same events in the
  * same order: {@link trace} (a rolling hash of every event, and a bounded log of datagram events)
  * is identical. Real I/O or `Math.random` in the program breaks this, of course.
@@ -105,6 +106,11 @@ export interface SimulatedNetworkOptions {
   link?: (from: Address, to: Address) => Partial<LinkSpec> | undefined
   /** Datagram records kept in `trace.log` (a rolling window; default 10 000, 0 = none). */
   traceLimit?: number
+  /**
+   * Keep the determinism trace (default true). With false nothing is hashed or recorded (the
+   * trace's hash and log stay empty): for large runs where the trace is not compared.
+   */
+  trace?: boolean
   /** Default bound on the events one runFor/runUntil call processes (default 10 000 000). */
   maxEvents?: number
 }
@@ -212,6 +218,9 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   readonly #link: SimulatedNetworkOptions['link']
   readonly #maxEvents: number
   readonly #traceLimit: number
+  readonly #traceOn: boolean
+  /** Forked once per node: the node's `random`, from which its layers' `ctx.random` are forked. */
+  readonly #layerRng: Random
 
   #now = 0
   #seq = 0
@@ -277,10 +286,12 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
     this.random = root.fork()
     this.#miscRng = root.fork()
     this.#natRng = root.fork()
+    this.#layerRng = root.fork()
     this.#defaultLink = checkLink({ ...DEFAULT_LINK, ...(opts.defaultLink ?? {}) }, 'defaultLink')
     this.#link = opts.link
     this.#maxEvents = opts.maxEvents ?? 10_000_000
-    this.#traceLimit = Math.max(0, Math.floor(opts.traceLimit ?? 10_000))
+    this.#traceOn = opts.trace ?? true
+    this.#traceLimit = this.#traceOn ? Math.max(0, Math.floor(opts.traceLimit ?? 10_000)) : 0
     const sim = this
     this.clock = Object.freeze({
       now: (): number => sim.#now,
@@ -386,6 +397,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
       identity: identity ?? this.#identity(),
       stack: [...stack, transport],
       clock: this.clock,
+      random: rest.random ?? this.#layerRng.fork(),
     })
     if (this.#closed) {
       await node.close()
@@ -526,7 +538,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
           e.fn = null
           e.state = 1
           this.#stats.events++
-          this.#mix(e.seq)
+          if (this.#traceOn) this.#mix(e.seq)
           fn() // a throw rejects this run; the simulation can be resumed by another run
         } catch (err) {
           finish(err ?? new Error(String(err)), false)
@@ -792,6 +804,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
 
   #record(kind: Kind, from: Address, to: Address, bytes: Buffer): void {
     if (this.#tracer.active !== undefined) this.#tracer.active.datagram(this.#now, KINDS[kind], from, to, bytes)
+    if (!this.#traceOn) return
     const t = Math.round(this.#now * 1000)
     this.#mix(t % 0x1_0000_0000)
     this.#mix(Math.floor(t / 0x1_0000_0000))

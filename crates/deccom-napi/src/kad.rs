@@ -71,6 +71,8 @@ pub struct KadTable {
   own: PeerRecord,
   clock: JsClock,
   scratch: Vec<(Distance, u32)>,
+  /// Reused by the `*Into` encoders.
+  bytes: Vec<u8>,
 }
 
 #[napi]
@@ -86,7 +88,7 @@ impl KadTable {
       return Err(coded(Code::InvalidArgument, format!("k must be 1..={}, got {k}", wire::MAX_NODES)));
     }
     let config = TableConfig { k: k as usize, max_replacements: max_replacements as usize };
-    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize) })
+    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048) })
   }
 
   /// Entries in the table.
@@ -119,6 +121,21 @@ impl KadTable {
       InsertResult::Cached => KadInsert { result: 3, to_ping: None },
       InsertResult::SelfId => KadInsert { result: 4, to_ping: None },
     })
+  }
+
+  /// A newcomer to a full bucket asks for a ping of its least recently seen entry only if that
+  /// entry was not seen for `ms` (see `RoutingTable::set_fresh_interval`; default 0: always).
+  #[napi]
+  pub fn set_fresh_interval(&mut self, ms: f64) {
+    self.table.set_fresh_interval(ms_duration(ms));
+  }
+
+  /// Whether inserting `id` now would do more than wait in a replacement cache (see
+  /// `RoutingTable::would_admit`).
+  #[napi]
+  pub fn would_admit(&self, id: &[u8], now: f64) -> Result<bool> {
+    let id = node_id(id)?;
+    Ok(self.table.would_admit(&id, self.clock.at(now)))
   }
 
   /// Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
@@ -243,6 +260,32 @@ impl KadTable {
     Ok(out.into())
   }
 
+  /// `encodeFindNode` written into `out` (caller-owned): returns the length, or -1 if `out` is too
+  /// small.
+  #[napi]
+  pub fn encode_find_node_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32, mut out: BufferSlice) -> Result<i32> {
+    let target = node_id(target)?;
+    self.bytes.clear();
+    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, pad_to as usize, &mut self.bytes);
+    Ok(copy_out(&self.bytes, &mut out))
+  }
+
+  /// `encodeNodes` written into `out` (caller-owned): returns the length, 0 when even an empty
+  /// answer would exceed `maxLen` (nothing to send), or -1 if `out` is too small.
+  #[napi]
+  pub fn encode_nodes_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], max_len: f64, mut out: BufferSlice) -> Result<i32> {
+    let target = node_id(target)?;
+    let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
+    let k = self.table.config().k;
+    let mut recs: Vec<&PeerRecord> = Vec::with_capacity(k);
+    self.table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
+    self.bytes.clear();
+    match wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut self.bytes) {
+      Some(_) => Ok(copy_out(&self.bytes, &mut out)),
+      None => Ok(0),
+    }
+  }
+
   /// The NODES answer to a FIND_NODE: our record and up to k records closest to `target`, cut to
   /// `maxLen` bytes (the amplification bound for unverified requesters; Infinity for none). Null
   /// when even an empty answer would exceed `maxLen`.
@@ -256,6 +299,17 @@ impl KadTable {
     table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
     let mut out = Vec::with_capacity(512);
     Ok(wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
+  }
+}
+
+/// Copies `bytes` into `out`: its length, or -1 when `out` is too small.
+fn copy_out(bytes: &[u8], out: &mut [u8]) -> i32 {
+  match out.get_mut(..bytes.len()) {
+    Some(o) => {
+      o.copy_from_slice(bytes);
+      bytes.len() as i32
+    }
+    None => -1,
   }
 }
 
@@ -456,6 +510,80 @@ pub fn kad_decode(bytes: &[u8]) -> KadMessage {
       let mut m = message(0, 0);
       m.error = Some(e.reason().to_owned());
       m
+    }
+  }
+}
+
+/// Reasons of malformed messages, in the order `kadParse` reports them (layout word 6).
+const PARSE_REASONS: [&str; 7] = ["truncated", "version", "unknown_type", "unknown_flags", "too_many_nodes", "trailing_bytes", "record"];
+/// Layout words: 8 header words, then 5 per record (the sender and up to `MAX_NODES` more).
+const PARSE_WORDS: usize = 8 + 5 * (wire::MAX_NODES + 1);
+
+/// Writes where each record's fields are (see `kadParse`) and flags IPv6 addresses in `out[7]`.
+fn spans<'a>(out: &mut [u32], mut at: usize, recs: impl Iterator<Item = &'a PeerRecord>) {
+  use deccom_core::wire::socket_addr_encoded_len;
+  for (i, r) in recs.enumerate() {
+    let w = &mut out[8 + 5 * i..8 + 5 * i + 5];
+    let identity_len = r.identity.encoded_len();
+    let udp = at + 36 + identity_len;
+    let mut after = udp + socket_addr_encoded_len(&r.udp);
+    w[0] = at as u32;
+    w[1] = identity_len as u32;
+    w[2] = udp as u32;
+    w[3] = u32::from(r.tcp_port.unwrap_or(0));
+    if r.tcp_port.is_some() {
+      after += 2;
+    }
+    w[4] = if r.external.is_some() { after as u32 } else { 0 };
+    if r.udp.is_ipv6() || r.external.is_some_and(|e| e.is_ipv6()) {
+      out[7] |= 1;
+    }
+    at += r.encoded_len();
+  }
+}
+
+/// Decodes and validates a Kademlia message (without the layer tag) like `kadDecode`, but
+/// allocates nothing: it writes where the fields are into `out` (caller-owned, at least 333 words)
+/// and returns the kind (1 PING, 2 PONG, 3 FIND_NODE, 4 NODES), or 0 for a malformed message with
+/// the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
+/// too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
+/// of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
+/// holds an IPv6 address; from word 8, five per record (sender first): record offset (id at +2,
+/// identity at +36), identity length, UDP address offset, TCP port (0 none), external address
+/// offset (0 none).
+#[napi]
+pub fn kad_parse(bytes: &[u8], mut out: Uint32ArraySlice) -> u32 {
+  // SAFETY: the JavaScript thread is inside this synchronous call, so nothing else can touch the
+  // typed array's memory while we write to it.
+  let out: &mut [u32] = unsafe { out.as_mut() };
+  if out.len() < PARSE_WORDS {
+    return 0;
+  }
+  out[..8].fill(0);
+  match Message::decode(bytes) {
+    Err(e) => {
+      out[6] = PARSE_REASONS.iter().position(|r| *r == e.reason()).unwrap_or(PARSE_REASONS.len() - 1) as u32;
+      0
+    }
+    Ok(m) => {
+      let id = m.request_id();
+      out[1] = (id >> 32) as u32;
+      out[2] = id as u32;
+      match m {
+        Message::Ping { .. } => wire::kind::PING.into(),
+        Message::Pong { .. } => wire::kind::PONG.into(),
+        Message::FindNode { sender, .. } => {
+          out[5] = wire::HEADER_LEN as u32;
+          spans(out, wire::HEADER_LEN + 32, std::iter::once(&sender));
+          wire::kind::FIND_NODE.into()
+        }
+        Message::Nodes { truncated, sender, nodes, .. } => {
+          out[3] = u32::from(truncated);
+          out[4] = nodes.len() as u32;
+          spans(out, wire::HEADER_LEN + 2, std::iter::once(&sender).chain(nodes.iter()));
+          wire::kind::NODES.into()
+        }
+      }
     }
   }
 }

@@ -1,20 +1,21 @@
 /** Kademlia — the layer (see `index.ts` for the protocol, `state.ts` for its parts). */
-import { randomBytes } from 'node:crypto'
 import type { Address, AddressLike } from '../../address'
 import { toAddress } from '../../address'
 import type { TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
 import { native } from '../../native'
+import { cryptoRandom } from '../../layer-random'
 import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { abort, startLookup } from './lookups'
+import { decodeKad, encodePing } from './message'
 import { join, onRefreshTimer } from './refresh'
 import { match, remember, replyAllowed } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
-  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, positive, toHex, toId,
+  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
 } from './state' // prettier-ignore
 import { alive, onFindNode } from './verification'
 
@@ -28,6 +29,7 @@ export class Kademlia extends Protocol {
   override readonly tag = TAG_KAD
 
   #log: (fmt: string, ...a: unknown[]) => void = () => {}
+  readonly #seed: number | undefined
   readonly #s: KadState = new KadState({
     count: (name, n) => this.count(name, n),
     sendControl: (to, data) => this.sendControl(to, data),
@@ -47,7 +49,8 @@ export class Kademlia extends Protocol {
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
     this.#s.maxReplacements = int(opts.maxReplacements ?? 20, 0, 1000, 'maxReplacements')
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
-    this.#s.rng = (opts.seed ?? randomBytes(4).readUInt32LE(0)) >>> 0 || 0x9e3779b9
+    this.#s.pingInterval = nonNegative(opts.pingInterval ?? 60_000, 'pingInterval')
+    this.#seed = opts.seed
     this.#s.ids = Buffer.alloc(32 * this.#s.k)
     this.#s.handles = new Uint32Array(this.#s.k)
     this.#s.refreshTick = () => onRefreshTimer(this.#s)
@@ -55,6 +58,8 @@ export class Kademlia extends Protocol {
 
   override async start(ctx: LayerContext): Promise<void> {
     this.#s.clock = ctx.clock
+    // Request ids and refresh targets: the option's seed, else the node's stream (seeded in a simulation).
+    this.#s.rng = (this.#seed ?? (ctx.random ?? cryptoRandom).u32()) >>> 0 || 0x9e3779b9
     this.#log = this.#s.log = ctx.log
     const identity = ctx.identity as Identity
     this.#s.self = this.lower.localAddress() as Address
@@ -65,6 +70,7 @@ export class Kademlia extends Protocol {
     const tcp = this.hasLower('tcpAddress') ? (this.lower.tcpAddress() as Address | null | undefined) : null
     const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#s.self, tcpPort: tcp?.port })
     this.#s.table = new native.KadTable(own, this.#s.k, this.#s.maxReplacements, this.#s.clock.now())
+    this.#s.table.setFreshInterval(this.#s.pingInterval)
     this.#s.approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
     this.#s.running = true
     this.#s.refreshTimer = this.#s.clock.setTimeout(this.#s.refreshTick, this.#s.refreshInterval)
@@ -242,14 +248,14 @@ export class Kademlia extends Protocol {
     }
     if (!this.#s.running) return this.count('dropped_not_running')
     this.count('received')
-    const m = native.kadDecode(data)
+    const m = decodeKad(data)
     switch (m.kind) {
       case PING:
         if (!replyAllowed(this.#s, from)) return
         this.count('pings_answered')
         remember(this.#s, this.#s.verifiedBy, from.key)
         alive(this.#s, from)
-        this.sendControl(from, native.kadEncodePing(true, m.requestHi, m.requestLo))
+        this.sendControl(from, encodePing(true, m.requestHi, m.requestLo))
         return
       case PONG: {
         const req = match(this.#s, m, from, PING)

@@ -1,6 +1,4 @@
 /** Kademlia: iterative lookups (alpha queries in flight, the native KadLookup decides whom to ask next). */
-import type { Address } from '../../address'
-import { toAddress } from '../../address'
 import { native } from '../../native'
 import { Peer } from '../../peer'
 import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, tcpPortAt, withoutRecord } from './state'
@@ -143,7 +141,6 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
   consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
   if (run.done) return
   const ids = m.ids!
-  let words: string[] | null = null
   let closer = ids.subarray(32, 32 * (m.count + 1))
   let removed = 0
   for (let i = 1; i <= m.count; i++) {
@@ -155,14 +152,9 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
     }
     let p = run.cands.get(h)
     if (!p) {
-      words ??= m.hosts!.split(' ')
-      let addr: Address
-      try {
-        addr = toAddress(words[2 * i], Number(words[2 * i + 1]))
-      } catch {
-        continue
-      }
-      p = new Peer(addr, ids.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i))
+      const addr = m.address(i)
+      if (addr === null) continue
+      p = new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i))
       run.cands.set(h, p)
       // Who told us about whom: a peer behind a NAT is reached through the one that named it,
       // at the address that node saw it at or at the external address it announced.

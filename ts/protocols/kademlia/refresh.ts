@@ -1,8 +1,7 @@
 /** Kademlia: joining through the bootstrap addresses, and the periodic self-lookup and bucket refresh. */
-import { toAddress } from '../../address'
 import { DeccomError, ErrorCode } from '../../errors'
 import { Peer } from '../../peer'
-import { type KadState, externalAt, identityAt, tcpPortAt } from './state'
+import { type KadState, type LookupResult, externalAt, identityAt, tcpPortAt } from './state'
 import { findNode, rand } from './rpc'
 import { consider, sweep } from './verification'
 import { maintenanceLookup } from './lookups'
@@ -21,19 +20,16 @@ export function join(s: KadState, attempt: number): void {
   for (const a of addrs) {
     findNode(s, a, s.selfId, null, (m) => {
       if (m && s.running) {
-        const peer = new Peer(a, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
+        const peer = new Peer(a, m.peerId(0), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
         consider(s, peer)
         seeds.push(peer)
-        const words = m.hosts!.split(' ')
         for (let i = 1; i <= m.count; i++) {
           const h = m.ids!.toString('hex', 32 * i, 32 * i + 32)
           if (seen.has(h) || h === s.selfHex) continue
           seen.add(h)
-          try {
-            seeds.push(new Peer(toAddress(words[2 * i], Number(words[2 * i + 1])), m.ids!.subarray(32 * i, 32 * i + 32), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)))
-          } catch {
-            // not an address we can use
-          }
+          const addr = m.address(i)
+          if (addr === null) continue // not an address we can use
+          seeds.push(new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)))
         }
       }
       if (--left === 0 && s.running) afterBootstrap(s, attempt, seeds)
@@ -58,11 +54,11 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     }
     return
   }
-  void maintenanceLookup(s, s.selfId, seeds).then(async () => {
+  void maintenanceLookup(s, s.selfId, seeds).then(async (r) => {
     s.count('joined')
     if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
     markJoined(s)
-    await refresh(s, true)
+    await refresh(s, true, coveredBelow(s, r))
   })
 }
 
@@ -90,8 +86,18 @@ export function onRefreshTimer(s: KadState): void {
   })
 }
 
-/** One lookup per stale bucket, one after the other. */
-export async function refresh(s: KadState, all: boolean): Promise<void> {
+/**
+ * Buckets the self-lookup covered: it converged on the k nodes closest to us, so every node in a
+ * bucket closer than the k-th of them is one of those k (and was asked): a refresh lookup there
+ * would learn nothing. Returns the first bucket not covered (0: none covered).
+ */
+function coveredBelow(s: KadState, r: LookupResult | null): number {
+  if (r === null || r.closest.length < s.k || !s.table) return 0
+  return Math.max(0, s.table.bucketOf(r.closest[s.k - 1].id!))
+}
+
+/** One lookup per stale bucket, one after the other; at join, none for buckets below `covered`. */
+export async function refresh(s: KadState, all: boolean, covered = 0): Promise<void> {
   if (s.refreshing || !s.table) return
   s.refreshing = true
   try {
@@ -104,8 +110,9 @@ export async function refresh(s: KadState, all: boolean): Promise<void> {
     const stale = s.table.staleBuckets(s.clock.now(), all ? 0 : s.refreshInterval)
     for (const b of stale) {
       if (!s.running || !s.table) return
-      // On join, a bucket that is already full needs no lookup to fill it.
-      if (all && s.table.bucketLen(b) >= s.k) {
+      // On join, a bucket that is already full, or that the self-lookup covered, needs no lookup.
+      if (all && (s.table.bucketLen(b) >= s.k || b < covered)) {
+        if (b < covered) s.count('refresh_skipped_covered')
         s.table.markRefreshed(b, s.clock.now())
         continue
       }

@@ -1,6 +1,6 @@
 /** Kademlia: requests (PING, FIND_NODE) with random 64-bit ids, matched against their responses; small shared helpers. */
 import type { Address } from '../../address'
-import { native } from '../../native'
+import { encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
 import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING } from './state'
 
@@ -115,7 +115,8 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: strin
     FIND_NODE,
     (hi, lo) => {
       refreshOwnRecord(s)
-      return s.table!.encodeFindNode(hi, lo, target, pad)
+      const len = s.table!.encodeFindNodeInto(hi, lo, target, pad, encodeScratch)
+      return Buffer.from(encodeScratch.subarray(0, len))
     },
     (m) => {
       if (m && expect !== null && m.ids!.toString('hex', 0, 32) !== expect) {
@@ -134,7 +135,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: strin
 
 export function ping(s: KadState, to: Address, cb: (alive: boolean) => void): void {
   s.count('pings_sent')
-  request(s, to, PING, (hi, lo) => native.kadEncodePing(false, hi, lo), (m) => cb(m !== null), s.queryTimeout)
+  request(s, to, PING, (hi, lo) => encodePing(false, hi, lo), (m) => cb(m !== null), s.queryTimeout)
 }
 
 /** Puts the external address the layers below agree on (if any, and not our own) into our record. */

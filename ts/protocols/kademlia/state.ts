@@ -3,16 +3,16 @@
  * the layer works on ({@link KadState}), and the message helpers. The parts: `rpc.ts` (requests and
  * their matching), `verification.ts` (answering FIND_NODE, verifying and admitting peers into the
  * routing table), `lookups.ts` (iterative lookups), `refresh.ts` (join and bucket refresh), and the
- * layer itself in `layer.ts`.
+ * layer itself in `layer.ts`; decoding datagrams is `message.ts`.
  */
 import type { Address, AddressLike } from '../../address'
-import { toAddress } from '../../address'
 import { Waiters } from '../../abort'
 import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
 import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
+import type { KadMessage } from './message'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
 type Fn = (...args: any[]) => any
@@ -63,7 +63,15 @@ export interface KademliaOptions {
   maxReplacements?: number
   /** Default `findPeer` timeout in ms (default 30 000). */
   findTimeout?: number
-  /** Seed of request ids and random lookup targets (default: from the OS). */
+  /**
+   * A full bucket's least recently seen entry is pinged to make room for a newcomer only if it was
+   * not heard from for this many ms (default 60 000; 0: always). Anything heard from it counts.
+   */
+  pingInterval?: number
+  /**
+   * Seed of request ids and random lookup targets (default: drawn from `ctx.random` at start: the OS
+   * generator, or in a SimulatedNetwork the network's seed).
+   */
   seed?: number
 }
 
@@ -106,7 +114,7 @@ export interface LookupResult {
 
 export type Listener = (peer: Peer) => void
 export type KadEvent = 'connected' | 'disconnected'
-export type NativeMessage = ReturnType<typeof native.kadDecode>
+export type NativeMessage = KadMessage
 export type NativeTable = InstanceType<typeof native.KadTable>
 export type NativeLookup = InstanceType<typeof native.KadLookup>
 
@@ -178,6 +186,7 @@ export class KadState {
   padTo!: number
   maxReplacements!: number
   findTimeout!: number
+  pingInterval!: number
   rng!: number
   running = false
   clock!: Clock
@@ -237,33 +246,20 @@ export class KadState {
   }
 }
 
-/** The encoded identity of record `i` of a decoded message (0 = the sender). */
-/** The TCP port record `i` of `m` announced, or null. */
+/** The TCP port record `i` of `m` announced (0 = the sender), or null. */
 export function tcpPortAt(m: NativeMessage, i: number): number | null {
-  const p = m.tcpPorts?.[i]
-  return p ? p : null
+  return m.tcpPort(i)
 }
 
+/** The encoded identity of record `i` of a decoded message (0 = the sender), a copy. */
 export function identityAt(m: NativeMessage, i: number): Buffer {
-  const ends = m.identityEnds!
-  return m.identities!.subarray(i === 0 ? 0 : ends[i - 1], ends[i])
+  return m.identity(i)
 }
 
 /** The external address record `i` of a decoded message announced (0 = the sender), or null. */
 export function externalAt(m: NativeMessage, i: number): Address | null {
-  // One split per message (records are read in order), not one per record.
-  let words = splitCache.get(m)
-  if (!words) splitCache.set(m, (words = m.externals?.split(' ') ?? []))
-  const host = words[2 * i]
-  if (!host || host === '-') return null
-  try {
-    return toAddress(host, Number(words[2 * i + 1]))
-  } catch {
-    return null
-  }
+  return m.external(i)
 }
-
-const splitCache = new WeakMap<NativeMessage, string[]>()
 
 /** `ids` (32 bytes each) without entry `i`. */
 export function withoutRecord(ids: Buffer, i: number): Buffer {
@@ -293,6 +289,11 @@ export function int(v: number, min: number, max: number, what: string): number {
 
 export function positive(v: number, what: string): number {
   if (!(v > 0) || !Number.isFinite(v)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${what} must be a finite number > 0, got ${v}`)
+  return v
+}
+
+export function nonNegative(v: number, what: string): number {
+  if (!(v >= 0) || !Number.isFinite(v)) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${what} must be a finite number >= 0, got ${v}`)
   return v
 }
 

@@ -6,6 +6,7 @@ import type { Address } from '../../address'
 import { Peer } from '../../peer'
 import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt, tcpPortAt } from './state'
 import { ping, refreshOwnRecord, remember, replyAllowed } from './rpc'
+import { encodeScratch } from './message'
 
 /** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
 const KAD_PING_LEN = 11
@@ -18,7 +19,8 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
   if (!verified && !replyAllowed(s, from)) return
   refreshOwnRecord(s)
   // To an unverified address, NODES and the verification PING below together stay within the query's size.
-  const resp = s.table!.encodeNodes(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen - KAD_PING_LEN)
+  const len = s.table!.encodeNodesInto(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen - KAD_PING_LEN, encodeScratch)
+  const resp = len > 0 ? Buffer.from(encodeScratch.subarray(0, len)) : null
   if (resp === null) {
     s.count('dropped_amplification')
   } else {
@@ -27,9 +29,11 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
     s.sendControl(from, resp)
   }
   remember(s, s.verifiedBy, from.key)
-  const peer = new Peer(from, m.ids!.subarray(0, 32), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
+  const peer = new Peer(from, m.peerId(0), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
   if (s.byHex.get(hex)?.inTable || verified) consider(s, peer)
-  else verify(s, peer)
+  // Verifying its address serves only the table: not when its bucket is full of fresh entries.
+  else if (s.table!.wouldAdmit(peer.id!, s.clock.now())) verify(s, peer)
+  else s.count('verify_skipped_full')
 }
 
 export function isVerified(s: KadState, addr: Address): boolean {

@@ -47,6 +47,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 
+mod checked;
 mod verify;
 pub use verify::verify;
 
@@ -196,6 +197,36 @@ impl IdentityDecodeError {
     }
 }
 
+/// Checks an Ed25519 key (a valid curve point) and returns the node id of its identity; a key found
+/// valid before is answered from a bounded memo (see `checked.rs`) without checking it again.
+fn checked_ed25519(key: &[u8; 32]) -> Result<NodeId, IdentityDecodeError> {
+    if let Some(id) = checked::lookup(key) {
+        return Ok(id);
+    }
+    VerifyingKey::from_bytes(key).map_err(|_| {
+        IdentityDecodeError::BadKey("Ed25519 public key is not a valid curve point")
+    })?;
+    let id = PublicIdentity::Ed25519(*key).id();
+    checked::remember(*key, id);
+    Ok(id)
+}
+
+/// Decodes an identity that fills all of `bytes` and returns it with its node id (for an Ed25519
+/// key found valid before, both come from the memo: no curve check, no hash).
+pub(crate) fn decode_public_identity_with_id(
+    bytes: &[u8],
+) -> Result<(PublicIdentity, NodeId), IdentityDecodeError> {
+    if let [KIND_ED25519, rest @ ..] = bytes {
+        if let Ok(key) = <[u8; 32]>::try_from(rest) {
+            let id = checked_ed25519(&key)?;
+            return Ok((PublicIdentity::Ed25519(key), id));
+        }
+    }
+    let identity = decode_public_identity(bytes)?;
+    let id = identity.id();
+    Ok((identity, id))
+}
+
 pub(crate) fn decode_public_identity(bytes: &[u8]) -> Result<PublicIdentity, IdentityDecodeError> {
     let (&kind, rest) = bytes
         .split_first()
@@ -207,9 +238,7 @@ pub(crate) fn decode_public_identity(bytes: &[u8]) -> Result<PublicIdentity, Ide
                     "Ed25519 identity must be 1 kind byte + 32 key bytes",
                 )
             })?;
-            VerifyingKey::from_bytes(&key).map_err(|_| {
-                IdentityDecodeError::BadKey("Ed25519 public key is not a valid curve point")
-            })?;
+            checked_ed25519(&key)?;
             Ok(PublicIdentity::Ed25519(key))
         }
         KIND_NAME => {

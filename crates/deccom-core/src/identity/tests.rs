@@ -328,3 +328,50 @@ fn debug_does_not_leak_secrets() {
     assert!(dbg.contains(&id_hex[..16]), "{dbg}");
     assert!(dbg.contains("ed25519"));
 }
+
+/// A y coordinate whose curve equation has no solution: not a point (the memo must never accept it).
+fn invalid_key() -> [u8; 32] {
+    (2u8..=255)
+        .map(|b| {
+            let mut k = [0u8; 32];
+            k[0] = b;
+            k
+        })
+        .find(|k| VerifyingKey::from_bytes(k).is_err())
+        .expect("some y is off the curve")
+}
+
+#[test]
+fn checked_keys_give_the_same_answers_as_a_fresh_check() {
+    let public = Identity::from_seed(&[41u8; 32]).public_identity();
+    let bytes = public.encode();
+    // First decode checks and remembers; the second is answered from the memo.
+    let (a, id_a) = decode_public_identity_with_id(&bytes).unwrap();
+    let (b, id_b) = decode_public_identity_with_id(&bytes).unwrap();
+    assert_eq!(a, public);
+    assert_eq!(b, public);
+    assert_eq!(id_a, public.id());
+    assert_eq!(id_b, node_id(&bytes));
+    assert!(checked::len() >= 1);
+    // An invalid key is rejected every time (never remembered).
+    let mut bad = vec![KIND_ED25519];
+    bad.extend_from_slice(&invalid_key());
+    for _ in 0..2 {
+        assert!(matches!(PublicIdentity::decode(&bad), Err(Error::BadKey { .. })));
+        assert!(decode_public_identity_with_id(&bad).is_err());
+    }
+    // Names are not memoised but give their id.
+    let name = Identity::from_name("memo").unwrap().public_identity();
+    assert_eq!(decode_public_identity_with_id(&name.encode()).unwrap().1, name.id());
+}
+
+#[test]
+fn the_memo_stays_bounded() {
+    for i in 0..(2 * checked::GENERATION + 10) as u32 {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[31] = 0x5a;
+        checked::remember(k, [0u8; 32]);
+    }
+    assert!(checked::len() <= 2 * checked::GENERATION);
+}

@@ -63,7 +63,9 @@ pub enum InsertResult {
         /// The entry to ping.
         to_ping: NodeId,
     },
-    /// The bucket is full and a ping is already outstanding: the newcomer waits in the cache.
+    /// The bucket is full and a ping is already outstanding, or its least recently seen entry was
+    /// seen within the fresh interval (see [`RoutingTable::set_fresh_interval`]): the newcomer
+    /// waits in the cache and no ping is needed.
     Cached,
     /// The id is the local id: never inserted.
     SelfId,
@@ -100,6 +102,8 @@ impl Default for TableConfig {
 struct Bucket<V> {
     /// Least recently seen first.
     entries: Vec<Entry<V>>,
+    /// When each entry was last seen (parallel to `entries`).
+    seen: Vec<Instant>,
     /// Most recently seen last.
     replacements: VecDeque<Entry<V>>,
     /// The entry being pinged on behalf of a newcomer.
@@ -112,6 +116,7 @@ impl<V> Bucket<V> {
     fn new() -> Self {
         Bucket {
             entries: Vec::new(),
+            seen: Vec::new(),
             replacements: VecDeque::new(),
             pending: None,
             last_active: None,
@@ -126,6 +131,8 @@ pub struct RoutingTable<V> {
     config: TableConfig,
     buckets: Vec<Bucket<V>>,
     len: usize,
+    /// A full bucket whose least recently seen entry was seen within this is not pinged.
+    fresh: Duration,
 }
 
 impl<V: Clone> RoutingTable<V> {
@@ -142,7 +149,15 @@ impl<V: Clone> RoutingTable<V> {
             config,
             buckets: (0..NUM_BUCKETS).map(|_| Bucket::new()).collect(),
             len: 0,
+            fresh: Duration::ZERO,
         }
+    }
+
+    /// A newcomer to a full bucket asks for a ping of the least recently seen entry only if that
+    /// entry was last seen `interval` ago or more (default zero: always). An entry heard from
+    /// recently is alive as far as anyone can tell; pinging it would only cost two datagrams.
+    pub fn set_fresh_interval(&mut self, interval: Duration) {
+        self.fresh = interval;
     }
 
     /// The local id.
@@ -211,6 +226,8 @@ impl<V: Clone> RoutingTable<V> {
             let mut e = bucket.entries.remove(i);
             e.value = value;
             bucket.entries.push(e);
+            bucket.seen.remove(i);
+            bucket.seen.push(now);
             if bucket.pending == Some(id) {
                 bucket.pending = None;
             }
@@ -219,6 +236,7 @@ impl<V: Clone> RoutingTable<V> {
         if bucket.entries.len() < k {
             bucket.replacements.retain(|e| e.id != id);
             bucket.entries.push(Entry { id, value });
+            bucket.seen.push(now);
             self.len += 1;
             return InsertResult::Inserted;
         }
@@ -230,12 +248,26 @@ impl<V: Clone> RoutingTable<V> {
                 bucket.replacements.pop_front();
             }
         }
-        if bucket.pending.is_some() {
+        if bucket.pending.is_some() || now.saturating_duration_since(bucket.seen[0]) < self.fresh {
             return InsertResult::Cached;
         }
         let to_ping = bucket.entries[0].id;
         bucket.pending = Some(to_ping);
         InsertResult::Pending { to_ping }
+    }
+
+    /// Whether [`insert`](Self::insert) of `id` at `now` would do more than wait in a replacement
+    /// cache: true when it is present, its bucket has room, or a ping would be asked for. A
+    /// caller can skip work (e.g. verifying a newcomer's address) that only this insert needs.
+    #[must_use]
+    pub fn would_admit(&self, id: &NodeId, now: Instant) -> bool {
+        let Some(b) = self.bucket_index(id) else {
+            return false;
+        };
+        let bucket = &self.buckets[b];
+        bucket.entries.len() < self.config.k
+            || bucket.entries.iter().any(|e| &e.id == id)
+            || (bucket.pending.is_none() && now.saturating_duration_since(bucket.seen[0]) >= self.fresh)
     }
 
     /// Reports the outcome of a ping asked for by [`InsertResult::Pending`] (or any liveness check).
@@ -252,6 +284,8 @@ impl<V: Clone> RoutingTable<V> {
         if alive {
             let e = bucket.entries.remove(i);
             bucket.entries.push(e);
+            bucket.seen.remove(i);
+            bucket.seen.push(now);
             bucket.last_active = Some(now);
             None
         } else {
@@ -275,12 +309,16 @@ impl<V: Clone> RoutingTable<V> {
     fn evict(&mut self, b: usize, i: usize) -> Eviction<V> {
         let bucket = &mut self.buckets[b];
         let removed = bucket.entries.remove(i);
+        let seen = bucket.seen.remove(i);
         if bucket.pending == Some(removed.id) {
             bucket.pending = None;
         }
         let promoted = bucket.replacements.pop_back().map(|e| {
             let copy = e.clone();
             bucket.entries.push(e);
+            // Waiting in the cache since it was last seen; it counts as seen when the entry it
+            // replaces was (it is tried when that one failed).
+            bucket.seen.push(seen);
             copy
         });
         if promoted.is_none() {

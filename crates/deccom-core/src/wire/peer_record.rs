@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 
 use crate::error::Error;
 use crate::identity::{
-    decode_public_identity, NodeId, PublicIdentity, ShortHex, MAX_PUBLIC_IDENTITY_LEN,
+    decode_public_identity_with_id, NodeId, PublicIdentity, ShortHex, MAX_PUBLIC_IDENTITY_LEN,
 };
 use crate::wire::{
     decode_socket_addr, encode_socket_addr, socket_addr_encoded_len, AddrError, Reader, Truncated,
@@ -221,9 +221,9 @@ impl PeerRecord {
             });
         }
         let identity_bytes = r.take(identity_len).map_err(truncated)?;
-        let identity = decode_public_identity(identity_bytes)
+        let (identity, identity_id) = decode_public_identity_with_id(identity_bytes)
             .map_err(|e| Error::RecordMalformed { reason: e.reason() })?;
-        if identity.id() != id {
+        if identity_id != id {
             return Err(Error::RecordIdMismatch);
         }
         let udp = decode_socket_addr(&mut r).map_err(addr_error)?;

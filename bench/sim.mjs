@@ -1,0 +1,160 @@
+// The simulator at scale: N Kademlia nodes join a SimulatedNetwork, then N random findPeer.
+//
+//   node bench/sim.mjs                       # N = 1,000, 2,000, 5,000, 10,000 (one child process each)
+//   node bench/sim.mjs --n 100000            # one size (or a list: --n 1000,2000)
+//   node bench/sim.mjs --n 2000 --json       # JSON lines only
+//   node bench/sim.mjs --n 2000 --trace      # also hash the trace (determinism check; costs time)
+//
+// Setup (the same for every N): Kademlia k = 20, alpha = 3 with default options and no per-layer
+// seed (every random choice comes from the network's seed, 1); links 10 ms + [0, 40) ms jitter;
+// node 0 is the bootstrap node; the others join in batches of 100, each batch given 2 s of virtual
+// time, then 30 virtual s to settle. Then N findPeer (lookup with stopAtTarget) from node i % N to a
+// random other node, all started at once.
+//
+// Columns: join and lookup wall time (real; the JSON lines also give the process's CPU time, a
+// steadier figure on a shared machine), simulated datagrams per real second over the whole
+// run, datagrams per joining node (all, and by Kademlia message type from the layers' counters),
+// peak RSS and RSS per node, found, hops (median / p99).
+import path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const ROOT = path.join(HERE, '..')
+const argv = process.argv.slice(2)
+const flag = (name) => {
+  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`))
+  if (i < 0) return undefined
+  const a = argv[i]
+  return a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[i + 1] !== undefined && !argv[i + 1].startsWith('--') ? argv[i + 1] : 'true'
+}
+const JSON_ONLY = flag('json') !== undefined
+const sizes = (flag('n') ?? '1000,2000,5000,10000').split(',').map(Number)
+
+if (flag('child') !== undefined) {
+  await runOne(sizes[0], flag('trace') !== undefined)
+} else {
+  const rows = []
+  for (const n of sizes) {
+    const args = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--n', String(n)]
+    if (flag('trace') !== undefined) args.push('--trace')
+    const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
+    const r = spawnSync(process.execPath, [`--max-old-space-size=${heap}`, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' })
+    const line = r.stdout.trim().split('\n').pop()
+    if (r.status !== 0 || !line) {
+      console.error(`N = ${n}: the run failed (exit ${r.status})`)
+      continue
+    }
+    const row = JSON.parse(line)
+    rows.push(row)
+    console.log(JSON.stringify(row))
+  }
+  if (!JSON_ONLY) printTable(rows)
+}
+
+function printTable(rows) {
+  const f = (x, d = 1) => x.toFixed(d)
+  console.log('\n| N | join wall | lookups wall | datagrams/s | per joining node (PING/PONG/FIND_NODE/NODES) | found | hops med/p99 | peak RSS | RSS/node |')
+  console.log('|---|---:|---:|---:|---|---:|---|---:|---:|')
+  for (const r of rows) {
+    const t = r.join_per_node_by_type
+    console.log(
+      `| ${r.n.toLocaleString('en')} | ${f(r.join_s)} s | ${f(r.lookups_s)} s | ${Math.round(r.datagrams_per_s / 1000)}k | ${Math.round(r.join_per_node)} (${t.PING}/${t.PONG}/${t.FIND_NODE}/${t.NODES}) | ` +
+        `${r.found.toLocaleString('en')} | ${r.hops_median}/${r.hops_p99} | ${f(r.peak_rss_gib, 2)} GiB | ${f(r.rss_per_node_mib, 3)} MiB |`,
+    )
+  }
+}
+
+async function runOne(N, trace) {
+  const { Kademlia, SimulatedNetwork } = await import(path.join(ROOT, 'dist', 'index.mjs'))
+  let peak = 0
+  const sample = () => (peak = Math.max(peak, process.memoryUsage().rss))
+  const rss0 = process.memoryUsage().rss
+  const sim = new SimulatedNetwork({ seed: 1, defaultLink: { latency: 10, jitter: 40 }, traceLimit: 0, trace })
+  const kad = (node) => node.stack.find(Kademlia)
+  const boot = '10.0.0.1:4000'
+  const BATCH = 100
+  const cpu = () => {
+    const u = process.cpuUsage()
+    return (u.user + u.system) / 1e6
+  }
+  const c0 = cpu()
+  const t0 = performance.now()
+  const nodes = []
+  for (let b = 0; b < N; b += BATCH) {
+    const batch = await sim.createNodes(Math.min(BATCH, N - b), {
+      stack: (i) => [new Kademlia({ bootstrap: b + i === 0 ? [] : [boot] })],
+    })
+    nodes.push(...batch)
+    await sim.runFor(2000)
+    if ((b / BATCH) % 10 === 0) sample()
+  }
+  await sim.runFor(30_000)
+  sample()
+  const joinS = (performance.now() - t0) / 1000
+  const joinCpu = cpu() - c0
+  const joinSent = sim.stats().sent
+  const byType = { PING: 0, PONG: 0, FIND_NODE: 0, NODES: 0 }
+  for (const node of nodes) {
+    const c = kad(node).stats()
+    byType.PING += c.pings_sent ?? 0
+    byType.PONG += c.pings_answered ?? 0
+    byType.FIND_NODE += c.queries_sent ?? 0
+    byType.NODES += c.nodes_sent ?? 0
+  }
+  const joined = nodes.filter((n) => kad(n).joined).length
+  const rssJoined = process.memoryUsage().rss
+
+  // Lookups: from node i % N to a random other node (a seeded stream of the network).
+  const rnd = sim.random
+  const hops = []
+  let found = 0
+  let settled = 0
+  const t1 = performance.now()
+  for (let i = 0; i < N; i++) {
+    const from = nodes[i % N]
+    let to = nodes[rnd.int(N)]
+    while (to === from) to = nodes[rnd.int(N)]
+    kad(from)
+      .lookup(to.id, { stopAtTarget: true })
+      .then(
+        (r) => {
+          if (r.peer && r.peer.id.equals(to.id)) {
+            found++
+            hops.push(r.hops)
+          }
+        },
+        () => {},
+      )
+      .finally(() => settled++)
+  }
+  await sim.runUntil(() => settled === N, { timeout: 600_000 })
+  sample()
+  const lookupsS = (performance.now() - t1) / 1000
+  const lookupsCpu = cpu() - c0 - joinCpu
+  const totalSent = sim.stats().sent
+  const q = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] : null)
+  const per = (x) => Math.round(x / Math.max(1, N - 1))
+  const row = {
+    n: N,
+    joined,
+    join_s: +joinS.toFixed(2),
+    lookups_s: +lookupsS.toFixed(2),
+    join_cpu_s: +joinCpu.toFixed(2),
+    lookups_cpu_s: +lookupsCpu.toFixed(2),
+    datagrams: totalSent,
+    datagrams_per_s: Math.round(totalSent / (joinS + lookupsS)),
+    join_per_node: per(joinSent),
+    join_per_node_by_type: Object.fromEntries(Object.entries(byType).map(([k, v]) => [k, per(v)])),
+    lookup_datagrams_per_lookup: +((totalSent - joinSent) / N).toFixed(1),
+    found,
+    hops_median: q(hops, 0.5),
+    hops_p99: q(hops, 0.99),
+    peak_rss_gib: +(peak / 2 ** 30).toFixed(3),
+    rss_per_node_mib: +((rssJoined - rss0) / N / 2 ** 20).toFixed(3),
+    events: sim.stats().events,
+    trace: trace ? sim.trace.hash : null,
+  }
+  await sim.close()
+  console.log(JSON.stringify(row))
+}

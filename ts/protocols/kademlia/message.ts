@@ -1,0 +1,232 @@
+/**
+ * Kademlia: decoding a datagram without allocating on the native side. `native.kadParse` validates
+ * the message in deccom-core (every record: its identity, whose Ed25519 key the core remembers once
+ * checked, and its id = SHA-256 of the identity) and writes where its fields are into a
+ * caller-owned layout; the fields are then read here from the datagram itself.
+ *
+ * Layout (u32 words): 0 kind, 1 request id high, 2 low, 3 truncated, 4 count (NODES records after
+ * the sender), 5 target offset, 6 error index (kind 0), 7 flags (bit 0: an IPv6 address is in a
+ * record); then per record i (0 = the sender) at 8 + 5i: record offset, identity length, UDP
+ * address offset, TCP port (0 none), external address offset (0 none). A record's id is at
+ * offset + 2, its identity at offset + 36; addresses are the socket address form of docs/wire.md.
+ *
+ * A message with an IPv6 address falls back to `native.kadDecode` (which formats the addresses).
+ * Accessors read the datagram: use them while handling it; what is kept (identities, ids, the
+ * target) is copied.
+ */
+import type { Address } from '../../address'
+import { toAddress } from '../../address'
+import { native } from '../../native'
+
+/** Reasons of malformed messages, indexed by layout word 6 (the core's WireError order). */
+const REASONS = ['truncated', 'version', 'unknown_type', 'unknown_flags', 'too_many_nodes', 'trailing_bytes', 'record'] as const
+/** 8 header words + 5 per record, up to 1 + 64 records. */
+const LAYOUT_WORDS = 8 + 5 * 65
+const layout = new Uint32Array(LAYOUT_WORDS)
+
+type NativeDecoded = ReturnType<typeof native.kadDecode>
+
+/** A decoded Kademlia message (kind 0: malformed, `error` says why). */
+export interface KadMessage {
+  readonly kind: number
+  readonly requestHi: number
+  readonly requestLo: number
+  readonly truncated: boolean
+  /** NODES records after the sender. */
+  readonly count: number
+  /** FIND_NODE's target (a copy). */
+  readonly target: Buffer | null
+  /** The records' ids, 32 bytes each, sender first (a copy). */
+  readonly ids: Buffer | null
+  readonly error: string | null
+  /**
+   * Record `i`'s id and encoded identity, copied out of the message into one small buffer of
+   * their own (a Peer that keeps them keeps nothing else of the message).
+   */
+  peerId(i: number): Buffer
+  identity(i: number): Buffer
+  /** Record `i`'s UDP address, or null if unusable. */
+  address(i: number): Address | null
+  /** Record `i`'s external address, or null. */
+  external(i: number): Address | null
+  /** Record `i`'s TCP port, or null. */
+  tcpPort(i: number): number | null
+}
+
+const MALFORMED: Omit<KadMessage, 'error'> = {
+  kind: 0,
+  requestHi: 0,
+  requestLo: 0,
+  truncated: false,
+  count: 0,
+  target: null,
+  ids: null,
+  peerId: () => Buffer.alloc(32),
+  identity: () => Buffer.alloc(0),
+  address: () => null,
+  external: () => null,
+  tcpPort: () => null,
+}
+
+/** Decodes a Kademlia message (without the layer tag); never throws. */
+export function decodeKad(data: Buffer): KadMessage {
+  const kind = native.kadParse(data, layout)
+  if (kind === 0) return { ...MALFORMED, error: REASONS[layout[6]] ?? 'record' }
+  if (layout[7] & 1) return new Decoded(native.kadDecode(data))
+  return new Parsed(kind, data)
+}
+
+/**
+ * Where the table's `*Into` encoders write (FIND_NODE pads to at most 65,000 bytes; NODES holds at
+ * most 65 records of at most 332 bytes). The bytes are copied out before they are sent: a layer
+ * below may keep what it is given.
+ */
+export const encodeScratch = Buffer.alloc(65_536)
+
+/** A PING (or, with `pong`, a PONG): version 1, type, 8-byte request id (docs/wire.md). */
+export function encodePing(pong: boolean, hi: number, lo: number): Buffer {
+  const b = Buffer.allocUnsafe(10)
+  b[0] = 1
+  b[1] = pong ? 2 : 1
+  b.writeUInt32BE(hi >>> 0, 2)
+  b.writeUInt32BE(lo >>> 0, 6)
+  return b
+}
+
+function ipv4At(data: Buffer, at: number): Address | null {
+  if (data[at] !== 4) return null
+  try {
+    return toAddress(`${data[at + 1]}.${data[at + 2]}.${data[at + 3]}.${data[at + 4]}`, (data[at + 5] << 8) | data[at + 6])
+  } catch {
+    return null
+  }
+}
+
+/** Read in place from the datagram, by the layout kadParse wrote (copied: the next parse reuses it). */
+class Parsed implements KadMessage {
+  readonly requestHi: number
+  readonly requestLo: number
+  readonly truncated: boolean
+  readonly count: number
+  readonly target: Buffer | null
+  readonly ids: Buffer | null
+  readonly error = null
+  readonly #data: Buffer
+  readonly #rec: Uint32Array | null
+  #copies: Buffer[] | null = null
+
+  constructor(
+    readonly kind: number,
+    data: Buffer,
+  ) {
+    this.#data = data
+    this.requestHi = layout[1]
+    this.requestLo = layout[2]
+    this.truncated = layout[3] !== 0
+    this.count = layout[4]
+    if (kind < 3) {
+      this.target = this.ids = this.#rec = null
+      return
+    }
+    const records = this.count + 1
+    this.#rec = layout.slice(8, 8 + 5 * records)
+    this.target = kind === 3 ? Buffer.from(data.subarray(layout[5], layout[5] + 32)) : null
+    const ids = Buffer.allocUnsafe(32 * records)
+    for (let i = 0; i < records; i++) {
+      const at = this.#rec[5 * i] + 2
+      data.copy(ids, 32 * i, at, at + 32)
+    }
+    this.ids = ids
+  }
+
+  peerId(i: number): Buffer {
+    return this.#own(i).subarray(0, 32)
+  }
+
+  identity(i: number): Buffer {
+    return this.#own(i).subarray(32)
+  }
+
+  /** Id and identity of record i in an unpooled buffer (a pooled one would keep its 8 KiB slab). */
+  #own(i: number): Buffer {
+    const have = (this.#copies ??= [])[i]
+    if (have !== undefined) return have
+    const at = this.#rec![5 * i]
+    const len = this.#rec![5 * i + 1]
+    const b = Buffer.allocUnsafeSlow(32 + len)
+    this.#data.copy(b, 0, at + 2, at + 34)
+    this.#data.copy(b, 32, at + 36, at + 36 + len)
+    return (this.#copies[i] = b)
+  }
+
+  address(i: number): Address | null {
+    return ipv4At(this.#data, this.#rec![5 * i + 2])
+  }
+
+  external(i: number): Address | null {
+    const at = this.#rec![5 * i + 4]
+    return at === 0 ? null : ipv4At(this.#data, at)
+  }
+
+  tcpPort(i: number): number | null {
+    return this.#rec![5 * i + 3] || null
+  }
+}
+
+/** The allocating native decoder's result (messages with IPv6 addresses). */
+class Decoded implements KadMessage {
+  readonly kind: number
+  readonly requestHi: number
+  readonly requestLo: number
+  readonly truncated: boolean
+  readonly count: number
+  readonly target: Buffer | null
+  readonly ids: Buffer | null
+  readonly error: string | null
+  readonly #m: NativeDecoded
+  #hosts: string[] | null = null
+  #externals: string[] | null = null
+
+  constructor(m: NativeDecoded) {
+    this.#m = m
+    this.kind = m.kind
+    this.requestHi = m.requestHi
+    this.requestLo = m.requestLo
+    this.truncated = m.truncated
+    this.count = m.count
+    this.target = m.target ?? null
+    this.ids = m.ids ?? null
+    this.error = m.error ?? null
+  }
+
+  peerId(i: number): Buffer {
+    return this.ids!.subarray(32 * i, 32 * i + 32)
+  }
+
+  identity(i: number): Buffer {
+    const ends = this.#m.identityEnds!
+    return this.#m.identities!.subarray(i === 0 ? 0 : ends[i - 1], ends[i])
+  }
+
+  address(i: number): Address | null {
+    return wordsAddress((this.#hosts ??= this.#m.hosts?.split(' ') ?? []), i)
+  }
+
+  external(i: number): Address | null {
+    return wordsAddress((this.#externals ??= this.#m.externals?.split(' ') ?? []), i)
+  }
+
+  tcpPort(i: number): number | null {
+    return this.#m.tcpPorts?.[i] || null
+  }
+}
+
+function wordsAddress(words: string[], i: number): Address | null {
+  const host = words[2 * i]
+  if (!host || host === '-') return null
+  try {
+    return toAddress(host, Number(words[2 * i + 1]))
+  } catch {
+    return null
+  }
+}
