@@ -93,6 +93,10 @@ export const ErrorCode = Object.freeze({
   STREAM_RESET: 'ERR_DECCOM_STREAM_RESET',
   /** The peer broke the connection protocol (sent past its flow-control credit, opened too many streams). */
   PROTOCOL_VIOLATION: 'ERR_DECCOM_PROTOCOL_VIOLATION',
+  /** DHT (ts/protocols/dht): no node stored the value (`details.refused` counts the reasons). */
+  DHT_PUT_FAILED: 'ERR_DECCOM_DHT_PUT_FAILED',
+  /** DHT: a compare-and-swap put was refused: the stored seq is not the one given. */
+  DHT_CAS_MISMATCH: 'ERR_DECCOM_DHT_CAS_MISMATCH',
 } as const)
 
 /** Any value of {@link ErrorCode}. */
