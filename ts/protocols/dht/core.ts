@@ -184,6 +184,17 @@ export class DhtCore {
     })
   }
 
+  /** The records of `key` at `to` from `offset` on, page after page (at most MAX_PAGES). */
+  pages(to: Address, key: Buffer, offset: number, pages: number, take: (m: Decoded) => void, done?: () => void): void {
+    this.get(to, KIND_TOPIC, key, offset, (m) => {
+      if (!m) return done?.()
+      take(m)
+      const got = m.peerCount + m.badRecords
+      if (got > 0 && m.total > offset + got && pages < MAX_PAGES) this.pages(to, key, offset + got, pages + 1, take, done)
+      else done?.()
+    })
+  }
+
   /**
    * An iterative query toward `key` (the k closest nodes, like a Kademlia lookup, driven by the
    * native KadLookup): every node asked answers with the nodes it knows closest to the key and the
@@ -220,14 +231,6 @@ export class DhtCore {
         this.count('queries')
         resolve({ closest, queries: lk.stats().queries, replies, elapsed: this.clock.now() - t0 })
       }
-      const page = (node: QueryNode, offset: number, pages: number): void => {
-        this.get(node.address, kind, key, offset, (m) => {
-          if (!m || done) return
-          onRecords(m, node)
-          const got = m.peerCount + m.badRecords
-          if (got > 0 && m.total > offset + got && pages < MAX_PAGES) page(node, offset + got, pages + 1)
-        })
-      }
       const drive = (): void => {
         while (!done) {
           if (!this.running) return finish()
@@ -249,7 +252,7 @@ export class DhtCore {
               replies++
               onRecords(m, node)
               const got = m.peerCount + m.badRecords
-              if (kind === KIND_TOPIC && got > 0 && m.total > got) page(node, got, 1)
+              if (kind === KIND_TOPIC && got > 0 && m.total > got) this.pages(node.address, key, got, 1, (x) => !done && onRecords(x, node))
               const closer: Buffer[] = []
               const nids = m.nodeIds!
               const addrs = m.nodeAddrs!

@@ -164,10 +164,7 @@ export class Topic extends EventEmitter<TopicEvents> {
     // made us a looker there); one more GET to each returns whoever was stored between our
     // first GET and that moment. Together nothing is missed until the next round.
     if (first && this.#opts.lookup && !this.#left) {
-      await Promise.all(r.closest.map((n: QueryNode) => new Promise<void>((resolve) => core.get(n.address, KIND_TOPIC, this.topic, 0, (m) => {
-        if (m) take(m)
-        resolve()
-      }))))
+      await Promise.all(r.closest.map((n: QueryNode) => new Promise<void>((resolve) => core.pages(n.address, this.topic, 0, 0, take, resolve))))
       this.#host.count('topic_requeries')
     }
     if (this.#signal?.aborted) throw abortError(this.#signal)
