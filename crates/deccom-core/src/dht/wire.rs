@@ -318,6 +318,42 @@ pub fn encode_notify(topic: &[u8; 32], record: &AnnounceRecord) -> Vec<u8> {
     out
 }
 
+impl Message<'_> {
+    /// The encoding (a GET padded to its `len`; a REPLY exactly as decoded, flag included).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Get { rid, kind, key, token, offset, len } => encode_get(*rid, *kind, key, token, *offset, *len),
+            Message::Reply { rid, truncated, kind, key, token, observed, total, nodes, records } => {
+                let mut out = Vec::new();
+                header(&mut out, REPLY, *rid);
+                out.push(if *truncated { FLAG_TRUNCATED } else { 0 });
+                out.push(*kind as u8);
+                out.extend_from_slice(key);
+                out.extend_from_slice(token);
+                out.extend_from_slice(observed);
+                out.extend_from_slice(&total.to_be_bytes());
+                out.push(nodes.len() as u8);
+                for (id, addr) in nodes {
+                    out.extend_from_slice(id);
+                    out.extend_from_slice(addr);
+                }
+                out.push(records.len() as u8);
+                for r in records {
+                    out.extend_from_slice(&(r.len() as u16).to_be_bytes());
+                    out.extend_from_slice(r);
+                }
+                out
+            }
+            Message::Announce { rid, token, topic, record } => encode_announce(*rid, token, topic, record),
+            Message::Put { rid, token, value } => encode_put(*rid, token, value),
+            Message::PutMutable { rid, token, record, cas } => encode_put_mutable(*rid, token, record, *cas),
+            Message::Ack { rid, status } => encode_ack(*rid, *status),
+            Message::Notify { topic, record } => encode_notify(topic, record),
+        }
+    }
+}
+
 /// Decodes one datagram (without the layer tag).
 pub fn decode(b: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut r = Reader(b);
