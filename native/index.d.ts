@@ -9,6 +9,22 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The answering side (`deccom_core::dht::server::Server`). */
+export declare class DhtServer {
+  /** `secret`: 32 random bytes, the first token secret. */
+  constructor(secret: Buffer, opts?: DhtServerOptions | undefined | null)
+  /**
+   * Handles one datagram (without the tag) from the 18-byte raw `source`; `nodes` holds the
+   * nodes closest to a GET's key, 50 bytes each (id, raw address).
+   */
+  handle(data: Uint8Array, source: Uint8Array, nodes: Uint8Array, now: number): DhtHandled
+  /** A new token secret (32 random bytes). */
+  rotate(secret: Buffer): void
+  /** Removes expired records and lookers; returns the records removed. */
+  expire(now: number): number
+  stats(): DhtServerStats
+}
+
 /** One seeded impairment instance: a link, or one direction of a test layer. */
 export declare class Impairment {
   /**
@@ -470,6 +486,108 @@ export declare class UdpSocket {
  * `ERR_DECCOM_RECORD_*` codes naming what is wrong.
  */
 export declare function decodePeerRecord(bytes: Uint8Array): PeerRecordObject
+
+/** The bytes an announcer signs (see `AnnounceRecord::message`). */
+export declare function dhtAnnounceMessage(topic: Uint8Array, addr: Uint8Array, seq: number, ttl: number): Buffer
+
+/** Decodes a DHT datagram (without the tag), verifying the records of REPLY and NOTIFY. */
+export declare function dhtDecode(data: Uint8Array): DhtDecoded
+
+/**
+ * A decoded DHT datagram (requests are decoded too, for test vectors). Packed fields:
+ * `nodeIds` 32 bytes and `nodeAddrs` 18 bytes per node; `peerIdentities` 33, `peerIds` 32,
+ * `peerAddrs` 18 bytes per verified announce record.
+ */
+export interface DhtDecoded {
+  /** Type byte (1 GET ... 7 NOTIFY), 0 when malformed. */
+  kind: number
+  /** Why it did not decode (`truncated`, `version`, ...). */
+  error?: string
+  requestHi: number
+  requestLo: number
+  truncated: boolean
+  /** Record kind: 1 topic, 2 immutable, 3 mutable. */
+  recordKind: number
+  /** GET/REPLY key, ANNOUNCE/NOTIFY topic, PUT/PUT_MUTABLE the value's key. */
+  key?: Buffer
+  token?: Buffer
+  observed?: Buffer
+  offset: number
+  total: number
+  nodeCount: number
+  nodeIds?: Buffer
+  nodeAddrs?: Buffer
+  peerCount: number
+  peerIdentities?: Buffer
+  peerIds?: Buffer
+  peerAddrs?: Buffer
+  /** Records that failed verification (left out). */
+  badRecords: number
+  value?: Buffer
+  seq?: number
+  ttl?: number
+  signature?: Buffer
+  publicKey?: Buffer
+  salt?: Buffer
+  cas?: number
+  status?: number
+}
+
+/** ANNOUNCE of a signed record. */
+export declare function dhtEncodeAnnounce(hi: number, lo: number, token: Uint8Array, topic: Uint8Array, identity: Uint8Array, addr: Uint8Array, seq: number, ttl: number, signature: Uint8Array): Buffer
+
+/** GET of `key` (kind 1 topic, 2 immutable, 3 mutable), zero-padded to `padTo` bytes. */
+export declare function dhtEncodeGet(hi: number, lo: number, kind: number, key: Uint8Array, token: Uint8Array, offset: number, padTo: number): Buffer
+
+/** PUT of an immutable value (≤ 1000 bytes). */
+export declare function dhtEncodePut(hi: number, lo: number, token: Uint8Array, value: Uint8Array): Buffer
+
+/** PUT_MUTABLE of a signed record; `cas`: store only over this seq. */
+export declare function dhtEncodePutMutable(hi: number, lo: number, token: Uint8Array, publicKey: Uint8Array, salt: Uint8Array, seq: number, value: Uint8Array, signature: Uint8Array, cas?: number | undefined | null): Buffer
+
+/**
+ * What `DhtServer.handle` did: `event` names a counter; `reply` goes back to the source,
+ * `notify` to each 18-byte raw address in `notifyTo`.
+ */
+export interface DhtHandled {
+  event: string
+  reply?: Buffer
+  notify?: Buffer
+  notifyTo?: Buffer
+}
+
+/** SHA-256(value). */
+export declare function dhtImmutableKey(value: Uint8Array): Buffer
+
+/** SHA-256(publicKey || salt). */
+export declare function dhtMutableKey(publicKey: Uint8Array, salt: Uint8Array): Buffer
+
+/** The bytes the owner of a mutable value signs (see `MutableRecord::message`). */
+export declare function dhtMutableMessage(salt: Uint8Array, seq: number, value: Uint8Array): Buffer
+
+/** Limits of a `DhtServer` (see `deccom_core::dht::store::StoreConfig`); unset fields keep the defaults. */
+export interface DhtServerOptions {
+  maxRecords?: number
+  maxPerTopic?: number
+  maxPerSource?: number
+  maxTtlMs?: number
+  valueTtlMs?: number
+  putRate?: number
+  putBurst?: number
+  maxSubscribers?: number
+  subscribeMs?: number
+}
+
+/** Sizes of a `DhtServer`'s state. */
+export interface DhtServerStats {
+  records: number
+  topics: number
+  subscribers: number
+  rateBuckets: number
+}
+
+/** The name of an ACK status (`ok`, `bad_token`, ...). */
+export declare function dhtStatusName(status: number): string
 
 /**
  * Encodes `host`/`port` into the 18-byte address form `UdpSocket.sendBatch` takes.

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.DhtServer = nativeBinding.DhtServer
 module.exports.Impairment = nativeBinding.Impairment
 module.exports.KadLookup = nativeBinding.KadLookup
 module.exports.KadTable = nativeBinding.KadTable
@@ -843,6 +844,16 @@ module.exports.NoiseEndpoint = nativeBinding.NoiseEndpoint
 module.exports.RudpEndpoint = nativeBinding.RudpEndpoint
 module.exports.UdpSocket = nativeBinding.UdpSocket
 module.exports.decodePeerRecord = nativeBinding.decodePeerRecord
+module.exports.dhtAnnounceMessage = nativeBinding.dhtAnnounceMessage
+module.exports.dhtDecode = nativeBinding.dhtDecode
+module.exports.dhtEncodeAnnounce = nativeBinding.dhtEncodeAnnounce
+module.exports.dhtEncodeGet = nativeBinding.dhtEncodeGet
+module.exports.dhtEncodePut = nativeBinding.dhtEncodePut
+module.exports.dhtEncodePutMutable = nativeBinding.dhtEncodePutMutable
+module.exports.dhtImmutableKey = nativeBinding.dhtImmutableKey
+module.exports.dhtMutableKey = nativeBinding.dhtMutableKey
+module.exports.dhtMutableMessage = nativeBinding.dhtMutableMessage
+module.exports.dhtStatusName = nativeBinding.dhtStatusName
 module.exports.encodeAddress = nativeBinding.encodeAddress
 module.exports.encodePeerRecord = nativeBinding.encodePeerRecord
 module.exports.kadDecode = nativeBinding.kadDecode

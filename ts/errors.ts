@@ -122,6 +122,10 @@ export const ErrorCode = Object.freeze({
   PORT_MAPPING_FAILED: 'ERR_DECCOM_PORT_MAPPING_FAILED',
   /** No router answered a port-mapping request in time; `details.protocol`. */
   PORT_MAPPING_TIMEOUT: 'ERR_DECCOM_PORT_MAPPING_TIMEOUT',
+  /** DHT (ts/protocols/dht): no node stored the value (`details.refused` counts the reasons). */
+  DHT_PUT_FAILED: 'ERR_DECCOM_DHT_PUT_FAILED',
+  /** DHT: a compare-and-swap put was refused: the stored seq is not the one given. */
+  DHT_CAS_MISMATCH: 'ERR_DECCOM_DHT_CAS_MISMATCH',
 } as const)
 
 /** Any value of {@link ErrorCode}. */

@@ -37,6 +37,8 @@ import { ReliableUdp, type ReliableSendOptions } from './protocols/reliable'
 import { TAG_CONN } from './wire/mux'
 import { PortMapper, type PortMapperOptions } from './portmap/layer'
 import { type NatReport, natReport } from './nat-report'
+import { Dht } from './protocols/dht/layer'
+import type { JoinOptions, Topic } from './protocols/dht/topic'
 
 /** Options of {@link Node.create}: the stack, the identity, and the UDP socket's options. */
 export interface NodeOptions extends UdpOptions {
@@ -444,6 +446,41 @@ export class Node extends EventEmitter<NodeEvents> {
    */
   nat(): NatReport {
     return natReport(this.stack, this.address)
+  }
+
+  /**
+   * The stack's DHT layer (`Dht`): `put`/`get` immutable values, `putMutable`/`getMutable` signed ones.
+   * @throws ERR_DECCOM_STACK_INVALID when the stack has no Dht layer
+   */
+  get dht(): Dht {
+    const layer = this.stack.find(Dht)
+    if (!layer) throw new DeccomError(ErrorCode.STACK_INVALID, 'No Dht layer in the stack (add new Dht() above Kademlia)')
+    return layer
+  }
+
+  /**
+   * Joins a 32-byte topic through the stack's DHT layer (see `Dht.join`): the Topic emits 'peer'
+   * for every peer met. With `connect: true` the node connects to each peer it meets (the one of
+   * the pair with the smaller id dials) and emits 'connection' for the connections it opens (the
+   * other side emits it on accept).
+   * @throws ERR_DECCOM_STACK_INVALID, ERR_DECCOM_CLOSED, ERR_DECCOM_INVALID_ARGUMENT
+   */
+  join(topic: Buffer | Uint8Array | string, opts: JoinOptions = {}): Topic {
+    if (this.#state !== 'running') throw notRunning()
+    const t = this.dht.join(topic, opts)
+    if (opts.connect) {
+      t.on('peer', (peer) => {
+        if (!peer.id || Buffer.compare(this.id, peer.id) >= 0 || t.left) return
+        this.connect(peer, { signal: opts.signal }).then(
+          (conn) => this.emitFromNetwork('connection', conn),
+          (e: Error) => {
+            this.#app.counters.topic_connect_failures = (this.#app.counters.topic_connect_failures ?? 0) + 1
+            if (this.listenerCount('error') > 0) this.emit('error', e)
+          },
+        )
+      })
+    }
+    return t
   }
 
   /** Counters of every layer, by layer name. */

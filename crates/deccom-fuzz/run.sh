@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 AFL_VERSION=0.18.2
-TARGETS="rudp_wire noise_wire noise_frame kad_wire mux_decode records roundtrip reassembly rudp_endpoint noise_endpoint"
+TARGETS="rudp_wire noise_wire noise_frame kad_wire mux_decode records roundtrip reassembly rudp_endpoint noise_endpoint dht_wire"
 # Shared machines: no CPU frequency governor check, no core dump pattern check, no binding to a
 # core, no curses UI. A panic in a target aborts the process, which AFL++ counts as a crash.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1

@@ -10,6 +10,7 @@
 //! - [`wire`]: checked binary codecs that never panic on untrusted input, starting with
 //!   [`wire::peer_record`].
 //! - [`error`]: the crate's one error type, each variant with a stable `ERR_DECCOM_*` code.
+//! - [`dht`]: DHT storage (topic announcements, immutable and signed mutable values), sans-IO.
 //! - [`impair`]: the one seeded impairment model (drop, duplicate, reorder, corrupt, latency,
 //!   jitter, bandwidth) behind the test layers and the simulator's links; [`delay`] holds
 //!   datagrams until they are due.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod delay;
+pub mod dht;
 pub mod error;
 pub mod identity;
 pub mod impair;

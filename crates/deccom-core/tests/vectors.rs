@@ -16,6 +16,8 @@
 mod json;
 #[path = "vectors/formats.rs"]
 mod formats;
+#[path = "vectors/dht.rs"]
+mod dht;
 
 use std::path::PathBuf;
 

@@ -63,6 +63,7 @@ fn main() {
         ("noise-handshake.json", &["noise_wire"]),
         ("noise-frame.json", &["noise_frame"]),
         ("kad.json", &["kad_wire"]),
+        ("dht.json", &["dht_wire"]),
         ("connection.json", &["mux_decode"]),
     ] {
         for v in hex_values(&vectors.join(file)) {

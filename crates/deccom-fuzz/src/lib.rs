@@ -11,6 +11,7 @@
 //! | `noise_wire`     | one Noise datagram: decode, re-encode, compare                           |
 //! | `noise_frame`    | one Noise frame: decode, re-encode, compare                              |
 //! | `kad_wire`       | one Kademlia message: decode, re-encode, compare                         |
+//! | `dht_wire`       | one DHT message: decode, re-encode, compare; the storer's reply size     |
 //! | `mux_decode`     | one connection frame (tag 12): decode, check, re-encode, compare         |
 //! | `records`        | selector byte, then a peer record / identity / address / key file        |
 //! | `roundtrip`      | a description of values: encode, decode, compare (`decode(encode(x)) == x`) |
@@ -22,9 +23,11 @@ pub mod decode;
 pub mod input;
 pub mod noise_endpoint;
 pub mod reassembly;
+pub mod dht_wire;
 pub mod roundtrip;
 pub mod rudp_endpoint;
 
+pub use dht_wire::dht_wire;
 pub use decode::{kad_wire, mux_decode, noise_frame, noise_wire, records, rudp_wire};
 pub use noise_endpoint::noise_endpoint;
 pub use reassembly::reassembly;
@@ -46,4 +49,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reassembly", reassembly),
     ("rudp_endpoint", rudp_endpoint),
     ("noise_endpoint", noise_endpoint),
+    ("dht_wire", dht_wire),
 ];

@@ -5,6 +5,7 @@
 #![deny(clippy::all)]
 
 mod clock;
+mod dht;
 mod error;
 mod identity;
 mod impair;

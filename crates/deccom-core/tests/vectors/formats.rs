@@ -38,6 +38,7 @@ pub fn all() -> Vec<Format> {
         Format { file: "rudp", anchor: "reliable-udp-tag-2", notes: "The bytes after the layer tag 2 (version 2: every datagram ends with the CRC32C of the bytes before it). u64 values are decimal strings; ack ranges are [start, end] inclusive, most recent first. Every invalid datagram is dropped and counted in rudp_dropped_malformed (the reliable layer's stats); a checksum mismatch is also counted in rudp_dropped_checksum.", decode: rudp, valid: rudp_valid, invalid: rudp_invalid },
         Format { file: "noise", anchor: "noise-datagrams-tag-4", notes: "The bytes after the layer tag 4. u64 values are decimal strings. Every invalid datagram is dropped and counted in dropped_malformed. error = ERR code + Rust error.", decode: noise, valid: noise_valid, invalid: noise_invalid },
         Format { file: "noise-frame", anchor: "noise-frames", notes: "The plaintext of one Noise data message. error = the counter the Noise layer counts it in + Rust error.", decode: noise_frame, valid: frame_valid, invalid: frame_invalid },
+        Format { file: "dht", anchor: "dht-tag-13", notes: "The bytes after the layer tag 13. u64 values are decimal strings; addresses are 18-byte raw addresses (hex). Records carry `verifies` (the signature checks). Every invalid datagram is dropped and counted in dht.dropped_malformed and dropped_malformed_<reason>. error = reason + Rust error.", decode: crate::dht::decode, valid: crate::dht::valid, invalid: crate::dht::invalid },
     ]
 }
 

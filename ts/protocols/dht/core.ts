@@ -1,0 +1,315 @@
+/**
+ * DHT: the shared parts — constants, options, the state every part works on ({@link DhtCore}),
+ * requests and their matching, and the iterative query toward a key.
+ */
+import type { Address } from '../../address'
+import { toAddress } from '../../address'
+import type { Clock, TimerHandle } from '../../clock'
+import { DeccomError, ErrorCode } from '../../errors'
+import { native } from '../../native'
+import type { Peer } from '../../peer'
+
+/** Tag of DHT datagrams. */
+export const TAG_DHT = 13
+export const GET = 1
+export const REPLY = 2
+export const ANNOUNCE = 3
+export const PUT = 4
+export const PUT_MUTABLE = 5
+export const ACK = 6
+export const NOTIFY = 7
+export const KIND_TOPIC = 1
+export const KIND_IMMUTABLE = 2
+export const KIND_MUTABLE = 3
+export const NO_TOKEN = Buffer.alloc(16)
+/** Largest value in bytes (as BEP 44). */
+export const MAX_VALUE = 1000
+/** Requests in flight, at most. */
+export const MAX_PENDING = 8192
+/** Remembered tokens (one per storer address), at most. */
+export const MAX_TOKENS = 8192
+/** Nodes a GET's reply carries. */
+export const REPLY_NODES = 8
+/** Record pages fetched per node and topic query. */
+export const MAX_PAGES = 16
+
+export type Decoded = ReturnType<typeof native.dhtDecode>
+
+export interface DhtOptions {
+  /** Nodes a query converges on, and records are stored at (default 20). */
+  k?: number
+  /** Queries in flight per query (default 3). */
+  alpha?: number
+  /** Per-query timeout in ms (default 1000). */
+  queryTimeout?: number
+  /** Size a GET to a node that gave us no token yet is padded to (default 1200). */
+  padTo?: number
+  /** Lifetime of announce records in ms (default 20 minutes); joins refresh at half of it. */
+  announceTtl?: number
+  /** How often a joined topic is looked up again, in ms (default: half the announce TTL). */
+  lookupInterval?: number
+  /** How long a value put by this node is stored, in ms (default 2 hours); owners republish at half of it. */
+  valueTtl?: number
+  /** Storage bounds of what this node stores for others. */
+  maxRecords?: number
+  maxPerTopic?: number
+  maxPerSource?: number
+  /** Puts per second (and burst) one source IP may make here. */
+  putRate?: number
+  putBurst?: number
+  /** How long a node that looked up or announced on a topic is told of new announcers, in ms (default 60 000). */
+  subscribeMs?: number
+  /** Token secret rotation period in ms (default 300 000). */
+  tokenRotation?: number
+}
+
+/** A node a query reached: its id, address and the token it gave us. */
+export interface QueryNode {
+  id: Buffer
+  hex: string
+  address: Address
+}
+
+export interface QueryResult {
+  /** The k closest nodes that answered, closest first. */
+  closest: QueryNode[]
+  queries: number
+  replies: number
+  elapsed: number
+}
+
+export type Fn = (...args: any[]) => any
+
+interface Pending {
+  hi: number
+  to: Address
+  type: number
+  timer: TimerHandle
+  cb: (m: Decoded | null) => void
+}
+
+/** The operations of the layer its parts use. */
+export interface DhtOps {
+  count(name: string, n?: number): void
+  sendControl(to: Address, data: Uint8Array): boolean
+  readonly lower: Record<string, Fn>
+}
+
+/** The state of one DHT layer, shared by its parts. */
+export class DhtCore {
+  k = 20
+  alpha = 3
+  queryTimeout = 1000
+  padTo = 1200
+  announceTtl = 1_200_000
+  lookupInterval = 600_000
+  valueTtl = 7_200_000
+  running = false
+  clock!: Clock
+  selfHex = ''
+  readonly pending = new Map<number, Pending>()
+  readonly tokens = new Map<string, Buffer>()
+  /** Address key of a storer → our raw address as it saw us (from its REPLY). */
+  readonly observed = new Map<string, Buffer>()
+  nextLo = 0
+  readonly qid = Buffer.alloc(32)
+
+  constructor(private readonly ops: DhtOps) {}
+
+  count(name: string, n?: number): void {
+    this.ops.count(name, n)
+  }
+
+  get lower(): Record<string, Fn> {
+    return this.ops.lower
+  }
+
+  /** Sends a request; `cb` gets the matching answer, or null after the timeout. */
+  request(to: Address, type: number, build: (hi: number, lo: number) => Buffer, cb: (m: Decoded | null) => void): void {
+    const clock = this.clock
+    if (!this.running || this.pending.size >= MAX_PENDING) {
+      this.count('dropped_too_many_requests')
+      clock.setTimeout(() => cb(null), 0)
+      return
+    }
+    let lo = (this.nextLo + 1) >>> 0
+    while (this.pending.has(lo)) lo = (lo + 1) >>> 0
+    this.nextLo = lo
+    const hi = (Math.random() * 0x1_0000_0000) >>> 0
+    const sent = this.ops.sendControl(to, build(hi, lo))
+    const timer = clock.setTimeout(() => {
+      this.pending.delete(lo)
+      if (sent) this.count('request_timeouts')
+      cb(null)
+    }, sent ? 2 * this.queryTimeout : 0)
+    this.pending.set(lo, { hi, to, type, timer, cb })
+  }
+
+  /** The request `m` answers (same id, from the address asked), removed from the pending ones. */
+  match(m: Decoded, from: Address, type: number): Pending | undefined {
+    const p = this.pending.get(m.requestLo)
+    if (!p || p.hi !== m.requestHi || p.to.key !== from.key || p.type !== type) return undefined
+    this.pending.delete(m.requestLo)
+    this.clock.clearTimeout(p.timer)
+    return p
+  }
+
+  tokenOf(a: Address): Buffer | undefined {
+    return this.tokens.get(a.key)
+  }
+
+  setToken(a: Address, t: Buffer): void {
+    this.tokens.delete(a.key)
+    if (this.tokens.size >= MAX_TOKENS) this.tokens.delete(this.tokens.keys().next().value as string)
+    this.tokens.set(a.key, Buffer.from(t))
+  }
+
+  /** GET of `key` to `to`: padded when `to` gave us no token yet (so it may answer in full). */
+  get(to: Address, kind: number, key: Buffer, offset: number, cb: (m: Decoded | null) => void): void {
+    const token = this.tokenOf(to)
+    this.count('gets_sent')
+    this.request(to, GET, (hi, lo) => native.dhtEncodeGet(hi, lo, kind, key, token ?? NO_TOKEN, offset, token ? 0 : this.padTo), (m) => {
+      if (m && m.token) {
+        this.setToken(to, m.token)
+        this.observed.delete(to.key)
+        if (this.observed.size >= MAX_TOKENS) this.observed.delete(this.observed.keys().next().value as string)
+        this.observed.set(to.key, Buffer.from(m.observed!))
+      }
+      if (m && !m.key!.equals(key)) {
+        this.count('dropped_wrong_key')
+        return cb(null)
+      }
+      if (m && m.badRecords > 0) this.count('dropped_bad_records', m.badRecords)
+      cb(m)
+    })
+  }
+
+  /** The records of `key` at `to` from `offset` on, page after page (at most MAX_PAGES). */
+  pages(to: Address, key: Buffer, offset: number, pages: number, take: (m: Decoded) => void, done?: () => void): void {
+    this.get(to, KIND_TOPIC, key, offset, (m) => {
+      if (!m) return done?.()
+      take(m)
+      const got = m.peerCount + m.badRecords
+      if (got > 0 && m.total > offset + got && pages < MAX_PAGES) this.pages(to, key, offset + got, pages + 1, take, done)
+      else done?.()
+    })
+  }
+
+  /**
+   * An iterative query toward `key` (the k closest nodes, like a Kademlia lookup, driven by the
+   * native KadLookup): every node asked answers with the nodes it knows closest to the key and the
+   * records it stores for it (`onRecords`); nodes named in answers are only candidates until they
+   * answer themselves.
+   */
+  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => void): Promise<QueryResult> {
+    return new Promise((resolve) => {
+      const t0 = this.clock.now()
+      const cands = new Map<string, QueryNode>()
+      const seeds = this.lower.closest(key, this.k) as Peer[]
+      const ids: Buffer[] = []
+      for (const p of seeds) {
+        if (!p.id) continue
+        const hex = p.id.toString('hex')
+        cands.set(hex, { id: p.id, hex, address: p.address })
+        ids.push(p.id)
+      }
+      const lk = new native.KadLookup(key, Buffer.concat(ids), this.alpha, this.k, this.queryTimeout, t0)
+      let timer: TimerHandle | null = null
+      let timerAt = Infinity
+      let replies = 0
+      let done = false
+      const finish = (): void => {
+        if (done) return
+        done = true
+        this.clock.clearTimeout(timer ?? undefined)
+        const c = lk.closest()
+        const closest: QueryNode[] = []
+        for (let i = 0; i + 32 <= c.length; i += 32) {
+          const n = cands.get(c.toString('hex', i, i + 32))
+          if (n) closest.push(n)
+        }
+        this.count('queries')
+        resolve({ closest, queries: lk.stats().queries, replies, elapsed: this.clock.now() - t0 })
+      }
+      const drive = (): void => {
+        while (!done) {
+          if (!this.running) return finish()
+          const action = lk.next(this.clock.now(), this.qid)
+          if (action === 0) {
+            const hex = this.qid.toString('hex')
+            const node = cands.get(hex)
+            const id = Buffer.from(this.qid)
+            if (!node) {
+              lk.onFailure(id)
+              continue
+            }
+            this.get(node.address, kind, key, 0, (m) => {
+              if (done) return
+              if (!m) {
+                lk.onFailure(id)
+                return drive()
+              }
+              replies++
+              onRecords(m, node)
+              const got = m.peerCount + m.badRecords
+              if (kind === KIND_TOPIC && got > 0 && m.total > got) this.pages(node.address, key, got, 1, (x) => !done && onRecords(x, node))
+              const closer: Buffer[] = []
+              const nids = m.nodeIds!
+              const addrs = m.nodeAddrs!
+              for (let i = 0; i < m.nodeCount; i++) {
+                const h = nids.toString('hex', 32 * i, 32 * i + 32)
+                if (h === this.selfHex) continue
+                if (!cands.has(h)) {
+                  let address: Address
+                  try {
+                    address = fromRaw(addrs.subarray(18 * i, 18 * i + 18))
+                  } catch {
+                    continue
+                  }
+                  cands.set(h, { id: Buffer.from(nids.subarray(32 * i, 32 * i + 32)), hex: h, address })
+                }
+                closer.push(nids.subarray(32 * i, 32 * i + 32))
+              }
+              lk.onSuccess(id, Buffer.concat(closer))
+              drive()
+            })
+            continue
+          }
+          if (action === 1) {
+            const at = lk.pollTimeout()
+            if (at !== null && at < timerAt) {
+              this.clock.clearTimeout(timer ?? undefined)
+              timerAt = at
+              timer = this.clock.setTimeout(() => {
+                timer = null
+                timerAt = Infinity
+                drive()
+              }, Math.max(0, at - this.clock.now()))
+            }
+            return
+          }
+          return finish()
+        }
+      }
+      drive()
+    })
+  }
+}
+
+/** The Address of an 18-byte raw address. @throws ERR_DECCOM_INVALID_ADDRESS */
+export function fromRaw(raw: Buffer): Address {
+  const port = raw.readUInt16BE(16)
+  let v4 = raw[10] === 0xff && raw[11] === 0xff
+  for (let i = 0; i < 10 && v4; i++) if (raw[i] !== 0) v4 = false
+  if (v4) return toAddress(`${raw[12]}.${raw[13]}.${raw[14]}.${raw[15]}`, port)
+  const groups: string[] = []
+  for (let i = 0; i < 16; i += 2) groups.push(raw.readUInt16BE(i).toString(16))
+  return toAddress(groups.join(':'), port)
+}
+
+/** A 32-byte key from a Buffer or 64 hex digits. */
+export function toKey(k: Buffer | Uint8Array | string, what = 'A key'): Buffer {
+  if (typeof k === 'string' && /^[0-9a-fA-F]{64}$/.test(k)) return Buffer.from(k, 'hex')
+  if (k instanceof Uint8Array && k.length === 32) return Buffer.isBuffer(k) ? k : Buffer.from(k)
+  throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `${what} is 32 bytes (a Buffer) or 64 hex digits`)
+}
