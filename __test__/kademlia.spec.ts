@@ -284,3 +284,21 @@ test('connection approval: the nearest layer below with approveConnection decide
   t.is(found!.address, secure[8].address)
   t.true(secure.every((n) => kad(n).size >= 8))
 })
+
+test('a refresh while a bootstrap retry is pending starts no second join; a stopped node leaves no timer behind', async (t) => {
+  const s = new SimulatedNetwork({ seed: 77 })
+  t.teardown(() => s.close())
+  // Nobody answers at the bootstrap address: attempts time out and are retried while the refresh
+  // timer (much shorter here) finds the table empty.
+  const [n] = await s.createNodes(1, {
+    stack: () => [new Kademlia({ bootstrap: ['10.0.0.99:4000'], queryTimeout: 200, bootstrapRetries: 6, refreshInterval: 150 })],
+  })
+  await s.runFor(2_000)
+  const st = kad(n).stats()
+  // One join at a time: attempts start at 0, 400 and 1000 ms (each times out after 200 ms, then
+  // waits 200, 400, 800 ms). Parallel joins (one per refresh tick) made dozens.
+  t.true(st.bootstrap_attempts! >= 2 && st.bootstrap_attempts! <= 4, `${st.bootstrap_attempts} bootstrap attempts in 2 s`)
+  await n.close()
+  t.is(s.stats().pending_events, 0, 'stop cleared every timer')
+  await t.notThrowsAsync(s.runFor(60_000))
+})

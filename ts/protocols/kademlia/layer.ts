@@ -84,6 +84,7 @@ export class Kademlia extends Protocol {
     clock.clearTimeout(this.#s.refreshTimer ?? undefined)
     clock.clearTimeout(this.#s.joinTimer ?? undefined)
     this.#s.refreshTimer = this.#s.joinTimer = null
+    this.#s.joining = false
     for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
     this.#s.pending.clear()
     for (const run of [...this.#s.runs]) abort(this.#s, run, closed())

@@ -6,13 +6,20 @@ import { findNode, rand } from './rpc'
 import { consider, sweep } from './verification'
 import { maintenanceLookup } from './lookups'
 
+/**
+ * One join attempt: FIND_NODE(self) to every bootstrap address, then a self-lookup through what
+ * they answered. At most one join runs at a time (`s.joining`, from the first attempt until it
+ * joined or gave up): the refresh timer starts another only when none runs.
+ */
 export function join(s: KadState, attempt: number): void {
   s.joinTimer = null
+  if (!s.running) return
   const addrs = s.bootstrap.filter((a) => a !== s.self)
   if (addrs.length === 0) {
     s.log('no bootstrap address: this node starts a network')
     return markJoined(s)
   }
+  s.joining = true
   s.count('bootstrap_attempts')
   let left = addrs.length
   const seeds: Peer[] = []
@@ -41,10 +48,12 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
   if (seeds.length === 0) {
     if (attempt < s.bootstrapRetries) {
       s.count('bootstrap_retries')
+      s.clock.clearTimeout(s.joinTimer ?? undefined)
       s.joinTimer = s.clock.setTimeout(() => join(s, attempt + 1), s.queryTimeout * 2 ** attempt)
       s.log('bootstrap attempt %d: no answer from %d bootstrap nodes, retrying', attempt + 1, s.bootstrap.length)
     } else {
       s.count('bootstrap_failed')
+      s.joining = false
       s.joinFailed = true
       const e = new DeccomError(ErrorCode.NOT_READY, `Kademlia could not join: no bootstrap node answered (${s.bootstrap.map((a) => a.key).join(', ')}) after ${attempt + 1} attempts`, {
         details: { layer: 'kademlia', attempts: attempt + 1 },
@@ -55,6 +64,8 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     return
   }
   void maintenanceLookup(s, s.selfId, seeds).then(async (r) => {
+    s.joining = false
+    if (!s.running) return
     s.count('joined')
     if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
     markJoined(s)
@@ -80,7 +91,7 @@ export function onRefreshTimer(s: KadState): void {
   s.refreshTimer = null
   if (!s.running) return
   sweep(s)
-  if (s.table!.size === 0 && s.bootstrap.length > 0) join(s, 0)
+  if (s.table!.size === 0 && s.bootstrap.length > 0 && !s.joining) join(s, 0)
   void refresh(s, false).finally(() => {
     if (s.running && s.refreshTimer === null) s.refreshTimer = s.clock.setTimeout(s.refreshTick, s.refreshInterval)
   })

@@ -216,6 +216,8 @@ export class KadState {
   readonly listeners = new Map<KadEvent, Set<Listener>>()
   refreshTimer: TimerHandle | null = null
   joinTimer: TimerHandle | null = null
+  /** A join attempt (or the timer of its retry) is in progress. */
+  joining = false
   refreshing = false
   joined = false
   /** `ready()` calls waiting for the join; failed with the last bootstrap failure. */
