@@ -75,6 +75,8 @@ import { createPlanned, planNodes } from './plan'
 import type { ResearchNodesOptions } from './plan'
 import { NodeProfiles } from './profiles'
 import { TraceExporter } from './trace-export'
+import { EventQueue } from './event-queue'
+import type { SimEvent } from './event-queue'
 import type { TraceExport, TraceSink } from './trace-export'
 
 /** Error codes of the simulator (not in ErrorCode yet). */
@@ -180,15 +182,6 @@ interface TraceRecord {
   size: number
 }
 
-/** One scheduled event. Also the handle of a virtual timer. */
-interface SimEvent {
-  time: number
-  seq: number
-  fn: (() => void) | null
-  /** 0 pending, 1 fired or cancelled. */
-  state: 0 | 1
-}
-
 const DEFAULT_LINK: LinkSpec = Object.freeze({
   latency: 5,
   jitter: 0,
@@ -223,9 +216,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   readonly #layerRng: Random
 
   #now = 0
-  #seq = 0
-  readonly #heap: SimEvent[] = []
-  #cancelled = 0
+  readonly #events = new EventQueue()
   #running = false
   #closed = false
   #closing: Promise<void> | null = null
@@ -299,7 +290,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
         sim.#stats.timers_fired++
         fn()
       }),
-      clearTimeout: (h: TimerHandle | undefined): void => sim.#cancel(h as SimEvent | undefined),
+      clearTimeout: (h: TimerHandle | undefined): void => sim.#events.cancel(h as SimEvent | undefined),
     })
   }
 
@@ -332,7 +323,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
     return {
       ...this.#stats,
       now: this.#now,
-      pending_events: this.#heap.length - this.#cancelled,
+      pending_events: this.#events.pending,
       transports: this.#transports.size,
       nodes: this.#nodes.length,
     }
@@ -483,12 +474,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
     this.#closed = true
     const results = await Promise.allSettled(this.#nodes.map((n) => n.close()))
     this.#tracer.active?.close()
-    for (const e of this.#heap) {
-      e.state = 1 // a later clearTimeout of its handle is a no-op
-      e.fn = null
-    }
-    this.#heap.length = 0
-    this.#cancelled = 0
+    this.#events.clear()
     this.#links.clear()
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason
@@ -522,7 +508,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
             if (cond !== undefined) throw closedError('run until a condition')
             return finish(undefined, true)
           }
-          const e = this.#peek()
+          const e = this.#events.peek()
           if (e === undefined || e.time > deadline) {
             if (Number.isFinite(deadline)) this.#now = Math.max(this.#now, deadline)
             return finish(undefined, cond === undefined ? true : cond())
@@ -532,7 +518,7 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
               details: { maxEvents, now: this.#now },
             })
           }
-          this.#pop()
+          this.#events.pop()
           this.#now = e.time
           const fn = e.fn!
           e.fn = null
@@ -564,72 +550,8 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   // ---- events -------------------------------------------------------------------------------
 
   #schedule(ms: number, fn: () => void): SimEvent {
-    const e: SimEvent = { time: this.#now + (ms > 0 ? ms : 0), seq: this.#seq++, fn, state: 0 }
-    if (this.#closed) {
-      e.state = 1 // never runs; nothing is kept
-      e.fn = null
-      return e
-    }
-    this.#push(e)
-    return e
-  }
-
-  #cancel(e: SimEvent | undefined): void {
-    if (e === undefined || e.state !== 0) return
-    e.state = 1
-    e.fn = null
-    this.#cancelled++
-    // Lazy deletion; compact when cancelled timers dominate the heap.
-    if (this.#cancelled > 1024 && this.#cancelled * 2 > this.#heap.length) {
-      const live = this.#heap.filter((x) => x.state === 0)
-      this.#heap.length = 0
-      this.#cancelled = 0
-      for (const x of live) this.#push(x)
-    }
-  }
-
-  /** The next live event, discarding cancelled ones at the top. */
-  #peek(): SimEvent | undefined {
-    const h = this.#heap
-    while (h.length > 0 && h[0].state !== 0) {
-      this.#pop()
-      this.#cancelled--
-    }
-    return h[0]
-  }
-
-  #push(e: SimEvent): void {
-    const h = this.#heap
-    let i = h.length
-    h.push(e)
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      if (!before(e, h[p])) break
-      h[i] = h[p]
-      i = p
-    }
-    h[i] = e
-  }
-
-  #pop(): SimEvent | undefined {
-    const h = this.#heap
-    const top = h[0]
-    const last = h.pop()
-    if (h.length > 0 && last !== undefined) {
-      let i = 0
-      const n = h.length
-      for (;;) {
-        const l = 2 * i + 1
-        if (l >= n) break
-        const r = l + 1
-        const c = r < n && before(h[r], h[l]) ? r : l
-        if (!before(h[c], last)) break
-        h[i] = h[c]
-        i = c
-      }
-      h[i] = last
-    }
-    return top
+    const time = this.#now + (ms > 0 ? ms : 0)
+    return this.#closed ? this.#events.dead(time) : this.#events.schedule(time, fn)
   }
 
   // ---- datagrams (used by SimTransport) -----------------------------------------------------
@@ -856,10 +778,6 @@ export class SimulatedNetwork implements SimMedium, ChurnHost {
   #checkOpen(op: string): void {
     if (this.#closed) throw closedError(op)
   }
-}
-
-function before(a: SimEvent, b: SimEvent): boolean {
-  return a.time < b.time || (a.time === b.time && a.seq < b.seq)
 }
 
 function closedError(op: string): DeccomError {
