@@ -28,15 +28,44 @@ import type { Node } from '../node'
 import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
 
-/** A distribution of durations in virtual ms. */
-export type SessionDistribution =
-  /** Memoryless: mean `mean`. */
-  | { type: 'exponential'; mean: number }
-  /** P(X > x) = exp(-(x / scale)^shape); shape < 1: heavy-tailed (many short, a few very long sessions). */
-  | { type: 'weibull'; shape: number; scale: number }
-  /** Pareto type I: P(X > x) = (scale / x)^shape for x ≥ scale (the minimum); mean finite for shape > 1. */
-  | { type: 'pareto'; shape: number; scale: number }
+/** Exponential durations: memoryless, P(X > x) = exp(-x / mean). */
+export interface ExponentialDistribution {
+  /** Selects this distribution. */
+  type: 'exponential'
+  /** The mean duration, in virtual ms (a finite number > 0). */
+  mean: number
+}
 
+/**
+ * Weibull durations: P(X > x) = exp(-(x / scale)^shape). A shape below 1 is heavy-tailed (many short
+ * sessions, a few very long ones); a shape of 1 is the exponential distribution with mean `scale`.
+ */
+export interface WeibullDistribution {
+  /** Selects this distribution. */
+  type: 'weibull'
+  /** The shape k (dimensionless, a finite number > 0). */
+  shape: number
+  /** The scale λ, in virtual ms (a finite number > 0): about 63 % of the durations are below it. */
+  scale: number
+}
+
+/**
+ * Pareto type I durations: P(X > x) = (scale / x)^shape for x ≥ scale. The mean, shape · scale /
+ * (shape - 1), is finite only for a shape above 1.
+ */
+export interface ParetoDistribution {
+  /** Selects this distribution. */
+  type: 'pareto'
+  /** The shape α, the tail index (dimensionless, a finite number > 0): the smaller, the heavier the tail. */
+  shape: number
+  /** The scale, in virtual ms (a finite number > 0): the shortest possible duration. */
+  scale: number
+}
+
+/** A distribution of durations in virtual ms (checked when the {@link Churn} is made). */
+export type SessionDistribution = ExponentialDistribution | WeibullDistribution | ParetoDistribution
+
+/** Options of {@link Churn}. */
 export interface ChurnOptions {
   /** How long a node stays online. */
   session: SessionDistribution

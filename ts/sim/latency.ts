@@ -34,7 +34,9 @@ export interface SimNodeInfo {
 
 /** One-way delay of a pair: `latency` ms plus uniform [0, `jitter`) ms per datagram. */
 export interface PairLatency {
+  /** The fixed one-way delay, in virtual ms (a finite number >= 0). */
   latency: number
+  /** The upper bound of the uniform extra delay drawn per datagram, in virtual ms (finite, >= 0; default 0). */
   jitter?: number
 }
 
@@ -54,6 +56,11 @@ export interface RegionLatency {
   weights?: Readonly<Record<string, number>>
 }
 
+/**
+ * The `latency` option of `sim.createNodes`: a region × region matrix ({@link RegionLatency}) or a
+ * function of the two nodes ({@link LatencyFunction}). A matrix is checked when createNodes is
+ * called, a function's answers when they are given (the first datagram of the pair).
+ */
 export type LatencyOption = RegionLatency | LatencyFunction
 
 /** Pair answers kept per model at most (the cache is cleared when full: answers are recomputed). */

@@ -70,7 +70,6 @@ import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
 import { SimTransport } from './transport'
 import type { SimMedium } from './transport'
-import type { ChurnHost } from './churn'
 import { createPlanned, planNodes } from './plan'
 import type { ResearchNodesOptions } from './plan'
 import { NodeProfiles } from './profiles'
@@ -199,7 +198,7 @@ const DEFAULT_PORT = 4000
 const STEPS_PER_TURN = 256
 
 /** A simulated network in virtual time: nodes on simulated links (latency, loss, bandwidth) and NATs, deterministic from its seed. */
-export class SimulatedNetwork implements SimMedium, ChurnHost {
+export class SimulatedNetwork implements SimMedium {
   /** A Clock whose time is {@link now} and whose timers are events of this simulation. */
   readonly clock: Clock
   /** A seeded random stream for the program under test (separate from the network's own). */

@@ -26,11 +26,34 @@ export interface ResearchNodesOptions {
   identity?: (i: number) => Identity
   /** @internal */
   address?: (i: number) => AddressLike
+  /**
+   * The region of node `i` (0-based within this call), e.g. for a `latency` matrix, whose rows it
+   * must then name. Default: with a matrix, regions assigned by its `weights`; otherwise none.
+   */
   region?: (i: number) => string
+  /**
+   * The one-way latency and jitter of the datagrams these nodes send, and of those they receive
+   * from nodes without one: a region matrix (both nodes need a region) or a function of the two
+   * nodes (see {@link LatencyOption}). Default: the link spec's.
+   */
   latency?: LatencyOption
+  /**
+   * Each node's access link, an uplink and a downlink serializer in bytes per virtual ms (see
+   * {@link NodeBandwidth}): one for every node, or one per index (undefined: no limit for that node).
+   * Default: none (only the links' own `bandwidth` applies).
+   */
   bandwidth?: NodeBandwidth | ((i: number) => NodeBandwidth | undefined)
+  /**
+   * Which share of the nodes is public and which is behind each NAT type (exact counts, seeded
+   * order; see {@link NatMix}); the NATs are created for the call. Not together with `behind`.
+   */
   natMix?: NatMix
+  /**
+   * Makes these nodes leave and come back: each becomes a slot of this {@link Churn} (a Churn runs
+   * on one network only). Default: the nodes stay until closed.
+   */
   churn?: Churn
+  /** @internal */
   behind?: (i: number) => SimNat | undefined
 }
 

@@ -28,11 +28,60 @@ import { closeSync, openSync, writeSync } from 'node:fs'
 import type { Address } from '../address'
 import { DeccomError, ErrorCode } from '../errors'
 
-export type TraceSink =
-  | { path: string; chunkBytes?: number }
-  | { fd: number; chunkBytes?: number }
-  | { write: (chunk: string) => void; chunkBytes?: number }
-  | { stream: NodeJS.WritableStream & { writableLength?: number }; maxBuffered?: number; chunkBytes?: number }
+/** What every kind of {@link TraceSink} takes. */
+export interface TraceSinkBase {
+  /**
+   * Lines are buffered until the buffer holds at least this many characters (UTF-16 code units:
+   * bytes for ASCII lines), then handed to the sink in one chunk of whole lines (default 65 536;
+   * below 1 counts as 1).
+   */
+  chunkBytes?: number
+}
+
+/** A trace sink that writes to a file. */
+export interface TraceFileSink extends TraceSinkBase {
+  /**
+   * The file to write, created or truncated when the export starts; chunks are written
+   * synchronously, and the file is closed when the export closes.
+   */
+  path: string
+}
+
+/** A trace sink that writes to an open file descriptor. */
+export interface TraceFdSink extends TraceSinkBase {
+  /** The file descriptor chunks are written to, synchronously; the export never closes it. */
+  fd: number
+}
+
+/** A trace sink that hands the chunks to a function. */
+export interface TraceWriteSink extends TraceSinkBase {
+  /**
+   * Called synchronously with each chunk (whole lines, each ending with a newline). A throw ends
+   * the export: the error is its `error` and the run in progress rejects with it.
+   */
+  write: (chunk: string) => void
+}
+
+/**
+ * A trace sink that writes to a Node writable stream. The simulation does not wait for the
+ * stream: chunks are passed to `stream.write()` without waiting for `'drain'`, and the stream is
+ * not ended when the export closes.
+ */
+export interface TraceStreamSink extends TraceSinkBase {
+  /** The stream chunks are written to. */
+  stream: NodeJS.WritableStream & {
+    /** Bytes the stream holds unwritten (Node's Writable has it); without it `maxBuffered` is not checked. */
+    writableLength?: number
+  }
+  /**
+   * Most unwritten bytes the stream may hold (its `writableLength`) when a chunk is due; beyond,
+   * the export fails with ERR_DECCOM_SIM_TRACE_BACKLOG (default 67 108 864, 64 MiB).
+   */
+  maxBuffered?: number
+}
+
+/** Where `sim.exportTrace` writes the JSON lines: a file path, a file descriptor, a function or a stream. */
+export type TraceSink = TraceFileSink | TraceFdSink | TraceWriteSink | TraceStreamSink
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
 
@@ -83,6 +132,10 @@ export class TraceExport {
     }
   }
 
+  /**
+   * True once the export has stopped: after `close()` (also called by the network's close) or
+   * after a sink failure (then `error` is set). A closed export ignores further events.
+   */
   get closed(): boolean {
     return this.#closed
   }

@@ -35,6 +35,7 @@ export const MAX_PAGES = 16
 
 export type Decoded = ReturnType<typeof native.dhtDecode>
 
+/** Options of {@link Dht}. */
 export interface DhtOptions {
   /** Nodes a query converges on, and records are stored at (default 20). */
   k?: number
@@ -50,12 +51,25 @@ export interface DhtOptions {
   lookupInterval?: number
   /** How long a value put by this node is stored, in ms (default 2 hours); owners republish at half of it. */
   valueTtl?: number
-  /** Storage bounds of what this node stores for others. */
+  /**
+   * Most records (announces and values) this node stores for others in total; a new one beyond is
+   * refused as `full` (default 20 000).
+   */
   maxRecords?: number
+  /** Most announcers this node stores per topic; a new one beyond is refused as `full` (default 128). */
   maxPerTopic?: number
+  /**
+   * Most records this node stores that were put by one source IP (the address the put came from,
+   * proven by its token); a new one beyond is refused as `full` (default 512).
+   */
   maxPerSource?: number
-  /** Puts per second (and burst) one source IP may make here. */
+  /**
+   * Puts per second one source IP may make here (announces, immutable and mutable puts; a token
+   * bucket refilled at this rate); a put without a token left is refused as `rate_limited`
+   * (default 50).
+   */
   putRate?: number
+  /** Size of each source IP's bucket: the puts it may make at once after a pause (default 200). */
   putBurst?: number
   /** How long a node that looked up or announced on a topic is told of new announcers, in ms (default 60 000). */
   subscribeMs?: number

@@ -10,7 +10,7 @@ import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { ACK, ANNOUNCE, type DhtOptions, DhtCore, GET, KIND_TOPIC, NOTIFY, NO_TOKEN, REPLY, REPLY_NODES, TAG_DHT, fromRaw, toKey } from './core'
 import { type JoinOptions, Topic } from './topic'
-import { type GetMutableOptions, type MutableValue, type PutMutableOptions, type PutResult, getImmutable, getMutable, putImmutable, putMutable } from './values'
+import { type GetMutableOptions, type MutableValue, type PutMutableOptions, type PutMutableResult, type PutResult, getImmutable, getMutable, putImmutable, putMutable } from './values'
 
 /** The source of GETs a node asks its own server (never a real address: port 0). */
 const LOCAL = Buffer.alloc(18)
@@ -28,6 +28,10 @@ function int(v: number, min: number, max: number, what: string): number {
   return v
 }
 
+/**
+ * The DHT layer: join topics to meet the peers that share them, and put and get values at the
+ * nodes closest to a key (above Kademlia; see the module's description).
+ */
 export class Dht extends Protocol {
   static override bindTo = ['send', 'closest']
   static override bindFrom = ['onMessage']
@@ -189,7 +193,7 @@ export class Dht extends Protocol {
    * the highest found + 1) must be higher than the stored one; with `cas` only over that seq.
    * @throws ERR_DECCOM_INVALID_ARGUMENT, ERR_DECCOM_DHT_CAS_MISMATCH, ERR_DECCOM_DHT_PUT_FAILED
    */
-  async putMutable(identity: Identity, value: Uint8Array, opts: PutMutableOptions = {}): Promise<PutResult & { seq: number }> {
+  async putMutable(identity: Identity, value: Uint8Array, opts: PutMutableOptions = {}): Promise<PutMutableResult> {
     this.#running()
     const r = await putMutable(this.#c, identity, value, opts)
     const seq = r.seq
@@ -241,6 +245,10 @@ export class Dht extends Protocol {
 
   // ---- datagrams --------------------------------------------------------------------------
 
+  /**
+   * A datagram from the layer below: this layer's tag is handled (requests answered by the native
+   * server, answers matched to their requests, NOTIFYs given to the joined topic); the rest passed up.
+   */
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     if (tag !== TAG_DHT) return this.upper.onMessage(source, data, tag)
     const c = this.#c

@@ -25,6 +25,7 @@ export interface JoinOptions {
   signal?: AbortSignal
 }
 
+/** Events of a {@link Topic} (an EventEmitter): the name and the listener's arguments. */
 export interface TopicEvents {
   /** A peer announced on the topic (each once, verified: its record is signed by its identity). */
   peer: [peer: Peer]
@@ -45,6 +46,7 @@ export interface TopicHost {
 
 /** A joined topic (see `Dht.join`). */
 export class Topic extends EventEmitter<TopicEvents> {
+  /** The topic's 32-byte key (given to `join` as a Buffer or 64 hex digits). */
   readonly topic: Buffer
   readonly #host: TopicHost
   readonly #opts: Required<Omit<JoinOptions, 'signal' | 'connect'>>

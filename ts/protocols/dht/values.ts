@@ -20,6 +20,7 @@ export interface PutResult {
   refused: Record<string, number>
 }
 
+/** Options of {@link Dht.putMutable}. */
 export interface PutMutableOptions {
   /** Sequence number (default: the highest seq found + 1, or 1). */
   seq?: number
@@ -27,20 +28,33 @@ export interface PutMutableOptions {
   salt?: Uint8Array
   /** Store only over this seq (compare-and-swap). */
   cas?: number
+  /** Not read yet: a put runs to its end whatever the signal says. */
   signal?: AbortSignal
 }
 
+/** The outcome of {@link Dht.putMutable}: a {@link PutResult} and the seq that was stored. */
+export interface PutMutableResult extends PutResult {
+  /** The sequence number of the value stored (the one given, or the one chosen). */
+  seq: number
+}
+
+/** Options of {@link Dht.getMutable}. */
 export interface GetMutableOptions {
+  /** The salt the value was put with (up to 64 bytes; default empty): part of its key. */
   salt?: Uint8Array
   /** Ignore records with a lower seq. */
   minSeq?: number
+  /** Not read yet: a get runs to its end whatever the signal says. */
   signal?: AbortSignal
 }
 
 /** A verified mutable value. */
 export interface MutableValue {
+  /** The value (at most 1000 bytes). */
   value: Buffer
+  /** Its sequence number: the highest found among the nodes that answered. */
   seq: number
+  /** The owner's Ed25519 signature over the salt, the seq and the value (64 bytes). */
   signature: Buffer
 }
 
@@ -122,7 +136,7 @@ export async function getMutable(core: DhtCore, publicKey: Uint8Array, opts: Get
   return best
 }
 
-export async function putMutable(core: DhtCore, identity: Identity, value: Uint8Array, opts: PutMutableOptions = {}): Promise<PutResult & { seq: number }> {
+export async function putMutable(core: DhtCore, identity: Identity, value: Uint8Array, opts: PutMutableOptions = {}): Promise<PutMutableResult> {
   const v = checkValue(value)
   if (!identity.publicKey) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'A mutable value needs an Ed25519 identity (a name identity cannot sign)')
   const salt = Buffer.from(opts.salt ?? Buffer.alloc(0))
