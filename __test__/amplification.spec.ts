@@ -306,6 +306,21 @@ test('HolePuncher: a spoofed INTRO_REQ gets a challenge no larger than itself an
   t.true(await until(() => (hs(intro).introductions_made ?? 0) === 1), 'a proven requester is introduced')
 })
 
+test('HolePuncher: an INTRO (or INTRO_NAT) from an introducer the node did not choose makes it punch nobody', async (t) => {
+  const node = await open(t, [new HolePuncher({ rendezvous: [] })])
+  const attacker = await Attacker.open(t)
+  const victim = await Attacker.open(t) // the third party the introduction names
+  const hs = (n: Node): Record<string, number> => n.stats()['hole-puncher'] ?? {}
+  const you = node.address
+  attacker.send(node, withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO', nonce: 7, peer: toAddress('127.0.0.1', victim.port), you })))
+  attacker.send(node, withTag(TAG.hp, hpWire.encodeHolePunch({ type: 'INTRO_NAT', nonce: 8, mapping: 'dependent', peer: toAddress('127.0.0.1', victim.port), you })))
+  t.true(await until(() => (hs(node).dropped_intro_unknown_introducer ?? 0) === 2))
+  await sleep(300)
+  t.is(victim.got.length, 0, 'no PUNCH and no birthday probe reached the named peer')
+  t.is(hs(node).sessions ?? 0, 0)
+  t.is(hs(node).birthday_probes_sent ?? 0, 0)
+})
+
 test('TcpHolePuncher: a spoofed REQ gets a challenge no larger than itself; no OFFER, GO or connection toward the claimed address', async (t) => {
   const intro = await open(t, [new TcpHolePuncher(), new HolePuncher()], true)
   const target = await open(t, [new TcpHolePuncher(), new HolePuncher()], true)

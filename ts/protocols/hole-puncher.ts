@@ -132,6 +132,8 @@ export class HolePuncher extends Protocol {
   readonly #byNonce = new Map<number, Session>()
   /** Introducible addresses: key → [address, last heard]. Insertion order ≈ age. */
   readonly #heard = new Map<string, [Address, number]>()
+  /** Addresses the layers above sent to (with the time): introducers this node may accept. */
+  readonly #contacted = new Map<string, [Address, number]>()
   /** Observations by observer key. */
   readonly #obs: ObservationTable<Observation>
   /** Peer key → the address it actually answers from; and the reverse. */
@@ -203,6 +205,7 @@ export class HolePuncher extends Protocol {
     this.#sessions.clear()
     this.#byNonce.clear()
     this.#heard.clear()
+    this.#contacted.clear()
   }
 
   // ---------------------------------------------------------------- public API
@@ -318,6 +321,7 @@ export class HolePuncher extends Protocol {
       return new Promise((resolve, reject) => s.queue.push({ data: copy, tag, resolve, reject }))
     }
     const out = this.#aliasOut.get(addr.key) ?? addr
+    this.#remember(this.#contacted, out, 'contacted_evicted')
     return this.lower.send(out, data, tag)
   }
 
@@ -404,23 +408,28 @@ export class HolePuncher extends Protocol {
   // ---------------------------------------------------------------- introducer
 
   #hear(from: Address): void {
+    this.#remember(this.#heard, from, 'heard_evicted')
+  }
+
+  /** Records `a` with the time in `map` (oldest first, at most `maxHeard`). */
+  #remember(map: Map<string, [Address, number]>, a: Address, evicted: string): void {
     const now = this.#now()
-    const e = this.#heard.get(from.key)
+    const e = map.get(a.key)
     if (e) {
       if (now - e[1] > 1000) {
         // Move to the end (youngest) now and then, not on every datagram.
-        this.#heard.delete(from.key)
+        map.delete(a.key)
         e[1] = now
-        this.#heard.set(from.key, e)
+        map.set(a.key, e)
       }
       return
     }
-    if (this.#heard.size >= this.#o.maxHeard) {
-      const oldest = this.#heard.keys().next().value as string
-      this.#heard.delete(oldest)
-      this.count('heard_evicted')
+    if (map.size >= this.#o.maxHeard) {
+      const oldest = map.keys().next().value as string
+      map.delete(oldest)
+      this.count(evicted)
     }
-    this.#heard.set(from.key, [from, now])
+    map.set(a.key, [a, now])
   }
 
   /** `mapping`: the requester's NAT mapping from an INTRO_REQ_NAT (answered with INTRO_NAT), or null (INTRO_REQ, INTRO). */
@@ -465,7 +474,11 @@ export class HolePuncher extends Protocol {
     if (s) {
       if (s.via.key !== from.key) return this.count('dropped_unsolicited')
     } else {
-      // We are the target of someone else's connect(): punch back.
+      // We are the target of someone else's connect(): punch back — but only when the introducer
+      // is one we chose (a rendezvous, a peer we probed or the layers above sent to within
+      // heardTtl): anybody else could aim our PUNCHes, and a birthday punch's thousands of probes,
+      // at a third party with one datagram.
+      if (!this.#choseIntroducer(from)) return this.count('dropped_intro_unknown_introducer')
       s = this.#newSession(peer, from, 'punching') ?? undefined
       if (!s) return this.count('dropped_session_full')
       this.count('introductions_received_as_target')
@@ -485,6 +498,14 @@ export class HolePuncher extends Protocol {
     }
     this.#birthdayStep(s)
     if (s.punchTimer === undefined) this.#punch(s)
+  }
+
+  /** Whether `a` is an introducer this node chose: a rendezvous, a peer it probed or recently sent to. */
+  #choseIntroducer(a: Address): boolean {
+    const sent = this.#contacted.get(a.key)
+    if (sent && this.#now() - sent[1] <= this.#o.heardTtl) return true
+    if (this.#rendezvous.some((r) => r.key === a.key)) return true
+    return this.#obs.values().some((o) => o.observer.key === a.key)
   }
 
   /**
