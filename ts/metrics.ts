@@ -5,7 +5,6 @@
  * go down as well as up: sizes, windows, RTTs, queues). Every sample carries the node's id as the
  * `node` label (its first 16 hex digits), so several nodes of one process can share an endpoint.
  */
-import type { NodeStats } from './node'
 
 /** Counter names that are gauges (a current value, not a running total), by their ending. */
 const GAUGE = /(^|_)(peers|size|cwnd|srtt_us|in_flight|reassembly_bytes|unproven_bytes|sessions|half_open|queued_bytes|queued_frames|buffered_bytes|connections|pending_connections|open|running|pending_requests|segments)$/
@@ -26,7 +25,7 @@ export function isGauge(name: string): boolean {
 }
 
 /** Renders `stats` (layer → counter → value) for the node whose id is `idHex`. */
-export function renderMetrics(stats: NodeStats, idHex: string): string {
+export function renderMetrics(stats: Record<string, Record<string, number>>, idHex: string): string {
   const label = `{node="${idHex.slice(0, 16)}"}`
   const lines: string[] = []
   for (const layer of Object.keys(stats).sort()) {
