@@ -148,3 +148,26 @@ test.serial('forged, lower seq, oversized, wrong CAS and token-less puts are ref
     r.close()
   }
 })
+
+test.serial('AbortSignal: an aborted signal sends nothing; an abort while a put or get runs rejects at once', async (t) => {
+  const dht = nodes[2]!.dht
+  const queries = (): number => nodes[2]!.stats().dht?.queries ?? 0
+  const before = queries()
+  const gone = AbortSignal.abort()
+  await t.throwsAsync(dht.get(Buffer.alloc(32, 2), { signal: gone }), { code: 'ERR_DECCOM_ABORTED' })
+  await t.throwsAsync(dht.put(Buffer.from('never'), { signal: gone }), { code: 'ERR_DECCOM_ABORTED' })
+  await t.throwsAsync(dht.putMutable(Identity.generate(), Buffer.from('never'), { signal: gone }), { code: 'ERR_DECCOM_ABORTED' })
+  await t.throwsAsync(dht.getMutable(Identity.generate().publicKey!, { signal: gone }), { code: 'ERR_DECCOM_ABORTED' })
+  await t.throwsAsync(dht.lookup(Buffer.alloc(32, 3), { signal: gone }), { code: 'ERR_DECCOM_ABORTED' })
+  t.is(queries(), before, 'no query ran')
+  // Aborted while its requests are on the wire (their answers need I/O, which cannot come before).
+  for (const op of [(s: AbortSignal) => dht.get(Buffer.alloc(32, 4), { signal: s }), (s: AbortSignal) => dht.putMutable(Identity.generate(), Buffer.from('late'), { signal: s })]) {
+    const ac = new AbortController()
+    const p = op(ac.signal)
+    const t0 = performance.now()
+    ac.abort()
+    await t.throwsAsync(p, { code: 'ERR_DECCOM_ABORTED' })
+    t.true(performance.now() - t0 < 100)
+  }
+  t.is(await dht.get(Buffer.alloc(32, 4)), null, 'the layer still works after aborts')
+})

@@ -5,6 +5,7 @@
 import type { Address } from '../../address'
 import { toAddress } from '../../address'
 import type { Clock, TimerHandle } from '../../clock'
+import { abortable } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import { native } from '../../native'
 import type { Peer } from '../../peer'
@@ -215,8 +216,10 @@ export class DhtCore {
    * records it stores for it (`onRecords`); nodes named in answers are only candidates until they
    * answer themselves.
    */
-  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => void): Promise<QueryResult> {
-    return new Promise((resolve) => {
+  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => void, signal?: AbortSignal): Promise<QueryResult> {
+    // On abort: no more requests, no more records; answers still on their way are ignored.
+    let cancel = (): void => {}
+    return abortable<QueryResult>(signal, (resolve) => {
       const t0 = this.clock.now()
       const cands = new Map<string, QueryNode>()
       const seeds = this.lower.closest(key, this.k) as Peer[]
@@ -232,6 +235,10 @@ export class DhtCore {
       let timerAt = Infinity
       let replies = 0
       let done = false
+      cancel = () => {
+        done = true
+        this.clock.clearTimeout(timer ?? undefined)
+      }
       const finish = (): void => {
         if (done) return
         done = true
@@ -306,7 +313,7 @@ export class DhtCore {
         }
       }
       drive()
-    })
+    }, () => cancel())
   }
 }
 

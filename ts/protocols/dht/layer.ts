@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Address } from '../../address'
 import type { TimerHandle } from '../../clock'
+import type { AbortOptions } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
 import { native } from '../../native'
@@ -152,7 +153,7 @@ export class Dht extends Protocol {
   }
 
   /** The announcers of `topic` the k closest nodes store (verified), without joining. */
-  async lookup(topic: Buffer | Uint8Array | string): Promise<Peer[]> {
+  async lookup(topic: Buffer | Uint8Array | string, opts: AbortOptions = {}): Promise<Peer[]> {
     this.#running()
     const key = toKey(topic, 'A topic')
     const found = new Map<string, Peer>()
@@ -167,25 +168,25 @@ export class Dht extends Protocol {
           this.count('dropped_bad_address')
         }
       }
-    })
+    }, opts.signal)
     return [...found.values()]
   }
 
   /**
    * Stores an immutable value (≤ 1000 bytes) at the k nodes closest to SHA-256(value); republished
-   * while the layer runs. @throws ERR_DECCOM_INVALID_ARGUMENT, ERR_DECCOM_DHT_PUT_FAILED
+   * while the layer runs. @throws ERR_DECCOM_INVALID_ARGUMENT, ERR_DECCOM_DHT_PUT_FAILED, ERR_DECCOM_ABORTED
    */
-  async put(value: Uint8Array): Promise<PutResult> {
+  async put(value: Uint8Array, opts: AbortOptions = {}): Promise<PutResult> {
     this.#running()
-    const r = await putImmutable(this.#c, value)
+    const r = await putImmutable(this.#c, value, opts)
     this.#own(r.key, () => putImmutable(this.#c, value))
     return r
   }
 
-  /** The value stored under `key` (SHA-256 of it), verified, or null. */
-  get(key: Buffer | string): Promise<Buffer | null> {
+  /** The value stored under `key` (SHA-256 of it), verified, or null. @throws ERR_DECCOM_ABORTED */
+  get(key: Buffer | string, opts: AbortOptions = {}): Promise<Buffer | null> {
     this.#running()
-    return getImmutable(this.#c, key)
+    return getImmutable(this.#c, key, opts)
   }
 
   /**

@@ -5,6 +5,7 @@
  * returns what the nodes store, verified against the key (by the native decoder).
  */
 import type { Address } from '../../address'
+import { type AbortOptions, abortable, throwIfAborted } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
 import { native } from '../../native'
@@ -28,7 +29,7 @@ export interface PutMutableOptions {
   salt?: Uint8Array
   /** Store only over this seq (compare-and-swap). */
   cas?: number
-  /** Not read yet: a put runs to its end whatever the signal says. */
+  /** Aborting it rejects the put with ERR_DECCOM_ABORTED (nodes asked already may store the value). */
   signal?: AbortSignal
 }
 
@@ -44,7 +45,7 @@ export interface GetMutableOptions {
   salt?: Uint8Array
   /** Ignore records with a lower seq. */
   minSeq?: number
-  /** Not read yet: a get runs to its end whatever the signal says. */
+  /** Aborting it rejects the get with ERR_DECCOM_ABORTED and stops its lookup. */
   signal?: AbortSignal
 }
 
@@ -69,11 +70,15 @@ function checkSeq(seq: number, what: string): number {
   return seq
 }
 
-/** Sends `build`'s put to every node in `to` that gave a token; tallies the ACKs. */
-export async function putAll(core: DhtCore, to: Address[], build: (hi: number, lo: number, token: Buffer) => Buffer): Promise<{ stored: number; refused: Record<string, number> }> {
+/**
+ * Sends `build`'s put to every node in `to` that gave a token; tallies the ACKs. An abort rejects
+ * at once; ACKs still on their way are counted but no longer awaited.
+ */
+export async function putAll(core: DhtCore, to: Address[], build: (hi: number, lo: number, token: Buffer) => Buffer, signal?: AbortSignal): Promise<{ stored: number; refused: Record<string, number> }> {
+  throwIfAborted(signal)
   const refused: Record<string, number> = {}
   let stored = 0
-  await Promise.all(
+  const all = Promise.all(
     to.map(
       (a) =>
         new Promise<void>((resolve) => {
@@ -91,6 +96,7 @@ export async function putAll(core: DhtCore, to: Address[], build: (hi: number, l
         }),
     ),
   )
+  await (signal ? abortable<unknown>(signal, (resolve, reject) => all.then(resolve, reject)) : all)
   core.count('puts_stored', stored)
   return { stored, refused }
 }
@@ -102,21 +108,26 @@ function failed(key: Buffer, r: { stored: number; refused: Record<string, number
   })
 }
 
-export async function putImmutable(core: DhtCore, value: Uint8Array): Promise<PutResult> {
+export async function putImmutable(core: DhtCore, value: Uint8Array, opts: AbortOptions = {}): Promise<PutResult> {
   const v = checkValue(value)
   const key = native.dhtImmutableKey(v)
-  const q = await core.query(KIND_IMMUTABLE, key, () => {})
-  const r = await putAll(core, q.closest.map((n) => n.address), (hi, lo, token) => native.dhtEncodePut(hi, lo, token, v))
+  const q = await core.query(KIND_IMMUTABLE, key, () => {}, opts.signal)
+  const r = await putAll(core, q.closest.map((n) => n.address), (hi, lo, token) => native.dhtEncodePut(hi, lo, token, v), opts.signal)
   if (r.stored === 0) throw failed(key, r)
   return { key, ...r }
 }
 
-export async function getImmutable(core: DhtCore, key: Buffer | string): Promise<Buffer | null> {
+export async function getImmutable(core: DhtCore, key: Buffer | string, opts: AbortOptions = {}): Promise<Buffer | null> {
   const k = toKey(key)
   let found: Buffer | null = null
-  await core.query(KIND_IMMUTABLE, k, (m) => {
-    if (found === null && m.value) found = Buffer.from(m.value)
-  })
+  await core.query(
+    KIND_IMMUTABLE,
+    k,
+    (m) => {
+      if (found === null && m.value) found = Buffer.from(m.value)
+    },
+    opts.signal,
+  )
   return found
 }
 
@@ -129,10 +140,15 @@ export async function getMutable(core: DhtCore, publicKey: Uint8Array, opts: Get
   const key = mutableKey(publicKey, opts.salt)
   const min = opts.minSeq ?? 0
   let best: MutableValue | null = null
-  await core.query(KIND_MUTABLE, key, (m) => {
-    if (!m.value || m.seq === null || m.seq === undefined || m.seq < min) return
-    if (best === null || m.seq > best.seq) best = { value: Buffer.from(m.value), seq: m.seq, signature: Buffer.from(m.signature!) }
-  })
+  await core.query(
+    KIND_MUTABLE,
+    key,
+    (m) => {
+      if (!m.value || m.seq === null || m.seq === undefined || m.seq < min) return
+      if (best === null || m.seq > best.seq) best = { value: Buffer.from(m.value), seq: m.seq, signature: Buffer.from(m.signature!) }
+    },
+    opts.signal,
+  )
   return best
 }
 
@@ -144,12 +160,17 @@ export async function putMutable(core: DhtCore, identity: Identity, value: Uint8
   const cas = opts.cas === undefined ? null : checkSeq(opts.cas, 'cas')
   const key = mutableKey(identity.publicKey, salt)
   let highest = -1
-  const q = await core.query(KIND_MUTABLE, key, (m) => {
-    if (m.value && typeof m.seq === 'number' && m.seq > highest) highest = m.seq
-  })
+  const q = await core.query(
+    KIND_MUTABLE,
+    key,
+    (m) => {
+      if (m.value && typeof m.seq === 'number' && m.seq > highest) highest = m.seq
+    },
+    opts.signal,
+  )
   const seq = opts.seq === undefined ? highest + 1 || 1 : checkSeq(opts.seq, 'seq')
   const sig = identity.sign(native.dhtMutableMessage(salt, seq, v))
-  const r = await putAll(core, q.closest.map((n) => n.address), (hi, lo, token) => native.dhtEncodePutMutable(hi, lo, token, identity.publicKey!, salt, seq, v, sig, cas))
+  const r = await putAll(core, q.closest.map((n) => n.address), (hi, lo, token) => native.dhtEncodePutMutable(hi, lo, token, identity.publicKey!, salt, seq, v, sig, cas), opts.signal)
   if (r.stored === 0) throw failed(key, r)
   return { key, seq, ...r }
 }
