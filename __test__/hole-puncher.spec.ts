@@ -5,7 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { ErrorCode, HolePuncher, Node, Protocol, Relay, RelayedPeer, type HolePuncherOptions, type Peer, type RelayOptions } from '../dist/index.js'
-import { n, sleep } from './helpers/wait.ts'
+import { n, sleep, until } from './helpers/wait.ts'
 
 /** Drops PUNCH / PUNCH_ACK both ways: makes punching fail as between two symmetric NATs. */
 class DropPunches extends Protocol {
@@ -193,7 +193,15 @@ test('malformed and unsolicited datagrams are dropped and counted', async (t) =>
   udp.send(a.node.address, Buffer.from([2, 0, 0, 0, 0, 4, 1]), 9) // truncated address
   udp.send(a.node.address, Buffer.from([5, 4, 1, 2, 3, 4, 0, 9, 0, 1]), 10) // FWD from a non-relay
   udp.send(a.node.address, Buffer.from([4, 4, 1, 2, 3, 4, 0, 9, 0, 1]), 10) // DATA to a non-relay
-  await sleep(100)
+  // All six arrived (a busy machine can take a while), then a moment for anything counted twice.
+  const seen = (): number => {
+    const s = a.node.stats()
+    const h = s['hole-puncher'] ?? {}
+    const r = s.relay ?? {}
+    return n(h.dropped_malformed) + n(h.dropped_unsolicited) + n(r.dropped_unsolicited) + n(r.dropped_not_relay)
+  }
+  await until(() => seen() >= 6, 5000)
+  await sleep(50)
   const h = a.node.stats()['hole-puncher']
   t.is(n(h.dropped_malformed), 3)
   t.is(n(h.dropped_unsolicited), 1)
