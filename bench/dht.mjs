@@ -1,23 +1,27 @@
 // DHT benchmark: deccom beside hyperdht on 127.0.0.1, in the same run, in alternating trials.
 //
 //   npm install --prefix bench/peers/hyper      # hyperdht (once; without it only deccom runs)
-//   node bench/dht.mjs [--runs=5] [--reps=10] [--warmup=2] [--nodes=30] [--impls=deccom,hyperdht]
-//                      [--timeout=180 s per trial] [--hard-limit=1800 s] [--json=FILE]
+//   node bench/dht.mjs [--runs=5] [--reps=10] [--warmup=2] [--nodes=30] [--settle=50 ms]
+//                      [--impls=deccom,hyperdht] [--timeout=180 s per trial] [--hard-limit=1800 s] [--json=FILE]
 //
 // Every run makes one trial of each implementation, each in a child process of its own with a
 // fresh network of --nodes (30) nodes; the order alternates from run to run (deccom first in odd
 // runs, hyperdht first in even ones). A trial (bench/peers/dht-trial.mjs, the same procedure for
 // both) does --warmup uncounted then --reps counted repetitions of:
-//  - meet: network node A joins a fresh topic and its announce completes; a newcomer B is made and
-//    bootstrapped (before the clock starts); the time from B's join to the first answer naming A,
-//    and the datagrams B sent and received meanwhile (all of B's datagrams, DHT or not).
+//  - values, between two network nodes W and R, --settle (50) ms after the previous repetition:
+//    immutable put (W) then get (R), mutable put (W, fresh key pair, seq 1) then get (R, the
+//    highest seq ≥ 1); each round trip timed alone and its result checked.
+//      deccom:   node.dht.put / get, putMutable / getMutable;
+//      hyperdht: immutablePut / immutableGet, mutablePut / mutableGet;
+//  - meet: a third network node A joins a fresh topic and its announce completes; a newcomer B is
+//    made and bootstrapped, and --settle ms later (its bootstrap traffic is over) the clock starts:
+//    the time from B's join to the first answer naming A, and the datagrams B sent and received
+//    meanwhile (all of B's datagrams, DHT or not).
 //      deccom:   node.join(topic).flushed() for A; B = a fresh [Dht, Kademlia] node after ready();
 //                B.join(topic) until its 'peer' event for A; B's stats().udp datagram counters;
 //      hyperdht: A.announce(topic, keyPair).finished(); B = a fresh ephemeral node after
 //                fullyBootstrapped(); B.lookup(topic) until a reply lists A (bench/peers/hyper/dht.mjs);
-//  - values, between two other network nodes W and R: immutable put (W) then get (R), mutable put
-//    (W, fresh key pair, seq 1) then get (R, the highest seq ≥ 1); each round trip timed alone and
-//    its result checked.
+//    B stays up until the trial ends: the network grows by one node per repetition.
 // Printed per metric: the per-run medians and p95s, min / median / max over the runs, and the
 // ratio deccom ÷ hyperdht of the medians within each run (min / median / max over the runs), with
 // the goals: meet ≤ 0.5× hyperdht's time with fewer datagrams; each put / get ≤ 1× hyperdht's.
@@ -90,7 +94,7 @@ const running = (c) => c.exitCode === null && c.signalCode === null
 async function trial (impl, o) {
   const t = spawnRole(children, IMPLS[impl], impl, 'trial', [`--nodes=${o.nodes}`, `--limit=${o.timeoutMs + 30_000}`])
   try {
-    t.child.send({ reps: o.reps, warmup: o.warmup })
+    t.child.send({ reps: o.reps, warmup: o.warmup, settle: o.settle })
     const { result } = await t.next((m) => m.result, o.timeoutMs, 'trial')
     const row = { impl, failures: result.failures, errors: result.errors, n: result.meet_ms.length }
     for (const k of DHT_METRICS) row[k] = { median: median(result[k]), p95: quantile(result[k], 0.95) }
@@ -125,6 +129,7 @@ async function main () {
     runs: Number(f.runs ?? 5),
     reps: Number(f.reps ?? 10),
     warmup: Number(f.warmup ?? 2),
+    settle: Number(f.settle ?? 50),
     nodes: Number(f.nodes ?? 30),
     timeoutMs: Number(f.timeout ?? 180) * 1000,
   }
@@ -162,7 +167,7 @@ async function main () {
     }
     return out
   }
-  console.log(`\n### DHT, ${o.nodes}-node networks on 127.0.0.1; ${o.reps} repetitions per trial after ${o.warmup} warm-up, ${o.runs} runs; min / median / max over the runs of the per-run median (p95)\n`)
+  console.log(`\n### DHT, ${o.nodes}-node networks on 127.0.0.1; ${o.reps} repetitions per trial after ${o.warmup} warm-up, ${o.settle} ms settle, ${o.runs} runs; min / median / max over the runs of the per-run median (p95)\n`)
   console.log(`| metric | ${impls.map((i) => `${i} median | ${i} p95`).join(' | ')} | deccom ÷ hyperdht, median (per run) | goal |`)
   console.log(`| --- | ${impls.map(() => '--- | ---').join(' | ')} | --- | --- |`)
   const goals = []

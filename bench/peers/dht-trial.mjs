@@ -2,18 +2,20 @@
 // the implementation's script (bench/dht.mjs --role=trial, bench/peers/hyper/dht.mjs) supplies an
 // adapter and calls runDhtTrial. Node built-ins only (the peer scripts have their own node_modules).
 //
-// The trial starts a network of --nodes nodes, then runs --warmup uncounted and --reps counted
+// The trial starts a network of --nodes nodes, then runs `warmup` uncounted and `reps` counted
 // repetitions of:
-//  - meet: network node A announces a fresh topic and its announce completes; a newcomer B is made
-//    and bootstrapped; then the clock starts, B joins / looks up the topic and the clock stops at
-//    the first answer that names A. Datagrams: B's sent (tx) and received (rx) during that time.
-//    B stays up until the trial ends (closing it would leave a dead entry in routing tables);
-//  - values, between two other network nodes W and R: W puts an immutable 100-byte value, R gets
-//    it; W puts a mutable value (fresh key pair, seq 1), R gets it. Each round trip timed alone,
-//    each result checked (a wrong or missing value counts as a failure).
-// Protocol: the orchestrator sends {reps, warmup}; the trial answers {result} (or {error}) and exits.
+//  - values, between two network nodes W and R, after a pause of `settle` ms (the previous
+//    repetition's traffic is over): W puts an immutable 100-byte value, R gets it; W puts a mutable
+//    value (fresh key pair, seq 1), R gets it. Each round trip timed alone, each result checked (a
+//    wrong or missing value fails the repetition);
+//  - meet: a third network node A announces a fresh topic and its announce completes; a newcomer B
+//    is made and bootstrapped, and `settle` ms later (its bootstrap traffic is over) the clock
+//    starts: B joins / looks up the topic; the clock stops at the first answer that names A.
+//    Datagrams: all that B sent (tx) and received (rx) meanwhile. B stays up until the trial ends
+//    (closing it would leave a dead entry in the others' routing tables).
+// Protocol: the orchestrator sends {reps, warmup, settle}; the trial answers {result} (or {error}) and exits.
 import { randomBytes } from 'node:crypto'
-import { hardLimit, inbox, now, withTimeout } from './common.mjs'
+import { hardLimit, inbox, now, sleep, withTimeout } from './common.mjs'
 
 export const DHT_METRICS = ['meet_ms', 'meet_tx', 'meet_rx', 'iput_ms', 'iget_ms', 'mput_ms', 'mget_ms']
 
@@ -35,7 +37,7 @@ export async function runDhtTrial (adapter, f) {
   process.on('uncaughtException', fail)
   process.on('unhandledRejection', fail)
   const box = inbox(process)
-  const { reps, warmup } = await box.next((m) => m.reps !== undefined, 60_000, 'trial options')
+  const { reps, warmup, settle } = await box.next((m) => m.reps !== undefined, 60_000, 'trial options')
   const step = (p, what) => withTimeout(Promise.resolve(p), 15_000, what)
   const nodes = await withTimeout(adapter.start(Number(f.nodes ?? 30)), 120_000, 'network start')
   const pick = (i) => nodes[1 + (i % (nodes.length - 1))]
@@ -47,23 +49,11 @@ export async function runDhtTrial (adapter, f) {
     const rep = i + warmup
     const r = {}
     try {
-      const a = pick(3 * rep)
-      const topic = randomBytes(32)
-      await step(adapter.announce(a, topic), 'announce')
-      const b = await step(adapter.newcomer(), 'newcomer')
-      newcomers.push(b)
-      const c0 = adapter.counters(b)
-      let t = now()
-      await step(adapter.meet(b, topic, a), 'meet')
-      r.meet_ms = now() - t
-      const c1 = adapter.counters(b)
-      r.meet_tx = c1.tx - c0.tx
-      r.meet_rx = c1.rx - c0.rx
-
+      await sleep(settle)
       const w = pick(3 * rep + 1)
       const rd = pick(3 * rep + 2)
       const value = randomBytes(100)
-      t = now()
+      let t = now()
       const key = await step(adapter.put(w, value), 'immutable put')
       r.iput_ms = now() - t
       t = now()
@@ -78,6 +68,20 @@ export async function runDhtTrial (adapter, f) {
       const m = await step(adapter.getMutable(rd, owner, 1), 'mutable get')
       r.mget_ms = now() - t
       if (!m || m.seq !== 1 || !Buffer.from(m.value).equals(value)) throw new Error('mutable get: wrong or no value')
+
+      const a = pick(3 * rep)
+      const topic = randomBytes(32)
+      await step(adapter.announce(a, topic), 'announce')
+      const b = await step(adapter.newcomer(), 'newcomer')
+      newcomers.push(b)
+      await sleep(settle)
+      const c0 = adapter.counters(b)
+      t = now()
+      await step(adapter.meet(b, topic, a), 'meet')
+      r.meet_ms = now() - t
+      const c1 = adapter.counters(b)
+      r.meet_tx = c1.tx - c0.tx
+      r.meet_rx = c1.rx - c0.rx
     } catch (err) {
       if (i < 0) continue
       out.failures++
