@@ -1,7 +1,8 @@
 /**
  * DHT topics on real loopback sockets: 10 nodes that join one topic at the same moment meet each
  * other (all 45 pairs, both ways) within 1 s; 20 nodes that join with `connect: true` get a
- * 'connection' for every other member; a leave withdraws the record. Imports the BUILT package.
+ * 'connection' for every other member; a leave withdraws the record; a node that stores an
+ * announcer's record itself meets it through a listener added after join(). Imports the BUILT package.
  */
 import test from 'ava'
 import { createHash } from 'node:crypto'
@@ -81,6 +82,29 @@ test.serial('20 nodes join with connect: true: a connection between every pair, 
     members.forEach((m, i) => {
       for (const o of members) if (o !== m) t.true(seen[i]!.has(o.id.toString('hex')), 'a connection both ways')
     })
+  } finally {
+    await Promise.all(nodes.map((x) => x.close()))
+  }
+})
+
+test.serial("a node storing an announcer's record meets it through a 'peer' listener added right after join()", async (t) => {
+  const nodes = await network(6)
+  try {
+    const [a, b] = [nodes[1]!, nodes[2]!]
+    const topic = topicOf('stored here')
+    await a.join(topic).flushed()
+    t.true((b.stats().dht!.stored_records ?? 0) >= 1, 'b stores the record of a')
+    const tb = b.join(topic)
+    const met = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 2000)
+      tb.on('peer', (p) => {
+        if (p.id!.equals(a.id)) {
+          clearTimeout(timer)
+          resolve(true)
+        }
+      })
+    })
+    t.true(met, "b's listener heard of a")
   } finally {
     await Promise.all(nodes.map((x) => x.close()))
   }

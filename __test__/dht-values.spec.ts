@@ -31,7 +31,12 @@ test.serial('immutable put/get: verified against the key; an unknown key is null
   const value = Buffer.from('hello, dht')
   const r = await nodes[1]!.dht.put(value)
   t.true(r.stored >= 10)
+  const sent = nodes[7]!.stats().dht!.gets_sent ?? 0
   t.deepEqual(await nodes[7]!.dht.get(r.key), value)
+  // The value ends the get: 3 GETs in flight and a few more at most, where a query that went on
+  // to the k closest would ask all 11 other nodes.
+  const gets = (nodes[7]!.stats().dht!.gets_sent ?? 0) - sent
+  t.true(gets <= 5, `a get stops at the first value (${gets} GETs)`)
   t.is(await nodes[7]!.dht.get(Buffer.alloc(32, 1)), null)
   await t.throwsAsync(nodes[1]!.dht.put(Buffer.alloc(1001)), { code: 'ERR_DECCOM_INVALID_ARGUMENT' })
 })

@@ -213,10 +213,10 @@ export class DhtCore {
   /**
    * An iterative query toward `key` (the k closest nodes, like a Kademlia lookup, driven by the
    * native KadLookup): every node asked answers with the nodes it knows closest to the key and the
-   * records it stores for it (`onRecords`); nodes named in answers are only candidates until they
-   * answer themselves.
+   * records it stores for it (`onRecords`; returning true ends the query there, e.g. on the value
+   * sought); nodes named in answers are only candidates until they answer themselves.
    */
-  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => void, signal?: AbortSignal): Promise<QueryResult> {
+  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => boolean | void, signal?: AbortSignal): Promise<QueryResult> {
     // On abort: no more requests, no more records; answers still on their way are ignored.
     let cancel = (): void => {}
     return abortable<QueryResult>(signal, (resolve) => {
@@ -271,7 +271,7 @@ export class DhtCore {
                 return drive()
               }
               replies++
-              onRecords(m, node)
+              if (onRecords(m, node) === true) return finish()
               const got = m.peerCount + m.badRecords
               if (kind === KIND_TOPIC && got > 0 && m.total > got) this.pages(node.address, key, got, 1, (x) => !done && onRecords(x, node))
               const closer: Buffer[] = []

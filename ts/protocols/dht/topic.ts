@@ -153,8 +153,13 @@ export class Topic extends EventEmitter<TopicEvents> {
     const take = (m: Decoded): void => {
       if (this.#opts.lookup) this.onRecords(m)
     }
-    this.#host.local(this.topic, take)
-    const r = await core.query(KIND_TOPIC, this.topic, take)
+    const query = core.query(KIND_TOPIC, this.topic, take)
+    // The records this node stores itself: once the GETs left, and after join() returned, so that
+    // a 'peer' listener added right after join() hears of them too.
+    queueMicrotask(() => {
+      if (!this.#left && core.running) this.#host.local(this.topic, take)
+    })
+    const r = await query
     if (this.#left) return
     if (this.#opts.announce) {
       const seq = this.#host.nextSeq()

@@ -120,11 +120,13 @@ export async function putImmutable(core: DhtCore, value: Uint8Array, opts: Abort
 export async function getImmutable(core: DhtCore, key: Buffer | string, opts: AbortOptions = {}): Promise<Buffer | null> {
   const k = toKey(key)
   let found: Buffer | null = null
+  // The first value whose hash is the key (the decoder checked it) ends the query.
   await core.query(
     KIND_IMMUTABLE,
     k,
     (m) => {
       if (found === null && m.value) found = Buffer.from(m.value)
+      return found !== null
     },
     opts.signal,
   )
