@@ -7,7 +7,7 @@
 //! the sequence number and the value; its key is SHA-256(public key || salt).
 
 use super::{mutable_key, MAX_SALT_LEN, MAX_VALUE_LEN};
-use crate::identity::{node_id, verify, KIND_ED25519};
+use crate::identity::{node_id, verify_remembered, KIND_ED25519};
 use crate::wire::RAW_ADDR_LEN;
 use crate::NodeId;
 
@@ -75,7 +75,7 @@ impl AnnounceRecord {
     #[must_use]
     pub fn verify(&self, topic: &[u8; 32]) -> bool {
         let m = Self::message(topic, &self.addr, self.seq, self.ttl);
-        verify(self.public_key(), &m, &self.signature).unwrap_or(false)
+        verify_remembered(self.public_key(), &m, &self.signature)
     }
 
     /// Appends the encoding: u8 33, identity, addr, seq u64, ttl u32, signature.
@@ -146,7 +146,7 @@ impl MutableRecord {
     #[must_use]
     pub fn verify(&self) -> bool {
         let m = Self::message(&self.salt, self.seq, &self.value);
-        verify(&self.public_key, &m, &self.signature).unwrap_or(false)
+        verify_remembered(&self.public_key, &m, &self.signature)
     }
 
     /// Bytes of the encoding.

@@ -1,16 +1,25 @@
-//! A bounded memo of Ed25519 public keys already found valid, with their node ids.
+//! Bounded memos of checks already passed: Ed25519 public keys found valid (with their node ids),
+//! and signatures found valid (with the key and message they were checked against).
 //!
 //! Checking a key (decompressing the curve point) costs microseconds and computing a node id is a
 //! SHA-256; a node decodes the same peers' records over and over (every NODES answer carries up to
 //! 20 of them, and a simulation runs thousands of nodes in one process). Both are pure functions of
 //! the 32 key bytes, so the result is remembered: a key found valid once is not checked again and
-//! its id is not recomputed. Invalid keys are not remembered (they are checked every time).
+//! its id is not recomputed.
 //!
-//! Memory is bounded: two generations of at most [`GENERATION`] keys each; when the current one is
-//! full it becomes the previous one and the older is dropped, so keys in use stay (a hit in the
-//! previous generation is copied into the current one).
+//! Verifying a signature costs tens of microseconds; the DHT's records (announces, mutable values)
+//! come back alike from each of the k nodes that store them. A signature that verified is
+//! remembered with the SHA-256 of the key and message it verified for; the same signature met
+//! again verifies only if that digest matches (a SHA-256 of the key and message, not the curve
+//! arithmetic), so a memo hit answers exactly what a fresh check would.
+//!
+//! Failed checks are never remembered (they are checked every time). Memory is bounded: two
+//! generations per memo; when the current one is full it becomes the previous one and the older
+//! is dropped, so entries in use stay (a hit in the previous generation is copied into the current
+//! one).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use super::NodeId;
@@ -18,41 +27,68 @@ use super::NodeId;
 /// Keys per generation (two generations: at most twice this many are kept, ~100 bytes each).
 pub(crate) const GENERATION: usize = 32_768;
 
-struct Memo {
-    current: HashMap<[u8; 32], NodeId>,
-    previous: HashMap<[u8; 32], NodeId>,
+/// Signatures per generation (two generations, ~150 bytes each).
+pub(crate) const SIGNATURE_GENERATION: usize = 16_384;
+
+struct TwoGen<K, V> {
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
 }
 
-static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
+impl<K: Hash + Eq + Copy, V: Copy> TwoGen<K, V> {
+    fn new() -> Self {
+        TwoGen { current: HashMap::new(), previous: HashMap::new() }
+    }
+
+    fn get(&mut self, k: &K, cap: usize) -> Option<V> {
+        if let Some(v) = self.current.get(k) {
+            return Some(*v);
+        }
+        let v = *self.previous.get(k)?;
+        self.insert(*k, v, cap);
+        Some(v)
+    }
+
+    fn insert(&mut self, k: K, v: V, cap: usize) {
+        if self.current.len() >= cap {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(k, v);
+    }
+}
+
+type Memo<K, V> = Mutex<Option<TwoGen<K, V>>>;
+
+static KEYS: Memo<[u8; 32], NodeId> = Mutex::new(None);
+static SIGNATURES: Memo<[u8; 64], [u8; 32]> = Mutex::new(None);
+
+fn with<K: Hash + Eq + Copy, V: Copy, R>(memo: &Memo<K, V>, f: impl FnOnce(&mut TwoGen<K, V>) -> R) -> R {
+    let mut guard = memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(guard.get_or_insert_with(TwoGen::new))
+}
 
 /// The node id of a key found valid before, if remembered.
 pub(crate) fn lookup(key: &[u8; 32]) -> Option<NodeId> {
-    let mut guard = MEMO.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let memo = guard.as_mut()?;
-    if let Some(id) = memo.current.get(key) {
-        return Some(*id);
-    }
-    let id = *memo.previous.get(key)?;
-    insert_into(memo, *key, id);
-    Some(id)
+    with(&KEYS, |m| m.get(key, GENERATION))
 }
 
 /// Remembers that `key` is a valid Ed25519 key whose identity has node id `id`.
 pub(crate) fn remember(key: [u8; 32], id: NodeId) {
-    let mut guard = MEMO.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let memo = guard.get_or_insert_with(|| Memo { current: HashMap::new(), previous: HashMap::new() });
-    insert_into(memo, key, id);
+    with(&KEYS, |m| m.insert(key, id, GENERATION));
 }
 
-fn insert_into(memo: &mut Memo, key: [u8; 32], id: NodeId) {
-    if memo.current.len() >= GENERATION {
-        memo.previous = std::mem::take(&mut memo.current);
-    }
-    memo.current.insert(key, id);
+/// True when `signature` verified before for the key and message whose SHA-256 is `digest`.
+pub(crate) fn signature_known(signature: &[u8; 64], digest: &[u8; 32]) -> bool {
+    with(&SIGNATURES, |m| m.get(signature, SIGNATURE_GENERATION)).is_some_and(|d| &d == digest)
+}
+
+/// Remembers that `signature` verified for the key and message whose SHA-256 is `digest`.
+pub(crate) fn remember_signature(signature: [u8; 64], digest: [u8; 32]) {
+    with(&SIGNATURES, |m| m.insert(signature, digest, SIGNATURE_GENERATION));
 }
 
 #[cfg(test)]
 pub(crate) fn len() -> usize {
-    let guard = MEMO.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let guard = KEYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     guard.as_ref().map_or(0, |m| m.current.len() + m.previous.len())
 }

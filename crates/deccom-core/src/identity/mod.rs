@@ -49,7 +49,7 @@ use crate::error::Error;
 
 mod checked;
 mod verify;
-pub use verify::verify;
+pub use verify::{verify, verify_remembered};
 
 /// A node id: SHA-256 of the node's encoded public identity.
 pub type NodeId = [u8; 32];

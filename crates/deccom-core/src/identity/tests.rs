@@ -182,6 +182,39 @@ fn sign_verify_round_trip_and_tamper() {
 }
 
 #[test]
+fn verify_remembered_answers_as_verify_before_and_after_a_signature_is_remembered() {
+    let identity = Identity::from_seed(&[11u8; 32]);
+    let PublicIdentity::Ed25519(pk) = identity.public_identity() else {
+        panic!("expected Ed25519");
+    };
+    let msg = b"a record stored at twenty nodes";
+    let sig = identity.sign(msg).unwrap();
+    for _ in 0..3 {
+        assert!(verify_remembered(&pk, msg, &sig), "valid, then remembered");
+    }
+    // The remembered signature with anything else than its key and message: checked afresh.
+    assert!(!verify_remembered(&pk, b"another message", &sig));
+    let other = Identity::from_seed(&[12u8; 32]);
+    let PublicIdentity::Ed25519(other_pk) = other.public_identity() else {
+        panic!("expected Ed25519");
+    };
+    assert!(!verify_remembered(&other_pk, msg, &sig));
+    // Key and message split differently (same concatenation): not the same check.
+    let mut joined = pk.to_vec();
+    joined.extend_from_slice(msg);
+    assert!(!verify_remembered(&joined[..31], &joined[31..], &sig));
+    for i in [0, 32, 63] {
+        let mut bad = sig;
+        bad[i] ^= 1;
+        assert!(!verify_remembered(&pk, msg, &bad), "flipped byte {i}");
+        assert!(!verify_remembered(&pk, msg, &bad), "a failure is not remembered as a success");
+    }
+    assert!(!verify_remembered(&pk, msg, &sig[..63]));
+    assert!(!verify_remembered(&pk[..31], msg, &sig));
+    assert!(verify_remembered(&pk, msg, &sig), "still valid");
+}
+
+#[test]
 fn malformed_key_or_signature_lengths_are_errors() {
     let identity = Identity::from_seed(&SEED);
     let pk = identity.public_identity().encode();

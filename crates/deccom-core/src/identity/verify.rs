@@ -1,7 +1,9 @@
 //! Strict Ed25519 verification.
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
 
+use super::checked;
 use crate::Error;
 
 /// Verifies an Ed25519 signature with strict rules: the same answers as ed25519-dalek's
@@ -37,6 +39,31 @@ pub fn verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> Result<bool, E
     }
     let sig = Signature::from_bytes(sig);
     Ok(ed25519_dalek::Verifier::verify(&key, msg, &sig).is_ok())
+}
+
+/// [`verify`] for signatures that are met again and again (the DHT's records come back alike from
+/// each node that stores them): a signature that verified is remembered, in a bounded memo, with the
+/// SHA-256 of its key and message; meeting it again with the same key and message costs that
+/// SHA-256 instead of the curve arithmetic. The answer is always the one [`verify`] gives; any
+/// malformed input is `false`.
+#[must_use]
+pub fn verify_remembered(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    let Ok(sig) = <&[u8; 64]>::try_from(signature) else {
+        return false;
+    };
+    let mut h = Sha256::new();
+    h.update((public_key.len() as u32).to_be_bytes());
+    h.update(public_key);
+    h.update(msg);
+    let digest: [u8; 32] = h.finalize().into();
+    if checked::signature_known(sig, &digest) {
+        return true;
+    }
+    let ok = verify(public_key, msg, signature).unwrap_or(false);
+    if ok {
+        checked::remember_signature(*sig, digest);
+    }
+    ok
 }
 
 /// The canonical encodings of the 8 points of small order (the 8-torsion subgroup).
