@@ -302,3 +302,32 @@ test('a refresh while a bootstrap retry is pending starts no second join; a stop
   t.is(s.stats().pending_events, 0, 'stop cleared every timer')
   await t.notThrowsAsync(s.runFor(60_000))
 })
+
+test('a lookup through dead contacts waits about a round trip of patience for each, not queryTimeout', async (t) => {
+  // With patience = queryTimeout (the behaviour before minPatience) these lookups took 2.1-2.2 s.
+  const s = new SimulatedNetwork({ seed: 21, defaultLink: { latency: 5, jitter: 5 } })
+  t.teardown(() => s.close())
+  const ns = await s.createNodes(40, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000']})],
+    identity: (i) => Identity.fromString(`patience-${i}`),
+  })
+  await s.runFor(20_000)
+  for (const n of ns.slice(30)) await n.close() // still in everyone's table
+  const k = kad(ns[1]!)
+  t.true(k.stats().query_srtt_ms! > 0 && k.stats().query_srtt_ms! < 60, `answered FIND_NODEs take ${k.stats().query_srtt_ms} ms`)
+  t.is(k.stats().lookup_patience_ms, 100, 'at least minPatience, far below queryTimeout')
+  const r = rng(5)
+  for (let i = 0; i < 5; i++) {
+    const target = Buffer.alloc(32)
+    for (let j = 0; j < 32; j++) target[j] = Math.floor(r() * 256)
+    let res: any = null
+    const t0 = s.now
+    k.lookup(target).then((x) => (res = x), (e) => (res = e))
+    await s.runUntil(() => res !== null, { timeout: 10_000 })
+    const took = s.now - t0
+    // The k closest it learned of, less the dead ones among them (10 of the 40 are dead).
+    t.true(Array.isArray(res?.closest) && res.closest.length >= 10, `lookup ${i} found ${res?.closest?.length}`)
+    t.true(res.closest.every((p: any) => !ns.slice(30).some((d) => d.id.equals(p.id))), 'no dead node among the closest that answered')
+    t.true(took < 1000, `lookup ${i} took ${took} virtual ms (queryTimeout is 1000)`)
+  }
+})

@@ -15,7 +15,7 @@ import { join, onRefreshTimer } from './refresh'
 import { match, remember, replyAllowed } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
-  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
+  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, patience, positive, toHex, toId,
 } from './state' // prettier-ignore
 import { alive, onFindNode } from './verification'
 
@@ -44,6 +44,7 @@ export class Kademlia extends Protocol {
     this.#s.alpha = int(opts.alpha ?? 3, 1, 64, 'alpha')
     this.#s.refreshInterval = positive(opts.refreshInterval ?? 300_000, 'refreshInterval')
     this.#s.queryTimeout = positive(opts.queryTimeout ?? 1000, 'queryTimeout')
+    this.#s.minPatience = positive(opts.minPatience ?? 100, 'minPatience')
     this.#s.bootstrapRetries = int(opts.bootstrapRetries ?? 5, 0, 1000, 'bootstrapRetries')
     this.#s.maxFailures = int(opts.maxFailures ?? 2, 1, 1000, 'maxFailures')
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
@@ -234,7 +235,8 @@ export class Kademlia extends Protocol {
   }
 
   override stats(): Record<string, number> {
-    return { ...this.counters, table_size: this.size, pending_requests: this.#s.pending.size, lookups_running: this.#s.runs.size }
+    const s = this.#s
+    return { ...this.counters, table_size: this.size, pending_requests: s.pending.size, lookups_running: s.runs.size, query_srtt_ms: s.querySrtt, lookup_patience_ms: patience(s) }
   }
 
   // ---- datagrams --------------------------------------------------------------------------

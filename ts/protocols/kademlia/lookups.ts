@@ -1,7 +1,7 @@
 /** Kademlia: iterative lookups (alpha queries in flight, the native KadLookup decides whom to ask next). */
 import { native } from '../../native'
 import { Peer } from '../../peer'
-import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, tcpPortAt, withoutRecord } from './state'
+import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, patience, tcpPortAt, withoutRecord } from './state'
 import { findNode, told } from './rpc'
 
 /** Addresses claimed for one findPeer target that are asked, at most. */
@@ -31,7 +31,7 @@ export function startLookup(s: KadState, target: Buffer, stopAt: string | null, 
   const run: Run = {
     target,
     stopAt,
-    lk: new native.KadLookup(target, seeds, s.alpha, s.k, s.queryTimeout, s.clock.now()),
+    lk: new native.KadLookup(target, seeds, s.alpha, s.k, patience(s), s.clock.now()),
     cands,
     done: false,
     timer: null,

@@ -2,7 +2,7 @@
 import type { Address } from '../../address'
 import { encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
-import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING } from './state'
+import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING, sampleQuery } from './state'
 
 /**
  * Requests to addresses that never answered us (so nobody validated them: a NODES record may name
@@ -109,6 +109,7 @@ export function match(s: KadState, m: NativeMessage, from: Address, kind: number
 export function findNode(s: KadState, to: Address, target: Buffer, expect: string | null, cb: (m: NativeMessage | null) => void): void {
   const pad = s.verifiedBy.has(to.key) ? 0 : s.padTo
   s.count('queries_sent')
+  const t0 = s.clock.now()
   request(
     s,
     to,
@@ -127,6 +128,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: strin
         s.count('nodes_truncated')
         s.verifiedBy.delete(to.key)
       }
+      if (m) sampleQuery(s, s.clock.now() - t0)
       cb(m)
     },
     2 * s.queryTimeout,

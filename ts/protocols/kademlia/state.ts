@@ -51,8 +51,18 @@ export interface KademliaOptions {
   alpha?: number
   /** Bucket refresh period in ms (default 300 000). */
   refreshInterval?: number
-  /** Per-query timeout in ms (default 1000); an answer up to twice as late still counts. */
+  /**
+   * Per-query timeout in ms (default 1000); an answer up to twice as late still counts. A lookup
+   * stops waiting for a query earlier, after the node's usual answer time (see `minPatience`).
+   */
   queryTimeout?: number
+  /**
+   * A lookup stops waiting for an unanswered FIND_NODE (it may still answer, and is then used)
+   * after srtt + 4 × rttvar of this node's answered FIND_NODEs (RFC 6298's estimator), at least
+   * this many ms (default 100), at most `queryTimeout`. So a dead contact delays a lookup by about
+   * a round trip's worth of patience, not by a whole `queryTimeout`.
+   */
+  minPatience?: number
   /** Bootstrap attempts after the first while no bootstrap node answers (default 5). */
   bootstrapRetries?: number
   /** Consecutive query failures after which a table entry is removed (default 2). */
@@ -181,6 +191,10 @@ export class KadState {
   alpha!: number
   refreshInterval!: number
   queryTimeout!: number
+  minPatience!: number
+  /** Smoothed duration of answered FIND_NODEs (ms; 0: none yet) and its mean deviation. */
+  querySrtt = 0
+  queryRttVar = 0
   bootstrapRetries!: number
   maxFailures!: number
   padTo!: number
@@ -305,4 +319,21 @@ export function closed(): DeccomError {
 
 export function aborted(signal: AbortSignal): DeccomError {
   return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
+}
+
+/** Records the duration of an answered FIND_NODE (RFC 6298 §2 gains). */
+export function sampleQuery(s: KadState, ms: number): void {
+  if (s.querySrtt === 0) {
+    s.querySrtt = Math.max(ms, 0.001)
+    s.queryRttVar = ms / 2
+    return
+  }
+  s.queryRttVar = 0.75 * s.queryRttVar + 0.25 * Math.abs(s.querySrtt - ms)
+  s.querySrtt = 0.875 * s.querySrtt + 0.125 * ms
+}
+
+/** How long a lookup waits for a FIND_NODE before asking another node (see `minPatience`). */
+export function patience(s: KadState): number {
+  if (s.querySrtt === 0) return s.queryTimeout
+  return Math.min(s.queryTimeout, Math.max(s.minPatience, s.querySrtt + 4 * s.queryRttVar))
 }
