@@ -9,22 +9,13 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 
 import { Dht, Identity, Kademlia, type Node, SimulatedNetwork, type Topic } from '../dist/index.js'
+import { rng } from './helpers/wait.ts'
 
 const N = Number(process.env.DHT_SIM_NODES ?? 500)
 const TOPICS = 100
 const ROUND = 60_000
 const sim = new SimulatedNetwork({ seed: 16, defaultLink: { latency: 10, jitter: 5 } })
 test.after.always(() => sim.close())
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 0x1_0000_0000
-  }
-}
 
 test.serial(`${N} simulated nodes, ${TOPICS} topics of 5–20: members meet (>= 99 %), and again after 30 % leave`, async (t) => {
   const t0 = performance.now()

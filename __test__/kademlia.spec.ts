@@ -21,6 +21,7 @@ import {
   encodePeerRecord,
   toAddress,
 } from '../dist/index.js'
+import { rng } from './helpers/wait.ts'
 
 const require = createRequire(import.meta.url)
 const native = require('../native/index.js')
@@ -33,17 +34,6 @@ let loss = 0
 const sim = new SimulatedNetwork({ seed: 7, defaultLink: { latency: 10, jitter: 10 }, link: () => (loss > 0 ? { loss } : undefined) })
 let nodes: Node[] = []
 const kad = (n: Node): Kademlia => n.stack.find(Kademlia)!
-
-/** A deterministic stream for picking targets. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 0x1_0000_0000
-  }
-}
 
 interface Round {
   total: number
