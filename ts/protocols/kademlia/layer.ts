@@ -45,6 +45,7 @@ export class Kademlia extends Protocol {
     this.#s.refreshInterval = positive(opts.refreshInterval ?? 300_000, 'refreshInterval')
     this.#s.queryTimeout = positive(opts.queryTimeout ?? 1000, 'queryTimeout')
     this.#s.minPatience = positive(opts.minPatience ?? 100, 'minPatience')
+    this.#s.settleLookup = nonNegative(opts.settleLookup ?? 10_000, 'settleLookup')
     this.#s.bootstrapRetries = int(opts.bootstrapRetries ?? 5, 0, 1000, 'bootstrapRetries')
     this.#s.maxFailures = int(opts.maxFailures ?? 2, 1, 1000, 'maxFailures')
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
@@ -84,7 +85,8 @@ export class Kademlia extends Protocol {
     const clock = this.#s.clock
     clock.clearTimeout(this.#s.refreshTimer ?? undefined)
     clock.clearTimeout(this.#s.joinTimer ?? undefined)
-    this.#s.refreshTimer = this.#s.joinTimer = null
+    clock.clearTimeout(this.#s.settleTimer ?? undefined)
+    this.#s.refreshTimer = this.#s.joinTimer = this.#s.settleTimer = null
     this.#s.joining = false
     for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
     this.#s.pending.clear()

@@ -42,6 +42,7 @@ export function startLookup(s: KadState, target: Buffer, stopAt: string | null, 
     claimed: new Set(),
     unverified: null,
     verifying: false,
+    pausedUntil: 0,
     converged: false,
     t0: s.clock.now(),
     onDone,
@@ -59,6 +60,7 @@ export function startLookup(s: KadState, target: Buffer, stopAt: string | null, 
 
 export function drive(s: KadState, run: Run): void {
   const clock = s.clock
+  if (run.verifying && clock.now() < run.pausedUntil) return waitUntil(s, run, run.pausedUntil)
   while (!run.done) {
     const action = run.lk.next(clock.now(), s.qid)
     if (action === QUERY) {
@@ -74,15 +76,7 @@ export function drive(s: KadState, run: Run): void {
     }
     if (action === WAIT) {
       const at = run.lk.pollTimeout()
-      if (at !== null && at < run.timerAt) {
-        clock.clearTimeout(run.timer ?? undefined)
-        run.timerAt = at
-        run.timer = clock.setTimeout(() => {
-          run.timer = null
-          run.timerAt = Infinity
-          drive(s, run)
-        }, at - clock.now())
-      }
+      if (at !== null) waitUntil(s, run, at)
       return
     }
     // Converged; a claim of the target still being asked decides the result.
@@ -90,6 +84,18 @@ export function drive(s: KadState, run: Run): void {
     if (!run.verifying) finish(s, run)
     return
   }
+}
+
+/** Drives the lookup again at `at` (or earlier, when an earlier wake-up is already set). */
+function waitUntil(s: KadState, run: Run, at: number): void {
+  if (at >= run.timerAt) return
+  s.clock.clearTimeout(run.timer ?? undefined)
+  run.timerAt = at
+  run.timer = s.clock.setTimeout(() => {
+    run.timer = null
+    run.timerAt = Infinity
+    drive(s, run)
+  }, at - s.clock.now())
 }
 
 /**
@@ -112,6 +118,7 @@ function askClaim(s: KadState, run: Run): void {
     return
   }
   run.verifying = true
+  run.pausedUntil = s.clock.now() + patience(s)
   findNode(s, c.peer.address, run.target, run.stopAt, (m) => {
     run.verifying = false
     if (run.done) return
@@ -126,6 +133,7 @@ function askClaim(s: KadState, run: Run): void {
     s.count('claims_unverified')
     run.unverified ??= c
     askClaim(s, run)
+    if (!run.verifying) drive(s, run) // the lookup goes on (it paused while the claim was asked)
   })
 }
 

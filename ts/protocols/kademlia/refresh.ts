@@ -70,6 +70,14 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
     markJoined(s)
     await refresh(s, true, coveredBelow(s, r))
+    if (s.running && s.settleLookup > 0 && s.settleTimer === null) {
+      s.settleTimer = s.clock.setTimeout(() => {
+        s.settleTimer = null
+        if (!s.running) return
+        s.count('settle_lookups')
+        void maintenanceLookup(s, s.selfId)
+      }, s.settleLookup)
+    }
   })
 }
 

@@ -63,6 +63,12 @@ export interface KademliaOptions {
    * a round trip's worth of patience, not by a whole `queryTimeout`.
    */
   minPatience?: number
+  /**
+   * A joined node looks itself up once more this many ms after joining (default 10 000; 0: never),
+   * so that nodes that joined around the same time — a network forming, many nodes started at
+   * once — learn of it without waiting for the periodic refresh.
+   */
+  settleLookup?: number
   /** Bootstrap attempts after the first while no bootstrap node answers (default 5). */
   bootstrapRetries?: number
   /** Consecutive query failures after which a table entry is removed (default 2). */
@@ -163,6 +169,11 @@ export interface Run {
   unverified: { peer: Peer; hops: number } | null
   /** A claim is being asked now. */
   verifying: boolean
+  /**
+   * findPeer: while a claim is asked, the lookup sends no new query until this time (patience
+   * after the claim was sent): the target's own answer usually ends the lookup first.
+   */
+  pausedUntil: number
   /** The native lookup has converged; finish when no claim is being asked. */
   converged: boolean
   t0: number
@@ -192,6 +203,8 @@ export class KadState {
   refreshInterval!: number
   queryTimeout!: number
   minPatience!: number
+  settleLookup!: number
+  settleTimer: TimerHandle | null = null
   /** Smoothed duration of answered FIND_NODEs (ms; 0: none yet) and its mean deviation. */
   querySrtt = 0
   queryRttVar = 0
