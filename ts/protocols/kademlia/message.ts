@@ -40,8 +40,8 @@ export interface KadMessage {
   readonly ids: Buffer | null
   readonly error: string | null
   /**
-   * Record `i`'s id and encoded identity, copied out of the message into one small buffer of
-   * their own (a Peer that keeps them keeps nothing else of the message).
+   * Record `i`'s id and encoded identity, copied out of the message (a Peer that keeps them keeps
+   * nothing of the message; the routing table copies them into a buffer of their own).
    */
   peerId(i: number): Buffer
   identity(i: number): Buffer
@@ -147,13 +147,13 @@ class Parsed implements KadMessage {
     return this.#own(i).subarray(32)
   }
 
-  /** Id and identity of record i in an unpooled buffer (a pooled one would keep its 8 KiB slab). */
+  /** Id and identity of record i, copied (from the pool: the routing table keeps its own copy). */
   #own(i: number): Buffer {
     const have = (this.#copies ??= [])[i]
     if (have !== undefined) return have
     const at = this.#rec![5 * i]
     const len = this.#rec![5 * i + 1]
-    const b = Buffer.allocUnsafeSlow(32 + len)
+    const b = Buffer.allocUnsafe(32 + len)
     this.#data.copy(b, 0, at + 2, at + 34)
     this.#data.copy(b, 32, at + 36, at + 36 + len)
     return (this.#copies[i] = b)
