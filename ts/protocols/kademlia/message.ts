@@ -112,7 +112,8 @@ class Parsed implements KadMessage {
   readonly ids: Buffer | null
   readonly error = null
   readonly #data: Buffer
-  readonly #rec: Uint32Array | null
+  /** The layout's per-record words (a plain array: no ArrayBuffer per message). */
+  readonly #rec: number[] | null
   #copies: Buffer[] | null = null
 
   constructor(
@@ -129,7 +130,9 @@ class Parsed implements KadMessage {
       return
     }
     const records = this.count + 1
-    this.#rec = layout.slice(8, 8 + 5 * records)
+    const rec = new Array<number>(5 * records)
+    for (let i = 0; i < 5 * records; i++) rec[i] = layout[8 + i]
+    this.#rec = rec
     this.target = kind === 3 ? Buffer.from(data.subarray(layout[5], layout[5] + 32)) : null
     const ids = Buffer.allocUnsafe(32 * records)
     for (let i = 0; i < records; i++) {

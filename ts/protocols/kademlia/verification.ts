@@ -129,16 +129,16 @@ export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toStrin
 export function admit(s: KadState, peer: Peer, hex: string): void {
   if (s.byHex.has(hex)) return consider(s, peer)
   const handle = s.free.pop() ?? s.entries.length
-  const e: Entry = { handle, hex, peer, failures: 0, inTable: false }
+  const e: Entry = { handle, hex, peer: kept(peer), failures: 0, inTable: false }
   s.entries[handle] = e
   s.byHex.set(hex, e)
   insert(s, e)
 }
 
 /**
- * The peer as a table entry keeps it: its id and identity in one unpooled buffer of their own (a
- * message's peers take them from the shared pool, whose 8 KiB slab a kept slice would hold;
- * replacement-cache entries are short-lived, and swept).
+ * The peer as an entry (in the table or a replacement cache) keeps it: its id and identity in one
+ * unpooled buffer of their own (a message's peers take them from the shared pool, whose 8 KiB slab
+ * a kept slice would hold).
  */
 function kept(peer: Peer): Peer {
   const id = peer.id!
@@ -185,7 +185,6 @@ export function insert(s: KadState, e: Entry): void {
 }
 
 export function entered(s: KadState, e: Entry): void {
-  e.peer = kept(e.peer)
   e.inTable = true
   e.failures = 0
   s.byAddr.set(e.peer.address.key, e)
