@@ -180,6 +180,7 @@ export function finish(s: KadState, run: Run): void {
   s.runs.delete(run)
   const st = run.lk.stats()
   const ids = run.lk.closest()
+  run.lk.dispose()
   const closest: Peer[] = []
   for (let i = 0; i + 32 <= ids.length; i += 32) {
     const p = run.cands.get(ids.subarray(i, i + 32).toString('hex'))
@@ -204,6 +205,7 @@ export function abort(s: KadState, run: Run, err: Error): void {
   run.done = true
   s.clock.clearTimeout(run.timer ?? undefined)
   s.runs.delete(run)
+  run.lk.dispose()
   run.onError(err)
 }
 
