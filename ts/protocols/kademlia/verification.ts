@@ -136,15 +136,39 @@ export function admit(s: KadState, peer: Peer, hex: string): void {
 }
 
 /**
- * The peer as an entry (in the table or a replacement cache) keeps it: its id and identity in one
- * unpooled buffer of their own (a message's peers take them from the shared pool, whose 8 KiB slab
- * a kept slice would hold).
+ * Entries' ids and identities are copied into slabs of their own: not the shared pool (whose 8 KiB
+ * slabs the datagrams fill: one kept slice would hold one), and not an ArrayBuffer each (each
+ * allocation of one counts as external memory and, in a large simulation, drives the collector).
+ * A slab holds about 60 entries (Ed25519 identities) and lives while one of them does.
  */
+const SLAB = 4096
+const slabs = new WeakSet<ArrayBufferLike>()
+let slab = newSlab()
+let slabUsed = 0
+
+function newSlab(): Buffer {
+  const b = Buffer.allocUnsafeSlow(SLAB)
+  slabs.add(b.buffer)
+  return b
+}
+
+/** The peer as an entry (in the table or a replacement cache) keeps it (see {@link SLAB}). */
 function kept(peer: Peer): Peer {
   const id = peer.id!
   const identity = peer.publicIdentity!
-  if (id.buffer === identity.buffer && id.byteOffset === 0 && id.buffer.byteLength === 32 + identity.length) return peer
-  const own = Buffer.allocUnsafeSlow(32 + identity.length)
+  if (slabs.has(id.buffer) && identity.buffer === id.buffer && identity.byteOffset === id.byteOffset + 32) return peer
+  const n = 32 + identity.length
+  let own: Buffer
+  if (n > SLAB / 8) {
+    own = Buffer.allocUnsafeSlow(n)
+  } else {
+    if (slabUsed + n > SLAB) {
+      slab = newSlab()
+      slabUsed = 0
+    }
+    own = slab.subarray(slabUsed, slabUsed + n)
+    slabUsed += n
+  }
   id.copy(own, 0)
   identity.copy(own, 32)
   return new Peer(peer.address, own.subarray(0, 32), own.subarray(32), peer.external, peer.verified, peer.tcpPort)
