@@ -41,7 +41,9 @@ function expand6(host: string): string[] {
 
 /** A token bucket: tokens left, as of time `at` (ms). */
 export interface Bucket {
+  /** Tokens left (fractional while refilling). */
   tokens: number
+  /** When `tokens` was last brought up to date (ms). */
   at: number
 }
 

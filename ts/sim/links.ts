@@ -16,7 +16,9 @@ export const MAX_LINK_STATES = 65_536
 
 /** What the network asks of a link: the model's `offer` (details in `verdict`) and `idle`. */
 export interface LinkModel {
+  /** The verdict for a datagram of `len` wire bytes offered at `now` ms (details in `verdict`). */
   offer(now: number, len: number): number
+  /** True when nothing waits for serialization at `now`. */
   idle(now: number): boolean
 }
 
@@ -107,6 +109,7 @@ export class DelayLink implements LinkModel {
     return this.#offered
   }
 
+  /** One copy, due after the latency and the jitter of draw r5 (details in `verdict`). */
   offer(now: number, _len: number): number {
     this.#offered++
     let at = now + this.#latency
@@ -125,6 +128,7 @@ export class DelayLink implements LinkModel {
     return 1 & IMPAIR_COPIES
   }
 
+  /** Always true: without a bandwidth nothing waits for serialization. */
   idle(_now: number): boolean {
     return true
   }
@@ -170,6 +174,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }> {
     return link.model
   }
 
+  /** Forgets every link. */
   clear(): void {
     this.#links.clear()
     this.#size = 0
