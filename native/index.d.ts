@@ -67,6 +67,12 @@ export declare class KadLookup {
   onFailure(peer: Uint8Array): boolean
   /** Depth of a candidate (0 = seed), or -1. */
   depth(peer: Uint8Array): number
+  /**
+   * Frees the lookup's candidates once the caller is done with it (the JavaScript object may
+   * live on until a garbage collection, which native memory does not prompt): it is finished and
+   * empty afterwards; `stats` keeps its counters.
+   */
+  dispose(): void
   /** The k closest peers that answered, ids back to back. */
   closest(): Buffer
   /** Counters, and the hop count (rounds). */

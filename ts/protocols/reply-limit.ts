@@ -9,8 +9,17 @@
  */
 import type { Address } from '../address'
 
+/** Prefixes of the addresses seen (an Address is immutable: its prefix is computed once). */
+const prefixes = new WeakMap<Address, string>()
+
 /** IPv4 /24 or IPv6 /48 of an address (an IPv4-mapped IPv6 address counts as IPv4). */
 export function prefixOf(addr: Address): string {
+  let p = prefixes.get(addr)
+  if (p === undefined) prefixes.set(addr, (p = computePrefix(addr)))
+  return p
+}
+
+function computePrefix(addr: Address): string {
   let host = addr.host
   if (addr.family === 6) {
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)
@@ -30,8 +39,11 @@ function expand6(host: string): string[] {
   return [...a, ...fill, ...b].map((x) => x.replace(/^0+(?=.)/, ''))
 }
 
-interface Bucket {
+/** A token bucket: tokens left, as of time `at` (ms). */
+export interface Bucket {
+  /** Tokens left (fractional while refilling). */
   tokens: number
+  /** When `tokens` was last brought up to date (ms). */
   at: number
 }
 
@@ -44,6 +56,14 @@ export class KeyedBuckets {
     readonly burst: number,
     readonly maxKeys = 4096,
   ) {}
+
+  /**
+   * The bucket of `key` refilled to `now` (as `has` does): take a token by decrementing `tokens`
+   * when it is >= 1.
+   */
+  bucket(key: string, now: number): Bucket {
+    return this.#refill(key, now)
+  }
 
   /** Takes one token of `key` at time `now` (ms); false when none is left. */
   take(key: string, now: number): boolean {

@@ -64,7 +64,8 @@ import type { NodeOptions } from '../node'
 import type { Protocol } from '../protocol'
 import { SimNat } from './nat'
 import type { SimNatOptions } from './nat'
-import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, ImpairModel, linkParams, sameLinkParams, verdict } from './impair'
+import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, verdict } from './impair'
+import { LinkTable, MAX_LINK_STATES } from './links'
 import type { LinkParams } from './impair'
 import type { Seed } from './random'
 import { Random, seedToU32 } from './random'
@@ -191,7 +192,6 @@ const DEFAULT_LINK: LinkSpec = Object.freeze({
   corrupt: 0,
   maxQueueBytes: 16 * 1024 * 1024,
 })
-const MAX_LINK_STATES = 65_536
 const DEFAULT_PORT = 4000
 
 /** Events processed per turn of the real event loop (each in its own immediate). */
@@ -239,8 +239,8 @@ export class SimulatedNetwork implements SimMedium {
       throw e // a failed sink stops the run in progress
     }),
   )
-  /** Ordered pair key → the link's impairment instance and the spec it was last given. */
-  readonly #links = new Map<string, { model: ImpairModel; spec: LinkSpec }>()
+  /** The links' impairment instances (by ordered pair) and the specs they were last given. */
+  readonly #links = new LinkTable<LinkSpec>((from, to, spec) => seedToU32(spec.seed !== undefined ? spec.seed : `${this.#seed} ${from}>${to}`))
 
   // Trace: two 32-bit lanes of a rolling hash, and a ring of datagram records.
   #h1 = 0x811c9dc5
@@ -605,7 +605,7 @@ export class SimulatedNetwork implements SimMedium {
         return
       }
     }
-    const code = this.#linkModel(from, to, spec).offer(at, bytes.length)
+    const code = this.#links.model(from.key, to.key, spec, this.#now).offer(at, bytes.length)
     if (code & IMPAIR_QUEUE_FULL) {
       s.dropped_queue++
       this.#record(Kind.QueueDrop, from, to, bytes)
@@ -633,22 +633,6 @@ export class SimulatedNetwork implements SimMedium {
       const copy = Buffer.from(bytes)
       this.#schedule(at1 - this.#now, () => this.#deliver(from, to, copy))
     }
-  }
-
-  /** The impairment instance of the link from → to, configured with `spec`. */
-  #linkModel(from: Address, to: Address, spec: LinkSpec): ImpairModel {
-    const key = from.key + '>' + to.key
-    let link = this.#links.get(key)
-    if (link === undefined) {
-      if (this.#links.size >= MAX_LINK_STATES) this.#pruneLinks()
-      const seed = spec.seed !== undefined ? seedToU32(spec.seed) : seedToU32(`${this.#seed} ${key}`)
-      link = { model: new ImpairModel(seed, linkParams(spec)), spec }
-      this.#links.set(key, link)
-    } else if (link.spec !== spec && !sameLinkParams(link.spec, spec)) {
-      link.model.configure(linkParams(spec))
-      link.spec = spec
-    }
-    return link.model
   }
 
   #deliver(from: Address, to: Address, bytes: Buffer): void {
@@ -706,11 +690,6 @@ export class SimulatedNetwork implements SimMedium {
   #specFor(from: Address, to: Address): LinkSpec {
     const over = this.#link?.(from, to)
     return over ? checkLink({ ...this.#defaultLink, ...over }, `link(${from.key}, ${to.key})`) : this.#defaultLink
-  }
-
-  /** Forget links with an empty backlog (too many in use); one used again starts afresh from its seed. */
-  #pruneLinks(): void {
-    for (const [k, l] of this.#links) if (l.model.idle(this.#now)) this.#links.delete(k)
   }
 
   // ---- trace --------------------------------------------------------------------------------

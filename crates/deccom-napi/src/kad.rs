@@ -395,6 +395,14 @@ impl KadLookup {
     self.lookup.depth(&peer).map_or(-1, |d| d as i32)
   }
 
+  /// Frees the lookup's candidates once the caller is done with it (the JavaScript object may
+  /// live on until a garbage collection, which native memory does not prompt): it is finished and
+  /// empty afterwards; `stats` keeps its counters.
+  #[napi]
+  pub fn dispose(&mut self) {
+    self.lookup.release();
+  }
+
   /// The k closest peers that answered, ids back to back.
   #[napi]
   pub fn closest(&self) -> Buffer {

@@ -6,7 +6,7 @@ import { findNode, told } from './rpc'
 
 /** Addresses claimed for one findPeer target that are asked, at most. */
 const MAX_CLAIMS = 8
-import { consider, failed } from './verification'
+import { consider, failed, sameRecord, seen } from './verification'
 
 export function startLookup(s: KadState, target: Buffer, stopAt: string | null, extra: Peer[], onDone: (r: LookupResult) => void, onError: (e: Error) => void): Run {
   const table = s.table!
@@ -146,7 +146,9 @@ export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Pe
   }
   const ext = externalAt(m, 0)
   const tcp = tcpPortAt(m, 0)
-  consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
+  const known = s.byHex.get(hex)
+  if (known !== undefined && sameRecord(known, peer.address, ext)) seen(s, known)
+  else consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp), hex)
   if (run.done) return
   const ids = m.ids!
   let closer = ids.subarray(32, 32 * (m.count + 1))
@@ -186,6 +188,7 @@ export function finish(s: KadState, run: Run): void {
   s.runs.delete(run)
   const st = run.lk.stats()
   const ids = run.lk.closest()
+  run.lk.dispose()
   const closest: Peer[] = []
   for (let i = 0; i + 32 <= ids.length; i += 32) {
     const p = run.cands.get(ids.subarray(i, i + 32).toString('hex'))
@@ -210,6 +213,7 @@ export function abort(s: KadState, run: Run, err: Error): void {
   run.done = true
   s.clock.clearTimeout(run.timer ?? undefined)
   s.runs.delete(run)
+  run.lk.dispose()
   run.onError(err)
 }
 

@@ -40,8 +40,8 @@ export interface KadMessage {
   readonly ids: Buffer | null
   readonly error: string | null
   /**
-   * Record `i`'s id and encoded identity, copied out of the message into one small buffer of
-   * their own (a Peer that keeps them keeps nothing else of the message).
+   * Record `i`'s id and encoded identity, copied out of the message (a Peer that keeps them keeps
+   * nothing of the message; the routing table copies them into a buffer of their own).
    */
   peerId(i: number): Buffer
   identity(i: number): Buffer
@@ -112,7 +112,8 @@ class Parsed implements KadMessage {
   readonly ids: Buffer | null
   readonly error = null
   readonly #data: Buffer
-  readonly #rec: Uint32Array | null
+  /** The layout's per-record words (a plain array: no ArrayBuffer per message). */
+  readonly #rec: number[] | null
   #copies: Buffer[] | null = null
 
   constructor(
@@ -129,7 +130,9 @@ class Parsed implements KadMessage {
       return
     }
     const records = this.count + 1
-    this.#rec = layout.slice(8, 8 + 5 * records)
+    const rec = new Array<number>(5 * records)
+    for (let i = 0; i < 5 * records; i++) rec[i] = layout[8 + i]
+    this.#rec = rec
     this.target = kind === 3 ? Buffer.from(data.subarray(layout[5], layout[5] + 32)) : null
     const ids = Buffer.allocUnsafe(32 * records)
     for (let i = 0; i < records; i++) {
@@ -147,13 +150,13 @@ class Parsed implements KadMessage {
     return this.#own(i).subarray(32)
   }
 
-  /** Id and identity of record i in an unpooled buffer (a pooled one would keep its 8 KiB slab). */
+  /** Id and identity of record i, copied (from the pool: the routing table keeps its own copy). */
   #own(i: number): Buffer {
     const have = (this.#copies ??= [])[i]
     if (have !== undefined) return have
     const at = this.#rec![5 * i]
     const len = this.#rec![5 * i + 1]
-    const b = Buffer.allocUnsafeSlow(32 + len)
+    const b = Buffer.allocUnsafe(32 + len)
     this.#data.copy(b, 0, at + 2, at + 34)
     this.#data.copy(b, 32, at + 36, at + 36 + len)
     return (this.#copies[i] = b)

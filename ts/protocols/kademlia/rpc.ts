@@ -40,10 +40,12 @@ function withinBudget(s: KadState, to: Address): boolean {
   if (s.verified.has(to.key) || s.byAddr.has(to.key)) return true
   const b = budgetsOf(s)
   const now = s.clock.now()
-  const prefix = prefixOf(to)
-  if (!b.ip.has(to.host, now) || !b.prefix.has(prefix, now)) return false
-  b.ip.take(to.host, now)
-  b.prefix.take(prefix, now)
+  const ip = b.ip.bucket(to.host, now)
+  if (ip.tokens < 1) return false
+  const prefix = b.prefix.bucket(prefixOf(to), now)
+  if (prefix.tokens < 1) return false
+  ip.tokens -= 1
+  prefix.tokens -= 1
   return true
 }
 

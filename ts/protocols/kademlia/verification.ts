@@ -29,8 +29,11 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
     s.sendControl(from, resp)
   }
   remember(s, s.verifiedBy, from.key)
-  const peer = new Peer(from, m.peerId(0), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
-  if (s.byHex.get(hex)?.inTable || verified) consider(s, peer)
+  const known = s.byHex.get(hex)
+  const ext = externalAt(m, 0)
+  if (known !== undefined && (known.inTable || verified) && sameRecord(known, from, ext)) return seen(s, known)
+  const peer = new Peer(from, m.peerId(0), identityAt(m, 0), ext, false, tcpPortAt(m, 0))
+  if (known?.inTable || verified) consider(s, peer, hex)
   // Verifying its address serves only the table: not when its bucket is full of fresh entries.
   else if (s.table!.wouldAdmit(peer.id!, s.clock.now())) verify(s, peer)
   else s.count('verify_skipped_full')
@@ -61,24 +64,37 @@ export function verify(s: KadState, peer: Peer): void {
   })
 }
 
-/** A verified peer: touch it, or ask for approval and insert it. */
-export function consider(s: KadState, peer: Peer): void {
-  const hex = peer.id!.toString('hex')
+/**
+ * Whether a known entry's peer, heard from at `addr` announcing `ext`, needs nothing but
+ * {@link seen}: consider() replaces the peer only when its address is the same and the external
+ * address changed.
+ */
+export function sameRecord(known: Entry, addr: Address, ext: Address | null): boolean {
+  return known.peer.address.key !== addr.key || ext?.key === known.peer.external?.key
+}
+
+/** A known entry answered or asked: no failures, touched (in the table) or inserted again. */
+export function seen(s: KadState, known: Entry): void {
+  known.failures = 0
+  if (known.inTable) s.table!.touch(known.peer.id!, s.clock.now())
+  else insert(s, known)
+}
+
+/** A verified peer (`hex`: its id in hex): touch it, or ask for approval and insert it. */
+export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toString('hex')): void {
   if (hex === s.selfHex || !s.table) return
   const known = s.byHex.get(hex)
   if (known) {
-    known.failures = 0
-    if (peer.address.key === known.peer.address.key && peer.external?.key !== known.peer.external?.key) {
+    if (!sameRecord(known, peer.address, peer.external)) {
       // It announced another external address: serve the new one (insert replaces the record).
-      known.peer = peer
+      known.failures = 0
+      known.peer = kept(peer)
       if (known.inTable) {
         s.table.insert(known.handle, peer.publicIdentity!, peer.address.raw, s.clock.now(), peer.external?.raw ?? null, peer.tcpPort)
         return
       }
     }
-    if (known.inTable) s.table.touch(peer.id!, s.clock.now())
-    else insert(s, known)
-    return
+    return seen(s, known)
   }
   const approver = s.approver
   if (approver === null) return admit(s, peer, hex)
@@ -113,10 +129,49 @@ export function consider(s: KadState, peer: Peer): void {
 export function admit(s: KadState, peer: Peer, hex: string): void {
   if (s.byHex.has(hex)) return consider(s, peer)
   const handle = s.free.pop() ?? s.entries.length
-  const e: Entry = { handle, hex, peer, failures: 0, inTable: false }
+  const e: Entry = { handle, hex, peer: kept(peer), failures: 0, inTable: false }
   s.entries[handle] = e
   s.byHex.set(hex, e)
   insert(s, e)
+}
+
+/**
+ * Entries' ids and identities are copied into slabs of their own: not the shared pool (whose 8 KiB
+ * slabs the datagrams fill: one kept slice would hold one), and not an ArrayBuffer each (each
+ * allocation of one counts as external memory and, in a large simulation, drives the collector).
+ * A slab holds about 60 entries (Ed25519 identities) and lives while one of them does.
+ */
+const SLAB = 4096
+const slabs = new WeakSet<ArrayBufferLike>()
+let slab = newSlab()
+let slabUsed = 0
+
+function newSlab(): Buffer {
+  const b = Buffer.allocUnsafeSlow(SLAB)
+  slabs.add(b.buffer)
+  return b
+}
+
+/** The peer as an entry (in the table or a replacement cache) keeps it (see {@link SLAB}). */
+function kept(peer: Peer): Peer {
+  const id = peer.id!
+  const identity = peer.publicIdentity!
+  if (slabs.has(id.buffer) && identity.buffer === id.buffer && identity.byteOffset === id.byteOffset + 32) return peer
+  const n = 32 + identity.length
+  let own: Buffer
+  if (n > SLAB / 8) {
+    own = Buffer.allocUnsafeSlow(n)
+  } else {
+    if (slabUsed + n > SLAB) {
+      slab = newSlab()
+      slabUsed = 0
+    }
+    own = slab.subarray(slabUsed, slabUsed + n)
+    slabUsed += n
+  }
+  id.copy(own, 0)
+  identity.copy(own, 32)
+  return new Peer(peer.address, own.subarray(0, 32), own.subarray(32), peer.external, peer.verified, peer.tcpPort)
 }
 
 export function insert(s: KadState, e: Entry): void {

@@ -98,8 +98,18 @@ impl Default for TableConfig {
     }
 }
 
+/// One bucket. Most of the 256 never hold anyone (a network of n nodes fills about log2(n) of
+/// them): their contents are allocated on the first insert, so an empty bucket costs 24 bytes.
 #[derive(Debug, Clone)]
 struct Bucket<V> {
+    /// Entries, replacements and the pending ping; `None` until something is inserted.
+    slots: Option<Box<Slots<V>>>,
+    /// Last insert/update into this bucket, or explicit refresh.
+    last_active: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct Slots<V> {
     /// Least recently seen first.
     entries: Vec<Entry<V>>,
     /// When each entry was last seen (parallel to `entries`).
@@ -108,19 +118,22 @@ struct Bucket<V> {
     replacements: VecDeque<Entry<V>>,
     /// The entry being pinged on behalf of a newcomer.
     pending: Option<NodeId>,
-    /// Last insert/update into this bucket, or explicit refresh.
-    last_active: Option<Instant>,
 }
 
 impl<V> Bucket<V> {
     fn new() -> Self {
-        Bucket {
-            entries: Vec::new(),
-            seen: Vec::new(),
-            replacements: VecDeque::new(),
-            pending: None,
-            last_active: None,
-        }
+        Bucket { slots: None, last_active: None }
+    }
+
+    fn entries(&self) -> &[Entry<V>] {
+        self.slots.as_ref().map_or(&[], |s| &s.entries[..])
+    }
+
+    /// The contents, allocated if this is the first insert.
+    fn slots_mut(&mut self) -> &mut Slots<V> {
+        self.slots.get_or_insert_with(|| {
+            Box::new(Slots { entries: Vec::new(), seen: Vec::new(), replacements: VecDeque::new(), pending: None })
+        })
     }
 }
 
@@ -192,7 +205,7 @@ impl<V: Clone> RoutingTable<V> {
 
     fn position(&self, id: &NodeId) -> Option<(usize, usize)> {
         let b = self.bucket_index(id)?;
-        let i = self.buckets[b].entries.iter().position(|e| &e.id == id)?;
+        let i = self.buckets[b].entries().iter().position(|e| &e.id == id)?;
         Some((b, i))
     }
 
@@ -200,7 +213,7 @@ impl<V: Clone> RoutingTable<V> {
     #[must_use]
     pub fn get(&self, id: &NodeId) -> Option<&V> {
         let (b, i) = self.position(id)?;
-        Some(&self.buckets[b].entries[i].value)
+        Some(&self.buckets[b].entries()[i].value)
     }
 
     /// True if `id` is in the table (replacement caches not included).
@@ -220,8 +233,8 @@ impl<V: Clone> RoutingTable<V> {
         };
         let k = self.config.k;
         let max_repl = self.config.max_replacements;
-        let bucket = &mut self.buckets[b];
-        bucket.last_active = Some(now);
+        self.buckets[b].last_active = Some(now);
+        let bucket = self.buckets[b].slots_mut();
         if let Some(i) = bucket.entries.iter().position(|e| e.id == id) {
             let mut e = bucket.entries.remove(i);
             e.value = value;
@@ -264,7 +277,9 @@ impl<V: Clone> RoutingTable<V> {
         let Some(b) = self.bucket_index(id) else {
             return false;
         };
-        let bucket = &self.buckets[b];
+        let Some(bucket) = self.buckets[b].slots.as_ref() else {
+            return true;
+        };
         bucket.entries.len() < self.config.k
             || bucket.entries.iter().any(|e| &e.id == id)
             || (bucket.pending.is_none() && now.saturating_duration_since(bucket.seen[0]) >= self.fresh)
@@ -277,7 +292,7 @@ impl<V: Clone> RoutingTable<V> {
     /// are ignored (`None`).
     pub fn on_ping_result(&mut self, id: &NodeId, alive: bool, now: Instant) -> Option<Eviction<V>> {
         let (b, i) = self.position(id)?;
-        let bucket = &mut self.buckets[b];
+        let bucket = self.buckets[b].slots_mut();
         if bucket.pending == Some(*id) {
             bucket.pending = None;
         }
@@ -286,7 +301,7 @@ impl<V: Clone> RoutingTable<V> {
             bucket.entries.push(e);
             bucket.seen.remove(i);
             bucket.seen.push(now);
-            bucket.last_active = Some(now);
+            self.buckets[b].last_active = Some(now);
             None
         } else {
             Some(self.evict(b, i))
@@ -297,17 +312,19 @@ impl<V: Clone> RoutingTable<V> {
     /// Returns the eviction if `id` was in a bucket.
     pub fn remove(&mut self, id: &NodeId) -> Option<Eviction<V>> {
         let b = self.bucket_index(id)?;
-        match self.buckets[b].entries.iter().position(|e| &e.id == id) {
+        match self.buckets[b].entries().iter().position(|e| &e.id == id) {
             Some(i) => Some(self.evict(b, i)),
             None => {
-                self.buckets[b].replacements.retain(|e| &e.id != id);
+                if let Some(s) = self.buckets[b].slots.as_mut() {
+                    s.replacements.retain(|e| &e.id != id);
+                }
                 None
             }
         }
     }
 
     fn evict(&mut self, b: usize, i: usize) -> Eviction<V> {
-        let bucket = &mut self.buckets[b];
+        let bucket = self.buckets[b].slots_mut();
         let removed = bucket.entries.remove(i);
         let seen = bucket.seen.remove(i);
         if bucket.pending == Some(removed.id) {
@@ -343,7 +360,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         let d = distance(&self.local, target);
         let mut visit = |b: usize, left: &mut usize| -> bool {
-            let entries = &self.buckets[b].entries;
+            let entries = self.buckets[b].entries();
             if entries.is_empty() {
                 return false;
             }
@@ -408,24 +425,24 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Every entry, bucket by bucket (bucket 0 first), least recently seen first in each.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().flat_map(|b| b.entries.iter())
+        self.buckets.iter().flat_map(|b| b.entries().iter())
     }
 
     /// Every replacement-cache entry.
     pub fn replacements(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().flat_map(|b| b.replacements.iter())
+        self.buckets.iter().filter_map(|b| b.slots.as_ref()).flat_map(|s| s.replacements.iter())
     }
 
     /// The entries of bucket `index`, least recently seen first (empty for index >= 256).
     #[must_use]
     pub fn bucket(&self, index: usize) -> &[Entry<V>] {
-        self.buckets.get(index).map_or(&[], |b| &b.entries[..])
+        self.buckets.get(index).map_or(&[], |b| b.entries())
     }
 
     /// The id being pinged for bucket `index`, if any.
     #[must_use]
     pub fn pending_ping(&self, index: usize) -> Option<&NodeId> {
-        self.buckets.get(index).and_then(|b| b.pending.as_ref())
+        self.buckets.get(index).and_then(|b| b.slots.as_ref()?.pending.as_ref())
     }
 
     /// Buckets due for a refresh: from the closest non-empty bucket up to bucket 255, those without
@@ -434,7 +451,7 @@ impl<V: Clone> RoutingTable<V> {
     /// there. Empty when the table is empty.
     #[must_use]
     pub fn stale_buckets(&self, now: Instant, interval: Duration) -> Vec<usize> {
-        let Some(lowest) = self.buckets.iter().position(|b| !b.entries.is_empty()) else {
+        let Some(lowest) = self.buckets.iter().position(|b| !b.entries().is_empty()) else {
             return Vec::new();
         };
         (lowest..NUM_BUCKETS)

@@ -148,6 +148,13 @@ impl<V: Clone> Lookup<V> {
         self.stats
     }
 
+    /// Frees the candidates (a caller done with the lookup may hold it a while): the lookup is
+    /// finished and empty afterwards; its counters stay.
+    pub fn release(&mut self) {
+        self.candidates = Vec::new();
+        self.finished = true;
+    }
+
     /// True once [`next`](Self::next) returned `Finished`.
     #[must_use]
     pub fn is_finished(&self) -> bool {
@@ -323,6 +330,21 @@ mod tests {
         let mut a = [0u8; 32];
         a[0] = x;
         a
+    }
+
+    #[test]
+    fn release_frees_the_candidates_and_keeps_the_counters() {
+        let t0 = Instant::now();
+        let mut l = Lookup::new(id(0), [(id(1), ()), (id(2), ())], LookupConfig::default());
+        assert_eq!(l.next(t0), LookupAction::Query(id(1), ()));
+        assert!(l.on_success(&id(1), [(id(3), ())]));
+        let stats = l.stats();
+        l.release();
+        assert!(l.is_finished());
+        assert_eq!(l.candidate_count(), 0);
+        assert_eq!(l.next(t0), LookupAction::Finished);
+        assert_eq!(l.stats(), stats);
+        assert!(!l.on_success(&id(2), [(id(4), ())]));
     }
 
     #[test]

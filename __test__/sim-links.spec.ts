@@ -1,0 +1,82 @@
+/**
+ * The delay-only links of a SimulatedNetwork run the impairment model in JavaScript: the same due
+ * times as the native model for the same seed and datagrams, and the same stream after a change of
+ * spec (to another delay-only spec, or to one the native model runs).
+ */
+import test from 'ava'
+
+import { ImpairModel, linkParams, verdict } from '../dist/sim/impair.js'
+import { DelayLink, LinkTable, MAX_LINK_STATES, delayOnly } from '../dist/sim/links.js'
+
+const spec = (over: Record<string, number> = {}) => ({
+  latency: 10,
+  jitter: 40,
+  bandwidth: Infinity,
+  loss: 0,
+  duplicate: 0,
+  reorder: 0,
+  corrupt: 0,
+  maxQueueBytes: 1 << 24,
+  ...over,
+})
+
+test('DelayLink: the native model’s due times, for many seeds and parameters', (t) => {
+  for (const seed of [0, 1, 7, 0x7fffffff, 0x80000000, 0xffffffff, 123456789]) {
+    for (const s of [spec(), spec({ latency: 0, jitter: 0 }), spec({ latency: 0.5, jitter: 3.25 }), spec({ jitter: 1e-9 })]) {
+      const js = new DelayLink(seed, s)
+      const nat = new ImpairModel(seed, linkParams(s))
+      for (let i = 0; i < 2000; i++) {
+        const now = i * 0.37
+        const a = js.offer(now, 100)
+        const due = verdict[0]
+        const b = nat.offer(now, 100)
+        t.is(a, b & 3)
+        if (verdict[0] !== due) return t.fail(`seed ${seed}, datagram ${i}: ${due} != ${verdict[0]}`)
+      }
+    }
+  }
+  t.pass()
+})
+
+test('delayOnly: loss, duplication, reordering, corruption or a bandwidth make a link native', (t) => {
+  t.true(delayOnly(spec()))
+  for (const k of ['loss', 'duplicate', 'reorder', 'corrupt']) t.false(delayOnly(spec({ [k]: 0.1 })))
+  t.false(delayOnly(spec({ bandwidth: 1000 })))
+  t.true(delayOnly(spec({ bandwidth: 0 })))
+})
+
+test('LinkTable: a spec change carries the stream on (delay-only and native), as one native model would', (t) => {
+  const a = spec()
+  const b = spec({ latency: 3, jitter: 7 })
+  const c = spec({ loss: 0.3, duplicate: 0.2, jitter: 5 })
+  const table = new LinkTable<ReturnType<typeof spec>>(() => 99)
+  const ref = new ImpairModel(99, linkParams(a))
+  const plan = [a, a, b, b, a, c, c, a, b, c]
+  let n = 0
+  for (const s of plan) {
+    ref.configure(linkParams(s))
+    for (let i = 0; i < 50; i++, n++) {
+      const got = table.model('x', 'y', s, n).offer(n, 60)
+      const g = [verdict[0], verdict[1]]
+      const want = ref.offer(n, 60)
+      t.is(got & 7, want & 7)
+      if ((want & 3) >= 1) t.is(g[0], verdict[0])
+      if ((want & 3) === 2) t.is(g[1], verdict[1])
+    }
+  }
+  t.is(table.size, 1)
+})
+
+test('LinkTable: past the bound, idle links are forgotten and start afresh from their seed', (t) => {
+  const table = new LinkTable<ReturnType<typeof spec>>((from, to) => (from.length * 31 + to.length) >>> 0)
+  const s = spec()
+  table.model('a', 'b', s, 0).offer(0, 10)
+  const first = verdict[0]
+  table.model('a', 'b', s, 0).offer(0, 10)
+  t.not(verdict[0], first)
+  for (let i = 0; table.size < MAX_LINK_STATES; i++) table.model(`n${i}`, 'z', s, 0)
+  table.model('new', 'z', s, 0)
+  t.is(table.size, 1)
+  table.model('a', 'b', s, 0).offer(0, 10)
+  t.is(verdict[0], first)
+})
