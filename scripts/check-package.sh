@@ -107,7 +107,7 @@ echo "-- prebuilds bundle: the release tarball with prebuilds/ (scripts/prebuild
 # machine's binary) and the optionalDependencies napi prepublish writes, packed again.
 mkdir -p "$tmp/bundle" && tar -xzf "$main_tgz" -C "$tmp/bundle"
 bundle_dir="$tmp/bundle/package"
-prebuilt="$(node "$root/scripts/prebuilds.mjs" --from "$root/native" --only "$suffix" --out "$bundle_dir/prebuilds" | tee /dev/stderr | sed -n 's#^  .*/\(prebuilds/[^ ]*\.node\) .*#\1#p')"
+prebuilt="$(node "$root/scripts/prebuilds.mjs" --from "$root/native" --only "$suffix" --out "$bundle_dir/prebuilds" | tee -a /dev/stderr | sed -n 's#^  .*/\(prebuilds/[^ ]*\.node\) .*#\1#p')"
 [ -n "$prebuilt" ] && [ -f "$bundle_dir/$prebuilt" ] || { echo "check-package: prebuilds.mjs wrote no binary" >&2; exit 1; }
 node -e '
   const fs = require("fs"); const file = process.argv[1]; const p = JSON.parse(fs.readFileSync(file, "utf8"))
