@@ -90,8 +90,10 @@ test.serial('sends fan out from every auxiliary socket until the remote answers 
 
 test.serial('native ReliableUdp and a connection run over the winning auxiliary socket', async (t) => {
   const udpA = new UdpTransport({ host: '127.0.0.1' })
-  const a = await Node.create({ stack: [new ReliableUdp(), udpA] })
-  const b = await Node.create({ host: '127.0.0.1', stack: [new ReliableUdp()] })
+  // Internet-sized segments (loopback would carry 16,000-byte ones): the counts below are of a path
+  // like the ones auxiliary sockets serve.
+  const a = await Node.create({ stack: [new ReliableUdp({ loopbackSegmentSize: 1200 }), udpA] })
+  const b = await Node.create({ host: '127.0.0.1', stack: [new ReliableUdp({ loopbackSegmentSize: 1200 })] })
   t.teardown(() => Promise.all([a.close(), b.close()]))
   t.is(udpA.openAuxiliary(b.address, 3), 3)
   // A transport ping sprays from the 3 sockets; B's transport answers each at its source port:

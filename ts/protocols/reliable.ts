@@ -1,6 +1,6 @@
 /**
  * ReliableUdp — messages of any size (up to `maxMessageSize`, default 256 MiB) over datagrams of at
- * most `segmentSize` bytes of payload, each delivered exactly once, complete and byte-exact.
+ * most `segmentSize` bytes of payload (`loopbackSegmentSize` to loopback addresses), each delivered exactly once, complete and byte-exact.
  *
  * Provides `send(to, data, tag = 0, { signal, onProgress }?): Promise<void>` (resolves when the whole
  * message is acknowledged; `onProgress(acked, total)` reports acknowledged bytes on the way;
@@ -51,6 +51,12 @@ export const TAG_RUDP = 2
 export interface ReliableUdpOptions {
   /** Bytes of message data per datagram (default 1200). */
   segmentSize?: number
+  /**
+   * Bytes of message data per datagram to a loopback address (127.0.0.0/8, ::1), in native mode
+   * (default 16,000, or `segmentSize` if larger): the loopback interface carries 64 KiB datagrams unfragmented, and larger
+   * segments cost less work per byte. Set it to `segmentSize` to treat loopback like any path.
+   */
+  loopbackSegmentSize?: number
   /** Largest message in bytes (default 256 MiB). */
   maxMessageSize?: number
   /** Milliseconds without acknowledgement progress before sends to that peer fail (default 10,000). */
@@ -162,6 +168,7 @@ export class ReliableUdp extends Protocol implements NativeReliableHandler {
     this.#log = ctx.log
     const nativeOpts: NativeReliableOptions = {
       segmentSize: this.#opts.segmentSize,
+      loopbackSegmentSize: this.#opts.loopbackSegmentSize,
       maxMessageSize: this.#opts.maxMessageSize,
       peerTimeout: this.#opts.peerTimeout,
       maxReassemblyPerPeer: this.#opts.maxReassemblyPerPeer,

@@ -85,6 +85,7 @@ export interface NativeReliableHandler {
 /** Reliable-UDP settings for the native endpoint (see ReliableUdpOptions). */
 export interface NativeReliableOptions {
   segmentSize?: number
+  loopbackSegmentSize?: number
   maxMessageSize?: number
   peerTimeout?: number
   maxReassemblyPerPeer?: number

@@ -44,7 +44,7 @@ impl RudpEndpoint {
   /// A new endpoint; `now` is the caller's clock in milliseconds.
   #[napi(constructor)]
   pub fn new(options: Option<RudpOptions>, now: f64) -> RudpEndpoint {
-    let (config, seed) = rudp_config(options.unwrap_or_default());
+    let (config, seed, _) = rudp_config(options.unwrap_or_default());
     let clock = JsClock::new(now);
     RudpEndpoint { endpoint: Endpoint::new(config, clock.base(), seed), clock, out: Vec::with_capacity(2048) }
   }

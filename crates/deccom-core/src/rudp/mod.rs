@@ -218,7 +218,7 @@ mod recv;
 pub mod wire;
 
 pub use self::endpoint::{
-    Payload, datagram_truesize, receive_window_for_socket_buffer,
+    Payload, datagram_truesize, path_segment_payload, LOOPBACK_SEGMENT_PAYLOAD, receive_window_for_socket_buffer, SendOptions,
     Config, Endpoint, Event, FailReason, MessageId, RudpError, Stats, PACKET_THRESHOLD,
     LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, PROGRESS_FRACTION,
     PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM,

@@ -78,7 +78,7 @@ fn noise_stage(seed: u8, now: Instant) -> NoiseStage {
 fn rudp_stage(seed: u64, now: Instant) -> RudpStage {
   let mut cfg = RudpConfig::default();
   cfg.max_message_size += 1;
-  RudpStage::new(RUDP, cfg, now, seed)
+  RudpStage::new(RUDP, cfg, deccom_core::rudp::LOOPBACK_SEGMENT_PAYLOAD, now, seed)
 }
 
 fn stat(p: &Pipeline, name: &str) -> f64 {

@@ -271,14 +271,14 @@ impl UdpSocket {
     if js.rudp.is_some() {
       return Err(coded(Code::InvalidArgument, "a reliable-UDP endpoint is already attached to this socket"));
     }
-    let (mut config, seed) = rudp_config(options.unwrap_or_default());
+    let (mut config, seed, loopback_segment) = rudp_config(options.unwrap_or_default());
     // Peers may have in flight only what our receive buffer holds: a sender in slow start then
     // never overflows it (the kernel would drop whole bursts, and recovery costs more than the wait).
     if let Ok(rcvbuf) = sh.state.recv_buffer_size(sh.sock()) {
       config.receive_window = deccom_core::rudp::receive_window_for_socket_buffer(rcvbuf, config.max_segment_payload);
     }
     js.rudp = Some(RudpLimits { max_message_size: config.max_message_size, max_outgoing_per_peer: config.max_outgoing_per_peer });
-    let _ = sh.command(Command::Attach(Box::new(RudpStage::new(tag, config, Instant::now(), seed))), false);
+    let _ = sh.command(Command::Attach(Box::new(RudpStage::new(tag, config, loopback_segment, Instant::now(), seed))), false);
     Ok(())
   }
 

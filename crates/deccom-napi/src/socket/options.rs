@@ -11,6 +11,9 @@ use napi_derive::napi;
 pub struct RudpOptions {
   /// Bytes of message data per datagram (default 1200).
   pub segment_size: Option<u32>,
+  /// Bytes of message data per datagram to loopback addresses (default 16,000, or `segment_size`
+  /// if larger; native endpoint only). Equal to `segment_size`: loopback like any other path.
+  pub loopback_segment_size: Option<u32>,
   /// Largest message in bytes (default 256 MiB).
   pub max_message_size: Option<f64>,
   /// Milliseconds without progress before sends to a peer fail with ERR_DECCOM_PEER_UNREACHABLE.
@@ -22,11 +25,14 @@ pub struct RudpOptions {
   pub seed: Option<f64>,
 }
 
-pub(crate) fn rudp_config(o: RudpOptions) -> (RudpConfig, u64) {
+/// The endpoint configuration, its seed, and the segment payload to loopback addresses.
+pub(crate) fn rudp_config(o: RudpOptions) -> (RudpConfig, u64, usize) {
   let mut c = RudpConfig::default();
   if let Some(v) = o.segment_size {
     c.max_segment_payload = v as usize;
   }
+  // Unset: the loopback default, or `segment_size` if that is larger.
+  let loopback = o.loopback_segment_size.map_or(deccom_core::rudp::LOOPBACK_SEGMENT_PAYLOAD.max(c.max_segment_payload), |v| v as usize);
   if let Some(v) = o.max_message_size {
     c.max_message_size = v as u64;
   }
@@ -46,7 +52,7 @@ pub(crate) fn rudp_config(o: RudpOptions) -> (RudpConfig, u64) {
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
   });
-  (c, seed)
+  (c, seed, loopback)
 }
 
 /// Fault probabilities (0..1), the seed of their generator, and the longest extra delay in ms of

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use deccom_core::rudp::{Config, Endpoint, Event, FailReason, MessageId, Payload, RudpError};
+use deccom_core::rudp::{path_segment_payload, Config, Endpoint, Event, FailReason, MessageId, Payload, RudpError, SendOptions};
 
 use super::{Stage, Stats, Up};
 
@@ -50,6 +50,8 @@ pub(crate) struct RudpStage {
   /// The layer tag that marks reliable-UDP datagrams on the wire.
   tag: u8,
   endpoint: Endpoint<SocketAddr>,
+  /// Segment payload of messages to a loopback address (`path_segment_payload`).
+  loopback_segment: usize,
   /// Endpoint message id → the id JavaScript knows.
   ids: HashMap<u64, f64>,
   /// The id JavaScript knows → destination and endpoint message id (to cancel).
@@ -59,14 +61,16 @@ pub(crate) struct RudpStage {
 }
 
 impl RudpStage {
-  pub fn new(tag: u8, config: Config, now: Instant, seed: u64) -> RudpStage {
-    RudpStage { tag, endpoint: Endpoint::new(config, now, seed), ids: HashMap::new(), by_js: HashMap::new(), dropped_backpressure: 0 }
+  pub fn new(tag: u8, config: Config, loopback_segment: usize, now: Instant, seed: u64) -> RudpStage {
+    RudpStage { tag, endpoint: Endpoint::new(config, now, seed), loopback_segment, ids: HashMap::new(), by_js: HashMap::new(), dropped_backpressure: 0 }
   }
 
   /// Queues a message `[tag][data]` for `to`, known to JavaScript as `id` (with progress
   /// reports when `progress`). A refusal becomes a completion with a failure status.
   pub fn send(&mut self, now: Instant, id: f64, to: SocketAddr, message: Payload, progress: bool, up: &mut Up<'_>) {
-    let queued = if progress { self.endpoint.send_with_progress(now, to, message) } else { self.endpoint.send(now, to, message) };
+    let base = self.endpoint.config().max_segment_payload;
+    let segment_payload = Some(path_segment_payload(to.ip(), base, self.loopback_segment));
+    let queued = self.endpoint.send_with(now, to, message, SendOptions { progress, segment_payload });
     match queued {
       Ok(mid) => {
         self.ids.insert(mid.0, id);

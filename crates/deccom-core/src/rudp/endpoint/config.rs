@@ -67,6 +67,30 @@ pub fn datagram_truesize(segment_payload: usize) -> usize {
     (segment_payload + HEADERS_AND_SHARED_INFO).next_power_of_two() + SK_BUFF
 }
 
+/// Default segment payload to loopback addresses (see [`path_segment_payload`]): a datagram of
+/// this size with its headers fits the 32 KiB kernel allocation a received datagram is charged
+/// for, so a socket buffer holds as many payload bytes as possible.
+pub const LOOPBACK_SEGMENT_PAYLOAD: usize = 16_000;
+
+/// Segment payload for new messages to a peer at `ip`: `loopback` when `ip` is a loopback
+/// address (127.0.0.0/8, `::1`, or IPv4-mapped loopback), `base` otherwise. The loopback
+/// interface's MTU is 64 KiB and nothing between two processes on one host fragments or drops a
+/// large datagram, so segments there can be much larger than the 1200 bytes that are safe on any
+/// Internet path (fewer datagrams per byte: less checksum, crypto set-up, header and
+/// acknowledgement work per byte). Other paths keep `base`.
+#[must_use]
+pub fn path_segment_payload(ip: std::net::IpAddr, base: usize, loopback: usize) -> usize {
+    let is_loopback = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    };
+    if is_loopback {
+        loopback
+    } else {
+        base
+    }
+}
+
 /// The receive window (in datagrams) a socket whose receive buffer is `rcvbuf` bytes (as
 /// `getsockopt(SO_RCVBUF)` reports it, which on Linux already includes the kernel's doubling)
 /// absorbs without dropping: `rcvbuf / truesize`, at least 16 and at most 65536.

@@ -38,11 +38,22 @@ mod send;
 mod tests;
 mod timers;
 
-pub use self::config::{datagram_truesize, receive_window_for_socket_buffer, Config, Stats};
+pub use self::config::{datagram_truesize, path_segment_payload, LOOPBACK_SEGMENT_PAYLOAD, receive_window_for_socket_buffer, Config, Stats};
 use self::hasher::FxBuild;
 pub use self::payload::Payload;
 use self::peer::{Cx, EpochCheck, Peer};
 use self::send::OutMsg;
+
+/// Options of [`Endpoint::send_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Report acknowledged bytes as [`Event::Progress`] events.
+    pub progress: bool,
+    /// Payload bytes per segment of this message (default: `Config::max_segment_payload`).
+    /// The receiver learns it from every DATA; it advertises a smaller window (in datagrams)
+    /// to a peer once that peer's datagrams are larger than its own `max_segment_payload`.
+    pub segment_payload: Option<usize>,
+}
 
 /// Packet-reordering threshold of loss detection (RFC 9002 kPacketThreshold).
 pub const PACKET_THRESHOLD: u64 = 3;
@@ -316,7 +327,7 @@ where
         peer: P,
         message: impl Into<Payload>,
     ) -> Result<MessageId, RudpError> {
-        self.queue(now, peer, message.into(), false)
+        self.queue(now, peer, message.into(), SendOptions::default())
     }
 
     /// [`Endpoint::send`], and [`Event::Progress`] events report the bytes acknowledged as they
@@ -331,7 +342,31 @@ where
         peer: P,
         message: impl Into<Payload>,
     ) -> Result<MessageId, RudpError> {
-        self.queue(now, peer, message.into(), true)
+        self.queue(
+            now,
+            peer,
+            message.into(),
+            SendOptions {
+                progress: true,
+                segment_payload: None,
+            },
+        )
+    }
+
+    /// [`Endpoint::send`] with [`SendOptions`]: progress reports, and the segment size of this
+    /// message (e.g. [`path_segment_payload`] for the peer's address).
+    ///
+    /// # Errors
+    ///
+    /// As [`Endpoint::send`].
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        peer: P,
+        message: impl Into<Payload>,
+        opts: SendOptions,
+    ) -> Result<MessageId, RudpError> {
+        self.queue(now, peer, message.into(), opts)
     }
 
     /// Gives up the outgoing message `id` to `peer`: its bytes are released now, none of its
@@ -361,7 +396,7 @@ where
         now: Instant,
         peer: P,
         message: Payload,
-        progress: bool,
+        opts: SendOptions,
     ) -> Result<MessageId, RudpError> {
         let len = message.len() as u64;
         if len > self.config.max_message_size {
@@ -376,7 +411,11 @@ where
             });
         }
         let limit = self.config.max_outgoing_per_peer;
-        let seg_size = u32::try_from(self.config.max_segment_payload).unwrap_or(u32::MAX);
+        let seg_size = opts
+            .segment_payload
+            .unwrap_or(self.config.max_segment_payload)
+            .clamp(1, u32::MAX as usize - HEADER_MAX);
+        let seg_size = u32::try_from(seg_size).unwrap_or(u32::MAX);
         let Some(p) = self.peers.get_mut(&peer) else {
             unreachable!("ensure_peer created it")
         };
@@ -390,7 +429,7 @@ where
         if p.out.is_empty() {
             p.last_progress = now;
         }
-        p.out.insert(wire_id, OutMsg::new(id, message, seg_size, progress));
+        p.out.insert(wire_id, OutMsg::new(id, message, seg_size, opts.progress));
         p.refresh_floor();
         p.pending.push_back(wire_id);
         p.last_seen = now;

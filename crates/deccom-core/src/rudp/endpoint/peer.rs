@@ -51,6 +51,9 @@ pub(super) struct Peer {
     pub(super) pacer: Pacer,
     pub(super) pacing_until: Option<Instant>,
     pub(super) peer_window: u32,
+    /// Largest DATA payload received from the peer this session: the window advertised to it
+    /// shrinks when its datagrams are larger than ours (see `Peer::advertised_window`).
+    pub(super) largest_payload: usize,
     pub(super) out: BTreeMap<u64, OutMsg>,
     pub(super) next_wire_id: u64,
     pub(super) floor: u64,
@@ -136,6 +139,7 @@ impl Peer {
             pacer: Pacer::new(now),
             pacing_until: None,
             peer_window: config.initial_window.max(1),
+            largest_payload: 0,
             out: BTreeMap::new(),
             next_wire_id: 0,
             floor: 0,
@@ -264,6 +268,7 @@ impl Peer {
         self.largest_acked = None;
         self.cc.reset();
         self.peer_window = config.initial_window.max(1);
+        self.largest_payload = 0;
         for m in self.out.values_mut() {
             m.restart();
         }

@@ -53,6 +53,7 @@ impl Peer {
             self.announce = true;
             return;
         }
+        self.largest_payload = self.largest_payload.max(payload.len());
         let floor = h.msg_id - u64::from(h.floor_delta);
         if self.delivered.advance_to(floor) {
             let watermark = self.delivered.watermark();

@@ -167,6 +167,10 @@ pub(super) struct SentPacket {
     pub(super) acked_next: u64,
 }
 
+/// Share (numerator, denominator) of the socket buffer that a peer sending datagrams larger than
+/// our `max_segment_payload` may fill (see `Peer::advertised_window`).
+pub const LARGE_SEGMENT_WINDOW_SHARE: (u64, u64) = (5, 8);
+
 impl Peer {
     fn ack_due(&self, now: Instant, ack_every: u32) -> bool {
         self.announce
@@ -349,6 +353,28 @@ impl Peer {
         true
     }
 
+    /// The receive window advertised to this peer, in datagrams. `Config::receive_window` counts
+    /// datagrams of at most `max_segment_payload` bytes (what the socket buffer absorbs when its
+    /// driver sized it with [`receive_window_for_socket_buffer`]); a peer whose datagrams are
+    /// larger (e.g. on loopback, see [`path_segment_payload`]) gets fewer: the same kernel memory
+    /// in its datagrams, times [`LARGE_SEGMENT_WINDOW_SHARE`]. (Small datagrams arrive coalesced
+    /// by GRO and cost the socket buffer less than their estimate, which leaves the base window
+    /// room; large ones cost what they are estimated at, and Linux releases a UDP socket's
+    /// receive memory lazily, up to a quarter of the buffer at a time.)
+    ///
+    /// [`receive_window_for_socket_buffer`]: super::receive_window_for_socket_buffer
+    /// [`path_segment_payload`]: super::path_segment_payload
+    pub(super) fn advertised_window(&self, config: &super::Config) -> u32 {
+        let base = config.max_segment_payload;
+        if self.largest_payload <= base {
+            return config.receive_window;
+        }
+        let (num, den) = LARGE_SEGMENT_WINDOW_SHARE;
+        let scaled = u64::from(config.receive_window) * super::datagram_truesize(base) as u64 * num
+            / (super::datagram_truesize(self.largest_payload) as u64 * den);
+        u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
+    }
+
     fn write_ack<P>(&mut self, now: Instant, out: &mut Vec<u8>, cx: &mut Cx<'_, P>) {
         if let Some(dst) = self.announce_to.take() {
             // To an epoch that did not prove itself: our epoch only, nothing about our session.
@@ -356,7 +382,7 @@ impl Peer {
                 src_epoch: self.epoch,
                 dst_epoch: dst,
                 ack_delay_us: 0,
-                window: cx.config.receive_window,
+                window: self.advertised_window(cx.config),
                 count: 0,
                 ranges: [(0, 0); MAX_ACK_RANGES],
                 refused_count: 0,
@@ -374,7 +400,7 @@ impl Peer {
                     .as_micros(),
             )
             .unwrap_or(u32::MAX),
-            window: cx.config.receive_window,
+            window: self.advertised_window(cx.config),
             count: 0,
             ranges: [(0, 0); MAX_ACK_RANGES],
             refused_count: 0,

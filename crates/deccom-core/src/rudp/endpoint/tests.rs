@@ -101,6 +101,74 @@ fn receive_window_respected() {
     assert!(matches!(b.poll_event(), Some(Event::Delivered { .. })));
 }
 
+/// A message sent with a larger segment payload travels in datagrams of that size; the receiver,
+/// whose window counts datagrams of its own (smaller) segment size, advertises proportionally
+/// fewer of them to that sender, and the sender never has more than that in flight.
+#[test]
+fn larger_segments_shrink_the_advertised_window() {
+    let base = Instant::now();
+    let mut a: Endpoint<u8> = Endpoint::new(Config::default(), base, 1);
+    let mut b: Endpoint<u8> = Endpoint::new(
+        Config {
+            receive_window: 64,
+            ..Config::default()
+        },
+        base,
+        2,
+    );
+    let opts = SendOptions {
+        progress: false,
+        segment_payload: Some(16_000),
+    };
+    let data: Vec<u8> = (0..16_000 * 100u32).map(|i| (i % 251) as u8).collect();
+    a.send_with(base, 1, data.clone(), opts).unwrap();
+    // 64 datagrams of 1200-byte payload, in 16,000-byte datagrams' kernel memory.
+    let expected =
+        u32::try_from(64 * datagram_truesize(1200) * 5 / (datagram_truesize(16_000) * 8)).unwrap();
+    assert!(expected < 64 && expected >= 1, "{expected}");
+    let (mut largest, mut max_in_flight, mut saw_ack) = (0usize, 0u32, false);
+    for step in 0..10_000u64 {
+        let now = t(base, step);
+        a.handle_timeout(now);
+        for (_, d) in drain(&mut a, now) {
+            largest = largest.max(d.len());
+            if saw_ack {
+                max_in_flight = max_in_flight.max(a.in_flight(1));
+            }
+            b.handle_datagram(now, 0, &d);
+        }
+        b.handle_timeout(now);
+        for (_, d) in drain(&mut b, now) {
+            a.handle_datagram(now, 1, &d);
+            saw_ack = true;
+        }
+        if a.stats().messages_sent == 1 {
+            break;
+        }
+    }
+    assert_eq!(a.stats().messages_sent, 1);
+    assert_eq!(largest, 16_000 + HEADER_MAX);
+    assert!(max_in_flight <= expected, "{max_in_flight} > {expected}");
+    match b.poll_event() {
+        Some(Event::Delivered { message, .. }) => assert!(message == data),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn loopback_paths_get_the_loopback_segment() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let p = |ip: IpAddr| path_segment_payload(ip, 1200, 16_000);
+    assert_eq!(p(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))), 16_000);
+    assert_eq!(p(IpAddr::V4(Ipv4Addr::new(127, 3, 2, 1))), 16_000);
+    assert_eq!(p(IpAddr::V6(Ipv6Addr::LOCALHOST)), 16_000);
+    assert_eq!(p(IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped())), 16_000);
+    assert_eq!(p(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))), 1200);
+    assert_eq!(p(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 2))), 1200);
+    assert_eq!(p(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped())), 1200);
+    assert_eq!(p(IpAddr::V6("2001:db8::1".parse().unwrap())), 1200);
+}
+
 /// PTO doubles on each expiry without an ACK and resets when one arrives.
 #[test]
 fn pto_backoff_doubles_and_resets() {
