@@ -909,6 +909,11 @@ export interface RudpEvents {
 export interface RudpOptions {
   /** Bytes of message data per datagram (default 1200). */
   segmentSize?: number
+  /**
+   * Bytes of message data per datagram to loopback addresses (default 16,000, or `segment_size`
+   * if larger; native endpoint only). Equal to `segment_size`: loopback like any other path.
+   */
+  loopbackSegmentSize?: number
   /** Largest message in bytes (default 256 MiB). */
   maxMessageSize?: number
   /** Milliseconds without progress before sends to a peer fail with ERR_DECCOM_PEER_UNREACHABLE. */
