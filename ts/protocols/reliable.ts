@@ -11,7 +11,7 @@
  * outside a reliable message are dropped and counted (`dropped_unreliable`; option `strict`): every
  * layer above sends through this one, so they did not come from a peer running this stack.
  *
- * The protocol (segments, selective acks, RTT/RTO, loss recovery, NewReno with pacing, receive
+ * The protocol (segments, selective acks, RTT/RTO, loss recovery, CUBIC with pacing, receive
  * window, bounded reassembly) is `deccom-core::rudp`, in Rust (wire format: docs/wire.md#reliable-udp-tag-2). It runs in one of two places:
  * - **native** (the fast path): when every layer between this one and the UdpTransport can run
  *   natively (e.g. FaultyTransport or Noise), the endpoint runs inside the socket's I/O thread; no

@@ -1,5 +1,5 @@
 //! Reliable UDP, sans-IO: messages of any size (up to 4 GiB − 1) over datagrams, with
-//! selective acknowledgements, QUIC-style loss recovery, NewReno congestion control, pacing,
+//! selective acknowledgements, QUIC-style loss recovery, CUBIC congestion control, pacing,
 //! a receiver-advertised window and bounded memory everywhere.
 //!
 //! [`Endpoint`] owns one connection per peer handle `P` (chosen by the driver: an address slot,
@@ -49,8 +49,9 @@
 //!   backoff), reset when an ACK acknowledges something new. On expiry two probe datagrams
 //!   retransmit the oldest unacknowledged segments, bypassing congestion window and pacing
 //!   (§6.2.4); packets are not declared lost by the PTO itself.
-//! - **§7 / Appendix B (NewReno)**: slow start, congestion avoidance (+1 datagram per window
-//!   of ACKs), halving on loss at most once per recovery period (§7.3.2), no growth while
+//! - **§7 with CUBIC (RFC 9438)**: slow start, then CUBIC's window (`0.4 (t − K)³ + W_max`, at
+//!   least the Reno-friendly estimate), reduction to 0.7 of the window (fast convergence) at
+//!   most once per recovery period (§7.3.2), no growth while
 //!   application-limited (§7.8, approximated: growth only while at least half the window was
 //!   in use), and persistent congestion (§7.6) approximated as three consecutive PTOs →
 //!   window of 2 datagrams.
@@ -220,8 +221,8 @@ pub mod wire;
 pub use self::endpoint::{
     Payload, datagram_truesize, path_segment_payload, LOOPBACK_SEGMENT_PAYLOAD, receive_window_for_socket_buffer, SendOptions,
     Config, Endpoint, Event, FailReason, MessageId, RudpError, Stats, PACKET_THRESHOLD,
-    LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, PROGRESS_FRACTION,
+    LOSS_RUN_CONGESTION, QUEUE_BACKLOG_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, PROGRESS_FRACTION,
     PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM,
 };
-pub use self::recovery::{NewReno, Pacer, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
+pub use self::recovery::{Cubic, Pacer, CUBIC_BETA, CUBIC_C, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
 pub use self::wire::{CHECKSUM_LEN, HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};

@@ -1,5 +1,6 @@
-//! RTT estimation (RFC 9002 §5), probe-timeout computation (§6.2.1), NewReno congestion control
-//! counted in datagrams (§7, Appendix B) and a token-bucket pacer (§7.7).
+//! RTT estimation (RFC 9002 §5), probe-timeout computation (§6.2.1), CUBIC congestion control
+//! (RFC 9438) counted in datagrams with RFC 9002's recovery periods (§7), and a token-bucket pacer
+//! (§7.7).
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,12 @@ impl RttEstimator {
         self.latest
     }
 
+    /// Smallest RTT sampled (the initial RTT before any sample).
+    #[must_use]
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
     /// Whether a sample was taken.
     #[must_use]
     pub fn has_sample(&self) -> bool {
@@ -106,17 +113,39 @@ impl RttEstimator {
     }
 }
 
-/// NewReno congestion controller with the window counted in datagrams (RFC 9002 §7, App. B).
+/// CUBIC congestion controller (RFC 9438) with the window counted in datagrams: slow start with
+/// a delay-based exit ([`HyStart`]), a multiplicative decrease to [`CUBIC_BETA`] of the window
+/// (with fast convergence), then a window that follows the cubic `C·(t − K)³ + W_max` in time
+/// since the reduction — back near `W_max` after `K` seconds whatever the RTT, where Reno's
+/// one datagram per round trip would take `W_max / 2` round trips (minutes on a long fat path) —
+/// and never below the Reno-friendly estimate. At most one reduction per recovery period (RFC
+/// 9002 §7.3.2).
 #[derive(Debug, Clone, Copy)]
-pub struct NewReno {
+pub struct Cubic {
     cwnd: u32,
     ssthresh: u32,
-    acked_in_ca: u32,
     recovery_start: Option<Instant>,
     initial: u32,
     max: u32,
     hystart: HyStart,
+    /// Window before the last reduction (`W_max`), in datagrams.
+    w_max: f64,
+    /// Seconds after the epoch start at which the cubic reaches `w_max` (set when the epoch starts).
+    k: f64,
+    /// Start of the current congestion-avoidance epoch (the first ack after a reduction).
+    epoch_start: Option<Instant>,
+    /// Reno-friendly window estimate (`W_est`).
+    w_est: f64,
+    /// Fractional window growth not yet added to `cwnd`.
+    growth: f64,
 }
+
+/// CUBIC's multiplicative decrease factor (RFC 9438 §4.6).
+pub const CUBIC_BETA: f64 = 0.7;
+/// CUBIC's aggressiveness constant `C` (RFC 9438 §5), in datagrams per second³.
+pub const CUBIC_C: f64 = 0.4;
+/// The Reno-friendly additive increase per round trip, `3·(1 − β) / (1 + β)` (RFC 9438 §4.3).
+const CUBIC_ALPHA: f64 = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA);
 
 /// Delay-based slow-start exit (HyStart, as in RFC 9406 §4.2 without the conservative phase):
 /// per round trip, the minimum RTT of at least [`HYSTART_MIN_SAMPLES`] samples is compared with
@@ -134,20 +163,24 @@ struct HyStart {
 /// RTT samples a round needs before HyStart compares it.
 pub const HYSTART_MIN_SAMPLES: u32 = 3;
 
-impl NewReno {
+impl Cubic {
     /// A controller in slow start with `initial` datagrams of window.
     #[must_use]
     pub fn new(initial: u32, max: u32) -> Self {
         let max = max.max(MIN_WINDOW);
         let initial = initial.clamp(MIN_WINDOW, max);
-        NewReno {
+        Cubic {
             cwnd: initial,
             ssthresh: u32::MAX,
-            acked_in_ca: 0,
             recovery_start: None,
             initial,
             max,
             hystart: HyStart::default(),
+            w_max: 0.0,
+            k: 0.0,
+            epoch_start: None,
+            w_est: 0.0,
+            growth: 0.0,
         }
     }
 
@@ -169,20 +202,50 @@ impl NewReno {
         self.recovery_start.is_some_and(|r| sent <= r)
     }
 
-    /// One datagram sent at `sent` was acknowledged. `cwnd_limited` is false when the sender
-    /// did not use the window (§7.8: the window does not grow then).
-    pub fn on_ack(&mut self, sent: Instant, cwnd_limited: bool) {
+    /// One datagram sent at `sent` was acknowledged at `now`; `srtt` is the smoothed RTT.
+    /// `cwnd_limited` is false when the sender did not use the window (RFC 9002 §7.8: the window
+    /// does not grow then).
+    pub fn on_ack(&mut self, now: Instant, sent: Instant, cwnd_limited: bool, srtt: Duration) {
         if self.in_recovery(sent) || !cwnd_limited {
             return;
         }
         if self.cwnd < self.ssthresh {
             self.cwnd = self.cwnd.saturating_add(1).min(self.max);
-        } else {
-            self.acked_in_ca += 1;
-            if self.acked_in_ca >= self.cwnd {
-                self.acked_in_ca -= self.cwnd;
-                self.cwnd = self.cwnd.saturating_add(1).min(self.max);
+            return;
+        }
+        let cwnd = f64::from(self.cwnd);
+        let epoch = match self.epoch_start {
+            Some(e) => e,
+            None => {
+                // Congestion avoidance starts (after a reduction, or after slow start ended without
+                // a loss: then the cubic starts flat at this window).
+                self.w_max = self.w_max.max(cwnd);
+                self.k = ((self.w_max - cwnd) / CUBIC_C).cbrt();
+                self.w_est = cwnd;
+                self.epoch_start = Some(now);
+                now
             }
+        };
+        // The window the cubic wants one RTT from now (RFC 9438 §4.2), within [cwnd, 1.5 cwnd].
+        let t = now.saturating_duration_since(epoch).as_secs_f64() + srtt.as_secs_f64();
+        let w_cubic = CUBIC_C * (t - self.k).powi(3) + self.w_max;
+        self.w_est += CUBIC_ALPHA / cwnd;
+        let target = if w_cubic < self.w_est {
+            // Reno-friendly region (§4.3): at least what Reno would have.
+            self.w_est
+        } else {
+            w_cubic.clamp(cwnd, 1.5 * cwnd)
+        };
+        if target > cwnd {
+            self.growth += (target - cwnd) / cwnd;
+        }
+        if self.growth >= 1.0 {
+            let add = self.growth.floor();
+            self.growth -= add;
+            // `add` <= 0.5 × cwnd + 1 (the clamp above), far inside u32.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let add = add as u32;
+            self.cwnd = self.cwnd.saturating_add(add).min(self.max);
         }
     }
 
@@ -219,23 +282,39 @@ impl NewReno {
             return false;
         }
         self.recovery_start = Some(now);
-        self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW);
-        self.cwnd = self.ssthresh;
-        self.acked_in_ca = 0;
+        self.reduce(MIN_WINDOW.max(Self::beta_of(self.cwnd)));
         true
     }
 
-    /// Persistent congestion (§7.6): collapse to the minimum window.
+    /// Persistent congestion (RFC 9002 §7.6): collapse to the minimum window.
     pub fn on_persistent_congestion(&mut self, now: Instant) {
-        self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW);
-        self.cwnd = MIN_WINDOW;
-        self.acked_in_ca = 0;
+        self.reduce(MIN_WINDOW);
         self.recovery_start = Some(now);
+    }
+
+    /// `β × window`, rounded down.
+    fn beta_of(window: u32) -> u32 {
+        // A u32 times 0.7 fits a u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let w = (f64::from(window) * CUBIC_BETA) as u32;
+        w
+    }
+
+    /// A congestion event: remember `W_max` (lowered further when the window had not regained
+    /// the previous one: fast convergence, §4.7), set the new window, and start a new epoch at
+    /// the next acknowledgement.
+    fn reduce(&mut self, to: u32) {
+        let w = f64::from(self.cwnd);
+        self.w_max = if w < self.w_max { w * (1.0 + CUBIC_BETA) / 2.0 } else { w };
+        self.ssthresh = MIN_WINDOW.max(Self::beta_of(self.cwnd));
+        self.cwnd = to;
+        self.epoch_start = None;
+        self.growth = 0.0;
     }
 
     /// Back to the initial state (the peer restarted).
     pub fn reset(&mut self) {
-        *self = NewReno::new(self.initial, self.max);
+        *self = Cubic::new(self.initial, self.max);
     }
 }
 
@@ -346,37 +425,33 @@ mod tests {
     }
 
     #[test]
-    fn newreno_slow_start_avoidance_and_one_reduction_per_recovery() {
+    fn cubic_slow_start_reduction_and_one_reduction_per_recovery() {
         let t0 = Instant::now();
-        let mut cc = NewReno::new(10, 1000);
+        let srtt = 10 * MS;
+        let mut cc = Cubic::new(10, 1000);
         for _ in 0..10 {
-            cc.on_ack(t0, true);
+            cc.on_ack(t0, t0, true, srtt);
         }
         assert_eq!(cc.window(), 20);
         // Not window-limited: no growth.
-        cc.on_ack(t0, false);
+        cc.on_ack(t0, t0, false, srtt);
         assert_eq!(cc.window(), 20);
         let t1 = t0 + 10 * MS;
         assert!(cc.on_loss(t1, t0));
-        assert_eq!(cc.window(), 10);
-        assert_eq!(cc.ssthresh(), 10);
+        assert_eq!(cc.window(), 14, "beta = 0.7");
+        assert_eq!(cc.ssthresh(), 14);
         // Another loss of a packet sent before recovery started: no second reduction.
         assert!(!cc.on_loss(t1 + MS, t0 + 5 * MS));
-        assert_eq!(cc.window(), 10);
+        assert_eq!(cc.window(), 14);
         // Acks of packets sent before recovery do not grow the window.
-        cc.on_ack(t0, true);
-        assert_eq!(cc.window(), 10);
-        // Congestion avoidance: one datagram per window of acks.
+        cc.on_ack(t1, t0, true, srtt);
+        assert_eq!(cc.window(), 14);
+        // A loss of a packet sent after recovery started reduces again, with fast convergence:
+        // the window (14) had not regained W_max (20), so W_max becomes 14 × 0.85.
         let t2 = t1 + MS;
-        for _ in 0..9 {
-            cc.on_ack(t2, true);
-        }
-        assert_eq!(cc.window(), 10);
-        cc.on_ack(t2, true);
-        assert_eq!(cc.window(), 11);
-        // A loss of a packet sent after recovery started reduces again.
+        cc.on_ack(t2, t2, true, srtt);
         assert!(cc.on_loss(t2 + MS, t2));
-        assert_eq!(cc.window(), 5);
+        assert_eq!(cc.window(), 9);
         cc.on_persistent_congestion(t2 + 2 * MS);
         assert_eq!(cc.window(), MIN_WINDOW);
         for _ in 0..100 {
@@ -385,6 +460,37 @@ mod tests {
         assert_eq!(cc.window(), MIN_WINDOW);
         cc.reset();
         assert_eq!(cc.window(), 10);
+    }
+
+    /// After a reduction the window follows the cubic: concave back to W_max at K seconds
+    /// whatever the RTT (Reno would need W_max / 2 round trips), then convex beyond it.
+    #[test]
+    fn cubic_regains_w_max_after_k_seconds() {
+        let t0 = Instant::now();
+        let srtt = 100 * MS;
+        let mut cc = Cubic::new(1000, 100_000);
+        assert!(cc.on_loss(t0, t0));
+        assert_eq!(cc.window(), 700);
+        // K = cbrt(300 / 0.4) = 9.09 s. Ack a window per RTT for 8 s, then for 4 s more.
+        let mut now = t0 + MS;
+        let per_rtt = |cc: &Cubic| cc.window();
+        while now < t0 + Duration::from_secs(8) {
+            for _ in 0..per_rtt(&cc) {
+                cc.on_ack(now, now, true, srtt);
+            }
+            now += srtt;
+        }
+        let at_8s = cc.window();
+        assert!((950..1000).contains(&at_8s), "{at_8s}: close below W_max before K");
+        while now < t0 + Duration::from_secs(12) {
+            for _ in 0..per_rtt(&cc) {
+                cc.on_ack(now, now, true, srtt);
+            }
+            now += srtt;
+        }
+        let at_12s = cc.window();
+        assert!(at_12s > 1000 && at_12s < 1100, "{at_12s}: past W_max, growing slowly at first");
+        // Reno after 120 round trips would be at 700 + 120 = 820.
     }
 
     #[test]
@@ -425,7 +531,7 @@ mod hystart_tests {
 
     #[test]
     fn a_growing_rtt_ends_slow_start_before_any_loss() {
-        let mut cc = NewReno::new(32, 100_000);
+        let mut cc = Cubic::new(32, 100_000);
         let ms = Duration::from_millis;
         // Round 1 (packets 0..100): RTT 1 ms.
         for pn in 0..10 {
@@ -444,7 +550,7 @@ mod hystart_tests {
 
     #[test]
     fn a_steady_rtt_keeps_slow_start() {
-        let mut cc = NewReno::new(32, 100_000);
+        let mut cc = Cubic::new(32, 100_000);
         for pn in 0..1000u64 {
             assert!(!cc.on_rtt_sample(Duration::from_millis(2), pn, pn + 100));
         }

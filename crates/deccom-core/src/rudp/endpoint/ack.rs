@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::peer::{Cx, Peer};
-use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD};
+use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD, QUEUE_BACKLOG_CONGESTION};
 use crate::rudp::wire::{AckFrame, REFUSE_FINAL};
 
 /// Longest wait between admission retries of a message the receiver had no room for.
@@ -81,7 +81,7 @@ impl Peer {
                 if pn == largest {
                     largest_sent = Some(sent);
                 }
-                self.cc.on_ack(sent, cwnd_limited);
+                self.cc.on_ack(now, sent, cwnd_limited, self.rtt.smoothed());
                 if let Some(m) = self.out.get_mut(&msg) {
                     if m.waiting {
                         // Admitted: release the parked segments.
@@ -197,6 +197,22 @@ impl Peer {
         }
     }
 
+    /// Whether our own datagrams are queueing on the path, so that a loss there is a full queue
+    /// however isolated it looks (a paced sender meets a full drop-tail queue one datagram at a
+    /// time): the congestion window, not the receiver's, limits us, and the datagrams it keeps in
+    /// flight beyond what the minimum RTT carries — `cwnd × (1 − min_rtt / srtt)`, TCP Veno's
+    /// backlog estimate — are at least [`QUEUE_BACKLOG_CONGESTION`]. When the receiver's window
+    /// is the limit, the queue it allows is the receiver's socket buffer, which that window keeps
+    /// from overflowing.
+    fn queue_building(&self) -> bool {
+        let cwnd = self.cc.window();
+        if cwnd > self.peer_window || !self.rtt.has_sample() {
+            return false;
+        }
+        let (min, srtt) = (self.rtt.min().as_secs_f64(), self.rtt.smoothed().as_secs_f64());
+        srtt > 0.0 && f64::from(cwnd) * (1.0 - min / srtt) >= QUEUE_BACKLOG_CONGESTION
+    }
+
     /// RFC 9002 §6.1: declares lost every in-flight packet older than the largest acknowledged
     /// by `PACKET_THRESHOLD` packets or by the loss delay; arms `loss_time` for the next one.
     pub(super) fn detect_lost<P>(&mut self, now: Instant, cx: &mut Cx<'_, P>) {
@@ -242,6 +258,7 @@ impl Peer {
             largest_lost = Some(front.sent);
         }
         if let Some(sent) = largest_lost {
+            congested |= self.queue_building();
             if !congested {
                 // Isolated losses: noise on the path (or a faulty link), not a full queue.
                 cx.stats.isolated_losses += 1;

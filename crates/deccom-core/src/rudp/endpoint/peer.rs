@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::hasher::FxBuild;
 use super::send::{OutMsg, SentPacket};
 use super::{Config, Event, FailReason, Stats};
-use crate::rudp::recovery::{NewReno, Pacer, RttEstimator};
+use crate::rudp::recovery::{Cubic, Pacer, RttEstimator};
 use crate::rudp::recv::{DeliveredSet, Partial, PnRanges};
 
 /// Previous epochs of a peer remembered to drop their late datagrams.
@@ -47,7 +47,7 @@ pub(super) struct Peer {
     pub(super) pto_count: u32,
     pub(super) probes: u8,
     pub(super) rtt: RttEstimator,
-    pub(super) cc: NewReno,
+    pub(super) cc: Cubic,
     pub(super) pacer: Pacer,
     pub(super) pacing_until: Option<Instant>,
     pub(super) peer_window: u32,
@@ -135,7 +135,7 @@ impl Peer {
             pto_count: 0,
             probes: 0,
             rtt: RttEstimator::new(config.initial_rtt),
-            cc: NewReno::new(config.initial_window, config.max_window),
+            cc: Cubic::new(config.initial_window, config.max_window),
             pacer: Pacer::new(now),
             pacing_until: None,
             peer_window: config.initial_window.max(1),
