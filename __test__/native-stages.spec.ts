@@ -87,8 +87,23 @@ test('a queued reliable send completes with the id it was given; the counters ar
     const completions = (): number[] => a.batches.flatMap((x) => [...(x.completions ?? [])])
     t.true(await a.wait(() => completions().length >= 4), 'both sends complete')
     t.deepEqual(completions(), [id1, 0, id2, 0])
-    const messages = b.batches.flatMap((x) => x.messages ?? [])
+    // Every message in arrival order: small ones (<= 16 KiB) are views into the batch's packed
+    // buffer, large ones come one buffer each.
+    const messages = b.batches.flatMap((x) => {
+      const out: Buffer[] = []
+      let at = 0
+      let large = 0
+      for (const len of x.messageLens ?? []) {
+        if (len === 0xffffffff) out.push(x.messages![large++])
+        else {
+          out.push(x.packedMessages!.subarray(at, at + len))
+          at += len
+        }
+      }
+      return out
+    })
     t.is(messages.length, 2)
+    t.is(b.batches.flatMap((x) => x.messages ?? []).length, 1, 'only the 200 kB message has a buffer of its own')
     t.deepEqual(messages[0], Buffer.from([0, ...Buffer.from('small')]))
     t.is(messages[1][0], 9)
     t.true(messages[1].subarray(1).equals(big))

@@ -866,10 +866,17 @@ export interface ReceivedBatch {
   meta: Uint32Array
   /** `ip port` pairs, space separated, for the slots this batch introduces (from firstNewSlot on). */
   newAddrs?: string
-  /** Whole reliable messages (first byte: the upper layer's tag), or null. */
+  /** Whole reliable messages larger than 16 KiB (first byte: the upper layer's tag), or null. */
   messages?: Array<Buffer>
-  /** The sender slot of each message. */
+  /** The sender slot of each message (all of them, in order), or null when none arrived. */
   messageSlots?: Uint32Array
+  /**
+   * Per message: its length when it is in `packedMessages` (the next bytes there), or
+   * 0xFFFFFFFF when it is the next of `messages`.
+   */
+  messageLens?: Uint32Array
+  /** Messages of at most 16 KiB back to back (one buffer instead of one each), or null. */
+  packedMessages?: Buffer
   /**
    * `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable,
    * 2 forgotten, 3 refused by the receiver, 4 no room for another peer).

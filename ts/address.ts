@@ -63,6 +63,8 @@ export type AddressLike =
 
 const MAX_CACHE = 65_536
 const cache = new Map<string, Address>()
+/** `"host:port"` texts already parsed, to their address. */
+const byText = new Map<string, Address>()
 
 function encodeV4(host: string, port: number): Buffer {
   const raw = Buffer.alloc(18)
@@ -100,6 +102,9 @@ export function toAddress(a: AddressLike, p?: number): Address {
     host = a
     port = p
   } else if (typeof a === 'string') {
+    // The same text names the same address: no parsing on the hot path of a send to "host:port".
+    const seen = byText.get(a)
+    if (seen !== undefined) return seen
     const i = a.lastIndexOf(':')
     if (i < 0) throw invalid(a, 'expected "host:port" (IPv6 as "[host]:port")')
     host = a.slice(0, i)
@@ -112,12 +117,22 @@ export function toAddress(a: AddressLike, p?: number): Address {
   }
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
   const hit = cache.get(host + '|' + port)
-  if (hit !== undefined) return hit
+  if (hit !== undefined) {
+    if (typeof a === 'string' && p === undefined) remember(a, hit)
+    return hit
+  }
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalid(a, 'the port must be an integer 0..65535')
   const family = net.isIP(host)
   if (family === 0) throw invalid(a, 'the host must be an IP address (names are not resolved)')
   const addr = new Address(host, port, family as 4 | 6)
   if (cache.size >= MAX_CACHE) cache.clear()
   cache.set(host + '|' + port, addr)
+  if (typeof a === 'string' && p === undefined) remember(a, addr)
   return addr
+}
+
+/** Remembers the address a `"host:port"` text parsed to (bounded like the address cache). */
+function remember(text: string, addr: Address): void {
+  if (byText.size >= MAX_CACHE) byText.clear()
+  byText.set(text, addr)
 }

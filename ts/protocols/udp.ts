@@ -82,6 +82,9 @@ export interface NativeReliableHandler {
   onNativeProgress(id: number, acked: number): void
 }
 
+/** `messageLens` entry of a received message that is not in the batch's packed buffer. */
+const UNPACKED = 0xffffffff
+
 /** Reliable-UDP settings for the native endpoint (see ReliableUdpOptions). */
 export interface NativeReliableOptions {
   segmentSize?: number
@@ -395,11 +398,19 @@ export class UdpTransport extends Protocol {
         }
         if (noiseFailed) for (let i = 0; i + 1 < noiseFailed.length; i += 2) this.#noise.onNativeFailed(this.#slots[noiseFailed[i]], noiseFailed[i + 1])
       }
-      const { messages, messageSlots, completions, progress } = b
-      if (messages && messageSlots && this.#reliable) {
-        for (let i = 0; i < messages.length; i++) {
+      const { messages, messageSlots, messageLens, packedMessages, completions, progress } = b
+      if (messageSlots && messageLens && this.#reliable) {
+        // Small messages share one buffer (views into it); large ones come one buffer each.
+        for (let i = 0, at = 0, large = 0; i < messageSlots.length; i++) {
+          const len = messageLens[i]
+          let m: Buffer
+          if (len === UNPACKED) m = messages![large++]
+          else {
+            m = packedMessages!.subarray(at, at + len)
+            at += len
+          }
           try {
-            this.#reliable.onNativeMessage(this.#slots[messageSlots[i]], messages[i])
+            this.#reliable.onNativeMessage(this.#slots[messageSlots[i]], m)
           } catch (e) {
             this.count('handler_errors')
             if (!failed) {

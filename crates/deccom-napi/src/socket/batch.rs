@@ -29,6 +29,11 @@ const MAX_SLOTS: usize = 4096;
 /// Wakes JavaScript; it then pulls batches with `take()` until there are none.
 pub(crate) type WakeFn = ThreadsafeFunction<(), (), (), Status, false, false, 1>;
 
+/// Reliable messages up to this size travel to JavaScript packed into one buffer per batch.
+pub(crate) const PACK_MAX: usize = 16 << 10;
+/// `message_lens` entry of a message that is not packed.
+pub(crate) const UNPACKED: u32 = u32::MAX;
+
 /// One batch of received datagrams on its way to JavaScript.
 pub(crate) struct RecvBatch {
   data: Vec<u8>,
@@ -36,9 +41,14 @@ pub(crate) struct RecvBatch {
   meta: Vec<u32>,
   /// `ip port` pairs, space separated, for the slots this batch introduces (in slot order).
   new_addrs: Option<String>,
-  /// Whole reliable messages and the slot of each sender.
+  /// Whole reliable messages larger than [`PACK_MAX`], and the slot of each sender (all
+  /// messages, in order).
   messages: Vec<Vec<u8>>,
   message_slots: Vec<u32>,
+  /// Messages of at most [`PACK_MAX`] bytes, back to back.
+  packed: Vec<u8>,
+  /// Per message: its length if packed, [`UNPACKED`] if it is the next of `messages`.
+  message_lens: Vec<u32>,
   /// `[id, status]` pairs of finished reliable sends.
   pub completions: Vec<f64>,
   /// `[id, acknowledged bytes]` pairs: progress of reliable sends that asked for it.
@@ -67,7 +77,7 @@ impl RxQueue {
   pub fn pop(&mut self) -> Option<RecvBatch> {
     let b = self.batches.pop_front();
     match &b {
-      Some(b) => self.bytes -= b.data.len() + b.messages.iter().map(Vec::len).sum::<usize>(),
+      Some(b) => self.bytes -= b.data.len() + b.packed.len() + b.messages.iter().map(Vec::len).sum::<usize>(),
       None => self.notified = false,
     }
     b
@@ -83,10 +93,15 @@ pub struct ReceivedBatch {
   pub meta: Uint32Array,
   /// `ip port` pairs, space separated, for the slots this batch introduces (from firstNewSlot on).
   pub new_addrs: Option<String>,
-  /// Whole reliable messages (first byte: the upper layer's tag), or null.
+  /// Whole reliable messages larger than 16 KiB (first byte: the upper layer's tag), or null.
   pub messages: Option<Vec<Buffer>>,
-  /// The sender slot of each message.
+  /// The sender slot of each message (all of them, in order), or null when none arrived.
   pub message_slots: Option<Uint32Array>,
+  /// Per message: its length when it is in `packedMessages` (the next bytes there), or
+  /// 0xFFFFFFFF when it is the next of `messages`.
+  pub message_lens: Option<Uint32Array>,
+  /// Messages of at most 16 KiB back to back (one buffer instead of one each), or null.
+  pub packed_messages: Option<Buffer>,
   /// `[id, status]` pairs of finished reliable sends (status 0 sent, 1 peer unreachable,
   /// 2 forgotten, 3 refused by the receiver, 4 no room for another peer).
   pub completions: Option<Float64Array>,
@@ -104,13 +119,15 @@ pub struct ReceivedBatch {
 
 impl From<RecvBatch> for ReceivedBatch {
   fn from(b: RecvBatch) -> ReceivedBatch {
-    let has_messages = !b.messages.is_empty();
+    let has_messages = !b.message_slots.is_empty();
     ReceivedBatch {
       data: Buffer::from(b.data),
       meta: Uint32Array::new(b.meta),
       new_addrs: b.new_addrs,
-      messages: has_messages.then(|| b.messages.into_iter().map(Buffer::from).collect()),
+      messages: (!b.messages.is_empty()).then(|| b.messages.into_iter().map(Buffer::from).collect()),
       message_slots: has_messages.then(|| Uint32Array::new(b.message_slots)),
+      message_lens: has_messages.then(|| Uint32Array::new(b.message_lens)),
+      packed_messages: (!b.packed.is_empty()).then(|| Buffer::from(b.packed)),
       completions: (!b.completions.is_empty()).then(|| Float64Array::new(b.completions)),
       progress: (!b.progress.is_empty()).then(|| Float64Array::new(b.progress)),
       delay_peers: (!b.delay_peers.is_empty()).then(|| Uint32Array::new(b.delay_peers)),
@@ -168,6 +185,8 @@ pub(crate) struct Batcher {
   count: usize,
   messages: Vec<Vec<u8>>,
   message_slots: Vec<u32>,
+  packed: Vec<u8>,
+  message_lens: Vec<u32>,
   message_bytes: usize,
   completions: Vec<f64>,
   progress: Vec<f64>,
@@ -180,7 +199,7 @@ impl Batcher {
   pub fn new() -> Self {
     let mut meta = Vec::with_capacity(3 + 3 * 64);
     meta.extend_from_slice(&[0, 0, 0]);
-    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), message_bytes: 0, completions: Vec::new(), progress: Vec::new(), delay_peers: Vec::new(), noise_connected: Vec::new(), noise_failed: Vec::new() }
+    Batcher { data: Vec::with_capacity(64 * 1024), meta, count: 0, messages: Vec::new(), message_slots: Vec::new(), packed: Vec::new(), message_lens: Vec::new(), message_bytes: 0, completions: Vec::new(), progress: Vec::new(), delay_peers: Vec::new(), noise_connected: Vec::new(), noise_failed: Vec::new() }
   }
 
   fn is_empty(&self) -> bool {
@@ -189,7 +208,7 @@ impl Batcher {
 
   /// Reliable messages and completions were accepted by the sender's peer: never drop them.
   fn must_deliver(&self) -> bool {
-    !self.messages.is_empty() || !self.completions.is_empty() || !self.progress.is_empty() || !self.delay_peers.is_empty() || !self.noise_connected.is_empty() || !self.noise_failed.is_empty()
+    !self.message_slots.is_empty() || !self.completions.is_empty() || !self.progress.is_empty() || !self.delay_peers.is_empty() || !self.noise_connected.is_empty() || !self.noise_failed.is_empty()
   }
 }
 
@@ -255,6 +274,8 @@ impl Rx<'_> {
       new_addrs,
       messages: batch.messages,
       message_slots: batch.message_slots,
+      packed: batch.packed,
+      message_lens: batch.message_lens,
       completions: batch.completions,
       progress: batch.progress,
       delay_peers: batch.delay_peers,
@@ -283,7 +304,18 @@ impl Sink for Rx<'_> {
   fn message(&mut self, from: SocketAddr, message: Vec<u8>) {
     let slot = self.slot(from);
     self.batch.message_bytes += message.len();
-    self.batch.messages.push(message);
+    match u32::try_from(message.len()) {
+      // Small: copied into the batch's shared buffer (one JavaScript buffer for all of them,
+      // instead of an external buffer, a finalizer and a free each).
+      Ok(len) if message.len() <= PACK_MAX => {
+        self.batch.packed.extend_from_slice(&message);
+        self.batch.message_lens.push(len);
+      }
+      _ => {
+        self.batch.messages.push(message);
+        self.batch.message_lens.push(UNPACKED);
+      }
+    }
     self.batch.message_slots.push(slot);
     self.full();
   }

@@ -1,0 +1,25 @@
+import test from 'ava'
+import { DeccomError, ErrorCode, toAddress } from '../dist/index.js'
+
+test('toAddress interns: every spelling of one address gives the same object, texts included', (t) => {
+  const a = toAddress('127.0.0.1:4000')
+  t.is(toAddress('127.0.0.1:4000'), a, 'the same text twice (the second from the text cache)')
+  t.is(toAddress('127.0.0.1', 4000), a)
+  t.is(toAddress({ host: '127.0.0.1', port: 4000 }), a)
+  t.is(toAddress({ address: a }), a)
+  t.is(a.key, '127.0.0.1:4000')
+  const v6 = toAddress('[::1]:5')
+  t.is(toAddress('[::1]:5'), v6)
+  t.is(toAddress('::1', 5), v6)
+  t.is(v6.family, 6)
+  t.not(toAddress('127.0.0.1:4001'), a)
+})
+
+test('toAddress rejects bad texts every time (nothing invalid is remembered)', (t) => {
+  for (const bad of ['127.0.0.1', '127.0.0.1:70000', 'example.com:80', '127.0.0.1:-1', '1.2.3:4']) {
+    for (let i = 0; i < 2; i++) {
+      const e = t.throws(() => toAddress(bad))
+      t.true(e instanceof DeccomError && e.code === ErrorCode.INVALID_ADDRESS, bad)
+    }
+  }
+})
