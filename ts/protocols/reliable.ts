@@ -7,7 +7,9 @@
  * aborting `signal` gives the message up and rejects with ERR_DECCOM_ABORTED; rejects with
  * ERR_DECCOM_PEER_UNREACHABLE when the peer stops answering for `peerTimeout` ms, ERR_DECCOM_MESSAGE_REFUSED when the receiver will not take it (or answered only
  * "busy", no reassembly memory, for `peerTimeout` ms: `details.reason === 'busy'`), ERR_DECCOM_MESSAGE_TOO_LARGE, ERR_DECCOM_SEND_QUEUE_FULL, ERR_DECCOM_CLOSED);
- * emits `onMessage(from, data, tag)` for each whole message. Datagrams of other tags that arrive
+ * emits `onMessage(from, data, tag)` for each whole message (in native mode, messages of up to
+ * 16 KiB that arrive together are views into one shared buffer, as received datagrams are: copy
+ * one to keep it long without keeping its neighbours). Datagrams of other tags that arrive
  * outside a reliable message are dropped and counted (`dropped_unreliable`; option `strict`): every
  * layer above sends through this one, so they did not come from a peer running this stack.
  *
