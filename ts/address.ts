@@ -125,7 +125,11 @@ export function toAddress(a: AddressLike, p?: number): Address {
   const family = net.isIP(host)
   if (family === 0) throw invalid(a, 'the host must be an IP address (names are not resolved)')
   const addr = new Address(host, port, family as 4 | 6)
-  if (cache.size >= MAX_CACHE) cache.clear()
+  if (cache.size >= MAX_CACHE) {
+    // Start over, the texts too: a text then gives the same object as every other spelling.
+    cache.clear()
+    byText.clear()
+  }
   cache.set(host + '|' + port, addr)
   if (typeof a === 'string' && p === undefined) remember(a, addr)
   return addr
