@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 
 import { ErrorCode, Identity, Node, ReliableUdp } from '../dist/index.js'
-import { sleep } from './helpers/wait.ts'
+import { sleep, until } from './helpers/wait.ts'
 
 const TAG = 2
 const LOCAL = '127.0.0.1'
@@ -225,6 +225,9 @@ test('(b) a forged ACK under a random epoch does not break the session: later se
   b.on('message', (from, data) => { aAsSeenByB = from; atB.push(data.toString()) })
   a.on('message', (_from, data) => { atA.push(data.toString()) })
   await a.send(bSeen, Buffer.from('a1'))
+  // A's send resolves on B's acknowledgement, which leaves B's socket thread before B's
+  // JavaScript has handled the message: wait for the event.
+  t.true(await until(() => aAsSeenByB !== undefined, 3000), "B's 'message' event for a1")
   await b.send(aAsSeenByB, Buffer.from('b1'))
   // Forged ACKs, in both versions, from "B" to A and from "A" to B.
   for (const v of [1, 2] as const) {
@@ -240,7 +243,7 @@ test('(b) a forged ACK under a random epoch does not break the session: later se
     const rb = await within(b.send(aAsSeenByB, Buffer.from(`b${i}`)), 4000)
     t.true(rb !== 'pending' && 'ok' in rb, `B→A send ${i} after the forgery: ${JSON.stringify(rb)}`)
   }
-  await sleep(100)
+  await until(() => atB.length >= 4 && atA.length >= 4, 3000)
   t.deepEqual(atB, ['a1', 'a2', 'a3', 'a4'])
   t.deepEqual(atA, ['b1', 'b2', 'b3', 'b4'])
   t.is(a.stats().udp.rudp_peer_resets, 0)
@@ -265,6 +268,7 @@ test('(c) a flipped bit in a message id is dropped and counted; send() does not 
   const atB: string[] = []
   b.on('message', (_from, data) => atB.push(data.toString()))
   await a.send(bSeen, Buffer.from('first'))
+  await until(() => atB.length >= 1, 3000)
   flipping = true
   const second = a.send(bSeen, Buffer.from('second'))
   const during = await within(second, 1500)
@@ -276,5 +280,7 @@ test('(c) a flipped bit in a message id is dropped and counted; send() does not 
   t.true(s.rudp_dropped_checksum >= flipped, `${s.rudp_dropped_checksum} of ${flipped} counted`)
   const after = await within(second, 8000)
   t.true(after !== 'pending' && 'ok' in after, 'delivered once the link is clean')
+  // (acknowledged by B's socket thread; B's JavaScript may handle the message a moment later)
+  await until(() => atB.length >= 2, 3000)
   t.deepEqual(atB, ['first', 'second'])
 })
