@@ -9,20 +9,7 @@ mod rudp_net;
 use std::time::Duration;
 
 use deccom_core::rudp::{datagram_truesize, receive_window_for_socket_buffer, Config};
-use rudp_net::{message, Ev, Link, Net, MS};
-
-fn transfer(config: Config, link: Link, bytes: usize, seed: u64) -> Net {
-    let mut net = Net::pair(config, seed, link);
-    let m = message(seed, bytes);
-    net.send(0, 1, m.clone());
-    assert!(
-        net.run_until(Duration::from_secs(300), |n| n.count(0, |e| matches!(e, Ev::Sent { .. })) == 1),
-        "transfer did not finish: {:?}",
-        net.nodes[0].stats()
-    );
-    assert_eq!(net.delivered(1), vec![m]);
-    net
-}
+use rudp_net::{transfer, Link, MS};
 
 #[test]
 fn deep_buffer_slow_start_ends_before_the_buffer_overflows() {

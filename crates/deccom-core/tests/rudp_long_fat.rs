@@ -7,10 +7,9 @@
 
 mod rudp_net;
 
-use std::time::Duration;
 
 use deccom_core::rudp::Config;
-use rudp_net::{message, Ev, Link, Net, MS};
+use rudp_net::{transfer, Link, MS};
 
 #[test]
 fn a_long_fat_path_stays_full_after_congestion() {
@@ -21,15 +20,7 @@ fn a_long_fat_path_stays_full_after_congestion() {
         ..Link::default()
     };
     let bytes = 256 << 20;
-    let mut net = Net::pair(Config::default(), 7, link);
-    let m = message(7, bytes);
-    net.send(0, 1, m.clone());
-    assert!(
-        net.run_until(Duration::from_secs(600), |n| n.count(0, |e| matches!(e, Ev::Sent { .. })) == 1),
-        "transfer did not finish: {:?}",
-        net.nodes[0].stats()
-    );
-    assert_eq!(net.delivered(1), vec![m]);
+    let net = transfer(Config::default(), link, bytes, 7);
     let s = net.nodes[0].stats();
     let line = bytes as f64 / 12_500_000.0;
     let took = net.elapsed().as_secs_f64();

@@ -337,3 +337,19 @@ pub fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v.sort();
     v
 }
+
+/// Sends one message of `bytes` from node 0 to node 1 over `link` and runs until it is
+/// acknowledged (at most 600 virtual seconds); checks it arrived byte-exact.
+#[allow(dead_code)] // not every test file that includes this module transfers
+pub fn transfer(config: Config, link: Link, bytes: usize, seed: u64) -> Net {
+    let mut net = Net::pair(config, seed, link);
+    let m = message(seed, bytes);
+    net.send(0, 1, m.clone());
+    assert!(
+        net.run_until(Duration::from_secs(600), |n| n.count(0, |e| matches!(e, Ev::Sent { .. })) == 1),
+        "transfer did not finish: {:?}",
+        net.nodes[0].stats()
+    );
+    assert_eq!(net.delivered(1), vec![m]);
+    net
+}

@@ -61,6 +61,35 @@ fn send_limits() {
     a.send(now, 2, vec![1]).unwrap();
 }
 
+/// Runs `a` → `b` (peers 1 and 0) in 1 ms steps until `a`'s one message is acknowledged; returns
+/// the most datagrams `a` had in flight after the first ACK reached it, and the longest datagram
+/// it sent.
+fn exchange(a: &mut Endpoint<u8>, b: &mut Endpoint<u8>, base: Instant) -> (u32, usize) {
+    let (mut max_in_flight, mut largest, mut saw_ack) = (0, 0, false);
+    for step in 0..10_000u64 {
+        let now = t(base, step);
+        a.handle_timeout(now);
+        for (_, d) in drain(a, now) {
+            largest = largest.max(d.len());
+            if saw_ack {
+                max_in_flight = max_in_flight.max(a.in_flight(1));
+            }
+            b.handle_datagram(now, 0, &d);
+        }
+        b.handle_timeout(now);
+        for (_, d) in drain(b, now) {
+            a.handle_datagram(now, 1, &d);
+            saw_ack = true;
+        }
+        if a.stats().messages_sent == 1 {
+            break;
+        }
+    }
+    assert_eq!(a.stats().messages_sent, 1);
+    assert!(saw_ack);
+    (max_in_flight, largest)
+}
+
 /// The sender never has more than the advertised receive window in flight.
 #[test]
 fn receive_window_respected() {
@@ -75,28 +104,7 @@ fn receive_window_respected() {
         2,
     );
     a.send(base, 1, vec![7; 1200 * 200]).unwrap();
-    let mut max_after_first_ack = 0;
-    let mut saw_ack = false;
-    for step in 0..10_000u64 {
-        let now = t(base, step);
-        a.handle_timeout(now);
-        for (_, d) in drain(&mut a, now) {
-            if saw_ack {
-                max_after_first_ack = max_after_first_ack.max(a.in_flight(1));
-            }
-            b.handle_datagram(now, 0, &d);
-        }
-        b.handle_timeout(now);
-        for (_, d) in drain(&mut b, now) {
-            a.handle_datagram(now, 1, &d);
-            saw_ack = true;
-        }
-        if a.stats().messages_sent == 1 {
-            break;
-        }
-    }
-    assert_eq!(a.stats().messages_sent, 1);
-    assert!(saw_ack);
+    let (max_after_first_ack, _) = exchange(&mut a, &mut b, base);
     assert!(max_after_first_ack <= 4, "{max_after_first_ack}");
     assert!(matches!(b.poll_event(), Some(Event::Delivered { .. })));
 }
@@ -126,27 +134,7 @@ fn larger_segments_shrink_the_advertised_window() {
     let expected =
         u32::try_from(64 * datagram_truesize(1200) * 5 / (datagram_truesize(16_000) * 8)).unwrap();
     assert!(expected < 64 && expected >= 1, "{expected}");
-    let (mut largest, mut max_in_flight, mut saw_ack) = (0usize, 0u32, false);
-    for step in 0..10_000u64 {
-        let now = t(base, step);
-        a.handle_timeout(now);
-        for (_, d) in drain(&mut a, now) {
-            largest = largest.max(d.len());
-            if saw_ack {
-                max_in_flight = max_in_flight.max(a.in_flight(1));
-            }
-            b.handle_datagram(now, 0, &d);
-        }
-        b.handle_timeout(now);
-        for (_, d) in drain(&mut b, now) {
-            a.handle_datagram(now, 1, &d);
-            saw_ack = true;
-        }
-        if a.stats().messages_sent == 1 {
-            break;
-        }
-    }
-    assert_eq!(a.stats().messages_sent, 1);
+    let (max_in_flight, largest) = exchange(&mut a, &mut b, base);
     assert_eq!(largest, 16_000 + HEADER_MAX);
     assert!(max_in_flight <= expected, "{max_in_flight} > {expected}");
     match b.poll_event() {
