@@ -11,7 +11,7 @@ import { Waiters } from '../abort'
 import type { Clock, TimerHandle } from '../clock'
 import { abortError, DeccomError, ErrorCode } from '../errors'
 import type { Peer } from '../peer'
-import { encodeData, encodeMux, type MuxFrame } from '../wire/mux'
+import { DATA_HEADER, encodeData, encodeMux, type MuxFrame } from '../wire/mux'
 import { Stream, type StreamHost, type StreamOptions } from './stream'
 
 /** How the connection reaches its peer. */
@@ -328,9 +328,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.#streams.get(id) ?? null
   }
 
-  #sendData(s: Stream, offset: number, fin: boolean, data: Uint8Array): Promise<void> {
+  #sendData(s: Stream, offset: number, fin: boolean, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const frame = encodeData(s.id, offset, fin, data)
-    this.#sent += data.length
+    this.#sent += frame.length - DATA_HEADER
     this.#inFlight += frame.length
     this.#framesInFlight++
     const p = this.#carrier.send(frame)

@@ -12,12 +12,24 @@
 import { Duplex } from 'node:stream'
 import { DeccomError, ErrorCode } from '../errors'
 
+/** What `_write`/`_writev` handed over and is not sent yet: its chunks, the next one to send from and where in it, the bytes left. */
+interface Pending {
+  chunks: Buffer[]
+  i: number
+  at: number
+  left: number
+  cb: (e?: Error | null) => void
+}
+
 /** What a stream needs from its connection. */
 export interface StreamHost {
   /** Bytes the connection may send now (connection-level credit and carrier room). */
   sendCredit(): number
-  /** Sends a DATA frame of `n` payload bytes; resolves when the carrier acknowledged it. */
-  sendData(stream: Stream, offset: number, fin: boolean, data: Uint8Array): Promise<void>
+  /**
+   * Sends a DATA frame whose payload is `data` (or the pieces of it back to back); resolves when
+   * the carrier acknowledged it.
+   */
+  sendData(stream: Stream, offset: number, fin: boolean, data: Uint8Array | readonly Uint8Array[]): Promise<void>
   /** Sends MAX_DATA for the stream. */
   sendMaxData(stream: number, max: number): void
   /** Sends RESET for the stream: `finished` when all its bytes were sent (`finalSize` of them). */
@@ -63,7 +75,7 @@ export class Stream extends Duplex {
   #sendOffset = 0
   #peerMax: number
   #acked = 0
-  #pending: { data: Buffer; at: number; cb: (e?: Error | null) => void } | null = null
+  #pending: Pending | null = null
   #finWanted: ((e?: Error | null) => void) | null = null
   #finSent = false
   // receiving
@@ -117,14 +129,47 @@ export class Stream extends Duplex {
 
   /** @internal The Writable implementation. */
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    this.#pending = { data: chunk, at: 0, cb }
+    this.#pending = { chunks: [chunk], i: 0, at: 0, left: chunk.length, cb }
     this.#pump()
   }
 
-  /** @internal The Writable implementation. */
+  /** @internal The Writable implementation: the chunks are copied into frames, not joined first. */
   override _writev(chunks: { chunk: Buffer }[], cb: (e?: Error | null) => void): void {
-    this.#pending = { data: chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), at: 0, cb }
+    const list = chunks.map((c) => c.chunk)
+    let left = 0
+    for (const c of list) left += c.length
+    this.#pending = { chunks: list, i: 0, at: 0, left, cb }
     this.#pump()
+  }
+
+  /** The next `n` pending bytes, as views of the chunks they are in (consumed). */
+  #take(p: Pending, n: number): Uint8Array | Uint8Array[] {
+    const first = p.chunks[p.i]!
+    if (first.length - p.at >= n) {
+      // The common case: the bytes are in one chunk.
+      const piece = first.subarray(p.at, p.at + n)
+      p.at += n
+      if (p.at === first.length) {
+        p.i++
+        p.at = 0
+      }
+      p.left -= n
+      return piece
+    }
+    const pieces: Uint8Array[] = []
+    for (let want = n; want > 0; ) {
+      const c = p.chunks[p.i]!
+      const k = Math.min(want, c.length - p.at)
+      pieces.push(c.subarray(p.at, p.at + k))
+      p.at += k
+      want -= k
+      if (p.at === c.length) {
+        p.i++
+        p.at = 0
+      }
+    }
+    p.left -= n
+    return pieces
   }
 
   /** @internal The Writable implementation. */
@@ -142,16 +187,15 @@ export class Stream extends Duplex {
     if (this.destroyed || this.#resetBy) return
     const p = this.#pending
     if (p) {
-      while (p.at < p.data.length) {
+      while (p.left > 0) {
         const credit = Math.min(this.#peerMax - this.#sendOffset, this.#host.sendCredit())
         if (credit <= 0) {
           if (this.#peerMax - this.#sendOffset > 0) this.#host.waitCredit(this)
           return
         }
-        const n = Math.min(credit, p.data.length - p.at, MAX_FRAME)
-        const piece = p.data.subarray(p.at, p.at + n)
+        const n = Math.min(credit, p.left, MAX_FRAME)
+        const piece = this.#take(p, n)
         const offset = this.#sendOffset
-        p.at += n
         this.#sendOffset += n
         this.#host.sendData(this, offset, false, piece).then(
           () => {

@@ -118,11 +118,27 @@ export function dataHeader(b: Buffer, stream: number, offset: number, fin: boole
   return b
 }
 
-/** A whole DATA frame: header and a copy of `data`. */
-export function encodeData(stream: number, offset: number, fin: boolean, data: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(DATA_HEADER + data.length)
+/**
+ * A whole DATA frame: header and a copy of `data` — one buffer, or the bytes of several back to
+ * back (a stream's buffered writes become one frame without being joined first).
+ */
+export function encodeData(stream: number, offset: number, fin: boolean, data: Uint8Array | readonly Uint8Array[]): Buffer {
+  if (!Array.isArray(data)) {
+    const one = data as Uint8Array
+    const b = Buffer.allocUnsafe(DATA_HEADER + one.length)
+    dataHeader(b, stream, offset, fin)
+    b.set(one, DATA_HEADER)
+    return b
+  }
+  let n = 0
+  for (const d of data) n += d.length
+  const b = Buffer.allocUnsafe(DATA_HEADER + n)
   dataHeader(b, stream, offset, fin)
-  b.set(data, DATA_HEADER)
+  let at = DATA_HEADER
+  for (const d of data) {
+    b.set(d, at)
+    at += d.length
+  }
   return b
 }
 
