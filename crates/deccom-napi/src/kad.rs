@@ -38,10 +38,13 @@ fn ms_duration(ms: f64) -> Duration {
   }
 }
 
+/// A peer in the table: the caller's handle and its record, encoded once when inserted (a NODES
+/// answer copies these bytes; nothing else reads the record). Small, so a bucket's entries stay
+/// close together in memory for `closest`.
 #[derive(Clone)]
 struct Slot {
   handle: u32,
-  record: PeerRecord,
+  encoded: Box<[u8]>,
 }
 
 /// What `KadTable.insert` did: result 0 inserted, 1 updated, 2 pending (ping `toPing` first),
@@ -114,7 +117,8 @@ impl KadTable {
     record.tcp_port = tcp_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0);
     let id = record.id;
     let t = self.clock.at(now);
-    Ok(match self.table.insert(id, Slot { handle, record }, t) {
+    let encoded = record.encode().into_boxed_slice();
+    Ok(match self.table.insert(id, Slot { handle, encoded }, t) {
       InsertResult::Inserted => KadInsert { result: 0, to_ping: None },
       InsertResult::Updated => KadInsert { result: 1, to_ping: None },
       InsertResult::Pending { to_ping } => KadInsert { result: 2, to_ping: self.table.get(&to_ping).map(|s| s.handle) },
@@ -159,9 +163,7 @@ impl KadTable {
   #[napi]
   pub fn touch(&mut self, id: &[u8], now: f64) -> Result<bool> {
     let id = node_id(id)?;
-    let Some(slot) = self.table.get(&id).cloned() else { return Ok(false) };
-    let _ = self.table.insert(id, slot, self.clock.at(now));
-    Ok(true)
+    Ok(self.table.touch(&id, self.clock.at(now)))
   }
 
   /// The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts.
@@ -277,10 +279,10 @@ impl KadTable {
     let target = node_id(target)?;
     let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
     let k = self.table.config().k;
-    let mut recs: Vec<&PeerRecord> = Vec::with_capacity(k);
-    self.table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
+    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
+    self.table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.encoded));
     self.bytes.clear();
-    match wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut self.bytes) {
+    match wire::encode_nodes_encoded(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut self.bytes) {
       Some(_) => Ok(copy_out(&self.bytes, &mut out)),
       None => Ok(0),
     }
@@ -294,11 +296,11 @@ impl KadTable {
     let target = node_id(target)?;
     let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
     let k = self.table.config().k;
-    let mut recs: Vec<&PeerRecord> = Vec::with_capacity(k);
+    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
     let table = &self.table;
-    table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
+    table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.encoded));
     let mut out = Vec::with_capacity(512);
-    Ok(wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
+    Ok(wire::encode_nodes_encoded(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
   }
 }
 

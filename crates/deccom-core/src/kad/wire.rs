@@ -331,6 +331,43 @@ pub fn encode_nodes<'a>(
     Some(n)
 }
 
+/// [`encode_nodes`] from records already encoded (each one [`PeerRecord::encode`]'s bytes, e.g.
+/// kept by a routing table since the record was inserted): the same bytes, without encoding the
+/// records again.
+pub fn encode_nodes_encoded<'a>(
+    request_id: u64,
+    sender: &PeerRecord,
+    nodes: impl IntoIterator<Item = &'a [u8]>,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let start = out.len();
+    let base = HEADER_LEN + 2 + sender.encoded_len();
+    if base > max_len {
+        return None;
+    }
+    header(out, kind::NODES, request_id);
+    out.push(0);
+    out.push(0);
+    sender.encode_into(out);
+    let mut n = 0;
+    let mut cut = false;
+    for rec in nodes {
+        if n == MAX_NODES {
+            break;
+        }
+        if out.len() - start + rec.len() > max_len {
+            cut = true;
+            break;
+        }
+        out.extend_from_slice(rec);
+        n += 1;
+    }
+    out[start + HEADER_LEN] = if cut { FLAG_TRUNCATED } else { 0 };
+    out[start + HEADER_LEN + 1] = n as u8;
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +436,29 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(encode_nodes(5, &me, &others, 20, &mut out), None);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn nodes_from_encoded_records_are_the_same_bytes() {
+        let me = rec("me", 1);
+        let others: Vec<_> = (0..30)
+            .map(|i| {
+                let r = rec(&format!("n{i}"), 10 + i);
+                match i % 3 {
+                    0 => r,
+                    1 => r.with_tcp_port(7000 + i),
+                    _ => r.with_external(format!("203.0.113.{i}:{}", 9000 + i).parse().unwrap()),
+                }
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = others.iter().map(PeerRecord::encode).collect();
+        for max_len in [0, 20, 100, 600, 1200, usize::MAX] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let na = encode_nodes(9, &me, &others, max_len, &mut a);
+            let nb = encode_nodes_encoded(9, &me, encoded.iter().map(Vec::as_slice), max_len, &mut b);
+            assert_eq!(na, nb, "max_len {max_len}");
+            assert_eq!(a, b, "max_len {max_len}");
+        }
     }
 
     #[test]
