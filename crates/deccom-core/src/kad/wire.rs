@@ -192,53 +192,24 @@ impl Message {
     ///
     /// A [`WireError`] naming the first problem found.
     pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(WireError::Version(version));
-        }
-        let kind = r.u8()?;
-        let request_id = u64::from_be_bytes(r.array()?);
-        let msg = match kind {
-            kind::PING => Message::Ping { request_id },
-            kind::PONG => Message::Pong { request_id },
-            kind::FIND_NODE => {
-                let target = r.array()?;
-                let sender = record(&mut r, bytes)?;
-                // The rest is padding.
-                return Ok(Message::FindNode {
-                    request_id,
-                    target,
-                    sender,
-                });
+        let mut sender = None;
+        let mut nodes = Vec::new();
+        let h = visit(bytes, |i, _, rec| {
+            if i == 0 {
+                sender = Some(rec);
+            } else {
+                nodes.push(rec);
             }
-            kind::NODES => {
-                let flags = r.u8()?;
-                if flags & !FLAG_TRUNCATED != 0 {
-                    return Err(WireError::UnknownFlags(flags));
-                }
-                let count = usize::from(r.u8()?);
-                if count > MAX_NODES {
-                    return Err(WireError::TooManyNodes(count));
-                }
-                let sender = record(&mut r, bytes)?;
-                let mut nodes = Vec::with_capacity(count);
-                for _ in 0..count {
-                    nodes.push(record(&mut r, bytes)?);
-                }
-                Message::Nodes {
-                    request_id,
-                    truncated: flags & FLAG_TRUNCATED != 0,
-                    sender,
-                    nodes,
-                }
-            }
-            other => return Err(WireError::UnknownType(other)),
-        };
-        if r.remaining() != 0 {
-            return Err(WireError::TrailingBytes(r.remaining()));
-        }
-        Ok(msg)
+        })?;
+        let request_id = h.request_id;
+        Ok(match (h.kind, sender) {
+            (kind::PING, _) => Message::Ping { request_id },
+            (kind::PONG, _) => Message::Pong { request_id },
+            (kind::FIND_NODE, Some(sender)) => Message::FindNode { request_id, target: h.target, sender },
+            (_, Some(sender)) => Message::Nodes { request_id, truncated: h.truncated, sender, nodes },
+            // visit() returns FIND_NODE and NODES only after their sender's record.
+            (_, None) => return Err(WireError::Truncated),
+        })
     }
 
     /// Appends the encoding to `out` (NODES with every record, not truncated by size; records
@@ -279,6 +250,71 @@ impl Message {
         self.encode_into(&mut out);
         out
     }
+}
+
+/// The header fields of a message [`visit`] validated (its records went to the callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visited {
+    /// The type byte ([`kind`]).
+    pub kind: u8,
+    /// The request id.
+    pub request_id: u64,
+    /// NODES: the truncated flag.
+    pub truncated: bool,
+    /// NODES: the records after the sender's.
+    pub count: usize,
+    /// FIND_NODE: the target (zeros otherwise).
+    pub target: NodeId,
+}
+
+/// Decodes and validates a message like [`Message::decode`] — the same checks in the same order,
+/// the same errors — without collecting its records: `f` gets each record as it is decoded
+/// (index 0: the sender, then the NODES records), with its offset in `bytes`. On an error, `f`
+/// may have seen the records before the bad one.
+///
+/// # Errors
+///
+/// A [`WireError`] naming the first problem found.
+pub fn visit(bytes: &[u8], mut f: impl FnMut(usize, usize, PeerRecord)) -> Result<Visited, WireError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    let kind = r.u8()?;
+    let request_id = u64::from_be_bytes(r.array()?);
+    let mut out = Visited { kind, request_id, truncated: false, count: 0, target: [0; 32] };
+    match kind {
+        kind::PING | kind::PONG => {}
+        kind::FIND_NODE => {
+            out.target = r.array()?;
+            let at = r.position();
+            f(0, at, record(&mut r, bytes)?);
+            // The rest is padding.
+            return Ok(out);
+        }
+        kind::NODES => {
+            let flags = r.u8()?;
+            if flags & !FLAG_TRUNCATED != 0 {
+                return Err(WireError::UnknownFlags(flags));
+            }
+            let count = usize::from(r.u8()?);
+            if count > MAX_NODES {
+                return Err(WireError::TooManyNodes(count));
+            }
+            out.truncated = flags & FLAG_TRUNCATED != 0;
+            out.count = count;
+            for i in 0..=count {
+                let at = r.position();
+                f(i, at, record(&mut r, bytes)?);
+            }
+        }
+        other => return Err(WireError::UnknownType(other)),
+    }
+    if r.remaining() != 0 {
+        return Err(WireError::TrailingBytes(r.remaining()));
+    }
+    Ok(out)
 }
 
 /// Appends a FIND_NODE, padded with zero bytes to at least `pad_to` bytes (0: no padding).
