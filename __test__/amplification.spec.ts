@@ -420,3 +420,54 @@ test('reply limiter: prefixes are IPv4 /24 and IPv6 /48; buckets refill at their
   t.false(r.allow(a, 0), 'the same /24 shares the budget')
   t.true(r.allow(toAddress('198.51.101.1', 1), 0), 'another /24 has its own')
 })
+
+test('keyed buckets forget the least recently used key: the same tokens as a reference that re-inserts each used key', (t) => {
+  const { KeyedBuckets } = require('../dist/protocols/reply-limit.js')
+  // The reference: a Map whose order is recency (a used key is deleted and set again).
+  class Reference {
+    readonly m = new Map<string, { tokens: number; at: number }>()
+    constructor(
+      readonly rate: number,
+      readonly burst: number,
+      readonly maxKeys: number,
+    ) {}
+    take(key: string, now: number): boolean {
+      let b = this.m.get(key)
+      if (b) {
+        this.m.delete(key)
+        b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, now - b.at) * this.rate) / 1000)
+        b.at = now
+      } else {
+        if (this.m.size >= this.maxKeys) this.m.delete(this.m.keys().next().value as string)
+        b = { tokens: this.burst, at: now }
+      }
+      this.m.set(key, b)
+      if (b.tokens < 1) return false
+      b.tokens -= 1
+      return true
+    }
+  }
+  const b = new KeyedBuckets(5, 3, 8)
+  const ref = new Reference(5, 3, 8)
+  let x = 12345
+  let mismatches = 0
+  let denied = 0
+  for (let step = 0; step < 20_000; step++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0
+    // 12 keys over a table of 8: keys are forgotten and come back with a full burst.
+    const key = `k${(x >>> 8) % 12}`
+    const now = step * 20
+    const got = b.take(key, now)
+    if (got !== ref.take(key, now)) mismatches++
+    if (!got) denied++
+    if (step % 97 === 0) {
+      const k = `k${(x >>> 16) % 12}`
+      b.refund(k)
+      const r = ref.m.get(k)
+      if (r) r.tokens = Math.min(3, r.tokens + 1)
+    }
+  }
+  t.is(mismatches, 0)
+  t.true(denied > 100, `some takes are refused (${denied})`)
+  t.is(b.size, 8)
+})

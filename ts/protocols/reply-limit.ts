@@ -47,9 +47,24 @@ export interface Bucket {
   at: number
 }
 
-/** Token buckets keyed by string (a prefix, an IP), at most `maxKeys` of them. */
+/** A bucket in the recency list of {@link KeyedBuckets}. */
+interface Slot extends Bucket {
+  readonly key: string
+  /** Less / more recently used neighbours. */
+  prev: Slot | null
+  next: Slot | null
+}
+
+/**
+ * Token buckets keyed by string (a prefix, an IP), at most `maxKeys` of them: when a new key
+ * would exceed that, the least recently used key is forgotten. Recency is a doubly linked list
+ * beside the map, so using a bucket moves it without removing and re-adding its key.
+ */
 export class KeyedBuckets {
-  readonly #buckets = new Map<string, Bucket>()
+  readonly #buckets = new Map<string, Slot>()
+  /** Least and most recently used. */
+  #lru: Slot | null = null
+  #mru: Slot | null = null
 
   constructor(
     readonly rate: number,
@@ -91,15 +106,38 @@ export class KeyedBuckets {
   #refill(key: string, now: number): Bucket {
     let b = this.#buckets.get(key)
     if (b) {
-      this.#buckets.delete(key)
+      if (b !== this.#mru) {
+        this.#unlink(b)
+        this.#append(b)
+      }
       b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, now - b.at) * this.rate) / 1000)
       b.at = now
     } else {
-      if (this.#buckets.size >= this.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value as string)
-      b = { tokens: this.burst, at: now }
+      if (this.#buckets.size >= this.maxKeys && this.#lru !== null) {
+        const old = this.#lru
+        this.#unlink(old)
+        this.#buckets.delete(old.key)
+      }
+      b = { tokens: this.burst, at: now, key, prev: null, next: null }
+      this.#buckets.set(key, b)
+      this.#append(b)
     }
-    this.#buckets.set(key, b)
     return b
+  }
+
+  #unlink(b: Slot): void {
+    if (b.prev) b.prev.next = b.next
+    else this.#lru = b.next
+    if (b.next) b.next.prev = b.prev
+    else this.#mru = b.prev
+    b.prev = b.next = null
+  }
+
+  #append(b: Slot): void {
+    b.prev = this.#mru
+    if (this.#mru) this.#mru.next = b
+    else this.#lru = b
+    this.#mru = b
   }
 }
 

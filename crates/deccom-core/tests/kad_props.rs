@@ -259,3 +259,47 @@ fn kad_stale_buckets_and_refresh() {
     t.mark_refreshed(4, later);
     assert!(!t.stale_buckets(later, Duration::from_secs(1)).contains(&4));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// touch(id) leaves the table exactly as insert(id, its current value) would: the same order
+    /// in every bucket, the same pending pings, the same activity times, the same answer to a
+    /// later newcomer; and it is false (changing nothing) for an absent id.
+    #[test]
+    fn kad_touch_is_insert_of_the_same_value(local in any::<[u8; 32]>(), k in 1usize..4,
+                        ids in prop::collection::vec(any::<[u8; 32]>(), 1..120),
+                        touches in prop::collection::vec((any::<usize>(), 1u64..500), 1..60),
+                        newcomer in any::<[u8; 32]>()) {
+        let t0 = Instant::now();
+        let mut a = RoutingTable::new(local, TableConfig { k, max_replacements: 2 });
+        a.set_fresh_interval(Duration::from_millis(100));
+        for (i, id) in ids.iter().enumerate() {
+            let _ = a.insert(*id, i as u32, t0 + Duration::from_millis(i as u64));
+        }
+        let mut b = a.clone();
+        let present = entries(&a);
+        let mut now = t0 + Duration::from_millis(ids.len() as u64);
+        for (pick, step) in touches {
+            now += Duration::from_millis(step);
+            let id = present[pick % present.len()];
+            let value = *a.get(&id).unwrap();
+            prop_assert!(a.touch(&id, now));
+            prop_assert_eq!(b.insert(id, value, now), InsertResult::Updated);
+            prop_assert_eq!(entries(&a), entries(&b));
+        }
+        if !present.contains(&newcomer) {
+            prop_assert!(!a.touch(&newcomer, now));
+        }
+        for i in 0..256 {
+            prop_assert_eq!(a.pending_ping(i), b.pending_ping(i));
+        }
+        for ms in [0u64, 50, 150, 1000] {
+            let at = now + Duration::from_millis(ms);
+            prop_assert_eq!(a.stale_buckets(at, Duration::from_millis(100)), b.stale_buckets(at, Duration::from_millis(100)));
+            prop_assert_eq!(a.would_admit(&newcomer, at), b.would_admit(&newcomer, at));
+        }
+        prop_assert_eq!(a.insert(newcomer, 999, now), b.insert(newcomer, 999, now));
+        prop_assert_eq!(entries(&a), entries(&b));
+    }
+}

@@ -38,10 +38,44 @@ fn ms_duration(ms: f64) -> Duration {
   }
 }
 
+/// Encoded records up to this size (an Ed25519 identity with an IPv4 address, a TCP port and an
+/// IPv4 external address takes 85 bytes) are kept inside the entry; larger ones on the heap.
+const INLINE_RECORD: usize = 88;
+
+/// A record's encoding, kept with its table entry.
+#[derive(Clone)]
+enum Encoded {
+  Inline { len: u8, bytes: [u8; INLINE_RECORD] },
+  Heap(Box<[u8]>),
+}
+
+impl Encoded {
+  fn new(record: &PeerRecord) -> Encoded {
+    let v = record.encode();
+    if v.len() <= INLINE_RECORD {
+      let mut bytes = [0u8; INLINE_RECORD];
+      bytes[..v.len()].copy_from_slice(&v);
+      Encoded::Inline { len: v.len() as u8, bytes }
+    } else {
+      Encoded::Heap(v.into_boxed_slice())
+    }
+  }
+
+  fn as_slice(&self) -> &[u8] {
+    match self {
+      Encoded::Inline { len, bytes } => &bytes[..usize::from(*len)],
+      Encoded::Heap(b) => b,
+    }
+  }
+}
+
+/// A peer in the table: the caller's handle and its record, encoded once when inserted (a NODES
+/// answer copies these bytes; nothing else reads the record), inside the entry when it fits: a
+/// NODES answer then reads the bucket's entries and nothing else.
 #[derive(Clone)]
 struct Slot {
   handle: u32,
-  record: PeerRecord,
+  encoded: Encoded,
 }
 
 /// What `KadTable.insert` did: result 0 inserted, 1 updated, 2 pending (ping `toPing` first),
@@ -114,7 +148,8 @@ impl KadTable {
     record.tcp_port = tcp_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0);
     let id = record.id;
     let t = self.clock.at(now);
-    Ok(match self.table.insert(id, Slot { handle, record }, t) {
+    let encoded = Encoded::new(&record);
+    Ok(match self.table.insert(id, Slot { handle, encoded }, t) {
       InsertResult::Inserted => KadInsert { result: 0, to_ping: None },
       InsertResult::Updated => KadInsert { result: 1, to_ping: None },
       InsertResult::Pending { to_ping } => KadInsert { result: 2, to_ping: self.table.get(&to_ping).map(|s| s.handle) },
@@ -159,9 +194,7 @@ impl KadTable {
   #[napi]
   pub fn touch(&mut self, id: &[u8], now: f64) -> Result<bool> {
     let id = node_id(id)?;
-    let Some(slot) = self.table.get(&id).cloned() else { return Ok(false) };
-    let _ = self.table.insert(id, slot, self.clock.at(now));
-    Ok(true)
+    Ok(self.table.touch(&id, self.clock.at(now)))
   }
 
   /// The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts.
@@ -277,10 +310,10 @@ impl KadTable {
     let target = node_id(target)?;
     let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
     let k = self.table.config().k;
-    let mut recs: Vec<&PeerRecord> = Vec::with_capacity(k);
-    self.table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
+    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
+    self.table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
     self.bytes.clear();
-    match wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut self.bytes) {
+    match wire::encode_nodes_encoded(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut self.bytes) {
       Some(_) => Ok(copy_out(&self.bytes, &mut out)),
       None => Ok(0),
     }
@@ -294,11 +327,11 @@ impl KadTable {
     let target = node_id(target)?;
     let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
     let k = self.table.config().k;
-    let mut recs: Vec<&PeerRecord> = Vec::with_capacity(k);
+    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
     let table = &self.table;
-    table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(&e.value.record));
+    table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
     let mut out = Vec::with_capacity(512);
-    Ok(wire::encode_nodes(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
+    Ok(wire::encode_nodes_encoded(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
   }
 }
 
@@ -527,26 +560,24 @@ const PARSE_REASONS: [&str; 7] = ["truncated", "version", "unknown_type", "unkno
 /// Layout words: 8 header words, then 5 per record (the sender and up to `MAX_NODES` more).
 const PARSE_WORDS: usize = 8 + 5 * (wire::MAX_NODES + 1);
 
-/// Writes where each record's fields are (see `kadParse`) and flags IPv6 addresses in `out[7]`.
-fn spans<'a>(out: &mut [u32], mut at: usize, recs: impl Iterator<Item = &'a PeerRecord>) {
+/// Writes where record `i`'s fields are (see `kadParse`; the record starts at `at`) and flags
+/// IPv6 addresses in `out[7]`.
+fn span(out: &mut [u32], i: usize, at: usize, r: &PeerRecord) {
   use deccom_core::wire::socket_addr_encoded_len;
-  for (i, r) in recs.enumerate() {
-    let w = &mut out[8 + 5 * i..8 + 5 * i + 5];
-    let identity_len = r.identity.encoded_len();
-    let udp = at + 36 + identity_len;
-    let mut after = udp + socket_addr_encoded_len(&r.udp);
-    w[0] = at as u32;
-    w[1] = identity_len as u32;
-    w[2] = udp as u32;
-    w[3] = u32::from(r.tcp_port.unwrap_or(0));
-    if r.tcp_port.is_some() {
-      after += 2;
-    }
-    w[4] = if r.external.is_some() { after as u32 } else { 0 };
-    if r.udp.is_ipv6() || r.external.is_some_and(|e| e.is_ipv6()) {
-      out[7] |= 1;
-    }
-    at += r.encoded_len();
+  let w = &mut out[8 + 5 * i..8 + 5 * i + 5];
+  let identity_len = r.identity.encoded_len();
+  let udp = at + 36 + identity_len;
+  let mut after = udp + socket_addr_encoded_len(&r.udp);
+  w[0] = at as u32;
+  w[1] = identity_len as u32;
+  w[2] = udp as u32;
+  w[3] = u32::from(r.tcp_port.unwrap_or(0));
+  if r.tcp_port.is_some() {
+    after += 2;
+  }
+  w[4] = if r.external.is_some() { after as u32 } else { 0 };
+  if r.udp.is_ipv6() || r.external.is_some_and(|e| e.is_ipv6()) {
+    out[7] |= 1;
   }
 }
 
@@ -568,30 +599,25 @@ pub fn kad_parse(bytes: &[u8], mut out: Uint32ArraySlice) -> u32 {
     return 0;
   }
   out[..8].fill(0);
-  match Message::decode(bytes) {
+  // Each record's span is written as it is decoded (nothing is collected).
+  match wire::visit(bytes, |i, at, rec| span(out, i, at, &rec)) {
     Err(e) => {
+      out[..6].fill(0);
+      out[7] = 0;
       out[6] = PARSE_REASONS.iter().position(|r| *r == e.reason()).unwrap_or(PARSE_REASONS.len() - 1) as u32;
       0
     }
-    Ok(m) => {
-      let id = m.request_id();
-      out[1] = (id >> 32) as u32;
-      out[2] = id as u32;
-      match m {
-        Message::Ping { .. } => wire::kind::PING.into(),
-        Message::Pong { .. } => wire::kind::PONG.into(),
-        Message::FindNode { sender, .. } => {
-          out[5] = wire::HEADER_LEN as u32;
-          spans(out, wire::HEADER_LEN + 32, std::iter::once(&sender));
-          wire::kind::FIND_NODE.into()
-        }
-        Message::Nodes { truncated, sender, nodes, .. } => {
-          out[3] = u32::from(truncated);
-          out[4] = nodes.len() as u32;
-          spans(out, wire::HEADER_LEN + 2, std::iter::once(&sender).chain(nodes.iter()));
-          wire::kind::NODES.into()
-        }
+    Ok(h) => {
+      out[1] = (h.request_id >> 32) as u32;
+      out[2] = h.request_id as u32;
+      if h.kind == wire::kind::FIND_NODE {
+        out[5] = wire::HEADER_LEN as u32;
       }
+      if h.kind == wire::kind::NODES {
+        out[3] = u32::from(h.truncated);
+        out[4] = h.count as u32;
+      }
+      h.kind.into()
     }
   }
 }

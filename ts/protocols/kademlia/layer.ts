@@ -135,7 +135,7 @@ export class Kademlia extends Protocol {
       const hex = id.toString('hex')
       const t0 = this.#s.clock.now()
       if (stopAtTarget) {
-        const e = this.#s.byHex.get(hex)
+        const e = this.#s.byId.get(id)
         if (e?.inTable) {
           // Table entries answered us at their address (and were approved by the layer below).
           this.count('lookups_from_table')
@@ -190,7 +190,13 @@ export class Kademlia extends Protocol {
 
   /** The peer with node id `id` if it is in the routing table (no network traffic), else undefined. */
   getPeer(id: Buffer | string): Peer | undefined {
-    const e = this.#s.byHex.get(toHex(id))
+    let key: Buffer
+    try {
+      key = toId(id)
+    } catch {
+      return undefined // not an id: no peer has it
+    }
+    const e = this.#s.byId.get(key)
     return e?.inTable ? e.peer : undefined
   }
 

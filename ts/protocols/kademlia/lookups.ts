@@ -7,23 +7,20 @@ import { findNode, told } from './rpc'
 /** Addresses claimed for one findPeer target that are asked, at most. */
 const MAX_CLAIMS = 8
 import { consider, failed, sameRecord, seen } from './verification'
+import { IdMap, sameId } from './id-map'
 
 export function startLookup(s: KadState, target: Buffer, stopAt: string | null, extra: Peer[], onDone: (r: LookupResult) => void, onError: (e: Error) => void): Run {
   const table = s.table!
   s.count('lookups')
-  const cands = new Map<string, Peer>()
+  const cands = new IdMap<Peer>()
   const n = table.closest(target, s.k, s.ids, s.handles)
   let seeds: Buffer = s.ids.subarray(0, 32 * n)
-  for (let i = 0; i < n; i++) {
-    const e = s.entries[s.handles[i]]!
-    cands.set(e.hex, e.peer)
-  }
+  for (let i = 0; i < n; i++) cands.set(s.entries[s.handles[i]]!.peer)
   if (extra.length > 0) {
     const parts: Buffer[] = [Buffer.from(seeds)]
     for (const p of extra) {
-      const h = p.id!.toString('hex')
-      if (h === s.selfHex || cands.has(h)) continue
-      cands.set(h, p)
+      if (sameId(s.selfId, p.id!, 0) || cands.has(p.id!)) continue
+      cands.set(p)
       parts.push(p.id!)
     }
     seeds = Buffer.concat(parts)
@@ -49,9 +46,9 @@ export function startLookup(s: KadState, target: Buffer, stopAt: string | null, 
     onError,
   }
   s.runs.add(run)
-  const seeded = stopAt !== null ? cands.get(stopAt) : undefined
+  const seeded = stopAt !== null ? cands.get(target) : undefined
   if (seeded) {
-    cands.delete(stopAt!)
+    cands.delete(target)
     claim(s, run, seeded, 0)
   }
   drive(s, run)
@@ -64,14 +61,13 @@ export function drive(s: KadState, run: Run): void {
   while (!run.done) {
     const action = run.lk.next(clock.now(), s.qid)
     if (action === QUERY) {
-      const hex = s.qid.toString('hex')
-      const peer = run.cands.get(hex)
+      const peer = run.cands.get(s.qid)
       const id = Buffer.from(s.qid)
       if (!peer) {
         run.lk.onFailure(id)
         continue
       }
-      findNode(s, peer.address, run.target, hex, (m) => onReply(s, run, id, hex, peer, m))
+      findNode(s, peer.address, run.target, id, (m) => onReply(s, run, id, peer, m))
       continue
     }
     if (action === WAIT) {
@@ -119,7 +115,7 @@ function askClaim(s: KadState, run: Run): void {
   }
   run.verifying = true
   run.pausedUntil = s.clock.now() + patience(s)
-  findNode(s, c.peer.address, run.target, run.stopAt, (m) => {
+  findNode(s, c.peer.address, run.target, run.target, (m) => {
     run.verifying = false
     if (run.done) return
     if (m !== null) {
@@ -137,42 +133,45 @@ function askClaim(s: KadState, run: Run): void {
   })
 }
 
-export function onReply(s: KadState, run: Run, id: Buffer, hex: string, peer: Peer, m: NativeMessage | null): void {
+export function onReply(s: KadState, run: Run, id: Buffer, peer: Peer, m: NativeMessage | null): void {
   if (m === null) {
-    failed(s, hex)
+    failed(s, id)
     if (run.done) return
     run.lk.onFailure(id)
     return drive(s, run)
   }
   const ext = externalAt(m, 0)
   const tcp = tcpPortAt(m, 0)
-  const known = s.byHex.get(hex)
+  const known = s.byId.get(id)
   if (known !== undefined && sameRecord(known, peer.address, ext)) seen(s, known)
-  else consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp), hex)
+  else consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
   if (run.done) return
   const ids = m.ids!
   let closer = ids.subarray(32, 32 * (m.count + 1))
   let removed = 0
+  const stop = run.stopAt !== null
   for (let i = 1; i <= m.count; i++) {
-    const h = ids.toString('hex', 32 * i, 32 * i + 32)
-    if (h === s.selfHex || h === run.stopAt) {
+    const at = 32 * i
+    const isSelf = sameId(s.selfId, ids, at)
+    const isTarget = stop && sameId(run.target, ids, at)
+    if (isSelf || isTarget) {
       // Neither we nor the target are lookup candidates (the target is asked as a claim, below).
       closer = withoutRecord(closer, i - 1 - removed++)
-      if (h === s.selfHex) continue
+      if (isSelf) continue
     }
-    let p = run.cands.get(h)
+    let p = run.cands.get(ids, at)
     if (!p) {
       const addr = m.address(i)
       if (addr === null) continue
       p = new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i))
-      run.cands.set(h, p)
+      run.cands.set(p)
       // Who told us about whom: a peer behind a NAT is reached through the one that named it,
       // at the address that node saw it at or at the external address it announced.
       told(s, addr, peer.address)
       if (p.external && p.external !== addr) told(s, p.external, peer.address)
     }
-    if (h === run.stopAt) {
-      run.cands.delete(h)
+    if (isTarget) {
+      run.cands.delete(ids, at)
       claim(s, run, p, run.lk.depth(id) + 1)
       if (run.done) return
     }
@@ -191,7 +190,7 @@ export function finish(s: KadState, run: Run): void {
   run.lk.dispose()
   const closest: Peer[] = []
   for (let i = 0; i + 32 <= ids.length; i += 32) {
-    const p = run.cands.get(ids.subarray(i, i + 32).toString('hex'))
+    const p = run.cands.get(ids, i)
     if (p) closest.push(p)
   }
   const result = run.found ?? run.unverified?.peer ?? run.claims[0]?.peer ?? null

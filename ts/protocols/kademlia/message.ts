@@ -102,6 +102,14 @@ function ipv4At(data: Buffer, at: number): Address | null {
   }
 }
 
+/**
+ * Copies `n` bytes of `src` from `at` into `dst` at `to`, byte by byte: for the few dozen bytes of
+ * an id or an identity this is cheaper than `Buffer.copy`, which makes a typed-array view per call.
+ */
+function copyBytes(src: Buffer, at: number, dst: Buffer, to: number, n: number): void {
+  for (let j = 0; j < n; j++) dst[to + j] = src[at + j]!
+}
+
 /** Read in place from the datagram, by the layout kadParse wrote (copied: the next parse reuses it). */
 class Parsed implements KadMessage {
   readonly requestHi: number
@@ -133,12 +141,14 @@ class Parsed implements KadMessage {
     const rec = new Array<number>(5 * records)
     for (let i = 0; i < 5 * records; i++) rec[i] = layout[8 + i]
     this.#rec = rec
-    this.target = kind === 3 ? Buffer.from(data.subarray(layout[5], layout[5] + 32)) : null
-    const ids = Buffer.allocUnsafe(32 * records)
-    for (let i = 0; i < records; i++) {
-      const at = this.#rec[5 * i] + 2
-      data.copy(ids, 32 * i, at, at + 32)
+    let target: Buffer | null = null
+    if (kind === 3) {
+      target = Buffer.allocUnsafe(32)
+      copyBytes(data, layout[5], target, 0, 32)
     }
+    this.target = target
+    const ids = Buffer.allocUnsafe(32 * records)
+    for (let i = 0; i < records; i++) copyBytes(data, rec[5 * i] + 2, ids, 32 * i, 32)
     this.ids = ids
   }
 
@@ -157,8 +167,8 @@ class Parsed implements KadMessage {
     const at = this.#rec![5 * i]
     const len = this.#rec![5 * i + 1]
     const b = Buffer.allocUnsafe(32 + len)
-    this.#data.copy(b, 0, at + 2, at + 34)
-    this.#data.copy(b, 32, at + 36, at + 36 + len)
+    copyBytes(this.#data, at + 2, b, 0, 32)
+    copyBytes(this.#data, at + 36, b, 32, len)
     return (this.#copies[i] = b)
   }
 

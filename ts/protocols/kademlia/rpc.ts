@@ -2,6 +2,7 @@
 import type { Address } from '../../address'
 import { encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
+import { sameId } from './id-map'
 import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING, sampleQuery } from './state'
 
 /**
@@ -108,7 +109,7 @@ export function match(s: KadState, m: NativeMessage, from: Address, kind: number
 }
 
 /** FIND_NODE to `to`; `expect` is the id we believe lives there (null for bootstrap addresses). */
-export function findNode(s: KadState, to: Address, target: Buffer, expect: string | null, cb: (m: NativeMessage | null) => void): void {
+export function findNode(s: KadState, to: Address, target: Buffer, expect: Buffer | null, cb: (m: NativeMessage | null) => void): void {
   const pad = s.verifiedBy.has(to.key) ? 0 : s.padTo
   s.count('queries_sent')
   const t0 = s.clock.now()
@@ -122,7 +123,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: strin
       return Buffer.from(encodeScratch.subarray(0, len))
     },
     (m) => {
-      if (m && expect !== null && m.ids!.toString('hex', 0, 32) !== expect) {
+      if (m && expect !== null && !sameId(expect, m.ids!, 0)) {
         s.count('dropped_wrong_sender')
         return cb(null)
       }

@@ -13,6 +13,7 @@ import type { native } from '../../native'
 import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
 import type { KadMessage } from './message'
+import { IdMap } from './id-map'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
 type Fn = (...args: any[]) => any
@@ -136,7 +137,8 @@ export type NativeLookup = InstanceType<typeof native.KadLookup>
 
 export interface Entry {
   handle: number
-  hex: string
+  /** The peer's node id (`peer.id`). */
+  id: Buffer
   peer: Peer
   failures: number
   inTable: boolean
@@ -152,9 +154,11 @@ export interface Request {
 
 export interface Run {
   target: Buffer
+  /** findPeer: the target's id in hex (the lookup stops once it is found); null for a plain lookup. */
   stopAt: string | null
   lk: NativeLookup
-  cands: Map<string, Peer>
+  /** Candidates by node id (whom to query, when the native lookup names an id). */
+  cands: IdMap<Peer>
   done: boolean
   timer: TimerHandle | null
   timerAt: number
@@ -227,7 +231,8 @@ export class KadState {
   approver: Approver | null = null
   readonly entries: (Entry | undefined)[] = []
   readonly free: number[] = []
-  readonly byHex = new Map<string, Entry>()
+  /** Known peers (in the table or its replacement caches) by node id. */
+  readonly byId = new IdMap<Entry>()
   /** Address key of a peer → the address of the peer whose NODES answer named it last. */
   readonly toldBy = new Map<string, Address>()
   readonly byAddr = new Map<string, Entry>() // by Address.key: stable across intern-cache resets

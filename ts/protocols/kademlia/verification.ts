@@ -7,13 +7,13 @@ import { Peer } from '../../peer'
 import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt, tcpPortAt } from './state'
 import { ping, refreshOwnRecord, remember, replyAllowed } from './rpc'
 import { encodeScratch } from './message'
+import { sameId } from './id-map'
 
 /** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
 const KAD_PING_LEN = 11
 
 export function onFindNode(s: KadState, from: Address, queryLen: number, m: NativeMessage): void {
-  const hex = m.ids!.toString('hex', 0, 32)
-  if (hex === s.selfHex) return s.count('dropped_self')
+  if (sameId(s.selfId, m.ids!, 0)) return s.count('dropped_self')
   s.count('find_node_received')
   const verified = isVerified(s, from)
   if (!verified && !replyAllowed(s, from)) return
@@ -29,11 +29,11 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
     s.sendControl(from, resp)
   }
   remember(s, s.verifiedBy, from.key)
-  const known = s.byHex.get(hex)
+  const known = s.byId.get(m.ids!, 0)
   const ext = externalAt(m, 0)
   if (known !== undefined && (known.inTable || verified) && sameRecord(known, from, ext)) return seen(s, known)
   const peer = new Peer(from, m.peerId(0), identityAt(m, 0), ext, false, tcpPortAt(m, 0))
-  if (known?.inTable || verified) consider(s, peer, hex)
+  if (known?.inTable || verified) consider(s, peer)
   // Verifying its address serves only the table: not when its bucket is full of fresh entries.
   else if (s.table!.wouldAdmit(peer.id!, s.clock.now())) verify(s, peer)
   else s.count('verify_skipped_full')
@@ -80,15 +80,16 @@ export function seen(s: KadState, known: Entry): void {
   else insert(s, known)
 }
 
-/** A verified peer (`hex`: its id in hex): touch it, or ask for approval and insert it. */
-export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toString('hex')): void {
-  if (hex === s.selfHex || !s.table) return
-  const known = s.byHex.get(hex)
+/** A verified peer: touch it, or ask for approval and insert it. */
+export function consider(s: KadState, peer: Peer): void {
+  if (sameId(s.selfId, peer.id!, 0) || !s.table) return
+  const known = s.byId.get(peer.id!)
   if (known) {
     if (!sameRecord(known, peer.address, peer.external)) {
       // It announced another external address: serve the new one (insert replaces the record).
       known.failures = 0
       known.peer = kept(peer)
+      known.id = known.peer.id!
       if (known.inTable) {
         s.table.insert(known.handle, peer.publicIdentity!, peer.address.raw, s.clock.now(), peer.external?.raw ?? null, peer.tcpPort)
         return
@@ -97,7 +98,8 @@ export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toStrin
     return seen(s, known)
   }
   const approver = s.approver
-  if (approver === null) return admit(s, peer, hex)
+  if (approver === null) return admit(s, peer)
+  const hex = peer.id!.toString('hex')
   if (s.approving.has(hex)) return
   let r: boolean | Promise<boolean>
   try {
@@ -106,7 +108,7 @@ export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toStrin
     return s.count('approval_errors')
   }
   if (typeof r === 'boolean') {
-    if (r) admit(s, peer, hex)
+    if (r) admit(s, peer)
     else s.count('rejected_by_approval')
     return
   }
@@ -116,7 +118,7 @@ export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toStrin
     (ok) => {
       s.approving.delete(hex)
       if (!s.running) return
-      if (ok) admit(s, peer, hex)
+      if (ok) admit(s, peer)
       else s.count('rejected_by_approval')
     },
     () => {
@@ -126,12 +128,13 @@ export function consider(s: KadState, peer: Peer, hex: string = peer.id!.toStrin
   )
 }
 
-export function admit(s: KadState, peer: Peer, hex: string): void {
-  if (s.byHex.has(hex)) return consider(s, peer)
+export function admit(s: KadState, peer: Peer): void {
+  if (s.byId.has(peer.id!)) return consider(s, peer)
   const handle = s.free.pop() ?? s.entries.length
-  const e: Entry = { handle, hex, peer: kept(peer), failures: 0, inTable: false }
+  const own = kept(peer)
+  const e: Entry = { handle, id: own.id!, peer: own, failures: 0, inTable: false }
   s.entries[handle] = e
-  s.byHex.set(hex, e)
+  s.byId.set(e)
   insert(s, e)
 }
 
@@ -233,12 +236,12 @@ export function release(s: KadState, e: Entry): void {
   if (s.entries[e.handle] !== e) return
   s.entries[e.handle] = undefined
   s.free.push(e.handle)
-  if (s.byHex.get(e.hex) === e) s.byHex.delete(e.hex)
+  if (s.byId.get(e.id) === e) s.byId.delete(e.id)
 }
 
 /** A table entry did not answer a query: remove it after `maxFailures` in a row. */
-export function failed(s: KadState, hex: string): void {
-  const e = s.byHex.get(hex)
+export function failed(s: KadState, id: Buffer): void {
+  const e = s.byId.get(id)
   if (!e?.inTable || !s.table) return
   if (++e.failures < s.maxFailures) return
   const ev = s.table.remove(e.peer.id!)
@@ -262,7 +265,7 @@ export function emit(s: KadState, event: KadEvent, peer: Peer): void {
 
 /** Forget handles the table no longer holds (replacement-cache entries that fell out). */
 export function sweep(s: KadState): void {
-  if (!s.table || s.byHex.size < 2 * s.table.size + 1024) return
+  if (!s.table || s.byId.size < 2 * s.table.size + 1024) return
   const live = new Set(s.table.handles())
-  for (const e of [...s.byHex.values()]) if (!live.has(e.handle) && !e.inTable) release(s, e)
+  for (const e of [...s.byId.values()]) if (!live.has(e.handle) && !e.inTable) release(s, e)
 }

@@ -269,6 +269,24 @@ impl<V: Clone> RoutingTable<V> {
         InsertResult::Pending { to_ping }
     }
 
+    /// Marks a present `id` as seen at `now`: what [`insert`](Self::insert) of it with its current
+    /// value does (it moves to the tail; if it was being pinged, that counts as an answer), without
+    /// the value. False (and nothing changes) if `id` is not in the table.
+    pub fn touch(&mut self, id: &NodeId, now: Instant) -> bool {
+        let Some((b, i)) = self.position(id) else {
+            return false;
+        };
+        self.buckets[b].last_active = Some(now);
+        let bucket = self.buckets[b].slots_mut();
+        bucket.entries[i..].rotate_left(1);
+        bucket.seen.remove(i);
+        bucket.seen.push(now);
+        if bucket.pending == Some(*id) {
+            bucket.pending = None;
+        }
+        true
+    }
+
     /// Whether [`insert`](Self::insert) of `id` at `now` would do more than wait in a replacement
     /// cache: true when it is present, its bucket has room, or a ping would be asked for. A
     /// caller can skip work (e.g. verifying a newcomer's address) that only this insert needs.

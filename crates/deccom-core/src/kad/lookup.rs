@@ -163,6 +163,10 @@ impl<V: Clone> Lookup<V> {
 
     fn add(&mut self, id: NodeId, value: V, depth: u32) -> bool {
         let d = distance(&id, &self.target);
+        if self.candidates.len() >= self.config.max_candidates && self.candidates.last().is_some_and(|c| c.distance <= d) {
+            // Full, and no closer than the farthest: known already, or it would be dropped.
+            return false;
+        }
         match self.candidates.binary_search_by(|c| c.distance.cmp(&d)) {
             Ok(_) => false,
             Err(pos) => {

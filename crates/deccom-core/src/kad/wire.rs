@@ -192,53 +192,24 @@ impl Message {
     ///
     /// A [`WireError`] naming the first problem found.
     pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(WireError::Version(version));
-        }
-        let kind = r.u8()?;
-        let request_id = u64::from_be_bytes(r.array()?);
-        let msg = match kind {
-            kind::PING => Message::Ping { request_id },
-            kind::PONG => Message::Pong { request_id },
-            kind::FIND_NODE => {
-                let target = r.array()?;
-                let sender = record(&mut r, bytes)?;
-                // The rest is padding.
-                return Ok(Message::FindNode {
-                    request_id,
-                    target,
-                    sender,
-                });
+        let mut sender = None;
+        let mut nodes = Vec::new();
+        let h = visit(bytes, |i, _, rec| {
+            if i == 0 {
+                sender = Some(rec);
+            } else {
+                nodes.push(rec);
             }
-            kind::NODES => {
-                let flags = r.u8()?;
-                if flags & !FLAG_TRUNCATED != 0 {
-                    return Err(WireError::UnknownFlags(flags));
-                }
-                let count = usize::from(r.u8()?);
-                if count > MAX_NODES {
-                    return Err(WireError::TooManyNodes(count));
-                }
-                let sender = record(&mut r, bytes)?;
-                let mut nodes = Vec::with_capacity(count);
-                for _ in 0..count {
-                    nodes.push(record(&mut r, bytes)?);
-                }
-                Message::Nodes {
-                    request_id,
-                    truncated: flags & FLAG_TRUNCATED != 0,
-                    sender,
-                    nodes,
-                }
-            }
-            other => return Err(WireError::UnknownType(other)),
-        };
-        if r.remaining() != 0 {
-            return Err(WireError::TrailingBytes(r.remaining()));
-        }
-        Ok(msg)
+        })?;
+        let request_id = h.request_id;
+        Ok(match (h.kind, sender) {
+            (kind::PING, _) => Message::Ping { request_id },
+            (kind::PONG, _) => Message::Pong { request_id },
+            (kind::FIND_NODE, Some(sender)) => Message::FindNode { request_id, target: h.target, sender },
+            (_, Some(sender)) => Message::Nodes { request_id, truncated: h.truncated, sender, nodes },
+            // visit() returns FIND_NODE and NODES only after their sender's record.
+            (_, None) => return Err(WireError::Truncated),
+        })
     }
 
     /// Appends the encoding to `out` (NODES with every record, not truncated by size; records
@@ -279,6 +250,71 @@ impl Message {
         self.encode_into(&mut out);
         out
     }
+}
+
+/// The header fields of a message [`visit`] validated (its records went to the callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visited {
+    /// The type byte ([`kind`]).
+    pub kind: u8,
+    /// The request id.
+    pub request_id: u64,
+    /// NODES: the truncated flag.
+    pub truncated: bool,
+    /// NODES: the records after the sender's.
+    pub count: usize,
+    /// FIND_NODE: the target (zeros otherwise).
+    pub target: NodeId,
+}
+
+/// Decodes and validates a message like [`Message::decode`] — the same checks in the same order,
+/// the same errors — without collecting its records: `f` gets each record as it is decoded
+/// (index 0: the sender, then the NODES records), with its offset in `bytes`. On an error, `f`
+/// may have seen the records before the bad one.
+///
+/// # Errors
+///
+/// A [`WireError`] naming the first problem found.
+pub fn visit(bytes: &[u8], mut f: impl FnMut(usize, usize, PeerRecord)) -> Result<Visited, WireError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    let kind = r.u8()?;
+    let request_id = u64::from_be_bytes(r.array()?);
+    let mut out = Visited { kind, request_id, truncated: false, count: 0, target: [0; 32] };
+    match kind {
+        kind::PING | kind::PONG => {}
+        kind::FIND_NODE => {
+            out.target = r.array()?;
+            let at = r.position();
+            f(0, at, record(&mut r, bytes)?);
+            // The rest is padding.
+            return Ok(out);
+        }
+        kind::NODES => {
+            let flags = r.u8()?;
+            if flags & !FLAG_TRUNCATED != 0 {
+                return Err(WireError::UnknownFlags(flags));
+            }
+            let count = usize::from(r.u8()?);
+            if count > MAX_NODES {
+                return Err(WireError::TooManyNodes(count));
+            }
+            out.truncated = flags & FLAG_TRUNCATED != 0;
+            out.count = count;
+            for i in 0..=count {
+                let at = r.position();
+                f(i, at, record(&mut r, bytes)?);
+            }
+        }
+        other => return Err(WireError::UnknownType(other)),
+    }
+    if r.remaining() != 0 {
+        return Err(WireError::TrailingBytes(r.remaining()));
+    }
+    Ok(out)
 }
 
 /// Appends a FIND_NODE, padded with zero bytes to at least `pad_to` bytes (0: no padding).
@@ -324,6 +360,43 @@ pub fn encode_nodes<'a>(
             break;
         }
         rec.encode_into(out);
+        n += 1;
+    }
+    out[start + HEADER_LEN] = if cut { FLAG_TRUNCATED } else { 0 };
+    out[start + HEADER_LEN + 1] = n as u8;
+    Some(n)
+}
+
+/// [`encode_nodes`] from records already encoded (each one [`PeerRecord::encode`]'s bytes, e.g.
+/// kept by a routing table since the record was inserted): the same bytes, without encoding the
+/// records again.
+pub fn encode_nodes_encoded<'a>(
+    request_id: u64,
+    sender: &PeerRecord,
+    nodes: impl IntoIterator<Item = &'a [u8]>,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let start = out.len();
+    let base = HEADER_LEN + 2 + sender.encoded_len();
+    if base > max_len {
+        return None;
+    }
+    header(out, kind::NODES, request_id);
+    out.push(0);
+    out.push(0);
+    sender.encode_into(out);
+    let mut n = 0;
+    let mut cut = false;
+    for rec in nodes {
+        if n == MAX_NODES {
+            break;
+        }
+        if out.len() - start + rec.len() > max_len {
+            cut = true;
+            break;
+        }
+        out.extend_from_slice(rec);
         n += 1;
     }
     out[start + HEADER_LEN] = if cut { FLAG_TRUNCATED } else { 0 };
@@ -399,6 +472,29 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(encode_nodes(5, &me, &others, 20, &mut out), None);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn nodes_from_encoded_records_are_the_same_bytes() {
+        let me = rec("me", 1);
+        let others: Vec<_> = (0..30)
+            .map(|i| {
+                let r = rec(&format!("n{i}"), 10 + i);
+                match i % 3 {
+                    0 => r,
+                    1 => r.with_tcp_port(7000 + i),
+                    _ => r.with_external(format!("203.0.113.{i}:{}", 9000 + i).parse().unwrap()),
+                }
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = others.iter().map(PeerRecord::encode).collect();
+        for max_len in [0, 20, 100, 600, 1200, usize::MAX] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let na = encode_nodes(9, &me, &others, max_len, &mut a);
+            let nb = encode_nodes_encoded(9, &me, encoded.iter().map(Vec::as_slice), max_len, &mut b);
+            assert_eq!(na, nb, "max_len {max_len}");
+            assert_eq!(a, b, "max_len {max_len}");
+        }
     }
 
     #[test]
