@@ -221,8 +221,8 @@ pub mod wire;
 pub use self::endpoint::{
     Payload, datagram_truesize, path_segment_payload, LOOPBACK_SEGMENT_PAYLOAD, receive_window_for_socket_buffer, SendOptions,
     Config, Endpoint, Event, FailReason, MessageId, RudpError, Stats, PACKET_THRESHOLD,
-    LOSS_RUN_CONGESTION, QUEUE_BACKLOG_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, PROGRESS_FRACTION,
+    LOSS_RUN_CONGESTION, PERSISTENT_CONGESTION_PTOS, PROBES_PER_PTO, PROGRESS_FRACTION,
     PROGRESS_INTERVAL, PROGRESS_MAX_STEP, SEND_QUANTUM,
 };
-pub use self::recovery::{Cubic, Pacer, CUBIC_BETA, CUBIC_C, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
+pub use self::recovery::{queue_delay_threshold, Cubic, Pacer, CUBIC_BETA, CUBIC_C, RttEstimator, GRANULARITY, HYSTART_MIN_SAMPLES, MIN_WINDOW, PACING_BURST, PACING_MIN_BURST_TIME};
 pub use self::wire::{CHECKSUM_LEN, HEADER_MAX, MAX_ACK_RANGES, MESSAGE_SPAN};

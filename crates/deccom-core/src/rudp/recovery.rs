@@ -160,6 +160,16 @@ struct HyStart {
     samples: u32,
 }
 
+/// How much an RTT must exceed a path's base RTT `base` to say our datagrams are queueing:
+/// `clamp(base / 8, 4 ms, 16 ms)` (RFC 9406's η). Used by HyStart to end slow start, and by loss
+/// differentiation to take an isolated loss as a full queue. The 4 ms floor keeps the scheduling
+/// jitter of a loaded host (a receiver thread waiting for a core) from reading as a queue on
+/// loopback or LAN paths.
+#[must_use]
+pub fn queue_delay_threshold(base: Duration) -> Duration {
+    (base / 8).clamp(Duration::from_millis(4), Duration::from_millis(16))
+}
+
 /// RTT samples a round needs before HyStart compares it.
 pub const HYSTART_MIN_SAMPLES: u32 = 3;
 
@@ -266,7 +276,7 @@ impl Cubic {
         h.current_min = Some(h.current_min.map_or(rtt, |m| m.min(rtt)));
         h.samples += 1;
         if let (Some(cur), Some(last)) = (h.current_min, h.last_min) {
-            let eta = (last / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
+            let eta = queue_delay_threshold(last);
             if h.samples >= HYSTART_MIN_SAMPLES && cur >= last + eta {
                 self.ssthresh = self.cwnd;
                 return true;

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::peer::{Cx, Peer};
-use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD, QUEUE_BACKLOG_CONGESTION};
+use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD};
+use crate::rudp::recovery::queue_delay_threshold;
 use crate::rudp::wire::{AckFrame, REFUSE_FINAL};
 
 /// Longest wait between admission retries of a message the receiver had no room for.
@@ -199,18 +200,18 @@ impl Peer {
 
     /// Whether our own datagrams are queueing on the path, so that a loss there is a full queue
     /// however isolated it looks (a paced sender meets a full drop-tail queue one datagram at a
-    /// time): the congestion window, not the receiver's, limits us, and the datagrams it keeps in
-    /// flight beyond what the minimum RTT carries — `cwnd × (1 − min_rtt / srtt)`, TCP Veno's
-    /// backlog estimate — are at least [`QUEUE_BACKLOG_CONGESTION`]. When the receiver's window
-    /// is the limit, the queue it allows is the receiver's socket buffer, which that window keeps
-    /// from overflowing.
+    /// time): the congestion window, not the receiver's, limits us, and the smoothed RTT exceeds
+    /// the minimum by HyStart's queue threshold ([`queue_delay_threshold`]). When the receiver's
+    /// window is the limit, the queue it allows is the receiver's socket buffer, which that
+    /// window keeps from overflowing.
+    ///
+    /// [`queue_delay_threshold`]: crate::rudp::recovery::queue_delay_threshold
     fn queue_building(&self) -> bool {
-        let cwnd = self.cc.window();
-        if cwnd > self.peer_window || !self.rtt.has_sample() {
+        if self.cc.window() > self.peer_window || !self.rtt.has_sample() {
             return false;
         }
-        let (min, srtt) = (self.rtt.min().as_secs_f64(), self.rtt.smoothed().as_secs_f64());
-        srtt > 0.0 && f64::from(cwnd) * (1.0 - min / srtt) >= QUEUE_BACKLOG_CONGESTION
+        let min = self.rtt.min();
+        self.rtt.smoothed() >= min + queue_delay_threshold(min)
     }
 
     /// RFC 9002 §6.1: declares lost every in-flight packet older than the largest acknowledged

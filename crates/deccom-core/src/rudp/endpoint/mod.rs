@@ -68,15 +68,12 @@ pub const PROBES_PER_PTO: u8 = 2;
 /// consecutive packet numbers are declared lost. A full queue (a socket buffer, a drop-tail
 /// router) drops runs of packets, and a GSO burst is dropped as a unit; isolated losses are taken
 /// as noise on the path and only retransmitted — unless the RTT shows our datagrams queueing
-/// ([`QUEUE_BACKLOG_CONGESTION`]): a paced sender meets a full drop-tail queue one datagram at a
-/// time. Congestion that drops isolated packets also shows as persistent congestion (consecutive
+/// (the smoothed RTT above the minimum by [`queue_delay_threshold`](super::queue_delay_threshold)
+/// while the congestion window is the limit): a paced sender meets a full drop-tail queue one
+/// datagram at a time. Congestion that drops isolated packets also shows as persistent congestion (consecutive
 /// probe timeouts), which collapses the window. Counted in `Stats::isolated_losses`.
 pub const LOSS_RUN_CONGESTION: u64 = 4;
 
-/// Loss differentiation, the other sign of a full queue: an isolated loss is a congestion event
-/// when the congestion window is the limit and at least this many of our datagrams are queued on
-/// the path by the backlog estimate `cwnd × (1 − min_rtt / srtt)` (as TCP Veno's β).
-pub const QUEUE_BACKLOG_CONGESTION: f64 = 3.0;
 
 /// A message sent with progress reporting ([`Endpoint::send_with_progress`]) is reported at most
 /// once per this fraction of its length acknowledged (or per [`PROGRESS_MAX_STEP`] bytes,
