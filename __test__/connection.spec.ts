@@ -424,3 +424,31 @@ test.serial("a reader with 'readable' and read() gets the bytes in order (small 
     await b.close()
   }
 })
+
+test.serial('a stream written in the turn it opens costs one reliable message; one opened without writing still reaches the peer', async (t) => {
+  const a = await Node.create({ host, port: 0, stack: [new ReliableUdp()] })
+  const b = await Node.create({ host, port: 0, stack: [new ReliableUdp()] })
+  try {
+    const got: Stream[] = []
+    b.on('connection', (conn) => conn.on('stream', (s) => got.push(s)))
+    const conn = await a.connect(b.address)
+    const received = (): number => b.stats()['reliable-udp']!.messages_received!
+    await until(() => received() === 1)
+    // Opened and written in the same turn: the first DATA frame (1 byte) opens the stream.
+    const s1 = await conn.openStream()
+    s1.write(Buffer.from([7]))
+    await until(() => got.length === 1)
+    const first = (await once(got[0]!, 'data')) as [Buffer]
+    t.deepEqual(first[0], Buffer.from([7]))
+    await sleep(50)
+    t.is(received(), 2, 'the HELLO and one DATA frame: no separate empty opening frame')
+    // Opened and not written: an empty DATA frame announces it after the turn.
+    await conn.openStream()
+    await until(() => got.length === 2)
+    t.is(received(), 3)
+    t.is(got[1]!.id, s1.id + 2)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

@@ -38,6 +38,7 @@ import { TAG_CONN } from './wire/mux'
 import { PortMapper, type PortMapperOptions } from './portmap/layer'
 import { type NatReport, natReport } from './nat-report'
 import { Dht } from './protocols/dht/layer'
+import type { FindPeerOptions } from './protocols/kademlia/state'
 import type { JoinOptions, Topic } from './protocols/dht/topic'
 
 /** Options of {@link Node.create}: the stack, the identity, and the UDP socket's options. */
@@ -230,7 +231,7 @@ export class Node extends EventEmitter<NodeEvents> {
       {
         clock: this.#clock,
         sendMessage: reliable ? (to, frame) => this.#app.send(to, frame, TAG_CONN) as Promise<void> : undefined,
-        findPeer: (id, signal) => this.findPeer(id, { signal }),
+        findPeer: (id, signal, onCandidate) => this.findPeer(id, { signal, onCandidate }),
         authenticate: this.#authenticator() ? (peer, signal) => this.#authenticator()!.authenticate(peer, { signal }) : undefined,
         tcp,
         punch: punch ? (target, via, signal) => (via === undefined ? punch.connect(target, { signal }) : punch.connect(target, via, { signal })) : undefined,
@@ -427,10 +428,10 @@ export class Node extends EventEmitter<NodeEvents> {
    * stack: the first layer from the top that provides `findPeer` (Kademlia, Gossip, ...).
    * @throws ERR_DECCOM_STACK_INVALID when no layer can find peers; otherwise the layer's errors
    */
-  findPeer(id: Buffer | string, opts?: { timeout?: number; signal?: AbortSignal }): Promise<Peer> {
+  findPeer(id: Buffer | string, opts?: FindPeerOptions): Promise<Peer> {
     if (this.#state !== 'running') return Promise.reject(notRunning())
     const layer = this.stack.provider('findPeer') as
-      | (Protocol & { findPeer(id: Buffer | string, opts?: { timeout?: number; signal?: AbortSignal }): Promise<Peer> })
+      | (Protocol & { findPeer(id: Buffer | string, opts?: FindPeerOptions): Promise<Peer> })
       | undefined
     if (!layer) {
       return Promise.reject(new DeccomError(ErrorCode.STACK_INVALID, 'No layer in the stack can find peers (add a discovery layer such as Kademlia or Gossip)'))

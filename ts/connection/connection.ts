@@ -106,6 +106,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   readonly #onClosed: (c: Connection) => void
   readonly #clock: Clock
   readonly #streams = new Map<number, Stream>()
+  /** Streams we opened that no frame has named yet (their opening frame is deferred, see openStream). */
+  readonly #unannounced = new Set<number>()
   readonly #host: StreamHost
   #closed = false
   // streams we open
@@ -171,7 +173,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         this.#closed || this.#framesInFlight >= MAX_DATA_FRAMES_IN_FLIGHT ? 0 : Math.min(this.#peerMaxData - this.#sent, this.#carrier.maxInFlight - this.#inFlight),
       sendData: (s, offset, fin, data) => this.#sendData(s, offset, fin, data),
       sendMaxData: (stream, max) => this.#control({ type: 'MAX_DATA', stream, max }),
-      sendReset: (stream, code, finished, finalSize) => this.#control({ type: 'RESET', stream, code, finished, finalSize }),
+      sendReset: (stream, code, finished, finalSize) => {
+        this.#unannounced.delete(stream)
+        this.#control({ type: 'RESET', stream, code, finished, finalSize })
+      },
       consumed: (n) => this.#consume(n),
       reordered: (delta) => {
         this.#reordered += delta
@@ -220,8 +225,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#opened++
     const s = new Stream(this.#host, id, this.#peerStreamWindow, this.#limits.streamWindow, opts)
     this.#streams.set(id, s)
-    // An empty DATA frame opens the stream on the other side (its 'stream' event).
-    void this.#sendData(s, 0, false, EMPTY).catch(() => {})
+    // The stream's first frame opens it on the other side (its 'stream' event). When the caller
+    // writes (or ends) in the same turn, that first DATA frame does it; otherwise an empty DATA
+    // frame follows once the caller's pending promise jobs (the `await openStream()` continuation
+    // among them) have run: a tick, then a microtask queued behind those jobs.
+    this.#unannounced.add(id)
+    process.nextTick(() =>
+      queueMicrotask(() => {
+        if (!this.#unannounced.delete(id) || this.#closed || this.#streams.get(id) !== s) return
+        void this.#sendData(s, 0, false, EMPTY).catch(() => {})
+      }),
+    )
     return s
   }
 
@@ -329,6 +343,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   #sendData(s: Stream, offset: number, fin: boolean, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    this.#unannounced.delete(s.id)
     const frame = encodeData(s.id, offset, fin, data)
     this.#sent += frame.length - DATA_HEADER
     this.#inFlight += frame.length

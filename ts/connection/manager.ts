@@ -55,7 +55,8 @@ export interface ConnectionHost {
   clock: Clock
   /** Sends a reliable message of tag 12 through the stack; undefined when the stack has no reliable layer. */
   sendMessage: ((to: Address, frame: Buffer) => Promise<void>) | undefined
-  findPeer(id: Buffer, signal?: AbortSignal): Promise<Peer>
+  /** `onCandidate`: see FindPeerOptions.onCandidate (layers other than Kademlia ignore it). */
+  findPeer(id: Buffer, signal?: AbortSignal, onCandidate?: (peer: Peer) => void): Promise<Peer>
   /** Noise (encrypt or sign) in the stack: binds `peer.address` to `peer.id`. */
   authenticate: ((peer: Peer, signal?: AbortSignal) => Promise<Peer>) | undefined
   /** The TCP layer, when the stack has one. */
@@ -188,8 +189,18 @@ export class Connections implements Budget {
   async connect(target: ConnectTarget, opts: ConnectOptions = {}): Promise<Connection> {
     const signal = opts.signal
     if (signal?.aborted) throw abortError(signal)
-    let peer = await this.#resolve(target, signal)
     const host = this.#host
+    // One nonce for every path tried: a HELLO that got through late is the same connection.
+    const ours = nonce()
+    const early = host.authenticate !== undefined && host.sendMessage !== undefined && opts.transport !== 'tcp' ? this.#earlyDial(signal, ours) : null
+    let peer: Peer
+    try {
+      peer = await this.#resolve(target, signal, early?.onCandidate)
+    } catch (e) {
+      early?.discard(null)
+      throw e
+    }
+    early?.discard(peer.address)
     const useTcp = opts.transport === 'tcp' || (opts.transport === undefined && host.sendMessage === undefined && host.tcp !== undefined)
     if (useTcp) return this.#connectTcp(peer, signal)
     const send = host.sendMessage
@@ -198,8 +209,6 @@ export class Connections implements Budget {
     }
     const existing = this.#conns.get(udpKey(peer.address))
     if (existing && (peer.id === null || existing.remote.id?.equals(peer.id))) return existing
-    // One nonce for every path tried: a HELLO that got through late is the same connection.
-    const ours = nonce()
     try {
       return await this.#direct(peer, 'direct', signal, host.punch ? this.#directTimeout : this.#helloTimeout, ours)
     } catch (e) {
@@ -216,11 +225,40 @@ export class Connections implements Budget {
   }
 
   /** A node id goes through discovery; an address becomes a Peer without an id. */
-  async #resolve(target: ConnectTarget, signal: AbortSignal | undefined): Promise<Peer> {
+  async #resolve(target: ConnectTarget, signal: AbortSignal | undefined, onCandidate?: (peer: Peer) => void): Promise<Peer> {
     if (target instanceof Peer) return target
-    if (Buffer.isBuffer(target) && target.length === 32) return this.#host.findPeer(target, signal)
-    if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return this.#host.findPeer(Buffer.from(target, 'hex'), signal)
+    if (Buffer.isBuffer(target) && target.length === 32) return this.#host.findPeer(target, signal, onCandidate)
+    if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return this.#host.findPeer(Buffer.from(target, 'hex'), signal, onCandidate)
     return new Peer(toAddress(target as AddressLike))
+  }
+
+  /**
+   * Dialling while discovery verifies: the first address discovery learns for the target is
+   * authenticated (Noise: a handshake there must prove the id) and sent our HELLO at once, while
+   * the lookup still asks the target to confirm it. Nothing is sent on the connection before the
+   * handshake proved the id, so this trusts the claim no more than a dial after the lookup would.
+   * When discovery settles on that address, the normal dial joins this one (same key, same
+   * nonce); when it settles elsewhere or fails, a connection this dial made is closed.
+   */
+  #earlyDial(signal: AbortSignal | undefined, ours: Buffer): { onCandidate: (peer: Peer) => void; discard: (chosen: Address | null) => void } {
+    let key: string | null = null
+    let dial: Promise<Connection> | null = null
+    return {
+      onCandidate: (p) => {
+        if (key !== null || p.id === null || this.#closing) return
+        key = udpKey(p.address)
+        // Only a connection this dial creates is its own to close.
+        if (this.#conns.has(key) || this.#dials.has(key)) return
+        this.#host.count('early_dials')
+        dial = this.#direct(p, 'direct', signal, this.#host.punch ? this.#directTimeout : this.#helloTimeout, ours)
+        dial.catch(() => {})
+      },
+      discard: (chosen) => {
+        if (dial === null || (chosen !== null && udpKey(chosen) === key)) return
+        this.#host.count('early_dials_discarded')
+        dial.then((c) => void c.close().catch(() => {}), () => {})
+      },
+    }
   }
 
   /** Authenticate (when the stack can), then HELLO over reliable messages to `peer.address`. */

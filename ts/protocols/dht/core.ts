@@ -40,8 +40,13 @@ export type Decoded = ReturnType<typeof native.dhtDecode>
 export interface DhtOptions {
   /** Nodes a query converges on, and records are stored at (default 20). */
   k?: number
-  /** Queries in flight per query (default 3). */
+  /** Queries in flight per topic query and immutable get, which end at the first answer that has what they seek (default 3). */
   alpha?: number
+  /**
+   * Queries in flight per put, putMutable and getMutable (default 10): these must hear from all
+   * k closest nodes, so with 3 in flight they would take about k / 3 round trips.
+   */
+  valueAlpha?: number
   /** Per-query timeout in ms (default 1000). */
   queryTimeout?: number
   /** Size a GET to a node that gave us no token yet is padded to (default 1200). */
@@ -114,6 +119,7 @@ export interface DhtOps {
 export class DhtCore {
   k = 20
   alpha = 3
+  valueAlpha = 10
   queryTimeout = 1000
   padTo = 1200
   announceTtl = 1_200_000
@@ -214,9 +220,10 @@ export class DhtCore {
    * An iterative query toward `key` (the k closest nodes, like a Kademlia lookup, driven by the
    * native KadLookup): every node asked answers with the nodes it knows closest to the key and the
    * records it stores for it (`onRecords`; returning true ends the query there, e.g. on the value
-   * sought); nodes named in answers are only candidates until they answer themselves.
+   * sought); nodes named in answers are only candidates until they answer themselves. `alpha`
+   * queries are in flight at once (default the layer's `alpha`).
    */
-  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => boolean | void, signal?: AbortSignal): Promise<QueryResult> {
+  query(kind: number, key: Buffer, onRecords: (m: Decoded, from: QueryNode) => boolean | void, signal?: AbortSignal, alpha = this.alpha): Promise<QueryResult> {
     // On abort: no more requests, no more records; answers still on their way are ignored.
     let cancel = (): void => {}
     return abortable<QueryResult>(signal, (resolve) => {
@@ -230,7 +237,7 @@ export class DhtCore {
         cands.set(hex, { id: p.id, hex, address: p.address })
         ids.push(p.id)
       }
-      const lk = new native.KadLookup(key, Buffer.concat(ids), this.alpha, this.k, this.queryTimeout, t0)
+      const lk = new native.KadLookup(key, Buffer.concat(ids), alpha, this.k, this.queryTimeout, t0)
       let timer: TimerHandle | null = null
       let timerAt = Infinity
       let replies = 0

@@ -62,6 +62,7 @@ export class Dht extends Protocol {
     const c = this.#c
     c.k = int(opts.k ?? 20, 1, 20, 'k')
     c.alpha = int(opts.alpha ?? 3, 1, 64, 'alpha')
+    c.valueAlpha = int(opts.valueAlpha ?? 10, 1, 64, 'valueAlpha')
     c.queryTimeout = positive(opts.queryTimeout ?? 1000, 'queryTimeout')
     c.padTo = int(opts.padTo ?? 1200, 0, 1400, 'padTo')
     c.announceTtl = positive(opts.announceTtl ?? 1_200_000, 'announceTtl')

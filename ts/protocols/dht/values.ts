@@ -111,7 +111,7 @@ function failed(key: Buffer, r: { stored: number; refused: Record<string, number
 export async function putImmutable(core: DhtCore, value: Uint8Array, opts: AbortOptions = {}): Promise<PutResult> {
   const v = checkValue(value)
   const key = native.dhtImmutableKey(v)
-  const q = await core.query(KIND_IMMUTABLE, key, () => {}, opts.signal)
+  const q = await core.query(KIND_IMMUTABLE, key, () => {}, opts.signal, core.valueAlpha)
   const r = await putAll(core, q.closest.map((n) => n.address), (hi, lo, token) => native.dhtEncodePut(hi, lo, token, v), opts.signal)
   if (r.stored === 0) throw failed(key, r)
   return { key, ...r }
@@ -150,6 +150,7 @@ export async function getMutable(core: DhtCore, publicKey: Uint8Array, opts: Get
       if (best === null || m.seq > best.seq) best = { value: Buffer.from(m.value), seq: m.seq, signature: Buffer.from(m.signature!) }
     },
     opts.signal,
+    core.valueAlpha,
   )
   return best
 }
@@ -169,6 +170,7 @@ export async function putMutable(core: DhtCore, identity: Identity, value: Uint8
       if (m.value && typeof m.seq === 'number' && m.seq > highest) highest = m.seq
     },
     opts.signal,
+    core.valueAlpha,
   )
   const seq = opts.seq === undefined ? highest + 1 || 1 : checkSeq(opts.seq, 'seq')
   const sig = identity.sign(native.dhtMutableMessage(salt, seq, v))

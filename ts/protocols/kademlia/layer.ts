@@ -130,7 +130,7 @@ export class Kademlia extends Protocol {
     return new Promise<LookupResult>((resolve, reject) => {
       const id = toId(target)
       if (!this.#s.running) return reject(closed())
-      const { signal, timeout = this.#s.findTimeout, stopAtTarget = false } = opts
+      const { signal, timeout = this.#s.findTimeout, stopAtTarget = false, onCandidate } = opts
       if (signal?.aborted) return reject(aborted(signal))
       const hex = id.toString('hex')
       const t0 = this.#s.clock.now()
@@ -165,6 +165,7 @@ export class Kademlia extends Protocol {
           this.#log('lookup %s failed after %d ms: %s', hex.slice(0, 8), Math.round(this.#s.clock.now() - t0), (e as Error).message)
           reject(e)
         },
+        stopAtTarget ? onCandidate : undefined,
       )
       if (run.done) return
       timer = this.#s.clock.setTimeout(() => {

@@ -9,7 +9,15 @@ const MAX_CLAIMS = 8
 import { consider, failed, sameRecord, seen } from './verification'
 import { IdMap, sameId } from './id-map'
 
-export function startLookup(s: KadState, target: Buffer, stopAt: string | null, extra: Peer[], onDone: (r: LookupResult) => void, onError: (e: Error) => void): Run {
+export function startLookup(
+  s: KadState,
+  target: Buffer,
+  stopAt: string | null,
+  extra: Peer[],
+  onDone: (r: LookupResult) => void,
+  onError: (e: Error) => void,
+  onClaim?: (peer: Peer) => void,
+): Run {
   const table = s.table!
   s.count('lookups')
   const cands = new IdMap<Peer>()
@@ -42,6 +50,7 @@ export function startLookup(s: KadState, target: Buffer, stopAt: string | null, 
     pausedUntil: 0,
     converged: false,
     t0: s.clock.now(),
+    onClaim,
     onDone,
     onError,
   }
@@ -103,6 +112,13 @@ function claim(s: KadState, run: Run, peer: Peer, hops: number): void {
   if (run.claimed.has(peer.address.key) || run.claimed.size >= MAX_CLAIMS) return
   run.claimed.add(peer.address.key)
   run.claims.push({ peer, hops })
+  if (run.onClaim) {
+    try {
+      run.onClaim(peer)
+    } catch {
+      s.count('candidate_callback_errors')
+    }
+  }
   askClaim(s, run)
 }
 

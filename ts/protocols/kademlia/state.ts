@@ -98,6 +98,13 @@ export interface FindPeerOptions {
   timeout?: number
   /** Aborting it rejects with ERR_DECCOM_ABORTED. */
   signal?: AbortSignal
+  /**
+   * Called once per address the lookup learns for the target (from the table or from another
+   * node's answer), before the target confirmed it there. A caller that authenticates the id
+   * itself (a Noise handshake at that address) may start on it early; the promise still resolves
+   * with the verified peer. A throwing callback is ignored.
+   */
+  onCandidate?: (peer: Peer) => void
 }
 
 /** Options of {@link Kademlia.lookup}. */
@@ -181,6 +188,8 @@ export interface Run {
   /** The native lookup has converged; finish when no claim is being asked. */
   converged: boolean
   t0: number
+  /** findPeer: told each claimed address of the target as it is learned (FindPeerOptions.onCandidate). */
+  onClaim: ((peer: Peer) => void) | undefined
   onDone: (r: LookupResult) => void
   onError: (e: Error) => void
 }
