@@ -27,6 +27,10 @@ use super::send::normalize;
 use super::{lock, Shared};
 use crate::pipeline::Pipeline;
 
+/// Bytes of received datagrams after which the pipeline is driven (acknowledgements sent) within
+/// one receive call.
+const DRIVE_EVERY_BYTES: usize = 256 << 10;
+
 /// Largest UDP payload (IPv6 jumbograms aside); receive slots are this large so GRO can fill them.
 const SLOT: usize = 64 * 1024;
 
@@ -90,7 +94,15 @@ pub(crate) fn io_loop(sh: &Shared, tsfn: WakeFn, max_batch: usize) -> Pipeline {
             sh.counters.rx_syscalls.fetch_add(1, Relaxed);
             drop(iovs);
             let now = Instant::now();
+            let mut since_drive = 0usize;
             for (m, buf) in metas.iter().take(n).zip(scratch.chunks(SLOT)) {
+              if since_drive >= DRIVE_EVERY_BYTES {
+                // A call can return 2 MB (32 GRO slots): acknowledge what was processed so far
+                // before the rest, so the sender refills while this thread copies.
+                pipeline.drive(now, send, &mut rx);
+                since_drive = 0;
+              }
+              since_drive += m.len;
               let from = normalize(m.addr);
               let stride = m.stride.max(1);
               let mut start = 0;
