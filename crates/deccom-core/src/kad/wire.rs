@@ -340,6 +340,54 @@ pub fn encode_nodes<'a>(
     max_len: usize,
     out: &mut Vec<u8>,
 ) -> Option<usize> {
+    encode_nodes_with(request_id, sender, nodes, max_len, out)
+}
+
+/// [`encode_nodes`] from records already encoded (each one [`PeerRecord::encode`]'s bytes, e.g.
+/// kept by a routing table since the record was inserted): the same bytes, without encoding the
+/// records again.
+pub fn encode_nodes_encoded<'a>(
+    request_id: u64,
+    sender: &PeerRecord,
+    nodes: impl IntoIterator<Item = &'a [u8]>,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    encode_nodes_with(request_id, sender, nodes, max_len, out)
+}
+
+/// A NODES record to write: a record, or its bytes already encoded.
+trait NodeRecord {
+    fn encoded_len(&self) -> usize;
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+impl NodeRecord for &PeerRecord {
+    fn encoded_len(&self) -> usize {
+        PeerRecord::encoded_len(self)
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        self.encode_into(out);
+    }
+}
+
+impl NodeRecord for &[u8] {
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+/// The one NODES encoder behind [`encode_nodes`] and [`encode_nodes_encoded`].
+fn encode_nodes_with<R: NodeRecord>(
+    request_id: u64,
+    sender: &PeerRecord,
+    nodes: impl IntoIterator<Item = R>,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
     let start = out.len();
     let base = HEADER_LEN + 2 + sender.encoded_len();
     if base > max_len {
@@ -359,44 +407,7 @@ pub fn encode_nodes<'a>(
             cut = true;
             break;
         }
-        rec.encode_into(out);
-        n += 1;
-    }
-    out[start + HEADER_LEN] = if cut { FLAG_TRUNCATED } else { 0 };
-    out[start + HEADER_LEN + 1] = n as u8;
-    Some(n)
-}
-
-/// [`encode_nodes`] from records already encoded (each one [`PeerRecord::encode`]'s bytes, e.g.
-/// kept by a routing table since the record was inserted): the same bytes, without encoding the
-/// records again.
-pub fn encode_nodes_encoded<'a>(
-    request_id: u64,
-    sender: &PeerRecord,
-    nodes: impl IntoIterator<Item = &'a [u8]>,
-    max_len: usize,
-    out: &mut Vec<u8>,
-) -> Option<usize> {
-    let start = out.len();
-    let base = HEADER_LEN + 2 + sender.encoded_len();
-    if base > max_len {
-        return None;
-    }
-    header(out, kind::NODES, request_id);
-    out.push(0);
-    out.push(0);
-    sender.encode_into(out);
-    let mut n = 0;
-    let mut cut = false;
-    for rec in nodes {
-        if n == MAX_NODES {
-            break;
-        }
-        if out.len() - start + rec.len() > max_len {
-            cut = true;
-            break;
-        }
-        out.extend_from_slice(rec);
+        rec.write(out);
         n += 1;
     }
     out[start + HEADER_LEN] = if cut { FLAG_TRUNCATED } else { 0 };
