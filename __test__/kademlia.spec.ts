@@ -35,6 +35,14 @@ const sim = new SimulatedNetwork({ seed: 7, defaultLink: { latency: 10, jitter: 
 let nodes: Node[] = []
 const kad = (n: Node): Kademlia => n.stack.find(Kademlia)!
 
+/** `count` Kademlia nodes on `s` (identities `${name}-${i}`), all bootstrapping through node 0. */
+function kadNodes(s: SimulatedNetwork, count: number, name: string, opts: (i: number) => { seed?: number } = () => ({})): Promise<Node[]> {
+  return s.createNodes(count, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], ...opts(i) })],
+    identity: (i) => Identity.fromString(`${name}-${i}`),
+  })
+}
+
 interface Round {
   total: number
   ok: number
@@ -159,10 +167,7 @@ class Capture extends Protocol {
 test('unsolicited NODES, malformed datagrams and unverified queries: dropped, counted, no table change, no amplification', async (t) => {
   const s = new SimulatedNetwork({ seed: 11 })
   t.teardown(() => s.close())
-  const ns = await s.createNodes(20, {
-    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], seed: i + 1 })],
-    identity: (i) => Identity.fromString(`small-${i}`),
-  })
+  const ns = await kadNodes(s, 20, 'small', (i) => ({ seed: i + 1 }))
   await s.runFor(10_000)
   const victim = kad(ns[5])
   const snapshot = (): string[] => victim.peers().map((p) => p.id!.toString('hex')).sort()
@@ -204,10 +209,7 @@ test('unsolicited NODES, malformed datagrams and unverified queries: dropped, co
 
 test('findPeer rejects on abort, timeout and bad ids; stop clears everything', async (t) => {
   const s = new SimulatedNetwork({ seed: 12 })
-  const ns = await s.createNodes(5, {
-    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })],
-    identity: (i) => Identity.fromString(`api-${i}`),
-  })
+  const ns = await kadNodes(s, 5, 'api')
   await s.runFor(5000)
   const k = kad(ns[1])
   await t.throwsAsync(k.findPeer('nope'), { code: 'ERR_DECCOM_INVALID_ARGUMENT' })
@@ -297,10 +299,7 @@ test('a lookup through dead contacts waits about a round trip of patience for ea
   // With patience = queryTimeout (the behaviour before minPatience) these lookups took 2.1-2.2 s.
   const s = new SimulatedNetwork({ seed: 21, defaultLink: { latency: 5, jitter: 5 } })
   t.teardown(() => s.close())
-  const ns = await s.createNodes(40, {
-    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000']})],
-    identity: (i) => Identity.fromString(`patience-${i}`),
-  })
+  const ns = await kadNodes(s, 40, 'patience')
   await s.runFor(20_000)
   for (const n of ns.slice(30)) await n.close() // still in everyone's table
   const k = kad(ns[1]!)
@@ -325,10 +324,7 @@ test('a lookup through dead contacts waits about a round trip of patience for ea
 test('findPeer asks no one else while the node that was named as the target is asked', async (t) => {
   const s = new SimulatedNetwork({ seed: 31, defaultLink: { latency: 5, jitter: 5 } })
   t.teardown(() => s.close())
-  const ns = await s.createNodes(200, {
-    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })],
-    identity: (i) => Identity.fromString(`pause-${i}`),
-  })
+  const ns = await kadNodes(s, 200, 'pause')
   await s.runFor(30_000)
   const counts: number[] = []
   for (let i = 1; i < 200 && counts.length < 60; i++) {
