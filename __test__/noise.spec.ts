@@ -3,7 +3,7 @@
  * and the loss / simultaneous-open cases on the SimulatedNetwork. Imports the BUILT package.
  */
 import test, { type ExecutionContext } from 'ava'
-import { createHash, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -38,8 +38,13 @@ const HSCipher = benchModule('noise-handshake/cipher')
 const hsDh = benchModule('noise-handshake/dh')
 
 const PROLOGUE = Buffer.from('deccom-noise-v1')
-/** Zero payload of an XX message 1 (docs/wire.md): 8-byte header + 32 + 196 = the 236-byte response. */
+/**
+ * Zero payload of an XX message 1 from a peer that predates transport suites (docs/wire.md): 8-byte
+ * header + 32 + 196 = the 236-byte response it gets. Ours is one byte longer (the suite offer first),
+ * and so is the response to it (the choice after the binding).
+ */
 const XX_INIT_PADDING = 196
+const OFFER_AES_GCM = 0x01
 const STATIC_SIG_DOMAIN = Buffer.from('deccom-noise-static-v1')
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
 const u32 = (n: number): Buffer => {
@@ -103,10 +108,13 @@ interop('interop XX: deccom initiator, noise-handshake responder; transport both
   const kp = hsDh.generateKeyPair()
   const r = new NoiseHS('XX', false, kp)
   r.initialise(PROLOGUE)
-  // Message 1's payload is zero padding: the initiation is as long as the response it asks for.
+  // Message 1's payload is the suite offer byte and zero padding: the initiation is as long as
+  // the response it asks for. noise-handshake answers as a peer that predates suites (its
+  // payload is the binding alone): the session uses ChaCha20-Poly1305.
   const pad = Buffer.from(r.recv(d1.subarray(8)))
-  t.is(pad.length, XX_INIT_PADDING)
-  t.true(pad.every((b) => b === 0))
+  t.is(pad.length, XX_INIT_PADDING + 1)
+  t.true(pad[0] === 0 || pad[0] === OFFER_AES_GCM)
+  t.true(pad.subarray(1).every((b) => b === 0))
   const msg2 = r.send(binding(them, kp.publicKey))
   const theirIndex = 0x01020304
   ep.handleDatagram(1, 7, Buffer.concat([Buffer.from([0x11]), u32(theirIndex), u32(ourIndex), msg2]))
@@ -184,6 +192,64 @@ interop('interop XX: noise-handshake initiator, deccom responder; keepalive and 
   const d = one(ep)
   rx.setNonce(Number(d.readBigUInt64BE(5)))
   t.deepEqual(Buffer.from(rx.decrypt(d.subarray(13))), Buffer.from('pong'))
+})
+
+/** AES-256-GCM with the Noise AESGCM nonce (4 zero bytes, then the counter big-endian), by node:crypto. */
+function aesNonce(n: number): Buffer {
+  const nonce = Buffer.alloc(12)
+  nonce.writeBigUInt64BE(BigInt(n), 4)
+  return nonce
+}
+function aesSeal(key: Uint8Array, n: number, plaintext: Buffer): Buffer {
+  const c = createCipheriv('aes-256-gcm', key, aesNonce(n))
+  return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()])
+}
+function aesOpen(key: Uint8Array, n: number, sealed: Buffer): Buffer {
+  const d = createDecipheriv('aes-256-gcm', key, aesNonce(n))
+  d.setAuthTag(sealed.subarray(sealed.length - 16))
+  return Buffer.concat([d.update(sealed.subarray(0, sealed.length - 16)), d.final()])
+}
+
+interop('interop XX with the AES-256-GCM suite: noise-handshake initiator offers it, deccom responder chooses it; node:crypto opens and seals the transport', (t) => {
+  const us = Identity.generate()
+  const them = Identity.generate()
+  const ep = new native.NoiseEndpoint(us.native, { aesGcm: true }, 0)
+  const kp = hsDh.generateKeyPair()
+  const i = new NoiseHS('XX', true, kp)
+  i.initialise(PROLOGUE)
+  const theirIndex = 0x05060708
+  const offer = Buffer.alloc(XX_INIT_PADDING + 1)
+  offer[0] = OFFER_AES_GCM
+  const init = Buffer.concat([Buffer.from([0x10, 1]), u32(theirIndex), Buffer.from([0, 0]), i.send(offer)])
+  ep.handleDatagram(0, 9, init)
+  const d2 = one(ep)
+  t.is(d2[0], 0x11)
+  t.is(d2.length, init.length, 'the response is exactly as long as the initiation')
+  const ourIndex = d2.readUInt32BE(1)
+  const payload2 = Buffer.from(i.recv(d2.subarray(9)))
+  t.is(payload2[payload2.length - 1], 1, 'the choice after the binding: AES-256-GCM')
+  checkBinding(t, payload2.subarray(0, payload2.length - 1), us, Buffer.from(i.rs))
+  ep.handleDatagram(1, 9, Buffer.concat([Buffer.from([0x12]), u32(ourIndex), i.send(binding(them, kp.publicKey))]))
+  t.true(i.complete)
+  t.deepEqual(ep.isAuthenticated(9), them.id)
+  t.is(ep.stats().sessions_aes_gcm, 1)
+  // The keepalive that confirms the session, sealed with AES-256-GCM under the responder's key.
+  const ka = one(ep)
+  t.is(ka[0], 0x02)
+  t.is(aesOpen(i.rx, Number(ka.readBigUInt64BE(5)), ka.subarray(13)).length, 0)
+  // node:crypto → deccom, and back.
+  ep.handleDatagram(2, 9, Buffer.concat([Buffer.from([0x02]), u32(ourIndex), u64(3), aesSeal(i.tx, 3, Buffer.from([7, 0, ...Buffer.from('ping')]))]))
+  const ev = ep.pollEvents(2)
+  t.deepEqual(ev.messages[0], Buffer.from('ping'))
+  ep.send(3, 9, Buffer.from('pong'))
+  const d = one(ep)
+  t.deepEqual(aesOpen(i.rx, Number(d.readBigUInt64BE(5)), d.subarray(13)), Buffer.from('pong'))
+  // A datagram sealed with ChaCha20-Poly1305 under the same key does not open.
+  const cha = new HSCipher(i.tx)
+  cha.setNonce(4)
+  ep.handleDatagram(4, 9, Buffer.concat([Buffer.from([0x02]), u32(ourIndex), u64(4), cha.encrypt(Buffer.from([7, 0, ...Buffer.from('x')]))]))
+  t.is(ep.pollEvents(4)?.messages?.length ?? 0, 0)
+  t.true(ep.stats().dropped_tampered >= 1)
 })
 
 interop('interop IK: deccom initiator with the known static key of a noise-handshake responder', (t) => {

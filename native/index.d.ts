@@ -805,6 +805,11 @@ export interface NoiseEndpointOptions {
   verifiedBindings?: number
   /** Handshake towards peers that send data for an unknown session (default true). */
   connectOnUnknownSession?: boolean
+  /**
+   * Prefer AES-256-GCM for sessions' transport messages (used when both sides prefer it;
+   * default: when the CPU has AES instructions).
+   */
+  aesGcm?: boolean
   /** 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only. */
   seed?: Buffer
   /** Largest frame (one Noise message's plaintext) `sendFrame` makes (default 60 000, at most 65 519). */

@@ -44,12 +44,15 @@ mod noise {
         let init = one(&mut a);
         assert_eq!(init[0], wire::T_INIT);
         assert_eq!(init.len(), wire::INIT_HEADER_LEN + XX_INIT_NOISE_LEN);
-        // The padding is message 1's payload: zero bytes after the ephemeral key.
-        assert!(init[wire::INIT_HEADER_LEN + 32..].iter().all(|&x| x == 0));
+        // The padding is message 1's payload after the ephemeral key: the suite offer byte,
+        // then zero bytes.
+        let pad = &init[wire::INIT_HEADER_LEN + 32..];
+        assert!(pad[0] == 0 || pad[0] == deccom_core::noise::OFFER_AES_GCM);
+        assert!(pad[1..].iter().all(|&x| x == 0));
         b.handle_datagram(now, A, &init);
         let resp = one(&mut b);
         assert_eq!(resp[0], wire::T_RESPONSE);
-        assert!(resp.len() <= init.len(), "{} > {}", resp.len(), init.len());
+        assert_eq!(resp.len(), init.len(), "as long as the initiation, never longer");
         // The handshake completes as before.
         a.handle_datagram(now, B, &resp);
         let fin = one(&mut a);

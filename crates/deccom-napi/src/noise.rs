@@ -68,6 +68,9 @@ pub struct NoiseEndpointOptions {
   pub verified_bindings: Option<u32>,
   /// Handshake towards peers that send data for an unknown session (default true).
   pub connect_on_unknown_session: Option<bool>,
+  /// Prefer AES-256-GCM for sessions' transport messages (used when both sides prefer it;
+  /// default: when the CPU has AES instructions).
+  pub aes_gcm: Option<bool>,
   /// 32 bytes seeding the endpoint's generator (default: from the OS). For reproducible tests only.
   pub seed: Option<Buffer>,
   /// Largest frame (one Noise message's plaintext) `sendFrame` makes (default 60 000, at most 65 519).
@@ -240,6 +243,7 @@ pub(crate) fn config(o: &NoiseEndpointOptions) -> Result<Config> {
   if let Some(v) = o.connect_on_unknown_session {
     c.connect_on_unknown_session = v;
   }
+  c.aes_gcm = o.aes_gcm;
   Ok(c)
 }
 
@@ -521,7 +525,7 @@ impl NoiseEndpoint {
   }
 }
 
-pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 41] {
+pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 42] {
   [
     ("handshakes_initiated", s.handshakes_initiated),
     ("handshakes_completed", s.handshakes_completed),
@@ -537,6 +541,7 @@ pub(crate) fn stats_fields(s: &Stats) -> [(&'static str, u64); 41] {
     ("cookie_replies_sent", s.cookie_replies_sent),
     ("cookies_received", s.cookies_received),
     ("unpadded_initiations", s.unpadded_initiations),
+    ("sessions_aes_gcm", s.sessions_aes_gcm),
     ("reconnect_too_small", s.reconnect_too_small),
     ("rekeys", s.rekeys),
     ("sessions_expired", s.sessions_expired),

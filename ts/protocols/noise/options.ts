@@ -73,6 +73,12 @@ export interface NoiseOptions {
   rateLimitGlobal?: number
   /** Verified identity bindings remembered, so a peer met again (rekey, reconnection) costs no Ed25519 verification (default 1024; 0: off). */
   verifiedBindings?: number
+  /**
+   * Prefer AES-256-GCM for the transport messages of sessions (default: when this CPU has AES
+   * instructions). The handshake offers it; a session uses AES-256-GCM only when both sides
+   * prefer it, else ChaCha20-Poly1305. `stats().sessions_aes_gcm` counts the sessions that use it.
+   */
+  aesGcm?: boolean
   /** Largest message in bytes (default 256 MiB). Larger messages are split into frames. */
   maxMessageSize?: number
   /** Largest frame (one Noise message's plaintext), bytes (default 60,000; at most 65,519). */
@@ -124,5 +130,6 @@ export function stageConfig(o: NoiseOptions): Binding.NoiseEndpointOptions {
     rateLimitBurst: o.rateLimitBurst,
     rateLimitGlobal: o.rateLimitGlobal,
     verifiedBindings: o.verifiedBindings,
+    aesGcm: o.aesGcm,
   }
 }

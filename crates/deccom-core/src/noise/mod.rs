@@ -135,7 +135,8 @@
 //!   higher epoch resets it, a lower one is dropped. `sign_epoch` must therefore grow across
 //!   restarts (e.g. the start time in ms). Limits: the signature does not name the receiver, so a
 //!   signed datagram can be replayed once to a different receiver; use `Encrypt` when that matters.
-//! - [`Mode::Encrypt`]: AEAD (ChaCha20-Poly1305) through a Noise session.
+//! - [`Mode::Encrypt`]: AEAD through a Noise session (ChaCha20-Poly1305, or AES-256-GCM when
+//!   both sides prefer it: [`Suite`], agreed in the handshake).
 //!
 //! With `strict: true`, data datagrams of another mode are dropped (`dropped_mode`); handshake
 //! traffic is accepted in `Sign` and `Encrypt` modes and dropped in `Plaintext` mode. Without
@@ -200,6 +201,7 @@ pub mod wire;
 
 pub use endpoint::{Config, DisconnectReason, Endpoint, Event, Mode, Stats, MAX_MESSAGE_LEN};
 pub use error::{HandshakeError, NoiseError, WireError};
+pub use primitives::{Suite, OFFER_AES_GCM};
 pub use replay::{Replay, ReplayWindow};
 
 /// The X25519 static public key an [`Endpoint`] built from `identity` uses (derived from the

@@ -1,4 +1,5 @@
-//! The Noise primitives X25519 and ChaCha20-Poly1305, implemented for `snow` over `aws-lc-rs`.
+//! The Noise primitives X25519 and ChaCha20-Poly1305, implemented for `snow` over `aws-lc-rs`,
+//! and a session's transport keys with the AEAD its handshake chose ([`Suite`]).
 //!
 //! Why not snow's default resolver: on the x86-64 CPUs we measured, its pure-Rust primitives are
 //! the handshake's and the data path's bottleneck. curve25519-dalek's Montgomery ladder takes
@@ -12,7 +13,7 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::{Zeroize, Zeroizing};
@@ -194,12 +195,6 @@ impl ChaChaPoly {
             .ok()?;
         Some(len)
     }
-
-    fn with_key(key: &[u8; KEY_LEN]) -> Self {
-        let mut c = ChaChaPoly::default();
-        c.set(key);
-        c
-    }
 }
 
 impl Cipher for ChaChaPoly {
@@ -249,19 +244,108 @@ impl Cipher for ChaChaPoly {
     }
 }
 
-/// A session's transport keys: Noise's `Split()` of a finished handshake, one ChaCha20-Poly1305
-/// key per direction, used with the explicit counter of each datagram as the nonce and empty
-/// associated data (Noise transport messages, as snow's stateless transport state makes them).
-/// Holding the keys, rather than snow's transport state, lets a datagram be sealed where it lies
-/// (the native data path builds it in the socket's transmit batch).
+/// The AEAD of a session's transport messages, agreed in the handshake (docs/wire.md, "Transport
+/// suites"). The handshake itself always uses ChaCha20-Poly1305 (the `ChaChaPoly` of the Noise
+/// protocol names); only the keys `Split()` gives are used with the chosen suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// ChaCha20-Poly1305 (RFC 8439), nonce: 4 zero bytes, then the counter little-endian. The
+    /// default, and what a peer that predates suites uses.
+    ChaChaPoly = 0,
+    /// AES-256-GCM, nonce: 4 zero bytes, then the counter big-endian (the Noise `AESGCM` nonce).
+    /// Chosen only when both sides prefer it (both have AES instructions).
+    AesGcm = 1,
+}
+
+/// Bit of a suite offer: the sender prefers AES-256-GCM. Other bits are reserved for suites a
+/// later version may add; a responder ignores the ones it does not implement.
+pub const OFFER_AES_GCM: u8 = 0x01;
+
+impl Suite {
+    /// The responder's choice for an `offer` (its byte; `None` when the initiator offered
+    /// nothing): AES-256-GCM when offered and preferred here too, else ChaCha20-Poly1305.
+    #[must_use]
+    pub fn choose(offer: u8, prefer_aes_gcm: bool) -> Suite {
+        if prefer_aes_gcm && offer & OFFER_AES_GCM != 0 {
+            Suite::AesGcm
+        } else {
+            Suite::ChaChaPoly
+        }
+    }
+
+    /// The suite a choice byte names, if it is one the offer allowed.
+    #[must_use]
+    pub fn from_choice(byte: u8, offer: u8) -> Option<Suite> {
+        match byte {
+            0 => Some(Suite::ChaChaPoly),
+            1 if offer & OFFER_AES_GCM != 0 => Some(Suite::AesGcm),
+            _ => None,
+        }
+    }
+
+    /// Whether this CPU runs AES-256-GCM in hardware (AES and carry-less multiplication
+    /// instructions), where it is several times faster than ChaCha20-Poly1305; without them
+    /// ChaCha20-Poly1305 is the faster one.
+    #[must_use]
+    pub fn hardware_aes() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("aes")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            std::arch::is_aarch64_feature_detected!("aes")
+                && std::arch::is_aarch64_feature_detected!("pmull")
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            false
+        }
+    }
+}
+
+/// One direction of a session: its key and suite.
+struct TransportKey {
+    key: LessSafeKey,
+    suite: Suite,
+}
+
+impl TransportKey {
+    fn new(suite: Suite, key: &[u8; KEY_LEN]) -> Option<Self> {
+        let alg = match suite {
+            Suite::ChaChaPoly => &CHACHA20_POLY1305,
+            Suite::AesGcm => &AES_256_GCM,
+        };
+        let key = LessSafeKey::new(UnboundKey::new(alg, key).ok()?);
+        Some(TransportKey { key, suite })
+    }
+
+    fn nonce(&self, n: u64) -> Nonce {
+        match self.suite {
+            Suite::ChaChaPoly => nonce(n),
+            Suite::AesGcm => {
+                let mut bytes = [0u8; aead::NONCE_LEN];
+                bytes[4..].copy_from_slice(&n.to_be_bytes());
+                Nonce::assume_unique_for_key(bytes)
+            }
+        }
+    }
+}
+
+/// A session's transport keys: Noise's `Split()` of a finished handshake, one key per direction
+/// for the agreed [`Suite`], used with the explicit counter of each datagram as the nonce and
+/// empty associated data (Noise transport messages, as snow's stateless transport state makes
+/// them). Holding the keys, rather than snow's transport state, lets a datagram be sealed where
+/// it lies (the native data path builds it in the socket's transmit batch).
 pub(crate) struct Transport {
-    send: ChaChaPoly,
-    recv: ChaChaPoly,
+    send: TransportKey,
+    recv: TransportKey,
 }
 
 impl Transport {
-    /// The keys of a finished handshake (`None` before it is finished).
-    pub(crate) fn from_handshake(hs: &mut snow::HandshakeState) -> Option<Self> {
+    /// The keys of a finished handshake for `suite` (`None` before it is finished).
+    pub(crate) fn from_handshake(hs: &mut snow::HandshakeState, suite: Suite) -> Option<Self> {
         if !hs.is_handshake_finished() {
             return None;
         }
@@ -272,23 +356,39 @@ impl Transport {
         } else {
             (&r2i, &i2r)
         };
-        let t = Transport {
-            send: ChaChaPoly::with_key(send),
-            recv: ChaChaPoly::with_key(recv),
-        };
+        let t = TransportKey::new(suite, send)
+            .zip(TransportKey::new(suite, recv))
+            .map(|(send, recv)| Transport { send, recv });
         i2r.zeroize();
         r2i.zeroize();
-        Some(t)
+        t
+    }
+
+    /// The suite both directions use.
+    pub(crate) fn suite(&self) -> Suite {
+        self.send.suite
     }
 
     /// Encrypts `buf` in place as the transport message with counter `n`; returns the tag.
     pub(crate) fn seal_in_place(&self, n: u64, buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-        self.send.seal_in_place(n, &[], buf)
+        let tag = self
+            .send
+            .key
+            .seal_in_place_separate_tag(self.send.nonce(n), Aad::empty(), buf)
+            .ok()?;
+        tag.as_ref().try_into().ok()
     }
 
     /// Opens the transport message `ciphertext` with counter `n` into `out`.
     pub(crate) fn open_into(&self, n: u64, ciphertext: &[u8], out: &mut [u8]) -> Option<usize> {
-        self.recv.open_into(n, &[], ciphertext, out)
+        let len = ciphertext.len().checked_sub(TAG_LEN)?;
+        let dest = out.get_mut(..len)?;
+        let (body, tag) = ciphertext.split_at(len);
+        self.recv
+            .key
+            .open_separate_gather(self.recv.nonce(n), Aad::empty(), body, tag, dest)
+            .ok()?;
+        Some(len)
     }
 }
 

@@ -49,17 +49,22 @@ pub const INIT_HEADER_LEN: usize = 1 + 1 + 4 + 1 + 1;
 pub const RESPONSE_HEADER_LEN: usize = 1 + 4 + 4;
 /// Length of the identity binding a handshake payload carries (Ed25519 identity).
 pub const BINDING_LEN: usize = 1 + 32 + 1 + 33 + SIG_LEN;
-/// Noise part of XX message 2 with a [`BINDING_LEN`] binding: `e`, encrypted `s`, encrypted
-/// payload.
-pub const XX_RESPONSE_NOISE_LEN: usize = KEY_LEN + KEY_LEN + TAG_LEN + BINDING_LEN + TAG_LEN;
+/// The transport-suite byte after a binding: the offer in message 1, the choice in message 2
+/// (docs/wire.md, "Transport suites").
+pub const SUITE_LEN: usize = 1;
+/// Noise part of XX message 2 with a [`BINDING_LEN`] binding and the suite choice: `e`,
+/// encrypted `s`, encrypted payload.
+pub const XX_RESPONSE_NOISE_LEN: usize =
+    KEY_LEN + KEY_LEN + TAG_LEN + BINDING_LEN + SUITE_LEN + TAG_LEN;
 /// Noise part of a padded XX message 1: the initiation datagram is as long as the response
 /// datagram it asks for, so a responder never answers an unvalidated address with more bytes
-/// than it received. The padding is message 1's (unencrypted) payload of zero bytes.
+/// than it received. The padding is message 1's (unencrypted) payload: the suite offer byte,
+/// then zero bytes.
 pub const XX_INIT_NOISE_LEN: usize = RESPONSE_HEADER_LEN + XX_RESPONSE_NOISE_LEN - INIT_HEADER_LEN;
 /// Longest initiation we send: a padded XX message 1 with a cookie MAC (an IK message 1 with a
 /// [`BINDING_LEN`] binding is one byte shorter).
 pub const MAX_INIT_LEN: usize = INIT_HEADER_LEN + MAC_LEN + XX_INIT_NOISE_LEN;
-/// Length of the zero payload that pads XX message 1 to [`XX_INIT_NOISE_LEN`].
+/// Length of the payload (offer byte and zeros) that pads XX message 1 to [`XX_INIT_NOISE_LEN`].
 pub const XX_INIT_PADDING: usize = XX_INIT_NOISE_LEN - KEY_LEN;
 /// Shortest Noise handshake message part we accept: one ephemeral key (XX message 1).
 const MIN_INIT_NOISE_LEN: usize = KEY_LEN;

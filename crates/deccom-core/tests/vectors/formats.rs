@@ -638,11 +638,12 @@ fn pump(now: Instant, a: &mut Endpoint<u32>, b: &mut Endpoint<u32>, log: &mut Ve
     }
 }
 
-fn transcript(ik: bool) -> Json {
+fn transcript(ik: bool, aes_gcm: bool) -> Json {
     let now = Instant::now();
     let (ia, ib) = (ed(INITIATOR_IDENTITY_SEED), ed(RESPONDER_IDENTITY_SEED));
-    let mut a = Endpoint::<u32>::new(&ia, Config::default(), now, [INITIATOR_ENDPOINT_SEED; 32]).unwrap();
-    let mut b = Endpoint::<u32>::new(&ib, Config::default(), now, [RESPONDER_ENDPOINT_SEED; 32]).unwrap();
+    let config = || Config { aes_gcm: Some(aes_gcm), ..Config::default() };
+    let mut a = Endpoint::<u32>::new(&ia, config(), now, [INITIATOR_ENDPOINT_SEED; 32]).unwrap();
+    let mut b = Endpoint::<u32>::new(&ib, config(), now, [RESPONDER_ENDPOINT_SEED; 32]).unwrap();
     let (mut log, mut received) = (Vec::new(), Vec::new());
     a.connect(now, R, ik.then(|| b.local_static_public_key()));
     pump(now, &mut a, &mut b, &mut log, &mut received);
@@ -658,6 +659,7 @@ fn transcript(ik: bool) -> Json {
     pump(later, &mut a, &mut b, &mut log, &mut received);
     obj![
         "pattern" => Json::str(if ik { "IK" } else { "XX" }),
+        "aes_gcm" => Json::Bool(aes_gcm),
         "steps" => Json::str(if ik {
             "initiator.connect(responder, responder's static key); deliver every datagram in order; then initiator.send(frame whole), responder.send(frame chunk)"
         } else {
@@ -685,13 +687,14 @@ pub fn noise_handshake_file() -> Json {
     obj![
         "format" => Json::str("noise-handshake"),
         "spec" => Json::str("docs/wire.md#noise-handshake-transcripts"),
-        "notes" => Json::str("Datagrams are the bytes after the layer tag 4. Both endpoints use the default configuration (encrypt mode) and one fixed instant; the endpoint seed makes every ephemeral key and session index deterministic. Plaintexts are Noise frames."),
+        "notes" => Json::str("Datagrams are the bytes after the layer tag 4. Both endpoints use the default configuration (encrypt mode) with `aes_gcm` as each transcript says, and one fixed instant; the endpoint seed makes every ephemeral key and session index deterministic. Plaintexts are Noise frames. `xx`: the initiation offers no AES-256-GCM (offer byte 0x00), the response chooses ChaCha20-Poly1305 (0x00); `xx_aes`: offer 0x01, choice 0x01, transport messages sealed with AES-256-GCM; `ik`: a first IK initiation (the initiator does not know yet that the responder reads offers) carries none, and the session uses ChaCha20-Poly1305."),
         "identities" => Json::Arr(vec![
             who("initiator", INITIATOR_IDENTITY_SEED, INITIATOR_ENDPOINT_SEED),
             who("responder", RESPONDER_IDENTITY_SEED, RESPONDER_ENDPOINT_SEED),
         ]),
-        "xx" => transcript(false),
-        "ik" => transcript(true),
+        "xx" => transcript(false, false),
+        "xx_aes" => transcript(false, true),
+        "ik" => transcript(true, false),
     ]
 }
 

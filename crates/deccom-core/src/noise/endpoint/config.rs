@@ -68,6 +68,12 @@ pub struct Config {
     /// Verified identity bindings remembered, so that meeting a peer again (rekey, reconnection)
     /// skips the Ed25519 verification; 0 turns the cache off. Default 1024.
     pub verified_bindings: usize,
+    /// Whether this endpoint prefers AES-256-GCM for sessions' transport messages: it offers it
+    /// when it initiates and accepts an offer when it responds; a session uses AES-256-GCM only
+    /// when both sides prefer it, else ChaCha20-Poly1305 (docs/wire.md, "Transport suites").
+    /// `None` (the default): prefer it when the CPU has AES instructions
+    /// ([`Suite::hardware_aes`](crate::noise::Suite::hardware_aes)).
+    pub aes_gcm: Option<bool>,
 }
 
 impl Default for Config {
@@ -96,6 +102,7 @@ impl Default for Config {
             sign_epoch: 0,
             connect_on_unknown_session: true,
             verified_bindings: crypto::VERIFIED_BINDINGS,
+            aes_gcm: None,
         }
     }
 }
@@ -175,6 +182,9 @@ pub struct Stats {
     /// Unpadded XX initiations without a valid cookie MAC, answered with a cookie reply only
     /// (also counted in `cookie_replies_sent`).
     pub unpadded_initiations: u64,
+    /// Sessions established whose transport messages use AES-256-GCM (the others use
+    /// ChaCha20-Poly1305; see [`Config::aes_gcm`]).
+    pub sessions_aes_gcm: u64,
     /// Transport datagrams for an unknown session too short to answer with an initiation.
     pub reconnect_too_small: u64,
     /// Completed handshakes that replaced an existing session.

@@ -14,7 +14,7 @@ use super::{Endpoint, Event};
 use crate::identity::{NodeId, PublicIdentity};
 use crate::noise::crypto::{self, SeededResolver, PROLOGUE};
 use crate::noise::error::HandshakeError;
-use crate::noise::primitives::Transport;
+use crate::noise::primitives::{Suite, Transport, OFFER_AES_GCM};
 use crate::noise::replay::ReplayWindow;
 use crate::noise::wire::{self, Pattern, MAC_LEN};
 
@@ -23,8 +23,6 @@ pub(super) const HS_BUF: usize = wire::MAX_HANDSHAKE_NOISE_LEN;
 /// Handshake messages that fail to authenticate before the handshake is abandoned (each failure
 /// costs a deterministic rebuild of the handshake state, see `rebuild_initiator`).
 pub(super) const MAX_HANDSHAKE_READ_FAILURES: u32 = 8;
-/// The payload of our XX message 1: zero padding up to the size of the response it asks for.
-const XX_INIT_PAYLOAD: [u8; wire::XX_INIT_PADDING] = [0; wire::XX_INIT_PADDING];
 
 /// A handshake we initiated.
 pub(super) struct Initiation {
@@ -45,6 +43,9 @@ pub(super) struct Initiation {
     /// XX message 1 carries the padding (false only for a triggered initiation answering a short
     /// datagram: the responder then asks for a cookie first).
     pub(super) padded: bool,
+    /// The suite offer message 1 carried (`None`: no offer, the peer answers as one that
+    /// predates suites and the session uses ChaCha20-Poly1305).
+    pub(super) offer: Option<u8>,
     /// Started because the peer sent transport data for a session we do not know: the peer's
     /// address is unvalidated, so the initiation is sent only in answer to a datagram at least
     /// as large (never by the retransmission timer) and has no IK→XX fallback.
@@ -59,6 +60,9 @@ pub(super) struct HalfOpen<P> {
     pub(super) seed: Zeroizing<[u8; 32]>,
     /// The initiator's Noise message 1, to rebuild `hs` after a failed read.
     pub(super) msg1: Vec<u8>,
+    /// The suite our message 2 chose, `None` when message 1 offered nothing (message 2 then
+    /// carries the binding alone).
+    pub(super) choice: Option<Suite>,
     pub(super) failures: u32,
     pub(super) msg2: Vec<u8>,
     pub(super) init_e: [u8; 32],
@@ -68,6 +72,31 @@ pub(super) struct HalfOpen<P> {
 
 pub(super) fn first32(bytes: &[u8]) -> Option<[u8; 32]> {
     bytes.get(..32)?.try_into().ok()
+}
+
+/// A handshake payload that carries an identity binding: the binding, and the suite byte after
+/// it if there is exactly one more byte (a binding's length follows from its identity-length
+/// byte). Anything else is returned whole, for the binding check to refuse.
+pub(super) fn split_suite(payload: &[u8]) -> (&[u8], Option<u8>) {
+    let Some(&n) = payload.get(33) else {
+        return (payload, None);
+    };
+    let binding_len = 34 + usize::from(n) + wire::SIG_LEN;
+    match payload.split_at_checked(binding_len) {
+        Some((binding, &[suite])) => (binding, Some(suite)),
+        _ => (payload, None),
+    }
+}
+
+/// The payload of a message 2 (or an XX message 3 has none of this): our binding, then the
+/// suite choice when message 1 offered one.
+pub(super) fn with_choice(binding: &[u8], choice: Option<Suite>) -> Vec<u8> {
+    let mut p = Vec::with_capacity(binding.len() + wire::SUITE_LEN);
+    p.extend_from_slice(binding);
+    if let Some(c) = choice {
+        p.push(c as u8);
+    }
+    p
 }
 
 impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
@@ -147,6 +176,15 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         }
     }
 
+    /// The offer byte we put in message 1.
+    pub(super) fn offer_byte(&self) -> u8 {
+        if self.prefer_aes_gcm {
+            OFFER_AES_GCM
+        } else {
+            0
+        }
+    }
+
     /// snow restores only the chaining key and hash after a failed `read_message`, not the inner
     /// cipher key and nonce, so a handshake state cannot be reused after a forged or corrupted
     /// message. Our handshakes are deterministic given their RNG seed, so we rebuild the state by
@@ -155,18 +193,30 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         let mut hs = self.build_hs(init.pattern, true, init.remote_static.as_ref(), &init.seed)?;
         let mut buf = [0u8; HS_BUF];
         let n = hs
-            .write_message(self.init_payload(init.pattern, init.padded), &mut buf)
+            .write_message(
+                &self.init_payload(init.pattern, init.padded, init.offer),
+                &mut buf,
+            )
             .ok()?;
         (buf[..n] == init.noise[..]).then_some(hs)
     }
 
-    /// The payload of our message 1: IK carries the binding; XX only zero padding, which makes
-    /// the initiation as long as the response (see [`wire::XX_INIT_NOISE_LEN`]).
-    fn init_payload(&self, pattern: Pattern, padded: bool) -> &[u8] {
+    /// The payload of our message 1: IK carries the binding (and the suite offer, to a peer
+    /// known to read it); padded XX the offer byte and zero padding, which make the initiation
+    /// as long as the response (see [`wire::XX_INIT_NOISE_LEN`]); unpadded XX nothing.
+    fn init_payload(&self, pattern: Pattern, padded: bool, offer: Option<u8>) -> Vec<u8> {
         match pattern {
-            Pattern::Ik => &self.binding,
-            Pattern::Xx if padded => &XX_INIT_PAYLOAD,
-            Pattern::Xx => &[],
+            Pattern::Ik => {
+                let mut p = self.binding.clone();
+                p.extend(offer);
+                p
+            }
+            Pattern::Xx if padded => {
+                let mut p = vec![0; wire::XX_INIT_PADDING];
+                p[0] = offer.unwrap_or(0);
+                p
+            }
+            Pattern::Xx => Vec::new(),
         }
     }
 
@@ -197,11 +247,21 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         } else {
             Pattern::Xx
         };
+        // XX offers a suite whenever padded; IK only to a peer that showed it reads offers (an
+        // older responder refuses an IK payload longer than a binding).
+        let offer = match pattern {
+            Pattern::Xx => padded.then(|| self.offer_byte()),
+            Pattern::Ik => self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.suites_aware)
+                .then(|| self.offer_byte()),
+        };
         let Some((mut hs, seed)) = self.new_handshake(pattern, true, remote_static.as_ref()) else {
             return;
         };
         let mut buf = [0u8; HS_BUF];
-        let Ok(n) = hs.write_message(self.init_payload(pattern, padded), &mut buf) else {
+        let Ok(n) = hs.write_message(&self.init_payload(pattern, padded, offer), &mut buf) else {
             return;
         };
         let Some(e) = first32(&buf[..n]) else {
@@ -230,6 +290,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             is_rekey,
             fell_back,
             padded,
+            offer,
             triggered: false,
         });
         self.index.insert(local, peer);
@@ -318,9 +379,23 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             mut hs,
             pattern,
             e,
+            offer,
             ..
         } = init;
-        let verified = self.verify_remote(&hs, &payload[..len]);
+        // After an offer, the binding may be followed by the responder's choice (none: a
+        // responder that predates suites, ChaCha20-Poly1305).
+        let (binding, choice) = match offer {
+            Some(_) => split_suite(&payload[..len]),
+            None => (&payload[..len], None),
+        };
+        let suite = match (offer, choice) {
+            (Some(o), Some(c)) => Suite::from_choice(c, o),
+            _ => Some(Suite::ChaChaPoly),
+        };
+        let verified = match suite {
+            Some(_) => self.verify_remote(&hs, binding),
+            None => Err(HandshakeError::Malformed),
+        };
         let ((remote_identity, remote_id), rs) = match verified {
             Ok(v) => v,
             Err(e) => {
@@ -358,7 +433,9 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             });
         }
         let handshake_hash = hs.get_handshake_hash().to_vec();
-        let Some(transport) = Transport::from_handshake(&mut hs) else {
+        let Some(transport) =
+            Transport::from_handshake(&mut hs, suite.unwrap_or(Suite::ChaChaPoly))
+        else {
             self.index.remove(&local);
             return;
         };
@@ -381,6 +458,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             remote_static: rs,
             handshake_hash,
             retire_at: None,
+            suites_aware: choice.is_some(),
         };
         // IK: the responder waits for our first transport datagram before it switches over.
         let keepalive = pattern == Pattern::Ik;

@@ -27,6 +27,7 @@ use snow::params::NoiseParams;
 use zeroize::Zeroizing;
 
 use super::crypto::{self, EndpointRng, IK_PARAMS, XX_PARAMS};
+use super::primitives::Suite;
 use super::error::{HandshakeError, NoiseError};
 use super::ratelimit::{SourceLimiter, TokenBucket};
 use super::wire::{self, Packet, MAX_NOISE_LEN, TAG_LEN};
@@ -125,6 +126,8 @@ pub struct Endpoint<P: Copy + Eq + Hash + fmt::Debug> {
     static_pair: crypto::StaticPair,
     binding: Vec<u8>,
     bindings: crypto::BindingCache,
+    /// [`Config::aes_gcm`], resolved once.
+    prefer_aes_gcm: bool,
     xx: NoiseParams,
     ik: NoiseParams,
     rng: EndpointRng,
@@ -192,6 +195,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         let mut rng = EndpointRng::new(seed);
         let cookie_secret = Zeroizing::new(rng.seed32());
         let cookie_prev = Zeroizing::new(rng.seed32());
+        let prefer_aes_gcm = config.aes_gcm.unwrap_or_else(Suite::hardware_aes);
         Ok(Endpoint {
             sources: SourceLimiter::new(
                 config.max_tracked_sources,
@@ -204,6 +208,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             identity: identity.clone(),
             static_pair,
             binding,
+            prefer_aes_gcm,
             xx: parse(XX_PARAMS)?,
             ik: parse(IK_PARAMS)?,
             rng,

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use snow::HandshakeState;
 
-use super::handshake::{first32, HalfOpen, HS_BUF, MAX_HANDSHAKE_READ_FAILURES};
+use super::handshake::{first32, split_suite, with_choice, HalfOpen, HS_BUF, MAX_HANDSHAKE_READ_FAILURES};
 use super::session::{seal, NextSession, Session};
 use super::Endpoint;
-use crate::noise::primitives::Transport;
+use crate::noise::primitives::{Suite, Transport};
 use crate::noise::replay::ReplayWindow;
 use crate::noise::wire::{self, Pattern, KEY_LEN, MAC_LEN, TAG_LEN};
 
@@ -23,7 +23,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         let mut payload = [0u8; HS_BUF];
         hs.read_message(&ho.msg1, &mut payload).ok()?;
         let mut buf = [0u8; HS_BUF];
-        let n = hs.write_message(&self.binding, &mut buf).ok()?;
+        let n = hs.write_message(&with_choice(&self.binding, ho.choice), &mut buf).ok()?;
         (ho.msg2.get(9..) == Some(&buf[..n])).then_some(hs)
     }
 
@@ -62,9 +62,13 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         self.rotate_cookie_secret(now);
         let cookie_ok =
             mac.is_some_and(|m| self.cookie_mac_valid(&peer, sender, pattern, noise, &m));
+        // XX message 1's payload is plaintext: an initiation that offers a suite (its payload is
+        // the whole padding) gets the choice byte in the response, one byte more.
+        let offers = pattern == Pattern::Xx && noise.len() == KEY_LEN + wire::XX_INIT_PADDING;
         let padded = pattern == Pattern::Ik
             || wire::INIT_HEADER_LEN + noise.len()
                 >= wire::RESPONSE_HEADER_LEN + KEY_LEN + KEY_LEN + TAG_LEN + self.binding.len()
+                    + if offers { wire::SUITE_LEN } else { 0 }
                     + TAG_LEN;
         if !padded && !cookie_ok {
             if !self.sources.allow(now, peer) {
@@ -159,12 +163,15 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             return;
         };
         let mut payload = [0u8; HS_BUF];
-        if hs.read_message(noise, &mut payload).is_err() {
+        let Ok(len) = hs.read_message(noise, &mut payload) else {
             self.stats.handshakes_failed_decrypt += 1;
             return;
-        }
+        };
+        // The whole padding is the offer byte and zeros; any other payload offers nothing.
+        let choice = (len == wire::XX_INIT_PADDING)
+            .then(|| Suite::choose(payload[0], self.prefer_aes_gcm));
         let mut buf = [0u8; HS_BUF];
-        let Ok(n) = hs.write_message(&self.binding, &mut buf) else {
+        let Ok(n) = hs.write_message(&with_choice(&self.binding, choice), &mut buf) else {
             return;
         };
         if lose_tie {
@@ -196,6 +203,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
                 hs,
                 seed,
                 msg1: noise.to_vec(),
+                choice,
                 failures: 0,
                 msg2: msg2.clone(),
                 init_e: e_remote,
@@ -228,19 +236,22 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             self.stats.handshakes_failed_decrypt += 1;
             return;
         };
-        let (remote_identity, remote_id) = match self.bindings.verify(&payload[..len], &rs) {
+        // The binding, then the initiator's suite offer if it sent one.
+        let (binding, offer) = split_suite(&payload[..len]);
+        let (remote_identity, remote_id) = match self.bindings.verify(binding, &rs) {
             Ok(v) => v,
             Err(e) => {
                 self.count_binding_failure(e);
                 return;
             }
         };
+        let choice = offer.map(|o| Suite::choose(o, self.prefer_aes_gcm));
         let mut buf = [0u8; HS_BUF];
-        let Ok(n) = hs.write_message(&self.binding, &mut buf) else {
+        let Ok(n) = hs.write_message(&with_choice(&self.binding, choice), &mut buf) else {
             return;
         };
         let handshake_hash = hs.get_handshake_hash().to_vec();
-        let Some(transport) = Transport::from_handshake(&mut hs) else {
+        let Some(transport) = Transport::from_handshake(&mut hs, choice.unwrap_or(Suite::ChaChaPoly)) else {
             return;
         };
         self.ensure_peer(now, peer);
@@ -265,6 +276,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             remote_static: rs,
             handshake_hash,
             retire_at: None,
+            suites_aware: offer.is_some(),
         };
         let expires = now + self.handshake_span();
         let Some(ps) = self.peers.get_mut(&peer) else {
@@ -333,6 +345,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             remote,
             mut hs,
             init_e,
+            choice,
             ..
         } = ho;
         let verified = self.verify_remote(&hs, &payload[..len]);
@@ -344,7 +357,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             }
         };
         let handshake_hash = hs.get_handshake_hash().to_vec();
-        let Some(transport) = Transport::from_handshake(&mut hs) else {
+        let Some(transport) = Transport::from_handshake(&mut hs, choice.unwrap_or(Suite::ChaChaPoly)) else {
             return;
         };
         self.ensure_peer(now, peer);
@@ -367,6 +380,7 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
             remote_static: rs,
             handshake_hash,
             retire_at: None,
+            suites_aware: choice.is_some(),
         };
         self.index.insert(receiver, peer);
         self.promote(now, peer, session, true);

@@ -13,7 +13,7 @@ use super::sign::SignRx;
 use super::{DisconnectReason, Endpoint, Event, Mode};
 use crate::identity::{NodeId, PublicIdentity};
 use crate::noise::error::{HandshakeError, NoiseError};
-use crate::noise::primitives::Transport;
+use crate::noise::primitives::{Suite, Transport};
 use crate::noise::replay::{Replay, ReplayWindow};
 use crate::noise::wire::{self, TAG_LEN, TRANSPORT_HEADER_LEN};
 
@@ -47,6 +47,9 @@ pub(super) struct Session {
     pub(super) handshake_hash: Vec<u8>,
     /// When a replaced session stops accepting datagrams.
     pub(super) retire_at: Option<Instant>,
+    /// The peer showed in this handshake that it reads suite offers (it offered one, or
+    /// answered ours with a choice): a later IK initiation to it may carry an offer.
+    pub(super) suites_aware: bool,
 }
 
 /// An IK responder session waiting for the initiator's first transport datagram.
@@ -67,6 +70,8 @@ pub(super) struct PeerState {
     /// id, [`super::Endpoint::expect_identity`]).
     pub(super) expected: Option<NodeId>,
     pub(super) remote_static: Option<[u8; 32]>,
+    /// The last session's peer reads suite offers (see [`Session::suites_aware`]).
+    pub(super) suites_aware: bool,
     pub(super) sign_rx: Option<SignRx>,
     pub(super) last_active: Instant,
     pub(super) connected_reported: bool,
@@ -84,6 +89,7 @@ impl PeerState {
             identity: None,
             expected: None,
             remote_static: None,
+            suites_aware: false,
             sign_rx: None,
             last_active: now,
             connected_reported: false,
@@ -433,6 +439,10 @@ impl<P: Copy + Eq + Hash + fmt::Debug> Endpoint<P> {
         }
         ps.identity = Some((session.remote_identity.clone(), session.remote_id));
         ps.remote_static = Some(session.remote_static);
+        ps.suites_aware = session.suites_aware;
+        if session.transport.suite() == Suite::AesGcm {
+            self.stats.sessions_aes_gcm += 1;
+        }
         ps.last_active = now;
         let connected = (!ps.connected_reported).then(|| Event::Connected {
             peer,
