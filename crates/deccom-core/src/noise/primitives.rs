@@ -440,6 +440,55 @@ impl Hash for Blake2b {
 mod tests {
     use super::*;
 
+    /// AES-256-GCM only when offered and preferred; a choice the offer did not allow, or an
+    /// unknown suite, is refused; unknown offer bits are ignored.
+    #[test]
+    fn suite_choice_follows_the_offer() {
+        assert_eq!(Suite::choose(OFFER_AES_GCM, true), Suite::AesGcm);
+        assert_eq!(Suite::choose(OFFER_AES_GCM, false), Suite::ChaChaPoly);
+        assert_eq!(Suite::choose(0, true), Suite::ChaChaPoly);
+        assert_eq!(Suite::choose(0xfe, true), Suite::ChaChaPoly);
+        assert_eq!(Suite::choose(0xff, true), Suite::AesGcm);
+        assert_eq!(
+            Suite::from_choice(0, OFFER_AES_GCM),
+            Some(Suite::ChaChaPoly)
+        );
+        assert_eq!(Suite::from_choice(1, OFFER_AES_GCM), Some(Suite::AesGcm));
+        assert_eq!(
+            Suite::from_choice(1, 0),
+            None,
+            "AES-256-GCM was not offered"
+        );
+        for b in 2..=255u8 {
+            assert_eq!(Suite::from_choice(b, 0xff), None);
+        }
+    }
+
+    /// The two suites' nonces differ in byte order: the same counter seals differently, and a
+    /// datagram sealed with one suite does not open with the other under the same key.
+    #[test]
+    fn suites_do_not_open_each_other() {
+        let key = [7u8; KEY_LEN];
+        let aes = TransportKey::new(Suite::AesGcm, &key).unwrap();
+        let cha = TransportKey::new(Suite::ChaChaPoly, &key).unwrap();
+        assert_ne!(aes.nonce(1).as_ref(), cha.nonce(1).as_ref());
+        let mut buf = *b"sixteen bytes!!!";
+        let tag = aes
+            .key
+            .seal_in_place_separate_tag(aes.nonce(1), Aad::empty(), &mut buf)
+            .unwrap();
+        let mut out = [0u8; 16];
+        let opened =
+            cha.key
+                .open_separate_gather(cha.nonce(1), Aad::empty(), &buf, tag.as_ref(), &mut out);
+        assert!(opened.is_err());
+        let opened =
+            aes.key
+                .open_separate_gather(aes.nonce(1), Aad::empty(), &buf, tag.as_ref(), &mut out);
+        assert!(opened.is_ok());
+        assert_eq!(&out, b"sixteen bytes!!!");
+    }
+
     /// RFC 7748 §6.1 test vector.
     #[test]
     fn x25519_rfc7748_vector() {
