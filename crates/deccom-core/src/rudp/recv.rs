@@ -511,7 +511,7 @@ mod tests {
         }
         let (from, to, cost) = p.reserve_ahead().unwrap();
         assert!(from >= 120_000 && to - from <= 2 * 121_200 + AHEAD_ALIGN, "{from} {to}");
-        assert!((p.data.as_ptr() as usize + to) % AHEAD_ALIGN == 0 || to == len as usize);
+        assert!((p.data.as_ptr() as usize + to).is_multiple_of(AHEAD_ALIGN) || to == len as usize);
         p.commit_ahead(from, to);
         assert!(p.charged <= base + 2 * (REGION + PAGE) + cost + 2 * (REGION + PAGE));
         assert!(cost <= 2 * 121_200 + AHEAD_ALIGN + 2 * (REGION + PAGE) + AHEAD_ALIGN / REGION * PAGE);
