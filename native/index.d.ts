@@ -402,6 +402,12 @@ export declare class UdpSocket {
    */
   rudpSendCopy(to: Uint8Array, tag: number, data: Uint8Array, progress?: boolean | undefined | null): number
   /**
+   * Hands the reliable sends staged in this turn to the I/O thread (`rudpSend` and
+   * `rudpSendCopy` stage them; JavaScript calls this in a microtask after the first send of a
+   * turn). Any other command hands them over first, so the order of commands is kept.
+   */
+  flush(): void
+  /**
    * Gives up the reliable message `id` (from `rudpSend`): the I/O thread stops sending it and
    * releases its bytes; no completion follows. Returns false (and does nothing) when `id` is
    * unknown or its completion was taken already. A completion already on its way may still

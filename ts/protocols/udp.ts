@@ -137,6 +137,8 @@ export class UdpTransport extends Protocol {
   #staged = 0
   #stagedBytes = 0
   #flushScheduled = false
+  /** Reliable sends wait in the socket for `flush()` (see `sendReliable`). */
+  #rudpStaged = false
   readonly #flush = (): void => this.flush()
   readonly #pinger = new Pinger(
     () => realClock,
@@ -255,9 +257,13 @@ export class UdpTransport extends Protocol {
     }
   }
 
-  /** Hands every staged datagram to the socket now (normally automatic at the end of the turn). */
+  /** Hands every staged datagram (and reliable send) to the socket now (normally automatic at the end of the turn). */
   flush(): void {
     this.#flushScheduled = false
+    if (this.#rudpStaged && this.#sock !== null) {
+      this.#rudpStaged = false
+      this.#sock.flush()
+    }
     const n = this.#staged
     if (n === 0 || this.#sock === null) return
     this.#staged = 0
@@ -289,13 +295,22 @@ export class UdpTransport extends Protocol {
 
   /** @internal Queues a reliable message on the native endpoint (with progress reports if `progress`); returns its id. */
   sendReliable(to: Address, tag: number, data: Buffer, progress = false): number {
-    if (this.#sock === null) throw closed()
+    const sock = this.#sock
+    if (sock === null) throw closed()
+    let id: number
     try {
       // Small messages are copied; large ones are read in place (no copy, one held reference).
-      return data.length < SHARE_THRESHOLD ? this.#sock.rudpSendCopy(to.raw, tag, data, progress) : this.#sock.rudpSend(to.raw, tag, data, progress)
+      id = data.length < SHARE_THRESHOLD ? sock.rudpSendCopy(to.raw, tag, data, progress) : sock.rudpSend(to.raw, tag, data, progress)
     } catch (e) {
       throw fromNative(e)
     }
+    // The socket stages the reliable sends of this turn; flush() hands them to its thread at once.
+    this.#rudpStaged = true
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      queueMicrotask(this.#flush)
+    }
+    return id
   }
 
   /** @internal Gives up a reliable message on the native endpoint (no completion follows); false when it already completed. */

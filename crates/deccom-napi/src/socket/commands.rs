@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -31,6 +32,9 @@ use crate::stages::{Direction, Sink, Stage};
 
 /// Commands waiting at most (rudpSend beyond this fails with ERR_DECCOM_SEND_QUEUE_FULL).
 pub(crate) const MAX_COMMANDS: usize = 1 << 16;
+/// Reliable sends staged on the JavaScript thread before they are handed over at once (see
+/// [`JsState::staged`]); a send that finds this many staged hands them over first.
+pub(crate) const MAX_STAGED: usize = 256;
 
 pub(crate) enum Command {
   /// Composes a stage on top of the pipeline.
@@ -53,13 +57,15 @@ pub(crate) enum Command {
 /// The queue between the JavaScript thread and the I/O thread.
 pub(crate) struct Commands {
   queue: Mutex<VecDeque<Command>>,
+  /// `queue`'s length, written under its lock, read without it (the staging bound).
+  len: AtomicUsize,
   /// Bytes of `Send` commands waiting (bounded by the socket's pending-bytes limit).
   send_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Commands {
   pub fn new() -> Commands {
-    Commands { queue: Mutex::new(VecDeque::new()), send_bytes: 0.into() }
+    Commands { queue: Mutex::new(VecDeque::new()), len: 0.into(), send_bytes: 0.into() }
   }
 }
 
@@ -73,11 +79,39 @@ impl Shared {
     }
     let wake = q.is_empty();
     q.push_back(cmd);
+    self.commands.len.store(q.len(), Relaxed);
     drop(q);
     if wake {
       let _ = self.poller.notify();
     }
     Ok(())
+  }
+
+  /// Commands waiting for the I/O thread (read without the lock: a bound, not an exact count).
+  pub(crate) fn commands_waiting(&self) -> usize {
+    self.commands.len.load(Relaxed)
+  }
+
+  /// Queues `cmd` (unbounded) after the staged reliable sends, keeping the order JavaScript
+  /// issued them in.
+  pub(crate) fn command_after(&self, staged: &mut Vec<Command>, cmd: Command) {
+    self.command_all(staged);
+    let _ = self.command(cmd, false);
+  }
+
+  /// Hands every staged command over in order, with one lock and at most one wake-up.
+  pub(crate) fn command_all(&self, staged: &mut Vec<Command>) {
+    if staged.is_empty() {
+      return;
+    }
+    let mut q = lock(&self.commands.queue);
+    let wake = q.is_empty();
+    q.extend(staged.drain(..));
+    self.commands.len.store(q.len(), Relaxed);
+    drop(q);
+    if wake {
+      let _ = self.poller.notify();
+    }
   }
 
   /// Queues datagrams for the send-side stages; counts them as dropped beyond the byte bound.
@@ -97,7 +131,9 @@ impl Shared {
 
   /// Takes every waiting command (I/O thread).
   pub(crate) fn take_commands(&self, into: &mut VecDeque<Command>) {
-    std::mem::swap(&mut *lock(&self.commands.queue), into);
+    let mut q = lock(&self.commands.queue);
+    std::mem::swap(&mut *q, into);
+    self.commands.len.store(q.len(), Relaxed);
   }
 }
 
@@ -154,6 +190,11 @@ pub(crate) struct JsState {
   /// Reliable messages not yet completed: id → destination, and how many per destination.
   outstanding: HashMap<u64, SocketAddr>,
   per_peer: HashMap<SocketAddr, usize>,
+  /// Reliable sends accepted in this JavaScript turn, handed to the I/O thread together when
+  /// JavaScript calls `flush` (a microtask after the first send of a turn), before any other
+  /// command, or when [`MAX_STAGED`] are waiting: one lock and one wake-up for a burst of
+  /// sends instead of one each, and the I/O thread sees the burst at once.
+  pub staged: Vec<Command>,
 }
 
 /// The reliable endpoint's limits, checked on the JavaScript thread.

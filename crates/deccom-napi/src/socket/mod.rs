@@ -317,12 +317,27 @@ impl UdpSocket {
     let sh = self.shared()?;
     let mut js = self.js();
     let id = js.rudp_send(to, len)?;
-    if sh.command(Command::RudpSend { id, to, message: message(), progress }, true).is_err() {
+    if sh.commands_waiting() + js.staged.len() >= commands::MAX_COMMANDS {
       js.rudp_unsend(id);
       return Err(crate::error::rudp(deccom_core::rudp::RudpError::SendQueueFull { limit: commands::MAX_COMMANDS }));
     }
+    if js.staged.len() >= commands::MAX_STAGED {
+      sh.command_all(&mut js.staged);
+    }
+    js.staged.push(Command::RudpSend { id, to, message: message(), progress });
     Ok(id)
   }
+
+  /// Hands the reliable sends staged in this turn to the I/O thread (`rudpSend` and
+  /// `rudpSendCopy` stage them; JavaScript calls this in a microtask after the first send of a
+  /// turn). Any other command hands them over first, so the order of commands is kept.
+  #[napi]
+  pub fn flush(&self) {
+    if let Some(sh) = self.shared.as_ref() {
+      sh.command_all(&mut self.js().staged);
+    }
+  }
+
 
   /// Gives up the reliable message `id` (from `rudpSend`): the I/O thread stops sending it and
   /// releases its bytes; no completion follows. Returns false (and does nothing) when `id` is
@@ -338,7 +353,9 @@ impl UdpSocket {
     if !js.rudp_outstanding(id) {
       return Ok(false);
     }
-    // Unbounded: a cancel frees room, it must not be refused for lack of it.
+    // Unbounded: a cancel frees room, it must not be refused for lack of it. After the staged
+    // sends, one of which may be the message cancelled.
+    sh.command_all(&mut js.staged);
     let _ = sh.command(Command::RudpCancel { id }, false);
     js.completed(id);
     Ok(true)
@@ -364,7 +381,7 @@ impl UdpSocket {
       js.below_protocols("a fault stage")?;
     }
     js.faults[slot(dir)] = stage.is_some();
-    let _ = sh.command(Command::Faults(dir, stage), false);
+    sh.command_after(&mut js.staged, Command::Faults(dir, stage));
     Ok(())
   }
 
@@ -395,7 +412,7 @@ impl UdpSocket {
     getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?;
     let endpoint = deccom_core::noise::Endpoint::new(identity.core(), cfg, Instant::now(), seed).map_err(crate::noise::noise_err)?;
     js.noise = true;
-    let _ = sh.command(Command::Attach(Box::new(NoiseStage::new(tag, endpoint))), false);
+    sh.command_after(&mut js.staged, Command::Attach(Box::new(NoiseStage::new(tag, endpoint))));
     Ok(())
   }
 
@@ -414,7 +431,7 @@ impl UdpSocket {
       None => None,
       Some(b) => Some(<[u8; 32]>::try_from(b).map_err(|_| coded(Code::InvalidArgument, format!("noiseConnect: a node id is 32 bytes, got {}", b.len())))?),
     };
-    let _ = sh.command(Command::NoiseConnect(peer, expected), false);
+    sh.command_after(&mut self.js().staged, Command::NoiseConnect(peer, expected));
     Ok(())
   }
 
@@ -436,7 +453,7 @@ impl UdpSocket {
       js.below_protocols("a delay line")?;
     }
     js.delay[slot(dir)] = line.is_some();
-    let _ = sh.command(Command::Delay(dir, line), false);
+    sh.command_after(&mut js.staged, Command::Delay(dir, line));
     Ok(())
   }
 
@@ -456,7 +473,7 @@ impl UdpSocket {
     if !self.js().delay[slot(dir)] {
       return Err(missing());
     }
-    let _ = sh.command(Command::DelayLink(dir, peer, link), false);
+    sh.command_after(&mut self.js().staged, Command::DelayLink(dir, peer, link));
     Ok(())
   }
 
@@ -541,6 +558,8 @@ impl UdpSocket {
       let mut rest = VecDeque::new();
       sh.take_commands(&mut rest);
       drop(rest);
+      // Staged sends hold JavaScript buffers: released here, on the JavaScript thread.
+      self.js().staged.clear();
     }
   }
 
