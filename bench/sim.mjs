@@ -95,8 +95,10 @@ async function runOne(N, trace) {
   const joinCpu = cpu() - c0
   const joinSent = sim.stats().sent
   const byType = { PING: 0, PONG: 0, FIND_NODE: 0, NODES: 0 }
+  const counters = {}
   for (const node of nodes) {
     const c = kad(node).stats()
+    for (const [k, v] of Object.entries(c)) if (typeof v === 'number') counters[k] = (counters[k] ?? 0) + v
     byType.PING += c.pings_sent ?? 0
     byType.PONG += c.pings_answered ?? 0
     byType.FIND_NODE += c.queries_sent ?? 0
@@ -146,6 +148,7 @@ async function runOne(N, trace) {
     datagrams_per_s: Math.round(totalSent / (joinS + lookupsS)),
     join_per_node: per(joinSent),
     join_per_node_by_type: Object.fromEntries(Object.entries(byType).map(([k, v]) => [k, per(v)])),
+    join_counters_per_node: Object.fromEntries(Object.entries(counters).map(([k, v]) => [k, +(v / Math.max(1, N - 1)).toFixed(2)])),
     lookup_datagrams_per_lookup: +((totalSent - joinSent) / N).toFixed(1),
     found,
     hops_median: q(hops, 0.5),

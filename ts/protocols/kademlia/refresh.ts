@@ -139,7 +139,9 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
       for (let i = 0; i < 32; i += 4) random.writeUInt32LE(rand(s), i)
       const target = s.table.randomIdInBucket(b, random)
       s.count('refresh_lookups')
-      await maintenanceLookup(s, target)
+      // A refresh is for its bucket: once the bucket is full, further answers would only wait in
+      // its replacement cache.
+      await maintenanceLookup(s, target, [], () => s.table !== null && s.table.bucketLen(b) >= s.k)
       if (!s.table) return
       s.table.markRefreshed(b, s.clock.now())
     }

@@ -190,6 +190,8 @@ export interface Run {
   t0: number
   /** findPeer: told each claimed address of the target as it is learned (FindPeerOptions.onCandidate). */
   onClaim: ((peer: Peer) => void) | undefined
+  /** A maintenance lookup ends (sends no further query) once this is true, e.g. its bucket filled. */
+  enough: (() => boolean) | undefined
   onDone: (r: LookupResult) => void
   onError: (e: Error) => void
 }
