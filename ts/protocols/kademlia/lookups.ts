@@ -18,6 +18,7 @@ export function startLookup(
   onError: (e: Error) => void,
   onClaim?: (peer: Peer) => void,
   enough?: () => boolean,
+  onAnswer?: (m: NativeMessage) => void,
 ): Run {
   const table = s.table!
   s.count('lookups')
@@ -53,6 +54,7 @@ export function startLookup(
     t0: s.clock.now(),
     onClaim,
     enough,
+    onAnswer,
     onDone,
     onError,
   }
@@ -169,6 +171,7 @@ export function onReply(s: KadState, run: Run, id: Buffer, peer: Peer, m: Native
   if (known !== undefined && sameRecord(known, peer.address, ext)) seen(s, known)
   else consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
   if (run.done) return
+  run.onAnswer?.(m)
   const ids = m.ids!
   let closer = ids.subarray(32, 32 * (m.count + 1))
   let removed = 0
@@ -243,9 +246,15 @@ export function abort(s: KadState, run: Run, err: Error): void {
  * A lookup run to convergence (or until `enough()`), as a promise that never rejects (internal
  * maintenance).
  */
-export function maintenanceLookup(s: KadState, target: Buffer, extra: Peer[] = [], enough?: () => boolean): Promise<LookupResult | null> {
+export function maintenanceLookup(
+  s: KadState,
+  target: Buffer,
+  extra: Peer[] = [],
+  enough?: () => boolean,
+  onAnswer?: (m: NativeMessage) => void,
+): Promise<LookupResult | null> {
   return new Promise((resolve) => {
     if (!s.running) return resolve(null)
-    startLookup(s, target, null, extra, resolve, () => resolve(null), undefined, enough)
+    startLookup(s, target, null, extra, resolve, () => resolve(null), undefined, enough, onAnswer)
   })
 }

@@ -192,6 +192,8 @@ export interface Run {
   onClaim: ((peer: Peer) => void) | undefined
   /** A maintenance lookup ends (sends no further query) once this is true, e.g. its bucket filled. */
   enough: (() => boolean) | undefined
+  /** Told of every answer (before its records become candidates). */
+  onAnswer: ((m: NativeMessage) => void) | undefined
   onDone: (r: LookupResult) => void
   onError: (e: Error) => void
 }

@@ -127,6 +127,17 @@ struct Slots<V> {
 }
 
 impl<V> Slots<V> {
+    /// Room for one more entry, growing by doubling but never beyond `k` (a full bucket then
+    /// holds exactly `k`, not the next power of two).
+    fn room_for_one(&mut self, k: usize) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            let want = (len * 2).max(4).min(k).max(len + 1);
+            self.entries.reserve_exact(want - len);
+            self.seen.reserve_exact(want - self.seen.len());
+        }
+    }
+
     /// `id` was heard from: if it was being pinged, that is the ping's answer.
     fn heard(&mut self, id: &NodeId, now: Instant) {
         if self.pending == Some(*id) {
@@ -272,6 +283,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         if bucket.entries.len() < k {
             bucket.replacements.retain(|e| e.id != id);
+            bucket.room_for_one(k);
             bucket.entries.push(Entry { id, value });
             bucket.seen.push(now);
             self.len += 1;
