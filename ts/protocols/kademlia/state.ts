@@ -82,7 +82,8 @@ export interface KademliaOptions {
   findTimeout?: number
   /**
    * A full bucket's least recently seen entry is pinged to make room for a newcomer only if it was
-   * not heard from for this many ms (default 60 000; 0: always). Anything heard from it counts.
+   * not heard from for this many ms, and no entry of the bucket answered such a ping within this
+   * many ms (default 60 000; 0: always). Anything heard from the pinged entry counts as an answer.
    */
   pingInterval?: number
   /**
