@@ -11,6 +11,8 @@
 // time, then 30 virtual s to settle. Then N findPeer (lookup with stopAtTarget) from node i % N to a
 // random other node, all started at once.
 //
+// Each N runs in a child process (--max-old-space-size from N, --max-semi-space-size=64).
+//
 // Columns: join and lookup wall time (real; the JSON lines also give the process's CPU time, a
 // steadier figure on a shared machine), simulated datagrams per real second over the whole
 // run, datagrams per joining node (all, and by Kademlia message type from the layers' counters),
@@ -39,7 +41,9 @@ if (flag('child') !== undefined) {
     const args = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--n', String(n)]
     if (flag('trace') !== undefined) args.push('--trace')
     const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
-    const r = spawnSync(process.execPath, [`--max-old-space-size=${heap}`, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' })
+    // A larger young generation: fewer scavenges and fewer short-lived datagram objects promoted
+    // (about 13 % less CPU at 2,000 nodes).
+    const r = spawnSync(process.execPath, [`--max-old-space-size=${heap}`, '--max-semi-space-size=64', ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' })
     const line = r.stdout.trim().split('\n').pop()
     if (r.status !== 0 || !line) {
       console.error(`N = ${n}: the run failed (exit ${r.status})`)
