@@ -410,6 +410,12 @@ test('reply limiter: prefixes are IPv4 /24 and IPv6 /48; buckets refill at their
   t.false(b.take('x', 100))
   b.refund('x')
   t.true(b.take('x', 100), 'a refunded token')
+  const full = new KeyedBuckets(10, 2, 3)
+  t.true(full.take('y', 0))
+  t.is(full.size, 1)
+  full.refund('y')
+  t.is(full.size, 0, 'a key refunded to its full burst takes no memory')
+  t.true(full.take('y', 0) && full.take('y', 0) && !full.take('y', 0), 'and has its burst again')
   for (const k of ['a', 'b', 'c', 'd']) b.take(k, 0)
   t.is(b.size, 3, 'least recently used keys are forgotten')
   const r = new ReplyLimiter(1, 2)
@@ -465,9 +471,12 @@ test('keyed buckets forget the least recently used key: the same tokens as a ref
       b.refund(k)
       const r = ref.m.get(k)
       if (r) r.tokens = Math.min(3, r.tokens + 1)
+      // A key back at its full burst is forgotten (a new key starts with the same tokens).
+      if (r && r.tokens >= 3) ref.m.delete(k)
     }
   }
   t.is(mismatches, 0)
   t.true(denied > 100, `some takes are refused (${denied})`)
-  t.is(b.size, 8)
+  t.is(b.size, ref.m.size)
+  t.true(b.size <= 8)
 })

@@ -11,6 +11,8 @@
 // time, then 30 virtual s to settle. Then N findPeer (lookup with stopAtTarget) from node i % N to a
 // random other node, all started at once.
 //
+// Each N runs in a child process (--max-old-space-size from N, --max-semi-space-size=64).
+//
 // Columns: join and lookup wall time (real; the JSON lines also give the process's CPU time, a
 // steadier figure on a shared machine), simulated datagrams per real second over the whole
 // run, datagrams per joining node (all, and by Kademlia message type from the layers' counters),
@@ -39,7 +41,9 @@ if (flag('child') !== undefined) {
     const args = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--n', String(n)]
     if (flag('trace') !== undefined) args.push('--trace')
     const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
-    const r = spawnSync(process.execPath, [`--max-old-space-size=${heap}`, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' })
+    // A larger young generation: fewer scavenges and fewer short-lived datagram objects promoted
+    // (about 13 % less CPU at 2,000 nodes).
+    const r = spawnSync(process.execPath, [`--max-old-space-size=${heap}`, '--max-semi-space-size=64', ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' })
     const line = r.stdout.trim().split('\n').pop()
     if (r.status !== 0 || !line) {
       console.error(`N = ${n}: the run failed (exit ${r.status})`)
@@ -95,8 +99,10 @@ async function runOne(N, trace) {
   const joinCpu = cpu() - c0
   const joinSent = sim.stats().sent
   const byType = { PING: 0, PONG: 0, FIND_NODE: 0, NODES: 0 }
+  const counters = {}
   for (const node of nodes) {
     const c = kad(node).stats()
+    for (const [k, v] of Object.entries(c)) if (typeof v === 'number') counters[k] = (counters[k] ?? 0) + v
     byType.PING += c.pings_sent ?? 0
     byType.PONG += c.pings_answered ?? 0
     byType.FIND_NODE += c.queries_sent ?? 0
@@ -146,6 +152,7 @@ async function runOne(N, trace) {
     datagrams_per_s: Math.round(totalSent / (joinS + lookupsS)),
     join_per_node: per(joinSent),
     join_per_node_by_type: Object.fromEntries(Object.entries(byType).map(([k, v]) => [k, per(v)])),
+    join_counters_per_node: Object.fromEntries(Object.entries(counters).map(([k, v]) => [k, +(v / Math.max(1, N - 1)).toFixed(2)])),
     lookup_datagrams_per_lookup: +((totalSent - joinSent) / N).toFixed(1),
     found,
     hops_median: q(hops, 0.5),

@@ -93,10 +93,18 @@ export class KeyedBuckets {
     return this.#refill(key, now).tokens >= 1
   }
 
-  /** Gives one token back to `key` (up to the burst). */
+  /**
+   * Gives one token back to `key` (up to the burst). A bucket that is full again is forgotten: it
+   * is what a new key starts with, so only keys with tokens missing take memory.
+   */
   refund(key: string): void {
     const b = this.#buckets.get(key)
-    if (b) b.tokens = Math.min(this.burst, b.tokens + 1)
+    if (!b) return
+    b.tokens += 1
+    if (b.tokens >= this.burst) {
+      this.#unlink(b)
+      this.#buckets.delete(key)
+    }
   }
 
   get size(): number {
@@ -155,5 +163,10 @@ export class ReplyLimiter {
 
   allow(addr: Address, now: number): boolean {
     return this.#buckets.take(prefixOf(addr), now)
+  }
+
+  /** Prefixes tracked. */
+  get size(): number {
+    return this.#buckets.size
   }
 }

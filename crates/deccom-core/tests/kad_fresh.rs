@@ -1,5 +1,6 @@
 //! The routing table's eviction pings: at most one in flight per bucket, none while the least
-//! recently seen entry was seen within the fresh interval, and eviction only after a failed ping.
+//! recently seen entry was seen within the fresh interval or an entry of the bucket answered one
+//! within it, and eviction only after a failed ping.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,15 +31,38 @@ fn no_ping_for_an_entry_seen_within_the_fresh_interval() {
     // 60 s after it was seen, the least recently seen entry is pinged (once).
     assert_eq!(t.insert(far(4), 4, t0 + Duration::from_secs(60)), InsertResult::Pending { to_ping: far(1) });
     assert_eq!(t.insert(far(5), 5, t0 + Duration::from_secs(61)), InsertResult::Cached);
-    // It answered: it stays, and is fresh again; far(2) (seen at 10 s) is next in line at 70 s.
+    // It answered: it stays, and is fresh again. far(2) (seen at 10 s) is next in line, but the
+    // bucket's answer at 62 s vouches for it until 122 s.
     assert!(t.on_ping_result(&far(1), true, t0 + Duration::from_secs(62)).is_none());
     assert_eq!(t.insert(far(6), 6, t0 + Duration::from_secs(65)), InsertResult::Cached);
-    assert_eq!(t.insert(far(7), 7, t0 + Duration::from_secs(70)), InsertResult::Pending { to_ping: far(2) });
-    // It did not answer: evicted, the newest replacement takes its place.
-    let ev = t.on_ping_result(&far(2), false, t0 + Duration::from_secs(72)).expect("evicted");
+    assert_eq!(t.insert(far(7), 7, t0 + Duration::from_secs(70)), InsertResult::Cached);
+    assert_eq!(t.insert(far(8), 8, t0 + Duration::from_secs(121)), InsertResult::Cached);
+    assert_eq!(t.insert(far(9), 9, t0 + Duration::from_secs(122)), InsertResult::Pending { to_ping: far(2) });
+    // It did not answer: evicted, the newest replacement takes its place; a failed ping vouches for
+    // nothing, so the next newcomer may ask for a ping of the next stale entry at once.
+    let ev = t.on_ping_result(&far(2), false, t0 + Duration::from_secs(123)).expect("evicted");
     assert_eq!(ev.removed.id, far(2));
-    assert_eq!(ev.promoted.map(|e| e.id), Some(far(7)));
-    assert!(t.contains(&far(1)) && t.contains(&far(7)) && !t.contains(&far(2)));
+    assert_eq!(ev.promoted.map(|e| e.id), Some(far(9)));
+    assert!(t.contains(&far(1)) && t.contains(&far(9)) && !t.contains(&far(2)));
+    // far(1), seen at 62 s, is the least recently seen entry again and is stale at 124 s.
+    assert_eq!(t.insert(far(10), 10, t0 + Duration::from_secs(124)), InsertResult::Pending { to_ping: far(1) });
+}
+
+#[test]
+fn hearing_from_the_pinged_entry_vouches_for_the_bucket() {
+    let t0 = Instant::now();
+    let mut t = RoutingTable::new([0u8; 32], TableConfig { k: 2, max_replacements: 4 });
+    t.set_fresh_interval(Duration::from_secs(60));
+    assert_eq!(t.insert(far(1), 1, t0), InsertResult::Inserted);
+    assert_eq!(t.insert(far(2), 2, t0), InsertResult::Inserted);
+    assert_eq!(t.insert(far(3), 3, t0 + Duration::from_secs(60)), InsertResult::Pending { to_ping: far(1) });
+    // Any datagram from far(1) (touch) answers the ping: no other ping in this bucket for 60 s.
+    assert!(t.touch(&far(1), t0 + Duration::from_secs(61)));
+    assert!(t.pending_ping(255).is_none());
+    assert!(!t.would_admit(&far(4), t0 + Duration::from_secs(100)));
+    assert_eq!(t.insert(far(4), 4, t0 + Duration::from_secs(100)), InsertResult::Cached);
+    assert!(t.would_admit(&far(5), t0 + Duration::from_secs(121)));
+    assert_eq!(t.insert(far(5), 5, t0 + Duration::from_secs(121)), InsertResult::Pending { to_ping: far(2) });
 }
 
 #[test]
@@ -65,6 +89,7 @@ proptest! {
         let mut now = t0;
         let mut seen: HashMap<Id, Instant> = HashMap::new();
         let mut in_flight: Option<Id> = None;
+        let mut answered: Option<Instant> = None;
         for (n, is_ping, dt, alive) in ops {
             now += Duration::from_secs(dt);
             let before: Vec<Id> = t.bucket(255).iter().map(|e| e.id).collect();
@@ -74,6 +99,7 @@ proptest! {
                     if alive {
                         prop_assert!(ev.is_none());
                         seen.insert(id, now);
+                        answered = Some(now);
                     } else if let Some(ev) = ev {
                         prop_assert_eq!(ev.removed.id, id);
                         if let Some(p) = ev.promoted { seen.insert(p.id, seen[&id]); }
@@ -85,12 +111,13 @@ proptest! {
                     InsertResult::Pending { to_ping } => {
                         prop_assert!(in_flight.is_none(), "a second eviction ping in flight");
                         prop_assert!(now.duration_since(seen[&to_ping]) >= fresh, "pinged a fresh entry");
+                        prop_assert!(answered.is_none_or(|a| now.duration_since(a) >= fresh), "a second ping within the interval of an answer");
                         in_flight = Some(to_ping);
                     }
                     InsertResult::Inserted => { seen.insert(id, now); }
                     InsertResult::Updated => {
                         // Hearing from the entry being pinged counts as its answer.
-                        if in_flight == Some(id) { in_flight = None; }
+                        if in_flight == Some(id) { in_flight = None; answered = Some(now); }
                         seen.insert(id, now);
                     }
                     InsertResult::Cached | InsertResult::SelfId => {}

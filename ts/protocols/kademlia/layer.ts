@@ -12,7 +12,7 @@ import { Protocol } from '../../protocol'
 import { abort, startLookup } from './lookups'
 import { decodeKad, encodePing } from './message'
 import { join, onRefreshTimer } from './refresh'
-import { match, remember, replyAllowed } from './rpc'
+import { budgetSizes, match, remember, replyAllowed } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
   DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, patience, positive, toHex, toId,
@@ -245,7 +245,10 @@ export class Kademlia extends Protocol {
 
   override stats(): Record<string, number> {
     const s = this.#s
-    return { ...this.counters, table_size: this.size, pending_requests: s.pending.size, lookups_running: s.runs.size, query_srtt_ms: s.querySrtt, lookup_patience_ms: patience(s) }
+    return {
+      ...this.counters, table_size: this.size, pending_requests: s.pending.size, lookups_running: s.runs.size, query_srtt_ms: s.querySrtt, lookup_patience_ms: patience(s),
+      known_ids: s.byId.size, told_by_size: s.toldBy.size, verified_size: s.verified.size, verified_by_size: s.verifiedBy.size, ...budgetSizes(s),
+    } // prettier-ignore
   }
 
   // ---- datagrams --------------------------------------------------------------------------

@@ -17,6 +17,8 @@ export function startLookup(
   onDone: (r: LookupResult) => void,
   onError: (e: Error) => void,
   onClaim?: (peer: Peer) => void,
+  enough?: () => boolean,
+  onAnswer?: (m: NativeMessage) => void,
 ): Run {
   const table = s.table!
   s.count('lookups')
@@ -51,6 +53,8 @@ export function startLookup(
     converged: false,
     t0: s.clock.now(),
     onClaim,
+    enough,
+    onAnswer,
     onDone,
     onError,
   }
@@ -68,6 +72,11 @@ export function drive(s: KadState, run: Run): void {
   const clock = s.clock
   if (run.verifying && clock.now() < run.pausedUntil) return waitUntil(s, run, run.pausedUntil)
   while (!run.done) {
+    if (run.enough?.()) {
+      // What the lookup was for is done: the queries in flight still count when they answer.
+      s.count('lookups_ended_early')
+      return finish(s, run)
+    }
     const action = run.lk.next(clock.now(), s.qid)
     if (action === QUERY) {
       const peer = run.cands.get(s.qid)
@@ -162,6 +171,7 @@ export function onReply(s: KadState, run: Run, id: Buffer, peer: Peer, m: Native
   if (known !== undefined && sameRecord(known, peer.address, ext)) seen(s, known)
   else consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
   if (run.done) return
+  run.onAnswer?.(m)
   const ids = m.ids!
   let closer = ids.subarray(32, 32 * (m.count + 1))
   let removed = 0
@@ -232,10 +242,19 @@ export function abort(s: KadState, run: Run, err: Error): void {
   run.onError(err)
 }
 
-/** A lookup run to convergence, as a promise that never rejects (internal maintenance). */
-export function maintenanceLookup(s: KadState, target: Buffer, extra: Peer[] = []): Promise<LookupResult | null> {
+/**
+ * A lookup run to convergence (or until `enough()`), as a promise that never rejects (internal
+ * maintenance).
+ */
+export function maintenanceLookup(
+  s: KadState,
+  target: Buffer,
+  extra: Peer[] = [],
+  enough?: () => boolean,
+  onAnswer?: (m: NativeMessage) => void,
+): Promise<LookupResult | null> {
   return new Promise((resolve) => {
     if (!s.running) return resolve(null)
-    startLookup(s, target, null, extra, resolve, () => resolve(null))
+    startLookup(s, target, null, extra, resolve, () => resolve(null), undefined, enough, onAnswer)
   })
 }

@@ -5,6 +5,7 @@ import { type KadState, type LookupResult, externalAt, identityAt, tcpPortAt } f
 import { findNode, rand } from './rpc'
 import { consider, sweep } from './verification'
 import { maintenanceLookup } from './lookups'
+import { sameId } from './id-map'
 
 /**
  * One join attempt: FIND_NODE(self) to every bootstrap address, then a self-lookup through what
@@ -75,10 +76,51 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
         s.settleTimer = null
         if (!s.running) return
         s.count('settle_lookups')
-        void maintenanceLookup(s, s.selfId)
+        void settle(s)
       }, s.settleLookup)
     }
   })
+}
+
+/**
+ * The settling self-lookup. It is for nodes near us that joined after our first self-lookup: our
+ * closest neighbours know them. When the first `alpha` answers (from our closest entries) name no
+ * node closer to us than our k-th closest entry that is not in our table, there is none to meet:
+ * the lookup ends there instead of asking all k closest again.
+ */
+function settle(s: KadState): Promise<LookupResult | null> {
+  const table = s.table
+  if (!table || table.size < s.k) return maintenanceLookup(s, s.selfId)
+  table.closest(s.selfId, s.k, s.ids, s.handles)
+  const kth = Buffer.from(s.ids.subarray(32 * (s.k - 1), 32 * s.k))
+  let answers = 0
+  let news = 0
+  return maintenanceLookup(
+    s,
+    s.selfId,
+    [],
+    () => answers >= s.alpha && news === 0,
+    (m) => {
+      answers++
+      const ids = m.ids!
+      for (let i = 1; i <= m.count; i++) {
+        const at = 32 * i
+        if (!closerTo(s.selfId, ids, at, kth)) continue
+        if (sameId(s.selfId, ids, at) || s.byId.get(ids, at)?.inTable) continue
+        news++
+      }
+    },
+  )
+}
+
+/** Whether the id at `ids[at..at+32]` is closer (XOR) to `target` than `than`. */
+function closerTo(target: Buffer, ids: Buffer, at: number, than: Buffer): boolean {
+  for (let i = 0; i < 32; i++) {
+    const a = ids[at + i]! ^ target[i]!
+    const b = than[i]! ^ target[i]!
+    if (a !== b) return a < b
+  }
+  return false
 }
 
 /** The node joined: `ready()` resolves from now on. */
@@ -115,6 +157,13 @@ function coveredBelow(s: KadState, r: LookupResult | null): number {
   return Math.max(0, s.table.bucketOf(r.closest[s.k - 1].id!))
 }
 
+/**
+ * At join, a refresh lookup fills its bucket to this share of k (and a bucket holding that many
+ * needs none): the rest fills as nodes query us (each verified by a ping when it has room), which
+ * costs no more datagrams per entry and asks nobody twice.
+ */
+const JOIN_FILL = 0.5
+
 /** One lookup per stale bucket, one after the other; at join, none for buckets below `covered`. */
 export async function refresh(s: KadState, all: boolean, covered = 0): Promise<void> {
   if (s.refreshing || !s.table) return
@@ -129,8 +178,9 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
     const stale = s.table.staleBuckets(s.clock.now(), all ? 0 : s.refreshInterval)
     for (const b of stale) {
       if (!s.running || !s.table) return
-      // On join, a bucket that is already full, or that the self-lookup covered, needs no lookup.
-      if (all && (s.table.bucketLen(b) >= s.k || b < covered)) {
+      // On join, a bucket that is already half full, or that the self-lookup covered, needs no lookup.
+      const fill = all ? Math.ceil(s.k * JOIN_FILL) : s.k
+      if (all && (s.table.bucketLen(b) >= fill || b < covered)) {
         if (b < covered) s.count('refresh_skipped_covered')
         s.table.markRefreshed(b, s.clock.now())
         continue
@@ -139,7 +189,9 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
       for (let i = 0; i < 32; i += 4) random.writeUInt32LE(rand(s), i)
       const target = s.table.randomIdInBucket(b, random)
       s.count('refresh_lookups')
-      await maintenanceLookup(s, target)
+      // A refresh is for its bucket: once the bucket is full, further answers would only wait in
+      // its replacement cache.
+      await maintenanceLookup(s, target, [], () => s.table !== null && s.table.bucketLen(b) >= fill)
       if (!s.table) return
       s.table.markRefreshed(b, s.clock.now())
     }

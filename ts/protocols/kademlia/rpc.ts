@@ -36,6 +36,12 @@ function budgetsOf(s: KadState): Budgets {
   return b
 }
 
+/** How many keys the request budgets and the reply limiter hold (for `stats()`). */
+export function budgetSizes(s: KadState): { budget_ips: number; budget_prefixes: number; reply_limit_keys: number } {
+  const b = budgets.get(s)
+  return { budget_ips: b?.ip.size ?? 0, budget_prefixes: b?.prefix.size ?? 0, reply_limit_keys: b?.replies.size ?? 0 }
+}
+
 /** True when a request to `to` may be sent now (spending the unvalidated budget if needed). */
 function withinBudget(s: KadState, to: Address): boolean {
   if (s.verified.has(to.key) || s.byAddr.has(to.key)) return true

@@ -82,7 +82,8 @@ export interface KademliaOptions {
   findTimeout?: number
   /**
    * A full bucket's least recently seen entry is pinged to make room for a newcomer only if it was
-   * not heard from for this many ms (default 60 000; 0: always). Anything heard from it counts.
+   * not heard from for this many ms, and no entry of the bucket answered such a ping within this
+   * many ms (default 60 000; 0: always). Anything heard from the pinged entry counts as an answer.
    */
   pingInterval?: number
   /**
@@ -190,6 +191,10 @@ export interface Run {
   t0: number
   /** findPeer: told each claimed address of the target as it is learned (FindPeerOptions.onCandidate). */
   onClaim: ((peer: Peer) => void) | undefined
+  /** A maintenance lookup ends (sends no further query) once this is true, e.g. its bucket filled. */
+  enough: (() => boolean) | undefined
+  /** Told of every answer (before its records become candidates). */
+  onAnswer: ((m: NativeMessage) => void) | undefined
   onDone: (r: LookupResult) => void
   onError: (e: Error) => void
 }

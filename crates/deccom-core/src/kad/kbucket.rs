@@ -18,7 +18,10 @@
 //! remembers the newcomer in the bucket's bounded replacement cache. The caller pings and reports
 //! with [`RoutingTable::on_ping_result`]: an answer moves the pinged entry to the tail (it stays);
 //! only a failed ping evicts it, and the most recently seen replacement takes its place. While one
-//! ping per bucket is outstanding, further newcomers only go to the cache ([`InsertResult::Cached`]).
+//! ping per bucket is outstanding, further newcomers only go to the cache ([`InsertResult::Cached`]);
+//! with a fresh interval (see [`RoutingTable::set_fresh_interval`]) they also only go there while
+//! the least recently seen entry was seen within it, or while an entry of the bucket answered such a
+//! ping within it (one answered ping vouches for the bucket: at most one per bucket per interval).
 //! [`RoutingTable::remove`] (e.g. after repeated query failures) also promotes a replacement.
 //!
 //! # Closest
@@ -64,8 +67,9 @@ pub enum InsertResult {
         to_ping: NodeId,
     },
     /// The bucket is full and a ping is already outstanding, or its least recently seen entry was
-    /// seen within the fresh interval (see [`RoutingTable::set_fresh_interval`]): the newcomer
-    /// waits in the cache and no ping is needed.
+    /// seen within the fresh interval (see [`RoutingTable::set_fresh_interval`]), or an entry of
+    /// the bucket answered such a ping within that interval: the newcomer waits in the cache and
+    /// no ping is needed.
     Cached,
     /// The id is the local id: never inserted.
     SelfId,
@@ -118,6 +122,37 @@ struct Slots<V> {
     replacements: VecDeque<Entry<V>>,
     /// The entry being pinged on behalf of a newcomer.
     pending: Option<NodeId>,
+    /// When an entry last answered such a ping: the bucket asks for none within the fresh interval.
+    answered: Option<Instant>,
+}
+
+impl<V> Slots<V> {
+    /// Room for one more entry, growing by doubling but never beyond `k` (a full bucket then
+    /// holds exactly `k`, not the next power of two).
+    fn room_for_one(&mut self, k: usize) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            let want = (len * 2).max(4).min(k).max(len + 1);
+            self.entries.reserve_exact(want - len);
+            self.seen.reserve_exact(want - self.seen.len());
+        }
+    }
+
+    /// `id` was heard from: if it was being pinged, that is the ping's answer.
+    fn heard(&mut self, id: &NodeId, now: Instant) {
+        if self.pending == Some(*id) {
+            self.pending = None;
+            self.answered = Some(now);
+        }
+    }
+
+    /// Whether a newcomer may ask for a ping now (the bucket is full): none in flight, none
+    /// answered within `fresh`, and the least recently seen entry not seen within `fresh`.
+    fn may_ping(&self, now: Instant, fresh: Duration) -> bool {
+        self.pending.is_none()
+            && now.saturating_duration_since(self.seen[0]) >= fresh
+            && self.answered.is_none_or(|t| now.saturating_duration_since(t) >= fresh)
+    }
 }
 
 impl<V> Bucket<V> {
@@ -132,7 +167,7 @@ impl<V> Bucket<V> {
     /// The contents, allocated if this is the first insert.
     fn slots_mut(&mut self) -> &mut Slots<V> {
         self.slots.get_or_insert_with(|| {
-            Box::new(Slots { entries: Vec::new(), seen: Vec::new(), replacements: VecDeque::new(), pending: None })
+            Box::new(Slots { entries: Vec::new(), seen: Vec::new(), replacements: VecDeque::new(), pending: None, answered: None })
         })
     }
 }
@@ -167,8 +202,10 @@ impl<V: Clone> RoutingTable<V> {
     }
 
     /// A newcomer to a full bucket asks for a ping of the least recently seen entry only if that
-    /// entry was last seen `interval` ago or more (default zero: always). An entry heard from
-    /// recently is alive as far as anyone can tell; pinging it would only cost two datagrams.
+    /// entry was last seen `interval` ago or more, and no entry of the bucket answered such a ping
+    /// within `interval` (default zero: always). An entry heard from recently is alive as far as
+    /// anyone can tell, and a bucket whose oldest entry just answered is in use: pinging would only
+    /// cost two datagrams.
     pub fn set_fresh_interval(&mut self, interval: Duration) {
         self.fresh = interval;
     }
@@ -241,13 +278,12 @@ impl<V: Clone> RoutingTable<V> {
             bucket.entries.push(e);
             bucket.seen.remove(i);
             bucket.seen.push(now);
-            if bucket.pending == Some(id) {
-                bucket.pending = None;
-            }
+            bucket.heard(&id, now);
             return InsertResult::Updated;
         }
         if bucket.entries.len() < k {
             bucket.replacements.retain(|e| e.id != id);
+            bucket.room_for_one(k);
             bucket.entries.push(Entry { id, value });
             bucket.seen.push(now);
             self.len += 1;
@@ -261,7 +297,7 @@ impl<V: Clone> RoutingTable<V> {
                 bucket.replacements.pop_front();
             }
         }
-        if bucket.pending.is_some() || now.saturating_duration_since(bucket.seen[0]) < self.fresh {
+        if !bucket.may_ping(now, self.fresh) {
             return InsertResult::Cached;
         }
         let to_ping = bucket.entries[0].id;
@@ -281,9 +317,7 @@ impl<V: Clone> RoutingTable<V> {
         bucket.entries[i..].rotate_left(1);
         bucket.seen.remove(i);
         bucket.seen.push(now);
-        if bucket.pending == Some(*id) {
-            bucket.pending = None;
-        }
+        bucket.heard(id, now);
         true
     }
 
@@ -300,7 +334,7 @@ impl<V: Clone> RoutingTable<V> {
         };
         bucket.entries.len() < self.config.k
             || bucket.entries.iter().any(|e| &e.id == id)
-            || (bucket.pending.is_none() && now.saturating_duration_since(bucket.seen[0]) >= self.fresh)
+            || bucket.may_ping(now, self.fresh)
     }
 
     /// Reports the outcome of a ping asked for by [`InsertResult::Pending`] (or any liveness check).
@@ -311,7 +345,9 @@ impl<V: Clone> RoutingTable<V> {
     pub fn on_ping_result(&mut self, id: &NodeId, alive: bool, now: Instant) -> Option<Eviction<V>> {
         let (b, i) = self.position(id)?;
         let bucket = self.buckets[b].slots_mut();
-        if bucket.pending == Some(*id) {
+        if alive {
+            bucket.heard(id, now);
+        } else if bucket.pending == Some(*id) {
             bucket.pending = None;
         }
         if alive {
