@@ -10,7 +10,10 @@
 //! - [`aux`]: auxiliary sockets, each connected to one remote, that carry that remote's traffic.
 //!
 //! `sendBatch` sends on the calling (JavaScript) thread unless send-side stages (faults, delay)
-//! are attached, in which case its datagrams go through the I/O thread's pipeline first.
+//! are attached, in which case its datagrams go through the I/O thread's pipeline first. Small
+//! reliable sends and handshake starts run the pipeline on the calling thread too when the I/O
+//! thread is not working on it (see [`io_thread`]): their first datagram leaves without a
+//! thread wake-up.
 //! Nothing here interprets the datagrams: protocol logic lives in the stages (`crate::stages`,
 //! over deccom-core) and in TypeScript. `close()` stops the thread, releases the JavaScript
 //! callback and closes the socket, so a process whose sockets are closed exits on its own.
@@ -38,7 +41,6 @@ use quinn_udp::{UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{coded, Code};
-use crate::pipeline::Pipeline;
 use crate::stages::delay::DelayStage;
 use crate::stages::faults::FaultStage;
 use crate::stages::noise::NoiseStage;
@@ -49,6 +51,7 @@ use commands::{Command, Commands, JsState, RudpLimits};
 use deccom_core::delay::Link;
 use deccom_core::impair::ImpairConfig;
 use deccom_core::rudp::Payload;
+use io_thread::Engine;
 use send::Pending;
 
 pub use batch::ReceivedBatch;
@@ -92,9 +95,15 @@ pub(crate) struct Shared {
   stats: Mutex<Stats>,
   /// Auxiliary sockets (one group per remote).
   aux: aux::Aux,
+  /// The pipeline and the receive batch: the I/O thread's during a round, else a small send's.
+  engine: Mutex<Engine>,
 }
 
 const KEY: usize = 7;
+
+/// Reliable messages up to this many bytes run the pipeline on the sending thread when the I/O
+/// thread is idle (larger ones go to the I/O thread: segmenting and pacing them is its work).
+const INLINE_MAX: usize = 16 << 10;
 
 impl Shared {
   fn sock(&self) -> UdpSockRef<'_> {
@@ -106,7 +115,7 @@ impl Shared {
 #[napi]
 pub struct UdpSocket {
   shared: Option<Arc<Shared>>,
-  thread: Option<JoinHandle<Pipeline>>,
+  thread: Option<JoinHandle<()>>,
   /// What the JavaScript thread knows about the stages (validation before queuing).
   js: Mutex<JsState>,
 }
@@ -181,12 +190,12 @@ impl UdpSocket {
       stats: Mutex::new(Stats::default()),
       max_rx_queue_bytes: opts.max_queued_bytes.unwrap_or(32 << 20) as usize,
       aux: aux::Aux::new(opts.max_aux_sockets.unwrap_or(256) as usize),
+      engine: Mutex::new(Engine::new(tsfn, opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize)),
     });
-    let max_batch = opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize;
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
       .name("deccom-udp".into())
-      .spawn(move || io_thread::io_loop(&thread_shared, tsfn, max_batch))
+      .spawn(move || io_thread::io_loop(&thread_shared))
       .map_err(|e| coded(Code::Socket, format!("cannot start the UDP I/O thread: {e}")))?;
     Ok(UdpSocket { shared: Some(shared), thread: Some(thread), js: Mutex::new(JsState::default()) })
   }
@@ -317,7 +326,14 @@ impl UdpSocket {
     let sh = self.shared()?;
     let mut js = self.js();
     let id = js.rudp_send(to, len)?;
-    if sh.command(Command::RudpSend { id, to, message: message(), progress }, true).is_err() {
+    let mut cmd = Command::RudpSend { id, to, message: message(), progress };
+    if len <= INLINE_MAX {
+      match sh.inline(cmd) {
+        Ok(()) => return Ok(id),
+        Err(c) => cmd = c,
+      }
+    }
+    if sh.command(cmd, true).is_err() {
       js.rudp_unsend(id);
       return Err(crate::error::rudp(deccom_core::rudp::RudpError::SendQueueFull { limit: commands::MAX_COMMANDS }));
     }
@@ -414,7 +430,9 @@ impl UdpSocket {
       None => None,
       Some(b) => Some(<[u8; 32]>::try_from(b).map_err(|_| coded(Code::InvalidArgument, format!("noiseConnect: a node id is 32 bytes, got {}", b.len())))?),
     };
-    let _ = sh.command(Command::NoiseConnect(peer, expected), false);
+    if let Err(cmd) = sh.inline(Command::NoiseConnect(peer, expected)) {
+      let _ = sh.command(cmd, false);
+    }
     Ok(())
   }
 
@@ -533,8 +551,14 @@ impl UdpSocket {
       sh.closing.store(true, Relaxed);
       let _ = sh.poller.notify();
       if let Some(t) = self.thread.take() {
-        // The pipeline comes back and is dropped here, on the JavaScript thread.
         drop(t.join());
+      }
+      {
+        // The pipeline (and the wake-up, should the thread have died early) is dropped here,
+        // on the JavaScript thread.
+        let mut e = lock(&sh.engine);
+        e.tsfn = None;
+        drop(std::mem::take(&mut e.pipeline));
       }
       let _ = sh.poller.delete(&sh.socket);
       sh.aux.close_all(&sh.poller);
