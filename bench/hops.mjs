@@ -6,13 +6,15 @@
 //  - noise:  [ReliableUdp, Noise encrypt]: as rudp, sealed (the handshake happens in the warm-up);
 //  - kad:    [Kademlia, ReliableUdp, Noise encrypt]: as noise, through the Kademlia layer
 //            (application messages pass it); the client bootstrapped from the server;
+//  - stream: [ReliableUdp, Noise encrypt]: one stream of a connection (node.connect to the
+//            address), each payload written and echoed back on it;
 //  - ping:   (on request) node.ping() on the kad stack: the UDP transport's own ping (rate-limited
 //            by the answering side, so keep --rounds small).
 // The echo side (forked child) answers each message from its 'message' handler. Per run, every level
 // in turn (the order rotates between runs) does --warmup (200) then --rounds (2000) sequential
 // round trips; printed per level: min / median / p95 in µs, each as min–max over --runs (3).
 //
-//   node bench/hops.mjs [--levels=dgram,udp,rudp,noise,kad] [--runs=3] [--rounds=2000]
+//   node bench/hops.mjs [--levels=dgram,udp,rudp,noise,kad,stream] [--runs=3] [--rounds=2000]
 //                       [--warmup=200] [--size=32] [--gap=0 ms] [--json=FILE]
 // DECCOM_BENCH_DIST=/path/to/dist/index.mjs measures another build (the child inherits it).
 import dgram from 'node:dgram'
@@ -25,7 +27,7 @@ import { HOST, hardLimit, median, now, parseFlags, quantile, withTimeout } from 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const DIST = pathToFileURL(process.env.DECCOM_BENCH_DIST ? path.resolve(process.env.DECCOM_BENCH_DIST) : path.join(HERE, '..', 'dist', 'index.mjs')).href
 const f = parseFlags()
-const LEVELS = (f.levels ?? 'dgram,udp,rudp,noise,kad').split(',')
+const LEVELS = (f.levels ?? 'dgram,udp,rudp,noise,kad,stream').split(',')
 const RUNS = Number(f.runs ?? 3)
 const ROUNDS = Math.min(Number(f.rounds ?? 2000), 100_000)
 const WARMUP = Math.min(Number(f.warmup ?? 200), 10_000)
@@ -36,7 +38,7 @@ const GAP = Number(f.gap ?? 0)
 const stackFor = (d, level, bootstrap) => {
   switch (level) {
     case 'rudp': return [new d.ReliableUdp()]
-    case 'noise': return [new d.ReliableUdp(), new d.Noise({ mode: 'encrypt' })]
+    case 'noise': case 'stream': return [new d.ReliableUdp(), new d.Noise({ mode: 'encrypt' })]
     case 'kad': case 'ping': return [new d.Kademlia({ bootstrap }), new d.ReliableUdp(), new d.Noise({ mode: 'encrypt' })]
     default: return undefined
   }
@@ -62,6 +64,7 @@ async function echo () {
     } else if (level !== 'ping' || !LEVELS.includes('kad')) {
       const node = await makeNode(d, level)
       node.on('message', (from, data) => { node.send(from, data).catch(() => {}) })
+      node.on('connection', (conn) => conn.on('stream', (st) => { st.on('error', () => {}); st.on('data', (b) => st.write(b)) }))
       info[level] = node.address.port
       closers.push(() => node.close())
     }
@@ -95,6 +98,16 @@ async function clientFor (d, level, port) {
     return { round: () => node.ping(to), close: () => node.close() }
   }
   let waiter = null
+  if (level === 'stream') {
+    const conn = await node.connect(to, { signal: AbortSignal.timeout(10_000) })
+    const st = await conn.openStream()
+    st.on('error', () => {})
+    st.on('data', () => { const w = waiter; waiter = null; w?.() })
+    return {
+      round: (payload) => new Promise((resolve) => { waiter = resolve; st.write(payload) }),
+      close: async () => { st.destroy(); await conn.close().catch(() => {}); await node.close() },
+    }
+  }
   node.on('message', () => { const w = waiter; waiter = null; w?.() })
   return {
     round: (payload) => new Promise((resolve) => { waiter = resolve; node.send(to, payload).catch(() => {}) }),
