@@ -41,6 +41,9 @@ const DRIVE_EVERY_BYTES: usize = 256 << 10;
 /// Largest UDP payload (IPv6 jumbograms aside); receive slots are this large so GRO can fill them.
 const SLOT: usize = 64 * 1024;
 
+/// Sends run on the JavaScript thread at most once per this interval (see [`Shared::inline`]).
+const INLINE_GAP: Duration = Duration::from_micros(100);
+
 /// The pipeline, the receive batch being built and the JavaScript wake-up: what a round works on.
 pub(crate) struct Engine {
   pub pipeline: Pipeline,
@@ -52,11 +55,13 @@ pub(crate) struct Engine {
   /// The I/O thread is asleep (or about to be) until `sleep_until` (None: until I/O or a notify).
   sleeping: bool,
   sleep_until: Option<Instant>,
+  /// When the last send run on the JavaScript thread ended.
+  last_inline: Option<Instant>,
 }
 
 impl Engine {
   pub fn new(tsfn: WakeFn, max_batch: usize) -> Engine {
-    Engine { pipeline: Pipeline::default(), slots: Slots::new(), batch: Batcher::new(), tsfn: Some(tsfn), max_batch, sleeping: false, sleep_until: None }
+    Engine { pipeline: Pipeline::default(), slots: Slots::new(), batch: Batcher::new(), tsfn: Some(tsfn), max_batch, sleeping: false, sleep_until: None, last_inline: None }
   }
 }
 
@@ -75,6 +80,12 @@ impl Shared {
     let Ok(mut guard) = self.engine.try_lock() else { return Err(cmd) };
     let e = &mut *guard;
     let Some(tsfn) = e.tsfn.as_ref() else { return Err(cmd) };
+    // The first send of a burst runs here; the ones right behind it (a lookup's α queries) go
+    // to the I/O thread, which sends them while JavaScript goes on (a loopback send costs the
+    // sender the receiver's wake-up, tens to hundreds of µs on a busy machine).
+    if e.last_inline.is_some_and(|t| t.elapsed() < INLINE_GAP) {
+      return Err(cmd);
+    }
     let send = self.send_fn();
     let send = &send;
     let mut rx = Rx { sh: self, tsfn, slots: &mut e.slots, batch: &mut e.batch, max_batch: e.max_batch };
@@ -88,6 +99,7 @@ impl Shared {
     e.pipeline.drive(now, send, &mut rx);
     e.pipeline.stats(&mut lock(&self.stats));
     rx.deliver();
+    e.last_inline = Some(Instant::now());
     // A timer now due before the I/O thread's sleep ends (a retransmission, a handshake
     // timeout) needs the thread awake for it; otherwise it sleeps on.
     if e.sleeping {
