@@ -47,11 +47,11 @@ const INLINE_GAP: Duration = Duration::from_micros(100);
 /// The pipeline, the receive batch being built and the JavaScript wake-up: what a round works on.
 pub(crate) struct Engine {
   pub pipeline: Pipeline,
-  slots: Slots,
-  batch: Batcher,
+  pub slots: Slots,
+  pub batch: Batcher,
   /// None once the I/O thread ended (the socket is closing).
   pub tsfn: Option<WakeFn>,
-  max_batch: usize,
+  pub max_batch: usize,
   /// The I/O thread is asleep (or about to be) until `sleep_until` (None: until I/O or a notify).
   sleeping: bool,
   sleep_until: Option<Instant>,
@@ -88,7 +88,7 @@ impl Shared {
     }
     let send = self.send_fn();
     let send = &send;
-    let mut rx = Rx { sh: self, tsfn, slots: &mut e.slots, batch: &mut e.batch, max_batch: e.max_batch };
+    let mut rx = Rx::new(self, tsfn, &mut e.slots, &mut e.batch, e.max_batch);
     let now = Instant::now();
     let mut queued = VecDeque::new();
     self.take_commands(&mut queued);
@@ -111,6 +111,23 @@ impl Shared {
       }
     }
     Ok(())
+  }
+}
+
+/// One receive slot (`stride`-byte datagrams back to back, as GRO coalesced them) up through
+/// the pipeline, datagram by datagram, counted.
+pub(crate) fn split(sh: &Shared, pipeline: &mut Pipeline, now: Instant, from: SocketAddr, buf: &[u8], stride: usize, rx: &mut Rx<'_>) {
+  let stride = stride.max(1);
+  let mut start = 0;
+  // `first` lets a 0-byte datagram through as one entry of length 0 (JavaScript counts it).
+  let mut first = true;
+  while start < buf.len() || std::mem::take(&mut first) {
+    first = false;
+    let end = (start + stride).min(buf.len());
+    sh.counters.rx_datagrams.fetch_add(1, Relaxed);
+    sh.counters.rx_bytes.fetch_add((end - start) as u64, Relaxed);
+    pipeline.receive(now, from, &buf[start..end], rx);
+    start = end;
   }
 }
 
@@ -170,7 +187,7 @@ pub(crate) fn io_loop(sh: &Shared) {
       let mut pending = lock(&sh.pending);
       sh.flush_pending(&mut pending);
     }
-    let mut rx = Rx { sh, tsfn, slots: &mut eng.slots, batch: &mut eng.batch, max_batch: eng.max_batch };
+    let mut rx = Rx::new(sh, tsfn, &mut eng.slots, &mut eng.batch, eng.max_batch);
     run_commands(pipeline, &mut rx);
     if readable {
       loop {
@@ -189,19 +206,7 @@ pub(crate) fn io_loop(sh: &Shared) {
                 since_drive = 0;
               }
               since_drive += m.len;
-              let from = normalize(m.addr);
-              let stride = m.stride.max(1);
-              let mut start = 0;
-              // `first` lets a 0-byte datagram through as one entry of length 0 (JavaScript counts it).
-              let mut first = true;
-              while start < m.len || std::mem::take(&mut first) {
-                first = false;
-                let end = (start + stride).min(m.len);
-                sh.counters.rx_datagrams.fetch_add(1, Relaxed);
-                sh.counters.rx_bytes.fetch_add((end - start) as u64, Relaxed);
-                pipeline.receive(now, from, &buf[start..end], &mut rx);
-                start = end;
-              }
+              split(sh, pipeline, now, normalize(m.addr), &buf[..m.len], m.stride, &mut rx);
             }
             // Commands (sends) queued meanwhile join, then acknowledge and send while the burst
             // goes on, not only after it.

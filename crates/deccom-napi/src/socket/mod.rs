@@ -22,6 +22,8 @@ mod aux;
 mod batch;
 mod commands;
 mod io_thread;
+#[cfg(unix)]
+mod js_rx;
 mod options;
 mod send;
 
@@ -97,6 +99,8 @@ pub(crate) struct Shared {
   aux: aux::Aux,
   /// The pipeline and the receive batch: the I/O thread's during a round, else a small send's.
   engine: Mutex<Engine>,
+  /// The JavaScript thread receives (no stage attached yet; see `js_rx`).
+  js_rx: AtomicBool,
 }
 
 const KEY: usize = 7;
@@ -118,6 +122,9 @@ pub struct UdpSocket {
   thread: Option<JoinHandle<()>>,
   /// What the JavaScript thread knows about the stages (validation before queuing).
   js: Mutex<JsState>,
+  /// The JavaScript-thread receiver, until a stage attaches.
+  #[cfg(unix)]
+  rx_js: Mutex<Option<js_rx::JsRx>>,
 }
 
 fn parse_ip(host: &str) -> Result<IpAddr> {
@@ -145,7 +152,11 @@ impl UdpSocket {
   /// `ERR_DECCOM_INVALID_ADDRESS` for a host that is not an IP literal, `ERR_DECCOM_ADDRESS_IN_USE`
   /// when the port is taken, `ERR_DECCOM_SOCKET` for other OS errors.
   #[napi(factory)]
-  pub fn bind(host: String, port: u32, options: Option<UdpBindOptions>, on_readable: Function<(), ()>) -> Result<UdpSocket> {
+  pub fn bind(env: Env, host: String, port: u32, options: Option<UdpBindOptions>, on_readable: Function<(), ()>) -> Result<UdpSocket> {
+    #[cfg(unix)]
+    let on_readable_raw = on_readable.value().value;
+    #[cfg(not(unix))]
+    let _ = &env;
     let opts = options.unwrap_or(UdpBindOptions { recv_buffer_size: None, send_buffer_size: None, ipv6_only: None, max_batch: None, max_pending_bytes: None, max_queued_bytes: None, max_aux_sockets: None });
     let ip = parse_ip(&host)?;
     let port = u16::try_from(port).map_err(|_| coded(Code::InvalidAddress, format!("port {port} is out of range 0..65535")))?;
@@ -191,13 +202,42 @@ impl UdpSocket {
       max_rx_queue_bytes: opts.max_queued_bytes.unwrap_or(32 << 20) as usize,
       aux: aux::Aux::new(opts.max_aux_sockets.unwrap_or(256) as usize),
       engine: Mutex::new(Engine::new(tsfn, opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize)),
+      js_rx: AtomicBool::new(false),
     });
+    // Until a stage attaches, the JavaScript thread's event loop receives (see `js_rx`).
+    #[cfg(unix)]
+    let rx_js = {
+      let started = js_rx::JsRx::start(&shared, env.raw(), on_readable_raw);
+      if started.is_some() {
+        shared.js_rx.store(true, Relaxed);
+        let _ = shared.arm(&lock(&shared.pending));
+      }
+      Mutex::new(started)
+    };
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
       .name("deccom-udp".into())
       .spawn(move || io_thread::io_loop(&thread_shared))
       .map_err(|e| coded(Code::Socket, format!("cannot start the UDP I/O thread: {e}")))?;
-    Ok(UdpSocket { shared: Some(shared), thread: Some(thread), js: Mutex::new(JsState::default()) })
+    Ok(UdpSocket {
+      shared: Some(shared),
+      thread: Some(thread),
+      js: Mutex::new(JsState::default()),
+      #[cfg(unix)]
+      rx_js,
+    })
+  }
+
+  /// A stage attaches: reception goes to the I/O thread for good.
+  fn stop_js_rx(&self) {
+    #[cfg(unix)]
+    if let Some(r) = lock(&self.rx_js).take() {
+      r.stop();
+      if let Some(sh) = self.shared.as_ref() {
+        sh.js_rx.store(false, Relaxed);
+        let _ = sh.arm(&lock(&sh.pending));
+      }
+    }
   }
 
   fn shared(&self) -> Result<&Arc<Shared>> {
@@ -287,6 +327,7 @@ impl UdpSocket {
       config.receive_window = deccom_core::rudp::receive_window_for_socket_buffer(rcvbuf, config.max_segment_payload);
     }
     js.rudp = Some(RudpLimits { max_message_size: config.max_message_size, max_outgoing_per_peer: config.max_outgoing_per_peer });
+    self.stop_js_rx();
     let _ = sh.command(Command::Attach(Box::new(RudpStage::new(tag, config, loopback_segment, Instant::now(), seed))), false);
     Ok(())
   }
@@ -380,6 +421,9 @@ impl UdpSocket {
       js.below_protocols("a fault stage")?;
     }
     js.faults[slot(dir)] = stage.is_some();
+    if stage.is_some() {
+      self.stop_js_rx();
+    }
     let _ = sh.command(Command::Faults(dir, stage), false);
     Ok(())
   }
@@ -411,6 +455,7 @@ impl UdpSocket {
     getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?;
     let endpoint = deccom_core::noise::Endpoint::new(identity.core(), cfg, Instant::now(), seed).map_err(crate::noise::noise_err)?;
     js.noise = true;
+    self.stop_js_rx();
     let _ = sh.command(Command::Attach(Box::new(NoiseStage::new(tag, endpoint))), false);
     Ok(())
   }
@@ -454,6 +499,9 @@ impl UdpSocket {
       js.below_protocols("a delay line")?;
     }
     js.delay[slot(dir)] = line.is_some();
+    if line.is_some() {
+      self.stop_js_rx();
+    }
     let _ = sh.command(Command::Delay(dir, line), false);
     Ok(())
   }
@@ -547,6 +595,7 @@ impl UdpSocket {
   /// they still hold), and closes the socket. Idempotent.
   #[napi]
   pub fn close(&mut self) {
+    self.stop_js_rx();
     if let Some(sh) = self.shared.take() {
       sh.closing.store(true, Relaxed);
       let _ = sh.poller.notify();
