@@ -83,7 +83,8 @@ impl Shared {
     // The first send of a burst runs here; the ones right behind it (a lookup's α queries) go
     // to the I/O thread, which sends them while JavaScript goes on (a loopback send costs the
     // sender the receiver's wake-up, tens to hundreds of µs on a busy machine).
-    if e.last_inline.is_some_and(|t| t.elapsed() < INLINE_GAP) {
+    // A transfer in progress is the I/O thread's work: a send behind it waits its turn there.
+    if e.last_inline.is_some_and(|t| t.elapsed() < INLINE_GAP) || e.pipeline.busy() {
       return Err(cmd);
     }
     let send = self.send_fn();
