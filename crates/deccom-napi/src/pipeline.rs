@@ -178,6 +178,11 @@ impl Pipeline {
     }
   }
 
+  /// Some stage is in the middle of a transfer ([`Stage::busy`]).
+  pub fn busy(&self) -> bool {
+    self.stages.iter().any(|s| s.busy())
+  }
+
   /// When the I/O thread must wake next (None: only for I/O).
   pub fn next_timeout(&self) -> Option<Instant> {
     self.stages.iter().filter_map(|s| s.poll_timeout()).min()

@@ -46,6 +46,7 @@ export class Kademlia extends Protocol {
     this.#s.queryTimeout = positive(opts.queryTimeout ?? 1000, 'queryTimeout')
     this.#s.minPatience = positive(opts.minPatience ?? 100, 'minPatience')
     this.#s.settleLookup = nonNegative(opts.settleLookup ?? 10_000, 'settleLookup')
+    this.#s.joinRefreshDelay = nonNegative(opts.joinRefreshDelay ?? 500, 'joinRefreshDelay')
     this.#s.bootstrapRetries = int(opts.bootstrapRetries ?? 5, 0, 1000, 'bootstrapRetries')
     this.#s.maxFailures = int(opts.maxFailures ?? 2, 1, 1000, 'maxFailures')
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
@@ -86,7 +87,8 @@ export class Kademlia extends Protocol {
     clock.clearTimeout(this.#s.refreshTimer ?? undefined)
     clock.clearTimeout(this.#s.joinTimer ?? undefined)
     clock.clearTimeout(this.#s.settleTimer ?? undefined)
-    this.#s.refreshTimer = this.#s.joinTimer = this.#s.settleTimer = null
+    clock.clearTimeout(this.#s.joinRefreshTimer ?? undefined)
+    this.#s.refreshTimer = this.#s.joinTimer = this.#s.settleTimer = this.#s.joinRefreshTimer = null
     this.#s.joining = false
     for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
     this.#s.pending.clear()

@@ -70,7 +70,18 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     s.count('joined')
     if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
     markJoined(s)
-    await refresh(s, true, coveredBelow(s, r))
+    const covered = coveredBelow(s, r)
+    // The application's first steps after ready() go first (see `joinRefreshDelay`).
+    if (s.joinRefreshDelay > 0) {
+      await new Promise<void>((resolve) => {
+        s.joinRefreshTimer = s.clock.setTimeout(() => {
+          s.joinRefreshTimer = null
+          resolve()
+        }, s.joinRefreshDelay)
+      })
+      if (!s.running) return
+    }
+    await refresh(s, true, covered)
     if (s.running && s.settleLookup > 0 && s.settleTimer === null) {
       s.settleTimer = s.clock.setTimeout(() => {
         s.settleTimer = null

@@ -70,6 +70,13 @@ export interface KademliaOptions {
    * once — learn of it without waiting for the periodic refresh.
    */
   settleLookup?: number
+  /**
+   * After joining, the bucket refresh (lookups of random ids in the buckets the self-lookup did not
+   * cover) starts this many ms after `ready()` resolved (default 500; 0: at once), so that what the
+   * application does right after `ready()` — a `findPeer`, a `connect` — does not share the
+   * network and the CPU with it. The refresh then runs as before.
+   */
+  joinRefreshDelay?: number
   /** Bootstrap attempts after the first while no bootstrap node answers (default 5). */
   bootstrapRetries?: number
   /** Consecutive query failures after which a table entry is removed (default 2). */
@@ -223,6 +230,9 @@ export class KadState {
   minPatience!: number
   settleLookup!: number
   settleTimer: TimerHandle | null = null
+  joinRefreshDelay!: number
+  /** The wait between joining and the join's bucket refresh. */
+  joinRefreshTimer: TimerHandle | null = null
   /** Smoothed duration of answered FIND_NODEs (ms; 0: none yet) and its mean deviation. */
   querySrtt = 0
   queryRttVar = 0

@@ -73,6 +73,11 @@ impl RxQueue {
     RxQueue { batches: VecDeque::new(), bytes: 0, notified: false }
   }
 
+  /// Whether a batch is waiting.
+  pub fn has_batches(&self) -> bool {
+    !self.batches.is_empty()
+  }
+
   /// The next batch, or None (and JavaScript is asleep again: the next batch wakes it).
   pub fn pop(&mut self) -> Option<RecvBatch> {
     let b = self.batches.pop_front();
@@ -220,9 +225,15 @@ pub(crate) struct Rx<'a> {
   pub slots: &'a mut Slots,
   pub batch: &'a mut Batcher,
   pub max_batch: usize,
+  /// JavaScript is called right after this drain (on its own thread): no wake-up needed.
+  pub direct: bool,
 }
 
-impl Rx<'_> {
+impl<'a> Rx<'a> {
+  pub fn new(sh: &'a Shared, tsfn: &'a WakeFn, slots: &'a mut Slots, batch: &'a mut Batcher, max_batch: usize) -> Rx<'a> {
+    Rx { sh, tsfn, slots, batch, max_batch, direct: false }
+  }
+
   fn slot(&mut self, from: SocketAddr) -> u32 {
     if self.slots.needs_reset(&from) {
       // JavaScript clears its table before reading a batch: older slots go out first.
@@ -285,6 +296,9 @@ impl Rx<'_> {
     sh.counters.rx_batches.fetch_add(1, Relaxed);
     if !q.notified {
       q.notified = true;
+      if self.direct {
+        return;
+      }
       drop(q);
       // At most one wake-up is outstanding, so the (size 1) queue of the function cannot be full.
       self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);

@@ -10,7 +10,10 @@
 //! - [`aux`]: auxiliary sockets, each connected to one remote, that carry that remote's traffic.
 //!
 //! `sendBatch` sends on the calling (JavaScript) thread unless send-side stages (faults, delay)
-//! are attached, in which case its datagrams go through the I/O thread's pipeline first.
+//! are attached, in which case its datagrams go through the I/O thread's pipeline first. Small
+//! reliable sends and handshake starts run the pipeline on the calling thread too when the I/O
+//! thread is not working on it (see [`io_thread`]): their first datagram leaves without a
+//! thread wake-up.
 //! Nothing here interprets the datagrams: protocol logic lives in the stages (`crate::stages`,
 //! over deccom-core) and in TypeScript. `close()` stops the thread, releases the JavaScript
 //! callback and closes the socket, so a process whose sockets are closed exits on its own.
@@ -19,6 +22,8 @@ mod aux;
 mod batch;
 mod commands;
 mod io_thread;
+#[cfg(unix)]
+mod js_rx;
 mod options;
 mod send;
 
@@ -38,7 +43,6 @@ use quinn_udp::{UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{coded, Code};
-use crate::pipeline::Pipeline;
 use crate::stages::delay::DelayStage;
 use crate::stages::faults::FaultStage;
 use crate::stages::noise::NoiseStage;
@@ -49,6 +53,7 @@ use commands::{Command, Commands, JsState, RudpLimits};
 use deccom_core::delay::Link;
 use deccom_core::impair::ImpairConfig;
 use deccom_core::rudp::Payload;
+use io_thread::Engine;
 use send::Pending;
 
 pub use batch::ReceivedBatch;
@@ -92,9 +97,17 @@ pub(crate) struct Shared {
   stats: Mutex<Stats>,
   /// Auxiliary sockets (one group per remote).
   aux: aux::Aux,
+  /// The pipeline and the receive batch: the I/O thread's during a round, else a small send's.
+  engine: Mutex<Engine>,
+  /// The JavaScript thread receives (no stage attached yet; see `js_rx`).
+  js_rx: AtomicBool,
 }
 
 const KEY: usize = 7;
+
+/// Reliable messages up to this many bytes run the pipeline on the sending thread when the I/O
+/// thread is idle (larger ones go to the I/O thread: segmenting and pacing them is its work).
+const INLINE_MAX: usize = 16 << 10;
 
 impl Shared {
   fn sock(&self) -> UdpSockRef<'_> {
@@ -106,9 +119,12 @@ impl Shared {
 #[napi]
 pub struct UdpSocket {
   shared: Option<Arc<Shared>>,
-  thread: Option<JoinHandle<Pipeline>>,
+  thread: Option<JoinHandle<()>>,
   /// What the JavaScript thread knows about the stages (validation before queuing).
   js: Mutex<JsState>,
+  /// The JavaScript-thread receiver, until a stage attaches.
+  #[cfg(unix)]
+  rx_js: Mutex<Option<js_rx::JsRx>>,
 }
 
 fn parse_ip(host: &str) -> Result<IpAddr> {
@@ -136,7 +152,11 @@ impl UdpSocket {
   /// `ERR_DECCOM_INVALID_ADDRESS` for a host that is not an IP literal, `ERR_DECCOM_ADDRESS_IN_USE`
   /// when the port is taken, `ERR_DECCOM_SOCKET` for other OS errors.
   #[napi(factory)]
-  pub fn bind(host: String, port: u32, options: Option<UdpBindOptions>, on_readable: Function<(), ()>) -> Result<UdpSocket> {
+  pub fn bind(env: Env, host: String, port: u32, options: Option<UdpBindOptions>, on_readable: Function<(), ()>) -> Result<UdpSocket> {
+    #[cfg(unix)]
+    let on_readable_raw = on_readable.value().value;
+    #[cfg(not(unix))]
+    let _ = &env;
     let opts = options.unwrap_or(UdpBindOptions { recv_buffer_size: None, send_buffer_size: None, ipv6_only: None, max_batch: None, max_pending_bytes: None, max_queued_bytes: None, max_aux_sockets: None });
     let ip = parse_ip(&host)?;
     let port = u16::try_from(port).map_err(|_| coded(Code::InvalidAddress, format!("port {port} is out of range 0..65535")))?;
@@ -181,14 +201,43 @@ impl UdpSocket {
       stats: Mutex::new(Stats::default()),
       max_rx_queue_bytes: opts.max_queued_bytes.unwrap_or(32 << 20) as usize,
       aux: aux::Aux::new(opts.max_aux_sockets.unwrap_or(256) as usize),
+      engine: Mutex::new(Engine::new(tsfn, opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize)),
+      js_rx: AtomicBool::new(false),
     });
-    let max_batch = opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize;
+    // Until a stage attaches, the JavaScript thread's event loop receives (see `js_rx`).
+    #[cfg(unix)]
+    let rx_js = {
+      let started = js_rx::JsRx::start(&shared, env.raw(), on_readable_raw);
+      if started.is_some() {
+        shared.js_rx.store(true, Relaxed);
+        let _ = shared.arm(&lock(&shared.pending));
+      }
+      Mutex::new(started)
+    };
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
       .name("deccom-udp".into())
-      .spawn(move || io_thread::io_loop(&thread_shared, tsfn, max_batch))
+      .spawn(move || io_thread::io_loop(&thread_shared))
       .map_err(|e| coded(Code::Socket, format!("cannot start the UDP I/O thread: {e}")))?;
-    Ok(UdpSocket { shared: Some(shared), thread: Some(thread), js: Mutex::new(JsState::default()) })
+    Ok(UdpSocket {
+      shared: Some(shared),
+      thread: Some(thread),
+      js: Mutex::new(JsState::default()),
+      #[cfg(unix)]
+      rx_js,
+    })
+  }
+
+  /// A stage attaches: reception goes to the I/O thread for good.
+  fn stop_js_rx(&self) {
+    #[cfg(unix)]
+    if let Some(r) = lock(&self.rx_js).take() {
+      r.stop();
+      if let Some(sh) = self.shared.as_ref() {
+        sh.js_rx.store(false, Relaxed);
+        let _ = sh.arm(&lock(&sh.pending));
+      }
+    }
   }
 
   fn shared(&self) -> Result<&Arc<Shared>> {
@@ -278,6 +327,7 @@ impl UdpSocket {
       config.receive_window = deccom_core::rudp::receive_window_for_socket_buffer(rcvbuf, config.max_segment_payload);
     }
     js.rudp = Some(RudpLimits { max_message_size: config.max_message_size, max_outgoing_per_peer: config.max_outgoing_per_peer });
+    self.stop_js_rx();
     let _ = sh.command(Command::Attach(Box::new(RudpStage::new(tag, config, loopback_segment, Instant::now(), seed))), false);
     Ok(())
   }
@@ -317,6 +367,15 @@ impl UdpSocket {
     let sh = self.shared()?;
     let mut js = self.js();
     let id = js.rudp_send(to, len)?;
+    let mut cmd = Command::RudpSend { id, to, message: message(), progress };
+    // The first small send of a burst may run on this thread at once (see `Shared::inline`);
+    // only with nothing staged before it, which would otherwise be overtaken.
+    if len <= INLINE_MAX && js.staged.is_empty() {
+      match sh.inline(cmd) {
+        Ok(()) => return Ok(id),
+        Err(c) => cmd = c,
+      }
+    }
     if sh.commands_waiting() + js.staged.len() >= commands::MAX_COMMANDS {
       js.rudp_unsend(id);
       return Err(crate::error::rudp(deccom_core::rudp::RudpError::SendQueueFull { limit: commands::MAX_COMMANDS }));
@@ -324,7 +383,7 @@ impl UdpSocket {
     if js.staged.len() >= commands::MAX_STAGED {
       sh.command_all(&mut js.staged);
     }
-    js.staged.push(Command::RudpSend { id, to, message: message(), progress });
+    js.staged.push(cmd);
     Ok(id)
   }
 
@@ -381,6 +440,9 @@ impl UdpSocket {
       js.below_protocols("a fault stage")?;
     }
     js.faults[slot(dir)] = stage.is_some();
+    if stage.is_some() {
+      self.stop_js_rx();
+    }
     sh.command_after(&mut js.staged, Command::Faults(dir, stage));
     Ok(())
   }
@@ -412,6 +474,7 @@ impl UdpSocket {
     getrandom::fill(&mut seed).map_err(|e| napi::Error::from_reason(format!("ERR_DECCOM_RNG: the operating system random generator failed: {e}")))?;
     let endpoint = deccom_core::noise::Endpoint::new(identity.core(), cfg, Instant::now(), seed).map_err(crate::noise::noise_err)?;
     js.noise = true;
+    self.stop_js_rx();
     sh.command_after(&mut js.staged, Command::Attach(Box::new(NoiseStage::new(tag, endpoint))));
     Ok(())
   }
@@ -431,7 +494,12 @@ impl UdpSocket {
       None => None,
       Some(b) => Some(<[u8; 32]>::try_from(b).map_err(|_| coded(Code::InvalidArgument, format!("noiseConnect: a node id is 32 bytes, got {}", b.len())))?),
     };
-    sh.command_after(&mut self.js().staged, Command::NoiseConnect(peer, expected));
+    // After the staged sends (handed over first, so `inline` runs them before this); then on
+    // this thread if the engine is free.
+    sh.command_all(&mut self.js().staged);
+    if let Err(cmd) = sh.inline(Command::NoiseConnect(peer, expected)) {
+      let _ = sh.command(cmd, false);
+    }
     Ok(())
   }
 
@@ -453,6 +521,9 @@ impl UdpSocket {
       js.below_protocols("a delay line")?;
     }
     js.delay[slot(dir)] = line.is_some();
+    if line.is_some() {
+      self.stop_js_rx();
+    }
     sh.command_after(&mut js.staged, Command::Delay(dir, line));
     Ok(())
   }
@@ -546,12 +617,19 @@ impl UdpSocket {
   /// they still hold), and closes the socket. Idempotent.
   #[napi]
   pub fn close(&mut self) {
+    self.stop_js_rx();
     if let Some(sh) = self.shared.take() {
       sh.closing.store(true, Relaxed);
       let _ = sh.poller.notify();
       if let Some(t) = self.thread.take() {
-        // The pipeline comes back and is dropped here, on the JavaScript thread.
         drop(t.join());
+      }
+      {
+        // The pipeline (and the wake-up, should the thread have died early) is dropped here,
+        // on the JavaScript thread.
+        let mut e = lock(&sh.engine);
+        e.tsfn = None;
+        drop(std::mem::take(&mut e.pipeline));
       }
       let _ = sh.poller.delete(&sh.socket);
       sh.aux.close_all(&sh.poller);

@@ -29,8 +29,15 @@ pub(crate) struct Pending {
 impl Shared {
   /// Re-arms the (one-shot) poller; asks for writability only while something is queued.
   /// Called with the pending lock held, so the interest always matches the queue.
+  /// While the JavaScript thread receives (see `js_rx`), this thread asks for writability only.
   pub(crate) fn arm(&self, pending: &Pending) -> io::Result<()> {
-    let ev = if pending.queue.is_empty() { Event::readable(KEY) } else { Event::all(KEY) };
+    let js = self.js_rx.load(Relaxed);
+    let ev = match (pending.queue.is_empty(), js) {
+      (true, false) => Event::readable(KEY),
+      (false, false) => Event::all(KEY),
+      (true, true) => Event::none(KEY),
+      (false, true) => Event::writable(KEY),
+    };
     self.poller.modify(&self.socket, ev)
   }
 

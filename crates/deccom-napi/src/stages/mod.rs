@@ -231,6 +231,12 @@ pub(crate) trait Stage: Send + Any {
   /// A stage owning `tag` was composed above this one (its datagrams pass through this one).
   fn carries(&mut self, _tag: u8) {}
 
+  /// The stage is in the middle of a transfer (a send from JavaScript then goes to the I/O
+  /// thread, whose work the transfer is, instead of running on the JavaScript thread).
+  fn busy(&self) -> bool {
+    false
+  }
+
   /// A datagram from below. Default: pass it up unchanged.
   fn receive(&mut self, up: &mut Up<'_>, from: SocketAddr, tag: u8, body: &[u8]) {
     up.up(from, tag, body);

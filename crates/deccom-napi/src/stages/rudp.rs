@@ -101,7 +101,15 @@ impl RudpStage {
   }
 }
 
+/// Datagrams in flight (over all peers) above which the endpoint counts as busy.
+const BUSY_IN_FLIGHT: u64 = 8;
+
 impl Stage for RudpStage {
+  /// Sending (more than a few datagrams in flight) or receiving (a message partly reassembled).
+  fn busy(&self) -> bool {
+    self.endpoint.reassembly_bytes() > 0 || self.endpoint.stats().in_flight > BUSY_IN_FLIGHT
+  }
+
   fn tag(&self) -> Option<u8> {
     Some(self.tag)
   }
