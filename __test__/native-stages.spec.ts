@@ -85,10 +85,11 @@ test('a queued reliable send completes with the id it was given; the counters ar
     const id2 = a.sock.rudpSend(b.addr, 9, big)
     t.not(id1, id2)
     const completions = (): number[] => a.batches.flatMap((x) => [...(x.completions ?? [])])
-    // Reliable sends wait on the JavaScript side until flush() hands them to the I/O thread
-    // together (UdpTransport calls it in a microtask after the first send of a turn).
+    // The first small send of a burst may leave at once on this thread; the sends behind it wait
+    // on the JavaScript side until flush() hands them to the I/O thread together (UdpTransport
+    // calls it in a microtask after the first send of a turn).
     await new Promise((r) => setTimeout(r, 50))
-    t.is(completions().length, 0, 'nothing was sent before flush() (b answers within a millisecond)')
+    t.false(completions().includes(id2), 'the large send did not leave before flush() (b answers within a millisecond)')
     a.sock.flush()
     t.true(await a.wait(() => completions().length >= 4), 'both sends complete')
     t.deepEqual(completions(), [id1, 0, id2, 0])
