@@ -5,11 +5,15 @@
 // udx-native stream and over TCP.
 //
 //   node bench/rudp.mjs [--mib=256] [--small=10000] [--loss=5] [--parts=bulk,lossy,lossy1,small,secure] [--impls=deccom,udx,tcp]
-//                       [--runs=N] [--busy]
+//                       [--runs=N] [--busy] [--warmup=2]
 //
 // --runs alternates the implementations N times (each run in the other order) and prints
 // min/median/max of each figure and of the per-run ratios; --busy adds a CPU hog (a spinning child
 // process) for the whole measurement. `lossy1` is the same transfer with 1 % loss.
+// The small-message part first makes --warmup (2) uncounted runs of each implementation: the
+// sending process is the same for every run, and its first 10,000-message runs measure its
+// JavaScript compiler warming up (deccom's first runs were 15-25 % slower than its later ones)
+// as much as the transport. Larger parts send enough for that not to matter and have none.
 //
 // Peers come from bench/package.json (`npm install --prefix bench`); missing peers are skipped.
 // The sender's clock starts at the first send and stops when the receiver reports (over IPC) that
@@ -245,6 +249,17 @@ async function main () {
   const stopHog = flags.busy === 'true' ? startHog() : () => {}
   const results = []
   try {
+    const warmup = parts.includes('small') ? Number(flags.warmup ?? 2) : 0
+    for (let w = 0; w < warmup; w++) {
+      for (const impl of impls.filter((i) => i !== 'tcp')) {
+        try {
+          const r = await runOne(impl, 'small')
+          console.error(`warm-up ${w + 1}/${warmup} ${impl} small: ${Math.round(r.msgps)} messages/s (not counted)`)
+        } catch (e) {
+          console.error(`warm-up ${w + 1}/${warmup} ${impl} small failed: ${e.message}`)
+        }
+      }
+    }
     for (let run = 0; run < runs; run++) {
       // Alternate: each run visits the implementations in the other order.
       const order = run % 2 === 0 ? impls : [...impls].reverse()
@@ -272,7 +287,7 @@ async function main () {
   /** Per-run ratios a/b (same run index), then their min/median/max. */
   const ratios = (ia, pa, ib, pb, key = 'mbps') => stat(of(ia, pa).map((a) => { const b = of(ib, pb).find((x) => x.run === a.run); return b ? a[key] / b[key] : NaN }))
   console.log(`
-${runs} run(s)${flags.busy === 'true' ? ', with a CPU hog on one core' : ''}; figures are min / median / max; ratios are taken per run, then min / median / max.`)
+${runs} run(s)${flags.busy === 'true' ? ', with a CPU hog on one core' : ''}${parts.includes('small') ? ` (small messages after ${Number(flags.warmup ?? 2)} uncounted warm-up runs of each implementation)` : ''}; figures are min / median / max; ratios are taken per run, then min / median / max.`)
   console.log(`
 One ${MIB} MiB message over 127.0.0.1, sender and receiver in separate processes (MB/s)
 `)
