@@ -14,6 +14,8 @@
 // sending process is the same for every run, and its first 10,000-message runs measure its
 // JavaScript compiler warming up (deccom's first runs were 15-25 % slower than its later ones)
 // as much as the transport. Larger parts send enough for that not to matter and have none.
+// Before every measurement the sending process collects its garbage (a full GC), so that no run
+// pays for the buffers of the one before it (a 256 MiB part leaves 256 MiB to collect).
 //
 // Peers come from bench/package.json (`npm install --prefix bench`); missing peers are skipped.
 // The sender's clock starts at the first send and stops when the receiver reports (over IPC) that
@@ -25,6 +27,8 @@ import crypto from 'node:crypto'
 import { fork } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(HERE, '..')
@@ -237,6 +241,12 @@ const stat = (xs) => {
 const fmt = (x, d = 1) => (x === null || x === undefined ? '–' : x.toFixed(d))
 const range = (st, d = 1, unit = '') => (st ? `${fmt(st.min, d)}${unit} / ${fmt(st.median, d)}${unit} / ${fmt(st.max, d)}${unit}` : '–')
 
+/** A full garbage collection of this (the sending) process, between measurements. */
+function collect () {
+  v8.setFlagsFromString('--expose-gc')
+  vm.runInNewContext('gc')()
+}
+
 async function main () {
   hardLimit(3_600_000, 'rudp bench')
   const runs = Number(flags.runs ?? 1)
@@ -253,6 +263,7 @@ async function main () {
     for (let w = 0; w < warmup; w++) {
       for (const impl of impls.filter((i) => i !== 'tcp')) {
         try {
+          collect()
           const r = await runOne(impl, 'small')
           console.error(`warm-up ${w + 1}/${warmup} ${impl} small: ${Math.round(r.msgps)} messages/s (not counted)`)
         } catch (e) {
@@ -269,6 +280,7 @@ async function main () {
           if (part === 'small' && impl === 'tcp') continue
           if (part === 'secure' && impl !== 'deccom' && !secureAvailable()) continue
           try {
+            collect()
             const r = await runOne(impl, part)
             r.run = run
             results.push(r)
