@@ -38,6 +38,8 @@ fn keys() -> &'static Keys {
 
 fn config(input: &mut Input<'_>) -> Config {
     let c = input.u8();
+    let rekey = input.u8();
+    let epoch = input.u8();
     Config {
         mode: match c % 8 {
             0 => Mode::Plaintext,
@@ -47,7 +49,7 @@ fn config(input: &mut Input<'_>) -> Config {
         strict: c & 0x08 != 0,
         handshake_timeout: Duration::from_millis(200),
         handshake_retries: 2,
-        rekey_after_messages: 1 + u64::from(input.u8() % 16),
+        rekey_after_messages: 1 + u64::from(rekey % 16),
         rekey_after_time: Duration::from_secs(2),
         reject_after_time: Duration::from_secs(5),
         rekey_grace: Duration::from_millis(500),
@@ -63,9 +65,11 @@ fn config(input: &mut Input<'_>) -> Config {
         max_transmit_queue: 16,
         max_events: 16,
         max_message_len: 1200,
-        sign_epoch: u64::from(input.u8()),
+        sign_epoch: u64::from(epoch),
         connect_on_unknown_session: c & 0x10 != 0,
         verified_bindings: usize::from(c & 0x20 != 0),
+        // Both transport suites (a bit of the rekey byte, whose value uses only 4).
+        aes_gcm: Some(rekey & 0x10 != 0),
     }
 }
 
