@@ -16,6 +16,7 @@ import type { TcpPeer } from '../protocols/tcp/connection'
 import { type Clock, type TimerHandle, realClock } from '../clock'
 import { abortError, DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { DiscoveryErrorCode } from '../protocols/kademlia/state'
 import { decodeMux, encodeMux, type Hello, TAG_CONN } from '../wire/mux'
 import { type Budget, type Carrier, CLOSE_REFUSED, CLOSE_SHUTDOWN, Connection, type ConnectionLimits, type ConnectionPath } from './connection'
 
@@ -95,6 +96,8 @@ interface Dial {
 const ZERO8 = Buffer.alloc(8)
 /** The smallest initial connection credit; a connection that cannot get it is refused. */
 const MIN_GRANT = 64 * 1024
+/** Wait before `connect(id)` asks discovery a second time (see `Connections#find`). */
+const FIND_RETRY_MS = 100
 /** Frame bytes a TCP connection may have queued for its socket at once. */
 const TCP_IN_FLIGHT = 4 * 1024 * 1024
 /** Frame bytes a connection over reliable messages may have undelivered at once (the sender's memory, whatever credit the peer grants). */
@@ -227,9 +230,33 @@ export class Connections implements Budget {
   /** A node id goes through discovery; an address becomes a Peer without an id. */
   async #resolve(target: ConnectTarget, signal: AbortSignal | undefined, onCandidate?: (peer: Peer) => void): Promise<Peer> {
     if (target instanceof Peer) return target
-    if (Buffer.isBuffer(target) && target.length === 32) return this.#host.findPeer(target, signal, onCandidate)
-    if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return this.#host.findPeer(Buffer.from(target, 'hex'), signal, onCandidate)
+    if (Buffer.isBuffer(target) && target.length === 32) return this.#find(target, signal, onCandidate)
+    if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return this.#find(Buffer.from(target, 'hex'), signal, onCandidate)
     return new Peer(toAddress(target as AddressLike))
+  }
+
+  /**
+   * Discovery of `id`, asked once more after {@link FIND_RETRY_MS} when the first lookup found
+   * nothing: a node that joined a moment ago enters its neighbours' tables only once they have
+   * verified its address, a round trip after its first request, and a lookup in between misses it.
+   */
+  async #find(id: Buffer, signal: AbortSignal | undefined, onCandidate?: (peer: Peer) => void): Promise<Peer> {
+    const host = this.#host
+    try {
+      return await host.findPeer(id, signal, onCandidate)
+    } catch (e) {
+      if ((e as DeccomError).code !== DiscoveryErrorCode.PEER_NOT_FOUND) throw e
+      host.count('find_retries')
+      let timer: TimerHandle | undefined
+      await raceSignal(
+        new Promise<void>((resolve) => {
+          timer = host.clock.setTimeout(resolve, FIND_RETRY_MS)
+        }),
+        signal,
+        () => host.clock.clearTimeout(timer),
+      )
+      return host.findPeer(id, signal, onCandidate)
+    }
   }
 
   /**
