@@ -167,19 +167,38 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(bytes)
 }
 
+/// Encrypts `buf` in place under `key` with `nonce` and associated data `ad`; returns the tag.
+fn seal_with(key: &LessSafeKey, nonce: Nonce, ad: &[u8], buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
+    let tag = key
+        .seal_in_place_separate_tag(nonce, Aad::from(ad), buf)
+        .ok()?;
+    tag.as_ref().try_into().ok()
+}
+
+/// Opens `ciphertext` (body, then the 16-byte tag) into `out[..body length]`; returns the body
+/// length, or `None` if authentication fails or `out` is too short.
+fn open_with(
+    key: &LessSafeKey,
+    nonce: Nonce,
+    ad: &[u8],
+    ciphertext: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let len = ciphertext.len().checked_sub(TAG_LEN)?;
+    let dest = out.get_mut(..len)?;
+    let (body, tag) = ciphertext.split_at(len);
+    key.open_separate_gather(nonce, Aad::from(ad), body, tag, dest)
+        .ok()?;
+    Some(len)
+}
+
 impl ChaChaPoly {
     /// Encrypts `buf` in place with nonce `n` and associated data `ad`; returns the tag.
     pub(crate) fn seal_in_place(&self, n: u64, ad: &[u8], buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-        let tag = self
-            .key
-            .as_ref()?
-            .seal_in_place_separate_tag(nonce(n), Aad::from(ad), buf)
-            .ok()?;
-        tag.as_ref().try_into().ok()
+        seal_with(self.key.as_ref()?, nonce(n), ad, buf)
     }
 
-    /// Opens `ciphertext` (body, then the 16-byte tag) into `out[..body length]`; returns the
-    /// body length, or `None` if authentication fails or `out` is too short.
+    /// Opens `ciphertext` (body, then the 16-byte tag) into `out[..body length]`; see [`open_with`].
     pub(crate) fn open_into(
         &self,
         n: u64,
@@ -187,13 +206,7 @@ impl ChaChaPoly {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
-        let key = self.key.as_ref()?;
-        let len = ciphertext.len().checked_sub(TAG_LEN)?;
-        let dest = out.get_mut(..len)?;
-        let (body, tag) = ciphertext.split_at(len);
-        key.open_separate_gather(nonce(n), Aad::from(ad), body, tag, dest)
-            .ok()?;
-        Some(len)
+        open_with(self.key.as_ref()?, nonce(n), ad, ciphertext, out)
     }
 }
 
@@ -262,8 +275,8 @@ pub enum Suite {
 pub const OFFER_AES_GCM: u8 = 0x01;
 
 impl Suite {
-    /// The responder's choice for an `offer` (its byte; `None` when the initiator offered
-    /// nothing): AES-256-GCM when offered and preferred here too, else ChaCha20-Poly1305.
+    /// The responder's choice for the initiator's `offer` byte: AES-256-GCM when offered and
+    /// preferred here too, else ChaCha20-Poly1305.
     #[must_use]
     pub fn choose(offer: u8, prefer_aes_gcm: bool) -> Suite {
         if prefer_aes_gcm && offer & OFFER_AES_GCM != 0 {
@@ -371,24 +384,12 @@ impl Transport {
 
     /// Encrypts `buf` in place as the transport message with counter `n`; returns the tag.
     pub(crate) fn seal_in_place(&self, n: u64, buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-        let tag = self
-            .send
-            .key
-            .seal_in_place_separate_tag(self.send.nonce(n), Aad::empty(), buf)
-            .ok()?;
-        tag.as_ref().try_into().ok()
+        seal_with(&self.send.key, self.send.nonce(n), &[], buf)
     }
 
     /// Opens the transport message `ciphertext` with counter `n` into `out`.
     pub(crate) fn open_into(&self, n: u64, ciphertext: &[u8], out: &mut [u8]) -> Option<usize> {
-        let len = ciphertext.len().checked_sub(TAG_LEN)?;
-        let dest = out.get_mut(..len)?;
-        let (body, tag) = ciphertext.split_at(len);
-        self.recv
-            .key
-            .open_separate_gather(self.recv.nonce(n), Aad::empty(), body, tag, dest)
-            .ok()?;
-        Some(len)
+        open_with(&self.recv.key, self.recv.nonce(n), &[], ciphertext, out)
     }
 }
 

@@ -88,8 +88,7 @@ pub(super) fn split_suite(payload: &[u8]) -> (&[u8], Option<u8>) {
     }
 }
 
-/// The payload of a message 2 (or an XX message 3 has none of this): our binding, then the
-/// suite choice when message 1 offered one.
+/// The payload of a message 2: our binding, then the suite choice when message 1 offered one.
 pub(super) fn with_choice(binding: &[u8], choice: Option<Suite>) -> Vec<u8> {
     let mut p = Vec::with_capacity(binding.len() + wire::SUITE_LEN);
     p.extend_from_slice(binding);
