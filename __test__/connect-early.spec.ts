@@ -137,3 +137,83 @@ test('an early connection at an address discovery did not settle on is closed', 
   nonceByKey = new Map()
   await m.close(0)
 })
+
+
+/** Records the nonce of the HELLO `f` sends (per test: tests run concurrently). */
+function helloNonce(f: Fake): () => Buffer {
+  let n: Buffer | null = null
+  const wrap = f.host.sendMessage!
+  f.host.sendMessage = async (to, frame) => {
+    const m = decodeMux(frame)
+    if (m?.type === 'HELLO') n = m.nonce
+    return wrap(to, frame)
+  }
+  return () => n!
+}
+
+/** `to` answers the HELLO whose nonce is `echo`. */
+function answerWith(m: Connections, to: Peer, echo: Buffer): void {
+  m.onMessage(to, encodeMux({ type: 'HELLO', nonce: crypto.randomBytes(8), echo, maxStreams: 16, maxData: 1 << 20, streamWindow: 1 << 16 }))
+}
+
+test('an early connection whose handshake proved the id is returned at once: the lookup is ended, not awaited', async (t) => {
+  const claim = at(4006)
+  const f = fake(claim)
+  let lookupSignal: AbortSignal | undefined
+  const find = f.host.findPeer
+  f.host.findPeer = (i, signal, onCandidate) => {
+    lookupSignal = signal
+    return find(i, signal, onCandidate)
+  }
+  const ours = helloNonce(f)
+  const m = new Connections(f.host)
+  const connecting = m.connect(id, { signal: AbortSignal.timeout(3000) })
+  await new Promise((r) => setImmediate(r))
+  t.false(lookupSignal!.aborted, 'the lookup runs while the early dial does')
+  answerWith(m, new Peer(claim.address, id, null, null, true), ours()) // discovery never resolves
+  const conn = await connecting
+  t.is(conn.remote.address.key, '127.0.0.1:4006')
+  t.true(conn.remote.id!.equals(id))
+  t.true(lookupSignal!.aborted, 'the lookup was ended')
+  t.is(f.counters.early_dials_won, 1)
+  t.is(f.log.includes('findPeer resolved'), false)
+  await m.close(0)
+})
+
+test('discovery fails while an early dial proves the id: connect returns the early connection', async (t) => {
+  const claim = at(4007)
+  const f = fake(claim)
+  let failFind!: (e: Error) => void
+  f.host.findPeer = (_i, _signal, onCandidate) =>
+    new Promise<Peer>((_resolve, reject) => {
+      failFind = reject
+      onCandidate?.(claim)
+    })
+  const ours = helloNonce(f)
+  const m = new Connections(f.host)
+  const connecting = m.connect(id, { signal: AbortSignal.timeout(3000) })
+  await new Promise((r) => setImmediate(r))
+  failFind(Object.assign(new Error('lookup timed out'), { code: 'ERR_DECCOM_LOOKUP_TIMEOUT' }))
+  await new Promise((r) => setImmediate(r))
+  answerWith(m, new Peer(claim.address, id, null, null, true), ours())
+  const conn = await connecting
+  t.is(conn.remote.address.key, '127.0.0.1:4007')
+  t.is(f.counters.early_dials_won, 1)
+  await m.close(0)
+})
+
+test('discovery fails and the early dial proves nothing: the lookup error is what connect rejects with', async (t) => {
+  const claim = at(4008)
+  const f = fake(claim)
+  f.idAt.set(claim.address.key, crypto.randomBytes(32)) // an impostor answers there
+  f.host.findPeer = (_i, _signal, onCandidate) =>
+    new Promise<Peer>((_resolve, reject) => {
+      onCandidate?.(claim)
+      setImmediate(() => reject(Object.assign(new Error('lookup timed out'), { code: 'ERR_DECCOM_LOOKUP_TIMEOUT' })))
+    })
+  const m = new Connections(f.host)
+  await t.throwsAsync(m.connect(id, { signal: AbortSignal.timeout(3000) }), { code: 'ERR_DECCOM_LOOKUP_TIMEOUT' })
+  t.deepEqual(f.sent, [], 'nothing sent to the impostor')
+  t.is(f.counters.early_dials_won, undefined)
+  await m.close(0)
+})

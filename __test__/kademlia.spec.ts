@@ -277,6 +277,23 @@ test('connection approval: the nearest layer below with approveConnection decide
   t.true(secure.every((n) => kad(n).size >= 8))
 })
 
+test('over Noise, a requester whose session proved its id is answered in full and enters the table without a verify PING', async (t) => {
+  const s = new SimulatedNetwork({ seed: 15, defaultLink: { latency: 10 } })
+  t.teardown(() => s.close())
+  const [boot, joiner] = await s.createNodes(2, {
+    stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], seed: i + 1 }), new Noise({ mode: 'encrypt' })],
+    identity: (i) => Identity.fromSeed(Buffer.alloc(32, 40 + i)),
+  })
+  // Handshake (one round trip), then FIND_NODE: the bootstrap node admits the joiner as it answers.
+  const t0 = s.now
+  await s.runUntil(() => kad(boot!).getPeer(joiner!.id) !== undefined, { timeout: 200 })
+  const st = kad(boot!).stats()
+  t.true((st.find_node_authenticated ?? 0) >= 1)
+  t.is(st.pings_sent ?? 0, 0, 'no PING verified the joiner: its handshake did')
+  t.is(st.nodes_sent_unverified ?? 0, 0)
+  t.true(s.now - t0 <= 60, `admitted within a few round trips of 20 ms (after ${s.now - t0} ms)`)
+})
+
 test('a refresh while a bootstrap retry is pending starts no second join; a stopped node leaves no timer behind', async (t) => {
   const s = new SimulatedNetwork({ seed: 77 })
   t.teardown(() => s.close())

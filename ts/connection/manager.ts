@@ -93,6 +93,18 @@ interface Dial {
   waiters: number
 }
 
+/** An early dial of `connect(id)` (see `Connections#earlyDial`). */
+interface EarlyDial {
+  /** Discovery's candidates for the target, as they are learned: the first is dialled. */
+  onCandidate: (peer: Peer) => void
+  /** Resolves with the early dial's connection once its handshake proved the target's id. */
+  won: Promise<Connection>
+  /** The early dial's connection if it proved the id, null when it failed or never started. */
+  settled: () => Promise<Connection | null>
+  /** Discovery settled on `chosen` (null: it failed): a connection elsewhere is closed. */
+  discard: (chosen: Address | null) => void
+}
+
 const ZERO8 = Buffer.alloc(8)
 /** The smallest initial connection credit; a connection that cannot get it is refused. */
 const MIN_GRANT = 64 * 1024
@@ -195,15 +207,41 @@ export class Connections implements Budget {
     const host = this.#host
     // One nonce for every path tried: a HELLO that got through late is the same connection.
     const ours = nonce()
-    const early = host.authenticate !== undefined && host.sendMessage !== undefined && opts.transport !== 'tcp' ? this.#earlyDial(signal, ours) : null
+    const id = targetId(target)
+    const early = id !== null && host.authenticate !== undefined && host.sendMessage !== undefined && opts.transport !== 'tcp' ? this.#earlyDial(id, signal, ours) : null
     let peer: Peer
-    try {
-      peer = await this.#resolve(target, signal, early?.onCandidate)
-    } catch (e) {
-      early?.discard(null)
-      throw e
+    if (early === null) {
+      peer = await this.#resolve(target, signal)
+    } else {
+      // The lookup runs under its own signal: an early dial that authenticated the id ends it.
+      const lookup = new AbortController()
+      const onAbort = (): void => lookup.abort(signal!.reason)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        const found = this.#resolve(target, lookup.signal, early.onCandidate)
+        found.catch(() => {})
+        const first = await Promise.race([found, early.won])
+        if (first instanceof Connection) {
+          host.count('early_dials_won')
+          lookup.abort(new DeccomError(ErrorCode.ABORTED, 'The peer was reached before the lookup ended'))
+          return first
+        }
+        peer = first
+      } catch (e) {
+        // The lookup failed (or was aborted): an early dial that proves the id still counts.
+        const c = signal?.aborted ? null : await early.settled()
+        if (signal?.aborted) throw abortError(signal)
+        if (c !== null) {
+          host.count('early_dials_won')
+          return c
+        }
+        early.discard(null)
+        throw e
+      } finally {
+        signal?.removeEventListener('abort', onAbort)
+      }
+      early.discard(peer.address)
     }
-    early?.discard(peer.address)
     const useTcp = opts.transport === 'tcp' || (opts.transport === undefined && host.sendMessage === undefined && host.tcp !== undefined)
     if (useTcp) return this.#connectTcp(peer, signal)
     const send = host.sendMessage
@@ -230,8 +268,8 @@ export class Connections implements Budget {
   /** A node id goes through discovery; an address becomes a Peer without an id. */
   async #resolve(target: ConnectTarget, signal: AbortSignal | undefined, onCandidate?: (peer: Peer) => void): Promise<Peer> {
     if (target instanceof Peer) return target
-    if (Buffer.isBuffer(target) && target.length === 32) return this.#find(target, signal, onCandidate)
-    if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return this.#find(Buffer.from(target, 'hex'), signal, onCandidate)
+    const id = targetId(target)
+    if (id !== null) return this.#find(id, signal, onCandidate)
     return new Peer(toAddress(target as AddressLike))
   }
 
@@ -263,23 +301,29 @@ export class Connections implements Budget {
    * Dialling while discovery verifies: the first address discovery learns for the target is
    * authenticated (Noise: a handshake there must prove the id) and sent our HELLO at once, while
    * the lookup still asks the target to confirm it. Nothing is sent on the connection before the
-   * handshake proved the id, so this trusts the claim no more than a dial after the lookup would.
-   * When discovery settles on that address, the normal dial joins this one (same key, same
-   * nonce); when it settles elsewhere or fails, a connection this dial made is closed.
+   * handshake proved the id, so this trusts the claim no more than a dial after the lookup would;
+   * and a connection whose handshake proved the id is the target's, whatever the lookup still
+   * has to say: `won` resolves with it (and `connect` ends the lookup). When discovery settles on
+   * another address first, or fails, a connection this dial made is closed.
    */
-  #earlyDial(signal: AbortSignal | undefined, ours: Buffer): { onCandidate: (peer: Peer) => void; discard: (chosen: Address | null) => void } {
+  #earlyDial(id: Buffer, signal: AbortSignal | undefined, ours: Buffer): EarlyDial {
     let key: string | null = null
     let dial: Promise<Connection> | null = null
+    let win!: (c: Connection) => void
+    const won = new Promise<Connection>((resolve) => (win = resolve))
+    const proves = (c: Connection): boolean => c.remote.id !== null && c.remote.id.equals(id)
     return {
+      won,
       onCandidate: (p) => {
-        if (key !== null || p.id === null || this.#closing) return
+        if (key !== null || p.id === null || !p.id.equals(id) || this.#closing) return
         key = udpKey(p.address)
         // Only a connection this dial creates is its own to close.
         if (this.#conns.has(key) || this.#dials.has(key)) return
         this.#host.count('early_dials')
         dial = this.#direct(p, 'direct', signal, this.#host.punch ? this.#directTimeout : this.#helloTimeout, ours)
-        dial.catch(() => {})
+        dial.then((c) => proves(c) && win(c), () => {})
       },
+      settled: () => (dial === null ? Promise.resolve(null) : dial.then((c) => (proves(c) ? c : null), () => null)),
       discard: (chosen) => {
         if (dial === null || (chosen !== null && udpKey(chosen) === key)) return
         this.#host.count('early_dials_discarded')
@@ -515,6 +559,13 @@ export class Connections implements Budget {
     for (const d of [...this.#dials.values()]) this.#dialFailed(d, err)
     await Promise.all([...this.#conns.values()].map((c) => c.close({ code: CLOSE_SHUTDOWN, timeout: ms })))
   }
+}
+
+/** The node id `connect` goes to discovery for, or null (a Peer or an address). */
+function targetId(target: ConnectTarget): Buffer | null {
+  if (Buffer.isBuffer(target) && target.length === 32) return target
+  if (typeof target === 'string' && /^[0-9a-fA-F]{64}$/.test(target)) return Buffer.from(target, 'hex')
+  return null
 }
 
 function udpKey(a: Address): string {

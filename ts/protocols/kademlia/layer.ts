@@ -18,6 +18,7 @@ import {
   DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, patience, positive, toHex, toId,
 } from './state' // prettier-ignore
 import { alive, onFindNode } from './verification'
+import { sameId } from './id-map'
 
 export class Kademlia extends Protocol {
   static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?', 'tcpAddress?']
@@ -266,9 +267,12 @@ export class Kademlia extends Protocol {
     if (!this.#s.running) return this.count('dropped_not_running')
     this.count('received')
     const m = decodeKad(data)
+    // Through an authenticating layer (Noise) the session's handshake went to this address and
+    // back: the address is validated, whoever sends from it.
+    const authenticated = source instanceof Peer && source.id !== null
     switch (m.kind) {
       case PING:
-        if (!replyAllowed(this.#s, from)) return
+        if (!authenticated && !replyAllowed(this.#s, from)) return
         this.count('pings_answered')
         remember(this.#s, this.#s.verifiedBy, from.key)
         alive(this.#s, from)
@@ -281,7 +285,8 @@ export class Kademlia extends Protocol {
         return req.cb(m)
       }
       case FIND_NODE:
-        return onFindNode(this.#s, from, data.length, m)
+        // The requester's record names the id its session proved: its address needs no verifying.
+        return onFindNode(this.#s, from, data.length, m, authenticated && sameId((source as Peer).id!, m.ids!, 0))
       case NODES: {
         const req = match(this.#s, m, from, FIND_NODE)
         if (!req) return this.count('dropped_unsolicited')

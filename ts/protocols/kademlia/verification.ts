@@ -12,10 +12,15 @@ import { sameId } from './id-map'
 /** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
 const KAD_PING_LEN = 11
 
-export function onFindNode(s: KadState, from: Address, queryLen: number, m: NativeMessage): void {
+/**
+ * A FIND_NODE from `from`. `proven`: an authenticating layer below proved that the sender holds
+ * the id its record names (so its address is validated and the record is its own).
+ */
+export function onFindNode(s: KadState, from: Address, queryLen: number, m: NativeMessage, proven = false): void {
   if (sameId(s.selfId, m.ids!, 0)) return s.count('dropped_self')
   s.count('find_node_received')
-  const verified = isVerified(s, from)
+  if (proven) s.count('find_node_authenticated')
+  const verified = proven || isVerified(s, from)
   if (!verified && !replyAllowed(s, from)) return
   refreshOwnRecord(s)
   // To an unverified address, NODES and the verification PING below together stay within the query's size.
