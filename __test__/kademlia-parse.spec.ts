@@ -68,6 +68,14 @@ test('NODES and FIND_NODE: the in-place decoder reads what the allocating decode
   t.deepEqual(ours.target, target)
   t.is(ours.count, 0)
   t.is(view(ours, 0), nativeView(theirs, 0))
+  t.false(ours.ephemeral)
+  t.false(theirs.ephemeral)
+  // The ephemeral flag, read by both decoders (and not confused with the padding after it).
+  const eph = table.encodeFindNode(7, 10, target, 1200, true)
+  t.is(eph.length, 1200)
+  t.true(decodeKad(eph).ephemeral)
+  t.true(native.kadDecode(eph).ephemeral)
+  t.false(decodeKad(table.encodeFindNode(7, 11, target, 0, false)).ephemeral)
   // What is kept is a copy: overwriting the datagram does not change it.
   const id = Buffer.from(ours.ids)
   const identity = ours.identity(0)

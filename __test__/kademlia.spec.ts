@@ -294,6 +294,29 @@ test('over Noise, a requester whose session proved its id is answered in full an
   t.true(s.now - t0 <= 60, `admitted within a few round trips of 20 ms (after ${s.now - t0} ms)`)
 })
 
+test('an ephemeral node joins, finds others and is in no routing table afterwards; a normal joiner is', async (t) => {
+  const s = new SimulatedNetwork({ seed: 16, defaultLink: { latency: 5 } })
+  t.teardown(() => s.close())
+  const ns = await kadNodes(s, 20, 'eph-net')
+  await s.runFor(15_000)
+  const [client, normal] = await s.createNodes(2, {
+    stack: (i) => [new Kademlia({ bootstrap: ['10.0.0.1:4000'], ephemeral: i === 0 })],
+    identity: (i) => Identity.fromString(`eph-client-${i}`),
+  })
+  let ready = 0
+  for (const c of [client!, normal!]) void c.ready().then(() => ready++)
+  await s.runUntil(() => ready === 2)
+  let found: Peer | undefined
+  void client!.findPeer(ns[13]!.id).then((p) => (found = p))
+  await s.runUntil(() => found !== undefined)
+  t.is(found!.address.key, ns[13]!.address.key)
+  await s.runFor(30_000) // the settling lookup and the bucket refresh ran
+  t.true(kad(client!).size >= 10, 'the ephemeral node filled its own table')
+  t.true(ns.every((n) => kad(n).getPeer(client!.id) === undefined), 'nobody added the ephemeral node')
+  t.true(ns.reduce((a, n) => a + (kad(n).stats().find_node_ephemeral ?? 0), 0) > 0)
+  t.true(ns.some((n) => kad(n).getPeer(normal!.id) !== undefined), 'a normal joiner is added')
+})
+
 test('a refresh while a bootstrap retry is pending starts no second join; a stopped node leaves no timer behind', async (t) => {
   const s = new SimulatedNetwork({ seed: 77 })
   t.teardown(() => s.close())

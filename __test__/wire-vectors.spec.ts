@@ -198,8 +198,9 @@ test('kad: valid vectors decode to their fields and re-encode byte-exact; invali
       if (m.kind === 3) {
         t.is(m.target.toString('hex'), v.fields.target, v.name)
         const table = new native.KadTable(recs[0], 20, 8, 0)
-        again = table.encodeFindNode(m.requestHi, m.requestLo, m.target, bytes(v.hex).length)
-        t.is(bytes(v.hex).length - (10 + 32 + recs[0].length), v.fields.padding, v.name)
+        t.is(m.ephemeral, v.fields.ephemeral, v.name)
+        again = table.encodeFindNode(m.requestHi, m.requestLo, m.target, bytes(v.hex).length, m.ephemeral)
+        t.is(bytes(v.hex).length - (10 + 32 + recs[0].length + (m.ephemeral ? 1 : 0)), v.fields.padding, v.name)
       } else {
         t.is(m.truncated, v.fields.truncated, v.name)
         t.deepEqual(brief.slice(1), v.fields.nodes, v.name)

@@ -2,7 +2,10 @@
 // to the first byte echoed back on a new stream, on a fresh client each time, the client in its own
 // process. Per measurement two children are forked: the network (and server) and the client.
 //  - deccom:      --nodes (30) Kademlia nodes and a server node in one process, stack
-//                 [Kademlia, ReliableUdp, Noise encrypt]; per connect a fresh client node
+//                 [Kademlia, ReliableUdp, Noise encrypt]; per connect a fresh client node, an
+//                 ephemeral one (Kademlia `ephemeral: true`: it joins and looks up but the network
+//                 does not add it to routing tables, as hyperdht's client below is ephemeral; a
+//                 closed client then leaves no dead entries that slow the next ones' lookups)
 //                 (bootstrapped from the first node, `ready()` awaited before the clock starts),
 //                 then client.connect(serverId) — discovery included — openStream(), write 1 byte,
 //                 until it comes back. Datagrams: the client's node.stats().udp tx and rx
@@ -31,8 +34,8 @@ const f = parseFlags()
 
 // ------------------------------------------------------------------------------------------------
 // deccom children
-const stackOf = (d, bootstrap) => [new d.Kademlia({ bootstrap }), new d.ReliableUdp(), new d.Noise({ mode: 'encrypt' })]
-const makeNode = (d, bootstrap) => d.Node.create({ identity: d.Identity.generate(), host: HOST, port: 0, stack: stackOf(d, bootstrap) })
+const stackOf = (d, bootstrap, ephemeral) => [new d.Kademlia({ bootstrap, ephemeral }), new d.ReliableUdp(), new d.Noise({ mode: 'encrypt' })]
+const makeNode = (d, bootstrap, ephemeral = false) => d.Node.create({ identity: d.Identity.generate(), host: HOST, port: 0, stack: stackOf(d, bootstrap, ephemeral) })
 const udpCounts = (node) => {
   const u = node.stats().udp ?? {}
   return { tx: Number(u.txDatagrams ?? NaN), rx: Number(u.rxDatagrams ?? NaN) }
@@ -68,7 +71,7 @@ let d = null
 const deccomClient = {
   async setup () { d = await import(DIST) },
   async once (info) {
-    const node = await makeNode(d, info.bootstrap)
+    const node = await makeNode(d, info.bootstrap, true)
     try {
       await node.ready({ signal: AbortSignal.timeout(15_000) })
       const c0 = udpCounts(node)

@@ -17,7 +17,8 @@
 //    made and bootstrapped, and --settle ms later (its bootstrap traffic is over) the clock starts:
 //    the time from B's join to the first answer naming A, and the datagrams B sent and received
 //    meanwhile (all of B's datagrams, DHT or not).
-//      deccom:   node.join(topic).flushed() for A; B = a fresh [Dht, Kademlia] node after ready();
+//      deccom:   node.join(topic).flushed() for A; B = a fresh [Dht, Kademlia] node after ready(),
+//                ephemeral (Kademlia `ephemeral: true`: not added to routing tables, as hyperdht's B);
 //                B.join(topic) until its 'peer' event for A; B's stats().udp datagram counters;
 //      hyperdht: A.announce(topic, keyPair).finished(); B = a fresh ephemeral node after
 //                fullyBootstrapped(); B.lookup(topic) until a reply lists A (bench/peers/hyper/dht.mjs);
@@ -45,7 +46,7 @@ async function deccomAdapter () {
   const d = await import(DIST)
   // Every node is on 127.0.0.1, one source IP: the per-IP storage and rate bounds are lifted.
   const dhtOpts = { putRate: 1_000_000, putBurst: 1_000_000, maxPerSource: 1_000_000 }
-  const make = (bootstrap) => d.Node.create({ identity: d.Identity.generate(), host: HOST, port: 0, stack: [new d.Dht(dhtOpts), new d.Kademlia({ bootstrap })] })
+  const make = (bootstrap, ephemeral = false) => d.Node.create({ identity: d.Identity.generate(), host: HOST, port: 0, stack: [new d.Dht(dhtOpts), new d.Kademlia({ bootstrap, ephemeral })] })
   let boot = null
   return {
     async start (n) {
@@ -58,7 +59,7 @@ async function deccomAdapter () {
       return nodes
     },
     async newcomer () {
-      const node = await make([boot])
+      const node = await make([boot], true)
       await node.ready({ timeout: 15_000 })
       return node
     },

@@ -149,13 +149,16 @@ export declare class KadTable {
   randomIdInBucket(index: number, random: Uint8Array): Buffer
   /** The bucket of `id`, or -1 for the local id. */
   bucketOf(id: Uint8Array): number
-  /** A FIND_NODE for `target` carrying our record, padded to `padTo` bytes. */
-  encodeFindNode(requestHi: number, requestLo: number, target: Uint8Array, padTo: number): Buffer
+  /**
+   * A FIND_NODE for `target` carrying our record, padded to `padTo` bytes; with `ephemeral`,
+   * flagged as from a node that is not to be added to routing tables.
+   */
+  encodeFindNode(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, ephemeral?: boolean | undefined | null): Buffer
   /**
    * `encodeFindNode` written into `out` (caller-owned): returns the length, or -1 if `out` is too
    * small.
    */
-  encodeFindNodeInto(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, out: Buffer): number
+  encodeFindNodeInto(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, ephemeral: boolean, out: Buffer): number
   /**
    * `encodeNodes` written into `out` (caller-owned): returns the length, 0 when even an empty
    * answer would exceed `maxLen` (nothing to send), or -1 if `out` is too small.
@@ -718,6 +721,8 @@ export interface KadMessage {
   requestLo: number
   target?: Buffer
   truncated: boolean
+  /** FIND_NODE: the sender asks not to be added to routing tables. */
+  ephemeral: boolean
   /** Number of NODES records (not counting the sender). */
   count: number
   ids?: Buffer
@@ -736,7 +741,7 @@ export interface KadMessage {
  * the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
  * too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
  * of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
- * holds an IPv6 address; from word 8, five per record (sender first): record offset (id at +2,
+ * holds an IPv6 address, bit 1 set for a FIND_NODE from an ephemeral sender; from word 8, five per record (sender first): record offset (id at +2,
  * identity at +36), identity length, UDP address offset, TCP port (0 none), external address
  * offset (0 none).
  */

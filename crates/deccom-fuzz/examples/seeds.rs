@@ -145,7 +145,7 @@ fn main() {
         out.put("noise_frame", &d);
     }
     let mut d = Vec::new();
-    encode_find_node(1, &[4; 32], &rec, 400, &mut d);
+    encode_find_node(1, &[4; 32], &rec, false, 400, &mut d);
     out.put("kad_wire", &d);
     let nodes = Message::Nodes {
         request_id: 2,

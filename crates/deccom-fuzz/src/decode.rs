@@ -160,12 +160,18 @@ pub fn kad_wire(data: &[u8]) {
             request_id,
             target,
             sender,
+            ephemeral,
         } => {
-            // Padding is ignored by receivers (its content is not checked), so only the message
-            // proper is canonical; padded to the input length it has the input's length.
-            assert_eq!(out[..], data[..out.len()]);
+            // Padding and the flags byte's unknown bits are ignored by receivers (not checked), so
+            // only the message proper is canonical; padded to the input length it has the input's
+            // length.
+            let proper = out.len() - usize::from(*ephemeral);
+            assert_eq!(out[..proper], data[..proper]);
+            if *ephemeral {
+                assert!(data[proper] & deccom_core::kad::wire::FIND_EPHEMERAL != 0);
+            }
             let mut padded = Vec::new();
-            encode_find_node(*request_id, target, sender, data.len(), &mut padded);
+            encode_find_node(*request_id, target, sender, *ephemeral, data.len(), &mut padded);
             assert_eq!(padded.len(), data.len());
             assert_eq!(padded[..out.len()], out[..]);
             assert!(padded[out.len()..].iter().all(|&b| b == 0));

@@ -276,6 +276,7 @@ fn kad(input: &mut Input<'_>) {
             request_id,
             target: input.array(),
             sender: record(input),
+            ephemeral: input.u8() & 1 == 1,
         },
         _ => {
             let n = usize::from(input.u8()) % (MAX_NODES + 1);

@@ -284,22 +284,23 @@ impl KadTable {
     Ok(self.table.bucket_index(&id).map_or(-1, |b| b as i32))
   }
 
-  /// A FIND_NODE for `target` carrying our record, padded to `padTo` bytes.
+  /// A FIND_NODE for `target` carrying our record, padded to `padTo` bytes; with `ephemeral`,
+  /// flagged as from a node that is not to be added to routing tables.
   #[napi]
-  pub fn encode_find_node(&self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32) -> Result<Buffer> {
+  pub fn encode_find_node(&self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32, ephemeral: Option<bool>) -> Result<Buffer> {
     let target = node_id(target)?;
     let mut out = Vec::with_capacity(pad_to as usize);
-    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, pad_to as usize, &mut out);
+    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, ephemeral.unwrap_or(false), pad_to as usize, &mut out);
     Ok(out.into())
   }
 
   /// `encodeFindNode` written into `out` (caller-owned): returns the length, or -1 if `out` is too
   /// small.
   #[napi]
-  pub fn encode_find_node_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32, mut out: BufferSlice) -> Result<i32> {
+  pub fn encode_find_node_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32, ephemeral: bool, mut out: BufferSlice) -> Result<i32> {
     let target = node_id(target)?;
     self.bytes.clear();
-    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, pad_to as usize, &mut self.bytes);
+    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, ephemeral, pad_to as usize, &mut self.bytes);
     Ok(copy_out(&self.bytes, &mut out))
   }
 
@@ -471,6 +472,8 @@ pub struct KadMessage {
   pub request_lo: u32,
   pub target: Option<Buffer>,
   pub truncated: bool,
+  /// FIND_NODE: the sender asks not to be added to routing tables.
+  pub ephemeral: bool,
   /// Number of NODES records (not counting the sender).
   pub count: u32,
   pub ids: Option<Buffer>,
@@ -489,6 +492,7 @@ fn message(kind: u32, id: u64) -> KadMessage {
     request_lo: id as u32,
     target: None,
     truncated: false,
+    ephemeral: false,
     count: 0,
     ids: None,
     identities: None,
@@ -534,9 +538,10 @@ pub fn kad_decode(bytes: &[u8]) -> KadMessage {
   match Message::decode(bytes) {
     Ok(Message::Ping { request_id }) => message(wire::kind::PING.into(), request_id),
     Ok(Message::Pong { request_id }) => message(wire::kind::PONG.into(), request_id),
-    Ok(Message::FindNode { request_id, target, sender }) => {
+    Ok(Message::FindNode { request_id, target, sender, ephemeral }) => {
       let mut m = message(wire::kind::FIND_NODE.into(), request_id);
       m.target = Some(target.to_vec().into());
+      m.ephemeral = ephemeral;
       records(&mut m, std::iter::once(&sender));
       m
     }
@@ -587,7 +592,7 @@ fn span(out: &mut [u32], i: usize, at: usize, r: &PeerRecord) {
 /// the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
 /// too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
 /// of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
-/// holds an IPv6 address; from word 8, five per record (sender first): record offset (id at +2,
+/// holds an IPv6 address, bit 1 set for a FIND_NODE from an ephemeral sender; from word 8, five per record (sender first): record offset (id at +2,
 /// identity at +36), identity length, UDP address offset, TCP port (0 none), external address
 /// offset (0 none).
 #[napi]
@@ -612,6 +617,9 @@ pub fn kad_parse(bytes: &[u8], mut out: Uint32ArraySlice) -> u32 {
       out[2] = h.request_id as u32;
       if h.kind == wire::kind::FIND_NODE {
         out[5] = wire::HEADER_LEN as u32;
+        if h.ephemeral {
+          out[7] |= 2;
+        }
       }
       if h.kind == wire::kind::NODES {
         out[3] = u32::from(h.truncated);

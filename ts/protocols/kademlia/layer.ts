@@ -51,6 +51,7 @@ export class Kademlia extends Protocol {
     this.#s.bootstrapRetries = int(opts.bootstrapRetries ?? 5, 0, 1000, 'bootstrapRetries')
     this.#s.maxFailures = int(opts.maxFailures ?? 2, 1, 1000, 'maxFailures')
     this.#s.padTo = int(opts.padTo ?? 1200, 0, 65_000, 'padTo')
+    this.#s.ephemeral = opts.ephemeral === true
     this.#s.maxReplacements = int(opts.maxReplacements ?? 20, 0, 1000, 'maxReplacements')
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
     this.#s.pingInterval = nonNegative(opts.pingInterval ?? 60_000, 'pingInterval')

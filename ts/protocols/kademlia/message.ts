@@ -6,7 +6,7 @@
  *
  * Layout (u32 words): 0 kind, 1 request id high, 2 low, 3 truncated, 4 count (NODES records after
  * the sender), 5 target offset, 6 error index (kind 0), 7 flags (bit 0: an IPv6 address is in a
- * record); then per record i (0 = the sender) at 8 + 5i: record offset, identity length, UDP
+ * record; bit 1: a FIND_NODE from an ephemeral sender); then per record i (0 = the sender) at 8 + 5i: record offset, identity length, UDP
  * address offset, TCP port (0 none), external address offset (0 none). A record's id is at
  * offset + 2, its identity at offset + 36; addresses are the socket address form of docs/wire.md.
  *
@@ -32,6 +32,8 @@ export interface KadMessage {
   readonly requestHi: number
   readonly requestLo: number
   readonly truncated: boolean
+  /** FIND_NODE: the sender is ephemeral (not to be added to routing tables). */
+  readonly ephemeral: boolean
   /** NODES records after the sender. */
   readonly count: number
   /** FIND_NODE's target (a copy). */
@@ -58,6 +60,7 @@ const MALFORMED: Omit<KadMessage, 'error'> = {
   requestHi: 0,
   requestLo: 0,
   truncated: false,
+  ephemeral: false,
   count: 0,
   target: null,
   ids: null,
@@ -115,6 +118,7 @@ class Parsed implements KadMessage {
   readonly requestHi: number
   readonly requestLo: number
   readonly truncated: boolean
+  readonly ephemeral: boolean
   readonly count: number
   readonly target: Buffer | null
   readonly ids: Buffer | null
@@ -132,6 +136,7 @@ class Parsed implements KadMessage {
     this.requestHi = layout[1]
     this.requestLo = layout[2]
     this.truncated = layout[3] !== 0
+    this.ephemeral = (layout[7] & 2) !== 0
     this.count = layout[4]
     if (kind < 3) {
       this.target = this.ids = this.#rec = null
@@ -192,6 +197,7 @@ class Decoded implements KadMessage {
   readonly requestHi: number
   readonly requestLo: number
   readonly truncated: boolean
+  readonly ephemeral: boolean
   readonly count: number
   readonly target: Buffer | null
   readonly ids: Buffer | null
@@ -206,6 +212,7 @@ class Decoded implements KadMessage {
     this.requestHi = m.requestHi
     this.requestLo = m.requestLo
     this.truncated = m.truncated
+    this.ephemeral = m.ephemeral
     this.count = m.count
     this.target = m.target ?? null
     this.ids = m.ids ?? null

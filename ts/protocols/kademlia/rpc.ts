@@ -125,7 +125,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: Buffe
     FIND_NODE,
     (hi, lo) => {
       refreshOwnRecord(s)
-      const len = s.table!.encodeFindNodeInto(hi, lo, target, pad, encodeScratch)
+      const len = s.table!.encodeFindNodeInto(hi, lo, target, pad, s.ephemeral, encodeScratch)
       return Buffer.from(encodeScratch.subarray(0, len))
     },
     (m) => {

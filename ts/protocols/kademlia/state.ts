@@ -83,6 +83,13 @@ export interface KademliaOptions {
   maxFailures?: number
   /** Size FIND_NODE is padded to on first contact (default 1200; 0 disables). */
   padTo?: number
+  /**
+   * An ephemeral node looks others up, answers what it is asked, and connects — but asks the
+   * nodes it queries not to add it to their routing tables (its FIND_NODEs carry the ephemeral
+   * flag), so a short-lived client leaves no dead entries behind when it goes. Nobody can find it
+   * by its id (`findPeer` of it fails); it finds and connects to others (default false).
+   */
+  ephemeral?: boolean
   /** Replacement cache size per bucket (default 20). */
   maxReplacements?: number
   /** Default `findPeer` timeout in ms (default 30 000). */
@@ -239,6 +246,7 @@ export class KadState {
   bootstrapRetries!: number
   maxFailures!: number
   padTo!: number
+  ephemeral = false
   maxReplacements!: number
   findTimeout!: number
   pingInterval!: number

@@ -34,6 +34,8 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
     s.sendControl(from, resp)
   }
   remember(s, s.verifiedBy, from.key)
+  // An ephemeral requester is answered, never added (nor verified for the table).
+  if (m.ephemeral) return s.count('find_node_ephemeral')
   const known = s.byId.get(m.ids!, 0)
   const ext = externalAt(m, 0)
   if (known !== undefined && (known.inTable || verified) && sameRecord(known, from, ext)) return seen(s, known)

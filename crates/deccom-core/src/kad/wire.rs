@@ -14,9 +14,11 @@
 //! | 2      | 8     | request id (random, chosen by the requester; echoed)        |
 //!
 //! - **PING**, **PONG**: nothing more (10 bytes exactly). A PONG is as large as its PING.
-//! - **FIND_NODE**: 32-byte target id; the sender's peer record; then optional padding (zero bytes;
-//!   receivers ignore their content). Padding lets a requester that the responder has not verified
-//!   yet still receive a full answer (see *Amplification*).
+//! - **FIND_NODE**: 32-byte target id; the sender's peer record; then, optionally, a flags byte
+//!   ([`FIND_EPHEMERAL`]: the sender asks not to be added to routing tables; other bits are
+//!   ignored) and padding (zero bytes; receivers ignore their content). Padding lets a requester
+//!   that the responder has not verified yet still receive a full answer (see *Amplification*).
+//!   A version-1 receiver that predates the flags byte reads it as padding.
 //! - **NODES**: 1 flags byte (`0x01` = truncated because the requester's address is not verified;
 //!   other bits must be 0); 1 count byte `n <= MAX_NODES`; the responder's own peer record; `n`
 //!   peer records. Nothing may follow.
@@ -53,6 +55,9 @@ pub const HEADER_LEN: usize = 10;
 pub const MAX_NODES: usize = 64;
 /// NODES flag: the list was cut to fit the request's size (the requester is not verified).
 pub const FLAG_TRUNCATED: u8 = 0x01;
+/// FIND_NODE flag (the byte after the sender's record): the sender is ephemeral — it looks
+/// others up but is not to be added to routing tables (nor verified for them).
+pub const FIND_EPHEMERAL: u8 = 0x01;
 
 /// Message type bytes.
 pub mod kind {
@@ -87,6 +92,8 @@ pub enum Message {
         target: NodeId,
         /// Who asks (its UDP address as it believes it to be).
         sender: PeerRecord,
+        /// The sender asks not to be added to routing tables ([`FIND_EPHEMERAL`]).
+        ephemeral: bool,
     },
     /// These.
     Nodes {
@@ -205,7 +212,7 @@ impl Message {
         Ok(match (h.kind, sender) {
             (kind::PING, _) => Message::Ping { request_id },
             (kind::PONG, _) => Message::Pong { request_id },
-            (kind::FIND_NODE, Some(sender)) => Message::FindNode { request_id, target: h.target, sender },
+            (kind::FIND_NODE, Some(sender)) => Message::FindNode { request_id, target: h.target, sender, ephemeral: h.ephemeral },
             (_, Some(sender)) => Message::Nodes { request_id, truncated: h.truncated, sender, nodes },
             // visit() returns FIND_NODE and NODES only after their sender's record.
             (_, None) => return Err(WireError::Truncated),
@@ -222,7 +229,8 @@ impl Message {
                 request_id,
                 target,
                 sender,
-            } => encode_find_node(*request_id, target, sender, 0, out),
+                ephemeral,
+            } => encode_find_node(*request_id, target, sender, *ephemeral, 0, out),
             Message::Nodes {
                 request_id,
                 truncated,
@@ -265,6 +273,8 @@ pub struct Visited {
     pub count: usize,
     /// FIND_NODE: the target (zeros otherwise).
     pub target: NodeId,
+    /// FIND_NODE: the sender set [`FIND_EPHEMERAL`].
+    pub ephemeral: bool,
 }
 
 /// Decodes and validates a message like [`Message::decode`] — the same checks in the same order,
@@ -283,14 +293,15 @@ pub fn visit(bytes: &[u8], mut f: impl FnMut(usize, usize, PeerRecord)) -> Resul
     }
     let kind = r.u8()?;
     let request_id = u64::from_be_bytes(r.array()?);
-    let mut out = Visited { kind, request_id, truncated: false, count: 0, target: [0; 32] };
+    let mut out = Visited { kind, request_id, truncated: false, count: 0, target: [0; 32], ephemeral: false };
     match kind {
         kind::PING | kind::PONG => {}
         kind::FIND_NODE => {
             out.target = r.array()?;
             let at = r.position();
             f(0, at, record(&mut r, bytes)?);
-            // The rest is padding.
+            // Then the flags byte, if any, and padding.
+            out.ephemeral = bytes.get(r.position()).is_some_and(|f| f & FIND_EPHEMERAL != 0);
             return Ok(out);
         }
         kind::NODES => {
@@ -317,12 +328,16 @@ pub fn visit(bytes: &[u8], mut f: impl FnMut(usize, usize, PeerRecord)) -> Resul
     Ok(out)
 }
 
-/// Appends a FIND_NODE, padded with zero bytes to at least `pad_to` bytes (0: no padding).
-pub fn encode_find_node(request_id: u64, target: &NodeId, sender: &PeerRecord, pad_to: usize, out: &mut Vec<u8>) {
+/// Appends a FIND_NODE (with the flags byte [`FIND_EPHEMERAL`] when `ephemeral`), padded with
+/// zero bytes to at least `pad_to` bytes (0: no padding).
+pub fn encode_find_node(request_id: u64, target: &NodeId, sender: &PeerRecord, ephemeral: bool, pad_to: usize, out: &mut Vec<u8>) {
     let start = out.len();
     header(out, kind::FIND_NODE, request_id);
     out.extend_from_slice(target);
     sender.encode_into(out);
+    if ephemeral {
+        out.push(FIND_EPHEMERAL);
+    }
     let len = out.len() - start;
     if len < pad_to {
         out.resize(start + pad_to, 0);
@@ -436,6 +451,13 @@ mod tests {
                 request_id: 1,
                 target: [9; 32],
                 sender: rec("a", 1),
+                ephemeral: false,
+            },
+            Message::FindNode {
+                request_id: 3,
+                target: [8; 32],
+                sender: rec("e", 5),
+                ephemeral: true,
             },
             Message::Nodes {
                 request_id: 2,
@@ -447,8 +469,13 @@ mod tests {
         for m in msgs {
             let bytes = m.encode();
             assert_eq!(Message::decode(&bytes), Ok(m.clone()));
-            for cut in 0..bytes.len() {
+            // Without its flags byte an ephemeral FIND_NODE is a plain one.
+            let flags = usize::from(matches!(m, Message::FindNode { ephemeral: true, .. }));
+            for cut in 0..bytes.len() - flags {
                 assert!(Message::decode(&bytes[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+            if flags == 1 {
+                assert!(matches!(Message::decode(&bytes[..bytes.len() - 1]), Ok(Message::FindNode { ephemeral: false, .. })));
             }
             if !matches!(m, Message::FindNode { .. }) {
                 let mut long = bytes.clone();
@@ -462,9 +489,17 @@ mod tests {
     fn padding_and_size_cap() {
         let me = rec("me", 1);
         let mut q = Vec::new();
-        encode_find_node(5, &[1; 32], &me, 600, &mut q);
+        encode_find_node(5, &[1; 32], &me, false, 600, &mut q);
         assert_eq!(q.len(), 600);
-        assert!(matches!(Message::decode(&q), Ok(Message::FindNode { request_id: 5, .. })));
+        assert!(matches!(Message::decode(&q), Ok(Message::FindNode { request_id: 5, ephemeral: false, .. })));
+        // The flags byte comes before the padding; other flag bits are ignored.
+        let mut e = Vec::new();
+        encode_find_node(6, &[1; 32], &me, true, 600, &mut e);
+        assert_eq!(e.len(), 600);
+        assert!(matches!(Message::decode(&e), Ok(Message::FindNode { request_id: 6, ephemeral: true, .. })));
+        let flags_at = HEADER_LEN + 32 + me.encoded_len();
+        e[flags_at] = 0xfe;
+        assert!(matches!(Message::decode(&e), Ok(Message::FindNode { ephemeral: false, .. })));
         let others: Vec<_> = (0..20).map(|i| rec(&format!("n{i}"), 10 + i)).collect();
         let mut out = Vec::new();
         let n = encode_nodes(5, &me, &others, q.len(), &mut out).unwrap();

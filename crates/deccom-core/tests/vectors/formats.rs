@@ -193,12 +193,13 @@ fn kad(b: &[u8]) -> Decoded {
     let (fields, again) = match &m {
         Message::Ping { request_id } => (obj!["type" => Json::str("PING"), "request_id" => u64s(*request_id)], m.encode()),
         Message::Pong { request_id } => (obj!["type" => Json::str("PONG"), "request_id" => u64s(*request_id)], m.encode()),
-        Message::FindNode { request_id, target, sender } => {
+        Message::FindNode { request_id, target, sender, ephemeral } => {
             let mut out = Vec::new();
-            encode_find_node(*request_id, target, sender, b.len(), &mut out);
-            let unpadded = HEADER_LEN + 32 + sender.encoded_len();
+            encode_find_node(*request_id, target, sender, *ephemeral, b.len(), &mut out);
+            // The flags byte (when set) is not padding.
+            let unpadded = HEADER_LEN + 32 + sender.encoded_len() + usize::from(*ephemeral);
             (
-                obj!["type" => Json::str("FIND_NODE"), "request_id" => u64s(*request_id), "target" => Json::hex(target), "sender" => brief(sender), "padding" => Json::num((b.len() - unpadded) as u64)],
+                obj!["type" => Json::str("FIND_NODE"), "request_id" => u64s(*request_id), "target" => Json::hex(target), "sender" => brief(sender), "ephemeral" => Json::Bool(*ephemeral), "padding" => Json::num((b.len() - unpadded) as u64)],
                 out,
             )
         }
@@ -223,9 +224,11 @@ fn rec_n(i: u8) -> PeerRecord {
 fn kad_valid() -> Valid {
     let target = [0xabu8; 32];
     let mut find = Vec::new();
-    encode_find_node(0x0102_0304_0506_0708, &target, &rec_a(), 0, &mut find);
+    encode_find_node(0x0102_0304_0506_0708, &target, &rec_a(), false, 0, &mut find);
     let mut padded = Vec::new();
-    encode_find_node(9, &target, &rec_a(), 200, &mut padded);
+    encode_find_node(9, &target, &rec_a(), false, 200, &mut padded);
+    let mut ephemeral = Vec::new();
+    encode_find_node(10, &target, &rec_a(), true, 200, &mut ephemeral);
     let nodes = Message::Nodes { request_id: 0x0102_0304_0506_0708, truncated: false, sender: rec_n(0), nodes: vec![rec_n(1), rec_n(2)] }.encode();
     let cut = Message::Nodes { request_id: 7, truncated: true, sender: rec_n(0), nodes: vec![] }.encode();
     vec![
@@ -233,6 +236,7 @@ fn kad_valid() -> Valid {
         ("PONG", Message::Pong { request_id: u64::MAX }.encode()),
         ("FIND_NODE without padding", find),
         ("FIND_NODE padded to 200 bytes", padded),
+        ("FIND_NODE from an ephemeral node, padded to 200 bytes", ephemeral),
         ("NODES with two records", nodes),
         ("NODES truncated, empty", cut),
     ]
