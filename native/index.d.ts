@@ -20,6 +20,11 @@ export declare class DhtServer {
   handle(data: Uint8Array, source: Uint8Array, nodes: Uint8Array, now: number): DhtHandled
   /** A new token secret (32 random bytes). */
   rotate(secret: Buffer): void
+  /**
+   * Announce records of `topic` held (expired ones included until `expire`); 0 for a key that
+   * is not 32 bytes.
+   */
+  topicLen(topic: Uint8Array): number
   /** Removes expired records and lookers; returns the records removed. */
   expire(now: number): number
   stats(): DhtServerStats

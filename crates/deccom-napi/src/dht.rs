@@ -145,6 +145,13 @@ impl DhtServer {
     Ok(())
   }
 
+  /// Announce records of `topic` held (expired ones included until `expire`); 0 for a key that
+  /// is not 32 bytes.
+  #[napi]
+  pub fn topic_len(&self, topic: &[u8]) -> u32 {
+    <&[u8; 32]>::try_from(topic).map_or(0, |t| self.inner.store().topic_len(t) as u32)
+  }
+
   /// Removes expired records and lookers; returns the records removed.
   #[napi]
   pub fn expire(&mut self, now: f64) -> u32 {

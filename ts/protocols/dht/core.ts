@@ -9,6 +9,7 @@ import { abortable } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import { native } from '../../native'
 import type { Peer } from '../../peer'
+import { IdMap, sameId } from '../kademlia/id-map'
 
 /** Tag of DHT datagrams. */
 export const TAG_DHT = 13
@@ -86,7 +87,6 @@ export interface DhtOptions {
 /** A node a query reached: its id, address and the token it gave us. */
 export interface QueryNode {
   id: Buffer
-  hex: string
   address: Address
 }
 
@@ -128,6 +128,8 @@ export class DhtCore {
   running = false
   clock!: Clock
   selfHex = ''
+  /** This node's id (answers never name it as a candidate). */
+  selfId: Buffer = Buffer.alloc(32)
   readonly pending = new Map<number, Pending>()
   readonly tokens = new Map<string, Buffer>()
   /** Address key of a storer → our raw address as it saw us (from its REPLY). */
@@ -228,16 +230,17 @@ export class DhtCore {
     let cancel = (): void => {}
     return abortable<QueryResult>(signal, (resolve) => {
       const t0 = this.clock.now()
-      const cands = new Map<string, QueryNode>()
+      // Candidates by id (no hex strings: a query's records are read once, in native order).
+      const cands = new IdMap<QueryNode>()
       const seeds = this.lower.closest(key, this.k) as Peer[]
-      const ids: Buffer[] = []
+      const ids = Buffer.allocUnsafe(32 * seeds.length)
+      let n = 0
       for (const p of seeds) {
-        if (!p.id) continue
-        const hex = p.id.toString('hex')
-        cands.set(hex, { id: p.id, hex, address: p.address })
-        ids.push(p.id)
+        if (!p.id || cands.has(p.id)) continue
+        cands.set({ id: p.id, address: p.address })
+        p.id.copy(ids, 32 * n++)
       }
-      const lk = new native.KadLookup(key, Buffer.concat(ids), alpha, this.k, this.queryTimeout, t0)
+      const lk = new native.KadLookup(key, ids.subarray(0, 32 * n), alpha, this.k, this.queryTimeout, t0)
       let timer: TimerHandle | null = null
       let timerAt = Infinity
       let replies = 0
@@ -253,8 +256,8 @@ export class DhtCore {
         const c = lk.closest()
         const closest: QueryNode[] = []
         for (let i = 0; i + 32 <= c.length; i += 32) {
-          const n = cands.get(c.toString('hex', i, i + 32))
-          if (n) closest.push(n)
+          const q = cands.get(c, i)
+          if (q) closest.push(q)
         }
         this.count('queries')
         resolve({ closest, queries: lk.stats().queries, replies, elapsed: this.clock.now() - t0 })
@@ -264,8 +267,7 @@ export class DhtCore {
           if (!this.running) return finish()
           const action = lk.next(this.clock.now(), this.qid)
           if (action === 0) {
-            const hex = this.qid.toString('hex')
-            const node = cands.get(hex)
+            const node = cands.get(this.qid)
             const id = Buffer.from(this.qid)
             if (!node) {
               lk.onFailure(id)
@@ -285,16 +287,15 @@ export class DhtCore {
               const nids = m.nodeIds!
               const addrs = m.nodeAddrs!
               for (let i = 0; i < m.nodeCount; i++) {
-                const h = nids.toString('hex', 32 * i, 32 * i + 32)
-                if (h === this.selfHex) continue
-                if (!cands.has(h)) {
+                if (sameId(this.selfId, nids, 32 * i)) continue
+                if (!cands.has(nids, 32 * i)) {
                   let address: Address
                   try {
                     address = fromRaw(addrs.subarray(18 * i, 18 * i + 18))
                   } catch {
                     continue
                   }
-                  cands.set(h, { id: Buffer.from(nids.subarray(32 * i, 32 * i + 32)), hex: h, address })
+                  cands.set({ id: Buffer.from(nids.subarray(32 * i, 32 * i + 32)), address })
                 }
                 closer.push(nids.subarray(32 * i, 32 * i + 32))
               }

@@ -75,6 +75,7 @@ export class Dht extends Protocol {
     c.clock = ctx.clock
     this.#identity = ctx.identity as Identity
     c.selfHex = this.#identity.idHex
+    c.selfId = this.#identity.id
     const o = this.#opts
     this.#server = new native.DhtServer(randomBytes(32), {
       maxRecords: o.maxRecords,
@@ -230,6 +231,8 @@ export class Dht extends Protocol {
 
   /** The announce records of `topic` this node stores, through its own server (no datagram). */
   #local(topic: Buffer, onRecords: (m: ReturnType<typeof native.dhtDecode>) => void): void {
+    // Most nodes store nothing for a topic they join: no request to build, answer and decode.
+    if (!this.#server || this.#server.topicLen(topic) === 0) return
     for (let offset = 0, pages = 0; this.#server && pages < 16; pages++) {
       const req = native.dhtEncodeGet(0, 0, KIND_TOPIC, topic, NO_TOKEN, offset, 1400)
       const h = this.#server.handle(req, LOCAL, this.#nodes.subarray(0, 0), this.#c.clock.now())
