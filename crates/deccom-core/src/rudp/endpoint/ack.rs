@@ -112,6 +112,9 @@ impl Peer {
         if completed {
             self.refresh_floor();
             self.stop_tracking_if_idle();
+            // The receiver delivered a message and freed its reassembly memory: the oldest
+            // message waiting for admission retries now instead of after its backoff.
+            self.retry_oldest_waiting(now);
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         if newly_acked {
@@ -136,9 +139,16 @@ impl Peer {
 
     /// The peer received these packets but did not store their segments (no loss, no
     /// congestion reaction). Busy: the message waits for admission — its refused segments are
-    /// parked and one of them is retried after `min_rto`, doubling per retry up to 1 s; the
-    /// first acknowledged segment releases the rest. A busy refusal does not count as progress
-    /// for the peer timeout. Final: the message fails with [`FailReason::Refused`].
+    /// parked and the oldest of them is retried after `min_rto`, doubling per retry up to 1 s
+    /// (or at once when another message to the peer completes); the first acknowledged segment
+    /// releases the rest. A busy refusal does not count as progress for the peer timeout. Final:
+    /// the message fails with [`FailReason::Refused`].
+    ///
+    /// Either answer shows that the path delivers: the probe-timeout backoff is reset as for an
+    /// acknowledgement. Otherwise a sender that loses packets while the receiver only refuses
+    /// backs its probe timeout off towards `max_rto` and collapses its window, and then sends a
+    /// few datagrams per probe timeout, all of them to refused messages, while messages the
+    /// receiver holds memory for (and would take) wait behind them until the peer timeout.
     fn on_refusals<P: Copy>(
         &mut self,
         now: Instant,
@@ -158,6 +168,8 @@ impl Peer {
             entry.acked_next = pn + 1;
             let (msg, seg) = (entry.msg, entry.seg);
             self.in_flight -= 1;
+            // The packet arrived: the path works (see above).
+            self.pto_count = 0;
             let Some(m) = self.out.get_mut(&msg) else {
                 continue;
             };
@@ -179,7 +191,7 @@ impl Peer {
                 self.busy_since_progress = true;
                 m.waiting = true;
                 if !m.parked.contains(&seg) {
-                    m.parked.push(seg);
+                    m.parked.push_back(seg);
                 }
                 if !m.retry_scheduled {
                     let delay = cx
@@ -196,6 +208,21 @@ impl Peer {
         if changed {
             self.refresh_floor();
         }
+    }
+
+    /// Moves the admission retry of the oldest message waiting for admission (lowest id) to
+    /// `now`, resetting its backoff. One message per completion: each retry costs a datagram, and
+    /// the oldest is served first.
+    fn retry_oldest_waiting(&mut self, now: Instant) {
+        let Some((&msg, m)) = self.out.iter_mut().find(|(_, m)| m.waiting) else {
+            return;
+        };
+        m.retries = 0;
+        if m.retry_scheduled {
+            self.deferred.retain(|&(_, id)| id != msg);
+        }
+        m.retry_scheduled = true;
+        self.deferred.insert((now, msg));
     }
 
     /// Whether our own datagrams are queueing on the path, so that a loss there is a full queue
