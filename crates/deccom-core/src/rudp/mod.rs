@@ -146,9 +146,10 @@
 //!   - *final* (`dropped_oversized_announcement`): longer than `max_message_size`, or than a
 //!     limit even once complete → the send fails with [`FailReason::Refused`];
 //!   - *busy* (`dropped_reassembly_full`): does not fit now → the sender parks the message
-//!     (no new segments), retries its oldest refused segment after `min_rto`, doubling up to
-//!     1 s (the oldest waiting message at once when another message to the peer completes),
-//!     and releases the rest once one is acknowledged (admitted). A busy refusal is not
+//!     (no new segments; its segments declared lost are parked too), retries its oldest
+//!     refused segment after `min_rto`, doubling up to 1 s (the oldest waiting message at
+//!     once when another message to the peer completes), and releases the rest once one is
+//!     acknowledged (admitted). A busy refusal is not
 //!     progress: a sender that gets nothing but refusals for `peer_timeout` fails its messages
 //!     with [`FailReason::Busy`].
 //!

@@ -1,15 +1,41 @@
 //! An ACK arrives: newly acknowledged packets and completed messages, refusals (admission
 //! retries or final failure), RTT samples, and loss detection (RFC 9002 §6.1).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::peer::{Cx, Peer};
+use super::send::OutMsg;
 use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD};
 use crate::rudp::recovery::queue_delay_threshold;
 use crate::rudp::wire::{AckFrame, REFUSE_FINAL};
 
 /// Longest wait between admission retries of a message the receiver had no room for.
 const MAX_ADMISSION_RETRY: Duration = Duration::from_secs(1);
+
+/// Parks segment `seg` of the waiting message `m` (id `msg`) for its admission retry, and
+/// schedules that retry if none is: after `min_rto`, doubling per retry up to
+/// [`MAX_ADMISSION_RETRY`].
+fn park(
+    m: &mut OutMsg,
+    deferred: &mut BTreeSet<(Instant, u64)>,
+    now: Instant,
+    msg: u64,
+    seg: u32,
+    min_rto: Duration,
+) {
+    if !m.parked.contains(&seg) {
+        m.parked.push_back(seg);
+    }
+    if !m.retry_scheduled {
+        let delay = min_rto
+            .saturating_mul(1 << m.retries.min(10))
+            .min(MAX_ADMISSION_RETRY);
+        m.retries += 1;
+        m.retry_scheduled = true;
+        deferred.insert((now + delay, msg));
+    }
+}
 
 impl Peer {
     /// First packet number `>= start` that is not acknowledged (or `next_pn`), compressing
@@ -148,7 +174,9 @@ impl Peer {
     /// acknowledgement. Otherwise a sender that loses packets while the receiver only refuses
     /// backs its probe timeout off towards `max_rto` and collapses its window, and then sends a
     /// few datagrams per probe timeout, all of them to refused messages, while messages the
-    /// receiver holds memory for (and would take) wait behind them until the peer timeout.
+    /// receiver holds memory for (and would take) wait behind them until the peer timeout. For
+    /// the same reason a lost segment of a waiting message is parked, not retransmitted
+    /// ([`Peer::detect_lost`]).
     fn on_refusals<P: Copy>(
         &mut self,
         now: Instant,
@@ -190,19 +218,7 @@ impl Peer {
                 // alive past the peer timeout (it then fails with FailReason::Busy).
                 self.busy_since_progress = true;
                 m.waiting = true;
-                if !m.parked.contains(&seg) {
-                    m.parked.push_back(seg);
-                }
-                if !m.retry_scheduled {
-                    let delay = cx
-                        .config
-                        .min_rto
-                        .saturating_mul(1 << m.retries.min(10))
-                        .min(MAX_ADMISSION_RETRY);
-                    m.retries += 1;
-                    m.retry_scheduled = true;
-                    self.deferred.insert((now + delay, msg));
-                }
+                park(m, &mut self.deferred, now, msg, seg, cx.config.min_rto);
             }
         }
         if changed {
@@ -276,12 +292,17 @@ impl Peer {
             };
             self.last_lost_pn = pn;
             congested |= self.lost_run >= LOSS_RUN_CONGESTION;
-            if self
-                .out
-                .get(&front.msg)
-                .is_some_and(|m| !m.is_acked(front.seg))
-            {
-                self.retx.push_back((front.msg, front.seg));
+            if let Some(m) = self.out.get_mut(&front.msg) {
+                if m.is_acked(front.seg) {
+                    // Nothing to repair.
+                } else if m.waiting {
+                    // The receiver has no room for this message: the segment waits with the
+                    // refused ones for the admission retry, and the window goes to messages
+                    // the receiver takes.
+                    park(m, &mut self.deferred, now, front.msg, front.seg, cx.config.min_rto);
+                } else {
+                    self.retx.push_back((front.msg, front.seg));
+                }
             }
             largest_lost = Some(front.sent);
         }
