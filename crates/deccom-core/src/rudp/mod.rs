@@ -132,9 +132,11 @@
 //!   is stored only if its charge fits: the peer's share (`max_reassembly_per_peer` once proven,
 //!   2 MiB before), a density bound (a peer holds at most 4 MiB plus 4 × the payload bytes it has
 //!   stored, so memory is held only by sending about as much data), and `max_reassembly_total`
-//!   (of which unproven peers together hold at most 1/16). The buffers a peer has open (their
-//!   announced lengths, address space rather than memory) are bounded by its share too, or by
-//!   `max_message_size` before it is proven. For a large message that keeps arriving, memory
+//!   (of which unproven peers together hold at most 1/16). A proven peer's first segment opens a
+//!   message only if everything it has open would fit its share once complete (their full
+//!   charges): messages started together cannot each hold part of the share and block one
+//!   another. An unproven peer's buffers (their announced lengths, address space rather than
+//!   memory) are bounded by `max_message_size`. For a large message that keeps arriving, memory
 //!   is reserved ahead of the writer (no more than twice what it already stored, at most 64 MiB) and
 //!   offered to the driver as a pre-fault hint ([`Endpoint::poll_prefault`]).
 //!
@@ -144,10 +146,15 @@
 //!   - *final* (`dropped_oversized_announcement`): longer than `max_message_size`, or than a
 //!     limit even once complete → the send fails with [`FailReason::Refused`];
 //!   - *busy* (`dropped_reassembly_full`): does not fit now → the sender parks the message
-//!     (no new segments), retries one segment after `min_rto`, doubling up to 1 s, and
-//!     releases the rest once one is acknowledged (admitted). A busy refusal is not progress:
-//!     a sender that gets nothing but refusals for `peer_timeout` fails its messages with
-//!     [`FailReason::Busy`].
+//!     (no new segments; its segments declared lost are parked too), retries its oldest
+//!     refused segment after `min_rto`, doubling up to 1 s (the oldest waiting message at
+//!     once when another message to the peer completes), and releases the rest once one is
+//!     acknowledged (admitted). A busy refusal is not
+//!     progress: a sender that gets nothing but refusals for `peer_timeout` fails its messages
+//!     with [`FailReason::Busy`].
+//!
+//!   Either refusal shows that the path delivers: it resets the probe-timeout backoff as an
+//!   acknowledgement does.
 //!
 //!   Partial messages expire after `partial_timeout`; the last 64 expired ids are remembered
 //!   and their segments refused (final), so the sender fails the send instead of completing

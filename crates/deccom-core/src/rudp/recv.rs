@@ -291,6 +291,12 @@ impl Partial {
         Self::base_cost(len, seg_size) + buffer
     }
 
+    /// [`Partial::full_cost`] of this message.
+    #[must_use]
+    pub fn full(&self) -> usize {
+        Self::full_cost(u32::try_from(self.data.len()).unwrap_or(u32::MAX), self.seg_size)
+    }
+
     /// An empty partial message charged [`Partial::base_cost`] (the caller checked the limits).
     #[must_use]
     pub fn new(len: u32, seg_size: u32, now: Instant) -> Self {

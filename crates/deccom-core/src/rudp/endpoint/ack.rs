@@ -1,15 +1,41 @@
 //! An ACK arrives: newly acknowledged packets and completed messages, refusals (admission
 //! retries or final failure), RTT samples, and loss detection (RFC 9002 §6.1).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::peer::{Cx, Peer};
+use super::send::OutMsg;
 use super::{Event, FailReason, LOSS_RUN_CONGESTION, PACKET_THRESHOLD};
 use crate::rudp::recovery::queue_delay_threshold;
 use crate::rudp::wire::{AckFrame, REFUSE_FINAL};
 
 /// Longest wait between admission retries of a message the receiver had no room for.
 const MAX_ADMISSION_RETRY: Duration = Duration::from_secs(1);
+
+/// Parks segment `seg` of the waiting message `m` (id `msg`) for its admission retry, and
+/// schedules that retry if none is: after `min_rto`, doubling per retry up to
+/// [`MAX_ADMISSION_RETRY`].
+fn park(
+    m: &mut OutMsg,
+    deferred: &mut BTreeSet<(Instant, u64)>,
+    now: Instant,
+    msg: u64,
+    seg: u32,
+    min_rto: Duration,
+) {
+    if !m.parked.contains(&seg) {
+        m.parked.push_back(seg);
+    }
+    if !m.retry_scheduled {
+        let delay = min_rto
+            .saturating_mul(1 << m.retries.min(10))
+            .min(MAX_ADMISSION_RETRY);
+        m.retries += 1;
+        m.retry_scheduled = true;
+        deferred.insert((now + delay, msg));
+    }
+}
 
 impl Peer {
     /// First packet number `>= start` that is not acknowledged (or `next_pn`), compressing
@@ -112,6 +138,9 @@ impl Peer {
         if completed {
             self.refresh_floor();
             self.stop_tracking_if_idle();
+            // The receiver delivered a message and freed its reassembly memory: the oldest
+            // message waiting for admission retries now instead of after its backoff.
+            self.retry_oldest_waiting(now);
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         if newly_acked {
@@ -136,9 +165,18 @@ impl Peer {
 
     /// The peer received these packets but did not store their segments (no loss, no
     /// congestion reaction). Busy: the message waits for admission — its refused segments are
-    /// parked and one of them is retried after `min_rto`, doubling per retry up to 1 s; the
-    /// first acknowledged segment releases the rest. A busy refusal does not count as progress
-    /// for the peer timeout. Final: the message fails with [`FailReason::Refused`].
+    /// parked and the oldest of them is retried after `min_rto`, doubling per retry up to 1 s
+    /// (or at once when another message to the peer completes); the first acknowledged segment
+    /// releases the rest. A busy refusal does not count as progress for the peer timeout. Final:
+    /// the message fails with [`FailReason::Refused`].
+    ///
+    /// Either answer shows that the path delivers: the probe-timeout backoff is reset as for an
+    /// acknowledgement. Otherwise a sender that loses packets while the receiver only refuses
+    /// backs its probe timeout off towards `max_rto` and collapses its window, and then sends a
+    /// few datagrams per probe timeout, all of them to refused messages, while messages the
+    /// receiver holds memory for (and would take) wait behind them until the peer timeout. For
+    /// the same reason a lost segment of a waiting message is parked, not retransmitted
+    /// ([`Peer::detect_lost`]).
     fn on_refusals<P: Copy>(
         &mut self,
         now: Instant,
@@ -158,6 +196,8 @@ impl Peer {
             entry.acked_next = pn + 1;
             let (msg, seg) = (entry.msg, entry.seg);
             self.in_flight -= 1;
+            // The packet arrived: the path works (see above).
+            self.pto_count = 0;
             let Some(m) = self.out.get_mut(&msg) else {
                 continue;
             };
@@ -178,24 +218,27 @@ impl Peer {
                 // alive past the peer timeout (it then fails with FailReason::Busy).
                 self.busy_since_progress = true;
                 m.waiting = true;
-                if !m.parked.contains(&seg) {
-                    m.parked.push(seg);
-                }
-                if !m.retry_scheduled {
-                    let delay = cx
-                        .config
-                        .min_rto
-                        .saturating_mul(1 << m.retries.min(10))
-                        .min(MAX_ADMISSION_RETRY);
-                    m.retries += 1;
-                    m.retry_scheduled = true;
-                    self.deferred.insert((now + delay, msg));
-                }
+                park(m, &mut self.deferred, now, msg, seg, cx.config.min_rto);
             }
         }
         if changed {
             self.refresh_floor();
         }
+    }
+
+    /// Moves the admission retry of the oldest message waiting for admission (lowest id) to
+    /// `now`, resetting its backoff. One message per completion: each retry costs a datagram, and
+    /// the oldest is served first.
+    fn retry_oldest_waiting(&mut self, now: Instant) {
+        let Some((&msg, m)) = self.out.iter_mut().find(|(_, m)| m.waiting) else {
+            return;
+        };
+        m.retries = 0;
+        if m.retry_scheduled {
+            self.deferred.retain(|&(_, id)| id != msg);
+        }
+        m.retry_scheduled = true;
+        self.deferred.insert((now, msg));
     }
 
     /// Whether our own datagrams are queueing on the path, so that a loss there is a full queue
@@ -249,12 +292,17 @@ impl Peer {
             };
             self.last_lost_pn = pn;
             congested |= self.lost_run >= LOSS_RUN_CONGESTION;
-            if self
-                .out
-                .get(&front.msg)
-                .is_some_and(|m| !m.is_acked(front.seg))
-            {
-                self.retx.push_back((front.msg, front.seg));
+            if let Some(m) = self.out.get_mut(&front.msg) {
+                if m.is_acked(front.seg) {
+                    // Nothing to repair.
+                } else if m.waiting {
+                    // The receiver has no room for this message: the segment waits with the
+                    // refused ones for the admission retry, and the window goes to messages
+                    // the receiver takes.
+                    park(m, &mut self.deferred, now, front.msg, front.seg, cx.config.min_rto);
+                } else {
+                    self.retx.push_back((front.msg, front.seg));
+                }
             }
             largest_lost = Some(front.sent);
         }

@@ -85,6 +85,8 @@ pub(super) struct Peer {
     pub(super) stored: usize,
     /// Sum of their lengths (address space, not memory).
     pub(super) announced: u64,
+    /// Sum of their full costs ([`Partial::full_cost`]): what they will be charged once complete.
+    pub(super) committed: usize,
     pub(super) partial_check: Option<Instant>,
 }
 
@@ -163,6 +165,7 @@ impl Peer {
             reassembly: 0,
             stored: 0,
             announced: 0,
+            committed: 0,
             partial_check: None,
         }
     }
@@ -206,6 +209,7 @@ impl Peer {
         self.reassembly -= part.charged;
         self.stored -= part.stored;
         self.announced -= part.data.len() as u64;
+        self.committed -= part.full();
         *cx.reassembly_total -= part.charged;
         if !self.proven {
             *cx.unproven_total -= part.charged;
@@ -240,6 +244,7 @@ impl Peer {
         self.reassembly = 0;
         self.stored = 0;
         self.announced = 0;
+        self.committed = 0;
         self.partials.clear();
         self.partial_check = None;
     }

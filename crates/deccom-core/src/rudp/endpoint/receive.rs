@@ -14,6 +14,11 @@
 //! - `max_reassembly_total`, of which unproven peers together hold at most
 //!   1/[`UNPROVEN_POOL_DIVISOR`].
 //!
+//! A first segment of a proven peer also needs the full charges of all its open messages, the
+//! new one included ([`Partial::full_cost`]), to fit its share: a message is opened only if it can
+//! complete, so messages started at once cannot each hold part of the share and wait for one
+//! another forever.
+//!
 //! Otherwise the segment is refused *busy* (the sender retries it later, and a busy refusal is
 //! not progress: a sender that only gets refusals fails after its `peer_timeout`).
 
@@ -221,18 +226,18 @@ impl Peer {
             return false;
         }
         // What the first segment costs: the bookkeeping (and a small message's buffer) plus the
-        // regions it lands in. The buffer's address space is bounded by the peer's share too.
+        // regions it lands in. A proven peer's messages, once complete, must all fit its share
+        // (what it has open was admitted to complete: see the module docs); an unproven peer's
+        // buffers (address space) are bounded by `max_message_size`.
         let base = Partial::base_cost(h.msg_len, h.seg_size);
         let start = h.seg_index as usize * h.seg_size as usize;
         let first = Partial::region_span_cost(h.msg_len, start, start + payload.len());
-        let share = if self.proven {
-            config.max_reassembly_per_peer
+        let open_fits = if self.proven {
+            self.committed + full <= config.max_reassembly_per_peer
         } else {
-            config.max_message_size.min(u64::from(u32::MAX)) as usize
+            self.announced + u64::from(h.msg_len) <= config.max_message_size.min(u64::from(u32::MAX))
         };
-        if !self.fits(base + first, payload.len(), cx)
-            || self.announced + u64::from(h.msg_len) > share as u64
-        {
+        if !open_fits || !self.fits(base + first, payload.len(), cx) {
             cx.stats.dropped_reassembly_full += 1;
             self.refuse(h.pn, REFUSE_BUSY);
             return false;
@@ -243,6 +248,7 @@ impl Peer {
             return false;
         }
         self.announced += u64::from(h.msg_len);
+        self.committed += full;
         self.stored += payload.len();
         self.charge(part.charged, cx);
         self.partials.insert(h.msg_id, part);

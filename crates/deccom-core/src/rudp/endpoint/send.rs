@@ -28,8 +28,10 @@ pub(super) struct OutMsg {
     pub(super) acked_bits: Vec<u64>,
     /// The receiver had no room for it: no new segments until one is acknowledged.
     pub(super) waiting: bool,
-    /// Refused segments held back while waiting (one is retried per admission retry).
-    pub(super) parked: Vec<u32>,
+    /// Refused segments held back while waiting, in the order they were refused. Each admission
+    /// retry sends the oldest; refused again, it goes to the back (every parked segment gets its
+    /// turn: one in a region the receiver already holds memory for is taken).
+    pub(super) parked: VecDeque<u32>,
     pub(super) retry_scheduled: bool,
     /// Admission retries so far (exponential backoff).
     pub(super) retries: u32,
@@ -73,7 +75,7 @@ impl OutMsg {
             acked: 0,
             acked_bits: vec![0; segments.div_ceil(64) as usize],
             waiting: false,
-            parked: Vec::new(),
+            parked: VecDeque::new(),
             retry_scheduled: false,
             retries: 0,
             acked_bytes: 0,
@@ -212,7 +214,7 @@ impl Peer {
             if let Some(m) = self.out.get_mut(&msg) {
                 m.retry_scheduled = false;
                 if m.waiting {
-                    if let Some(seg) = m.parked.pop() {
+                    if let Some(seg) = m.parked.pop_front() {
                         self.retx.push_back((msg, seg));
                     }
                 }
