@@ -72,7 +72,7 @@ proptest! {
             match op {
                 Op::Insert(mut id) => {
                     // Ids near `local` in op() are built from zeros: move them next to local.
-                    if id.iter().take(4).all(|&b| b == 0) { for i in 0..4 { id[i] = local[i]; } }
+                    if id.iter().take(4).all(|&b| b == 0) { id[..4].copy_from_slice(&local[..4]); }
                     next += 1;
                     let r = t.insert(id, next, t0);
                     if id == local { prop_assert_eq!(r, InsertResult::SelfId); }
