@@ -61,6 +61,11 @@ pub(crate) struct RecvBatch {
   noise_failed: Vec<u32>,
 }
 
+/// The bytes a batch counts against the receive queue's bound.
+fn batch_bytes(b: &RecvBatch) -> usize {
+  b.data.len() + b.packed.len() + b.messages.iter().map(Vec::len).sum::<usize>()
+}
+
 pub(crate) struct RxQueue {
   batches: VecDeque<RecvBatch>,
   bytes: usize,
@@ -78,11 +83,18 @@ impl RxQueue {
     !self.batches.is_empty()
   }
 
+  /// Queues a batch that was held back (see [`Rx::held`]); JavaScript is about to be called.
+  pub fn push_held(&mut self, b: RecvBatch) {
+    self.bytes += batch_bytes(&b);
+    self.batches.push_back(b);
+    self.notified = true;
+  }
+
   /// The next batch, or None (and JavaScript is asleep again: the next batch wakes it).
   pub fn pop(&mut self) -> Option<RecvBatch> {
     let b = self.batches.pop_front();
     match &b {
-      Some(b) => self.bytes -= b.data.len() + b.packed.len() + b.messages.iter().map(Vec::len).sum::<usize>(),
+      Some(b) => self.bytes -= batch_bytes(b),
       None => self.notified = false,
     }
     b
@@ -227,11 +239,14 @@ pub(crate) struct Rx<'a> {
   pub max_batch: usize,
   /// JavaScript is called right after this drain (on its own thread): no wake-up needed.
   pub direct: bool,
+  /// Finished batches are kept here instead of queued: the caller hands them to JavaScript one
+  /// call each (see `js_rx`).
+  pub held: Option<Vec<RecvBatch>>,
 }
 
 impl<'a> Rx<'a> {
   pub fn new(sh: &'a Shared, tsfn: &'a WakeFn, slots: &'a mut Slots, batch: &'a mut Batcher, max_batch: usize) -> Rx<'a> {
-    Rx { sh, tsfn, slots, batch, max_batch, direct: false }
+    Rx { sh, tsfn, slots, batch, max_batch, direct: false, held: None }
   }
 
   fn slot(&mut self, from: SocketAddr) -> u32 {
@@ -278,8 +293,7 @@ impl<'a> Rx<'a> {
     batch.meta[2] = slots.first_new;
     let new_addrs = (!slots.new_text.is_empty()).then(|| std::mem::take(&mut slots.new_text));
     slots.reset = false;
-    q.bytes += batch.data.len() + batch.message_bytes;
-    q.batches.push_back(RecvBatch {
+    let b = RecvBatch {
       data: batch.data,
       meta: batch.meta,
       new_addrs,
@@ -292,8 +306,14 @@ impl<'a> Rx<'a> {
       delay_peers: batch.delay_peers,
       noise_connected: batch.noise_connected,
       noise_failed: batch.noise_failed,
-    });
+    };
     sh.counters.rx_batches.fetch_add(1, Relaxed);
+    if let Some(held) = self.held.as_mut() {
+      held.push(b);
+      return;
+    }
+    q.bytes += batch_bytes(&b);
+    q.batches.push_back(b);
     if !q.notified {
       q.notified = true;
       if self.direct {

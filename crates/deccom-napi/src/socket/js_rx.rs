@@ -10,6 +10,11 @@
 //! commands, the send queue and the auxiliary sockets. Attaching a stage hands reception back to
 //! the I/O thread for good ([`JsRx::stop`]).
 //!
+//! A wake-up that finds only a few datagrams ([`ONE_BY_ONE`]) calls `onReadable` once per
+//! datagram: each call ends with Node.js running the microtasks the datagram caused (a promise
+//! that awaited exactly that answer resumes), before the next datagram is handled — as when
+//! answers arrive one by one. A burst still goes in one call.
+//!
 //! Unix only: elsewhere the I/O thread receives from the start.
 
 use std::ffi::{c_int, c_void};
@@ -28,6 +33,11 @@ const SLOTS: usize = 8;
 const SLOT: usize = 64 * 1024;
 /// `recvmmsg` calls per wake-up at most (the rest waits for the next turn of the event loop).
 const MAX_CALLS: usize = 64;
+/// A wake-up that finds at most this many datagrams (and the socket then empty) hands them to
+/// JavaScript one call each, as an event loop that reads one datagram per callback would: what a
+/// datagram resolves (a promise awaiting an answer) runs before the next datagram is handled,
+/// as a reply that arrives alone would be. Larger drains go in one call (throughput).
+const ONE_BY_ONE: usize = 4;
 
 const UV_READABLE: c_int = 1;
 /// `uv_handle_type` of a poll handle (libuv's `UV_POLL`, stable since libuv 1.0).
@@ -152,29 +162,49 @@ extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
   // SAFETY: the data pointer is the live context until `on_close` runs, which libuv does only
   // after this callback can no longer be called.
   let ctx = unsafe { &mut *uv_handle_get_data(handle).cast::<Ctx>() };
-  if drain(ctx) {
+  let (waiting, held) = drain(ctx);
+  if held.is_empty() {
+    if waiting {
+      call(ctx);
+    }
+    return;
+  }
+  for b in held {
+    // The socket may have closed during the previous call.
+    let Some(sh) = ctx.sh.clone() else { return };
+    lock(&sh.rxq).push_held(b);
     call(ctx);
   }
 }
 
-/// Reads what the socket holds into batches; true when JavaScript has something to take.
-fn drain(ctx: &mut Ctx) -> bool {
-  let Some(owner) = ctx.sh.clone() else { return false };
+/// Reads what the socket holds into batches. Returns whether JavaScript has something to take,
+/// and the batches to hand over one call each (a small drain, see [`ONE_BY_ONE`]).
+fn drain(ctx: &mut Ctx) -> (bool, Vec<super::batch::RecvBatch>) {
+  let Some(owner) = ctx.sh.clone() else { return (false, Vec::new()) };
   let sh = &*owner;
   let mut guard = lock(&sh.engine);
   let e = &mut *guard;
-  let Some(tsfn) = e.tsfn.as_ref() else { return false };
+  let Some(tsfn) = e.tsfn.as_ref() else { return (false, Vec::new()) };
   let mut rx = super::batch::Rx::new(sh, tsfn, &mut e.slots, &mut e.batch, e.max_batch);
   rx.direct = true;
-  for _ in 0..MAX_CALLS {
+  for call in 0..MAX_CALLS {
     let mut iovs: Vec<IoSliceMut<'_>> = ctx.scratch.chunks_mut(SLOT).map(IoSliceMut::new).collect();
     match sh.state.recv(sh.sock(), &mut iovs, &mut ctx.metas) {
       Ok(n) => {
         sh.counters.rx_syscalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(iovs);
+        // A first call that found a few datagrams and room to spare: the socket is drained.
+        let few = call == 0 && n <= ONE_BY_ONE && n < ctx.metas.len() && ctx.metas.iter().take(n).all(|m| m.len <= m.stride);
+        if few {
+          rx.max_batch = 1;
+          rx.held = Some(Vec::new());
+        }
         let now = Instant::now();
         for (m, buf) in ctx.metas.iter().take(n).zip(ctx.scratch.chunks(SLOT)) {
           super::io_thread::split(sh, &mut e.pipeline, now, normalize(m.addr), &buf[..m.len], m.stride, &mut rx);
+        }
+        if few {
+          break;
         }
       }
       Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -188,9 +218,10 @@ fn drain(ctx: &mut Ctx) -> bool {
     }
   }
   rx.deliver();
+  let held = rx.held.take().unwrap_or_default();
   drop(guard);
   let waiting = lock(&sh.rxq).has_batches();
-  waiting
+  (waiting, held)
 }
 
 /// Calls `onReadable` as a callback from the event loop (microtasks and ticks run after it; an
