@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{bit, distance, highest_bit, Distance};
+use super::{bit, distance, distance_key, highest_bit, DistanceKey};
 use crate::identity::NodeId;
 
 /// Default bucket size `k`.
@@ -405,7 +405,7 @@ impl<V: Clone> RoutingTable<V> {
         &'a self,
         target: &NodeId,
         n: usize,
-        scratch: &mut Vec<(Distance, u32)>,
+        scratch: &mut Vec<(DistanceKey, u32)>,
         mut f: impl FnMut(&'a Entry<V>),
     ) {
         let mut left = n;
@@ -420,7 +420,7 @@ impl<V: Clone> RoutingTable<V> {
             }
             scratch.clear();
             for (i, e) in entries.iter().enumerate() {
-                scratch.push((distance(&e.id, target), i as u32));
+                scratch.push((distance_key(&e.id, target), i as u32));
             }
             if scratch.len() > 1 {
                 scratch.sort_unstable_by_key(|a| a.0);
