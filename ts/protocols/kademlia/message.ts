@@ -15,7 +15,7 @@
  * target) is copied.
  */
 import type { Address } from '../../address'
-import { toAddress } from '../../address'
+import { ipv4Address, toAddress } from '../../address'
 import { native } from '../../native'
 
 /** Reasons of malformed messages, indexed by layout word 6 (the core's WireError order). */
@@ -96,7 +96,7 @@ export function encodePing(pong: boolean, hi: number, lo: number): Buffer {
 function ipv4At(data: Buffer, at: number): Address | null {
   if (data[at] !== 4) return null
   try {
-    return toAddress(`${data[at + 1]}.${data[at + 2]}.${data[at + 3]}.${data[at + 4]}`, (data[at + 5] << 8) | data[at + 6])
+    return ipv4Address(data[at + 1]!, data[at + 2]!, data[at + 3]!, data[at + 4]!, (data[at + 5]! << 8) | data[at + 6]!)
   } catch {
     return null
   }
