@@ -1,5 +1,6 @@
 import test from 'ava'
 import { DeccomError, ErrorCode, toAddress } from '../dist/index.js'
+import { ipv4Address } from '../dist/address.js'
 
 test('toAddress interns: every spelling of one address gives the same object, texts included', (t) => {
   const a = toAddress('127.0.0.1:4000')
@@ -22,4 +23,19 @@ test('toAddress rejects bad texts every time (nothing invalid is remembered)', (
       t.true(e instanceof DeccomError && e.code === ErrorCode.INVALID_ADDRESS, bad)
     }
   }
+})
+
+test('ipv4Address gives the object toAddress gives, also after the caches started over', (t) => {
+  const a = toAddress('10.1.2.3:4000')
+  t.is(ipv4Address(10, 1, 2, 3, 4000), a)
+  t.is(ipv4Address(10, 1, 2, 3, 4000), a, 'again (from the number cache)')
+  t.is(ipv4Address(10, 1, 2, 3, 4001).key, '10.1.2.3:4001')
+  t.is(ipv4Address(255, 255, 255, 255, 65535), toAddress('255.255.255.255:65535'))
+  t.is(ipv4Address(0, 0, 0, 0, 0).key, '0.0.0.0:0')
+  // More addresses than the caches hold: they start over, and a new object stands for 10.1.2.3:4000.
+  for (let port = 0; port < 65_536; port++) toAddress('10.200.0.1', port)
+  toAddress('10.200.0.2', 1)
+  const b = toAddress('10.1.2.3', 4000)
+  t.not(b, a, 'the caches started over')
+  t.is(ipv4Address(10, 1, 2, 3, 4000), b, 'not the object from before the reset')
 })

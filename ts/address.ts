@@ -126,12 +126,33 @@ export function toAddress(a: AddressLike, p?: number): Address {
   if (family === 0) throw invalid(a, 'the host must be an IP address (names are not resolved)')
   const addr = new Address(host, port, family as 4 | 6)
   if (cache.size >= MAX_CACHE) {
-    // Start over, the texts too: a text then gives the same object as every other spelling.
+    // Start over, the texts and the IPv4 numbers too: each then gives the same object as every
+    // other spelling.
     cache.clear()
     byText.clear()
+    byV4.clear()
   }
   cache.set(host + '|' + port, addr)
   if (typeof a === 'string' && p === undefined) remember(a, addr)
+  return addr
+}
+
+/** IPv4 addresses by `ip * 65536 + port` (a number: no text is built to find a known address). */
+const byV4 = new Map<number, Address>()
+
+/**
+ * @internal The interned IPv4 address `a.b.c.d:port` from its bytes (each 0..255; port
+ * 0..65535), as {@link toAddress} gives it. For decoders that read addresses out of datagrams: a
+ * known address costs one number-keyed lookup, no text.
+ */
+export function ipv4Address(a: number, b: number, c: number, d: number, port: number): Address {
+  const n = (((a << 24) | (b << 16) | (c << 8) | d) >>> 0) * 65536 + port
+  const hit = byV4.get(n)
+  if (hit !== undefined) return hit
+  const addr = toAddress(`${a}.${b}.${c}.${d}`, port)
+  // toAddress may have just started its cache over (clearing this one): the entry goes in after.
+  if (byV4.size >= MAX_CACHE) byV4.clear()
+  byV4.set(n, addr)
   return addr
 }
 

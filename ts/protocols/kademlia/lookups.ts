@@ -80,11 +80,12 @@ export function drive(s: KadState, run: Run): void {
     const action = run.lk.next(clock.now(), s.qid)
     if (action === QUERY) {
       const peer = run.cands.get(s.qid)
-      const id = Buffer.from(s.qid)
       if (!peer) {
-        run.lk.onFailure(id)
+        run.lk.onFailure(s.qid)
         continue
       }
+      // The candidate's own id (the same 32 bytes): no copy of s.qid, which the next query overwrites.
+      const id = peer.id!
       findNode(s, peer.address, run.target, id, (m) => onReply(s, run, id, peer, m))
       continue
     }

@@ -15,7 +15,7 @@
  * target) is copied.
  */
 import type { Address } from '../../address'
-import { toAddress } from '../../address'
+import { ipv4Address, toAddress } from '../../address'
 import { native } from '../../native'
 
 /** Reasons of malformed messages, indexed by layout word 6 (the core's WireError order). */
@@ -86,6 +86,30 @@ export function decodeKad(data: Buffer): KadMessage {
  */
 export const encodeScratch = Buffer.alloc(65_536)
 
+/**
+ * Outgoing copies are cut from slabs of this size rather than from Node's 8 KiB buffer pool: a
+ * NODES answer or a padded FIND_NODE takes about 1.2 KB, so the pool needed a new ArrayBuffer
+ * (external memory, swept by the collector) every six or so datagrams. The copies are short-lived
+ * (the layer below copies or sends them; one that holds them, e.g. a delay, for as long as it
+ * delays): a slab is freed once all of its copies are.
+ */
+const OUT_SLAB = 65_536
+let outSlab = Buffer.allocUnsafeSlow(OUT_SLAB)
+let outUsed = 0
+
+/** The first `len` bytes of {@link encodeScratch}, copied out to be sent (see {@link OUT_SLAB}). */
+export function copyOut(len: number): Buffer {
+  if (len > OUT_SLAB / 8) return Buffer.from(encodeScratch.subarray(0, len))
+  if (outUsed + len > OUT_SLAB) {
+    outSlab = Buffer.allocUnsafeSlow(OUT_SLAB)
+    outUsed = 0
+  }
+  const b = outSlab.subarray(outUsed, outUsed + len)
+  encodeScratch.copy(b, 0, 0, len)
+  outUsed = (outUsed + len + 7) & ~7
+  return b
+}
+
 /** A PING (or, with `pong`, a PONG): version 1, type, 8-byte request id (docs/wire.md). */
 export function encodePing(pong: boolean, hi: number, lo: number): Buffer {
   const b = Buffer.allocUnsafe(10)
@@ -99,7 +123,7 @@ export function encodePing(pong: boolean, hi: number, lo: number): Buffer {
 function ipv4At(data: Buffer, at: number): Address | null {
   if (data[at] !== 4) return null
   try {
-    return toAddress(`${data[at + 1]}.${data[at + 2]}.${data[at + 3]}.${data[at + 4]}`, (data[at + 5] << 8) | data[at + 6])
+    return ipv4Address(data[at + 1]!, data[at + 2]!, data[at + 3]!, data[at + 4]!, (data[at + 5]! << 8) | data[at + 6]!)
   } catch {
     return null
   }

@@ -1,6 +1,6 @@
 /** Kademlia: requests (PING, FIND_NODE) with random 64-bit ids, matched against their responses; small shared helpers. */
 import type { Address } from '../../address'
-import { encodePing, encodeScratch } from './message'
+import { copyOut, encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
 import { sameId } from './id-map'
 import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING, sampleQuery } from './state'
@@ -126,7 +126,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: Buffe
     (hi, lo) => {
       refreshOwnRecord(s)
       const len = s.table!.encodeFindNodeInto(hi, lo, target, pad, s.ephemeral, encodeScratch)
-      return Buffer.from(encodeScratch.subarray(0, len))
+      return copyOut(len)
     },
     (m) => {
       if (m && expect !== null && !sameId(expect, m.ids!, 0)) {

@@ -6,7 +6,7 @@ import type { Address } from '../../address'
 import { Peer } from '../../peer'
 import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt, tcpPortAt } from './state'
 import { ping, refreshOwnRecord, remember, replyAllowed } from './rpc'
-import { encodeScratch } from './message'
+import { copyOut, encodeScratch } from './message'
 import { sameId } from './id-map'
 
 /** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
@@ -25,7 +25,7 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
   refreshOwnRecord(s)
   // To an unverified address, NODES and the verification PING below together stay within the query's size.
   const len = s.table!.encodeNodesInto(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen - KAD_PING_LEN, encodeScratch)
-  const resp = len > 0 ? Buffer.from(encodeScratch.subarray(0, len)) : null
+  const resp = len > 0 ? copyOut(len) : null
   if (resp === null) {
     s.count('dropped_amplification')
   } else {

@@ -30,7 +30,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{distance, Distance};
+use super::{distance_key, DistanceKey};
 use crate::identity::NodeId;
 
 /// Default parallelism α.
@@ -84,7 +84,7 @@ enum State {
 #[derive(Debug, Clone)]
 struct Candidate<V> {
     id: NodeId,
-    distance: Distance,
+    distance: DistanceKey,
     value: V,
     state: State,
     depth: u32,
@@ -162,7 +162,7 @@ impl<V: Clone> Lookup<V> {
     }
 
     fn add(&mut self, id: NodeId, value: V, depth: u32) -> bool {
-        let d = distance(&id, &self.target);
+        let d = distance_key(&id, &self.target);
         if self.candidates.len() >= self.config.max_candidates && self.candidates.last().is_some_and(|c| c.distance <= d) {
             // Full, and no closer than the farthest: known already, or it would be dropped.
             return false;
@@ -190,7 +190,7 @@ impl<V: Clone> Lookup<V> {
     }
 
     fn find(&self, id: &NodeId) -> Option<usize> {
-        let d = distance(id, &self.target);
+        let d = distance_key(id, &self.target);
         self.candidates.binary_search_by(|c| c.distance.cmp(&d)).ok()
     }
 
