@@ -170,9 +170,12 @@ extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
     return;
   }
   for b in held {
-    // The socket may have closed during the previous call.
-    let Some(sh) = ctx.sh.clone() else { return };
-    lock(&sh.rxq).push_held(b);
+    {
+      // The socket may have closed during the previous call. No reference to it is held across
+      // a call: JavaScript may close it there and count its descriptors in the call's microtasks.
+      let Some(sh) = ctx.sh.as_ref() else { return };
+      lock(&sh.rxq).push_held(b);
+    }
     call(ctx);
   }
 }
