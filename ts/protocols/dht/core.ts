@@ -127,7 +127,6 @@ export class DhtCore {
   valueTtl = 7_200_000
   running = false
   clock!: Clock
-  selfHex = ''
   /** This node's id (answers never name it as a candidate). */
   selfId: Buffer = Buffer.alloc(32)
   readonly pending = new Map<number, Pending>()

@@ -74,7 +74,6 @@ export class Dht extends Protocol {
     const c = this.#c
     c.clock = ctx.clock
     this.#identity = ctx.identity as Identity
-    c.selfHex = this.#identity.idHex
     c.selfId = this.#identity.id
     const o = this.#opts
     this.#server = new native.DhtServer(randomBytes(32), {

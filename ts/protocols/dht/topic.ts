@@ -12,6 +12,7 @@ import type { Identity } from '../../identity'
 import { native } from '../../native'
 import { Peer } from '../../peer'
 import { ACK, ANNOUNCE, type Decoded, type DhtCore, KIND_TOPIC, NO_TOKEN, type QueryNode, fromRaw } from './core'
+import { sameId } from '../kademlia/id-map'
 
 /** Options of `join`. */
 export interface JoinOptions {
@@ -114,7 +115,7 @@ export class Topic extends EventEmitter<TopicEvents> {
     const addrs = m.peerAddrs!
     for (let i = 0; i < n; i++) {
       const hex = ids.toString('hex', 32 * i, 32 * i + 32)
-      if (hex === this.#host.core.selfHex || this.#peers.has(hex)) continue
+      if (sameId(this.#host.core.selfId, ids, 32 * i) || this.#peers.has(hex)) continue
       let address: Address
       try {
         address = fromRaw(addrs.subarray(18 * i, 18 * i + 18))

@@ -269,11 +269,11 @@ export class Kademlia extends Protocol {
     this.count('received')
     const m = decodeKad(data)
     // Through an authenticating layer (Noise) the session's handshake went to this address and
-    // back: the address is validated, whoever sends from it.
-    const authenticated = source instanceof Peer && source.id !== null
+    // back: the address is validated, and the sender proved this id.
+    const provenId = source instanceof Peer ? source.id : null
     switch (m.kind) {
       case PING:
-        if (!authenticated && !replyAllowed(this.#s, from)) return
+        if (provenId === null && !replyAllowed(this.#s, from)) return
         this.count('pings_answered')
         remember(this.#s, this.#s.verifiedBy, from.key)
         alive(this.#s, from)
@@ -287,7 +287,7 @@ export class Kademlia extends Protocol {
       }
       case FIND_NODE:
         // The requester's record names the id its session proved: its address needs no verifying.
-        return onFindNode(this.#s, from, data.length, m, authenticated && sameId((source as Peer).id!, m.ids!, 0))
+        return onFindNode(this.#s, from, data.length, m, provenId !== null && sameId(provenId, m.ids!, 0))
       case NODES: {
         const req = match(this.#s, m, from, FIND_NODE)
         if (!req) return this.count('dropped_unsolicited')

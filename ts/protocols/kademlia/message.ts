@@ -6,8 +6,9 @@
  *
  * Layout (u32 words): 0 kind, 1 request id high, 2 low, 3 truncated, 4 count (NODES records after
  * the sender), 5 target offset, 6 error index (kind 0), 7 flags (bit 0: an IPv6 address is in a
- * record; bit 1: a FIND_NODE from an ephemeral sender); then per record i (0 = the sender) at 8 + 5i: record offset, identity length, UDP
- * address offset, TCP port (0 none), external address offset (0 none). A record's id is at
+ * record; bit 1: a FIND_NODE from an ephemeral sender); then per record i (0 = the sender) at
+ * 8 + 5i: record offset, identity length, UDP address offset, TCP port (0 none), external address
+ * offset (0 none). A record's id is at
  * offset + 2, its identity at offset + 36; addresses are the socket address form of docs/wire.md.
  *
  * A message with an IPv6 address falls back to `native.kadDecode` (which formats the addresses).
