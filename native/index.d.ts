@@ -140,6 +140,17 @@ export declare class KadTable {
    * the number written.
    */
   closest(target: Uint8Array, n: number, outIds: Buffer, outHandles: Uint32Array): number
+  /**
+   * Writes the up to `n` entries closest to `target` (closest first) into `out` as rows of
+   * [`ROW_LEN`] bytes: the id (32 bytes), then the UDP address of its record in the 18-byte form.
+   * An entry at `exclude` (18-byte form; e.g. the requester's own address) is taken but not
+   * written, so up to `n` rows are written. `n` is capped by `out`'s size. Returns the rows
+   * written. What a DHT answer lists; no JavaScript object is made per entry.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
+   */
+  closestRows(target: Uint8Array, n: number, exclude: Uint8Array | undefined | null, out: Buffer): number
   /** Every handle the table holds (entries and replacement caches). */
   handles(): Uint32Array
   /** Handles of the entries only, bucket by bucket. */
@@ -486,6 +497,18 @@ export declare class UdpSocket {
   auxOpen(remote: Uint8Array, count: number): number
   /** Closes the auxiliary sockets of `remote`; returns how many were closed. */
   auxClose(remote: Uint8Array): number
+  /**
+   * Answers DHT GETs (datagrams of `tag` whose DHT type is GET) in the receive path, with the
+   * DHT layer's `server` and the Kademlia layer's `table` (the nodes closest to the key), without
+   * calling JavaScript; `now` is the layers' clock (ms), which the server's time follows. Only
+   * while the JavaScript thread receives (no stage attached; Unix): false when not attached (the
+   * layer then answers as before). See `socket/responder.rs`.
+   */
+  attachDhtResponder(tag: number, server: DhtServer, table: KadTable, now: number): boolean
+  /** Removes the DHT GET responder (GETs go to JavaScript again), releasing its objects. */
+  detachDhtResponder(): void
+  /** What the DHT GET responder counted (by the DHT layer's counter names), since the socket opened. */
+  dhtResponderStats(): Record<string, number>
   /** Counters of the auxiliary sockets (`aux_open` is how many are open now). */
   auxStats(): Record<string, number>
   /** Counters and socket facts. */

@@ -75,6 +75,17 @@ export interface NativeCapable {
   enableNative(socket: any): void
 }
 
+/**
+ * A layer whose requests a native socket can answer in its receive path, without JavaScript (the
+ * Dht: GETs). Once every layer has started, the Stack offers it to a layer whose datagram path is
+ * plain: it sends straight through a `'socket'` layer and receives from `via`, the layer just
+ * below it, which receives straight from that socket.
+ */
+export interface NativeResponder {
+  /** Attach the socket's responder, with what `via` holds; true when attached. */
+  attachNativeResponder(via: object, socket: object): boolean
+}
+
 /** One row of `Stack.describe()`, top layer first. */
 export interface LayerDescription {
   /** The layer's (unique) name. */

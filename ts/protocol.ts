@@ -75,6 +75,7 @@ export type {
   LowerBindings,
   LowerOf,
   NativeCapable,
+  NativeResponder,
   NativeRole,
   Untyped,
   UpperBindings,

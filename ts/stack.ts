@@ -9,7 +9,7 @@
  * applied only when the whole stack is valid, so a failed build leaves the layers untouched.
  */
 import { DeccomError, ErrorCode, StackError } from './errors'
-import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeRole, absentBinding } from './layer-types'
+import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeResponder, type NativeRole, absentBinding } from './layer-types'
 import { realClock } from './clock'
 import { LogGroup } from './log'
 import { type LayerRandom, cryptoRandom } from './layer-random'
@@ -121,7 +121,24 @@ export class Stack {
       }
       this.#started.push(layer)
     }
+    this.#offerResponders()
     this.#state = 'started'
+  }
+
+  /** Lets each {@link NativeResponder} whose datagram path is plain attach the socket's responder. */
+  #offerResponders(): void {
+    const d = this.#described
+    const layers = this.layers
+    if (!d) return
+    for (let i = 0; i + 2 < layers.length; i++) {
+      const layer = layers[i] as Protocol & Partial<NativeResponder>
+      if (typeof layer.attachNativeResponder !== 'function') continue
+      const via = layers[i + 1]
+      const socket = layers[i + 2]
+      if (roleOf(socket) !== 'socket' || this.#native.has(socket)) continue
+      if (d[i].bindTo.send !== socket.name || d[i].bindFrom.onMessage !== via.name || d[i + 1].bindFrom.onMessage !== socket.name) continue
+      if (layer.attachNativeResponder(via, socket)) this.#logs?.layer(layer.name)('%s answers requests natively', socket.name)
+    }
   }
 
   /**

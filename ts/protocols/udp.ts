@@ -275,6 +275,32 @@ export class UdpTransport extends Protocol {
   }
 
   /**
+   * @internal The socket answers DHT GETs (datagrams of `tag`) in its receive path with `server`
+   * (a DhtServer) and `table` (the KadTable whose nodes the answers list), without calling
+   * JavaScript; `now` is the layers' clock (ms) at this moment. False when the socket cannot (a
+   * native stage attached, or not on Unix): the DHT layer then answers as before. See
+   * `crates/deccom-napi/src/socket/responder.rs`.
+   */
+  attachDhtResponder(server: unknown, table: unknown, tag: number, now: number): boolean {
+    if (this.#sock === null) return false
+    try {
+      return this.#sock.attachDhtResponder(tag, server as never, table as never, now)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** @internal Stops the socket's DHT responder (see {@link attachDhtResponder}). */
+  detachDhtResponder(): void {
+    this.#sock?.detachDhtResponder()
+  }
+
+  /** @internal What the socket's DHT responder counted, by the DHT layer's counter names. */
+  dhtResponderStats(): Record<string, number> {
+    return this.#sock?.dhtResponderStats() ?? {}
+  }
+
+  /**
    * @internal Runs reliable UDP inside the socket's I/O thread: datagrams tagged `tag` never reach
    * JavaScript; whole messages and completions go to `handler`. Used by ReliableUdp when every
    * layer between it and this transport is native.

@@ -8,7 +8,7 @@
 //! entries), not as one object each. Time is the caller's clock in ms.
 
 use deccom_core::dht::records::{AnnounceRecord, MutableRecord};
-use deccom_core::dht::server::{Event, RawAddr, Server, ServerConfig};
+use deccom_core::dht::server::{Event, Handled, RawAddr, Server, ServerConfig};
 use deccom_core::dht::store::StoreConfig;
 use deccom_core::dht::wire::{self, Message, NODE_LEN};
 use deccom_core::dht::{immutable_key, mutable_key, Kind, Status, MAX_SALT_LEN, MAX_VALUE_LEN, TOKEN_LEN};
@@ -85,6 +85,33 @@ pub struct DhtServer {
   inner: Server,
 }
 
+/// The counter a server event is counted under (what `DhtServer.handle` reports as `event`).
+pub(crate) fn event_name(e: &Event) -> String {
+  match e {
+    Event::Answered => "answered".to_owned(),
+    Event::Amplification => "dropped_amplification".to_owned(),
+    Event::Stored(Kind::Topic) => "stored_announce".to_owned(),
+    Event::Stored(Kind::Immutable) => "stored_immutable".to_owned(),
+    Event::Stored(Kind::Mutable) => "stored_mutable".to_owned(),
+    Event::Withdrawn => "withdrawn".to_owned(),
+    Event::Refused(s) => format!("refused_{}", s.name()),
+    Event::Malformed(e) => format!("dropped_malformed_{}", e.name()),
+    Event::NotARequest => "not_a_request".to_owned(),
+  }
+}
+
+impl DhtServer {
+  /// One datagram (without the tag) from `source`; `nodes` as `handle` takes them: what both
+  /// `handle` and the socket's GET responder (`socket::responder`) call.
+  pub(crate) fn handle_raw(&mut self, data: &[u8], source: &RawAddr, nodes: &[u8], now: f64) -> Handled {
+    let list: Vec<([u8; 32], RawAddr)> = nodes
+      .chunks_exact(NODE_LEN)
+      .map(|c| (c[..32].try_into().expect("32"), c[32..].try_into().expect("18")))
+      .collect();
+    self.inner.handle(data, source, &list, ms(now))
+  }
+}
+
 #[napi]
 impl DhtServer {
   /// `secret`: 32 random bytes, the first token secret.
@@ -118,24 +145,9 @@ impl DhtServer {
   #[napi]
   pub fn handle(&mut self, data: &[u8], source: &[u8], nodes: &[u8], now: f64) -> Result<DhtHandled> {
     let src: RawAddr = arr(source, "a raw address")?;
-    let list: Vec<([u8; 32], RawAddr)> = nodes
-      .chunks_exact(NODE_LEN)
-      .map(|c| (c[..32].try_into().expect("32"), c[32..].try_into().expect("18")))
-      .collect();
-    let h = self.inner.handle(data, &src, &list, ms(now));
-    let event = match h.event {
-      Event::Answered => "answered".to_owned(),
-      Event::Amplification => "dropped_amplification".to_owned(),
-      Event::Stored(Kind::Topic) => "stored_announce".to_owned(),
-      Event::Stored(Kind::Immutable) => "stored_immutable".to_owned(),
-      Event::Stored(Kind::Mutable) => "stored_mutable".to_owned(),
-      Event::Withdrawn => "withdrawn".to_owned(),
-      Event::Refused(s) => format!("refused_{}", s.name()),
-      Event::Malformed(e) => format!("dropped_malformed_{}", e.name()),
-      Event::NotARequest => "not_a_request".to_owned(),
-    };
+    let h = self.handle_raw(data, &src, nodes, now);
     let notify_to = if h.notify_to.is_empty() { None } else { Some(h.notify_to.concat().into()) };
-    Ok(DhtHandled { event, reply: h.reply.map(Into::into), notify: h.notify.map(Into::into), notify_to })
+    Ok(DhtHandled { event: event_name(&h.event), reply: h.reply.map(Into::into), notify: h.notify.map(Into::into), notify_to })
   }
 
   /// A new token secret (32 random bytes).

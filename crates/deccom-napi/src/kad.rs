@@ -38,6 +38,17 @@ fn ms_duration(ms: f64) -> Duration {
   }
 }
 
+/// Bytes per row of `KadTable.closestRows`: an id and an 18-byte address.
+pub(crate) const ROW_LEN: usize = 32 + deccom_core::wire::RAW_ADDR_LEN;
+
+/// The UDP address of an encoded peer record (one the table encoded itself: well-formed), in
+/// the 18-byte form; `None` if it cannot be read.
+fn udp_raw(record: &[u8]) -> Option<[u8; deccom_core::wire::RAW_ADDR_LEN]> {
+  let len = usize::from(u16::from_be_bytes([*record.get(34)?, *record.get(35)?]));
+  let mut r = deccom_core::wire::Reader::new(record.get(36 + len..)?);
+  deccom_core::wire::decode_socket_addr(&mut r).ok().map(deccom_core::wire::encode_raw_addr)
+}
+
 /// Encoded records up to this size (an Ed25519 identity with an IPv4 address, a TCP port and an
 /// IPv4 external address takes 85 bytes) are kept inside the entry; larger ones on the heap.
 const INLINE_RECORD: usize = 88;
@@ -107,6 +118,26 @@ pub struct KadTable {
   scratch: Vec<(DistanceKey, u32)>,
   /// Reused by the `*Into` encoders.
   bytes: Vec<u8>,
+}
+
+impl KadTable {
+  /// `closestRows` (see there) without the JavaScript values: what it and the socket's DHT GET
+  /// responder (`socket::responder`) call. Returns the rows written.
+  pub(crate) fn write_rows(&mut self, target: &NodeId, n: usize, exclude: Option<&[u8]>, out: &mut [u8]) -> usize {
+    let n = n.min(out.len() / ROW_LEN);
+    let mut i = 0;
+    self.table.for_each_closest(target, n, &mut self.scratch, |e| {
+      let Some(raw) = udp_raw(e.value.encoded.as_slice()) else { return };
+      if exclude.is_some_and(|x| x == raw) {
+        return;
+      }
+      let row = &mut out[i * ROW_LEN..(i + 1) * ROW_LEN];
+      row[..32].copy_from_slice(&e.id);
+      row[32..].copy_from_slice(&raw);
+      i += 1;
+    });
+    i
+  }
 }
 
 #[napi]
@@ -236,6 +267,20 @@ impl KadTable {
       i += 1;
     });
     Ok(i as u32)
+  }
+
+  /// Writes the up to `n` entries closest to `target` (closest first) into `out` as rows of
+  /// [`ROW_LEN`] bytes: the id (32 bytes), then the UDP address of its record in the 18-byte form.
+  /// An entry at `exclude` (18-byte form; e.g. the requester's own address) is taken but not
+  /// written, so up to `n` rows are written. `n` is capped by `out`'s size. Returns the rows
+  /// written. What a DHT answer lists; no JavaScript object is made per entry.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
+  #[napi]
+  pub fn closest_rows(&mut self, target: &[u8], n: u32, exclude: Option<&[u8]>, mut out: BufferSlice) -> Result<u32> {
+    let target = node_id(target)?;
+    Ok(self.write_rows(&target, n as usize, exclude, &mut out) as u32)
   }
 
   /// Every handle the table holds (entries and replacement caches).

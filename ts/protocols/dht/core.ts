@@ -3,7 +3,7 @@
  * requests and their matching, and the iterative query toward a key.
  */
 import type { Address } from '../../address'
-import { toAddress } from '../../address'
+import { ipv4Address, toAddress } from '../../address'
 import type { Clock, TimerHandle } from '../../clock'
 import { abortable } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
@@ -180,10 +180,11 @@ export class DhtCore {
     return this.tokens.get(a.key)
   }
 
+  /** Keeps `t` itself (a decoded answer's fields are buffers of their own, not views of the datagram). */
   setToken(a: Address, t: Buffer): void {
     this.tokens.delete(a.key)
     if (this.tokens.size >= MAX_TOKENS) this.tokens.delete(this.tokens.keys().next().value as string)
-    this.tokens.set(a.key, Buffer.from(t))
+    this.tokens.set(a.key, t)
   }
 
   /** GET of `key` to `to`: padded when `to` gave us no token yet (so it may answer in full). */
@@ -195,7 +196,7 @@ export class DhtCore {
         this.setToken(to, m.token)
         this.observed.delete(to.key)
         if (this.observed.size >= MAX_TOKENS) this.observed.delete(this.observed.keys().next().value as string)
-        this.observed.set(to.key, Buffer.from(m.observed!))
+        this.observed.set(to.key, m.observed!)
       }
       if (m && !m.key!.equals(key)) {
         this.count('dropped_wrong_key')
@@ -329,7 +330,7 @@ export function fromRaw(raw: Buffer): Address {
   const port = raw.readUInt16BE(16)
   let v4 = raw[10] === 0xff && raw[11] === 0xff
   for (let i = 0; i < 10 && v4; i++) if (raw[i] !== 0) v4 = false
-  if (v4) return toAddress(`${raw[12]}.${raw[13]}.${raw[14]}.${raw[15]}`, port)
+  if (v4) return ipv4Address(raw[12]!, raw[13]!, raw[14]!, raw[15]!, port)
   const groups: string[] = []
   for (let i = 0; i < 16; i += 2) groups.push(raw.readUInt16BE(i).toString(16))
   return toAddress(groups.join(':'), port)

@@ -1,7 +1,7 @@
 /** DHT — the layer (see `index.ts` for the protocol, `core.ts` for its parts). */
 import { randomBytes } from 'node:crypto'
 import type { Address } from '../../address'
-import type { TimerHandle } from '../../clock'
+import { type TimerHandle, realClock } from '../../clock'
 import type { AbortOptions } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
@@ -10,7 +10,7 @@ import { Peer } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { ACK, ANNOUNCE, type DhtOptions, DhtCore, GET, KIND_TOPIC, NOTIFY, NO_TOKEN, REPLY, REPLY_NODES, TAG_DHT, fromRaw, toKey } from './core'
-import { type JoinOptions, Topic } from './topic'
+import { type JoinOptions, Topic, type TopicHost } from './topic'
 import { type GetMutableOptions, type MutableValue, type PutMutableOptions, type PutMutableResult, type PutResult, getImmutable, getMutable, putImmutable, putMutable } from './values'
 
 /** The source of GETs a node asks its own server (never a real address: port 0). */
@@ -29,12 +29,19 @@ function int(v: number, min: number, max: number, what: string): number {
   return v
 }
 
+/** What {@link Dht.attachNativeResponder} uses of the socket layer (UdpTransport). */
+interface NativeDhtSocket {
+  attachDhtResponder(server: unknown, table: unknown, tag: number, now: number): boolean
+  detachDhtResponder(): void
+  dhtResponderStats(): Record<string, number>
+}
+
 /**
  * The DHT layer: join topics to meet the peers that share them, and put and get values at the
  * nodes closest to a key (above Kademlia; see the module's description).
  */
 export class Dht extends Protocol {
-  static override bindTo = ['send', 'closest']
+  static override bindTo = ['send', 'closest', 'closestRows']
   static override bindFrom = ['onMessage']
   static override emits = ['onMessage']
 
@@ -49,6 +56,10 @@ export class Dht extends Protocol {
   readonly #opts: DhtOptions
   #server: InstanceType<typeof native.DhtServer> | null = null
   #identity: Identity | null = null
+  /** What the layer gives every Topic (made at start, once the identity is known). */
+  #host: TopicHost | null = null
+  /** The socket answering GETs, once attached (see {@link attachNativeResponder}). */
+  #native: NativeDhtSocket | null = null
   readonly #topics = new Map<string, Set<Topic>>()
   /** Values this node put: republished every valueTtl / 2 while the layer runs. */
   readonly #owned = new Map<string, () => Promise<unknown>>()
@@ -86,6 +97,18 @@ export class Dht extends Protocol {
       putBurst: o.putBurst,
       subscribeMs: o.subscribeMs,
     })
+    this.#host = {
+      core: c,
+      identity: this.#identity,
+      nextSeq: () => (this.#seq = Math.max(this.#seq + 1, Date.now())),
+      count: (name, n) => this.count(name, n),
+      local: (topic, onRecords) => this.#local(topic, onRecords),
+      removeTopic: (x) => {
+        const set = this.#topics.get(x.topic.toString('hex'))
+        set?.delete(x)
+        if (set?.size === 0) this.#topics.delete(x.topic.toString('hex'))
+      },
+    }
     c.running = true
     this.#every(positive(o.tokenRotation ?? 300_000, 'tokenRotation'), () => this.#server?.rotate(randomBytes(32)))
     this.#every(10_000, () => this.count('expired', this.#server?.expire(c.clock.now()) ?? 0))
@@ -98,6 +121,7 @@ export class Dht extends Protocol {
     const c = this.#c
     if (!c.running) return
     c.running = false
+    this.#native?.detachDhtResponder()
     for (const t of this.#timers) c.clock.clearTimeout(t)
     this.#timers = []
     for (const set of [...this.#topics.values()]) for (const t of [...set]) void t.leave()
@@ -129,22 +153,7 @@ export class Dht extends Protocol {
   join(topic: Buffer | Uint8Array | string, opts: JoinOptions = {}): Topic {
     this.#running()
     const key = toKey(topic, 'A topic')
-    const t = new Topic(
-      {
-        core: this.#c,
-        identity: this.#identity!,
-        nextSeq: () => (this.#seq = Math.max(this.#seq + 1, Date.now())),
-        count: (name, n) => this.count(name, n),
-        local: (topic, onRecords) => this.#local(topic, onRecords),
-        removeTopic: (x) => {
-          const set = this.#topics.get(x.topic.toString('hex'))
-          set?.delete(x)
-          if (set?.size === 0) this.#topics.delete(x.topic.toString('hex'))
-        },
-      },
-      key,
-      opts,
-    )
+    const t = new Topic(this.#host!, key, opts)
     const hex = key.toString('hex')
     let set = this.#topics.get(hex)
     if (!set) this.#topics.set(hex, (set = new Set()))
@@ -209,10 +218,28 @@ export class Dht extends Protocol {
     return getMutable(this.#c, publicKey, opts)
   }
 
+  /**
+   * @internal Offered by the Stack when this layer sends straight through a native socket and
+   * receives through `via` (Kademlia) straight from it: the socket then answers GETs itself, with
+   * this layer's server and `via`'s routing table (see `UdpTransport.attachDhtResponder`). Only
+   * on the real clock (the server's time follows the layer's clock).
+   */
+  attachNativeResponder(via: object, socket: object): boolean {
+    const table = (via as { nativeTable?: () => unknown }).nativeTable?.()
+    const udp = socket as Partial<NativeDhtSocket>
+    if (!this.#server || !table || this.#c.clock !== realClock || typeof udp.attachDhtResponder !== 'function') return false
+    if (!udp.attachDhtResponder(this.#server, table, TAG_DHT, this.#c.clock.now())) return false
+    this.#native = udp as NativeDhtSocket
+    return true
+  }
+
   override stats(): Record<string, number> {
     const s = this.#server?.stats()
+    const counters = { ...this.counters }
+    // What the socket answered without calling this layer counts as this layer's.
+    for (const [k, v] of Object.entries(this.#native?.dhtResponderStats() ?? {})) counters[k] = (counters[k] ?? 0) + v
     return {
-      ...this.counters,
+      ...counters,
       stored_records: s?.records ?? 0,
       stored_topics: s?.topics ?? 0,
       topic_subscribers: s?.subscribers ?? 0,
@@ -261,18 +288,9 @@ export class Dht extends Protocol {
     this.count('received')
     const type = data.length >= 2 ? data[1]! : 0
     if (type === REPLY || type === ACK || type === NOTIFY) return this.#answer(from, data, type)
-    let nodes = this.#nodes.subarray(0, 0)
-    if (type === GET && data.length >= 43) {
-      const peers = this.lower.closest(data.subarray(11, 43), REPLY_NODES) as Peer[]
-      let n = 0
-      for (const p of peers) {
-        if (!p.id || p.address.key === from.key) continue
-        p.id.copy(this.#nodes, 50 * n)
-        p.address.raw.copy(this.#nodes, 50 * n + 32)
-        n++
-      }
-      nodes = this.#nodes.subarray(0, 50 * n)
-    }
+    // A GET's answer lists the nodes closest to its key that we know, the requester left out.
+    const n = type === GET && data.length >= 43 ? (this.lower.closestRows(data.subarray(11, 43), REPLY_NODES, from, this.#nodes) as number) : 0
+    const nodes = this.#nodes.subarray(0, 50 * n)
     const h = this.#server.handle(data, from.raw, nodes, c.clock.now())
     this.count(h.event)
     if (h.event === 'stored_announce' && type === ANNOUNCE) {

@@ -67,8 +67,9 @@ export class Topic extends EventEmitter<TopicEvents> {
     this.topic = topic
     this.#opts = { announce: opts.announce ?? true, lookup: opts.lookup ?? true }
     this.#flushed = this.#round(true)
-    this.#flushed.catch(() => {})
-    this.#schedule()
+    // The next round is due an interval after this one ended, whatever its outcome.
+    const next = (): void => this.#schedule()
+    this.#flushed.then(next, next)
     if (opts.signal) {
       this.#signal = opts.signal
       this.#onAbort = () => void this.leave()
@@ -123,7 +124,8 @@ export class Topic extends EventEmitter<TopicEvents> {
         this.#host.count('dropped_bad_address')
         continue
       }
-      const peer = new Peer(address, Buffer.from(ids.subarray(32 * i, 32 * i + 32)), Buffer.from(idents.subarray(33 * i, 33 * i + 33)))
+      // Views: the decoded answer's buffers are its own (a few hundred bytes), not the datagram's.
+      const peer = new Peer(address, ids.subarray(32 * i, 32 * i + 32), idents.subarray(33 * i, 33 * i + 33))
       this.#peers.set(hex, peer)
       this.#host.count('topic_peers_met')
       try {
@@ -139,6 +141,7 @@ export class Topic extends EventEmitter<TopicEvents> {
 
   #schedule(): void {
     const core = this.#host.core
+    if (this.#left || !core.running) return
     const every = Math.min(core.lookupInterval, core.announceTtl / 2)
     this.#timer = core.clock.setTimeout(() => {
       if (this.#left || !core.running) return

@@ -23,7 +23,7 @@ import { sameId } from './id-map'
 export class Kademlia extends Protocol {
   static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?', 'tcpAddress?']
   static override bindFrom = ['onMessage', 'introducerOf?']
-  static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'lookup', 'introducerOf']
+  static override provides = ['findPeer', 'getPeer', 'peers', 'closest', 'closestRows', 'lookup', 'introducerOf']
   static override emits = ['onMessage', 'onConnected', 'onDisconnected']
 
   readonly name = 'kademlia'
@@ -221,6 +221,22 @@ export class Kademlia extends Protocol {
     const out: Peer[] = []
     for (let i = 0; i < got; i++) out.push(this.#s.entries[handles[i]]!.peer)
     return out
+  }
+
+  /**
+   * The up to `n` peers of the table closest to `target` (32 bytes), closest first, written into
+   * `out` as rows of 50 bytes — the id, then the address in its 18-byte form (`Address.raw`) —
+   * without the one at `exclude`, if it is among them. Returns the rows written (`out` holds at
+   * most `out.length / 50`). What a DHT answer lists, with no object made per peer.
+   */
+  closestRows(target: Buffer, n: number, exclude: Address | null, out: Buffer): number {
+    if (!this.#s.table) return 0
+    return this.#s.table.closestRows(target, n, exclude?.raw ?? null, out)
+  }
+
+  /** @internal The native routing table (a KadTable) while running, for the socket's DHT responder. */
+  nativeTable(): unknown {
+    return this.#s.table
   }
 
   /** Entries in the routing table. */

@@ -25,6 +25,7 @@ use std::time::Instant;
 use napi::sys;
 use quinn_udp::RecvMeta;
 
+use super::responder::Responder;
 use super::send::normalize;
 use super::{lock, Shared};
 
@@ -64,6 +65,8 @@ struct Ctx {
   metas: Vec<RecvMeta>,
   /// The handle's memory (`uv_handle_size(UV_POLL)` bytes, 8-aligned).
   handle: Vec<u64>,
+  /// Answers DHT GETs in the drain (see `responder`), once the DHT layer attached one.
+  responder: Option<Responder>,
 }
 
 /// The JavaScript-thread receiver of one socket (see the module documentation).
@@ -109,6 +112,7 @@ impl JsRx {
         scratch: vec![0u8; SLOT * SLOTS],
         metas: vec![RecvMeta::default(); SLOTS],
         handle: vec![0u64; words],
+        responder: None,
       });
       let handle = ctx.handle.as_mut_ptr().cast::<c_void>();
       if uv_poll_init(event_loop, handle, sh.socket.as_raw_fd()) != 0 {
@@ -121,6 +125,22 @@ impl JsRx {
         return None;
       }
       Some(JsRx { handle })
+    }
+  }
+
+  /// Attaches (Some) or removes (None) the DHT GET responder. On the JavaScript thread.
+  pub fn set_responder(&self, r: Option<Responder>) {
+    // SAFETY: the data pointer is the live context until the handle is closed (by `stop`, which
+    // consumes this JsRx); only the JavaScript thread touches it, as here.
+    unsafe {
+      let ctx = uv_handle_get_data(self.handle).cast::<Ctx>();
+      let old = match ctx.as_mut() {
+        Some(ctx) => std::mem::replace(&mut ctx.responder, r),
+        None => r,
+      };
+      if let Some(old) = old {
+        old.release();
+      }
     }
   }
 
@@ -144,6 +164,9 @@ unsafe fn release(ctx: &Ctx) {
   unsafe {
     sys::napi_async_destroy(ctx.env, ctx.async_ctx);
     sys::napi_delete_reference(ctx.env, ctx.func);
+  }
+  if let Some(r) = ctx.responder.as_ref() {
+    r.release();
   }
 }
 
@@ -190,6 +213,7 @@ fn drain(ctx: &mut Ctx) -> (bool, Vec<super::batch::RecvBatch>) {
   let Some(tsfn) = e.tsfn.as_ref() else { return (false, Vec::new()) };
   let mut rx = super::batch::Rx::new(sh, tsfn, &mut e.slots, &mut e.batch, e.max_batch);
   rx.direct = true;
+  let mut replies = Vec::new();
   for call in 0..MAX_CALLS {
     let mut iovs: Vec<IoSliceMut<'_>> = ctx.scratch.chunks_mut(SLOT).map(IoSliceMut::new).collect();
     match sh.state.recv(sh.sock(), &mut iovs, &mut ctx.metas) {
@@ -204,7 +228,16 @@ fn drain(ctx: &mut Ctx) -> (bool, Vec<super::batch::RecvBatch>) {
         }
         let now = Instant::now();
         for (m, buf) in ctx.metas.iter().take(n).zip(ctx.scratch.chunks(SLOT)) {
-          super::io_thread::split(sh, &mut e.pipeline, now, normalize(m.addr), &buf[..m.len], m.stride, &mut rx);
+          let from = normalize(m.addr);
+          if let Some(r) = ctx.responder.as_mut() {
+            // One datagram (not a GRO run) that the responder answers: JavaScript never sees it.
+            if m.len <= m.stride && r.answer(now, from, &buf[..m.len], &mut lock(&sh.dht_counts), &mut replies) {
+              sh.counters.rx_datagrams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+              sh.counters.rx_bytes.fetch_add(m.len as u64, std::sync::atomic::Ordering::Relaxed);
+              continue;
+            }
+          }
+          super::io_thread::split(sh, &mut e.pipeline, now, from, &buf[..m.len], m.stride, &mut rx);
         }
         if few {
           break;
@@ -223,6 +256,9 @@ fn drain(ctx: &mut Ctx) -> (bool, Vec<super::batch::RecvBatch>) {
   rx.deliver();
   let held = rx.held.take().unwrap_or_default();
   drop(guard);
+  for (to, reply) in replies {
+    sh.send_runs(&reply, &[reply.len() as u32], |_| Some(to), |_, _| false);
+  }
   let waiting = lock(&sh.rxq).has_batches();
   (waiting, held)
 }

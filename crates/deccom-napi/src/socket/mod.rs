@@ -25,6 +25,8 @@ mod io_thread;
 #[cfg(unix)]
 mod js_rx;
 mod options;
+#[cfg(unix)]
+mod responder;
 mod send;
 
 use std::collections::HashMap;
@@ -101,6 +103,9 @@ pub(crate) struct Shared {
   engine: Mutex<Engine>,
   /// The JavaScript thread receives (no stage attached yet; see `js_rx`).
   js_rx: AtomicBool,
+  /// What the DHT GET responder did (see `responder`), by the DHT layer's counter names.
+  #[cfg(unix)]
+  dht_counts: Mutex<responder::Counts>,
 }
 
 const KEY: usize = 7;
@@ -203,6 +208,8 @@ impl UdpSocket {
       aux: aux::Aux::new(opts.max_aux_sockets.unwrap_or(256) as usize),
       engine: Mutex::new(Engine::new(tsfn, opts.max_batch.unwrap_or(1024).clamp(1, 65_536) as usize)),
       js_rx: AtomicBool::new(false),
+      #[cfg(unix)]
+      dht_counts: Mutex::new(responder::Counts::default()),
     });
     // Until a stage attaches, the JavaScript thread's event loop receives (see `js_rx`).
     #[cfg(unix)]
@@ -577,6 +584,54 @@ impl UdpSocket {
     let sh = self.shared()?;
     let to = decode_addr(remote).ok_or_else(|| coded(Code::InvalidAddress, "the remote address is not a valid 18-byte address"))?;
     Ok(sh.aux.close(&sh.poller, to) as u32)
+  }
+
+  /// Answers DHT GETs (datagrams of `tag` whose DHT type is GET) in the receive path, with the
+  /// DHT layer's `server` and the Kademlia layer's `table` (the nodes closest to the key), without
+  /// calling JavaScript; `now` is the layers' clock (ms), which the server's time follows. Only
+  /// while the JavaScript thread receives (no stage attached; Unix): false when not attached (the
+  /// layer then answers as before). See `socket/responder.rs`.
+  #[napi]
+  pub fn attach_dht_responder(&self, env: Env, tag: u32, server: ClassInstance<'_, crate::dht::DhtServer>, mut table: ClassInstance<'_, crate::kad::KadTable>, now: f64) -> Result<bool> {
+    let tag = u8::try_from(tag).ok().filter(|t| *t != 0).ok_or_else(|| coded(Code::InvalidArgument, "the DHT tag must be 1..255"))?;
+    self.shared()?;
+    #[cfg(unix)]
+    {
+      let rx = lock(&self.rx_js);
+      let Some(rx) = rx.as_ref() else { return Ok(false) };
+      let mut server = server;
+      let server_ptr: *mut crate::dht::DhtServer = &mut *server;
+      let table_ptr: *mut crate::kad::KadTable = &mut *table;
+      // SAFETY: on the JavaScript thread (a method call), with the objects wrapping the pointers.
+      let r = unsafe { responder::Responder::new(env.raw(), tag, server.value, server_ptr, table.value, table_ptr, now) };
+      let Some(r) = r else { return Ok(false) };
+      rx.set_responder(Some(r));
+      Ok(true)
+    }
+    #[cfg(not(unix))]
+    {
+      let _ = (env, server, table, now);
+      Ok(false)
+    }
+  }
+
+  /// Removes the DHT GET responder (GETs go to JavaScript again), releasing its objects.
+  #[napi]
+  pub fn detach_dht_responder(&self) {
+    #[cfg(unix)]
+    if let Some(rx) = lock(&self.rx_js).as_ref() {
+      rx.set_responder(None);
+    }
+  }
+
+  /// What the DHT GET responder counted (by the DHT layer's counter names), since the socket opened.
+  #[napi]
+  pub fn dht_responder_stats(&self) -> Result<HashMap<String, f64>> {
+    let _sh = self.shared()?;
+    #[cfg(unix)]
+    return Ok(lock(&_sh.dht_counts).entries.iter().map(|(k, v)| (k.clone(), *v as f64)).collect());
+    #[cfg(not(unix))]
+    Ok(HashMap::new())
   }
 
   /// Counters of the auxiliary sockets (`aux_open` is how many are open now).
