@@ -454,10 +454,12 @@ export class Node extends EventEmitter<NodeEvents> {
    * @throws ERR_DECCOM_STACK_INVALID when the stack has no Dht layer
    */
   get dht(): Dht {
-    const layer = this.stack.find(Dht)
+    // The stack's layers are fixed: found once.
+    const layer = (this.#dht ??= this.stack.find(Dht) ?? null)
     if (!layer) throw new DeccomError(ErrorCode.STACK_INVALID, 'No Dht layer in the stack (add new Dht() above Kademlia)')
     return layer
   }
+  #dht: Dht | null | undefined
 
   /**
    * Joins a 32-byte topic through the stack's DHT layer (see `Dht.join`): the Topic emits 'peer'

@@ -104,7 +104,8 @@ interface Pending {
   hi: number
   to: Address
   type: number
-  timer: TimerHandle
+  /** When it times out (the clock's ms). */
+  deadline: number
   cb: (m: Decoded | null) => void
 }
 
@@ -158,13 +159,49 @@ export class DhtCore {
     while (this.pending.has(lo)) lo = (lo + 1) >>> 0
     this.nextLo = lo
     const hi = (Math.random() * 0x1_0000_0000) >>> 0
-    const sent = this.ops.sendControl(to, build(hi, lo))
-    const timer = clock.setTimeout(() => {
-      this.pending.delete(lo)
-      if (sent) this.count('request_timeouts')
-      cb(null)
-    }, sent ? 2 * this.queryTimeout : 0)
-    this.pending.set(lo, { hi, to, type, timer, cb })
+    if (!this.ops.sendControl(to, build(hi, lo))) {
+      clock.setTimeout(() => cb(null), 0)
+      return
+    }
+    // Every request waits as long, so they time out in the order they were sent: the order the
+    // pending map keeps. One timer, for the oldest, serves them all (see #expire).
+    const wait = 2 * this.queryTimeout
+    this.pending.set(lo, { hi, to, type, deadline: clock.now() + wait, cb })
+    if (this.#expiry === null && !this.#expiring) this.#expiry = clock.setTimeout(this.#onExpiry, wait)
+  }
+
+  /** The timer of the oldest pending request (null when none is pending). */
+  #expiry: TimerHandle | null = null
+  /** True while #expire runs (it arms the timer itself, for the oldest request left). */
+  #expiring = false
+  readonly #onExpiry = (): void => this.#expire()
+
+  /** Times out the requests whose deadline passed (oldest first), then waits for the next one's. */
+  #expire(): void {
+    this.#expiry = null
+    const now = this.clock.now()
+    this.#expiring = true
+    try {
+      for (const [lo, p] of this.pending) {
+        if (p.deadline > now) break
+        this.pending.delete(lo)
+        this.count('request_timeouts')
+        p.cb(null)
+      }
+    } finally {
+      this.#expiring = false
+      const oldest = this.pending.values().next().value
+      if (oldest !== undefined && this.running) this.#expiry = this.clock.setTimeout(this.#onExpiry, Math.max(0, oldest.deadline - now))
+    }
+  }
+
+  /** Ends every pending request with null (the layer stops). */
+  cancelAll(): void {
+    this.clock.clearTimeout(this.#expiry ?? undefined)
+    this.#expiry = null
+    const all = [...this.pending.values()]
+    this.pending.clear()
+    for (const p of all) p.cb(null)
   }
 
   /** The request `m` answers (same id, from the address asked), removed from the pending ones. */
@@ -172,7 +209,6 @@ export class DhtCore {
     const p = this.pending.get(m.requestLo)
     if (!p || p.hi !== m.requestHi || p.to.key !== from.key || p.type !== type) return undefined
     this.pending.delete(m.requestLo)
-    this.clock.clearTimeout(p.timer)
     return p
   }
 

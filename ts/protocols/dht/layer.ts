@@ -126,11 +126,7 @@ export class Dht extends Protocol {
     this.#timers = []
     for (const set of [...this.#topics.values()]) for (const t of [...set]) void t.leave()
     this.#topics.clear()
-    for (const p of c.pending.values()) {
-      c.clock.clearTimeout(p.timer)
-      p.cb(null)
-    }
-    c.pending.clear()
+    c.cancelAll()
     this.#server = null
   }
 
