@@ -60,8 +60,12 @@ export declare class Impairment {
 
 /** One iterative lookup (see `deccom_core::kad::lookup`); peers are identified by id. */
 export declare class KadLookup {
-  /** A lookup for `target` from `seeds` (ids, 32 bytes each, back to back). */
-  constructor(target: Uint8Array, seeds: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number)
+  /**
+   * A lookup for `target` from `seeds`: ids, 32 bytes each, back to back — or, with
+   * `seedStride` (at least 32), one id at the start of every `seedStride` bytes (the rows of
+   * `KadTable.closestRows`, 50 bytes each).
+   */
+  constructor(target: Uint8Array, seeds: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number, seedStride?: number | undefined | null)
   /** 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished. */
   next(now: number, out: Buffer): number
   /** When the earliest query in flight times out (caller's clock), or null. */

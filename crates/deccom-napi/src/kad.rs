@@ -424,12 +424,19 @@ fn ids(b: &[u8]) -> impl Iterator<Item = (NodeId, ())> + '_ {
 
 #[napi]
 impl KadLookup {
-  /// A lookup for `target` from `seeds` (ids, 32 bytes each, back to back).
+  /// A lookup for `target` from `seeds`: ids, 32 bytes each, back to back — or, with
+  /// `seedStride` (at least 32), one id at the start of every `seedStride` bytes (the rows of
+  /// `KadTable.closestRows`, 50 bytes each).
   #[napi(constructor)]
-  pub fn new(target: &[u8], seeds: &[u8], alpha: u32, k: u32, query_timeout_ms: f64, now: f64) -> Result<KadLookup> {
+  pub fn new(target: &[u8], seeds: &[u8], alpha: u32, k: u32, query_timeout_ms: f64, now: f64, seed_stride: Option<u32>) -> Result<KadLookup> {
     let target = node_id(target)?;
+    let stride = seed_stride.map_or(32, |s| s as usize);
+    if stride < 32 {
+      return Err(coded(Code::InvalidArgument, format!("seedStride must be at least 32, got {stride}")));
+    }
     let config = LookupConfig { alpha: alpha as usize, k: k as usize, query_timeout: ms_duration(query_timeout_ms), max_candidates: 8 * k.max(1) as usize };
-    Ok(KadLookup { lookup: Lookup::new(target, ids(seeds), config), clock: JsClock::new(now) })
+    let seeds = seeds.chunks_exact(stride).map(|c| (c[..32].try_into().expect("32 bytes"), ()));
+    Ok(KadLookup { lookup: Lookup::new(target, seeds, config), clock: JsClock::new(now) })
   }
 
   /// 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished.

@@ -8,7 +8,6 @@ import type { Clock, TimerHandle } from '../../clock'
 import { abortable } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import { native } from '../../native'
-import type { Peer } from '../../peer'
 import { IdMap, sameId } from '../kademlia/id-map'
 
 /** Tag of DHT datagrams. */
@@ -266,17 +265,14 @@ export class DhtCore {
     let cancel = (): void => {}
     return abortable<QueryResult>(signal, (resolve) => {
       const t0 = this.clock.now()
-      // Candidates by id (no hex strings: a query's records are read once, in native order).
+      // The seeds: the table's nodes closest to the key, as rows (id, raw address) the lookup
+      // reads its ids from. Candidates by id (no hex strings: a query's records are read once, in
+      // native order); a seed becomes one when it is first queried (most never are).
+      const rows = Buffer.allocUnsafe(ROW * this.k)
+      const seeds = rows.subarray(0, ROW * (this.lower.closestRows(key, this.k, null, rows) as number))
       const cands = new IdMap<QueryNode>()
-      const seeds = this.lower.closest(key, this.k) as Peer[]
-      const ids = Buffer.allocUnsafe(32 * seeds.length)
-      let n = 0
-      for (const p of seeds) {
-        if (!p.id || cands.has(p.id)) continue
-        cands.set({ id: p.id, address: p.address })
-        p.id.copy(ids, 32 * n++)
-      }
-      const lk = new native.KadLookup(key, ids.subarray(0, 32 * n), alpha, this.k, this.queryTimeout, t0)
+      const candidate = (id: Buffer): QueryNode | undefined => cands.get(id) ?? seed(cands, seeds, id)
+      const lk = new native.KadLookup(key, seeds, alpha, this.k, this.queryTimeout, t0, ROW)
       let timer: TimerHandle | null = null
       let timerAt = Infinity
       let replies = 0
@@ -303,7 +299,7 @@ export class DhtCore {
           if (!this.running) return finish()
           const action = lk.next(this.clock.now(), this.qid)
           if (action === 0) {
-            const node = cands.get(this.qid)
+            const node = candidate(this.qid)
             const id = Buffer.from(this.qid)
             if (!node) {
               lk.onFailure(id)
@@ -359,6 +355,26 @@ export class DhtCore {
       drive()
     }, () => cancel())
   }
+}
+
+/** Bytes per row of `closestRows`: an id and an 18-byte address. */
+const ROW = 50
+
+/** The seed row with id `id` as a candidate of `cands` (added), or undefined. */
+function seed(cands: IdMap<QueryNode>, rows: Buffer, id: Buffer): QueryNode | undefined {
+  for (let at = 0; at < rows.length; at += ROW) {
+    if (!sameId(id, rows, at)) continue
+    let address: Address
+    try {
+      address = fromRaw(rows.subarray(at + 32, at + ROW))
+    } catch {
+      return undefined
+    }
+    const node = { id: Buffer.from(rows.subarray(at, at + 32)), address }
+    cands.set(node)
+    return node
+  }
+  return undefined
 }
 
 /** The Address of an 18-byte raw address. @throws ERR_DECCOM_INVALID_ADDRESS */

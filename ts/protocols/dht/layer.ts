@@ -41,7 +41,7 @@ interface NativeDhtSocket {
  * nodes closest to a key (above Kademlia; see the module's description).
  */
 export class Dht extends Protocol {
-  static override bindTo = ['send', 'closest', 'closestRows']
+  static override bindTo = ['send', 'closestRows']
   static override bindFrom = ['onMessage']
   static override emits = ['onMessage']
 
