@@ -7,6 +7,8 @@
 //! counted in `badRecords` and left out). Records come back packed in a few Buffers (fixed-size
 //! entries), not as one object each. Time is the caller's clock in ms.
 
+use std::borrow::Cow;
+
 use deccom_core::dht::records::{AnnounceRecord, MutableRecord};
 use deccom_core::dht::server::{Event, Handled, RawAddr, Server, ServerConfig};
 use deccom_core::dht::store::StoreConfig;
@@ -86,17 +88,17 @@ pub struct DhtServer {
 }
 
 /// The counter a server event is counted under (what `DhtServer.handle` reports as `event`).
-pub(crate) fn event_name(e: &Event) -> String {
+pub(crate) fn event_name(e: &Event) -> Cow<'static, str> {
   match e {
-    Event::Answered => "answered".to_owned(),
-    Event::Amplification => "dropped_amplification".to_owned(),
-    Event::Stored(Kind::Topic) => "stored_announce".to_owned(),
-    Event::Stored(Kind::Immutable) => "stored_immutable".to_owned(),
-    Event::Stored(Kind::Mutable) => "stored_mutable".to_owned(),
-    Event::Withdrawn => "withdrawn".to_owned(),
-    Event::Refused(s) => format!("refused_{}", s.name()),
-    Event::Malformed(e) => format!("dropped_malformed_{}", e.name()),
-    Event::NotARequest => "not_a_request".to_owned(),
+    Event::Answered => "answered".into(),
+    Event::Amplification => "dropped_amplification".into(),
+    Event::Stored(Kind::Topic) => "stored_announce".into(),
+    Event::Stored(Kind::Immutable) => "stored_immutable".into(),
+    Event::Stored(Kind::Mutable) => "stored_mutable".into(),
+    Event::Withdrawn => "withdrawn".into(),
+    Event::Refused(s) => format!("refused_{}", s.name()).into(),
+    Event::Malformed(e) => format!("dropped_malformed_{}", e.name()).into(),
+    Event::NotARequest => "not_a_request".into(),
   }
 }
 
@@ -147,7 +149,7 @@ impl DhtServer {
     let src: RawAddr = arr(source, "a raw address")?;
     let h = self.handle_raw(data, &src, nodes, now);
     let notify_to = if h.notify_to.is_empty() { None } else { Some(h.notify_to.concat().into()) };
-    Ok(DhtHandled { event: event_name(&h.event), reply: h.reply.map(Into::into), notify: h.notify.map(Into::into), notify_to })
+    Ok(DhtHandled { event: event_name(&h.event).into_owned(), reply: h.reply.map(Into::into), notify: h.notify.map(Into::into), notify_to })
   }
 
   /// A new token secret (32 random bytes).
