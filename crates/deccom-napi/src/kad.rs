@@ -12,7 +12,6 @@ use std::time::Duration;
 use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
 use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
 use deccom_core::kad::wire::{self, Message};
-use deccom_core::kad::DistanceKey;
 use deccom_core::wire::peer_record::PeerRecord;
 use deccom_core::{NodeId, PublicIdentity};
 use napi::bindgen_prelude::*;
@@ -115,7 +114,7 @@ pub struct KadTable {
   table: RoutingTable<Slot>,
   own: PeerRecord,
   clock: JsClock,
-  scratch: Vec<(DistanceKey, u32)>,
+  scratch: Vec<(u64, u32)>,
   /// Reused by the `*Into` encoders.
   bytes: Vec<u8>,
 }

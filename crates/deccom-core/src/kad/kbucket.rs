@@ -29,11 +29,21 @@
 //! [`RoutingTable::closest`] visits buckets in increasing order of the distance range they cover
 //! relative to the target (see `bucket_order`), sorting only the entries of the buckets it needs:
 //! for a random target and `n <= k` that is usually one bucket.
+//!
+//! # Memory layout
+//!
+//! The ids of a bucket's entries agree above the bucket's bit, so the 64 bits just below it
+//! (`window`) order them by distance to any target, unless two share those 64 bits too (then the
+//! whole ids decide). Each bucket keeps these keys in an array of their own, inside its allocation
+//! (for `k <= 20`) next to the pointers to its entries: a closest-query sorts the keys (a 20-entry
+//! bucket: 3 cache lines) and reads only the entries it returns, and a lookup by id compares keys
+//! and reads the one entry whose key matches, instead of loading every entry (an id and its value:
+//! two or three cache lines each) to read its id. The replacement cache has its keys too.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{distance, distance_key, highest_bit, DistanceKey};
+use super::{distance, distance_key, highest_bit};
 use crate::identity::NodeId;
 
 /// Default bucket size `k`.
@@ -116,14 +126,73 @@ struct Bucket<V> {
 struct Slots<V> {
     /// Least recently seen first.
     entries: Vec<Entry<V>>,
+    /// Each entry's `window` at this bucket (parallel to `entries`).
+    keys: Keys,
     /// When each entry was last seen (parallel to `entries`).
     seen: Vec<Instant>,
-    /// Most recently seen last.
+    /// Most recently seen last; never the same id twice.
     replacements: VecDeque<Entry<V>>,
+    /// Each replacement's `window` (parallel to `replacements`).
+    replacement_keys: VecDeque<u64>,
     /// The entry being pinged on behalf of a newcomer.
     pending: Option<NodeId>,
     /// When an entry last answered such a ping: the bucket asks for none within the fresh interval.
     answered: Option<Instant>,
+}
+
+/// The keys of a bucket's entries: inside the bucket's allocation for `k <= K_VALUE` (one load
+/// less on the way from the bucket to its keys), on the heap for a larger `k`.
+#[derive(Debug, Clone)]
+enum Keys {
+    Inline { len: u8, keys: [u64; K_VALUE] },
+    Heap(Vec<u64>),
+}
+
+impl Keys {
+    fn new(k: usize) -> Keys {
+        if k <= K_VALUE {
+            Keys::Inline { len: 0, keys: [0; K_VALUE] }
+        } else {
+            Keys::Heap(Vec::new())
+        }
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Keys::Inline { len, keys } => &keys[..usize::from(*len)],
+            Keys::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u64] {
+        match self {
+            Keys::Inline { len, keys } => &mut keys[..usize::from(*len)],
+            Keys::Heap(v) => v,
+        }
+    }
+
+    /// Appends `key`; an inline array has room (the bucket holds at most `k` entries).
+    fn push(&mut self, key: u64) {
+        match self {
+            Keys::Inline { len, keys } => {
+                keys[usize::from(*len)] = key;
+                *len += 1;
+            }
+            Keys::Heap(v) => v.push(key),
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        match self {
+            Keys::Inline { len, keys } => {
+                keys.copy_within(i + 1..usize::from(*len), i);
+                *len -= 1;
+            }
+            Keys::Heap(v) => {
+                v.remove(i);
+            }
+        }
+    }
 }
 
 impl<V> Slots<V> {
@@ -134,7 +203,33 @@ impl<V> Slots<V> {
         if len == self.entries.capacity() {
             let want = (len * 2).max(4).min(k).max(len + 1);
             self.entries.reserve_exact(want - len);
+            if let Keys::Heap(v) = &mut self.keys {
+                v.reserve_exact(want - v.len());
+            }
             self.seen.reserve_exact(want - self.seen.len());
+        }
+    }
+
+    /// The index of entry `id`, whose `window` here is `key`.
+    fn find(&self, id: &NodeId, key: u64) -> Option<usize> {
+        let entries = &self.entries;
+        self.keys.as_slice().iter().zip(entries).position(|(&x, e)| x == key && &e.id == id)
+    }
+
+    /// Moves entry `i` to the tail (most recently seen), seen at `now`.
+    fn move_to_tail(&mut self, i: usize, now: Instant) {
+        self.entries[i..].rotate_left(1);
+        self.keys.as_mut_slice()[i..].rotate_left(1);
+        self.seen.remove(i);
+        self.seen.push(now);
+    }
+
+    /// Removes `id` (with `window` `key`) from the replacement cache, if it is there.
+    fn forget_replacement(&mut self, id: &NodeId, key: u64) {
+        let repl = &self.replacements;
+        if let Some(i) = self.replacement_keys.iter().zip(repl).position(|(&x, e)| x == key && &e.id == id) {
+            self.replacements.remove(i);
+            self.replacement_keys.remove(i);
         }
     }
 
@@ -165,9 +260,17 @@ impl<V> Bucket<V> {
     }
 
     /// The contents, allocated if this is the first insert.
-    fn slots_mut(&mut self) -> &mut Slots<V> {
+    fn slots_mut(&mut self, k: usize) -> &mut Slots<V> {
         self.slots.get_or_insert_with(|| {
-            Box::new(Slots { entries: Vec::new(), seen: Vec::new(), replacements: VecDeque::new(), pending: None, answered: None })
+            Box::new(Slots {
+                entries: Vec::new(),
+                keys: Keys::new(k),
+                seen: Vec::new(),
+                replacements: VecDeque::new(),
+                replacement_keys: VecDeque::new(),
+                pending: None,
+                answered: None,
+            })
         })
     }
 }
@@ -188,6 +291,25 @@ pub struct RoutingTable<V> {
 
 /// A set of bucket indexes (0..256), bit `b % 64` of word `b / 64`.
 type BucketSet = [u64; 4];
+
+/// The 64 bits of `id` just below bit `b` (bits `b - 1` down to `b - 64`, zeros below bit 0), the
+/// highest first. For the ids of bucket `b`, which agree above bit `b`, `window(x, b) ^ window(t, b)`
+/// orders them as their distances to `t` do where it differs (see the module docs).
+#[must_use]
+#[inline]
+fn window(id: &NodeId, b: usize) -> u64 {
+    // The id with a zero word appended, least significant word first: bits b + 63 ..= b of this
+    // are bits b - 1 ..= b - 64 of the id.
+    let mut w = [0u64; 5];
+    for (i, c) in id.chunks_exact(8).enumerate() {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(c);
+        w[4 - i] = u64::from_be_bytes(x);
+    }
+    let b = b % NUM_BUCKETS;
+    let pair = (u128::from(w[b / 64 + 1]) << 64) | u128::from(w[b / 64]);
+    (pair >> (b % 64)) as u64
+}
 
 /// The buckets below `b` (0..=256).
 fn buckets_below(b: usize) -> BucketSet {
@@ -294,7 +416,7 @@ impl<V: Clone> RoutingTable<V> {
 
     fn position(&self, id: &NodeId) -> Option<(usize, usize)> {
         let b = self.bucket_index(id)?;
-        let i = self.buckets[b].entries().iter().position(|e| &e.id == id)?;
+        let i = self.buckets[b].slots.as_ref()?.find(id, window(id, b))?;
         Some((b, i))
     }
 
@@ -322,32 +444,32 @@ impl<V: Clone> RoutingTable<V> {
         };
         let k = self.config.k;
         let max_repl = self.config.max_replacements;
+        let key = window(&id, b);
         self.buckets[b].last_active = Some(now);
-        let bucket = self.buckets[b].slots_mut();
-        if let Some(i) = bucket.entries.iter().position(|e| e.id == id) {
-            let mut e = bucket.entries.remove(i);
-            e.value = value;
-            bucket.entries.push(e);
-            bucket.seen.remove(i);
-            bucket.seen.push(now);
+        let bucket = self.buckets[b].slots_mut(k);
+        if let Some(i) = bucket.find(&id, key) {
+            bucket.entries[i].value = value;
+            bucket.move_to_tail(i, now);
             bucket.heard(&id, now);
             return InsertResult::Updated;
         }
+        bucket.forget_replacement(&id, key);
         if bucket.entries.len() < k {
-            bucket.replacements.retain(|e| e.id != id);
             bucket.room_for_one(k);
             bucket.entries.push(Entry { id, value });
+            bucket.keys.push(key);
             bucket.seen.push(now);
             self.len += 1;
             self.nonempty[b / 64] |= 1 << (b % 64);
             return InsertResult::Inserted;
         }
         // Full: remember the newcomer (most recent last, bounded), ask for a ping.
-        bucket.replacements.retain(|e| e.id != id);
         if max_repl > 0 {
             bucket.replacements.push_back(Entry { id, value });
+            bucket.replacement_keys.push_back(key);
             while bucket.replacements.len() > max_repl {
                 bucket.replacements.pop_front();
+                bucket.replacement_keys.pop_front();
             }
         }
         if !bucket.may_ping(now, self.fresh) {
@@ -366,10 +488,8 @@ impl<V: Clone> RoutingTable<V> {
             return false;
         };
         self.buckets[b].last_active = Some(now);
-        let bucket = self.buckets[b].slots_mut();
-        bucket.entries[i..].rotate_left(1);
-        bucket.seen.remove(i);
-        bucket.seen.push(now);
+        let bucket = self.buckets[b].slots_mut(self.config.k);
+        bucket.move_to_tail(i, now);
         bucket.heard(id, now);
         true
     }
@@ -386,7 +506,7 @@ impl<V: Clone> RoutingTable<V> {
             return true;
         };
         bucket.entries.len() < self.config.k
-            || bucket.entries.iter().any(|e| &e.id == id)
+            || bucket.find(id, window(id, b)).is_some()
             || bucket.may_ping(now, self.fresh)
     }
 
@@ -397,17 +517,14 @@ impl<V: Clone> RoutingTable<V> {
     /// are ignored (`None`).
     pub fn on_ping_result(&mut self, id: &NodeId, alive: bool, now: Instant) -> Option<Eviction<V>> {
         let (b, i) = self.position(id)?;
-        let bucket = self.buckets[b].slots_mut();
+        let bucket = self.buckets[b].slots_mut(self.config.k);
         if alive {
             bucket.heard(id, now);
         } else if bucket.pending == Some(*id) {
             bucket.pending = None;
         }
         if alive {
-            let e = bucket.entries.remove(i);
-            bucket.entries.push(e);
-            bucket.seen.remove(i);
-            bucket.seen.push(now);
+            bucket.move_to_tail(i, now);
             self.buckets[b].last_active = Some(now);
             None
         } else {
@@ -419,20 +536,21 @@ impl<V: Clone> RoutingTable<V> {
     /// Returns the eviction if `id` was in a bucket.
     pub fn remove(&mut self, id: &NodeId) -> Option<Eviction<V>> {
         let b = self.bucket_index(id)?;
-        match self.buckets[b].entries().iter().position(|e| &e.id == id) {
+        let key = window(id, b);
+        let bucket = self.buckets[b].slots.as_mut()?;
+        match bucket.find(id, key) {
             Some(i) => Some(self.evict(b, i)),
             None => {
-                if let Some(s) = self.buckets[b].slots.as_mut() {
-                    s.replacements.retain(|e| &e.id != id);
-                }
+                bucket.forget_replacement(id, key);
                 None
             }
         }
     }
 
     fn evict(&mut self, b: usize, i: usize) -> Eviction<V> {
-        let bucket = self.buckets[b].slots_mut();
+        let bucket = self.buckets[b].slots_mut(self.config.k);
         let removed = bucket.entries.remove(i);
+        bucket.keys.remove(i);
         let seen = bucket.seen.remove(i);
         if bucket.pending == Some(removed.id) {
             bucket.pending = None;
@@ -440,6 +558,9 @@ impl<V: Clone> RoutingTable<V> {
         let promoted = bucket.replacements.pop_back().map(|e| {
             let copy = e.clone();
             bucket.entries.push(e);
+            if let Some(key) = bucket.replacement_keys.pop_back() {
+                bucket.keys.push(key);
+            }
             // Waiting in the cache since it was last seen; it counts as seen when the entry it
             // replaces was (it is tried when that one failed).
             bucket.seen.push(seen);
@@ -457,12 +578,14 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Calls `f` with the up to `n` entries closest to `target`, closest first.
     ///
-    /// `scratch` is reused between calls to avoid allocation (its contents are overwritten).
+    /// `scratch` is reused between calls to avoid allocation (its contents are overwritten). Only
+    /// the entries passed to `f` are read (see the module docs), and any other entry only to
+    /// break a tie of keys.
     pub fn for_each_closest<'a>(
         &'a self,
         target: &NodeId,
         n: usize,
-        scratch: &mut Vec<(DistanceKey, u32)>,
+        scratch: &mut Vec<(u64, u32)>,
         mut f: impl FnMut(&'a Entry<V>),
     ) {
         let mut left = n;
@@ -471,16 +594,21 @@ impl<V: Clone> RoutingTable<V> {
         }
         let d = distance(&self.local, target);
         let mut visit = |b: usize, left: &mut usize| -> bool {
-            let entries = self.buckets[b].entries();
+            let Some(slots) = self.buckets[b].slots.as_ref() else {
+                return false;
+            };
+            let entries = &slots.entries[..];
             if entries.is_empty() {
                 return false;
             }
+            let t = window(target, b);
             scratch.clear();
-            for (i, e) in entries.iter().enumerate() {
-                scratch.push((distance_key(&e.id, target), i as u32));
-            }
+            scratch.extend(slots.keys.as_slice().iter().zip(0u32..).map(|(&x, i)| (x ^ t, i)));
             if scratch.len() > 1 {
-                scratch.sort_unstable_by_key(|a| a.0);
+                // Equal keys: the ids agree in the 64 bits below the bucket's bit too; the whole
+                // distances decide (no two entries have the same id).
+                let full = |i: u32| distance_key(&entries[i as usize].id, target);
+                scratch.sort_unstable_by(|a, c| a.0.cmp(&c.0).then_with(|| full(a.1).cmp(&full(c.1))));
             }
             for &(_, i) in scratch.iter().take(*left) {
                 f(&entries[i as usize]);
@@ -594,3 +722,43 @@ impl<V: Clone> RoutingTable<V> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kad::bit;
+
+    /// SplitMix64 bytes.
+    fn random_ids(n: usize, mut seed: u64) -> Vec<NodeId> {
+        let mut next = move || {
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        (0..n)
+            .map(|_| {
+                let mut id = [0u8; 32];
+                for c in id.chunks_exact_mut(8) {
+                    c.copy_from_slice(&next().to_be_bytes());
+                }
+                id
+            })
+            .collect()
+    }
+
+    #[test]
+    fn window_is_the_64_bits_below_the_bucket_bit() {
+        for id in random_ids(8, 3) {
+            for b in 0..NUM_BUCKETS {
+                let mut want = 0u64;
+                for j in 0..64 {
+                    if b > j && bit(&id, b - 1 - j) {
+                        want |= 1 << (63 - j);
+                    }
+                }
+                assert_eq!(window(&id, b), want, "bucket {b}");
+            }
+        }
+    }
+}
