@@ -404,7 +404,7 @@ test.serial('sim.close() closes every node, rejects pending pings and leaves no 
   t.is(sim.stats().pending_events, 0)
   sim.clock.clearTimeout(sim.clock.setTimeout(() => t.fail('runs after close'), 1)) // ignored after close
   t.is(sim.stats().pending_events, 0)
-  t.is(timerHandles(), before)
+  t.is(timerHandles(), before, `active resources: ${process.getActiveResourcesInfo().join(', ')}`)
   await t.throwsAsync(sim.runFor(1), { instanceOf: DeccomError })
   await sim.close() // idempotent
 })
