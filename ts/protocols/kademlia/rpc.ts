@@ -3,7 +3,7 @@ import type { Address } from '../../address'
 import { copyOut, encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
 import { sameId } from './id-map'
-import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING, sampleQuery } from './state'
+import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, PING, sampleQuery } from './state'
 
 /**
  * Requests to addresses that never answered us (so nobody validated them: a NODES record may name
@@ -161,9 +161,9 @@ export function refreshOwnRecord(s: KadState): void {
 
 /** Remembers that the node at `teller` named a peer at `addr` (bounded; oldest forgotten). */
 export function told(s: KadState, addr: Address, teller: Address): void {
-  s.toldBy.delete(addr.key)
-  if (s.toldBy.size >= MAX_TOLD_BY) s.toldBy.delete(s.toldBy.keys().next().value as string)
-  s.toldBy.set(addr.key, teller)
+  const t = s.toldBy.use(addr.key)
+  if (t !== undefined) t.teller = teller
+  else s.toldBy.add({ key: addr.key, teller, prev: null, next: null })
 }
 
 export function remember(s: KadState, set: Set<string>, key: string): void {
