@@ -14,6 +14,7 @@ import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
 import type { KadMessage } from './message'
 import { IdMap } from './id-map'
+import type { Budgets } from './rpc'
 import { RecencyMap, type RecencySlot } from '../reply-limit'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
@@ -279,6 +280,8 @@ export class KadState {
   readonly verified = new Set<string>()
   /** Addresses whose requests we answered (so they have verified us): no padding needed. */
   readonly verifiedBy = new Set<string>()
+  /** The request budgets and the reply limiter (`rpc.ts`), made when first used. */
+  budgets: Budgets | null = null
   readonly verifying = new Set<string>() // Address.key
   readonly approving = new Set<string>()
   readonly runs = new Set<Run>()
