@@ -103,11 +103,6 @@ export class RecencyMap<S extends RecencySlot> {
     this.#slots.delete(slot.key)
   }
 
-  clear(): void {
-    this.#slots.clear()
-    this.#lru = this.#mru = null
-  }
-
   #unlink(s: S): void {
     if (s.prev) s.prev.next = s.next
     else this.#lru = s.next
