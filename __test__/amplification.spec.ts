@@ -480,3 +480,25 @@ test('keyed buckets forget the least recently used key: the same tokens as a ref
   t.is(b.size, ref.m.size)
   t.true(b.size <= 8)
 })
+
+test('RecencyMap: the entries and order of a Map where each use deletes and sets the key again; bounded', (t) => {
+  const { RecencyMap } = require('../dist/protocols/reply-limit.js')
+  const m = new RecencyMap(8)
+  const ref = new Map<string, number>()
+  let x = 777
+  for (let step = 0; step < 20_000; step++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0
+    const key = `k${(x >>> 8) % 13}`
+    // As Kademlia's toldBy: a use moves the key to the newest end with a new value.
+    const e = m.use(key)
+    if (e) e.v = step
+    else m.add({ key, v: step, prev: null, next: null })
+    ref.delete(key)
+    if (ref.size >= 8) ref.delete(ref.keys().next().value as string)
+    ref.set(key, step)
+    if (step % 89 === 0) t.is(m.peek(`k${(x >>> 16) % 13}`)?.v, ref.get(`k${(x >>> 16) % 13}`))
+  }
+  t.is(m.size, ref.size)
+  t.true(m.size <= 8)
+  for (const [k, v] of ref) t.is(m.peek(k)?.v, v)
+})

@@ -80,3 +80,26 @@ test('LinkTable: past the bound, idle links are forgotten and start afresh from 
   table.model('a', 'b', s, 0).offer(0, 10)
   t.is(verdict[0], first)
 })
+
+test('LinkTable: past the bound, a native link with a backlog is kept (native at first or after a spec change)', (t) => {
+  const s = spec()
+  const slow = spec({ bandwidth: 1, jitter: 0 }) // 1 byte per ms: 10,000 bytes wait 10 s
+  for (const turned of [false, true]) {
+    const table = new LinkTable<ReturnType<typeof spec>>(() => 5)
+    if (turned) table.model('busy', 'z', s, 0).offer(0, 10)
+    table.model('busy', 'z', slow, 0).offer(0, 10_000)
+    const fill = (tag: string, now: number) => {
+      for (let i = 0; table.size < MAX_LINK_STATES; i++) table.model(`${tag}${i}`, 'z', s, now)
+    }
+    fill('a', 0)
+    table.model('new', 'z', s, 100)
+    t.is(table.size, 2) // busy and new
+    // The kept link still holds its backlog: a datagram now waits behind it.
+    table.model('busy', 'z', slow, 100).offer(100, 1)
+    t.true(verdict[0] >= 10_000)
+    // Once the backlog is sent, every link is idle: all are forgotten.
+    fill('b', 20_000)
+    table.model('last', 'z', s, 20_000)
+    t.is(table.size, 1)
+  }
+})

@@ -131,6 +131,7 @@ export function toAddress(a: AddressLike, p?: number): Address {
     cache.clear()
     byText.clear()
     byV4.clear()
+    byV4Ip.clear()
   }
   cache.set(host + '|' + port, addr)
   if (typeof a === 'string' && p === undefined) remember(a, addr)
@@ -139,6 +140,11 @@ export function toAddress(a: AddressLike, p?: number): Address {
 
 /** IPv4 addresses by `ip * 65536 + port` (a number: no text is built to find a known address). */
 const byV4 = new Map<number, Address>()
+/**
+ * The IPv4 address last found for each IP, by the IP as a signed 32-bit integer: a small-integer
+ * key, so the common case (the port it had last time) is found without boxing `ip * 65536 + port`.
+ */
+const byV4Ip = new Map<number, Address>()
 
 /**
  * @internal The interned IPv4 address `a.b.c.d:port` from its bytes (each 0..255; port
@@ -146,13 +152,19 @@ const byV4 = new Map<number, Address>()
  * known address costs one number-keyed lookup, no text.
  */
 export function ipv4Address(a: number, b: number, c: number, d: number, port: number): Address {
-  const n = (((a << 24) | (b << 16) | (c << 8) | d) >>> 0) * 65536 + port
-  const hit = byV4.get(n)
-  if (hit !== undefined) return hit
-  const addr = toAddress(`${a}.${b}.${c}.${d}`, port)
-  // toAddress may have just started its cache over (clearing this one): the entry goes in after.
-  if (byV4.size >= MAX_CACHE) byV4.clear()
-  byV4.set(n, addr)
+  const ip = (a << 24) | (b << 16) | (c << 8) | d
+  const last = byV4Ip.get(ip)
+  if (last !== undefined && last.port === port) return last
+  const n = (ip >>> 0) * 65536 + port
+  let addr = byV4.get(n)
+  if (addr === undefined) {
+    addr = toAddress(`${a}.${b}.${c}.${d}`, port)
+    // toAddress may have just started its cache over (clearing these): the entries go in after.
+    if (byV4.size >= MAX_CACHE) byV4.clear()
+    byV4.set(n, addr)
+  }
+  if (byV4Ip.size >= MAX_CACHE) byV4Ip.clear()
+  byV4Ip.set(ip, addr)
   return addr
 }
 

@@ -164,7 +164,9 @@ export abstract class Protocol<S extends LayerSpec | Untyped = Untyped> {
    * logged (rate-limited) on the layer's debug namespace.
    */
   protected count(name: string, n = 1): void {
-    this.counters[name] = (Object.hasOwn(this.counters, name) ? this.counters[name] : 0) + n
+    // One lookup: only an own counter is a number (what the prototype has under a name is not).
+    const v = this.counters[name]
+    this.counters[name] = (typeof v === 'number' ? v : 0) + n
     if (name.charCodeAt(0) === 100 && name.startsWith('dropped_') && this.#log.enabled) {
       if (n === 1) this.#log(name)
       else this.#log(`${name} (%d)`, n)

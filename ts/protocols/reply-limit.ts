@@ -47,30 +47,95 @@ export interface Bucket {
   at: number
 }
 
-/** A bucket in the recency list of {@link KeyedBuckets}. */
-interface Slot extends Bucket {
+/** An entry of a {@link RecencyMap}: its key and its less / more recently used neighbours. */
+export interface RecencySlot {
   readonly key: string
-  /** Less / more recently used neighbours. */
-  prev: Slot | null
-  next: Slot | null
+  prev: this | null
+  next: this | null
 }
 
 /**
+ * Entries keyed by string, at most `maxKeys` of them: when a new key would exceed that, the least
+ * recently used key is forgotten. Recency is a doubly linked list beside the map, so using an
+ * entry moves it without removing and re-adding its key (which would leave a hole in the map's
+ * table per use). The entries are the list's nodes: the caller keeps its fields in them.
+ */
+export class RecencyMap<S extends RecencySlot> {
+  readonly #slots = new Map<string, S>()
+  /** Least and most recently used. */
+  #lru: S | null = null
+  #mru: S | null = null
+
+  constructor(readonly maxKeys: number) {}
+
+  get size(): number {
+    return this.#slots.size
+  }
+
+  /** The entry of `key`, its recency unchanged. */
+  peek(key: string): S | undefined {
+    return this.#slots.get(key)
+  }
+
+  /** The entry of `key` made the most recently used one; undefined when there is none. */
+  use(key: string): S | undefined {
+    const s = this.#slots.get(key)
+    if (s !== undefined && s !== this.#mru) {
+      this.#unlink(s)
+      this.#append(s)
+    }
+    return s
+  }
+
+  /**
+   * Adds `slot` (whose key is absent) as the most recently used entry, first forgetting the least
+   * recently used one when `maxKeys` are held.
+   */
+  add(slot: S): void {
+    if (this.#slots.size >= this.maxKeys && this.#lru !== null) this.remove(this.#lru)
+    this.#slots.set(slot.key, slot)
+    this.#append(slot)
+  }
+
+  /** Forgets `slot` (an entry held). */
+  remove(slot: S): void {
+    this.#unlink(slot)
+    this.#slots.delete(slot.key)
+  }
+
+  #unlink(s: S): void {
+    if (s.prev) s.prev.next = s.next
+    else this.#lru = s.next
+    if (s.next) s.next.prev = s.prev
+    else this.#mru = s.prev
+    s.prev = s.next = null
+  }
+
+  #append(s: S): void {
+    s.prev = this.#mru
+    if (this.#mru) this.#mru.next = s
+    else this.#lru = s
+    this.#mru = s
+  }
+}
+
+/** A bucket of {@link KeyedBuckets}. */
+interface Slot extends Bucket, RecencySlot {}
+
+/**
  * Token buckets keyed by string (a prefix, an IP), at most `maxKeys` of them: when a new key
- * would exceed that, the least recently used key is forgotten. Recency is a doubly linked list
- * beside the map, so using a bucket moves it without removing and re-adding its key.
+ * would exceed that, the least recently used key is forgotten ({@link RecencyMap}).
  */
 export class KeyedBuckets {
-  readonly #buckets = new Map<string, Slot>()
-  /** Least and most recently used. */
-  #lru: Slot | null = null
-  #mru: Slot | null = null
+  readonly #buckets: RecencyMap<Slot>
 
   constructor(
     readonly rate: number,
     readonly burst: number,
     readonly maxKeys = 4096,
-  ) {}
+  ) {
+    this.#buckets = new RecencyMap(maxKeys)
+  }
 
   /**
    * The bucket of `key` refilled to `now` (as `has` does): take a token by decrementing `tokens`
@@ -98,13 +163,10 @@ export class KeyedBuckets {
    * is what a new key starts with, so only keys with tokens missing take memory.
    */
   refund(key: string): void {
-    const b = this.#buckets.get(key)
+    const b = this.#buckets.peek(key)
     if (!b) return
     b.tokens += 1
-    if (b.tokens >= this.burst) {
-      this.#unlink(b)
-      this.#buckets.delete(key)
-    }
+    if (b.tokens >= this.burst) this.#buckets.remove(b)
   }
 
   get size(): number {
@@ -112,40 +174,15 @@ export class KeyedBuckets {
   }
 
   #refill(key: string, now: number): Bucket {
-    let b = this.#buckets.get(key)
+    let b = this.#buckets.use(key)
     if (b) {
-      if (b !== this.#mru) {
-        this.#unlink(b)
-        this.#append(b)
-      }
       b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, now - b.at) * this.rate) / 1000)
       b.at = now
     } else {
-      if (this.#buckets.size >= this.maxKeys && this.#lru !== null) {
-        const old = this.#lru
-        this.#unlink(old)
-        this.#buckets.delete(old.key)
-      }
       b = { tokens: this.burst, at: now, key, prev: null, next: null }
-      this.#buckets.set(key, b)
-      this.#append(b)
+      this.#buckets.add(b)
     }
     return b
-  }
-
-  #unlink(b: Slot): void {
-    if (b.prev) b.prev.next = b.next
-    else this.#lru = b.next
-    if (b.next) b.next.prev = b.prev
-    else this.#mru = b.prev
-    b.prev = b.next = null
-  }
-
-  #append(b: Slot): void {
-    b.prev = this.#mru
-    if (this.#mru) this.#mru.next = b
-    else this.#lru = b
-    this.#mru = b
   }
 }
 

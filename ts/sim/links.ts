@@ -138,6 +138,8 @@ export class DelayLink implements LinkModel {
 export class LinkTable<S extends LinkParams & { seed?: unknown }> {
   readonly #links = new Map<string, Map<string, Link<S>>>()
   #size = 0
+  /** Links running the native model (the others, {@link DelayLink}s, are always idle). */
+  #native = 0
 
   /** `seedOf`: the seed of a new link from → to with `spec` (an unsigned 32-bit integer). */
   constructor(readonly seedOf: (from: string, to: string, spec: S) => number) {}
@@ -159,6 +161,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }> {
       if (row === undefined) this.#links.set(from, (row = new Map()))
       const seed = this.seedOf(from, to, spec)
       link = { model: delayOnly(spec) ? new DelayLink(seed, spec) : new ImpairModel(seed, linkParams(spec)), spec, seed }
+      if (!(link.model instanceof DelayLink)) this.#native++
       row.set(to, link)
       this.#size++
     } else if (link.spec !== spec && !sameLinkParams(link.spec, spec)) {
@@ -166,7 +169,10 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }> {
       if (m instanceof DelayLink && delayOnly(spec)) m.configure(spec)
       else {
         // Carry on at the same point of the stream, in the native model.
-        if (m instanceof DelayLink) link.model = m = nativeAt(link.seed, link.spec, m.offered)
+        if (m instanceof DelayLink) {
+          link.model = m = nativeAt(link.seed, link.spec, m.offered)
+          this.#native++
+        }
         ;(m as ImpairModel).configure(linkParams(spec))
       }
       link.spec = spec
@@ -178,15 +184,18 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }> {
   clear(): void {
     this.#links.clear()
     this.#size = 0
+    this.#native = 0
   }
 
   /** Forget links with an empty backlog. */
   #prune(now: number): void {
+    if (this.#native === 0) return this.clear() // every link is idle
     for (const [from, row] of this.#links) {
       for (const [to, l] of row) {
         if (l.model.idle(now)) {
           row.delete(to)
           this.#size--
+          if (!(l.model instanceof DelayLink)) this.#native--
         }
       }
       if (row.size === 0) this.#links.delete(from)

@@ -68,7 +68,7 @@ import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, v
 import { LinkTable, MAX_LINK_STATES } from './links'
 import type { LinkParams } from './impair'
 import type { Seed } from './random'
-import { Random, seedToU32 } from './random'
+import { Random, hashString, seedToU32 } from './random'
 import { SimTransport } from './transport'
 import type { SimMedium } from './transport'
 import { createPlanned, planNodes } from './plan'
@@ -240,7 +240,11 @@ export class SimulatedNetwork implements SimMedium {
     }),
   )
   /** The links' impairment instances (by ordered pair) and the specs they were last given. */
-  readonly #links = new LinkTable<LinkSpec>((from, to, spec) => seedToU32(spec.seed !== undefined ? spec.seed : `${this.#seed} ${from}>${to}`))
+  readonly #links = new LinkTable<LinkSpec>((from, to, spec) =>
+    spec.seed !== undefined ? seedToU32(spec.seed) : hashString(to, hashString('>', hashString(from, this.#linkSeedBase))),
+  )
+  /** The hash of `"<seed> "`, the start of every default link seed's text. */
+  readonly #linkSeedBase: number
 
   // Trace: two 32-bit lanes of a rolling hash, and a ring of datagram records.
   #h1 = 0x811c9dc5
@@ -272,6 +276,7 @@ export class SimulatedNetwork implements SimMedium {
   constructor(opts: SimulatedNetworkOptions = {}) {
     const root = new Random(opts.seed ?? 0)
     this.#seed = root.seed
+    this.#linkSeedBase = hashString(`${this.#seed} `)
     this.#idRng = root.fork()
     this.random = root.fork()
     this.#miscRng = root.fork()

@@ -20,9 +20,11 @@
 /** A seed: a number (its low 32 bits are used; non-integers are truncated) or a string. */
 export type Seed = number | string
 
-/** FNV-1a over the UTF-16 code units of `s`: a 32-bit seed from a string. */
-function hashString(s: string): number {
-  let h = 0x811c9dc5
+/**
+ * FNV-1a over the UTF-16 code units of `s`: a 32-bit seed from a string. From `h`, the hash of a
+ * string `p`, it is the hash of `p + s` (so a text made of parts is hashed without joining them).
+ */
+export function hashString(s: string, h = 0x811c9dc5): number {
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
   return h >>> 0
 }

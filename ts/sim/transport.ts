@@ -119,7 +119,7 @@ export class SimTransport extends Protocol {
       this.count('dropped_self')
       throw new DeccomError(ErrorCode.INVALID_ADDRESS, `Refusing to send to this node's own address ${addr.key}`)
     }
-    const bytes = Buffer.allocUnsafe(data.length + 1)
+    const bytes = datagram(data.length + 1)
     bytes[0] = tag
     bytes.set(data, 1)
     this.count('sent')
@@ -166,6 +166,28 @@ export class SimTransport extends Protocol {
     this.#net._detach(this, this.#address)
     this.#pinger.rejectAll(closed)
   }
+}
+
+/**
+ * The datagrams' copies are cut from slabs of this size rather than from Node's 8 KiB buffer
+ * pool, which needed a new ArrayBuffer (external memory, swept by the collector) every few
+ * datagrams. A datagram lives until its delivery (and as long as a layer keeps a view of it, as
+ * the UDP transport's batches do): a slab is freed once all of its datagrams are.
+ */
+const SLAB = 65_536
+let slab = Buffer.allocUnsafeSlow(SLAB)
+let slabUsed = 0
+
+/** A buffer of `len` bytes for a datagram (see {@link SLAB}). */
+function datagram(len: number): Buffer {
+  if (len > SLAB / 8) return Buffer.allocUnsafeSlow(len)
+  if (slabUsed + len > SLAB) {
+    slab = Buffer.allocUnsafeSlow(SLAB)
+    slabUsed = 0
+  }
+  const b = slab.subarray(slabUsed, slabUsed + len)
+  slabUsed = (slabUsed + len + 7) & ~7
+  return b
 }
 
 function closed(): DeccomError {

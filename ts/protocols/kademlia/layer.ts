@@ -190,7 +190,7 @@ export class Kademlia extends Protocol {
    * `addr`, so it can introduce us: HolePuncher.connect(target) asks this), or null.
    */
   introducerOf(addr: AddressLike): Address | null {
-    return this.#s.toldBy.get(toAddress(addr).key) ?? null
+    return this.#s.toldBy.peek(toAddress(addr).key)?.teller ?? null
   }
 
   /** The peer with node id `id` if it is in the routing table (no network traffic), else undefined. */

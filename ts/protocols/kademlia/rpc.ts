@@ -3,7 +3,7 @@ import type { Address } from '../../address'
 import { copyOut, encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
 import { sameId } from './id-map'
-import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, MAX_TOLD_BY, PING, sampleQuery } from './state'
+import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, PING, sampleQuery } from './state'
 
 /**
  * Requests to addresses that never answered us (so nobody validated them: a NODES record may name
@@ -16,29 +16,23 @@ export const UNVALIDATED_BURST_IP = 16
 export const UNVALIDATED_BURST_PREFIX = 64
 export const UNVALIDATED_RATE = 1
 
-interface Budgets {
+export interface Budgets {
   ip: KeyedBuckets
   prefix: KeyedBuckets
   replies: ReplyLimiter
 }
-const budgets = new WeakMap<KadState, Budgets>()
 
 function budgetsOf(s: KadState): Budgets {
-  let b = budgets.get(s)
-  if (!b) {
-    b = {
-      ip: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_IP),
-      prefix: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX),
-      replies: new ReplyLimiter(),
-    }
-    budgets.set(s, b)
-  }
-  return b
+  return (s.budgets ??= {
+    ip: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_IP),
+    prefix: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX),
+    replies: new ReplyLimiter(),
+  })
 }
 
 /** How many keys the request budgets and the reply limiter hold (for `stats()`). */
 export function budgetSizes(s: KadState): { budget_ips: number; budget_prefixes: number; reply_limit_keys: number } {
-  const b = budgets.get(s)
+  const b = s.budgets
   return { budget_ips: b?.ip.size ?? 0, budget_prefixes: b?.prefix.size ?? 0, reply_limit_keys: b?.replies.size ?? 0 }
 }
 
@@ -56,20 +50,25 @@ function withinBudget(s: KadState, to: Address): boolean {
   return true
 }
 
-/** The address answered: give back the budget its request took. */
+/** The address answered: give back the budget its request took; it is verified from now on. */
 function answered(s: KadState, from: Address): void {
   if (s.verified.has(from.key)) return
   const b = budgetsOf(s)
   b.ip.refund(from.host)
   b.prefix.refund(prefixOf(from))
+  addBounded(s.verified, from.key)
 }
 
 /**
  * Whether to answer a request from `from`: always for an address that answered us (validated),
- * else within the per-prefix reply rate (`dropped_reply_rate`).
+ * else within the per-prefix reply rate ({@link withinReplyRate}).
  */
 export function replyAllowed(s: KadState, from: Address): boolean {
-  if (s.verified.has(from.key) || s.byAddr.has(from.key)) return true
+  return s.verified.has(from.key) || s.byAddr.has(from.key) || withinReplyRate(s, from)
+}
+
+/** Whether to answer a request from an address that is not validated: within the per-prefix reply rate (`dropped_reply_rate`). */
+export function withinReplyRate(s: KadState, from: Address): boolean {
   if (budgetsOf(s).replies.allow(from, s.clock.now())) return true
   s.count('dropped_reply_rate')
   return false
@@ -110,7 +109,6 @@ export function match(s: KadState, m: NativeMessage, from: Address, kind: number
   s.pending.delete(m.requestLo)
   s.clock.clearTimeout(req.timer)
   answered(s, from)
-  remember(s, s.verified, from.key)
   return req
 }
 
@@ -161,13 +159,17 @@ export function refreshOwnRecord(s: KadState): void {
 
 /** Remembers that the node at `teller` named a peer at `addr` (bounded; oldest forgotten). */
 export function told(s: KadState, addr: Address, teller: Address): void {
-  s.toldBy.delete(addr.key)
-  if (s.toldBy.size >= MAX_TOLD_BY) s.toldBy.delete(s.toldBy.keys().next().value as string)
-  s.toldBy.set(addr.key, teller)
+  const t = s.toldBy.use(addr.key)
+  if (t !== undefined) t.teller = teller
+  else s.toldBy.add({ key: addr.key, teller, prev: null, next: null })
 }
 
 export function remember(s: KadState, set: Set<string>, key: string): void {
-  if (set.has(key)) return
+  if (!set.has(key)) addBounded(set, key)
+}
+
+/** Adds `key` (absent from `set`), first forgetting the oldest key when the set is full. */
+function addBounded(set: Set<string>, key: string): void {
   if (set.size >= MAX_ADDR_SET) set.delete(set.values().next().value as string)
   set.add(key)
 }

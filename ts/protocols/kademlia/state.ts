@@ -14,6 +14,8 @@ import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
 import type { KadMessage } from './message'
 import { IdMap } from './id-map'
+import type { Budgets } from './rpc'
+import { RecencyMap, type RecencySlot } from '../reply-limit'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
 type Fn = (...args: any[]) => any
@@ -41,6 +43,10 @@ export const MAX_APPROVING = 1024
 export const MAX_ADDR_SET = 8192
 /** Remembered "who told us about whom" entries (oldest dropped first). */
 export const MAX_TOLD_BY = 8192
+/** An entry of `toldBy`: the peer whose NODES answer named the address `key` last. */
+export interface Told extends RecencySlot {
+  teller: Address
+}
 
 /** Options of {@link Kademlia}. */
 export interface KademliaOptions {
@@ -265,8 +271,8 @@ export class KadState {
   readonly free: number[] = []
   /** Known peers (in the table or its replacement caches) by node id. */
   readonly byId = new IdMap<Entry>()
-  /** Address key of a peer → the address of the peer whose NODES answer named it last. */
-  readonly toldBy = new Map<string, Address>()
+  /** Address key of a peer → the address of the peer whose NODES answer named it last (`teller`). */
+  readonly toldBy = new RecencyMap<Told>(MAX_TOLD_BY)
   readonly byAddr = new Map<string, Entry>() // by Address.key: stable across intern-cache resets
   readonly pending = new Map<number, Request>()
   nextLo = 0
@@ -274,6 +280,8 @@ export class KadState {
   readonly verified = new Set<string>()
   /** Addresses whose requests we answered (so they have verified us): no padding needed. */
   readonly verifiedBy = new Set<string>()
+  /** The request budgets and the reply limiter (`rpc.ts`), made when first used. */
+  budgets: Budgets | null = null
   readonly verifying = new Set<string>() // Address.key
   readonly approving = new Set<string>()
   readonly runs = new Set<Run>()

@@ -5,7 +5,7 @@
 import type { Address } from '../../address'
 import { Peer } from '../../peer'
 import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt, tcpPortAt } from './state'
-import { ping, refreshOwnRecord, remember, replyAllowed } from './rpc'
+import { ping, refreshOwnRecord, remember, withinReplyRate } from './rpc'
 import { copyOut, encodeScratch } from './message'
 import { sameId } from './id-map'
 
@@ -21,7 +21,7 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
   s.count('find_node_received')
   if (proven) s.count('find_node_authenticated')
   const verified = proven || isVerified(s, from)
-  if (!verified && !replyAllowed(s, from)) return
+  if (!verified && !withinReplyRate(s, from)) return
   refreshOwnRecord(s)
   // To an unverified address, NODES and the verification PING below together stay within the query's size.
   const len = s.table!.encodeNodesInto(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen - KAD_PING_LEN, encodeScratch)
