@@ -16,30 +16,8 @@ type Id = [u8; 32];
 /// About the size of the native layer's entry value (a handle and an encoded peer record).
 type Value = [u8; 104];
 
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn id(&mut self) -> Id {
-        let mut id = [0u8; 32];
-        for c in id.chunks_exact_mut(8) {
-            c.copy_from_slice(&self.next().to_be_bytes());
-        }
-        id
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+mod kad_ids;
+use kad_ids::SplitMix as Rng;
 
 /// This thread's CPU time (the machine may be shared: wall time counts other processes' turns).
 fn cpu_time() -> Duration {

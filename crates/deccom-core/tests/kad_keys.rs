@@ -7,27 +7,8 @@ use std::time::Instant;
 use deccom_core::kad::kbucket::{InsertResult, RoutingTable, TableConfig};
 use deccom_core::kad::{bit, distance};
 
-type Id = [u8; 32];
-
-/// SplitMix64 bytes.
-fn random_ids(n: usize, mut seed: u64) -> Vec<Id> {
-    let mut next = move || {
-        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    (0..n)
-        .map(|_| {
-            let mut id = [0u8; 32];
-            for c in id.chunks_exact_mut(8) {
-                c.copy_from_slice(&next().to_be_bytes());
-            }
-            id
-        })
-        .collect()
-}
+mod kad_ids;
+use kad_ids::{random_ids, Id};
 
 /// Distinct ids of bucket `b` of the zero id that agree in the 64 bits below bit `b`: below
 /// those, random bits (half of them) or one bit changed.

@@ -727,25 +727,7 @@ mod tests {
     use super::*;
     use crate::kad::bit;
 
-    /// SplitMix64 bytes.
-    fn random_ids(n: usize, mut seed: u64) -> Vec<NodeId> {
-        let mut next = move || {
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        (0..n)
-            .map(|_| {
-                let mut id = [0u8; 32];
-                for c in id.chunks_exact_mut(8) {
-                    c.copy_from_slice(&next().to_be_bytes());
-                }
-                id
-            })
-            .collect()
-    }
+    use crate::kad::splitmix_ids as random_ids;
 
     #[test]
     fn window_is_the_64_bits_below_the_bucket_bit() {

@@ -69,32 +69,39 @@ pub fn bit(d: &Distance, j: usize) -> bool {
     (d[31 - j / 8] >> (j % 8)) & 1 == 1
 }
 
+/// SplitMix64: a deterministic stream of `n` ids for the tests.
+#[cfg(test)]
+pub(crate) fn splitmix_ids(n: usize, mut seed: u64) -> Vec<NodeId> {
+    let mut next = move || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|_| {
+            let mut id = [0u8; 32];
+            for c in id.chunks_exact_mut(8) {
+                c.copy_from_slice(&next().to_be_bytes());
+            }
+            id
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// SplitMix64: a deterministic stream of ids for the tests.
-    fn ids(n: usize, mut seed: u64) -> Vec<NodeId> {
-        let mut next = move || {
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        (0..n)
-            .map(|i| {
-                let mut id = [0u8; 32];
-                for c in id.chunks_exact_mut(8) {
-                    c.copy_from_slice(&next().to_be_bytes());
-                }
-                // Some ids share long prefixes, so that later words decide too.
-                if i % 3 == 0 {
-                    id[..20].fill(0xA5);
-                }
-                id
-            })
-            .collect()
+    /// Ids of [`splitmix_ids`], every third one with a long common prefix, so that later words
+    /// decide too.
+    fn ids(n: usize, seed: u64) -> Vec<NodeId> {
+        let mut all = splitmix_ids(n, seed);
+        for id in all.iter_mut().step_by(3) {
+            id[..20].fill(0xA5);
+        }
+        all
     }
 
     #[test]
