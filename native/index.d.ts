@@ -503,12 +503,13 @@ export declare class UdpSocket {
   auxClose(remote: Uint8Array): number
   /**
    * Answers DHT GETs (datagrams of `tag` whose DHT type is GET) in the receive path, with the
-   * DHT layer's `server` and the Kademlia layer's `table` (the nodes closest to the key), without
-   * calling JavaScript; `now` is the layers' clock (ms), which the server's time follows. Only
+   * DHT layer's `server` and the Kademlia layer's `table` (the up to `nodes` nodes closest to the
+   * key), without calling JavaScript; `now` is the layers' clock (ms), which the server's time
+   * follows. Only
    * while the JavaScript thread receives (no stage attached; Unix): false when not attached (the
    * layer then answers as before). See `socket/responder.rs`.
    */
-  attachDhtResponder(tag: number, server: DhtServer, table: KadTable, now: number): boolean
+  attachDhtResponder(tag: number, nodes: number, server: DhtServer, table: KadTable, now: number): boolean
   /** Removes the DHT GET responder (GETs go to JavaScript again), releasing its objects. */
   detachDhtResponder(): void
   /** What the DHT GET responder counted (by the DHT layer's counter names), since the socket opened. */

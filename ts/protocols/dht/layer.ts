@@ -31,7 +31,7 @@ function int(v: number, min: number, max: number, what: string): number {
 
 /** What {@link Dht.attachNativeResponder} uses of the socket layer (UdpTransport). */
 interface NativeDhtSocket {
-  attachDhtResponder(server: unknown, table: unknown, tag: number, now: number): boolean
+  attachDhtResponder(server: unknown, table: unknown, tag: number, nodes: number, now: number): boolean
   detachDhtResponder(): void
   dhtResponderStats(): Record<string, number>
 }
@@ -224,7 +224,7 @@ export class Dht extends Protocol {
     const table = (via as { nativeTable?: () => unknown }).nativeTable?.()
     const udp = socket as Partial<NativeDhtSocket>
     if (!this.#server || !table || this.#c.clock !== realClock || typeof udp.attachDhtResponder !== 'function') return false
-    if (!udp.attachDhtResponder(this.#server, table, TAG_DHT, this.#c.clock.now())) return false
+    if (!udp.attachDhtResponder(this.#server, table, TAG_DHT, REPLY_NODES, this.#c.clock.now())) return false
     this.#native = udp as NativeDhtSocket
     return true
   }

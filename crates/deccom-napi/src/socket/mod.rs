@@ -587,12 +587,13 @@ impl UdpSocket {
   }
 
   /// Answers DHT GETs (datagrams of `tag` whose DHT type is GET) in the receive path, with the
-  /// DHT layer's `server` and the Kademlia layer's `table` (the nodes closest to the key), without
-  /// calling JavaScript; `now` is the layers' clock (ms), which the server's time follows. Only
+  /// DHT layer's `server` and the Kademlia layer's `table` (the up to `nodes` nodes closest to the
+  /// key), without calling JavaScript; `now` is the layers' clock (ms), which the server's time
+  /// follows. Only
   /// while the JavaScript thread receives (no stage attached; Unix): false when not attached (the
   /// layer then answers as before). See `socket/responder.rs`.
   #[napi]
-  pub fn attach_dht_responder(&self, env: Env, tag: u32, server: ClassInstance<'_, crate::dht::DhtServer>, mut table: ClassInstance<'_, crate::kad::KadTable>, now: f64) -> Result<bool> {
+  pub fn attach_dht_responder(&self, env: Env, tag: u32, nodes: u32, server: ClassInstance<'_, crate::dht::DhtServer>, mut table: ClassInstance<'_, crate::kad::KadTable>, now: f64) -> Result<bool> {
     let tag = u8::try_from(tag).ok().filter(|t| *t != 0).ok_or_else(|| coded(Code::InvalidArgument, "the DHT tag must be 1..255"))?;
     self.shared()?;
     #[cfg(unix)]
@@ -603,14 +604,14 @@ impl UdpSocket {
       let server_ptr: *mut crate::dht::DhtServer = &mut *server;
       let table_ptr: *mut crate::kad::KadTable = &mut *table;
       // SAFETY: on the JavaScript thread (a method call), with the objects wrapping the pointers.
-      let r = unsafe { responder::Responder::new(env.raw(), tag, server.value, server_ptr, table.value, table_ptr, now) };
+      let r = unsafe { responder::Responder::new(env.raw(), tag, nodes.min(64) as usize, server.value, server_ptr, table.value, table_ptr, now) };
       let Some(r) = r else { return Ok(false) };
       rx.set_responder(Some(r));
       Ok(true)
     }
     #[cfg(not(unix))]
     {
-      let _ = (env, server, table, now);
+      let _ = (env, nodes, server, table, now);
       Ok(false)
     }
   }

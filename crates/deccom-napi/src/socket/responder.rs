@@ -25,8 +25,6 @@ use crate::kad::{KadTable, ROW_LEN};
 
 /// DHT message type of a GET (the byte after the tag and the version).
 const GET: u8 = 1;
-/// Nodes listed in a GET's answer (as the JavaScript layer lists).
-const REPLY_NODES: usize = 8;
 /// The GET's key: bytes 11..43 of the DHT message (after the tag).
 const KEY: std::ops::Range<usize> = 11..43;
 
@@ -55,16 +53,18 @@ pub(crate) struct Responder {
   /// The caller's clock at `origin` (ms): the server's time is the layer's clock.
   origin: Instant,
   origin_ms: f64,
+  /// Room for the nodes a GET's answer lists (the layer says how many: `ROW_LEN` bytes each).
   rows: Vec<u8>,
 }
 
 impl Responder {
-  /// A responder for DHT datagrams of `tag`. `server` and `table` are the JavaScript objects
-  /// (kept alive by references released in `release`), `inner` pointers into them.
+  /// A responder for DHT datagrams of `tag` whose answers list up to `nodes` nodes. `server_obj`
+  /// and `table_obj` are the JavaScript objects (kept alive by references released in
+  /// `release`), `server` and `table` pointers into them.
   ///
   /// # Safety
   /// On the JavaScript thread; `server_obj`/`table_obj` are the objects wrapping `server`/`table`.
-  pub unsafe fn new(env: sys::napi_env, tag: u8, server_obj: sys::napi_value, server: *mut DhtServer, table_obj: sys::napi_value, table: *mut KadTable, now_ms: f64) -> Option<Responder> {
+  pub unsafe fn new(env: sys::napi_env, tag: u8, nodes: usize, server_obj: sys::napi_value, server: *mut DhtServer, table_obj: sys::napi_value, table: *mut KadTable, now_ms: f64) -> Option<Responder> {
     let mut refs = [std::ptr::null_mut(); 2];
     // SAFETY: plain Node-API calls on the JavaScript thread with valid values.
     unsafe {
@@ -76,7 +76,7 @@ impl Responder {
         return None;
       }
     }
-    Some(Responder { tag, env, refs, server, table, origin: Instant::now(), origin_ms: now_ms, rows: vec![0u8; REPLY_NODES * ROW_LEN] })
+    Some(Responder { tag, env, refs, server, table, origin: Instant::now(), origin_ms: now_ms, rows: vec![0u8; nodes * ROW_LEN] })
   }
 
   /// Releases the references (on the JavaScript thread).
@@ -102,7 +102,7 @@ impl Responder {
     // SAFETY: the objects are alive (referenced); this runs on the JavaScript thread outside any
     // JavaScript call, so no other borrow of them exists.
     let (server, table) = unsafe { (&mut *self.server, &mut *self.table) };
-    let n = table.write_rows(&key, REPLY_NODES, Some(&src), &mut self.rows);
+    let n = table.write_rows(&key, self.rows.len() / ROW_LEN, Some(&src), &mut self.rows);
     let h = server.handle_raw(msg, &src, &self.rows[..n * ROW_LEN], now_ms);
     counts.add("received", 1);
     counts.add("answered_natively", 1);
