@@ -604,7 +604,7 @@ impl UdpSocket {
       let server_ptr: *mut crate::dht::DhtServer = &mut *server;
       let table_ptr: *mut crate::kad::KadTable = &mut *table;
       // SAFETY: on the JavaScript thread (a method call), with the objects wrapping the pointers.
-      let r = unsafe { responder::Responder::new(env.raw(), tag, nodes.min(64) as usize, server.value, server_ptr, table.value, table_ptr, now) };
+      let r = unsafe { responder::Responder::new(env.raw(), tag, nodes.min(64) as usize, (server.value, server_ptr), (table.value, table_ptr), now) };
       let Some(r) = r else { return Ok(false) };
       rx.set_responder(Some(r));
       Ok(true)

@@ -58,13 +58,14 @@ pub(crate) struct Responder {
 }
 
 impl Responder {
-  /// A responder for DHT datagrams of `tag` whose answers list up to `nodes` nodes. `server_obj`
-  /// and `table_obj` are the JavaScript objects (kept alive by references released in
-  /// `release`), `server` and `table` pointers into them.
+  /// A responder for DHT datagrams of `tag` whose answers list up to `nodes` nodes. `server` and
+  /// `table`: each JavaScript object (kept alive by a reference released in `release`) and the
+  /// pointer into it.
   ///
   /// # Safety
-  /// On the JavaScript thread; `server_obj`/`table_obj` are the objects wrapping `server`/`table`.
-  pub unsafe fn new(env: sys::napi_env, tag: u8, nodes: usize, server_obj: sys::napi_value, server: *mut DhtServer, table_obj: sys::napi_value, table: *mut KadTable, now_ms: f64) -> Option<Responder> {
+  /// On the JavaScript thread; each object is the one wrapping its pointer.
+  pub unsafe fn new(env: sys::napi_env, tag: u8, nodes: usize, server: (sys::napi_value, *mut DhtServer), table: (sys::napi_value, *mut KadTable), now_ms: f64) -> Option<Responder> {
+    let ((server_obj, server), (table_obj, table)) = (server, table);
     let mut refs = [std::ptr::null_mut(); 2];
     // SAFETY: plain Node-API calls on the JavaScript thread with valid values.
     unsafe {
