@@ -137,7 +137,14 @@ export class Stack {
       const socket = layers[i + 2]
       if (roleOf(socket) !== 'socket' || this.#native.has(socket)) continue
       if (d[i].bindTo.send !== socket.name || d[i].bindFrom.onMessage !== via.name || d[i + 1].bindFrom.onMessage !== socket.name) continue
-      if (layer.attachNativeResponder(via, socket)) this.#logs?.layer(layer.name)('%s answers requests natively', socket.name)
+      // An offer that fails leaves the layer answering in JavaScript: it never fails the start.
+      let attached = false
+      try {
+        attached = layer.attachNativeResponder(via, socket)
+      } catch (e) {
+        this.#logs?.layer(layer.name)('native answering declined: %s', (e as Error)?.message ?? e)
+      }
+      if (attached) this.#logs?.layer(layer.name)('%s answers requests natively', socket.name)
     }
   }
 
