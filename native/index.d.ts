@@ -613,6 +613,22 @@ export declare function dhtMutableKey(publicKey: Uint8Array, salt: Uint8Array): 
 /** The bytes the owner of a mutable value signs (see `MutableRecord::message`). */
 export declare function dhtMutableMessage(salt: Uint8Array, seq: number, value: Uint8Array): Buffer
 
+/**
+ * Decodes an answer-side DHT datagram (REPLY, ACK, NOTIFY, or an ANNOUNCE this node stores;
+ * without the tag) in place: the decoding and record checks of `dhtDecode` (records that fail are
+ * counted and left out), written as offsets into `data` instead of objects and buffers. `out`
+ * (at least 19 words) gets: 0 kind (0: malformed or another type; `dhtDecode` says why),
+ * 1 request id high, 2 low, 3 truncated, 4 record kind, 5 total, 6 nodes (a REPLY's rows of id and
+ * raw address, 50 bytes each from byte 81), 7 verified topic records, 8 records that failed, 9 an
+ * ACK's status, 10 the value's offset, 11 its length, 12 seq high, 13 seq low (a mutable record's;
+ * else the last topic record's), 14 a mutable record's signature offset, 15 its public key's,
+ * 16 its salt's, 17 the salt's length, 18 the key's offset (a REPLY's key; a NOTIFY's or an
+ * ANNOUNCE's topic); from word 19, two per verified topic record: its identity's offset (33 bytes)
+ * and its address's (18 bytes), its node id into `ids` (32 bytes each). Records beyond the room in
+ * `out` and `ids` count as failed.
+ */
+export declare function dhtParse(data: Uint8Array, out: Uint32Array, ids: Buffer): number
+
 /** Limits of a `DhtServer` (see `deccom_core::dht::store::StoreConfig`); unset fields keep the defaults. */
 export interface DhtServerOptions {
   maxRecords?: number

@@ -853,6 +853,7 @@ module.exports.dhtEncodePutMutable = nativeBinding.dhtEncodePutMutable
 module.exports.dhtImmutableKey = nativeBinding.dhtImmutableKey
 module.exports.dhtMutableKey = nativeBinding.dhtMutableKey
 module.exports.dhtMutableMessage = nativeBinding.dhtMutableMessage
+module.exports.dhtParse = nativeBinding.dhtParse
 module.exports.dhtStatusName = nativeBinding.dhtStatusName
 module.exports.encodeAddress = nativeBinding.encodeAddress
 module.exports.encodePeerRecord = nativeBinding.encodePeerRecord

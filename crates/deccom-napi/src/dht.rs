@@ -287,6 +287,138 @@ fn put_mutable(d: &mut DhtDecoded, r: &MutableRecord) {
   d.signature = Some(r.signature.to_vec().into());
 }
 
+/// Words of `dhtParse`'s layout before the records.
+const PARSE_HEAD: usize = 19;
+
+/// The offset of `part` (a slice of `whole`) in `whole`.
+fn offset_in(whole: &[u8], part: &[u8]) -> u32 {
+  (part.as_ptr() as usize - whole.as_ptr() as usize) as u32
+}
+
+/// Where `dhtParse` writes.
+struct Layout<'a> {
+  out: &'a mut [u32],
+  ids: &'a mut [u8],
+}
+
+impl Layout<'_> {
+  /// A verified announce record starting at `at` (its length byte): its identity and address
+  /// offsets, its id; false when there is no room (the caller counts it as failed).
+  fn announce(&mut self, at: usize, rec: &AnnounceRecord) -> bool {
+    let i = self.out[7] as usize;
+    if PARSE_HEAD + 2 * i + 2 > self.out.len() || 32 * i + 32 > self.ids.len() {
+      return false;
+    }
+    self.out[PARSE_HEAD + 2 * i] = (at + 1) as u32;
+    self.out[PARSE_HEAD + 2 * i + 1] = (at + 34) as u32;
+    self.ids[32 * i..32 * i + 32].copy_from_slice(&node_id(&rec.identity));
+    self.out[7] += 1;
+    self.out[12] = (rec.seq >> 32) as u32;
+    self.out[13] = rec.seq as u32;
+    true
+  }
+
+  /// An announce record at `at` checked against `topic` (`dhtDecode`'s rule: a zero TTL or a
+  /// signature that does not verify fails).
+  fn check_announce(&mut self, at: usize, rec: &AnnounceRecord, topic: &[u8; 32]) {
+    if rec.ttl == 0 || !rec.verify(topic) || !self.announce(at, rec) {
+      self.out[8] += 1;
+    }
+  }
+}
+
+/// Decodes an answer-side DHT datagram (REPLY, ACK, NOTIFY, or an ANNOUNCE this node stores;
+/// without the tag) in place: the decoding and record checks of `dhtDecode` (records that fail are
+/// counted and left out), written as offsets into `data` instead of objects and buffers. `out`
+/// (at least 19 words) gets: 0 kind (0: malformed or another type; `dhtDecode` says why),
+/// 1 request id high, 2 low, 3 truncated, 4 record kind, 5 total, 6 nodes (a REPLY's rows of id and
+/// raw address, 50 bytes each from byte 81), 7 verified topic records, 8 records that failed, 9 an
+/// ACK's status, 10 the value's offset, 11 its length, 12 seq high, 13 seq low (a mutable record's;
+/// else the last topic record's), 14 a mutable record's signature offset, 15 its public key's,
+/// 16 its salt's, 17 the salt's length, 18 the key's offset (a REPLY's key; a NOTIFY's or an
+/// ANNOUNCE's topic); from word 19, two per verified topic record: its identity's offset (33 bytes)
+/// and its address's (18 bytes), its node id into `ids` (32 bytes each). Records beyond the room in
+/// `out` and `ids` count as failed.
+#[napi]
+pub fn dht_parse(data: &[u8], mut out: Uint32ArraySlice, mut ids: BufferSlice) -> u32 {
+  // SAFETY: the JavaScript thread is inside this synchronous call, so nothing else can touch the
+  // typed array's memory while we write to it.
+  let out: &mut [u32] = unsafe { out.as_mut() };
+  if out.len() < PARSE_HEAD {
+    return 0;
+  }
+  out[..PARSE_HEAD].fill(0);
+  let Ok(m) = wire::decode(data) else { return 0 };
+  let mut l = Layout { out, ids: &mut ids };
+  let kind = match m {
+    Message::Reply { rid, truncated, kind, key, total, nodes, records, .. } => {
+      l.out[1] = (rid >> 32) as u32;
+      l.out[2] = rid as u32;
+      l.out[3] = u32::from(truncated);
+      l.out[4] = kind as u32;
+      l.out[5] = u32::from(total);
+      l.out[6] = nodes.len() as u32;
+      l.out[18] = 12;
+      for r in &records {
+        let at = offset_in(data, r) as usize;
+        match kind {
+          Kind::Topic => match AnnounceRecord::decode(r) {
+            Ok((rec, n)) if n == r.len() => l.check_announce(at, &rec, &key),
+            _ => l.out[8] += 1,
+          },
+          Kind::Immutable => {
+            if r.len() <= MAX_VALUE_LEN && immutable_key(r) == key && l.out[10] == 0 {
+              l.out[10] = at as u32;
+              l.out[11] = r.len() as u32;
+            } else {
+              l.out[8] += 1;
+            }
+          }
+          Kind::Mutable => match MutableRecord::decode(r) {
+            Ok((rec, n)) if n == r.len() && rec.key() == key && rec.verify() && l.out[10] == 0 => {
+              let salt_at = at + 33;
+              let value_at = salt_at + rec.salt.len() + 10;
+              l.out[10] = value_at as u32;
+              l.out[11] = rec.value.len() as u32;
+              l.out[12] = (rec.seq >> 32) as u32;
+              l.out[13] = rec.seq as u32;
+              l.out[14] = (value_at + rec.value.len()) as u32;
+              l.out[15] = at as u32;
+              l.out[16] = salt_at as u32;
+              l.out[17] = rec.salt.len() as u32;
+            }
+            _ => l.out[8] += 1,
+          },
+        }
+      }
+      wire::REPLY
+    }
+    Message::Ack { rid, status } => {
+      l.out[1] = (rid >> 32) as u32;
+      l.out[2] = rid as u32;
+      l.out[9] = status as u32;
+      wire::ACK
+    }
+    Message::Notify { topic, record } => {
+      l.out[4] = Kind::Topic as u32;
+      l.out[18] = 2;
+      l.check_announce(34, &record, &topic);
+      wire::NOTIFY
+    }
+    Message::Announce { rid, topic, record, .. } => {
+      l.out[1] = (rid >> 32) as u32;
+      l.out[2] = rid as u32;
+      l.out[4] = Kind::Topic as u32;
+      l.out[18] = 26;
+      l.check_announce(58, &record, &topic);
+      wire::ANNOUNCE
+    }
+    _ => return 0,
+  };
+  l.out[0] = u32::from(kind);
+  u32::from(kind)
+}
+
 /// Decodes a DHT datagram (without the tag), verifying the records of REPLY and NOTIFY.
 #[napi]
 pub fn dht_decode(data: &[u8]) -> DhtDecoded {

@@ -9,6 +9,7 @@ import { abortable } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
 import { native } from '../../native'
 import { IdMap, sameId } from '../kademlia/id-map'
+import type { Answer } from './answer'
 
 /** Tag of DHT datagrams. */
 export const TAG_DHT = 13
@@ -34,7 +35,8 @@ export const REPLY_NODES = 8
 /** Record pages fetched per node and topic query. */
 export const MAX_PAGES = 16
 
-export type Decoded = ReturnType<typeof native.dhtDecode>
+/** A parsed answer (see `answer.ts`). */
+export type Decoded = Answer
 
 /** Options of {@link Dht}. */
 export interface DhtOptions {
@@ -215,11 +217,11 @@ export class DhtCore {
     return this.tokens.get(a.key)
   }
 
-  /** Keeps `t` itself (a decoded answer's fields are buffers of their own, not views of the datagram). */
+  /** Keeps a copy of `t` (an answer's token is a view of its datagram). */
   setToken(a: Address, t: Buffer): void {
     this.tokens.delete(a.key)
     if (this.tokens.size >= MAX_TOKENS) this.tokens.delete(this.tokens.keys().next().value as string)
-    this.tokens.set(a.key, t)
+    this.tokens.set(a.key, Buffer.from(t))
   }
 
   /** GET of `key` to `to`: padded when `to` gave us no token yet (so it may answer in full). */
@@ -227,13 +229,13 @@ export class DhtCore {
     const token = this.tokenOf(to)
     this.count('gets_sent')
     this.request(to, GET, (hi, lo) => native.dhtEncodeGet(hi, lo, kind, key, token ?? NO_TOKEN, offset, token ? 0 : this.padTo), (m) => {
-      if (m && m.token) {
+      if (m) {
         this.setToken(to, m.token)
         this.observed.delete(to.key)
         if (this.observed.size >= MAX_TOKENS) this.observed.delete(this.observed.keys().next().value as string)
-        this.observed.set(to.key, m.observed!)
+        this.observed.set(to.key, Buffer.from(m.observed))
       }
-      if (m && !m.key!.equals(key)) {
+      if (m && !m.key.equals(key)) {
         this.count('dropped_wrong_key')
         return cb(null)
       }
@@ -316,20 +318,21 @@ export class DhtCore {
               const got = m.peerCount + m.badRecords
               if (kind === KIND_TOPIC && got > 0 && m.total > got) this.pages(node.address, key, got, 1, (x) => !done && onRecords(x, node))
               const closer: Buffer[] = []
-              const nids = m.nodeIds!
-              const addrs = m.nodeAddrs!
+              // The answer's node rows: an id, then its raw address.
+              const rows = m.data
               for (let i = 0; i < m.nodeCount; i++) {
-                if (sameId(this.selfId, nids, 32 * i)) continue
-                if (!cands.has(nids, 32 * i)) {
+                const at = m.nodeAt(i)
+                if (sameId(this.selfId, rows, at)) continue
+                if (!cands.has(rows, at)) {
                   let address: Address
                   try {
-                    address = fromRaw(addrs.subarray(18 * i, 18 * i + 18))
+                    address = fromRaw(rows.subarray(at + 32, at + ROW))
                   } catch {
                     continue
                   }
-                  cands.set({ id: Buffer.from(nids.subarray(32 * i, 32 * i + 32)), address })
+                  cands.set({ id: Buffer.from(rows.subarray(at, at + 32)), address })
                 }
-                closer.push(nids.subarray(32 * i, 32 * i + 32))
+                closer.push(rows.subarray(at, at + 32))
               }
               lk.onSuccess(id, Buffer.concat(closer))
               drive()

@@ -10,6 +10,7 @@ import { Peer } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { ACK, ANNOUNCE, type DhtOptions, DhtCore, GET, KIND_TOPIC, NOTIFY, NO_TOKEN, REPLY, REPLY_NODES, TAG_DHT, fromRaw, toKey } from './core'
+import { Answer } from './answer'
 import { type JoinOptions, Topic, type TopicHost } from './topic'
 import { type GetMutableOptions, type MutableValue, type PutMutableOptions, type PutMutableResult, type PutResult, getImmutable, getMutable, putImmutable, putMutable } from './values'
 
@@ -168,8 +169,8 @@ export class Dht extends Protocol {
         const hex = m.peerIds!.toString('hex', 32 * i, 32 * i + 32)
         if (found.has(hex)) continue
         try {
-          const a = fromRaw(m.peerAddrs!.subarray(18 * i, 18 * i + 18))
-          found.set(hex, new Peer(a, Buffer.from(m.peerIds!.subarray(32 * i, 32 * i + 32)), Buffer.from(m.peerIdentities!.subarray(33 * i, 33 * i + 33))))
+          const a = fromRaw(m.peerAddr(i))
+          found.set(hex, new Peer(a, m.peerIds.subarray(32 * i, 32 * i + 32), Buffer.from(m.peerIdentity(i))))
         } catch {
           this.count('dropped_bad_address')
         }
@@ -252,14 +253,14 @@ export class Dht extends Protocol {
   }
 
   /** The announce records of `topic` this node stores, through its own server (no datagram). */
-  #local(topic: Buffer, onRecords: (m: ReturnType<typeof native.dhtDecode>) => void): void {
+  #local(topic: Buffer, onRecords: (m: Answer) => void): void {
     // Most nodes store nothing for a topic they join: no request to build, answer and decode.
     if (!this.#server || this.#server.topicLen(topic) === 0) return
     for (let offset = 0, pages = 0; this.#server && pages < 16; pages++) {
       const req = native.dhtEncodeGet(0, 0, KIND_TOPIC, topic, NO_TOKEN, offset, 1400)
       const h = this.#server.handle(req, LOCAL, this.#nodes.subarray(0, 0), this.#c.clock.now())
       if (!h.reply) return
-      const m = native.dhtDecode(h.reply)
+      const m = new Answer(h.reply)
       if (m.peerCount > 0) onRecords(m)
       offset += m.peerCount + m.badRecords
       if (m.peerCount + m.badRecords === 0 || m.total <= offset) return
@@ -293,7 +294,7 @@ export class Dht extends Protocol {
       // A topic this node joined: it meets the announcer it stores itself.
       const set = this.#topics.get(data.toString('hex', 26, 58))
       if (set) {
-        const m = native.dhtDecode(data)
+        const m = new Answer(data)
         for (const t of set) t.onRecords(m)
       }
     }
@@ -312,13 +313,13 @@ export class Dht extends Protocol {
 
   #answer(from: Address, data: Buffer, type: number): void {
     const c = this.#c
-    const m = native.dhtDecode(data)
+    const m = new Answer(data)
     if (m.kind === 0) {
       this.count('dropped_malformed')
       return this.count(`dropped_malformed_${m.error}`)
     }
     if (type === NOTIFY) {
-      const set = this.#topics.get(m.key!.toString('hex'))
+      const set = this.#topics.get(m.key.toString('hex'))
       if (!set) return this.count('dropped_notify_not_joined')
       if (m.badRecords > 0) return this.count('dropped_bad_records', m.badRecords)
       this.count('notifies_received')

@@ -111,21 +111,19 @@ export class Topic extends EventEmitter<TopicEvents> {
     if (this.#left) return
     const n = m.peerCount
     if (n === 0) return
-    const ids = m.peerIds!
-    const idents = m.peerIdentities!
-    const addrs = m.peerAddrs!
+    const ids = m.peerIds
     for (let i = 0; i < n; i++) {
       const hex = ids.toString('hex', 32 * i, 32 * i + 32)
       if (sameId(this.#host.core.selfId, ids, 32 * i) || this.#peers.has(hex)) continue
       let address: Address
       try {
-        address = fromRaw(addrs.subarray(18 * i, 18 * i + 18))
+        address = fromRaw(m.peerAddr(i))
       } catch {
         this.#host.count('dropped_bad_address')
         continue
       }
-      // Views: the decoded answer's buffers are its own (a few hundred bytes), not the datagram's.
-      const peer = new Peer(address, ids.subarray(32 * i, 32 * i + 32), idents.subarray(33 * i, 33 * i + 33))
+      // The ids are the answer's own buffer; the identity is a view of the datagram: copied.
+      const peer = new Peer(address, ids.subarray(32 * i, 32 * i + 32), Buffer.from(m.peerIdentity(i)))
       this.#peers.set(hex, peer)
       this.#host.count('topic_peers_met')
       try {
