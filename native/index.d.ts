@@ -587,6 +587,15 @@ export declare function dhtEncodeAnnounce(hi: number, lo: number, token: Uint8Ar
 /** GET of `key` (kind 1 topic, 2 immutable, 3 mutable), zero-padded to `padTo` bytes. */
 export declare function dhtEncodeGet(hi: number, lo: number, kind: number, key: Uint8Array, token: Uint8Array, offset: number, padTo: number): Buffer
 
+/**
+ * `dhtEncodeGet` into `out` (a caller's scratch buffer); returns the length, or -1 when `out`
+ * is too small.
+ *
+ * # Errors
+ * As `dhtEncodeGet`.
+ */
+export declare function dhtEncodeGetInto(hi: number, lo: number, kind: number, key: Uint8Array, token: Uint8Array, offset: number, padTo: number, out: Buffer): number
+
 /** PUT of an immutable value (≤ 1000 bytes). */
 export declare function dhtEncodePut(hi: number, lo: number, token: Uint8Array, value: Uint8Array): Buffer
 

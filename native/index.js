@@ -848,6 +848,7 @@ module.exports.dhtAnnounceMessage = nativeBinding.dhtAnnounceMessage
 module.exports.dhtDecode = nativeBinding.dhtDecode
 module.exports.dhtEncodeAnnounce = nativeBinding.dhtEncodeAnnounce
 module.exports.dhtEncodeGet = nativeBinding.dhtEncodeGet
+module.exports.dhtEncodeGetInto = nativeBinding.dhtEncodeGetInto
 module.exports.dhtEncodePut = nativeBinding.dhtEncodePut
 module.exports.dhtEncodePutMutable = nativeBinding.dhtEncodePutMutable
 module.exports.dhtImmutableKey = nativeBinding.dhtImmutableKey

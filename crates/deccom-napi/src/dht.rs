@@ -543,6 +543,23 @@ pub fn dht_encode_get(hi: u32, lo: u32, kind: u32, key: &[u8], token: &[u8], off
   Ok(wire::encode_get(rid(hi, lo), k, &arr(key, "a key")?, &arr::<TOKEN_LEN>(token, "a token")?, off, pad_to as usize).into())
 }
 
+/// `dhtEncodeGet` into `out` (a caller's scratch buffer); returns the length, or -1 when `out`
+/// is too small.
+///
+/// # Errors
+/// As `dhtEncodeGet`.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn dht_encode_get_into(hi: u32, lo: u32, kind: u32, key: &[u8], token: &[u8], offset: u32, pad_to: u32, mut out: BufferSlice) -> Result<i32> {
+  let k = kind_of(kind)?;
+  let off = u16::try_from(offset).map_err(|_| coded(Code::InvalidArgument, "offset must be < 65536"))?;
+  let v = wire::encode_get(rid(hi, lo), k, &arr(key, "a key")?, &arr::<TOKEN_LEN>(token, "a token")?, off, pad_to as usize);
+  let out: &mut [u8] = &mut out;
+  let Some(dst) = out.get_mut(..v.len()) else { return Ok(-1) };
+  dst.copy_from_slice(&v);
+  Ok(v.len() as i32)
+}
+
 /// The bytes an announcer signs (see `AnnounceRecord::message`).
 #[napi]
 pub fn dht_announce_message(topic: &[u8], addr: &[u8], seq: f64, ttl: u32) -> Result<Buffer> {

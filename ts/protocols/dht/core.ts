@@ -10,6 +10,7 @@ import { DeccomError, ErrorCode } from '../../errors'
 import { native } from '../../native'
 import { IdMap, sameId } from '../kademlia/id-map'
 import type { Answer } from './answer'
+import { copyOut, encodeScratch } from '../kademlia/message'
 
 /** Tag of DHT datagrams. */
 export const TAG_DHT = 13
@@ -228,7 +229,7 @@ export class DhtCore {
   get(to: Address, kind: number, key: Buffer, offset: number, cb: (m: Decoded | null) => void): void {
     const token = this.tokenOf(to)
     this.count('gets_sent')
-    this.request(to, GET, (hi, lo) => native.dhtEncodeGet(hi, lo, kind, key, token ?? NO_TOKEN, offset, token ? 0 : this.padTo), (m) => {
+    this.request(to, GET, (hi, lo) => copyOut(native.dhtEncodeGetInto(hi, lo, kind, key, token ?? NO_TOKEN, offset, token ? 0 : this.padTo, encodeScratch)), (m) => {
       if (m) {
         this.setToken(to, m.token)
         this.observed.delete(to.key)
