@@ -24,7 +24,7 @@ const NO_IDS = Buffer.alloc(0)
 export class Answer {
   /** 2 REPLY, 3 ANNOUNCE, 6 ACK, 7 NOTIFY; 0 malformed (or another type). */
   readonly kind: number
-  /** Words 1..18 of the table (see `dhtParse`); the records' offsets after them. */
+  /** The table (see `dhtParse`): 19 words, then the records' offsets. */
   readonly #w: number[]
   /** The topic records' node ids, 32 bytes each (a buffer of this answer's). */
   readonly peerIds: Buffer

@@ -11,7 +11,7 @@
  * ```
  *
  * ## Bindings
- * - bindTo `send` (the layer below Kademlia: Noise, ReliableUdp or the transport) and `closest`
+ * - bindTo `send` (the layer below Kademlia: Noise, ReliableUdp or the transport) and `closestRows`
  *   (Kademlia's routing table: the seeds of every query and the nodes a GET's reply names).
  * - bindFrom `onMessage`: datagrams of tag {@link TAG_DHT} are the DHT's; every other one is passed
  *   up unchanged.
@@ -19,8 +19,9 @@
  * ## The parts
  * The answering side (decode, tokens, rate limits, signature checks, the bounded store, NOTIFY) is
  * one native call per datagram (`DhtServer`, `deccom-core::dht`); the iterative query reuses the
- * native Kademlia lookup state machine (`core.ts`); `topic.ts` joins topics, `values.ts` puts and
- * gets values.
+ * native Kademlia lookup state machine (`core.ts`); answers are read in place (`answer.ts`);
+ * `topic.ts` joins topics, `values.ts` puts and gets values. On a plain [Dht, Kademlia,
+ * UdpTransport] stack the socket answers GETs itself (`attachNativeResponder`, docs/dht.md).
  */
 export { Dht } from './layer'
 export { Topic } from './topic'
