@@ -277,9 +277,9 @@ export class UdpTransport extends Protocol {
   /**
    * @internal The socket answers DHT GETs (datagrams of `tag`) in its receive path with `server`
    * (a DhtServer) and `table` (the KadTable whose up to `nodes` closest nodes the answers list),
-   * without calling JavaScript; `now` is the layers' clock (ms) at this moment. False when the socket cannot (a
-   * native stage attached, or not on Unix): the DHT layer then answers as before. See
-   * `crates/deccom-napi/src/socket/responder.rs`.
+   * without calling JavaScript; `now` is the layers' clock (ms) at this moment. False when the
+   * socket cannot (a native stage attached, or not on Unix): the DHT layer then answers as
+   * before. See `crates/deccom-napi/src/socket/responder.rs`.
    */
   attachDhtResponder(server: unknown, table: unknown, tag: number, nodes: number, now: number): boolean {
     if (this.#sock === null) return false

@@ -260,10 +260,39 @@ fn set_rid(d: &mut DhtDecoded, rid: u64) {
   d.request_lo = rid as u32;
 }
 
+// What a record of an answer must be to count (both readers, `dhtDecode` and `dhtParse`, apply
+// these; a record that fails is counted in `badRecords` and left out).
+
+/// A REPLY's topic record: one whole announce record.
+fn whole_announce(r: &[u8]) -> Option<AnnounceRecord> {
+  match AnnounceRecord::decode(r) {
+    Ok((rec, n)) if n == r.len() => Some(rec),
+    _ => None,
+  }
+}
+
+/// An announce record that counts: a TTL, and a signature over `topic`.
+fn announce_ok(rec: &AnnounceRecord, topic: &[u8; 32]) -> bool {
+  rec.ttl != 0 && rec.verify(topic)
+}
+
+/// An immutable value stored under `key`.
+fn immutable_ok(r: &[u8], key: &[u8; 32]) -> bool {
+  r.len() <= MAX_VALUE_LEN && immutable_key(r) == *key
+}
+
+/// A mutable record stored under `key`: whole and signed.
+fn mutable_of(r: &[u8], key: &[u8; 32]) -> Option<MutableRecord> {
+  match MutableRecord::decode(r) {
+    Ok((rec, n)) if n == r.len() && rec.key() == *key && rec.verify() => Some(rec),
+    _ => None,
+  }
+}
+
 fn put_announces<'a>(d: &mut DhtDecoded, topic: &[u8; 32], recs: impl Iterator<Item = &'a AnnounceRecord>) {
   let (mut ids, mut idents, mut addrs) = (Vec::new(), Vec::new(), Vec::new());
   for r in recs {
-    if r.ttl == 0 || !r.verify(topic) {
+    if !announce_ok(r, topic) {
       d.bad_records += 1;
       continue;
     }
@@ -321,7 +350,7 @@ impl Layout<'_> {
   /// An announce record at `at` checked against `topic` (`dhtDecode`'s rule: a zero TTL or a
   /// signature that does not verify fails).
   fn check_announce(&mut self, at: usize, rec: &AnnounceRecord, topic: &[u8; 32]) {
-    if rec.ttl == 0 || !rec.verify(topic) || !self.announce(at, rec) {
+    if !announce_ok(rec, topic) || !self.announce(at, rec) {
       self.out[8] += 1;
     }
   }
@@ -362,20 +391,20 @@ pub fn dht_parse(data: &[u8], mut out: Uint32ArraySlice, mut ids: BufferSlice) -
       for r in &records {
         let at = offset_in(data, r) as usize;
         match kind {
-          Kind::Topic => match AnnounceRecord::decode(r) {
-            Ok((rec, n)) if n == r.len() => l.check_announce(at, &rec, &key),
-            _ => l.out[8] += 1,
+          Kind::Topic => match whole_announce(r) {
+            Some(rec) => l.check_announce(at, &rec, &key),
+            None => l.out[8] += 1,
           },
           Kind::Immutable => {
-            if r.len() <= MAX_VALUE_LEN && immutable_key(r) == key && l.out[10] == 0 {
+            if immutable_ok(r, &key) && l.out[10] == 0 {
               l.out[10] = at as u32;
               l.out[11] = r.len() as u32;
             } else {
               l.out[8] += 1;
             }
           }
-          Kind::Mutable => match MutableRecord::decode(r) {
-            Ok((rec, n)) if n == r.len() && rec.key() == key && rec.verify() && l.out[10] == 0 => {
+          Kind::Mutable => match mutable_of(r, &key) {
+            Some(rec) if l.out[10] == 0 => {
               let salt_at = at + 33;
               let value_at = salt_at + rec.salt.len() + 10;
               l.out[10] = value_at as u32;
@@ -460,16 +489,16 @@ pub fn dht_decode(data: &[u8]) -> DhtDecoded {
         Kind::Topic => {
           let mut recs = Vec::with_capacity(records.len());
           for r in &records {
-            match AnnounceRecord::decode(r) {
-              Ok((rec, n)) if n == r.len() => recs.push(rec),
-              _ => d.bad_records += 1,
+            match whole_announce(r) {
+              Some(rec) => recs.push(rec),
+              None => d.bad_records += 1,
             }
           }
           put_announces(&mut d, &key, recs.iter());
         }
         Kind::Immutable => {
           for r in &records {
-            if r.len() <= MAX_VALUE_LEN && immutable_key(r) == key && d.value.is_none() {
+            if immutable_ok(r, &key) && d.value.is_none() {
               d.value = Some(r.to_vec().into());
             } else {
               d.bad_records += 1;
@@ -478,8 +507,8 @@ pub fn dht_decode(data: &[u8]) -> DhtDecoded {
         }
         Kind::Mutable => {
           for r in &records {
-            match MutableRecord::decode(r) {
-              Ok((rec, n)) if n == r.len() && rec.key() == key && rec.verify() && d.value.is_none() => put_mutable(&mut d, &rec),
+            match mutable_of(r, &key) {
+              Some(rec) if d.value.is_none() => put_mutable(&mut d, &rec),
               _ => d.bad_records += 1,
             }
           }
@@ -538,9 +567,14 @@ pub fn dht_decode(data: &[u8]) -> DhtDecoded {
 /// GET of `key` (kind 1 topic, 2 immutable, 3 mutable), zero-padded to `padTo` bytes.
 #[napi]
 pub fn dht_encode_get(hi: u32, lo: u32, kind: u32, key: &[u8], token: &[u8], offset: u32, pad_to: u32) -> Result<Buffer> {
+  Ok(get_bytes(hi, lo, kind, key, token, offset, pad_to)?.into())
+}
+
+/// A GET's bytes (what `dhtEncodeGet` and `dhtEncodeGetInto` return).
+fn get_bytes(hi: u32, lo: u32, kind: u32, key: &[u8], token: &[u8], offset: u32, pad_to: u32) -> Result<Vec<u8>> {
   let k = kind_of(kind)?;
   let off = u16::try_from(offset).map_err(|_| coded(Code::InvalidArgument, "offset must be < 65536"))?;
-  Ok(wire::encode_get(rid(hi, lo), k, &arr(key, "a key")?, &arr::<TOKEN_LEN>(token, "a token")?, off, pad_to as usize).into())
+  Ok(wire::encode_get(rid(hi, lo), k, &arr(key, "a key")?, &arr::<TOKEN_LEN>(token, "a token")?, off, pad_to as usize))
 }
 
 /// `dhtEncodeGet` into `out` (a caller's scratch buffer); returns the length, or -1 when `out`
@@ -551,9 +585,7 @@ pub fn dht_encode_get(hi: u32, lo: u32, kind: u32, key: &[u8], token: &[u8], off
 #[napi]
 #[allow(clippy::too_many_arguments)]
 pub fn dht_encode_get_into(hi: u32, lo: u32, kind: u32, key: &[u8], token: &[u8], offset: u32, pad_to: u32, mut out: BufferSlice) -> Result<i32> {
-  let k = kind_of(kind)?;
-  let off = u16::try_from(offset).map_err(|_| coded(Code::InvalidArgument, "offset must be < 65536"))?;
-  let v = wire::encode_get(rid(hi, lo), k, &arr(key, "a key")?, &arr::<TOKEN_LEN>(token, "a token")?, off, pad_to as usize);
+  let v = get_bytes(hi, lo, kind, key, token, offset, pad_to)?;
   let out: &mut [u8] = &mut out;
   let Some(dst) = out.get_mut(..v.len()) else { return Ok(-1) };
   dst.copy_from_slice(&v);

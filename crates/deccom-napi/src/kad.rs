@@ -40,12 +40,9 @@ fn ms_duration(ms: f64) -> Duration {
 /// Bytes per row of `KadTable.closestRows`: an id and an 18-byte address.
 pub(crate) const ROW_LEN: usize = 32 + deccom_core::wire::RAW_ADDR_LEN;
 
-/// The UDP address of an encoded peer record (one the table encoded itself: well-formed), in
-/// the 18-byte form; `None` if it cannot be read.
+/// The UDP address of a record the table encoded, in the 18-byte form.
 fn udp_raw(record: &[u8]) -> Option<[u8; deccom_core::wire::RAW_ADDR_LEN]> {
-  let len = usize::from(u16::from_be_bytes([*record.get(34)?, *record.get(35)?]));
-  let mut r = deccom_core::wire::Reader::new(record.get(36 + len..)?);
-  deccom_core::wire::decode_socket_addr(&mut r).ok().map(deccom_core::wire::encode_raw_addr)
+  PeerRecord::udp_of(record).map(deccom_core::wire::encode_raw_addr)
 }
 
 /// Encoded records up to this size (an Ed25519 identity with an IPv4 address, a TCP port and an

@@ -246,6 +246,21 @@ impl PeerRecord {
         };
         Ok((record, r.position()))
     }
+
+    /// The UDP address of an encoded record this process made or already decoded (a routing
+    /// table's copy): read where the layout puts it, without checking the identity again. `None`
+    /// when the bytes are not laid out as a record (the version, the lengths or the address).
+    #[must_use]
+    pub fn udp_of(encoded: &[u8]) -> Option<SocketAddr> {
+        let mut r = Reader::new(encoded);
+        if r.u8().ok()? != VERSION {
+            return None;
+        }
+        r.take(1 + 32).ok()?;
+        let identity_len = usize::from(r.u16_be().ok()?);
+        r.take(identity_len).ok()?;
+        decode_socket_addr(&mut r).ok()
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +293,17 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn udp_of_reads_the_udp_address_of_every_record() {
+        for rec in samples() {
+            assert_eq!(PeerRecord::udp_of(&rec.encode()), Some(rec.udp));
+        }
+        assert_eq!(PeerRecord::udp_of(&[]), None);
+        let mut wrong = samples()[0].encode();
+        wrong[0] = 2;
+        assert_eq!(PeerRecord::udp_of(&wrong), None);
     }
 
     #[test]
