@@ -58,20 +58,54 @@ export declare class Impairment {
   stats(): ImpairCounters
 }
 
-/** One iterative lookup (see `deccom_core::kad::lookup`); peers are identified by id. */
+/**
+ * One iterative lookup (see `deccom_core::kad::lookup`). Its candidates are peer records: the
+ * table's entries closest to the target, records the caller adds (`addSeed`), and the records of
+ * the NODES answers it is given (`onAnswer`), kept here (no JavaScript object per candidate); a
+ * query names the candidate's id and UDP address.
+ */
 export declare class KadLookup {
   /**
    * A lookup for `target` from `seeds`: ids, 32 bytes each, back to back — or, with
    * `seedStride` (at least 32), one id at the start of every `seedStride` bytes (the rows of
-   * `KadTable.closestRows`, 50 bytes each).
+   * `KadTable.closestRows`, 50 bytes each). Its candidates are ids only: the caller knows where
+   * they are (`next` writes no address; answers come through `onSuccess`).
    */
   constructor(target: Uint8Array, seeds: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number, seedStride?: number | undefined | null)
-  /** 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished. */
-  next(now: number, out: Buffer): number
+  /**
+   * A lookup for `target` whose candidates are peer records: first the up to `k` entries of
+   * `table` closest to it (without the one with id `exclude`, if given: findPeer's target, asked
+   * apart); `addSeed` and `onAnswer` add more.
+   */
+  static fromTable(table: KadTable, target: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number, exclude?: Uint8Array | undefined | null): KadLookup
+  /**
+   * Adds a candidate of depth 0 from its encoded peer record (at the address the record names).
+   * False when it is no new candidate (known, our own, or farther than every candidate of a
+   * full lookup).
+   *
+   * # Errors
+   * `ERR_DECCOM_RECORD_*` for a malformed record.
+   */
+  addSeed(record: Uint8Array): boolean
+  /**
+   * 0: query the peer whose id was written into `outId` (32 bytes) — and, given `outAddr`, whose
+   * UDP address (of its record) into `outAddr` (18-byte form); 1: wait; 2: finished.
+   */
+  next(now: number, outId: Buffer, outAddr?: Buffer | undefined | null): number
+  /** `peer` answered naming `closer` ids (32 bytes each, back to back), candidates known by id. */
+  onSuccess(peer: Uint8Array, closer: Uint8Array): boolean
   /** When the earliest query in flight times out (caller's clock), or null. */
   pollTimeout(): number | null
-  /** `peer` answered with `closer` ids (32 bytes each, back to back). */
-  onSuccess(peer: Uint8Array, closer: Uint8Array): boolean
+  /**
+   * `peer` answered with the NODES message `data`, which `kadParse` validated and described in
+   * `layout` (its words for these bytes: the records are read where they say, not checked
+   * again). The records it names become candidates (not our own; not the target's when
+   * `stopAtTarget`: findPeer asks the target apart), and `table` remembers that the node at
+   * `teller` (18-byte form) named each of their addresses. Returns the index of the first record
+   * naming the target when `stopAtTarget` (1..), 0 when none does, -1 when `peer` was not in
+   * flight (nothing added).
+   */
+  onAnswer(table: KadTable, peer: Uint8Array, data: Uint8Array, layout: Uint32Array, teller: Uint8Array, stopAtTarget: boolean): number
   /** The query to `peer` failed. */
   onFailure(peer: Uint8Array): boolean
   /** Depth of a candidate (0 = seed), or -1. */
@@ -84,6 +118,8 @@ export declare class KadLookup {
   dispose(): void
   /** The k closest peers that answered, ids back to back. */
   closest(): Buffer
+  /** The k closest peers that answered, their encoded peer records back to back. */
+  closestRecords(): Buffer
   /** Counters, and the hop count (rounds). */
   stats(): KadLookupStats
 }
@@ -169,6 +205,13 @@ export declare class KadTable {
   randomIdInBucket(index: number, random: Uint8Array): Buffer
   /** The bucket of `id`, or -1 for the local id. */
   bucketOf(id: Uint8Array): number
+  /**
+   * The address of the node whose NODES answer (to one of our lookups) named `addr` (18-byte
+   * form) last, in the 18-byte form, or null (see `deccom_core::kad::tellers`).
+   */
+  tellerOf(addr: Uint8Array): Buffer | null
+  /** Addresses `tellerOf` remembers. */
+  get tellersSize(): number
   /**
    * A FIND_NODE for `target` carrying our record, padded to `padTo` bytes; with `ephemeral`,
    * flagged as from a node that is not to be added to routing tables.

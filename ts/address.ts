@@ -168,6 +168,21 @@ export function ipv4Address(a: number, b: number, c: number, d: number, port: nu
   return addr
 }
 
+/**
+ * @internal The Address of an 18-byte raw address ({@link Address.raw}: IPv6, an IPv4 address
+ * IPv4-mapped, then the port); an IPv4 one is interned ({@link ipv4Address}).
+ * @throws ERR_DECCOM_INVALID_ADDRESS
+ */
+export function fromRawAddress(raw: Uint8Array): Address {
+  const port = (raw[16]! << 8) | raw[17]!
+  let v4 = raw[10] === 0xff && raw[11] === 0xff
+  for (let i = 0; i < 10 && v4; i++) if (raw[i] !== 0) v4 = false
+  if (v4) return ipv4Address(raw[12]!, raw[13]!, raw[14]!, raw[15]!, port)
+  const groups: string[] = []
+  for (let i = 0; i < 16; i += 2) groups.push(((raw[i]! << 8) | raw[i + 1]!).toString(16))
+  return toAddress(groups.join(':'), port)
+}
+
 /** Remembers the address a `"host:port"` text parsed to (bounded like the address cache). */
 function remember(text: string, addr: Address): void {
   if (byText.size >= MAX_CACHE) byText.clear()

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
 use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
+use deccom_core::kad::tellers::Tellers;
 use deccom_core::kad::wire::{self, Message};
 use deccom_core::wire::peer_record::PeerRecord;
 use deccom_core::{NodeId, PublicIdentity};
@@ -58,13 +59,17 @@ enum Encoded {
 
 impl Encoded {
   fn new(record: &PeerRecord) -> Encoded {
-    let v = record.encode();
+    Encoded::from_bytes(&record.encode())
+  }
+
+  /// A record already encoded (and validated).
+  fn from_bytes(v: &[u8]) -> Encoded {
     if v.len() <= INLINE_RECORD {
       let mut bytes = [0u8; INLINE_RECORD];
-      bytes[..v.len()].copy_from_slice(&v);
+      bytes[..v.len()].copy_from_slice(v);
       Encoded::Inline { len: v.len() as u8, bytes }
     } else {
-      Encoded::Heap(v.into_boxed_slice())
+      Encoded::Heap(v.into())
     }
   }
 
@@ -114,7 +119,12 @@ pub struct KadTable {
   scratch: Vec<(u64, u32)>,
   /// Reused by the `*Into` encoders.
   bytes: Vec<u8>,
+  /// Who named whom in the answers our lookups received (see `KadLookup.onAnswer`).
+  tellers: Tellers,
 }
+
+/// Addresses `KadTable.tellerOf` remembers, at most.
+const MAX_TELLERS: usize = 8192;
 
 impl KadTable {
   /// `closestRows` (see there) without the JavaScript values: what it and the socket's DHT GET
@@ -149,7 +159,7 @@ impl KadTable {
       return Err(coded(Code::InvalidArgument, format!("k must be 1..={}, got {k}", wire::MAX_NODES)));
     }
     let config = TableConfig { k: k as usize, max_replacements: max_replacements as usize };
-    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048) })
+    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048), tellers: Tellers::new(MAX_TELLERS) })
   }
 
   /// Entries in the table.
@@ -325,6 +335,20 @@ impl KadTable {
     Ok(self.table.bucket_index(&id).map_or(-1, |b| b as i32))
   }
 
+  /// The address of the node whose NODES answer (to one of our lookups) named `addr` (18-byte
+  /// form) last, in the 18-byte form, or null (see `deccom_core::kad::tellers`).
+  #[napi]
+  pub fn teller_of(&self, addr: &[u8]) -> Option<Buffer> {
+    let addr = deccom_core::wire::decode_raw_addr(addr)?;
+    self.tellers.teller_of(&addr).map(|t| deccom_core::wire::encode_raw_addr(t).to_vec().into())
+  }
+
+  /// Addresses `tellerOf` remembers.
+  #[napi(getter)]
+  pub fn tellers_size(&self) -> u32 {
+    self.tellers.len() as u32
+  }
+
   /// A FIND_NODE for `target` carrying our record, padded to `padTo` bytes; with `ephemeral`,
   /// flagged as from a node that is not to be added to routing tables.
   #[napi]
@@ -402,11 +426,25 @@ pub struct KadLookupStats {
   pub rounds: u32,
 }
 
-/// One iterative lookup (see `deccom_core::kad::lookup`); peers are identified by id.
+/// One iterative lookup (see `deccom_core::kad::lookup`). Its candidates are peer records: the
+/// table's entries closest to the target, records the caller adds (`addSeed`), and the records of
+/// the NODES answers it is given (`onAnswer`), kept here (no JavaScript object per candidate); a
+/// query names the candidate's id and UDP address.
 #[napi]
 pub struct KadLookup {
-  lookup: Lookup<()>,
+  /// Candidates' values index `records`.
+  lookup: Lookup<u32>,
+  records: Vec<Encoded>,
+  /// Our own id (never a candidate).
+  own: NodeId,
   clock: JsClock,
+}
+
+/// The value of a candidate known by its id only.
+const NO_RECORD: u32 = u32::MAX;
+
+fn lookup_config(alpha: u32, k: u32, query_timeout_ms: f64) -> LookupConfig {
+  LookupConfig { alpha: alpha as usize, k: k as usize, query_timeout: ms_duration(query_timeout_ms), max_candidates: 8 * k.max(1) as usize }
 }
 
 /// `KadLookup.next` results.
@@ -414,15 +452,24 @@ const QUERY: u32 = 0;
 const WAIT: u32 = 1;
 const FINISHED: u32 = 2;
 
-fn ids(b: &[u8]) -> impl Iterator<Item = (NodeId, ())> + '_ {
-  b.chunks_exact(32).map(|c| (c.try_into().expect("32 bytes"), ()))
+/// Layout words of `kadParse` the lookup reads: the count of NODES records, and each record's
+/// offset (the first of its five words, from word 8).
+const PARSE_COUNT: usize = 4;
+const PARSE_RECORDS: usize = 8;
+
+impl KadLookup {
+  fn keep(&mut self, record: &[u8]) -> u32 {
+    self.records.push(Encoded::from_bytes(record));
+    (self.records.len() - 1) as u32
+  }
 }
 
 #[napi]
 impl KadLookup {
   /// A lookup for `target` from `seeds`: ids, 32 bytes each, back to back — or, with
   /// `seedStride` (at least 32), one id at the start of every `seedStride` bytes (the rows of
-  /// `KadTable.closestRows`, 50 bytes each).
+  /// `KadTable.closestRows`, 50 bytes each). Its candidates are ids only: the caller knows where
+  /// they are (`next` writes no address; answers come through `onSuccess`).
   #[napi(constructor)]
   pub fn new(target: &[u8], seeds: &[u8], alpha: u32, k: u32, query_timeout_ms: f64, now: f64, seed_stride: Option<u32>) -> Result<KadLookup> {
     let target = node_id(target)?;
@@ -430,24 +477,78 @@ impl KadLookup {
     if stride < 32 {
       return Err(coded(Code::InvalidArgument, format!("seedStride must be at least 32, got {stride}")));
     }
-    let config = LookupConfig { alpha: alpha as usize, k: k as usize, query_timeout: ms_duration(query_timeout_ms), max_candidates: 8 * k.max(1) as usize };
-    let seeds = seeds.chunks_exact(stride).map(|c| (c[..32].try_into().expect("32 bytes"), ()));
-    Ok(KadLookup { lookup: Lookup::new(target, seeds, config), clock: JsClock::new(now) })
+    let seeds = seeds.chunks_exact(stride).map(|c| (c[..32].try_into().expect("32 bytes"), NO_RECORD));
+    Ok(KadLookup { lookup: Lookup::new(target, seeds, lookup_config(alpha, k, query_timeout_ms)), records: Vec::new(), own: [0; 32], clock: JsClock::new(now) })
   }
 
-  /// 0: query the peer whose id was written into `out` (32 bytes); 1: wait; 2: finished.
-  #[napi]
-  pub fn next(&mut self, now: f64, mut out: BufferSlice) -> u32 {
-    match self.lookup.next(self.clock.at(now)) {
-      LookupAction::Query(id, ()) => {
-        if let Some(o) = out.get_mut(..32) {
-          o.copy_from_slice(&id);
-        }
-        QUERY
+  /// A lookup for `target` whose candidates are peer records: first the up to `k` entries of
+  /// `table` closest to it (without the one with id `exclude`, if given: findPeer's target, asked
+  /// apart); `addSeed` and `onAnswer` add more.
+  #[napi(factory)]
+  pub fn from_table(table: &mut KadTable, target: &[u8], alpha: u32, k: u32, query_timeout_ms: f64, now: f64, exclude: Option<&[u8]>) -> Result<KadLookup> {
+    let target = node_id(target)?;
+    let exclude: Option<NodeId> = exclude.map(node_id).transpose()?;
+    let mut seeds: Vec<(NodeId, u32)> = Vec::with_capacity(k as usize);
+    let mut records = Vec::with_capacity(4 * k as usize);
+    table.table.for_each_closest(&target, k as usize, &mut table.scratch, |e| {
+      if exclude.as_ref() == Some(&e.id) {
+        return;
       }
-      LookupAction::Wait => WAIT,
-      LookupAction::Finished => FINISHED,
+      records.push(e.value.encoded.clone());
+      seeds.push((e.id, (records.len() - 1) as u32));
+    });
+    Ok(KadLookup { lookup: Lookup::new(target, seeds, lookup_config(alpha, k, query_timeout_ms)), records, own: table.own.id, clock: JsClock::new(now) })
+  }
+
+  /// Adds a candidate of depth 0 from its encoded peer record (at the address the record names).
+  /// False when it is no new candidate (known, our own, or farther than every candidate of a
+  /// full lookup).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_RECORD_*` for a malformed record.
+  #[napi]
+  pub fn add_seed(&mut self, record: &[u8]) -> Result<bool> {
+    let (rec, len) = PeerRecord::decode(record).map_err(core)?;
+    if rec.id == self.own || !self.lookup.wants(&rec.id) {
+      return Ok(false);
     }
+    let v = self.keep(&record[..len]);
+    Ok(self.lookup.offer(rec.id, 0, || v))
+  }
+
+  /// 0: query the peer whose id was written into `outId` (32 bytes) — and, given `outAddr`, whose
+  /// UDP address (of its record) into `outAddr` (18-byte form); 1: wait; 2: finished.
+  #[napi]
+  pub fn next(&mut self, now: f64, mut out_id: BufferSlice, out_addr: Option<BufferSlice>) -> u32 {
+    let mut out_addr = out_addr;
+    loop {
+      match self.lookup.next(self.clock.at(now)) {
+        LookupAction::Query(id, v) => {
+          if let Some(oa) = out_addr.as_mut() {
+            let udp = self.records.get(v as usize).and_then(|r| PeerRecord::udp_of(r.as_slice()));
+            let (Some(udp), Some(oa)) = (udp, oa.get_mut(..deccom_core::wire::RAW_ADDR_LEN)) else {
+              // A candidate without a record this lookup kept (they were all decoded): never queried.
+              self.lookup.on_failure(&id);
+              continue;
+            };
+            oa.copy_from_slice(&deccom_core::wire::encode_raw_addr(udp));
+          }
+          if let Some(o) = out_id.get_mut(..32) {
+            o.copy_from_slice(&id);
+          }
+          return QUERY;
+        }
+        LookupAction::Wait => return WAIT,
+        LookupAction::Finished => return FINISHED,
+      }
+    }
+  }
+
+  /// `peer` answered naming `closer` ids (32 bytes each, back to back), candidates known by id.
+  #[napi]
+  pub fn on_success(&mut self, peer: &[u8], closer: &[u8]) -> Result<bool> {
+    let peer = node_id(peer)?;
+    Ok(self.lookup.on_success(&peer, closer.chunks_exact(32).map(|c| (c.try_into().expect("32 bytes"), NO_RECORD))))
   }
 
   /// When the earliest query in flight times out (caller's clock), or null.
@@ -456,11 +557,50 @@ impl KadLookup {
     self.lookup.poll_timeout().map(|t| self.clock.ms(t))
   }
 
-  /// `peer` answered with `closer` ids (32 bytes each, back to back).
+  /// `peer` answered with the NODES message `data`, which `kadParse` validated and described in
+  /// `layout` (its words for these bytes: the records are read where they say, not checked
+  /// again). The records it names become candidates (not our own; not the target's when
+  /// `stopAtTarget`: findPeer asks the target apart), and `table` remembers that the node at
+  /// `teller` (18-byte form) named each of their addresses. Returns the index of the first record
+  /// naming the target when `stopAtTarget` (1..), 0 when none does, -1 when `peer` was not in
+  /// flight (nothing added).
   #[napi]
-  pub fn on_success(&mut self, peer: &[u8], closer: &[u8]) -> Result<bool> {
+  pub fn on_answer(&mut self, table: &mut KadTable, peer: &[u8], data: &[u8], layout: Uint32Array, teller: &[u8], stop_at_target: bool) -> Result<i32> {
     let peer = node_id(peer)?;
-    Ok(self.lookup.on_success(&peer, ids(closer)))
+    let teller = deccom_core::wire::decode_raw_addr(teller);
+    let Some(depth) = self.lookup.answered(&peer) else { return Ok(-1) };
+    let words: &[u32] = &layout;
+    let count = words.get(PARSE_COUNT).map_or(0, |&c| c as usize).min(wire::MAX_NODES);
+    let target = *self.lookup.target();
+    let mut found = 0;
+    for i in 1..=count {
+      let Some(&at) = words.get(PARSE_RECORDS + 5 * i) else { break };
+      let Some(rest) = data.get(at as usize..) else { break };
+      let Some(len) = PeerRecord::encoded_len_of(rest) else { break };
+      let record = &rest[..len];
+      let id: NodeId = record[2..34].try_into().expect("a record holds its id");
+      if id == self.own {
+        continue;
+      }
+      if let (Some(teller), Some(udp)) = (teller, PeerRecord::udp_of(record)) {
+        table.tellers.told(udp, teller);
+        if let Some(ext) = PeerRecord::external_of(record).filter(|e| *e != udp) {
+          table.tellers.told(ext, teller);
+        }
+      }
+      if stop_at_target && id == target {
+        if found == 0 {
+          found = i as i32;
+        }
+        continue;
+      }
+      let records = &mut self.records;
+      self.lookup.offer(id, depth, || {
+        records.push(Encoded::from_bytes(record));
+        (records.len() - 1) as u32
+      });
+    }
+    Ok(found)
   }
 
   /// The query to `peer` failed.
@@ -483,14 +623,27 @@ impl KadLookup {
   #[napi]
   pub fn dispose(&mut self) {
     self.lookup.release();
+    self.records = Vec::new();
   }
 
   /// The k closest peers that answered, ids back to back.
   #[napi]
   pub fn closest(&self) -> Buffer {
     let mut out = Vec::with_capacity(32 * 20);
-    for (id, ()) in self.lookup.closest() {
+    for (id, _) in self.lookup.closest() {
       out.extend_from_slice(&id);
+    }
+    out.into()
+  }
+
+  /// The k closest peers that answered, their encoded peer records back to back.
+  #[napi]
+  pub fn closest_records(&self) -> Buffer {
+    let mut out = Vec::with_capacity(90 * 20);
+    for (_, v) in self.lookup.closest() {
+      if let Some(r) = self.records.get(v as usize) {
+        out.extend_from_slice(r.as_slice());
+      }
     }
     out.into()
   }

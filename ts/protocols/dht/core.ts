@@ -3,7 +3,7 @@
  * requests and their matching, and the iterative query toward a key.
  */
 import type { Address } from '../../address'
-import { ipv4Address, toAddress } from '../../address'
+import { fromRawAddress } from '../../address'
 import type { Clock, TimerHandle } from '../../clock'
 import { abortable } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
@@ -327,7 +327,7 @@ export class DhtCore {
                 if (!cands.has(rows, at)) {
                   let address: Address
                   try {
-                    address = fromRaw(rows.subarray(at + 32, at + ROW))
+                    address = fromRawAddress(rows.subarray(at + 32, at + ROW))
                   } catch {
                     continue
                   }
@@ -370,7 +370,7 @@ function seed(cands: IdMap<QueryNode>, rows: Buffer, id: Buffer): QueryNode | un
     if (!sameId(id, rows, at)) continue
     let address: Address
     try {
-      address = fromRaw(rows.subarray(at + 32, at + ROW))
+      address = fromRawAddress(rows.subarray(at + 32, at + ROW))
     } catch {
       return undefined
     }
@@ -379,17 +379,6 @@ function seed(cands: IdMap<QueryNode>, rows: Buffer, id: Buffer): QueryNode | un
     return node
   }
   return undefined
-}
-
-/** The Address of an 18-byte raw address. @throws ERR_DECCOM_INVALID_ADDRESS */
-export function fromRaw(raw: Buffer): Address {
-  const port = raw.readUInt16BE(16)
-  let v4 = raw[10] === 0xff && raw[11] === 0xff
-  for (let i = 0; i < 10 && v4; i++) if (raw[i] !== 0) v4 = false
-  if (v4) return ipv4Address(raw[12]!, raw[13]!, raw[14]!, raw[15]!, port)
-  const groups: string[] = []
-  for (let i = 0; i < 16; i += 2) groups.push(raw.readUInt16BE(i).toString(16))
-  return toAddress(groups.join(':'), port)
 }
 
 /** A 32-byte key from a Buffer or 64 hex digits. */

@@ -1,6 +1,7 @@
 /** DHT — the layer (see `index.ts` for the protocol, `core.ts` for its parts). */
 import { randomBytes } from 'node:crypto'
 import type { Address } from '../../address'
+import { fromRawAddress } from '../../address'
 import { type TimerHandle, realClock } from '../../clock'
 import type { AbortOptions } from '../../abort'
 import { DeccomError, ErrorCode } from '../../errors'
@@ -9,7 +10,7 @@ import { native } from '../../native'
 import { Peer } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
-import { ACK, ANNOUNCE, type DhtOptions, DhtCore, GET, KIND_TOPIC, NOTIFY, NO_TOKEN, REPLY, REPLY_NODES, TAG_DHT, fromRaw, toKey } from './core'
+import { ACK, ANNOUNCE, type DhtOptions, DhtCore, GET, KIND_TOPIC, NOTIFY, NO_TOKEN, REPLY, REPLY_NODES, TAG_DHT, toKey } from './core'
 import { Answer } from './answer'
 import { type JoinOptions, Topic, type TopicHost } from './topic'
 import { type GetMutableOptions, type MutableValue, type PutMutableOptions, type PutMutableResult, type PutResult, getImmutable, getMutable, putImmutable, putMutable } from './values'
@@ -169,7 +170,7 @@ export class Dht extends Protocol {
         const hex = m.peerIds!.toString('hex', 32 * i, 32 * i + 32)
         if (found.has(hex)) continue
         try {
-          const a = fromRaw(m.peerAddr(i))
+          const a = fromRawAddress(m.peerAddr(i))
           found.set(hex, new Peer(a, m.peerIds.subarray(32 * i, 32 * i + 32), Buffer.from(m.peerIdentity(i))))
         } catch {
           this.count('dropped_bad_address')
@@ -303,7 +304,7 @@ export class Dht extends Protocol {
     if (h.notify && h.notifyTo) {
       for (let i = 0; i + 18 <= h.notifyTo.length; i += 18) {
         try {
-          this.sendControl(fromRaw(h.notifyTo.subarray(i, i + 18)), h.notify, 'notifies_sent')
+          this.sendControl(fromRawAddress(h.notifyTo.subarray(i, i + 18)), h.notify, 'notifies_sent')
         } catch {
           this.count('dropped_bad_address')
         }

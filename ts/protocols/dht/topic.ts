@@ -6,12 +6,13 @@
  */
 import { EventEmitter } from 'node:events'
 import type { Address } from '../../address'
+import { fromRawAddress } from '../../address'
 import type { TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode, abortError } from '../../errors'
 import type { Identity } from '../../identity'
 import { native } from '../../native'
 import { Peer } from '../../peer'
-import { ACK, ANNOUNCE, type Decoded, type DhtCore, KIND_TOPIC, NO_TOKEN, type QueryNode, fromRaw } from './core'
+import { ACK, ANNOUNCE, type Decoded, type DhtCore, KIND_TOPIC, NO_TOKEN, type QueryNode } from './core'
 import { sameId } from '../kademlia/id-map'
 
 /** Options of `join`. */
@@ -117,7 +118,7 @@ export class Topic extends EventEmitter<TopicEvents> {
       if (sameId(this.#host.core.selfId, ids, 32 * i) || this.#peers.has(hex)) continue
       let address: Address
       try {
-        address = fromRaw(m.peerAddr(i))
+        address = fromRawAddress(m.peerAddr(i))
       } catch {
         this.#host.count('dropped_bad_address')
         continue

@@ -1,6 +1,6 @@
 /** Kademlia — the layer (see `index.ts` for the protocol, `state.ts` for its parts). */
 import type { Address, AddressLike } from '../../address'
-import { toAddress } from '../../address'
+import { fromRawAddress, toAddress } from '../../address'
 import type { TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { Identity } from '../../identity'
@@ -157,7 +157,7 @@ export class Kademlia extends Protocol {
       const run = startLookup(
         this.#s,
         id,
-        stopAtTarget ? hex : null,
+        stopAtTarget,
         [],
         (r) => {
           cleanup()
@@ -190,7 +190,8 @@ export class Kademlia extends Protocol {
    * `addr`, so it can introduce us: HolePuncher.connect(target) asks this), or null.
    */
   introducerOf(addr: AddressLike): Address | null {
-    return this.#s.toldBy.peek(toAddress(addr).key)?.teller ?? null
+    const teller = this.#s.table?.tellerOf(toAddress(addr).raw)
+    return teller ? fromRawAddress(teller) : null
   }
 
   /** The peer with node id `id` if it is in the routing table (no network traffic), else undefined. */
@@ -267,7 +268,7 @@ export class Kademlia extends Protocol {
     const s = this.#s
     return {
       ...this.counters, table_size: this.size, pending_requests: s.pending.size, lookups_running: s.runs.size, query_srtt_ms: s.querySrtt, lookup_patience_ms: patience(s),
-      known_ids: s.byId.size, told_by_size: s.toldBy.size, verified_size: s.verified.size, verified_by_size: s.verifiedBy.size, ...budgetSizes(s),
+      known_ids: s.byId.size, told_by_size: s.table?.tellersSize ?? 0, verified_size: s.verified.size, verified_by_size: s.verifiedBy.size, ...budgetSizes(s),
     } // prettier-ignore
   }
 

@@ -1,45 +1,44 @@
-/** Kademlia: iterative lookups (alpha queries in flight, the native KadLookup decides whom to ask next). */
+/**
+ * Kademlia: iterative lookups. The native KadLookup keeps the candidates (their peer records,
+ * read out of the NODES answers) and decides whom to ask next; this part sends the queries,
+ * admits the nodes that answer, and asks findPeer's claims of the target.
+ */
+import type { Address } from '../../address'
+import { fromRawAddress } from '../../address'
 import { native } from '../../native'
-import { Peer } from '../../peer'
-import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, patience, tcpPortAt, withoutRecord } from './state'
-import { findNode, told } from './rpc'
+import { Peer, encodePeerRecord } from '../../peer'
+import { parseLayout, peersOfRecords } from './message'
+import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, patience, tcpPortAt } from './state'
+import { findNode } from './rpc'
+import { consider, failed, sameRecord, seen } from './verification'
 
 /** Addresses claimed for one findPeer target that are asked, at most. */
 const MAX_CLAIMS = 8
-import { consider, failed, sameRecord, seen } from './verification'
-import { IdMap, sameId } from './id-map'
 
+/**
+ * Starts a lookup of `target` from the table's closest entries and the `extra` peers.
+ * `stop`: findPeer (the lookup stops once the target answers). `peers`: the result lists the
+ * closest peers as Peer objects (a maintenance lookup reads only their ids: `onDone`'s second
+ * argument).
+ */
 export function startLookup(
   s: KadState,
   target: Buffer,
-  stopAt: string | null,
+  stop: boolean,
   extra: Peer[],
-  onDone: (r: LookupResult) => void,
+  onDone: (r: LookupResult, closestIds: Buffer) => void,
   onError: (e: Error) => void,
   onClaim?: (peer: Peer) => void,
   enough?: () => boolean,
   onAnswer?: (m: NativeMessage) => void,
+  peers = true,
 ): Run {
-  const table = s.table!
   s.count('lookups')
-  const cands = new IdMap<Peer>()
-  const n = table.closest(target, s.k, s.ids, s.handles)
-  let seeds: Buffer = s.ids.subarray(0, 32 * n)
-  for (let i = 0; i < n; i++) cands.set(s.entries[s.handles[i]]!.peer)
-  if (extra.length > 0) {
-    const parts: Buffer[] = [Buffer.from(seeds)]
-    for (const p of extra) {
-      if (sameId(s.selfId, p.id!, 0) || cands.has(p.id!)) continue
-      cands.set(p)
-      parts.push(p.id!)
-    }
-    seeds = Buffer.concat(parts)
-  }
   const run: Run = {
     target,
-    stopAt,
-    lk: new native.KadLookup(target, seeds, s.alpha, s.k, patience(s), s.clock.now()),
-    cands,
+    stop,
+    peers,
+    lk: native.KadLookup.fromTable(s.table!, target, s.alpha, s.k, patience(s), s.clock.now(), stop ? target : null),
     done: false,
     timer: null,
     timerAt: Infinity,
@@ -59,11 +58,23 @@ export function startLookup(
     onError,
   }
   s.runs.add(run)
-  const seeded = stopAt !== null ? cands.get(target) : undefined
-  if (seeded) {
-    cands.delete(target)
-    claim(s, run, seeded, 0)
+  let seeded: Peer | undefined
+  if (stop) {
+    const e = s.byId.get(target)
+    if (e?.inTable) seeded = e.peer
   }
+  for (const p of extra) {
+    if (stop && p.id!.equals(target)) {
+      seeded ??= p
+      continue
+    }
+    try {
+      run.lk.addSeed(encodePeerRecord({ publicIdentity: p.publicIdentity!, address: p.address, tcpPort: p.tcpPort ?? undefined, external: p.external ?? undefined }))
+    } catch {
+      s.count('dropped_bad_record')
+    }
+  }
+  if (seeded) claim(s, run, seeded, 0)
   drive(s, run)
   return run
 }
@@ -77,16 +88,17 @@ export function drive(s: KadState, run: Run): void {
       s.count('lookups_ended_early')
       return finish(s, run)
     }
-    const action = run.lk.next(clock.now(), s.qid)
+    const action = run.lk.next(clock.now(), s.qid, s.qaddr)
     if (action === QUERY) {
-      const peer = run.cands.get(s.qid)
-      if (!peer) {
-        run.lk.onFailure(s.qid)
+      const id = Buffer.from(s.qid)
+      let to: Address
+      try {
+        to = fromRawAddress(s.qaddr)
+      } catch {
+        run.lk.onFailure(id)
         continue
       }
-      // The candidate's own id (the same 32 bytes): no copy of s.qid, which the next query overwrites.
-      const id = peer.id!
-      findNode(s, peer.address, run.target, id, (m) => onReply(s, run, id, peer, m))
+      findNode(s, to, run.target, id, (m) => onReply(s, run, id, to, m))
       continue
     }
     if (action === WAIT) {
@@ -159,51 +171,32 @@ function askClaim(s: KadState, run: Run): void {
   })
 }
 
-export function onReply(s: KadState, run: Run, id: Buffer, peer: Peer, m: NativeMessage | null): void {
+/** The answer (or null: none) of the node with id `id` at `from` to one of the lookup's queries. */
+export function onReply(s: KadState, run: Run, id: Buffer, from: Address, m: NativeMessage | null): void {
   if (m === null) {
     failed(s, id)
     if (run.done) return
     run.lk.onFailure(id)
     return drive(s, run)
   }
+  // First, while the parse layout still describes this answer: the records it names become
+  // candidates (and the table remembers who named whom); `named` is the first naming the target.
+  const named = run.done ? 0 : run.lk.onAnswer(s.table!, id, m.bytes, parseLayout(), from.raw, run.stop)
   const ext = externalAt(m, 0)
   const tcp = tcpPortAt(m, 0)
   const known = s.byId.get(id)
-  if (known !== undefined && sameRecord(known, peer.address, ext)) seen(s, known)
-  else consider(s, ext?.key === peer.external?.key && tcp === peer.tcpPort ? peer : new Peer(peer.address, peer.id, peer.publicIdentity, ext, peer.verified, tcp))
+  if (known !== undefined && sameRecord(known, from, ext)) seen(s, known)
+  else consider(s, new Peer(from, m.peerId(0), identityAt(m, 0), ext, known?.peer.verified ?? false, tcp))
   if (run.done) return
   run.onAnswer?.(m)
-  const ids = m.ids!
-  let closer = ids.subarray(32, 32 * (m.count + 1))
-  let removed = 0
-  const stop = run.stopAt !== null
-  for (let i = 1; i <= m.count; i++) {
-    const at = 32 * i
-    const isSelf = sameId(s.selfId, ids, at)
-    const isTarget = stop && sameId(run.target, ids, at)
-    if (isSelf || isTarget) {
-      // Neither we nor the target are lookup candidates (the target is asked as a claim, below).
-      closer = withoutRecord(closer, i - 1 - removed++)
-      if (isSelf) continue
-    }
-    let p = run.cands.get(ids, at)
-    if (!p) {
-      const addr = m.address(i)
-      if (addr === null) continue
-      p = new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i))
-      run.cands.set(p)
-      // Who told us about whom: a peer behind a NAT is reached through the one that named it,
-      // at the address that node saw it at or at the external address it announced.
-      told(s, addr, peer.address)
-      if (p.external && p.external !== addr) told(s, p.external, peer.address)
-    }
-    if (isTarget) {
-      run.cands.delete(ids, at)
-      claim(s, run, p, run.lk.depth(id) + 1)
-      if (run.done) return
-    }
+  // The target named (possibly at several addresses): each address is a claim to ask.
+  for (let i = named; i > 0 && i <= m.count; i++) {
+    if (!m.idIs(i, run.target)) continue
+    const addr = m.address(i)
+    if (addr === null) continue
+    claim(s, run, new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)), run.lk.depth(id) + 1)
+    if (run.done) return
   }
-  run.lk.onSuccess(id, closer)
   drive(s, run)
 }
 
@@ -214,24 +207,23 @@ export function finish(s: KadState, run: Run): void {
   s.runs.delete(run)
   const st = run.lk.stats()
   const ids = run.lk.closest()
+  const closest = run.peers ? peersOfRecords(run.lk.closestRecords()) : []
   run.lk.dispose()
-  const closest: Peer[] = []
-  for (let i = 0; i + 32 <= ids.length; i += 32) {
-    const p = run.cands.get(ids, i)
-    if (p) closest.push(p)
-  }
   const result = run.found ?? run.unverified?.peer ?? run.claims[0]?.peer ?? null
   const hops = run.found ? run.foundHops : (run.unverified ?? run.claims[0])?.hops
-  if (run.stopAt !== null) s.count(run.found ? 'lookups_found' : result ? 'lookups_found_unverified' : 'lookups_not_found')
-  run.onDone({
-    peer: result,
-    closest,
-    hops: hops ?? st.rounds,
-    queries: st.queries,
-    failures: st.failures,
-    timeouts: st.timeouts,
-    elapsed: s.clock.now() - run.t0,
-  })
+  if (run.stop) s.count(run.found ? 'lookups_found' : result ? 'lookups_found_unverified' : 'lookups_not_found')
+  run.onDone(
+    {
+      peer: result,
+      closest,
+      hops: hops ?? st.rounds,
+      queries: st.queries,
+      failures: st.failures,
+      timeouts: st.timeouts,
+      elapsed: s.clock.now() - run.t0,
+    },
+    ids,
+  )
 }
 
 export function abort(s: KadState, run: Run, err: Error): void {
@@ -244,18 +236,13 @@ export function abort(s: KadState, run: Run, err: Error): void {
 }
 
 /**
- * A lookup run to convergence (or until `enough()`), as a promise that never rejects (internal
- * maintenance).
+ * A lookup run to convergence (or until `enough()`), as a promise of the ids of the closest peers
+ * that answered (32 bytes each, closest first), or null when the layer stopped; it never rejects
+ * (internal maintenance).
  */
-export function maintenanceLookup(
-  s: KadState,
-  target: Buffer,
-  extra: Peer[] = [],
-  enough?: () => boolean,
-  onAnswer?: (m: NativeMessage) => void,
-): Promise<LookupResult | null> {
+export function maintenanceLookup(s: KadState, target: Buffer, extra: Peer[] = [], enough?: () => boolean, onAnswer?: (m: NativeMessage) => void): Promise<Buffer | null> {
   return new Promise((resolve) => {
     if (!s.running) return resolve(null)
-    startLookup(s, target, null, extra, resolve, () => resolve(null), undefined, enough, onAnswer)
+    startLookup(s, target, false, extra, (_, ids) => resolve(ids), () => resolve(null), undefined, enough, onAnswer, false)
   })
 }

@@ -13,11 +13,14 @@
  *
  * A message with an IPv6 address falls back to `native.kadDecode` (which formats the addresses).
  * Accessors read the datagram: use them while handling it; what is kept (identities, ids, the
- * target) is copied.
+ * target) is copied. A lookup hands the datagram and the layout (`parseLayout`) to the native
+ * `KadLookup.onAnswer`, which reads the NODES records where the layout says.
  */
 import type { Address } from '../../address'
 import { ipv4Address, toAddress } from '../../address'
 import { native } from '../../native'
+import { Peer } from '../../peer'
+import { readAddr } from '../nat-wire'
 
 /** Reasons of malformed messages, indexed by layout word 6 (the core's WireError order). */
 const REASONS = ['truncated', 'version', 'unknown_type', 'unknown_flags', 'too_many_nodes', 'trailing_bytes', 'record'] as const
@@ -25,11 +28,21 @@ const REASONS = ['truncated', 'version', 'unknown_type', 'unknown_flags', 'too_m
 const LAYOUT_WORDS = 8 + 5 * 65
 const layout = new Uint32Array(LAYOUT_WORDS)
 
+/**
+ * The layout the last `decodeKad` wrote (for `KadLookup.onAnswer`): valid for that message until
+ * the next decode, so read it before anything else can decode a datagram.
+ */
+export function parseLayout(): Uint32Array {
+  return layout
+}
+
 type NativeDecoded = ReturnType<typeof native.kadDecode>
 
 /** A decoded Kademlia message (kind 0: malformed, `error` says why). */
 export interface KadMessage {
   readonly kind: number
+  /** The datagram (without the layer tag), for the native readers; valid while it is handled. */
+  readonly bytes: Buffer
   readonly requestHi: number
   readonly requestLo: number
   readonly truncated: boolean
@@ -39,7 +52,7 @@ export interface KadMessage {
   readonly count: number
   /** FIND_NODE's target (a copy). */
   readonly target: Buffer | null
-  /** The records' ids, 32 bytes each, sender first (a copy). */
+  /** The records' ids, 32 bytes each, sender first (a copy, made when first read). */
   readonly ids: Buffer | null
   readonly error: string | null
   /**
@@ -54,10 +67,13 @@ export interface KadMessage {
   external(i: number): Address | null
   /** Record `i`'s TCP port, or null. */
   tcpPort(i: number): number | null
+  /** Whether record `i`'s id is `id` (32 bytes). */
+  idIs(i: number, id: Buffer): boolean
 }
 
 const MALFORMED: Omit<KadMessage, 'error'> = {
   kind: 0,
+  bytes: Buffer.alloc(0),
   requestHi: 0,
   requestLo: 0,
   truncated: false,
@@ -70,13 +86,14 @@ const MALFORMED: Omit<KadMessage, 'error'> = {
   address: () => null,
   external: () => null,
   tcpPort: () => null,
+  idIs: () => false,
 }
 
 /** Decodes a Kademlia message (without the layer tag); never throws. */
 export function decodeKad(data: Buffer): KadMessage {
   const kind = native.kadParse(data, layout)
   if (kind === 0) return { ...MALFORMED, error: REASONS[layout[6]] ?? 'record' }
-  if (layout[7] & 1) return new Decoded(native.kadDecode(data))
+  if (layout[7] & 1) return new Decoded(native.kadDecode(data), data)
   return new Parsed(kind, data)
 }
 
@@ -146,25 +163,25 @@ class Parsed implements KadMessage {
   readonly ephemeral: boolean
   readonly count: number
   readonly target: Buffer | null
-  readonly ids: Buffer | null
   readonly error = null
-  readonly #data: Buffer
+  readonly bytes: Buffer
   /** The layout's per-record words (a plain array: no ArrayBuffer per message). */
   readonly #rec: number[] | null
+  #ids: Buffer | null = null
   #copies: Buffer[] | null = null
 
   constructor(
     readonly kind: number,
     data: Buffer,
   ) {
-    this.#data = data
+    this.bytes = data
     this.requestHi = layout[1]
     this.requestLo = layout[2]
     this.truncated = layout[3] !== 0
     this.ephemeral = (layout[7] & 2) !== 0
     this.count = layout[4]
     if (kind < 3) {
-      this.target = this.ids = this.#rec = null
+      this.target = this.#rec = null
       return
     }
     const records = this.count + 1
@@ -177,9 +194,23 @@ class Parsed implements KadMessage {
       copyBytes(data, layout[5], target, 0, 32)
     }
     this.target = target
+  }
+
+  get ids(): Buffer | null {
+    const rec = this.#rec
+    if (rec === null || this.#ids !== null) return this.#ids
+    const records = this.count + 1
     const ids = Buffer.allocUnsafe(32 * records)
-    for (let i = 0; i < records; i++) copyBytes(data, rec[5 * i] + 2, ids, 32 * i, 32)
-    this.ids = ids
+    for (let i = 0; i < records; i++) copyBytes(this.bytes, rec[5 * i] + 2, ids, 32 * i, 32)
+    return (this.#ids = ids)
+  }
+
+  /** Whether record `i`'s id is `id` (read in place). */
+  idIs(i: number, id: Buffer): boolean {
+    const at = this.#rec![5 * i] + 2
+    const d = this.bytes
+    for (let j = 0; j < 32; j++) if (d[at + j] !== id[j]) return false
+    return true
   }
 
   peerId(i: number): Buffer {
@@ -197,18 +228,18 @@ class Parsed implements KadMessage {
     const at = this.#rec![5 * i]
     const len = this.#rec![5 * i + 1]
     const b = Buffer.allocUnsafe(32 + len)
-    copyBytes(this.#data, at + 2, b, 0, 32)
-    copyBytes(this.#data, at + 36, b, 32, len)
+    copyBytes(this.bytes, at + 2, b, 0, 32)
+    copyBytes(this.bytes, at + 36, b, 32, len)
     return (this.#copies[i] = b)
   }
 
   address(i: number): Address | null {
-    return ipv4At(this.#data, this.#rec![5 * i + 2])
+    return ipv4At(this.bytes, this.#rec![5 * i + 2])
   }
 
   external(i: number): Address | null {
     const at = this.#rec![5 * i + 4]
-    return at === 0 ? null : ipv4At(this.#data, at)
+    return at === 0 ? null : ipv4At(this.bytes, at)
   }
 
   tcpPort(i: number): number | null {
@@ -227,12 +258,14 @@ class Decoded implements KadMessage {
   readonly target: Buffer | null
   readonly ids: Buffer | null
   readonly error: string | null
+  readonly bytes: Buffer
   readonly #m: NativeDecoded
   #hosts: string[] | null = null
   #externals: string[] | null = null
 
-  constructor(m: NativeDecoded) {
+  constructor(m: NativeDecoded, data: Buffer) {
     this.#m = m
+    this.bytes = data
     this.kind = m.kind
     this.requestHi = m.requestHi
     this.requestLo = m.requestLo
@@ -246,6 +279,10 @@ class Decoded implements KadMessage {
 
   peerId(i: number): Buffer {
     return this.ids!.subarray(32 * i, 32 * i + 32)
+  }
+
+  idIs(i: number, id: Buffer): boolean {
+    return this.ids!.compare(id, 0, 32, 32 * i, 32 * i + 32) === 0
   }
 
   identity(i: number): Buffer {
@@ -274,4 +311,38 @@ function wordsAddress(words: string[], i: number): Address | null {
   } catch {
     return null
   }
+}
+
+/**
+ * The peers of encoded peer records back to back (`KadLookup.closestRecords`: records this process
+ * decoded and validated), read from their layout (docs/wire.md, "Peer record"); a record whose
+ * address this reader does not take is left out.
+ */
+export function peersOfRecords(bytes: Buffer): Peer[] {
+  const out: Peer[] = []
+  let at = 0
+  while (at + 36 <= bytes.length) {
+    const flags = bytes[at + 1]!
+    const idLen = (bytes[at + 34]! << 8) | bytes[at + 35]!
+    const id = Buffer.from(bytes.subarray(at + 2, at + 34))
+    const identity = Buffer.from(bytes.subarray(at + 36, at + 36 + idLen))
+    const udp = readAddr(bytes, at + 36 + idLen)
+    if (udp === null) break
+    let next = udp[1]
+    let tcpPort: number | undefined
+    if (flags & 1) {
+      tcpPort = (bytes[next]! << 8) | bytes[next + 1]!
+      next += 2
+    }
+    let external: Address | undefined
+    if (flags & 2) {
+      const ext = readAddr(bytes, next)
+      if (ext === null) break
+      external = ext[0]
+      next = ext[1]
+    }
+    out.push(new Peer(udp[0], id, identity, external ?? null, false, tcpPort || null))
+    at = next
+  }
+  return out
 }

@@ -1,7 +1,7 @@
 /** Kademlia: joining through the bootstrap addresses, and the periodic self-lookup and bucket refresh. */
 import { DeccomError, ErrorCode } from '../../errors'
 import { Peer } from '../../peer'
-import { type KadState, type LookupResult, externalAt, identityAt, tcpPortAt } from './state'
+import { type KadState, externalAt, identityAt, tcpPortAt } from './state'
 import { findNode, rand } from './rpc'
 import { consider, sweep } from './verification'
 import { maintenanceLookup } from './lookups'
@@ -99,7 +99,7 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
  * node closer to us than our k-th closest entry that is not in our table, there is none to meet:
  * the lookup ends there instead of asking all k closest again.
  */
-function settle(s: KadState): Promise<LookupResult | null> {
+function settle(s: KadState): Promise<Buffer | null> {
   const table = s.table
   if (!table || table.size < s.k) return maintenanceLookup(s, s.selfId)
   table.closest(s.selfId, s.k, s.ids, s.handles)
@@ -163,9 +163,9 @@ export function onRefreshTimer(s: KadState): void {
  * bucket closer than the k-th of them is one of those k (and was asked): a refresh lookup there
  * would learn nothing. Returns the first bucket not covered (0: none covered).
  */
-function coveredBelow(s: KadState, r: LookupResult | null): number {
-  if (r === null || r.closest.length < s.k || !s.table) return 0
-  return Math.max(0, s.table.bucketOf(r.closest[s.k - 1].id!))
+function coveredBelow(s: KadState, closest: Buffer | null): number {
+  if (closest === null || closest.length < 32 * s.k || !s.table) return 0
+  return Math.max(0, s.table.bucketOf(closest.subarray(32 * (s.k - 1), 32 * s.k)))
 }
 
 /**

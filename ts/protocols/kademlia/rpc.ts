@@ -2,7 +2,6 @@
 import type { Address } from '../../address'
 import { copyOut, encodePing, encodeScratch } from './message'
 import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
-import { sameId } from './id-map'
 import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, PING, sampleQuery } from './state'
 
 /**
@@ -127,7 +126,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: Buffe
       return copyOut(len)
     },
     (m) => {
-      if (m && expect !== null && !sameId(expect, m.ids!, 0)) {
+      if (m && expect !== null && !m.idIs(0, expect)) {
         s.count('dropped_wrong_sender')
         return cb(null)
       }
@@ -155,13 +154,6 @@ export function refreshOwnRecord(s: KadState): void {
   s.ownExternal = ext
   s.table.setOwnExternal(ext ? ext.raw : null)
   s.count('own_external_updates')
-}
-
-/** Remembers that the node at `teller` named a peer at `addr` (bounded; oldest forgotten). */
-export function told(s: KadState, addr: Address, teller: Address): void {
-  const t = s.toldBy.use(addr.key)
-  if (t !== undefined) t.teller = teller
-  else s.toldBy.add({ key: addr.key, teller, prev: null, next: null })
 }
 
 export function remember(s: KadState, set: Set<string>, key: string): void {

@@ -15,7 +15,6 @@ import { type LayerLog, silentLog } from '../../log'
 import type { KadMessage } from './message'
 import { IdMap } from './id-map'
 import type { Budgets } from './rpc'
-import { RecencyMap, type RecencySlot } from '../reply-limit'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
 type Fn = (...args: any[]) => any
@@ -41,12 +40,6 @@ export const MAX_PENDING = 8192
 export const MAX_VERIFYING = 256
 export const MAX_APPROVING = 1024
 export const MAX_ADDR_SET = 8192
-/** Remembered "who told us about whom" entries (oldest dropped first). */
-export const MAX_TOLD_BY = 8192
-/** An entry of `toldBy`: the peer whose NODES answer named the address `key` last. */
-export interface Told extends RecencySlot {
-  teller: Address
-}
 
 /** Options of {@link Kademlia}. */
 export interface KademliaOptions {
@@ -182,11 +175,11 @@ export interface Request {
 
 export interface Run {
   target: Buffer
-  /** findPeer: the target's id in hex (the lookup stops once it is found); null for a plain lookup. */
-  stopAt: string | null
+  /** findPeer: the lookup stops once the target answers (it is asked apart, as a claim). */
+  stop: boolean
+  /** The result lists the closest peers as Peer objects (a maintenance lookup needs their ids only). */
+  peers: boolean
   lk: NativeLookup
-  /** Candidates by node id (whom to query, when the native lookup names an id). */
-  cands: IdMap<Peer>
   done: boolean
   timer: TimerHandle | null
   timerAt: number
@@ -215,7 +208,7 @@ export interface Run {
   enough: (() => boolean) | undefined
   /** Told of every answer (before its records become candidates). */
   onAnswer: ((m: NativeMessage) => void) | undefined
-  onDone: (r: LookupResult) => void
+  onDone: (r: LookupResult, closestIds: Buffer) => void
   onError: (e: Error) => void
 }
 
@@ -271,8 +264,6 @@ export class KadState {
   readonly free: number[] = []
   /** Known peers (in the table or its replacement caches) by node id. */
   readonly byId = new IdMap<Entry>()
-  /** Address key of a peer → the address of the peer whose NODES answer named it last (`teller`). */
-  readonly toldBy = new RecencyMap<Told>(MAX_TOLD_BY)
   readonly byAddr = new Map<string, Entry>() // by Address.key: stable across intern-cache resets
   readonly pending = new Map<number, Request>()
   nextLo = 0
@@ -298,6 +289,8 @@ export class KadState {
   ids!: Buffer
   handles!: Uint32Array
   readonly qid = Buffer.alloc(32)
+  /** Where `KadLookup.next` writes the address of the node to query (18-byte form). */
+  readonly qaddr = Buffer.alloc(18)
   /** The periodic refresh timer's callback (set by the layer). */
   refreshTick: () => void = () => {}
 
@@ -333,11 +326,6 @@ export function identityAt(m: NativeMessage, i: number): Buffer {
 /** The external address record `i` of a decoded message announced (0 = the sender), or null. */
 export function externalAt(m: NativeMessage, i: number): Address | null {
   return m.external(i)
-}
-
-/** `ids` (32 bytes each) without entry `i`. */
-export function withoutRecord(ids: Buffer, i: number): Buffer {
-  return Buffer.concat([ids.subarray(0, 32 * i), ids.subarray(32 * i + 32)])
 }
 
 /** A 32-byte node id from a Buffer or 64 hex digits. */

@@ -279,6 +279,40 @@ impl<V: Clone> Lookup<V> {
         true
     }
 
+    /// `peer` answered: what [`on_success`](Self::on_success) does before it adds the peers the
+    /// answer named, which the caller then offers one by one ([`offer`](Self::offer)) with the
+    /// returned depth. `None` (and nothing changed) under the same conditions as `on_success`.
+    pub fn answered(&mut self, peer: &NodeId) -> Option<u32> {
+        if self.finished {
+            return None;
+        }
+        let i = self.find(peer)?;
+        let c = &mut self.candidates[i];
+        if !matches!(c.state, State::Waiting { .. } | State::Unresponsive) {
+            return None;
+        }
+        c.state = State::Succeeded;
+        self.stats.successes += 1;
+        Some(c.depth + 1)
+    }
+
+    /// Would a peer with this id become a new candidate now? (Not one already, and not farther
+    /// than every candidate of a full lookup.)
+    #[must_use]
+    pub fn wants(&self, id: &NodeId) -> bool {
+        let d = distance_key(id, &self.target);
+        if self.candidates.len() >= self.config.max_candidates && self.candidates.last().is_some_and(|c| c.distance <= d) {
+            return false;
+        }
+        self.candidates.binary_search_by(|c| c.distance.cmp(&d)).is_err()
+    }
+
+    /// A peer an answer named (at `depth`, as [`answered`](Self::answered) returned), whose value
+    /// `value` makes only when it becomes a candidate. True if it did.
+    pub fn offer(&mut self, id: NodeId, depth: u32, value: impl FnOnce() -> V) -> bool {
+        self.wants(&id) && self.add(id, value(), depth)
+    }
+
     /// The query to `peer` failed (or will never be answered). Returns false if it was not in flight.
     pub fn on_failure(&mut self, peer: &NodeId) -> bool {
         let Some(i) = self.find(peer) else { return false };
@@ -393,6 +427,40 @@ mod tests {
         assert!(l.on_success(&id(2), []));
         assert_eq!(l.next(t1), LookupAction::Finished);
         assert!(!l.on_success(&id(9), []));
+    }
+
+    #[test]
+    fn answered_and_offer_do_what_on_success_does() {
+        let t0 = Instant::now();
+        let cfg = LookupConfig { alpha: 1, k: 2, max_candidates: 3, ..LookupConfig::default() };
+        let mut a = Lookup::new(id(0), [(id(8), 8u8)], cfg);
+        let mut b = a.clone();
+        assert_eq!(a.next(t0), LookupAction::Query(id(8), 8));
+        assert_eq!(b.next(t0), LookupAction::Query(id(8), 8));
+        let named = [id(4), id(2), id(9), id(2), id(1)];
+        assert!(a.on_success(&id(8), named.iter().map(|x| (*x, x[0]))));
+        let depth = b.answered(&id(8)).expect("in flight");
+        assert_eq!(depth, 1);
+        let mut made = 0;
+        for x in named {
+            b.offer(x, depth, || {
+                made += 1;
+                x[0]
+            });
+        }
+        // id(2) twice and id(9) (farther than every candidate of the full lookup): no value made.
+        assert_eq!(made, 3);
+        assert_eq!(b.answered(&id(8)), None, "answered once");
+        for _ in 0..4 {
+            let (x, y) = (a.next(t0), b.next(t0));
+            assert_eq!(x, y);
+            if let LookupAction::Query(q, _) = x {
+                assert!(a.on_success(&q, []));
+                assert_eq!(b.answered(&q), Some(a.depth(&q).unwrap() + 1));
+            }
+        }
+        assert_eq!(a.closest(), b.closest());
+        assert_eq!(a.stats(), b.stats());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod kbucket;
 pub mod lookup;
+pub mod tellers;
 pub mod wire;
 
 use crate::identity::NodeId;

@@ -261,6 +261,52 @@ impl PeerRecord {
         r.take(identity_len).ok()?;
         decode_socket_addr(&mut r).ok()
     }
+
+    /// The external address of an encoded record this process made or already decoded (see
+    /// [`udp_of`](Self::udp_of)), if it announces one.
+    #[must_use]
+    pub fn external_of(encoded: &[u8]) -> Option<SocketAddr> {
+        let mut r = Reader::new(encoded);
+        if r.u8().ok()? != VERSION {
+            return None;
+        }
+        let flags = r.u8().ok()?;
+        if flags & FLAG_EXTERNAL == 0 {
+            return None;
+        }
+        r.take(32).ok()?;
+        let identity_len = usize::from(r.u16_be().ok()?);
+        r.take(identity_len).ok()?;
+        decode_socket_addr(&mut r).ok()?;
+        if flags & FLAG_TCP_PORT != 0 {
+            r.u16_be().ok()?;
+        }
+        decode_socket_addr(&mut r).ok()
+    }
+
+    /// The length of the encoded record at the start of `encoded`, read from its layout (the
+    /// flags, the identity length, the address families) without checking the identity: for bytes
+    /// this process already decoded (a validated message). `None` when they are not laid out as a
+    /// record.
+    #[must_use]
+    pub fn encoded_len_of(encoded: &[u8]) -> Option<usize> {
+        let mut r = Reader::new(encoded);
+        if r.u8().ok()? != VERSION {
+            return None;
+        }
+        let flags = r.u8().ok()?;
+        r.take(32).ok()?;
+        let identity_len = usize::from(r.u16_be().ok()?);
+        r.take(identity_len).ok()?;
+        decode_socket_addr(&mut r).ok()?;
+        if flags & FLAG_TCP_PORT != 0 {
+            r.u16_be().ok()?;
+        }
+        if flags & FLAG_EXTERNAL != 0 {
+            decode_socket_addr(&mut r).ok()?;
+        }
+        Some(r.position())
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +350,24 @@ mod tests {
         let mut wrong = samples()[0].encode();
         wrong[0] = 2;
         assert_eq!(PeerRecord::udp_of(&wrong), None);
+    }
+
+    #[test]
+    fn encoded_len_of_is_the_length_of_every_record() {
+        for rec in samples() {
+            let mut bytes = rec.encode();
+            let len = bytes.len();
+            assert_eq!(PeerRecord::encoded_len_of(&bytes), Some(len));
+            assert_eq!(PeerRecord::external_of(&bytes), rec.external);
+            // Bytes after the record are not part of it; a record cut short has no length.
+            bytes.extend_from_slice(&[7; 9]);
+            assert_eq!(PeerRecord::encoded_len_of(&bytes), Some(len));
+            assert_eq!(PeerRecord::encoded_len_of(&bytes[..len - 1]), None);
+        }
+        assert_eq!(PeerRecord::encoded_len_of(&[]), None);
+        let mut wrong = samples()[0].encode();
+        wrong[0] = 2;
+        assert_eq!(PeerRecord::encoded_len_of(&wrong), None);
     }
 
     #[test]
