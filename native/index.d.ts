@@ -106,6 +106,12 @@ export declare class KadLookup {
    * flight (nothing added).
    */
   onAnswer(table: KadTable, peer: Uint8Array, data: Uint8Array, layout: Uint32Array, teller: Uint8Array, stopAtTarget: boolean): number
+  /**
+   * Of the records the NODES answer `data` names after its sender (read as `onAnswer` reads
+   * them), how many are closer to the lookup's target than `than` (32 bytes) and are neither our
+   * own id nor an entry of `table`.
+   */
+  unknownCloser(table: KadTable, data: Uint8Array, layout: Uint32Array, than: Uint8Array): number
   /** The query to `peer` failed. */
   onFailure(peer: Uint8Array): boolean
   /** Depth of a candidate (0 = seed), or -1. */

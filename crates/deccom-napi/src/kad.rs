@@ -12,6 +12,7 @@ use std::time::Duration;
 use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
 use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
 use deccom_core::kad::tellers::Tellers;
+use deccom_core::kad::distance_key;
 use deccom_core::kad::wire::{self, Message};
 use deccom_core::wire::peer_record::PeerRecord;
 use deccom_core::{NodeId, PublicIdentity};
@@ -457,6 +458,24 @@ const FINISHED: u32 = 2;
 const PARSE_COUNT: usize = 4;
 const PARSE_RECORDS: usize = 8;
 
+/// The records of a NODES answer after its sender, with their indexes (1..), where `kadParse`'s
+/// layout `words` for these bytes says they are (each bounded to the bytes; a word that names no
+/// record ends the walk).
+fn answer_records<'a>(data: &'a [u8], words: &'a [u32]) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {
+  let count = words.get(PARSE_COUNT).map_or(0, |&c| c as usize).min(wire::MAX_NODES);
+  (1..=count).map_while(move |i| {
+    let at = *words.get(PARSE_RECORDS + 5 * i)? as usize;
+    let rest = data.get(at..)?;
+    let len = PeerRecord::encoded_len_of(rest)?;
+    Some((i, &rest[..len]))
+  })
+}
+
+/// The id of an encoded record (`PeerRecord::encoded_len_of` accepted it: it holds one).
+fn record_id(record: &[u8]) -> NodeId {
+  record[2..34].try_into().expect("a record holds its id")
+}
+
 impl KadLookup {
   fn keep(&mut self, record: &[u8]) -> u32 {
     self.records.push(Encoded::from_bytes(record));
@@ -569,16 +588,10 @@ impl KadLookup {
     let peer = node_id(peer)?;
     let teller = deccom_core::wire::decode_raw_addr(teller);
     let Some(depth) = self.lookup.answered(&peer) else { return Ok(-1) };
-    let words: &[u32] = &layout;
-    let count = words.get(PARSE_COUNT).map_or(0, |&c| c as usize).min(wire::MAX_NODES);
     let target = *self.lookup.target();
     let mut found = 0;
-    for i in 1..=count {
-      let Some(&at) = words.get(PARSE_RECORDS + 5 * i) else { break };
-      let Some(rest) = data.get(at as usize..) else { break };
-      let Some(len) = PeerRecord::encoded_len_of(rest) else { break };
-      let record = &rest[..len];
-      let id: NodeId = record[2..34].try_into().expect("a record holds its id");
+    for (i, record) in answer_records(data, &layout) {
+      let id = record_id(record);
       if id == self.own {
         continue;
       }
@@ -601,6 +614,22 @@ impl KadLookup {
       });
     }
     Ok(found)
+  }
+
+  /// Of the records the NODES answer `data` names after its sender (read as `onAnswer` reads
+  /// them), how many are closer to the lookup's target than `than` (32 bytes) and are neither our
+  /// own id nor an entry of `table`.
+  #[napi]
+  pub fn unknown_closer(&self, table: &KadTable, data: &[u8], layout: Uint32Array, than: &[u8]) -> Result<u32> {
+    let than = distance_key(&node_id(than)?, self.lookup.target());
+    let mut n = 0;
+    for (_, record) in answer_records(data, &layout) {
+      let id = record_id(record);
+      if distance_key(&id, self.lookup.target()) < than && id != self.own && !table.table.contains(&id) {
+        n += 1;
+      }
+    }
+    Ok(n)
   }
 
   /// The query to `peer` failed.

@@ -159,7 +159,8 @@ export class Kademlia extends Protocol {
         id,
         stopAtTarget,
         [],
-        (r) => {
+        (res) => {
+          const r = res! // not a maintenance lookup: there is a result
           cleanup()
           this.#log('lookup %s %s: %d hops, %d queries (%d failed, %d timed out) in %d ms', hex.slice(0, 8), r.peer ? 'found' : stopAtTarget ? 'not found' : 'done', r.hops, r.queries, r.failures, r.timeouts, Math.round(r.elapsed))
           resolve(r)

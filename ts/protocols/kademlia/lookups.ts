@@ -8,36 +8,39 @@ import { fromRawAddress } from '../../address'
 import { native } from '../../native'
 import { Peer, encodePeerRecord } from '../../peer'
 import { parseLayout, peersOfRecords } from './message'
-import { type KadState, type LookupResult, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, patience, tcpPortAt } from './state'
+import { type KadState, type LookupResult, type NativeLookup, type NativeMessage, type Run, QUERY, WAIT, externalAt, identityAt, patience, tcpPortAt } from './state'
 import { findNode } from './rpc'
 import { consider, failed, sameRecord, seen } from './verification'
 
 /** Addresses claimed for one findPeer target that are asked, at most. */
 const MAX_CLAIMS = 8
+const EMPTY = Buffer.alloc(0)
 
 /**
  * Starts a lookup of `target` from the table's closest entries and the `extra` peers.
- * `stop`: findPeer (the lookup stops once the target answers). `peers`: the result lists the
- * closest peers as Peer objects (a maintenance lookup reads only their ids: `onDone`'s second
- * argument).
+ * `stop`: findPeer (the lookup stops once the target answers). `ids`: null for a lookup whose
+ * `onDone` gets a result (`closest` as Peer objects); for a maintenance lookup, `onDone` gets no
+ * result, and the ids of the closest peers that answered (32 bytes each, closest first) if `ids`
+ * is true (else an empty Buffer).
  */
 export function startLookup(
   s: KadState,
   target: Buffer,
   stop: boolean,
   extra: Peer[],
-  onDone: (r: LookupResult, closestIds: Buffer) => void,
+  onDone: (r: LookupResult | null, closestIds: Buffer) => void,
   onError: (e: Error) => void,
   onClaim?: (peer: Peer) => void,
   enough?: () => boolean,
-  onAnswer?: (m: NativeMessage) => void,
-  peers = true,
+  onAnswer?: (m: NativeMessage, lk: NativeLookup) => void,
+  ids: boolean | null = null,
 ): Run {
   s.count('lookups')
   const run: Run = {
     target,
     stop,
-    peers,
+    maintenance: ids !== null,
+    ids: ids === true,
     lk: native.KadLookup.fromTable(s.table!, target, s.alpha, s.k, patience(s), s.clock.now(), stop ? target : null),
     done: false,
     timer: null,
@@ -82,12 +85,13 @@ export function startLookup(
 export function drive(s: KadState, run: Run): void {
   const clock = s.clock
   if (run.verifying && clock.now() < run.pausedUntil) return waitUntil(s, run, run.pausedUntil)
+  // Asked once per drive: nothing in the loop below changes the table (queries only leave).
+  if (!run.done && run.enough?.()) {
+    // What the lookup was for is done: the queries in flight still count when they answer.
+    s.count('lookups_ended_early')
+    return finish(s, run)
+  }
   while (!run.done) {
-    if (run.enough?.()) {
-      // What the lookup was for is done: the queries in flight still count when they answer.
-      s.count('lookups_ended_early')
-      return finish(s, run)
-    }
     const action = run.lk.next(clock.now(), s.qid, s.qaddr)
     if (action === QUERY) {
       const id = Buffer.from(s.qid)
@@ -181,14 +185,17 @@ export function onReply(s: KadState, run: Run, id: Buffer, from: Address, m: Nat
   }
   // First, while the parse layout still describes this answer: the records it names become
   // candidates (and the table remembers who named whom); `named` is the first naming the target.
-  const named = run.done ? 0 : run.lk.onAnswer(s.table!, id, m.bytes, parseLayout(), from.raw, run.stop)
+  let named = 0
+  if (!run.done) {
+    named = run.lk.onAnswer(s.table!, id, m.bytes, parseLayout(), from.raw, run.stop)
+    run.onAnswer?.(m, run.lk)
+  }
   const ext = externalAt(m, 0)
   const tcp = tcpPortAt(m, 0)
   const known = s.byId.get(id)
   if (known !== undefined && sameRecord(known, from, ext)) seen(s, known)
   else consider(s, new Peer(from, m.peerId(0), identityAt(m, 0), ext, known?.peer.verified ?? false, tcp))
   if (run.done) return
-  run.onAnswer?.(m)
   // The target named (possibly at several addresses): each address is a claim to ask.
   for (let i = named; i > 0 && i <= m.count; i++) {
     if (!m.idIs(i, run.target)) continue
@@ -205,9 +212,15 @@ export function finish(s: KadState, run: Run): void {
   run.done = true
   s.clock.clearTimeout(run.timer ?? undefined)
   s.runs.delete(run)
+  if (run.maintenance) {
+    // A maintenance lookup: it wants no result object (at most the ids of the closest).
+    const ids = run.ids ? run.lk.closest() : EMPTY
+    run.lk.dispose()
+    return run.onDone(null, ids)
+  }
   const st = run.lk.stats()
   const ids = run.lk.closest()
-  const closest = run.peers ? peersOfRecords(run.lk.closestRecords()) : []
+  const closest = peersOfRecords(run.lk.closestRecords())
   run.lk.dispose()
   const result = run.found ?? run.unverified?.peer ?? run.claims[0]?.peer ?? null
   const hops = run.found ? run.foundHops : (run.unverified ?? run.claims[0])?.hops
@@ -236,13 +249,17 @@ export function abort(s: KadState, run: Run, err: Error): void {
 }
 
 /**
- * A lookup run to convergence (or until `enough()`), as a promise of the ids of the closest peers
- * that answered (32 bytes each, closest first), or null when the layer stopped; it never rejects
- * (internal maintenance).
+ * A lookup run to convergence (or until `enough()`), as a promise that never rejects (internal
+ * maintenance): of the ids of the closest peers that answered (32 bytes each, closest first) when
+ * `ids`, else of an empty Buffer; of null when the layer stopped.
  */
-export function maintenanceLookup(s: KadState, target: Buffer, extra: Peer[] = [], enough?: () => boolean, onAnswer?: (m: NativeMessage) => void): Promise<Buffer | null> {
+export function maintenanceLookup(
+  s: KadState,
+  target: Buffer,
+  opts: { extra?: Peer[]; enough?: () => boolean; onAnswer?: (m: NativeMessage, lk: NativeLookup) => void; ids?: boolean } = {},
+): Promise<Buffer | null> {
   return new Promise((resolve) => {
     if (!s.running) return resolve(null)
-    startLookup(s, target, false, extra, (_, ids) => resolve(ids), () => resolve(null), undefined, enough, onAnswer, false)
+    startLookup(s, target, false, opts.extra ?? [], (_, ids) => resolve(ids), () => resolve(null), undefined, opts.enough, opts.onAnswer, opts.ids ?? false)
   })
 }

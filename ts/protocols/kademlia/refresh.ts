@@ -5,7 +5,7 @@ import { type KadState, externalAt, identityAt, tcpPortAt } from './state'
 import { findNode, rand } from './rpc'
 import { consider, sweep } from './verification'
 import { maintenanceLookup } from './lookups'
-import { sameId } from './id-map'
+import { parseLayout } from './message'
 
 /**
  * One join attempt: FIND_NODE(self) to every bootstrap address, then a self-lookup through what
@@ -64,7 +64,7 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     }
     return
   }
-  void maintenanceLookup(s, s.selfId, seeds).then(async (r) => {
+  void maintenanceLookup(s, s.selfId, { extra: seeds, ids: true }).then(async (r) => {
     s.joining = false
     if (!s.running) return
     s.count('joined')
@@ -106,32 +106,13 @@ function settle(s: KadState): Promise<Buffer | null> {
   const kth = Buffer.from(s.ids.subarray(32 * (s.k - 1), 32 * s.k))
   let answers = 0
   let news = 0
-  return maintenanceLookup(
-    s,
-    s.selfId,
-    [],
-    () => answers >= s.alpha && news === 0,
-    (m) => {
+  return maintenanceLookup(s, s.selfId, {
+    enough: () => answers >= s.alpha && news === 0,
+    onAnswer: (m, lk) => {
       answers++
-      const ids = m.ids!
-      for (let i = 1; i <= m.count; i++) {
-        const at = 32 * i
-        if (!closerTo(s.selfId, ids, at, kth)) continue
-        if (sameId(s.selfId, ids, at) || s.byId.get(ids, at)?.inTable) continue
-        news++
-      }
+      news += lk.unknownCloser(table, m.bytes, parseLayout(), kth)
     },
-  )
-}
-
-/** Whether the id at `ids[at..at+32]` is closer (XOR) to `target` than `than`. */
-function closerTo(target: Buffer, ids: Buffer, at: number, than: Buffer): boolean {
-  for (let i = 0; i < 32; i++) {
-    const a = ids[at + i]! ^ target[i]!
-    const b = than[i]! ^ target[i]!
-    if (a !== b) return a < b
-  }
-  return false
+  })
 }
 
 /** The node joined: `ready()` resolves from now on. */
@@ -202,7 +183,7 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
       s.count('refresh_lookups')
       // A refresh is for its bucket: once the bucket is full, further answers would only wait in
       // its replacement cache.
-      await maintenanceLookup(s, target, [], () => s.table !== null && s.table.bucketLen(b) >= fill)
+      await maintenanceLookup(s, target, { enough: () => s.table !== null && s.table.bucketLen(b) >= fill })
       if (!s.table) return
       s.table.markRefreshed(b, s.clock.now())
     }

@@ -177,8 +177,10 @@ export interface Run {
   target: Buffer
   /** findPeer: the lookup stops once the target answers (it is asked apart, as a claim). */
   stop: boolean
-  /** The result lists the closest peers as Peer objects (a maintenance lookup needs their ids only). */
-  peers: boolean
+  /** An internal lookup: `onDone` gets no result object (see `ids`). */
+  maintenance: boolean
+  /** A maintenance lookup's `onDone` gets the ids of the closest peers that answered. */
+  ids: boolean
   lk: NativeLookup
   done: boolean
   timer: TimerHandle | null
@@ -206,9 +208,12 @@ export interface Run {
   onClaim: ((peer: Peer) => void) | undefined
   /** A maintenance lookup ends (sends no further query) once this is true, e.g. its bucket filled. */
   enough: (() => boolean) | undefined
-  /** Told of every answer (before its records become candidates). */
-  onAnswer: ((m: NativeMessage) => void) | undefined
-  onDone: (r: LookupResult, closestIds: Buffer) => void
+  /**
+   * Told of every answer, with the lookup, right after its records became candidates (the parse
+   * layout still describes it: `KadLookup.unknownCloser` may read it).
+   */
+  onAnswer: ((m: NativeMessage, lk: NativeLookup) => void) | undefined
+  onDone: (r: LookupResult | null, closestIds: Buffer) => void
   onError: (e: Error) => void
 }
 
