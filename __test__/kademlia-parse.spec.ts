@@ -114,3 +114,22 @@ test('PING and PONG bytes equal the core encoder', (t) => {
     }
   }
 })
+
+test('a message read in place keeps its fields when others are read before its handling ends', (t) => {
+  const { doneWith } = require('../dist/protocols/kademlia/message.js')
+  const a = native.kadEncodeNodes(5, 6, record(10, { tcp: true }), [record(11, { ext: true }), record(12)], false)
+  const b = native.kadEncodeNodes(7, 8, record(20), [record(21), record(22, { tcp: true }), record(23)], true)
+  const expect = (bytes: Buffer) => {
+    const m = native.kadDecode(bytes)
+    return Array.from({ length: m.count + 1 }, (_, i) => nativeView(m, i))
+  }
+  const ma = decodeKad(a)
+  const mb = decodeKad(b) // overwrites the shared layout: ma keeps a copy of its words
+  const mc = decodeKad(a)
+  doneWith(mc) // handled: the next read copies nothing for it, and it is not read again
+  decodeKad(b)
+  t.deepEqual(Array.from({ length: ma.count + 1 }, (_, i) => view(ma, i)), expect(a))
+  t.deepEqual(Array.from({ length: mb.count + 1 }, (_, i) => view(mb, i)), expect(b))
+  t.is(ma.count, 2)
+  t.is(mb.count, 3)
+})

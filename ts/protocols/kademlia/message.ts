@@ -91,10 +91,26 @@ const MALFORMED: Omit<KadMessage, 'error'> = {
 
 /** Decodes a Kademlia message (without the layer tag); never throws. */
 export function decodeKad(data: Buffer): KadMessage {
+  // The message read before, if its handling has not ended, keeps its words from here on.
+  if (live !== null) {
+    live.detach()
+    live = null
+  }
   const kind = native.kadParse(data, layout)
   if (kind === 0) return { ...MALFORMED, error: REASONS[layout[6]] ?? 'record' }
   if (layout[7] & 1) return new Decoded(native.kadDecode(data), data)
-  return new Parsed(kind, data)
+  return (live = new Parsed(kind, data))
+}
+
+/** The message last read in place, while it reads the shared layout (see {@link Parsed.detach}). */
+let live: Parsed | null = null
+
+/**
+ * The handling of `m` ended (the layer's `onMessage` returned): it no longer needs its words
+ * copied when the next message is read.
+ */
+export function doneWith(m: KadMessage): void {
+  if (live === m) live = null
 }
 
 /**
@@ -165,8 +181,12 @@ class Parsed implements KadMessage {
   readonly target: Buffer | null
   readonly error = null
   readonly bytes: Buffer
-  /** The layout's per-record words (a plain array: no ArrayBuffer per message). */
-  readonly #rec: number[] | null
+  /**
+   * The per-record words: the shared layout (from word 8) while this is the message last read;
+   * copied (from 0) if another is read before its handling ends ({@link detach}).
+   */
+  #words: ArrayLike<number> | null
+  #base = 8
   #ids: Buffer | null = null
   #copies: Buffer[] | null = null
 
@@ -180,34 +200,41 @@ class Parsed implements KadMessage {
     this.truncated = layout[3] !== 0
     this.ephemeral = (layout[7] & 2) !== 0
     this.count = layout[4]
-    if (kind < 3) {
-      this.target = this.#rec = null
-      return
-    }
-    const records = this.count + 1
-    const rec = new Array<number>(5 * records)
-    for (let i = 0; i < 5 * records; i++) rec[i] = layout[8 + i]
-    this.#rec = rec
     let target: Buffer | null = null
     if (kind === 3) {
       target = Buffer.allocUnsafe(32)
       copyBytes(data, layout[5], target, 0, 32)
     }
     this.target = target
+    this.#words = kind < 3 ? null : layout
+  }
+
+  /** Another message is read (the shared layout is overwritten): keep a copy of the words. */
+  detach(): void {
+    if (this.#words !== layout) return
+    const n = 5 * (this.count + 1)
+    const own = new Array<number>(n)
+    for (let i = 0; i < n; i++) own[i] = layout[8 + i]
+    this.#words = own
+    this.#base = 0
+  }
+
+  /** Word `k` of record `i`'s five (0 offset, 1 identity length, 2 UDP, 3 TCP port, 4 external). */
+  #w(i: number, k: number): number {
+    return this.#words![this.#base + 5 * i + k]
   }
 
   get ids(): Buffer | null {
-    const rec = this.#rec
-    if (rec === null || this.#ids !== null) return this.#ids
+    if (this.#words === null || this.#ids !== null) return this.#ids
     const records = this.count + 1
     const ids = Buffer.allocUnsafe(32 * records)
-    for (let i = 0; i < records; i++) copyBytes(this.bytes, rec[5 * i] + 2, ids, 32 * i, 32)
+    for (let i = 0; i < records; i++) copyBytes(this.bytes, this.#w(i, 0) + 2, ids, 32 * i, 32)
     return (this.#ids = ids)
   }
 
   /** Whether record `i`'s id is `id` (read in place). */
   idIs(i: number, id: Buffer): boolean {
-    const at = this.#rec![5 * i] + 2
+    const at = this.#w(i, 0) + 2
     const d = this.bytes
     for (let j = 0; j < 32; j++) if (d[at + j] !== id[j]) return false
     return true
@@ -225,8 +252,8 @@ class Parsed implements KadMessage {
   #own(i: number): Buffer {
     const have = (this.#copies ??= [])[i]
     if (have !== undefined) return have
-    const at = this.#rec![5 * i]
-    const len = this.#rec![5 * i + 1]
+    const at = this.#w(i, 0)
+    const len = this.#w(i, 1)
     const b = Buffer.allocUnsafe(32 + len)
     copyBytes(this.bytes, at + 2, b, 0, 32)
     copyBytes(this.bytes, at + 36, b, 32, len)
@@ -234,16 +261,16 @@ class Parsed implements KadMessage {
   }
 
   address(i: number): Address | null {
-    return ipv4At(this.bytes, this.#rec![5 * i + 2])
+    return ipv4At(this.bytes, this.#w(i, 2))
   }
 
   external(i: number): Address | null {
-    const at = this.#rec![5 * i + 4]
+    const at = this.#w(i, 4)
     return at === 0 ? null : ipv4At(this.bytes, at)
   }
 
   tcpPort(i: number): number | null {
-    return this.#rec![5 * i + 3] || null
+    return this.#w(i, 3) || null
   }
 }
 
