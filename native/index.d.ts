@@ -101,7 +101,7 @@ export declare class KadLookup {
    * `layout` (its words for these bytes: the records are read where they say, not checked
    * again). The records it names become candidates (not our own; not the target's when
    * `stopAtTarget`: findPeer asks the target apart), and `table` remembers that the node at
-   * `teller` (18-byte form) named each of their addresses. Returns the index of the first record
+   * `teller` (18-byte form) named the addresses of each new one (and of the target). Returns the index of the first record
    * naming the target when `stopAtTarget` (1..), 0 when none does, -1 when `peer` was not in
    * flight (nothing added).
    */

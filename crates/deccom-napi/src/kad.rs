@@ -580,7 +580,7 @@ impl KadLookup {
   /// `layout` (its words for these bytes: the records are read where they say, not checked
   /// again). The records it names become candidates (not our own; not the target's when
   /// `stopAtTarget`: findPeer asks the target apart), and `table` remembers that the node at
-  /// `teller` (18-byte form) named each of their addresses. Returns the index of the first record
+  /// `teller` (18-byte form) named the addresses of each new one (and of the target). Returns the index of the first record
   /// naming the target when `stopAtTarget` (1..), 0 when none does, -1 when `peer` was not in
   /// flight (nothing added).
   #[napi]
@@ -592,7 +592,9 @@ impl KadLookup {
     let mut found = 0;
     for (i, record) in answer_records(data, &layout) {
       let id = record_id(record);
-      if id == self.own {
+      let is_target = stop_at_target && id == target;
+      // Known already (or farther than every candidate of a full lookup): nothing new.
+      if id == self.own || !(is_target || self.lookup.wants(&id)) {
         continue;
       }
       if let (Some(teller), Some(udp)) = (teller, PeerRecord::udp_of(record)) {
@@ -601,7 +603,7 @@ impl KadLookup {
           table.tellers.told(ext, teller);
         }
       }
-      if stop_at_target && id == target {
+      if is_target {
         if found == 0 {
           found = i as i32;
         }

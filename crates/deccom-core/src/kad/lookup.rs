@@ -81,9 +81,10 @@ enum State {
     Failed,
 }
 
+/// A candidate. Its id is not stored: it is `distance XOR target` ([`Lookup::id_of`]), which keeps
+/// the entries small (the sorted vector shifts them on every insertion).
 #[derive(Debug, Clone)]
 struct Candidate<V> {
-    id: NodeId,
     distance: DistanceKey,
     value: V,
     state: State,
@@ -176,7 +177,6 @@ impl<V: Clone> Lookup<V> {
                 self.candidates.insert(
                     pos,
                     Candidate {
-                        id,
                         distance: d,
                         value,
                         state: State::NotContacted,
@@ -187,6 +187,17 @@ impl<V: Clone> Lookup<V> {
                 true
             }
         }
+    }
+
+    /// The id at distance `d` from the target.
+    fn id_of(&self, d: &DistanceKey) -> NodeId {
+        let mut id = self.target;
+        for (i, w) in d.iter().enumerate() {
+            for (b, x) in id[8 * i..8 * i + 8].iter_mut().zip(w.to_be_bytes()) {
+                *b ^= x;
+            }
+        }
+        id
     }
 
     fn find(&self, id: &NodeId) -> Option<usize> {
@@ -231,7 +242,8 @@ impl<V: Clone> Lookup<V> {
                             deadline: now + self.config.query_timeout,
                         };
                         self.stats.queries += 1;
-                        return LookupAction::Query(c.id, c.value.clone());
+                        let (d, v) = (c.distance, c.value.clone());
+                        return LookupAction::Query(self.id_of(&d), v);
                     }
                     return LookupAction::Wait;
                 }
@@ -349,7 +361,7 @@ impl<V: Clone> Lookup<V> {
             .iter()
             .filter(|c| c.state == State::Succeeded)
             .take(self.config.k)
-            .map(|c| (c.id, c.value.clone()))
+            .map(|c| (self.id_of(&c.distance), c.value.clone()))
             .collect()
     }
 

@@ -11,11 +11,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::wire::{encode_raw_addr, RAW_ADDR_LEN};
+
+/// An address in its 18-byte form: one write to hash (a `SocketAddr` hashes field by field).
+type Raw = [u8; RAW_ADDR_LEN];
+
 /// The bounded "who named whom" map (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Tellers {
-    current: HashMap<SocketAddr, SocketAddr>,
-    previous: HashMap<SocketAddr, SocketAddr>,
+    current: HashMap<Raw, SocketAddr>,
+    previous: HashMap<Raw, SocketAddr>,
     half: usize,
 }
 
@@ -28,6 +33,7 @@ impl Tellers {
 
     /// `teller` named `addr` in an answer.
     pub fn told(&mut self, addr: SocketAddr, teller: SocketAddr) {
+        let addr = encode_raw_addr(addr);
         if let Some(t) = self.current.get_mut(&addr) {
             *t = teller;
             return;
@@ -43,7 +49,8 @@ impl Tellers {
     /// The node that named `addr` last, if remembered.
     #[must_use]
     pub fn teller_of(&self, addr: &SocketAddr) -> Option<SocketAddr> {
-        self.current.get(addr).or_else(|| self.previous.get(addr)).copied()
+        let addr = encode_raw_addr(*addr);
+        self.current.get(&addr).or_else(|| self.previous.get(&addr)).copied()
     }
 
     /// Addresses remembered.
