@@ -239,6 +239,57 @@ export declare class KadTable {
    * when even an empty answer would exceed `maxLen`.
    */
   encodeNodes(requestHi: number, requestLo: number, target: Uint8Array, maxLen: number): Buffer | null
+  /**
+   * Answers a PING or FIND_NODE `data` (without the layer tag; a message `kadParse` accepted)
+   * from `from` (18-byte address form) at `now`, writing the answer into `out`. `proven`: the
+   * sender proved the id its record names (a PING: it has an authenticated session);
+   * `inTable`: `from` is a table entry's address. Either, or `from` having answered us, makes
+   * the address validated; a request from any other address is answered within its prefix's
+   * reply rate, and a NODES to it is cut to the query's size less a PING (`maxLen`
+   * of `encodeNodes`). The requester is then remembered as having verified us (`verifiedBy`).
+   *
+   * Returns `2 * len + v`: `len` bytes of `out` to send (0: a FIND_NODE whose answer would
+   * exceed the bound, nothing to send), `v` 1 when the address is validated; or -1 a FIND_NODE
+   * naming our own id, -2 over the reply rate, -3 not a PING or FIND_NODE — nothing to send.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for `from`; `ERR_DECCOM_INVALID_ARGUMENT` when `out` is too small.
+   */
+  answer(from: Uint8Array, data: Uint8Array, proven: boolean, inTable: boolean, now: number, out: Buffer): number
+  /**
+   * Whether a request to `to` (18-byte form) may be sent at `now`: always to an address that
+   * answered us or a table entry's (`inTable`), else within the unvalidated budgets of its IP
+   * and prefix, of which it then spends a token each.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for `to`.
+   */
+  withinBudget(to: Uint8Array, inTable: boolean, now: number): boolean
+  /**
+   * `from` (18-byte form) echoed one of our request ids: it is verified from now on, and the
+   * budget its request took comes back.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for `from`.
+   */
+  answered(from: Uint8Array): void
+  /**
+   * Whether we answered a request from `addr` (18-byte form): it has verified us, so our
+   * FIND_NODEs to it need no padding.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for `addr`.
+   */
+  verifiedBy(addr: Uint8Array): boolean
+  /**
+   * `addr` (18-byte form) cut its answer to our unpadded FIND_NODE: pad the next one again.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for `addr`.
+   */
+  forgetVerifiedBy(addr: Uint8Array): void
+  /** How many entries the address state holds. */
+  addrSizes(): KadAddrSizes
 }
 
 /** An Ed25519 key pair, or a plain name (tests). The secret never leaves Rust except via `save`. */
@@ -766,6 +817,19 @@ export interface ImpairOptions {
   reorderDelay?: number
   bandwidth?: number
   maxQueueBytes?: number
+}
+
+/** How many entries the address state holds (`KadTable.addrSizes`). */
+export interface KadAddrSizes {
+  /** Addresses that echoed one of our request ids. */
+  verified: number
+  /** Addresses whose requests we answered. */
+  verifiedBy: number
+  /** IPs and prefixes with unvalidated request budget spent. */
+  budgetIps: number
+  budgetPrefixes: number
+  /** Prefixes the reply rate tracks. */
+  replyLimitKeys: number
 }
 
 /**

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use deccom_core::kad::addrbook::AddrBook;
 use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
 use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
 use deccom_core::kad::tellers::Tellers;
@@ -27,7 +28,7 @@ fn node_id(b: &[u8]) -> Result<NodeId> {
   b.try_into().map_err(|_| coded(Code::InvalidArgument, format!("a node id is 32 bytes, got {}", b.len())))
 }
 
-fn address(b: &[u8]) -> Result<std::net::SocketAddr> {
+pub(crate) fn address(b: &[u8]) -> Result<std::net::SocketAddr> {
   deccom_core::wire::decode_raw_addr(b).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))
 }
 
@@ -115,13 +116,15 @@ fn eviction(e: Eviction<Slot>) -> KadEviction {
 #[napi]
 pub struct KadTable {
   table: RoutingTable<Slot>,
-  own: PeerRecord,
-  clock: JsClock,
+  pub(crate) own: PeerRecord,
+  pub(crate) clock: JsClock,
   scratch: Vec<(u64, u32)>,
   /// Reused by the `*Into` encoders.
-  bytes: Vec<u8>,
+  pub(crate) bytes: Vec<u8>,
   /// Who named whom in the answers our lookups received (see `KadLookup.onAnswer`).
   tellers: Tellers,
+  /// The per-address state of answering and asking (`kad_answer.rs`).
+  pub(crate) book: AddrBook,
 }
 
 /// Addresses `KadTable.tellerOf` remembers, at most.
@@ -145,6 +148,16 @@ impl KadTable {
     });
     i
   }
+
+  /// The NODES answer to a FIND_NODE for `target` into `self.bytes` (see `encodeNodes`): false
+  /// when even an empty answer would exceed `max_len`.
+  pub(crate) fn nodes_into_bytes(&mut self, request_id: u64, target: &NodeId, max_len: usize) -> bool {
+    let k = self.table.config().k;
+    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
+    self.table.for_each_closest(target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
+    self.bytes.clear();
+    wire::encode_nodes_encoded(request_id, &self.own, recs, max_len, &mut self.bytes).is_some()
+  }
 }
 
 #[napi]
@@ -160,7 +173,7 @@ impl KadTable {
       return Err(coded(Code::InvalidArgument, format!("k must be 1..={}, got {k}", wire::MAX_NODES)));
     }
     let config = TableConfig { k: k as usize, max_replacements: max_replacements as usize };
-    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048), tellers: Tellers::new(MAX_TELLERS) })
+    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048), tellers: Tellers::new(MAX_TELLERS), book: AddrBook::new() })
   }
 
   /// Entries in the table.
@@ -376,13 +389,10 @@ impl KadTable {
   pub fn encode_nodes_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], max_len: f64, mut out: BufferSlice) -> Result<i32> {
     let target = node_id(target)?;
     let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
-    let k = self.table.config().k;
-    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
-    self.table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
-    self.bytes.clear();
-    match wire::encode_nodes_encoded(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut self.bytes) {
-      Some(_) => Ok(copy_out(&self.bytes, &mut out)),
-      None => Ok(0),
+    if self.nodes_into_bytes(request_id(request_hi, request_lo), &target, max_len) {
+      Ok(copy_out(&self.bytes, &mut out))
+    } else {
+      Ok(0)
     }
   }
 
@@ -403,7 +413,7 @@ impl KadTable {
 }
 
 /// Copies `bytes` into `out`: its length, or -1 when `out` is too small.
-fn copy_out(bytes: &[u8], out: &mut [u8]) -> i32 {
+pub(crate) fn copy_out(bytes: &[u8], out: &mut [u8]) -> i32 {
   match out.get_mut(..bytes.len()) {
     Some(o) => {
       o.copy_from_slice(bytes);
@@ -413,7 +423,7 @@ fn copy_out(bytes: &[u8], out: &mut [u8]) -> i32 {
   }
 }
 
-fn request_id(hi: u32, lo: u32) -> u64 {
+pub(crate) fn request_id(hi: u32, lo: u32) -> u64 {
   (u64::from(hi) << 32) | u64::from(lo)
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod identity;
 mod impair;
 mod kad;
+mod kad_answer;
 mod noise;
 mod pipeline;
 mod prefault;

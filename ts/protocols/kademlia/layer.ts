@@ -10,14 +10,14 @@ import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { abort, startLookup } from './lookups'
-import { decodeKad, encodePing } from './message'
+import { copyOut, decodeKad } from './message'
 import { join, onRefreshTimer } from './refresh'
-import { budgetSizes, match, remember, replyAllowed } from './rpc'
+import { addrSizes, match } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
   DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, patience, positive, toHex, toId,
 } from './state' // prettier-ignore
-import { alive, onFindNode } from './verification'
+import { ANSWER_REPLY_RATE, alive, answer, onFindNode } from './verification'
 import { sameId } from './id-map'
 
 export class Kademlia extends Protocol {
@@ -269,7 +269,7 @@ export class Kademlia extends Protocol {
     const s = this.#s
     return {
       ...this.counters, table_size: this.size, pending_requests: s.pending.size, lookups_running: s.runs.size, query_srtt_ms: s.querySrtt, lookup_patience_ms: patience(s),
-      known_ids: s.byId.size, told_by_size: s.table?.tellersSize ?? 0, verified_size: s.verified.size, verified_by_size: s.verifiedBy.size, ...budgetSizes(s),
+      known_ids: s.byId.size, told_by_size: s.table?.tellersSize ?? 0, ...addrSizes(s),
     } // prettier-ignore
   }
 
@@ -290,13 +290,16 @@ export class Kademlia extends Protocol {
     // back: the address is validated, and the sender proved this id.
     const provenId = source instanceof Peer ? source.id : null
     switch (m.kind) {
-      case PING:
-        if (provenId === null && !replyAllowed(this.#s, from)) return
+      case PING: {
+        // Answered always for a validated address, else within the reply rate.
+        const r = answer(this.#s, from, data, provenId !== null)
+        if (r === ANSWER_REPLY_RATE) return this.count('dropped_reply_rate')
+        if (r < 0) return this.count('dropped_malformed')
         this.count('pings_answered')
-        remember(this.#s, this.#s.verifiedBy, from.key)
         alive(this.#s, from)
-        this.sendControl(from, encodePing(true, m.requestHi, m.requestLo))
+        this.sendControl(from, copyOut(r >>> 1))
         return
+      }
       case PONG: {
         const req = match(this.#s, m, from, PING)
         if (!req) return this.count('dropped_unsolicited')
@@ -305,7 +308,7 @@ export class Kademlia extends Protocol {
       }
       case FIND_NODE:
         // The requester's record names the id its session proved: its address needs no verifying.
-        return onFindNode(this.#s, from, data.length, m, provenId !== null && sameId(provenId, m.ids!, 0))
+        return onFindNode(this.#s, from, data, m, provenId !== null && sameId(provenId, m.ids!, 0))
       case NODES: {
         const req = match(this.#s, m, from, FIND_NODE)
         if (!req) return this.count('dropped_unsolicited')

@@ -1,76 +1,28 @@
 /** Kademlia: requests (PING, FIND_NODE) with random 64-bit ids, matched against their responses; small shared helpers. */
 import type { Address } from '../../address'
 import { copyOut, encodePing, encodeScratch } from './message'
-import { KeyedBuckets, ReplyLimiter, prefixOf } from '../reply-limit'
-import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_ADDR_SET, MAX_PENDING, PING, sampleQuery } from './state'
+import { type KadState, type NativeMessage, type Request, FIND_NODE, MAX_PENDING, PING, sampleQuery } from './state'
 
 /**
- * Requests to addresses that never answered us (so nobody validated them: a NODES record may name
- * any victim) spend a token of the address's IP and of its prefix (IPv4 /24, IPv6 /48); the token
- * comes back when the address answers. So a flood of fake records naming one victim yields at most
- * UNVALIDATED_BURST_IP queries to its IP (UNVALIDATED_BURST_PREFIX to its prefix), then
- * UNVALIDATED_RATE per second; requests over the budget are not sent (`dropped_unvalidated_budget`).
+ * The per-address state — who answered us (verified), whose requests we answered (verified by),
+ * the unvalidated request budgets and the reply rate — lives with the routing table in deccom-core
+ * (`kad::addrbook`); `KadTable.answer` reads it when answering. How many entries it holds (for
+ * `stats()`):
  */
-export const UNVALIDATED_BURST_IP = 16
-export const UNVALIDATED_BURST_PREFIX = 64
-export const UNVALIDATED_RATE = 1
-
-export interface Budgets {
-  ip: KeyedBuckets
-  prefix: KeyedBuckets
-  replies: ReplyLimiter
+export function addrSizes(s: KadState): { verified_size: number; verified_by_size: number; budget_ips: number; budget_prefixes: number; reply_limit_keys: number } {
+  const z = s.table?.addrSizes()
+  return { verified_size: z?.verified ?? 0, verified_by_size: z?.verifiedBy ?? 0, budget_ips: z?.budgetIps ?? 0, budget_prefixes: z?.budgetPrefixes ?? 0, reply_limit_keys: z?.replyLimitKeys ?? 0 }
 }
 
-function budgetsOf(s: KadState): Budgets {
-  return (s.budgets ??= {
-    ip: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_IP),
-    prefix: new KeyedBuckets(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX),
-    replies: new ReplyLimiter(),
-  })
-}
-
-/** How many keys the request budgets and the reply limiter hold (for `stats()`). */
-export function budgetSizes(s: KadState): { budget_ips: number; budget_prefixes: number; reply_limit_keys: number } {
-  const b = s.budgets
-  return { budget_ips: b?.ip.size ?? 0, budget_prefixes: b?.prefix.size ?? 0, reply_limit_keys: b?.replies.size ?? 0 }
-}
-
-/** True when a request to `to` may be sent now (spending the unvalidated budget if needed). */
+/**
+ * True when a request to `to` may be sent now. A request to an address that never answered us (so
+ * nobody validated it: a NODES record may name any victim) spends a token of the address's IP and
+ * of its prefix (IPv4 /24, IPv6 /48); the token comes back when the address answers. So a flood of
+ * fake records naming one victim yields at most 16 queries to its IP (64 to its prefix), then one
+ * per second; requests over the budget are not sent (`dropped_unvalidated_budget`).
+ */
 function withinBudget(s: KadState, to: Address): boolean {
-  if (s.verified.has(to.key) || s.byAddr.has(to.key)) return true
-  const b = budgetsOf(s)
-  const now = s.clock.now()
-  const ip = b.ip.bucket(to.host, now)
-  if (ip.tokens < 1) return false
-  const prefix = b.prefix.bucket(prefixOf(to), now)
-  if (prefix.tokens < 1) return false
-  ip.tokens -= 1
-  prefix.tokens -= 1
-  return true
-}
-
-/** The address answered: give back the budget its request took; it is verified from now on. */
-function answered(s: KadState, from: Address): void {
-  if (s.verified.has(from.key)) return
-  const b = budgetsOf(s)
-  b.ip.refund(from.host)
-  b.prefix.refund(prefixOf(from))
-  addBounded(s.verified, from.key)
-}
-
-/**
- * Whether to answer a request from `from`: always for an address that answered us (validated),
- * else within the per-prefix reply rate ({@link withinReplyRate}).
- */
-export function replyAllowed(s: KadState, from: Address): boolean {
-  return s.verified.has(from.key) || s.byAddr.has(from.key) || withinReplyRate(s, from)
-}
-
-/** Whether to answer a request from an address that is not validated: within the per-prefix reply rate (`dropped_reply_rate`). */
-export function withinReplyRate(s: KadState, from: Address): boolean {
-  if (budgetsOf(s).replies.allow(from, s.clock.now())) return true
-  s.count('dropped_reply_rate')
-  return false
+  return s.table !== null && s.table.withinBudget(to.raw, s.byAddr.has(to.key), s.clock.now())
 }
 
 /** Sends a request; `cb` gets the matching response, or null after `timeout`. */
@@ -107,13 +59,15 @@ export function match(s: KadState, m: NativeMessage, from: Address, kind: number
   if (!req || req.hi !== m.requestHi || req.to !== from || req.kind !== kind) return undefined
   s.pending.delete(m.requestLo)
   s.clock.clearTimeout(req.timer)
-  answered(s, from)
+  // The address answered: the budget its request took comes back; it is verified from now on.
+  s.table?.answered(from.raw)
   return req
 }
 
 /** FIND_NODE to `to`; `expect` is the id we believe lives there (null for bootstrap addresses). */
 export function findNode(s: KadState, to: Address, target: Buffer, expect: Buffer | null, cb: (m: NativeMessage | null) => void): void {
-  const pad = s.verifiedBy.has(to.key) ? 0 : s.padTo
+  // An address whose request we answered has verified us: no padding needed.
+  const pad = s.table?.verifiedBy(to.raw) ? 0 : s.padTo
   s.count('queries_sent')
   const t0 = s.clock.now()
   request(
@@ -132,7 +86,7 @@ export function findNode(s: KadState, to: Address, target: Buffer, expect: Buffe
       }
       if (m?.truncated) {
         s.count('nodes_truncated')
-        s.verifiedBy.delete(to.key)
+        s.table?.forgetVerifiedBy(to.raw)
       }
       if (m) sampleQuery(s, s.clock.now() - t0)
       cb(m)
@@ -154,16 +108,6 @@ export function refreshOwnRecord(s: KadState): void {
   s.ownExternal = ext
   s.table.setOwnExternal(ext ? ext.raw : null)
   s.count('own_external_updates')
-}
-
-export function remember(s: KadState, set: Set<string>, key: string): void {
-  if (!set.has(key)) addBounded(set, key)
-}
-
-/** Adds `key` (absent from `set`), first forgetting the oldest key when the set is full. */
-function addBounded(set: Set<string>, key: string): void {
-  if (set.size >= MAX_ADDR_SET) set.delete(set.values().next().value as string)
-  set.add(key)
 }
 
 /** xorshift32: request ids and random targets (unpredictable unless `seed` is given). */

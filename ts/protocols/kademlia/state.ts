@@ -14,7 +14,6 @@ import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
 import type { KadMessage } from './message'
 import { IdMap } from './id-map'
-import type { Budgets } from './rpc'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
 type Fn = (...args: any[]) => any
@@ -39,7 +38,6 @@ export const WAIT = 1
 export const MAX_PENDING = 8192
 export const MAX_VERIFYING = 256
 export const MAX_APPROVING = 1024
-export const MAX_ADDR_SET = 8192
 
 /** Options of {@link Kademlia}. */
 export interface KademliaOptions {
@@ -272,12 +270,6 @@ export class KadState {
   readonly byAddr = new Map<string, Entry>() // by Address.key: stable across intern-cache resets
   readonly pending = new Map<number, Request>()
   nextLo = 0
-  /** Addresses that echoed one of our request ids (verified by us). */
-  readonly verified = new Set<string>()
-  /** Addresses whose requests we answered (so they have verified us): no padding needed. */
-  readonly verifiedBy = new Set<string>()
-  /** The request budgets and the reply limiter (`rpc.ts`), made when first used. */
-  budgets: Budgets | null = null
   readonly verifying = new Set<string>() // Address.key
   readonly approving = new Set<string>()
   readonly runs = new Set<Run>()

@@ -5,35 +5,49 @@
 import type { Address } from '../../address'
 import { Peer } from '../../peer'
 import { type Entry, type KadEvent, type KadState, type NativeMessage, MAX_APPROVING, MAX_VERIFYING, externalAt, identityAt, tcpPortAt } from './state'
-import { ping, refreshOwnRecord, remember, withinReplyRate } from './rpc'
+import { ping, refreshOwnRecord } from './rpc'
 import { copyOut, encodeScratch } from './message'
 import { sameId } from './id-map'
 
-/** A Kademlia PING with its tag byte (10 + 1): what verifying an unknown requester sends it. */
-const KAD_PING_LEN = 11
+/** `KadTable.answer`: the FIND_NODE's record is our own id; over the reply rate (nothing sent). */
+export const ANSWER_SELF = -1
+export const ANSWER_REPLY_RATE = -2
 
 /**
- * A FIND_NODE from `from`. `proven`: an authenticating layer below proved that the sender holds
- * the id its record names (so its address is validated and the record is its own).
+ * Answers a PING or FIND_NODE `data` from `from` in one native call (`KadTable.answer`: the reply
+ * rate for an address nobody validated, the answer written into the scratch buffer, the requester
+ * remembered as having verified us). `proven`: the sender proved the id its record names (a PING:
+ * an authenticated session). Returns the call's code: below 0 nothing to send (see the constants
+ * above), else twice the answer's length, plus 1 when the address is validated.
  */
-export function onFindNode(s: KadState, from: Address, queryLen: number, m: NativeMessage, proven = false): void {
-  if (sameId(s.selfId, m.ids!, 0)) return s.count('dropped_self')
+export function answer(s: KadState, from: Address, data: Buffer, proven: boolean): number {
+  return s.table!.answer(from.raw, data, proven, s.byAddr.has(from.key), s.clock.now(), encodeScratch)
+}
+
+/**
+ * A FIND_NODE `data` (decoded: `m`) from `from`, answered (never larger than the query to an
+ * unverified address: with the verification PING below, within its size). `proven`: an
+ * authenticating layer below proved that the sender holds the id its record names (so its address
+ * is validated and the record is its own).
+ */
+export function onFindNode(s: KadState, from: Address, data: Buffer, m: NativeMessage, proven = false): void {
+  // Our record goes into the answer: its external address first.
+  refreshOwnRecord(s)
+  const r = answer(s, from, data, proven)
+  if (r === ANSWER_SELF) return s.count('dropped_self')
   s.count('find_node_received')
   if (proven) s.count('find_node_authenticated')
-  const verified = proven || isVerified(s, from)
-  if (!verified && !withinReplyRate(s, from)) return
-  refreshOwnRecord(s)
-  // To an unverified address, NODES and the verification PING below together stay within the query's size.
-  const len = s.table!.encodeNodesInto(m.requestHi, m.requestLo, m.target!, verified ? Infinity : queryLen - KAD_PING_LEN, encodeScratch)
-  const resp = len > 0 ? copyOut(len) : null
-  if (resp === null) {
+  if (r === ANSWER_REPLY_RATE) return s.count('dropped_reply_rate')
+  if (r < 0) return s.count('dropped_malformed')
+  const verified = (r & 1) === 1
+  const len = r >>> 1
+  if (len === 0) {
     s.count('dropped_amplification')
   } else {
     s.count('nodes_sent')
     if (!verified) s.count('nodes_sent_unverified')
-    s.sendControl(from, resp)
+    s.sendControl(from, copyOut(len))
   }
-  remember(s, s.verifiedBy, from.key)
   // An ephemeral requester is answered, never added (nor verified for the table).
   if (m.ephemeral) return s.count('find_node_ephemeral')
   const known = s.byId.get(m.ids!, 0)
@@ -44,10 +58,6 @@ export function onFindNode(s: KadState, from: Address, queryLen: number, m: Nati
   // Verifying its address serves only the table: not when its bucket is full of fresh entries.
   else if (s.table!.wouldAdmit(peer.id!, s.clock.now())) verify(s, peer)
   else s.count('verify_skipped_full')
-}
-
-export function isVerified(s: KadState, addr: Address): boolean {
-  return s.byAddr.has(addr.key) || s.verified.has(addr.key)
 }
 
 /** Any datagram from a table entry's address counts as a sign of life. */

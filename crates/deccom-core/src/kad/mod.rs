@@ -1,5 +1,6 @@
-//! Kademlia, sans-IO: the routing table ([`kbucket`]), the iterative lookup ([`lookup`]) and the
-//! wire format ([`wire`]).
+//! Kademlia, sans-IO: the routing table ([`kbucket`]), the iterative lookup ([`lookup`]), the
+//! wire format ([`wire`]) and the per-address state and limits of answering and asking
+//! ([`addrbook`]).
 //!
 //! Nothing here sends a datagram or reads the clock. The caller (the TypeScript `Kademlia` layer
 //! through `deccom-napi`'s `KadTable`/`KadLookup`, or a test harness) feeds in what happened —
@@ -14,6 +15,7 @@
 //! (bit 255 = the top bit of byte 0): the standard 256-bucket layout, equivalent to buckets that
 //! split around the own id (see [`kbucket`]).
 
+pub mod addrbook;
 pub mod kbucket;
 pub mod lookup;
 pub mod tellers;
