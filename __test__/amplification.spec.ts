@@ -43,7 +43,7 @@ const TAG = { udp: 1, kad: 3, noise: 4, big: 5, fixed: 6, keepAlive: 7, gossip: 
 /** Replies per source prefix a reply path sends in a burst (ts/protocols/reply-limit.ts). */
 const REPLY_BURST = 400
 const REPLY_RATE = 200
-/** Kademlia's budget of queries to never-answered addresses (ts/protocols/kademlia/rpc.ts). */
+/** Kademlia's budget of queries to never-answered addresses (crates/deccom-core/src/kad/addrbook.rs). */
 const UNVALIDATED_BURST_IP = 16
 const UNVALIDATED_RATE = 1
 
@@ -194,6 +194,101 @@ test('Kademlia: PONG = PING; NODES and the verification PING together stay withi
   const elapsed = (Date.now() - t0) / 1000
   t.true(a.got.length <= REPLY_BURST + REPLY_RATE * elapsed, `${a.got.length} pongs`)
   t.true((node.stats().kademlia?.dropped_reply_rate ?? 0) > 0, 'the flood went over the rate')
+})
+
+test('Kademlia: truncated and garbage PINGs and FIND_NODEs from an unverified address draw nothing and are counted', async (t) => {
+  const node = await open(t, [new Kademlia()])
+  const a = await Attacker.open(t)
+  const me = record(Identity.generate(), '127.0.0.1', a.port)
+  const ping = kadPing(7)
+  const find = findNode(8, me)
+  const corrupt = Buffer.from(find)
+  corrupt[1 + 10 + 32 + 2] ^= 1 // the record's id no longer matches its identity
+  const own = findNode(9, record(node.identity, '127.0.0.1', a.port))
+  const bad = [
+    ping.subarray(0, 5),
+    Buffer.concat([ping, Buffer.from([0])]), // a PING has no trailing bytes
+    Buffer.from([TAG.kad, 2, 1, 0, 0, 0, 0, 0, 0, 0, 7]), // version 2
+    Buffer.from([TAG.kad, 1, 9, 0, 0, 0, 0, 0, 0, 0, 7]), // no such type
+    find.subarray(0, 11),
+    find.subarray(0, 1 + 10 + 20), // inside the target
+    find.subarray(0, 1 + 10 + 32 + 40), // inside the record
+    find.subarray(0, find.length - 1),
+    corrupt,
+    ...Array.from({ length: 40 }, (_, i) => withTag(TAG.kad, randomBytes(1 + i * 7))),
+  ]
+  const before = node.stats().kademlia ?? {}
+  const n = (k: string, st: Record<string, number> = node.stats().kademlia ?? {}): number => st[k] ?? 0
+  await measure(t, 'kademlia garbage', a, node, bad, 500)
+  t.is(a.got.length, 0, 'nothing answers a malformed request')
+  // Every one is dropped as malformed (no random length here is a PING's 10 bytes).
+  t.is(n('dropped_malformed') - n('dropped_malformed', before), bad.length)
+  t.is(n('pings_answered'), n('pings_answered', before))
+  t.is(n('find_node_received'), n('find_node_received', before))
+  // Our own id in the record: dropped, counted, not answered.
+  await measure(t, 'kademlia find_node naming our id', a, node, [own], 300)
+  t.is(a.got.length, 0)
+  t.is(n('dropped_self') - n('dropped_self', before), 1)
+  // The well-formed ones are answered, within their size.
+  await measure(t, 'kademlia ping after garbage', a, node, [ping], 300, 1)
+  t.is(a.got.length, 1)
+  await measure(t, 'kademlia find_node after garbage', a, node, [find], 300, 1)
+  t.is(n('nodes_sent_unverified') - n('nodes_sent_unverified', before), 1)
+})
+
+test('KadTable.answer: on any bytes, never more than a PING or FIND_NODE from an unvalidated address sent; nothing for the rest', (t) => {
+  const own = record(Identity.generate(), '127.0.0.1', 4000)
+  const table = new native.KadTable(own, 20, 20, 0)
+  for (let i = 0; i < 30; i++) {
+    const id = Identity.generate()
+    table.insert(i, id.publicIdentity, toAddress('10.0.0.1', 5000 + i).raw, 0, null, null)
+  }
+  const from = toAddress('192.0.2.1', 9).raw
+  const out = Buffer.alloc(65_536)
+  const valid = [kadPing(1).subarray(1), findNode(2, record(Identity.generate(), '192.0.2.1', 9)).subarray(1), findNode(3, record(Identity.generate(), '192.0.2.1', 9), 1200).subarray(1)]
+  let seed = 0x2545f491
+  const rnd = (n: number): number => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return (seed >>> 0) % n
+  }
+  const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => rnd(256)))
+  const codes = new Map<number, number>()
+  for (let i = 0; i < 3000; i++) {
+    const base = valid[rnd(valid.length)]!
+    let data: Buffer
+    switch (rnd(4)) {
+      case 0: // cut
+        data = base.subarray(0, rnd(base.length + 1))
+        break
+      case 1: {
+        // a few bytes flipped
+        data = Buffer.from(base)
+        for (let j = rnd(4); j >= 0; j--) data[rnd(data.length)] ^= 1 + rnd(255)
+        break
+      }
+      case 2: // random bytes behind a PING or FIND_NODE header
+        data = Buffer.concat([Buffer.from([1, rnd(2) === 0 ? 1 : 3]), bytes(rnd(200))])
+        break
+      default:
+        data = bytes(rnd(120))
+    }
+    // 10 ms apart: the prefix's reply rate refills two answers per step.
+    const r = table.answer(from, data, false, false, i * 10, out)
+    codes.set(r < 0 ? r : r & 1, (codes.get(r < 0 ? r : r & 1) ?? 0) + 1)
+    t.true(r >= -3, `code ${r}`)
+    if (r >= 0) {
+      t.is(r & 1, 0, 'not validated')
+      t.true(r >>> 1 <= data.length, `${r >>> 1} bytes answer ${data.length}`)
+    }
+  }
+  t.log([...codes].map(([c, k]) => `${c}: ${k}`).join(', '))
+  t.true((codes.get(-3) ?? 0) > 0 && (codes.get(0) ?? 0) > 0, 'both malformed and answered inputs were seen')
+  // A non-address is an error, not a crash.
+  t.throws(() => table.answer(Buffer.alloc(3), valid[0]!, false, false, 0, out))
+  // Too small an output: an error, nothing sent.
+  t.throws(() => table.answer(from, valid[0]!, false, false, 1e9, Buffer.alloc(4)))
 })
 
 test('Noise XX: an unpadded initiation gets only a shorter cookie reply; a padded one a response no longer than it', async (t) => {

@@ -423,7 +423,7 @@ pub(crate) fn copy_out(bytes: &[u8], out: &mut [u8]) -> i32 {
   }
 }
 
-pub(crate) fn request_id(hi: u32, lo: u32) -> u64 {
+fn request_id(hi: u32, lo: u32) -> u64 {
   (u64::from(hi) << 32) | u64::from(lo)
 }
 
