@@ -11,6 +11,8 @@ mod identity;
 mod impair;
 mod kad;
 mod kad_answer;
+mod kad_lookup;
+mod kad_wire;
 mod noise;
 mod pipeline;
 mod prefault;

@@ -1,0 +1,211 @@
+//! The Kademlia wire codec for JavaScript: `kadParse` (validates a message and writes where its
+//! fields are, allocating nothing), `kadDecode` (the allocating decoder, for messages with IPv6
+//! addresses, tests and tools) and the encoders tests use.
+
+use deccom_core::kad::wire::{self, Message};
+use deccom_core::wire::peer_record::PeerRecord;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::error::core;
+use crate::kad::request_id;
+
+/// Layout words of `kadParse` a NODES reader uses: the count of records after the sender, and
+/// where the five words of each record start (record `i` at `PARSE_RECORDS + 5 * i`, its offset
+/// first).
+pub(crate) const PARSE_COUNT: usize = 4;
+pub(crate) const PARSE_RECORDS: usize = 8;
+
+/// A decoded Kademlia message. `kind`: 1 PING, 2 PONG, 3 FIND_NODE, 4 NODES, 0 malformed (`error`
+/// says why).
+///
+/// Records (FIND_NODE: the sender; NODES: the sender, then `count` nodes) come in a compact form so
+/// that one message costs a handful of JavaScript values, not several per record: record `i`'s id
+/// is `ids[32*i .. 32*i+32]`, its encoded identity `identities[identityEnds[i-1] (or 0) ..
+/// identityEnds[i]]`, its host and port words `2i` and `2i+1` of `hosts.split(' ')`, and its
+/// external address (the NAT-mapped address the node reports, if any) words `2i` and `2i+1` of
+/// `externals.split(' ')`, which are `- 0` when the record has none; its TCP port `tcpPorts[i]`
+/// (0: none).
+#[napi(object)]
+pub struct KadMessage {
+  pub kind: u32,
+  pub request_hi: u32,
+  pub request_lo: u32,
+  pub target: Option<Buffer>,
+  pub truncated: bool,
+  /// FIND_NODE: the sender asks not to be added to routing tables.
+  pub ephemeral: bool,
+  /// Number of NODES records (not counting the sender).
+  pub count: u32,
+  pub ids: Option<Buffer>,
+  pub identities: Option<Buffer>,
+  pub identity_ends: Option<Uint32Array>,
+  pub hosts: Option<String>,
+  pub externals: Option<String>,
+  pub tcp_ports: Option<Uint32Array>,
+  pub error: Option<String>,
+}
+
+fn message(kind: u32, id: u64) -> KadMessage {
+  KadMessage {
+    kind,
+    request_hi: (id >> 32) as u32,
+    request_lo: id as u32,
+    target: None,
+    truncated: false,
+    ephemeral: false,
+    count: 0,
+    ids: None,
+    identities: None,
+    identity_ends: None,
+    hosts: None,
+    externals: None,
+    tcp_ports: None,
+    error: None,
+  }
+}
+
+fn records<'a>(m: &mut KadMessage, recs: impl Iterator<Item = &'a PeerRecord>) {
+  use std::fmt::Write;
+  let (mut ids, mut identities, mut ends, mut hosts, mut externals) = (Vec::new(), Vec::new(), Vec::new(), String::new(), String::new());
+  let mut tcp_ports = Vec::new();
+  for r in recs {
+    tcp_ports.push(u32::from(r.tcp_port.unwrap_or(0)));
+    ids.extend_from_slice(&r.id);
+    r.identity.encode_into(&mut identities);
+    ends.push(identities.len() as u32);
+    if !hosts.is_empty() {
+      hosts.push(' ');
+      externals.push(' ');
+    }
+    let _ = write!(hosts, "{} {}", r.udp.ip(), r.udp.port());
+    let _ = match r.external {
+      Some(e) => write!(externals, "{} {}", e.ip(), e.port()),
+      None => write!(externals, "- 0"),
+    };
+  }
+  m.ids = Some(ids.into());
+  m.identities = Some(identities.into());
+  m.identity_ends = Some(ends.into());
+  m.hosts = Some(hosts);
+  m.externals = Some(externals);
+  m.tcp_ports = Some(tcp_ports.into());
+}
+
+/// Decodes a Kademlia message (without the layer tag); never throws: malformed input gives
+/// `kind` 0 and an `error` reason.
+#[napi]
+pub fn kad_decode(bytes: &[u8]) -> KadMessage {
+  match Message::decode(bytes) {
+    Ok(Message::Ping { request_id }) => message(wire::kind::PING.into(), request_id),
+    Ok(Message::Pong { request_id }) => message(wire::kind::PONG.into(), request_id),
+    Ok(Message::FindNode { request_id, target, sender, ephemeral }) => {
+      let mut m = message(wire::kind::FIND_NODE.into(), request_id);
+      m.target = Some(target.to_vec().into());
+      m.ephemeral = ephemeral;
+      records(&mut m, std::iter::once(&sender));
+      m
+    }
+    Ok(Message::Nodes { request_id, truncated, sender, nodes }) => {
+      let mut m = message(wire::kind::NODES.into(), request_id);
+      m.truncated = truncated;
+      m.count = nodes.len() as u32;
+      records(&mut m, std::iter::once(&sender).chain(nodes.iter()));
+      m
+    }
+    Err(e) => {
+      let mut m = message(0, 0);
+      m.error = Some(e.reason().to_owned());
+      m
+    }
+  }
+}
+
+/// Reasons of malformed messages, in the order `kadParse` reports them (layout word 6).
+const PARSE_REASONS: [&str; 7] = ["truncated", "version", "unknown_type", "unknown_flags", "too_many_nodes", "trailing_bytes", "record"];
+/// Layout words: 8 header words, then 5 per record (the sender and up to `MAX_NODES` more).
+const PARSE_WORDS: usize = 8 + 5 * (wire::MAX_NODES + 1);
+
+/// Writes where record `i`'s fields are (see `kadParse`; the record starts at `at`) and flags
+/// IPv6 addresses in `out[7]`.
+fn span(out: &mut [u32], i: usize, at: usize, r: &PeerRecord) {
+  use deccom_core::wire::socket_addr_encoded_len;
+  let w = &mut out[8 + 5 * i..8 + 5 * i + 5];
+  let identity_len = r.identity.encoded_len();
+  let udp = at + 36 + identity_len;
+  let mut after = udp + socket_addr_encoded_len(&r.udp);
+  w[0] = at as u32;
+  w[1] = identity_len as u32;
+  w[2] = udp as u32;
+  w[3] = u32::from(r.tcp_port.unwrap_or(0));
+  if r.tcp_port.is_some() {
+    after += 2;
+  }
+  w[4] = if r.external.is_some() { after as u32 } else { 0 };
+  if r.udp.is_ipv6() || r.external.is_some_and(|e| e.is_ipv6()) {
+    out[7] |= 1;
+  }
+}
+
+/// Decodes and validates a Kademlia message (without the layer tag) like `kadDecode`, but
+/// allocates nothing: it writes where the fields are into `out` (caller-owned, at least 333 words)
+/// and returns the kind (1 PING, 2 PONG, 3 FIND_NODE, 4 NODES), or 0 for a malformed message with
+/// the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
+/// too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
+/// of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
+/// holds an IPv6 address, bit 1 set for a FIND_NODE from an ephemeral sender; from word 8, five per record (sender first): record offset (id at +2,
+/// identity at +36), identity length, UDP address offset, TCP port (0 none), external address
+/// offset (0 none).
+#[napi]
+pub fn kad_parse(bytes: &[u8], mut out: Uint32ArraySlice) -> u32 {
+  // SAFETY: the JavaScript thread is inside this synchronous call, so nothing else can touch the
+  // typed array's memory while we write to it.
+  let out: &mut [u32] = unsafe { out.as_mut() };
+  if out.len() < PARSE_WORDS {
+    return 0;
+  }
+  out[..8].fill(0);
+  // Each record's span is written as it is decoded (nothing is collected).
+  match wire::visit(bytes, |i, at, rec| span(out, i, at, &rec)) {
+    Err(e) => {
+      out[..6].fill(0);
+      out[7] = 0;
+      out[6] = PARSE_REASONS.iter().position(|r| *r == e.reason()).unwrap_or(PARSE_REASONS.len() - 1) as u32;
+      0
+    }
+    Ok(h) => {
+      out[1] = (h.request_id >> 32) as u32;
+      out[2] = h.request_id as u32;
+      if h.kind == wire::kind::FIND_NODE {
+        out[5] = wire::HEADER_LEN as u32;
+        if h.ephemeral {
+          out[7] |= 2;
+        }
+      }
+      if h.kind == wire::kind::NODES {
+        out[3] = u32::from(h.truncated);
+        out[4] = h.count as u32;
+      }
+      h.kind.into()
+    }
+  }
+}
+
+/// A PING (or, with `pong`, a PONG) with the given request id.
+#[napi]
+pub fn kad_encode_ping(pong: bool, request_hi: u32, request_lo: u32) -> Buffer {
+  let request_id = request_id(request_hi, request_lo);
+  let m = if pong { Message::Pong { request_id } } else { Message::Ping { request_id } };
+  m.encode().into()
+}
+
+/// A NODES message from encoded records (for tests and tools; the layer uses `KadTable.encodeNodes`).
+///
+/// # Errors
+/// `ERR_DECCOM_RECORD_*` for a malformed record.
+#[napi]
+pub fn kad_encode_nodes(request_hi: u32, request_lo: u32, sender_record: &[u8], records: Vec<Buffer>, truncated: bool) -> Result<Buffer> {
+  let (sender, _) = PeerRecord::decode(sender_record).map_err(core)?;
+  let nodes = records.iter().map(|b| PeerRecord::decode(b).map(|(r, _)| r)).collect::<std::result::Result<Vec<_>, _>>().map_err(core)?;
+  Ok(Message::Nodes { request_id: request_id(request_hi, request_lo), truncated, sender, nodes }.encode().into())
+}
