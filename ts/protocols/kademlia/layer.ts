@@ -10,7 +10,7 @@ import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { abort, startLookup } from './lookups'
-import { copyOut, decodeKad } from './message'
+import { type KadMessage, copyOut, decodeKad, doneWith } from './message'
 import { join, onRefreshTimer } from './refresh'
 import { addrSizes, match } from './rpc'
 import {
@@ -18,7 +18,6 @@ import {
   DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, patience, positive, toHex, toId,
 } from './state' // prettier-ignore
 import { ANSWER_REPLY_RATE, alive, answer, onFindNode } from './verification'
-import { sameId } from './id-map'
 
 export class Kademlia extends Protocol {
   static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?', 'tcpAddress?']
@@ -286,6 +285,15 @@ export class Kademlia extends Protocol {
     if (!this.#s.running) return this.count('dropped_not_running')
     this.count('received')
     const m = decodeKad(data)
+    try {
+      this.#handle(source, from, data, m)
+    } finally {
+      doneWith(m)
+    }
+  }
+
+  /** A Kademlia message `m` (decoded from `data`) from `source` at `from`. */
+  #handle(source: Address | Peer, from: Address, data: Buffer, m: KadMessage): void {
     // Through an authenticating layer (Noise) the session's handshake went to this address and
     // back: the address is validated, and the sender proved this id.
     const provenId = source instanceof Peer ? source.id : null
@@ -308,12 +316,12 @@ export class Kademlia extends Protocol {
       }
       case FIND_NODE:
         // The requester's record names the id its session proved: its address needs no verifying.
-        return onFindNode(this.#s, from, data, m, provenId !== null && sameId(provenId, m.ids!, 0))
+        return onFindNode(this.#s, from, data, m, provenId !== null && m.idIs(0, provenId))
       case NODES: {
         const req = match(this.#s, m, from, FIND_NODE)
         if (!req) return this.count('dropped_unsolicited')
         // Through an authenticating layer the sender's record must be the identity it proved.
-        if (source instanceof Peer && source.id !== null && !source.id.equals(m.ids!.subarray(0, 32))) {
+        if (source instanceof Peer && source.id !== null && !m.idIs(0, source.id)) {
           this.count('dropped_identity_mismatch')
           return req.cb(null)
         }
