@@ -18,8 +18,10 @@ const QUERY = 0
 const FINISHED = 2
 
 function node(i: number, opts: { ext?: boolean; tcp?: boolean; v6?: boolean } = {}) {
-  const identity = Identity.fromSeed(Buffer.alloc(32, i))
-  const address = opts.v6 ? toAddress(`2001:db8::${i.toString(16)}`, 4000 + i) : toAddress(`10.2.0.${i}`, 4000 + i)
+  const seedBytes = Buffer.alloc(32, i & 255)
+  if (i > 255) seedBytes[1] = i >> 8
+  const identity = Identity.fromSeed(seedBytes)
+  const address = opts.v6 ? toAddress(`2001:db8::${i.toString(16)}`, 4000 + i) : toAddress(`10.2.${i >> 8}.${i & 255}`, 4000 + i)
   const external = opts.ext ? toAddress(`198.51.100.${i}`, 6000 + i) : undefined
   const record = encodePeerRecord({ publicIdentity: identity.publicIdentity, address, external, tcpPort: opts.tcp ? 5000 + i : undefined })
   return { id: identity.id as Buffer, address, external, record }
@@ -121,4 +123,34 @@ test('onAnswer with a layout that does not describe the datagram: no crash, noth
     t.true(r >= 0 && r <= 64, `trial ${trial}: ${r}`)
     for (let i = 0; i < 30 && lk.next(1, Buffer.alloc(32), Buffer.alloc(18)) === QUERY; i++);
   }
+})
+
+test('a lookup fed many answers keeps its records bounded, and every candidate its own record', (t) => {
+  const tab = table()
+  const target = node(200).id
+  const lk = native.KadLookup.fromTable(tab, target, 3, 2, 1000, 0, null)
+  // Farthest from the target first: each answer names nodes closer than every candidate so far,
+  // so the lookup goes on, and the candidates named before drop out.
+  const dist = (id: Buffer) => Buffer.from(id.map((b, i) => b ^ target[i]!))
+  const pool = Array.from({ length: 600 }, (_, i) => node(1000 + i)).sort((a, b) => Buffer.compare(dist(b.id), dist(a.id)))
+  const byId = new Map(pool.map((p) => [p.id.toString('hex'), p]))
+  byId.set(seed.id.toString('hex'), seed)
+  let fed = 0
+  let queries = 0
+  for (let round = 0; round < 200 && fed < pool.length; round++) {
+    const id = Buffer.alloc(32)
+    const addr = Buffer.alloc(18)
+    if (lk.next(1 + round, id, addr) !== QUERY) break
+    queries++
+    const asked = byId.get(id.toString('hex'))
+    t.truthy(asked, 'a node the lookup was told of')
+    t.deepEqual(addr, asked.address.raw, 'asked at its own record address')
+    const named = pool.slice(fed, fed + 20)
+    fed += named.length
+    const m = decodeKad(native.kadEncodeNodes(1, 2, asked.record, named.map((p) => p.record), false))
+    lk.onAnswer(tab, id, m.bytes, parseLayout(), asked.address.raw, false)
+    t.true(lk.recordsKept <= 4 * 16 + 20, `records kept: ${lk.recordsKept}`)
+  }
+  t.true(queries > 20, `${queries} queries`)
+  for (const p of peersOfRecords(lk.closestRecords())) t.is(byId.get(p.id.toString('hex'))?.address.key, p.address.key)
 })

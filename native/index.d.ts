@@ -126,6 +126,11 @@ export declare class KadLookup {
   closest(): Buffer
   /** The k closest peers that answered, their encoded peer records back to back. */
   closestRecords(): Buffer
+  /**
+   * Records the lookup holds (its candidates', and those of peers that dropped out since the
+   * last compaction; bounded).
+   */
+  get recordsKept(): number
   /** Counters, and the hop count (rounds). */
   stats(): KadLookupStats
 }

@@ -33,6 +33,8 @@ pub struct KadLookup {
   /// Candidates' values index `records`.
   lookup: Lookup<u32>,
   records: Vec<Encoded>,
+  /// The lookup's bound on candidates (`records` is kept within a multiple of it).
+  max_candidates: usize,
   /// Our own id (never a candidate).
   own: NodeId,
   clock: JsClock,
@@ -74,7 +76,27 @@ impl KadLookup {
     self.records.push(Encoded::from_bytes(record));
     (self.records.len() - 1) as u32
   }
+
+  /// Keeps the records arena bounded: records of peers that are no longer candidates (a closer
+  /// one took their place) are dropped once the arena holds `ARENA_PER_CANDIDATE` times as many
+  /// records as the lookup may have candidates.
+  fn compact(&mut self) {
+    if self.records.len() <= ARENA_PER_CANDIDATE * self.max_candidates {
+      return;
+    }
+    let mut kept = Vec::with_capacity(2 * self.max_candidates);
+    for v in self.lookup.values_mut() {
+      if let Some(r) = self.records.get(*v as usize) {
+        kept.push(r.clone());
+        *v = (kept.len() - 1) as u32;
+      }
+    }
+    self.records = kept;
+  }
 }
+
+/// See `KadLookup::compact`.
+const ARENA_PER_CANDIDATE: usize = 4;
 
 #[napi]
 impl KadLookup {
@@ -90,7 +112,8 @@ impl KadLookup {
       return Err(coded(Code::InvalidArgument, format!("seedStride must be at least 32, got {stride}")));
     }
     let seeds = seeds.chunks_exact(stride).map(|c| (c[..32].try_into().expect("32 bytes"), NO_RECORD));
-    Ok(KadLookup { lookup: Lookup::new(target, seeds, lookup_config(alpha, k, query_timeout_ms)), records: Vec::new(), own: [0; 32], clock: JsClock::new(now) })
+    let config = lookup_config(alpha, k, query_timeout_ms);
+    Ok(KadLookup { lookup: Lookup::new(target, seeds, config), records: Vec::new(), max_candidates: config.max_candidates, own: [0; 32], clock: JsClock::new(now) })
   }
 
   /// A lookup for `target` whose candidates are peer records: first the up to `k` entries of
@@ -109,7 +132,8 @@ impl KadLookup {
       records.push(e.value.encoded.clone());
       seeds.push((e.id, (records.len() - 1) as u32));
     });
-    Ok(KadLookup { lookup: Lookup::new(target, seeds, lookup_config(alpha, k, query_timeout_ms)), records, own: table.own.id, clock: JsClock::new(now) })
+    let config = lookup_config(alpha, k, query_timeout_ms);
+    Ok(KadLookup { lookup: Lookup::new(target, seeds, config), records, max_candidates: config.max_candidates, own: table.own.id, clock: JsClock::new(now) })
   }
 
   /// Adds a candidate of depth 0 from its encoded peer record (at the address the record names).
@@ -125,7 +149,9 @@ impl KadLookup {
       return Ok(false);
     }
     let v = self.keep(&record[..len]);
-    Ok(self.lookup.offer(rec.id, 0, || v))
+    let added = self.lookup.offer(rec.id, 0, || v);
+    self.compact();
+    Ok(added)
   }
 
   /// 0: query the peer whose id was written into `outId` (32 bytes) — and, given `outAddr`, whose
@@ -208,6 +234,7 @@ impl KadLookup {
         (records.len() - 1) as u32
       });
     }
+    self.compact();
     Ok(found)
   }
 
@@ -270,6 +297,13 @@ impl KadLookup {
       }
     }
     out.into()
+  }
+
+  /// Records the lookup holds (its candidates', and those of peers that dropped out since the
+  /// last compaction; bounded).
+  #[napi(getter)]
+  pub fn records_kept(&self) -> u32 {
+    self.records.len() as u32
   }
 
   /// Counters, and the hop count (rounds).

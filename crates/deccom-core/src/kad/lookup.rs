@@ -365,6 +365,11 @@ impl<V: Clone> Lookup<V> {
             .collect()
     }
 
+    /// The candidates' values, for a caller that moves what they refer to (closest first).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.candidates.iter_mut().map(|c| &mut c.value)
+    }
+
     /// Number of candidates currently known.
     #[must_use]
     pub fn candidate_count(&self) -> usize {
