@@ -121,7 +121,7 @@ export class Kademlia extends Protocol {
    *   ERR_DECCOM_INVALID_ARGUMENT
    */
   async findPeer(id: Buffer | string, opts: FindPeerOptions = {}): Promise<Peer> {
-    const r = await this.lookup(id, { ...opts, stopAtTarget: true })
+    const r = await this.#lookup(id, { ...opts, stopAtTarget: true }, false)
     if (r.peer) return r.peer
     throw new DeccomError(DiscoveryErrorCode.PEER_NOT_FOUND, `No node knows a peer with id ${toHex(id).slice(0, 16)}…`, {
       details: { queries: r.queries, hops: r.hops },
@@ -130,6 +130,11 @@ export class Kademlia extends Protocol {
 
   /** An iterative lookup of `target` (see {@link LookupResult}); `stopAtTarget` for findPeer. */
   lookup(target: Buffer | string, opts: LookupOptions = {}): Promise<LookupResult> {
+    return this.#lookup(target, opts, true)
+  }
+
+  /** {@link lookup}; `closest`: the result lists the closest peers (findPeer needs only the target). */
+  #lookup(target: Buffer | string, opts: LookupOptions, closest: boolean): Promise<LookupResult> {
     return new Promise<LookupResult>((resolve, reject) => {
       const id = toId(target)
       if (!this.#s.running) return reject(closed())
@@ -169,7 +174,7 @@ export class Kademlia extends Protocol {
           this.#log('lookup %s failed after %d ms: %s', hex.slice(0, 8), Math.round(this.#s.clock.now() - t0), (e as Error).message)
           reject(e)
         },
-        stopAtTarget ? onCandidate : undefined,
+        { onClaim: stopAtTarget ? onCandidate : undefined, closest },
       )
       if (run.done) return
       timer = this.#s.clock.setTimeout(() => {

@@ -16,12 +16,27 @@ import { consider, failed, sameRecord, seen } from './verification'
 const MAX_CLAIMS = 8
 const EMPTY = Buffer.alloc(0)
 
+/** What a lookup reports besides its result (see {@link startLookup}). */
+export interface LookupHooks {
+  /** findPeer: told each claimed address of the target. */
+  onClaim?: (peer: Peer) => void
+  /** A maintenance lookup ends (sends no further query) once this is true. */
+  enough?: () => boolean
+  /** Told of every answer, with the lookup (see `Run.onAnswer`). */
+  onAnswer?: (m: NativeMessage, lk: NativeLookup) => void
+  /**
+   * A maintenance lookup (no result object): `onDone` gets null and, when `ids` is true, the ids
+   * of the closest peers that answered (32 bytes each, closest first; else an empty Buffer).
+   * Absent: `onDone` gets a result.
+   */
+  maintenance?: { ids: boolean }
+  /** The result lists the closest peers (default true; findPeer returns only the target). */
+  closest?: boolean
+}
+
 /**
  * Starts a lookup of `target` from the table's closest entries and the `extra` peers.
- * `stop`: findPeer (the lookup stops once the target answers). `ids`: null for a lookup whose
- * `onDone` gets a result (`closest` as Peer objects); for a maintenance lookup, `onDone` gets no
- * result, and the ids of the closest peers that answered (32 bytes each, closest first) if `ids`
- * is true (else an empty Buffer).
+ * `stop`: findPeer (the lookup stops once the target answers).
  */
 export function startLookup(
   s: KadState,
@@ -30,17 +45,15 @@ export function startLookup(
   extra: Peer[],
   onDone: (r: LookupResult | null, closestIds: Buffer) => void,
   onError: (e: Error) => void,
-  onClaim?: (peer: Peer) => void,
-  enough?: () => boolean,
-  onAnswer?: (m: NativeMessage, lk: NativeLookup) => void,
-  ids: boolean | null = null,
+  hooks: LookupHooks = {},
 ): Run {
   s.count('lookups')
   const run: Run = {
     target,
     stop,
-    maintenance: ids !== null,
-    ids: ids === true,
+    maintenance: hooks.maintenance !== undefined,
+    ids: hooks.maintenance?.ids === true,
+    closest: hooks.closest !== false,
     lk: native.KadLookup.fromTable(s.table!, target, s.alpha, s.k, patience(s), s.clock.now(), stop ? target : null),
     done: false,
     timer: null,
@@ -54,9 +67,9 @@ export function startLookup(
     pausedUntil: 0,
     converged: false,
     t0: s.clock.now(),
-    onClaim,
-    enough,
-    onAnswer,
+    onClaim: hooks.onClaim,
+    enough: hooks.enough,
+    onAnswer: hooks.onAnswer,
     onDone,
     onError,
   }
@@ -220,7 +233,7 @@ export function finish(s: KadState, run: Run): void {
   }
   const st = run.lk.stats()
   const ids = run.lk.closest()
-  const closest = peersOfRecords(run.lk.closestRecords())
+  const closest = run.closest ? peersOfRecords(run.lk.closestRecords()) : []
   run.lk.dispose()
   const result = run.found ?? run.unverified?.peer ?? run.claims[0]?.peer ?? null
   const hops = run.found ? run.foundHops : (run.unverified ?? run.claims[0])?.hops
@@ -260,6 +273,10 @@ export function maintenanceLookup(
 ): Promise<Buffer | null> {
   return new Promise((resolve) => {
     if (!s.running) return resolve(null)
-    startLookup(s, target, false, opts.extra ?? [], (_, ids) => resolve(ids), () => resolve(null), undefined, opts.enough, opts.onAnswer, opts.ids ?? false)
+    startLookup(s, target, false, opts.extra ?? [], (_, ids) => resolve(ids), () => resolve(null), {
+      enough: opts.enough,
+      onAnswer: opts.onAnswer,
+      maintenance: { ids: opts.ids ?? false },
+    })
   })
 }

@@ -179,6 +179,8 @@ export interface Run {
   maintenance: boolean
   /** A maintenance lookup's `onDone` gets the ids of the closest peers that answered. */
   ids: boolean
+  /** The result lists the closest peers (not for findPeer, which returns only the target). */
+  closest: boolean
   lk: NativeLookup
   done: boolean
   timer: TimerHandle | null
