@@ -7,9 +7,12 @@
  * ```
  *
  * The routing table (256 k-buckets, least-recently-seen order, "ping the oldest before evicting",
- * replacement caches), the iterative lookup (α parallel queries, converging on the k closest) and
+ * replacement caches), the iterative lookup (α parallel queries, converging on the k closest, its
+ * candidates the peer records read out of the answers), the answers to PING and FIND_NODE with the
+ * per-address state they read (addresses verified each way, request budgets, the reply rate), and
  * the wire codec are Rust (`deccom-core::kad`, driven through `KadTable`/`KadLookup`). This layer
- * owns the datagrams, the timers (always `ctx.clock`, so it runs in virtual time) and the API.
+ * owns the datagrams, the timers (always `ctx.clock`, so it runs in virtual time), the requests
+ * and their matching, admission into the table, and the API.
  *
  * ## Bindings
  * - bindTo `send`, `localAddress`, and optionally `externalAddress` (a HolePuncher below provides it):
