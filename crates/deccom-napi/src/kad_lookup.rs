@@ -4,7 +4,7 @@
 use deccom_core::kad::distance_key;
 use deccom_core::kad::lookup::{Lookup, LookupAction, LookupConfig};
 use deccom_core::kad::wire;
-use deccom_core::wire::peer_record::PeerRecord;
+use deccom_core::wire::peer_record::{PeerRecord, RecordLayout};
 use deccom_core::NodeId;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -56,17 +56,17 @@ const FINISHED: u32 = 2;
 /// The records of a NODES answer after its sender, with their indexes (1..), where `kadParse`'s
 /// layout `words` for these bytes says they are (each bounded to the bytes; a word that names no
 /// record ends the walk).
-fn answer_records<'a>(data: &'a [u8], words: &'a [u32]) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {
+fn answer_records<'a>(data: &'a [u8], words: &'a [u32]) -> impl Iterator<Item = (usize, &'a [u8], RecordLayout)> + 'a {
   let count = words.get(PARSE_COUNT).map_or(0, |&c| c as usize).min(wire::MAX_NODES);
   (1..=count).map_while(move |i| {
     let at = *words.get(PARSE_RECORDS + 5 * i)? as usize;
     let rest = data.get(at..)?;
-    let len = PeerRecord::encoded_len_of(rest)?;
-    Some((i, &rest[..len]))
+    let layout = PeerRecord::layout_of(rest)?;
+    Some((i, &rest[..layout.len], layout))
   })
 }
 
-/// The id of an encoded record (`PeerRecord::encoded_len_of` accepted it: it holds one).
+/// The id of an encoded record (`PeerRecord::layout_of` accepted it: it holds one).
 fn record_id(record: &[u8]) -> NodeId {
   record[2..34].try_into().expect("a record holds its id")
 }
@@ -209,16 +209,16 @@ impl KadLookup {
     let Some(depth) = self.lookup.answered(&peer) else { return Ok(-1) };
     let target = *self.lookup.target();
     let mut found = 0;
-    for (i, record) in answer_records(data, &layout) {
+    for (i, record, at) in answer_records(data, &layout) {
       let id = record_id(record);
       let is_target = stop_at_target && id == target;
       // Known already (or farther than every candidate of a full lookup): nothing new.
       if id == self.own || !(is_target || self.lookup.wants(&id)) {
         continue;
       }
-      if let (Some(teller), Some(udp)) = (teller, PeerRecord::udp_of(record)) {
-        table.tellers.told(udp, teller);
-        if let Some(ext) = PeerRecord::external_of(record).filter(|e| *e != udp) {
+      if let Some(teller) = teller {
+        table.tellers.told(at.udp, teller);
+        if let Some(ext) = at.external.filter(|e| *e != at.udp) {
           table.tellers.told(ext, teller);
         }
       }
@@ -245,7 +245,7 @@ impl KadLookup {
   pub fn unknown_closer(&self, table: &KadTable, data: &[u8], layout: Uint32Array, than: &[u8]) -> Result<u32> {
     let than = distance_key(&node_id(than)?, self.lookup.target());
     let mut n = 0;
-    for (_, record) in answer_records(data, &layout) {
+    for (_, record, _) in answer_records(data, &layout) {
       let id = record_id(record);
       if distance_key(&id, self.lookup.target()) < than && id != self.own && !table.table.contains(&id) {
         n += 1;

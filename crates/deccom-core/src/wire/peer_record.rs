@@ -105,6 +105,17 @@ fn addr_error(e: AddrError) -> Error {
     }
 }
 
+/// What [`PeerRecord::layout_of`] reads of an encoded record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLayout {
+    /// The UDP address.
+    pub udp: SocketAddr,
+    /// The external address, if the record announces one.
+    pub external: Option<SocketAddr>,
+    /// The record's length in bytes.
+    pub len: usize,
+}
+
 impl PeerRecord {
     /// Largest possible encoding, in bytes: a 256-byte identity and two IPv6 addresses.
     pub const MAX_ENCODED_LEN: usize =
@@ -247,65 +258,32 @@ impl PeerRecord {
         Ok((record, r.position()))
     }
 
-    /// The UDP address of an encoded record this process made or already decoded (a routing
-    /// table's copy): read where the layout puts it, without checking the identity again. `None`
-    /// when the bytes are not laid out as a record (the version, the lengths or the address).
+    /// Where an encoded record this process made or already decoded (a routing table's copy, a
+    /// record of a validated message) puts its addresses, and its length: read from its layout
+    /// (the version, the flags, the identity length, the address families) without checking the
+    /// identity again. `None` when the bytes are not laid out as a record.
+    #[must_use]
+    pub fn layout_of(encoded: &[u8]) -> Option<RecordLayout> {
+        let mut r = Reader::new(encoded);
+        if r.u8().ok()? != VERSION {
+            return None;
+        }
+        let flags = r.u8().ok()?;
+        r.take(32).ok()?;
+        let identity_len = usize::from(r.u16_be().ok()?);
+        r.take(identity_len).ok()?;
+        let udp = decode_socket_addr(&mut r).ok()?;
+        if flags & FLAG_TCP_PORT != 0 {
+            r.u16_be().ok()?;
+        }
+        let external = if flags & FLAG_EXTERNAL != 0 { Some(decode_socket_addr(&mut r).ok()?) } else { None };
+        Some(RecordLayout { udp, external, len: r.position() })
+    }
+
+    /// The UDP address of an encoded record (see [`layout_of`](Self::layout_of)).
     #[must_use]
     pub fn udp_of(encoded: &[u8]) -> Option<SocketAddr> {
-        let mut r = Reader::new(encoded);
-        if r.u8().ok()? != VERSION {
-            return None;
-        }
-        r.take(1 + 32).ok()?;
-        let identity_len = usize::from(r.u16_be().ok()?);
-        r.take(identity_len).ok()?;
-        decode_socket_addr(&mut r).ok()
-    }
-
-    /// The external address of an encoded record this process made or already decoded (see
-    /// [`udp_of`](Self::udp_of)), if it announces one.
-    #[must_use]
-    pub fn external_of(encoded: &[u8]) -> Option<SocketAddr> {
-        let mut r = Reader::new(encoded);
-        if r.u8().ok()? != VERSION {
-            return None;
-        }
-        let flags = r.u8().ok()?;
-        if flags & FLAG_EXTERNAL == 0 {
-            return None;
-        }
-        r.take(32).ok()?;
-        let identity_len = usize::from(r.u16_be().ok()?);
-        r.take(identity_len).ok()?;
-        decode_socket_addr(&mut r).ok()?;
-        if flags & FLAG_TCP_PORT != 0 {
-            r.u16_be().ok()?;
-        }
-        decode_socket_addr(&mut r).ok()
-    }
-
-    /// The length of the encoded record at the start of `encoded`, read from its layout (the
-    /// flags, the identity length, the address families) without checking the identity: for bytes
-    /// this process already decoded (a validated message). `None` when they are not laid out as a
-    /// record.
-    #[must_use]
-    pub fn encoded_len_of(encoded: &[u8]) -> Option<usize> {
-        let mut r = Reader::new(encoded);
-        if r.u8().ok()? != VERSION {
-            return None;
-        }
-        let flags = r.u8().ok()?;
-        r.take(32).ok()?;
-        let identity_len = usize::from(r.u16_be().ok()?);
-        r.take(identity_len).ok()?;
-        decode_socket_addr(&mut r).ok()?;
-        if flags & FLAG_TCP_PORT != 0 {
-            r.u16_be().ok()?;
-        }
-        if flags & FLAG_EXTERNAL != 0 {
-            decode_socket_addr(&mut r).ok()?;
-        }
-        Some(r.position())
+        Self::layout_of(encoded).map(|l| l.udp)
     }
 }
 
@@ -353,21 +331,21 @@ mod tests {
     }
 
     #[test]
-    fn encoded_len_of_is_the_length_of_every_record() {
+    fn layout_of_reads_the_addresses_and_length_of_every_record() {
         for rec in samples() {
             let mut bytes = rec.encode();
             let len = bytes.len();
-            assert_eq!(PeerRecord::encoded_len_of(&bytes), Some(len));
-            assert_eq!(PeerRecord::external_of(&bytes), rec.external);
-            // Bytes after the record are not part of it; a record cut short has no length.
+            let want = Some(RecordLayout { udp: rec.udp, external: rec.external, len });
+            assert_eq!(PeerRecord::layout_of(&bytes), want);
+            // Bytes after the record are not part of it; a record cut short has no layout.
             bytes.extend_from_slice(&[7; 9]);
-            assert_eq!(PeerRecord::encoded_len_of(&bytes), Some(len));
-            assert_eq!(PeerRecord::encoded_len_of(&bytes[..len - 1]), None);
+            assert_eq!(PeerRecord::layout_of(&bytes), want);
+            assert_eq!(PeerRecord::layout_of(&bytes[..len - 1]), None);
         }
-        assert_eq!(PeerRecord::encoded_len_of(&[]), None);
+        assert_eq!(PeerRecord::layout_of(&[]), None);
         let mut wrong = samples()[0].encode();
         wrong[0] = 2;
-        assert_eq!(PeerRecord::encoded_len_of(&wrong), None);
+        assert_eq!(PeerRecord::layout_of(&wrong), None);
     }
 
     #[test]
