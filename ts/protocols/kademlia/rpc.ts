@@ -22,7 +22,9 @@ export function addrSizes(s: KadState): { verified_size: number; verified_by_siz
  * per second; requests over the budget are not sent (`dropped_unvalidated_budget`).
  */
 function withinBudget(s: KadState, to: Address): boolean {
-  return s.table !== null && s.table.withinBudget(to.raw, s.byAddr.has(to.key), s.clock.now())
+  if (s.table === null) return false
+  // A table entry's address is validated: no native call needed to say so.
+  return s.byAddr.has(to.key) || s.table.withinBudget(to.raw, false, s.clock.now())
 }
 
 /** Sends a request; `cb` gets the matching response, or null after `timeout`. */
