@@ -34,7 +34,7 @@
  *
  * ## Event loop and microtasks (the rule)
  * Virtual time only moves inside {@link runFor}/{@link runUntil}. They pop events (timers of
- * {@link clock}, datagram deliveries) from a binary heap ordered by (time, sequence number), set
+ * {@link clock}, datagram deliveries) from a heap ordered by (time, sequence number), set
  * {@link now} to the event's time and run it. **Each event runs in its own `setImmediate`
  * callback, and Node empties the `process.nextTick` queue and the microtask queue before every
  * immediate callback: so after an event, all the promise continuations it caused run — however
