@@ -11,7 +11,7 @@
  *
  * Most links carry a few datagrams before the bound forgets them, so a link is cheap to make: a
  * row of numbers in one Float64Array (no object), found through an open-addressing table keyed by
- * small ids of its two endpoints.
+ * small ids of its two addresses.
  */
 import { IMPAIR_COPIES, ImpairModel, type LinkParams, linkParams, sameLinkParams, verdict } from './impair'
 
@@ -109,11 +109,11 @@ export function delayOffer(r: Float64Array, o: number, now: number): number {
   return 1 & IMPAIR_COPIES
 }
 
-/** The links of one network, by ordered pair of endpoints (interned keys: addresses, or strings). */
-export class LinkTable<S extends LinkParams & { seed?: unknown }, K = string> {
-  /** Endpoint → its id (the ids of the links held), and id → endpoint. */
-  #ids = new Map<K, number>()
-  #keys: K[] = []
+/** The links of one network, by ordered pair of address keys. */
+export class LinkTable<S extends LinkParams & { seed?: unknown }> {
+  /** Address key → its id (the ids of the links held), and id → key. */
+  #ids = new Map<string, number>()
+  #keys: string[] = []
   /** The links' rows (see {@link ROW}), their specs and their native models (none: delay-only). */
   #rows = new Float64Array(64 * ROW)
   #specs: S[] = []
@@ -125,7 +125,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }, K = string> {
   #native = 0
 
   /** `seedOf`: the seed of a new link from → to with `spec` (an unsigned 32-bit integer). */
-  constructor(readonly seedOf: (from: K, to: K, spec: S) => number) {}
+  constructor(readonly seedOf: (from: string, to: string, spec: S) => number) {}
 
   /** Links held now. */
   get size(): number {
@@ -136,7 +136,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }, K = string> {
    * The verdict of the link from → to, configured with `spec`, for a datagram of `len` wire bytes
    * offered at `at` ms (details in `verdict`); `now`: the network's time, for forgetting links.
    */
-  offer(from: K, to: K, spec: S, now: number, at: number, len: number): number {
+  offer(from: string, to: string, spec: S, now: number, at: number, len: number): number {
     const i = this.#link(from, to, spec, now)
     const r = this.#rows
     const o = i * ROW
@@ -156,7 +156,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }, K = string> {
   }
 
   /** The index of the link from → to, made or reconfigured for `spec`. */
-  #link(from: K, to: K, spec: S, now: number): number {
+  #link(from: string, to: string, spec: S, now: number): number {
     const a = this.#ids.get(from)
     const b = a === undefined ? undefined : this.#ids.get(to)
     if (b !== undefined) {
@@ -179,7 +179,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }, K = string> {
   }
 
   /** A new link from → to. */
-  #add(from: K, to: K, spec: S, now: number): number {
+  #add(from: string, to: string, spec: S, now: number): number {
     if (this.#size >= MAX_LINK_STATES) this.#prune(now)
     const seed = this.seedOf(from, to, spec)
     const i = this.#size++
@@ -231,7 +231,7 @@ export class LinkTable<S extends LinkParams & { seed?: unknown }, K = string> {
     this.#specs[i] = spec
   }
 
-  #idOf(k: K): number {
+  #idOf(k: string): number {
     let id = this.#ids.get(k)
     if (id === undefined) {
       id = this.#keys.length

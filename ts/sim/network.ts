@@ -240,8 +240,8 @@ export class SimulatedNetwork implements SimMedium {
     }),
   )
   /** The links' impairment instances (by ordered pair) and the specs they were last given. */
-  readonly #links = new LinkTable<LinkSpec, Address>((from, to, spec) =>
-    spec.seed !== undefined ? seedToU32(spec.seed) : hashString(to.key, hashString('>', hashString(from.key, this.#linkSeedBase))),
+  readonly #links = new LinkTable<LinkSpec>((from, to, spec) =>
+    spec.seed !== undefined ? seedToU32(spec.seed) : hashString(to, hashString('>', hashString(from, this.#linkSeedBase))),
   )
   /** The hash of `"<seed> "`, the start of every default link seed's text. */
   readonly #linkSeedBase: number
@@ -617,7 +617,7 @@ export class SimulatedNetwork implements SimMedium {
         return
       }
     }
-    const code = this.#links.offer(from, to, spec, this.#now, at, bytes.length)
+    const code = this.#links.offer(from.key, to.key, spec, this.#now, at, bytes.length)
     if (code & IMPAIR_QUEUE_FULL) {
       s.dropped_queue++
       this.#record(Kind.QueueDrop, from, to, bytes)
