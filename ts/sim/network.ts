@@ -34,7 +34,7 @@
  *
  * ## Event loop and microtasks (the rule)
  * Virtual time only moves inside {@link runFor}/{@link runUntil}. They pop events (timers of
- * {@link clock}, datagram deliveries) from a binary heap ordered by (time, sequence number), set
+ * {@link clock}, datagram deliveries) from a heap ordered by (time, sequence number), set
  * {@link now} to the event's time and run it. **Each event runs in its own `setImmediate`
  * callback, and Node empties the `process.nextTick` queue and the microtask queue before every
  * immediate callback: so after an event, all the promise continuations it caused run — however
@@ -524,12 +524,14 @@ export class SimulatedNetwork implements SimMedium {
           }
           this.#events.pop()
           this.#now = e.time
-          const fn = e.fn!
+          const fn = e.fn
           e.fn = null
           e.state = 1
           this.#stats.events++
           if (this.#traceOn) this.#mix(e.seq)
-          fn() // a throw rejects this run; the simulation can be resumed by another run
+          // A throw rejects this run; the simulation can be resumed by another run.
+          if (fn !== null) fn()
+          else this.#deliver(e.from!, e.to!, e.bytes!)
         } catch (err) {
           finish(err ?? new Error(String(err)), false)
         }
@@ -554,8 +556,13 @@ export class SimulatedNetwork implements SimMedium {
   // ---- events -------------------------------------------------------------------------------
 
   #schedule(ms: number, fn: () => void): SimEvent {
-    const time = this.#now + (ms > 0 ? ms : 0)
+    const time = this.#due(ms)
     return this.#closed ? this.#events.dead(time) : this.#events.schedule(time, fn)
+  }
+
+  /** The time of an event `ms` from now (now for ms <= 0 or NaN). */
+  #due(ms: number): number {
+    return this.#now + (ms > 0 ? ms : 0)
   }
 
   // ---- datagrams (used by SimTransport) -----------------------------------------------------
@@ -610,7 +617,7 @@ export class SimulatedNetwork implements SimMedium {
         return
       }
     }
-    const code = this.#links.model(from.key, to.key, spec, this.#now).offer(at, bytes.length)
+    const code = this.#links.offer(from.key, to.key, spec, this.#now, at, bytes.length)
     if (code & IMPAIR_QUEUE_FULL) {
       s.dropped_queue++
       this.#record(Kind.QueueDrop, from, to, bytes)
@@ -632,12 +639,18 @@ export class SimulatedNetwork implements SimMedium {
     }
     if (code & IMPAIR_REORDERED) s.reordered++
     this.#record(Kind.Send, from, to, bytes)
-    this.#schedule(at0 - this.#now, () => this.#deliver(from, to, bytes))
+    this.#arrive(at0, from, to, bytes)
     if (copies === 2) {
       s.duplicated++
-      const copy = Buffer.from(bytes)
-      this.#schedule(at1 - this.#now, () => this.#deliver(from, to, copy))
+      this.#arrive(at1, from, to, Buffer.from(bytes))
     }
+  }
+
+  /** Schedules the datagram's arrival at `at`: an event that carries it (no closure). */
+  #arrive(at: number, from: Address, to: Address, bytes: Buffer): void {
+    const time = this.#due(at - this.#now)
+    if (this.#closed) this.#events.dead(time)
+    else this.#events.datagram(time, from, to, bytes)
   }
 
   #deliver(from: Address, to: Address, bytes: Buffer): void {
