@@ -450,3 +450,21 @@ test.serial('a child process that ran a simulation and closed it exits by itself
   t.regex(stdout, /rtt 20\n/)
   t.regex(stdout, /done 30000/)
 })
+
+test.serial('a datagram to an address re-created after the address cache started over still arrives', async (t) => {
+  const sim = new SimulatedNetwork({ seed: 3, defaultLink: { latency: 5 } })
+  t.teardown(() => sim.close())
+  const [a, b] = await sim.createNodes(2)
+  const got: string[] = []
+  b.on('message', (_from, data) => got.push(data.toString()))
+  // More distinct addresses than the cache holds: it starts over, and b's address comes back as
+  // another object with the same key.
+  for (let i = 0; i < 70_000; i++) toAddress(`10.${250 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 1000)
+  const again = toAddress(b.address.key)
+  t.not(again, b.address, 'a new object for the same address')
+  t.is(again.key, b.address.key)
+  await a.send(again, Buffer.from('still here'))
+  await sim.runFor(10)
+  t.deepEqual(got, ['still here'])
+  t.is(n(sim.stats().dropped_no_route ?? 0), 0)
+})

@@ -112,7 +112,7 @@ export class Pinger {
     } else {
       const id = m.id
       const p = this.#pending.get(id)
-      if (!p || p.to !== from) return this.count('dropped_unexpected_pong')
+      if (!p || p.to.key !== from.key) return this.count('dropped_unexpected_pong')
       this.#settle(id)
       p.resolve(this.clock().now() - p.t0)
     }

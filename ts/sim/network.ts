@@ -221,9 +221,14 @@ export class SimulatedNetwork implements SimMedium {
   #closing: Promise<void> | null = null
   #nextHost = 1
 
-  readonly #transports = new Map<Address, SimTransport>()
+  /**
+   * By `Address.key`: Address objects are interned, but the intern cache starts over past 65,536
+   * addresses, after which the same address may come as another object.
+   */
+  readonly #transports = new Map<string, SimTransport>()
   /** Private address → the NAT it is behind. */
-  readonly #behind = new Map<Address, SimNat>()
+  /** By `Address.key` (see #transports). */
+  readonly #behind = new Map<string, SimNat>()
   /** Public host → NAT. */
   readonly #nats = new Map<string, SimNat>()
   readonly #natRng: Random
@@ -346,11 +351,11 @@ export class SimulatedNetwork implements SimMedium {
       if (this.#nats.has(address.host)) {
         throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `behind: ${address.key} is a NAT's public address`)
       }
-      const prev = this.#behind.get(address)
+      const prev = this.#behind.get(address.key)
       if (prev !== undefined && prev !== opts.behind) {
         throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `behind: ${address.key} is already behind the NAT ${prev.publicAddress}`)
       }
-      this.#behind.set(address, opts.behind)
+      this.#behind.set(address.key, opts.behind)
     }
     return new SimTransport(this, { address })
   }
@@ -575,15 +580,15 @@ export class SimulatedNetwork implements SimMedium {
   /** @internal A transport starts: claim its address. */
   _attach(t: SimTransport, addr: Address): void {
     this.#checkOpen('start a transport')
-    if (this.#transports.has(addr)) {
+    if (this.#transports.has(addr.key)) {
       throw new DeccomError(ErrorCode.ADDRESS_IN_USE, `The simulated address ${addr.key} is already in use`, { details: { address: addr.key } })
     }
-    this.#transports.set(addr, t)
+    this.#transports.set(addr.key, t)
   }
 
   /** @internal A transport stops: release its address. */
   _detach(t: SimTransport, addr: Address): void {
-    if (this.#transports.get(addr) === t) this.#transports.delete(addr)
+    if (this.#transports.get(addr.key) === t) this.#transports.delete(addr.key)
   }
 
   /** @internal Puts one datagram (`bytes`: tag + payload, owned by the network) on the link from → to. */
@@ -594,8 +599,8 @@ export class SimulatedNetwork implements SimMedium {
     s.bytes_sent += bytes.length
     if (this.#behind.size !== 0) {
       // Leaving a private address for anywhere but its own LAN: through its NAT.
-      const nat = this.#behind.get(from)
-      if (nat !== undefined && this.#behind.get(to) !== nat) {
+      const nat = this.#behind.get(from.key)
+      if (nat !== undefined && this.#behind.get(to.key) !== nat) {
         const ext = nat._outbound(from, to)
         if (ext === undefined) {
           s.dropped_nat++
@@ -667,15 +672,15 @@ export class SimulatedNetwork implements SimMedium {
         to = internal
       } else {
         // A private address is reachable only from its own LAN.
-        const dst = this.#behind.get(to)
-        if (dst !== undefined && this.#behind.get(from) !== dst) {
+        const dst = this.#behind.get(to.key)
+        if (dst !== undefined && this.#behind.get(from.key) !== dst) {
           this.#stats.dropped_no_route++
           this.#record(Kind.NoRoute, from, to, bytes)
           return
         }
       }
     }
-    if (this.#profiles.size !== 0 && this.#transports.has(to)) {
+    if (this.#profiles.size !== 0 && this.#transports.has(to.key)) {
       // The receiver's downlink (createNodes' bandwidth option).
       const at = this.#profiles.downlink(to, this.#now, bytes.length)
       if (at < 0) {
@@ -693,7 +698,7 @@ export class SimulatedNetwork implements SimMedium {
   }
 
   #handOver(from: Address, to: Address, bytes: Buffer): void {
-    const t = this.#transports.get(to)
+    const t = this.#transports.get(to.key)
     if (t === undefined) {
       this.#stats.dropped_no_route++
       this.#record(Kind.NoRoute, from, to, bytes)
@@ -761,7 +766,7 @@ export class SimulatedNetwork implements SimMedium {
       const k = this.#nextHost++
       if (k >= 1 << 24) throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'The simulated 10.0.0.0/8 network is full')
       const a = toAddress(`10.${(k >>> 16) & 255}.${(k >>> 8) & 255}.${k & 255}`, DEFAULT_PORT)
-      if (!this.#transports.has(a)) return a
+      if (!this.#transports.has(a.key)) return a
     }
   }
 

@@ -16,7 +16,7 @@ export interface NodeProfile {
 }
 
 export class NodeProfiles<S extends LinkParams> {
-  readonly #byAddress = new Map<Address, NodeProfile>()
+  readonly #byAddress = new Map<string, NodeProfile>() // by Address.key (see SimulatedNetwork)
   /** A NAT's public address → the private address it maps to now (no side effects). */
   readonly #resolve: (a: Address) => Address | undefined
 
@@ -29,20 +29,20 @@ export class NodeProfiles<S extends LinkParams> {
   }
 
   set(p: NodeProfile): void {
-    this.#byAddress.set(p.info.address, p)
+    this.#byAddress.set(p.info.address.key, p)
   }
 
   delete(a: Address): void {
-    this.#byAddress.delete(a)
+    this.#byAddress.delete(a.key)
   }
 
   get(a: Address): NodeProfile | undefined {
-    return this.#byAddress.get(a) ?? (this.#byAddress.size !== 0 ? this.#lookupMapped(a) : undefined)
+    return this.#byAddress.get(a.key) ?? (this.#byAddress.size !== 0 ? this.#lookupMapped(a) : undefined)
   }
 
   #lookupMapped(a: Address): NodeProfile | undefined {
     const inner = this.#resolve(a)
-    return inner === undefined ? undefined : this.#byAddress.get(inner)
+    return inner === undefined ? undefined : this.#byAddress.get(inner.key)
   }
 
   /**
@@ -51,7 +51,7 @@ export class NodeProfiles<S extends LinkParams> {
    * destination as sent (a NAT's public address is resolved through its mapping).
    */
   spec(from: Address, to: Address, base: S): S {
-    const a = this.#byAddress.get(from)
+    const a = this.#byAddress.get(from.key)
     const b = this.get(to)
     if (a?.latency === undefined && b?.latency === undefined) return base
     const infoA = a?.info ?? { address: from, index: -1, region: undefined }
@@ -61,13 +61,13 @@ export class NodeProfiles<S extends LinkParams> {
 
   /** When a datagram sent by `from` at `now` has left its uplink; `now` without one; -1: dropped. */
   uplink(from: Address, now: number, size: number): number {
-    const up = this.#byAddress.get(from)?.up
+    const up = this.#byAddress.get(from.key)?.up
     return up === undefined ? now : up.offer(now, size)
   }
 
   /** When a datagram arriving for `to` at `now` has come through its downlink; -1: dropped. */
   downlink(to: Address, now: number, size: number): number {
-    const down = this.#byAddress.get(to)?.down
+    const down = this.#byAddress.get(to.key)?.down
     return down === undefined ? now : down.offer(now, size)
   }
 }

@@ -58,7 +58,7 @@ export function request(s: KadState, to: Address, kind: number, build: (hi: numb
 
 export function match(s: KadState, m: NativeMessage, from: Address, kind: number): Request | undefined {
   const req = s.pending.get(m.requestLo)
-  if (!req || req.hi !== m.requestHi || req.to !== from || req.kind !== kind) return undefined
+  if (!req || req.hi !== m.requestHi || req.to.key !== from.key || req.kind !== kind) return undefined
   s.pending.delete(m.requestLo)
   s.clock.clearTimeout(req.timer)
   // The address answered: the budget its request took comes back; it is verified from now on.
