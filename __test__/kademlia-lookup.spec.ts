@@ -154,3 +154,24 @@ test('a lookup fed many answers keeps its records bounded, and every candidate i
   t.true(queries > 20, `${queries} queries`)
   for (const p of peersOfRecords(lk.closestRecords())) t.is(byId.get(p.id.toString('hex'))?.address.key, p.address.key)
 })
+
+test('over IPv6 (::1): the nodes a lookup learns are asked at addresses their answers match', async (t) => {
+  const { Node, Kademlia } = require('../dist/index.js')
+  const nodes: any[] = []
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())))
+  const first = await Node.create({ host: '::1', stack: [new Kademlia({ bootstrap: [] })] })
+  nodes.push(first)
+  for (let i = 0; i < 5; i++) {
+    const n = await Node.create({ host: '::1', stack: [new Kademlia({ bootstrap: [first.address], queryTimeout: 300, joinRefreshDelay: 0 })] })
+    nodes.push(n)
+    await n.ready()
+  }
+  const last = nodes[nodes.length - 1].stack.find(Kademlia)
+  const r = await last.lookup(Buffer.alloc(32, 0x5a))
+  const st = last.stats()
+  t.true(r.queries >= 3, `${r.queries} queries`)
+  t.is(r.failures + r.timeouts, 0, 'every node asked answered')
+  t.is(st.dropped_unsolicited ?? 0, 0)
+  t.is(st.request_timeouts ?? 0, 0)
+  t.is(last.size, 5)
+})

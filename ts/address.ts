@@ -180,7 +180,17 @@ export function fromRawAddress(raw: Uint8Array): Address {
   if (v4) return ipv4Address(raw[12]!, raw[13]!, raw[14]!, raw[15]!, port)
   const groups: string[] = []
   for (let i = 0; i < 16; i += 2) groups.push(((raw[i]! << 8) | raw[i + 1]!).toString(16))
-  return toAddress(groups.join(':'), port)
+  // The canonical text: an IPv6 address read from bytes has the key of its usual spelling.
+  return toAddress(compressV6(groups.join(':')), port)
+}
+
+/**
+ * @internal The canonical (compressed, lower-case) text of an IPv6 address, as Node prints it:
+ * {@link toAddress} keys an address by its text, so decoders that build IPv6 text from bytes
+ * pass it through this.
+ */
+export function compressV6(host: string): string {
+  return new URL(`http://[${host}]/`).hostname.slice(1, -1)
 }
 
 /** Remembers the address a `"host:port"` text parsed to (bounded like the address cache). */

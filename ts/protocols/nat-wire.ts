@@ -10,7 +10,7 @@
  * docs/wire.md#address-encodings. 7 bytes for IPv4, 19 for IPv6. Decoding checks every length and returns null on anything malformed.
  */
 import type { Address } from '../address'
-import { toAddress } from '../address'
+import { compressV6, toAddress } from '../address'
 
 /** Longest encoded address. */
 export const MAX_ADDR_LEN = 19
@@ -49,8 +49,8 @@ export function readAddr(buf: Uint8Array, off: number): [Address, number] | null
       if (off + 19 > buf.length) return null
       const groups: string[] = []
       for (let i = 0; i < 8; i++) groups.push(((buf[off + 1 + 2 * i] << 8) | buf[off + 2 + 2 * i]).toString(16))
-      // URL canonicalises the IPv6 text form (compresses zeros), so equal addresses get equal keys.
-      const host = new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1)
+      // The canonical text, so equal addresses get equal keys.
+      const host = compressV6(groups.join(':'))
       const port = (buf[off + 17] << 8) | buf[off + 18]
       if (port === 0) return null
       return [toAddress(host, port), off + 19]

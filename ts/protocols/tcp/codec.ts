@@ -23,7 +23,7 @@
  */
 import net from 'node:net'
 import type { Address } from '../../address'
-import { toAddress } from '../../address'
+import { compressV6, fromRawAddress, toAddress } from '../../address'
 
 /** Frame header: u32 length + u8 type. */
 export const TCP_HEADER_SIZE = 5
@@ -152,18 +152,9 @@ export function decodeObserved(body: Buffer): Address | null | 'malformed' {
 
 /** Decodes an 18-byte raw address; an unspecified host becomes `fallbackHost`. */
 export function decodeRaw(raw: Buffer, fallbackHost: string): Address | null {
-  const port = raw.readUInt16BE(16)
-  let host: string
-  const v4 = raw.subarray(0, 10).every((x) => x === 0) && raw[10] === 0xff && raw[11] === 0xff
-  if (v4) host = `${raw[12]}.${raw[13]}.${raw[14]}.${raw[15]}`
-  else {
-    const parts: string[] = []
-    for (let i = 0; i < 16; i += 2) parts.push(raw.readUInt16BE(i).toString(16))
-    host = parts.join(':')
-  }
-  if (host === '0.0.0.0' || /^0(:0){7}$/.test(host)) host = fallbackHost
   try {
-    return toAddress(net.isIPv6(host) ? compressV6(host) : host, port)
+    const addr = fromRawAddress(raw)
+    return addr.host === '0.0.0.0' || addr.host === '::' ? toAddress(net.isIPv6(fallbackHost) ? compressV6(fallbackHost) : fallbackHost, addr.port) : addr
   } catch {
     return null
   }
@@ -172,9 +163,4 @@ export function decodeRaw(raw: Buffer, fallbackHost: string): Address | null {
 /** `::ffff:1.2.3.4` → `1.2.3.4`; other hosts unchanged. */
 export function stripMapped(host: string): string {
   return host.startsWith('::ffff:') && net.isIPv4(host.slice(7)) ? host.slice(7) : host
-}
-
-/** The canonical (compressed) text of an IPv6 address, as Node prints it. */
-export function compressV6(host: string): string {
-  return new URL(`http://[${host}]/`).hostname.slice(1, -1)
 }
