@@ -29,7 +29,7 @@ import {
   encodePeerRecord,
   toAddress,
 } from '../dist/index.js'
-import { sleep, until } from './helpers/wait.ts'
+import { rng, sleep, until } from './helpers/wait.ts'
 
 const require = createRequire(import.meta.url)
 const native = require('../native/index.js')
@@ -246,13 +246,8 @@ test('KadTable.answer: on any bytes, never more than a PING or FIND_NODE from an
   const from = toAddress('192.0.2.1', 9).raw
   const out = Buffer.alloc(65_536)
   const valid = [kadPing(1).subarray(1), findNode(2, record(Identity.generate(), '192.0.2.1', 9)).subarray(1), findNode(3, record(Identity.generate(), '192.0.2.1', 9), 1200).subarray(1)]
-  let seed = 0x2545f491
-  const rnd = (n: number): number => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return (seed >>> 0) % n
-  }
+  const r = rng(0x2545f491)
+  const rnd = (n: number): number => Math.floor(r() * n)
   const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => rnd(256)))
   const codes = new Map<number, number>()
   for (let i = 0; i < 3000; i++) {

@@ -9,6 +9,7 @@ import test from 'ava'
 import { createRequire } from 'node:module'
 
 import { Identity, encodePeerRecord, toAddress } from '../dist/index.js'
+import { rng } from './helpers/wait.ts'
 
 const require = createRequire(import.meta.url)
 const native = require('../native/index.js')
@@ -106,8 +107,8 @@ test('onAnswer: a peer that was not asked adds nothing; a repeated answer adds n
 })
 
 test('onAnswer with a layout that does not describe the datagram: no crash, nothing read outside it', (t) => {
-  let seedRng = 7
-  const rnd = () => ((seedRng = (Math.imul(seedRng, 1103515245) + 12345) >>> 0) >>> 8)
+  const r = rng(7)
+  const rnd = (): number => Math.floor(r() * 0x1000000)
   const words = new Uint32Array(8 + 5 * 65)
   for (let trial = 0; trial < 2000; trial++) {
     const tab = table()

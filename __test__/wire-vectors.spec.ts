@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { Identity, Node, TcpTransport, decodePeerRecord, encodePeerRecord, toAddress } from '../dist/index.js'
-import { sleep, until } from './helpers/wait.ts'
+import { rng, sleep, until } from './helpers/wait.ts'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const requireRoot = createRequire(join(root, 'package.json'))
@@ -345,13 +345,8 @@ test('dht: the in-place reader of answers (dhtParse) agrees with dhtDecode on ev
   for (const [i, raw] of answers.entries()) check(raw, `valid answer ${i}`)
   for (const v of f.invalid) t.is(dhtParsed(bytes(v.hex)).kind, 0, v.name)
   // Corrupted copies: a flipped byte, a cut, a byte appended (seeded, so a failure replays).
-  let x = 0x2545f491
-  const rnd = (n: number): number => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) % n
-  }
+  const r = rng(0x2545f491)
+  const rnd = (n: number): number => Math.floor(r() * n)
   for (let i = 0; i < 3000; i++) {
     const base = answers[rnd(answers.length)]!
     let raw = Buffer.from(base)
