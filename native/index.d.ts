@@ -234,24 +234,13 @@ export declare class KadTable {
    */
   encodeFindNodeInto(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, ephemeral: boolean, out: Buffer): number
   /**
-   * `encodeNodes` written into `out` (caller-owned): returns the length, 0 when even an empty
-   * answer would exceed `maxLen` (nothing to send), or -1 if `out` is too small.
-   */
-  encodeNodesInto(requestHi: number, requestLo: number, target: Uint8Array, maxLen: number, out: Buffer): number
-  /**
-   * The NODES answer to a FIND_NODE: our record and up to k records closest to `target`, cut to
-   * `maxLen` bytes (the amplification bound for unverified requesters; Infinity for none). Null
-   * when even an empty answer would exceed `maxLen`.
-   */
-  encodeNodes(requestHi: number, requestLo: number, target: Uint8Array, maxLen: number): Buffer | null
-  /**
    * Answers a PING or FIND_NODE `data` (without the layer tag; a message `kadParse` accepted)
    * from `from` (18-byte address form) at `now`, writing the answer into `out`. `proven`: the
    * sender proved the id its record names (a PING: it has an authenticated session);
    * `inTable`: `from` is a table entry's address. Either, or `from` having answered us, makes
    * the address validated; a request from any other address is answered within its prefix's
-   * reply rate, and a NODES to it is cut to the query's size less a PING (`maxLen`
-   * of `encodeNodes`). The requester is then remembered as having verified us (`verifiedBy`).
+   * reply rate, and a NODES to it is cut to the query's size less a PING. The requester is then
+   * remembered as having verified us (`verifiedBy`).
    *
    * Returns `2 * len + v`: `len` bytes of `out` to send (0: a FIND_NODE whose answer would
    * exceed the bound, nothing to send), `v` 1 when the address is validated; or -1 a FIND_NODE
@@ -844,7 +833,7 @@ export interface KadAddrSizes {
 export declare function kadDecode(bytes: Uint8Array): KadMessage
 
 /**
- * A NODES message from encoded records (for tests and tools; the layer uses `KadTable.encodeNodes`).
+ * A NODES message from encoded records (for tests and tools; the layer answers with `KadTable.answer`).
  *
  * # Errors
  * `ERR_DECCOM_RECORD_*` for a malformed record.

@@ -149,8 +149,9 @@ impl KadTable {
     i
   }
 
-  /// The NODES answer to a FIND_NODE for `target` into `self.bytes` (see `encodeNodes`): false
-  /// when even an empty answer would exceed `max_len`.
+  /// The NODES answer to a FIND_NODE for `target` into `self.bytes`: our record and up to k
+  /// records closest to `target`, cut to `max_len` bytes (the amplification bound for unverified
+  /// requesters; `KadTable.answer`). False when even an empty answer would exceed `max_len`.
   pub(crate) fn nodes_into_bytes(&mut self, request_id: u64, target: &NodeId, max_len: usize) -> bool {
     let k = self.table.config().k;
     let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
@@ -381,34 +382,6 @@ impl KadTable {
     self.bytes.clear();
     wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, ephemeral, pad_to as usize, &mut self.bytes);
     Ok(copy_out(&self.bytes, &mut out))
-  }
-
-  /// `encodeNodes` written into `out` (caller-owned): returns the length, 0 when even an empty
-  /// answer would exceed `maxLen` (nothing to send), or -1 if `out` is too small.
-  #[napi]
-  pub fn encode_nodes_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], max_len: f64, mut out: BufferSlice) -> Result<i32> {
-    let target = node_id(target)?;
-    let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
-    if self.nodes_into_bytes(request_id(request_hi, request_lo), &target, max_len) {
-      Ok(copy_out(&self.bytes, &mut out))
-    } else {
-      Ok(0)
-    }
-  }
-
-  /// The NODES answer to a FIND_NODE: our record and up to k records closest to `target`, cut to
-  /// `maxLen` bytes (the amplification bound for unverified requesters; Infinity for none). Null
-  /// when even an empty answer would exceed `maxLen`.
-  #[napi]
-  pub fn encode_nodes(&mut self, request_hi: u32, request_lo: u32, target: &[u8], max_len: f64) -> Result<Option<Buffer>> {
-    let target = node_id(target)?;
-    let max_len = if max_len.is_finite() { max_len.max(0.0) as usize } else { usize::MAX };
-    let k = self.table.config().k;
-    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
-    let table = &self.table;
-    table.for_each_closest(&target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
-    let mut out = Vec::with_capacity(512);
-    Ok(wire::encode_nodes_encoded(request_id(request_hi, request_lo), &self.own, recs, max_len, &mut out).map(|_| out.into()))
   }
 }
 

@@ -49,8 +49,8 @@ impl KadTable {
   /// sender proved the id its record names (a PING: it has an authenticated session);
   /// `inTable`: `from` is a table entry's address. Either, or `from` having answered us, makes
   /// the address validated; a request from any other address is answered within its prefix's
-  /// reply rate, and a NODES to it is cut to the query's size less a PING (`maxLen`
-  /// of `encodeNodes`). The requester is then remembered as having verified us (`verifiedBy`).
+  /// reply rate, and a NODES to it is cut to the query's size less a PING. The requester is then
+  /// remembered as having verified us (`verifiedBy`).
   ///
   /// Returns `2 * len + v`: `len` bytes of `out` to send (0: a FIND_NODE whose answer would
   /// exceed the bound, nothing to send), `v` 1 when the address is validated; or -1 a FIND_NODE
