@@ -58,60 +58,21 @@ export declare class Impairment {
   stats(): ImpairCounters
 }
 
-/**
- * One iterative lookup (see `deccom_core::kad::lookup`). Its candidates are peer records: the
- * table's entries closest to the target, records the caller adds (`addSeed`), and the records of
- * the NODES answers it is given (`onAnswer`), kept here (no JavaScript object per candidate); a
- * query names the candidate's id and UDP address.
- */
+/** One iterative lookup (see `deccom_core::kad::lookup`) whose candidates are ids. */
 export declare class KadLookup {
   /**
    * A lookup for `target` from `seeds`: ids, 32 bytes each, back to back — or, with
    * `seedStride` (at least 32), one id at the start of every `seedStride` bytes (the rows of
-   * `KadTable.closestRows`, 50 bytes each). Its candidates are ids only: the caller knows where
-   * they are (`next` writes no address; answers come through `onSuccess`).
+   * `KadTable.closestRows`, 50 bytes each). The caller knows where the candidates are; answers
+   * come through `onSuccess`.
    */
   constructor(target: Uint8Array, seeds: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number, seedStride?: number | undefined | null)
-  /**
-   * A lookup for `target` whose candidates are peer records: first the up to `k` entries of
-   * `table` closest to it (without the one with id `exclude`, if given: findPeer's target, asked
-   * apart); `addSeed` and `onAnswer` add more.
-   */
-  static fromTable(table: KadTable, target: Uint8Array, alpha: number, k: number, queryTimeoutMs: number, now: number, exclude?: Uint8Array | undefined | null): KadLookup
-  /**
-   * Adds a candidate of depth 0 from its encoded peer record (at the address the record names).
-   * False when it is no new candidate (known, our own, or farther than every candidate of a
-   * full lookup).
-   *
-   * # Errors
-   * `ERR_DECCOM_RECORD_*` for a malformed record.
-   */
-  addSeed(record: Uint8Array): boolean
-  /**
-   * 0: query the peer whose id was written into `outId` (32 bytes) — and, given `outAddr`, whose
-   * UDP address (of its record) into `outAddr` (18-byte form); 1: wait; 2: finished.
-   */
-  next(now: number, outId: Buffer, outAddr?: Buffer | undefined | null): number
+  /** 0: query the peer whose id was written into `outId` (32 bytes); 1: wait; 2: finished. */
+  next(now: number, outId: Buffer): number
   /** `peer` answered naming `closer` ids (32 bytes each, back to back), candidates known by id. */
   onSuccess(peer: Uint8Array, closer: Uint8Array): boolean
   /** When the earliest query in flight times out (caller's clock), or null. */
   pollTimeout(): number | null
-  /**
-   * `peer` answered with the NODES message `data`, which `kadParse` validated and described in
-   * `layout` (its words for these bytes: the records are read where they say, not checked
-   * again). The records it names become candidates (not our own; not the target's when
-   * `stopAtTarget`: findPeer asks the target apart), and `table` remembers that the node at
-   * `teller` (18-byte form) named the addresses of each new one (and of the target). Returns the index of the first record
-   * naming the target when `stopAtTarget` (1..), 0 when none does, -1 when `peer` was not in
-   * flight (nothing added).
-   */
-  onAnswer(table: KadTable, peer: Uint8Array, data: Uint8Array, layout: Uint32Array, teller: Uint8Array, stopAtTarget: boolean): number
-  /**
-   * Of the records the NODES answer `data` names after its sender (read as `onAnswer` reads
-   * them), how many are closer to the lookup's target than `than` (32 bytes) and are neither our
-   * own id nor an entry of `table`.
-   */
-  unknownCloser(table: KadTable, data: Uint8Array, layout: Uint32Array, than: Uint8Array): number
   /** The query to `peer` failed. */
   onFailure(peer: Uint8Array): boolean
   /** Depth of a candidate (0 = seed), or -1. */
@@ -124,18 +85,14 @@ export declare class KadLookup {
   dispose(): void
   /** The k closest peers that answered, ids back to back. */
   closest(): Buffer
-  /** The k closest peers that answered, their encoded peer records back to back. */
-  closestRecords(): Buffer
-  /**
-   * Records the lookup holds (its candidates', and those of peers that dropped out since the
-   * last compaction; bounded).
-   */
-  get recordsKept(): number
   /** Counters, and the hop count (rounds). */
   stats(): KadLookupStats
 }
 
-/** The routing table (k-buckets around the local id) with each peer's record. */
+/**
+ * A Kademlia node (`deccom_core::kad::node::KadNode`): the routing table with each peer's
+ * record, the requests in flight, the lookups (`kad_node.rs` drives it per datagram).
+ */
 export declare class KadTable {
   /**
    * `ownRecord`: this node's encoded peer record (sent in every FIND_NODE and NODES).
@@ -143,7 +100,7 @@ export declare class KadTable {
    * # Errors
    * `ERR_DECCOM_RECORD_*` for a malformed record; `ERR_DECCOM_INVALID_ARGUMENT` for k = 0.
    */
-  constructor(ownRecord: Uint8Array, k: number, maxReplacements: number, now: number)
+  constructor(ownRecord: Uint8Array, k: number, maxReplacements: number, now: number, options?: KadNodeOptions | undefined | null)
   /** Entries in the table. */
   get size(): number
   /**
@@ -167,14 +124,6 @@ export declare class KadTable {
    * `RoutingTable::would_admit`).
    */
   wouldAdmit(id: Uint8Array, now: number): boolean
-  /**
-   * Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
-   * which every FIND_NODE and NODES carries from now on.
-   *
-   * # Errors
-   * `ERR_DECCOM_INVALID_ADDRESS` for an address not in the 18-byte form.
-   */
-  setOwnExternal(external?: Uint8Array | undefined | null): void
   /** This node's external address as its record carries it, in the 18-byte form (null: none). */
   get ownExternal(): Buffer | null
   /** Marks a present peer as seen now (moves it to the tail of its bucket). False if absent. */
@@ -229,11 +178,6 @@ export declare class KadTable {
    */
   encodeFindNode(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, ephemeral?: boolean | undefined | null): Buffer
   /**
-   * `encodeFindNode` written into `out` (caller-owned): returns the length, or -1 if `out` is too
-   * small.
-   */
-  encodeFindNodeInto(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, ephemeral: boolean, out: Buffer): number
-  /**
    * Answers a PING or FIND_NODE `data` (without the layer tag; a message `kadParse` accepted)
    * from `from` (18-byte address form) at `now`, writing the answer into `out`. `proven`: the
    * sender proved the id its record names (a PING: it has an authenticated session);
@@ -259,31 +203,94 @@ export declare class KadTable {
    * `ERR_DECCOM_INVALID_ADDRESS` for `to`.
    */
   withinBudget(to: Uint8Array, inTable: boolean, now: number): boolean
-  /**
-   * `from` (18-byte form) echoed one of our request ids: it is verified from now on, and the
-   * budget its request took comes back.
-   *
-   * # Errors
-   * `ERR_DECCOM_INVALID_ADDRESS` for `from`.
-   */
-  answered(from: Uint8Array): void
-  /**
-   * Whether we answered a request from `addr` (18-byte form): it has verified us, so our
-   * FIND_NODEs to it need no padding.
-   *
-   * # Errors
-   * `ERR_DECCOM_INVALID_ADDRESS` for `addr`.
-   */
-  verifiedBy(addr: Uint8Array): boolean
-  /**
-   * `addr` (18-byte form) cut its answer to our unpadded FIND_NODE: pad the next one again.
-   *
-   * # Errors
-   * `ERR_DECCOM_INVALID_ADDRESS` for `addr`.
-   */
-  forgetVerifiedBy(addr: Uint8Array): void
   /** How many entries the address state holds. */
   addrSizes(): KadAddrSizes
+  /**
+   * A Kademlia datagram (without the layer tag) from `from` (18-byte form) at `now`; `proven`:
+   * the id an authenticating layer below proved for the sender. Writes what to send into `out`
+   * (see the module docs) and returns its end.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for `from`; `ERR_DECCOM_INVALID_ARGUMENT` for a `proven` that is
+   * not 32 bytes or an `out` under 1,537 bytes.
+   */
+  onDatagram(from: Uint8Array, data: Uint8Array, proven: Uint8Array | undefined | null, now: number, out: Buffer): number
+  /** The timers due at `now`; writes what to send into `out` (see `onDatagram`). */
+  onTimer(now: number, out: Buffer): number
+  /**
+   * What is waiting to be sent, into `out` (see `onDatagram`): after `startLookup`, `bootstrap`,
+   * `approved`, or when a header said more is waiting.
+   */
+  drain(out: Buffer): number
+  /**
+   * Starts a lookup of `target`: `stop` findPeer (stop once the target answers at an address
+   * some node named for it), `claims` emit an event per address learned for the target,
+   * `records`/`ids` the outcome lists the closest peers' records/ids; `enough`: 0 never, 1 once
+   * bucket `bucket` holds `fill` entries, 2 a settling self-lookup (`kth`: our k-th closest
+   * entry's id). Returns the lookup's id (its end is an event), or -1 when too many run.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a target or `kth` that is not 32 bytes.
+   */
+  startLookup(target: Uint8Array, stop: boolean, claims: boolean, records: boolean, ids: boolean, enough: number, bucket: number, fill: number, kth: Uint8Array | undefined | null, now: number): number
+  /** Ends a running lookup without an outcome. */
+  abortLookup(id: number): void
+  /** The outcome of a lookup that ended (after its event), or null. */
+  takeLookup(id: number): KadLookupOutcome | null
+  /** Records a running lookup keeps (bounded), or null. */
+  lookupRecords(id: number): number | null
+  /**
+   * One join attempt through `addrs` (18-byte forms back to back): returns the id of the
+   * lookup whose end ends the attempt (`seeds` 0: no bootstrap node answered).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for an address that is not in the 18-byte form.
+   */
+  bootstrap(addrs: Uint8Array, now: number): number
+  /** The answer to an approval event for `record`. */
+  approved(record: Uint8Array, ok: boolean, now: number): void
+  /** A datagram of another layer came from `from` (18-byte form): a sign of life of a table entry. */
+  alive(from: Uint8Array, now: number): void
+  /** Emit events of peers entering (kind 1) and leaving (2) the table. */
+  setPeerEvents(on: boolean): void
+  /**
+   * The next event into `out` (see the module docs; at least 8 + 332 bytes): 0 none, 1 a peer
+   * entered the table, 2 one left (handle, record), 3 a lookup ended (its id), 4 a lookup
+   * learned an address of its target (lookup id, record), 5 approve a peer (record).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` when `out` is too small for the event's record.
+   */
+  pollEvent(out: Buffer): number
+  /** The counters (names: `kadCounterNames()`), by index. */
+  counters(): Array<number>
+  /** Requests in flight. */
+  get pendingRequests(): number
+  /** Lookups running. */
+  get lookupsRunning(): number
+  /** Smoothed duration of answered FIND_NODEs in ms (0: none yet). */
+  get querySrtt(): number
+  /** How long a lookup waits for a FIND_NODE before asking another node, in ms. */
+  get patience(): number
+  /** A random id in bucket `index` (from the node's seeded generator). */
+  randomIdIn(index: number): Buffer
+  /** The record of the table entry with id `id`, or null. */
+  recordOf(id: Uint8Array): Buffer | null
+  /**
+   * The records of the up to `n` entries closest to `target` (closest first), back to back;
+   * with no target, of every entry.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
+   */
+  records(target: Uint8Array | undefined | null, n: number): Buffer
+  /**
+   * Sets (or with null clears) this node's external address (18-byte form).
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for an address not in the 18-byte form.
+   */
+  setOwnExternal(external?: Uint8Array | undefined | null): void
 }
 
 /** An Ed25519 key pair, or a plain name (tests). The secret never leaves Rust except via `save`. */
@@ -826,6 +833,9 @@ export interface KadAddrSizes {
   replyLimitKeys: number
 }
 
+/** The counters' names, by the index `KadTable.counters` uses. */
+export declare function kadCounterNames(): Array<string>
+
 /**
  * Decodes a Kademlia message (without the layer tag); never throws: malformed input gives
  * `kind` 0 and an `error` reason.
@@ -857,6 +867,27 @@ export interface KadInsert {
   result: number
   /** Handle of the entry to ping (result 2). */
   toPing?: number
+}
+
+/** How a lookup ended (`takeLookup`). */
+export interface KadLookupOutcome {
+  /** The target's encoded record, if found (verified or claimed). */
+  found?: Buffer
+  /** It answered a query of ours at that address under its id. */
+  verified: boolean
+  hops: number
+  queries: number
+  failures: number
+  timeouts: number
+  /** The closest peers that answered: ids back to back (if asked for). */
+  closestIds: Buffer
+  /** Their encoded records back to back (if asked for). */
+  closestRecords: Buffer
+  /** ms from start to end. */
+  elapsed: number
+  /** A join's lookup: seeds the bootstrap nodes gave (0: none answered). */
+  seeds: number
+  endedEarly: boolean
 }
 
 /** Counters of a lookup. */
@@ -899,18 +930,20 @@ export interface KadMessage {
   error?: string
 }
 
-/**
- * Decodes and validates a Kademlia message (without the layer tag) like `kadDecode`, but
- * allocates nothing: it writes where the fields are into `out` (caller-owned, at least 333 words)
- * and returns the kind (1 PING, 2 PONG, 3 FIND_NODE, 4 NODES), or 0 for a malformed message with
- * the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
- * too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
- * of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
- * holds an IPv6 address, bit 1 set for a FIND_NODE from an ephemeral sender; from word 8, five per record (sender first): record offset (id at +2,
- * identity at +36), identity length, UDP address offset, TCP port (0 none), external address
- * offset (0 none).
- */
-export declare function kadParse(bytes: Uint8Array, out: Uint32Array): number
+/** Options of a `KadTable` (see `KademliaOptions`; times in ms). */
+export interface KadNodeOptions {
+  alpha?: number
+  queryTimeout?: number
+  minPatience?: number
+  maxFailures?: number
+  padTo?: number
+  ephemeral?: boolean
+  pingInterval?: number
+  /** Peers enter the table only after `approved` (events of kind 5 ask). */
+  approve?: boolean
+  /** Seed of request ids and random targets. */
+  seed?: number
+}
 
 /** The bound address. */
 export interface LocalAddress {

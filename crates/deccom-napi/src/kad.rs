@@ -11,9 +11,8 @@
 
 use std::time::Duration;
 
-use deccom_core::kad::addrbook::AddrBook;
-use deccom_core::kad::kbucket::{Eviction, InsertResult, RoutingTable, TableConfig};
-use deccom_core::kad::tellers::Tellers;
+use deccom_core::kad::kbucket::{Eviction, InsertResult};
+use deccom_core::kad::node::{Encoded, KadNode, NodeConfig, Slot};
 use deccom_core::kad::wire;
 use deccom_core::wire::peer_record::PeerRecord;
 use deccom_core::{NodeId, PublicIdentity};
@@ -40,57 +39,7 @@ pub(crate) fn ms_duration(ms: f64) -> Duration {
   }
 }
 
-/// Bytes per row of `KadTable.closestRows`: an id and an 18-byte address.
-pub(crate) const ROW_LEN: usize = 32 + deccom_core::wire::RAW_ADDR_LEN;
-
-/// The UDP address of a record the table encoded, in the 18-byte form.
-fn udp_raw(record: &[u8]) -> Option<[u8; deccom_core::wire::RAW_ADDR_LEN]> {
-  PeerRecord::udp_of(record).map(deccom_core::wire::encode_raw_addr)
-}
-
-/// Encoded records up to this size (an Ed25519 identity with an IPv4 address, a TCP port and an
-/// IPv4 external address takes 85 bytes) are kept inside the entry; larger ones on the heap.
-const INLINE_RECORD: usize = 88;
-
-/// A record's encoding, kept with its table entry.
-#[derive(Clone)]
-pub(crate) enum Encoded {
-  Inline { len: u8, bytes: [u8; INLINE_RECORD] },
-  Heap(Box<[u8]>),
-}
-
-impl Encoded {
-  fn new(record: &PeerRecord) -> Encoded {
-    Encoded::from_bytes(&record.encode())
-  }
-
-  /// A record already encoded (and validated).
-  pub(crate) fn from_bytes(v: &[u8]) -> Encoded {
-    if v.len() <= INLINE_RECORD {
-      let mut bytes = [0u8; INLINE_RECORD];
-      bytes[..v.len()].copy_from_slice(v);
-      Encoded::Inline { len: v.len() as u8, bytes }
-    } else {
-      Encoded::Heap(v.into())
-    }
-  }
-
-  pub(crate) fn as_slice(&self) -> &[u8] {
-    match self {
-      Encoded::Inline { len, bytes } => &bytes[..usize::from(*len)],
-      Encoded::Heap(b) => b,
-    }
-  }
-}
-
-/// A peer in the table: the caller's handle and its record, encoded once when inserted (a NODES
-/// answer copies these bytes; nothing else reads the record), inside the entry when it fits: a
-/// NODES answer then reads the bucket's entries and nothing else.
-#[derive(Clone)]
-pub(crate) struct Slot {
-  handle: u32,
-  pub(crate) encoded: Encoded,
-}
+pub(crate) use deccom_core::kad::node::ROW_LEN;
 
 /// What `KadTable.insert` did: result 0 inserted, 1 updated, 2 pending (ping `toPing` first),
 /// 3 cached (a ping is already outstanding), 4 the local id.
@@ -112,53 +61,39 @@ fn eviction(e: Eviction<Slot>) -> KadEviction {
   KadEviction { removed: e.removed.value.handle, promoted: e.promoted.map(|p| p.value.handle) }
 }
 
-/// The routing table (k-buckets around the local id) with each peer's record.
+/// A Kademlia node (`deccom_core::kad::node::KadNode`): the routing table with each peer's
+/// record, the requests in flight, the lookups (`kad_node.rs` drives it per datagram).
 #[napi]
 pub struct KadTable {
-  pub(crate) table: RoutingTable<Slot>,
-  pub(crate) own: PeerRecord,
+  pub(crate) node: KadNode,
   pub(crate) clock: JsClock,
   pub(crate) scratch: Vec<(u64, u32)>,
-  /// Reused by the `*Into` encoders.
+  /// Reused by the encoders and readers that copy out.
   pub(crate) bytes: Vec<u8>,
-  /// Who named whom in the answers our lookups received (see `KadLookup.onAnswer`).
-  pub(crate) tellers: Tellers,
-  /// The per-address state of answering and asking (`kad_answer.rs`).
-  pub(crate) book: AddrBook,
 }
 
-/// Addresses `KadTable.tellerOf` remembers, at most.
-const MAX_TELLERS: usize = 8192;
-
 impl KadTable {
-  /// `closestRows` (see there) without the JavaScript values: what it and the socket's DHT GET
-  /// responder (`socket::responder`) call. Returns the rows written.
+  /// `closestRows` without the JavaScript values (the socket's DHT GET responder calls it).
   pub(crate) fn write_rows(&mut self, target: &NodeId, n: usize, exclude: Option<&[u8]>, out: &mut [u8]) -> usize {
-    let n = n.min(out.len() / ROW_LEN);
-    let mut i = 0;
-    self.table.for_each_closest(target, n, &mut self.scratch, |e| {
-      let Some(raw) = udp_raw(e.value.encoded.as_slice()) else { return };
-      if exclude.is_some_and(|x| x == raw) {
-        return;
-      }
-      let row = &mut out[i * ROW_LEN..(i + 1) * ROW_LEN];
-      row[..32].copy_from_slice(&e.id);
-      row[32..].copy_from_slice(&raw);
-      i += 1;
-    });
-    i
+    self.node.write_rows(target, n, exclude, out)
   }
+}
 
-  /// The NODES answer to a FIND_NODE for `target` into `self.bytes`: our record and up to k
-  /// records closest to `target`, cut to `max_len` bytes (the amplification bound for unverified
-  /// requesters; `KadTable.answer`). False when even an empty answer would exceed `max_len`.
-  pub(crate) fn nodes_into_bytes(&mut self, request_id: u64, target: &NodeId, max_len: usize) -> bool {
-    let k = self.table.config().k;
-    let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
-    self.table.for_each_closest(target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
-    self.bytes.clear();
-    wire::encode_nodes_encoded(request_id, &self.own, recs, max_len, &mut self.bytes).is_some()
-  }
+/// Options of a `KadTable` (see `KademliaOptions`; times in ms).
+#[napi(object)]
+#[derive(Default)]
+pub struct KadNodeOptions {
+  pub alpha: Option<u32>,
+  pub query_timeout: Option<f64>,
+  pub min_patience: Option<f64>,
+  pub max_failures: Option<u32>,
+  pub pad_to: Option<u32>,
+  pub ephemeral: Option<bool>,
+  pub ping_interval: Option<f64>,
+  /// Peers enter the table only after `approved` (events of kind 5 ask).
+  pub approve: Option<bool>,
+  /// Seed of request ids and random targets.
+  pub seed: Option<u32>,
 }
 
 #[napi]
@@ -168,19 +103,35 @@ impl KadTable {
   /// # Errors
   /// `ERR_DECCOM_RECORD_*` for a malformed record; `ERR_DECCOM_INVALID_ARGUMENT` for k = 0.
   #[napi(constructor)]
-  pub fn new(own_record: &[u8], k: u32, max_replacements: u32, now: f64) -> Result<KadTable> {
+  pub fn new(own_record: &[u8], k: u32, max_replacements: u32, now: f64, options: Option<KadNodeOptions>) -> Result<KadTable> {
     let (own, _) = PeerRecord::decode(own_record).map_err(core)?;
     if k == 0 || k as usize > wire::MAX_NODES {
       return Err(coded(Code::InvalidArgument, format!("k must be 1..={}, got {k}", wire::MAX_NODES)));
     }
-    let config = TableConfig { k: k as usize, max_replacements: max_replacements as usize };
-    Ok(KadTable { table: RoutingTable::new(own.id, config), own, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048), tellers: Tellers::new(MAX_TELLERS), book: AddrBook::new() })
+    let o = options.unwrap_or_default();
+    let d = NodeConfig::default();
+    let ms = |v: Option<f64>, dflt: Duration| v.map_or(dflt, ms_duration);
+    let config = NodeConfig {
+      k: k as usize,
+      alpha: o.alpha.map_or(d.alpha, |a| a as usize),
+      query_timeout: ms(o.query_timeout, d.query_timeout),
+      min_patience: ms(o.min_patience, d.min_patience),
+      max_failures: o.max_failures.unwrap_or(d.max_failures),
+      pad_to: o.pad_to.map_or(d.pad_to, |p| p as usize),
+      ephemeral: o.ephemeral.unwrap_or(false),
+      max_replacements: max_replacements as usize,
+      // Default 0 for a bare table (tests insert directly); the layer passes its own.
+      ping_interval: ms(o.ping_interval, Duration::ZERO),
+      approve: o.approve.unwrap_or(false),
+    };
+    let node = KadNode::new(own, config, o.seed.unwrap_or(0));
+    Ok(KadTable { node, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048) })
   }
 
   /// Entries in the table.
   #[napi(getter)]
   pub fn size(&self) -> u32 {
-    self.table.len() as u32
+    self.node.table.len() as u32
   }
 
   /// Records that a verified peer was seen: `identity` (encoded public identity) reachable at
@@ -201,10 +152,10 @@ impl KadTable {
     let id = record.id;
     let t = self.clock.at(now);
     let encoded = Encoded::new(&record);
-    Ok(match self.table.insert(id, Slot { handle, encoded }, t) {
+    Ok(match self.node.table.insert(id, Slot { handle, encoded }, t) {
       InsertResult::Inserted => KadInsert { result: 0, to_ping: None },
       InsertResult::Updated => KadInsert { result: 1, to_ping: None },
-      InsertResult::Pending { to_ping } => KadInsert { result: 2, to_ping: self.table.get(&to_ping).map(|s| s.handle) },
+      InsertResult::Pending { to_ping } => KadInsert { result: 2, to_ping: self.node.table.get(&to_ping).map(|s| s.handle) },
       InsertResult::Cached => KadInsert { result: 3, to_ping: None },
       InsertResult::SelfId => KadInsert { result: 4, to_ping: None },
     })
@@ -214,7 +165,7 @@ impl KadTable {
   /// entry was not seen for `ms` (see `RoutingTable::set_fresh_interval`; default 0: always).
   #[napi]
   pub fn set_fresh_interval(&mut self, ms: f64) {
-    self.table.set_fresh_interval(ms_duration(ms));
+    self.node.table.set_fresh_interval(ms_duration(ms));
   }
 
   /// Whether inserting `id` now would do more than wait in a replacement cache (see
@@ -222,52 +173,41 @@ impl KadTable {
   #[napi]
   pub fn would_admit(&self, id: &[u8], now: f64) -> Result<bool> {
     let id = node_id(id)?;
-    Ok(self.table.would_admit(&id, self.clock.at(now)))
-  }
-
-  /// Sets (or, with null, clears) the external (NAT-mapped) address in this node's own record,
-  /// which every FIND_NODE and NODES carries from now on.
-  ///
-  /// # Errors
-  /// `ERR_DECCOM_INVALID_ADDRESS` for an address not in the 18-byte form.
-  #[napi]
-  pub fn set_own_external(&mut self, external: Option<&[u8]>) -> Result<()> {
-    self.own.external = external.map(address).transpose()?;
-    Ok(())
+    Ok(self.node.table.would_admit(&id, self.clock.at(now)))
   }
 
   /// This node's external address as its record carries it, in the 18-byte form (null: none).
   #[napi(getter)]
   pub fn own_external(&self) -> Option<Buffer> {
-    self.own.external.map(|a| deccom_core::wire::encode_raw_addr(a).to_vec().into())
+    self.node.own.external.map(|a| deccom_core::wire::encode_raw_addr(a).to_vec().into())
   }
 
   /// Marks a present peer as seen now (moves it to the tail of its bucket). False if absent.
   #[napi]
   pub fn touch(&mut self, id: &[u8], now: f64) -> Result<bool> {
     let id = node_id(id)?;
-    Ok(self.table.touch(&id, self.clock.at(now)))
+    Ok(self.node.table.touch(&id, self.clock.at(now)))
   }
 
   /// The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts.
   #[napi]
   pub fn on_ping_result(&mut self, id: &[u8], alive: bool, now: f64) -> Result<Option<KadEviction>> {
     let id = node_id(id)?;
-    Ok(self.table.on_ping_result(&id, alive, self.clock.at(now)).map(eviction))
+    Ok(self.node.table.on_ping_result(&id, alive, self.clock.at(now)).map(eviction))
   }
 
   /// Removes a peer (a replacement may take its place).
   #[napi]
   pub fn remove(&mut self, id: &[u8]) -> Result<Option<KadEviction>> {
     let id = node_id(id)?;
-    Ok(self.table.remove(&id).map(eviction))
+    Ok(self.node.table.remove(&id).map(eviction))
   }
 
   /// The handle of a peer in the table, or null.
   #[napi]
   pub fn get(&self, id: &[u8]) -> Option<u32> {
     let id: NodeId = id.try_into().ok()?;
-    self.table.get(&id).map(|s| s.handle)
+    self.node.table.get(&id).map(|s| s.handle)
   }
 
   /// Writes the up to `n` entries closest to `target` (closest first): ids into `outIds`
@@ -282,7 +222,7 @@ impl KadTable {
     let out_handles: &mut [u32] = unsafe { out_handles.as_mut() };
     let n = (n as usize).min(out_ids.len() / 32).min(out_handles.len());
     let mut i = 0;
-    self.table.for_each_closest(&target, n, &mut self.scratch, |e| {
+    self.node.table.for_each_closest(&target, n, &mut self.scratch, |e| {
       out_ids[i * 32..i * 32 + 32].copy_from_slice(&e.id);
       out_handles[i] = e.value.handle;
       i += 1;
@@ -307,47 +247,47 @@ impl KadTable {
   /// Every handle the table holds (entries and replacement caches).
   #[napi]
   pub fn handles(&self) -> Uint32Array {
-    let v: Vec<u32> = self.table.iter().chain(self.table.replacements()).map(|e| e.value.handle).collect();
+    let v: Vec<u32> = self.node.table.iter().chain(self.node.table.replacements()).map(|e| e.value.handle).collect();
     v.into()
   }
 
   /// Handles of the entries only, bucket by bucket.
   #[napi]
   pub fn entries(&self) -> Uint32Array {
-    let v: Vec<u32> = self.table.iter().map(|e| e.value.handle).collect();
+    let v: Vec<u32> = self.node.table.iter().map(|e| e.value.handle).collect();
     v.into()
   }
 
   /// Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`).
   #[napi]
   pub fn stale_buckets(&self, now: f64, interval_ms: f64) -> Vec<u32> {
-    self.table.stale_buckets(self.clock.at(now), ms_duration(interval_ms)).into_iter().map(|b| b as u32).collect()
+    self.node.table.stale_buckets(self.clock.at(now), ms_duration(interval_ms)).into_iter().map(|b| b as u32).collect()
   }
 
   /// Entries in bucket `index`.
   #[napi]
   pub fn bucket_len(&self, index: u32) -> u32 {
-    self.table.bucket(index as usize).len() as u32
+    self.node.table.bucket(index as usize).len() as u32
   }
 
   /// Records that a lookup refreshed bucket `index`.
   #[napi]
   pub fn mark_refreshed(&mut self, index: u32, now: f64) {
-    self.table.mark_refreshed(index as usize, self.clock.at(now));
+    self.node.table.mark_refreshed(index as usize, self.clock.at(now));
   }
 
   /// An id in bucket `index` made from 32 random bytes.
   #[napi]
   pub fn random_id_in_bucket(&self, index: u32, random: &[u8]) -> Result<Buffer> {
     let r = node_id(random)?;
-    Ok(self.table.random_id_in_bucket(index as usize, &r).to_vec().into())
+    Ok(self.node.table.random_id_in_bucket(index as usize, &r).to_vec().into())
   }
 
   /// The bucket of `id`, or -1 for the local id.
   #[napi]
   pub fn bucket_of(&self, id: &[u8]) -> Result<i32> {
     let id = node_id(id)?;
-    Ok(self.table.bucket_index(&id).map_or(-1, |b| b as i32))
+    Ok(self.node.table.bucket_index(&id).map_or(-1, |b| b as i32))
   }
 
   /// The address of the node whose NODES answer (to one of our lookups) named `addr` (18-byte
@@ -355,13 +295,13 @@ impl KadTable {
   #[napi]
   pub fn teller_of(&self, addr: &[u8]) -> Option<Buffer> {
     let addr = deccom_core::wire::decode_raw_addr(addr)?;
-    self.tellers.teller_of(&addr).map(|t| deccom_core::wire::encode_raw_addr(t).to_vec().into())
+    self.node.tellers.teller_of(&addr).map(|t| deccom_core::wire::encode_raw_addr(t).to_vec().into())
   }
 
   /// Addresses `tellerOf` remembers.
   #[napi(getter)]
   pub fn tellers_size(&self) -> u32 {
-    self.tellers.len() as u32
+    self.node.tellers.len() as u32
   }
 
   /// A FIND_NODE for `target` carrying our record, padded to `padTo` bytes; with `ephemeral`,
@@ -370,18 +310,8 @@ impl KadTable {
   pub fn encode_find_node(&self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32, ephemeral: Option<bool>) -> Result<Buffer> {
     let target = node_id(target)?;
     let mut out = Vec::with_capacity(pad_to as usize);
-    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, ephemeral.unwrap_or(false), pad_to as usize, &mut out);
+    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.node.own, ephemeral.unwrap_or(false), pad_to as usize, &mut out);
     Ok(out.into())
-  }
-
-  /// `encodeFindNode` written into `out` (caller-owned): returns the length, or -1 if `out` is too
-  /// small.
-  #[napi]
-  pub fn encode_find_node_into(&mut self, request_hi: u32, request_lo: u32, target: &[u8], pad_to: u32, ephemeral: bool, mut out: BufferSlice) -> Result<i32> {
-    let target = node_id(target)?;
-    self.bytes.clear();
-    wire::encode_find_node(request_id(request_hi, request_lo), &target, &self.own, ephemeral, pad_to as usize, &mut self.bytes);
-    Ok(copy_out(&self.bytes, &mut out))
   }
 }
 

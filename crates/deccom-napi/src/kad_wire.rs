@@ -1,6 +1,5 @@
-//! The Kademlia wire codec for JavaScript: `kadParse` (validates a message and writes where its
-//! fields are, allocating nothing), `kadDecode` (the allocating decoder, for messages with IPv6
-//! addresses, tests and tools) and the encoders tests use.
+//! The Kademlia wire codec for JavaScript tests and tools: `kadDecode` and the encoders. The layer
+//! itself hands datagrams to the node whole (`KadTable.onDatagram`), which decodes them in Rust.
 
 use deccom_core::kad::wire::{self, Message};
 use deccom_core::wire::peer_record::PeerRecord;
@@ -9,12 +8,6 @@ use napi_derive::napi;
 
 use crate::error::core;
 use crate::kad::request_id;
-
-/// Layout words of `kadParse` a NODES reader uses: the count of records after the sender, and
-/// where the five words of each record start (record `i` at `PARSE_RECORDS + 5 * i`, its offset
-/// first).
-pub(crate) const PARSE_COUNT: usize = 4;
-pub(crate) const PARSE_RECORDS: usize = 8;
 
 /// A decoded Kademlia message. `kind`: 1 PING, 2 PONG, 3 FIND_NODE, 4 NODES, 0 malformed (`error`
 /// says why).
@@ -117,76 +110,6 @@ pub fn kad_decode(bytes: &[u8]) -> KadMessage {
       let mut m = message(0, 0);
       m.error = Some(e.reason().to_owned());
       m
-    }
-  }
-}
-
-/// Reasons of malformed messages, in the order `kadParse` reports them (layout word 6).
-const PARSE_REASONS: [&str; 7] = ["truncated", "version", "unknown_type", "unknown_flags", "too_many_nodes", "trailing_bytes", "record"];
-/// Layout words: 8 header words, then 5 per record (the sender and up to `MAX_NODES` more).
-const PARSE_WORDS: usize = 8 + 5 * (wire::MAX_NODES + 1);
-
-/// Writes where record `i`'s fields are (see `kadParse`; the record starts at `at`) and flags
-/// IPv6 addresses in `out[7]`.
-fn span(out: &mut [u32], i: usize, at: usize, r: &PeerRecord) {
-  use deccom_core::wire::socket_addr_encoded_len;
-  let w = &mut out[8 + 5 * i..8 + 5 * i + 5];
-  let identity_len = r.identity.encoded_len();
-  let udp = at + 36 + identity_len;
-  let mut after = udp + socket_addr_encoded_len(&r.udp);
-  w[0] = at as u32;
-  w[1] = identity_len as u32;
-  w[2] = udp as u32;
-  w[3] = u32::from(r.tcp_port.unwrap_or(0));
-  if r.tcp_port.is_some() {
-    after += 2;
-  }
-  w[4] = if r.external.is_some() { after as u32 } else { 0 };
-  if r.udp.is_ipv6() || r.external.is_some_and(|e| e.is_ipv6()) {
-    out[7] |= 1;
-  }
-}
-
-/// Decodes and validates a Kademlia message (without the layer tag) like `kadDecode`, but
-/// allocates nothing: it writes where the fields are into `out` (caller-owned, at least 333 words)
-/// and returns the kind (1 PING, 2 PONG, 3 FIND_NODE, 4 NODES), or 0 for a malformed message with
-/// the reason's index in `out[6]` (truncated, version, unknown_type, unknown_flags,
-/// too_many_nodes, trailing_bytes, record). Words: 1-2 request id (high, low), 3 truncated, 4 count
-/// of NODES records after the sender, 5 offset of FIND_NODE's target, 7 bit 0 set when a record
-/// holds an IPv6 address, bit 1 set for a FIND_NODE from an ephemeral sender; from word 8, five per record (sender first): record offset (id at +2,
-/// identity at +36), identity length, UDP address offset, TCP port (0 none), external address
-/// offset (0 none).
-#[napi]
-pub fn kad_parse(bytes: &[u8], mut out: Uint32ArraySlice) -> u32 {
-  // SAFETY: the JavaScript thread is inside this synchronous call, so nothing else can touch the
-  // typed array's memory while we write to it.
-  let out: &mut [u32] = unsafe { out.as_mut() };
-  if out.len() < PARSE_WORDS {
-    return 0;
-  }
-  out[..8].fill(0);
-  // Each record's span is written as it is decoded (nothing is collected).
-  match wire::visit(bytes, |i, at, rec| span(out, i, at, &rec)) {
-    Err(e) => {
-      out[..6].fill(0);
-      out[7] = 0;
-      out[6] = PARSE_REASONS.iter().position(|r| *r == e.reason()).unwrap_or(PARSE_REASONS.len() - 1) as u32;
-      0
-    }
-    Ok(h) => {
-      out[1] = (h.request_id >> 32) as u32;
-      out[2] = h.request_id as u32;
-      if h.kind == wire::kind::FIND_NODE {
-        out[5] = wire::HEADER_LEN as u32;
-        if h.ephemeral {
-          out[7] |= 2;
-        }
-      }
-      if h.kind == wire::kind::NODES {
-        out[3] = u32::from(h.truncated);
-        out[4] = h.count as u32;
-      }
-      h.kind.into()
     }
   }
 }

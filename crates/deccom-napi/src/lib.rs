@@ -12,6 +12,7 @@ mod impair;
 mod kad;
 mod kad_answer;
 mod kad_lookup;
+mod kad_node;
 mod kad_wire;
 mod noise;
 mod pipeline;

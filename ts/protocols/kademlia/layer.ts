@@ -9,15 +9,19 @@ import { cryptoRandom } from '../../layer-random'
 import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
-import { abort, startLookup } from './lookups'
-import { type KadMessage, copyOut, decodeKad, doneWith } from './message'
+import { type LayerLog, silentLog } from '../../log'
+import { deliver, onTimer } from './driver'
+import { abort, resultOf, startLookup } from './lookups'
+import { peersOfRecords } from './message'
+import { entryPeer } from './peers'
 import { join, onRefreshTimer } from './refresh'
-import { addrSizes, match } from './rpc'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
-  DiscoveryErrorCode, FIND_NODE, KadState, NODES, PING, PONG, TAG_KAD, aborted, closed, int, nonNegative, patience, positive, toHex, toId,
+  DiscoveryErrorCode, KadState, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
 } from './state' // prettier-ignore
-import { ANSWER_REPLY_RATE, alive, answer, onFindNode } from './verification'
+
+/** The native node's counter names, by index. */
+const COUNTER_NAMES: string[] = native.kadCounterNames()
 
 export class Kademlia extends Protocol {
   static override bindTo = ['send', 'localAddress', 'externalAddress?', 'approveConnection?', 'tcpAddress?']
@@ -28,7 +32,7 @@ export class Kademlia extends Protocol {
   readonly name = 'kademlia'
   override readonly tag = TAG_KAD
 
-  #log: (fmt: string, ...a: unknown[]) => void = () => {}
+  #log: LayerLog = silentLog
   readonly #seed: number | undefined
   readonly #s: KadState = new KadState({
     count: (name, n) => this.count(name, n),
@@ -55,47 +59,66 @@ export class Kademlia extends Protocol {
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
     this.#s.pingInterval = nonNegative(opts.pingInterval ?? 60_000, 'pingInterval')
     this.#seed = opts.seed
-    this.#s.ids = Buffer.alloc(32 * this.#s.k)
-    this.#s.handles = new Uint32Array(this.#s.k)
     this.#s.refreshTick = () => onRefreshTimer(this.#s)
+    this.#s.timerTick = () => onTimer(this.#s)
   }
 
   override async start(ctx: LayerContext): Promise<void> {
-    this.#s.clock = ctx.clock
+    const s = this.#s
+    s.clock = ctx.clock
     // Request ids and refresh targets: the option's seed, else the node's stream (seeded in a simulation).
-    this.#s.rng = (this.#seed ?? (ctx.random ?? cryptoRandom).u32()) >>> 0 || 0x9e3779b9
-    this.#log = this.#s.log = ctx.log
+    const seed = (this.#seed ?? (ctx.random ?? cryptoRandom).u32()) >>> 0 || 0x9e3779b9
+    this.#log = s.log = ctx.log
     const identity = ctx.identity as Identity
-    this.#s.self = this.lower.localAddress() as Address
-    this.#s.selfId = identity.id
-    this.#s.selfHex = identity.idHex
-    this.#s.ownExternal = null
+    s.self = this.lower.localAddress() as Address
+    s.selfId = identity.id
+    s.selfHex = identity.idHex
+    s.ownExternal = null
+    s.hasExternal = this.hasLower('externalAddress')
     // A TcpTransport below announces its port in our record (connect(peer, { transport: 'tcp' })).
     const tcp = this.hasLower('tcpAddress') ? (this.lower.tcpAddress() as Address | null | undefined) : null
-    const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: this.#s.self, tcpPort: tcp?.port })
-    this.#s.table = new native.KadTable(own, this.#s.k, this.#s.maxReplacements, this.#s.clock.now())
-    this.#s.table.setFreshInterval(this.#s.pingInterval)
-    this.#s.approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
-    this.#s.running = true
-    this.#s.refreshTimer = this.#s.clock.setTimeout(this.#s.refreshTick, this.#s.refreshInterval)
-    join(this.#s, 0)
+    const own = encodePeerRecord({ publicIdentity: identity.publicIdentity, address: s.self, tcpPort: tcp?.port })
+    s.approver = this.hasLower('approveConnection') ? { approveConnection: (peer) => this.lower.approveConnection(peer) } : null
+    s.table = new native.KadTable(own, s.k, s.maxReplacements, s.clock.now(), {
+      alpha: s.alpha,
+      queryTimeout: s.queryTimeout,
+      minPatience: s.minPatience,
+      maxFailures: s.maxFailures,
+      padTo: s.padTo,
+      ephemeral: s.ephemeral,
+      pingInterval: s.pingInterval,
+      approve: s.approver !== null,
+      seed,
+    })
+    s.peerEvents = false
+    this.#peerEvents()
+    s.running = true
+    s.refreshTimer = s.clock.setTimeout(s.refreshTick, s.refreshInterval)
+    join(s, 0)
+  }
+
+  /** Peers entering and leaving the table are reported when someone listens. */
+  #peerEvents(): void {
+    const s = this.#s
+    const on = this.hasUpper('onConnected') || this.hasUpper('onDisconnected') || [...s.listeners.values()].some((l) => l.size > 0)
+    if (on && !s.peerEvents && s.table) {
+      s.peerEvents = true
+      s.table.setPeerEvents(true)
+    }
   }
 
   override async stop(): Promise<void> {
-    if (!this.#s.running) return
-    this.#s.running = false
-    const clock = this.#s.clock
-    clock.clearTimeout(this.#s.refreshTimer ?? undefined)
-    clock.clearTimeout(this.#s.joinTimer ?? undefined)
-    clock.clearTimeout(this.#s.settleTimer ?? undefined)
-    clock.clearTimeout(this.#s.joinRefreshTimer ?? undefined)
-    this.#s.refreshTimer = this.#s.joinTimer = this.#s.settleTimer = this.#s.joinRefreshTimer = null
-    this.#s.joining = false
-    for (const r of this.#s.pending.values()) clock.clearTimeout(r.timer)
-    this.#s.pending.clear()
-    for (const run of [...this.#s.runs]) abort(this.#s, run, closed())
-    this.#s.joinWaiters.rejectAll(closed())
-    this.#s.table = null
+    const s = this.#s
+    if (!s.running) return
+    s.running = false
+    const clock = s.clock
+    for (const t of [s.refreshTimer, s.joinTimer, s.settleTimer, s.joinRefreshTimer, s.timer]) clock.clearTimeout(t ?? undefined)
+    s.refreshTimer = s.joinTimer = s.settleTimer = s.joinRefreshTimer = s.timer = null
+    s.timerAt = Infinity
+    s.joining = false
+    for (const run of [...s.runs.values()]) abort(s, run, closed())
+    s.joinWaiters.rejectAll(closed())
+    s.table = null
   }
 
   // ---- public API -------------------------------------------------------------------------
@@ -105,6 +128,7 @@ export class Kademlia extends Protocol {
     let set = this.#s.listeners.get(event)
     if (!set) this.#s.listeners.set(event, (set = new Set()))
     set.add(fn)
+    this.#peerEvents()
     return this
   }
 
@@ -136,18 +160,18 @@ export class Kademlia extends Protocol {
   /** {@link lookup}; `closest`: the result lists the closest peers (findPeer needs only the target). */
   #lookup(target: Buffer | string, opts: LookupOptions, closest: boolean): Promise<LookupResult> {
     return new Promise<LookupResult>((resolve, reject) => {
+      const s = this.#s
       const id = toId(target)
-      if (!this.#s.running) return reject(closed())
-      const { signal, timeout = this.#s.findTimeout, stopAtTarget = false, onCandidate } = opts
+      if (!s.running) return reject(closed())
+      const { signal, timeout = s.findTimeout, stopAtTarget = false, onCandidate } = opts
       if (signal?.aborted) return reject(aborted(signal))
       const hex = id.toString('hex')
-      const t0 = this.#s.clock.now()
+      const t0 = s.clock.now()
       if (stopAtTarget) {
-        const e = this.#s.byId.get(id)
-        if (e?.inTable) {
-          // Table entries answered us at their address (and were approved by the layer below).
+        // Table entries answered us at their address (and were approved by the layer below).
+        const p = entryPeer(s, id, true)
+        if (p) {
           this.count('lookups_from_table')
-          const p = e.peer.verified ? e.peer : new Peer(e.peer.address, e.peer.id, e.peer.publicIdentity, e.peer.external, true, e.peer.tcpPort)
           return resolve({ peer: p, closest: [p], hops: 0, queries: 0, failures: 0, timeouts: 0, elapsed: 0 })
         }
       }
@@ -155,41 +179,37 @@ export class Kademlia extends Protocol {
       let timer: TimerHandle | undefined
       let onAbort: (() => void) | undefined
       const cleanup = (): void => {
-        this.#s.clock.clearTimeout(timer)
+        s.clock.clearTimeout(timer)
         if (onAbort) signal!.removeEventListener('abort', onAbort)
       }
       const run = startLookup(
-        this.#s,
+        s,
         id,
-        stopAtTarget,
-        [],
-        (res) => {
-          const r = res! // not a maintenance lookup: there is a result
+        { stop: stopAtTarget, onClaim: stopAtTarget ? onCandidate : undefined, records: closest },
+        (o) => {
           cleanup()
+          const r = resultOf(o, closest)
           this.#log('lookup %s %s: %d hops, %d queries (%d failed, %d timed out) in %d ms', hex.slice(0, 8), r.peer ? 'found' : stopAtTarget ? 'not found' : 'done', r.hops, r.queries, r.failures, r.timeouts, Math.round(r.elapsed))
           resolve(r)
         },
         (e) => {
           cleanup()
-          this.#log('lookup %s failed after %d ms: %s', hex.slice(0, 8), Math.round(this.#s.clock.now() - t0), (e as Error).message)
+          this.#log('lookup %s failed after %d ms: %s', hex.slice(0, 8), Math.round(s.clock.now() - t0), (e as Error).message)
           reject(e)
         },
-        { onClaim: stopAtTarget ? onCandidate : undefined, closest },
       )
       if (run.done) return
-      timer = this.#s.clock.setTimeout(() => {
+      timer = s.clock.setTimeout(() => {
         this.count('lookup_timeouts')
-        abort(this.#s, run, new DeccomError(DiscoveryErrorCode.LOOKUP_TIMEOUT, `The lookup did not finish within ${timeout} ms`, { details: { timeout } }))
+        abort(s, run, new DeccomError(DiscoveryErrorCode.LOOKUP_TIMEOUT, `The lookup did not finish within ${timeout} ms`, { details: { timeout } }))
       }, timeout)
       if (signal) {
-        onAbort = () => abort(this.#s, run, aborted(signal))
+        onAbort = () => abort(s, run, aborted(signal))
         signal.addEventListener('abort', onAbort, { once: true })
       }
-      void t0
     })
   }
 
-  /** The peer with this id if it is in the routing table. */
   /**
    * The peer that most recently named `addr` in an answer to one of our lookups (it has heard from
    * `addr`, so it can introduce us: HolePuncher.connect(target) asks this), or null.
@@ -207,26 +227,18 @@ export class Kademlia extends Protocol {
     } catch {
       return undefined // not an id: no peer has it
     }
-    const e = this.#s.byId.get(key)
-    return e?.inTable ? e.peer : undefined
+    return entryPeer(this.#s, key)
   }
 
   /** Every peer in the routing table. */
   peers(): Peer[] {
-    if (!this.#s.table) return []
-    return Array.from(this.#s.table.entries(), (h) => this.#s.entries[h]!.peer)
+    return this.#s.table ? peersOfRecords(this.#s.table.records(null, 0)) : []
   }
 
   /** The up to `n` peers of the table closest to `id`, closest first. */
   closest(id: Buffer | string, n: number = this.#s.k): Peer[] {
     if (!this.#s.table) return []
-    const target = toId(id)
-    const ids = n <= this.#s.k ? this.#s.ids : Buffer.alloc(32 * n)
-    const handles = n <= this.#s.k ? this.#s.handles : new Uint32Array(n)
-    const got = this.#s.table.closest(target, n, ids, handles)
-    const out: Peer[] = []
-    for (let i = 0; i < got; i++) out.push(this.#s.entries[handles[i]]!.peer)
-    return out
+    return peersOfRecords(this.#s.table.records(toId(id), n))
   }
 
   /**
@@ -271,9 +283,17 @@ export class Kademlia extends Protocol {
 
   override stats(): Record<string, number> {
     const s = this.#s
+    const out: Record<string, number> = { ...this.counters }
+    const t = s.table
+    if (t) {
+      const c = t.counters()
+      for (let i = 0; i < c.length; i++) if (c[i]! > 0) out[COUNTER_NAMES[i]!] = (out[COUNTER_NAMES[i]!] ?? 0) + c[i]!
+    }
+    const z = t?.addrSizes()
     return {
-      ...this.counters, table_size: this.size, pending_requests: s.pending.size, lookups_running: s.runs.size, query_srtt_ms: s.querySrtt, lookup_patience_ms: patience(s),
-      known_ids: s.byId.size, told_by_size: s.table?.tellersSize ?? 0, ...addrSizes(s),
+      ...out, table_size: this.size, pending_requests: t?.pendingRequests ?? 0, lookups_running: s.runs.size, query_srtt_ms: t?.querySrtt ?? 0,
+      lookup_patience_ms: t?.patience ?? s.queryTimeout, known_ids: t?.handles().length ?? 0, told_by_size: t?.tellersSize ?? 0,
+      verified_size: z?.verified ?? 0, verified_by_size: z?.verifiedBy ?? 0, budget_ips: z?.budgetIps ?? 0, budget_prefixes: z?.budgetPrefixes ?? 0, reply_limit_keys: z?.replyLimitKeys ?? 0,
     } // prettier-ignore
   }
 
@@ -283,69 +303,34 @@ export class Kademlia extends Protocol {
   onMessage(source: Address | Peer, data: Buffer, tag: number): void {
     // A secure layer below (Noise) reports the sender as a Peer; the address is what we match on.
     const from = source instanceof Peer ? source.address : source
+    const s = this.#s
     if (tag !== TAG_KAD) {
-      alive(this.#s, from)
+      // Any datagram from a table entry's address counts as a sign of life.
+      s.table?.alive(from.raw, s.clock.now())
       return this.upper.onMessage(source, data, tag)
     }
-    if (!this.#s.running) return this.count('dropped_not_running')
-    this.count('received')
-    const m = decodeKad(data)
-    try {
-      this.#handle(source, from, data, m)
-    } finally {
-      doneWith(m)
-    }
-  }
-
-  /** A Kademlia message `m` (decoded from `data`) from `source` at `from`. */
-  #handle(source: Address | Peer, from: Address, data: Buffer, m: KadMessage): void {
+    if (!s.running) return this.count('dropped_not_running')
     // Through an authenticating layer (Noise) the session's handshake went to this address and
-    // back: the address is validated, and the sender proved this id.
-    const provenId = source instanceof Peer ? source.id : null
-    switch (m.kind) {
-      case PING: {
-        // Answered always for a validated address, else within the reply rate.
-        const r = answer(this.#s, from, data, provenId !== null)
-        if (r === ANSWER_REPLY_RATE) return this.count('dropped_reply_rate')
-        if (r < 0) return this.count('dropped_malformed')
-        this.count('pings_answered')
-        alive(this.#s, from)
-        this.sendControl(from, copyOut(r >>> 1))
-        return
-      }
-      case PONG: {
-        const req = match(this.#s, m, from, PING)
-        if (!req) return this.count('dropped_unsolicited')
-        alive(this.#s, from)
-        return req.cb(m)
-      }
-      case FIND_NODE:
-        // The requester's record names the id its session proved: its address needs no verifying.
-        return onFindNode(this.#s, from, data, m, provenId !== null && m.idIs(0, provenId))
-      case NODES: {
-        const req = match(this.#s, m, from, FIND_NODE)
-        if (!req) return this.count('dropped_unsolicited')
-        // Through an authenticating layer the sender's record must be the identity it proved.
-        if (source instanceof Peer && source.id !== null && !m.idIs(0, source.id)) {
-          this.count('dropped_identity_mismatch')
-          return req.cb(null)
-        }
-        return req.cb(m)
-      }
-      default:
-        this.count('dropped_malformed')
-        if (m.error) this.count(`dropped_malformed_${m.error}`)
-    }
+    // back: the address is validated, and the sender proved its id.
+    const proven = source instanceof Peer && source.id !== null ? source : from
+    if (!this.#log.enabled) return deliver(s, proven, from, data)
+    const before = s.table!.counters()
+    deliver(s, proven, from, data)
+    this.#logDrops(before)
   }
 
-  // ---- requests ---------------------------------------------------------------------------
-
-
-  // ---- the routing table ------------------------------------------------------------------
-
-  // ---- lookups ----------------------------------------------------------------------------
-
-  // ---- join and refresh -------------------------------------------------------------------
+  /** Logs what the node dropped since its counters were `before` (as `count` logs a drop). */
+  #logDrops(before: number[]): void {
+    const after = this.#s.table?.counters()
+    if (!after) return
+    for (let i = 0; i < after.length; i++) {
+      const n = after[i]! - before[i]!
+      const name = COUNTER_NAMES[i]!
+      if (n === 0 || !name.startsWith('dropped_')) continue
+      if (n === 1) this.#log(name)
+      else this.#log(`${name} (%d)`, n)
+    }
+  }
 
   // ---- helpers ----------------------------------------------------------------------------
 

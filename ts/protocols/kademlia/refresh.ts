@@ -1,52 +1,33 @@
 /** Kademlia: joining through the bootstrap addresses, and the periodic self-lookup and bucket refresh. */
 import { DeccomError, ErrorCode } from '../../errors'
-import { Peer } from '../../peer'
-import { type KadState, externalAt, identityAt, tcpPortAt } from './state'
-import { findNode, rand } from './rpc'
-import { consider, sweep } from './verification'
+import type { KadState, LookupOutcome } from './state'
 import { maintenanceLookup } from './lookups'
-import { parseLayout } from './message'
+import { drainOut } from './driver'
+import { peersOfRecords } from './message'
 
 /**
- * One join attempt: FIND_NODE(self) to every bootstrap address, then a self-lookup through what
- * they answered. At most one join runs at a time (`s.joining`, from the first attempt until it
- * joined or gave up): the refresh timer starts another only when none runs.
+ * One join attempt, in the node: FIND_NODE(self) to every bootstrap address, then a self-lookup
+ * through what they answered. At most one join runs at a time (`s.joining`, from the first attempt
+ * until it joined or gave up): the refresh timer starts another only when none runs.
  */
 export function join(s: KadState, attempt: number): void {
   s.joinTimer = null
-  if (!s.running) return
-  const addrs = s.bootstrap.filter((a) => a !== s.self)
+  if (!s.running || !s.table) return
+  const addrs = s.bootstrap.filter((a) => a.key !== s.self.key)
   if (addrs.length === 0) {
     s.log('no bootstrap address: this node starts a network')
     return markJoined(s)
   }
   s.joining = true
-  s.count('bootstrap_attempts')
-  let left = addrs.length
-  const seeds: Peer[] = []
-  const seen = new Set<string>()
-  for (const a of addrs) {
-    findNode(s, a, s.selfId, null, (m) => {
-      if (m && s.running) {
-        const peer = new Peer(a, m.peerId(0), identityAt(m, 0), externalAt(m, 0), false, tcpPortAt(m, 0))
-        consider(s, peer)
-        seeds.push(peer)
-        for (let i = 1; i <= m.count; i++) {
-          const h = m.ids!.toString('hex', 32 * i, 32 * i + 32)
-          if (seen.has(h) || h === s.selfHex) continue
-          seen.add(h)
-          const addr = m.address(i)
-          if (addr === null) continue // not an address we can use
-          seeds.push(new Peer(addr, m.peerId(i), identityAt(m, i), externalAt(m, i), false, tcpPortAt(m, i)))
-        }
-      }
-      if (--left === 0 && s.running) afterBootstrap(s, attempt, seeds)
-    })
-  }
+  const id = s.table.bootstrap(Buffer.concat(addrs.map((a) => a.raw)), s.clock.now())
+  const run = { id, done: false, onClaim: undefined, onDone: (o: LookupOutcome) => afterBootstrap(s, attempt, o), onError: () => {} }
+  s.runs.set(id, run)
+  drainOut(s)
 }
 
-export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): void {
-  if (seeds.length === 0) {
+function afterBootstrap(s: KadState, attempt: number, o: LookupOutcome): void {
+  if (!s.running) return
+  if (o.seeds === 0) {
     if (attempt < s.bootstrapRetries) {
       s.count('bootstrap_retries')
       s.clock.clearTimeout(s.joinTimer ?? undefined)
@@ -64,33 +45,34 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
     }
     return
   }
-  void maintenanceLookup(s, s.selfId, { extra: seeds, ids: true }).then(async (r) => {
-    s.joining = false
+  void joined(s, o.closestIds)
+}
+
+async function joined(s: KadState, closest: Buffer): Promise<void> {
+  s.joining = false
+  s.count('joined')
+  if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
+  markJoined(s)
+  const covered = coveredBelow(s, closest)
+  // The application's first steps after ready() go first (see `joinRefreshDelay`).
+  if (s.joinRefreshDelay > 0) {
+    await new Promise<void>((resolve) => {
+      s.joinRefreshTimer = s.clock.setTimeout(() => {
+        s.joinRefreshTimer = null
+        resolve()
+      }, s.joinRefreshDelay)
+    })
     if (!s.running) return
-    s.count('joined')
-    if (s.log.enabled) s.log('joined: %d peers in %d buckets', s.table?.size ?? 0, bucketsInUse(s))
-    markJoined(s)
-    const covered = coveredBelow(s, r)
-    // The application's first steps after ready() go first (see `joinRefreshDelay`).
-    if (s.joinRefreshDelay > 0) {
-      await new Promise<void>((resolve) => {
-        s.joinRefreshTimer = s.clock.setTimeout(() => {
-          s.joinRefreshTimer = null
-          resolve()
-        }, s.joinRefreshDelay)
-      })
+  }
+  await refresh(s, true, covered)
+  if (s.running && s.settleLookup > 0 && s.settleTimer === null) {
+    s.settleTimer = s.clock.setTimeout(() => {
+      s.settleTimer = null
       if (!s.running) return
-    }
-    await refresh(s, true, covered)
-    if (s.running && s.settleLookup > 0 && s.settleTimer === null) {
-      s.settleTimer = s.clock.setTimeout(() => {
-        s.settleTimer = null
-        if (!s.running) return
-        s.count('settle_lookups')
-        void settle(s)
-      }, s.settleLookup)
-    }
-  })
+      s.count('settle_lookups')
+      void settle(s)
+    }, s.settleLookup)
+  }
 }
 
 /**
@@ -102,17 +84,9 @@ export function afterBootstrap(s: KadState, attempt: number, seeds: Peer[]): voi
 function settle(s: KadState): Promise<Buffer | null> {
   const table = s.table
   if (!table || table.size < s.k) return maintenanceLookup(s, s.selfId)
-  table.closest(s.selfId, s.k, s.ids, s.handles)
-  const kth = Buffer.from(s.ids.subarray(32 * (s.k - 1), 32 * s.k))
-  let answers = 0
-  let news = 0
-  return maintenanceLookup(s, s.selfId, {
-    enough: () => answers >= s.alpha && news === 0,
-    onAnswer: (m, lk) => {
-      answers++
-      news += lk.unknownCloser(table, m.bytes, parseLayout(), kth)
-    },
-  })
+  const ids = Buffer.alloc(32 * s.k)
+  table.closest(s.selfId, s.k, ids, new Uint32Array(s.k))
+  return maintenanceLookup(s, s.selfId, { enough: { kth: ids.subarray(32 * (s.k - 1)) } })
 }
 
 /** The node joined: `ready()` resolves from now on. */
@@ -122,21 +96,20 @@ function markJoined(s: KadState): void {
   s.joinWaiters.resolveAll()
 }
 
-/** How many buckets of the table hold entries (for the log). */
-function bucketsInUse(s: KadState): number {
-  const buckets = new Set<number>()
-  if (s.table) for (const h of s.table.entries()) buckets.add(s.table.bucketOf(s.entries[h]!.peer.id!))
-  return buckets.size
-}
-
 export function onRefreshTimer(s: KadState): void {
   s.refreshTimer = null
   if (!s.running) return
-  sweep(s)
   if (s.table!.size === 0 && s.bootstrap.length > 0 && !s.joining) join(s, 0)
   void refresh(s, false).finally(() => {
     if (s.running && s.refreshTimer === null) s.refreshTimer = s.clock.setTimeout(s.refreshTick, s.refreshInterval)
   })
+}
+
+/** How many buckets of the table hold entries (for the log). */
+function bucketsInUse(s: KadState): number {
+  const buckets = new Set<number>()
+  if (s.table) for (const p of peersOfRecords(s.table.records(null, 0))) buckets.add(s.table.bucketOf(p.id!))
+  return buckets.size
 }
 
 /**
@@ -177,13 +150,11 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
         s.table.markRefreshed(b, s.clock.now())
         continue
       }
-      const random = Buffer.allocUnsafe(32)
-      for (let i = 0; i < 32; i += 4) random.writeUInt32LE(rand(s), i)
-      const target = s.table.randomIdInBucket(b, random)
+      const target = s.table.randomIdIn(b)
       s.count('refresh_lookups')
       // A refresh is for its bucket: once the bucket is full, further answers would only wait in
       // its replacement cache.
-      await maintenanceLookup(s, target, { enough: () => s.table !== null && s.table.bucketLen(b) >= fill })
+      await maintenanceLookup(s, target, { enough: { bucket: b, fill } })
       if (!s.table) return
       s.table.markRefreshed(b, s.clock.now())
     }
@@ -191,3 +162,4 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
     s.refreshing = false
   }
 }
+

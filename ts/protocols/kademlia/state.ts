@@ -1,9 +1,11 @@
 /**
  * Kademlia: the shared parts — wire constants, options and result types, the state every part of
- * the layer works on ({@link KadState}), and the message helpers. The parts: `rpc.ts` (requests and
- * their matching), `verification.ts` (answering FIND_NODE, verifying and admitting peers into the
- * routing table), `lookups.ts` (iterative lookups), `refresh.ts` (join and bucket refresh), and the
- * layer itself in `layer.ts`; decoding datagrams is `message.ts`.
+ * the layer works on ({@link KadState}). The protocol itself — answering, requests and their
+ * matching, verifying and admitting peers, the lookups' progress — runs in the native node
+ * (`KadTable`, deccom-core's `kad::node`), one call per datagram. The parts here: `driver.ts`
+ * (datagrams in and out, the node's timer, its events), `peers.ts` (peers entering and leaving the
+ * table, approval), `lookups.ts` (lookups and their promises), `refresh.ts` (join and bucket
+ * refresh), and the layer itself in `layer.ts`; encoded records to Peers in `message.ts`.
  */
 import type { Address, AddressLike } from '../../address'
 import { Waiters } from '../../abort'
@@ -12,8 +14,6 @@ import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
 import type { Peer } from '../../peer'
 import { type LayerLog, silentLog } from '../../log'
-import type { KadMessage } from './message'
-import { IdMap } from './id-map'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
 type Fn = (...args: any[]) => any
@@ -27,17 +27,10 @@ export const DiscoveryErrorCode = Object.freeze({
   PEER_NOT_FOUND: 'ERR_DECCOM_PEER_NOT_FOUND',
   /** findPeer's timeout passed. */
   LOOKUP_TIMEOUT: 'ERR_DECCOM_LOOKUP_TIMEOUT',
+  /** The node runs as many lookups as it may (4,096): none was started. */
+  TOO_MANY_LOOKUPS: 'ERR_DECCOM_TOO_MANY_LOOKUPS',
 } as const)
 
-export const PING = 1
-export const PONG = 2
-export const FIND_NODE = 3
-export const NODES = 4
-export const QUERY = 0
-export const WAIT = 1
-export const MAX_PENDING = 8192
-export const MAX_VERIFYING = 256
-export const MAX_APPROVING = 1024
 
 /** Options of {@link Kademlia}. */
 export interface KademliaOptions {
@@ -150,70 +143,16 @@ export interface LookupResult {
 
 export type Listener = (peer: Peer) => void
 export type KadEvent = 'connected' | 'disconnected'
-export type NativeMessage = KadMessage
 export type NativeTable = InstanceType<typeof native.KadTable>
-export type NativeLookup = InstanceType<typeof native.KadLookup>
+export type LookupOutcome = NonNullable<ReturnType<NativeTable['takeLookup']>>
 
-export interface Entry {
-  handle: number
-  /** The peer's node id (`peer.id`). */
-  id: Buffer
-  peer: Peer
-  failures: number
-  inTable: boolean
-}
-
-export interface Request {
-  hi: number
-  to: Address
-  kind: number
-  timer: TimerHandle
-  cb: (m: NativeMessage | null) => void
-}
-
+/** A lookup running in the node (by its id), and what its end resolves. */
 export interface Run {
-  target: Buffer
-  /** findPeer: the lookup stops once the target answers (it is asked apart, as a claim). */
-  stop: boolean
-  /** An internal lookup: `onDone` gets no result object (see `ids`). */
-  maintenance: boolean
-  /** A maintenance lookup's `onDone` gets the ids of the closest peers that answered. */
-  ids: boolean
-  /** The result lists the closest peers (not for findPeer, which returns only the target). */
-  closest: boolean
-  lk: NativeLookup
+  id: number
   done: boolean
-  timer: TimerHandle | null
-  timerAt: number
-  /** The target, verified: it answered a query of ours at that address under its id. */
-  found: Peer | null
-  foundHops: number
-  /** findPeer: addresses third parties named for the target, not yet asked (bounded). */
-  claims: Array<{ peer: Peer; hops: number }>
-  /** findPeer: every address claimed so far (by Address.key), so each is asked once. */
-  claimed: Set<string>
-  /** The first claim that could not be verified (the target may be behind a NAT), if any. */
-  unverified: { peer: Peer; hops: number } | null
-  /** A claim is being asked now. */
-  verifying: boolean
-  /**
-   * findPeer: while a claim is asked, the lookup sends no new query until this time (patience
-   * after the claim was sent): the target's own answer usually ends the lookup first.
-   */
-  pausedUntil: number
-  /** The native lookup has converged; finish when no claim is being asked. */
-  converged: boolean
-  t0: number
-  /** findPeer: told each claimed address of the target as it is learned (FindPeerOptions.onCandidate). */
+  /** findPeer: told each address the lookup learns for the target (FindPeerOptions.onCandidate). */
   onClaim: ((peer: Peer) => void) | undefined
-  /** A maintenance lookup ends (sends no further query) once this is true, e.g. its bucket filled. */
-  enough: (() => boolean) | undefined
-  /**
-   * Told of every answer, with the lookup, right after its records became candidates (the parse
-   * layout still describes it: `KadLookup.unknownCloser` may read it).
-   */
-  onAnswer: ((m: NativeMessage, lk: NativeLookup) => void) | undefined
-  onDone: (r: LookupResult | null, closestIds: Buffer) => void
+  onDone: (o: LookupOutcome) => void
   onError: (e: Error) => void
 }
 
@@ -244,9 +183,6 @@ export class KadState {
   joinRefreshDelay!: number
   /** The wait between joining and the join's bucket refresh. */
   joinRefreshTimer: TimerHandle | null = null
-  /** Smoothed duration of answered FIND_NODEs (ms; 0: none yet) and its mean deviation. */
-  querySrtt = 0
-  queryRttVar = 0
   bootstrapRetries!: number
   maxFailures!: number
   padTo!: number
@@ -254,7 +190,6 @@ export class KadState {
   maxReplacements!: number
   findTimeout!: number
   pingInterval!: number
-  rng!: number
   running = false
   clock!: Clock
   log: LayerLog = silentLog
@@ -263,19 +198,16 @@ export class KadState {
   selfHex = ''
   /** The external address our own record carries, or null. */
   ownExternal: Address | null = null
+  /** The layer below has `externalAddress` (else our record carries none). */
+  hasExternal = false
+  /** The native node while running. */
   table: NativeTable | null = null
   approver: Approver | null = null
-  readonly entries: (Entry | undefined)[] = []
-  readonly free: number[] = []
-  /** Known peers (in the table or its replacement caches) by node id. */
-  readonly byId = new IdMap<Entry>()
-  readonly byAddr = new Map<string, Entry>() // by Address.key: stable across intern-cache resets
-  readonly pending = new Map<number, Request>()
-  nextLo = 0
-  readonly verifying = new Set<string>() // Address.key
-  readonly approving = new Set<string>()
-  readonly runs = new Set<Run>()
+  /** Lookups running in the node, by id. */
+  readonly runs = new Map<number, Run>()
   readonly listeners = new Map<KadEvent, Set<Listener>>()
+  /** Peers entering or leaving the table are reported (someone listens). */
+  peerEvents = false
   refreshTimer: TimerHandle | null = null
   joinTimer: TimerHandle | null = null
   /** A join attempt (or the timer of its retry) is in progress. */
@@ -285,13 +217,13 @@ export class KadState {
   /** `ready()` calls waiting for the join; failed with the last bootstrap failure. */
   readonly joinWaiters = new Waiters()
   joinFailed = false
-  ids!: Buffer
-  handles!: Uint32Array
-  readonly qid = Buffer.alloc(32)
-  /** Where `KadLookup.next` writes the address of the node to query (18-byte form). */
-  readonly qaddr = Buffer.alloc(18)
+  /** The node's one timer (at its earliest deadline) and when it fires. */
+  timer: TimerHandle | null = null
+  timerAt = Infinity
   /** The periodic refresh timer's callback (set by the layer). */
   refreshTick: () => void = () => {}
+  /** The node's timer callback (set by the driver). */
+  timerTick: () => void = () => {}
 
   constructor(private readonly layer: KadLayerOps) {}
 
@@ -310,21 +242,6 @@ export class KadState {
   get lower(): Record<string, Fn> {
     return this.layer.lower
   }
-}
-
-/** The TCP port record `i` of `m` announced (0 = the sender), or null. */
-export function tcpPortAt(m: NativeMessage, i: number): number | null {
-  return m.tcpPort(i)
-}
-
-/** The encoded identity of record `i` of a decoded message (0 = the sender), a copy. */
-export function identityAt(m: NativeMessage, i: number): Buffer {
-  return m.identity(i)
-}
-
-/** The external address record `i` of a decoded message announced (0 = the sender), or null. */
-export function externalAt(m: NativeMessage, i: number): Address | null {
-  return m.external(i)
 }
 
 /** A 32-byte node id from a Buffer or 64 hex digits. */
@@ -364,21 +281,4 @@ export function closed(): DeccomError {
 
 export function aborted(signal: AbortSignal): DeccomError {
   return new DeccomError(ErrorCode.ABORTED, 'The operation was aborted', { cause: signal.reason })
-}
-
-/** Records the duration of an answered FIND_NODE (RFC 6298 §2 gains). */
-export function sampleQuery(s: KadState, ms: number): void {
-  if (s.querySrtt === 0) {
-    s.querySrtt = Math.max(ms, 0.001)
-    s.queryRttVar = ms / 2
-    return
-  }
-  s.queryRttVar = 0.75 * s.queryRttVar + 0.25 * Math.abs(s.querySrtt - ms)
-  s.querySrtt = 0.875 * s.querySrtt + 0.125 * ms
-}
-
-/** How long a lookup waits for a FIND_NODE before asking another node (see `minPatience`). */
-export function patience(s: KadState): number {
-  if (s.querySrtt === 0) return s.queryTimeout
-  return Math.min(s.queryTimeout, Math.max(s.minPatience, s.querySrtt + 4 * s.queryRttVar))
 }

@@ -18,6 +18,7 @@
 pub mod addrbook;
 pub mod kbucket;
 pub mod lookup;
+pub mod node;
 pub mod tellers;
 pub mod wire;
 

@@ -1,0 +1,310 @@
+//! `KadTable` as a whole Kademlia node (`deccom_core::kad::node::KadNode`), driven from
+//! JavaScript with one call per datagram (`onDatagram`) or timer (`onTimer`).
+//!
+//! Every call that may send writes into the caller-owned `out` buffer: a header of
+//! [`OUT_HEADER`] bytes — the time of the next timer on the caller's clock (f64 LE; -1: none),
+//! flags (byte 8: bit 0 events are waiting, bit 1 more datagrams are waiting: call `drain`), the
+//! end of what was written (u32 LE at 12) — then the datagrams to send as frames of the core's
+//! `FRAME_HEADER` bytes (length u16 LE, 1 when it goes to the source of the datagram handled, the
+//! 18-byte destination) and the datagram. The call returns the end as well.
+//!
+//! Events (`pollEvent`) are written into a caller-owned buffer: a u32 LE (a handle or a lookup
+//! id) at 0, the record's length (u32 LE) at 4, the record from 8.
+
+use deccom_core::kad::node::{Enough, Event, LookupOptions, COUNTER_NAMES, FRAME_HEADER};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::error::{coded, Code};
+use crate::kad::{address, node_id, KadTable};
+
+/// Bytes before the first frame in `out`.
+const OUT_HEADER: usize = 16;
+
+/// Event kinds of `pollEvent`.
+const EV_CONNECTED: u32 = 1;
+const EV_DISCONNECTED: u32 = 2;
+const EV_LOOKUP_DONE: u32 = 3;
+const EV_CLAIM: u32 = 4;
+const EV_APPROVE: u32 = 5;
+
+/// How a lookup ended (`takeLookup`).
+#[napi(object)]
+pub struct KadLookupOutcome {
+  /// The target's encoded record, if found (verified or claimed).
+  pub found: Option<Buffer>,
+  /// It answered a query of ours at that address under its id.
+  pub verified: bool,
+  pub hops: u32,
+  pub queries: u32,
+  pub failures: u32,
+  pub timeouts: u32,
+  /// The closest peers that answered: ids back to back (if asked for).
+  pub closest_ids: Buffer,
+  /// Their encoded records back to back (if asked for).
+  pub closest_records: Buffer,
+  /// ms from start to end.
+  pub elapsed: f64,
+  /// A join's lookup: seeds the bootstrap nodes gave (0: none answered).
+  pub seeds: u32,
+  pub ended_early: bool,
+}
+
+/// The counters' names, by the index `KadTable.counters` uses.
+#[napi]
+pub fn kad_counter_names() -> Vec<&'static str> {
+  COUNTER_NAMES.to_vec()
+}
+
+impl KadTable {
+  /// Writes the header and as many whole frames as fit into `out`; returns the end.
+  fn flush(&mut self, out: &mut [u8]) -> Result<i32> {
+    if out.len() < OUT_HEADER + FRAME_HEADER + 1500 {
+      return Err(coded(Code::InvalidArgument, format!("out must hold at least {} bytes", OUT_HEADER + FRAME_HEADER + 1500)));
+    }
+    let frames = self.node.transmits();
+    let mut n = 0;
+    while n + FRAME_HEADER <= frames.len() {
+      let len = usize::from(u16::from_le_bytes([frames[n], frames[n + 1]]));
+      let end = n + FRAME_HEADER + len;
+      if OUT_HEADER + end > out.len() {
+        break;
+      }
+      n = end;
+    }
+    out[OUT_HEADER..OUT_HEADER + n].copy_from_slice(&frames[..n]);
+    let more = n < frames.len();
+    self.node.consume_transmits(n);
+    let deadline = self.node.poll_timeout().map_or(-1.0, |t| self.clock.ms(t));
+    out[..8].copy_from_slice(&deadline.to_le_bytes());
+    out[8] = u8::from(self.node.has_events()) | (u8::from(more) << 1);
+    let end = (OUT_HEADER + n) as u32;
+    out[12..16].copy_from_slice(&end.to_le_bytes());
+    Ok(end as i32)
+  }
+}
+
+#[napi]
+impl KadTable {
+  /// A Kademlia datagram (without the layer tag) from `from` (18-byte form) at `now`; `proven`:
+  /// the id an authenticating layer below proved for the sender. Writes what to send into `out`
+  /// (see the module docs) and returns its end.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ADDRESS` for `from`; `ERR_DECCOM_INVALID_ARGUMENT` for a `proven` that is
+  /// not 32 bytes or an `out` under 1,537 bytes.
+  #[napi]
+  pub fn on_datagram(&mut self, from: &[u8], data: &[u8], proven: Option<&[u8]>, now: f64, mut out: BufferSlice) -> Result<i32> {
+    let from = address(from)?;
+    let proven = proven.map(node_id).transpose()?;
+    let now = self.clock.at(now);
+    self.node.handle_datagram(from, data, proven.as_ref(), now);
+    self.flush(&mut out)
+  }
+
+  /// The timers due at `now`; writes what to send into `out` (see `onDatagram`).
+  #[napi]
+  pub fn on_timer(&mut self, now: f64, mut out: BufferSlice) -> Result<i32> {
+    let now = self.clock.at(now);
+    self.node.handle_timeout(now);
+    self.flush(&mut out)
+  }
+
+  /// What is waiting to be sent, into `out` (see `onDatagram`): after `startLookup`, `bootstrap`,
+  /// `approved`, or when a header said more is waiting.
+  #[napi]
+  pub fn drain(&mut self, mut out: BufferSlice) -> Result<i32> {
+    self.flush(&mut out)
+  }
+
+  /// Starts a lookup of `target`: `stop` findPeer (stop once the target answers at an address
+  /// some node named for it), `claims` emit an event per address learned for the target,
+  /// `records`/`ids` the outcome lists the closest peers' records/ids; `enough`: 0 never, 1 once
+  /// bucket `bucket` holds `fill` entries, 2 a settling self-lookup (`kth`: our k-th closest
+  /// entry's id). Returns the lookup's id (its end is an event), or -1 when too many run.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for a target or `kth` that is not 32 bytes.
+  #[napi]
+  #[allow(clippy::too_many_arguments)]
+  pub fn start_lookup(&mut self, target: &[u8], stop: bool, claims: bool, records: bool, ids: bool, enough: u32, bucket: u32, fill: u32, kth: Option<&[u8]>, now: f64) -> Result<i64> {
+    let target = node_id(target)?;
+    let enough = match (enough, kth) {
+      (1, _) => Enough::BucketFill { bucket: bucket as usize, fill: fill as usize },
+      (2, Some(kth)) => Enough::Settle { kth: node_id(kth)? },
+      _ => Enough::Never,
+    };
+    let opts = LookupOptions { stop, claims, records, ids, enough };
+    Ok(self.node.start_lookup(target, opts, self.clock.at(now)).map_or(-1, i64::from))
+  }
+
+  /// Ends a running lookup without an outcome.
+  #[napi]
+  pub fn abort_lookup(&mut self, id: u32) {
+    self.node.abort_lookup(id);
+  }
+
+  /// The outcome of a lookup that ended (after its event), or null.
+  #[napi]
+  pub fn take_lookup(&mut self, id: u32) -> Option<KadLookupOutcome> {
+    let o = self.node.take_lookup(id)?;
+    Some(KadLookupOutcome {
+      found: o.found.map(|r| r.as_slice().to_vec().into()),
+      verified: o.verified,
+      hops: o.hops,
+      queries: o.stats.queries,
+      failures: o.stats.failures,
+      timeouts: o.stats.timeouts,
+      closest_ids: o.closest_ids.into(),
+      closest_records: o.closest_records.into(),
+      elapsed: o.elapsed.as_secs_f64() * 1000.0,
+      seeds: o.seeds,
+      ended_early: o.ended_early,
+    })
+  }
+
+  /// Records a running lookup keeps (bounded), or null.
+  #[napi]
+  pub fn lookup_records(&self, id: u32) -> Option<u32> {
+    self.node.lookup_records(id).map(|n| n as u32)
+  }
+
+  /// One join attempt through `addrs` (18-byte forms back to back): returns the id of the
+  /// lookup whose end ends the attempt (`seeds` 0: no bootstrap node answered).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ADDRESS` for an address that is not in the 18-byte form.
+  #[napi]
+  pub fn bootstrap(&mut self, addrs: &[u8], now: f64) -> Result<u32> {
+    let addrs = addrs.chunks(deccom_core::wire::RAW_ADDR_LEN).map(address).collect::<Result<Vec<_>>>()?;
+    Ok(self.node.bootstrap(&addrs, self.clock.at(now)))
+  }
+
+  /// The answer to an approval event for `record`.
+  #[napi]
+  pub fn approved(&mut self, record: &[u8], ok: bool, now: f64) {
+    self.node.approved(record, ok, self.clock.at(now));
+  }
+
+  /// A datagram of another layer came from `from` (18-byte form): a sign of life of a table entry.
+  #[napi]
+  pub fn alive(&mut self, from: &[u8], now: f64) {
+    if let Some(from) = deccom_core::wire::decode_raw_addr(from) {
+      self.node.alive(from, self.clock.at(now));
+    }
+  }
+
+  /// Emit events of peers entering (kind 1) and leaving (2) the table.
+  #[napi]
+  pub fn set_peer_events(&mut self, on: bool) {
+    self.node.set_peer_events(on);
+  }
+
+  /// The next event into `out` (see the module docs; at least 8 + 332 bytes): 0 none, 1 a peer
+  /// entered the table, 2 one left (handle, record), 3 a lookup ended (its id), 4 a lookup
+  /// learned an address of its target (lookup id, record), 5 approve a peer (record).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` when `out` is too small for the event's record.
+  #[napi]
+  pub fn poll_event(&mut self, mut out: BufferSlice) -> Result<u32> {
+    let Some(ev) = self.node.poll_event() else { return Ok(0) };
+    let (kind, n, record) = match ev {
+      Event::Connected { handle, record } => (EV_CONNECTED, handle, Some(record)),
+      Event::Disconnected { handle, record } => (EV_DISCONNECTED, handle, Some(record)),
+      Event::LookupDone { lookup } => (EV_LOOKUP_DONE, lookup, None),
+      Event::Claim { lookup, record } => (EV_CLAIM, lookup, Some(record)),
+      Event::Approve { record } => (EV_APPROVE, 0, Some(record)),
+    };
+    let bytes = record.as_ref().map_or(&[][..], |r| r.as_slice());
+    let Some(o) = out.get_mut(..8 + bytes.len()) else {
+      return Err(coded(Code::InvalidArgument, format!("out holds {} bytes, the event {}", out.len(), 8 + bytes.len())));
+    };
+    o[..4].copy_from_slice(&n.to_le_bytes());
+    o[4..8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    o[8..].copy_from_slice(bytes);
+    Ok(kind)
+  }
+
+  /// The counters (names: `kadCounterNames()`), by index.
+  #[napi]
+  pub fn counters(&self) -> Vec<f64> {
+    self.node.counters().iter().map(|&c| c as f64).collect()
+  }
+
+  /// Requests in flight.
+  #[napi(getter)]
+  pub fn pending_requests(&self) -> u32 {
+    self.node.pending_requests() as u32
+  }
+
+  /// Lookups running.
+  #[napi(getter)]
+  pub fn lookups_running(&self) -> u32 {
+    self.node.lookups() as u32
+  }
+
+  /// Smoothed duration of answered FIND_NODEs in ms (0: none yet).
+  #[napi(getter)]
+  pub fn query_srtt(&self) -> f64 {
+    self.node.query_srtt_ms()
+  }
+
+  /// How long a lookup waits for a FIND_NODE before asking another node, in ms.
+  #[napi(getter)]
+  pub fn patience(&self) -> f64 {
+    self.node.patience().as_secs_f64() * 1000.0
+  }
+
+  /// A random id in bucket `index` (from the node's seeded generator).
+  #[napi]
+  pub fn random_id_in(&mut self, index: u32) -> Buffer {
+    let mut r = [0u8; 32];
+    for c in r.chunks_mut(4) {
+      c.copy_from_slice(&self.node.rand().to_le_bytes());
+    }
+    self.node.table.random_id_in_bucket(index as usize, &r).to_vec().into()
+  }
+
+  /// The record of the table entry with id `id`, or null.
+  #[napi]
+  pub fn record_of(&self, id: &[u8]) -> Option<Buffer> {
+    let id: deccom_core::NodeId = id.try_into().ok()?;
+    self.node.table.get(&id).map(|s| s.encoded.as_slice().to_vec().into())
+  }
+
+  /// The records of the up to `n` entries closest to `target` (closest first), back to back;
+  /// with no target, of every entry.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
+  #[napi]
+  pub fn records(&mut self, target: Option<&[u8]>, n: u32) -> Result<Buffer> {
+    let mut out = std::mem::take(&mut self.bytes);
+    out.clear();
+    match target {
+      Some(t) => {
+        let t = node_id(t)?;
+        self.node.closest_records(&t, n as usize, &mut out);
+      }
+      None => {
+        for e in self.node.table.iter() {
+          out.extend_from_slice(e.value.encoded.as_slice());
+        }
+      }
+    }
+    let b: Buffer = out.as_slice().into();
+    self.bytes = out;
+    Ok(b)
+  }
+
+  /// Sets (or with null clears) this node's external address (18-byte form).
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ADDRESS` for an address not in the 18-byte form.
+  #[napi]
+  pub fn set_own_external(&mut self, external: Option<&[u8]>) -> Result<()> {
+    self.node.set_own_external(external.map(address).transpose()?);
+    Ok(())
+  }
+}
