@@ -261,8 +261,28 @@ export class Node extends EventEmitter<NodeEvents> {
     }
   }
 
-  /** Listens to the discovery layers (peer:discovered / peer:lost) and the TcpTransport (connection frames). */
+  /**
+   * Listens to the TcpTransport (connection frames) and, once anyone listens to peer:discovered or
+   * peer:lost, to the discovery layers (a layer that nobody listens to reports no peers: in a large
+   * simulation that is a Peer object less per table change).
+   */
   #subscribe(): void {
+    const events = this as unknown as EventEmitter
+    const discovery = (event: string | symbol): void => {
+      if (event !== 'peer:discovered' && event !== 'peer:lost') return
+      events.off('newListener', discovery)
+      if (this.#state === 'running') this.#subscribeDiscovery()
+    }
+    if (events.listenerCount('peer:discovered') + events.listenerCount('peer:lost') > 0) this.#subscribeDiscovery()
+    else {
+      events.on('newListener', discovery)
+      this.#unsubscribe.push(() => events.off('newListener', discovery))
+    }
+    this.#subscribeTcp()
+  }
+
+  /** Listens to the discovery layers (peer:discovered / peer:lost). */
+  #subscribeDiscovery(): void {
     for (const layer of this.stack.layers) {
       const l = layer as Protocol & Partial<EventSource>
       if (typeof l.on !== 'function' || typeof l.off !== 'function') continue
@@ -277,6 +297,10 @@ export class Node extends EventEmitter<NodeEvents> {
         })
       }
     }
+  }
+
+  /** Listens to the TcpTransport (connection frames). */
+  #subscribeTcp(): void {
     const tcp = this.stack.provider('openConnection') as (Protocol & TcpLike & EventSource) | undefined
     if (tcp && typeof tcp.on === 'function') {
       const frame = (p: TcpPeerLike, data: Buffer, tag: number): void => {

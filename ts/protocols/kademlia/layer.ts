@@ -33,6 +33,9 @@ export class Kademlia extends Protocol {
   override readonly tag = TAG_KAD
 
   #log: LayerLog = silentLog
+  /** The log's `enabled`, as last asked (see `onMessage`), and datagrams since. */
+  #logOn = false
+  #logCheck = 0
   readonly #seed: number | undefined
   readonly #s: KadState = new KadState({
     count: (name, n) => this.count(name, n),
@@ -69,6 +72,7 @@ export class Kademlia extends Protocol {
     // Request ids and refresh targets: the option's seed, else the node's stream (seeded in a simulation).
     const seed = (this.#seed ?? (ctx.random ?? cryptoRandom).u32()) >>> 0 || 0x9e3779b9
     this.#log = s.log = ctx.log
+    this.#logOn = this.#log.enabled
     const identity = ctx.identity as Identity
     s.self = this.lower.localAddress() as Address
     s.selfId = identity.id
@@ -313,7 +317,10 @@ export class Kademlia extends Protocol {
     // Through an authenticating layer (Noise) the session's handshake went to this address and
     // back: the address is validated, and the sender proved its id.
     const proven = source instanceof Peer && source.id !== null ? source : from
-    if (!this.#log.enabled) return deliver(s, proven, from, data)
+    // Whether the log is on, asked again every 1,024 datagrams (asking costs more than a datagram's
+    // share of the layer's work).
+    if ((this.#logCheck = (this.#logCheck + 1) & 1023) === 0) this.#logOn = this.#log.enabled
+    if (!this.#logOn) return deliver(s, proven, from, data)
     const before = s.table!.counters()
     deliver(s, proven, from, data)
     this.#logDrops(before)
