@@ -178,13 +178,13 @@ export declare class KadTable {
    */
   encodeFindNode(requestHi: number, requestLo: number, target: Uint8Array, padTo: number, ephemeral?: boolean | undefined | null): Buffer
   /**
-   * Answers a PING or FIND_NODE `data` (without the layer tag; a message `kadParse` accepted)
-   * from `from` (18-byte address form) at `now`, writing the answer into `out`. `proven`: the
-   * sender proved the id its record names (a PING: it has an authenticated session);
-   * `inTable`: `from` is a table entry's address. Either, or `from` having answered us, makes
-   * the address validated; a request from any other address is answered within its prefix's
-   * reply rate, and a NODES to it is cut to the query's size less a PING. The requester is then
-   * remembered as having verified us (`verifiedBy`).
+   * Answers a PING or FIND_NODE `data` (without the layer tag) from `from` (18-byte address
+   * form) at `now`, as `onDatagram` does, writing the answer into `out`. `proven`: the sender
+   * proved the id its record names (a PING: it has an authenticated session); `inTable`: treat
+   * `from` as validated as a table entry's address is. Either, a table entry's address, or `from`
+   * having answered us, makes the address validated; a request from any other address is
+   * answered within its prefix's reply rate, and a NODES to it is cut to the query's size less a
+   * PING. The requester is then remembered as having verified us.
    *
    * Returns `2 * len + v`: `len` bytes of `out` to send (0: a FIND_NODE whose answer would
    * exceed the bound, nothing to send), `v` 1 when the address is validated; or -1 a FIND_NODE
@@ -843,7 +843,7 @@ export declare function kadCounterNames(): Array<string>
 export declare function kadDecode(bytes: Uint8Array): KadMessage
 
 /**
- * A NODES message from encoded records (for tests and tools; the layer answers with `KadTable.answer`).
+ * A NODES message from encoded records (for tests and tools; the node answers FIND_NODE itself).
  *
  * # Errors
  * `ERR_DECCOM_RECORD_*` for a malformed record.

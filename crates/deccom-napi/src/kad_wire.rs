@@ -122,7 +122,7 @@ pub fn kad_encode_ping(pong: bool, request_hi: u32, request_lo: u32) -> Buffer {
   m.encode().into()
 }
 
-/// A NODES message from encoded records (for tests and tools; the layer answers with `KadTable.answer`).
+/// A NODES message from encoded records (for tests and tools; the node answers FIND_NODE itself).
 ///
 /// # Errors
 /// `ERR_DECCOM_RECORD_*` for a malformed record.

@@ -97,11 +97,16 @@ impl KadNode {
     /// records closest to `target`, cut to `max_len` bytes. False when even an empty answer would
     /// exceed `max_len`.
     fn nodes_into_bytes(&mut self, request_id: u64, target: &NodeId, max_len: usize) -> bool {
-        let k = self.table.config().k;
-        let mut recs: Vec<&[u8]> = Vec::with_capacity(k);
-        self.table.for_each_closest(target, k, &mut self.scratch, |e| recs.push(e.value.encoded.as_slice()));
+        let k = self.table.config().k.min(wire::MAX_NODES);
+        // The records on the stack (k is at most 64): an answer allocates nothing.
+        let mut recs: [&[u8]; wire::MAX_NODES] = [&[]; wire::MAX_NODES];
+        let mut n = 0;
+        self.table.for_each_closest(target, k, &mut self.scratch, |e| {
+            recs[n] = e.value.encoded.as_slice();
+            n += 1;
+        });
         self.bytes.clear();
-        wire::encode_nodes_encoded(request_id, &self.own, recs, max_len, &mut self.bytes).is_some()
+        wire::encode_nodes_encoded(request_id, &self.own, recs[..n].iter().copied(), max_len, &mut self.bytes).is_some()
     }
 
     /// Writes the up to `n` entries closest to `target` (closest first) into `out` as rows of

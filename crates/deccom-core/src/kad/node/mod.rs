@@ -46,7 +46,7 @@ pub use counters::{Counter, COUNTERS, COUNTER_NAMES};
 pub use record::{Encoded, Slot};
 pub use search::{Enough, LookupOptions, LookupOutcome};
 
-use self::requests::{Due, Purpose, Request, Requests, MAX_PENDING};
+use self::requests::{Due, OwnIdMap, Purpose, Request, Requests, MAX_PENDING};
 use self::search::Search;
 use super::addrbook::AddrBook;
 use super::kbucket::{RoutingTable, TableConfig};
@@ -182,7 +182,7 @@ pub struct KadNode {
     /// Consecutive failed queries of table entries (only those with some).
     failures: HashMap<NodeId, u32>,
     requests: Requests,
-    searches: HashMap<u32, Search>,
+    searches: OwnIdMap<Search>,
     next_search: u32,
     verifying: HashSet<SocketAddr>,
     approving: HashSet<NodeId>,
@@ -199,6 +199,8 @@ pub struct KadNode {
     recs: Vec<Rec>,
     /// Requests that could not be sent: they fail once the current step is done.
     soon: Vec<Purpose>,
+    /// A lookup's queries to send (reused by `drive`).
+    queries: Vec<(NodeId, SocketAddr)>,
     peer_events: bool,
 }
 
@@ -222,7 +224,7 @@ impl KadNode {
             by_addr: HashMap::new(),
             failures: HashMap::new(),
             requests: Requests::default(),
-            searches: HashMap::new(),
+            searches: OwnIdMap::default(),
             next_search: 0,
             verifying: HashSet::new(),
             approving: HashSet::new(),
@@ -236,6 +238,7 @@ impl KadNode {
             join: None,
             recs: Vec::with_capacity(wire::MAX_NODES + 1),
             soon: Vec::new(),
+            queries: Vec::new(),
             peer_events: false,
         }
     }
@@ -325,7 +328,11 @@ impl KadNode {
 
     /// Forgets the first `n` bytes of [`transmits`](Self::transmits) (whole frames: sent).
     pub fn consume_transmits(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+        if n >= self.out.len() {
+            self.out.clear();
+        } else {
+            self.out.drain(..n);
+        }
     }
 
     /// The next event, if any.

@@ -10,6 +10,11 @@ use crate::wire::peer_record::PeerRecord;
 /// IPv4 external address takes 85 bytes) are kept inline; larger ones on the heap.
 const INLINE_RECORD: usize = 88;
 
+thread_local! {
+    /// Where [`Encoded::new`] encodes (reused: a record encoded allocates only when it is long).
+    static ENCODE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(PeerRecord::MAX_ENCODED_LEN));
+}
+
 /// A record's encoding.
 #[derive(Clone)]
 pub enum Encoded {
@@ -28,9 +33,11 @@ impl Encoded {
     /// The encoding of `record`.
     #[must_use]
     pub fn new(record: &PeerRecord) -> Encoded {
-        let mut v = Vec::with_capacity(record.encoded_len());
-        record.encode_into(&mut v);
-        Encoded::from_bytes(&v)
+        ENCODE.with_borrow_mut(|v| {
+            v.clear();
+            record.encode_into(v);
+            Encoded::from_bytes(v)
+        })
     }
 
     /// A record already encoded (and validated).

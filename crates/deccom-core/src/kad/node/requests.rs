@@ -72,10 +72,32 @@ pub enum Timer {
     Search(u32),
 }
 
+/// Hashes the small integers the node chooses itself (request ids, lookup ids: no one else picks
+/// them, so no one can make them collide) by one multiplication.
+#[derive(Default, Clone, Copy)]
+pub struct OwnIdHasher(u64);
+
+impl std::hash::Hasher for OwnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (u64::from(i) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Maps keyed by ids the node chose (see [`OwnIdHasher`]).
+pub type OwnIdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<OwnIdHasher>>;
+
 /// Requests in flight and the node's timers.
 #[derive(Default)]
 pub struct Requests {
-    pending: HashMap<u32, Request>,
+    pending: OwnIdMap<Request>,
     next_lo: u32,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
 }

@@ -293,7 +293,8 @@ impl KadNode {
             return self.finish(id, now);
         }
         let target = *s.lookup.target();
-        let mut queries: Vec<(NodeId, SocketAddr)> = Vec::new();
+        let mut queries = std::mem::take(&mut self.queries);
+        queries.clear();
         let mut wake = None;
         let mut converged = false;
         loop {
@@ -314,9 +315,10 @@ impl KadNode {
                 }
             }
         }
-        for (cid, udp) in queries {
+        for &(cid, udp) in &queries {
             self.find_node(udp, target, Some(cid), Purpose::Query { search: id, id: cid }, now);
         }
+        self.queries = queries;
         if let Some(at) = wake {
             self.wake(id, at);
         }
