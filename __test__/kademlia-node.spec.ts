@@ -69,13 +69,13 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
   const others = [node(3, { ext: true }), node(4, { tcp: true }), self, target]
   const id = tab.startLookup(target.id, true, true, false, false, 0, 0, 0, null, 1)
   t.true(id >= 0)
-  const q = frames(tab.drain(OUT))
+  const q = frames(tab.drain(OUT, 0))
   t.is(q.length, 1, 'alpha 1: one query')
   t.is(q[0]!.to, seed.address.key, 'the seed is asked at its record address')
   const m = findNode(q[0]!)
   t.deepEqual(m.target, target.id)
   const answer = native.kadEncodeNodes(m.requestHi, m.requestLo, seed.record, others.map((o) => o.record), false)
-  const sent = frames(tab.onDatagram(seed.address.raw, answer, null, 20, OUT))
+  const sent = frames(tab.onDatagram(seed.address.raw, answer, null, 20, OUT, 0))
   // The target is asked apart (a claim), the lookup pauses its other queries meanwhile.
   t.deepEqual(sent.map((f) => f.to), [target.address.key])
   t.deepEqual(findNode(sent[0]!).target, target.id)
@@ -86,7 +86,7 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
   t.is(fromRawAddress(tab.tellerOf(others[0]!.external!.raw)).key, seed.address.key, 'also at the external address')
   t.is(tab.tellerOf(self.address.raw), null, 'our own record is not a candidate')
   const c = findNode(sent[0]!)
-  const end = tab.onDatagram(target.address.raw, native.kadEncodeNodes(c.requestHi, c.requestLo, target.record, [], false), null, 40, OUT)
+  const end = tab.onDatagram(target.address.raw, native.kadEncodeNodes(c.requestHi, c.requestLo, target.record, [], false), null, 40, OUT, 0)
   t.is(OUT[8]! & 1, 1, 'an event waits')
   void end
   t.is(tab.pollEvent(ev), 3, 'the lookup ended')
@@ -99,7 +99,7 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
 test('answers nobody asked for change nothing: an unknown request id, a right id from another address, a NODES to a PING', (t) => {
   const tab = table()
   tab.startLookup(Buffer.alloc(32, 0x77), false, false, false, false, 0, 0, 0, null, 1)
-  const q = findNode(frames(tab.drain(OUT))[0]!)
+  const q = findNode(frames(tab.drain(OUT, 0))[0]!)
   const named = [node(10), node(11)].map((n) => n.record)
   const bad = [
     { from: seed.address, bytes: native.kadEncodeNodes(q.requestHi, (q.requestLo + 1) >>> 0, seed.record, named, false) },
@@ -107,12 +107,12 @@ test('answers nobody asked for change nothing: an unknown request id, a right id
     { from: node(9).address, bytes: native.kadEncodeNodes(q.requestHi, q.requestLo, seed.record, named, false) },
     { from: seed.address, bytes: native.kadEncodePing(true, q.requestHi, q.requestLo) },
   ]
-  for (const b of bad) t.deepEqual(frames(tab.onDatagram(b.from.raw, b.bytes, null, 5, OUT)), [])
+  for (const b of bad) t.deepEqual(frames(tab.onDatagram(b.from.raw, b.bytes, null, 5, OUT, 0)), [])
   t.is(counter(tab, 'dropped_unsolicited'), 4)
   t.is(tab.tellersSize, 0)
   t.is(tab.pendingRequests, 1, 'the real query still waits')
   // The real answer still counts.
-  const sent = frames(tab.onDatagram(seed.address.raw, native.kadEncodeNodes(q.requestHi, q.requestLo, seed.record, named, false), null, 6, OUT))
+  const sent = frames(tab.onDatagram(seed.address.raw, native.kadEncodeNodes(q.requestHi, q.requestLo, seed.record, named, false), null, 6, OUT, 0))
   t.is(sent.length, 1)
 })
 
@@ -139,7 +139,7 @@ test('garbage and mutated datagrams from anywhere: no throw, and never more byte
       if (i % 7 === 0) data = data.subarray(0, next() % data.length)
     }
     const from = toAddress(`10.9.${next() & 255}.${next() & 255}`, 1 + (next() % 60000))
-    const out = frames(tab.onDatagram(from.raw, data, null, i * 10, OUT))
+    const out = frames(tab.onDatagram(from.raw, data, null, i * 10, OUT, 0))
     for (const f of out.filter((f) => f.toSource)) {
       answered++
       t.true(f.data.length <= data.length, `${f.data.length} bytes answered to ${data.length}`)
@@ -158,7 +158,7 @@ test('a lookup fed endless ever-closer answers keeps its records bounded, and as
   const pool = Array.from({ length: 1500 }, (_, i) => node(100 + i)).sort((x, y) => Buffer.compare(dist(y.id), dist(x.id)))
   const id = tab.startLookup(target, false, false, true, false, 0, 0, 0, null, 1)
   const byAddr = new Map<string, ReturnType<typeof node>>([[seed.address.key, seed]])
-  let pending = frames(tab.drain(OUT))
+  let pending = frames(tab.drain(OUT, 0))
   let queries = 0
   let maxKept = 0
   for (let round = 0; round < 100 && pending.length > 0 && pool.length > 0; round++) {
@@ -171,7 +171,7 @@ test('a lookup fed endless ever-closer answers keeps its records bounded, and as
       const m = findNode(f)
       const named = pool.splice(0, 30)
       for (const p of named) byAddr.set(p.address.key, p)
-      next.push(...frames(tab.onDatagram(asked.address.raw, native.kadEncodeNodes(m.requestHi, m.requestLo, asked.record, named.map((p) => p.record), false), null, 10 + round, OUT)))
+      next.push(...frames(tab.onDatagram(asked.address.raw, native.kadEncodeNodes(m.requestHi, m.requestLo, asked.record, named.map((p) => p.record), false), null, 10 + round, OUT, 0)))
       maxKept = Math.max(maxKept, tab.lookupRecords(id) ?? 0)
     }
     pending = next

@@ -208,20 +208,20 @@ export declare class KadTable {
   /**
    * A Kademlia datagram (without the layer tag) from `from` (18-byte form) at `now`; `proven`:
    * the id an authenticating layer below proved for the sender. Writes what to send into `out`
-   * (see the module docs) and returns its end.
+   * from `at` (see the module docs) and returns its end.
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ADDRESS` for `from`; `ERR_DECCOM_INVALID_ARGUMENT` for a `proven` that is
-   * not 32 bytes or an `out` under 1,537 bytes.
+   * not 32 bytes or an `out` without 16 bytes from `at`.
    */
-  onDatagram(from: Uint8Array, data: Uint8Array, proven: Uint8Array | undefined | null, now: number, out: Buffer): number
+  onDatagram(from: Uint8Array, data: Uint8Array, proven: Uint8Array | undefined | null, now: number, out: Buffer, at: number): number
   /** The timers due at `now`; writes what to send into `out` (see `onDatagram`). */
-  onTimer(now: number, out: Buffer): number
+  onTimer(now: number, out: Buffer, at: number): number
   /**
    * What is waiting to be sent, into `out` (see `onDatagram`): after `startLookup`, `bootstrap`,
    * `approved`, or when a header said more is waiting.
    */
-  drain(out: Buffer): number
+  drain(out: Buffer, at: number): number
   /**
    * Starts a lookup of `target`: `stop` findPeer (stop once the target answers at an address
    * some node named for it), `claims` emit an event per address learned for the target,

@@ -1,12 +1,14 @@
 //! `KadTable` as a whole Kademlia node (`deccom_core::kad::node::KadNode`), driven from
 //! JavaScript with one call per datagram (`onDatagram`) or timer (`onTimer`).
 //!
-//! Every call that may send writes into the caller-owned `out` buffer: a header of
-//! [`OUT_HEADER`] bytes — the time of the next timer on the caller's clock (f64 LE; -1: none),
+//! Every call that may send writes into the caller-owned `out` buffer from offset `at`: a header
+//! of [`OUT_HEADER`] bytes — the time of the next timer on the caller's clock (f64 LE; -1: none),
 //! flags (byte 8: bit 0 events are waiting, bit 1 more datagrams are waiting: call `drain`), the
-//! end of what was written (u32 LE at 12) — then the datagrams to send as frames of the core's
-//! `FRAME_HEADER` bytes (length u16 LE, 1 when it goes to the source of the datagram handled, the
-//! 18-byte destination) and the datagram. The call returns the end as well.
+//! end of what was written (u32 LE at 12, an offset in `out`) — then as many of the datagrams to
+//! send as fit, as frames of the core's `FRAME_HEADER` bytes (length u16 LE, 1 when it goes to
+//! the source of the datagram handled, the 18-byte destination) and the datagram. The call
+//! returns the end as well. The caller may send the datagrams as views of `out` (it then writes
+//! the next call's output after this one's end).
 //!
 //! Events (`pollEvent`) are written into a caller-owned buffer: a u32 LE (a handle or a lookup
 //! id) at 0, the record's length (u32 LE) at 4, the record from 8.
@@ -57,11 +59,13 @@ pub fn kad_counter_names() -> Vec<&'static str> {
 }
 
 impl KadTable {
-  /// Writes the header and as many whole frames as fit into `out`; returns the end.
-  fn flush(&mut self, out: &mut [u8]) -> Result<i32> {
-    if out.len() < OUT_HEADER + FRAME_HEADER + 1500 {
-      return Err(coded(Code::InvalidArgument, format!("out must hold at least {} bytes", OUT_HEADER + FRAME_HEADER + 1500)));
-    }
+  /// Writes the header at `out[at..]` and as many whole frames after it as fit; returns the end
+  /// (an offset in `out`).
+  fn flush(&mut self, out: &mut [u8], at: u32) -> Result<i32> {
+    let at = at as usize;
+    let Some(out) = out.get_mut(at..).filter(|o| o.len() >= OUT_HEADER) else {
+      return Err(coded(Code::InvalidArgument, format!("out must hold {OUT_HEADER} bytes from {at}")));
+    };
     let frames = self.node.transmits();
     let mut n = 0;
     while n + FRAME_HEADER <= frames.len() {
@@ -78,7 +82,7 @@ impl KadTable {
     let deadline = self.node.poll_timeout().map_or(-1.0, |t| self.clock.ms(t));
     out[..8].copy_from_slice(&deadline.to_le_bytes());
     out[8] = u8::from(self.node.has_events()) | (u8::from(more) << 1);
-    let end = (OUT_HEADER + n) as u32;
+    let end = (at + OUT_HEADER + n) as u32;
     out[12..16].copy_from_slice(&end.to_le_bytes());
     Ok(end as i32)
   }
@@ -88,33 +92,33 @@ impl KadTable {
 impl KadTable {
   /// A Kademlia datagram (without the layer tag) from `from` (18-byte form) at `now`; `proven`:
   /// the id an authenticating layer below proved for the sender. Writes what to send into `out`
-  /// (see the module docs) and returns its end.
+  /// from `at` (see the module docs) and returns its end.
   ///
   /// # Errors
   /// `ERR_DECCOM_INVALID_ADDRESS` for `from`; `ERR_DECCOM_INVALID_ARGUMENT` for a `proven` that is
-  /// not 32 bytes or an `out` under 1,537 bytes.
+  /// not 32 bytes or an `out` without 16 bytes from `at`.
   #[napi]
-  pub fn on_datagram(&mut self, from: &[u8], data: &[u8], proven: Option<&[u8]>, now: f64, mut out: BufferSlice) -> Result<i32> {
+  pub fn on_datagram(&mut self, from: &[u8], data: &[u8], proven: Option<&[u8]>, now: f64, mut out: BufferSlice, at: u32) -> Result<i32> {
     let from = address(from)?;
     let proven = proven.map(node_id).transpose()?;
     let now = self.clock.at(now);
     self.node.handle_datagram(from, data, proven.as_ref(), now);
-    self.flush(&mut out)
+    self.flush(&mut out, at)
   }
 
   /// The timers due at `now`; writes what to send into `out` (see `onDatagram`).
   #[napi]
-  pub fn on_timer(&mut self, now: f64, mut out: BufferSlice) -> Result<i32> {
+  pub fn on_timer(&mut self, now: f64, mut out: BufferSlice, at: u32) -> Result<i32> {
     let now = self.clock.at(now);
     self.node.handle_timeout(now);
-    self.flush(&mut out)
+    self.flush(&mut out, at)
   }
 
   /// What is waiting to be sent, into `out` (see `onDatagram`): after `startLookup`, `bootstrap`,
   /// `approved`, or when a header said more is waiting.
   #[napi]
-  pub fn drain(&mut self, mut out: BufferSlice) -> Result<i32> {
-    self.flush(&mut out)
+  pub fn drain(&mut self, mut out: BufferSlice, at: u32) -> Result<i32> {
+    self.flush(&mut out, at)
   }
 
   /// Starts a lookup of `target`: `stop` findPeer (stop once the target answers at an address

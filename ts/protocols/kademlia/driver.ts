@@ -1,13 +1,13 @@
 /**
  * Kademlia: driving the native node. A datagram goes in with one call (`onDatagram`); what the
- * node wants sent comes back in {@link KadState}'s output buffer, framed, with the time of its
- * next timer and whether events wait (see {@link flush}). The node has one timer on the layer's
- * clock, armed at its earliest deadline.
+ * node wants sent comes back framed in a slab (see {@link SLAB}), with the time of its next timer
+ * and whether events wait (see {@link flush}). The node has one timer on the layer's clock, armed
+ * at its earliest deadline.
  */
 import type { Address } from '../../address'
 import { fromRawAddress } from '../../address'
 import type { Peer } from '../../peer'
-import { copyOf, peerOfRecord } from './message'
+import { peerOfRecord } from './message'
 import { approve, emit } from './peers'
 import { type KadState } from './state'
 import { lookupDone } from './lookups'
@@ -17,13 +17,36 @@ const HEADER = 16
 /** Per frame: length (u16 LE), 1 = to the source, the 18-byte destination. */
 const FRAME = 21
 /**
- * Where the node writes what to send: one buffer per depth of calls (a layer below that delivers
- * synchronously — a loopback in a test — makes a call while the previous one's output is read).
+ * The node writes what to send into a slab, each call after the previous one's output, and the
+ * datagrams go to the layer below as views of it (no copy): a slab is never written twice, and is
+ * freed once every datagram cut from it is. A call starts with at least {@link ROOM} bytes (a new
+ * slab when less is left), which holds what one datagram or timer makes; more (a join through
+ * dozens of bootstrap addresses) waits in the node and follows, in order, before its events.
+ * Calls nest (a layer below that delivers synchronously, a loopback in a test): each reserves its
+ * output before it sends. A frame names its destination; one to the source of the datagram being
+ * handled says so, and goes to the caller's Address of it.
  */
-const outs: Buffer[] = []
-let depth = 0
+const SLAB = 256 * 1024
+const ROOM = 66 * 1024
+let slab = Buffer.allocUnsafeSlow(SLAB)
+let used = 0
 /** Where the node writes an event (a record is at most 332 bytes). */
 const ev = Buffer.alloc(1024)
+
+/** The offset where the next call writes (in {@link slab}, which it may replace). */
+function room(fresh = false): number {
+  if (fresh || SLAB - used < ROOM) {
+    slab = Buffer.allocUnsafeSlow(SLAB)
+    used = 0
+  }
+  return used
+}
+
+/** Reserves the output a call wrote (from `at` up to `end`) and sends it (see {@link flush}). */
+function took(s: KadState, at: number, end: number, source: Address | null): void {
+  used = (end + 7) & ~7
+  flush(s, at, end, source)
+}
 
 /**
  * A Kademlia datagram from `from`: `source` is a Peer when an authenticating layer below proved
@@ -32,48 +55,42 @@ const ev = Buffer.alloc(1024)
 export function deliver(s: KadState, source: Address | Peer, from: Address, data: Buffer): void {
   refreshOwnRecord(s)
   const proven = source === from ? null : (source as Peer).id
-  const out = (outs[depth] ??= Buffer.alloc(65_536))
-  depth++
-  try {
-    flush(s, s.table!.onDatagram(from.raw, data, proven, s.clock.now(), out), from, out)
-  } finally {
-    depth--
-  }
+  const at = room()
+  took(s, at, s.table!.onDatagram(from.raw, data, proven, s.clock.now(), slab, at), from)
 }
 
 /** Sends what the node has waiting (after a call that may send: a lookup started, an approval). */
 export function drainOut(s: KadState): void {
   if (!s.table) return
-  const out = (outs[depth] ??= Buffer.alloc(65_536))
-  depth++
-  try {
-    flush(s, s.table.drain(out), null, out)
-  } finally {
-    depth--
-  }
+  const at = room()
+  took(s, at, s.table.drain(slab, at), null)
 }
 
 /**
- * Sends the frames the last call wrote (up to `end`; a frame to the source goes to `source`),
- * re-arms the node's timer, and handles the events waiting.
+ * Sends the frames a call wrote into the slab from `at` (up to `end`; a frame to the source goes
+ * to `source`) and those still waiting in the node, in order; then re-arms the node's timer and
+ * handles the events waiting.
  */
-function flush(s: KadState, end: number, source: Address | null, out: Buffer): void {
+function flush(s: KadState, at: number, end: number, source: Address | null): void {
+  let out = slab
   for (;;) {
-    const deadline = out.readDoubleLE(0)
-    const flags = out[8]!
-    let at = HEADER
-    while (at < end) {
-      const len = out[at]! | (out[at + 1]! << 8)
-      const to = out[at + 2] === 1 && source !== null ? source : fromRawAddress(out.subarray(at + 3, at + FRAME))
-      s.sendControl(to, copyOf(out, at + FRAME, len))
-      at += FRAME + len
+    let i = at + HEADER
+    while (i < end) {
+      const len = out[i]! | (out[i + 1]! << 8)
+      const to = out[i + 2] === 1 && source !== null ? source : fromRawAddress(out.subarray(i + 3, i + FRAME))
+      s.sendControl(to, out.subarray(i + FRAME, i + FRAME + len))
+      i += FRAME + len
     }
-    arm(s, deadline)
-    if (flags & 1) events(s)
-    if (!(flags & 2) || !s.table) return
-    end = s.table.drain(out)
-    source = null
+    if (!(out[at + 8]! & 2) || !s.table) break
+    // More waits: into a new slab when nothing fitted in this one's rest.
+    const fresh = end === at + HEADER
+    at = room(fresh)
+    end = s.table.drain(slab, at)
+    used = (end + 7) & ~7
+    out = slab
   }
+  arm(s, out.readDoubleLE(at))
+  if (out[at + 8]! & 1) events(s)
 }
 
 /** Arms the node's timer at `at` (ms on the layer's clock; below 0: none), unless it fires earlier. */
@@ -90,13 +107,8 @@ export function onTimer(s: KadState): void {
   s.timerAt = Infinity
   if (!s.table) return
   refreshOwnRecord(s)
-  const out = (outs[depth] ??= Buffer.alloc(65_536))
-  depth++
-  try {
-    flush(s, s.table.onTimer(s.clock.now(), out), null, out)
-  } finally {
-    depth--
-  }
+  const at = room()
+  took(s, at, s.table.onTimer(s.clock.now(), slab, at), null)
 }
 
 /** The node's events, in order. */

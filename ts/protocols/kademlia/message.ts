@@ -1,6 +1,6 @@
 /**
- * Kademlia: what the layer makes of the native node's output — copies of the datagrams it sends
- * (cut from slabs), and Peers of the encoded peer records it reports (docs/wire.md, "Peer record").
+ * Kademlia: Peers of the encoded peer records the native node reports (docs/wire.md, "Peer
+ * record"), and copies of what native encoders write (the DHT's messages), cut from slabs.
  */
 import type { Address } from '../../address'
 import { Peer } from '../../peer'
@@ -25,18 +25,13 @@ let outUsed = 0
 
 /** The first `len` bytes of {@link encodeScratch}, copied out to be sent (see {@link OUT_SLAB}). */
 export function copyOut(len: number): Buffer {
-  return copyOf(encodeScratch, 0, len)
-}
-
-/** `len` bytes of `src` from `at`, copied out to be sent (see {@link OUT_SLAB}). */
-export function copyOf(src: Buffer, at: number, len: number): Buffer {
-  if (len > OUT_SLAB / 8) return Buffer.from(src.subarray(at, at + len))
+  if (len > OUT_SLAB / 8) return Buffer.from(encodeScratch.subarray(0, len))
   if (outUsed + len > OUT_SLAB) {
     outSlab = Buffer.allocUnsafeSlow(OUT_SLAB)
     outUsed = 0
   }
   const b = outSlab.subarray(outUsed, outUsed + len)
-  src.copy(b, 0, at, at + len)
+  encodeScratch.copy(b, 0, 0, len)
   outUsed = (outUsed + len + 7) & ~7
   return b
 }

@@ -57,7 +57,8 @@ use crate::wire::peer_record::PeerRecord;
 use crate::wire::{encode_raw_addr, RAW_ADDR_LEN};
 
 /// Bytes before each datagram in [`KadNode::transmits`]: its length (u16 LE), 1 when it goes to
-/// the source of the datagram being handled (else 0), the destination's 18-byte address.
+/// the source of the datagram being handled (else 0), the destination's 18-byte address (the
+/// source's, for those).
 pub const FRAME_HEADER: usize = 3 + RAW_ADDR_LEN;
 /// Requesters being verified (pinged) at once, at most.
 pub const MAX_VERIFYING: usize = 256;
@@ -199,6 +200,8 @@ pub struct KadNode {
     recs: Vec<Rec>,
     /// Requests that could not be sent: they fail once the current step is done.
     soon: Vec<Purpose>,
+    /// The source of the datagram being handled.
+    source: Option<SocketAddr>,
     /// A lookup's queries to send (reused by `drive`).
     queries: Vec<(NodeId, SocketAddr)>,
     peer_events: bool,
@@ -238,6 +241,7 @@ impl KadNode {
             join: None,
             recs: Vec::with_capacity(wire::MAX_NODES + 1),
             soon: Vec::new(),
+            source: None,
             queries: Vec::new(),
             peer_events: false,
         }
@@ -351,10 +355,9 @@ impl KadNode {
     fn begin_frame(&mut self, to: Option<SocketAddr>) -> usize {
         let start = self.out.len();
         self.out.extend_from_slice(&[0, 0, u8::from(to.is_none())]);
-        match to {
-            Some(a) => self.out.extend_from_slice(&encode_raw_addr(a)),
-            None => self.out.extend_from_slice(&[0; RAW_ADDR_LEN]),
-        }
+        // A frame to the source names it too (a caller may read it, not keep the source).
+        let addr = to.or(self.source).map_or([0; RAW_ADDR_LEN], encode_raw_addr);
+        self.out.extend_from_slice(&addr);
         start
     }
 
@@ -383,6 +386,7 @@ impl KadNode {
     /// authenticating layer below proved for the sender, if any.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], proven: Option<&NodeId>, now: Instant) {
         self.count(Counter::received);
+        self.source = Some(from);
         let mut recs = std::mem::take(&mut self.recs);
         recs.clear();
         let mut sender: Option<PeerRecord> = None;
@@ -420,6 +424,7 @@ impl KadNode {
         }
         self.recs = recs;
         self.settle(now);
+        self.source = None;
     }
 
     /// The timers due at `now`: requests unanswered, lookups to go on.
