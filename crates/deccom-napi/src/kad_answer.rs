@@ -38,7 +38,7 @@ impl KadTable {
   /// `from` as validated as a table entry's address is. Either, a table entry's address, or `from`
   /// having answered us, makes the address validated; a request from any other address is
   /// answered within its prefix's reply rate, and a NODES to it is cut to the query's size less a
-  /// PING. The requester is then remembered as having verified us.
+  /// PING. A requester that got an answer is then remembered as having verified us.
   ///
   /// Returns `2 * len + v`: `len` bytes of `out` to send (0: a FIND_NODE whose answer would
   /// exceed the bound, nothing to send), `v` 1 when the address is validated; or -1 a FIND_NODE

@@ -47,7 +47,7 @@ impl KadNode {
     /// sender proved the id its record names (a PING: it has an authenticated session). A proven
     /// sender, a table entry's address or one that answered us is validated; any other is
     /// answered within its prefix's reply rate, and a NODES to it is cut to the query's size less
-    /// a PING. The requester is then remembered as having verified us.
+    /// a PING. A requester that got an answer is then remembered as having verified us.
     ///
     /// # Errors
     /// [`NoAnswer`]: nothing to send.
@@ -80,7 +80,10 @@ impl KadNode {
                 let max_len = if validated { usize::MAX } else { data.len().saturating_sub(KAD_PING_LEN) };
                 let target: NodeId = target.try_into().expect("32 bytes");
                 let written = self.nodes_into_bytes(request_id, &target, max_len);
-                self.book.remember_verified_by(from);
+                // Only an answer sent lets the requester verify us.
+                if written {
+                    self.book.remember_verified_by(from);
+                }
                 Ok(Answered { len: if written { self.bytes.len() } else { 0 }, validated })
             }
             _ => Err(NoAnswer::Malformed),

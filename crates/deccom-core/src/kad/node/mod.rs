@@ -544,7 +544,7 @@ impl KadNode {
             (Purpose::Evict { id, handle }, _) => self.ping_result(&id, handle, true, now),
             (Purpose::Query { search, id }, Some(s)) => self.on_reply(search, &id, from, s, recs, data, now),
             (Purpose::Claim { search, hops }, Some(s)) => self.claim_answered(search, hops, from, s, now),
-            (Purpose::Bootstrap, Some(s)) => self.bootstrap_answered(from, s, recs, data, now),
+            (Purpose::Bootstrap { search }, Some(s)) => self.bootstrap_answered(search, from, s, recs, data, now),
             (p, None) => self.fail(p, now),
         }
     }
@@ -568,7 +568,7 @@ impl KadNode {
                 }
             }
             Purpose::Claim { search, hops } => self.claim_failed(search, hops, now),
-            Purpose::Bootstrap => self.bootstrap_done_one(now),
+            Purpose::Bootstrap { search } => self.bootstrap_done_one(search, now),
         }
     }
 
@@ -622,11 +622,20 @@ impl KadNode {
     /// ([`LookupOutcome::seeds`] 0: no bootstrap node answered).
     pub fn bootstrap(&mut self, addrs: &[SocketAddr], now: Instant) -> u32 {
         self.count(Counter::bootstrap_attempts);
+        // A join still waiting for its bootstrap nodes ends here, without seeds (its answers, if
+        // any come, count for nothing).
+        if let Some(old) = self.join.take() {
+            let config = self.config;
+            let mut s = Search::new(self.own.id, std::iter::empty(), &config, self.patience(), LookupOptions::default(), now);
+            s.lookup.release();
+            self.searches.insert(old.search, s);
+            self.finish(old.search, now);
+        }
         let search = self.new_search_id();
         self.join = Some(Join { search, left: addrs.len(), seeds: Vec::new(), seen: HashSet::new() });
         let own = self.own.id;
         for &a in addrs {
-            self.find_node(a, own, None, Purpose::Bootstrap, now);
+            self.find_node(a, own, None, Purpose::Bootstrap { search }, now);
         }
         if addrs.is_empty() {
             self.bootstrap_done(now);
@@ -635,11 +644,11 @@ impl KadNode {
         search
     }
 
-    fn bootstrap_answered(&mut self, from: SocketAddr, sender: PeerRecord, recs: &[Rec], data: &[u8], now: Instant) {
+    fn bootstrap_answered(&mut self, search: u32, from: SocketAddr, sender: PeerRecord, recs: &[Rec], data: &[u8], now: Instant) {
         let at = Encoded::new(&PeerRecord { udp: from, ..sender });
         self.consider(at.clone(), now);
         let own = self.own.id;
-        if let Some(j) = self.join.as_mut() {
+        if let Some(j) = self.join.as_mut().filter(|j| j.search == search) {
             j.seeds.push(at);
             for r in recs.iter().skip(1) {
                 if r.id != own && j.seen.insert(r.id) {
@@ -647,11 +656,11 @@ impl KadNode {
                 }
             }
         }
-        self.bootstrap_done_one(now);
+        self.bootstrap_done_one(search, now);
     }
 
-    fn bootstrap_done_one(&mut self, now: Instant) {
-        let Some(j) = self.join.as_mut() else { return };
+    fn bootstrap_done_one(&mut self, search: u32, now: Instant) {
+        let Some(j) = self.join.as_mut().filter(|j| j.search == search) else { return };
         j.left = j.left.saturating_sub(1);
         if j.left == 0 {
             self.bootstrap_done(now);

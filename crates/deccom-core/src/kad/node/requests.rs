@@ -29,8 +29,11 @@ pub enum Purpose {
         /// The claim's hop count.
         hops: u32,
     },
-    /// A FIND_NODE of our own id to a bootstrap address.
-    Bootstrap,
+    /// A FIND_NODE of our own id to a bootstrap address, for the join whose lookup is `search`.
+    Bootstrap {
+        /// The join's lookup.
+        search: u32,
+    },
     /// A PING of a requester that is not in the table, to verify its address (`record`, at it).
     Verify {
         /// The requester's record at its source address.

@@ -342,7 +342,7 @@ impl KadNode {
         self.requests.wake(at, id);
     }
 
-    fn finish(&mut self, id: u32, now: Instant) {
+    pub(super) fn finish(&mut self, id: u32, now: Instant) {
         let Some(s) = self.searches.get_mut(&id) else { return };
         if s.done {
             return;

@@ -50,7 +50,9 @@ pub(super) fn drain(node: &mut KadNode, source: Option<SocketAddr>) -> Vec<Frame
             b => panic!("frame flag {b}"),
         };
         let to = if to_source {
-            source.expect("a frame to the source with no datagram being handled")
+            let source = source.expect("a frame to the source with no datagram being handled");
+            assert_eq!(decode_raw_addr(&out[at + 3..at + FRAME_HEADER]), Some(source), "a frame to the source names it");
+            source
         } else {
             decode_raw_addr(&out[at + 3..at + FRAME_HEADER]).expect("an 18-byte address")
         };

@@ -391,3 +391,42 @@ fn false_claims_do_not_hide_the_target() {
     }
     panic!("the lookup did not end");
 }
+
+#[test]
+fn a_second_bootstrap_ends_the_first_and_its_late_answers_count_for_nothing() {
+    let (mut x, now) = node(NodeConfig::default());
+    let (a, b) = (peer(1), peer(2));
+    let first = x.bootstrap(&[a.udp], now);
+    let to_a = queries(&drain(&mut x, None));
+    assert_eq!(to_a.len(), 1);
+    let second = x.bootstrap(&[b.udp], now);
+    assert_ne!(first, second);
+    let to_b = queries(&drain(&mut x, None));
+    assert_eq!(to_b.iter().map(|q| q.0).collect::<Vec<_>>(), vec![b.udp]);
+    // The first join ended, without seeds.
+    assert_eq!(lookup_done(&mut x), Some(first));
+    assert_eq!(x.take_lookup(first).expect("an outcome").seeds, 0);
+    // A's late answer (it names C) does not end or feed the second join.
+    let c = peer(3);
+    handle(&mut x, a.udp, &nodes(to_a[0].1, &a, std::slice::from_ref(&c)), now);
+    assert_eq!(lookup_done(&mut x), None, "the second join ended on the first one's answer");
+    // B answers: the second join goes on with B's seeds (and ends once its self-lookup does).
+    let frames = handle(&mut x, b.udp, &nodes(to_b[0].1, &b, &[]), now);
+    let asked: Vec<SocketAddr> = queries(&frames).into_iter().map(|q| q.0).collect();
+    assert!(!asked.contains(&c.udp), "a seed of the ended join was asked: {asked:?}");
+}
+
+#[test]
+fn a_request_too_small_for_any_answer_does_not_count_as_verifying_us() {
+    // Our record is long (a 200-byte name identity): a NODES, even empty, exceeds what an
+    // unvalidated requester's unpadded FIND_NODE allows.
+    let name = "n".repeat(200);
+    let own = record(&Identity::from_name(&name).expect("a name identity"), SocketAddr::from(([127, 0, 0, 1], 9000)));
+    let mut x = KadNode::new(own, NodeConfig::default(), 42);
+    let now = Instant::now();
+    let z = peer(7);
+    let frames = handle(&mut x, z.udp, &find_node(11, &z.id, &z, 0), now);
+    assert!(frames.iter().all(|f| !f.to_source), "something was answered to a request too small for it");
+    assert_eq!(count(&x, Counter::dropped_amplification), 1);
+    assert!(!x.book.is_verified_by(&z.udp), "a requester that got no answer counts as having verified us");
+}
