@@ -63,6 +63,23 @@ export type AddressLike =
 
 const MAX_CACHE = 65_536
 const cache = new Map<string, Address>()
+/**
+ * Every Address alive, by key, held weakly: the caches above start over when full, and a text
+ * then parsed again must give the object still in use (layers key maps by Address objects).
+ */
+const live = new Map<string, WeakRef<Address>>()
+const gone = new FinalizationRegistry<string>((key) => {
+  if (live.get(key)?.deref() === undefined) live.delete(key)
+})
+
+/** The live Address with `addr`'s key, or `addr` (now the live one). */
+function intern(addr: Address): Address {
+  const held = live.get(addr.key)?.deref()
+  if (held !== undefined) return held
+  live.set(addr.key, new WeakRef(addr))
+  gone.register(addr, addr.key)
+  return addr
+}
 /** `"host:port"` texts already parsed, to their address. */
 const byText = new Map<string, Address>()
 
@@ -124,7 +141,7 @@ export function toAddress(a: AddressLike, p?: number): Address {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalid(a, 'the port must be an integer 0..65535')
   const family = net.isIP(host)
   if (family === 0) throw invalid(a, 'the host must be an IP address (names are not resolved)')
-  const addr = new Address(host, port, family as 4 | 6)
+  const addr = intern(new Address(host, port, family as 4 | 6))
   if (cache.size >= MAX_CACHE) {
     // Start over, the texts and the IPv4 numbers too: each then gives the same object as every
     // other spelling.
