@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::requests::Purpose;
-use super::{Counter, Encoded, Event, KadNode, Slot, MAX_APPROVING, MAX_VERIFYING};
+use super::{Counter, Encoded, Event, KadNode, Slot, MAX_APPROVING, MAX_EVENTS, MAX_VERIFYING};
 use crate::identity::NodeId;
 use crate::kad::kbucket::{Eviction, InsertResult};
 use crate::wire::peer_record::PeerRecord;
@@ -126,7 +126,7 @@ impl KadNode {
         self.failures.remove(&id);
         self.count(Counter::peers_added);
         if let Some(record) = record {
-            self.events.push_back(Event::Connected { handle, record });
+            self.peer_event(Event::Connected { handle, record });
         }
     }
 
@@ -140,7 +140,7 @@ impl KadNode {
         self.failures.remove(&removed.id);
         self.count(Counter::peers_removed);
         if self.peer_events {
-            self.events.push_back(Event::Disconnected { handle: removed.value.handle, record: removed.value.encoded });
+            self.peer_event(Event::Disconnected { handle: removed.value.handle, record: removed.value.encoded });
         }
         if let Some(p) = ev.promoted {
             if let Some((udp, _)) = p.value.encoded.addrs() {
@@ -190,6 +190,15 @@ impl KadNode {
         if let Some(id) = self.by_addr.get(&from).copied() {
             self.seen(&id, now);
         }
+    }
+
+    /// Queues a table change for the caller, unless [`MAX_EVENTS`] wait (a caller that does not
+    /// poll): then it is counted, not kept.
+    fn peer_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            return self.count(Counter::dropped_peer_events);
+        }
+        self.events.push_back(e);
     }
 
     /// Whether `from` is a table entry's address.

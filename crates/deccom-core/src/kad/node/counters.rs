@@ -56,6 +56,7 @@ counters!(
     lookups_found_unverified,
     lookups_not_found,
     bootstrap_attempts,
+    dropped_peer_events,
 );
 
 /// The number of counters.

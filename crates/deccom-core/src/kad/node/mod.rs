@@ -66,6 +66,8 @@ pub const MAX_VERIFYING: usize = 256;
 pub const MAX_APPROVING: usize = 1024;
 /// Addresses [`Tellers`] remembers.
 const MAX_TELLERS: usize = 8192;
+/// Table changes waiting for the caller, at most (see [`Event::Connected`]).
+pub const MAX_EVENTS: usize = 8192;
 /// Lookups at once, at most (a caller starting more gets `None`).
 pub const MAX_LOOKUPS: usize = 4096;
 
@@ -113,7 +115,8 @@ impl Default for NodeConfig {
 
 /// What a node tells its caller.
 pub enum Event {
-    /// A peer entered the table (only with [`KadNode::set_peer_events`]).
+    /// A peer entered the table (only with [`KadNode::set_peer_events`]; at most [`MAX_EVENTS`]
+    /// wait: a caller that does not poll loses table changes, counted, never lookup ends).
     Connected {
         /// Its handle.
         handle: u32,
