@@ -104,8 +104,9 @@ export declare class KadTable {
   /** Entries in the table. */
   get size(): number
   /**
-   * Records that a verified peer was seen: `identity` (encoded public identity) reachable at
-   * `addr` (18-byte address form), under the caller's `handle`. `external` (18-byte form) is the
+   * Inserts a peer whose address the caller validated (tests and tools: the node admits peers
+   * itself from the datagrams it handles): `identity` (encoded public identity) reachable at
+   * `addr` (18-byte address form), under the caller's `handle`; nothing is pinged for result 2. `external` (18-byte form) is the
    * NAT-mapped address the peer itself reports (its record's external address), kept in the
    * record this table serves in NODES answers, as is `tcp_port` (the TCP port its record
    * announced, 1..=65535; absent or 0: none).
@@ -114,26 +115,6 @@ export declare class KadTable {
    * `ERR_DECCOM_BAD_IDENTITY`/`ERR_DECCOM_BAD_KEY`, `ERR_DECCOM_INVALID_ADDRESS`.
    */
   insert(handle: number, identity: Uint8Array, addr: Uint8Array, now: number, external?: Uint8Array | undefined | null, tcpPort?: number | undefined | null): KadInsert
-  /**
-   * A newcomer to a full bucket asks for a ping of its least recently seen entry only if that
-   * entry was not seen for `ms` (see `RoutingTable::set_fresh_interval`; default 0: always).
-   */
-  setFreshInterval(ms: number): void
-  /**
-   * Whether inserting `id` now would do more than wait in a replacement cache (see
-   * `RoutingTable::would_admit`).
-   */
-  wouldAdmit(id: Uint8Array, now: number): boolean
-  /** This node's external address as its record carries it, in the 18-byte form (null: none). */
-  get ownExternal(): Buffer | null
-  /** Marks a present peer as seen now (moves it to the tail of its bucket). False if absent. */
-  touch(id: Uint8Array, now: number): boolean
-  /** The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts. */
-  onPingResult(id: Uint8Array, alive: boolean, now: number): KadEviction | null
-  /** Removes a peer (a replacement may take its place). */
-  remove(id: Uint8Array): KadEviction | null
-  /** The handle of a peer in the table, or null. */
-  get(id: Uint8Array): number | null
   /**
    * Writes the up to `n` entries closest to `target` (closest first): ids into `outIds`
    * (32 bytes each), handles into `outHandles`. `n` is capped by both outputs' sizes. Returns
@@ -153,16 +134,12 @@ export declare class KadTable {
   closestRows(target: Uint8Array, n: number, exclude: Uint8Array | undefined | null, out: Buffer): number
   /** Every handle the table holds (entries and replacement caches). */
   handles(): Uint32Array
-  /** Handles of the entries only, bucket by bucket. */
-  entries(): Uint32Array
   /** Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`). */
   staleBuckets(now: number, intervalMs: number): Array<number>
   /** Entries in bucket `index`. */
   bucketLen(index: number): number
   /** Records that a lookup refreshed bucket `index`. */
   markRefreshed(index: number, now: number): void
-  /** An id in bucket `index` made from 32 random bytes. */
-  randomIdInBucket(index: number, random: Uint8Array): Buffer
   /** The bucket of `id`, or -1 for the local id. */
   bucketOf(id: Uint8Array): number
   /**
@@ -194,15 +171,6 @@ export declare class KadTable {
    * `ERR_DECCOM_INVALID_ADDRESS` for `from`; `ERR_DECCOM_INVALID_ARGUMENT` when `out` is too small.
    */
   answer(from: Uint8Array, data: Uint8Array, proven: boolean, inTable: boolean, now: number, out: Buffer): number
-  /**
-   * Whether a request to `to` (18-byte form) may be sent at `now`: always to an address that
-   * answered us or a table entry's (`inTable`), else within the unvalidated budgets of its IP
-   * and prefix, of which it then spends a token each.
-   *
-   * # Errors
-   * `ERR_DECCOM_INVALID_ADDRESS` for `to`.
-   */
-  withinBudget(to: Uint8Array, inTable: boolean, now: number): boolean
   /** How many entries the address state holds. */
   addrSizes(): KadAddrSizes
   /**
@@ -852,12 +820,6 @@ export declare function kadEncodeNodes(requestHi: number, requestLo: number, sen
 
 /** A PING (or, with `pong`, a PONG) with the given request id. */
 export declare function kadEncodePing(pong: boolean, requestHi: number, requestLo: number): Buffer
-
-/** An entry left the table (`removed`) and maybe a replacement took its place (`promoted`). */
-export interface KadEviction {
-  removed: number
-  promoted?: number
-}
 
 /**
  * What `KadTable.insert` did: result 0 inserted, 1 updated, 2 pending (ping `toPing` first),

@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use deccom_core::kad::kbucket::{Eviction, InsertResult};
-use deccom_core::kad::node::{Encoded, KadNode, NodeConfig, Slot};
+use deccom_core::kad::kbucket::InsertResult;
+use deccom_core::kad::node::{Encoded, KadNode, NodeConfig};
 use deccom_core::kad::wire;
 use deccom_core::wire::peer_record::PeerRecord;
 use deccom_core::{NodeId, PublicIdentity};
@@ -48,17 +48,6 @@ pub struct KadInsert {
   pub result: u32,
   /// Handle of the entry to ping (result 2).
   pub to_ping: Option<u32>,
-}
-
-/// An entry left the table (`removed`) and maybe a replacement took its place (`promoted`).
-#[napi(object)]
-pub struct KadEviction {
-  pub removed: u32,
-  pub promoted: Option<u32>,
-}
-
-fn eviction(e: Eviction<Slot>) -> KadEviction {
-  KadEviction { removed: e.removed.value.handle, promoted: e.promoted.map(|p| p.value.handle) }
 }
 
 /// A Kademlia node (`deccom_core::kad::node::KadNode`): the routing table with each peer's
@@ -134,8 +123,9 @@ impl KadTable {
     self.node.table.len() as u32
   }
 
-  /// Records that a verified peer was seen: `identity` (encoded public identity) reachable at
-  /// `addr` (18-byte address form), under the caller's `handle`. `external` (18-byte form) is the
+  /// Inserts a peer whose address the caller validated (tests and tools: the node admits peers
+  /// itself from the datagrams it handles): `identity` (encoded public identity) reachable at
+  /// `addr` (18-byte address form), under the caller's `handle`; nothing is pinged for result 2. `external` (18-byte form) is the
   /// NAT-mapped address the peer itself reports (its record's external address), kept in the
   /// record this table serves in NODES answers, as is `tcp_port` (the TCP port its record
   /// announced, 1..=65535; absent or 0: none).
@@ -149,65 +139,15 @@ impl KadTable {
     let mut record = PeerRecord::new(identity, udp);
     record.external = external.map(address).transpose()?;
     record.tcp_port = tcp_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0);
-    let id = record.id;
     let t = self.clock.at(now);
-    let encoded = Encoded::new(&record);
-    Ok(match self.node.table.insert(id, Slot { handle, encoded }, t) {
+    let result = self.node.insert_verified(handle, Encoded::new(&record), t);
+    Ok(match result {
       InsertResult::Inserted => KadInsert { result: 0, to_ping: None },
       InsertResult::Updated => KadInsert { result: 1, to_ping: None },
       InsertResult::Pending { to_ping } => KadInsert { result: 2, to_ping: self.node.table.get(&to_ping).map(|s| s.handle) },
       InsertResult::Cached => KadInsert { result: 3, to_ping: None },
       InsertResult::SelfId => KadInsert { result: 4, to_ping: None },
     })
-  }
-
-  /// A newcomer to a full bucket asks for a ping of its least recently seen entry only if that
-  /// entry was not seen for `ms` (see `RoutingTable::set_fresh_interval`; default 0: always).
-  #[napi]
-  pub fn set_fresh_interval(&mut self, ms: f64) {
-    self.node.table.set_fresh_interval(ms_duration(ms));
-  }
-
-  /// Whether inserting `id` now would do more than wait in a replacement cache (see
-  /// `RoutingTable::would_admit`).
-  #[napi]
-  pub fn would_admit(&self, id: &[u8], now: f64) -> Result<bool> {
-    let id = node_id(id)?;
-    Ok(self.node.table.would_admit(&id, self.clock.at(now)))
-  }
-
-  /// This node's external address as its record carries it, in the 18-byte form (null: none).
-  #[napi(getter)]
-  pub fn own_external(&self) -> Option<Buffer> {
-    self.node.own.external.map(|a| deccom_core::wire::encode_raw_addr(a).to_vec().into())
-  }
-
-  /// Marks a present peer as seen now (moves it to the tail of its bucket). False if absent.
-  #[napi]
-  pub fn touch(&mut self, id: &[u8], now: f64) -> Result<bool> {
-    let id = node_id(id)?;
-    Ok(self.node.table.touch(&id, self.clock.at(now)))
-  }
-
-  /// The outcome of a ping asked for by `insert` (result 2): only `alive = false` evicts.
-  #[napi]
-  pub fn on_ping_result(&mut self, id: &[u8], alive: bool, now: f64) -> Result<Option<KadEviction>> {
-    let id = node_id(id)?;
-    Ok(self.node.table.on_ping_result(&id, alive, self.clock.at(now)).map(eviction))
-  }
-
-  /// Removes a peer (a replacement may take its place).
-  #[napi]
-  pub fn remove(&mut self, id: &[u8]) -> Result<Option<KadEviction>> {
-    let id = node_id(id)?;
-    Ok(self.node.table.remove(&id).map(eviction))
-  }
-
-  /// The handle of a peer in the table, or null.
-  #[napi]
-  pub fn get(&self, id: &[u8]) -> Option<u32> {
-    let id: NodeId = id.try_into().ok()?;
-    self.node.table.get(&id).map(|s| s.handle)
   }
 
   /// Writes the up to `n` entries closest to `target` (closest first): ids into `outIds`
@@ -251,13 +191,6 @@ impl KadTable {
     v.into()
   }
 
-  /// Handles of the entries only, bucket by bucket.
-  #[napi]
-  pub fn entries(&self) -> Uint32Array {
-    let v: Vec<u32> = self.node.table.iter().map(|e| e.value.handle).collect();
-    v.into()
-  }
-
   /// Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`).
   #[napi]
   pub fn stale_buckets(&self, now: f64, interval_ms: f64) -> Vec<u32> {
@@ -274,13 +207,6 @@ impl KadTable {
   #[napi]
   pub fn mark_refreshed(&mut self, index: u32, now: f64) {
     self.node.table.mark_refreshed(index as usize, self.clock.at(now));
-  }
-
-  /// An id in bucket `index` made from 32 random bytes.
-  #[napi]
-  pub fn random_id_in_bucket(&self, index: u32, random: &[u8]) -> Result<Buffer> {
-    let r = node_id(random)?;
-    Ok(self.node.table.random_id_in_bucket(index as usize, &r).to_vec().into())
   }
 
   /// The bucket of `id`, or -1 for the local id.

@@ -64,19 +64,6 @@ impl KadTable {
     Ok(2 * len + i32::from(a.validated))
   }
 
-  /// Whether a request to `to` (18-byte form) may be sent at `now`: always to an address that
-  /// answered us or a table entry's (`inTable`), else within the unvalidated budgets of its IP
-  /// and prefix, of which it then spends a token each.
-  ///
-  /// # Errors
-  /// `ERR_DECCOM_INVALID_ADDRESS` for `to`.
-  #[napi]
-  pub fn within_budget(&mut self, to: &[u8], in_table: bool, now: f64) -> Result<bool> {
-    let to = address(to)?;
-    let now = self.clock.at(now);
-    Ok(self.node.book.within_budget(&to, in_table, now))
-  }
-
   /// How many entries the address state holds.
   #[napi]
   pub fn addr_sizes(&self) -> KadAddrSizes {

@@ -121,6 +121,19 @@ impl KadNode {
         }
     }
 
+    /// Inserts a peer whose address the caller validated, under the caller's `handle` (tests
+    /// and tools: the node admits peers itself); the table's answer, nothing pinged.
+    pub fn insert_verified(&mut self, handle: u32, record: Encoded, now: Instant) -> InsertResult {
+        let id = record.id();
+        let Some((udp, _)) = record.addrs() else { return InsertResult::SelfId };
+        let event = self.peer_events.then(|| record.clone());
+        let r = self.table.insert(id, Slot { handle, encoded: record }, now);
+        if r == InsertResult::Inserted {
+            self.entered(id, handle, udp, event);
+        }
+        r
+    }
+
     fn entered(&mut self, id: NodeId, handle: u32, udp: SocketAddr, record: Option<Encoded>) {
         self.by_addr.insert(udp, id);
         self.failures.remove(&id);
