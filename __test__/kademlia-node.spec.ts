@@ -82,8 +82,8 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
   // Claim event, then the target answers at that address: found, verified.
   const ev = Buffer.alloc(1024)
   t.is(tab.pollEvent(ev), 4, 'a claim of the target')
-  t.is(fromRawAddress(tab.tellerOf(others[0]!.address.raw)).key, seed.address.key, 'the table remembers who named whom')
-  t.is(fromRawAddress(tab.tellerOf(others[0]!.external!.raw)).key, seed.address.key, 'also at the external address')
+  t.is(fromRawAddress(tab.tellerOf(target.address.raw)).key, seed.address.key, 'the node remembers who named the target')
+  t.is(tab.tellerOf(others[0]!.address.raw), null, 'a record named but not asked: not yet')
   t.is(tab.tellerOf(self.address.raw), null, 'our own record is not a candidate')
   const c = findNode(sent[0]!)
   const end = tab.onDatagram(target.address.raw, native.kadEncodeNodes(c.requestHi, c.requestLo, target.record, [], false), null, 40, OUT, 0)
@@ -94,6 +94,17 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
   t.true(o.verified)
   t.deepEqual(o.found.subarray(2, 34), target.id)
   t.is(counter(tab, 'claims_verified'), 1)
+})
+
+test('who named a node is remembered once the node is asked (at its address and its external one)', (t) => {
+  const tab = table()
+  const named = node(3, { ext: true })
+  tab.startLookup(Buffer.alloc(32, 0x33), false, false, false, false, 0, 0, 0, null, 1)
+  const q = findNode(frames(tab.drain(OUT, 0))[0]!)
+  const sent = frames(tab.onDatagram(seed.address.raw, native.kadEncodeNodes(q.requestHi, q.requestLo, seed.record, [named.record], false), null, 5, OUT, 0))
+  t.deepEqual(sent.filter((f) => native.kadDecode(f.data).kind === 3).map((f) => f.to), [named.address.key])
+  t.is(fromRawAddress(tab.tellerOf(named.address.raw)).key, seed.address.key)
+  t.is(fromRawAddress(tab.tellerOf(named.external!.raw)).key, seed.address.key)
 })
 
 test('answers nobody asked for change nothing: an unknown request id, a right id from another address, a NODES to a PING', (t) => {

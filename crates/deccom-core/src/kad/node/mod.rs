@@ -206,7 +206,7 @@ pub struct KadNode {
     /// The source of the datagram being handled.
     source: Option<SocketAddr>,
     /// A lookup's queries to send (reused by `drive`).
-    queries: Vec<(NodeId, SocketAddr)>,
+    queries: Vec<(NodeId, SocketAddr, Option<SocketAddr>, Option<SocketAddr>)>,
     peer_events: bool,
 }
 

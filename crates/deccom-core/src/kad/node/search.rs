@@ -88,6 +88,9 @@ type ClaimOf = (Encoded, u32);
 pub(super) struct Search {
     pub(super) lookup: Lookup<u32>,
     records: Vec<Encoded>,
+    /// Who named each record (by index; None for the table's): the node's tellers learn it once
+    /// the record is asked, claimed or returned (not for every record an answer names).
+    told_by: Vec<Option<SocketAddr>>,
     max_candidates: usize,
     opts: LookupOptions,
     pub(super) done: bool,
@@ -114,6 +117,7 @@ impl Search {
         let ids: Vec<(NodeId, u32)> = records.iter().enumerate().map(|(i, r)| (r.id(), i as u32)).collect();
         Search {
             lookup: Lookup::new(target, ids, lc),
+            told_by: vec![None; records.len()],
             records,
             max_candidates: lc.max_candidates,
             opts,
@@ -156,19 +160,17 @@ impl Search {
             if r.id == *own || !(is_target || self.lookup.wants(&r.id)) {
                 continue;
             }
-            tellers.told(r.udp, teller);
-            if let Some(ext) = r.external.filter(|e| *e != r.udp) {
-                tellers.told(ext, teller);
-            }
             if is_target {
+                tell(tellers, r.udp, r.external, teller);
                 if named == 0 {
                     named = i;
                 }
                 continue;
             }
-            let records = &mut self.records;
+            let (records, told_by) = (&mut self.records, &mut self.told_by);
             self.lookup.offer(r.id, depth, || {
                 records.push(Encoded::from_bytes(&data[r.at..r.at + r.len]));
+                told_by.push(Some(teller));
                 (records.len() - 1) as u32
             });
         }
@@ -183,13 +185,16 @@ impl Search {
             return;
         }
         let mut kept = Vec::with_capacity(2 * self.max_candidates);
+        let mut told_by = Vec::with_capacity(2 * self.max_candidates);
         for v in self.lookup.values_mut() {
             if let Some(r) = self.records.get(*v as usize) {
                 kept.push(r.clone());
+                told_by.push(self.told_by.get(*v as usize).copied().flatten());
                 *v = (kept.len() - 1) as u32;
             }
         }
         self.records = kept;
+        self.told_by = told_by;
     }
 
     /// Records kept (bounded; see `compact`).
@@ -299,8 +304,8 @@ impl KadNode {
         let mut converged = false;
         loop {
             match s.lookup.next(now) {
-                LookupAction::Query(cid, v) => match s.records.get(v as usize).and_then(|r| PeerRecord::udp_of(r.as_slice())) {
-                    Some(udp) => queries.push((cid, udp)),
+                LookupAction::Query(cid, v) => match s.records.get(v as usize).and_then(|r| PeerRecord::layout_of(r.as_slice())) {
+                    Some(at) => queries.push((cid, at.udp, at.external, s.told_by.get(v as usize).copied().flatten())),
                     None => {
                         s.lookup.on_failure(&cid);
                     }
@@ -315,7 +320,10 @@ impl KadNode {
                 }
             }
         }
-        for &(cid, udp) in &queries {
+        for &(cid, udp, external, teller) in &queries {
+            if let Some(teller) = teller {
+                tell(&mut self.tellers, udp, external, teller);
+            }
             self.find_node(udp, target, Some(cid), Purpose::Query { search: id, id: cid }, now);
         }
         self.queries = queries;
@@ -350,6 +358,13 @@ impl KadNode {
         s.done = true;
         s.wake = None;
         s.ended = now;
+        // The peers a lookup returns: who named them, for introductions.
+        for (_, v) in s.lookup.closest() {
+            let teller = s.told_by.get(v as usize).copied().flatten();
+            if let (Some(teller), Some(at)) = (teller, s.records.get(v as usize).and_then(|r| PeerRecord::layout_of(r.as_slice()))) {
+                tell(&mut self.tellers, at.udp, at.external, teller);
+            }
+        }
         if s.opts.stop {
             let c = if s.found.is_some() {
                 Counter::lookups_found
@@ -467,5 +482,13 @@ impl KadNode {
         if self.searches.get(&search).is_some_and(|s| s.asking.is_none()) {
             self.drive(search, now);
         }
+    }
+}
+
+/// The tellers learn that `teller` named the node at `udp` (and at `external`).
+fn tell(tellers: &mut Tellers, udp: SocketAddr, external: Option<SocketAddr>, teller: SocketAddr) {
+    tellers.told(udp, teller);
+    if let Some(ext) = external.filter(|e| *e != udp) {
+        tellers.told(ext, teller);
     }
 }
