@@ -33,6 +33,9 @@ export class Kademlia extends Protocol {
   override readonly tag = TAG_KAD
 
   #log: LayerLog = silentLog
+  /** The address last told to the node as alive, and when (see `onMessage`). */
+  #aliveFrom: Address | null = null
+  #aliveAt = 0
   /** The log's `enabled`, as last asked (see `onMessage`), and datagrams since. */
   #logOn = false
   #logCheck = 0
@@ -309,8 +312,14 @@ export class Kademlia extends Protocol {
     const from = source instanceof Peer ? source.address : source
     const s = this.#s
     if (tag !== TAG_KAD) {
-      // Any datagram from a table entry's address counts as a sign of life.
-      s.table?.alive(from.raw, s.clock.now())
+      // Any datagram from a table entry's address counts as a sign of life: told to the node once
+      // per second per address in a row (a stream's datagrams do not each cross into native code).
+      const now = s.clock.now()
+      if (s.table && (from !== this.#aliveFrom || now - this.#aliveAt >= 1000)) {
+        this.#aliveFrom = from
+        this.#aliveAt = now
+        s.table.alive(from.raw, now)
+      }
       return this.upper.onMessage(source, data, tag)
     }
     if (!s.running) return this.count('dropped_not_running')
