@@ -8,9 +8,7 @@ import type { Address } from '../../address'
 import { fromRawAddress } from '../../address'
 import type { Peer } from '../../peer'
 import { peerOfRecord } from './message'
-import { approve, emit } from './peers'
 import { type KadState } from './state'
-import { lookupDone } from './lookups'
 
 /** Output header: next deadline (f64 LE) at 0, flags at 8 (bit 0 events, bit 1 more), end (u32 LE) at 12. */
 const HEADER = 16
@@ -124,11 +122,11 @@ function events(s: KadState): void {
       case 1:
       case 2: {
         const peer = peerOfRecord(record)
-        if (peer) emit(s, kind === 1 ? 'connected' : 'disconnected', peer)
+        if (peer) s.onPeer(kind === 1 ? 'connected' : 'disconnected', peer)
         break
       }
       case 3:
-        lookupDone(s, n)
+        s.onLookupDone(n)
         break
       case 4: {
         const run = s.runs.get(n)
@@ -143,7 +141,7 @@ function events(s: KadState): void {
         break
       }
       case 5:
-        approve(s, Buffer.from(record))
+        s.onApprove(Buffer.from(record))
         break
     }
   }

@@ -11,9 +11,9 @@ import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { type LayerLog, silentLog } from '../../log'
 import { deliver, onTimer } from './driver'
-import { abort, resultOf, startLookup } from './lookups'
+import { abort, lookupDone, resultOf, startLookup } from './lookups'
 import { peersOfRecords } from './message'
-import { entryPeer } from './peers'
+import { approve, emit, entryPeer } from './peers'
 import { join, onRefreshTimer } from './refresh'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
@@ -67,6 +67,9 @@ export class Kademlia extends Protocol {
     this.#seed = opts.seed
     this.#s.refreshTick = () => onRefreshTimer(this.#s)
     this.#s.timerTick = () => onTimer(this.#s)
+    this.#s.onLookupDone = (id) => lookupDone(this.#s, id)
+    this.#s.onPeer = (event, peer) => emit(this.#s, event, peer)
+    this.#s.onApprove = (record) => approve(this.#s, record)
   }
 
   override async start(ctx: LayerContext): Promise<void> {

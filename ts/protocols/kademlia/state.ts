@@ -222,8 +222,15 @@ export class KadState {
   timerAt = Infinity
   /** The periodic refresh timer's callback (set by the layer). */
   refreshTick: () => void = () => {}
-  /** The node's timer callback (set by the driver). */
+  /** The node's timer callback (set by the layer: `driver.ts`). */
   timerTick: () => void = () => {}
+  /**
+   * What the node's events go to (set by the layer): a lookup ended (`lookups.ts`), a peer entered
+   * or left the table, a peer waits for approval (`peers.ts`).
+   */
+  onLookupDone: (id: number) => void = () => {}
+  onPeer: (event: KadEvent, peer: Peer) => void = () => {}
+  onApprove: (record: Buffer) => void = () => {}
 
   constructor(private readonly layer: KadLayerOps) {}
 
