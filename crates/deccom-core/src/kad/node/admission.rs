@@ -17,19 +17,15 @@ impl KadNode {
     /// A FIND_NODE's sender at `from`; `validated`: its address is (see [`KadNode::answer`]).
     pub(super) fn requester(&mut self, from: SocketAddr, sender: PeerRecord, validated: bool, now: Instant) {
         let id = sender.id;
-        let external = sender.external;
-        if let Some(slot) = self.table.get(&id) {
-            // Only the entry's own address speaks for it: its record (public) from another address
-            // is no sign of life, nor a new address to take.
-            if slot.encoded.addrs().is_none_or(|(udp, _)| udp != from) {
-                return;
-            }
-            if same_record(&slot.encoded, from, external) {
-                return self.seen(&id, now);
-            }
+        let heard = self.heard_entry(&id, from, sender.external, now);
+        if heard == Heard::Done {
+            return;
         }
         let record = Encoded::new(&PeerRecord { udp: from, ..sender });
-        if validated || self.table.contains(&id) {
+        if let Heard::Replace(handle) = heard {
+            return self.replace(handle, record, now);
+        }
+        if validated {
             return self.consider(record, now);
         }
         // Verifying its address serves only the table: not when its bucket is full of fresh entries.
@@ -38,6 +34,32 @@ impl KadNode {
         } else {
             self.count(Counter::verify_skipped_full);
         }
+    }
+
+    /// A node with id `id` spoke from `from` announcing `external` (it asked us, answered a
+    /// query sent there, or a record names it there). For a table entry: touched when `from` is
+    /// the entry's address and nothing changed ([`Heard::Done`]); to be replaced when it announced
+    /// another external address there; nothing at all from another address (a record is public:
+    /// only the entry's address speaks for it).
+    pub(super) fn heard_entry(&mut self, id: &NodeId, from: SocketAddr, external: Option<SocketAddr>, now: Instant) -> Heard {
+        let Some(slot) = self.table.get(id) else { return Heard::Absent };
+        match slot.encoded.addrs() {
+            Some((udp, ext)) if udp == from => {
+                if ext != external {
+                    return Heard::Replace(slot.handle);
+                }
+                self.seen(id, now);
+                Heard::Done
+            }
+            _ => Heard::Done,
+        }
+    }
+
+    /// Replaces the record of the entry `handle` (it announced another external address).
+    pub(super) fn replace(&mut self, handle: u32, record: Encoded, now: Instant) {
+        let id = record.id();
+        self.failures.remove(&id);
+        let _ = self.table.insert(id, Slot { handle, encoded: record }, now);
     }
 
     /// Pings a requester at `addr`; considers it once it answers (its address is then verified).
@@ -59,16 +81,11 @@ impl KadNode {
         if id == self.own.id {
             return;
         }
-        if let Some(slot) = self.table.get(&id) {
-            let Some((udp, external)) = record.addrs() else { return };
-            if !same_record(&slot.encoded, udp, external) {
-                // It announced another external address: serve the new one.
-                let handle = slot.handle;
-                self.failures.remove(&id);
-                let _ = self.table.insert(id, Slot { handle, encoded: record }, now);
-                return;
-            }
-            return self.seen(&id, now);
+        let Some((udp, external)) = record.addrs() else { return };
+        match self.heard_entry(&id, udp, external, now) {
+            Heard::Done => return,
+            Heard::Replace(handle) => return self.replace(handle, record, now),
+            Heard::Absent => {}
         }
         if self.config.approve {
             if self.approving.contains(&id) {
@@ -101,13 +118,9 @@ impl KadNode {
     }
 
     fn admit(&mut self, record: Encoded, now: Instant) {
-        let id = record.id();
-        let Some((udp, _)) = record.addrs() else { return };
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1);
-        let event = self.peer_events.then(|| record.clone());
-        match self.table.insert(id, Slot { handle, encoded: record }, now) {
-            InsertResult::Inserted => self.entered(id, handle, udp, event),
+        match self.insert_verified(handle, record, now) {
             InsertResult::Pending { to_ping } => {
                 self.count(Counter::bucket_full);
                 let old = self.table.get(&to_ping).map(|s| (s.handle, s.encoded.addrs()));
@@ -117,12 +130,12 @@ impl KadNode {
                 }
             }
             InsertResult::Cached => self.count(Counter::bucket_full),
-            InsertResult::Updated | InsertResult::SelfId => {}
+            InsertResult::Inserted | InsertResult::Updated | InsertResult::SelfId => {}
         }
     }
 
-    /// Inserts a peer whose address the caller validated, under the caller's `handle` (tests
-    /// and tools: the node admits peers itself); the table's answer, nothing pinged.
+    /// Inserts a peer whose address is validated, under `handle` (the node's own, or a test's or
+    /// tool's); the table's answer (an entry that had to be pinged is not).
     pub fn insert_verified(&mut self, handle: u32, record: Encoded, now: Instant) -> InsertResult {
         let id = record.id();
         let Some((udp, _)) = record.addrs() else { return InsertResult::SelfId };
@@ -221,12 +234,13 @@ impl KadNode {
     }
 }
 
-/// Whether a table entry's record `known`, heard from at `addr` announcing `external`, needs
-/// nothing but a touch: its record is replaced only when the address is the same and the external
-/// address changed (a record from another address is never taken over).
-pub(super) fn same_record(known: &Encoded, addr: SocketAddr, external: Option<SocketAddr>) -> bool {
-    match known.addrs() {
-        Some((udp, ext)) => udp != addr || ext == external,
-        None => true,
-    }
+/// What [`KadNode::heard_entry`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// The id is no entry's.
+    Absent,
+    /// An entry's: touched, or nothing (another address).
+    Done,
+    /// An entry's, at its address with another external address: replace its record.
+    Replace(u32),
 }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::admission::same_record;
+use super::admission::Heard;
 use super::requests::Purpose;
 use super::{Counter, Encoded, Event, KadNode, NodeConfig, Rec, Slot, MAX_LOOKUPS};
 use crate::identity::NodeId;
@@ -389,10 +389,8 @@ impl KadNode {
             live = true;
         }
         // The node answered at its address: it is validated.
-        let external = sender.external;
-        match self.table.get(peer) {
-            Some(slot) if same_record(&slot.encoded, from, external) => self.seen(peer, now),
-            _ => self.consider(Encoded::new(&PeerRecord { udp: from, ..sender }), now),
+        if self.heard_entry(peer, from, sender.external, now) != Heard::Done {
+            self.consider(Encoded::new(&PeerRecord { udp: from, ..sender }), now);
         }
         if !live {
             return;

@@ -268,14 +268,21 @@ fn far_peers(own: &NodeId, n: usize) -> Vec<PeerRecord> {
     (1..).map(peer).filter(|p| (p.id[0] ^ own[0]) & 0x80 != 0).take(n).collect()
 }
 
-/// A node with k = 2 whose bucket 255 holds `a` then `b`; `c` asks, answers its verification,
-/// and the bucket's least recently seen entry (`a`) is pinged: that PING's id.
-fn full_bucket() -> (KadNode, Instant, [PeerRecord; 3], u64) {
+/// A node with k = 2 (pings not spared by recency) whose bucket 255 holds `a` then `b` (admitted
+/// at t0 and t0 + 1 ms), and a third peer `c` for the same bucket.
+fn two_entries() -> (KadNode, Instant, [PeerRecord; 3]) {
     let config = NodeConfig { k: 2, ping_interval: Duration::ZERO, ..NodeConfig::default() };
     let (mut x, t0) = node(config);
     let [a, b, c]: [PeerRecord; 3] = far_peers(&x.own.id, 3).try_into().expect("three peers");
     admit(&mut x, &a, t0);
     admit(&mut x, &b, t0 + Duration::from_millis(1));
+    (x, t0, [a, b, c])
+}
+
+/// A node with k = 2 whose bucket 255 holds `a` then `b`; `c` asks, answers its verification,
+/// and the bucket's least recently seen entry (`a`) is pinged: that PING's id.
+fn full_bucket() -> (KadNode, Instant, [PeerRecord; 3], u64) {
+    let (mut x, t0, [a, b, c]) = two_entries();
     let now = t0 + Duration::from_millis(2);
     let ping = ping_to(&handle(&mut x, c.udp, &find_node(9, &c.id, &c, 1200), now), c.udp);
     let frames = handle(&mut x, c.udp, &pong(ping), now);
@@ -338,15 +345,32 @@ fn a_record_from_another_address_is_no_sign_of_life() {
     // Were that counted as the entry seen (its failures reset, moved to the tail, its bucket's
     // pending eviction PING taken as answered), one datagram a minute would keep a dead entry in
     // the table. Only the entry's address speaks for it.
-    let config = NodeConfig { k: 2, ping_interval: Duration::ZERO, ..NodeConfig::default() };
-    let (mut x, t0) = node(config);
-    let [a, b, c]: [PeerRecord; 3] = far_peers(&x.own.id, 3).try_into().expect("three peers");
-    admit(&mut x, &a, t0);
-    admit(&mut x, &b, t0 + Duration::from_millis(1));
+    let (mut x, t0, [a, _, c]) = two_entries();
     let now = t0 + Duration::from_millis(2);
     let z = SocketAddr::from(([10, 0, 99, 1], 4000));
     handle(&mut x, z, &find_node(12, &a.id, &a, 1200), now);
     // `a` is still the least recently seen entry: a newcomer's admission pings it.
+    let ping = ping_to(&handle(&mut x, c.udp, &find_node(13, &c.id, &c, 1200), now), c.udp);
+    ping_to(&handle(&mut x, c.udp, &pong(ping), now), a.udp);
+}
+
+#[test]
+fn an_entry_answering_for_another_address_is_no_sign_of_life() {
+    // The same rule for answers: a findPeer of the entry `a` (the table's `a` is asked apart) learns
+    // a claim of it at another address `z`; whoever is at `z` answers with `a`'s (public) record.
+    // That is no sign of life of the entry `a` at its own address.
+    let (mut x, t0, [a, b, c]) = two_entries();
+    let now = t0 + Duration::from_millis(2);
+    let z = SocketAddr::from(([10, 0, 99, 1], 4000));
+    let a_at_z = PeerRecord { udp: z, ..a.clone() };
+    x.start_lookup(a.id, LookupOptions { stop: true, ..LookupOptions::default() }, now).expect("a lookup");
+    let first = queries(&drain(&mut x, None));
+    assert_eq!(first.iter().map(|q| q.0).collect::<Vec<_>>(), vec![b.udp], "only b is a seed");
+    let claim = queries(&handle(&mut x, b.udp, &nodes(first[0].1, &b, std::slice::from_ref(&a_at_z)), now));
+    assert_eq!(claim.iter().map(|q| q.0).collect::<Vec<_>>(), vec![z], "the claim at z is asked");
+    handle(&mut x, z, &nodes(claim[0].1, &a_at_z, &[]), now);
+    assert_eq!(count(&x, Counter::claims_verified), 1);
+    // `a` is still the least recently seen entry (b answered since): a newcomer's admission pings it.
     let ping = ping_to(&handle(&mut x, c.udp, &find_node(13, &c.id, &c, 1200), now), c.udp);
     ping_to(&handle(&mut x, c.udp, &pong(ping), now), a.udp);
 }
