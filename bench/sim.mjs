@@ -4,6 +4,7 @@
 //   node bench/sim.mjs --n 100000            # one size (or a list: --n 1000,2000)
 //   node bench/sim.mjs --n 2000 --json       # JSON lines only
 //   node bench/sim.mjs --n 2000 --trace      # also hash the trace (determinism check; costs time)
+//   node bench/sim.mjs --n 2000 --js         # without the native delivery lane (nativeDelivery)
 //
 // Setup (the same for every N): Kademlia k = 20, alpha = 3 with default options and no per-layer
 // seed (every random choice comes from the network's seed, 1); links 10 ms + [0, 40) ms jitter;
@@ -34,12 +35,13 @@ const JSON_ONLY = flag('json') !== undefined
 const sizes = (flag('n') ?? '1000,2000,5000,10000').split(',').map(Number)
 
 if (flag('child') !== undefined) {
-  await runOne(sizes[0], flag('trace') !== undefined)
+  await runOne(sizes[0], flag('trace') !== undefined, flag('js') === undefined)
 } else {
   const rows = []
   for (const n of sizes) {
     const args = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--n', String(n)]
     if (flag('trace') !== undefined) args.push('--trace')
+    if (flag('js') !== undefined) args.push('--js')
     const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
     // A larger young generation: fewer scavenges and fewer short-lived datagram objects promoted
     // (about 13 % less CPU at 2,000 nodes).
@@ -69,12 +71,14 @@ function printTable(rows) {
   }
 }
 
-async function runOne(N, trace) {
+async function runOne(N, trace, lane) {
+  // The lane needs the trace off: a traced run takes the JavaScript path.
+  const nativeDelivery = lane && !trace
   const { Kademlia, SimulatedNetwork } = await import(path.join(ROOT, 'dist', 'index.mjs'))
   let peak = 0
   const sample = () => (peak = Math.max(peak, process.memoryUsage().rss))
   const rss0 = process.memoryUsage().rss
-  const sim = new SimulatedNetwork({ seed: 1, defaultLink: { latency: 10, jitter: 40 }, traceLimit: 0, trace })
+  const sim = new SimulatedNetwork({ seed: 1, defaultLink: { latency: 10, jitter: 40 }, traceLimit: 0, trace, nativeDelivery })
   const kad = (node) => node.stack.find(Kademlia)
   const boot = '10.0.0.1:4000'
   const BATCH = 100
@@ -161,6 +165,7 @@ async function runOne(N, trace) {
     rss_per_node_mib: +((rssJoined - rss0) / N / 2 ** 20).toFixed(3),
     events: sim.stats().events,
     trace: trace ? sim.trace.hash : null,
+    path: nativeDelivery ? 'lane' : 'js',
   }
   await sim.close()
   console.log(JSON.stringify(row))

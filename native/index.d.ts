@@ -443,6 +443,61 @@ export declare class RudpEndpoint {
   stats(): Record<string, number>
 }
 
+export declare class SimLane {
+  /**
+   * A lane on links of `latency` + [0, `jitter`) ms, seeded from `seedBase` (the FNV-1a hash of
+   * `"<network seed> "`), at most `maxLinks` held.
+   */
+  constructor(latency: number, jitter: number, seedBase: number, maxLinks: number)
+  /**
+   * Attaches `table` (a running node) at `addr`, its datagrams tagged `tag`; returns its
+   * index, or -1 when the address has one.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for an address that is not 18 bytes.
+   */
+  attach(table: KadTable, addr: Uint8Array, tag: number): number
+  /**
+   * Detaches node `i`; returns its counters [sent, received, dropped_self] (empty: not attached).
+   * Writes `io`'s head.
+   */
+  detach(i: number, io: Buffer): Array<number>
+  /** Node `i`'s counters [sent, received, dropped_self] (empty: not attached). */
+  nodeCounters(i: number): Array<number>
+  /**
+   * Puts a datagram sent at `now` from `from` to `to` (18-byte addresses; `data`: tag byte
+   * first) on its link, as an event of the lane. Reads and writes `io`.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ADDRESS` for an address that is not 18 bytes.
+   */
+  transmit(from: Uint8Array, to: Uint8Array, data: Uint8Array, now: number, io: Buffer): void
+  /**
+   * Arms node `i`'s timer at `at` (ms; below 0: none) unless it is armed earlier; `now`: the
+   * caller's time. Reads and writes `io` (see the module docs).
+   */
+  arm(i: number, at: number, now: number, io: Buffer): void
+  /**
+   * Arms node `i`'s timer for deadline `at` as the caller's event (`time`, `seq`), which the
+   * caller cancels: a timer armed before the node was attached. Writes `io`'s head.
+   */
+  adopt(i: number, at: number, time: number, seq: number, io: Buffer): void
+  /**
+   * Runs events before the caller's next one (`limitTime`, `limitSeq`; Infinity: none) and not
+   * after `deadline`, at most `budget`; returns 0 (nothing more before the limit), 1 (node
+   * `io[40]` has events) or 2 (a datagram to deliver, in `io`). Reads and writes `io`.
+   */
+  run(limitTime: number, limitSeq: number, deadline: number, budget: number, io: Buffer): number
+  /** The lane's counters: [events, timers_fired, sent, bytes_sent, delivered, bytes_delivered]. */
+  stats(): Array<number>
+  /** Events waiting. */
+  get pending(): number
+  /** Links held. */
+  get links(): number
+  /** Drops every event, link and node. */
+  clear(): void
+}
+
 /** A UDP socket owned by Rust. See the module documentation. */
 export declare class UdpSocket {
   /**

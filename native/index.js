@@ -842,6 +842,7 @@ module.exports.KadTable = nativeBinding.KadTable
 module.exports.NativeIdentity = nativeBinding.NativeIdentity
 module.exports.NoiseEndpoint = nativeBinding.NoiseEndpoint
 module.exports.RudpEndpoint = nativeBinding.RudpEndpoint
+module.exports.SimLane = nativeBinding.SimLane
 module.exports.UdpSocket = nativeBinding.UdpSocket
 module.exports.decodePeerRecord = nativeBinding.decodePeerRecord
 module.exports.dhtAnnounceMessage = nativeBinding.dhtAnnounceMessage

@@ -86,6 +86,16 @@ export interface NativeResponder {
   attachNativeResponder(via: object, socket: object): boolean
 }
 
+/**
+ * A layer whose protocol can run natively in a simulator's delivery lane (see the
+ * SimulatedNetwork's `nativeDelivery`). When the layer sends straight through the layer just below
+ * it and fills that layer's `onMessage` slot, the stack offers it that layer once started.
+ */
+export interface NativeLaneUser {
+  /** Attach to `below`'s lane, if it has one; true when attached. */
+  attachNativeLane(below: object): boolean
+}
+
 /** One row of `Stack.describe()`, top layer first. */
 export interface LayerDescription {
   /** The layer's (unique) name. */

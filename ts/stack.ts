@@ -9,7 +9,7 @@
  * applied only when the whole stack is valid, so a failed build leaves the layers untouched.
  */
 import { DeccomError, ErrorCode, StackError } from './errors'
-import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeResponder, type NativeRole, absentBinding } from './layer-types'
+import { type DeclarationKind, type Fn, type LayerContext, type LayerDescription, type NativeCapable, type NativeLaneUser, type NativeResponder, type NativeRole, absentBinding } from './layer-types'
 import { realClock } from './clock'
 import { LogGroup } from './log'
 import { type LayerRandom, cryptoRandom } from './layer-random'
@@ -122,7 +122,26 @@ export class Stack {
       this.#started.push(layer)
     }
     this.#offerResponders()
+    this.#offerLanes()
     this.#state = 'started'
+  }
+
+  /** Offers each {@link NativeLaneUser} the layer just below it, when it sends through it and receives from it. */
+  #offerLanes(): void {
+    const d = this.#described
+    const layers = this.layers
+    if (!d) return
+    for (let i = 0; i + 1 < layers.length; i++) {
+      const layer = layers[i] as Protocol & Partial<NativeLaneUser>
+      if (typeof layer.attachNativeLane !== 'function') continue
+      const below = layers[i + 1]
+      if (d[i].bindTo.send !== below.name || d[i].bindFrom.onMessage !== below.name) continue
+      try {
+        if (layer.attachNativeLane(below)) this.#logs?.layer(layer.name)('runs in the native delivery lane of %s', below.name)
+      } catch (e) {
+        this.#logs?.layer(layer.name)('native delivery lane declined: %s', (e as Error)?.message ?? e)
+      }
+    }
   }
 
   /** Lets each {@link NativeResponder} whose datagram path is plain attach the socket's responder. */

@@ -36,6 +36,18 @@ export class EventQueue {
   #cancelled = 0
   #seq = 0
 
+  /**
+   * The next sequence number. The simulator's native lane numbers its events from the same
+   * counter: it reads this before a call that may schedule, and sets it after.
+   */
+  get seq(): number {
+    return this.#seq
+  }
+
+  set seq(n: number) {
+    this.#seq = n
+  }
+
   /** Events scheduled and neither fired nor cancelled. */
   get pending(): number {
     return this.#events.length - this.#cancelled

@@ -27,6 +27,7 @@ import { Protocol } from '../protocol'
 import type { PingOptions } from '../protocols/ping'
 import { Pinger } from '../protocols/ping'
 import type { Clock } from '../clock'
+import type { LaneClient, LaneCounters, LaneHandle, NativeLane } from './lane'
 
 /**
  * What a SimTransport needs of the network it is attached to. `SimulatedNetwork` implements it;
@@ -42,6 +43,8 @@ export interface SimMedium {
   _detach(t: SimTransport, addr: Address): void
   /** @internal Hands a datagram to the network's link model. */
   _transmit(from: Address, to: Address, bytes: Buffer): void
+  /** @internal The network's native delivery lane, if any. */
+  _nativeLane?(): NativeLane | null
 }
 
 const TAG_SIM = 1 // = TAG_UDP: the same wire format as the UDP transport
@@ -65,6 +68,8 @@ export class SimTransport extends Protocol {
   readonly #address: Address
   #running = false
   readonly #pinger: Pinger
+  /** The protocol node attached to the network's lane above this transport, if any. */
+  #lane: LaneHandle | null = null
 
   /** Normally made by `sim.createTransport()` or `sim.createNode()`. */
   constructor(network: SimMedium, opts: SimTransportOptions) {
@@ -140,6 +145,30 @@ export class SimTransport extends Protocol {
   }
 
   /**
+   * @internal Attaches the native node (`table`, a KadTable) of the protocol right above this
+   * transport, whose datagrams carry `tag`, to the network's delivery lane: null when the network
+   * has none, or the transport is not running or has one attached. What the lane sends and
+   * receives for it is counted here as this transport's `sent` and `received`.
+   */
+  _attachLane(table: unknown, tag: number, client: LaneClient): LaneHandle | null {
+    const lane = this.#net._nativeLane?.() ?? null
+    if (lane === null || !this.#running || this.#lane?.attached === true) return null
+    this.#lane = lane.attach(table as Parameters<NativeLane['attach']>[0], this.#address, tag, client, (c) => this.#fold(c))
+    return this.#lane
+  }
+
+  override stats(): Record<string, number> {
+    const out = super.stats()
+    if (this.#lane?.attached === true) addLaneCounters(out, this.#lane.counters())
+    return out
+  }
+
+  /** A detached node's counts join this transport's own. */
+  #fold(c: LaneCounters): void {
+    addLaneCounters(this.counters as Record<string, number>, c)
+  }
+
+  /**
    * @internal Called by the network when a datagram arrives. A throwing upper layer is counted
    * (`handler_errors`) and the error propagates, rejecting the runFor/runUntil in progress.
    */
@@ -163,6 +192,8 @@ export class SimTransport extends Protocol {
   override async stop(): Promise<void> {
     if (!this.#running) return
     this.#running = false
+    this.#lane?.detach()
+    this.#lane = null
     this.#net._detach(this, this.#address)
     this.#pinger.rejectAll(closed)
   }
@@ -188,6 +219,10 @@ function datagram(len: number): Buffer {
   const b = slab.subarray(slabUsed, slabUsed + len)
   slabUsed = (slabUsed + len + 7) & ~7
   return b
+}
+
+function addLaneCounters(out: Record<string, number>, c: LaneCounters): void {
+  for (const [k, v] of [['sent', c.sent], ['received', c.received], ['dropped_self', c.dropped_self]] as const) if (v > 0) out[k] = (out[k] ?? 0) + v
 }
 
 function closed(): DeccomError {

@@ -26,6 +26,7 @@ pub mod impair;
 pub mod kad;
 pub mod noise;
 pub mod rudp;
+pub mod sim;
 pub mod wire;
 
 pub use error::Error;

@@ -18,6 +18,7 @@ mod noise;
 mod pipeline;
 mod prefault;
 mod rudp;
+mod sim_lane;
 mod socket;
 mod stages;
 mod wire;

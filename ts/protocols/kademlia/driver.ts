@@ -91,8 +91,12 @@ function flush(s: KadState, at: number, end: number, source: Address | null): vo
   if (out[at + 8]! & 1) events(s)
 }
 
-/** Arms the node's timer at `at` (ms on the layer's clock; below 0: none), unless it fires earlier. */
+/**
+ * Arms the node's timer at `at` (ms on the layer's clock; below 0: none), unless it fires earlier.
+ * In a simulator's native lane, the lane keeps the node's timer.
+ */
 function arm(s: KadState, at: number): void {
+  if (s.lane !== null) return s.lane.arm(at, s.clock.now())
   if (at < 0 || at >= s.timerAt) return
   s.clock.clearTimeout(s.timer ?? undefined)
   s.timerAt = at
@@ -109,8 +113,8 @@ export function onTimer(s: KadState): void {
   took(s, at, s.table.onTimer(s.clock.now(), slab, at), null)
 }
 
-/** The node's events, in order. */
-function events(s: KadState): void {
+/** The node's events, in order (also when a simulator's native lane hands them over). */
+export function events(s: KadState): void {
   for (;;) {
     const table = s.table
     if (!table) return

@@ -10,14 +10,14 @@ import { Peer, encodePeerRecord } from '../../peer'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { type LayerLog, silentLog } from '../../log'
-import { deliver, onTimer } from './driver'
+import { deliver, events, onTimer } from './driver'
 import { abort, lookupDone, resultOf, startLookup } from './lookups'
 import { peersOfRecords } from './message'
 import { approve, emit, entryPeer } from './peers'
 import { join, onRefreshTimer } from './refresh'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
-  DiscoveryErrorCode, KadState, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
+  type KadLane, DiscoveryErrorCode, KadState, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
 } from './state' // prettier-ignore
 
 /** The native node's counter names, by index. */
@@ -107,6 +107,29 @@ export class Kademlia extends Protocol {
     join(s, 0)
   }
 
+  /**
+   * @internal Offered by the stack when this layer sends through `below` and receives from it
+   * (NativeLaneUser): a SimTransport on a network with `nativeDelivery` then runs this node in its
+   * native lane. Not with an external address to follow nor with the log on (the lane neither asks
+   * nor logs per datagram).
+   */
+  attachNativeLane(below: object): boolean {
+    const s = this.#s
+    const t = below as { _attachLane?: (table: unknown, tag: number, client: { onEvents(): void }) => KadLane | null }
+    if (typeof t._attachLane !== 'function' || !s.running || !s.table || s.lane !== null || this.#logOn || s.hasExternal) return false
+    const lane = t._attachLane(s.table, TAG_KAD, { onEvents: () => events(s) })
+    if (lane === null) return false
+    s.lane = lane
+    // The node's timer moves to the lane as the same event (its time and place in the queue).
+    const timer = s.timer as { time?: unknown; seq?: unknown } | null
+    if (timer !== null && typeof timer.time === 'number' && typeof timer.seq === 'number') lane.adopt(s.timerAt, timer.time, timer.seq)
+    else if (timer !== null) lane.arm(s.timerAt, s.clock.now())
+    s.clock.clearTimeout(s.timer ?? undefined)
+    s.timer = null
+    s.timerAt = Infinity
+    return true
+  }
+
   /** Peers entering and leaving the table are reported when someone listens. */
   #peerEvents(): void {
     const s = this.#s
@@ -126,6 +149,12 @@ export class Kademlia extends Protocol {
     s.refreshTimer = s.joinTimer = s.settleTimer = s.joinRefreshTimer = s.timer = null
     s.timerAt = Infinity
     s.joining = false
+    if (s.lane !== null) {
+      const c = s.lane.detach()
+      if (c.sent > 0) this.count('sent', c.sent)
+      if (c.dropped_self > 0) this.count('send_errors', c.dropped_self)
+      s.lane = null
+    }
     for (const run of [...s.runs.values()]) abort(s, run, closed())
     s.joinWaiters.rejectAll(closed())
     s.table = null
@@ -294,6 +323,11 @@ export class Kademlia extends Protocol {
   override stats(): Record<string, number> {
     const s = this.#s
     const out: Record<string, number> = { ...this.counters }
+    if (s.lane?.attached === true) {
+      const c = s.lane.counters()
+      if (c.sent > 0) out.sent = (out.sent ?? 0) + c.sent
+      if (c.dropped_self > 0) out.send_errors = (out.send_errors ?? 0) + c.dropped_self
+    }
     const t = s.table
     if (t) {
       const c = t.counters()

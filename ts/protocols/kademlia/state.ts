@@ -171,6 +171,18 @@ export interface KadLayerOps {
 }
 
 /** The state of one Kademlia layer, shared by its parts (the layer owns it; nothing else sees it). */
+/** A node's place in a simulator's native delivery lane (`ts/sim/lane.ts`, LaneHandle). */
+export interface KadLane {
+  readonly attached: boolean
+  /** Arms the node's timer at `at` (ms; below 0: none) unless it is armed earlier. */
+  arm(at: number, now: number): void
+  /** Moves the node's timer, an event (time, seq) of the network's queue, to the lane. */
+  adopt(at: number, time: number, seq: number): void
+  /** Datagrams sent and received through the lane, frames to its own address dropped. */
+  counters(): { sent: number; received: number; dropped_self: number }
+  detach(): { sent: number; received: number; dropped_self: number }
+}
+
 export class KadState {
   bootstrap!: Address[]
   k!: number
@@ -220,6 +232,11 @@ export class KadState {
   /** The node's one timer (at its earliest deadline) and when it fires. */
   timer: TimerHandle | null = null
   timerAt = Infinity
+  /**
+   * The simulator's native delivery lane, when the node runs in it: the lane then delivers the
+   * node's datagrams from other lane nodes and runs its timer (see `attachNativeLane`).
+   */
+  lane: KadLane | null = null
   /** The periodic refresh timer's callback (set by the layer). */
   refreshTick: () => void = () => {}
   /** The node's timer callback (set by the layer: `driver.ts`). */
@@ -233,6 +250,7 @@ export class KadState {
   onApprove: (record: Buffer) => void = () => {}
 
   constructor(private readonly layer: KadLayerOps) {}
+
 
   count(name: string, n?: number): void {
     this.layer.count(name, n)

@@ -1,0 +1,118 @@
+/**
+ * SimulatedNetwork's native delivery lane (`nativeDelivery: true`): Kademlia nodes right on their
+ * SimTransport run their datagrams and timers in native code. A run must give the same events in
+ * the same order as without the lane: every counter, every routing table and every lookup equal.
+ * Imports the BUILT package (dist/), as a user would.
+ */
+import test from 'ava'
+
+import { DeccomError, Delay, ErrorCode, Kademlia, type Node, SimErrorCode, SimulatedNetwork } from '../dist/index.js'
+
+const kad = (n: Node) => n.stack.find(Kademlia)!
+
+/**
+ * 120 Kademlia nodes join through node 0 on jittery links (every 7th with a Delay layer between
+ * Kademlia and the transport, so it stays out of the lane), exchange application messages, look
+ * each other up; one leaves midway. Returns everything observable, as text.
+ */
+async function scenario(nativeDelivery: boolean): Promise<{ snapshot: string; native: number }> {
+  const sim = new SimulatedNetwork({ seed: 11, defaultLink: { latency: 10, jitter: 40 }, trace: false, nativeDelivery })
+  try {
+    const boot = '10.0.0.1:4000'
+    const nodes: Node[] = []
+    const got: string[] = []
+    for (let b = 0; b < 120; b += 40) {
+      const batch = await sim.createNodes(40, {
+        stack: (i) => {
+          const k = new Kademlia({ bootstrap: b + i === 0 ? [] : [boot] })
+          return (b + i) % 7 === 3 ? [k, new Delay({ latency: () => 3 })] : [k]
+        },
+      })
+      for (const n of batch) n.on('message', (from, data) => got.push(`${sim.now} ${from.address.key}>${n.address.key} ${data.toString()}`))
+      nodes.push(...batch)
+      await sim.runFor(1500)
+    }
+    // Application datagrams (another tag: handed back by the lane) between lane nodes.
+    for (let i = 0; i < 20; i++) await nodes[i].send(nodes[(i * 13 + 5) % nodes.length].address, Buffer.from(`m${i}`))
+    await sim.runFor(20_000)
+    await nodes[50].close()
+    const found: string[] = []
+    for (let i = 0; i < 60; i++) {
+      const to = nodes[(i * 37 + 11) % nodes.length]
+      kad(nodes[i]).lookup(to.id, { stopAtTarget: true }).then(
+        (r) => found.push(`${i} ${r.peer?.address.key ?? '-'} ${r.hops}`),
+        (e: DeccomError) => found.push(`${i} ${e.code}`),
+      )
+    }
+    await sim.runFor(20_000)
+    const { native_events: native = 0, ...stats } = sim.stats()
+    const tables = nodes.map((n) => (n === nodes[50] ? [] : kad(n).closest(n.id, 30).map((p) => p.address.key)))
+    const layers = nodes.map((n) => n.stats())
+    return { snapshot: JSON.stringify({ stats, tables, layers, got, found: found.sort() }), native }
+  } finally {
+    await sim.close()
+  }
+}
+
+test('with the lane, a run gives exactly the events, tables, counters and lookups it gives without', async (t) => {
+  const js = await scenario(false)
+  const lane = await scenario(true)
+  t.is(js.native, 0)
+  t.true(lane.native > 0.5 * JSON.parse(lane.snapshot).stats.events, `most events ran in the lane (${lane.native})`)
+  const a = JSON.parse(js.snapshot)
+  const b = JSON.parse(lane.snapshot)
+  t.true(a.stats.sent > 20_000)
+  t.is(a.got.length, 20, 'every application message arrived')
+  t.true(a.found.filter((f: string) => !f.includes('ERR')).length >= 55)
+  t.deepEqual(b.stats, a.stats)
+  t.deepEqual(b.layers, a.layers)
+  t.deepEqual(b.tables, a.tables)
+  t.deepEqual(b.got, a.got)
+  t.deepEqual(b.found, a.found)
+})
+
+test("runUntil's condition is checked after every event the lane runs", async (t) => {
+  for (const nativeDelivery of [false, true]) {
+    const sim = new SimulatedNetwork({ seed: 3, defaultLink: { latency: 10, jitter: 5 }, trace: false, nativeDelivery })
+    await sim.createNodes(30, { stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })] })
+    await sim.runUntil(() => sim.stats().delivered >= 500, { timeout: 60_000 })
+    t.is(sim.stats().delivered, 500, `stopped at the event that made it true (nativeDelivery ${nativeDelivery})`)
+    const err = await t.throwsAsync(sim.runFor(60_000, { maxEvents: 321 }))
+    t.is((err as DeccomError).code, SimErrorCode.SIM_EVENT_LIMIT)
+    await sim.close()
+  }
+})
+
+test('the lane refuses what it does not model', async (t) => {
+  const refused = (f: () => unknown) => t.is((t.throws(f) as DeccomError).code, ErrorCode.INVALID_ARGUMENT)
+  refused(() => new SimulatedNetwork({ nativeDelivery: true })) // the trace is on by default
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, defaultLink: { loss: 0.1 } }))
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, link: () => undefined }))
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, defaultLink: { seed: 4 } }))
+  const sim = new SimulatedNetwork({ nativeDelivery: true, trace: false })
+  t.teardown(() => sim.close())
+  refused(() => sim.createNat({ type: 'full-cone' } as never))
+  refused(() => sim.exportTrace({ write: () => {} }))
+  await t.throwsAsync(sim.createNodes(2, { region: () => 'eu' }), { instanceOf: DeccomError, code: ErrorCode.INVALID_ARGUMENT })
+})
+
+test('a node that leaves: its datagrams no longer reach the lane node, its counts stay', async (t) => {
+  const sim = new SimulatedNetwork({ seed: 5, defaultLink: { latency: 10 }, trace: false, nativeDelivery: true })
+  t.teardown(() => sim.close())
+  const nodes = await sim.createNodes(20, { stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })] })
+  await sim.runFor(10_000)
+  const leaving = nodes[7]
+  const before = leaving.stats()
+  t.true(before.kademlia.sent > 0)
+  t.is(before.sim.sent, before.kademlia.sent, 'the transport counts what the lane sent for it')
+  await leaving.close()
+  const after = leaving.stats()
+  t.is(after.kademlia.sent, before.kademlia.sent, 'what the lane counted is kept after it leaves')
+  t.is(after.sim.received, before.sim.received)
+  // Lookups of the node that left: the lane hands the datagrams to its address back, and they
+  // are dropped with no route.
+  const noRoute = sim.stats().dropped_no_route
+  for (const n of nodes.slice(0, 5)) kad(n).lookup(leaving.id).catch(() => {})
+  await sim.runFor(30_000)
+  t.true(sim.stats().dropped_no_route > noRoute)
+})

@@ -1,0 +1,466 @@
+//! The simulator's native delivery lane: datagrams between nodes whose protocol runs natively
+//! ([`LaneNode`], e.g. a Kademlia node) are delivered here, in virtual time, without a trip
+//! through the caller's event loop per datagram.
+//!
+//! A [`Lane`] holds the nodes attached to it (by address), the datagrams they sent that have not
+//! arrived yet and their timers, in one heap ordered by (time, sequence number) — the order of the
+//! caller's own event queue, with which it shares the sequence counter ([`Lane::seq`]): the caller
+//! runs whichever queue's head comes first, so the two queues form one. It also holds the links'
+//! state: one [`Impairment`] per ordered pair of addresses (delay and jitter only), seeded like the
+//! caller's links, forgotten all at once when `max_links` are held.
+//!
+//! [`Lane::run`] pops events while they come before a limit (the caller's next event):
+//! - a timer of a node: the node's timers run;
+//! - a datagram to an attached node, with the node's tag byte (its protocol's): the node handles it;
+//! - after either, the node's frames (see [`crate::kad::node::FRAME_HEADER`]) are sent on their
+//!   links and its timer is armed at its deadline. When the node has events for the caller, or the
+//!   datagram is not for an attached node (another address, another tag), `run` returns it: the
+//!   caller handles it before it takes the next event.
+//!
+//! The caller may put its own datagrams in the lane too ([`Lane::transmit`]): those to attached
+//! nodes are then delivered natively as well, and the caller's queue keeps only its timers.
+//!
+//! Every rule mirrors the caller's path for the same node, so that a simulation gives the same
+//! events in the same order with or without the lane: a datagram is due at
+//! `now + max(0, arrival - now)`, a timer is re-armed only earlier than the armed one (the armed
+//! one is then stale and skipped), a frame to the node's own address is dropped and counted.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+
+use crate::impair::{ImpairConfig, Impairment};
+use crate::kad::node::FRAME_HEADER;
+use crate::wire::decode_raw_addr;
+
+/// A node driven by the lane: one datagram or one round of timers per call, then its frames.
+pub trait LaneNode {
+    /// A datagram for the node (without the tag byte) from `from` at `now` (ms).
+    fn datagram(&mut self, from: SocketAddr, data: &[u8], now: f64);
+    /// The node's timers due at `now` (ms).
+    fn timer(&mut self, now: f64);
+    /// What the node wants sent: frames of [`FRAME_HEADER`] bytes then the datagram.
+    fn frames(&self) -> &[u8];
+    /// Forgets the first `n` bytes of [`frames`](Self::frames).
+    fn consume(&mut self, n: usize);
+    /// When its timers are due next (ms; below 0: none).
+    fn deadline(&mut self) -> f64;
+    /// The node has events for the caller.
+    fn has_events(&self) -> bool;
+}
+
+/// Why [`Lane::run`] returned.
+#[derive(Debug, PartialEq)]
+pub enum Stop {
+    /// The next event is not before the limit, after the deadline, or the budget is spent.
+    Idle,
+    /// The node at this index has events for the caller.
+    Events(u32),
+    /// A datagram the lane does not deliver (another address or tag): the caller delivers it.
+    Deliver {
+        /// Its sender.
+        from: SocketAddr,
+        /// Its destination.
+        to: SocketAddr,
+        /// The datagram, tag byte first.
+        bytes: Vec<u8>,
+    },
+}
+
+/// The lane's counters: the caller adds them to its own.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LaneStats {
+    /// Events run (datagrams popped, timers fired).
+    pub events: u64,
+    /// Node timers fired.
+    pub timers_fired: u64,
+    /// Datagrams the attached nodes sent through the lane, and their bytes (tag included).
+    pub sent: u64,
+    /// Bytes of those datagrams (tag included).
+    pub bytes_sent: u64,
+    /// Datagrams delivered to attached nodes by the lane, and their bytes.
+    pub delivered: u64,
+    /// Bytes of those datagrams.
+    pub bytes_delivered: u64,
+}
+
+/// One attached node's counters (what its transport and protocol layers count on the caller's path).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Datagrams it sent through the lane.
+    pub sent: u64,
+    /// Datagrams the lane delivered to it.
+    pub received: u64,
+    /// Frames to its own address, dropped.
+    pub dropped_self: u64,
+}
+
+struct Slot<N> {
+    node: N,
+    addr: SocketAddr,
+    /// The tag byte of the node's datagrams.
+    tag: u8,
+    /// The deadline the node's timer is armed at (infinite: none), and that arming's number.
+    timer_at: f64,
+    timer_gen: u32,
+    counters: NodeCounters,
+}
+
+enum Item {
+    Free,
+    Datagram { from: SocketAddr, to: SocketAddr, bytes: Vec<u8> },
+    Timer { node: u32, gen: u32 },
+}
+
+#[derive(Clone, Copy)]
+struct Key {
+    time: f64,
+    seq: u64,
+    item: u32,
+}
+
+impl Key {
+    fn before(&self, time: f64, seq: u64) -> bool {
+        self.time < time || (self.time == time && self.seq < seq)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.time.total_cmp(&other.time).then(self.seq.cmp(&other.seq))
+    }
+}
+
+/// Spare datagram buffers kept for reuse.
+const SPARE_BUFFERS: usize = 1024;
+
+/// See the module documentation.
+pub struct Lane<N> {
+    link: ImpairConfig,
+    seed_base: u32,
+    max_links: usize,
+    links: HashMap<(SocketAddr, SocketAddr), Impairment>,
+    nodes: Vec<Option<Slot<N>>>,
+    by_addr: HashMap<SocketAddr, u32>,
+    heap: BinaryHeap<Reverse<Key>>,
+    items: Vec<Item>,
+    free: Vec<u32>,
+    spare: Vec<Vec<u8>>,
+    /// Stale timers in the heap.
+    stale: usize,
+    stats: LaneStats,
+    /// The next sequence number (shared with the caller's queue: set it before a call that may
+    /// schedule, read it after).
+    pub seq: u64,
+    /// The time of the event run last.
+    pub now: f64,
+}
+
+impl<N: LaneNode> Lane<N> {
+    /// A lane on links of `latency` + [0, `jitter`) ms seeded with the FNV-1a hash of
+    /// `"<from>><to>"` continued from `seed_base`, at most `max_links` held.
+    #[must_use]
+    pub fn new(latency: f64, jitter: f64, seed_base: u32, max_links: usize) -> Lane<N> {
+        Lane {
+            link: ImpairConfig { latency, jitter, ..ImpairConfig::default() }.sanitized(),
+            seed_base,
+            max_links: max_links.max(1),
+            links: HashMap::new(),
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            heap: BinaryHeap::new(),
+            items: Vec::new(),
+            free: Vec::new(),
+            spare: Vec::new(),
+            stale: 0,
+            stats: LaneStats::default(),
+            seq: 0,
+            now: 0.0,
+        }
+    }
+
+    /// Attaches `node` at `addr`, its datagrams tagged `tag` (None when another attached node
+    /// has that address); returns its index (indices are not reused).
+    pub fn attach(&mut self, addr: SocketAddr, tag: u8, node: N) -> Option<u32> {
+        if self.by_addr.contains_key(&addr) {
+            return None;
+        }
+        let i = u32::try_from(self.nodes.len()).ok()?;
+        self.nodes.push(Some(Slot { node, addr, tag, timer_at: f64::INFINITY, timer_gen: 0, counters: NodeCounters::default() }));
+        self.by_addr.insert(addr, i);
+        Some(i)
+    }
+
+    /// Detaches the node at `i`: its timer is dropped; datagrams to its address go to the caller.
+    /// Returns the node and its counters.
+    pub fn detach(&mut self, i: u32) -> Option<(N, NodeCounters)> {
+        let slot = self.nodes.get_mut(i as usize)?.take()?;
+        self.by_addr.remove(&slot.addr);
+        if slot.timer_at.is_finite() {
+            self.stale += 1;
+        }
+        Some((slot.node, slot.counters))
+    }
+
+    /// The node at `i`, if attached.
+    pub fn node(&mut self, i: u32) -> Option<&mut N> {
+        self.nodes.get_mut(i as usize)?.as_mut().map(|s| &mut s.node)
+    }
+
+    /// The counters of the node at `i`, if attached.
+    #[must_use]
+    pub fn counters(&self, i: u32) -> Option<NodeCounters> {
+        self.nodes.get(i as usize)?.as_ref().map(|s| s.counters)
+    }
+
+    /// The lane's counters.
+    #[must_use]
+    pub fn stats(&self) -> LaneStats {
+        self.stats
+    }
+
+    /// Events waiting (stale timers not counted).
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.heap.len() - self.stale
+    }
+
+    /// Links held.
+    #[must_use]
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    /// When a datagram offered at `at` on the link `from` → `to` arrives (the link's next draw).
+    pub fn offer(&mut self, from: SocketAddr, to: SocketAddr, at: f64) -> f64 {
+        if !self.links.contains_key(&(from, to)) && self.links.len() >= self.max_links {
+            self.links.clear();
+        }
+        let (link, base) = (self.link, self.seed_base);
+        let model = self.links.entry((from, to)).or_insert_with(|| Impairment::new(link, u64::from(link_seed(base, from, to))));
+        model.offer(at, 0).at[0]
+    }
+
+    /// Puts a datagram the caller sent at `now` (`bytes`: tag byte first) on the link `from` →
+    /// `to`: it arrives as the lane's event (delivered by the lane or handed back). The caller
+    /// counts it as sent.
+    pub fn transmit(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8], now: f64) {
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(bytes);
+        let arrives = self.offer(from, to, now);
+        self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes: copy });
+    }
+
+    /// Arms the timer of the node at `i` at `at` (ms; below 0: none) unless it is armed earlier;
+    /// `now`: the caller's time.
+    pub fn arm(&mut self, i: u32, at: f64, now: f64) {
+        let Some(slot) = self.nodes.get_mut(i as usize).and_then(Option::as_mut) else { return };
+        if at < 0.0 || at >= slot.timer_at {
+            return;
+        }
+        let time = due(now, at - now);
+        self.adopt(i, at, time, None);
+    }
+
+    /// Arms the timer of the node at `i` for deadline `at` as the event (`time`, `seq`) (a timer the
+    /// caller had armed before the node was attached; None: the next sequence number).
+    pub fn adopt(&mut self, i: u32, at: f64, time: f64, seq: Option<u64>) {
+        let Some(slot) = self.nodes.get_mut(i as usize).and_then(Option::as_mut) else { return };
+        if slot.timer_at.is_finite() {
+            self.stale += 1;
+        }
+        slot.timer_at = at;
+        slot.timer_gen = slot.timer_gen.wrapping_add(1);
+        let gen = slot.timer_gen;
+        self.push(time, seq, Item::Timer { node: i, gen });
+    }
+
+    /// Sends what the node at `i` queued and arms its timer, after a call the caller made on it
+    /// directly (a join, a lookup started); returns whether it has events.
+    pub fn kick(&mut self, i: u32) -> bool {
+        self.nodes.get(i as usize).is_some_and(Option::is_some) && self.after(i, None).is_some()
+    }
+
+    /// The first live event: (time, seq).
+    pub fn head(&mut self) -> Option<(f64, u64)> {
+        while let Some(Reverse(k)) = self.heap.peek().copied() {
+            if let Item::Timer { node, gen } = self.items[k.item as usize] {
+                if !self.live(node, gen) {
+                    self.heap.pop();
+                    self.release(k.item);
+                    self.stale -= 1;
+                    continue;
+                }
+            }
+            return Some((k.time, k.seq));
+        }
+        None
+    }
+
+    /// Runs events before (`limit_time`, `limit_seq`) and not after `deadline`, at most `budget`;
+    /// returns how many ran and why it stopped (see the module documentation).
+    pub fn run(&mut self, limit_time: f64, limit_seq: u64, deadline: f64, budget: u32) -> (u32, Stop) {
+        let mut n = 0;
+        while n < budget {
+            let Some((time, seq)) = self.head() else { break };
+            if !(Key { time, seq, item: 0 }).before(limit_time, limit_seq) || time > deadline {
+                break;
+            }
+            let Some(Reverse(k)) = self.heap.pop() else { break };
+            self.now = k.time;
+            n += 1;
+            self.stats.events += 1;
+            let item = std::mem::replace(&mut self.items[k.item as usize], Item::Free);
+            self.free.push(k.item);
+            match item {
+                Item::Timer { node, .. } => {
+                    let now = self.now;
+                    let Some(slot) = self.nodes[node as usize].as_mut() else { continue };
+                    slot.timer_at = f64::INFINITY;
+                    self.stats.timers_fired += 1;
+                    slot.node.timer(now);
+                    if let Some(stop) = self.after(node, None) {
+                        return (n, stop);
+                    }
+                }
+                Item::Datagram { from, to, bytes } => {
+                    let nodes = &self.nodes;
+                    let Some(&i) = self.by_addr.get(&to).filter(|&&i| nodes[i as usize].as_ref().map(|s| s.tag) == bytes.first().copied()) else {
+                        return (n, Stop::Deliver { from, to, bytes });
+                    };
+                    let now = self.now;
+                    let slot = self.nodes[i as usize].as_mut().expect("an attached address has a node");
+                    self.stats.delivered += 1;
+                    self.stats.bytes_delivered += bytes.len() as u64;
+                    slot.counters.received += 1;
+                    slot.node.datagram(from, &bytes[1..], now);
+                    self.recycle(bytes);
+                    if let Some(stop) = self.after(i, Some(from)) {
+                        return (n, stop);
+                    }
+                }
+                Item::Free => {}
+            }
+        }
+        (n, Stop::Idle)
+    }
+
+    /// Drops every event, link and node.
+    pub fn clear(&mut self) {
+        self.heap.clear();
+        self.items.clear();
+        self.free.clear();
+        self.links.clear();
+        self.nodes.iter_mut().for_each(|s| *s = None);
+        self.by_addr.clear();
+        self.stale = 0;
+    }
+
+    /// After the node at `i` handled a datagram from `source` (or its timers): sends its frames,
+    /// arms its timer, and says whether it has events.
+    fn after(&mut self, i: u32, source: Option<SocketAddr>) -> Option<Stop> {
+        let mut slot = self.nodes[i as usize].take().expect("the node handled is attached");
+        let Slot { node, addr, tag, counters, .. } = &mut slot;
+        let frames = node.frames();
+        let mut at = 0;
+        while at + FRAME_HEADER <= frames.len() {
+            let len = usize::from(u16::from_le_bytes([frames[at], frames[at + 1]]));
+            let Some(data) = frames.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
+            let to = match (frames[at + 2], source) {
+                (1, Some(s)) => Some(s),
+                _ => decode_raw_addr(&frames[at + 3..at + FRAME_HEADER]),
+            };
+            if let Some(to) = to {
+                self.send(*addr, *tag, counters, to, data);
+            }
+            at += FRAME_HEADER + len;
+        }
+        node.consume(at);
+        let deadline = slot.node.deadline();
+        let events = slot.node.has_events();
+        self.nodes[i as usize] = Some(slot);
+        self.arm(i, deadline, self.now);
+        events.then_some(Stop::Events(i))
+    }
+
+    fn send(&mut self, from: SocketAddr, tag: u8, counters: &mut NodeCounters, to: SocketAddr, data: &[u8]) {
+        if to == from {
+            counters.dropped_self += 1;
+            return;
+        }
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.push(tag);
+        bytes.extend_from_slice(data);
+        self.stats.sent += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        counters.sent += 1;
+        let now = self.now;
+        let arrives = self.offer(from, to, now);
+        self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes });
+    }
+
+    fn push(&mut self, time: f64, seq: Option<u64>, item: Item) {
+        let seq = seq.unwrap_or_else(|| {
+            self.seq += 1;
+            self.seq - 1
+        });
+        let index = if let Some(f) = self.free.pop() {
+            self.items[f as usize] = item;
+            f
+        } else {
+            self.items.push(item);
+            u32::try_from(self.items.len() - 1).expect("fewer than 2^32 events wait")
+        };
+        self.heap.push(Reverse(Key { time, seq, item: index }));
+    }
+
+    fn live(&self, node: u32, gen: u32) -> bool {
+        self.nodes.get(node as usize).and_then(Option::as_ref).is_some_and(|s| s.timer_gen == gen && s.timer_at.is_finite())
+    }
+
+    fn release(&mut self, item: u32) {
+        self.items[item as usize] = Item::Free;
+        self.free.push(item);
+    }
+
+    fn recycle(&mut self, bytes: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && bytes.capacity() <= 2048 {
+            self.spare.push(bytes);
+        }
+    }
+}
+
+/// The time of an event `ms` after `now` (now for ms <= 0 or NaN): the caller's rule.
+fn due(now: f64, ms: f64) -> f64 {
+    now + if ms > 0.0 { ms } else { 0.0 }
+}
+
+/// FNV-1a (32-bit) of `text`'s bytes, continued from `h`.
+fn fnv(text: &str, mut h: u32) -> u32 {
+    for b in text.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// A link's seed: the hash of `"<from>><to>"` (addresses as `host:port`, `[v6]:port`) after `base`.
+#[must_use]
+pub fn link_seed(base: u32, from: SocketAddr, to: SocketAddr) -> u32 {
+    fnv(&to.to_string(), fnv(">", fnv(&from.to_string(), base)))
+}
+
+#[cfg(test)]
+mod tests;

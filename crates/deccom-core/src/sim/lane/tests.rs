@@ -1,0 +1,284 @@
+//! The lane in virtual time: a scripted node for the rules (order, limits, timers, what goes back
+//! to the caller), and a swarm of Kademlia nodes that join through it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Lane, LaneNode, Stop};
+use crate::identity::Identity;
+use crate::kad::node::{Event, KadNode, NodeConfig, FRAME_HEADER};
+use crate::wire::encode_raw_addr;
+use crate::wire::peer_record::PeerRecord;
+
+const TAG: u8 = 7;
+
+fn addr(i: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 4000 + i))
+}
+
+/// A node that records what it gets and sends what the test queues.
+#[derive(Default)]
+struct Script {
+    got: Vec<(SocketAddr, Vec<u8>, f64)>,
+    timers: Vec<f64>,
+    out: Vec<u8>,
+    deadline: f64,
+    events: bool,
+    /// Frames to queue on every datagram: (destination, None: the source).
+    reply: Option<Option<SocketAddr>>,
+}
+
+impl Script {
+    fn frame(&mut self, to: Option<SocketAddr>, data: &[u8]) {
+        self.out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+        self.out.push(u8::from(to.is_none()));
+        self.out.extend_from_slice(&to.map_or([0; 18], encode_raw_addr));
+        self.out.extend_from_slice(data);
+    }
+}
+
+impl LaneNode for Script {
+    fn datagram(&mut self, from: SocketAddr, data: &[u8], now: f64) {
+        self.got.push((from, data.to_vec(), now));
+        if let Some(to) = self.reply {
+            self.frame(to, b"re");
+        }
+    }
+    fn timer(&mut self, now: f64) {
+        self.timers.push(now);
+        self.deadline = -1.0;
+    }
+    fn frames(&self) -> &[u8] {
+        &self.out
+    }
+    fn consume(&mut self, n: usize) {
+        self.out.drain(..n);
+    }
+    fn deadline(&mut self) -> f64 {
+        self.deadline
+    }
+    fn has_events(&self) -> bool {
+        self.events
+    }
+}
+
+fn script(deadline: f64) -> Script {
+    Script { deadline, ..Script::default() }
+}
+
+#[test]
+fn datagrams_arrive_in_order_and_answers_go_to_the_source() {
+    let mut lane: Lane<Script> = Lane::new(10.0, 0.0, 1, 1000);
+    let a = lane.attach(addr(1), TAG, script(-1.0)).unwrap();
+    let b = lane.attach(addr(2), TAG, Script { reply: Some(None), deadline: -1.0, ..Script::default() }).unwrap();
+    assert!(lane.attach(addr(2), TAG, script(-1.0)).is_none(), "one node per address");
+    lane.node(a).unwrap().frame(Some(addr(2)), b"one");
+    lane.node(a).unwrap().frame(Some(addr(2)), b"two");
+    assert!(!lane.kick(a));
+    assert_eq!(lane.seq, 2);
+    assert_eq!(lane.head(), Some((10.0, 0)));
+    let (n, stop) = lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100);
+    assert_eq!((n, stop), (4, Stop::Idle));
+    let got = &lane.node(b).unwrap().got;
+    assert_eq!(got.iter().map(|g| g.1.clone()).collect::<Vec<_>>(), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(got[0].0, addr(1));
+    // b answered each to its source: a got both answers 10 ms later.
+    let got = &lane.node(a).unwrap().got;
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|g| g.0 == addr(2) && g.1 == b"re" && g.2 == 20.0));
+    let s = lane.stats();
+    assert_eq!((s.events, s.sent, s.delivered, s.bytes_sent), (4, 4, 4, 2 * (1 + 3) + 2 * (1 + 2)));
+    assert_eq!(lane.counters(b).unwrap().received, 2);
+    assert_eq!(lane.counters(b).unwrap().sent, 2);
+    assert_eq!(lane.pending(), 0);
+}
+
+#[test]
+fn the_limit_the_deadline_and_the_budget_stop_a_run() {
+    let mut lane: Lane<Script> = Lane::new(10.0, 0.0, 1, 1000);
+    let a = lane.attach(addr(1), TAG, script(-1.0)).unwrap();
+    lane.attach(addr(2), TAG, script(-1.0)).unwrap();
+    for _ in 0..3 {
+        lane.node(a).unwrap().frame(Some(addr(2)), b"x");
+    }
+    lane.kick(a);
+    // The caller's next event is (10, 1): only seq 0 runs before it.
+    assert_eq!(lane.run(10.0, 1, f64::INFINITY, 100), (1, Stop::Idle));
+    assert_eq!(lane.run(10.0, 2, 9.0, 100), (0, Stop::Idle), "the deadline is before the head");
+    assert_eq!(lane.run(f64::INFINITY, u64::MAX, 10.0, 1), (1, Stop::Idle), "the budget");
+    assert_eq!(lane.run(f64::INFINITY, u64::MAX, 10.0, 5), (1, Stop::Idle));
+    assert_eq!(lane.head(), None);
+}
+
+#[test]
+fn other_addresses_other_tags_and_events_go_back_to_the_caller() {
+    let mut lane: Lane<Script> = Lane::new(5.0, 0.0, 1, 1000);
+    let a = lane.attach(addr(1), TAG, script(-1.0)).unwrap();
+    let b = lane.attach(addr(2), TAG, Script { events: true, deadline: -1.0, ..Script::default() }).unwrap();
+    lane.node(a).unwrap().frame(Some(addr(9)), b"away");
+    lane.node(a).unwrap().frame(Some(addr(1)), b"self");
+    lane.node(a).unwrap().frame(Some(addr(2)), b"hi");
+    lane.kick(a);
+    assert_eq!(lane.counters(a).unwrap().dropped_self, 1, "a frame to its own address is dropped");
+    let (n, stop) = lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100);
+    assert_eq!(n, 1);
+    assert_eq!(stop, Stop::Deliver { from: addr(1), to: addr(9), bytes: [&[TAG][..], b"away"].concat() });
+    assert_eq!(lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100), (1, Stop::Events(b)));
+    // A datagram with another tag: the caller's.
+    lane.detach(b);
+    lane.node(a).unwrap().frame(Some(addr(2)), b"gone");
+    lane.kick(a);
+    let (_, stop) = lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100);
+    assert!(matches!(stop, Stop::Deliver { to, .. } if to == addr(2)), "a detached node's datagrams go to the caller");
+}
+
+#[test]
+fn a_timer_rearmed_earlier_leaves_a_stale_one_that_never_runs() {
+    let mut lane: Lane<Script> = Lane::new(5.0, 0.0, 1, 1000);
+    let a = lane.attach(addr(1), TAG, script(-1.0)).unwrap();
+    lane.arm(a, 100.0, 0.0);
+    lane.arm(a, 200.0, 0.0); // later: ignored
+    assert_eq!(lane.pending(), 1);
+    lane.arm(a, 50.0, 0.0);
+    assert_eq!(lane.pending(), 1, "the one at 100 is stale");
+    let (n, stop) = lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100);
+    assert_eq!((n, stop), (1, Stop::Idle));
+    assert_eq!(lane.node(a).unwrap().timers, vec![50.0]);
+    assert_eq!(lane.stats().timers_fired, 1);
+    assert_eq!(lane.head(), None);
+    // A deadline in the past runs now; a detached node's timer never runs.
+    lane.arm(a, 10.0, 60.0);
+    assert_eq!(lane.head().unwrap().0, 60.0);
+    lane.detach(a);
+    assert_eq!(lane.pending(), 0);
+    assert_eq!(lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100), (0, Stop::Idle));
+}
+
+#[test]
+fn links_are_seeded_per_pair_and_forgotten_at_the_bound() {
+    let mut lane: Lane<Script> = Lane::new(10.0, 40.0, 77, 2);
+    let first = lane.offer(addr(1), addr(2), 0.0);
+    assert!((10.0..50.0).contains(&first));
+    let other = lane.offer(addr(2), addr(1), 0.0);
+    assert_ne!(first, other, "each direction has its own stream");
+    assert_eq!(lane.links(), 2);
+    let second = lane.offer(addr(1), addr(2), 0.0);
+    assert_ne!(first, second, "the stream moves on");
+    lane.offer(addr(1), addr(3), 0.0); // a third link: the two held are forgotten
+    assert_eq!(lane.links(), 1);
+    assert_eq!(lane.offer(addr(1), addr(2), 0.0), first, "a forgotten link starts afresh");
+}
+
+/// A Kademlia node with its clock.
+struct Kad {
+    node: KadNode,
+    base: Instant,
+}
+
+impl Kad {
+    fn at(&self, ms: f64) -> Instant {
+        self.base + Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+    }
+}
+
+impl LaneNode for Kad {
+    fn datagram(&mut self, from: SocketAddr, data: &[u8], now: f64) {
+        let now = self.at(now);
+        self.node.handle_datagram(from, data, None, now);
+    }
+    fn timer(&mut self, now: f64) {
+        let now = self.at(now);
+        self.node.handle_timeout(now);
+    }
+    fn frames(&self) -> &[u8] {
+        self.node.transmits()
+    }
+    fn consume(&mut self, n: usize) {
+        self.node.consume_transmits(n);
+    }
+    fn deadline(&mut self) -> f64 {
+        self.node.poll_timeout().map_or(-1.0, |t| t.saturating_duration_since(self.base).as_secs_f64() * 1000.0)
+    }
+    fn has_events(&self) -> bool {
+        self.node.has_events()
+    }
+}
+
+/// `n` Kademlia nodes join through node 0, 20 ms apart; returns the lane's counters, each node's
+/// table size, and the joins' seeds.
+fn swarm(n: u16, seed: u32) -> (super::LaneStats, Vec<usize>, Vec<u32>) {
+    let base = Instant::now();
+    let mut lane: Lane<Kad> = Lane::new(10.0, 40.0, seed, 1 << 16);
+    let mut joins = Vec::new();
+    for i in 0..n {
+        let mut s = [0u8; 32];
+        s[..4].copy_from_slice(&seed.to_le_bytes());
+        s[4..6].copy_from_slice(&i.to_le_bytes());
+        let record = PeerRecord::new(Identity::from_seed(&s).public_identity(), addr(i));
+        let node = KadNode::new(record, NodeConfig::default(), seed ^ u32::from(i));
+        let k = lane.attach(addr(i), TAG, Kad { node, base }).unwrap();
+        if i > 0 {
+            let now = lane.now;
+            let kad = lane.node(k).unwrap();
+            let at = kad.at(now);
+            joins.push((k, kad.node.bootstrap(&[addr(0)], at)));
+            lane.kick(k);
+        }
+        let end = lane.now + 20.0;
+        drive(&mut lane, end);
+    }
+    let end = lane.now + 30_000.0;
+    drive(&mut lane, end);
+    let mut seeds = vec![0; joins.len()];
+    let mut sizes = Vec::new();
+    for i in 0..u32::from(n) {
+        sizes.push(lane.node(i).unwrap().node.table.len());
+    }
+    for (slot, (k, id)) in seeds.iter_mut().zip(joins) {
+        *slot = lane.node(k).unwrap().node.take_lookup(id).map_or(0, |o| o.seeds);
+    }
+    (lane.stats(), sizes, seeds)
+}
+
+/// Runs the lane up to `end` (ms), answering approvals and dropping other events.
+fn drive(lane: &mut Lane<Kad>, end: f64) {
+    for _ in 0..1_000_000 {
+        match lane.run(f64::INFINITY, u64::MAX, end, 10_000) {
+            (_, Stop::Idle) if lane.head().is_none_or(|h| h.0 > end) => {
+                lane.now = end;
+                return;
+            }
+            (_, Stop::Events(i)) => {
+                let node = &mut lane.node(i).unwrap().node;
+                while let Some(e) = node.poll_event() {
+                    assert!(!matches!(e, Event::Approve { .. }), "no approvals configured");
+                }
+            }
+            (_, Stop::Deliver { to, .. }) => panic!("every address is a node's, got {to}"),
+            (_, Stop::Idle) => {}
+        }
+    }
+    panic!("the swarm did not settle");
+}
+
+#[test]
+fn a_kademlia_swarm_joins_through_the_lane_deterministically() {
+    let (stats, sizes, seeds) = swarm(40, 5);
+    assert!(seeds.iter().all(|&s| s > 0), "every join reached the bootstrap node: {seeds:?}");
+    assert!(sizes.iter().all(|&s| s >= 20), "every table holds at least k entries: {sizes:?}");
+    assert_eq!(stats.sent, stats.delivered, "every datagram was delivered");
+    assert!(stats.timers_fired > 0);
+    assert_eq!(swarm(40, 5), (stats, sizes, seeds), "one seed, one run");
+    assert_ne!(swarm(40, 6).0, stats, "another seed, another run");
+}
+
+#[test]
+fn frames_are_read_whole() {
+    // A frame header announcing more bytes than there are ends the reading (never a panic).
+    let mut lane: Lane<Script> = Lane::new(1.0, 0.0, 1, 10);
+    let a = lane.attach(addr(1), TAG, script(-1.0)).unwrap();
+    lane.node(a).unwrap().out.extend_from_slice(&[200, 0, 0]);
+    lane.node(a).unwrap().out.extend_from_slice(&[0; FRAME_HEADER]);
+    lane.kick(a);
+    assert_eq!(lane.stats().sent, 0);
+}
