@@ -217,6 +217,13 @@ impl Impairment {
         self.config = config.sanitized();
     }
 
+    /// The random stream's state: an instance made with it as the seed (and the same
+    /// configuration, with nothing waiting) carries on exactly where this one is.
+    #[must_use]
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
     /// Decisions so far.
     pub fn stats(&self) -> ImpairStats {
         self.stats

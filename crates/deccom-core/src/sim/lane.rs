@@ -27,7 +27,8 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::impair::{ImpairConfig, Impairment};
 use crate::kad::node::FRAME_HEADER;
@@ -150,9 +151,10 @@ pub struct Lane<N> {
     link: ImpairConfig,
     seed_base: u32,
     max_links: usize,
-    links: HashMap<(SocketAddr, SocketAddr), Impairment>,
+    /// Each link's random stream (the state of its delay-only impairment), by its ends.
+    links: FastMap<(AddrKey, AddrKey), u64>,
     nodes: Vec<Option<Slot<N>>>,
-    by_addr: HashMap<SocketAddr, u32>,
+    by_addr: FastMap<AddrKey, u32>,
     heap: BinaryHeap<Reverse<Key>>,
     items: Vec<Item>,
     free: Vec<u32>,
@@ -176,9 +178,9 @@ impl<N: LaneNode> Lane<N> {
             link: ImpairConfig { latency, jitter, ..ImpairConfig::default() }.sanitized(),
             seed_base,
             max_links: max_links.max(1),
-            links: HashMap::new(),
+            links: FastMap::default(),
             nodes: Vec::new(),
-            by_addr: HashMap::new(),
+            by_addr: FastMap::default(),
             heap: BinaryHeap::new(),
             items: Vec::new(),
             free: Vec::new(),
@@ -193,12 +195,12 @@ impl<N: LaneNode> Lane<N> {
     /// Attaches `node` at `addr`, its datagrams tagged `tag` (None when another attached node
     /// has that address); returns its index (indices are not reused).
     pub fn attach(&mut self, addr: SocketAddr, tag: u8, node: N) -> Option<u32> {
-        if self.by_addr.contains_key(&addr) {
+        if self.by_addr.contains_key(&key(addr)) {
             return None;
         }
         let i = u32::try_from(self.nodes.len()).ok()?;
         self.nodes.push(Some(Slot { node, addr, tag, timer_at: f64::INFINITY, timer_gen: 0, counters: NodeCounters::default() }));
-        self.by_addr.insert(addr, i);
+        self.by_addr.insert(key(addr), i);
         Some(i)
     }
 
@@ -206,7 +208,7 @@ impl<N: LaneNode> Lane<N> {
     /// Returns the node and its counters.
     pub fn detach(&mut self, i: u32) -> Option<(N, NodeCounters)> {
         let slot = self.nodes.get_mut(i as usize)?.take()?;
-        self.by_addr.remove(&slot.addr);
+        self.by_addr.remove(&key(slot.addr));
         if slot.timer_at.is_finite() {
             self.stale += 1;
         }
@@ -244,12 +246,17 @@ impl<N: LaneNode> Lane<N> {
 
     /// When a datagram offered at `at` on the link `from` → `to` arrives (the link's next draw).
     pub fn offer(&mut self, from: SocketAddr, to: SocketAddr, at: f64) -> f64 {
-        if !self.links.contains_key(&(from, to)) && self.links.len() >= self.max_links {
+        let pair = (key(from), key(to));
+        if !self.links.contains_key(&pair) && self.links.len() >= self.max_links {
             self.links.clear();
         }
-        let (link, base) = (self.link, self.seed_base);
-        let model = self.links.entry((from, to)).or_insert_with(|| Impairment::new(link, u64::from(link_seed(base, from, to))));
-        model.offer(at, 0).at[0]
+        let base = self.seed_base;
+        let state = self.links.entry(pair).or_insert_with(|| u64::from(link_seed(base, from, to)));
+        // A delay-only impairment keeps nothing but its stream between datagrams.
+        let mut model = Impairment::new(self.link, *state);
+        let arrives = model.offer(at, 0).at[0];
+        *state = model.state();
+        arrives
     }
 
     /// Puts a datagram the caller sent at `now` (`bytes`: tag byte first) on the link `from` →
@@ -337,7 +344,7 @@ impl<N: LaneNode> Lane<N> {
                 }
                 Item::Datagram { from, to, bytes } => {
                     let nodes = &self.nodes;
-                    let Some(&i) = self.by_addr.get(&to).filter(|&&i| nodes[i as usize].as_ref().map(|s| s.tag) == bytes.first().copied()) else {
+                    let Some(&i) = self.by_addr.get(&key(to)).filter(|&&i| nodes[i as usize].as_ref().map(|s| s.tag) == bytes.first().copied()) else {
                         return (n, Stop::Deliver { from, to, bytes });
                     };
                     let now = self.now;
@@ -442,6 +449,45 @@ impl<N: LaneNode> Lane<N> {
         }
     }
 }
+
+/// An address as a map key: its IPv6 (or IPv4-mapped) bits and port.
+type AddrKey = (u128, u16);
+
+fn key(a: SocketAddr) -> AddrKey {
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    (u128::from(ip), a.port())
+}
+
+/// A multiply-rotate hasher: the lane's keys are addresses of the simulation, not chosen by a
+/// remote party, and SipHash cost a visible share of each datagram.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(23) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.write_u64(i as u64);
+        self.write_u64((i >> 64) as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// The time of an event `ms` after `now` (now for ms <= 0 or NaN): the caller's rule.
 fn due(now: f64, ms: f64) -> f64 {
