@@ -11,6 +11,8 @@
 // node 0 is the bootstrap node; the others join in batches of 100, each batch given 2 s of virtual
 // time, then 30 virtual s to settle. Then N findPeer (lookup with stopAtTarget) from node i % N to a
 // random other node, all started at once.
+// The network has the native delivery lane (nativeDelivery; --js: without it; --trace: without it,
+// with the trace hashed). Both paths give the same events in the same order.
 //
 // Each N runs in a child process (--max-old-space-size from N, --max-semi-space-size=64).
 //
