@@ -247,7 +247,7 @@ impl<N: LaneNode> Lane<N> {
     /// When a datagram offered at `at` on the link `from` → `to` arrives (the link's next draw).
     pub fn offer(&mut self, from: SocketAddr, to: SocketAddr, at: f64) -> f64 {
         let pair = (key(from), key(to));
-        if !self.links.contains_key(&pair) && self.links.len() >= self.max_links {
+        if self.links.len() >= self.max_links && !self.links.contains_key(&pair) {
             self.links.clear();
         }
         let base = self.seed_base;
@@ -494,18 +494,25 @@ fn due(now: f64, ms: f64) -> f64 {
     now + if ms > 0.0 { ms } else { 0.0 }
 }
 
-/// FNV-1a (32-bit) of `text`'s bytes, continued from `h`.
-fn fnv(text: &str, mut h: u32) -> u32 {
-    for b in text.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+/// FNV-1a (32-bit) of the text written to it (no allocation: most datagrams of a join open a link).
+struct Fnv(u32);
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        for b in text.bytes() {
+            self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        Ok(())
     }
-    h
 }
 
 /// A link's seed: the hash of `"<from>><to>"` (addresses as `host:port`, `[v6]:port`) after `base`.
 #[must_use]
 pub fn link_seed(base: u32, from: SocketAddr, to: SocketAddr) -> u32 {
-    fnv(&to.to_string(), fnv(">", fnv(&from.to_string(), base)))
+    use std::fmt::Write;
+    let mut h = Fnv(base);
+    let _ = write!(h, "{from}>{to}");
+    h.0
 }
 
 #[cfg(test)]
