@@ -483,6 +483,11 @@ export declare class SimLane {
    */
   adopt(i: number, at: number, time: number, seq: number, io: Buffer): void
   /**
+   * Sends what node `i` queued (after a call made on its table directly: a lookup started, an
+   * approval) at `now` and arms its timer; returns whether it has events. Reads and writes `io`.
+   */
+  kick(i: number, now: number, io: Buffer): boolean
+  /**
    * Runs events before the caller's next one (`limitTime`, `limitSeq`; Infinity: none) and not
    * after `deadline`, at most `budget`; returns 0 (nothing more before the limit), 1 (node
    * `io[40]` has events) or 2 (a datagram to deliver, in `io`). Reads and writes `io`.

@@ -80,6 +80,14 @@ export class NativeLane {
   }
 
   /** @internal */
+  _kick(i: number, now: number): boolean {
+    this.#begin()
+    const events = this.#lane.kick(i, now, this.#io)
+    this.#end()
+    return events
+  }
+
+  /** @internal */
   _adopt(i: number, at: number, time: number, seq: number): void {
     this.#begin()
     this.#lane.adopt(i, at, time, seq, this.#io)
@@ -189,6 +197,14 @@ export class LaneHandle {
   /** Arms the node's timer at `at` (ms on the network's clock; below 0: none) unless it is armed earlier. */
   arm(at: number, now: number): void {
     if (this.#attached) this.lane._arm(this.index, at, now)
+  }
+
+  /**
+   * Sends what the node queued (after a call made on it directly) and arms its timer, as the lane
+   * does after a datagram; true when the node has events.
+   */
+  kick(now: number): boolean {
+    return this.#attached && this.lane._kick(this.index, now)
   }
 
   /** Moves a timer armed on the network's queue (time, sequence number) for deadline `at` to the lane. */

@@ -155,6 +155,17 @@ impl SimLane {
     Ok(())
   }
 
+  /// Sends what node `i` queued (after a call made on its table directly: a lookup started, an
+  /// approval) at `now` and arms its timer; returns whether it has events. Reads and writes `io`.
+  #[napi]
+  pub fn kick(&mut self, i: u32, now: f64, mut io: BufferSlice) -> Result<bool> {
+    self.begin(&io)?;
+    self.lane.now = now;
+    let events = self.lane.kick(i);
+    self.end(&mut io);
+    Ok(events)
+  }
+
   /// Runs events before the caller's next one (`limitTime`, `limitSeq`; Infinity: none) and not
   /// after `deadline`, at most `budget`; returns 0 (nothing more before the limit), 1 (node
   /// `io[40]` has events) or 2 (a datagram to deliver, in `io`). Reads and writes `io`.

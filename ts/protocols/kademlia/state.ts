@@ -176,6 +176,8 @@ export interface KadLane {
   readonly attached: boolean
   /** Arms the node's timer at `at` (ms; below 0: none) unless it is armed earlier. */
   arm(at: number, now: number): void
+  /** Sends what the node queued and arms its timer; true when the node has events. */
+  kick(now: number): boolean
   /** Moves the node's timer, an event (time, seq) of the network's queue, to the lane. */
   adopt(at: number, time: number, seq: number): void
   /** Datagrams sent and received through the lane, frames to its own address dropped. */
