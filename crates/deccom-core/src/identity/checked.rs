@@ -19,15 +19,13 @@
 //! one).
 //!
 //! The memos are per thread (no lock on the path of every record; a simulation decodes on one
-//! thread), each bounded as above, and hashed with [`Seeded`]: the keys are whatever a peer sends,
-//! so the hash is keyed by a random seed of the thread, but a multiply-fold of 8-byte words costs
-//! a fraction of SipHash on 32 and 64 bytes.
+//! thread), each bounded as above, and hashed with a keyed multiply-fold (`seeded.rs`): the keys are
+//! whatever a peer sends.
 
 use std::cell::RefCell;
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hash;
 
+use super::seeded::SeededMap;
 use super::NodeId;
 
 /// Keys per generation (two generations: at most twice this many are kept per thread, ~100 bytes
@@ -37,74 +35,14 @@ pub(crate) const GENERATION: usize = 32_768;
 /// Signatures per generation (two generations per thread, ~150 bytes each).
 pub(crate) const SIGNATURE_GENERATION: usize = 16_384;
 
-/// The hasher of the memos: two random 64-bit keys drawn once per memo.
-#[derive(Clone, Copy)]
-struct Seeded {
-    start: u64,
-    mul: u64,
-}
-
-impl Seeded {
-    fn new() -> Self {
-        let random = RandomState::new();
-        Seeded { start: random.hash_one(0u8), mul: random.hash_one(1u8) | 1 }
-    }
-}
-
-impl BuildHasher for Seeded {
-    type Hasher = Fold;
-    fn build_hasher(&self) -> Fold {
-        Fold { hash: self.start, mul: self.mul }
-    }
-}
-
-/// Folds each 8-byte word into the hash: the 128-bit product of (hash ^ word) and the key, its
-/// halves XORed.
-struct Fold {
-    hash: u64,
-    mul: u64,
-}
-
-impl Fold {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        let p = u128::from(self.hash ^ word) * u128::from(self.mul);
-        self.hash = (p as u64) ^ ((p >> 64) as u64);
-    }
-}
-
-impl Hasher for Fold {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
 struct TwoGen<K, V> {
-    current: HashMap<K, V, Seeded>,
-    previous: HashMap<K, V, Seeded>,
+    current: SeededMap<K, V>,
+    previous: SeededMap<K, V>,
 }
 
 impl<K: Hash + Eq + Copy, V: Copy> TwoGen<K, V> {
     fn new() -> Self {
-        let hasher = Seeded::new();
-        TwoGen { current: HashMap::with_hasher(hasher), previous: HashMap::with_hasher(hasher) }
+        TwoGen { current: SeededMap::default(), previous: SeededMap::default() }
     }
 
     fn get(&mut self, k: &K, cap: usize) -> Option<V> {
