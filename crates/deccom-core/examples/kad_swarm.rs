@@ -11,7 +11,8 @@
 //! from node i to a random other node, all started at once, run until every one ended.
 //!
 //! It prints the datagrams delivered, the CPU seconds of the join and of the lookups (the whole
-//! process's thread, the harness included: read from /proc, else wall time), ns per datagram,
+//! process's thread, the harness included: read from /proc, else wall time), the engine's share
+//! (time inside the nodes' calls: datagrams, timers, joins, lookups), ns per datagram of both,
 //! lookups that found their target, and a 64-bit hash of every frame every node sent, in order, with
 //! the node that sent it: the behaviour fingerprint (the same seed gives the same hash; a change of
 //! the engine that keeps it keeps the traffic byte for byte). Everything is deterministic from the
@@ -89,6 +90,8 @@ struct Swarm {
     delivered: u64,
     /// The behaviour fingerprint (see the module docs).
     hash: u64,
+    /// Time spent inside the nodes' calls.
+    engine: Duration,
     /// Lookups ended, and findPeer lookups that found their target verified.
     done: usize,
     found: usize,
@@ -108,7 +111,15 @@ impl Swarm {
                 KadNode::new(own, NodeConfig::default(), (seed as u32) ^ (i as u32 + 1).wrapping_mul(0x9E37_79B9))
             })
             .collect();
-        Swarm { nodes, base, now: base, queue: BinaryHeap::new(), seq: 0, armed: vec![None; n], rng: seed ^ 0xD1B5_4A32_D192_ED03, delivered: 0, hash: 0xCBF2_9CE4_8422_2325, done: 0, found: 0, targets: vec![None; n] }
+        Swarm { nodes, base, now: base, queue: BinaryHeap::new(), seq: 0, armed: vec![None; n], rng: seed ^ 0xD1B5_4A32_D192_ED03, delivered: 0, hash: 0xCBF2_9CE4_8422_2325, engine: Duration::ZERO, done: 0, found: 0, targets: vec![None; n] }
+    }
+
+    /// Node `i` does `f`, timed into `engine`.
+    fn timed<R>(&mut self, i: usize, f: impl FnOnce(&mut KadNode) -> R) -> R {
+        let t = Instant::now();
+        let r = f(&mut self.nodes[i]);
+        self.engine += t.elapsed();
+        r
     }
 
     fn push(&mut self, at: Instant, due: Due) {
@@ -143,7 +154,7 @@ impl Swarm {
                 self.found += usize::from(id.is_some() && id == self.targets[i]);
             }
         }
-        if let Some(next) = self.nodes[i].poll_timeout().filter(|&t| self.armed[i] != Some(t)) {
+        if let Some(next) = self.timed(i, KadNode::poll_timeout).filter(|&t| self.armed[i] != Some(t)) {
             self.armed[i] = Some(next);
             self.push(next, Due::Timer { node: i });
         }
@@ -164,7 +175,7 @@ impl Swarm {
             match due {
                 Due::Datagram { from, to, data } => {
                     self.delivered += 1;
-                    self.nodes[to].handle_datagram(addr(from), &data, None, at);
+                    self.timed(to, |x| x.handle_datagram(addr(from), &data, None, at));
                     self.flush(to, Some(from));
                 }
                 Due::Timer { node } => {
@@ -172,9 +183,11 @@ impl Swarm {
                         continue;
                     }
                     self.armed[node] = None;
-                    if self.nodes[node].poll_timeout().is_some_and(|t| t <= at) {
-                        self.nodes[node].handle_timeout(at);
-                    }
+                    self.timed(node, |x| {
+                        if x.poll_timeout().is_some_and(|t| t <= at) {
+                            x.handle_timeout(at);
+                        }
+                    });
                     self.flush(node, None);
                 }
             }
@@ -209,7 +222,7 @@ fn main() {
     for b in (0..n).step_by(BATCH) {
         for i in b.max(1)..(b + BATCH).min(n) {
             let now = swarm.now;
-            swarm.nodes[i].bootstrap(&[boot], now);
+            swarm.timed(i, |x| x.bootstrap(&[boot], now));
             swarm.flush(i, None);
         }
         let until = swarm.now + BATCH_EVERY;
@@ -218,6 +231,7 @@ fn main() {
     let until = swarm.now + SETTLE;
     swarm.run(until, |_| false);
     let join_cpu = cpu_seconds(clock) - c0;
+    let join_engine = swarm.engine.as_secs_f64();
     let join_datagrams = swarm.delivered;
     let tables: usize = swarm.nodes.iter().map(|x| x.table.len()).sum();
 
@@ -230,17 +244,20 @@ fn main() {
         let to = (i + 1 + (mix(&mut rng) % (n as u64 - 1)) as usize) % n;
         let (target, now) = (swarm.nodes[to].own.id, swarm.now);
         swarm.targets[i] = Some(target);
-        swarm.nodes[i].start_lookup(target, opts, now).expect("a lookup slot");
+        swarm.timed(i, |x| x.start_lookup(target, opts, now)).expect("a lookup slot");
         swarm.flush(i, None);
     }
     let until = swarm.now + LOOKUP_LIMIT;
     swarm.run(until, |s| s.done == n);
     let lookup_cpu = cpu_seconds(clock) - c1;
+    let lookup_engine = swarm.engine.as_secs_f64() - join_engine;
     let lookup_datagrams = swarm.delivered - join_datagrams;
 
     println!("nodes {n} seed {seed} virtual {:.1} s", (swarm.now - swarm.base).as_secs_f64());
-    println!("join: datagrams {join_datagrams} cpu {join_cpu:.2} s ({:.0} ns/datagram), mean table {:.1}", join_cpu * 1e9 / join_datagrams as f64, tables as f64 / n as f64);
-    println!("lookups: datagrams {lookup_datagrams} cpu {lookup_cpu:.2} s ({:.0} ns/datagram), ended {} of {n}, found {}", lookup_cpu * 1e9 / lookup_datagrams.max(1) as f64, swarm.done, swarm.found);
-    println!("total: datagrams {} cpu {:.2} s ({:.0} ns/datagram)", swarm.delivered, join_cpu + lookup_cpu, (join_cpu + lookup_cpu) * 1e9 / swarm.delivered as f64);
+    let per = |s: f64, d: u64| s * 1e9 / d.max(1) as f64;
+    println!("join: datagrams {join_datagrams} cpu {join_cpu:.2} s ({:.0} ns/datagram) engine {join_engine:.2} s ({:.0} ns/datagram), mean table {:.1}", per(join_cpu, join_datagrams), per(join_engine, join_datagrams), tables as f64 / n as f64);
+    println!("lookups: datagrams {lookup_datagrams} cpu {lookup_cpu:.2} s ({:.0} ns/datagram) engine {lookup_engine:.2} s ({:.0} ns/datagram), ended {} of {n}, found {}", per(lookup_cpu, lookup_datagrams), per(lookup_engine, lookup_datagrams), swarm.done, swarm.found);
+    let (cpu, engine) = (join_cpu + lookup_cpu, join_engine + lookup_engine);
+    println!("total: datagrams {} cpu {cpu:.2} s ({:.0} ns/datagram) engine {engine:.2} s ({:.0} ns/datagram)", swarm.delivered, per(cpu, swarm.delivered), per(engine, swarm.delivered));
     println!("fingerprint {:016x}", swarm.hash);
 }
