@@ -89,3 +89,44 @@ impl Hasher for Fold {
         self.hash
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn close_keys_spread_over_buckets_and_tags() {
+        let s = Seeded::default();
+        let (mut low, mut top) = (HashSet::new(), HashSet::new());
+        // Addresses one apart: a table of 4096 buckets indexes by the low 12 bits, tags by the top 7.
+        for i in 0..4096u32 {
+            let h = s.hash_one(SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000)));
+            low.insert(h & 4095);
+            top.insert(h >> 57);
+        }
+        // 4096 random values in 4096 buckets fill about 2,589 of them.
+        assert!(low.len() > 2400, "{} buckets", low.len());
+        assert_eq!(top.len(), 128);
+    }
+
+    #[test]
+    fn each_table_has_its_own_seed() {
+        let (a, b) = (Seeded::default(), Seeded::default());
+        let key = [7u8; 32];
+        assert_eq!(a.hash_one(key), a.hash_one(key));
+        assert_ne!(a.hash_one(key), b.hash_one(key));
+    }
+
+    #[test]
+    fn trailing_zero_bytes_count() {
+        let s = Seeded::default();
+        let hash = |bytes: &[u8]| {
+            let mut h = s.build_hasher();
+            h.write(bytes);
+            h.finish()
+        };
+        assert_ne!(hash(b"ab"), hash(b"ab\0"));
+        assert_ne!(hash(b"12345678"), hash(b"12345678\0"));
+    }
+}
