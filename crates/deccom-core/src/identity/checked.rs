@@ -17,27 +17,32 @@
 //! generations per memo; when the current one is full it becomes the previous one and the older
 //! is dropped, so entries in use stay (a hit in the previous generation is copied into the current
 //! one).
+//!
+//! The memos are per thread (no lock on the path of every record; a simulation decodes on one
+//! thread), each bounded as above, and hashed with a keyed multiply-fold (`seeded.rs`): the keys are
+//! whatever a peer sends.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::hash::Hash;
-use std::sync::Mutex;
 
+use super::seeded::SeededMap;
 use super::NodeId;
 
-/// Keys per generation (two generations: at most twice this many are kept, ~100 bytes each).
+/// Keys per generation (two generations: at most twice this many are kept per thread, ~100 bytes
+/// each).
 pub(crate) const GENERATION: usize = 32_768;
 
-/// Signatures per generation (two generations, ~150 bytes each).
+/// Signatures per generation (two generations per thread, ~150 bytes each).
 pub(crate) const SIGNATURE_GENERATION: usize = 16_384;
 
 struct TwoGen<K, V> {
-    current: HashMap<K, V>,
-    previous: HashMap<K, V>,
+    current: SeededMap<K, V>,
+    previous: SeededMap<K, V>,
 }
 
 impl<K: Hash + Eq + Copy, V: Copy> TwoGen<K, V> {
     fn new() -> Self {
-        TwoGen { current: HashMap::new(), previous: HashMap::new() }
+        TwoGen { current: SeededMap::default(), previous: SeededMap::default() }
     }
 
     fn get(&mut self, k: &K, cap: usize) -> Option<V> {
@@ -51,20 +56,26 @@ impl<K: Hash + Eq + Copy, V: Copy> TwoGen<K, V> {
 
     fn insert(&mut self, k: K, v: V, cap: usize) {
         if self.current.len() >= cap {
-            self.previous = std::mem::take(&mut self.current);
+            // The full generation becomes the previous one; the older one's table is reused.
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
         self.current.insert(k, v);
     }
 }
 
-type Memo<K, V> = Mutex<Option<TwoGen<K, V>>>;
+type Memo<K, V> = RefCell<TwoGen<K, V>>;
 
-static KEYS: Memo<[u8; 32], NodeId> = Mutex::new(None);
-static SIGNATURES: Memo<[u8; 64], [u8; 32]> = Mutex::new(None);
+thread_local! {
+    static KEYS: Memo<[u8; 32], NodeId> = RefCell::new(TwoGen::new());
+    static SIGNATURES: Memo<[u8; 64], [u8; 32]> = RefCell::new(TwoGen::new());
+}
 
-fn with<K: Hash + Eq + Copy, V: Copy, R>(memo: &Memo<K, V>, f: impl FnOnce(&mut TwoGen<K, V>) -> R) -> R {
-    let mut guard = memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    f(guard.get_or_insert_with(TwoGen::new))
+fn with<K: Hash + Eq + Copy + 'static, V: Copy + 'static, R>(
+    memo: &'static std::thread::LocalKey<Memo<K, V>>,
+    f: impl FnOnce(&mut TwoGen<K, V>) -> R,
+) -> R {
+    memo.with(|m| f(&mut m.borrow_mut()))
 }
 
 /// The node id of a key found valid before, if remembered.
@@ -87,8 +98,8 @@ pub(crate) fn remember_signature(signature: [u8; 64], digest: [u8; 32]) {
     with(&SIGNATURES, |m| m.insert(signature, digest, SIGNATURE_GENERATION));
 }
 
+/// Keys this thread remembers.
 #[cfg(test)]
 pub(crate) fn len() -> usize {
-    let guard = KEYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    guard.as_ref().map_or(0, |m| m.current.len() + m.previous.len())
+    with(&KEYS, |m| m.current.len() + m.previous.len())
 }

@@ -48,6 +48,7 @@ use zeroize::Zeroizing;
 use crate::error::Error;
 
 mod checked;
+pub(crate) mod seeded;
 mod verify;
 pub use verify::{verify, verify_remembered};
 

@@ -20,10 +20,11 @@
 //! first; a bucket that is full again is forgotten at once, as a new key starts full).
 //! Prefixes are IPv4 /24 and IPv6 /48; an IPv4-mapped IPv6 address counts as IPv4 ([`Prefix::of`]).
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+use crate::identity::seeded::SeededMap;
 
 /// Addresses each of the verified and verified-by sets holds.
 pub const MAX_ADDR_SET: usize = 8192;
@@ -83,7 +84,7 @@ struct Node<K, V> {
 /// so using an entry moves it without rehashing. A key that is only added, never used, is
 /// forgotten oldest first.
 struct Recency<K, V> {
-    index: HashMap<K, u32>,
+    index: SeededMap<K, u32>,
     nodes: Vec<Node<K, V>>,
     free: Vec<u32>,
     /// Least and most recently used.
@@ -94,7 +95,7 @@ struct Recency<K, V> {
 
 impl<K: Copy + Eq + Hash, V> Recency<K, V> {
     fn new(max: usize) -> Self {
-        Recency { index: HashMap::new(), nodes: Vec::new(), free: Vec::new(), lru: NIL, mru: NIL, max: max.max(1) }
+        Recency { index: SeededMap::default(), nodes: Vec::new(), free: Vec::new(), lru: NIL, mru: NIL, max: max.max(1) }
     }
 
     fn len(&self) -> usize {

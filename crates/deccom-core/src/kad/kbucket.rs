@@ -113,13 +113,12 @@ impl Default for TableConfig {
 }
 
 /// One bucket. Most of the 256 never hold anyone (a network of n nodes fills about log2(n) of
-/// them): their contents are allocated on the first insert, so an empty bucket costs 24 bytes.
+/// them): their contents are allocated on the first insert, so an empty bucket costs a pointer
+/// (and its activity time, kept apart: the headers the lookups read share few cache lines).
 #[derive(Debug, Clone)]
 struct Bucket<V> {
     /// Entries, replacements and the pending ping; `None` until something is inserted.
     slots: Option<Box<Slots<V>>>,
-    /// Last insert/update into this bucket, or explicit refresh.
-    last_active: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -252,7 +251,7 @@ impl<V> Slots<V> {
 
 impl<V> Bucket<V> {
     fn new() -> Self {
-        Bucket { slots: None, last_active: None }
+        Bucket { slots: None }
     }
 
     fn entries(&self) -> &[Entry<V>] {
@@ -281,6 +280,8 @@ pub struct RoutingTable<V> {
     local: NodeId,
     config: TableConfig,
     buckets: Vec<Bucket<V>>,
+    /// Each bucket's last insert/update, or explicit refresh (parallel to `buckets`).
+    last_active: Vec<Option<Instant>>,
     len: usize,
     /// A full bucket whose least recently seen entry was seen within this is not pinged.
     fresh: Duration,
@@ -369,6 +370,7 @@ impl<V: Clone> RoutingTable<V> {
             local,
             config,
             buckets: (0..NUM_BUCKETS).map(|_| Bucket::new()).collect(),
+            last_active: vec![None; NUM_BUCKETS],
             len: 0,
             fresh: Duration::ZERO,
             nonempty: [0; 4],
@@ -445,7 +447,7 @@ impl<V: Clone> RoutingTable<V> {
         let k = self.config.k;
         let max_repl = self.config.max_replacements;
         let key = window(&id, b);
-        self.buckets[b].last_active = Some(now);
+        self.last_active[b] = Some(now);
         let bucket = self.buckets[b].slots_mut(k);
         if let Some(i) = bucket.find(&id, key) {
             bucket.entries[i].value = value;
@@ -487,7 +489,7 @@ impl<V: Clone> RoutingTable<V> {
         let Some((b, i)) = self.position(id) else {
             return false;
         };
-        self.buckets[b].last_active = Some(now);
+        self.last_active[b] = Some(now);
         let bucket = self.buckets[b].slots_mut(self.config.k);
         bucket.move_to_tail(i, now);
         bucket.heard(id, now);
@@ -525,7 +527,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         if alive {
             bucket.move_to_tail(i, now);
-            self.buckets[b].last_active = Some(now);
+            self.last_active[b] = Some(now);
             None
         } else {
             Some(self.evict(b, i))
@@ -691,7 +693,7 @@ impl<V: Clone> RoutingTable<V> {
             return Vec::new();
         };
         (lowest..NUM_BUCKETS)
-            .filter(|&i| match self.buckets[i].last_active {
+            .filter(|&i| match self.last_active[i] {
                 None => true,
                 Some(t) => now.saturating_duration_since(t) >= interval,
             })
@@ -700,8 +702,8 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Records that bucket `index` was refreshed (a lookup in its range ran) at `now`.
     pub fn mark_refreshed(&mut self, index: usize, now: Instant) {
-        if let Some(b) = self.buckets.get_mut(index) {
-            b.last_active = Some(now);
+        if let Some(t) = self.last_active.get_mut(index) {
+            *t = Some(now);
         }
     }
 

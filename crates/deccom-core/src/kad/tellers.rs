@@ -8,9 +8,9 @@
 //! moves to the current one. So an address named recently is remembered, and each insertion costs
 //! a hash-map insertion, with no per-entry list to maintain.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::identity::seeded::SeededMap;
 use crate::wire::{encode_raw_addr, RAW_ADDR_LEN};
 
 /// An address in its 18-byte form: one write to hash (a `SocketAddr` hashes field by field).
@@ -19,8 +19,8 @@ type Raw = [u8; RAW_ADDR_LEN];
 /// The bounded "who named whom" map (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Tellers {
-    current: HashMap<Raw, SocketAddr>,
-    previous: HashMap<Raw, SocketAddr>,
+    current: SeededMap<Raw, SocketAddr>,
+    previous: SeededMap<Raw, SocketAddr>,
     half: usize,
 }
 
@@ -28,7 +28,7 @@ impl Tellers {
     /// A map of at most `capacity` addresses (at least 2).
     #[must_use]
     pub fn new(capacity: usize) -> Tellers {
-        Tellers { current: HashMap::new(), previous: HashMap::new(), half: (capacity / 2).max(1) }
+        Tellers { current: SeededMap::default(), previous: SeededMap::default(), half: (capacity / 2).max(1) }
     }
 
     /// `teller` named `addr` in an answer.

@@ -37,7 +37,7 @@ mod search;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,7 @@ use super::addrbook::AddrBook;
 use super::kbucket::{RoutingTable, TableConfig};
 use super::tellers::Tellers;
 use super::wire::{self, Message};
+use crate::identity::seeded::{SeededMap, SeededSet};
 use crate::identity::NodeId;
 use crate::wire::peer_record::PeerRecord;
 use crate::wire::{encode_raw_addr, RAW_ADDR_LEN};
@@ -164,7 +165,7 @@ struct Join {
     search: u32,
     left: usize,
     seeds: Vec<Encoded>,
-    seen: HashSet<NodeId>,
+    seen: SeededSet<NodeId>,
 }
 
 /// One Kademlia node (see the module docs).
@@ -182,14 +183,14 @@ pub struct KadNode {
     /// The last answer (see [`KadNode::answer`]).
     bytes: Vec<u8>,
     /// Table entries by their record's UDP address.
-    by_addr: HashMap<SocketAddr, NodeId>,
+    by_addr: SeededMap<SocketAddr, NodeId>,
     /// Consecutive failed queries of table entries (only those with some).
-    failures: HashMap<NodeId, u32>,
+    failures: SeededMap<NodeId, u32>,
     requests: Requests,
     searches: OwnIdMap<Search>,
     next_search: u32,
-    verifying: HashSet<SocketAddr>,
-    approving: HashSet<NodeId>,
+    verifying: SeededSet<SocketAddr>,
+    approving: SeededSet<NodeId>,
     next_handle: u32,
     /// Smoothed duration of answered FIND_NODEs (ms; 0: none yet) and its mean deviation.
     srtt: f64,
@@ -227,13 +228,13 @@ impl KadNode {
             config,
             scratch: Vec::with_capacity(k),
             bytes: Vec::with_capacity(2048),
-            by_addr: HashMap::new(),
-            failures: HashMap::new(),
+            by_addr: SeededMap::default(),
+            failures: SeededMap::default(),
             requests: Requests::default(),
             searches: OwnIdMap::default(),
             next_search: 0,
-            verifying: HashSet::new(),
-            approving: HashSet::new(),
+            verifying: SeededSet::default(),
+            approving: SeededSet::default(),
             next_handle: 0,
             srtt: 0.0,
             rttvar: 0.0,
@@ -635,7 +636,7 @@ impl KadNode {
             self.finish(old.search, now);
         }
         let search = self.new_search_id();
-        self.join = Some(Join { search, left: addrs.len(), seeds: Vec::new(), seen: HashSet::new() });
+        self.join = Some(Join { search, left: addrs.len(), seeds: Vec::new(), seen: SeededSet::default() });
         let own = self.own.id;
         for &a in addrs {
             self.find_node(a, own, None, Purpose::Bootstrap { search }, now);
