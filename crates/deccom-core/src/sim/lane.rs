@@ -26,10 +26,10 @@
 //! one is then stale and skipped), a frame to the node's own address is dropped and counted.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::identity::seeded::SeededMap;
 use crate::impair::{ImpairConfig, Impairment};
 use crate::kad::node::FRAME_HEADER;
 use crate::wire::decode_raw_addr;
@@ -152,9 +152,9 @@ pub struct Lane<N> {
     seed_base: u32,
     max_links: usize,
     /// Each link's random stream (the state of its delay-only impairment), by its ends.
-    links: FastMap<(AddrKey, AddrKey), u64>,
+    links: SeededMap<(AddrKey, AddrKey), u64>,
     nodes: Vec<Option<Slot<N>>>,
-    by_addr: FastMap<AddrKey, u32>,
+    by_addr: SeededMap<AddrKey, u32>,
     heap: BinaryHeap<Reverse<Key>>,
     items: Vec<Item>,
     free: Vec<u32>,
@@ -178,9 +178,9 @@ impl<N: LaneNode> Lane<N> {
             link: ImpairConfig { latency, jitter, ..ImpairConfig::default() }.sanitized(),
             seed_base,
             max_links: max_links.max(1),
-            links: FastMap::default(),
+            links: SeededMap::default(),
             nodes: Vec::new(),
-            by_addr: FastMap::default(),
+            by_addr: SeededMap::default(),
             heap: BinaryHeap::new(),
             items: Vec::new(),
             free: Vec::new(),
@@ -461,33 +461,6 @@ fn key(a: SocketAddr) -> AddrKey {
     (u128::from(ip), a.port())
 }
 
-/// A multiply-rotate hasher: the lane's keys are addresses of the simulation, not chosen by a
-/// remote party, and SipHash cost a visible share of each datagram.
-#[derive(Default)]
-struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(23) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write_u128(&mut self, i: u128) {
-        self.write_u64(i as u64);
-        self.write_u64((i >> 64) as u64);
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// The time of an event `ms` after `now` (now for ms <= 0 or NaN): the caller's rule.
 fn due(now: f64, ms: f64) -> f64 {
