@@ -274,7 +274,8 @@ impl<N: LaneNode> Lane<N> {
     /// `now`: the caller's time.
     pub fn arm(&mut self, i: u32, at: f64, now: f64) {
         let Some(slot) = self.nodes.get_mut(i as usize).and_then(Option::as_mut) else { return };
-        if at < 0.0 || at >= slot.timer_at {
+        // Not below 0, not NaN, not later than the armed one.
+        if !(at >= 0.0 && at < slot.timer_at) {
             return;
         }
         let time = due(now, at - now);
@@ -285,6 +286,9 @@ impl<N: LaneNode> Lane<N> {
     /// caller had armed before the node was attached; None: the next sequence number).
     pub fn adopt(&mut self, i: u32, at: f64, time: f64, seq: Option<u64>) {
         let Some(slot) = self.nodes.get_mut(i as usize).and_then(Option::as_mut) else { return };
+        if !at.is_finite() {
+            return;
+        }
         if slot.timer_at.is_finite() {
             self.stale += 1;
         }

@@ -146,6 +146,10 @@ fn a_timer_rearmed_earlier_leaves_a_stale_one_that_never_runs() {
     assert_eq!(lane.node(a).unwrap().timers, vec![50.0]);
     assert_eq!(lane.stats().timers_fired, 1);
     assert_eq!(lane.head(), None);
+    // No timer for a deadline that is not a number.
+    lane.arm(a, f64::NAN, 0.0);
+    lane.adopt(a, f64::INFINITY, 1.0, None);
+    assert_eq!((lane.pending(), lane.head()), (0, None));
     // A deadline in the past runs now; a detached node's timer never runs.
     lane.arm(a, 10.0, 60.0);
     assert_eq!(lane.head().unwrap().0, 60.0);
