@@ -76,6 +76,7 @@ import { createPlanned, planNodes } from './plan'
 import type { ResearchNodesOptions } from './plan'
 import { NodeProfiles } from './profiles'
 import { TraceExporter } from './trace-export'
+import { DeterminismTrace, KINDS, Kind, type SimTrace } from './trace'
 import { EventQueue } from './event-queue'
 import type { SimEvent } from './event-queue'
 import type { TraceExport, TraceSink } from './trace-export'
@@ -161,37 +162,6 @@ export interface SimNodesOptions extends ResearchNodesOptions {
   behind?: (i: number) => SimNat | undefined
 }
 
-/** What {@link SimulatedNetwork.trace} returns. */
-export interface SimTrace {
-  /** 64-bit rolling hash (16 hex digits) over every event processed and every datagram record. */
-  readonly hash: string
-  /** The last `traceLimit` datagram records, oldest first: `"<ms> <kind> <from>><to> <bytes>"`. */
-  readonly log: readonly string[]
-  /** Number of records and events hashed so far. */
-  readonly count: number
-}
-
-/** Kinds of datagram records in the trace (index = code hashed). */
-const KINDS = ['send', 'deliver', 'lost', 'queue_drop', 'no_route', 'nat_drop', 'uplink_drop', 'downlink_drop'] as const
-const enum Kind {
-  Send = 0,
-  Deliver = 1,
-  Lost = 2,
-  QueueDrop = 3,
-  NoRoute = 4,
-  NatDrop = 5,
-  UplinkDrop = 6,
-  DownlinkDrop = 7,
-}
-
-interface TraceRecord {
-  time: number
-  kind: Kind
-  from: Address
-  to: Address
-  size: number
-}
-
 const DEFAULT_LINK: LinkSpec = Object.freeze({
   latency: 5,
   jitter: 0,
@@ -219,7 +189,6 @@ export class SimulatedNetwork implements SimMedium {
   readonly #defaultLink: LinkSpec
   readonly #link: SimulatedNetworkOptions['link']
   readonly #maxEvents: number
-  readonly #traceLimit: number
   readonly #traceOn: boolean
   /** Forked once per node: the node's `random`, from which its layers' `ctx.random` are forked. */
   readonly #layerRng: Random
@@ -263,14 +232,8 @@ export class SimulatedNetwork implements SimMedium {
   /** The native delivery lane (`nativeDelivery`), which then holds the links. */
   readonly #lane: NativeLane | null
 
-  // Trace: two 32-bit lanes of a rolling hash, and a ring of datagram records.
-  #h1 = 0x811c9dc5
-  #h2 = 0x9747b28c
-  #traceCount = 0
-  readonly #ring: TraceRecord[] = []
-  /** Address → 32-bit hash of its key, for the trace. */
-  readonly #addrHash = new Map<Address, number>()
-  #ringStart = 0
+  /** The determinism trace (`./trace.ts`). */
+  readonly #trace: DeterminismTrace
 
   readonly #stats = {
     events: 0,
@@ -303,7 +266,7 @@ export class SimulatedNetwork implements SimMedium {
     this.#link = opts.link
     this.#maxEvents = opts.maxEvents ?? 10_000_000
     this.#traceOn = opts.trace ?? true
-    this.#traceLimit = this.#traceOn ? Math.max(0, Math.floor(opts.traceLimit ?? 10_000)) : 0
+    this.#trace = new DeterminismTrace(this.#traceOn ? Math.max(0, Math.floor(opts.traceLimit ?? 10_000)) : 0)
     this.#lane = opts.nativeDelivery === true ? this.#newLane(opts) : null
     const sim = this
     this.clock = Object.freeze({
@@ -333,11 +296,7 @@ export class SimulatedNetwork implements SimMedium {
 
   /** A snapshot of the determinism trace. */
   get trace(): SimTrace {
-    const r = this.#ring
-    const ordered = r.length < this.#traceLimit ? r : [...r.slice(this.#ringStart), ...r.slice(0, this.#ringStart)]
-    const log = ordered.map((x) => `${x.time.toFixed(3)} ${KINDS[x.kind]} ${x.from.key}>${x.to.key} ${x.size}`)
-    const hex = (x: number) => (x >>> 0).toString(16).padStart(8, '0')
-    return { hash: hex(this.#h1) + hex(this.#h2), log, count: this.#traceCount }
+    return this.#trace.snapshot()
   }
 
   /** Network counters: events, datagrams sent/delivered/lost/duplicated/reordered/dropped, bytes... */
@@ -567,7 +526,7 @@ export class SimulatedNetwork implements SimMedium {
           e.fn = null
           e.state = 1
           this.#stats.events++
-          if (this.#traceOn) this.#mix(e.seq)
+          if (this.#traceOn) this.#trace.mix(e.seq)
           // A throw rejects this run; the simulation can be resumed by another run.
           if (fn !== null) fn()
           else this.#deliver(e.from!, e.to!, e.bytes!)
@@ -765,46 +724,9 @@ export class SimulatedNetwork implements SimMedium {
 
   // ---- trace --------------------------------------------------------------------------------
 
-  #mix(x: number): void {
-    this.#h1 = Math.imul(this.#h1 ^ (x & 0xffff), 0x01000193)
-    this.#h1 = Math.imul(this.#h1 ^ (x >>> 16), 0x01000193)
-    this.#h2 = Math.imul(this.#h2 ^ x, 0x5bd1e995)
-    this.#h2 = (this.#h2 ^ (this.#h2 >>> 15)) >>> 0
-    this.#traceCount++
-  }
-
   #record(kind: Kind, from: Address, to: Address, bytes: Buffer): void {
     if (this.#tracer.active !== undefined) this.#tracer.active.datagram(this.#now, KINDS[kind], from, to, bytes)
-    if (!this.#traceOn) return
-    const t = Math.round(this.#now * 1000)
-    this.#mix(t % 0x1_0000_0000)
-    this.#mix(Math.floor(t / 0x1_0000_0000))
-    this.#mix(kind)
-    this.#mix(this.#hashOf(from))
-    this.#mix(this.#hashOf(to))
-    this.#mix(bytes.length)
-    const n = Math.min(bytes.length, 64)
-    for (let i = 0; i < n; i++) this.#mix(bytes[i])
-    if (this.#traceLimit === 0) return
-    const rec: TraceRecord = { time: this.#now, kind, from, to, size: bytes.length }
-    if (this.#ring.length < this.#traceLimit) {
-      this.#ring.push(rec)
-    } else {
-      this.#ring[this.#ringStart] = rec
-      this.#ringStart = (this.#ringStart + 1) % this.#traceLimit
-    }
-  }
-
-  #hashOf(a: Address): number {
-    let h = this.#addrHash.get(a)
-    if (h === undefined) {
-      h = 0x811c9dc5
-      for (let i = 0; i < a.key.length; i++) h = Math.imul(h ^ a.key.charCodeAt(i), 0x01000193)
-      h >>>= 0
-      if (this.#addrHash.size >= MAX_LINK_STATES) this.#addrHash.clear()
-      this.#addrHash.set(a, h)
-    }
-    return h
+    if (this.#traceOn) this.#trace.record(this.#now, kind, from, to, bytes)
   }
 
   // ---- helpers ------------------------------------------------------------------------------
