@@ -34,6 +34,17 @@ async function scenario(nativeDelivery: boolean): Promise<{ snapshot: string; na
     }
     // Application datagrams (another tag: handed back by the lane) between lane nodes.
     for (let i = 0; i < 20; i++) await nodes[i].send(nodes[(i * 13 + 5) % nodes.length].address, Buffer.from(`m${i}`))
+    // A hostile sender: garbage and truncated or bit-flipped Kademlia datagrams with Kademlia's tag
+    // (the lane delivers them to the native node as they are; the node drops and counts them).
+    const hostile = sim.createTransport({ address: '10.9.9.9:4000' })
+    await hostile.start()
+    const rnd = sim.random
+    for (let i = 0; i < 300; i++) {
+      const bytes = Buffer.alloc(rnd.int(200))
+      rnd.bytes(bytes)
+      if (i % 3 === 0) bytes.set([1, 1]) // a plausible version and type, then garbage
+      hostile.send(nodes[rnd.int(nodes.length)].address, bytes, 3)
+    }
     await sim.runFor(20_000)
     await nodes[50].close()
     const found: string[] = []
@@ -45,6 +56,7 @@ async function scenario(nativeDelivery: boolean): Promise<{ snapshot: string; na
       )
     }
     await sim.runFor(20_000)
+    await hostile.stop()
     const { native_events: native = 0, ...stats } = sim.stats()
     const tables = nodes.map((n) => (n === nodes[50] ? [] : kad(n).closest(n.id, 30).map((p) => p.address.key)))
     const layers = nodes.map((n) => n.stats())
@@ -64,6 +76,9 @@ test('with the lane, a run gives exactly the events, tables, counters and lookup
   t.true(a.stats.sent > 20_000)
   t.is(a.got.length, 20, 'every application message arrived')
   t.true(a.found.filter((f: string) => !f.includes('ERR')).length >= 55)
+  const dropped = (x: { layers: Record<string, Record<string, number>>[] }) =>
+    x.layers.reduce((n, l) => n + Object.entries(l.kademlia ?? {}).filter(([k]) => k.startsWith('dropped_malformed')).reduce((m, [, v]) => m + v, 0), 0)
+  t.true(dropped(a) >= 250, `the hostile datagrams were dropped as malformed (${dropped(a)})`)
   t.deepEqual(b.stats, a.stats)
   t.deepEqual(b.layers, a.layers)
   t.deepEqual(b.tables, a.tables)
