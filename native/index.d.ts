@@ -497,8 +497,6 @@ export declare class SimLane {
   stats(): Array<number>
   /** Events waiting. */
   get pending(): number
-  /** Links held. */
-  get links(): number
   /** Drops every event, link and node. */
   clear(): void
 }

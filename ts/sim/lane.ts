@@ -155,11 +155,6 @@ export class NativeLane {
     return this.#lane.pending
   }
 
-  /** Links held. */
-  get links(): number {
-    return this.#lane.links
-  }
-
   /** Drops every event, link and node. */
   clear(): void {
     this.#lane.clear()

@@ -208,12 +208,6 @@ impl SimLane {
     self.lane.pending() as u32
   }
 
-  /// Links held.
-  #[napi(getter)]
-  pub fn links(&self) -> u32 {
-    self.lane.links() as u32
-  }
-
   /// Drops every event, link and node.
   #[napi]
   pub fn clear(&mut self) {

@@ -263,11 +263,9 @@ impl<N: LaneNode> Lane<N> {
     /// `to`: it arrives as the lane's event (delivered by the lane or handed back). The caller
     /// counts it as sent.
     pub fn transmit(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8], now: f64) {
-        let mut copy = self.spare.pop().unwrap_or_default();
-        copy.clear();
+        let mut copy = self.buffer();
         copy.extend_from_slice(bytes);
-        let arrives = self.offer(from, to, now);
-        self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes: copy });
+        self.put(from, to, copy, now);
     }
 
     /// Arms the timer of the node at `i` at `at` (ms; below 0: none) unless it is armed earlier;
@@ -411,16 +409,26 @@ impl<N: LaneNode> Lane<N> {
             counters.dropped_self += 1;
             return;
         }
-        let mut bytes = self.spare.pop().unwrap_or_default();
-        bytes.clear();
+        let mut bytes = self.buffer();
         bytes.push(tag);
         bytes.extend_from_slice(data);
         self.stats.sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
         counters.sent += 1;
-        let now = self.now;
+        self.put(from, to, bytes, self.now);
+    }
+
+    /// Puts `bytes`, sent at `now`, on the link `from` → `to`: its arrival is an event.
+    fn put(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, now: f64) {
         let arrives = self.offer(from, to, now);
         self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes });
+    }
+
+    /// An empty buffer for a datagram (a spare one when there is).
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b
     }
 
     fn push(&mut self, time: f64, seq: Option<u64>, item: Item) {
