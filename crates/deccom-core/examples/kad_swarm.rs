@@ -19,11 +19,14 @@
 //! lookups that found their target, and a 64-bit hash of every frame every node sent, in order, with
 //! the node that sent it: the behaviour fingerprint (the same seed gives the same hash; a change of
 //! the engine that keeps it keeps the traffic byte for byte). Everything is deterministic from the
-//! seed; identities too.
+//! seed; identities too. It also prints the heap the nodes hold after the join, per node: bytes
+//! allocated and not freed (counted by this program's allocator), the datagrams in flight left out.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deccom_core::identity::{Identity, NodeId};
@@ -40,6 +43,42 @@ const SETTLE: Duration = Duration::from_secs(30);
 const LOOKUP_LIMIT: Duration = Duration::from_secs(600);
 /// The port of every node.
 const PORT: u16 = 4000;
+
+/// The system allocator, counting the bytes allocated and not yet freed.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes the datagrams in flight hold (queued frames; their vectors' capacity).
+fn in_flight(swarm: &Swarm) -> usize {
+    swarm.queue.iter().map(|Reverse((_, _, due))| if let Due::Datagram { data, .. } = due { data.capacity() } else { 0 }).sum::<usize>()
+        + swarm.queue.capacity() * std::mem::size_of::<Reverse<(Instant, u64, Due)>>()
+}
 
 /// SplitMix64 step: the harness's randomness.
 fn mix(state: &mut u64) -> u64 {
@@ -240,6 +279,7 @@ fn main() {
     let join_engine = swarm.engine.as_secs_f64();
     let join_datagrams = swarm.delivered;
     let tables: usize = swarm.nodes.iter().map(|x| x.table.len()).sum();
+    let heap = LIVE.load(Ordering::Relaxed).saturating_sub(in_flight(&swarm)) as f64 / n as f64;
 
     // Lookups: node i finds a random other node, all at once.
     let c1 = cpu_seconds(clock);
@@ -268,5 +308,6 @@ fn main() {
     println!("{}, mean table {:.1}", phase("join", join_datagrams, join_cpu, join_engine), tables as f64 / n as f64);
     println!("{}, ended {} of {n}, found {}", phase("lookups", lookup_datagrams, lookup_cpu, lookup_engine), swarm.done, swarm.found);
     println!("{}", phase("total", swarm.delivered, join_cpu + lookup_cpu, join_engine + lookup_engine));
+    println!("heap after the join: {heap:.0} B/node");
     println!("fingerprint {:016x}", swarm.hash);
 }
