@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::KadNode;
+use super::{pool, KadNode};
 use crate::identity::NodeId;
 use crate::kad::wire::{self, Message};
 use crate::wire::peer_record::PeerRecord;
@@ -52,6 +52,9 @@ impl KadNode {
     /// # Errors
     /// [`NoAnswer`]: nothing to send.
     pub fn answer(&mut self, from: SocketAddr, data: &[u8], proven: bool, now: Instant) -> Result<Answered, NoAnswer> {
+        if self.bytes.capacity() == 0 {
+            self.bytes = pool::lend_out();
+        }
         let (Some(&wire::VERSION), Some(&kind), Some(id)) = (data.first(), data.get(1), data.get(2..wire::HEADER_LEN)) else {
             return Err(NoAnswer::Malformed);
         };
@@ -90,7 +93,8 @@ impl KadNode {
         }
     }
 
-    /// What the last [`answer`](Self::answer) wrote.
+    /// What the last [`answer`](Self::answer) wrote (an answer the node sent itself, handling a
+    /// datagram, is not kept).
     #[must_use]
     pub fn answer_bytes(&self) -> &[u8] {
         &self.bytes

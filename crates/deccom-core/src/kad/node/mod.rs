@@ -31,6 +31,7 @@
 mod admission;
 mod answer;
 pub mod counters;
+mod pool;
 pub mod record;
 pub mod requests;
 mod search;
@@ -180,7 +181,7 @@ pub struct KadNode {
     pub book: AddrBook,
     config: NodeConfig,
     scratch: Vec<(u64, u32)>,
-    /// The last answer (see [`KadNode::answer`]).
+    /// The last answer (see [`KadNode::answer`]; lent by the thread: see [`pool`]).
     bytes: Vec<u8>,
     /// Table entries by their record's UDP address.
     by_addr: SeededMap<SocketAddr, NodeId>,
@@ -196,18 +197,15 @@ pub struct KadNode {
     srtt: f64,
     rttvar: f64,
     rng: u32,
+    /// Frames to send (lent by the thread while not empty: see [`pool`]).
     out: Vec<u8>,
     events: VecDeque<Event>,
     counters: [u64; COUNTERS],
     join: Option<Join>,
-    /// The records of the datagram being handled.
-    recs: Vec<Rec>,
     /// Requests that could not be sent: they fail once the current step is done.
     soon: Vec<Purpose>,
     /// The source of the datagram being handled.
     source: Option<SocketAddr>,
-    /// A lookup's queries to send (reused by `drive`).
-    queries: Vec<(NodeId, SocketAddr, Option<SocketAddr>, Option<SocketAddr>)>,
     peer_events: bool,
 }
 
@@ -227,7 +225,7 @@ impl KadNode {
             book: AddrBook::new(),
             config,
             scratch: Vec::with_capacity(k),
-            bytes: Vec::with_capacity(2048),
+            bytes: Vec::new(),
             by_addr: SeededMap::default(),
             failures: SeededMap::default(),
             requests: Requests::default(),
@@ -239,14 +237,12 @@ impl KadNode {
             srtt: 0.0,
             rttvar: 0.0,
             rng: if seed == 0 { 0x9e37_79b9 } else { seed },
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             events: VecDeque::new(),
             counters: [0; COUNTERS],
             join: None,
-            recs: Vec::with_capacity(wire::MAX_NODES + 1),
             soon: Vec::new(),
             source: None,
-            queries: Vec::new(),
             peer_events: false,
         }
     }
@@ -337,7 +333,7 @@ impl KadNode {
     /// Forgets the first `n` bytes of [`transmits`](Self::transmits) (whole frames: sent).
     pub fn consume_transmits(&mut self, n: usize) {
         if n >= self.out.len() {
-            self.out.clear();
+            pool::return_out(std::mem::take(&mut self.out));
         } else {
             self.out.drain(..n);
         }
@@ -357,6 +353,9 @@ impl KadNode {
     /// Starts a frame to `to` (None: the source of the datagram being handled); returns where its
     /// header starts, for [`end_frame`](Self::end_frame).
     fn begin_frame(&mut self, to: Option<SocketAddr>) -> usize {
+        if self.out.capacity() == 0 {
+            self.out = pool::lend_out();
+        }
         let start = self.out.len();
         self.out.extend_from_slice(&[0, 0, u8::from(to.is_none())]);
         // A frame to the source names it too (a caller may read it, not keep the source).
@@ -376,6 +375,7 @@ impl KadNode {
         let start = self.begin_frame(None);
         self.out.extend_from_slice(&self.bytes);
         self.end_frame(start);
+        pool::return_out(std::mem::take(&mut self.bytes));
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next, if ever.
@@ -391,8 +391,7 @@ impl KadNode {
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], proven: Option<&NodeId>, now: Instant) {
         self.count(Counter::received);
         self.source = Some(from);
-        let mut recs = std::mem::take(&mut self.recs);
-        recs.clear();
+        let mut recs = pool::take_recs();
         let mut sender: Option<PeerRecord> = None;
         let visited = wire::visit(data, |i, at, rec| {
             recs.push(Rec { at, len: rec.encoded_len(), id: rec.id, udp: rec.udp, external: rec.external });
@@ -426,7 +425,7 @@ impl KadNode {
                 }
             }
         }
-        self.recs = recs;
+        pool::put_recs(recs);
         self.settle(now);
         self.source = None;
     }
@@ -454,10 +453,16 @@ impl KadNode {
         self.requests.compact(searches.len(), |s, t| searches.get(&s).is_some_and(|x| x.wake == Some(t)));
     }
 
-    /// Fails the requests that could not be sent in the step that ends now.
+    /// Fails the requests that could not be sent in the step that ends now, and frees the
+    /// collections of requests and events the step left empty (most nodes of a large swarm are
+    /// idle most of the time).
     fn settle(&mut self, now: Instant) {
         while let Some(p) = self.soon.pop() {
             self.fail(p, now);
+        }
+        self.requests.trim();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
         }
     }
 
@@ -702,7 +707,7 @@ impl KadNode {
         self.searches.clear();
         self.join = None;
         self.soon.clear();
-        self.out.clear();
+        pool::return_out(std::mem::take(&mut self.out));
         self.events.clear();
         self.verifying.clear();
         self.approving.clear();

@@ -191,6 +191,16 @@ impl Requests {
         self.timers.clear();
     }
 
+    /// Frees what an empty map of requests or heap of timers still holds.
+    pub fn trim(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = OwnIdMap::default();
+        }
+        if self.timers.is_empty() && self.timers.capacity() > 0 {
+            self.timers = BinaryHeap::new();
+        }
+    }
+
     /// Drops timers no request or lookup waits for once they outnumber the live ones by far, so
     /// the heap stays bounded (`waits`: whether lookup `s` still waits for instant `t`).
     pub fn compact(&mut self, live: usize, waits: impl Fn(u32, Instant) -> bool) {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::admission::Heard;
+use super::pool;
 use super::requests::Purpose;
 use super::{Counter, Encoded, Event, KadNode, NodeConfig, Rec, Slot, MAX_LOOKUPS};
 use crate::identity::NodeId;
@@ -246,6 +247,10 @@ impl KadNode {
             return None;
         }
         let s = self.searches.remove(&id)?;
+        if self.searches.is_empty() {
+            // Free the map: a node that looks nothing up holds none.
+            self.searches = Default::default();
+        }
         let closest = s.lookup.closest();
         let mut closest_ids = Vec::new();
         let mut closest_records = Vec::new();
@@ -298,8 +303,7 @@ impl KadNode {
             return self.finish(id, now);
         }
         let target = *s.lookup.target();
-        let mut queries = std::mem::take(&mut self.queries);
-        queries.clear();
+        let mut queries = pool::take_queries();
         let mut wake = None;
         let mut converged = false;
         loop {
@@ -326,7 +330,7 @@ impl KadNode {
             }
             self.find_node(udp, target, Some(cid), Purpose::Query { search: id, id: cid }, now);
         }
-        self.queries = queries;
+        pool::put_queries(queries);
         if let Some(at) = wake {
             self.wake(id, at);
         }
