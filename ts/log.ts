@@ -79,6 +79,22 @@ interface Entry {
  * clock and rate limits, and one timer that prints the summaries of suppressed lines. The Stack
  * creates one at start and {@link close}s it at stop.
  */
+/**
+ * One `debug` instance per namespace, shared by every node's group: an instance is a function
+ * with a dozen properties, and a simulation runs thousands of nodes (what is enabled is decided
+ * per namespace anyway).
+ */
+const debuggers = new Map<string, createDebug.Debugger>()
+
+function debuggerOf(namespace: string): createDebug.Debugger {
+  let d = debuggers.get(namespace)
+  if (d === undefined) {
+    d = createDebug(namespace)
+    debuggers.set(namespace, d)
+  }
+  return d
+}
+
 export class LogGroup {
   readonly #prefix: string
   readonly #clock: Clock
@@ -108,7 +124,7 @@ export class LogGroup {
   layer(name: string): LayerLog {
     const existing = this.#entries.get(name)
     if (existing) return existing.log
-    const debug = createDebug(`deccom:${name}`)
+    const debug = debuggerOf(`deccom:${name}`)
     const kinds = new Map<string, Bucket>()
     const log = ((fmt: string, ...a: unknown[]): void => {
       if (!debug.enabled) return

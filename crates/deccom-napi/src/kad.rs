@@ -57,8 +57,6 @@ pub struct KadTable {
   pub(crate) node: KadNode,
   pub(crate) clock: JsClock,
   pub(crate) scratch: Vec<(u64, u32)>,
-  /// Reused by the encoders and readers that copy out.
-  pub(crate) bytes: Vec<u8>,
 }
 
 impl KadTable {
@@ -114,7 +112,7 @@ impl KadTable {
       approve: o.approve.unwrap_or(false),
     };
     let node = KadNode::new(own, config, o.seed.unwrap_or(0));
-    Ok(KadTable { node, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize), bytes: Vec::with_capacity(2048) })
+    Ok(KadTable { node, clock: JsClock::new(now), scratch: Vec::with_capacity(k as usize) })
   }
 
   /// Entries in the table.

@@ -284,8 +284,7 @@ impl KadTable {
   /// `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
   #[napi]
   pub fn records(&mut self, target: Option<&[u8]>, n: u32) -> Result<Buffer> {
-    let mut out = std::mem::take(&mut self.bytes);
-    out.clear();
+    let mut out = Vec::new();
     match target {
       Some(t) => {
         let t = node_id(t)?;
@@ -297,9 +296,7 @@ impl KadTable {
         }
       }
     }
-    let b: Buffer = out.as_slice().into();
-    self.bytes = out;
-    Ok(b)
+    Ok(out.into())
   }
 
   /// Sets (or with null clears) this node's external address (18-byte form).

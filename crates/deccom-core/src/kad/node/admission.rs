@@ -11,6 +11,7 @@ use super::requests::Purpose;
 use super::{Counter, Encoded, Event, KadNode, Slot, MAX_APPROVING, MAX_EVENTS, MAX_VERIFYING};
 use crate::identity::NodeId;
 use crate::kad::kbucket::{Eviction, InsertResult};
+use crate::wire::encode_raw_addr;
 use crate::wire::peer_record::PeerRecord;
 
 impl KadNode {
@@ -148,7 +149,7 @@ impl KadNode {
     }
 
     fn entered(&mut self, id: NodeId, handle: u32, udp: SocketAddr, record: Option<Encoded>) {
-        self.by_addr.insert(udp, id);
+        self.by_addr.insert(encode_raw_addr(udp), id);
         self.failures.remove(&id);
         self.count(Counter::peers_added);
         if let Some(record) = record {
@@ -159,6 +160,7 @@ impl KadNode {
     fn evicted(&mut self, ev: Eviction<Slot>) {
         let removed = ev.removed;
         if let Some((udp, _)) = removed.value.encoded.addrs() {
+            let udp = encode_raw_addr(udp);
             if self.by_addr.get(&udp) == Some(&removed.id) {
                 self.by_addr.remove(&udp);
             }
@@ -213,7 +215,7 @@ impl KadNode {
 
     /// Any datagram from a table entry's address counts as a sign of life.
     pub fn alive(&mut self, from: SocketAddr, now: Instant) {
-        if let Some(id) = self.by_addr.get(&from).copied() {
+        if let Some(id) = self.by_addr.get(&encode_raw_addr(from)).copied() {
             self.seen(&id, now);
         }
     }
@@ -230,7 +232,7 @@ impl KadNode {
     /// Whether `from` is a table entry's address.
     #[must_use]
     pub fn is_entry_address(&self, from: &SocketAddr) -> bool {
-        self.by_addr.contains_key(from)
+        self.by_addr.contains_key(&encode_raw_addr(*from))
     }
 }
 

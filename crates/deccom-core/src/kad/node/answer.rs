@@ -59,7 +59,7 @@ impl KadNode {
             return Err(NoAnswer::Malformed);
         };
         let request_id = u64::from_be_bytes(id.try_into().expect("8 bytes"));
-        let validated = proven || self.by_addr.contains_key(&from) || self.book.is_verified(&from);
+        let validated = proven || self.is_entry_address(&from) || self.book.is_verified(&from);
         match kind {
             wire::kind::PING if data.len() == wire::HEADER_LEN => {
                 if !validated && !self.book.reply_allowed(&from, now) {

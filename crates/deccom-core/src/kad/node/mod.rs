@@ -183,8 +183,9 @@ pub struct KadNode {
     scratch: Vec<(u64, u32)>,
     /// The last answer (see [`KadNode::answer`]; lent by the thread: see [`pool`]).
     bytes: Vec<u8>,
-    /// Table entries by their record's UDP address.
-    by_addr: SeededMap<SocketAddr, NodeId>,
+    /// Table entries by their record's UDP address (in its 18-byte form: a third of the size of
+    /// a `SocketAddr`'s).
+    by_addr: SeededMap<[u8; RAW_ADDR_LEN], NodeId>,
     /// Consecutive failed queries of table entries (only those with some).
     failures: SeededMap<NodeId, u32>,
     requests: Requests,
@@ -592,7 +593,7 @@ impl KadNode {
         }
         // A request to an address nobody validated (a NODES record may name any victim) spends
         // a token of its IP and of its prefix; the token comes back when the address answers.
-        let validated = self.by_addr.contains_key(&to);
+        let validated = self.is_entry_address(&to);
         if !self.book.within_budget(&to, validated, now) {
             self.count(Counter::dropped_unvalidated_budget);
             return self.soon.push(purpose);
