@@ -5,6 +5,7 @@
 //   node bench/sim.mjs --n 2000 --json       # JSON lines only
 //   node bench/sim.mjs --n 2000 --trace      # also hash the trace (determinism check; costs time)
 //   node bench/sim.mjs --n 2000 --js         # without the native delivery lane (nativeDelivery)
+//   node bench/sim.mjs --n 100000 --progress # also a line on stderr every 10,000 nodes joined
 //
 // Setup (the same for every N): Kademlia k = 20, alpha = 3 with default options and no per-layer
 // seed (every random choice comes from the network's seed, 1); links 10 ms + [0, 40) ms jitter;
@@ -44,6 +45,7 @@ if (flag('child') !== undefined) {
     const args = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--n', String(n)]
     if (flag('trace') !== undefined) args.push('--trace')
     if (flag('js') !== undefined) args.push('--js')
+    if (flag('progress') !== undefined) args.push('--progress')
     const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
     // A larger young generation: fewer scavenges and fewer short-lived datagram objects promoted
     // (about 13 % less CPU at 2,000 nodes).
@@ -98,6 +100,10 @@ async function runOne(N, trace, lane) {
     nodes.push(...batch)
     await sim.runFor(2000)
     if ((b / BATCH) % 10 === 0) sample()
+    if (flag('progress') !== undefined && (b + BATCH) % 10_000 === 0) {
+      const rss = process.memoryUsage().rss
+      console.error(`joined ${(b + BATCH).toLocaleString('en')} of ${N.toLocaleString('en')}: ${((performance.now() - t0) / 1000).toFixed(0)} s, ${sim.stats().sent.toLocaleString('en')} datagrams, RSS ${(rss / 2 ** 30).toFixed(2)} GiB`)
+    }
   }
   await sim.runFor(30_000)
   sample()
