@@ -335,6 +335,54 @@ test('a refresh while a bootstrap retry is pending starts no second join; a stop
   await t.notThrowsAsync(s.runFor(60_000))
 })
 
+/** A transparent layer that counts the FIND_NODEs its node sends for the node's own id. */
+class SelfQueries extends Protocol {
+  static override bindTo = ['send']
+  static override bindFrom = ['onMessage']
+  static override provides = ['send']
+  static override emits = ['onMessage']
+  readonly name = 'self-queries'
+  own: Buffer | null = null
+  sent = 0
+  send(to: Address, data: Uint8Array, tag: number): unknown {
+    if (tag === TAG_KAD && this.own !== null) {
+      const m = native.kadDecode(Buffer.from(data))
+      if (m.kind === 3 && m.target?.equals(this.own)) this.sent++
+    }
+    return this.lower.send(to, data, tag)
+  }
+  onMessage(from: Address, data: Buffer, tag: number): void {
+    this.upper.onMessage(from, data, tag)
+  }
+}
+
+test('a periodic self-lookup in a network where nobody new joined near a node asks alpha nodes, not k', async (t) => {
+  const s = new SimulatedNetwork({ seed: 23, defaultLink: { latency: 5, jitter: 5 } })
+  t.teardown(() => s.close())
+  const taps: SelfQueries[] = []
+  const ns = await s.createNodes(60, {
+    stack: (i) => {
+      const tap = new SelfQueries()
+      taps.push(tap)
+      return [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], seed: i + 1, refreshInterval: 40_000 }), tap]
+    },
+    identity: (i) => Identity.fromString(`neighbourhood-${i}`),
+  })
+  ns.forEach((n, i) => (taps[i].own = n.id))
+  await s.runFor(30_000) // joined and settled, before the first periodic refresh
+  const before = ns.map((n) => kad(n).stats().self_lookups ?? 0)
+  for (const tap of taps) tap.sent = 0
+  await s.runFor(40_000) // one periodic refresh everywhere
+  ns.forEach((n, i) => t.is((kad(n).stats().self_lookups ?? 0) - before[i], 1, `node ${i} looked itself up once`))
+  const sent = taps.map((tap) => tap.sent).sort((a, b) => a - b)
+  t.log(`FIND_NODE(own id) per periodic refresh: min ${sent[0]} median ${median(sent)} max ${sent.at(-1)}`)
+  // The first alpha (3) answers come from the node's closest entries and name nobody new: the
+  // lookup ends there, with the alpha - 1 queries the first two answers let it send (5 in all). A
+  // whole self-lookup asked 22 here (all k = 20 closest and more).
+  t.true(median(sent) <= 2 * 3 - 1, `median ${median(sent)} self-queries`)
+  t.true(sent.at(-1)! < 20, `max ${sent.at(-1)} self-queries`)
+})
+
 test('a lookup through dead contacts waits about a round trip of patience for each, not queryTimeout', async (t) => {
   // With patience = queryTimeout (the behaviour before minPatience) these lookups took 2.1-2.2 s.
   const s = new SimulatedNetwork({ seed: 21, defaultLink: { latency: 5, jitter: 5 } })

@@ -70,18 +70,20 @@ async function joined(s: KadState, closest: Buffer): Promise<void> {
       s.settleTimer = null
       if (!s.running) return
       s.count('settle_lookups')
-      void settle(s)
+      void neighbourhoodLookup(s)
     }, s.settleLookup)
   }
 }
 
 /**
- * The settling self-lookup. It is for nodes near us that joined after our first self-lookup: our
- * closest neighbours know them. When the first `alpha` answers (from our closest entries) name no
- * node closer to us than our k-th closest entry that is not in our table, there is none to meet:
- * the lookup ends there instead of asking all k closest again.
+ * A self-lookup that keeps the neighbourhood current: the settling one after the join, and the
+ * periodic one of every refresh. It is for nodes near us that joined since our last self-lookup:
+ * our closest neighbours know them. When the first `alpha` answers (from our closest entries) name
+ * no node closer to us than our k-th closest entry that is not in our table, there is none to
+ * meet: the lookup ends there instead of asking all k closest again. (With fewer than k entries,
+ * a whole self-lookup.)
  */
-function settle(s: KadState): Promise<Buffer | null> {
+function neighbourhoodLookup(s: KadState): Promise<Buffer | null> {
   const table = s.table
   if (!table || table.size < s.k) return maintenanceLookup(s, s.selfId)
   const ids = Buffer.alloc(32 * s.k)
@@ -137,7 +139,7 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
     if (!all) {
       // A periodic self-lookup keeps the closest neighbourhood current as the network grows.
       s.count('self_lookups')
-      await maintenanceLookup(s, s.selfId)
+      await neighbourhoodLookup(s)
       if (!s.table) return
     }
     const stale = s.table.staleBuckets(s.clock.now(), all ? 0 : s.refreshInterval)
