@@ -7,7 +7,7 @@
 //! and it is equivalent to the original paper's buckets that split around the own id: splitting the
 //! bucket that covers the own id, again and again, yields exactly these ranges (the far half of the
 //! id space is bucket 255, the far half of the rest is bucket 254, ...). The buckets that would never
-//! have been split off are simply empty here and cost one empty `Vec` each.
+//! have been split off are simply empty here and cost nothing but a bit (see `RoutingTable::held`).
 //!
 //! # Bucket discipline
 //!
@@ -112,15 +112,9 @@ impl Default for TableConfig {
     }
 }
 
-/// One bucket. Most of the 256 never hold anyone (a network of n nodes fills about log2(n) of
-/// them): their contents are allocated on the first insert, so an empty bucket costs a pointer
-/// (and its activity time, kept apart: the headers the lookups read share few cache lines).
-#[derive(Debug, Clone)]
-struct Bucket<V> {
-    /// Entries, replacements and the pending ping; `None` until something is inserted.
-    slots: Option<Box<Slots<V>>>,
-}
-
+/// The contents of one bucket: entries, replacements and the pending ping. Most of the 256 buckets
+/// never hold anyone (a network of n nodes fills about log2(n) of them): a bucket's contents are
+/// created on its first insert, and only those are stored (see `RoutingTable::held`).
 #[derive(Debug, Clone)]
 struct Slots<V> {
     /// Least recently seen first.
@@ -223,6 +217,23 @@ impl<V> Slots<V> {
         self.seen.push(now);
     }
 
+    /// Appends a newcomer to the replacement cache, forgetting the oldest one when `max` are held
+    /// (`max` > 0). The cache grows by doubling but never beyond `max`.
+    fn push_replacement(&mut self, e: Entry<V>, key: u64, max: usize) {
+        if self.replacements.len() >= max {
+            self.replacements.pop_front();
+            self.replacement_keys.pop_front();
+        }
+        let len = self.replacements.len();
+        if len == self.replacements.capacity() {
+            let want = (len * 2).max(4).min(max).max(len + 1);
+            self.replacements.reserve_exact(want - len);
+            self.replacement_keys.reserve_exact(want - self.replacement_keys.len());
+        }
+        self.replacements.push_back(e);
+        self.replacement_keys.push_back(key);
+    }
+
     /// Removes `id` (with `window` `key`) from the replacement cache, if it is there.
     fn forget_replacement(&mut self, id: &NodeId, key: u64) {
         let repl = &self.replacements;
@@ -249,28 +260,17 @@ impl<V> Slots<V> {
     }
 }
 
-impl<V> Bucket<V> {
-    fn new() -> Self {
-        Bucket { slots: None }
-    }
-
-    fn entries(&self) -> &[Entry<V>] {
-        self.slots.as_ref().map_or(&[], |s| &s.entries[..])
-    }
-
-    /// The contents, allocated if this is the first insert.
-    fn slots_mut(&mut self, k: usize) -> &mut Slots<V> {
-        self.slots.get_or_insert_with(|| {
-            Box::new(Slots {
-                entries: Vec::new(),
-                keys: Keys::new(k),
-                seen: Vec::new(),
-                replacements: VecDeque::new(),
-                replacement_keys: VecDeque::new(),
-                pending: None,
-                answered: None,
-            })
-        })
+impl<V> Slots<V> {
+    fn new(k: usize) -> Self {
+        Slots {
+            entries: Vec::new(),
+            keys: Keys::new(k),
+            seen: Vec::new(),
+            replacements: VecDeque::new(),
+            replacement_keys: VecDeque::new(),
+            pending: None,
+            answered: None,
+        }
     }
 }
 
@@ -279,9 +279,15 @@ impl<V> Bucket<V> {
 pub struct RoutingTable<V> {
     local: NodeId,
     config: TableConfig,
-    buckets: Vec<Bucket<V>>,
-    /// Each bucket's last insert/update, or explicit refresh (parallel to `buckets`).
-    last_active: Vec<Option<Instant>>,
+    /// The contents of the buckets of `held`, lowest bucket first.
+    slots: Vec<Slots<V>>,
+    /// The buckets that ever had an entry inserted (their contents are kept: a bucket once used
+    /// is likely to be used again).
+    held: BucketSet,
+    /// The last insert/update, or explicit refresh, of the buckets of `active`, lowest first.
+    last_active: Vec<Instant>,
+    /// The buckets with a last activity.
+    active: BucketSet,
     len: usize,
     /// A full bucket whose least recently seen entry was seen within this is not pinged.
     fresh: Duration,
@@ -310,6 +316,20 @@ fn window(id: &NodeId, b: usize) -> u64 {
     let b = b % NUM_BUCKETS;
     let pair = (u128::from(w[b / 64 + 1]) << 64) | u128::from(w[b / 64]);
     (pair >> (b % 64)) as u64
+}
+
+/// How many buckets of `m` are below `b` (0..256): the place of bucket `b` among those of `m`.
+#[inline]
+fn rank(m: &BucketSet, b: usize) -> usize {
+    let w = b / 64;
+    let below: u32 = m[..w].iter().map(|x| x.count_ones()).sum();
+    (below + (m[w] & ((1u64 << (b % 64)) - 1)).count_ones()) as usize
+}
+
+/// Whether bucket `b` (0..256) is in `m`.
+#[inline]
+fn has(m: &BucketSet, b: usize) -> bool {
+    m[b / 64] >> (b % 64) & 1 == 1
 }
 
 /// The buckets below `b` (0..=256).
@@ -369,8 +389,10 @@ impl<V: Clone> RoutingTable<V> {
         RoutingTable {
             local,
             config,
-            buckets: (0..NUM_BUCKETS).map(|_| Bucket::new()).collect(),
-            last_active: vec![None; NUM_BUCKETS],
+            slots: Vec::new(),
+            held: [0; 4],
+            last_active: Vec::new(),
+            active: [0; 4],
             len: 0,
             fresh: Duration::ZERO,
             nonempty: [0; 4],
@@ -416,9 +438,50 @@ impl<V: Clone> RoutingTable<V> {
         highest_bit(&distance(&self.local, id))
     }
 
+    /// The contents of bucket `b` (0..256), if it ever held an entry.
+    #[inline]
+    fn slots(&self, b: usize) -> Option<&Slots<V>> {
+        has(&self.held, b).then(|| &self.slots[rank(&self.held, b)])
+    }
+
+    /// The contents of bucket `b` (0..256), created if this is its first insert.
+    fn slots_mut(&mut self, b: usize) -> &mut Slots<V> {
+        Self::slots_in(&mut self.slots, &mut self.held, self.config.k, b)
+    }
+
+    /// [`slots_mut`](Self::slots_mut) borrowing only the two fields it needs.
+    fn slots_in<'a>(slots: &'a mut Vec<Slots<V>>, held: &mut BucketSet, k: usize, b: usize) -> &'a mut Slots<V> {
+        let at = rank(held, b);
+        if !has(held, b) {
+            // At most 256 buckets, each created once: grow by one.
+            slots.reserve_exact(1);
+            slots.insert(at, Slots::new(k));
+            held[b / 64] |= 1 << (b % 64);
+        }
+        &mut slots[at]
+    }
+
+    /// The last activity of bucket `b` (0..256).
+    fn last_active(&self, b: usize) -> Option<Instant> {
+        has(&self.active, b).then(|| self.last_active[rank(&self.active, b)])
+    }
+
+    /// Records activity of bucket `b` (0..256) at `now`.
+    fn set_active(&mut self, b: usize, now: Instant) {
+        let at = rank(&self.active, b);
+        if has(&self.active, b) {
+            self.last_active[at] = now;
+        } else {
+            // At most 256 buckets, each added once: grow by one.
+            self.last_active.reserve_exact(1);
+            self.last_active.insert(at, now);
+            self.active[b / 64] |= 1 << (b % 64);
+        }
+    }
+
     fn position(&self, id: &NodeId) -> Option<(usize, usize)> {
         let b = self.bucket_index(id)?;
-        let i = self.buckets[b].slots.as_ref()?.find(id, window(id, b))?;
+        let i = self.slots(b)?.find(id, window(id, b))?;
         Some((b, i))
     }
 
@@ -426,7 +489,7 @@ impl<V: Clone> RoutingTable<V> {
     #[must_use]
     pub fn get(&self, id: &NodeId) -> Option<&V> {
         let (b, i) = self.position(id)?;
-        Some(&self.buckets[b].entries()[i].value)
+        Some(&self.bucket(b)[i].value)
     }
 
     /// True if `id` is in the table (replacement caches not included).
@@ -447,8 +510,8 @@ impl<V: Clone> RoutingTable<V> {
         let k = self.config.k;
         let max_repl = self.config.max_replacements;
         let key = window(&id, b);
-        self.last_active[b] = Some(now);
-        let bucket = self.buckets[b].slots_mut(k);
+        self.set_active(b, now);
+        let bucket = Self::slots_in(&mut self.slots, &mut self.held, k, b);
         if let Some(i) = bucket.find(&id, key) {
             bucket.entries[i].value = value;
             bucket.move_to_tail(i, now);
@@ -467,12 +530,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         // Full: remember the newcomer (most recent last, bounded), ask for a ping.
         if max_repl > 0 {
-            bucket.replacements.push_back(Entry { id, value });
-            bucket.replacement_keys.push_back(key);
-            while bucket.replacements.len() > max_repl {
-                bucket.replacements.pop_front();
-                bucket.replacement_keys.pop_front();
-            }
+            bucket.push_replacement(Entry { id, value }, key, max_repl);
         }
         if !bucket.may_ping(now, self.fresh) {
             return InsertResult::Cached;
@@ -489,8 +547,8 @@ impl<V: Clone> RoutingTable<V> {
         let Some((b, i)) = self.position(id) else {
             return false;
         };
-        self.last_active[b] = Some(now);
-        let bucket = self.buckets[b].slots_mut(self.config.k);
+        self.set_active(b, now);
+        let bucket = self.slots_mut(b);
         bucket.move_to_tail(i, now);
         bucket.heard(id, now);
         true
@@ -504,7 +562,7 @@ impl<V: Clone> RoutingTable<V> {
         let Some(b) = self.bucket_index(id) else {
             return false;
         };
-        let Some(bucket) = self.buckets[b].slots.as_ref() else {
+        let Some(bucket) = self.slots(b) else {
             return true;
         };
         bucket.entries.len() < self.config.k
@@ -519,7 +577,7 @@ impl<V: Clone> RoutingTable<V> {
     /// are ignored (`None`).
     pub fn on_ping_result(&mut self, id: &NodeId, alive: bool, now: Instant) -> Option<Eviction<V>> {
         let (b, i) = self.position(id)?;
-        let bucket = self.buckets[b].slots_mut(self.config.k);
+        let bucket = self.slots_mut(b);
         if alive {
             bucket.heard(id, now);
         } else if bucket.pending == Some(*id) {
@@ -527,7 +585,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         if alive {
             bucket.move_to_tail(i, now);
-            self.last_active[b] = Some(now);
+            self.set_active(b, now);
             None
         } else {
             Some(self.evict(b, i))
@@ -539,7 +597,10 @@ impl<V: Clone> RoutingTable<V> {
     pub fn remove(&mut self, id: &NodeId) -> Option<Eviction<V>> {
         let b = self.bucket_index(id)?;
         let key = window(id, b);
-        let bucket = self.buckets[b].slots.as_mut()?;
+        if !has(&self.held, b) {
+            return None;
+        }
+        let bucket = self.slots_mut(b);
         match bucket.find(id, key) {
             Some(i) => Some(self.evict(b, i)),
             None => {
@@ -550,7 +611,7 @@ impl<V: Clone> RoutingTable<V> {
     }
 
     fn evict(&mut self, b: usize, i: usize) -> Eviction<V> {
-        let bucket = self.buckets[b].slots_mut(self.config.k);
+        let bucket = self.slots_mut(b);
         let removed = bucket.entries.remove(i);
         bucket.keys.remove(i);
         let seen = bucket.seen.remove(i);
@@ -596,7 +657,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         let d = distance(&self.local, target);
         let mut visit = |b: usize, left: &mut usize| -> bool {
-            let Some(slots) = self.buckets[b].slots.as_ref() else {
+            let Some(slots) = self.slots(b) else {
                 return false;
             };
             let entries = &slots.entries[..];
@@ -663,24 +724,30 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Every entry, bucket by bucket (bucket 0 first), least recently seen first in each.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().flat_map(|b| b.entries().iter())
+        self.slots.iter().flat_map(|s| s.entries.iter())
     }
 
     /// Every replacement-cache entry.
     pub fn replacements(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().filter_map(|b| b.slots.as_ref()).flat_map(|s| s.replacements.iter())
+        self.slots.iter().flat_map(|s| s.replacements.iter())
     }
 
     /// The entries of bucket `index`, least recently seen first (empty for index >= 256).
     #[must_use]
     pub fn bucket(&self, index: usize) -> &[Entry<V>] {
-        self.buckets.get(index).map_or(&[], |b| b.entries())
+        if index >= NUM_BUCKETS {
+            return &[];
+        }
+        self.slots(index).map_or(&[], |s| &s.entries[..])
     }
 
     /// The id being pinged for bucket `index`, if any.
     #[must_use]
     pub fn pending_ping(&self, index: usize) -> Option<&NodeId> {
-        self.buckets.get(index).and_then(|b| b.slots.as_ref()?.pending.as_ref())
+        if index >= NUM_BUCKETS {
+            return None;
+        }
+        self.slots(index)?.pending.as_ref()
     }
 
     /// Buckets due for a refresh: from the closest non-empty bucket up to bucket 255, those without
@@ -689,11 +756,16 @@ impl<V: Clone> RoutingTable<V> {
     /// there. Empty when the table is empty.
     #[must_use]
     pub fn stale_buckets(&self, now: Instant, interval: Duration) -> Vec<usize> {
-        let Some(lowest) = self.buckets.iter().position(|b| !b.entries().is_empty()) else {
+        let mut lowest = None;
+        each_ascending(self.nonempty, |b| {
+            lowest = Some(b);
+            true
+        });
+        let Some(lowest) = lowest else {
             return Vec::new();
         };
         (lowest..NUM_BUCKETS)
-            .filter(|&i| match self.last_active[i] {
+            .filter(|&i| match self.last_active(i) {
                 None => true,
                 Some(t) => now.saturating_duration_since(t) >= interval,
             })
@@ -702,8 +774,8 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Records that bucket `index` was refreshed (a lookup in its range ran) at `now`.
     pub fn mark_refreshed(&mut self, index: usize, now: Instant) {
-        if let Some(t) = self.last_active.get_mut(index) {
-            *t = Some(now);
+        if index < NUM_BUCKETS {
+            self.set_active(index, now);
         }
     }
 
@@ -744,5 +816,53 @@ mod tests {
                 assert_eq!(window(&id, b), want, "bucket {b}");
             }
         }
+    }
+
+    /// An id in bucket `b` of the zero id, told apart by `i`.
+    fn in_bucket(b: usize, i: u32) -> NodeId {
+        let mut id = [0u8; 32];
+        id[31 - b / 8] |= 1 << (b % 8);
+        if b >= 32 {
+            id[28..].copy_from_slice(&i.to_be_bytes());
+        }
+        id
+    }
+
+    #[test]
+    fn a_bucket_holds_k_entries_and_max_replacements_in_as_much_room() {
+        let mut t = RoutingTable::new([0; 32], TableConfig { k: 20, max_replacements: 20 });
+        let now = Instant::now();
+        for i in 0..100 {
+            let _ = t.insert(in_bucket(255, i), i, now);
+        }
+        let s = t.slots(255).expect("bucket 255 holds entries");
+        assert_eq!((s.entries.len(), s.replacements.len()), (20, 20));
+        assert_eq!(s.entries.capacity(), 20);
+        assert!(s.replacements.capacity() <= 20 && s.replacement_keys.capacity() <= 20);
+        // The newest replacements are kept, the most recent last.
+        let kept: Vec<u32> = t.replacements().map(|e| e.value).collect();
+        assert_eq!(kept, (80..100).collect::<Vec<u32>>());
+        assert_eq!(t.slots.len(), 1, "only the bucket used has contents");
+    }
+
+    #[test]
+    fn activity_of_buckets_in_any_order() {
+        let mut t = RoutingTable::new([0; 32], TableConfig::default());
+        let t0 = Instant::now();
+        let s = |x: u64| t0 + Duration::from_secs(x);
+        let _ = t.insert(in_bucket(250, 1), 1, s(0));
+        let _ = t.insert(in_bucket(40, 1), 2, s(0));
+        for (b, at) in [(255, 10), (41, 10), (200, 10), (300, 10), (39, 10), (255, 20)] {
+            t.mark_refreshed(b, s(at));
+        }
+        let _ = t.insert(in_bucket(100, 1), 3, s(10));
+        // Lowest non-empty bucket: 40 (39, 41 and 200 were refreshed while empty; 300 is no bucket).
+        let not = |skip: &[usize]| (40..NUM_BUCKETS).filter(|b| !skip.contains(b)).collect::<Vec<_>>();
+        assert_eq!(t.stale_buckets(s(20), Duration::from_secs(5)), not(&[255]));
+        assert_eq!(t.stale_buckets(s(20), Duration::from_secs(11)), not(&[41, 100, 200, 255]));
+        assert_eq!(t.stale_buckets(s(20), Duration::from_secs(21)), not(&[40, 41, 100, 200, 250, 255]));
+        assert_eq!(t.iter().map(|e| e.value).collect::<Vec<_>>(), vec![2, 3, 1], "bucket by bucket, lowest first");
+        assert_eq!(t.bucket(100).len(), 1);
+        assert!(t.bucket(101).is_empty() && t.bucket(256).is_empty() && t.pending_ping(256).is_none());
     }
 }
