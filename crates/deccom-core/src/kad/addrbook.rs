@@ -20,8 +20,8 @@
 //! first; a bucket that is full again is forgotten at once, as a new key starts full).
 //! Prefixes are IPv4 /24 and IPv6 /48; an IPv4-mapped IPv6 address counts as IPv4 ([`Prefix::of`]).
 
-use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Instant;
 
 use crate::identity::seeded::SeededMap;
@@ -106,6 +106,11 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
         self.index.contains_key(key)
     }
 
+    /// The least recently used key.
+    fn oldest(&self) -> Option<K> {
+        (self.lru != NIL).then(|| self.nodes[self.lru as usize].key)
+    }
+
     /// The value of `key`, its recency unchanged.
     fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = *self.index.get(key)?;
@@ -186,6 +191,116 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
     }
 }
 
+/// An address as a key of [`AddrSet`], in 8 bytes (a `SocketAddr` takes 32): an IPv4 address and
+/// its port in the first six (the last two zero), or the index of an IPv6 address in the set's
+/// table of them in the first four (byte 7 one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Compact([u8; 8]);
+
+impl Hash for Compact {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_ne_bytes(self.0));
+    }
+}
+
+impl Compact {
+    fn v4(ip: [u8; 4], port: u16) -> Compact {
+        let p = port.to_be_bytes();
+        Compact([ip[0], ip[1], ip[2], ip[3], p[0], p[1], 0, 0])
+    }
+
+    fn v6(index: u32) -> Compact {
+        let i = index.to_le_bytes();
+        Compact([i[0], i[1], i[2], i[3], 0, 0, 0, 1])
+    }
+
+    /// The index of an IPv6 address, if this is one.
+    fn v6_index(self) -> Option<u32> {
+        (self.0[7] == 1).then(|| u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]))
+    }
+}
+
+/// A set of addresses, at most `max`: adding one to a full set first forgets the one added
+/// earliest. IPv4 addresses are their own keys ([`Compact`]); an IPv6 address (with its flow
+/// label and scope: the set tells apart what `SocketAddr` does) is kept once in `v6` and keyed
+/// by its index there.
+struct AddrSet {
+    order: Recency<Compact, ()>,
+    /// Each IPv6 address held, by its index in `v6`.
+    v6_index: SeededMap<SocketAddrV6, u32>,
+    /// The IPv6 addresses held (a freed index is reused).
+    v6: Vec<SocketAddrV6>,
+    v6_free: Vec<u32>,
+}
+
+impl AddrSet {
+    fn new(max: usize) -> Self {
+        AddrSet { order: Recency::new(max), v6_index: SeededMap::default(), v6: Vec::new(), v6_free: Vec::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The key of `addr` if it is held.
+    fn key(&self, addr: &SocketAddr) -> Option<Compact> {
+        match addr {
+            SocketAddr::V4(a) => Some(Compact::v4(a.ip().octets(), a.port())).filter(|k| self.order.contains(k)),
+            SocketAddr::V6(a) => self.v6_index.get(a).map(|&i| Compact::v6(i)),
+        }
+    }
+
+    fn contains(&self, addr: &SocketAddr) -> bool {
+        self.key(addr).is_some()
+    }
+
+    /// Adds `addr` if absent, first forgetting the earliest added when `max` are held.
+    fn insert(&mut self, addr: SocketAddr) {
+        if self.contains(&addr) {
+            return;
+        }
+        if self.order.len() >= self.order.max {
+            if let Some(oldest) = self.order.oldest() {
+                self.forget(oldest);
+            }
+        }
+        let key = match addr {
+            SocketAddr::V4(a) => Compact::v4(a.ip().octets(), a.port()),
+            SocketAddr::V6(a) => {
+                let i = match self.v6_free.pop() {
+                    Some(i) => {
+                        self.v6[i as usize] = a;
+                        i
+                    }
+                    None => {
+                        self.v6.push(a);
+                        (self.v6.len() - 1) as u32
+                    }
+                };
+                self.v6_index.insert(a, i);
+                Compact::v6(i)
+            }
+        };
+        self.order.insert(key, ());
+    }
+
+    /// Forgets `addr`, if held.
+    fn remove(&mut self, addr: &SocketAddr) {
+        if let Some(key) = self.key(addr) {
+            self.forget(key);
+        }
+    }
+
+    /// Forgets the address of `key` (held).
+    fn forget(&mut self, key: Compact) {
+        self.order.remove(&key);
+        if let Some(i) = key.v6_index() {
+            self.v6_index.remove(&self.v6[i as usize]);
+            self.v6_free.push(i);
+        }
+    }
+}
+
 /// A token bucket: tokens left (fractional while refilling) as of `at`.
 struct Bucket {
     tokens: f64,
@@ -257,8 +372,8 @@ pub struct AddrBookSizes {
 
 /// The per-address state of a Kademlia node (see the module docs).
 pub struct AddrBook {
-    verified: Recency<SocketAddr, ()>,
-    verified_by: Recency<SocketAddr, ()>,
+    verified: AddrSet,
+    verified_by: AddrSet,
     ips: Buckets<IpAddr>,
     prefixes: Buckets<Prefix>,
     replies: Buckets<Prefix>,
@@ -275,8 +390,8 @@ impl AddrBook {
     #[must_use]
     pub fn new() -> Self {
         AddrBook {
-            verified: Recency::new(MAX_ADDR_SET),
-            verified_by: Recency::new(MAX_ADDR_SET),
+            verified: AddrSet::new(MAX_ADDR_SET),
+            verified_by: AddrSet::new(MAX_ADDR_SET),
             ips: Buckets::new(UNVALIDATED_RATE, UNVALIDATED_BURST_IP),
             prefixes: Buckets::new(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX),
             replies: Buckets::new(REPLY_RATE, REPLY_BURST),
@@ -297,7 +412,7 @@ impl AddrBook {
         }
         self.ips.refund(addr.ip());
         self.prefixes.refund(Prefix::of(addr.ip()));
-        self.verified.insert(addr, ());
+        self.verified.insert(addr);
     }
 
     /// Whether a request to `addr` may be sent at `now`: always to a verified address or to one
@@ -328,9 +443,7 @@ impl AddrBook {
 
     /// We answered a request from `addr`: it has verified us.
     pub fn remember_verified_by(&mut self, addr: SocketAddr) {
-        if !self.verified_by.contains(&addr) {
-            self.verified_by.insert(addr, ());
-        }
+        self.verified_by.insert(addr);
     }
 
     /// Whether we answered a request from `addr` (and still remember it).
@@ -481,6 +594,34 @@ mod tests {
         book.remember_verified_by(addr(MAX_ADDR_SET + 1));
         assert_eq!(book.sizes().verified_by, MAX_ADDR_SET);
         assert!(!book.is_verified_by(&addr(1)));
+    }
+
+    #[test]
+    fn address_sets_tell_apart_what_socket_addr_does() {
+        let mut set = AddrSet::new(4);
+        let plain = v4(10, 0, 0, 1, 4000);
+        let mapped = SocketAddr::V6(SocketAddrV6::new(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(), 4000, 0, 0));
+        let scoped = |scope| SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 4000, 0, scope));
+        let flow = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 4000, 7, 1));
+        for a in [plain, mapped, scoped(1), scoped(2)] {
+            set.insert(a);
+            set.insert(a);
+        }
+        assert_eq!(set.len(), 4);
+        assert!(!set.contains(&v4(10, 0, 0, 1, 4001)) && !set.contains(&flow) && !set.contains(&scoped(3)));
+        // Full: the earliest added goes first, whatever its family; a freed IPv6 index is reused.
+        set.insert(flow);
+        assert!(!set.contains(&plain) && set.contains(&mapped) && set.contains(&flow));
+        set.insert(plain);
+        assert!(!set.contains(&mapped) && set.contains(&plain));
+        set.remove(&scoped(1));
+        set.insert(scoped(3));
+        set.insert(v4(10, 0, 0, 2, 4000));
+        assert_eq!(set.len(), 4);
+        for (a, held) in [(scoped(1), false), (scoped(2), false), (scoped(3), true), (flow, true), (plain, true)] {
+            assert_eq!(set.contains(&a), held, "{a}");
+        }
+        assert!(set.v6.len() <= 4, "IPv6 indexes reused");
     }
 
     #[test]
