@@ -189,17 +189,15 @@ impl Keys {
 }
 
 impl<V> Slots<V> {
-    /// Room for one more entry, growing by doubling but never beyond `k` (a full bucket then
-    /// holds exactly `k`, not the next power of two).
-    fn room_for_one(&mut self, k: usize) {
-        let len = self.entries.len();
-        if len == self.entries.capacity() {
-            let want = (len * 2).max(4).min(k).max(len + 1);
-            self.entries.reserve_exact(want - len);
+    /// Room for one more entry, growing by one: a bucket holds no room it never used (it grows at
+    /// most `k` times in its life: its capacity never shrinks).
+    fn room_for_one(&mut self) {
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact(1);
             if let Keys::Heap(v) = &mut self.keys {
-                v.reserve_exact(want - v.len());
+                v.reserve_exact(1);
             }
-            self.seen.reserve_exact(want - self.seen.len());
+            self.seen.reserve_exact(1);
         }
     }
 
@@ -218,17 +216,15 @@ impl<V> Slots<V> {
     }
 
     /// Appends a newcomer to the replacement cache, forgetting the oldest one when `max` are held
-    /// (`max` > 0). The cache grows by doubling but never beyond `max`.
+    /// (`max` > 0). The cache grows by one, as the entries do.
     fn push_replacement(&mut self, e: Entry<V>, key: u64, max: usize) {
         if self.replacements.len() >= max {
             self.replacements.pop_front();
             self.replacement_keys.pop_front();
         }
-        let len = self.replacements.len();
-        if len == self.replacements.capacity() {
-            let want = (len * 2).max(4).min(max).max(len + 1);
-            self.replacements.reserve_exact(want - len);
-            self.replacement_keys.reserve_exact(want - self.replacement_keys.len());
+        if self.replacements.len() == self.replacements.capacity() {
+            self.replacements.reserve_exact(1);
+            self.replacement_keys.reserve_exact(1);
         }
         self.replacements.push_back(e);
         self.replacement_keys.push_back(key);
@@ -520,7 +516,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         bucket.forget_replacement(&id, key);
         if bucket.entries.len() < k {
-            bucket.room_for_one(k);
+            bucket.room_for_one();
             bucket.entries.push(Entry { id, value });
             bucket.keys.push(key);
             bucket.seen.push(now);
@@ -842,7 +838,12 @@ mod tests {
         // The newest replacements are kept, the most recent last.
         let kept: Vec<u32> = t.replacements().map(|e| e.value).collect();
         assert_eq!(kept, (80..100).collect::<Vec<u32>>());
-        assert_eq!(t.slots.len(), 1, "only the bucket used has contents");
+        for i in 0..7 {
+            let _ = t.insert(in_bucket(254, i), i, now);
+        }
+        let s = t.slots(254).expect("bucket 254 holds entries");
+        assert_eq!((s.entries.capacity(), s.seen.capacity()), (7, 7), "no room it never used");
+        assert_eq!(t.slots.len(), 2, "only the buckets used have contents");
     }
 
     #[test]
