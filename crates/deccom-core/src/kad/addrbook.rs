@@ -20,6 +20,7 @@
 //! first; a bucket that is full again is forgotten at once, as a new key starts full).
 //! Prefixes are IPv4 /24 and IPv6 /48; an IPv4-mapped IPv6 address counts as IPv4 ([`Prefix::of`]).
 
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Instant;
@@ -106,10 +107,6 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
         self.index.contains_key(key)
     }
 
-    /// The least recently used key.
-    fn oldest(&self) -> Option<K> {
-        (self.lru != NIL).then(|| self.nodes[self.lru as usize].key)
-    }
 
     /// The value of `key`, its recency unchanged.
     fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
@@ -224,8 +221,16 @@ impl Compact {
 /// earliest. IPv4 addresses are their own keys ([`Compact`]); an IPv6 address (with its flow
 /// label and scope: the set tells apart what `SocketAddr` does) is kept once in `v6` and keyed
 /// by its index there.
+///
+/// The order of addition is a queue of keys: `order[i]` is place number `first + i` (wrapping),
+/// and `index` holds each key's place. A key forgotten, or added again, leaves its old place
+/// behind, which counts no more (its number is not the key's); such places are skipped at the
+/// front, and dropped all at once when they are half of the queue.
 struct AddrSet {
-    order: Recency<Compact, ()>,
+    index: SeededMap<Compact, u32>,
+    order: VecDeque<Compact>,
+    first: u32,
+    max: usize,
     /// Each IPv6 address held, by its index in `v6`.
     v6_index: SeededMap<SocketAddrV6, u32>,
     /// The IPv6 addresses held (a freed index is reused).
@@ -235,17 +240,25 @@ struct AddrSet {
 
 impl AddrSet {
     fn new(max: usize) -> Self {
-        AddrSet { order: Recency::new(max), v6_index: SeededMap::default(), v6: Vec::new(), v6_free: Vec::new() }
+        AddrSet {
+            index: SeededMap::default(),
+            order: VecDeque::new(),
+            first: 0,
+            max: max.max(1),
+            v6_index: SeededMap::default(),
+            v6: Vec::new(),
+            v6_free: Vec::new(),
+        }
     }
 
     fn len(&self) -> usize {
-        self.order.len()
+        self.index.len()
     }
 
     /// The key of `addr` if it is held.
     fn key(&self, addr: &SocketAddr) -> Option<Compact> {
         match addr {
-            SocketAddr::V4(a) => Some(Compact::v4(a.ip().octets(), a.port())).filter(|k| self.order.contains(k)),
+            SocketAddr::V4(a) => Some(Compact::v4(a.ip().octets(), a.port())).filter(|k| self.index.contains_key(k)),
             SocketAddr::V6(a) => self.v6_index.get(a).map(|&i| Compact::v6(i)),
         }
     }
@@ -254,13 +267,23 @@ impl AddrSet {
         self.key(addr).is_some()
     }
 
+    /// Whether place `i` of the queue is its key's.
+    fn current(&self, i: usize) -> bool {
+        self.index.get(&self.order[i]) == Some(&self.first.wrapping_add(i as u32))
+    }
+
     /// Adds `addr` if absent, first forgetting the earliest added when `max` are held.
     fn insert(&mut self, addr: SocketAddr) {
         if self.contains(&addr) {
             return;
         }
-        if self.order.len() >= self.order.max {
-            if let Some(oldest) = self.order.oldest() {
+        if self.index.len() >= self.max {
+            while !self.order.is_empty() && !self.current(0) {
+                self.order.pop_front();
+                self.first = self.first.wrapping_add(1);
+            }
+            if let Some(oldest) = self.order.pop_front() {
+                self.first = self.first.wrapping_add(1);
                 self.forget(oldest);
             }
         }
@@ -281,7 +304,8 @@ impl AddrSet {
                 Compact::v6(i)
             }
         };
-        self.order.insert(key, ());
+        self.index.insert(key, self.first.wrapping_add(self.order.len() as u32));
+        self.order.push_back(key);
     }
 
     /// Forgets `addr`, if held.
@@ -289,11 +313,26 @@ impl AddrSet {
         if let Some(key) = self.key(addr) {
             self.forget(key);
         }
+        // Places left behind: dropped once they are half of the queue (so it holds at most
+        // twice the addresses, plus a few).
+        if self.order.len() > 2 * self.index.len() + 16 {
+            let mut kept = VecDeque::with_capacity(self.index.len());
+            for i in 0..self.order.len() {
+                if self.current(i) {
+                    kept.push_back(self.order[i]);
+                }
+            }
+            for (n, k) in kept.iter().enumerate() {
+                self.index.insert(*k, n as u32);
+            }
+            self.order = kept;
+            self.first = 0;
+        }
     }
 
-    /// Forgets the address of `key` (held).
+    /// Forgets the address of `key` (held); its place stays behind in the queue.
     fn forget(&mut self, key: Compact) {
-        self.order.remove(&key);
+        self.index.remove(&key);
         if let Some(i) = key.v6_index() {
             self.v6_index.remove(&self.v6[i as usize]);
             self.v6_free.push(i);
@@ -622,6 +661,30 @@ mod tests {
             assert_eq!(set.contains(&a), held, "{a}");
         }
         assert!(set.v6.len() <= 4, "IPv6 indexes reused");
+    }
+
+    #[test]
+    fn an_address_set_forgotten_and_added_again_stays_bounded_and_in_order() {
+        let mut set = AddrSet::new(8);
+        let a = |i: u8| v4(10, 0, 0, i, 1);
+        for i in 0..8 {
+            set.insert(a(i));
+        }
+        for round in 0..1000 {
+            // Forgotten and added again: now the latest added.
+            let i = [3, 5][round % 2];
+            set.remove(&a(i));
+            assert!(!set.contains(&a(i)));
+            set.insert(a(i));
+            assert!(set.order.len() <= 2 * 8 + 16, "places left behind are dropped");
+        }
+        // Added earliest first: 0, 1, 2, 4, 6, 7, then 3 and 5 (5 last).
+        for (n, gone) in [0, 1, 2, 4, 6, 7, 3, 5].into_iter().enumerate() {
+            set.insert(a(100 + n as u8));
+            assert!(!set.contains(&a(gone)), "{gone} forgotten");
+            assert_eq!(set.len(), 8);
+        }
+        assert!((100..108).all(|i| set.contains(&a(i))));
     }
 
     #[test]
