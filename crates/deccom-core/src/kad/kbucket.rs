@@ -123,14 +123,22 @@ struct Slots<V> {
     keys: Keys,
     /// When each entry was last seen (parallel to `entries`).
     seen: Vec<Instant>,
-    /// Most recently seen last; never the same id twice.
-    replacements: VecDeque<Entry<V>>,
-    /// Each replacement's `window` (parallel to `replacements`).
-    replacement_keys: VecDeque<u64>,
+    /// The replacement cache; `None` until the bucket's first newcomer waits (most buckets are
+    /// never full).
+    replacements: Option<Box<Replacements<V>>>,
     /// The entry being pinged on behalf of a newcomer.
     pending: Option<NodeId>,
     /// When an entry last answered such a ping: the bucket asks for none within the fresh interval.
     answered: Option<Instant>,
+}
+
+/// A bucket's replacement cache.
+#[derive(Debug, Clone)]
+struct Replacements<V> {
+    /// Most recently seen last; never the same id twice.
+    entries: VecDeque<Entry<V>>,
+    /// Each replacement's `window` (parallel to `entries`).
+    keys: VecDeque<u64>,
 }
 
 /// The keys of a bucket's entries: inside the bucket's allocation for `k <= K_VALUE` (one load
@@ -218,24 +226,33 @@ impl<V> Slots<V> {
     /// Appends a newcomer to the replacement cache, forgetting the oldest one when `max` are held
     /// (`max` > 0). The cache grows by one, as the entries do.
     fn push_replacement(&mut self, e: Entry<V>, key: u64, max: usize) {
-        if self.replacements.len() >= max {
-            self.replacements.pop_front();
-            self.replacement_keys.pop_front();
+        let r = self
+            .replacements
+            .get_or_insert_with(|| Box::new(Replacements { entries: VecDeque::new(), keys: VecDeque::new() }));
+        if r.entries.len() >= max {
+            r.entries.pop_front();
+            r.keys.pop_front();
         }
-        if self.replacements.len() == self.replacements.capacity() {
-            self.replacements.reserve_exact(1);
-            self.replacement_keys.reserve_exact(1);
+        if r.entries.len() == r.entries.capacity() {
+            r.entries.reserve_exact(1);
+            r.keys.reserve_exact(1);
         }
-        self.replacements.push_back(e);
-        self.replacement_keys.push_back(key);
+        r.entries.push_back(e);
+        r.keys.push_back(key);
+    }
+
+    /// Takes the most recently seen replacement and its `window`.
+    fn pop_replacement(&mut self) -> Option<(Entry<V>, u64)> {
+        let r = self.replacements.as_mut()?;
+        Some((r.entries.pop_back()?, r.keys.pop_back()?))
     }
 
     /// Removes `id` (with `window` `key`) from the replacement cache, if it is there.
     fn forget_replacement(&mut self, id: &NodeId, key: u64) {
-        let repl = &self.replacements;
-        if let Some(i) = self.replacement_keys.iter().zip(repl).position(|(&x, e)| x == key && &e.id == id) {
-            self.replacements.remove(i);
-            self.replacement_keys.remove(i);
+        let Some(r) = self.replacements.as_mut() else { return };
+        if let Some(i) = r.keys.iter().zip(&r.entries).position(|(&x, e)| x == key && &e.id == id) {
+            r.entries.remove(i);
+            r.keys.remove(i);
         }
     }
 
@@ -262,8 +279,7 @@ impl<V> Slots<V> {
             entries: Vec::new(),
             keys: Keys::new(k),
             seen: Vec::new(),
-            replacements: VecDeque::new(),
-            replacement_keys: VecDeque::new(),
+            replacements: None,
             pending: None,
             answered: None,
         }
@@ -614,12 +630,10 @@ impl<V: Clone> RoutingTable<V> {
         if bucket.pending == Some(removed.id) {
             bucket.pending = None;
         }
-        let promoted = bucket.replacements.pop_back().map(|e| {
+        let promoted = bucket.pop_replacement().map(|(e, key)| {
             let copy = e.clone();
             bucket.entries.push(e);
-            if let Some(key) = bucket.replacement_keys.pop_back() {
-                bucket.keys.push(key);
-            }
+            bucket.keys.push(key);
             // Waiting in the cache since it was last seen; it counts as seen when the entry it
             // replaces was (it is tried when that one failed).
             bucket.seen.push(seen);
@@ -725,7 +739,7 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Every replacement-cache entry.
     pub fn replacements(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.slots.iter().flat_map(|s| s.replacements.iter())
+        self.slots.iter().filter_map(|s| s.replacements.as_ref()).flat_map(|r| r.entries.iter())
     }
 
     /// The entries of bucket `index`, least recently seen first (empty for index >= 256).
@@ -832,9 +846,10 @@ mod tests {
             let _ = t.insert(in_bucket(255, i), i, now);
         }
         let s = t.slots(255).expect("bucket 255 holds entries");
-        assert_eq!((s.entries.len(), s.replacements.len()), (20, 20));
+        let r = s.replacements.as_ref().expect("newcomers wait");
+        assert_eq!((s.entries.len(), r.entries.len()), (20, 20));
         assert_eq!(s.entries.capacity(), 20);
-        assert!(s.replacements.capacity() <= 20 && s.replacement_keys.capacity() <= 20);
+        assert!(r.entries.capacity() <= 20 && r.keys.capacity() <= 20);
         // The newest replacements are kept, the most recent last.
         let kept: Vec<u32> = t.replacements().map(|e| e.value).collect();
         assert_eq!(kept, (80..100).collect::<Vec<u32>>());
@@ -843,6 +858,7 @@ mod tests {
         }
         let s = t.slots(254).expect("bucket 254 holds entries");
         assert_eq!((s.entries.capacity(), s.seen.capacity()), (7, 7), "no room it never used");
+        assert!(s.replacements.is_none(), "no cache before a newcomer waits");
         assert_eq!(t.slots.len(), 2, "only the buckets used have contents");
     }
 
