@@ -20,8 +20,9 @@
 //! first; a bucket that is full again is forgotten at once, as a new key starts full).
 //! Prefixes are IPv4 /24 and IPv6 /48; an IPv4-mapped IPv6 address counts as IPv4 ([`Prefix::of`]).
 
-use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Instant;
 
 use crate::identity::seeded::SeededMap;
@@ -106,6 +107,7 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
         self.index.contains_key(key)
     }
 
+
     /// The value of `key`, its recency unchanged.
     fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = *self.index.get(key)?;
@@ -186,6 +188,158 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
     }
 }
 
+/// An address as a key of [`AddrSet`], in 8 bytes (a `SocketAddr` takes 32): an IPv4 address and
+/// its port in the first six (the last two zero), or the index of an IPv6 address in the set's
+/// table of them in the first four (byte 7 one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Compact([u8; 8]);
+
+impl Hash for Compact {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_ne_bytes(self.0));
+    }
+}
+
+impl Compact {
+    fn v4(ip: [u8; 4], port: u16) -> Compact {
+        let p = port.to_be_bytes();
+        Compact([ip[0], ip[1], ip[2], ip[3], p[0], p[1], 0, 0])
+    }
+
+    fn v6(index: u32) -> Compact {
+        let i = index.to_le_bytes();
+        Compact([i[0], i[1], i[2], i[3], 0, 0, 0, 1])
+    }
+
+    /// The index of an IPv6 address, if this is one.
+    fn v6_index(self) -> Option<u32> {
+        (self.0[7] == 1).then(|| u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]))
+    }
+}
+
+/// A set of addresses, at most `max`: adding one to a full set first forgets the one added
+/// earliest. IPv4 addresses are their own keys ([`Compact`]); an IPv6 address (with its flow
+/// label and scope: the set tells apart what `SocketAddr` does) is kept once in `v6` and keyed
+/// by its index there.
+///
+/// The order of addition is a queue of keys: `order[i]` is place number `first + i` (wrapping),
+/// and `index` holds each key's place. A key forgotten, or added again, leaves its old place
+/// behind, which counts no more (its number is not the key's); such places are skipped at the
+/// front, and dropped all at once when they are half of the queue.
+struct AddrSet {
+    index: SeededMap<Compact, u32>,
+    order: VecDeque<Compact>,
+    first: u32,
+    max: usize,
+    /// Each IPv6 address held, by its index in `v6`.
+    v6_index: SeededMap<SocketAddrV6, u32>,
+    /// The IPv6 addresses held (a freed index is reused).
+    v6: Vec<SocketAddrV6>,
+    v6_free: Vec<u32>,
+}
+
+impl AddrSet {
+    fn new(max: usize) -> Self {
+        AddrSet {
+            index: SeededMap::default(),
+            order: VecDeque::new(),
+            first: 0,
+            max: max.max(1),
+            v6_index: SeededMap::default(),
+            v6: Vec::new(),
+            v6_free: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The key of `addr` if it is held.
+    fn key(&self, addr: &SocketAddr) -> Option<Compact> {
+        match addr {
+            SocketAddr::V4(a) => Some(Compact::v4(a.ip().octets(), a.port())).filter(|k| self.index.contains_key(k)),
+            SocketAddr::V6(a) => self.v6_index.get(a).map(|&i| Compact::v6(i)),
+        }
+    }
+
+    fn contains(&self, addr: &SocketAddr) -> bool {
+        self.key(addr).is_some()
+    }
+
+    /// Whether place `i` of the queue is its key's.
+    fn current(&self, i: usize) -> bool {
+        self.index.get(&self.order[i]) == Some(&self.first.wrapping_add(i as u32))
+    }
+
+    /// Adds `addr` if absent, first forgetting the earliest added when `max` are held.
+    fn insert(&mut self, addr: SocketAddr) {
+        if self.contains(&addr) {
+            return;
+        }
+        if self.index.len() >= self.max {
+            while !self.order.is_empty() && !self.current(0) {
+                self.order.pop_front();
+                self.first = self.first.wrapping_add(1);
+            }
+            if let Some(oldest) = self.order.pop_front() {
+                self.first = self.first.wrapping_add(1);
+                self.forget(oldest);
+            }
+        }
+        let key = match addr {
+            SocketAddr::V4(a) => Compact::v4(a.ip().octets(), a.port()),
+            SocketAddr::V6(a) => {
+                let i = match self.v6_free.pop() {
+                    Some(i) => {
+                        self.v6[i as usize] = a;
+                        i
+                    }
+                    None => {
+                        self.v6.push(a);
+                        (self.v6.len() - 1) as u32
+                    }
+                };
+                self.v6_index.insert(a, i);
+                Compact::v6(i)
+            }
+        };
+        self.index.insert(key, self.first.wrapping_add(self.order.len() as u32));
+        self.order.push_back(key);
+    }
+
+    /// Forgets `addr`, if held.
+    fn remove(&mut self, addr: &SocketAddr) {
+        if let Some(key) = self.key(addr) {
+            self.forget(key);
+        }
+        // Places left behind: dropped once they are half of the queue (so it holds at most
+        // twice the addresses, plus a few).
+        if self.order.len() > 2 * self.index.len() + 16 {
+            let mut kept = VecDeque::with_capacity(self.index.len());
+            for i in 0..self.order.len() {
+                if self.current(i) {
+                    kept.push_back(self.order[i]);
+                }
+            }
+            for (n, k) in kept.iter().enumerate() {
+                self.index.insert(*k, n as u32);
+            }
+            self.order = kept;
+            self.first = 0;
+        }
+    }
+
+    /// Forgets the address of `key` (held); its place stays behind in the queue.
+    fn forget(&mut self, key: Compact) {
+        self.index.remove(&key);
+        if let Some(i) = key.v6_index() {
+            self.v6_index.remove(&self.v6[i as usize]);
+            self.v6_free.push(i);
+        }
+    }
+}
+
 /// A token bucket: tokens left (fractional while refilling) as of `at`.
 struct Bucket {
     tokens: f64,
@@ -257,8 +411,8 @@ pub struct AddrBookSizes {
 
 /// The per-address state of a Kademlia node (see the module docs).
 pub struct AddrBook {
-    verified: Recency<SocketAddr, ()>,
-    verified_by: Recency<SocketAddr, ()>,
+    verified: AddrSet,
+    verified_by: AddrSet,
     ips: Buckets<IpAddr>,
     prefixes: Buckets<Prefix>,
     replies: Buckets<Prefix>,
@@ -275,8 +429,8 @@ impl AddrBook {
     #[must_use]
     pub fn new() -> Self {
         AddrBook {
-            verified: Recency::new(MAX_ADDR_SET),
-            verified_by: Recency::new(MAX_ADDR_SET),
+            verified: AddrSet::new(MAX_ADDR_SET),
+            verified_by: AddrSet::new(MAX_ADDR_SET),
             ips: Buckets::new(UNVALIDATED_RATE, UNVALIDATED_BURST_IP),
             prefixes: Buckets::new(UNVALIDATED_RATE, UNVALIDATED_BURST_PREFIX),
             replies: Buckets::new(REPLY_RATE, REPLY_BURST),
@@ -297,7 +451,7 @@ impl AddrBook {
         }
         self.ips.refund(addr.ip());
         self.prefixes.refund(Prefix::of(addr.ip()));
-        self.verified.insert(addr, ());
+        self.verified.insert(addr);
     }
 
     /// Whether a request to `addr` may be sent at `now`: always to a verified address or to one
@@ -328,9 +482,7 @@ impl AddrBook {
 
     /// We answered a request from `addr`: it has verified us.
     pub fn remember_verified_by(&mut self, addr: SocketAddr) {
-        if !self.verified_by.contains(&addr) {
-            self.verified_by.insert(addr, ());
-        }
+        self.verified_by.insert(addr);
     }
 
     /// Whether we answered a request from `addr` (and still remember it).
@@ -481,6 +633,58 @@ mod tests {
         book.remember_verified_by(addr(MAX_ADDR_SET + 1));
         assert_eq!(book.sizes().verified_by, MAX_ADDR_SET);
         assert!(!book.is_verified_by(&addr(1)));
+    }
+
+    #[test]
+    fn address_sets_tell_apart_what_socket_addr_does() {
+        let mut set = AddrSet::new(4);
+        let plain = v4(10, 0, 0, 1, 4000);
+        let mapped = SocketAddr::V6(SocketAddrV6::new(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(), 4000, 0, 0));
+        let scoped = |scope| SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 4000, 0, scope));
+        let flow = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 4000, 7, 1));
+        for a in [plain, mapped, scoped(1), scoped(2)] {
+            set.insert(a);
+            set.insert(a);
+        }
+        assert_eq!(set.len(), 4);
+        assert!(!set.contains(&v4(10, 0, 0, 1, 4001)) && !set.contains(&flow) && !set.contains(&scoped(3)));
+        // Full: the earliest added goes first, whatever its family; a freed IPv6 index is reused.
+        set.insert(flow);
+        assert!(!set.contains(&plain) && set.contains(&mapped) && set.contains(&flow));
+        set.insert(plain);
+        assert!(!set.contains(&mapped) && set.contains(&plain));
+        set.remove(&scoped(1));
+        set.insert(scoped(3));
+        set.insert(v4(10, 0, 0, 2, 4000));
+        assert_eq!(set.len(), 4);
+        for (a, held) in [(scoped(1), false), (scoped(2), false), (scoped(3), true), (flow, true), (plain, true)] {
+            assert_eq!(set.contains(&a), held, "{a}");
+        }
+        assert!(set.v6.len() <= 4, "IPv6 indexes reused");
+    }
+
+    #[test]
+    fn an_address_set_forgotten_and_added_again_stays_bounded_and_in_order() {
+        let mut set = AddrSet::new(8);
+        let a = |i: u8| v4(10, 0, 0, i, 1);
+        for i in 0..8 {
+            set.insert(a(i));
+        }
+        for round in 0..1000 {
+            // Forgotten and added again: now the latest added.
+            let i = [3, 5][round % 2];
+            set.remove(&a(i));
+            assert!(!set.contains(&a(i)));
+            set.insert(a(i));
+            assert!(set.order.len() <= 2 * 8 + 16, "places left behind are dropped");
+        }
+        // Added earliest first: 0, 1, 2, 4, 6, 7, then 3 and 5 (5 last).
+        for (n, gone) in [0, 1, 2, 4, 6, 7, 3, 5].into_iter().enumerate() {
+            set.insert(a(100 + n as u8));
+            assert!(!set.contains(&a(gone)), "{gone} forgotten");
+            assert_eq!(set.len(), 8);
+        }
+        assert!((100..108).all(|i| set.contains(&a(i))));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! and it is equivalent to the original paper's buckets that split around the own id: splitting the
 //! bucket that covers the own id, again and again, yields exactly these ranges (the far half of the
 //! id space is bucket 255, the far half of the rest is bucket 254, ...). The buckets that would never
-//! have been split off are simply empty here and cost one empty `Vec` each.
+//! have been split off are simply empty here and cost nothing but a bit (see `RoutingTable::held`).
 //!
 //! # Bucket discipline
 //!
@@ -45,6 +45,9 @@ use std::time::{Duration, Instant};
 
 use super::{distance, distance_key, highest_bit};
 use crate::identity::NodeId;
+use bucket_set::{buckets_below, each_ascending, each_descending, has, rank, BucketSet};
+
+mod bucket_set;
 
 /// Default bucket size `k`.
 pub const K_VALUE: usize = 20;
@@ -112,15 +115,9 @@ impl Default for TableConfig {
     }
 }
 
-/// One bucket. Most of the 256 never hold anyone (a network of n nodes fills about log2(n) of
-/// them): their contents are allocated on the first insert, so an empty bucket costs a pointer
-/// (and its activity time, kept apart: the headers the lookups read share few cache lines).
-#[derive(Debug, Clone)]
-struct Bucket<V> {
-    /// Entries, replacements and the pending ping; `None` until something is inserted.
-    slots: Option<Box<Slots<V>>>,
-}
-
+/// The contents of one bucket: entries, replacements and the pending ping. Most of the 256 buckets
+/// never hold anyone (a network of n nodes fills about log2(n) of them): a bucket's contents are
+/// created on its first insert, and only those are stored (see `RoutingTable::held`).
 #[derive(Debug, Clone)]
 struct Slots<V> {
     /// Least recently seen first.
@@ -129,14 +126,22 @@ struct Slots<V> {
     keys: Keys,
     /// When each entry was last seen (parallel to `entries`).
     seen: Vec<Instant>,
-    /// Most recently seen last; never the same id twice.
-    replacements: VecDeque<Entry<V>>,
-    /// Each replacement's `window` (parallel to `replacements`).
-    replacement_keys: VecDeque<u64>,
+    /// The replacement cache; `None` until the bucket's first newcomer waits (most buckets are
+    /// never full).
+    replacements: Option<Box<Replacements<V>>>,
     /// The entry being pinged on behalf of a newcomer.
     pending: Option<NodeId>,
     /// When an entry last answered such a ping: the bucket asks for none within the fresh interval.
     answered: Option<Instant>,
+}
+
+/// A bucket's replacement cache.
+#[derive(Debug, Clone)]
+struct Replacements<V> {
+    /// Most recently seen last; never the same id twice.
+    entries: VecDeque<Entry<V>>,
+    /// Each replacement's `window` (parallel to `entries`).
+    keys: VecDeque<u64>,
 }
 
 /// The keys of a bucket's entries: inside the bucket's allocation for `k <= K_VALUE` (one load
@@ -195,17 +200,15 @@ impl Keys {
 }
 
 impl<V> Slots<V> {
-    /// Room for one more entry, growing by doubling but never beyond `k` (a full bucket then
-    /// holds exactly `k`, not the next power of two).
-    fn room_for_one(&mut self, k: usize) {
-        let len = self.entries.len();
-        if len == self.entries.capacity() {
-            let want = (len * 2).max(4).min(k).max(len + 1);
-            self.entries.reserve_exact(want - len);
+    /// Room for one more entry, growing by one: a bucket holds no room it never used (it grows at
+    /// most `k` times in its life: its capacity never shrinks).
+    fn room_for_one(&mut self) {
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact(1);
             if let Keys::Heap(v) = &mut self.keys {
-                v.reserve_exact(want - v.len());
+                v.reserve_exact(1);
             }
-            self.seen.reserve_exact(want - self.seen.len());
+            self.seen.reserve_exact(1);
         }
     }
 
@@ -223,12 +226,36 @@ impl<V> Slots<V> {
         self.seen.push(now);
     }
 
+    /// Appends a newcomer to the replacement cache, forgetting the oldest one when `max` are held
+    /// (`max` > 0). The cache grows by one, as the entries do.
+    fn push_replacement(&mut self, e: Entry<V>, key: u64, max: usize) {
+        let r = self
+            .replacements
+            .get_or_insert_with(|| Box::new(Replacements { entries: VecDeque::new(), keys: VecDeque::new() }));
+        if r.entries.len() >= max {
+            r.entries.pop_front();
+            r.keys.pop_front();
+        }
+        if r.entries.len() == r.entries.capacity() {
+            r.entries.reserve_exact(1);
+            r.keys.reserve_exact(1);
+        }
+        r.entries.push_back(e);
+        r.keys.push_back(key);
+    }
+
+    /// Takes the most recently seen replacement and its `window`.
+    fn pop_replacement(&mut self) -> Option<(Entry<V>, u64)> {
+        let r = self.replacements.as_mut()?;
+        Some((r.entries.pop_back()?, r.keys.pop_back()?))
+    }
+
     /// Removes `id` (with `window` `key`) from the replacement cache, if it is there.
     fn forget_replacement(&mut self, id: &NodeId, key: u64) {
-        let repl = &self.replacements;
-        if let Some(i) = self.replacement_keys.iter().zip(repl).position(|(&x, e)| x == key && &e.id == id) {
-            self.replacements.remove(i);
-            self.replacement_keys.remove(i);
+        let Some(r) = self.replacements.as_mut() else { return };
+        if let Some(i) = r.keys.iter().zip(&r.entries).position(|(&x, e)| x == key && &e.id == id) {
+            r.entries.remove(i);
+            r.keys.remove(i);
         }
     }
 
@@ -249,28 +276,16 @@ impl<V> Slots<V> {
     }
 }
 
-impl<V> Bucket<V> {
-    fn new() -> Self {
-        Bucket { slots: None }
-    }
-
-    fn entries(&self) -> &[Entry<V>] {
-        self.slots.as_ref().map_or(&[], |s| &s.entries[..])
-    }
-
-    /// The contents, allocated if this is the first insert.
-    fn slots_mut(&mut self, k: usize) -> &mut Slots<V> {
-        self.slots.get_or_insert_with(|| {
-            Box::new(Slots {
-                entries: Vec::new(),
-                keys: Keys::new(k),
-                seen: Vec::new(),
-                replacements: VecDeque::new(),
-                replacement_keys: VecDeque::new(),
-                pending: None,
-                answered: None,
-            })
-        })
+impl<V> Slots<V> {
+    fn new(k: usize) -> Self {
+        Slots {
+            entries: Vec::new(),
+            keys: Keys::new(k),
+            seen: Vec::new(),
+            replacements: None,
+            pending: None,
+            answered: None,
+        }
     }
 }
 
@@ -279,9 +294,15 @@ impl<V> Bucket<V> {
 pub struct RoutingTable<V> {
     local: NodeId,
     config: TableConfig,
-    buckets: Vec<Bucket<V>>,
-    /// Each bucket's last insert/update, or explicit refresh (parallel to `buckets`).
-    last_active: Vec<Option<Instant>>,
+    /// The contents of the buckets of `held`, lowest bucket first.
+    slots: Vec<Slots<V>>,
+    /// The buckets that ever had an entry inserted (their contents are kept: a bucket once used
+    /// is likely to be used again).
+    held: BucketSet,
+    /// The last insert/update, or explicit refresh, of the buckets of `active`, lowest first.
+    last_active: Vec<Instant>,
+    /// The buckets with a last activity.
+    active: BucketSet,
     len: usize,
     /// A full bucket whose least recently seen entry was seen within this is not pinged.
     fresh: Duration,
@@ -289,9 +310,6 @@ pub struct RoutingTable<V> {
     /// these only, not the 256 bucket headers (a few cache lines instead of about a hundred).
     nonempty: BucketSet,
 }
-
-/// A set of bucket indexes (0..256), bit `b % 64` of word `b / 64`.
-type BucketSet = [u64; 4];
 
 /// The 64 bits of `id` just below bit `b` (bits `b - 1` down to `b - 64`, zeros below bit 0), the
 /// highest first. For the ids of bucket `b`, which agree above bit `b`, `window(x, b) ^ window(t, b)`
@@ -312,51 +330,6 @@ fn window(id: &NodeId, b: usize) -> u64 {
     (pair >> (b % 64)) as u64
 }
 
-/// The buckets below `b` (0..=256).
-fn buckets_below(b: usize) -> BucketSet {
-    let mut m = [0u64; 4];
-    for (w, word) in m.iter_mut().enumerate() {
-        let lo = 64 * w;
-        *word = if b >= lo + 64 {
-            u64::MAX
-        } else if b <= lo {
-            0
-        } else {
-            (1u64 << (b - lo)) - 1
-        };
-    }
-    m
-}
-
-/// Calls `f` with each bucket of `m`, lowest first, until it returns true; true if it did.
-fn each_ascending(m: BucketSet, mut f: impl FnMut(usize) -> bool) -> bool {
-    for (w, &word) in m.iter().enumerate() {
-        let mut x = word;
-        while x != 0 {
-            if f(64 * w + x.trailing_zeros() as usize) {
-                return true;
-            }
-            x &= x - 1;
-        }
-    }
-    false
-}
-
-/// Calls `f` with each bucket of `m`, highest first, until it returns true; true if it did.
-fn each_descending(m: BucketSet, mut f: impl FnMut(usize) -> bool) -> bool {
-    for (w, &word) in m.iter().enumerate().rev() {
-        let mut x = word;
-        while x != 0 {
-            let top = 63 - x.leading_zeros() as usize;
-            if f(64 * w + top) {
-                return true;
-            }
-            x &= !(1u64 << top);
-        }
-    }
-    false
-}
-
 impl<V: Clone> RoutingTable<V> {
     /// An empty table around `local`.
     ///
@@ -369,8 +342,10 @@ impl<V: Clone> RoutingTable<V> {
         RoutingTable {
             local,
             config,
-            buckets: (0..NUM_BUCKETS).map(|_| Bucket::new()).collect(),
-            last_active: vec![None; NUM_BUCKETS],
+            slots: Vec::new(),
+            held: [0; 4],
+            last_active: Vec::new(),
+            active: [0; 4],
             len: 0,
             fresh: Duration::ZERO,
             nonempty: [0; 4],
@@ -416,9 +391,50 @@ impl<V: Clone> RoutingTable<V> {
         highest_bit(&distance(&self.local, id))
     }
 
+    /// The contents of bucket `b` (0..256), if it ever held an entry.
+    #[inline]
+    fn slots(&self, b: usize) -> Option<&Slots<V>> {
+        has(&self.held, b).then(|| &self.slots[rank(&self.held, b)])
+    }
+
+    /// The contents of bucket `b` (0..256), created if this is its first insert.
+    fn slots_mut(&mut self, b: usize) -> &mut Slots<V> {
+        Self::slots_in(&mut self.slots, &mut self.held, self.config.k, b)
+    }
+
+    /// [`slots_mut`](Self::slots_mut) borrowing only the two fields it needs.
+    fn slots_in<'a>(slots: &'a mut Vec<Slots<V>>, held: &mut BucketSet, k: usize, b: usize) -> &'a mut Slots<V> {
+        let at = rank(held, b);
+        if !has(held, b) {
+            // At most 256 buckets, each created once: grow by one.
+            slots.reserve_exact(1);
+            slots.insert(at, Slots::new(k));
+            held[b / 64] |= 1 << (b % 64);
+        }
+        &mut slots[at]
+    }
+
+    /// The last activity of bucket `b` (0..256).
+    fn last_active(&self, b: usize) -> Option<Instant> {
+        has(&self.active, b).then(|| self.last_active[rank(&self.active, b)])
+    }
+
+    /// Records activity of bucket `b` (0..256) at `now`.
+    fn set_active(&mut self, b: usize, now: Instant) {
+        let at = rank(&self.active, b);
+        if has(&self.active, b) {
+            self.last_active[at] = now;
+        } else {
+            // At most 256 buckets, each added once: grow by one.
+            self.last_active.reserve_exact(1);
+            self.last_active.insert(at, now);
+            self.active[b / 64] |= 1 << (b % 64);
+        }
+    }
+
     fn position(&self, id: &NodeId) -> Option<(usize, usize)> {
         let b = self.bucket_index(id)?;
-        let i = self.buckets[b].slots.as_ref()?.find(id, window(id, b))?;
+        let i = self.slots(b)?.find(id, window(id, b))?;
         Some((b, i))
     }
 
@@ -426,7 +442,7 @@ impl<V: Clone> RoutingTable<V> {
     #[must_use]
     pub fn get(&self, id: &NodeId) -> Option<&V> {
         let (b, i) = self.position(id)?;
-        Some(&self.buckets[b].entries()[i].value)
+        Some(&self.bucket(b)[i].value)
     }
 
     /// True if `id` is in the table (replacement caches not included).
@@ -447,8 +463,8 @@ impl<V: Clone> RoutingTable<V> {
         let k = self.config.k;
         let max_repl = self.config.max_replacements;
         let key = window(&id, b);
-        self.last_active[b] = Some(now);
-        let bucket = self.buckets[b].slots_mut(k);
+        self.set_active(b, now);
+        let bucket = Self::slots_in(&mut self.slots, &mut self.held, k, b);
         if let Some(i) = bucket.find(&id, key) {
             bucket.entries[i].value = value;
             bucket.move_to_tail(i, now);
@@ -457,7 +473,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         bucket.forget_replacement(&id, key);
         if bucket.entries.len() < k {
-            bucket.room_for_one(k);
+            bucket.room_for_one();
             bucket.entries.push(Entry { id, value });
             bucket.keys.push(key);
             bucket.seen.push(now);
@@ -467,12 +483,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         // Full: remember the newcomer (most recent last, bounded), ask for a ping.
         if max_repl > 0 {
-            bucket.replacements.push_back(Entry { id, value });
-            bucket.replacement_keys.push_back(key);
-            while bucket.replacements.len() > max_repl {
-                bucket.replacements.pop_front();
-                bucket.replacement_keys.pop_front();
-            }
+            bucket.push_replacement(Entry { id, value }, key, max_repl);
         }
         if !bucket.may_ping(now, self.fresh) {
             return InsertResult::Cached;
@@ -489,8 +500,8 @@ impl<V: Clone> RoutingTable<V> {
         let Some((b, i)) = self.position(id) else {
             return false;
         };
-        self.last_active[b] = Some(now);
-        let bucket = self.buckets[b].slots_mut(self.config.k);
+        self.set_active(b, now);
+        let bucket = self.slots_mut(b);
         bucket.move_to_tail(i, now);
         bucket.heard(id, now);
         true
@@ -504,7 +515,7 @@ impl<V: Clone> RoutingTable<V> {
         let Some(b) = self.bucket_index(id) else {
             return false;
         };
-        let Some(bucket) = self.buckets[b].slots.as_ref() else {
+        let Some(bucket) = self.slots(b) else {
             return true;
         };
         bucket.entries.len() < self.config.k
@@ -519,7 +530,7 @@ impl<V: Clone> RoutingTable<V> {
     /// are ignored (`None`).
     pub fn on_ping_result(&mut self, id: &NodeId, alive: bool, now: Instant) -> Option<Eviction<V>> {
         let (b, i) = self.position(id)?;
-        let bucket = self.buckets[b].slots_mut(self.config.k);
+        let bucket = self.slots_mut(b);
         if alive {
             bucket.heard(id, now);
         } else if bucket.pending == Some(*id) {
@@ -527,7 +538,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         if alive {
             bucket.move_to_tail(i, now);
-            self.last_active[b] = Some(now);
+            self.set_active(b, now);
             None
         } else {
             Some(self.evict(b, i))
@@ -539,7 +550,10 @@ impl<V: Clone> RoutingTable<V> {
     pub fn remove(&mut self, id: &NodeId) -> Option<Eviction<V>> {
         let b = self.bucket_index(id)?;
         let key = window(id, b);
-        let bucket = self.buckets[b].slots.as_mut()?;
+        if !has(&self.held, b) {
+            return None;
+        }
+        let bucket = self.slots_mut(b);
         match bucket.find(id, key) {
             Some(i) => Some(self.evict(b, i)),
             None => {
@@ -550,19 +564,17 @@ impl<V: Clone> RoutingTable<V> {
     }
 
     fn evict(&mut self, b: usize, i: usize) -> Eviction<V> {
-        let bucket = self.buckets[b].slots_mut(self.config.k);
+        let bucket = self.slots_mut(b);
         let removed = bucket.entries.remove(i);
         bucket.keys.remove(i);
         let seen = bucket.seen.remove(i);
         if bucket.pending == Some(removed.id) {
             bucket.pending = None;
         }
-        let promoted = bucket.replacements.pop_back().map(|e| {
+        let promoted = bucket.pop_replacement().map(|(e, key)| {
             let copy = e.clone();
             bucket.entries.push(e);
-            if let Some(key) = bucket.replacement_keys.pop_back() {
-                bucket.keys.push(key);
-            }
+            bucket.keys.push(key);
             // Waiting in the cache since it was last seen; it counts as seen when the entry it
             // replaces was (it is tried when that one failed).
             bucket.seen.push(seen);
@@ -596,7 +608,7 @@ impl<V: Clone> RoutingTable<V> {
         }
         let d = distance(&self.local, target);
         let mut visit = |b: usize, left: &mut usize| -> bool {
-            let Some(slots) = self.buckets[b].slots.as_ref() else {
+            let Some(slots) = self.slots(b) else {
                 return false;
             };
             let entries = &slots.entries[..];
@@ -663,24 +675,30 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Every entry, bucket by bucket (bucket 0 first), least recently seen first in each.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().flat_map(|b| b.entries().iter())
+        self.slots.iter().flat_map(|s| s.entries.iter())
     }
 
     /// Every replacement-cache entry.
     pub fn replacements(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().filter_map(|b| b.slots.as_ref()).flat_map(|s| s.replacements.iter())
+        self.slots.iter().filter_map(|s| s.replacements.as_ref()).flat_map(|r| r.entries.iter())
     }
 
     /// The entries of bucket `index`, least recently seen first (empty for index >= 256).
     #[must_use]
     pub fn bucket(&self, index: usize) -> &[Entry<V>] {
-        self.buckets.get(index).map_or(&[], |b| b.entries())
+        if index >= NUM_BUCKETS {
+            return &[];
+        }
+        self.slots(index).map_or(&[], |s| &s.entries[..])
     }
 
     /// The id being pinged for bucket `index`, if any.
     #[must_use]
     pub fn pending_ping(&self, index: usize) -> Option<&NodeId> {
-        self.buckets.get(index).and_then(|b| b.slots.as_ref()?.pending.as_ref())
+        if index >= NUM_BUCKETS {
+            return None;
+        }
+        self.slots(index)?.pending.as_ref()
     }
 
     /// Buckets due for a refresh: from the closest non-empty bucket up to bucket 255, those without
@@ -689,11 +707,16 @@ impl<V: Clone> RoutingTable<V> {
     /// there. Empty when the table is empty.
     #[must_use]
     pub fn stale_buckets(&self, now: Instant, interval: Duration) -> Vec<usize> {
-        let Some(lowest) = self.buckets.iter().position(|b| !b.entries().is_empty()) else {
+        let mut lowest = None;
+        each_ascending(self.nonempty, |b| {
+            lowest = Some(b);
+            true
+        });
+        let Some(lowest) = lowest else {
             return Vec::new();
         };
         (lowest..NUM_BUCKETS)
-            .filter(|&i| match self.last_active[i] {
+            .filter(|&i| match self.last_active(i) {
                 None => true,
                 Some(t) => now.saturating_duration_since(t) >= interval,
             })
@@ -702,8 +725,8 @@ impl<V: Clone> RoutingTable<V> {
 
     /// Records that bucket `index` was refreshed (a lookup in its range ran) at `now`.
     pub fn mark_refreshed(&mut self, index: usize, now: Instant) {
-        if let Some(t) = self.last_active.get_mut(index) {
-            *t = Some(now);
+        if index < NUM_BUCKETS {
+            self.set_active(index, now);
         }
     }
 
@@ -725,24 +748,4 @@ impl<V: Clone> RoutingTable<V> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kad::bit;
-
-    use crate::kad::splitmix_ids as random_ids;
-
-    #[test]
-    fn window_is_the_64_bits_below_the_bucket_bit() {
-        for id in random_ids(8, 3) {
-            for b in 0..NUM_BUCKETS {
-                let mut want = 0u64;
-                for j in 0..64 {
-                    if b > j && bit(&id, b - 1 - j) {
-                        want |= 1 << (63 - j);
-                    }
-                }
-                assert_eq!(window(&id, b), want, "bucket {b}");
-            }
-        }
-    }
-}
+mod tests;
