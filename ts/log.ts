@@ -75,11 +75,6 @@ interface Entry {
 }
 
 /**
- * The loggers of one stack (one node): a {@link LayerLog} per layer sharing the node's short id,
- * clock and rate limits, and one timer that prints the summaries of suppressed lines. The Stack
- * creates one at start and {@link close}s it at stop.
- */
-/**
  * One `debug` instance per namespace, shared by every node's group: an instance is a function
  * with a dozen properties, and a simulation runs thousands of nodes (what is enabled is decided
  * per namespace anyway).
@@ -95,6 +90,11 @@ function debuggerOf(namespace: string): createDebug.Debugger {
   return d
 }
 
+/**
+ * The loggers of one stack (one node): a {@link LayerLog} per layer sharing the node's short id,
+ * clock and rate limits, and one timer that prints the summaries of suppressed lines. The Stack
+ * creates one at start and {@link close}s it at stop.
+ */
 export class LogGroup {
   readonly #prefix: string
   readonly #clock: Clock
