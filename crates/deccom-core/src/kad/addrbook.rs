@@ -131,17 +131,7 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
             let k = self.nodes[self.lru as usize].key;
             self.remove(&k);
         }
-        let node = Node { key, value, prev: NIL, next: NIL };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.nodes[i as usize] = node;
-                i
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
-        };
+        let i = place(&mut self.nodes, &mut self.free, Node { key, value, prev: NIL, next: NIL });
         self.index.insert(key, i);
         self.append(i);
         &mut self.nodes[i as usize].value
@@ -185,6 +175,21 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
             self.nodes[mru as usize].next = i;
         }
         self.mru = i;
+    }
+}
+
+/// Puts `x` in a slot of `slots` freed before (listed in `free`), else in a new one; returns its
+/// index.
+fn place<T>(slots: &mut Vec<T>, free: &mut Vec<u32>, x: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            slots[i as usize] = x;
+            i
+        }
+        None => {
+            slots.push(x);
+            u32::try_from(slots.len() - 1).expect("fewer than 2^32 slots")
+        }
     }
 }
 
@@ -290,16 +295,7 @@ impl AddrSet {
         let key = match addr {
             SocketAddr::V4(a) => Compact::v4(a.ip().octets(), a.port()),
             SocketAddr::V6(a) => {
-                let i = match self.v6_free.pop() {
-                    Some(i) => {
-                        self.v6[i as usize] = a;
-                        i
-                    }
-                    None => {
-                        self.v6.push(a);
-                        (self.v6.len() - 1) as u32
-                    }
-                };
+                let i = place(&mut self.v6, &mut self.v6_free, a);
                 self.v6_index.insert(a, i);
                 Compact::v6(i)
             }
