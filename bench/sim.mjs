@@ -6,6 +6,8 @@
 //   node bench/sim.mjs --n 2000 --trace      # also hash the trace (determinism check; costs time)
 //   node bench/sim.mjs --n 2000 --js         # without the native delivery lane (nativeDelivery)
 //   node bench/sim.mjs --n 100000 --progress # also a line on stderr every 10,000 nodes joined
+//   node bench/sim.mjs --n 10000 --gap 20000 # virtual ms per batch (default 2000): a join as long
+//                                            # as the 100,000-node one, at a tenth of the nodes
 //
 // Setup (the same for every N): Kademlia k = 20, alpha = 3 with default options and no per-layer
 // seed (every random choice comes from the network's seed, 1); links 10 ms + [0, 40) ms jitter;
@@ -46,6 +48,7 @@ if (flag('child') !== undefined) {
     if (flag('trace') !== undefined) args.push('--trace')
     if (flag('js') !== undefined) args.push('--js')
     if (flag('progress') !== undefined) args.push('--progress')
+    if (flag('gap') !== undefined) args.push('--gap', flag('gap'))
     const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
     // A larger young generation: fewer scavenges and fewer short-lived datagram objects promoted
     // (about 13 % less CPU at 2,000 nodes).
@@ -86,6 +89,7 @@ async function runOne(N, trace, lane) {
   const kad = (node) => node.stack.find(Kademlia)
   const boot = '10.0.0.1:4000'
   const BATCH = 100
+  const GAP = Number(flag('gap') ?? 2000)
   const cpu = () => {
     const u = process.cpuUsage()
     return (u.user + u.system) / 1e6
@@ -98,7 +102,7 @@ async function runOne(N, trace, lane) {
       stack: (i) => [new Kademlia({ bootstrap: b + i === 0 ? [] : [boot] })],
     })
     nodes.push(...batch)
-    await sim.runFor(2000)
+    await sim.runFor(GAP)
     if ((b / BATCH) % 10 === 0) sample()
     if (flag('progress') !== undefined && (b + BATCH) % 10_000 === 0) {
       const rss = process.memoryUsage().rss
