@@ -383,6 +383,62 @@ test('a periodic self-lookup in a network where nobody new joined near a node as
   t.true(sent.at(-1)! < 20, `max ${sent.at(-1)} self-queries`)
 })
 
+/** Records the targets of the FIND_NODEs a node sends for its own lookups (not for its own id). */
+class RefreshTargets extends SelfQueries {
+  override readonly name = 'refresh-targets'
+  targets: Buffer[] = []
+  override send(to: Address, data: Uint8Array, tag: number): unknown {
+    if (tag === TAG_KAD && this.own !== null) {
+      const m = native.kadDecode(Buffer.from(data))
+      if (m.kind === 3 && m.target && !m.target.equals(this.own)) this.targets.push(Buffer.from(m.target))
+    }
+    return this.lower.send(to, data, tag)
+  }
+}
+
+/** The bucket of `id` in `own`'s table: 255 for ids that differ from it in the first bit. */
+function bucketOf(own: Buffer, id: Buffer): number {
+  for (let i = 0; i < 32; i++) {
+    const d = own[i]! ^ id[i]!
+    if (d !== 0) return 255 - (i * 8 + Math.clz32(d) - 24)
+  }
+  return -1
+}
+
+test('a periodic refresh looks up no bucket the self-lookup before it covered', async (t) => {
+  const s = new SimulatedNetwork({ seed: 29, defaultLink: { latency: 5, jitter: 5 } })
+  t.teardown(() => s.close())
+  const taps: RefreshTargets[] = []
+  const ns = await s.createNodes(200, {
+    stack: (i) => {
+      const tap = new RefreshTargets()
+      taps.push(tap)
+      return [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], refreshInterval: 40_000 }), tap]
+    },
+    identity: (i) => Identity.fromString(`covered-${i}`),
+  })
+  ns.forEach((n, i) => (taps[i].own = n.id))
+  await s.runFor(30_000) // joined and settled, before the first periodic refresh
+  const skipped = ns.map((n) => kad(n).stats().refresh_skipped_covered ?? 0)
+  for (const tap of taps) tap.targets = []
+  await s.runFor(40_000) // one periodic refresh everywhere, nobody joining
+  let below = 0
+  let skippedNow = 0
+  let refreshed = 0
+  ns.forEach((n, i) => {
+    const k = kad(n)
+    // Our k-th closest entry: nobody new joined, so it is the one the self-lookup saw.
+    const kth = k.closest(n.id, 20).at(-1)!.id
+    const covered = bucketOf(n.id, kth)
+    for (const target of taps[i].targets) if (bucketOf(n.id, target) < covered) below++
+    refreshed += taps[i].targets.length
+    skippedNow += (k.stats().refresh_skipped_covered ?? 0) - skipped[i]
+  })
+  t.log(`periodic refresh: ${refreshed} refresh FIND_NODEs, ${skippedNow} buckets skipped as covered`)
+  t.is(below, 0, 'no FIND_NODE for a bucket closer than the k-th closest entry')
+  t.true(skippedNow > 0, 'stale buckets were skipped as covered')
+})
+
 test('a lookup through dead contacts waits about a round trip of patience for each, not queryTimeout', async (t) => {
   // With patience = queryTimeout (the behaviour before minPatience) these lookups took 2.1-2.2 s.
   const s = new SimulatedNetwork({ seed: 21, defaultLink: { latency: 5, jitter: 5 } })

@@ -63,7 +63,7 @@ export class Kademlia extends Protocol {
     this.#s.ephemeral = opts.ephemeral === true
     this.#s.maxReplacements = int(opts.maxReplacements ?? 20, 0, 1000, 'maxReplacements')
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
-    this.#s.pingInterval = nonNegative(opts.pingInterval ?? 60_000, 'pingInterval')
+    this.#s.pingInterval = nonNegative(opts.pingInterval ?? 300_000, 'pingInterval')
     this.#seed = opts.seed
     this.#s.refreshTick = () => onRefreshTimer(this.#s)
     this.#s.timerTick = () => onTimer(this.#s)

@@ -85,10 +85,27 @@ async function joined(s: KadState, closest: Buffer): Promise<void> {
  */
 function neighbourhoodLookup(s: KadState): Promise<Buffer | null> {
   const table = s.table
-  if (!table || table.size < s.k) return maintenanceLookup(s, s.selfId)
+  if (!table || table.size < s.k) return maintenanceLookup(s, s.selfId, { ids: true })
+  return maintenanceLookup(s, s.selfId, { ids: true, enough: { kth: kthClosest(s) } })
+}
+
+/** Our k-th closest entry's id (the table holds at least k). */
+function kthClosest(s: KadState): Buffer {
   const ids = Buffer.alloc(32 * s.k)
-  table.closest(s.selfId, s.k, ids, new Uint32Array(s.k))
-  return maintenanceLookup(s, s.selfId, { enough: { kth: ids.subarray(32 * (s.k - 1)) } })
+  s.table!.closest(s.selfId, s.k, ids, new Uint32Array(s.k))
+  return ids.subarray(32 * (s.k - 1))
+}
+
+/**
+ * After a periodic self-lookup that heard answers: our k closest entries are the k nodes nearest
+ * to us as far as our nearest neighbours know (the lookup went on while answers named anyone
+ * closer that we lacked). A bucket closer than the k-th of them then holds only such nodes, and
+ * a refresh lookup there would ask the same ones again. Returns the first bucket not covered
+ * (0: none, with fewer than k entries).
+ */
+function neighbourhoodBelow(s: KadState): number {
+  if (!s.table || s.table.size < s.k) return 0
+  return s.table.bucketOf(kthClosest(s))
 }
 
 /** The node joined: `ready()` resolves from now on. */
@@ -131,7 +148,7 @@ function coveredBelow(s: KadState, closest: Buffer | null): number {
  */
 const JOIN_FILL = 0.5
 
-/** One lookup per stale bucket, one after the other; at join, none for buckets below `covered`. */
+/** One lookup per stale bucket, one after the other; none for buckets the self-lookup covered. */
 export async function refresh(s: KadState, all: boolean, covered = 0): Promise<void> {
   if (s.refreshing || !s.table) return
   s.refreshing = true
@@ -139,15 +156,16 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
     if (!all) {
       // A periodic self-lookup keeps the closest neighbourhood current as the network grows.
       s.count('self_lookups')
-      await neighbourhoodLookup(s)
+      const answered = await neighbourhoodLookup(s)
       if (!s.table) return
+      covered = answered !== null && answered.length > 0 ? neighbourhoodBelow(s) : 0
     }
     const stale = s.table.staleBuckets(s.clock.now(), all ? 0 : s.refreshInterval)
     for (const b of stale) {
       if (!s.running || !s.table) return
-      // On join, a bucket that is already half full, or that the self-lookup covered, needs no lookup.
+      // A bucket the self-lookup covered needs no lookup, nor, on join, one already half full.
       const fill = all ? Math.ceil(s.k * JOIN_FILL) : s.k
-      if (all && (s.table.bucketLen(b) >= fill || b < covered)) {
+      if (b < covered || (all && s.table.bucketLen(b) >= fill)) {
         if (b < covered) s.count('refresh_skipped_covered')
         s.table.markRefreshed(b, s.clock.now())
         continue

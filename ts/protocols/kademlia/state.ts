@@ -87,7 +87,8 @@ export interface KademliaOptions {
   /**
    * A full bucket's least recently seen entry is pinged to make room for a newcomer only if it was
    * not heard from for this many ms, and no entry of the bucket answered such a ping within this
-   * many ms (default 60 000; 0: always). Anything heard from the pinged entry counts as an answer.
+   * many ms (default 300 000, the refresh period; 0: always). Anything heard from the pinged entry
+   * counts as an answer. A dead entry is also removed once it fails `maxFailures` queries in a row.
    */
   pingInterval?: number
   /**
