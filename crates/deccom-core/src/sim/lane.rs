@@ -484,19 +484,60 @@ struct Fnv(u32);
 
 impl std::fmt::Write for Fnv {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        for b in text.bytes() {
-            self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
+        text.bytes().for_each(|b| self.byte(b));
         Ok(())
+    }
+}
+
+impl Fnv {
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+
+    /// `n` in decimal, as `Display` writes it.
+    fn decimal(&mut self, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        digits[at..].iter().for_each(|&d| self.byte(d));
+    }
+
+    /// An address as `Display` writes it (`a.b.c.d:port` written here; IPv6 through `fmt`).
+    fn addr(&mut self, a: SocketAddr) {
+        match a {
+            SocketAddr::V4(v4) => {
+                for (i, o) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.byte(b'.');
+                    }
+                    self.decimal(u16::from(o));
+                }
+                self.byte(b':');
+                self.decimal(v4.port());
+            }
+            SocketAddr::V6(_) => {
+                use std::fmt::Write;
+                let _ = write!(self, "{a}");
+            }
+        }
     }
 }
 
 /// A link's seed: the hash of `"<from>><to>"` (addresses as `host:port`, `[v6]:port`) after `base`.
 #[must_use]
 pub fn link_seed(base: u32, from: SocketAddr, to: SocketAddr) -> u32 {
-    use std::fmt::Write;
     let mut h = Fnv(base);
-    let _ = write!(h, "{from}>{to}");
+    h.addr(from);
+    h.byte(b'>');
+    h.addr(to);
     h.0
 }
 

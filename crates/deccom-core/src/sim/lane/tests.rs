@@ -286,3 +286,33 @@ fn frames_are_read_whole() {
     lane.kick(a);
     assert_eq!(lane.stats().sent, 0);
 }
+
+#[test]
+fn a_link_seed_hashes_the_addresses_as_they_are_written() {
+    // The caller seeds its links from the same text (`"<from>><to>"`): the hash of the written
+    // addresses must match `Display`, IPv4 digit by digit, IPv6 through `fmt`.
+    fn by_text(base: u32, text: &str) -> u32 {
+        text.bytes().fold(base, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    }
+    let addrs: Vec<SocketAddr> = [
+        "0.0.0.0:0",
+        "10.0.0.1:4000",
+        "255.255.255.255:65535",
+        "1.20.199.9:9",
+        "100.2.30.255:10000",
+        "[::1]:4000",
+        "[fe80::1%3]:7",
+        "[::ffff:10.0.0.1]:80",
+        "[2001:db8::5]:65535",
+    ]
+    .iter()
+    .map(|a| a.parse().expect("an address"))
+    .collect();
+    for &from in &addrs {
+        for &to in &addrs {
+            for base in [0x811c_9dc5, 7] {
+                assert_eq!(super::link_seed(base, from, to), by_text(base, &format!("{from}>{to}")), "{from}>{to}");
+            }
+        }
+    }
+}
