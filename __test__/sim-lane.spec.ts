@@ -11,7 +11,7 @@ import { DeccomError, Delay, ErrorCode, Kademlia, type Node, SimErrorCode, Simul
 const kad = (n: Node) => n.stack.find(Kademlia)!
 
 /**
- * 120 Kademlia nodes join through node 0 on jittery links (every 7th with a Delay layer between
+ * 160 Kademlia nodes join through node 0 on jittery links (every 7th with a Delay layer between
  * Kademlia and the transport, so it stays out of the lane), exchange application messages, look
  * each other up; one leaves midway. Returns everything observable, as text.
  */
@@ -21,7 +21,7 @@ async function scenario(nativeDelivery: boolean): Promise<{ snapshot: string; na
     const boot = '10.0.0.1:4000'
     const nodes: Node[] = []
     const got: string[] = []
-    for (let b = 0; b < 120; b += 40) {
+    for (let b = 0; b < 160; b += 40) {
       const batch = await sim.createNodes(40, {
         stack: (i) => {
           const k = new Kademlia({ bootstrap: b + i === 0 ? [] : [boot] })
@@ -73,7 +73,7 @@ test('with the lane, a run gives exactly the events, tables, counters and lookup
   t.true(lane.native > 0.5 * JSON.parse(lane.snapshot).stats.events, `most events ran in the lane (${lane.native})`)
   const a = JSON.parse(js.snapshot)
   const b = JSON.parse(lane.snapshot)
-  t.true(a.stats.sent > 20_000)
+  t.true(a.stats.sent > 20_000, `${a.stats.sent} datagrams`)
   t.is(a.got.length, 20, 'every application message arrived')
   t.true(a.found.filter((f: string) => !f.includes('ERR')).length >= 55)
   const dropped = (x: { layers: Record<string, Record<string, number>>[] }) =>

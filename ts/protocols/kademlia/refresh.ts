@@ -146,7 +146,7 @@ function coveredBelow(s: KadState, closest: Buffer | null): number {
  * needs none): the rest fills as nodes query us (each verified by a ping when it has room), which
  * costs no more datagrams per entry and asks nobody twice.
  */
-const JOIN_FILL = 0.5
+const JOIN_FILL = 0.25
 
 /** One lookup per stale bucket, one after the other; none for buckets the self-lookup covered. */
 export async function refresh(s: KadState, all: boolean, covered = 0): Promise<void> {
@@ -163,7 +163,7 @@ export async function refresh(s: KadState, all: boolean, covered = 0): Promise<v
     const stale = s.table.staleBuckets(s.clock.now(), all ? 0 : s.refreshInterval)
     for (const b of stale) {
       if (!s.running || !s.table) return
-      // A bucket the self-lookup covered needs no lookup, nor, on join, one already half full.
+      // A bucket the self-lookup covered needs no lookup, nor, on join, one holding k/4 entries.
       const fill = all ? Math.ceil(s.k * JOIN_FILL) : s.k
       if (b < covered || (all && s.table.bucketLen(b) >= fill)) {
         if (b < covered) s.count('refresh_skipped_covered')
