@@ -174,6 +174,15 @@ impl<V: Clone> Lookup<V> {
                 if pos >= self.config.max_candidates {
                     return false;
                 }
+                let max = self.config.max_candidates;
+                if self.candidates.len() >= max {
+                    // Full: the farthest makes room (it is farther than the newcomer).
+                    self.candidates.truncate(max - 1);
+                } else if self.candidates.len() == self.candidates.capacity() {
+                    // Grown by doubling up to the bound, not past it.
+                    let len = self.candidates.len();
+                    self.candidates.reserve_exact((2 * len).max(4).min(max) - len);
+                }
                 self.candidates.insert(
                     pos,
                     Candidate {
@@ -183,7 +192,6 @@ impl<V: Clone> Lookup<V> {
                         depth,
                     },
                 );
-                self.candidates.truncate(self.config.max_candidates);
                 true
             }
         }
@@ -400,6 +408,31 @@ mod tests {
         assert_eq!(l.next(t0), LookupAction::Finished);
         assert_eq!(l.stats(), stats);
         assert!(!l.on_success(&id(2), [(id(4), ())]));
+    }
+
+    #[test]
+    fn candidates_stay_within_the_bound_and_its_memory() {
+        // Answers naming ever-closer peers: the farthest candidates make room, and the candidates'
+        // vector grows up to the bound, not past it (doubling would take it to 256 for 160).
+        let t0 = Instant::now();
+        let far = |i: u32| {
+            let mut a = [0xffu8; 32];
+            a[..4].copy_from_slice(&(u32::MAX - i).to_be_bytes());
+            a
+        };
+        let mut l = Lookup::new([0u8; 32], (0..20).map(|i| (far(i), i)), LookupConfig::default());
+        let mut next = 20;
+        for _ in 0..100 {
+            let LookupAction::Query(p, _) = l.next(t0) else { break };
+            assert!(l.on_success(&p, (next..next + 20).map(|i| (far(i), i))));
+            next += 20;
+            assert!(l.candidates.len() <= 160 && l.candidates.capacity() <= 160, "{} in {}", l.candidates.len(), l.candidates.capacity());
+            assert!(l.candidates.windows(2).all(|w| w[0].distance < w[1].distance));
+        }
+        assert!(next > 500, "{next}");
+        assert_eq!(l.candidate_count(), 160);
+        // The closest 160 named are kept.
+        assert!(l.candidates.iter().all(|c| c.value >= next - 160));
     }
 
     #[test]

@@ -86,12 +86,23 @@ pub struct LookupOutcome {
 /// A claim: the target's record as someone named it, and its hop count.
 type ClaimOf = (Encoded, u32);
 
+/// A record a lookup keeps (a candidate's value is its index): where its bytes lie in the
+/// lookup's arena, and who named it (1 + its index in the lookup's tellers; 0: the table's).
+#[derive(Clone, Copy)]
+struct Kept {
+    at: u32,
+    len: u32,
+    teller: u32,
+}
+
 pub(super) struct Search {
     pub(super) lookup: Lookup<u32>,
-    records: Vec<Encoded>,
-    /// Who named each record (by index; None for the table's): the node's tellers learn it once
-    /// the record is asked, claimed or returned (not for every record an answer names).
-    told_by: Vec<Option<SocketAddr>>,
+    /// The records kept, back to back (an answer's records take their length, not a fixed slot).
+    arena: Vec<u8>,
+    kept: Vec<Kept>,
+    /// Who named the records: the node's tellers learn it once the record is asked, claimed or
+    /// returned (not for every record an answer names). One per answer that named a new record.
+    tellers: Vec<SocketAddr>,
     max_candidates: usize,
     opts: LookupOptions,
     pub(super) done: bool,
@@ -114,12 +125,13 @@ pub(super) struct Search {
 impl Search {
     pub(super) fn new(target: NodeId, seeds: impl Iterator<Item = Encoded>, config: &NodeConfig, patience: Duration, opts: LookupOptions, now: Instant) -> Search {
         let lc = LookupConfig { alpha: config.alpha, k: config.k, query_timeout: patience, max_candidates: 8 * config.k };
-        let records: Vec<Encoded> = seeds.collect();
-        let ids: Vec<(NodeId, u32)> = records.iter().enumerate().map(|(i, r)| (r.id(), i as u32)).collect();
+        let (mut arena, mut kept) = (Vec::new(), Vec::new());
+        let ids: Vec<(NodeId, u32)> = seeds.map(|r| (r.id(), keep(&mut arena, &mut kept, r.as_slice(), 0))).collect();
         Search {
             lookup: Lookup::new(target, ids, lc),
-            told_by: vec![None; records.len()],
-            records,
+            arena,
+            kept,
+            tellers: Vec::new(),
             max_candidates: lc.max_candidates,
             opts,
             done: false,
@@ -155,6 +167,8 @@ impl Search {
             self.news += recs.iter().skip(1).filter(|r| distance_key(&r.id, &target) < than && r.id != *own && !table.contains(&r.id)).count() as u32;
         }
         let mut named = 0;
+        // `teller` joins the tellers with the answer's first new record.
+        let mut teller_at = 0;
         for (i, r) in recs.iter().enumerate().skip(1) {
             let is_target = self.opts.stop && r.id == target;
             // Known already (or farther than every candidate of a full lookup): nothing new.
@@ -168,11 +182,13 @@ impl Search {
                 }
                 continue;
             }
-            let (records, told_by) = (&mut self.records, &mut self.told_by);
+            let (arena, kept, tellers) = (&mut self.arena, &mut self.kept, &mut self.tellers);
             self.lookup.offer(r.id, depth, || {
-                records.push(Encoded::from_bytes(&data[r.at..r.at + r.len]));
-                told_by.push(Some(teller));
-                (records.len() - 1) as u32
+                if teller_at == 0 {
+                    tellers.push(teller);
+                    teller_at = tellers.len() as u32;
+                }
+                keep(arena, kept, &data[r.at..r.at + r.len], teller_at)
             });
         }
         self.compact();
@@ -182,25 +198,46 @@ impl Search {
     /// Keeps the records bounded: those of peers that are no longer candidates are dropped once
     /// there are `ARENA_PER_CANDIDATE` times as many records as the lookup may have candidates.
     fn compact(&mut self) {
-        if self.records.len() <= ARENA_PER_CANDIDATE * self.max_candidates {
+        if self.kept.len() <= ARENA_PER_CANDIDATE * self.max_candidates {
             return;
         }
-        let mut kept = Vec::with_capacity(2 * self.max_candidates);
-        let mut told_by = Vec::with_capacity(2 * self.max_candidates);
+        let (mut arena, mut kept, mut tellers) = (Vec::new(), Vec::with_capacity(2 * self.max_candidates), Vec::new());
+        // Each teller still needed moves once: its new place (1 + index) by its old index.
+        let mut moved = vec![0u32; self.tellers.len()];
         for v in self.lookup.values_mut() {
-            if let Some(r) = self.records.get(*v as usize) {
-                kept.push(r.clone());
-                told_by.push(self.told_by.get(*v as usize).copied().flatten());
-                *v = (kept.len() - 1) as u32;
-            }
+            let Some(k) = self.kept.get(*v as usize) else { continue };
+            let teller = match k.teller.checked_sub(1).and_then(|i| Some((i as usize, *self.tellers.get(i as usize)?))) {
+                Some((i, addr)) => {
+                    if moved[i] == 0 {
+                        tellers.push(addr);
+                        moved[i] = tellers.len() as u32;
+                    }
+                    moved[i]
+                }
+                None => 0,
+            };
+            *v = keep(&mut arena, &mut kept, &self.arena[k.at as usize..(k.at + k.len) as usize], teller);
         }
-        self.records = kept;
-        self.told_by = told_by;
+        self.arena = arena;
+        self.kept = kept;
+        self.tellers = tellers;
     }
 
     /// Records kept (bounded; see `compact`).
     pub(super) fn records_kept(&self) -> usize {
-        self.records.len()
+        self.kept.len()
+    }
+
+    /// The record of the candidate whose value is `v`.
+    fn record(&self, v: u32) -> Option<&[u8]> {
+        let k = self.kept.get(v as usize)?;
+        self.arena.get(k.at as usize..(k.at + k.len) as usize)
+    }
+
+    /// Who named the record of the candidate whose value is `v` (None: the table's).
+    fn teller(&self, v: u32) -> Option<SocketAddr> {
+        let i = self.kept.get(v as usize)?.teller.checked_sub(1)?;
+        self.tellers.get(i as usize).copied()
     }
 
     fn enough(&self, table: &RoutingTable<Slot>, alpha: usize) -> bool {
@@ -259,8 +296,8 @@ impl KadNode {
                 closest_ids.extend_from_slice(cid);
             }
             if s.opts.records {
-                if let Some(r) = s.records.get(*v as usize) {
-                    closest_records.extend_from_slice(r.as_slice());
+                if let Some(r) = s.record(*v) {
+                    closest_records.extend_from_slice(r);
                 }
             }
         }
@@ -308,8 +345,8 @@ impl KadNode {
         let mut converged = false;
         loop {
             match s.lookup.next(now) {
-                LookupAction::Query(cid, v) => match s.records.get(v as usize).and_then(|r| PeerRecord::layout_of(r.as_slice())) {
-                    Some(at) => queries.push((cid, at.udp, at.external, s.told_by.get(v as usize).copied().flatten())),
+                LookupAction::Query(cid, v) => match s.record(v).and_then(PeerRecord::layout_of) {
+                    Some(at) => queries.push((cid, at.udp, at.external, s.teller(v))),
                     None => {
                         s.lookup.on_failure(&cid);
                     }
@@ -364,8 +401,7 @@ impl KadNode {
         s.ended = now;
         // The peers a lookup returns: who named them, for introductions.
         for (_, v) in s.lookup.closest() {
-            let teller = s.told_by.get(v as usize).copied().flatten();
-            if let (Some(teller), Some(at)) = (teller, s.records.get(v as usize).and_then(|r| PeerRecord::layout_of(r.as_slice()))) {
+            if let (Some(teller), Some(at)) = (s.teller(v), s.record(v).and_then(PeerRecord::layout_of)) {
                 tell(&mut self.tellers, at.udp, at.external, teller);
             }
         }
@@ -485,6 +521,13 @@ impl KadNode {
             self.drive(search, now);
         }
     }
+}
+
+/// Puts `record` at the end of a lookup's arena, named by `teller` (see [`Kept`]); returns its index.
+fn keep(arena: &mut Vec<u8>, kept: &mut Vec<Kept>, record: &[u8], teller: u32) -> u32 {
+    kept.push(Kept { at: arena.len() as u32, len: record.len() as u32, teller });
+    arena.extend_from_slice(record);
+    (kept.len() - 1) as u32
 }
 
 /// The tellers learn that `teller` named the node at `udp` (and at `external`).

@@ -454,3 +454,46 @@ fn a_request_too_small_for_any_answer_does_not_count_as_verifying_us() {
     assert_eq!(count(&x, Counter::dropped_amplification), 1);
     assert!(!x.book.is_verified_by(&z.udp), "a requester that got no answer counts as having verified us");
 }
+
+#[test]
+fn a_lookup_keeps_who_named_each_record_through_the_records_compaction() {
+    // Answers naming ever-closer nodes (farthest handed out first, 30 per answer, each named once)
+    // make the lookup drop the records of peers that are no longer candidates, many times over.
+    // A node the lookup asks is still known as named by the peer whose answer named it.
+    let (mut x, now) = node(NodeConfig::default());
+    let seeds: Vec<PeerRecord> = (1..=3).map(peer).collect();
+    for p in &seeds {
+        admit(&mut x, p, now);
+    }
+    let target = [0u8; 32];
+    let dist = |id: &NodeId| -> Vec<u8> { id.iter().zip(target).map(|(a, b)| a ^ b).collect() };
+    let mut pool: Vec<PeerRecord> = (0..1500).map(|i| record(&identity(SEED, 1000 + i), SocketAddr::from(([10, 1 + (i >> 8) as u8, i as u8, 2], 4000)))).collect();
+    pool.sort_by_key(|p| std::cmp::Reverse(dist(&p.id)));
+    let mut pool = pool.into_iter();
+    let l = x.start_lookup(target, LookupOptions { records: true, ..LookupOptions::default() }, now).expect("a lookup");
+    let mut by_addr: std::collections::HashMap<SocketAddr, (PeerRecord, Option<SocketAddr>)> = seeds.iter().map(|p| (p.udp, (p.clone(), None))).collect();
+    let mut pending = queries(&drain(&mut x, None));
+    let (mut asked, mut max_kept, mut compacted) = (0, 0, false);
+    for _ in 0..100 {
+        let mut next = Vec::new();
+        for (to, id) in pending {
+            let (p, named_by) = by_addr.get(&to).cloned().expect("a query to a node named to the lookup");
+            assert_eq!(x.tellers.teller_of(&to), named_by, "who named {to}");
+            asked += 1;
+            let named: Vec<PeerRecord> = pool.by_ref().take(30).collect();
+            for n in &named {
+                by_addr.insert(n.udp, (n.clone(), Some(to)));
+            }
+            next.extend(queries(&handle(&mut x, to, &nodes(id, &p, &named), now)));
+            let kept = x.lookup_records(l).expect("the lookup runs");
+            compacted |= kept < max_kept;
+            max_kept = max_kept.max(kept);
+        }
+        pending = next;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    assert!(asked >= 40, "{asked} nodes asked");
+    assert!(compacted && max_kept <= 4 * 8 * 20, "{max_kept} records kept at most, compacted: {compacted}");
+}
