@@ -156,18 +156,18 @@ impl Search {
         }
         let mut named = 0;
         for (i, r) in recs.iter().enumerate().skip(1) {
-            let is_target = self.opts.stop && r.id == target;
-            // Known already (or farther than every candidate of a full lookup): nothing new.
-            if r.id == *own || !(is_target || self.lookup.wants(&r.id)) {
+            if r.id == *own {
                 continue;
             }
-            if is_target {
+            if self.opts.stop && r.id == target {
                 tell(tellers, r.udp, r.external, teller);
                 if named == 0 {
                     named = i;
                 }
                 continue;
             }
+            // Known already (or farther than every candidate of a full lookup): nothing new
+            // (`offer` makes no record then).
             let (records, told_by) = (&mut self.records, &mut self.told_by);
             self.lookup.offer(r.id, depth, || {
                 records.push(Encoded::from_bytes(&data[r.at..r.at + r.len]));
