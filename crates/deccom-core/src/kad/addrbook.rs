@@ -103,25 +103,20 @@ impl<K: Copy + Eq + Hash, V> Recency<K, V> {
         self.index.len()
     }
 
-    fn contains(&self, key: &K) -> bool {
-        self.index.contains_key(key)
-    }
-
-
     /// The value of `key`, its recency unchanged.
     fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = *self.index.get(key)?;
         Some(&mut self.nodes[i as usize].value)
     }
 
-    /// The value of `key`, made the most recently used one.
-    fn use_mut(&mut self, key: &K) -> Option<&mut V> {
+    /// The slot of `key` (in `nodes`), made the most recently used one.
+    fn use_slot(&mut self, key: &K) -> Option<u32> {
         let i = *self.index.get(key)?;
         if i != self.mru {
             self.unlink(i);
             self.append(i);
         }
-        Some(&mut self.nodes[i as usize].value)
+        Some(i)
     }
 
     /// Adds `key` (absent) as the most recently used entry, first forgetting the least recently
@@ -359,13 +354,14 @@ impl<K: Copy + Eq + Hash> Buckets<K> {
     /// full).
     fn refill(&mut self, key: K, now: Instant) -> &mut Bucket {
         let (rate, burst) = (self.rate, self.burst);
-        if self.table.contains(&key) {
-            let b = self.table.use_mut(&key).expect("present");
-            b.tokens = burst.min(b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate);
-            b.at = now;
-            b
-        } else {
-            self.table.insert(key, Bucket { tokens: burst, at: now })
+        match self.table.use_slot(&key) {
+            Some(i) => {
+                let b = &mut self.table.nodes[i as usize].value;
+                b.tokens = burst.min(b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate);
+                b.at = now;
+                b
+            }
+            None => self.table.insert(key, Bucket { tokens: burst, at: now }),
         }
     }
 

@@ -163,38 +163,17 @@ impl<V: Clone> Lookup<V> {
     }
 
     fn add(&mut self, id: NodeId, value: V, depth: u32) -> bool {
-        let d = distance_key(&id, &self.target);
-        if self.candidates.len() >= self.config.max_candidates && self.candidates.last().is_some_and(|c| c.distance <= d) {
+        self.offer(id, depth, || value)
+    }
+
+    /// Where a peer at distance key `d` would enter the candidates, if it would: not one already,
+    /// and not farther than every candidate of a full lookup.
+    fn place_of(&self, d: &DistanceKey) -> Option<usize> {
+        if self.candidates.len() >= self.config.max_candidates && self.candidates.last().is_some_and(|c| c.distance <= *d) {
             // Full, and no closer than the farthest: known already, or it would be dropped.
-            return false;
+            return None;
         }
-        match self.candidates.binary_search_by(|c| c.distance.cmp(&d)) {
-            Ok(_) => false,
-            Err(pos) => {
-                if pos >= self.config.max_candidates {
-                    return false;
-                }
-                let max = self.config.max_candidates;
-                if self.candidates.len() >= max {
-                    // Full: the farthest makes room (it is farther than the newcomer).
-                    self.candidates.truncate(max - 1);
-                } else if self.candidates.len() == self.candidates.capacity() {
-                    // Grown by doubling up to the bound, not past it.
-                    let len = self.candidates.len();
-                    self.candidates.reserve_exact((2 * len).max(4).min(max) - len);
-                }
-                self.candidates.insert(
-                    pos,
-                    Candidate {
-                        distance: d,
-                        value,
-                        state: State::NotContacted,
-                        depth,
-                    },
-                );
-                true
-            }
-        }
+        self.candidates.binary_search_by(|c| c.distance.cmp(d)).err().filter(|&pos| pos < self.config.max_candidates)
     }
 
     /// The id at distance `d` from the target.
@@ -320,17 +299,25 @@ impl<V: Clone> Lookup<V> {
     /// than every candidate of a full lookup.)
     #[must_use]
     pub fn wants(&self, id: &NodeId) -> bool {
-        let d = distance_key(id, &self.target);
-        if self.candidates.len() >= self.config.max_candidates && self.candidates.last().is_some_and(|c| c.distance <= d) {
-            return false;
-        }
-        self.candidates.binary_search_by(|c| c.distance.cmp(&d)).is_err()
+        self.place_of(&distance_key(id, &self.target)).is_some()
     }
 
     /// A peer an answer named (at `depth`, as [`answered`](Self::answered) returned), whose value
     /// `value` makes only when it becomes a candidate. True if it did.
     pub fn offer(&mut self, id: NodeId, depth: u32, value: impl FnOnce() -> V) -> bool {
-        self.wants(&id) && self.add(id, value(), depth)
+        let d = distance_key(&id, &self.target);
+        let Some(pos) = self.place_of(&d) else { return false };
+        let max = self.config.max_candidates;
+        if self.candidates.len() >= max {
+            // Full: the farthest makes room (it is farther than the newcomer).
+            self.candidates.truncate(max - 1);
+        } else if self.candidates.len() == self.candidates.capacity() {
+            // Grown by doubling up to the bound, not past it.
+            let len = self.candidates.len();
+            self.candidates.reserve_exact((2 * len).max(4).min(max) - len);
+        }
+        self.candidates.insert(pos, Candidate { distance: d, value: value(), state: State::NotContacted, depth });
+        true
     }
 
     /// The query to `peer` failed (or will never be answered). Returns false if it was not in flight.

@@ -137,11 +137,12 @@ impl Requests {
     /// The request a response with id `(hi, lo)` of type `kind` (the request's type + 1) from
     /// `from` answers, taken out; None when it answers none (unsolicited, wrong address, type or id).
     pub fn take_match(&mut self, hi: u32, lo: u32, from: &SocketAddr, kind: u8) -> Option<Request> {
-        let r = self.pending.get(&lo)?;
-        if r.hi != hi || r.to != *from || r.kind + 1 != kind {
+        let std::collections::hash_map::Entry::Occupied(r) = self.pending.entry(lo) else { return None };
+        let q = r.get();
+        if q.hi != hi || q.to != *from || q.kind + 1 != kind {
             return None;
         }
-        self.pending.remove(&lo)
+        Some(r.remove())
     }
 
     /// Arms a lookup's wake-up at `at`.

@@ -170,18 +170,18 @@ impl Search {
         // `teller` joins the tellers with the answer's first new record.
         let mut teller_at = 0;
         for (i, r) in recs.iter().enumerate().skip(1) {
-            let is_target = self.opts.stop && r.id == target;
-            // Known already (or farther than every candidate of a full lookup): nothing new.
-            if r.id == *own || !(is_target || self.lookup.wants(&r.id)) {
+            if r.id == *own {
                 continue;
             }
-            if is_target {
+            if self.opts.stop && r.id == target {
                 tell(tellers, r.udp, r.external, teller);
                 if named == 0 {
                     named = i;
                 }
                 continue;
             }
+            // Known already (or farther than every candidate of a full lookup): nothing new
+            // (`offer` makes no record then).
             let (arena, kept, tellers) = (&mut self.arena, &mut self.kept, &mut self.tellers);
             self.lookup.offer(r.id, depth, || {
                 if teller_at == 0 {
