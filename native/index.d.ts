@@ -446,7 +446,9 @@ export declare class RudpEndpoint {
 export declare class SimLane {
   /**
    * A lane on links of `latency` + [0, `jitter`) ms, seeded from `seedBase` (the FNV-1a hash of
-   * `"<network seed> "`), at most `maxLinks` held.
+   * `"<network seed> "`), at most `maxLinks` held. From then on the process's small native
+   * allocations come from mimalloc, which suits the engine's many small blocks per datagram
+   * (see `prefault.rs`).
    */
   constructor(latency: number, jitter: number, seedBase: number, maxLinks: number)
   /**

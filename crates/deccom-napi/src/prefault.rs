@@ -1,13 +1,20 @@
-//! The addon's global allocator (small allocations from mimalloc; large ones lazily zero-filled
-//! memory from the OS on Linux), and background pre-faulting of reassembly memory that the
-//! reliable endpoint reserved for data that is arriving.
+//! The addon's global allocator (small allocations from the system allocator, or from mimalloc
+//! once a simulation asks for it; large ones lazily zero-filled memory from the OS on Linux), and
+//! background pre-faulting of reassembly memory that the reliable endpoint reserved for data that
+//! is arriving.
 //!
 //! # Small allocations
 //!
-//! The hot paths allocate and free many small blocks per datagram (frames, records, map entries).
-//! mimalloc, a size-class allocator with thread-local free lists, serves them faster than the C
-//! library's: the simulator's 10,000-node Kademlia join (`bench/sim.mjs`, millions of datagrams
-//! through the native engine) took 25-30 % less CPU with it, for about 7 % more memory per node.
+//! The simulator's native lane runs millions of datagrams through the Kademlia engine, which
+//! allocates and frees many small blocks per datagram (frames, records, map entries). mimalloc, a
+//! size-class allocator with thread-local free lists, serves that pattern faster: the 10,000-node
+//! join (`bench/sim.mjs`) took 25-30 % less CPU with it, for about 7 % more memory per node. The
+//! sockets' paths are the other way round: the encrypted reliable transfer (`bench/rudp.mjs`,
+//! segments sealed in the socket thread) ran about 20 % slower with it. So small allocations go
+//! to the system allocator until [`prefer_mimalloc`] is called (the simulator's lane does, when it
+//! is created); from then on new ones come from mimalloc. Each block is freed or grown by the
+//! allocator that made it: mimalloc knows its own regions (`mi_is_in_heap_region`, a lookup in
+//! its segment map), and a process that never switched never asks.
 //!
 //! # Lazily zero-filled large allocations
 //!
@@ -16,11 +23,11 @@
 //! for the length a peer announces (see `deccom_core::rudp`). That is sound only if the pages the
 //! data has not reached stay untouched: fresh anonymous memory from the OS reads as zero and
 //! becomes resident page by page when written. The C library's allocator gives that for large
-//! requests only while they are above its (moving) mmap threshold, and a size-class allocator keeps
-//! freed memory for reuse; there, a zeroed allocation may clear a reused block and make all of it
-//! resident at once. So on Linux every allocation of
+//! requests only while they are above its (moving) mmap threshold, and mimalloc keeps freed memory
+//! for reuse; there, a zeroed allocation may clear a reused block and make all of it resident at
+//! once. So on Linux every allocation of
 //! [`LAZY_THRESHOLD`] bytes or more (alignment up to a page) is mapped directly with `mmap` and
-//! returned with `munmap`; smaller ones go to mimalloc.
+//! returned with `munmap`; smaller ones go to the small allocator (above).
 //!
 //! # Pre-faulting
 //!
@@ -39,11 +46,53 @@
 //! is already present does nothing. If a range was freed in the meantime, `madvise` fails and the
 //! failure is ignored; if the range was reused, populating it is harmless. When the job queue is
 //! full, the job is dropped and the owner faults the pages itself. On other platforms every
-//! allocation goes to mimalloc and [`populate`] does nothing.
+//! allocation goes to the small allocator and [`populate`] does nothing.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use mimalloc::MiMalloc as Small;
+use mimalloc::MiMalloc;
+
+/// Small allocations come from mimalloc (see the module docs); never turned off again.
+static MIMALLOC: AtomicBool = AtomicBool::new(false);
+
+/// From now on, small allocations come from mimalloc (see the module docs). Blocks made before
+/// stay with the system allocator until freed.
+pub fn prefer_mimalloc() {
+  MIMALLOC.store(true, Ordering::Relaxed);
+}
+
+/// The allocator of small blocks: mimalloc, or the system's.
+struct Small;
+
+impl Small {
+  /// Whether `ptr` (a small block) is mimalloc's. Only asked once mimalloc was preferred: before
+  /// that, every small block is the system allocator's.
+  fn owns(ptr: *mut u8) -> bool {
+    // SAFETY: a lookup in mimalloc's segment map; it reads no memory at `ptr`.
+    MIMALLOC.load(Ordering::Relaxed) && unsafe { libmimalloc_sys::mi_is_in_heap_region(ptr.cast()) }
+  }
+
+  unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+    // SAFETY: forwarded with the caller's layout.
+    unsafe { if MIMALLOC.load(Ordering::Relaxed) { MiMalloc.alloc(layout) } else { System.alloc(layout) } }
+  }
+
+  unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+    // SAFETY: forwarded with the caller's layout.
+    unsafe { if MIMALLOC.load(Ordering::Relaxed) { MiMalloc.alloc_zeroed(layout) } else { System.alloc_zeroed(layout) } }
+  }
+
+  unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    // SAFETY: forwarded to the allocator that made `ptr`, with its layout.
+    unsafe { if Self::owns(ptr) { MiMalloc.dealloc(ptr, layout) } else { System.dealloc(ptr, layout) } }
+  }
+
+  unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    // SAFETY: forwarded to the allocator that made `ptr` (the block stays with it).
+    unsafe { if Self::owns(ptr) { MiMalloc.realloc(ptr, layout, new_size) } else { System.realloc(ptr, layout, new_size) } }
+  }
+}
 
 /// Allocations at least this large are mapped directly from the OS (Linux). At most the core's
 /// `SMALL_MESSAGE`, the length from which reassembly buffers are charged as data arrives.
@@ -52,7 +101,7 @@ pub const LAZY_THRESHOLD: usize = 256 << 10;
 /// The allocator type (installed with `#[global_allocator]` in lib.rs).
 pub struct Prefaulting;
 
-// SAFETY: small requests are forwarded unchanged to mimalloc; large ones (decided by size and
+// SAFETY: small requests are forwarded unchanged to the small allocator (its owner frees a block); large ones (decided by size and
 // alignment alone, so `dealloc`/`realloc` route a block back to where it came from) are whole
 // anonymous mappings, page-aligned, which satisfies any alignment up to a page.
 unsafe impl GlobalAlloc for Prefaulting {
@@ -69,7 +118,7 @@ unsafe impl GlobalAlloc for Prefaulting {
       // SAFETY: a lazy layout was mapped by `imp::map` with this size.
       return unsafe { imp::unmap(ptr, layout.size()) };
     }
-    // SAFETY: forwarded; `ptr` came from mimalloc with this layout.
+    // SAFETY: forwarded; `ptr` came from the small allocator with this layout.
     unsafe { Small.dealloc(ptr, layout) }
   }
 
@@ -87,7 +136,7 @@ unsafe impl GlobalAlloc for Prefaulting {
     // SAFETY: the caller upholds realloc's contract (`new_size` > 0, valid for the alignment).
     let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
     match (imp::is_lazy(layout), imp::is_lazy(new_layout)) {
-      // SAFETY: forwarded; both sides belong to mimalloc.
+      // SAFETY: forwarded; both sides belong to the small allocator.
       (false, false) => unsafe { Small.realloc(ptr, layout, new_size) },
       // SAFETY: `ptr` is a mapping of `layout.size()` bytes.
       (true, true) => unsafe { imp::remap(ptr, layout.size(), new_size) },

@@ -88,9 +88,12 @@ fn seq_of(x: f64) -> u64 {
 #[napi]
 impl SimLane {
   /// A lane on links of `latency` + [0, `jitter`) ms, seeded from `seedBase` (the FNV-1a hash of
-  /// `"<network seed> "`), at most `maxLinks` held.
+  /// `"<network seed> "`), at most `maxLinks` held. From then on the process's small native
+  /// allocations come from mimalloc, which suits the engine's many small blocks per datagram
+  /// (see `prefault.rs`).
   #[napi(constructor)]
   pub fn new(latency: f64, jitter: f64, seed_base: u32, max_links: u32) -> Self {
+    crate::prefault::prefer_mimalloc();
     SimLane { lane: Lane::new(latency, jitter, seed_base, max_links as usize) }
   }
 
