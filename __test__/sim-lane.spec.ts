@@ -5,8 +5,12 @@
  * Imports the BUILT package (dist/), as a user would.
  */
 import test from 'ava'
+import crypto from 'node:crypto'
 
-import { DeccomError, Delay, ErrorCode, Kademlia, type Node, SimErrorCode, SimulatedNetwork } from '../dist/index.js'
+import { DeccomError, Delay, ErrorCode, Identity, Kademlia, Node, Noise, ReliableUdp, SimErrorCode, SimulatedNetwork } from '../dist/index.js'
+import { until } from './helpers/wait'
+
+const digest = (b: Uint8Array): string => crypto.createHash('sha256').update(b).digest('hex')
 
 const kad = (n: Node) => n.stack.find(Kademlia)!
 
@@ -130,4 +134,28 @@ test('a node that leaves: its datagrams no longer reach the lane node, its count
   for (const n of nodes.slice(0, 5)) kad(n).lookup(leaving.id).catch(() => {})
   await sim.runFor(30_000)
   t.true(sim.stats().dropped_no_route > noRoute)
+})
+
+test('after a lane switched the process to mimalloc, real sockets still carry messages whole (blocks of both allocators freed by their own)', async (t) => {
+  // Blocks made before the switch (these nodes' sockets and endpoints) are freed by the system
+  // allocator, later ones by mimalloc, in the same process and threads.
+  const mk = () => Node.create({ identity: Identity.generate(), host: '127.0.0.1', stack: [new ReliableUdp(), new Noise()] })
+  const a = await mk()
+  const b = await mk()
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  const got: Buffer[] = []
+  b.on('message', (_from: unknown, data: Buffer) => got.push(data))
+  const sim = new SimulatedNetwork({ seed: 4, trace: false, nativeDelivery: true })
+  await sim.createNodes(20, { stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })] })
+  await sim.runFor(5_000)
+  const sent: Buffer[] = []
+  for (let i = 0; i < 8; i++) {
+    const data = crypto.randomBytes(1 + i * 97_531)
+    sent.push(data)
+    await a.stack.find(ReliableUdp)!.send(b.address, data)
+  }
+  await sim.runFor(5_000)
+  await sim.close()
+  await until(() => got.length === sent.length, 10_000)
+  t.deepEqual(got.map(digest), sent.map(digest))
 })
