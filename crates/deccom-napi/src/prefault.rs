@@ -101,9 +101,10 @@ pub const LAZY_THRESHOLD: usize = 256 << 10;
 /// The allocator type (installed with `#[global_allocator]` in lib.rs).
 pub struct Prefaulting;
 
-// SAFETY: small requests are forwarded unchanged to the small allocator (its owner frees a block); large ones (decided by size and
-// alignment alone, so `dealloc`/`realloc` route a block back to where it came from) are whole
-// anonymous mappings, page-aligned, which satisfies any alignment up to a page.
+// SAFETY: small requests are forwarded unchanged to the small allocator, which frees or grows a
+// block with the allocator that made it; large ones (decided by size and alignment alone, so
+// `dealloc`/`realloc` route a block back to where it came from) are whole anonymous mappings,
+// page-aligned, which satisfies any alignment up to a page.
 unsafe impl GlobalAlloc for Prefaulting {
   unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
     if imp::is_lazy(layout) {
