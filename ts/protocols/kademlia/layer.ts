@@ -52,7 +52,7 @@ export class Kademlia extends Protocol {
     this.#s.bootstrap = (opts.bootstrap ?? []).map((a) => toAddress(a))
     this.#s.k = int(opts.k ?? 20, 1, 64, 'k')
     this.#s.alpha = int(opts.alpha ?? 3, 1, 64, 'alpha')
-    this.#s.refreshInterval = positive(opts.refreshInterval ?? 300_000, 'refreshInterval')
+    this.#s.refreshInterval = positive(opts.refreshInterval ?? 600_000, 'refreshInterval')
     this.#s.queryTimeout = positive(opts.queryTimeout ?? 1000, 'queryTimeout')
     this.#s.minPatience = positive(opts.minPatience ?? 100, 'minPatience')
     this.#s.settleLookup = nonNegative(opts.settleLookup ?? 10_000, 'settleLookup')

@@ -40,7 +40,7 @@ export interface KademliaOptions {
   k?: number
   /** Parallel queries per lookup (default 3). */
   alpha?: number
-  /** Bucket refresh period in ms (default 300 000). */
+  /** Bucket refresh period in ms (default 600 000). */
   refreshInterval?: number
   /**
    * Per-query timeout in ms (default 1000); an answer up to twice as late still counts. A lookup
