@@ -465,6 +465,31 @@ test('a lookup through dead contacts waits about a round trip of patience for ea
   }
 })
 
+test('a lookup result lists its closest peers when read: closest first, the same list on every read, copied by a spread', async (t) => {
+  const s = new SimulatedNetwork({ seed: 22, defaultLink: { latency: 5, jitter: 5 } })
+  t.teardown(() => s.close())
+  const ns = await kadNodes(s, 30, 'closest')
+  await s.runFor(20_000)
+  const target = ns[7]!.id
+  let res: any = null
+  kad(ns[1]!).lookup(target).then((x) => (res = x), (e) => (res = e))
+  await s.runUntil(() => res !== null, { timeout: 10_000 })
+  const list = res.closest
+  t.is(list.length, 20, 'k peers')
+  t.true(list[0].id.equals(target), 'the target is the closest')
+  const dist = (id: Buffer): bigint => BigInt('0x' + Buffer.from(id.map((b, i) => b ^ target[i]!)).toString('hex'))
+  for (let i = 1; i < list.length; i++) t.true(dist(list[i - 1].id) < dist(list[i].id), `closest first (${i})`)
+  t.is(res.closest, list, 'decoded once')
+  const copy = { ...res }
+  t.is(copy.closest, list, 'a spread copies the list')
+  t.is(JSON.parse(JSON.stringify(res)).closest.length, 20, 'JSON has the list')
+  res.closest = []
+  t.is(res.closest.length, 0, 'assignable')
+  const found = await kad(ns[1]!).lookup(target, { stopAtTarget: true })
+  t.true(found.peer!.id.equals(target))
+  t.true(found.closest.some((p) => p.id.equals(target)))
+})
+
 test('findPeer asks no one else while the node that was named as the target is asked', async (t) => {
   const s = new SimulatedNetwork({ seed: 31, defaultLink: { latency: 5, jitter: 5 } })
   t.teardown(() => s.close())

@@ -73,11 +73,21 @@ export function abort(s: KadState, run: Run, err: Error): void {
   run.onError(err)
 }
 
-/** A lookup's outcome as a result (`closest`: it lists the closest peers). */
+/**
+ * A lookup's outcome as a result (`closest`: it lists the closest peers). The list is decoded when
+ * first read: a findPeer that only wants the target (the usual case) makes no peer objects for it.
+ */
 export function resultOf(o: LookupOutcome, closest: boolean): LookupResult {
+  const records = closest ? o.closestRecords : EMPTY
+  let peers: Peer[] | undefined
   return {
     peer: o.found ? peerOfRecord(o.found, o.verified) : null,
-    closest: closest ? peersOfRecords(o.closestRecords) : [],
+    get closest(): Peer[] {
+      return (peers ??= peersOfRecords(records))
+    },
+    set closest(list: Peer[]) {
+      peers = list
+    },
     hops: o.hops,
     queries: o.queries,
     failures: o.failures,

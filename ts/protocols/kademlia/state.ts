@@ -128,7 +128,7 @@ export interface LookupResult {
    * address is preferred to any number of unverified ones.
    */
   peer: Peer | null
-  /** The k closest peers that answered, closest first. */
+  /** The k closest peers that answered, closest first (decoded when first read). */
   closest: Peer[]
   /** Hops: 0 if the target was in the table, else 1 + depth of the peer that named it (or rounds). */
   hops: number
