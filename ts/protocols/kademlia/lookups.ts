@@ -75,7 +75,8 @@ export function abort(s: KadState, run: Run, err: Error): void {
 
 /**
  * A lookup's outcome as a result (`closest`: it lists the closest peers). The list is decoded when
- * first read: a findPeer that only wants the target (the usual case) makes no peer objects for it.
+ * first read: a `lookup({ stopAtTarget })` whose caller wants only the target makes no peer
+ * objects for it.
  */
 export function resultOf(o: LookupOutcome, closest: boolean): LookupResult {
   const records = closest ? o.closestRecords : EMPTY
