@@ -67,7 +67,7 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
   const tab = table()
   const target = node(50)
   const others = [node(3, { ext: true }), node(4, { tcp: true }), self, target]
-  const id = tab.startLookup(target.id, true, true, false, false, 0, 0, 0, null, 1)
+  const id = tab.startLookup(target.id, true, true, false, 1)
   t.true(id >= 0)
   const q = frames(tab.drain(OUT, 0))
   t.is(q.length, 1, 'alpha 1: one query')
@@ -99,7 +99,7 @@ test('a lookup asks the nodes an answer names at their record addresses; not its
 test('who named a node is remembered once the node is asked (at its address and its external one)', (t) => {
   const tab = table()
   const named = node(3, { ext: true })
-  tab.startLookup(Buffer.alloc(32, 0x33), false, false, false, false, 0, 0, 0, null, 1)
+  tab.startLookup(Buffer.alloc(32, 0x33), false, false, false, 1)
   const q = findNode(frames(tab.drain(OUT, 0))[0]!)
   const sent = frames(tab.onDatagram(seed.address.raw, native.kadEncodeNodes(q.requestHi, q.requestLo, seed.record, [named.record], false), null, 5, OUT, 0))
   t.deepEqual(sent.filter((f) => native.kadDecode(f.data).kind === 3).map((f) => f.to), [named.address.key])
@@ -109,7 +109,7 @@ test('who named a node is remembered once the node is asked (at its address and 
 
 test('answers nobody asked for change nothing: an unknown request id, a right id from another address, a NODES to a PING', (t) => {
   const tab = table()
-  tab.startLookup(Buffer.alloc(32, 0x77), false, false, false, false, 0, 0, 0, null, 1)
+  tab.startLookup(Buffer.alloc(32, 0x77), false, false, false, 1)
   const q = findNode(frames(tab.drain(OUT, 0))[0]!)
   const named = [node(10), node(11)].map((n) => n.record)
   const bad = [
@@ -167,7 +167,7 @@ test('a lookup fed endless ever-closer answers keeps its records bounded, and as
   // 1,500 nodes handed out farthest first: every answer names nodes closer than all before.
   const dist = (id: Buffer) => Buffer.from(id.map((b, i) => b ^ target[i]!))
   const pool = Array.from({ length: 1500 }, (_, i) => node(100 + i)).sort((x, y) => Buffer.compare(dist(y.id), dist(x.id)))
-  const id = tab.startLookup(target, false, false, true, false, 0, 0, 0, null, 1)
+  const id = tab.startLookup(target, false, false, true, 1)
   const byAddr = new Map<string, ReturnType<typeof node>>([[seed.address.key, seed]])
   let pending = frames(tab.drain(OUT, 0))
   let queries = 0

@@ -134,14 +134,6 @@ export declare class KadTable {
   closestRows(target: Uint8Array, n: number, exclude: Uint8Array | undefined | null, out: Buffer): number
   /** Every handle the table holds (entries and replacement caches). */
   handles(): Uint32Array
-  /** Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`). */
-  staleBuckets(now: number, intervalMs: number): Array<number>
-  /** Entries in bucket `index`. */
-  bucketLen(index: number): number
-  /** Records that a lookup refreshed bucket `index`. */
-  markRefreshed(index: number, now: number): void
-  /** The bucket of `id`, or -1 for the local id. */
-  bucketOf(id: Uint8Array): number
   /**
    * The address of the node whose NODES answer (to one of our lookups) named `addr` (18-byte
    * form) last, in the 18-byte form, or null (see `deccom_core::kad::tellers`).
@@ -193,14 +185,13 @@ export declare class KadTable {
   /**
    * Starts a lookup of `target`: `stop` findPeer (stop once the target answers at an address
    * some node named for it), `claims` emit an event per address learned for the target,
-   * `records`/`ids` the outcome lists the closest peers' records/ids; `enough`: 0 never, 1 once
-   * bucket `bucket` holds `fill` entries, 2 a settling self-lookup (`kth`: our k-th closest
-   * entry's id). Returns the lookup's id (its end is an event), or -1 when too many run.
+   * `records` the outcome lists the closest peers' records. Returns the lookup's id (its end is
+   * an event), or -1 when too many run.
    *
    * # Errors
-   * `ERR_DECCOM_INVALID_ARGUMENT` for a target or `kth` that is not 32 bytes.
+   * `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
    */
-  startLookup(target: Uint8Array, stop: boolean, claims: boolean, records: boolean, ids: boolean, enough: number, bucket: number, fill: number, kth: Uint8Array | undefined | null, now: number): number
+  startLookup(target: Uint8Array, stop: boolean, claims: boolean, records: boolean, now: number): number
   /** Ends a running lookup without an outcome. */
   abortLookup(id: number): void
   /** The outcome of a lookup that ended (after its event), or null. */
@@ -208,13 +199,17 @@ export declare class KadTable {
   /** Records a running lookup keeps (bounded), or null. */
   lookupRecords(id: number): number | null
   /**
-   * One join attempt through `addrs` (18-byte forms back to back): returns the id of the
-   * lookup whose end ends the attempt (`seeds` 0: no bootstrap node answered).
+   * Starts the node's upkeep (`deccom_core::kad::node::upkeep`): the join through `bootstrap`
+   * (18-byte forms back to back) now, with `retries` more attempts when no bootstrap node
+   * answers; the refresh at join `joinRefreshDelay` ms after it joined, the settling self-lookup
+   * `settle` ms after that (0: none); a refresh every `refreshInterval` ms. Its outcome comes as
+   * events 6 (joined: 1 through a bootstrap node, 0 with none to ask), 7 (a retry follows: the
+   * attempt) and 8 (the join failed: the attempts).
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ADDRESS` for an address that is not in the 18-byte form.
    */
-  bootstrap(addrs: Uint8Array, now: number): number
+  startUpkeep(bootstrap: Uint8Array, retries: number, joinRefreshDelay: number, settle: number, refreshInterval: number, now: number): void
   /** The answer to an approval event for `record`. */
   approved(record: Uint8Array, ok: boolean, now: number): void
   /** A datagram of another layer came from `from` (18-byte form): a sign of life of a table entry. */
@@ -224,7 +219,8 @@ export declare class KadTable {
   /**
    * The next event into `out` (see the module docs; at least 8 + 332 bytes): 0 none, 1 a peer
    * entered the table, 2 one left (handle, record), 3 a lookup ended (its id), 4 a lookup
-   * learned an address of its target (lookup id, record), 5 approve a peer (record).
+   * learned an address of its target (lookup id, record), 5 approve a peer (record), 6-8 the
+   * upkeep's join (see `startUpkeep`).
    *
    * # Errors
    * `ERR_DECCOM_INVALID_ARGUMENT` when `out` is too small for the event's record.
@@ -240,8 +236,6 @@ export declare class KadTable {
   get querySrtt(): number
   /** How long a lookup waits for a FIND_NODE before asking another node, in ms. */
   get patience(): number
-  /** A random id in bucket `index` (from the node's seeded generator). */
-  randomIdIn(index: number): Buffer
   /** The record of the table entry with id `id`, or null. */
   recordOf(id: Uint8Array): Buffer | null
   /**
@@ -901,15 +895,10 @@ export interface KadLookupOutcome {
   queries: number
   failures: number
   timeouts: number
-  /** The closest peers that answered: ids back to back (if asked for). */
-  closestIds: Buffer
   /** Their encoded records back to back (if asked for). */
   closestRecords: Buffer
   /** ms from start to end. */
   elapsed: number
-  /** A join's lookup: seeds the bootstrap nodes gave (0: none answered). */
-  seeds: number
-  endedEarly: boolean
 }
 
 /** Counters of a lookup. */

@@ -189,31 +189,6 @@ impl KadTable {
     v.into()
   }
 
-  /// Buckets without activity for `intervalMs` (see `RoutingTable::stale_buckets`).
-  #[napi]
-  pub fn stale_buckets(&self, now: f64, interval_ms: f64) -> Vec<u32> {
-    self.node.table.stale_buckets(self.clock.at(now), ms_duration(interval_ms)).into_iter().map(|b| b as u32).collect()
-  }
-
-  /// Entries in bucket `index`.
-  #[napi]
-  pub fn bucket_len(&self, index: u32) -> u32 {
-    self.node.table.bucket(index as usize).len() as u32
-  }
-
-  /// Records that a lookup refreshed bucket `index`.
-  #[napi]
-  pub fn mark_refreshed(&mut self, index: u32, now: f64) {
-    self.node.table.mark_refreshed(index as usize, self.clock.at(now));
-  }
-
-  /// The bucket of `id`, or -1 for the local id.
-  #[napi]
-  pub fn bucket_of(&self, id: &[u8]) -> Result<i32> {
-    let id = node_id(id)?;
-    Ok(self.node.table.bucket_index(&id).map_or(-1, |b| b as i32))
-  }
-
   /// The address of the node whose NODES answer (to one of our lookups) named `addr` (18-byte
   /// form) last, in the 18-byte form, or null (see `deccom_core::kad::tellers`).
   #[napi]

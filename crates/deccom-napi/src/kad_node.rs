@@ -13,12 +13,12 @@
 //! Events (`pollEvent`) are written into a caller-owned buffer: a u32 LE (a handle or a lookup
 //! id) at 0, the record's length (u32 LE) at 4, the record from 8.
 
-use deccom_core::kad::node::{Enough, Event, LookupOptions, COUNTER_NAMES, FRAME_HEADER};
+use deccom_core::kad::node::{Event, LookupOptions, UpkeepConfig, COUNTER_NAMES, FRAME_HEADER};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::error::{coded, Code};
-use crate::kad::{address, node_id, KadTable};
+use crate::kad::{address, ms_duration, node_id, KadTable};
 
 /// Bytes before the first frame in `out`.
 const OUT_HEADER: usize = 16;
@@ -29,6 +29,9 @@ const EV_DISCONNECTED: u32 = 2;
 const EV_LOOKUP_DONE: u32 = 3;
 const EV_CLAIM: u32 = 4;
 const EV_APPROVE: u32 = 5;
+const EV_JOINED: u32 = 6;
+const EV_JOIN_RETRY: u32 = 7;
+const EV_JOIN_FAILED: u32 = 8;
 
 /// How a lookup ended (`takeLookup`).
 #[napi(object)]
@@ -41,15 +44,10 @@ pub struct KadLookupOutcome {
   pub queries: u32,
   pub failures: u32,
   pub timeouts: u32,
-  /// The closest peers that answered: ids back to back (if asked for).
-  pub closest_ids: Buffer,
-  /// Their encoded records back to back (if asked for).
+  /// The closest peers that answered: their encoded records back to back (if asked for).
   pub closest_records: Buffer,
   /// ms from start to end.
   pub elapsed: f64,
-  /// A join's lookup: seeds the bootstrap nodes gave (0: none answered).
-  pub seeds: u32,
-  pub ended_early: bool,
 }
 
 /// The counters' names, by the index `KadTable.counters` uses.
@@ -123,22 +121,15 @@ impl KadTable {
 
   /// Starts a lookup of `target`: `stop` findPeer (stop once the target answers at an address
   /// some node named for it), `claims` emit an event per address learned for the target,
-  /// `records`/`ids` the outcome lists the closest peers' records/ids; `enough`: 0 never, 1 once
-  /// bucket `bucket` holds `fill` entries, 2 a settling self-lookup (`kth`: our k-th closest
-  /// entry's id). Returns the lookup's id (its end is an event), or -1 when too many run.
+  /// `records` the outcome lists the closest peers' records. Returns the lookup's id (its end is
+  /// an event), or -1 when too many run.
   ///
   /// # Errors
-  /// `ERR_DECCOM_INVALID_ARGUMENT` for a target or `kth` that is not 32 bytes.
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for a target that is not 32 bytes.
   #[napi]
-  #[allow(clippy::too_many_arguments)]
-  pub fn start_lookup(&mut self, target: &[u8], stop: bool, claims: bool, records: bool, ids: bool, enough: u32, bucket: u32, fill: u32, kth: Option<&[u8]>, now: f64) -> Result<i64> {
+  pub fn start_lookup(&mut self, target: &[u8], stop: bool, claims: bool, records: bool, now: f64) -> Result<i64> {
     let target = node_id(target)?;
-    let enough = match (enough, kth) {
-      (1, _) => Enough::BucketFill { bucket: bucket as usize, fill: fill as usize },
-      (2, Some(kth)) => Enough::Settle { kth: node_id(kth)? },
-      _ => Enough::Never,
-    };
-    let opts = LookupOptions { stop, claims, records, ids, enough };
+    let opts = LookupOptions { stop, claims, records, ..LookupOptions::default() };
     Ok(self.node.start_lookup(target, opts, self.clock.at(now)).map_or(-1, i64::from))
   }
 
@@ -159,11 +150,8 @@ impl KadTable {
       queries: o.stats.queries,
       failures: o.stats.failures,
       timeouts: o.stats.timeouts,
-      closest_ids: o.closest_ids.into(),
       closest_records: o.closest_records.into(),
       elapsed: o.elapsed.as_secs_f64() * 1000.0,
-      seeds: o.seeds,
-      ended_early: o.ended_early,
     })
   }
 
@@ -173,15 +161,27 @@ impl KadTable {
     self.node.lookup_records(id).map(|n| n as u32)
   }
 
-  /// One join attempt through `addrs` (18-byte forms back to back): returns the id of the
-  /// lookup whose end ends the attempt (`seeds` 0: no bootstrap node answered).
+  /// Starts the node's upkeep (`deccom_core::kad::node::upkeep`): the join through `bootstrap`
+  /// (18-byte forms back to back) now, with `retries` more attempts when no bootstrap node
+  /// answers; the refresh at join `joinRefreshDelay` ms after it joined, the settling self-lookup
+  /// `settle` ms after that (0: none); a refresh every `refreshInterval` ms. Its outcome comes as
+  /// events 6 (joined: 1 through a bootstrap node, 0 with none to ask), 7 (a retry follows: the
+  /// attempt) and 8 (the join failed: the attempts).
   ///
   /// # Errors
   /// `ERR_DECCOM_INVALID_ADDRESS` for an address that is not in the 18-byte form.
   #[napi]
-  pub fn bootstrap(&mut self, addrs: &[u8], now: f64) -> Result<u32> {
-    let addrs = addrs.chunks(deccom_core::wire::RAW_ADDR_LEN).map(address).collect::<Result<Vec<_>>>()?;
-    Ok(self.node.bootstrap(&addrs, self.clock.at(now)))
+  pub fn start_upkeep(&mut self, bootstrap: &[u8], retries: u32, join_refresh_delay: f64, settle: f64, refresh_interval: f64, now: f64) -> Result<()> {
+    let bootstrap = bootstrap.chunks(deccom_core::wire::RAW_ADDR_LEN).map(address).collect::<Result<Vec<_>>>()?;
+    let config = UpkeepConfig {
+      bootstrap,
+      retries,
+      join_refresh_delay: ms_duration(join_refresh_delay),
+      settle: ms_duration(settle),
+      refresh_interval: ms_duration(refresh_interval),
+    };
+    self.node.start_upkeep(config, self.clock.at(now));
+    Ok(())
   }
 
   /// The answer to an approval event for `record`.
@@ -206,7 +206,8 @@ impl KadTable {
 
   /// The next event into `out` (see the module docs; at least 8 + 332 bytes): 0 none, 1 a peer
   /// entered the table, 2 one left (handle, record), 3 a lookup ended (its id), 4 a lookup
-  /// learned an address of its target (lookup id, record), 5 approve a peer (record).
+  /// learned an address of its target (lookup id, record), 5 approve a peer (record), 6-8 the
+  /// upkeep's join (see `startUpkeep`).
   ///
   /// # Errors
   /// `ERR_DECCOM_INVALID_ARGUMENT` when `out` is too small for the event's record.
@@ -219,6 +220,9 @@ impl KadTable {
       Event::LookupDone { lookup } => (EV_LOOKUP_DONE, lookup, None),
       Event::Claim { lookup, record } => (EV_CLAIM, lookup, Some(record)),
       Event::Approve { record } => (EV_APPROVE, 0, Some(record)),
+      Event::Joined { bootstrapped } => (EV_JOINED, u32::from(bootstrapped), None),
+      Event::JoinRetry { attempt } => (EV_JOIN_RETRY, attempt, None),
+      Event::JoinFailed { attempts } => (EV_JOIN_FAILED, attempts, None),
     };
     let bytes = record.as_ref().map_or(&[][..], |r| r.as_slice());
     let Some(o) = out.get_mut(..8 + bytes.len()) else {
@@ -258,16 +262,6 @@ impl KadTable {
   #[napi(getter)]
   pub fn patience(&self) -> f64 {
     self.node.patience().as_secs_f64() * 1000.0
-  }
-
-  /// A random id in bucket `index` (from the node's seeded generator).
-  #[napi]
-  pub fn random_id_in(&mut self, index: u32) -> Buffer {
-    let mut r = [0u8; 32];
-    for c in r.chunks_mut(4) {
-      c.copy_from_slice(&self.node.rand().to_le_bytes());
-    }
-    self.node.table.random_id_in_bucket(index as usize, &r).to_vec().into()
   }
 
   /// The record of the table entry with id `id`, or null.

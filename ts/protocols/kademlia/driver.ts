@@ -152,6 +152,11 @@ export function events(s: KadState): void {
       case 5:
         s.onApprove(Buffer.from(record))
         break
+      case 6:
+      case 7:
+      case 8:
+        s.onJoin(kind, n)
+        break
     }
   }
 }

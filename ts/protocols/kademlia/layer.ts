@@ -14,7 +14,7 @@ import { deliver, events, onTimer } from './driver'
 import { abort, lookupDone, resultOf, startLookup } from './lookups'
 import { peersOfRecords } from './message'
 import { approve, emit, entryPeer } from './peers'
-import { join, onRefreshTimer } from './refresh'
+import { onJoined, onJoinFailed, onJoinRetry, startUpkeep } from './join'
 import {
   type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
   type KadLane, DiscoveryErrorCode, KadState, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
@@ -65,7 +65,11 @@ export class Kademlia extends Protocol {
     this.#s.findTimeout = positive(opts.findTimeout ?? 30_000, 'findTimeout')
     this.#s.pingInterval = nonNegative(opts.pingInterval ?? 300_000, 'pingInterval')
     this.#seed = opts.seed
-    this.#s.refreshTick = () => onRefreshTimer(this.#s)
+    this.#s.onJoin = (kind, n) => {
+      if (kind === 6) onJoined(this.#s, n === 1)
+      else if (kind === 7) onJoinRetry(this.#s, n)
+      else onJoinFailed(this.#s, n)
+    }
     this.#s.timerTick = () => onTimer(this.#s)
     this.#s.onLookupDone = (id) => lookupDone(this.#s, id)
     this.#s.onPeer = (event, peer) => emit(this.#s, event, peer)
@@ -103,8 +107,7 @@ export class Kademlia extends Protocol {
     s.peerEvents = false
     this.#peerEvents()
     s.running = true
-    s.refreshTimer = s.clock.setTimeout(s.refreshTick, s.refreshInterval)
-    join(s, 0)
+    startUpkeep(s)
   }
 
   /**
@@ -145,10 +148,9 @@ export class Kademlia extends Protocol {
     if (!s.running) return
     s.running = false
     const clock = s.clock
-    for (const t of [s.refreshTimer, s.joinTimer, s.settleTimer, s.joinRefreshTimer, s.timer]) clock.clearTimeout(t ?? undefined)
-    s.refreshTimer = s.joinTimer = s.settleTimer = s.joinRefreshTimer = s.timer = null
+    clock.clearTimeout(s.timer ?? undefined)
+    s.timer = null
     s.timerAt = Infinity
-    s.joining = false
     if (s.lane !== null) {
       const c = s.lane.detach()
       if (c.sent > 0) this.count('sent', c.sent)
@@ -314,7 +316,7 @@ export class Kademlia extends Protocol {
     const s = this.#s
     if (s.joined) return Promise.resolve()
     if (!s.running) return Promise.reject(closed())
-    if (s.joinFailed && s.joinTimer === null) {
+    if (s.joinFailed) {
       return Promise.reject(new DeccomError(ErrorCode.NOT_READY, 'Kademlia could not join: no bootstrap node answered', { details: { layer: 'kademlia' } }))
     }
     return s.joinWaiters.wait(opts.signal)

@@ -12,36 +12,19 @@ import { type KadState, type LookupOutcome, type LookupResult, type Run, Discove
 
 const EMPTY = Buffer.alloc(0)
 
-/** When a maintenance lookup ends before it converges. */
-export type Enough =
-  /** Once bucket `bucket` holds `fill` entries (a bucket refresh). */
-  | { bucket: number; fill: number }
-  /**
-   * A settling self-lookup: once `alpha` answers came and none named a node closer to us than
-   * `kth` (our k-th closest entry) that is not in the table.
-   */
-  | { kth: Buffer }
-
 /** What a lookup is for (see {@link startLookup}). */
 export interface LookupKind {
   /** findPeer: the lookup stops once the target answers (it is asked apart, as a claim). */
   stop?: boolean
   /** findPeer: told each claimed address of the target. */
   onClaim?: (peer: Peer) => void
-  /** The outcome lists the closest peers' records / ids. */
+  /** The outcome lists the closest peers' records. */
   records?: boolean
-  ids?: boolean
-  enough?: Enough
 }
 
 /** Starts a lookup of `target` in the node; `onDone` gets its outcome, `onError` why it was ended. */
 export function startLookup(s: KadState, target: Buffer, kind: LookupKind, onDone: (o: LookupOutcome) => void, onError: (e: Error) => void): Run {
-  const e = kind.enough
-  const mode = e === undefined ? 0 : 'kth' in e ? 2 : 1
-  const bucket = e !== undefined && 'bucket' in e ? e.bucket : 0
-  const fill = e !== undefined && 'fill' in e ? e.fill : 0
-  const kth = e !== undefined && 'kth' in e ? e.kth : null
-  const id = s.table!.startLookup(target, kind.stop === true, kind.onClaim !== undefined, kind.records === true, kind.ids === true, mode, bucket, fill, kth, s.clock.now())
+  const id = s.table!.startLookup(target, kind.stop === true, kind.onClaim !== undefined, kind.records === true, s.clock.now())
   const run: Run = { id, done: false, onClaim: kind.onClaim, onDone, onError }
   if (id < 0) {
     run.done = true
@@ -95,22 +78,4 @@ export function resultOf(o: LookupOutcome, closest: boolean): LookupResult {
     timeouts: o.timeouts,
     elapsed: o.elapsed,
   }
-}
-
-/**
- * A lookup run to convergence (or until `enough`), as a promise that never rejects (internal
- * maintenance): of the ids of the closest peers that answered (32 bytes each, closest first) when
- * `ids`, else of an empty Buffer; of null when the layer stopped.
- */
-export function maintenanceLookup(s: KadState, target: Buffer, opts: { enough?: Enough; ids?: boolean } = {}): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    if (!s.running || !s.table) return resolve(null)
-    startLookup(
-      s,
-      target,
-      { ids: opts.ids === true, enough: opts.enough },
-      (o) => resolve(opts.ids ? o.closestIds : EMPTY),
-      () => resolve(null),
-    )
-  })
 }

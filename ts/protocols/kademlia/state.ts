@@ -194,10 +194,7 @@ export class KadState {
   queryTimeout!: number
   minPatience!: number
   settleLookup!: number
-  settleTimer: TimerHandle | null = null
   joinRefreshDelay!: number
-  /** The wait between joining and the join's bucket refresh. */
-  joinRefreshTimer: TimerHandle | null = null
   bootstrapRetries!: number
   maxFailures!: number
   padTo!: number
@@ -223,14 +220,10 @@ export class KadState {
   readonly listeners = new Map<KadEvent, Set<Listener>>()
   /** Peers entering or leaving the table are reported (someone listens). */
   peerEvents = false
-  refreshTimer: TimerHandle | null = null
-  joinTimer: TimerHandle | null = null
-  /** A join attempt (or the timer of its retry) is in progress. */
-  joining = false
-  refreshing = false
   joined = false
   /** `ready()` calls waiting for the join; failed with the last bootstrap failure. */
   readonly joinWaiters = new Waiters()
+  /** Every attempt of the join failed (until it joins: the periodic refresh tries again). */
   joinFailed = false
   /** The node's one timer (at its earliest deadline) and when it fires. */
   timer: TimerHandle | null = null
@@ -240,15 +233,14 @@ export class KadState {
    * node's datagrams from other lane nodes and runs its timer (see `attachNativeLane`).
    */
   lane: KadLane | null = null
-  /** The periodic refresh timer's callback (set by the layer). */
-  refreshTick: () => void = () => {}
   /** The node's timer callback (set by the layer: `driver.ts`). */
   timerTick: () => void = () => {}
   /**
    * What the node's events go to (set by the layer): a lookup ended (`lookups.ts`), a peer entered
-   * or left the table, a peer waits for approval (`peers.ts`).
+   * or left the table, a peer waits for approval (`peers.ts`), the join's outcome (`join.ts`).
    */
   onLookupDone: (id: number) => void = () => {}
+  onJoin: (kind: number, n: number) => void = () => {}
   onPeer: (event: KadEvent, peer: Peer) => void = () => {}
   onApprove: (record: Buffer) => void = () => {}
 

@@ -57,6 +57,13 @@ counters!(
     lookups_not_found,
     bootstrap_attempts,
     dropped_peer_events,
+    joined,
+    bootstrap_retries,
+    bootstrap_failed,
+    self_lookups,
+    refresh_lookups,
+    refresh_skipped_covered,
+    settle_lookups,
 );
 
 /// The number of counters.

@@ -37,6 +37,7 @@ pub mod requests;
 mod search;
 #[cfg(test)]
 mod tests;
+mod upkeep;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub use answer::{Answered, NoAnswer, ROW_LEN};
 pub use counters::{Counter, COUNTERS, COUNTER_NAMES};
 pub use record::{Encoded, Slot};
 pub use search::{Enough, LookupOptions, LookupOutcome};
+pub use upkeep::{UpkeepConfig, JOIN_FILL};
 
 use self::requests::{Due, OwnIdMap, Purpose, Request, Requests, MAX_PENDING};
 use self::search::Search;
@@ -149,6 +151,23 @@ pub enum Event {
         /// Its record at its validated address.
         record: Encoded,
     },
+    /// The node joined ([`KadNode::start_upkeep`]): a bootstrap node answered and the self-lookup
+    /// through what they named ended, or there was no bootstrap address to ask.
+    Joined {
+        /// A bootstrap node answered (false: none to ask; this node starts a network).
+        bootstrapped: bool,
+    },
+    /// No bootstrap node answered: attempt `attempt` (counted from 0) follows after a pause.
+    JoinRetry {
+        /// The attempt that follows.
+        attempt: u32,
+    },
+    /// No bootstrap node answered in `attempts` attempts: the join failed (the periodic refresh
+    /// tries again while the table is empty).
+    JoinFailed {
+        /// Attempts made.
+        attempts: u32,
+    },
 }
 
 /// A record of the datagram being handled: where it is and what the node reads of it.
@@ -164,6 +183,8 @@ struct Rec {
 /// A join in progress: FIND_NODEs of our id to the bootstrap addresses, then a self-lookup.
 struct Join {
     search: u32,
+    /// The upkeep's join (its lookup ends without an event).
+    upkeep: bool,
     left: usize,
     seeds: Vec<Encoded>,
     seen: SeededSet<NodeId>,
@@ -203,6 +224,7 @@ pub struct KadNode {
     events: VecDeque<Event>,
     counters: [u64; COUNTERS],
     join: Option<Join>,
+    upkeep: Option<upkeep::Upkeep>,
     /// Requests that could not be sent: they fail once the current step is done.
     soon: Vec<Purpose>,
     /// The source of the datagram being handled.
@@ -242,6 +264,7 @@ impl KadNode {
             events: VecDeque::new(),
             counters: [0; COUNTERS],
             join: None,
+            upkeep: None,
             soon: Vec::new(),
             source: None,
             peer_events: false,
@@ -382,7 +405,11 @@ impl KadNode {
     /// When [`handle_timeout`](Self::handle_timeout) should be called next, if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let searches = &self.searches;
-        self.requests.next_deadline(|s, t| searches.get(&s).is_some_and(|x| x.wake == Some(t)))
+        let next = self.requests.next_deadline(|s, t| searches.get(&s).is_some_and(|x| x.wake == Some(t)));
+        match self.upkeep.as_ref().and_then(upkeep::Upkeep::deadline) {
+            Some(u) => Some(next.map_or(u, |n| n.min(u))),
+            None => next,
+        }
     }
 
     // ---- input ------------------------------------------------------------------------------
@@ -450,6 +477,8 @@ impl KadNode {
             }
             self.settle(now);
         }
+        self.upkeep_timers(now);
+        self.settle(now);
         let searches = &self.searches;
         self.requests.compact(searches.len(), |s, t| searches.get(&s).is_some_and(|x| x.wake == Some(t)));
     }
@@ -458,8 +487,15 @@ impl KadNode {
     /// collections of requests and events the step left empty (most nodes of a large swarm are
     /// idle most of the time).
     fn settle(&mut self, now: Instant) {
-        while let Some(p) = self.soon.pop() {
-            self.fail(p, now);
+        loop {
+            while let Some(p) = self.soon.pop() {
+                self.fail(p, now);
+            }
+            // The upkeep's lookups that ended: its next steps (which may fail requests in turn).
+            if self.upkeep.as_ref().is_none_or(|u| u.ended.is_empty()) {
+                break;
+            }
+            self.upkeep_ended(now);
         }
         self.requests.trim();
         if self.events.is_empty() && self.events.capacity() > 0 {
@@ -631,6 +667,13 @@ impl KadNode {
     /// nodes they named. Returns the lookup's id: its [`Event::LookupDone`] ends the attempt
     /// ([`LookupOutcome::seeds`] 0: no bootstrap node answered).
     pub fn bootstrap(&mut self, addrs: &[SocketAddr], now: Instant) -> u32 {
+        let search = self.begin_bootstrap(addrs, now, false);
+        self.settle(now);
+        search
+    }
+
+    /// [`bootstrap`](Self::bootstrap) without ending the step (`upkeep`: the upkeep's join).
+    fn begin_bootstrap(&mut self, addrs: &[SocketAddr], now: Instant, upkeep: bool) -> u32 {
         self.count(Counter::bootstrap_attempts);
         // A join still waiting for its bootstrap nodes ends here, without seeds (its answers, if
         // any come, count for nothing).
@@ -638,11 +681,12 @@ impl KadNode {
             let config = self.config;
             let mut s = Search::new(self.own.id, std::iter::empty(), &config, self.patience(), LookupOptions::default(), now);
             s.lookup.release();
+            s.upkeep = old.upkeep;
             self.searches.insert(old.search, s);
             self.finish(old.search, now);
         }
         let search = self.new_search_id();
-        self.join = Some(Join { search, left: addrs.len(), seeds: Vec::new(), seen: SeededSet::default() });
+        self.join = Some(Join { search, upkeep, left: addrs.len(), seeds: Vec::new(), seen: SeededSet::default() });
         let own = self.own.id;
         for &a in addrs {
             self.find_node(a, own, None, Purpose::Bootstrap { search }, now);
@@ -650,7 +694,6 @@ impl KadNode {
         if addrs.is_empty() {
             self.bootstrap_done(now);
         }
-        self.settle(now);
         search
     }
 
@@ -689,6 +732,7 @@ impl KadNode {
         all.extend(j.seeds);
         let mut s = Search::new(own, all.into_iter(), &self.config, self.patience(), opts, now);
         s.seeds = seeds;
+        s.upkeep = j.upkeep;
         self.searches.insert(j.search, s);
         self.count(Counter::lookups);
         self.drive(j.search, now);
@@ -707,6 +751,7 @@ impl KadNode {
         self.requests.clear();
         self.searches.clear();
         self.join = None;
+        self.upkeep = None;
         self.soon.clear();
         pool::return_out(std::mem::take(&mut self.out));
         self.events.clear();

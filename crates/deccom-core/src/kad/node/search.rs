@@ -120,6 +120,8 @@ pub(super) struct Search {
     t0: Instant,
     ended: Instant,
     pub(super) seeds: u32,
+    /// The node's own upkeep runs it: its end goes there, not to the caller.
+    pub(super) upkeep: bool,
 }
 
 impl Search {
@@ -149,6 +151,7 @@ impl Search {
             t0: now,
             ended: now,
             seeds: 0,
+            upkeep: false,
         }
     }
 
@@ -253,6 +256,13 @@ impl KadNode {
     /// Starts a lookup of `target` from the table's closest entries. None when [`MAX_LOOKUPS`]
     /// run already.
     pub fn start_lookup(&mut self, target: NodeId, opts: LookupOptions, now: Instant) -> Option<u32> {
+        let id = self.start_search(target, opts, now, false);
+        self.settle(now);
+        id
+    }
+
+    /// [`start_lookup`](Self::start_lookup) without ending the step (`upkeep`: the upkeep's).
+    pub(super) fn start_search(&mut self, target: NodeId, opts: LookupOptions, now: Instant, upkeep: bool) -> Option<u32> {
         if self.searches.len() >= MAX_LOOKUPS {
             return None;
         }
@@ -265,10 +275,10 @@ impl KadNode {
             }
         });
         let id = self.new_search_id();
-        let s = Search::new(target, seeds.into_iter(), &self.config, self.patience(), opts, now);
+        let mut s = Search::new(target, seeds.into_iter(), &self.config, self.patience(), opts, now);
+        s.upkeep = upkeep;
         self.searches.insert(id, s);
         self.drive(id, now);
-        self.settle(now);
         Some(id)
     }
 
@@ -399,6 +409,7 @@ impl KadNode {
         s.done = true;
         s.wake = None;
         s.ended = now;
+        let upkeep = s.upkeep;
         // The peers a lookup returns: who named them, for introductions.
         for (_, v) in s.lookup.closest() {
             if let (Some(teller), Some(at)) = (s.teller(v), s.record(v).and_then(PeerRecord::layout_of)) {
@@ -415,7 +426,10 @@ impl KadNode {
             };
             self.count(c);
         }
-        self.events.push_back(Event::LookupDone { lookup: id });
+        match self.upkeep.as_mut() {
+            Some(u) if upkeep => u.ended.push(id),
+            _ => self.events.push_back(Event::LookupDone { lookup: id }),
+        }
     }
 
     /// The answer of the node `peer` at `from` (its record `sender`) to lookup `search`'s query.

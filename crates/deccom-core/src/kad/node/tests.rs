@@ -4,11 +4,13 @@
 //! - `network`: joins, lookups, determinism, timers over many lookups;
 //! - `single`: one node and hand-made peers: matching of responses, amplification, admission,
 //!   eviction;
-//! - `hostile`: random and mutated datagrams to a joined node.
+//! - `hostile`: random and mutated datagrams to a joined node;
+//! - `upkeep`: the node's own join, refreshes and settling lookup.
 
 mod hostile;
 mod network;
 mod single;
+mod upkeep;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -236,7 +238,7 @@ impl Sim {
                         approvals.push((record.as_slice().to_vec(), ok(&record.id())));
                     }
                 }
-                Event::Claim { .. } => {}
+                Event::Claim { .. } | Event::Joined { .. } | Event::JoinRetry { .. } | Event::JoinFailed { .. } => {}
             }
             self.events.push((i, e));
         }

@@ -14,7 +14,7 @@ fn find_peer() -> LookupOptions {
 
 /// Node `a` looks up node `b` (findPeer) for each pair; every lookup ends with `b` found at its
 /// address, verified.
-fn find_all(sim: &mut Sim, pairs: &[(usize, usize)]) {
+pub(super) fn find_all(sim: &mut Sim, pairs: &[(usize, usize)]) {
     let started: Vec<(usize, u32)> = pairs
         .iter()
         .map(|&(a, b)| {
@@ -42,7 +42,7 @@ fn random_id(rng: &mut u64) -> [u8; 32] {
 }
 
 /// Random pairs (a, b), a != b.
-fn pairs(n: usize, count: usize, seed: u64) -> Vec<(usize, usize)> {
+pub(super) fn pairs(n: usize, count: usize, seed: u64) -> Vec<(usize, usize)> {
     let mut rng = seed;
     (0..count)
         .map(|_| {
