@@ -895,7 +895,7 @@ export interface KadLookupOutcome {
   queries: number
   failures: number
   timeouts: number
-  /** Their encoded records back to back (if asked for). */
+  /** The closest peers that answered: their encoded records back to back (if asked for). */
   closestRecords: Buffer
   /** ms from start to end. */
   elapsed: number

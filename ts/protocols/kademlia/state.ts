@@ -4,8 +4,9 @@
  * matching, verifying and admitting peers, the lookups' progress — runs in the native node
  * (`KadTable`, deccom-core's `kad::node`), one call per datagram. The parts here: `driver.ts`
  * (datagrams in and out, the node's timer, its events), `peers.ts` (peers entering and leaving the
- * table, approval), `lookups.ts` (lookups and their promises), `refresh.ts` (join and bucket
- * refresh), and the layer itself in `layer.ts`; encoded records to Peers in `message.ts`.
+ * table, approval), `lookups.ts` (lookups and their promises), `join.ts` (starting the node's join
+ * and refresh, which run natively, and their outcome: `ready()`, the log), and the layer itself in
+ * `layer.ts`; encoded records to Peers in `message.ts`.
  */
 import type { Address, AddressLike } from '../../address'
 import { Waiters } from '../../abort'

@@ -170,6 +170,11 @@ impl KadNode {
                 Purpose::Settle => {}
             }
         }
+        // Most of a node's life no upkeep lookup runs: it holds no buffer for them.
+        if let Some(u) = self.upkeep.as_mut().filter(|u| u.lookups.is_empty()) {
+            u.lookups = Vec::new();
+            u.ended = Vec::new();
+        }
     }
 
     fn join_attempt(&mut self, attempt: u32, now: Instant) {
