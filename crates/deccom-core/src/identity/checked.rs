@@ -22,10 +22,11 @@
 //! thread), each bounded as above, and hashed with a keyed multiply-fold (`seeded.rs`): the keys are
 //! whatever a peer sends.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
-use super::seeded::SeededMap;
+use super::seeded::{SeededMap, SeededSet};
 use super::NodeId;
 
 /// Keys per generation (two generations: at most twice this many are kept per thread, ~100 bytes
@@ -64,10 +65,61 @@ impl<K: Hash + Eq + Copy, V: Copy> TwoGen<K, V> {
     }
 }
 
+/// A key found valid and its node id, in one cache line (a memo of many keys is read out of the
+/// cache: one line per hit, not the two a key and a value apart may span).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct KeyId {
+    key: [u8; 32],
+    id: NodeId,
+}
+
+impl PartialEq for KeyId {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for KeyId {}
+impl Hash for KeyId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+impl Borrow<[u8; 32]> for KeyId {
+    fn borrow(&self) -> &[u8; 32] {
+        &self.key
+    }
+}
+
+/// [`TwoGen`] for keys, as sets of [`KeyId`].
+struct KeyMemo {
+    current: SeededSet<KeyId>,
+    previous: SeededSet<KeyId>,
+}
+
+impl KeyMemo {
+    fn get(&mut self, key: &[u8; 32]) -> Option<NodeId> {
+        if let Some(e) = self.current.get(key) {
+            return Some(e.id);
+        }
+        let e = *self.previous.get(key)?;
+        self.insert(e);
+        Some(e.id)
+    }
+
+    fn insert(&mut self, e: KeyId) {
+        if self.current.len() >= GENERATION {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
+        }
+        self.current.replace(e);
+    }
+}
+
 type Memo<K, V> = RefCell<TwoGen<K, V>>;
 
 thread_local! {
-    static KEYS: Memo<[u8; 32], NodeId> = RefCell::new(TwoGen::new());
+    static KEYS: RefCell<KeyMemo> = RefCell::new(KeyMemo { current: SeededSet::default(), previous: SeededSet::default() });
     static SIGNATURES: Memo<[u8; 64], [u8; 32]> = RefCell::new(TwoGen::new());
 }
 
@@ -80,12 +132,12 @@ fn with<K: Hash + Eq + Copy + 'static, V: Copy + 'static, R>(
 
 /// The node id of a key found valid before, if remembered.
 pub(crate) fn lookup(key: &[u8; 32]) -> Option<NodeId> {
-    with(&KEYS, |m| m.get(key, GENERATION))
+    KEYS.with(|m| m.borrow_mut().get(key))
 }
 
 /// Remembers that `key` is a valid Ed25519 key whose identity has node id `id`.
 pub(crate) fn remember(key: [u8; 32], id: NodeId) {
-    with(&KEYS, |m| m.insert(key, id, GENERATION));
+    KEYS.with(|m| m.borrow_mut().insert(KeyId { key, id }));
 }
 
 /// True when `signature` verified before for the key and message whose SHA-256 is `digest`.
@@ -101,5 +153,8 @@ pub(crate) fn remember_signature(signature: [u8; 64], digest: [u8; 32]) {
 /// Keys this thread remembers.
 #[cfg(test)]
 pub(crate) fn len() -> usize {
-    with(&KEYS, |m| m.current.len() + m.previous.len())
+    KEYS.with(|m| {
+        let m = m.borrow();
+        m.current.len() + m.previous.len()
+    })
 }

@@ -190,6 +190,10 @@ struct Join {
     seen: SeededSet<NodeId>,
 }
 
+/// The counters, from a cache line's start: the first eight are counted for most datagrams.
+#[repr(align(64))]
+struct Counters([u64; COUNTERS]);
+
 /// One Kademlia node (see the module docs).
 pub struct KadNode {
     /// The routing table, each entry with its record.
@@ -222,7 +226,7 @@ pub struct KadNode {
     /// Frames to send (lent by the thread while not empty: see [`pool`]).
     out: Vec<u8>,
     events: VecDeque<Event>,
-    counters: [u64; COUNTERS],
+    counters: Counters,
     join: Option<Join>,
     upkeep: Option<upkeep::Upkeep>,
     /// Requests that could not be sent: they fail once the current step is done.
@@ -262,7 +266,7 @@ impl KadNode {
             rng: if seed == 0 { 0x9e37_79b9 } else { seed },
             out: Vec::new(),
             events: VecDeque::new(),
-            counters: [0; COUNTERS],
+            counters: Counters([0; COUNTERS]),
             join: None,
             upkeep: None,
             soon: Vec::new(),
@@ -290,11 +294,11 @@ impl KadNode {
     /// The counters, by [`Counter`] index (names: [`COUNTER_NAMES`]).
     #[must_use]
     pub fn counters(&self) -> &[u64; COUNTERS] {
-        &self.counters
+        &self.counters.0
     }
 
     fn count(&mut self, c: Counter) {
-        self.counters[c as usize] += 1;
+        self.counters.0[c as usize] += 1;
     }
 
     /// Requests in flight.
