@@ -109,7 +109,9 @@ struct Slot<N> {
 
 enum Item {
     Free,
-    Datagram { from: SocketAddr, to: SocketAddr, bytes: Vec<u8> },
+    /// A datagram; `dest`: the index of the node attached at `to` when its link was opened (a
+    /// hint, checked at delivery: [`NO_NODE`] or a node since detached means a lookup by address).
+    Datagram { from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, dest: u32 },
     Timer { node: u32, gen: u32 },
 }
 
@@ -146,13 +148,23 @@ impl Ord for Key {
 /// Spare datagram buffers kept for reuse.
 const SPARE_BUFFERS: usize = 1024;
 
+/// No node index.
+const NO_NODE: u32 = u32::MAX;
+
+/// A link's state: its random stream, and the node attached at its far end when it was opened.
+#[derive(Clone, Copy)]
+struct Link {
+    state: u64,
+    dest: u32,
+}
+
 /// See the module documentation.
 pub struct Lane<N> {
     link: ImpairConfig,
     seed_base: u32,
     max_links: usize,
     /// Each link's random stream (the state of its delay-only impairment), by its ends.
-    links: SeededMap<(AddrKey, AddrKey), u64>,
+    links: SeededMap<(AddrKey, AddrKey), Link>,
     nodes: Vec<Option<Slot<N>>>,
     by_addr: SeededMap<AddrKey, u32>,
     heap: BinaryHeap<Reverse<Key>>,
@@ -246,17 +258,22 @@ impl<N: LaneNode> Lane<N> {
 
     /// When a datagram offered at `at` on the link `from` → `to` arrives (the link's next draw).
     pub fn offer(&mut self, from: SocketAddr, to: SocketAddr, at: f64) -> f64 {
+        self.draw(from, to, at).0
+    }
+
+    /// [`offer`](Self::offer), and the link's hint of the node at `to`.
+    fn draw(&mut self, from: SocketAddr, to: SocketAddr, at: f64) -> (f64, u32) {
         let pair = (key(from), key(to));
         if self.links.len() >= self.max_links && !self.links.contains_key(&pair) {
             self.links.clear();
         }
-        let base = self.seed_base;
-        let state = self.links.entry(pair).or_insert_with(|| u64::from(link_seed(base, from, to)));
+        let (base, by_addr) = (self.seed_base, &self.by_addr);
+        let link = self.links.entry(pair).or_insert_with(|| Link { state: u64::from(link_seed(base, from, to)), dest: by_addr.get(&pair.1).copied().unwrap_or(NO_NODE) });
         // A delay-only impairment keeps nothing but its stream between datagrams.
-        let mut model = Impairment::new(self.link, *state);
+        let mut model = Impairment::new(self.link, link.state);
         let arrives = model.offer(at, 0).at[0];
-        *state = model.state();
-        arrives
+        link.state = model.state();
+        (arrives, link.dest)
     }
 
     /// Puts a datagram the caller sent at `now` (`bytes`: tag byte first) on the link `from` →
@@ -344,9 +361,12 @@ impl<N: LaneNode> Lane<N> {
                         return (n, stop);
                     }
                 }
-                Item::Datagram { from, to, bytes } => {
+                Item::Datagram { from, to, bytes, dest } => {
+                    // The node at `to` (the link's hint when it is still attached there), with the tag.
                     let nodes = &self.nodes;
-                    let Some(&i) = self.by_addr.get(&key(to)).filter(|&&i| nodes[i as usize].as_ref().map(|s| s.tag) == bytes.first().copied()) else {
+                    let at_to = |i: u32| nodes.get(i as usize).and_then(Option::as_ref).is_some_and(|s| s.addr == to);
+                    let i = if at_to(dest) { Some(dest) } else { self.by_addr.get(&key(to)).copied() };
+                    let Some(i) = i.filter(|&i| nodes[i as usize].as_ref().map(|s| s.tag) == bytes.first().copied()) else {
                         return (n, Stop::Deliver { from, to, bytes });
                     };
                     let now = self.now;
@@ -420,8 +440,8 @@ impl<N: LaneNode> Lane<N> {
 
     /// Puts `bytes`, sent at `now`, on the link `from` → `to`: its arrival is an event.
     fn put(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, now: f64) {
-        let arrives = self.offer(from, to, now);
-        self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes });
+        let (arrives, dest) = self.draw(from, to, now);
+        self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes, dest });
     }
 
     /// An empty buffer for a datagram (a spare one when there is).
