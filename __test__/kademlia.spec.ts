@@ -512,3 +512,16 @@ test('findPeer asks no one else while the node that was named as the target is a
   // in while the claim was asked drew 7-12 (mean 8.4 on this network).
   t.true(mean < 5.5, `${mean.toFixed(2)} queries per findPeer: ${JSON.stringify(counts)}`)
 })
+
+test('times far beyond any wait (1e300 ms) are cut, not a crash: nodes join and find each other', async (t) => {
+  const s = new SimulatedNetwork({ seed: 41, defaultLink: { latency: 5, jitter: 5 } })
+  t.teardown(() => s.close())
+  const far = 1e300
+  const opts = { queryTimeout: far, minPatience: far, refreshInterval: far, joinRefreshDelay: far, settleLookup: far, pingInterval: far }
+  const ns = await s.createNodes(5, { stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'], ...opts })] })
+  await s.runFor(5_000)
+  ns.forEach((n, i) => t.true(kad(n).joined, `node ${i} joined`))
+  const found = kad(ns[4]!).findPeer(ns[1]!.id)
+  await s.runFor(5_000)
+  t.true((await found).id!.equals(ns[1]!.id))
+})

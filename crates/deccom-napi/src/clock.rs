@@ -18,6 +18,19 @@ pub(crate) struct JsClock {
   origin_ms: f64,
 }
 
+/// The longest duration a caller's milliseconds become (about 31 years): longer ones would
+/// overflow an `Instant` (a panic, which would abort the process), and nothing waits that long.
+pub const MAX_MS: f64 = 1e12;
+
+/// `ms` milliseconds as a Duration, at most [`MAX_MS`] (not finite or not above 0: zero).
+pub fn duration_of_ms(ms: f64) -> Duration {
+  if ms.is_finite() && ms > 0.0 {
+    Duration::from_secs_f64(ms.min(MAX_MS) / 1000.0)
+  } else {
+    Duration::ZERO
+  }
+}
+
 impl JsClock {
   /// `now` is the caller's current time in milliseconds.
   pub fn new(now: f64) -> JsClock {
@@ -26,12 +39,7 @@ impl JsClock {
 
   /// The instant for the caller's time `ms` (times before the origin, or not finite, map to it).
   pub fn at(&self, ms: f64) -> Instant {
-    let d = ms - self.origin_ms;
-    if d.is_finite() && d > 0.0 {
-      self.base + Duration::from_secs_f64(d / 1000.0)
-    } else {
-      self.base
-    }
+    self.base + duration_of_ms(ms - self.origin_ms)
   }
 
   /// The caller's time for instant `t`.

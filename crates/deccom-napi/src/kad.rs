@@ -32,11 +32,7 @@ pub(crate) fn address(b: &[u8]) -> Result<std::net::SocketAddr> {
 }
 
 pub(crate) fn ms_duration(ms: f64) -> Duration {
-  if ms.is_finite() && ms > 0.0 {
-    Duration::from_secs_f64(ms / 1000.0)
-  } else {
-    Duration::ZERO
-  }
+  crate::clock::duration_of_ms(ms)
 }
 
 pub(crate) use deccom_core::kad::node::ROW_LEN;

@@ -167,7 +167,7 @@ const MAX_TRANSMITS: usize = 1024;
 
 fn ms(v: f64, what: &str) -> Result<Duration> {
   if v.is_finite() && v > 0.0 {
-    Ok(Duration::from_secs_f64(v / 1000.0))
+    Ok(crate::clock::duration_of_ms(v))
   } else {
     Err(coded(Code::InvalidArgument, format!("Noise option {what} must be a positive number of milliseconds, got {v}")))
   }

@@ -151,6 +151,9 @@ const SPARE_BUFFERS: usize = 1024;
 /// No node index.
 const NO_NODE: u32 = u32::MAX;
 
+/// Stale timers the heap may hold before it is compacted (then only when they are half of it).
+const MIN_COMPACT: usize = 1024;
+
 /// A link's state: its random stream, and the node attached at its far end when it was opened.
 #[derive(Clone, Copy)]
 struct Link {
@@ -311,6 +314,29 @@ impl<N: LaneNode> Lane<N> {
         slot.timer_gen = slot.timer_gen.wrapping_add(1);
         let gen = slot.timer_gen;
         self.push(time, seq, Item::Timer { node: i, gen });
+        if self.stale > MIN_COMPACT && 2 * self.stale > self.heap.len() {
+            self.compact();
+        }
+    }
+
+    /// Drops the stale timers from the heap. A node armed far ahead (its next refresh) and then
+    /// earlier (a request's timeout) leaves a stale timer that would wait in the heap until its
+    /// time came: in a long join, most of the heap.
+    fn compact(&mut self) {
+        let (nodes, items) = (&self.nodes, &self.items);
+        let mut dropped = Vec::new();
+        self.heap.retain(|Reverse(k)| {
+            let Item::Timer { node, gen } = items[k.item as usize] else { return true };
+            let live = armed(nodes, node, gen);
+            if !live {
+                dropped.push(k.item);
+            }
+            live
+        });
+        for item in dropped {
+            self.release(item);
+        }
+        self.stale = 0;
     }
 
     /// Sends what the node at `i` queued and arms its timer, after a call the caller made on it
@@ -467,7 +493,7 @@ impl<N: LaneNode> Lane<N> {
     }
 
     fn live(&self, node: u32, gen: u32) -> bool {
-        self.nodes.get(node as usize).and_then(Option::as_ref).is_some_and(|s| s.timer_gen == gen && s.timer_at.is_finite())
+        armed(&self.nodes, node, gen)
     }
 
     fn release(&mut self, item: u32) {
@@ -480,6 +506,11 @@ impl<N: LaneNode> Lane<N> {
             self.spare.push(bytes);
         }
     }
+}
+
+/// Whether the timer `gen` of node `node` is the one armed (not stale).
+fn armed<N>(nodes: &[Option<Slot<N>>], node: u32, gen: u32) -> bool {
+    nodes.get(node as usize).and_then(Option::as_ref).is_some_and(|s| s.timer_gen == gen && s.timer_at.is_finite())
 }
 
 /// An address as a map key: its IPv6 (or IPv4-mapped) bits and port.

@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -544,8 +544,7 @@ impl UdpSocket {
   pub fn set_delay_link(&self, direction: String, to: &[u8], latency_ms: f64, bytes_per_sec: f64) -> Result<()> {
     let sh = self.shared()?;
     let peer = decode_addr(to).ok_or_else(|| coded(Code::InvalidAddress, "setDelayLink: the address must be 18 bytes (encodeAddress)"))?;
-    let ms = if latency_ms.is_finite() && latency_ms > 0.0 { latency_ms } else { 0.0 };
-    let link = Link { latency: Duration::from_secs_f64(ms / 1000.0), bytes_per_sec: (bytes_per_sec.is_finite() && bytes_per_sec >= 1.0).then_some(bytes_per_sec as u64) };
+    let link = Link { latency: crate::clock::duration_of_ms(latency_ms), bytes_per_sec: (bytes_per_sec.is_finite() && bytes_per_sec >= 1.0).then_some(bytes_per_sec as u64) };
     let missing = || coded(Code::InvalidArgument, format!("no native delay line on \"{direction}\""));
     let dir = Direction::parse(&direction).ok_or_else(missing)?;
     if !self.js().delay[slot(dir)] {

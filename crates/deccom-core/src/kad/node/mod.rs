@@ -74,6 +74,9 @@ const MAX_TELLERS: usize = 8192;
 pub const MAX_EVENTS: usize = 8192;
 /// Lookups at once, at most (a caller starting more gets `None`).
 pub const MAX_LOOKUPS: usize = 4096;
+/// The longest wait a setting gives (about 136 years: later instants may not exist on a platform;
+/// longer settings are cut to it).
+pub const MAX_WAIT: Duration = Duration::from_secs(1 << 32);
 
 /// Settings of a [`KadNode`].
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +245,15 @@ impl KadNode {
     #[must_use]
     pub fn new(own: PeerRecord, config: NodeConfig, seed: u32) -> KadNode {
         let k = config.k.clamp(1, wire::MAX_NODES);
-        let config = NodeConfig { k, alpha: config.alpha.max(1), max_failures: config.max_failures.max(1), ..config };
+        let config = NodeConfig {
+            k,
+            alpha: config.alpha.max(1),
+            max_failures: config.max_failures.max(1),
+            query_timeout: config.query_timeout.min(MAX_WAIT),
+            min_patience: config.min_patience.min(MAX_WAIT),
+            ping_interval: config.ping_interval.min(MAX_WAIT),
+            ..config
+        };
         let mut table = RoutingTable::new(own.id, TableConfig { k, max_replacements: config.max_replacements });
         table.set_fresh_interval(config.ping_interval);
         KadNode {

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::search::{Enough, LookupOptions};
-use super::{Counter, Event, KadNode};
+use super::{Counter, Event, KadNode, MAX_WAIT};
 use crate::identity::NodeId;
 
 /// At join, a refresh lookup fills its bucket to this share of k (and a bucket holding that many
@@ -109,6 +109,12 @@ impl KadNode {
     /// Starts the node's upkeep (see the module docs): the join now, the periodic refresh every
     /// `refresh_interval`. A second call starts it over.
     pub fn start_upkeep(&mut self, config: UpkeepConfig, now: Instant) {
+        let config = UpkeepConfig {
+            join_refresh_delay: config.join_refresh_delay.min(MAX_WAIT),
+            settle: config.settle.min(MAX_WAIT),
+            refresh_interval: config.refresh_interval.min(MAX_WAIT),
+            ..config
+        };
         let refresh_at = Some(now + config.refresh_interval);
         self.upkeep = Some(Upkeep { config, join: Join::Idle, join_refresh: None, refresh: None, refresh_at, settle_at: None, lookups: Vec::new(), ended: Vec::new() });
         self.join_attempt(0, now);
@@ -197,7 +203,7 @@ impl KadNode {
         let Some(u) = self.upkeep.as_mut() else { return };
         if seeds == 0 {
             if attempt < u.config.retries {
-                u.join = Join::Retry { attempt: attempt + 1, at: now + timeout.saturating_mul(1 << attempt.min(20)) };
+                u.join = Join::Retry { attempt: attempt + 1, at: now + timeout.saturating_mul(1 << attempt.min(20)).min(MAX_WAIT) };
                 self.count(Counter::bootstrap_retries);
                 self.events.push_back(Event::JoinRetry { attempt: attempt + 1 });
             } else {

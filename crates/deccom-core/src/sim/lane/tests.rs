@@ -159,6 +159,33 @@ fn a_timer_rearmed_earlier_leaves_a_stale_one_that_never_runs() {
 }
 
 #[test]
+fn stale_timers_far_ahead_do_not_pile_up_in_the_heap() {
+    let mut lane: Lane<Script> = Lane::new(5.0, 0.0, 1, 1000);
+    let a = lane.attach(addr(1), TAG, script(-1.0)).unwrap();
+    let b = lane.attach(addr(2), TAG, script(-1.0)).unwrap();
+    lane.arm(b, 2e9, 0.0);
+    // Node a is armed far ahead (a refresh) and then earlier (a request's timeout), 10,000 times:
+    // each time the far timer goes stale.
+    let mut now = 0.0;
+    for _ in 0..10_000 {
+        lane.arm(a, 1e9, now);
+        lane.arm(a, now + 1.0, now);
+        let (n, _) = lane.run(f64::INFINITY, u64::MAX, now + 1.0, 1);
+        assert_eq!(n, 1);
+        now = lane.now;
+    }
+    assert!(lane.heap.len() <= 2 * 1024 + 2, "the heap holds {} timers", lane.heap.len());
+    assert_eq!(lane.node(a).unwrap().timers.len(), 10_000, "every near timer ran");
+    // The live timers still run, in order.
+    lane.arm(a, 1e9, now);
+    let (n, _) = lane.run(f64::INFINITY, u64::MAX, f64::INFINITY, 100);
+    assert_eq!(n, 2);
+    assert_eq!(lane.node(a).unwrap().timers.last(), Some(&1e9));
+    assert_eq!(lane.node(b).unwrap().timers, vec![2e9]);
+    assert_eq!((lane.pending(), lane.head()), (0, None));
+}
+
+#[test]
 fn links_are_seeded_per_pair_and_forgotten_at_the_bound() {
     let mut lane: Lane<Script> = Lane::new(10.0, 40.0, 77, 2);
     let first = lane.offer(addr(1), addr(2), 0.0);

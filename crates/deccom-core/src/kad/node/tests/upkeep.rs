@@ -113,3 +113,22 @@ fn a_stopped_node_keeps_no_timer() {
     sim.nodes[0].clear();
     assert_eq!(sim.nodes[0].poll_timeout(), None);
 }
+
+#[test]
+fn settings_beyond_any_wait_do_not_overflow_the_clock() {
+    let config = NodeConfig { query_timeout: Duration::MAX, min_patience: Duration::MAX, ping_interval: Duration::MAX, ..NodeConfig::default() };
+    let mut sim = Sim::new(2, config, 13);
+    sim.dead[1] = true;
+    let upkeep = UpkeepConfig { bootstrap: vec![addr(1)], retries: 40, join_refresh_delay: Duration::MAX, settle: Duration::MAX, refresh_interval: Duration::MAX };
+    sim.call(0, |node, now| node.start_upkeep(upkeep, now));
+    let first = sim.nodes[0].poll_timeout().expect("the bootstrap query's timeout");
+    assert!(first > sim.now, "a deadline far ahead: {:?}", first - sim.now);
+    // Its timers fire one after the other (the query fails, the retry waits), none past the clock.
+    for _ in 0..3 {
+        let at = sim.nodes[0].poll_timeout().expect("a timer");
+        sim.now = at;
+        sim.nodes[0].handle_timeout(at);
+        sim.flush(0, None);
+    }
+    assert!(count(&sim, 0, Counter::bootstrap_retries) >= 1);
+}
