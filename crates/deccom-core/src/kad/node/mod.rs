@@ -12,7 +12,9 @@
 //!   verified (a PING) or admitted, the lookup goes on;
 //! - [`handle_timeout`](KadNode::handle_timeout) at [`poll_timeout`](KadNode::poll_timeout);
 //! - [`start_lookup`](KadNode::start_lookup), [`bootstrap`](KadNode::bootstrap),
-//!   [`abort_lookup`](KadNode::abort_lookup), [`approved`](KadNode::approved), [`alive`](KadNode::alive).
+//!   [`abort_lookup`](KadNode::abort_lookup), [`approved`](KadNode::approved), [`alive`](KadNode::alive);
+//! - [`start_upkeep`](KadNode::start_upkeep) once: the node then joins and keeps its table fresh
+//!   by itself (`upkeep.rs`), and tells the caller only whether it joined.
 //!
 //! and reads back the datagrams to send ([`transmits`](KadNode::transmits): frames of
 //! [`FRAME_HEADER`] bytes — the length (u16, little-endian), 1 when the datagram goes to the source
