@@ -31,9 +31,7 @@ pub(crate) fn address(b: &[u8]) -> Result<std::net::SocketAddr> {
   deccom_core::wire::decode_raw_addr(b).ok_or_else(|| coded(Code::InvalidAddress, "an address is 18 bytes"))
 }
 
-pub(crate) fn ms_duration(ms: f64) -> Duration {
-  crate::clock::duration_of_ms(ms)
-}
+pub(crate) use crate::clock::duration_of_ms as ms_duration;
 
 pub(crate) use deccom_core::kad::node::ROW_LEN;
 

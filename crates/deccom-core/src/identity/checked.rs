@@ -26,100 +26,76 @@ use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 
-use super::seeded::{SeededMap, SeededSet};
+use super::seeded::SeededSet;
 use super::NodeId;
 
-/// Keys per generation (two generations: at most twice this many are kept per thread, ~100 bytes
-/// each).
+/// Keys per generation (two generations: at most twice this many are kept per thread, 64 bytes
+/// each plus the table's control byte).
 pub(crate) const GENERATION: usize = 32_768;
 
-/// Signatures per generation (two generations per thread, ~150 bytes each).
+/// Signatures per generation (two generations per thread, 128 bytes each).
 pub(crate) const SIGNATURE_GENERATION: usize = 16_384;
 
+/// A memo entry: a key and what was found for it, from a cache line's start (a memo of many keys
+/// is read out of the cache: a key's entry of 64 bytes is one line per hit, not the two a key and
+/// a value apart may span). Equal and hashed by the key alone.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Entry<K, V> {
+    key: K,
+    value: V,
+}
+
+impl<K: PartialEq, V> PartialEq for Entry<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl<K: Eq, V> Eq for Entry<K, V> {}
+impl<K: Hash, V> Hash for Entry<K, V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+impl<K, V> Borrow<K> for Entry<K, V> {
+    fn borrow(&self) -> &K {
+        &self.key
+    }
+}
+
 struct TwoGen<K, V> {
-    current: SeededMap<K, V>,
-    previous: SeededMap<K, V>,
+    current: SeededSet<Entry<K, V>>,
+    previous: SeededSet<Entry<K, V>>,
 }
 
 impl<K: Hash + Eq + Copy, V: Copy> TwoGen<K, V> {
     fn new() -> Self {
-        TwoGen { current: SeededMap::default(), previous: SeededMap::default() }
+        TwoGen { current: SeededSet::default(), previous: SeededSet::default() }
     }
 
     fn get(&mut self, k: &K, cap: usize) -> Option<V> {
-        if let Some(v) = self.current.get(k) {
-            return Some(*v);
+        if let Some(e) = self.current.get(k) {
+            return Some(e.value);
         }
-        let v = *self.previous.get(k)?;
-        self.insert(*k, v, cap);
-        Some(v)
+        let e = *self.previous.get(k)?;
+        self.insert(e.key, e.value, cap);
+        Some(e.value)
     }
 
-    fn insert(&mut self, k: K, v: V, cap: usize) {
+    fn insert(&mut self, key: K, value: V, cap: usize) {
         if self.current.len() >= cap {
             // The full generation becomes the previous one; the older one's table is reused.
             std::mem::swap(&mut self.current, &mut self.previous);
             self.current.clear();
         }
-        self.current.insert(k, v);
-    }
-}
-
-/// A key found valid and its node id, in one cache line (a memo of many keys is read out of the
-/// cache: one line per hit, not the two a key and a value apart may span).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct KeyId {
-    key: [u8; 32],
-    id: NodeId,
-}
-
-impl PartialEq for KeyId {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for KeyId {}
-impl Hash for KeyId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-impl Borrow<[u8; 32]> for KeyId {
-    fn borrow(&self) -> &[u8; 32] {
-        &self.key
-    }
-}
-
-/// [`TwoGen`] for keys, as sets of [`KeyId`].
-struct KeyMemo {
-    current: SeededSet<KeyId>,
-    previous: SeededSet<KeyId>,
-}
-
-impl KeyMemo {
-    fn get(&mut self, key: &[u8; 32]) -> Option<NodeId> {
-        if let Some(e) = self.current.get(key) {
-            return Some(e.id);
-        }
-        let e = *self.previous.get(key)?;
-        self.insert(e);
-        Some(e.id)
-    }
-
-    fn insert(&mut self, e: KeyId) {
-        if self.current.len() >= GENERATION {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
-        }
-        self.current.replace(e);
+        self.current.replace(Entry { key, value });
     }
 }
 
 type Memo<K, V> = RefCell<TwoGen<K, V>>;
 
 thread_local! {
-    static KEYS: RefCell<KeyMemo> = RefCell::new(KeyMemo { current: SeededSet::default(), previous: SeededSet::default() });
+    static KEYS: Memo<[u8; 32], NodeId> = RefCell::new(TwoGen::new());
     static SIGNATURES: Memo<[u8; 64], [u8; 32]> = RefCell::new(TwoGen::new());
 }
 
@@ -132,12 +108,12 @@ fn with<K: Hash + Eq + Copy + 'static, V: Copy + 'static, R>(
 
 /// The node id of a key found valid before, if remembered.
 pub(crate) fn lookup(key: &[u8; 32]) -> Option<NodeId> {
-    KEYS.with(|m| m.borrow_mut().get(key))
+    with(&KEYS, |m| m.get(key, GENERATION))
 }
 
 /// Remembers that `key` is a valid Ed25519 key whose identity has node id `id`.
 pub(crate) fn remember(key: [u8; 32], id: NodeId) {
-    KEYS.with(|m| m.borrow_mut().insert(KeyId { key, id }));
+    with(&KEYS, |m| m.insert(key, id, GENERATION));
 }
 
 /// True when `signature` verified before for the key and message whose SHA-256 is `digest`.
@@ -153,8 +129,5 @@ pub(crate) fn remember_signature(signature: [u8; 64], digest: [u8; 32]) {
 /// Keys this thread remembers.
 #[cfg(test)]
 pub(crate) fn len() -> usize {
-    KEYS.with(|m| {
-        let m = m.borrow();
-        m.current.len() + m.previous.len()
-    })
+    with(&KEYS, |m| m.current.len() + m.previous.len())
 }

@@ -188,8 +188,8 @@ struct Rec {
 /// A join in progress: FIND_NODEs of our id to the bootstrap addresses, then a self-lookup.
 struct Join {
     search: u32,
-    /// The upkeep's join (its lookup ends without an event).
-    upkeep: bool,
+    /// The upkeep's join, for this task (its lookup ends without an event).
+    upkeep: Option<upkeep::Task>,
     left: usize,
     seeds: Vec<Encoded>,
     seen: SeededSet<NodeId>,
@@ -684,13 +684,14 @@ impl KadNode {
     /// nodes they named. Returns the lookup's id: its [`Event::LookupDone`] ends the attempt
     /// ([`LookupOutcome::seeds`] 0: no bootstrap node answered).
     pub fn bootstrap(&mut self, addrs: &[SocketAddr], now: Instant) -> u32 {
-        let search = self.begin_bootstrap(addrs, now, false);
+        let search = self.begin_bootstrap(addrs, now, None);
         self.settle(now);
         search
     }
 
-    /// [`bootstrap`](Self::bootstrap) without ending the step (`upkeep`: the upkeep's join).
-    fn begin_bootstrap(&mut self, addrs: &[SocketAddr], now: Instant, upkeep: bool) -> u32 {
+    /// [`bootstrap`](Self::bootstrap) without ending the step (`upkeep`: the upkeep's join, for
+    /// this task).
+    fn begin_bootstrap(&mut self, addrs: &[SocketAddr], now: Instant, upkeep: Option<upkeep::Task>) -> u32 {
         self.count(Counter::bootstrap_attempts);
         // A join still waiting for its bootstrap nodes ends here, without seeds (its answers, if
         // any come, count for nothing).

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::admission::Heard;
 use super::pool;
 use super::requests::Purpose;
+use super::upkeep::Task;
 use super::{Counter, Encoded, Event, KadNode, NodeConfig, Rec, Slot, MAX_LOOKUPS};
 use crate::identity::NodeId;
 use crate::kad::distance_key;
@@ -120,8 +121,8 @@ pub(super) struct Search {
     t0: Instant,
     ended: Instant,
     pub(super) seeds: u32,
-    /// The node's own upkeep runs it: its end goes there, not to the caller.
-    pub(super) upkeep: bool,
+    /// The node's own upkeep runs it, for this: its end goes there, not to the caller.
+    pub(super) upkeep: Option<Task>,
 }
 
 impl Search {
@@ -151,7 +152,7 @@ impl Search {
             t0: now,
             ended: now,
             seeds: 0,
-            upkeep: false,
+            upkeep: None,
         }
     }
 
@@ -256,13 +257,14 @@ impl KadNode {
     /// Starts a lookup of `target` from the table's closest entries. None when [`MAX_LOOKUPS`]
     /// run already.
     pub fn start_lookup(&mut self, target: NodeId, opts: LookupOptions, now: Instant) -> Option<u32> {
-        let id = self.start_search(target, opts, now, false);
+        let id = self.start_search(target, opts, now, None);
         self.settle(now);
         id
     }
 
-    /// [`start_lookup`](Self::start_lookup) without ending the step (`upkeep`: the upkeep's).
-    pub(super) fn start_search(&mut self, target: NodeId, opts: LookupOptions, now: Instant, upkeep: bool) -> Option<u32> {
+    /// [`start_lookup`](Self::start_lookup) without ending the step (`upkeep`: the upkeep's, for
+    /// this task).
+    pub(super) fn start_search(&mut self, target: NodeId, opts: LookupOptions, now: Instant, upkeep: Option<Task>) -> Option<u32> {
         if self.searches.len() >= MAX_LOOKUPS {
             return None;
         }
@@ -426,8 +428,8 @@ impl KadNode {
             };
             self.count(c);
         }
-        match self.upkeep.as_mut() {
-            Some(u) if upkeep => u.ended.push(id),
+        match (self.upkeep.as_mut(), upkeep) {
+            (Some(u), Some(task)) => u.ended.push((id, task)),
             _ => self.events.push_back(Event::LookupDone { lookup: id }),
         }
     }

@@ -48,9 +48,9 @@ pub struct UpkeepConfig {
     pub refresh_interval: Duration,
 }
 
-/// What an upkeep lookup is for.
+/// What an upkeep lookup is for (kept by the lookup: see `Search::upkeep`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Task {
     Bootstrap { attempt: u32 },
     /// A refresh's self-lookup.
     SelfLookup,
@@ -88,9 +88,8 @@ pub(super) struct Upkeep {
     refresh: Option<Refresh>,
     refresh_at: Option<Instant>,
     settle_at: Option<Instant>,
-    /// Its lookups running, and those that ended and wait to be acted on.
-    lookups: Vec<(u32, Purpose)>,
-    pub(super) ended: Vec<u32>,
+    /// Its lookups that ended and wait to be acted on (their outcomes are taken then).
+    pub(super) ended: Vec<(u32, Task)>,
 }
 
 impl Upkeep {
@@ -102,7 +101,6 @@ impl Upkeep {
         };
         [retry, self.join_refresh.map(|(at, _)| at), self.refresh_at, self.settle_at].into_iter().flatten().min()
     }
-
 }
 
 impl KadNode {
@@ -116,7 +114,12 @@ impl KadNode {
             ..config
         };
         let refresh_at = Some(now + config.refresh_interval);
-        self.upkeep = Some(Upkeep { config, join: Join::Idle, join_refresh: None, refresh: None, refresh_at, settle_at: None, lookups: Vec::new(), ended: Vec::new() });
+        // A second call: the lookups of the upkeep before end here, unheard.
+        self.searches.retain(|_, s| s.upkeep.is_none());
+        if self.join.as_ref().is_some_and(|j| j.upkeep.is_some()) {
+            self.join = None;
+        }
+        self.upkeep = Some(Upkeep { config, join: Join::Idle, join_refresh: None, refresh: None, refresh_at, settle_at: None, ended: Vec::new() });
         self.join_attempt(0, now);
         self.settle(now);
     }
@@ -139,7 +142,7 @@ impl KadNode {
         if u.settle_at.is_some_and(|at| at <= now) {
             u.settle_at = None;
             self.count(Counter::settle_lookups);
-            self.neighbourhood_lookup(Purpose::Settle, now);
+            self.neighbourhood_lookup(Task::Settle, now);
         }
         let Some(u) = self.upkeep.as_mut() else { return };
         if u.refresh_at.is_some_and(|at| at <= now) {
@@ -154,31 +157,26 @@ impl KadNode {
 
     /// Acts on the upkeep's lookups that ended (called as a step ends).
     pub(super) fn upkeep_ended(&mut self, now: Instant) {
-        while let Some(id) = self.upkeep.as_mut().and_then(|u| (!u.ended.is_empty()).then(|| u.ended.remove(0))) {
-            let o = self.take_lookup(id);
-            let Some(u) = self.upkeep.as_mut() else { return };
-            let Some(i) = u.lookups.iter().position(|&(l, _)| l == id) else { continue };
-            let (_, purpose) = u.lookups.swap_remove(i);
-            let Some(o) = o else { continue };
-            match purpose {
-                Purpose::Bootstrap { attempt } => self.bootstrap_outcome(attempt, o.seeds, &o.closest_ids, now),
-                Purpose::SelfLookup => {
+        while let Some((id, task)) = self.upkeep.as_mut().and_then(|u| (!u.ended.is_empty()).then(|| u.ended.remove(0))) {
+            let Some(o) = self.take_lookup(id) else { continue };
+            match task {
+                Task::Bootstrap { attempt } => self.bootstrap_outcome(attempt, o.seeds, &o.closest_ids, now),
+                Task::SelfLookup => {
                     let covered = if o.closest_ids.is_empty() { 0 } else { self.neighbourhood_below() };
                     if let Some(r) = self.upkeep.as_mut().and_then(|u| u.refresh.as_mut()) {
                         r.covered = covered;
                     }
                     self.refresh_stale(now);
                 }
-                Purpose::Bucket { bucket } => {
+                Task::Bucket { bucket } => {
                     self.table.mark_refreshed(bucket, now);
                     self.refresh_next(now);
                 }
-                Purpose::Settle => {}
+                Task::Settle => {}
             }
         }
-        // Most of a node's life no upkeep lookup runs: it holds no buffer for them.
-        if let Some(u) = self.upkeep.as_mut().filter(|u| u.lookups.is_empty()) {
-            u.lookups = Vec::new();
+        // Most of a node's life no upkeep lookup ends: it holds no buffer for them.
+        if let Some(u) = self.upkeep.as_mut() {
             u.ended = Vec::new();
         }
     }
@@ -193,8 +191,7 @@ impl KadNode {
             return;
         }
         u.join = Join::Running;
-        let search = self.begin_bootstrap(&addrs, now, true);
-        self.own_lookup(search, Purpose::Bootstrap { attempt });
+        self.begin_bootstrap(&addrs, now, Some(Task::Bootstrap { attempt }));
     }
 
     fn bootstrap_outcome(&mut self, attempt: u32, seeds: u32, closest: &[u8], now: Instant) {
@@ -243,7 +240,7 @@ impl KadNode {
             return self.refresh_stale(now);
         }
         self.count(Counter::self_lookups);
-        self.neighbourhood_lookup(Purpose::SelfLookup, now);
+        self.neighbourhood_lookup(Task::SelfLookup, now);
     }
 
     /// The refresh's self-lookup is done (or there was none): list the stale buckets.
@@ -286,11 +283,10 @@ impl KadNode {
             // A refresh is for its bucket: once the bucket is full, further answers would only wait
             // in its replacement cache.
             let opts = LookupOptions { enough: Enough::BucketFill { bucket: b, fill }, ..LookupOptions::default() };
-            match self.start_search(target, opts, now, true) {
-                Some(id) => return self.own_lookup(id, Purpose::Bucket { bucket: b }),
-                // As many lookups as a node may run: this bucket waits for the next refresh.
-                None => continue,
+            if self.start_search(target, opts, now, Some(Task::Bucket { bucket: b })).is_some() {
+                return;
             }
+            // As many lookups as a node may run: this bucket waits for the next refresh.
         }
     }
 
@@ -309,17 +305,16 @@ impl KadNode {
     /// A self-lookup that keeps the neighbourhood current: it ends once the first α answers (from
     /// our closest entries) name no node closer to us than our k-th closest entry that is not in
     /// our table. With fewer than k entries, a whole self-lookup.
-    fn neighbourhood_lookup(&mut self, purpose: Purpose, now: Instant) {
+    fn neighbourhood_lookup(&mut self, task: Task, now: Instant) {
         let enough = match self.kth_closest() {
             Some(kth) => Enough::Settle { kth },
             None => Enough::Never,
         };
         let own = self.own.id;
         let opts = LookupOptions { ids: true, enough, ..LookupOptions::default() };
-        match self.start_search(own, opts, now, true) {
-            Some(id) => self.own_lookup(id, purpose),
-            None if purpose == Purpose::SelfLookup => self.refresh_stale(now),
-            None => {}
+        // As many lookups as a node may run: a refresh goes on without its self-lookup.
+        if self.start_search(own, opts, now, Some(task)).is_none() && task == Task::SelfLookup {
+            self.refresh_stale(now);
         }
     }
 
@@ -340,13 +335,6 @@ impl KadNode {
     /// them holds only such nodes. The first bucket not covered (0: none).
     fn neighbourhood_below(&mut self) -> usize {
         self.kth_closest().and_then(|kth| self.table.bucket_index(&kth)).unwrap_or(0)
-    }
-
-    /// Lookup `id` (started as the upkeep's: see [`KadNode::start_search`]) is for `purpose`.
-    fn own_lookup(&mut self, id: u32, purpose: Purpose) {
-        if let Some(u) = self.upkeep.as_mut() {
-            u.lookups.push((id, purpose));
-        }
     }
 
     /// A random id in bucket `index`'s range, from the node's generator.
