@@ -19,8 +19,8 @@ const kad = (n: Node) => n.stack.find(Kademlia)!
  * Kademlia and the transport, so it stays out of the lane), exchange application messages, look
  * each other up; one leaves midway. Returns everything observable, as text.
  */
-async function scenario(nativeDelivery: boolean): Promise<{ snapshot: string; native: number }> {
-  const sim = new SimulatedNetwork({ seed: 11, defaultLink: { latency: 10, jitter: 40 }, trace: false, nativeDelivery })
+async function scenario(nativeDelivery: boolean, threads = 1): Promise<{ snapshot: string; native: number }> {
+  const sim = new SimulatedNetwork({ seed: 11, defaultLink: { latency: 10, jitter: 40 }, trace: false, nativeDelivery, threads })
   try {
     const boot = '10.0.0.1:4000'
     const nodes: Node[] = []
@@ -88,6 +88,36 @@ test('with the lane, a run gives exactly the events, tables, counters and lookup
   t.deepEqual(b.tables, a.tables)
   t.deepEqual(b.got, a.got)
   t.deepEqual(b.found, a.found)
+})
+
+test('on several threads: the same run for 2 and 3 threads, run after run, and the network works as on one', async (t) => {
+  const two = await scenario(true, 2)
+  const three = await scenario(true, 3)
+  const again = await scenario(true, 2)
+  t.is(three.snapshot, two.snapshot, 'three threads give the run of two')
+  t.is(again.snapshot, two.snapshot, 'one seed, one run')
+  const a = JSON.parse(two.snapshot)
+  const one = JSON.parse((await scenario(true, 1)).snapshot)
+  t.notDeepEqual(a.stats, one.stats, 'not the run of one thread (the lane orders events its own way)')
+  t.true(two.native > 0.5 * a.stats.events, `most events ran in the lane (${two.native})`)
+  t.true(a.stats.sent > 20_000, `${a.stats.sent} datagrams`)
+  t.is(a.got.length, 20, 'every application message arrived')
+  t.true(a.found.filter((f: string) => !f.includes('ERR')).length >= 55, `lookups found: ${a.found.join(', ')}`)
+  const dropped = a.layers.reduce((n: number, l: Record<string, Record<string, number>>) => n + Object.entries(l.kademlia ?? {}).filter(([k]) => k.startsWith('dropped_malformed')).reduce((m, [, v]) => m + v, 0), 0)
+  t.true(dropped >= 250, `the hostile datagrams were dropped as malformed (${dropped})`)
+  // Every table is as full as on one thread, give or take.
+  const sizes = (x: { tables: string[][] }) => x.tables.reduce((n, tb) => n + tb.length, 0)
+  t.true(Math.abs(sizes(a) - sizes(one)) <= 0.05 * sizes(one), `table entries ${sizes(a)} against ${sizes(one)}`)
+})
+
+test('threads: checked', (t) => {
+  const refused = (f: () => unknown) => t.is((t.throws(f) as DeccomError).code, ErrorCode.INVALID_ARGUMENT)
+  refused(() => new SimulatedNetwork({ trace: false, threads: 2 })) // no nativeDelivery
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, threads: 0 }))
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, threads: 1.5 }))
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, threads: 1000 }))
+  refused(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, threads: 2, defaultLink: { latency: 0, jitter: 5 } }))
+  t.notThrows(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, threads: 1, defaultLink: { latency: 0 } }).close())
 })
 
 test("runUntil's condition is checked after every event the lane runs", async (t) => {

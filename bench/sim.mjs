@@ -6,6 +6,7 @@
 //   node bench/sim.mjs --n 2000 --trace      # also hash the trace (determinism check; costs time)
 //   node bench/sim.mjs --n 2000 --js         # without the native delivery lane (nativeDelivery)
 //   node bench/sim.mjs --n 100000 --progress # also a line on stderr every 10,000 nodes joined
+//   node bench/sim.mjs --n 10000 --threads 2  # the lane on 2 threads (windows of one latency)
 //   node bench/sim.mjs --n 10000 --gap 20000 # virtual ms per batch (default 2000): a join as long
 //                                            # as the 100,000-node one, at a tenth of the nodes
 //
@@ -49,6 +50,7 @@ if (flag('child') !== undefined) {
     if (flag('js') !== undefined) args.push('--js')
     if (flag('progress') !== undefined) args.push('--progress')
     if (flag('gap') !== undefined) args.push('--gap', flag('gap'))
+    if (flag('threads') !== undefined) args.push('--threads', flag('threads'))
     const heap = Math.max(4096, Math.ceil(n / 1000) * 600)
     // A larger young generation: fewer scavenges and fewer short-lived datagram objects promoted
     // (about 13 % less CPU at 2,000 nodes).
@@ -85,7 +87,8 @@ async function runOne(N, trace, lane) {
   let peak = 0
   const sample = () => (peak = Math.max(peak, process.memoryUsage().rss))
   const rss0 = process.memoryUsage().rss
-  const sim = new SimulatedNetwork({ seed: 1, defaultLink: { latency: 10, jitter: 40 }, traceLimit: 0, trace, nativeDelivery })
+  const threads = Number(flag('threads') ?? 1)
+  const sim = new SimulatedNetwork({ seed: 1, defaultLink: { latency: 10, jitter: 40 }, traceLimit: 0, trace, nativeDelivery, threads })
   const kad = (node) => node.stack.find(Kademlia)
   const boot = '10.0.0.1:4000'
   const BATCH = 100
@@ -177,7 +180,7 @@ async function runOne(N, trace, lane) {
     rss_per_node_mib: +((rssJoined - rss0) / N / 2 ** 20).toFixed(3),
     events: sim.stats().events,
     trace: trace ? sim.trace.hash : null,
-    path: nativeDelivery ? 'lane' : 'js',
+    path: nativeDelivery ? (threads > 1 ? `lane/${threads}` : 'lane') : 'js',
   }
   await sim.close()
   console.log(JSON.stringify(row))

@@ -443,8 +443,14 @@ export declare class SimLane {
    * `"<network seed> "`), at most `maxLinks` held. From then on the process's small native
    * allocations come from mimalloc, which suits the engine's many small blocks per datagram
    * (see `prefault.rs`).
+   *
+   * With `threads` above 1 the lane is a parallel one (`deccom_core::sim::ParallelLane`), which
+   * needs a latency above 0.
+   *
+   * # Errors
+   * `ERR_DECCOM_INVALID_ARGUMENT` for `threads` above 1 with a latency not above 0.
    */
-  constructor(latency: number, jitter: number, seedBase: number, maxLinks: number)
+  constructor(latency: number, jitter: number, seedBase: number, maxLinks: number, threads?: number | undefined | null)
   /**
    * Attaches `table` (a running node) at `addr`, its datagrams tagged `tag`; returns its
    * index, or -1 when the address has one.

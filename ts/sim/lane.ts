@@ -49,9 +49,9 @@ export class NativeLane {
   headTime = Infinity
   headSeq = 0
 
-  constructor(queue: EventQueue, latency: number, jitter: number, seedBase: number, maxLinks: number) {
+  constructor(queue: EventQueue, latency: number, jitter: number, seedBase: number, maxLinks: number, threads = 1) {
     this.#queue = queue
-    this.#lane = new native.SimLane(latency, jitter, seedBase, maxLinks)
+    this.#lane = new native.SimLane(latency, jitter, seedBase, maxLinks, threads)
   }
 
   /**

@@ -126,6 +126,16 @@ export interface SimulatedNetworkOptions {
    * no seed); NATs, the trace export and createNodes' research options are refused.
    */
   nativeDelivery?: boolean
+  /**
+   * Threads of the native lane (default 1; needs `nativeDelivery` and a `defaultLink` latency
+   * above 0). With more than one, the natively run nodes are split across threads and virtual
+   * time advances in windows no longer than the link latency; what the nodes hand to JavaScript
+   * (a lookup ended, a peer entered...) is handled at the end of its window, up to one latency
+   * later than it happened, and the lane orders events its own way. A run is then deterministic
+   * from the seed and the same for any number of threads above 1, but not the run of one thread.
+   * See docs/simulation.md.
+   */
+  threads?: number
 }
 
 /** Options of {@link SimulatedNetwork.runUntil} (and `maxEvents` of {@link SimulatedNetwork.runFor}). */
@@ -173,6 +183,9 @@ const DEFAULT_LINK: LinkSpec = Object.freeze({
   maxQueueBytes: 16 * 1024 * 1024,
 })
 const DEFAULT_PORT = 4000
+
+/** Most threads of the native lane. */
+const MAX_THREADS = 64
 
 /** Events processed per turn of the real event loop (each in its own immediate). */
 const STEPS_PER_TURN = 256
@@ -267,6 +280,9 @@ export class SimulatedNetwork implements SimMedium {
     this.#maxEvents = opts.maxEvents ?? 10_000_000
     this.#traceOn = opts.trace ?? true
     this.#trace = new DeterminismTrace(this.#traceOn ? Math.max(0, Math.floor(opts.traceLimit ?? 10_000)) : 0)
+    if (opts.threads !== undefined && opts.threads !== 1 && opts.nativeDelivery !== true) {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'threads above 1 need nativeDelivery', { details: { option: 'threads' } })
+    }
     this.#lane = opts.nativeDelivery === true ? this.#newLane(opts) : null
     const sim = this
     this.clock = Object.freeze({
@@ -756,7 +772,14 @@ export class SimulatedNetwork implements SimMedium {
     if (why !== null) {
       throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `nativeDelivery does not work with ${why}`, { details: { option: 'nativeDelivery' } })
     }
-    return new NativeLane(this.#events, l.latency, l.jitter, this.#linkSeedBase, MAX_LINK_STATES)
+    const threads = opts.threads ?? 1
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `threads must be an integer from 1 to ${MAX_THREADS}`, { details: { option: 'threads' } })
+    }
+    if (threads > 1 && !(l.latency > 0)) {
+      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'threads above 1 need a defaultLink latency above 0', { details: { option: 'threads' } })
+    }
+    return new NativeLane(this.#events, l.latency, l.jitter, this.#linkSeedBase, MAX_LINK_STATES, threads)
   }
 
   #refuseWithLane(what: string): void {

@@ -11,7 +11,7 @@
 //! sender's 18-byte address at 48, the destination's at 66, the length (u32 LE) at 84, the bytes
 //! (tag first) from 88.
 
-use deccom_core::sim::{Lane, LaneNode, Stop};
+use deccom_core::sim::{Lane, LaneNode, NodeCounters, ParallelLane, Stop};
 use deccom_core::wire::{encode_raw_addr, RAW_ADDR_LEN};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -29,6 +29,12 @@ const RUN_DELIVER: u32 = 2;
 
 /// A KadTable held by the lane (kept alive while attached).
 struct Table(Reference<KadTable>);
+
+// SAFETY: a parallel lane moves a table to one of its threads only inside `SimLane::run`, while
+// the JavaScript thread waits in that call, and back before the call returns; there the thread
+// only runs the table's Rust node (no N-API call). The reference itself is created and dropped
+// on the JavaScript thread: a worker whose node panicked leaks its part rather than drop it.
+unsafe impl Send for Table {}
 
 impl LaneNode for Table {
   fn datagram(&mut self, from: std::net::SocketAddr, data: &[u8], now: f64) {
@@ -63,7 +69,46 @@ impl LaneNode for Table {
 
 #[napi]
 pub struct SimLane {
-  lane: Lane<Table>,
+  lane: Inner,
+  /// The caller's next sequence number (a parallel lane numbers its own events; it keeps the
+  /// caller's as it got it).
+  seq: u64,
+}
+
+/// The one-thread lane, or the parallel one.
+enum Inner {
+  One(Lane<Table>),
+  Parallel(ParallelLane<Table>),
+}
+
+impl Inner {
+  fn attach(&mut self, addr: std::net::SocketAddr, tag: u8, t: Table) -> Option<u32> {
+    match self {
+      Inner::One(l) => l.attach(addr, tag, t),
+      Inner::Parallel(l) => l.attach(addr, tag, t),
+    }
+  }
+
+  fn detach(&mut self, i: u32) -> Option<NodeCounters> {
+    match self {
+      Inner::One(l) => l.detach(i).map(|d| d.1),
+      Inner::Parallel(l) => l.detach(i).map(|d| d.1),
+    }
+  }
+
+  fn counters(&mut self, i: u32) -> Option<NodeCounters> {
+    match self {
+      Inner::One(l) => l.counters(i),
+      Inner::Parallel(l) => l.counters(i),
+    }
+  }
+
+  fn now(&self) -> f64 {
+    match self {
+      Inner::One(l) => l.now,
+      Inner::Parallel(l) => l.now,
+    }
+  }
 }
 
 fn io_f64(io: &[u8], at: usize) -> f64 {
@@ -91,10 +136,22 @@ impl SimLane {
   /// `"<network seed> "`), at most `maxLinks` held. From then on the process's small native
   /// allocations come from mimalloc, which suits the engine's many small blocks per datagram
   /// (see `prefault.rs`).
+  ///
+  /// With `threads` above 1 the lane is a parallel one (`deccom_core::sim::ParallelLane`), which
+  /// needs a latency above 0.
+  ///
+  /// # Errors
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for `threads` above 1 with a latency not above 0.
   #[napi(constructor)]
-  pub fn new(latency: f64, jitter: f64, seed_base: u32, max_links: u32) -> Self {
+  pub fn new(latency: f64, jitter: f64, seed_base: u32, max_links: u32, threads: Option<u32>) -> Result<Self> {
     crate::prefault::prefer_mimalloc();
-    SimLane { lane: Lane::new(latency, jitter, seed_base, max_links as usize) }
+    let lane = match threads.unwrap_or(1) {
+      0 | 1 => Inner::One(Lane::new(latency, jitter, seed_base, max_links as usize)),
+      n => Inner::Parallel(
+        ParallelLane::new(latency, jitter, seed_base, n).ok_or_else(|| coded(Code::InvalidArgument, "a parallel lane needs a link latency above 0"))?,
+      ),
+    };
+    Ok(SimLane { lane, seq: 0 })
   }
 
   /// Attaches `table` (a running node) at `addr`, its datagrams tagged `tag`; returns its
@@ -115,12 +172,12 @@ impl SimLane {
     self.begin(&io)?;
     let out = self.lane.detach(i);
     self.end(&mut io);
-    Ok(out.map_or_else(Vec::new, |(_, c)| vec![c.sent as f64, c.received as f64, c.dropped_self as f64]))
+    Ok(out.map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64]))
   }
 
   /// Node `i`'s counters [sent, received, dropped_self] (empty: not attached).
   #[napi]
-  pub fn node_counters(&self, i: u32) -> Vec<f64> {
+  pub fn node_counters(&mut self, i: u32) -> Vec<f64> {
     self.lane.counters(i).map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64])
   }
 
@@ -133,7 +190,10 @@ impl SimLane {
   pub fn transmit(&mut self, from: &[u8], to: &[u8], data: &[u8], now: f64, mut io: BufferSlice) -> Result<()> {
     let (from, to) = (address(from)?, address(to)?);
     self.begin(&io)?;
-    self.lane.transmit(from, to, data, now);
+    match &mut self.lane {
+      Inner::One(l) => l.transmit(from, to, data, now),
+      Inner::Parallel(l) => l.transmit(from, to, data, now),
+    }
     self.end(&mut io);
     Ok(())
   }
@@ -143,7 +203,10 @@ impl SimLane {
   #[napi]
   pub fn arm(&mut self, i: u32, at: f64, now: f64, mut io: BufferSlice) -> Result<()> {
     self.begin(&io)?;
-    self.lane.arm(i, at, now);
+    match &mut self.lane {
+      Inner::One(l) => l.arm(i, at, now),
+      Inner::Parallel(l) => l.arm(i, at, now),
+    }
     self.end(&mut io);
     Ok(())
   }
@@ -153,7 +216,10 @@ impl SimLane {
   #[napi]
   pub fn adopt(&mut self, i: u32, at: f64, time: f64, seq: f64, mut io: BufferSlice) -> Result<()> {
     self.begin(&io)?;
-    self.lane.adopt(i, at, time, Some(seq_of(seq)));
+    match &mut self.lane {
+      Inner::One(l) => l.adopt(i, at, time, Some(seq_of(seq))),
+      Inner::Parallel(l) => l.adopt(i, at, time),
+    }
     self.end(&mut io);
     Ok(())
   }
@@ -163,8 +229,16 @@ impl SimLane {
   #[napi]
   pub fn kick(&mut self, i: u32, now: f64, mut io: BufferSlice) -> Result<bool> {
     self.begin(&io)?;
-    self.lane.now = now;
-    let events = self.lane.kick(i);
+    let events = match &mut self.lane {
+      Inner::One(l) => {
+        l.now = now;
+        l.kick(i)
+      }
+      Inner::Parallel(l) => {
+        l.now = now;
+        l.kick(i)
+      }
+    };
     self.end(&mut io);
     Ok(events)
   }
@@ -175,7 +249,10 @@ impl SimLane {
   #[napi]
   pub fn run(&mut self, limit_time: f64, limit_seq: f64, deadline: f64, budget: u32, mut io: BufferSlice) -> Result<u32> {
     self.begin(&io)?;
-    let (n, stop) = self.lane.run(limit_time, seq_of(limit_seq), deadline, budget);
+    let (n, stop) = match &mut self.lane {
+      Inner::One(l) => l.run(limit_time, seq_of(limit_seq), deadline, budget),
+      Inner::Parallel(l) => l.run(limit_time, deadline, budget),
+    };
     put_f64(&mut io, 32, f64::from(n));
     let kind = match stop {
       Stop::Idle => RUN_IDLE,
@@ -201,35 +278,52 @@ impl SimLane {
   /// The lane's counters: [events, timers_fired, sent, bytes_sent, delivered, bytes_delivered].
   #[napi]
   pub fn stats(&self) -> Vec<f64> {
-    let s = self.lane.stats();
+    let s = match &self.lane {
+      Inner::One(l) => l.stats(),
+      Inner::Parallel(l) => l.stats(),
+    };
     [s.events, s.timers_fired, s.sent, s.bytes_sent, s.delivered, s.bytes_delivered].map(|x| x as f64).to_vec()
   }
 
   /// Events waiting.
   #[napi(getter)]
   pub fn pending(&self) -> u32 {
-    self.lane.pending() as u32
+    (match &self.lane {
+      Inner::One(l) => l.pending(),
+      Inner::Parallel(l) => l.pending(),
+    }) as u32
   }
 
   /// Drops every event, link and node.
   #[napi]
   pub fn clear(&mut self) {
-    self.lane.clear();
+    match &mut self.lane {
+      Inner::One(l) => l.clear(),
+      Inner::Parallel(l) => l.clear(),
+    }
   }
 
   fn begin(&mut self, io: &[u8]) -> Result<()> {
     if io.len() < IO_BYTES {
       return Err(coded(Code::InvalidArgument, format!("io must hold at least {IO_BYTES} bytes")));
     }
-    self.lane.seq = seq_of(io_f64(io, 0));
+    self.seq = seq_of(io_f64(io, 0));
+    if let Inner::One(l) = &mut self.lane {
+      l.seq = self.seq;
+    }
     Ok(())
   }
 
   fn end(&mut self, io: &mut [u8]) {
-    put_f64(io, 0, self.lane.seq as f64);
-    let (t, s) = self.lane.head().map_or((f64::INFINITY, 0.0), |(t, s)| (t, s as f64));
+    let (seq, head) = match &mut self.lane {
+      Inner::One(l) => (l.seq, l.head()),
+      // After any of the caller's events at that time.
+      Inner::Parallel(l) => (self.seq, l.head().map(|h| (h.0, u64::MAX))),
+    };
+    put_f64(io, 0, seq as f64);
+    let (t, s) = head.map_or((f64::INFINITY, 0.0), |(t, s)| if s == u64::MAX { (t, f64::INFINITY) } else { (t, s as f64) });
     put_f64(io, 8, t);
     put_f64(io, 16, s);
-    put_f64(io, 24, self.lane.now);
+    put_f64(io, 24, self.lane.now());
   }
 }

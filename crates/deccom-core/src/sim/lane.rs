@@ -25,14 +25,11 @@
 //! `now + max(0, arrival - now)`, a timer is re-armed only earlier than the armed one (the armed
 //! one is then stale and skipped), a frame to the node's own address is dropped and counted.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 
+use super::queue::{each_frame, Item, Queue, Spare, NO_NODE};
 use crate::identity::seeded::SeededMap;
 use crate::impair::{ImpairConfig, Impairment};
-use crate::kad::node::FRAME_HEADER;
-use crate::wire::decode_raw_addr;
 
 /// A node driven by the lane: one datagram or one round of timers per call, then its frames.
 pub trait LaneNode {
@@ -107,53 +104,6 @@ struct Slot<N> {
     counters: NodeCounters,
 }
 
-enum Item {
-    Free,
-    /// A datagram; `dest`: the index of the node attached at `to` when its link was opened (a
-    /// hint, checked at delivery: [`NO_NODE`] or a node since detached means a lookup by address).
-    Datagram { from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, dest: u32 },
-    Timer { node: u32, gen: u32 },
-}
-
-#[derive(Clone, Copy)]
-struct Key {
-    time: f64,
-    seq: u64,
-    item: u32,
-}
-
-impl Key {
-    fn before(&self, time: f64, seq: u64) -> bool {
-        self.time < time || (self.time == time && self.seq < seq)
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Key {}
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.time.total_cmp(&other.time).then(self.seq.cmp(&other.seq))
-    }
-}
-
-/// Spare datagram buffers kept for reuse.
-const SPARE_BUFFERS: usize = 1024;
-
-/// No node index.
-const NO_NODE: u32 = u32::MAX;
-
-/// Stale timers the heap may hold before it is compacted (then only when they are half of it).
-const MIN_COMPACT: usize = 1024;
-
 /// A link's state: its random stream, and the node attached at its far end when it was opened.
 #[derive(Clone, Copy)]
 struct Link {
@@ -170,12 +120,8 @@ pub struct Lane<N> {
     links: SeededMap<(AddrKey, AddrKey), Link>,
     nodes: Vec<Option<Slot<N>>>,
     by_addr: SeededMap<AddrKey, u32>,
-    heap: BinaryHeap<Reverse<Key>>,
-    items: Vec<Item>,
-    free: Vec<u32>,
-    spare: Vec<Vec<u8>>,
-    /// Stale timers in the heap.
-    stale: usize,
+    queue: Queue,
+    spare: Spare,
     stats: LaneStats,
     /// The next sequence number (shared with the caller's queue: set it before a call that may
     /// schedule, read it after).
@@ -196,11 +142,8 @@ impl<N: LaneNode> Lane<N> {
             links: SeededMap::default(),
             nodes: Vec::new(),
             by_addr: SeededMap::default(),
-            heap: BinaryHeap::new(),
-            items: Vec::new(),
-            free: Vec::new(),
-            spare: Vec::new(),
-            stale: 0,
+            queue: Queue::default(),
+            spare: Spare::default(),
             stats: LaneStats::default(),
             seq: 0,
             now: 0.0,
@@ -225,7 +168,8 @@ impl<N: LaneNode> Lane<N> {
         let slot = self.nodes.get_mut(i as usize)?.take()?;
         self.by_addr.remove(&key(slot.addr));
         if slot.timer_at.is_finite() {
-            self.stale += 1;
+            let nodes = &self.nodes;
+            self.queue.stale(|n, g| armed(nodes, n, g));
         }
         Some((slot.node, slot.counters))
     }
@@ -250,7 +194,7 @@ impl<N: LaneNode> Lane<N> {
     /// Events waiting (stale timers not counted).
     #[must_use]
     pub fn pending(&self) -> usize {
-        self.heap.len() - self.stale
+        self.queue.pending()
     }
 
     /// Links held.
@@ -272,18 +216,14 @@ impl<N: LaneNode> Lane<N> {
         }
         let (base, by_addr) = (self.seed_base, &self.by_addr);
         let link = self.links.entry(pair).or_insert_with(|| Link { state: u64::from(link_seed(base, from, to)), dest: by_addr.get(&pair.1).copied().unwrap_or(NO_NODE) });
-        // A delay-only impairment keeps nothing but its stream between datagrams.
-        let mut model = Impairment::new(self.link, link.state);
-        let arrives = model.offer(at, 0).at[0];
-        link.state = model.state();
-        (arrives, link.dest)
+        (arrival(self.link, &mut link.state, at), link.dest)
     }
 
     /// Puts a datagram the caller sent at `now` (`bytes`: tag byte first) on the link `from` →
     /// `to`: it arrives as the lane's event (delivered by the lane or handed back). The caller
     /// counts it as sent.
     pub fn transmit(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8], now: f64) {
-        let mut copy = self.buffer();
+        let mut copy = self.spare.buffer();
         copy.extend_from_slice(bytes);
         self.put(from, to, copy, now);
     }
@@ -307,36 +247,15 @@ impl<N: LaneNode> Lane<N> {
         if !at.is_finite() {
             return;
         }
-        if slot.timer_at.is_finite() {
-            self.stale += 1;
-        }
+        let was_armed = slot.timer_at.is_finite();
         slot.timer_at = at;
         slot.timer_gen = slot.timer_gen.wrapping_add(1);
         let gen = slot.timer_gen;
         self.push(time, seq, Item::Timer { node: i, gen });
-        if self.stale > MIN_COMPACT && 2 * self.stale > self.heap.len() {
-            self.compact();
+        if was_armed {
+            let nodes = &self.nodes;
+            self.queue.stale(|n, g| armed(nodes, n, g));
         }
-    }
-
-    /// Drops the stale timers from the heap. A node armed far ahead (its next refresh) and then
-    /// earlier (a request's timeout) leaves a stale timer that would wait in the heap until its
-    /// time came: in a long join, most of the heap.
-    fn compact(&mut self) {
-        let (nodes, items) = (&self.nodes, &self.items);
-        let mut dropped = Vec::new();
-        self.heap.retain(|Reverse(k)| {
-            let Item::Timer { node, gen } = items[k.item as usize] else { return true };
-            let live = armed(nodes, node, gen);
-            if !live {
-                dropped.push(k.item);
-            }
-            live
-        });
-        for item in dropped {
-            self.release(item);
-        }
-        self.stale = 0;
     }
 
     /// Sends what the node at `i` queued and arms its timer, after a call the caller made on it
@@ -347,18 +266,8 @@ impl<N: LaneNode> Lane<N> {
 
     /// The first live event: (time, seq).
     pub fn head(&mut self) -> Option<(f64, u64)> {
-        while let Some(Reverse(k)) = self.heap.peek().copied() {
-            if let Item::Timer { node, gen } = self.items[k.item as usize] {
-                if !self.live(node, gen) {
-                    self.heap.pop();
-                    self.release(k.item);
-                    self.stale -= 1;
-                    continue;
-                }
-            }
-            return Some((k.time, k.seq));
-        }
-        None
+        let nodes = &self.nodes;
+        self.queue.head(|n, g| armed(nodes, n, g))
     }
 
     /// Runs events before (`limit_time`, `limit_seq`) and not after `deadline`, at most `budget`;
@@ -367,15 +276,13 @@ impl<N: LaneNode> Lane<N> {
         let mut n = 0;
         while n < budget {
             let Some((time, seq)) = self.head() else { break };
-            if !(Key { time, seq, item: 0 }).before(limit_time, limit_seq) || time > deadline {
+            if !(time < limit_time || (time == limit_time && seq < limit_seq)) || time > deadline {
                 break;
             }
-            let Some(Reverse(k)) = self.heap.pop() else { break };
-            self.now = k.time;
+            let Some((time, _, item)) = self.queue.pop() else { break };
+            self.now = time;
             n += 1;
             self.stats.events += 1;
-            let item = std::mem::replace(&mut self.items[k.item as usize], Item::Free);
-            self.free.push(k.item);
             match item {
                 Item::Timer { node, .. } => {
                     let now = self.now;
@@ -401,12 +308,11 @@ impl<N: LaneNode> Lane<N> {
                     self.stats.bytes_delivered += bytes.len() as u64;
                     slot.counters.received += 1;
                     slot.node.datagram(from, &bytes[1..], now);
-                    self.recycle(bytes);
+                    self.spare.recycle(bytes);
                     if let Some(stop) = self.after(i, Some(from)) {
                         return (n, stop);
                     }
                 }
-                Item::Free => {}
             }
         }
         (n, Stop::Idle)
@@ -414,13 +320,10 @@ impl<N: LaneNode> Lane<N> {
 
     /// Drops every event, link and node.
     pub fn clear(&mut self) {
-        self.heap.clear();
-        self.items.clear();
-        self.free.clear();
+        self.queue.clear();
         self.links.clear();
         self.nodes.iter_mut().for_each(|s| *s = None);
         self.by_addr.clear();
-        self.stale = 0;
     }
 
     /// After the node at `i` handled a datagram from `source` (or its timers): sends its frames,
@@ -428,20 +331,7 @@ impl<N: LaneNode> Lane<N> {
     fn after(&mut self, i: u32, source: Option<SocketAddr>) -> Option<Stop> {
         let mut slot = self.nodes[i as usize].take().expect("the node handled is attached");
         let Slot { node, addr, tag, counters, .. } = &mut slot;
-        let frames = node.frames();
-        let mut at = 0;
-        while at + FRAME_HEADER <= frames.len() {
-            let len = usize::from(u16::from_le_bytes([frames[at], frames[at + 1]]));
-            let Some(data) = frames.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
-            let to = match (frames[at + 2], source) {
-                (1, Some(s)) => Some(s),
-                _ => decode_raw_addr(&frames[at + 3..at + FRAME_HEADER]),
-            };
-            if let Some(to) = to {
-                self.send(*addr, *tag, counters, to, data);
-            }
-            at += FRAME_HEADER + len;
-        }
+        let at = each_frame(node.frames(), source, |to, data| self.send(*addr, *tag, counters, to, data));
         node.consume(at);
         let deadline = slot.node.deadline();
         let events = slot.node.has_events();
@@ -455,7 +345,7 @@ impl<N: LaneNode> Lane<N> {
             counters.dropped_self += 1;
             return;
         }
-        let mut bytes = self.buffer();
+        let mut bytes = self.spare.buffer();
         bytes.push(tag);
         bytes.extend_from_slice(data);
         self.stats.sent += 1;
@@ -470,41 +360,12 @@ impl<N: LaneNode> Lane<N> {
         self.push(due(now, arrives - now), None, Item::Datagram { from, to, bytes, dest });
     }
 
-    /// An empty buffer for a datagram (a spare one when there is).
-    fn buffer(&mut self) -> Vec<u8> {
-        let mut b = self.spare.pop().unwrap_or_default();
-        b.clear();
-        b
-    }
-
     fn push(&mut self, time: f64, seq: Option<u64>, item: Item) {
         let seq = seq.unwrap_or_else(|| {
             self.seq += 1;
             self.seq - 1
         });
-        let index = if let Some(f) = self.free.pop() {
-            self.items[f as usize] = item;
-            f
-        } else {
-            self.items.push(item);
-            u32::try_from(self.items.len() - 1).expect("fewer than 2^32 events wait")
-        };
-        self.heap.push(Reverse(Key { time, seq, item: index }));
-    }
-
-    fn live(&self, node: u32, gen: u32) -> bool {
-        armed(&self.nodes, node, gen)
-    }
-
-    fn release(&mut self, item: u32) {
-        self.items[item as usize] = Item::Free;
-        self.free.push(item);
-    }
-
-    fn recycle(&mut self, bytes: Vec<u8>) {
-        if self.spare.len() < SPARE_BUFFERS && bytes.capacity() <= 2048 {
-            self.spare.push(bytes);
-        }
+        self.queue.push(time, seq, item);
     }
 }
 
@@ -514,9 +375,9 @@ fn armed<N>(nodes: &[Option<Slot<N>>], node: u32, gen: u32) -> bool {
 }
 
 /// An address as a map key: its IPv6 (or IPv4-mapped) bits and port.
-type AddrKey = (u128, u16);
+pub(crate) type AddrKey = (u128, u16);
 
-fn key(a: SocketAddr) -> AddrKey {
+pub(crate) fn key(a: SocketAddr) -> AddrKey {
     let ip = match a.ip() {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
@@ -525,8 +386,18 @@ fn key(a: SocketAddr) -> AddrKey {
 }
 
 
+/// When a datagram offered at `at` on a delay-only link arrives: drawn from the link's random
+/// `stream`, which is advanced. (A delay-only impairment keeps nothing but its stream between
+/// datagrams.)
+pub(crate) fn arrival(link: ImpairConfig, stream: &mut u64, at: f64) -> f64 {
+    let mut model = Impairment::new(link, *stream);
+    let arrives = model.offer(at, 0).at[0];
+    *stream = model.state();
+    arrives
+}
+
 /// The time of an event `ms` after `now` (now for ms <= 0 or NaN): the caller's rule.
-fn due(now: f64, ms: f64) -> f64 {
+pub(crate) fn due(now: f64, ms: f64) -> f64 {
     now + if ms > 0.0 { ms } else { 0.0 }
 }
 

@@ -2,69 +2,11 @@
 //! to the caller), and a swarm of Kademlia nodes that join through it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{Lane, LaneNode, Stop};
-use crate::identity::Identity;
-use crate::kad::node::{Event, KadNode, NodeConfig, FRAME_HEADER};
-use crate::wire::encode_raw_addr;
-use crate::wire::peer_record::PeerRecord;
-
-const TAG: u8 = 7;
-
-fn addr(i: u16) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, 1], 4000 + i))
-}
-
-/// A node that records what it gets and sends what the test queues.
-#[derive(Default)]
-struct Script {
-    got: Vec<(SocketAddr, Vec<u8>, f64)>,
-    timers: Vec<f64>,
-    out: Vec<u8>,
-    deadline: f64,
-    events: bool,
-    /// Frames to queue on every datagram: (destination, None: the source).
-    reply: Option<Option<SocketAddr>>,
-}
-
-impl Script {
-    fn frame(&mut self, to: Option<SocketAddr>, data: &[u8]) {
-        self.out.extend_from_slice(&(data.len() as u16).to_le_bytes());
-        self.out.push(u8::from(to.is_none()));
-        self.out.extend_from_slice(&to.map_or([0; 18], encode_raw_addr));
-        self.out.extend_from_slice(data);
-    }
-}
-
-impl LaneNode for Script {
-    fn datagram(&mut self, from: SocketAddr, data: &[u8], now: f64) {
-        self.got.push((from, data.to_vec(), now));
-        if let Some(to) = self.reply {
-            self.frame(to, b"re");
-        }
-    }
-    fn timer(&mut self, now: f64) {
-        self.timers.push(now);
-        self.deadline = -1.0;
-    }
-    fn frames(&self) -> &[u8] {
-        &self.out
-    }
-    fn consume(&mut self, n: usize) {
-        self.out.drain(..n);
-    }
-    fn deadline(&mut self) -> f64 {
-        self.deadline
-    }
-    fn has_events(&self) -> bool {
-        self.events
-    }
-}
-
-fn script(deadline: f64) -> Script {
-    Script { deadline, ..Script::default() }
-}
+use super::{Lane, Stop};
+use crate::kad::node::{Event, FRAME_HEADER};
+use crate::sim::testing::{addr, kad, script, Kad, Script, TAG};
 
 #[test]
 fn datagrams_arrive_in_order_and_answers_go_to_the_source() {
@@ -174,7 +116,7 @@ fn stale_timers_far_ahead_do_not_pile_up_in_the_heap() {
         assert_eq!(n, 1);
         now = lane.now;
     }
-    assert!(lane.heap.len() <= 2 * 1024 + 2, "the heap holds {} timers", lane.heap.len());
+    assert!(lane.queue.len() <= 2 * 1024 + 2, "the heap holds {} timers", lane.queue.len());
     assert_eq!(lane.node(a).unwrap().timers.len(), 10_000, "every near timer ran");
     // The live timers still run, in order.
     lane.arm(a, 1e9, now);
@@ -200,41 +142,6 @@ fn links_are_seeded_per_pair_and_forgotten_at_the_bound() {
     assert_eq!(lane.offer(addr(1), addr(2), 0.0), first, "a forgotten link starts afresh");
 }
 
-/// A Kademlia node with its clock.
-struct Kad {
-    node: KadNode,
-    base: Instant,
-}
-
-impl Kad {
-    fn at(&self, ms: f64) -> Instant {
-        self.base + Duration::from_secs_f64(ms.max(0.0) / 1000.0)
-    }
-}
-
-impl LaneNode for Kad {
-    fn datagram(&mut self, from: SocketAddr, data: &[u8], now: f64) {
-        let now = self.at(now);
-        self.node.handle_datagram(from, data, None, now);
-    }
-    fn timer(&mut self, now: f64) {
-        let now = self.at(now);
-        self.node.handle_timeout(now);
-    }
-    fn frames(&self) -> &[u8] {
-        self.node.transmits()
-    }
-    fn consume(&mut self, n: usize) {
-        self.node.consume_transmits(n);
-    }
-    fn deadline(&mut self) -> f64 {
-        self.node.poll_timeout().map_or(-1.0, |t| t.saturating_duration_since(self.base).as_secs_f64() * 1000.0)
-    }
-    fn has_events(&self) -> bool {
-        self.node.has_events()
-    }
-}
-
 /// `n` Kademlia nodes join through node 0, 20 ms apart; returns the lane's counters, each node's
 /// table size, and the joins' seeds.
 fn swarm(n: u16, seed: u32) -> (super::LaneStats, Vec<usize>, Vec<u32>) {
@@ -242,12 +149,7 @@ fn swarm(n: u16, seed: u32) -> (super::LaneStats, Vec<usize>, Vec<u32>) {
     let mut lane: Lane<Kad> = Lane::new(10.0, 40.0, seed, 1 << 16);
     let mut joins = Vec::new();
     for i in 0..n {
-        let mut s = [0u8; 32];
-        s[..4].copy_from_slice(&seed.to_le_bytes());
-        s[4..6].copy_from_slice(&i.to_le_bytes());
-        let record = PeerRecord::new(Identity::from_seed(&s).public_identity(), addr(i));
-        let node = KadNode::new(record, NodeConfig::default(), seed ^ u32::from(i));
-        let k = lane.attach(addr(i), TAG, Kad { node, base }).unwrap();
+        let k = lane.attach(addr(i), TAG, kad(i, seed, base)).unwrap();
         if i > 0 {
             let now = lane.now;
             let kad = lane.node(k).unwrap();
