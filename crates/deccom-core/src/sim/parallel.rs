@@ -72,7 +72,7 @@ impl<N: LaneNode + Send + 'static> ParallelLane<N> {
         }
         let shared = Arc::new(Shared { link, parts: threads, by_addr: SeededMap::default() });
         Some(ParallelLane {
-            parts: (0..threads).map(|p| Part::new(p)).collect(),
+            parts: (0..threads).map(|p| Part::new(p, threads)).collect(),
             shared,
             window: link.latency,
             seed_base,
@@ -202,10 +202,7 @@ impl<N: LaneNode + Send + 'static> ParallelLane<N> {
             return false;
         }
         let events = part.after(local, None, now, &shared);
-        let out = std::mem::take(&mut part.out);
-        for o in out {
-            self.route(o);
-        }
+        self.exchange();
         events
     }
 
@@ -221,7 +218,7 @@ impl<N: LaneNode + Send + 'static> ParallelLane<N> {
 
     /// The time of the first event in the parts and of the first foreign datagram (infinite: none).
     fn heads(&mut self) -> (f64, f64) {
-        let parts = self.parts.iter_mut().filter_map(|p| p.head()).map(|h| h.0).fold(f64::INFINITY, f64::min);
+        let parts = self.parts.iter_mut().map(|p| p.first()).fold(f64::INFINITY, f64::min);
         (parts, self.foreign.head(|_, _| true).map_or(f64::INFINITY, |h| h.0))
     }
 
@@ -269,22 +266,36 @@ impl<N: LaneNode + Send + 'static> ParallelLane<N> {
             self.parts[0].window(end, deadline, &self.shared);
         }
         let mut ran = 0;
-        let mut out = Vec::new();
         let mut back = Vec::new();
         for part in &mut self.parts {
             if part.ran > 0 {
                 ran += part.ran;
                 self.now = self.now.max(part.last);
             }
-            out.append(&mut part.out);
             back.append(&mut part.back);
         }
-        for o in out {
-            self.route(o);
-        }
+        self.exchange();
         back.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.seq.cmp(&b.seq)));
         self.back.extend(back);
         ran
+    }
+
+    /// What the parts sent for one another's nodes goes to their inboxes (lists swapped, not
+    /// copied), what they sent for no node into `foreign`.
+    fn exchange(&mut self) {
+        let n = self.parts.len();
+        for p in 0..n {
+            for o in self.parts[p].take_foreign() {
+                self.route(o);
+            }
+            for q in (0..n).filter(|&q| q != p) {
+                let mut inbox = std::mem::take(&mut self.parts[q].inbox[p]);
+                let first = self.parts[p].hand_over(q, &mut inbox);
+                let to = &mut self.parts[q];
+                to.inbox[p] = inbox;
+                to.inbox_first = to.inbox_first.min(first);
+            }
+        }
     }
 
     /// A datagram sent to a node of some part (into its queue), or to none (into `foreign`).

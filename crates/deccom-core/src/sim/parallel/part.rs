@@ -78,7 +78,14 @@ pub(crate) struct Part<N> {
     queue: Queue,
     spare: Spare,
     pub(crate) stats: LaneStats,
-    pub(crate) out: Vec<Outgoing>,
+    /// Datagrams sent in the window for other parts' nodes, by part, the last for no node; and
+    /// the first time in each.
+    pub(crate) out: Vec<Vec<Outgoing>>,
+    pub(crate) out_first: Vec<f64>,
+    /// Datagrams other parts sent for this part's nodes, by part (into the queue when the next
+    /// window starts, on this part's thread), and the first time in them.
+    pub(crate) inbox: Vec<Vec<Outgoing>>,
+    pub(crate) inbox_first: f64,
     pub(crate) back: Vec<HandBack>,
     /// Events run in the last window, and the time of its last one.
     pub(crate) ran: u32,
@@ -90,8 +97,47 @@ fn armed<N>(slots: &[Option<Slot<N>>], local: u32, gen: u32) -> bool {
 }
 
 impl<N: LaneNode> Part<N> {
-    pub(crate) fn new(id: u32) -> Part<N> {
-        Part { id, slots: Vec::new(), queue: Queue::default(), spare: Spare::default(), stats: LaneStats::default(), out: Vec::new(), back: Vec::new(), ran: 0, last: 0.0 }
+    /// Part `id` of `parts`.
+    pub(crate) fn new(id: u32, parts: u32) -> Part<N> {
+        let n = parts as usize;
+        Part {
+            id,
+            slots: Vec::new(),
+            queue: Queue::default(),
+            spare: Spare::default(),
+            stats: LaneStats::default(),
+            out: (0..=n).map(|_| Vec::new()).collect(),
+            out_first: vec![f64::INFINITY; n + 1],
+            inbox: (0..n).map(|_| Vec::new()).collect(),
+            inbox_first: f64::INFINITY,
+            back: Vec::new(),
+            ran: 0,
+            last: 0.0,
+        }
+    }
+
+    /// Takes the datagrams sent for no node (the caller's now).
+    pub(crate) fn take_foreign(&mut self) -> Vec<Outgoing> {
+        let last = self.out.len() - 1;
+        self.out_first[last] = f64::INFINITY;
+        std::mem::take(&mut self.out[last])
+    }
+
+    /// Hands the datagrams this part sent for part `q` to `inbox` (`q`'s inbox from this part):
+    /// the two lists swap when the inbox was drained (after a window), else they are appended
+    /// (calls of the caller's between windows); returns the first time of those handed.
+    pub(crate) fn hand_over(&mut self, q: usize, inbox: &mut Vec<Outgoing>) -> f64 {
+        if inbox.is_empty() {
+            std::mem::swap(&mut self.out[q], inbox);
+        } else {
+            inbox.append(&mut self.out[q]);
+        }
+        std::mem::replace(&mut self.out_first[q], f64::INFINITY)
+    }
+
+    /// The queue's first event, the inbox included: its time.
+    pub(crate) fn first(&mut self) -> f64 {
+        self.head().map_or(f64::INFINITY, |h| h.0).min(self.inbox_first)
     }
 
     /// The slot at `local`, if attached.
@@ -115,7 +161,7 @@ impl<N: LaneNode> Part<N> {
     }
 
     pub(crate) fn pending(&self) -> usize {
-        self.queue.pending()
+        self.queue.pending() + self.inbox.iter().map(Vec::len).sum::<usize>()
     }
 
     pub(crate) fn push(&mut self, time: f64, seq: u64, item: Item) {
@@ -125,7 +171,10 @@ impl<N: LaneNode> Part<N> {
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
         self.slots.clear();
-        self.out.clear();
+        self.out.iter_mut().for_each(Vec::clear);
+        self.out_first.iter_mut().for_each(|t| *t = f64::INFINITY);
+        self.inbox.iter_mut().for_each(Vec::clear);
+        self.inbox_first = f64::INFINITY;
         self.back.clear();
     }
 
@@ -154,11 +203,17 @@ impl<N: LaneNode> Part<N> {
         }
     }
 
-    /// Runs this part's events before `end` and not after `deadline`. What the nodes send goes
-    /// into this part's queue or [`out`](Self::out); what the caller must handle into
-    /// [`back`](Self::back).
+    /// Runs this part's events before `end` and not after `deadline` (its inbox first joins its
+    /// queue). What the nodes send goes into this part's queue or [`out`](Self::out); what the
+    /// caller must handle into [`back`](Self::back).
     pub(crate) fn window(&mut self, end: f64, deadline: f64, shared: &Shared) {
         self.ran = 0;
+        for inbox in &mut self.inbox {
+            for o in inbox.drain(..) {
+                self.queue.push(o.time, o.seq, o.item);
+            }
+        }
+        self.inbox_first = f64::INFINITY;
         while let Some((time, _)) = self.head() {
             if !(time < end && time <= deadline) {
                 break;
@@ -237,10 +292,13 @@ impl<N: LaneNode> Part<N> {
         let time = due(now, arrival(shared.link, &mut m.stream, now) - now);
         let dest = shared.by_addr.get(&key(to)).filter(|d| d.1 == m.tag).map_or(NO_NODE, |d| d.0);
         let item = Item::Datagram { from: m.addr, to, bytes, dest };
-        if dest != NO_NODE && dest % shared.parts == self.id {
+        let q = if dest == NO_NODE { shared.parts } else { dest % shared.parts };
+        if q == self.id {
             self.queue.push(time, seq, item);
         } else {
-            self.out.push(Outgoing { time, seq, item });
+            let q = q as usize;
+            self.out[q].push(Outgoing { time, seq, item });
+            self.out_first[q] = self.out_first[q].min(time);
         }
     }
 }

@@ -13,7 +13,11 @@ use std::thread::{self, JoinHandle};
 use super::part::{Part, Shared};
 use crate::sim::LaneNode;
 
-/// Spins (`spin_loop` hints) before a worker sleeps, and before the caller yields while it waits.
+/// Spins (`spin_loop` hints, about a millisecond) before a worker sleeps: the caller's
+/// JavaScript between two windows (a node's events handled) usually takes less.
+const WORKER_SPINS: u32 = 1 << 15;
+
+/// Spins before the caller yields while it waits for the workers.
 const SPINS: u32 = 1 << 12;
 
 struct Job<N> {
@@ -108,7 +112,7 @@ fn work<N: LaneNode>(h: &Handoff<N>) {
             if h.posted.load(Ordering::Acquire) != seen {
                 break;
             }
-            if spins < SPINS {
+            if spins < WORKER_SPINS {
                 spins += 1;
                 std::hint::spin_loop();
             } else {
