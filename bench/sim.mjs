@@ -16,7 +16,9 @@
 // time, then 30 virtual s to settle. Then N findPeer (lookup with stopAtTarget) from node i % N to a
 // random other node, all started at once.
 // The network has the native delivery lane (nativeDelivery; --js: without it; --trace: without it,
-// with the trace hashed). Both paths give the same events in the same order.
+// with the trace hashed). Both paths give the same events in the same order. --threads N runs the
+// lane on N threads: another run (windows of one link latency, docs/simulation.md), the same for
+// every N above 1; the "path" column says which ran.
 //
 // Each N runs in a child process (--max-old-space-size from N, --max-semi-space-size=64).
 //
@@ -69,12 +71,12 @@ if (flag('child') !== undefined) {
 
 function printTable(rows) {
   const f = (x, d = 1) => x.toFixed(d)
-  console.log('\n| N | join wall | lookups wall | datagrams/s | per joining node (PING/PONG/FIND_NODE/NODES) | found | hops med/p99 | peak RSS | RSS/node |')
-  console.log('|---|---:|---:|---:|---|---:|---|---:|---:|')
+  console.log('\n| N | path | join wall | lookups wall | datagrams/s | per joining node (PING/PONG/FIND_NODE/NODES) | found | hops med/p99 | peak RSS | RSS/node |')
+  console.log('|---|---|---:|---:|---:|---|---:|---|---:|---:|')
   for (const r of rows) {
     const t = r.join_per_node_by_type
     console.log(
-      `| ${r.n.toLocaleString('en')} | ${f(r.join_s)} s | ${f(r.lookups_s)} s | ${Math.round(r.datagrams_per_s / 1000)}k | ${Math.round(r.join_per_node)} (${t.PING}/${t.PONG}/${t.FIND_NODE}/${t.NODES}) | ` +
+      `| ${r.n.toLocaleString('en')} | ${r.path} | ${f(r.join_s)} s | ${f(r.lookups_s)} s | ${Math.round(r.datagrams_per_s / 1000)}k | ${Math.round(r.join_per_node)} (${t.PING}/${t.PONG}/${t.FIND_NODE}/${t.NODES}) | ` +
         `${r.found.toLocaleString('en')} | ${r.hops_median}/${r.hops_p99} | ${f(r.peak_rss_gib, 2)} GiB | ${f(r.rss_per_node_mib, 3)} MiB |`,
     )
   }

@@ -444,11 +444,12 @@ export declare class SimLane {
    * allocations come from mimalloc, which suits the engine's many small blocks per datagram
    * (see `prefault.rs`).
    *
-   * With `threads` above 1 the lane is a parallel one (`deccom_core::sim::ParallelLane`), which
-   * needs a latency above 0.
+   * With `threads` above 1 (at most `deccom_core::sim::MAX_THREADS`) the lane is a parallel one
+   * (`deccom_core::sim::ParallelLane`), which needs a latency above 0.
    *
    * # Errors
-   * `ERR_DECCOM_INVALID_ARGUMENT` for `threads` above 1 with a latency not above 0.
+   * `ERR_DECCOM_INVALID_ARGUMENT` for `threads` above 1 with a latency not above 0, or more
+   * threads than that.
    */
   constructor(latency: number, jitter: number, seedBase: number, maxLinks: number, threads?: number | undefined | null)
   /**

@@ -12,6 +12,11 @@
  *
  * The datagrams the JavaScript path sends go into the lane too ({@link NativeLane.transmit}): the
  * lane holds every link (delay and jitter only), and the network's own queue keeps only timers.
+ *
+ * With `threads` above 1 the native lane is a parallel one (deccom-core `sim::parallel`): it runs
+ * whole windows of one link latency on several threads, hands back what it ran into after the
+ * window, and reports its head's sequence number as Infinity, so the network's own events at the
+ * same time run first. The calls are the same.
  */
 import type { Address } from '../address'
 import { fromRawAddress } from '../address'

@@ -11,7 +11,7 @@
 //! sender's 18-byte address at 48, the destination's at 66, the length (u32 LE) at 84, the bytes
 //! (tag first) from 88.
 
-use deccom_core::sim::{Lane, LaneNode, NodeCounters, ParallelLane, Stop};
+use deccom_core::sim::{Lane, LaneNode, NodeCounters, ParallelLane, Stop, MAX_THREADS};
 use deccom_core::wire::{encode_raw_addr, RAW_ADDR_LEN};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -137,18 +137,19 @@ impl SimLane {
   /// allocations come from mimalloc, which suits the engine's many small blocks per datagram
   /// (see `prefault.rs`).
   ///
-  /// With `threads` above 1 the lane is a parallel one (`deccom_core::sim::ParallelLane`), which
-  /// needs a latency above 0.
+  /// With `threads` above 1 (at most `deccom_core::sim::MAX_THREADS`) the lane is a parallel one
+  /// (`deccom_core::sim::ParallelLane`), which needs a latency above 0.
   ///
   /// # Errors
-  /// `ERR_DECCOM_INVALID_ARGUMENT` for `threads` above 1 with a latency not above 0.
+  /// `ERR_DECCOM_INVALID_ARGUMENT` for `threads` above 1 with a latency not above 0, or more
+  /// threads than that.
   #[napi(constructor)]
   pub fn new(latency: f64, jitter: f64, seed_base: u32, max_links: u32, threads: Option<u32>) -> Result<Self> {
     crate::prefault::prefer_mimalloc();
     let lane = match threads.unwrap_or(1) {
       0 | 1 => Inner::One(Lane::new(latency, jitter, seed_base, max_links as usize)),
       n => Inner::Parallel(
-        ParallelLane::new(latency, jitter, seed_base, n).ok_or_else(|| coded(Code::InvalidArgument, "a parallel lane needs a link latency above 0"))?,
+        ParallelLane::new(latency, jitter, seed_base, n).ok_or_else(|| coded(Code::InvalidArgument, format!("a parallel lane needs a link latency above 0 and at most {MAX_THREADS} threads")))?,
       ),
     };
     Ok(SimLane { lane, seq: 0 })

@@ -8,4 +8,4 @@ mod queue;
 mod testing;
 
 pub use lane::{Lane, LaneNode, LaneStats, NodeCounters, Stop};
-pub use parallel::ParallelLane;
+pub use parallel::{ParallelLane, MAX_THREADS};

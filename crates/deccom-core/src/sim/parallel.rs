@@ -39,6 +39,9 @@ use super::queue::{Item, Queue, NO_NODE};
 use crate::identity::seeded::SeededMap;
 use crate::impair::ImpairConfig;
 
+/// Most threads (parts) of a lane.
+pub const MAX_THREADS: u32 = 64;
+
 /// See the module documentation.
 pub struct ParallelLane<N> {
     parts: Vec<Part<N>>,
@@ -62,12 +65,13 @@ pub struct ParallelLane<N> {
 }
 
 impl<N: LaneNode + Send + 'static> ParallelLane<N> {
-    /// A lane on `threads` threads (at least 1) over links of `latency` + [0, `jitter`) ms, seeded
-    /// from `seed_base`. None when the latency is not above 0: a window would be empty.
+    /// A lane on `threads` threads (1 to [`MAX_THREADS`]) over links of `latency` + [0, `jitter`)
+    /// ms, seeded from `seed_base`. None for another number of threads, or when the latency is not
+    /// above 0: a window would be empty.
     #[must_use]
     pub fn new(latency: f64, jitter: f64, seed_base: u32, threads: u32) -> Option<ParallelLane<N>> {
         let link = ImpairConfig { latency, jitter, ..ImpairConfig::default() }.sanitized();
-        if link.latency.is_nan() || link.latency <= 0.0 || threads == 0 {
+        if link.latency.is_nan() || link.latency <= 0.0 || !(1..=MAX_THREADS).contains(&threads) {
             return None;
         }
         let shared = Arc::new(Shared { link, parts: threads, by_addr: SeededMap::default() });
@@ -321,8 +325,9 @@ impl<N: LaneNode + Send + 'static> ParallelLane<N> {
         }
     }
 
-    /// Drops every event and node.
+    /// Drops every event and node, and ends the worker threads (a later run starts them again).
     pub fn clear(&mut self) {
+        self.workers = None;
         self.parts.iter_mut().for_each(|p| p.clear());
         self.foreign.clear();
         self.back.clear();

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::LaneNode;
+use super::{Lane, LaneNode, ParallelLane, Stop};
 use crate::identity::Identity;
-use crate::kad::node::{KadNode, NodeConfig};
+use crate::kad::node::{Event, KadNode, NodeConfig};
 use crate::wire::encode_raw_addr;
 use crate::wire::peer_record::PeerRecord;
 
@@ -108,4 +108,111 @@ pub(crate) fn kad(i: u16, seed: u32, base: Instant) -> Kad {
     s[4..6].copy_from_slice(&i.to_le_bytes());
     let record = PeerRecord::new(Identity::from_seed(&s).public_identity(), addr(i));
     Kad { node: KadNode::new(record, NodeConfig::default(), seed ^ u32::from(i)), base }
+}
+
+/// What the swarm tests ask of either lane.
+pub(crate) trait SwarmLane {
+    fn add(&mut self, i: u16, node: Kad) -> u32;
+    fn kad(&mut self, i: u32) -> &mut Kad;
+    /// Runs up to `end` (ms) with a budget of 10,000 events.
+    fn step(&mut self, end: f64) -> Stop;
+    fn head_time(&mut self) -> Option<f64>;
+    fn kick_node(&mut self, i: u32);
+    fn now_ms(&self) -> f64;
+    fn set_now(&mut self, now: f64);
+}
+
+impl SwarmLane for Lane<Kad> {
+    fn add(&mut self, i: u16, node: Kad) -> u32 {
+        self.attach(addr(i), TAG, node).expect("a free address")
+    }
+    fn kad(&mut self, i: u32) -> &mut Kad {
+        self.node(i).expect("attached")
+    }
+    fn step(&mut self, end: f64) -> Stop {
+        self.run(f64::INFINITY, u64::MAX, end, 10_000).1
+    }
+    fn head_time(&mut self) -> Option<f64> {
+        self.head().map(|h| h.0)
+    }
+    fn kick_node(&mut self, i: u32) {
+        self.kick(i);
+    }
+    fn now_ms(&self) -> f64 {
+        self.now
+    }
+    fn set_now(&mut self, now: f64) {
+        self.now = now;
+    }
+}
+
+impl SwarmLane for ParallelLane<Kad> {
+    fn add(&mut self, i: u16, node: Kad) -> u32 {
+        self.attach(addr(i), TAG, node).expect("a free address")
+    }
+    fn kad(&mut self, i: u32) -> &mut Kad {
+        self.node(i).expect("attached")
+    }
+    fn step(&mut self, end: f64) -> Stop {
+        self.run(f64::INFINITY, end, 10_000).1
+    }
+    fn head_time(&mut self) -> Option<f64> {
+        self.head().map(|h| h.0)
+    }
+    fn kick_node(&mut self, i: u32) {
+        self.kick(i);
+    }
+    fn now_ms(&self) -> f64 {
+        self.now
+    }
+    fn set_now(&mut self, now: f64) {
+        self.now = now;
+    }
+}
+
+/// `n` Kademlia nodes seeded with `seed` join `lane` through node 0, 20 ms apart, then 30 s
+/// pass; returns each joining node's index and its join's lookup, and the events handed back.
+pub(crate) fn join_swarm(lane: &mut impl SwarmLane, n: u16, seed: u32) -> (Vec<(u32, u32)>, usize) {
+    let base = Instant::now();
+    let mut joins = Vec::new();
+    let mut handed = 0;
+    for i in 0..n {
+        let k = lane.add(i, kad(i, seed, base));
+        if i > 0 {
+            let now = lane.now_ms();
+            let kad = lane.kad(k);
+            let at = kad.at(now);
+            joins.push((k, kad.node.bootstrap(&[addr(0)], at)));
+            lane.kick_node(k);
+        }
+        let end = lane.now_ms() + 20.0;
+        handed += drive(lane, end);
+    }
+    let end = lane.now_ms() + 30_000.0;
+    handed += drive(lane, end);
+    (joins, handed)
+}
+
+/// Runs `lane` up to `end` (ms), dropping the nodes' events (no approvals are configured);
+/// returns the events handed back.
+pub(crate) fn drive(lane: &mut impl SwarmLane, end: f64) -> usize {
+    let mut handed = 0;
+    for _ in 0..1_000_000 {
+        match lane.step(end) {
+            Stop::Idle if lane.head_time().is_none_or(|t| t > end) => {
+                lane.set_now(end);
+                return handed;
+            }
+            Stop::Events(i) => {
+                handed += 1;
+                let node = &mut lane.kad(i).node;
+                while let Some(e) = node.poll_event() {
+                    assert!(!matches!(e, Event::Approve { .. }), "no approvals configured");
+                }
+            }
+            Stop::Deliver { to, .. } => panic!("every address is a node's, got {to}"),
+            Stop::Idle => {}
+        }
+    }
+    panic!("the swarm did not settle");
 }

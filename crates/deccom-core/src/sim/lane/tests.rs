@@ -2,11 +2,10 @@
 //! to the caller), and a swarm of Kademlia nodes that join through it.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use super::{Lane, Stop};
-use crate::kad::node::{Event, FRAME_HEADER};
-use crate::sim::testing::{addr, kad, script, Kad, Script, TAG};
+use crate::kad::node::FRAME_HEADER;
+use crate::sim::testing::{addr, join_swarm, script, Kad, Script, TAG};
 
 #[test]
 fn datagrams_arrive_in_order_and_answers_go_to_the_source() {
@@ -145,53 +144,11 @@ fn links_are_seeded_per_pair_and_forgotten_at_the_bound() {
 /// `n` Kademlia nodes join through node 0, 20 ms apart; returns the lane's counters, each node's
 /// table size, and the joins' seeds.
 fn swarm(n: u16, seed: u32) -> (super::LaneStats, Vec<usize>, Vec<u32>) {
-    let base = Instant::now();
     let mut lane: Lane<Kad> = Lane::new(10.0, 40.0, seed, 1 << 16);
-    let mut joins = Vec::new();
-    for i in 0..n {
-        let k = lane.attach(addr(i), TAG, kad(i, seed, base)).unwrap();
-        if i > 0 {
-            let now = lane.now;
-            let kad = lane.node(k).unwrap();
-            let at = kad.at(now);
-            joins.push((k, kad.node.bootstrap(&[addr(0)], at)));
-            lane.kick(k);
-        }
-        let end = lane.now + 20.0;
-        drive(&mut lane, end);
-    }
-    let end = lane.now + 30_000.0;
-    drive(&mut lane, end);
-    let mut seeds = vec![0; joins.len()];
-    let mut sizes = Vec::new();
-    for i in 0..u32::from(n) {
-        sizes.push(lane.node(i).unwrap().node.table.len());
-    }
-    for (slot, (k, id)) in seeds.iter_mut().zip(joins) {
-        *slot = lane.node(k).unwrap().node.take_lookup(id).map_or(0, |o| o.seeds);
-    }
+    let (joins, _) = join_swarm(&mut lane, n, seed);
+    let sizes = (0..u32::from(n)).map(|i| lane.node(i).unwrap().node.table.len()).collect();
+    let seeds = joins.into_iter().map(|(k, id)| lane.node(k).unwrap().node.take_lookup(id).map_or(0, |o| o.seeds)).collect();
     (lane.stats(), sizes, seeds)
-}
-
-/// Runs the lane up to `end` (ms), answering approvals and dropping other events.
-fn drive(lane: &mut Lane<Kad>, end: f64) {
-    for _ in 0..1_000_000 {
-        match lane.run(f64::INFINITY, u64::MAX, end, 10_000) {
-            (_, Stop::Idle) if lane.head().is_none_or(|h| h.0 > end) => {
-                lane.now = end;
-                return;
-            }
-            (_, Stop::Events(i)) => {
-                let node = &mut lane.node(i).unwrap().node;
-                while let Some(e) = node.poll_event() {
-                    assert!(!matches!(e, Event::Approve { .. }), "no approvals configured");
-                }
-            }
-            (_, Stop::Deliver { to, .. }) => panic!("every address is a node's, got {to}"),
-            (_, Stop::Idle) => {}
-        }
-    }
-    panic!("the swarm did not settle");
 }
 
 #[test]

@@ -1,11 +1,8 @@
 //! The parallel lane in virtual time: windows and hand-backs with scripted nodes, and a swarm of
 //! Kademlia nodes that runs the same on one, two and three threads.
 
-use std::time::Instant;
-
 use super::ParallelLane;
-use crate::kad::node::Event;
-use crate::sim::testing::{addr, kad, script, Kad, Script, TAG};
+use crate::sim::testing::{addr, join_swarm, script, Kad, Script, TAG};
 use crate::sim::{LaneStats, NodeCounters, Stop};
 
 fn lane(threads: u32) -> ParallelLane<Script> {
@@ -17,6 +14,7 @@ fn a_window_needs_a_latency() {
     assert!(ParallelLane::<Script>::new(0.0, 5.0, 1, 2).is_none());
     assert!(ParallelLane::<Script>::new(f64::NAN, 5.0, 1, 2).is_none());
     assert!(ParallelLane::<Script>::new(1.0, 5.0, 1, 0).is_none());
+    assert!(ParallelLane::<Script>::new(1.0, 5.0, 1, super::MAX_THREADS + 1).is_none());
 }
 
 #[test]
@@ -149,49 +147,11 @@ fn the_callers_datagrams_join_the_lane() {
 /// `n` Kademlia nodes on `threads` threads join through node 0, 20 ms apart; returns the lane's
 /// counters, each node's table size and counters, and the events handed back.
 fn swarm(n: u16, seed: u32, threads: u32) -> (LaneStats, Vec<usize>, Vec<NodeCounters>, usize) {
-    let base = Instant::now();
     let mut lane: ParallelLane<Kad> = ParallelLane::new(10.0, 40.0, seed, threads).unwrap();
-    let mut handed = 0;
-    for i in 0..n {
-        let k = lane.attach(addr(i), TAG, kad(i, seed, base)).unwrap();
-        if i > 0 {
-            let now = lane.now;
-            let kad = lane.node(k).unwrap();
-            let at = kad.at(now);
-            kad.node.bootstrap(&[addr(0)], at);
-            lane.kick(k);
-        }
-        let end = lane.now + 20.0;
-        handed += drive(&mut lane, end);
-    }
-    let end = lane.now + 30_000.0;
-    handed += drive(&mut lane, end);
+    let (_, handed) = join_swarm(&mut lane, n, seed);
     let sizes = (0..u32::from(n)).map(|i| lane.node(i).unwrap().node.table.len()).collect();
     let counters = (0..u32::from(n)).map(|i| lane.counters(i).unwrap()).collect();
     (lane.stats(), sizes, counters, handed)
-}
-
-/// Runs the lane up to `end` (ms), dropping the nodes' events; returns the hand-backs.
-fn drive(lane: &mut ParallelLane<Kad>, end: f64) -> usize {
-    let mut handed = 0;
-    for _ in 0..1_000_000 {
-        match lane.run(f64::INFINITY, end, 10_000) {
-            (_, Stop::Idle) if lane.head().is_none_or(|h| h.0 > end) => {
-                lane.now = end;
-                return handed;
-            }
-            (_, Stop::Events(i)) => {
-                handed += 1;
-                let node = &mut lane.node(i).unwrap().node;
-                while let Some(e) = node.poll_event() {
-                    assert!(!matches!(e, Event::Approve { .. }), "no approvals configured");
-                }
-            }
-            (_, Stop::Deliver { to, .. }) => panic!("every address is a node's, got {to}"),
-            (_, Stop::Idle) => {}
-        }
-    }
-    panic!("the swarm did not settle");
 }
 
 #[test]
