@@ -38,7 +38,7 @@
 
 use core::fmt;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::signature::Ed25519KeyPair;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -269,9 +269,11 @@ fn check_name(name: &[u8]) -> Result<(), &'static str> {
 enum Secret {
     /// The dalek key gives the public key and the seed; AWS-LC signs (about twice as fast as
     /// ed25519-dalek's signing on x86-64, and byte-identical: Ed25519 signatures are
-    /// deterministic, RFC 8032). `None` only if AWS-LC refused the seed, which it does not for
-    /// 32 bytes; dalek signs then.
-    Ed25519(Box<SigningKey>, Option<Arc<Ed25519KeyPair>>),
+    /// deterministic, RFC 8032). AWS-LC's key pair is made at the first signature (shared by the
+    /// identity's clones): deriving it costs as much as the identity itself, and many identities
+    /// (a simulation's nodes without a secure channel) never sign. `None` in it only if AWS-LC
+    /// refused the seed, which it does not for 32 bytes; dalek signs then.
+    Ed25519(Box<SigningKey>, Arc<OnceLock<Option<Ed25519KeyPair>>>),
     Name(String),
 }
 
@@ -358,13 +360,14 @@ impl Identity {
     }
 
     fn from_signing_key(key: SigningKey) -> Identity {
-        let id = PublicIdentity::Ed25519(key.verifying_key().to_bytes()).id();
-        let seed = Zeroizing::new(key.to_bytes());
-        let signer = Ed25519KeyPair::from_seed_unchecked(seed.as_ref())
-            .ok()
-            .map(Arc::new);
+        let public = key.verifying_key().to_bytes();
+        let id = PublicIdentity::Ed25519(public).id();
+        // A key derived from a secret is a valid point: remembered as checked, so this thread
+        // reads it in records (its own, encoded at start; a simulation's nodes') without the
+        // curve check.
+        checked::remember(public, id);
         Identity {
-            secret: Secret::Ed25519(Box::new(key), signer),
+            secret: Secret::Ed25519(Box::new(key), Arc::new(OnceLock::new())),
             id,
         }
     }
@@ -414,12 +417,20 @@ impl Identity {
     /// [`Error::NoSecretKey`] for a name identity.
     pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
         match &self.secret {
-            Secret::Ed25519(_, Some(signer)) => {
-                let mut out = [0u8; 64];
-                out.copy_from_slice(signer.sign(msg).as_ref());
-                Ok(out)
+            Secret::Ed25519(key, signer) => {
+                let signer = signer.get_or_init(|| {
+                    let seed = Zeroizing::new(key.to_bytes());
+                    Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).ok()
+                });
+                match signer {
+                    Some(signer) => {
+                        let mut out = [0u8; 64];
+                        out.copy_from_slice(signer.sign(msg).as_ref());
+                        Ok(out)
+                    }
+                    None => Ok(key.sign(msg).to_bytes()),
+                }
             }
-            Secret::Ed25519(key, None) => Ok(key.sign(msg).to_bytes()),
             Secret::Name(_) => Err(Error::NoSecretKey),
         }
     }
