@@ -120,6 +120,30 @@ test('threads: checked', (t) => {
   t.notThrows(() => new SimulatedNetwork({ nativeDelivery: true, trace: false, threads: 1, defaultLink: { latency: 0 } }).close())
 })
 
+test("on several threads, runUntil's condition is checked after every window, and maxEvents still stops a run", async (t) => {
+  const sim = new SimulatedNetwork({ seed: 3, defaultLink: { latency: 10, jitter: 5 }, trace: false, nativeDelivery: true, threads: 2 })
+  t.teardown(() => sim.close())
+  await sim.createNodes(30, { stack: (i) => [new Kademlia({ bootstrap: i === 0 ? [] : ['10.0.0.1:4000'] })] })
+  let windows = 0
+  let last = sim.now
+  await sim.runUntil(
+    () => {
+      // Each check follows one window; virtual time never goes backwards.
+      t.true(sim.now >= last)
+      if (sim.now > last) windows++
+      last = sim.now
+      return sim.stats().delivered >= 500
+    },
+    { timeout: 60_000 },
+  )
+  const delivered = sim.stats().delivered
+  t.log(`${delivered} delivered after ${windows} windows`)
+  t.true(delivered >= 500 && delivered < 700, `stopped in the window that made it true (${delivered} delivered)`)
+  t.true(windows > 5, `${windows} windows`)
+  const err = await t.throwsAsync(sim.runFor(60_000, { maxEvents: 321 }))
+  t.is((err as DeccomError).code, SimErrorCode.SIM_EVENT_LIMIT)
+})
+
 test("runUntil's condition is checked after every event the lane runs", async (t) => {
   for (const nativeDelivery of [false, true]) {
     const sim = new SimulatedNetwork({ seed: 3, defaultLink: { latency: 10, jitter: 5 }, trace: false, nativeDelivery })
