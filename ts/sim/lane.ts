@@ -20,11 +20,53 @@
  */
 import type { Address } from '../address'
 import { fromRawAddress } from '../address'
+import { DeccomError, ErrorCode } from '../errors'
 import { native } from '../native'
 import type { EventQueue } from './event-queue'
+import type { LinkParams } from './impair'
+import { MAX_LINK_STATES, delayOnly } from './links'
 
 type SimLane = InstanceType<typeof native.SimLane>
 type KadTable = InstanceType<typeof native.KadTable>
+
+/** Most threads of the native lane. */
+const MAX_THREADS = 64
+
+/**
+ * The lane a network with these options runs (null without `nativeDelivery`), its options
+ * checked: ERR_DECCOM_INVALID_ARGUMENT for what the lane does not model (a link function, a
+ * default link that does more than delay or has its own seed, the trace on) and for `threads`
+ * that is not an integer from 1 to 64, or above 1 without `nativeDelivery` or a latency above 0.
+ */
+export function laneFor(
+  opts: { nativeDelivery?: boolean; threads?: number; link?: unknown },
+  defaultLink: LinkParams & { latency: number; jitter: number; seed?: unknown },
+  traceOn: boolean,
+  queue: EventQueue,
+  seedBase: number,
+): NativeLane | null {
+  const threads = opts.threads ?? 1
+  if (threads !== 1 && opts.nativeDelivery !== true) {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'threads above 1 need nativeDelivery', { details: { option: 'threads' } })
+  }
+  if (opts.nativeDelivery !== true) return null
+  const l = defaultLink
+  const why =
+    opts.link !== undefined ? 'a link function' :
+    !delayOnly(l) ? 'a defaultLink that does more than delay' :
+    l.seed !== undefined ? "a defaultLink seed" :
+    traceOn ? 'the trace (pass trace: false)' : null // prettier-ignore
+  if (why !== null) {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `nativeDelivery does not work with ${why}`, { details: { option: 'nativeDelivery' } })
+  }
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `threads must be an integer from 1 to ${MAX_THREADS}`, { details: { option: 'threads' } })
+  }
+  if (threads > 1 && !(l.latency > 0)) {
+    throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'threads above 1 need a defaultLink latency above 0', { details: { option: 'threads' } })
+  }
+  return new NativeLane(queue, l.latency, l.jitter, seedBase, MAX_LINK_STATES, threads)
+}
 
 /** Where a handed-back datagram starts in the io buffer (see the native SimLane). */
 const IO_BYTES = 88

@@ -65,8 +65,8 @@ import type { Protocol } from '../protocol'
 import { SimNat } from './nat'
 import type { SimNatOptions } from './nat'
 import { IMPAIR_COPIES, IMPAIR_CORRUPTED, IMPAIR_QUEUE_FULL, IMPAIR_REORDERED, verdict } from './impair'
-import { LinkTable, MAX_LINK_STATES, delayOnly } from './links'
-import { NativeLane } from './lane'
+import { LinkTable } from './links'
+import { type NativeLane, laneFor } from './lane'
 import type { LinkParams } from './impair'
 import type { Seed } from './random'
 import { Random, hashString, seedToU32 } from './random'
@@ -184,9 +184,6 @@ const DEFAULT_LINK: LinkSpec = Object.freeze({
 })
 const DEFAULT_PORT = 4000
 
-/** Most threads of the native lane. */
-const MAX_THREADS = 64
-
 /** Events processed per turn of the real event loop (each in its own immediate). */
 const STEPS_PER_TURN = 256
 
@@ -280,10 +277,7 @@ export class SimulatedNetwork implements SimMedium {
     this.#maxEvents = opts.maxEvents ?? 10_000_000
     this.#traceOn = opts.trace ?? true
     this.#trace = new DeterminismTrace(this.#traceOn ? Math.max(0, Math.floor(opts.traceLimit ?? 10_000)) : 0)
-    if (opts.threads !== undefined && opts.threads !== 1 && opts.nativeDelivery !== true) {
-      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'threads above 1 need nativeDelivery', { details: { option: 'threads' } })
-    }
-    this.#lane = opts.nativeDelivery === true ? this.#newLane(opts) : null
+    this.#lane = laneFor(opts, this.#defaultLink, this.#traceOn, this.#events, this.#linkSeedBase)
     const sim = this
     this.clock = Object.freeze({
       now: (): number => sim.#now,
@@ -760,26 +754,6 @@ export class SimulatedNetwork implements SimMedium {
     const seed = new Uint8Array(32)
     this.#idRng.bytes(seed)
     return Identity.fromSeed(seed)
-  }
-
-  #newLane(opts: SimulatedNetworkOptions): NativeLane {
-    const l = this.#defaultLink
-    const why =
-      opts.link !== undefined ? 'a link function' :
-      !delayOnly(l) ? 'a defaultLink that does more than delay' :
-      l.seed !== undefined ? "a defaultLink seed" :
-      this.#traceOn ? 'the trace (pass trace: false)' : null // prettier-ignore
-    if (why !== null) {
-      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `nativeDelivery does not work with ${why}`, { details: { option: 'nativeDelivery' } })
-    }
-    const threads = opts.threads ?? 1
-    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
-      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, `threads must be an integer from 1 to ${MAX_THREADS}`, { details: { option: 'threads' } })
-    }
-    if (threads > 1 && !(l.latency > 0)) {
-      throw new DeccomError(ErrorCode.INVALID_ARGUMENT, 'threads above 1 need a defaultLink latency above 0', { details: { option: 'threads' } })
-    }
-    return new NativeLane(this.#events, l.latency, l.jitter, this.#linkSeedBase, MAX_LINK_STATES, threads)
   }
 
   #refuseWithLane(what: string): void {
