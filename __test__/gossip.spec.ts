@@ -4,7 +4,7 @@
  */
 import test from 'ava'
 
-import { BigGossip, FixedPeers, Gossip, Identity, KeepAlive, type Node, type Peer, SimulatedNetwork, TAG_GOSSIP, TAG_KEEPALIVE } from '../dist/index.js'
+import { BigGossip, FixedPeers, Gossip, Identity, Kademlia, KeepAlive, type Node, type Peer, SimulatedNetwork, TAG_GOSSIP, TAG_KEEPALIVE } from '../dist/index.js'
 
 test('FixedPeers: everyone learns everyone, broadcast reaches all, sendToId, exit message on stop', async (t) => {
   const sim = new SimulatedNetwork({ seed: 3, defaultLink: { latency: 5, loss: 0.1 } })
@@ -126,4 +126,37 @@ test('BigGossip: 100 nodes converge to >= 20 known peers each in bounded virtual
   t.log(`converged at ${sim.now.toFixed(0)} virtual ms; median known ${[...nodes.map((n) => g(n).peers().length)].sort((a, b) => a - b)[50]}`)
   t.true(sim.now <= 30_000)
   t.is((await nodes[3].findPeer(g(nodes[3]).peers()[0].id!)).address, g(nodes[3]).peers()[0].address)
+})
+
+test('A peer listener that throws is counted and never stops the other listeners or the layer (Gossip, BigGossip, FixedPeers, Kademlia)', async (t) => {
+  const sim = new SimulatedNetwork({ seed: 12, defaultLink: { latency: 5 } })
+  t.teardown(() => sim.close())
+  const boot = '10.0.0.1:4000'
+  const kinds = [
+    { name: 'Gossip', make: (i: number) => new Gossip({ bootstrap: i === 0 ? [] : [boot], seed: i + 1 }), of: (n: Node) => n.stack.find(Gossip)! },
+    { name: 'BigGossip', make: (i: number) => new BigGossip({ bootstrap: i === 0 ? [] : [boot], seed: i + 1 }), of: (n: Node) => n.stack.find(BigGossip)! },
+    { name: 'FixedPeers', make: () => new FixedPeers({ peers: Array.from({ length: 4 }, (_, i) => `10.0.0.${i + 1}:4000`) }), of: (n: Node) => n.stack.find(FixedPeers)! },
+    { name: 'Kademlia', make: (i: number) => new Kademlia({ bootstrap: i === 0 ? [] : [boot] }), of: (n: Node) => n.stack.find(Kademlia)! },
+  ]
+  for (const [k, kind] of kinds.entries()) {
+    const net = k === 0 ? sim : new SimulatedNetwork({ seed: 12 + k, defaultLink: { latency: 5 } })
+    if (k > 0) t.teardown(() => net.close())
+    const first = await net.createNode({ stack: [kind.make(0)], identity: Identity.fromString(`listen-${kind.name}-0`) })
+    const heard: Peer[] = []
+    const layer = kind.of(first) as unknown as { on(e: 'connected', fn: (p: Peer) => void): unknown; stats(): Record<string, number> }
+    layer.on('connected', () => {
+      throw new Error('a listener that throws')
+    })
+    layer.on('connected', (p) => heard.push(p))
+    const others = await net.createNodes(3, { stack: (i) => [kind.make(i + 1)], identity: (i) => Identity.fromString(`listen-${kind.name}-${i + 1}`) })
+    await net.runUntil(() => heard.length === 3, { timeout: 30_000 })
+    t.deepEqual(new Set(heard.map((p) => p.address.key)), new Set(others.map((n) => n.address.key)), `${kind.name}: the second listener heard every peer`)
+    t.is(layer.stats().listener_errors, 3, `${kind.name}: each throw counted`)
+    // The layer runs on: a peer coming later is heard too.
+    if (kind.name !== 'FixedPeers') {
+      await net.createNode({ stack: [kind.make(4)], identity: Identity.fromString(`listen-${kind.name}-4`) })
+      await net.runUntil(() => heard.length === 4, { timeout: 30_000 })
+      t.is(layer.stats().listener_errors, 4)
+    }
+  }
 })

@@ -32,6 +32,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import type { Identity } from '../identity'
 import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
+import { type PeerListener, PeerListeners } from '../peer-listeners'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { makeRng, sample } from './gossip'
@@ -86,7 +87,6 @@ const VALIDATION_PULL_LEN = 341
 /** A SAMPLE cut for a validation PULL keeps at least this much room (its sender's record and a few more). */
 const MIN_SAMPLE_ROOM = 400
 
-type Listener = (peer: Peer) => void
 
 export class BigGossip extends Protocol {
   static override bindTo = ['send', 'localAddress']
@@ -107,7 +107,7 @@ export class BigGossip extends Protocol {
   readonly #known = new Map<string, Known>()
   readonly #byAddr = new Map<Address, Known>()
   readonly #pulls = new Set<Address>()
-  readonly #listeners = new Set<Listener>()
+  readonly #listeners = new PeerListeners<'connected'>((name) => this.count(name))
   #clock: Clock | null = null
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
@@ -156,14 +156,14 @@ export class BigGossip extends Protocol {
   }
 
   /** Listen to peers being learned (`connected`). */
-  on(event: 'connected', fn: Listener): this {
-    if (event === 'connected') this.#listeners.add(fn)
+  on(event: 'connected', fn: PeerListener): this {
+    this.#listeners.add(event, fn)
     return this
   }
 
   /** Stop listening (see {@link on}). */
-  off(event: 'connected', fn: Listener): this {
-    this.#listeners.delete(fn)
+  off(event: 'connected', fn: PeerListener): this {
+    this.#listeners.delete(event, fn)
     return this
   }
 
@@ -261,7 +261,7 @@ export class BigGossip extends Protocol {
       k.connected = true
       this.#gate.open()
       this.upper.onConnected(k.peer)
-      for (const fn of this.#listeners) fn(k.peer)
+      this.#listeners.emit('connected', k.peer)
     }
     return fresh
   }

@@ -33,6 +33,7 @@ import type { Clock, TimerHandle } from '../clock'
 import { DeccomError } from '../errors'
 import type { Identity } from '../identity'
 import { Peer, encodePeerRecord } from '../peer'
+import { type PeerListener, PeerListeners } from '../peer-listeners'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
 import { TAG_APP } from './udp'
@@ -54,7 +55,6 @@ export interface FixedPeersOptions {
   helloRetries?: number
 }
 
-type Listener = (peer: Peer) => void
 
 export class FixedPeers extends Protocol {
   static override bindTo = ['send', 'localAddress']
@@ -70,7 +70,7 @@ export class FixedPeers extends Protocol {
   readonly #helloRetries: number
   readonly #known = new Map<Address, Peer>()
   readonly #byId = new Map<string, Peer>()
-  readonly #listeners = new Map<string, Set<Listener>>()
+  readonly #listeners = new PeerListeners<'connected' | 'disconnected'>((name) => this.count(name))
   #clock: Clock | null = null
   /** Answers per source prefix (IPv4 /24, IPv6 /48): a flood of spoofed requests reflects a bounded number. */
   readonly #replies = new ReplyLimiter()
@@ -116,16 +116,14 @@ export class FixedPeers extends Protocol {
   }
 
   /** Listen to peers answering (`connected`) or going silent (`disconnected`). */
-  on(event: 'connected' | 'disconnected', fn: Listener): this {
-    let s = this.#listeners.get(event)
-    if (!s) this.#listeners.set(event, (s = new Set()))
-    s.add(fn)
+  on(event: 'connected' | 'disconnected', fn: PeerListener): this {
+    this.#listeners.add(event, fn)
     return this
   }
 
   /** Stop listening (see {@link on}). */
-  off(event: 'connected' | 'disconnected', fn: Listener): this {
-    this.#listeners.get(event)?.delete(fn)
+  off(event: 'connected' | 'disconnected', fn: PeerListener): this {
+    this.#listeners.delete(event, fn)
     return this
   }
 
@@ -211,13 +209,7 @@ export class FixedPeers extends Protocol {
     if (event === 'connected') this.#gate.open()
     if (event === 'connected') this.upper.onConnected(p)
     else this.upper.onDisconnected(p)
-    for (const fn of this.#listeners.get(event) ?? []) {
-      try {
-        fn(p)
-      } catch {
-        this.count('listener_errors')
-      }
-    }
+    this.#listeners.emit(event, p)
   }
 
 }

@@ -38,6 +38,7 @@ import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode, abortError } from '../errors'
 import type { Identity } from '../identity'
 import { Peer, type PeerRecord, encodePeerRecord } from '../peer'
+import { type PeerListener, PeerListeners } from '../peer-listeners'
 import { type LayerLog, silentLog } from '../log'
 import type { LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
@@ -125,7 +126,6 @@ interface Find {
   timer: TimerHandle
 }
 
-type Listener = (peer: Peer) => void
 
 export class Gossip extends Protocol {
   static override bindTo = ['send', 'localAddress']
@@ -144,7 +144,7 @@ export class Gossip extends Protocol {
   readonly #byAddr = new Map<Address, Known>()
   readonly #seen = new Set<string>()
   readonly #finds = new Map<string, Find>()
-  readonly #listeners = new Map<string, Set<Listener>>()
+  readonly #listeners = new PeerListeners<'connected' | 'disconnected'>((name) => this.count(name))
   readonly #exchanges = new Set<Address>()
   #clock: Clock | null = null
   #log: LayerLog = silentLog
@@ -216,16 +216,14 @@ export class Gossip extends Protocol {
   }
 
   /** Listen to peers being learned (`connected`) or forgotten (`disconnected`). */
-  on(event: 'connected' | 'disconnected', fn: Listener): this {
-    let s = this.#listeners.get(event)
-    if (!s) this.#listeners.set(event, (s = new Set()))
-    s.add(fn)
+  on(event: 'connected' | 'disconnected', fn: PeerListener): this {
+    this.#listeners.add(event, fn)
     return this
   }
 
   /** Stop listening (see {@link on}). */
-  off(event: 'connected' | 'disconnected', fn: Listener): this {
-    this.#listeners.get(event)?.delete(fn)
+  off(event: 'connected' | 'disconnected', fn: PeerListener): this {
+    this.#listeners.delete(event, fn)
     return this
   }
 
@@ -402,7 +400,7 @@ export class Gossip extends Protocol {
     this.#joined = true
     this.#gate.open()
     this.upper.onConnected(k.peer)
-    for (const fn of this.#listeners.get('connected') ?? []) fn(k.peer)
+    this.#listeners.emit('connected', k.peer)
   }
 
   #randomRecords(except: Address): Buffer[] {
@@ -436,7 +434,7 @@ export class Gossip extends Protocol {
         this.#log('peer %s at %s lost: %d pings unanswered', k.peer.id!.toString('hex', 0, 4), k.peer.address.key, k.missed)
         if (k.connected) {
           this.upper.onDisconnected(k.peer)
-          for (const fn of this.#listeners.get('disconnected') ?? []) fn(k.peer)
+          this.#listeners.emit('disconnected', k.peer)
         }
         continue
       }

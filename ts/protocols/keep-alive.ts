@@ -28,6 +28,7 @@ import { toAddress } from '../address'
 import type { Clock, TimerHandle } from '../clock'
 import { DeccomError, ErrorCode } from '../errors'
 import { Peer } from '../peer'
+import { type PeerListener, PeerListeners } from '../peer-listeners'
 import { type LayerLog, silentLog } from '../log'
 import type { BindingsOf, LayerContext } from '../protocol'
 import { Protocol } from '../protocol'
@@ -55,7 +56,6 @@ interface Watched {
   awaiting: boolean
 }
 
-type Listener = (peer: Peer) => void
 
 /** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
 export class KeepAlive
@@ -80,7 +80,7 @@ export class KeepAlive
   readonly #autoRegister: boolean
   /** Registered peers by `Address.key` (stable across intern-cache resets). */
   readonly #peers = new Map<string, Watched>()
-  readonly #listeners = new Set<Listener>()
+  readonly #listeners = new PeerListeners<'disconnected'>((name) => this.count(name))
   #clock: Clock | null = null
   #log: LayerLog = silentLog
   #timer: TimerHandle | null = null
@@ -144,14 +144,14 @@ export class KeepAlive
   }
 
   /** Listen to watched peers that stopped answering (`disconnected`). */
-  on(event: 'disconnected', fn: Listener): this {
-    if (event === 'disconnected') this.#listeners.add(fn)
+  on(event: 'disconnected', fn: PeerListener): this {
+    this.#listeners.add(event, fn)
     return this
   }
 
   /** Stop listening (see {@link on}). */
-  off(event: 'disconnected', fn: Listener): this {
-    this.#listeners.delete(fn)
+  off(event: 'disconnected', fn: PeerListener): this {
+    this.#listeners.delete(event, fn)
     return this
   }
 
@@ -188,13 +188,7 @@ export class KeepAlive
           this.count('disconnected')
           this.#log('peer at %s disconnected: %d pings unanswered', w.peer.address.key, w.missed)
           this.upper.onDisconnected(w.peer)
-          for (const fn of this.#listeners) {
-            try {
-              fn(w.peer)
-            } catch {
-              this.count('listener_errors')
-            }
-          }
+          this.#listeners.emit('disconnected', w.peer)
           continue
         }
       }

@@ -7,6 +7,7 @@ import type { Identity } from '../../identity'
 import { native } from '../../native'
 import { cryptoRandom } from '../../layer-random'
 import { Peer, encodePeerRecord } from '../../peer'
+import type { PeerListener } from '../../peer-listeners'
 import type { LayerContext } from '../../protocol'
 import { Protocol } from '../../protocol'
 import { type LayerLog, silentLog } from '../../log'
@@ -16,7 +17,7 @@ import { peersOfRecords } from './message'
 import { approve, emit, entryPeer } from './peers'
 import { onJoined, onJoinFailed, onJoinRetry, startUpkeep } from './join'
 import {
-  type FindPeerOptions, type KadEvent, type KademliaOptions, type Listener, type LookupOptions, type LookupResult,
+  type FindPeerOptions, type KadEvent, type KademliaOptions, type LookupOptions, type LookupResult,
   type KadLane, DiscoveryErrorCode, KadState, TAG_KAD, aborted, closed, int, nonNegative, positive, toHex, toId,
 } from './state' // prettier-ignore
 
@@ -136,7 +137,7 @@ export class Kademlia extends Protocol {
   /** Peers entering and leaving the table are reported when someone listens. */
   #peerEvents(): void {
     const s = this.#s
-    const on = this.hasUpper('onConnected') || this.hasUpper('onDisconnected') || [...s.listeners.values()].some((l) => l.size > 0)
+    const on = this.hasUpper('onConnected') || this.hasUpper('onDisconnected') || s.listeners.any()
     if (on && !s.peerEvents && s.table) {
       s.peerEvents = true
       s.table.setPeerEvents(true)
@@ -165,17 +166,15 @@ export class Kademlia extends Protocol {
   // ---- public API -------------------------------------------------------------------------
 
   /** Listen to peers entering (`connected`) or leaving (`disconnected`) the routing table. */
-  on(event: KadEvent, fn: Listener): this {
-    let set = this.#s.listeners.get(event)
-    if (!set) this.#s.listeners.set(event, (set = new Set()))
-    set.add(fn)
+  on(event: KadEvent, fn: PeerListener): this {
+    this.#s.listeners.add(event, fn)
     this.#peerEvents()
     return this
   }
 
   /** Stop listening (see {@link on}). */
-  off(event: KadEvent, fn: Listener): this {
-    this.#s.listeners.get(event)?.delete(fn)
+  off(event: KadEvent, fn: PeerListener): this {
+    this.#s.listeners.delete(event, fn)
     return this
   }
 

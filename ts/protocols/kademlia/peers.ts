@@ -13,16 +13,7 @@ import { drainOut } from './driver'
 export function emit(s: KadState, event: KadEvent, peer: Peer): void {
   if (event === 'connected') s.upper.onConnected(peer)
   else s.upper.onDisconnected(peer)
-  const set = s.listeners.get(event)
-  if (set) {
-    for (const fn of set) {
-      try {
-        fn(peer)
-      } catch {
-        s.count('listener_errors')
-      }
-    }
-  }
+  s.listeners.emit(event, peer)
 }
 
 /**

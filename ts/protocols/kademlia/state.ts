@@ -14,6 +14,7 @@ import type { Clock, TimerHandle } from '../../clock'
 import { DeccomError, ErrorCode } from '../../errors'
 import type { native } from '../../native'
 import type { Peer } from '../../peer'
+import { PeerListeners } from '../../peer-listeners'
 import { type LayerLog, silentLog } from '../../log'
 
 /** A resolved binding of the layer (as `Fn` in layer-types.ts, which imports this module's types). */
@@ -143,7 +144,6 @@ export interface LookupResult {
   elapsed: number
 }
 
-export type Listener = (peer: Peer) => void
 export type KadEvent = 'connected' | 'disconnected'
 export type NativeTable = InstanceType<typeof native.KadTable>
 export type LookupOutcome = NonNullable<ReturnType<NativeTable['takeLookup']>>
@@ -218,7 +218,7 @@ export class KadState {
   approver: Approver | null = null
   /** Lookups running in the node, by id. */
   readonly runs = new Map<number, Run>()
-  readonly listeners = new Map<KadEvent, Set<Listener>>()
+  readonly listeners = new PeerListeners<KadEvent>((name) => this.count(name))
   /** Peers entering or leaving the table are reported (someone listens). */
   peerEvents = false
   joined = false
