@@ -11,7 +11,7 @@
 //! sender's 18-byte address at 48, the destination's at 66, the length (u32 LE) at 84, the bytes
 //! (tag first) from 88.
 
-use deccom_core::sim::{Lane, LaneNode, NodeCounters, ParallelLane, Stop, MAX_THREADS};
+use deccom_core::sim::{Lane, LaneNode, ParallelLane, Stop, MAX_THREADS};
 use deccom_core::wire::{encode_raw_addr, RAW_ADDR_LEN};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -81,34 +81,14 @@ enum Inner {
   Parallel(ParallelLane<Table>),
 }
 
-impl Inner {
-  fn attach(&mut self, addr: std::net::SocketAddr, tag: u8, t: Table) -> Option<u32> {
-    match self {
-      Inner::One(l) => l.attach(addr, tag, t),
-      Inner::Parallel(l) => l.attach(addr, tag, t),
+/// `$body` on whichever lane runs, named `$l` (the two lanes' calls share their names).
+macro_rules! on_lane {
+  ($inner:expr, |$l:ident| $body:expr) => {
+    match $inner {
+      Inner::One($l) => $body,
+      Inner::Parallel($l) => $body,
     }
-  }
-
-  fn detach(&mut self, i: u32) -> Option<NodeCounters> {
-    match self {
-      Inner::One(l) => l.detach(i).map(|d| d.1),
-      Inner::Parallel(l) => l.detach(i).map(|d| d.1),
-    }
-  }
-
-  fn counters(&mut self, i: u32) -> Option<NodeCounters> {
-    match self {
-      Inner::One(l) => l.counters(i),
-      Inner::Parallel(l) => l.counters(i),
-    }
-  }
-
-  fn now(&self) -> f64 {
-    match self {
-      Inner::One(l) => l.now,
-      Inner::Parallel(l) => l.now,
-    }
-  }
+  };
 }
 
 fn io_f64(io: &[u8], at: usize) -> f64 {
@@ -163,7 +143,7 @@ impl SimLane {
   #[napi]
   pub fn attach(&mut self, table: Reference<KadTable>, addr: &[u8], tag: u32) -> Result<i32> {
     let addr = address(addr)?;
-    Ok(self.lane.attach(addr, tag as u8, Table(table)).map_or(-1, |i| i as i32))
+    Ok(on_lane!(&mut self.lane, |l| l.attach(addr, tag as u8, Table(table))).map_or(-1, |i| i as i32))
   }
 
   /// Detaches node `i`; returns its counters [sent, received, dropped_self] (empty: not attached).
@@ -171,7 +151,7 @@ impl SimLane {
   #[napi]
   pub fn detach(&mut self, i: u32, mut io: BufferSlice) -> Result<Vec<f64>> {
     self.begin(&io)?;
-    let out = self.lane.detach(i);
+    let out = on_lane!(&mut self.lane, |l| l.detach(i).map(|d| d.1));
     self.end(&mut io);
     Ok(out.map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64]))
   }
@@ -179,7 +159,7 @@ impl SimLane {
   /// Node `i`'s counters [sent, received, dropped_self] (empty: not attached).
   #[napi]
   pub fn node_counters(&mut self, i: u32) -> Vec<f64> {
-    self.lane.counters(i).map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64])
+    on_lane!(&mut self.lane, |l| l.counters(i)).map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64])
   }
 
   /// Puts a datagram sent at `now` from `from` to `to` (18-byte addresses; `data`: tag byte
@@ -191,10 +171,7 @@ impl SimLane {
   pub fn transmit(&mut self, from: &[u8], to: &[u8], data: &[u8], now: f64, mut io: BufferSlice) -> Result<()> {
     let (from, to) = (address(from)?, address(to)?);
     self.begin(&io)?;
-    match &mut self.lane {
-      Inner::One(l) => l.transmit(from, to, data, now),
-      Inner::Parallel(l) => l.transmit(from, to, data, now),
-    }
+    on_lane!(&mut self.lane, |l| l.transmit(from, to, data, now));
     self.end(&mut io);
     Ok(())
   }
@@ -204,10 +181,7 @@ impl SimLane {
   #[napi]
   pub fn arm(&mut self, i: u32, at: f64, now: f64, mut io: BufferSlice) -> Result<()> {
     self.begin(&io)?;
-    match &mut self.lane {
-      Inner::One(l) => l.arm(i, at, now),
-      Inner::Parallel(l) => l.arm(i, at, now),
-    }
+    on_lane!(&mut self.lane, |l| l.arm(i, at, now));
     self.end(&mut io);
     Ok(())
   }
@@ -230,16 +204,10 @@ impl SimLane {
   #[napi]
   pub fn kick(&mut self, i: u32, now: f64, mut io: BufferSlice) -> Result<bool> {
     self.begin(&io)?;
-    let events = match &mut self.lane {
-      Inner::One(l) => {
-        l.now = now;
-        l.kick(i)
-      }
-      Inner::Parallel(l) => {
-        l.now = now;
-        l.kick(i)
-      }
-    };
+    let events = on_lane!(&mut self.lane, |l| {
+      l.now = now;
+      l.kick(i)
+    });
     self.end(&mut io);
     Ok(events)
   }
@@ -279,29 +247,20 @@ impl SimLane {
   /// The lane's counters: [events, timers_fired, sent, bytes_sent, delivered, bytes_delivered].
   #[napi]
   pub fn stats(&self) -> Vec<f64> {
-    let s = match &self.lane {
-      Inner::One(l) => l.stats(),
-      Inner::Parallel(l) => l.stats(),
-    };
+    let s = on_lane!(&self.lane, |l| l.stats());
     [s.events, s.timers_fired, s.sent, s.bytes_sent, s.delivered, s.bytes_delivered].map(|x| x as f64).to_vec()
   }
 
   /// Events waiting.
   #[napi(getter)]
   pub fn pending(&self) -> u32 {
-    (match &self.lane {
-      Inner::One(l) => l.pending(),
-      Inner::Parallel(l) => l.pending(),
-    }) as u32
+    on_lane!(&self.lane, |l| l.pending()) as u32
   }
 
   /// Drops every event, link and node.
   #[napi]
   pub fn clear(&mut self) {
-    match &mut self.lane {
-      Inner::One(l) => l.clear(),
-      Inner::Parallel(l) => l.clear(),
-    }
+    on_lane!(&mut self.lane, |l| l.clear());
   }
 
   fn begin(&mut self, io: &[u8]) -> Result<()> {
@@ -325,6 +284,6 @@ impl SimLane {
     let (t, s) = head.map_or((f64::INFINITY, 0.0), |(t, s)| if s == u64::MAX { (t, f64::INFINITY) } else { (t, s as f64) });
     put_f64(io, 8, t);
     put_f64(io, 16, s);
-    put_f64(io, 24, self.lane.now());
+    put_f64(io, 24, on_lane!(&self.lane, |l| l.now));
   }
 }

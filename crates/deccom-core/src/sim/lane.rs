@@ -341,17 +341,9 @@ impl<N: LaneNode> Lane<N> {
     }
 
     fn send(&mut self, from: SocketAddr, tag: u8, counters: &mut NodeCounters, to: SocketAddr, data: &[u8]) {
-        if to == from {
-            counters.dropped_self += 1;
-            return;
+        if let Some(bytes) = datagram(&mut self.spare, &mut self.stats, counters, from, tag, to, data) {
+            self.put(from, to, bytes, self.now);
         }
-        let mut bytes = self.spare.buffer();
-        bytes.push(tag);
-        bytes.extend_from_slice(data);
-        self.stats.sent += 1;
-        self.stats.bytes_sent += bytes.len() as u64;
-        counters.sent += 1;
-        self.put(from, to, bytes, self.now);
     }
 
     /// Puts `bytes`, sent at `now`, on the link `from` → `to`: its arrival is an event.
@@ -367,6 +359,23 @@ impl<N: LaneNode> Lane<N> {
         });
         self.queue.push(time, seq, item);
     }
+}
+
+/// The datagram of frame `data` that the node at `from` sends to `to` (tag byte `tag` first, in a
+/// spare buffer), counted as sent by the lane and the node; None for a frame to the node's own
+/// address (counted as dropped). Both lanes send through this.
+pub(crate) fn datagram(spare: &mut Spare, stats: &mut LaneStats, counters: &mut NodeCounters, from: SocketAddr, tag: u8, to: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    if to == from {
+        counters.dropped_self += 1;
+        return None;
+    }
+    let mut bytes = spare.buffer();
+    bytes.push(tag);
+    bytes.extend_from_slice(data);
+    stats.sent += 1;
+    stats.bytes_sent += bytes.len() as u64;
+    counters.sent += 1;
+    Some(bytes)
 }
 
 /// Whether the timer `gen` of node `node` is the one armed (not stale).

@@ -122,53 +122,39 @@ pub(crate) trait SwarmLane {
     fn set_now(&mut self, now: f64);
 }
 
-impl SwarmLane for Lane<Kad> {
-    fn add(&mut self, i: u16, node: Kad) -> u32 {
-        self.attach(addr(i), TAG, node).expect("a free address")
-    }
-    fn kad(&mut self, i: u32) -> &mut Kad {
-        self.node(i).expect("attached")
-    }
-    fn step(&mut self, end: f64) -> Stop {
-        self.run(f64::INFINITY, u64::MAX, end, 10_000).1
-    }
-    fn head_time(&mut self) -> Option<f64> {
-        self.head().map(|h| h.0)
-    }
-    fn kick_node(&mut self, i: u32) {
-        self.kick(i);
-    }
-    fn now_ms(&self) -> f64 {
-        self.now
-    }
-    fn set_now(&mut self, now: f64) {
-        self.now = now;
-    }
+/// The [`SwarmLane`] calls of a lane type; `$run` runs it to `end` (the one-thread lane's `run`
+/// takes the caller's next sequence number too).
+macro_rules! swarm_lane {
+    ($lane:ty, |$l:ident, $end:ident| $run:expr) => {
+        impl SwarmLane for $lane {
+            fn add(&mut self, i: u16, node: Kad) -> u32 {
+                self.attach(addr(i), TAG, node).expect("a free address")
+            }
+            fn kad(&mut self, i: u32) -> &mut Kad {
+                self.node(i).expect("attached")
+            }
+            fn step(&mut self, $end: f64) -> Stop {
+                let $l = self;
+                $run.1
+            }
+            fn head_time(&mut self) -> Option<f64> {
+                self.head().map(|h| h.0)
+            }
+            fn kick_node(&mut self, i: u32) {
+                self.kick(i);
+            }
+            fn now_ms(&self) -> f64 {
+                self.now
+            }
+            fn set_now(&mut self, now: f64) {
+                self.now = now;
+            }
+        }
+    };
 }
 
-impl SwarmLane for ParallelLane<Kad> {
-    fn add(&mut self, i: u16, node: Kad) -> u32 {
-        self.attach(addr(i), TAG, node).expect("a free address")
-    }
-    fn kad(&mut self, i: u32) -> &mut Kad {
-        self.node(i).expect("attached")
-    }
-    fn step(&mut self, end: f64) -> Stop {
-        self.run(f64::INFINITY, end, 10_000).1
-    }
-    fn head_time(&mut self) -> Option<f64> {
-        self.head().map(|h| h.0)
-    }
-    fn kick_node(&mut self, i: u32) {
-        self.kick(i);
-    }
-    fn now_ms(&self) -> f64 {
-        self.now
-    }
-    fn set_now(&mut self, now: f64) {
-        self.now = now;
-    }
-}
+swarm_lane!(Lane<Kad>, |l, end| l.run(f64::INFINITY, u64::MAX, end, 10_000));
+swarm_lane!(ParallelLane<Kad>, |l, end| l.run(f64::INFINITY, end, 10_000));
 
 /// `n` Kademlia nodes seeded with `seed` join `lane` through node 0, 20 ms apart, then 30 s
 /// pass; returns each joining node's index and its join's lookup, and the events handed back.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::super::lane::{arrival, due, key, AddrKey, LaneNode, LaneStats, NodeCounters};
+use super::super::lane::{arrival, datagram, due, key, AddrKey, LaneNode, LaneStats, NodeCounters};
 use super::super::queue::{each_frame, Item, Queue, Spare, NO_NODE};
 use crate::identity::seeded::SeededMap;
 use crate::impair::ImpairConfig;
@@ -278,16 +278,7 @@ impl<N: LaneNode> Part<N> {
 
     /// `data` from the node in `slot` to `to`, sent at `now`.
     fn send(&mut self, m: &mut Meta, to: SocketAddr, data: &[u8], now: f64, shared: &Shared) {
-        if to == m.addr {
-            m.counters.dropped_self += 1;
-            return;
-        }
-        let mut bytes = self.spare.buffer();
-        bytes.push(m.tag);
-        bytes.extend_from_slice(data);
-        self.stats.sent += 1;
-        self.stats.bytes_sent += bytes.len() as u64;
-        m.counters.sent += 1;
+        let Some(bytes) = datagram(&mut self.spare, &mut self.stats, &mut m.counters, m.addr, m.tag, to, data) else { return };
         let seq = m.seq();
         let time = due(now, arrival(shared.link, &mut m.stream, now) - now);
         let dest = shared.by_addr.get(&key(to)).filter(|d| d.1 == m.tag).map_or(NO_NODE, |d| d.0);
