@@ -6,7 +6,7 @@
  */
 import type { Peer } from './peer'
 
-/** A peer listener. */
+/** Called with a peer that came (`connected`) or went (`disconnected`); see the layers' `on`. */
 export type PeerListener = (peer: Peer) => void
 
 export class PeerListeners<E extends string> {
