@@ -239,8 +239,9 @@ export function bindingName(declared: string): string {
   return declared.endsWith('?') ? declared.slice(0, -1) : declared
 }
 
-const placeholders = new WeakSet<Fn>()
-const isNotBuilt = (f: Fn): boolean => placeholders.has(f)
+/** Marks the placeholders (a property, not a WeakSet: a simulation makes thousands per second). */
+const NOT_BUILT = Symbol('notBuilt')
+const isNotBuilt = (f: Fn): boolean => (f as Fn & { [NOT_BUILT]?: true })[NOT_BUILT] === true
 
 /** Placeholder for a `lower` binding before the stack is built. */
 function notBuilt(layer: Protocol<any>, binding: string): Fn {
@@ -252,7 +253,7 @@ function notBuilt(layer: Protocol<any>, binding: string): Fn {
       { details: { layer: layer.name, binding } },
     )
   }
-  placeholders.add(f)
+  ;(f as Fn & { [NOT_BUILT]?: true })[NOT_BUILT] = true
   return f
 }
 
