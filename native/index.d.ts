@@ -1164,6 +1164,9 @@ export interface RudpOptions {
   seed?: number
 }
 
+/** The most threads a `SimLane` runs on (`deccom_core::sim::MAX_THREADS`). */
+export declare function simMaxThreads(): number
+
 /**
  * Datagrams to send, as the JavaScript-driven endpoints return them: bytes back to back, their
  * lengths, and each one's peer.

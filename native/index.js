@@ -864,5 +864,6 @@ module.exports.kadDecode = nativeBinding.kadDecode
 module.exports.kadEncodeNodes = nativeBinding.kadEncodeNodes
 module.exports.kadEncodePing = nativeBinding.kadEncodePing
 module.exports.nodeId = nativeBinding.nodeId
+module.exports.simMaxThreads = nativeBinding.simMaxThreads
 module.exports.verify = nativeBinding.verify
 module.exports.wireDecode = nativeBinding.wireDecode

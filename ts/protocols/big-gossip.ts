@@ -87,7 +87,6 @@ const VALIDATION_PULL_LEN = 341
 /** A SAMPLE cut for a validation PULL keeps at least this much room (its sender's record and a few more). */
 const MIN_SAMPLE_ROOM = 400
 
-
 export class BigGossip extends Protocol {
   static override bindTo = ['send', 'localAddress']
   static override bindFrom = ['onMessage']

@@ -55,7 +55,6 @@ export interface FixedPeersOptions {
   helloRetries?: number
 }
 
-
 export class FixedPeers extends Protocol {
   static override bindTo = ['send', 'localAddress']
   static override bindFrom = ['onMessage']

@@ -54,7 +54,6 @@ export const TAG_GOSSIP = 8
 /** A Gossip PING with its tag byte. */
 const PING_DATAGRAM_LEN = 6
 
-
 /** Options of {@link Gossip}. */
 export interface GossipOptions {
   /** Addresses of nodes to join through (their ids need not be known). */
@@ -125,7 +124,6 @@ interface Find {
   reject: (e: Error) => void
   timer: TimerHandle
 }
-
 
 export class Gossip extends Protocol {
   static override bindTo = ['send', 'localAddress']

@@ -56,7 +56,6 @@ interface Watched {
   awaiting: boolean
 }
 
-
 /** Typed layer: `lower`/`upper` hold exactly these bindings (keep them in step with the statics). */
 export class KeepAlive
   extends Protocol<{

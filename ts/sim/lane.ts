@@ -29,14 +29,15 @@ import { MAX_LINK_STATES, delayOnly } from './links'
 type SimLane = InstanceType<typeof native.SimLane>
 type KadTable = InstanceType<typeof native.KadTable>
 
-/** Most threads of the native lane. */
-const MAX_THREADS = 64
+/** Most threads of the native lane (the native lane's own limit). */
+const MAX_THREADS: number = native.simMaxThreads()
 
 /**
  * The lane a network with these options runs (null without `nativeDelivery`), its options
  * checked: ERR_DECCOM_INVALID_ARGUMENT for what the lane does not model (a link function, a
  * default link that does more than delay or has its own seed, the trace on) and for `threads`
- * that is not an integer from 1 to 64, or above 1 without `nativeDelivery` or a latency above 0.
+ * that is not an integer from 1 to the native limit (64), or above 1 without `nativeDelivery` or
+ * a latency above 0.
  */
 export function laneFor(
   opts: { nativeDelivery?: boolean; threads?: number; link?: unknown },

@@ -11,7 +11,7 @@
 //! sender's 18-byte address at 48, the destination's at 66, the length (u32 LE) at 84, the bytes
 //! (tag first) from 88.
 
-use deccom_core::sim::{Lane, LaneNode, ParallelLane, Stop, MAX_THREADS};
+use deccom_core::sim::{Lane, LaneNode, NodeCounters, ParallelLane, Stop, MAX_THREADS};
 use deccom_core::wire::{encode_raw_addr, RAW_ADDR_LEN};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -91,6 +91,17 @@ macro_rules! on_lane {
   };
 }
 
+/// The most threads a `SimLane` runs on (`deccom_core::sim::MAX_THREADS`).
+#[napi]
+pub fn sim_max_threads() -> u32 {
+  MAX_THREADS
+}
+
+/// A node's counters as JavaScript reads them: [sent, received, dropped_self].
+fn counters_vec(c: NodeCounters) -> Vec<f64> {
+  vec![c.sent as f64, c.received as f64, c.dropped_self as f64]
+}
+
 fn io_f64(io: &[u8], at: usize) -> f64 {
   io.get(at..at + 8).map_or(0.0, |b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
@@ -153,13 +164,13 @@ impl SimLane {
     self.begin(&io)?;
     let out = on_lane!(&mut self.lane, |l| l.detach(i).map(|d| d.1));
     self.end(&mut io);
-    Ok(out.map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64]))
+    Ok(out.map_or_else(Vec::new, counters_vec))
   }
 
   /// Node `i`'s counters [sent, received, dropped_self] (empty: not attached).
   #[napi]
   pub fn node_counters(&mut self, i: u32) -> Vec<f64> {
-    on_lane!(&mut self.lane, |l| l.counters(i)).map_or_else(Vec::new, |c| vec![c.sent as f64, c.received as f64, c.dropped_self as f64])
+    on_lane!(&mut self.lane, |l| l.counters(i)).map_or_else(Vec::new, counters_vec)
   }
 
   /// Puts a datagram sent at `now` from `from` to `to` (18-byte addresses; `data`: tag byte
